@@ -1,0 +1,107 @@
+"""Content-addressed package cache: ``packages/sha256/<2>/<sha256>/<file name>`` under REPRO_HOME.
+
+A file enters the cache only after its sha256 and size match the lock, through a temporary
+name and a rename, so a reader never sees a partial or unverified file. Layout matches the
+store's ``packages/`` prefix, so a cache can be pushed or pulled as is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from .errors import InfraError, IntegrityError, OfflineMissing
+from .lockfile import Package
+
+CHUNK = 1 << 20
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(CHUNK), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class PackageCache:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def path(self, pkg: Package) -> Path:
+        return self.root / "sha256" / pkg.sha256[:2] / pkg.sha256 / pkg.file
+
+    def has(self, pkg: Package) -> bool:
+        p = self.path(pkg)
+        try:
+            return p.stat().st_size == pkg.size
+        except FileNotFoundError:
+            return False
+
+    def missing(self, packages) -> list[Package]:
+        return [p for p in packages if not self.has(p)]
+
+    def ensure(self, packages, offline: bool = False, where: str = "", jobs: int = 8) -> dict[str, Path]:
+        """Make every package present and verified; return {sha256: path}."""
+        todo = {p.sha256: p for p in self.missing(packages)}.values()
+        if todo and offline:
+            names = ", ".join(f"{p.file}" for p in todo)
+            raise OfflineMissing(f"{where}: offline, and these files are not in the package cache "
+                                 f"{self.root}: {names}. Run once without --offline to download them.")
+        if todo:
+            with ThreadPoolExecutor(max_workers=jobs) as pool:
+                list(pool.map(lambda p: self.fetch(p, where), todo))
+        return {p.sha256: self.path(p) for p in packages}
+
+    def add_file(self, pkg: Package, source: Path, where: str = "") -> Path:
+        """Verify a local file against ``pkg`` and copy it in (used for file:// URLs and stores)."""
+        return self._admit(pkg, lambda out: shutil.copyfileobj(open(source, "rb"), out, CHUNK), where)
+
+    def fetch(self, pkg: Package, where: str = "") -> Path:
+        if self.has(pkg):
+            return self.path(pkg)
+        parsed = urlparse(pkg.url)
+        if parsed.scheme == "file":
+            return self.add_file(pkg, Path(unquote(parsed.path)), where)
+
+        def download(out):
+            try:
+                with urllib.request.urlopen(pkg.url, timeout=120) as resp:
+                    shutil.copyfileobj(resp, out, CHUNK)
+            except (urllib.error.URLError, OSError) as exc:
+                raise InfraError(f"{where}: cannot download {pkg.file} from {pkg.url}: {exc}") from None
+
+        return self._admit(pkg, download, where)
+
+    def _admit(self, pkg: Package, write, where: str) -> Path:
+        final = self.path(pkg)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".partial-", dir=final.parent)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                write(out)
+            got_size = os.path.getsize(tmp)
+            got = sha256_file(tmp)
+            if got != pkg.sha256 or got_size != pkg.size:
+                raise IntegrityError(
+                    f"{where}: package file {pkg.file} ({pkg.name} {pkg.version}) does not match the lock: "
+                    f"sha256 {got} (size {got_size}), lock says {pkg.sha256} (size {pkg.size}). "
+                    f"The file was not used. If the index really republished it, re-lock; otherwise "
+                    f"the source ({pkg.url}) is corrupt or tampered with."
+                )
+            os.chmod(tmp, 0o444)
+            os.replace(tmp, final)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        return final
+
+    def verify(self, pkg: Package) -> bool:
+        """Re-hash a cached file (slow path, used before installing files we did not just write)."""
+        return self.has(pkg) and sha256_file(self.path(pkg)) == pkg.sha256

@@ -1,0 +1,57 @@
+"""Host side of fingerprints: run ``probe.py`` inside an environment and compare with a lock."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from .errors import InfraError
+from .lockfile import PlatformLock
+
+PROBE = Path(__file__).with_name("probe.py")
+
+
+def take(python: Path | str) -> dict:
+    """Fingerprint the environment of interpreter ``python`` (isolated mode: no PYTHONPATH, no user site)."""
+    proc = subprocess.run([str(python), "-I", str(PROBE)], capture_output=True, text=True, timeout=120)
+    if proc.returncode != 0:
+        raise InfraError(f"cannot fingerprint the environment of {python}: {proc.stderr.strip()[-2000:]}")
+    return json.loads(proc.stdout)
+
+
+def differences(fp: dict, lock: PlatformLock) -> list[str]:
+    """What differs between an environment's fingerprint and the lock it was built from."""
+    lines = []
+    if fp.get("python") != lock.python:
+        lines.append(f"interpreter is Python {fp.get('python')}, lock says {lock.python}")
+    have = {d["name"]: d for d in fp.get("distributions", [])}
+    want = {p.name: p.version for p in lock.packages}
+    for name in sorted(set(have) | set(want)):
+        if name not in have:
+            lines.append(f"{name} {want[name]} is missing")
+        elif name not in want:
+            lines.append(f"{name} {have[name]['version']} is installed but not in the lock")
+        elif have[name]["version"] != want[name]:
+            lines.append(f"{name} is {have[name]['version']}, lock says {want[name]}")
+        elif have[name].get("missing_files"):
+            lines.append(f"{name} {want[name]}: {have[name]['missing_files']} file(s) listed in RECORD are gone")
+    return lines
+
+
+def changed_on_disk(built: dict, now: dict) -> list[str]:
+    """Distributions whose files changed since the environment was built (RECORD, count or size)."""
+    before = {d["name"]: d for d in built.get("distributions", [])}
+    lines = []
+    for d in now.get("distributions", []):
+        b = before.get(d["name"])
+        if b is None:
+            continue
+        for key in ("record_sha256", "files", "bytes", "missing_files"):
+            if b.get(key) != d.get(key):
+                lines.append(f"{d['name']} {d['version']} changed on disk ({key}: {b.get(key)} -> {d.get(key)})")
+                break
+    if built.get("python") != now.get("python") or built.get("build") != now.get("build"):
+        lines.append(f"interpreter changed: {built.get('python')} {built.get('build')} -> "
+                     f"{now.get('python')} {now.get('build')}")
+    return lines

@@ -1,0 +1,136 @@
+"""Load a flow file the way Metaflow does (by importing it) and read its decorators.
+
+Importing runs the user's module-level code, so computed values such as
+``python=get_python_version()`` work. The ``if __name__ == '__main__'`` guard keeps the flow
+from starting. Everything returned is plain data; merging and validation live in ``spec``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import sys
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import FlowLoadError
+from .spec import Declaration
+
+STEP_DECORATORS = {"conda": "conda", "pypi": "pypi"}
+FLOW_DECORATORS = {"conda_base": "conda", "pypi_base": "pypi"}
+
+
+@dataclass(frozen=True)
+class FlowDeclarations:
+    path: Path
+    name: str  # the FlowSpec class name
+    steps: tuple[str, ...]  # in graph order, start first
+    base: tuple[Declaration, ...]
+    per_step: dict  # step -> tuple[Declaration, ...]
+    s3_datastore: bool = False
+
+
+def _declaration(kind: str, attributes: dict) -> Declaration:
+    libs = attributes.get("libraries") or None
+    pkgs = attributes.get("packages") or None
+    if kind == "conda" and libs is not None and pkgs is not None:
+        libs = {**pkgs, **libs} if isinstance(libs, dict) and isinstance(pkgs, dict) else libs
+    return Declaration(
+        kind=kind,
+        libraries=libs if libs is not None else (pkgs if pkgs is not None else {}),
+        python=attributes.get("python"),
+        disabled=attributes.get("disabled"),
+        channels=attributes.get("channels"),
+    )
+
+
+def import_flow_module(path: Path):
+    path = Path(path)
+    if not path.is_file():
+        raise FlowLoadError(f"{path}: no such flow file")
+    if path.suffix != ".py":
+        raise FlowLoadError(f"{path}: a flow file must be a .py file")
+    digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]
+    module_name = f"_repro_flow_{path.stem}_{digest}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    folder = str(path.resolve().parent)
+    sys.path.insert(0, folder)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException as exc:  # noqa: BLE001 - user code may raise anything, even SystemExit
+        sys.modules.pop(module_name, None)
+        tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
+        tail = "".join(tb[-3:]).rstrip()
+        raise FlowLoadError(
+            f"{path}: the flow file does not import: {type(exc).__name__}: {exc}\n{tail}\n"
+            f"Fix the error above; `python {path} show` reproduces it."
+        ) from None
+    finally:
+        try:
+            sys.path.remove(folder)
+        except ValueError:
+            pass
+    return module
+
+
+def _flow_class(module, path: Path):
+    from metaflow import FlowSpec
+
+    found = [
+        obj for obj in vars(module).values()
+        if isinstance(obj, type) and issubclass(obj, FlowSpec) and obj is not FlowSpec
+        and obj.__module__ == module.__name__
+    ]
+    if not found:
+        raise FlowLoadError(f"{path}: no Metaflow flow found (no class deriving from FlowSpec)")
+    if len(found) > 1:
+        names = ", ".join(sorted(c.__name__ for c in found))
+        raise FlowLoadError(f"{path}: more than one flow in one file ({names}); keep one per file")
+    return found[0]
+
+
+def _flow_decorators(cls) -> dict:
+    try:
+        from metaflow.flowspec import FlowStateItems
+
+        return dict(cls._flow_state[FlowStateItems.FLOW_DECORATORS])
+    except (ImportError, AttributeError):  # older Metaflow
+        return dict(getattr(cls, "_flow_decorators", {}))
+
+
+def _s3_datastore() -> bool:
+    try:
+        from metaflow.metaflow_config import DEFAULT_DATASTORE
+    except ImportError:
+        return False
+    return DEFAULT_DATASTORE == "s3"
+
+
+def load_flow(path: Path) -> FlowDeclarations:
+    path = Path(path)
+    module = import_flow_module(path)
+    cls = _flow_class(module, path)
+    base = []
+    for deco_name, decos in sorted(_flow_decorators(cls).items()):
+        kind = FLOW_DECORATORS.get(deco_name)
+        if kind:
+            base.extend(_declaration(kind, dict(d.attributes)) for d in decos)
+    graph = cls._graph
+    steps = tuple(graph.sorted_nodes)
+    per_step = {}
+    for name in steps:
+        func = getattr(cls, name)
+        per_step[name] = tuple(
+            _declaration(STEP_DECORATORS[d.name], dict(d.attributes))
+            for d in getattr(func, "decorators", [])
+            if d.name in STEP_DECORATORS
+        )
+    return FlowDeclarations(
+        path=path.resolve(), name=cls.__name__, steps=steps, base=tuple(base),
+        per_step=per_step, s3_datastore=_s3_datastore(),
+    )
