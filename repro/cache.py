@@ -48,8 +48,50 @@ class PackageCache:
     def missing(self, packages) -> list[Package]:
         return [p for p in packages if not self.has(p)]
 
+    @staticmethod
+    def _stamp(path: Path) -> str:
+        st = path.stat()
+        return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
+
+    def _stamp_file(self, pkg: Package) -> Path:
+        return self.path(pkg).parent / ".verified"
+
+    def check(self, pkg: Package, where: str = "") -> Path:
+        """The cached file, verified against the lock's sha256 before use.
+
+        A full re-hash happens only when the file changed since it was admitted (size, mtime or
+        inode differ from the stamp written then), so reuse stays cheap. A file that fails is
+        removed, never used, and named in the error.
+        """
+        path, stamp = self.path(pkg), self._stamp_file(pkg)
+        try:
+            if stamp.read_text() == self._stamp(path):
+                return path
+        except OSError:
+            pass
+        got = sha256_file(path)
+        if got != pkg.sha256:
+            path.unlink(missing_ok=True)
+            stamp.unlink(missing_ok=True)
+            raise IntegrityError(
+                f"{where}: cached package file {path} ({pkg.name} {pkg.version}) does not match its "
+                f"sha256 {pkg.sha256} (got {got}); it was removed from the cache and not used. "
+                "Run the command again to fetch it anew."
+            )
+        self._write_stamp(pkg)
+        return path
+
+    def _write_stamp(self, pkg: Package) -> None:
+        stamp = self._stamp_file(pkg)
+        tmp = stamp.with_name(f".verified.{os.getpid()}")
+        tmp.write_text(self._stamp(self.path(pkg)))
+        os.replace(tmp, stamp)
+
     def ensure(self, packages, offline: bool = False, where: str = "", jobs: int = 8) -> dict[str, Path]:
         """Make every package present and verified; return {sha256: path}."""
+        for p in packages:
+            if self.has(p):
+                self.check(p, where)
         todo = {p.sha256: p for p in self.missing(packages)}.values()
         if todo and offline:
             names = ", ".join(f"{p.file}" for p in todo)
@@ -100,6 +142,7 @@ class PackageCache:
             os.replace(tmp, final)
         finally:
             Path(tmp).unlink(missing_ok=True)
+        self._write_stamp(pkg)
         return final
 
     def verify(self, pkg: Package) -> bool:

@@ -51,7 +51,8 @@ def import_flow_module(path: Path):
         raise FlowLoadError(f"{path}: no such flow file")
     if path.suffix != ".py":
         raise FlowLoadError(f"{path}: a flow file must be a .py file")
-    digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]
+    # One module per (path, content): an edited flow file is imported afresh, an unchanged one once.
+    digest = hashlib.sha1(str(path.resolve()).encode() + b"\0" + path.read_bytes()).hexdigest()[:12]
     module_name = f"_repro_flow_{path.stem}_{digest}"
     if module_name in sys.modules:
         return sys.modules[module_name]

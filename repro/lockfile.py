@@ -53,6 +53,9 @@ class PlatformLock:
     python: str  # the exact interpreter version, e.g. "3.11.7"
     packages: tuple[Package, ...]
 
+    def __post_init__(self):
+        object.__setattr__(self, "packages", tuple(sorted(self.packages)))  # canonical order
+
     @property
     def env_id(self) -> str:
         return env_id_of(self.platform, self.python, self.packages)

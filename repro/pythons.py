@@ -91,7 +91,8 @@ def installed() -> tuple[Interpreter, ...]:
     uv_found = _uv_pythons()
     for interp in uv_found:
         found.setdefault(interp.version, interp)
-    return tuple(sorted(found.values(), key=lambda i: _version_key(i.version)))
+    usable = [i for i in found.values() if _version_key(i.version)[:2] >= (3, 7)]  # Metaflow's floor
+    return tuple(sorted(usable, key=lambda i: _version_key(i.version)))
 
 
 def _uv_pythons() -> list[Interpreter]:
