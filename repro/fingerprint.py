@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -18,6 +19,18 @@ def take(python: Path | str) -> dict:
     if proc.returncode != 0:
         raise InfraError(f"cannot fingerprint the environment of {python}: {proc.stderr.strip()[-2000:]}")
     return json.loads(proc.stdout)
+
+
+def of_env(env: Path, facts: dict, fresh: bool = False) -> dict:
+    """The same fingerprint as ``take``, computed from outside the environment (no interpreter
+    start-up): its site-packages plus the facts its base interpreter reported about itself.
+    ``fresh``: the env was just installed, so RECORD's sizes can stand in for stat calls."""
+    from . import probe
+
+    sites = sorted(str(p) for p in Path(env).glob("lib/python3*/site-packages")) or \
+        sorted(str(p) for p in Path(env).glob("Lib/site-packages"))
+    return probe.fingerprint(site_dirs=[os.path.normcase(os.path.realpath(s)) for s in sites], facts=facts,
+                             trust_record=fresh)
 
 
 def differences(fp: dict, lock: PlatformLock) -> list[str]:

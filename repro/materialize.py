@@ -102,7 +102,7 @@ class Environments:
         if proc.returncode != 0:
             shutil.rmtree(path, ignore_errors=True)
             self._raise_install_error(proc.stderr, lock, where)
-        fp = fingerprint.take(env_python(path))
+        fp = fingerprint.of_env(path, interpreter.facts, fresh=True)
         problems = fingerprint.differences(fp, lock)
         if problems:
             shutil.rmtree(path, ignore_errors=True)

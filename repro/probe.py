@@ -46,7 +46,13 @@ def _metadata(dist_info):
     return name, version
 
 
-def _record(site, dist_info):
+def _record(site, dist_info, trust_record=False):
+    """(sha256 of RECORD, files listed with a size, their total size on disk, files missing).
+
+    With ``trust_record`` the sizes RECORD declares are used instead of asking the disk: right
+    after an install from hash-verified wheels they are the same (tested), and the builder saves
+    thousands of stat calls. Every later check stats the files for real.
+    """
     path = os.path.join(dist_info, "RECORD")
     try:
         with open(path, "rb") as fh:
@@ -55,12 +61,15 @@ def _record(site, dist_info):
         return None, 0, 0, 0
     files = size = missing = 0
     for line in blob.decode("utf-8", "replace").splitlines():
-        rel = line.rsplit(",", 2)[0] if line.count(",") >= 2 else line
-        if not rel or rel.endswith(".pyc") or "__pycache__" in rel:
+        parts = line.rsplit(",", 2)
+        if len(parts) < 3 or not parts[2].strip().isdigit():
+            continue  # RECORD itself, and entries without a size (e.g. .pyc)
+        files += 1
+        if trust_record:
+            size += int(parts[2])
             continue
         try:
-            size += os.stat(os.path.join(site, rel)).st_size
-            files += 1
+            size += os.stat(os.path.join(site, parts[0])).st_size
         except OSError:
             missing += 1
     return hashlib.sha256(blob).hexdigest(), files, size, missing
@@ -80,9 +89,9 @@ def _site_dirs():
     return seen
 
 
-def distributions():
+def distributions(site_dirs=None, trust_record=False):
     result = {}
-    for site in _site_dirs():
+    for site in (site_dirs if site_dirs is not None else _site_dirs()):
         try:
             names = os.listdir(site)
         except OSError:
@@ -95,7 +104,7 @@ def distributions():
             key = _canonical(name)
             if key in result:
                 continue  # shadowed by an earlier sys.path entry, as the import system would
-            record, files, size, missing = _record(site, dist_info)
+            record, files, size, missing = _record(site, dist_info, trust_record)
             result[key] = {"name": key, "version": version, "record_sha256": record,
                            "files": files, "bytes": size, "missing_files": missing, "location": site}
     return [result[k] for k in sorted(result)]
@@ -109,9 +118,9 @@ def _libc():
     return "%s %s" % (lib, ver) if lib else ""
 
 
-def fingerprint():
-    dists = distributions()
-    identity = {
+def interpreter_facts():
+    """What identifies the running interpreter (and so, any environment made from it)."""
+    return {
         "fingerprint_version": FINGERPRINT_VERSION,
         "python": "%d.%d.%d" % tuple(sys.version_info[:3]),
         "implementation": sys.implementation.name,
@@ -120,21 +129,31 @@ def fingerprint():
         "system": platform.system(),
         "machine": platform.machine(),
         "libc": _libc(),
-        "distributions": [
-            {k: d[k] for k in ("name", "version", "record_sha256", "files", "bytes", "missing_files")}
-            for d in dists
-        ],
     }
+
+
+def fingerprint(site_dirs=None, facts=None, trust_record=False):
+    """Fingerprint of the running interpreter's environment, or, from outside it, of the
+    environment whose site-packages are ``site_dirs`` made from an interpreter with ``facts``
+    (as ``interpreter_facts()`` printed there). Both give the same digest for the same env."""
+    dists = distributions(site_dirs, trust_record)
+    identity = dict(facts or interpreter_facts())
+    identity["distributions"] = [
+        {k: d[k] for k in ("name", "version", "record_sha256", "files", "bytes", "missing_files")}
+        for d in dists
+    ]
     blob = json.dumps(identity, sort_keys=True, separators=(",", ":")).encode("utf-8")
     result = dict(identity)
     result["digest"] = hashlib.sha256(blob).hexdigest()
-    result["executable"] = sys.executable
-    result["prefix"] = sys.prefix
-    result["platform"] = platform.platform()
+    if facts is None:
+        result["executable"] = sys.executable
+        result["prefix"] = sys.prefix
+        result["platform"] = platform.platform()
     result["locations"] = {d["name"]: d["location"] for d in dists}
     return result
 
 
 if __name__ == "__main__":
-    sys.stdout.write(json.dumps(fingerprint(), sort_keys=True))
+    out = interpreter_facts() if sys.argv[1:] == ["--interpreter"] else fingerprint()
+    sys.stdout.write(json.dumps(out, sort_keys=True))
     sys.stdout.write("\n")

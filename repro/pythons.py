@@ -19,11 +19,7 @@ from pathlib import Path
 
 from .errors import PythonNotFound
 
-_PROBE = (
-    "import sys,platform,json;print(json.dumps({'version':'%d.%d.%d'%sys.version_info[:3],"
-    "'implementation':sys.implementation.name,'build':' '.join(platform.python_build()),"
-    "'executable':sys.executable}))"
-)
+_PROBE = Path(__file__).with_name("probe.py")
 
 
 @dataclass(frozen=True)
@@ -31,7 +27,11 @@ class Interpreter:
     path: str
     version: str  # "3.11.7"
     implementation: str = "cpython"
-    build: str = ""
+    facts_json: str = "{}"  # probe.interpreter_facts() as printed by this interpreter
+
+    @property
+    def facts(self) -> dict:
+        return json.loads(self.facts_json)
 
     @property
     def minor(self) -> str:
@@ -61,15 +61,16 @@ def _candidates() -> list[str]:
 @functools.lru_cache(maxsize=None)
 def probe(path: str) -> Interpreter | None:
     try:
-        out = subprocess.run([path, "-I", "-c", _PROBE], capture_output=True, text=True, timeout=30)
+        out = subprocess.run([path, "-I", str(_PROBE), "--interpreter"], capture_output=True, text=True,
+                             timeout=30)
     except (OSError, subprocess.TimeoutExpired):
         return None
     if out.returncode != 0:
-        return None
+        return None  # e.g. Python 2, where the probe does not even parse
     info = json.loads(out.stdout)
     if info["implementation"] != "cpython":
         return None
-    return Interpreter(path=path, version=info["version"], build=info["build"])
+    return Interpreter(path=path, version=info["python"], facts_json=json.dumps(info, sort_keys=True))
 
 
 def _guess(path: str) -> str | None:
@@ -140,6 +141,7 @@ def _match(version: str, request: str, exact: bool) -> bool:
 
 
 def current() -> Interpreter:
+    """The interpreter running repro (no subprocess: only its version is needed)."""
     v = "%d.%d.%d" % sys.version_info[:3]
     return Interpreter(path=sys.executable, version=v)
 

@@ -182,7 +182,8 @@ def test_offline_build_with_files_missing_names_them_and_builds_nothing(tmp_path
 
 
 def test_env_show_reports_state_and_runtime_drift(tmp_path):
-    path = small_flow(tmp_path, "ShowFlow")
+    # its own six version: this test tampers with the env, which no other test may share
+    path = write_flow(tmp_path, SMALL.format(name="ShowFlow", python="").replace('"1.16.0"', '"1.11.0"'))
     r = cli("env", "show", path)
     assert r.code == 0 and "not locked" in r.out
     r = cli("env", "build", path)
@@ -190,12 +191,12 @@ def test_env_show_reports_state_and_runtime_drift(tmp_path):
     show = cli("env", "show", path)
     assert show.code == 0, show.text
     rows = {line.split()[0]: line for line in show.out.splitlines() if line.startswith(("start", "end"))}
-    assert "built" in rows["start"] and "matches lock" in rows["start"] and "six==1.16.0" in rows["start"]
+    assert "built" in rows["start"] and "matches lock" in rows["start"] and "six==1.11.0" in rows["start"]
     # somebody edits an installed package in place: runtime drift
     six_py = next((env / "lib").glob("python3*/site-packages/six.py"))
     six_py.write_text(six_py.read_text() + "\n# edited\n")
     show = cli("env", "show", path)
-    assert show.code == 1 and "DRIFT: six 1.16.0 changed on disk" in show.out
+    assert show.code == 1 and "DRIFT: six 1.11.0 changed on disk" in show.out
 
 
 @pytest.mark.parametrize("minor", ["3.7", "3.13"])
@@ -216,3 +217,20 @@ def test_fingerprint_of_a_hundred_distributions_is_fast(tmp_path):
     t = time.perf_counter()
     fp = fingerprint.take(sys.executable)
     assert len(fp["distributions"]) > 10 and time.perf_counter() - t < 5  # the benchmark measures the real target
+
+
+def test_fingerprint_from_outside_equals_fingerprint_from_inside(tmp_path):
+    """Builds fingerprint from outside the env (no interpreter start-up); tasks do it from inside.
+    Both must give the same digest, or every task would report drift."""
+    from repro import fingerprint, pythons
+    from repro.engine import environments, open_flow
+
+    path = small_flow(tmp_path, "DigestFlow")
+    assert cli("env", "build", path).code == 0
+    flow = open_flow(path)
+    pl = flow.lock.steps["start"].platforms["linux-64"]
+    built = environments(flow.settings).get(pl.env_id)
+    inside = fingerprint.take(built.python)
+    outside = fingerprint.of_env(built.path, pythons.find(pl.python).facts)
+    assert inside["digest"] == outside["digest"] == built.fingerprint["digest"]
+    assert {d["name"] for d in inside["distributions"]} == {p.name for p in pl.packages}
