@@ -7,7 +7,7 @@ diffs) and ``resolvers`` (resolution), and side effects in ``cache`` and ``mater
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -16,7 +16,7 @@ from . import pythons
 from .cache import PackageCache
 from .config import Settings, load_settings
 from .errors import BadInput, LockFileError
-from .flowfile import FlowDeclarations, load_flow
+from .flowfile import FlowDeclarations, declarations_of, load_flow
 from .lockfile import Lock, PlatformLock, StepLock, diff_packages, diff_spec, lock_path, read_lock, write_lock
 from .materialize import BuiltEnv, Environments
 from .resolvers import pypi
@@ -49,9 +49,20 @@ class Flow:
 
 
 def open_flow(path: Path, settings: Settings | None = None) -> Flow:
+    """Import a flow file and read its declarations and lock."""
     path = Path(path)
-    settings = settings or load_settings(path)
-    decl = load_flow(path)
+    return _flow(load_flow(path), path, settings or load_settings(path))
+
+
+def flow_from_class(cls, path: Path, settings: Settings, s3_datastore: bool | None = None) -> Flow:
+    """The same, from a FlowSpec class already imported (inside Metaflow's runtime)."""
+    decl = declarations_of(cls, path)
+    if s3_datastore is not None:
+        decl = replace(decl, s3_datastore=s3_datastore)
+    return _flow(decl, Path(path), settings)
+
+
+def _flow(decl: FlowDeclarations, path: Path, settings: Settings) -> Flow:
     default_python = pythons.current().version
     specs = {}
     for step in decl.steps:
@@ -177,16 +188,18 @@ def environments(settings: Settings) -> Environments:
     return Environments(settings.envs_dir, PackageCache(settings.package_cache), settings.uv_cache)
 
 
-def current_lock(flow: Flow, offline: bool, log: Log = _stderr) -> Lock:
-    """The lock to build from: the committed one if it is current; else re-lock (never offline)."""
+def current_lock(flow: Flow, offline: bool = False, log: Log = _stderr, frozen: bool = False) -> Lock:
+    """The lock to build from: the committed one if it is current; else re-lock (never offline,
+    never frozen: then a stale lock is an error that says what drifted)."""
     local = plats.local_platform_name()
     drift = spec_drift(flow, [local])
     if not drift:
         return flow.lock
-    if offline:
+    if offline or frozen:
         detail = "\n".join(f"  {d.step}: " + "; ".join(d.lines) for d in drift)
-        raise BadInput(f"{flow.path}: the lock does not match the flow, and --offline forbids resolving:\n"
-                       f"{detail}\nRun `repro lock {flow.path.name}` with network access first.")
+        why = "--offline forbids resolving" if offline else "REPRO_FROZEN is set, so it is not re-resolved"
+        raise BadInput(f"{flow.path}: the lock does not match the flow, and {why}:\n"
+                       f"{detail}\nRun `repro lock {flow.path.name}` (with network access) and commit the lock.")
     result = lock_flow(flow, platforms=target_platforms(flow, None) + [local], log=log)
     for step, lines in result.changes.items():
         log(f"lock updated for {flow.name}.{step}: " + "; ".join(lines))
@@ -194,13 +207,13 @@ def current_lock(flow: Flow, offline: bool, log: Log = _stderr) -> Lock:
 
 
 def build_flow(flow: Flow, steps: list[str] | None = None, offline: bool = False,
-               log: Log = _stderr) -> dict[str, BuiltEnv | None]:
+               log: Log = _stderr, frozen: bool = False) -> dict[str, BuiltEnv | None]:
     """Build (or reuse) every step's environment; disabled steps map to None."""
     unknown = [s for s in steps or [] if s not in flow.specs]
     if unknown:
         raise BadInput(f"{flow.path}: no step named {', '.join(unknown)} in flow {flow.name} "
                        f"(steps: {', '.join(flow.specs)})")
-    lock = current_lock(flow, offline, log)
+    lock = current_lock(flow, offline, log, frozen)
     local = plats.local_platform_name()
     envs = environments(flow.settings)
     built: dict[str, BuiltEnv | None] = {}

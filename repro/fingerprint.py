@@ -10,7 +10,9 @@ from pathlib import Path
 from .errors import InfraError
 from .lockfile import PlatformLock
 
-PROBE = Path(__file__).with_name("probe.py")
+from metaflow_extensions.repro.plugins import probe
+
+PROBE = Path(probe.__file__)
 
 
 def take(python: Path | str) -> dict:
@@ -25,8 +27,6 @@ def of_env(env: Path, facts: dict, fresh: bool = False) -> dict:
     """The same fingerprint as ``take``, computed from outside the environment (no interpreter
     start-up): its site-packages plus the facts its base interpreter reported about itself.
     ``fresh``: the env was just installed, so RECORD's sizes can stand in for stat calls."""
-    from . import probe
-
     sites = sorted(str(p) for p in Path(env).glob("lib/python3*/site-packages")) or \
         sorted(str(p) for p in Path(env).glob("Lib/site-packages"))
     return probe.fingerprint(site_dirs=[os.path.normcase(os.path.realpath(s)) for s in sites], facts=facts,
@@ -53,18 +53,5 @@ def differences(fp: dict, lock: PlatformLock) -> list[str]:
 
 
 def changed_on_disk(built: dict, now: dict) -> list[str]:
-    """Distributions whose files changed since the environment was built (RECORD, count or size)."""
-    before = {d["name"]: d for d in built.get("distributions", [])}
-    lines = []
-    for d in now.get("distributions", []):
-        b = before.get(d["name"])
-        if b is None:
-            continue
-        for key in ("record_sha256", "files", "bytes", "missing_files"):
-            if b.get(key) != d.get(key):
-                lines.append(f"{d['name']} {d['version']} changed on disk ({key}: {b.get(key)} -> {d.get(key)})")
-                break
-    if built.get("python") != now.get("python") or built.get("build") != now.get("build"):
-        lines.append(f"interpreter changed: {built.get('python')} {built.get('build')} -> "
-                     f"{now.get('python')} {now.get('build')}")
-    return lines
+    """What changed in an environment since it was built (stdlib logic shared with tasks)."""
+    return probe.compare(built, now)

@@ -112,26 +112,35 @@ def _s3_datastore() -> bool:
     return DEFAULT_DATASTORE == "s3"
 
 
-def load_flow(path: Path) -> FlowDeclarations:
-    path = Path(path)
-    module = import_flow_module(path)
-    cls = _flow_class(module, path)
+def _user_declared(deco) -> bool:
+    """Decorators written in the flow file, not the ones Metaflow attaches to every step
+    (``--environment=conda`` attaches an empty ``@conda`` to each step that has none)."""
+    return bool(getattr(deco, "statically_defined", True))
+
+
+def declarations_of(cls, path: Path) -> FlowDeclarations:
+    """Read the decorators of a FlowSpec class (imported by us, or live inside Metaflow's runtime)."""
     base = []
     for deco_name, decos in sorted(_flow_decorators(cls).items()):
         kind = FLOW_DECORATORS.get(deco_name)
         if kind:
-            base.extend(_declaration(kind, dict(d.attributes)) for d in decos)
-    graph = cls._graph
-    steps = tuple(graph.sorted_nodes)
+            base.extend(_declaration(kind, dict(d.attributes)) for d in decos if _user_declared(d))
+    steps = tuple(cls._graph.sorted_nodes)
     per_step = {}
     for name in steps:
         func = getattr(cls, name)
         per_step[name] = tuple(
             _declaration(STEP_DECORATORS[d.name], dict(d.attributes))
             for d in getattr(func, "decorators", [])
-            if d.name in STEP_DECORATORS
+            if d.name in STEP_DECORATORS and _user_declared(d)
         )
     return FlowDeclarations(
-        path=path.resolve(), name=cls.__name__, steps=steps, base=tuple(base),
+        path=Path(path).resolve(), name=cls.__name__, steps=steps, base=tuple(base),
         per_step=per_step, s3_datastore=_s3_datastore(),
     )
+
+
+def load_flow(path: Path) -> FlowDeclarations:
+    path = Path(path)
+    module = import_flow_module(path)
+    return declarations_of(_flow_class(module, path), path)

@@ -19,6 +19,8 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from metaflow_extensions.repro.plugins import probe
+
 from . import fingerprint
 from .cache import PackageCache
 from .errors import InfraError, IntegrityError
@@ -57,7 +59,11 @@ class Environments:
             data = json.loads((self.path(env_id) / MARKER).read_text())
         except (OSError, ValueError):
             return None
-        return data if data.get("env_id") == env_id else None
+        if data.get("env_id") != env_id:
+            return None
+        if data.get("fingerprint", {}).get("fingerprint_version") != probe.FINGERPRINT_VERSION:
+            return None  # built by a repro whose fingerprints mean something else: rebuild
+        return data
 
     def get(self, env_id: str) -> BuiltEnv | None:
         """The built environment, or None. Cheap: one small file read, no subprocess."""

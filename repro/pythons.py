@@ -19,7 +19,9 @@ from pathlib import Path
 
 from .errors import PythonNotFound
 
-_PROBE = Path(__file__).with_name("probe.py")
+from metaflow_extensions.repro.plugins import probe as _probe_module
+
+_PROBE = Path(_probe_module.__file__)
 
 
 @dataclass(frozen=True)

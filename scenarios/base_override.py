@@ -32,7 +32,7 @@ class BaseOverrideFlow(FlowSpec):
     def c(self):
         import sys
 
-        self.c_python = sys.executable
+        self.c_python = sys.executable  # the user's own interpreter, outside isolation
         self.next(self.end)
 
     @step

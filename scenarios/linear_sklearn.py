@@ -15,6 +15,11 @@ class LinearSklearnFlow(FlowSpec):
     @step
     def a(self):
         print("the data artifact is: %s" % self.my_var)
+        try:
+            import sklearn  # noqa: F401 - declared for `start` only, so this must fail here
+            self.sklearn_in_a = True
+        except ImportError:
+            self.sklearn_in_a = False
         self.next(self.end)
 
     @step

@@ -71,3 +71,41 @@ def installed_python(minor: str) -> Path | None:
 @pytest.fixture
 def flow_dir(tmp_path) -> Path:
     return tmp_path / "proj"
+
+
+@dataclass
+class FlowRun:
+    code: int
+    out: str
+    err: str
+    run_id: str | None
+    env: dict
+
+    @property
+    def text(self) -> str:
+        return self.out + self.err
+
+    def inspect(self, flow_name: str) -> dict:
+        """The run's steps, tasks, artifacts and repro metadata, read with Metaflow's client."""
+        import json
+
+        proc = subprocess.run([sys.executable, str(ROOT / "tests" / "mf_inspect.py"), f"{flow_name}/{self.run_id}"],
+                              capture_output=True, text=True, env=self.env, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)
+
+
+def run_flow(path: Path, datastore: Path, environment: str = "conda", env: dict | None = None,
+             args: tuple = (), timeout: float = 900) -> FlowRun:
+    """`python FLOW.py --environment=<environment> run` for real, with a private local datastore."""
+    datastore.mkdir(parents=True, exist_ok=True)
+    run_id_file = datastore / f"run-id-{Path(path).stem}-{os.getpid()}-{len(list(datastore.iterdir()))}"
+    full_env = {**os.environ, "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(datastore),
+                "METAFLOW_DEFAULT_DATASTORE": "local", "METAFLOW_DEFAULT_METADATA": "local", **(env or {})}
+    cmd = [sys.executable, str(path)]
+    if environment:
+        cmd.append(f"--environment={environment}")
+    cmd += ["run", "--run-id-file", str(run_id_file), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=full_env, cwd=datastore, timeout=timeout)
+    run_id = run_id_file.read_text().strip() if run_id_file.exists() else None
+    return FlowRun(proc.returncode, proc.stdout, proc.stderr, run_id, full_env)

@@ -17,7 +17,7 @@ import re
 import sys
 
 _NORMALIZE = re.compile(r"[-_.]+")
-FINGERPRINT_VERSION = 1
+FINGERPRINT_VERSION = 2
 
 
 def _canonical(name):
@@ -151,6 +151,36 @@ def fingerprint(site_dirs=None, facts=None, trust_record=False):
         result["platform"] = platform.platform()
     result["locations"] = {d["name"]: d["location"] for d in dists}
     return result
+
+
+def compare(expected, actual):
+    """What differs between two fingerprints of one environment, in words (empty: identical).
+
+    ``expected`` is the fingerprint taken when the environment was built; ``actual`` one taken now.
+    """
+    lines = []
+    for key in ("python", "implementation", "build", "compiler", "machine", "libc"):
+        if expected.get(key) != actual.get(key):
+            lines.append("interpreter %s is %s, the environment was built with %s"
+                         % (key, actual.get(key), expected.get(key)))
+    before = dict((d["name"], d) for d in expected.get("distributions", []))
+    now = dict((d["name"], d) for d in actual.get("distributions", []))
+    for name in sorted(set(before) | set(now)):
+        b, n = before.get(name), now.get(name)
+        if n is None:
+            lines.append("%s %s is no longer installed" % (name, b["version"]))
+        elif b is None:
+            lines.append("%s %s is installed but was not part of the environment" % (name, n["version"]))
+        elif b["version"] != n["version"]:
+            lines.append("%s is %s, the environment was built with %s" % (name, n["version"], b["version"]))
+        elif n.get("missing_files"):
+            lines.append("%s %s: %d of its files are gone" % (name, n["version"], n["missing_files"]))
+        else:
+            for key in ("record_sha256", "files", "bytes"):
+                if b.get(key) != n.get(key):
+                    lines.append("%s %s changed on disk (%s: %s -> %s)" % (name, n["version"], key, b.get(key), n.get(key)))
+                    break
+    return lines
 
 
 if __name__ == "__main__":

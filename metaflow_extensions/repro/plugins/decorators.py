@@ -1,0 +1,149 @@
+"""`@conda`, `@conda_base`, `@pypi`, `@pypi_base`, with Metaflow's attribute names.
+
+Thin: the decorators carry the user's declaration; repro (on the host) decides and builds, and
+the environment object hands each step its interpreter. Imported inside tasks as well, so only
+the standard library and Metaflow at module level, and Python 3.7 syntax.
+"""
+
+import os
+import shutil
+import tempfile
+
+from metaflow.decorators import FlowDecorator, StepDecorator
+from metaflow.exception import MetaflowException
+from metaflow.metadata_provider import MetaDatum
+from metaflow.metaflow_environment import InvalidEnvironmentException
+
+SUPPORTED_ENVIRONMENTS = ("conda", "pypi")
+
+
+class ReproException(MetaflowException):
+    headline = "repro"
+
+
+class _CodePackage(object):
+    """The run's code package, extracted once per runtime so step interpreters import Metaflow
+    and this extension from it (PYTHONPATH), exactly as they would on a remote worker."""
+
+    folder = None
+    env_vars = None
+
+    @classmethod
+    def extract(cls, package):
+        if cls.folder is not None:
+            return
+        from metaflow.packaging_sys import ContentType
+
+        cls.folder = tempfile.mkdtemp(prefix="repro-code-")
+        package.extract_into(cls.folder, ContentType.ALL_CONTENT)
+        env = {}
+        for key, value in (package.get_post_extract_env_vars(package.package_metadata, cls.folder) or {}).items():
+            if key.endswith(":"):
+                env[key[:-1]] = value
+            elif key == "PYTHONPATH":
+                env[key] = os.pathsep.join([value, cls.folder])
+            else:
+                env[key] = value
+        env.setdefault("PYTHONPATH", cls.folder)
+        cls.env_vars = env
+
+    @classmethod
+    def cleanup(cls):
+        if cls.folder is not None:
+            shutil.rmtree(cls.folder, ignore_errors=True)
+            cls.folder = cls.env_vars = None
+
+
+class _ReproStepDecorator(StepDecorator):
+    def step_init(self, flow, graph, step, decos, environment, flow_datastore, logger):
+        if environment.TYPE not in SUPPORTED_ENVIRONMENTS:
+            raise InvalidEnvironmentException(
+                "@%s on step '%s' needs --environment=conda (or --environment=pypi): "
+                "`python %s --environment=conda run`" % (self.name, step, os.path.basename(flow.script_name))
+            )
+        kinds = sorted(set(d.name for d in decos if d.name in ("conda", "pypi")
+                           and getattr(d, "statically_defined", True)))
+        if len(kinds) > 1:
+            raise ReproException("flow %s, step '%s': @conda and @pypi cannot both be used on the same "
+                                 "step; choose one" % (flow.name, step))
+        self.step = step
+        self.environment = environment
+
+    def runtime_init(self, flow, graph, package, run_id):
+        _CodePackage.extract(package)
+
+    def runtime_step_cli(self, cli_args, retry_count, max_user_code_retries, ubf_context):
+        env = self.environment.step_env(self.step)
+        cli_args.env["PYTHONHASHSEED"] = self.environment.hash_seed
+        if env is None:  # disabled: the user's own interpreter, outside isolation
+            cli_args.env["REPRO_ENV_ID"] = "disabled"
+            return
+        cli_args.env.update(_CodePackage.env_vars or {})
+        cli_args.env["PYTHONNOUSERSITE"] = "1"
+        cli_args.env["REPRO_ENV_ID"] = env["env_id"]
+        cli_args.env["REPRO_SPEC_ID"] = env["spec_id"]
+        cli_args.entrypoint[0] = env["python"]
+
+    def task_pre_step(self, step_name, task_datastore, meta, run_id, task_id, flow, graph,
+                      retry_count, max_retries, ubf_context, inputs):
+        import json
+        import sys
+
+        from .task_check import EnvironmentMismatch, check, summary
+
+        try:
+            env_id, fp = check(step_name)
+        except EnvironmentMismatch as exc:
+            raise ReproException(str(exc))
+        tags = ["attempt_id:%d" % retry_count]
+        values = {
+            "repro-env-id": env_id,
+            "repro-spec-id": os.environ.get("REPRO_SPEC_ID", ""),
+            "repro-fingerprint": json.dumps(summary(fp), sort_keys=True),
+            "repro-pythonhashseed": os.environ.get("PYTHONHASHSEED", ""),
+            "repro-interpreter": sys.executable,
+        }
+        meta.register_metadata(run_id, step_name, task_id,
+                               [MetaDatum(field=k, value=v, type=k, tags=tags) for k, v in values.items()])
+
+    def runtime_finished(self, exception):
+        _CodePackage.cleanup()
+
+
+class CondaStepDecorator(_ReproStepDecorator):
+    """Run this step in its own environment with exactly these libraries (pinned).
+
+    Parameters: libraries (dict name -> exact version), packages (alias), python (e.g. '3.11'),
+    disabled (run in the user's own environment), channels (conda channels).
+    """
+
+    name = "conda"
+    defaults = {"libraries": {}, "packages": {}, "python": None, "disabled": None, "channels": []}
+
+
+class PyPIStepDecorator(_ReproStepDecorator):
+    """Run this step in its own environment with exactly these PyPI packages (pinned)."""
+
+    name = "pypi"
+    defaults = {"packages": {}, "python": None, "disabled": None}
+
+
+class _ReproFlowDecorator(FlowDecorator):
+    def flow_init(self, flow, graph, environment, flow_datastore, metadata, logger, echo, options):
+        if environment.TYPE not in SUPPORTED_ENVIRONMENTS:
+            raise InvalidEnvironmentException(
+                "@%s needs --environment=conda (or --environment=pypi)" % self.name)
+
+
+class CondaFlowDecorator(_ReproFlowDecorator):
+    """Libraries, python and disabled for every step; step-level @conda overrides by name."""
+
+    name = "conda_base"
+    defaults = {"libraries": {}, "packages": {}, "python": None, "disabled": None, "channels": []}
+
+
+class PyPIFlowDecorator(_ReproFlowDecorator):
+    """Packages and python for every step; step-level @pypi overrides by name."""
+
+    name = "pypi_base"
+    defaults = {"packages": {}, "python": None, "disabled": None}

@@ -1,0 +1,76 @@
+"""`--environment=conda` / `--environment=pypi`: every step in its own locked environment.
+
+``init_environment`` runs once, in the runtime (never in a task): it asks repro to lock (or
+read the committed lock) and build every step's environment before the first task starts.
+Task processes import this module too, so nothing but the standard library and Metaflow here.
+"""
+
+import inspect
+import os
+
+from metaflow.metaflow_environment import MetaflowEnvironment
+
+from .decorators import ReproException
+
+
+class CondaEnvironment(MetaflowEnvironment):
+    TYPE = "conda"
+
+    def __init__(self, flow):
+        super(CondaEnvironment, self).__init__(flow)
+        self.flow = flow
+        self.datastore_type = None
+        self._envs = None
+        self.hash_seed = os.environ.get("REPRO_PYTHONHASHSEED") or os.environ.get("PYTHONHASHSEED") or "0"
+
+    def decospecs(self):
+        # Every step gets a @conda (empty unless the user wrote one), so every step is isolated.
+        return ("conda",) + super(CondaEnvironment, self).decospecs()
+
+    def validate_environment(self, logger, datastore_type):
+        self.datastore_type = datastore_type
+
+    def flow_file(self):
+        return os.path.abspath(inspect.getfile(self.flow.__class__))
+
+    def init_environment(self, echo, only_steps=None):
+        echo("Bootstrapping conda environment...(this could take a few minutes)")
+        from repro.errors import ReproError
+        from repro.metaflow_bridge import prepare
+
+        try:
+            self._envs = prepare(self.flow.__class__, self.flow_file(), self.datastore_type == "s3",
+                                 log=lambda msg: echo(msg))
+        except ReproError as exc:
+            raise ReproException(str(exc))
+
+    def step_env(self, step_name):
+        if self._envs is None:
+            raise ReproException("internal: environments were not prepared before step '%s'" % step_name)
+        return self._envs.get(step_name)
+
+    def executable(self, step_name, default=None):
+        env = self._envs.get(step_name) if self._envs else None
+        if env is not None:
+            return env["python"]
+        return super(CondaEnvironment, self).executable(step_name, default)
+
+    def interpreter(self, step_name):
+        env = self.step_env(step_name)
+        return env["python"] if env else None
+
+    def is_disabled(self, step):
+        return self._envs is not None and self._envs.get(step.name) is None
+
+    def add_to_package(self):
+        from metaflow.packaging_sys import ContentType
+
+        flow_file = self.flow_file()
+        lock = os.path.splitext(flow_file)[0] + ".repro.lock"
+        if os.path.exists(lock):
+            return [(lock, os.path.basename(lock), ContentType.USER_CONTENT)]
+        return []
+
+
+class PyPIEnvironment(CondaEnvironment):
+    TYPE = "pypi"

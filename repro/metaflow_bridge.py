@@ -1,0 +1,28 @@
+"""What repro's Metaflow extension asks of repro, on the host, before any task starts."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .config import load_settings
+from .engine import Log, build_flow, flow_from_class
+
+
+def prepare(flow_cls, flow_file: str, s3_datastore: bool, log: Log) -> dict:
+    """Lock (or reuse the committed lock) and build every step's environment.
+
+    Returns {step: {"python", "env_id", "spec_id"}}, or None for steps that are disabled.
+    ``REPRO_FROZEN=1`` turns a stale lock into an error instead of a re-lock (for CI).
+    """
+    path = Path(flow_file)
+    frozen = os.environ.get("REPRO_FROZEN", "").lower() in ("1", "true", "yes")
+    flow = flow_from_class(flow_cls, path, load_settings(path), s3_datastore=s3_datastore)
+    built = build_flow(flow, frozen=frozen, log=log)
+    out = {}
+    for step, env in built.items():
+        if env is None:
+            out[step] = None
+        else:
+            out[step] = {"python": str(env.python), "env_id": env.env_id, "spec_id": flow.specs[step].spec_id}
+    return out
