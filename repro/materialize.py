@@ -34,6 +34,7 @@ MARKER = ".repro-env.json"
 @dataclass(frozen=True)
 class BuiltEnv:
     env_id: str
+    platform: str
     path: Path
     python: Path
     interpreter: str  # the base interpreter the venv was made from
@@ -71,8 +72,8 @@ class Environments:
         if m is None:
             return None
         path = self.path(env_id)
-        return BuiltEnv(env_id=env_id, path=path, python=env_python(path), interpreter=m["interpreter"],
-                        fingerprint=m["fingerprint"], reused=True)
+        return BuiltEnv(env_id=env_id, platform=m["platform"], path=path, python=env_python(path),
+                        interpreter=m["interpreter"], fingerprint=m["fingerprint"], reused=True)
 
     def build(self, lock: PlatformLock, interpreter: Interpreter, offline: bool = False,
               where: str = "") -> BuiltEnv:
@@ -119,8 +120,8 @@ class Environments:
         tmp = path / (MARKER + ".tmp")
         tmp.write_text(json.dumps(marker, sort_keys=True))
         os.replace(tmp, path / MARKER)  # written last: the env exists only from here on
-        return BuiltEnv(env_id=env_id, path=path, python=env_python(path), interpreter=interpreter.path,
-                        fingerprint=fp)
+        return BuiltEnv(env_id=env_id, platform=lock.platform, path=path, python=env_python(path),
+                        interpreter=interpreter.path, fingerprint=fp)
 
     def _raise_install_error(self, stderr: str, lock: PlatformLock, where: str):
         for p in lock.packages:

@@ -9,20 +9,34 @@ from .config import load_settings
 from .engine import Log, build_flow, flow_from_class
 
 
-def prepare(flow_cls, flow_file: str, s3_datastore: bool, log: Log) -> dict:
+def prepare(flow_cls, flow_file: str, s3_datastore: bool, log: Log) -> tuple[dict, dict]:
     """Lock (or reuse the committed lock) and build every step's environment.
 
-    Returns {step: {"python", "env_id", "spec_id"}}, or None for steps that are disabled.
+    Returns ({step: {"python", "env_id", "spec_id", "pycache_prefix"} or None if disabled},
+    {"code": folder for extracted code packages}).
     ``REPRO_FROZEN=1`` turns a stale lock into an error instead of a re-lock (for CI).
     """
     path = Path(flow_file)
     frozen = os.environ.get("REPRO_FROZEN", "").lower() in ("1", "true", "yes")
-    flow = flow_from_class(flow_cls, path, load_settings(path), s3_datastore=s3_datastore)
+    settings = load_settings(path)
+    flow = flow_from_class(flow_cls, path, settings, s3_datastore=s3_datastore)
     built = build_flow(flow, frozen=frozen, log=log)
     out = {}
     for step, env in built.items():
         if env is None:
             out[step] = None
-        else:
-            out[step] = {"python": str(env.python), "env_id": env.env_id, "spec_id": flow.specs[step].spec_id}
-    return out
+            continue
+        python = flow.lock.steps[step].platforms[env.platform].python
+        out[step] = {
+            "python": str(env.python),
+            "env_id": env.env_id,
+            "spec_id": flow.specs[step].spec_id,
+            # PYTHONPYCACHEPREFIX exists from 3.8 on; 3.7 keeps the user's bytecode setting
+            "pycache_prefix": str(settings.home / "pycache") if _minor(python) >= (3, 8) else "",
+        }
+    return out, {"code": str(settings.home / "code")}
+
+
+def _minor(version: str) -> tuple[int, int]:
+    major, minor = version.split(".")[:2]
+    return int(major), int(minor)

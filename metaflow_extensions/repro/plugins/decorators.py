@@ -6,8 +6,6 @@ the standard library and Metaflow at module level, and Python 3.7 syntax.
 """
 
 import os
-import shutil
-import tempfile
 
 from metaflow.decorators import FlowDecorator, StepDecorator
 from metaflow.exception import MetaflowException
@@ -22,36 +20,17 @@ class ReproException(MetaflowException):
 
 
 class _CodePackage(object):
-    """The run's code package, extracted once per runtime so step interpreters import Metaflow
-    and this extension from it (PYTHONPATH), exactly as they would on a remote worker."""
+    """The run's code package, extracted once (repro caches it by content) so that step
+    interpreters import Metaflow and this extension from it, as a remote worker would."""
 
-    folder = None
     env_vars = None
 
     @classmethod
-    def extract(cls, package):
-        if cls.folder is not None:
-            return
-        from metaflow.packaging_sys import ContentType
+    def extract(cls, package, code_root):
+        if cls.env_vars is None:
+            from repro.codepackage import extract
 
-        cls.folder = tempfile.mkdtemp(prefix="repro-code-")
-        package.extract_into(cls.folder, ContentType.ALL_CONTENT)
-        env = {}
-        for key, value in (package.get_post_extract_env_vars(package.package_metadata, cls.folder) or {}).items():
-            if key.endswith(":"):
-                env[key[:-1]] = value
-            elif key == "PYTHONPATH":
-                env[key] = os.pathsep.join([value, cls.folder])
-            else:
-                env[key] = value
-        env.setdefault("PYTHONPATH", cls.folder)
-        cls.env_vars = env
-
-    @classmethod
-    def cleanup(cls):
-        if cls.folder is not None:
-            shutil.rmtree(cls.folder, ignore_errors=True)
-            cls.folder = cls.env_vars = None
+            _, cls.env_vars = extract(package, code_root)
 
 
 class _ReproStepDecorator(StepDecorator):
@@ -70,7 +49,7 @@ class _ReproStepDecorator(StepDecorator):
         self.environment = environment
 
     def runtime_init(self, flow, graph, package, run_id):
-        _CodePackage.extract(package)
+        _CodePackage.extract(package, self.environment.code_root())
 
     def runtime_step_cli(self, cli_args, retry_count, max_user_code_retries, ubf_context):
         env = self.environment.step_env(self.step)
@@ -80,6 +59,11 @@ class _ReproStepDecorator(StepDecorator):
             return
         cli_args.env.update(_CodePackage.env_vars or {})
         cli_args.env["PYTHONNOUSERSITE"] = "1"
+        if env.get("pycache_prefix"):
+            # Bytecode goes to repro's own cache, never into the env or the user's folders, so
+            # tasks need not recompile Metaflow and their libraries on every start.
+            cli_args.env["PYTHONPYCACHEPREFIX"] = env["pycache_prefix"]
+            cli_args.env["PYTHONDONTWRITEBYTECODE"] = ""
         cli_args.env["REPRO_ENV_ID"] = env["env_id"]
         cli_args.env["REPRO_SPEC_ID"] = env["spec_id"]
         cli_args.entrypoint[0] = env["python"]
@@ -106,8 +90,6 @@ class _ReproStepDecorator(StepDecorator):
         meta.register_metadata(run_id, step_name, task_id,
                                [MetaDatum(field=k, value=v, type=k, tags=tags) for k, v in values.items()])
 
-    def runtime_finished(self, exception):
-        _CodePackage.cleanup()
 
 
 class CondaStepDecorator(_ReproStepDecorator):

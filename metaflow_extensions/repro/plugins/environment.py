@@ -21,6 +21,7 @@ class CondaEnvironment(MetaflowEnvironment):
         self.flow = flow
         self.datastore_type = None
         self._envs = None
+        self._paths = {}
         self.hash_seed = os.environ.get("REPRO_PYTHONHASHSEED") or os.environ.get("PYTHONHASHSEED") or "0"
 
     def decospecs(self):
@@ -39,10 +40,13 @@ class CondaEnvironment(MetaflowEnvironment):
         from repro.metaflow_bridge import prepare
 
         try:
-            self._envs = prepare(self.flow.__class__, self.flow_file(), self.datastore_type == "s3",
-                                 log=lambda msg: echo(msg))
+            self._envs, self._paths = prepare(self.flow.__class__, self.flow_file(), self.datastore_type == "s3",
+                                              log=lambda msg: echo(msg))
         except ReproError as exc:
             raise ReproException(str(exc))
+
+    def code_root(self):
+        return self._paths["code"]
 
     def step_env(self, step_name):
         if self._envs is None:
