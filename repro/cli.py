@@ -139,6 +139,111 @@ def cmd_env_build(args) -> int:
     return EXIT_OK
 
 
+def _comparison_table(comparison) -> str:
+    rows = [[step, c["identical"], c["equivalent"], c["different"]] for step, c in comparison.by_step().items()]
+    table = tabulate(rows, headers=["step", "identical", "equivalent", "different"], tablefmt="simple")
+    details = [f"  {r.step}/{r.task}.{r.name}: {r.verdict}: {r.detail}" for r in comparison.results
+               if r.verdict != "identical" and r.detail]
+    return table + ("\n" + "\n".join(details) if details else "")
+
+
+def _pickle_table(record) -> str:
+    if not record.pickle_checks:
+        return "pickle checks: no user artifacts"
+    rows = [[c.step, c.task, c.artifact, c.reader_env[:12], ",".join(c.reader_steps), c.status,
+             "; ".join(x for x in (c.detail, c.static) if x)] for c in record.pickle_checks]
+    return tabulate(rows, headers=["step", "task", "artifact", "reader env", "read by", "status", "why"])
+
+
+def cmd_run(args) -> int:
+    from .recorder import record_run
+
+    code, record = record_run(Path(args.flow), args.store, args.metaflow_args, log=_log)
+    if record is not None and record.status == "success":
+        print(f"recorded {record.ref} ({len(record.steps)} steps, {len(record.envs)} environments)")
+        print(_pickle_table(record))
+        if any(c.status == "fails" for c in record.pickle_checks):
+            print("some artifacts cannot be unpickled by a step that reads them (see 'fails' above)")
+    return code
+
+
+def cmd_replay(args) -> int:
+    from .config import load_settings
+    from .recorder import replay
+
+    result = replay(args.ref, args.store, load_settings(Path.cwd()), on=args.on, log=_log)
+    print(f"replayed {result.original.ref} as {result.replayed.ref}")
+    print(_comparison_table(result.comparison))
+    verdict = "identical" if all(r.verdict == "identical" for r in result.comparison.results) else (
+        "equivalent" if result.comparison.same else "different")
+    print(f"result: {verdict}")
+    return result.exit_code
+
+
+def cmd_diff(args) -> int:
+    from .config import load_settings
+    from .recorder import compare_runs
+    from .snapshot import load_record, parse_ref
+    from .store import open_store
+
+    settings = load_settings(Path.cwd())
+    store = open_store(args.store or settings.store)
+    a = load_record(store, parse_ref(args.ref_a))
+    b = load_record(store, parse_ref(args.ref_b))
+    comparison = compare_runs(a, b, store, settings)
+    print(f"{a.ref} -> {b.ref}")
+    print(_comparison_table(comparison))
+    return 0 if comparison.same else EXIT_DRIFT
+
+
+def cmd_store(args) -> int:
+    from .config import load_settings
+    from .snapshot import gc, list_records, load_record, parse_ref, verify
+    from .store import open_store
+
+    settings = load_settings(Path.cwd())
+    store = open_store(args.store or settings.store)
+    if args.store_command == "ls":
+        rows = [[r.flow, r.run_id, r.created_at, r.status, len(r.steps), len(r.envs),
+                 sum(len(t.artifacts) for s in r.steps.values() for t in s.tasks.values())]
+                for r in list_records(store)]
+        print(tabulate(rows, headers=["flow", "run", "created", "status", "steps", "envs", "artifacts"]))
+        return EXIT_OK
+    if args.store_command == "show":
+        r = load_record(store, parse_ref(args.ref))
+        print(f"{r.ref}  created {r.created_at}  status {r.status}  metaflow {r.metaflow_version}  "
+              f"PYTHONHASHSEED={r.pythonhashseed}")
+        rows = [[name, s.env_id[:12], len(s.tasks), sum(len(t.artifacts) for t in s.tasks.values())]
+                for name, s in r.steps.items()]
+        print(tabulate(rows, headers=["step", "env id", "tasks", "artifacts"]))
+        print(_pickle_table(r))
+        return EXIT_OK
+    if args.store_command == "verify":
+        records = [load_record(store, parse_ref(args.ref))] if args.ref else list_records(store)
+        bad = 0
+        for r in records:
+            problems = verify(r, store)
+            bad += bool(problems)
+            print(f"{r.ref}: " + ("ok" if not problems else f"{len(problems)} problem(s)"))
+            for p in problems:
+                print(f"  {p}")
+        return EXIT_DRIFT if bad else EXIT_OK
+    if args.store_command == "push":
+        from .recorder import push_saved
+
+        record = push_saved(args.ref, args.store, settings, log=_log)
+        print(f"pushed {record.ref} to {store.uri}")
+        return EXIT_OK
+    if args.store_command == "gc":
+        removed = gc(store, grace_seconds=args.grace_hours * 3600, dry_run=args.dry_run)
+        verb = "would remove" if args.dry_run else "removed"
+        print(f"{verb} {len(removed)} object(s) no record names")
+        for key in removed:
+            print(f"  {key}")
+        return EXIT_OK
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="repro",
@@ -169,12 +274,56 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--offline", action="store_true",
                    help="never touch the network: use the lock as it is and the package cache only")
     p.set_defaults(func=cmd_env_build)
+    p = sub.add_parser("run", help="run a flow under repro's environments, record it and push the snapshot")
+    p.add_argument("flow", help="the flow file")
+    p.add_argument("--store", help="store URI (default: REPRO_STORE or file://$REPRO_HOME/store)")
+    p.set_defaults(func=cmd_run, metaflow_args=[])
+    p.epilog = "Options for Metaflow's `run` go after --, e.g. `repro run flow.py -- --alpha 0.5`."
+
+    p = sub.add_parser("replay", help="rebuild a recorded run offline from the store, run it again, compare")
+    p.add_argument("ref", help="FlowName/run_id, FlowName/latest, or a record.json file")
+    p.add_argument("--store", help="store URI (default: REPRO_STORE or file://$REPRO_HOME/store)")
+    p.add_argument("--on", choices=["local", "batch"], default="local", help="where to run the replay")
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("diff", help="compare two recorded runs artifact by artifact")
+    p.add_argument("ref_a")
+    p.add_argument("ref_b")
+    p.add_argument("--store")
+    p.set_defaults(func=cmd_diff)
+
+    st = sub.add_parser("store", help="list, show, verify and garbage-collect a store")
+    ssub = st.add_subparsers(dest="store_command", required=True, metavar="ACTION")
+    for name, helptext in (("ls", "list recorded runs"), ("show", "show one run"),
+                           ("verify", "re-hash every object a record names"),
+                           ("gc", "remove objects no record names"),
+                           ("push", "push a run recorded here (completes a push that failed)")):
+        p = ssub.add_parser(name, help=helptext)
+        p.add_argument("--store")
+        if name in ("show", "push"):
+            p.add_argument("ref", help="FlowName/run_id, FlowName/latest, or a record.json file")
+        if name == "verify":
+            p.add_argument("ref", nargs="?", help="one run (default: every run in the store)")
+        if name == "gc":
+            p.add_argument("--grace-hours", type=float, default=1.0,
+                           help="keep unnamed objects younger than this (a push may be in flight)")
+            p.add_argument("--dry-run", action="store_true")
+        p.set_defaults(func=cmd_store)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    passthrough = []
+    if "--" in argv:  # everything after -- belongs to Metaflow's `run`
+        cut = argv.index("--")
+        argv, passthrough = argv[:cut], argv[cut + 1:]
     args = parser.parse_args(argv)
+    if passthrough:
+        if args.command != "run":
+            parser.error("only `repro run` takes options after --")
+        args.metaflow_args = passthrough
     os.environ.setdefault("METAFLOW_USER", os.environ.get("USER") or "repro")
     try:
         return args.func(args)

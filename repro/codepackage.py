@@ -18,11 +18,24 @@ def _blob_bytes(package) -> bytes:
     return blob.getvalue() if hasattr(blob, "getvalue") else bytes(blob)
 
 
-def extract(package, code_root: Path) -> tuple[Path, dict]:
-    """Extract ``package`` (a MetaflowPackage) if not yet there; return (folder, env vars)."""
+def save_blob(data: bytes, code_root: Path) -> tuple[str, Path]:
+    """Keep the package itself (``<sha256>.tar.gz``): it is what a snapshot stores and replays."""
+    digest = hashlib.sha256(data).hexdigest()
+    target = Path(code_root) / f"{digest}.tar.gz"
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".blob-", dir=target.parent)
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.replace(tmp, target)
+    return digest, target
+
+
+def extract(package, code_root: Path) -> tuple[str, dict]:
+    """Save and extract ``package`` (a MetaflowPackage) if not yet there; return (sha256, env vars)."""
     from metaflow.packaging_sys import ContentType
 
-    digest = hashlib.sha256(_blob_bytes(package)).hexdigest()
+    digest, _ = save_blob(_blob_bytes(package), code_root)
     folder = Path(code_root) / digest[:32]
     if not folder.is_dir():
         folder.parent.mkdir(parents=True, exist_ok=True)
@@ -44,4 +57,4 @@ def extract(package, code_root: Path) -> tuple[Path, dict]:
         else:
             env[key] = value
     env.setdefault("PYTHONPATH", str(folder))
-    return folder, env
+    return digest, env

@@ -29,6 +29,8 @@ class FlowDeclarations:
     base: tuple[Declaration, ...]
     per_step: dict  # step -> tuple[Declaration, ...]
     s3_datastore: bool = False
+    parameters: tuple[str, ...] = ()  # names of the flow's Parameters
+    graph: dict = None  # step -> tuple of the steps it goes to next
 
 
 def _declaration(kind: str, attributes: dict) -> Declaration:
@@ -134,9 +136,14 @@ def declarations_of(cls, path: Path) -> FlowDeclarations:
             for d in getattr(func, "decorators", [])
             if d.name in STEP_DECORATORS and _user_declared(d)
         )
+    try:
+        params = tuple(name for name, _ in cls._get_parameters())
+    except Exception:  # noqa: BLE001 - older Metaflow or configs that need the CLI
+        params = ()
+    graph = {node.name: tuple(node.out_funcs) for node in cls._graph}
     return FlowDeclarations(
         path=Path(path).resolve(), name=cls.__name__, steps=steps, base=tuple(base),
-        per_step=per_step, s3_datastore=_s3_datastore(),
+        per_step=per_step, s3_datastore=_s3_datastore(), parameters=params, graph=graph,
     )
 
 

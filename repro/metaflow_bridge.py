@@ -17,10 +17,11 @@ def prepare(flow_cls, flow_file: str, s3_datastore: bool, log: Log) -> tuple[dic
     ``REPRO_FROZEN=1`` turns a stale lock into an error instead of a re-lock (for CI).
     """
     path = Path(flow_file)
-    frozen = os.environ.get("REPRO_FROZEN", "").lower() in ("1", "true", "yes")
+    frozen = _flag("REPRO_FROZEN")
+    offline = _flag("REPRO_OFFLINE")  # replays: build from the package cache only
     settings = load_settings(path)
     flow = flow_from_class(flow_cls, path, settings, s3_datastore=s3_datastore)
-    built = build_flow(flow, frozen=frozen, log=log)
+    built = build_flow(flow, frozen=frozen or offline, offline=offline, log=log)
     out = {}
     for step, env in built.items():
         if env is None:
@@ -35,6 +36,10 @@ def prepare(flow_cls, flow_file: str, s3_datastore: bool, log: Log) -> tuple[dic
             "pycache_prefix": str(settings.home / "pycache") if _minor(python) >= (3, 8) else "",
         }
     return out, {"code": str(settings.home / "code")}
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "").lower() in ("1", "true", "yes")
 
 
 def _minor(version: str) -> tuple[int, int]:

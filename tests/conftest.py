@@ -109,3 +109,136 @@ def run_flow(path: Path, datastore: Path, environment: str = "conda", env: dict 
     proc = subprocess.run(cmd, capture_output=True, text=True, env=full_env, cwd=datastore, timeout=timeout)
     run_id = run_id_file.read_text().strip() if run_id_file.exists() else None
     return FlowRun(proc.returncode, proc.stdout, proc.stderr, run_id, full_env)
+
+
+# -- S3: a real HTTP endpoint (moto's server) on a free loopback port -----------------------------
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for_port(port: int, timeout: float = 30.0) -> None:
+    import socket
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3 server as a subprocess; AWS_* variables point boto3 (and every CLI call) at it."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for_port(port)
+        saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION",
+                                                "AWS_ENDPOINT_URL_S3")}
+        os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{port}"})
+        yield f"http://127.0.0.1:{port}"
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.fixture
+def s3_bucket(s3_server, request) -> str:
+    import re
+    import uuid
+
+    import boto3
+
+    name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-") + "-" + uuid.uuid4().hex[:8]
+    boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket=name)
+    return name
+
+
+class FlakyProxy:
+    """A TCP proxy to 127.0.0.1:port that breaks for good after ``limit`` bytes went upstream:
+    a real network failure in the middle of a transfer, on loopback only."""
+
+    def __init__(self, port: int, limit: int):
+        import socket
+        import threading
+
+        self.target, self.limit, self.sent, self.broken = port, limit, 0, False
+        self.lock = threading.Lock()
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.conns = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            if self.broken:
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target))
+            except OSError:
+                client.close()
+                continue
+            self.conns += [client, upstream]
+            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
+
+    def _pump(self, src, dst, counts):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if counts:
+                    with self.lock:
+                        self.sent += len(data)
+                        if self.sent > self.limit:
+                            self.break_all()
+                            return
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+    def break_all(self):
+        self.broken = True
+        for s in self.conns:
+            try:
+                s.close()
+            except OSError:
+                pass
+
+    def close(self):
+        self.break_all()
+        self.sock.close()

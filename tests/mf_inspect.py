@@ -15,6 +15,13 @@ def plain(value):
         return repr(value)
 
 
+def load(artifact):
+    try:
+        return plain(artifact.data)
+    except Exception as exc:  # e.g. a DataFrame, and this interpreter has no pandas
+        return "<cannot load here: %s>" % type(exc).__name__
+
+
 def main(pathspec):
     namespace(None)
     run = Run(pathspec)
@@ -25,7 +32,7 @@ def main(pathspec):
             tasks.append({
                 "id": task.id,
                 "successful": task.successful,
-                "artifacts": {a.id: plain(a.data) for a in task.artifacts if not a.id.startswith("_")}
+                "artifacts": {a.id: load(a) for a in task.artifacts if not a.id.startswith("_")}
                 if task.successful else {},
                 "metadata": {k: v for k, v in task.metadata_dict.items() if k.startswith("repro-")},
                 "stderr": task.stderr if not task.successful else "",

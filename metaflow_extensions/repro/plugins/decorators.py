@@ -24,13 +24,14 @@ class _CodePackage(object):
     interpreters import Metaflow and this extension from it, as a remote worker would."""
 
     env_vars = None
+    sha256 = ""
 
     @classmethod
     def extract(cls, package, code_root):
         if cls.env_vars is None:
             from repro.codepackage import extract
 
-            _, cls.env_vars = extract(package, code_root)
+            cls.sha256, cls.env_vars = extract(package, code_root)
 
 
 class _ReproStepDecorator(StepDecorator):
@@ -54,6 +55,7 @@ class _ReproStepDecorator(StepDecorator):
     def runtime_step_cli(self, cli_args, retry_count, max_user_code_retries, ubf_context):
         env = self.environment.step_env(self.step)
         cli_args.env["PYTHONHASHSEED"] = self.environment.hash_seed
+        cli_args.env["REPRO_CODE_SHA"] = _CodePackage.sha256
         if env is None:  # disabled: the user's own interpreter, outside isolation
             cli_args.env["REPRO_ENV_ID"] = "disabled"
             return
@@ -86,6 +88,7 @@ class _ReproStepDecorator(StepDecorator):
             "repro-fingerprint": json.dumps(summary(fp), sort_keys=True),
             "repro-pythonhashseed": os.environ.get("PYTHONHASHSEED", ""),
             "repro-interpreter": sys.executable,
+            "repro-code-sha": os.environ.get("REPRO_CODE_SHA", ""),
         }
         meta.register_metadata(run_id, step_name, task_id,
                                [MetaDatum(field=k, value=v, type=k, tags=tags) for k, v in values.items()])

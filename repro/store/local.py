@@ -1,0 +1,87 @@
+"""A store in a local folder (``file:///path`` or a plain path)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+from urllib.parse import unquote, urlparse
+
+from ..errors import InfraError
+from .base import ObjectInfo, Store, StoreObjectMissing
+
+
+class LocalStore(Store):
+    def __init__(self, uri: str):
+        path = Path(unquote(urlparse(uri).path)) if uri.startswith("file://") else Path(uri)
+        self.root = path.expanduser().resolve()
+        self.uri = self.root.as_uri()
+
+    def _path(self, key: str) -> Path:
+        return self.root / key
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def _atomic(self, key: str, write) -> None:
+        final = self._path(key)
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".partial-", dir=final.parent)
+        except OSError as exc:
+            raise InfraError(f"store {self.uri}: cannot write {key}: {exc}") from None
+        try:
+            with os.fdopen(fd, "wb") as out:
+                write(out)
+            os.replace(tmp, final)
+        except OSError as exc:
+            raise InfraError(f"store {self.uri}: cannot write {key}: {exc}") from None
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+
+    def put_file(self, key: str, path: Path) -> None:
+        with open(path, "rb") as src:
+            self._atomic(key, lambda out: shutil.copyfileobj(src, out, 1 << 20))
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        self._atomic(key, lambda out: out.write(data))
+
+    def get_file(self, key: str, dest: Path) -> None:
+        src = self._path(key)
+        if not src.is_file():
+            raise StoreObjectMissing(f"store {self.uri}: missing object {key}")
+        dest = Path(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".partial-", dir=dest.parent)
+        try:
+            with os.fdopen(fd, "wb") as out, open(src, "rb") as fh:
+                shutil.copyfileobj(fh, out, 1 << 20)
+            os.replace(tmp, dest)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+
+    def get_bytes(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError:
+            raise StoreObjectMissing(f"store {self.uri}: missing object {key}") from None
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        base = self._path(prefix)
+        folder = base if base.is_dir() else base.parent
+        if not folder.exists():
+            return
+        for dirpath, _, files in os.walk(folder):
+            for name in files:
+                if name.startswith(".partial-"):
+                    continue
+                full = Path(dirpath) / name
+                key = full.relative_to(self.root).as_posix()
+                if key.startswith(prefix):
+                    st = full.stat()
+                    yield ObjectInfo(key, st.st_size, st.st_mtime)
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)

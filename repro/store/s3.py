@@ -1,0 +1,106 @@
+"""A store in S3 (``s3://bucket/prefix``) through boto3.
+
+Credentials come from boto3's standard chain; ``AWS_ENDPOINT_URL_S3`` points it at an
+S3-compatible server. Connection failures are infrastructure errors (exit code 3).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+from urllib.parse import urlparse
+
+from ..errors import BadInput, InfraError
+from .base import ObjectInfo, Store, StoreObjectMissing
+
+
+class S3Store(Store):
+    def __init__(self, uri: str):
+        import boto3
+        from boto3.s3.transfer import TransferConfig
+        from botocore.config import Config
+
+        parsed = urlparse(uri)
+        if not parsed.netloc:
+            raise BadInput(f"store {uri!r}: an S3 store needs a bucket: s3://bucket/prefix")
+        self.bucket = parsed.netloc
+        self.prefix = parsed.path.strip("/")
+        self.uri = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
+        config = Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=120,
+                        max_pool_connections=32)
+        self.client = boto3.session.Session().client("s3", config=config,
+                                                     endpoint_url=os.environ.get("AWS_ENDPOINT_URL_S3") or None)
+        self.transfer = TransferConfig(multipart_threshold=64 << 20, multipart_chunksize=16 << 20, max_concurrency=8)
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _fail(self, what: str, exc: Exception):
+        from botocore.exceptions import ClientError
+
+        if isinstance(exc, ClientError):
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code in ("404", "NoSuchKey", "NotFound"):
+                raise StoreObjectMissing(f"store {self.uri}: missing object {what}") from None
+            if code in ("NoSuchBucket",):
+                raise InfraError(f"store {self.uri}: bucket {self.bucket} does not exist") from None
+        raise InfraError(f"store {self.uri}: {what}: {type(exc).__name__}: {exc}") from None
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            return True
+        except Exception as exc:  # noqa: BLE001 - mapped below
+            try:
+                self._fail(key, exc)
+            except StoreObjectMissing:
+                return False
+
+    def put_file(self, key: str, path: Path) -> None:
+        try:
+            self.client.upload_file(str(path), self.bucket, self._key(key), Config=self.transfer)
+        except Exception as exc:  # noqa: BLE001
+            self._fail(f"upload {key}", exc)
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+        except Exception as exc:  # noqa: BLE001
+            self._fail(f"upload {key}", exc)
+
+    def get_file(self, key: str, dest: Path) -> None:
+        dest = Path(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".partial-", dir=dest.parent)
+        os.close(fd)
+        try:
+            self.client.download_file(self.bucket, self._key(key), tmp, Config=self.transfer)
+            os.replace(tmp, dest)
+        except Exception as exc:  # noqa: BLE001
+            self._fail(key, exc)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+
+    def get_bytes(self, key: str) -> bytes:
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+        except Exception as exc:  # noqa: BLE001
+            self._fail(key, exc)
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self._key(prefix))
+            for page in pages:
+                for obj in page.get("Contents", []):
+                    yield ObjectInfo(obj["Key"][strip:], obj["Size"], obj["LastModified"].timestamp())
+        except Exception as exc:  # noqa: BLE001
+            self._fail(f"list {prefix}", exc)
+
+    def delete(self, key: str) -> None:
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+        except Exception as exc:  # noqa: BLE001
+            self._fail(f"delete {key}", exc)
