@@ -102,6 +102,32 @@ class PackageCache:
                 list(pool.map(lambda p: self.fetch(p, where), todo))
         return {p.sha256: self.path(p) for p in packages}
 
+    def admit(self, pkg: Package, fill, where: str = "") -> Path:
+        """Let ``fill(path)`` write the file (e.g. a download from a store) straight into the cache
+        under a temporary name; it is hashed once and renamed into place only if it verifies."""
+        final = self.path(pkg)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".partial-", dir=final.parent)
+        os.close(fd)
+        try:
+            fill(Path(tmp))
+            return self._verify_and_place(pkg, Path(tmp), where)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+
+    def _verify_and_place(self, pkg: Package, tmp: Path, where: str) -> Path:
+        got_size, got = tmp.stat().st_size, sha256_file(tmp)
+        if got != pkg.sha256 or got_size != pkg.size:
+            raise IntegrityError(
+                f"{where}: package file {pkg.file} ({pkg.name} {pkg.version}) does not match the lock: "
+                f"sha256 {got} (size {got_size}), lock says {pkg.sha256} (size {pkg.size}). The file was not used."
+            )
+        os.chmod(tmp, 0o444)
+        final = self.path(pkg)
+        os.replace(tmp, final)
+        self._write_stamp(pkg)
+        return final
+
     def add_file(self, pkg: Package, source: Path, where: str = "") -> Path:
         """Verify a local file against ``pkg`` and copy it in (used for file:// URLs and stores)."""
         return self._admit(pkg, lambda out: shutil.copyfileobj(open(source, "rb"), out, CHUNK), where)

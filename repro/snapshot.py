@@ -204,15 +204,11 @@ def pull(record: RunRecord, store: Store, settings: Settings, jobs: int = 16) ->
             except IntegrityError:
                 pass  # removed from the cache: fetch it again from the store
         key = layout.package(pkg.sha256, pkg.file)
-        with tempfile.TemporaryDirectory(prefix="repro-pull-") as tmp:
-            target = Path(tmp) / pkg.file
-            store.get_file(key, target)
-            got = sha256_file(target)
-            if got != pkg.sha256:
-                raise StoreObjectCorrupt(f"store object {store.uri}/{key} is corrupt: sha256 {got}, the record "
-                                         f"says {pkg.sha256}; it was not used. `repro store verify` lists every "
-                                         "damaged object.")
-            cache.add_file(pkg, target, where=f"{store.uri}/{key}")
+        try:
+            cache.admit(pkg, lambda path: store.get_file(key, path), where=f"{store.uri}/{key}")
+        except IntegrityError as exc:
+            raise StoreObjectCorrupt(f"store object {store.uri}/{key} is corrupt: {str(exc).split(': ', 1)[1]} "
+                                     "`repro store verify` lists every damaged object.") from None
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         list(pool.map(fetch, record_packages(record)))

@@ -32,7 +32,7 @@ class S3Store(Store):
                         max_pool_connections=32)
         self.client = boto3.session.Session().client("s3", config=config,
                                                      endpoint_url=os.environ.get("AWS_ENDPOINT_URL_S3") or None)
-        self.transfer = TransferConfig(multipart_threshold=64 << 20, multipart_chunksize=16 << 20, max_concurrency=8)
+        self.transfer = TransferConfig()  # boto3's defaults: ranged, parallel transfers above 8 MB
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
