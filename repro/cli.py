@@ -22,7 +22,8 @@ def _flow_files(paths: list[str]) -> list[Path]:
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
-            found = sorted(f for f in p.glob("*.py") if not f.name.startswith(("_", "test_")))
+            found = sorted(f for f in p.glob("*.py") if not f.name.startswith(("_", "test_", "conftest"))
+                           and "FlowSpec" in f.read_text(errors="replace"))
             if not found:
                 raise BadInput(f"{p}: no flow files (*.py) in this folder")
             out += found
@@ -244,6 +245,50 @@ def cmd_store(args) -> int:
     return EXIT_OK
 
 
+def cmd_drift(args) -> int:
+    from .drift import check
+    from .engine import open_flow
+
+    record = None
+    if args.against:
+        from .config import load_settings
+        from .snapshot import load_record, parse_ref
+        from .store import open_store
+
+        settings = load_settings(Path.cwd())
+        record = load_record(open_store(args.store or settings.store), parse_ref(args.against))
+    status = EXIT_OK
+    for path in _flow_files(args.flow):
+        flow = open_flow(path)
+        drift = check(flow, resolution=not args.no_resolve, against=record if record and record.flow == flow.name else None)
+        if drift.any:
+            status = EXIT_DRIFT
+            print(f"{path}: drift found")
+            for line in drift.lines():
+                print(f"  {line}")
+        else:
+            print(f"{path}: no drift")
+    return status
+
+
+def cmd_report(args) -> int:
+    from . import report
+    from .config import load_settings
+    from .snapshot import load_record, parse_ref
+    from .store import open_store
+
+    settings = load_settings(Path.cwd())
+    record = load_record(open_store(args.store or settings.store), parse_ref(args.ref))
+    doc = report.document([report.flow_report(record.flow, record.flow_file, record)])
+    text = report.RENDER[args.format](doc)
+    if args.output:
+        Path(args.output).write_text(text)
+        print(f"wrote {args.output}")
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="repro",
@@ -291,6 +336,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("ref_b")
     p.add_argument("--store")
     p.set_defaults(func=cmd_diff)
+
+    p = sub.add_parser("drift", help="spec, resolution and runtime drift (exit 1 on any)")
+    p.add_argument("flow", nargs="+", help=FLOW_HELP)
+    p.add_argument("--against", metavar="REF", help="also compare the lock with the environments of a recorded run")
+    p.add_argument("--store")
+    p.add_argument("--no-resolve", action="store_true", help="skip re-resolving (no network)")
+    p.set_defaults(func=cmd_drift)
+
+    p = sub.add_parser("report", help="render a recorded run as Markdown, JSON or HTML")
+    p.add_argument("ref", help="FlowName/run_id, FlowName/latest, or a record.json file")
+    p.add_argument("--format", choices=["md", "json", "html"], default="md")
+    p.add_argument("-o", "--output", help="write to this file instead of standard output")
+    p.add_argument("--store")
+    p.set_defaults(func=cmd_report)
 
     st = sub.add_parser("store", help="list, show, verify and garbage-collect a store")
     ssub = st.add_subparsers(dest="store_command", required=True, metavar="ACTION")

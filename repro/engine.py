@@ -108,7 +108,8 @@ class StepDrift:
 def spec_drift(flow: Flow, platforms: list[str] | None = None) -> list[StepDrift]:
     """Where the declarations no longer match the lock (no network; what `lock --check` reports)."""
     if flow.lock is None:
-        return [StepDrift("*", (f"no lock file: run `repro lock {flow.path.name}`",))]
+        return [StepDrift("*", (f"no lock file {flow.lock_file.name} (commit the one `repro lock "
+                                f"{flow.path.name}` writes)",))]
     out = []
     locked = flow.lock.steps
     for step, spec in flow.specs.items():

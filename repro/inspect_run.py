@@ -50,6 +50,7 @@ def inspect(pathspec: str, params: list[str]) -> dict:
                 "metadata": {k: v for k, v in md.items() if k.startswith("repro-")},
                 "ds_type": ds_type, "ds_root": ds_root, "foreach": _foreach_path(task),
                 "artifacts": artifacts,
+                "stderr": "" if task.successful else _tail(task),
             })
         out["steps"][step.id] = tasks
     start = run["start"].task
@@ -57,6 +58,14 @@ def inspect(pathspec: str, params: list[str]) -> dict:
         if start and name in start:
             out["parameters"][name] = _plain(start[name].data)
     return out
+
+
+def _tail(task, limit: int = 4000) -> str:
+    try:
+        text = (task.stderr or "") or (task.stdout or "")
+    except Exception:  # noqa: BLE001 - logs not available
+        return ""
+    return text[-limit:]
 
 
 def _foreach_path(task) -> str:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["pytester"]
+
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = ROOT / "scenarios"
 PYENV = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
@@ -242,3 +244,30 @@ class FlakyProxy:
     def close(self):
         self.break_all()
         self.sock.close()
+
+
+def make_wheel(folder: Path, name: str, version: str, requires: tuple = ()) -> Path:
+    """A minimal, valid pure-Python wheel, for a package index the test controls."""
+    import base64
+    import hashlib
+    import zipfile
+
+    dist = name.replace("-", "_")
+    files = {
+        f"{dist}/__init__.py": f"__version__ = {version!r}\n",
+        f"{dist}-{version}.dist-info/METADATA": "Metadata-Version: 2.1\nName: %s\nVersion: %s\n%s\n" % (
+            name, version, "".join(f"Requires-Dist: {r}\n" for r in requires)),
+        f"{dist}-{version}.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: repro-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = []
+    for path, text in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
+        record.append(f"{path},sha256={digest},{len(text.encode())}")
+    record.append(f"{dist}-{version}.dist-info/RECORD,,")
+    files[f"{dist}-{version}.dist-info/RECORD"] = "\n".join(record) + "\n"
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{dist}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(target, "w") as zf:
+        for path, text in files.items():
+            zf.writestr(path, text)
+    return target

@@ -1,0 +1,248 @@
+"""`pytest --repro`, driven through pytest's own pytester (each run a real pytest subprocess)."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from repro.report import SCHEMA_FILE
+from tests.conftest import cli, make_wheel
+
+pytestmark = pytest.mark.slow
+
+FLOW = '''
+from metaflow import FlowSpec, step, pypi
+
+class {name}(FlowSpec):
+    @pypi(packages={{"six": "{six}"}})
+    @step
+    def start(self):
+        import six
+        self.six_version = six.__version__
+        self.next(self.b)
+
+    @step
+    def b(self):
+        {b_body}
+        self.next(self.end)
+
+    @step
+    def end(self):
+        pass
+
+if __name__ == "__main__":
+    {name}()
+'''
+
+
+@pytest.fixture
+def project(pytester, tmp_path):
+    """A user's project: a pyproject, a private Metaflow datastore, a store folder."""
+    pytester.makefile(".toml", pyproject='[tool.repro]\nconda-source = "pypi"\n')
+    os.environ["METAFLOW_DATASTORE_SYSROOT_LOCAL"] = str(pytester.path / "mf")
+    yield pytester
+    os.environ.pop("METAFLOW_DATASTORE_SYSROOT_LOCAL", None)
+
+
+def flow(pytester, name="DemoFlow", six="1.16.0", b_body="self.value = 42", file="demo_flow.py"):
+    path = pytester.path / file
+    path.write_text(FLOW.format(name=name, six=six, b_body=b_body))
+    return path
+
+
+def run(pytester, *args):
+    return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args, timeout=900)
+
+
+def test_collection_names_and_nothing_without_repro(project):
+    flow(project)
+    r = run(project, "--repro", "demo_flow.py", "--collect-only", "-q")
+    lines = [line for line in r.outlines if "::" in line]
+    assert lines == ["demo_flow.py::DemoFlow::start", "demo_flow.py::DemoFlow::b", "demo_flow.py::DemoFlow::end",
+                     "demo_flow.py::DemoFlow::[lock]", "demo_flow.py::DemoFlow::[pickle]"]
+    r = run(project, "--repro", "demo_flow.py", "--collect-only", "-q", "--repro-baseline", "latest")
+    assert "demo_flow.py::DemoFlow::[baseline]" in r.outlines
+    r = run(project, "demo_flow.py", "--collect-only", "-q")
+    assert not [line for line in r.outlines if "DemoFlow" in line]
+    r = run(project, "-p", "no:repro", "demo_flow.py", "--collect-only", "-q")
+    assert not [line for line in r.outlines if "DemoFlow" in line]
+
+
+def test_passing_run_runs_the_flow_once_and_writes_reports(project):
+    flow(project)
+    assert cli("lock", project.path / "demo_flow.py").code == 0
+    r = run(project, "--repro", "demo_flow.py", "--junitxml", "junit.xml")
+    r.assert_outcomes(passed=5)
+    runs = list((project.path / "mf" / ".metaflow" / "DemoFlow").glob("[0-9]*"))
+    assert len(runs) == 1  # one run for five items
+    text = r.stdout.str()
+    assert "DemoFlow (demo_flow.py)" in text and "pickle ok/warn/fail" in text
+    # the three report files, well-formed
+    import jsonschema
+
+    doc = json.loads((project.path / "reports" / "repro-report.json").read_text())
+    jsonschema.validate(doc, json.loads(SCHEMA_FILE.read_text()))
+    assert doc["flows"][0]["status"] == "passed" and [s["step"] for s in doc["flows"][0]["steps"]] == ["start", "b", "end"]
+    md = (project.path / "reports" / "repro-report.md").read_text()
+    assert "## DemoFlow — passed" in md and "| start " in md
+    html = (project.path / "reports" / "repro-report.html").read_text()
+    assert html.startswith("<!doctype html>") and "<table>" in html
+    assert "<link" not in html and "<script" not in html and "src=" not in html  # self-contained
+    # JUnit carries env id and fingerprint as properties
+    cases = {c.get("name"): c for c in ET.parse(project.path / "junit.xml").getroot().iter("testcase")}
+    props = {p.get("name"): p.get("value") for p in cases["start"].iter("property")}
+    assert re.fullmatch(r"[0-9a-f]{64}", props["repro_env_id"]) and re.fullmatch(r"[0-9a-f]{64}", props["repro_fingerprint"])
+
+
+def test_without_a_lock_one_is_written_and_the_lock_item_says_commit_it(project):
+    flow(project)
+    r = run(project, "--repro", "demo_flow.py")
+    r.assert_outcomes(passed=4, failed=1)
+    assert "no lock file demo_flow.repro.lock" in r.stdout.str()
+    assert (project.path / "demo_flow.repro.lock").exists()
+    run(project, "--repro", "demo_flow.py").assert_outcomes(passed=5)
+
+
+def test_a_failing_step_fails_its_item_with_the_error(project):
+    path = flow(project, b_body='raise ValueError("boom in b")')
+    assert cli("lock", path).code == 0
+    r = run(project, "--repro", "demo_flow.py")
+    r.assert_outcomes(passed=3, failed=2)  # start, [lock], [pickle] pass; b and end fail
+    text = r.stdout.str()
+    assert "DemoFlow.b failed" in text and "boom in b" in text
+    assert "DemoFlow.end failed" in text and "not run: an earlier step failed" in text
+    r = run(project, "--repro", "demo_flow.py", "-x")
+    r.assert_outcomes(passed=1, failed=1)
+    r = run(project, "--repro", "demo_flow.py", "-k", "start")
+    r.assert_outcomes(passed=1)
+
+
+def test_stale_lock_fails_lock_item_and_steps(project):
+    path = flow(project)
+    assert cli("lock", path).code == 0
+    path.write_text(path.read_text().replace('"1.16.0"', '"1.17.0"'))
+    r = run(project, "--repro", "demo_flow.py")
+    text = r.stdout.str()
+    assert "spec drift: start: ~ six 1.16.0 -> 1.17.0" in text and "repro lock demo_flow.py" in text
+    r.assert_outcomes(passed=0, failed=5)  # the run refuses a stale lock, so every step fails too
+
+
+def test_resolution_drift_only_with_repro_drift(project, tmp_path):
+    links = tmp_path / "links"
+    make_wheel(links, "repro-drift-top", "1.0", requires=("repro-drift-dep>=1.0",))
+    make_wheel(links, "repro-drift-dep", "1.0")
+    path = project.path / "drift_flow.py"
+    path.write_text(FLOW.format(name="DriftFlow", six="1.16.0", b_body="pass").replace(
+        '{"six": "1.16.0"}', '{"six": "1.16.0", "repro-drift-top": "1.0"}'))
+    env = {"REPRO_FIND_LINKS": str(links)}
+    os.environ.update(env)
+    try:
+        assert cli("lock", path).code == 0
+        make_wheel(links, "repro-drift-dep", "1.1")  # a new release of a transitive dependency appears
+        r = run(project, "--repro", "drift_flow.py")
+        r.assert_outcomes(passed=5)
+        r = run(project, "--repro", "drift_flow.py", "--repro-drift")
+        r.assert_outcomes(passed=4, failed=1)
+        assert "resolution drift: start (linux-64): ~ repro-drift-dep 1.0 -> 1.1 (transitive)" in r.stdout.str()
+        d = cli("drift", path)
+        assert d.code == 1 and "resolution drift: start (linux-64): ~ repro-drift-dep 1.0 -> 1.1 (transitive)" in d.out
+    finally:
+        for k in env:
+            os.environ.pop(k, None)
+
+
+def test_baseline_passes_when_identical_and_fails_with_a_readable_diff(project):
+    store = (project.path / "store").as_uri()
+    assert cli("lock", flow(project)).code == 0
+    run(project, "--repro", "demo_flow.py", "--repro-store", store, "--repro-update").assert_outcomes(passed=5)
+    r = run(project, "--repro", "demo_flow.py", "--repro-store", store, "--repro-baseline", "latest")
+    r.assert_outcomes(passed=6)
+    # now a flow whose result changes from run to run
+    flow(project, b_body="import random; self.value = random.random()")
+    run(project, "--repro", "demo_flow.py", "--repro-store", store, "--repro-update")
+    r = run(project, "--repro", "demo_flow.py", "--repro-store", store, "--repro-baseline", "latest")
+    r.assert_outcomes(passed=3, failed=3)  # [baseline], b, and end (which carries b's artifact on)
+    text = r.stdout.str()
+    assert re.search(r"b/-\.value: value: 0\.\d+ != 0\.\d+ \(difference", text), text[-3000:]
+    doc = json.loads((project.path / "reports" / "repro-report.json").read_text())
+    assert doc["flows"][0]["baseline"]["same"] is False
+    assert doc["flows"][0]["steps"][1]["artifacts"]["different"] == 1
+
+
+def test_xdist_runs_each_flow_once(project):
+    for path in (flow(project), flow(project, name="OtherFlow", file="other_flow.py")):
+        assert cli("lock", path).code == 0
+    r = run(project, "--repro", "demo_flow.py", "other_flow.py", "-n", "2")
+    r.assert_outcomes(passed=10)
+    for name in ("DemoFlow", "OtherFlow"):
+        assert len(list((project.path / "mf" / ".metaflow" / name).glob("[0-9]*"))) == 1
+    doc = json.loads((project.path / "reports" / "repro-report.json").read_text())
+    assert sorted(f["flow"] for f in doc["flows"]) == ["DemoFlow", "OtherFlow"]
+
+
+def test_last_failed_reruns_only_failures(project):
+    assert cli("lock", flow(project, b_body='raise ValueError("boom")')).code == 0
+    run_lf = lambda *a: project.runpytest_subprocess(*a, timeout=900)  # noqa: E731 - needs the cache plugin
+    run_lf("--repro", "demo_flow.py").assert_outcomes(passed=3, failed=2)
+    r = run_lf("--repro", "demo_flow.py", "--lf")
+    r.assert_outcomes(failed=2)
+
+
+def test_repro_run_fixture_gives_record_and_artifacts(project):
+    assert cli("lock", flow(project)).code == 0
+    project.makepyfile(test_user="""
+        import pytest
+
+        @pytest.mark.repro("demo_flow.py")
+        def test_six_version(repro_run):
+            assert repro_run.ok
+            assert repro_run.artifact("start", "six_version") == "1.16.0"
+            assert repro_run.artifact("b", "value") == 42
+            assert set(repro_run.record.steps) == {"start", "b", "end"}
+
+        def test_needs_a_marker(repro_run):
+            pass
+    """)
+    r = run(project, "test_user.py")
+    r.assert_outcomes(passed=1, errors=1)  # a fixture that cannot be set up is an error, as pytest does it
+    assert "mark the test with @pytest.mark.repro" in r.stdout.str()
+
+
+def test_html_report_renders_in_a_browser(project, tmp_path):
+    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if browser is None:
+        pytest.skip("no Chromium here (CI installs it)")
+    assert cli("lock", flow(project)).code == 0
+    run(project, "--repro", "demo_flow.py").assert_outcomes(passed=5)
+    shot = tmp_path / "report.png"
+    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1200,900", f"--screenshot={shot}",
+                    (project.path / "reports" / "repro-report.html").as_uri()],
+                   capture_output=True, timeout=120)
+    from PIL import Image
+
+    image = Image.open(shot).convert("RGB")
+    colors = image.getcolors(maxcolors=1 << 20)
+    assert image.size == (1200, 900) and len(colors) > 20  # text, table borders, green outcome cells
+    greens = sum(n for n, (r, g, b) in colors if g > 230 and r < 230 and b < 235)
+    assert greens > 500  # the "passed" cells are drawn
+
+
+def test_repro_report_renders_a_stored_run(project):
+    store = (project.path / "store").as_uri()
+    assert cli("lock", flow(project)).code == 0
+    run(project, "--repro", "demo_flow.py", "--repro-store", store, "--repro-update").assert_outcomes(passed=5)
+    for fmt in ("md", "json", "html"):
+        r = cli("report", "DemoFlow/latest", "--store", store, "--format", fmt)
+        assert r.code == 0, r.text
+        if fmt == "json":
+            import jsonschema
+
+            jsonschema.validate(json.loads(r.out), json.loads(SCHEMA_FILE.read_text()))
+        else:
+            assert "DemoFlow" in r.out
