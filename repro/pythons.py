@@ -11,7 +11,6 @@ import glob
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -147,6 +146,3 @@ def current() -> Interpreter:
     v = "%d.%d.%d" % sys.version_info[:3]
     return Interpreter(path=sys.executable, version=v)
 
-
-def which(name: str) -> str | None:
-    return shutil.which(name)

@@ -21,8 +21,8 @@ import tomli_w
 
 from .cache import PackageCache, sha256_file
 from .config import Settings
-from .errors import BadInput, InfraError, IntegrityError, ReproError
-from .lockfile import Package, PlatformLock, env_id_of
+from .errors import BadInput, InfraError, IntegrityError
+from .lockfile import Package, PlatformLock
 from .record import RunRecord, from_json
 from .store import Store, StoreObjectMissing
 from .store import layout
@@ -290,5 +290,3 @@ def gc(store: Store, grace_seconds: float = 3600, dry_run: bool = False) -> list
                 removed.append(info.key)
     return removed
 
-
-__all__ = ["Ref", "parse_ref", "load_record", "push", "pull", "verify", "gc", "list_records", "ReproError"]

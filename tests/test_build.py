@@ -1,6 +1,5 @@
 """Building environments for real: uv venv + offline hash-checked installs from the package cache."""
 
-import json
 import os
 import shutil
 import subprocess
@@ -197,6 +196,8 @@ def test_env_show_reports_state_and_runtime_drift(tmp_path):
     six_py.write_text(six_py.read_text() + "\n# edited\n")
     show = cli("env", "show", path)
     assert show.code == 1 and "DRIFT: six 1.11.0 changed on disk" in show.out
+    drift = cli("drift", "--no-resolve", path)
+    assert drift.code == 1 and "runtime drift: start (env " in drift.out and "six 1.11.0 changed on disk" in drift.out
 
 
 @pytest.mark.parametrize("minor", ["3.7", "3.13"])

@@ -173,6 +173,18 @@ def test_baseline_passes_when_identical_and_fails_with_a_readable_diff(project):
     assert doc["flows"][0]["steps"][1]["artifacts"]["different"] == 1
 
 
+def test_drift_against_a_recorded_run_names_what_changed(project):
+    store = (project.path / "store").as_uri()
+    path = flow(project)
+    assert cli("lock", path).code == 0
+    run(project, "--repro", "demo_flow.py", "--repro-store", store, "--repro-update").assert_outcomes(passed=5)
+    assert cli("drift", path, "--against", "DemoFlow/latest", "--store", store).code == 0
+    path.write_text(path.read_text().replace('"1.16.0"', '"1.17.0"'))
+    assert cli("lock", path).code == 0
+    d = cli("drift", path, "--against", "DemoFlow/latest", "--store", store)
+    assert d.code == 1 and "against drift: start: ~ six 1.16.0 -> 1.17.0 (stated)" in d.out
+
+
 def test_xdist_runs_each_flow_once(project):
     for path in (flow(project), flow(project, name="OtherFlow", file="other_flow.py")):
         assert cli("lock", path).code == 0

@@ -46,7 +46,7 @@ def s3_keys(endpoint, bucket, prefix=""):
 
 def test_s3_snapshot_then_replay_from_empty_home_without_an_index(tmp_path, s3_server, s3_bucket, mf_env):
     store = f"s3://{s3_bucket}/team"
-    first = run("linear_sklearn", store, mf_env, tmp_path)
+    run("linear_sklearn", store, mf_env, tmp_path)
     keys = s3_keys(s3_server, s3_bucket, "team/")
     runs = [k for k in keys if k.endswith("/record.json")]
     assert len(runs) == 1 and "team/runs/LinearSklearnFlow/latest" in keys

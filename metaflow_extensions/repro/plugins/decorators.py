@@ -80,7 +80,7 @@ class _ReproStepDecorator(StepDecorator):
         try:
             env_id, fp = check(step_name)
         except EnvironmentMismatch as exc:
-            raise ReproException(str(exc))
+            raise ReproException(str(exc)) from None
         tags = ["attempt_id:%d" % retry_count]
         values = {
             "repro-env-id": env_id,

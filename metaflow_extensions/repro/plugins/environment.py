@@ -43,7 +43,7 @@ class CondaEnvironment(MetaflowEnvironment):
             self._envs, self._paths = prepare(self.flow.__class__, self.flow_file(), self.datastore_type == "s3",
                                               log=lambda msg: echo(msg))
         except ReproError as exc:
-            raise ReproException(str(exc))
+            raise ReproException(str(exc)) from None
 
     def code_root(self):
         return self._paths["code"]
