@@ -34,8 +34,10 @@ def run_flow(flow_file: Path, environment: str, args: list[str], env: dict | Non
         cmd = [sys.executable, str(flow_file), f"--environment={environment}", "run", "--run-id-file",
                str(id_file), *args]
         t = time.perf_counter()
-        proc = subprocess.run(cmd, env={**os.environ, **(env or {})}, cwd=cwd, text=True,
-                              capture_output=capture)
+        full_env = {**os.environ, **(env or {})}
+        # Metaflow refuses to run without a user name; CI machines may have none.
+        full_env.setdefault("METAFLOW_USER", full_env.get("USER") or full_env.get("USERNAME") or "repro")
+        proc = subprocess.run(cmd, env=full_env, cwd=cwd, text=True, capture_output=capture)
         elapsed = time.perf_counter() - t
         run_id = id_file.read_text().strip() if id_file.exists() else None
     output = (proc.stdout or "") + (proc.stderr or "") if capture else ""
