@@ -7,8 +7,10 @@ store's ``packages/`` prefix, so a cache can be pushed or pulled as is.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import sys
 import shutil
 import tempfile
 import urllib.error
@@ -29,6 +31,20 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: fh.read(CHUNK), b""):
             h.update(block)
     return h.hexdigest()
+
+
+@contextlib.contextmanager
+def _progress(packages: list[Package]):
+    """A rich progress bar on a terminal (bytes, rate, time left); silent otherwise."""
+    if not sys.stderr.isatty():
+        yield lambda pkg: None
+        return
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
+
+    with Progress("downloading packages", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                  TimeRemainingColumn(), transient=True) as bar:
+        task = bar.add_task("download", total=sum(p.size for p in packages))
+        yield lambda pkg: bar.advance(task, pkg.size)
 
 
 class PackageCache:
@@ -98,8 +114,9 @@ class PackageCache:
             raise OfflineMissing(f"{where}: offline, and these files are not in the package cache "
                                  f"{self.root}: {names}. Run once without --offline to download them.")
         if todo:
-            with ThreadPoolExecutor(max_workers=jobs) as pool:
-                list(pool.map(lambda p: self.fetch(p, where), todo))
+            with _progress(list(todo)) as advance, ThreadPoolExecutor(max_workers=jobs) as pool:
+                for pkg in pool.map(lambda p: (self.fetch(p, where), p)[1], todo):
+                    advance(pkg)
         return {p.sha256: self.path(p) for p in packages}
 
     def admit(self, pkg: Package, fill, where: str = "") -> Path:

@@ -135,7 +135,14 @@ def replay(ref_text: str, store_uri: str | None, settings: Settings, on: str = "
     code = workdir / "code"
     code.mkdir(parents=True)
     with tarfile.open(settings.home / "code" / f"{original.code_sha256}.tar.gz") as tar:
-        tar.extractall(code, filter="data")
+        if hasattr(tarfile, "data_filter"):  # refuses absolute paths, links out of the folder, devices
+            tar.extractall(code, filter="data")
+        else:  # Python < 3.10.12 has no filters: check the members ourselves
+            for member in tar.getmembers():
+                target = (code / member.name).resolve()
+                if not (member.isfile() or member.isdir()) or not str(target).startswith(str(code.resolve())):
+                    raise InfraError(f"code package of {original.ref}: refusing unsafe member {member.name!r}")
+            tar.extractall(code)
     flow_file = code / original.flow_file
     env = {
         "REPRO_FROZEN": "1", "REPRO_OFFLINE": "1", "UV_OFFLINE": "1", "REPRO_INDEX_URL": UNROUTABLE_INDEX,

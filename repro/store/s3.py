@@ -51,12 +51,12 @@ class S3Store(Store):
     def exists(self, key: str) -> bool:
         try:
             self.client.head_object(Bucket=self.bucket, Key=self._key(key))
-            return True
-        except Exception as exc:  # noqa: BLE001 - mapped below
+        except Exception as exc:  # noqa: BLE001 - a 404 means "no"; anything else is an error
             try:
-                self._fail(key, exc)
+                self._fail(key, exc)  # always raises
             except StoreObjectMissing:
                 return False
+        return True
 
     def put_file(self, key: str, path: Path) -> None:
         try:
