@@ -29,6 +29,9 @@ def load(flow: str, ds_type: str, ds_root: str, shas) -> dict[str, bytes]:
     try:
         for key, blob in fds.ca_store.load_blobs(wanted):
             out[key] = verify_sha1(blob, key, f"{flow} artifact {key}")
-    except (OSError, KeyError) as exc:
-        raise InfraError(f"cannot read artifacts of {flow} from {ds_type} datastore {ds_root}: {exc}") from None
+    except IntegrityError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - Metaflow raises DataException, TypeError for missing blobs
+        raise InfraError(f"cannot read artifacts of {flow} from {ds_type} datastore {ds_root}: "
+                         f"{type(exc).__name__}: {exc}") from None
     return out

@@ -147,7 +147,15 @@ class PackageCache:
 
     def add_file(self, pkg: Package, source: Path, where: str = "") -> Path:
         """Verify a local file against ``pkg`` and copy it in (used for file:// URLs and stores)."""
-        return self._admit(pkg, lambda out: shutil.copyfileobj(open(source, "rb"), out, CHUNK), where)
+
+        def copy(out):
+            try:
+                with open(source, "rb") as src:
+                    shutil.copyfileobj(src, out, CHUNK)
+            except OSError as exc:
+                raise InfraError(f"{where}: cannot read {pkg.file} from {source}: {exc}") from None
+
+        return self._admit(pkg, copy, where)
 
     def fetch(self, pkg: Package, where: str = "") -> Path:
         if self.has(pkg):

@@ -9,8 +9,10 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from .fsutil import atomic_write
+
 from . import __version__
-from .errors import EXIT_DRIFT, EXIT_OK, ReproError
+from .errors import EXIT_DRIFT, EXIT_INFRA, EXIT_OK, ReproError
 
 FLOW_HELP = "a flow file, or a folder whose *.py flow files are all used"
 
@@ -71,7 +73,7 @@ def cmd_lock(args) -> int:
             for step, sl in result.lock.steps.items():
                 for pname, pl in sl.platforms.items():
                     target = outdir / f"pylock.{path.stem}-{step}-{pname}.toml".replace("_", "-")
-                    target.write_text(to_pylock(pl, flow.name, step))
+                    atomic_write(target, to_pylock(pl, flow.name, step))
                     print(f"  exported {target}")
     return status
 
@@ -258,8 +260,14 @@ def cmd_drift(args) -> int:
         settings = load_settings(Path.cwd())
         record = load_record(open_store(args.store or settings.store), parse_ref(args.against))
     status = EXIT_OK
-    for path in _flow_files(args.flow):
-        flow = open_flow(path)
+    flows = [open_flow(path) for path in _flow_files(args.flow)]
+    if record is not None and record.flow not in {f.name for f in flows}:
+        from .errors import BadInput
+
+        raise BadInput(f"--against {args.against}: that is a run of {record.flow}, which none of the flow files "
+                       f"defines ({', '.join(f.name for f in flows)})")
+    for flow in flows:
+        path = flow.path
         drift = check(flow, resolution=not args.no_resolve, against=record if record and record.flow == flow.name else None)
         if drift.any:
             status = EXIT_DRIFT
@@ -282,7 +290,7 @@ def cmd_report(args) -> int:
     doc = report.document([report.flow_report(record.flow, record.flow_file, record)])
     text = report.RENDER[args.format](doc)
     if args.output:
-        Path(args.output).write_text(text)
+        atomic_write(Path(args.output), text)
         print(f"wrote {args.output}")
     else:
         sys.stdout.write(text)
@@ -391,6 +399,12 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # noqa: BLE001 - never let an unexpected failure look like "drift found"
+        if os.environ.get("REPRO_DEBUG"):
+            raise
+        print(f"repro: internal error: {type(exc).__name__}: {exc} (REPRO_DEBUG=1 shows the traceback)",
+              file=sys.stderr)
+        return EXIT_INFRA
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from .fsutil import DEFAULT_MODE, atomic_write
+
 
 def _blob_bytes(package) -> bytes:
     blob = package.blob
@@ -24,10 +26,7 @@ def save_blob(data: bytes, code_root: Path) -> tuple[str, Path]:
     target = Path(code_root) / f"{digest}.tar.gz"
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".blob-", dir=target.parent)
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        os.replace(tmp, target)
+        atomic_write(target, data)
     return digest, target
 
 
@@ -42,6 +41,7 @@ def extract(package, code_root: Path) -> tuple[str, dict]:
         tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=folder.parent))
         try:
             package.extract_into(str(tmp), ContentType.ALL_CONTENT)
+            os.chmod(tmp, 0o777 & DEFAULT_MODE | 0o111)  # mkdtemp's 0700 would hide it from other users
             os.rename(tmp, folder)  # atomic; if another run won the race, use its copy
         except OSError:
             if not folder.is_dir():

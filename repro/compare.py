@@ -16,7 +16,7 @@ from typing import Callable
 from . import envprobe, hooks
 from .blobs import verify_sha1
 from .errors import IntegrityError
-from .pickles import INTERNAL
+from .pickles import is_internal
 from .record import RunRecord
 
 VERDICTS = ("identical", "equivalent", "different")
@@ -58,6 +58,9 @@ def compare(a: RunRecord, b: RunRecord, blobs_a: Blobs, blobs_b: Blobs, pythons:
     options = {"rel_tol": 1e-9, "abs_tol": 0.0, **(options or {})}
     results: list[ArtifactResult] = []
     pending: dict[str, list] = defaultdict(list)  # env -> [(result key, sha_a, sha_b)]
+    for step in b.steps:
+        if step not in a.steps:
+            results.append(ArtifactResult(step, "*", "*", "different", f"step {step} did not run in {a.ref}"))
     for step, sa in a.steps.items():
         sb = b.steps.get(step)
         if sb is None:
@@ -70,7 +73,7 @@ def compare(a: RunRecord, b: RunRecord, blobs_a: Blobs, blobs_b: Blobs, pythons:
                                               f"task {key} exists only in {a.ref if tb is None else b.ref}"))
                 continue
             for name in sorted(set(ta.artifacts) | set(tb.artifacts)):
-                if name.startswith(INTERNAL):
+                if is_internal(name):
                     continue
                 x, y = ta.artifacts.get(name), tb.artifacts.get(name)
                 if x is None or y is None:
@@ -82,7 +85,7 @@ def compare(a: RunRecord, b: RunRecord, blobs_a: Blobs, blobs_b: Blobs, pythons:
                     env = sb.env_id if sb.env_id in pythons else sa.env_id
                     pending[env].append(((step, key, name), x, y))
     results += _semantic(pending, blobs_a, blobs_b, pythons, list(sys_path), options, a.ref, b.ref)
-    order = {s: i for i, s in enumerate(a.steps)}
+    order = {s: i for i, s in enumerate([*a.steps, *(s for s in b.steps if s not in a.steps)])}
     results.sort(key=lambda r: (order.get(r.step, 1 << 30), r.task, r.name))
     return Comparison(a=a.ref, b=b.ref, results=tuple(results))
 

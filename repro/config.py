@@ -6,10 +6,10 @@ Pure apart from reading the environment and one small file; nothing here touches
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ._toml import tomllib
 from .errors import BadInput
 
 CONDA_SOURCES = ("pypi", "channel")

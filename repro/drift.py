@@ -72,18 +72,21 @@ def check_runtime(flow: Flow) -> list[str]:
         return []
     local = plats.local_platform_name()
     envs = environments(flow.settings)
-    out, seen = [], set()
+    out, found = [], {}  # env id -> problems, each env fingerprinted once
     for step, sl in flow.lock.steps.items():
         pl = sl.platforms.get(local)
-        if pl is None or pl.env_id in seen:
+        if pl is None:
             continue
-        seen.add(pl.env_id)
-        built = envs.get(pl.env_id)
-        if built is None:
-            continue
-        now = fingerprint.take(built.python)
-        problems = fingerprint.differences(now, pl) + fingerprint.changed_on_disk(built.fingerprint, now)
-        out += [f"{step} (env {pl.env_id[:12]}): {p}" for p in dict.fromkeys(problems)]
+        if pl.env_id not in found:
+            built = envs.get(pl.env_id)
+            if built is None:
+                found[pl.env_id] = []
+            else:
+                now = fingerprint.take(built.python)
+                found[pl.env_id] = list(dict.fromkeys(
+                    fingerprint.differences(now, pl) + fingerprint.changed_on_disk(built.fingerprint, now)))
+        # every step that uses a drifted environment is named, not only the first
+        out += [f"{step} (env {pl.env_id[:12]}): {p}" for p in found[pl.env_id]]
     return out
 
 

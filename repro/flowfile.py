@@ -84,13 +84,16 @@ def import_flow_module(path: Path):
 def _flow_class(module, path: Path):
     from metaflow import FlowSpec
 
-    found = [
+    classes = [
         obj for obj in vars(module).values()
         if isinstance(obj, type) and issubclass(obj, FlowSpec) and obj is not FlowSpec
         and obj.__module__ == module.__name__
     ]
+    # A flow has a start step; a base class that another flow here derives from is not a flow.
+    found = [c for c in classes if callable(getattr(c, "start", None)) and getattr(c.start, "is_step", False)]
+    found = [c for c in found if not any(o is not c and issubclass(o, c) for o in found)]
     if not found:
-        raise FlowLoadError(f"{path}: no Metaflow flow found (no class deriving from FlowSpec)")
+        raise FlowLoadError(f"{path}: no Metaflow flow found (no class deriving from FlowSpec with a start step)")
     if len(found) > 1:
         names = ", ".join(sorted(c.__name__ for c in found))
         raise FlowLoadError(f"{path}: more than one flow in one file ({names}); keep one per file")

@@ -6,16 +6,15 @@ the file is recomputed on read, so a hand edit (or a merge accident) is caught, 
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import tomli_w
 
+from ._toml import tomllib
 from .errors import LockFileError
+from .fsutil import atomic_write
 from .spec import EnvSpec, sha256_json
 
 LOCK_VERSION = 1
@@ -132,15 +131,18 @@ def write_lock(lock: Lock, path: Path) -> bool:
     path = Path(path)
     if path.exists() and path.read_text() == text:
         return False
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, text)
     return True
+
+
+_SAFE_FILE = re.compile(r"^[A-Za-z0-9_+][A-Za-z0-9_.+\-]*$")
+
+
+def safe_file_name(name: str, where: str) -> str:
+    """Package file names become path components in caches and stores: no separators, no '..'."""
+    if not isinstance(name, str) or not _SAFE_FILE.match(name) or ".." in name:
+        raise LockFileError(f"{where}: {name!r} is not a plain file name")
+    return name
 
 
 def _need(table: dict, key: str, typ, where: str):
@@ -179,8 +181,12 @@ def parse_lock(text: str, path: Path) -> Lock:
         if not isinstance(t, dict):
             raise LockFileError(f"{w}: must be a table. {regen}")
         platforms = {}
+        if not isinstance(t.get("platforms", {}), dict):
+            raise LockFileError(f"{w}: 'platforms' must be a table of platform sections. {regen}")
         for pname, pt in t.get("platforms", {}).items():
             pw = f"{w}, platform {pname}"
+            if not isinstance(pt, dict):
+                raise LockFileError(f"{pw}: must be a table. {regen}")
             pkgs = []
             for i, p in enumerate(_need(pt, "packages", list, pw)):
                 kw = f"{pw}, package #{i + 1}"
@@ -191,7 +197,7 @@ def parse_lock(text: str, path: Path) -> Lock:
                     raise LockFileError(f"{kw} ({p.get('name')}): sha256 {sha!r} is not 64 hex digits. {regen}")
                 pkgs.append(Package(
                     name=_need(p, "name", str, kw), version=_need(p, "version", str, kw),
-                    source=_need(p, "source", str, kw), file=_need(p, "file", str, kw),
+                    source=_need(p, "source", str, kw), file=safe_file_name(_need(p, "file", str, kw), kw),
                     url=_need(p, "url", str, kw), sha256=sha, size=_need(p, "size", int, kw)))
             pl = PlatformLock(platform=pname, python=_need(pt, "python", str, pw), packages=tuple(sorted(pkgs)))
             if _need(pt, "env_id", str, pw) != pl.env_id:

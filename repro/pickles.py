@@ -16,7 +16,17 @@ from pathlib import Path
 from . import envprobe
 from .record import PickleCheck, RunRecord
 
-INTERNAL = ("_",)  # Metaflow's own bookkeeping artifacts start with an underscore
+# Metaflow's own bookkeeping artifacts (users' `self._model` is theirs, and is checked)
+METAFLOW_INTERNAL = frozenset({
+    "_configs_processed", "_current_step", "_exception", "_foreach_num_splits", "_foreach_stack",
+    "_foreach_var", "_foreach_values", "_graph_info", "_iteration_stack", "_success", "_task_ok",
+    "_transition", "_unbounded_foreach", "_control_mapper_tasks", "_control_task_is_mapper_zero",
+    "_parallel_ubf_iter",
+})
+
+
+def is_internal(name: str) -> bool:
+    return name in METAFLOW_INTERNAL or name.startswith("__")
 _STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "STRING", "BINSTRING", "SHORT_BINSTRING"}
 
 
@@ -96,7 +106,7 @@ def check(record: RunRecord, graph: dict, blobs: dict[str, bytes], pythons: dict
     for step, s in record.steps.items():
         for key, t in s.tasks.items():
             for name, a in t.artifacts.items():
-                if not name.startswith(INTERNAL) and a.sha1 in blobs:
+                if not is_internal(name) and a.sha1 in blobs:
                     producers.setdefault(a.sha1, (step, key, name))
     wanted: dict[str, dict[str, list[str]]] = defaultdict(dict)  # reader env -> sha1 -> reader steps
     for sha, (step, _, _) in producers.items():

@@ -48,15 +48,22 @@ def pytest_configure_node(node):
         node.workerinput["repro_uid"] = session.uid
 
 
-def pytest_collect_file(file_path: Path, parent):
-    session = parent.config._repro
-    if session is None or file_path.suffix != ".py" or file_path.name.startswith(("test_", "conftest")):
-        return None
+def _looks_like_flow(path: Path, config) -> bool:
+    """A .py file that is not a test module, conftest or package/private module, and mentions FlowSpec."""
+    import fnmatch
+
+    if path.suffix != ".py" or path.name.startswith(("_", "conftest")):
+        return False
+    if any(fnmatch.fnmatch(path.name, pattern) for pattern in config.getini("python_files")):
+        return False  # the user's test modules stay test modules
     try:
-        head = file_path.read_text(errors="replace")
+        return "FlowSpec" in path.read_text(errors="replace")
     except OSError:
-        return None
-    if "FlowSpec" not in head:
+        return False
+
+
+def pytest_collect_file(file_path: Path, parent):
+    if parent.config._repro is None or not _looks_like_flow(file_path, parent.config):
         return None
     from .pytest_items import FlowFile
 
@@ -65,13 +72,8 @@ def pytest_collect_file(file_path: Path, parent):
 
 def pytest_pycollect_makemodule(module_path: Path, parent):
     """Under --repro a flow file given on the command line is a flow, not a test module."""
-    session = parent.config._repro
-    if session is not None and not module_path.name.startswith("test_"):
-        try:
-            if "FlowSpec" in module_path.read_text(errors="replace"):
-                return _Empty.from_parent(parent, path=module_path)
-        except OSError:
-            return None
+    if parent.config._repro is not None and _looks_like_flow(module_path, parent.config):
+        return _Empty.from_parent(parent, path=module_path)
     return None
 
 

@@ -37,15 +37,20 @@ class Options:
 
     @classmethod
     def from_config(cls, config) -> "Options":
+        """Command line first, then [tool.pytest.ini_options] (repro_*), then [tool.repro]."""
+        table = load_settings(Path(str(config.rootpath))).raw
+
         def pick(opt, ini):
             value = config.getoption(opt)
-            return value if value not in (None, False, [], "") else (config.getini(ini) or None)
+            if value not in (None, False, [], ""):
+                return value
+            return config.getini(ini) or table.get(ini.removeprefix("repro_")) or None
 
         return cls(store=pick("repro_store", "repro_store"), baseline=pick("repro_baseline", "repro_baseline"),
                    update=bool(pick("repro_update", "repro_update")), drift=bool(pick("repro_drift", "repro_drift")),
                    report_dir=pick("repro_report", "repro_report") or "reports",
                    platforms=tuple(config.getoption("repro_platform") or
-                                   (config.getini("repro_platform") or "").split()))
+                                   (config.getini("repro_platform") or "").split() or table.get("platforms", ())))
 
 
 @dataclass
@@ -203,6 +208,8 @@ class ReproSession:
             outcome.record = record
         except ReproError as exc:
             outcome.error = str(exc)
+        except Exception as exc:  # noqa: BLE001 - recorded once, so no item re-runs the flow
+            outcome.error = f"internal error while running the flow: {type(exc).__name__}: {exc}"
         return outcome
 
     # -- reporting -------------------------------------------------------------------------------

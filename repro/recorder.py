@@ -7,6 +7,7 @@ import os
 import shutil
 import sys
 import tarfile
+import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -45,7 +46,7 @@ def env_pythons(record: RunRecord, settings: Settings) -> dict[str, str]:
 
 def _user_blobs(record: RunRecord) -> set[str]:
     return {a.sha1 for s in record.steps.values() for t in s.tasks.values()
-            for n, a in t.artifacts.items() if not n.startswith(pickles.INTERNAL)}
+            for n, a in t.artifacts.items() if not pickles.is_internal(n)}
 
 
 def finish_record(record: RunRecord, flow, settings: Settings, code_dir: Path | None) -> tuple[RunRecord, dict]:
@@ -131,9 +132,11 @@ def replay(ref_text: str, store_uri: str | None, settings: Settings, on: str = "
             envs.build(pl, pythons.find(pl.python, where=f"{original.ref} env {env_id[:12]}"), offline=True,
                        where=f"replay of {original.ref}")
     # 3. the recorded code, with the recorded parameters and hash seed
-    workdir = settings.home / "replays" / original.flow / f"{original.run_id}-{time.strftime('%Y%m%dT%H%M%S')}"
+    parent = settings.home / "replays" / original.flow
+    parent.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix=f"{original.run_id}-{time.strftime('%Y%m%dT%H%M%S')}-", dir=parent))
     code = workdir / "code"
-    code.mkdir(parents=True)
+    code.mkdir()
     with tarfile.open(settings.home / "code" / f"{original.code_sha256}.tar.gz") as tar:
         if hasattr(tarfile, "data_filter"):  # refuses absolute paths, links out of the folder, devices
             tar.extractall(code, filter="data")
@@ -155,6 +158,8 @@ def replay(ref_text: str, store_uri: str | None, settings: Settings, on: str = "
     flow = open_flow(flow_file, load_settings(flow_file, environ={**os.environ, **env}))
     args = []
     for name, value in original.parameters.items():
+        if value is None:
+            continue  # the parameter had no value: let its default apply again
         args += [f"--{name}", value if isinstance(value, str) else json.dumps(value)]
     code_rc, run_id, elapsed, _ = runs.run_flow(flow_file, runs.environment_name(flow), args, env=env)
     if run_id is None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 from . import platforms as plats
+from .fsutil import atomic_write
 
 SCHEMA = "repro.report"
 SCHEMA_VERSION = 1
@@ -182,8 +183,6 @@ def write(doc: dict, folder: Path, stem: str = "repro-report") -> list[Path]:
     written = []
     for fmt, render in RENDER.items():
         path = folder / f"{stem}.{fmt}"
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(render(doc))
-        tmp.replace(path)
+        atomic_write(path, render(doc))
         written.append(path)
     return written

@@ -12,17 +12,18 @@ import os
 import re
 import tempfile
 import time
-import tomllib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import tomli_w
 
+from ._toml import tomllib
 from .cache import PackageCache, sha256_file
 from .config import Settings
-from .errors import BadInput, InfraError, IntegrityError
-from .lockfile import Package, PlatformLock
+from .fsutil import atomic_write
+from .errors import BadInput, InfraError, IntegrityError, LockFileError
+from .lockfile import Package, PlatformLock, safe_file_name
 from .record import RunRecord, from_json
 from .store import Store, StoreObjectMissing
 from .store import layout
@@ -31,6 +32,7 @@ class StoreObjectCorrupt(InfraError):
     """An object in the store does not match the hash its record gives for it."""
 
 
+TOUCH_AFTER_SECONDS = 600  # well inside gc's default grace period of one hour
 _REF = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)/([A-Za-z0-9_.\-]+)$")
 
 
@@ -87,7 +89,9 @@ def parse_env_lock(data: bytes, env_id: str, where: str) -> PlatformLock:
         doc = tomllib.loads(data.decode())
         pl = PlatformLock(platform=doc["platform"], python=doc["python"],
                           packages=tuple(Package(**p) for p in doc["packages"]))
-    except (ValueError, KeyError, TypeError) as exc:
+        for p in pl.packages:
+            safe_file_name(p.file, where)
+    except (ValueError, KeyError, TypeError, LockFileError) as exc:
         raise StoreObjectCorrupt(f"store object {where} is corrupt: not a valid environment lock ({exc})") from None
     if pl.env_id != env_id or doc.get("env_id") != env_id:
         raise StoreObjectCorrupt(f"store object {where} is corrupt: its packages do not hash to env id {env_id}")
@@ -98,6 +102,7 @@ def record_packages(record: RunRecord) -> list[Package]:
     seen = {}
     for env in record.envs.values():
         for p in env["packages"]:
+            safe_file_name(p["file"], f"run record {record.ref}")  # it becomes a path in caches and stores
             seen.setdefault(p["sha256"], Package(**p))
     return list(seen.values())
 
@@ -125,6 +130,9 @@ def push(record: RunRecord, store: Store, settings: Settings, artifact_blobs: di
         raise BadInput(f"code package {code_file} of run {record.ref} is not in REPRO_HOME; was the run made here?")
     uploads: list[tuple[str, str, object]] = []  # (kind, key, Path | bytes)
     for pkg in record_packages(record):
+        if not cache.has(pkg):
+            raise BadInput(f"{record.ref}: package file {pkg.file} is not in the package cache {cache.root}; "
+                           "push from the machine (and REPRO_HOME) that made the run")
         uploads.append(("packages", layout.package(pkg.sha256, pkg.file), cache.check(pkg, record.ref)))
     for env_id, env in record.envs.items():
         uploads.append(("locks", layout.lock(env_id), env_lock_toml(env_id, env)))
@@ -134,7 +142,12 @@ def push(record: RunRecord, store: Store, settings: Settings, artifact_blobs: di
 
     def one(item):
         kind, key, src = item
-        if store.exists(key):
+        info = store.stat(key)
+        if info is not None:
+            # An unnamed leftover (e.g. of a push that failed) is about to be named again: renew its
+            # age so a concurrent gc, which spares young objects, cannot delete it under this push.
+            if time.time() - info.modified > TOUCH_AFTER_SECONDS:
+                store.touch(key)
             return kind, 0, 0
         if isinstance(src, Path):
             store.put_file(key, src)
@@ -155,9 +168,20 @@ def push(record: RunRecord, store: Store, settings: Settings, artifact_blobs: di
             raise BadInput(f"store {store.uri} already has a different record at {key}; records are immutable")
     else:
         store.put_bytes(key, body)  # the record lands last: from here on the run is visible
-    store.put_bytes(layout.latest(record.flow), record.run_id.encode())
+    if _is_newest(store, record):
+        store.put_bytes(layout.latest(record.flow), record.run_id.encode())
     log(f"pushed {record.ref} to {store.uri} ({result.uploaded_bytes / 1e6:.1f} MB): {result.summary()}")
     return result
+
+
+def _is_newest(store: Store, record: RunRecord) -> bool:
+    """``latest`` only moves forward: pushing an older saved run must not make it the baseline."""
+    try:
+        current = store.get_bytes(layout.latest(record.flow)).decode().strip()
+        other = from_json(store.get_bytes(layout.record(record.flow, current)).decode(), current)
+    except (StoreObjectMissing, BadInput):
+        return True
+    return (record.created_at, record.run_id) >= (other.created_at, other.run_id)
 
 
 def local_record_path(settings: Settings, flow: str, run_id: str) -> Path:
@@ -168,9 +192,7 @@ def save_local(record: RunRecord, settings: Settings) -> Path:
     """Keep the record in REPRO_HOME before pushing, so a failed push can be completed later."""
     path = local_record_path(settings, record.flow, record.run_id)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(record.to_json())
-    os.replace(tmp, path)
+    atomic_write(path, record.to_json())
     return path
 
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
-import tomllib
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from .._toml import tomllib
 from .. import platforms as plats
 from ..config import Settings
 from ..errors import InfraError, ResolutionError

@@ -25,7 +25,15 @@ class Store(ABC):
     uri: str
 
     @abstractmethod
-    def exists(self, key: str) -> bool: ...
+    def stat(self, key: str) -> ObjectInfo | None:
+        """Size and modification time, or None if there is no such object."""
+
+    def exists(self, key: str) -> bool:
+        return self.stat(key) is not None
+
+    @abstractmethod
+    def touch(self, key: str) -> None:
+        """Refresh an object's modification time (so gc's grace period protects it again)."""
 
     @abstractmethod
     def put_file(self, key: str, path: Path) -> None:

@@ -9,21 +9,39 @@ from pathlib import Path
 from typing import Iterator
 from urllib.parse import unquote, urlparse
 
-from ..errors import InfraError
+from ..errors import BadInput, InfraError
+from ..fsutil import DEFAULT_MODE
 from .base import ObjectInfo, Store, StoreObjectMissing
 
 
 class LocalStore(Store):
     def __init__(self, uri: str):
-        path = Path(unquote(urlparse(uri).path)) if uri.startswith("file://") else Path(uri)
+        if uri.startswith("file://"):
+            parsed = urlparse(uri)
+            if parsed.netloc not in ("", "localhost"):
+                raise BadInput(f"store {uri!r}: a file:// URI needs an absolute path, e.g. file:///srv/repro "
+                               f"(three slashes); {parsed.netloc!r} would be read as a host name")
+            path = Path(unquote(parsed.path))
+        else:
+            path = Path(uri)
         self.root = path.expanduser().resolve()
         self.uri = self.root.as_uri()
 
     def _path(self, key: str) -> Path:
         return self.root / key
 
-    def exists(self, key: str) -> bool:
-        return self._path(key).is_file()
+    def stat(self, key: str) -> ObjectInfo | None:
+        try:
+            st = self._path(key).stat()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return ObjectInfo(key, st.st_size, st.st_mtime)
+
+    def touch(self, key: str) -> None:
+        try:
+            os.utime(self._path(key))
+        except OSError as exc:
+            raise InfraError(f"store {self.uri}: cannot touch {key}: {exc}") from None
 
     def _atomic(self, key: str, write) -> None:
         final = self._path(key)
@@ -35,6 +53,7 @@ class LocalStore(Store):
         try:
             with os.fdopen(fd, "wb") as out:
                 write(out)
+            os.chmod(tmp, DEFAULT_MODE)
             os.replace(tmp, final)
         except OSError as exc:
             raise InfraError(f"store {self.uri}: cannot write {key}: {exc}") from None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Iterator
 from urllib.parse import urlparse
@@ -48,15 +49,23 @@ class S3Store(Store):
                 raise InfraError(f"store {self.uri}: bucket {self.bucket} does not exist") from None
         raise InfraError(f"store {self.uri}: {what}: {type(exc).__name__}: {exc}") from None
 
-    def exists(self, key: str) -> bool:
+    def stat(self, key: str) -> ObjectInfo | None:
         try:
-            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            head = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
         except Exception as exc:  # noqa: BLE001 - a 404 means "no"; anything else is an error
             try:
                 self._fail(key, exc)  # always raises
             except StoreObjectMissing:
-                return False
-        return True
+                return None
+        return ObjectInfo(key, head["ContentLength"], head["LastModified"].timestamp())
+
+    def touch(self, key: str) -> None:
+        try:  # copying an object onto itself (new metadata) gives it a new LastModified
+            self.client.copy_object(Bucket=self.bucket, Key=self._key(key), MetadataDirective="REPLACE",
+                                    CopySource={"Bucket": self.bucket, "Key": self._key(key)},
+                                    Metadata={"repro-touched": str(int(time.time()))})
+        except Exception as exc:  # noqa: BLE001
+            self._fail(f"touch {key}", exc)
 
     def put_file(self, key: str, path: Path) -> None:
         try:
