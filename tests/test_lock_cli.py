@@ -1,5 +1,6 @@
 """`repro lock` against the real package index through uv."""
 
+import sys
 import tomllib
 
 import pytest
@@ -88,6 +89,16 @@ def test_locking_for_other_platforms_from_this_box(flow_dir):
     assert pylock["lock-version"] == "1.0" and pylock["requires-python"] == "==3.11.7"
     numpy = next(p for p in pylock["packages"] if p["name"] == "numpy")
     assert numpy["wheels"][0]["hashes"]["sha256"] and numpy["wheels"][0]["name"] == files["osx-arm64"]["numpy"]
+    # the export is a real PEP 751 lock: uv installs from it (dry run, for this platform)
+    import subprocess
+
+    from repro.uvtool import uv_bin
+
+    linux = flow_dir / "out" / "pylock.flow-start-linux-64.toml"
+    proc = subprocess.run([uv_bin(), "pip", "install", "--dry-run", "--python", sys.executable, "-r", str(linux)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "numpy==2.1.3" in proc.stderr
 
 
 @pytest.mark.parametrize("libs,match", [

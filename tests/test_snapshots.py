@@ -219,3 +219,37 @@ def test_gc_removes_only_what_no_record_names(tmp_path, mf_env):
     assert cli("store", "verify", "--store", root.as_uri()).code == 0
     ls = cli("store", "ls", "--store", root.as_uri())
     assert "LinearFlow" in ls.out
+
+
+def test_replay_uses_the_recorded_parameters(tmp_path, mf_env):
+    from tests.conftest import write_flow
+
+    path = write_flow(tmp_path / "proj", '''
+        from metaflow import FlowSpec, Parameter, step
+
+        class ParamFlow(FlowSpec):
+            alpha = Parameter("alpha", default=0.5, type=float)
+            label = Parameter("label", default="plain")
+
+            @step
+            def start(self):
+                self.scaled = self.alpha * 10
+                self.tag = self.label.upper()
+                self.next(self.end)
+
+            @step
+            def end(self):
+                pass
+
+        if __name__ == "__main__":
+            ParamFlow()
+    ''')
+    assert cli("lock", path).code == 0
+    store = (tmp_path / "store").as_uri()
+    r = cli("run", path, "--store", store, "--", "--alpha", "0.7", "--label", "tuned", env=mf_env, cwd=tmp_path)
+    assert r.code == 0, r.text[-3000:]
+    rec = from_json(next((tmp_path / "store").glob("runs/ParamFlow/*/record.json")).read_text(), "record")
+    assert rec.parameters == {"alpha": 0.7, "label": "tuned"}
+    replay = cli("replay", "ParamFlow/latest", "--store", store, env=mf_env, cwd=tmp_path)
+    assert replay.code == 0, replay.text[-3000:]
+    assert "result: identical" in replay.out  # with the defaults, scaled and tag would differ
