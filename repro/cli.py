@@ -85,7 +85,7 @@ def _state_rows(flow, check_fingerprint: bool = True):
 
     local = plats.local_platform_name()
     envs = environments(flow.settings)
-    rows = []
+    rows, problems_of = [], {}  # env id -> runtime problems (one probe per env, not per step)
     lock = flow.lock
     for step, spec in flow.specs.items():
         sl = lock.steps.get(step) if lock else None
@@ -102,8 +102,9 @@ def _state_rows(flow, check_fingerprint: bool = True):
         built = envs.get(pl.env_id)
         state, fp_state = ("built", "-") if built else ("not built", "-")
         if built and check_fingerprint:
-            now = fingerprint.take(built.python)
-            problems = fingerprint.differences(now, pl) + fingerprint.changed_on_disk(built.fingerprint, now)
+            if pl.env_id not in problems_of:
+                problems_of[pl.env_id] = fingerprint.runtime_problems(built, pl)
+            problems = problems_of[pl.env_id]
             fp_state = "matches lock" if not problems else "DRIFT: " + "; ".join(problems)
         rows.append([step, spec.spec_id[:12], pl.env_id[:12], pl.python,
                      f"{libs} (+{len(pl.packages) - len(spec.libraries)})" if spec.libraries else

@@ -79,12 +79,7 @@ def check_runtime(flow: Flow) -> list[str]:
             continue
         if pl.env_id not in found:
             built = envs.get(pl.env_id)
-            if built is None:
-                found[pl.env_id] = []
-            else:
-                now = fingerprint.take(built.python)
-                found[pl.env_id] = list(dict.fromkeys(
-                    fingerprint.differences(now, pl) + fingerprint.changed_on_disk(built.fingerprint, now)))
+            found[pl.env_id] = fingerprint.runtime_problems(built, pl) if built else []
         # every step that uses a drifted environment is named, not only the first
         out += [f"{step} (env {pl.env_id[:12]}): {p}" for p in found[pl.env_id]]
     return out

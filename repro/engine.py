@@ -226,14 +226,13 @@ def build_flow(flow: Flow, steps: list[str] | None = None, offline: bool = False
             continue
         pl = sl.platforms[local]
         if pl.env_id not in by_env:
-            where = f"{flow.specs[step].where}"
-            existing = envs.get(pl.env_id)
-            if existing is None:
+            where = flow.specs[step].where
+            env = envs.get(pl.env_id)
+            if env is None:
                 interp = pythons.find(pl.python, where=where)
                 log(f"building env {pl.env_id[:12]} for {flow.name}.{step} "
                     f"(Python {pl.python}, {len(pl.packages)} packages)")
-            else:
-                interp = None
-            by_env[pl.env_id] = existing or envs.build(pl, interp, offline=offline, where=where)
+                env = envs.build(pl, interp, offline=offline, where=where)
+            by_env[pl.env_id] = env
         built[step] = by_env[pl.env_id]
     return built

@@ -52,6 +52,13 @@ def differences(fp: dict, lock: PlatformLock) -> list[str]:
     return lines
 
 
+def runtime_problems(built, lock: PlatformLock) -> list[str]:
+    """Runtime drift of a built environment (a ``BuiltEnv``): what differs now from its lock and
+    from what it was built as. One interpreter start-up."""
+    now = take(built.python)
+    return list(dict.fromkeys(differences(now, lock) + changed_on_disk(built.fingerprint, now)))
+
+
 def changed_on_disk(built: dict, now: dict) -> list[str]:
     """What changed in an environment since it was built (stdlib logic shared with tasks)."""
     return probe.compare(built, now)
