@@ -137,7 +137,9 @@ class PackageCache:
         if got != pkg.sha256 or got_size != pkg.size:
             raise IntegrityError(
                 f"{where}: package file {pkg.file} ({pkg.name} {pkg.version}) does not match the lock: "
-                f"sha256 {got} (size {got_size}), lock says {pkg.sha256} (size {pkg.size}). The file was not used."
+                f"sha256 {got} (size {got_size}), lock says {pkg.sha256} (size {pkg.size}). The file was not used. "
+                f"If the index really republished it, re-lock; otherwise the source ({pkg.url}) is corrupt or "
+                "tampered with."
             )
         os.chmod(tmp, 0o444)
         final = self.path(pkg)
@@ -174,27 +176,13 @@ class PackageCache:
         return self._admit(pkg, download, where)
 
     def _admit(self, pkg: Package, write, where: str) -> Path:
-        final = self.path(pkg)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".partial-", dir=final.parent)
-        try:
-            with os.fdopen(fd, "wb") as out:
+        """``admit`` for writers that take an open binary file (downloads, copies)."""
+
+        def fill(path: Path):
+            with open(path, "wb") as out:
                 write(out)
-            got_size = os.path.getsize(tmp)
-            got = sha256_file(tmp)
-            if got != pkg.sha256 or got_size != pkg.size:
-                raise IntegrityError(
-                    f"{where}: package file {pkg.file} ({pkg.name} {pkg.version}) does not match the lock: "
-                    f"sha256 {got} (size {got_size}), lock says {pkg.sha256} (size {pkg.size}). "
-                    f"The file was not used. If the index really republished it, re-lock; otherwise "
-                    f"the source ({pkg.url}) is corrupt or tampered with."
-                )
-            os.chmod(tmp, 0o444)
-            os.replace(tmp, final)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
-        self._write_stamp(pkg)
-        return final
+
+        return self.admit(pkg, fill, where)
 
     def verify(self, pkg: Package) -> bool:
         """Re-hash a cached file (slow path, used before installing files we did not just write)."""

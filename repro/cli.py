@@ -19,13 +19,13 @@ FLOW_HELP = "a flow file, or a folder whose *.py flow files are all used"
 
 def _flow_files(paths: list[str]) -> list[Path]:
     from .errors import BadInput
+    from .flowfile import is_flow_candidate
 
     out = []
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
-            found = sorted(f for f in p.glob("*.py") if not f.name.startswith(("_", "test_", "conftest"))
-                           and "FlowSpec" in f.read_text(errors="replace"))
+            found = sorted(f for f in p.glob("*.py") if is_flow_candidate(f))
             if not found:
                 raise BadInput(f"{p}: no flow files (*.py) in this folder")
             out += found

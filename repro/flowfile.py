@@ -47,6 +47,18 @@ def _declaration(kind: str, attributes: dict) -> Declaration:
     )
 
 
+def is_flow_candidate(path: Path) -> bool:
+    """Cheap test, without importing: a .py file that is not a test module, conftest, or a
+    package/private module, and that mentions FlowSpec."""
+    path = Path(path)
+    if path.suffix != ".py" or path.name.startswith(("_", "conftest", "test_")):
+        return False
+    try:
+        return "FlowSpec" in path.read_text(errors="replace")
+    except OSError:
+        return False
+
+
 def import_flow_module(path: Path):
     path = Path(path)
     if not path.is_file():

@@ -49,17 +49,14 @@ def pytest_configure_node(node):
 
 
 def _looks_like_flow(path: Path, config) -> bool:
-    """A .py file that is not a test module, conftest or package/private module, and mentions FlowSpec."""
+    """A flow file candidate that the user's python_files patterns do not claim as a test module."""
     import fnmatch
 
-    if path.suffix != ".py" or path.name.startswith(("_", "conftest")):
-        return False
+    from .flowfile import is_flow_candidate
+
     if any(fnmatch.fnmatch(path.name, pattern) for pattern in config.getini("python_files")):
         return False  # the user's test modules stay test modules
-    try:
-        return "FlowSpec" in path.read_text(errors="replace")
-    except OSError:
-        return False
+    return is_flow_candidate(path)
 
 
 def pytest_collect_file(file_path: Path, parent):
