@@ -58,10 +58,11 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="repro-bench-"))
     os.environ["REPRO_HOME"] = str(work / "home")
     os.environ.setdefault("METAFLOW_USER", "bench")
-    from repro import fingerprint, pythons
-    from repro.engine import build_flow, environments, lock_flow, open_flow
-    from repro.materialize import env_python, install_args
-    from repro.uvtool import run_uv
+    from repro.env import fingerprint
+    from repro.env import pythons
+    from repro.env.engine import build_flow, environments, lock_flow, open_flow
+    from repro.env.build import env_python, install_args
+    from repro.env.uvtool import run_uv
 
     flow_file = work / "bench.py"
     flow_file.write_text(textwrap.dedent(FLOW))
@@ -75,7 +76,7 @@ def main() -> None:
     req = work / "req.txt"
     req.write_text("".join(f"{p.name} @ {files[p.sha256].as_uri()} --hash=sha256:{p.sha256}\n" for p in pl.packages))
 
-    import repro.materialize as materialize
+    import repro.env.build as materialize
 
     uv_time = []
     real_run_uv = materialize.run_uv

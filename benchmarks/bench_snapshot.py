@@ -68,14 +68,14 @@ def main() -> None:
                            "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{port}"})
         s3 = boto3.client("s3")
         s3.create_bucket(Bucket="bench")
-        from repro.config import load_settings
-        from repro.snapshot import list_records, pull, push, record_packages
+        from repro.settings import load_settings
+        from repro.store.snapshot import list_records, pull, push, record_packages
         from repro.store import open_store
 
         settings_a = load_settings(flow, environ={**base, "REPRO_HOME": str(work / "home-a")})
         record = list_records(open_store(store))[0]
         packages = record_packages(record)
-        from repro.cache import PackageCache
+        from repro.env.cache import PackageCache
 
         cache = PackageCache(settings_a.package_cache)
         files = [cache.path(p) for p in packages]

@@ -24,7 +24,7 @@ class ReproSpecs:
 class _Builtins:
     @hookimpl(trylast=True)
     def repro_artifact_comparators(self) -> list[str]:
-        from .comparators import BUILTIN
+        from repro.comparators import BUILTIN
 
         return list(BUILTIN)
 

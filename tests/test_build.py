@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from repro.cache import PackageCache
+from repro.env.cache import PackageCache
 from repro.errors import IntegrityError
-from repro.lockfile import Package
+from repro.model.lock import Package
 from tests.conftest import cli, installed_python, write_flow
 
 SMALL = '''
@@ -205,7 +205,7 @@ def test_probe_runs_on_old_and_new_pythons_with_stdlib_only(minor):
     exe = installed_python(minor)
     if exe is None:
         pytest.skip(f"needs Python {minor}")
-    from repro import fingerprint
+    from repro.env import fingerprint
 
     fp = fingerprint.take(exe)
     assert fp["python"].startswith(minor + ".") and len(fp["digest"]) == 64
@@ -213,7 +213,7 @@ def test_probe_runs_on_old_and_new_pythons_with_stdlib_only(minor):
 
 
 def test_fingerprint_of_a_hundred_distributions_is_fast(tmp_path):
-    from repro import fingerprint
+    from repro.env import fingerprint
 
     t = time.perf_counter()
     fp = fingerprint.take(sys.executable)
@@ -223,8 +223,9 @@ def test_fingerprint_of_a_hundred_distributions_is_fast(tmp_path):
 def test_fingerprint_from_outside_equals_fingerprint_from_inside(tmp_path):
     """Builds fingerprint from outside the env (no interpreter start-up); tasks do it from inside.
     Both must give the same digest, or every task would report drift."""
-    from repro import fingerprint, pythons
-    from repro.engine import environments, open_flow
+    from repro.env import fingerprint
+    from repro.env import pythons
+    from repro.env.engine import environments, open_flow
 
     path = small_flow(tmp_path, "DigestFlow")
     assert cli("env", "build", path).code == 0

@@ -2,7 +2,7 @@
 
 import pytest
 
-from repro.engine import open_flow
+from repro.env.engine import open_flow
 from repro.errors import FlowLoadError
 from tests.conftest import SCENARIOS, write_flow
 

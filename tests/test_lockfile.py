@@ -3,7 +3,7 @@
 import pytest
 
 from repro.errors import LockFileError
-from repro.lockfile import Lock, Package, PlatformLock, StepLock, diff_packages, parse_lock
+from repro.model.lock import Lock, Package, PlatformLock, StepLock, diff_packages, parse_lock
 
 SHA = "a" * 64
 

@@ -6,7 +6,7 @@ import tomllib
 
 import pytest
 
-from repro.engine import open_flow
+from repro.env.engine import open_flow
 from tests.conftest import SCENARIOS, run_flow, write_flow
 
 EXPECTED = tomllib.loads((SCENARIOS / "expected.toml").read_text())

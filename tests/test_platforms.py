@@ -1,4 +1,4 @@
-from repro import platforms as plats
+from repro.model import platforms as plats
 
 FILES = [
     "charset_normalizer-3.5.3-py3-none-any.whl",

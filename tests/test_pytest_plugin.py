@@ -9,7 +9,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from repro.report import SCHEMA_FILE
+from repro.report.render import SCHEMA_FILE
 from tests.conftest import cli, make_wheel
 
 pytestmark = pytest.mark.slow

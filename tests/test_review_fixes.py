@@ -5,11 +5,11 @@ import stat
 
 import pytest
 
-from repro.compare import compare
+from repro.runs.compare import compare
 from repro.errors import BadInput, LockFileError
-from repro.pickles import is_internal
-from repro.record import ArtifactRecord, RunRecord, StepRecord, TaskRecord
-from repro.snapshot import _is_newest, parse_env_lock, record_packages
+from repro.runs.pickles import is_internal
+from repro.model.record import ArtifactRecord, RunRecord, StepRecord, TaskRecord
+from repro.store.snapshot import _is_newest, parse_env_lock, record_packages
 from repro.store import layout, open_store
 
 
@@ -82,7 +82,7 @@ def test_a_helper_module_that_mentions_flowspec_is_not_a_flow(pytester):
 
 
 def test_lock_file_keeps_its_permissions(tmp_path):
-    from repro.lockfile import write_lock
+    from repro.model.lock import write_lock
     from tests.test_lockfile import sample_lock
 
     path = tmp_path / "flow.repro.lock"

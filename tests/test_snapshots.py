@@ -11,7 +11,7 @@ import tomllib
 import boto3
 import pytest
 
-from repro.record import from_json
+from repro.model.record import from_json
 from tests.conftest import SCENARIOS, FlakyProxy, cli
 
 EXPECTED = tomllib.loads((SCENARIOS / "expected.toml").read_text())

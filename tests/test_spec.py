@@ -3,7 +3,7 @@
 import pytest
 
 from repro.errors import SpecError
-from repro.spec import Declaration, merge, pin_of
+from repro.model.spec import Declaration, merge, pin_of
 
 FLOW = "MyFlow (flow.py)"
 

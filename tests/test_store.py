@@ -3,7 +3,7 @@
 import pytest
 
 from repro.errors import BadInput, InfraError
-from repro.snapshot import parse_ref
+from repro.store.snapshot import parse_ref
 from repro.store import StoreObjectMissing, open_store
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ..errors import BadInput
-from .base import Store, StoreObjectMissing
-from .local import LocalStore
+from repro.errors import BadInput
+from repro.store.base import Store, StoreObjectMissing
+from repro.store.local import LocalStore
 
 
 def open_store(uri: str) -> Store:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from ..errors import InfraError
+from repro.errors import InfraError
 
 
 class StoreObjectMissing(InfraError):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from ..errors import BadInput
+from repro.errors import BadInput
 
 _SAFE = re.compile(r"^[A-Za-z0-9_.\-]+$")
 

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Iterator
 from urllib.parse import unquote, urlparse
 
-from ..errors import BadInput, InfraError
-from ..fsutil import DEFAULT_MODE
-from .base import ObjectInfo, Store, StoreObjectMissing
+from repro.errors import BadInput, InfraError
+from repro.fsutil import DEFAULT_MODE
+from repro.store.base import ObjectInfo, Store, StoreObjectMissing
 
 
 class LocalStore(Store):

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Iterator
 from urllib.parse import urlparse
 
-from ..errors import BadInput, InfraError
-from .base import ObjectInfo, Store, StoreObjectMissing
+from repro.errors import BadInput, InfraError
+from repro.store.base import ObjectInfo, Store, StoreObjectMissing
 
 
 class S3Store(Store):

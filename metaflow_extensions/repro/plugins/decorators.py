@@ -29,7 +29,7 @@ class _CodePackage(object):
     @classmethod
     def extract(cls, package, code_root):
         if cls.env_vars is None:
-            from repro.codepackage import extract
+            from repro.runs.codepackage import extract
 
             cls.sha256, cls.env_vars = extract(package, code_root)
 

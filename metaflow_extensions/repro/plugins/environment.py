@@ -37,7 +37,7 @@ class CondaEnvironment(MetaflowEnvironment):
     def init_environment(self, echo, only_steps=None):
         echo("Bootstrapping conda environment...(this could take a few minutes)")
         from repro.errors import ReproError
-        from repro.metaflow_bridge import prepare
+        from repro.runs.bridge import prepare
 
         try:
             self._envs, self._paths = prepare(self.flow.__class__, self.flow_file(), self.datastore_type == "s3",

@@ -1,0 +1,412 @@
+"""``repro`` command line. Thin: parse arguments, call the engine, print, map errors to exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from tabulate import tabulate
+
+from repro.fsutil import atomic_write
+
+from repro import __version__
+from repro.errors import EXIT_DRIFT, EXIT_INFRA, EXIT_OK, ReproError
+
+FLOW_HELP = "a flow file, or a folder whose *.py flow files are all used"
+
+
+def _flow_files(paths: list[str]) -> list[Path]:
+    from repro.errors import BadInput
+    from repro.env.flowfile import is_flow_candidate
+
+    out = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            found = sorted(f for f in p.glob("*.py") if is_flow_candidate(f))
+            if not found:
+                raise BadInput(f"{p}: no flow files (*.py) in this folder")
+            out += found
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise BadInput(f"{p}: no such flow file or folder")
+    return out
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def cmd_lock(args) -> int:
+    from repro.env.engine import lock_flow, open_flow, spec_drift, target_platforms
+    from repro.model.export import to_pylock
+
+    status = EXIT_OK
+    for path in _flow_files(args.flow):
+        flow = open_flow(path)
+        if args.check:
+            drift = spec_drift(flow, target_platforms(flow, args.platform))
+            if drift:
+                status = EXIT_DRIFT
+                print(f"{path}: the lock {flow.lock_file.name} does not match the flow {flow.name}:")
+                for d in drift:
+                    for line in d.lines:
+                        print(f"  {d.step}: {line}")
+                print(f"  run `repro lock {path}` to update it")
+            else:
+                print(f"{path}: lock is up to date ({len(flow.specs)} steps)")
+            continue
+        result = lock_flow(flow, platforms=args.platform, log=_log)
+        if result.written:
+            print(f"{path}: wrote {flow.lock_file.name}")
+            for step, lines in result.changes.items():
+                for line in lines:
+                    print(f"  {step}: {line}")
+        else:
+            print(f"{path}: {flow.lock_file.name} is up to date")
+        if args.export_pylock:
+            outdir = Path(args.export_pylock)
+            outdir.mkdir(parents=True, exist_ok=True)
+            for step, sl in result.lock.steps.items():
+                for pname, pl in sl.platforms.items():
+                    target = outdir / f"pylock.{path.stem}-{step}-{pname}.toml".replace("_", "-")
+                    atomic_write(target, to_pylock(pl, flow.name, step))
+                    print(f"  exported {target}")
+    return status
+
+
+def _state_rows(flow, check_fingerprint: bool = True):
+    from repro.env import fingerprint
+    from repro.model import platforms as plats
+    from repro.env.engine import environments
+
+    local = plats.local_platform_name()
+    envs = environments(flow.settings)
+    rows, problems_of = [], {}  # env id -> runtime problems (one probe per env, not per step)
+    lock = flow.lock
+    for step, spec in flow.specs.items():
+        sl = lock.steps.get(step) if lock else None
+        stale = sl is None or sl.spec_id != spec.spec_id
+        pl = sl.platforms.get(local) if sl and not stale else None
+        libs = ", ".join(f"{n}=={v}" for n, v in spec.libraries) or "-"
+        if spec.disabled:
+            rows.append([step, spec.spec_id[:12], "-", "user's", "disabled", spec.kind, "user env", "-"])
+            continue
+        if pl is None:
+            rows.append([step, spec.spec_id[:12], "-", spec.python, libs, spec.source,
+                         "not locked" if sl is None else "lock stale", "-"])
+            continue
+        built = envs.get(pl.env_id)
+        state, fp_state = ("built", "-") if built else ("not built", "-")
+        if built and check_fingerprint:
+            if pl.env_id not in problems_of:
+                problems_of[pl.env_id] = fingerprint.runtime_problems(built, pl)
+            problems = problems_of[pl.env_id]
+            fp_state = "matches lock" if not problems else "DRIFT: " + "; ".join(problems)
+        rows.append([step, spec.spec_id[:12], pl.env_id[:12], pl.python,
+                     f"{libs} (+{len(pl.packages) - len(spec.libraries)})" if spec.libraries else
+                     f"{len(pl.packages)} implicit", spec.source, state, fp_state])
+    return rows
+
+
+def cmd_env_show(args) -> int:
+    from repro.env.engine import open_flow
+
+    status = EXIT_OK
+    headers = ["step", "spec id", "env id", "python", "packages", "source", "state", "fingerprint"]
+    for path in _flow_files(args.flow):
+        flow = open_flow(path)
+        rows = _state_rows(flow, check_fingerprint=not args.no_fingerprint)
+        if any(r[7].startswith("DRIFT") for r in rows):
+            status = EXIT_DRIFT
+        print(f"{flow.name} ({path})")
+        print(tabulate(rows, headers=headers, tablefmt="simple"))
+        print()
+    return status
+
+
+def cmd_env_build(args) -> int:
+    from repro.env.engine import build_flow, open_flow
+
+    for path in _flow_files(args.flow):
+        flow = open_flow(path)
+        built = build_flow(flow, steps=args.step, offline=args.offline, log=_log)
+        for step, env in built.items():
+            if env is None:
+                print(f"{flow.name}.{step}: disabled (runs in the user's environment)")
+            else:
+                how = "reused" if env.reused else "built"
+                print(f"{flow.name}.{step}: {how} env {env.env_id[:12]} at {env.path}")
+    return EXIT_OK
+
+
+def _comparison_table(comparison) -> str:
+    rows = [[step, c["identical"], c["equivalent"], c["different"]] for step, c in comparison.by_step().items()]
+    table = tabulate(rows, headers=["step", "identical", "equivalent", "different"], tablefmt="simple")
+    details = [f"  {r.step}/{r.task}.{r.name}: {r.verdict}: {r.detail}" for r in comparison.results
+               if r.verdict != "identical" and r.detail]
+    return table + ("\n" + "\n".join(details) if details else "")
+
+
+def _pickle_table(record) -> str:
+    if not record.pickle_checks:
+        return "pickle checks: no user artifacts"
+    rows = [[c.step, c.task, c.artifact, c.reader_env[:12], ",".join(c.reader_steps), c.status,
+             "; ".join(x for x in (c.detail, c.static) if x)] for c in record.pickle_checks]
+    return tabulate(rows, headers=["step", "task", "artifact", "reader env", "read by", "status", "why"])
+
+
+def cmd_run(args) -> int:
+    from repro.runs.pipeline import record_run
+
+    code, record = record_run(Path(args.flow), args.store, args.metaflow_args, log=_log)
+    if record is not None and record.status == "success":
+        print(f"recorded {record.ref} ({len(record.steps)} steps, {len(record.envs)} environments)")
+        print(_pickle_table(record))
+        if any(c.status == "fails" for c in record.pickle_checks):
+            print("some artifacts cannot be unpickled by a step that reads them (see 'fails' above)")
+    return code
+
+
+def cmd_replay(args) -> int:
+    from repro.settings import load_settings
+    from repro.runs.pipeline import replay
+
+    result = replay(args.ref, args.store, load_settings(Path.cwd()), on=args.on, log=_log)
+    print(f"replayed {result.original.ref} as {result.replayed.ref}")
+    print(_comparison_table(result.comparison))
+    verdict = "identical" if all(r.verdict == "identical" for r in result.comparison.results) else (
+        "equivalent" if result.comparison.same else "different")
+    print(f"result: {verdict}")
+    return result.exit_code
+
+
+def cmd_diff(args) -> int:
+    from repro.settings import load_settings
+    from repro.runs.pipeline import compare_runs
+    from repro.store.snapshot import load_record, parse_ref
+    from repro.store import open_store
+
+    settings = load_settings(Path.cwd())
+    store = open_store(args.store or settings.store)
+    a = load_record(store, parse_ref(args.ref_a))
+    b = load_record(store, parse_ref(args.ref_b))
+    comparison = compare_runs(a, b, store, settings)
+    print(f"{a.ref} -> {b.ref}")
+    print(_comparison_table(comparison))
+    return 0 if comparison.same else EXIT_DRIFT
+
+
+def cmd_store(args) -> int:
+    from repro.settings import load_settings
+    from repro.store.snapshot import gc, list_records, load_record, parse_ref, verify
+    from repro.store import open_store
+
+    settings = load_settings(Path.cwd())
+    store = open_store(args.store or settings.store)
+    if args.store_command == "ls":
+        rows = [[r.flow, r.run_id, r.created_at, r.status, len(r.steps), len(r.envs),
+                 sum(len(t.artifacts) for s in r.steps.values() for t in s.tasks.values())]
+                for r in list_records(store)]
+        print(tabulate(rows, headers=["flow", "run", "created", "status", "steps", "envs", "artifacts"]))
+        return EXIT_OK
+    if args.store_command == "show":
+        r = load_record(store, parse_ref(args.ref))
+        print(f"{r.ref}  created {r.created_at}  status {r.status}  metaflow {r.metaflow_version}  "
+              f"PYTHONHASHSEED={r.pythonhashseed}")
+        rows = [[name, s.env_id[:12], len(s.tasks), sum(len(t.artifacts) for t in s.tasks.values())]
+                for name, s in r.steps.items()]
+        print(tabulate(rows, headers=["step", "env id", "tasks", "artifacts"]))
+        print(_pickle_table(r))
+        return EXIT_OK
+    if args.store_command == "verify":
+        records = [load_record(store, parse_ref(args.ref))] if args.ref else list_records(store)
+        bad = 0
+        for r in records:
+            problems = verify(r, store)
+            bad += bool(problems)
+            print(f"{r.ref}: " + ("ok" if not problems else f"{len(problems)} problem(s)"))
+            for p in problems:
+                print(f"  {p}")
+        return EXIT_DRIFT if bad else EXIT_OK
+    if args.store_command == "push":
+        from repro.runs.pipeline import push_saved
+
+        record = push_saved(args.ref, args.store, settings, log=_log)
+        print(f"pushed {record.ref} to {store.uri}")
+        return EXIT_OK
+    if args.store_command == "gc":
+        removed = gc(store, grace_seconds=args.grace_hours * 3600, dry_run=args.dry_run)
+        verb = "would remove" if args.dry_run else "removed"
+        print(f"{verb} {len(removed)} object(s) no record names")
+        for key in removed:
+            print(f"  {key}")
+        return EXIT_OK
+    return EXIT_OK
+
+
+def cmd_drift(args) -> int:
+    from repro.runs.drift import check
+    from repro.env.engine import open_flow
+
+    record = None
+    if args.against:
+        from repro.settings import load_settings
+        from repro.store.snapshot import load_record, parse_ref
+        from repro.store import open_store
+
+        settings = load_settings(Path.cwd())
+        record = load_record(open_store(args.store or settings.store), parse_ref(args.against))
+    status = EXIT_OK
+    flows = [open_flow(path) for path in _flow_files(args.flow)]
+    if record is not None and record.flow not in {f.name for f in flows}:
+        from repro.errors import BadInput
+
+        raise BadInput(f"--against {args.against}: that is a run of {record.flow}, which none of the flow files "
+                       f"defines ({', '.join(f.name for f in flows)})")
+    for flow in flows:
+        path = flow.path
+        drift = check(flow, resolution=not args.no_resolve, against=record if record and record.flow == flow.name else None)
+        if drift.any:
+            status = EXIT_DRIFT
+            print(f"{path}: drift found")
+            for line in drift.lines():
+                print(f"  {line}")
+        else:
+            print(f"{path}: no drift")
+    return status
+
+
+def cmd_report(args) -> int:
+    from repro.report import render as report
+    from repro.settings import load_settings
+    from repro.store.snapshot import load_record, parse_ref
+    from repro.store import open_store
+
+    settings = load_settings(Path.cwd())
+    record = load_record(open_store(args.store or settings.store), parse_ref(args.ref))
+    doc = report.document([report.flow_report(record.flow, record.flow_file, record)])
+    text = report.RENDER[args.format](doc)
+    if args.output:
+        atomic_write(Path(args.output), text)
+        print(f"wrote {args.output}")
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="repro",
+        description="Prove a Metaflow flow's results can be reproduced. Exit codes: 0 ok, "
+                    "1 a difference or drift was found, 2 bad input, 3 infrastructure failure.")
+    parser.add_argument("--version", action="version", version=f"repro {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("lock", help="resolve every step's environment and write <flow>.repro.lock")
+    p.add_argument("flow", nargs="+", help=FLOW_HELP)
+    p.add_argument("--platform", action="append", metavar="NAME",
+                   help="lock for this platform (repeatable): linux-64, linux-aarch64, osx-64, osx-arm64, win-64")
+    p.add_argument("--check", action="store_true",
+                   help="do not write: exit 1 and show what differs if the lock no longer matches the flow")
+    p.add_argument("--export-pylock", metavar="DIR",
+                   help="also write a PEP 751 pylock.<flow>-<step>-<platform>.toml per step into DIR")
+    p.set_defaults(func=cmd_lock)
+
+    env = sub.add_parser("env", help="inspect and build step environments")
+    esub = env.add_subparsers(dest="env_command", required=True, metavar="ACTION")
+    p = esub.add_parser("show", help="table of steps, spec ids, env ids and their state")
+    p.add_argument("flow", nargs="+", help=FLOW_HELP)
+    p.add_argument("--no-fingerprint", action="store_true", help="skip re-fingerprinting built environments")
+    p.set_defaults(func=cmd_env_show)
+    p = esub.add_parser("build", help="build (or reuse) every step's environment")
+    p.add_argument("flow", nargs="+", help=FLOW_HELP)
+    p.add_argument("--step", action="append", help="only this step (repeatable)")
+    p.add_argument("--offline", action="store_true",
+                   help="never touch the network: use the lock as it is and the package cache only")
+    p.set_defaults(func=cmd_env_build)
+    p = sub.add_parser("run", help="run a flow under repro's environments, record it and push the snapshot")
+    p.add_argument("flow", help="the flow file")
+    p.add_argument("--store", help="store URI (default: REPRO_STORE or file://$REPRO_HOME/store)")
+    p.set_defaults(func=cmd_run, metaflow_args=[])
+    p.epilog = "Options for Metaflow's `run` go after --, e.g. `repro run flow.py -- --alpha 0.5`."
+
+    p = sub.add_parser("replay", help="rebuild a recorded run offline from the store, run it again, compare")
+    p.add_argument("ref", help="FlowName/run_id, FlowName/latest, or a record.json file")
+    p.add_argument("--store", help="store URI (default: REPRO_STORE or file://$REPRO_HOME/store)")
+    p.add_argument("--on", choices=["local", "batch"], default="local", help="where to run the replay")
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("diff", help="compare two recorded runs artifact by artifact")
+    p.add_argument("ref_a")
+    p.add_argument("ref_b")
+    p.add_argument("--store")
+    p.set_defaults(func=cmd_diff)
+
+    p = sub.add_parser("drift", help="spec, resolution and runtime drift (exit 1 on any)")
+    p.add_argument("flow", nargs="+", help=FLOW_HELP)
+    p.add_argument("--against", metavar="REF", help="also compare the lock with the environments of a recorded run")
+    p.add_argument("--store")
+    p.add_argument("--no-resolve", action="store_true", help="skip re-resolving (no network)")
+    p.set_defaults(func=cmd_drift)
+
+    p = sub.add_parser("report", help="render a recorded run as Markdown, JSON or HTML")
+    p.add_argument("ref", help="FlowName/run_id, FlowName/latest, or a record.json file")
+    p.add_argument("--format", choices=["md", "json", "html"], default="md")
+    p.add_argument("-o", "--output", help="write to this file instead of standard output")
+    p.add_argument("--store")
+    p.set_defaults(func=cmd_report)
+
+    st = sub.add_parser("store", help="list, show, verify and garbage-collect a store")
+    ssub = st.add_subparsers(dest="store_command", required=True, metavar="ACTION")
+    for name, helptext in (("ls", "list recorded runs"), ("show", "show one run"),
+                           ("verify", "re-hash every object a record names"),
+                           ("gc", "remove objects no record names"),
+                           ("push", "push a run recorded here (completes a push that failed)")):
+        p = ssub.add_parser(name, help=helptext)
+        p.add_argument("--store")
+        if name in ("show", "push"):
+            p.add_argument("ref", help="FlowName/run_id, FlowName/latest, or a record.json file")
+        if name == "verify":
+            p.add_argument("ref", nargs="?", help="one run (default: every run in the store)")
+        if name == "gc":
+            p.add_argument("--grace-hours", type=float, default=1.0,
+                           help="keep unnamed objects younger than this (a push may be in flight)")
+            p.add_argument("--dry-run", action="store_true")
+        p.set_defaults(func=cmd_store)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    passthrough = []
+    if "--" in argv:  # everything after -- belongs to Metaflow's `run`
+        cut = argv.index("--")
+        argv, passthrough = argv[:cut], argv[cut + 1:]
+    args = parser.parse_args(argv)
+    if passthrough:
+        if args.command != "run":
+            parser.error("only `repro run` takes options after --")
+        args.metaflow_args = passthrough
+    os.environ.setdefault("METAFLOW_USER", os.environ.get("USER") or "repro")
+    try:
+        return args.func(args)
+    except ReproError as exc:
+        print(f"repro: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # noqa: BLE001 - never let an unexpected failure look like "drift found"
+        if os.environ.get("REPRO_DEBUG"):
+            raise
+        print(f"repro: internal error: {type(exc).__name__}: {exc} (REPRO_DEBUG=1 shows the traceback)",
+              file=sys.stderr)
+        return EXIT_INFRA
+
+
+if __name__ == "__main__":
+    sys.exit(main())

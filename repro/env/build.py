@@ -1,0 +1,143 @@
+"""Materialise one environment per env id under ``REPRO_HOME/envs``.
+
+* shared: steps and flows with the same env id use the same folder;
+* concurrent: a file lock per env id, so several processes building it give one build;
+* crash-safe: a marker written last says the build completed; a folder without it is a
+  leftover of a killed build and is removed and rebuilt;
+* offline: ``uv pip install --offline --no-index --require-hashes`` from the package cache only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from filelock import FileLock
+
+from metaflow_extensions.repro.plugins import probe
+
+from repro.env import fingerprint
+from repro.env.cache import PackageCache
+from repro.errors import InfraError, IntegrityError
+from repro.model.lock import PlatformLock
+from repro.env.pythons import Interpreter
+from repro.env.uvtool import run_uv
+
+MARKER = ".repro-env.json"
+
+
+@dataclass(frozen=True)
+class BuiltEnv:
+    env_id: str
+    platform: str
+    path: Path
+    python: Path
+    interpreter: str  # the base interpreter the venv was made from
+    fingerprint: dict
+    reused: bool = False
+
+
+def env_python(path: Path) -> Path:
+    return path / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+
+
+class Environments:
+    def __init__(self, root: Path, cache: PackageCache, uv_cache: Path):
+        self.root = Path(root)
+        self.cache = cache
+        self.uv_cache = uv_cache
+
+    def path(self, env_id: str) -> Path:
+        return self.root / env_id[:16]
+
+    def marker(self, env_id: str) -> dict | None:
+        try:
+            data = json.loads((self.path(env_id) / MARKER).read_text())
+        except (OSError, ValueError):
+            return None
+        if data.get("env_id") != env_id:
+            return None
+        if data.get("fingerprint", {}).get("fingerprint_version") != probe.FINGERPRINT_VERSION:
+            return None  # built by a repro whose fingerprints mean something else: rebuild
+        return data
+
+    def get(self, env_id: str) -> BuiltEnv | None:
+        """The built environment, or None. Cheap: one small file read, no subprocess."""
+        m = self.marker(env_id)
+        if m is None:
+            return None
+        path = self.path(env_id)
+        return BuiltEnv(env_id=env_id, platform=m["platform"], path=path, python=env_python(path),
+                        interpreter=m["interpreter"], fingerprint=m["fingerprint"], reused=True)
+
+    def build(self, lock: PlatformLock, interpreter: Interpreter, offline: bool = False,
+              where: str = "") -> BuiltEnv:
+        env_id = lock.env_id
+        found = self.get(env_id)
+        if found:
+            return found
+        self.root.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.path(env_id)) + ".lock"):
+            found = self.get(env_id)  # another process may have built it while we waited
+            if found:
+                return found
+            files = self.cache.ensure(lock.packages, offline=offline, where=where)
+            return self._build_locked(lock, interpreter, files, where)
+
+    def _build_locked(self, lock: PlatformLock, interpreter: Interpreter, files: dict, where: str) -> BuiltEnv:
+        env_id, path = lock.env_id, self.path(lock.env_id)
+        if path.exists():  # no marker: a build that died half-way
+            shutil.rmtree(path)
+        proc = run_uv(["venv", "--quiet", "--no-project", "--python", interpreter.path, str(path)],
+                      self.uv_cache, offline=True)
+        if proc.returncode != 0:
+            shutil.rmtree(path, ignore_errors=True)
+            raise InfraError(f"{where}: uv venv failed for Python {interpreter.version} "
+                             f"({interpreter.path}):\n{proc.stderr.strip()}")
+        with tempfile.NamedTemporaryFile("w", suffix=".txt", prefix="repro-req-", delete=False) as req:
+            for p in lock.packages:
+                req.write(f"{p.name} @ {files[p.sha256].as_uri()} --hash=sha256:{p.sha256}\n")
+        try:
+            proc = run_uv(install_args(env_python(path), Path(req.name)), self.uv_cache, offline=True)
+        finally:
+            os.unlink(req.name)
+        if proc.returncode != 0:
+            shutil.rmtree(path, ignore_errors=True)
+            self._raise_install_error(proc.stderr, lock, where)
+        fp = fingerprint.of_env(path, interpreter.facts, fresh=True)
+        problems = fingerprint.differences(fp, lock)
+        if problems:
+            shutil.rmtree(path, ignore_errors=True)
+            raise InfraError(f"{where}: the environment built for env {env_id[:12]} does not match its lock: "
+                             + "; ".join(problems))
+        marker = {"env_id": env_id, "platform": lock.platform, "python": lock.python,
+                  "interpreter": interpreter.path, "fingerprint": fp, "built_at": time.time()}
+        tmp = path / (MARKER + ".tmp")
+        tmp.write_text(json.dumps(marker, sort_keys=True))
+        os.replace(tmp, path / MARKER)  # written last: the env exists only from here on
+        return BuiltEnv(env_id=env_id, platform=lock.platform, path=path, python=env_python(path),
+                        interpreter=interpreter.path, fingerprint=fp)
+
+    def _raise_install_error(self, stderr: str, lock: PlatformLock, where: str):
+        for p in lock.packages:
+            if p.file in stderr and "hash" in stderr.lower():
+                bad = self.cache.path(p)
+                bad.unlink(missing_ok=True)  # never used again; the next build fetches it anew
+                raise IntegrityError(f"{where}: cached package file {bad} ({p.name} {p.version}) does not "
+                                     f"match its sha256 {p.sha256}; it was removed from the cache and not "
+                                     f"used. Run the build again to fetch it anew.\n{stderr.strip()}")
+        raise InfraError(f"{where}: installing env {lock.env_id[:12]} failed:\n{stderr.strip()}")
+
+    def remove(self, env_id: str) -> None:
+        shutil.rmtree(self.path(env_id), ignore_errors=True)
+
+
+def install_args(python: Path, requirements: Path) -> list[str]:
+    """The one uv call that installs an environment: offline, no index, every file hash-checked."""
+    return ["pip", "install", "--quiet", "--offline", "--no-index", "--require-hashes", "--no-deps",
+            "--python", str(python), "-r", str(requirements)]

@@ -1,0 +1,238 @@
+"""The environment engine: flow file → EnvSpecs → Lock → package cache → environments.
+
+This module orders the work; the decisions live in ``spec`` (merge), ``lockfile`` (identity,
+diffs) and ``resolvers`` (resolution), and side effects in ``cache`` and ``materialize``.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+from repro.model import platforms as plats
+from repro.env import pythons
+from repro.env.cache import PackageCache
+from repro.settings import Settings, load_settings
+from repro.errors import BadInput, LockFileError
+from repro.env.flowfile import FlowDeclarations, declarations_of, load_flow
+from repro.model.lock import Lock, PlatformLock, StepLock, diff_packages, diff_spec, lock_path, read_lock, write_lock
+from repro.env.build import BuiltEnv, Environments
+from repro.env import pypi
+from repro.model.spec import EnvSpec, merge
+
+Log = Callable[[str], None]
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+@dataclass
+class Flow:
+    """A loaded flow with its specs and (possibly missing) lock."""
+
+    path: Path
+    decl: FlowDeclarations
+    specs: dict  # step -> EnvSpec
+    settings: Settings
+    lock: Lock | None
+    lock_file: Path = field(init=False)
+
+    def __post_init__(self):
+        self.lock_file = lock_path(self.path)
+
+    @property
+    def name(self) -> str:
+        return self.decl.name
+
+
+def open_flow(path: Path, settings: Settings | None = None) -> Flow:
+    """Import a flow file and read its declarations and lock."""
+    path = Path(path)
+    return _flow(load_flow(path), path, settings or load_settings(path))
+
+
+def flow_from_class(cls, path: Path, settings: Settings, s3_datastore: bool | None = None) -> Flow:
+    """The same, from a FlowSpec class already imported (inside Metaflow's runtime)."""
+    decl = declarations_of(cls, path)
+    if s3_datastore is not None:
+        decl = replace(decl, s3_datastore=s3_datastore)
+    return _flow(decl, Path(path), settings)
+
+
+def _flow(decl: FlowDeclarations, path: Path, settings: Settings) -> Flow:
+    default_python = pythons.current().version
+    specs = {}
+    for step in decl.steps:
+        specs[step] = merge(
+            flow=f"{decl.name} ({path.name})", step=step, base=list(decl.base), own=list(decl.per_step[step]),
+            default_python=default_python, conda_source=settings.conda_source, s3_datastore=decl.s3_datastore,
+        )
+    lock = read_lock(lock_path(path))
+    if lock is not None and lock.flow != decl.name:
+        raise LockFileError(f"{lock_path(path)}: this lock is for flow {lock.flow}, but {path.name} "
+                            f"defines {decl.name}. Delete it and run `repro lock {path.name}`.")
+    return Flow(path=path, decl=decl, specs=specs, settings=settings, lock=lock)
+
+
+def target_platforms(flow: Flow, requested: list[str] | None) -> list[str]:
+    if requested:
+        names = list(dict.fromkeys(requested))
+    elif flow.settings.platforms:
+        names = list(flow.settings.platforms)
+    else:
+        names = [plats.local_platform_name()]
+        if flow.lock:
+            for s in flow.lock.steps.values():
+                names += [p for p in s.platforms if p not in names]
+    for n in names:
+        plats.get(n)  # validates
+    return names
+
+
+def exact_python(spec: EnvSpec) -> str:
+    """The exact interpreter version for a spec: as given, or the newest installed X.Y.z."""
+    if spec.python.count(".") == 2:
+        return spec.python
+    return pythons.find(spec.python, where=spec.where).version
+
+
+@dataclass(frozen=True)
+class StepDrift:
+    step: str
+    lines: tuple[str, ...]
+
+
+def spec_drift(flow: Flow, platforms: list[str] | None = None) -> list[StepDrift]:
+    """Where the declarations no longer match the lock (no network; what `lock --check` reports)."""
+    if flow.lock is None:
+        return [StepDrift("*", (f"no lock file {flow.lock_file.name} (commit the one `repro lock "
+                                f"{flow.path.name}` writes)",))]
+    out = []
+    locked = flow.lock.steps
+    for step, spec in flow.specs.items():
+        if step not in locked:
+            out.append(StepDrift(step, ("+ step is not in the lock",)))
+            continue
+        lines = diff_spec(locked[step], spec)
+        if not lines and not spec.disabled:
+            for p in platforms or []:
+                if p not in locked[step].platforms:
+                    lines.append(f"+ platform {p} is not locked")
+        if lines:
+            out.append(StepDrift(step, tuple(lines)))
+    for step in sorted(set(locked) - set(flow.specs)):
+        out.append(StepDrift(step, ("- step is no longer in the flow",)))
+    return out
+
+
+@dataclass(frozen=True)
+class LockResult:
+    lock: Lock
+    written: bool
+    changes: dict  # step -> list of lines (what changed vs. the previous lock)
+    resolved: int  # how many resolutions ran (0 when the lock was reused as is)
+
+
+def lock_flow(flow: Flow, platforms: list[str] | None = None, log: Log = _stderr,
+              write: bool = True) -> LockResult:
+    """Resolve what changed since the lock was written; reuse every step that did not."""
+    names = target_platforms(flow, platforms)
+    old = flow.lock.steps if flow.lock else {}
+    resolutions: dict[tuple, PlatformLock] = {}
+    steps, changes = {}, {}
+    for step, spec in flow.specs.items():
+        prev = old.get(step)
+        keep = prev is not None and prev.spec_id == spec.spec_id
+        per_platform = {}
+        if not spec.disabled:
+            for pname in names:
+                if keep and pname in prev.platforms:
+                    per_platform[pname] = prev.platforms[pname]
+                    continue
+                python = exact_python(spec)
+                key = (spec.spec_id, pname, python)
+                if key not in resolutions:
+                    log(f"resolving {flow.name}.{step} for {pname} (Python {python}): "
+                        + ", ".join(f"{n}=={v}" for n, v in spec.requirements.items()))
+                    resolutions[key] = pypi.resolve(spec, pname, python, flow.settings)
+                per_platform[pname] = resolutions[key]
+        new = StepLock.from_spec(spec, per_platform)
+        stated = {n for n, _ in spec.libraries}
+        if prev is None:
+            lines = ["+ new step" + ("" if per_platform else " (disabled)")]
+            lines += [f"{pname}: {len(pl.packages)} packages ({len(stated)} stated), env {pl.env_id[:12]}"
+                      for pname, pl in per_platform.items()]
+            changes[step] = lines
+            steps[step] = new
+            continue
+        lines = diff_spec(prev, spec)
+        for pname in sorted(set(per_platform) | set(prev.platforms)):
+            a, b = prev.platforms.get(pname), per_platform.get(pname)
+            if a != b:
+                lines += [f"{pname}: {x}" for x in diff_packages(a, b, stated)] or [f"{pname}: re-resolved, same packages"]
+        steps[step] = new
+        if prev != new:
+            changes[step] = lines
+    for step in sorted(set(old) - set(steps)):
+        changes[step] = ["- step removed from the flow"]
+    lock = Lock(flow=flow.name, file=flow.path.name, steps=dict(sorted(steps.items())))
+    written = write_lock(lock, flow.lock_file) if write else False
+    if written:
+        flow.lock = lock
+    return LockResult(lock=lock, written=written, changes=changes, resolved=len(resolutions))
+
+
+def environments(settings: Settings) -> Environments:
+    return Environments(settings.envs_dir, PackageCache(settings.package_cache), settings.uv_cache)
+
+
+def current_lock(flow: Flow, offline: bool = False, log: Log = _stderr, frozen: bool = False) -> Lock:
+    """The lock to build from: the committed one if it is current; else re-lock (never offline,
+    never frozen: then a stale lock is an error that says what drifted)."""
+    local = plats.local_platform_name()
+    drift = spec_drift(flow, [local])
+    if not drift:
+        return flow.lock
+    if offline or frozen:
+        detail = "\n".join(f"  {d.step}: " + "; ".join(d.lines) for d in drift)
+        why = "--offline forbids resolving" if offline else "REPRO_FROZEN is set, so it is not re-resolved"
+        raise BadInput(f"{flow.path}: the lock does not match the flow, and {why}:\n"
+                       f"{detail}\nRun `repro lock {flow.path.name}` (with network access) and commit the lock.")
+    result = lock_flow(flow, platforms=target_platforms(flow, None) + [local], log=log)
+    for step, lines in result.changes.items():
+        log(f"lock updated for {flow.name}.{step}: " + "; ".join(lines))
+    return result.lock
+
+
+def build_flow(flow: Flow, steps: list[str] | None = None, offline: bool = False,
+               log: Log = _stderr, frozen: bool = False) -> dict[str, BuiltEnv | None]:
+    """Build (or reuse) every step's environment; disabled steps map to None."""
+    unknown = [s for s in steps or [] if s not in flow.specs]
+    if unknown:
+        raise BadInput(f"{flow.path}: no step named {', '.join(unknown)} in flow {flow.name} "
+                       f"(steps: {', '.join(flow.specs)})")
+    lock = current_lock(flow, offline, log, frozen)
+    local = plats.local_platform_name()
+    envs = environments(flow.settings)
+    built: dict[str, BuiltEnv | None] = {}
+    by_env: dict[str, BuiltEnv] = {}
+    for step in steps or list(flow.specs):
+        sl = lock.steps[step]
+        if sl.disabled:
+            built[step] = None
+            continue
+        pl = sl.platforms[local]
+        if pl.env_id not in by_env:
+            where = flow.specs[step].where
+            env = envs.get(pl.env_id)
+            if env is None:
+                interp = pythons.find(pl.python, where=where)
+                log(f"building env {pl.env_id[:12]} for {flow.name}.{step} "
+                    f"(Python {pl.python}, {len(pl.packages)} packages)")
+                env = envs.build(pl, interp, offline=offline, where=where)
+            by_env[pl.env_id] = env
+        built[step] = by_env[pl.env_id]
+    return built

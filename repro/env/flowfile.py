@@ -1,0 +1,168 @@
+"""Load a flow file the way Metaflow does (by importing it) and read its decorators.
+
+Importing runs the user's module-level code, so computed values such as
+``python=get_python_version()`` work. The ``if __name__ == '__main__'`` guard keeps the flow
+from starting. Everything returned is plain data; merging and validation live in ``spec``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import sys
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+from repro.errors import FlowLoadError
+from repro.model.spec import Declaration
+
+STEP_DECORATORS = {"conda": "conda", "pypi": "pypi"}
+FLOW_DECORATORS = {"conda_base": "conda", "pypi_base": "pypi"}
+
+
+@dataclass(frozen=True)
+class FlowDeclarations:
+    path: Path
+    name: str  # the FlowSpec class name
+    steps: tuple[str, ...]  # in graph order, start first
+    base: tuple[Declaration, ...]
+    per_step: dict  # step -> tuple[Declaration, ...]
+    s3_datastore: bool = False
+    parameters: tuple[str, ...] = ()  # names of the flow's Parameters
+    graph: dict = None  # step -> tuple of the steps it goes to next
+
+
+def _declaration(kind: str, attributes: dict) -> Declaration:
+    libs = attributes.get("libraries") or None
+    pkgs = attributes.get("packages") or None
+    if kind == "conda" and libs is not None and pkgs is not None:
+        libs = {**pkgs, **libs} if isinstance(libs, dict) and isinstance(pkgs, dict) else libs
+    return Declaration(
+        kind=kind,
+        libraries=libs if libs is not None else (pkgs if pkgs is not None else {}),
+        python=attributes.get("python"),
+        disabled=attributes.get("disabled"),
+        channels=attributes.get("channels"),
+    )
+
+
+def is_flow_candidate(path: Path) -> bool:
+    """Cheap test, without importing: a .py file that is not a test module, conftest, or a
+    package/private module, and that mentions FlowSpec."""
+    path = Path(path)
+    if path.suffix != ".py" or path.name.startswith(("_", "conftest", "test_")):
+        return False
+    try:
+        return "FlowSpec" in path.read_text(errors="replace")
+    except OSError:
+        return False
+
+
+def import_flow_module(path: Path):
+    path = Path(path)
+    if not path.is_file():
+        raise FlowLoadError(f"{path}: no such flow file")
+    if path.suffix != ".py":
+        raise FlowLoadError(f"{path}: a flow file must be a .py file")
+    # One module per (path, content): an edited flow file is imported afresh, an unchanged one once.
+    digest = hashlib.sha1(str(path.resolve()).encode() + b"\0" + path.read_bytes()).hexdigest()[:12]
+    module_name = f"_repro_flow_{path.stem}_{digest}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    folder = str(path.resolve().parent)
+    sys.path.insert(0, folder)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException as exc:  # noqa: BLE001 - user code may raise anything, even SystemExit
+        sys.modules.pop(module_name, None)
+        tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
+        tail = "".join(tb[-3:]).rstrip()
+        raise FlowLoadError(
+            f"{path}: the flow file does not import: {type(exc).__name__}: {exc}\n{tail}\n"
+            f"Fix the error above; `python {path} show` reproduces it."
+        ) from None
+    finally:
+        try:
+            sys.path.remove(folder)
+        except ValueError:
+            pass
+    return module
+
+
+def _flow_class(module, path: Path):
+    from metaflow import FlowSpec
+
+    classes = [
+        obj for obj in vars(module).values()
+        if isinstance(obj, type) and issubclass(obj, FlowSpec) and obj is not FlowSpec
+        and obj.__module__ == module.__name__
+    ]
+    # A flow has a start step; a base class that another flow here derives from is not a flow.
+    found = [c for c in classes if callable(getattr(c, "start", None)) and getattr(c.start, "is_step", False)]
+    found = [c for c in found if not any(o is not c and issubclass(o, c) for o in found)]
+    if not found:
+        raise FlowLoadError(f"{path}: no Metaflow flow found (no class deriving from FlowSpec with a start step)")
+    if len(found) > 1:
+        names = ", ".join(sorted(c.__name__ for c in found))
+        raise FlowLoadError(f"{path}: more than one flow in one file ({names}); keep one per file")
+    return found[0]
+
+
+def _flow_decorators(cls) -> dict:
+    try:
+        from metaflow.flowspec import FlowStateItems
+
+        return dict(cls._flow_state[FlowStateItems.FLOW_DECORATORS])
+    except (ImportError, AttributeError):  # older Metaflow
+        return dict(getattr(cls, "_flow_decorators", {}))
+
+
+def _s3_datastore() -> bool:
+    try:
+        from metaflow.metaflow_config import DEFAULT_DATASTORE
+    except ImportError:
+        return False
+    return DEFAULT_DATASTORE == "s3"
+
+
+def _user_declared(deco) -> bool:
+    """Decorators written in the flow file, not the ones Metaflow attaches to every step
+    (``--environment=conda`` attaches an empty ``@conda`` to each step that has none)."""
+    return bool(getattr(deco, "statically_defined", True))
+
+
+def declarations_of(cls, path: Path) -> FlowDeclarations:
+    """Read the decorators of a FlowSpec class (imported by us, or live inside Metaflow's runtime)."""
+    base = []
+    for deco_name, decos in sorted(_flow_decorators(cls).items()):
+        kind = FLOW_DECORATORS.get(deco_name)
+        if kind:
+            base.extend(_declaration(kind, dict(d.attributes)) for d in decos if _user_declared(d))
+    steps = tuple(cls._graph.sorted_nodes)
+    per_step = {}
+    for name in steps:
+        func = getattr(cls, name)
+        per_step[name] = tuple(
+            _declaration(STEP_DECORATORS[d.name], dict(d.attributes))
+            for d in getattr(func, "decorators", [])
+            if d.name in STEP_DECORATORS and _user_declared(d)
+        )
+    try:
+        params = tuple(name for name, _ in cls._get_parameters())
+    except Exception:  # noqa: BLE001 - older Metaflow or configs that need the CLI
+        params = ()
+    graph = {node.name: tuple(node.out_funcs) for node in cls._graph}
+    return FlowDeclarations(
+        path=Path(path).resolve(), name=cls.__name__, steps=steps, base=tuple(base),
+        per_step=per_step, s3_datastore=_s3_datastore(), parameters=params, graph=graph,
+    )
+
+
+def load_flow(path: Path) -> FlowDeclarations:
+    path = Path(path)
+    module = import_flow_module(path)
+    return declarations_of(_flow_class(module, path), path)

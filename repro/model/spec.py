@@ -1,0 +1,239 @@
+"""EnvSpec: what a step asked for, after merging the flow-level and step-level decorators.
+
+Pure: no disk, no network, no subprocess. The flow loader (``flowfile``) hands us the raw
+decorator attributes; we validate, normalise and merge them exactly as Metaflow's documentation
+describes: step libraries override base libraries by name, step ``python`` and ``disabled``
+override the base's, steps without a decorator get the base spec.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
+
+from repro.errors import SpecError
+
+#: Decorator families. ``conda`` libraries are served by a conda channel, or by PyPI when the
+#: configuration says ``conda-source = "pypi"``.
+KINDS = ("conda", "pypi")
+MIN_PYTHON = (3, 7)
+_NAME = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
+_PYTHON = re.compile(r"^3\.\d+(\.\d+)?$")
+
+
+@dataclass(frozen=True)
+class Declaration:
+    """One decorator as the user wrote it (flow-level ``*_base`` or step-level)."""
+
+    kind: str  # "conda" | "pypi"
+    libraries: dict | None = None
+    python: object = None
+    disabled: object = None
+    channels: object = None
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """The normalised declaration of one step's environment (what the user asked for)."""
+
+    flow: str
+    step: str
+    kind: str  # decorator family the libraries came from: "conda" | "pypi" | "none"
+    source: str  # how they are resolved: "pypi" | "conda"
+    python: str  # "3.11" (any 3.11.x installed) or "3.11.7" (exactly)
+    libraries: tuple[tuple[str, str], ...] = ()  # stated by the user, merged, sorted
+    implicit: tuple[tuple[str, str], ...] = ()  # added for Metaflow's own runtime needs
+    channels: tuple[str, ...] = ()
+    disabled: bool = False
+    where: str = field(default="", compare=False)  # "flow.py, step 'start'" for messages
+
+    @property
+    def requirements(self) -> dict[str, str]:
+        """Every pinned requirement of the environment: implicit ones, overridden by stated ones."""
+        merged = dict(self.implicit)
+        merged.update(self.libraries)
+        return dict(sorted(merged.items()))
+
+    @property
+    def spec_id(self) -> str:
+        payload = {
+            "kind": self.kind,
+            "source": self.source,
+            "python": self.python,
+            "libraries": [list(x) for x in self.libraries],
+            "implicit": [list(x) for x in self.implicit],
+            "channels": list(self.channels),
+            "disabled": self.disabled,
+        }
+        return sha256_json(payload)
+
+
+def sha256_json(payload) -> str:
+    blob = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def _where(flow: str, step: str | None) -> str:
+    return f"flow {flow}, step '{step}'" if step else f"flow {flow} (flow-level decorator)"
+
+
+def pin_of(name: str, version, where: str) -> tuple[str, str]:
+    """Validate one ``name: version`` entry; return (canonical name, exact version)."""
+    if not isinstance(name, str) or not _NAME.match(name.strip()):
+        if isinstance(name, str) and "[" in name:
+            raise SpecError(f"{where}: library {name!r}: extras are not supported; "
+                            f"declare the extra's packages explicitly with exact versions")
+        raise SpecError(f"{where}: {name!r} is not a valid package name")
+    hint = f"write an exact version, e.g. {{'{name}': '1.2.3'}}"
+    if not isinstance(version, str):
+        raise SpecError(f"{where}: library '{name}' has version {version!r}; "
+                        f"versions must be strings pinned to one exact version: {hint}")
+    text = version.strip()
+    if text.startswith("=="):
+        text = text[2:].strip()
+    if not text:
+        raise SpecError(f"{where}: library '{name}' is not pinned (empty version); {hint}. "
+                        "repro refuses unpinned libraries because the result could not be reproduced.")
+    if any(c in text for c in "<>=!~*, ;"):
+        raise SpecError(f"{where}: library '{name}' is not pinned to one exact version "
+                        f"({version!r} is a range or wildcard); {hint}")
+    try:
+        Version(text)
+    except InvalidVersion:
+        raise SpecError(f"{where}: library '{name}' has version {version!r}, which is not a "
+                        f"valid version; {hint}") from None
+    return str(canonicalize_name(name.strip())), text
+
+
+def _libraries(decl: Declaration, where: str) -> dict[str, str]:
+    libs = decl.libraries or {}
+    if not isinstance(libs, dict):
+        key = "packages" if decl.kind == "pypi" else "libraries"
+        raise SpecError(f"{where}: @{decl.kind}({key}=...) must be a dict of "
+                        f"{{'name': 'exact version'}}, got {type(libs).__name__} {libs!r}")
+    out: dict[str, str] = {}
+    for name, version in libs.items():
+        key, pin = pin_of(name, version, where)
+        if key in out and out[key] != pin:
+            raise SpecError(f"{where}: library '{name}' is declared twice with different "
+                            f"versions ({out[key]} and {pin})")
+        out[key] = pin
+    return out
+
+
+def _python(value, where: str) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, float | int) and not isinstance(value, bool):
+        raise SpecError(f"{where}: python={value!r} must be a string such as '3.10' "
+                        f"(a number loses digits: 3.10 == 3.1)")
+    if not isinstance(value, str) or not _PYTHON.match(value.strip()):
+        raise SpecError(f"{where}: python={value!r} is not a Python version such as '3.11' or '3.11.7'")
+    text = value.strip()
+    major_minor = tuple(int(x) for x in text.split(".")[:2])
+    if major_minor < MIN_PYTHON:
+        raise SpecError(f"{where}: python={text!r} is not supported: Metaflow 2.19 needs "
+                        f"Python 3.7 or newer inside a step; choose python='3.7' or later")
+    return text
+
+
+def _disabled(value, where: str) -> bool | None:
+    if value is None or isinstance(value, bool):
+        return value
+    raise SpecError(f"{where}: disabled={value!r} must be True or False")
+
+
+def _channels(value, where: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list | tuple) or not all(isinstance(c, str) and c for c in value):
+        raise SpecError(f"{where}: channels={value!r} must be a list of channel names or URLs")
+    return tuple(value)
+
+
+def implicit_needs(python: str, s3_datastore: bool) -> dict[str, str]:
+    """Metaflow's own runtime needs inside a step, pinned per Python line.
+
+    The pins are part of repro's policy and therefore of the spec id: changing them makes locks
+    stale, which is what a reproducibility tool should do.
+    """
+    minor = tuple(int(x) for x in python.split(".")[:2])
+    needs = {"requests": "2.31.0" if minor < (3, 8) else "2.32.3"}
+    if s3_datastore:
+        needs["boto3"] = "1.33.13" if minor < (3, 8) else "1.35.99"
+    return needs
+
+
+def merge(
+    flow: str,
+    step: str,
+    base: list[Declaration],
+    own: list[Declaration],
+    default_python: str,
+    conda_source: str | None,
+    s3_datastore: bool = False,
+) -> EnvSpec:
+    """Merge flow-level and step-level declarations into the step's EnvSpec."""
+    where = _where(flow, step)
+    for decls, level in ((base, None), (own, step)):
+        kinds = sorted({d.kind for d in decls})
+        if len(kinds) > 1:
+            names = " and ".join(f"@{k}" + ("_base" if level is None else "") for k in kinds)
+            raise SpecError(f"{_where(flow, level)}: {names} cannot both be used on the same "
+                            f"{'flow' if level is None else 'step'}; choose one")
+        if len(decls) > 1:
+            raise SpecError(f"{_where(flow, level)}: @{decls[0].kind} is applied more than once")
+    b = base[0] if base else None
+    s = own[0] if own else None
+    b_where = _where(flow, None)
+
+    libraries = _libraries(b, b_where) if b else {}
+    python = _python(b.python, b_where) if b else None
+    disabled = _disabled(b.disabled, b_where) if b else None
+    channels = _channels(b.channels, b_where) if b else ()
+    if s:
+        libraries.update(_libraries(s, where))  # step overrides base, by name
+        python = _python(s.python, where) or python
+        step_disabled = _disabled(s.disabled, where)
+        disabled = disabled if step_disabled is None else step_disabled
+        channels = _channels(s.channels, where) or channels
+
+    kind = (s or b).kind if (s or b) else "none"
+    kinds = {d.kind for d in (b, s) if d}
+    python = python or default_python
+    if disabled:
+        # Runs in the user's own interpreter: nothing to resolve, nothing implicit to add.
+        return EnvSpec(flow=flow, step=step, kind=kind, source="none", python=python,
+                       libraries=tuple(sorted(libraries.items())), channels=channels,
+                       disabled=True, where=where)
+    if "conda" in kinds:
+        if conda_source == "pypi":
+            source = "pypi"
+        else:
+            raise SpecError(
+                f"{where}: @conda libraries need a conda channel, and conda channels are not "
+                "supported yet. To serve @conda(libraries=...) from PyPI, set "
+                "conda-source = \"pypi\" under [tool.repro] in pyproject.toml, or "
+                "REPRO_CONDA_SOURCE=pypi in the environment."
+            )
+    else:
+        source = "pypi"
+    return EnvSpec(
+        flow=flow,
+        step=step,
+        kind=kind,
+        source=source,
+        python=python,
+        libraries=tuple(sorted(libraries.items())),
+        implicit=tuple(sorted(implicit_needs(python, s3_datastore).items())),
+        channels=channels,
+        disabled=False,
+        where=where,
+    )

@@ -1,0 +1,122 @@
+"""Collection nodes for `pytest --repro`: a flow file, its flow, one item per step and the
+`[lock]`, `[pickle]` and `[baseline]` items. Each item only reads the session's FlowOutcome."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+
+from repro.env.flowfile import load_flow
+from repro.errors import FlowLoadError, ReproError
+from repro.pytest.session import step_problems
+
+
+class ReproFailure(Exception):
+    """An item's failure, already worded for the user (shown without a traceback)."""
+
+
+class ReproPickleWarning(UserWarning):
+    """An artifact loads in an environment that reads it, but with a warning or other versions."""
+
+
+class FlowFile(pytest.File):
+    def collect(self):
+        try:
+            decl = load_flow(self.path)
+        except FlowLoadError as exc:
+            if "no Metaflow flow found" in str(exc):
+                return  # mentions FlowSpec (a helper, a base class) but defines no flow: nothing to run
+            raise self.CollectError(str(exc)) from None
+        except ReproError as exc:
+            raise self.CollectError(str(exc)) from None
+        yield FlowNode.from_parent(self, name=decl.name, steps=decl.steps)
+
+
+class FlowNode(pytest.Collector):
+    def __init__(self, *, steps, **kwargs):
+        super().__init__(**kwargs)
+        self.steps = steps
+
+    def collect(self):
+        for step in self.steps:
+            yield StepItem.from_parent(self, name=step, step=step)
+        yield LockItem.from_parent(self, name="[lock]")
+        yield PickleItem.from_parent(self, name="[pickle]")
+        if self.session.config._repro.options.baseline:
+            yield BaselineItem.from_parent(self, name="[baseline]")
+
+
+class _ReproItem(pytest.Item):
+    def outcome(self):
+        return self.config._repro.outcome(self.path)
+
+    def repr_failure(self, excinfo, style=None):
+        if isinstance(excinfo.value, ReproFailure):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo, style)
+
+    def reportinfo(self):
+        return self.path, None, self.nodeid.split("::", 1)[-1]
+
+
+class StepItem(_ReproItem):
+    def __init__(self, *, step, **kwargs):
+        super().__init__(**kwargs)
+        self.step = step
+
+    def runtest(self):
+        o = self.outcome()
+        record = o.record
+        s = record.steps.get(self.step) if record else None
+        if s is not None:
+            envs = sorted({t.env_id for t in s.tasks.values()})
+            fps = sorted({t.fingerprint for t in s.tasks.values()})
+            self.user_properties += [("repro_env_id", ",".join(envs)), ("repro_fingerprint", ",".join(fps))]
+        problems, notes = step_problems(o, self.step)
+        for note in notes:
+            warnings.warn(ReproPickleWarning(f"{o.flow}.{self.step}: {note}"))
+        if problems:
+            raise ReproFailure(f"{o.flow}.{self.step} failed:\n" + "\n".join(problems))
+
+
+class LockItem(_ReproItem):
+    def runtest(self):
+        o = self.outcome()
+        lines = [f"spec drift: {line}" for line in o.drift.spec]
+        lines += [f"resolution drift: {line}" for line in o.drift.resolution]
+        lines += [f"runtime drift: {line}" for line in o.drift.runtime]
+        if o.error and not o.flow:
+            lines.append(o.error)
+        if lines:
+            raise ReproFailure(f"{o.flow or self.path.name}: the lock does not hold:\n  " + "\n  ".join(lines)
+                               + f"\nUpdate it with `repro lock {self.path.name}` and commit it.")
+
+
+class PickleItem(_ReproItem):
+    def runtest(self):
+        o = self.outcome()
+        if o.record is None:
+            raise ReproFailure(f"{o.flow}: no run to check: {o.error or 'the run failed'}")
+        fails = [c for c in o.record.pickle_checks if c.status == "fails"]
+        for c in o.record.pickle_checks:
+            if c.status == "warning":
+                warnings.warn(ReproPickleWarning(f"{o.flow}: {c.step}.{c.artifact} read by {','.join(c.reader_steps)}: "
+                                                 f"{'; '.join(x for x in (c.detail, c.static) if x)}"))
+        if fails:
+            raise ReproFailure(f"{o.flow}: {len(fails)} artifact(s) cannot be unpickled where they are read:\n" +
+                               "\n".join(f"  {c.step}/{c.task}.{c.artifact} in {', '.join(c.reader_steps)} "
+                                         f"(env {c.reader_env[:12]}): {c.detail}" + (f" [{c.static}]" if c.static else "")
+                                         for c in fails))
+
+
+class BaselineItem(_ReproItem):
+    def runtest(self):
+        o = self.outcome()
+        if o.comparison is None:
+            raise ReproFailure(f"{o.flow}: nothing to compare with {o.baseline or 'the baseline'}: "
+                               f"{o.error or 'the run failed'}")
+        diffs = [r for r in o.comparison.results if r.verdict == "different"]
+        if diffs:
+            raise ReproFailure(f"{o.flow}: {len(diffs)} artifact(s) differ from {o.baseline}:\n" +
+                               "\n".join(f"  {r.step}/{r.task}.{r.name}: {r.detail}" for r in diffs))

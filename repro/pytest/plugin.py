@@ -1,0 +1,124 @@
+"""pytest plugin (entry point ``pytest11: repro``). Thin: options, collection and reporting hooks
+hand every decision to ``ReproSession``. Without ``--repro`` it collects nothing and does nothing
+but answer ``pytest_collect_file`` with ``None``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("repro", "reproducible Metaflow flows (repro)")
+    group.addoption("--repro", action="store_true", default=False,
+                    help="collect Metaflow flow files: one item per step, plus [lock], [pickle], [baseline]")
+    group.addoption("--repro-store", default=None, metavar="URI", help="store for baselines and --repro-update")
+    group.addoption("--repro-baseline", default=None, metavar="REF",
+                    help="compare each flow's run with this recorded run (FlowName/run_id, or 'latest')")
+    group.addoption("--repro-update", action="store_true", default=False,
+                    help="record this run in the store and move 'latest' to it")
+    group.addoption("--repro-drift", action="store_true", default=False,
+                    help="also re-resolve every lock now and fail on resolution drift")
+    group.addoption("--repro-report", default=None, metavar="DIR", help="where reports go (default: reports/)")
+    group.addoption("--repro-platform", action="append", default=None, metavar="NAME",
+                    help="platforms every lock must cover (repeatable)")
+    for name, help_ in (("repro_store", "store URI"), ("repro_baseline", "baseline REF"),
+                        ("repro_report", "report folder"), ("repro_platform", "platforms, space-separated")):
+        parser.addini(name, help_, default="")
+    parser.addini("repro_update", "record runs as the new baseline", type="bool", default=False)
+    parser.addini("repro_drift", "fail on resolution drift", type="bool", default=False)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "repro(flow): the flow file that the repro_run fixture runs")
+    config._repro = None
+    if config.getoption("repro"):
+        from repro.pytest.session import ReproSession
+
+        uid = getattr(config, "workerinput", {}).get("repro_uid")
+        config._repro = ReproSession(config, uid=uid)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    """pytest-xdist: every worker shares the controller's session folder, so a flow runs once."""
+    session = node.config._repro
+    if session is not None:
+        node.workerinput["repro_uid"] = session.uid
+
+
+def _looks_like_flow(path: Path, config) -> bool:
+    """A flow file candidate that the user's python_files patterns do not claim as a test module."""
+    import fnmatch
+
+    from repro.env.flowfile import is_flow_candidate
+
+    if any(fnmatch.fnmatch(path.name, pattern) for pattern in config.getini("python_files")):
+        return False  # the user's test modules stay test modules
+    return is_flow_candidate(path)
+
+
+def pytest_collect_file(file_path: Path, parent):
+    if parent.config._repro is None or not _looks_like_flow(file_path, parent.config):
+        return None
+    from repro.pytest.items import FlowFile
+
+    return FlowFile.from_parent(parent, path=file_path)
+
+
+def pytest_pycollect_makemodule(module_path: Path, parent):
+    """Under --repro a flow file given on the command line is a flow, not a test module."""
+    if parent.config._repro is not None and _looks_like_flow(module_path, parent.config):
+        return _Empty.from_parent(parent, path=module_path)
+    return None
+
+
+class _Empty(pytest.File):
+    def collect(self):
+        return []
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    session = config._repro
+    if session is None or hasattr(config, "workerinput"):
+        return
+    from repro.report import render as report
+
+    doc = session.document()
+    if not doc["flows"]:
+        return
+    terminalreporter.section("repro")
+    terminalreporter.write_line(report.terminal(doc))
+    written = report.write(doc, session.report_folder())
+    terminalreporter.write_line("reports: " + ", ".join(str(p) for p in written))
+
+
+def pytest_unconfigure(config):
+    session = getattr(config, "_repro", None)
+    if session is not None and not hasattr(config, "workerinput"):
+        import shutil
+
+        shutil.rmtree(session.folder, ignore_errors=True)
+
+
+@pytest.fixture
+def repro_run(request):
+    """The run of the flow named by ``@pytest.mark.repro("path/to/flow.py")``: ``.record`` (a
+    RunRecord), ``.ok``, and ``.artifact(step, name, task="-")`` (unpickled here)."""
+    marker = request.node.get_closest_marker("repro")
+    if marker is None or not (marker.args or marker.kwargs.get("flow")):
+        pytest.fail("repro_run needs the flow: mark the test with @pytest.mark.repro('path/to/flow.py')")
+    raw = Path(marker.args[0] if marker.args else marker.kwargs["flow"])
+    candidates = [raw] if raw.is_absolute() else [Path(request.node.path).parent / raw, request.config.rootpath / raw]
+    path = next((p for p in candidates if p.is_file()), None)
+    if path is None:
+        pytest.fail(f"repro_run: no flow file {raw} (looked in {', '.join(str(c) for c in candidates)})")
+    config = request.config
+    if config._repro is None:
+        from repro.pytest.session import ReproSession
+
+        config._repro = ReproSession(config)
+    from repro.pytest.session import RunHandle
+
+    return RunHandle(config._repro.outcome(path))

@@ -1,1 +1,0 @@
-"""Resolvers turn an EnvSpec into a PlatformLock: every stated and transitive package, one file each."""

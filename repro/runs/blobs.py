@@ -1,0 +1,37 @@
+"""Artifact blobs (pickles) from a Metaflow datastore, verified against their sha1 before anyone
+unpickles them."""
+
+from __future__ import annotations
+
+import hashlib
+
+from repro.errors import InfraError, IntegrityError
+
+
+def verify_sha1(data: bytes, sha1: str, what: str) -> bytes:
+    got = hashlib.sha1(data).hexdigest()
+    if got != sha1:
+        raise IntegrityError(f"{what}: blob does not match its recorded sha1 {sha1} (got {got}); it was not unpickled")
+    return data
+
+
+def load(flow: str, ds_type: str, ds_root: str, shas) -> dict[str, bytes]:
+    """{sha1: pickled bytes} read from the datastore of a run; each verified."""
+    from metaflow.datastore import FlowDataStore
+    from metaflow.plugins import DATASTORES
+
+    impls = [d for d in DATASTORES if d.TYPE == ds_type]
+    if not impls:
+        raise InfraError(f"unknown Metaflow datastore type {ds_type!r}")
+    fds = FlowDataStore(flow, storage_impl=impls[0], ds_root=ds_root)
+    wanted = sorted(set(shas))
+    out = {}
+    try:
+        for key, blob in fds.ca_store.load_blobs(wanted):
+            out[key] = verify_sha1(blob, key, f"{flow} artifact {key}")
+    except IntegrityError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - Metaflow raises DataException, TypeError for missing blobs
+        raise InfraError(f"cannot read artifacts of {flow} from {ds_type} datastore {ds_root}: "
+                         f"{type(exc).__name__}: {exc}") from None
+    return out

@@ -1,0 +1,60 @@
+"""Metaflow's code package, extracted once per content hash under ``REPRO_HOME/code``.
+
+Step interpreters import Metaflow and repro's extension from it. Reusing one folder per package
+(instead of a fresh temporary folder per run) lets compiled bytecode be reused across runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from repro.fsutil import DEFAULT_MODE, atomic_write
+
+
+def _blob_bytes(package) -> bytes:
+    blob = package.blob
+    return blob.getvalue() if hasattr(blob, "getvalue") else bytes(blob)
+
+
+def save_blob(data: bytes, code_root: Path) -> tuple[str, Path]:
+    """Keep the package itself (``<sha256>.tar.gz``): it is what a snapshot stores and replays."""
+    digest = hashlib.sha256(data).hexdigest()
+    target = Path(code_root) / f"{digest}.tar.gz"
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(target, data)
+    return digest, target
+
+
+def extract(package, code_root: Path) -> tuple[str, dict]:
+    """Save and extract ``package`` (a MetaflowPackage) if not yet there; return (sha256, env vars)."""
+    from metaflow.packaging_sys import ContentType
+
+    digest, _ = save_blob(_blob_bytes(package), code_root)
+    folder = Path(code_root) / digest[:32]
+    if not folder.is_dir():
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=folder.parent))
+        try:
+            package.extract_into(str(tmp), ContentType.ALL_CONTENT)
+            os.chmod(tmp, 0o777 & DEFAULT_MODE | 0o111)  # mkdtemp's 0700 would hide it from other users
+            os.rename(tmp, folder)  # atomic; if another run won the race, use its copy
+        except OSError:
+            if not folder.is_dir():
+                raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    env = {}
+    for key, value in (package.get_post_extract_env_vars(package.package_metadata, str(folder)) or {}).items():
+        if key.endswith(":"):
+            env[key[:-1]] = value
+        elif key == "PYTHONPATH":
+            env[key] = os.pathsep.join([value, str(folder)])
+        else:
+            env[key] = value
+    env.setdefault("PYTHONPATH", str(folder))
+    return digest, env

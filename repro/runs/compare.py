@@ -1,0 +1,131 @@
+"""Compare two runs artifact by artifact: identical (same sha1), equivalent (bytes differ but a
+comparator finds the values equal), or different (with a short description).
+
+Semantic comparisons load both pickles in the step's own environment, in a subprocess, and only
+blobs whose sha1 matches the record are ever unpickled.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from repro import hooks
+from repro.env import probes as envprobe
+from repro.runs.blobs import verify_sha1
+from repro.errors import IntegrityError
+from repro.runs.pickles import is_internal
+from repro.model.record import RunRecord
+
+VERDICTS = ("identical", "equivalent", "different")
+Blobs = Callable[[str], "bytes | None"]
+
+
+@dataclass(frozen=True)
+class ArtifactResult:
+    step: str
+    task: str
+    name: str
+    verdict: str  # identical | equivalent | different
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Comparison:
+    a: str
+    b: str
+    results: tuple[ArtifactResult, ...]
+
+    def count(self, verdict: str) -> int:
+        return sum(1 for r in self.results if r.verdict == verdict)
+
+    @property
+    def same(self) -> bool:
+        return all(r.verdict != "different" for r in self.results)
+
+    def by_step(self) -> dict:
+        out = defaultdict(lambda: dict.fromkeys(VERDICTS, 0))
+        for r in self.results:
+            out[r.step][r.verdict] += 1
+        return dict(out)
+
+
+def compare(a: RunRecord, b: RunRecord, blobs_a: Blobs, blobs_b: Blobs, pythons: dict[str, str],
+            sys_path: list[str] = (), options: dict | None = None) -> Comparison:
+    """``pythons``: env id (or "disabled") -> interpreter that can load the step's artifacts."""
+    options = {"rel_tol": 1e-9, "abs_tol": 0.0, **(options or {})}
+    results: list[ArtifactResult] = []
+    pending: dict[str, list] = defaultdict(list)  # env -> [(result key, sha_a, sha_b)]
+    for step in b.steps:
+        if step not in a.steps:
+            results.append(ArtifactResult(step, "*", "*", "different", f"step {step} did not run in {a.ref}"))
+    for step, sa in a.steps.items():
+        sb = b.steps.get(step)
+        if sb is None:
+            results.append(ArtifactResult(step, "*", "*", "different", f"step {step} did not run in {b.ref}"))
+            continue
+        for key in sorted(set(sa.tasks) | set(sb.tasks)):
+            ta, tb = sa.tasks.get(key), sb.tasks.get(key)
+            if ta is None or tb is None:
+                results.append(ArtifactResult(step, key, "*", "different",
+                                              f"task {key} exists only in {a.ref if tb is None else b.ref}"))
+                continue
+            for name in sorted(set(ta.artifacts) | set(tb.artifacts)):
+                if is_internal(name):
+                    continue
+                x, y = ta.artifacts.get(name), tb.artifacts.get(name)
+                if x is None or y is None:
+                    results.append(ArtifactResult(step, key, name, "different",
+                                                  f"only in {a.ref if y is None else b.ref}"))
+                elif x.sha1 == y.sha1:
+                    results.append(ArtifactResult(step, key, name, "identical"))
+                else:
+                    env = sb.env_id if sb.env_id in pythons else sa.env_id
+                    pending[env].append(((step, key, name), x, y))
+    results += _semantic(pending, blobs_a, blobs_b, pythons, list(sys_path), options, a.ref, b.ref)
+    order = {s: i for i, s in enumerate([*a.steps, *(s for s in b.steps if s not in a.steps)])}
+    results.sort(key=lambda r: (order.get(r.step, 1 << 30), r.task, r.name))
+    return Comparison(a=a.ref, b=b.ref, results=tuple(results))
+
+
+def _describe_bytes(x, y) -> str:
+    return f"sha1 {x.sha1[:10]} -> {y.sha1[:10]}, {x.type or '?'} {x.size} -> {y.size} bytes"
+
+
+def _semantic(pending, blobs_a, blobs_b, pythons, sys_path, options, ref_a, ref_b) -> list[ArtifactResult]:
+    out = []
+    comparators = hooks.comparators()
+    with tempfile.TemporaryDirectory(prefix="repro-compare-") as tmp:
+        for env, items in pending.items():
+            python = pythons.get(env)
+            requests = []
+            for (step, key, name), x, y in items:
+                try:
+                    da, db = blobs_a(x.sha1), blobs_b(y.sha1)
+                    if da is not None:
+                        verify_sha1(da, x.sha1, f"{ref_a} {step}/{key}.{name}")
+                    if db is not None:
+                        verify_sha1(db, y.sha1, f"{ref_b} {step}/{key}.{name}")
+                except IntegrityError as exc:
+                    out.append(ArtifactResult(step, key, name, "different", str(exc)))
+                    continue
+                if da is None or db is None or python is None:
+                    why = "blob not available" if python else f"environment {env[:12]} not built here"
+                    out.append(ArtifactResult(step, key, name, "different",
+                                              f"{_describe_bytes(x, y)} ({why}: no semantic comparison)"))
+                    continue
+                pa, pb = Path(tmp) / x.sha1, Path(tmp) / f"{y.sha1}.b"
+                pa.write_bytes(da)
+                pb.write_bytes(db)
+                requests.append({"id": f"{step}\0{key}\0{name}", "a": str(pa), "b": str(pb)})
+            if not requests:
+                continue
+            answers = envprobe.run(python, {"mode": "compare", "sys_path": sys_path, "comparators": comparators,
+                                            "options": options, "items": requests})
+            for rid, ans in answers.items():
+                step, key, name = rid.split("\0")
+                out.append(ArtifactResult(step, key, name, ans["verdict"], ans["detail"]))
+    return out

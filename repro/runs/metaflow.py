@@ -1,0 +1,119 @@
+"""Running a flow under repro's environments and turning the finished run into a RunRecord."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform as _platform
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from repro import __version__
+from repro.model import platforms as plats
+from repro.env.engine import Flow
+from repro.errors import InfraError
+from repro.model.lock import Lock
+from repro.model.record import ArtifactRecord, RunRecord, StepRecord, TaskRecord
+
+
+def environment_name(flow: Flow) -> str:
+    """`pypi` for flows declared with @pypi only, else `conda` (both are repro's environment)."""
+    kinds = {s.kind for s in flow.specs.values() if s.kind != "none"}
+    return "pypi" if kinds == {"pypi"} else "conda"
+
+
+def run_flow(flow_file: Path, environment: str, args: list[str], env: dict | None = None,
+             capture: bool = False, cwd: Path | None = None) -> tuple[int, str | None, float, str]:
+    """Run `python FLOW --environment=E run ARGS`; return (exit code, run id, seconds, output)."""
+    with tempfile.TemporaryDirectory(prefix="repro-run-") as tmp:
+        id_file = Path(tmp) / "run-id"
+        cmd = [sys.executable, str(flow_file), f"--environment={environment}", "run", "--run-id-file",
+               str(id_file), *args]
+        t = time.perf_counter()
+        full_env = {**os.environ, **(env or {})}
+        # Metaflow refuses to run without a user name; CI machines may have none.
+        full_env.setdefault("METAFLOW_USER", full_env.get("USER") or full_env.get("USERNAME") or "repro")
+        proc = subprocess.run(cmd, env=full_env, cwd=cwd, text=True, capture_output=capture)
+        elapsed = time.perf_counter() - t
+        run_id = id_file.read_text().strip() if id_file.exists() else None
+    output = (proc.stdout or "") + (proc.stderr or "") if capture else ""
+    return proc.returncode, run_id, elapsed, output
+
+
+def inspect(flow_name: str, run_id: str, parameters, env: dict | None = None) -> dict:
+    proc = subprocess.run([sys.executable, "-m", "repro.runs.inspect_run", f"{flow_name}/{run_id}", *parameters],
+                          capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=600)
+    if proc.returncode != 0:
+        raise InfraError(f"cannot read run {flow_name}/{run_id} back from Metaflow:\n{proc.stderr.strip()[-3000:]}")
+    return json.loads(proc.stdout)
+
+
+def lock_sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def build_record(flow: Flow, lock: Lock, run_id: str, raw: dict, duration: float) -> RunRecord:
+    """A RunRecord from a finished run's raw data (pure apart from nothing: no I/O here)."""
+    local = plats.local_platform_name()
+    steps, envs, code_shas, seeds = {}, {}, set(), set()
+    ds = {}
+    for step in flow.decl.steps:
+        spec = flow.specs[step]
+        sl = lock.steps[step]
+        env_id = "disabled" if spec.disabled else sl.platforms[local].env_id
+        if not spec.disabled:
+            pl = sl.platforms[local]
+            envs[env_id] = {"platform": local, "python": pl.python,
+                            "packages": [p.as_dict() for p in pl.packages]}
+        tasks = {}
+        for t in raw["steps"].get(step, []):
+            md = t["metadata"]
+            fp = json.loads(md.get("repro-fingerprint") or "{}")
+            code_shas.add(md.get("repro-code-sha", ""))
+            seeds.add(md.get("repro-pythonhashseed", ""))
+            ds = {"type": t["ds_type"], "root": t["ds_root"]}
+            arts = {n: ArtifactRecord(sha1=a["sha1"], size=a["size"], type=a["type"]) for n, a in sorted(t["artifacts"].items())}
+            tasks[t["foreach"]] = TaskRecord(task_id=t["task_id"], env_id=md.get("repro-env-id", ""),
+                                             fingerprint=fp.get("digest", ""), interpreter=md.get("repro-interpreter", ""),
+                                             artifacts=arts)
+        steps[step] = StepRecord(spec_id=spec.spec_id, env_id=env_id, disabled=spec.disabled,
+                                 tasks=dict(sorted(tasks.items(), key=lambda kv: _task_order(kv[0]))))
+    code_shas.discard("")
+    if len(code_shas) != 1:
+        raise InfraError(f"run {flow.name}/{run_id}: tasks report {len(code_shas)} code packages; "
+                         "was it run with repro's --environment=conda?")
+    return RunRecord(
+        flow=flow.name, run_id=run_id, flow_file=flow.path.name, code_sha256=code_shas.pop(),
+        lock_sha256=lock_sha256(flow.lock_file), parameters=raw.get("parameters", {}),
+        pythonhashseed=",".join(sorted(seeds - {""})) or "", metaflow_version=_metaflow_version(),
+        repro_version=__version__,
+        host={"platform": local, "python": "%d.%d.%d" % sys.version_info[:3], "system": _platform.platform(),
+              "node": _platform.node()},
+        datastore=ds, steps=steps, envs=envs,
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), duration_s=round(duration, 3),
+        status="success" if raw.get("successful") else "failed",
+        settings={"conda_source": flow.settings.conda_source},
+        graph={k: tuple(v) for k, v in (flow.decl.graph or {}).items()},
+        step_order=tuple(flow.decl.steps),
+    )
+
+
+def _task_order(key: str):
+    return tuple(int(x) for x in key.split(".")) if key != "-" else ()
+
+
+def _metaflow_version() -> str:
+    try:
+        from metaflow.metaflow_version import get_version
+
+        return get_version()
+    except Exception:  # noqa: BLE001
+        import metaflow
+
+        return getattr(metaflow, "__version__", "unknown")

@@ -1,0 +1,154 @@
+"""Pickle compatibility: will every environment that reads an artifact be able to unpickle it?
+
+Static check (pure): the modules a pickle references, from its opcodes, and the versions of
+their distributions in the producer's and in each reader's environment. Dynamic check: unpickle
+every artifact in every reader environment, one subprocess per environment.
+"""
+
+from __future__ import annotations
+
+import pickletools
+import sys
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+from repro.env import probes as envprobe
+from repro.model.record import PickleCheck, RunRecord
+
+# Metaflow's own bookkeeping artifacts (users' `self._model` is theirs, and is checked)
+METAFLOW_INTERNAL = frozenset({
+    "_configs_processed", "_current_step", "_exception", "_foreach_num_splits", "_foreach_stack",
+    "_foreach_var", "_foreach_values", "_graph_info", "_iteration_stack", "_success", "_task_ok",
+    "_transition", "_unbounded_foreach", "_control_mapper_tasks", "_control_task_is_mapper_zero",
+    "_parallel_ubf_iter",
+})
+
+
+def is_internal(name: str) -> bool:
+    return name in METAFLOW_INTERNAL or name.startswith("__")
+_STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "STRING", "BINSTRING", "SHORT_BINSTRING"}
+
+
+def referenced_modules(blob: bytes) -> set[str]:
+    """Top-level modules whose classes or functions a pickle refers to (GLOBAL / STACK_GLOBAL)."""
+    modules, recent, memo = set(), [], {}
+    try:
+        for op, arg, _ in pickletools.genops(blob):
+            name = op.name
+            if name == "GLOBAL":
+                modules.add(str(arg).split(" ")[0].split(".")[0])
+            elif name in _STRING_OPS:
+                recent.append(arg if isinstance(arg, str) else arg.decode("latin-1"))
+            elif name == "MEMOIZE" and recent:
+                memo[len(memo)] = recent[-1]
+            elif name in ("PUT", "BINPUT", "LONG_BINPUT") and recent:
+                memo[arg] = recent[-1]
+            elif name in ("GET", "BINGET", "LONG_BINGET") and arg in memo:
+                recent.append(memo[arg])
+            elif name == "STACK_GLOBAL" and len(recent) >= 2:
+                modules.add(recent[-2].split(".")[0])
+    except Exception:  # noqa: BLE001 - a truncated or odd pickle: the dynamic check will tell
+        pass
+    return {m for m in modules if m and m not in sys.stdlib_module_names and m != "builtins"}
+
+
+def module_distributions(site_packages: list[Path]) -> dict[str, tuple[str, str]]:
+    """{top-level module: (distribution, version)} from the RECORD files of an environment."""
+    from metaflow_extensions.repro.plugins.probe import _canonical, _metadata
+
+    out = {}
+    for site in site_packages:
+        for dist_info in sorted(Path(site).glob("*.dist-info")):
+            name, version = _metadata(str(dist_info))
+            try:
+                lines = (dist_info / "RECORD").read_text(errors="replace").splitlines()
+            except OSError:
+                continue
+            for line in lines:
+                first = line.split(",", 1)[0].split("/", 1)[0]
+                if first.endswith(".py"):
+                    first = first[:-3]
+                if first and not first.endswith((".dist-info", ".data")) and first != "__pycache__" and ".." not in first:
+                    out.setdefault(first.split(".")[0], (_canonical(name), version))
+    return out
+
+
+def downstream(graph: dict, step: str) -> list[str]:
+    seen, todo = [], list(graph.get(step, ()))
+    while todo:
+        s = todo.pop(0)
+        if s not in seen:
+            seen.append(s)
+            todo.extend(graph.get(s, ()))
+    return seen
+
+
+def _site_packages(python: str) -> list[Path]:
+    root = Path(python).parent.parent
+    found = sorted(root.glob("lib/python3*/site-packages"))
+    if found:
+        return found
+    import site
+
+    return [Path(p) for p in site.getsitepackages()]
+
+
+def check(record: RunRecord, graph: dict, blobs: dict[str, bytes], pythons: dict[str, str],
+          sys_path: list[str] = ()) -> tuple[PickleCheck, ...]:
+    """Pickle checks for every user artifact of ``record``.
+
+    ``blobs``: sha1 -> verified pickled bytes; ``pythons``: env id (or "disabled") -> interpreter.
+    Readers of an artifact: the env of every step downstream of the step that produced it, and the
+    producer's own env (the one a replay rebuilds).
+    """
+    producers: dict[str, tuple[str, str, str]] = {}  # sha1 -> (step, task key, name): first appearance
+    for step, s in record.steps.items():
+        for key, t in s.tasks.items():
+            for name, a in t.artifacts.items():
+                if not is_internal(name) and a.sha1 in blobs:
+                    producers.setdefault(a.sha1, (step, key, name))
+    wanted: dict[str, dict[str, list[str]]] = defaultdict(dict)  # reader env -> sha1 -> reader steps
+    for sha, (step, _, _) in producers.items():
+        readers = [step] + downstream(graph, step)
+        for r in readers:
+            env = record.steps[r].env_id
+            wanted[env].setdefault(sha, []).append(r)
+    dists = {env: module_distributions(_site_packages(py)) for env, py in pythons.items()}
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="repro-pickles-") as tmp:
+        paths = {}
+        for sha in producers:
+            paths[sha] = Path(tmp) / sha
+            paths[sha].write_bytes(blobs[sha])
+        for env, shas in wanted.items():
+            items = [{"id": sha, "path": str(paths[sha])} for sha in shas]
+            results[env] = envprobe.run(pythons[env], {"mode": "load", "sys_path": list(sys_path), "items": items})
+    checks = []
+    for env, shas in sorted(wanted.items()):
+        for sha, reader_steps in shas.items():
+            step, key, name = producers[sha]
+            producer_env = record.steps[step].env_id
+            static = _static(blobs[sha], dists.get(producer_env, {}), dists.get(env, {}))
+            dyn = results[env][sha]
+            status, detail = dyn["status"], dyn["detail"]
+            if status == "ok" and static:
+                status, detail = "warning", "loads, but versions differ"
+            checks.append(PickleCheck(step=step, task=key, artifact=name, reader_env=env,
+                                      reader_steps=tuple(reader_steps), status=status, detail=detail,
+                                      static="; ".join(static)))
+    return tuple(sorted(checks, key=lambda c: (list(record.steps).index(c.step), c.task, c.artifact, c.reader_env)))
+
+
+def _static(blob: bytes, producer: dict, reader: dict) -> list[str]:
+    notes = []
+    for module in sorted(referenced_modules(blob)):
+        made = producer.get(module)
+        read = reader.get(module)
+        if made is None:
+            continue
+        if read is None:
+            notes.append(f"{made[0]} {made[1]} -> not installed")
+        elif read[1] != made[1]:
+            notes.append(f"{made[0]} {made[1]} -> {read[1]}")
+    return sorted(set(notes))
