@@ -136,7 +136,7 @@ def test_corrupt_cached_file_is_named_never_used_and_refetched(tmp_path, repro_h
     os.chmod(target, 0o644)
     target.write_bytes(b"\0" * size)
     r = cli("env", "build", path, "--step", "start")
-    assert r.code == 2, r.text
+    assert r.code == 3, r.text  # the bytes are wrong, not the input
     assert "six-1.14.0-py2.py3-none-any.whl" in r.err and "does not match its sha256" in r.err
     assert not target.exists() and not (env / ".repro-env.json").exists()
     r = cli("env", "build", path, "--step", "start")

@@ -52,9 +52,8 @@ def cmd_lock(args) -> int:
             if drift:
                 status = EXIT_DRIFT
                 print(f"{path}: the lock {flow.lock_file.name} does not match the flow {flow.name}:")
-                for d in drift:
-                    for line in d.lines:
-                        print(f"  {d.step}: {line}")
+                for finding in drift:
+                    print(f"  {finding.line()}")
                 print(f"  run `repro lock {path}` to update it")
             else:
                 print(f"{path}: lock is up to date ({len(flow.specs)} steps)")
@@ -86,6 +85,7 @@ def _state_rows(flow, check_fingerprint: bool = True):
     local = plats.local_platform_name()
     envs = environments(flow.settings)
     rows, problems_of = [], {}  # env id -> runtime problems (one probe per env, not per step)
+    drifted = False
     lock = flow.lock
     for step, spec in flow.specs.items():
         sl = lock.steps.get(step) if lock else None
@@ -105,11 +105,12 @@ def _state_rows(flow, check_fingerprint: bool = True):
             if pl.env_id not in problems_of:
                 problems_of[pl.env_id] = fingerprint.runtime_problems(built, pl)
             problems = problems_of[pl.env_id]
+            drifted = drifted or bool(problems)
             fp_state = "matches lock" if not problems else "DRIFT: " + "; ".join(problems)
         rows.append([step, spec.spec_id[:12], pl.env_id[:12], pl.python,
                      f"{libs} (+{len(pl.packages) - len(spec.libraries)})" if spec.libraries else
                      f"{len(pl.packages)} implicit", spec.source, state, fp_state])
-    return rows
+    return rows, drifted
 
 
 def cmd_env_show(args) -> int:
@@ -119,8 +120,8 @@ def cmd_env_show(args) -> int:
     headers = ["step", "spec id", "env id", "python", "packages", "source", "state", "fingerprint"]
     for path in _flow_files(args.flow):
         flow = open_flow(path)
-        rows = _state_rows(flow, check_fingerprint=not args.no_fingerprint)
-        if any(r[7].startswith("DRIFT") for r in rows):
+        rows, drifted = _state_rows(flow, check_fingerprint=not args.no_fingerprint)
+        if drifted:
             status = EXIT_DRIFT
         print(f"{flow.name} ({path})")
         print(tabulate(rows, headers=headers, tablefmt="simple"))
@@ -144,10 +145,12 @@ def cmd_env_build(args) -> int:
 
 
 def _comparison_table(comparison) -> str:
+    from repro.runs.compare import Verdict
+
     rows = [[step, c["identical"], c["equivalent"], c["different"]] for step, c in comparison.by_step().items()]
     table = tabulate(rows, headers=["step", "identical", "equivalent", "different"], tablefmt="simple")
     details = [f"  {r.step}/{r.task}.{r.name}: {r.verdict}: {r.detail}" for r in comparison.results
-               if r.verdict != "identical" and r.detail]
+               if r.verdict is not Verdict.IDENTICAL and r.detail]
     return table + ("\n" + "\n".join(details) if details else "")
 
 
@@ -160,27 +163,37 @@ def _pickle_table(record) -> str:
 
 
 def cmd_run(args) -> int:
-    from repro.runs.pipeline import record_run
+    from repro.runs.pipeline import RunOptions, run_and_record
 
-    code, record = record_run(Path(args.flow), args.store, args.metaflow_args, log=_log)
-    if record is not None and record.status == "success":
-        print(f"recorded {record.ref} ({len(record.steps)} steps, {len(record.envs)} environments)")
-        print(_pickle_table(record))
-        if any(c.status == "fails" for c in record.pickle_checks):
-            print("some artifacts cannot be unpickled by a step that reads them (see 'fails' above)")
-    return code
+    options = RunOptions(store=args.store, push=True, metaflow_args=tuple(args.metaflow_args))
+    outcome = run_and_record(Path(args.flow), options, log=_log)
+    if outcome.error:
+        raise _error(outcome.error, outcome.error_code)
+    record = outcome.record
+    if record is None or record.status != "success":
+        _log(f"repro: run {record.ref if record else ''} failed; it is not pushed to the store")
+        return outcome.exit_code or EXIT_DRIFT
+    print(f"recorded {record.ref} ({len(record.steps)} steps, {len(record.envs)} environments)")
+    print(_pickle_table(record))
+    if any(c.status == "fails" for c in record.pickle_checks):
+        print("some artifacts cannot be unpickled by a step that reads them (see 'fails' above)")
+    return EXIT_OK
+
+
+def _error(message: str, code: int) -> ReproError:
+    error = ReproError(message)
+    error.exit_code = code
+    return error
 
 
 def cmd_replay(args) -> int:
+    from repro.runs.replay import replay
     from repro.settings import load_settings
-    from repro.runs.pipeline import replay
 
     result = replay(args.ref, args.store, load_settings(Path.cwd()), on=args.on, log=_log)
     print(f"replayed {result.original.ref} as {result.replayed.ref}")
     print(_comparison_table(result.comparison))
-    verdict = "identical" if all(r.verdict == "identical" for r in result.comparison.results) else (
-        "equivalent" if result.comparison.same else "different")
-    print(f"result: {verdict}")
+    print(f"result: {result.comparison.verdict}")
     return result.exit_code
 
 
@@ -269,18 +282,20 @@ def cmd_drift(args) -> int:
                        f"defines ({', '.join(f.name for f in flows)})")
     for flow in flows:
         path = flow.path
-        drift = check(flow, resolution=not args.no_resolve, against=record if record and record.flow == flow.name else None)
-        if drift.any:
+        found = check(flow, resolution=not args.no_resolve,
+                      against=record if record and record.flow == flow.name else None)
+        if found:
             status = EXIT_DRIFT
             print(f"{path}: drift found")
-            for line in drift.lines():
-                print(f"  {line}")
+            for finding in found:
+                print(f"  {finding.kind}: {finding.line()}")
         else:
             print(f"{path}: no drift")
     return status
 
 
 def cmd_report(args) -> int:
+    from repro.report.document import build_flow, document
     from repro.report import render as report
     from repro.settings import load_settings
     from repro.store.snapshot import load_record, parse_ref
@@ -288,7 +303,7 @@ def cmd_report(args) -> int:
 
     settings = load_settings(Path.cwd())
     record = load_record(open_store(args.store or settings.store), parse_ref(args.ref))
-    doc = report.document([report.flow_report(record.flow, record.flow_file, record)])
+    doc = document([build_flow(record.flow, record.flow_file, record)])
     text = report.RENDER[args.format](doc)
     if args.output:
         atomic_write(Path(args.output), text)

@@ -124,13 +124,16 @@ class Environments:
                         interpreter=interpreter.path, fingerprint=fp)
 
     def _raise_install_error(self, stderr: str, lock: PlatformLock, where: str):
-        for p in lock.packages:
-            if p.file in stderr and "hash" in stderr.lower():
-                bad = self.cache.path(p)
-                bad.unlink(missing_ok=True)  # never used again; the next build fetches it anew
-                raise IntegrityError(f"{where}: cached package file {bad} ({p.name} {p.version}) does not "
-                                     f"match its sha256 {p.sha256}; it was removed from the cache and not "
-                                     f"used. Run the build again to fetch it anew.\n{stderr.strip()}")
+        """An install failed: re-hash every file it used (a stamp can hide bit rot), evict the ones
+        that no longer match, and name them; otherwise it is uv's failure, shown as uv said it."""
+        bad = [p for p in lock.packages if not self.cache.verify(p)]
+        for p in bad:
+            self.cache.path(p).unlink(missing_ok=True)  # never used again; the next build fetches it anew
+        if bad:
+            names = ", ".join(f"{self.cache.path(p)} ({p.name} {p.version}, sha256 {p.sha256})" for p in bad)
+            raise IntegrityError(f"{where}: cached package file(s) {names} do not match their sha256; they "
+                                 f"were removed from the cache and not used. Run the build again to fetch them "
+                                 f"anew.\n{stderr.strip()}", library=bad[0].name, path=str(self.cache.path(bad[0])))
         raise InfraError(f"{where}: installing env {lock.env_id[:12]} failed:\n{stderr.strip()}")
 
     def remove(self, env_id: str) -> None:

@@ -135,12 +135,11 @@ class PackageCache:
     def _verify_and_place(self, pkg: Package, tmp: Path, where: str) -> Path:
         got_size, got = tmp.stat().st_size, sha256_file(tmp)
         if got != pkg.sha256 or got_size != pkg.size:
-            raise IntegrityError(
-                f"{where}: package file {pkg.file} ({pkg.name} {pkg.version}) does not match the lock: "
-                f"sha256 {got} (size {got_size}), lock says {pkg.sha256} (size {pkg.size}). The file was not used. "
-                f"If the index really republished it, re-lock; otherwise the source ({pkg.url}) is corrupt or "
-                "tampered with."
-            )
+            detail = (f"package file {pkg.file} ({pkg.name} {pkg.version}) does not match the lock: "
+                      f"sha256 {got} (size {got_size}), lock says {pkg.sha256} (size {pkg.size}). The file was not "
+                      f"used. If the index really republished it, re-lock; otherwise the source ({pkg.url}) is "
+                      "corrupt or tampered with.")
+            raise IntegrityError(f"{where}: {detail}", detail=detail, library=pkg.name, path=pkg.file)
         os.chmod(tmp, 0o444)
         final = self.path(pkg)
         os.replace(tmp, final)

@@ -17,6 +17,7 @@ from repro.env.cache import PackageCache
 from repro.settings import Settings, load_settings
 from repro.errors import BadInput, LockFileError
 from repro.env.flowfile import FlowDeclarations, declarations_of, load_flow
+from repro.model.findings import Finding, Kind
 from repro.model.lock import Lock, PlatformLock, StepLock, diff_packages, diff_spec, lock_path, read_lock, write_lock
 from repro.env.build import BuiltEnv, Environments
 from repro.env import pypi
@@ -99,32 +100,26 @@ def exact_python(spec: EnvSpec) -> str:
     return pythons.find(spec.python, where=spec.where).version
 
 
-@dataclass(frozen=True)
-class StepDrift:
-    step: str
-    lines: tuple[str, ...]
-
-
-def spec_drift(flow: Flow, platforms: list[str] | None = None) -> list[StepDrift]:
+def spec_drift(flow: Flow, platforms: list[str] | None = None) -> list[Finding]:
     """Where the declarations no longer match the lock (no network; what `lock --check` reports)."""
     if flow.lock is None:
-        return [StepDrift("*", (f"no lock file {flow.lock_file.name} (commit the one `repro lock "
-                                f"{flow.path.name}` writes)",))]
+        return [Finding(Kind.SPEC_DRIFT, f"no lock file {flow.lock_file.name} (commit the one `repro lock "
+                                         f"{flow.path.name}` writes)", subject="lock")]
     out = []
     locked = flow.lock.steps
     for step, spec in flow.specs.items():
         if step not in locked:
-            out.append(StepDrift(step, ("+ step is not in the lock",)))
+            out.append(Finding(Kind.SPEC_DRIFT, "+ step is not in the lock", step=step, subject="step", new=step))
             continue
-        lines = diff_spec(locked[step], spec)
-        if not lines and not spec.disabled:
-            for p in platforms or []:
-                if p not in locked[step].platforms:
-                    lines.append(f"+ platform {p} is not locked")
-        if lines:
-            out.append(StepDrift(step, tuple(lines)))
+        changes = diff_spec(locked[step], spec)
+        out += [Finding(Kind.SPEC_DRIFT, str(c), step=step, subject=c.subject, old=c.old, new=c.new)
+                for c in changes]
+        if not changes and not spec.disabled:
+            out += [Finding(Kind.SPEC_DRIFT, f"+ platform {p} is not locked", step=step, subject="platform",
+                            new=p, platform=p)
+                    for p in platforms or [] if p not in locked[step].platforms]
     for step in sorted(set(locked) - set(flow.specs)):
-        out.append(StepDrift(step, ("- step is no longer in the flow",)))
+        out.append(Finding(Kind.SPEC_DRIFT, "- step is no longer in the flow", step=step, subject="step", old=step))
     return out
 
 
@@ -133,7 +128,6 @@ class LockResult:
     lock: Lock
     written: bool
     changes: dict  # step -> list of lines (what changed vs. the previous lock)
-    resolved: int  # how many resolutions ran (0 when the lock was reused as is)
 
 
 def lock_flow(flow: Flow, platforms: list[str] | None = None, log: Log = _stderr,
@@ -168,7 +162,7 @@ def lock_flow(flow: Flow, platforms: list[str] | None = None, log: Log = _stderr
             changes[step] = lines
             steps[step] = new
             continue
-        lines = diff_spec(prev, spec)
+        lines = [str(c) for c in diff_spec(prev, spec)]
         for pname in sorted(set(per_platform) | set(prev.platforms)):
             a, b = prev.platforms.get(pname), per_platform.get(pname)
             if a != b:
@@ -182,7 +176,7 @@ def lock_flow(flow: Flow, platforms: list[str] | None = None, log: Log = _stderr
     written = write_lock(lock, flow.lock_file) if write else False
     if written:
         flow.lock = lock
-    return LockResult(lock=lock, written=written, changes=changes, resolved=len(resolutions))
+    return LockResult(lock=lock, written=written, changes=changes)
 
 
 def environments(settings: Settings) -> Environments:
@@ -197,7 +191,7 @@ def current_lock(flow: Flow, offline: bool = False, log: Log = _stderr, frozen: 
     if not drift:
         return flow.lock
     if offline or frozen:
-        detail = "\n".join(f"  {d.step}: " + "; ".join(d.lines) for d in drift)
+        detail = "\n".join(f"  {f.line()}" for f in drift)
         why = "--offline forbids resolving" if offline else "REPRO_FROZEN is set, so it is not re-resolved"
         raise BadInput(f"{flow.path}: the lock does not match the flow, and {why}:\n"
                        f"{detail}\nRun `repro lock {flow.path.name}` (with network access) and commit the lock.")

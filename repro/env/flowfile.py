@@ -14,7 +14,7 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from repro.errors import FlowLoadError
+from repro.errors import FlowLoadError, NoFlowFound
 from repro.model.spec import Declaration
 
 STEP_DECORATORS = {"conda": "conda", "pypi": "pypi"}
@@ -105,7 +105,7 @@ def _flow_class(module, path: Path):
     found = [c for c in classes if callable(getattr(c, "start", None)) and getattr(c.start, "is_step", False)]
     found = [c for c in found if not any(o is not c and issubclass(o, c) for o in found)]
     if not found:
-        raise FlowLoadError(f"{path}: no Metaflow flow found (no class deriving from FlowSpec with a start step)")
+        raise NoFlowFound(f"{path}: no Metaflow flow found (no class deriving from FlowSpec with a start step)")
     if len(found) > 1:
         names = ", ".join(sorted(c.__name__ for c in found))
         raise FlowLoadError(f"{path}: more than one flow in one file ({names}); keep one per file")

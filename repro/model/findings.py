@@ -31,7 +31,7 @@ class Kind(Choice):
     #: a built environment on disk no longer matches its lock
     RUNTIME_DRIFT = "runtime drift"
     #: the lock names other environments than a recorded run used (`repro drift --against`)
-    AGAINST_DRIFT = "drift against run"
+    AGAINST_DRIFT = "against drift"
     #: a task of the step failed
     TASK_FAILED = "task failed"
     #: the step never ran (an earlier step failed)
@@ -78,7 +78,11 @@ class Finding:
 
     def line(self) -> str:
         """One line for a terminal: where, then the message."""
-        where = self.step + (f" ({self.platform})" if self.platform else "")
+        where = self.step
+        if self.platform:
+            where += f" ({self.platform})"
+        elif self.env_id and self.step:
+            where += f" (env {self.env_id[:12]})"
         return f"{where}: {self.message}" if where else self.message
 
 

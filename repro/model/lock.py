@@ -232,53 +232,67 @@ def read_lock(path: Path) -> Lock | None:
 
 # -- differences -------------------------------------------------------------------------------
 
-def diff_requirements(old: dict[str, str], new: dict[str, str]) -> list[str]:
-    lines = []
+@dataclass(frozen=True)
+class Change:
+    """One difference between two versions of a lock or declaration: ``subject`` (a package name,
+    or ``python``/``kind``/``source``/``disabled``/``channels``/``step``/``platform``) went from
+    ``old`` to ``new`` ("" = absent). ``role``: stated or transitive, for packages."""
+
+    subject: str
+    old: str = ""
+    new: str = ""
+    role: str = ""
+    detail: str = ""  # what else changed when the versions are equal (a package's file)
+
+    def __str__(self) -> str:
+        role = f" ({self.role})" if self.role else ""
+        if self.detail:
+            return f"~ {self.subject} {self.old}: {self.detail}{role}"
+        if not self.old:
+            return f"+ {self.subject} {self.new}{role}".replace("  ", " ").rstrip()
+        if not self.new:
+            return f"- {self.subject} {self.old}{role}".replace("  ", " ").rstrip()
+        return f"~ {self.subject} {self.old} -> {self.new}{role}"
+
+
+def diff_requirements(old: dict[str, str], new: dict[str, str]) -> list[Change]:
+    out = []
     for name in sorted(set(old) | set(new)):
         a, b = old.get(name), new.get(name)
-        if a == b:
-            continue
-        if a is None:
-            lines.append(f"+ {name} {b}")
-        elif b is None:
-            lines.append(f"- {name} {a}")
-        else:
-            lines.append(f"~ {name} {a} -> {b}")
-    return lines
+        if a != b:
+            out.append(Change(name, a or "", b or ""))
+    return out
 
 
-def diff_spec(locked: StepLock, spec: EnvSpec) -> list[str]:
-    """Human-readable differences between a step's declaration and what the lock recorded."""
-    lines = []
+def diff_spec(locked: StepLock, spec: EnvSpec) -> list[Change]:
+    """Differences between a step's declaration and what the lock recorded."""
+    out = []
     for attr in ("kind", "source", "python", "disabled"):
         a, b = getattr(locked, attr), getattr(spec, attr)
         if a != b:
-            lines.append(f"~ {attr} {a} -> {b}")
+            out.append(Change(attr, str(a), str(b)))
     if locked.channels != spec.channels:
-        lines.append(f"~ channels {list(locked.channels)} -> {list(spec.channels)}")
+        out.append(Change("channels", str(list(locked.channels)), str(list(spec.channels))))
     old = {**dict(locked.implicit), **dict(locked.libraries)}
-    lines += diff_requirements(old, spec.requirements)
-    return lines
+    return out + diff_requirements(old, spec.requirements)
 
 
-def diff_packages(old: PlatformLock | None, new: PlatformLock | None, stated: set[str] = frozenset()) -> list[str]:
-    """Package-level differences (old → new), marking stated vs transitive packages."""
+def diff_packages(old: PlatformLock | None, new: PlatformLock | None,
+                  stated: set[str] | frozenset[str] = frozenset()) -> list[Change]:
+    """Package-level differences (old -> new), marking stated vs transitive packages."""
     a = old.by_name() if old else {}
     b = new.by_name() if new else {}
-    lines = []
+    out = []
     if old and new and old.python != new.python:
-        lines.append(f"~ python {old.python} -> {new.python}")
+        out.append(Change("python", old.python, new.python))
     for name in sorted(set(a) | set(b)):
         pa, pb = a.get(name), b.get(name)
-        role = "stated" if name in stated else "transitive"
         if pa == pb:
             continue
-        if pa is None:
-            lines.append(f"+ {name} {pb.version} ({role})")
-        elif pb is None:
-            lines.append(f"- {name} {pa.version} ({role})")
-        elif pa.version != pb.version:
-            lines.append(f"~ {name} {pa.version} -> {pb.version} ({role})")
+        role = "stated" if name in stated else "transitive"
+        if pa is None or pb is None or pa.version != pb.version:
+            out.append(Change(name, pa.version if pa else "", pb.version if pb else "", role))
         else:
-            lines.append(f"~ {name} {pa.version}: file {pa.file} ({pa.sha256[:12]}) -> {pb.file} ({pb.sha256[:12]}) ({role})")
-    return lines
+            out.append(Change(name, pa.version, pb.version, role,
+                              detail=f"file {pa.file} ({pa.sha256[:12]}) -> {pb.file} ({pb.sha256[:12]})"))
+    return out

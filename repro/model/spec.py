@@ -18,9 +18,6 @@ from packaging.version import InvalidVersion, Version
 
 from repro.errors import SpecError
 
-#: Decorator families. ``conda`` libraries are served by a conda channel, or by PyPI when the
-#: configuration says ``conda-source = "pypi"``.
-KINDS = ("conda", "pypi")
 MIN_PYTHON = (3, 7)
 _NAME = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
 _PYTHON = re.compile(r"^3\.\d+(\.\d+)?$")

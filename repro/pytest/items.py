@@ -1,5 +1,5 @@
 """Collection nodes for `pytest --repro`: a flow file, its flow, one item per step and the
-`[lock]`, `[pickle]` and `[baseline]` items. Each item only reads the session's FlowOutcome."""
+`[lock]`, `[pickle]` and `[baseline]` items. Each item only reads the session's Outcome."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import warnings
 import pytest
 
 from repro.env.flowfile import load_flow
-from repro.errors import FlowLoadError, ReproError
-from repro.pytest.session import step_problems
+from repro.errors import NoFlowFound, ReproError
+from repro.pytest.session import lock_problems, session_of, step_problems
+from repro.runs.compare import Verdict
 
 
 class ReproFailure(Exception):
@@ -24,10 +25,8 @@ class FlowFile(pytest.File):
     def collect(self):
         try:
             decl = load_flow(self.path)
-        except FlowLoadError as exc:
-            if "no Metaflow flow found" in str(exc):
-                return  # mentions FlowSpec (a helper, a base class) but defines no flow: nothing to run
-            raise self.CollectError(str(exc)) from None
+        except NoFlowFound:
+            return  # mentions FlowSpec (a helper, a base class) but defines no flow: nothing to run
         except ReproError as exc:
             raise self.CollectError(str(exc)) from None
         yield FlowNode.from_parent(self, name=decl.name, steps=decl.steps)
@@ -43,13 +42,13 @@ class FlowNode(pytest.Collector):
             yield StepItem.from_parent(self, name=step, step=step)
         yield LockItem.from_parent(self, name="[lock]")
         yield PickleItem.from_parent(self, name="[pickle]")
-        if self.session.config._repro.options.baseline:
+        if session_of(self.session.config).options.baseline:
             yield BaselineItem.from_parent(self, name="[baseline]")
 
 
 class _ReproItem(pytest.Item):
     def outcome(self):
-        return self.config._repro.outcome(self.path)
+        return session_of(self.config).outcome(self.path)
 
     def repr_failure(self, excinfo, style=None):
         if isinstance(excinfo.value, ReproFailure):
@@ -83,11 +82,7 @@ class StepItem(_ReproItem):
 class LockItem(_ReproItem):
     def runtest(self):
         o = self.outcome()
-        lines = [f"spec drift: {line}" for line in o.drift.spec]
-        lines += [f"resolution drift: {line}" for line in o.drift.resolution]
-        lines += [f"runtime drift: {line}" for line in o.drift.runtime]
-        if o.error and not o.flow:
-            lines.append(o.error)
+        lines = lock_problems(o)
         if lines:
             raise ReproFailure(f"{o.flow or self.path.name}: the lock does not hold:\n  " + "\n  ".join(lines)
                                + f"\nUpdate it with `repro lock {self.path.name}` and commit it.")
@@ -116,7 +111,7 @@ class BaselineItem(_ReproItem):
         if o.comparison is None:
             raise ReproFailure(f"{o.flow}: nothing to compare with {o.baseline or 'the baseline'}: "
                                f"{o.error or 'the run failed'}")
-        diffs = [r for r in o.comparison.results if r.verdict == "different"]
+        diffs = [r for r in o.comparison.results if r.verdict is Verdict.DIFFERENT]
         if diffs:
             raise ReproFailure(f"{o.flow}: {len(diffs)} artifact(s) differ from {o.baseline}:\n" +
                                "\n".join(f"  {r.step}/{r.task}.{r.name}: {r.detail}" for r in diffs))

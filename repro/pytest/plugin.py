@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from repro.pytest.session import SESSION
+
 
 def pytest_addoption(parser):
     group = parser.getgroup("repro", "reproducible Metaflow flows (repro)")
@@ -32,18 +34,17 @@ def pytest_addoption(parser):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "repro(flow): the flow file that the repro_run fixture runs")
-    config._repro = None
     if config.getoption("repro"):
         from repro.pytest.session import ReproSession
 
         uid = getattr(config, "workerinput", {}).get("repro_uid")
-        config._repro = ReproSession(config, uid=uid)
+        config.stash[SESSION] = ReproSession(config, uid=uid)
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node):
     """pytest-xdist: every worker shares the controller's session folder, so a flow runs once."""
-    session = node.config._repro
+    session = node.config.stash.get(SESSION, None)
     if session is not None:
         node.workerinput["repro_uid"] = session.uid
 
@@ -60,7 +61,7 @@ def _looks_like_flow(path: Path, config) -> bool:
 
 
 def pytest_collect_file(file_path: Path, parent):
-    if parent.config._repro is None or not _looks_like_flow(file_path, parent.config):
+    if SESSION not in parent.config.stash or not _looks_like_flow(file_path, parent.config):
         return None
     from repro.pytest.items import FlowFile
 
@@ -69,7 +70,7 @@ def pytest_collect_file(file_path: Path, parent):
 
 def pytest_pycollect_makemodule(module_path: Path, parent):
     """Under --repro a flow file given on the command line is a flow, not a test module."""
-    if parent.config._repro is not None and _looks_like_flow(module_path, parent.config):
+    if SESSION in parent.config.stash and _looks_like_flow(module_path, parent.config):
         return _Empty.from_parent(parent, path=module_path)
     return None
 
@@ -80,13 +81,13 @@ class _Empty(pytest.File):
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    session = config._repro
+    session = config.stash.get(SESSION, None)
     if session is None or hasattr(config, "workerinput"):
         return
     from repro.report import render as report
 
     doc = session.document()
-    if not doc["flows"]:
+    if not doc.flows:
         return
     terminalreporter.section("repro")
     terminalreporter.write_line(report.terminal(doc))
@@ -95,7 +96,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
 
 
 def pytest_unconfigure(config):
-    session = getattr(config, "_repro", None)
+    session = config.stash.get(SESSION, None)
     if session is not None and not hasattr(config, "workerinput"):
         import shutil
 
@@ -114,11 +115,6 @@ def repro_run(request):
     path = next((p for p in candidates if p.is_file()), None)
     if path is None:
         pytest.fail(f"repro_run: no flow file {raw} (looked in {', '.join(str(c) for c in candidates)})")
-    config = request.config
-    if config._repro is None:
-        from repro.pytest.session import ReproSession
+    from repro.pytest.session import RunHandle, session_of
 
-        config._repro = ReproSession(config)
-    from repro.pytest.session import RunHandle
-
-    return RunHandle(config._repro.outcome(path))
+    return RunHandle(session_of(request.config).outcome(path))

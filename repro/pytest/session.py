@@ -14,17 +14,16 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
 from filelock import FileLock
 
-from repro.runs import drift as drift_mod
-from repro.report import render as report
-from repro.runs import metaflow as runs
-from repro.runs.compare import ArtifactResult, Comparison
+from repro.report.document import ReportDocument, StepOutcome, build_flow, document
 from repro.settings import load_settings
 from repro.env.engine import open_flow
-from repro.env.flowfile import load_flow
 from repro.errors import ReproError
-from repro.model.record import RunRecord, from_json
+from repro.model.findings import DRIFT_KINDS, Finding, Kind, Severity, select
+from repro.model.record import NO_FOREACH
+from repro.runs.pipeline import Outcome, RunOptions, run_and_record
 
 
 @dataclass
@@ -54,67 +53,34 @@ class Options:
                                    (config.getini("repro_platform") or "").split() or table.get("platforms", ())))
 
 
-@dataclass
-class FlowOutcome:
-    path: str
-    flow: str = ""
-    steps: list = field(default_factory=list)
-    error: str = ""  # the flow could not be checked or run at all (bad declaration, lock error)
-    record: RunRecord | None = None
-    output: str = ""
-    step_failures: dict = field(default_factory=dict)  # step -> message
-    comparison: Comparison | None = None
-    baseline: str | None = None
-    drift: drift_mod.Drift = field(default_factory=drift_mod.Drift)
-    pushed: bool = False
-
-    def to_json(self) -> str:
-        return json.dumps({
-            "path": self.path, "flow": self.flow, "steps": self.steps, "error": self.error,
-            "record": json.loads(self.record.to_json()) if self.record else None, "output": self.output,
-            "step_failures": self.step_failures, "baseline": self.baseline, "pushed": self.pushed,
-            "comparison": None if self.comparison is None else {
-                "a": self.comparison.a, "b": self.comparison.b,
-                "results": [r.__dict__ for r in self.comparison.results]},
-            "drift": self.drift.as_dict(),
-        })
-
-    @classmethod
-    def from_json(cls, text: str) -> "FlowOutcome":
-        d = json.loads(text)
-        comparison = None
-        if d["comparison"]:
-            c = d["comparison"]
-            comparison = Comparison(c["a"], c["b"], tuple(ArtifactResult(**r) for r in c["results"]))
-        return cls(path=d["path"], flow=d["flow"], steps=d["steps"], error=d["error"],
-                   record=from_json(json.dumps(d["record"]), d["path"]) if d["record"] else None,
-                   output=d["output"], step_failures=d["step_failures"], comparison=comparison,
-                   baseline=d["baseline"], drift=drift_mod.Drift(**d["drift"]), pushed=d["pushed"])
+#: the findings that fail a step's own item ([lock] reports spec and resolution drift)
+STEP_KINDS = (Kind.TASK_FAILED, Kind.NOT_RUN, Kind.RUNTIME_DRIFT, Kind.PICKLE, Kind.ARTIFACT)
 
 
-def step_problems(o: FlowOutcome, step: str) -> tuple[list[str], list[str]]:
+def problem_text(f: Finding) -> str:
+    return f"{f.kind}: {f.line()}" if f.kind in DRIFT_KINDS else f.message
+
+
+def step_problems(o: Outcome, step: str) -> tuple[list[str], list[str]]:
     """(reasons the step fails, warnings) — the one place that decides a step's outcome."""
     if o.error:
         return [o.error], []
-    problems, notes = [], []
-    if step in o.step_failures:
-        problems.append(o.step_failures[step])
-    problems += [f"runtime drift: {line}" for line in o.drift.runtime if line.startswith(f"{step} ")]
-    for c in (o.record.pickle_checks if o.record else ()):
-        if step in c.reader_steps:
-            what = f"artifact '{c.artifact}' (from {c.step}/{c.task})"
-            why = "; ".join(x for x in (c.detail, c.static) if x)
-            if c.status == "fails":
-                problems.append(f"pickle: {what} cannot be unpickled in this step's environment: {why}")
-            elif c.status == "warning":
-                notes.append(f"{what} loads with a warning: {why}")
-    if o.comparison is not None:
-        problems += [f"different from {o.baseline}: {r.task}.{r.name}: {r.detail}"
-                     for r in o.comparison.results if r.step == step and r.verdict == "different"]
-    return problems, notes
+    mine = [f for f in select(o.findings, kind=STEP_KINDS, step=step)]
+    return ([problem_text(f) for f in mine if f.severity is Severity.ERROR],
+            [f.message for f in mine if f.severity is Severity.WARNING])
+
+
+def lock_problems(o: Outcome) -> list[str]:
+    """What fails [lock]: drift of any kind, or a flow that could not be read at all."""
+    lines = [f"{f.kind}: {f.line()}" for f in select(o.findings, kind=DRIFT_KINDS)]
+    if o.error and not o.flow:
+        lines.append(o.error)
+    return lines
 
 
 class ReproSession:
+    """One pytest run's flows: each run once (also across xdist workers), its outcome kept."""
+
     def __init__(self, config, uid: str | None = None):
         self.config = config
         self.options = Options.from_config(config)
@@ -122,14 +88,14 @@ class ReproSession:
         self.rootdir = Path(str(config.rootpath))
         self.settings = load_settings(self.rootdir)
         self.folder = self.settings.home / "pytest" / self.uid
-        self.outcomes: dict[str, FlowOutcome] = {}
+        self.outcomes: dict[str, Outcome] = {}
 
     # -- running, once ---------------------------------------------------------------------------
 
     def _key(self, path: Path) -> str:
         return hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:16]
 
-    def outcome(self, path: Path) -> FlowOutcome:
+    def outcome(self, path: Path) -> Outcome:
         path = Path(path).resolve()
         if str(path) in self.outcomes:
             return self.outcomes[str(path)]
@@ -137,7 +103,7 @@ class ReproSession:
         result_file = self.folder / f"{self._key(path)}.json"
         with FileLock(str(result_file) + ".lock"):
             if result_file.exists():
-                outcome = FlowOutcome.from_json(result_file.read_text())
+                outcome = Outcome.from_json(result_file.read_text())
             else:
                 outcome = self._run(path)
                 tmp = result_file.with_suffix(".tmp")
@@ -146,76 +112,30 @@ class ReproSession:
         self.outcomes[str(path)] = outcome
         return outcome
 
-    def all_outcomes(self) -> list[FlowOutcome]:
+    def all_outcomes(self) -> list[Outcome]:
         """Every flow run in this session, by this process or by xdist workers."""
         found = dict(self.outcomes)
         if self.folder.exists():
             for f in sorted(self.folder.glob("*.json")):
-                o = FlowOutcome.from_json(f.read_text())
+                o = Outcome.from_json(f.read_text())
                 found.setdefault(o.path, o)
         return sorted(found.values(), key=lambda o: o.path)
 
-    def _run(self, path: Path) -> FlowOutcome:
-        from repro.runs.pipeline import code_dir, compare_runs, finish_record
-        from repro.store.snapshot import load_record, parse_ref, push, save_local
-        from repro.store import open_store
-
-        outcome = FlowOutcome(path=str(path))
+    def _run(self, path: Path) -> Outcome:
+        o = self.options
+        options = RunOptions(store=o.store, push=o.update, baseline=o.baseline, drift=True,
+                             resolution_drift=o.drift, platforms=tuple(o.platforms),
+                             frozen=None,  # a committed lock is used as is; a flow without one gets one
+                             capture=True)
         try:
-            decl = load_flow(path)
-            outcome.flow, outcome.steps = decl.name, list(decl.steps)
-            flow = open_flow(path)
-            settings = flow.settings
-            outcome.drift = drift_mod.check(flow, resolution=self.options.drift)
-            if self.options.platforms:
-                from repro.env.engine import spec_drift
-
-                outcome.drift.spec += [f"{d.step}: {line}" for d in spec_drift(flow, list(self.options.platforms))
-                                       for line in d.lines if "platform" in line]
-            store = open_store(self.options.store or settings.store) \
-                if (self.options.baseline or self.options.update) else None
-            baseline = None
-            if self.options.baseline:
-                ref = f"{flow.name}/latest" if self.options.baseline == "latest" else self.options.baseline
-                baseline = load_record(store, parse_ref(ref))
-                outcome.baseline = baseline.ref
-            # A committed lock is used as is (a stale one is an error); a flow without one gets one.
-            frozen = {"REPRO_FROZEN": "1"} if flow.lock is not None else {}
-            code, run_id, elapsed, output = runs.run_flow(flow.path, runs.environment_name(flow), [],
-                                                          env=frozen, capture=True)
-            outcome.output = output[-20000:]
-            if run_id is None:
-                outcome.error = f"the flow did not start (exit code {code}):\n{output[-4000:]}"
-                return outcome
-            flow = open_flow(path)
-            raw = runs.inspect(flow.name, run_id, flow.decl.parameters)
-            record = runs.build_record(flow, flow.lock, run_id, raw, elapsed)
-            for step, tasks in raw["steps"].items():
-                bad = [t for t in tasks if not t["successful"]]
-                if bad:
-                    outcome.step_failures[step] = "\n".join(
-                        f"task {t['task_id']} ({t['foreach']}) failed:\n{t['stderr'].strip()}" for t in bad)
-            for step in flow.decl.steps:
-                if step not in raw["steps"] and record.status != "success":
-                    outcome.step_failures.setdefault(step, "not run: an earlier step failed")
-            if record.status == "success":
-                record, keep = finish_record(record, flow, settings, code_dir(settings, record.code_sha256))
-                if self.options.update:
-                    save_local(record, settings)
-                    push(record, store, settings, keep)
-                    outcome.pushed = True
-                if baseline is not None:
-                    outcome.comparison = compare_runs(baseline, record, store, settings)
-            outcome.record = record
-        except ReproError as exc:
-            outcome.error = str(exc)
+            return run_and_record(path, options)
         except Exception as exc:  # noqa: BLE001 - recorded once, so no item re-runs the flow
-            outcome.error = f"internal error while running the flow: {type(exc).__name__}: {exc}"
-        return outcome
+            return Outcome(path=str(path), error=f"internal error while running the flow: {type(exc).__name__}: {exc}",
+                           error_code=3)
 
     # -- reporting -------------------------------------------------------------------------------
 
-    def document(self) -> dict:
+    def document(self) -> ReportDocument:
         flows = []
         for o in self.all_outcomes():
             lock = None
@@ -227,11 +147,11 @@ class ReproSession:
             outcomes = {}
             for step in steps:
                 problems, _ = step_problems(o, step)
-                outcomes[step] = {"outcome": "failed" if problems else "passed", "message": "\n".join(problems)}
+                outcomes[step] = (StepOutcome.FAILED if problems else StepOutcome.PASSED, "\n".join(problems))
             file = os.path.relpath(o.path, self.rootdir)
-            flows.append(report.flow_report(o.flow or Path(o.path).stem, file, o.record, lock, outcomes,
-                                            o.comparison, o.drift, o.baseline))
-        return report.document(flows)
+            flows.append(build_flow(o.flow or Path(o.path).stem, file, o.record, lock, outcomes, o.comparison,
+                                    o.findings, o.baseline))
+        return document(flows)
 
     def report_folder(self) -> Path:
         folder = Path(self.options.report_dir)
@@ -241,12 +161,12 @@ class ReproSession:
 class RunHandle:
     """What the ``repro_run`` fixture gives a user's test."""
 
-    def __init__(self, outcome: FlowOutcome):
+    def __init__(self, outcome: Outcome):
         self.outcome = outcome
         self.record = outcome.record
         self.ok = bool(outcome.record and outcome.record.status == "success" and not outcome.error)
 
-    def artifact(self, step: str, name: str, task: str = "-"):
+    def artifact(self, step: str, name: str, task: str = NO_FOREACH):
         """Unpickle one artifact in this process (verified against its recorded sha1 first)."""
         import pickle
 
@@ -259,3 +179,14 @@ class RunHandle:
         if data is None:
             raise LookupError(f"artifact {step}/{task}.{name} is not available")
         return pickle.loads(data)
+
+
+#: where pytest keeps this plugin's session (``config.stash[SESSION]``; absent without --repro)
+SESSION = pytest.StashKey[ReproSession]()
+
+
+def session_of(config) -> ReproSession:
+    """The session of ``config``, made on first use (the repro_run fixture works without --repro)."""
+    if SESSION not in config.stash:
+        config.stash[SESSION] = ReproSession(config)
+    return config.stash[SESSION]

@@ -1,72 +1,22 @@
-"""Reports: one document (plain data, versioned) rendered as a terminal table, Markdown, JSON
-(schema: ``repro/report.schema.json``) and a single self-contained HTML page."""
+"""Renderers of the report document (``document.py``): a terminal table, Markdown, JSON (schema:
+``report.schema.json``, generated from the document's types) and a self-contained HTML page."""
 
 from __future__ import annotations
 
 import html
 import json
-from datetime import datetime, timezone
 from pathlib import Path
 
 from tabulate import tabulate
 
-from repro.model import platforms as plats
+from repro.report.document import ReportDocument
 from repro.fsutil import atomic_write
 
-SCHEMA = "repro.report"
-SCHEMA_VERSION = 1
 SCHEMA_FILE = Path(__file__).with_name("report.schema.json")
-FORMATS = ("md", "json", "html")
 
 
-def flow_report(flow: str, file: str, record=None, lock=None, outcomes: dict | None = None,
-                comparison=None, drift=None, baseline: str | None = None) -> dict:
-    """One flow's part of a report. ``outcomes``: step -> {"outcome": passed|failed|not run, "message"}."""
-    outcomes = outcomes or {}
-    local = plats.local_platform_name()
-    steps = []
-    order = list(record.steps) if record else (list(lock.steps) if lock else list(outcomes))
-    by_step = comparison.by_step() if comparison else {}
-    for step in order:
-        s = record.steps.get(step) if record else None
-        sl = lock.steps.get(step) if lock else None
-        pl = sl.platforms.get(local) if sl else None
-        checks = [c for c in (record.pickle_checks if record else ()) if step in c.reader_steps]
-        steps.append({
-            "step": step,
-            "env_id": (s.env_id if s else (pl.env_id if pl else ("disabled" if sl and sl.disabled else ""))),
-            "python": pl.python if pl else ("user's" if sl and sl.disabled else ""),
-            "packages": len(pl.packages) if pl else 0,
-            "tasks": len(s.tasks) if s else 0,
-            "fingerprints": sorted({t.fingerprint for t in s.tasks.values()}) if s else [],
-            "outcome": outcomes.get(step, {}).get("outcome", "passed" if s and s.tasks else "not run"),
-            "message": outcomes.get(step, {}).get("message", ""),
-            "artifacts": by_step.get(step) if comparison else None,
-            "pickle": {k: sum(1 for c in checks if c.status == k) for k in ("ok", "warning", "fails")},
-        })
-    return {
-        "flow": flow,
-        "file": file,
-        "run": record.ref if record else None,
-        "status": "failed" if any(s["outcome"] == "failed" for s in steps) or (record and record.status != "success")
-        or record is None else "passed",
-        "steps": steps,
-        "pickle": [{"step": c.step, "task": c.task, "artifact": c.artifact, "reader_env": c.reader_env,
-                    "reader_steps": list(c.reader_steps), "status": c.status, "detail": c.detail, "static": c.static}
-                   for c in (record.pickle_checks if record else ())],
-        "baseline": None if comparison is None else {
-            "ref": baseline or comparison.a,
-            "same": comparison.same,
-            "results": [{"step": r.step, "task": r.task, "name": r.name, "verdict": r.verdict, "detail": r.detail}
-                        for r in comparison.results],
-        },
-        "drift": drift.as_dict() if drift is not None else None,
-    }
-
-
-def document(flows: list[dict]) -> dict:
-    return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION,
-            "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "flows": flows}
+def _as_dict(doc: ReportDocument | dict) -> dict:
+    return doc.to_dict() if isinstance(doc, ReportDocument) else doc
 
 
 # -- renderers -----------------------------------------------------------------------------------
@@ -84,7 +34,8 @@ def step_rows(flow: dict) -> list[list]:
 STEP_HEADERS = ["step", "env id", "python", "packages", "artifacts id/eq/diff", "pickle ok/warn/fail", "outcome"]
 
 
-def terminal(doc: dict) -> str:
+def terminal(doc: ReportDocument | dict) -> str:
+    doc = _as_dict(doc)
     parts = []
     for f in doc["flows"]:
         parts.append(f"{f['flow']} ({f['file']}) run {f['run'] or '-'}: {f['status']}")
@@ -92,11 +43,13 @@ def terminal(doc: dict) -> str:
     return "\n".join(parts)
 
 
-def to_json(doc: dict) -> str:
+def to_json(doc: ReportDocument | dict) -> str:
+    doc = _as_dict(doc)
     return json.dumps(doc, indent=2, sort_keys=True) + "\n"
 
 
-def to_markdown(doc: dict) -> str:
+def to_markdown(doc: ReportDocument | dict) -> str:
+    doc = _as_dict(doc)
     out = [f"# repro report\n\nGenerated {doc['generated_at']}.\n"]
     for f in doc["flows"]:
         out.append(f"## {f['flow']} — {f['status']}\n\nFile `{f['file']}`, run `{f['run'] or '-'}`.\n")
@@ -146,7 +99,8 @@ def _table(headers, rows, status_col=None) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
-def to_html(doc: dict) -> str:
+def to_html(doc: ReportDocument | dict) -> str:
+    doc = _as_dict(doc)
     parts = [f"<!doctype html><html lang=en><head><meta charset=utf-8><title>repro report</title>"
              f"<style>{_CSS}</style></head><body><h1>repro report</h1><p>Generated {html.escape(doc['generated_at'])}.</p>"]
     for f in doc["flows"]:
@@ -177,7 +131,7 @@ def to_html(doc: dict) -> str:
 RENDER = {"md": to_markdown, "json": to_json, "html": to_html}
 
 
-def write(doc: dict, folder: Path, stem: str = "repro-report") -> list[Path]:
+def write(doc: ReportDocument, folder: Path, stem: str = "repro-report") -> list[Path]:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     written = []

@@ -18,9 +18,17 @@ from repro.env import probes as envprobe
 from repro.runs.blobs import verify_sha1
 from repro.errors import IntegrityError
 from repro.runs.pickles import is_internal
+from repro.model.findings import Choice, Finding, Kind, Severity
 from repro.model.record import RunRecord
 
-VERDICTS = ("identical", "equivalent", "different")
+
+
+class Verdict(Choice):
+    IDENTICAL = "identical"  # same bytes (sha1)
+    EQUIVALENT = "equivalent"  # other bytes, equal values according to a comparator
+    DIFFERENT = "different"
+
+
 Blobs = Callable[[str], "bytes | None"]
 
 
@@ -29,8 +37,15 @@ class ArtifactResult:
     step: str
     task: str
     name: str
-    verdict: str  # identical | equivalent | different
+    verdict: Verdict
     detail: str = ""
+
+    def finding(self, against: str) -> Finding:
+        severity = Severity.ERROR if self.verdict is Verdict.DIFFERENT else Severity.OK
+        message = f"different from {against}: {self.task}.{self.name}: {self.detail}" \
+            if self.verdict is Verdict.DIFFERENT else f"{self.task}.{self.name}: {self.verdict}"
+        return Finding(Kind.ARTIFACT, message, step=self.step, task=self.task, subject=self.name,
+                       new=self.verdict.value, severity=severity)
 
 
 @dataclass(frozen=True)
@@ -39,18 +54,39 @@ class Comparison:
     b: str
     results: tuple[ArtifactResult, ...]
 
-    def count(self, verdict: str) -> int:
-        return sum(1 for r in self.results if r.verdict == verdict)
+    def count(self, verdict: Verdict) -> int:
+        return sum(1 for r in self.results if r.verdict is verdict)
 
     @property
     def same(self) -> bool:
-        return all(r.verdict != "different" for r in self.results)
+        """No artifact differs (identical or equivalent)."""
+        return self.count(Verdict.DIFFERENT) == 0
 
-    def by_step(self) -> dict:
-        out = defaultdict(lambda: dict.fromkeys(VERDICTS, 0))
+    @property
+    def verdict(self) -> Verdict:
+        """The run as a whole: identical, equivalent (some values equal with other bytes), or different."""
+        if not self.same:
+            return Verdict.DIFFERENT
+        return Verdict.EQUIVALENT if self.count(Verdict.EQUIVALENT) else Verdict.IDENTICAL
+
+    def by_step(self) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = defaultdict(lambda: {v.value: 0 for v in Verdict})
         for r in self.results:
-            out[r.step][r.verdict] += 1
+            out[r.step][r.verdict.value] += 1
         return dict(out)
+
+    def findings(self) -> list[Finding]:
+        return [r.finding(self.a) for r in self.results]
+
+    def to_dict(self) -> dict:
+        return {"a": self.a, "b": self.b, "results": [
+            {"step": r.step, "task": r.task, "name": r.name, "verdict": r.verdict.value, "detail": r.detail}
+            for r in self.results]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Comparison:
+        return cls(d["a"], d["b"], tuple(ArtifactResult(r["step"], r["task"], r["name"], Verdict(r["verdict"]),
+                                                        r["detail"]) for r in d["results"]))
 
 
 def compare(a: RunRecord, b: RunRecord, blobs_a: Blobs, blobs_b: Blobs, pythons: dict[str, str],
@@ -61,16 +97,16 @@ def compare(a: RunRecord, b: RunRecord, blobs_a: Blobs, blobs_b: Blobs, pythons:
     pending: dict[str, list] = defaultdict(list)  # env -> [(result key, sha_a, sha_b)]
     for step in b.steps:
         if step not in a.steps:
-            results.append(ArtifactResult(step, "*", "*", "different", f"step {step} did not run in {a.ref}"))
+            results.append(ArtifactResult(step, "*", "*", Verdict.DIFFERENT, f"step {step} did not run in {a.ref}"))
     for step, sa in a.steps.items():
         sb = b.steps.get(step)
         if sb is None:
-            results.append(ArtifactResult(step, "*", "*", "different", f"step {step} did not run in {b.ref}"))
+            results.append(ArtifactResult(step, "*", "*", Verdict.DIFFERENT, f"step {step} did not run in {b.ref}"))
             continue
         for key in sorted(set(sa.tasks) | set(sb.tasks)):
             ta, tb = sa.tasks.get(key), sb.tasks.get(key)
             if ta is None or tb is None:
-                results.append(ArtifactResult(step, key, "*", "different",
+                results.append(ArtifactResult(step, key, "*", Verdict.DIFFERENT,
                                               f"task {key} exists only in {a.ref if tb is None else b.ref}"))
                 continue
             for name in sorted(set(ta.artifacts) | set(tb.artifacts)):
@@ -78,10 +114,10 @@ def compare(a: RunRecord, b: RunRecord, blobs_a: Blobs, blobs_b: Blobs, pythons:
                     continue
                 x, y = ta.artifacts.get(name), tb.artifacts.get(name)
                 if x is None or y is None:
-                    results.append(ArtifactResult(step, key, name, "different",
+                    results.append(ArtifactResult(step, key, name, Verdict.DIFFERENT,
                                                   f"only in {a.ref if y is None else b.ref}"))
                 elif x.sha1 == y.sha1:
-                    results.append(ArtifactResult(step, key, name, "identical"))
+                    results.append(ArtifactResult(step, key, name, Verdict.IDENTICAL))
                 else:
                     env = sb.env_id if sb.env_id in pythons else sa.env_id
                     pending[env].append(((step, key, name), x, y))
@@ -110,11 +146,11 @@ def _semantic(pending, blobs_a, blobs_b, pythons, sys_path, options, ref_a, ref_
                     if db is not None:
                         verify_sha1(db, y.sha1, f"{ref_b} {step}/{key}.{name}")
                 except IntegrityError as exc:
-                    out.append(ArtifactResult(step, key, name, "different", str(exc)))
+                    out.append(ArtifactResult(step, key, name, Verdict.DIFFERENT, str(exc)))
                     continue
                 if da is None or db is None or python is None:
                     why = "blob not available" if python else f"environment {env[:12]} not built here"
-                    out.append(ArtifactResult(step, key, name, "different",
+                    out.append(ArtifactResult(step, key, name, Verdict.DIFFERENT,
                                               f"{_describe_bytes(x, y)} ({why}: no semantic comparison)"))
                     continue
                 pa, pb = Path(tmp) / x.sha1, Path(tmp) / f"{y.sha1}.b"
@@ -127,5 +163,5 @@ def _semantic(pending, blobs_a, blobs_b, pythons, sys_path, options, ref_a, ref_
                                             "options": options, "items": requests})
             for rid, ans in answers.items():
                 step, key, name = rid.split("\0")
-                out.append(ArtifactResult(step, key, name, ans["verdict"], ans["detail"]))
+                out.append(ArtifactResult(step, key, name, Verdict(ans["verdict"]), ans["detail"]))
     return out

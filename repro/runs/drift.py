@@ -1,56 +1,39 @@
-"""Three kinds of drift, each named in what it reports:
+"""Four kinds of drift, each a ``Finding`` kind:
 
 * spec drift: the flow's declarations changed but the lock did not;
 * resolution drift: resolving the same declarations now gives a different package set;
-* runtime drift: an environment on disk no longer matches its lock.
-
-Plus drift against a recorded run (``--against REF``): the lock now names other environments
-than the run used.
+* runtime drift: an environment on disk no longer matches its lock;
+* against drift: the lock now names other environments than a recorded run used (``--against REF``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from repro.env import fingerprint
-from repro.model import platforms as plats
-from repro.env.engine import Flow, environments, spec_drift
-from repro.model.lock import Package, PlatformLock, diff_packages
-from repro.model.record import RunRecord
 from repro.env import pypi
+from repro.env.engine import Flow, environments, spec_drift
+from repro.model import platforms as plats
+from repro.model.findings import Finding, Kind
+from repro.model.lock import Change, Package, PlatformLock, diff_packages
+from repro.model.record import RunRecord
 
 
-@dataclass
-class Drift:
-    spec: list[str] = field(default_factory=list)
-    resolution: list[str] = field(default_factory=list)
-    runtime: list[str] = field(default_factory=list)
-    against: list[str] = field(default_factory=list)
-
-    @property
-    def any(self) -> bool:
-        return bool(self.spec or self.resolution or self.runtime or self.against)
-
-    def lines(self) -> list[str]:
-        out = []
-        for kind in ("spec", "resolution", "runtime", "against"):
-            out += [f"{kind} drift: {line}" for line in getattr(self, kind)]
-        return out
-
-    def as_dict(self) -> dict:
-        return {"spec": self.spec, "resolution": self.resolution, "runtime": self.runtime, "against": self.against}
+def _changes(kind: Kind, step: str, changes: list[Change], platform: str = "", env_id: str = "") -> list[Finding]:
+    return [Finding(kind, str(c), step=step, subject=c.subject, old=c.old, new=c.new, platform=platform,
+                    env_id=env_id) for c in changes]
 
 
-def check_spec(flow: Flow) -> list[str]:
-    return [(f"{d.step}: {line}" if d.step != "*" else line)
-            for d in spec_drift(flow, [plats.local_platform_name()]) for line in d.lines]
+def check_spec(flow: Flow, platforms: list[str] | None = None) -> list[Finding]:
+    """Spec drift against the local platform plus ``platforms`` (each must be locked)."""
+    wanted = list(dict.fromkeys([plats.local_platform_name(), *(platforms or [])]))
+    return spec_drift(flow, wanted)
 
 
-def check_resolution(flow: Flow) -> list[str]:
+def check_resolution(flow: Flow) -> list[Finding]:
     """Re-resolve every locked step now and report what would change (old -> new)."""
     if flow.lock is None:
         return []
-    out, seen = [], {}
+    out: list[Finding] = []
+    seen: dict[tuple, PlatformLock] = {}
     for step, spec in flow.specs.items():
         sl = flow.lock.steps.get(step)
         if spec.disabled or sl is None or sl.spec_id != spec.spec_id:
@@ -62,17 +45,19 @@ def check_resolution(flow: Flow) -> list[str]:
                 seen[key] = pypi.resolve(spec, pname, old.python, flow.settings)
             new = seen[key]
             if new.env_id != old.env_id:
-                out += [f"{step} ({pname}): {line}" for line in diff_packages(old, new, stated)]
+                out += _changes(Kind.RESOLUTION_DRIFT, step, diff_packages(old, new, stated), platform=pname,
+                                env_id=old.env_id)
     return out
 
 
-def check_runtime(flow: Flow) -> list[str]:
+def check_runtime(flow: Flow) -> list[Finding]:
     """Built environments whose files no longer match what was built (and so the lock)."""
     if flow.lock is None:
         return []
     local = plats.local_platform_name()
     envs = environments(flow.settings)
-    out, found = [], {}  # env id -> problems, each env fingerprinted once
+    out: list[Finding] = []
+    found: dict[str, list[str]] = {}  # env id -> problems, each env fingerprinted once
     for step, sl in flow.lock.steps.items():
         pl = sl.platforms.get(local)
         if pl is None:
@@ -81,23 +66,25 @@ def check_runtime(flow: Flow) -> list[str]:
             built = envs.get(pl.env_id)
             found[pl.env_id] = fingerprint.runtime_problems(built, pl) if built else []
         # every step that uses a drifted environment is named, not only the first
-        out += [f"{step} (env {pl.env_id[:12]}): {p}" for p in found[pl.env_id]]
+        out += [Finding(Kind.RUNTIME_DRIFT, p, step=step, env_id=pl.env_id,
+                        subject="environment") for p in found[pl.env_id]]
     return out
 
 
-def check_against(flow: Flow, record: RunRecord) -> list[str]:
+def check_against(flow: Flow, record: RunRecord) -> list[Finding]:
     """Steps whose locked environment is not the one the recorded run used."""
     if flow.lock is None:
-        return ["no lock file"]
-    out = []
+        return [Finding(Kind.AGAINST_DRIFT, "no lock file", subject="lock")]
+    out: list[Finding] = []
     for step, s in record.steps.items():
         sl = flow.lock.steps.get(step)
         if sl is None:
-            out.append(f"{step}: no longer in the flow")
+            out.append(Finding(Kind.AGAINST_DRIFT, "no longer in the flow", step=step, subject="step", old=step))
             continue
         if s.disabled or sl.disabled:
             if s.disabled != sl.disabled:
-                out.append(f"{step}: disabled {s.disabled} -> {sl.disabled}")
+                out.append(Finding(Kind.AGAINST_DRIFT, f"disabled {s.disabled} -> {sl.disabled}", step=step,
+                                   subject="disabled", old=str(s.disabled), new=str(sl.disabled)))
             continue
         platform = record.envs.get(s.env_id, {}).get("platform", plats.local_platform_name())
         now = sl.platforms.get(platform)
@@ -105,15 +92,19 @@ def check_against(flow: Flow, record: RunRecord) -> list[str]:
             continue
         then = record.envs.get(s.env_id)
         old = PlatformLock(platform, then["python"], tuple(Package(**p) for p in then["packages"])) if then else None
-        lines = diff_packages(old, now, {n for n, _ in sl.libraries})
-        out += [f"{step}: {line}" for line in lines] or [f"{step}: env {s.env_id[:12]} -> {now.env_id[:12]}"]
+        changes = _changes(Kind.AGAINST_DRIFT, step, diff_packages(old, now, {n for n, _ in sl.libraries}))
+        out += changes or [Finding(Kind.AGAINST_DRIFT, f"env {s.env_id[:12]} -> {now.env_id[:12]}", step=step,
+                                   subject="environment", old=s.env_id, new=now.env_id)]
     return out
 
 
-def check(flow: Flow, resolution: bool = True, against: RunRecord | None = None) -> Drift:
-    drift = Drift(spec=check_spec(flow), runtime=check_runtime(flow))
+def check(flow: Flow, resolution: bool = True, against: RunRecord | None = None,
+          platforms: list[str] | None = None) -> list[Finding]:
+    """Every drift of ``flow``, in the order spec, resolution, runtime, against."""
+    out = check_spec(flow, platforms)
     if resolution:
-        drift.resolution = check_resolution(flow)
+        out += check_resolution(flow)
+    out += check_runtime(flow)
     if against is not None:
-        drift.against = check_against(flow, against)
-    return drift
+        out += check_against(flow, against)
+    return out

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import sys
 
+from repro.model.record import NO_FOREACH
+
 
 def _plain(value):
     try:
@@ -72,8 +74,8 @@ def _foreach_path(task) -> str:
     try:
         frames = task["_foreach_stack"].data
     except Exception:  # noqa: BLE001 - not a foreach task, or artifact missing
-        return "-"
-    return ".".join(str(f.index) for f in frames) if frames else "-"
+        return NO_FOREACH
+    return ".".join(str(f.index) for f in frames) if frames else NO_FOREACH
 
 
 if __name__ == "__main__":

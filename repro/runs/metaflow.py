@@ -15,9 +15,11 @@ from pathlib import Path
 from repro import __version__
 from repro.model import platforms as plats
 from repro.env.engine import Flow
-from repro.errors import InfraError
+from metaflow_extensions.repro.plugins import protocol
+
+from repro.errors import EXIT_BAD_INPUT, BadInput, InfraError, ReproError
 from repro.model.lock import Lock
-from repro.model.record import ArtifactRecord, RunRecord, StepRecord, TaskRecord
+from repro.model.record import NO_FOREACH, ArtifactRecord, RunRecord, StepRecord, TaskRecord
 
 
 def environment_name(flow: Flow) -> str:
@@ -28,20 +30,38 @@ def environment_name(flow: Flow) -> str:
 
 def run_flow(flow_file: Path, environment: str, args: list[str], env: dict | None = None,
              capture: bool = False, cwd: Path | None = None) -> tuple[int, str | None, float, str]:
-    """Run `python FLOW --environment=E run ARGS`; return (exit code, run id, seconds, output)."""
+    """Run `python FLOW --environment=E run ARGS`; return (exit code, run id, seconds, output).
+
+    A repro error inside Metaflow's process (a stale lock, a bad declaration) is raised here as the
+    same kind of error, with its exit code: the extension writes it to the error file we name."""
     with tempfile.TemporaryDirectory(prefix="repro-run-") as tmp:
         id_file = Path(tmp) / "run-id"
+        error_file = Path(tmp) / "error.json"
         cmd = [sys.executable, str(flow_file), f"--environment={environment}", "run", "--run-id-file",
                str(id_file), *args]
         t = time.perf_counter()
-        full_env = {**os.environ, **(env or {})}
+        full_env = {**os.environ, **(env or {}), protocol.ERROR_FILE: str(error_file)}
         # Metaflow refuses to run without a user name; CI machines may have none.
         full_env.setdefault("METAFLOW_USER", full_env.get("USER") or full_env.get("USERNAME") or "repro")
         proc = subprocess.run(cmd, env=full_env, cwd=cwd, text=True, capture_output=capture)
         elapsed = time.perf_counter() - t
         run_id = id_file.read_text().strip() if id_file.exists() else None
+        reported = _reported_error(error_file)
     output = (proc.stdout or "") + (proc.stderr or "") if capture else ""
+    if reported is not None and run_id is None:
+        raise reported
     return proc.returncode, run_id, elapsed, output
+
+
+def _reported_error(path: Path) -> ReproError | None:
+    try:
+        doc = json.loads(path.read_text())
+        code, message = int(doc["exit_code"]), str(doc["message"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    error = BadInput(message) if code == EXIT_BAD_INPUT else InfraError(message)
+    error.exit_code = code
+    return error
 
 
 def inspect(flow_name: str, run_id: str, parameters, env: dict | None = None) -> dict:
@@ -105,7 +125,7 @@ def build_record(flow: Flow, lock: Lock, run_id: str, raw: dict, duration: float
 
 
 def _task_order(key: str):
-    return tuple(int(x) for x in key.split(".")) if key != "-" else ()
+    return tuple(int(x) for x in key.split(".")) if key != NO_FOREACH else ()
 
 
 def _metaflow_version() -> str:

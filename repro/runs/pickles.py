@@ -14,6 +14,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from repro.env import probes as envprobe
+from repro.model.findings import Finding, Kind, Severity
 from repro.model.record import PickleCheck, RunRecord
 
 # Metaflow's own bookkeeping artifacts (users' `self._model` is theirs, and is checked)
@@ -152,3 +153,20 @@ def _static(blob: bytes, producer: dict, reader: dict) -> list[str]:
         elif read[1] != made[1]:
             notes.append(f"{made[0]} {made[1]} -> {read[1]}")
     return sorted(set(notes))
+
+
+def findings(checks) -> list[Finding]:
+    """One finding per reader step of every check that did not load cleanly."""
+    out = []
+    for c in checks:
+        if c.status == "ok":
+            continue
+        what = f"artifact '{c.artifact}' (from {c.step}/{c.task})"
+        why = "; ".join(x for x in (c.detail, c.static) if x)
+        if c.status == "fails":
+            message, severity = f"pickle: {what} cannot be unpickled in this step's environment: {why}", Severity.ERROR
+        else:
+            message, severity = f"{what} loads with a warning: {why}", Severity.WARNING
+        out += [Finding(Kind.PICKLE, message, step=reader, task=c.task, env_id=c.reader_env, subject=c.artifact,
+                        old=c.step, severity=severity) for reader in c.reader_steps]
+    return out

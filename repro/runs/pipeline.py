@@ -1,34 +1,199 @@
-"""`repro run` and `repro replay`: run, record, snapshot; and rebuild, run again, compare."""
+"""The one pipeline every run goes through: lock check -> run -> inspect -> record -> pickle matrix ->
+save locally -> push -> compare with a baseline.
+
+``repro run``, ``pytest --repro`` and ``repro replay`` all call ``run_and_record``; they differ only in
+their ``RunOptions``. Its result, an ``Outcome``, is plain data (JSON codec included, so pytest-xdist
+workers can share it); every check's result in it is a typed ``Finding``.
+"""
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import sys
-import tarfile
-import tempfile
-import time
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from repro.env.engine import environments, open_flow
+from repro.env.flowfile import load_flow
+from repro.errors import BadInput, ReproError
+from repro.model.findings import Finding, Kind, Severity
+from repro.model.record import RunRecord, from_json
 from repro.runs import blobs as blobstore
-from repro.runs import pickles
-from repro.env import pythons
+from repro.runs import drift, pickles
 from repro.runs import metaflow as runs
 from repro.runs.compare import Comparison, compare
 from repro.settings import Settings, load_settings
-from repro.env.engine import environments, open_flow
-from repro.errors import BadInput, InfraError, ReproError
-from repro.model.record import RunRecord
-from repro.store.snapshot import fetch_artifact, load_record, local_record_path, parse_ref, pull, push, save_local
 from repro.store import Store, open_store
+from repro.store.snapshot import fetch_artifact, load_record, local_record_path, parse_ref, push, save_local
 
 DEFAULT_ARTIFACT_MAX_BYTES = 16 << 20
-UNROUTABLE_INDEX = "http://127.0.0.1:9/simple"  # proves a replay never needs a package index
+Log = Callable[[str], None]
 
+
+def _quiet(_: str) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How ``run_and_record`` runs one flow."""
+
+    store: str | None = None  # where records go and baselines come from (default: the settings' store)
+    push: bool = False  # save the record locally and push the snapshot to the store
+    baseline: RunRecord | str | None = None  # compare with this run: a record, a REF, or "latest"
+    drift: bool = False  # check spec and runtime drift before running
+    resolution_drift: bool = False  # ... and re-resolve every lock (network)
+    platforms: tuple[str, ...] = ()  # platforms every lock must cover (spec drift otherwise)
+    frozen: bool | None = False  # a stale lock is an error; None: frozen when the flow has a lock
+    metaflow_args: tuple[str, ...] = ()  # options for Metaflow's `run`
+    env: dict[str, str] = field(default_factory=dict)  # extra environment for the Metaflow process
+    capture: bool = False  # capture Metaflow's output (pytest) instead of streaming it
+    pickle_checks: bool = True
+    settings: Settings | None = None  # default: read from the flow's folder
+
+
+@dataclass
+class Outcome:
+    """What became of one flow: its run's record and every finding, or why there is no run."""
+
+    path: str
+    flow: str = ""
+    steps: list[str] = field(default_factory=list)
+    record: RunRecord | None = None
+    findings: list[Finding] = field(default_factory=list)
+    comparison: Comparison | None = None
+    baseline: str | None = None  # the baseline's REF
+    error: str = ""  # the flow could not be checked or run at all
+    error_code: int = 0  # the exit code that error stands for
+    exit_code: int = 0  # the Metaflow process's exit code
+    output: str = ""  # Metaflow's output, when captured
+    saved: str = ""  # where the record was saved in REPRO_HOME
+    pushed: str = ""  # the store it was pushed to
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.record and self.record.status == "success" and not self.error)
+
+    def fail(self, exc: ReproError) -> Outcome:
+        self.error, self.error_code = str(exc), exc.exit_code
+        self.findings.append(Finding(Kind.FLOW_ERROR, str(exc)))
+        return self
+
+    def to_json(self) -> str:
+        return json.dumps({
+            "path": self.path, "flow": self.flow, "steps": self.steps,
+            "record": json.loads(self.record.to_json()) if self.record else None,
+            "findings": [f.to_dict() for f in self.findings],
+            "comparison": self.comparison.to_dict() if self.comparison else None,
+            "baseline": self.baseline, "error": self.error, "error_code": self.error_code,
+            "exit_code": self.exit_code, "output": self.output, "saved": self.saved, "pushed": self.pushed,
+        })
+
+    @classmethod
+    def from_json(cls, text: str) -> Outcome:
+        d = json.loads(text)
+        return cls(
+            path=d["path"], flow=d["flow"], steps=d["steps"],
+            record=from_json(json.dumps(d["record"]), d["path"]) if d["record"] else None,
+            findings=[Finding.from_dict(f) for f in d["findings"]],
+            comparison=Comparison.from_dict(d["comparison"]) if d["comparison"] else None,
+            baseline=d["baseline"], error=d["error"], error_code=d["error_code"], exit_code=d["exit_code"],
+            output=d["output"], saved=d["saved"], pushed=d["pushed"])
+
+
+def run_and_record(path: Path, options: RunOptions = RunOptions(), log: Log = _quiet) -> Outcome:
+    """Run the flow at ``path`` once under repro's environments and check everything about it.
+
+    Bad input and infrastructure failures end up in ``outcome.error`` (with their exit code), never
+    raised, so that callers can report them per flow; ``Outcome.raise_error`` turns them back."""
+    path = Path(path)
+    outcome = Outcome(path=str(path.resolve()))
+    try:
+        decl = load_flow(path)
+        outcome.flow, outcome.steps = decl.name, list(decl.steps)
+        _run(path, options, outcome, log)
+    except ReproError as exc:
+        outcome.fail(exc)
+    return outcome
+
+
+def _run(path: Path, options: RunOptions, outcome: Outcome, log: Log) -> None:
+    settings = options.settings or load_settings(path)
+    flow = open_flow(path, settings)
+    if options.drift:
+        outcome.findings += drift.check(flow, resolution=options.resolution_drift, platforms=list(options.platforms))
+    store = open_store(options.store or settings.store) \
+        if (options.push or options.baseline is not None) else None
+    baseline = options.baseline
+    if isinstance(baseline, str):
+        ref = f"{flow.name}/latest" if baseline == "latest" else baseline
+        baseline = load_record(store, parse_ref(ref))
+    if baseline is not None:
+        outcome.baseline = baseline.ref
+    frozen = flow.lock is not None if options.frozen is None else options.frozen
+    env = {**options.env, **({"REPRO_FROZEN": "1"} if frozen else {})}
+    code, run_id, elapsed, output = runs.run_flow(flow.path, runs.environment_name(flow), list(options.metaflow_args),
+                                                  env=env, capture=options.capture)
+    outcome.exit_code, outcome.output = code, output[-20000:]
+    if run_id is None:
+        tail = f":\n{output[-4000:]}" if output else "; see its output above"
+        raise _MetaflowFailed(f"{path.name}: the flow did not start (exit code {code}){tail}", code)
+    flow = open_flow(path, settings)  # the run may have re-locked
+    raw = runs.inspect(flow.name, run_id, flow.decl.parameters, env=env)
+    record = runs.build_record(flow, flow.lock, run_id, raw, elapsed)
+    outcome.record = record
+    outcome.findings += task_findings(raw, flow.decl.steps, record.status == "success")
+    if record.status != "success":
+        return
+    if options.push:  # kept before any post-processing, so a finished run is never lost
+        outcome.saved = str(save_local(record, settings))
+    keep: dict[str, bytes] = {}
+    if options.pickle_checks:
+        record, keep = finish_record(record, flow, settings, code_dir(settings, record.code_sha256))
+        outcome.record = record
+        outcome.findings += pickles.findings(record.pickle_checks)
+    if options.push:
+        outcome.saved = str(save_local(record, settings))
+        try:
+            push(record, store, settings, keep, log=log)
+        except ReproError as exc:
+            raise type(exc)(f"{exc}\nThe run is recorded in {outcome.saved}, but its push to {store.uri} did not "
+                            f"finish and the store shows no record of it. Complete it with: "
+                            f"repro store push {outcome.saved}") from None
+        outcome.pushed = store.uri
+    if baseline is not None:
+        outcome.comparison = compare_runs(baseline, record, store, settings)
+        outcome.findings += outcome.comparison.findings()
+
+
+class _MetaflowFailed(ReproError):
+    """The Metaflow process failed before a run started; its exit code is passed on unchanged."""
+
+    def __init__(self, message: str, code: int):
+        super().__init__(message)
+        self.exit_code = code if code not in (0, 1) else 3 if code == 0 else 2
+
+
+def task_findings(raw: dict, steps, finished: bool) -> list[Finding]:
+    """A failed task, or a step that never ran because an earlier one failed."""
+    out = []
+    for step, tasks in raw["steps"].items():
+        for t in tasks:
+            if not t["successful"]:
+                out.append(Finding(Kind.TASK_FAILED, f"task {t['task_id']} ({t['foreach']}) failed:\n"
+                                   f"{t['stderr'].strip()}", step=step, task=t["foreach"]))
+    if not finished:
+        out += [Finding(Kind.NOT_RUN, "not run: an earlier step failed", step=step)
+                for step in steps if step not in raw["steps"]]
+    return out
+
+
+# -- post-processing: pickle matrix, artifact copies ---------------------------------------------
 
 def artifact_max_bytes(settings: Settings) -> int:
+    import os
+
     raw = os.environ.get("REPRO_ARTIFACT_MAX_BYTES") or settings.raw.get("artifact-max-bytes")
     try:
         return int(raw) if raw is not None else DEFAULT_ARTIFACT_MAX_BYTES
@@ -51,12 +216,12 @@ def _user_blobs(record: RunRecord) -> set[str]:
             for n, a in t.artifacts.items() if not pickles.is_internal(n)}
 
 
-def finish_record(record: RunRecord, flow, settings: Settings, code_dir: Path | None) -> tuple[RunRecord, dict]:
+def finish_record(record: RunRecord, flow, settings: Settings, code: Path | None) -> tuple[RunRecord, dict]:
     """Add pickle checks and mark which artifact blobs get a copy in the store."""
     wanted = _user_blobs(record)
     data = blobstore.load(record.flow, record.datastore["type"], record.datastore["root"], wanted) if wanted else {}
     checks = pickles.check(record, flow.decl.graph, data, env_pythons(record, settings),
-                           sys_path=[str(code_dir)] if code_dir else [])
+                           sys_path=[str(code)] if code else [])
     limit = artifact_max_bytes(settings)
     keep = {sha: blob for sha, blob in data.items() if len(blob) <= limit}
     steps = {}
@@ -72,113 +237,11 @@ def code_dir(settings: Settings, code_sha: str) -> Path | None:
     return folder if folder.is_dir() else None
 
 
-def record_run(flow_file: Path, store_uri: str | None, args: list[str], log) -> tuple[int, RunRecord | None]:
-    flow = open_flow(flow_file)
-    settings = flow.settings
-    store = open_store(store_uri or settings.store)
-    code, run_id, elapsed, _ = runs.run_flow(flow.path, runs.environment_name(flow), args)
-    if run_id is None:
-        log(f"repro: {flow.path.name} did not start a run (exit code {code}); nothing recorded")
-        return (code if code in (2, 3) else 2), None
-    flow = open_flow(flow_file)  # the run may have re-locked
-    raw = runs.inspect(flow.name, run_id, flow.decl.parameters)
-    record = runs.build_record(flow, flow.lock, run_id, raw, elapsed)
-    if record.status != "success":
-        log(f"repro: run {record.ref} failed; it is not pushed to the store")
-        return 1, record
-    record, keep = finish_record(record, flow, settings, code_dir(settings, record.code_sha256))
-    saved = save_local(record, settings)
-    try:
-        push(record, store, settings, keep, log=log)
-    except ReproError as exc:
-        raise type(exc)(f"{exc}\nThe run is recorded in {saved}, but its push to {store.uri} did not finish "
-                        f"and the store shows no record of it. Complete it with: repro store push {saved}") from None
-    return 0, record
-
-
-def push_saved(path_or_ref: str, store_uri: str | None, settings: Settings, log) -> RunRecord:
-    """Push a record kept in REPRO_HOME (after a push that failed); artifact copies come from the datastore."""
-    ref = parse_ref(path_or_ref)
-    if ref.path is None:
-        ref = parse_ref(str(local_record_path(settings, ref.flow, ref.run_id)))
-    record = load_record(None, ref)
-    store = open_store(store_uri or settings.store)
-    keep = blobstore.load(record.flow, record.datastore["type"], record.datastore["root"],
-                          record.artifact_shas(stored_only=True)) if record.artifact_shas() else {}
-    push(record, store, settings, keep, log=log)
-    return record
-
-
-@dataclass(frozen=True)
-class ReplayResult:
-    original: RunRecord
-    replayed: RunRecord | None
-    comparison: Comparison | None
-    workdir: Path
-    exit_code: int
-
-
-def replay(ref_text: str, store_uri: str | None, settings: Settings, on: str = "local", log=print) -> ReplayResult:
-    if on != "local":
-        raise BadInput(f"--on {on}: only local replays are available in this version")
-    store: Store = open_store(store_uri or settings.store)
-    original = load_record(store, parse_ref(ref_text))
-    log(f"replaying {original.ref} from {store.uri}")
-    # 1. everything the record names, verified, before anything runs
-    locks = pull(original, store, settings)
-    # 2. every environment, offline, from the stored package files only
-    envs = environments(settings)
-    for env_id, pl in locks.items():
-        if envs.get(env_id) is None:
-            log(f"rebuilding env {env_id[:12]} offline (Python {pl.python}, {len(pl.packages)} packages)")
-            envs.build(pl, pythons.find(pl.python, where=f"{original.ref} env {env_id[:12]}"), offline=True,
-                       where=f"replay of {original.ref}")
-    # 3. the recorded code, with the recorded parameters and hash seed
-    parent = settings.home / "replays" / original.flow
-    parent.mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix=f"{original.run_id}-{time.strftime('%Y%m%dT%H%M%S')}-", dir=parent))
-    code = workdir / "code"
-    code.mkdir()
-    with tarfile.open(settings.home / "code" / f"{original.code_sha256}.tar.gz") as tar:
-        if hasattr(tarfile, "data_filter"):  # refuses absolute paths, links out of the folder, devices
-            tar.extractall(code, filter="data")
-        else:  # Python < 3.10.12 has no filters: check the members ourselves
-            for member in tar.getmembers():
-                target = (code / member.name).resolve()
-                if not (member.isfile() or member.isdir()) or not str(target).startswith(str(code.resolve())):
-                    raise InfraError(f"code package of {original.ref}: refusing unsafe member {member.name!r}")
-            tar.extractall(code)
-    flow_file = code / original.flow_file
-    env = {
-        "REPRO_FROZEN": "1", "REPRO_OFFLINE": "1", "UV_OFFLINE": "1", "REPRO_INDEX_URL": UNROUTABLE_INDEX,
-        "REPRO_PYTHONHASHSEED": original.pythonhashseed or "0", "REPRO_HOME": str(settings.home),
-        "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(workdir), "METAFLOW_DEFAULT_DATASTORE": "local",
-        "METAFLOW_DEFAULT_METADATA": "local",
-    }
-    if original.settings.get("conda_source"):
-        env["REPRO_CONDA_SOURCE"] = original.settings["conda_source"]
-    flow = open_flow(flow_file, load_settings(flow_file, environ={**os.environ, **env}))
-    args = []
-    for name, value in original.parameters.items():
-        if value is None:
-            continue  # the parameter had no value: let its default apply again
-        args += [f"--{name}", value if isinstance(value, str) else json.dumps(value)]
-    code_rc, run_id, elapsed, _ = runs.run_flow(flow_file, runs.environment_name(flow), args, env=env)
-    if run_id is None:
-        raise InfraError(f"replay of {original.ref} did not start (exit code {code_rc}); see the output above")
-    raw = runs.inspect(flow.name, run_id, flow.decl.parameters, env=env)
-    replayed = runs.build_record(flow, flow.lock, run_id, raw, elapsed)
-    mismatched = [e for e in original.envs if e not in replayed.envs]
-    if mismatched:
-        raise InfraError(f"replay of {original.ref} did not use the recorded environments {mismatched}")
-    comparison = compare_runs(original, replayed, store, settings)
-    rc = 0 if comparison.same and replayed.status == "success" else 1
-    return ReplayResult(original, replayed, comparison, workdir, rc)
-
+# -- comparing -----------------------------------------------------------------------------------
 
 def blob_source(record: RunRecord, store: Store | None):
     """Where a record's artifact blobs can be read: the store's copies, else the run's datastore."""
-    cache: dict[str, bytes] = {}
+    cache: dict[str, bytes | None] = {}
 
     def get(sha1: str):
         if sha1 in cache:
@@ -203,5 +266,20 @@ def compare_runs(a: RunRecord, b: RunRecord, store: Store | None, settings: Sett
                    sys_path=[str(code)] if code else [])
 
 
-def cleanup(result: ReplayResult) -> None:
-    shutil.rmtree(result.workdir, ignore_errors=True)
+# -- completing a push that failed ---------------------------------------------------------------
+
+def push_saved(path_or_ref: str, store_uri: str | None, settings: Settings, log: Log) -> RunRecord:
+    """Push a record kept in REPRO_HOME (after a push that failed); artifact copies come from the datastore."""
+    ref = parse_ref(path_or_ref)
+    if ref.path is None:
+        ref = parse_ref(str(local_record_path(settings, ref.flow, ref.run_id)))
+    record = load_record(None, ref)
+    store = open_store(store_uri or settings.store)
+    keep = blobstore.load(record.flow, record.datastore["type"], record.datastore["root"],
+                          record.artifact_shas(stored_only=True)) if record.artifact_shas() else {}
+    push(record, store, settings, keep, log=log)
+    return record
+
+
+def problems_of(findings: list[Finding]) -> list[Finding]:
+    return [f for f in findings if f.severity is Severity.ERROR]

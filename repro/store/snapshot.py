@@ -28,7 +28,7 @@ from repro.model.record import RunRecord, from_json
 from repro.store import Store, StoreObjectMissing
 from repro.store import layout
 
-class StoreObjectCorrupt(InfraError):
+class StoreObjectCorrupt(IntegrityError):
     """An object in the store does not match the hash its record gives for it."""
 
 
@@ -229,7 +229,7 @@ def pull(record: RunRecord, store: Store, settings: Settings, jobs: int = 16) ->
         try:
             cache.admit(pkg, lambda path: store.get_file(key, path), where=f"{store.uri}/{key}")
         except IntegrityError as exc:
-            raise StoreObjectCorrupt(f"store object {store.uri}/{key} is corrupt: {str(exc).split(': ', 1)[1]} "
+            raise StoreObjectCorrupt(f"store object {store.uri}/{key} is corrupt: {exc.detail} "
                                      "`repro store verify` lists every damaged object.") from None
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:

@@ -10,7 +10,21 @@ import os
 
 from metaflow.metaflow_environment import MetaflowEnvironment
 
+from . import protocol
 from .decorators import ReproException
+
+
+def _report(exc):
+    """Tell the repro process that started this run (if one did) which error this was, and its exit code."""
+    import json
+
+    path = os.environ.get(protocol.ERROR_FILE)
+    if path:
+        try:
+            with open(path, "w") as fh:
+                json.dump({"exit_code": exc.exit_code, "message": str(exc)}, fh)
+        except OSError:
+            pass
 
 
 class CondaEnvironment(MetaflowEnvironment):
@@ -43,6 +57,7 @@ class CondaEnvironment(MetaflowEnvironment):
             self._envs, self._paths = prepare(self.flow.__class__, self.flow_file(), self.datastore_type == "s3",
                                               log=lambda msg: echo(msg))
         except ReproError as exc:
+            _report(exc)
             raise ReproException(str(exc)) from None
 
     def code_root(self):

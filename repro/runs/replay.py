@@ -1,0 +1,106 @@
+"""`repro replay`: rebuild a recorded run from the store alone, run it again through the same
+pipeline as any run, and compare the results with the record."""
+
+from __future__ import annotations
+
+import json
+import os
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from repro.env import pythons
+from repro.env.engine import environments
+from repro.errors import BadInput, InfraError
+from repro.model.record import RunRecord
+from repro.runs.compare import Comparison
+from repro.runs.pipeline import Log, RunOptions, run_and_record
+from repro.settings import Settings, load_settings
+from repro.store import Store, open_store
+from repro.store.snapshot import load_record, parse_ref, pull
+
+UNROUTABLE_INDEX = "http://127.0.0.1:9/simple"  # proves a replay never needs a package index
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    original: RunRecord
+    replayed: RunRecord
+    comparison: Comparison
+    workdir: Path
+    exit_code: int
+
+
+def replay(ref_text: str, store_uri: str | None, settings: Settings, on: str = "local", log: Log = print) -> ReplayResult:
+    if on != "local":
+        raise BadInput(f"--on {on}: only local replays are available in this version")
+    store: Store = open_store(store_uri or settings.store)
+    original = load_record(store, parse_ref(ref_text))
+    log(f"replaying {original.ref} from {store.uri}")
+    # 1. everything the record names, verified, before anything runs
+    locks = pull(original, store, settings)
+    # 2. every environment, offline, from the stored package files only
+    envs = environments(settings)
+    for env_id, pl in locks.items():
+        if envs.get(env_id) is None:
+            log(f"rebuilding env {env_id[:12]} offline (Python {pl.python}, {len(pl.packages)} packages)")
+            envs.build(pl, pythons.find(pl.python, where=f"{original.ref} env {env_id[:12]}"), offline=True,
+                       where=f"replay of {original.ref}")
+    # 3. the recorded code, with the recorded parameters and hash seed
+    workdir = _workdir(settings, original)
+    flow_file = _extract_code(settings.home / "code" / f"{original.code_sha256}.tar.gz", workdir / "code",
+                              original) / original.flow_file
+    env = {
+        "REPRO_FROZEN": "1", "REPRO_OFFLINE": "1", "UV_OFFLINE": "1", "REPRO_INDEX_URL": UNROUTABLE_INDEX,
+        "REPRO_PYTHONHASHSEED": original.pythonhashseed or "0", "REPRO_HOME": str(settings.home),
+        "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(workdir), "METAFLOW_DEFAULT_DATASTORE": "local",
+        "METAFLOW_DEFAULT_METADATA": "local",
+    }
+    if original.settings.get("conda_source"):
+        env["REPRO_CONDA_SOURCE"] = original.settings["conda_source"]
+    options = RunOptions(
+        store=store.uri, baseline=original, frozen=True, metaflow_args=tuple(_parameter_args(original)), env=env,
+        pickle_checks=False, settings=load_settings(flow_file, environ={**os.environ, **env}))
+    outcome = run_and_record(flow_file, options, log=log)
+    if outcome.error or outcome.record is None:
+        error = InfraError(f"replay of {original.ref} did not run: {outcome.error}")
+        error.exit_code = outcome.error_code or error.exit_code
+        raise error
+    replayed = outcome.record
+    mismatched = [e for e in original.envs if e not in replayed.envs]
+    if mismatched:
+        raise InfraError(f"replay of {original.ref} did not use the recorded environments {mismatched}")
+    assert outcome.comparison is not None
+    rc = 0 if outcome.comparison.same and replayed.status == "success" else 1
+    return ReplayResult(original, replayed, outcome.comparison, workdir, rc)
+
+
+def _parameter_args(record: RunRecord) -> list[str]:
+    args = []
+    for name, value in record.parameters.items():
+        if value is None:
+            continue  # the parameter had no value: let its default apply again
+        args += [f"--{name}", value if isinstance(value, str) else json.dumps(value)]
+    return args
+
+
+def _workdir(settings: Settings, original: RunRecord) -> Path:
+    parent = settings.home / "replays" / original.flow
+    parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"{original.run_id}-{time.strftime('%Y%m%dT%H%M%S')}-", dir=parent))
+
+
+def _extract_code(package: Path, code: Path, original: RunRecord) -> Path:
+    code.mkdir()
+    with tarfile.open(package) as tar:
+        if hasattr(tarfile, "data_filter"):  # refuses absolute paths, links out of the folder, devices
+            tar.extractall(code, filter="data")
+        else:  # Python < 3.10.12 has no filters: check the members ourselves
+            for member in tar.getmembers():
+                target = (code / member.name).resolve()
+                if not (member.isfile() or member.isdir()) or not str(target).startswith(str(code.resolve())):
+                    raise InfraError(f"code package of {original.ref}: refusing unsafe member {member.name!r}")
+            tar.extractall(code)
+    return code
