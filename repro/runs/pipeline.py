@@ -136,6 +136,9 @@ def _run(path: Path, options: RunOptions, outcome: Outcome, log: Log) -> None:
     code, run_id, elapsed, output = runs.run_flow(flow.path, runs.environment_name(flow), list(options.metaflow_args),
                                                   env=env, capture=options.capture)
     outcome.exit_code, outcome.output = code, output[-20000:]
+    if run_id is None and code == 0:
+        raise BadInput(f"{path.name}: running it started no Metaflow run. Does the file end with "
+                       f"`if __name__ == \"__main__\":` and `{flow.name}()`?")
     if run_id is None:
         tail = f":\n{output[-4000:]}" if output else "; see its output above"
         raise _MetaflowFailed(f"{path.name}: the flow did not start (exit code {code}){tail}", code)
@@ -172,7 +175,7 @@ class _MetaflowFailed(ReproError):
 
     def __init__(self, message: str, code: int):
         super().__init__(message)
-        self.exit_code = code if code not in (0, 1) else 3 if code == 0 else 2
+        self.exit_code = code or 3  # no exit code, but no run either: something broke
 
 
 def task_findings(raw: dict, steps, finished: bool) -> list[Finding]:

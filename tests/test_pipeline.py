@@ -1,0 +1,51 @@
+"""`repro run` through the one pipeline: exit codes of failures inside Metaflow reach the command line."""
+
+import pytest
+
+from tests.conftest import cli, write_flow
+
+pytestmark = pytest.mark.slow
+
+FLOW = '''
+    from metaflow import FlowSpec, step, pypi
+
+    class ExitFlow(FlowSpec):
+        @pypi(packages={"six": "%s"})
+        @step
+        def start(self):
+            import os
+            if os.environ.get("EXIT_FLOW_FAIL"):
+                raise RuntimeError("the step failed on purpose")
+            self.next(self.end)
+
+        @step
+        def end(self):
+            pass
+
+    if __name__ == "__main__":
+        ExitFlow()
+'''
+
+
+def test_exit_codes_of_failures_inside_metaflow_reach_the_cli(flow_dir, tmp_path):
+    """Pins: a repro error raised in Metaflow's process keeps its own exit code (2 for a stale lock
+    under REPRO_FROZEN) and message; a failed step gives Metaflow's exit code, not a made-up one."""
+    path = write_flow(flow_dir, FLOW % "1.16.0")
+    env = {"METAFLOW_DATASTORE_SYSROOT_LOCAL": str(tmp_path / "mf"), "METAFLOW_DEFAULT_DATASTORE": "local",
+           "METAFLOW_DEFAULT_METADATA": "local", "REPRO_STORE": (tmp_path / "store").as_uri()}
+    assert cli("lock", path).code == 0
+    failed = cli("run", path, env={**env, "EXIT_FLOW_FAIL": "1"}, cwd=flow_dir)
+    assert failed.code == 1, failed.text[-3000:]
+    assert "the step failed on purpose" in failed.text and "not pushed" in failed.err
+
+    path.write_text(path.read_text().replace("1.16.0", "1.17.0"))  # the declaration moves, the lock does not
+    stale = cli("run", path, env={**env, "REPRO_FROZEN": "1"}, cwd=flow_dir)
+    assert stale.code == 2, stale.text[-3000:]
+    assert "the lock does not match the flow" in stale.err and "six 1.16.0 -> 1.17.0" in stale.err
+
+    usage = cli("run", path, "--", "--no-such-option", env=env, cwd=flow_dir)
+    assert usage.code == 2 and "no-such-option" in usage.text
+
+    path.write_text(path.read_text().split("if __name__")[0])  # nothing starts the flow
+    unstarted = cli("run", path, env=env, cwd=flow_dir)
+    assert unstarted.code == 2 and "ExitFlow()" in unstarted.err
