@@ -10,6 +10,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from metaflow_extensions.repro.plugins.protocol import DISABLED
 from repro.model import platforms as plats
 from repro.fsutil import atomic_write
 
@@ -34,7 +35,7 @@ def flow_report(flow: str, file: str, record=None, lock=None, outcomes: dict | N
         checks = [c for c in (record.pickle_checks if record else ()) if step in c.reader_steps]
         steps.append({
             "step": step,
-            "env_id": (s.env_id if s else (pl.env_id if pl else ("disabled" if sl and sl.disabled else ""))),
+            "env_id": (s.env_id if s else (pl.env_id if pl else (DISABLED if sl and sl.disabled else ""))),
             "python": pl.python if pl else ("user's" if sl and sl.disabled else ""),
             "packages": len(pl.packages) if pl else 0,
             "tasks": len(s.tasks) if s else 0,

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import sys
 
+from metaflow_extensions.repro.plugins import protocol
+
 
 def _plain(value):
     try:
@@ -47,7 +49,7 @@ def inspect(pathspec: str, params: list[str]) -> dict:
                     artifacts[name] = {"sha1": sha, "size": int(info.get("size", 0)), "type": str(info.get("type", ""))}
             tasks.append({
                 "task_id": task.id, "successful": bool(task.successful), "finished": bool(task.finished),
-                "metadata": {k: v for k, v in md.items() if k.startswith("repro-")},
+                "metadata": {k: v for k, v in md.items() if k.startswith(protocol.METADATA_PREFIX)},
                 "ds_type": ds_type, "ds_root": ds_root, "foreach": _foreach_path(task),
                 "artifacts": artifacts,
                 "stderr": "" if task.successful else _tail(task),

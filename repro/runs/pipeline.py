@@ -12,33 +12,29 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from metaflow_extensions.repro.plugins import protocol
 from repro.runs import blobs as blobstore
 from repro.runs import pickles
 from repro.env import pythons
 from repro.runs import metaflow as runs
 from repro.runs.compare import Comparison, compare
-from repro.settings import Settings, load_settings
+from repro.settings import Settings, environ_for, load_settings
 from repro.env.engine import environments, open_flow
 from repro.errors import BadInput, InfraError, ReproError
 from repro.model.record import RunRecord
 from repro.store.snapshot import fetch_artifact, load_record, local_record_path, parse_ref, pull, push, save_local
 from repro.store import Store, open_store
 
-DEFAULT_ARTIFACT_MAX_BYTES = 16 << 20
 UNROUTABLE_INDEX = "http://127.0.0.1:9/simple"  # proves a replay never needs a package index
 
 
 def artifact_max_bytes(settings: Settings) -> int:
-    raw = os.environ.get("REPRO_ARTIFACT_MAX_BYTES") or settings.raw.get("artifact-max-bytes")
-    try:
-        return int(raw) if raw is not None else DEFAULT_ARTIFACT_MAX_BYTES
-    except ValueError:
-        raise BadInput(f"artifact-max-bytes must be a number of bytes, got {raw!r}") from None
+    return settings.artifact_max_bytes
 
 
 def env_pythons(record: RunRecord, settings: Settings) -> dict[str, str]:
     envs = environments(settings)
-    out = {"disabled": sys.executable}
+    out = {protocol.DISABLED: sys.executable}
     for env_id in record.envs:
         built = envs.get(env_id)
         if built is not None:
@@ -68,7 +64,7 @@ def finish_record(record: RunRecord, flow, settings: Settings, code_dir: Path | 
 
 
 def code_dir(settings: Settings, code_sha: str) -> Path | None:
-    folder = settings.home / "code" / code_sha[:32]
+    folder = settings.home.code_folder(code_sha)
     return folder if folder.is_dir() else None
 
 
@@ -134,12 +130,12 @@ def replay(ref_text: str, store_uri: str | None, settings: Settings, on: str = "
             envs.build(pl, pythons.find(pl.python, where=f"{original.ref} env {env_id[:12]}"), offline=True,
                        where=f"replay of {original.ref}")
     # 3. the recorded code, with the recorded parameters and hash seed
-    parent = settings.home / "replays" / original.flow
+    parent = settings.home.replays_of(original.flow)
     parent.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix=f"{original.run_id}-{time.strftime('%Y%m%dT%H%M%S')}-", dir=parent))
     code = workdir / "code"
     code.mkdir()
-    with tarfile.open(settings.home / "code" / f"{original.code_sha256}.tar.gz") as tar:
+    with tarfile.open(settings.home.code_package(original.code_sha256)) as tar:
         if hasattr(tarfile, "data_filter"):  # refuses absolute paths, links out of the folder, devices
             tar.extractall(code, filter="data")
         else:  # Python < 3.10.12 has no filters: check the members ourselves
@@ -150,13 +146,14 @@ def replay(ref_text: str, store_uri: str | None, settings: Settings, on: str = "
             tar.extractall(code)
     flow_file = code / original.flow_file
     env = {
-        "REPRO_FROZEN": "1", "REPRO_OFFLINE": "1", "UV_OFFLINE": "1", "REPRO_INDEX_URL": UNROUTABLE_INDEX,
-        "REPRO_PYTHONHASHSEED": original.pythonhashseed or "0", "REPRO_HOME": str(settings.home),
+        **environ_for(frozen=True, offline=True, index_url=UNROUTABLE_INDEX, home=settings.home,
+                      pythonhashseed=original.pythonhashseed or protocol.DEFAULT_HASH_SEED),
+        "UV_OFFLINE": "1",
         "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(workdir), "METAFLOW_DEFAULT_DATASTORE": "local",
         "METAFLOW_DEFAULT_METADATA": "local",
     }
     if original.settings.get("conda_source"):
-        env["REPRO_CONDA_SOURCE"] = original.settings["conda_source"]
+        env.update(environ_for(conda_source=original.settings["conda_source"]))
     flow = open_flow(flow_file, load_settings(flow_file, environ={**os.environ, **env}))
     args = []
     for name, value in original.parameters.items():
