@@ -17,7 +17,7 @@ import os
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from metaflow_extensions.repro.plugins import protocol
 
