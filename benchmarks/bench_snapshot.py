@@ -77,12 +77,12 @@ def main() -> None:
         packages = record_packages(record)
         from repro.env.cache import PackageCache
 
-        cache = PackageCache(settings_a.package_cache)
+        cache = PackageCache(settings_a.home.packages)
         files = [cache.path(p) for p in packages]
-        total = sum(f.stat().st_size for f in files) + (settings_a.home / "code" / f"{record.code_sha256}.tar.gz").stat().st_size
+        total = sum(f.stat().st_size for f in files) + (settings_a.home.code_package(record.code_sha256)).stat().st_size
 
         t = time.perf_counter()
-        for f in files + [settings_a.home / "code" / f"{record.code_sha256}.tar.gz"]:
+        for f in files + [settings_a.home.code_package(record.code_sha256)]:
             s3.upload_file(str(f), "bench", f"plain/{f.name}")
         boto_up = time.perf_counter() - t
         target = open_store("s3://bench/repro")  # client creation is outside the timings, as for boto3
@@ -93,7 +93,7 @@ def main() -> None:
         down = work / "plain-down"
         down.mkdir()
         t = time.perf_counter()
-        for f in files + [settings_a.home / "code" / f"{record.code_sha256}.tar.gz"]:
+        for f in files + [settings_a.home.code_package(record.code_sha256)]:
             s3.download_file("bench", f"plain/{f.name}", str(down / f.name))
         boto_down = time.perf_counter() - t
         settings_c = load_settings(flow, environ={**base, "REPRO_HOME": str(work / "home-c")})

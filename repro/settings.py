@@ -1,4 +1,12 @@
-"""Settings: environment variables over ``[tool.repro]`` in the nearest ``pyproject.toml``.
+"""Settings: every environment variable and ``[tool.repro]`` key repro reads, named once here.
+
+``SETTINGS`` is the table: each entry names the variable, the key, the type, the default and says
+in one line what it does. ``load_settings`` reads the environment first, then ``[tool.repro]`` in
+the nearest ``pyproject.toml``, then the default, and checks each value against its type; a bad
+value is a ``BadInput`` that blames where it came from (the variable, or the file and key).
+README.md's settings table is ``markdown_table()``, and a test keeps the two in step.
+
+``Home`` is the one place that knows the folders under ``REPRO_HOME``.
 
 Pure apart from reading the environment and one small file; nothing here touches the network.
 """
@@ -6,37 +14,329 @@ Pure apart from reading the environment and one small file; nothing here touches
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
+
+from metaflow_extensions.repro.plugins import protocol
 
 from repro._toml import tomllib
 from repro.errors import BadInput
 
 CONDA_SOURCES = ("pypi", "channel")
+DEFAULT_HOME = "~/.cache/repro"
+DEFAULT_ARTIFACT_MAX_BYTES = 16 << 20
+DEFAULT_REPORT_DIR = "reports"
+
+
+# -- REPRO_HOME ------------------------------------------------------------------------------------
+
+_PLAIN = re.compile(r"^[A-Za-z0-9_.\-]+$")
+
+
+def _plain(part: str, what: str) -> str:
+    if not _PLAIN.match(part or "") or part in (".", ".."):
+        raise BadInput(f"{what} {part!r} may only contain letters, digits, '_', '-' and '.'")
+    return part
+
+
+@dataclass(frozen=True)
+class Home:
+    """The folders under ``REPRO_HOME``; nothing else builds a path below it."""
+
+    root: Path
+
+    def __str__(self) -> str:
+        return str(self.root)
+
+    @property
+    def packages(self) -> Path:
+        """Content-addressed package files (``PackageCache``)."""
+        return self.root / "packages"
+
+    @property
+    def envs(self) -> Path:
+        """Built environments, one folder per env id (``Environments``)."""
+        return self.root / "envs"
+
+    @property
+    def uv_cache(self) -> Path:
+        return self.root / "uv-cache"
+
+    @property
+    def code(self) -> Path:
+        """Metaflow code packages: ``<sha256>.tar.gz`` and their extracted folders ``<sha256[:32]>/``."""
+        return self.root / "code"
+
+    def code_package(self, sha256: str) -> Path:
+        return self.code / f"{_plain(sha256, 'code package')}.tar.gz"
+
+    def code_folder(self, sha256: str) -> Path:
+        return self.code / _plain(sha256, "code package")[:32]
+
+    @property
+    def records(self) -> Path:
+        """Run records kept here before (and after) they are pushed."""
+        return self.root / "records"
+
+    def record(self, flow: str, run_id: str) -> Path:
+        return self.records / _plain(flow, "flow name") / f"{_plain(run_id, 'run id')}.json"
+
+    @property
+    def replays(self) -> Path:
+        return self.root / "replays"
+
+    def replays_of(self, flow: str) -> Path:
+        """Working folders of the replays of ``flow`` (code, datastore)."""
+        return self.replays / _plain(flow, "flow name")
+
+    @property
+    def pycache(self) -> Path:
+        """Bytecode of step interpreters (PYTHONPYCACHEPREFIX)."""
+        return self.root / "pycache"
+
+    @property
+    def pytest(self) -> Path:
+        return self.root / "pytest"
+
+    def pytest_session(self, uid: str) -> Path:
+        """One ``pytest --repro`` session's outcomes, shared by its xdist workers."""
+        return self.pytest / _plain(uid, "pytest session id")
+
+    @property
+    def store(self) -> Path:
+        """The default store's folder (``file://$REPRO_HOME/store``)."""
+        return self.root / "store"
+
+
+# -- value types -----------------------------------------------------------------------------------
+
+class _Type:
+    """How a setting's value is read: ``from_text`` for a variable, ``from_toml`` for a key.
+    Both raise ValueError when the value is not one of ``expects``."""
+
+    label = ""  # for README's table
+    expects = ""  # for error messages
+
+    def from_text(self, text: str) -> Any:
+        return text
+
+    def from_toml(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.from_text(value)
+        raise ValueError
+
+
+class _Text(_Type):
+    label = "text"
+    expects = "a string"
+
+
+class _Path(_Type):
+    label = "path"
+    expects = "a path"
+
+    def from_text(self, text: str) -> Path:
+        return Path(text).expanduser().resolve()
+
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+class _Flag(_Type):
+    label = "boolean"
+    expects = "one of " + ", ".join(_TRUE + _FALSE)
+
+    def from_text(self, text: str) -> bool:
+        word = text.strip().lower()
+        if word in _TRUE:
+            return True
+        if word in _FALSE:
+            return False
+        raise ValueError
+
+    def from_toml(self, value: Any) -> bool:
+        return value if isinstance(value, bool) else super().from_toml(value)
+
+
+class _Bytes(_Type):
+    label = "bytes (integer ≥ 0)"
+    expects = "a whole number of bytes, 0 or more"
+
+    def from_text(self, text: str) -> int:
+        number = int(text.strip())
+        if number < 0:
+            raise ValueError
+        return number
+
+    def from_toml(self, value: Any) -> int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return self.from_text(str(value))
+        return super().from_toml(value)
+
+
+class _Words(_Type):
+    label = "list (spaces or commas between items)"
+    expects = "a string or a list of strings"
+
+    def from_text(self, text: str) -> tuple[str, ...]:
+        return tuple(v for v in text.replace(",", " ").split() if v)
+
+    def from_toml(self, value: Any) -> tuple[str, ...]:
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        return super().from_toml(value)
+
+
+class _Choice(_Type):
+    def __init__(self, *choices: str):
+        self.choices = choices
+        self.label = " \\| ".join(f"`{c}`" for c in choices)
+        self.expects = "one of " + ", ".join(choices)
+
+    def from_text(self, text: str) -> str:
+        if text not in self.choices:
+            raise ValueError
+        return text
+
+
+class _HashSeed(_Type):
+    label = "`random` \\| 0–4294967295"
+    expects = "'random' or an integer from 0 to 4294967295 (as PYTHONHASHSEED)"
+
+    def from_text(self, text: str) -> str:
+        if text != "random" and not (text.isdigit() and int(text) <= 4294967295):
+            raise ValueError
+        return text
+
+    def from_toml(self, value: Any) -> str:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return self.from_text(str(value))
+        return super().from_toml(value)
+
+
+TEXT, PATH, FLAG, BYTES, WORDS, HASH_SEED = _Text(), _Path(), _Flag(), _Bytes(), _Words(), _HashSeed()
+
+
+# -- the table -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting: its ``Settings`` field ``name``, its variable and/or ``[tool.repro]`` key."""
+
+    name: str
+    env: str | None
+    key: str | None
+    type: _Type
+    default: Any  # a value, or a function of the settings read before this one
+    doc: str
+    shown_default: str = ""  # README's wording of the default, when the value itself would not do
+
+    def default_text(self) -> str:
+        if self.shown_default:
+            return self.shown_default
+        if self.default is None or self.default == ():
+            return "—"
+        if isinstance(self.default, bool):
+            return "`1`" if self.default else "`0`"
+        return f"`{self.default}`"
+
+    def read(self, environ, table: dict, pyproject: Path | None, before: dict) -> tuple[Any, str]:
+        """(value, origin): the variable, else the key, else the default. Origin says which."""
+        text = environ.get(self.env) if self.env else None
+        if text:  # an empty variable counts as unset
+            try:
+                return self.type.from_text(text), self.env
+            except ValueError:
+                raise BadInput(f"{self.env}={text!r} in the environment is not valid: "
+                               f"expected {self.type.expects}") from None
+        value = table.get(self.key) if self.key else None
+        if value is not None and value != "":
+            where = f"{pyproject}: [tool.repro] {self.key}"
+            try:
+                return self.type.from_toml(value), where
+            except ValueError:
+                raise BadInput(f"{where} = {value!r} is not valid: expected {self.type.expects}") from None
+        default = self.default(before) if callable(self.default) else self.default
+        return default, "default"
+
+    def from_environment(self, environ=None) -> Any:
+        """This setting's value from the environment alone (or the default)."""
+        return self.read(os.environ if environ is None else environ, {}, None, {})[0]
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("home", "REPRO_HOME", "home", PATH, lambda _: Path(DEFAULT_HOME).expanduser().resolve(),
+            "package cache, environments, code packages, run records, replays", shown_default=f"`{DEFAULT_HOME}`"),
+    Setting("store", "REPRO_STORE", "store", TEXT, lambda before: before["home"].store.as_uri(),
+            "where runs are recorded and replayed from: `file://…` or `s3://bucket/prefix`",
+            shown_default="`file://$REPRO_HOME/store`"),
+    Setting("conda_source", "REPRO_CONDA_SOURCE", "conda-source", _Choice(*CONDA_SOURCES), None,
+            "where `@conda` libraries come from: PyPI names, or a conda channel"),
+    Setting("platforms", "REPRO_PLATFORMS", "platforms", WORDS, (),
+            "platforms locks are made for (default: this machine's, plus those already in the lock)"),
+    Setting("index_url", "REPRO_INDEX_URL", "index-url", TEXT, None,
+            "package index uv resolves and downloads from (default: uv's own, PyPI)"),
+    Setting("find_links", "REPRO_FIND_LINKS", "find-links", WORDS, (),
+            "extra folders or URLs of package files uv may use"),
+    Setting("artifact_max_bytes", "REPRO_ARTIFACT_MAX_BYTES", "artifact-max-bytes", BYTES,
+            DEFAULT_ARTIFACT_MAX_BYTES, "artifacts up to this size get a copy in the store, for semantic diffs",
+            shown_default="`16777216` (16 MiB)"),
+    Setting("frozen", "REPRO_FROZEN", None, FLAG, False,
+            "a stale lock is an error instead of being re-resolved (for CI)"),
+    Setting("offline", "REPRO_OFFLINE", None, FLAG, False,
+            "build environments from the package cache only, never the index (set by replays)"),
+    Setting("pythonhashseed", protocol.HASH_SEED_VAR, None, HASH_SEED, None,
+            "hash seed for every task of a run (replays set the recorded one)",
+            shown_default="`PYTHONHASHSEED`, else `0`"),
+    Setting("s3_endpoint", "AWS_ENDPOINT_URL_S3", None, TEXT, None,
+            "endpoint of an S3-compatible server for `s3://` stores (boto3's own variable)"),
+    Setting("debug", "REPRO_DEBUG", None, FLAG, False, "the command line shows a traceback on an internal error"),
+    Setting("baseline", None, "baseline", TEXT, None,
+            "`pytest --repro`: compare each flow's run with this recorded run (`FlowName/run_id` or `latest`)"),
+    Setting("update", None, "update", FLAG, False,
+            "`pytest --repro`: record the run in the store as the new baseline"),
+    Setting("drift", None, "drift", FLAG, False,
+            "`pytest --repro`: also re-resolve every lock and fail on resolution drift"),
+    Setting("report", None, "report", TEXT, DEFAULT_REPORT_DIR,
+            "`pytest --repro`: folder for the reports (relative to pytest's rootdir)"),
+)
+
+BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 
 
 @dataclass(frozen=True)
 class Settings:
-    home: Path
+    """Values of ``SETTINGS`` (one field each, same names) for one project."""
+
+    home: Home
     store: str
     conda_source: str | None = None
     platforms: tuple[str, ...] = ()
     index_url: str | None = None
     find_links: tuple[str, ...] = ()
-    config_file: Path | None = None
-    raw: dict = field(default_factory=dict, compare=False, repr=False)
+    artifact_max_bytes: int = DEFAULT_ARTIFACT_MAX_BYTES
+    frozen: bool = False
+    offline: bool = False
+    pythonhashseed: str | None = None
+    s3_endpoint: str | None = None
+    debug: bool = False
+    baseline: str | None = None
+    update: bool = False
+    drift: bool = False
+    report: str = DEFAULT_REPORT_DIR
+    config_file: Path | None = None  # the pyproject.toml read, if any
+    origins: dict = field(default_factory=dict, compare=False, repr=False)  # name -> variable, file key, "default"
 
-    @property
-    def package_cache(self) -> Path:
-        return self.home / "packages"
+    def given(self, name: str):
+        """The value of setting ``name`` if the environment or the file set it, else None."""
+        return getattr(self, name) if self.origins.get(name, "default") != "default" else None
 
-    @property
-    def envs_dir(self) -> Path:
-        return self.home / "envs"
 
-    @property
-    def uv_cache(self) -> Path:
-        return self.home / "uv-cache"
+_NOT_SETTINGS = {"config_file", "origins"}
+assert [f.name for f in fields(Settings) if f.name not in _NOT_SETTINGS] == [s.name for s in SETTINGS], \
+    "Settings' fields and SETTINGS must name the same settings, in the same order"
 
 
 def find_pyproject(start: Path) -> Path | None:
@@ -60,41 +360,64 @@ def _tool_repro(pyproject: Path) -> dict:
     return table
 
 
-def _as_list(value, key: str, where: str) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        return tuple(v for v in value.replace(",", " ").split() if v)
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return tuple(value)
-    raise BadInput(f"{where}: {key} must be a string or a list of strings, got {value!r}")
-
-
 def load_settings(start: Path | None = None, environ: dict | None = None) -> Settings:
     """Settings for work on the flow at (or folder) ``start``; defaults to the current folder."""
     env = os.environ if environ is None else environ
     pyproject = find_pyproject(Path(start) if start else Path.cwd())
     table = _tool_repro(pyproject) if pyproject else {}
-    where = str(pyproject) if pyproject else "environment"
+    values: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    for setting in SETTINGS:
+        value, origins[setting.name] = setting.read(env, table, pyproject, values)
+        values[setting.name] = Home(value) if setting.name == "home" else value
+    return Settings(**values, config_file=pyproject, origins=origins)
 
-    home = Path(env.get("REPRO_HOME") or table.get("home") or Path.home() / ".cache" / "repro")
-    home = home.expanduser().resolve()
-    store = env.get("REPRO_STORE") or table.get("store") or (home / "store").as_uri()
 
-    conda_source = env.get("REPRO_CONDA_SOURCE") or table.get("conda-source")
-    if conda_source is not None and conda_source not in CONDA_SOURCES:
-        raise BadInput(
-            f"{where}: conda-source must be one of {', '.join(CONDA_SOURCES)}, got {conda_source!r}"
-        )
-    platforms = _as_list(env.get("REPRO_PLATFORMS") or table.get("platforms"), "platforms", where)
-    find_links = _as_list(env.get("REPRO_FIND_LINKS") or table.get("find-links"), "find-links", where)
-    return Settings(
-        home=home,
-        store=str(store),
-        conda_source=conda_source,
-        platforms=platforms,
-        index_url=env.get("REPRO_INDEX_URL") or table.get("index-url"),
-        find_links=find_links,
-        config_file=pyproject,
-        raw=table,
-    )
+def env_setting(name: str, environ: dict | None = None) -> Any:
+    """One setting from the environment alone, without reading any pyproject.toml."""
+    return BY_NAME[name].from_environment(environ)
+
+
+def environ_for(**values: Any) -> dict[str, str]:
+    """Environment variables that give a child process these settings: ``environ_for(frozen=True)``."""
+    out = {}
+    for name, value in values.items():
+        setting = BY_NAME[name]
+        if setting.env is None:
+            raise ValueError(f"setting {name} has no environment variable")
+        if isinstance(value, bool):
+            text = "1" if value else "0"
+        elif isinstance(value, (tuple, list)):
+            text = " ".join(value)
+        elif isinstance(value, Home):
+            text = str(value.root)
+        else:
+            text = str(value)
+        try:
+            setting.type.from_text(text)  # what we pass on must read back
+        except ValueError:
+            raise BadInput(f"{setting.env}={text!r} is not valid: expected {setting.type.expects}") from None
+        out[setting.env] = text
+    return out
+
+
+def debug_requested(environ: dict | None = None) -> bool:
+    """REPRO_DEBUG, for the last-resort error handler: a value that is not a boolean counts as yes."""
+    try:
+        return bool(env_setting("debug", environ))
+    except BadInput:
+        return True
+
+
+def markdown_table() -> str:
+    """README's settings table (``python -m repro.settings`` prints it)."""
+    rows = ["| Variable | `[tool.repro]` key | Type | Default | What it does |",
+            "|---|---|---|---|---|"]
+    for s in SETTINGS:
+        rows.append("| " + " | ".join([f"`{s.env}`" if s.env else "—", f"`{s.key}`" if s.key else "—",
+                                       s.type.label, s.default_text(), s.doc]) + " |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    print(markdown_table(), end="")

@@ -22,9 +22,11 @@ PYENV = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
 @pytest.fixture(scope="session", autouse=True)
 def repro_home(tmp_path_factory) -> Path:
     home = tmp_path_factory.mktemp("repro-home")
-    saved = {k: os.environ.get(k) for k in ("REPRO_HOME", "METAFLOW_USER", "REPRO_CONDA_SOURCE",
-                                            "REPRO_STORE", "REPRO_PLATFORMS", "REPRO_INDEX_URL",
-                                            "REPRO_FIND_LINKS")}
+    from repro.settings import SETTINGS
+
+    # every REPRO_* setting of the developer's shell is kept out of the tests
+    names = [x.env for x in SETTINGS if x.env and x.env.startswith("REPRO_")] + ["METAFLOW_USER"]
+    saved = {k: os.environ.get(k) for k in names}
     for k in saved:
         os.environ.pop(k, None)
     os.environ["REPRO_HOME"] = str(home)

@@ -13,6 +13,7 @@ from repro.fsutil import atomic_write
 
 from repro import __version__
 from repro.errors import EXIT_DRIFT, EXIT_INFRA, EXIT_OK, ReproError
+from repro.settings import debug_requested
 
 FLOW_HELP = "a flow file, or a folder whose *.py flow files are all used"
 
@@ -416,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # noqa: BLE001 - never let an unexpected failure look like "drift found"
-        if os.environ.get("REPRO_DEBUG"):
+        if debug_requested():
             raise
         print(f"repro: internal error: {type(exc).__name__}: {exc} (REPRO_DEBUG=1 shows the traceback)",
               file=sys.stderr)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from metaflow_extensions.repro.plugins import probe
+from metaflow_extensions.repro.plugins import probe, protocol
 
 from repro.env import fingerprint
 from repro.env.cache import PackageCache
@@ -28,7 +28,7 @@ from repro.model.lock import PlatformLock
 from repro.env.pythons import Interpreter
 from repro.env.uvtool import run_uv
 
-MARKER = ".repro-env.json"
+MARKER = protocol.ENV_MARKER  # tasks read it too (task_check.py)
 
 
 @dataclass(frozen=True)
@@ -60,9 +60,9 @@ class Environments:
             data = json.loads((self.path(env_id) / MARKER).read_text())
         except (OSError, ValueError):
             return None
-        if data.get("env_id") != env_id:
+        if data.get(protocol.MARKER_ENV_ID) != env_id:
             return None
-        if data.get("fingerprint", {}).get("fingerprint_version") != probe.FINGERPRINT_VERSION:
+        if data.get(protocol.MARKER_FINGERPRINT, {}).get("fingerprint_version") != probe.FINGERPRINT_VERSION:
             return None  # built by a repro whose fingerprints mean something else: rebuild
         return data
 
@@ -73,7 +73,7 @@ class Environments:
             return None
         path = self.path(env_id)
         return BuiltEnv(env_id=env_id, platform=m["platform"], path=path, python=env_python(path),
-                        interpreter=m["interpreter"], fingerprint=m["fingerprint"], reused=True)
+                        interpreter=m["interpreter"], fingerprint=m[protocol.MARKER_FINGERPRINT], reused=True)
 
     def build(self, lock: PlatformLock, interpreter: Interpreter, offline: bool = False,
               where: str = "") -> BuiltEnv:
@@ -115,8 +115,8 @@ class Environments:
             shutil.rmtree(path, ignore_errors=True)
             raise InfraError(f"{where}: the environment built for env {env_id[:12]} does not match its lock: "
                              + "; ".join(problems))
-        marker = {"env_id": env_id, "platform": lock.platform, "python": lock.python,
-                  "interpreter": interpreter.path, "fingerprint": fp, "built_at": time.time()}
+        marker = {protocol.MARKER_ENV_ID: env_id, "platform": lock.platform, "python": lock.python,
+                  "interpreter": interpreter.path, protocol.MARKER_FINGERPRINT: fp, "built_at": time.time()}
         tmp = path / (MARKER + ".tmp")
         tmp.write_text(json.dumps(marker, sort_keys=True))
         os.replace(tmp, path / MARKER)  # written last: the env exists only from here on

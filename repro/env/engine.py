@@ -180,7 +180,7 @@ def lock_flow(flow: Flow, platforms: list[str] | None = None, log: Log = _stderr
 
 
 def environments(settings: Settings) -> Environments:
-    return Environments(settings.envs_dir, PackageCache(settings.package_cache), settings.uv_cache)
+    return Environments(settings.home.envs, PackageCache(settings.home.packages), settings.home.uv_cache)
 
 
 def current_lock(flow: Flow, offline: bool = False, log: Log = _stderr, frozen: bool = False) -> Lock:

@@ -81,7 +81,7 @@ def resolve(spec: EnvSpec, platform_name: str, python: str, settings: Settings) 
         folder = Path(tmp)
         req, out = folder / "requirements.in", folder / "pylock.toml"
         req.write_text(requirements_in(spec))
-        proc = run_uv(compile_args(req, out, platform, python, settings), settings.uv_cache, cwd=folder)
+        proc = run_uv(compile_args(req, out, platform, python, settings), settings.home.uv_cache, cwd=folder)
         if proc.returncode != 0:
             message = proc.stderr.strip()
             if any(h in message for h in _NETWORK_HINTS) and "No solution found" not in message:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import tomli_w
 
+from metaflow_extensions.repro.plugins.protocol import LOCK_SUFFIX
 from repro._toml import tomllib
 from repro.errors import LockFileError
 from repro.fsutil import atomic_write
@@ -122,7 +123,7 @@ class Lock:
 
 def lock_path(flow_file: Path) -> Path:
     flow_file = Path(flow_file)
-    return flow_file.with_name(flow_file.stem + ".repro.lock")
+    return flow_file.with_name(flow_file.stem + LOCK_SUFFIX)
 
 
 def write_lock(lock: Lock, path: Path) -> bool:

@@ -37,20 +37,23 @@ class Options:
 
     @classmethod
     def from_config(cls, config) -> "Options":
-        """Command line first, then [tool.pytest.ini_options] (repro_*), then [tool.repro]."""
-        table = load_settings(Path(str(config.rootpath))).raw
+        """Command line first, then [tool.pytest.ini_options] (repro_*), then the settings
+        (REPRO_* variables over [tool.repro], see repro.settings)."""
+        settings = load_settings(Path(str(config.rootpath)))
 
-        def pick(opt, ini):
+        def pick(opt, ini, name):
             value = config.getoption(opt)
             if value not in (None, False, [], ""):
                 return value
-            return config.getini(ini) or table.get(ini.removeprefix("repro_")) or None
+            return config.getini(ini) or settings.given(name) or None
 
-        return cls(store=pick("repro_store", "repro_store"), baseline=pick("repro_baseline", "repro_baseline"),
-                   update=bool(pick("repro_update", "repro_update")), drift=bool(pick("repro_drift", "repro_drift")),
-                   report_dir=pick("repro_report", "repro_report") or "reports",
+        return cls(store=pick("repro_store", "repro_store", "store"),
+                   baseline=pick("repro_baseline", "repro_baseline", "baseline"),
+                   update=bool(pick("repro_update", "repro_update", "update")),
+                   drift=bool(pick("repro_drift", "repro_drift", "drift")),
+                   report_dir=pick("repro_report", "repro_report", "report") or settings.report,
                    platforms=tuple(config.getoption("repro_platform") or
-                                   (config.getini("repro_platform") or "").split() or table.get("platforms", ())))
+                                   (config.getini("repro_platform") or "").split() or settings.platforms))
 
 
 #: the findings that fail a step's own item ([lock] reports spec and resolution drift)
@@ -87,7 +90,7 @@ class ReproSession:
         self.uid = uid or uuid.uuid4().hex
         self.rootdir = Path(str(config.rootpath))
         self.settings = load_settings(self.rootdir)
-        self.folder = self.settings.home / "pytest" / self.uid
+        self.folder = self.settings.home.pytest_session(self.uid)
         self.outcomes: dict[str, Outcome] = {}
 
     # -- running, once ---------------------------------------------------------------------------

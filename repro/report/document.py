@@ -18,6 +18,8 @@ from datetime import datetime, timezone
 from enum import Enum
 from typing import Any
 
+from metaflow_extensions.repro.plugins.protocol import DISABLED
+
 from repro.model import platforms as plats
 from repro.model.findings import DRIFT_KINDS, Choice, Finding, Kind, select
 from repro.runs.compare import Comparison, Verdict
@@ -180,7 +182,7 @@ def build_flow(flow: str, file: str, record=None, lock=None, outcomes: dict[str,
         outcome, message = outcomes.get(step, (default, ""))
         steps.append(StepReport(
             step=step,
-            env_id=s.env_id if s else (pl.env_id if pl else ("disabled" if sl and sl.disabled else "")),
+            env_id=s.env_id if s else (pl.env_id if pl else (DISABLED if sl and sl.disabled else "")),
             python=python, packages=packages, tasks=len(s.tasks) if s else 0,
             fingerprints=sorted({t.fingerprint for t in s.tasks.values()}) if s else [],
             outcome=outcome, message=message,

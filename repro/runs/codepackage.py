@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 from repro.fsutil import DEFAULT_MODE, atomic_write
+from repro.settings import Home
 
 
 def _blob_bytes(package) -> bytes:
@@ -20,22 +21,27 @@ def _blob_bytes(package) -> bytes:
     return blob.getvalue() if hasattr(blob, "getvalue") else bytes(blob)
 
 
-def save_blob(data: bytes, code_root: Path) -> tuple[str, Path]:
+def _home(home: Home | str | Path) -> Home:
+    return home if isinstance(home, Home) else Home(Path(home))
+
+
+def save_blob(data: bytes, home: Home | str | Path) -> tuple[str, Path]:
     """Keep the package itself (``<sha256>.tar.gz``): it is what a snapshot stores and replays."""
     digest = hashlib.sha256(data).hexdigest()
-    target = Path(code_root) / f"{digest}.tar.gz"
+    target = _home(home).code_package(digest)
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(target, data)
     return digest, target
 
 
-def extract(package, code_root: Path) -> tuple[str, dict]:
-    """Save and extract ``package`` (a MetaflowPackage) if not yet there; return (sha256, env vars)."""
+def extract(package, home: Home | str | Path) -> tuple[str, dict]:
+    """Save and extract ``package`` (a MetaflowPackage) under REPRO_HOME ``home`` if not yet there;
+    return (sha256, env vars)."""
     from metaflow.packaging_sys import ContentType
 
-    digest, _ = save_blob(_blob_bytes(package), code_root)
-    folder = Path(code_root) / digest[:32]
+    digest, _ = save_blob(_blob_bytes(package), home)
+    folder = _home(home).code_folder(digest)
     if not folder.is_dir():
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=folder.parent))

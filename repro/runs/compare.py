@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from metaflow_extensions.repro.plugins import protocol
 from repro import hooks
 from repro.env import probes as envprobe
 from repro.runs.blobs import verify_sha1
@@ -137,7 +138,7 @@ def _semantic(pending, blobs_a, blobs_b, pythons, sys_path, options, ref_a, ref_
     with tempfile.TemporaryDirectory(prefix="repro-compare-") as tmp:
         for env, items in pending.items():
             python = pythons.get(env)
-            requests = []
+            requests = {}
             for (step, key, name), x, y in items:
                 try:
                     da, db = blobs_a(x.sha1), blobs_b(y.sha1)
@@ -156,12 +157,11 @@ def _semantic(pending, blobs_a, blobs_b, pythons, sys_path, options, ref_a, ref_
                 pa, pb = Path(tmp) / x.sha1, Path(tmp) / f"{y.sha1}.b"
                 pa.write_bytes(da)
                 pb.write_bytes(db)
-                requests.append({"id": f"{step}\0{key}\0{name}", "a": str(pa), "b": str(pb)})
+                requests[f"{step}\0{key}\0{name}"] = (pa, pb)
             if not requests:
                 continue
-            answers = envprobe.run(python, {"mode": "compare", "sys_path": sys_path, "comparators": comparators,
-                                            "options": options, "items": requests})
+            answers = envprobe.run(python, protocol.compare_request(sys_path, comparators, options, requests))
             for rid, ans in answers.items():
                 step, key, name = rid.split("\0")
-                out.append(ArtifactResult(step, key, name, Verdict(ans["verdict"]), ans["detail"]))
+                out.append(ArtifactResult(step, key, name, Verdict(ans[protocol.VERDICT]), ans[protocol.DETAIL]))
     return out

@@ -10,6 +10,7 @@ import json
 import sys
 
 from repro.model.record import NO_FOREACH
+from metaflow_extensions.repro.plugins import protocol
 
 
 def _plain(value):
@@ -49,7 +50,7 @@ def inspect(pathspec: str, params: list[str]) -> dict:
                     artifacts[name] = {"sha1": sha, "size": int(info.get("size", 0)), "type": str(info.get("type", ""))}
             tasks.append({
                 "task_id": task.id, "successful": bool(task.successful), "finished": bool(task.finished),
-                "metadata": {k: v for k, v in md.items() if k.startswith("repro-")},
+                "metadata": {k: v for k, v in md.items() if k.startswith(protocol.METADATA_PREFIX)},
                 "ds_type": ds_type, "ds_root": ds_root, "foreach": _foreach_path(task),
                 "artifacts": artifacts,
                 "stderr": "" if task.successful else _tail(task),

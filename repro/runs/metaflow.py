@@ -12,6 +12,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from metaflow_extensions.repro.plugins import protocol
 from repro import __version__
 from repro.model import platforms as plats
 from repro.env.engine import Flow
@@ -40,7 +41,7 @@ def run_flow(flow_file: Path, environment: str, args: list[str], env: dict | Non
         cmd = [sys.executable, str(flow_file), f"--environment={environment}", "run", "--run-id-file",
                str(id_file), *args]
         t = time.perf_counter()
-        full_env = {**os.environ, **(env or {}), protocol.ERROR_FILE: str(error_file)}
+        full_env = {**os.environ, **(env or {}), protocol.ERROR_FILE_VAR: str(error_file)}
         # Metaflow refuses to run without a user name; CI machines may have none.
         full_env.setdefault("METAFLOW_USER", full_env.get("USER") or full_env.get("USERNAME") or "repro")
         proc = subprocess.run(cmd, env=full_env, cwd=cwd, text=True, capture_output=capture)
@@ -86,7 +87,7 @@ def build_record(flow: Flow, lock: Lock, run_id: str, raw: dict, duration: float
     for step in flow.decl.steps:
         spec = flow.specs[step]
         sl = lock.steps[step]
-        env_id = "disabled" if spec.disabled else sl.platforms[local].env_id
+        env_id = protocol.DISABLED if spec.disabled else sl.platforms[local].env_id
         if not spec.disabled:
             pl = sl.platforms[local]
             envs[env_id] = {"platform": local, "python": pl.python,
@@ -94,13 +95,13 @@ def build_record(flow: Flow, lock: Lock, run_id: str, raw: dict, duration: float
         tasks = {}
         for t in raw["steps"].get(step, []):
             md = t["metadata"]
-            fp = json.loads(md.get("repro-fingerprint") or "{}")
-            code_shas.add(md.get("repro-code-sha", ""))
-            seeds.add(md.get("repro-pythonhashseed", ""))
+            fp = json.loads(md.get(protocol.META_FINGERPRINT) or "{}")
+            code_shas.add(md.get(protocol.META_CODE_SHA, ""))
+            seeds.add(md.get(protocol.META_PYTHONHASHSEED, ""))
             ds = {"type": t["ds_type"], "root": t["ds_root"]}
             arts = {n: ArtifactRecord(sha1=a["sha1"], size=a["size"], type=a["type"]) for n, a in sorted(t["artifacts"].items())}
-            tasks[t["foreach"]] = TaskRecord(task_id=t["task_id"], env_id=md.get("repro-env-id", ""),
-                                             fingerprint=fp.get("digest", ""), interpreter=md.get("repro-interpreter", ""),
+            tasks[t["foreach"]] = TaskRecord(task_id=t["task_id"], env_id=md.get(protocol.META_ENV_ID, ""),
+                                             fingerprint=fp.get("digest", ""), interpreter=md.get(protocol.META_INTERPRETER, ""),
                                              artifacts=arts)
         steps[step] = StepRecord(spec_id=spec.spec_id, env_id=env_id, disabled=spec.disabled,
                                  tasks=dict(sorted(tasks.items(), key=lambda kv: _task_order(kv[0]))))

@@ -13,6 +13,7 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
+from metaflow_extensions.repro.plugins import protocol
 from repro.env import probes as envprobe
 from repro.model.findings import Finding, Kind, Severity
 from repro.model.record import PickleCheck, RunRecord
@@ -123,8 +124,7 @@ def check(record: RunRecord, graph: dict, blobs: dict[str, bytes], pythons: dict
             paths[sha] = Path(tmp) / sha
             paths[sha].write_bytes(blobs[sha])
         for env, shas in wanted.items():
-            items = [{"id": sha, "path": str(paths[sha])} for sha in shas]
-            results[env] = envprobe.run(pythons[env], {"mode": "load", "sys_path": list(sys_path), "items": items})
+            results[env] = envprobe.run(pythons[env], protocol.load_request(sys_path, {sha: paths[sha] for sha in shas}))
     checks = []
     for env, shas in sorted(wanted.items()):
         for sha, reader_steps in shas.items():
@@ -132,9 +132,9 @@ def check(record: RunRecord, graph: dict, blobs: dict[str, bytes], pythons: dict
             producer_env = record.steps[step].env_id
             static = _static(blobs[sha], dists.get(producer_env, {}), dists.get(env, {}))
             dyn = results[env][sha]
-            status, detail = dyn["status"], dyn["detail"]
-            if status == "ok" and static:
-                status, detail = "warning", "loads, but versions differ"
+            status, detail = dyn[protocol.STATUS], dyn[protocol.DETAIL]
+            if status == protocol.STATUS_OK and static:
+                status, detail = protocol.STATUS_WARNING, "loads, but versions differ"
             checks.append(PickleCheck(step=step, task=key, artifact=name, reader_env=env,
                                       reader_steps=tuple(reader_steps), status=status, detail=detail,
                                       static="; ".join(static)))

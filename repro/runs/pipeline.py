@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from metaflow_extensions.repro.plugins import protocol
+
 from repro.env.engine import environments, open_flow
 from repro.env.flowfile import load_flow
 from repro.errors import BadInput, ReproError
@@ -23,11 +25,10 @@ from repro.runs import blobs as blobstore
 from repro.runs import drift, pickles
 from repro.runs import metaflow as runs
 from repro.runs.compare import Comparison, compare
-from repro.settings import Settings, load_settings
+from repro.settings import Settings, environ_for, load_settings
 from repro.store import Store, open_store
 from repro.store.snapshot import fetch_artifact, load_record, local_record_path, parse_ref, push, save_local
 
-DEFAULT_ARTIFACT_MAX_BYTES = 16 << 20
 Log = Callable[[str], None]
 
 
@@ -132,7 +133,7 @@ def _run(path: Path, options: RunOptions, outcome: Outcome, log: Log) -> None:
     if baseline is not None:
         outcome.baseline = baseline.ref
     frozen = flow.lock is not None if options.frozen is None else options.frozen
-    env = {**options.env, **({"REPRO_FROZEN": "1"} if frozen else {})}
+    env = {**options.env, **(environ_for(frozen=True) if frozen else {})}
     code, run_id, elapsed, output = runs.run_flow(flow.path, runs.environment_name(flow), list(options.metaflow_args),
                                                   env=env, capture=options.capture)
     outcome.exit_code, outcome.output = code, output[-20000:]
@@ -195,18 +196,12 @@ def task_findings(raw: dict, steps, finished: bool) -> list[Finding]:
 # -- post-processing: pickle matrix, artifact copies ---------------------------------------------
 
 def artifact_max_bytes(settings: Settings) -> int:
-    import os
-
-    raw = os.environ.get("REPRO_ARTIFACT_MAX_BYTES") or settings.raw.get("artifact-max-bytes")
-    try:
-        return int(raw) if raw is not None else DEFAULT_ARTIFACT_MAX_BYTES
-    except ValueError:
-        raise BadInput(f"artifact-max-bytes must be a number of bytes, got {raw!r}") from None
+    return settings.artifact_max_bytes
 
 
 def env_pythons(record: RunRecord, settings: Settings) -> dict[str, str]:
     envs = environments(settings)
-    out = {"disabled": sys.executable}
+    out = {protocol.DISABLED: sys.executable}
     for env_id in record.envs:
         built = envs.get(env_id)
         if built is not None:
@@ -236,7 +231,7 @@ def finish_record(record: RunRecord, flow, settings: Settings, code: Path | None
 
 
 def code_dir(settings: Settings, code_sha: str) -> Path | None:
-    folder = settings.home / "code" / code_sha[:32]
+    folder = settings.home.code_folder(code_sha)
     return folder if folder.is_dir() else None
 
 

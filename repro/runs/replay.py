@@ -11,13 +11,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from metaflow_extensions.repro.plugins import protocol
+
 from repro.env import pythons
 from repro.env.engine import environments
 from repro.errors import BadInput, InfraError
 from repro.model.record import RunRecord
 from repro.runs.compare import Comparison
 from repro.runs.pipeline import Log, RunOptions, run_and_record
-from repro.settings import Settings, load_settings
+from repro.settings import Settings, environ_for, load_settings
 from repro.store import Store, open_store
 from repro.store.snapshot import load_record, parse_ref, pull
 
@@ -50,16 +52,17 @@ def replay(ref_text: str, store_uri: str | None, settings: Settings, on: str = "
                        where=f"replay of {original.ref}")
     # 3. the recorded code, with the recorded parameters and hash seed
     workdir = _workdir(settings, original)
-    flow_file = _extract_code(settings.home / "code" / f"{original.code_sha256}.tar.gz", workdir / "code",
+    flow_file = _extract_code(settings.home.code_package(original.code_sha256), workdir / "code",
                               original) / original.flow_file
     env = {
-        "REPRO_FROZEN": "1", "REPRO_OFFLINE": "1", "UV_OFFLINE": "1", "REPRO_INDEX_URL": UNROUTABLE_INDEX,
-        "REPRO_PYTHONHASHSEED": original.pythonhashseed or "0", "REPRO_HOME": str(settings.home),
+        **environ_for(frozen=True, offline=True, index_url=UNROUTABLE_INDEX, home=settings.home,
+                      pythonhashseed=original.pythonhashseed or protocol.DEFAULT_HASH_SEED),
+        "UV_OFFLINE": "1",
         "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(workdir), "METAFLOW_DEFAULT_DATASTORE": "local",
         "METAFLOW_DEFAULT_METADATA": "local",
     }
     if original.settings.get("conda_source"):
-        env["REPRO_CONDA_SOURCE"] = original.settings["conda_source"]
+        env.update(environ_for(conda_source=original.settings["conda_source"]))
     options = RunOptions(
         store=store.uri, baseline=original, frozen=True, metaflow_args=tuple(_parameter_args(original)), env=env,
         pickle_checks=False, settings=load_settings(flow_file, environ={**os.environ, **env}))
@@ -87,7 +90,7 @@ def _parameter_args(record: RunRecord) -> list[str]:
 
 
 def _workdir(settings: Settings, original: RunRecord) -> Path:
-    parent = settings.home / "replays" / original.flow
+    parent = settings.home.replays_of(original.flow)
     parent.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix=f"{original.run_id}-{time.strftime('%Y%m%dT%H%M%S')}-", dir=parent))
 

@@ -14,6 +14,7 @@ from typing import Iterator
 from urllib.parse import urlparse
 
 from repro.errors import BadInput, InfraError
+from repro.settings import env_setting
 from repro.store.base import ObjectInfo, Store, StoreObjectMissing
 
 
@@ -32,7 +33,7 @@ class S3Store(Store):
         config = Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=120,
                         max_pool_connections=32)
         self.client = boto3.session.Session().client("s3", config=config,
-                                                     endpoint_url=os.environ.get("AWS_ENDPOINT_URL_S3") or None)
+                                                     endpoint_url=env_setting("s3_endpoint"))
         self.transfer = TransferConfig()  # boto3's defaults: ranged, parallel transfers above 8 MB
 
     def _key(self, key: str) -> str:

@@ -124,8 +124,8 @@ class PushResult:
 def push(record: RunRecord, store: Store, settings: Settings, artifact_blobs: dict[str, bytes] | None = None,
          jobs: int = 16, log=lambda m: None) -> PushResult:
     """Upload what the record names (skipping what is there), then the record, then ``latest``."""
-    cache = PackageCache(settings.package_cache)
-    code_file = settings.home / "code" / f"{record.code_sha256}.tar.gz"
+    cache = PackageCache(settings.home.packages)
+    code_file = settings.home.code_package(record.code_sha256)
     if not code_file.is_file():
         raise BadInput(f"code package {code_file} of run {record.ref} is not in REPRO_HOME; was the run made here?")
     uploads: list[tuple[str, str, object]] = []  # (kind, key, Path | bytes)
@@ -185,7 +185,7 @@ def _is_newest(store: Store, record: RunRecord) -> bool:
 
 
 def local_record_path(settings: Settings, flow: str, run_id: str) -> Path:
-    return settings.home / "records" / flow / f"{run_id}.json"
+    return settings.home.record(flow, run_id)
 
 
 def save_local(record: RunRecord, settings: Settings) -> Path:
@@ -200,12 +200,12 @@ def save_local(record: RunRecord, settings: Settings) -> Path:
 
 def pull(record: RunRecord, store: Store, settings: Settings, jobs: int = 16) -> dict[str, PlatformLock]:
     """Fetch and verify what replaying ``record`` needs; return {env id: PlatformLock}."""
-    cache = PackageCache(settings.package_cache)
+    cache = PackageCache(settings.home.packages)
     locks = {}
     for env_id in record.envs:
         key = layout.lock(env_id)
         locks[env_id] = parse_env_lock(store.get_bytes(key), env_id, f"{store.uri}/{key}")
-    code_file = settings.home / "code" / f"{record.code_sha256}.tar.gz"
+    code_file = settings.home.code_package(record.code_sha256)
     if not (code_file.is_file() and sha256_file(code_file) == record.code_sha256):
         key = layout.code(record.code_sha256)
         code_file.parent.mkdir(parents=True, exist_ok=True)

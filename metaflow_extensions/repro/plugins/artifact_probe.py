@@ -1,22 +1,28 @@
 """Load or compare pickled artifacts inside a step's own environment.
 
-Standard library only; Python 3.7 to 3.13. Reads a JSON request on stdin, writes JSON on stdout:
-
-  {"mode": "load", "sys_path": [...], "items": [{"id": .., "path": ..}]}
-      -> {id: {"status": "ok" | "warning" | "fails", "detail": "..."}}
-  {"mode": "compare", "sys_path": [...], "comparators": [file, ...], "options": {...},
-   "items": [{"id": .., "a": path, "b": path}]}
-      -> {id: {"verdict": "equivalent" | "different", "detail": "..."}}
+Standard library only; Python 3.7 to 3.13. Reads a JSON request on stdin, writes JSON on stdout;
+the request and response shapes are in ``protocol.py`` (mode "load": unpickle each file, answer
+ok / warning / fails; mode "compare": compare pairs with comparator modules, answer equivalent /
+different).
 
 Blobs are verified by the caller (sha1) before they are handed to this script.
 """
 
 import importlib.util
 import json
+import os
 import pickle
 import sys
 import traceback
 import warnings
+
+if __package__:
+    from . import protocol
+else:  # run as a script (``python -I artifact_probe.py``): the sibling module, by path
+    _spec = importlib.util.spec_from_file_location(
+        "repro_probe_protocol", os.path.join(os.path.dirname(os.path.abspath(__file__)), "protocol.py"))
+    protocol = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(protocol)
 
 
 def _first_sentence(text, limit=200):
@@ -49,10 +55,11 @@ def do_load(items):
     out = {}
     for item in items:
         try:
-            _, notes = _load(item["path"])
-            out[item["id"]] = {"status": "warning" if notes else "ok", "detail": "; ".join(notes)}
+            _, notes = _load(item[protocol.PATH])
+            status = protocol.STATUS_WARNING if notes else protocol.STATUS_OK
+            out[item[protocol.ID]] = protocol.load_answer(status, "; ".join(notes))
         except BaseException as exc:  # noqa: B902 - anything unpickling raises is the answer
-            out[item["id"]] = {"status": "fails", "detail": _error(exc)}
+            out[item[protocol.ID]] = protocol.load_answer(protocol.STATUS_FAILS, _error(exc))
     return out
 
 
@@ -68,33 +75,39 @@ def do_compare(items, comparator_paths, options):
     out = {}
     for item in items:
         try:
-            a, _ = _load(item["a"])
-            b, _ = _load(item["b"])
+            a, _ = _load(item[protocol.A])
+            b, _ = _load(item[protocol.B])
         except BaseException as exc:  # noqa: B902
-            out[item["id"]] = {"verdict": "different", "detail": "cannot load to compare: " + _error(exc)}
+            out[item[protocol.ID]] = protocol.compare_answer(protocol.VERDICT_DIFFERENT,
+                                                             "cannot load to compare: " + _error(exc))
             continue
         verdict = None
         for path, module in comparators:
             try:
                 verdict = module.compare(a, b, options)
             except Exception:  # noqa: BLE001 - a broken comparator must not hide the others
-                verdict = ("different", "comparator %s failed: %s" % (path, traceback.format_exc(limit=1).strip()))
+                verdict = (protocol.VERDICT_DIFFERENT, "comparator %s failed: %s" % (path, traceback.format_exc(limit=1).strip()))
             if verdict is not None:
                 break
         if verdict is None:
-            verdict = ("different", "no comparator could compare %s" % type(a).__name__)
-        out[item["id"]] = {"verdict": verdict[0], "detail": verdict[1]}
+            verdict = (protocol.VERDICT_DIFFERENT, "no comparator could compare %s" % type(a).__name__)
+        out[item[protocol.ID]] = protocol.compare_answer(verdict[0], verdict[1])
     return out
 
 
 def main():
     request = json.load(sys.stdin)
-    for entry in reversed(request.get("sys_path", [])):
+    for entry in reversed(request.get(protocol.SYS_PATH, [])):
         sys.path.insert(0, entry)
-    if request["mode"] == "load":
-        result = do_load(request["items"])
+    mode = request[protocol.MODE]
+    if mode == protocol.MODE_LOAD:
+        result = do_load(request[protocol.ITEMS])
+    elif mode == protocol.MODE_COMPARE:
+        result = do_compare(request[protocol.ITEMS], request.get(protocol.COMPARATORS, []),
+                            request.get(protocol.OPTIONS, {}))
     else:
-        result = do_compare(request["items"], request.get("comparators", []), request.get("options", {}))
+        sys.stderr.write("artifact probe: unknown mode %r (expected one of %s)\n" % (mode, ", ".join(protocol.MODES)))
+        sys.exit(2)
     sys.stdout.write(json.dumps(result))
 
 

@@ -12,6 +12,8 @@ from metaflow.exception import MetaflowException
 from metaflow.metadata_provider import MetaDatum
 from metaflow.metaflow_environment import InvalidEnvironmentException
 
+from . import protocol
+
 SUPPORTED_ENVIRONMENTS = ("conda", "pypi")
 
 
@@ -27,11 +29,11 @@ class _CodePackage(object):
     sha256 = ""
 
     @classmethod
-    def extract(cls, package, code_root):
+    def extract(cls, package, home):
         if cls.env_vars is None:
             from repro.runs.codepackage import extract
 
-            cls.sha256, cls.env_vars = extract(package, code_root)
+            cls.sha256, cls.env_vars = extract(package, home)
 
 
 class _ReproStepDecorator(StepDecorator):
@@ -50,25 +52,25 @@ class _ReproStepDecorator(StepDecorator):
         self.environment = environment
 
     def runtime_init(self, flow, graph, package, run_id):
-        _CodePackage.extract(package, self.environment.code_root())
+        _CodePackage.extract(package, self.environment.home())
 
     def runtime_step_cli(self, cli_args, retry_count, max_user_code_retries, ubf_context):
         env = self.environment.step_env(self.step)
-        cli_args.env["PYTHONHASHSEED"] = self.environment.hash_seed
-        cli_args.env["REPRO_CODE_SHA"] = _CodePackage.sha256
+        cli_args.env[protocol.PYTHONHASHSEED_VAR] = self.environment.hash_seed
+        cli_args.env[protocol.CODE_SHA_VAR] = _CodePackage.sha256
         if env is None:  # disabled: the user's own interpreter, outside isolation
-            cli_args.env["REPRO_ENV_ID"] = "disabled"
+            cli_args.env[protocol.ENV_ID_VAR] = protocol.DISABLED
             return
         cli_args.env.update(_CodePackage.env_vars or {})
-        cli_args.env["PYTHONNOUSERSITE"] = "1"
-        if env.get("pycache_prefix"):
+        cli_args.env[protocol.PYTHONNOUSERSITE_VAR] = "1"
+        if env.get(protocol.STEP_PYCACHE_PREFIX):
             # Bytecode goes to repro's own cache, never into the env or the user's folders, so
             # tasks need not recompile Metaflow and their libraries on every start.
-            cli_args.env["PYTHONPYCACHEPREFIX"] = env["pycache_prefix"]
-            cli_args.env["PYTHONDONTWRITEBYTECODE"] = ""
-        cli_args.env["REPRO_ENV_ID"] = env["env_id"]
-        cli_args.env["REPRO_SPEC_ID"] = env["spec_id"]
-        cli_args.entrypoint[0] = env["python"]
+            cli_args.env[protocol.PYTHONPYCACHEPREFIX_VAR] = env[protocol.STEP_PYCACHE_PREFIX]
+            cli_args.env[protocol.PYTHONDONTWRITEBYTECODE_VAR] = ""
+        cli_args.env[protocol.ENV_ID_VAR] = env[protocol.STEP_ENV_ID]
+        cli_args.env[protocol.SPEC_ID_VAR] = env[protocol.STEP_SPEC_ID]
+        cli_args.entrypoint[0] = env[protocol.STEP_PYTHON]
 
     def task_pre_step(self, step_name, task_datastore, meta, run_id, task_id, flow, graph,
                       retry_count, max_retries, ubf_context, inputs):
@@ -83,12 +85,12 @@ class _ReproStepDecorator(StepDecorator):
             raise ReproException(str(exc)) from None
         tags = ["attempt_id:%d" % retry_count]
         values = {
-            "repro-env-id": env_id,
-            "repro-spec-id": os.environ.get("REPRO_SPEC_ID", ""),
-            "repro-fingerprint": json.dumps(summary(fp), sort_keys=True),
-            "repro-pythonhashseed": os.environ.get("PYTHONHASHSEED", ""),
-            "repro-interpreter": sys.executable,
-            "repro-code-sha": os.environ.get("REPRO_CODE_SHA", ""),
+            protocol.META_ENV_ID: env_id,
+            protocol.META_SPEC_ID: os.environ.get(protocol.SPEC_ID_VAR, ""),
+            protocol.META_FINGERPRINT: json.dumps(summary(fp), sort_keys=True),
+            protocol.META_PYTHONHASHSEED: os.environ.get(protocol.PYTHONHASHSEED_VAR, ""),
+            protocol.META_INTERPRETER: sys.executable,
+            protocol.META_CODE_SHA: os.environ.get(protocol.CODE_SHA_VAR, ""),
         }
         meta.register_metadata(run_id, step_name, task_id,
                                [MetaDatum(field=k, value=v, type=k, tags=tags) for k, v in values.items()])

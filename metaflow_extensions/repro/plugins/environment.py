@@ -18,7 +18,7 @@ def _report(exc):
     """Tell the repro process that started this run (if one did) which error this was, and its exit code."""
     import json
 
-    path = os.environ.get(protocol.ERROR_FILE)
+    path = os.environ.get(protocol.ERROR_FILE_VAR)
     if path:
         try:
             with open(path, "w") as fh:
@@ -36,7 +36,8 @@ class CondaEnvironment(MetaflowEnvironment):
         self.datastore_type = None
         self._envs = None
         self._paths = {}
-        self.hash_seed = os.environ.get("REPRO_PYTHONHASHSEED") or os.environ.get("PYTHONHASHSEED") or "0"
+        self.hash_seed = (os.environ.get(protocol.HASH_SEED_VAR) or os.environ.get(protocol.PYTHONHASHSEED_VAR)
+                          or protocol.DEFAULT_HASH_SEED)
 
     def decospecs(self):
         # Every step gets a @conda (empty unless the user wrote one), so every step is isolated.
@@ -60,8 +61,9 @@ class CondaEnvironment(MetaflowEnvironment):
             _report(exc)
             raise ReproException(str(exc)) from None
 
-    def code_root(self):
-        return self._paths["code"]
+    def home(self):
+        """REPRO_HOME, where the run's code package is kept and extracted."""
+        return self._paths[protocol.PATH_HOME]
 
     def step_env(self, step_name):
         if self._envs is None:
@@ -71,12 +73,12 @@ class CondaEnvironment(MetaflowEnvironment):
     def executable(self, step_name, default=None):
         env = self._envs.get(step_name) if self._envs else None
         if env is not None:
-            return env["python"]
+            return env[protocol.STEP_PYTHON]
         return super(CondaEnvironment, self).executable(step_name, default)
 
     def interpreter(self, step_name):
         env = self.step_env(step_name)
-        return env["python"] if env else None
+        return env[protocol.STEP_PYTHON] if env else None
 
     def is_disabled(self, step):
         return self._envs is not None and self._envs.get(step.name) is None
@@ -85,7 +87,7 @@ class CondaEnvironment(MetaflowEnvironment):
         from metaflow.packaging_sys import ContentType
 
         flow_file = self.flow_file()
-        lock = os.path.splitext(flow_file)[0] + ".repro.lock"
+        lock = os.path.splitext(flow_file)[0] + protocol.LOCK_SUFFIX
         if os.path.exists(lock):
             return [(lock, os.path.basename(lock), ContentType.USER_CONTENT)]
         return []

@@ -1,4 +1,131 @@
-"""The host <-> task protocol (placeholder, completed by the settings branch)."""
+"""What repro (on the host) and its Metaflow extension (in the runtime and inside tasks) tell each other.
 
-#: a file the extension writes {"exit_code", "message"} to when repro fails inside Metaflow's process
-ERROR_FILE = "REPRO_ERROR_FILE"
+Every name that crosses the boundary is spelled here once: the environment variables the host
+passes to tasks, the task metadata keys tasks register and repro reads back, the marker file of a
+built environment, what ``repro.runs.bridge.prepare`` hands the runtime, and the request and
+response shapes of the artifact probe.
+
+Both sides read this module: task-side modules import it relatively (``from . import protocol``),
+repro as ``metaflow_extensions.repro.plugins.protocol``. Standard library only (in fact, nothing),
+and Python 3.7 syntax: it is imported inside step environments, and loaded by path by the
+artifact probe, which runs as a script.
+"""
+
+# -- environment variables: host -> runtime -> task ---------------------------------------------
+
+#: the env id the runtime meant the task to run in (``DISABLED`` for a step outside isolation)
+ENV_ID_VAR = "REPRO_ENV_ID"
+#: the spec id of the task's step (what the user declared)
+SPEC_ID_VAR = "REPRO_SPEC_ID"
+#: sha256 of the run's code package
+CODE_SHA_VAR = "REPRO_CODE_SHA"
+#: the hash seed a run must use (replays set the recorded one); read by the runtime
+HASH_SEED_VAR = "REPRO_PYTHONHASHSEED"
+#: Python's own variables the runtime sets for every task
+PYTHONHASHSEED_VAR = "PYTHONHASHSEED"
+PYTHONNOUSERSITE_VAR = "PYTHONNOUSERSITE"
+PYTHONPYCACHEPREFIX_VAR = "PYTHONPYCACHEPREFIX"
+PYTHONDONTWRITEBYTECODE_VAR = "PYTHONDONTWRITEBYTECODE"
+#: the seed when neither ``HASH_SEED_VAR`` nor ``PYTHONHASHSEED_VAR`` is set
+DEFAULT_HASH_SEED = "0"
+
+#: every variable above, in the order a task's environment is described
+TASK_ENV_VARS = (ENV_ID_VAR, SPEC_ID_VAR, CODE_SHA_VAR, PYTHONHASHSEED_VAR, PYTHONNOUSERSITE_VAR,
+                 PYTHONPYCACHEPREFIX_VAR, PYTHONDONTWRITEBYTECODE_VAR)
+
+#: env id of a step that runs outside isolation (``disabled=True``), in the user's own interpreter
+DISABLED = "disabled"
+
+# -- task metadata: task -> Metaflow's metadata service -> repro --------------------------------
+
+#: every key repro registers starts with this; repro reads back only these
+METADATA_PREFIX = "repro-"
+META_ENV_ID = "repro-env-id"
+META_SPEC_ID = "repro-spec-id"
+META_FINGERPRINT = "repro-fingerprint"  # JSON: a summary of the environment's fingerprint
+META_PYTHONHASHSEED = "repro-pythonhashseed"
+META_INTERPRETER = "repro-interpreter"
+META_CODE_SHA = "repro-code-sha"
+METADATA_KEYS = (META_ENV_ID, META_SPEC_ID, META_FINGERPRINT, META_PYTHONHASHSEED, META_INTERPRETER,
+                 META_CODE_SHA)
+
+# -- a built environment's marker: written last by the host's builder, read by tasks ------------
+
+#: file in the environment's folder (``sys.prefix`` inside the task); its presence means "complete"
+ENV_MARKER = ".repro-env.json"
+MARKER_ENV_ID = "env_id"
+MARKER_FINGERPRINT = "fingerprint"  # the fingerprint taken right after the build
+
+# -- the flow's lock file, beside the flow file (the runtime adds it to the code package) ----------
+
+#: ``train.py`` -> ``train.repro.lock``
+LOCK_SUFFIX = ".repro.lock"
+
+# -- what repro.runs.bridge.prepare returns to the runtime --------------------------------------
+
+#: per step: a dict with these keys, or None for a disabled step
+STEP_PYTHON = "python"
+STEP_ENV_ID = "env_id"
+STEP_SPEC_ID = "spec_id"
+STEP_PYCACHE_PREFIX = "pycache_prefix"  # "" where the interpreter has no PYTHONPYCACHEPREFIX (3.7)
+#: and once per run: REPRO_HOME, under which code packages are kept and extracted
+PATH_HOME = "home"
+
+# -- the artifact probe (artifact_probe.py): JSON request on stdin, JSON response on stdout -------
+#
+#   {MODE: MODE_LOAD, SYS_PATH: [...], ITEMS: [{ID: .., PATH: ..}]}
+#       -> {id: {STATUS: STATUS_OK | STATUS_WARNING | STATUS_FAILS, DETAIL: "..."}}
+#   {MODE: MODE_COMPARE, SYS_PATH: [...], COMPARATORS: [file, ...], OPTIONS: {...},
+#    ITEMS: [{ID: .., A: path, B: path}]}
+#       -> {id: {VERDICT: VERDICT_EQUIVALENT | VERDICT_DIFFERENT, DETAIL: "..."}}
+
+MODE = "mode"
+MODE_LOAD = "load"
+MODE_COMPARE = "compare"
+MODES = (MODE_LOAD, MODE_COMPARE)
+SYS_PATH = "sys_path"
+COMPARATORS = "comparators"
+OPTIONS = "options"
+ITEMS = "items"
+ID = "id"
+PATH = "path"
+A = "a"
+B = "b"
+
+STATUS = "status"
+STATUS_OK = "ok"
+STATUS_WARNING = "warning"
+STATUS_FAILS = "fails"
+STATUSES = (STATUS_OK, STATUS_WARNING, STATUS_FAILS)
+VERDICT = "verdict"
+VERDICT_EQUIVALENT = "equivalent"
+VERDICT_DIFFERENT = "different"
+VERDICTS = (VERDICT_EQUIVALENT, VERDICT_DIFFERENT)
+DETAIL = "detail"
+
+
+def load_request(sys_path, paths):
+    """Ask the probe to unpickle each file; ``paths``: id -> file."""
+    return {MODE: MODE_LOAD, SYS_PATH: list(sys_path),
+            ITEMS: [{ID: key, PATH: str(path)} for key, path in paths.items()]}
+
+
+def compare_request(sys_path, comparators, options, pairs):
+    """Ask the probe to compare pairs of pickles; ``pairs``: id -> (file a, file b)."""
+    return {MODE: MODE_COMPARE, SYS_PATH: list(sys_path), COMPARATORS: list(comparators),
+            OPTIONS: dict(options), ITEMS: [{ID: key, A: str(a), B: str(b)} for key, (a, b) in pairs.items()]}
+
+
+def load_answer(status, detail=""):
+    return {STATUS: status, DETAIL: detail}
+
+
+def compare_answer(verdict, detail=""):
+    return {VERDICT: verdict, DETAIL: detail}
+
+# -- errors -----------------------------------------------------------------------------------------
+
+#: a file the extension writes {"exit_code": int, "message": str} to when repro fails inside Metaflow's
+#: process (a stale lock, a bad declaration), so the repro process that started the run passes the same
+#: error and exit code on; named by the host in this variable
+ERROR_FILE_VAR = "REPRO_ERROR_FILE"

@@ -7,11 +7,7 @@ import json
 import os
 import sys
 
-from . import probe
-
-MARKER = ".repro-env.json"
-ENV_ID = "REPRO_ENV_ID"  # the env the runtime meant this task to run in ("disabled": user's own)
-SPEC_ID = "REPRO_SPEC_ID"
+from . import probe, protocol
 
 
 class EnvironmentMismatch(Exception):
@@ -19,7 +15,7 @@ class EnvironmentMismatch(Exception):
 
 
 def expected_marker():
-    path = os.path.join(sys.prefix, MARKER)
+    path = os.path.join(sys.prefix, protocol.ENV_MARKER)
     try:
         with open(path) as fh:
             return json.load(fh)
@@ -29,18 +25,18 @@ def expected_marker():
 
 def check(step_name):
     """Return (env id, fingerprint) of this task, raising EnvironmentMismatch if it drifted."""
-    env_id = os.environ.get(ENV_ID)
+    env_id = os.environ.get(protocol.ENV_ID_VAR)  # the env the runtime meant this task to run in
     actual = probe.fingerprint()
-    if not env_id or env_id == "disabled":
+    if not env_id or env_id == protocol.DISABLED:
         return env_id or "", actual
     marker = expected_marker()
-    if marker is None or marker.get("env_id") != env_id:
+    if marker is None or marker.get(protocol.MARKER_ENV_ID) != env_id:
         raise EnvironmentMismatch(
             "step '%s' should run in repro env %s, but its interpreter %s belongs to %s"
             % (step_name, env_id[:12], sys.executable,
-               "env %s" % marker.get("env_id", "?")[:12] if marker else "no repro environment")
+               "env %s" % marker.get(protocol.MARKER_ENV_ID, "?")[:12] if marker else "no repro environment")
         )
-    problems = probe.compare(marker["fingerprint"], actual)
+    problems = probe.compare(marker[protocol.MARKER_FINGERPRINT], actual)
     if problems:
         raise EnvironmentMismatch(
             "step '%s': the environment %s no longer matches its lock:\n  %s\n"
