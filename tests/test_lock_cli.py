@@ -181,3 +181,12 @@ def test_usage_errors_exit_2():
     assert cli("lock").code == 2
     assert cli("frobnicate").code == 2
     assert cli("lock", "x.py", "--platform", "linux-32").code == 2
+
+
+def test_an_unreachable_index_is_exit_3_not_a_resolution_error(flow_dir):
+    """Pins: uv's exit code (2 = error), not the wording of its message, tells an index that cannot be
+    reached (infrastructure, exit 3) from declarations that cannot be resolved (exit 2)."""
+    path = write_flow(flow_dir, SIX_FLOW % "1.17.0")
+    r = cli("lock", path, env={"REPRO_INDEX_URL": "http://127.0.0.1:9/simple", "UV_NO_CACHE": "1"})
+    assert r.code == 3, r.text
+    assert "cannot reach the package index" in r.err and not (flow_dir / "flow.repro.lock").exists()

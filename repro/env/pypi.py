@@ -20,8 +20,9 @@ from repro.model.lock import Package, PlatformLock
 from repro.model.spec import EnvSpec
 from repro.env.uvtool import run_uv
 
-_NETWORK_HINTS = ("error sending request", "dns error", "Connection refused", "timed out",
-                  "Failed to fetch", "failed to lookup address", "Could not connect")
+#: uv's exit codes: 1 = the command failed (no solution: bad names, versions or pins), 2 = an error
+#: (the index could not be reached, I/O). The code decides, never the wording of uv's message.
+UV_FAILURE, UV_ERROR = 1, 2
 
 
 def requirements_in(spec: EnvSpec) -> str:
@@ -84,7 +85,7 @@ def resolve(spec: EnvSpec, platform_name: str, python: str, settings: Settings) 
         proc = run_uv(compile_args(req, out, platform, python, settings), settings.home.uv_cache, cwd=folder)
         if proc.returncode != 0:
             message = proc.stderr.strip()
-            if any(h in message for h in _NETWORK_HINTS) and "No solution found" not in message:
+            if proc.returncode != UV_FAILURE:
                 raise InfraError(f"{spec.where}: cannot reach the package index while resolving "
                                  f"for {platform_name}:\n{message}")
             libs = ", ".join(f"{n}=={v}" for n, v in spec.requirements.items())
