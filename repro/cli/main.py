@@ -13,6 +13,7 @@ from repro.fsutil import atomic_write
 
 from repro import __version__
 from repro.errors import EXIT_DRIFT, EXIT_INFRA, EXIT_OK, ReproError
+from repro.model.record import PickleStatus, RunStatus
 
 FLOW_HELP = "a flow file, or a folder whose *.py flow files are all used"
 
@@ -163,10 +164,10 @@ def cmd_run(args) -> int:
     from repro.runs.pipeline import record_run
 
     code, record = record_run(Path(args.flow), args.store, args.metaflow_args, log=_log)
-    if record is not None and record.status == "success":
+    if record is not None and record.status == RunStatus.SUCCESS:
         print(f"recorded {record.ref} ({len(record.steps)} steps, {len(record.envs)} environments)")
         print(_pickle_table(record))
-        if any(c.status == "fails" for c in record.pickle_checks):
+        if any(c.status == PickleStatus.FAILS for c in record.pickle_checks):
             print("some artifacts cannot be unpickled by a step that reads them (see 'fails' above)")
     return code
 

@@ -24,7 +24,7 @@ from repro.settings import load_settings
 from repro.env.engine import open_flow
 from repro.env.flowfile import load_flow
 from repro.errors import ReproError
-from repro.model.record import RunRecord, from_json
+from repro.model.record import PickleStatus, RunRecord, RunStatus, from_json
 
 
 @dataclass
@@ -104,9 +104,9 @@ def step_problems(o: FlowOutcome, step: str) -> tuple[list[str], list[str]]:
         if step in c.reader_steps:
             what = f"artifact '{c.artifact}' (from {c.step}/{c.task})"
             why = "; ".join(x for x in (c.detail, c.static) if x)
-            if c.status == "fails":
+            if c.status == PickleStatus.FAILS:
                 problems.append(f"pickle: {what} cannot be unpickled in this step's environment: {why}")
-            elif c.status == "warning":
+            elif c.status == PickleStatus.WARNING:
                 notes.append(f"{what} loads with a warning: {why}")
     if o.comparison is not None:
         problems += [f"different from {o.baseline}: {r.task}.{r.name}: {r.detail}"
@@ -196,9 +196,9 @@ class ReproSession:
                     outcome.step_failures[step] = "\n".join(
                         f"task {t['task_id']} ({t['foreach']}) failed:\n{t['stderr'].strip()}" for t in bad)
             for step in flow.decl.steps:
-                if step not in raw["steps"] and record.status != "success":
+                if step not in raw["steps"] and record.status != RunStatus.SUCCESS:
                     outcome.step_failures.setdefault(step, "not run: an earlier step failed")
-            if record.status == "success":
+            if record.status == RunStatus.SUCCESS:
                 record, keep = finish_record(record, flow, settings, code_dir(settings, record.code_sha256))
                 if self.options.update:
                     save_local(record, settings)
@@ -244,7 +244,7 @@ class RunHandle:
     def __init__(self, outcome: FlowOutcome):
         self.outcome = outcome
         self.record = outcome.record
-        self.ok = bool(outcome.record and outcome.record.status == "success" and not outcome.error)
+        self.ok = bool(outcome.record and outcome.record.status == RunStatus.SUCCESS and not outcome.error)
 
     def artifact(self, step: str, name: str, task: str = "-"):
         """Unpickle one artifact in this process (verified against its recorded sha1 first)."""

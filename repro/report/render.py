@@ -11,6 +11,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 from repro.model import platforms as plats
+from repro.model.record import PickleStatus, RunStatus
 from repro.fsutil import atomic_write
 
 SCHEMA = "repro.report"
@@ -42,17 +43,17 @@ def flow_report(flow: str, file: str, record=None, lock=None, outcomes: dict | N
             "outcome": outcomes.get(step, {}).get("outcome", "passed" if s and s.tasks else "not run"),
             "message": outcomes.get(step, {}).get("message", ""),
             "artifacts": by_step.get(step) if comparison else None,
-            "pickle": {k: sum(1 for c in checks if c.status == k) for k in ("ok", "warning", "fails")},
+            "pickle": {k.value: sum(1 for c in checks if c.status == k) for k in PickleStatus},
         })
     return {
         "flow": flow,
         "file": file,
         "run": record.ref if record else None,
-        "status": "failed" if any(s["outcome"] == "failed" for s in steps) or (record and record.status != "success")
+        "status": "failed" if any(s["outcome"] == "failed" for s in steps) or (record and record.status != RunStatus.SUCCESS)
         or record is None else "passed",
         "steps": steps,
         "pickle": [{"step": c.step, "task": c.task, "artifact": c.artifact, "reader_env": c.reader_env,
-                    "reader_steps": list(c.reader_steps), "status": c.status, "detail": c.detail, "static": c.static}
+                    "reader_steps": list(c.reader_steps), "status": PickleStatus(c.status).value, "detail": c.detail, "static": c.static}
                    for c in (record.pickle_checks if record else ())],
         "baseline": None if comparison is None else {
             "ref": baseline or comparison.a,
@@ -78,7 +79,7 @@ def _counts(d: dict | None, keys) -> str:
 def step_rows(flow: dict) -> list[list]:
     return [[s["step"], (s["env_id"] or "-")[:12], s["python"] or "-", s["packages"],
              _counts(s["artifacts"], ("identical", "equivalent", "different")),
-             _counts(s["pickle"], ("ok", "warning", "fails")), s["outcome"]] for s in flow["steps"]]
+             _counts(s["pickle"], [k.value for k in PickleStatus]), s["outcome"]] for s in flow["steps"]]
 
 
 STEP_HEADERS = ["step", "env id", "python", "packages", "artifacts id/eq/diff", "pickle ok/warn/fail", "outcome"]

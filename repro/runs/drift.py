@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from repro.env import fingerprint
 from repro.model import platforms as plats
 from repro.env.engine import Flow, environments, spec_drift
-from repro.model.lock import Package, PlatformLock, diff_packages
+from repro.model.lock import diff_packages
 from repro.model.record import RunRecord
 from repro.env import pypi
 
@@ -99,13 +99,12 @@ def check_against(flow: Flow, record: RunRecord) -> list[str]:
             if s.disabled != sl.disabled:
                 out.append(f"{step}: disabled {s.disabled} -> {sl.disabled}")
             continue
-        platform = record.envs.get(s.env_id, {}).get("platform", plats.local_platform_name())
+        then = record.envs.get(s.env_id)
+        platform = then.platform if then else plats.local_platform_name()
         now = sl.platforms.get(platform)
         if now is None or now.env_id == s.env_id:
             continue
-        then = record.envs.get(s.env_id)
-        old = PlatformLock(platform, then["python"], tuple(Package(**p) for p in then["packages"])) if then else None
-        lines = diff_packages(old, now, {n for n, _ in sl.libraries})
+        lines = diff_packages(then, now, {n for n, _ in sl.libraries})
         out += [f"{step}: {line}" for line in lines] or [f"{step}: env {s.env_id[:12]} -> {now.env_id[:12]}"]
     return out
 

@@ -14,7 +14,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from repro.env import probes as envprobe
-from repro.model.record import PickleCheck, RunRecord
+from repro.model.record import PickleCheck, PickleStatus, RunRecord
 
 # Metaflow's own bookkeeping artifacts (users' `self._model` is theirs, and is checked)
 METAFLOW_INTERNAL = frozenset({
@@ -131,9 +131,9 @@ def check(record: RunRecord, graph: dict, blobs: dict[str, bytes], pythons: dict
             producer_env = record.steps[step].env_id
             static = _static(blobs[sha], dists.get(producer_env, {}), dists.get(env, {}))
             dyn = results[env][sha]
-            status, detail = dyn["status"], dyn["detail"]
-            if status == "ok" and static:
-                status, detail = "warning", "loads, but versions differ"
+            status, detail = PickleStatus(dyn["status"]), dyn["detail"]
+            if status == PickleStatus.OK and static:
+                status, detail = PickleStatus.WARNING, "loads, but versions differ"
             checks.append(PickleCheck(step=step, task=key, artifact=name, reader_env=env,
                                       reader_steps=tuple(reader_steps), status=status, detail=detail,
                                       static="; ".join(static)))

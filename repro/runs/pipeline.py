@@ -20,7 +20,7 @@ from repro.runs.compare import Comparison, compare
 from repro.settings import Settings, load_settings
 from repro.env.engine import environments, open_flow
 from repro.errors import BadInput, InfraError, ReproError
-from repro.model.record import RunRecord
+from repro.model.record import RunRecord, RunStatus
 from repro.store.snapshot import fetch_artifact, load_record, local_record_path, parse_ref, pull, push, save_local
 from repro.store import Store, open_store
 
@@ -83,7 +83,7 @@ def record_run(flow_file: Path, store_uri: str | None, args: list[str], log) -> 
     flow = open_flow(flow_file)  # the run may have re-locked
     raw = runs.inspect(flow.name, run_id, flow.decl.parameters)
     record = runs.build_record(flow, flow.lock, run_id, raw, elapsed)
-    if record.status != "success":
+    if record.status != RunStatus.SUCCESS:
         log(f"repro: run {record.ref} failed; it is not pushed to the store")
         return 1, record
     record, keep = finish_record(record, flow, settings, code_dir(settings, record.code_sha256))
@@ -172,7 +172,7 @@ def replay(ref_text: str, store_uri: str | None, settings: Settings, on: str = "
     if mismatched:
         raise InfraError(f"replay of {original.ref} did not use the recorded environments {mismatched}")
     comparison = compare_runs(original, replayed, store, settings)
-    rc = 0 if comparison.same and replayed.status == "success" else 1
+    rc = 0 if comparison.same and replayed.status == RunStatus.SUCCESS else 1
     return ReplayResult(original, replayed, comparison, workdir, rc)
 
 
