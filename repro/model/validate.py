@@ -56,7 +56,7 @@ class At:
         raise Invalid(self, value, f"{self.field} {value!r} is not {what}")
 
 
-_TYPE_NAMES = {str: "str", int: "int", float: "number", bool: "bool", dict: "a table/object", list: "a list",
+_TYPE_NAMES = {str: "str", int: "int", float: "a number", bool: "bool", dict: "a table/object", list: "a list",
                type(None): "null"}
 
 
