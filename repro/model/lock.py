@@ -91,8 +91,8 @@ class PlatformLock:
     def from_dict(cls, d: object, where: str | v.At, *, platform: str | None = None,
                   env_id: str | None = None) -> PlatformLock:
         """Strict inverse of ``to_dict``. ``platform``/``env_id``: the key the container filed the
-        dict under, when the dict leaves it out; any env id given (in the dict or here) must be the
-        one the packages hash to. Raises ``validate.Invalid`` (a ``BadInput``) naming the field."""
+        dict under, when the dict leaves it out. An env id must be given (in the dict, here, or
+        both) and must be the one the packages hash to. Raises ``validate.Invalid`` (a ``BadInput``) naming the field."""
         at = where if isinstance(where, v.At) else v.At(where)
         v.only(v.of_type(d, dict, at), _PLATFORM_KEYS, at)
         if "platform" in d or platform is None:
@@ -104,6 +104,8 @@ class PlatformLock:
         python = v.name(v.need(d, "python", str, at), at / "python")
         packages = v.list_of(v.need(d, "packages", list, at), at / "packages", Package.from_dict)
         pl = cls(platform=name, python=python, packages=tuple(packages))
+        if env_id is None:
+            v.need(d, "env_id", str, at)  # an env id is always given: by the dict, or by its container
         for given, field in ((d.get("env_id"), at / "env_id"), (env_id, at)):
             if given is not None and v.env_id(given, field) != pl.env_id:
                 raise v.Invalid(field, given, f"{field.field} {given!r}: env_id does not match the packages listed "

@@ -266,3 +266,11 @@ def test_any_run_record_round_trips_exactly(record):
     assert back.to_json() == text
     assert list(back.steps) == list(record.step_order)
 
+
+
+def test_an_environment_must_name_its_env_id_somewhere():
+    d = ENV.to_dict()
+    del d["env_id"]
+    with pytest.raises(BadInput, match="missing key 'env_id'"):
+        PlatformLock.from_dict(d, "x")
+    assert PlatformLock.from_dict(d, "x", env_id=ENV.env_id) == ENV
