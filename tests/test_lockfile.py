@@ -42,7 +42,7 @@ def test_one_package_change_is_a_small_diff():
     (lambda t: t.replace('version = "1.26.4"', 'version = "1.26.5"', 1), "does not match"),
     (lambda t: t.replace("b" * 64, "c" * 64), "env_id does not match the packages"),
     (lambda t: t.replace("b" * 64, "xyz"), "is not 64 hex digits"),
-    (lambda t: t.replace("size = 123", 'size = "big"', 1), "'size' must be int"),
+    (lambda t: t.replace("size = 123", 'size = "big"', 1), "'steps.start.platforms.linux-64.packages.0.size' must be int"),
     (lambda t: t.replace("version = 1\n", "version = 99\n"), "newer than this repro"),
     (lambda t: t + "\n[broken\n", "not valid TOML"),
     (lambda t: t.replace('flow = "MyFlow"\n', ""), "missing key 'flow'"),

@@ -8,6 +8,7 @@ import pytest
 from repro.runs.compare import compare
 from repro.errors import BadInput, LockFileError
 from repro.runs.pickles import is_internal
+from repro.model.lock import Package, PlatformLock
 from repro.model.record import ArtifactRecord, RunRecord, StepRecord, TaskRecord
 from repro.store.snapshot import _is_newest, parse_env_lock, record_packages
 from repro.store import layout, open_store
@@ -15,15 +16,14 @@ from repro.store import layout, open_store
 
 def record(run_id="1", steps=("start", "end"), created="2026-01-01T00:00:00+00:00", files=("a-1.0-py3-none-any.whl",)):
     art = {"x": ArtifactRecord(sha1="1" * 40, size=1, type="int")}
+    env = PlatformLock("linux-64", "3.11.7", tuple(Package("a", "1.0", "pypi", f, "u", "a" * 64, 1) for f in files))
     return RunRecord(
-        flow="F", run_id=run_id, flow_file="f.py", code_sha256="c" * 64, lock_sha256="l" * 64, parameters={},
+        flow="F", run_id=run_id, flow_file="f.py", code_sha256="c" * 64, lock_sha256="d" * 64, parameters={},
         pythonhashseed="0", metaflow_version="2.19", repro_version="0", host={}, datastore={},
-        steps={s: StepRecord(spec_id="s", env_id="e" * 64, disabled=False,
-                             tasks={"-": TaskRecord(task_id="1", env_id="e" * 64, fingerprint="f", interpreter="",
+        steps={s: StepRecord(spec_id="5" * 64, env_id=env.env_id, disabled=False,
+                             tasks={"-": TaskRecord(task_id="1", env_id=env.env_id, fingerprint="f", interpreter="",
                                                     artifacts=art)}) for s in steps},
-        envs={"e" * 64: {"platform": "linux-64", "python": "3.11.7", "packages": [
-            {"name": "a", "version": "1.0", "source": "pypi", "file": f, "url": "u", "sha256": "a" * 64, "size": 1}
-            for f in files]}},
+        envs={env.env_id: env},
         created_at=created, step_order=tuple(steps))
 
 

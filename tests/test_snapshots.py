@@ -58,7 +58,7 @@ def test_s3_snapshot_then_replay_from_empty_home_without_an_index(tmp_path, s3_s
     for env_id in record.envs:
         assert f"team/locks/{env_id}.toml" in keys
     assert f"team/code/{record.code_sha256}.tar.gz" in keys
-    assert {"scikit-learn", "numpy", "scipy", "requests"} <= {p["name"] for e in record.envs.values() for p in e["packages"]}
+    assert {"scikit-learn", "numpy", "scipy", "requests"} <= {p.name for e in record.envs.values() for p in e.packages}
     task = record.steps["start"].tasks["-"]
     assert task.artifacts["sklearn_version"].type and len(task.artifacts["sklearn_version"].sha1) == 40
     assert task.env_id == record.steps["start"].env_id and len(task.fingerprint) == 64

@@ -14,6 +14,7 @@ from repro.fsutil import atomic_write
 from repro import __version__
 from repro.errors import EXIT_DRIFT, EXIT_INFRA, EXIT_OK, ReproError
 from repro.settings import debug_requested
+from repro.model.record import PickleStatus, RunStatus
 
 FLOW_HELP = "a flow file, or a folder whose *.py flow files are all used"
 
@@ -171,12 +172,12 @@ def cmd_run(args) -> int:
     if outcome.error:
         raise _error(outcome.error, outcome.error_code)
     record = outcome.record
-    if record is None or record.status != "success":
+    if record is None or record.status is not RunStatus.SUCCESS:
         _log(f"repro: run {record.ref if record else ''} failed; it is not pushed to the store")
         return outcome.exit_code or EXIT_DRIFT
     print(f"recorded {record.ref} ({len(record.steps)} steps, {len(record.envs)} environments)")
     print(_pickle_table(record))
-    if any(c.status == "fails" for c in record.pickle_checks):
+    if any(c.status is PickleStatus.FAILS for c in record.pickle_checks):
         print("some artifacts cannot be unpickled by a step that reads them (see 'fails' above)")
     return EXIT_OK
 

@@ -6,7 +6,6 @@ the file is recomputed on read, so a hand edit (or a merge accident) is caught, 
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,10 +15,14 @@ from metaflow_extensions.repro.plugins.protocol import LOCK_SUFFIX
 from repro._toml import tomllib
 from repro.errors import LockFileError
 from repro.fsutil import atomic_write
+from repro.model import validate as v
 from repro.model.spec import EnvSpec, sha256_json
 
 LOCK_VERSION = 1
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+_PACKAGE_KEYS = frozenset({"name", "version", "source", "file", "url", "sha256", "size"})
+_PLATFORM_KEYS = frozenset({"env_id", "platform", "python", "packages"})
 
 
 @dataclass(frozen=True, order=True)
@@ -36,6 +39,18 @@ class Package:
         return {"name": self.name, "version": self.version, "source": self.source,
                 "file": self.file, "url": self.url, "sha256": self.sha256, "size": self.size}
 
+    @classmethod
+    def from_dict(cls, d: object, at: v.At) -> Package:
+        """Strict: every key present and typed, sha256 64 hex, file a plain name, size >= 0."""
+        v.only(v.of_type(d, dict, at), _PACKAGE_KEYS, at)
+        size = v.need(d, "size", int, at)
+        if size < 0:
+            (at / "size").fail(size, "a size in bytes (>= 0)")
+        return cls(name=v.need(d, "name", str, at), version=v.need(d, "version", str, at),
+                   source=v.need(d, "source", str, at), file=v.file_name(v.need(d, "file", str, at), at / "file"),
+                   url=v.need(d, "url", str, at), sha256=v.hex_digest(v.need(d, "sha256", str, at), 64, at / "sha256"),
+                   size=size)
+
 
 def env_id_of(platform: str, python: str, packages: tuple[Package, ...]) -> str:
     """Identity of a resolved environment: same id ⇒ byte-identical package set and interpreter."""
@@ -49,6 +64,11 @@ def env_id_of(platform: str, python: str, packages: tuple[Package, ...]) -> str:
 
 @dataclass(frozen=True)
 class PlatformLock:
+    """One resolved environment. Its one codec, ``to_dict``/``from_dict``, is used by the lock
+    file's platform sections, the store's ``locks/<env id>.toml`` objects and ``RunRecord.envs``.
+    A container that is keyed by the platform (the lock file) or by the env id (the record) leaves
+    that key out of the dict and passes it back to ``from_dict``, which checks it."""
+
     platform: str
     python: str  # the exact interpreter version, e.g. "3.11.7"
     packages: tuple[Package, ...]
@@ -62,6 +82,36 @@ class PlatformLock:
 
     def by_name(self) -> dict[str, Package]:
         return {p.name: p for p in self.packages}
+
+    def to_dict(self) -> dict:
+        """``{"env_id", "platform", "python", "packages": [...]}``, packages in canonical order."""
+        return {"env_id": self.env_id, "platform": self.platform, "python": self.python,
+                "packages": [p.as_dict() for p in self.packages]}
+
+    @classmethod
+    def from_dict(cls, d: object, where: str | v.At, *, platform: str | None = None,
+                  env_id: str | None = None) -> PlatformLock:
+        """Strict inverse of ``to_dict``. ``platform``/``env_id``: the key the container filed the
+        dict under, when the dict leaves it out. An env id must be given (in the dict, here, or
+        both) and must be the one the packages hash to. Raises ``validate.Invalid`` (a ``BadInput``) naming the field."""
+        at = where if isinstance(where, v.At) else v.At(where)
+        v.only(v.of_type(d, dict, at), _PLATFORM_KEYS, at)
+        if "platform" in d or platform is None:
+            name = v.name(v.need(d, "platform", str, at), at / "platform")
+            if platform is not None and name != platform:
+                (at / "platform").fail(name, f"the platform this section is filed under ({platform})")
+        else:
+            name = v.name(platform, at / "platform")
+        python = v.name(v.need(d, "python", str, at), at / "python")
+        packages = v.list_of(v.need(d, "packages", list, at), at / "packages", Package.from_dict)
+        pl = cls(platform=name, python=python, packages=tuple(packages))
+        if env_id is None:
+            v.need(d, "env_id", str, at)  # an env id is always given: by the dict, or by its container
+        for given, field in ((d.get("env_id"), at / "env_id"), (env_id, at)):
+            if given is not None and v.env_id(given, field) != pl.env_id:
+                raise v.Invalid(field, given, f"{field.field} {given!r}: env_id does not match the packages listed "
+                                              f"(they hash to {pl.env_id}; edited by hand, merged badly or corrupted)")
+        return pl
 
 
 @dataclass(frozen=True)
@@ -110,9 +160,9 @@ class Lock:
                 entry["channels"] = list(s.channels)
             plats = {}
             for pname in sorted(s.platforms):
-                pl = s.platforms[pname]
-                plats[pname] = {"env_id": pl.env_id, "python": pl.python,
-                                "packages": [p.as_dict() for p in sorted(pl.packages)]}
+                section = s.platforms[pname].to_dict()
+                del section["platform"]  # the section's name
+                plats[pname] = section
             if plats:
                 entry["platforms"] = plats
             doc["steps"][name] = entry
@@ -136,28 +186,17 @@ def write_lock(lock: Lock, path: Path) -> bool:
     return True
 
 
-_SAFE_FILE = re.compile(r"^[A-Za-z0-9_+][A-Za-z0-9_.+\-]*$")
-
-
 def safe_file_name(name: str, where: str) -> str:
     """Package file names become path components in caches and stores: no separators, no '..'."""
-    if not isinstance(name, str) or not _SAFE_FILE.match(name) or ".." in name:
-        raise LockFileError(f"{where}: {name!r} is not a plain file name")
-    return name
+    try:
+        return v.file_name(name, v.At(where))
+    except v.Invalid as exc:
+        raise LockFileError(str(exc)) from None
 
 
-def _need(table: dict, key: str, typ, where: str):
-    if key not in table:
-        raise LockFileError(f"{where}: missing key '{key}'")
-    value = table[key]
-    if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
-        raise LockFileError(f"{where}: '{key}' must be {getattr(typ, '__name__', typ)}, got {value!r}")
-    return value
-
-
-def _pairs(table: dict, where: str) -> tuple[tuple[str, str], ...]:
-    if not all(isinstance(k, str) and isinstance(v, str) for k, v in table.items()):
-        raise LockFileError(f"{where}: expected a table of name = \"version\"")
+def _pairs(table: dict, at: v.At) -> tuple[tuple[str, str], ...]:
+    for k, value in table.items():
+        v.of_type(value, str, at / k)
     return tuple(sorted(table.items()))
 
 
@@ -167,55 +206,40 @@ def parse_lock(text: str, path: Path) -> Lock:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise LockFileError(f"{path}: not valid TOML ({exc}). {regen}") from None
-    where = str(path)
-    version = _need(doc, "version", int, where)
+    try:
+        return _decode_lock(doc, path, regen)
+    except v.Invalid as exc:
+        raise LockFileError(f"{exc}. {regen}") from None
+
+
+def _decode_lock(doc: dict, path: Path, regen: str) -> Lock:
+    at = v.At(str(path))
+    version = v.need(doc, "version", int, at)
     if version > LOCK_VERSION:
         raise LockFileError(f"{path}: lock format version {version} is newer than this repro "
                             f"understands ({LOCK_VERSION}); upgrade repro")
     if version < 1:
         raise LockFileError(f"{path}: unknown lock format version {version}. {regen}")
-    flow = _need(doc, "flow", str, where)
-    file = _need(doc, "file", str, where)
+    flow = v.need(doc, "flow", str, at)
+    file = v.need(doc, "file", str, at)
     steps = {}
-    for name, t in _need(doc, "steps", dict, where).items():
-        w = f"{path}: step '{name}'"
-        if not isinstance(t, dict):
-            raise LockFileError(f"{w}: must be a table. {regen}")
-        platforms = {}
-        if not isinstance(t.get("platforms", {}), dict):
-            raise LockFileError(f"{w}: 'platforms' must be a table of platform sections. {regen}")
-        for pname, pt in t.get("platforms", {}).items():
-            pw = f"{w}, platform {pname}"
-            if not isinstance(pt, dict):
-                raise LockFileError(f"{pw}: must be a table. {regen}")
-            pkgs = []
-            for i, p in enumerate(_need(pt, "packages", list, pw)):
-                kw = f"{pw}, package #{i + 1}"
-                if not isinstance(p, dict):
-                    raise LockFileError(f"{kw}: must be a table. {regen}")
-                sha = _need(p, "sha256", str, kw)
-                if not _SHA256.match(sha):
-                    raise LockFileError(f"{kw} ({p.get('name')}): sha256 {sha!r} is not 64 hex digits. {regen}")
-                pkgs.append(Package(
-                    name=_need(p, "name", str, kw), version=_need(p, "version", str, kw),
-                    source=_need(p, "source", str, kw), file=safe_file_name(_need(p, "file", str, kw), kw),
-                    url=_need(p, "url", str, kw), sha256=sha, size=_need(p, "size", int, kw)))
-            pl = PlatformLock(platform=pname, python=_need(pt, "python", str, pw), packages=tuple(sorted(pkgs)))
-            if _need(pt, "env_id", str, pw) != pl.env_id:
-                raise LockFileError(f"{pw}: env_id does not match the packages listed (the file was "
-                                    f"edited by hand or merged badly). {regen}")
-            platforms[pname] = pl
+    for name, t in v.need(doc, "steps", dict, at).items():
+        w = at / "steps" / name
+        v.of_type(t, dict, w)
+        platforms = {pname: PlatformLock.from_dict(pt, w / "platforms" / pname, platform=pname)
+                     for pname, pt in v.opt(t, "platforms", dict, {}, w).items()}
         sl = StepLock(
-            step=name, kind=_need(t, "kind", str, w), source=_need(t, "source", str, w),
-            python=_need(t, "python", str, w),
-            libraries=_pairs(_need(t, "libraries", dict, w), w),
-            implicit=_pairs(_need(t, "implicit", dict, w), w),
-            channels=tuple(t.get("channels", ())), disabled=_need(t, "disabled", bool, w),
+            step=name, kind=v.need(t, "kind", str, w), source=v.need(t, "source", str, w),
+            python=v.need(t, "python", str, w),
+            libraries=_pairs(v.need(t, "libraries", dict, w), w / "libraries"),
+            implicit=_pairs(v.need(t, "implicit", dict, w), w / "implicit"),
+            channels=tuple(v.list_of(v.opt(t, "channels", list, [], w), w / "channels", v.string)),
+            disabled=v.need(t, "disabled", bool, w),
             platforms=platforms,
         )
-        if _need(t, "spec_id", str, w) != sl.spec_id:
-            raise LockFileError(f"{w}: spec_id does not match the declaration recorded with it (the file "
-                                f"was edited by hand or merged badly). {regen}")
+        if v.need(t, "spec_id", str, w) != sl.spec_id:
+            raise LockFileError(f"{path}: step '{name}': spec_id does not match the declaration recorded with it "
+                                f"(the file was edited by hand or merged badly). {regen}")
         steps[name] = sl
     return Lock(flow=flow, file=file, steps=steps)
 

@@ -7,13 +7,33 @@ public, documented schema (``SCHEMA_VERSION``); readers refuse records from a ne
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from repro.errors import BadInput
+from repro.model import validate as v
+from repro.model.findings import Choice
+from repro.model.lock import PlatformLock
 
 SCHEMA = "repro.run-record"
 SCHEMA_VERSION = 1
 NO_FOREACH = "-"  # task key of a task outside any foreach
+
+
+class RunStatus(Choice):
+    """How the recorded run ended (``RunRecord.status``)."""
+
+    SUCCESS = "success"
+    FAILED = "failed"
+
+
+class PickleStatus(Choice):
+    """Whether an environment that reads an artifact can unpickle it (``PickleCheck.status``)."""
+
+    OK = "ok"
+    WARNING = "warning"  # loads, but module versions differ between writer and reader
+    FAILS = "fails"
 
 
 @dataclass(frozen=True)
@@ -48,7 +68,7 @@ class PickleCheck:
     artifact: str
     reader_env: str
     reader_steps: tuple
-    status: str  # "ok" | "warning" | "fails"
+    status: PickleStatus
     detail: str = ""
     static: str = ""  # modules the pickle references whose versions differ, from its opcodes
 
@@ -67,10 +87,10 @@ class RunRecord:
     host: dict
     datastore: dict
     steps: dict  # step -> StepRecord, in graph order
-    envs: dict  # env id -> {"platform", "python", "packages": [...]} (what the store keeps)
+    envs: dict[str, PlatformLock]  # env id -> the environment (what the store keeps as locks/<env id>.toml)
     created_at: str = ""
     duration_s: float = 0.0
-    status: str = "success"
+    status: RunStatus = RunStatus.SUCCESS
     pickle_checks: tuple = ()
     settings: dict = field(default_factory=dict)  # settings that shape specs (conda_source), for replays
     graph: dict = field(default_factory=dict)  # step -> steps it goes to next
@@ -84,8 +104,8 @@ class RunRecord:
         """sha256 -> file name of every package file the record's environments need."""
         out = {}
         for env in self.envs.values():
-            for p in env["packages"]:
-                out[p["sha256"]] = p["file"]
+            for p in env.packages:
+                out[p.sha256] = p.file
         return out
 
     def artifact_shas(self, stored_only: bool = True) -> set:
@@ -94,11 +114,93 @@ class RunRecord:
 
     def to_json(self) -> str:
         doc = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, **asdict(self)}
-        doc["pickle_checks"] = [asdict(c) for c in self.pickle_checks]
+        doc["status"] = RunStatus(self.status).value
+        doc["envs"] = {env_id: _env_dict(pl) for env_id, pl in self.envs.items()}
+        doc["pickle_checks"] = [{**asdict(c), "status": PickleStatus(c.status).value} for c in self.pickle_checks]
         return json.dumps(doc, indent=1, sort_keys=True) + "\n"
 
 
+def _env_dict(pl: PlatformLock) -> dict:
+    d = pl.to_dict()
+    del d["env_id"]  # the key it is filed under
+    return d
+
+
+# -- the strict decoder ------------------------------------------------------------------------------
+# A record may come from a shared store: every field is checked (type, digest format, plain names,
+# relative paths, known statuses) before anything uses it. Errors name the field path and the value.
+
+_RECORD_KEYS = frozenset({
+    "schema", "schema_version", "flow", "run_id", "flow_file", "code_sha256", "lock_sha256", "parameters",
+    "pythonhashseed", "metaflow_version", "repro_version", "host", "datastore", "steps", "envs", "created_at",
+    "duration_s", "status", "pickle_checks", "settings", "graph", "step_order"})
+_STEP_KEYS = frozenset({"spec_id", "env_id", "disabled", "tasks"})
+_TASK_KEYS = frozenset({"task_id", "env_id", "fingerprint", "interpreter", "artifacts"})
+_ARTIFACT_KEYS = frozenset({"sha1", "size", "type", "stored"})
+_CHECK_KEYS = frozenset({"step", "task", "artifact", "reader_env", "reader_steps", "status", "detail", "static"})
+_TASK_KEY = re.compile(r"^(-|[0-9]+(\.[0-9]+)*)$")
+_SCALAR = (str, int, float, bool, type(None))
+
+
+def _task_key(value: Any, at: v.At) -> str:
+    return v.matching(value, _TASK_KEY, 'a foreach index path ("-", "3", "1.2")', at)
+
+
+def _size(value: Any, at: v.At) -> int:
+    if v.of_type(value, int, at) < 0:
+        at.fail(value, "a size in bytes (>= 0)")
+    return value
+
+
+def _artifact(d: Any, at: v.At) -> ArtifactRecord:
+    v.only(v.of_type(d, dict, at), _ARTIFACT_KEYS, at)
+    return ArtifactRecord(sha1=v.hex_digest(v.need(d, "sha1", str, at), 40, at / "sha1"),
+                          size=_size(v.need(d, "size", int, at), at / "size"), type=v.need(d, "type", str, at),
+                          stored=v.opt(d, "stored", bool, False, at))
+
+
+def _task(d: Any, at: v.At) -> TaskRecord:
+    v.only(v.of_type(d, dict, at), _TASK_KEYS, at)
+    return TaskRecord(
+        task_id=v.name(v.need(d, "task_id", str, at), at / "task_id"),
+        # "" when the task never reported one (it failed before its environment check)
+        env_id=v.env_id(v.need(d, "env_id", str, at), at / "env_id", allow_empty=True),
+        fingerprint=v.need(d, "fingerprint", str, at), interpreter=v.need(d, "interpreter", str, at),
+        artifacts=v.table_of(v.opt(d, "artifacts", dict, {}, at), at / "artifacts", v.name, _artifact))
+
+
+def _step(d: Any, at: v.At) -> StepRecord:
+    v.only(v.of_type(d, dict, at), _STEP_KEYS, at)
+    return StepRecord(spec_id=v.hex_digest(v.need(d, "spec_id", str, at), 64, at / "spec_id"),
+                      env_id=v.env_id(v.need(d, "env_id", str, at), at / "env_id"),
+                      disabled=v.need(d, "disabled", bool, at),
+                      tasks=v.table_of(v.opt(d, "tasks", dict, {}, at), at / "tasks", _task_key, _task))
+
+
+def _check(d: Any, at: v.At) -> PickleCheck:
+    v.only(v.of_type(d, dict, at), _CHECK_KEYS, at)
+    return PickleCheck(
+        step=v.identifier(v.need(d, "step", str, at), at / "step"),
+        task=_task_key(v.need(d, "task", str, at), at / "task"),
+        artifact=v.name(v.need(d, "artifact", str, at), at / "artifact"),
+        reader_env=v.env_id(v.need(d, "reader_env", str, at), at / "reader_env"),
+        reader_steps=tuple(v.list_of(v.need(d, "reader_steps", list, at), at / "reader_steps", v.identifier)),
+        status=v.choice(v.need(d, "status", str, at), PickleStatus, at / "status"),
+        detail=v.opt(d, "detail", str, "", at), static=v.opt(d, "static", str, "", at))
+
+
+def _strings(value: Any, at: v.At) -> dict:
+    return v.table_of(value, at, v.string, v.string)
+
+
+def _scalars(value: Any, at: v.At) -> dict:
+    return v.table_of(value, at, v.string, lambda x, a: v.of_type(x, _SCALAR, a))
+
+
 def from_json(text: str, where: str) -> RunRecord:
+    """Decode and validate a record (untrusted input: see DESIGN.md, "Trust model").
+
+    Raises ``BadInput`` naming ``where``, the field path and the bad value."""
     try:
         doc = json.loads(text)
     except ValueError as exc:
@@ -106,25 +208,49 @@ def from_json(text: str, where: str) -> RunRecord:
     if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
         raise BadInput(f"{where}: not a repro run record (schema is {doc.get('schema') if isinstance(doc, dict) else None!r})")
     version = doc.get("schema_version")
-    if not isinstance(version, int) or version < 1:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise BadInput(f"{where}: unknown run record schema version {version!r}")
     if version > SCHEMA_VERSION:
         raise BadInput(f"{where}: this run record uses schema version {version}, newer than this repro "
                        f"understands ({SCHEMA_VERSION}); upgrade repro to read it")
-    try:
-        steps = {}
-        for name, s in doc["steps"].items():
-            tasks = {}
-            for key, t in s["tasks"].items():
-                arts = {n: ArtifactRecord(**a) for n, a in t["artifacts"].items()}
-                tasks[key] = TaskRecord(**{**t, "artifacts": arts})
-            steps[name] = StepRecord(**{**s, "tasks": tasks})
-        checks = tuple(PickleCheck(**{**c, "reader_steps": tuple(c["reader_steps"])}) for c in doc.get("pickle_checks", []))
-        fields = {k: v for k, v in doc.items()
-                  if k not in ("schema", "schema_version", "steps", "pickle_checks", "step_order", "graph")}
-        order = tuple(doc.get("step_order") or steps)
-        steps = {name: steps[name] for name in order if name in steps}
-        graph = {k: tuple(v) for k, v in doc.get("graph", {}).items()}
-        return RunRecord(**fields, steps=steps, pickle_checks=checks, step_order=order, graph=graph)
-    except (KeyError, TypeError) as exc:
-        raise BadInput(f"{where}: malformed run record ({type(exc).__name__}: {exc})") from None
+    return _decode(doc, v.At(where))
+
+
+def _decode(doc: dict, at: v.At) -> RunRecord:
+    v.only(doc, _RECORD_KEYS, at)
+    steps = v.table_of(v.need(doc, "steps", dict, at), at / "steps", v.identifier, _step)
+    envs = {}
+    for env_id, d in v.need(doc, "envs", dict, at).items():
+        if env_id == "disabled" or not isinstance(d, dict):  # disabled steps have no environment
+            (at / "envs" / env_id).fail(d, "an environment")
+        envs[env_id] = PlatformLock.from_dict(d, at / "envs" / env_id, env_id=v.env_id(env_id, at / "envs" / env_id))
+    for name, s in steps.items():
+        if s.env_id != "disabled" and s.env_id not in envs:
+            (at / "steps" / name / "env_id").fail(s.env_id, "an env id listed in 'envs'")
+    order = tuple(v.list_of(v.opt(doc, "step_order", list, [], at), at / "step_order", v.identifier)) or tuple(steps)
+    graph = v.table_of(v.opt(doc, "graph", dict, {}, at), at / "graph", v.identifier,
+                       lambda x, a: tuple(v.list_of(x, a, v.identifier)))
+    return RunRecord(
+        flow=v.identifier(v.need(doc, "flow", str, at), at / "flow"),
+        run_id=v.name(v.need(doc, "run_id", str, at), at / "run_id"),
+        flow_file=v.relative_path(v.need(doc, "flow_file", str, at), at / "flow_file"),
+        code_sha256=v.hex_digest(v.need(doc, "code_sha256", str, at), 64, at / "code_sha256"),
+        lock_sha256=v.hex_digest(v.need(doc, "lock_sha256", str, at), 64, at / "lock_sha256"),
+        parameters=v.table_of(v.need(doc, "parameters", dict, at), at / "parameters",
+                              lambda k, a: v.matching(k, v.PARAMETER_NAME, "a parameter name", a), lambda x, a: x),
+        pythonhashseed=v.need(doc, "pythonhashseed", str, at),
+        metaflow_version=v.need(doc, "metaflow_version", str, at),
+        repro_version=v.need(doc, "repro_version", str, at),
+        host=_strings(v.need(doc, "host", dict, at), at / "host"),
+        datastore=v.table_of(v.need(doc, "datastore", dict, at), at / "datastore", v.string,
+                             lambda x, a: v.of_type(x, (str, type(None)), a)),
+        steps={name: steps[name] for name in order if name in steps},
+        envs=envs,
+        created_at=v.opt(doc, "created_at", str, "", at),
+        duration_s=v.opt(doc, "duration_s", float, 0.0, at),
+        status=v.choice(v.opt(doc, "status", str, RunStatus.SUCCESS.value, at), RunStatus, at / "status"),
+        pickle_checks=tuple(v.list_of(v.opt(doc, "pickle_checks", list, [], at), at / "pickle_checks", _check)),
+        settings=_scalars(v.opt(doc, "settings", dict, {}, at), at / "settings"),
+        graph=graph,
+        step_order=order,
+    )

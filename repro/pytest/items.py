@@ -9,6 +9,7 @@ import pytest
 
 from repro.env.flowfile import load_flow
 from repro.errors import NoFlowFound, ReproError
+from repro.model.record import PickleStatus
 from repro.pytest.session import lock_problems, session_of, step_problems
 from repro.runs.compare import Verdict
 
@@ -93,9 +94,9 @@ class PickleItem(_ReproItem):
         o = self.outcome()
         if o.record is None:
             raise ReproFailure(f"{o.flow}: no run to check: {o.error or 'the run failed'}")
-        fails = [c for c in o.record.pickle_checks if c.status == "fails"]
+        fails = [c for c in o.record.pickle_checks if c.status == PickleStatus.FAILS]
         for c in o.record.pickle_checks:
-            if c.status == "warning":
+            if c.status == PickleStatus.WARNING:
                 warnings.warn(ReproPickleWarning(f"{o.flow}: {c.step}.{c.artifact} read by {','.join(c.reader_steps)}: "
                                                  f"{'; '.join(x for x in (c.detail, c.static) if x)}"))
         if fails:

@@ -167,7 +167,7 @@ class RunHandle:
     def __init__(self, outcome: Outcome):
         self.outcome = outcome
         self.record = outcome.record
-        self.ok = bool(outcome.record and outcome.record.status == "success" and not outcome.error)
+        self.ok = bool(outcome.record and outcome.record.status == RunStatus.SUCCESS and not outcome.error)
 
     def artifact(self, step: str, name: str, task: str = NO_FOREACH):
         """Unpickle one artifact in this process (verified against its recorded sha1 first)."""

@@ -22,6 +22,7 @@ from metaflow_extensions.repro.plugins.protocol import DISABLED
 
 from repro.model import platforms as plats
 from repro.model.findings import DRIFT_KINDS, Choice, Finding, Kind, select
+from repro.model.record import PickleStatus, RunStatus
 from repro.runs.compare import Comparison, Verdict
 
 SCHEMA = "repro.report"
@@ -37,12 +38,6 @@ class StepOutcome(Choice):
 class FlowStatus(Choice):
     PASSED = "passed"
     FAILED = "failed"
-
-
-class PickleStatus(Choice):
-    OK = "ok"
-    WARNING = "warning"
-    FAILS = "fails"
 
 
 def _doc(text: str, **extra: Any) -> Any:
@@ -172,7 +167,7 @@ def build_flow(flow: str, file: str, record=None, lock=None, outcomes: dict[str,
         pl = sl.platforms.get(local) if sl else None
         env = record.envs.get(s.env_id) if (record and s) else None
         if env is not None:  # what the run used, whatever the lock says now
-            python, packages = env["python"], len(env["packages"])
+            python, packages = env.python, len(env.packages)
         elif pl is not None:
             python, packages = pl.python, len(pl.packages)
         else:
@@ -187,9 +182,9 @@ def build_flow(flow: str, file: str, record=None, lock=None, outcomes: dict[str,
             fingerprints=sorted({t.fingerprint for t in s.tasks.values()}) if s else [],
             outcome=outcome, message=message,
             artifacts=ArtifactCounts(**by_step.get(step, {})) if comparison else None,
-            pickle=PickleCounts(**{k.value: sum(1 for c in checks if c.status == k.value) for k in PickleStatus}),
+            pickle=PickleCounts(**{k.value: sum(1 for c in checks if c.status is k) for k in PickleStatus}),
         ))
-    failed = record is None or record.status != "success" or any(s.outcome is StepOutcome.FAILED for s in steps)
+    failed = record is None or record.status is not RunStatus.SUCCESS or any(s.outcome is StepOutcome.FAILED for s in steps)
     return FlowReport(
         flow=flow, file=file, run=record.ref if record else None,
         status=FlowStatus.FAILED if failed else FlowStatus.PASSED, steps=steps,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from repro.model.record import PickleStatus
 from repro.report.document import ReportDocument
 from repro.fsutil import atomic_write
 
@@ -28,7 +29,7 @@ def _counts(d: dict | None, keys) -> str:
 def step_rows(flow: dict) -> list[list]:
     return [[s["step"], (s["env_id"] or "-")[:12], s["python"] or "-", s["packages"],
              _counts(s["artifacts"], ("identical", "equivalent", "different")),
-             _counts(s["pickle"], ("ok", "warning", "fails")), s["outcome"]] for s in flow["steps"]]
+             _counts(s["pickle"], [k.value for k in PickleStatus]), s["outcome"]] for s in flow["steps"]]
 
 
 STEP_HEADERS = ["step", "env id", "python", "packages", "artifacts id/eq/diff", "pickle ok/warn/fail", "outcome"]

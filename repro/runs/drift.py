@@ -13,7 +13,7 @@ from repro.env import pypi
 from repro.env.engine import Flow, environments, spec_drift
 from repro.model import platforms as plats
 from repro.model.findings import Finding, Kind
-from repro.model.lock import Change, Package, PlatformLock, diff_packages
+from repro.model.lock import Change, PlatformLock, diff_packages
 from repro.model.record import RunRecord
 
 
@@ -86,13 +86,12 @@ def check_against(flow: Flow, record: RunRecord) -> list[Finding]:
                 out.append(Finding(Kind.AGAINST_DRIFT, f"disabled {s.disabled} -> {sl.disabled}", step=step,
                                    subject="disabled", old=str(s.disabled), new=str(sl.disabled)))
             continue
-        platform = record.envs.get(s.env_id, {}).get("platform", plats.local_platform_name())
+        then = record.envs.get(s.env_id)
+        platform = then.platform if then else plats.local_platform_name()
         now = sl.platforms.get(platform)
         if now is None or now.env_id == s.env_id:
             continue
-        then = record.envs.get(s.env_id)
-        old = PlatformLock(platform, then["python"], tuple(Package(**p) for p in then["packages"])) if then else None
-        changes = _changes(Kind.AGAINST_DRIFT, step, diff_packages(old, now, {n for n, _ in sl.libraries}))
+        changes = _changes(Kind.AGAINST_DRIFT, step, diff_packages(then, now, {n for n, _ in sl.libraries}))
         out += changes or [Finding(Kind.AGAINST_DRIFT, f"env {s.env_id[:12]} -> {now.env_id[:12]}", step=step,
                                    subject="environment", old=s.env_id, new=now.env_id)]
     return out

@@ -20,7 +20,7 @@ from metaflow_extensions.repro.plugins import protocol
 
 from repro.errors import EXIT_BAD_INPUT, BadInput, InfraError, ReproError
 from repro.model.lock import Lock
-from repro.model.record import NO_FOREACH, ArtifactRecord, RunRecord, StepRecord, TaskRecord
+from repro.model.record import NO_FOREACH, ArtifactRecord, RunRecord, RunStatus, StepRecord, TaskRecord
 
 
 def environment_name(flow: Flow) -> str:
@@ -89,9 +89,7 @@ def build_record(flow: Flow, lock: Lock, run_id: str, raw: dict, duration: float
         sl = lock.steps[step]
         env_id = protocol.DISABLED if spec.disabled else sl.platforms[local].env_id
         if not spec.disabled:
-            pl = sl.platforms[local]
-            envs[env_id] = {"platform": local, "python": pl.python,
-                            "packages": [p.as_dict() for p in pl.packages]}
+            envs[env_id] = sl.platforms[local]
         tasks = {}
         for t in raw["steps"].get(step, []):
             md = t["metadata"]
@@ -118,7 +116,7 @@ def build_record(flow: Flow, lock: Lock, run_id: str, raw: dict, duration: float
               "node": _platform.node()},
         datastore=ds, steps=steps, envs=envs,
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), duration_s=round(duration, 3),
-        status="success" if raw.get("successful") else "failed",
+        status=RunStatus.SUCCESS if raw.get("successful") else RunStatus.FAILED,
         settings={"conda_source": flow.settings.conda_source},
         graph={k: tuple(v) for k, v in (flow.decl.graph or {}).items()},
         step_order=tuple(flow.decl.steps),

@@ -16,7 +16,7 @@ from pathlib import Path
 from metaflow_extensions.repro.plugins import protocol
 from repro.env import probes as envprobe
 from repro.model.findings import Finding, Kind, Severity
-from repro.model.record import PickleCheck, RunRecord
+from repro.model.record import PickleCheck, PickleStatus, RunRecord
 
 # Metaflow's own bookkeeping artifacts (users' `self._model` is theirs, and is checked)
 METAFLOW_INTERNAL = frozenset({
@@ -132,9 +132,9 @@ def check(record: RunRecord, graph: dict, blobs: dict[str, bytes], pythons: dict
             producer_env = record.steps[step].env_id
             static = _static(blobs[sha], dists.get(producer_env, {}), dists.get(env, {}))
             dyn = results[env][sha]
-            status, detail = dyn[protocol.STATUS], dyn[protocol.DETAIL]
-            if status == protocol.STATUS_OK and static:
-                status, detail = protocol.STATUS_WARNING, "loads, but versions differ"
+            status, detail = PickleStatus(dyn[protocol.STATUS]), dyn[protocol.DETAIL]
+            if status == PickleStatus.OK and static:
+                status, detail = PickleStatus.WARNING, "loads, but versions differ"
             checks.append(PickleCheck(step=step, task=key, artifact=name, reader_env=env,
                                       reader_steps=tuple(reader_steps), status=status, detail=detail,
                                       static="; ".join(static)))
@@ -159,11 +159,11 @@ def findings(checks) -> list[Finding]:
     """One finding per reader step of every check that did not load cleanly."""
     out = []
     for c in checks:
-        if c.status == "ok":
+        if c.status is PickleStatus.OK:
             continue
         what = f"artifact '{c.artifact}' (from {c.step}/{c.task})"
         why = "; ".join(x for x in (c.detail, c.static) if x)
-        if c.status == "fails":
+        if c.status is PickleStatus.FAILS:
             message, severity = f"pickle: {what} cannot be unpickled in this step's environment: {why}", Severity.ERROR
         else:
             message, severity = f"{what} loads with a warning: {why}", Severity.WARNING

@@ -20,7 +20,7 @@ from repro.env.engine import environments, open_flow
 from repro.env.flowfile import load_flow
 from repro.errors import BadInput, ReproError
 from repro.model.findings import Finding, Kind, Severity
-from repro.model.record import RunRecord, from_json
+from repro.model.record import RunRecord, RunStatus, from_json
 from repro.runs import blobs as blobstore
 from repro.runs import drift, pickles
 from repro.runs import metaflow as runs
@@ -74,7 +74,7 @@ class Outcome:
 
     @property
     def ok(self) -> bool:
-        return bool(self.record and self.record.status == "success" and not self.error)
+        return bool(self.record and self.record.status is RunStatus.SUCCESS and not self.error)
 
     def fail(self, exc: ReproError) -> Outcome:
         self.error, self.error_code = str(exc), exc.exit_code
@@ -147,8 +147,8 @@ def _run(path: Path, options: RunOptions, outcome: Outcome, log: Log) -> None:
     raw = runs.inspect(flow.name, run_id, flow.decl.parameters, env=env)
     record = runs.build_record(flow, flow.lock, run_id, raw, elapsed)
     outcome.record = record
-    outcome.findings += task_findings(raw, flow.decl.steps, record.status == "success")
-    if record.status != "success":
+    outcome.findings += task_findings(raw, flow.decl.steps, record.status is RunStatus.SUCCESS)
+    if record.status is not RunStatus.SUCCESS:
         return
     if options.push:  # kept before any post-processing, so a finished run is never lost
         outcome.saved = str(save_local(record, settings))

@@ -22,7 +22,7 @@ from repro._toml import tomllib
 from repro.env.cache import PackageCache, sha256_file
 from repro.settings import Settings
 from repro.fsutil import atomic_write
-from repro.errors import BadInput, InfraError, IntegrityError, LockFileError
+from repro.errors import BadInput, InfraError, IntegrityError
 from repro.model.lock import Package, PlatformLock, safe_file_name
 from repro.model.record import RunRecord, from_json
 from repro.store import Store, StoreObjectMissing
@@ -79,31 +79,30 @@ def load_record(store: Store | None, ref: Ref) -> RunRecord:
 
 # -- per-env lock objects ------------------------------------------------------------------------
 
-def env_lock_toml(env_id: str, env: dict) -> bytes:
-    return tomli_w.dumps({"env_id": env_id, "platform": env["platform"], "python": env["python"],
-                          "packages": env["packages"]}).encode()
+def env_lock_toml(pl: PlatformLock) -> bytes:
+    """The store object ``locks/<env id>.toml``: ``PlatformLock.to_dict`` as TOML."""
+    return tomli_w.dumps(pl.to_dict()).encode()
 
 
 def parse_env_lock(data: bytes, env_id: str, where: str) -> PlatformLock:
     try:
         doc = tomllib.loads(data.decode())
-        pl = PlatformLock(platform=doc["platform"], python=doc["python"],
-                          packages=tuple(Package(**p) for p in doc["packages"]))
-        for p in pl.packages:
-            safe_file_name(p.file, where)
-    except (ValueError, KeyError, TypeError, LockFileError) as exc:
+    except ValueError as exc:  # TOMLDecodeError, UnicodeDecodeError
         raise StoreObjectCorrupt(f"store object {where} is corrupt: not a valid environment lock ({exc})") from None
-    if pl.env_id != env_id or doc.get("env_id") != env_id:
-        raise StoreObjectCorrupt(f"store object {where} is corrupt: its packages do not hash to env id {env_id}")
-    return pl
+    try:
+        if "env_id" not in doc:
+            raise BadInput("missing key 'env_id'")
+        return PlatformLock.from_dict(doc, "", env_id=env_id)
+    except BadInput as exc:
+        raise StoreObjectCorrupt(f"store object {where} is corrupt: not a valid lock of env {env_id} ({exc})") from None
 
 
 def record_packages(record: RunRecord) -> list[Package]:
     seen = {}
     for env in record.envs.values():
-        for p in env["packages"]:
-            safe_file_name(p["file"], f"run record {record.ref}")  # it becomes a path in caches and stores
-            seen.setdefault(p["sha256"], Package(**p))
+        for p in env.packages:
+            safe_file_name(p.file, f"run record {record.ref}")  # it becomes a path in caches and stores
+            seen.setdefault(p.sha256, p)
     return list(seen.values())
 
 
@@ -135,7 +134,7 @@ def push(record: RunRecord, store: Store, settings: Settings, artifact_blobs: di
                            "push from the machine (and REPRO_HOME) that made the run")
         uploads.append(("packages", layout.package(pkg.sha256, pkg.file), cache.check(pkg, record.ref)))
     for env_id, env in record.envs.items():
-        uploads.append(("locks", layout.lock(env_id), env_lock_toml(env_id, env)))
+        uploads.append(("locks", layout.lock(env_id), env_lock_toml(env)))
     uploads.append(("code", layout.code(record.code_sha256), code_file))
     for sha1, blob in (artifact_blobs or {}).items():
         uploads.append(("artifacts", layout.artifact(sha1), blob))

@@ -5,7 +5,7 @@ import json
 import jsonschema
 
 from repro.model.findings import Finding, Kind
-from repro.model.record import PickleCheck
+from repro.model.record import PickleCheck, PickleStatus, RunStatus
 from repro.report import render
 from repro.report.document import FlowStatus, StepOutcome, build_flow, document, json_schema, schema_text
 from repro.runs.compare import ArtifactResult, Comparison, Verdict
@@ -63,10 +63,10 @@ def test_schema_rejects_a_value_outside_an_enum_and_unknown_fields():
 
 def test_pickle_counts_per_step_count_only_checks_that_step_reads():
     class Rec:  # the few fields build_flow reads of a RunRecord
-        ref, status, envs = "F/3", "success", {}
+        ref, status, envs = "F/3", RunStatus.SUCCESS, {}
         steps = {}
-        pickle_checks = (PickleCheck("start", "-", "m", "e1", ("start", "end"), "fails", "boom"),
-                         PickleCheck("start", "-", "n", "e1", ("end",), "warning", "older"))
+        pickle_checks = (PickleCheck("start", "-", "m", "e1", ("start", "end"), PickleStatus.FAILS, "boom"),
+                         PickleCheck("start", "-", "n", "e1", ("end",), PickleStatus.WARNING, "older"))
 
     flow = build_flow("F", "f.py", Rec(), None, {})
     assert flow.status is FlowStatus.PASSED and flow.steps == [] and len(flow.pickle) == 2
