@@ -8,10 +8,9 @@ runs it under a file lock and leaves the outcome as JSON for the others and for 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -167,7 +166,7 @@ class RunHandle:
     def __init__(self, outcome: Outcome):
         self.outcome = outcome
         self.record = outcome.record
-        self.ok = bool(outcome.record and outcome.record.status == RunStatus.SUCCESS and not outcome.error)
+        self.ok = outcome.ok
 
     def artifact(self, step: str, name: str, task: str = NO_FOREACH):
         """Unpickle one artifact in this process (verified against its recorded sha1 first)."""

@@ -16,7 +16,6 @@ from metaflow_extensions.repro.plugins import protocol
 from repro import __version__
 from repro.model import platforms as plats
 from repro.env.engine import Flow
-from metaflow_extensions.repro.plugins import protocol
 
 from repro.errors import EXIT_BAD_INPUT, BadInput, InfraError, ReproError
 from repro.model.lock import Lock
