@@ -5,7 +5,7 @@ import tomllib
 
 import pytest
 
-from tests.conftest import cli, write_flow
+from tests.helpers import cli, write_flow
 
 SIX_FLOW = '''
     from metaflow import FlowSpec, step, conda, conda_base

@@ -3,22 +3,8 @@
 import pytest
 
 from repro.errors import LockFileError
-from repro.model.lock import Lock, Package, PlatformLock, StepLock, diff_packages, parse_lock
-
-SHA = "a" * 64
-
-
-def pkg(name, version, sha=SHA):
-    return Package(name, version, "pypi", f"{name}-{version}-py3-none-any.whl",
-                   f"https://example.invalid/{name}-{version}-py3-none-any.whl", sha, 123)
-
-
-def sample_lock(numpy="1.26.4") -> Lock:
-    pl = PlatformLock("linux-64", "3.11.7", (pkg("requests", "2.32.3"), pkg("numpy", numpy, "b" * 64)))
-    step = StepLock("start", "conda", "pypi", "3.11", (("numpy", numpy),), (("requests", "2.32.3"),), (), False,
-                    {"linux-64": pl})
-    off = StepLock("c", "conda", "none", "3.11", (), (), (), True, {})
-    return Lock("MyFlow", "flow.py", {"start": step, "c": off})
+from repro.model.lock import PlatformLock, diff_packages, parse_lock
+from tests.helpers import SHA, pkg, sample_lock
 
 
 def test_roundtrip_is_exact_and_deterministic(tmp_path):

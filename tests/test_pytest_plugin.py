@@ -10,7 +10,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from repro.report.render import SCHEMA_FILE
-from tests.conftest import cli, make_wheel
+from tests.helpers import cli, make_wheel, require_chromium
 
 pytestmark = pytest.mark.slow
 
@@ -225,9 +225,7 @@ def test_repro_run_fixture_gives_record_and_artifacts(project):
 
 
 def test_html_report_renders_in_a_browser(project, tmp_path):
-    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-    if browser is None:
-        pytest.skip("no Chromium here (CI installs it)")
+    browser = require_chromium()
     assert cli("lock", flow(project)).code == 0
     run(project, "--repro", "demo_flow.py").assert_outcomes(passed=5)
     shot = tmp_path / "report.png"

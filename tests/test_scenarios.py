@@ -6,8 +6,7 @@ import tomllib
 
 import pytest
 
-from tests.conftest import SCENARIOS, cli
-from tests.test_build import env_paths
+from tests.helpers import SCENARIOS, require_locked_pythons, cli, env_paths
 
 EXPECTED = tomllib.loads((SCENARIOS / "expected.toml").read_text())
 
@@ -30,6 +29,7 @@ def test_committed_locks_match_the_flows():
 def test_scenario_builds_and_shows_as_expected(name):
     want = EXPECTED[name]
     path = SCENARIOS / f"{name}.py"
+    require_locked_pythons(SCENARIOS / f"{name}.repro.lock")
     r = cli("env", "build", path)
     assert r.code == 0, r.text
     assert "lock updated" not in r.err  # the committed lock was used as is

@@ -12,7 +12,7 @@ import boto3
 import pytest
 
 from repro.model.record import from_json
-from tests.conftest import SCENARIOS, FlakyProxy, cli
+from tests.helpers import SCENARIOS, FlakyProxy, cli, require_netns
 
 EXPECTED = tomllib.loads((SCENARIOS / "expected.toml").read_text())
 pytestmark = pytest.mark.slow
@@ -78,8 +78,7 @@ def test_s3_snapshot_then_replay_from_empty_home_without_an_index(tmp_path, s3_s
 
 
 def test_replay_in_a_network_namespace_with_no_network(tmp_path, mf_env):
-    if not shutil.which("unshare") or subprocess.run(["unshare", "-n", "true"]).returncode != 0:
-        pytest.skip("cannot create a network namespace here")
+    require_netns()
     store = (tmp_path / "store").as_uri()
     run("linear", store, mf_env, tmp_path)
     env = {**os.environ, **mf_env, **NO_INDEX, "REPRO_HOME": str(tmp_path / "fresh-home")}
@@ -186,7 +185,7 @@ def test_store_failing_mid_push_leaves_no_record_and_the_next_push_completes(tmp
 
 
 def test_unreachable_store_fails_the_push_with_exit_3(tmp_path, mf_env):
-    from tests.conftest import free_port
+    from tests.helpers import free_port
 
     r = cli("run", SCENARIOS / "linear.py", "--store", "s3://nobody/x", cwd=tmp_path,
             env={**mf_env, "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{free_port()}",
@@ -222,7 +221,7 @@ def test_gc_removes_only_what_no_record_names(tmp_path, mf_env):
 
 
 def test_replay_uses_the_recorded_parameters(tmp_path, mf_env):
-    from tests.conftest import write_flow
+    from tests.helpers import write_flow
 
     path = write_flow(tmp_path / "proj", '''
         from metaflow import FlowSpec, Parameter, step
