@@ -55,13 +55,35 @@ def test_spec_id_changes_with_the_declaration():
     assert a.spec_id != b.spec_id and a.spec_id == spec(own=[Declaration("pypi", {"six": "==1.16.0"})]).spec_id
 
 
-@pytest.mark.parametrize("version", [">=1.0", "", "1.*", "~=1.0", "1.0,<2", "<2", "!=1.0", "latest"])
-def test_unpinned_or_range_versions_are_refused_naming_flow_step_and_library(version):
+@pytest.mark.parametrize("version", [">=1.0", "1.*", "1.0.*", "~=1.0", "1.0,<2", "<2", "!=1.0", "==1.*", "1.0; python_version>'3'",
+                                     "== 1.0 , <2", ">1", "=1.0"])
+def test_range_and_wildcard_versions_are_refused_as_ranges(version):
+    """Pins the range/wildcard check itself: each of these is refused *as a range or wildcard*,
+    with its own wording (not merely as an invalid version, which a missing check would give)."""
     with pytest.raises(SpecError) as err:
         spec(own=[Declaration("conda", {"pandas": version})])
     msg = str(err.value)
     assert "MyFlow" in msg and "step 'b'" in msg and "'pandas'" in msg
-    assert "exact version" in msg or "not a valid version" in msg
+    assert f"is not pinned to one exact version ({version!r} is a range or wildcard)" in msg, msg
+    assert "not a valid version" not in msg
+
+
+@pytest.mark.parametrize("version,words", [("", "is not pinned (empty version)"), ("  ", "is not pinned (empty version)"),
+                                           ("==", "is not pinned (empty version)"),
+                                           ("latest", "'latest', which is not a valid version"),
+                                           ("1.0-beta-x", "which is not a valid version")])
+def test_unpinned_or_invalid_versions_are_refused_with_their_own_reason(version, words):
+    with pytest.raises(SpecError) as err:
+        spec(own=[Declaration("conda", {"pandas": version})])
+    msg = str(err.value)
+    assert "MyFlow" in msg and "step 'b'" in msg and words in msg and "range or wildcard" not in msg
+    assert "write an exact version, e.g. {'pandas': '1.2.3'}" in msg
+
+
+@pytest.mark.parametrize("version,exact", [("1.0", "1.0"), ("==2.2.3", "2.2.3"), (" == 2.2.3 ", "2.2.3"),
+                                           ("1.0.post1", "1.0.post1"), ("2.0rc1", "2.0rc1")])
+def test_exact_versions_are_accepted_and_normalised(version, exact):
+    assert pin_of("Pandas_Lib", version, "here") == ("pandas-lib", exact)
 
 
 @pytest.mark.parametrize("version", [None, 1.0, 2])
