@@ -220,6 +220,34 @@ def test_gc_removes_only_what_no_record_names(tmp_path, mf_env):
     assert "LinearFlow" in ls.out
 
 
+def test_gc_long_after_a_push_keeps_every_object_a_record_names(tmp_path, mf_env):
+    """Pins gc's `not in named` rule: an object a record names is never deleted, however old.
+    Every object here is aged far past the default grace period (as an hour after any push), so
+    only that rule can keep the snapshot whole."""
+    root = tmp_path / "store"
+    run("linear", root.as_uri(), mf_env, tmp_path)
+    orphan = root / "artifacts" / "sha1" / "00" / ("0" * 40)
+    orphan.parent.mkdir(parents=True, exist_ok=True)
+    orphan.write_bytes(b"named by no record")
+    objects = [p for p in root.rglob("*") if p.is_file()]
+    for p in objects:
+        os.utime(p, (1_000_000, 1_000_000))  # 1970: older than any grace period
+    named = [p for p in objects if p != orphan and not p.relative_to(root).parts[0] == "runs"]
+    assert len(named) > 5
+    r = cli("store", "gc", "--store", root.as_uri())
+    assert r.code == 0, r.text
+    assert "removed 1 object" in r.out, r.out
+    assert not orphan.exists()
+    assert [p for p in named if not p.exists()] == []
+    v = cli("store", "verify", "--store", root.as_uri())
+    assert v.code == 0, v.text
+    # and the snapshot still replays from an empty home
+    replay = cli("replay", "LinearFlow/latest", "--store", root.as_uri(), cwd=tmp_path,
+                 env={**mf_env, **NO_INDEX, "REPRO_HOME": str(tmp_path / "fresh-home")})
+    assert replay.code == 0, replay.text[-3000:]
+    assert f"result: {EXPECTED['linear'].get('replay', 'identical')}" in replay.out
+
+
 def test_replay_uses_the_recorded_parameters(tmp_path, mf_env):
     from tests.helpers import write_flow
 
