@@ -95,3 +95,51 @@ def s3_bucket(s3_server, request) -> str:
     return name
 
 
+
+
+@pytest.fixture(scope="session")
+def base_wheels(repro_home, tmp_path_factory) -> Path:
+    """Wheels every env needs, for ``local_index``: requests and its dependencies (the implicit
+    Metaflow need) and six 1.16.0, copied from the package cache after one real build."""
+    import shutil
+
+    from tests.helpers import cli, write_flow
+
+    work = tmp_path_factory.mktemp("base-wheels")
+    path = write_flow(work / "seed", '''
+        from metaflow import FlowSpec, step, pypi
+        class SeedFlow(FlowSpec):
+            @pypi(packages={"six": "1.16.0"})
+            @step
+            def start(self):
+                self.next(self.end)
+            @step
+            def end(self):
+                pass
+    ''')
+    r = cli("env", "build", path)
+    assert r.code == 0, r.text
+    links = work / "wheels"
+    links.mkdir()
+    import re
+
+    wanted = set(re.findall(r'^file = "(.+\.whl)"$', (work / "seed" / "flow.repro.lock").read_text(), re.M))
+    for wheel in (repro_home / "packages").rglob("*.whl"):
+        if wheel.name in wanted:
+            shutil.copy(wheel, links / wheel.name)
+    assert {"six", "requests", "urllib3"} <= {w.name.split("-")[0] for w in links.iterdir()}
+    return links
+
+
+@pytest.fixture
+def local_index(base_wheels, tmp_path) -> dict:
+    """Settings (environment variables) for resolving from a local find-links folder only: the
+    index is an empty local folder, so a name somebody could publish on PyPI is never picked up
+    from there. The folder is this test's own copy of ``base_wheels``; add wheels to it with
+    ``helpers.make_wheel(Path(local_index["REPRO_FIND_LINKS"]), ...)``."""
+    import shutil
+
+    links, empty = tmp_path / "links", tmp_path / "empty-index"
+    shutil.copytree(base_wheels, links)
+    empty.mkdir()
+    return {"REPRO_FIND_LINKS": str(links), "REPRO_INDEX_URL": empty.as_uri()}

@@ -88,9 +88,10 @@ def _flow(decorator: str, name: str = "BadRunFlow") -> str:
     ('@conda(libraries={"six": "1.16.0"})\n            @pypi(packages={"six": "1.16.0"})',
      "@conda and @pypi cannot both be used on the same step"),
 ])
-def test_bad_declarations_stop_the_run_before_any_task(decorator, match, tmp_path, datastore):
+def test_bad_declarations_stop_the_run_before_any_task(decorator, match, tmp_path, datastore, local_index):
     path = write_flow(tmp_path / "proj", _flow(decorator))
-    run = run_flow(path, datastore)
+    # a name nobody has must stay unknown: resolve it from a local folder only, never from PyPI
+    run = run_flow(path, datastore, env=local_index if "surely-not" in decorator else None)
     assert run.code != 0
     assert match in run.text and "BadRunFlow" in run.text and "start" in run.text
     assert "Workflow starting" not in run.text and "Task is starting" not in run.text
