@@ -73,7 +73,7 @@ def test_s3_snapshot_then_replay_from_empty_home_without_an_index(tmp_path, s3_s
     replay = cli("replay", "LinearSklearnFlow/latest", "--store", store, cwd=tmp_path,
                  env={**mf_env, **NO_INDEX, "REPRO_HOME": str(home)})
     assert replay.code == 0, replay.text[-4000:]
-    assert "result: identical" in replay.out
+    assert f"result: {EXPECTED['linear_sklearn']['replay']}" in replay.out
     assert "rebuilding env" in replay.err and "resolving" not in replay.err
 
 
@@ -103,14 +103,20 @@ def test_pickle_matrix_shows_the_warning_and_the_failing_case(tmp_path, mf_env):
     assert "scikit-learn 1.5.2 -> 1.5.1" in warn.static  # the static check names the version change
     assert "fails" in r.out and "InconsistentVersionWarning" in r.out
     assert "No module named 'numpy._core'" in record_of(store, ref)
+    # expected.toml's `replay`: the recorded run replays to the same conclusion
+    replay = cli("replay", ref, "--store", store, env=mf_env, cwd=tmp_path)
+    want = EXPECTED["pickle_compat"]["replay"]
+    assert replay.code == (0 if want == "identical" else 1), replay.text[-3000:]
+    assert f"result: {want}" in replay.out
 
 
 def test_unseeded_replay_is_different_and_says_how(tmp_path, mf_env):
     store = (tmp_path / "store").as_uri()
     run("unseeded_random", store, mf_env, tmp_path)
     r = cli("replay", "UnseededRandomFlow/latest", "--store", store, env=mf_env, cwd=tmp_path)
-    assert r.code == 1, r.text[-3000:]
-    assert "result: different" in r.out and EXPECTED["unseeded_random"]["replay_detail"] in r.out
+    want = EXPECTED["unseeded_random"]["replay"]
+    assert want == "different" and r.code == 1, r.text[-3000:]
+    assert f"result: {want}" in r.out and EXPECTED["unseeded_random"]["replay_detail"] in r.out
     assert "label" not in r.out.split("result:")[0].split("different")[-1]  # identical artifacts are not listed
 
 
