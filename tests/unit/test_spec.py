@@ -123,3 +123,160 @@ def test_conda_without_a_channel_source_says_how_to_serve_it_from_pypi():
 def test_conda_and_pypi_on_the_same_step_are_refused():
     with pytest.raises(SpecError, match="@conda and @pypi cannot both be used on the same step"):
         spec(own=[Declaration("conda", {}), Declaration("pypi", {})])
+
+
+# -- more of merge's rules, each with its exact wording (pure) -----------------------------------
+
+def test_flow_level_decorators_of_both_kinds_or_twice_are_refused_at_flow_level():
+    with pytest.raises(SpecError) as err:
+        spec([Declaration("conda", {}), Declaration("pypi", {})])
+    assert str(err.value) == ("flow MyFlow (flow.py) (flow-level decorator): @conda_base and @pypi_base cannot "
+                              "both be used on the same flow; choose one")
+    with pytest.raises(SpecError) as err:
+        spec(own=[Declaration("pypi", {}), Declaration("pypi", {})])
+    assert str(err.value) == "flow MyFlow (flow.py), step 'b': @pypi is applied more than once"
+    with pytest.raises(SpecError, match=r"^flow MyFlow \(flow.py\), step 'b': @conda and @pypi cannot both be used "
+                                        r"on the same step; choose one$"):
+        spec(own=[Declaration("pypi", {}), Declaration("conda", {})])
+
+
+def test_a_library_declared_twice_must_agree():
+    with pytest.raises(SpecError) as err:
+        spec(own=[Declaration("pypi", {"Numpy": "1.0", "numpy": "2.0"})])
+    assert str(err.value) == ("flow MyFlow (flow.py), step 'b': library 'numpy' is declared twice with different "
+                              "versions (1.0 and 2.0)")
+    assert dict(spec(own=[Declaration("pypi", {"Numpy": "1.0", "numpy": "==1.0"})]).libraries) == {"numpy": "1.0"}
+
+
+def test_errors_in_the_base_decorator_name_the_flow_level():
+    with pytest.raises(SpecError) as err:
+        spec([Declaration("pypi", {"numpy": ">1"})])
+    assert str(err.value).startswith("flow MyFlow (flow.py) (flow-level decorator): library 'numpy' is not pinned")
+    with pytest.raises(SpecError, match=r"^flow MyFlow \(flow.py\) \(flow-level decorator\): python='2.7'"):
+        spec([Declaration("pypi", {}, python="2.7")])
+    with pytest.raises(SpecError, match=r"^flow MyFlow \(flow.py\) \(flow-level decorator\): disabled=1 must"):
+        spec([Declaration("pypi", {}, disabled=1)])
+    with pytest.raises(SpecError, match=r"^flow MyFlow \(flow.py\) \(flow-level decorator\): channels=\[''\]"):
+        spec([Declaration("conda", {}, channels=[""])])
+
+
+def test_the_whole_spec_of_a_merged_step():
+    s = spec([Declaration("conda", {"numpy": "1.26.4", "six": "1.16.0"}, python=" 3.10 ", channels="conda-forge")],
+             [Declaration("conda", {"six": "1.17.0"}, disabled=False)], s3=True)
+    assert (s.flow, s.step, s.kind, s.source, s.python, s.disabled) == (FLOW, "b", "conda", "pypi", "3.10", False)
+    assert s.libraries == (("numpy", "1.26.4"), ("six", "1.17.0"))
+    assert s.implicit == (("boto3", "1.35.99"), ("requests", "2.32.3"))
+    assert s.channels == ("conda-forge",) and s.where == "flow MyFlow (flow.py), step 'b'"
+    assert list(s.requirements) == ["boto3", "numpy", "requests", "six"]
+    # the step's own channels replace the base's; none keeps the base's
+    assert spec([Declaration("conda", {}, channels=["a"])], [Declaration("conda", {}, channels=("b", "c"))]).channels == ("b", "c")
+    assert spec([Declaration("conda", {}, channels=["a"])], [Declaration("conda", {})]).channels == ("a",)
+
+
+def test_a_disabled_step_keeps_its_declaration_but_adds_nothing():
+    s = spec([Declaration("pypi", {"six": "1.16.0"}, python="3.9", disabled=True)], [Declaration("pypi", {"idna": "3.10"})])
+    assert (s.kind, s.source, s.python, s.disabled, s.implicit) == ("pypi", "none", "3.9", True, ())
+    assert s.libraries == (("idna", "3.10"), ("six", "1.16.0")) and s.where == "flow MyFlow (flow.py), step 'b'"
+    assert spec([Declaration("pypi", {}, disabled=True)], [Declaration("pypi", {}, disabled=None)]).disabled
+    # disabled needs no conda source at all
+    assert spec(own=[Declaration("conda", {"six": "1.16.0"}, disabled=True)], source=None).disabled
+
+
+def test_no_decorator_at_all():
+    s = spec()
+    assert (s.kind, s.source, s.libraries, s.channels, s.disabled) == ("none", "pypi", (), (), False)
+    assert s.python == "3.11.7" and s.where == "flow MyFlow (flow.py), step 'b'"
+
+
+@pytest.mark.parametrize("python,requests,boto3", [("3.7", "2.31.0", "1.33.13"), ("3.7.16", "2.31.0", "1.33.13"),
+                                                    ("3.8", "2.32.3", "1.35.99"), ("3.13.0", "2.32.3", "1.35.99")])
+def test_implicit_pins_per_python_line(python, requests, boto3):
+    from repro.model.spec import implicit_needs
+
+    assert implicit_needs(python, False) == {"requests": requests}
+    assert implicit_needs(python, True) == {"requests": requests, "boto3": boto3}
+
+
+@pytest.mark.parametrize("python", ["3.7", "3.7.0", "3.13", "3.12.1", " 3.9 "])
+def test_supported_python_values(python):
+    assert spec(own=[Declaration("pypi", {}, python=python)]).python == python.strip()
+
+
+@pytest.mark.parametrize("python,words", [
+    (True, "python=True is not a Python version such as '3.11' or '3.11.7'"),
+    (3, "python=3 must be a string such as '3.10' (a number loses digits: 3.10 == 3.1)"),
+    ("3.6", "python='3.6' is not supported: Metaflow 2.19 needs Python 3.7 or newer inside a step; "
+            "choose python='3.7' or later"),
+    ("3", "python='3' is not a Python version"), ("3.11.7.1", "is not a Python version"), ("4.0", "is not a Python version"),
+])
+def test_unsupported_python_values_with_their_wording(python, words):
+    with pytest.raises(SpecError) as err:
+        spec(own=[Declaration("pypi", {}, python=python)])
+    assert str(err.value) == f"flow MyFlow (flow.py), step 'b': {words}" or words in str(err.value)
+    assert str(err.value).startswith("flow MyFlow (flow.py), step 'b': python=")
+
+
+@pytest.mark.parametrize("value,words", [
+    ("yes", "disabled='yes' must be True or False"), (0, "disabled=0 must be True or False")])
+def test_disabled_must_be_a_bool(value, words):
+    with pytest.raises(SpecError) as err:
+        spec(own=[Declaration("pypi", {}, disabled=value)])
+    assert str(err.value) == f"flow MyFlow (flow.py), step 'b': {words}"
+
+
+@pytest.mark.parametrize("value", [5, ["ok", 3], [""], {"a": 1}])
+def test_channels_must_be_names(value):
+    with pytest.raises(SpecError) as err:
+        spec(own=[Declaration("conda", {}, channels=value)])
+    assert str(err.value) == f"flow MyFlow (flow.py), step 'b': channels={value!r} must be a list of channel names or URLs"
+
+
+def test_libraries_must_be_a_dict_with_the_decorators_own_keyword():
+    for kind, key in (("pypi", "packages"), ("conda", "libraries")):
+        with pytest.raises(SpecError) as err:
+            spec(own=[Declaration(kind, ["six==1.0"])])
+        assert str(err.value) == (f"flow MyFlow (flow.py), step 'b': @{kind}({key}=...) must be a dict of "
+                                  "{'name': 'exact version'}, got list ['six==1.0']")
+
+
+@pytest.mark.parametrize("name,words", [
+    ("pandas[parquet]", "library 'pandas[parquet]': extras are not supported; declare the extra's packages "
+                        "explicitly with exact versions"),
+    ("not a name", "'not a name' is not a valid package name"), ("-x", "'-x' is not a valid package name"),
+    (5, "5 is not a valid package name"),
+])
+def test_bad_names_with_their_wording(name, words):
+    with pytest.raises(SpecError) as err:
+        pin_of(name, "1.0", "here")
+    assert str(err.value) == f"here: {words}"
+
+
+def test_pin_messages_in_full():
+    with pytest.raises(SpecError) as err:
+        pin_of("six", 1.0, "here")
+    assert str(err.value) == ("here: library 'six' has version 1.0; versions must be strings pinned to one exact "
+                              "version: write an exact version, e.g. {'six': '1.2.3'}")
+    with pytest.raises(SpecError) as err:
+        pin_of("six", "", "here")
+    assert str(err.value) == ("here: library 'six' is not pinned (empty version); write an exact version, e.g. "
+                              "{'six': '1.2.3'}. repro refuses unpinned libraries because the result could not be "
+                              "reproduced.")
+    with pytest.raises(SpecError) as err:
+        pin_of("six", "abc", "here")
+    assert str(err.value) == ("here: library 'six' has version 'abc', which is not a valid version; write an exact "
+                              "version, e.g. {'six': '1.2.3'}")
+    assert pin_of(" Six ", "1.0", "here") == ("six", "1.0") and pin_of("a", "1", "here") == ("a", "1")
+
+
+def test_ids_are_stable_across_releases():
+    """spec_id is written into every committed lock: a change to how it is computed makes every
+    lock stale, so it is pinned here (change it only on purpose, with a lock format note)."""
+    import hashlib
+
+    from repro.model.spec import sha256_json
+
+    assert sha256_json({"b": [1, "x"], "a": None}) == hashlib.sha256(b'{"a":null,"b":[1,"x"]}').hexdigest()
+    s = spec(own=[Declaration("pypi", {"six": "1.16.0"})])
+    payload = (b'{"channels":[],"disabled":false,"implicit":[["requests","2.32.3"]],"kind":"pypi",'
+               b'"libraries":[["six","1.16.0"]],"python":"3.11.7","source":"pypi"}')
+    assert s.spec_id == hashlib.sha256(payload).hexdigest()
