@@ -290,3 +290,20 @@ def sample_lock(numpy="1.26.4"):
                     {"linux-64": pl})
     off = StepLock("c", "conda", "none", "3.11", (), (), (), True, {})
     return Lock("MyFlow", "flow.py", {"start": step, "c": off})
+
+
+def make_record(run_id="1", tasks=None, env="e" * 64, flow="F", status="success", checks=(), envs=None):
+    """A RunRecord built by hand. ``tasks``: {step: {task key: {artifact: (sha1, size, type)}}}."""
+    from repro.model.record import ArtifactRecord, RunRecord, StepRecord, TaskRecord
+
+    tasks = {"start": {"-": {"x": ("1" * 40, 1, "int")}}, "end": {"-": {}}} if tasks is None else tasks
+    steps = {}
+    for step, by_key in tasks.items():
+        steps[step] = StepRecord(spec_id="s", env_id=env, disabled=False, tasks={
+            key: TaskRecord(task_id=str(i + 1), env_id=env, fingerprint=f"fp-{step}-{key}", interpreter="",
+                            artifacts={n: ArtifactRecord(sha1=a[0], size=a[1], type=a[2]) for n, a in arts.items()})
+            for i, (key, arts) in enumerate(by_key.items())})
+    return RunRecord(flow=flow, run_id=run_id, flow_file="f.py", code_sha256="c" * 64, lock_sha256="l" * 64,
+                     parameters={}, pythonhashseed="0", metaflow_version="2.19", repro_version="0", host={},
+                     datastore={}, steps=steps, envs=envs or {}, status=status, pickle_checks=tuple(checks),
+                     step_order=tuple(steps))

@@ -1,0 +1,91 @@
+"""Drift, the pure parts: how drift lines are named and listed, and drift against a recorded run
+(which steps now lock other environments than the run used), from a lock and a record in memory."""
+
+from types import SimpleNamespace
+
+from repro.model.lock import Lock, PlatformLock, StepLock
+from repro.runs.drift import Drift, check_against
+from tests.helpers import make_record, pkg
+
+
+def test_drift_lines_are_named_by_kind_in_a_fixed_order():
+    d = Drift(spec=["start: ~ six 1 -> 2"], resolution=["start (linux-64): + idna 3.10 (transitive)"],
+              runtime=["end (env abc): six changed on disk"], against=["a: no longer in the flow"])
+    assert d.any
+    assert d.lines() == ["spec drift: start: ~ six 1 -> 2",
+                         "resolution drift: start (linux-64): + idna 3.10 (transitive)",
+                         "runtime drift: end (env abc): six changed on disk",
+                         "against drift: a: no longer in the flow"]
+    assert d.as_dict() == {"spec": ["start: ~ six 1 -> 2"], "resolution": ["start (linux-64): + idna 3.10 (transitive)"],
+                           "runtime": ["end (env abc): six changed on disk"], "against": ["a: no longer in the flow"]}
+    assert not Drift().any and Drift().lines() == [] and Drift().as_dict() == {
+        "spec": [], "resolution": [], "runtime": [], "against": []}
+    for kind in ("spec", "resolution", "runtime", "against"):
+        one = Drift(**{kind: ["x"]})
+        assert one.any and one.lines() == [f"{kind} drift: x"]
+
+
+def _step(name, packages=(), disabled=False, libraries=(("six", "1.0"),), platform="linux-64"):
+    pl = PlatformLock(platform, "3.11.7", tuple(packages))
+    return StepLock(name, "pypi", "pypi", "3.11", libraries, (), (), disabled, {} if disabled else {platform: pl}), pl
+
+
+def test_against_a_run_that_used_the_locked_envs_is_no_drift():
+    start, pl = _step("start", (pkg("six", "1.0"),))
+    flow = SimpleNamespace(lock=Lock("F", "f.py", {"start": start}))
+    record = make_record(tasks={"start": {"-": {}}}, env=pl.env_id,
+                         envs={pl.env_id: {"platform": "linux-64", "python": "3.11.7",
+                                           "packages": [pkg("six", "1.0").as_dict()]}})
+    assert check_against(flow, record) == []
+    assert check_against(SimpleNamespace(lock=None), record) == ["no lock file"]
+
+
+def test_against_names_package_changes_removed_steps_and_disabled_flips():
+    start, new_pl = _step("start", (pkg("six", "1.1"), pkg("idna", "3.10")))
+    old_pl = PlatformLock("linux-64", "3.11.7", (pkg("six", "1.0"),))
+    off, _ = _step("b", disabled=True)
+    flow = SimpleNamespace(lock=Lock("F", "f.py", {"start": start, "b": off}))
+    record = make_record(tasks={"start": {"-": {}}, "b": {"-": {}}, "gone": {"-": {}}}, env=old_pl.env_id,
+                         envs={old_pl.env_id: {"platform": "linux-64", "python": "3.11.7",
+                                               "packages": [pkg("six", "1.0").as_dict()]}})
+    assert check_against(flow, record) == ["start: + idna 3.10 (transitive)", "start: ~ six 1.0 -> 1.1 (stated)",
+                                           "b: disabled False -> True", "gone: no longer in the flow"]
+
+
+def test_against_a_run_whose_env_the_record_does_not_describe_names_the_env_ids():
+    start, pl = _step("start", (pkg("six", "1.1"),))
+    flow = SimpleNamespace(lock=Lock("F", "f.py", {"start": start}))
+    record = make_record(tasks={"start": {"-": {}}}, env="9" * 64, envs={})
+    assert check_against(flow, record) == [f"start: + six 1.1 (stated)"]
+    # same packages, another interpreter: the python line says so
+    other = PlatformLock("linux-64", "3.11.6", (pkg("six", "1.1"),))
+    record = make_record(tasks={"start": {"-": {}}}, env=other.env_id,
+                         envs={other.env_id: {"platform": "linux-64", "python": "3.11.6",
+                                              "packages": [pkg("six", "1.1").as_dict()]}})
+    assert check_against(flow, record) == ["start: ~ python 3.11.6 -> 3.11.7"]
+
+
+def test_against_ignores_platforms_the_lock_does_not_have_and_equal_disabled_steps():
+    start, pl = _step("start", (pkg("six", "1.1"),), platform="osx-arm64")
+    off, _ = _step("b", disabled=True)
+    flow = SimpleNamespace(lock=Lock("F", "f.py", {"start": start, "b": off}))
+    record = make_record(tasks={"start": {"-": {}}}, env="9" * 64,
+                         envs={"9" * 64: {"platform": "linux-64", "python": "3.11.7", "packages": []}})
+    assert check_against(flow, record) == []
+    from repro.model.record import StepRecord
+
+    disabled = make_record(tasks={"b": {"-": {}}})
+    disabled.steps["b"] = StepRecord(spec_id="s", env_id="disabled", disabled=True, tasks={})
+    assert check_against(flow, disabled) == []
+
+
+def test_same_packages_but_another_file_is_named_by_file_and_hash():
+    new = pkg("six", "1.0", sha="f" * 64)
+    start, _ = _step("start", (new,))
+    flow = SimpleNamespace(lock=Lock("F", "f.py", {"start": start}))
+    old = pkg("six", "1.0")
+    old_pl = PlatformLock("linux-64", "3.11.7", (old,))
+    record = make_record(tasks={"start": {"-": {}}}, env=old_pl.env_id,
+                         envs={old_pl.env_id: {"platform": "linux-64", "python": "3.11.7", "packages": [old.as_dict()]}})
+    assert check_against(flow, record) == [
+        f"start: ~ six 1.0: file six-1.0-py3-none-any.whl (aaaaaaaaaaaa) -> six-1.0-py3-none-any.whl (ffffffffffff) (stated)"]
