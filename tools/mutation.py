@@ -1,0 +1,106 @@
+#!/usr/bin/env python3
+"""Mutation testing of repro's pure modules with mutmut, against their fast unit tests only.
+
+    .venv/bin/pip install -e '.[test,mutation]'
+    .venv/bin/python tools/mutation.py            # fresh run (~2-4 min on 2 cores), prints the score
+    .venv/bin/python tools/mutation.py --keep     # reuse mutants/ from the last run (only re-tests changes)
+
+What is mutated ([tool.mutmut] in pyproject.toml): repro/model/spec.py, repro/model/lock.py,
+repro/runs/compare.py, repro/runs/drift.py, repro/report/render.py, repro/runs/pickles.py, with
+tests/unit/ as the only tests. The score counts the pure functions of those modules (SCOPE
+below); their impure neighbours (subprocess probes, resolver calls) are mutated too but are the
+business of the slow tests, not of this score.
+
+Score = killed / (in scope - judged equivalent). Surviving mutants judged equivalent (no test
+can tell them apart from the original: same observable behaviour) are listed in EQUIVALENT with
+the reason; every other survivor is printed so it can be killed or judged. Exit 1 below TARGET.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGET = 0.85
+
+# mutmut names mutants <module>.x_<function>__mutmut_<n> and <module>.xǁ<Class>ǁ<method>__mutmut_<n>
+SCOPE = [
+    r"repro\.model\.spec\.",
+    r"repro\.model\.lock\.",
+    r"repro\.runs\.compare\.(x_compare|x__describe_bytes|xǁComparisonǁ)",
+    r"repro\.runs\.drift\.(xǁDriftǁ|x_check_against)",
+    r"repro\.report\.render\.",
+    r"repro\.runs\.pickles\.(x_referenced_modules|x__static|x_downstream|x_is_internal)",
+]
+
+# Survivors judged equivalent: mutant name -> why no test can tell it from the original.
+EQUIVALENT: dict[str, str] = {
+}
+
+
+def in_scope(name: str) -> bool:
+    return any(re.match(p, name) for p in SCOPE)
+
+
+def results() -> dict[str, str]:
+    proc = subprocess.run([str(Path(sys.executable).with_name("mutmut")), "results", "--all", "true"],
+                          cwd=ROOT, capture_output=True, text=True)
+    out = {}
+    for line in proc.stdout.splitlines():
+        if ":" in line and "__mutmut_" in line:
+            name, status = line.strip().split(": ", 1)
+            out[name] = status.strip()
+    if not out:
+        sys.exit(f"mutmut results gave nothing:\n{proc.stdout}\n{proc.stderr}")
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--keep", action="store_true", help="reuse mutants/ (default: start from a clean copy)")
+    ap.add_argument("--show", action="store_true", help="print the diff of every surviving, non-equivalent mutant")
+    args = ap.parse_args()
+    mutmut = Path(sys.executable).with_name("mutmut")
+    if not mutmut.exists():
+        sys.exit("mutmut is not installed: pip install -e '.[mutation]'")
+    if not args.keep:
+        shutil.rmtree(ROOT / "mutants", ignore_errors=True)
+    started = time.time()
+    run = subprocess.run([str(mutmut), "run"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if run.returncode != 0:
+        print(run.stderr[-3000:], file=sys.stderr)
+        return run.returncode
+    got = {k: v for k, v in results().items() if in_scope(k)}
+    stale = sorted(set(EQUIVALENT) - {k for k, v in got.items() if v == "survived"})
+    counts = Counter(got.values())
+    survivors = sorted(k for k, v in got.items() if v != "killed" and k not in EQUIVALENT)
+    judged = len(set(EQUIVALENT) & set(got))
+    killed = counts["killed"]
+    total = len(got) - judged
+    score = killed / total if total else 0.0
+    print(f"mutmut on the pure modules, tests/unit only: {len(got)} mutants in scope, {time.time() - started:.0f}s")
+    print("  " + ", ".join(f"{status}: {n}" for status, n in sorted(counts.items())))
+    print(f"  judged equivalent: {judged}")
+    print(f"score: {killed}/{total} killed = {score:.1%} (target {TARGET:.0%})")
+    by_function = Counter(re.sub(r"__mutmut_\d+$", "", k) for k in survivors)
+    if survivors:
+        print(f"\nnot killed ({len(survivors)}), by function:")
+        for fn, n in by_function.most_common():
+            print(f"  {n:4d}  {fn}")
+    if args.show:
+        for name in survivors:
+            print(subprocess.run([str(mutmut), "show", name], cwd=ROOT, capture_output=True, text=True).stdout)
+    if stale:
+        print(f"\nEQUIVALENT lists mutants that no longer survive (remove them): {stale}")
+    return 0 if score >= TARGET else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
