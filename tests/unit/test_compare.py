@@ -81,3 +81,41 @@ def test_same_means_nothing_different(verdicts, same):
     assert c.same is same
     assert sum(c.count(v) for v in ("identical", "equivalent", "different")) == len(verdicts)
     assert c.count("equivalent") == verdicts.count("equivalent")
+
+
+def test_semantic_comparison_in_an_interpreter_uses_the_tolerances():
+    """Differing bytes are compared by value in the reader's interpreter (here: the running one,
+    which has the built-in comparators): within rel_tol 1e-9 and abs_tol 0 by default."""
+    import hashlib
+    import pickle
+    import sys
+
+    values = {"close": (1.0, 1.0 + 1e-12), "far": (1.0, 1.1), "tiny": (0.0, 1e-300)}
+    blobs, ta, tb = {}, {}, {}
+    for name, (x, y) in values.items():
+        for side, v in (("a", x), ("b", y)):
+            data = pickle.dumps(v, protocol=4)
+            sha = hashlib.sha1(data).hexdigest()
+            blobs[sha] = data
+            (ta if side == "a" else tb)[name] = (sha, len(data), "float")
+    a, b = make_record("1", {"start": {"-": ta}}), make_record("2", {"start": {"-": tb}})
+    pythons = {"e" * 64: sys.executable}
+    c = compare(a, b, blobs.get, blobs.get, pythons, sys_path=[])
+    assert {r.name: r.verdict for r in c.results} == {"close": "equivalent", "far": "different", "tiny": "different"}
+    assert c.same is False
+    loose = compare(a, b, blobs.get, blobs.get, pythons, options={"rel_tol": 0.2})
+    assert {r.name: r.verdict for r in loose.results} == {"close": "equivalent", "far": "equivalent", "tiny": "different"}
+    absolute = compare(a, b, blobs.get, blobs.get, pythons, options={"abs_tol": 1e-3})
+    assert {r.name: r.verdict for r in absolute.results}["tiny"] == "equivalent"
+
+
+def test_a_tampered_blob_of_the_second_run_names_the_second_run():
+    a = make_record("1", {"start": {"-": {"x": (A1, 1, "int")}}})
+    b = make_record("2", {"start": {"-": {"x": (B1, 1, "int")}}})
+    import hashlib
+
+    good = b"\x80\x04K\x01."
+    a = make_record("1", {"start": {"-": {"x": (hashlib.sha1(good).hexdigest(), 5, "int")}}})
+    c = cmp(a, b, blobs_a=lambda s: good, blobs_b=lambda s: b"tampered", pythons={"e" * 64: "/py"})
+    (r,) = c.results
+    assert r.verdict == "different" and r.detail.startswith("F/2 start/-.x") and "does not match its recorded sha1" in r.detail

@@ -89,3 +89,35 @@ def test_same_packages_but_another_file_is_named_by_file_and_hash():
                          envs={old_pl.env_id: {"platform": "linux-64", "python": "3.11.7", "packages": [old.as_dict()]}})
     assert check_against(flow, record) == [
         f"start: ~ six 1.0: file six-1.0-py3-none-any.whl (aaaaaaaaaaaa) -> six-1.0-py3-none-any.whl (ffffffffffff) (stated)"]
+
+
+def _record_env(pl):
+    return {"platform": pl.platform, "python": pl.python, "packages": [p.as_dict() for p in pl.packages]}
+
+
+def test_against_uses_the_platform_the_run_used_and_reports_every_step_in_order():
+    linux = PlatformLock("linux-64", "3.11.7", (pkg("six", "1.1"),))
+    mac = PlatformLock("osx-arm64", "3.11.7", (pkg("six", "1.2"),))
+    then_mac = PlatformLock("osx-arm64", "3.11.7", (pkg("six", "1.0"),))
+    same, same_pl = _step("same", (pkg("idna", "3.10"),))
+    empty = PlatformLock("linux-64", "3.11.7", ())
+    steps = {
+        "gone_first": None,
+        "same": same,
+        "mac": StepLock("mac", "pypi", "pypi", "3.11", (("six", "1.2"),), (), (), False,
+                        {"linux-64": linux, "osx-arm64": mac}),
+        "bare": StepLock("bare", "pypi", "pypi", "3.11", (), (), (), False, {"linux-64": empty}),
+    }
+    flow = SimpleNamespace(lock=Lock("F", "f.py", {k: v for k, v in steps.items() if v is not None}))
+    from repro.model.record import StepRecord
+
+    record = make_record(tasks={"gone_first": {"-": {}}, "same": {"-": {}}, "mac": {"-": {}}, "bare": {"-": {}}},
+                         envs={same_pl.env_id: _record_env(same_pl), then_mac.env_id: _record_env(then_mac)})
+    record.steps["same"] = StepRecord(spec_id="s", env_id=same_pl.env_id, disabled=False, tasks={})
+    record.steps["mac"] = StepRecord(spec_id="s", env_id=then_mac.env_id, disabled=False, tasks={})
+    record.steps["bare"] = StepRecord(spec_id="s", env_id="9" * 64, disabled=False, tasks={})
+    assert check_against(flow, record) == [
+        "gone_first: no longer in the flow",
+        "mac: ~ six 1.0 -> 1.2 (stated)",  # the osx-arm64 lock, not this machine's linux-64 one
+        f"bare: env 999999999999 -> {empty.env_id[:12]}",  # no package lines: the env ids say it
+    ]

@@ -270,3 +270,49 @@ def test_package_diff_of_files_pythons_and_missing_sides():
     assert diff_packages(None, a, {"six"}) == ["+ six 1.0 (stated)"]
     assert diff_packages(a, None) == ["- six 1.0 (transitive)"]
     assert diff_packages(a, a) == [] and diff_packages(None, None) == []
+
+
+@pytest.mark.parametrize("key", ["name", "version", "source", "file", "url", "sha256", "size"])
+def test_a_package_missing_any_key_is_named(tmp_path, key):
+    path = tmp_path / "flow.repro.lock"
+    lines = LOCK_TEXT.split("[[steps.start.platforms.linux-64.packages]]\n")
+    first = "".join(line for line in lines[1].splitlines(keepends=True) if not line.startswith(f"{key} ="))
+    text = lines[0] + "[[steps.start.platforms.linux-64.packages]]\n" + first + \
+        "[[steps.start.platforms.linux-64.packages]]\n" + lines[2]
+    with pytest.raises(_LockFileError) as err:
+        parse_lock(text, path)
+    assert str(err.value) == f"{path}: step 'start', platform linux-64, package #1: missing key '{key}'"
+
+
+@pytest.mark.parametrize("key", ["spec_id", "kind", "source", "python", "disabled", "libraries", "implicit"])
+def test_a_step_missing_any_key_is_named(tmp_path, key):
+    path = tmp_path / "flow.repro.lock"
+    head, start = LOCK_TEXT.split("[steps.start]\n")
+    own, rest = start.split("\n[", 1)  # the step's own keys come before its sub-tables
+    kept = [line for line in own.splitlines(keepends=True) if not line.startswith(f"{key} =")]
+    text = head + "[steps.start]\n" + "".join(kept) + "\n[" + rest
+    if key in ("libraries", "implicit"):
+        text = text.replace(f"[steps.start.{key}]\n", "").replace('numpy = "1.26.4"\n' if key == "libraries"
+                                                                  else 'requests = "2.32.3"\n', "", 1)
+    with pytest.raises(_LockFileError) as err:
+        parse_lock(text, path)
+    assert str(err.value) == f"{path}: step 'start': missing key '{key}'"
+
+
+def test_implicit_pins_must_be_strings_too(tmp_path):
+    path = tmp_path / "flow.repro.lock"
+    with pytest.raises(_LockFileError) as err:
+        parse_lock(LOCK_TEXT.replace('requests = "2.32.3"\n', "requests = 2\n"), path)
+    assert str(err.value) == f"{path}: step 'start': expected a table of name = \"version\""
+
+
+def test_package_diff_goes_on_past_unchanged_packages():
+    a = PlatformLock("linux-64", "3.11.7", (pkg("idna", "3.10"), pkg("six", "1.0")))
+    b = PlatformLock("linux-64", "3.11.7", (pkg("idna", "3.10"), pkg("six", "1.1")))
+    assert diff_packages(a, b) == ["~ six 1.0 -> 1.1 (transitive)"]
+
+
+def test_a_locked_steps_spec_keeps_its_channels():
+    start = golden_lock().steps["start"]
+    assert start.as_spec("MyFlow").channels == ("conda-forge",)
+    assert start.spec_id != sample_lock().steps["start"].spec_id

@@ -93,7 +93,7 @@ def test_a_truncated_or_foreign_blob_gives_what_was_read_so_far(fake_modules):
 
 
 def test_static_notes_name_distribution_and_both_versions():
-    blob_modules = {"t15pkg", "t15other", "t15same", "t15unknown", "t15also"}
+    blob_modules = {"a_t15nodist", "t15pkg", "t15other", "t15same", "t15unknown", "t15also"}
     producer = {"t15pkg": ("t15-pkg", "1.0"), "t15other": ("t15-other", "2.0"), "t15same": ("t15-same", "3.0"),
                 "t15also": ("t15-pkg", "1.0")}  # two modules of one distribution: one note
     reader = {"t15pkg": ("t15-pkg", "1.1"), "t15same": ("t15-same", "3.0"), "t15unknown": ("x", "9"),
@@ -126,6 +126,7 @@ def test_downstream_is_every_step_reachable_in_breadth_first_order():
     assert downstream(graph, "c") == ["join", "end"]
     assert downstream(graph, "end") == [] and downstream(graph, "nowhere") == []
     assert downstream({"x": ("y",), "y": ("x",)}, "x") == ["y", "x"]  # cycles end
+    assert downstream({"start": ("a", "b"), "a": ("b",)}, "start") == ["a", "b"]  # b has no entry of its own
 
 
 @pytest.mark.parametrize("name,internal", [("_foreach_stack", True), ("_transition", True), ("__secret", True),
@@ -133,3 +134,31 @@ def test_downstream_is_every_step_reachable_in_breadth_first_order():
                                            ("_", False), ("foreach_stack", False)])
 def test_metaflow_bookkeeping_is_internal_and_users_underscores_are_not(name, internal):
     assert is_internal(name) is internal
+
+
+def _handmade(*ops: bytes) -> bytes:
+    return b"\x80\x04" + b"".join(ops) + b"."
+
+
+def _unicode(text: str) -> bytes:
+    return b"\x8c" + bytes([len(text)]) + text.encode()
+
+
+@pytest.mark.parametrize("put,get", [
+    (lambda i: b"p%d\n" % i, lambda i: b"g%d\n" % i),                       # PUT / GET (text)
+    (lambda i: b"q" + bytes([i]), lambda i: b"h" + bytes([i])),               # BINPUT / BINGET
+    (lambda i: b"r" + i.to_bytes(4, "little"), lambda i: b"j" + i.to_bytes(4, "little")),  # LONG_*
+])
+def test_explicit_memo_puts_and_gets_of_other_picklers(put, get):
+    """Other picklers (and hand-written pickles) memoise with PUT/BINPUT/LONG_BINPUT instead of
+    MEMOIZE; a module name fetched back from the memo must still be seen."""
+    blob = _handmade(_unicode("t15pkg.sub"), put(0), _unicode("A"), put(1), b"\x93",
+                     get(0), _unicode("B"), b"\x93", b"\x86")
+    assert referenced_modules(blob) == {"t15pkg"}
+    # the module comes from the memo, not from whatever string came last
+    blob = _handmade(_unicode("t15other"), put(0), _unicode("A"), put(1), b"\x93",
+                     _unicode("x_last"), b"0", get(0), _unicode("B"), b"\x93", b"\x86")
+    assert referenced_modules(blob) == {"t15other"}
+    blob = _handmade(_unicode("t15pkg"), put(0), b"0", _unicode("t15other"), _unicode("C"), b"\x93",
+                     get(0), _unicode("D"), b"\x93", b"\x86")
+    assert referenced_modules(blob) == {"t15pkg", "t15other"}

@@ -42,7 +42,10 @@ def sample_flow() -> dict:
 
 
 def doc() -> dict:
-    d = render.document([sample_flow(), render.flow_report("EmptyFlow", "empty.py")])
+    same = render.flow_report("SameFlow", "same.py", record=make_record("3", flow="SameFlow"),
+                              comparison=Comparison("SameFlow/2", "SameFlow/3", (ArtifactResult("start", "-", "x", "identical"),)))
+    not_run = render.flow_report("NotRunFlow", "not_run.py", outcomes={"start": {"outcome": "failed", "message": "no env"}})
+    d = render.document([sample_flow(), same, not_run, render.flow_report("EmptyFlow", "empty.py")])
     d["generated_at"] = "2026-01-02T03:04:05+00:00"
     return d
 
@@ -127,9 +130,16 @@ def test_renderings_match_the_golden_files(fmt, renderer):
 
 def test_write_puts_the_three_formats_side_by_side(tmp_path):
     d = doc()
-    written = render.write(d, tmp_path / "reports", stem="r")
+    written = render.write(d, tmp_path / "deep" / "reports", stem="r")
     assert [p.name for p in written] == ["r.md", "r.json", "r.html"]
-    assert (tmp_path / "reports" / "r.json").read_text() == render.to_json(d)
-    assert (tmp_path / "reports" / "r.md").read_text() == render.to_markdown(d)
-    assert (tmp_path / "reports" / "r.html").read_text() == render.to_html(d)
+    assert (tmp_path / "deep" / "reports" / "r.json").read_text() == render.to_json(d)
+    assert (tmp_path / "deep" / "reports" / "r.md").read_text() == render.to_markdown(d)
+    assert (tmp_path / "deep" / "reports" / "r.html").read_text() == render.to_html(d)
     assert [p.name for p in render.write(d, tmp_path)] == ["repro-report.md", "repro-report.json", "repro-report.html"]
+
+
+def test_step_rows_fill_gaps_of_documents_from_elsewhere():
+    """A document read back from JSON (another repro version, a hand-made one) may lack counts."""
+    flow = {"steps": [{"step": "s", "env_id": "", "python": "", "packages": 0, "artifacts": {"identical": 2},
+                       "pickle": {"fails": 1}, "outcome": "passed"}]}
+    assert render.step_rows(flow) == [["s", "-", "-", 0, "2/0/0", "0/0/1", "passed"]]

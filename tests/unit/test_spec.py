@@ -280,3 +280,21 @@ def test_ids_are_stable_across_releases():
     payload = (b'{"channels":[],"disabled":false,"implicit":[["requests","2.32.3"]],"kind":"pypi",'
                b'"libraries":[["six","1.16.0"]],"python":"3.11.7","source":"pypi"}')
     assert s.spec_id == hashlib.sha256(payload).hexdigest()
+
+
+def test_disabled_spec_in_full_and_the_conda_source_message_in_full():
+    s = spec([Declaration("conda", {"six": "1.16.0"}, channels=["conda-forge"], disabled=True)], step="c")
+    assert s == type(s)(flow=FLOW, step="c", kind="conda", source="none", python="3.11.7",
+                        libraries=(("six", "1.16.0"),), implicit=(), channels=("conda-forge",), disabled=True)
+    with pytest.raises(SpecError) as err:
+        spec(own=[Declaration("conda", {"numpy": "1.26.4"})], source="conda")
+    assert str(err.value) == (
+        "flow MyFlow (flow.py), step 'b': @conda libraries need a conda channel, and conda channels are not supported "
+        "yet. To serve @conda(libraries=...) from PyPI, set conda-source = \"pypi\" under [tool.repro] in "
+        "pyproject.toml, or REPRO_CONDA_SOURCE=pypi in the environment.")
+
+
+@pytest.mark.parametrize("version", ["1.X", "X", "1.0x"])
+def test_letters_are_invalid_versions_not_ranges(version):
+    with pytest.raises(SpecError, match="which is not a valid version"):
+        pin_of("six", version, "here")
