@@ -93,21 +93,25 @@ def test_a_truncated_or_foreign_blob_gives_what_was_read_so_far(fake_modules):
 
 
 def test_static_notes_name_distribution_and_both_versions():
-    blob_modules = {"a_t15nodist", "t15pkg", "t15other", "t15same", "t15unknown", "t15also"}
-    producer = {"t15pkg": ("t15-pkg", "1.0"), "t15other": ("t15-other", "2.0"), "t15same": ("t15-same", "3.0"),
-                "t15also": ("t15-pkg", "1.0")}  # two modules of one distribution: one note
-    reader = {"t15pkg": ("t15-pkg", "1.1"), "t15same": ("t15-same", "3.0"), "t15unknown": ("x", "9"),
-              "t15also": ("t15-pkg", "1.1")}
-
-    import repro.runs.pickles as pk
-
-    original = pk.referenced_modules
-    pk.referenced_modules = lambda blob: set(blob_modules)
+    names = ["a_s15nodist", "s15pkg", "s15other", "s15same", "s15unknown", "s15also"]
+    objs = []
+    for name in names:
+        mod = types.ModuleType(name)
+        klass = type("K", (), {"__module__": name})
+        mod.K = klass
+        sys.modules[name] = mod
+        objs.append(klass())
     try:
-        notes = _static(b"", producer, reader)
+        blob = pickle.dumps(objs, protocol=3)
     finally:
-        pk.referenced_modules = original
-    assert notes == ["t15-other 2.0 -> not installed", "t15-pkg 1.0 -> 1.1"]
+        for name in names:
+            sys.modules.pop(name, None)
+    assert referenced_modules(blob) == set(names)
+    producer = {"s15pkg": ("t15-pkg", "1.0"), "s15other": ("t15-other", "2.0"), "s15same": ("t15-same", "3.0"),
+                "s15also": ("t15-pkg", "1.0")}  # two modules of one distribution: one note
+    reader = {"s15pkg": ("t15-pkg", "1.1"), "s15same": ("t15-same", "3.0"), "s15unknown": ("x", "9"),
+              "s15also": ("t15-pkg", "1.1"), "a_s15nodist": ("y", "1")}
+    assert _static(blob, producer, reader) == ["t15-other 2.0 -> not installed", "t15-pkg 1.0 -> 1.1"]
 
 
 def test_static_notes_from_a_real_pickle(fake_modules):
