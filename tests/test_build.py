@@ -65,7 +65,10 @@ def assert_isolated(env: Path) -> None:
             "'prefix': sys.prefix}))")
     import json
 
-    got = json.loads(run_in(env, code).stdout)
+    def run(src):  # from a neutral folder: `python -c` puts the working directory on sys.path
+        return subprocess.run([str(env / "bin" / "python"), "-c", src], capture_output=True, text=True, cwd="/")
+
+    got = json.loads(run(code).stdout)
     assert Path(got["prefix"]).resolve() == env.resolve()
     assert got["user"] is False  # no ~/.local site-packages
     for entry in got["path"]:
@@ -74,7 +77,7 @@ def assert_isolated(env: Path) -> None:
     runner_site = {p for p in sys.path if p.endswith("site-packages")}
     assert runner_site and not runner_site & set(got["path"])
     for module in ("repro", "jsonschema", "moto", "_pytest"):  # all installed where the tests run
-        r = run_in(env, f"import {module}")
+        r = run(f"import {module}")
         assert f"No module named '{module}'" in r.stderr, (module, r.stderr)
 
 
