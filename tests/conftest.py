@@ -1,22 +1,40 @@
-"""Shared fixtures. Everything runs for real: uv against the package index, real interpreters,
-real subprocesses. One REPRO_HOME per test session keeps downloads and builds shared."""
+"""Fixtures only (helpers the tests import are in tests/helpers.py). Everything runs for real: uv
+against the package index, real interpreters, real subprocesses. One REPRO_HOME per test session
+keeps downloads and builds shared.
+
+Missing prerequisites (a pyenv interpreter, `unshare`, Chromium) skip through
+``helpers.require``; under CI=true the hook below turns those skips into failures that name what
+is missing, so CI can never pass by skipping."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
-import textwrap
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import MISSING, _wait_for_port, free_port
+
 pytest_plugins = ["pytester"]
 
-ROOT = Path(__file__).resolve().parents[1]
-SCENARIOS = ROOT / "scenarios"
-PYENV = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+
+def in_ci() -> bool:
+    return os.environ.get("CI") == "true"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if not (in_ci() and report.skipped and call.excinfo is not None
+            and isinstance(call.excinfo.value, pytest.skip.Exception)):
+        return
+    reason = str(call.excinfo.value.msg or "")
+    if reason.startswith(MISSING):
+        report.outcome = "failed"
+        report.longrepr = f"CI=true: {reason} (a CI run must not pass by skipping; install it)"
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -39,104 +57,9 @@ def repro_home(tmp_path_factory) -> Path:
             os.environ[k] = v
 
 
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-    @property
-    def text(self) -> str:
-        return self.out + self.err
-
-
-def cli(*args, cwd: Path | None = None, env: dict | None = None, timeout: float = 900) -> Result:
-    """Run the real `repro` command line in a subprocess."""
-    full_env = {**os.environ, **(env or {})}
-    proc = subprocess.run([sys.executable, "-m", "repro", *map(str, args)], capture_output=True,
-                          text=True, cwd=cwd, env=full_env, timeout=timeout)
-    return Result(proc.returncode, proc.stdout, proc.stderr)
-
-
-def write_flow(folder: Path, body: str, name: str = "flow.py", conda_source: str | None = "pypi") -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    if conda_source:
-        (folder / "pyproject.toml").write_text(f'[tool.repro]\nconda-source = "{conda_source}"\n')
-    path = folder / name
-    path.write_text(textwrap.dedent(body).lstrip())
-    return path
-
-
-def installed_python(minor: str) -> Path | None:
-    found = sorted(PYENV.glob(f"{minor}.*/bin/python3"))
-    return found[-1] if found else None
-
-
 @pytest.fixture
 def flow_dir(tmp_path) -> Path:
     return tmp_path / "proj"
-
-
-@dataclass
-class FlowRun:
-    code: int
-    out: str
-    err: str
-    run_id: str | None
-    env: dict
-
-    @property
-    def text(self) -> str:
-        return self.out + self.err
-
-    def inspect(self, flow_name: str) -> dict:
-        """The run's steps, tasks, artifacts and repro metadata, read with Metaflow's client."""
-        import json
-
-        proc = subprocess.run([sys.executable, str(ROOT / "tests" / "mf_inspect.py"), f"{flow_name}/{self.run_id}"],
-                              capture_output=True, text=True, env=self.env, timeout=300)
-        assert proc.returncode == 0, proc.stderr
-        return json.loads(proc.stdout)
-
-
-def run_flow(path: Path, datastore: Path, environment: str = "conda", env: dict | None = None,
-             args: tuple = (), timeout: float = 900) -> FlowRun:
-    """`python FLOW.py --environment=<environment> run` for real, with a private local datastore."""
-    datastore.mkdir(parents=True, exist_ok=True)
-    run_id_file = datastore / f"run-id-{Path(path).stem}-{os.getpid()}-{len(list(datastore.iterdir()))}"
-    full_env = {**os.environ, "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(datastore),
-                "METAFLOW_DEFAULT_DATASTORE": "local", "METAFLOW_DEFAULT_METADATA": "local", **(env or {})}
-    cmd = [sys.executable, str(path)]
-    if environment:
-        cmd.append(f"--environment={environment}")
-    cmd += ["run", "--run-id-file", str(run_id_file), *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=full_env, cwd=datastore, timeout=timeout)
-    run_id = run_id_file.read_text().strip() if run_id_file.exists() else None
-    return FlowRun(proc.returncode, proc.stdout, proc.stderr, run_id, full_env)
-
-
-# -- S3: a real HTTP endpoint (moto's server) on a free loopback port -----------------------------
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_for_port(port: int, timeout: float = 30.0) -> None:
-    import socket
-    import time
-
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
 
 
 @pytest.fixture(scope="session")
@@ -174,102 +97,51 @@ def s3_bucket(s3_server, request) -> str:
     return name
 
 
-class FlakyProxy:
-    """A TCP proxy to 127.0.0.1:port that breaks for good after ``limit`` bytes went upstream:
-    a real network failure in the middle of a transfer, on loopback only."""
 
-    def __init__(self, port: int, limit: int):
-        import socket
-        import threading
 
-        self.target, self.limit, self.sent, self.broken = port, limit, 0, False
-        self.lock = threading.Lock()
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
-        self.conns = []
-        threading.Thread(target=self._accept, daemon=True).start()
+@pytest.fixture(scope="session")
+def base_wheels(repro_home, tmp_path_factory) -> Path:
+    """Wheels every env needs, for ``local_index``: requests and its dependencies (the implicit
+    Metaflow need) and six 1.16.0, copied from the package cache after one real build."""
+    import shutil
 
-    def _accept(self):
-        import socket
-        import threading
+    from tests.helpers import cli, write_flow
 
-        while True:
-            try:
-                client, _ = self.sock.accept()
-            except OSError:
-                return
-            if self.broken:
-                client.close()
-                continue
-            try:
-                upstream = socket.create_connection(("127.0.0.1", self.target))
-            except OSError:
-                client.close()
-                continue
-            self.conns += [client, upstream]
-            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
-
-    def _pump(self, src, dst, counts):
-        try:
-            while True:
-                data = src.recv(65536)
-                if not data:
-                    break
-                if counts:
-                    with self.lock:
-                        self.sent += len(data)
-                        if self.sent > self.limit:
-                            self.break_all()
-                            return
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.close()
-                except OSError:
-                    pass
-
-    def break_all(self):
-        self.broken = True
-        for s in self.conns:
-            try:
-                s.close()
-            except OSError:
+    work = tmp_path_factory.mktemp("base-wheels")
+    path = write_flow(work / "seed", '''
+        from metaflow import FlowSpec, step, pypi
+        class SeedFlow(FlowSpec):
+            @pypi(packages={"six": "1.16.0"})
+            @step
+            def start(self):
+                self.next(self.end)
+            @step
+            def end(self):
                 pass
+    ''')
+    r = cli("env", "build", path)
+    assert r.code == 0, r.text
+    links = work / "wheels"
+    links.mkdir()
+    import re
 
-    def close(self):
-        self.break_all()
-        self.sock.close()
+    wanted = set(re.findall(r'^file = "(.+\.whl)"$', (work / "seed" / "flow.repro.lock").read_text(), re.M))
+    for wheel in (repro_home / "packages").rglob("*.whl"):
+        if wheel.name in wanted:
+            shutil.copy(wheel, links / wheel.name)
+    assert {"six", "requests", "urllib3"} <= {w.name.split("-")[0] for w in links.iterdir()}
+    return links
 
 
-def make_wheel(folder: Path, name: str, version: str, requires: tuple = ()) -> Path:
-    """A minimal, valid pure-Python wheel, for a package index the test controls."""
-    import base64
-    import hashlib
-    import zipfile
+@pytest.fixture
+def local_index(base_wheels, tmp_path) -> dict:
+    """Settings (environment variables) for resolving from a local find-links folder only: the
+    index is an empty local folder, so a name somebody could publish on PyPI is never picked up
+    from there. The folder is this test's own copy of ``base_wheels``; add wheels to it with
+    ``helpers.make_wheel(Path(local_index["REPRO_FIND_LINKS"]), ...)``."""
+    import shutil
 
-    dist = name.replace("-", "_")
-    files = {
-        f"{dist}/__init__.py": f"__version__ = {version!r}\n",
-        f"{dist}-{version}.dist-info/METADATA": "Metadata-Version: 2.1\nName: %s\nVersion: %s\n%s\n" % (
-            name, version, "".join(f"Requires-Dist: {r}\n" for r in requires)),
-        f"{dist}-{version}.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: repro-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-    }
-    record = []
-    for path, text in files.items():
-        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
-        record.append(f"{path},sha256={digest},{len(text.encode())}")
-    record.append(f"{dist}-{version}.dist-info/RECORD,,")
-    files[f"{dist}-{version}.dist-info/RECORD"] = "\n".join(record) + "\n"
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / f"{dist}-{version}-py3-none-any.whl"
-    with zipfile.ZipFile(target, "w") as zf:
-        for path, text in files.items():
-            zf.writestr(path, text)
-    return target
+    links, empty = tmp_path / "links", tmp_path / "empty-index"
+    shutil.copytree(base_wheels, links)
+    empty.mkdir()
+    return {"REPRO_FIND_LINKS": str(links), "REPRO_INDEX_URL": empty.as_uri()}

@@ -4,7 +4,7 @@ import pytest
 
 from repro.env.engine import open_flow
 from repro.errors import FlowLoadError
-from tests.conftest import SCENARIOS, write_flow
+from tests.helpers import SCENARIOS, write_flow
 
 
 def test_seed_base_override_flow_merges_as_the_documentation_says():

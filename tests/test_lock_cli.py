@@ -5,7 +5,7 @@ import tomllib
 
 import pytest
 
-from tests.conftest import cli, write_flow
+from tests.helpers import cli, write_flow
 
 SIX_FLOW = '''
     from metaflow import FlowSpec, step, conda, conda_base
@@ -106,7 +106,7 @@ def test_locking_for_other_platforms_from_this_box(flow_dir):
     ('{"six": "99.99.99"}', "six"),
     ('{"urllib3": "1.20"}', "urllib3"),  # requests (implicit) needs urllib3>=1.21.1: conflicting pins
 ])
-def test_unresolvable_declarations_exit_2_naming_flow_step_and_library(flow_dir, libs, match):
+def test_unresolvable_declarations_exit_2_naming_flow_step_and_library(flow_dir, libs, match, local_index):
     path = write_flow(flow_dir, f'''
         from metaflow import FlowSpec, step, pypi
         class BadFlow(FlowSpec):
@@ -118,7 +118,8 @@ def test_unresolvable_declarations_exit_2_naming_flow_step_and_library(flow_dir,
             def end(self):
                 pass
     ''')
-    r = cli("lock", path)
+    # a name nobody has must stay unknown: resolve it from a local folder only, never from PyPI
+    r = cli("lock", path, env=local_index if "surely-not" in libs else None)
     assert r.code == 2, r.text
     assert "BadFlow" in r.err and "step 'start'" in r.err and match in r.err
     assert not (flow_dir / "flow.repro.lock").exists()

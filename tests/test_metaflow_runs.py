@@ -3,11 +3,12 @@
 import json
 import sys
 import tomllib
+from pathlib import Path
 
 import pytest
 
 from repro.env.engine import open_flow
-from tests.conftest import SCENARIOS, run_flow, write_flow
+from tests.helpers import SCENARIOS, require_locked_pythons, run_flow, same_file, write_flow
 
 EXPECTED = tomllib.loads((SCENARIOS / "expected.toml").read_text())
 pytestmark = pytest.mark.slow
@@ -21,6 +22,7 @@ def datastore(tmp_path_factory):
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_scenario_runs_as_expected(name, datastore, repro_home):
     want, path = EXPECTED[name], SCENARIOS / f"{name}.py"
+    require_locked_pythons(SCENARIOS / f"{name}.repro.lock")
     run = run_flow(path, datastore, environment=want["run"]["environment"], env={"REPRO_FROZEN": "1"})
     result = want["run"]
     assert "Bootstrapping conda environment" in run.text
@@ -40,8 +42,10 @@ def test_scenario_runs_as_expected(name, datastore, repro_home):
     for step, artifacts in result.get("artifacts", {}).items():
         for task in info["steps"][step]:
             for key, value in artifacts.items():
-                expected = sys.executable if value == "$USER_PYTHON" else value
-                assert task["artifacts"][key] == expected, (step, key)
+                if value == "$USER_PYTHON":  # the same interpreter file, however its path was spelled
+                    assert same_file(task["artifacts"][key], sys.executable), (step, key, task["artifacts"][key])
+                else:
+                    assert task["artifacts"][key] == value, (step, key)
     # every task ran in the env its lock names, recorded its fingerprint and the hash seed
     flow = open_flow(path)
     for step, tasks in info["steps"].items():
@@ -51,11 +55,11 @@ def test_scenario_runs_as_expected(name, datastore, repro_home):
             assert md["repro-pythonhashseed"] == "0"
             if spec.disabled:
                 assert md["repro-env-id"] == "disabled"
-                assert md["repro-interpreter"] == sys.executable
+                assert same_file(md["repro-interpreter"], sys.executable), md["repro-interpreter"]
                 continue
             env_id = flow.lock.steps[step].platforms["linux-64"].env_id
             assert md["repro-env-id"] == env_id and md["repro-spec-id"] == spec.spec_id
-            assert md["repro-interpreter"].startswith(str(repro_home / "envs"))
+            assert Path(md["repro-interpreter"]).absolute().is_relative_to((repro_home / "envs").absolute())
             fp = json.loads(md["repro-fingerprint"])
             assert fp["distributions"] == {p.name: p.version for p in flow.lock.steps[step].platforms["linux-64"].packages}
 
@@ -84,9 +88,10 @@ def _flow(decorator: str, name: str = "BadRunFlow") -> str:
     ('@conda(libraries={"six": "1.16.0"})\n            @pypi(packages={"six": "1.16.0"})',
      "@conda and @pypi cannot both be used on the same step"),
 ])
-def test_bad_declarations_stop_the_run_before_any_task(decorator, match, tmp_path, datastore):
+def test_bad_declarations_stop_the_run_before_any_task(decorator, match, tmp_path, datastore, local_index):
     path = write_flow(tmp_path / "proj", _flow(decorator))
-    run = run_flow(path, datastore)
+    # a name nobody has must stay unknown: resolve it from a local folder only, never from PyPI
+    run = run_flow(path, datastore, env=local_index if "surely-not" in decorator else None)
     assert run.code != 0
     assert match in run.text and "BadRunFlow" in run.text and "start" in run.text
     assert "Workflow starting" not in run.text and "Task is starting" not in run.text
@@ -110,8 +115,6 @@ def test_a_task_whose_environment_changed_on_disk_fails_saying_what_changed(tmp_
     first = run_flow(path, datastore)
     assert first.code == 0, first.text
     env_python = first.inspect("TamperFlow")["steps"]["start"][0]["metadata"]["repro-interpreter"]
-    from pathlib import Path
-
     six_py = next(Path(env_python).parent.parent.glob("lib/python3*/site-packages/six.py"))
     six_py.write_text(six_py.read_text() + "\n# tampered\n")
     second = run_flow(path, datastore)

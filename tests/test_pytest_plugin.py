@@ -6,11 +6,12 @@ import re
 import shutil
 import subprocess
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 
 from repro.report.render import SCHEMA_FILE
-from tests.conftest import cli, make_wheel
+from tests.helpers import cli, make_wheel, require_chromium
 
 pytestmark = pytest.mark.slow
 
@@ -131,28 +132,24 @@ def test_stale_lock_fails_lock_item_and_steps(project):
     r.assert_outcomes(passed=0, failed=5)  # the run refuses a stale lock, so every step fails too
 
 
-def test_resolution_drift_only_with_repro_drift(project, tmp_path):
-    links = tmp_path / "links"
+def test_resolution_drift_only_with_repro_drift(project, local_index, monkeypatch):
+    links = Path(local_index["REPRO_FIND_LINKS"])  # local folder only: the names never reach PyPI
     make_wheel(links, "repro-drift-top", "1.0", requires=("repro-drift-dep>=1.0",))
     make_wheel(links, "repro-drift-dep", "1.0")
     path = project.path / "drift_flow.py"
     path.write_text(FLOW.format(name="DriftFlow", six="1.16.0", b_body="pass").replace(
         '{"six": "1.16.0"}', '{"six": "1.16.0", "repro-drift-top": "1.0"}'))
-    env = {"REPRO_FIND_LINKS": str(links)}
-    os.environ.update(env)
-    try:
-        assert cli("lock", path).code == 0
-        make_wheel(links, "repro-drift-dep", "1.1")  # a new release of a transitive dependency appears
-        r = run(project, "--repro", "drift_flow.py")
-        r.assert_outcomes(passed=5)
-        r = run(project, "--repro", "drift_flow.py", "--repro-drift")
-        r.assert_outcomes(passed=4, failed=1)
-        assert "resolution drift: start (linux-64): ~ repro-drift-dep 1.0 -> 1.1 (transitive)" in r.stdout.str()
-        d = cli("drift", path)
-        assert d.code == 1 and "resolution drift: start (linux-64): ~ repro-drift-dep 1.0 -> 1.1 (transitive)" in d.out
-    finally:
-        for k in env:
-            os.environ.pop(k, None)
+    for key, value in local_index.items():
+        monkeypatch.setenv(key, value)
+    assert cli("lock", path).code == 0
+    make_wheel(links, "repro-drift-dep", "1.1")  # a new release of a transitive dependency appears
+    r = run(project, "--repro", "drift_flow.py")
+    r.assert_outcomes(passed=5)
+    r = run(project, "--repro", "drift_flow.py", "--repro-drift")
+    r.assert_outcomes(passed=4, failed=1)
+    assert "resolution drift: start (linux-64): ~ repro-drift-dep 1.0 -> 1.1 (transitive)" in r.stdout.str()
+    d = cli("drift", path)
+    assert d.code == 1 and "resolution drift: start (linux-64): ~ repro-drift-dep 1.0 -> 1.1 (transitive)" in d.out
 
 
 def test_baseline_passes_when_identical_and_fails_with_a_readable_diff(project):
@@ -225,9 +222,7 @@ def test_repro_run_fixture_gives_record_and_artifacts(project):
 
 
 def test_html_report_renders_in_a_browser(project, tmp_path):
-    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-    if browser is None:
-        pytest.skip("no Chromium here (CI installs it)")
+    browser = require_chromium()
     assert cli("lock", flow(project)).code == 0
     run(project, "--repro", "demo_flow.py").assert_outcomes(passed=5)
     shot = tmp_path / "report.png"

@@ -83,7 +83,7 @@ def test_a_helper_module_that_mentions_flowspec_is_not_a_flow(pytester):
 
 def test_lock_file_keeps_its_permissions(tmp_path):
     from repro.model.lock import write_lock
-    from tests.test_lockfile import sample_lock
+    from tests.helpers import sample_lock
 
     path = tmp_path / "flow.repro.lock"
     path.write_text("old")

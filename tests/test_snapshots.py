@@ -12,7 +12,7 @@ import boto3
 import pytest
 
 from repro.model.record import from_json
-from tests.conftest import SCENARIOS, FlakyProxy, cli
+from tests.helpers import SCENARIOS, FlakyProxy, cli, require_netns
 
 EXPECTED = tomllib.loads((SCENARIOS / "expected.toml").read_text())
 pytestmark = pytest.mark.slow
@@ -73,13 +73,12 @@ def test_s3_snapshot_then_replay_from_empty_home_without_an_index(tmp_path, s3_s
     replay = cli("replay", "LinearSklearnFlow/latest", "--store", store, cwd=tmp_path,
                  env={**mf_env, **NO_INDEX, "REPRO_HOME": str(home)})
     assert replay.code == 0, replay.text[-4000:]
-    assert "result: identical" in replay.out
+    assert f"result: {EXPECTED['linear_sklearn']['replay']}" in replay.out
     assert "rebuilding env" in replay.err and "resolving" not in replay.err
 
 
 def test_replay_in_a_network_namespace_with_no_network(tmp_path, mf_env):
-    if not shutil.which("unshare") or subprocess.run(["unshare", "-n", "true"]).returncode != 0:
-        pytest.skip("cannot create a network namespace here")
+    require_netns()
     store = (tmp_path / "store").as_uri()
     run("linear", store, mf_env, tmp_path)
     env = {**os.environ, **mf_env, **NO_INDEX, "REPRO_HOME": str(tmp_path / "fresh-home")}
@@ -104,14 +103,20 @@ def test_pickle_matrix_shows_the_warning_and_the_failing_case(tmp_path, mf_env):
     assert "scikit-learn 1.5.2 -> 1.5.1" in warn.static  # the static check names the version change
     assert "fails" in r.out and "InconsistentVersionWarning" in r.out
     assert "No module named 'numpy._core'" in record_of(store, ref)
+    # expected.toml's `replay`: the recorded run replays to the same conclusion
+    replay = cli("replay", ref, "--store", store, env=mf_env, cwd=tmp_path)
+    want = EXPECTED["pickle_compat"]["replay"]
+    assert replay.code == (0 if want == "identical" else 1), replay.text[-3000:]
+    assert f"result: {want}" in replay.out
 
 
 def test_unseeded_replay_is_different_and_says_how(tmp_path, mf_env):
     store = (tmp_path / "store").as_uri()
     run("unseeded_random", store, mf_env, tmp_path)
     r = cli("replay", "UnseededRandomFlow/latest", "--store", store, env=mf_env, cwd=tmp_path)
-    assert r.code == 1, r.text[-3000:]
-    assert "result: different" in r.out and EXPECTED["unseeded_random"]["replay_detail"] in r.out
+    want = EXPECTED["unseeded_random"]["replay"]
+    assert want == "different" and r.code == 1, r.text[-3000:]
+    assert f"result: {want}" in r.out and EXPECTED["unseeded_random"]["replay_detail"] in r.out
     assert "label" not in r.out.split("result:")[0].split("different")[-1]  # identical artifacts are not listed
 
 
@@ -186,7 +191,7 @@ def test_store_failing_mid_push_leaves_no_record_and_the_next_push_completes(tmp
 
 
 def test_unreachable_store_fails_the_push_with_exit_3(tmp_path, mf_env):
-    from tests.conftest import free_port
+    from tests.helpers import free_port
 
     r = cli("run", SCENARIOS / "linear.py", "--store", "s3://nobody/x", cwd=tmp_path,
             env={**mf_env, "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{free_port()}",
@@ -221,8 +226,36 @@ def test_gc_removes_only_what_no_record_names(tmp_path, mf_env):
     assert "LinearFlow" in ls.out
 
 
+def test_gc_long_after_a_push_keeps_every_object_a_record_names(tmp_path, mf_env):
+    """Pins gc's `not in named` rule: an object a record names is never deleted, however old.
+    Every object here is aged far past the default grace period (as an hour after any push), so
+    only that rule can keep the snapshot whole."""
+    root = tmp_path / "store"
+    run("linear", root.as_uri(), mf_env, tmp_path)
+    orphan = root / "artifacts" / "sha1" / "00" / ("0" * 40)
+    orphan.parent.mkdir(parents=True, exist_ok=True)
+    orphan.write_bytes(b"named by no record")
+    objects = [p for p in root.rglob("*") if p.is_file()]
+    for p in objects:
+        os.utime(p, (1_000_000, 1_000_000))  # 1970: older than any grace period
+    named = [p for p in objects if p != orphan and not p.relative_to(root).parts[0] == "runs"]
+    assert len(named) > 5
+    r = cli("store", "gc", "--store", root.as_uri())
+    assert r.code == 0, r.text
+    assert "removed 1 object" in r.out, r.out
+    assert not orphan.exists()
+    assert [p for p in named if not p.exists()] == []
+    v = cli("store", "verify", "--store", root.as_uri())
+    assert v.code == 0, v.text
+    # and the snapshot still replays from an empty home
+    replay = cli("replay", "LinearFlow/latest", "--store", root.as_uri(), cwd=tmp_path,
+                 env={**mf_env, **NO_INDEX, "REPRO_HOME": str(tmp_path / "fresh-home")})
+    assert replay.code == 0, replay.text[-3000:]
+    assert f"result: {EXPECTED['linear'].get('replay', 'identical')}" in replay.out
+
+
 def test_replay_uses_the_recorded_parameters(tmp_path, mf_env):
-    from tests.conftest import write_flow
+    from tests.helpers import write_flow
 
     path = write_flow(tmp_path / "proj", '''
         from metaflow import FlowSpec, Parameter, step

@@ -38,7 +38,7 @@ def test_store_contract(store, tmp_path):
 
 
 def test_unreachable_s3_is_an_infrastructure_error(monkeypatch):
-    from tests.conftest import free_port
+    from tests.helpers import free_port
 
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"http://127.0.0.1:{free_port()}")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")

@@ -4,16 +4,14 @@ import subprocess
 
 import pytest
 
-from tests.conftest import ROOT, installed_python
+from tests.helpers import ROOT, require_python
 
 TASK_SIDE = sorted((ROOT / "metaflow_extensions").rglob("*.py")) + sorted((ROOT / "repro" / "comparators").glob("*.py"))
 
 
 @pytest.mark.parametrize("minor", ["3.7", "3.8", "3.9", "3.10", "3.11", "3.12", "3.13"])
 def test_task_side_code_compiles(minor, tmp_path):
-    exe = installed_python(minor)
-    if exe is None:
-        pytest.skip(f"Python {minor} is not installed here")
+    exe = require_python(minor)
     code = ("import py_compile, sys\n"
             "for f in sys.argv[1:]:\n"
             "    py_compile.compile(f, cfile=%r + '/x.pyc', doraise=True)\n" % str(tmp_path))

@@ -53,7 +53,8 @@ class At:
 
     def fail(self, value: Any, what: str) -> NoReturn:
         """Refuse ``value``: it is not ``what`` (e.g. "64 hex digits")."""
-        raise Invalid(self, value, f"{self.field} {value!r} is not {what}")
+        subject = f"{self.field} {value!r}" if self.path else repr(value)
+        raise Invalid(self, value, f"{subject} is not {what}")
 
 
 _TYPE_NAMES = {str: "str", int: "int", float: "a number", bool: "bool", dict: "a table/object", list: "a list",

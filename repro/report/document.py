@@ -131,16 +131,17 @@ class ReportDocument:
     flows: list[FlowReport]
 
     def to_dict(self) -> dict[str, Any]:
-        return _plain(self)  # type: ignore[no-any-return]
+        return plain(self)  # type: ignore[no-any-return]
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
+    """A document (or any part of it) as JSON-ready data: dicts, lists, strings, numbers."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, Enum):
         return value.value
     if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     return value
 
 
@@ -181,7 +182,7 @@ def build_flow(flow: str, file: str, record=None, lock=None, outcomes: dict[str,
             python=python, packages=packages, tasks=len(s.tasks) if s else 0,
             fingerprints=sorted({t.fingerprint for t in s.tasks.values()}) if s else [],
             outcome=outcome, message=message,
-            artifacts=ArtifactCounts(**by_step.get(step, {})) if comparison else None,
+            artifacts=ArtifactCounts(**by_step[step]) if step in by_step else None,
             pickle=PickleCounts(**{k.value: sum(1 for c in checks if c.status is k) for k in PickleStatus}),
         ))
     failed = record is None or record.status is not RunStatus.SUCCESS or any(s.outcome is StepOutcome.FAILED for s in steps)

@@ -55,8 +55,8 @@ class Comparison:
     b: str
     results: tuple[ArtifactResult, ...]
 
-    def count(self, verdict: Verdict) -> int:
-        return sum(1 for r in self.results if r.verdict is verdict)
+    def count(self, verdict: Verdict | str) -> int:
+        return sum(1 for r in self.results if r.verdict == verdict)
 
     @property
     def same(self) -> bool:
@@ -73,7 +73,7 @@ class Comparison:
     def by_step(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = defaultdict(lambda: {v.value: 0 for v in Verdict})
         for r in self.results:
-            out[r.step][r.verdict.value] += 1
+            out[r.step][Verdict(r.verdict).value] += 1
         return dict(out)
 
     def findings(self) -> list[Finding]:
