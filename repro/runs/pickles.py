@@ -30,29 +30,51 @@ METAFLOW_INTERNAL = frozenset({
 def is_internal(name: str) -> bool:
     return name in METAFLOW_INTERNAL or name.startswith("__")
 _STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "STRING", "BINSTRING", "SHORT_BINSTRING"}
+#: opcodes that push nothing onto the unpickler's stack (everything else pushes one object)
+_NO_PUSH = {"MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT", "FRAME", "PROTO", "STOP"}
+
+
+def _python3_module(name: str) -> str:
+    """Protocols 0-2 name some stdlib modules by their Python 2 names (``__builtin__``, ``copy_reg``)."""
+    from _compat_pickle import IMPORT_MAPPING
+
+    return IMPORT_MAPPING.get(name, name)
 
 
 def referenced_modules(blob: bytes) -> set[str]:
-    """Top-level modules whose classes or functions a pickle refers to (GLOBAL / STACK_GLOBAL)."""
-    modules, recent, memo = set(), [], {}
+    """Top-level modules whose classes or functions a pickle refers to (GLOBAL / STACK_GLOBAL).
+
+    A light simulation of the unpickler's stack: every opcode that pushes an object records it (the
+    text of a string, else None), the memo stores what was on top when memoised, and STACK_GLOBAL
+    reads the two objects pushed last (module, name)."""
+    modules: set[str] = set()
+    pushed: list[str | None] = []
+    memo: dict[int, str | None] = {}
     try:
         for op, arg, _ in pickletools.genops(blob):
             name = op.name
             if name == "GLOBAL":
-                modules.add(str(arg).split(" ")[0].split(".")[0])
+                modules.add(str(arg).split(" ")[0])
+                pushed.append(None)
             elif name in _STRING_OPS:
-                recent.append(arg if isinstance(arg, str) else arg.decode("latin-1"))
-            elif name == "MEMOIZE" and recent:
-                memo[len(memo)] = recent[-1]
-            elif name in ("PUT", "BINPUT", "LONG_BINPUT") and recent:
-                memo[arg] = recent[-1]
-            elif name in ("GET", "BINGET", "LONG_BINGET") and arg in memo:
-                recent.append(memo[arg])
-            elif name == "STACK_GLOBAL" and len(recent) >= 2:
-                modules.add(recent[-2].split(".")[0])
+                pushed.append(arg if isinstance(arg, str) else arg.decode("latin-1"))
+            elif name == "MEMOIZE":
+                memo[len(memo)] = pushed[-1] if pushed else None
+            elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
+                memo[arg] = pushed[-1] if pushed else None
+            elif name in ("GET", "BINGET", "LONG_BINGET"):
+                pushed.append(memo.get(arg))
+            elif name == "STACK_GLOBAL":
+                module = pushed[-2] if len(pushed) >= 2 else None
+                if isinstance(module, str) and isinstance(pushed[-1], str):
+                    modules.add(module)
+                pushed.append(None)
+            elif name not in _NO_PUSH:
+                pushed.append(None)
     except Exception:  # noqa: BLE001 - a truncated or odd pickle: the dynamic check will tell
         pass
-    return {m for m in modules if m and m not in sys.stdlib_module_names and m != "builtins"}
+    tops = {_python3_module(m).split(".")[0] for m in modules if m}
+    return {m for m in tops if m and m not in sys.stdlib_module_names and m != "builtins"}
 
 
 def module_distributions(site_packages: list[Path]) -> dict[str, tuple[str, str]]:

@@ -33,7 +33,7 @@ def test_modules_of_every_class(fake_modules, protocol):
     sub, other = fake_modules["t15pkg.sub"], fake_modules["t15other"]
     for value in ([sub.A(), other.C(), sub.A()], [other.C, other.C, sub.B], [sub.A(), collections.OrderedDict(a=1), len]):
         want = {"t15pkg"} | ({"t15other"} if other.C in value or isinstance(value[1], other.C) else set())
-        blob = pickle.dumps(value, protocol=protocol, fix_imports=False)  # Python 2 names: see the xfail below
+        blob = pickle.dumps(value, protocol=protocol, fix_imports=False)  # Python 2 names: see test_python2_names_...
         assert referenced_modules(blob) == want, (protocol, value)
     assert referenced_modules(pickle.dumps(sub.A(), protocol=protocol)) == {"t15pkg"}
     assert referenced_modules(pickle.dumps({"k": other.C()}, protocol=protocol, fix_imports=False)) == {"t15other"}
@@ -63,16 +63,11 @@ def test_protocol_0_text_globals(fake_modules):
     assert referenced_modules(pickle.dumps((sub.A, sub.B), protocol=0, fix_imports=False)) == {"t15pkg"}
 
 
-@pytest.mark.xfail(strict=True, reason="product bug: the scan's memo skips MEMOIZE while no string was seen "
-                                       "(e.g. the outer list's), so later BINGETs read the previous string: "
-                                       "[A(), B()] reports a module named 'A'")
 def test_memo_indices_stay_aligned_after_a_memoised_container(fake_modules):
     sub = fake_modules["t15pkg.sub"]
     assert referenced_modules(pickle.dumps([sub.A(), sub.B()], protocol=4)) == {"t15pkg"}
 
 
-@pytest.mark.xfail(strict=True, reason="product bug: protocols 0-2 name builtins and copyreg by their Python 2 "
-                                       "names (__builtin__, copy_reg), which the stdlib filter does not know")
 def test_python2_names_of_stdlib_modules_are_not_reported(fake_modules):
     sub = fake_modules["t15pkg.sub"]
     assert referenced_modules(pickle.dumps([sub.A(), len], protocol=2)) == {"t15pkg"}
