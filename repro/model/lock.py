@@ -6,6 +6,7 @@ the file is recomputed on read, so a hand edit (or a merge accident) is caught, 
 
 from __future__ import annotations
 
+from typing import Any
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,12 +36,12 @@ class Package:
     sha256: str
     size: int
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "source": self.source,
                 "file": self.file, "url": self.url, "sha256": self.sha256, "size": self.size}
 
     @classmethod
-    def from_dict(cls, d: object, at: v.At) -> Package:
+    def from_dict(cls, d: Any, at: v.At) -> Package:
         """Strict: every key present and typed, sha256 64 hex, file a plain name, size >= 0."""
         v.only(v.of_type(d, dict, at), _PACKAGE_KEYS, at)
         size = v.need(d, "size", int, at)
@@ -73,7 +74,7 @@ class PlatformLock:
     python: str  # the exact interpreter version, e.g. "3.11.7"
     packages: tuple[Package, ...]
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         object.__setattr__(self, "packages", tuple(sorted(self.packages)))  # canonical order
 
     @property
@@ -83,13 +84,13 @@ class PlatformLock:
     def by_name(self) -> dict[str, Package]:
         return {p.name: p for p in self.packages}
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """``{"env_id", "platform", "python", "packages": [...]}``, packages in canonical order."""
         return {"env_id": self.env_id, "platform": self.platform, "python": self.python,
                 "packages": [p.as_dict() for p in self.packages]}
 
     @classmethod
-    def from_dict(cls, d: object, where: str | v.At, *, platform: str | None = None,
+    def from_dict(cls, d: Any, where: str | v.At, *, platform: str | None = None,
                   env_id: str | None = None) -> PlatformLock:
         """Strict inverse of ``to_dict``. ``platform``/``env_id``: the key the container filed the
         dict under, when the dict leaves it out. An env id must be given (in the dict, here, or
@@ -124,7 +125,7 @@ class StepLock:
     implicit: tuple[tuple[str, str], ...]
     channels: tuple[str, ...]
     disabled: bool
-    platforms: dict = field(default_factory=dict)  # name -> PlatformLock
+    platforms: dict[str, PlatformLock] = field(default_factory=dict)  # name -> PlatformLock
 
     @property
     def spec_id(self) -> str:
@@ -136,7 +137,7 @@ class StepLock:
                        channels=self.channels, disabled=self.disabled)
 
     @classmethod
-    def from_spec(cls, spec: EnvSpec, platforms: dict) -> "StepLock":
+    def from_spec(cls, spec: EnvSpec, platforms: dict[str, PlatformLock]) -> StepLock:
         return cls(step=spec.step, kind=spec.kind, source=spec.source, python=spec.python,
                    libraries=spec.libraries, implicit=spec.implicit, channels=spec.channels,
                    disabled=spec.disabled, platforms=dict(sorted(platforms.items())))
@@ -146,13 +147,14 @@ class StepLock:
 class Lock:
     flow: str
     file: str
-    steps: dict  # step -> StepLock
+    steps: dict[str, Any]  # step -> StepLock
 
     def to_toml(self) -> str:
-        doc = {"version": LOCK_VERSION, "flow": self.flow, "file": self.file, "steps": {}}
+        steps: dict[str, Any] = {}
+        doc = {"version": LOCK_VERSION, "flow": self.flow, "file": self.file, "steps": steps}
         for name in sorted(self.steps):
             s = self.steps[name]
-            entry = {
+            entry: dict[str, Any] = {
                 "spec_id": s.spec_id, "kind": s.kind, "source": s.source, "python": s.python,
                 "disabled": s.disabled, "libraries": dict(s.libraries), "implicit": dict(s.implicit),
             }
@@ -165,7 +167,7 @@ class Lock:
                 plats[pname] = section
             if plats:
                 entry["platforms"] = plats
-            doc["steps"][name] = entry
+            steps[name] = entry
         header = (f"# repro lock for {self.file} (flow {self.flow}).\n"
                   f"# Written by `repro lock {self.file}`; commit it, do not edit it by hand.\n")
         return header + tomli_w.dumps(doc)
@@ -194,7 +196,7 @@ def safe_file_name(name: str, where: str) -> str:
         raise LockFileError(str(exc)) from None
 
 
-def _pairs(table: dict, at: v.At) -> tuple[tuple[str, str], ...]:
+def _pairs(table: dict[str, Any], at: v.At) -> tuple[tuple[str, str], ...]:
     for k, value in table.items():
         v.of_type(value, str, at / k)
     return tuple(sorted(table.items()))
@@ -212,7 +214,7 @@ def parse_lock(text: str, path: Path) -> Lock:
         raise LockFileError(f"{exc}. {regen}") from None
 
 
-def _decode_lock(doc: dict, path: Path, regen: str) -> Lock:
+def _decode_lock(doc: dict[str, Any], path: Path, regen: str) -> Lock:
     at = v.At(str(path))
     version = v.need(doc, "version", int, at)
     if version > LOCK_VERSION:

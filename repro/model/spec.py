@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from typing import Any
 from dataclasses import dataclass, field
 
 from packaging.utils import canonicalize_name
@@ -28,7 +29,7 @@ class Declaration:
     """One decorator as the user wrote it (flow-level ``*_base`` or step-level)."""
 
     kind: str  # "conda" | "pypi"
-    libraries: dict | None = None
+    libraries: dict[str, Any] | None = None
     python: object = None
     disabled: object = None
     channels: object = None
@@ -70,7 +71,7 @@ class EnvSpec:
         return sha256_json(payload)
 
 
-def sha256_json(payload) -> str:
+def sha256_json(payload: Any) -> str:
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()
 
@@ -79,7 +80,7 @@ def _where(flow: str, step: str | None) -> str:
     return f"flow {flow}, step '{step}'" if step else f"flow {flow} (flow-level decorator)"
 
 
-def pin_of(name: str, version, where: str) -> tuple[str, str]:
+def pin_of(name: str, version: Any, where: str) -> tuple[str, str]:
     """Validate one ``name: version`` entry; return (canonical name, exact version)."""
     if not isinstance(name, str) or not _NAME.match(name.strip()):
         if isinstance(name, str) and "[" in name:
@@ -123,7 +124,7 @@ def _libraries(decl: Declaration, where: str) -> dict[str, str]:
     return out
 
 
-def _python(value, where: str) -> str | None:
+def _python(value: Any, where: str) -> str | None:
     if value is None:
         return None
     if isinstance(value, float | int) and not isinstance(value, bool):
@@ -139,13 +140,13 @@ def _python(value, where: str) -> str | None:
     return text
 
 
-def _disabled(value, where: str) -> bool | None:
+def _disabled(value: Any, where: str) -> bool | None:
     if value is None or isinstance(value, bool):
         return value
     raise SpecError(f"{where}: disabled={value!r} must be True or False")
 
 
-def _channels(value, where: str) -> tuple[str, ...]:
+def _channels(value: Any, where: str) -> tuple[str, ...]:
     if value is None:
         return ()
     if isinstance(value, str):
@@ -202,15 +203,16 @@ def merge(
         disabled = disabled if step_disabled is None else step_disabled
         channels = _channels(s.channels, where) or channels
 
-    kind = (s or b).kind if (s or b) else "none"
-    kinds = {d.kind for d in (b, s) if d}
+    chosen = s or b
+    kind = chosen.kind if chosen else "none"
+    declared = {d.kind for d in (b, s) if d}
     python = python or default_python
     if disabled:
         # Runs in the user's own interpreter: nothing to resolve, nothing implicit to add.
         return EnvSpec(flow=flow, step=step, kind=kind, source="none", python=python,
                        libraries=tuple(sorted(libraries.items())), channels=channels,
                        disabled=True, where=where)
-    if "conda" in kinds:
+    if "conda" in declared:
         if conda_source == "pypi":
             source = "pypi"
         else:

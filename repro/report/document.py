@@ -40,10 +40,6 @@ class FlowStatus(Choice):
     FAILED = "failed"
 
 
-def _doc(text: str, **extra: Any) -> Any:
-    return field(metadata={"description": text, **extra})
-
-
 @dataclass(frozen=True)
 class ArtifactCounts:
     identical: int = 0
@@ -61,15 +57,15 @@ class PickleCounts:
 @dataclass(frozen=True)
 class StepReport:
     step: str
-    env_id: str = _doc("sha256 of the resolved set, or 'disabled'")
-    python: str = _doc("the exact interpreter version of the step's environment")
-    packages: int = _doc("packages in the step's environment, stated and transitive")
+    env_id: str = field(metadata={"description": "sha256 of the resolved set, or 'disabled'"})
+    python: str = field(metadata={"description": "the exact interpreter version of the step's environment"})
+    packages: int = field(metadata={"description": "packages in the step's environment, stated and transitive"})
     tasks: int
     fingerprints: list[str]
     outcome: StepOutcome
     message: str
-    artifacts: ArtifactCounts | None = _doc("against the baseline; null without one")
-    pickle: PickleCounts = _doc("checks of the artifacts this step reads")
+    artifacts: ArtifactCounts | None = field(metadata={"description": "against the baseline; null without one"})
+    pickle: PickleCounts = field(metadata={"description": "checks of the artifacts this step reads"})
 
 
 @dataclass(frozen=True)
@@ -113,9 +109,9 @@ class DriftReport:
 
 @dataclass(frozen=True)
 class FlowReport:
-    flow: str = _doc("FlowSpec class name")
+    flow: str = field(metadata={"description": "FlowSpec class name"})
     file: str
-    run: str | None = _doc("FlowName/run_id of the run, if one started")
+    run: str | None = field(metadata={"description": "FlowName/run_id of the run, if one started"})
     status: FlowStatus
     steps: list[StepReport]
     pickle: list[PickleRow]
@@ -125,9 +121,9 @@ class FlowReport:
 
 @dataclass(frozen=True)
 class ReportDocument:
-    schema: str = _doc("always 'repro.report'", const=SCHEMA)
-    schema_version: int = _doc("bumped when a field is renamed or removed", const=SCHEMA_VERSION)
-    generated_at: str = _doc("ISO 8601, UTC")
+    schema: str = field(metadata={"description": "always 'repro.report'", "const": SCHEMA})
+    schema_version: int = field(metadata={"description": "bumped when a field is renamed or removed", "const": SCHEMA_VERSION})
+    generated_at: str = field(metadata={"description": "ISO 8601, UTC"})
     flows: list[FlowReport]
 
     def to_dict(self) -> dict[str, Any]:
