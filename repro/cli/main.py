@@ -192,10 +192,25 @@ def cmd_replay(args) -> int:
     from repro.runs.replay import replay
     from repro.settings import load_settings
 
-    result = replay(args.ref, args.store, load_settings(Path.cwd()), on=args.on, log=_log)
-    print(f"replayed {result.original.ref} as {result.replayed.ref}")
-    print(_comparison_table(result.comparison))
-    print(f"result: {result.comparison.verdict}")
+    result = replay(args.ref, args.store, load_settings(Path.cwd()), on=args.on, log=_log,
+                    extra_args=tuple(args.metaflow_args))
+    if result.replayed is not None:
+        print(f"replayed {result.original.ref} as {result.replayed.ref}")
+    if result.comparison is not None:
+        print(_comparison_table(result.comparison))
+    failure = result.failure
+    if failure is not None:
+        if failure.step:
+            print(f"step {failure.step} failed ({failure.task}): {failure.error}")
+            print(f"its logs: {failure.logs}")
+        else:
+            print(f"the replay did not run: {failure.error}")
+            if failure.output:
+                _log(failure.output[-4000:])
+    if result.recorded or result.saved:
+        print(f"replay recorded as {result.replayed.ref} (replay of {result.original.ref}) in "
+              f"{result.recorded or result.saved}")
+    print(f"result: {result.verdict}")
     return result.exit_code
 
 
@@ -355,7 +370,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("ref", help="FlowName/run_id, FlowName/latest, or a record.json file")
     p.add_argument("--store", help="store URI (default: REPRO_STORE or file://$REPRO_HOME/store)")
     p.add_argument("--on", choices=["local", "batch"], default="local", help="where to run the replay")
-    p.set_defaults(func=cmd_replay)
+    p.set_defaults(func=cmd_replay, metaflow_args=[])
+    p.epilog = ("Exit codes: 0 identical (or equivalent), 1 different, 3 replay failed. Options after -- add to or "
+                "override the recorded run options, e.g. `repro replay F/1 -- --max-workers 2`.")
 
     p = sub.add_parser("diff", help="compare two recorded runs artifact by artifact")
     p.add_argument("ref_a")
@@ -406,8 +423,8 @@ def main(argv: list[str] | None = None) -> int:
         argv, passthrough = argv[:cut], argv[cut + 1:]
     args = parser.parse_args(argv)
     if passthrough:
-        if args.command != "run":
-            parser.error("only `repro run` takes options after --")
+        if args.command not in ("run", "replay"):
+            parser.error("only `repro run` and `repro replay` take options after --")
         args.metaflow_args = passthrough
     os.environ.setdefault("METAFLOW_USER", os.environ.get("USER") or "repro")
     try:

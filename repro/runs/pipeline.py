@@ -144,8 +144,9 @@ def _run(path: Path, options: RunOptions, outcome: Outcome, log: Log) -> None:
         tail = f":\n{output[-4000:]}" if output else "; see its output above"
         raise _MetaflowFailed(f"{path.name}: the flow did not start (exit code {code}){tail}", code)
     flow = open_flow(path, settings)  # the run may have re-locked
-    raw = runs.inspect(flow.name, run_id, flow.decl.parameters, env=env)
-    record = runs.build_record(flow, flow.lock, run_id, raw, elapsed)
+    raw = runs.inspect(flow.name, run_id, flow.decl.parameters, env=env, info=flow.decl.parameter_info,
+                       inputs_dir=settings.home.inputs / "sha256")
+    record = runs.build_record(flow, flow.lock, run_id, raw, elapsed, args=options.metaflow_args)
     outcome.record = record
     outcome.findings += task_findings(raw, flow.decl.steps, record.status is RunStatus.SUCCESS)
     if record.status is not RunStatus.SUCCESS:

@@ -25,6 +25,11 @@ def artifact(sha1: str) -> str:
     return f"artifacts/sha1/{sha1[:2]}/{sha1}"
 
 
+def input_blob(sha256: str) -> str:
+    """An input a run read (an IncludeFile's bytes), by the sha256 of its contents."""
+    return f"inputs/sha256/{sha256[:2]}/{sha256}"
+
+
 def _safe(part: str, what: str) -> str:
     if not _SAFE.match(part or ""):
         raise BadInput(f"{what} {part!r} may only contain letters, digits, '_', '-' and '.'")

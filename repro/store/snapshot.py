@@ -138,6 +138,7 @@ def push(record: RunRecord, store: Store, settings: Settings, artifact_blobs: di
     uploads.append(("code", layout.code(record.code_sha256), code_file))
     for sha1, blob in (artifact_blobs or {}).items():
         uploads.append(("artifacts", layout.artifact(sha1), blob))
+    uploads += input_uploads(record, settings)
 
     def one(item):
         kind, key, src = item
@@ -171,6 +172,52 @@ def push(record: RunRecord, store: Store, settings: Settings, artifact_blobs: di
         store.put_bytes(layout.latest(record.flow), record.run_id.encode())
     log(f"pushed {record.ref} to {store.uri} ({result.uploaded_bytes / 1e6:.1f} MB): {result.summary()}")
     return result
+
+
+def input_uploads(record: RunRecord, settings: Settings) -> list[tuple[str, str, Path]]:
+    """(kind, key, file) of every input the record names (IncludeFile contents), verified first."""
+    out = []
+    for name, inc in sorted(record.include_files.items()):
+        path = settings.home.input_blob(inc.sha256)
+        if not path.is_file():
+            raise BadInput(f"{record.ref}: the contents of IncludeFile {name!r} ({inc.name}) are not in "
+                           f"{path.parent}; push from the machine (and REPRO_HOME) that made the run")
+        if sha256_file(path) != inc.sha256:
+            raise IntegrityError(f"{path}: contents of IncludeFile {name!r} do not match the record's sha256")
+        out.append(("inputs", layout.input_blob(inc.sha256), path))
+    return out
+
+
+def pull_inputs(record: RunRecord, store: Store, settings: Settings) -> dict[str, Path]:
+    """Fetch and verify every input the record names into REPRO_HOME; return {IncludeFile name: its file}."""
+    out = {}
+    for name, inc in sorted(record.include_files.items()):
+        path = settings.home.input_blob(inc.sha256)
+        if not (path.is_file() and sha256_file(path) == inc.sha256):
+            key = layout.input_blob(inc.sha256)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+                target = Path(tmp) / "input"
+                store.get_file(key, target)
+                got = sha256_file(target)
+                if got != inc.sha256:
+                    raise StoreObjectCorrupt(f"store object {store.uri}/{key} is corrupt: sha256 {got}, "
+                                             f"the record says {inc.sha256}")
+                os.replace(target, path)
+        out[name] = path
+    return out
+
+
+def push_replay_record(record: RunRecord, store: Store) -> str:
+    """Write a replay's record (``replay_of`` set). Everything it names is the replayed run's, already in
+    the store; ``latest`` does not move: a replay is never the baseline of its flow."""
+    missing = [key for key in named_objects(record) if store.stat(key) is None]
+    if missing:
+        raise InfraError(f"cannot record replay {record.ref} in {store.uri}: missing {', '.join(missing[:3])}")
+    key = layout.record(record.flow, record.run_id)
+    if not store.exists(key):
+        store.put_bytes(key, record.to_json().encode())
+    return key
 
 
 def _is_newest(store: Store, record: RunRecord) -> bool:
@@ -256,6 +303,8 @@ def named_objects(record: RunRecord) -> dict[str, tuple[str, str]]:
     out[layout.code(record.code_sha256)] = ("sha256", record.code_sha256)
     for sha1 in record.artifact_shas(stored_only=True):
         out[layout.artifact(sha1)] = ("sha1", sha1)
+    for inc in record.include_files.values():
+        out[layout.input_blob(inc.sha256)] = ("sha256", inc.sha256)
     return out
 
 
@@ -303,7 +352,7 @@ def gc(store: Store, grace_seconds: float = 3600, dry_run: bool = False) -> list
         named |= set(named_objects(record))
     now = time.time()
     removed = []
-    for prefix in ("packages/", "locks/", "code/", "artifacts/"):
+    for prefix in ("packages/", "locks/", "code/", "artifacts/", "inputs/"):
         for info in list(store.list(prefix)):
             if info.key not in named and now - info.modified >= grace_seconds:
                 if not dry_run:
