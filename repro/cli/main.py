@@ -247,6 +247,15 @@ def cmd_store(args) -> int:
         r = load_record(store, parse_ref(args.ref))
         print(f"{r.ref}  created {r.created_at}  status {r.status}  metaflow {r.metaflow_version}  "
               f"PYTHONHASHSEED={r.pythonhashseed}")
+        if r.replay_of:
+            print(f"replay of {r.replay_of}")
+        if r.run_options:
+            print("run options: " + " ".join(r.run_options))
+        for name, inc in r.include_files.items():
+            print(f"IncludeFile {name}: {inc.name}, {inc.size} bytes, sha256 {inc.sha256[:12]}"
+                  f"{'' if inc.is_text else ', binary'}")
+        for name, cfg in r.configs.items():
+            print(f"Config {name} ({cfg.source}): {cfg.value if len(cfg.value) <= 200 else cfg.value[:200] + '...'}")
         rows = [[name, s.env_id[:12], len(s.tasks), sum(len(t.artifacts) for t in s.tasks.values())]
                 for name, s in r.steps.items()]
         print(tabulate(rows, headers=["step", "env id", "tasks", "artifacts"]))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import sys
@@ -182,8 +183,18 @@ def _failure(outcome: Outcome, replayed: RunRecord, flow_file: Path, workdir: Pa
     keep = ("METAFLOW_DATASTORE_SYSROOT_LOCAL", "METAFLOW_DEFAULT_DATASTORE", "METAFLOW_DEFAULT_METADATA")
     logs = " ".join([*(f"{k}={shlex.quote(env[k])}" for k in keep if k in env), shlex.quote(sys.executable),
                      shlex.quote(str(flow_file)), "logs", pathspec])
-    return ReplayFailure(error=_last_line(first.message), step=first.step, task=f"{replayed.flow}/{pathspec}",
+    return ReplayFailure(error=_error_line(first.message), step=first.step, task=f"{replayed.flow}/{pathspec}",
                          logs=logs, output=first.message)
+
+
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Failure)\b")
+
+
+def _error_line(text: str) -> str:
+    """The exception line of a task's stderr (for people: the report's one-line error)."""
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    found = [line for line in lines if _EXCEPTION_LINE.match(line)]
+    return found[-1] if found else _last_line(text)
 
 
 def _last_line(text: str) -> str:
