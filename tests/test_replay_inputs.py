@@ -234,3 +234,41 @@ def test_a_replay_whose_step_raises_is_replay_failed_not_different(tmp_path, mf_
     assert cli("report", replay_ref, "--store", store).code == 0
     diff = cli("diff", "FailingReplayFlow/latest", replay_ref, "--store", store, env=mf_env)
     assert diff.code == 1 and "end/-.*: different: task - exists only in" in diff.out  # never reached
+
+
+def test_the_replay_runtime_is_the_recorded_metaflow_not_the_hosts(tmp_path, mf_env):
+    """Months later the host's Metaflow moved on: the replay still runs on the Metaflow that ran the
+    original (it is in the code package) and its record names that version."""
+    import shutil
+
+    import metaflow
+
+    from repro.env.uvtool import uv_bin
+    from repro.runs.metaflow import _metaflow_version
+
+    if not can_unshare():
+        pytest.skip("cannot create a network namespace here")
+    recorded = _metaflow_version()
+    other = "2.19.38" if recorded != "2.19.38" else "2.19.37"
+    venv = tmp_path / "host-later"
+    root = str(__import__("pathlib").Path(__file__).resolve().parents[1])
+    subprocess.run([uv_bin(), "venv", "-q", str(venv), "--python", sys.executable], check=True)
+    subprocess.run([uv_bin(), "pip", "install", "-q", "--python", str(venv / "bin" / "python"), "-e", root,
+                    f"metaflow=={other}"], check=True, timeout=600)
+    later = str(venv / "bin" / "python")
+    assert subprocess.run([later, "-c", "import metaflow; print(metaflow.__version__)"], capture_output=True,
+                          text=True, cwd=tmp_path).stdout.strip() == other
+    proj = tmp_path / "proj"
+    path = write_flow(proj, FAILING_REPLAY_FLOW)
+    store = (tmp_path / "store").as_uri()
+    r = cli("run", path, "--store", store, env=mf_env, cwd=proj)
+    assert r.code == 0, r.text[-4000:]
+    env = {**os.environ, **mf_env, **NO_INDEX, "REPRO_HOME": str(tmp_path / "empty-home")}
+    proc = offline([later, "-m", "repro", "replay", "FailingReplayFlow/latest", "--store", store], env, tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "result: identical" in proc.stdout
+    replay_ref = proc.stdout.split("replay recorded as ")[1].split()[0]
+    show = cli("store", "show", replay_ref, "--store", store)
+    assert f"metaflow {recorded}" in show.out and f"metaflow {other}" not in show.out, show.out
+    assert metaflow.__version__ == recorded  # this test's own Metaflow was never touched
+    shutil.rmtree(venv)

@@ -33,7 +33,9 @@ def inspect(pathspec: str, kinds: dict, inputs_dir: str = "") -> dict:
     run = Run(pathspec)
     flow = pathspec.split("/")[0]
     stores = {}
-    out = {"successful": run.successful, "finished": run.finished,
+    versions = sorted(t.split(":", 1)[1] for t in run.system_tags if t.startswith("metaflow_version:"))
+    out = {"metaflow_version": versions[0] if versions else "",  # the Metaflow whose runtime ran it
+           "successful": run.successful, "finished": run.finished,
            "created_at": run.created_at.isoformat() if run.created_at else "",
            "finished_at": run.finished_at.isoformat() if run.finished_at else "", "steps": {}, "parameters": {}}
     for step in run:

@@ -200,7 +200,8 @@ def build_record(flow: Flow, lock: Lock, run_id: str, raw: dict, duration: float
     return RunRecord(
         flow=flow.name, run_id=run_id, flow_file=flow.path.name, code_sha256=code_shas.pop(),
         lock_sha256=lock_sha256(flow.lock_file), parameters=raw.get("parameters", {}),
-        pythonhashseed=",".join(sorted(seeds - {""})) or "", metaflow_version=_metaflow_version(),
+        pythonhashseed=",".join(sorted(seeds - {""})) or "",
+        metaflow_version=raw.get("metaflow_version") or _metaflow_version(),  # the runtime's, not ours
         repro_version=__version__,
         host={"platform": local, "python": "%d.%d.%d" % sys.version_info[:3], "system": _platform.platform(),
               "node": _platform.node()},

@@ -8,6 +8,7 @@ import os
 import re
 import shlex
 import shutil
+import subprocess
 import sys
 import tarfile
 import tempfile
@@ -94,6 +95,10 @@ def replay(ref_text: str, store_uri: str | None, settings: Settings, on: str = "
     workdir = _workdir(settings, original)
     flow_file = _extract_code(settings.home.code_package(original.code_sha256), workdir / "code",
                               original) / original.flow_file
+    mf_code = workdir / "code" / ".mf_code"  # the Metaflow (and extensions) that ran the original
+    problem = _recorded_metaflow_problem(mf_code, original)
+    if problem:
+        return ReplayResult(original, None, None, workdir, ReplayVerdict.FAILED, ReplayFailure(error=problem))
     args = [*recorded_args(original, _materialize(original, inputs, workdir / "inputs"), workdir), *extra_args]
     env = {
         **environ_for(frozen=True, offline=True, index_url=UNROUTABLE_INDEX, home=settings.home,
@@ -102,6 +107,7 @@ def replay(ref_text: str, store_uri: str | None, settings: Settings, on: str = "
         "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(workdir), "METAFLOW_DEFAULT_DATASTORE": "local",
         "METAFLOW_DEFAULT_METADATA": "local",
     }
+    env["PYTHONPATH"] = os.pathsep.join([str(mf_code), *filter(None, [os.environ.get("PYTHONPATH")])])
     if original.settings.get("conda_source"):
         env.update(environ_for(conda_source=original.settings["conda_source"]))
     options = RunOptions(
@@ -117,12 +123,35 @@ def replay(ref_text: str, store_uri: str | None, settings: Settings, on: str = "
     failure = _failure(outcome, replayed, flow_file, workdir, env)
     if failure is not None:
         return ReplayResult(original, replayed, None, workdir, ReplayVerdict.FAILED, failure, saved, recorded)
+    if replayed.metaflow_version != original.metaflow_version:
+        return ReplayResult(original, replayed, None, workdir, ReplayVerdict.FAILED, ReplayFailure(
+            error=f"the replay ran on Metaflow {replayed.metaflow_version}, not the recorded "
+                  f"{original.metaflow_version}"), saved, recorded)
     mismatched = [e for e in original.envs if e not in replayed.envs]
     if mismatched:
         raise InfraError(f"replay of {original.ref} did not use the recorded environments {mismatched}")
     assert outcome.comparison is not None
     return ReplayResult(original, replayed, outcome.comparison, workdir,
                         ReplayVerdict(outcome.comparison.verdict.value), None, saved, recorded)
+
+
+def _recorded_metaflow_problem(code: Path, original: RunRecord) -> str:
+    """The replay's runtime runs on the Metaflow in the code package (PYTHONPATH=.mf_code); say why not
+    if this Python cannot import it, or it is another version."""
+    if not (code / "metaflow" / "__init__.py").is_file():  # code: the package's .mf_code folder
+        return (f"the code package of {original.ref} carries no Metaflow: its runtime cannot be the recorded "
+                f"Metaflow {original.metaflow_version}")
+    probe = ("import sys; sys.path.insert(0, sys.argv[1]); from metaflow.metaflow_version import get_version; "
+             "print(get_version())")
+    proc = subprocess.run([sys.executable, "-c", probe, str(code)], capture_output=True, text=True, cwd=code,
+                          env={**os.environ, "METAFLOW_USER": os.environ.get("METAFLOW_USER", "repro")}, timeout=300)
+    if proc.returncode != 0:
+        return (f"this Python ({sys.executable}, {sys.version.split()[0]}) cannot import the recorded Metaflow "
+                f"{original.metaflow_version}: {_error_line(proc.stderr) or proc.stderr.strip()[-500:]}")
+    got = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+    if original.metaflow_version and got != original.metaflow_version:
+        return f"the code package carries Metaflow {got}, but the record says {original.metaflow_version} ran"
+    return ""
 
 
 def recorded_args(record: RunRecord, include_files: dict[str, Path], workdir: Path) -> list[str]:
@@ -180,7 +209,7 @@ def _failure(outcome: Outcome, replayed: RunRecord, flow_file: Path, workdir: Pa
     task = replayed.steps.get(first.step)
     task_id = task.tasks[first.task].task_id if task and first.task in task.tasks else ""
     pathspec = f"{replayed.run_id}/{first.step}/{task_id}" if task_id else f"{replayed.run_id}/{first.step}"
-    keep = ("METAFLOW_DATASTORE_SYSROOT_LOCAL", "METAFLOW_DEFAULT_DATASTORE", "METAFLOW_DEFAULT_METADATA")
+    keep = ("METAFLOW_DATASTORE_SYSROOT_LOCAL", "METAFLOW_DEFAULT_DATASTORE", "METAFLOW_DEFAULT_METADATA", "PYTHONPATH")
     logs = " ".join([*(f"{k}={shlex.quote(env[k])}" for k in keep if k in env), shlex.quote(sys.executable),
                      shlex.quote(str(flow_file)), "logs", pathspec])
     return ReplayFailure(error=_error_line(first.message), step=first.step, task=f"{replayed.flow}/{pathspec}",
