@@ -30,9 +30,13 @@ def mf_env(tmp_path):
 
 def s3_record(endpoint, bucket, prefix, flow, run_id=None):
     s3 = boto3.client("s3", endpoint_url=endpoint)
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/runs/{flow}@")["Contents"]]
+    folder = {k.split("/")[2] for k in keys}
+    assert len(folder) == 1, folder  # one flow file defines the flow: one identity
+    folder = folder.pop()
     if run_id is None:
-        run_id = s3.get_object(Bucket=bucket, Key=f"{prefix}/runs/{flow}/latest")["Body"].read().decode()
-    key = f"{prefix}/runs/{flow}/{run_id}/record.json"
+        run_id = s3.get_object(Bucket=bucket, Key=f"{prefix}/runs/{folder}/latest")["Body"].read().decode()
+    key = f"{prefix}/runs/{folder}/{run_id}/record.json"
     return from_json(s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode(), key)
 
 

@@ -224,6 +224,9 @@ def cmd_diff(args) -> int:
     store = open_store(args.store or settings.store)
     a = load_record(store, parse_ref(args.ref_a))
     b = load_record(store, parse_ref(args.ref_b))
+    from repro.runs.pipeline import check_same_flow
+
+    check_same_flow(a, b, args.allow_other_flow)
     comparison = compare_runs(a, b, store, settings)
     print(f"{a.ref} -> {b.ref}")
     print(_comparison_table(comparison))
@@ -247,6 +250,8 @@ def cmd_store(args) -> int:
         r = load_record(store, parse_ref(args.ref))
         print(f"{r.ref}  created {r.created_at}  status {r.status}  metaflow {r.metaflow_version}  "
               f"PYTHONHASHSEED={r.pythonhashseed}")
+        if r.identity:
+            print(f"flow {r.identity}")
         if r.replay_of:
             print(f"replay of {r.replay_of}")
         if r.run_options:
@@ -387,6 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("ref_a")
     p.add_argument("ref_b")
     p.add_argument("--store")
+    p.add_argument("--allow-other-flow", action="store_true",
+                   help="compare runs of different flows (same class name, other flow files)")
     p.set_defaults(func=cmd_diff)
 
     p = sub.add_parser("drift", help="spec, resolution and runtime drift (exit 1 on any)")

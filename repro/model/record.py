@@ -127,6 +127,8 @@ class RunRecord:
     include_files: dict = field(default_factory=dict)  # IncludeFile parameter -> IncludedFileRecord
     configs: dict = field(default_factory=dict)  # Config name -> ConfigRecord
     run_options: tuple = ()  # Metaflow `run` options that shape the run (not parameters, not --run-id-file)
+    #: which flow this is: "Class:path/of/flow.py" (path from the project root) or "Class:@project/branch"
+    identity: str = ""
 
     @property
     def ref(self) -> str:
@@ -168,7 +170,7 @@ _RECORD_KEYS = frozenset({
     "schema", "schema_version", "flow", "run_id", "flow_file", "code_sha256", "lock_sha256", "parameters",
     "pythonhashseed", "metaflow_version", "repro_version", "host", "datastore", "steps", "envs", "created_at",
     "duration_s", "status", "pickle_checks", "settings", "graph", "step_order",
-    "replay_of", "include_files", "configs", "run_options"})  # the last four: version 2
+    "replay_of", "include_files", "configs", "run_options", "identity"})  # the last five: version 2
 _INCLUDE_KEYS = frozenset({"sha256", "size", "name", "is_text", "encoding"})
 _CONFIG_KEYS = frozenset({"value", "source", "plain", "parser"})
 _REF_TEXT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*/[A-Za-z0-9_.\-]+$")
@@ -326,7 +328,21 @@ def _decode(doc: dict, at: v.At) -> RunRecord:
                                  _included),
         configs=v.table_of(v.opt(doc, "configs", dict, {}, at), at / "configs", _parameter_name, _config),
         run_options=tuple(v.list_of(v.opt(doc, "run_options", list, [], at), at / "run_options", _run_option)),
+        identity=_identity(v.opt(doc, "identity", str, "", at), at / "identity"),
     )
+
+
+def _identity(value: str, at: v.At) -> str:
+    if not value:
+        return ""
+    cls, _, where = value.partition(":")
+    v.identifier(cls, at)
+    if where.startswith("@"):
+        if not re.match(r"^@[A-Za-z0-9_.\-]+/[A-Za-z0-9_.\-]+$", where):
+            at.fail(value, "a flow identity (Class:@project/branch)")
+    else:
+        v.relative_path(where, at)
+    return value
 
 
 def _parameter_name(k: Any, at: v.At) -> str:

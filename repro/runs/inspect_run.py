@@ -34,7 +34,9 @@ def inspect(pathspec: str, kinds: dict, inputs_dir: str = "") -> dict:
     flow = pathspec.split("/")[0]
     stores = {}
     versions = sorted(t.split(":", 1)[1] for t in run.system_tags if t.startswith("metaflow_version:"))
+    tags = dict(t.split(":", 1) for t in run.system_tags if ":" in t)
     out = {"metaflow_version": versions[0] if versions else "",  # the Metaflow whose runtime ran it
+           "project": tags.get("project", ""), "project_branch": tags.get("project_branch", ""),
            "successful": run.successful, "finished": run.finished,
            "created_at": run.created_at.isoformat() if run.created_at else "",
            "finished_at": run.finished_at.isoformat() if run.finished_at else "", "steps": {}, "parameters": {}}

@@ -151,6 +151,24 @@ def run_options_of(args: list[str], parameters) -> tuple[str, ...]:
     return tuple(out)
 
 
+def project_root(path: Path) -> Path:
+    """The nearest folder above the flow file holding pyproject.toml or .git (else the flow's folder)."""
+    path = Path(path).resolve()
+    for folder in path.parents:
+        if (folder / "pyproject.toml").is_file() or (folder / ".git").exists():
+            return folder
+    return path.parent
+
+
+def flow_identity(flow_name: str, path: Path, project: str = "", branch: str = "") -> str:
+    """A flow is its class name plus where it lives: the flow file's path from the project root, or
+    its @project name and branch. Three files defining `PlayListFlow` are three flows."""
+    if project:
+        return f"{flow_name}:@{project}/{branch or 'default'}"
+    path = Path(path).resolve()
+    return f"{flow_name}:{path.relative_to(project_root(path)).as_posix()}"
+
+
 def build_record(flow: Flow, lock: Lock, run_id: str, raw: dict, duration: float,
                  args: tuple[str, ...] = ()) -> RunRecord:
     """A RunRecord from a finished run's raw data and the options it ran with (no I/O here)."""
@@ -212,6 +230,7 @@ def build_record(flow: Flow, lock: Lock, run_id: str, raw: dict, duration: float
         graph={k: tuple(v) for k, v in (flow.decl.graph or {}).items()},
         step_order=tuple(flow.decl.steps),
         include_files=include_files, configs=configs, run_options=run_options_of(args, flow.decl.parameters),
+        identity=flow_identity(flow.name, flow.path, raw.get("project", ""), raw.get("project_branch", "")),
     )
 
 

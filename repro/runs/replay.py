@@ -112,6 +112,7 @@ def replay(ref_text: str, store_uri: str | None, settings: Settings, on: str = "
         env.update(environ_for(conda_source=original.settings["conda_source"]))
     options = RunOptions(
         store=store.uri, baseline=original, frozen=True, metaflow_args=tuple(args), env=env,
+        identity=original.identity,
         pickle_checks=False, settings=load_settings(flow_file, environ={**os.environ, **env}))
     outcome = run_and_record(flow_file, options, log=log)
     if outcome.record is None:  # the run never started: nothing ran, nothing to record

@@ -33,7 +33,7 @@ class StoreObjectCorrupt(IntegrityError):
 
 
 TOUCH_AFTER_SECONDS = 600  # well inside gc's default grace period of one hour
-_REF = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)/([A-Za-z0-9_.\-]+)$")
+_REF = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*(?:@[A-Za-z0-9_.~@\-]+)?)/([A-Za-z0-9_.\-]+)$")
 
 
 # -- references ----------------------------------------------------------------------------------
@@ -64,17 +64,33 @@ def load_record(store: Store | None, ref: Ref) -> RunRecord:
     if store is None:
         raise BadInput("a store is needed to resolve FlowName/run_id references")
     run_id = ref.run_id
+    folder = ref.flow if "@" in ref.flow else _flow_folder(store, ref.flow, run_id)
     if run_id == "latest":
         try:
-            run_id = store.get_bytes(layout.latest(ref.flow)).decode().strip()
+            run_id = store.get_bytes(layout.latest(folder)).decode().strip()
         except StoreObjectMissing:
             raise BadInput(f"store {store.uri} has no runs of flow {ref.flow}") from None
-    key = layout.record(ref.flow, run_id)
+    key = layout.record(folder, run_id)
     try:
         text = store.get_bytes(key).decode()
     except StoreObjectMissing:
         raise BadInput(f"store {store.uri} has no run {ref.flow}/{run_id} (no {key})") from None
     return from_json(text, f"{store.uri}/{key}")
+
+
+def _flow_folder(store: Store, flow: str, run_id: str) -> str:
+    """The folder under runs/ that a class name means: the one flow identity of that class that has the
+    run (or a latest run); two files defining the class are two flows, so `latest` must say which."""
+    folders: dict[str, set] = {}
+    for info in store.list(f"runs/{flow}"):
+        parts = info.key.split("/")
+        if len(parts) >= 3 and (parts[1] == flow or parts[1].startswith(flow + "@")):
+            folders.setdefault(parts[1], set()).add(parts[2])
+    having = sorted(f for f, names in folders.items() if run_id in names)
+    if len(having) > 1 and run_id == "latest":
+        raise BadInput(f"{flow}/latest is ambiguous in {store.uri}: {len(having)} flow files define {flow} "
+                       f"({', '.join(having)}); name one, e.g. {having[0]}/latest")
+    return having[0] if having else flow
 
 
 # -- per-env lock objects ------------------------------------------------------------------------
@@ -161,7 +177,7 @@ def push(record: RunRecord, store: Store, settings: Settings, artifact_blobs: di
             bucket = result.uploaded if n else result.skipped
             bucket[kind] = bucket.get(kind, 0) + 1
             result.uploaded_bytes += size
-    key = layout.record(record.flow, record.run_id)
+    key = layout.record(layout.flow_dir(record.flow, record.identity), record.run_id)
     body = record.to_json().encode()
     if store.exists(key):
         if store.get_bytes(key) != body:
@@ -169,7 +185,7 @@ def push(record: RunRecord, store: Store, settings: Settings, artifact_blobs: di
     else:
         store.put_bytes(key, body)  # the record lands last: from here on the run is visible
     if _is_newest(store, record):
-        store.put_bytes(layout.latest(record.flow), record.run_id.encode())
+        store.put_bytes(layout.latest(layout.flow_dir(record.flow, record.identity)), record.run_id.encode())
     log(f"pushed {record.ref} to {store.uri} ({result.uploaded_bytes / 1e6:.1f} MB): {result.summary()}")
     return result
 
@@ -214,7 +230,7 @@ def push_replay_record(record: RunRecord, store: Store) -> str:
     missing = [key for key in named_objects(record) if store.stat(key) is None]
     if missing:
         raise InfraError(f"cannot record replay {record.ref} in {store.uri}: missing {', '.join(missing[:3])}")
-    key = layout.record(record.flow, record.run_id)
+    key = layout.record(layout.flow_dir(record.flow, record.identity), record.run_id)
     if not store.exists(key):
         store.put_bytes(key, record.to_json().encode())
     return key
@@ -223,8 +239,9 @@ def push_replay_record(record: RunRecord, store: Store) -> str:
 def _is_newest(store: Store, record: RunRecord) -> bool:
     """``latest`` only moves forward: pushing an older saved run must not make it the baseline."""
     try:
-        current = store.get_bytes(layout.latest(record.flow)).decode().strip()
-        other = from_json(store.get_bytes(layout.record(record.flow, current)).decode(), current)
+        folder = layout.flow_dir(record.flow, record.identity)
+        current = store.get_bytes(layout.latest(folder)).decode().strip()
+        other = from_json(store.get_bytes(layout.record(folder, current)).decode(), current)
     except (StoreObjectMissing, BadInput):
         return True
     return (record.created_at, record.run_id) >= (other.created_at, other.run_id)

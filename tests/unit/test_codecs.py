@@ -185,7 +185,7 @@ def test_records_written_by_earlier_v1_writers_still_read():
 def test_version_1_records_read_with_empty_version_2_fields():
     doc = json.loads(make_record().to_json())
     doc["schema_version"] = 1
-    for key in ("replay_of", "include_files", "configs", "run_options"):
+    for key in ("replay_of", "include_files", "configs", "run_options", "identity"):
         del doc[key]
     record = from_json(json.dumps(doc), "record.json")
     assert record == make_record() and record.replay_of == "" and record.include_files == {} == record.configs
@@ -194,6 +194,7 @@ def test_version_1_records_read_with_empty_version_2_fields():
 def test_version_2_fields_round_trip_and_are_checked():
     record = make_record(
         replay_of="MyFlow/1795853570405835", run_options=("--max-num-splits", "1000", "--with", "retry"),
+        identity="MyFlow:flows/my_flow.py",
         include_files={"data": IncludedFileRecord("a" * 64, 300000, "big.csv", True, "utf-8")},
         configs={"cfg": ConfigRecord('{"pandas": "2.2.3"}', ConfigSource.COMMAND_LINE, parser=True)})
     back = from_json(record.to_json(), "record.json")
@@ -202,7 +203,9 @@ def test_version_2_fields_round_trip_and_are_checked():
                              (("include_files", "data", "sha256"), "zz", "64 hex digits"),
                              (("configs", "cfg", "value"), "{not json", "JSON text"),
                              (("configs", "cfg", "source"), "a file somewhere", "one of"),
-                             (("replay_of",), "../x", "a run reference")):
+                             (("replay_of",), "../x", "a run reference"),
+                             (("identity",), "MyFlow:../elsewhere.py", "relative path"),
+                             (("identity",), "My Flow:flows/a.py", "identifier")):
         doc = json.loads(record.to_json())
         target = doc
         for key in path[:-1]:
@@ -286,6 +289,7 @@ def run_records(draw):
         graph={s: tuple(draw(st.lists(st.sampled_from(step_names), max_size=2))) for s in step_names},
         step_order=tuple(step_names),
         replay_of=draw(st.sampled_from(["", "OtherFlow/17"])),
+        identity=draw(st.sampled_from(["", "F:flows/a.py", "F:@proj/user.me"])),
         run_options=tuple(draw(st.lists(st.text(max_size=8).filter(lambda t: "\0" not in t), max_size=3))),
         include_files=draw(st.dictionaries(identifiers, st.builds(
             IncludedFileRecord, sha256=sha256s, size=st.integers(0, 1 << 40), name=names.filter(lambda n: n[0] != "-"),
@@ -312,3 +316,14 @@ def test_an_environment_must_name_its_env_id_somewhere():
     with pytest.raises(BadInput, match="missing key 'env_id'"):
         PlatformLock.from_dict(d, "x")
     assert PlatformLock.from_dict(d, "x", env_id=ENV.env_id) == ENV
+
+
+def test_runs_are_filed_by_flow_identity():
+    from repro.store import layout
+
+    assert layout.identity_key("PlayListFlow:flows/a.py") == "PlayListFlow@flows~a.py"
+    assert layout.identity_key("F:@proj/user.me") == "F@@proj~user.me"
+    assert layout.record(layout.flow_dir("F", "F:a b/c.py"), "17") == "runs/F@a_b~c.py/17/record.json"
+    assert layout.latest(layout.flow_dir("F")) == "runs/F/latest"  # version 1 records: by class name
+    with pytest.raises(BadInput):
+        layout.record("../F", "1")
