@@ -76,6 +76,14 @@ class Home:
         return self.code / _plain(sha256, "code package")[:32]
 
     @property
+    def inputs(self) -> Path:
+        """Inputs a run read (IncludeFile contents), content-addressed: ``sha256/<sha256>``."""
+        return self.root / "inputs"
+
+    def input_blob(self, sha256: str) -> Path:
+        return self.inputs / "sha256" / _plain(sha256, "input")
+
+    @property
     def records(self) -> Path:
         """Run records kept here before (and after) they are pushed."""
         return self.root / "records"

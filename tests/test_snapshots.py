@@ -49,7 +49,7 @@ def test_s3_snapshot_then_replay_from_empty_home_without_an_index(tmp_path, s3_s
     run("linear_sklearn", store, mf_env, tmp_path)
     keys = s3_keys(s3_server, s3_bucket, "team/")
     runs = [k for k in keys if k.endswith("/record.json")]
-    assert len(runs) == 1 and "team/runs/LinearSklearnFlow/latest" in keys
+    assert len(runs) == 1 and "team/runs/LinearSklearnFlow@scenarios~linear_sklearn.py/latest" in keys
     record = from_json(boto3.client("s3", endpoint_url=s3_server).get_object(
         Bucket=s3_bucket, Key=runs[0])["Body"].read().decode(), runs[0])
     # every package file (stated and transitive), every env lock, the code package
@@ -92,7 +92,7 @@ def test_pickle_matrix_shows_the_warning_and_the_failing_case(tmp_path, mf_env):
     store = (tmp_path / "store").as_uri()
     r = run("pickle_compat", store, mf_env, tmp_path)
     ref = "PickleCompatFlow/latest"
-    path = next((tmp_path / "store").glob("runs/PickleCompatFlow/*/record.json"))
+    path = next((tmp_path / "store").glob("runs/PickleCompatFlow@*/*/record.json"))
     record = from_json(path.read_text(), str(path))
     for artifact, reader, status, words in EXPECTED["pickle_compat"]["pickle"]:
         rows = [c for c in record.pickle_checks if c.artifact == artifact and reader in c.reader_steps]
@@ -123,12 +123,12 @@ def test_unseeded_replay_is_different_and_says_how(tmp_path, mf_env):
 def test_diff_between_runs(tmp_path, mf_env):
     store = (tmp_path / "store").as_uri()
     run("unseeded_random", store, mf_env, tmp_path)
-    first = json.loads(next((tmp_path / "store").glob("runs/UnseededRandomFlow/*/record.json")).read_text())["run_id"]
+    first = json.loads(next((tmp_path / "store").glob("runs/UnseededRandomFlow@*/*/record.json")).read_text())["run_id"]
     run("unseeded_random", store, mf_env, tmp_path)
     r = cli("diff", f"UnseededRandomFlow/{first}", "UnseededRandomFlow/latest", "--store", store, env=mf_env)
     assert r.code == 1 and "value: different" in r.out
     run("linear", store, mf_env, tmp_path)
-    lin = json.loads(next((tmp_path / "store").glob("runs/LinearFlow/*/record.json")).read_text())["run_id"]
+    lin = json.loads(next((tmp_path / "store").glob("runs/LinearFlow@*/*/record.json")).read_text())["run_id"]
     run("linear", store, mf_env, tmp_path)
     r = cli("diff", f"LinearFlow/{lin}", "LinearFlow/latest", "--store", store, env=mf_env)
     assert r.code == 0, r.text
@@ -159,7 +159,7 @@ def test_corrupt_artifact_copy_is_never_unpickled(tmp_path, mf_env):
     root = tmp_path / "store"
     run("unseeded_random", root.as_uri(), mf_env, tmp_path)
     shutil.rmtree(tmp_path / "mf")  # only the store's copies remain
-    path = next(root.glob("runs/UnseededRandomFlow/*/record.json"))
+    path = next(root.glob("runs/UnseededRandomFlow@*/*/record.json"))
     record = from_json(path.read_text(), str(path))
     sha = record.steps["start"].tasks["-"].artifacts["value"].sha1
     import pickle
@@ -281,7 +281,7 @@ def test_replay_uses_the_recorded_parameters(tmp_path, mf_env):
     store = (tmp_path / "store").as_uri()
     r = cli("run", path, "--store", store, "--", "--alpha", "0.7", "--label", "tuned", env=mf_env, cwd=tmp_path)
     assert r.code == 0, r.text[-3000:]
-    rec = from_json(next((tmp_path / "store").glob("runs/ParamFlow/*/record.json")).read_text(), "record")
+    rec = from_json(next((tmp_path / "store").glob("runs/ParamFlow@*/*/record.json")).read_text(), "record")
     assert rec.parameters == {"alpha": 0.7, "label": "tuned"}
     replay = cli("replay", "ParamFlow/latest", "--store", store, env=mf_env, cwd=tmp_path)
     assert replay.code == 0, replay.text[-3000:]

@@ -192,10 +192,25 @@ def cmd_replay(args) -> int:
     from repro.runs.replay import replay
     from repro.settings import load_settings
 
-    result = replay(args.ref, args.store, load_settings(Path.cwd()), on=args.on, log=_log)
-    print(f"replayed {result.original.ref} as {result.replayed.ref}")
-    print(_comparison_table(result.comparison))
-    print(f"result: {result.comparison.verdict}")
+    result = replay(args.ref, args.store, load_settings(Path.cwd()), on=args.on, log=_log,
+                    extra_args=tuple(args.metaflow_args))
+    if result.replayed is not None:
+        print(f"replayed {result.original.ref} as {result.replayed.ref}")
+    if result.comparison is not None:
+        print(_comparison_table(result.comparison))
+    failure = result.failure
+    if failure is not None:
+        if failure.step:
+            print(f"step {failure.step} failed ({failure.task}): {failure.error}")
+            print(f"its logs: {failure.logs}")
+        else:
+            print(f"the replay did not run: {failure.error}")
+            if failure.output:
+                _log(failure.output[-4000:])
+    if result.recorded or result.saved:
+        print(f"replay recorded as {result.replayed.ref} (replay of {result.original.ref}) in "
+              f"{result.recorded or result.saved}")
+    print(f"result: {result.verdict}")
     return result.exit_code
 
 
@@ -209,6 +224,9 @@ def cmd_diff(args) -> int:
     store = open_store(args.store or settings.store)
     a = load_record(store, parse_ref(args.ref_a))
     b = load_record(store, parse_ref(args.ref_b))
+    from repro.runs.pipeline import check_same_flow
+
+    check_same_flow(a, b, args.allow_other_flow)
     comparison = compare_runs(a, b, store, settings)
     print(f"{a.ref} -> {b.ref}")
     print(_comparison_table(comparison))
@@ -232,6 +250,17 @@ def cmd_store(args) -> int:
         r = load_record(store, parse_ref(args.ref))
         print(f"{r.ref}  created {r.created_at}  status {r.status}  metaflow {r.metaflow_version}  "
               f"PYTHONHASHSEED={r.pythonhashseed}")
+        if r.identity:
+            print(f"flow {r.identity}")
+        if r.replay_of:
+            print(f"replay of {r.replay_of}")
+        if r.run_options:
+            print("run options: " + " ".join(r.run_options))
+        for name, inc in r.include_files.items():
+            print(f"IncludeFile {name}: {inc.name}, {inc.size} bytes, sha256 {inc.sha256[:12]}"
+                  f"{'' if inc.is_text else ', binary'}")
+        for name, cfg in r.configs.items():
+            print(f"Config {name} ({cfg.source}): {cfg.value if len(cfg.value) <= 200 else cfg.value[:200] + '...'}")
         rows = [[name, s.env_id[:12], len(s.tasks), sum(len(t.artifacts) for t in s.tasks.values())]
                 for name, s in r.steps.items()]
         print(tabulate(rows, headers=["step", "env id", "tasks", "artifacts"]))
@@ -355,12 +384,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("ref", help="FlowName/run_id, FlowName/latest, or a record.json file")
     p.add_argument("--store", help="store URI (default: REPRO_STORE or file://$REPRO_HOME/store)")
     p.add_argument("--on", choices=["local", "batch"], default="local", help="where to run the replay")
-    p.set_defaults(func=cmd_replay)
+    p.set_defaults(func=cmd_replay, metaflow_args=[])
+    p.epilog = ("Exit codes: 0 identical (or equivalent), 1 different, 3 replay failed. Options after -- add to or "
+                "override the recorded run options, e.g. `repro replay F/1 -- --max-workers 2`.")
 
     p = sub.add_parser("diff", help="compare two recorded runs artifact by artifact")
     p.add_argument("ref_a")
     p.add_argument("ref_b")
     p.add_argument("--store")
+    p.add_argument("--allow-other-flow", action="store_true",
+                   help="compare runs of different flows (same class name, other flow files)")
     p.set_defaults(func=cmd_diff)
 
     p = sub.add_parser("drift", help="spec, resolution and runtime drift (exit 1 on any)")
@@ -406,8 +439,8 @@ def main(argv: list[str] | None = None) -> int:
         argv, passthrough = argv[:cut], argv[cut + 1:]
     args = parser.parse_args(argv)
     if passthrough:
-        if args.command != "run":
-            parser.error("only `repro run` takes options after --")
+        if args.command not in ("run", "replay"):
+            parser.error("only `repro run` and `repro replay` take options after --")
         args.metaflow_args = passthrough
     os.environ.setdefault("METAFLOW_USER", os.environ.get("USER") or "repro")
     try:

@@ -11,7 +11,7 @@ import hashlib
 import importlib.util
 import sys
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from repro.errors import FlowLoadError, NoFlowFound
@@ -31,6 +31,31 @@ class FlowDeclarations:
     s3_datastore: bool = False
     parameters: tuple[str, ...] = ()  # names of the flow's Parameters
     graph: dict = None  # step -> tuple of the steps it goes to next
+    #: parameter name -> ParameterInfo (kind "parameter" | "include" | "config", and what a replay needs)
+    parameter_info: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ParameterInfo:
+    kind: str  # "parameter", "include" (IncludeFile) or "config" (Config)
+    default_file: str = ""  # IncludeFile / Config: the default file name as written, if any
+    parser: bool = False  # Config: has a parser
+    plain: bool = False  # Config: plain=True
+
+
+def _parameter_info(param) -> ParameterInfo:
+    from metaflow import IncludeFile
+
+    if getattr(param, "IS_CONFIG_PARAMETER", False):
+        default = param.kwargs.get("default") or getattr(param, "_override_kwargs", {}).get("default")
+        return ParameterInfo("config", default if isinstance(default, str) else "",
+                             parser=getattr(param, "parser", None) is not None,
+                             plain=bool(param.kwargs.get("plain", False)))
+    if isinstance(param, IncludeFile):
+        default = param.kwargs.get("default") or getattr(param, "_override_kwargs", {}).get("default")
+        shown = getattr(default, "print_representation", default)
+        return ParameterInfo("include", shown if isinstance(shown, str) else "")
+    return ParameterInfo("parameter")
 
 
 def _declaration(kind: str, attributes: dict) -> Declaration:
@@ -152,13 +177,16 @@ def declarations_of(cls, path: Path) -> FlowDeclarations:
             if d.name in STEP_DECORATORS and _user_declared(d)
         )
     try:
-        params = tuple(name for name, _ in cls._get_parameters())
+        found = list(cls._get_parameters())
+        params = tuple(name for name, _ in found)
+        info = {name: _parameter_info(param) for name, param in found}
     except Exception:  # noqa: BLE001 - older Metaflow or configs that need the CLI
-        params = ()
+        params, info = (), {}
     graph = {node.name: tuple(node.out_funcs) for node in cls._graph}
     return FlowDeclarations(
         path=Path(path).resolve(), name=cls.__name__, steps=steps, base=tuple(base),
         per_step=per_step, s3_datastore=_s3_datastore(), parameters=params, graph=graph,
+        parameter_info=info,
     )
 
 

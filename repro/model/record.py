@@ -17,7 +17,7 @@ from repro.model.findings import Choice
 from repro.model.lock import PlatformLock
 
 SCHEMA = "repro.run-record"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: replay_of, include_files, configs, run_options (version 1 records still read)
 NO_FOREACH = "-"  # task key of a task outside any foreach
 
 
@@ -74,6 +74,34 @@ class PickleCheck:
 
 
 @dataclass(frozen=True)
+class IncludedFileRecord:
+    """An ``IncludeFile`` parameter's file: its bytes are the store object ``inputs/sha256/..``."""
+
+    sha256: str
+    size: int
+    name: str  # the file's original name (no folders)
+    is_text: bool = True  # as Metaflow had them: the step sees text decoded with ``encoding``
+    encoding: str = "utf-8"
+
+
+class ConfigSource(Choice):
+    """Where a ``Config``'s value came from in the recorded run."""
+
+    DEFAULT = "default"  # the Config's default / default_value
+    COMMAND_LINE = "command line"  # --config / --config-value
+
+
+@dataclass(frozen=True)
+class ConfigRecord:
+    """A ``Config``'s resolved value, as JSON text (replayed with ``--config-value NAME JSON``)."""
+
+    value: str  # JSON of the parsed value (``plain`` configs: the plain value, JSON-encoded)
+    source: ConfigSource = ConfigSource.DEFAULT
+    plain: bool = False
+    parser: bool = False  # the Config had a parser: the value is its output, not its input
+
+
+@dataclass(frozen=True)
 class RunRecord:
     flow: str
     run_id: str
@@ -95,6 +123,12 @@ class RunRecord:
     settings: dict = field(default_factory=dict)  # settings that shape specs (conda_source), for replays
     graph: dict = field(default_factory=dict)  # step -> steps it goes to next
     step_order: tuple = ()  # graph order (JSON objects have none)
+    replay_of: str = ""  # for a replay: the REF of the run it replayed
+    include_files: dict = field(default_factory=dict)  # IncludeFile parameter -> IncludedFileRecord
+    configs: dict = field(default_factory=dict)  # Config name -> ConfigRecord
+    run_options: tuple = ()  # Metaflow `run` options that shape the run (not parameters, not --run-id-file)
+    #: which flow this is: "Class:path/of/flow.py" (path from the project root) or "Class:@project/branch"
+    identity: str = ""
 
     @property
     def ref(self) -> str:
@@ -117,6 +151,8 @@ class RunRecord:
         doc["status"] = RunStatus(self.status).value
         doc["envs"] = {env_id: _env_dict(pl) for env_id, pl in self.envs.items()}
         doc["pickle_checks"] = [{**asdict(c), "status": PickleStatus(c.status).value} for c in self.pickle_checks]
+        doc["configs"] = {n: {**asdict(c), "source": ConfigSource(c.source).value} for n, c in self.configs.items()}
+        doc["run_options"] = list(self.run_options)
         return json.dumps(doc, indent=1, sort_keys=True) + "\n"
 
 
@@ -133,7 +169,11 @@ def _env_dict(pl: PlatformLock) -> dict:
 _RECORD_KEYS = frozenset({
     "schema", "schema_version", "flow", "run_id", "flow_file", "code_sha256", "lock_sha256", "parameters",
     "pythonhashseed", "metaflow_version", "repro_version", "host", "datastore", "steps", "envs", "created_at",
-    "duration_s", "status", "pickle_checks", "settings", "graph", "step_order"})
+    "duration_s", "status", "pickle_checks", "settings", "graph", "step_order",
+    "replay_of", "include_files", "configs", "run_options", "identity"})  # the last five: version 2
+_INCLUDE_KEYS = frozenset({"sha256", "size", "name", "is_text", "encoding"})
+_CONFIG_KEYS = frozenset({"value", "source", "plain", "parser"})
+_REF_TEXT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*/[A-Za-z0-9_.\-]+$")
 _STEP_KEYS = frozenset({"spec_id", "env_id", "disabled", "tasks"})
 _TASK_KEYS = frozenset({"task_id", "env_id", "fingerprint", "interpreter", "artifacts"})
 _ARTIFACT_KEYS = frozenset({"sha1", "size", "type", "stored"})
@@ -187,6 +227,35 @@ def _check(d: Any, at: v.At) -> PickleCheck:
         reader_steps=tuple(v.list_of(v.need(d, "reader_steps", list, at), at / "reader_steps", v.identifier)),
         status=v.choice(v.need(d, "status", str, at), PickleStatus, at / "status"),
         detail=v.opt(d, "detail", str, "", at), static=v.opt(d, "static", str, "", at))
+
+
+def _included(d: Any, at: v.At) -> IncludedFileRecord:
+    v.only(v.of_type(d, dict, at), _INCLUDE_KEYS, at)
+    encoding = v.opt(d, "encoding", str, "utf-8", at)
+    if not re.match(r"^[A-Za-z0-9_.\-]{1,40}$", encoding):
+        (at / "encoding").fail(encoding, "an encoding name")
+    return IncludedFileRecord(sha256=v.hex_digest(v.need(d, "sha256", str, at), 64, at / "sha256"),
+                              size=_size(v.need(d, "size", int, at), at / "size"),
+                              name=v.file_name(v.need(d, "name", str, at), at / "name"),
+                              is_text=v.opt(d, "is_text", bool, True, at), encoding=encoding)
+
+
+def _config(d: Any, at: v.At) -> ConfigRecord:
+    v.only(v.of_type(d, dict, at), _CONFIG_KEYS, at)
+    value = v.need(d, "value", str, at)
+    try:
+        json.loads(value)
+    except ValueError:
+        (at / "value").fail(value, "JSON text")
+    return ConfigRecord(value=value, source=v.choice(v.opt(d, "source", str, "default", at), ConfigSource, at / "source"),
+                        plain=v.opt(d, "plain", bool, False, at), parser=v.opt(d, "parser", bool, False, at))
+
+
+def _run_option(value: Any, at: v.At) -> str:
+    text = v.of_type(value, str, at)
+    if "\0" in text or len(text) > 10000:
+        at.fail(value, "a command-line option")
+    return text
 
 
 def _strings(value: Any, at: v.At) -> dict:
@@ -253,4 +322,28 @@ def _decode(doc: dict, at: v.At) -> RunRecord:
         settings=_scalars(v.opt(doc, "settings", dict, {}, at), at / "settings"),
         graph=graph,
         step_order=order,
+        replay_of=(v.matching(v.opt(doc, "replay_of", str, "", at), _REF_TEXT, "a run reference (Flow/run_id)",
+                              at / "replay_of") if doc.get("replay_of") else ""),
+        include_files=v.table_of(v.opt(doc, "include_files", dict, {}, at), at / "include_files", _parameter_name,
+                                 _included),
+        configs=v.table_of(v.opt(doc, "configs", dict, {}, at), at / "configs", _parameter_name, _config),
+        run_options=tuple(v.list_of(v.opt(doc, "run_options", list, [], at), at / "run_options", _run_option)),
+        identity=_identity(v.opt(doc, "identity", str, "", at), at / "identity"),
     )
+
+
+def _identity(value: str, at: v.At) -> str:
+    if not value:
+        return ""
+    cls, _, where = value.partition(":")
+    v.identifier(cls, at)
+    if where.startswith("@"):
+        if not re.match(r"^@[A-Za-z0-9_.\-]+/[A-Za-z0-9_.\-]+$", where):
+            at.fail(value, "a flow identity (Class:@project/branch)")
+    else:
+        v.relative_path(where, at)
+    return value
+
+
+def _parameter_name(k: Any, at: v.At) -> str:
+    return v.matching(k, v.PARAMETER_NAME, "a parameter name", at)

@@ -20,7 +20,7 @@ from repro.runs.blobs import verify_sha1
 from repro.errors import IntegrityError
 from repro.runs.pickles import is_internal
 from repro.model.findings import Choice, Finding, Kind, Severity
-from repro.model.record import RunRecord
+from repro.model.record import NO_FOREACH, RunRecord
 
 
 
@@ -96,6 +96,16 @@ def compare(a: RunRecord, b: RunRecord, blobs_a: Blobs, blobs_b: Blobs, pythons:
     options = {"rel_tol": 1e-9, "abs_tol": 0.0, **(options or {})}
     results: list[ArtifactResult] = []
     pending: dict[str, list] = defaultdict(list)  # env -> [(result key, sha_a, sha_b)]
+    # an IncludeFile artifact is a descriptor naming the run's own datastore: compare the file's contents
+    included = set(a.include_files) | set(b.include_files)
+    for name in sorted(included):
+        x, y = a.include_files.get(name), b.include_files.get(name)
+        if x is not None and y is not None and x.sha256 == y.sha256:
+            results.append(ArtifactResult("start", NO_FOREACH, name, Verdict.IDENTICAL))
+        else:
+            results.append(ArtifactResult("start", NO_FOREACH, name, Verdict.DIFFERENT, "IncludeFile contents: " + (
+                f"sha256 {x.sha256[:10]} -> {y.sha256[:10]}, {x.size} -> {y.size} bytes" if x and y
+                else f"only in {a.ref if y is None else b.ref}")))
     for step in b.steps:
         if step not in a.steps:
             results.append(ArtifactResult(step, "*", "*", Verdict.DIFFERENT, f"step {step} did not run in {a.ref}"))
@@ -111,7 +121,7 @@ def compare(a: RunRecord, b: RunRecord, blobs_a: Blobs, blobs_b: Blobs, pythons:
                                               f"task {key} exists only in {a.ref if tb is None else b.ref}"))
                 continue
             for name in sorted(set(ta.artifacts) | set(tb.artifacts)):
-                if is_internal(name):
+                if is_internal(name) or name in included:
                     continue
                 x, y = ta.artifacts.get(name), tb.artifacts.get(name)
                 if x is None or y is None:

@@ -19,7 +19,13 @@ from repro.env.engine import Flow
 
 from repro.errors import EXIT_BAD_INPUT, BadInput, InfraError, ReproError
 from repro.model.lock import Lock
-from repro.model.record import NO_FOREACH, ArtifactRecord, RunRecord, RunStatus, StepRecord, TaskRecord
+from repro.model.record import (NO_FOREACH, ArtifactRecord, ConfigRecord, ConfigSource, IncludedFileRecord, RunRecord,
+                                RunStatus, StepRecord, TaskRecord)
+
+#: Metaflow options that belong before `run` (top-level), with how many values each takes
+TOP_LEVEL_OPTIONS = {"--config": 2, "--config-value": 2, "--local-config-file": 1}
+#: `run` options that say nothing about the run's graph or results, so are not recorded
+UNRECORDED_OPTIONS = {"--run-id-file": 1}
 
 
 def environment_name(flow: Flow) -> str:
@@ -28,17 +34,38 @@ def environment_name(flow: Flow) -> str:
     return "pypi" if kinds == {"pypi"} else "conda"
 
 
+def split_top_level(args: list[str]) -> tuple[list[str], list[str]]:
+    """(top-level options, `run` options): `--config NAME FILE` and `--config-value NAME VALUE` are
+    options of the flow, not of `run`, so users may give them among the run options."""
+    top, run = [], []
+    i = 0
+    while i < len(args):
+        opt = args[i].split("=", 1)[0]
+        n = TOP_LEVEL_OPTIONS.get(opt)
+        if n is None:
+            run.append(args[i])
+            i += 1
+            continue
+        take = 1 + (n - 1 if "=" in args[i] else n)
+        top += args[i:i + take]
+        i += take
+    return top, run
+
+
 def run_flow(flow_file: Path, environment: str, args: list[str], env: dict | None = None,
              capture: bool = False, cwd: Path | None = None) -> tuple[int, str | None, float, str]:
-    """Run `python FLOW --environment=E run ARGS`; return (exit code, run id, seconds, output).
+    """Run `python FLOW [TOP] --environment=E run ARGS`; return (exit code, run id, seconds, output).
+
+    Top-level options among ARGS (``--config``, ``--config-value``) go before `run`.
 
     A repro error inside Metaflow's process (a stale lock, a bad declaration) is raised here as the
     same kind of error, with its exit code: the extension writes it to the error file we name."""
     with tempfile.TemporaryDirectory(prefix="repro-run-") as tmp:
         id_file = Path(tmp) / "run-id"
         error_file = Path(tmp) / "error.json"
-        cmd = [sys.executable, str(flow_file), f"--environment={environment}", "run", "--run-id-file",
-               str(id_file), *args]
+        top, run_args = split_top_level(list(args))
+        cmd = [sys.executable, str(flow_file), *top, f"--environment={environment}", "run", "--run-id-file",
+               str(id_file), *run_args]
         t = time.perf_counter()
         full_env = {**os.environ, **(env or {}), protocol.ERROR_FILE_VAR: str(error_file)}
         # Metaflow refuses to run without a user name; CI machines may have none.
@@ -64,8 +91,18 @@ def _reported_error(path: Path) -> ReproError | None:
     return error
 
 
-def inspect(flow_name: str, run_id: str, parameters, env: dict | None = None) -> dict:
-    proc = subprocess.run([sys.executable, "-m", "repro.runs.inspect_run", f"{flow_name}/{run_id}", *parameters],
+def inspect(flow_name: str, run_id: str, parameters, env: dict | None = None, info: dict | None = None,
+            inputs_dir: Path | None = None) -> dict:
+    """The finished run as plain data; IncludeFile contents land in ``inputs_dir/<sha256>``."""
+    kinds = {name: getattr((info or {}).get(name), "kind", "parameter") for name in parameters}
+    with tempfile.TemporaryDirectory(prefix="repro-inputs-") as tmp:
+        target = str(inputs_dir) if inputs_dir is not None else tmp
+        return _inspect(flow_name, run_id, kinds, target, env)
+
+
+def _inspect(flow_name: str, run_id: str, kinds: dict, inputs_dir: str, env: dict | None) -> dict:
+    proc = subprocess.run([sys.executable, "-m", "repro.runs.inspect_run", f"{flow_name}/{run_id}",
+                           json.dumps(kinds), inputs_dir],
                           capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=600)
     if proc.returncode != 0:
         raise InfraError(f"cannot read run {flow_name}/{run_id} back from Metaflow:\n{proc.stderr.strip()[-3000:]}")
@@ -78,8 +115,80 @@ def lock_sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def build_record(flow: Flow, lock: Lock, run_id: str, raw: dict, duration: float) -> RunRecord:
-    """A RunRecord from a finished run's raw data (pure apart from nothing: no I/O here)."""
+def _option_values(args: list[str], option: str, n: int = 1) -> list[list[str]]:
+    out = []
+    for i, a in enumerate(args):
+        if a == option:
+            out.append(args[i + 1:i + 1 + n])
+        elif a.startswith(option + "="):
+            out.append([a.split("=", 1)[1], *args[i + 1:i + n]])
+    return out
+
+
+def _safe_file_name(text: str, fallback: str) -> str:
+    import re
+
+    name = re.sub(r"[^A-Za-z0-9_.+\-]", "_", Path(text).name).lstrip(".-") if text else ""
+    return name.replace("..", "_") or fallback
+
+
+def run_options_of(args: list[str], parameters) -> tuple[str, ...]:
+    """The `run` options that shape the run: all but parameters (recorded as such), top-level options
+    (configs are recorded as such) and bookkeeping (``--run-id-file``)."""
+    _, run_args = split_top_level(list(args))
+    skip = dict(UNRECORDED_OPTIONS)
+    for name in parameters:
+        skip[f"--{name}"] = 1
+        skip[f"--{name.replace('_', '-')}"] = 1
+    out, i = [], 0
+    while i < len(run_args):
+        opt = run_args[i].split("=", 1)[0]
+        if opt in skip:
+            i += 1 + (0 if "=" in run_args[i] else skip[opt])
+            continue
+        out.append(run_args[i])
+        i += 1
+    return tuple(out)
+
+
+def project_root(path: Path) -> Path:
+    """The nearest folder above the flow file holding pyproject.toml or .git (else the flow's folder)."""
+    path = Path(path).resolve()
+    for folder in path.parents:
+        if (folder / "pyproject.toml").is_file() or (folder / ".git").exists():
+            return folder
+    return path.parent
+
+
+def flow_identity(flow_name: str, path: Path, project: str = "", branch: str = "") -> str:
+    """A flow is its class name plus where it lives: the flow file's path from the project root, or
+    its @project name and branch. Three files defining `PlayListFlow` are three flows."""
+    if project:
+        return f"{flow_name}:@{project}/{branch or 'default'}"
+    path = Path(path).resolve()
+    return f"{flow_name}:{path.relative_to(project_root(path)).as_posix()}"
+
+
+def build_record(flow: Flow, lock: Lock, run_id: str, raw: dict, duration: float,
+                 args: tuple[str, ...] = ()) -> RunRecord:
+    """A RunRecord from a finished run's raw data and the options it ran with (no I/O here)."""
+    args = list(args)
+    top, _ = split_top_level(args)
+    info = flow.decl.parameter_info or {}
+    include_files = {}
+    for name, d in sorted(raw.get("include_files", {}).items()):
+        given = _option_values(args, f"--{name}")
+        original = given[-1][0] if given and given[-1] else getattr(info.get(name), "default_file", "")
+        include_files[name] = IncludedFileRecord(sha256=d["sha256"], size=d["size"],
+                                                 name=_safe_file_name(original, f"{name}.input"),
+                                                 is_text=d["is_text"], encoding=d["encoding"])
+    configs = {}
+    for name, value in sorted(raw.get("configs", {}).items()):
+        named = {v[0] for opt in ("--config", "--config-value") for v in _option_values(top, opt, 2) if v}
+        configs[name] = ConfigRecord(value=value,
+                                     source=ConfigSource.COMMAND_LINE if name in named else ConfigSource.DEFAULT,
+                                     plain=getattr(info.get(name), "plain", False),
+                                     parser=getattr(info.get(name), "parser", False))
     local = plats.local_platform_name()
     steps, envs, code_shas, seeds = {}, {}, set(), set()
     ds = {}
@@ -109,7 +218,8 @@ def build_record(flow: Flow, lock: Lock, run_id: str, raw: dict, duration: float
     return RunRecord(
         flow=flow.name, run_id=run_id, flow_file=flow.path.name, code_sha256=code_shas.pop(),
         lock_sha256=lock_sha256(flow.lock_file), parameters=raw.get("parameters", {}),
-        pythonhashseed=",".join(sorted(seeds - {""})) or "", metaflow_version=_metaflow_version(),
+        pythonhashseed=",".join(sorted(seeds - {""})) or "",
+        metaflow_version=raw.get("metaflow_version") or _metaflow_version(),  # the runtime's, not ours
         repro_version=__version__,
         host={"platform": local, "python": "%d.%d.%d" % sys.version_info[:3], "system": _platform.platform(),
               "node": _platform.node()},
@@ -119,6 +229,8 @@ def build_record(flow: Flow, lock: Lock, run_id: str, raw: dict, duration: float
         settings={"conda_source": flow.settings.conda_source},
         graph={k: tuple(v) for k, v in (flow.decl.graph or {}).items()},
         step_order=tuple(flow.decl.steps),
+        include_files=include_files, configs=configs, run_options=run_options_of(args, flow.decl.parameters),
+        identity=flow_identity(flow.name, flow.path, raw.get("project", ""), raw.get("project_branch", "")),
     )
 
 

@@ -26,7 +26,7 @@ from repro.runs import drift, pickles
 from repro.runs import metaflow as runs
 from repro.runs.compare import Comparison, compare
 from repro.settings import Settings, environ_for, load_settings
-from repro.store import Store, open_store
+from repro.store import Store, layout, open_store
 from repro.store.snapshot import fetch_artifact, load_record, local_record_path, parse_ref, push, save_local
 
 Log = Callable[[str], None]
@@ -52,6 +52,8 @@ class RunOptions:
     capture: bool = False  # capture Metaflow's output (pytest) instead of streaming it
     pickle_checks: bool = True
     settings: Settings | None = None  # default: read from the flow's folder
+    allow_other_flow: bool = False  # compare with a baseline recorded from another flow file
+    identity: str = ""  # the flow's identity when it is not where it was recorded (replays)
 
 
 @dataclass
@@ -128,8 +130,7 @@ def _run(path: Path, options: RunOptions, outcome: Outcome, log: Log) -> None:
         if (options.push or options.baseline is not None) else None
     baseline = options.baseline
     if isinstance(baseline, str):
-        ref = f"{flow.name}/latest" if baseline == "latest" else baseline
-        baseline = load_record(store, parse_ref(ref))
+        baseline = _load_baseline(store, flow, baseline)
     if baseline is not None:
         outcome.baseline = baseline.ref
     frozen = flow.lock is not None if options.frozen is None else options.frozen
@@ -144,8 +145,11 @@ def _run(path: Path, options: RunOptions, outcome: Outcome, log: Log) -> None:
         tail = f":\n{output[-4000:]}" if output else "; see its output above"
         raise _MetaflowFailed(f"{path.name}: the flow did not start (exit code {code}){tail}", code)
     flow = open_flow(path, settings)  # the run may have re-locked
-    raw = runs.inspect(flow.name, run_id, flow.decl.parameters, env=env)
-    record = runs.build_record(flow, flow.lock, run_id, raw, elapsed)
+    raw = runs.inspect(flow.name, run_id, flow.decl.parameters, env=env, info=flow.decl.parameter_info,
+                       inputs_dir=settings.home.inputs / "sha256")
+    record = runs.build_record(flow, flow.lock, run_id, raw, elapsed, args=options.metaflow_args)
+    if options.identity:
+        record = replace(record, identity=options.identity)
     outcome.record = record
     outcome.findings += task_findings(raw, flow.decl.steps, record.status is RunStatus.SUCCESS)
     if record.status is not RunStatus.SUCCESS:
@@ -167,8 +171,24 @@ def _run(path: Path, options: RunOptions, outcome: Outcome, log: Log) -> None:
                             f"repro store push {outcome.saved}") from None
         outcome.pushed = store.uri
     if baseline is not None:
+        check_same_flow(baseline, record, options.allow_other_flow)
         outcome.comparison = compare_runs(baseline, record, store, settings)
         outcome.findings += outcome.comparison.findings()
+
+
+def _load_baseline(store: Store, flow, ref: str) -> RunRecord:
+    """``latest`` is this flow's latest run: same class, same flow file (its identity)."""
+    if ref != "latest":
+        return load_record(store, parse_ref(ref))
+    own = f"{layout.identity_key(_identity_of(flow))}/latest"
+    try:
+        return load_record(store, parse_ref(own))
+    except BadInput:  # no run of this flow file: a version 1 store keyed by class name, or none
+        return load_record(store, parse_ref(f"{flow.name}/latest"))
+
+
+def _identity_of(flow) -> str:
+    return runs.flow_identity(flow.name, flow.path)
 
 
 class _MetaflowFailed(ReproError):
@@ -256,6 +276,14 @@ def blob_source(record: RunRecord, store: Store | None):
         return data
 
     return get
+
+
+def check_same_flow(a: RunRecord, b: RunRecord, allow_other_flow: bool = False) -> None:
+    """Runs of two different flows (same class name, other files) are not compared unless asked to."""
+    if allow_other_flow or not a.identity or not b.identity or a.identity == b.identity:
+        return
+    raise BadInput(f"{a.ref} and {b.ref} are runs of different flows: {a.identity} and {b.identity} (same class "
+                   "name, another flow file). Compare them anyway with --allow-other-flow.")
 
 
 def compare_runs(a: RunRecord, b: RunRecord, store: Store | None, settings: Settings) -> Comparison:

@@ -5,37 +5,77 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
 import tarfile
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from metaflow_extensions.repro.plugins import protocol
 
 from repro.env import pythons
 from repro.env.engine import environments
-from repro.errors import BadInput, InfraError
-from repro.model.record import RunRecord
+from repro.errors import EXIT_DRIFT, EXIT_INFRA, EXIT_OK, BadInput, InfraError, ReproError
+from repro.model.findings import Choice, Kind
+from repro.model.record import RunRecord, RunStatus
 from repro.runs.compare import Comparison
-from repro.runs.pipeline import Log, RunOptions, run_and_record
+from repro.runs.pipeline import Log, Outcome, RunOptions, run_and_record
 from repro.settings import Settings, environ_for, load_settings
 from repro.store import Store, open_store
-from repro.store.snapshot import load_record, parse_ref, pull
+from repro.store.snapshot import load_record, parse_ref, pull, pull_inputs, push_replay_record, save_local
 
 UNROUTABLE_INDEX = "http://127.0.0.1:9/simple"  # proves a replay never needs a package index
+
+
+class ReplayVerdict(Choice):
+    """A replay's result as a whole. A replay that could not run is not a difference in results."""
+
+    IDENTICAL = "identical"  # every artifact has the recorded bytes
+    EQUIVALENT = "equivalent"  # some bytes differ, their values are equal (comparators)
+    DIFFERENT = "different"  # the replay ran and some result differs
+    FAILED = "replay failed"  # the replay did not start, or a step raised: nothing to compare
+
+    @property
+    def exit_code(self) -> int:
+        return {"identical": EXIT_OK, "equivalent": EXIT_OK, "different": EXIT_DRIFT}.get(self.value, EXIT_INFRA)
+
+
+@dataclass(frozen=True)
+class ReplayFailure:
+    """Why a replay failed: the step (and task) that failed, its error, and how to see its logs."""
+
+    error: str  # the error's last line (or why the run did not start)
+    step: str = ""
+    task: str = ""  # pathspec Flow/run/step/task of the failed task
+    logs: str = ""  # a shell command that shows the task's logs
+    output: str = ""  # the error's full text (the task's stderr tail, or Metaflow's output)
 
 
 @dataclass(frozen=True)
 class ReplayResult:
     original: RunRecord
-    replayed: RunRecord
-    comparison: Comparison
+    replayed: RunRecord | None  # None: the run never started
+    comparison: Comparison | None  # None: the replay failed
     workdir: Path
-    exit_code: int
+    verdict: ReplayVerdict
+    failure: ReplayFailure | None = None
+    saved: str = ""  # the replay's record in REPRO_HOME
+    recorded: str = ""  # its key in the store ("" when it could not be written there)
+
+    @property
+    def exit_code(self) -> int:
+        return self.verdict.exit_code
 
 
-def replay(ref_text: str, store_uri: str | None, settings: Settings, on: str = "local", log: Log = print) -> ReplayResult:
+def replay(ref_text: str, store_uri: str | None, settings: Settings, on: str = "local", log: Log = print,
+           extra_args: tuple[str, ...] = ()) -> ReplayResult:
+    """Replay a recorded run; ``extra_args`` (``repro replay REF -- ...``) add to or override the
+    recorded run options and parameters (and are recorded in the replay's own record)."""
     if on != "local":
         raise BadInput(f"--on {on}: only local replays are available in this version")
     store: Store = open_store(store_uri or settings.store)
@@ -50,10 +90,16 @@ def replay(ref_text: str, store_uri: str | None, settings: Settings, on: str = "
             log(f"rebuilding env {env_id[:12]} offline (Python {pl.python}, {len(pl.packages)} packages)")
             envs.build(pl, pythons.find(pl.python, where=f"{original.ref} env {env_id[:12]}"), offline=True,
                        where=f"replay of {original.ref}")
-    # 3. the recorded code, with the recorded parameters and hash seed
+    inputs = pull_inputs(original, store, settings)
+    # 3. the recorded code, with the recorded parameters, inputs, configs, run options and hash seed
     workdir = _workdir(settings, original)
     flow_file = _extract_code(settings.home.code_package(original.code_sha256), workdir / "code",
                               original) / original.flow_file
+    mf_code = workdir / "code" / ".mf_code"  # the Metaflow (and extensions) that ran the original
+    problem = _recorded_metaflow_problem(mf_code, original)
+    if problem:
+        return ReplayResult(original, None, None, workdir, ReplayVerdict.FAILED, ReplayFailure(error=problem))
+    args = [*recorded_args(original, _materialize(original, inputs, workdir / "inputs"), workdir), *extra_args]
     env = {
         **environ_for(frozen=True, offline=True, index_url=UNROUTABLE_INDEX, home=settings.home,
                       pythonhashseed=original.pythonhashseed or protocol.DEFAULT_HASH_SEED),
@@ -61,32 +107,129 @@ def replay(ref_text: str, store_uri: str | None, settings: Settings, on: str = "
         "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(workdir), "METAFLOW_DEFAULT_DATASTORE": "local",
         "METAFLOW_DEFAULT_METADATA": "local",
     }
+    env["PYTHONPATH"] = os.pathsep.join([str(mf_code), *filter(None, [os.environ.get("PYTHONPATH")])])
     if original.settings.get("conda_source"):
         env.update(environ_for(conda_source=original.settings["conda_source"]))
     options = RunOptions(
-        store=store.uri, baseline=original, frozen=True, metaflow_args=tuple(_parameter_args(original)), env=env,
+        store=store.uri, baseline=original, frozen=True, metaflow_args=tuple(args), env=env,
+        identity=original.identity,
         pickle_checks=False, settings=load_settings(flow_file, environ={**os.environ, **env}))
     outcome = run_and_record(flow_file, options, log=log)
-    if outcome.error or outcome.record is None:
-        error = InfraError(f"replay of {original.ref} did not run: {outcome.error}")
-        error.exit_code = outcome.error_code or error.exit_code
-        raise error
-    replayed = outcome.record
+    if outcome.record is None:  # the run never started: nothing ran, nothing to record
+        return ReplayResult(original, None, None, workdir, ReplayVerdict.FAILED,
+                            ReplayFailure(error=_last_line(outcome.error) or "the replay did not start",
+                                          output=outcome.error or outcome.output))
+    replayed = replace(outcome.record, replay_of=original.ref)
+    saved, recorded = _record_replay(replayed, store, settings, log)
+    failure = _failure(outcome, replayed, flow_file, workdir, env)
+    if failure is not None:
+        return ReplayResult(original, replayed, None, workdir, ReplayVerdict.FAILED, failure, saved, recorded)
+    if replayed.metaflow_version != original.metaflow_version:
+        return ReplayResult(original, replayed, None, workdir, ReplayVerdict.FAILED, ReplayFailure(
+            error=f"the replay ran on Metaflow {replayed.metaflow_version}, not the recorded "
+                  f"{original.metaflow_version}"), saved, recorded)
     mismatched = [e for e in original.envs if e not in replayed.envs]
     if mismatched:
         raise InfraError(f"replay of {original.ref} did not use the recorded environments {mismatched}")
     assert outcome.comparison is not None
-    rc = 0 if outcome.comparison.same and replayed.status == "success" else 1
-    return ReplayResult(original, replayed, outcome.comparison, workdir, rc)
+    return ReplayResult(original, replayed, outcome.comparison, workdir,
+                        ReplayVerdict(outcome.comparison.verdict.value), None, saved, recorded)
 
 
-def _parameter_args(record: RunRecord) -> list[str]:
-    args = []
+def _recorded_metaflow_problem(code: Path, original: RunRecord) -> str:
+    """The replay's runtime runs on the Metaflow in the code package (PYTHONPATH=.mf_code); say why not
+    if this Python cannot import it, or it is another version."""
+    if not (code / "metaflow" / "__init__.py").is_file():  # code: the package's .mf_code folder
+        return (f"the code package of {original.ref} carries no Metaflow: its runtime cannot be the recorded "
+                f"Metaflow {original.metaflow_version}")
+    probe = ("import sys; sys.path.insert(0, sys.argv[1]); from metaflow.metaflow_version import get_version; "
+             "print(get_version())")
+    proc = subprocess.run([sys.executable, "-c", probe, str(code)], capture_output=True, text=True, cwd=code,
+                          env={**os.environ, "METAFLOW_USER": os.environ.get("METAFLOW_USER", "repro")}, timeout=300)
+    if proc.returncode != 0:
+        return (f"this Python ({sys.executable}, {sys.version.split()[0]}) cannot import the recorded Metaflow "
+                f"{original.metaflow_version}: {_error_line(proc.stderr) or proc.stderr.strip()[-500:]}")
+    got = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+    if original.metaflow_version and got != original.metaflow_version:
+        return f"the code package carries Metaflow {got}, but the record says {original.metaflow_version} ran"
+    return ""
+
+
+def recorded_args(record: RunRecord, include_files: dict[str, Path], workdir: Path) -> list[str]:
+    """Metaflow options that give the recorded run again: configs (top-level), parameters, the
+    IncludeFile contents (as files), and the recorded run options."""
+    args: list[str] = []
+    kv = {}
+    for name, cfg in sorted(record.configs.items()):
+        if cfg.parser:  # the recorded value is the parser's output: hand it over without parsing again
+            kv[name] = [json.loads(cfg.value), cfg.plain]
+            args += ["--config-value", name, f"kv.{name}"]
+        else:
+            value = json.loads(cfg.value)
+            args += ["--config-value", name, value if cfg.plain and isinstance(value, str) else cfg.value]
+    if kv:
+        values = workdir / "config-values.json"
+        values.write_text(json.dumps({"user_configs": kv}))
+        args = ["--local-config-file", str(values), *args]
     for name, value in record.parameters.items():
         if value is None:
             continue  # the parameter had no value: let its default apply again
         args += [f"--{name}", value if isinstance(value, str) else json.dumps(value)]
-    return args
+    for name, path in sorted(include_files.items()):
+        args += [f"--{name}", str(path)]
+    return [*args, *record.run_options]
+
+
+def _materialize(record: RunRecord, blobs: dict[str, Path], folder: Path) -> dict[str, Path]:
+    """Each IncludeFile's recorded bytes as a file of its original name (one folder per parameter)."""
+    out = {}
+    for name, blob in sorted(blobs.items()):
+        target = folder / name / record.include_files[name].name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(blob, target)
+        out[name] = target
+    return out
+
+
+def _record_replay(replayed: RunRecord, store: Store, settings: Settings, log: Log) -> tuple[str, str]:
+    saved = str(save_local(replayed, settings))
+    try:
+        return saved, f"{store.uri}/{push_replay_record(replayed, store)}"
+    except ReproError as exc:
+        log(f"repro: the replay's record is kept in {saved} but could not be written to {store.uri}: {exc}")
+        return saved, ""
+
+
+def _failure(outcome: Outcome, replayed: RunRecord, flow_file: Path, workdir: Path, env: dict) -> ReplayFailure | None:
+    failed = [f for f in outcome.findings if f.kind is Kind.TASK_FAILED]
+    if not failed and replayed.status is RunStatus.SUCCESS:
+        return None
+    if not failed:
+        return ReplayFailure(error=f"the run failed (exit code {outcome.exit_code})", output=outcome.output)
+    first = failed[0]
+    task = replayed.steps.get(first.step)
+    task_id = task.tasks[first.task].task_id if task and first.task in task.tasks else ""
+    pathspec = f"{replayed.run_id}/{first.step}/{task_id}" if task_id else f"{replayed.run_id}/{first.step}"
+    keep = ("METAFLOW_DATASTORE_SYSROOT_LOCAL", "METAFLOW_DEFAULT_DATASTORE", "METAFLOW_DEFAULT_METADATA", "PYTHONPATH")
+    logs = " ".join([*(f"{k}={shlex.quote(env[k])}" for k in keep if k in env), shlex.quote(sys.executable),
+                     shlex.quote(str(flow_file)), "logs", pathspec])
+    return ReplayFailure(error=_error_line(first.message), step=first.step, task=f"{replayed.flow}/{pathspec}",
+                         logs=logs, output=first.message)
+
+
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Failure)\b")
+
+
+def _error_line(text: str) -> str:
+    """The exception line of a task's stderr (for people: the report's one-line error)."""
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    found = [line for line in lines if _EXCEPTION_LINE.match(line)]
+    return found[-1] if found else _last_line(text)
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    return lines[-1] if lines else ""
 
 
 def _workdir(settings: Settings, original: RunRecord) -> Path:

@@ -7,6 +7,8 @@ import re
 from repro.errors import BadInput
 
 _SAFE = re.compile(r"^[A-Za-z0-9_.\-]+$")
+#: a flow's folder under runs/: its class name (records of version 1) or its identity key
+FLOW_DIR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(@[A-Za-z0-9_.~@\-]+)?$")
 
 
 def package(sha256: str, filename: str) -> str:
@@ -25,15 +27,39 @@ def artifact(sha1: str) -> str:
     return f"artifacts/sha1/{sha1[:2]}/{sha1}"
 
 
+def input_blob(sha256: str) -> str:
+    """An input a run read (an IncludeFile's bytes), by the sha256 of its contents."""
+    return f"inputs/sha256/{sha256[:2]}/{sha256}"
+
+
 def _safe(part: str, what: str) -> str:
     if not _SAFE.match(part or ""):
         raise BadInput(f"{what} {part!r} may only contain letters, digits, '_', '-' and '.'")
     return part
 
 
+def identity_key(identity: str) -> str:
+    """The folder of a flow identity under runs/: ``PlayListFlow:flows/a.py`` -> ``PlayListFlow@flows~a.py``,
+    ``F:@proj/main`` -> ``F@@proj~main``."""
+    cls, _, where = identity.partition(":")
+    return f"{cls}@" + re.sub(r"[^A-Za-z0-9_.~@\-]", "_", where.replace("/", "~"))
+
+
+def flow_dir(flow: str, identity: str = "") -> str:
+    """Where a run's record goes: per identity (a class name alone for version 1 records)."""
+    return identity_key(identity) if identity else flow
+
+
+def _flow(name: str) -> str:
+    if not FLOW_DIR.match(name or ""):
+        raise BadInput(f"flow {name!r} is neither a flow class name nor a flow identity (Class@path~of~flow.py)")
+    return name
+
+
 def record(flow: str, run_id: str) -> str:
-    return f"runs/{_safe(flow, 'flow name')}/{_safe(run_id, 'run id')}/record.json"
+    """``flow``: a ``flow_dir`` (identity key, or class name)."""
+    return f"runs/{_flow(flow)}/{_safe(run_id, 'run id')}/record.json"
 
 
 def latest(flow: str) -> str:
-    return f"runs/{_safe(flow, 'flow name')}/latest"
+    return f"runs/{_flow(flow)}/latest"

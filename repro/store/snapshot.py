@@ -33,7 +33,7 @@ class StoreObjectCorrupt(IntegrityError):
 
 
 TOUCH_AFTER_SECONDS = 600  # well inside gc's default grace period of one hour
-_REF = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)/([A-Za-z0-9_.\-]+)$")
+_REF = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*(?:@[A-Za-z0-9_.~@\-]+)?)/([A-Za-z0-9_.\-]+)$")
 
 
 # -- references ----------------------------------------------------------------------------------
@@ -64,17 +64,33 @@ def load_record(store: Store | None, ref: Ref) -> RunRecord:
     if store is None:
         raise BadInput("a store is needed to resolve FlowName/run_id references")
     run_id = ref.run_id
+    folder = ref.flow if "@" in ref.flow else _flow_folder(store, ref.flow, run_id)
     if run_id == "latest":
         try:
-            run_id = store.get_bytes(layout.latest(ref.flow)).decode().strip()
+            run_id = store.get_bytes(layout.latest(folder)).decode().strip()
         except StoreObjectMissing:
             raise BadInput(f"store {store.uri} has no runs of flow {ref.flow}") from None
-    key = layout.record(ref.flow, run_id)
+    key = layout.record(folder, run_id)
     try:
         text = store.get_bytes(key).decode()
     except StoreObjectMissing:
         raise BadInput(f"store {store.uri} has no run {ref.flow}/{run_id} (no {key})") from None
     return from_json(text, f"{store.uri}/{key}")
+
+
+def _flow_folder(store: Store, flow: str, run_id: str) -> str:
+    """The folder under runs/ that a class name means: the one flow identity of that class that has the
+    run (or a latest run); two files defining the class are two flows, so `latest` must say which."""
+    folders: dict[str, set] = {}
+    for info in store.list(f"runs/{flow}"):
+        parts = info.key.split("/")
+        if len(parts) >= 3 and (parts[1] == flow or parts[1].startswith(flow + "@")):
+            folders.setdefault(parts[1], set()).add(parts[2])
+    having = sorted(f for f, names in folders.items() if run_id in names)
+    if len(having) > 1 and run_id == "latest":
+        raise BadInput(f"{flow}/latest is ambiguous in {store.uri}: {len(having)} flow files define {flow} "
+                       f"({', '.join(having)}); name one, e.g. {having[0]}/latest")
+    return having[0] if having else flow
 
 
 # -- per-env lock objects ------------------------------------------------------------------------
@@ -138,6 +154,7 @@ def push(record: RunRecord, store: Store, settings: Settings, artifact_blobs: di
     uploads.append(("code", layout.code(record.code_sha256), code_file))
     for sha1, blob in (artifact_blobs or {}).items():
         uploads.append(("artifacts", layout.artifact(sha1), blob))
+    uploads += input_uploads(record, settings)
 
     def one(item):
         kind, key, src = item
@@ -160,7 +177,7 @@ def push(record: RunRecord, store: Store, settings: Settings, artifact_blobs: di
             bucket = result.uploaded if n else result.skipped
             bucket[kind] = bucket.get(kind, 0) + 1
             result.uploaded_bytes += size
-    key = layout.record(record.flow, record.run_id)
+    key = layout.record(layout.flow_dir(record.flow, record.identity), record.run_id)
     body = record.to_json().encode()
     if store.exists(key):
         if store.get_bytes(key) != body:
@@ -168,16 +185,63 @@ def push(record: RunRecord, store: Store, settings: Settings, artifact_blobs: di
     else:
         store.put_bytes(key, body)  # the record lands last: from here on the run is visible
     if _is_newest(store, record):
-        store.put_bytes(layout.latest(record.flow), record.run_id.encode())
+        store.put_bytes(layout.latest(layout.flow_dir(record.flow, record.identity)), record.run_id.encode())
     log(f"pushed {record.ref} to {store.uri} ({result.uploaded_bytes / 1e6:.1f} MB): {result.summary()}")
     return result
+
+
+def input_uploads(record: RunRecord, settings: Settings) -> list[tuple[str, str, Path]]:
+    """(kind, key, file) of every input the record names (IncludeFile contents), verified first."""
+    out = []
+    for name, inc in sorted(record.include_files.items()):
+        path = settings.home.input_blob(inc.sha256)
+        if not path.is_file():
+            raise BadInput(f"{record.ref}: the contents of IncludeFile {name!r} ({inc.name}) are not in "
+                           f"{path.parent}; push from the machine (and REPRO_HOME) that made the run")
+        if sha256_file(path) != inc.sha256:
+            raise IntegrityError(f"{path}: contents of IncludeFile {name!r} do not match the record's sha256")
+        out.append(("inputs", layout.input_blob(inc.sha256), path))
+    return out
+
+
+def pull_inputs(record: RunRecord, store: Store, settings: Settings) -> dict[str, Path]:
+    """Fetch and verify every input the record names into REPRO_HOME; return {IncludeFile name: its file}."""
+    out = {}
+    for name, inc in sorted(record.include_files.items()):
+        path = settings.home.input_blob(inc.sha256)
+        if not (path.is_file() and sha256_file(path) == inc.sha256):
+            key = layout.input_blob(inc.sha256)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+                target = Path(tmp) / "input"
+                store.get_file(key, target)
+                got = sha256_file(target)
+                if got != inc.sha256:
+                    raise StoreObjectCorrupt(f"store object {store.uri}/{key} is corrupt: sha256 {got}, "
+                                             f"the record says {inc.sha256}")
+                os.replace(target, path)
+        out[name] = path
+    return out
+
+
+def push_replay_record(record: RunRecord, store: Store) -> str:
+    """Write a replay's record (``replay_of`` set). Everything it names is the replayed run's, already in
+    the store; ``latest`` does not move: a replay is never the baseline of its flow."""
+    missing = [key for key in named_objects(record) if store.stat(key) is None]
+    if missing:
+        raise InfraError(f"cannot record replay {record.ref} in {store.uri}: missing {', '.join(missing[:3])}")
+    key = layout.record(layout.flow_dir(record.flow, record.identity), record.run_id)
+    if not store.exists(key):
+        store.put_bytes(key, record.to_json().encode())
+    return key
 
 
 def _is_newest(store: Store, record: RunRecord) -> bool:
     """``latest`` only moves forward: pushing an older saved run must not make it the baseline."""
     try:
-        current = store.get_bytes(layout.latest(record.flow)).decode().strip()
-        other = from_json(store.get_bytes(layout.record(record.flow, current)).decode(), current)
+        folder = layout.flow_dir(record.flow, record.identity)
+        current = store.get_bytes(layout.latest(folder)).decode().strip()
+        other = from_json(store.get_bytes(layout.record(folder, current)).decode(), current)
     except (StoreObjectMissing, BadInput):
         return True
     return (record.created_at, record.run_id) >= (other.created_at, other.run_id)
@@ -256,6 +320,8 @@ def named_objects(record: RunRecord) -> dict[str, tuple[str, str]]:
     out[layout.code(record.code_sha256)] = ("sha256", record.code_sha256)
     for sha1 in record.artifact_shas(stored_only=True):
         out[layout.artifact(sha1)] = ("sha1", sha1)
+    for inc in record.include_files.values():
+        out[layout.input_blob(inc.sha256)] = ("sha256", inc.sha256)
     return out
 
 
@@ -303,7 +369,7 @@ def gc(store: Store, grace_seconds: float = 3600, dry_run: bool = False) -> list
         named |= set(named_objects(record))
     now = time.time()
     removed = []
-    for prefix in ("packages/", "locks/", "code/", "artifacts/"):
+    for prefix in ("packages/", "locks/", "code/", "artifacts/", "inputs/"):
         for info in list(store.list(prefix)):
             if info.key not in named and now - info.modified >= grace_seconds:
                 if not dry_run:

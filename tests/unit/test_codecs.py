@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from repro.errors import BadInput, LockFileError
 from repro.model.lock import Lock, Package, PlatformLock, StepLock, parse_lock
-from repro.model.record import (SCHEMA_VERSION, ArtifactRecord, PickleCheck, PickleStatus, RunRecord, RunStatus,
-                                StepRecord, TaskRecord, from_json)
+from repro.model.record import (SCHEMA_VERSION, ArtifactRecord, ConfigRecord, ConfigSource, IncludedFileRecord,
+                                PickleCheck, PickleStatus, RunRecord, RunStatus, StepRecord, TaskRecord, from_json)
 from repro.store.snapshot import StoreObjectCorrupt, env_lock_toml, parse_env_lock, record_packages
 
 SHA_A, SHA_B = "a" * 64, "0123456789abcdef" * 4
@@ -70,7 +70,7 @@ def test_the_lock_file_the_store_object_and_the_record_give_the_same_environment
 def test_record_envs_are_typed_and_keep_the_v1_json_shape():
     record = make_record()
     doc = json.loads(record.to_json())
-    assert doc["schema_version"] == SCHEMA_VERSION == 1
+    assert doc["schema_version"] == SCHEMA_VERSION == 2
     assert doc["envs"][ENV.env_id] == {k: v for k, v in ENV.to_dict().items() if k != "env_id"}
     assert doc["status"] == "success" and doc["pickle_checks"][0]["status"] == "warning"
     back = from_json(record.to_json(), "record.json")
@@ -182,6 +182,39 @@ def test_records_written_by_earlier_v1_writers_still_read():
     assert record.envs == {E: ENV}
 
 
+def test_version_1_records_read_with_empty_version_2_fields():
+    doc = json.loads(make_record().to_json())
+    doc["schema_version"] = 1
+    for key in ("replay_of", "include_files", "configs", "run_options", "identity"):
+        del doc[key]
+    record = from_json(json.dumps(doc), "record.json")
+    assert record == make_record() and record.replay_of == "" and record.include_files == {} == record.configs
+
+
+def test_version_2_fields_round_trip_and_are_checked():
+    record = make_record(
+        replay_of="MyFlow/1795853570405835", run_options=("--max-num-splits", "1000", "--with", "retry"),
+        identity="MyFlow:flows/my_flow.py",
+        include_files={"data": IncludedFileRecord("a" * 64, 300000, "big.csv", True, "utf-8")},
+        configs={"cfg": ConfigRecord('{"pandas": "2.2.3"}', ConfigSource.COMMAND_LINE, parser=True)})
+    back = from_json(record.to_json(), "record.json")
+    assert back == record and back.to_json() == record.to_json()
+    for path, bad, words in ((("include_files", "data", "name"), "../etc/passwd", "a plain file name"),
+                             (("include_files", "data", "sha256"), "zz", "64 hex digits"),
+                             (("configs", "cfg", "value"), "{not json", "JSON text"),
+                             (("configs", "cfg", "source"), "a file somewhere", "one of"),
+                             (("replay_of",), "../x", "a run reference"),
+                             (("identity",), "MyFlow:../elsewhere.py", "relative path"),
+                             (("identity",), "My Flow:flows/a.py", "identifier")):
+        doc = json.loads(record.to_json())
+        target = doc
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = bad
+        with pytest.raises(BadInput, match=words):
+            from_json(json.dumps(doc), "record.json")
+
+
 def test_a_failed_task_without_an_env_report_is_readable():
     record = make_record(status=RunStatus.FAILED)
     doc = json.loads(record.to_json())
@@ -254,7 +287,16 @@ def run_records(draw):
         duration_s=draw(st.floats(0, 1e6)), status=draw(st.sampled_from(list(RunStatus))), pickle_checks=tuple(checks),
         settings=draw(st.dictionaries(identifiers, json_scalars, max_size=2)),
         graph={s: tuple(draw(st.lists(st.sampled_from(step_names), max_size=2))) for s in step_names},
-        step_order=tuple(step_names))
+        step_order=tuple(step_names),
+        replay_of=draw(st.sampled_from(["", "OtherFlow/17"])),
+        identity=draw(st.sampled_from(["", "F:flows/a.py", "F:@proj/user.me"])),
+        run_options=tuple(draw(st.lists(st.text(max_size=8).filter(lambda t: "\0" not in t), max_size=3))),
+        include_files=draw(st.dictionaries(identifiers, st.builds(
+            IncludedFileRecord, sha256=sha256s, size=st.integers(0, 1 << 40), name=names.filter(lambda n: n[0] != "-"),
+            is_text=st.booleans(), encoding=st.sampled_from(["utf-8", "latin-1"])), max_size=2)),
+        configs=draw(st.dictionaries(identifiers, st.builds(
+            ConfigRecord, value=json_scalars.map(json.dumps), source=st.sampled_from(list(ConfigSource)),
+            plain=st.booleans(), parser=st.booleans()), max_size=2)))
 
 
 @settings(max_examples=60, deadline=None)
@@ -274,3 +316,14 @@ def test_an_environment_must_name_its_env_id_somewhere():
     with pytest.raises(BadInput, match="missing key 'env_id'"):
         PlatformLock.from_dict(d, "x")
     assert PlatformLock.from_dict(d, "x", env_id=ENV.env_id) == ENV
+
+
+def test_runs_are_filed_by_flow_identity():
+    from repro.store import layout
+
+    assert layout.identity_key("PlayListFlow:flows/a.py") == "PlayListFlow@flows~a.py"
+    assert layout.identity_key("F:@proj/user.me") == "F@@proj~user.me"
+    assert layout.record(layout.flow_dir("F", "F:a b/c.py"), "17") == "runs/F@a_b~c.py/17/record.json"
+    assert layout.latest(layout.flow_dir("F")) == "runs/F/latest"  # version 1 records: by class name
+    with pytest.raises(BadInput):
+        layout.record("../F", "1")

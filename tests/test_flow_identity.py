@@ -1,0 +1,66 @@
+"""A flow is its class name plus its flow file (from the project root): two files that both define
+`PlayListFlow` are two flows, and their runs are not compared unless asked to. Real Metaflow runs."""
+
+from __future__ import annotations
+
+import pytest
+
+from repro.model.record import from_json
+from tests.conftest import cli, write_flow
+
+pytestmark = pytest.mark.slow
+
+PLAYLIST = '''
+    from metaflow import FlowSpec, step
+
+
+    class PlayListFlow(FlowSpec):
+        @step
+        def start(self):
+            self.genre = "{genre}"
+            self.next(self.end)
+
+        @step
+        def end(self):
+            pass
+
+
+    if __name__ == "__main__":
+        PlayListFlow()
+'''
+
+
+def test_two_files_defining_the_same_class_are_two_flows(tmp_path):
+    mf_env = {"METAFLOW_DATASTORE_SYSROOT_LOCAL": str(tmp_path / "mf"), "METAFLOW_DEFAULT_DATASTORE": "local",
+              "METAFLOW_DEFAULT_METADATA": "local"}
+    proj = tmp_path / "proj"
+    a = write_flow(proj / "flows", PLAYLIST.format(genre="jazz"), name="jazz.py", conda_source=None)
+    b = write_flow(proj / "flows", PLAYLIST.format(genre="rock"), name="rock.py", conda_source=None)
+    (proj / "pyproject.toml").write_text('[tool.repro]\nconda-source = "pypi"\n')
+    store_root = tmp_path / "store"
+    refs = []
+    for path in (a, b):
+        r = cli("run", path, "--store", store_root.as_uri(), env=mf_env, cwd=proj)
+        assert r.code == 0, r.text[-3000:]
+        refs.append(r.out.split("recorded ")[1].split()[0])
+    records = {p.parent.name: from_json(p.read_text(), str(p)) for p in store_root.glob("runs/*/*/record.json")}
+    identities = sorted(rec.identity for rec in records.values())
+    assert identities == ["PlayListFlow:flows/jazz.py", "PlayListFlow:flows/rock.py"]
+    assert {p.parent.name for p in store_root.glob("runs/*/latest")} == {"PlayListFlow@flows~jazz.py",
+                                                                         "PlayListFlow@flows~rock.py"}
+    # `latest` is per flow file; a class name alone no longer says which
+    ambiguous = cli("store", "show", "PlayListFlow/latest", "--store", store_root.as_uri())
+    assert ambiguous.code == 2 and "ambiguous" in ambiguous.err and "PlayListFlow@flows~rock.py" in ambiguous.err
+    jazz = cli("store", "show", "PlayListFlow@flows~jazz.py/latest", "--store", store_root.as_uri())
+    assert jazz.code == 0 and refs[0] in jazz.out
+    # a run of one file is never silently the baseline of the other
+    again = cli("run", b, "--store", store_root.as_uri(), env=mf_env, cwd=proj)
+    assert again.code == 0, again.text[-3000:]
+    assert cli("store", "show", "PlayListFlow@flows~jazz.py/latest", "--store", store_root.as_uri()).out == jazz.out
+    diff = cli("diff", refs[0], refs[1], "--store", store_root.as_uri(), env=mf_env)
+    assert diff.code == 2, diff.text
+    assert "different flows" in diff.err and "flows/jazz.py" in diff.err and "--allow-other-flow" in diff.err
+    allowed = cli("diff", refs[0], refs[1], "--store", store_root.as_uri(), "--allow-other-flow", env=mf_env)
+    assert allowed.code == 1 and "genre: different" in allowed.out, allowed.text
+    shown = cli("store", "show", refs[1], "--store", store_root.as_uri())
+    assert "flow PlayListFlow:flows/rock.py" in shown.out
