@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from repro.model.record import from_json
-from tests.conftest import cli, write_flow
+from tests.helpers import cli, write_flow
 
 pytestmark = pytest.mark.slow
 

@@ -1,7 +1,6 @@
 """The pickle matrix through `pytest --repro`, with a package of our own in two versions (local
 find-links folder only: the names cannot come from the public index)."""
 
-import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 

@@ -15,7 +15,7 @@ import boto3
 import pytest
 
 from repro.model.record import ConfigSource, from_json
-from tests.conftest import cli, write_flow
+from tests.helpers import cli, write_flow
 from tests.netns import can_unshare, offline
 
 pytestmark = pytest.mark.slow

@@ -22,7 +22,7 @@ from repro._toml import tomllib
 from repro.env.cache import PackageCache, sha256_file
 from repro.settings import Settings
 from repro.fsutil import atomic_write
-from repro.errors import BadInput, IntegrityError
+from repro.errors import BadInput, InfraError, IntegrityError
 from repro.model.lock import Package, PlatformLock, safe_file_name
 from repro.model.record import RunRecord, from_json
 from repro.store import Store, StoreObjectMissing
