@@ -95,3 +95,44 @@ def test_the_same_version_downstream_is_ok_and_silent(project):
     items, text = outcomes(project, reader=f'@pypi(packages={{"{PKG}": "1.0"}})')
     assert set(items.values()) == {"passed"}, items
     assert "versions differ" not in text and "ReproPickleWarning" not in text
+
+
+INCLUDE_FLOW = '''
+from metaflow import FlowSpec, IncludeFile, step
+
+class IncludeFlow(FlowSpec):
+    table = IncludeFile("table", default="table.csv")
+
+    @step
+    def start(self):
+        self.rows = self.table.count("\\n")
+        self.next(self.end)
+
+    @step
+    def end(self):
+        pass
+
+if __name__ == "__main__":
+    IncludeFlow()
+'''
+
+
+def test_artifacts_whose_classes_live_in_metaflow_load_in_every_reader(tmp_path):
+    """Pins: pickle checks put the code package's `.mf_code` on sys.path, as tasks do; without it an
+    IncludeFile's value (a metaflow class) is reported as 'cannot be unpickled' in every step."""
+    import json
+
+    folder = tmp_path / "proj"
+    folder.mkdir()
+    (folder / "pyproject.toml").write_text("[tool.repro]\n")
+    (folder / "table.csv").write_text("a,b\n1,2\n")
+    (folder / "include_flow.py").write_text(INCLUDE_FLOW)
+    store = tmp_path / "store"
+    env = {"METAFLOW_DATASTORE_SYSROOT_LOCAL": str(tmp_path / "mf"), "METAFLOW_DEFAULT_DATASTORE": "local",
+           "METAFLOW_DEFAULT_METADATA": "local"}
+    r = cli("run", folder / "include_flow.py", "--store", store.as_uri(), env=env, cwd=folder)
+    assert r.code == 0, r.text[-3000:]
+    record = json.loads(next(store.glob("runs/**/record.json")).read_text())
+    checks = {(c["artifact"], tuple(c["reader_steps"])): c["status"] for c in record["pickle_checks"]}
+    assert any(name == "table" for name, _ in checks), checks
+    assert set(checks.values()) == {"ok"}, checks

@@ -64,3 +64,13 @@ def extract(package, home: Home | str | Path) -> tuple[str, dict]:
             env[key] = value
     env.setdefault("PYTHONPATH", str(folder))
     return digest, env
+
+
+def import_paths(folder: Path) -> list[str]:
+    """What a task puts on ``sys.path`` from an extracted code package: Metaflow 2.19 keeps itself and
+    the extensions under ``.mf_code``, the user's files at the top. Host-side probes that unpickle a
+    task's artifacts (pickle checks, comparisons) need the same paths, or every artifact whose class
+    lives in ``metaflow`` (an IncludeFile's value) looks unreadable."""
+    folder = Path(folder)
+    inner = folder / ".mf_code"
+    return [str(inner), str(folder)] if inner.is_dir() else [str(folder)]

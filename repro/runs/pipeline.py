@@ -24,6 +24,7 @@ from repro.model.record import RunRecord, RunStatus, from_json
 from repro.runs import blobs as blobstore
 from repro.runs import drift, pickles
 from repro.runs import metaflow as runs
+from repro.runs.codepackage import import_paths
 from repro.runs.compare import Comparison, compare
 from repro.settings import Settings, environ_for, load_settings
 from repro.store import Store, layout, open_store
@@ -239,7 +240,7 @@ def finish_record(record: RunRecord, flow, settings: Settings, code: Path | None
     wanted = _user_blobs(record)
     data = blobstore.load(record.flow, record.datastore["type"], record.datastore["root"], wanted) if wanted else {}
     checks = pickles.check(record, flow.decl.graph, data, env_pythons(record, settings),
-                           sys_path=[str(code)] if code else [])
+                           sys_path=import_paths(code) if code else [])
     limit = artifact_max_bytes(settings)
     keep = {sha: blob for sha, blob in data.items() if len(blob) <= limit}
     steps = {}
@@ -289,7 +290,7 @@ def check_same_flow(a: RunRecord, b: RunRecord, allow_other_flow: bool = False) 
 def compare_runs(a: RunRecord, b: RunRecord, store: Store | None, settings: Settings) -> Comparison:
     code = code_dir(settings, b.code_sha256) or code_dir(settings, a.code_sha256)
     return compare(a, b, blob_source(a, store), blob_source(b, store), env_pythons(b, settings),
-                   sys_path=[str(code)] if code else [])
+                   sys_path=import_paths(code) if code else [])
 
 
 # -- completing a push that failed ---------------------------------------------------------------
