@@ -121,14 +121,52 @@ def test_a_failing_step_fails_its_item_with_the_error(project):
     r.assert_outcomes(passed=1)
 
 
-def test_stale_lock_fails_lock_item_and_steps(project):
+def test_stale_lock_locally_is_relocked_and_only_the_lock_item_fails(project):
     path = flow(project)
     assert cli("lock", path).code == 0
     path.write_text(path.read_text().replace('"1.16.0"', '"1.17.0"'))
     r = run(project, "--repro", "demo_flow.py")
     text = r.stdout.str()
-    assert "spec drift: start: ~ six 1.16.0 -> 1.17.0" in text and "repro lock demo_flow.py" in text
-    r.assert_outcomes(passed=0, failed=5)  # the run refuses a stale lock, so every step fails too
+    r.assert_outcomes(passed=4, failed=1)  # the steps ran on the re-locked environments
+    assert "spec drift: start: ~ six 1.16.0 -> 1.17.0" in text
+    assert "commit the updated lock demo_flow.repro.lock" in text and "REPRO_FROZEN" not in text
+    assert 'six = "1.17.0"' in (project.path / "demo_flow.repro.lock").read_text()
+    run(project, "--repro", "demo_flow.py").assert_outcomes(passed=5)
+
+
+@pytest.mark.parametrize("how", ["option", "variable"])
+def test_stale_lock_when_frozen_fails_the_lock_item_and_skips_the_steps(project, how):
+    path = flow(project)
+    assert cli("lock", path).code == 0
+    before = (project.path / "demo_flow.repro.lock").read_text()
+    path.write_text(path.read_text().replace('"1.16.0"', '"1.17.0"'))
+    if how == "option":
+        r = run(project, "--repro", "demo_flow.py", "--repro-frozen", "-rs")
+    else:
+        os.environ["REPRO_FROZEN"] = "1"
+        try:
+            r = run(project, "--repro", "demo_flow.py", "-rs")
+        finally:
+            del os.environ["REPRO_FROZEN"]
+    text = r.stdout.str()
+    r.assert_outcomes(failed=1, skipped=4)
+    assert "spec drift: start: ~ six 1.16.0 -> 1.17.0" in text and "run `repro lock demo_flow.py`" in text
+    assert text.count("the lock is stale and frozen") == 1  # one line for the skipped items, no error repeated
+    assert "SKIPPED [4]" in text
+    assert not list((project.path / "mf" / ".metaflow").glob("DemoFlow/[0-9]*"))  # nothing ran
+    assert (project.path / "demo_flow.repro.lock").read_text() == before
+
+
+def test_a_declaration_that_cannot_be_locked_fails_the_lock_item(project):
+    (project.path / "pyproject.toml").write_text("[tool.repro]\n")  # no conda-source
+    path = project.path / "conda_flow.py"
+    path.write_text(FLOW.format(name="CondaFlow", six="1.16.0", b_body="pass").replace("pypi", "conda")
+                    .replace("packages=", "libraries="))
+    r = run(project, "--repro", "conda_flow.py", "-rs")
+    text = r.stdout.str()
+    r.assert_outcomes(failed=1, skipped=4)
+    assert "CondaFlow::[lock] FAILED" in text or "[lock]" in text
+    assert 'conda-source = "pypi"' in text and "the flow's declarations cannot be locked" in text
 
 
 def test_resolution_drift_only_with_repro_drift(project, tmp_path):

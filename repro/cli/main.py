@@ -43,9 +43,13 @@ def _log(msg: str) -> None:
 
 
 def cmd_lock(args) -> int:
-    from repro.env.engine import lock_flow, open_flow, spec_drift, target_platforms
+    from repro.env.engine import lock_flow, open_flow, relock_command, spec_drift, target_platforms
     from repro.model.export import to_pylock
 
+    if args.check and args.remove_platform:
+        from repro.errors import BadInput
+
+        raise BadInput("--check does not write the lock, so --remove-platform has nothing to do with it")
     status = EXIT_OK
     for path in _flow_files(args.flow):
         flow = open_flow(path)
@@ -56,11 +60,11 @@ def cmd_lock(args) -> int:
                 print(f"{path}: the lock {flow.lock_file.name} does not match the flow {flow.name}:")
                 for finding in drift:
                     print(f"  {finding.line()}")
-                print(f"  run `repro lock {path}` to update it")
+                print(f"  run `{relock_command(str(path), drift)}` to update it")
             else:
                 print(f"{path}: lock is up to date ({len(flow.specs)} steps)")
             continue
-        result = lock_flow(flow, platforms=args.platform, log=_log)
+        result = lock_flow(flow, platforms=args.platform, remove=args.remove_platform, log=_log)
         if result.written:
             print(f"{path}: wrote {flow.lock_file.name}")
             for step, lines in result.changes.items():
@@ -326,7 +330,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("lock", help="resolve every step's environment and write <flow>.repro.lock")
     p.add_argument("flow", nargs="+", help=FLOW_HELP)
     p.add_argument("--platform", action="append", metavar="NAME",
-                   help="lock for this platform (repeatable): linux-64, linux-aarch64, osx-64, osx-arm64, win-64")
+                   help="also lock for this platform, keeping those already locked (repeatable): "
+                        "linux-64, linux-aarch64, osx-64, osx-arm64, win-64")
+    p.add_argument("--remove-platform", action="append", metavar="NAME",
+                   help="drop this platform from the lock (repeatable)")
     p.add_argument("--check", action="store_true",
                    help="do not write: exit 1 and show what differs if the lock no longer matches the flow")
     p.add_argument("--export-pylock", metavar="DIR",

@@ -25,6 +25,9 @@ def pytest_addoption(parser):
     group.addoption("--repro-report", default=None, metavar="DIR", help="where reports go (default: reports/)")
     group.addoption("--repro-platform", action="append", default=None, metavar="NAME",
                     help="platforms every lock must cover (repeatable)")
+    group.addoption("--repro-frozen", action="store_true", default=False,
+                    help="a stale lock fails [lock] and the flow does not run (also REPRO_FROZEN=1); "
+                         "without it a stale lock is re-locked and only [lock] fails")
     for name, help_ in (("repro_store", "store URI"), ("repro_baseline", "baseline REF"),
                         ("repro_report", "report folder"), ("repro_platform", "platforms, space-separated")):
         parser.addini(name, help_, default="")

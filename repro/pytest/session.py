@@ -19,11 +19,11 @@ from filelock import FileLock
 
 from repro.report.document import ReportDocument, StepOutcome, build_flow, document
 from repro.settings import load_settings
-from repro.env.engine import open_flow
+from repro.env.engine import open_flow, relock_command
 from repro.errors import ReproError
 from repro.model.findings import DRIFT_KINDS, Finding, Kind, Severity, select
-from repro.model.record import NO_FOREACH
-from repro.runs.pipeline import Outcome, RunOptions, run_and_record
+from repro.model.record import NO_FOREACH, RunStatus
+from repro.runs.pipeline import LOCK_SUBJECT, Outcome, RunOptions, run_and_record
 
 
 @dataclass
@@ -34,6 +34,7 @@ class Options:
     drift: bool = False
     report_dir: str = "reports"
     platforms: tuple = ()
+    frozen: bool = False  # a stale lock is an error and the flow does not run (REPRO_FROZEN, --repro-frozen)
 
     @classmethod
     def from_config(cls, config) -> "Options":
@@ -53,7 +54,8 @@ class Options:
                    drift=bool(pick("repro_drift", "repro_drift", "drift")),
                    report_dir=pick("repro_report", "repro_report", "report") or settings.report,
                    platforms=tuple(config.getoption("repro_platform") or
-                                   (config.getini("repro_platform") or "").split() or settings.platforms))
+                                   (config.getini("repro_platform") or "").split() or settings.platforms),
+                   frozen=bool(config.getoption("repro_frozen") or settings.frozen))
 
 
 #: the findings that fail a step's own item ([lock] reports spec and resolution drift)
@@ -73,12 +75,39 @@ def step_problems(o: Outcome, step: str) -> tuple[list[str], list[str]]:
             [f.message for f in mine if f.severity is Severity.WARNING])
 
 
+def step_skip(o: Outcome) -> str | None:
+    """Why the step items (and [pickle], [baseline]) are skipped: a frozen stale lock held the run back."""
+    if o.held:
+        return f"not run: the lock is stale and frozen (REPRO_FROZEN or --repro-frozen); see {o.flow}::[lock]"
+    if any(f.subject == LOCK_SUBJECT for f in select(o.findings, kind=Kind.FLOW_ERROR)):
+        return f"not run: the flow's declarations cannot be locked; see {o.flow}::[lock]"
+    return None
+
+
 def lock_problems(o: Outcome) -> list[str]:
-    """What fails [lock]: drift of any kind, or a flow that could not be read at all."""
+    """What fails [lock]: drift of any kind, or declarations that could not be read or locked."""
     lines = [f"{f.kind}: {f.line()}" for f in select(o.findings, kind=DRIFT_KINDS)]
-    if o.error and not o.flow:
+    errors = [f for f in select(o.findings, kind=Kind.FLOW_ERROR) if f.subject == LOCK_SUBJECT]
+    lines += [f.message for f in errors]
+    if o.error and not o.flow and not errors:
         lines.append(o.error)
     return lines
+
+
+def lock_advice(o: Outcome, flow_file: str) -> str:
+    """What to do about a failing [lock]: the command that fixes it, or "commit" after a re-lock."""
+    lock_file = Path(flow_file).stem + ".repro.lock"
+    if any(f.subject == LOCK_SUBJECT for f in select(o.findings, kind=Kind.FLOW_ERROR)):
+        return "Fix the declaration, then run `repro lock " + flow_file + "` and commit the lock."
+    command = relock_command(flow_file, o.findings)
+    if o.relocked and command == f"repro lock {flow_file}":
+        return f"This run re-locked it: commit the updated lock {lock_file}."
+    if o.held:
+        return (f"The lock is frozen (REPRO_FROZEN or --repro-frozen), so the flow did not run: run "
+                f"`{command}` and commit the lock.")
+    if o.relocked:
+        return f"This run re-locked it for this machine: run `{command}` too and commit the updated lock {lock_file}."
+    return f"Update it with `{command}` and commit it."
 
 
 class ReproSession:
@@ -128,7 +157,7 @@ class ReproSession:
         o = self.options
         options = RunOptions(store=o.store, push=o.update, baseline=o.baseline, drift=True,
                              resolution_drift=o.drift, platforms=tuple(o.platforms),
-                             frozen=None,  # a committed lock is used as is; a flow without one gets one
+                             frozen=o.frozen,  # else a stale or missing lock is re-locked, and [lock] fails
                              capture=True)
         try:
             return run_and_record(path, options)
