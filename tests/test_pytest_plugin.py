@@ -293,6 +293,15 @@ def test_repro_report_renders_a_stored_run(project):
         if fmt == "json":
             import jsonschema
 
-            jsonschema.validate(json.loads(r.out), json.loads(SCHEMA_FILE.read_text()))
+            doc = json.loads(r.out)
+            jsonschema.validate(doc, json.loads(SCHEMA_FILE.read_text()))
+            steps = {s["step"]: s for s in doc["flows"][0]["steps"]}
+            # python and package counts come from the record's environments (issue 12, item 2)
+            assert steps["start"]["python"].startswith("3.") and steps["start"]["packages"] >= 6
+            assert steps["end"]["python"].startswith("3.") and steps["end"]["packages"] >= 5
         else:
             assert "DemoFlow" in r.out
+            python = re.search(r"3\.\d+\.\d+", r.out)
+            assert python, f"no python version in the {fmt} report"
+            row = next(line for line in r.out.splitlines() if re.search(r"\bstart\b", line) and python.group() in line)
+            assert not re.search(r"\|\s*0\s*\|", row) and not re.search(r">0<", row)  # packages are counted

@@ -315,13 +315,34 @@ def push_saved(path_or_ref: str, store_uri: str | None, settings: Settings, log:
     """Push a record kept in REPRO_HOME (after a push that failed); artifact copies come from the datastore."""
     ref = parse_ref(path_or_ref)
     if ref.path is None:
-        ref = parse_ref(str(local_record_path(settings, ref.flow, ref.run_id)))
+        ref = parse_ref(str(_local_record(settings, ref.flow, ref.run_id)))
     record = load_record(None, ref)
     store = open_store(store_uri or settings.store)
     keep = blobstore.load(record.flow, record.datastore["type"], record.datastore["root"],
                           record.artifact_shas(stored_only=True)) if record.artifact_shas() else {}
     push(record, store, settings, keep, log=log)
     return record
+
+
+def _local_record(settings: Settings, flow: str, run_id: str) -> Path:
+    """The record of ``flow/run_id`` kept in REPRO_HOME; ``latest``: the newest one recorded here."""
+    folder = local_record_path(settings, flow, "latest").parent
+    if run_id == "latest":
+        found = []
+        for f in folder.glob("*.json") if folder.is_dir() else []:
+            try:
+                found.append((json.loads(f.read_text()).get("created_at", ""), f.stat().st_mtime, f))
+            except (OSError, ValueError):
+                continue
+        if not found:
+            raise BadInput(f"{flow}/latest: no run of {flow} is recorded here ({folder}); "
+                           f"`repro run FLOW.py` records one")
+        return max(found, key=lambda t: (str(t[0]), t[1]))[2]
+    path = local_record_path(settings, flow, run_id)
+    if not path.is_file():
+        raise BadInput(f"{flow}/{run_id}: that run is not recorded here ({path} does not exist); "
+                       f"`repro store push` pushes runs that `repro run` recorded on this machine")
+    return path
 
 
 def problems_of(findings: list[Finding]) -> list[Finding]:
