@@ -305,3 +305,52 @@ def test_repro_report_renders_a_stored_run(project):
             assert python, f"no python version in the {fmt} report"
             row = next(line for line in r.out.splitlines() if re.search(r"\bstart\b", line) and python.group() in line)
             assert not re.search(r"\|\s*0\s*\|", row) and not re.search(r">0<", row)  # packages are counted
+
+
+def test_expected_failures_are_not_red_and_steps_that_never_ran_say_not_run(project):
+    """Issue 12, item 5: a strict xfail shows as "expected failure"; a step after a failed one as "not run";
+    no _yaml DeprecationWarning reaches the user."""
+    path = flow(project, b_body='raise ValueError("boom in b")')
+    assert cli("lock", path).code == 0
+    project.makeconftest('''
+        import pytest
+
+        def pytest_collection_modifyitems(config, items):
+            for item in items:
+                if item.name == "b":
+                    item.add_marker(pytest.mark.xfail(strict=True, reason="b fails on purpose"))
+    ''')
+    r = run(project, "--repro", "demo_flow.py")
+    r.assert_outcomes(passed=3, xfailed=1, failed=1)  # end never ran: it fails, as "not run"
+    text = r.stdout.str()
+    assert "DeprecationWarning" not in text and "_yaml" not in text
+    doc = json.loads((project.path / "reports" / "repro-report.json").read_text())
+    steps = {s["step"]: s["outcome"] for s in doc["flows"][0]["steps"]}
+    assert steps == {"start": "passed", "b": "expected failure", "end": "not run"}
+    assert doc["flows"][0]["status"] == "failed"  # "end" is not expected to fail
+    md = (project.path / "reports" / "repro-report.md").read_text()
+    assert "expected failure" in md and "not run" in md
+
+    project.makeconftest('''
+        import pytest
+
+        def pytest_collection_modifyitems(config, items):
+            for item in items:
+                if item.name in ("b", "end"):
+                    item.add_marker(pytest.mark.xfail(strict=True, reason="fails on purpose"))
+    ''')
+    r = run(project, "--repro", "demo_flow.py")
+    r.assert_outcomes(passed=3, xfailed=2)
+    doc = json.loads((project.path / "reports" / "repro-report.json").read_text())
+    assert doc["flows"][0]["status"] == "expected failure"
+    assert "DemoFlow (demo_flow.py) run" in r.stdout.str() and ": expected failure" in r.stdout.str()
+
+
+def test_the_main_job_has_no_unknown_ini_option_without_the_test_extra():
+    """`pytest --repro scenarios/` is run without pytest-timeout (README command 1)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run([os.sys.executable, "-m", "pytest", "-p", "no:timeout", "-p", "no:cacheprovider",
+                           "--repro", "scenarios/linear.py", "--collect-only", "-q"],
+                          cwd=root, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Unknown config option" not in proc.stdout + proc.stderr

@@ -37,11 +37,14 @@ def pytest_addoption(parser):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "repro(flow): the flow file that the repro_run fixture runs")
+    # Metaflow imports PyYAML's C extension by its old name; users cannot act on that warning
+    config.addinivalue_line("filterwarnings", "ignore:The _yaml extension module:DeprecationWarning")
     if config.getoption("repro"):
         from repro.pytest.session import ReproSession
 
         uid = getattr(config, "workerinput", {}).get("repro_uid")
         config.stash[SESSION] = ReproSession(config, uid=uid)
+        config.pluginmanager.register(config.stash[SESSION], "repro-session")  # it hears each item's report
 
 
 @pytest.hookimpl(optionalhook=True)

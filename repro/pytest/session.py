@@ -121,6 +121,12 @@ class ReproSession:
         self.settings = load_settings(self.rootdir)
         self.folder = self.settings.home.pytest_session(self.uid)
         self.outcomes: dict[str, Outcome] = {}
+        self.expected_failures: set[str] = set()  # node ids of items that failed as a strict xfail expects
+
+    def pytest_runtest_logreport(self, report) -> None:
+        """pytest's report of one item (also from xdist workers): remember expected failures."""
+        if report.when == "call" and getattr(report, "wasxfail", None) is not None and report.skipped:
+            self.expected_failures.add(report.nodeid)
 
     # -- running, once ---------------------------------------------------------------------------
 
@@ -176,14 +182,26 @@ class ReproSession:
             except ReproError:
                 pass
             steps = list(o.record.steps) if o.record else (o.steps or (list(lock.steps) if lock else []))
-            outcomes = {}
-            for step in steps:
-                problems, _ = step_problems(o, step)
-                outcomes[step] = (StepOutcome.FAILED if problems else StepOutcome.PASSED, "\n".join(problems))
             file = os.path.relpath(o.path, self.rootdir)
+            outcomes = {step: self.step_outcome(o, step, f"{file}::{o.flow}::{step}") for step in steps}
             flows.append(build_flow(o.flow or Path(o.path).stem, file, o.record, lock, outcomes, o.comparison,
                                     o.findings, o.baseline))
         return document(flows)
+
+    def step_outcome(self, o: Outcome, step: str, nodeid: str) -> tuple[StepOutcome, str]:
+        """A step's line in the reports: passed, failed, not run (never started), or expected failure."""
+        skip = step_skip(o)
+        if skip:
+            return StepOutcome.NOT_RUN, skip
+        problems, _ = step_problems(o, step)
+        if not problems:
+            return StepOutcome.PASSED, ""
+        if nodeid in self.expected_failures:
+            return StepOutcome.EXPECTED_FAILURE, "\n".join(problems)
+        mine = select(o.findings, step=step, severity=Severity.ERROR)
+        if mine and all(f.kind is Kind.NOT_RUN for f in mine):
+            return StepOutcome.NOT_RUN, "\n".join(problems)
+        return StepOutcome.FAILED, "\n".join(problems)
 
     def report_folder(self) -> Path:
         folder = Path(self.options.report_dir)

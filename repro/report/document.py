@@ -33,11 +33,15 @@ class StepOutcome(Choice):
     PASSED = "passed"
     FAILED = "failed"
     NOT_RUN = "not run"
+    #: failed, as the test run expects (a strict xfail, e.g. scenarios/expected.toml)
+    EXPECTED_FAILURE = "expected failure"
 
 
 class FlowStatus(Choice):
     PASSED = "passed"
     FAILED = "failed"
+    #: something failed, and every failure was expected
+    EXPECTED_FAILURE = "expected failure"
 
 
 def _doc(text: str, **extra: Any) -> Any:
@@ -69,7 +73,7 @@ class StepReport:
     outcome: StepOutcome
     message: str
     artifacts: ArtifactCounts | None = _doc("against the baseline; null without one")
-    pickle: PickleCounts = _doc("checks of the artifacts this step reads")
+    pickle: PickleCounts = _doc("checks of the artifacts this step writes, each in every environment that reads it")
 
 
 @dataclass(frozen=True)
@@ -172,7 +176,7 @@ def build_flow(flow: str, file: str, record=None, lock=None, outcomes: dict[str,
             python, packages = pl.python, len(pl.packages)
         else:
             python, packages = ("user's" if (s and s.disabled) or (sl and sl.disabled) else ""), 0
-        checks = [c for c in (record.pickle_checks if record else ()) if step in c.reader_steps]
+        checks = [c for c in (record.pickle_checks if record else ()) if c.step == step]
         default = StepOutcome.PASSED if s and s.tasks else StepOutcome.NOT_RUN
         outcome, message = outcomes.get(step, (default, ""))
         steps.append(StepReport(
@@ -184,10 +188,14 @@ def build_flow(flow: str, file: str, record=None, lock=None, outcomes: dict[str,
             artifacts=ArtifactCounts(**by_step.get(step, {})) if comparison else None,
             pickle=PickleCounts(**{k.value: sum(1 for c in checks if c.status is k) for k in PickleStatus}),
         ))
-    failed = record is None or record.status is not RunStatus.SUCCESS or any(s.outcome is StepOutcome.FAILED for s in steps)
+    failed = any(s.outcome in (StepOutcome.FAILED, StepOutcome.NOT_RUN) for s in steps) or (
+        (record is None or record.status is not RunStatus.SUCCESS)
+        and not any(s.outcome is StepOutcome.EXPECTED_FAILURE for s in steps))
+    expected = any(s.outcome is StepOutcome.EXPECTED_FAILURE for s in steps)
+    status = FlowStatus.FAILED if failed else (FlowStatus.EXPECTED_FAILURE if expected else FlowStatus.PASSED)
     return FlowReport(
         flow=flow, file=file, run=record.ref if record else None,
-        status=FlowStatus.FAILED if failed else FlowStatus.PASSED, steps=steps,
+        status=status, steps=steps,
         pickle=[PickleRow(step=c.step, task=c.task, artifact=c.artifact, reader_env=c.reader_env,
                           reader_steps=list(c.reader_steps), status=PickleStatus(c.status), detail=c.detail,
                           static=c.static) for c in (record.pickle_checks if record else ())],

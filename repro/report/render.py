@@ -32,6 +32,7 @@ def step_rows(flow: dict) -> list[list]:
              _counts(s["pickle"], [k.value for k in PickleStatus]), s["outcome"]] for s in flow["steps"]]
 
 
+PICKLE_NOTE = "pickle ok/warn/fail: checks of the artifacts each step writes, in every step environment that reads them"
 STEP_HEADERS = ["step", "env id", "python", "packages", "artifacts id/eq/diff", "pickle ok/warn/fail", "outcome"]
 
 
@@ -41,6 +42,8 @@ def terminal(doc: ReportDocument | dict) -> str:
     for f in doc["flows"]:
         parts.append(f"{f['flow']} ({f['file']}) run {f['run'] or '-'}: {f['status']}")
         parts.append(tabulate(step_rows(f), headers=STEP_HEADERS, tablefmt="simple"))
+    if doc["flows"]:
+        parts.append(PICKLE_NOTE)
     return "\n".join(parts)
 
 
