@@ -262,6 +262,30 @@ def test_repro_run_fixture_gives_record_and_artifacts(project):
     assert "mark the test with @pytest.mark.repro" in r.stdout.str()
 
 
+def test_an_artifact_the_test_interpreter_cannot_load_names_its_env_and_loads_there(project):
+    """Issue 12, item 9: munch is in the step's environment, not in the test's interpreter."""
+    path = project.path / "munch_flow.py"
+    path.write_text(FLOW.format(name="MunchFlow", six="1.16.0", b_body="pass")
+                    .replace('packages={"six": "1.16.0"}', 'packages={"munch": "4.0.0"}')
+                    .replace("import six\n        self.six_version = six.__version__",
+                             "import munch\n        self.box = munch.Munch(a=1, b=[2, 3])"))
+    assert cli("lock", path).code == 0
+    project.makepyfile(test_user="""
+        import pytest
+
+        @pytest.mark.repro("munch_flow.py")
+        def test_box(repro_run):
+            assert repro_run.ok
+            with pytest.raises(ImportError) as info:
+                repro_run.artifact("start", "box")
+            message = str(info.value)
+            assert "munch" in message and "env " in message and "artifact_in_env('start', 'box')" in message
+            assert repro_run.artifact_in_env("start", "box") == {"a": 1, "b": [2, 3]}
+    """)
+    r = run(project, "test_user.py")
+    r.assert_outcomes(passed=1)
+
+
 def test_html_report_renders_in_a_browser(project, tmp_path):
     browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
     if browser is None:

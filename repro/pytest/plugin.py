@@ -112,7 +112,8 @@ def pytest_unconfigure(config):
 @pytest.fixture
 def repro_run(request):
     """The run of the flow named by ``@pytest.mark.repro("path/to/flow.py")``: ``.record`` (a
-    RunRecord), ``.ok``, and ``.artifact(step, name, task="-")`` (unpickled here)."""
+    RunRecord), ``.ok``, ``.artifact(step, name, task="-")`` (unpickled here) and
+    ``.artifact_in_env(step, name)`` (unpickled in the step's own environment, returned as a plain value)."""
     marker = request.node.get_closest_marker("repro")
     if marker is None or not (marker.args or marker.kwargs.get("flow")):
         pytest.fail("repro_run needs the flow: mark the test with @pytest.mark.repro('path/to/flow.py')")

@@ -216,19 +216,88 @@ class RunHandle:
         self.record = outcome.record
         self.ok = bool(outcome.record and outcome.record.status == RunStatus.SUCCESS and not outcome.error)
 
-    def artifact(self, step: str, name: str, task: str = NO_FOREACH):
-        """Unpickle one artifact in this process (verified against its recorded sha1 first)."""
-        import pickle
-
+    def _blob(self, step: str, name: str, task: str) -> bytes:
         from repro.runs.pipeline import blob_source
 
         if self.record is None:
             raise LookupError(f"{self.outcome.path}: no run: {self.outcome.error}")
-        a = self.record.steps[step].tasks[task].artifacts[name]
-        data = blob_source(self.record, None)(a.sha1)
+        if step not in self.record.steps:
+            raise LookupError(f"{self.record.flow} has no step {step!r} (steps: {', '.join(self.record.steps)})")
+        tasks = self.record.steps[step].tasks
+        if task not in tasks or name not in tasks[task].artifacts:
+            raise LookupError(f"{self.record.flow}.{step} has no artifact {name!r} in task {task!r}")
+        data = blob_source(self.record, None)(tasks[task].artifacts[name].sha1)
         if data is None:
             raise LookupError(f"artifact {step}/{task}.{name} is not available")
-        return pickle.loads(data)
+        return data
+
+    def artifact(self, step: str, name: str, task: str = NO_FOREACH):
+        """Unpickle one artifact in this process (verified against its recorded sha1 first). When this
+        interpreter lacks a module the artifact needs, the error names the step's environment and
+        points at ``artifact_in_env``."""
+        import pickle
+
+        data = self._blob(step, name, task)
+        try:
+            return pickle.loads(data)
+        except ImportError as exc:
+            env_id = self.record.steps[step].env_id
+            env = self.record.envs.get(env_id)
+            where = f"env {env_id[:12]} (Python {env.python}, {len(env.packages)} packages)" if env else f"env {env_id[:12]}"
+            raise ArtifactNotLoadable(
+                f"{self.record.flow}.{step}.{name} cannot be unpickled in this test's interpreter: {exc}. It was "
+                f"written in {where}, which has that module. Load it there instead: "
+                f"repro_run.artifact_in_env({step!r}, {name!r}) returns it as a plain value (lists, dicts, "
+                f"numbers, strings)") from exc
+
+    def artifact_in_env(self, step: str, name: str, task: str = NO_FOREACH):
+        """Unpickle one artifact inside the step's own environment and return it as a plain value:
+        JSON-like data as is, objects with ``to_dict()`` / ``tolist()`` (DataFrames, arrays) through
+        those, anything else as its ``repr``."""
+        import json
+        import subprocess
+
+        from repro.runs.pipeline import code_dir, env_pythons
+
+        data = self._blob(step, name, task)
+        settings = load_settings(Path(self.outcome.path))
+        env_id = self.record.steps[step].env_id
+        python = env_pythons(self.record, settings).get(env_id)
+        if python is None:
+            raise LookupError(f"{self.record.flow}.{step}: its environment {env_id[:12]} is not built here; "
+                              f"`repro env build {Path(self.outcome.path).name} --step {step}` builds it")
+        code = code_dir(settings, self.record.code_sha256)
+        proc = subprocess.run([python, "-c", _PLAIN_VALUE, str(code or "")], input=data, capture_output=True)
+        if proc.returncode != 0:
+            raise ArtifactNotLoadable(f"{self.record.flow}.{step}.{name} does not load in its own environment "
+                                      f"{env_id[:12]} ({python}):\n{proc.stderr.decode(errors='replace')[-2000:]}")
+        return json.loads(proc.stdout)
+
+
+class ArtifactNotLoadable(ImportError):
+    """An artifact that cannot be unpickled where it was asked for (``RunHandle.artifact``)."""
+
+
+#: runs in a step's environment (Python 3.7+, standard library only): pickle on stdin -> JSON on stdout
+_PLAIN_VALUE = r"""
+import json, pickle, sys
+if sys.argv[1]:
+    sys.path.insert(0, sys.argv[1])
+value = pickle.loads(sys.stdin.buffer.read())
+def plain(v):
+    for attr in ("to_dict", "tolist"):
+        f = getattr(v, attr, None)
+        if callable(f):
+            try:
+                return f(orient="list") if attr == "to_dict" and hasattr(v, "columns") else f()
+            except Exception:
+                pass
+    return v
+def default(v):
+    p = plain(v)
+    return p if p is not v else repr(v)
+sys.stdout.write(json.dumps(plain(value), default=default))
+"""
 
 
 #: where pytest keeps this plugin's session (``config.stash[SESSION]``; absent without --repro)
