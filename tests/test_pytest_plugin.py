@@ -378,3 +378,14 @@ def test_the_main_job_has_no_unknown_ini_option_without_the_test_extra():
                           cwd=root, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Unknown config option" not in proc.stdout + proc.stderr
+
+
+def test_progress_of_each_flow_shows_on_the_terminal_but_not_under_q(project):
+    """Issue 12, item 10."""
+    assert cli("lock", flow(project)).code == 0
+    text = run(project, "--repro", "demo_flow.py").stdout.str()
+    assert "repro: DemoFlow: building environments and running the flow with Metaflow" in text
+    assert re.search(r"repro: DemoFlow: run \S+ ended in [0-9.]+ s \(exit code 0\)", text)
+    assert "repro: DemoFlow: checking that every artifact unpickles" in text
+    quiet = run(project, "--repro", "demo_flow.py", "-q").stdout.str()
+    assert "repro: DemoFlow" not in quiet

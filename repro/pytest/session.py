@@ -166,10 +166,25 @@ class ReproSession:
                              frozen=o.frozen,  # else a stale or missing lock is re-locked, and [lock] fails
                              capture=True)
         try:
-            return run_and_record(path, options)
+            return run_and_record(path, options, log=self.progress)
         except Exception as exc:  # noqa: BLE001 - recorded once, so no item re-runs the flow
             return Outcome(path=str(path), error=f"internal error while running the flow: {type(exc).__name__}: {exc}",
                            error_code=3)
+
+    def progress(self, message: str) -> None:
+        """One line of progress on pytest's terminal (not under -q, not from xdist workers)."""
+        config = self.config
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is None or config.get_verbosity() < 0 or hasattr(config, "workerinput"):
+            return
+        capture = config.pluginmanager.get_plugin("capturemanager")
+        if capture is not None:
+            with capture.global_and_fixture_disabled():
+                reporter.ensure_newline()
+                reporter.write_line(f"repro: {message}")
+        else:
+            reporter.ensure_newline()
+            reporter.write_line(f"repro: {message}")
 
     # -- reporting -------------------------------------------------------------------------------
 

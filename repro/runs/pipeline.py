@@ -179,9 +179,11 @@ def _run(path: Path, options: RunOptions, outcome: Outcome, log: Log) -> None:
     if baseline is not None:
         outcome.baseline = baseline.ref
     env = {**options.env, **(environ_for(frozen=True) if frozen else {})}
+    log(f"{flow.name}: building environments and running the flow with Metaflow")
     code, run_id, elapsed, output = runs.run_flow(flow.path, runs.environment_name(flow), list(options.metaflow_args),
                                                   env=env, capture=options.capture)
     outcome.exit_code, outcome.output = code, output[-20000:]
+    log(f"{flow.name}: " + (f"run {run_id} " if run_id else "Metaflow ") + f"ended in {elapsed:.1f} s (exit code {code})")
     if run_id is None and code == 0:
         raise BadInput(f"{path.name}: running it started no Metaflow run. Does the file end with "
                        f"`if __name__ == \"__main__\":` and `{flow.name}()`?")
@@ -199,6 +201,7 @@ def _run(path: Path, options: RunOptions, outcome: Outcome, log: Log) -> None:
         outcome.saved = str(save_local(record, settings))
     keep: dict[str, bytes] = {}
     if options.pickle_checks:
+        log(f"{flow.name}: checking that every artifact unpickles where it is read")
         record, keep = finish_record(record, flow, settings, code_dir(settings, record.code_sha256))
         outcome.record = record
         outcome.findings += pickles.findings(record.pickle_checks)
@@ -212,6 +215,7 @@ def _run(path: Path, options: RunOptions, outcome: Outcome, log: Log) -> None:
                             f"repro store push {outcome.saved}") from None
         outcome.pushed = store.uri
     if baseline is not None:
+        log(f"{flow.name}: comparing with {baseline.ref}")
         outcome.comparison = compare_runs(baseline, record, store, settings)
         outcome.findings += outcome.comparison.findings()
 
