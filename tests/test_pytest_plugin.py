@@ -286,25 +286,35 @@ def test_an_artifact_the_test_interpreter_cannot_load_names_its_env_and_loads_th
     r.assert_outcomes(passed=1)
 
 
-def test_html_report_renders_in_a_browser(project, tmp_path):
+def test_html_report_renders_in_a_browser_with_the_summary_in_view(project, tmp_path):
+    """Issue 12, item 8: at 1400 px wide the summary (verdict, counts, one row per flow) shows without scrolling."""
     browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
     if browser is None:
-        pytest.skip("no Chromium here (CI installs it)")
+        pytest.skip("no Chromium here (CI installs it; `apt-get install -y chromium`)")
     assert cli("lock", flow(project)).code == 0
-    run(project, "--repro", "demo_flow.py").assert_outcomes(passed=5)
+    assert cli("lock", flow(project, name="OtherFlow", file="other_flow.py")).code == 0
+    run(project, "--repro", "demo_flow.py", "other_flow.py").assert_outcomes(passed=10)
     shot = tmp_path / "report.png"
     subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                    f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1200,900", f"--screenshot={shot}",
+                    f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1400,900", f"--screenshot={shot}",
                     (project.path / "reports" / "repro-report.html").as_uri()],
                    capture_output=True, timeout=120)
     from PIL import Image
 
     image = Image.open(shot).convert("RGB")
+    assert image.size == (1400, 900)
     colors = image.getcolors(maxcolors=1 << 20)
-    assert image.size == (1200, 900) and len(colors) > 20  # text, table borders, green outcome cells
+    assert len(colors) > 20  # text, table borders, green outcome cells
     greens = sum(n for n, (r, g, b) in colors if g > 230 and r < 230 and b < 235)
     assert greens > 500  # the "passed" cells are drawn
+    # the verdict's dark green box, drawn near the top of the first screen
+    verdict = [(x, y) for y in range(0, 900, 2) for x in range(0, 1400, 4) if image.getpixel((x, y)) == (26, 127, 55)]
+    assert len(verdict) > 100, "no verdict box in the first screen"
+    assert max(y for _, y in verdict) < 250
+    html = (project.path / "reports" / "repro-report.html").read_text()
+    summary = html[html.index('id="summary"'):html.index("</section>")]
+    assert "all 2 flow(s) ended as expected" in summary and "DemoFlow" in summary and "OtherFlow" in summary
 
 
 def test_repro_report_renders_a_stored_run(project):

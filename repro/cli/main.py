@@ -341,8 +341,9 @@ def cmd_report(args) -> int:
     from repro.store import open_store
 
     settings = load_settings(Path.cwd())
-    record = load_record(open_store(args.store or settings.store), parse_ref(args.ref))
-    doc = document([build_flow(record.flow, record.flow_file, record)])
+    store = open_store(args.store or settings.store)
+    record = load_record(store, parse_ref(args.ref))
+    doc = document([build_flow(record.flow, record.flow_file, record, store=store.uri)])
     text = report.RENDER[args.format](doc)
     if args.output:
         atomic_write(Path(args.output), text)

@@ -200,7 +200,9 @@ class ReproSession:
             file = os.path.relpath(o.path, self.rootdir)
             outcomes = {step: self.step_outcome(o, step, f"{file}::{o.flow}::{step}") for step in steps}
             flows.append(build_flow(o.flow or Path(o.path).stem, file, o.record, lock, outcomes, o.comparison,
-                                    o.findings, o.baseline))
+                                    o.findings, o.baseline,
+                                    store=o.pushed or (self.options.store or self.settings.store
+                                                       if o.baseline else None)))
         return document(flows)
 
     def step_outcome(self, o: Outcome, step: str, nodeid: str) -> tuple[StepOutcome, str]:

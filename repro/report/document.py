@@ -125,6 +125,7 @@ class FlowReport:
     pickle: list[PickleRow]
     baseline: BaselineReport | None
     drift: DriftReport | None
+    store: str | None = _doc("the store the run was pushed to or the baseline read from; null if none was used")
 
 
 @dataclass(frozen=True)
@@ -158,7 +159,7 @@ def drift_report(findings: list[Finding]) -> DriftReport:
 
 def build_flow(flow: str, file: str, record=None, lock=None, outcomes: dict[str, tuple[StepOutcome, str]] | None = None,
                comparison: Comparison | None = None, findings: list[Finding] | None = None,
-               baseline: str | None = None) -> FlowReport:
+               baseline: str | None = None, store: str | None = None) -> FlowReport:
     """One flow's part of a report. ``outcomes``: step -> (outcome, message), decided by the caller."""
     outcomes = outcomes or {}
     local = plats.local_platform_name()
@@ -203,6 +204,7 @@ def build_flow(flow: str, file: str, record=None, lock=None, outcomes: dict[str,
             ref=baseline or comparison.a, same=comparison.same,
             results=[ArtifactRow(r.step, r.task, r.name, r.verdict, r.detail) for r in comparison.results]),
         drift=drift_report(findings) if findings is not None else None,
+        store=store,
     )
 
 
