@@ -399,3 +399,15 @@ def test_progress_of_each_flow_shows_on_the_terminal_but_not_under_q(project):
     assert "repro: DemoFlow: checking that every artifact unpickles" in text
     quiet = run(project, "--repro", "demo_flow.py", "-q").stdout.str()
     assert "repro: DemoFlow" not in quiet
+
+
+def test_lock_advice_for_a_missing_platform_is_a_command_that_fixes_it(project):
+    """Issue 12, item 1: after --repro-platform X, `repro lock flow.py` alone would answer "up to date"."""
+    path = flow(project)
+    assert cli("lock", path).code == 0
+    r = run(project, "--repro", "demo_flow.py", "--repro-platform", "osx-arm64")
+    r.assert_outcomes(passed=4, failed=1)
+    assert "Update it with `repro lock demo_flow.py --platform osx-arm64` and commit it." in r.stdout.str()
+    fixed = cli("lock", "demo_flow.py", "--platform", "osx-arm64", cwd=project.path)
+    assert fixed.code == 0, fixed.text
+    run(project, "--repro", "demo_flow.py", "--repro-platform", "osx-arm64").assert_outcomes(passed=5)
