@@ -271,7 +271,6 @@ class RunHandle:
         """Unpickle one artifact inside the step's own environment and return it as a plain value:
         JSON-like data as is, objects with ``to_dict()`` / ``tolist()`` (DataFrames, arrays) through
         those, anything else as its ``repr``."""
-        import json
         import subprocess
 
         from repro.runs.pipeline import code_dir, env_pythons

@@ -127,7 +127,7 @@ def view(doc: ReportDocument | dict) -> dict:
     }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _environment(autoescape: bool):
     import jinja2
 
