@@ -105,6 +105,11 @@ class Home:
         return self.root / "pycache"
 
     @property
+    def interpreters(self) -> Path:
+        """What each interpreter probe found, keyed by path and the file's mtime, size and inode."""
+        return self.root / "interpreters.json"
+
+    @property
     def pytest(self) -> Path:
         return self.root / "pytest"
 

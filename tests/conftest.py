@@ -37,6 +37,16 @@ def pytest_runtest_makereport(item, call):
         report.longrepr = f"CI=true: {reason} (a CI run must not pass by skipping; install it)"
 
 
+def pytest_collection_modifyitems(config, items):
+    """A 900 s timeout per test where pytest-timeout is installed (the test extra). Not an ini key:
+    the main job (`pytest --repro scenarios/`, no test extra) would warn about an unknown option."""
+    if not config.pluginmanager.hasplugin("timeout"):
+        return
+    for item in items:
+        if item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(900))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def repro_home(tmp_path_factory) -> Path:
     home = tmp_path_factory.mktemp("repro-home")

@@ -191,3 +191,30 @@ def test_an_unreachable_index_is_exit_3_not_a_resolution_error(flow_dir):
     r = cli("lock", path, env={"REPRO_INDEX_URL": "http://127.0.0.1:9/simple", "UV_NO_CACHE": "1"})
     assert r.code == 3, r.text
     assert "cannot reach the package index" in r.err and not (flow_dir / "flow.repro.lock").exists()
+
+
+def test_platform_adds_to_the_lock_and_only_remove_platform_drops_one(flow_dir):
+    path = write_flow(flow_dir, SIX_FLOW % "1.17.0")
+    lock_file = flow_dir / "flow.repro.lock"
+
+    def platforms():
+        doc = tomllib.loads(lock_file.read_text())
+        return {step: sorted(s.get("platforms", {})) for step, s in doc["steps"].items()}
+
+    assert cli("lock", path).code == 0
+    assert platforms()["b"] == ["linux-64"]
+    added = cli("lock", path, "--platform", "win-64")
+    assert added.code == 0, added.text
+    assert platforms()["b"] == ["linux-64", "win-64"] and platforms()["start"] == ["linux-64", "win-64"]
+    assert "b: win-64: + platform added" in added.out
+    assert cli("lock", path, "--check").code == 0
+    # a platform that is not locked yet: the advice is a command that adds it
+    check = cli("lock", path, "--check", "--platform", "osx-arm64")
+    assert check.code == 1 and "+ platform osx-arm64 is not locked" in check.out
+    assert f"repro lock {path} --platform osx-arm64" in check.out
+    removed = cli("lock", path, "--remove-platform", "win-64")
+    assert removed.code == 0, removed.text
+    assert platforms()["b"] == ["linux-64"] and "b: win-64: - platform removed from the lock" in removed.out
+    nothing_left = cli("lock", path, "--remove-platform", "linux-64")
+    assert nothing_left.code == 2 and "no platform" in nothing_left.err
+    assert platforms()["b"] == ["linux-64"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 import os
 import sys
 from pathlib import Path
@@ -43,9 +44,13 @@ def _log(msg: str) -> None:
 
 
 def cmd_lock(args) -> int:
-    from repro.env.engine import lock_flow, open_flow, spec_drift, target_platforms
+    from repro.env.engine import lock_flow, open_flow, relock_command, spec_drift, target_platforms
     from repro.model.export import to_pylock
 
+    if args.check and args.remove_platform:
+        from repro.errors import BadInput
+
+        raise BadInput("--check does not write the lock, so --remove-platform has nothing to do with it")
     status = EXIT_OK
     for path in _flow_files(args.flow):
         flow = open_flow(path)
@@ -56,11 +61,11 @@ def cmd_lock(args) -> int:
                 print(f"{path}: the lock {flow.lock_file.name} does not match the flow {flow.name}:")
                 for finding in drift:
                     print(f"  {finding.line()}")
-                print(f"  run `repro lock {path}` to update it")
+                print(f"  run `{relock_command(str(path), drift)}` to update it")
             else:
                 print(f"{path}: lock is up to date ({len(flow.specs)} steps)")
             continue
-        result = lock_flow(flow, platforms=args.platform, log=_log)
+        result = lock_flow(flow, platforms=args.platform, remove=args.remove_platform, log=_log)
         if result.written:
             print(f"{path}: wrote {flow.lock_file.name}")
             for step, lines in result.changes.items():
@@ -79,7 +84,7 @@ def cmd_lock(args) -> int:
     return status
 
 
-def _state_rows(flow, check_fingerprint: bool = True):
+def _state_rows(flow, check_fingerprint: bool = True, steps: list[str] | None = None):
     from repro.env import fingerprint
     from repro.model import platforms as plats
     from repro.env.engine import environments
@@ -90,6 +95,8 @@ def _state_rows(flow, check_fingerprint: bool = True):
     drifted = False
     lock = flow.lock
     for step, spec in flow.specs.items():
+        if steps and step not in steps:
+            continue
         sl = lock.steps.get(step) if lock else None
         stale = sl is None or sl.spec_id != spec.spec_id
         pl = sl.platforms.get(local) if sl and not stale else None
@@ -122,7 +129,13 @@ def cmd_env_show(args) -> int:
     headers = ["step", "spec id", "env id", "python", "packages", "source", "state", "fingerprint"]
     for path in _flow_files(args.flow):
         flow = open_flow(path)
-        rows, drifted = _state_rows(flow, check_fingerprint=not args.no_fingerprint)
+        unknown = [s for s in args.step or [] if s not in flow.specs]
+        if unknown:
+            from repro.errors import BadInput
+
+            raise BadInput(f"{path}: no step named {', '.join(unknown)} in flow {flow.name} "
+                           f"(steps: {', '.join(flow.specs)})")
+        rows, drifted = _state_rows(flow, check_fingerprint=not args.no_fingerprint, steps=args.step)
         if drifted:
             status = EXIT_DRIFT
         print(f"{flow.name} ({path})")
@@ -175,11 +188,35 @@ def cmd_run(args) -> int:
     if record is None or record.status is not RunStatus.SUCCESS:
         _log(f"repro: run {record.ref if record else ''} failed; it is not pushed to the store")
         return outcome.exit_code or EXIT_DRIFT
-    print(f"recorded {record.ref} ({len(record.steps)} steps, {len(record.envs)} environments)")
-    print(_pickle_table(record))
-    if any(c.status is PickleStatus.FAILS for c in record.pickle_checks):
-        print("some artifacts cannot be unpickled by a step that reads them (see 'fails' above)")
+    print(run_summary(record, outcome.pushed, verbose=args.verbose, store=args.store))
     return EXIT_OK
+
+
+def run_summary(record, pushed: str, verbose: bool = False, store: str | None = None) -> str:
+    """What `repro run` ends with: the run in one line, pickle problems only (all checks with -v),
+    where it went, and the next command."""
+    tasks = sum(len(s.tasks) for s in record.steps.values())
+    artifacts = sum(len(t.artifacts) for s in record.steps.values() for t in s.tasks.values())
+    counts = {status: 0 for status in PickleStatus}
+    for c in record.pickle_checks:
+        counts[c.status] += 1
+    lines = [f"run {record.ref}: {len(record.steps)} steps, {tasks} tasks, {artifacts} artifacts, "
+             f"{len(record.envs)} environments",
+             "pickle checks: " + ", ".join(f"{n} {status}" for status, n in counts.items() if n)
+             if record.pickle_checks else "pickle checks: no user artifacts"]
+    problems = [c for c in record.pickle_checks if c.status is not PickleStatus.OK]
+    if verbose:
+        lines.append(_pickle_table(record))
+    elif problems:
+        lines.append(_pickle_table(replace(record, pickle_checks=problems)))
+    if any(c.status is PickleStatus.FAILS for c in record.pickle_checks):
+        lines.append("some artifacts cannot be unpickled by a step that reads them (see 'fails' above)")
+    if pushed:
+        lines.append(f"pushed to {pushed}")
+    lines.append(f"next: repro replay {record.ref}" + (f" --store {store}" if store else ""))
+    if not verbose:
+        lines.append("(repro run -v shows every pickle check)")
+    return "\n".join(lines)
 
 
 def _error(message: str, code: int) -> ReproError:
@@ -333,8 +370,9 @@ def cmd_report(args) -> int:
     from repro.store import open_store
 
     settings = load_settings(Path.cwd())
-    record = load_record(open_store(args.store or settings.store), parse_ref(args.ref))
-    doc = document([build_flow(record.flow, record.flow_file, record)])
+    store = open_store(args.store or settings.store)
+    record = load_record(store, parse_ref(args.ref))
+    doc = document([build_flow(record.flow, record.flow_file, record, store=store.uri)])
     text = report.RENDER[args.format](doc)
     if args.output:
         atomic_write(Path(args.output), text)
@@ -355,7 +393,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("lock", help="resolve every step's environment and write <flow>.repro.lock")
     p.add_argument("flow", nargs="+", help=FLOW_HELP)
     p.add_argument("--platform", action="append", metavar="NAME",
-                   help="lock for this platform (repeatable): linux-64, linux-aarch64, osx-64, osx-arm64, win-64")
+                   help="also lock for this platform, keeping those already locked (repeatable): "
+                        "linux-64, linux-aarch64, osx-64, osx-arm64, win-64")
+    p.add_argument("--remove-platform", action="append", metavar="NAME",
+                   help="drop this platform from the lock (repeatable)")
     p.add_argument("--check", action="store_true",
                    help="do not write: exit 1 and show what differs if the lock no longer matches the flow")
     p.add_argument("--export-pylock", metavar="DIR",
@@ -366,6 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
     esub = env.add_subparsers(dest="env_command", required=True, metavar="ACTION")
     p = esub.add_parser("show", help="table of steps, spec ids, env ids and their state")
     p.add_argument("flow", nargs="+", help=FLOW_HELP)
+    p.add_argument("--step", action="append", help="only this step (repeatable)")
     p.add_argument("--no-fingerprint", action="store_true", help="skip re-fingerprinting built environments")
     p.set_defaults(func=cmd_env_show)
     p = esub.add_parser("build", help="build (or reuse) every step's environment")
@@ -377,6 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run a flow under repro's environments, record it and push the snapshot")
     p.add_argument("flow", help="the flow file")
     p.add_argument("--store", help="store URI (default: REPRO_STORE or file://$REPRO_HOME/store)")
+    p.add_argument("-v", "--verbose", action="store_true", help="show every pickle check, not only the problems")
     p.set_defaults(func=cmd_run, metaflow_args=[])
     p.epilog = "Options for Metaflow's `run` go after --, e.g. `repro run flow.py -- --alpha 0.5`."
 
@@ -388,10 +431,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.epilog = ("Exit codes: 0 identical (or equivalent), 1 different, 3 replay failed. Options after -- add to or "
                 "override the recorded run options, e.g. `repro replay F/1 -- --max-workers 2`.")
 
-    p = sub.add_parser("diff", help="compare two recorded runs artifact by artifact")
-    p.add_argument("ref_a")
-    p.add_argument("ref_b")
-    p.add_argument("--store")
+    p = sub.add_parser("diff", help="compare two recorded runs artifact by artifact",
+                       description="Compare two recorded runs artifact by artifact: exit 0 when every artifact "
+                                   "is identical or equivalent, 1 when one differs.")
+    p.add_argument("ref_a", metavar="REF_A", help="the first run: FlowName/run_id, FlowName/latest, or a record.json file")
+    p.add_argument("ref_b", metavar="REF_B", help="the second run, compared with the first (same forms)")
+    p.add_argument("--store", help="store URI (default: REPRO_STORE or file://$REPRO_HOME/store)")
     p.add_argument("--allow-other-flow", action="store_true",
                    help="compare runs of different flows (same class name, other flow files)")
     p.set_defaults(func=cmd_diff)
@@ -437,7 +482,12 @@ def main(argv: list[str] | None = None) -> int:
     if "--" in argv:  # everything after -- belongs to Metaflow's `run`
         cut = argv.index("--")
         argv, passthrough = argv[:cut], argv[cut + 1:]
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        if args.command == "run":
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}. Options for Metaflow's `run` go after --: "
+                         f"repro run {args.flow} -- {' '.join(unknown)}")
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if passthrough:
         if args.command not in ("run", "replay"):
             parser.error("only `repro run` and `repro replay` take options after --")

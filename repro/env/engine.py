@@ -78,18 +78,33 @@ def _flow(decl: FlowDeclarations, path: Path, settings: Settings) -> Flow:
     return Flow(path=path, decl=decl, specs=specs, settings=settings, lock=lock)
 
 
-def target_platforms(flow: Flow, requested: list[str] | None) -> list[str]:
-    if requested:
-        names = list(dict.fromkeys(requested))
-    elif flow.settings.platforms:
-        names = list(flow.settings.platforms)
-    else:
-        names = [plats.local_platform_name()]
-        if flow.lock:
-            for s in flow.lock.steps.values():
-                names += [p for p in s.platforms if p not in names]
-    for n in names:
+def locked_platforms(flow: Flow) -> list[str]:
+    """The platforms the flow's lock covers (in the order they first appear), none without a lock."""
+    names: list[str] = []
+    if flow.lock:
+        for s in flow.lock.steps.values():
+            names += [p for p in s.platforms if p not in names]
+    return names
+
+
+def target_platforms(flow: Flow, requested: list[str] | None = None,
+                     removed: list[str] | None = None) -> list[str]:
+    """The platforms a (re-)lock covers: those already locked (else REPRO_PLATFORMS, else this
+    machine's), plus ``requested``, minus ``removed``. Adding a platform never drops another:
+    dropping one takes an explicit ``removed`` (``repro lock --remove-platform``)."""
+    for n in [*(requested or []), *(removed or [])]:
         plats.get(n)  # validates
+    if flow.settings.platforms:
+        names = list(flow.settings.platforms)
+        names += [p for p in locked_platforms(flow) if p not in names]
+    else:
+        names = locked_platforms(flow) or [plats.local_platform_name()]
+    names = [n for n in dict.fromkeys([*names, *(requested or [])]) if n not in set(removed or [])]
+    for n in names:
+        plats.get(n)
+    if not names:
+        raise BadInput(f"{flow.path.name}: removing {', '.join(removed or [])} would leave the lock with no "
+                       f"platform; add one with --platform NAME")
     return names
 
 
@@ -123,6 +138,13 @@ def spec_drift(flow: Flow, platforms: list[str] | None = None) -> list[Finding]:
     return out
 
 
+def relock_command(flow_file: str, findings: list[Finding]) -> str:
+    """The command that fixes these spec-drift findings (platforms not yet locked are added)."""
+    missing = dict.fromkeys(f.platform for f in findings
+                            if f.kind is Kind.SPEC_DRIFT and f.subject == "platform" and f.platform)
+    return " ".join(["repro lock", flow_file, *(f"--platform {p}" for p in missing)])
+
+
 @dataclass(frozen=True)
 class LockResult:
     lock: Lock
@@ -131,9 +153,11 @@ class LockResult:
 
 
 def lock_flow(flow: Flow, platforms: list[str] | None = None, log: Log = _stderr,
-              write: bool = True) -> LockResult:
-    """Resolve what changed since the lock was written; reuse every step that did not."""
-    names = target_platforms(flow, platforms)
+              write: bool = True, remove: list[str] | None = None) -> LockResult:
+    """Resolve what changed since the lock was written; reuse every step that did not.
+
+    ``platforms`` are added to those already locked; ``remove`` drops platforms from the lock."""
+    names = target_platforms(flow, platforms, remove)
     old = flow.lock.steps if flow.lock else {}
     resolutions: dict[tuple, PlatformLock] = {}
     steps, changes = {}, {}
@@ -165,7 +189,11 @@ def lock_flow(flow: Flow, platforms: list[str] | None = None, log: Log = _stderr
         lines = [str(c) for c in diff_spec(prev, spec)]
         for pname in sorted(set(per_platform) | set(prev.platforms)):
             a, b = prev.platforms.get(pname), per_platform.get(pname)
-            if a != b:
+            if a is not None and b is None and per_platform:
+                lines.append(f"{pname}: - platform removed from the lock")
+            elif a is None and b is not None and keep:
+                lines.append(f"{pname}: + platform added ({len(b.packages)} packages, env {b.env_id[:12]})")
+            elif a != b:
                 lines += [f"{pname}: {x}" for x in diff_packages(a, b, stated)] or [f"{pname}: re-resolved, same packages"]
         steps[step] = new
         if prev != new:
@@ -195,7 +223,7 @@ def current_lock(flow: Flow, offline: bool = False, log: Log = _stderr, frozen: 
         why = "--offline forbids resolving" if offline else "REPRO_FROZEN is set, so it is not re-resolved"
         raise BadInput(f"{flow.path}: the lock does not match the flow, and {why}:\n"
                        f"{detail}\nRun `repro lock {flow.path.name}` (with network access) and commit the lock.")
-    result = lock_flow(flow, platforms=target_platforms(flow, None) + [local], log=log)
+    result = lock_flow(flow, platforms=[local], log=log)
     for step, lines in result.changes.items():
         log(f"lock updated for {flow.name}.{step}: " + "; ".join(lines))
     return result.lock

@@ -84,12 +84,30 @@ def is_flow_candidate(path: Path) -> bool:
         return False
 
 
+def _refuse_without_classes(path: Path) -> None:
+    """A file that neither mentions FlowSpec nor defines a class deriving from anything cannot hold a
+    flow: say so without running its top-level code."""
+    import ast
+
+    source = path.read_bytes()
+    if b"FlowSpec" in source:
+        return  # may well be a flow: importing it tells (and reports its import errors)
+    try:
+        tree = ast.parse(source, filename=str(path))
+    except SyntaxError:
+        return  # importing it reports the syntax error with its context
+    if not any(isinstance(node, ast.ClassDef) and node.bases for node in ast.walk(tree)):
+        raise NoFlowFound(f"{path}: no Metaflow flow found (no class deriving from FlowSpec); the file was "
+                          f"not run")
+
+
 def import_flow_module(path: Path):
     path = Path(path)
     if not path.is_file():
         raise FlowLoadError(f"{path}: no such flow file")
     if path.suffix != ".py":
         raise FlowLoadError(f"{path}: a flow file must be a .py file")
+    _refuse_without_classes(path)
     # One module per (path, content): an edited flow file is imported afresh, an unchanged one once.
     digest = hashlib.sha1(str(path.resolve()).encode() + b"\0" + path.read_bytes()).hexdigest()[:12]
     module_name = f"_repro_flow_{path.stem}_{digest}"

@@ -1,7 +1,10 @@
 """Find installed CPython interpreters: PATH, pyenv's versions folder, and uv's own list.
 
 uv does not see pyenv's Pythons through its shims, so we look ourselves and always hand uv an
-explicit interpreter path. Each candidate is asked for its exact version once per process.
+explicit interpreter path. Each candidate is asked for its exact version once: the answer is kept in
+``$REPRO_HOME/interpreters.json`` under its path and the file's mtime, size and inode (a reinstall
+asks again), and so is ``uv python list``'s answer, under PATH and the mtimes of the folders where
+interpreters appear.
 """
 
 from __future__ import annotations
@@ -59,8 +62,63 @@ def _candidates() -> list[str]:
     return list(seen)
 
 
+def _stat_key(path: str) -> list[int] | None:
+    try:
+        st = os.stat(path)  # the interpreter the path leads to: a reinstall changes these
+    except OSError:
+        return None
+    return [st.st_mtime_ns, st.st_size, st.st_ino]
+
+
+def _cache_file() -> Path | None:
+    from repro.errors import BadInput
+    from repro.settings import Home, env_setting
+
+    try:
+        return Home(env_setting("home")).interpreters
+    except BadInput:
+        return None
+
+
+def _read_cache(file: Path | None) -> dict:
+    try:
+        data = json.loads(file.read_text()) if file else {}
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 @functools.lru_cache(maxsize=None)
 def probe(path: str) -> Interpreter | None:
+    """What the interpreter at ``path`` is (None: not a usable CPython). Remembered on disk under
+    REPRO_HOME by path + the file's mtime, size and inode, so each interpreter is run once, not
+    once per process."""
+    key = _stat_key(path)
+    if key is None:
+        return None
+    file = _cache_file()
+    entry = _read_cache(file).get(path)
+    if isinstance(entry, dict) and entry.get("stat") == key:
+        info = entry.get("info")
+        if info is None:
+            return None
+        if isinstance(info, dict) and isinstance(info.get("python"), str):
+            return Interpreter(path=path, version=info["python"], facts_json=json.dumps(info, sort_keys=True))
+    found = _run_probe(path)
+    if file is not None:
+        from repro.fsutil import atomic_write
+
+        try:
+            file.parent.mkdir(parents=True, exist_ok=True)
+            data = _read_cache(file)  # read again: another process may have added entries
+            data[path] = {"stat": key, "info": json.loads(found.facts_json) if found else None}
+            atomic_write(file, json.dumps(data, sort_keys=True, indent=0))
+        except OSError:
+            pass  # a read-only REPRO_HOME only costs time
+    return found
+
+
+def _run_probe(path: str) -> Interpreter | None:
     try:
         out = subprocess.run([path, "-I", str(_PROBE), "--interpreter"], capture_output=True, text=True,
                              timeout=30)
@@ -97,7 +155,48 @@ def installed() -> tuple[Interpreter, ...]:
     return tuple(sorted(usable, key=lambda i: _version_key(i.version)))
 
 
+def _uv_list_key() -> list:
+    """What `uv python list` depends on: PATH and the folders where interpreters appear (their mtimes
+    change when one is installed or removed)."""
+    folders = [f for f in os.environ.get("PATH", "").split(os.pathsep) if f]
+    folders.append(os.path.join(os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv"), "versions"))
+    folders.append(os.environ.get("UV_PYTHON_INSTALL_DIR") or os.path.join(
+        os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share"), "uv", "python"))
+    key: list = [os.environ.get("UV_PYTHON_PREFERENCE", "")]
+    for f in folders:
+        try:
+            key.append([f, os.stat(f).st_mtime_ns])
+        except OSError:
+            key.append([f, None])
+    return key
+
+
 def _uv_pythons() -> list[Interpreter]:
+    file = _cache_file()
+    key = _uv_list_key()
+    cached = _read_cache(file).get(UV_LIST)
+    if isinstance(cached, dict) and cached.get("key") == key and isinstance(cached.get("paths"), list):
+        paths = [p for p in cached["paths"] if isinstance(p, str)]
+    else:
+        paths = _uv_list_paths()
+        if file is not None:
+            from repro.fsutil import atomic_write
+
+            try:
+                file.parent.mkdir(parents=True, exist_ok=True)
+                data = _read_cache(file)
+                data[UV_LIST] = {"key": key, "paths": paths}
+                atomic_write(file, json.dumps(data, sort_keys=True, indent=0))
+            except OSError:
+                pass
+    return [i for i in map(probe, paths) if i]
+
+
+#: the cache entry for `uv python list` (interpreter entries are keyed by absolute paths)
+UV_LIST = "uv python list"
+
+
+def _uv_list_paths() -> list[str]:
     from repro.env.uvtool import uv_bin
 
     try:
@@ -109,13 +208,8 @@ def _uv_pythons() -> list[Interpreter]:
         entries = json.loads(out.stdout) if out.returncode == 0 else []
     except (OSError, ValueError, subprocess.TimeoutExpired):
         return []
-    result = []
-    for e in entries:
-        if e.get("implementation") == "cpython" and e.get("path") and "shims" not in e["path"]:
-            interp = probe(e["path"])
-            if interp:
-                result.append(interp)
-    return result
+    return [e["path"] for e in entries
+            if e.get("implementation") == "cpython" and e.get("path") and "shims" not in e["path"]]
 
 
 def find(request: str, where: str = "") -> Interpreter:

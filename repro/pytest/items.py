@@ -10,7 +10,7 @@ import pytest
 from repro.env.flowfile import load_flow
 from repro.errors import NoFlowFound, ReproError
 from repro.model.record import PickleStatus
-from repro.pytest.session import lock_problems, session_of, step_problems
+from repro.pytest.session import lock_advice, lock_problems, session_of, step_problems, step_skip
 from repro.runs.compare import Verdict
 
 
@@ -49,7 +49,11 @@ class FlowNode(pytest.Collector):
 
 class _ReproItem(pytest.Item):
     def outcome(self):
-        return session_of(self.config).outcome(self.path)
+        o = session_of(self.config).outcome(self.path)
+        reason = step_skip(o) if not isinstance(self, LockItem) else None
+        if reason:
+            pytest.skip(reason)
+        return o
 
     def repr_failure(self, excinfo, style=None):
         if isinstance(excinfo.value, ReproFailure):
@@ -86,7 +90,7 @@ class LockItem(_ReproItem):
         lines = lock_problems(o)
         if lines:
             raise ReproFailure(f"{o.flow or self.path.name}: the lock does not hold:\n  " + "\n  ".join(lines)
-                               + f"\nUpdate it with `repro lock {self.path.name}` and commit it.")
+                               + "\n" + lock_advice(o, self.path.name))
 
 
 class PickleItem(_ReproItem):

@@ -25,6 +25,9 @@ def pytest_addoption(parser):
     group.addoption("--repro-report", default=None, metavar="DIR", help="where reports go (default: reports/)")
     group.addoption("--repro-platform", action="append", default=None, metavar="NAME",
                     help="platforms every lock must cover (repeatable)")
+    group.addoption("--repro-frozen", action="store_true", default=False,
+                    help="a stale lock fails [lock] and the flow does not run (also REPRO_FROZEN=1); "
+                         "without it a stale lock is re-locked and only [lock] fails")
     for name, help_ in (("repro_store", "store URI"), ("repro_baseline", "baseline REF"),
                         ("repro_report", "report folder"), ("repro_platform", "platforms, space-separated")):
         parser.addini(name, help_, default="")
@@ -34,11 +37,14 @@ def pytest_addoption(parser):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "repro(flow): the flow file that the repro_run fixture runs")
+    # Metaflow imports PyYAML's C extension by its old name; users cannot act on that warning
+    config.addinivalue_line("filterwarnings", "ignore:The _yaml extension module:DeprecationWarning")
     if config.getoption("repro"):
         from repro.pytest.session import ReproSession
 
         uid = getattr(config, "workerinput", {}).get("repro_uid")
         config.stash[SESSION] = ReproSession(config, uid=uid)
+        config.pluginmanager.register(config.stash[SESSION], "repro-session")  # it hears each item's report
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -106,7 +112,8 @@ def pytest_unconfigure(config):
 @pytest.fixture
 def repro_run(request):
     """The run of the flow named by ``@pytest.mark.repro("path/to/flow.py")``: ``.record`` (a
-    RunRecord), ``.ok``, and ``.artifact(step, name, task="-")`` (unpickled here)."""
+    RunRecord), ``.ok``, ``.artifact(step, name, task="-")`` (unpickled here) and
+    ``.artifact_in_env(step, name)`` (unpickled in the step's own environment, returned as a plain value)."""
     marker = request.node.get_closest_marker("repro")
     if marker is None or not (marker.args or marker.kwargs.get("flow")):
         pytest.fail("repro_run needs the flow: mark the test with @pytest.mark.repro('path/to/flow.py')")

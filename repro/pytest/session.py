@@ -8,6 +8,7 @@ runs it under a file lock and leaves the outcome as JSON for the others and for 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import uuid
 from dataclasses import dataclass
@@ -18,11 +19,11 @@ from filelock import FileLock
 
 from repro.report.document import ReportDocument, StepOutcome, build_flow, document
 from repro.settings import load_settings
-from repro.env.engine import open_flow
+from repro.env.engine import open_flow, relock_command
 from repro.errors import ReproError
 from repro.model.findings import DRIFT_KINDS, Finding, Kind, Severity, select
 from repro.model.record import NO_FOREACH
-from repro.runs.pipeline import Outcome, RunOptions, run_and_record
+from repro.runs.pipeline import LOCK_SUBJECT, Outcome, RunOptions, run_and_record
 
 
 @dataclass
@@ -33,6 +34,7 @@ class Options:
     drift: bool = False
     report_dir: str = "reports"
     platforms: tuple = ()
+    frozen: bool = False  # a stale lock is an error and the flow does not run (REPRO_FROZEN, --repro-frozen)
 
     @classmethod
     def from_config(cls, config) -> "Options":
@@ -52,7 +54,8 @@ class Options:
                    drift=bool(pick("repro_drift", "repro_drift", "drift")),
                    report_dir=pick("repro_report", "repro_report", "report") or settings.report,
                    platforms=tuple(config.getoption("repro_platform") or
-                                   (config.getini("repro_platform") or "").split() or settings.platforms))
+                                   (config.getini("repro_platform") or "").split() or settings.platforms),
+                   frozen=bool(config.getoption("repro_frozen") or settings.frozen))
 
 
 #: the findings that fail a step's own item ([lock] reports spec and resolution drift)
@@ -72,12 +75,39 @@ def step_problems(o: Outcome, step: str) -> tuple[list[str], list[str]]:
             [f.message for f in mine if f.severity is Severity.WARNING])
 
 
+def step_skip(o: Outcome) -> str | None:
+    """Why the step items (and [pickle], [baseline]) are skipped: a frozen stale lock held the run back."""
+    if o.held:
+        return f"not run: the lock is stale and frozen (REPRO_FROZEN or --repro-frozen); see {o.flow}::[lock]"
+    if any(f.subject == LOCK_SUBJECT for f in select(o.findings, kind=Kind.FLOW_ERROR)):
+        return f"not run: the flow's declarations cannot be locked; see {o.flow}::[lock]"
+    return None
+
+
 def lock_problems(o: Outcome) -> list[str]:
-    """What fails [lock]: drift of any kind, or a flow that could not be read at all."""
+    """What fails [lock]: drift of any kind, or declarations that could not be read or locked."""
     lines = [f"{f.kind}: {f.line()}" for f in select(o.findings, kind=DRIFT_KINDS)]
-    if o.error and not o.flow:
+    errors = [f for f in select(o.findings, kind=Kind.FLOW_ERROR) if f.subject == LOCK_SUBJECT]
+    lines += [f.message for f in errors]
+    if o.error and not o.flow and not errors:
         lines.append(o.error)
     return lines
+
+
+def lock_advice(o: Outcome, flow_file: str) -> str:
+    """What to do about a failing [lock]: the command that fixes it, or "commit" after a re-lock."""
+    lock_file = Path(flow_file).stem + ".repro.lock"
+    if any(f.subject == LOCK_SUBJECT for f in select(o.findings, kind=Kind.FLOW_ERROR)):
+        return "Fix the declaration, then run `repro lock " + flow_file + "` and commit the lock."
+    command = relock_command(flow_file, o.findings)
+    if o.relocked and command == f"repro lock {flow_file}":
+        return f"This run re-locked it: commit the updated lock {lock_file}."
+    if o.held:
+        return (f"The lock is frozen (REPRO_FROZEN or --repro-frozen), so the flow did not run: run "
+                f"`{command}` and commit the lock.")
+    if o.relocked:
+        return f"This run re-locked it for this machine: run `{command}` too and commit the updated lock {lock_file}."
+    return f"Update it with `{command}` and commit it."
 
 
 class ReproSession:
@@ -91,6 +121,12 @@ class ReproSession:
         self.settings = load_settings(self.rootdir)
         self.folder = self.settings.home.pytest_session(self.uid)
         self.outcomes: dict[str, Outcome] = {}
+        self.expected_failures: set[str] = set()  # node ids of items that failed as a strict xfail expects
+
+    def pytest_runtest_logreport(self, report) -> None:
+        """pytest's report of one item (also from xdist workers): remember expected failures."""
+        if report.when == "call" and getattr(report, "wasxfail", None) is not None and report.skipped:
+            self.expected_failures.add(report.nodeid)
 
     # -- running, once ---------------------------------------------------------------------------
 
@@ -127,13 +163,28 @@ class ReproSession:
         o = self.options
         options = RunOptions(store=o.store, push=o.update, baseline=o.baseline, drift=True,
                              resolution_drift=o.drift, platforms=tuple(o.platforms),
-                             frozen=None,  # a committed lock is used as is; a flow without one gets one
+                             frozen=o.frozen,  # else a stale or missing lock is re-locked, and [lock] fails
                              capture=True)
         try:
-            return run_and_record(path, options)
+            return run_and_record(path, options, log=self.progress)
         except Exception as exc:  # noqa: BLE001 - recorded once, so no item re-runs the flow
             return Outcome(path=str(path), error=f"internal error while running the flow: {type(exc).__name__}: {exc}",
                            error_code=3)
+
+    def progress(self, message: str) -> None:
+        """One line of progress on pytest's terminal (not under -q, not from xdist workers)."""
+        config = self.config
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is None or config.get_verbosity() < 0 or hasattr(config, "workerinput"):
+            return
+        capture = config.pluginmanager.get_plugin("capturemanager")
+        if capture is not None:
+            with capture.global_and_fixture_disabled():
+                reporter.ensure_newline()
+                reporter.write_line(f"repro: {message}")
+        else:
+            reporter.ensure_newline()
+            reporter.write_line(f"repro: {message}")
 
     # -- reporting -------------------------------------------------------------------------------
 
@@ -146,14 +197,28 @@ class ReproSession:
             except ReproError:
                 pass
             steps = list(o.record.steps) if o.record else (o.steps or (list(lock.steps) if lock else []))
-            outcomes = {}
-            for step in steps:
-                problems, _ = step_problems(o, step)
-                outcomes[step] = (StepOutcome.FAILED if problems else StepOutcome.PASSED, "\n".join(problems))
             file = os.path.relpath(o.path, self.rootdir)
+            outcomes = {step: self.step_outcome(o, step, f"{file}::{o.flow}::{step}") for step in steps}
             flows.append(build_flow(o.flow or Path(o.path).stem, file, o.record, lock, outcomes, o.comparison,
-                                    o.findings, o.baseline))
+                                    o.findings, o.baseline,
+                                    store=o.pushed or (self.options.store or self.settings.store
+                                                       if o.baseline else None)))
         return document(flows)
+
+    def step_outcome(self, o: Outcome, step: str, nodeid: str) -> tuple[StepOutcome, str]:
+        """A step's line in the reports: passed, failed, not run (never started), or expected failure."""
+        skip = step_skip(o)
+        if skip:
+            return StepOutcome.NOT_RUN, skip
+        problems, _ = step_problems(o, step)
+        if not problems:
+            return StepOutcome.PASSED, ""
+        if nodeid in self.expected_failures:
+            return StepOutcome.EXPECTED_FAILURE, "\n".join(problems)
+        mine = select(o.findings, step=step, severity=Severity.ERROR)
+        if mine and all(f.kind is Kind.NOT_RUN for f in mine):
+            return StepOutcome.NOT_RUN, "\n".join(problems)
+        return StepOutcome.FAILED, "\n".join(problems)
 
     def report_folder(self) -> Path:
         folder = Path(self.options.report_dir)
@@ -168,19 +233,89 @@ class RunHandle:
         self.record = outcome.record
         self.ok = outcome.ok
 
-    def artifact(self, step: str, name: str, task: str = NO_FOREACH):
-        """Unpickle one artifact in this process (verified against its recorded sha1 first)."""
-        import pickle
-
+    def _blob(self, step: str, name: str, task: str) -> bytes:
         from repro.runs.pipeline import blob_source
 
         if self.record is None:
             raise LookupError(f"{self.outcome.path}: no run: {self.outcome.error}")
-        a = self.record.steps[step].tasks[task].artifacts[name]
-        data = blob_source(self.record, None)(a.sha1)
+        if step not in self.record.steps:
+            raise LookupError(f"{self.record.flow} has no step {step!r} (steps: {', '.join(self.record.steps)})")
+        tasks = self.record.steps[step].tasks
+        if task not in tasks or name not in tasks[task].artifacts:
+            raise LookupError(f"{self.record.flow}.{step} has no artifact {name!r} in task {task!r}")
+        data = blob_source(self.record, None)(tasks[task].artifacts[name].sha1)
         if data is None:
             raise LookupError(f"artifact {step}/{task}.{name} is not available")
-        return pickle.loads(data)
+        return data
+
+    def artifact(self, step: str, name: str, task: str = NO_FOREACH):
+        """Unpickle one artifact in this process (verified against its recorded sha1 first). When this
+        interpreter lacks a module the artifact needs, the error names the step's environment and
+        points at ``artifact_in_env``."""
+        import pickle
+
+        data = self._blob(step, name, task)
+        try:
+            return pickle.loads(data)
+        except ImportError as exc:
+            env_id = self.record.steps[step].env_id
+            env = self.record.envs.get(env_id)
+            where = f"env {env_id[:12]} (Python {env.python}, {len(env.packages)} packages)" if env else f"env {env_id[:12]}"
+            raise ArtifactNotLoadable(
+                f"{self.record.flow}.{step}.{name} cannot be unpickled in this test's interpreter: {exc}. It was "
+                f"written in {where}, which has that module. Load it there instead: "
+                f"repro_run.artifact_in_env({step!r}, {name!r}) returns it as a plain value (lists, dicts, "
+                f"numbers, strings)") from exc
+
+    def artifact_in_env(self, step: str, name: str, task: str = NO_FOREACH):
+        """Unpickle one artifact inside the step's own environment and return it as a plain value:
+        JSON-like data as is, objects with ``to_dict()`` / ``tolist()`` (DataFrames, arrays) through
+        those, anything else as its ``repr``."""
+        import subprocess
+
+        from repro.runs.codepackage import import_paths
+        from repro.runs.pipeline import code_dir, env_pythons
+
+        data = self._blob(step, name, task)
+        settings = load_settings(Path(self.outcome.path))
+        env_id = self.record.steps[step].env_id
+        python = env_pythons(self.record, settings).get(env_id)
+        if python is None:
+            raise LookupError(f"{self.record.flow}.{step}: its environment {env_id[:12]} is not built here; "
+                              f"`repro env build {Path(self.outcome.path).name} --step {step}` builds it")
+        code = code_dir(settings, self.record.code_sha256)
+        paths = import_paths(code) if code else []
+        proc = subprocess.run([python, "-c", _PLAIN_VALUE, *paths], input=data, capture_output=True)
+        if proc.returncode != 0:
+            raise ArtifactNotLoadable(f"{self.record.flow}.{step}.{name} does not load in its own environment "
+                                      f"{env_id[:12]} ({python}):\n{proc.stderr.decode(errors='replace')[-2000:]}")
+        return json.loads(proc.stdout)
+
+
+class ArtifactNotLoadable(ImportError):
+    """An artifact that cannot be unpickled where it was asked for (``RunHandle.artifact``)."""
+
+
+#: runs in a step's environment (Python 3.7+, standard library only): pickle on stdin -> JSON on stdout
+_PLAIN_VALUE = r"""
+import json, pickle, sys
+for entry in reversed(sys.argv[1:]):
+    sys.path.insert(0, entry)
+value = pickle.loads(sys.stdin.buffer.read())
+def plain(v):
+    for attr in ("to_dict", "tolist"):
+        f = getattr(v, attr, None)
+        if callable(f):
+            try:
+                return f(orient="list") if attr == "to_dict" and hasattr(v, "columns") else f()
+            except Exception:
+                pass
+    return v
+def default(v):
+    p = plain(v)
+    return p if p is not v else repr(v)
+sys.stdout.write(json.dumps(plain(value), default=default))
+"""
 
 
 #: where pytest keeps this plugin's session (``config.stash[SESSION]``; absent without --repro)

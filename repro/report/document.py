@@ -33,11 +33,15 @@ class StepOutcome(Choice):
     PASSED = "passed"
     FAILED = "failed"
     NOT_RUN = "not run"
+    #: failed, as the test run expects (a strict xfail, e.g. scenarios/expected.toml)
+    EXPECTED_FAILURE = "expected failure"
 
 
 class FlowStatus(Choice):
     PASSED = "passed"
     FAILED = "failed"
+    #: something failed, and every failure was expected
+    EXPECTED_FAILURE = "expected failure"
 
 
 @dataclass(frozen=True)
@@ -65,7 +69,7 @@ class StepReport:
     outcome: StepOutcome
     message: str
     artifacts: ArtifactCounts | None = field(metadata={"description": "against the baseline; null without one"})
-    pickle: PickleCounts = field(metadata={"description": "checks of the artifacts this step reads"})
+    pickle: PickleCounts = field(metadata={"description": "checks of the artifacts this step writes, each in every environment that reads it"})
 
 
 @dataclass(frozen=True)
@@ -117,6 +121,7 @@ class FlowReport:
     pickle: list[PickleRow]
     baseline: BaselineReport | None
     drift: DriftReport | None
+    store: str | None = field(metadata={"description": "the store the run was pushed to or the baseline read from; null if none was used"})
 
 
 @dataclass(frozen=True)
@@ -151,7 +156,7 @@ def drift_report(findings: list[Finding]) -> DriftReport:
 
 def build_flow(flow: str, file: str, record=None, lock=None, outcomes: dict[str, tuple[StepOutcome, str]] | None = None,
                comparison: Comparison | None = None, findings: list[Finding] | None = None,
-               baseline: str | None = None) -> FlowReport:
+               baseline: str | None = None, store: str | None = None) -> FlowReport:
     """One flow's part of a report. ``outcomes``: step -> (outcome, message), decided by the caller."""
     outcomes = outcomes or {}
     local = plats.local_platform_name()
@@ -169,7 +174,7 @@ def build_flow(flow: str, file: str, record=None, lock=None, outcomes: dict[str,
             python, packages = pl.python, len(pl.packages)
         else:
             python, packages = ("user's" if (s and s.disabled) or (sl and sl.disabled) else ""), 0
-        checks = [c for c in (record.pickle_checks if record else ()) if step in c.reader_steps]
+        checks = [c for c in (record.pickle_checks if record else ()) if c.step == step]
         default = StepOutcome.PASSED if s and s.tasks else StepOutcome.NOT_RUN
         outcome, message = outcomes.get(step, (default, ""))
         steps.append(StepReport(
@@ -181,10 +186,14 @@ def build_flow(flow: str, file: str, record=None, lock=None, outcomes: dict[str,
             artifacts=ArtifactCounts(**by_step[step]) if step in by_step else None,
             pickle=PickleCounts(**{k.value: sum(1 for c in checks if c.status is k) for k in PickleStatus}),
         ))
-    failed = record is None or record.status is not RunStatus.SUCCESS or any(s.outcome is StepOutcome.FAILED for s in steps)
+    failed = any(s.outcome in (StepOutcome.FAILED, StepOutcome.NOT_RUN) for s in steps) or (
+        (record is None or record.status is not RunStatus.SUCCESS)
+        and not any(s.outcome is StepOutcome.EXPECTED_FAILURE for s in steps))
+    expected = any(s.outcome is StepOutcome.EXPECTED_FAILURE for s in steps)
+    status = FlowStatus.FAILED if failed else (FlowStatus.EXPECTED_FAILURE if expected else FlowStatus.PASSED)
     return FlowReport(
         flow=flow, file=file, run=record.ref if record else None,
-        status=FlowStatus.FAILED if failed else FlowStatus.PASSED, steps=steps,
+        status=status, steps=steps,
         pickle=[PickleRow(step=c.step, task=c.task, artifact=c.artifact, reader_env=c.reader_env,
                           reader_steps=list(c.reader_steps), status=PickleStatus(c.status), detail=c.detail,
                           static=c.static) for c in (record.pickle_checks if record else ())],
@@ -192,6 +201,7 @@ def build_flow(flow: str, file: str, record=None, lock=None, outcomes: dict[str,
             ref=baseline or comparison.a, same=comparison.same,
             results=[ArtifactRow(r.step, r.task, r.name, r.verdict, r.detail) for r in comparison.results]),
         drift=drift_report(findings) if findings is not None else None,
+        store=store,
     )
 
 

@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
-import html
+import functools
 import json
+import re
 from pathlib import Path
 
 from tabulate import tabulate
@@ -32,6 +33,7 @@ def step_rows(flow: dict) -> list[list]:
              _counts(s["pickle"], [k.value for k in PickleStatus]), s["outcome"]] for s in flow["steps"]]
 
 
+PICKLE_NOTE = "pickle ok/warn/fail: checks of the artifacts each step writes, in every step environment that reads them"
 STEP_HEADERS = ["step", "env id", "python", "packages", "artifacts id/eq/diff", "pickle ok/warn/fail", "outcome"]
 
 
@@ -41,6 +43,8 @@ def terminal(doc: ReportDocument | dict) -> str:
     for f in doc["flows"]:
         parts.append(f"{f['flow']} ({f['file']}) run {f['run'] or '-'}: {f['status']}")
         parts.append(tabulate(step_rows(f), headers=STEP_HEADERS, tablefmt="simple"))
+    if doc["flows"]:
+        parts.append(PICKLE_NOTE)
     return "\n".join(parts)
 
 
@@ -49,84 +53,101 @@ def to_json(doc: ReportDocument | dict) -> str:
     return json.dumps(doc, indent=2, sort_keys=True) + "\n"
 
 
-def to_markdown(doc: ReportDocument | dict) -> str:
-    doc = _as_dict(doc)
-    out = [f"# repro report\n\nGenerated {doc['generated_at']}.\n"]
-    for f in doc["flows"]:
-        out.append(f"## {f['flow']} — {f['status']}\n\nFile `{f['file']}`, run `{f['run'] or '-'}`.\n")
-        out.append(tabulate(step_rows(f), headers=STEP_HEADERS, tablefmt="github") + "\n")
-        failed = [s for s in f["steps"] if s["message"]]
-        for s in failed:
-            out.append(f"**{s['step']}**: {s['outcome']}\n\n```\n{s['message']}\n```\n")
-        if f["pickle"]:
-            out.append("### Pickle compatibility\n")
-            rows = [[p["step"], p["task"], p["artifact"], p["reader_env"][:12], ", ".join(p["reader_steps"]),
-                     p["status"], "; ".join(x for x in (p["detail"], p["static"]) if x)] for p in f["pickle"]]
-            out.append(tabulate(rows, headers=["step", "task", "artifact", "reader env", "read by", "status", "why"],
-                                tablefmt="github") + "\n")
-        if f["baseline"]:
-            diffs = [r for r in f["baseline"]["results"] if r["verdict"] != "identical"]
-            out.append(f"### Against {f['baseline']['ref']}: {'same' if f['baseline']['same'] else 'DIFFERENT'}\n")
-            for r in diffs:
-                out.append(f"- `{r['step']}/{r['task']}.{r['name']}`: **{r['verdict']}** — {r['detail']}")
-            out.append("")
-        if f["drift"] and any(f["drift"].values()):
-            out.append("### Drift\n")
-            for kind, lines in f["drift"].items():
-                out += [f"- {kind}: {line}" for line in lines]
-            out.append("")
-    return "\n".join(out) + "\n"
+# -- Markdown and HTML: templates/report.md and templates/report.html (Jinja2, HTML autoescaped) ------
 
+TEMPLATES = Path(__file__).with_name("templates")
 
 _CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem;color:#1f2328;background:#fff}
-h1{font-size:1.6rem} h2{font-size:1.25rem;margin-top:2rem} h3{font-size:1.05rem}
-table{border-collapse:collapse;margin:.5rem 0 1rem} th,td{border:1px solid #d0d7de;padding:.3rem .6rem;text-align:left}
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:1.2rem 2rem;color:#1f2328;background:#fff}
+h1{font-size:1.5rem;margin:.2rem 0} h2{font-size:1.2rem;display:inline;margin:0} h3{font-size:1rem;display:inline;margin:0}
+.meta,.note,.file{color:#59636e;font-size:.85rem} .meta{margin:.2rem 0 .6rem}
+table{border-collapse:collapse;margin:.5rem 0 .8rem} th,td{border:1px solid #d0d7de;padding:.25rem .55rem;text-align:left}
 th{background:#f6f8fa} .passed,.ok,.identical,.equivalent{background:#dafbe1} .failed,.fails,.different{background:#ffebe9}
-.warning{background:#fff8c5} .not.run{background:#eaeef2} code,pre{font-family:ui-monospace,Menlo,monospace;font-size:.85rem}
-pre{background:#f6f8fa;padding:.6rem;white-space:pre-wrap;overflow-wrap:anywhere} .badge{padding:.1rem .5rem;border-radius:.8rem}
+.warning{background:#fff8c5} .not-run{background:#eaeef2} .expected-failure{background:#ddf4ff}
+code,pre{font-family:ui-monospace,Menlo,monospace;font-size:.85rem}
+pre{background:#f6f8fa;padding:.6rem;white-space:pre-wrap;overflow-wrap:anywhere;margin:.3rem 0}
+.badge{padding:.1rem .5rem;border-radius:.8rem;font-size:.85rem;border:1px solid #d0d7de}
+.verdict{font-size:1.15rem;font-weight:600;padding:.4rem .8rem;border-radius:.4rem;display:inline-block;margin:.2rem 0}
+.verdict.passed{background:#1a7f37;color:#fff} .verdict.failed{background:#cf222e;color:#fff}
+section.flow{border-top:1px solid #d0d7de;padding:.6rem 0} summary{cursor:pointer;margin:.3rem 0}
+details details{margin-left:1rem}
 """
 
 
-def _table(headers, rows, status_col=None) -> str:
-    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
-    body = []
-    for row in rows:
-        cells = []
-        for i, cell in enumerate(row):
-            cls = f' class="{html.escape(str(cell))}"' if i == status_col else ""
-            cells.append(f"<td{cls}>{html.escape(str(cell))}</td>")
-        body.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+def _cls(value: str) -> str:
+    return str(value).replace(" ", "-")
+
+
+def _why(p: dict) -> str:
+    return "; ".join(x for x in (p["detail"], p["static"]) if x)
+
+
+def view(doc: ReportDocument | dict) -> dict:
+    """What the templates show, computed once: totals, the verdict, problems before everything else."""
+    from repro.runs.pickles import is_internal
+
+    doc = _as_dict(doc)
+    flows = []
+    order = {"fails": 0, "warning": 1, "ok": 2}
+    for n, f in enumerate(doc["flows"], 1):
+        checks = [p for p in f["pickle"] if not is_internal(p["artifact"])]
+        rows = [{**p, "reader_env": p["reader_env"][:12], "read_by": ", ".join(p["reader_steps"]), "why": _why(p)}
+                for p in sorted(checks, key=lambda p: order.get(p["status"], 3))]
+        problems = [r for r in rows if r["status"] != "ok"]
+        ok = [r for r in rows if r["status"] == "ok"]
+        steps = [{**st, "env_id": (st["env_id"] or "-")[:12], "python": st["python"] or "-",
+                  "artifacts": _counts(st["artifacts"], ("identical", "equivalent", "different")),
+                  "pickle": _counts(st["pickle"], [k.value for k in PickleStatus]),
+                  "outcome_class": _cls(st["outcome"])} for st in f["steps"]]
+        drift = [(kind, line) for kind, lines in (f["drift"] or {}).items() for line in lines]
+        pickle_headers = ["step", "task", "artifact", "reader env", "read by", "status", "why"]
+        flows.append({
+            **f, "anchor": f"flow-{n}", "status_class": _cls(f["status"]), "steps": steps,
+            "steps_passed": sum(1 for st in f["steps"] if st["outcome"] == "passed"),
+            "pickle_rows": problems, "pickle_ok": ok, "pickle_problems": len(problems),
+            "pickle_hidden": len(f["pickle"]) - len(checks), "drift": drift,
+            "open": f["status"] != "passed" or len(doc["flows"]) == 1,
+            "steps_table": tabulate(step_rows(f), headers=STEP_HEADERS, tablefmt="github"),
+            "pickle_table": tabulate([[r["step"], r["task"], r["artifact"], r["reader_env"], r["read_by"], r["status"],
+                                       r["why"]] for r in problems], headers=pickle_headers, tablefmt="github"),
+            "pickle_ok_table": tabulate([[r["step"], r["task"], r["artifact"], r["reader_env"], r["read_by"], "ok"]
+                                         for r in ok], headers=pickle_headers[:-1], tablefmt="github"),
+        })
+    counts = {status: sum(1 for f in flows if f["status"] == status) for status in ("passed", "failed", "expected failure")}
+    failed = counts["failed"]
+    verdict = (f"{failed} of {len(flows)} flow(s) failed" if failed else
+               f"all {len(flows)} flow(s) ended as expected" if flows else "no flows")
+    return {
+        "generated_at": doc["generated_at"], "flows": flows,
+        "verdict": verdict, "verdict_class": "failed" if failed else "passed",
+        "totals": [(label, n, _cls(label)) for label, n in counts.items() if n]
+                  + [("pickle problem(s)", sum(f["pickle_problems"] for f in flows), "fails")] * any(
+                      f["pickle_problems"] for f in flows),
+        "stores": sorted({f["store"] for f in flows if f.get("store")}),
+    }
+
+
+@functools.cache
+def _environment(autoescape: bool):
+    import jinja2
+
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=autoescape,
+                              trim_blocks=autoescape, lstrip_blocks=True, keep_trailing_newline=True,
+                              undefined=jinja2.StrictUndefined)
+
+
+def _render(name: str, doc: ReportDocument | dict, autoescape: bool) -> str:
+    return _environment(autoescape).get_template(name).render(
+        view=view(doc), css=_CSS, step_headers=STEP_HEADERS, pickle_note=PICKLE_NOTE)
+
+
+def to_markdown(doc: ReportDocument | dict) -> str:
+    text = _render("report.md", doc, autoescape=False)
+    return re.sub(r"\n{3,}", "\n\n", text)
 
 
 def to_html(doc: ReportDocument | dict) -> str:
-    doc = _as_dict(doc)
-    parts = [f"<!doctype html><html lang=en><head><meta charset=utf-8><title>repro report</title>"
-             f"<style>{_CSS}</style></head><body><h1>repro report</h1><p>Generated {html.escape(doc['generated_at'])}.</p>"]
-    for f in doc["flows"]:
-        parts.append(f"<h2>{html.escape(f['flow'])} <span class='badge {f['status']}'>{f['status']}</span></h2>"
-                     f"<p>File <code>{html.escape(f['file'])}</code>, run <code>{html.escape(f['run'] or '-')}</code></p>")
-        parts.append(_table(STEP_HEADERS, step_rows(f), status_col=6))
-        for s in f["steps"]:
-            if s["message"]:
-                parts.append(f"<h3>{html.escape(s['step'])}: {s['outcome']}</h3><pre>{html.escape(s['message'])}</pre>")
-        if f["pickle"]:
-            parts.append("<h3>Pickle compatibility</h3>")
-            rows = [[p["step"], p["task"], p["artifact"], p["reader_env"][:12], ", ".join(p["reader_steps"]),
-                     p["status"], "; ".join(x for x in (p["detail"], p["static"]) if x)] for p in f["pickle"]]
-            parts.append(_table(["step", "task", "artifact", "reader env", "read by", "status", "why"], rows, status_col=5))
-        if f["baseline"]:
-            parts.append(f"<h3>Against {html.escape(f['baseline']['ref'])}: "
-                         f"{'same' if f['baseline']['same'] else 'different'}</h3>")
-            rows = [[r["step"], r["task"], r["name"], r["verdict"], r["detail"]] for r in f["baseline"]["results"]]
-            parts.append(_table(["step", "task", "artifact", "verdict", "detail"], rows, status_col=3))
-        if f["drift"] and any(f["drift"].values()):
-            parts.append("<h3>Drift</h3><ul>" + "".join(
-                f"<li><b>{kind}</b>: {html.escape(line)}</li>" for kind, lines in f["drift"].items() for line in lines)
-                + "</ul>")
-    parts.append("</body></html>")
-    return "\n".join(parts)
+    return _render("report.html", doc, autoescape=True)
 
 
 RENDER = {"md": to_markdown, "json": to_json, "html": to_html}

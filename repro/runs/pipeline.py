@@ -16,9 +16,10 @@ from pathlib import Path
 
 from metaflow_extensions.repro.plugins import protocol
 
-from repro.env.engine import environments, open_flow
+from repro.env.engine import current_lock, environments, open_flow, spec_drift
 from repro.env.flowfile import load_flow
 from repro.errors import BadInput, ReproError
+from repro.model.platforms import local_platform_name
 from repro.model.findings import Finding, Kind, Severity
 from repro.model.record import RunRecord, RunStatus, from_json
 from repro.runs import blobs as blobstore
@@ -74,14 +75,18 @@ class Outcome:
     output: str = ""  # Metaflow's output, when captured
     saved: str = ""  # where the record was saved in REPRO_HOME
     pushed: str = ""  # the store it was pushed to
+    relocked: bool = False  # the lock was stale (or missing) and was re-locked before the run
+    held: bool = False  # the lock was stale and frozen, so the flow did not run
 
     @property
     def ok(self) -> bool:
         return bool(self.record and self.record.status is RunStatus.SUCCESS and not self.error)
 
-    def fail(self, exc: ReproError) -> Outcome:
+    def fail(self, exc: ReproError, subject: str = "") -> Outcome:
+        """Record why the flow could not be checked or run; ``subject="lock"``: its declarations
+        could not be read or locked (what fails ``[lock]``)."""
         self.error, self.error_code = str(exc), exc.exit_code
-        self.findings.append(Finding(Kind.FLOW_ERROR, str(exc)))
+        self.findings.append(Finding(Kind.FLOW_ERROR, str(exc), subject=subject))
         return self
 
     def to_json(self) -> str:
@@ -92,6 +97,7 @@ class Outcome:
             "comparison": self.comparison.to_dict() if self.comparison else None,
             "baseline": self.baseline, "error": self.error, "error_code": self.error_code,
             "exit_code": self.exit_code, "output": self.output, "saved": self.saved, "pushed": self.pushed,
+            "relocked": self.relocked, "held": self.held,
         })
 
     @classmethod
@@ -103,7 +109,8 @@ class Outcome:
             findings=[Finding.from_dict(f) for f in d["findings"]],
             comparison=Comparison.from_dict(d["comparison"]) if d["comparison"] else None,
             baseline=d["baseline"], error=d["error"], error_code=d["error_code"], exit_code=d["exit_code"],
-            output=d["output"], saved=d["saved"], pushed=d["pushed"])
+            output=d["output"], saved=d["saved"], pushed=d["pushed"], relocked=d.get("relocked", False),
+            held=d.get("held", False))
 
 
 def run_and_record(path: Path, options: RunOptions = RunOptions(), log: Log = _quiet) -> Outcome:
@@ -117,16 +124,55 @@ def run_and_record(path: Path, options: RunOptions = RunOptions(), log: Log = _q
         decl = load_flow(path)
         outcome.flow, outcome.steps = decl.name, list(decl.steps)
         _run(path, options, outcome, log)
+    except _LockFailed as exc:
+        outcome.fail(exc.error, subject=LOCK_SUBJECT)
     except ReproError as exc:
         outcome.fail(exc)
     return outcome
 
 
+#: the ``subject`` of a FLOW_ERROR finding when the flow's declarations could not be read or locked
+LOCK_SUBJECT = "lock"
+
+
+class _LockFailed(Exception):
+    def __init__(self, error: ReproError):
+        super().__init__(str(error))
+        self.error = error
+
+
+def _lock_for_run(flow, frozen: bool, outcome: Outcome, log: Log) -> None:
+    """Make sure the lock covers this machine before Metaflow starts: a stale or missing lock is
+    re-locked here (so a declaration that cannot be locked is a lock error, not a run failure), or,
+    when frozen, the flow is held back (``outcome.held``) and nothing runs."""
+    stale = spec_drift(flow, [local_platform_name()])
+    if not stale:
+        return
+    if frozen:
+        outcome.held = True
+        known = {(f.step, f.message) for f in outcome.findings}
+        outcome.findings += [f for f in stale if (f.step, f.message) not in known]
+        raise BadInput(f"{flow.path.name}: the lock does not match the flow ({flow.lock_file.name}) and is frozen "
+                       f"(REPRO_FROZEN), so the flow does not run: "
+                       + "; ".join(f.line() for f in stale)
+                       + f". Run `repro lock {flow.path.name}` (with network access) and commit the lock.")
+    try:
+        current_lock(flow, offline=flow.settings.offline, log=log, frozen=frozen)
+    except ReproError as exc:
+        raise _LockFailed(exc) from None
+    outcome.relocked = True
+
+
 def _run(path: Path, options: RunOptions, outcome: Outcome, log: Log) -> None:
     settings = options.settings or load_settings(path)
-    flow = open_flow(path, settings)
+    try:
+        flow = open_flow(path, settings)
+    except ReproError as exc:  # a declaration that cannot be merged or a lock that cannot be read
+        raise _LockFailed(exc) from None
     if options.drift:
         outcome.findings += drift.check(flow, resolution=options.resolution_drift, platforms=list(options.platforms))
+    frozen = settings.frozen or (flow.lock is not None if options.frozen is None else options.frozen)
+    _lock_for_run(flow, frozen, outcome, log)
     store = open_store(options.store or settings.store) \
         if (options.push or options.baseline is not None) else None
     baseline = options.baseline
@@ -134,11 +180,12 @@ def _run(path: Path, options: RunOptions, outcome: Outcome, log: Log) -> None:
         baseline = _load_baseline(store, flow, baseline)
     if baseline is not None:
         outcome.baseline = baseline.ref
-    frozen = flow.lock is not None if options.frozen is None else options.frozen
     env = {**options.env, **(environ_for(frozen=True) if frozen else {})}
+    log(f"{flow.name}: building environments and running the flow with Metaflow")
     code, run_id, elapsed, output = runs.run_flow(flow.path, runs.environment_name(flow), list(options.metaflow_args),
                                                   env=env, capture=options.capture)
     outcome.exit_code, outcome.output = code, output[-20000:]
+    log(f"{flow.name}: " + (f"run {run_id} " if run_id else "Metaflow ") + f"ended in {elapsed:.1f} s (exit code {code})")
     if run_id is None and code == 0:
         raise BadInput(f"{path.name}: running it started no Metaflow run. Does the file end with "
                        f"`if __name__ == \"__main__\":` and `{flow.name}()`?")
@@ -159,6 +206,7 @@ def _run(path: Path, options: RunOptions, outcome: Outcome, log: Log) -> None:
         outcome.saved = str(save_local(record, settings))
     keep: dict[str, bytes] = {}
     if options.pickle_checks:
+        log(f"{flow.name}: checking that every artifact unpickles where it is read")
         record, keep = finish_record(record, flow, settings, code_dir(settings, record.code_sha256))
         outcome.record = record
         outcome.findings += pickles.findings(record.pickle_checks)
@@ -173,6 +221,7 @@ def _run(path: Path, options: RunOptions, outcome: Outcome, log: Log) -> None:
         outcome.pushed = store.uri
     if baseline is not None:
         check_same_flow(baseline, record, options.allow_other_flow)
+        log(f"{flow.name}: comparing with {baseline.ref}")
         outcome.comparison = compare_runs(baseline, record, store, settings)
         outcome.findings += outcome.comparison.findings()
 
@@ -299,13 +348,34 @@ def push_saved(path_or_ref: str, store_uri: str | None, settings: Settings, log:
     """Push a record kept in REPRO_HOME (after a push that failed); artifact copies come from the datastore."""
     ref = parse_ref(path_or_ref)
     if ref.path is None:
-        ref = parse_ref(str(local_record_path(settings, ref.flow, ref.run_id)))
+        ref = parse_ref(str(_local_record(settings, ref.flow, ref.run_id)))
     record = load_record(None, ref)
     store = open_store(store_uri or settings.store)
     keep = blobstore.load(record.flow, record.datastore["type"], record.datastore["root"],
                           record.artifact_shas(stored_only=True)) if record.artifact_shas() else {}
     push(record, store, settings, keep, log=log)
     return record
+
+
+def _local_record(settings: Settings, flow: str, run_id: str) -> Path:
+    """The record of ``flow/run_id`` kept in REPRO_HOME; ``latest``: the newest one recorded here."""
+    folder = local_record_path(settings, flow, "latest").parent
+    if run_id == "latest":
+        found = []
+        for f in folder.glob("*.json") if folder.is_dir() else []:
+            try:
+                found.append((json.loads(f.read_text()).get("created_at", ""), f.stat().st_mtime, f))
+            except (OSError, ValueError):
+                continue
+        if not found:
+            raise BadInput(f"{flow}/latest: no run of {flow} is recorded here ({folder}); "
+                           f"`repro run FLOW.py` records one")
+        return max(found, key=lambda t: (str(t[0]), t[1]))[2]
+    path = local_record_path(settings, flow, run_id)
+    if not path.is_file():
+        raise BadInput(f"{flow}/{run_id}: that run is not recorded here ({path} does not exist); "
+                       f"`repro store push` pushes runs that `repro run` recorded on this machine")
+    return path
 
 
 def problems_of(findings: list[Finding]) -> list[Finding]:

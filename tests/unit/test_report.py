@@ -78,12 +78,12 @@ def test_flow_report_is_plain_data_with_every_step_and_check():
     assert f["steps"] == [
         {"step": "start", "env_id": pl_env, "python": "3.11.7", "packages": 2, "tasks": 1, "fingerprints": ["fp-start--"],
          "outcome": "passed", "message": "", "artifacts": {"identical": 1, "equivalent": 1, "different": 0},
-         "pickle": {"ok": 0, "warning": 0, "fails": 0}},
+         "pickle": {"ok": 1, "warning": 1, "fails": 1}},  # the checks of what start writes
         {"step": "b", "env_id": pl_env, "python": "user's", "packages": 0, "tasks": 1, "fingerprints": ["fp-b--"],
-         "outcome": "passed", "message": "", "artifacts": None, "pickle": {"ok": 1, "warning": 0, "fails": 0}},
+         "outcome": "passed", "message": "", "artifacts": None, "pickle": {"ok": 0, "warning": 0, "fails": 0}},
         {"step": "end", "env_id": pl_env, "python": "3.11.7", "packages": 2, "tasks": 2,
          "fingerprints": ["fp-end-0", "fp-end-1"], "outcome": "failed", "message": "boom <in> end",
-         "artifacts": {"identical": 0, "equivalent": 0, "different": 1}, "pickle": {"ok": 1, "warning": 1, "fails": 1}},
+         "artifacts": {"identical": 0, "equivalent": 0, "different": 1}, "pickle": {"ok": 0, "warning": 0, "fails": 0}},
     ]
     assert f["pickle"][1] == {"step": "start", "task": "-", "artifact": "model", "reader_env": "f" * 64,
                               "reader_steps": ["end"], "status": "warning", "detail": "loads, but versions differ",
@@ -99,7 +99,7 @@ def test_flow_report_is_plain_data_with_every_step_and_check():
 def test_flow_report_without_a_record_follows_the_lock_or_the_outcomes():
     f = flow_report("F", "f.py")
     assert f == {"flow": "F", "file": "f.py", "run": None, "status": "failed", "steps": [], "pickle": [],
-                 "baseline": None, "drift": None}
+                 "baseline": None, "drift": None, "store": None}
     pl = PlatformLock("linux-64", "3.10.13", (pkg("six", "1.0"),))
     lock = Lock("F", "f.py", {"a": StepLock("a", "pypi", "pypi", "3.10", (), (), (), False, {"linux-64": pl}),
                               "off": StepLock("off", "pypi", "none", "3.10", (), (), (), True, {})})
@@ -117,7 +117,8 @@ def test_flow_report_without_a_record_follows_the_lock_or_the_outcomes():
 
 @pytest.mark.parametrize("status,outcomes,want", [
     (RunStatus.SUCCESS, {}, "passed"), (RunStatus.FAILED, {}, "failed"), (RunStatus.SUCCESS, {"start": {"outcome": "failed"}}, "failed"),
-    (RunStatus.SUCCESS, {"start": {"outcome": "not run"}}, "passed")])
+    (RunStatus.SUCCESS, {"start": {"outcome": "not run"}}, "failed"),  # a step that never ran is not a pass
+    (RunStatus.FAILED, {"start": {"outcome": "expected failure"}}, "expected failure")])
 def test_flow_status(status, outcomes, want):
     assert flow_report("F", "f.py", record=make_record(status=status), outcomes=outcomes)["status"] == want
 

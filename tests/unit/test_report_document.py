@@ -70,3 +70,50 @@ def test_pickle_counts_per_step_count_only_checks_that_step_reads():
 
     flow = build_flow("F", "f.py", Rec(), None, {})
     assert flow.status is FlowStatus.PASSED and flow.steps == [] and len(flow.pickle) == 2
+
+
+def _doc_with_pickles():
+    from repro.model.record import PickleCheck
+
+    checks = (PickleCheck("start", "-", "ok_one", "a" * 64, ("start", "end"), PickleStatus.OK, "", ""),
+              PickleCheck("start", "-", "_task_ok", "a" * 64, ("end",), PickleStatus.OK, "", ""),
+              PickleCheck("start", "-", "frame", "b" * 64, ("end",), PickleStatus.FAILS,
+                          "<script>alert(1)</script> No module named 'pandas'", ""))
+    record = _record(checks)
+    flow = build_flow("F", "f.py", record, None, {"start": (StepOutcome.PASSED, ""),
+                                                  "end": (StepOutcome.EXPECTED_FAILURE, "boom <b>bold</b>")},
+                      store="file:///tmp/store")
+    return document([flow])
+
+
+def _record(checks):
+    import dataclasses
+
+    from repro.model.record import RunRecord
+
+    fields = {f.name for f in dataclasses.fields(RunRecord)}
+
+    class S:
+        env_id, tasks, disabled = "c" * 64, {}, False
+
+    class R:  # the attributes build_flow reads; a full RunRecord needs a real run
+        flow, run_id, ref, status, envs, pickle_checks = "F", "1", "F/1", RunStatus.SUCCESS, {}, checks
+        steps = {"start": S(), "end": S()}
+
+    assert {"pickle_checks", "steps", "envs", "status"} <= fields
+    return R()
+
+
+def test_html_is_autoescaped_and_shows_problems_first_without_internal_artifacts():
+    doc = _doc_with_pickles()
+    html = render.to_html(doc)
+    assert "<script>alert(1)</script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "<b>bold</b>" not in html and "&lt;b&gt;bold&lt;/b&gt;" in html
+    assert html.index(">frame<") < html.index(">ok_one<")  # the failing check before the ok ones
+    assert "_task_ok" not in html and "1 check(s) of Metaflow's internal artifacts not shown" in html
+    assert html.index('id="summary"') < html.index('class="flow"') and "file:///tmp/store" in html
+    assert "expected-failure" in html and "<details" in html
+    md = render.to_markdown(doc)
+    assert md.index("frame") < md.index("ok_one") and "_task_ok" not in md and "file:///tmp/store" in md
+    view = render.view(doc)
+    assert view["flows"][0]["pickle_problems"] == 1 and view["stores"] == ["file:///tmp/store"]
