@@ -222,11 +222,20 @@ def cmd_store(args) -> int:
 
     settings = load_settings(Path.cwd())
     store = open_store(args.store or settings.store)
+    if args.store_command in ("ls", "gc"):
+        store.require_existing()
     if args.store_command == "ls":
+        from repro.store.snapshot import scan_records
+
+        listing = scan_records(store)
         rows = [[r.flow, r.run_id, r.created_at, r.status, len(r.steps), len(r.envs),
                  sum(len(t.artifacts) for s in r.steps.values() for t in s.tasks.values())]
-                for r in list_records(store)]
+                for r in listing.records]
         print(tabulate(rows, headers=["flow", "run", "created", "status", "steps", "envs", "artifacts"]))
+        for key, _ in listing.broken[:20]:
+            _log(f"repro: {key}: unreadable record, left out (`repro store verify` says why)")
+        if len(listing.broken) > 20:
+            _log(f"repro: and {len(listing.broken) - 20} more unreadable records")
         return EXIT_OK
     if args.store_command == "show":
         r = load_record(store, parse_ref(args.ref))
@@ -238,14 +247,39 @@ def cmd_store(args) -> int:
         print(_pickle_table(r))
         return EXIT_OK
     if args.store_command == "verify":
-        records = [load_record(store, parse_ref(args.ref))] if args.ref else list_records(store)
+        from repro.store.snapshot import scan_records, verify_cache
+
         bad = 0
+        if args.cache:
+            evicted, checked = verify_cache(settings)
+            bad += bool(evicted)
+            print(f"package cache {settings.home.packages}: {checked} file(s) re-hashed, "
+                  + (f"{len(evicted)} damaged and removed (fetched again when next needed):" if evicted else "ok"))
+            for path in evicted[:20]:
+                print(f"  {path}")
+            if len(evicted) > 20:
+                print(f"  and {len(evicted) - 20} more")
+            if not args.ref and args.store is None:
+                return EXIT_DRIFT if bad else EXIT_OK
+        store.require_existing()  # a typo in the URI must not pass as an empty, healthy store
+        if args.ref:
+            records, broken = [load_record(store, parse_ref(args.ref))], []
+        else:
+            listing = scan_records(store)
+            records, broken = listing.records, listing.broken
+        for key, why in broken:
+            bad += 1
+            print(f"{key}: unreadable record: {why}")
         for r in records:
             problems = verify(r, store)
             bad += bool(problems)
             print(f"{r.ref}: " + ("ok" if not problems else f"{len(problems)} problem(s)"))
-            for p in problems:
+            for p in problems[:20]:
                 print(f"  {p}")
+            if len(problems) > 20:
+                print(f"  and {len(problems) - 20} more")
+        if not records and not broken:
+            print(f"store {store.uri}: no runs recorded")
         return EXIT_DRIFT if bad else EXIT_OK
     if args.store_command == "push":
         from repro.runs.pipeline import push_saved
@@ -389,6 +423,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("ref", help="FlowName/run_id, FlowName/latest, or a record.json file")
         if name == "verify":
             p.add_argument("ref", nargs="?", help="one run (default: every run in the store)")
+            p.add_argument("--cache", action="store_true",
+                           help="also re-hash every file of the local package cache and remove damaged ones "
+                                "(alone: only the cache)")
         if name == "gc":
             p.add_argument("--grace-hours", type=float, default=1.0,
                            help="keep unnamed objects younger than this (a push may be in flight)")

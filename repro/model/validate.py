@@ -158,3 +158,10 @@ def list_of(value: Any, at: At, item: Callable[[Any, At], T]) -> list[T]:
 
 def string(value: Any, at: At) -> str:
     return of_type(value, str, at)
+
+
+def cap(items, limit: int = 20) -> str:
+    """The first ``limit`` items, then "and N more": messages stay short whatever the input."""
+    items = list(items)
+    text = ", ".join(map(str, items[:limit]))
+    return text + (f" and {len(items) - limit} more" if len(items) > limit else "")

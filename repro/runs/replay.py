@@ -15,6 +15,8 @@ from metaflow_extensions.repro.plugins import protocol
 
 from repro.env import pythons
 from repro.env.engine import environments
+from repro.env.flowfile import load_flow
+from repro.paths import inside
 from repro.errors import BadInput, InfraError
 from repro.model.record import RunRecord
 from repro.runs.compare import Comparison
@@ -52,8 +54,12 @@ def replay(ref_text: str, store_uri: str | None, settings: Settings, on: str = "
                        where=f"replay of {original.ref}")
     # 3. the recorded code, with the recorded parameters and hash seed
     workdir = _workdir(settings, original)
-    flow_file = _extract_code(settings.home.code_package(original.code_sha256), workdir / "code",
-                              original) / original.flow_file
+    code = _extract_code(settings.home.code_package(original.code_sha256), workdir / "code", original)
+    flow_file = inside(code, original.flow_file, f"{original.ref}: flow_file")  # never a file outside the package
+    if not flow_file.is_file():
+        raise BadInput(f"{original.ref}: flow_file {original.flow_file!r} is not in its code package "
+                       f"(sha256 {original.code_sha256}); the record is corrupt")
+    declared = load_flow(flow_file).parameters
     env = {
         **environ_for(frozen=True, offline=True, index_url=UNROUTABLE_INDEX, home=settings.home,
                       pythonhashseed=original.pythonhashseed or protocol.DEFAULT_HASH_SEED),
@@ -64,7 +70,7 @@ def replay(ref_text: str, store_uri: str | None, settings: Settings, on: str = "
     if original.settings.get("conda_source"):
         env.update(environ_for(conda_source=original.settings["conda_source"]))
     options = RunOptions(
-        store=store.uri, baseline=original, frozen=True, metaflow_args=tuple(_parameter_args(original)), env=env,
+        store=store.uri, baseline=original, frozen=True, metaflow_args=tuple(_parameter_args(original, declared)), env=env,
         pickle_checks=False, settings=load_settings(flow_file, environ={**os.environ, **env}))
     outcome = run_and_record(flow_file, options, log=log)
     if outcome.error or outcome.record is None:
@@ -80,7 +86,14 @@ def replay(ref_text: str, store_uri: str | None, settings: Settings, on: str = "
     return ReplayResult(original, replayed, outcome.comparison, workdir, rc)
 
 
-def _parameter_args(record: RunRecord) -> list[str]:
+def _parameter_args(record: RunRecord, declared) -> list[str]:
+    """``--name value`` for each recorded parameter; only names the flow declares as Parameters, so a
+    record can never smuggle in a Metaflow option (``--run-id-file``, ``--with``...)."""
+    unknown = sorted(set(record.parameters) - set(declared))
+    if unknown:
+        raise BadInput(f"{record.ref}: the record's parameters {', '.join(map(repr, unknown))} are not Parameters of "
+                       f"flow {record.flow} (it declares: {', '.join(declared) or 'none'}); the record is corrupt "
+                       "or hostile, and nothing was run")
     args = []
     for name, value in record.parameters.items():
         if value is None:
@@ -97,13 +110,17 @@ def _workdir(settings: Settings, original: RunRecord) -> Path:
 
 def _extract_code(package: Path, code: Path, original: RunRecord) -> Path:
     code.mkdir()
-    with tarfile.open(package) as tar:
-        if hasattr(tarfile, "data_filter"):  # refuses absolute paths, links out of the folder, devices
-            tar.extractall(code, filter="data")
-        else:  # Python < 3.10.12 has no filters: check the members ourselves
-            for member in tar.getmembers():
-                target = (code / member.name).resolve()
-                if not (member.isfile() or member.isdir()) or not str(target).startswith(str(code.resolve())):
-                    raise InfraError(f"code package of {original.ref}: refusing unsafe member {member.name!r}")
-            tar.extractall(code)
+    try:
+        with tarfile.open(package) as tar:
+            if hasattr(tarfile, "data_filter"):  # refuses absolute paths, links out of the folder, devices
+                tar.extractall(code, filter="data")
+            else:  # Python < 3.10.12 has no filters: check the members ourselves
+                for member in tar.getmembers():
+                    if not (member.isfile() or member.isdir()):
+                        raise BadInput(f"code package of {original.ref}: refusing unsafe member {member.name!r}")
+                    inside(code, member.name, f"code package of {original.ref}: member")
+                tar.extractall(code)
+    except tarfile.TarError as exc:  # FilterError (a member out of the folder, a link, a device) or not a tar
+        raise BadInput(f"code package {package.name} of {original.ref} is unsafe or not a code package: "
+                       f"{type(exc).__name__}: {exc}; nothing from it was used") from None
     return code
