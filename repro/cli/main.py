@@ -12,7 +12,7 @@ from tabulate import tabulate
 from repro.fsutil import atomic_write
 
 from repro import __version__
-from repro.errors import EXIT_DRIFT, EXIT_INFRA, EXIT_OK, ReproError
+from repro.errors import EXIT_DRIFT, EXIT_INFRA, EXIT_OK, ReproError, from_os_error
 from repro.settings import debug_requested
 from repro.model.record import PickleStatus, RunStatus
 
@@ -209,6 +209,11 @@ def cmd_diff(args) -> int:
     store = open_store(args.store or settings.store)
     a = load_record(store, parse_ref(args.ref_a))
     b = load_record(store, parse_ref(args.ref_b))
+    if a.flow != b.flow:
+        from repro.errors import BadInput
+
+        raise BadInput(f"{a.ref} and {b.ref} are runs of different flows ({a.flow}, {b.flow}); "
+                       "diff compares two runs of one flow")
     comparison = compare_runs(a, b, store, settings)
     print(f"{a.ref} -> {b.ref}")
     print(_comparison_table(comparison))
@@ -222,8 +227,6 @@ def cmd_store(args) -> int:
 
     settings = load_settings(Path.cwd())
     store = open_store(args.store or settings.store)
-    if args.store_command in ("ls", "gc"):
-        store.require_existing()
     if args.store_command == "ls":
         from repro.store.snapshot import scan_records
 
@@ -434,6 +437,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _usable_home() -> None:
+    """REPRO_HOME must be a writable folder (created if missing): say so up front, naming where it
+    was set, rather than failing deep inside uv or Metaflow."""
+    from repro.errors import BadInput
+    from repro.settings import load_settings
+
+    settings = load_settings(Path.cwd())
+    home = settings.home.root
+    origin = settings.origins.get("home", "default")
+    where = f"REPRO_HOME {home} ({'the default' if origin == 'default' else 'from ' + origin})"
+    if home.exists() and not home.is_dir():
+        raise BadInput(f"{where} is a file, not a folder; point REPRO_HOME at a folder")
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BadInput(f"{where} cannot be created: {exc.strerror}; point REPRO_HOME at a writable folder") from None
+    if not os.access(home, os.W_OK | os.X_OK):
+        raise BadInput(f"{where} is not writable; point REPRO_HOME at a writable folder")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -448,12 +471,20 @@ def main(argv: list[str] | None = None) -> int:
         args.metaflow_args = passthrough
     os.environ.setdefault("METAFLOW_USER", os.environ.get("USER") or "repro")
     try:
+        if args.command != "doctor":
+            _usable_home()
         return args.func(args)
     except ReproError as exc:
         print(f"repro: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except OSError as exc:
+        if debug_requested():
+            raise
+        error = from_os_error(exc)
+        print(f"repro: error: {error}", file=sys.stderr)
+        return error.exit_code
     except Exception as exc:  # noqa: BLE001 - never let an unexpected failure look like "drift found"
         if debug_requested():
             raise

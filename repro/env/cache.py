@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from repro.errors import InfraError, IntegrityError, OfflineMissing
+from repro.errors import InfraError, IntegrityError, LockFileError, OfflineMissing
 from repro.model.lock import Package
 
 CHUNK = 1 << 20
@@ -170,6 +170,10 @@ class PackageCache:
             try:
                 with urllib.request.urlopen(pkg.url, timeout=120) as resp:
                     shutil.copyfileobj(resp, out, CHUNK)
+            except ValueError as exc:  # "unknown url type": the lock names no URL
+                raise LockFileError(f"{where}: package {pkg.name} {pkg.version} has URL {pkg.url!r}, which is not "
+                                    f"a URL ({exc}); fix the lock or re-lock with `repro lock`",
+                                    library=pkg.name) from None
             except (urllib.error.URLError, OSError) as exc:
                 raise InfraError(f"{where}: cannot download {pkg.file} from {pkg.url}: {exc}") from None
 
