@@ -136,7 +136,7 @@ def cmd_env_build(args) -> int:
 
     for path in _flow_files(args.flow):
         flow = open_flow(path)
-        built = build_flow(flow, steps=args.step, offline=args.offline, log=_log)
+        built = build_flow(flow, steps=args.step, offline=args.offline, log=_log, repair=args.repair)
         for step, env in built.items():
             if env is None:
                 print(f"{flow.name}.{step}: disabled (runs in the user's environment)")
@@ -378,6 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_env_show)
     p = esub.add_parser("build", help="build (or reuse) every step's environment")
     p.add_argument("flow", nargs="+", help=FLOW_HELP)
+    p.add_argument("--repair", action="store_true",
+                   help="re-hash every file of each built environment against its RECORD; rebuild damaged ones")
     p.add_argument("--step", action="append", help="only this step (repeatable)")
     p.add_argument("--offline", action="store_true",
                    help="never touch the network: use the lock as it is and the package cache only")
