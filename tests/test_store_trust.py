@@ -262,3 +262,67 @@ def test_gc_aborts_stale_uploads_and_partial_files(tmp_path, s3_server, s3_bucke
     age(partial)
     gc(LocalStore(str(local)))
     assert not partial.exists()
+
+
+# -- 11: leaks ---------------------------------------------------------------------------------------
+
+def test_partial_downloads_older_than_an_hour_are_removed_at_startup(tmp_path):
+    home = tmp_path / "home"
+    folder = home / "packages" / "sha256" / "ab" / ("ab" * 32)
+    folder.mkdir(parents=True)
+    old, young = folder / ".partial-old", folder / ".partial-young"
+    old.write_bytes(b"killed download")
+    young.write_bytes(b"a download in progress")
+    age(old)
+    assert cli("store", "ls", "--store", (tmp_path / "store").as_uri(), env={"REPRO_HOME": str(home)}).code == 0
+    assert not old.exists() and young.exists()
+
+
+PARAM_FLOW = '''
+    from metaflow import FlowSpec, Parameter, step
+
+    class ParamFlow(FlowSpec):
+        alpha = Parameter("alpha", default=0.5, type=float)
+
+        @step
+        def start(self):
+            self.scaled = self.alpha * 10
+            self.next(self.end)
+
+        @step
+        def end(self):
+            pass
+
+    if __name__ == "__main__":
+        ParamFlow()
+'''
+
+
+@pytest.mark.slow
+def test_replay_refuses_injected_options_and_leaves_no_workdir(tmp_path):
+    from tests.conftest import write_flow
+
+    mf_env = {"METAFLOW_DATASTORE_SYSROOT_LOCAL": str(tmp_path / "mf"), "METAFLOW_DEFAULT_DATASTORE": "local",
+              "METAFLOW_DEFAULT_METADATA": "local"}
+    path = write_flow(tmp_path / "proj", PARAM_FLOW)
+    assert cli("lock", path).code == 0
+    store_root = tmp_path / "store"
+    r = cli("run", path, "--store", store_root.as_uri(), "--", "--alpha", "0.7", env=mf_env, cwd=tmp_path)
+    assert r.code == 0, r.text[-3000:]
+    replays = Path(os.environ["REPRO_HOME"]) / "replays" / "ParamFlow"
+    before = set(replays.glob("*")) if replays.exists() else set()
+    ok = cli("replay", "ParamFlow/latest", "--store", store_root.as_uri(), env=mf_env, cwd=tmp_path)
+    assert ok.code == 0 and "result: identical" in ok.out, ok.text[-3000:]
+    assert set(replays.glob("*")) == before  # the working folder went with the verdict
+    kept = cli("replay", "ParamFlow/latest", "--store", store_root.as_uri(), "--keep", env=mf_env, cwd=tmp_path)
+    assert kept.code == 0 and len(set(replays.glob("*")) - before) == 1
+    # a record whose parameters name a Metaflow option: refused before anything runs
+    record_file = next(store_root.glob("runs/ParamFlow/*/record.json"))
+    doc = json.loads(record_file.read_text())
+    target = tmp_path / "injected-run-id"
+    doc["parameters"]["run-id-file"] = str(target)
+    hostile = tmp_path / "hostile.json"
+    hostile.write_text(json.dumps(doc))
+    bad = cli("replay", hostile, "--store", store_root.as_uri(), env=mf_env, cwd=tmp_path)
+    assert bad.code == 2 and "'run-id-file'" in bad.err and "Traceback" not in bad.text, bad.text[-3000:]
+    assert not target.exists()

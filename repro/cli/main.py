@@ -192,7 +192,7 @@ def cmd_replay(args) -> int:
     from repro.runs.replay import replay
     from repro.settings import load_settings
 
-    result = replay(args.ref, args.store, load_settings(Path.cwd()), on=args.on, log=_log)
+    result = replay(args.ref, args.store, load_settings(Path.cwd()), on=args.on, log=_log, keep=args.keep)
     print(f"replayed {result.original.ref} as {result.replayed.ref}")
     print(_comparison_table(result.comparison))
     print(f"result: {result.comparison.verdict}")
@@ -394,6 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("ref", help="FlowName/run_id, FlowName/latest, or a record.json file")
     p.add_argument("--store", help="store URI (default: REPRO_STORE or file://$REPRO_HOME/store)")
     p.add_argument("--on", choices=["local", "batch"], default="local", help="where to run the replay")
+    p.add_argument("--keep", action="store_true",
+                   help="keep the replay's working folder (code, datastore) under REPRO_HOME/replays")
     p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("diff", help="compare two recorded runs artifact by artifact")
@@ -457,6 +459,9 @@ def _usable_home() -> None:
         raise BadInput(f"{where} cannot be created: {exc.strerror}; point REPRO_HOME at a writable folder") from None
     if not os.access(home, os.W_OK | os.X_OK):
         raise BadInput(f"{where} is not writable; point REPRO_HOME at a writable folder")
+    from repro.env.cache import PackageCache
+
+    PackageCache(settings.home.packages).clean_partials()  # of downloads killed more than an hour ago
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tarfile
 import tempfile
 import time
@@ -37,7 +38,22 @@ class ReplayResult:
     exit_code: int
 
 
-def replay(ref_text: str, store_uri: str | None, settings: Settings, on: str = "local", log: Log = print) -> ReplayResult:
+def replay(ref_text: str, store_uri: str | None, settings: Settings, on: str = "local", log: Log = print,
+           keep: bool = False) -> ReplayResult:
+    """Replay and compare; the working folder (code, datastore) is removed after the verdict unless ``keep``."""
+    workdirs: list[Path] = []
+    try:
+        return _replay(ref_text, store_uri, settings, on, log, workdirs)
+    finally:
+        for workdir in workdirs:
+            if keep:
+                log(f"replay working folder kept: {workdir}")
+            else:
+                shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _replay(ref_text: str, store_uri: str | None, settings: Settings, on: str, log: Log,
+            workdirs: list[Path]) -> ReplayResult:
     if on != "local":
         raise BadInput(f"--on {on}: only local replays are available in this version")
     store: Store = open_store(store_uri or settings.store)
@@ -54,6 +70,7 @@ def replay(ref_text: str, store_uri: str | None, settings: Settings, on: str = "
                        where=f"replay of {original.ref}")
     # 3. the recorded code, with the recorded parameters and hash seed
     workdir = _workdir(settings, original)
+    workdirs.append(workdir)
     code = _extract_code(settings.home.code_package(original.code_sha256), workdir / "code", original)
     flow_file = inside(code, original.flow_file, f"{original.ref}: flow_file")  # never a file outside the package
     if not flow_file.is_file():
