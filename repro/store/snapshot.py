@@ -25,7 +25,7 @@ from repro._toml import tomllib
 from repro.env.cache import PackageCache, sha256_file
 from repro.settings import Settings
 from repro.fsutil import atomic_write
-from repro.errors import BadInput, InfraError, IntegrityError
+from repro.errors import BadInput, InfraError, IntegrityError, ReproError
 from repro.model.lock import Package, PlatformLock, safe_file_name
 from repro.model import validate as v
 from repro.paths import check_relative
@@ -384,8 +384,8 @@ def verify(record: RunRecord, store: Store, jobs: int = 8) -> list[str]:
                     return code_package_problem(target, record.flow_file, key)
         except StoreObjectMissing:
             return f"{key}: missing"
-        except (IntegrityError, StoreObjectCorrupt) as exc:
-            return str(exc)
+        except ReproError as exc:  # corrupt (3) or refused, e.g. a symlink out of the store (2)
+            return f"{key}: {exc}"
         return None
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
