@@ -8,6 +8,7 @@ that point out of it. The message names what the path is, the value and the root
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -40,3 +41,25 @@ def inside(root: Path, rel: object, what: str) -> Path:
         raise OutsideRoot(f"{what} {rel!r} leads to {target}, outside {base} (through a symbolic link); "
                           "it was not used")
     return target
+
+
+def usable_home(settings) -> Path:
+    """REPRO_HOME must be a writable folder (created if missing): said up front, naming where it was
+    set, rather than as a failure deep inside uv or Metaflow. Also removes partial downloads that
+    were killed more than an hour ago."""
+    home = settings.home.root
+    origin = settings.origins.get("home", "default")
+    where = f"REPRO_HOME {home} ({'the default' if origin == 'default' else 'from ' + origin})"
+    if home.exists() and not home.is_dir():
+        raise BadInput(f"{where} is a file, not a folder; point REPRO_HOME at a folder", path=str(home))
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BadInput(f"{where} cannot be created: {exc.strerror}; point REPRO_HOME at a writable folder",
+                       path=str(home)) from None
+    if not os.access(home, os.W_OK | os.X_OK):
+        raise BadInput(f"{where} is not writable; point REPRO_HOME at a writable folder", path=str(home))
+    from repro.env.cache import PackageCache
+
+    PackageCache(settings.home.packages).clean_partials()
+    return home

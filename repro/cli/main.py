@@ -442,26 +442,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _usable_home() -> None:
-    """REPRO_HOME must be a writable folder (created if missing): say so up front, naming where it
-    was set, rather than failing deep inside uv or Metaflow."""
-    from repro.errors import BadInput
+    from repro.paths import usable_home
     from repro.settings import load_settings
 
-    settings = load_settings(Path.cwd())
-    home = settings.home.root
-    origin = settings.origins.get("home", "default")
-    where = f"REPRO_HOME {home} ({'the default' if origin == 'default' else 'from ' + origin})"
-    if home.exists() and not home.is_dir():
-        raise BadInput(f"{where} is a file, not a folder; point REPRO_HOME at a folder")
-    try:
-        home.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise BadInput(f"{where} cannot be created: {exc.strerror}; point REPRO_HOME at a writable folder") from None
-    if not os.access(home, os.W_OK | os.X_OK):
-        raise BadInput(f"{where} is not writable; point REPRO_HOME at a writable folder")
-    from repro.env.cache import PackageCache
-
-    PackageCache(settings.home.packages).clean_partials()  # of downloads killed more than an hour ago
+    usable_home(load_settings(Path.cwd()))
 
 
 def main(argv: list[str] | None = None) -> int:
