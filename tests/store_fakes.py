@@ -48,7 +48,7 @@ class FakeRun:
 
 def fake_run(home: Path, run_id: str = "1", n_packages: int = 5, seed: str = "", flow: str = "FakeFlow",
              parameters: dict | None = None, code: dict[str, bytes] | None = None,
-             flow_file: str = "flow.py") -> FakeRun:
+             flow_file: str = "flow.py", first_size: int = 0) -> FakeRun:
     """A run of ``flow`` whose environment has ``n_packages`` package files (contents from ``seed``:
     same seed, same files, so runs can share objects)."""
     settings = settings_for(home)
@@ -56,6 +56,8 @@ def fake_run(home: Path, run_id: str = "1", n_packages: int = 5, seed: str = "",
     packages = []
     for i in range(n_packages):
         data = f"package {i} of {seed or run_id}\n".encode() * 50
+        if i == 0 and first_size:  # e.g. above boto3's multipart threshold (8 MB)
+            data = (data * (first_size // len(data) + 1))[:first_size]
         sha = hashlib.sha256(data).hexdigest()
         pkg = Package(name=f"pkg{i}", version="1.0", source="pypi", file=f"pkg{i}-1.0-py3-none-any.whl",
                       url=f"https://example.invalid/pkg{i}.whl", sha256=sha, size=len(data))

@@ -6,7 +6,6 @@ flags every store mutation that replay's pull would reject. Bounded: well under 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import tempfile

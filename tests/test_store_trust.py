@@ -18,7 +18,7 @@ from repro.store import LocalStore, open_store
 from repro.store import layout
 from repro.store.snapshot import gc, load_record, parse_ref, push, scan_records, verify
 from tests.conftest import cli
-from tests.store_fakes import age, code_package, fake_run
+from tests.store_fakes import age, fake_run
 
 # -- helpers --------------------------------------------------------------------------------------
 
@@ -203,6 +203,14 @@ def test_a_repush_replaces_corrupt_objects(any_store, tmp_path):
     assert verify(run.record, any_store) == []
 
 
+def test_a_repush_of_large_objects_to_s3_keeps_them(tmp_path, s3_server, s3_bucket):
+    store = open_store(f"s3://{s3_bucket}/big")
+    run = fake_run(tmp_path / "home", first_size=20 * 1024 * 1024)
+    push(run.record, store, run.settings)
+    again = push(run.record, store, run.settings)
+    assert again.repaired == [] and again.uploaded == {} and verify(run.record, store) == []
+
+
 def test_s3_objects_carry_a_sha256_the_server_checked(tmp_path, s3_server, s3_bucket):
     store = open_store(f"s3://{s3_bucket}/p")
     run = fake_run(tmp_path / "home")
@@ -326,3 +334,18 @@ def test_replay_refuses_injected_options_and_leaves_no_workdir(tmp_path):
     bad = cli("replay", hostile, "--store", store_root.as_uri(), env=mf_env, cwd=tmp_path)
     assert bad.code == 2 and "'run-id-file'" in bad.err and "Traceback" not in bad.text, bad.text[-3000:]
     assert not target.exists()
+
+
+def test_gc_deletes_nothing_while_a_record_cannot_be_read(tmp_path):
+    home = tmp_path / "home"
+    store_root = tmp_path / "store"
+    run = fake_run(home)
+    push(run.record, LocalStore(str(store_root)), run.settings)
+    orphan = store_root / "code" / ("e" * 64 + ".tar.gz")
+    orphan.write_bytes(b"unnamed")
+    age(orphan)
+    (store_root / "runs" / "FakeFlow" / "2").mkdir()
+    (store_root / "runs" / "FakeFlow" / "2" / "record.json").write_text("{not json")
+    r = cli("store", "gc", "--store", store_root.as_uri())
+    assert r.code == 2 and "cannot be read" in r.err and "Traceback" not in r.text, r.text
+    assert orphan.exists()

@@ -222,7 +222,7 @@ def cmd_diff(args) -> int:
 
 def cmd_store(args) -> int:
     from repro.settings import load_settings
-    from repro.store.snapshot import gc, list_records, load_record, parse_ref, verify
+    from repro.store.snapshot import gc, load_record, parse_ref, verify
     from repro.store import open_store
 
     settings = load_settings(Path.cwd())

@@ -38,8 +38,9 @@ class Store(ABC):
         """Refresh an object's modification time (so gc's grace period protects it again)."""
 
     @abstractmethod
-    def put_file(self, key: str, path: Path) -> None:
-        """Upload a file so that the key appears whole or not at all."""
+    def put_file(self, key: str, path: Path, sha256: str | None = None) -> None:
+        """Upload a file so that the key appears whole or not at all. ``sha256``: the file's hash,
+        when the caller knows it (a backend may have the server check it)."""
 
     @abstractmethod
     def put_bytes(self, key: str, data: bytes) -> None: ...

@@ -63,7 +63,7 @@ class LocalStore(Store):
         finally:
             Path(tmp).unlink(missing_ok=True)
 
-    def put_file(self, key: str, path: Path) -> None:
+    def put_file(self, key: str, path: Path, sha256: str | None = None) -> None:
         with open(path, "rb") as src:
             self._atomic(key, lambda out: shutil.copyfileobj(src, out, 1 << 20))
 

@@ -19,6 +19,9 @@ from repro.settings import env_setting
 from repro.store.base import ObjectInfo, Store, StoreObjectMissing
 
 
+SINGLE_PUT_LIMIT = 5 * 1024**3  # S3's limit for one PUT
+
+
 class S3Store(Store):
     def __init__(self, uri: str):
         import boto3
@@ -69,10 +72,18 @@ class S3Store(Store):
         except Exception as exc:  # noqa: BLE001
             self._fail(f"touch {key}", exc)
 
-    def put_file(self, key: str, path: Path) -> None:
+    def put_file(self, key: str, path: Path, sha256: str | None = None) -> None:
+        """With ``sha256`` (and below S3's 5 GB single-upload limit) one PUT that carries it: S3 refuses
+        bytes that do not match, and keeps it as the object's whole-object checksum for later checks.
+        Otherwise a (multipart) transfer, whose checksum is a composite that ``sha256`` cannot use."""
         try:
-            self.client.upload_file(str(path), self.bucket, self._key(key), Config=self.transfer,
-                                    ExtraArgs={"ChecksumAlgorithm": "SHA256"})
+            if sha256 and path.stat().st_size < SINGLE_PUT_LIMIT:
+                with open(path, "rb") as body:
+                    self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=body, ChecksumAlgorithm="SHA256",
+                                           ChecksumSHA256=base64.b64encode(bytes.fromhex(sha256)).decode())
+            else:
+                self.client.upload_file(str(path), self.bucket, self._key(key), Config=self.transfer,
+                                        ExtraArgs={"ChecksumAlgorithm": "SHA256"})
         except Exception as exc:  # noqa: BLE001
             self._fail(f"upload {key}", exc)
 
@@ -122,7 +133,8 @@ class S3Store(Store):
             except StoreObjectMissing:
                 return None
         checksum = head.get("ChecksumSHA256") or ""
-        if checksum and "-" not in checksum and head.get("ChecksumType", "FULL_OBJECT") == "FULL_OBJECT":
+        multipart = "-" in head.get("ETag", "") or "-" in checksum or head.get("ChecksumType") == "COMPOSITE"
+        if checksum and not multipart:
             try:
                 return base64.b64decode(checksum).hex()
             except ValueError:

@@ -199,7 +199,7 @@ def _local_objects(record: RunRecord, settings: Settings, artifact_blobs: dict[s
 
 def _upload(store: Store, u: _Upload) -> None:
     if isinstance(u.source, Path):
-        store.put_file(u.key, u.source)
+        store.put_file(u.key, u.source, sha256=u.sha256)
     else:
         store.put_bytes(u.key, u.source)
 
