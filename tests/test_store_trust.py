@@ -349,3 +349,21 @@ def test_gc_deletes_nothing_while_a_record_cannot_be_read(tmp_path):
     r = cli("store", "gc", "--store", store_root.as_uri())
     assert r.code == 2 and "cannot be read" in r.err and "Traceback" not in r.text, r.text
     assert orphan.exists()
+
+
+def test_verify_cache_rehashes_every_cached_file_and_removes_damaged_ones(tmp_path):
+    from repro.env.cache import PackageCache
+
+    home = tmp_path / "home"
+    run = fake_run(home)
+    cache = PackageCache(run.settings.home.packages)
+    bad = cache.path(run.packages[1])
+    st = bad.stat()
+    os.chmod(bad, 0o644)
+    with open(bad, "r+b") as fh:  # bit rot: same size, mtime kept
+        fh.write(b"X")
+    os.utime(bad, ns=(st.st_atime_ns, st.st_mtime_ns))
+    r = cli("store", "verify", "--cache", env={"REPRO_HOME": str(home)})
+    assert r.code == 1 and "5 file(s) re-hashed, 1 damaged and removed" in r.out and bad.name in r.out, r.text
+    assert not bad.exists() and all(cache.path(p).exists() for p in run.packages if p != run.packages[1])
+    assert cli("store", "verify", "--cache", env={"REPRO_HOME": str(home)}).code == 0
