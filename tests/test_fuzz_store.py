@@ -27,8 +27,8 @@ from tests.conftest import cli
 from tests.store_fakes import fake_run, settings_for
 
 pytestmark = pytest.mark.fuzz
-FAST = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
-SLOW = settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+FAST = settings(max_examples=150, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+SLOW = settings(max_examples=15, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 
 HOSTILE_TEXT = st.sampled_from([
     "", ".", "..", "../x", "/etc/passwd", "C:\\x", "a\\b", "a/../../b", "\x00", "~", "$HOME", "--run-id-file",
