@@ -8,6 +8,8 @@ bytes that do not match their hash).
 
 from __future__ import annotations
 
+import errno
+
 EXIT_OK = 0
 EXIT_DRIFT = 1
 EXIT_BAD_INPUT = 2
@@ -75,3 +77,23 @@ class IntegrityError(InfraError):
     def __init__(self, message: str = "", *, detail: str = "", **facts):
         super().__init__(message, **facts)
         self.detail = detail or message
+
+
+_USER_ERRNOS = {errno.EACCES: "check its permissions", errno.EPERM: "check its permissions",
+                errno.EROFS: "it is on a read-only file system", errno.ENOENT: "create the folder first, or fix the path",
+                errno.ENOTDIR: "a part of the path is a file, not a folder", errno.EISDIR: "it is a folder; give a file name",
+                errno.EEXIST: "it exists and is not a folder", errno.ENAMETOOLONG: "the path is too long",
+                errno.ELOOP: "the path loops through symbolic links"}
+
+
+def from_os_error(exc: OSError) -> ReproError:
+    """The ReproError for a file-system error no code path turned into one: a path the user gave or
+    set (REPRO_HOME read-only or a file, ``-o`` into a missing folder...) is bad input (2); anything
+    else (a full disk, an I/O error) is an infrastructure failure (3)."""
+    where = (f"{exc.filename}" + (f" -> {exc.filename2}" if exc.filename2 else "")) if exc.filename else "a file"
+    what = exc.strerror or f"{type(exc).__name__}: {exc}"
+    hint = _USER_ERRNOS.get(exc.errno)
+    if hint:
+        return BadInput(f"{where}: {what}; {hint}. (REPRO_HOME and the store must be writable folders; "
+                        "output files must go into existing folders.)", path=str(exc.filename or ""))
+    return InfraError(f"{where}: {what}", path=str(exc.filename or ""))

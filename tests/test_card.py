@@ -7,7 +7,7 @@ import tomllib
 
 import pytest
 
-from tests.conftest import cli, run_flow, write_flow
+from tests.helpers import cli, run_flow, write_flow
 
 pytestmark = pytest.mark.slow
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.conftest import cli, write_flow
+from tests.helpers import cli, write_flow
 
 FLOW = '''
     from metaflow import FlowSpec, step, pypi

@@ -110,7 +110,7 @@ def test_stale_lock_is_relocked_and_reported_or_refused_when_frozen(tmp_path, da
     assert 'version = "1.17.0"' in (tmp_path / "proj" / "flow.repro.lock").read_text()
 
 
-def test_a_task_whose_environment_changed_on_disk_fails_saying_what_changed(tmp_path, datastore, repro_home):
+def test_an_environment_changed_on_disk_is_named_and_rebuilt_before_any_task(tmp_path, datastore, repro_home):
     path = write_flow(tmp_path / "proj", _flow('@conda(libraries={"six": "1.12.0"})', "TamperFlow"))
     first = run_flow(path, datastore)
     assert first.code == 0, first.text
@@ -118,8 +118,10 @@ def test_a_task_whose_environment_changed_on_disk_fails_saying_what_changed(tmp_
     six_py = next(Path(env_python).parent.parent.glob("lib/python3*/site-packages/six.py"))
     six_py.write_text(six_py.read_text() + "\n# tampered\n")
     second = run_flow(path, datastore)
-    assert second.code != 0
-    assert "no longer matches its lock" in second.text and "six 1.12.0 changed on disk" in second.text
+    # issue 11: a damaged env is never reused; the run says what changed and rebuilds it from the lock
+    assert second.code == 0, second.text
+    assert "is damaged" in second.text and "six 1.12.0 changed on disk" in second.text, second.text
+    assert "# tampered" not in six_py.read_text()
 
 
 def test_hash_seed_is_pinned_so_hash_based_results_repeat(tmp_path, datastore):

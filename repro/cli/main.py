@@ -13,7 +13,7 @@ from tabulate import tabulate
 from repro.fsutil import atomic_write
 
 from repro import __version__
-from repro.errors import EXIT_DRIFT, EXIT_INFRA, EXIT_OK, ReproError
+from repro.errors import EXIT_DRIFT, EXIT_INFRA, EXIT_OK, ReproError, from_os_error
 from repro.settings import debug_requested
 from repro.model.record import PickleStatus, RunStatus
 
@@ -149,7 +149,7 @@ def cmd_env_build(args) -> int:
 
     for path in _flow_files(args.flow):
         flow = open_flow(path)
-        built = build_flow(flow, steps=args.step, offline=args.offline, log=_log)
+        built = build_flow(flow, steps=args.step, offline=args.offline, log=_log, repair=args.repair)
         for step, env in built.items():
             if env is None:
                 print(f"{flow.name}.{step}: disabled (runs in the user's environment)")
@@ -230,7 +230,7 @@ def cmd_replay(args) -> int:
     from repro.settings import load_settings
 
     result = replay(args.ref, args.store, load_settings(Path.cwd()), on=args.on, log=_log,
-                    extra_args=tuple(args.metaflow_args))
+                    extra_args=tuple(args.metaflow_args), keep=args.keep)
     if result.replayed is not None:
         print(f"replayed {result.original.ref} as {result.replayed.ref}")
     if result.comparison is not None:
@@ -272,16 +272,23 @@ def cmd_diff(args) -> int:
 
 def cmd_store(args) -> int:
     from repro.settings import load_settings
-    from repro.store.snapshot import gc, list_records, load_record, parse_ref, verify
+    from repro.store.snapshot import gc, load_record, parse_ref, verify
     from repro.store import open_store
 
     settings = load_settings(Path.cwd())
     store = open_store(args.store or settings.store)
     if args.store_command == "ls":
+        from repro.store.snapshot import scan_records
+
+        listing = scan_records(store)
         rows = [[r.flow, r.run_id, r.created_at, r.status, len(r.steps), len(r.envs),
                  sum(len(t.artifacts) for s in r.steps.values() for t in s.tasks.values())]
-                for r in list_records(store)]
+                for r in listing.records]
         print(tabulate(rows, headers=["flow", "run", "created", "status", "steps", "envs", "artifacts"]))
+        for key, _ in listing.broken[:20]:
+            _log(f"repro: {key}: unreadable record, left out (`repro store verify` says why)")
+        if len(listing.broken) > 20:
+            _log(f"repro: and {len(listing.broken) - 20} more unreadable records")
         return EXIT_OK
     if args.store_command == "show":
         r = load_record(store, parse_ref(args.ref))
@@ -304,14 +311,39 @@ def cmd_store(args) -> int:
         print(_pickle_table(r))
         return EXIT_OK
     if args.store_command == "verify":
-        records = [load_record(store, parse_ref(args.ref))] if args.ref else list_records(store)
+        from repro.store.snapshot import scan_records, verify_cache
+
         bad = 0
+        if args.cache:
+            evicted, checked = verify_cache(settings)
+            bad += bool(evicted)
+            print(f"package cache {settings.home.packages}: {checked} file(s) re-hashed, "
+                  + (f"{len(evicted)} damaged and removed (fetched again when next needed):" if evicted else "ok"))
+            for path in evicted[:20]:
+                print(f"  {path}")
+            if len(evicted) > 20:
+                print(f"  and {len(evicted) - 20} more")
+            if not args.ref and args.store is None:
+                return EXIT_DRIFT if bad else EXIT_OK
+        store.require_existing()  # a typo in the URI must not pass as an empty, healthy store
+        if args.ref:
+            records, broken = [load_record(store, parse_ref(args.ref))], []
+        else:
+            listing = scan_records(store)
+            records, broken = listing.records, listing.broken
+        for key, why in broken:
+            bad += 1
+            print(f"{key}: unreadable record: {why}")
         for r in records:
             problems = verify(r, store)
             bad += bool(problems)
             print(f"{r.ref}: " + ("ok" if not problems else f"{len(problems)} problem(s)"))
-            for p in problems:
+            for p in problems[:20]:
                 print(f"  {p}")
+            if len(problems) > 20:
+                print(f"  and {len(problems) - 20} more")
+        if not records and not broken:
+            print(f"store {store.uri}: no runs recorded")
         return EXIT_DRIFT if bad else EXIT_OK
     if args.store_command == "push":
         from repro.runs.pipeline import push_saved
@@ -412,6 +444,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_env_show)
     p = esub.add_parser("build", help="build (or reuse) every step's environment")
     p.add_argument("flow", nargs="+", help=FLOW_HELP)
+    p.add_argument("--repair", action="store_true",
+                   help="re-hash every file of each built environment against its RECORD; rebuild damaged ones")
     p.add_argument("--step", action="append", help="only this step (repeatable)")
     p.add_argument("--offline", action="store_true",
                    help="never touch the network: use the lock as it is and the package cache only")
@@ -427,6 +461,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("ref", help="FlowName/run_id, FlowName/latest, or a record.json file")
     p.add_argument("--store", help="store URI (default: REPRO_STORE or file://$REPRO_HOME/store)")
     p.add_argument("--on", choices=["local", "batch"], default="local", help="where to run the replay")
+    p.add_argument("--keep", action="store_true",
+                   help="keep the replay's working folder (code, datastore) under REPRO_HOME/replays")
     p.set_defaults(func=cmd_replay, metaflow_args=[])
     p.epilog = ("Exit codes: 0 identical (or equivalent), 1 different, 3 replay failed. Options after -- add to or "
                 "override the recorded run options, e.g. `repro replay F/1 -- --max-workers 2`.")
@@ -467,12 +503,22 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("ref", help="FlowName/run_id, FlowName/latest, or a record.json file")
         if name == "verify":
             p.add_argument("ref", nargs="?", help="one run (default: every run in the store)")
+            p.add_argument("--cache", action="store_true",
+                           help="also re-hash every file of the local package cache and remove damaged ones "
+                                "(alone: only the cache)")
         if name == "gc":
             p.add_argument("--grace-hours", type=float, default=1.0,
                            help="keep unnamed objects younger than this (a push may be in flight)")
             p.add_argument("--dry-run", action="store_true")
         p.set_defaults(func=cmd_store)
     return parser
+
+
+def _usable_home() -> None:
+    from repro.paths import usable_home
+    from repro.settings import load_settings
+
+    usable_home(load_settings(Path.cwd()))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -494,12 +540,20 @@ def main(argv: list[str] | None = None) -> int:
         args.metaflow_args = passthrough
     os.environ.setdefault("METAFLOW_USER", os.environ.get("USER") or "repro")
     try:
+        if args.command != "doctor":
+            _usable_home()
         return args.func(args)
     except ReproError as exc:
         print(f"repro: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except OSError as exc:
+        if debug_requested():
+            raise
+        error = from_os_error(exc)
+        print(f"repro: error: {error}", file=sys.stderr)
+        return error.exit_code
     except Exception as exc:  # noqa: BLE001 - never let an unexpected failure look like "drift found"
         if debug_requested():
             raise

@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import shutil
@@ -24,11 +26,16 @@ from metaflow_extensions.repro.plugins import probe, protocol
 from repro.env import fingerprint
 from repro.env.cache import PackageCache
 from repro.errors import InfraError, IntegrityError
+from repro.model.validate import cap
 from repro.model.lock import PlatformLock
 from repro.env.pythons import Interpreter
 from repro.env.uvtool import run_uv
 
 MARKER = protocol.ENV_MARKER  # tasks read it too (task_check.py)
+
+
+class EvictedFiles(IntegrityError):
+    """An install failed because cached files no longer matched their sha256; they were removed."""
 
 
 @dataclass(frozen=True)
@@ -75,21 +82,49 @@ class Environments:
         return BuiltEnv(env_id=env_id, platform=m["platform"], path=path, python=env_python(path),
                         interpreter=m["interpreter"], fingerprint=m[protocol.MARKER_FINGERPRINT], reused=True)
 
+    def damage(self, built: BuiltEnv, lock: PlatformLock, full: bool = False) -> list[str]:
+        """What is wrong with a built environment (empty: intact). Cheap (stats every file RECORD
+        lists, no interpreter start-up): a file deleted or resized since the build. ``full`` also
+        re-hashes every file against the sha256 its RECORD gives (``repro env build --repair``)."""
+        facts = {k: v for k, v in built.fingerprint.items()
+                 if k not in ("distributions", "digest", "locations", "executable", "prefix", "platform")}
+        now = fingerprint.of_env(built.path, facts)
+        problems = []
+        if now.get("digest") != built.fingerprint.get("digest"):
+            problems = fingerprint.differences(now, lock) + fingerprint.changed_on_disk(built.fingerprint, now)
+            problems = list(dict.fromkeys(problems)) or ["its files changed since it was built"]
+        if full:
+            problems += hash_problems(built.path)
+        return problems
+
     def build(self, lock: PlatformLock, interpreter: Interpreter, offline: bool = False,
-              where: str = "") -> BuiltEnv:
+              where: str = "", repair: bool = False, log=lambda msg: None) -> BuiltEnv:
+        """Build the env, or reuse it if it is intact (checked cheaply; fully with ``repair``): a
+        damaged env is rebuilt. An install that fails on damaged cached files retries once."""
         env_id = lock.env_id
         found = self.get(env_id)
-        if found:
+        if found and not self.damage(found, lock, full=repair):
             return found
         self.root.mkdir(parents=True, exist_ok=True)
         with FileLock(str(self.path(env_id)) + ".lock"):
-            found = self.get(env_id)  # another process may have built it while we waited
+            found = self.get(env_id)  # another process may have built (or repaired) it while we waited
             if found:
-                return found
+                problems = self.damage(found, lock, full=repair)
+                if not problems:
+                    return found
+                log(f"env {env_id[:12]} at {found.path} is damaged ({cap(problems)}): rebuilding it")
+                (found.path / MARKER).unlink(missing_ok=True)
+            fresh = found is not None  # uv may have hard-linked the damaged files from its cache: bypass it
             files = self.cache.ensure(lock.packages, offline=offline, where=where)
-            return self._build_locked(lock, interpreter, files, where)
+            try:
+                return self._build_locked(lock, interpreter, files, where, fresh=fresh)
+            except EvictedFiles as exc:  # bit rot the stamps could not see: fetched anew, once
+                log(f"{exc}\nretrying once with the files fetched anew")
+                files = self.cache.ensure(lock.packages, offline=offline, where=where)
+                return self._build_locked(lock, interpreter, files, where, fresh=True)
 
-    def _build_locked(self, lock: PlatformLock, interpreter: Interpreter, files: dict, where: str) -> BuiltEnv:
+    def _build_locked(self, lock: PlatformLock, interpreter: Interpreter, files: dict, where: str,
+                      fresh: bool = False) -> BuiltEnv:
         env_id, path = lock.env_id, self.path(lock.env_id)
         if path.exists():  # no marker: a build that died half-way
             shutil.rmtree(path)
@@ -103,7 +138,10 @@ class Environments:
             for p in lock.packages:
                 req.write(f"{p.name} @ {files[p.sha256].as_uri()} --hash=sha256:{p.sha256}\n")
         try:
-            proc = run_uv(install_args(env_python(path), Path(req.name)), self.uv_cache, offline=True)
+            args = install_args(env_python(path), Path(req.name))
+            if fresh:  # unpack from our verified wheels, not from uv's cache (its files may be the damaged ones)
+                args += ["--no-cache", "--link-mode", "copy"]
+            proc = run_uv(args, self.uv_cache, offline=True)
         finally:
             os.unlink(req.name)
         if proc.returncode != 0:
@@ -131,7 +169,7 @@ class Environments:
             self.cache.path(p).unlink(missing_ok=True)  # never used again; the next build fetches it anew
         if bad:
             names = ", ".join(f"{self.cache.path(p)} ({p.name} {p.version}, sha256 {p.sha256})" for p in bad)
-            raise IntegrityError(f"{where}: cached package file(s) {names} do not match their sha256; they "
+            raise EvictedFiles(f"{where}: cached package file(s) {names} do not match their sha256; they "
                                  f"were removed from the cache and not used. Run the build again to fetch them "
                                  f"anew.\n{stderr.strip()}", library=bad[0].name, path=str(self.cache.path(bad[0])))
         raise InfraError(f"{where}: installing env {lock.env_id[:12]} failed:\n{stderr.strip()}")
@@ -144,3 +182,24 @@ def install_args(python: Path, requirements: Path) -> list[str]:
     """The one uv call that installs an environment: offline, no index, every file hash-checked."""
     return ["pip", "install", "--quiet", "--offline", "--no-index", "--require-hashes", "--no-deps",
             "--python", str(python), "-r", str(requirements)]
+
+
+def hash_problems(env: Path) -> list[str]:
+    """Files of an environment whose bytes differ from the sha256 their RECORD gives, or are gone."""
+    problems = []
+    for record in sorted(Path(env).glob("lib/python3*/site-packages/*.dist-info/RECORD")):
+        site = record.parent.parent
+        for line in record.read_text(errors="replace").splitlines():
+            parts = line.rsplit(",", 2)
+            if len(parts) < 3 or not parts[1].startswith("sha256="):
+                continue
+            want = parts[1][len("sha256="):]
+            path = site / parts[0]
+            try:
+                got = base64.urlsafe_b64encode(hashlib.sha256(path.read_bytes()).digest()).rstrip(b"=").decode()
+            except OSError:
+                problems.append(f"{parts[0]} is gone")
+                continue
+            if got != want:
+                problems.append(f"{parts[0]} changed")
+    return problems

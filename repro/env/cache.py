@@ -13,13 +13,14 @@ import os
 import sys
 import shutil
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from repro.errors import InfraError, IntegrityError, OfflineMissing
+from repro.errors import InfraError, IntegrityError, LockFileError, OfflineMissing
 from repro.model.lock import Package
 
 CHUNK = 1 << 20
@@ -72,16 +73,16 @@ class PackageCache:
     def _stamp_file(self, pkg: Package) -> Path:
         return self.path(pkg).parent / ".verified"
 
-    def check(self, pkg: Package, where: str = "") -> Path:
+    def check(self, pkg: Package, where: str = "", full: bool = False) -> Path:
         """The cached file, verified against the lock's sha256 before use.
 
         A full re-hash happens only when the file changed since it was admitted (size, mtime or
-        inode differ from the stamp written then), so reuse stays cheap. A file that fails is
-        removed, never used, and named in the error.
+        inode differ from the stamp written then), so reuse stays cheap, or when ``full`` (before an
+        upload; bit rot keeps the stamp). A file that fails is removed, never used, and named in the error.
         """
         path, stamp = self.path(pkg), self._stamp_file(pkg)
         try:
-            if stamp.read_text() == self._stamp(path):
+            if not full and stamp.read_text() == self._stamp(path):
                 return path
         except OSError:
             pass
@@ -169,6 +170,10 @@ class PackageCache:
             try:
                 with urllib.request.urlopen(pkg.url, timeout=120) as resp:
                     shutil.copyfileobj(resp, out, CHUNK)
+            except ValueError as exc:  # "unknown url type": the lock names no URL
+                raise LockFileError(f"{where}: package {pkg.name} {pkg.version} has URL {pkg.url!r}, which is not "
+                                    f"a URL ({exc}); fix the lock or re-lock with `repro lock`",
+                                    library=pkg.name) from None
             except (urllib.error.URLError, OSError) as exc:
                 raise InfraError(f"{where}: cannot download {pkg.file} from {pkg.url}: {exc}") from None
 
@@ -186,3 +191,32 @@ class PackageCache:
     def verify(self, pkg: Package) -> bool:
         """Re-hash a cached file (slow path, used before installing files we did not just write)."""
         return self.has(pkg) and sha256_file(self.path(pkg)) == pkg.sha256
+
+    def verify_all(self) -> tuple[list[Path], int]:
+        """Re-hash every file in the cache against the sha256 it is filed under; remove those that
+        do not match (bit rot, a hand edit) and the leftovers of killed downloads older than an hour.
+        Returns (removed damaged files, number of files checked)."""
+        bad, checked = [], 0
+        for folder in sorted(self.root.glob("sha256/*/*")):
+            for path in sorted(folder.iterdir()):
+                if path.name.startswith("."):
+                    continue
+                checked += 1
+                if sha256_file(path) != folder.name:
+                    path.unlink(missing_ok=True)
+                    (folder / ".verified").unlink(missing_ok=True)
+                    bad.append(path)
+        self.clean_partials()
+        return bad, checked
+
+    def clean_partials(self, older_than: float = 3600.0) -> int:
+        """Remove ``.partial-*`` files of downloads that were killed (a live one is younger)."""
+        now, n = time.time(), 0
+        for path in self.root.glob("sha256/*/*/.partial-*"):
+            try:
+                if now - path.stat().st_mtime >= older_than:
+                    path.unlink()
+                    n += 1
+            except FileNotFoundError:
+                pass
+        return n

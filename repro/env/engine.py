@@ -230,7 +230,7 @@ def current_lock(flow: Flow, offline: bool = False, log: Log = _stderr, frozen: 
 
 
 def build_flow(flow: Flow, steps: list[str] | None = None, offline: bool = False,
-               log: Log = _stderr, frozen: bool = False) -> dict[str, BuiltEnv | None]:
+               log: Log = _stderr, frozen: bool = False, repair: bool = False) -> dict[str, BuiltEnv | None]:
     """Build (or reuse) every step's environment; disabled steps map to None."""
     unknown = [s for s in steps or [] if s not in flow.specs]
     if unknown:
@@ -250,11 +250,14 @@ def build_flow(flow: Flow, steps: list[str] | None = None, offline: bool = False
         if pl.env_id not in by_env:
             where = flow.specs[step].where
             env = envs.get(pl.env_id)
+            if env is not None and envs.damage(env, pl, full=repair):  # a damaged env is never reused
+                env = envs.build(pl, pythons.find(pl.python, where=where), offline=offline, where=where,
+                                 repair=repair, log=log)
             if env is None:
                 interp = pythons.find(pl.python, where=where)
                 log(f"building env {pl.env_id[:12]} for {flow.name}.{step} "
                     f"(Python {pl.python}, {len(pl.packages)} packages)")
-                env = envs.build(pl, interp, offline=offline, where=where)
+                env = envs.build(pl, interp, offline=offline, where=where, log=log)
             by_env[pl.env_id] = env
         built[step] = by_env[pl.env_id]
     return built

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
+from repro.model.validate import short
 from repro.errors import SpecError
 
 MIN_PYTHON = (3, 7)
@@ -84,12 +85,12 @@ def pin_of(name: str, version: Any, where: str) -> tuple[str, str]:
     """Validate one ``name: version`` entry; return (canonical name, exact version)."""
     if not isinstance(name, str) or not _NAME.match(name.strip()):
         if isinstance(name, str) and "[" in name:
-            raise SpecError(f"{where}: library {name!r}: extras are not supported; "
+            raise SpecError(f"{where}: library {short(name)}: extras are not supported; "
                             f"declare the extra's packages explicitly with exact versions")
-        raise SpecError(f"{where}: {name!r} is not a valid package name")
+        raise SpecError(f"{where}: {short(name)} is not a valid package name")
     hint = f"write an exact version, e.g. {{'{name}': '1.2.3'}}"
     if not isinstance(version, str):
-        raise SpecError(f"{where}: library '{name}' has version {version!r}; "
+        raise SpecError(f"{where}: library '{name}' has version {short(version)}; "
                         f"versions must be strings pinned to one exact version: {hint}")
     text = version.strip()
     if text.startswith("=="):
@@ -99,11 +100,11 @@ def pin_of(name: str, version: Any, where: str) -> tuple[str, str]:
                         "repro refuses unpinned libraries because the result could not be reproduced.")
     if any(c in text for c in "<>=!~*, ;"):
         raise SpecError(f"{where}: library '{name}' is not pinned to one exact version "
-                        f"({version!r} is a range or wildcard); {hint}")
+                        f"({short(version)} is a range or wildcard); {hint}")
     try:
         Version(text)
     except InvalidVersion:
-        raise SpecError(f"{where}: library '{name}' has version {version!r}, which is not a "
+        raise SpecError(f"{where}: library '{name}' has version {short(version)}, which is not a "
                         f"valid version; {hint}") from None
     return str(canonicalize_name(name.strip())), text
 
@@ -113,7 +114,7 @@ def _libraries(decl: Declaration, where: str) -> dict[str, str]:
     if not isinstance(libs, dict):
         key = "packages" if decl.kind == "pypi" else "libraries"
         raise SpecError(f"{where}: @{decl.kind}({key}=...) must be a dict of "
-                        f"{{'name': 'exact version'}}, got {type(libs).__name__} {libs!r}")
+                        f"{{'name': 'exact version'}}, got {type(libs).__name__} {short(libs)}")
     out: dict[str, str] = {}
     for name, version in libs.items():
         key, pin = pin_of(name, version, where)
@@ -128,14 +129,14 @@ def _python(value: Any, where: str) -> str | None:
     if value is None:
         return None
     if isinstance(value, float | int) and not isinstance(value, bool):
-        raise SpecError(f"{where}: python={value!r} must be a string such as '3.10' "
+        raise SpecError(f"{where}: python={short(value)} must be a string such as '3.10' "
                         f"(a number loses digits: 3.10 == 3.1)")
     if not isinstance(value, str) or not _PYTHON.match(value.strip()):
-        raise SpecError(f"{where}: python={value!r} is not a Python version such as '3.11' or '3.11.7'")
+        raise SpecError(f"{where}: python={short(value)} is not a Python version such as '3.11' or '3.11.7'")
     text = value.strip()
     major_minor = tuple(int(x) for x in text.split(".")[:2])
     if major_minor < MIN_PYTHON:
-        raise SpecError(f"{where}: python={text!r} is not supported: Metaflow 2.19 needs "
+        raise SpecError(f"{where}: python={short(text)} is not supported: Metaflow 2.19 needs "
                         f"Python 3.7 or newer inside a step; choose python='3.7' or later")
     return text
 
@@ -143,7 +144,7 @@ def _python(value: Any, where: str) -> str | None:
 def _disabled(value: Any, where: str) -> bool | None:
     if value is None or isinstance(value, bool):
         return value
-    raise SpecError(f"{where}: disabled={value!r} must be True or False")
+    raise SpecError(f"{where}: disabled={short(value)} must be True or False")
 
 
 def _channels(value: Any, where: str) -> tuple[str, ...]:
@@ -152,7 +153,7 @@ def _channels(value: Any, where: str) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list | tuple) or not all(isinstance(c, str) and c for c in value):
-        raise SpecError(f"{where}: channels={value!r} must be a list of channel names or URLs")
+        raise SpecError(f"{where}: channels={short(value)} must be a list of channel names or URLs")
     return tuple(value)
 
 

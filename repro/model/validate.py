@@ -53,7 +53,7 @@ class At:
 
     def fail(self, value: Any, what: str) -> NoReturn:
         """Refuse ``value``: it is not ``what`` (e.g. "64 hex digits")."""
-        subject = f"{self.field} {value!r}" if self.path else repr(value)
+        subject = f"{self.field} {short(value)}" if self.path else short(value)
         raise Invalid(self, value, f"{subject} is not {what}")
 
 
@@ -69,7 +69,7 @@ def of_type(value: Any, typ: type | tuple[type, ...], at: At) -> Any:
     ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
     if not ok:
         names = " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in (typ if isinstance(typ, tuple) else (typ,)))
-        raise Invalid(at, value, f"{at.field} must be {names}, got {value!r}")
+        raise Invalid(at, value, f"{at.field} must be {names}, got {short(value)}")
     return value
 
 
@@ -159,3 +159,16 @@ def list_of(value: Any, at: At, item: Callable[[Any, At], T]) -> list[T]:
 
 def string(value: Any, at: At) -> str:
     return of_type(value, str, at)
+
+
+def cap(items, limit: int = 20) -> str:
+    """The first ``limit`` items, then "and N more": messages stay short whatever the input."""
+    items = list(items)
+    text = ", ".join(map(str, items[:limit]))
+    return text + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def short(value: Any, limit: int = 200) -> str:
+    """``repr(value)``, cut to ``limit`` characters: a hostile or huge value never floods a message."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit} more characters)"

@@ -329,7 +329,11 @@ def blob_source(record: RunRecord, store: Store | None):
 
 
 def check_same_flow(a: RunRecord, b: RunRecord, allow_other_flow: bool = False) -> None:
-    """Runs of two different flows (same class name, other files) are not compared unless asked to."""
+    """Runs of two different flows are never compared; runs of one class name in two flow files only
+    when asked to."""
+    if a.flow != b.flow:
+        raise BadInput(f"{a.ref} and {b.ref} are runs of different flows ({a.flow}, {b.flow}); "
+                       "diff compares two runs of one flow")
     if allow_other_flow or not a.identity or not b.identity or a.identity == b.identity:
         return
     raise BadInput(f"{a.ref} and {b.ref} are runs of different flows: {a.identity} and {b.identity} (same class "

@@ -23,6 +23,8 @@ from repro.env.engine import environments
 from repro.errors import EXIT_DRIFT, EXIT_INFRA, EXIT_OK, BadInput, InfraError, ReproError
 from repro.model.findings import Choice, Kind
 from repro.model.record import RunRecord, RunStatus
+from repro.env.flowfile import load_flow
+from repro.paths import inside
 from repro.runs.compare import Comparison
 from repro.runs.pipeline import Log, Outcome, RunOptions, run_and_record
 from repro.settings import Settings, environ_for, load_settings
@@ -73,9 +75,23 @@ class ReplayResult:
 
 
 def replay(ref_text: str, store_uri: str | None, settings: Settings, on: str = "local", log: Log = print,
-           extra_args: tuple[str, ...] = ()) -> ReplayResult:
+           extra_args: tuple[str, ...] = (), keep: bool = False) -> ReplayResult:
     """Replay a recorded run; ``extra_args`` (``repro replay REF -- ...``) add to or override the
-    recorded run options and parameters (and are recorded in the replay's own record)."""
+    recorded run options and parameters (and are recorded in the replay's own record). The working
+    folder (code, datastore) is removed after the verdict unless ``keep``."""
+    workdirs: list[Path] = []
+    try:
+        return _replay(ref_text, store_uri, settings, on, log, workdirs, extra_args)
+    finally:
+        for workdir in workdirs:
+            if keep:
+                log(f"replay working folder kept: {workdir}")
+            else:
+                shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _replay(ref_text: str, store_uri: str | None, settings: Settings, on: str, log: Log,
+            workdirs: list[Path], extra_args: tuple[str, ...]) -> ReplayResult:
     if on != "local":
         raise BadInput(f"--on {on}: only local replays are available in this version")
     store: Store = open_store(store_uri or settings.store)
@@ -93,13 +109,19 @@ def replay(ref_text: str, store_uri: str | None, settings: Settings, on: str = "
     inputs = pull_inputs(original, store, settings)
     # 3. the recorded code, with the recorded parameters, inputs, configs, run options and hash seed
     workdir = _workdir(settings, original)
-    flow_file = _extract_code(settings.home.code_package(original.code_sha256), workdir / "code",
-                              original) / original.flow_file
-    mf_code = workdir / "code" / ".mf_code"  # the Metaflow (and extensions) that ran the original
+    workdirs.append(workdir)
+    code = _extract_code(settings.home.code_package(original.code_sha256), workdir / "code", original)
+    flow_file = inside(code, original.flow_file, f"{original.ref}: flow_file")  # never a file outside the package
+    if not flow_file.is_file():
+        raise BadInput(f"{original.ref}: flow_file {original.flow_file!r} is not in its code package "
+                       f"(sha256 {original.code_sha256}); the record is corrupt")
+    declared = load_flow(flow_file).parameters
+    mf_code = code / ".mf_code"  # the Metaflow (and extensions) that ran the original
     problem = _recorded_metaflow_problem(mf_code, original)
     if problem:
         return ReplayResult(original, None, None, workdir, ReplayVerdict.FAILED, ReplayFailure(error=problem))
-    args = [*recorded_args(original, _materialize(original, inputs, workdir / "inputs"), workdir), *extra_args]
+    args = [*recorded_args(original, _materialize(original, inputs, workdir / "inputs"), workdir, declared),
+            *extra_args]
     env = {
         **environ_for(frozen=True, offline=True, index_url=UNROUTABLE_INDEX, home=settings.home,
                       pythonhashseed=original.pythonhashseed or protocol.DEFAULT_HASH_SEED),
@@ -155,9 +177,17 @@ def _recorded_metaflow_problem(code: Path, original: RunRecord) -> str:
     return ""
 
 
-def recorded_args(record: RunRecord, include_files: dict[str, Path], workdir: Path) -> list[str]:
+def recorded_args(record: RunRecord, include_files: dict[str, Path], workdir: Path,
+                  declared: tuple[str, ...] | None = None) -> list[str]:
     """Metaflow options that give the recorded run again: configs (top-level), parameters, the
-    IncludeFile contents (as files), and the recorded run options."""
+    IncludeFile contents (as files), and the recorded run options. Parameters only by names the flow
+    declares (``declared``), so a record can never smuggle in a Metaflow option (``--run-id-file``...)."""
+    if declared is not None:
+        unknown = sorted(set(record.parameters) - set(declared))
+        if unknown:
+            raise BadInput(f"{record.ref}: the record's parameters {', '.join(map(repr, unknown))} are not Parameters "
+                           f"of flow {record.flow} (it declares: {', '.join(declared) or 'none'}); the record is "
+                           "corrupt or hostile, and nothing was run")
     args: list[str] = []
     kv = {}
     for name, cfg in sorted(record.configs.items()):
@@ -240,13 +270,17 @@ def _workdir(settings: Settings, original: RunRecord) -> Path:
 
 def _extract_code(package: Path, code: Path, original: RunRecord) -> Path:
     code.mkdir()
-    with tarfile.open(package) as tar:
-        if hasattr(tarfile, "data_filter"):  # refuses absolute paths, links out of the folder, devices
-            tar.extractall(code, filter="data")
-        else:  # Python < 3.10.12 has no filters: check the members ourselves
-            for member in tar.getmembers():
-                target = (code / member.name).resolve()
-                if not (member.isfile() or member.isdir()) or not str(target).startswith(str(code.resolve())):
-                    raise InfraError(f"code package of {original.ref}: refusing unsafe member {member.name!r}")
-            tar.extractall(code)
+    try:
+        with tarfile.open(package) as tar:
+            if hasattr(tarfile, "data_filter"):  # refuses absolute paths, links out of the folder, devices
+                tar.extractall(code, filter="data")
+            else:  # Python < 3.10.12 has no filters: check the members ourselves
+                for member in tar.getmembers():
+                    if not (member.isfile() or member.isdir()):
+                        raise BadInput(f"code package of {original.ref}: refusing unsafe member {member.name!r}")
+                    inside(code, member.name, f"code package of {original.ref}: member")
+                tar.extractall(code)
+    except tarfile.TarError as exc:  # FilterError (a member out of the folder, a link, a device) or not a tar
+        raise BadInput(f"code package {package.name} of {original.ref} is unsafe or not a code package: "
+                       f"{type(exc).__name__}: {exc}; nothing from it was used") from None
     return code

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import tempfile
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,8 +38,9 @@ class Store(ABC):
         """Refresh an object's modification time (so gc's grace period protects it again)."""
 
     @abstractmethod
-    def put_file(self, key: str, path: Path) -> None:
-        """Upload a file so that the key appears whole or not at all."""
+    def put_file(self, key: str, path: Path, sha256: str | None = None) -> None:
+        """Upload a file so that the key appears whole or not at all. ``sha256``: the file's hash,
+        when the caller knows it (a backend may have the server check it)."""
 
     @abstractmethod
     def put_bytes(self, key: str, data: bytes) -> None: ...
@@ -54,6 +57,30 @@ class Store(ABC):
 
     @abstractmethod
     def delete(self, key: str) -> None: ...
+
+    def sha256(self, key: str) -> str | None:
+        """The sha256 (hex) of an object's bytes, or None if there is no such object. The default
+        downloads and hashes; backends that know a verified checksum answer without a download."""
+        h = hashlib.sha256()
+        with tempfile.TemporaryDirectory(prefix="repro-hash-") as tmp:
+            target = Path(tmp) / "object"
+            try:
+                self.get_file(key, target)
+            except StoreObjectMissing:
+                return None
+            with open(target, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
+        return h.hexdigest()
+
+    def require_existing(self) -> None:
+        """Raise ``BadInput`` if the store does not exist at all (a typo in its URI), so a read-only
+        command never reports an empty, non-existent store as fine."""
+
+    def abort_stale_uploads(self, older_than: float) -> list[str]:
+        """Remove what interrupted uploads left (unfinished multipart uploads, partial files) that is
+        older than ``older_than`` seconds; return what was removed."""
+        return []
 
     def __str__(self) -> str:
         return self.uri

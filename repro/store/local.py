@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Iterator
 from urllib.parse import unquote, urlparse
 
 from repro.errors import BadInput, InfraError
 from repro.fsutil import DEFAULT_MODE
+from repro.paths import inside
 from repro.store.base import ObjectInfo, Store, StoreObjectMissing
 
 
@@ -28,7 +31,7 @@ class LocalStore(Store):
         self.uri = self.root.as_uri()
 
     def _path(self, key: str) -> Path:
-        return self.root / key
+        return inside(self.root, key, f"store {self.uri}: key") if key else self.root
 
     def stat(self, key: str) -> ObjectInfo | None:
         try:
@@ -60,7 +63,7 @@ class LocalStore(Store):
         finally:
             Path(tmp).unlink(missing_ok=True)
 
-    def put_file(self, key: str, path: Path) -> None:
+    def put_file(self, key: str, path: Path, sha256: str | None = None) -> None:
         with open(path, "rb") as src:
             self._atomic(key, lambda out: shutil.copyfileobj(src, out, 1 << 20))
 
@@ -104,3 +107,37 @@ class LocalStore(Store):
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
+
+    def sha256(self, key: str) -> str | None:
+        h = hashlib.sha256()
+        try:
+            with open(self._path(key), "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return None
+        return h.hexdigest()
+
+    def require_existing(self) -> None:
+        if not self.root.is_dir():
+            what = "is not a folder" if self.root.exists() else "does not exist"
+            raise BadInput(f"store {self.uri} {what}; check the store URI (--store, REPRO_STORE or `store` under "
+                           "[tool.repro]); a store is created by the first `repro run` or `repro store push`")
+
+    def abort_stale_uploads(self, older_than: float) -> list[str]:
+        """``.partial-*`` files of writers that were killed (a live writer's file is young)."""
+        removed = []
+        now = time.time()
+        if not self.root.is_dir():
+            return removed
+        for dirpath, _, files in os.walk(self.root):
+            for name in files:
+                if name.startswith(".partial-"):
+                    full = Path(dirpath) / name
+                    try:
+                        if now - full.stat().st_mtime >= older_than:
+                            full.unlink()
+                            removed.append(full.relative_to(self.root).as_posix())
+                    except FileNotFoundError:
+                        pass
+        return removed

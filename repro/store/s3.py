@@ -6,6 +6,7 @@ S3-compatible server. Connection failures are infrastructure errors (exit code 3
 
 from __future__ import annotations
 
+import base64
 import os
 import tempfile
 import time
@@ -16,6 +17,9 @@ from urllib.parse import urlparse
 from repro.errors import BadInput, InfraError
 from repro.settings import env_setting
 from repro.store.base import ObjectInfo, Store, StoreObjectMissing
+
+
+SINGLE_PUT_LIMIT = 5 * 1024**3  # S3's limit for one PUT
 
 
 class S3Store(Store):
@@ -68,15 +72,24 @@ class S3Store(Store):
         except Exception as exc:  # noqa: BLE001
             self._fail(f"touch {key}", exc)
 
-    def put_file(self, key: str, path: Path) -> None:
+    def put_file(self, key: str, path: Path, sha256: str | None = None) -> None:
+        """With ``sha256`` (and below S3's 5 GB single-upload limit) one PUT that carries it: S3 refuses
+        bytes that do not match, and keeps it as the object's whole-object checksum for later checks.
+        Otherwise a (multipart) transfer, whose checksum is a composite that ``sha256`` cannot use."""
         try:
-            self.client.upload_file(str(path), self.bucket, self._key(key), Config=self.transfer)
+            if sha256 and path.stat().st_size < SINGLE_PUT_LIMIT:
+                with open(path, "rb") as body:
+                    self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=body, ChecksumAlgorithm="SHA256",
+                                           ChecksumSHA256=base64.b64encode(bytes.fromhex(sha256)).decode())
+            else:
+                self.client.upload_file(str(path), self.bucket, self._key(key), Config=self.transfer,
+                                        ExtraArgs={"ChecksumAlgorithm": "SHA256"})
         except Exception as exc:  # noqa: BLE001
             self._fail(f"upload {key}", exc)
 
     def put_bytes(self, key: str, data: bytes) -> None:
         try:
-            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, ChecksumAlgorithm="SHA256")
         except Exception as exc:  # noqa: BLE001
             self._fail(f"upload {key}", exc)
 
@@ -108,6 +121,53 @@ class S3Store(Store):
                     yield ObjectInfo(obj["Key"][strip:], obj["Size"], obj["LastModified"].timestamp())
         except Exception as exc:  # noqa: BLE001
             self._fail(f"list {prefix}", exc)
+
+    def sha256(self, key: str) -> str | None:
+        """S3's own ``ChecksumSHA256`` (checked by the server on upload) when the object has a
+        whole-object one; else (a multipart upload's composite checksum, none at all) download and hash."""
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=self._key(key), ChecksumMode="ENABLED")
+        except Exception as exc:  # noqa: BLE001
+            try:
+                self._fail(key, exc)
+            except StoreObjectMissing:
+                return None
+        checksum = head.get("ChecksumSHA256") or ""
+        multipart = "-" in head.get("ETag", "") or "-" in checksum or head.get("ChecksumType") == "COMPOSITE"
+        if checksum and not multipart:
+            try:
+                return base64.b64decode(checksum).hex()
+            except ValueError:
+                pass
+        return super().sha256(key)
+
+    def abort_stale_uploads(self, older_than: float) -> list[str]:
+        """Abort multipart uploads started more than ``older_than`` seconds ago (a killed push's parts
+        cost storage forever otherwise)."""
+        aborted = []
+        now = time.time()
+        try:
+            pages = self.client.get_paginator("list_multipart_uploads").paginate(
+                Bucket=self.bucket, Prefix=self._key(""))
+            for page in pages:
+                for up in page.get("Uploads", []):
+                    if now - up["Initiated"].timestamp() >= older_than:
+                        self.client.abort_multipart_upload(Bucket=self.bucket, Key=up["Key"], UploadId=up["UploadId"])
+                        aborted.append(up["Key"])
+        except Exception as exc:  # noqa: BLE001
+            self._fail("abort stale multipart uploads", exc)
+        return aborted
+
+    def require_existing(self) -> None:
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except Exception as exc:  # noqa: BLE001
+            from botocore.exceptions import ClientError
+
+            if isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") in ("404", "NoSuchBucket"):
+                raise BadInput(f"store {self.uri}: bucket {self.bucket!r} does not exist; check the store URI "
+                               "(--store, REPRO_STORE or `store` under [tool.repro])") from None
+            self._fail("open the bucket", exc)
 
     def delete(self, key: str) -> None:
         try:

@@ -8,12 +8,15 @@ push that fails half-way leaves no record, and the next push uploads only what i
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
+import tarfile
 import tempfile
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import tomli_w
@@ -22,8 +25,11 @@ from repro._toml import tomllib
 from repro.env.cache import PackageCache, sha256_file
 from repro.settings import Settings
 from repro.fsutil import atomic_write
-from repro.errors import BadInput, InfraError, IntegrityError
+from repro.errors import BadInput, InfraError, IntegrityError, ReproError
 from repro.model.lock import Package, PlatformLock, safe_file_name
+from repro.model import validate as v
+from repro.paths import check_relative
+from repro.model.validate import cap
 from repro.model.record import RunRecord, from_json
 from repro.store import Store, StoreObjectMissing
 from repro.store import layout
@@ -33,6 +39,8 @@ class StoreObjectCorrupt(IntegrityError):
 
 
 TOUCH_AFTER_SECONDS = 600  # well inside gc's default grace period of one hour
+LEASE_PREFIX = "leases/"  # leases/<uuid>.json: the keys a push in flight is about to name
+LEASE_SECONDS = 3600.0  # a lease protects its keys this long (pushes renew theirs before the record)
 _REF = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*(?:@[A-Za-z0-9_.~@\-]+)?)/([A-Za-z0-9_.\-]+)$")
 
 
@@ -67,15 +75,43 @@ def load_record(store: Store | None, ref: Ref) -> RunRecord:
     folder = ref.flow if "@" in ref.flow else _flow_folder(store, ref.flow, run_id)
     if run_id == "latest":
         try:
-            run_id = store.get_bytes(layout.latest(folder)).decode().strip()
+            run_id = read_latest(store, folder)
         except StoreObjectMissing:
             raise BadInput(f"store {store.uri} has no runs of flow {ref.flow}") from None
     key = layout.record(folder, run_id)
     try:
-        text = store.get_bytes(key).decode()
+        data = store.get_bytes(key)
     except StoreObjectMissing:
         raise BadInput(f"store {store.uri} has no run {ref.flow}/{run_id} (no {key})") from None
-    return from_json(text, f"{store.uri}/{key}")
+    return record_at(store, key, data, ref.flow.split("@")[0], run_id)
+
+
+def read_latest(store: Store, folder: str) -> str:
+    """The run id ``runs/<folder>/latest`` points to (a flow identity's folder), validated: it becomes
+    part of a key."""
+    key = layout.latest(folder)
+    data = store.get_bytes(key)
+    try:
+        return v.name(data.decode("utf-8").strip(), v.At(f"{store.uri}/{key}"))
+    except UnicodeDecodeError:
+        raise v.Invalid(v.At(f"{store.uri}/{key}"), data[:40], f"store object {store.uri}/{key} is not a run id "
+                        f"(binary content {data[:20]!r}...); run `repro store verify`") from None
+
+
+def record_at(store: Store, key: str, data: bytes, flow: str, run_id: str) -> RunRecord:
+    """Decode the record stored at ``key`` (that of run ``flow/run_id``): a record filed under
+    another run's key is refused (it would let one run pose as another)."""
+    where = f"{store.uri}/{key}"
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadInput(f"{where}: not a run record (not UTF-8 text)") from None
+    record = from_json(text, where)
+    if (record.flow, record.run_id) != (flow, run_id):
+        raise v.Invalid(v.At(where, "flow/run_id"), record.ref,
+                        f"{where}: the record says it is run {record.ref}, but it is filed as {flow}/{run_id}; "
+                        "the store is corrupt or someone filed a record under another run's name")
+    return record
 
 
 def _flow_folder(store: Store, flow: str, run_id: str) -> str:
@@ -127,56 +163,106 @@ def record_packages(record: RunRecord) -> list[Package]:
 @dataclass
 class PushResult:
     uploaded: dict  # kind -> number of objects uploaded
-    skipped: dict  # kind -> number already in the store
+    skipped: dict  # kind -> number already in the store (and verified)
     uploaded_bytes: int = 0
+    repaired: list = field(default_factory=list)  # keys that were in the store but corrupt, and were replaced
 
     def summary(self) -> str:
         kinds = sorted(set(self.uploaded) | set(self.skipped))
-        return ", ".join(f"{k}: {self.uploaded.get(k, 0)} uploaded, {self.skipped.get(k, 0)} already there"
+        text = ", ".join(f"{k}: {self.uploaded.get(k, 0)} uploaded, {self.skipped.get(k, 0)} already there"
                          for k in kinds)
+        return text + (f"; replaced {len(self.repaired)} corrupt object(s)" if self.repaired else "")
 
 
-def push(record: RunRecord, store: Store, settings: Settings, artifact_blobs: dict[str, bytes] | None = None,
-         jobs: int = 16, log=lambda m: None) -> PushResult:
-    """Upload what the record names (skipping what is there), then the record, then ``latest``."""
+@dataclass(frozen=True)
+class _Upload:
+    kind: str
+    key: str
+    source: object  # Path | bytes
+    sha256: str  # of the local bytes, computed before upload
+    size: int
+
+
+def _local_objects(record: RunRecord, settings: Settings, artifact_blobs: dict[str, bytes]) -> list[_Upload]:
+    """Every object the record names, from this machine, each hashed now: a corrupt local file is
+    never uploaded (exit 3, naming it)."""
     cache = PackageCache(settings.home.packages)
     code_file = settings.home.code_package(record.code_sha256)
     if not code_file.is_file():
         raise BadInput(f"code package {code_file} of run {record.ref} is not in REPRO_HOME; was the run made here?")
-    uploads: list[tuple[str, str, object]] = []  # (kind, key, Path | bytes)
+    got = sha256_file(code_file)
+    if got != record.code_sha256:
+        raise IntegrityError(f"{record.ref}: the code package {code_file} does not match its sha256 "
+                             f"{record.code_sha256} (got {got}); it is damaged and was not uploaded",
+                             path=str(code_file))
+    out = []
     for pkg in record_packages(record):
         if not cache.has(pkg):
             raise BadInput(f"{record.ref}: package file {pkg.file} is not in the package cache {cache.root}; "
                            "push from the machine (and REPRO_HOME) that made the run")
-        uploads.append(("packages", layout.package(pkg.sha256, pkg.file), cache.check(pkg, record.ref)))
-    for env_id, env in record.envs.items():
-        uploads.append(("locks", layout.lock(env_id), env_lock_toml(env)))
-    uploads.append(("code", layout.code(record.code_sha256), code_file))
-    for sha1, blob in (artifact_blobs or {}).items():
-        uploads.append(("artifacts", layout.artifact(sha1), blob))
-    uploads += input_uploads(record, settings)
+        out.append(_Upload("packages", layout.package(pkg.sha256, pkg.file),
+                           cache.check(pkg, record.ref, full=True), pkg.sha256, pkg.size))
+    for env_id, env in sorted(record.envs.items()):
+        data = env_lock_toml(env)
+        out.append(_Upload("locks", layout.lock(env_id), data, hashlib.sha256(data).hexdigest(), len(data)))
+    out.append(_Upload("code", layout.code(record.code_sha256), code_file, got, code_file.stat().st_size))
+    for sha1, blob in sorted(artifact_blobs.items()):
+        if hashlib.sha1(blob).hexdigest() != sha1:
+            raise IntegrityError(f"{record.ref}: the artifact blob read back for sha1 {sha1} does not match it; "
+                                 "it was not uploaded")
+        out.append(_Upload("artifacts", layout.artifact(sha1), blob, hashlib.sha256(blob).hexdigest(), len(blob)))
+    return out + input_uploads(record, settings)
 
-    def one(item):
-        kind, key, src = item
-        info = store.stat(key)
-        if info is not None:
-            # An unnamed leftover (e.g. of a push that failed) is about to be named again: renew its
-            # age so a concurrent gc, which spares young objects, cannot delete it under this push.
-            if time.time() - info.modified > TOUCH_AFTER_SECONDS:
-                store.touch(key)
-            return kind, 0, 0
-        if isinstance(src, Path):
-            store.put_file(key, src)
-            return kind, 1, src.stat().st_size
-        store.put_bytes(key, src)
-        return kind, 1, len(src)
 
+def _upload(store: Store, u: _Upload) -> None:
+    if isinstance(u.source, Path):
+        store.put_file(u.key, u.source, sha256=u.sha256)
+    else:
+        store.put_bytes(u.key, u.source)
+
+
+def _lease(store: Store, record: RunRecord, keys: list[str]) -> str:
+    """Announce the keys this push is about to name (gc never deletes a leased key)."""
+    key = f"{LEASE_PREFIX}{uuid.uuid4().hex}.json"
+    store.put_bytes(key, json.dumps({"run": record.ref, "keys": keys, "time": time.time()}).encode())
+    return key
+
+
+def push(record: RunRecord, store: Store, settings: Settings, artifact_blobs: dict[str, bytes] | None = None,
+         jobs: int = 16, log=lambda m: None) -> PushResult:
+    """Upload what the record names, then the record, then ``latest``.
+
+    Every local object is hashed before upload; an object already in the store is kept only if its
+    size and sha256 match (else it is replaced); a lease names every key first, so a concurrent gc
+    leaves them alone; and the record lands only after every object it names was listed again."""
+    uploads = _local_objects(record, settings, artifact_blobs or {})
+    lease = _lease(store, record, [u.key for u in uploads])
     result = PushResult(uploaded={}, skipped={})
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        for kind, n, size in pool.map(one, uploads):
-            bucket = result.uploaded if n else result.skipped
-            bucket[kind] = bucket.get(kind, 0) + 1
-            result.uploaded_bytes += size
+
+    def one(u: _Upload):
+        info = store.stat(u.key)
+        if info is not None:
+            if info.size == u.size and store.sha256(u.key) == u.sha256:
+                # A leftover (e.g. of a push that failed) named again: renew its age too, so a gc
+                # that started before our lease, and spares young objects, leaves it alone.
+                if time.time() - info.modified > TOUCH_AFTER_SECONDS:
+                    store.touch(u.key)
+                return u, False
+            result.repaired.append(u.key)  # there, but not these bytes: replace it
+        _upload(store, u)
+        return u, True
+
+    def all_of(items):
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            return list(pool.map(one, items))
+
+    for u, uploaded in all_of(uploads):
+        bucket = result.uploaded if uploaded else result.skipped
+        bucket[u.kind] = bucket.get(u.kind, 0) + 1
+        result.uploaded_bytes += u.size if uploaded else 0
+    _complete(store, uploads, record)
+    store.put_bytes(lease, json.dumps({"run": record.ref, "keys": [u.key for u in uploads],
+                                       "time": time.time()}).encode())  # renewed: the record lands next
     key = layout.record(layout.flow_dir(record.flow, record.identity), record.run_id)
     body = record.to_json().encode()
     if store.exists(key):
@@ -184,14 +270,17 @@ def push(record: RunRecord, store: Store, settings: Settings, artifact_blobs: di
             raise BadInput(f"store {store.uri} already has a different record at {key}; records are immutable")
     else:
         store.put_bytes(key, body)  # the record lands last: from here on the run is visible
+    _complete(store, uploads, record)  # a gc that raced the record sees the record from now on: repair once
     if _is_newest(store, record):
         store.put_bytes(layout.latest(layout.flow_dir(record.flow, record.identity)), record.run_id.encode())
+    if result.repaired:
+        log(f"replaced {len(result.repaired)} corrupt object(s) in {store.uri}: {cap(result.repaired)}")
     log(f"pushed {record.ref} to {store.uri} ({result.uploaded_bytes / 1e6:.1f} MB): {result.summary()}")
     return result
 
 
-def input_uploads(record: RunRecord, settings: Settings) -> list[tuple[str, str, Path]]:
-    """(kind, key, file) of every input the record names (IncludeFile contents), verified first."""
+def input_uploads(record: RunRecord, settings: Settings) -> list[_Upload]:
+    """Every input the record names (IncludeFile contents), each hashed now, as uploads."""
     out = []
     for name, inc in sorted(record.include_files.items()):
         path = settings.home.input_blob(inc.sha256)
@@ -200,7 +289,7 @@ def input_uploads(record: RunRecord, settings: Settings) -> list[tuple[str, str,
                            f"{path.parent}; push from the machine (and REPRO_HOME) that made the run")
         if sha256_file(path) != inc.sha256:
             raise IntegrityError(f"{path}: contents of IncludeFile {name!r} do not match the record's sha256")
-        out.append(("inputs", layout.input_blob(inc.sha256), path))
+        out.append(_Upload("inputs", layout.input_blob(inc.sha256), path, inc.sha256, path.stat().st_size))
     return out
 
 
@@ -236,13 +325,26 @@ def push_replay_record(record: RunRecord, store: Store) -> str:
     return key
 
 
+def _complete(store: Store, uploads: list[_Upload], record: RunRecord) -> None:
+    """List every object again; upload what is gone (a gc that raced this push); fail if still gone."""
+    for attempt in range(2):
+        gone = [u for u in uploads if store.stat(u.key) is None]
+        if not gone:
+            return
+        for u in gone:
+            _upload(store, u)
+    raise InfraError(f"store {store.uri}: objects of {record.ref} keep disappearing during the push: "
+                     f"{cap([u.key for u in gone])}; is a gc with no grace period running?")
+
+
 def _is_newest(store: Store, record: RunRecord) -> bool:
     """``latest`` only moves forward: pushing an older saved run must not make it the baseline."""
     try:
         folder = layout.flow_dir(record.flow, record.identity)
-        current = store.get_bytes(layout.latest(folder)).decode().strip()
-        other = from_json(store.get_bytes(layout.record(folder, current)).decode(), current)
-    except (StoreObjectMissing, BadInput):
+        current = read_latest(store, folder)
+        key = layout.record(folder, current)
+        other = record_at(store, key, store.get_bytes(key), record.flow, current)
+    except (StoreObjectMissing, BadInput):  # no, or a damaged, pointer or record: this one replaces it
         return True
     return (record.created_at, record.run_id) >= (other.created_at, other.run_id)
 
@@ -327,6 +429,7 @@ def named_objects(record: RunRecord) -> dict[str, tuple[str, str]]:
 
 def verify(record: RunRecord, store: Store, jobs: int = 8) -> list[str]:
     """Re-hash every object the record names; return the problems (empty: all present and intact)."""
+    code_key = layout.code(record.code_sha256)
 
     def one(item):
         key, (kind, expected) = item
@@ -341,39 +444,133 @@ def verify(record: RunRecord, store: Store, jobs: int = 8) -> list[str]:
                 with open(target, "rb") as fh:
                     for block in iter(lambda: fh.read(1 << 20), b""):
                         h.update(block)
-            if h.hexdigest() != expected:
-                return f"{key}: corrupt ({kind} {h.hexdigest()}, record says {expected})"
+                if h.hexdigest() != expected:
+                    return f"{key}: corrupt ({kind} {h.hexdigest()}, record says {expected})"
+                if key == code_key:  # what replay would refuse: unsafe members, no flow_file in it
+                    return code_package_problem(target, record.flow_file, key)
         except StoreObjectMissing:
             return f"{key}: missing"
-        except (IntegrityError, StoreObjectCorrupt) as exc:
-            return str(exc)
+        except ReproError as exc:  # corrupt (3) or refused, e.g. a symlink out of the store (2)
+            return f"{key}: {exc}"
         return None
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         return [p for p in pool.map(one, sorted(named_objects(record).items())) if p]
 
 
-def list_records(store: Store) -> list[RunRecord]:
-    records = []
+def code_package_problem(tar_path: Path, flow_file: str, key: str) -> str | None:
+    """Why replay would refuse this code package: members that leave the folder, links, devices,
+    or no ``flow_file`` in it (None: fine). Reads the member list only; nothing is extracted."""
+    try:
+        with tarfile.open(tar_path) as tar:
+            names = set()
+            for m in tar.getmembers():
+                if not (m.isfile() or m.isdir()):
+                    return f"{key}: unsafe member {m.name!r} (a link or a device)"
+                try:
+                    check_relative(m.name, "member")
+                except BadInput:
+                    return f"{key}: unsafe member {m.name!r} (absolute or '..')"
+                names.add(m.name[2:] if m.name.startswith("./") else m.name)
+    except tarfile.TarError as exc:
+        return f"{key}: not a code package ({exc})"
+    if flow_file not in names:
+        return f"{key}: the record's flow_file {flow_file!r} is not in the code package"
+    return None
+
+
+@dataclass(frozen=True)
+class Listing:
+    """The records of a store, and the record objects that could not be read (each with why)."""
+
+    records: list
+    broken: list  # (key, message)
+
+
+def scan_records(store: Store) -> Listing:
+    """Every record in the store; a malformed one is reported, never fatal for the others."""
+    records, broken = [], []
     for info in store.list("runs/"):
-        if info.key.endswith("/record.json"):
-            records.append(from_json(store.get_bytes(info.key).decode(), f"{store.uri}/{info.key}"))
-    return sorted(records, key=lambda r: (r.flow, r.created_at, r.run_id))
+        parts = info.key.split("/")
+        if len(parts) != 4 or parts[3] != "record.json":
+            continue
+        try:
+            records.append(record_at(store, info.key, store.get_bytes(info.key), parts[1].split("@")[0],
+                                     parts[2]))
+        except StoreObjectMissing:
+            continue  # deleted since it was listed
+        except BadInput as exc:
+            broken.append((info.key, str(exc)))
+    return Listing(sorted(records, key=lambda r: (r.flow, r.created_at, r.run_id)), broken)
 
 
-def gc(store: Store, grace_seconds: float = 3600, dry_run: bool = False) -> list[str]:
-    """Delete objects no record names and that are older than the grace period (a push in flight
-    uploads its objects before its record lands). Never deletes an object a record names."""
+def list_records(store: Store) -> list[RunRecord]:
+    return scan_records(store).records
+
+
+class Leases:
+    """Keys named by leases younger than ``LEASE_SECONDS`` (pushes in flight or just finished).
+    ``refresh`` lists the leases again and reads only new ones, so gc can re-check before every
+    delete cheaply. An unreadable lease protects nothing and expires like any other."""
+
+    def __init__(self, store: Store):
+        self.store, self.seen, self.keys = store, {}, set()
+
+    def refresh(self, expire: bool = False) -> set[str]:
+        now, keys, seen = time.time(), set(), {}
+        for info in self.store.list(LEASE_PREFIX):
+            if now - info.modified >= LEASE_SECONDS:
+                if expire:
+                    self.store.delete(info.key)
+                continue
+            if info.key not in self.seen:
+                try:
+                    doc = json.loads(self.store.get_bytes(info.key))
+                    self.seen[info.key] = {k for k in doc["keys"] if isinstance(k, str)}
+                except (StoreObjectMissing, ValueError, KeyError, TypeError):
+                    self.seen[info.key] = set()
+            seen[info.key] = self.seen[info.key]
+            keys |= seen[info.key]
+        self.seen, self.keys = seen, keys
+        return keys
+
+
+def gc(store: Store, grace_seconds: float = 3600, dry_run: bool = False,
+       stale_upload_seconds: float | None = None) -> list[str]:
+    """Delete objects no record names and no live lease names, older than the grace period. Each
+    candidate is checked again right before its delete (leases re-read, age re-read), so an object
+    a push in flight is about to name is never deleted. Also aborts uploads (S3 multipart, partial
+    files) older than the grace period."""
+    listing = scan_records(store)
+    if listing.broken:  # a record gc cannot read might name anything: deleting would be a guess
+        raise BadInput(f"store {store.uri}: {len(listing.broken)} record(s) cannot be read, so gc cannot tell "
+                       f"what they name and deletes nothing: {cap(k for k, _ in listing.broken)}. "
+                       "`repro store verify` says what is wrong with each")
     named = set()
-    for record in list_records(store):
+    for record in listing.records:
         named |= set(named_objects(record))
     now = time.time()
+    leases = Leases(store)
+    named |= leases.refresh(expire=not dry_run)
     removed = []
     for prefix in ("packages/", "locks/", "code/", "artifacts/", "inputs/"):
         for info in list(store.list(prefix)):
-            if info.key not in named and now - info.modified >= grace_seconds:
-                if not dry_run:
-                    store.delete(info.key)
-                removed.append(info.key)
+            if info.key in named or now - info.modified < grace_seconds:
+                continue
+            if not dry_run:
+                if info.key in leases.refresh():  # a push started since the listing
+                    continue
+                again = store.stat(info.key)
+                if again is None or time.time() - again.modified < grace_seconds:  # touched by a push
+                    continue
+                store.delete(info.key)
+            removed.append(info.key)
+    if not dry_run:
+        stale = max(grace_seconds, 3600.0) if stale_upload_seconds is None else stale_upload_seconds
+        removed += [f"(unfinished upload) {k}" for k in store.abort_stale_uploads(stale)]
     return removed
 
+
+def verify_cache(settings: Settings) -> tuple[list[Path], int]:
+    """``repro store verify --cache``: the full check of the local package cache."""
+    return PackageCache(settings.home.packages).verify_all()

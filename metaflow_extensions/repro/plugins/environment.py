@@ -51,15 +51,16 @@ class CondaEnvironment(MetaflowEnvironment):
 
     def init_environment(self, echo, only_steps=None):
         echo("Bootstrapping conda environment...(this could take a few minutes)")
-        from repro.errors import ReproError
+        from repro.errors import ReproError, from_os_error
         from repro.runs.bridge import prepare
 
         try:
             self._envs, self._paths = prepare(self.flow.__class__, self.flow_file(), self.datastore_type == "s3",
                                               log=lambda msg: echo(msg))
-        except ReproError as exc:
-            _report(exc)
-            raise ReproException(str(exc)) from None
+        except (ReproError, OSError) as exc:  # REPRO_HOME read-only, a file...: a message, never a traceback
+            error = from_os_error(exc) if isinstance(exc, OSError) else exc
+            _report(error)
+            raise ReproException(str(error)) from None
 
     def home(self):
         """REPRO_HOME, where the run's code package is kept and extracted."""
