@@ -25,7 +25,7 @@ from tabulate import tabulate
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-FLOW = '''
+FLOW = """
 from metaflow import FlowSpec, step, pypi
 
 class BenchFlow(FlowSpec):
@@ -42,7 +42,7 @@ class BenchFlow(FlowSpec):
     @step
     def end(self):
         pass
-'''
+"""
 
 
 def timed(fn) -> float:
@@ -58,10 +58,9 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="repro-bench-"))
     os.environ["REPRO_HOME"] = str(work / "home")
     os.environ.setdefault("METAFLOW_USER", "bench")
-    from repro.env import fingerprint
-    from repro.env import pythons
-    from repro.env.engine import build_flow, environments, lock_flow, open_flow
+    from repro.env import fingerprint, pythons
     from repro.env.build import env_python, install_args
+    from repro.env.engine import build_flow, environments, lock_flow, open_flow
     from repro.env.uvtool import run_uv
 
     flow_file = work / "bench.py"
@@ -134,11 +133,22 @@ def main() -> None:
     f = statistics.median(fps)
 
     rows = [
-        ["build pandas+sklearn env from cache", f"{o*1000:.0f} ms",
-         f"uv venv + uv pip install --offline: {b*1000:.0f} ms", f"{o/b:.2f}x", "<= 1.2x"],
-        ["  repro's own work in that build (outside uv)", f"{statistics.median(own_work)*1000:.1f} ms", "-", "-", "-"],
-        ["reuse a built env, per step", f"{r*1000:.1f} ms", "-", "-", "< 50 ms"],
-        [f"fingerprint an env of {ndist} distributions", f"{f*1000:.0f} ms", "-", "-", "< 300 ms"],
+        [
+            "build pandas+sklearn env from cache",
+            f"{o * 1000:.0f} ms",
+            f"uv venv + uv pip install --offline: {b * 1000:.0f} ms",
+            f"{o / b:.2f}x",
+            "<= 1.2x",
+        ],
+        [
+            "  repro's own work in that build (outside uv)",
+            f"{statistics.median(own_work) * 1000:.1f} ms",
+            "-",
+            "-",
+            "-",
+        ],
+        ["reuse a built env, per step", f"{r * 1000:.1f} ms", "-", "-", "< 50 ms"],
+        [f"fingerprint an env of {ndist} distributions", f"{f * 1000:.0f} ms", "-", "-", "< 300 ms"],
     ]
     print(tabulate(rows, headers=["measure", "repro", "baseline", "ratio", "target"]))
     print(f"(median of {args.rounds} interleaved rounds; {len(pl.packages)} packages; work dir {work})")

@@ -24,7 +24,7 @@ from tabulate import tabulate
 
 ROOT = Path(__file__).resolve().parents[1]
 
-FOREACH = '''
+FOREACH = """
 from metaflow import FlowSpec, conda, step
 
 
@@ -54,7 +54,7 @@ class Foreach100Flow(FlowSpec):
 
 if __name__ == "__main__":
     Foreach100Flow()
-'''
+"""
 
 
 def run(flow: Path, env: dict, conda: bool) -> float:
@@ -82,13 +82,23 @@ def main() -> None:
     # Metaflow's default environment refuses @conda: its baseline is the same flow without it
     foreach_plain = flows / "foreach100_plain.py"
     foreach_plain.write_text(FOREACH.replace("{decorator}", "").replace("{module}", "json"))
-    env = {**os.environ, "REPRO_HOME": str(work / "home"), "METAFLOW_USER": os.environ.get("METAFLOW_USER", "bench"),
-           "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(work / "datastore"), "METAFLOW_DEFAULT_DATASTORE": "local",
-           "METAFLOW_DEFAULT_METADATA": "local"}
+    env = {
+        **os.environ,
+        "REPRO_HOME": str(work / "home"),
+        "METAFLOW_USER": os.environ.get("METAFLOW_USER", "bench"),
+        "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(work / "datastore"),
+        "METAFLOW_DEFAULT_DATASTORE": "local",
+        "METAFLOW_DEFAULT_METADATA": "local",
+    }
 
     # cold run of the foreach flow: count environment builds
-    cold = subprocess.run([sys.executable, str(foreach), "--environment=conda", "run", "--max-workers", "4"],
-                          capture_output=True, text=True, env=env, cwd=flows)
+    cold = subprocess.run(
+        [sys.executable, str(foreach), "--environment=conda", "run", "--max-workers", "4"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=flows,
+    )
     assert cold.returncode == 0, cold.stderr[-2000:]
     builds = (cold.stdout + cold.stderr).count("building env")
     run(linear, env, True)  # warm the linear flow's env and the bytecode cache

@@ -42,21 +42,38 @@ def cli(*args, env) -> float:
 
 def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="repro-bench-snap-"))
-    base = {**os.environ, "METAFLOW_USER": os.environ.get("METAFLOW_USER", "bench"), "REPRO_FROZEN": "1",
-            "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(work / "mf"), "METAFLOW_DEFAULT_DATASTORE": "local",
-            "METAFLOW_DEFAULT_METADATA": "local"}
+    base = {
+        **os.environ,
+        "METAFLOW_USER": os.environ.get("METAFLOW_USER", "bench"),
+        "REPRO_FROZEN": "1",
+        "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(work / "mf"),
+        "METAFLOW_DEFAULT_DATASTORE": "local",
+        "METAFLOW_DEFAULT_METADATA": "local",
+    }
     store = (work / "store").as_uri()
     flow = ROOT / "scenarios" / "linear_sklearn.py"
 
     original = cli("run", str(flow), "--store", store, env={**base, "REPRO_HOME": str(work / "home-a")})
-    replay = cli("replay", "LinearSklearnFlow/latest", "--store", store,
-                 env={**base, "REPRO_HOME": str(work / "home-b"), "REPRO_INDEX_URL": "http://127.0.0.1:9/simple",
-                      "UV_OFFLINE": "1"})
+    replay = cli(
+        "replay",
+        "LinearSklearnFlow/latest",
+        "--store",
+        store,
+        env={
+            **base,
+            "REPRO_HOME": str(work / "home-b"),
+            "REPRO_INDEX_URL": "http://127.0.0.1:9/simple",
+            "UV_OFFLINE": "1",
+        },
+    )
 
     # push / pull against plain boto3, same files, same server
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         for _ in range(100):
             try:
@@ -64,13 +81,19 @@ def main() -> None:
                 break
             except OSError:
                 time.sleep(0.1)
-        os.environ.update({"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
-                           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{port}"})
+        os.environ.update(
+            {
+                "AWS_ACCESS_KEY_ID": "bench",
+                "AWS_SECRET_ACCESS_KEY": "bench",
+                "AWS_DEFAULT_REGION": "us-east-1",
+                "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{port}",
+            }
+        )
         s3 = boto3.client("s3")
         s3.create_bucket(Bucket="bench")
         from repro.settings import load_settings
-        from repro.store.snapshot import list_records, pull, push, record_packages
         from repro.store import open_store
+        from repro.store.snapshot import list_records, pull, push, record_packages
 
         settings_a = load_settings(flow, environ={**base, "REPRO_HOME": str(work / "home-a")})
         record = list_records(open_store(store))[0]
@@ -106,12 +129,27 @@ def main() -> None:
 
     mb = total / 1e6
     rows = [
-        ["replay from empty REPRO_HOME (local store)", f"{replay:.1f} s", f"original repro run, empty home: {original:.1f} s",
-         f"{replay / original:.2f}x", "<= 1.2x"],
-        [f"push {len(files) + 1} files, {mb:.0f} MB", f"{mb / ours_up:.0f} MB/s",
-         f"boto3 upload_file loop: {mb / boto_up:.0f} MB/s", f"{boto_up / ours_up * 100:.0f} %", ">= 70 %"],
-        [f"pull {len(files) + 1} files, {mb:.0f} MB (verified)", f"{mb / ours_down:.0f} MB/s",
-         f"boto3 download_file loop: {mb / boto_down:.0f} MB/s", f"{boto_down / ours_down * 100:.0f} %", ">= 70 %"],
+        [
+            "replay from empty REPRO_HOME (local store)",
+            f"{replay:.1f} s",
+            f"original repro run, empty home: {original:.1f} s",
+            f"{replay / original:.2f}x",
+            "<= 1.2x",
+        ],
+        [
+            f"push {len(files) + 1} files, {mb:.0f} MB",
+            f"{mb / ours_up:.0f} MB/s",
+            f"boto3 upload_file loop: {mb / boto_up:.0f} MB/s",
+            f"{boto_up / ours_up * 100:.0f} %",
+            ">= 70 %",
+        ],
+        [
+            f"pull {len(files) + 1} files, {mb:.0f} MB (verified)",
+            f"{mb / ours_down:.0f} MB/s",
+            f"boto3 download_file loop: {mb / boto_down:.0f} MB/s",
+            f"{boto_down / ours_down * 100:.0f} %",
+            ">= 70 %",
+        ],
     ]
     print(tabulate(rows, headers=["measure", "repro", "baseline", "ratio", "target"]))
     shutil.rmtree(work, ignore_errors=True)

@@ -21,8 +21,16 @@ class ReproError(Exception):
 
     exit_code = EXIT_BAD_INPUT
 
-    def __init__(self, message: str = "", *, flow: str | None = None, step: str | None = None,
-                 library: str | None = None, path: str | None = None, exit_code: int | None = None):
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        flow: str | None = None,
+        step: str | None = None,
+        library: str | None = None,
+        path: str | None = None,
+        exit_code: int | None = None,
+    ):
         super().__init__(message)
         self.flow, self.step, self.library, self.path = flow, step, library, path
         if exit_code is not None:
@@ -79,11 +87,17 @@ class IntegrityError(InfraError):
         self.detail = detail or message
 
 
-_USER_ERRNOS = {errno.EACCES: "check its permissions", errno.EPERM: "check its permissions",
-                errno.EROFS: "it is on a read-only file system", errno.ENOENT: "create the folder first, or fix the path",
-                errno.ENOTDIR: "a part of the path is a file, not a folder", errno.EISDIR: "it is a folder; give a file name",
-                errno.EEXIST: "it exists and is not a folder", errno.ENAMETOOLONG: "the path is too long",
-                errno.ELOOP: "the path loops through symbolic links"}
+_USER_ERRNOS = {
+    errno.EACCES: "check its permissions",
+    errno.EPERM: "check its permissions",
+    errno.EROFS: "it is on a read-only file system",
+    errno.ENOENT: "create the folder first, or fix the path",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+    errno.EISDIR: "it is a folder; give a file name",
+    errno.EEXIST: "it exists and is not a folder",
+    errno.ENAMETOOLONG: "the path is too long",
+    errno.ELOOP: "the path loops through symbolic links",
+}
 
 
 def from_os_error(exc: OSError) -> ReproError:
@@ -94,6 +108,9 @@ def from_os_error(exc: OSError) -> ReproError:
     what = exc.strerror or f"{type(exc).__name__}: {exc}"
     hint = _USER_ERRNOS.get(exc.errno)
     if hint:
-        return BadInput(f"{where}: {what}; {hint}. (REPRO_HOME and the store must be writable folders; "
-                        "output files must go into existing folders.)", path=str(exc.filename or ""))
+        return BadInput(
+            f"{where}: {what}; {hint}. (REPRO_HOME and the store must be writable folders; "
+            "output files must go into existing folders.)",
+            path=str(exc.filename or ""),
+        )
     return InfraError(f"{where}: {what}", path=str(exc.filename or ""))

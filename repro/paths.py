@@ -23,11 +23,20 @@ class OutsideRoot(BadInput):
 
 def check_relative(rel: object, what: str) -> str:
     """``rel`` if it is a plain relative POSIX path (no resolution: pure)."""
-    if (not isinstance(rel, str) or not rel or rel.startswith("/") or "\\" in rel or "\0" in rel
-            or _DRIVE.match(rel) or any(part == ".." for part in rel.split("/"))):
-        raise OutsideRoot(f"{what} {rel!r} is not a relative path inside its folder "
-                          "(absolute, '..', a drive letter or a backslash); the data that names it is "
-                          "corrupt or hostile, and it was not used")
+    if (
+        not isinstance(rel, str)
+        or not rel
+        or rel.startswith("/")
+        or "\\" in rel
+        or "\0" in rel
+        or _DRIVE.match(rel)
+        or any(part == ".." for part in rel.split("/"))
+    ):
+        raise OutsideRoot(
+            f"{what} {rel!r} is not a relative path inside its folder "
+            "(absolute, '..', a drive letter or a backslash); the data that names it is "
+            "corrupt or hostile, and it was not used"
+        )
     return rel
 
 
@@ -38,8 +47,9 @@ def inside(root: Path, rel: object, what: str) -> Path:
     base = Path(root).resolve()
     target = (base / rel).resolve()  # follows symlinks, so a link out of root is seen here
     if target != base and base not in target.parents:
-        raise OutsideRoot(f"{what} {rel!r} leads to {target}, outside {base} (through a symbolic link); "
-                          "it was not used")
+        raise OutsideRoot(
+            f"{what} {rel!r} leads to {target}, outside {base} (through a symbolic link); it was not used"
+        )
     return target
 
 
@@ -55,8 +65,9 @@ def usable_home(settings) -> Path:
     try:
         home.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise BadInput(f"{where} cannot be created: {exc.strerror}; point REPRO_HOME at a writable folder",
-                       path=str(home)) from None
+        raise BadInput(
+            f"{where} cannot be created: {exc.strerror}; point REPRO_HOME at a writable folder", path=str(home)
+        ) from None
     if not os.access(home, os.W_OK | os.X_OK):
         raise BadInput(f"{where} is not writable; point REPRO_HOME at a writable folder", path=str(home))
     from repro.env.cache import PackageCache

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from metaflow_extensions.repro.plugins import protocol
-
 from repro._toml import tomllib
 from repro.errors import BadInput
 
@@ -124,6 +123,7 @@ class Home:
 
 
 # -- value types -----------------------------------------------------------------------------------
+
 
 class _Type:
     """How a setting's value is read: ``from_text`` for a variable, ``from_toml`` for a key.
@@ -234,6 +234,7 @@ TEXT, PATH, FLAG, BYTES, WORDS, HASH_SEED = _Text(), _Path(), _Flag(), _Bytes(),
 
 # -- the table -------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Setting:
     """One setting: its ``Settings`` field ``name``, its variable and/or ``[tool.repro]`` key."""
@@ -262,8 +263,9 @@ class Setting:
             try:
                 return self.type.from_text(text), self.env
             except ValueError:
-                raise BadInput(f"{self.env}={text!r} in the environment is not valid: "
-                               f"expected {self.type.expects}") from None
+                raise BadInput(
+                    f"{self.env}={text!r} in the environment is not valid: expected {self.type.expects}"
+                ) from None
         value = table.get(self.key) if self.key else None
         if value is not None and value != "":
             where = f"{pyproject}: [tool.repro] {self.key}"
@@ -280,40 +282,109 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("home", "REPRO_HOME", "home", PATH, lambda _: Path(DEFAULT_HOME).expanduser().resolve(),
-            "package cache, environments, code packages, run records, replays", shown_default=f"`{DEFAULT_HOME}`"),
-    Setting("store", "REPRO_STORE", "store", TEXT, lambda before: before["home"].store.as_uri(),
-            "where runs are recorded and replayed from: `file://…` or `s3://bucket/prefix`",
-            shown_default="`file://$REPRO_HOME/store`"),
-    Setting("conda_source", "REPRO_CONDA_SOURCE", "conda-source", _Choice(*CONDA_SOURCES), None,
-            "where `@conda` libraries come from: PyPI names, or a conda channel"),
-    Setting("platforms", "REPRO_PLATFORMS", "platforms", WORDS, (),
-            "platforms locks are made for (default: this machine's, plus those already in the lock)"),
-    Setting("index_url", "REPRO_INDEX_URL", "index-url", TEXT, None,
-            "package index uv resolves and downloads from (default: uv's own, PyPI)"),
-    Setting("find_links", "REPRO_FIND_LINKS", "find-links", WORDS, (),
-            "extra folders or URLs of package files uv may use"),
-    Setting("artifact_max_bytes", "REPRO_ARTIFACT_MAX_BYTES", "artifact-max-bytes", BYTES,
-            DEFAULT_ARTIFACT_MAX_BYTES, "artifacts up to this size get a copy in the store, for semantic diffs",
-            shown_default="`16777216` (16 MiB)"),
-    Setting("frozen", "REPRO_FROZEN", None, FLAG, False,
-            "a stale lock is an error instead of being re-resolved (for CI)"),
-    Setting("offline", "REPRO_OFFLINE", None, FLAG, False,
-            "build environments from the package cache only, never the index (set by replays)"),
-    Setting("pythonhashseed", protocol.HASH_SEED_VAR, None, HASH_SEED, None,
-            "hash seed for every task of a run (replays set the recorded one)",
-            shown_default="`PYTHONHASHSEED`, else `0`"),
-    Setting("s3_endpoint", "AWS_ENDPOINT_URL_S3", None, TEXT, None,
-            "endpoint of an S3-compatible server for `s3://` stores (boto3's own variable)"),
+    Setting(
+        "home",
+        "REPRO_HOME",
+        "home",
+        PATH,
+        lambda _: Path(DEFAULT_HOME).expanduser().resolve(),
+        "package cache, environments, code packages, run records, replays",
+        shown_default=f"`{DEFAULT_HOME}`",
+    ),
+    Setting(
+        "store",
+        "REPRO_STORE",
+        "store",
+        TEXT,
+        lambda before: before["home"].store.as_uri(),
+        "where runs are recorded and replayed from: `file://…` or `s3://bucket/prefix`",
+        shown_default="`file://$REPRO_HOME/store`",
+    ),
+    Setting(
+        "conda_source",
+        "REPRO_CONDA_SOURCE",
+        "conda-source",
+        _Choice(*CONDA_SOURCES),
+        None,
+        "where `@conda` libraries come from: PyPI names, or a conda channel",
+    ),
+    Setting(
+        "platforms",
+        "REPRO_PLATFORMS",
+        "platforms",
+        WORDS,
+        (),
+        "platforms locks are made for (default: this machine's, plus those already in the lock)",
+    ),
+    Setting(
+        "index_url",
+        "REPRO_INDEX_URL",
+        "index-url",
+        TEXT,
+        None,
+        "package index uv resolves and downloads from (default: uv's own, PyPI)",
+    ),
+    Setting(
+        "find_links", "REPRO_FIND_LINKS", "find-links", WORDS, (), "extra folders or URLs of package files uv may use"
+    ),
+    Setting(
+        "artifact_max_bytes",
+        "REPRO_ARTIFACT_MAX_BYTES",
+        "artifact-max-bytes",
+        BYTES,
+        DEFAULT_ARTIFACT_MAX_BYTES,
+        "artifacts up to this size get a copy in the store, for semantic diffs",
+        shown_default="`16777216` (16 MiB)",
+    ),
+    Setting(
+        "frozen", "REPRO_FROZEN", None, FLAG, False, "a stale lock is an error instead of being re-resolved (for CI)"
+    ),
+    Setting(
+        "offline",
+        "REPRO_OFFLINE",
+        None,
+        FLAG,
+        False,
+        "build environments from the package cache only, never the index (set by replays)",
+    ),
+    Setting(
+        "pythonhashseed",
+        protocol.HASH_SEED_VAR,
+        None,
+        HASH_SEED,
+        None,
+        "hash seed for every task of a run (replays set the recorded one)",
+        shown_default="`PYTHONHASHSEED`, else `0`",
+    ),
+    Setting(
+        "s3_endpoint",
+        "AWS_ENDPOINT_URL_S3",
+        None,
+        TEXT,
+        None,
+        "endpoint of an S3-compatible server for `s3://` stores (boto3's own variable)",
+    ),
     Setting("debug", "REPRO_DEBUG", None, FLAG, False, "the command line shows a traceback on an internal error"),
-    Setting("baseline", None, "baseline", TEXT, None,
-            "`pytest --repro`: compare each flow's run with this recorded run (`FlowName/run_id` or `latest`)"),
-    Setting("update", None, "update", FLAG, False,
-            "`pytest --repro`: record the run in the store as the new baseline"),
-    Setting("drift", None, "drift", FLAG, False,
-            "`pytest --repro`: also re-resolve every lock and fail on resolution drift"),
-    Setting("report", None, "report", TEXT, DEFAULT_REPORT_DIR,
-            "`pytest --repro`: folder for the reports (relative to pytest's rootdir)"),
+    Setting(
+        "baseline",
+        None,
+        "baseline",
+        TEXT,
+        None,
+        "`pytest --repro`: compare each flow's run with this recorded run (`FlowName/run_id` or `latest`)",
+    ),
+    Setting("update", None, "update", FLAG, False, "`pytest --repro`: record the run in the store as the new baseline"),
+    Setting(
+        "drift", None, "drift", FLAG, False, "`pytest --repro`: also re-resolve every lock and fail on resolution drift"
+    ),
+    Setting(
+        "report",
+        None,
+        "report",
+        TEXT,
+        DEFAULT_REPORT_DIR,
+        "`pytest --repro`: folder for the reports (relative to pytest's rootdir)",
+    ),
 )
 
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
@@ -348,8 +419,9 @@ class Settings:
 
 
 _NOT_SETTINGS = {"config_file", "origins"}
-assert [f.name for f in fields(Settings) if f.name not in _NOT_SETTINGS] == [s.name for s in SETTINGS], \
+assert [f.name for f in fields(Settings) if f.name not in _NOT_SETTINGS] == [s.name for s in SETTINGS], (
     "Settings' fields and SETTINGS must name the same settings, in the same order"
+)
 
 
 def find_pyproject(start: Path) -> Path | None:
@@ -424,11 +496,15 @@ def debug_requested(environ: dict | None = None) -> bool:
 
 def markdown_table() -> str:
     """README's settings table (``python -m repro.settings`` prints it)."""
-    rows = ["| Variable | `[tool.repro]` key | Type | Default | What it does |",
-            "|---|---|---|---|---|"]
+    rows = ["| Variable | `[tool.repro]` key | Type | Default | What it does |", "|---|---|---|---|---|"]
     for s in SETTINGS:
-        rows.append("| " + " | ".join([f"`{s.env}`" if s.env else "—", f"`{s.key}`" if s.key else "—",
-                                       s.type.label, s.default_text(), s.doc]) + " |")
+        rows.append(
+            "| "
+            + " | ".join(
+                [f"`{s.env}`" if s.env else "—", f"`{s.key}`" if s.key else "—", s.type.label, s.default_text(), s.doc]
+            )
+            + " |"
+        )
     return "\n".join(rows) + "\n"
 
 

@@ -3,6 +3,7 @@
 a: base environment (numpy 1.26.4, Python 3.11); b: numpy overridden to 2.1.3; c: the user's own
 environment, outside isolation.
 """
+
 from metaflow import FlowSpec, conda, conda_base, step
 
 

@@ -1,5 +1,6 @@
 """A foreach whose tasks share one environment, then a branch into two steps with different
 environments, joined by a step in a third. Artifacts are plain Python values."""
+
 from metaflow import FlowSpec, conda, step
 
 

@@ -1,4 +1,5 @@
 """The seed's LinearFlow: no decorators. Under --environment=conda every step is still isolated."""
+
 from metaflow import FlowSpec, step
 
 

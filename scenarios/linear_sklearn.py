@@ -1,4 +1,5 @@
 """The seed's LinearFlow with scikit-learn declared for `start` only (a version with wheels for 3.11)."""
+
 from metaflow import FlowSpec, conda, step
 
 
@@ -17,6 +18,7 @@ class LinearSklearnFlow(FlowSpec):
         print("the data artifact is: %s" % self.my_var)
         try:
             import sklearn  # noqa: F401 - declared for `start` only, so this must fail here
+
             self.sklearn_in_a = True
         except ImportError:
             self.sklearn_in_a = False

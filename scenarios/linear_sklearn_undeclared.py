@@ -1,5 +1,6 @@
 """The seed's LinearFlow importing sklearn in `start` without declaring it: under
 --environment=conda it must fail with ModuleNotFoundError, even if the user's Python has sklearn."""
+
 from metaflow import FlowSpec, step
 
 

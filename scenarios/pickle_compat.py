@@ -6,6 +6,7 @@
 `numpy._core`, which numpy before 1.26 does not have, and it has no scikit-learn at all. Neither step touches them, so the run succeeds;
 repro's pickle matrix shows what would happen if they did.
 """
+
 from metaflow import FlowSpec, conda, step
 
 

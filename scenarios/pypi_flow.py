@@ -1,4 +1,5 @@
 """@pypi_base / @pypi, run with --environment=pypi."""
+
 from metaflow import FlowSpec, pypi, pypi_base, step
 
 

@@ -1,4 +1,5 @@
 """Steps on different Python versions; an artifact written under 3.9 is read under 3.12."""
+
 from metaflow import FlowSpec, conda, step
 
 

@@ -1,4 +1,5 @@
 """An unseeded random number: every run differs, so a replay must end in "different"."""
+
 import random
 
 from metaflow import FlowSpec, step

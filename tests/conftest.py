@@ -28,8 +28,12 @@ def in_ci() -> bool:
 def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
-    if not (in_ci() and report.skipped and call.excinfo is not None
-            and isinstance(call.excinfo.value, pytest.skip.Exception)):
+    if not (
+        in_ci()
+        and report.skipped
+        and call.excinfo is not None
+        and isinstance(call.excinfo.value, pytest.skip.Exception)
+    ):
         return
     reason = str(call.excinfo.value.msg or "")
     if reason.startswith(MISSING):
@@ -76,14 +80,25 @@ def flow_dir(tmp_path) -> Path:
 def s3_server():
     """moto's S3 server as a subprocess; AWS_* variables point boto3 (and every CLI call) at it."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         _wait_for_port(port)
-        saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION",
-                                                "AWS_ENDPOINT_URL_S3")}
-        os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{port}"})
+        saved = {
+            k: os.environ.get(k)
+            for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL_S3")
+        }
+        os.environ.update(
+            {
+                "AWS_ACCESS_KEY_ID": "testing",
+                "AWS_SECRET_ACCESS_KEY": "testing",
+                "AWS_DEFAULT_REGION": "us-east-1",
+                "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{port}",
+            }
+        )
         yield f"http://127.0.0.1:{port}"
         for k, v in saved.items():
             if v is None:
@@ -107,8 +122,6 @@ def s3_bucket(s3_server, request) -> str:
     return name
 
 
-
-
 @pytest.fixture(scope="session")
 def base_wheels(repro_home, tmp_path_factory) -> Path:
     """Wheels every env needs, for ``local_index``: requests and its dependencies (the implicit
@@ -118,7 +131,9 @@ def base_wheels(repro_home, tmp_path_factory) -> Path:
     from tests.helpers import cli, write_flow
 
     work = tmp_path_factory.mktemp("base-wheels")
-    path = write_flow(work / "seed", '''
+    path = write_flow(
+        work / "seed",
+        """
         from metaflow import FlowSpec, step, pypi
         class SeedFlow(FlowSpec):
             @pypi(packages={"six": "1.16.0"})
@@ -128,7 +143,8 @@ def base_wheels(repro_home, tmp_path_factory) -> Path:
             @step
             def end(self):
                 pass
-    ''')
+    """,
+    )
     r = cli("env", "build", path)
     assert r.code == 0, r.text
     links = work / "wheels"

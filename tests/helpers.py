@@ -44,8 +44,10 @@ def require_locked_pythons(lock_file: Path) -> None:
 
     running = "%d.%d.%d" % sys.version_info[:3]
     for version in sorted(set(re.findall(r'^python = "(\d+\.\d+\.\d+)"$', lock_file.read_text(), re.M))):
-        require(version == running or (PYENV / version / "bin" / "python3").exists(),
-                f"Python {version} (named by {lock_file.name}; no {PYENV}/{version}/bin/python3)")
+        require(
+            version == running or (PYENV / version / "bin" / "python3").exists(),
+            f"Python {version} (named by {lock_file.name}; no {PYENV}/{version}/bin/python3)",
+        )
 
 
 def require_netns() -> None:
@@ -81,8 +83,14 @@ class Result:
 def cli(*args, cwd: Path | None = None, env: dict | None = None, timeout: float = 900) -> Result:
     """Run the real `repro` command line in a subprocess."""
     full_env = {**os.environ, **(env or {})}
-    proc = subprocess.run([sys.executable, "-m", "repro", *map(str, args)], capture_output=True,
-                          text=True, cwd=cwd, env=full_env, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-m", "repro", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=full_env,
+        timeout=timeout,
+    )
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
@@ -116,19 +124,35 @@ class FlowRun:
         """The run's steps, tasks, artifacts and repro metadata, read with Metaflow's client."""
         import json
 
-        proc = subprocess.run([sys.executable, str(ROOT / "tests" / "mf_inspect.py"), f"{flow_name}/{self.run_id}"],
-                              capture_output=True, text=True, env=self.env, timeout=300)
+        proc = subprocess.run(
+            [sys.executable, str(ROOT / "tests" / "mf_inspect.py"), f"{flow_name}/{self.run_id}"],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=300,
+        )
         assert proc.returncode == 0, proc.stderr
         return json.loads(proc.stdout)
 
 
-def run_flow(path: Path, datastore: Path, environment: str = "conda", env: dict | None = None,
-             args: tuple = (), timeout: float = 900) -> FlowRun:
+def run_flow(
+    path: Path,
+    datastore: Path,
+    environment: str = "conda",
+    env: dict | None = None,
+    args: tuple = (),
+    timeout: float = 900,
+) -> FlowRun:
     """`python FLOW.py --environment=<environment> run` for real, with a private local datastore."""
     datastore.mkdir(parents=True, exist_ok=True)
     run_id_file = datastore / f"run-id-{Path(path).stem}-{os.getpid()}-{len(list(datastore.iterdir()))}"
-    full_env = {**os.environ, "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(datastore),
-                "METAFLOW_DEFAULT_DATASTORE": "local", "METAFLOW_DEFAULT_METADATA": "local", **(env or {})}
+    full_env = {
+        **os.environ,
+        "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(datastore),
+        "METAFLOW_DEFAULT_DATASTORE": "local",
+        "METAFLOW_DEFAULT_METADATA": "local",
+        **(env or {}),
+    }
     cmd = [sys.executable, str(path)]
     if environment:
         cmd.append(f"--environment={environment}")
@@ -244,8 +268,8 @@ def make_wheel(folder: Path, name: str, version: str, requires: tuple = (), body
     dist = name.replace("-", "_")
     files = {
         f"{dist}/__init__.py": f"__version__ = {version!r}\n" + textwrap.dedent(body),
-        f"{dist}-{version}.dist-info/METADATA": "Metadata-Version: 2.1\nName: %s\nVersion: %s\n%s\n" % (
-            name, version, "".join(f"Requires-Dist: {r}\n" for r in requires)),
+        f"{dist}-{version}.dist-info/METADATA": "Metadata-Version: 2.1\nName: %s\nVersion: %s\n%s\n"
+        % (name, version, "".join(f"Requires-Dist: {r}\n" for r in requires)),
         f"{dist}-{version}.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: repro-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
     }
     record = []
@@ -278,16 +302,24 @@ SHA = "a" * 64
 def pkg(name, version, sha=SHA):
     from repro.model.lock import Package
 
-    return Package(name, version, "pypi", f"{name}-{version}-py3-none-any.whl",
-                   f"https://example.invalid/{name}-{version}-py3-none-any.whl", sha, 123)
+    return Package(
+        name,
+        version,
+        "pypi",
+        f"{name}-{version}-py3-none-any.whl",
+        f"https://example.invalid/{name}-{version}-py3-none-any.whl",
+        sha,
+        123,
+    )
 
 
 def sample_lock(numpy="1.26.4"):
     from repro.model.lock import Lock, PlatformLock, StepLock
 
     pl = PlatformLock("linux-64", "3.11.7", (pkg("requests", "2.32.3"), pkg("numpy", numpy, "b" * 64)))
-    step = StepLock("start", "conda", "pypi", "3.11", (("numpy", numpy),), (("requests", "2.32.3"),), (), False,
-                    {"linux-64": pl})
+    step = StepLock(
+        "start", "conda", "pypi", "3.11", (("numpy", numpy),), (("requests", "2.32.3"),), (), False, {"linux-64": pl}
+    )
     off = StepLock("c", "conda", "none", "3.11", (), (), (), True, {})
     return Lock("MyFlow", "flow.py", {"start": step, "c": off})
 
@@ -299,16 +331,43 @@ def make_record(run_id="1", tasks=None, env="e" * 64, flow="F", status="success"
     tasks = {"start": {"-": {"x": ("1" * 40, 1, "int")}}, "end": {"-": {}}} if tasks is None else tasks
     steps = {}
     for step, by_key in tasks.items():
-        steps[step] = StepRecord(spec_id="s", env_id=env, disabled=False, tasks={
-            key: TaskRecord(task_id=str(i + 1), env_id=env, fingerprint=f"fp-{step}-{key}", interpreter="",
-                            artifacts={n: ArtifactRecord(sha1=a[0], size=a[1], type=a[2]) for n, a in arts.items()})
-            for i, (key, arts) in enumerate(by_key.items())})
+        steps[step] = StepRecord(
+            spec_id="s",
+            env_id=env,
+            disabled=False,
+            tasks={
+                key: TaskRecord(
+                    task_id=str(i + 1),
+                    env_id=env,
+                    fingerprint=f"fp-{step}-{key}",
+                    interpreter="",
+                    artifacts={n: ArtifactRecord(sha1=a[0], size=a[1], type=a[2]) for n, a in arts.items()},
+                )
+                for i, (key, arts) in enumerate(by_key.items())
+            },
+        )
     from repro.model.lock import PlatformLock
     from repro.model.record import RunStatus
 
-    envs = {k: v if isinstance(v, PlatformLock) else PlatformLock.from_dict(v, "test record", env_id=k)
-            for k, v in (envs or {}).items()}
-    return RunRecord(flow=flow, run_id=run_id, flow_file="f.py", code_sha256="c" * 64, lock_sha256="l" * 64,
-                     parameters={}, pythonhashseed="0", metaflow_version="2.19", repro_version="0", host={},
-                     datastore={}, steps=steps, envs=envs, status=RunStatus(status), pickle_checks=tuple(checks),
-                     step_order=tuple(steps))
+    envs = {
+        k: v if isinstance(v, PlatformLock) else PlatformLock.from_dict(v, "test record", env_id=k)
+        for k, v in (envs or {}).items()
+    }
+    return RunRecord(
+        flow=flow,
+        run_id=run_id,
+        flow_file="f.py",
+        code_sha256="c" * 64,
+        lock_sha256="l" * 64,
+        parameters={},
+        pythonhashseed="0",
+        metaflow_version="2.19",
+        repro_version="0",
+        host={},
+        datastore={},
+        steps=steps,
+        envs=envs,
+        status=RunStatus(status),
+        pickle_checks=tuple(checks),
+        step_order=tuple(steps),
+    )

@@ -29,14 +29,17 @@ def main(pathspec):
     for step in run:
         tasks = []
         for task in step:
-            tasks.append({
-                "id": task.id,
-                "successful": task.successful,
-                "artifacts": {a.id: load(a) for a in task.artifacts if not a.id.startswith("_")}
-                if task.successful else {},
-                "metadata": {k: v for k, v in task.metadata_dict.items() if k.startswith("repro-")},
-                "stderr": task.stderr if not task.successful else "",
-            })
+            tasks.append(
+                {
+                    "id": task.id,
+                    "successful": task.successful,
+                    "artifacts": {a.id: load(a) for a in task.artifacts if not a.id.startswith("_")}
+                    if task.successful
+                    else {},
+                    "metadata": {k: v for k, v in task.metadata_dict.items() if k.startswith("repro-")},
+                    "stderr": task.stderr if not task.successful else "",
+                }
+            )
         out["steps"][step.id] = tasks
     print(json.dumps(out))
 

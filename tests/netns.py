@@ -62,11 +62,18 @@ def offline(cmd: list[str], env: dict, cwd: Path, port: int | None = None, timeo
             listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             listener.bind(sock_path)
             listener.listen(64)
-            threading.Thread(target=_serve, args=(listener, lambda: socket.create_connection(("127.0.0.1", port))),
-                             daemon=True).start()
+            threading.Thread(
+                target=_serve, args=(listener, lambda: socket.create_connection(("127.0.0.1", port))), daemon=True
+            ).start()
         try:
-            return subprocess.run(["unshare", "-n", sys.executable, __file__, sock_path, str(port or 0), "--", *cmd],
-                                  capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout)
+            return subprocess.run(
+                ["unshare", "-n", sys.executable, __file__, sock_path, str(port or 0), "--", *cmd],
+                capture_output=True,
+                text=True,
+                env=env,
+                cwd=cwd,
+                timeout=timeout,
+            )
         finally:
             if listener is not None:
                 listener.close()
@@ -91,4 +98,4 @@ def _inside(sock_path: str, port: int, cmd: list[str]) -> int:
 
 if __name__ == "__main__":
     cut = sys.argv.index("--")
-    sys.exit(_inside(sys.argv[1], int(sys.argv[2]), sys.argv[cut + 1:]))
+    sys.exit(_inside(sys.argv[1], int(sys.argv[2]), sys.argv[cut + 1 :]))

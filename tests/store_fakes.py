@@ -46,9 +46,17 @@ class FakeRun:
         return self.settings.home.code_package(self.record.code_sha256)
 
 
-def fake_run(home: Path, run_id: str = "1", n_packages: int = 5, seed: str = "", flow: str = "FakeFlow",
-             parameters: dict | None = None, code: dict[str, bytes] | None = None,
-             flow_file: str = "flow.py", first_size: int = 0) -> FakeRun:
+def fake_run(
+    home: Path,
+    run_id: str = "1",
+    n_packages: int = 5,
+    seed: str = "",
+    flow: str = "FakeFlow",
+    parameters: dict | None = None,
+    code: dict[str, bytes] | None = None,
+    flow_file: str = "flow.py",
+    first_size: int = 0,
+) -> FakeRun:
     """A run of ``flow`` whose environment has ``n_packages`` package files (contents from ``seed``:
     same seed, same files, so runs can share objects)."""
     settings = settings_for(home)
@@ -59,8 +67,15 @@ def fake_run(home: Path, run_id: str = "1", n_packages: int = 5, seed: str = "",
         if i == 0 and first_size:  # e.g. above boto3's multipart threshold (8 MB)
             data = (data * (first_size // len(data) + 1))[:first_size]
         sha = hashlib.sha256(data).hexdigest()
-        pkg = Package(name=f"pkg{i}", version="1.0", source="pypi", file=f"pkg{i}-1.0-py3-none-any.whl",
-                      url=f"https://example.invalid/pkg{i}.whl", sha256=sha, size=len(data))
+        pkg = Package(
+            name=f"pkg{i}",
+            version="1.0",
+            source="pypi",
+            file=f"pkg{i}-1.0-py3-none-any.whl",
+            url=f"https://example.invalid/pkg{i}.whl",
+            sha256=sha,
+            size=len(data),
+        )
         src = home / "src" / pkg.file
         src.parent.mkdir(parents=True, exist_ok=True)
         src.write_bytes(data)
@@ -73,10 +88,21 @@ def fake_run(home: Path, run_id: str = "1", n_packages: int = 5, seed: str = "",
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(tar)
     record = RunRecord(
-        flow=flow, run_id=run_id, flow_file=flow_file, code_sha256=code_sha, lock_sha256="0" * 64,
-        parameters=parameters or {}, pythonhashseed="0", metaflow_version="2.19", repro_version="test",
-        host={}, datastore={}, steps={"start": StepRecord(spec_id="a" * 64, env_id=pl.env_id, disabled=False)},
-        envs={pl.env_id: pl}, created_at=f"2026-01-01T00:00:{int(run_id) % 60:02d}+00:00" if run_id.isdigit() else "")
+        flow=flow,
+        run_id=run_id,
+        flow_file=flow_file,
+        code_sha256=code_sha,
+        lock_sha256="0" * 64,
+        parameters=parameters or {},
+        pythonhashseed="0",
+        metaflow_version="2.19",
+        repro_version="test",
+        host={},
+        datastore={},
+        steps={"start": StepRecord(spec_id="a" * 64, env_id=pl.env_id, disabled=False)},
+        envs={pl.env_id: pl},
+        created_at=f"2026-01-01T00:00:{int(run_id) % 60:02d}+00:00" if run_id.isdigit() else "",
+    )
     return FakeRun(record, settings, packages)
 
 

@@ -9,7 +9,7 @@ from repro.store.snapshot import push
 from tests.helpers import cli, write_flow
 from tests.store_fakes import fake_run
 
-SIX_FLOW = '''
+SIX_FLOW = """
     from metaflow import FlowSpec, pypi, step
 
     class SixFlow(FlowSpec):
@@ -24,7 +24,7 @@ SIX_FLOW = '''
 
     if __name__ == "__main__":
         SixFlow()
-'''
+"""
 
 
 def no_traceback(r):
@@ -98,9 +98,21 @@ def test_malformed_record_field_types(tmp_path):
 def test_a_bad_setting_stops_a_run_before_metaflow_starts(tmp_path):
     path = write_flow(tmp_path / "proj", SIX_FLOW)
     datastore = tmp_path / "mf"
-    r = no_traceback(cli("run", path, "--store", (tmp_path / "store").as_uri(), cwd=tmp_path,
-                         env={"REPRO_ARTIFACT_MAX_BYTES": "lots", "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(datastore),
-                              "METAFLOW_DEFAULT_DATASTORE": "local", "METAFLOW_DEFAULT_METADATA": "local"}))
+    r = no_traceback(
+        cli(
+            "run",
+            path,
+            "--store",
+            (tmp_path / "store").as_uri(),
+            cwd=tmp_path,
+            env={
+                "REPRO_ARTIFACT_MAX_BYTES": "lots",
+                "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(datastore),
+                "METAFLOW_DEFAULT_DATASTORE": "local",
+                "METAFLOW_DEFAULT_METADATA": "local",
+            },
+        )
+    )
     assert r.code == 2 and "REPRO_ARTIFACT_MAX_BYTES='lots'" in r.err
     assert not datastore.exists()  # no run was started, so no finished run can be lost
 
@@ -111,18 +123,34 @@ def test_repro_home_unusable_under_a_plain_metaflow_run_is_a_message_not_a_trace
 
     path = write_flow(tmp_path / "proj", SIX_FLOW)
     (tmp_path / "homefile").write_text("")
-    env = {**__import__("os").environ, "REPRO_HOME": str(tmp_path / "homefile"),
-           "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(tmp_path / "mf"), "METAFLOW_DEFAULT_DATASTORE": "local",
-           "METAFLOW_DEFAULT_METADATA": "local"}
-    proc = subprocess.run([sys.executable, str(path), "--environment=conda", "run"], capture_output=True, text=True,
-                          env=env, cwd=tmp_path, timeout=600)
+    env = {
+        **__import__("os").environ,
+        "REPRO_HOME": str(tmp_path / "homefile"),
+        "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(tmp_path / "mf"),
+        "METAFLOW_DEFAULT_DATASTORE": "local",
+        "METAFLOW_DEFAULT_METADATA": "local",
+    }
+    proc = subprocess.run(
+        [sys.executable, str(path), "--environment=conda", "run"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=600,
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0 and "homefile" in out and "Traceback" not in out, out[-3000:]
     assert "REPRO_HOME" in out and "is a file, not a folder" in out  # not blamed on the package index
     # with a lock, the first write under REPRO_HOME is ours: an OSError there is a message too
     assert cli("lock", path).code == 0
     env["REPRO_HOME"] = str(tmp_path / "homefile" / "sub")
-    proc = subprocess.run([sys.executable, str(path), "--environment=conda", "run"], capture_output=True, text=True,
-                          env=env, cwd=tmp_path, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, str(path), "--environment=conda", "run"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=600,
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0 and "homefile" in out and "Traceback" not in out, out[-3000:]

@@ -13,7 +13,7 @@ from repro.errors import IntegrityError
 from repro.model.lock import Package
 from tests.helpers import cli, env_paths, installed_python, require_python, write_flow
 
-SMALL = '''
+SMALL = """
     from metaflow import FlowSpec, step, pypi
     class {name}(FlowSpec):
         @pypi(packages={{"six": "1.16.0"}}{python})
@@ -23,7 +23,7 @@ SMALL = '''
         @step
         def end(self):
             pass
-'''
+"""
 
 
 def small_flow(folder: Path, name="SmallFlow", python="") -> Path:
@@ -61,8 +61,10 @@ def test_build_isolates_each_step_and_shares_identical_envs(tmp_path, repro_home
 def assert_isolated(env: Path) -> None:
     """Isolation seen from inside the env, not only through `import pytest`: nothing of the test
     runner's venv, the base interpreter's site-packages or the user site is on sys.path."""
-    code = ("import json, site, sys; print(json.dumps({'path': sys.path, 'user': site.ENABLE_USER_SITE, "
-            "'prefix': sys.prefix}))")
+    code = (
+        "import json, site, sys; print(json.dumps({'path': sys.path, 'user': site.ENABLE_USER_SITE, "
+        "'prefix': sys.prefix}))"
+    )
     import json
 
     def run(src):  # from a neutral folder: `python -c` puts the working directory on sys.path
@@ -120,8 +122,15 @@ def test_reuse_is_cheap_and_a_half_built_env_is_rebuilt(tmp_path):
 def test_concurrent_builds_of_one_env_give_one_build_and_all_succeed(tmp_path):
     path = write_flow(tmp_path, SMALL.format(name="RaceFlow", python="").replace('"1.16.0"', '"1.15.0"'))
     assert cli("lock", path).code == 0
-    procs = [subprocess.Popen([sys.executable, "-m", "repro", "env", "build", "--step", "start", str(path)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "repro", "env", "build", "--step", "start", str(path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
     outs = [p.communicate(timeout=300) + (p.returncode,) for p in procs]
     assert all(code == 0 for _, _, code in outs), outs
     built = [out for out, _, _ in outs if "built env" in out]
@@ -235,8 +244,7 @@ def test_fingerprint_lists_the_interpreters_distributions():
 def test_fingerprint_from_outside_equals_fingerprint_from_inside(tmp_path):
     """Builds fingerprint from outside the env (no interpreter start-up); tasks do it from inside.
     Both must give the same digest, or every task would report drift."""
-    from repro.env import fingerprint
-    from repro.env import pythons
+    from repro.env import fingerprint, pythons
     from repro.env.engine import environments, open_flow
 
     path = small_flow(tmp_path, "DigestFlow")

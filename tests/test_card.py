@@ -3,15 +3,15 @@
 import json
 import subprocess
 import sys
-import tomllib
 
 import pytest
+import tomllib
 
 from tests.helpers import cli, run_flow, write_flow
 
 pytestmark = pytest.mark.slow
 
-FLOW = '''
+FLOW = """
     from metaflow import FlowSpec, step, pypi
 
     class CardFlow(FlowSpec):
@@ -28,16 +28,16 @@ FLOW = '''
 
     if __name__ == "__main__":
         CardFlow()
-'''
+"""
 
-READ_CARDS = '''
+READ_CARDS = """
 import json, sys
 from metaflow import Task, namespace
 from metaflow.cards import get_cards
 namespace(None)
 cards = get_cards(Task(sys.argv[1]), type="repro")
 print(json.dumps([card.get() for card in cards]))
-'''
+"""
 
 
 def test_the_repro_card_shows_env_python_packages_fingerprint_and_pickle_checks(flow_dir, tmp_path):
@@ -46,8 +46,13 @@ def test_the_repro_card_shows_env_python_packages_fingerprint_and_pickle_checks(
     lock = (flow_dir / "flow.repro.lock").read_text()
     run = run_flow(path, tmp_path / "mf", args=("--with", "card:type=repro"))
     assert run.code == 0, run.text[-3000:]
-    proc = subprocess.run([sys.executable, "-c", READ_CARDS, f"CardFlow/{run.run_id}/start/1"], env=run.env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", READ_CARDS, f"CardFlow/{run.run_id}/start/1"],
+        env=run.env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     cards = json.loads(proc.stdout)
     assert len(cards) == 1

@@ -4,7 +4,7 @@ import pytest
 
 from tests.helpers import cli, write_flow
 
-FLOW = '''
+FLOW = """
     from metaflow import FlowSpec, step, pypi
 
     class SummaryFlow(FlowSpec):
@@ -20,20 +20,24 @@ FLOW = '''
 
     if __name__ == "__main__":
         SummaryFlow()
-'''
+"""
 
 
 @pytest.mark.slow
 def test_run_prints_a_short_summary_and_the_next_command_and_store_push_takes_latest(flow_dir, tmp_path):
     path = write_flow(flow_dir, FLOW)
     store = (tmp_path / "store").as_uri()
-    env = {"METAFLOW_DATASTORE_SYSROOT_LOCAL": str(tmp_path / "mf"), "METAFLOW_DEFAULT_DATASTORE": "local",
-           "METAFLOW_DEFAULT_METADATA": "local", "REPRO_STORE": store}
+    env = {
+        "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(tmp_path / "mf"),
+        "METAFLOW_DEFAULT_DATASTORE": "local",
+        "METAFLOW_DEFAULT_METADATA": "local",
+        "REPRO_STORE": store,
+    }
     assert cli("lock", path).code == 0
     r = cli("run", path, env=env, cwd=flow_dir)
     assert r.code == 0, r.text[-3000:]
     out = r.out.strip().splitlines()
-    lines = out[next(i for i, line in enumerate(out) if line.startswith("run SummaryFlow/")):]  # after Metaflow's
+    lines = out[next(i for i, line in enumerate(out) if line.startswith("run SummaryFlow/")) :]  # after Metaflow's
     assert lines[0].startswith("run SummaryFlow/") and "2 steps, 2 tasks" in lines[0]
     assert lines[1].startswith("pickle checks: ") and " ok" in lines[1] and "fails" not in lines[1]
     assert f"pushed to {store}" in r.out

@@ -10,7 +10,7 @@ from repro.env.cache import PackageCache
 from tests.helpers import cli, write_flow
 from tests.test_build import env_paths, run_in
 
-FLOW = '''
+FLOW = """
     from metaflow import FlowSpec, step, pypi
     class {name}(FlowSpec):
         @pypi(packages={{"six": "{six}"}})
@@ -20,7 +20,7 @@ FLOW = '''
         @step
         def end(self):
             pass
-'''
+"""
 
 
 def six_file(home, lock_text: str, version: str):

@@ -10,7 +10,7 @@ from tests.helpers import cli, write_flow
 
 pytestmark = pytest.mark.slow
 
-PLAYLIST = '''
+PLAYLIST = """
     from metaflow import FlowSpec, step
 
 
@@ -27,12 +27,15 @@ PLAYLIST = '''
 
     if __name__ == "__main__":
         PlayListFlow()
-'''
+"""
 
 
 def test_two_files_defining_the_same_class_are_two_flows(tmp_path):
-    mf_env = {"METAFLOW_DATASTORE_SYSROOT_LOCAL": str(tmp_path / "mf"), "METAFLOW_DEFAULT_DATASTORE": "local",
-              "METAFLOW_DEFAULT_METADATA": "local"}
+    mf_env = {
+        "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(tmp_path / "mf"),
+        "METAFLOW_DEFAULT_DATASTORE": "local",
+        "METAFLOW_DEFAULT_METADATA": "local",
+    }
     proj = tmp_path / "proj"
     a = write_flow(proj / "flows", PLAYLIST.format(genre="jazz"), name="jazz.py", conda_source=None)
     b = write_flow(proj / "flows", PLAYLIST.format(genre="rock"), name="rock.py", conda_source=None)
@@ -46,8 +49,10 @@ def test_two_files_defining_the_same_class_are_two_flows(tmp_path):
     records = {p.parent.name: from_json(p.read_text(), str(p)) for p in store_root.glob("runs/*/*/record.json")}
     identities = sorted(rec.identity for rec in records.values())
     assert identities == ["PlayListFlow:flows/jazz.py", "PlayListFlow:flows/rock.py"]
-    assert {p.parent.name for p in store_root.glob("runs/*/latest")} == {"PlayListFlow@flows~jazz.py",
-                                                                         "PlayListFlow@flows~rock.py"}
+    assert {p.parent.name for p in store_root.glob("runs/*/latest")} == {
+        "PlayListFlow@flows~jazz.py",
+        "PlayListFlow@flows~rock.py",
+    }
     # `latest` is per flow file; a class name alone no longer says which
     ambiguous = cli("store", "show", "PlayListFlow/latest", "--store", store_root.as_uri())
     assert ambiguous.code == 2 and "ambiguous" in ambiguous.err and "PlayListFlow@flows~rock.py" in ambiguous.err

@@ -18,7 +18,9 @@ def test_seed_base_override_flow_merges_as_the_documentation_says():
 
 
 def test_computed_decorator_values_work_because_the_flow_is_imported(flow_dir):
-    path = write_flow(flow_dir, '''
+    path = write_flow(
+        flow_dir,
+        """
         import platform
         from metaflow import FlowSpec, step, pypi_base
 
@@ -34,7 +36,8 @@ def test_computed_decorator_values_work_because_the_flow_is_imported(flow_dir):
             @step
             def end(self):
                 pass
-    ''')
+    """,
+    )
     import platform
 
     flow = open_flow(path)
@@ -42,10 +45,13 @@ def test_computed_decorator_values_work_because_the_flow_is_imported(flow_dir):
 
 
 def test_a_flow_that_does_not_import_names_the_file_and_the_error(flow_dir):
-    path = write_flow(flow_dir, '''
+    path = write_flow(
+        flow_dir,
+        """
         from metaflow import FlowSpec, step
         import no_such_module_anywhere
-    ''')
+    """,
+    )
     with pytest.raises(FlowLoadError) as err:
         open_flow(path)
     msg = str(err.value)
@@ -59,7 +65,7 @@ def test_a_file_without_a_flow_is_refused(flow_dir):
 
 
 def test_an_edited_flow_is_read_afresh(flow_dir):
-    body = '''
+    body = """
         from metaflow import FlowSpec, step, pypi
         class EditFlow(FlowSpec):
             @pypi(packages={"six": "%s"})
@@ -69,7 +75,7 @@ def test_an_edited_flow_is_read_afresh(flow_dir):
             @step
             def end(self):
                 pass
-    '''
+    """
     path = write_flow(flow_dir, body % "1.16.0")
     assert dict(open_flow(path).specs["start"].libraries) == {"six": "1.16.0"}
     write_flow(flow_dir, body % "1.17.0")

@@ -30,14 +30,37 @@ pytestmark = pytest.mark.fuzz
 FAST = settings(max_examples=150, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 SLOW = settings(max_examples=15, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 
-HOSTILE_TEXT = st.sampled_from([
-    "", ".", "..", "../x", "/etc/passwd", "C:\\x", "a\\b", "a/../../b", "\x00", "~", "$HOME", "--run-id-file",
-    "x" * 300, "é", "a b", "0" * 64, "g" * 64, "0" * 63, "FakeFlow", "disabled", "-", "1.2",
-]) | st.text(max_size=20)
+HOSTILE_TEXT = st.sampled_from(
+    [
+        "",
+        ".",
+        "..",
+        "../x",
+        "/etc/passwd",
+        "C:\\x",
+        "a\\b",
+        "a/../../b",
+        "\x00",
+        "~",
+        "$HOME",
+        "--run-id-file",
+        "x" * 300,
+        "é",
+        "a b",
+        "0" * 64,
+        "g" * 64,
+        "0" * 63,
+        "FakeFlow",
+        "disabled",
+        "-",
+        "1.2",
+    ]
+) | st.text(max_size=20)
 VALUES = st.recursive(
-    HOSTILE_TEXT | st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=True),
+    HOSTILE_TEXT | st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=True),
     lambda children: st.lists(children, max_size=3) | st.dictionaries(HOSTILE_TEXT, children, max_size=3),
-    max_leaves=6)
+    max_leaves=6,
+)
 
 
 def _paths(doc, prefix=()):
@@ -100,13 +123,17 @@ def test_a_mutated_record_decodes_or_is_bad_input_and_its_paths_stay_inside(doc)
         return
     root = Path("/nonexistent-root")
     home = Home(root)
-    for path in (home.record(record.flow, record.run_id), home.code_package(record.code_sha256),
-                 home.replays_of(record.flow)):
+    for path in (
+        home.record(record.flow, record.run_id),
+        home.code_package(record.code_sha256),
+        home.replays_of(record.flow),
+    ):
         assert root in path.parents
     inside(root, record.flow_file, "flow_file")  # accepted means contained
     keys = [layout.record(record.flow, record.run_id), layout.code(record.code_sha256)]
-    keys += [layout.lock(e) for e in record.envs] + [layout.package(p.sha256, p.file)
-                                                     for pl in record.envs.values() for p in pl.packages]
+    keys += [layout.lock(e) for e in record.envs] + [
+        layout.package(p.sha256, p.file) for pl in record.envs.values() for p in pl.packages
+    ]
     for key in keys:
         inside(root, key, "key")
 
@@ -201,8 +228,11 @@ def test_store_verify_flags_every_mutation_pull_rejects_and_the_cli_stays_clean(
     tmp = Path(tempfile.mkdtemp(prefix="repro-fuzz-store-"))
     try:
         run, store = _store_with_run(tmp)
-        objects = sorted(p.relative_to(store.root).as_posix() for p in store.root.rglob("*") if p.is_file()
-                         and not p.relative_to(store.root).as_posix().startswith(("runs/", "leases/")))
+        objects = sorted(
+            p.relative_to(store.root).as_posix()
+            for p in store.root.rglob("*")
+            if p.is_file() and not p.relative_to(store.root).as_posix().startswith(("runs/", "leases/"))
+        )
         target = data.draw(st.sampled_from(objects))
         _apply(store, run, kind, target, n, value)
         # replay's pull, into an empty REPRO_HOME
@@ -244,8 +274,14 @@ def test_replay_of_a_mutated_record_exits_cleanly_and_writes_nothing_outside(doc
         record_file.write_text(json.dumps(doc))
         (tmp / "store").mkdir()
         before = set(tmp.rglob("*"))
-        r = cli("replay", record_file, "--store", (tmp / "store").as_uri(), env={"REPRO_HOME": str(tmp / "home")},
-                timeout=120)
+        r = cli(
+            "replay",
+            record_file,
+            "--store",
+            (tmp / "store").as_uri(),
+            env={"REPRO_HOME": str(tmp / "home")},
+            timeout=120,
+        )
         assert r.code in (0, 1, 2, 3) and "Traceback" not in r.text, r.text
         assert r.code != 0  # the store is empty: nothing can be replayed
         after = {p for p in tmp.rglob("*") if not p.is_relative_to(tmp / "home")}

@@ -54,7 +54,7 @@ def test_gc_loop_against_four_concurrent_pushes_loses_nothing(tmp_path, s3_serve
                 push(run.record, store, run.settings, jobs=4)
                 with lock:
                     stats["pushes"] += 1
-        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+        except BaseException as exc:
             errors.append(exc)
 
     def collector() -> None:
@@ -65,7 +65,7 @@ def test_gc_loop_against_four_concurrent_pushes_loses_nothing(tmp_path, s3_serve
                 with lock:
                     stats["gc_runs"] += 1
                     stats["deleted"] += len(removed)
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=pusher, args=(w,)) for w in range(4)] + [threading.Thread(target=collector)]

@@ -1,13 +1,13 @@
 """`repro lock` against the real package index through uv."""
 
 import sys
-import tomllib
 
 import pytest
+import tomllib
 
 from tests.helpers import cli, write_flow
 
-SIX_FLOW = '''
+SIX_FLOW = """
     from metaflow import FlowSpec, step, conda, conda_base
 
     @conda_base(libraries={"six": "1.16.0"})
@@ -25,7 +25,7 @@ SIX_FLOW = '''
         @step
         def end(self):
             pass
-'''
+"""
 
 
 def test_lock_writes_a_deterministic_lock_and_check_passes(flow_dir):
@@ -66,7 +66,9 @@ def test_check_exits_1_with_a_readable_diff_and_leaves_the_lock_alone(flow_dir):
 
 
 def test_locking_for_other_platforms_from_this_box(flow_dir):
-    path = write_flow(flow_dir, '''
+    path = write_flow(
+        flow_dir,
+        """
         from metaflow import FlowSpec, step, pypi
         class NumpyFlow(FlowSpec):
             @pypi(packages={"numpy": "2.1.3"}, python="3.11.7")
@@ -76,7 +78,8 @@ def test_locking_for_other_platforms_from_this_box(flow_dir):
             @step
             def end(self):
                 pass
-    ''')
+    """,
+    )
     r = cli("lock", path, "--platform", "linux-64", "--platform", "osx-arm64", "--export-pylock", flow_dir / "out")
     assert r.code == 0, r.text
     doc = tomllib.loads((flow_dir / "flow.repro.lock").read_text())
@@ -95,19 +98,27 @@ def test_locking_for_other_platforms_from_this_box(flow_dir):
     from repro.env.uvtool import uv_bin
 
     linux = flow_dir / "out" / "pylock.flow-start-linux-64.toml"
-    proc = subprocess.run([uv_bin(), "pip", "install", "--dry-run", "--python", sys.executable, "-r", str(linux)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [uv_bin(), "pip", "install", "--dry-run", "--python", sys.executable, "-r", str(linux)],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "numpy==2.1.3" in proc.stderr
 
 
-@pytest.mark.parametrize("libs,match", [
-    ('{"surely-not-a-real-package-repro-xyz": "1.0.0"}', "surely-not-a-real-package-repro-xyz"),
-    ('{"six": "99.99.99"}', "six"),
-    ('{"urllib3": "1.20"}', "urllib3"),  # requests (implicit) needs urllib3>=1.21.1: conflicting pins
-])
+@pytest.mark.parametrize(
+    "libs,match",
+    [
+        ('{"surely-not-a-real-package-repro-xyz": "1.0.0"}', "surely-not-a-real-package-repro-xyz"),
+        ('{"six": "99.99.99"}', "six"),
+        ('{"urllib3": "1.20"}', "urllib3"),  # requests (implicit) needs urllib3>=1.21.1: conflicting pins
+    ],
+)
 def test_unresolvable_declarations_exit_2_naming_flow_step_and_library(flow_dir, libs, match, local_index):
-    path = write_flow(flow_dir, f'''
+    path = write_flow(
+        flow_dir,
+        f"""
         from metaflow import FlowSpec, step, pypi
         class BadFlow(FlowSpec):
             @pypi(packages={libs})
@@ -117,7 +128,8 @@ def test_unresolvable_declarations_exit_2_naming_flow_step_and_library(flow_dir,
             @step
             def end(self):
                 pass
-    ''')
+    """,
+    )
     # a name nobody has must stay unknown: resolve it from a local folder only, never from PyPI
     r = cli("lock", path, env=local_index if "surely-not" in libs else None)
     assert r.code == 2, r.text
@@ -126,16 +138,21 @@ def test_unresolvable_declarations_exit_2_naming_flow_step_and_library(flow_dir,
     assert "Traceback" not in r.err
 
 
-@pytest.mark.parametrize("decl,match", [
-    ('libraries={"pandas": ">=1.0"}', "'pandas' is not pinned to one exact version"),
-    ('libraries={"pandas": ""}', "'pandas' is not pinned (empty version)"),
-    ('libraries={"pandas": "1.*"}', "'pandas' is not pinned to one exact version"),
-    ('python="3.6"', "Metaflow 2.19 needs Python 3.7 or newer"),
-    ('python="3.14"', "Python 3.14 is not installed here (installed: 3.7"),
-    ('libraries="pandas==2.2.3"', "must be a dict"),
-])
+@pytest.mark.parametrize(
+    "decl,match",
+    [
+        ('libraries={"pandas": ">=1.0"}', "'pandas' is not pinned to one exact version"),
+        ('libraries={"pandas": ""}', "'pandas' is not pinned (empty version)"),
+        ('libraries={"pandas": "1.*"}', "'pandas' is not pinned to one exact version"),
+        ('python="3.6"', "Metaflow 2.19 needs Python 3.7 or newer"),
+        ('python="3.14"', "Python 3.14 is not installed here (installed: 3.7"),
+        ('libraries="pandas==2.2.3"', "must be a dict"),
+    ],
+)
 def test_bad_declarations_exit_2_and_write_nothing(flow_dir, decl, match):
-    path = write_flow(flow_dir, f'''
+    path = write_flow(
+        flow_dir,
+        f"""
         from metaflow import FlowSpec, step, conda
         class BadFlow(FlowSpec):
             @conda({decl})
@@ -145,7 +162,8 @@ def test_bad_declarations_exit_2_and_write_nothing(flow_dir, decl, match):
             @step
             def end(self):
                 pass
-    ''')
+    """,
+    )
     r = cli("lock", path)
     assert r.code == 2, r.text
     assert match in r.err and "BadFlow" in r.err and "'start'" in r.err

@@ -2,10 +2,10 @@
 
 import json
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from repro.env.engine import open_flow
 from tests.helpers import SCENARIOS, require_locked_pythons, run_flow, same_file, write_flow
@@ -61,11 +61,13 @@ def test_scenario_runs_as_expected(name, datastore, repro_home):
             assert md["repro-env-id"] == env_id and md["repro-spec-id"] == spec.spec_id
             assert Path(md["repro-interpreter"]).absolute().is_relative_to((repro_home / "envs").absolute())
             fp = json.loads(md["repro-fingerprint"])
-            assert fp["distributions"] == {p.name: p.version for p in flow.lock.steps[step].platforms["linux-64"].packages}
+            assert fp["distributions"] == {
+                p.name: p.version for p in flow.lock.steps[step].platforms["linux-64"].packages
+            }
 
 
 def _flow(decorator: str, name: str = "BadRunFlow") -> str:
-    return f'''
+    return f"""
         from metaflow import FlowSpec, step, conda, pypi
         class {name}(FlowSpec):
             {decorator}
@@ -78,16 +80,21 @@ def _flow(decorator: str, name: str = "BadRunFlow") -> str:
                 pass
         if __name__ == "__main__":
             {name}()
-    '''
+    """
 
 
-@pytest.mark.parametrize("decorator,match", [
-    ('@conda(libraries={"pandas": ">=1.0"})', "'pandas' is not pinned to one exact version"),
-    ('@conda(libraries={"surely-not-a-real-package-repro-xyz": "1.0"})', "surely-not-a-real-package-repro-xyz"),
-    ('@conda(python="3.14")', "Python 3.14 is not installed here"),
-    ('@conda(libraries={"six": "1.16.0"})\n            @pypi(packages={"six": "1.16.0"})',
-     "@conda and @pypi cannot both be used on the same step"),
-])
+@pytest.mark.parametrize(
+    "decorator,match",
+    [
+        ('@conda(libraries={"pandas": ">=1.0"})', "'pandas' is not pinned to one exact version"),
+        ('@conda(libraries={"surely-not-a-real-package-repro-xyz": "1.0"})', "surely-not-a-real-package-repro-xyz"),
+        ('@conda(python="3.14")', "Python 3.14 is not installed here"),
+        (
+            '@conda(libraries={"six": "1.16.0"})\n            @pypi(packages={"six": "1.16.0"})',
+            "@conda and @pypi cannot both be used on the same step",
+        ),
+    ],
+)
 def test_bad_declarations_stop_the_run_before_any_task(decorator, match, tmp_path, datastore, local_index):
     path = write_flow(tmp_path / "proj", _flow(decorator))
     # a name nobody has must stay unknown: resolve it from a local folder only, never from PyPI

@@ -11,13 +11,13 @@ from tests.helpers import cli, make_wheel
 pytestmark = pytest.mark.slow
 
 PKG = "repro-t15-pickled-thing"  # a name of our own; resolved from the local folder only
-THING = '''
+THING = """
 class Thing:
     def __init__(self, n):
         self.n = n
-'''
+"""
 
-FLOW = '''
+FLOW = """
 from metaflow import FlowSpec, step, pypi
 
 class PickleFlow(FlowSpec):
@@ -35,7 +35,7 @@ class PickleFlow(FlowSpec):
 
 if __name__ == "__main__":
     PickleFlow()
-'''
+"""
 
 
 @pytest.fixture
@@ -58,8 +58,9 @@ def outcomes(pytester, reader: str) -> tuple[dict, str]:
     lock = cli("lock", path)
     assert lock.code == 0, lock.text
     assert f"{PKG}" in (pytester.path / "pickle_flow.repro.lock").read_text()
-    r = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--repro", "pickle_flow.py", "--junitxml", "junit.xml",
-                                      "-rA", timeout=900)
+    r = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--repro", "pickle_flow.py", "--junitxml", "junit.xml", "-rA", timeout=900
+    )
     items = {}
     for case in ET.parse(pytester.path / "junit.xml").getroot().iter("testcase"):
         kinds = [child.tag for child in case if child.tag in ("failure", "error", "skipped")]
@@ -86,8 +87,7 @@ def test_loads_but_versions_differ_is_a_warning_not_a_pass_or_a_failure(project)
     items, text = outcomes(project, reader=f'@pypi(packages={{"{PKG}": "2.0"}})')
     assert set(items.values()) == {"passed"}, (items, text[-3000:])
     assert "ReproPickleWarning" in text
-    assert "PickleFlow: start.thing read by end: loads, but versions differ; " \
-           f"{PKG} 1.0 -> 2.0" in text, text[-3000:]
+    assert f"PickleFlow: start.thing read by end: loads, but versions differ; {PKG} 1.0 -> 2.0" in text, text[-3000:]
     assert "PickleFlow.end: artifact 'thing' (from start/-) loads with a warning" in text
 
 
@@ -97,7 +97,7 @@ def test_the_same_version_downstream_is_ok_and_silent(project):
     assert "versions differ" not in text and "ReproPickleWarning" not in text
 
 
-INCLUDE_FLOW = '''
+INCLUDE_FLOW = """
 from metaflow import FlowSpec, IncludeFile, step
 
 class IncludeFlow(FlowSpec):
@@ -114,7 +114,7 @@ class IncludeFlow(FlowSpec):
 
 if __name__ == "__main__":
     IncludeFlow()
-'''
+"""
 
 
 def test_artifacts_whose_classes_live_in_metaflow_load_in_every_reader(tmp_path):
@@ -128,8 +128,11 @@ def test_artifacts_whose_classes_live_in_metaflow_load_in_every_reader(tmp_path)
     (folder / "table.csv").write_text("a,b\n1,2\n")
     (folder / "include_flow.py").write_text(INCLUDE_FLOW)
     store = tmp_path / "store"
-    env = {"METAFLOW_DATASTORE_SYSROOT_LOCAL": str(tmp_path / "mf"), "METAFLOW_DEFAULT_DATASTORE": "local",
-           "METAFLOW_DEFAULT_METADATA": "local"}
+    env = {
+        "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(tmp_path / "mf"),
+        "METAFLOW_DEFAULT_DATASTORE": "local",
+        "METAFLOW_DEFAULT_METADATA": "local",
+    }
     r = cli("run", folder / "include_flow.py", "--store", store.as_uri(), env=env, cwd=folder)
     assert r.code == 0, r.text[-3000:]
     record = json.loads(next(store.glob("runs/**/record.json")).read_text())

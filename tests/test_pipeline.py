@@ -6,7 +6,7 @@ from tests.helpers import cli, write_flow
 
 pytestmark = pytest.mark.slow
 
-FLOW = '''
+FLOW = """
     from metaflow import FlowSpec, step, pypi
 
     class ExitFlow(FlowSpec):
@@ -24,15 +24,19 @@ FLOW = '''
 
     if __name__ == "__main__":
         ExitFlow()
-'''
+"""
 
 
 def test_exit_codes_of_failures_inside_metaflow_reach_the_cli(flow_dir, tmp_path):
     """Pins: a repro error raised in Metaflow's process keeps its own exit code (2 for a stale lock
     under REPRO_FROZEN) and message; a failed step gives Metaflow's exit code, not a made-up one."""
     path = write_flow(flow_dir, FLOW % "1.16.0")
-    env = {"METAFLOW_DATASTORE_SYSROOT_LOCAL": str(tmp_path / "mf"), "METAFLOW_DEFAULT_DATASTORE": "local",
-           "METAFLOW_DEFAULT_METADATA": "local", "REPRO_STORE": (tmp_path / "store").as_uri()}
+    env = {
+        "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(tmp_path / "mf"),
+        "METAFLOW_DEFAULT_DATASTORE": "local",
+        "METAFLOW_DEFAULT_METADATA": "local",
+        "REPRO_STORE": (tmp_path / "store").as_uri(),
+    }
     assert cli("lock", path).code == 0
     failed = cli("run", path, env={**env, "EXIT_FLOW_FAIL": "1"}, cwd=flow_dir)
     assert failed.code == 1, failed.text[-3000:]

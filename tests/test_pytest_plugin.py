@@ -14,7 +14,7 @@ from tests.helpers import cli, make_wheel, require_chromium
 
 pytestmark = pytest.mark.slow
 
-FLOW = '''
+FLOW = """
 from metaflow import FlowSpec, step, pypi
 
 class {name}(FlowSpec):
@@ -36,7 +36,7 @@ class {name}(FlowSpec):
 
 if __name__ == "__main__":
     {name}()
-'''
+"""
 
 
 @pytest.fixture
@@ -62,8 +62,13 @@ def test_collection_names_and_nothing_without_repro(project):
     flow(project)
     r = run(project, "--repro", "demo_flow.py", "--collect-only", "-q")
     lines = [line for line in r.outlines if "::" in line]
-    assert lines == ["demo_flow.py::DemoFlow::start", "demo_flow.py::DemoFlow::b", "demo_flow.py::DemoFlow::end",
-                     "demo_flow.py::DemoFlow::[lock]", "demo_flow.py::DemoFlow::[pickle]"]
+    assert lines == [
+        "demo_flow.py::DemoFlow::start",
+        "demo_flow.py::DemoFlow::b",
+        "demo_flow.py::DemoFlow::end",
+        "demo_flow.py::DemoFlow::[lock]",
+        "demo_flow.py::DemoFlow::[pickle]",
+    ]
     r = run(project, "--repro", "demo_flow.py", "--collect-only", "-q", "--repro-baseline", "latest")
     assert "demo_flow.py::DemoFlow::[baseline]" in r.outlines
     r = run(project, "demo_flow.py", "--collect-only", "-q")
@@ -86,7 +91,11 @@ def test_passing_run_runs_the_flow_once_and_writes_reports(project):
 
     doc = json.loads((project.path / "reports" / "repro-report.json").read_text())
     jsonschema.validate(doc, json.loads(SCHEMA_FILE.read_text()))
-    assert doc["flows"][0]["status"] == "passed" and [s["step"] for s in doc["flows"][0]["steps"]] == ["start", "b", "end"]
+    assert doc["flows"][0]["status"] == "passed" and [s["step"] for s in doc["flows"][0]["steps"]] == [
+        "start",
+        "b",
+        "end",
+    ]
     md = (project.path / "reports" / "repro-report.md").read_text()
     assert "## DemoFlow — passed" in md and "| start " in md
     html = (project.path / "reports" / "repro-report.html").read_text()
@@ -95,7 +104,9 @@ def test_passing_run_runs_the_flow_once_and_writes_reports(project):
     # JUnit carries env id and fingerprint as properties
     cases = {c.get("name"): c for c in ET.parse(project.path / "junit.xml").getroot().iter("testcase")}
     props = {p.get("name"): p.get("value") for p in cases["start"].iter("property")}
-    assert re.fullmatch(r"[0-9a-f]{64}", props["repro_env_id"]) and re.fullmatch(r"[0-9a-f]{64}", props["repro_fingerprint"])
+    assert re.fullmatch(r"[0-9a-f]{64}", props["repro_env_id"]) and re.fullmatch(
+        r"[0-9a-f]{64}", props["repro_fingerprint"]
+    )
 
 
 def test_without_a_lock_one_is_written_and_the_lock_item_says_commit_it(project):
@@ -160,8 +171,11 @@ def test_stale_lock_when_frozen_fails_the_lock_item_and_skips_the_steps(project,
 def test_a_declaration_that_cannot_be_locked_fails_the_lock_item(project):
     (project.path / "pyproject.toml").write_text("[tool.repro]\n")  # no conda-source
     path = project.path / "conda_flow.py"
-    path.write_text(FLOW.format(name="CondaFlow", six="1.16.0", b_body="pass").replace("pypi", "conda")
-                    .replace("packages=", "libraries="))
+    path.write_text(
+        FLOW.format(name="CondaFlow", six="1.16.0", b_body="pass")
+        .replace("pypi", "conda")
+        .replace("packages=", "libraries=")
+    )
     r = run(project, "--repro", "conda_flow.py", "-rs")
     text = r.stdout.str()
     r.assert_outcomes(failed=1, skipped=4)
@@ -174,8 +188,11 @@ def test_resolution_drift_only_with_repro_drift(project, local_index, monkeypatc
     make_wheel(links, "repro-drift-top", "1.0", requires=("repro-drift-dep>=1.0",))
     make_wheel(links, "repro-drift-dep", "1.0")
     path = project.path / "drift_flow.py"
-    path.write_text(FLOW.format(name="DriftFlow", six="1.16.0", b_body="pass").replace(
-        '{"six": "1.16.0"}', '{"six": "1.16.0", "repro-drift-top": "1.0"}'))
+    path.write_text(
+        FLOW.format(name="DriftFlow", six="1.16.0", b_body="pass").replace(
+            '{"six": "1.16.0"}', '{"six": "1.16.0", "repro-drift-top": "1.0"}'
+        )
+    )
     for key, value in local_index.items():
         monkeypatch.setenv(key, value)
     assert cli("lock", path).code == 0
@@ -240,7 +257,8 @@ def test_last_failed_reruns_only_failures(project):
 
 def test_repro_run_fixture_gives_record_and_artifacts(project):
     assert cli("lock", flow(project)).code == 0
-    project.makepyfile(test_user="""
+    project.makepyfile(
+        test_user="""
         import pytest
 
         @pytest.mark.repro("demo_flow.py")
@@ -252,7 +270,8 @@ def test_repro_run_fixture_gives_record_and_artifacts(project):
 
         def test_needs_a_marker(repro_run):
             pass
-    """)
+    """
+    )
     r = run(project, "test_user.py")
     r.assert_outcomes(passed=1, errors=1)  # a fixture that cannot be set up is an error, as pytest does it
     assert "mark the test with @pytest.mark.repro" in r.stdout.str()
@@ -261,12 +280,17 @@ def test_repro_run_fixture_gives_record_and_artifacts(project):
 def test_an_artifact_the_test_interpreter_cannot_load_names_its_env_and_loads_there(project):
     """Issue 12, item 9: munch is in the step's environment, not in the test's interpreter."""
     path = project.path / "munch_flow.py"
-    path.write_text(FLOW.format(name="MunchFlow", six="1.16.0", b_body="pass")
-                    .replace('packages={"six": "1.16.0"}', 'packages={"munch": "4.0.0"}')
-                    .replace("import six\n        self.six_version = six.__version__",
-                             "import munch\n        self.box = munch.Munch(a=1, b=[2, 3])"))
+    path.write_text(
+        FLOW.format(name="MunchFlow", six="1.16.0", b_body="pass")
+        .replace('packages={"six": "1.16.0"}', 'packages={"munch": "4.0.0"}')
+        .replace(
+            "import six\n        self.six_version = six.__version__",
+            "import munch\n        self.box = munch.Munch(a=1, b=[2, 3])",
+        )
+    )
     assert cli("lock", path).code == 0
-    project.makepyfile(test_user="""
+    project.makepyfile(
+        test_user="""
         import pytest
 
         @pytest.mark.repro("munch_flow.py")
@@ -277,7 +301,8 @@ def test_an_artifact_the_test_interpreter_cannot_load_names_its_env_and_loads_th
             message = str(info.value)
             assert "munch" in message and "env " in message and "artifact_in_env('start', 'box')" in message
             assert repro_run.artifact_in_env("start", "box") == {"a": 1, "b": [2, 3]}
-    """)
+    """
+    )
     r = run(project, "test_user.py")
     r.assert_outcomes(passed=1)
 
@@ -289,11 +314,25 @@ def test_html_report_renders_in_a_browser_with_the_summary_in_view(project, tmp_
     assert cli("lock", flow(project, name="OtherFlow", file="other_flow.py")).code == 0
     run(project, "--repro", "demo_flow.py", "other_flow.py").assert_outcomes(passed=10)
     shot = tmp_path / "report.png"
-    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                    f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1400,900", f"--screenshot={shot}",
-                    (project.path / "reports" / "repro-report.html").as_uri()],
-                   capture_output=True, timeout=120)
+    subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--window-size=1400,900",
+            f"--screenshot={shot}",
+            (project.path / "reports" / "repro-report.html").as_uri(),
+        ],
+        capture_output=True,
+        timeout=120,
+    )
     from PIL import Image
 
     image = Image.open(shot).convert("RGB")
@@ -307,7 +346,7 @@ def test_html_report_renders_in_a_browser_with_the_summary_in_view(project, tmp_
     assert len(verdict) > 100, "no verdict box in the first screen"
     assert max(y for _, y in verdict) < 250
     html = (project.path / "reports" / "repro-report.html").read_text()
-    summary = html[html.index('id="summary"'):html.index("</section>")]
+    summary = html[html.index('id="summary"') : html.index("</section>")]
     assert "all 2 flow(s) ended as expected" in summary and "DemoFlow" in summary and "OtherFlow" in summary
 
 
@@ -340,14 +379,14 @@ def test_expected_failures_are_not_red_and_steps_that_never_ran_say_not_run(proj
     no _yaml DeprecationWarning reaches the user."""
     path = flow(project, b_body='raise ValueError("boom in b")')
     assert cli("lock", path).code == 0
-    project.makeconftest('''
+    project.makeconftest("""
         import pytest
 
         def pytest_collection_modifyitems(config, items):
             for item in items:
                 if item.name == "b":
                     item.add_marker(pytest.mark.xfail(strict=True, reason="b fails on purpose"))
-    ''')
+    """)
     r = run(project, "--repro", "demo_flow.py")
     r.assert_outcomes(passed=3, xfailed=1, failed=1)  # end never ran: it fails, as "not run"
     text = r.stdout.str()
@@ -359,14 +398,14 @@ def test_expected_failures_are_not_red_and_steps_that_never_ran_say_not_run(proj
     md = (project.path / "reports" / "repro-report.md").read_text()
     assert "expected failure" in md and "not run" in md
 
-    project.makeconftest('''
+    project.makeconftest("""
         import pytest
 
         def pytest_collection_modifyitems(config, items):
             for item in items:
                 if item.name in ("b", "end"):
                     item.add_marker(pytest.mark.xfail(strict=True, reason="fails on purpose"))
-    ''')
+    """)
     r = run(project, "--repro", "demo_flow.py")
     r.assert_outcomes(passed=3, xfailed=2)
     doc = json.loads((project.path / "reports" / "repro-report.json").read_text())
@@ -377,9 +416,25 @@ def test_expected_failures_are_not_red_and_steps_that_never_ran_say_not_run(proj
 def test_the_main_job_has_no_unknown_ini_option_without_the_test_extra():
     """`pytest --repro scenarios/` is run without pytest-timeout (README command 1)."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    proc = subprocess.run([os.sys.executable, "-m", "pytest", "-p", "no:timeout", "-p", "no:cacheprovider",
-                           "--repro", "scenarios/linear.py", "--collect-only", "-q"],
-                          cwd=root, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            os.sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:timeout",
+            "-p",
+            "no:cacheprovider",
+            "--repro",
+            "scenarios/linear.py",
+            "--collect-only",
+            "-q",
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Unknown config option" not in proc.stdout + proc.stderr
 

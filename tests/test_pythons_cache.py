@@ -10,7 +10,7 @@ import pytest
 from repro.env import pythons
 from repro.errors import PythonNotFound
 
-FAKE = "#!/bin/sh\necho '{\"implementation\": \"cpython\", \"python\": \"%s\"}'\n"
+FAKE = '#!/bin/sh\necho \'{"implementation": "cpython", "python": "%s"}\'\n'
 
 
 @pytest.fixture
@@ -24,8 +24,10 @@ def fresh(tmp_path, monkeypatch):
 
 
 def _find_missing_in_a_new_process(env) -> float:
-    code = ("import time; from repro.env import pythons\nt = time.perf_counter()\ntry:\n pythons.find('3.14')\n"
-            "except Exception as e:\n assert 'is not installed' in str(e), e\nprint(time.perf_counter() - t)")
+    code = (
+        "import time; from repro.env import pythons\nt = time.perf_counter()\ntry:\n pythons.find('3.14')\n"
+        "except Exception as e:\n assert 'is not installed' in str(e), e\nprint(time.perf_counter() - t)"
+    )
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     return float(proc.stdout)

@@ -24,8 +24,12 @@ NO_INDEX = {"REPRO_INDEX_URL": "http://127.0.0.1:9/simple", "UV_OFFLINE": "1"}
 
 @pytest.fixture
 def mf_env(tmp_path):
-    return {"METAFLOW_DATASTORE_SYSROOT_LOCAL": str(tmp_path / "mf"), "METAFLOW_DEFAULT_DATASTORE": "local",
-            "METAFLOW_DEFAULT_METADATA": "local", "REPRO_FROZEN": "0"}
+    return {
+        "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(tmp_path / "mf"),
+        "METAFLOW_DEFAULT_DATASTORE": "local",
+        "METAFLOW_DEFAULT_METADATA": "local",
+        "REPRO_FROZEN": "0",
+    }
 
 
 def s3_record(endpoint, bucket, prefix, flow, run_id=None):
@@ -50,7 +54,7 @@ def replay_offline(ref, store, tmp_path, mf_env, s3_server, *extra):
     return proc
 
 
-INCLUDE_CONFIG_FLOW = '''
+INCLUDE_CONFIG_FLOW = """
     import hashlib
     from metaflow import FlowSpec, IncludeFile, Config, step
 
@@ -80,7 +84,7 @@ INCLUDE_CONFIG_FLOW = '''
 
     if __name__ == "__main__":
         IncludeConfigFlow()
-'''
+"""
 
 
 def test_include_file_and_config_replay_offline_from_s3_without_the_files(tmp_path, s3_server, s3_bucket, mf_env):
@@ -98,12 +102,21 @@ def test_include_file_and_config_replay_offline_from_s3_without_the_files(tmp_pa
     record = s3_record(s3_server, s3_bucket, "team", "IncludeConfigFlow")
     # the files' bytes, their names and how Metaflow read them; not their contents as parameters
     table, raw = record.include_files["table"], record.include_files["blob"]
-    assert (table.name, table.size, table.sha256, table.is_text, table.encoding) == \
-        ("big.csv", big.stat().st_size, hashlib.sha256(big.read_bytes()).hexdigest(), True, "utf-8")
+    assert (table.name, table.size, table.sha256, table.is_text, table.encoding) == (
+        "big.csv",
+        big.stat().st_size,
+        hashlib.sha256(big.read_bytes()).hexdigest(),
+        True,
+        "utf-8",
+    )
     assert (raw.name, raw.sha256, raw.is_text) == ("blob.bin", hashlib.sha256(blob.read_bytes()).hexdigest(), False)
     assert "table" not in record.parameters and "blob" not in record.parameters
-    keys = {o["Key"] for o in boto3.client("s3", endpoint_url=s3_server).list_objects_v2(
-        Bucket=s3_bucket, Prefix="team/inputs/")["Contents"]}
+    keys = {
+        o["Key"]
+        for o in boto3.client("s3", endpoint_url=s3_server).list_objects_v2(Bucket=s3_bucket, Prefix="team/inputs/")[
+            "Contents"
+        ]
+    }
     assert keys == {f"team/inputs/sha256/{s[:2]}/{s}" for s in (table.sha256, raw.sha256)}
     # Config values with where they came from
     assert json.loads(record.configs["pins"].value) == {"pandas": "2.2.3", "numpy": "2.1.0"}
@@ -118,8 +131,9 @@ def test_include_file_and_config_replay_offline_from_s3_without_the_files(tmp_pa
     proc = replay_offline(record.ref, store, tmp_path, mf_env, s3_server)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "result: identical" in proc.stdout
-    replayed = s3_record(s3_server, s3_bucket, "team", "IncludeConfigFlow",
-                         proc.stdout.split(" as IncludeConfigFlow/")[1].split()[0])
+    replayed = s3_record(
+        s3_server, s3_bucket, "team", "IncludeConfigFlow", proc.stdout.split(" as IncludeConfigFlow/")[1].split()[0]
+    )
     assert replayed.replay_of == record.ref
     assert replayed.include_files["table"].sha256 == table.sha256  # byte-identical contents seen
     start = replayed.steps["start"].tasks["-"].artifacts
@@ -129,7 +143,7 @@ def test_include_file_and_config_replay_offline_from_s3_without_the_files(tmp_pa
     assert s3_record(s3_server, s3_bucket, "team", "IncludeConfigFlow").ref == record.ref
 
 
-WIDE_FOREACH_FLOW = '''
+WIDE_FOREACH_FLOW = """
     from metaflow import FlowSpec, Parameter, step
 
 
@@ -158,19 +172,42 @@ WIDE_FOREACH_FLOW = '''
 
     if __name__ == "__main__":
         WideForeachFlow()
-'''
+"""
 
 
 def test_run_options_are_recorded_and_replayed_and_can_be_overridden(tmp_path, s3_server, s3_bucket, mf_env):
     proj = tmp_path / "proj"
     path = write_flow(proj, WIDE_FOREACH_FLOW)
     store = f"s3://{s3_bucket}/opts"
-    r = cli("run", path, "--store", store, "--", "--max-num-splits", "1000", "--max-workers", "8",
-            "--tag", "wide", "--with", "retry:times=1", env=mf_env, cwd=proj)
+    r = cli(
+        "run",
+        path,
+        "--store",
+        store,
+        "--",
+        "--max-num-splits",
+        "1000",
+        "--max-workers",
+        "8",
+        "--tag",
+        "wide",
+        "--with",
+        "retry:times=1",
+        env=mf_env,
+        cwd=proj,
+    )
     assert r.code == 0, r.text[-4000:]
     record = s3_record(s3_server, s3_bucket, "opts", "WideForeachFlow")
-    assert record.run_options == ("--max-num-splits", "1000", "--max-workers", "8", "--tag", "wide",
-                                  "--with", "retry:times=1")
+    assert record.run_options == (
+        "--max-num-splits",
+        "1000",
+        "--max-workers",
+        "8",
+        "--tag",
+        "wide",
+        "--with",
+        "retry:times=1",
+    )
     assert len(record.steps["square"].tasks) == 105
     assert "run options: --max-num-splits 1000" in cli("store", "show", record.ref, "--store", store).out
     proc = replay_offline(record.ref, store, tmp_path, mf_env, s3_server)
@@ -185,7 +222,7 @@ def test_run_options_are_recorded_and_replayed_and_can_be_overridden(tmp_path, s
     assert replayed.replay_of == record.ref and replayed.run_options[-2:] == ("--max-num-splits", "100")
 
 
-FAILING_REPLAY_FLOW = '''
+FAILING_REPLAY_FLOW = """
     import os
     from metaflow import FlowSpec, Parameter, step
 
@@ -211,7 +248,7 @@ FAILING_REPLAY_FLOW = '''
 
     if __name__ == "__main__":
         FailingReplayFlow()
-'''
+"""
 
 
 def test_a_replay_whose_step_raises_is_replay_failed_not_different(tmp_path, mf_env):
@@ -228,8 +265,9 @@ def test_a_replay_whose_step_raises_is_replay_failed_not_different(tmp_path, mf_
     line = next(x for x in rep.out.splitlines() if x.startswith("step check failed"))
     assert "RuntimeError: the marker file appeared" in line
     logs = next(x for x in rep.out.splitlines() if x.startswith("its logs: ")).split(": ", 1)[1]
-    shown = subprocess.run(logs, shell=True, capture_output=True, text=True, cwd=tmp_path, timeout=300,
-                           env={**os.environ, **mf_env})
+    shown = subprocess.run(
+        logs, shell=True, capture_output=True, text=True, cwd=tmp_path, timeout=300, env={**os.environ, **mf_env}
+    )
     assert "the marker file appeared" in shown.stdout + shown.stderr, shown.stdout[-2000:] + shown.stderr[-2000:]
     # the failed replay is recorded, with replay_of, and can be named like any run
     replay_ref = rep.out.split("replay recorded as ")[1].split()[0]
@@ -257,11 +295,18 @@ def test_the_replay_runtime_is_the_recorded_metaflow_not_the_hosts(tmp_path, mf_
     venv = tmp_path / "host-later"
     root = str(__import__("pathlib").Path(__file__).resolve().parents[1])
     subprocess.run([uv_bin(), "venv", "-q", str(venv), "--python", sys.executable], check=True)
-    subprocess.run([uv_bin(), "pip", "install", "-q", "--python", str(venv / "bin" / "python"), "-e", root,
-                    f"metaflow=={other}"], check=True, timeout=600)
+    subprocess.run(
+        [uv_bin(), "pip", "install", "-q", "--python", str(venv / "bin" / "python"), "-e", root, f"metaflow=={other}"],
+        check=True,
+        timeout=600,
+    )
     later = str(venv / "bin" / "python")
-    assert subprocess.run([later, "-c", "import metaflow; print(metaflow.__version__)"], capture_output=True,
-                          text=True, cwd=tmp_path).stdout.strip() == other
+    assert (
+        subprocess.run(
+            [later, "-c", "import metaflow; print(metaflow.__version__)"], capture_output=True, text=True, cwd=tmp_path
+        ).stdout.strip()
+        == other
+    )
     proj = tmp_path / "proj"
     path = write_flow(proj, FAILING_REPLAY_FLOW)
     store = (tmp_path / "store").as_uri()

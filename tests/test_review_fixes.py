@@ -5,31 +5,53 @@ import stat
 
 import pytest
 
-from repro.runs.compare import compare
 from repro.errors import BadInput, LockFileError
-from repro.runs.pickles import is_internal
 from repro.model.lock import Package, PlatformLock
 from repro.model.record import ArtifactRecord, RunRecord, StepRecord, TaskRecord
-from repro.store.snapshot import _is_newest, parse_env_lock, record_packages
+from repro.runs.compare import compare
+from repro.runs.pickles import is_internal
 from repro.store import layout, open_store
+from repro.store.snapshot import _is_newest, parse_env_lock, record_packages
 
 
 def record(run_id="1", steps=("start", "end"), created="2026-01-01T00:00:00+00:00", files=("a-1.0-py3-none-any.whl",)):
     art = {"x": ArtifactRecord(sha1="1" * 40, size=1, type="int")}
     env = PlatformLock("linux-64", "3.11.7", tuple(Package("a", "1.0", "pypi", f, "u", "a" * 64, 1) for f in files))
     return RunRecord(
-        flow="F", run_id=run_id, flow_file="f.py", code_sha256="c" * 64, lock_sha256="d" * 64, parameters={},
-        pythonhashseed="0", metaflow_version="2.19", repro_version="0", host={}, datastore={},
-        steps={s: StepRecord(spec_id="5" * 64, env_id=env.env_id, disabled=False,
-                             tasks={"-": TaskRecord(task_id="1", env_id=env.env_id, fingerprint="f", interpreter="",
-                                                    artifacts=art)}) for s in steps},
+        flow="F",
+        run_id=run_id,
+        flow_file="f.py",
+        code_sha256="c" * 64,
+        lock_sha256="d" * 64,
+        parameters={},
+        pythonhashseed="0",
+        metaflow_version="2.19",
+        repro_version="0",
+        host={},
+        datastore={},
+        steps={
+            s: StepRecord(
+                spec_id="5" * 64,
+                env_id=env.env_id,
+                disabled=False,
+                tasks={"-": TaskRecord(task_id="1", env_id=env.env_id, fingerprint="f", interpreter="", artifacts=art)},
+            )
+            for s in steps
+        },
         envs={env.env_id: env},
-        created_at=created, step_order=tuple(steps))
+        created_at=created,
+        step_order=tuple(steps),
+    )
 
 
 def test_a_step_only_in_the_second_run_is_a_difference():
-    result = compare(record(steps=("start", "end")), record(run_id="2", steps=("start", "extra", "end")),
-                     lambda s: None, lambda s: None, {})
+    result = compare(
+        record(steps=("start", "end")),
+        record(run_id="2", steps=("start", "extra", "end")),
+        lambda s: None,
+        lambda s: None,
+        {},
+    )
     assert not result.same
     assert any(r.step == "extra" and r.verdict == "different" for r in result.results)
 
@@ -38,8 +60,10 @@ def test_a_step_only_in_the_second_run_is_a_difference():
 def test_package_file_names_from_a_store_cannot_escape_the_cache(name):
     with pytest.raises(LockFileError, match="not a plain file name"):
         record_packages(record(files=(name,)))
-    toml = f'env_id = "x"\nplatform = "linux-64"\npython = "3.11.7"\n[[packages]]\nname = "a"\nversion = "1"\n' \
-           f'source = "pypi"\nfile = "{name}"\nurl = "u"\nsha256 = "{"a" * 64}"\nsize = 1\n'
+    toml = (
+        f'env_id = "x"\nplatform = "linux-64"\npython = "3.11.7"\n[[packages]]\nname = "a"\nversion = "1"\n'
+        f'source = "pypi"\nfile = "{name}"\nurl = "u"\nsha256 = "{"a" * 64}"\nsize = 1\n'
+    )
     with pytest.raises(Exception, match="not a plain file name"):
         parse_env_lock(toml.encode(), "x", "store/locks/x.toml")
 

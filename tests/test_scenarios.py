@@ -4,12 +4,12 @@ scenarios/expected.toml says; every key of that file is asserted by some test.""
 import re
 import shutil
 import subprocess
-import tomllib
 import xml.etree.ElementTree as ET
 
 import pytest
+import tomllib
 
-from tests.helpers import ROOT, SCENARIOS, require_locked_pythons, cli, env_paths
+from tests.helpers import ROOT, SCENARIOS, cli, env_paths, require_locked_pythons
 
 EXPECTED = tomllib.loads((SCENARIOS / "expected.toml").read_text())
 
@@ -45,8 +45,9 @@ def test_scenario_builds_and_shows_as_expected(name):
             continue
         py = envs[step] / "bin" / "python"
         for module, version in exp.get("imports", {}).items():
-            got = subprocess.run([py, "-c", f"import {module}; print({module}.__version__)"],
-                                 capture_output=True, text=True)
+            got = subprocess.run(
+                [py, "-c", f"import {module}; print({module}.__version__)"], capture_output=True, text=True
+            )
             assert got.stdout.strip() == version, (step, module, got.stderr)
         for module in exp.get("absent", []):
             got = subprocess.run([py, "-c", f"import {module}"], capture_output=True, text=True)
@@ -65,12 +66,24 @@ def test_scenario_builds_and_shows_as_expected(name):
 
 # Which test file asserts each key of scenarios/expected.toml (flow level, steps.<step>.*, run.*).
 CONSUMERS = {
-    "flow": "test_scenarios.py", "same_env": "test_scenarios.py", "steps": "test_scenarios.py",
-    "libraries": "test_scenarios.py", "disabled": "test_scenarios.py", "imports": "test_scenarios.py",
-    "absent": "test_scenarios.py", "run": "test_metaflow_runs.py", "environment": "test_metaflow_runs.py",
-    "outcome": "test_metaflow_runs.py", "failed_step": "test_metaflow_runs.py", "error": "test_metaflow_runs.py",
-    "artifacts": "test_metaflow_runs.py", "tasks": "test_metaflow_runs.py", "stdout": "test_metaflow_runs.py",
-    "pickle": "test_snapshots.py", "replay": "test_snapshots.py", "replay_detail": "test_snapshots.py",
+    "flow": "test_scenarios.py",
+    "same_env": "test_scenarios.py",
+    "steps": "test_scenarios.py",
+    "libraries": "test_scenarios.py",
+    "disabled": "test_scenarios.py",
+    "imports": "test_scenarios.py",
+    "absent": "test_scenarios.py",
+    "run": "test_metaflow_runs.py",
+    "environment": "test_metaflow_runs.py",
+    "outcome": "test_metaflow_runs.py",
+    "failed_step": "test_metaflow_runs.py",
+    "error": "test_metaflow_runs.py",
+    "artifacts": "test_metaflow_runs.py",
+    "tasks": "test_metaflow_runs.py",
+    "stdout": "test_metaflow_runs.py",
+    "pickle": "test_snapshots.py",
+    "replay": "test_snapshots.py",
+    "replay_detail": "test_snapshots.py",
     "pytest_xfail": "test_scenarios.py",
 }
 
@@ -102,8 +115,9 @@ def test_pytest_repro_fails_exactly_the_items_expected_toml_names(name, pytester
     for suffix in (".py", ".repro.lock"):
         shutil.copy(SCENARIOS / f"{name}{suffix}", pytester.path / f"{name}{suffix}")
     pytester.makefile(".toml", pyproject='[tool.repro]\nconda-source = "pypi"\n')
-    pytester.runpytest_subprocess("-p", "no:cacheprovider", "--repro", f"{name}.py", "--junitxml", "junit.xml",
-                                  timeout=1800)
+    pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--repro", f"{name}.py", "--junitxml", "junit.xml", timeout=1800
+    )
     failed, passed = set(), set()
     for case in ET.parse(pytester.path / "junit.xml").getroot().iter("testcase"):
         bad = [c for c in case if c.tag in ("failure", "error", "skipped")]

@@ -6,10 +6,10 @@ import os
 import shutil
 import subprocess
 import sys
-import tomllib
 
 import boto3
 import pytest
+import tomllib
 
 from repro.model.record import from_json
 from tests.helpers import SCENARIOS, FlakyProxy, cli, require_netns
@@ -22,8 +22,12 @@ NO_INDEX = {"REPRO_INDEX_URL": "http://127.0.0.1:9/simple", "UV_OFFLINE": "1"}
 @pytest.fixture
 def mf_env(tmp_path):
     """A private Metaflow datastore for the runs of one test."""
-    return {"METAFLOW_DATASTORE_SYSROOT_LOCAL": str(tmp_path / "mf"), "METAFLOW_DEFAULT_DATASTORE": "local",
-            "METAFLOW_DEFAULT_METADATA": "local", "REPRO_FROZEN": "1"}
+    return {
+        "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(tmp_path / "mf"),
+        "METAFLOW_DEFAULT_DATASTORE": "local",
+        "METAFLOW_DEFAULT_METADATA": "local",
+        "REPRO_FROZEN": "1",
+    }
 
 
 def run(flow, store, env, cwd):
@@ -50,8 +54,10 @@ def test_s3_snapshot_then_replay_from_empty_home_without_an_index(tmp_path, s3_s
     keys = s3_keys(s3_server, s3_bucket, "team/")
     runs = [k for k in keys if k.endswith("/record.json")]
     assert len(runs) == 1 and "team/runs/LinearSklearnFlow@scenarios~linear_sklearn.py/latest" in keys
-    record = from_json(boto3.client("s3", endpoint_url=s3_server).get_object(
-        Bucket=s3_bucket, Key=runs[0])["Body"].read().decode(), runs[0])
+    record = from_json(
+        boto3.client("s3", endpoint_url=s3_server).get_object(Bucket=s3_bucket, Key=runs[0])["Body"].read().decode(),
+        runs[0],
+    )
     # every package file (stated and transitive), every env lock, the code package
     for sha, name in record.package_shas().items():
         assert f"team/packages/sha256/{sha[:2]}/{sha}/{name}" in keys
@@ -70,8 +76,14 @@ def test_s3_snapshot_then_replay_from_empty_home_without_an_index(tmp_path, s3_s
     assert packages_after == {k: v["LastModified"] for k, v in keys.items() if k.startswith("team/packages/")}
     # months later, elsewhere: empty REPRO_HOME, no package index
     home = tmp_path / "empty-home"
-    replay = cli("replay", "LinearSklearnFlow/latest", "--store", store, cwd=tmp_path,
-                 env={**mf_env, **NO_INDEX, "REPRO_HOME": str(home)})
+    replay = cli(
+        "replay",
+        "LinearSklearnFlow/latest",
+        "--store",
+        store,
+        cwd=tmp_path,
+        env={**mf_env, **NO_INDEX, "REPRO_HOME": str(home)},
+    )
     assert replay.code == 0, replay.text[-4000:]
     assert f"result: {EXPECTED['linear_sklearn']['replay']}" in replay.out
     assert "rebuilding env" in replay.err and "resolving" not in replay.err
@@ -82,8 +94,14 @@ def test_replay_in_a_network_namespace_with_no_network(tmp_path, mf_env):
     store = (tmp_path / "store").as_uri()
     run("linear", store, mf_env, tmp_path)
     env = {**os.environ, **mf_env, **NO_INDEX, "REPRO_HOME": str(tmp_path / "fresh-home")}
-    proc = subprocess.run(["unshare", "-n", sys.executable, "-m", "repro", "replay", "LinearFlow/latest",
-                           "--store", store], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    proc = subprocess.run(
+        ["unshare", "-n", sys.executable, "-m", "repro", "replay", "LinearFlow/latest", "--store", store],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert "result: identical" in proc.stdout
 
@@ -147,11 +165,18 @@ def test_missing_or_corrupt_objects_are_named_and_nothing_runs(tmp_path, mf_env)
     assert v.code == 1
     assert f"{missing.relative_to(root).as_posix()}: missing" in v.out
     assert f"{corrupt.relative_to(root).as_posix()}: corrupt" in v.out
-    r = cli("replay", "LinearFlow/latest", "--store", root.as_uri(), cwd=tmp_path,
-            env={**mf_env, "REPRO_HOME": str(tmp_path / "h")})
+    r = cli(
+        "replay",
+        "LinearFlow/latest",
+        "--store",
+        root.as_uri(),
+        cwd=tmp_path,
+        env={**mf_env, "REPRO_HOME": str(tmp_path / "h")},
+    )
     assert r.code == 3, r.text[-2000:]
-    assert ("missing object " + missing.relative_to(root).as_posix()) in r.err or \
-        corrupt.relative_to(root).as_posix() in r.err
+    assert ("missing object " + missing.relative_to(root).as_posix()) in r.err or corrupt.relative_to(
+        root
+    ).as_posix() in r.err
     assert "Workflow starting" not in r.text
 
 
@@ -175,8 +200,14 @@ def test_store_failing_mid_push_leaves_no_record_and_the_next_push_completes(tmp
     store = f"s3://{s3_bucket}/flaky"
     proxy = FlakyProxy(int(s3_server.rsplit(":", 1)[1]), limit=2_000_000)
     try:
-        r = cli("run", SCENARIOS / "linear.py", "--store", store, cwd=tmp_path,
-                env={**mf_env, "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{proxy.port}"})
+        r = cli(
+            "run",
+            SCENARIOS / "linear.py",
+            "--store",
+            store,
+            cwd=tmp_path,
+            env={**mf_env, "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{proxy.port}"},
+        )
     finally:
         proxy.close()
     assert r.code == 3, r.text[-3000:]
@@ -193,9 +224,20 @@ def test_store_failing_mid_push_leaves_no_record_and_the_next_push_completes(tmp
 def test_unreachable_store_fails_the_push_with_exit_3(tmp_path, mf_env):
     from tests.helpers import free_port
 
-    r = cli("run", SCENARIOS / "linear.py", "--store", "s3://nobody/x", cwd=tmp_path,
-            env={**mf_env, "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{free_port()}",
-                 "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x", "AWS_DEFAULT_REGION": "us-east-1"})
+    r = cli(
+        "run",
+        SCENARIOS / "linear.py",
+        "--store",
+        "s3://nobody/x",
+        cwd=tmp_path,
+        env={
+            **mf_env,
+            "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{free_port()}",
+            "AWS_ACCESS_KEY_ID": "x",
+            "AWS_SECRET_ACCESS_KEY": "x",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        },
+    )
     assert r.code == 3 and "s3://nobody/x" in r.err
 
 
@@ -238,7 +280,7 @@ def test_gc_long_after_a_push_keeps_every_object_a_record_names(tmp_path, mf_env
     objects = [p for p in root.rglob("*") if p.is_file()]
     for p in objects:
         os.utime(p, (1_000_000, 1_000_000))  # 1970: older than any grace period
-    named = [p for p in objects if p != orphan and not p.relative_to(root).parts[0] == "runs"]
+    named = [p for p in objects if p != orphan and p.relative_to(root).parts[0] != "runs"]
     assert len(named) > 5
     r = cli("store", "gc", "--store", root.as_uri())
     assert r.code == 0, r.text
@@ -248,8 +290,14 @@ def test_gc_long_after_a_push_keeps_every_object_a_record_names(tmp_path, mf_env
     v = cli("store", "verify", "--store", root.as_uri())
     assert v.code == 0, v.text
     # and the snapshot still replays from an empty home
-    replay = cli("replay", "LinearFlow/latest", "--store", root.as_uri(), cwd=tmp_path,
-                 env={**mf_env, **NO_INDEX, "REPRO_HOME": str(tmp_path / "fresh-home")})
+    replay = cli(
+        "replay",
+        "LinearFlow/latest",
+        "--store",
+        root.as_uri(),
+        cwd=tmp_path,
+        env={**mf_env, **NO_INDEX, "REPRO_HOME": str(tmp_path / "fresh-home")},
+    )
     assert replay.code == 0, replay.text[-3000:]
     assert f"result: {EXPECTED['linear'].get('replay', 'identical')}" in replay.out
 
@@ -257,7 +305,9 @@ def test_gc_long_after_a_push_keeps_every_object_a_record_names(tmp_path, mf_env
 def test_replay_uses_the_recorded_parameters(tmp_path, mf_env):
     from tests.helpers import write_flow
 
-    path = write_flow(tmp_path / "proj", '''
+    path = write_flow(
+        tmp_path / "proj",
+        """
         from metaflow import FlowSpec, Parameter, step
 
         class ParamFlow(FlowSpec):
@@ -276,7 +326,8 @@ def test_replay_uses_the_recorded_parameters(tmp_path, mf_env):
 
         if __name__ == "__main__":
             ParamFlow()
-    ''')
+    """,
+    )
     assert cli("lock", path).code == 0
     store = (tmp_path / "store").as_uri()
     r = cli("run", path, "--store", store, "--", "--alpha", "0.7", "--label", "tuned", env=mf_env, cwd=tmp_path)

@@ -3,8 +3,8 @@
 import pytest
 
 from repro.errors import BadInput, InfraError
-from repro.store.snapshot import parse_ref
 from repro.store import StoreObjectMissing, open_store
+from repro.store.snapshot import parse_ref
 
 
 @pytest.fixture(params=["file", "s3"])

@@ -14,8 +14,7 @@ import pytest
 
 from repro.errors import BadInput, IntegrityError
 from repro.model.record import from_json
-from repro.store import LocalStore, open_store
-from repro.store import layout
+from repro.store import LocalStore, layout, open_store
 from repro.store.snapshot import gc, load_record, parse_ref, push, scan_records, verify
 from tests.helpers import cli
 from tests.store_fakes import age, fake_run
@@ -41,9 +40,14 @@ def write_record(store_root: Path, doc: dict, flow: str = "FakeFlow", run_id: st
 # -- 1, 3: fields that would lead out of their folder -------------------------------------------------
 
 HOSTILE_FIELDS = [
-    ("flow_file", "/etc/passwd"), ("flow_file", "../../outside.py"), ("flow_file", "a/../../b.py"),
-    ("flow_file", "C:\\evil.py"), ("flow_file", "..\\evil.py"),
-    ("code_sha256", "../../../../tmp/evil"), ("run_id", "../../x"), ("flow", "../Evil"),
+    ("flow_file", "/etc/passwd"),
+    ("flow_file", "../../outside.py"),
+    ("flow_file", "a/../../b.py"),
+    ("flow_file", "C:\\evil.py"),
+    ("flow_file", "..\\evil.py"),
+    ("code_sha256", "../../../../tmp/evil"),
+    ("run_id", "../../x"),
+    ("flow", "../Evil"),
 ]
 
 
@@ -84,9 +88,14 @@ def test_replay_passes_only_parameters_the_flow_declares():
     assert _parameter_args(ok.record, ("alpha", "label")) == ["--alpha", "2", "--label", "x"]
 
 
-@pytest.mark.parametrize("members", [
-    {"../evil.py": b"print('out')"}, {"/abs/evil.py": b"x"}, {"other.py": b"x"},  # flow.py not in it
-])
+@pytest.mark.parametrize(
+    "members",
+    [
+        {"../evil.py": b"print('out')"},
+        {"/abs/evil.py": b"x"},
+        {"other.py": b"x"},  # flow.py not in it
+    ],
+)
 def test_verify_flags_a_code_package_replay_would_refuse(tmp_path, members):
     run = fake_run(tmp_path / "home", code=members)
     store = LocalStore(str(tmp_path / "store"))
@@ -96,6 +105,7 @@ def test_verify_flags_a_code_package_replay_would_refuse(tmp_path, members):
 
 
 # -- 10: spoofing, binary pointers, one bad record -------------------------------------------------
+
 
 def test_a_record_filed_under_another_runs_key_is_refused(tmp_path):
     run = fake_run(tmp_path / "home", run_id="7")
@@ -142,6 +152,7 @@ def test_verify_of_a_store_that_does_not_exist_is_bad_input(tmp_path, s3_server)
 
 
 # -- 5: push hashes what it uploads and repairs what it finds corrupt -------------------------------
+
 
 def test_push_refuses_a_corrupt_local_code_package(tmp_path):
     run = fake_run(tmp_path / "home")
@@ -215,13 +226,15 @@ def test_s3_objects_carry_a_sha256_the_server_checked(tmp_path, s3_server, s3_bu
     store = open_store(f"s3://{s3_bucket}/p")
     run = fake_run(tmp_path / "home")
     push(run.record, store, run.settings)
-    head = store.client.head_object(Bucket=s3_bucket, Key=store._key(layout.code(run.record.code_sha256)),
-                                    ChecksumMode="ENABLED")
+    head = store.client.head_object(
+        Bucket=s3_bucket, Key=store._key(layout.code(run.record.code_sha256)), ChecksumMode="ENABLED"
+    )
     assert head.get("ChecksumSHA256")
     assert store.sha256(layout.code(run.record.code_sha256)) == run.record.code_sha256
 
 
 # -- 4: gc racing a push ---------------------------------------------------------------------------
+
 
 class PushDuringGc(LocalStore):
     """A local store on which a push happens right after gc's first listing of ``packages/``:
@@ -274,6 +287,7 @@ def test_gc_aborts_stale_uploads_and_partial_files(tmp_path, s3_server, s3_bucke
 
 # -- 11: leaks ---------------------------------------------------------------------------------------
 
+
 def test_partial_downloads_older_than_an_hour_are_removed_at_startup(tmp_path):
     home = tmp_path / "home"
     folder = home / "packages" / "sha256" / "ab" / ("ab" * 32)
@@ -286,7 +300,7 @@ def test_partial_downloads_older_than_an_hour_are_removed_at_startup(tmp_path):
     assert not old.exists() and young.exists()
 
 
-PARAM_FLOW = '''
+PARAM_FLOW = """
     from metaflow import FlowSpec, Parameter, step
 
     class ParamFlow(FlowSpec):
@@ -303,15 +317,18 @@ PARAM_FLOW = '''
 
     if __name__ == "__main__":
         ParamFlow()
-'''
+"""
 
 
 @pytest.mark.slow
 def test_replay_refuses_injected_options_and_leaves_no_workdir(tmp_path):
     from tests.helpers import write_flow
 
-    mf_env = {"METAFLOW_DATASTORE_SYSROOT_LOCAL": str(tmp_path / "mf"), "METAFLOW_DEFAULT_DATASTORE": "local",
-              "METAFLOW_DEFAULT_METADATA": "local"}
+    mf_env = {
+        "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(tmp_path / "mf"),
+        "METAFLOW_DEFAULT_DATASTORE": "local",
+        "METAFLOW_DEFAULT_METADATA": "local",
+    }
     path = write_flow(tmp_path / "proj", PARAM_FLOW)
     assert cli("lock", path).code == 0
     store_root = tmp_path / "store"

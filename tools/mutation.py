@@ -82,8 +82,12 @@ def in_scope(name: str) -> bool:
 
 
 def results() -> dict[str, str]:
-    proc = subprocess.run([str(Path(sys.executable).with_name("mutmut")), "results", "--all", "true"],
-                          cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run(
+        [str(Path(sys.executable).with_name("mutmut")), "results", "--all", "true"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     out = {}
     for line in proc.stdout.splitlines():
         if ":" in line and "__mutmut_" in line:
@@ -121,8 +125,10 @@ def main() -> int:
     print(f"mutmut on the pure modules, tests/unit only: {len(got)} mutants in scope, {time.time() - started:.0f}s")
     print("  " + ", ".join(f"{status}: {n}" for status, n in sorted(counts.items())))
     print(f"  judged equivalent: {judged}")
-    print(f"score: {killed}/{total} killed = {score:.1%} (target {TARGET:.0%}); "
-          f"without the equivalence judgement: {killed / len(got):.1%}")
+    print(
+        f"score: {killed}/{total} killed = {score:.1%} (target {TARGET:.0%}); "
+        f"without the equivalence judgement: {killed / len(got):.1%}"
+    )
     if EQUIVALENT:
         print("\njudged equivalent:")
         for name in sorted(set(EQUIVALENT) & set(got)):

@@ -3,26 +3,25 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from tabulate import tabulate
 
-from repro.fsutil import atomic_write
-
 from repro import __version__
 from repro.errors import EXIT_DRIFT, EXIT_INFRA, EXIT_OK, ReproError, from_os_error
-from repro.settings import debug_requested
+from repro.fsutil import atomic_write
 from repro.model.record import PickleStatus, RunStatus
+from repro.settings import debug_requested
 
 FLOW_HELP = "a flow file, or a folder whose *.py flow files are all used"
 
 
 def _flow_files(paths: list[str]) -> list[Path]:
-    from repro.errors import BadInput
     from repro.env.flowfile import is_flow_candidate
+    from repro.errors import BadInput
 
     out = []
     for raw in paths:
@@ -86,8 +85,8 @@ def cmd_lock(args) -> int:
 
 def _state_rows(flow, check_fingerprint: bool = True, steps: list[str] | None = None):
     from repro.env import fingerprint
-    from repro.model import platforms as plats
     from repro.env.engine import environments
+    from repro.model import platforms as plats
 
     local = plats.local_platform_name()
     envs = environments(flow.settings)
@@ -105,8 +104,18 @@ def _state_rows(flow, check_fingerprint: bool = True, steps: list[str] | None = 
             rows.append([step, spec.spec_id[:12], "-", "user's", "disabled", spec.kind, "user env", "-"])
             continue
         if pl is None:
-            rows.append([step, spec.spec_id[:12], "-", spec.python, libs, spec.source,
-                         "not locked" if sl is None else "lock stale", "-"])
+            rows.append(
+                [
+                    step,
+                    spec.spec_id[:12],
+                    "-",
+                    spec.python,
+                    libs,
+                    spec.source,
+                    "not locked" if sl is None else "lock stale",
+                    "-",
+                ]
+            )
             continue
         built = envs.get(pl.env_id)
         state, fp_state = ("built", "-") if built else ("not built", "-")
@@ -116,9 +125,20 @@ def _state_rows(flow, check_fingerprint: bool = True, steps: list[str] | None = 
             problems = problems_of[pl.env_id]
             drifted = drifted or bool(problems)
             fp_state = "matches lock" if not problems else "DRIFT: " + "; ".join(problems)
-        rows.append([step, spec.spec_id[:12], pl.env_id[:12], pl.python,
-                     f"{libs} (+{len(pl.packages) - len(spec.libraries)})" if spec.libraries else
-                     f"{len(pl.packages)} implicit", spec.source, state, fp_state])
+        rows.append(
+            [
+                step,
+                spec.spec_id[:12],
+                pl.env_id[:12],
+                pl.python,
+                f"{libs} (+{len(pl.packages) - len(spec.libraries)})"
+                if spec.libraries
+                else f"{len(pl.packages)} implicit",
+                spec.source,
+                state,
+                fp_state,
+            ]
+        )
     return rows, drifted
 
 
@@ -133,8 +153,9 @@ def cmd_env_show(args) -> int:
         if unknown:
             from repro.errors import BadInput
 
-            raise BadInput(f"{path}: no step named {', '.join(unknown)} in flow {flow.name} "
-                           f"(steps: {', '.join(flow.specs)})")
+            raise BadInput(
+                f"{path}: no step named {', '.join(unknown)} in flow {flow.name} (steps: {', '.join(flow.specs)})"
+            )
         rows, drifted = _state_rows(flow, check_fingerprint=not args.no_fingerprint, steps=args.step)
         if drifted:
             status = EXIT_DRIFT
@@ -164,16 +185,29 @@ def _comparison_table(comparison) -> str:
 
     rows = [[step, c["identical"], c["equivalent"], c["different"]] for step, c in comparison.by_step().items()]
     table = tabulate(rows, headers=["step", "identical", "equivalent", "different"], tablefmt="simple")
-    details = [f"  {r.step}/{r.task}.{r.name}: {r.verdict}: {r.detail}" for r in comparison.results
-               if r.verdict is not Verdict.IDENTICAL and r.detail]
+    details = [
+        f"  {r.step}/{r.task}.{r.name}: {r.verdict}: {r.detail}"
+        for r in comparison.results
+        if r.verdict is not Verdict.IDENTICAL and r.detail
+    ]
     return table + ("\n" + "\n".join(details) if details else "")
 
 
 def _pickle_table(record) -> str:
     if not record.pickle_checks:
         return "pickle checks: no user artifacts"
-    rows = [[c.step, c.task, c.artifact, c.reader_env[:12], ",".join(c.reader_steps), c.status,
-             "; ".join(x for x in (c.detail, c.static) if x)] for c in record.pickle_checks]
+    rows = [
+        [
+            c.step,
+            c.task,
+            c.artifact,
+            c.reader_env[:12],
+            ",".join(c.reader_steps),
+            c.status,
+            "; ".join(x for x in (c.detail, c.static) if x),
+        ]
+        for c in record.pickle_checks
+    ]
     return tabulate(rows, headers=["step", "task", "artifact", "reader env", "read by", "status", "why"])
 
 
@@ -200,10 +234,13 @@ def run_summary(record, pushed: str, verbose: bool = False, store: str | None = 
     counts = {status: 0 for status in PickleStatus}
     for c in record.pickle_checks:
         counts[c.status] += 1
-    lines = [f"run {record.ref}: {len(record.steps)} steps, {tasks} tasks, {artifacts} artifacts, "
-             f"{len(record.envs)} environments",
-             "pickle checks: " + ", ".join(f"{n} {status}" for status, n in counts.items() if n)
-             if record.pickle_checks else "pickle checks: no user artifacts"]
+    lines = [
+        f"run {record.ref}: {len(record.steps)} steps, {tasks} tasks, {artifacts} artifacts, "
+        f"{len(record.envs)} environments",
+        "pickle checks: " + ", ".join(f"{n} {status}" for status, n in counts.items() if n)
+        if record.pickle_checks
+        else "pickle checks: no user artifacts",
+    ]
     problems = [c for c in record.pickle_checks if c.status is not PickleStatus.OK]
     if verbose:
         lines.append(_pickle_table(record))
@@ -229,8 +266,15 @@ def cmd_replay(args) -> int:
     from repro.runs.replay import replay
     from repro.settings import load_settings
 
-    result = replay(args.ref, args.store, load_settings(Path.cwd()), on=args.on, log=_log,
-                    extra_args=tuple(args.metaflow_args), keep=args.keep)
+    result = replay(
+        args.ref,
+        args.store,
+        load_settings(Path.cwd()),
+        on=args.on,
+        log=_log,
+        extra_args=tuple(args.metaflow_args),
+        keep=args.keep,
+    )
     if result.replayed is not None:
         print(f"replayed {result.original.ref} as {result.replayed.ref}")
     if result.comparison is not None:
@@ -245,17 +289,19 @@ def cmd_replay(args) -> int:
             if failure.output:
                 _log(failure.output[-4000:])
     if result.recorded or result.saved:
-        print(f"replay recorded as {result.replayed.ref} (replay of {result.original.ref}) in "
-              f"{result.recorded or result.saved}")
+        print(
+            f"replay recorded as {result.replayed.ref} (replay of {result.original.ref}) in "
+            f"{result.recorded or result.saved}"
+        )
     print(f"result: {result.verdict}")
     return result.exit_code
 
 
 def cmd_diff(args) -> int:
-    from repro.settings import load_settings
     from repro.runs.pipeline import compare_runs
-    from repro.store.snapshot import load_record, parse_ref
+    from repro.settings import load_settings
     from repro.store import open_store
+    from repro.store.snapshot import load_record, parse_ref
 
     settings = load_settings(Path.cwd())
     store = open_store(args.store or settings.store)
@@ -272,8 +318,8 @@ def cmd_diff(args) -> int:
 
 def cmd_store(args) -> int:
     from repro.settings import load_settings
-    from repro.store.snapshot import gc, load_record, parse_ref, verify
     from repro.store import open_store
+    from repro.store.snapshot import gc, load_record, parse_ref, verify
 
     settings = load_settings(Path.cwd())
     store = open_store(args.store or settings.store)
@@ -281,9 +327,18 @@ def cmd_store(args) -> int:
         from repro.store.snapshot import scan_records
 
         listing = scan_records(store)
-        rows = [[r.flow, r.run_id, r.created_at, r.status, len(r.steps), len(r.envs),
-                 sum(len(t.artifacts) for s in r.steps.values() for t in s.tasks.values())]
-                for r in listing.records]
+        rows = [
+            [
+                r.flow,
+                r.run_id,
+                r.created_at,
+                r.status,
+                len(r.steps),
+                len(r.envs),
+                sum(len(t.artifacts) for s in r.steps.values() for t in s.tasks.values()),
+            ]
+            for r in listing.records
+        ]
         print(tabulate(rows, headers=["flow", "run", "created", "status", "steps", "envs", "artifacts"]))
         for key, _ in listing.broken[:20]:
             _log(f"repro: {key}: unreadable record, left out (`repro store verify` says why)")
@@ -292,8 +347,10 @@ def cmd_store(args) -> int:
         return EXIT_OK
     if args.store_command == "show":
         r = load_record(store, parse_ref(args.ref))
-        print(f"{r.ref}  created {r.created_at}  status {r.status}  metaflow {r.metaflow_version}  "
-              f"PYTHONHASHSEED={r.pythonhashseed}")
+        print(
+            f"{r.ref}  created {r.created_at}  status {r.status}  metaflow {r.metaflow_version}  "
+            f"PYTHONHASHSEED={r.pythonhashseed}"
+        )
         if r.identity:
             print(f"flow {r.identity}")
         if r.replay_of:
@@ -301,12 +358,16 @@ def cmd_store(args) -> int:
         if r.run_options:
             print("run options: " + " ".join(r.run_options))
         for name, inc in r.include_files.items():
-            print(f"IncludeFile {name}: {inc.name}, {inc.size} bytes, sha256 {inc.sha256[:12]}"
-                  f"{'' if inc.is_text else ', binary'}")
+            print(
+                f"IncludeFile {name}: {inc.name}, {inc.size} bytes, sha256 {inc.sha256[:12]}"
+                f"{'' if inc.is_text else ', binary'}"
+            )
         for name, cfg in r.configs.items():
             print(f"Config {name} ({cfg.source}): {cfg.value if len(cfg.value) <= 200 else cfg.value[:200] + '...'}")
-        rows = [[name, s.env_id[:12], len(s.tasks), sum(len(t.artifacts) for t in s.tasks.values())]
-                for name, s in r.steps.items()]
+        rows = [
+            [name, s.env_id[:12], len(s.tasks), sum(len(t.artifacts) for t in s.tasks.values())]
+            for name, s in r.steps.items()
+        ]
         print(tabulate(rows, headers=["step", "env id", "tasks", "artifacts"]))
         print(_pickle_table(r))
         return EXIT_OK
@@ -317,8 +378,10 @@ def cmd_store(args) -> int:
         if args.cache:
             evicted, checked = verify_cache(settings)
             bad += bool(evicted)
-            print(f"package cache {settings.home.packages}: {checked} file(s) re-hashed, "
-                  + (f"{len(evicted)} damaged and removed (fetched again when next needed):" if evicted else "ok"))
+            print(
+                f"package cache {settings.home.packages}: {checked} file(s) re-hashed, "
+                + (f"{len(evicted)} damaged and removed (fetched again when next needed):" if evicted else "ok")
+            )
             for path in evicted[:20]:
                 print(f"  {path}")
             if len(evicted) > 20:
@@ -362,14 +425,14 @@ def cmd_store(args) -> int:
 
 
 def cmd_drift(args) -> int:
-    from repro.runs.drift import check
     from repro.env.engine import open_flow
+    from repro.runs.drift import check
 
     record = None
     if args.against:
         from repro.settings import load_settings
-        from repro.store.snapshot import load_record, parse_ref
         from repro.store import open_store
+        from repro.store.snapshot import load_record, parse_ref
 
         settings = load_settings(Path.cwd())
         record = load_record(open_store(args.store or settings.store), parse_ref(args.against))
@@ -378,12 +441,15 @@ def cmd_drift(args) -> int:
     if record is not None and record.flow not in {f.name for f in flows}:
         from repro.errors import BadInput
 
-        raise BadInput(f"--against {args.against}: that is a run of {record.flow}, which none of the flow files "
-                       f"defines ({', '.join(f.name for f in flows)})")
+        raise BadInput(
+            f"--against {args.against}: that is a run of {record.flow}, which none of the flow files "
+            f"defines ({', '.join(f.name for f in flows)})"
+        )
     for flow in flows:
         path = flow.path
-        found = check(flow, resolution=not args.no_resolve,
-                      against=record if record and record.flow == flow.name else None)
+        found = check(
+            flow, resolution=not args.no_resolve, against=record if record and record.flow == flow.name else None
+        )
         if found:
             status = EXIT_DRIFT
             print(f"{path}: drift found")
@@ -395,11 +461,11 @@ def cmd_drift(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from repro.report.document import build_flow, document
     from repro.report import render as report
+    from repro.report.document import build_flow, document
     from repro.settings import load_settings
-    from repro.store.snapshot import load_record, parse_ref
     from repro.store import open_store
+    from repro.store.snapshot import load_record, parse_ref
 
     settings = load_settings(Path.cwd())
     store = open_store(args.store or settings.store)
@@ -418,21 +484,33 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="repro",
         description="Prove a Metaflow flow's results can be reproduced. Exit codes: 0 ok, "
-                    "1 a difference or drift was found, 2 bad input, 3 infrastructure failure.")
+        "1 a difference or drift was found, 2 bad input, 3 infrastructure failure.",
+    )
     parser.add_argument("--version", action="version", version=f"repro {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("lock", help="resolve every step's environment and write <flow>.repro.lock")
     p.add_argument("flow", nargs="+", help=FLOW_HELP)
-    p.add_argument("--platform", action="append", metavar="NAME",
-                   help="also lock for this platform, keeping those already locked (repeatable): "
-                        "linux-64, linux-aarch64, osx-64, osx-arm64, win-64")
-    p.add_argument("--remove-platform", action="append", metavar="NAME",
-                   help="drop this platform from the lock (repeatable)")
-    p.add_argument("--check", action="store_true",
-                   help="do not write: exit 1 and show what differs if the lock no longer matches the flow")
-    p.add_argument("--export-pylock", metavar="DIR",
-                   help="also write a PEP 751 pylock.<flow>-<step>-<platform>.toml per step into DIR")
+    p.add_argument(
+        "--platform",
+        action="append",
+        metavar="NAME",
+        help="also lock for this platform, keeping those already locked (repeatable): "
+        "linux-64, linux-aarch64, osx-64, osx-arm64, win-64",
+    )
+    p.add_argument(
+        "--remove-platform", action="append", metavar="NAME", help="drop this platform from the lock (repeatable)"
+    )
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="do not write: exit 1 and show what differs if the lock no longer matches the flow",
+    )
+    p.add_argument(
+        "--export-pylock",
+        metavar="DIR",
+        help="also write a PEP 751 pylock.<flow>-<step>-<platform>.toml per step into DIR",
+    )
     p.set_defaults(func=cmd_lock)
 
     env = sub.add_parser("env", help="inspect and build step environments")
@@ -444,11 +522,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_env_show)
     p = esub.add_parser("build", help="build (or reuse) every step's environment")
     p.add_argument("flow", nargs="+", help=FLOW_HELP)
-    p.add_argument("--repair", action="store_true",
-                   help="re-hash every file of each built environment against its RECORD; rebuild damaged ones")
+    p.add_argument(
+        "--repair",
+        action="store_true",
+        help="re-hash every file of each built environment against its RECORD; rebuild damaged ones",
+    )
     p.add_argument("--step", action="append", help="only this step (repeatable)")
-    p.add_argument("--offline", action="store_true",
-                   help="never touch the network: use the lock as it is and the package cache only")
+    p.add_argument(
+        "--offline",
+        action="store_true",
+        help="never touch the network: use the lock as it is and the package cache only",
+    )
     p.set_defaults(func=cmd_env_build)
     p = sub.add_parser("run", help="run a flow under repro's environments, record it and push the snapshot")
     p.add_argument("flow", help="the flow file")
@@ -461,20 +545,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("ref", help="FlowName/run_id, FlowName/latest, or a record.json file")
     p.add_argument("--store", help="store URI (default: REPRO_STORE or file://$REPRO_HOME/store)")
     p.add_argument("--on", choices=["local", "batch"], default="local", help="where to run the replay")
-    p.add_argument("--keep", action="store_true",
-                   help="keep the replay's working folder (code, datastore) under REPRO_HOME/replays")
+    p.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the replay's working folder (code, datastore) under REPRO_HOME/replays",
+    )
     p.set_defaults(func=cmd_replay, metaflow_args=[])
-    p.epilog = ("Exit codes: 0 identical (or equivalent), 1 different, 3 replay failed. Options after -- add to or "
-                "override the recorded run options, e.g. `repro replay F/1 -- --max-workers 2`.")
+    p.epilog = (
+        "Exit codes: 0 identical (or equivalent), 1 different, 3 replay failed. Options after -- add to or "
+        "override the recorded run options, e.g. `repro replay F/1 -- --max-workers 2`."
+    )
 
-    p = sub.add_parser("diff", help="compare two recorded runs artifact by artifact",
-                       description="Compare two recorded runs artifact by artifact: exit 0 when every artifact "
-                                   "is identical or equivalent, 1 when one differs.")
-    p.add_argument("ref_a", metavar="REF_A", help="the first run: FlowName/run_id, FlowName/latest, or a record.json file")
+    p = sub.add_parser(
+        "diff",
+        help="compare two recorded runs artifact by artifact",
+        description="Compare two recorded runs artifact by artifact: exit 0 when every artifact "
+        "is identical or equivalent, 1 when one differs.",
+    )
+    p.add_argument(
+        "ref_a", metavar="REF_A", help="the first run: FlowName/run_id, FlowName/latest, or a record.json file"
+    )
     p.add_argument("ref_b", metavar="REF_B", help="the second run, compared with the first (same forms)")
     p.add_argument("--store", help="store URI (default: REPRO_STORE or file://$REPRO_HOME/store)")
-    p.add_argument("--allow-other-flow", action="store_true",
-                   help="compare runs of different flows (same class name, other flow files)")
+    p.add_argument(
+        "--allow-other-flow",
+        action="store_true",
+        help="compare runs of different flows (same class name, other flow files)",
+    )
     p.set_defaults(func=cmd_diff)
 
     p = sub.add_parser("drift", help="spec, resolution and runtime drift (exit 1 on any)")
@@ -493,22 +590,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     st = sub.add_parser("store", help="list, show, verify and garbage-collect a store")
     ssub = st.add_subparsers(dest="store_command", required=True, metavar="ACTION")
-    for name, helptext in (("ls", "list recorded runs"), ("show", "show one run"),
-                           ("verify", "re-hash every object a record names"),
-                           ("gc", "remove objects no record names"),
-                           ("push", "push a run recorded here (completes a push that failed)")):
+    for name, helptext in (
+        ("ls", "list recorded runs"),
+        ("show", "show one run"),
+        ("verify", "re-hash every object a record names"),
+        ("gc", "remove objects no record names"),
+        ("push", "push a run recorded here (completes a push that failed)"),
+    ):
         p = ssub.add_parser(name, help=helptext)
         p.add_argument("--store")
         if name in ("show", "push"):
             p.add_argument("ref", help="FlowName/run_id, FlowName/latest, or a record.json file")
         if name == "verify":
             p.add_argument("ref", nargs="?", help="one run (default: every run in the store)")
-            p.add_argument("--cache", action="store_true",
-                           help="also re-hash every file of the local package cache and remove damaged ones "
-                                "(alone: only the cache)")
+            p.add_argument(
+                "--cache",
+                action="store_true",
+                help="also re-hash every file of the local package cache and remove damaged ones "
+                "(alone: only the cache)",
+            )
         if name == "gc":
-            p.add_argument("--grace-hours", type=float, default=1.0,
-                           help="keep unnamed objects younger than this (a push may be in flight)")
+            p.add_argument(
+                "--grace-hours",
+                type=float,
+                default=1.0,
+                help="keep unnamed objects younger than this (a push may be in flight)",
+            )
             p.add_argument("--dry-run", action="store_true")
         p.set_defaults(func=cmd_store)
     return parser
@@ -527,12 +634,14 @@ def main(argv: list[str] | None = None) -> int:
     passthrough = []
     if "--" in argv:  # everything after -- belongs to Metaflow's `run`
         cut = argv.index("--")
-        argv, passthrough = argv[:cut], argv[cut + 1:]
+        argv, passthrough = argv[:cut], argv[cut + 1 :]
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         if args.command == "run":
-            parser.error(f"unrecognized arguments: {' '.join(unknown)}. Options for Metaflow's `run` go after --: "
-                         f"repro run {args.flow} -- {' '.join(unknown)}")
+            parser.error(
+                f"unrecognized arguments: {' '.join(unknown)}. Options for Metaflow's `run` go after --: "
+                f"repro run {args.flow} -- {' '.join(unknown)}"
+            )
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if passthrough:
         if args.command not in ("run", "replay"):
@@ -554,11 +663,12 @@ def main(argv: list[str] | None = None) -> int:
         error = from_os_error(exc)
         print(f"repro: error: {error}", file=sys.stderr)
         return error.exit_code
-    except Exception as exc:  # noqa: BLE001 - never let an unexpected failure look like "drift found"
+    except Exception as exc:
         if debug_requested():
             raise
-        print(f"repro: internal error: {type(exc).__name__}: {exc} (REPRO_DEBUG=1 shows the traceback)",
-              file=sys.stderr)
+        print(
+            f"repro: internal error: {type(exc).__name__}: {exc} (REPRO_DEBUG=1 shows the traceback)", file=sys.stderr
+        )
         return EXIT_INFRA
 
 

@@ -54,5 +54,8 @@ def compare(a, b, options):
         return None
     found = _walk(a, b, options, "")
     if found is None:
-        return ("equivalent", "equal within rel_tol=%g, abs_tol=%g" % (options.get("rel_tol", 1e-9), options.get("abs_tol", 0.0)))
+        return (
+            "equivalent",
+            "equal within rel_tol=%g, abs_tol=%g" % (options.get("rel_tol", 1e-9), options.get("abs_tol", 0.0)),
+        )
     return ("different", found)

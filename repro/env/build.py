@@ -22,14 +22,13 @@ from pathlib import Path
 from filelock import FileLock
 
 from metaflow_extensions.repro.plugins import probe, protocol
-
 from repro.env import fingerprint
 from repro.env.cache import PackageCache
-from repro.errors import InfraError, IntegrityError
-from repro.model.validate import cap
-from repro.model.lock import PlatformLock
 from repro.env.pythons import Interpreter
 from repro.env.uvtool import run_uv
+from repro.errors import InfraError, IntegrityError
+from repro.model.lock import PlatformLock
+from repro.model.validate import cap
 
 MARKER = protocol.ENV_MARKER  # tasks read it too (task_check.py)
 
@@ -79,15 +78,25 @@ class Environments:
         if m is None:
             return None
         path = self.path(env_id)
-        return BuiltEnv(env_id=env_id, platform=m["platform"], path=path, python=env_python(path),
-                        interpreter=m["interpreter"], fingerprint=m[protocol.MARKER_FINGERPRINT], reused=True)
+        return BuiltEnv(
+            env_id=env_id,
+            platform=m["platform"],
+            path=path,
+            python=env_python(path),
+            interpreter=m["interpreter"],
+            fingerprint=m[protocol.MARKER_FINGERPRINT],
+            reused=True,
+        )
 
     def damage(self, built: BuiltEnv, lock: PlatformLock, full: bool = False) -> list[str]:
         """What is wrong with a built environment (empty: intact). Cheap (stats every file RECORD
         lists, no interpreter start-up): a file deleted or resized since the build. ``full`` also
         re-hashes every file against the sha256 its RECORD gives (``repro env build --repair``)."""
-        facts = {k: v for k, v in built.fingerprint.items()
-                 if k not in ("distributions", "digest", "locations", "executable", "prefix", "platform")}
+        facts = {
+            k: v
+            for k, v in built.fingerprint.items()
+            if k not in ("distributions", "digest", "locations", "executable", "prefix", "platform")
+        }
         now = fingerprint.of_env(built.path, facts)
         problems = []
         if now.get("digest") != built.fingerprint.get("digest"):
@@ -97,8 +106,15 @@ class Environments:
             problems += hash_problems(built.path)
         return problems
 
-    def build(self, lock: PlatformLock, interpreter: Interpreter, offline: bool = False,
-              where: str = "", repair: bool = False, log=lambda msg: None) -> BuiltEnv:
+    def build(
+        self,
+        lock: PlatformLock,
+        interpreter: Interpreter,
+        offline: bool = False,
+        where: str = "",
+        repair: bool = False,
+        log=lambda msg: None,
+    ) -> BuiltEnv:
         """Build the env, or reuse it if it is intact (checked cheaply; fully with ``repair``): a
         damaged env is rebuilt. An install that fails on damaged cached files retries once."""
         env_id = lock.env_id
@@ -123,17 +139,20 @@ class Environments:
                 files = self.cache.ensure(lock.packages, offline=offline, where=where)
                 return self._build_locked(lock, interpreter, files, where, fresh=True)
 
-    def _build_locked(self, lock: PlatformLock, interpreter: Interpreter, files: dict, where: str,
-                      fresh: bool = False) -> BuiltEnv:
+    def _build_locked(
+        self, lock: PlatformLock, interpreter: Interpreter, files: dict, where: str, fresh: bool = False
+    ) -> BuiltEnv:
         env_id, path = lock.env_id, self.path(lock.env_id)
         if path.exists():  # no marker: a build that died half-way
             shutil.rmtree(path)
-        proc = run_uv(["venv", "--quiet", "--no-project", "--python", interpreter.path, str(path)],
-                      self.uv_cache, offline=True)
+        proc = run_uv(
+            ["venv", "--quiet", "--no-project", "--python", interpreter.path, str(path)], self.uv_cache, offline=True
+        )
         if proc.returncode != 0:
             shutil.rmtree(path, ignore_errors=True)
-            raise InfraError(f"{where}: uv venv failed for Python {interpreter.version} "
-                             f"({interpreter.path}):\n{proc.stderr.strip()}")
+            raise InfraError(
+                f"{where}: uv venv failed for Python {interpreter.version} ({interpreter.path}):\n{proc.stderr.strip()}"
+            )
         with tempfile.NamedTemporaryFile("w", suffix=".txt", prefix="repro-req-", delete=False) as req:
             for p in lock.packages:
                 req.write(f"{p.name} @ {files[p.sha256].as_uri()} --hash=sha256:{p.sha256}\n")
@@ -151,15 +170,28 @@ class Environments:
         problems = fingerprint.differences(fp, lock)
         if problems:
             shutil.rmtree(path, ignore_errors=True)
-            raise InfraError(f"{where}: the environment built for env {env_id[:12]} does not match its lock: "
-                             + "; ".join(problems))
-        marker = {protocol.MARKER_ENV_ID: env_id, "platform": lock.platform, "python": lock.python,
-                  "interpreter": interpreter.path, protocol.MARKER_FINGERPRINT: fp, "built_at": time.time()}
+            raise InfraError(
+                f"{where}: the environment built for env {env_id[:12]} does not match its lock: " + "; ".join(problems)
+            )
+        marker = {
+            protocol.MARKER_ENV_ID: env_id,
+            "platform": lock.platform,
+            "python": lock.python,
+            "interpreter": interpreter.path,
+            protocol.MARKER_FINGERPRINT: fp,
+            "built_at": time.time(),
+        }
         tmp = path / (MARKER + ".tmp")
         tmp.write_text(json.dumps(marker, sort_keys=True))
         os.replace(tmp, path / MARKER)  # written last: the env exists only from here on
-        return BuiltEnv(env_id=env_id, platform=lock.platform, path=path, python=env_python(path),
-                        interpreter=interpreter.path, fingerprint=fp)
+        return BuiltEnv(
+            env_id=env_id,
+            platform=lock.platform,
+            path=path,
+            python=env_python(path),
+            interpreter=interpreter.path,
+            fingerprint=fp,
+        )
 
     def _raise_install_error(self, stderr: str, lock: PlatformLock, where: str):
         """An install failed: re-hash every file it used (a stamp can hide bit rot), evict the ones
@@ -169,9 +201,13 @@ class Environments:
             self.cache.path(p).unlink(missing_ok=True)  # never used again; the next build fetches it anew
         if bad:
             names = ", ".join(f"{self.cache.path(p)} ({p.name} {p.version}, sha256 {p.sha256})" for p in bad)
-            raise EvictedFiles(f"{where}: cached package file(s) {names} do not match their sha256; they "
-                                 f"were removed from the cache and not used. Run the build again to fetch them "
-                                 f"anew.\n{stderr.strip()}", library=bad[0].name, path=str(self.cache.path(bad[0])))
+            raise EvictedFiles(
+                f"{where}: cached package file(s) {names} do not match their sha256; they "
+                f"were removed from the cache and not used. Run the build again to fetch them "
+                f"anew.\n{stderr.strip()}",
+                library=bad[0].name,
+                path=str(self.cache.path(bad[0])),
+            )
         raise InfraError(f"{where}: installing env {lock.env_id[:12]} failed:\n{stderr.strip()}")
 
     def remove(self, env_id: str) -> None:
@@ -180,8 +216,19 @@ class Environments:
 
 def install_args(python: Path, requirements: Path) -> list[str]:
     """The one uv call that installs an environment: offline, no index, every file hash-checked."""
-    return ["pip", "install", "--quiet", "--offline", "--no-index", "--require-hashes", "--no-deps",
-            "--python", str(python), "-r", str(requirements)]
+    return [
+        "pip",
+        "install",
+        "--quiet",
+        "--offline",
+        "--no-index",
+        "--require-hashes",
+        "--no-deps",
+        "--python",
+        str(python),
+        "-r",
+        str(requirements),
+    ]
 
 
 def hash_problems(env: Path) -> list[str]:
@@ -193,7 +240,7 @@ def hash_problems(env: Path) -> list[str]:
             parts = line.rsplit(",", 2)
             if len(parts) < 3 or not parts[1].startswith("sha256="):
                 continue
-            want = parts[1][len("sha256="):]
+            want = parts[1][len("sha256=") :]
             path = site / parts[0]
             try:
                 got = base64.urlsafe_b64encode(hashlib.sha256(path.read_bytes()).digest()).rstrip(b"=").decode()

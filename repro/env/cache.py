@@ -10,8 +10,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import sys
 import shutil
+import sys
 import tempfile
 import time
 import urllib.error
@@ -42,8 +42,14 @@ def _progress(packages: list[Package]):
         return
     from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 
-    with Progress("downloading packages", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                  TimeRemainingColumn(), transient=True) as bar:
+    with Progress(
+        "downloading packages",
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        transient=True,
+    ) as bar:
         task = bar.add_task("download", total=sum(p.size for p in packages))
         yield lambda pkg: bar.advance(task, pkg.size)
 
@@ -112,8 +118,10 @@ class PackageCache:
         todo = {p.sha256: p for p in self.missing(packages)}.values()
         if todo and offline:
             names = ", ".join(f"{p.file}" for p in todo)
-            raise OfflineMissing(f"{where}: offline, and these files are not in the package cache "
-                                 f"{self.root}: {names}. Run once without --offline to download them.")
+            raise OfflineMissing(
+                f"{where}: offline, and these files are not in the package cache "
+                f"{self.root}: {names}. Run once without --offline to download them."
+            )
         if todo:
             with _progress(list(todo)) as advance, ThreadPoolExecutor(max_workers=jobs) as pool:
                 for pkg in pool.map(lambda p: (self.fetch(p, where), p)[1], todo):
@@ -136,10 +144,12 @@ class PackageCache:
     def _verify_and_place(self, pkg: Package, tmp: Path, where: str) -> Path:
         got_size, got = tmp.stat().st_size, sha256_file(tmp)
         if got != pkg.sha256 or got_size != pkg.size:
-            detail = (f"package file {pkg.file} ({pkg.name} {pkg.version}) does not match the lock: "
-                      f"sha256 {got} (size {got_size}), lock says {pkg.sha256} (size {pkg.size}). The file was not "
-                      f"used. If the index really republished it, re-lock; otherwise the source ({pkg.url}) is "
-                      "corrupt or tampered with.")
+            detail = (
+                f"package file {pkg.file} ({pkg.name} {pkg.version}) does not match the lock: "
+                f"sha256 {got} (size {got_size}), lock says {pkg.sha256} (size {pkg.size}). The file was not "
+                f"used. If the index really republished it, re-lock; otherwise the source ({pkg.url}) is "
+                "corrupt or tampered with."
+            )
             raise IntegrityError(f"{where}: {detail}", detail=detail, library=pkg.name, path=pkg.file)
         os.chmod(tmp, 0o444)
         final = self.path(pkg)
@@ -171,9 +181,11 @@ class PackageCache:
                 with urllib.request.urlopen(pkg.url, timeout=120) as resp:
                     shutil.copyfileobj(resp, out, CHUNK)
             except ValueError as exc:  # "unknown url type": the lock names no URL
-                raise LockFileError(f"{where}: package {pkg.name} {pkg.version} has URL {pkg.url!r}, which is not "
-                                    f"a URL ({exc}); fix the lock or re-lock with `repro lock`",
-                                    library=pkg.name) from None
+                raise LockFileError(
+                    f"{where}: package {pkg.name} {pkg.version} has URL {pkg.url!r}, which is not "
+                    f"a URL ({exc}); fix the lock or re-lock with `repro lock`",
+                    library=pkg.name,
+                ) from None
             except (urllib.error.URLError, OSError) as exc:
                 raise InfraError(f"{where}: cannot download {pkg.file} from {pkg.url}: {exc}") from None
 

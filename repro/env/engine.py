@@ -7,21 +7,20 @@ diffs) and ``resolvers`` (resolution), and side effects in ``cache`` and ``mater
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 
-from repro.model import platforms as plats
-from repro.env import pythons
+from repro.env import pypi, pythons
+from repro.env.build import BuiltEnv, Environments
 from repro.env.cache import PackageCache
-from repro.settings import Settings, load_settings
-from repro.errors import BadInput, LockFileError
 from repro.env.flowfile import FlowDeclarations, declarations_of, load_flow
+from repro.errors import BadInput, LockFileError
+from repro.model import platforms as plats
 from repro.model.findings import Finding, Kind
 from repro.model.lock import Lock, PlatformLock, StepLock, diff_packages, diff_spec, lock_path, read_lock, write_lock
-from repro.env.build import BuiltEnv, Environments
-from repro.env import pypi
 from repro.model.spec import EnvSpec, merge
+from repro.settings import Settings, load_settings
 
 Log = Callable[[str], None]
 
@@ -68,13 +67,20 @@ def _flow(decl: FlowDeclarations, path: Path, settings: Settings) -> Flow:
     specs = {}
     for step in decl.steps:
         specs[step] = merge(
-            flow=f"{decl.name} ({path.name})", step=step, base=list(decl.base), own=list(decl.per_step[step]),
-            default_python=default_python, conda_source=settings.conda_source, s3_datastore=decl.s3_datastore,
+            flow=f"{decl.name} ({path.name})",
+            step=step,
+            base=list(decl.base),
+            own=list(decl.per_step[step]),
+            default_python=default_python,
+            conda_source=settings.conda_source,
+            s3_datastore=decl.s3_datastore,
         )
     lock = read_lock(lock_path(path))
     if lock is not None and lock.flow != decl.name:
-        raise LockFileError(f"{lock_path(path)}: this lock is for flow {lock.flow}, but {path.name} "
-                            f"defines {decl.name}. Delete it and run `repro lock {path.name}`.")
+        raise LockFileError(
+            f"{lock_path(path)}: this lock is for flow {lock.flow}, but {path.name} "
+            f"defines {decl.name}. Delete it and run `repro lock {path.name}`."
+        )
     return Flow(path=path, decl=decl, specs=specs, settings=settings, lock=lock)
 
 
@@ -87,8 +93,7 @@ def locked_platforms(flow: Flow) -> list[str]:
     return names
 
 
-def target_platforms(flow: Flow, requested: list[str] | None = None,
-                     removed: list[str] | None = None) -> list[str]:
+def target_platforms(flow: Flow, requested: list[str] | None = None, removed: list[str] | None = None) -> list[str]:
     """The platforms a (re-)lock covers: those already locked (else REPRO_PLATFORMS, else this
     machine's), plus ``requested``, minus ``removed``. Adding a platform never drops another:
     dropping one takes an explicit ``removed`` (``repro lock --remove-platform``)."""
@@ -103,8 +108,10 @@ def target_platforms(flow: Flow, requested: list[str] | None = None,
     for n in names:
         plats.get(n)
     if not names:
-        raise BadInput(f"{flow.path.name}: removing {', '.join(removed or [])} would leave the lock with no "
-                       f"platform; add one with --platform NAME")
+        raise BadInput(
+            f"{flow.path.name}: removing {', '.join(removed or [])} would leave the lock with no "
+            f"platform; add one with --platform NAME"
+        )
     return names
 
 
@@ -118,8 +125,13 @@ def exact_python(spec: EnvSpec) -> str:
 def spec_drift(flow: Flow, platforms: list[str] | None = None) -> list[Finding]:
     """Where the declarations no longer match the lock (no network; what `lock --check` reports)."""
     if flow.lock is None:
-        return [Finding(Kind.SPEC_DRIFT, f"no lock file {flow.lock_file.name} (commit the one `repro lock "
-                                         f"{flow.path.name}` writes)", subject="lock")]
+        return [
+            Finding(
+                Kind.SPEC_DRIFT,
+                f"no lock file {flow.lock_file.name} (commit the one `repro lock {flow.path.name}` writes)",
+                subject="lock",
+            )
+        ]
     out = []
     locked = flow.lock.steps
     for step, spec in flow.specs.items():
@@ -127,12 +139,15 @@ def spec_drift(flow: Flow, platforms: list[str] | None = None) -> list[Finding]:
             out.append(Finding(Kind.SPEC_DRIFT, "+ step is not in the lock", step=step, subject="step", new=step))
             continue
         changes = diff_spec(locked[step], spec)
-        out += [Finding(Kind.SPEC_DRIFT, str(c), step=step, subject=c.subject, old=c.old, new=c.new)
-                for c in changes]
+        out += [Finding(Kind.SPEC_DRIFT, str(c), step=step, subject=c.subject, old=c.old, new=c.new) for c in changes]
         if not changes and not spec.disabled:
-            out += [Finding(Kind.SPEC_DRIFT, f"+ platform {p} is not locked", step=step, subject="platform",
-                            new=p, platform=p)
-                    for p in platforms or [] if p not in locked[step].platforms]
+            out += [
+                Finding(
+                    Kind.SPEC_DRIFT, f"+ platform {p} is not locked", step=step, subject="platform", new=p, platform=p
+                )
+                for p in platforms or []
+                if p not in locked[step].platforms
+            ]
     for step in sorted(set(locked) - set(flow.specs)):
         out.append(Finding(Kind.SPEC_DRIFT, "- step is no longer in the flow", step=step, subject="step", old=step))
     return out
@@ -140,8 +155,9 @@ def spec_drift(flow: Flow, platforms: list[str] | None = None) -> list[Finding]:
 
 def relock_command(flow_file: str, findings: list[Finding]) -> str:
     """The command that fixes these spec-drift findings (platforms not yet locked are added)."""
-    missing = dict.fromkeys(f.platform for f in findings
-                            if f.kind is Kind.SPEC_DRIFT and f.subject == "platform" and f.platform)
+    missing = dict.fromkeys(
+        f.platform for f in findings if f.kind is Kind.SPEC_DRIFT and f.subject == "platform" and f.platform
+    )
     return " ".join(["repro lock", flow_file, *(f"--platform {p}" for p in missing)])
 
 
@@ -152,8 +168,13 @@ class LockResult:
     changes: dict  # step -> list of lines (what changed vs. the previous lock)
 
 
-def lock_flow(flow: Flow, platforms: list[str] | None = None, log: Log = _stderr,
-              write: bool = True, remove: list[str] | None = None) -> LockResult:
+def lock_flow(
+    flow: Flow,
+    platforms: list[str] | None = None,
+    log: Log = _stderr,
+    write: bool = True,
+    remove: list[str] | None = None,
+) -> LockResult:
     """Resolve what changed since the lock was written; reuse every step that did not.
 
     ``platforms`` are added to those already locked; ``remove`` drops platforms from the lock."""
@@ -173,16 +194,20 @@ def lock_flow(flow: Flow, platforms: list[str] | None = None, log: Log = _stderr
                 python = exact_python(spec)
                 key = (spec.spec_id, pname, python)
                 if key not in resolutions:
-                    log(f"resolving {flow.name}.{step} for {pname} (Python {python}): "
-                        + ", ".join(f"{n}=={v}" for n, v in spec.requirements.items()))
+                    log(
+                        f"resolving {flow.name}.{step} for {pname} (Python {python}): "
+                        + ", ".join(f"{n}=={v}" for n, v in spec.requirements.items())
+                    )
                     resolutions[key] = pypi.resolve(spec, pname, python, flow.settings)
                 per_platform[pname] = resolutions[key]
         new = StepLock.from_spec(spec, per_platform)
         stated = {n for n, _ in spec.libraries}
         if prev is None:
             lines = ["+ new step" + ("" if per_platform else " (disabled)")]
-            lines += [f"{pname}: {len(pl.packages)} packages ({len(stated)} stated), env {pl.env_id[:12]}"
-                      for pname, pl in per_platform.items()]
+            lines += [
+                f"{pname}: {len(pl.packages)} packages ({len(stated)} stated), env {pl.env_id[:12]}"
+                for pname, pl in per_platform.items()
+            ]
             changes[step] = lines
             steps[step] = new
             continue
@@ -194,7 +219,9 @@ def lock_flow(flow: Flow, platforms: list[str] | None = None, log: Log = _stderr
             elif a is None and b is not None and keep:
                 lines.append(f"{pname}: + platform added ({len(b.packages)} packages, env {b.env_id[:12]})")
             elif a != b:
-                lines += [f"{pname}: {x}" for x in diff_packages(a, b, stated)] or [f"{pname}: re-resolved, same packages"]
+                lines += [f"{pname}: {x}" for x in diff_packages(a, b, stated)] or [
+                    f"{pname}: re-resolved, same packages"
+                ]
         steps[step] = new
         if prev != new:
             changes[step] = lines
@@ -221,21 +248,30 @@ def current_lock(flow: Flow, offline: bool = False, log: Log = _stderr, frozen: 
     if offline or frozen:
         detail = "\n".join(f"  {f.line()}" for f in drift)
         why = "--offline forbids resolving" if offline else "REPRO_FROZEN is set, so it is not re-resolved"
-        raise BadInput(f"{flow.path}: the lock does not match the flow, and {why}:\n"
-                       f"{detail}\nRun `repro lock {flow.path.name}` (with network access) and commit the lock.")
+        raise BadInput(
+            f"{flow.path}: the lock does not match the flow, and {why}:\n"
+            f"{detail}\nRun `repro lock {flow.path.name}` (with network access) and commit the lock."
+        )
     result = lock_flow(flow, platforms=[local], log=log)
     for step, lines in result.changes.items():
         log(f"lock updated for {flow.name}.{step}: " + "; ".join(lines))
     return result.lock
 
 
-def build_flow(flow: Flow, steps: list[str] | None = None, offline: bool = False,
-               log: Log = _stderr, frozen: bool = False, repair: bool = False) -> dict[str, BuiltEnv | None]:
+def build_flow(
+    flow: Flow,
+    steps: list[str] | None = None,
+    offline: bool = False,
+    log: Log = _stderr,
+    frozen: bool = False,
+    repair: bool = False,
+) -> dict[str, BuiltEnv | None]:
     """Build (or reuse) every step's environment; disabled steps map to None."""
     unknown = [s for s in steps or [] if s not in flow.specs]
     if unknown:
-        raise BadInput(f"{flow.path}: no step named {', '.join(unknown)} in flow {flow.name} "
-                       f"(steps: {', '.join(flow.specs)})")
+        raise BadInput(
+            f"{flow.path}: no step named {', '.join(unknown)} in flow {flow.name} (steps: {', '.join(flow.specs)})"
+        )
     lock = current_lock(flow, offline, log, frozen)
     local = plats.local_platform_name()
     envs = environments(flow.settings)
@@ -251,12 +287,15 @@ def build_flow(flow: Flow, steps: list[str] | None = None, offline: bool = False
             where = flow.specs[step].where
             env = envs.get(pl.env_id)
             if env is not None and envs.damage(env, pl, full=repair):  # a damaged env is never reused
-                env = envs.build(pl, pythons.find(pl.python, where=where), offline=offline, where=where,
-                                 repair=repair, log=log)
+                env = envs.build(
+                    pl, pythons.find(pl.python, where=where), offline=offline, where=where, repair=repair, log=log
+                )
             if env is None:
                 interp = pythons.find(pl.python, where=where)
-                log(f"building env {pl.env_id[:12]} for {flow.name}.{step} "
-                    f"(Python {pl.python}, {len(pl.packages)} packages)")
+                log(
+                    f"building env {pl.env_id[:12]} for {flow.name}.{step} "
+                    f"(Python {pl.python}, {len(pl.packages)} packages)"
+                )
                 env = envs.build(pl, interp, offline=offline, where=where, log=log)
             by_env[pl.env_id] = env
         built[step] = by_env[pl.env_id]

@@ -7,10 +7,9 @@ import os
 import subprocess
 from pathlib import Path
 
+from metaflow_extensions.repro.plugins import probe
 from repro.errors import InfraError
 from repro.model.lock import PlatformLock
-
-from metaflow_extensions.repro.plugins import probe
 
 PROBE = Path(probe.__file__)
 
@@ -27,10 +26,12 @@ def of_env(env: Path, facts: dict, fresh: bool = False) -> dict:
     """The same fingerprint as ``take``, computed from outside the environment (no interpreter
     start-up): its site-packages plus the facts its base interpreter reported about itself.
     ``fresh``: the env was just installed, so RECORD's sizes can stand in for stat calls."""
-    sites = sorted(str(p) for p in Path(env).glob("lib/python3*/site-packages")) or \
-        sorted(str(p) for p in Path(env).glob("Lib/site-packages"))
-    return probe.fingerprint(site_dirs=[os.path.normcase(os.path.realpath(s)) for s in sites], facts=facts,
-                             trust_record=fresh)
+    sites = sorted(str(p) for p in Path(env).glob("lib/python3*/site-packages")) or sorted(
+        str(p) for p in Path(env).glob("Lib/site-packages")
+    )
+    return probe.fingerprint(
+        site_dirs=[os.path.normcase(os.path.realpath(s)) for s in sites], facts=facts, trust_record=fresh
+    )
 
 
 def differences(fp: dict, lock: PlatformLock) -> list[str]:

@@ -48,9 +48,12 @@ def _parameter_info(param) -> ParameterInfo:
 
     if getattr(param, "IS_CONFIG_PARAMETER", False):
         default = param.kwargs.get("default") or getattr(param, "_override_kwargs", {}).get("default")
-        return ParameterInfo("config", default if isinstance(default, str) else "",
-                             parser=getattr(param, "parser", None) is not None,
-                             plain=bool(param.kwargs.get("plain", False)))
+        return ParameterInfo(
+            "config",
+            default if isinstance(default, str) else "",
+            parser=getattr(param, "parser", None) is not None,
+            plain=bool(param.kwargs.get("plain", False)),
+        )
     if isinstance(param, IncludeFile):
         default = param.kwargs.get("default") or getattr(param, "_override_kwargs", {}).get("default")
         shown = getattr(default, "print_representation", default)
@@ -97,8 +100,7 @@ def _refuse_without_classes(path: Path) -> None:
     except SyntaxError:
         return  # importing it reports the syntax error with its context
     if not any(isinstance(node, ast.ClassDef) and node.bases for node in ast.walk(tree)):
-        raise NoFlowFound(f"{path}: no Metaflow flow found (no class deriving from FlowSpec); the file was "
-                          f"not run")
+        raise NoFlowFound(f"{path}: no Metaflow flow found (no class deriving from FlowSpec); the file was not run")
 
 
 def import_flow_module(path: Path):
@@ -120,7 +122,7 @@ def import_flow_module(path: Path):
     sys.modules[module_name] = module
     try:
         spec.loader.exec_module(module)
-    except BaseException as exc:  # noqa: BLE001 - user code may raise anything, even SystemExit
+    except BaseException as exc:
         sys.modules.pop(module_name, None)
         tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
         tail = "".join(tb[-3:]).rstrip()
@@ -140,8 +142,11 @@ def _flow_class(module, path: Path):
     from metaflow import FlowSpec
 
     classes = [
-        obj for obj in vars(module).values()
-        if isinstance(obj, type) and issubclass(obj, FlowSpec) and obj is not FlowSpec
+        obj
+        for obj in vars(module).values()
+        if isinstance(obj, type)
+        and issubclass(obj, FlowSpec)
+        and obj is not FlowSpec
         and obj.__module__ == module.__name__
     ]
     # A flow has a start step; a base class that another flow here derives from is not a flow.
@@ -198,12 +203,18 @@ def declarations_of(cls, path: Path) -> FlowDeclarations:
         found = list(cls._get_parameters())
         params = tuple(name for name, _ in found)
         info = {name: _parameter_info(param) for name, param in found}
-    except Exception:  # noqa: BLE001 - older Metaflow or configs that need the CLI
+    except Exception:
         params, info = (), {}
     graph = {node.name: tuple(node.out_funcs) for node in cls._graph}
     return FlowDeclarations(
-        path=Path(path).resolve(), name=cls.__name__, steps=steps, base=tuple(base),
-        per_step=per_step, s3_datastore=_s3_datastore(), parameters=params, graph=graph,
+        path=Path(path).resolve(),
+        name=cls.__name__,
+        steps=steps,
+        base=tuple(base),
+        per_step=per_step,
+        s3_datastore=_s3_datastore(),
+        parameters=params,
+        graph=graph,
         parameter_info=info,
     )
 

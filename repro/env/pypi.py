@@ -13,12 +13,12 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from repro._toml import tomllib
-from repro.model import platforms as plats
-from repro.settings import Settings
+from repro.env.uvtool import run_uv
 from repro.errors import InfraError, ResolutionError
+from repro.model import platforms as plats
 from repro.model.lock import Package, PlatformLock
 from repro.model.spec import EnvSpec
-from repro.env.uvtool import run_uv
+from repro.settings import Settings
 
 #: uv's exit codes: 1 = the command failed (no solution: bad names, versions or pins), 2 = an error
 #: (the index could not be reached, I/O). The code decides, never the wording of uv's message.
@@ -30,9 +30,22 @@ def requirements_in(spec: EnvSpec) -> str:
 
 
 def compile_args(req: Path, out: Path, platform: plats.Platform, python: str, settings: Settings) -> list[str]:
-    args = ["pip", "compile", str(req), "--format", "pylock.toml", "-o", str(out),
-            "--python-version", python, "--python-platform", platform.uv,
-            "--no-build", "--quiet", "--no-header"]
+    args = [
+        "pip",
+        "compile",
+        str(req),
+        "--format",
+        "pylock.toml",
+        "-o",
+        str(out),
+        "--python-version",
+        python,
+        "--python-platform",
+        platform.uv,
+        "--no-build",
+        "--quiet",
+        "--no-header",
+    ]
     if settings.index_url:
         args += ["--index-url", settings.index_url]
     for link in settings.find_links:
@@ -54,8 +67,7 @@ def _file_package(name: str, version: str, wheel: dict, folder: Path) -> Package
         sha, size = sha or hashlib.sha256(data).hexdigest(), len(data)
     if not sha or size is None:
         raise InfraError(f"the index gave no sha256/size for {filename}; cannot lock it")
-    return Package(name=name, version=version, source="pypi", file=filename, url=url,
-                   sha256=sha, size=int(size))
+    return Package(name=name, version=version, source="pypi", file=filename, url=url, sha256=sha, size=int(size))
 
 
 def parse_pylock(text: str, folder: Path, platform: plats.Platform, python: str, spec: EnvSpec) -> tuple[Package, ...]:
@@ -86,8 +98,9 @@ def resolve(spec: EnvSpec, platform_name: str, python: str, settings: Settings) 
         if proc.returncode != 0:
             message = proc.stderr.strip()
             if proc.returncode != UV_FAILURE:
-                raise InfraError(f"{spec.where}: cannot reach the package index while resolving "
-                                 f"for {platform_name}:\n{message}")
+                raise InfraError(
+                    f"{spec.where}: cannot reach the package index while resolving for {platform_name}:\n{message}"
+                )
             libs = ", ".join(f"{n}=={v}" for n, v in spec.requirements.items())
             raise ResolutionError(
                 f"{spec.where}: cannot resolve [{libs}] for {platform_name} (Python {python}):\n"

@@ -19,9 +19,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from repro.errors import PythonNotFound
-
 from metaflow_extensions.repro.plugins import probe as _probe_module
+from repro.errors import PythonNotFound
 
 _PROBE = Path(_probe_module.__file__)
 
@@ -88,7 +87,7 @@ def _read_cache(file: Path | None) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def probe(path: str) -> Interpreter | None:
     """What the interpreter at ``path`` is (None: not a usable CPython). Remembered on disk under
     REPRO_HOME by path + the file's mtime, size and inode, so each interpreter is run once, not
@@ -120,8 +119,7 @@ def probe(path: str) -> Interpreter | None:
 
 def _run_probe(path: str) -> Interpreter | None:
     try:
-        out = subprocess.run([path, "-I", str(_PROBE), "--interpreter"], capture_output=True, text=True,
-                             timeout=30)
+        out = subprocess.run([path, "-I", str(_PROBE), "--interpreter"], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
         return None
     if out.returncode != 0:
@@ -141,7 +139,7 @@ def _guess(path: str) -> str | None:
     return m.group(1) if m else None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def installed() -> tuple[Interpreter, ...]:
     found: dict[str, Interpreter] = {}
     for path in _candidates():
@@ -160,8 +158,10 @@ def _uv_list_key() -> list:
     change when one is installed or removed)."""
     folders = [f for f in os.environ.get("PATH", "").split(os.pathsep) if f]
     folders.append(os.path.join(os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv"), "versions"))
-    folders.append(os.environ.get("UV_PYTHON_INSTALL_DIR") or os.path.join(
-        os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share"), "uv", "python"))
+    folders.append(
+        os.environ.get("UV_PYTHON_INSTALL_DIR")
+        or os.path.join(os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share"), "uv", "python")
+    )
     key: list = [os.environ.get("UV_PYTHON_PREFERENCE", "")]
     for f in folders:
         try:
@@ -202,22 +202,30 @@ def _uv_list_paths() -> list[str]:
     try:
         out = subprocess.run(
             [uv_bin(), "python", "list", "--only-installed", "--output-format", "json"],
-            capture_output=True, text=True, timeout=30,
+            capture_output=True,
+            text=True,
+            timeout=30,
             env={**os.environ, "UV_PYTHON_DOWNLOADS": "never"},
         )
         entries = json.loads(out.stdout) if out.returncode == 0 else []
     except (OSError, ValueError, subprocess.TimeoutExpired):
         return []
-    return [e["path"] for e in entries
-            if e.get("implementation") == "cpython" and e.get("path") and "shims" not in e["path"]]
+    return [
+        e["path"]
+        for e in entries
+        if e.get("implementation") == "cpython" and e.get("path") and "shims" not in e["path"]
+    ]
 
 
 def find(request: str, where: str = "") -> Interpreter:
     """The interpreter for ``request``: '3.11.7' exactly, or the newest installed '3.11.x'."""
     exact = request.count(".") == 2
     # Fast path: probe only the candidates whose path hints at the right version.
-    hinted = [p for p in _candidates() if (_guess(p) or "").startswith(request if exact else request + ".")
-              or _guess(p) == request]
+    hinted = [
+        p
+        for p in _candidates()
+        if (_guess(p) or "").startswith(request if exact else request + ".") or _guess(p) == request
+    ]
     matches = [i for i in map(probe, hinted) if i and _match(i.version, request, exact)]
     if not matches:
         matches = [i for i in installed() if _match(i.version, request, exact)]
@@ -237,6 +245,5 @@ def _match(version: str, request: str, exact: bool) -> bool:
 
 def current() -> Interpreter:
     """The interpreter running repro (no subprocess: only its version is needed)."""
-    v = "%d.%d.%d" % sys.version_info[:3]
+    v = ".".join(str(x) for x in sys.version_info[:3])
     return Interpreter(path=sys.executable, version=v)
-

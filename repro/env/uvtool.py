@@ -11,7 +11,7 @@ from pathlib import Path
 from repro.errors import InfraError
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def uv_bin() -> str:
     try:
         from uv import find_uv_bin
@@ -37,10 +37,12 @@ def uv_env(cache_dir: Path | None, offline: bool = False) -> dict[str, str]:
     return env
 
 
-def run_uv(args: list[str], cache_dir: Path | None, offline: bool = False, cwd: Path | None = None,
-           timeout: float = 1800) -> subprocess.CompletedProcess:
+def run_uv(
+    args: list[str], cache_dir: Path | None, offline: bool = False, cwd: Path | None = None, timeout: float = 1800
+) -> subprocess.CompletedProcess:
     try:
-        return subprocess.run([uv_bin(), *args], capture_output=True, text=True, cwd=cwd,
-                              env=uv_env(cache_dir, offline), timeout=timeout)
+        return subprocess.run(
+            [uv_bin(), *args], capture_output=True, text=True, cwd=cwd, env=uv_env(cache_dir, offline), timeout=timeout
+        )
     except subprocess.TimeoutExpired as exc:
         raise InfraError(f"uv {' '.join(args[:2])} timed out after {timeout:.0f}s") from exc

@@ -23,8 +23,11 @@ def to_pylock(pl: PlatformLock, flow: str, step: str) -> str:
         "requires-python": f"=={pl.python}",
         "environments": [_MARKERS[pl.platform]] if pl.platform in _MARKERS else [],
         "packages": [
-            {"name": p.name, "version": p.version,
-             "wheels": [{"name": p.file, "url": p.url, "size": p.size, "hashes": {"sha256": p.sha256}}]}
+            {
+                "name": p.name,
+                "version": p.version,
+                "wheels": [{"name": p.file, "url": p.url, "size": p.size, "hashes": {"sha256": p.sha256}}],
+            }
             for p in sorted(pl.packages)
         ],
         "tool": {"repro": {"flow": flow, "step": step, "env-id": pl.env_id, "platform": pl.platform}},

@@ -86,10 +86,19 @@ class Finding:
         return f"{where}: {self.message}" if where else self.message
 
 
-def select(findings: Iterable[Finding], *, kind: Kind | Iterable[Kind] | None = None, step: str | None = None,
-           severity: Severity | None = None) -> list[Finding]:
+def select(
+    findings: Iterable[Finding],
+    *,
+    kind: Kind | Iterable[Kind] | None = None,
+    step: str | None = None,
+    severity: Severity | None = None,
+) -> list[Finding]:
     """The findings matching every given field."""
     kinds = None if kind is None else ({kind} if isinstance(kind, Kind) else set(kind))
-    return [f for f in findings
-            if (kinds is None or f.kind in kinds) and (step is None or f.step == step)
-            and (severity is None or f.severity == severity)]
+    return [
+        f
+        for f in findings
+        if (kinds is None or f.kind in kinds)
+        and (step is None or f.step == step)
+        and (severity is None or f.severity == severity)
+    ]

@@ -6,9 +6,9 @@ the file is recomputed on read, so a hand edit (or a merge accident) is caught, 
 
 from __future__ import annotations
 
-from typing import Any
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import tomli_w
 
@@ -37,8 +37,15 @@ class Package:
     size: int
 
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "version": self.version, "source": self.source,
-                "file": self.file, "url": self.url, "sha256": self.sha256, "size": self.size}
+        return {
+            "name": self.name,
+            "version": self.version,
+            "source": self.source,
+            "file": self.file,
+            "url": self.url,
+            "sha256": self.sha256,
+            "size": self.size,
+        }
 
     @classmethod
     def from_dict(cls, d: Any, at: v.At) -> Package:
@@ -47,20 +54,27 @@ class Package:
         size = v.need(d, "size", int, at)
         if size < 0:
             (at / "size").fail(size, "a size in bytes (>= 0)")
-        return cls(name=v.need(d, "name", str, at), version=v.need(d, "version", str, at),
-                   source=v.need(d, "source", str, at), file=v.file_name(v.need(d, "file", str, at), at / "file"),
-                   url=v.need(d, "url", str, at), sha256=v.hex_digest(v.need(d, "sha256", str, at), 64, at / "sha256"),
-                   size=size)
+        return cls(
+            name=v.need(d, "name", str, at),
+            version=v.need(d, "version", str, at),
+            source=v.need(d, "source", str, at),
+            file=v.file_name(v.need(d, "file", str, at), at / "file"),
+            url=v.need(d, "url", str, at),
+            sha256=v.hex_digest(v.need(d, "sha256", str, at), 64, at / "sha256"),
+            size=size,
+        )
 
 
 def env_id_of(platform: str, python: str, packages: tuple[Package, ...]) -> str:
     """Identity of a resolved environment: same id ⇒ byte-identical package set and interpreter."""
-    return sha256_json({
-        "platform": platform,
-        "python": python,
-        "implementation": "cpython",
-        "packages": [[p.name, p.version, p.source, p.file, p.sha256] for p in sorted(packages)],
-    })
+    return sha256_json(
+        {
+            "platform": platform,
+            "python": python,
+            "implementation": "cpython",
+            "packages": [[p.name, p.version, p.source, p.file, p.sha256] for p in sorted(packages)],
+        }
+    )
 
 
 @dataclass(frozen=True)
@@ -86,12 +100,17 @@ class PlatformLock:
 
     def to_dict(self) -> dict[str, Any]:
         """``{"env_id", "platform", "python", "packages": [...]}``, packages in canonical order."""
-        return {"env_id": self.env_id, "platform": self.platform, "python": self.python,
-                "packages": [p.as_dict() for p in self.packages]}
+        return {
+            "env_id": self.env_id,
+            "platform": self.platform,
+            "python": self.python,
+            "packages": [p.as_dict() for p in self.packages],
+        }
 
     @classmethod
-    def from_dict(cls, d: Any, where: str | v.At, *, platform: str | None = None,
-                  env_id: str | None = None) -> PlatformLock:
+    def from_dict(
+        cls, d: Any, where: str | v.At, *, platform: str | None = None, env_id: str | None = None
+    ) -> PlatformLock:
         """Strict inverse of ``to_dict``. ``platform``/``env_id``: the key the container filed the
         dict under, when the dict leaves it out. An env id must be given (in the dict, here, or
         both) and must be the one the packages hash to. Raises ``validate.Invalid`` (a ``BadInput``) naming the field."""
@@ -108,10 +127,14 @@ class PlatformLock:
         pl = cls(platform=name, python=python, packages=tuple(packages))
         if env_id is None:
             v.need(d, "env_id", str, at)  # an env id is always given: by the dict, or by its container
-        for given, field in ((d.get("env_id"), at / "env_id"), (env_id, at)):
-            if given is not None and v.env_id(given, field) != pl.env_id:
-                raise v.Invalid(field, given, f"{field.field} {given!r}: env_id does not match the packages listed "
-                                              f"(they hash to {pl.env_id}; edited by hand, merged badly or corrupted)")
+        for given, where in ((d.get("env_id"), at / "env_id"), (env_id, at)):
+            if given is not None and v.env_id(given, where) != pl.env_id:
+                raise v.Invalid(
+                    field,
+                    given,
+                    f"{field.field} {given!r}: env_id does not match the packages listed "
+                    f"(they hash to {pl.env_id}; edited by hand, merged badly or corrupted)",
+                )
         return pl
 
 
@@ -132,15 +155,31 @@ class StepLock:
         return self.as_spec(flow="").spec_id
 
     def as_spec(self, flow: str) -> EnvSpec:
-        return EnvSpec(flow=flow, step=self.step, kind=self.kind, source=self.source,
-                       python=self.python, libraries=self.libraries, implicit=self.implicit,
-                       channels=self.channels, disabled=self.disabled)
+        return EnvSpec(
+            flow=flow,
+            step=self.step,
+            kind=self.kind,
+            source=self.source,
+            python=self.python,
+            libraries=self.libraries,
+            implicit=self.implicit,
+            channels=self.channels,
+            disabled=self.disabled,
+        )
 
     @classmethod
     def from_spec(cls, spec: EnvSpec, platforms: dict[str, PlatformLock]) -> StepLock:
-        return cls(step=spec.step, kind=spec.kind, source=spec.source, python=spec.python,
-                   libraries=spec.libraries, implicit=spec.implicit, channels=spec.channels,
-                   disabled=spec.disabled, platforms=dict(sorted(platforms.items())))
+        return cls(
+            step=spec.step,
+            kind=spec.kind,
+            source=spec.source,
+            python=spec.python,
+            libraries=spec.libraries,
+            implicit=spec.implicit,
+            channels=spec.channels,
+            disabled=spec.disabled,
+            platforms=dict(sorted(platforms.items())),
+        )
 
 
 @dataclass(frozen=True)
@@ -155,8 +194,13 @@ class Lock:
         for name in sorted(self.steps):
             s = self.steps[name]
             entry: dict[str, Any] = {
-                "spec_id": s.spec_id, "kind": s.kind, "source": s.source, "python": s.python,
-                "disabled": s.disabled, "libraries": dict(s.libraries), "implicit": dict(s.implicit),
+                "spec_id": s.spec_id,
+                "kind": s.kind,
+                "source": s.source,
+                "python": s.python,
+                "disabled": s.disabled,
+                "libraries": dict(s.libraries),
+                "implicit": dict(s.implicit),
             }
             if s.channels:
                 entry["channels"] = list(s.channels)
@@ -168,8 +212,10 @@ class Lock:
             if plats:
                 entry["platforms"] = plats
             steps[name] = entry
-        header = (f"# repro lock for {self.file} (flow {self.flow}).\n"
-                  f"# Written by `repro lock {self.file}`; commit it, do not edit it by hand.\n")
+        header = (
+            f"# repro lock for {self.file} (flow {self.flow}).\n"
+            f"# Written by `repro lock {self.file}`; commit it, do not edit it by hand.\n"
+        )
         return header + tomli_w.dumps(doc)
 
 
@@ -218,8 +264,10 @@ def _decode_lock(doc: dict[str, Any], path: Path, regen: str) -> Lock:
     at = v.At(str(path))
     version = v.need(doc, "version", int, at)
     if version > LOCK_VERSION:
-        raise LockFileError(f"{path}: lock format version {version} is newer than this repro "
-                            f"understands ({LOCK_VERSION}); upgrade repro")
+        raise LockFileError(
+            f"{path}: lock format version {version} is newer than this repro "
+            f"understands ({LOCK_VERSION}); upgrade repro"
+        )
     if version < 1:
         raise LockFileError(f"{path}: unknown lock format version {version}. {regen}")
     flow = v.need(doc, "flow", str, at)
@@ -228,10 +276,14 @@ def _decode_lock(doc: dict[str, Any], path: Path, regen: str) -> Lock:
     for name, t in v.need(doc, "steps", dict, at).items():
         w = at / "steps" / name
         v.of_type(t, dict, w)
-        platforms = {pname: PlatformLock.from_dict(pt, w / "platforms" / pname, platform=pname)
-                     for pname, pt in v.opt(t, "platforms", dict, {}, w).items()}
+        platforms = {
+            pname: PlatformLock.from_dict(pt, w / "platforms" / pname, platform=pname)
+            for pname, pt in v.opt(t, "platforms", dict, {}, w).items()
+        }
         sl = StepLock(
-            step=name, kind=v.need(t, "kind", str, w), source=v.need(t, "source", str, w),
+            step=name,
+            kind=v.need(t, "kind", str, w),
+            source=v.need(t, "source", str, w),
             python=v.need(t, "python", str, w),
             libraries=_pairs(v.need(t, "libraries", dict, w), w / "libraries"),
             implicit=_pairs(v.need(t, "implicit", dict, w), w / "implicit"),
@@ -240,8 +292,10 @@ def _decode_lock(doc: dict[str, Any], path: Path, regen: str) -> Lock:
             platforms=platforms,
         )
         if v.need(t, "spec_id", str, w) != sl.spec_id:
-            raise LockFileError(f"{path}: step '{name}': spec_id does not match the declaration recorded with it "
-                                f"(the file was edited by hand or merged badly). {regen}")
+            raise LockFileError(
+                f"{path}: step '{name}': spec_id does not match the declaration recorded with it "
+                f"(the file was edited by hand or merged badly). {regen}"
+            )
         steps[name] = sl
     return Lock(flow=flow, file=file, steps=steps)
 
@@ -258,6 +312,7 @@ def read_lock(path: Path) -> Lock | None:
 
 
 # -- differences -------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Change:
@@ -304,8 +359,9 @@ def diff_spec(locked: StepLock, spec: EnvSpec) -> list[Change]:
     return out + diff_requirements(old, spec.requirements)
 
 
-def diff_packages(old: PlatformLock | None, new: PlatformLock | None,
-                  stated: set[str] | frozenset[str] = frozenset()) -> list[Change]:
+def diff_packages(
+    old: PlatformLock | None, new: PlatformLock | None, stated: set[str] | frozenset[str] = frozenset()
+) -> list[Change]:
     """Package-level differences (old -> new), marking stated vs transitive packages."""
     a = old.by_name() if old else {}
     b = new.by_name() if new else {}
@@ -320,6 +376,13 @@ def diff_packages(old: PlatformLock | None, new: PlatformLock | None,
         if pa is None or pb is None or pa.version != pb.version:
             out.append(Change(name, pa.version if pa else "", pb.version if pb else "", role))
         else:
-            out.append(Change(name, pa.version, pb.version, role,
-                              detail=f"file {pa.file} ({pa.sha256[:12]}) -> {pb.file} ({pb.sha256[:12]})"))
+            out.append(
+                Change(
+                    name,
+                    pa.version,
+                    pb.version,
+                    role,
+                    detail=f"file {pa.file} ({pa.sha256[:12]}) -> {pb.file} ({pb.sha256[:12]})",
+                )
+            )
     return out

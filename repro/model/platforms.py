@@ -21,8 +21,13 @@ class Platform:
 def _manylinux(arch: str) -> tuple[str, ...]:
     tags = [f"manylinux_2_{minor}_{arch}" for minor in range(28, 16, -1)]
     if arch in ("x86_64", "i686"):
-        tags += ["manylinux2014_" + arch, "manylinux_2_12_" + arch, "manylinux2010_" + arch,
-                 "manylinux_2_5_" + arch, "manylinux1_" + arch]
+        tags += [
+            "manylinux2014_" + arch,
+            "manylinux_2_12_" + arch,
+            "manylinux2010_" + arch,
+            "manylinux_2_5_" + arch,
+            "manylinux1_" + arch,
+        ]
     else:
         tags += ["manylinux2014_" + arch]
     return tuple(tags) + (f"linux_{arch}",)
@@ -55,9 +60,7 @@ def get(name: str) -> Platform:
     try:
         return PLATFORMS[name]
     except KeyError:
-        raise BadInput(
-            f"unknown platform {name!r}; known platforms: {', '.join(sorted(PLATFORMS))}"
-        ) from None
+        raise BadInput(f"unknown platform {name!r}; known platforms: {', '.join(sorted(PLATFORMS))}") from None
 
 
 def supported_tags(plat: Platform, python: str) -> list[Tag]:

@@ -143,8 +143,13 @@ class RunRecord:
         return out
 
     def artifact_shas(self, stored_only: bool = True) -> set:
-        return {a.sha1 for s in self.steps.values() for t in s.tasks.values() for a in t.artifacts.values()
-                if a.stored or not stored_only}
+        return {
+            a.sha1
+            for s in self.steps.values()
+            for t in s.tasks.values()
+            for a in t.artifacts.values()
+            if a.stored or not stored_only
+        }
 
     def to_json(self) -> str:
         doc = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, **asdict(self)}
@@ -166,11 +171,37 @@ def _env_dict(pl: PlatformLock) -> dict:
 # A record may come from a shared store: every field is checked (type, digest format, plain names,
 # relative paths, known statuses) before anything uses it. Errors name the field path and the value.
 
-_RECORD_KEYS = frozenset({
-    "schema", "schema_version", "flow", "run_id", "flow_file", "code_sha256", "lock_sha256", "parameters",
-    "pythonhashseed", "metaflow_version", "repro_version", "host", "datastore", "steps", "envs", "created_at",
-    "duration_s", "status", "pickle_checks", "settings", "graph", "step_order",
-    "replay_of", "include_files", "configs", "run_options", "identity"})  # the last five: version 2
+_RECORD_KEYS = frozenset(
+    {
+        "schema",
+        "schema_version",
+        "flow",
+        "run_id",
+        "flow_file",
+        "code_sha256",
+        "lock_sha256",
+        "parameters",
+        "pythonhashseed",
+        "metaflow_version",
+        "repro_version",
+        "host",
+        "datastore",
+        "steps",
+        "envs",
+        "created_at",
+        "duration_s",
+        "status",
+        "pickle_checks",
+        "settings",
+        "graph",
+        "step_order",
+        "replay_of",
+        "include_files",
+        "configs",
+        "run_options",
+        "identity",
+    }
+)  # the last five: version 2
 _INCLUDE_KEYS = frozenset({"sha256", "size", "name", "is_text", "encoding"})
 _CONFIG_KEYS = frozenset({"value", "source", "plain", "parser"})
 _REF_TEXT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*/[A-Za-z0-9_.\-]+$")
@@ -194,9 +225,12 @@ def _size(value: Any, at: v.At) -> int:
 
 def _artifact(d: Any, at: v.At) -> ArtifactRecord:
     v.only(v.of_type(d, dict, at), _ARTIFACT_KEYS, at)
-    return ArtifactRecord(sha1=v.hex_digest(v.need(d, "sha1", str, at), 40, at / "sha1"),
-                          size=_size(v.need(d, "size", int, at), at / "size"), type=v.need(d, "type", str, at),
-                          stored=v.opt(d, "stored", bool, False, at))
+    return ArtifactRecord(
+        sha1=v.hex_digest(v.need(d, "sha1", str, at), 40, at / "sha1"),
+        size=_size(v.need(d, "size", int, at), at / "size"),
+        type=v.need(d, "type", str, at),
+        stored=v.opt(d, "stored", bool, False, at),
+    )
 
 
 def _task(d: Any, at: v.At) -> TaskRecord:
@@ -205,16 +239,20 @@ def _task(d: Any, at: v.At) -> TaskRecord:
         task_id=v.name(v.need(d, "task_id", str, at), at / "task_id"),
         # "" when the task never reported one (it failed before its environment check)
         env_id=v.env_id(v.need(d, "env_id", str, at), at / "env_id", allow_empty=True),
-        fingerprint=v.need(d, "fingerprint", str, at), interpreter=v.need(d, "interpreter", str, at),
-        artifacts=v.table_of(v.opt(d, "artifacts", dict, {}, at), at / "artifacts", v.name, _artifact))
+        fingerprint=v.need(d, "fingerprint", str, at),
+        interpreter=v.need(d, "interpreter", str, at),
+        artifacts=v.table_of(v.opt(d, "artifacts", dict, {}, at), at / "artifacts", v.name, _artifact),
+    )
 
 
 def _step(d: Any, at: v.At) -> StepRecord:
     v.only(v.of_type(d, dict, at), _STEP_KEYS, at)
-    return StepRecord(spec_id=v.hex_digest(v.need(d, "spec_id", str, at), 64, at / "spec_id"),
-                      env_id=v.env_id(v.need(d, "env_id", str, at), at / "env_id"),
-                      disabled=v.need(d, "disabled", bool, at),
-                      tasks=v.table_of(v.opt(d, "tasks", dict, {}, at), at / "tasks", _task_key, _task))
+    return StepRecord(
+        spec_id=v.hex_digest(v.need(d, "spec_id", str, at), 64, at / "spec_id"),
+        env_id=v.env_id(v.need(d, "env_id", str, at), at / "env_id"),
+        disabled=v.need(d, "disabled", bool, at),
+        tasks=v.table_of(v.opt(d, "tasks", dict, {}, at), at / "tasks", _task_key, _task),
+    )
 
 
 def _check(d: Any, at: v.At) -> PickleCheck:
@@ -226,7 +264,9 @@ def _check(d: Any, at: v.At) -> PickleCheck:
         reader_env=v.env_id(v.need(d, "reader_env", str, at), at / "reader_env"),
         reader_steps=tuple(v.list_of(v.need(d, "reader_steps", list, at), at / "reader_steps", v.identifier)),
         status=v.choice(v.need(d, "status", str, at), PickleStatus, at / "status"),
-        detail=v.opt(d, "detail", str, "", at), static=v.opt(d, "static", str, "", at))
+        detail=v.opt(d, "detail", str, "", at),
+        static=v.opt(d, "static", str, "", at),
+    )
 
 
 def _included(d: Any, at: v.At) -> IncludedFileRecord:
@@ -234,10 +274,13 @@ def _included(d: Any, at: v.At) -> IncludedFileRecord:
     encoding = v.opt(d, "encoding", str, "utf-8", at)
     if not re.match(r"^[A-Za-z0-9_.\-]{1,40}$", encoding):
         (at / "encoding").fail(encoding, "an encoding name")
-    return IncludedFileRecord(sha256=v.hex_digest(v.need(d, "sha256", str, at), 64, at / "sha256"),
-                              size=_size(v.need(d, "size", int, at), at / "size"),
-                              name=v.file_name(v.need(d, "name", str, at), at / "name"),
-                              is_text=v.opt(d, "is_text", bool, True, at), encoding=encoding)
+    return IncludedFileRecord(
+        sha256=v.hex_digest(v.need(d, "sha256", str, at), 64, at / "sha256"),
+        size=_size(v.need(d, "size", int, at), at / "size"),
+        name=v.file_name(v.need(d, "name", str, at), at / "name"),
+        is_text=v.opt(d, "is_text", bool, True, at),
+        encoding=encoding,
+    )
 
 
 def _config(d: Any, at: v.At) -> ConfigRecord:
@@ -247,8 +290,12 @@ def _config(d: Any, at: v.At) -> ConfigRecord:
         json.loads(value)
     except ValueError:
         (at / "value").fail(value, "JSON text")
-    return ConfigRecord(value=value, source=v.choice(v.opt(d, "source", str, "default", at), ConfigSource, at / "source"),
-                        plain=v.opt(d, "plain", bool, False, at), parser=v.opt(d, "parser", bool, False, at))
+    return ConfigRecord(
+        value=value,
+        source=v.choice(v.opt(d, "source", str, "default", at), ConfigSource, at / "source"),
+        plain=v.opt(d, "plain", bool, False, at),
+        parser=v.opt(d, "parser", bool, False, at),
+    )
 
 
 def _run_option(value: Any, at: v.At) -> str:
@@ -275,13 +322,17 @@ def from_json(text: str, where: str) -> RunRecord:
     except ValueError as exc:
         raise BadInput(f"{where}: not a run record (invalid JSON: {exc})") from None
     if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
-        raise BadInput(f"{where}: not a repro run record (schema is {doc.get('schema') if isinstance(doc, dict) else None!r})")
+        raise BadInput(
+            f"{where}: not a repro run record (schema is {doc.get('schema') if isinstance(doc, dict) else None!r})"
+        )
     version = doc.get("schema_version")
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise BadInput(f"{where}: unknown run record schema version {version!r}")
     if version > SCHEMA_VERSION:
-        raise BadInput(f"{where}: this run record uses schema version {version}, newer than this repro "
-                       f"understands ({SCHEMA_VERSION}); upgrade repro to read it")
+        raise BadInput(
+            f"{where}: this run record uses schema version {version}, newer than this repro "
+            f"understands ({SCHEMA_VERSION}); upgrade repro to read it"
+        )
     return _decode(doc, v.At(where))
 
 
@@ -297,22 +348,31 @@ def _decode(doc: dict, at: v.At) -> RunRecord:
         if s.env_id != "disabled" and s.env_id not in envs:
             (at / "steps" / name / "env_id").fail(s.env_id, "an env id listed in 'envs'")
     order = tuple(v.list_of(v.opt(doc, "step_order", list, [], at), at / "step_order", v.identifier)) or tuple(steps)
-    graph = v.table_of(v.opt(doc, "graph", dict, {}, at), at / "graph", v.identifier,
-                       lambda x, a: tuple(v.list_of(x, a, v.identifier)))
+    graph = v.table_of(
+        v.opt(doc, "graph", dict, {}, at), at / "graph", v.identifier, lambda x, a: tuple(v.list_of(x, a, v.identifier))
+    )
     return RunRecord(
         flow=v.identifier(v.need(doc, "flow", str, at), at / "flow"),
         run_id=v.name(v.need(doc, "run_id", str, at), at / "run_id"),
         flow_file=v.relative_path(v.need(doc, "flow_file", str, at), at / "flow_file"),
         code_sha256=v.hex_digest(v.need(doc, "code_sha256", str, at), 64, at / "code_sha256"),
         lock_sha256=v.hex_digest(v.need(doc, "lock_sha256", str, at), 64, at / "lock_sha256"),
-        parameters=v.table_of(v.need(doc, "parameters", dict, at), at / "parameters",
-                              lambda k, a: v.matching(k, v.PARAMETER_NAME, "a parameter name", a), lambda x, a: x),
+        parameters=v.table_of(
+            v.need(doc, "parameters", dict, at),
+            at / "parameters",
+            lambda k, a: v.matching(k, v.PARAMETER_NAME, "a parameter name", a),
+            lambda x, a: x,
+        ),
         pythonhashseed=v.need(doc, "pythonhashseed", str, at),
         metaflow_version=v.need(doc, "metaflow_version", str, at),
         repro_version=v.need(doc, "repro_version", str, at),
         host=_strings(v.need(doc, "host", dict, at), at / "host"),
-        datastore=v.table_of(v.need(doc, "datastore", dict, at), at / "datastore", v.string,
-                             lambda x, a: v.of_type(x, (str, type(None)), a)),
+        datastore=v.table_of(
+            v.need(doc, "datastore", dict, at),
+            at / "datastore",
+            v.string,
+            lambda x, a: v.of_type(x, (str, type(None)), a),
+        ),
         steps={name: steps[name] for name in order if name in steps},
         envs=envs,
         created_at=v.opt(doc, "created_at", str, "", at),
@@ -322,10 +382,16 @@ def _decode(doc: dict, at: v.At) -> RunRecord:
         settings=_scalars(v.opt(doc, "settings", dict, {}, at), at / "settings"),
         graph=graph,
         step_order=order,
-        replay_of=(v.matching(v.opt(doc, "replay_of", str, "", at), _REF_TEXT, "a run reference (Flow/run_id)",
-                              at / "replay_of") if doc.get("replay_of") else ""),
-        include_files=v.table_of(v.opt(doc, "include_files", dict, {}, at), at / "include_files", _parameter_name,
-                                 _included),
+        replay_of=(
+            v.matching(
+                v.opt(doc, "replay_of", str, "", at), _REF_TEXT, "a run reference (Flow/run_id)", at / "replay_of"
+            )
+            if doc.get("replay_of")
+            else ""
+        ),
+        include_files=v.table_of(
+            v.opt(doc, "include_files", dict, {}, at), at / "include_files", _parameter_name, _included
+        ),
         configs=v.table_of(v.opt(doc, "configs", dict, {}, at), at / "configs", _parameter_name, _config),
         run_options=tuple(v.list_of(v.opt(doc, "run_options", list, [], at), at / "run_options", _run_option)),
         identity=_identity(v.opt(doc, "identity", str, "", at), at / "identity"),

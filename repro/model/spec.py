@@ -11,14 +11,14 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from typing import Any
 from dataclasses import dataclass, field
+from typing import Any
 
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from repro.model.validate import short
 from repro.errors import SpecError
+from repro.model.validate import short
 
 MIN_PYTHON = (3, 7)
 _NAME = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
@@ -85,27 +85,36 @@ def pin_of(name: str, version: Any, where: str) -> tuple[str, str]:
     """Validate one ``name: version`` entry; return (canonical name, exact version)."""
     if not isinstance(name, str) or not _NAME.match(name.strip()):
         if isinstance(name, str) and "[" in name:
-            raise SpecError(f"{where}: library {short(name)}: extras are not supported; "
-                            f"declare the extra's packages explicitly with exact versions")
+            raise SpecError(
+                f"{where}: library {short(name)}: extras are not supported; "
+                f"declare the extra's packages explicitly with exact versions"
+            )
         raise SpecError(f"{where}: {short(name)} is not a valid package name")
     hint = f"write an exact version, e.g. {{'{name}': '1.2.3'}}"
     if not isinstance(version, str):
-        raise SpecError(f"{where}: library '{name}' has version {short(version)}; "
-                        f"versions must be strings pinned to one exact version: {hint}")
+        raise SpecError(
+            f"{where}: library '{name}' has version {short(version)}; "
+            f"versions must be strings pinned to one exact version: {hint}"
+        )
     text = version.strip()
     if text.startswith("=="):
         text = text[2:].strip()
     if not text:
-        raise SpecError(f"{where}: library '{name}' is not pinned (empty version); {hint}. "
-                        "repro refuses unpinned libraries because the result could not be reproduced.")
+        raise SpecError(
+            f"{where}: library '{name}' is not pinned (empty version); {hint}. "
+            "repro refuses unpinned libraries because the result could not be reproduced."
+        )
     if any(c in text for c in "<>=!~*, ;"):
-        raise SpecError(f"{where}: library '{name}' is not pinned to one exact version "
-                        f"({short(version)} is a range or wildcard); {hint}")
+        raise SpecError(
+            f"{where}: library '{name}' is not pinned to one exact version "
+            f"({short(version)} is a range or wildcard); {hint}"
+        )
     try:
         Version(text)
     except InvalidVersion:
-        raise SpecError(f"{where}: library '{name}' has version {short(version)}, which is not a "
-                        f"valid version; {hint}") from None
+        raise SpecError(
+            f"{where}: library '{name}' has version {short(version)}, which is not a valid version; {hint}"
+        ) from None
     return str(canonicalize_name(name.strip())), text
 
 
@@ -113,14 +122,17 @@ def _libraries(decl: Declaration, where: str) -> dict[str, str]:
     libs = decl.libraries or {}
     if not isinstance(libs, dict):
         key = "packages" if decl.kind == "pypi" else "libraries"
-        raise SpecError(f"{where}: @{decl.kind}({key}=...) must be a dict of "
-                        f"{{'name': 'exact version'}}, got {type(libs).__name__} {short(libs)}")
+        raise SpecError(
+            f"{where}: @{decl.kind}({key}=...) must be a dict of "
+            f"{{'name': 'exact version'}}, got {type(libs).__name__} {short(libs)}"
+        )
     out: dict[str, str] = {}
     for name, version in libs.items():
         key, pin = pin_of(name, version, where)
         if key in out and out[key] != pin:
-            raise SpecError(f"{where}: library '{name}' is declared twice with different "
-                            f"versions ({out[key]} and {pin})")
+            raise SpecError(
+                f"{where}: library '{name}' is declared twice with different versions ({out[key]} and {pin})"
+            )
         out[key] = pin
     return out
 
@@ -129,15 +141,18 @@ def _python(value: Any, where: str) -> str | None:
     if value is None:
         return None
     if isinstance(value, float | int) and not isinstance(value, bool):
-        raise SpecError(f"{where}: python={short(value)} must be a string such as '3.10' "
-                        f"(a number loses digits: 3.10 == 3.1)")
+        raise SpecError(
+            f"{where}: python={short(value)} must be a string such as '3.10' (a number loses digits: 3.10 == 3.1)"
+        )
     if not isinstance(value, str) or not _PYTHON.match(value.strip()):
         raise SpecError(f"{where}: python={short(value)} is not a Python version such as '3.11' or '3.11.7'")
     text = value.strip()
     major_minor = tuple(int(x) for x in text.split(".")[:2])
     if major_minor < MIN_PYTHON:
-        raise SpecError(f"{where}: python={short(text)} is not supported: Metaflow 2.19 needs "
-                        f"Python 3.7 or newer inside a step; choose python='3.7' or later")
+        raise SpecError(
+            f"{where}: python={short(text)} is not supported: Metaflow 2.19 needs "
+            f"Python 3.7 or newer inside a step; choose python='3.7' or later"
+        )
     return text
 
 
@@ -185,8 +200,10 @@ def merge(
         kinds = sorted({d.kind for d in decls})
         if len(kinds) > 1:
             names = " and ".join(f"@{k}" + ("_base" if level is None else "") for k in kinds)
-            raise SpecError(f"{_where(flow, level)}: {names} cannot both be used on the same "
-                            f"{'flow' if level is None else 'step'}; choose one")
+            raise SpecError(
+                f"{_where(flow, level)}: {names} cannot both be used on the same "
+                f"{'flow' if level is None else 'step'}; choose one"
+            )
         if len(decls) > 1:
             raise SpecError(f"{_where(flow, level)}: @{decls[0].kind} is applied more than once")
     b = base[0] if base else None
@@ -210,9 +227,17 @@ def merge(
     python = python or default_python
     if disabled:
         # Runs in the user's own interpreter: nothing to resolve, nothing implicit to add.
-        return EnvSpec(flow=flow, step=step, kind=kind, source="none", python=python,
-                       libraries=tuple(sorted(libraries.items())), channels=channels,
-                       disabled=True, where=where)
+        return EnvSpec(
+            flow=flow,
+            step=step,
+            kind=kind,
+            source="none",
+            python=python,
+            libraries=tuple(sorted(libraries.items())),
+            channels=channels,
+            disabled=True,
+            where=where,
+        )
     if "conda" in declared:
         if conda_source == "pypi":
             source = "pypi"
@@ -220,7 +245,7 @@ def merge(
             raise SpecError(
                 f"{where}: @conda libraries need a conda channel, and conda channels are not "
                 "supported yet. To serve @conda(libraries=...) from PyPI, set "
-                "conda-source = \"pypi\" under [tool.repro] in pyproject.toml, or "
+                'conda-source = "pypi" under [tool.repro] in pyproject.toml, or '
                 "REPRO_CONDA_SOURCE=pypi in the environment."
             )
     else:

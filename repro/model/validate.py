@@ -57,8 +57,15 @@ class At:
         raise Invalid(self, value, f"{subject} is not {what}")
 
 
-_TYPE_NAMES = {str: "str", int: "int", float: "a number", bool: "bool", dict: "a table/object", list: "a list",
-               type(None): "null"}
+_TYPE_NAMES = {
+    str: "str",
+    int: "int",
+    float: "a number",
+    bool: "bool",
+    dict: "a table/object",
+    list: "a list",
+    type(None): "null",
+}
 
 
 def of_type(value: Any, typ: type | tuple[type, ...], at: At) -> Any:
@@ -105,7 +112,7 @@ def env_id(value: Any, at: At, *, allow_empty: bool = False) -> str:
     if value == "disabled" or (allow_empty and value == ""):
         return value
     if not isinstance(value, str) or not _HEX[64].match(value):
-        at.fail(value, "an env id (64 hex digits or \"disabled\")")
+        at.fail(value, 'an env id (64 hex digits or "disabled")')
     return value
 
 
@@ -132,8 +139,15 @@ def file_name(value: Any, at: At) -> str:
 
 def relative_path(value: Any, at: At) -> str:
     """A relative POSIX path that stays inside its root: not absolute, no '..', no backslashes."""
-    if (not isinstance(value, str) or not value or value.startswith("/") or "\\" in value or "\0" in value
-            or re.match(r"^[A-Za-z]:", value) or any(part == ".." for part in value.split("/"))):
+    if (
+        not isinstance(value, str)
+        or not value
+        or value.startswith("/")
+        or "\\" in value
+        or "\0" in value
+        or re.match(r"^[A-Za-z]:", value)
+        or any(part == ".." for part in value.split("/"))
+    ):
         at.fail(value, "a relative path inside the flow's folder (no '..', not absolute, no backslashes)")
     return value
 

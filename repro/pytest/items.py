@@ -79,7 +79,7 @@ class StepItem(_ReproItem):
             self.user_properties += [("repro_env_id", ",".join(envs)), ("repro_fingerprint", ",".join(fps))]
         problems, notes = step_problems(o, self.step)
         for note in notes:
-            warnings.warn(ReproPickleWarning(f"{o.flow}.{self.step}: {note}"))
+            warnings.warn(ReproPickleWarning(f"{o.flow}.{self.step}: {note}"), stacklevel=2)
         if problems:
             raise ReproFailure(f"{o.flow}.{self.step} failed:\n" + "\n".join(problems))
 
@@ -89,8 +89,12 @@ class LockItem(_ReproItem):
         o = self.outcome()
         lines = lock_problems(o)
         if lines:
-            raise ReproFailure(f"{o.flow or self.path.name}: the lock does not hold:\n  " + "\n  ".join(lines)
-                               + "\n" + lock_advice(o, self.path.name))
+            raise ReproFailure(
+                f"{o.flow or self.path.name}: the lock does not hold:\n  "
+                + "\n  ".join(lines)
+                + "\n"
+                + lock_advice(o, self.path.name)
+            )
 
 
 class PickleItem(_ReproItem):
@@ -101,22 +105,34 @@ class PickleItem(_ReproItem):
         fails = [c for c in o.record.pickle_checks if c.status == PickleStatus.FAILS]
         for c in o.record.pickle_checks:
             if c.status == PickleStatus.WARNING:
-                warnings.warn(ReproPickleWarning(f"{o.flow}: {c.step}.{c.artifact} read by {','.join(c.reader_steps)}: "
-                                                 f"{'; '.join(x for x in (c.detail, c.static) if x)}"))
+                warnings.warn(
+                    ReproPickleWarning(
+                        f"{o.flow}: {c.step}.{c.artifact} read by {','.join(c.reader_steps)}: "
+                        f"{'; '.join(x for x in (c.detail, c.static) if x)}"
+                    ),
+                    stacklevel=2,
+                )
         if fails:
-            raise ReproFailure(f"{o.flow}: {len(fails)} artifact(s) cannot be unpickled where they are read:\n" +
-                               "\n".join(f"  {c.step}/{c.task}.{c.artifact} in {', '.join(c.reader_steps)} "
-                                         f"(env {c.reader_env[:12]}): {c.detail}" + (f" [{c.static}]" if c.static else "")
-                                         for c in fails))
+            raise ReproFailure(
+                f"{o.flow}: {len(fails)} artifact(s) cannot be unpickled where they are read:\n"
+                + "\n".join(
+                    f"  {c.step}/{c.task}.{c.artifact} in {', '.join(c.reader_steps)} "
+                    f"(env {c.reader_env[:12]}): {c.detail}" + (f" [{c.static}]" if c.static else "")
+                    for c in fails
+                )
+            )
 
 
 class BaselineItem(_ReproItem):
     def runtest(self):
         o = self.outcome()
         if o.comparison is None:
-            raise ReproFailure(f"{o.flow}: nothing to compare with {o.baseline or 'the baseline'}: "
-                               f"{o.error or 'the run failed'}")
+            raise ReproFailure(
+                f"{o.flow}: nothing to compare with {o.baseline or 'the baseline'}: {o.error or 'the run failed'}"
+            )
         diffs = [r for r in o.comparison.results if r.verdict is Verdict.DIFFERENT]
         if diffs:
-            raise ReproFailure(f"{o.flow}: {len(diffs)} artifact(s) differ from {o.baseline}:\n" +
-                               "\n".join(f"  {r.step}/{r.task}.{r.name}: {r.detail}" for r in diffs))
+            raise ReproFailure(
+                f"{o.flow}: {len(diffs)} artifact(s) differ from {o.baseline}:\n"
+                + "\n".join(f"  {r.step}/{r.task}.{r.name}: {r.detail}" for r in diffs)
+            )

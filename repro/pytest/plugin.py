@@ -13,23 +13,52 @@ from repro.pytest.session import SESSION
 
 def pytest_addoption(parser):
     group = parser.getgroup("repro", "reproducible Metaflow flows (repro)")
-    group.addoption("--repro", action="store_true", default=False,
-                    help="collect Metaflow flow files: one item per step, plus [lock], [pickle], [baseline]")
+    group.addoption(
+        "--repro",
+        action="store_true",
+        default=False,
+        help="collect Metaflow flow files: one item per step, plus [lock], [pickle], [baseline]",
+    )
     group.addoption("--repro-store", default=None, metavar="URI", help="store for baselines and --repro-update")
-    group.addoption("--repro-baseline", default=None, metavar="REF",
-                    help="compare each flow's run with this recorded run (FlowName/run_id, or 'latest')")
-    group.addoption("--repro-update", action="store_true", default=False,
-                    help="record this run in the store and move 'latest' to it")
-    group.addoption("--repro-drift", action="store_true", default=False,
-                    help="also re-resolve every lock now and fail on resolution drift")
+    group.addoption(
+        "--repro-baseline",
+        default=None,
+        metavar="REF",
+        help="compare each flow's run with this recorded run (FlowName/run_id, or 'latest')",
+    )
+    group.addoption(
+        "--repro-update",
+        action="store_true",
+        default=False,
+        help="record this run in the store and move 'latest' to it",
+    )
+    group.addoption(
+        "--repro-drift",
+        action="store_true",
+        default=False,
+        help="also re-resolve every lock now and fail on resolution drift",
+    )
     group.addoption("--repro-report", default=None, metavar="DIR", help="where reports go (default: reports/)")
-    group.addoption("--repro-platform", action="append", default=None, metavar="NAME",
-                    help="platforms every lock must cover (repeatable)")
-    group.addoption("--repro-frozen", action="store_true", default=False,
-                    help="a stale lock fails [lock] and the flow does not run (also REPRO_FROZEN=1); "
-                         "without it a stale lock is re-locked and only [lock] fails")
-    for name, help_ in (("repro_store", "store URI"), ("repro_baseline", "baseline REF"),
-                        ("repro_report", "report folder"), ("repro_platform", "platforms, space-separated")):
+    group.addoption(
+        "--repro-platform",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="platforms every lock must cover (repeatable)",
+    )
+    group.addoption(
+        "--repro-frozen",
+        action="store_true",
+        default=False,
+        help="a stale lock fails [lock] and the flow does not run (also REPRO_FROZEN=1); "
+        "without it a stale lock is re-locked and only [lock] fails",
+    )
+    for name, help_ in (
+        ("repro_store", "store URI"),
+        ("repro_baseline", "baseline REF"),
+        ("repro_report", "report folder"),
+        ("repro_platform", "platforms, space-separated"),
+    ):
         parser.addini(name, help_, default="")
     parser.addini("repro_update", "record runs as the new baseline", type="bool", default=False)
     parser.addini("repro_drift", "fail on resolution drift", type="bool", default=False)

@@ -17,13 +17,13 @@ from pathlib import Path
 import pytest
 from filelock import FileLock
 
-from repro.report.document import ReportDocument, StepOutcome, build_flow, document
-from repro.settings import load_settings
 from repro.env.engine import open_flow, relock_command
 from repro.errors import ReproError
 from repro.model.findings import DRIFT_KINDS, Finding, Kind, Severity, select
 from repro.model.record import NO_FOREACH
+from repro.report.document import ReportDocument, StepOutcome, build_flow, document
 from repro.runs.pipeline import LOCK_SUBJECT, Outcome, RunOptions, run_and_record
+from repro.settings import load_settings
 
 
 @dataclass
@@ -37,7 +37,7 @@ class Options:
     frozen: bool = False  # a stale lock is an error and the flow does not run (REPRO_FROZEN, --repro-frozen)
 
     @classmethod
-    def from_config(cls, config) -> "Options":
+    def from_config(cls, config) -> Options:
         """Command line first, then [tool.pytest.ini_options] (repro_*), then the settings
         (REPRO_* variables over [tool.repro], see repro.settings)."""
         settings = load_settings(Path(str(config.rootpath)))
@@ -48,14 +48,19 @@ class Options:
                 return value
             return config.getini(ini) or settings.given(name) or None
 
-        return cls(store=pick("repro_store", "repro_store", "store"),
-                   baseline=pick("repro_baseline", "repro_baseline", "baseline"),
-                   update=bool(pick("repro_update", "repro_update", "update")),
-                   drift=bool(pick("repro_drift", "repro_drift", "drift")),
-                   report_dir=pick("repro_report", "repro_report", "report") or settings.report,
-                   platforms=tuple(config.getoption("repro_platform") or
-                                   (config.getini("repro_platform") or "").split() or settings.platforms),
-                   frozen=bool(config.getoption("repro_frozen") or settings.frozen))
+        return cls(
+            store=pick("repro_store", "repro_store", "store"),
+            baseline=pick("repro_baseline", "repro_baseline", "baseline"),
+            update=bool(pick("repro_update", "repro_update", "update")),
+            drift=bool(pick("repro_drift", "repro_drift", "drift")),
+            report_dir=pick("repro_report", "repro_report", "report") or settings.report,
+            platforms=tuple(
+                config.getoption("repro_platform")
+                or (config.getini("repro_platform") or "").split()
+                or settings.platforms
+            ),
+            frozen=bool(config.getoption("repro_frozen") or settings.frozen),
+        )
 
 
 #: the findings that fail a step's own item ([lock] reports spec and resolution drift)
@@ -71,8 +76,10 @@ def step_problems(o: Outcome, step: str) -> tuple[list[str], list[str]]:
     if o.error:
         return [o.error], []
     mine = [f for f in select(o.findings, kind=STEP_KINDS, step=step)]
-    return ([problem_text(f) for f in mine if f.severity is Severity.ERROR],
-            [f.message for f in mine if f.severity is Severity.WARNING])
+    return (
+        [problem_text(f) for f in mine if f.severity is Severity.ERROR],
+        [f.message for f in mine if f.severity is Severity.WARNING],
+    )
 
 
 def step_skip(o: Outcome) -> str | None:
@@ -103,8 +110,10 @@ def lock_advice(o: Outcome, flow_file: str) -> str:
     if o.relocked and command == f"repro lock {flow_file}":
         return f"This run re-locked it: commit the updated lock {lock_file}."
     if o.held:
-        return (f"The lock is frozen (REPRO_FROZEN or --repro-frozen), so the flow did not run: run "
-                f"`{command}` and commit the lock.")
+        return (
+            f"The lock is frozen (REPRO_FROZEN or --repro-frozen), so the flow did not run: run "
+            f"`{command}` and commit the lock."
+        )
     if o.relocked:
         return f"This run re-locked it for this machine: run `{command}` too and commit the updated lock {lock_file}."
     return f"Update it with `{command}` and commit it."
@@ -161,15 +170,24 @@ class ReproSession:
 
     def _run(self, path: Path) -> Outcome:
         o = self.options
-        options = RunOptions(store=o.store, push=o.update, baseline=o.baseline, drift=True,
-                             resolution_drift=o.drift, platforms=tuple(o.platforms),
-                             frozen=o.frozen,  # else a stale or missing lock is re-locked, and [lock] fails
-                             capture=True)
+        options = RunOptions(
+            store=o.store,
+            push=o.update,
+            baseline=o.baseline,
+            drift=True,
+            resolution_drift=o.drift,
+            platforms=tuple(o.platforms),
+            frozen=o.frozen,  # else a stale or missing lock is re-locked, and [lock] fails
+            capture=True,
+        )
         try:
             return run_and_record(path, options, log=self.progress)
-        except Exception as exc:  # noqa: BLE001 - recorded once, so no item re-runs the flow
-            return Outcome(path=str(path), error=f"internal error while running the flow: {type(exc).__name__}: {exc}",
-                           error_code=3)
+        except Exception as exc:
+            return Outcome(
+                path=str(path),
+                error=f"internal error while running the flow: {type(exc).__name__}: {exc}",
+                error_code=3,
+            )
 
     def progress(self, message: str) -> None:
         """One line of progress on pytest's terminal (not under -q, not from xdist workers)."""
@@ -199,10 +217,19 @@ class ReproSession:
             steps = list(o.record.steps) if o.record else (o.steps or (list(lock.steps) if lock else []))
             file = os.path.relpath(o.path, self.rootdir)
             outcomes = {step: self.step_outcome(o, step, f"{file}::{o.flow}::{step}") for step in steps}
-            flows.append(build_flow(o.flow or Path(o.path).stem, file, o.record, lock, outcomes, o.comparison,
-                                    o.findings, o.baseline,
-                                    store=o.pushed or (self.options.store or self.settings.store
-                                                       if o.baseline else None)))
+            flows.append(
+                build_flow(
+                    o.flow or Path(o.path).stem,
+                    file,
+                    o.record,
+                    lock,
+                    outcomes,
+                    o.comparison,
+                    o.findings,
+                    o.baseline,
+                    store=o.pushed or (self.options.store or self.settings.store if o.baseline else None),
+                )
+            )
         return document(flows)
 
     def step_outcome(self, o: Outcome, step: str, nodeid: str) -> tuple[StepOutcome, str]:
@@ -260,12 +287,17 @@ class RunHandle:
         except ImportError as exc:
             env_id = self.record.steps[step].env_id
             env = self.record.envs.get(env_id)
-            where = f"env {env_id[:12]} (Python {env.python}, {len(env.packages)} packages)" if env else f"env {env_id[:12]}"
+            where = (
+                f"env {env_id[:12]} (Python {env.python}, {len(env.packages)} packages)"
+                if env
+                else f"env {env_id[:12]}"
+            )
             raise ArtifactNotLoadable(
                 f"{self.record.flow}.{step}.{name} cannot be unpickled in this test's interpreter: {exc}. It was "
                 f"written in {where}, which has that module. Load it there instead: "
                 f"repro_run.artifact_in_env({step!r}, {name!r}) returns it as a plain value (lists, dicts, "
-                f"numbers, strings)") from exc
+                f"numbers, strings)"
+            ) from exc
 
     def artifact_in_env(self, step: str, name: str, task: str = NO_FOREACH):
         """Unpickle one artifact inside the step's own environment and return it as a plain value:
@@ -281,14 +313,18 @@ class RunHandle:
         env_id = self.record.steps[step].env_id
         python = env_pythons(self.record, settings).get(env_id)
         if python is None:
-            raise LookupError(f"{self.record.flow}.{step}: its environment {env_id[:12]} is not built here; "
-                              f"`repro env build {Path(self.outcome.path).name} --step {step}` builds it")
+            raise LookupError(
+                f"{self.record.flow}.{step}: its environment {env_id[:12]} is not built here; "
+                f"`repro env build {Path(self.outcome.path).name} --step {step}` builds it"
+            )
         code = code_dir(settings, self.record.code_sha256)
         paths = import_paths(code) if code else []
         proc = subprocess.run([python, "-c", _PLAIN_VALUE, *paths], input=data, capture_output=True)
         if proc.returncode != 0:
-            raise ArtifactNotLoadable(f"{self.record.flow}.{step}.{name} does not load in its own environment "
-                                      f"{env_id[:12]} ({python}):\n{proc.stderr.decode(errors='replace')[-2000:]}")
+            raise ArtifactNotLoadable(
+                f"{self.record.flow}.{step}.{name} does not load in its own environment "
+                f"{env_id[:12]} ({python}):\n{proc.stderr.decode(errors='replace')[-2000:]}"
+            )
         return json.loads(proc.stdout)
 
 

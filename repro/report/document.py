@@ -19,7 +19,6 @@ from enum import Enum
 from typing import Any
 
 from metaflow_extensions.repro.plugins.protocol import DISABLED
-
 from repro.model import platforms as plats
 from repro.model.findings import DRIFT_KINDS, Choice, Finding, Kind, select
 from repro.model.record import PickleStatus, RunStatus
@@ -69,7 +68,9 @@ class StepReport:
     outcome: StepOutcome
     message: str
     artifacts: ArtifactCounts | None = field(metadata={"description": "against the baseline; null without one"})
-    pickle: PickleCounts = field(metadata={"description": "checks of the artifacts this step writes, each in every environment that reads it"})
+    pickle: PickleCounts = field(
+        metadata={"description": "checks of the artifacts this step writes, each in every environment that reads it"}
+    )
 
 
 @dataclass(frozen=True)
@@ -121,13 +122,17 @@ class FlowReport:
     pickle: list[PickleRow]
     baseline: BaselineReport | None
     drift: DriftReport | None
-    store: str | None = field(metadata={"description": "the store the run was pushed to or the baseline read from; null if none was used"})
+    store: str | None = field(
+        metadata={"description": "the store the run was pushed to or the baseline read from; null if none was used"}
+    )
 
 
 @dataclass(frozen=True)
 class ReportDocument:
     schema: str = field(metadata={"description": "always 'repro.report'", "const": SCHEMA})
-    schema_version: int = field(metadata={"description": "bumped when a field is renamed or removed", "const": SCHEMA_VERSION})
+    schema_version: int = field(
+        metadata={"description": "bumped when a field is renamed or removed", "const": SCHEMA_VERSION}
+    )
     generated_at: str = field(metadata={"description": "ISO 8601, UTC"})
     flows: list[FlowReport]
 
@@ -148,15 +153,28 @@ def plain(value: Any) -> Any:
 
 # -- building ------------------------------------------------------------------------------------
 
+
 def drift_report(findings: list[Finding]) -> DriftReport:
     lines = {k: [f.line() for f in select(findings, kind=k)] for k in DRIFT_KINDS}
-    return DriftReport(spec=lines[Kind.SPEC_DRIFT], resolution=lines[Kind.RESOLUTION_DRIFT],
-                       runtime=lines[Kind.RUNTIME_DRIFT], against=lines[Kind.AGAINST_DRIFT])
+    return DriftReport(
+        spec=lines[Kind.SPEC_DRIFT],
+        resolution=lines[Kind.RESOLUTION_DRIFT],
+        runtime=lines[Kind.RUNTIME_DRIFT],
+        against=lines[Kind.AGAINST_DRIFT],
+    )
 
 
-def build_flow(flow: str, file: str, record=None, lock=None, outcomes: dict[str, tuple[StepOutcome, str]] | None = None,
-               comparison: Comparison | None = None, findings: list[Finding] | None = None,
-               baseline: str | None = None, store: str | None = None) -> FlowReport:
+def build_flow(
+    flow: str,
+    file: str,
+    record=None,
+    lock=None,
+    outcomes: dict[str, tuple[StepOutcome, str]] | None = None,
+    comparison: Comparison | None = None,
+    findings: list[Finding] | None = None,
+    baseline: str | None = None,
+    store: str | None = None,
+) -> FlowReport:
     """One flow's part of a report. ``outcomes``: step -> (outcome, message), decided by the caller."""
     outcomes = outcomes or {}
     local = plats.local_platform_name()
@@ -177,40 +195,68 @@ def build_flow(flow: str, file: str, record=None, lock=None, outcomes: dict[str,
         checks = [c for c in (record.pickle_checks if record else ()) if c.step == step]
         default = StepOutcome.PASSED if s and s.tasks else StepOutcome.NOT_RUN
         outcome, message = outcomes.get(step, (default, ""))
-        steps.append(StepReport(
-            step=step,
-            env_id=s.env_id if s else (pl.env_id if pl else (DISABLED if sl and sl.disabled else "")),
-            python=python, packages=packages, tasks=len(s.tasks) if s else 0,
-            fingerprints=sorted({t.fingerprint for t in s.tasks.values()}) if s else [],
-            outcome=outcome, message=message,
-            artifacts=ArtifactCounts(**by_step[step]) if step in by_step else None,
-            pickle=PickleCounts(**{k.value: sum(1 for c in checks if c.status is k) for k in PickleStatus}),
-        ))
+        steps.append(
+            StepReport(
+                step=step,
+                env_id=s.env_id if s else (pl.env_id if pl else (DISABLED if sl and sl.disabled else "")),
+                python=python,
+                packages=packages,
+                tasks=len(s.tasks) if s else 0,
+                fingerprints=sorted({t.fingerprint for t in s.tasks.values()}) if s else [],
+                outcome=outcome,
+                message=message,
+                artifacts=ArtifactCounts(**by_step[step]) if step in by_step else None,
+                pickle=PickleCounts(**{k.value: sum(1 for c in checks if c.status is k) for k in PickleStatus}),
+            )
+        )
     failed = any(s.outcome in (StepOutcome.FAILED, StepOutcome.NOT_RUN) for s in steps) or (
         (record is None or record.status is not RunStatus.SUCCESS)
-        and not any(s.outcome is StepOutcome.EXPECTED_FAILURE for s in steps))
+        and not any(s.outcome is StepOutcome.EXPECTED_FAILURE for s in steps)
+    )
     expected = any(s.outcome is StepOutcome.EXPECTED_FAILURE for s in steps)
     status = FlowStatus.FAILED if failed else (FlowStatus.EXPECTED_FAILURE if expected else FlowStatus.PASSED)
     return FlowReport(
-        flow=flow, file=file, run=record.ref if record else None,
-        status=status, steps=steps,
-        pickle=[PickleRow(step=c.step, task=c.task, artifact=c.artifact, reader_env=c.reader_env,
-                          reader_steps=list(c.reader_steps), status=PickleStatus(c.status), detail=c.detail,
-                          static=c.static) for c in (record.pickle_checks if record else ())],
-        baseline=None if comparison is None else BaselineReport(
-            ref=baseline or comparison.a, same=comparison.same,
-            results=[ArtifactRow(r.step, r.task, r.name, r.verdict, r.detail) for r in comparison.results]),
+        flow=flow,
+        file=file,
+        run=record.ref if record else None,
+        status=status,
+        steps=steps,
+        pickle=[
+            PickleRow(
+                step=c.step,
+                task=c.task,
+                artifact=c.artifact,
+                reader_env=c.reader_env,
+                reader_steps=list(c.reader_steps),
+                status=PickleStatus(c.status),
+                detail=c.detail,
+                static=c.static,
+            )
+            for c in (record.pickle_checks if record else ())
+        ],
+        baseline=None
+        if comparison is None
+        else BaselineReport(
+            ref=baseline or comparison.a,
+            same=comparison.same,
+            results=[ArtifactRow(r.step, r.task, r.name, r.verdict, r.detail) for r in comparison.results],
+        ),
         drift=drift_report(findings) if findings is not None else None,
         store=store,
     )
 
 
 def document(flows: list[FlowReport]) -> ReportDocument:
-    return ReportDocument(schema=SCHEMA, schema_version=SCHEMA_VERSION,
-                          generated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), flows=flows)
+    return ReportDocument(
+        schema=SCHEMA,
+        schema_version=SCHEMA_VERSION,
+        generated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        flows=flows,
+    )
 
 
 # -- the JSON schema, derived from the dataclasses above --------------------------------------------
+
 
 def _schema_of(tp: Any) -> dict[str, Any]:
     origin = typing.get_origin(tp)
@@ -234,8 +280,12 @@ def _schema_of(tp: Any) -> dict[str, Any]:
             if "description" in f.metadata:
                 prop["description"] = f.metadata["description"]
             props[f.name] = prop
-        return {"type": "object", "required": [f.name for f in dataclasses.fields(tp)], "properties": props,
-                "additionalProperties": False}
+        return {
+            "type": "object",
+            "required": [f.name for f in dataclasses.fields(tp)],
+            "properties": props,
+            "additionalProperties": False,
+        }
     simple = {str: "string", int: "integer", bool: "boolean", float: "number"}
     if tp in simple:
         return {"type": simple[tp]}
@@ -244,12 +294,15 @@ def _schema_of(tp: Any) -> dict[str, Any]:
 
 def json_schema() -> dict[str, Any]:
     schema = _schema_of(ReportDocument)
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": f"{SCHEMA}/{SCHEMA_VERSION}",
-            "title": "repro report",
-            "description": "What `pytest --repro` and `repro report --format json` write. Stable: fields are only "
-                           "added, never renamed or removed, within a schema_version. Generated from "
-                           "repro/report/document.py.",
-            **schema}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": f"{SCHEMA}/{SCHEMA_VERSION}",
+        "title": "repro report",
+        "description": "What `pytest --repro` and `repro report --format json` write. Stable: fields are only "
+        "added, never renamed or removed, within a schema_version. Generated from "
+        "repro/report/document.py.",
+        **schema,
+    }
 
 
 def schema_text() -> str:

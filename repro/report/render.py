@@ -10,9 +10,9 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from repro.fsutil import atomic_write
 from repro.model.record import PickleStatus
 from repro.report.document import ReportDocument
-from repro.fsutil import atomic_write
 
 SCHEMA_FILE = Path(__file__).with_name("report.schema.json")
 
@@ -23,14 +23,24 @@ def _as_dict(doc: ReportDocument | dict) -> dict:
 
 # -- renderers -----------------------------------------------------------------------------------
 
+
 def _counts(d: dict | None, keys) -> str:
     return "-" if d is None else "/".join(str(d.get(k, 0)) for k in keys)
 
 
 def step_rows(flow: dict) -> list[list]:
-    return [[s["step"], (s["env_id"] or "-")[:12], s["python"] or "-", s["packages"],
-             _counts(s["artifacts"], ("identical", "equivalent", "different")),
-             _counts(s["pickle"], [k.value for k in PickleStatus]), s["outcome"]] for s in flow["steps"]]
+    return [
+        [
+            s["step"],
+            (s["env_id"] or "-")[:12],
+            s["python"] or "-",
+            s["packages"],
+            _counts(s["artifacts"], ("identical", "equivalent", "different")),
+            _counts(s["pickle"], [k.value for k in PickleStatus]),
+            s["outcome"],
+        ]
+        for s in flow["steps"]
+    ]
 
 
 PICKLE_NOTE = "pickle ok/warn/fail: checks of the artifacts each step writes, in every step environment that reads them"
@@ -91,38 +101,73 @@ def view(doc: ReportDocument | dict) -> dict:
     order = {"fails": 0, "warning": 1, "ok": 2}
     for n, f in enumerate(doc["flows"], 1):
         checks = [p for p in f["pickle"] if not is_internal(p["artifact"])]
-        rows = [{**p, "reader_env": p["reader_env"][:12], "read_by": ", ".join(p["reader_steps"]), "why": _why(p)}
-                for p in sorted(checks, key=lambda p: order.get(p["status"], 3))]
+        rows = [
+            {**p, "reader_env": p["reader_env"][:12], "read_by": ", ".join(p["reader_steps"]), "why": _why(p)}
+            for p in sorted(checks, key=lambda p: order.get(p["status"], 3))
+        ]
         problems = [r for r in rows if r["status"] != "ok"]
         ok = [r for r in rows if r["status"] == "ok"]
-        steps = [{**st, "env_id": (st["env_id"] or "-")[:12], "python": st["python"] or "-",
-                  "artifacts": _counts(st["artifacts"], ("identical", "equivalent", "different")),
-                  "pickle": _counts(st["pickle"], [k.value for k in PickleStatus]),
-                  "outcome_class": _cls(st["outcome"])} for st in f["steps"]]
+        steps = [
+            {
+                **st,
+                "env_id": (st["env_id"] or "-")[:12],
+                "python": st["python"] or "-",
+                "artifacts": _counts(st["artifacts"], ("identical", "equivalent", "different")),
+                "pickle": _counts(st["pickle"], [k.value for k in PickleStatus]),
+                "outcome_class": _cls(st["outcome"]),
+            }
+            for st in f["steps"]
+        ]
         drift = [(kind, line) for kind, lines in (f["drift"] or {}).items() for line in lines]
         pickle_headers = ["step", "task", "artifact", "reader env", "read by", "status", "why"]
-        flows.append({
-            **f, "anchor": f"flow-{n}", "status_class": _cls(f["status"]), "steps": steps,
-            "steps_passed": sum(1 for st in f["steps"] if st["outcome"] == "passed"),
-            "pickle_rows": problems, "pickle_ok": ok, "pickle_problems": len(problems),
-            "pickle_hidden": len(f["pickle"]) - len(checks), "drift": drift,
-            "open": f["status"] != "passed" or len(doc["flows"]) == 1,
-            "steps_table": tabulate(step_rows(f), headers=STEP_HEADERS, tablefmt="github"),
-            "pickle_table": tabulate([[r["step"], r["task"], r["artifact"], r["reader_env"], r["read_by"], r["status"],
-                                       r["why"]] for r in problems], headers=pickle_headers, tablefmt="github"),
-            "pickle_ok_table": tabulate([[r["step"], r["task"], r["artifact"], r["reader_env"], r["read_by"], "ok"]
-                                         for r in ok], headers=pickle_headers[:-1], tablefmt="github"),
-        })
-    counts = {status: sum(1 for f in flows if f["status"] == status) for status in ("passed", "failed", "expected failure")}
+        flows.append(
+            {
+                **f,
+                "anchor": f"flow-{n}",
+                "status_class": _cls(f["status"]),
+                "steps": steps,
+                "steps_passed": sum(1 for st in f["steps"] if st["outcome"] == "passed"),
+                "pickle_rows": problems,
+                "pickle_ok": ok,
+                "pickle_problems": len(problems),
+                "pickle_hidden": len(f["pickle"]) - len(checks),
+                "drift": drift,
+                "open": f["status"] != "passed" or len(doc["flows"]) == 1,
+                "steps_table": tabulate(step_rows(f), headers=STEP_HEADERS, tablefmt="github"),
+                "pickle_table": tabulate(
+                    [
+                        [r["step"], r["task"], r["artifact"], r["reader_env"], r["read_by"], r["status"], r["why"]]
+                        for r in problems
+                    ],
+                    headers=pickle_headers,
+                    tablefmt="github",
+                ),
+                "pickle_ok_table": tabulate(
+                    [[r["step"], r["task"], r["artifact"], r["reader_env"], r["read_by"], "ok"] for r in ok],
+                    headers=pickle_headers[:-1],
+                    tablefmt="github",
+                ),
+            }
+        )
+    counts = {
+        status: sum(1 for f in flows if f["status"] == status) for status in ("passed", "failed", "expected failure")
+    }
     failed = counts["failed"]
-    verdict = (f"{failed} of {len(flows)} flow(s) failed" if failed else
-               f"all {len(flows)} flow(s) ended as expected" if flows else "no flows")
+    verdict = (
+        f"{failed} of {len(flows)} flow(s) failed"
+        if failed
+        else f"all {len(flows)} flow(s) ended as expected"
+        if flows
+        else "no flows"
+    )
     return {
-        "generated_at": doc["generated_at"], "flows": flows,
-        "verdict": verdict, "verdict_class": "failed" if failed else "passed",
+        "generated_at": doc["generated_at"],
+        "flows": flows,
+        "verdict": verdict,
+        "verdict_class": "failed" if failed else "passed",
         "totals": [(label, n, _cls(label)) for label, n in counts.items() if n]
-                  + [("pickle problem(s)", sum(f["pickle_problems"] for f in flows), "fails")] * any(
-                      f["pickle_problems"] for f in flows),
+        + [("pickle problem(s)", sum(f["pickle_problems"] for f in flows), "fails")]
+        * any(f["pickle_problems"] for f in flows),
         "stores": sorted({f["store"] for f in flows if f.get("store")}),
     }
 
@@ -131,14 +176,22 @@ def view(doc: ReportDocument | dict) -> dict:
 def _environment(autoescape: bool):
     import jinja2
 
-    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=autoescape,
-                              trim_blocks=autoescape, lstrip_blocks=True, keep_trailing_newline=True,
-                              undefined=jinja2.StrictUndefined)
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+        autoescape=autoescape,
+        trim_blocks=autoescape,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        undefined=jinja2.StrictUndefined,
+    )
 
 
 def _render(name: str, doc: ReportDocument | dict, autoescape: bool) -> str:
-    return _environment(autoescape).get_template(name).render(
-        view=view(doc), css=_CSS, step_headers=STEP_HEADERS, pickle_note=PICKLE_NOTE)
+    return (
+        _environment(autoescape)
+        .get_template(name)
+        .render(view=view(doc), css=_CSS, step_headers=STEP_HEADERS, pickle_note=PICKLE_NOTE)
+    )
 
 
 def to_markdown(doc: ReportDocument | dict) -> str:

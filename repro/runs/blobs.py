@@ -20,7 +20,7 @@ def load(flow: str, ds_type: str, ds_root: str, shas) -> dict[str, bytes]:
     from metaflow.datastore import FlowDataStore
     from metaflow.plugins import DATASTORES
 
-    impls = [d for d in DATASTORES if d.TYPE == ds_type]
+    impls = [d for d in DATASTORES if ds_type == d.TYPE]
     if not impls:
         raise InfraError(f"unknown Metaflow datastore type {ds_type!r}")
     fds = FlowDataStore(flow, storage_impl=impls[0], ds_root=ds_root)
@@ -31,7 +31,8 @@ def load(flow: str, ds_type: str, ds_root: str, shas) -> dict[str, bytes]:
             out[key] = verify_sha1(blob, key, f"{flow} artifact {key}")
     except IntegrityError:
         raise
-    except Exception as exc:  # noqa: BLE001 - Metaflow raises DataException, TypeError for missing blobs
-        raise InfraError(f"cannot read artifacts of {flow} from {ds_type} datastore {ds_root}: "
-                         f"{type(exc).__name__}: {exc}") from None
+    except Exception as exc:
+        raise InfraError(
+            f"cannot read artifacts of {flow} from {ds_type} datastore {ds_root}: {type(exc).__name__}: {exc}"
+        ) from None
     return out

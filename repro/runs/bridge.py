@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from metaflow_extensions.repro.plugins import protocol
+from repro.env.engine import Log, build_flow, flow_from_class
 from repro.paths import usable_home
 from repro.settings import load_settings
-from repro.env.engine import Log, build_flow, flow_from_class
 
 
 def prepare(flow_cls, flow_file: str, s3_datastore: bool, log: Log) -> tuple[dict, dict]:

@@ -9,19 +9,18 @@ from __future__ import annotations
 
 import tempfile
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from metaflow_extensions.repro.plugins import protocol
 from repro import hooks
 from repro.env import probes as envprobe
-from repro.runs.blobs import verify_sha1
 from repro.errors import IntegrityError
-from repro.runs.pickles import is_internal
 from repro.model.findings import Choice, Finding, Kind, Severity
 from repro.model.record import NO_FOREACH, RunRecord
-
+from repro.runs.blobs import verify_sha1
+from repro.runs.pickles import is_internal
 
 
 class Verdict(Choice):
@@ -43,10 +42,20 @@ class ArtifactResult:
 
     def finding(self, against: str) -> Finding:
         severity = Severity.ERROR if self.verdict is Verdict.DIFFERENT else Severity.OK
-        message = f"different from {against}: {self.task}.{self.name}: {self.detail}" \
-            if self.verdict is Verdict.DIFFERENT else f"{self.task}.{self.name}: {self.verdict}"
-        return Finding(Kind.ARTIFACT, message, step=self.step, task=self.task, subject=self.name,
-                       new=self.verdict.value, severity=severity)
+        message = (
+            f"different from {against}: {self.task}.{self.name}: {self.detail}"
+            if self.verdict is Verdict.DIFFERENT
+            else f"{self.task}.{self.name}: {self.verdict}"
+        )
+        return Finding(
+            Kind.ARTIFACT,
+            message,
+            step=self.step,
+            task=self.task,
+            subject=self.name,
+            new=self.verdict.value,
+            severity=severity,
+        )
 
 
 @dataclass(frozen=True)
@@ -80,18 +89,36 @@ class Comparison:
         return [r.finding(self.a) for r in self.results]
 
     def to_dict(self) -> dict:
-        return {"a": self.a, "b": self.b, "results": [
-            {"step": r.step, "task": r.task, "name": r.name, "verdict": r.verdict.value, "detail": r.detail}
-            for r in self.results]}
+        return {
+            "a": self.a,
+            "b": self.b,
+            "results": [
+                {"step": r.step, "task": r.task, "name": r.name, "verdict": r.verdict.value, "detail": r.detail}
+                for r in self.results
+            ],
+        }
 
     @classmethod
     def from_dict(cls, d: dict) -> Comparison:
-        return cls(d["a"], d["b"], tuple(ArtifactResult(r["step"], r["task"], r["name"], Verdict(r["verdict"]),
-                                                        r["detail"]) for r in d["results"]))
+        return cls(
+            d["a"],
+            d["b"],
+            tuple(
+                ArtifactResult(r["step"], r["task"], r["name"], Verdict(r["verdict"]), r["detail"])
+                for r in d["results"]
+            ),
+        )
 
 
-def compare(a: RunRecord, b: RunRecord, blobs_a: Blobs, blobs_b: Blobs, pythons: dict[str, str],
-            sys_path: list[str] = (), options: dict | None = None) -> Comparison:
+def compare(
+    a: RunRecord,
+    b: RunRecord,
+    blobs_a: Blobs,
+    blobs_b: Blobs,
+    pythons: dict[str, str],
+    sys_path: list[str] = (),
+    options: dict | None = None,
+) -> Comparison:
     """``pythons``: env id (or "disabled") -> interpreter that can load the step's artifacts."""
     options = {"rel_tol": 1e-9, "abs_tol": 0.0, **(options or {})}
     results: list[ArtifactResult] = []
@@ -103,9 +130,20 @@ def compare(a: RunRecord, b: RunRecord, blobs_a: Blobs, blobs_b: Blobs, pythons:
         if x is not None and y is not None and x.sha256 == y.sha256:
             results.append(ArtifactResult("start", NO_FOREACH, name, Verdict.IDENTICAL))
         else:
-            results.append(ArtifactResult("start", NO_FOREACH, name, Verdict.DIFFERENT, "IncludeFile contents: " + (
-                f"sha256 {x.sha256[:10]} -> {y.sha256[:10]}, {x.size} -> {y.size} bytes" if x and y
-                else f"only in {a.ref if y is None else b.ref}")))
+            results.append(
+                ArtifactResult(
+                    "start",
+                    NO_FOREACH,
+                    name,
+                    Verdict.DIFFERENT,
+                    "IncludeFile contents: "
+                    + (
+                        f"sha256 {x.sha256[:10]} -> {y.sha256[:10]}, {x.size} -> {y.size} bytes"
+                        if x and y
+                        else f"only in {a.ref if y is None else b.ref}"
+                    ),
+                )
+            )
     for step in b.steps:
         if step not in a.steps:
             results.append(ArtifactResult(step, "*", "*", Verdict.DIFFERENT, f"step {step} did not run in {a.ref}"))
@@ -117,16 +155,20 @@ def compare(a: RunRecord, b: RunRecord, blobs_a: Blobs, blobs_b: Blobs, pythons:
         for key in sorted(set(sa.tasks) | set(sb.tasks)):
             ta, tb = sa.tasks.get(key), sb.tasks.get(key)
             if ta is None or tb is None:
-                results.append(ArtifactResult(step, key, "*", Verdict.DIFFERENT,
-                                              f"task {key} exists only in {a.ref if tb is None else b.ref}"))
+                results.append(
+                    ArtifactResult(
+                        step, key, "*", Verdict.DIFFERENT, f"task {key} exists only in {a.ref if tb is None else b.ref}"
+                    )
+                )
                 continue
             for name in sorted(set(ta.artifacts) | set(tb.artifacts)):
                 if is_internal(name) or name in included:
                     continue
                 x, y = ta.artifacts.get(name), tb.artifacts.get(name)
                 if x is None or y is None:
-                    results.append(ArtifactResult(step, key, name, Verdict.DIFFERENT,
-                                                  f"only in {a.ref if y is None else b.ref}"))
+                    results.append(
+                        ArtifactResult(step, key, name, Verdict.DIFFERENT, f"only in {a.ref if y is None else b.ref}")
+                    )
                 elif x.sha1 == y.sha1:
                     results.append(ArtifactResult(step, key, name, Verdict.IDENTICAL))
                 else:
@@ -161,8 +203,15 @@ def _semantic(pending, blobs_a, blobs_b, pythons, sys_path, options, ref_a, ref_
                     continue
                 if da is None or db is None or python is None:
                     why = "blob not available" if python else f"environment {env[:12]} not built here"
-                    out.append(ArtifactResult(step, key, name, Verdict.DIFFERENT,
-                                              f"{_describe_bytes(x, y)} ({why}: no semantic comparison)"))
+                    out.append(
+                        ArtifactResult(
+                            step,
+                            key,
+                            name,
+                            Verdict.DIFFERENT,
+                            f"{_describe_bytes(x, y)} ({why}: no semantic comparison)",
+                        )
+                    )
                     continue
                 pa, pb = Path(tmp) / x.sha1, Path(tmp) / f"{y.sha1}.b"
                 pa.write_bytes(da)

@@ -8,8 +8,7 @@
 
 from __future__ import annotations
 
-from repro.env import fingerprint
-from repro.env import pypi
+from repro.env import fingerprint, pypi
 from repro.env.engine import Flow, environments, spec_drift
 from repro.model import platforms as plats
 from repro.model.findings import Finding, Kind
@@ -18,8 +17,10 @@ from repro.model.record import RunRecord
 
 
 def _changes(kind: Kind, step: str, changes: list[Change], platform: str = "", env_id: str = "") -> list[Finding]:
-    return [Finding(kind, str(c), step=step, subject=c.subject, old=c.old, new=c.new, platform=platform,
-                    env_id=env_id) for c in changes]
+    return [
+        Finding(kind, str(c), step=step, subject=c.subject, old=c.old, new=c.new, platform=platform, env_id=env_id)
+        for c in changes
+    ]
 
 
 def check_spec(flow: Flow, platforms: list[str] | None = None) -> list[Finding]:
@@ -45,8 +46,9 @@ def check_resolution(flow: Flow) -> list[Finding]:
                 seen[key] = pypi.resolve(spec, pname, old.python, flow.settings)
             new = seen[key]
             if new.env_id != old.env_id:
-                out += _changes(Kind.RESOLUTION_DRIFT, step, diff_packages(old, new, stated), platform=pname,
-                                env_id=old.env_id)
+                out += _changes(
+                    Kind.RESOLUTION_DRIFT, step, diff_packages(old, new, stated), platform=pname, env_id=old.env_id
+                )
     return out
 
 
@@ -66,8 +68,9 @@ def check_runtime(flow: Flow) -> list[Finding]:
             built = envs.get(pl.env_id)
             found[pl.env_id] = fingerprint.runtime_problems(built, pl) if built else []
         # every step that uses a drifted environment is named, not only the first
-        out += [Finding(Kind.RUNTIME_DRIFT, p, step=step, env_id=pl.env_id,
-                        subject="environment") for p in found[pl.env_id]]
+        out += [
+            Finding(Kind.RUNTIME_DRIFT, p, step=step, env_id=pl.env_id, subject="environment") for p in found[pl.env_id]
+        ]
     return out
 
 
@@ -83,8 +86,16 @@ def check_against(flow: Flow, record: RunRecord) -> list[Finding]:
             continue
         if s.disabled or sl.disabled:
             if s.disabled != sl.disabled:
-                out.append(Finding(Kind.AGAINST_DRIFT, f"disabled {s.disabled} -> {sl.disabled}", step=step,
-                                   subject="disabled", old=str(s.disabled), new=str(sl.disabled)))
+                out.append(
+                    Finding(
+                        Kind.AGAINST_DRIFT,
+                        f"disabled {s.disabled} -> {sl.disabled}",
+                        step=step,
+                        subject="disabled",
+                        old=str(s.disabled),
+                        new=str(sl.disabled),
+                    )
+                )
             continue
         then = record.envs.get(s.env_id)
         platform = then.platform if then else plats.local_platform_name()
@@ -92,13 +103,22 @@ def check_against(flow: Flow, record: RunRecord) -> list[Finding]:
         if now is None or now.env_id == s.env_id:
             continue
         changes = _changes(Kind.AGAINST_DRIFT, step, diff_packages(then, now, {n for n, _ in sl.libraries}))
-        out += changes or [Finding(Kind.AGAINST_DRIFT, f"env {s.env_id[:12]} -> {now.env_id[:12]}", step=step,
-                                   subject="environment", old=s.env_id, new=now.env_id)]
+        out += changes or [
+            Finding(
+                Kind.AGAINST_DRIFT,
+                f"env {s.env_id[:12]} -> {now.env_id[:12]}",
+                step=step,
+                subject="environment",
+                old=s.env_id,
+                new=now.env_id,
+            )
+        ]
     return out
 
 
-def check(flow: Flow, resolution: bool = True, against: RunRecord | None = None,
-          platforms: list[str] | None = None) -> list[Finding]:
+def check(
+    flow: Flow, resolution: bool = True, against: RunRecord | None = None, platforms: list[str] | None = None
+) -> list[Finding]:
     """Every drift of ``flow``, in the order spec, resolution, runtime, against."""
     out = check_spec(flow, platforms)
     if resolution:

@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 import sys
 
-from repro.model.record import NO_FOREACH
 from metaflow_extensions.repro.plugins import protocol
+from repro.model.record import NO_FOREACH
 
 
 def _plain(value):
@@ -35,11 +35,17 @@ def inspect(pathspec: str, kinds: dict, inputs_dir: str = "") -> dict:
     stores = {}
     versions = sorted(t.split(":", 1)[1] for t in run.system_tags if t.startswith("metaflow_version:"))
     tags = dict(t.split(":", 1) for t in run.system_tags if ":" in t)
-    out = {"metaflow_version": versions[0] if versions else "",  # the Metaflow whose runtime ran it
-           "project": tags.get("project", ""), "project_branch": tags.get("project_branch", ""),
-           "successful": run.successful, "finished": run.finished,
-           "created_at": run.created_at.isoformat() if run.created_at else "",
-           "finished_at": run.finished_at.isoformat() if run.finished_at else "", "steps": {}, "parameters": {}}
+    out = {
+        "metaflow_version": versions[0] if versions else "",  # the Metaflow whose runtime ran it
+        "project": tags.get("project", ""),
+        "project_branch": tags.get("project_branch", ""),
+        "successful": run.successful,
+        "finished": run.finished,
+        "created_at": run.created_at.isoformat() if run.created_at else "",
+        "finished_at": run.finished_at.isoformat() if run.finished_at else "",
+        "steps": {},
+        "parameters": {},
+    }
     for step in run:
         tasks = []
         for task in step:
@@ -47,7 +53,7 @@ def inspect(pathspec: str, kinds: dict, inputs_dir: str = "") -> dict:
             ds_type, ds_root = md.get("ds-type", "local"), md.get("ds-root")
             key = (ds_type, ds_root)
             if key not in stores:
-                impl = [d for d in DATASTORES if d.TYPE == ds_type][0]
+                impl = next(d for d in DATASTORES if ds_type == d.TYPE)
                 stores[key] = FlowDataStore(flow, storage_impl=impl, ds_root=ds_root)
             artifacts = {}
             if task.finished:
@@ -55,13 +61,19 @@ def inspect(pathspec: str, kinds: dict, inputs_dir: str = "") -> dict:
                 for name, sha in tds._objects.items():
                     info = tds._info.get(name, {})
                     artifacts[name] = {"sha1": sha, "size": int(info.get("size", 0)), "type": str(info.get("type", ""))}
-            tasks.append({
-                "task_id": task.id, "successful": bool(task.successful), "finished": bool(task.finished),
-                "metadata": {k: v for k, v in md.items() if k.startswith(protocol.METADATA_PREFIX)},
-                "ds_type": ds_type, "ds_root": ds_root, "foreach": _foreach_path(task),
-                "artifacts": artifacts,
-                "stderr": "" if task.successful else _tail(task),
-            })
+            tasks.append(
+                {
+                    "task_id": task.id,
+                    "successful": bool(task.successful),
+                    "finished": bool(task.finished),
+                    "metadata": {k: v for k, v in md.items() if k.startswith(protocol.METADATA_PREFIX)},
+                    "ds_type": ds_type,
+                    "ds_root": ds_root,
+                    "foreach": _foreach_path(task),
+                    "artifacts": artifacts,
+                    "stderr": "" if task.successful else _tail(task),
+                }
+            )
         out["steps"][step.id] = tasks
     start = run["start"].task
     out["include_files"], out["configs"] = {}, {}
@@ -69,7 +81,9 @@ def inspect(pathspec: str, kinds: dict, inputs_dir: str = "") -> dict:
     if start is not None:
         md = start.metadata_dict
         key = (md.get("ds-type", "local"), md.get("ds-root"))
-        start_ds = stores[key].get_task_datastore(run.id, "start", start.id, allow_not_done=True) if key in stores else None
+        start_ds = (
+            stores[key].get_task_datastore(run.id, "start", start.id, allow_not_done=True) if key in stores else None
+        )
     for name, kind in kinds.items():
         if not start or name not in start:
             continue
@@ -119,14 +133,18 @@ def _included(obj, inputs_dir: str) -> dict:
         with open(tmp, "wb") as fh:
             fh.write(data)
         os.replace(tmp, target)
-    return {"sha256": sha, "size": len(data), "is_text": bool(descriptor.get("is_text", True)),
-            "encoding": descriptor.get("encoding") or "utf-8"}
+    return {
+        "sha256": sha,
+        "size": len(data),
+        "is_text": bool(descriptor.get("is_text", True)),
+        "encoding": descriptor.get("encoding") or "utf-8",
+    }
 
 
 def _tail(task, limit: int = 4000) -> str:
     try:
         text = (task.stderr or "") or (task.stdout or "")
-    except Exception:  # noqa: BLE001 - logs not available
+    except Exception:
         return ""
     return text[-limit:]
 
@@ -134,7 +152,7 @@ def _tail(task, limit: int = 4000) -> str:
 def _foreach_path(task) -> str:
     try:
         frames = task["_foreach_stack"].data
-    except Exception:  # noqa: BLE001 - not a foreach task, or artifact missing
+    except Exception:
         return NO_FOREACH
     return ".".join(str(f.index) for f in frames) if frames else NO_FOREACH
 

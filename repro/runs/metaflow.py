@@ -14,13 +14,21 @@ from pathlib import Path
 
 from metaflow_extensions.repro.plugins import protocol
 from repro import __version__
-from repro.model import platforms as plats
 from repro.env.engine import Flow
-
 from repro.errors import EXIT_BAD_INPUT, BadInput, InfraError, ReproError
+from repro.model import platforms as plats
 from repro.model.lock import Lock
-from repro.model.record import (NO_FOREACH, ArtifactRecord, ConfigRecord, ConfigSource, IncludedFileRecord, RunRecord,
-                                RunStatus, StepRecord, TaskRecord)
+from repro.model.record import (
+    NO_FOREACH,
+    ArtifactRecord,
+    ConfigRecord,
+    ConfigSource,
+    IncludedFileRecord,
+    RunRecord,
+    RunStatus,
+    StepRecord,
+    TaskRecord,
+)
 
 #: Metaflow options that belong before `run` (top-level), with how many values each takes
 TOP_LEVEL_OPTIONS = {"--config": 2, "--config-value": 2, "--local-config-file": 1}
@@ -47,13 +55,19 @@ def split_top_level(args: list[str]) -> tuple[list[str], list[str]]:
             i += 1
             continue
         take = 1 + (n - 1 if "=" in args[i] else n)
-        top += args[i:i + take]
+        top += args[i : i + take]
         i += take
     return top, run
 
 
-def run_flow(flow_file: Path, environment: str, args: list[str], env: dict | None = None,
-             capture: bool = False, cwd: Path | None = None) -> tuple[int, str | None, float, str]:
+def run_flow(
+    flow_file: Path,
+    environment: str,
+    args: list[str],
+    env: dict | None = None,
+    capture: bool = False,
+    cwd: Path | None = None,
+) -> tuple[int, str | None, float, str]:
     """Run `python FLOW [TOP] --environment=E run ARGS`; return (exit code, run id, seconds, output).
 
     Top-level options among ARGS (``--config``, ``--config-value``) go before `run`.
@@ -64,8 +78,16 @@ def run_flow(flow_file: Path, environment: str, args: list[str], env: dict | Non
         id_file = Path(tmp) / "run-id"
         error_file = Path(tmp) / "error.json"
         top, run_args = split_top_level(list(args))
-        cmd = [sys.executable, str(flow_file), *top, f"--environment={environment}", "run", "--run-id-file",
-               str(id_file), *run_args]
+        cmd = [
+            sys.executable,
+            str(flow_file),
+            *top,
+            f"--environment={environment}",
+            "run",
+            "--run-id-file",
+            str(id_file),
+            *run_args,
+        ]
         t = time.perf_counter()
         full_env = {**os.environ, **(env or {}), protocol.ERROR_FILE_VAR: str(error_file)}
         # Metaflow refuses to run without a user name; CI machines may have none.
@@ -91,8 +113,14 @@ def _reported_error(path: Path) -> ReproError | None:
     return error
 
 
-def inspect(flow_name: str, run_id: str, parameters, env: dict | None = None, info: dict | None = None,
-            inputs_dir: Path | None = None) -> dict:
+def inspect(
+    flow_name: str,
+    run_id: str,
+    parameters,
+    env: dict | None = None,
+    info: dict | None = None,
+    inputs_dir: Path | None = None,
+) -> dict:
     """The finished run as plain data; IncludeFile contents land in ``inputs_dir/<sha256>``."""
     kinds = {name: getattr((info or {}).get(name), "kind", "parameter") for name in parameters}
     with tempfile.TemporaryDirectory(prefix="repro-inputs-") as tmp:
@@ -101,9 +129,13 @@ def inspect(flow_name: str, run_id: str, parameters, env: dict | None = None, in
 
 
 def _inspect(flow_name: str, run_id: str, kinds: dict, inputs_dir: str, env: dict | None) -> dict:
-    proc = subprocess.run([sys.executable, "-m", "repro.runs.inspect_run", f"{flow_name}/{run_id}",
-                           json.dumps(kinds), inputs_dir],
-                          capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "repro.runs.inspect_run", f"{flow_name}/{run_id}", json.dumps(kinds), inputs_dir],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=600,
+    )
     if proc.returncode != 0:
         raise InfraError(f"cannot read run {flow_name}/{run_id} back from Metaflow:\n{proc.stderr.strip()[-3000:]}")
     return json.loads(proc.stdout)
@@ -119,9 +151,9 @@ def _option_values(args: list[str], option: str, n: int = 1) -> list[list[str]]:
     out = []
     for i, a in enumerate(args):
         if a == option:
-            out.append(args[i + 1:i + 1 + n])
+            out.append(args[i + 1 : i + 1 + n])
         elif a.startswith(option + "="):
-            out.append([a.split("=", 1)[1], *args[i + 1:i + n]])
+            out.append([a.split("=", 1)[1], *args[i + 1 : i + n]])
     return out
 
 
@@ -169,8 +201,9 @@ def flow_identity(flow_name: str, path: Path, project: str = "", branch: str = "
     return f"{flow_name}:{path.relative_to(project_root(path)).as_posix()}"
 
 
-def build_record(flow: Flow, lock: Lock, run_id: str, raw: dict, duration: float,
-                 args: tuple[str, ...] = ()) -> RunRecord:
+def build_record(
+    flow: Flow, lock: Lock, run_id: str, raw: dict, duration: float, args: tuple[str, ...] = ()
+) -> RunRecord:
     """A RunRecord from a finished run's raw data and the options it ran with (no I/O here)."""
     args = list(args)
     top, _ = split_top_level(args)
@@ -179,16 +212,22 @@ def build_record(flow: Flow, lock: Lock, run_id: str, raw: dict, duration: float
     for name, d in sorted(raw.get("include_files", {}).items()):
         given = _option_values(args, f"--{name}")
         original = given[-1][0] if given and given[-1] else getattr(info.get(name), "default_file", "")
-        include_files[name] = IncludedFileRecord(sha256=d["sha256"], size=d["size"],
-                                                 name=_safe_file_name(original, f"{name}.input"),
-                                                 is_text=d["is_text"], encoding=d["encoding"])
+        include_files[name] = IncludedFileRecord(
+            sha256=d["sha256"],
+            size=d["size"],
+            name=_safe_file_name(original, f"{name}.input"),
+            is_text=d["is_text"],
+            encoding=d["encoding"],
+        )
     configs = {}
     for name, value in sorted(raw.get("configs", {}).items()):
         named = {v[0] for opt in ("--config", "--config-value") for v in _option_values(top, opt, 2) if v}
-        configs[name] = ConfigRecord(value=value,
-                                     source=ConfigSource.COMMAND_LINE if name in named else ConfigSource.DEFAULT,
-                                     plain=getattr(info.get(name), "plain", False),
-                                     parser=getattr(info.get(name), "parser", False))
+        configs[name] = ConfigRecord(
+            value=value,
+            source=ConfigSource.COMMAND_LINE if name in named else ConfigSource.DEFAULT,
+            plain=getattr(info.get(name), "plain", False),
+            parser=getattr(info.get(name), "parser", False),
+        )
     local = plats.local_platform_name()
     steps, envs, code_shas, seeds = {}, {}, set(), set()
     ds = {}
@@ -205,31 +244,57 @@ def build_record(flow: Flow, lock: Lock, run_id: str, raw: dict, duration: float
             code_shas.add(md.get(protocol.META_CODE_SHA, ""))
             seeds.add(md.get(protocol.META_PYTHONHASHSEED, ""))
             ds = {"type": t["ds_type"], "root": t["ds_root"]}
-            arts = {n: ArtifactRecord(sha1=a["sha1"], size=a["size"], type=a["type"]) for n, a in sorted(t["artifacts"].items())}
-            tasks[t["foreach"]] = TaskRecord(task_id=t["task_id"], env_id=md.get(protocol.META_ENV_ID, ""),
-                                             fingerprint=fp.get("digest", ""), interpreter=md.get(protocol.META_INTERPRETER, ""),
-                                             artifacts=arts)
-        steps[step] = StepRecord(spec_id=spec.spec_id, env_id=env_id, disabled=spec.disabled,
-                                 tasks=dict(sorted(tasks.items(), key=lambda kv: _task_order(kv[0]))))
+            arts = {
+                n: ArtifactRecord(sha1=a["sha1"], size=a["size"], type=a["type"])
+                for n, a in sorted(t["artifacts"].items())
+            }
+            tasks[t["foreach"]] = TaskRecord(
+                task_id=t["task_id"],
+                env_id=md.get(protocol.META_ENV_ID, ""),
+                fingerprint=fp.get("digest", ""),
+                interpreter=md.get(protocol.META_INTERPRETER, ""),
+                artifacts=arts,
+            )
+        steps[step] = StepRecord(
+            spec_id=spec.spec_id,
+            env_id=env_id,
+            disabled=spec.disabled,
+            tasks=dict(sorted(tasks.items(), key=lambda kv: _task_order(kv[0]))),
+        )
     code_shas.discard("")
     if len(code_shas) != 1:
-        raise InfraError(f"run {flow.name}/{run_id}: tasks report {len(code_shas)} code packages; "
-                         "was it run with repro's --environment=conda?")
+        raise InfraError(
+            f"run {flow.name}/{run_id}: tasks report {len(code_shas)} code packages; "
+            "was it run with repro's --environment=conda?"
+        )
     return RunRecord(
-        flow=flow.name, run_id=run_id, flow_file=flow.path.name, code_sha256=code_shas.pop(),
-        lock_sha256=lock_sha256(flow.lock_file), parameters=raw.get("parameters", {}),
+        flow=flow.name,
+        run_id=run_id,
+        flow_file=flow.path.name,
+        code_sha256=code_shas.pop(),
+        lock_sha256=lock_sha256(flow.lock_file),
+        parameters=raw.get("parameters", {}),
         pythonhashseed=",".join(sorted(seeds - {""})) or "",
         metaflow_version=raw.get("metaflow_version") or _metaflow_version(),  # the runtime's, not ours
         repro_version=__version__,
-        host={"platform": local, "python": "%d.%d.%d" % sys.version_info[:3], "system": _platform.platform(),
-              "node": _platform.node()},
-        datastore=ds, steps=steps, envs=envs,
-        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), duration_s=round(duration, 3),
+        host={
+            "platform": local,
+            "python": ".".join(str(x) for x in sys.version_info[:3]),
+            "system": _platform.platform(),
+            "node": _platform.node(),
+        },
+        datastore=ds,
+        steps=steps,
+        envs=envs,
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        duration_s=round(duration, 3),
         status=RunStatus.SUCCESS if raw.get("successful") else RunStatus.FAILED,
         settings={"conda_source": flow.settings.conda_source},
         graph={k: tuple(v) for k, v in (flow.decl.graph or {}).items()},
         step_order=tuple(flow.decl.steps),
-        include_files=include_files, configs=configs, run_options=run_options_of(args, flow.decl.parameters),
+        include_files=include_files,
+        configs=configs,
+        run_options=run_options_of(args, flow.decl.parameters),
         identity=flow_identity(flow.name, flow.path, raw.get("project", ""), raw.get("project_branch", "")),
     )
 
@@ -243,7 +308,7 @@ def _metaflow_version() -> str:
         from metaflow.metaflow_version import get_version
 
         return get_version()
-    except Exception:  # noqa: BLE001
+    except Exception:
         import metaflow
 
         return getattr(metaflow, "__version__", "unknown")

@@ -19,16 +19,32 @@ from repro.model.findings import Finding, Kind, Severity
 from repro.model.record import PickleCheck, PickleStatus, RunRecord
 
 # Metaflow's own bookkeeping artifacts (users' `self._model` is theirs, and is checked)
-METAFLOW_INTERNAL = frozenset({
-    "_configs_processed", "_current_step", "_exception", "_foreach_num_splits", "_foreach_stack",
-    "_foreach_var", "_foreach_values", "_graph_info", "_iteration_stack", "_success", "_task_ok",
-    "_transition", "_unbounded_foreach", "_control_mapper_tasks", "_control_task_is_mapper_zero",
-    "_parallel_ubf_iter",
-})
+METAFLOW_INTERNAL = frozenset(
+    {
+        "_configs_processed",
+        "_current_step",
+        "_exception",
+        "_foreach_num_splits",
+        "_foreach_stack",
+        "_foreach_var",
+        "_foreach_values",
+        "_graph_info",
+        "_iteration_stack",
+        "_success",
+        "_task_ok",
+        "_transition",
+        "_unbounded_foreach",
+        "_control_mapper_tasks",
+        "_control_task_is_mapper_zero",
+        "_parallel_ubf_iter",
+    }
+)
 
 
 def is_internal(name: str) -> bool:
     return name in METAFLOW_INTERNAL or name.startswith("__")
+
+
 _STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "STRING", "BINSTRING", "SHORT_BINSTRING"}
 #: opcodes that push nothing onto the unpickler's stack (everything else pushes one object)
 _NO_PUSH = {"MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT", "FRAME", "PROTO", "STOP"}
@@ -71,7 +87,7 @@ def referenced_modules(blob: bytes) -> set[str]:
                 pushed.append(None)
             elif name not in _NO_PUSH:
                 pushed.append(None)
-    except Exception:  # noqa: BLE001 - a truncated or odd pickle: the dynamic check will tell
+    except Exception:
         pass
     tops = {_python3_module(m).split(".")[0] for m in modules if m}
     return {m for m in tops if m and m not in sys.stdlib_module_names and m != "builtins"}
@@ -93,7 +109,12 @@ def module_distributions(site_packages: list[Path]) -> dict[str, tuple[str, str]
                 first = line.split(",", 1)[0].split("/", 1)[0]
                 if first.endswith(".py"):
                     first = first[:-3]
-                if first and not first.endswith((".dist-info", ".data")) and first != "__pycache__" and ".." not in first:
+                if (
+                    first
+                    and not first.endswith((".dist-info", ".data"))
+                    and first != "__pycache__"
+                    and ".." not in first
+                ):
                     out.setdefault(first.split(".")[0], (_canonical(name), version))
     return out
 
@@ -118,8 +139,9 @@ def _site_packages(python: str) -> list[Path]:
     return [Path(p) for p in site.getsitepackages()]
 
 
-def check(record: RunRecord, graph: dict, blobs: dict[str, bytes], pythons: dict[str, str],
-          sys_path: list[str] = ()) -> tuple[PickleCheck, ...]:
+def check(
+    record: RunRecord, graph: dict, blobs: dict[str, bytes], pythons: dict[str, str], sys_path: list[str] = ()
+) -> tuple[PickleCheck, ...]:
     """Pickle checks for every user artifact of ``record``.
 
     ``blobs``: sha1 -> verified pickled bytes; ``pythons``: env id (or "disabled") -> interpreter.
@@ -146,7 +168,9 @@ def check(record: RunRecord, graph: dict, blobs: dict[str, bytes], pythons: dict
             paths[sha] = Path(tmp) / sha
             paths[sha].write_bytes(blobs[sha])
         for env, shas in wanted.items():
-            results[env] = envprobe.run(pythons[env], protocol.load_request(sys_path, {sha: paths[sha] for sha in shas}))
+            results[env] = envprobe.run(
+                pythons[env], protocol.load_request(sys_path, {sha: paths[sha] for sha in shas})
+            )
     checks = []
     for env, shas in sorted(wanted.items()):
         for sha, reader_steps in shas.items():
@@ -157,9 +181,18 @@ def check(record: RunRecord, graph: dict, blobs: dict[str, bytes], pythons: dict
             status, detail = PickleStatus(dyn[protocol.STATUS]), dyn[protocol.DETAIL]
             if status == PickleStatus.OK and static:
                 status, detail = PickleStatus.WARNING, "loads, but versions differ"
-            checks.append(PickleCheck(step=step, task=key, artifact=name, reader_env=env,
-                                      reader_steps=tuple(reader_steps), status=status, detail=detail,
-                                      static="; ".join(static)))
+            checks.append(
+                PickleCheck(
+                    step=step,
+                    task=key,
+                    artifact=name,
+                    reader_env=env,
+                    reader_steps=tuple(reader_steps),
+                    status=status,
+                    detail=detail,
+                    static="; ".join(static),
+                )
+            )
     return tuple(sorted(checks, key=lambda c: (list(record.steps).index(c.step), c.task, c.artifact, c.reader_env)))
 
 
@@ -189,6 +222,17 @@ def findings(checks) -> list[Finding]:
             message, severity = f"pickle: {what} cannot be unpickled in this step's environment: {why}", Severity.ERROR
         else:
             message, severity = f"{what} loads with a warning: {why}", Severity.WARNING
-        out += [Finding(Kind.PICKLE, message, step=reader, task=c.task, env_id=c.reader_env, subject=c.artifact,
-                        old=c.step, severity=severity) for reader in c.reader_steps]
+        out += [
+            Finding(
+                Kind.PICKLE,
+                message,
+                step=reader,
+                task=c.task,
+                env_id=c.reader_env,
+                subject=c.artifact,
+                old=c.step,
+                severity=severity,
+            )
+            for reader in c.reader_steps
+        ]
     return out

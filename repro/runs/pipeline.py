@@ -15,12 +15,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from metaflow_extensions.repro.plugins import protocol
-
 from repro.env.engine import current_lock, environments, open_flow, spec_drift
 from repro.env.flowfile import load_flow
 from repro.errors import BadInput, ReproError
-from repro.model.platforms import local_platform_name
 from repro.model.findings import Finding, Kind, Severity
+from repro.model.platforms import local_platform_name
 from repro.model.record import RunRecord, RunStatus, from_json
 from repro.runs import blobs as blobstore
 from repro.runs import drift, pickles
@@ -90,34 +89,54 @@ class Outcome:
         return self
 
     def to_json(self) -> str:
-        return json.dumps({
-            "path": self.path, "flow": self.flow, "steps": self.steps,
-            "record": json.loads(self.record.to_json()) if self.record else None,
-            "findings": [f.to_dict() for f in self.findings],
-            "comparison": self.comparison.to_dict() if self.comparison else None,
-            "baseline": self.baseline, "error": self.error, "error_code": self.error_code,
-            "exit_code": self.exit_code, "output": self.output, "saved": self.saved, "pushed": self.pushed,
-            "relocked": self.relocked, "held": self.held,
-        })
+        return json.dumps(
+            {
+                "path": self.path,
+                "flow": self.flow,
+                "steps": self.steps,
+                "record": json.loads(self.record.to_json()) if self.record else None,
+                "findings": [f.to_dict() for f in self.findings],
+                "comparison": self.comparison.to_dict() if self.comparison else None,
+                "baseline": self.baseline,
+                "error": self.error,
+                "error_code": self.error_code,
+                "exit_code": self.exit_code,
+                "output": self.output,
+                "saved": self.saved,
+                "pushed": self.pushed,
+                "relocked": self.relocked,
+                "held": self.held,
+            }
+        )
 
     @classmethod
     def from_json(cls, text: str) -> Outcome:
         d = json.loads(text)
         return cls(
-            path=d["path"], flow=d["flow"], steps=d["steps"],
+            path=d["path"],
+            flow=d["flow"],
+            steps=d["steps"],
             record=from_json(json.dumps(d["record"]), d["path"]) if d["record"] else None,
             findings=[Finding.from_dict(f) for f in d["findings"]],
             comparison=Comparison.from_dict(d["comparison"]) if d["comparison"] else None,
-            baseline=d["baseline"], error=d["error"], error_code=d["error_code"], exit_code=d["exit_code"],
-            output=d["output"], saved=d["saved"], pushed=d["pushed"], relocked=d.get("relocked", False),
-            held=d.get("held", False))
+            baseline=d["baseline"],
+            error=d["error"],
+            error_code=d["error_code"],
+            exit_code=d["exit_code"],
+            output=d["output"],
+            saved=d["saved"],
+            pushed=d["pushed"],
+            relocked=d.get("relocked", False),
+            held=d.get("held", False),
+        )
 
 
-def run_and_record(path: Path, options: RunOptions = RunOptions(), log: Log = _quiet) -> Outcome:
+def run_and_record(path: Path, options: RunOptions | None = None, log: Log = _quiet) -> Outcome:
     """Run the flow at ``path`` once under repro's environments and check everything about it.
 
     Bad input and infrastructure failures end up in ``outcome.error`` (with their exit code), never
-    raised, so that callers can report them per flow; ``Outcome.raise_error`` turns them back."""
+    raised, so that callers can report them per flow (the CLI raises them again)."""
+    options = options or RunOptions()
     path = Path(path)
     outcome = Outcome(path=str(path.resolve()))
     try:
@@ -152,10 +171,12 @@ def _lock_for_run(flow, frozen: bool, outcome: Outcome, log: Log) -> None:
         outcome.held = True
         known = {(f.step, f.message) for f in outcome.findings}
         outcome.findings += [f for f in stale if (f.step, f.message) not in known]
-        raise BadInput(f"{flow.path.name}: the lock does not match the flow ({flow.lock_file.name}) and is frozen "
-                       f"(REPRO_FROZEN), so the flow does not run: "
-                       + "; ".join(f.line() for f in stale)
-                       + f". Run `repro lock {flow.path.name}` (with network access) and commit the lock.")
+        raise BadInput(
+            f"{flow.path.name}: the lock does not match the flow ({flow.lock_file.name}) and is frozen "
+            f"(REPRO_FROZEN), so the flow does not run: "
+            + "; ".join(f.line() for f in stale)
+            + f". Run `repro lock {flow.path.name}` (with network access) and commit the lock."
+        )
     try:
         current_lock(flow, offline=flow.settings.offline, log=log, frozen=frozen)
     except ReproError as exc:
@@ -173,8 +194,7 @@ def _run(path: Path, options: RunOptions, outcome: Outcome, log: Log) -> None:
         outcome.findings += drift.check(flow, resolution=options.resolution_drift, platforms=list(options.platforms))
     frozen = settings.frozen or (flow.lock is not None if options.frozen is None else options.frozen)
     _lock_for_run(flow, frozen, outcome, log)
-    store = open_store(options.store or settings.store) \
-        if (options.push or options.baseline is not None) else None
+    store = open_store(options.store or settings.store) if (options.push or options.baseline is not None) else None
     baseline = options.baseline
     if isinstance(baseline, str):
         baseline = _load_baseline(store, flow, baseline)
@@ -182,19 +202,32 @@ def _run(path: Path, options: RunOptions, outcome: Outcome, log: Log) -> None:
         outcome.baseline = baseline.ref
     env = {**options.env, **(environ_for(frozen=True) if frozen else {})}
     log(f"{flow.name}: building environments and running the flow with Metaflow")
-    code, run_id, elapsed, output = runs.run_flow(flow.path, runs.environment_name(flow), list(options.metaflow_args),
-                                                  env=env, capture=options.capture)
+    code, run_id, elapsed, output = runs.run_flow(
+        flow.path, runs.environment_name(flow), list(options.metaflow_args), env=env, capture=options.capture
+    )
     outcome.exit_code, outcome.output = code, output[-20000:]
-    log(f"{flow.name}: " + (f"run {run_id} " if run_id else "Metaflow ") + f"ended in {elapsed:.1f} s (exit code {code})")
+    log(
+        f"{flow.name}: "
+        + (f"run {run_id} " if run_id else "Metaflow ")
+        + f"ended in {elapsed:.1f} s (exit code {code})"
+    )
     if run_id is None and code == 0:
-        raise BadInput(f"{path.name}: running it started no Metaflow run. Does the file end with "
-                       f"`if __name__ == \"__main__\":` and `{flow.name}()`?")
+        raise BadInput(
+            f"{path.name}: running it started no Metaflow run. Does the file end with "
+            f'`if __name__ == "__main__":` and `{flow.name}()`?'
+        )
     if run_id is None:
         tail = f":\n{output[-4000:]}" if output else "; see its output above"
         raise _MetaflowFailed(f"{path.name}: the flow did not start (exit code {code}){tail}", code)
     flow = open_flow(path, settings)  # the run may have re-locked
-    raw = runs.inspect(flow.name, run_id, flow.decl.parameters, env=env, info=flow.decl.parameter_info,
-                       inputs_dir=settings.home.inputs / "sha256")
+    raw = runs.inspect(
+        flow.name,
+        run_id,
+        flow.decl.parameters,
+        env=env,
+        info=flow.decl.parameter_info,
+        inputs_dir=settings.home.inputs / "sha256",
+    )
     record = runs.build_record(flow, flow.lock, run_id, raw, elapsed, args=options.metaflow_args)
     if options.identity:
         record = replace(record, identity=options.identity)
@@ -215,9 +248,11 @@ def _run(path: Path, options: RunOptions, outcome: Outcome, log: Log) -> None:
         try:
             push(record, store, settings, keep, log=log)
         except ReproError as exc:
-            raise type(exc)(f"{exc}\nThe run is recorded in {outcome.saved}, but its push to {store.uri} did not "
-                            f"finish and the store shows no record of it. Complete it with: "
-                            f"repro store push {outcome.saved}") from None
+            raise type(exc)(
+                f"{exc}\nThe run is recorded in {outcome.saved}, but its push to {store.uri} did not "
+                f"finish and the store shows no record of it. Complete it with: "
+                f"repro store push {outcome.saved}"
+            ) from None
         outcome.pushed = store.uri
     if baseline is not None:
         check_same_flow(baseline, record, options.allow_other_flow)
@@ -255,15 +290,25 @@ def task_findings(raw: dict, steps, finished: bool) -> list[Finding]:
     for step, tasks in raw["steps"].items():
         for t in tasks:
             if not t["successful"]:
-                out.append(Finding(Kind.TASK_FAILED, f"task {t['task_id']} ({t['foreach']}) failed:\n"
-                                   f"{t['stderr'].strip()}", step=step, task=t["foreach"]))
+                out.append(
+                    Finding(
+                        Kind.TASK_FAILED,
+                        f"task {t['task_id']} ({t['foreach']}) failed:\n{t['stderr'].strip()}",
+                        step=step,
+                        task=t["foreach"],
+                    )
+                )
     if not finished:
-        out += [Finding(Kind.NOT_RUN, "not run: an earlier step failed", step=step)
-                for step in steps if step not in raw["steps"]]
+        out += [
+            Finding(Kind.NOT_RUN, "not run: an earlier step failed", step=step)
+            for step in steps
+            if step not in raw["steps"]
+        ]
     return out
 
 
 # -- post-processing: pickle matrix, artifact copies ---------------------------------------------
+
 
 def artifact_max_bytes(settings: Settings) -> int:
     return settings.artifact_max_bytes
@@ -280,22 +325,30 @@ def env_pythons(record: RunRecord, settings: Settings) -> dict[str, str]:
 
 
 def _user_blobs(record: RunRecord) -> set[str]:
-    return {a.sha1 for s in record.steps.values() for t in s.tasks.values()
-            for n, a in t.artifacts.items() if not pickles.is_internal(n)}
+    return {
+        a.sha1
+        for s in record.steps.values()
+        for t in s.tasks.values()
+        for n, a in t.artifacts.items()
+        if not pickles.is_internal(n)
+    }
 
 
 def finish_record(record: RunRecord, flow, settings: Settings, code: Path | None) -> tuple[RunRecord, dict]:
     """Add pickle checks and mark which artifact blobs get a copy in the store."""
     wanted = _user_blobs(record)
     data = blobstore.load(record.flow, record.datastore["type"], record.datastore["root"], wanted) if wanted else {}
-    checks = pickles.check(record, flow.decl.graph, data, env_pythons(record, settings),
-                           sys_path=import_paths(code) if code else [])
+    checks = pickles.check(
+        record, flow.decl.graph, data, env_pythons(record, settings), sys_path=import_paths(code) if code else []
+    )
     limit = artifact_max_bytes(settings)
     keep = {sha: blob for sha, blob in data.items() if len(blob) <= limit}
     steps = {}
     for name, s in record.steps.items():
-        tasks = {k: replace(t, artifacts={n: replace(a, stored=a.sha1 in keep) for n, a in t.artifacts.items()})
-                 for k, t in s.tasks.items()}
+        tasks = {
+            k: replace(t, artifacts={n: replace(a, stored=a.sha1 in keep) for n, a in t.artifacts.items()})
+            for k, t in s.tasks.items()
+        }
         steps[name] = replace(s, tasks=tasks)
     return replace(record, steps=steps, pickle_checks=checks), keep
 
@@ -306,6 +359,7 @@ def code_dir(settings: Settings, code_sha: str) -> Path | None:
 
 
 # -- comparing -----------------------------------------------------------------------------------
+
 
 def blob_source(record: RunRecord, store: Store | None):
     """Where a record's artifact blobs can be read: the store's copies, else the run's datastore."""
@@ -320,7 +374,7 @@ def blob_source(record: RunRecord, store: Store | None):
             if record.datastore.get("type") != "local" or Path(root).exists():
                 try:
                     data = blobstore.load(record.flow, record.datastore["type"], root, [sha1]).get(sha1)
-                except Exception:  # noqa: BLE001 - unavailable datastore: hashes only
+                except Exception:
                     data = None
         cache[sha1] = data
         return data
@@ -332,21 +386,31 @@ def check_same_flow(a: RunRecord, b: RunRecord, allow_other_flow: bool = False) 
     """Runs of two different flows are never compared; runs of one class name in two flow files only
     when asked to."""
     if a.flow != b.flow:
-        raise BadInput(f"{a.ref} and {b.ref} are runs of different flows ({a.flow}, {b.flow}); "
-                       "diff compares two runs of one flow")
+        raise BadInput(
+            f"{a.ref} and {b.ref} are runs of different flows ({a.flow}, {b.flow}); diff compares two runs of one flow"
+        )
     if allow_other_flow or not a.identity or not b.identity or a.identity == b.identity:
         return
-    raise BadInput(f"{a.ref} and {b.ref} are runs of different flows: {a.identity} and {b.identity} (same class "
-                   "name, another flow file). Compare them anyway with --allow-other-flow.")
+    raise BadInput(
+        f"{a.ref} and {b.ref} are runs of different flows: {a.identity} and {b.identity} (same class "
+        "name, another flow file). Compare them anyway with --allow-other-flow."
+    )
 
 
 def compare_runs(a: RunRecord, b: RunRecord, store: Store | None, settings: Settings) -> Comparison:
     code = code_dir(settings, b.code_sha256) or code_dir(settings, a.code_sha256)
-    return compare(a, b, blob_source(a, store), blob_source(b, store), env_pythons(b, settings),
-                   sys_path=import_paths(code) if code else [])
+    return compare(
+        a,
+        b,
+        blob_source(a, store),
+        blob_source(b, store),
+        env_pythons(b, settings),
+        sys_path=import_paths(code) if code else [],
+    )
 
 
 # -- completing a push that failed ---------------------------------------------------------------
+
 
 def push_saved(path_or_ref: str, store_uri: str | None, settings: Settings, log: Log) -> RunRecord:
     """Push a record kept in REPRO_HOME (after a push that failed); artifact copies come from the datastore."""
@@ -355,8 +419,13 @@ def push_saved(path_or_ref: str, store_uri: str | None, settings: Settings, log:
         ref = parse_ref(str(_local_record(settings, ref.flow, ref.run_id)))
     record = load_record(None, ref)
     store = open_store(store_uri or settings.store)
-    keep = blobstore.load(record.flow, record.datastore["type"], record.datastore["root"],
-                          record.artifact_shas(stored_only=True)) if record.artifact_shas() else {}
+    keep = (
+        blobstore.load(
+            record.flow, record.datastore["type"], record.datastore["root"], record.artifact_shas(stored_only=True)
+        )
+        if record.artifact_shas()
+        else {}
+    )
     push(record, store, settings, keep, log=log)
     return record
 
@@ -372,13 +441,16 @@ def _local_record(settings: Settings, flow: str, run_id: str) -> Path:
             except (OSError, ValueError):
                 continue
         if not found:
-            raise BadInput(f"{flow}/latest: no run of {flow} is recorded here ({folder}); "
-                           f"`repro run FLOW.py` records one")
+            raise BadInput(
+                f"{flow}/latest: no run of {flow} is recorded here ({folder}); `repro run FLOW.py` records one"
+            )
         return max(found, key=lambda t: (str(t[0]), t[1]))[2]
     path = local_record_path(settings, flow, run_id)
     if not path.is_file():
-        raise BadInput(f"{flow}/{run_id}: that run is not recorded here ({path} does not exist); "
-                       f"`repro store push` pushes runs that `repro run` recorded on this machine")
+        raise BadInput(
+            f"{flow}/{run_id}: that run is not recorded here ({path} does not exist); "
+            f"`repro store push` pushes runs that `repro run` recorded on this machine"
+        )
     return path
 
 

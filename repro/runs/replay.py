@@ -17,13 +17,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from metaflow_extensions.repro.plugins import protocol
-
 from repro.env import pythons
 from repro.env.engine import environments
+from repro.env.flowfile import load_flow
 from repro.errors import EXIT_DRIFT, EXIT_INFRA, EXIT_OK, BadInput, InfraError, ReproError
 from repro.model.findings import Choice, Kind
 from repro.model.record import RunRecord, RunStatus
-from repro.env.flowfile import load_flow
 from repro.paths import inside
 from repro.runs.compare import Comparison
 from repro.runs.pipeline import Log, Outcome, RunOptions, run_and_record
@@ -74,8 +73,15 @@ class ReplayResult:
         return self.verdict.exit_code
 
 
-def replay(ref_text: str, store_uri: str | None, settings: Settings, on: str = "local", log: Log = print,
-           extra_args: tuple[str, ...] = (), keep: bool = False) -> ReplayResult:
+def replay(
+    ref_text: str,
+    store_uri: str | None,
+    settings: Settings,
+    on: str = "local",
+    log: Log = print,
+    extra_args: tuple[str, ...] = (),
+    keep: bool = False,
+) -> ReplayResult:
     """Replay a recorded run; ``extra_args`` (``repro replay REF -- ...``) add to or override the
     recorded run options and parameters (and are recorded in the replay's own record). The working
     folder (code, datastore) is removed after the verdict unless ``keep``."""
@@ -90,8 +96,15 @@ def replay(ref_text: str, store_uri: str | None, settings: Settings, on: str = "
                 shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _replay(ref_text: str, store_uri: str | None, settings: Settings, on: str, log: Log,
-            workdirs: list[Path], extra_args: tuple[str, ...]) -> ReplayResult:
+def _replay(
+    ref_text: str,
+    store_uri: str | None,
+    settings: Settings,
+    on: str,
+    log: Log,
+    workdirs: list[Path],
+    extra_args: tuple[str, ...],
+) -> ReplayResult:
     if on != "local":
         raise BadInput(f"--on {on}: only local replays are available in this version")
     store: Store = open_store(store_uri or settings.store)
@@ -104,8 +117,12 @@ def _replay(ref_text: str, store_uri: str | None, settings: Settings, on: str, l
     for env_id, pl in locks.items():
         if envs.get(env_id) is None:
             log(f"rebuilding env {env_id[:12]} offline (Python {pl.python}, {len(pl.packages)} packages)")
-            envs.build(pl, pythons.find(pl.python, where=f"{original.ref} env {env_id[:12]}"), offline=True,
-                       where=f"replay of {original.ref}")
+            envs.build(
+                pl,
+                pythons.find(pl.python, where=f"{original.ref} env {env_id[:12]}"),
+                offline=True,
+                where=f"replay of {original.ref}",
+            )
     inputs = pull_inputs(original, store, settings)
     # 3. the recorded code, with the recorded parameters, inputs, configs, run options and hash seed
     workdir = _workdir(settings, original)
@@ -113,81 +130,137 @@ def _replay(ref_text: str, store_uri: str | None, settings: Settings, on: str, l
     code = _extract_code(settings.home.code_package(original.code_sha256), workdir / "code", original)
     flow_file = inside(code, original.flow_file, f"{original.ref}: flow_file")  # never a file outside the package
     if not flow_file.is_file():
-        raise BadInput(f"{original.ref}: flow_file {original.flow_file!r} is not in its code package "
-                       f"(sha256 {original.code_sha256}); the record is corrupt")
+        raise BadInput(
+            f"{original.ref}: flow_file {original.flow_file!r} is not in its code package "
+            f"(sha256 {original.code_sha256}); the record is corrupt"
+        )
     declared = load_flow(flow_file).parameters
     mf_code = code / ".mf_code"  # the Metaflow (and extensions) that ran the original
     problem = _recorded_metaflow_problem(mf_code, original)
     if problem:
         return ReplayResult(original, None, None, workdir, ReplayVerdict.FAILED, ReplayFailure(error=problem))
-    args = [*recorded_args(original, _materialize(original, inputs, workdir / "inputs"), workdir, declared),
-            *extra_args]
+    args = [
+        *recorded_args(original, _materialize(original, inputs, workdir / "inputs"), workdir, declared),
+        *extra_args,
+    ]
     env = {
-        **environ_for(frozen=True, offline=True, index_url=UNROUTABLE_INDEX, home=settings.home,
-                      pythonhashseed=original.pythonhashseed or protocol.DEFAULT_HASH_SEED),
+        **environ_for(
+            frozen=True,
+            offline=True,
+            index_url=UNROUTABLE_INDEX,
+            home=settings.home,
+            pythonhashseed=original.pythonhashseed or protocol.DEFAULT_HASH_SEED,
+        ),
         "UV_OFFLINE": "1",
-        "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(workdir), "METAFLOW_DEFAULT_DATASTORE": "local",
+        "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(workdir),
+        "METAFLOW_DEFAULT_DATASTORE": "local",
         "METAFLOW_DEFAULT_METADATA": "local",
     }
     env["PYTHONPATH"] = os.pathsep.join([str(mf_code), *filter(None, [os.environ.get("PYTHONPATH")])])
     if original.settings.get("conda_source"):
         env.update(environ_for(conda_source=original.settings["conda_source"]))
     options = RunOptions(
-        store=store.uri, baseline=original, frozen=True, metaflow_args=tuple(args), env=env,
+        store=store.uri,
+        baseline=original,
+        frozen=True,
+        metaflow_args=tuple(args),
+        env=env,
         identity=original.identity,
-        pickle_checks=False, settings=load_settings(flow_file, environ={**os.environ, **env}))
+        pickle_checks=False,
+        settings=load_settings(flow_file, environ={**os.environ, **env}),
+    )
     outcome = run_and_record(flow_file, options, log=log)
     if outcome.record is None:  # the run never started: nothing ran, nothing to record
-        return ReplayResult(original, None, None, workdir, ReplayVerdict.FAILED,
-                            ReplayFailure(error=_last_line(outcome.error) or "the replay did not start",
-                                          output=outcome.error or outcome.output))
+        return ReplayResult(
+            original,
+            None,
+            None,
+            workdir,
+            ReplayVerdict.FAILED,
+            ReplayFailure(
+                error=_last_line(outcome.error) or "the replay did not start", output=outcome.error or outcome.output
+            ),
+        )
     replayed = replace(outcome.record, replay_of=original.ref)
     saved, recorded = _record_replay(replayed, store, settings, log)
     failure = _failure(outcome, replayed, flow_file, workdir, env)
     if failure is not None:
         return ReplayResult(original, replayed, None, workdir, ReplayVerdict.FAILED, failure, saved, recorded)
     if replayed.metaflow_version != original.metaflow_version:
-        return ReplayResult(original, replayed, None, workdir, ReplayVerdict.FAILED, ReplayFailure(
-            error=f"the replay ran on Metaflow {replayed.metaflow_version}, not the recorded "
-                  f"{original.metaflow_version}"), saved, recorded)
+        return ReplayResult(
+            original,
+            replayed,
+            None,
+            workdir,
+            ReplayVerdict.FAILED,
+            ReplayFailure(
+                error=f"the replay ran on Metaflow {replayed.metaflow_version}, not the recorded "
+                f"{original.metaflow_version}"
+            ),
+            saved,
+            recorded,
+        )
     mismatched = [e for e in original.envs if e not in replayed.envs]
     if mismatched:
         raise InfraError(f"replay of {original.ref} did not use the recorded environments {mismatched}")
     assert outcome.comparison is not None
-    return ReplayResult(original, replayed, outcome.comparison, workdir,
-                        ReplayVerdict(outcome.comparison.verdict.value), None, saved, recorded)
+    return ReplayResult(
+        original,
+        replayed,
+        outcome.comparison,
+        workdir,
+        ReplayVerdict(outcome.comparison.verdict.value),
+        None,
+        saved,
+        recorded,
+    )
 
 
 def _recorded_metaflow_problem(code: Path, original: RunRecord) -> str:
     """The replay's runtime runs on the Metaflow in the code package (PYTHONPATH=.mf_code); say why not
     if this Python cannot import it, or it is another version."""
     if not (code / "metaflow" / "__init__.py").is_file():  # code: the package's .mf_code folder
-        return (f"the code package of {original.ref} carries no Metaflow: its runtime cannot be the recorded "
-                f"Metaflow {original.metaflow_version}")
-    probe = ("import sys; sys.path.insert(0, sys.argv[1]); from metaflow.metaflow_version import get_version; "
-             "print(get_version())")
-    proc = subprocess.run([sys.executable, "-c", probe, str(code)], capture_output=True, text=True, cwd=code,
-                          env={**os.environ, "METAFLOW_USER": os.environ.get("METAFLOW_USER", "repro")}, timeout=300)
+        return (
+            f"the code package of {original.ref} carries no Metaflow: its runtime cannot be the recorded "
+            f"Metaflow {original.metaflow_version}"
+        )
+    probe = (
+        "import sys; sys.path.insert(0, sys.argv[1]); from metaflow.metaflow_version import get_version; "
+        "print(get_version())"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", probe, str(code)],
+        capture_output=True,
+        text=True,
+        cwd=code,
+        env={**os.environ, "METAFLOW_USER": os.environ.get("METAFLOW_USER", "repro")},
+        timeout=300,
+    )
     if proc.returncode != 0:
-        return (f"this Python ({sys.executable}, {sys.version.split()[0]}) cannot import the recorded Metaflow "
-                f"{original.metaflow_version}: {_error_line(proc.stderr) or proc.stderr.strip()[-500:]}")
+        return (
+            f"this Python ({sys.executable}, {sys.version.split()[0]}) cannot import the recorded Metaflow "
+            f"{original.metaflow_version}: {_error_line(proc.stderr) or proc.stderr.strip()[-500:]}"
+        )
     got = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
     if original.metaflow_version and got != original.metaflow_version:
         return f"the code package carries Metaflow {got}, but the record says {original.metaflow_version} ran"
     return ""
 
 
-def recorded_args(record: RunRecord, include_files: dict[str, Path], workdir: Path,
-                  declared: tuple[str, ...] | None = None) -> list[str]:
+def recorded_args(
+    record: RunRecord, include_files: dict[str, Path], workdir: Path, declared: tuple[str, ...] | None = None
+) -> list[str]:
     """Metaflow options that give the recorded run again: configs (top-level), parameters, the
     IncludeFile contents (as files), and the recorded run options. Parameters only by names the flow
     declares (``declared``), so a record can never smuggle in a Metaflow option (``--run-id-file``...)."""
     if declared is not None:
         unknown = sorted(set(record.parameters) - set(declared))
         if unknown:
-            raise BadInput(f"{record.ref}: the record's parameters {', '.join(map(repr, unknown))} are not Parameters "
-                           f"of flow {record.flow} (it declares: {', '.join(declared) or 'none'}); the record is "
-                           "corrupt or hostile, and nothing was run")
+            raise BadInput(
+                f"{record.ref}: the record's parameters {', '.join(map(repr, unknown))} are not Parameters "
+                f"of flow {record.flow} (it declares: {', '.join(declared) or 'none'}); the record is "
+                "corrupt or hostile, and nothing was run"
+            )
     args: list[str] = []
     kv = {}
     for name, cfg in sorted(record.configs.items()):
@@ -241,10 +314,22 @@ def _failure(outcome: Outcome, replayed: RunRecord, flow_file: Path, workdir: Pa
     task_id = task.tasks[first.task].task_id if task and first.task in task.tasks else ""
     pathspec = f"{replayed.run_id}/{first.step}/{task_id}" if task_id else f"{replayed.run_id}/{first.step}"
     keep = ("METAFLOW_DATASTORE_SYSROOT_LOCAL", "METAFLOW_DEFAULT_DATASTORE", "METAFLOW_DEFAULT_METADATA", "PYTHONPATH")
-    logs = " ".join([*(f"{k}={shlex.quote(env[k])}" for k in keep if k in env), shlex.quote(sys.executable),
-                     shlex.quote(str(flow_file)), "logs", pathspec])
-    return ReplayFailure(error=_error_line(first.message), step=first.step, task=f"{replayed.flow}/{pathspec}",
-                         logs=logs, output=first.message)
+    logs = " ".join(
+        [
+            *(f"{k}={shlex.quote(env[k])}" for k in keep if k in env),
+            shlex.quote(sys.executable),
+            shlex.quote(str(flow_file)),
+            "logs",
+            pathspec,
+        ]
+    )
+    return ReplayFailure(
+        error=_error_line(first.message),
+        step=first.step,
+        task=f"{replayed.flow}/{pathspec}",
+        logs=logs,
+        output=first.message,
+    )
 
 
 _EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Failure)\b")
@@ -281,6 +366,8 @@ def _extract_code(package: Path, code: Path, original: RunRecord) -> Path:
                     inside(code, member.name, f"code package of {original.ref}: member")
                 tar.extractall(code)
     except tarfile.TarError as exc:  # FilterError (a member out of the folder, a link, a device) or not a tar
-        raise BadInput(f"code package {package.name} of {original.ref} is unsafe or not a code package: "
-                       f"{type(exc).__name__}: {exc}; nothing from it was used") from None
+        raise BadInput(
+            f"code package {package.name} of {original.ref} is unsafe or not a code package: "
+            f"{type(exc).__name__}: {exc}; nothing from it was used"
+        ) from None
     return code

@@ -17,4 +17,4 @@ def open_store(uri: str) -> Store:
     raise BadInput(f"unsupported store {uri!r}: use file:///path/to/folder or s3://bucket/prefix")
 
 
-__all__ = ["Store", "StoreObjectMissing", "LocalStore", "open_store"]
+__all__ = ["LocalStore", "Store", "StoreObjectMissing", "open_store"]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 import tempfile
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from repro.errors import InfraError
 
@@ -76,6 +76,7 @@ class Store(ABC):
     def require_existing(self) -> None:
         """Raise ``BadInput`` if the store does not exist at all (a typo in its URI), so a read-only
         command never reports an empty, non-existent store as fine."""
+        return None  # a store that creates itself on first write (a local folder) always exists
 
     def abort_stale_uploads(self, older_than: float) -> list[str]:
         """Remove what interrupted uploads left (unfinished multipart uploads, partial files) that is

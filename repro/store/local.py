@@ -7,8 +7,8 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import unquote, urlparse
 
 from repro.errors import BadInput, InfraError
@@ -22,8 +22,10 @@ class LocalStore(Store):
         if uri.startswith("file://"):
             parsed = urlparse(uri)
             if parsed.netloc not in ("", "localhost"):
-                raise BadInput(f"store {uri!r}: a file:// URI needs an absolute path, e.g. file:///srv/repro "
-                               f"(three slashes); {parsed.netloc!r} would be read as a host name")
+                raise BadInput(
+                    f"store {uri!r}: a file:// URI needs an absolute path, e.g. file:///srv/repro "
+                    f"(three slashes); {parsed.netloc!r} would be read as a host name"
+                )
             path = Path(unquote(parsed.path))
         else:
             path = Path(uri)
@@ -121,8 +123,10 @@ class LocalStore(Store):
     def require_existing(self) -> None:
         if not self.root.is_dir():
             what = "is not a folder" if self.root.exists() else "does not exist"
-            raise BadInput(f"store {self.uri} {what}; check the store URI (--store, REPRO_STORE or `store` under "
-                           "[tool.repro]); a store is created by the first `repro run` or `repro store push`")
+            raise BadInput(
+                f"store {self.uri} {what}; check the store URI (--store, REPRO_STORE or `store` under "
+                "[tool.repro]); a store is created by the first `repro run` or `repro store push`"
+            )
 
     def abort_stale_uploads(self, older_than: float) -> list[str]:
         """``.partial-*`` files of writers that were killed (a live writer's file is young)."""

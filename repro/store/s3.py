@@ -10,14 +10,13 @@ import base64
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import urlparse
 
 from repro.errors import BadInput, InfraError
 from repro.settings import env_setting
 from repro.store.base import ObjectInfo, Store, StoreObjectMissing
-
 
 SINGLE_PUT_LIMIT = 5 * 1024**3  # S3's limit for one PUT
 
@@ -34,10 +33,13 @@ class S3Store(Store):
         self.bucket = parsed.netloc
         self.prefix = parsed.path.strip("/")
         self.uri = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
-        config = Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=120,
-                        max_pool_connections=32)
-        self.client = boto3.session.Session().client("s3", config=config,
-                                                     endpoint_url=env_setting("s3_endpoint"))
+        config = Config(
+            retries={"max_attempts": 3, "mode": "standard"},
+            connect_timeout=5,
+            read_timeout=120,
+            max_pool_connections=32,
+        )
+        self.client = boto3.session.Session().client("s3", config=config, endpoint_url=env_setting("s3_endpoint"))
         self.transfer = TransferConfig()  # boto3's defaults: ranged, parallel transfers above 8 MB
 
     def _key(self, key: str) -> str:
@@ -57,7 +59,7 @@ class S3Store(Store):
     def stat(self, key: str) -> ObjectInfo | None:
         try:
             head = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
-        except Exception as exc:  # noqa: BLE001 - a 404 means "no"; anything else is an error
+        except Exception as exc:
             try:
                 self._fail(key, exc)  # always raises
             except StoreObjectMissing:
@@ -66,10 +68,14 @@ class S3Store(Store):
 
     def touch(self, key: str) -> None:
         try:  # copying an object onto itself (new metadata) gives it a new LastModified
-            self.client.copy_object(Bucket=self.bucket, Key=self._key(key), MetadataDirective="REPLACE",
-                                    CopySource={"Bucket": self.bucket, "Key": self._key(key)},
-                                    Metadata={"repro-touched": str(int(time.time()))})
-        except Exception as exc:  # noqa: BLE001
+            self.client.copy_object(
+                Bucket=self.bucket,
+                Key=self._key(key),
+                MetadataDirective="REPLACE",
+                CopySource={"Bucket": self.bucket, "Key": self._key(key)},
+                Metadata={"repro-touched": str(int(time.time()))},
+            )
+        except Exception as exc:
             self._fail(f"touch {key}", exc)
 
     def put_file(self, key: str, path: Path, sha256: str | None = None) -> None:
@@ -79,18 +85,28 @@ class S3Store(Store):
         try:
             if sha256 and path.stat().st_size < SINGLE_PUT_LIMIT:
                 with open(path, "rb") as body:
-                    self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=body, ChecksumAlgorithm="SHA256",
-                                           ChecksumSHA256=base64.b64encode(bytes.fromhex(sha256)).decode())
+                    self.client.put_object(
+                        Bucket=self.bucket,
+                        Key=self._key(key),
+                        Body=body,
+                        ChecksumAlgorithm="SHA256",
+                        ChecksumSHA256=base64.b64encode(bytes.fromhex(sha256)).decode(),
+                    )
             else:
-                self.client.upload_file(str(path), self.bucket, self._key(key), Config=self.transfer,
-                                        ExtraArgs={"ChecksumAlgorithm": "SHA256"})
-        except Exception as exc:  # noqa: BLE001
+                self.client.upload_file(
+                    str(path),
+                    self.bucket,
+                    self._key(key),
+                    Config=self.transfer,
+                    ExtraArgs={"ChecksumAlgorithm": "SHA256"},
+                )
+        except Exception as exc:
             self._fail(f"upload {key}", exc)
 
     def put_bytes(self, key: str, data: bytes) -> None:
         try:
             self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, ChecksumAlgorithm="SHA256")
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             self._fail(f"upload {key}", exc)
 
     def get_file(self, key: str, dest: Path) -> None:
@@ -101,7 +117,7 @@ class S3Store(Store):
         try:
             self.client.download_file(self.bucket, self._key(key), tmp, Config=self.transfer)
             os.replace(tmp, dest)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             self._fail(key, exc)
         finally:
             Path(tmp).unlink(missing_ok=True)
@@ -109,7 +125,7 @@ class S3Store(Store):
     def get_bytes(self, key: str) -> bytes:
         try:
             return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             self._fail(key, exc)
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
@@ -119,7 +135,7 @@ class S3Store(Store):
             for page in pages:
                 for obj in page.get("Contents", []):
                     yield ObjectInfo(obj["Key"][strip:], obj["Size"], obj["LastModified"].timestamp())
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             self._fail(f"list {prefix}", exc)
 
     def sha256(self, key: str) -> str | None:
@@ -127,7 +143,7 @@ class S3Store(Store):
         whole-object one; else (a multipart upload's composite checksum, none at all) download and hash."""
         try:
             head = self.client.head_object(Bucket=self.bucket, Key=self._key(key), ChecksumMode="ENABLED")
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             try:
                 self._fail(key, exc)
             except StoreObjectMissing:
@@ -148,29 +164,32 @@ class S3Store(Store):
         now = time.time()
         try:
             pages = self.client.get_paginator("list_multipart_uploads").paginate(
-                Bucket=self.bucket, Prefix=self._key(""))
+                Bucket=self.bucket, Prefix=self._key("")
+            )
             for page in pages:
                 for up in page.get("Uploads", []):
                     if now - up["Initiated"].timestamp() >= older_than:
                         self.client.abort_multipart_upload(Bucket=self.bucket, Key=up["Key"], UploadId=up["UploadId"])
                         aborted.append(up["Key"])
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             self._fail("abort stale multipart uploads", exc)
         return aborted
 
     def require_existing(self) -> None:
         try:
             self.client.head_bucket(Bucket=self.bucket)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             from botocore.exceptions import ClientError
 
             if isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") in ("404", "NoSuchBucket"):
-                raise BadInput(f"store {self.uri}: bucket {self.bucket!r} does not exist; check the store URI "
-                               "(--store, REPRO_STORE or `store` under [tool.repro])") from None
+                raise BadInput(
+                    f"store {self.uri}: bucket {self.bucket!r} does not exist; check the store URI "
+                    "(--store, REPRO_STORE or `store` under [tool.repro])"
+                ) from None
             self._fail("open the bucket", exc)
 
     def delete(self, key: str) -> None:
         try:
             self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             self._fail(f"delete {key}", exc)

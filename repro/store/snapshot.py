@@ -23,16 +23,16 @@ import tomli_w
 
 from repro._toml import tomllib
 from repro.env.cache import PackageCache, sha256_file
-from repro.settings import Settings
-from repro.fsutil import atomic_write
 from repro.errors import BadInput, InfraError, IntegrityError, ReproError
-from repro.model.lock import Package, PlatformLock, safe_file_name
+from repro.fsutil import atomic_write
 from repro.model import validate as v
-from repro.paths import check_relative
-from repro.model.validate import cap
+from repro.model.lock import Package, PlatformLock, safe_file_name
 from repro.model.record import RunRecord, from_json
-from repro.store import Store, StoreObjectMissing
-from repro.store import layout
+from repro.model.validate import cap
+from repro.paths import check_relative
+from repro.settings import Settings
+from repro.store import Store, StoreObjectMissing, layout
+
 
 class StoreObjectCorrupt(IntegrityError):
     """An object in the store does not match the hash its record gives for it."""
@@ -46,6 +46,7 @@ _REF = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*(?:@[A-Za-z0-9_.~@\-]+)?)/([A-Za-z0-
 
 # -- references ----------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Ref:
     flow: str | None = None
@@ -54,15 +55,16 @@ class Ref:
 
 
 def parse_ref(text: str) -> Ref:
-    if text.endswith(".json") or os.sep in text and Path(text).exists():
+    if text.endswith(".json") or (os.sep in text and Path(text).exists()):
         path = Path(text)
         if not path.is_file():
             raise BadInput(f"{text}: no such record file")
         return Ref(path=path)
     m = _REF.match(text or "")
     if not m:
-        raise BadInput(f"{text!r} is not a run reference: use FlowName/run_id, FlowName/latest, "
-                       "or the path of a record.json file")
+        raise BadInput(
+            f"{text!r} is not a run reference: use FlowName/run_id, FlowName/latest, or the path of a record.json file"
+        )
     return Ref(flow=m.group(1), run_id=m.group(2))
 
 
@@ -94,8 +96,12 @@ def read_latest(store: Store, folder: str) -> str:
     try:
         return v.name(data.decode("utf-8").strip(), v.At(f"{store.uri}/{key}"))
     except UnicodeDecodeError:
-        raise v.Invalid(v.At(f"{store.uri}/{key}"), data[:40], f"store object {store.uri}/{key} is not a run id "
-                        f"(binary content {data[:20]!r}...); run `repro store verify`") from None
+        raise v.Invalid(
+            v.At(f"{store.uri}/{key}"),
+            data[:40],
+            f"store object {store.uri}/{key} is not a run id "
+            f"(binary content {data[:20]!r}...); run `repro store verify`",
+        ) from None
 
 
 def record_at(store: Store, key: str, data: bytes, flow: str, run_id: str) -> RunRecord:
@@ -108,9 +114,12 @@ def record_at(store: Store, key: str, data: bytes, flow: str, run_id: str) -> Ru
         raise BadInput(f"{where}: not a run record (not UTF-8 text)") from None
     record = from_json(text, where)
     if (record.flow, record.run_id) != (flow, run_id):
-        raise v.Invalid(v.At(where, "flow/run_id"), record.ref,
-                        f"{where}: the record says it is run {record.ref}, but it is filed as {flow}/{run_id}; "
-                        "the store is corrupt or someone filed a record under another run's name")
+        raise v.Invalid(
+            v.At(where, "flow/run_id"),
+            record.ref,
+            f"{where}: the record says it is run {record.ref}, but it is filed as {flow}/{run_id}; "
+            "the store is corrupt or someone filed a record under another run's name",
+        )
     return record
 
 
@@ -124,12 +133,15 @@ def _flow_folder(store: Store, flow: str, run_id: str) -> str:
             folders.setdefault(parts[1], set()).add(parts[2])
     having = sorted(f for f, names in folders.items() if run_id in names)
     if len(having) > 1 and run_id == "latest":
-        raise BadInput(f"{flow}/latest is ambiguous in {store.uri}: {len(having)} flow files define {flow} "
-                       f"({', '.join(having)}); name one, e.g. {having[0]}/latest")
+        raise BadInput(
+            f"{flow}/latest is ambiguous in {store.uri}: {len(having)} flow files define {flow} "
+            f"({', '.join(having)}); name one, e.g. {having[0]}/latest"
+        )
     return having[0] if having else flow
 
 
 # -- per-env lock objects ------------------------------------------------------------------------
+
 
 def env_lock_toml(pl: PlatformLock) -> bytes:
     """The store object ``locks/<env id>.toml``: ``PlatformLock.to_dict`` as TOML."""
@@ -160,6 +172,7 @@ def record_packages(record: RunRecord) -> list[Package]:
 
 # -- push ----------------------------------------------------------------------------------------
 
+
 @dataclass
 class PushResult:
     uploaded: dict  # kind -> number of objects uploaded
@@ -169,8 +182,9 @@ class PushResult:
 
     def summary(self) -> str:
         kinds = sorted(set(self.uploaded) | set(self.skipped))
-        text = ", ".join(f"{k}: {self.uploaded.get(k, 0)} uploaded, {self.skipped.get(k, 0)} already there"
-                         for k in kinds)
+        text = ", ".join(
+            f"{k}: {self.uploaded.get(k, 0)} uploaded, {self.skipped.get(k, 0)} already there" for k in kinds
+        )
         return text + (f"; replaced {len(self.repaired)} corrupt object(s)" if self.repaired else "")
 
 
@@ -192,24 +206,36 @@ def _local_objects(record: RunRecord, settings: Settings, artifact_blobs: dict[s
         raise BadInput(f"code package {code_file} of run {record.ref} is not in REPRO_HOME; was the run made here?")
     got = sha256_file(code_file)
     if got != record.code_sha256:
-        raise IntegrityError(f"{record.ref}: the code package {code_file} does not match its sha256 "
-                             f"{record.code_sha256} (got {got}); it is damaged and was not uploaded",
-                             path=str(code_file))
+        raise IntegrityError(
+            f"{record.ref}: the code package {code_file} does not match its sha256 "
+            f"{record.code_sha256} (got {got}); it is damaged and was not uploaded",
+            path=str(code_file),
+        )
     out = []
     for pkg in record_packages(record):
         if not cache.has(pkg):
-            raise BadInput(f"{record.ref}: package file {pkg.file} is not in the package cache {cache.root}; "
-                           "push from the machine (and REPRO_HOME) that made the run")
-        out.append(_Upload("packages", layout.package(pkg.sha256, pkg.file),
-                           cache.check(pkg, record.ref, full=True), pkg.sha256, pkg.size))
+            raise BadInput(
+                f"{record.ref}: package file {pkg.file} is not in the package cache {cache.root}; "
+                "push from the machine (and REPRO_HOME) that made the run"
+            )
+        out.append(
+            _Upload(
+                "packages",
+                layout.package(pkg.sha256, pkg.file),
+                cache.check(pkg, record.ref, full=True),
+                pkg.sha256,
+                pkg.size,
+            )
+        )
     for env_id, env in sorted(record.envs.items()):
         data = env_lock_toml(env)
         out.append(_Upload("locks", layout.lock(env_id), data, hashlib.sha256(data).hexdigest(), len(data)))
     out.append(_Upload("code", layout.code(record.code_sha256), code_file, got, code_file.stat().st_size))
     for sha1, blob in sorted(artifact_blobs.items()):
         if hashlib.sha1(blob).hexdigest() != sha1:
-            raise IntegrityError(f"{record.ref}: the artifact blob read back for sha1 {sha1} does not match it; "
-                                 "it was not uploaded")
+            raise IntegrityError(
+                f"{record.ref}: the artifact blob read back for sha1 {sha1} does not match it; it was not uploaded"
+            )
         out.append(_Upload("artifacts", layout.artifact(sha1), blob, hashlib.sha256(blob).hexdigest(), len(blob)))
     return out + input_uploads(record, settings)
 
@@ -228,8 +254,14 @@ def _lease(store: Store, record: RunRecord, keys: list[str]) -> str:
     return key
 
 
-def push(record: RunRecord, store: Store, settings: Settings, artifact_blobs: dict[str, bytes] | None = None,
-         jobs: int = 16, log=lambda m: None) -> PushResult:
+def push(
+    record: RunRecord,
+    store: Store,
+    settings: Settings,
+    artifact_blobs: dict[str, bytes] | None = None,
+    jobs: int = 16,
+    log=lambda m: None,
+) -> PushResult:
     """Upload what the record names, then the record, then ``latest``.
 
     Every local object is hashed before upload; an object already in the store is kept only if its
@@ -261,8 +293,9 @@ def push(record: RunRecord, store: Store, settings: Settings, artifact_blobs: di
         bucket[u.kind] = bucket.get(u.kind, 0) + 1
         result.uploaded_bytes += u.size if uploaded else 0
     _complete(store, uploads, record)
-    store.put_bytes(lease, json.dumps({"run": record.ref, "keys": [u.key for u in uploads],
-                                       "time": time.time()}).encode())  # renewed: the record lands next
+    store.put_bytes(
+        lease, json.dumps({"run": record.ref, "keys": [u.key for u in uploads], "time": time.time()}).encode()
+    )  # renewed: the record lands next
     key = layout.record(layout.flow_dir(record.flow, record.identity), record.run_id)
     body = record.to_json().encode()
     if store.exists(key):
@@ -285,8 +318,10 @@ def input_uploads(record: RunRecord, settings: Settings) -> list[_Upload]:
     for name, inc in sorted(record.include_files.items()):
         path = settings.home.input_blob(inc.sha256)
         if not path.is_file():
-            raise BadInput(f"{record.ref}: the contents of IncludeFile {name!r} ({inc.name}) are not in "
-                           f"{path.parent}; push from the machine (and REPRO_HOME) that made the run")
+            raise BadInput(
+                f"{record.ref}: the contents of IncludeFile {name!r} ({inc.name}) are not in "
+                f"{path.parent}; push from the machine (and REPRO_HOME) that made the run"
+            )
         if sha256_file(path) != inc.sha256:
             raise IntegrityError(f"{path}: contents of IncludeFile {name!r} do not match the record's sha256")
         out.append(_Upload("inputs", layout.input_blob(inc.sha256), path, inc.sha256, path.stat().st_size))
@@ -306,8 +341,9 @@ def pull_inputs(record: RunRecord, store: Store, settings: Settings) -> dict[str
                 store.get_file(key, target)
                 got = sha256_file(target)
                 if got != inc.sha256:
-                    raise StoreObjectCorrupt(f"store object {store.uri}/{key} is corrupt: sha256 {got}, "
-                                             f"the record says {inc.sha256}")
+                    raise StoreObjectCorrupt(
+                        f"store object {store.uri}/{key} is corrupt: sha256 {got}, the record says {inc.sha256}"
+                    )
                 os.replace(target, path)
         out[name] = path
     return out
@@ -327,14 +363,16 @@ def push_replay_record(record: RunRecord, store: Store) -> str:
 
 def _complete(store: Store, uploads: list[_Upload], record: RunRecord) -> None:
     """List every object again; upload what is gone (a gc that raced this push); fail if still gone."""
-    for attempt in range(2):
+    for _ in range(2):
         gone = [u for u in uploads if store.stat(u.key) is None]
         if not gone:
             return
         for u in gone:
             _upload(store, u)
-    raise InfraError(f"store {store.uri}: objects of {record.ref} keep disappearing during the push: "
-                     f"{cap([u.key for u in gone])}; is a gc with no grace period running?")
+    raise InfraError(
+        f"store {store.uri}: objects of {record.ref} keep disappearing during the push: "
+        f"{cap([u.key for u in gone])}; is a gc with no grace period running?"
+    )
 
 
 def _is_newest(store: Store, record: RunRecord) -> bool:
@@ -363,6 +401,7 @@ def save_local(record: RunRecord, settings: Settings) -> Path:
 
 # -- pull ----------------------------------------------------------------------------------------
 
+
 def pull(record: RunRecord, store: Store, settings: Settings, jobs: int = 16) -> dict[str, PlatformLock]:
     """Fetch and verify what replaying ``record`` needs; return {env id: PlatformLock}."""
     cache = PackageCache(settings.home.packages)
@@ -379,8 +418,9 @@ def pull(record: RunRecord, store: Store, settings: Settings, jobs: int = 16) ->
             store.get_file(key, target)
             got = sha256_file(target)
             if got != record.code_sha256:
-                raise StoreObjectCorrupt(f"store object {store.uri}/{key} is corrupt: sha256 {got}, "
-                                         f"the record says {record.code_sha256}")
+                raise StoreObjectCorrupt(
+                    f"store object {store.uri}/{key} is corrupt: sha256 {got}, the record says {record.code_sha256}"
+                )
             os.replace(target, code_file)
 
     def fetch(pkg: Package):
@@ -394,8 +434,10 @@ def pull(record: RunRecord, store: Store, settings: Settings, jobs: int = 16) ->
         try:
             cache.admit(pkg, lambda path: store.get_file(key, path), where=f"{store.uri}/{key}")
         except IntegrityError as exc:
-            raise StoreObjectCorrupt(f"store object {store.uri}/{key} is corrupt: {exc.detail} "
-                                     "`repro store verify` lists every damaged object.") from None
+            raise StoreObjectCorrupt(
+                f"store object {store.uri}/{key} is corrupt: {exc.detail} "
+                "`repro store verify` lists every damaged object."
+            ) from None
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         list(pool.map(fetch, record_packages(record)))
@@ -411,6 +453,7 @@ def fetch_artifact(store: Store, sha1: str) -> bytes | None:
 
 
 # -- verify, list, gc ----------------------------------------------------------------------------
+
 
 def named_objects(record: RunRecord) -> dict[str, tuple[str, str]]:
     """key -> (kind, expected hash) for every object a record names."""
@@ -495,8 +538,7 @@ def scan_records(store: Store) -> Listing:
         if len(parts) != 4 or parts[3] != "record.json":
             continue
         try:
-            records.append(record_at(store, info.key, store.get_bytes(info.key), parts[1].split("@")[0],
-                                     parts[2]))
+            records.append(record_at(store, info.key, store.get_bytes(info.key), parts[1].split("@")[0], parts[2]))
         except StoreObjectMissing:
             continue  # deleted since it was listed
         except BadInput as exc:
@@ -535,17 +577,20 @@ class Leases:
         return keys
 
 
-def gc(store: Store, grace_seconds: float = 3600, dry_run: bool = False,
-       stale_upload_seconds: float | None = None) -> list[str]:
+def gc(
+    store: Store, grace_seconds: float = 3600, dry_run: bool = False, stale_upload_seconds: float | None = None
+) -> list[str]:
     """Delete objects no record names and no live lease names, older than the grace period. Each
     candidate is checked again right before its delete (leases re-read, age re-read), so an object
     a push in flight is about to name is never deleted. Also aborts uploads (S3 multipart, partial
     files) older than the grace period."""
     listing = scan_records(store)
     if listing.broken:  # a record gc cannot read might name anything: deleting would be a guess
-        raise BadInput(f"store {store.uri}: {len(listing.broken)} record(s) cannot be read, so gc cannot tell "
-                       f"what they name and deletes nothing: {cap(k for k, _ in listing.broken)}. "
-                       "`repro store verify` says what is wrong with each")
+        raise BadInput(
+            f"store {store.uri}: {len(listing.broken)} record(s) cannot be read, so gc cannot tell "
+            f"what they name and deletes nothing: {cap(k for k, _ in listing.broken)}. "
+            "`repro store verify` says what is wrong with each"
+        )
     named = set()
     for record in listing.records:
         named |= set(named_objects(record))

@@ -11,8 +11,20 @@ from hypothesis import strategies as st
 
 from repro.errors import BadInput, LockFileError
 from repro.model.lock import Lock, Package, PlatformLock, StepLock, parse_lock
-from repro.model.record import (SCHEMA_VERSION, ArtifactRecord, ConfigRecord, ConfigSource, IncludedFileRecord,
-                                PickleCheck, PickleStatus, RunRecord, RunStatus, StepRecord, TaskRecord, from_json)
+from repro.model.record import (
+    SCHEMA_VERSION,
+    ArtifactRecord,
+    ConfigRecord,
+    ConfigSource,
+    IncludedFileRecord,
+    PickleCheck,
+    PickleStatus,
+    RunRecord,
+    RunStatus,
+    StepRecord,
+    TaskRecord,
+    from_json,
+)
 from repro.store.snapshot import StoreObjectCorrupt, env_lock_toml, parse_env_lock, record_packages
 
 SHA_A, SHA_B = "a" * 64, "0123456789abcdef" * 4
@@ -27,27 +39,62 @@ ENV = PlatformLock("linux-64", "3.11.7", (pkg("requests", "2.32.3", SHA_B), pkg(
 
 
 def make_record(env: PlatformLock = ENV, **changes) -> RunRecord:
-    arts = {"x": ArtifactRecord(sha1="1" * 40, size=5, type="<class 'int'>", stored=True),
-            "_foreach_stack": ArtifactRecord(sha1="2" * 40, size=5, type="<class 'list'>")}
+    arts = {
+        "x": ArtifactRecord(sha1="1" * 40, size=5, type="<class 'int'>", stored=True),
+        "_foreach_stack": ArtifactRecord(sha1="2" * 40, size=5, type="<class 'list'>"),
+    }
     steps = {
-        "start": StepRecord(spec_id="5" * 64, env_id=env.env_id, disabled=False,
-                            tasks={"-": TaskRecord("1", env.env_id, "f" * 64, "/envs/x/bin/python", arts)}),
-        "end": StepRecord(spec_id="6" * 64, env_id="disabled", disabled=True,
-                          tasks={"-": TaskRecord("2", "disabled", "", "/usr/bin/python3", {})}),
+        "start": StepRecord(
+            spec_id="5" * 64,
+            env_id=env.env_id,
+            disabled=False,
+            tasks={"-": TaskRecord("1", env.env_id, "f" * 64, "/envs/x/bin/python", arts)},
+        ),
+        "end": StepRecord(
+            spec_id="6" * 64,
+            env_id="disabled",
+            disabled=True,
+            tasks={"-": TaskRecord("2", "disabled", "", "/usr/bin/python3", {})},
+        ),
     }
     fields = dict(
-        flow="MyFlow", run_id="1795853570405835", flow_file="flows/my_flow.py", code_sha256="c" * 64,
-        lock_sha256="d" * 64, parameters={"alpha": 0.5, "max-depth": 3}, pythonhashseed="0",
-        metaflow_version="2.19.39", repro_version="0.1.0", host={"platform": "linux-64", "node": "vm"},
-        datastore={"type": "local", "root": "/tmp/mf/.metaflow"}, steps=steps, envs={env.env_id: env},
-        created_at="2026-11-28T08:12:53+00:00", duration_s=3.654, status=RunStatus.SUCCESS,
-        pickle_checks=(PickleCheck("start", "-", "x", env.env_id, ("start", "end"), PickleStatus.WARNING,
-                                   "loads, but versions differ", "numpy 1.26.4 -> 2.1.3"),),
-        settings={"conda_source": "pypi"}, graph={"start": ("end",), "end": ()}, step_order=("start", "end"))
+        flow="MyFlow",
+        run_id="1795853570405835",
+        flow_file="flows/my_flow.py",
+        code_sha256="c" * 64,
+        lock_sha256="d" * 64,
+        parameters={"alpha": 0.5, "max-depth": 3},
+        pythonhashseed="0",
+        metaflow_version="2.19.39",
+        repro_version="0.1.0",
+        host={"platform": "linux-64", "node": "vm"},
+        datastore={"type": "local", "root": "/tmp/mf/.metaflow"},
+        steps=steps,
+        envs={env.env_id: env},
+        created_at="2026-11-28T08:12:53+00:00",
+        duration_s=3.654,
+        status=RunStatus.SUCCESS,
+        pickle_checks=(
+            PickleCheck(
+                "start",
+                "-",
+                "x",
+                env.env_id,
+                ("start", "end"),
+                PickleStatus.WARNING,
+                "loads, but versions differ",
+                "numpy 1.26.4 -> 2.1.3",
+            ),
+        ),
+        settings={"conda_source": "pypi"},
+        graph={"start": ("end",), "end": ()},
+        step_order=("start", "end"),
+    )
     return RunRecord(**{**fields, **changes})
 
 
 # -- one PlatformLock codec, three uses ------------------------------------------------------------
+
 
 def test_platform_lock_dict_round_trip_is_exact():
     d = ENV.to_dict()
@@ -57,8 +104,9 @@ def test_platform_lock_dict_round_trip_is_exact():
 
 
 def test_the_lock_file_the_store_object_and_the_record_give_the_same_environment(tmp_path):
-    step = StepLock("start", "pypi", "pypi", "3.11", (("numpy", "1.26.4"),), (("requests", "2.32.3"),), (), False,
-                    {"linux-64": ENV})
+    step = StepLock(
+        "start", "pypi", "pypi", "3.11", (("numpy", "1.26.4"),), (("requests", "2.32.3"),), (), False, {"linux-64": ENV}
+    )
     via_lock = parse_lock(Lock("MyFlow", "flow.py", {"start": step}).to_toml(), tmp_path / "flow.repro.lock")
     via_lock = via_lock.steps["start"].platforms["linux-64"]
     via_store = parse_env_lock(env_lock_toml(ENV), ENV.env_id, "store/locks/x.toml")
@@ -92,7 +140,9 @@ def test_a_lock_section_filed_under_another_platform_is_refused(tmp_path):
     step = StepLock("start", "pypi", "pypi", "3.11", (), (), (), False, {"linux-64": ENV})
     text = Lock("MyFlow", "flow.py", {"start": step}).to_toml()
     assert 'platform = "' not in text  # the section's name says it: the lock file format is unchanged
-    bad = text.replace('[steps.start.platforms.linux-64]\n', '[steps.start.platforms.linux-64]\nplatform = "osx-arm64"\n')
+    bad = text.replace(
+        "[steps.start.platforms.linux-64]\n", '[steps.start.platforms.linux-64]\nplatform = "osx-arm64"\n'
+    )
     with pytest.raises(LockFileError, match="steps.start.platforms.linux-64.platform"):
         parse_lock(bad, tmp_path / "flow.repro.lock")
 
@@ -111,6 +161,7 @@ def _set(path, value):
             del doc[last]
         else:
             doc[last] = value
+
     return mutate
 
 
@@ -125,15 +176,27 @@ MUTATIONS = [
     (_set(["flow_file"], "flows\\win.py"), "flow_file", "win.py"),
     (_set(["code_sha256"], "c" * 63), "code_sha256", "c" * 63),
     (_set(["lock_sha256"], "D" * 64), "lock_sha256", "D" * 64),
-    (_set(["steps", "start", "tasks", "-", "artifacts", "x", "sha1"], "zz"), "steps.start.tasks.-.artifacts.x.sha1", "zz"),
+    (
+        _set(["steps", "start", "tasks", "-", "artifacts", "x", "sha1"], "zz"),
+        "steps.start.tasks.-.artifacts.x.sha1",
+        "zz",
+    ),
     (_set(["steps", "start", "env_id"], "not-hex"), "steps.start.env_id", "not-hex"),
     (_rename_env, "envs." + "E" * 64, "E" * 64),
     (_set(["run_id"], "1/../../2"), "run_id", "1/../../2"),
     (_set(["run_id"], ".."), "run_id", ".."),
     (_set(["flow"], "My-Flow"), "flow", "My-Flow"),
     (_set(["steps", "start", "disabled"], "no"), "steps.start.disabled", "no"),
-    (_set(["steps", "start", "tasks", "-", "artifacts", "x", "size"], -1), "steps.start.tasks.-.artifacts.x.size", "-1"),
-    (_set(["steps", "start", "tasks", "-", "artifacts", "x", "size"], True), "steps.start.tasks.-.artifacts.x.size", "True"),
+    (
+        _set(["steps", "start", "tasks", "-", "artifacts", "x", "size"], -1),
+        "steps.start.tasks.-.artifacts.x.size",
+        "-1",
+    ),
+    (
+        _set(["steps", "start", "tasks", "-", "artifacts", "x", "size"], True),
+        "steps.start.tasks.-.artifacts.x.size",
+        "True",
+    ),
     (_set(["duration_s"], "3s"), "duration_s", "3s"),
     (_set(["parameters"], {"a b": 1}), "parameters.a b", "a b"),
     (_set(["status"], "maybe"), "status", "maybe"),
@@ -142,7 +205,11 @@ MUTATIONS = [
     (_set(["envs", E, "packages", 0, "file"], "../evil.whl"), f"envs.{E}.packages.0.file", "../evil.whl"),
     (_set(["envs", E, "packages", 0, "version"], "9.9"), f"envs.{E}", E),  # no longer hashes to its id
     (_set(["envs", E, "packages", 1, "size"], "big"), f"envs.{E}.packages.1.size", "big"),
-    (_set(["steps", "start", "tasks", "-", "artifacts", "x", "extra"], 1), "steps.start.tasks.-.artifacts.x.extra", "extra"),
+    (
+        _set(["steps", "start", "tasks", "-", "artifacts", "x", "extra"], 1),
+        "steps.start.tasks.-.artifacts.x.extra",
+        "extra",
+    ),
     (_set(["steps", "start", "tasks", "-", "task_id"], KeyError), "steps.start.tasks.-.task_id", ""),
     (_set(["steps", "start", "tasks", "1/2"], {}), "steps.start.tasks.1/2", "1/2"),
     (_set(["steps", "start", "env_id"], "b" * 64), "steps.start.env_id", "b" * 64),  # not one of the envs
@@ -163,8 +230,10 @@ def test_the_decoder_refuses_each_bad_field_naming_it(mutate, path, value):
     assert value in message, message
 
 
-@pytest.mark.parametrize("version,match", [(SCHEMA_VERSION + 1, "newer than this repro"), (0, "unknown"),
-                                           ("1", "unknown"), (True, "unknown")])
+@pytest.mark.parametrize(
+    "version,match",
+    [(SCHEMA_VERSION + 1, "newer than this repro"), (0, "unknown"), ("1", "unknown"), (True, "unknown")],
+)
 def test_other_schema_versions_are_refused(version, match):
     doc = json.loads(make_record().to_json())
     doc["schema_version"] = version
@@ -193,19 +262,23 @@ def test_version_1_records_read_with_empty_version_2_fields():
 
 def test_version_2_fields_round_trip_and_are_checked():
     record = make_record(
-        replay_of="MyFlow/1795853570405835", run_options=("--max-num-splits", "1000", "--with", "retry"),
+        replay_of="MyFlow/1795853570405835",
+        run_options=("--max-num-splits", "1000", "--with", "retry"),
         identity="MyFlow:flows/my_flow.py",
         include_files={"data": IncludedFileRecord("a" * 64, 300000, "big.csv", True, "utf-8")},
-        configs={"cfg": ConfigRecord('{"pandas": "2.2.3"}', ConfigSource.COMMAND_LINE, parser=True)})
+        configs={"cfg": ConfigRecord('{"pandas": "2.2.3"}', ConfigSource.COMMAND_LINE, parser=True)},
+    )
     back = from_json(record.to_json(), "record.json")
     assert back == record and back.to_json() == record.to_json()
-    for path, bad, words in ((("include_files", "data", "name"), "../etc/passwd", "a plain file name"),
-                             (("include_files", "data", "sha256"), "zz", "64 hex digits"),
-                             (("configs", "cfg", "value"), "{not json", "JSON text"),
-                             (("configs", "cfg", "source"), "a file somewhere", "one of"),
-                             (("replay_of",), "../x", "a run reference"),
-                             (("identity",), "MyFlow:../elsewhere.py", "relative path"),
-                             (("identity",), "My Flow:flows/a.py", "identifier")):
+    for path, bad, words in (
+        (("include_files", "data", "name"), "../etc/passwd", "a plain file name"),
+        (("include_files", "data", "sha256"), "zz", "64 hex digits"),
+        (("configs", "cfg", "value"), "{not json", "JSON text"),
+        (("configs", "cfg", "source"), "a file somewhere", "one of"),
+        (("replay_of",), "../x", "a run reference"),
+        (("identity",), "MyFlow:../elsewhere.py", "relative path"),
+        (("identity",), "My Flow:flows/a.py", "identifier"),
+    ):
         doc = json.loads(record.to_json())
         target = doc
         for key in path[:-1]:
@@ -231,14 +304,21 @@ identifiers = st.from_regex(r"\A[A-Za-z_][A-Za-z0-9_]{0,10}\Z", fullmatch=True)
 sha256s = st.text(HEX, min_size=64, max_size=64)
 sha1s = st.text(HEX, min_size=40, max_size=40)
 packages = st.builds(
-    Package, name=names, version=st.from_regex(r"\A[0-9]{1,3}(\.[0-9]{1,3}){0,3}\Z", fullmatch=True),
+    Package,
+    name=names,
+    version=st.from_regex(r"\A[0-9]{1,3}(\.[0-9]{1,3}){0,3}\Z", fullmatch=True),
     source=st.sampled_from(["pypi", "https://conda.anaconda.org/conda-forge"]),
     file=st.from_regex(r"\A[A-Za-z0-9_+][A-Za-z0-9_+-]{0,20}\.(whl|tar\.gz|conda)\Z", fullmatch=True),
-    url=st.text(max_size=40), sha256=sha256s, size=st.integers(0, 2**40))
+    url=st.text(max_size=40),
+    sha256=sha256s,
+    size=st.integers(0, 2**40),
+)
 platform_locks = st.builds(
-    PlatformLock, platform=st.sampled_from(["linux-64", "linux-aarch64", "osx-64", "osx-arm64", "win-64"]),
+    PlatformLock,
+    platform=st.sampled_from(["linux-64", "linux-aarch64", "osx-64", "osx-arm64", "win-64"]),
     python=st.from_regex(r"\A3\.[0-9]{1,2}\.[0-9]{1,2}\Z", fullmatch=True),
-    packages=st.lists(packages, max_size=6, unique_by=lambda p: p.name).map(tuple))
+    packages=st.lists(packages, max_size=6, unique_by=lambda p: p.name).map(tuple),
+)
 
 
 @settings(max_examples=60, deadline=None)
@@ -250,10 +330,16 @@ def test_any_platform_lock_round_trips_through_every_use(pl):
     assert back == pl and back.env_id == pl.env_id
 
 
-json_scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.text(max_size=10),
-                         st.floats(allow_nan=False, allow_infinity=False))
-artifacts = st.builds(ArtifactRecord, sha1=sha1s, size=st.integers(0, 2**40), type=st.text(max_size=20),
-                      stored=st.booleans())
+json_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**6), 10**6),
+    st.text(max_size=10),
+    st.floats(allow_nan=False, allow_infinity=False),
+)
+artifacts = st.builds(
+    ArtifactRecord, sha1=sha1s, size=st.integers(0, 2**40), type=st.text(max_size=20), stored=st.booleans()
+)
 task_keys = st.one_of(st.just("-"), st.from_regex(r"\A[0-9]{1,3}(\.[0-9]{1,3}){0,2}\Z", fullmatch=True))
 
 
@@ -265,38 +351,91 @@ def run_records(draw):
     steps = {}
     for step in step_names:
         env_id = draw(st.sampled_from(env_ids))
-        tasks = draw(st.dictionaries(task_keys, st.builds(
-            TaskRecord, task_id=names, env_id=st.sampled_from([env_id, ""]), fingerprint=st.text(max_size=10),
-            interpreter=st.text(max_size=20), artifacts=st.dictionaries(names, artifacts, max_size=3)), max_size=3))
+        tasks = draw(
+            st.dictionaries(
+                task_keys,
+                st.builds(
+                    TaskRecord,
+                    task_id=names,
+                    env_id=st.sampled_from([env_id, ""]),
+                    fingerprint=st.text(max_size=10),
+                    interpreter=st.text(max_size=20),
+                    artifacts=st.dictionaries(names, artifacts, max_size=3),
+                ),
+                max_size=3,
+            )
+        )
         steps[step] = StepRecord(spec_id=draw(sha256s), env_id=env_id, disabled=env_id == "disabled", tasks=tasks)
-    checks = draw(st.lists(st.builds(
-        PickleCheck, step=st.sampled_from(step_names), task=task_keys, artifact=names,
-        reader_env=st.sampled_from(env_ids), reader_steps=st.lists(st.sampled_from(step_names)).map(tuple),
-        status=st.sampled_from(list(PickleStatus)), detail=st.text(max_size=10), static=st.text(max_size=10)),
-        max_size=3))
+    checks = draw(
+        st.lists(
+            st.builds(
+                PickleCheck,
+                step=st.sampled_from(step_names),
+                task=task_keys,
+                artifact=names,
+                reader_env=st.sampled_from(env_ids),
+                reader_steps=st.lists(st.sampled_from(step_names)).map(tuple),
+                status=st.sampled_from(list(PickleStatus)),
+                detail=st.text(max_size=10),
+                static=st.text(max_size=10),
+            ),
+            max_size=3,
+        )
+    )
     return RunRecord(
-        flow=draw(identifiers), run_id=draw(names),
+        flow=draw(identifiers),
+        run_id=draw(names),
         flow_file=draw(st.from_regex(r"\A([a-z_]{1,5}/){0,2}[a-z_]{1,8}\.py\Z", fullmatch=True)),
-        code_sha256=draw(sha256s), lock_sha256=draw(sha256s),
-        parameters=draw(st.dictionaries(st.from_regex(r"\A[A-Za-z_][A-Za-z0-9_-]{0,8}\Z", fullmatch=True),
-                                        json_scalars, max_size=3)),
-        pythonhashseed=draw(st.sampled_from(["0", "", "123"])), metaflow_version="2.19.39", repro_version="0.1.0",
+        code_sha256=draw(sha256s),
+        lock_sha256=draw(sha256s),
+        parameters=draw(
+            st.dictionaries(st.from_regex(r"\A[A-Za-z_][A-Za-z0-9_-]{0,8}\Z", fullmatch=True), json_scalars, max_size=3)
+        ),
+        pythonhashseed=draw(st.sampled_from(["0", "", "123"])),
+        metaflow_version="2.19.39",
+        repro_version="0.1.0",
         host=draw(st.dictionaries(identifiers, st.text(max_size=10), max_size=3)),
         datastore=draw(st.dictionaries(identifiers, st.one_of(st.none(), st.text(max_size=10)), max_size=2)),
-        steps=steps, envs={pl.env_id: pl for pl in envs}, created_at=draw(st.text(max_size=25)),
-        duration_s=draw(st.floats(0, 1e6)), status=draw(st.sampled_from(list(RunStatus))), pickle_checks=tuple(checks),
+        steps=steps,
+        envs={pl.env_id: pl for pl in envs},
+        created_at=draw(st.text(max_size=25)),
+        duration_s=draw(st.floats(0, 1e6)),
+        status=draw(st.sampled_from(list(RunStatus))),
+        pickle_checks=tuple(checks),
         settings=draw(st.dictionaries(identifiers, json_scalars, max_size=2)),
         graph={s: tuple(draw(st.lists(st.sampled_from(step_names), max_size=2))) for s in step_names},
         step_order=tuple(step_names),
         replay_of=draw(st.sampled_from(["", "OtherFlow/17"])),
         identity=draw(st.sampled_from(["", "F:flows/a.py", "F:@proj/user.me"])),
         run_options=tuple(draw(st.lists(st.text(max_size=8).filter(lambda t: "\0" not in t), max_size=3))),
-        include_files=draw(st.dictionaries(identifiers, st.builds(
-            IncludedFileRecord, sha256=sha256s, size=st.integers(0, 1 << 40), name=names.filter(lambda n: n[0] != "-"),
-            is_text=st.booleans(), encoding=st.sampled_from(["utf-8", "latin-1"])), max_size=2)),
-        configs=draw(st.dictionaries(identifiers, st.builds(
-            ConfigRecord, value=json_scalars.map(json.dumps), source=st.sampled_from(list(ConfigSource)),
-            plain=st.booleans(), parser=st.booleans()), max_size=2)))
+        include_files=draw(
+            st.dictionaries(
+                identifiers,
+                st.builds(
+                    IncludedFileRecord,
+                    sha256=sha256s,
+                    size=st.integers(0, 1 << 40),
+                    name=names.filter(lambda n: n[0] != "-"),
+                    is_text=st.booleans(),
+                    encoding=st.sampled_from(["utf-8", "latin-1"]),
+                ),
+                max_size=2,
+            )
+        ),
+        configs=draw(
+            st.dictionaries(
+                identifiers,
+                st.builds(
+                    ConfigRecord,
+                    value=json_scalars.map(json.dumps),
+                    source=st.sampled_from(list(ConfigSource)),
+                    plain=st.booleans(),
+                    parser=st.booleans(),
+                ),
+                max_size=2,
+            )
+        ),
+    )
 
 
 @settings(max_examples=60, deadline=None)
@@ -307,7 +446,6 @@ def test_any_run_record_round_trips_exactly(record):
     assert back == record
     assert back.to_json() == text
     assert list(back.steps) == list(record.step_order)
-
 
 
 def test_an_environment_must_name_its_env_id_somewhere():

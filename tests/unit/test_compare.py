@@ -15,20 +15,46 @@ def cmp(a, b, blobs_a=lambda s: None, blobs_b=lambda s: None, pythons=None):
 
 
 def test_identical_runs_are_the_same_and_internal_artifacts_are_skipped():
-    tasks = {"start": {"-": {"x": (A1, 1, "int"), "_model": (B1, 2, "M"), "_foreach_stack": (A2, 3, "list"),
-                             "__hidden": (A2, 3, "x")}}, "end": {"-": {}}}
+    tasks = {
+        "start": {
+            "-": {
+                "x": (A1, 1, "int"),
+                "_model": (B1, 2, "M"),
+                "_foreach_stack": (A2, 3, "list"),
+                "__hidden": (A2, 3, "x"),
+            }
+        },
+        "end": {"-": {}},
+    }
     c = cmp(make_record("1", tasks), make_record("2", tasks))
     assert c.a == "F/1" and c.b == "F/2"
-    assert c.results == (ArtifactResult("start", "-", "_model", "identical"), ArtifactResult("start", "-", "x", "identical"))
+    assert c.results == (
+        ArtifactResult("start", "-", "_model", "identical"),
+        ArtifactResult("start", "-", "x", "identical"),
+    )
     assert c.same and c.count("identical") == 2 and c.count("different") == 0 and c.count("equivalent") == 0
     assert c.by_step() == {"start": {"identical": 2, "equivalent": 0, "different": 0}}
 
 
 def test_steps_tasks_and_artifacts_on_one_side_only_are_differences():
-    a = make_record("1", {"start": {"-": {"x": (A1, 1, "int"), "gone": (A1, 1, "int")}},
-                          "only_a": {"-": {}}, "fan": {"0": {}, "1": {}}, "end": {"-": {}}})
-    b = make_record("2", {"start": {"-": {"x": (A1, 1, "int"), "new": (B1, 1, "int")}},
-                          "fan": {"0": {}, "2": {}}, "end": {"-": {}}, "only_b": {"-": {}}})
+    a = make_record(
+        "1",
+        {
+            "start": {"-": {"x": (A1, 1, "int"), "gone": (A1, 1, "int")}},
+            "only_a": {"-": {}},
+            "fan": {"0": {}, "1": {}},
+            "end": {"-": {}},
+        },
+    )
+    b = make_record(
+        "2",
+        {
+            "start": {"-": {"x": (A1, 1, "int"), "new": (B1, 1, "int")}},
+            "fan": {"0": {}, "2": {}},
+            "end": {"-": {}},
+            "only_b": {"-": {}},
+        },
+    )
     c = cmp(a, b)
     assert [(r.step, r.task, r.name, r.verdict, r.detail) for r in c.results] == [
         ("start", "-", "gone", "different", "only in F/1"),
@@ -49,10 +75,19 @@ def test_differing_bytes_without_an_environment_are_described_not_compared():
     b = make_record("2", {"start": {"-": {"x": (B1, 12, "float"), "y": (B1, 11, "")}}})
     c = cmp(a, b)
     assert [(r.name, r.verdict, r.detail) for r in c.results] == [
-        ("x", "different", f"sha1 {A1[:10]} -> {B1[:10]}, int 10 -> 12 bytes (environment eeeeeeeeeeee not built "
-                           "here: no semantic comparison)"),
-        ("y", "different", f"sha1 {A1[:10]} -> {B1[:10]}, ? 10 -> 11 bytes (environment eeeeeeeeeeee not built "
-                           "here: no semantic comparison)")]
+        (
+            "x",
+            "different",
+            f"sha1 {A1[:10]} -> {B1[:10]}, int 10 -> 12 bytes (environment eeeeeeeeeeee not built "
+            "here: no semantic comparison)",
+        ),
+        (
+            "y",
+            "different",
+            f"sha1 {A1[:10]} -> {B1[:10]}, ? 10 -> 11 bytes (environment eeeeeeeeeeee not built "
+            "here: no semantic comparison)",
+        ),
+    ]
     # the interpreter is there but a blob is not
     c = cmp(a, b, blobs_a=lambda s: None, pythons={"e" * 64: "/no/python"})
     assert c.results[0].detail.endswith("(blob not available: no semantic comparison)")
@@ -74,8 +109,10 @@ def test_a_blob_that_does_not_match_its_sha1_is_never_compared():
     assert r.verdict == "different" and "F/1 start/-.x" in r.detail and "does not match its recorded sha1" in r.detail
 
 
-@pytest.mark.parametrize("verdicts,same", [((), True), (("identical", "equivalent"), True),
-                                           (("identical", "different"), False), (("different",), False)])
+@pytest.mark.parametrize(
+    "verdicts,same",
+    [((), True), (("identical", "equivalent"), True), (("identical", "different"), False), (("different",), False)],
+)
 def test_same_means_nothing_different(verdicts, same):
     c = Comparison("F/1", "F/2", tuple(ArtifactResult("s", "-", f"n{i}", v) for i, v in enumerate(verdicts)))
     assert c.same is same
@@ -104,7 +141,11 @@ def test_semantic_comparison_in_an_interpreter_uses_the_tolerances():
     assert {r.name: r.verdict for r in c.results} == {"close": "equivalent", "far": "different", "tiny": "different"}
     assert c.same is False
     loose = compare(a, b, blobs.get, blobs.get, pythons, options={"rel_tol": 0.2})
-    assert {r.name: r.verdict for r in loose.results} == {"close": "equivalent", "far": "equivalent", "tiny": "different"}
+    assert {r.name: r.verdict for r in loose.results} == {
+        "close": "equivalent",
+        "far": "equivalent",
+        "tiny": "different",
+    }
     absolute = compare(a, b, blobs.get, blobs.get, pythons, options={"abs_tol": 1e-3})
     assert {r.name: r.verdict for r in absolute.results}["tiny"] == "equivalent"
 
@@ -118,4 +159,8 @@ def test_a_tampered_blob_of_the_second_run_names_the_second_run():
     a = make_record("1", {"start": {"-": {"x": (hashlib.sha1(good).hexdigest(), 5, "int")}}})
     c = cmp(a, b, blobs_a=lambda s: good, blobs_b=lambda s: b"tampered", pythons={"e" * 64: "/py"})
     (r,) = c.results
-    assert r.verdict == "different" and r.detail.startswith("F/2 start/-.x") and "does not match its recorded sha1" in r.detail
+    assert (
+        r.verdict == "different"
+        and r.detail.startswith("F/2 start/-.x")
+        and "does not match its recorded sha1" in r.detail
+    )

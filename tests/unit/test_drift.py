@@ -3,27 +3,39 @@
 
 from types import SimpleNamespace
 
-from repro.model.lock import Lock, PlatformLock, StepLock
 from repro.model.findings import Finding, Kind
+from repro.model.lock import Lock, PlatformLock, StepLock
 from repro.report.document import drift_report, plain
 from repro.runs.drift import check_against
 from tests.helpers import make_record, pkg
 
 
 def test_drift_findings_print_by_kind_and_fill_the_report_in_a_fixed_order():
-    found = [Finding(Kind.SPEC_DRIFT, "~ six 1 -> 2", step="start"),
-             Finding(Kind.RESOLUTION_DRIFT, "+ idna 3.10 (transitive)", step="start", platform="linux-64"),
-             Finding(Kind.RUNTIME_DRIFT, "six changed on disk", step="end", env_id="abc"),
-             Finding(Kind.AGAINST_DRIFT, "no longer in the flow", step="a")]
+    found = [
+        Finding(Kind.SPEC_DRIFT, "~ six 1 -> 2", step="start"),
+        Finding(Kind.RESOLUTION_DRIFT, "+ idna 3.10 (transitive)", step="start", platform="linux-64"),
+        Finding(Kind.RUNTIME_DRIFT, "six changed on disk", step="end", env_id="abc"),
+        Finding(Kind.AGAINST_DRIFT, "no longer in the flow", step="a"),
+    ]
     assert [f"{f.kind}: {f.line()}" for f in found] == [
-        "spec drift: start: ~ six 1 -> 2", "resolution drift: start (linux-64): + idna 3.10 (transitive)",
-        "runtime drift: end (env abc): six changed on disk", "against drift: a: no longer in the flow"]
+        "spec drift: start: ~ six 1 -> 2",
+        "resolution drift: start (linux-64): + idna 3.10 (transitive)",
+        "runtime drift: end (env abc): six changed on disk",
+        "against drift: a: no longer in the flow",
+    ]
     report = drift_report(list(reversed(found)))
     assert report.any() and plain(report) == {
-        "spec": ["start: ~ six 1 -> 2"], "resolution": ["start (linux-64): + idna 3.10 (transitive)"],
-        "runtime": ["end (env abc): six changed on disk"], "against": ["a: no longer in the flow"]}
+        "spec": ["start: ~ six 1 -> 2"],
+        "resolution": ["start (linux-64): + idna 3.10 (transitive)"],
+        "runtime": ["end (env abc): six changed on disk"],
+        "against": ["a: no longer in the flow"],
+    }
     assert not drift_report([]).any() and plain(drift_report([])) == {
-        "spec": [], "resolution": [], "runtime": [], "against": []}
+        "spec": [],
+        "resolution": [],
+        "runtime": [],
+        "against": [],
+    }
     assert not drift_report([Finding(Kind.TASK_FAILED, "x", step="a")]).any()
 
 
@@ -40,8 +52,7 @@ def _step(name, packages=(), disabled=False, libraries=(("six", "1.0"),), platfo
 def test_against_a_run_that_used_the_locked_envs_is_no_drift():
     start, pl = _step("start", (pkg("six", "1.0"),))
     flow = SimpleNamespace(lock=Lock("F", "f.py", {"start": start}))
-    record = make_record(tasks={"start": {"-": {}}}, env=pl.env_id,
-                         envs={pl.env_id: pl})
+    record = make_record(tasks={"start": {"-": {}}}, env=pl.env_id, envs={pl.env_id: pl})
     assert lines(check_against(flow, record)) == []
     assert lines(check_against(SimpleNamespace(lock=None), record)) == ["no lock file"]
 
@@ -51,21 +62,25 @@ def test_against_names_package_changes_removed_steps_and_disabled_flips():
     old_pl = PlatformLock("linux-64", "3.11.7", (pkg("six", "1.0"),))
     off, _ = _step("b", disabled=True)
     flow = SimpleNamespace(lock=Lock("F", "f.py", {"start": start, "b": off}))
-    record = make_record(tasks={"start": {"-": {}}, "b": {"-": {}}, "gone": {"-": {}}}, env=old_pl.env_id,
-                         envs={old_pl.env_id: old_pl})
-    assert lines(check_against(flow, record)) == ["start: + idna 3.10 (transitive)", "start: ~ six 1.0 -> 1.1 (stated)",
-                                           "b: disabled False -> True", "gone: no longer in the flow"]
+    record = make_record(
+        tasks={"start": {"-": {}}, "b": {"-": {}}, "gone": {"-": {}}}, env=old_pl.env_id, envs={old_pl.env_id: old_pl}
+    )
+    assert lines(check_against(flow, record)) == [
+        "start: + idna 3.10 (transitive)",
+        "start: ~ six 1.0 -> 1.1 (stated)",
+        "b: disabled False -> True",
+        "gone: no longer in the flow",
+    ]
 
 
 def test_against_a_run_whose_env_the_record_does_not_describe_names_the_env_ids():
     start, pl = _step("start", (pkg("six", "1.1"),))
     flow = SimpleNamespace(lock=Lock("F", "f.py", {"start": start}))
     record = make_record(tasks={"start": {"-": {}}}, env="9" * 64, envs={})
-    assert lines(check_against(flow, record)) == [f"start: + six 1.1 (stated)"]
+    assert lines(check_against(flow, record)) == ["start: + six 1.1 (stated)"]
     # same packages, another interpreter: the python line says so
     other = PlatformLock("linux-64", "3.11.6", (pkg("six", "1.1"),))
-    record = make_record(tasks={"start": {"-": {}}}, env=other.env_id,
-                         envs={other.env_id: other})
+    record = make_record(tasks={"start": {"-": {}}}, env=other.env_id, envs={other.env_id: other})
     assert lines(check_against(flow, record)) == ["start: ~ python 3.11.6 -> 3.11.7"]
 
 
@@ -89,10 +104,10 @@ def test_same_packages_but_another_file_is_named_by_file_and_hash():
     flow = SimpleNamespace(lock=Lock("F", "f.py", {"start": start}))
     old = pkg("six", "1.0")
     old_pl = PlatformLock("linux-64", "3.11.7", (old,))
-    record = make_record(tasks={"start": {"-": {}}}, env=old_pl.env_id,
-                         envs={old_pl.env_id: old_pl})
+    record = make_record(tasks={"start": {"-": {}}}, env=old_pl.env_id, envs={old_pl.env_id: old_pl})
     assert lines(check_against(flow, record)) == [
-        f"start: ~ six 1.0: file six-1.0-py3-none-any.whl (aaaaaaaaaaaa) -> six-1.0-py3-none-any.whl (ffffffffffff) (stated)"]
+        "start: ~ six 1.0: file six-1.0-py3-none-any.whl (aaaaaaaaaaaa) -> six-1.0-py3-none-any.whl (ffffffffffff) (stated)"
+    ]
 
 
 def _record_env(pl):
@@ -108,20 +123,26 @@ def test_against_uses_the_platform_the_run_used_and_reports_every_step_in_order(
     steps = {
         "gone_first": None,
         "same": same,
-        "mac": StepLock("mac", "pypi", "pypi", "3.11", (("six", "1.2"),), (), (), False,
-                        {"linux-64": linux, "osx-arm64": mac}),
+        "mac": StepLock(
+            "mac", "pypi", "pypi", "3.11", (("six", "1.2"),), (), (), False, {"linux-64": linux, "osx-arm64": mac}
+        ),
         "bare": StepLock("bare", "pypi", "pypi", "3.11", (), (), (), False, {"linux-64": empty}),
     }
     flow = SimpleNamespace(lock=Lock("F", "f.py", {k: v for k, v in steps.items() if v is not None}))
     from repro.model.record import StepRecord
 
-    record = make_record(tasks={"gone_first": {"-": {}}, "same": {"-": {}}, "mac": {"-": {}}, "bare": {"-": {}}},
-                         envs={same_pl.env_id: _record_env(same_pl), then_mac.env_id: _record_env(then_mac)})
+    record = make_record(
+        tasks={"gone_first": {"-": {}}, "same": {"-": {}}, "mac": {"-": {}}, "bare": {"-": {}}},
+        envs={same_pl.env_id: _record_env(same_pl), then_mac.env_id: _record_env(then_mac)},
+    )
     record.steps["same"] = StepRecord(spec_id="s", env_id=same_pl.env_id, disabled=False, tasks={})
     record.steps["mac"] = StepRecord(spec_id="s", env_id=then_mac.env_id, disabled=False, tasks={})
     record.steps["bare"] = StepRecord(spec_id="s", env_id="9" * 64, disabled=False, tasks={})
-    assert lines(check_against(flow, record)) == [
-        "gone_first: no longer in the flow",
-        "mac: ~ six 1.0 -> 1.2 (stated)",  # the osx-arm64 lock, not this machine's linux-64 one
-        f"bare: env 999999999999 -> {empty.env_id[:12]}",  # no package lines: the env ids say it
-    ]
+    assert (
+        lines(check_against(flow, record))
+        == [
+            "gone_first: no longer in the flow",
+            "mac: ~ six 1.0 -> 1.2 (stated)",  # the osx-arm64 lock, not this machine's linux-64 one
+            f"bare: env 999999999999 -> {empty.env_id[:12]}",  # no package lines: the env ids say it
+        ]
+    )

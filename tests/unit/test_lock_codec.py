@@ -1,11 +1,11 @@
 """The lock file model: determinism, self-validation on read, readable diffs (pure logic)."""
 
+from pathlib import Path
+
 import pytest
 
 from repro.errors import LockFileError
 from repro.model.lock import PlatformLock, diff_packages, parse_lock
-from pathlib import Path
-
 from tests.helpers import SHA, pkg, sample_lock
 
 
@@ -26,15 +26,21 @@ def test_one_package_change_is_a_small_diff():
     assert len(a) == len(b) and len(changed) <= 7  # ids, the pin, and the package's own lines
 
 
-@pytest.mark.parametrize("edit,match", [
-    (lambda t: t.replace('version = "1.26.4"', 'version = "1.26.5"', 1), "does not match"),
-    (lambda t: t.replace("b" * 64, "c" * 64), "env_id does not match the packages"),
-    (lambda t: t.replace("b" * 64, "xyz"), "is not 64 hex digits"),
-    (lambda t: t.replace("size = 123", 'size = "big"', 1), "'steps.start.platforms.linux-64.packages.0.size' must be int"),
-    (lambda t: t.replace("version = 1\n", "version = 99\n"), "newer than this repro"),
-    (lambda t: t + "\n[broken\n", "not valid TOML"),
-    (lambda t: t.replace('flow = "MyFlow"\n', ""), "missing key 'flow'"),
-])
+@pytest.mark.parametrize(
+    "edit,match",
+    [
+        (lambda t: t.replace('version = "1.26.4"', 'version = "1.26.5"', 1), "does not match"),
+        (lambda t: t.replace("b" * 64, "c" * 64), "env_id does not match the packages"),
+        (lambda t: t.replace("b" * 64, "xyz"), "is not 64 hex digits"),
+        (
+            lambda t: t.replace("size = 123", 'size = "big"', 1),
+            "'steps.start.platforms.linux-64.packages.0.size' must be int",
+        ),
+        (lambda t: t.replace("version = 1\n", "version = 99\n"), "newer than this repro"),
+        (lambda t: t + "\n[broken\n", "not valid TOML"),
+        (lambda t: t.replace('flow = "MyFlow"\n', ""), "missing key 'flow'"),
+    ],
+)
 def test_hand_edited_or_corrupt_locks_are_refused_with_the_file_named(tmp_path, edit, match):
     path = tmp_path / "flow.repro.lock"
     with pytest.raises(LockFileError, match=match) as err:
@@ -46,17 +52,30 @@ def test_package_diff_says_old_new_and_stated_or_transitive():
     old = PlatformLock("linux-64", "3.11.7", (pkg("numpy", "1.26.4"), pkg("six", "1.16.0")))
     new = PlatformLock("linux-64", "3.11.7", (pkg("numpy", "2.1.3"), pkg("idna", "3.10")))
     assert _text_diff_packages(old, new, {"numpy"}) == [
-        "+ idna 3.10 (transitive)", "~ numpy 1.26.4 -> 2.1.3 (stated)", "- six 1.16.0 (transitive)"]
+        "+ idna 3.10 (transitive)",
+        "~ numpy 1.26.4 -> 2.1.3 (stated)",
+        "- six 1.16.0 (transitive)",
+    ]
 
 
 # -- the codec in full, its ids and its diffs (pure; files only through tmp_path) ---------------
 
 from repro.errors import LockFileError as _LockFileError  # noqa: E402
-from repro.model.lock import (Lock, Package, StepLock, diff_requirements, diff_spec, env_id_of,  # noqa: E402
-                              lock_path, read_lock, safe_file_name, write_lock)
+from repro.model.lock import (  # noqa: E402
+    Lock,
+    Package,
+    StepLock,
+    diff_requirements,
+    diff_spec,
+    env_id_of,
+    lock_path,
+    read_lock,
+    safe_file_name,
+    write_lock,
+)
 from repro.model.spec import Declaration, merge  # noqa: E402
 
-GOLDEN_LOCK = '''# repro lock for flow.py (flow MyFlow).
+GOLDEN_LOCK = """# repro lock for flow.py (flow MyFlow).
 # Written by `repro lock flow.py`; commit it, do not edit it by hand.
 version = 1
 flow = "MyFlow"
@@ -110,21 +129,35 @@ file = "requests-2.32.3-py3-none-any.whl"
 url = "https://example.invalid/requests-2.32.3-py3-none-any.whl"
 sha256 = "{a}"
 size = 123
-'''
+"""
 
 
 def golden_lock() -> Lock:
     base = sample_lock()
     start = base.steps["start"]
-    start = StepLock(start.step, start.kind, start.source, start.python, start.libraries, start.implicit,
-                     ("conda-forge",), False, start.platforms)
+    start = StepLock(
+        start.step,
+        start.kind,
+        start.source,
+        start.python,
+        start.libraries,
+        start.implicit,
+        ("conda-forge",),
+        False,
+        start.platforms,
+    )
     return Lock(base.flow, base.file, {"start": start, "c": base.steps["c"]})
 
 
 def test_the_lock_file_text_in_full(tmp_path):
     lock = golden_lock()
-    want = GOLDEN_LOCK.format(c_id=lock.steps["c"].spec_id, start_id=lock.steps["start"].spec_id,
-                              env_id=lock.steps["start"].platforms["linux-64"].env_id, a="a" * 64, b="b" * 64)
+    want = GOLDEN_LOCK.format(
+        c_id=lock.steps["c"].spec_id,
+        start_id=lock.steps["start"].spec_id,
+        env_id=lock.steps["start"].platforms["linux-64"].env_id,
+        a="a" * 64,
+        b="b" * 64,
+    )
     assert lock.to_toml() == want
     assert parse_lock(want, tmp_path / "flow.repro.lock") == lock
 
@@ -136,8 +169,12 @@ def test_ids_are_pinned_because_committed_locks_carry_them():
     import json
 
     packages = (pkg("six", "1.0"), pkg("idna", "3.10", "c" * 64))
-    payload = {"platform": "linux-64", "python": "3.11.7", "implementation": "cpython",
-               "packages": [[p.name, p.version, p.source, p.file, p.sha256] for p in sorted(packages)]}
+    payload = {
+        "platform": "linux-64",
+        "python": "3.11.7",
+        "implementation": "cpython",
+        "packages": [[p.name, p.version, p.source, p.file, p.sha256] for p in sorted(packages)],
+    }
     want = hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
     assert env_id_of("linux-64", "3.11.7", packages) == want == env_id_of("linux-64", "3.11.7", packages[::-1])
     assert PlatformLock("linux-64", "3.11.7", packages).env_id == want
@@ -146,23 +183,42 @@ def test_ids_are_pinned_because_committed_locks_carry_them():
     assert env_id_of("linux-64", "3.11.7", (moved, packages[1])) == want  # url and size are not identity
     start = sample_lock().steps["start"]
     assert start.spec_id == start.as_spec("AnyFlow").spec_id
-    spec = merge("MyFlow", "start", [], [Declaration("conda", {"numpy": "1.26.4"}, python="3.11")],
-                 default_python="3.11.7", conda_source="pypi")
+    spec = merge(
+        "MyFlow",
+        "start",
+        [],
+        [Declaration("conda", {"numpy": "1.26.4"}, python="3.11")],
+        default_python="3.11.7",
+        conda_source="pypi",
+    )
     assert spec.spec_id == start.spec_id  # the lock's recorded declaration is the spec's
     back = StepLock.from_spec(spec, {"z": 1, "a": 2})
     assert list(back.platforms) == ["a", "z"] and back.as_spec("MyFlow") == spec
-    assert (back.step, back.kind, back.source, back.python, back.libraries, back.implicit, back.channels,
-            back.disabled) == ("start", "conda", "pypi", "3.11", (("numpy", "1.26.4"),), (("requests", "2.32.3"),), (), False)
+    assert (
+        back.step,
+        back.kind,
+        back.source,
+        back.python,
+        back.libraries,
+        back.implicit,
+        back.channels,
+        back.disabled,
+    ) == ("start", "conda", "pypi", "3.11", (("numpy", "1.26.4"),), (("requests", "2.32.3"),), (), False)
 
 
 def test_platform_lock_orders_packages_and_indexes_them_by_name():
     pl = PlatformLock("linux-64", "3.11.7", (pkg("six", "1.0"), pkg("idna", "3.10")))
     assert [p.name for p in pl.packages] == ["idna", "six"]
     assert pl.by_name() == {"idna": pkg("idna", "3.10"), "six": pkg("six", "1.0")}
-    assert pkg("six", "1.0").as_dict() == {"name": "six", "version": "1.0", "source": "pypi",
-                                           "file": "six-1.0-py3-none-any.whl",
-                                           "url": "https://example.invalid/six-1.0-py3-none-any.whl",
-                                           "sha256": SHA, "size": 123}
+    assert pkg("six", "1.0").as_dict() == {
+        "name": "six",
+        "version": "1.0",
+        "source": "pypi",
+        "file": "six-1.0-py3-none-any.whl",
+        "url": "https://example.invalid/six-1.0-py3-none-any.whl",
+        "sha256": SHA,
+        "size": 123,
+    }
 
 
 def test_lock_path_write_and_read(tmp_path):
@@ -179,9 +235,22 @@ def test_lock_path_write_and_read(tmp_path):
         read_lock(path)
 
 
-@pytest.mark.parametrize("name,ok", [("six-1.0-py3-none-any.whl", True), ("a", True), ("_x+y.tar.gz", True),
-                                     ("../x.whl", False), ("a/b.whl", False), (".hidden", False), ("-x", False),
-                                     ("a..b.whl", False), ("", False), (None, False), ("a b.whl", False)])
+@pytest.mark.parametrize(
+    "name,ok",
+    [
+        ("six-1.0-py3-none-any.whl", True),
+        ("a", True),
+        ("_x+y.tar.gz", True),
+        ("../x.whl", False),
+        ("a/b.whl", False),
+        (".hidden", False),
+        ("-x", False),
+        ("a..b.whl", False),
+        ("", False),
+        (None, False),
+        ("a b.whl", False),
+    ],
+)
 def test_safe_file_names(name, ok):
     if ok:
         assert safe_file_name(name, "here") == name
@@ -194,44 +263,102 @@ def test_safe_file_names(name, ok):
 LOCK_TEXT = sample_lock().to_toml()
 
 
-@pytest.mark.parametrize("edit,message", [
-    (lambda t: t.replace("version = 1\n", "version = 0\n"),
-     "{p}: unknown lock format version 0. Regenerate it with `repro lock flow.py`."),
-    (lambda t: t.replace("version = 1\n", "version = 2\n"),
-     "{p}: lock format version 2 is newer than this repro understands (1); upgrade repro"),
-    (lambda t: t.replace("version = 1\n", "version = true\n"), "{p}: 'version' must be int, got True. Regenerate it with `repro lock flow.py`."),
-    (lambda t: t.replace("version = 1\n", 'version = "1"\n'), "{p}: 'version' must be int, got '1'. Regenerate it with `repro lock flow.py`."),
-    (lambda t: t.replace('flow = "MyFlow"\n', "flow = 3\n"), "{p}: 'flow' must be str, got 3. Regenerate it with `repro lock flow.py`."),
-    (lambda t: t.replace('file = "flow.py"\n', ""), "{p}: missing key 'file'. Regenerate it with `repro lock flow.py`."),
-    (lambda t: t.split("[steps")[0], "{p}: missing key 'steps'. Regenerate it with `repro lock flow.py`."),
-    (lambda t: t.split("[steps")[0] + "steps = 3\n", "{p}: 'steps' must be a table/object, got 3. Regenerate it with `repro lock flow.py`."),
-    (lambda t: t.split("[steps")[0] + "steps = { c = 3 }\n",
-     "{p}: 'steps.c' must be a table/object, got 3. Regenerate it with `repro lock flow.py`."),
-    (lambda t: t.replace("[steps.c.libraries]\n", "platforms = 3\n[steps.c.libraries]\n"),
-     "{p}: 'steps.c.platforms' must be a table/object, got 3. Regenerate it with `repro lock flow.py`."),
-    (lambda t: t.replace("[steps.c.libraries]\n", "platforms = { x = 3 }\n[steps.c.libraries]\n"),
-     "{p}: 'steps.c.platforms.x' must be a table/object, got 3. Regenerate it with `repro lock flow.py`."),
-    (lambda t: t.split("[[steps.start")[0] + "packages = [3]\n",
-     "{p}: 'steps.start.platforms.linux-64.packages.0' must be a table/object, got 3. Regenerate it with `repro lock flow.py`."),
-    (lambda t: t.split("[[steps.start")[0] + "packages = 3\n",
-     "{p}: 'steps.start.platforms.linux-64.packages' must be a list, got 3. Regenerate it with `repro lock flow.py`."),
-    (lambda t: t.replace('name = "numpy"\nversion = "1.26.4"', 'version = "1.26.4"', 1),
-     "{p}: missing key 'steps.start.platforms.linux-64.packages.0.name'. Regenerate it with `repro lock flow.py`."),
-    (lambda t: t.replace('python = "3.11.7"\n', ""), "{p}: missing key 'steps.start.platforms.linux-64.python'. Regenerate it with `repro lock flow.py`."),
-    (lambda t: t.replace('env_id = "', 'env_idx = "'), "{p}: unknown key 'steps.start.platforms.linux-64.env_idx'. Regenerate it with `repro lock flow.py`."),
-    (lambda t: t.replace('sha256 = "' + "b" * 64, 'sha256 = "' + "B" * 64),
-     "{p}: 'steps.start.platforms.linux-64.packages.0.sha256' 'BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB' is not 64 hex digits. Regenerate it with `repro lock flow.py`."),
-    (lambda t: t.replace('file = "numpy-1.26.4-py3-none-any.whl"', 'file = "../numpy.whl"'),
-     "{p}: 'steps.start.platforms.linux-64.packages.0.file' '../numpy.whl' is not a plain file name. Regenerate it with `repro lock flow.py`."),
-    (lambda t: t.replace("size = 123", "size = true", 1), "{p}: 'steps.start.platforms.linux-64.packages.0.size' must be int, got True. Regenerate it with `repro lock flow.py`."),
-    (lambda t: t.replace('kind = "conda"\nsource = "pypi"', 'source = "pypi"'), "{p}: missing key 'steps.start.kind'. Regenerate it with `repro lock flow.py`."),
-    (lambda t: t.replace("disabled = false", 'disabled = "no"'), "{p}: 'steps.start.disabled' must be bool, got 'no'. Regenerate it with `repro lock flow.py`."),
-    (lambda t: t.replace('numpy = "1.26.4"\n', "numpy = 1\n"), "{p}: 'steps.start.libraries.numpy' must be str, got 1. Regenerate it with `repro lock flow.py`."),
-    (lambda t: t.replace('requests = "2.32.3"\n', 'requests = "2.32.4"\n'),
-     "{p}: step 'start': spec_id does not match the declaration recorded with it (the file was edited by hand or "
-     "merged badly). Regenerate it with `repro lock flow.py`."),
-    (lambda t: t.replace('size = 123', 'size = 124', 1), None),  # size is not identity: still valid
-])
+@pytest.mark.parametrize(
+    "edit,message",
+    [
+        (
+            lambda t: t.replace("version = 1\n", "version = 0\n"),
+            "{p}: unknown lock format version 0. Regenerate it with `repro lock flow.py`.",
+        ),
+        (
+            lambda t: t.replace("version = 1\n", "version = 2\n"),
+            "{p}: lock format version 2 is newer than this repro understands (1); upgrade repro",
+        ),
+        (
+            lambda t: t.replace("version = 1\n", "version = true\n"),
+            "{p}: 'version' must be int, got True. Regenerate it with `repro lock flow.py`.",
+        ),
+        (
+            lambda t: t.replace("version = 1\n", 'version = "1"\n'),
+            "{p}: 'version' must be int, got '1'. Regenerate it with `repro lock flow.py`.",
+        ),
+        (
+            lambda t: t.replace('flow = "MyFlow"\n', "flow = 3\n"),
+            "{p}: 'flow' must be str, got 3. Regenerate it with `repro lock flow.py`.",
+        ),
+        (
+            lambda t: t.replace('file = "flow.py"\n', ""),
+            "{p}: missing key 'file'. Regenerate it with `repro lock flow.py`.",
+        ),
+        (lambda t: t.split("[steps")[0], "{p}: missing key 'steps'. Regenerate it with `repro lock flow.py`."),
+        (
+            lambda t: t.split("[steps")[0] + "steps = 3\n",
+            "{p}: 'steps' must be a table/object, got 3. Regenerate it with `repro lock flow.py`.",
+        ),
+        (
+            lambda t: t.split("[steps")[0] + "steps = { c = 3 }\n",
+            "{p}: 'steps.c' must be a table/object, got 3. Regenerate it with `repro lock flow.py`.",
+        ),
+        (
+            lambda t: t.replace("[steps.c.libraries]\n", "platforms = 3\n[steps.c.libraries]\n"),
+            "{p}: 'steps.c.platforms' must be a table/object, got 3. Regenerate it with `repro lock flow.py`.",
+        ),
+        (
+            lambda t: t.replace("[steps.c.libraries]\n", "platforms = { x = 3 }\n[steps.c.libraries]\n"),
+            "{p}: 'steps.c.platforms.x' must be a table/object, got 3. Regenerate it with `repro lock flow.py`.",
+        ),
+        (
+            lambda t: t.split("[[steps.start")[0] + "packages = [3]\n",
+            "{p}: 'steps.start.platforms.linux-64.packages.0' must be a table/object, got 3. Regenerate it with `repro lock flow.py`.",
+        ),
+        (
+            lambda t: t.split("[[steps.start")[0] + "packages = 3\n",
+            "{p}: 'steps.start.platforms.linux-64.packages' must be a list, got 3. Regenerate it with `repro lock flow.py`.",
+        ),
+        (
+            lambda t: t.replace('name = "numpy"\nversion = "1.26.4"', 'version = "1.26.4"', 1),
+            "{p}: missing key 'steps.start.platforms.linux-64.packages.0.name'. Regenerate it with `repro lock flow.py`.",
+        ),
+        (
+            lambda t: t.replace('python = "3.11.7"\n', ""),
+            "{p}: missing key 'steps.start.platforms.linux-64.python'. Regenerate it with `repro lock flow.py`.",
+        ),
+        (
+            lambda t: t.replace('env_id = "', 'env_idx = "'),
+            "{p}: unknown key 'steps.start.platforms.linux-64.env_idx'. Regenerate it with `repro lock flow.py`.",
+        ),
+        (
+            lambda t: t.replace('sha256 = "' + "b" * 64, 'sha256 = "' + "B" * 64),
+            "{p}: 'steps.start.platforms.linux-64.packages.0.sha256' 'BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB' is not 64 hex digits. Regenerate it with `repro lock flow.py`.",
+        ),
+        (
+            lambda t: t.replace('file = "numpy-1.26.4-py3-none-any.whl"', 'file = "../numpy.whl"'),
+            "{p}: 'steps.start.platforms.linux-64.packages.0.file' '../numpy.whl' is not a plain file name. Regenerate it with `repro lock flow.py`.",
+        ),
+        (
+            lambda t: t.replace("size = 123", "size = true", 1),
+            "{p}: 'steps.start.platforms.linux-64.packages.0.size' must be int, got True. Regenerate it with `repro lock flow.py`.",
+        ),
+        (
+            lambda t: t.replace('kind = "conda"\nsource = "pypi"', 'source = "pypi"'),
+            "{p}: missing key 'steps.start.kind'. Regenerate it with `repro lock flow.py`.",
+        ),
+        (
+            lambda t: t.replace("disabled = false", 'disabled = "no"'),
+            "{p}: 'steps.start.disabled' must be bool, got 'no'. Regenerate it with `repro lock flow.py`.",
+        ),
+        (
+            lambda t: t.replace('numpy = "1.26.4"\n', "numpy = 1\n"),
+            "{p}: 'steps.start.libraries.numpy' must be str, got 1. Regenerate it with `repro lock flow.py`.",
+        ),
+        (
+            lambda t: t.replace('requests = "2.32.3"\n', 'requests = "2.32.4"\n'),
+            "{p}: step 'start': spec_id does not match the declaration recorded with it (the file was edited by hand or "
+            "merged badly). Regenerate it with `repro lock flow.py`.",
+        ),
+        (lambda t: t.replace("size = 123", "size = 124", 1), None),  # size is not identity: still valid
+    ],
+)
 def test_every_refusal_says_where_and_how_to_regenerate(tmp_path, edit, message):
     path = tmp_path / "flow.repro.lock"
     text = edit(LOCK_TEXT)
@@ -257,27 +384,55 @@ def _text_diff_spec(*a):
 
 def test_requirement_and_spec_diffs():
     assert _text_diff_requirements({"a": "1", "b": "2", "c": "3"}, {"b": "2", "c": "4", "d": "5"}) == [
-        "- a 1", "~ c 3 -> 4", "+ d 5"]
+        "- a 1",
+        "~ c 3 -> 4",
+        "+ d 5",
+    ]
     assert _text_diff_requirements({}, {}) == []
     locked = sample_lock().steps["start"]
-    same = merge("MyFlow", "start", [], [Declaration("conda", {"numpy": "1.26.4"}, python="3.11")],
-                 default_python="3.11.7", conda_source="pypi")
+    same = merge(
+        "MyFlow",
+        "start",
+        [],
+        [Declaration("conda", {"numpy": "1.26.4"}, python="3.11")],
+        default_python="3.11.7",
+        conda_source="pypi",
+    )
     assert _text_diff_spec(locked, same) == []
-    other = merge("MyFlow", "start", [], [Declaration("pypi", {"numpy": "2.1.3", "six": "1.0"}, python="3.12",
-                                                      channels=["x"])], default_python="3.11.7", conda_source="pypi")
-    assert _text_diff_spec(locked, other) == ["~ kind conda -> pypi", "~ python 3.11 -> 3.12", "~ channels [] -> ['x']",
-                                        "~ numpy 1.26.4 -> 2.1.3", "+ six 1.0"]
-    off = merge("MyFlow", "start", [], [Declaration("conda", {"numpy": "1.26.4"}, python="3.11", disabled=True)],
-                default_python="3.11.7", conda_source="pypi")
+    other = merge(
+        "MyFlow",
+        "start",
+        [],
+        [Declaration("pypi", {"numpy": "2.1.3", "six": "1.0"}, python="3.12", channels=["x"])],
+        default_python="3.11.7",
+        conda_source="pypi",
+    )
+    assert _text_diff_spec(locked, other) == [
+        "~ kind conda -> pypi",
+        "~ python 3.11 -> 3.12",
+        "~ channels [] -> ['x']",
+        "~ numpy 1.26.4 -> 2.1.3",
+        "+ six 1.0",
+    ]
+    off = merge(
+        "MyFlow",
+        "start",
+        [],
+        [Declaration("conda", {"numpy": "1.26.4"}, python="3.11", disabled=True)],
+        default_python="3.11.7",
+        conda_source="pypi",
+    )
     assert _text_diff_spec(locked, off) == ["~ source pypi -> none", "~ disabled False -> True", "- requests 2.32.3"]
 
 
 def test_package_diff_of_files_pythons_and_missing_sides():
     a = PlatformLock("linux-64", "3.11.7", (pkg("six", "1.0"),))
     b = PlatformLock("linux-64", "3.11.8", (pkg("six", "1.0", "c" * 64),))
-    assert _text_diff_packages(a, b) == ["~ python 3.11.7 -> 3.11.8",
-                                   "~ six 1.0: file six-1.0-py3-none-any.whl (aaaaaaaaaaaa) -> "
-                                   "six-1.0-py3-none-any.whl (cccccccccccc) (transitive)"]
+    assert _text_diff_packages(a, b) == [
+        "~ python 3.11.7 -> 3.11.8",
+        "~ six 1.0: file six-1.0-py3-none-any.whl (aaaaaaaaaaaa) -> "
+        "six-1.0-py3-none-any.whl (cccccccccccc) (transitive)",
+    ]
     assert _text_diff_packages(None, a, {"six"}) == ["+ six 1.0 (stated)"]
     assert _text_diff_packages(a, None) == ["- six 1.0 (transitive)"]
     assert _text_diff_packages(a, a) == [] and _text_diff_packages(None, None) == []
@@ -288,12 +443,19 @@ def test_a_package_missing_any_key_is_named(tmp_path, key):
     path = tmp_path / "flow.repro.lock"
     lines = LOCK_TEXT.split("[[steps.start.platforms.linux-64.packages]]\n")
     first = "".join(line for line in lines[1].splitlines(keepends=True) if not line.startswith(f"{key} ="))
-    text = lines[0] + "[[steps.start.platforms.linux-64.packages]]\n" + first + \
-        "[[steps.start.platforms.linux-64.packages]]\n" + lines[2]
+    text = (
+        lines[0]
+        + "[[steps.start.platforms.linux-64.packages]]\n"
+        + first
+        + "[[steps.start.platforms.linux-64.packages]]\n"
+        + lines[2]
+    )
     with pytest.raises(_LockFileError) as err:
         parse_lock(text, path)
-    assert str(err.value) == (f"{path}: missing key 'steps.start.platforms.linux-64.packages.0.{key}'. "
-                              "Regenerate it with `repro lock flow.py`.")
+    assert str(err.value) == (
+        f"{path}: missing key 'steps.start.platforms.linux-64.packages.0.{key}'. "
+        "Regenerate it with `repro lock flow.py`."
+    )
 
 
 @pytest.mark.parametrize("key", ["spec_id", "kind", "source", "python", "disabled", "libraries", "implicit"])
@@ -304,8 +466,9 @@ def test_a_step_missing_any_key_is_named(tmp_path, key):
     kept = [line for line in own.splitlines(keepends=True) if not line.startswith(f"{key} =")]
     text = head + "[steps.start]\n" + "".join(kept) + "\n[" + rest
     if key in ("libraries", "implicit"):
-        text = text.replace(f"[steps.start.{key}]\n", "").replace('numpy = "1.26.4"\n' if key == "libraries"
-                                                                  else 'requests = "2.32.3"\n', "", 1)
+        text = text.replace(f"[steps.start.{key}]\n", "").replace(
+            'numpy = "1.26.4"\n' if key == "libraries" else 'requests = "2.32.3"\n', "", 1
+        )
     with pytest.raises(_LockFileError) as err:
         parse_lock(text, path)
     assert str(err.value) == f"{path}: missing key 'steps.start.{key}'. Regenerate it with `repro lock flow.py`."
@@ -315,8 +478,9 @@ def test_implicit_pins_must_be_strings_too(tmp_path):
     path = tmp_path / "flow.repro.lock"
     with pytest.raises(_LockFileError) as err:
         parse_lock(LOCK_TEXT.replace('requests = "2.32.3"\n', "requests = 2\n"), path)
-    assert str(err.value) == (f"{path}: 'steps.start.implicit.requests' must be str, got 2. "
-                              "Regenerate it with `repro lock flow.py`.")
+    assert str(err.value) == (
+        f"{path}: 'steps.start.implicit.requests' must be str, got 2. Regenerate it with `repro lock flow.py`."
+    )
 
 
 def test_package_diff_goes_on_past_unchanged_packages():

@@ -7,8 +7,10 @@ import pytest
 from repro.paths import OutsideRoot, check_relative, inside
 
 
-@pytest.mark.parametrize("rel", ["/etc/passwd", "../x", "a/../../x", "a/..", "..", "C:\\x", "C:x", "c:/x",
-                                 "..\\x", "a\\b", "", "a\0b", 5, None])
+@pytest.mark.parametrize(
+    "rel",
+    ["/etc/passwd", "../x", "a/../../x", "a/..", "..", "C:\\x", "C:x", "c:/x", "..\\x", "a\\b", "", "a\0b", 5, None],
+)
 def test_refused(tmp_path, rel):
     with pytest.raises(OutsideRoot):
         inside(tmp_path, rel, "flow_file")

@@ -31,7 +31,11 @@ def fake_modules():
 @pytest.mark.parametrize("protocol", [2, 3, 4, 5])
 def test_modules_of_every_class(fake_modules, protocol):
     sub, other = fake_modules["t15pkg.sub"], fake_modules["t15other"]
-    for value in ([sub.A(), other.C(), sub.A()], [other.C, other.C, sub.B], [sub.A(), collections.OrderedDict(a=1), len]):
+    for value in (
+        [sub.A(), other.C(), sub.A()],
+        [other.C, other.C, sub.B],
+        [sub.A(), collections.OrderedDict(a=1), len],
+    ):
         want = {"t15pkg"} | ({"t15other"} if other.C in value or isinstance(value[1], other.C) else set())
         blob = pickle.dumps(value, protocol=protocol, fix_imports=False)  # Python 2 names: see test_python2_names_...
         assert referenced_modules(blob) == want, (protocol, value)
@@ -53,7 +57,10 @@ def test_a_module_name_reused_through_the_memo_is_still_seen(fake_modules):
 def test_long_memo_indices(fake_modules):
     sub, other = fake_modules["t15pkg.sub"], fake_modules["t15other"]
     filler = tuple(f"s{i}" for i in range(300))  # memo indices past 255: LONG_BINPUT / LONG_BINGET
-    assert referenced_modules(pickle.dumps((*filler, sub.A(), other.C(), sub.B()), protocol=2)) == {"t15pkg", "t15other"}
+    assert referenced_modules(pickle.dumps((*filler, sub.A(), other.C(), sub.B()), protocol=2)) == {
+        "t15pkg",
+        "t15other",
+    }
     assert referenced_modules(pickle.dumps((*filler, sub.A, other.C, sub.B), protocol=4)) == {"t15pkg", "t15other"}
 
 
@@ -102,10 +109,19 @@ def test_static_notes_name_distribution_and_both_versions():
         for name in names:
             sys.modules.pop(name, None)
     assert referenced_modules(blob) == set(names)
-    producer = {"s15pkg": ("t15-pkg", "1.0"), "s15other": ("t15-other", "2.0"), "s15same": ("t15-same", "3.0"),
-                "s15also": ("t15-pkg", "1.0")}  # two modules of one distribution: one note
-    reader = {"s15pkg": ("t15-pkg", "1.1"), "s15same": ("t15-same", "3.0"), "s15unknown": ("x", "9"),
-              "s15also": ("t15-pkg", "1.1"), "a_s15nodist": ("y", "1")}
+    producer = {
+        "s15pkg": ("t15-pkg", "1.0"),
+        "s15other": ("t15-other", "2.0"),
+        "s15same": ("t15-same", "3.0"),
+        "s15also": ("t15-pkg", "1.0"),
+    }  # two modules of one distribution: one note
+    reader = {
+        "s15pkg": ("t15-pkg", "1.1"),
+        "s15same": ("t15-same", "3.0"),
+        "s15unknown": ("x", "9"),
+        "s15also": ("t15-pkg", "1.1"),
+        "a_s15nodist": ("y", "1"),
+    }
     assert _static(blob, producer, reader) == ["t15-other 2.0 -> not installed", "t15-pkg 1.0 -> 1.1"]
 
 
@@ -128,9 +144,19 @@ def test_downstream_is_every_step_reachable_in_breadth_first_order():
     assert downstream({"start": ("a", "b"), "a": ("b",)}, "start") == ["a", "b"]  # b has no entry of its own
 
 
-@pytest.mark.parametrize("name,internal", [("_foreach_stack", True), ("_transition", True), ("__secret", True),
-                                           ("_parallel_ubf_iter", True), ("_model", False), ("name", False),
-                                           ("_", False), ("foreach_stack", False)])
+@pytest.mark.parametrize(
+    "name,internal",
+    [
+        ("_foreach_stack", True),
+        ("_transition", True),
+        ("__secret", True),
+        ("_parallel_ubf_iter", True),
+        ("_model", False),
+        ("name", False),
+        ("_", False),
+        ("foreach_stack", False),
+    ],
+)
 def test_metaflow_bookkeeping_is_internal_and_users_underscores_are_not(name, internal):
     assert is_internal(name) is internal
 
@@ -143,21 +169,46 @@ def _unicode(text: str) -> bytes:
     return b"\x8c" + bytes([len(text)]) + text.encode()
 
 
-@pytest.mark.parametrize("put,get", [
-    (lambda i: b"p%d\n" % i, lambda i: b"g%d\n" % i),                       # PUT / GET (text)
-    (lambda i: b"q" + bytes([i]), lambda i: b"h" + bytes([i])),               # BINPUT / BINGET
-    (lambda i: b"r" + i.to_bytes(4, "little"), lambda i: b"j" + i.to_bytes(4, "little")),  # LONG_*
-])
+@pytest.mark.parametrize(
+    "put,get",
+    [
+        (lambda i: b"p%d\n" % i, lambda i: b"g%d\n" % i),  # PUT / GET (text)
+        (lambda i: b"q" + bytes([i]), lambda i: b"h" + bytes([i])),  # BINPUT / BINGET
+        (lambda i: b"r" + i.to_bytes(4, "little"), lambda i: b"j" + i.to_bytes(4, "little")),  # LONG_*
+    ],
+)
 def test_explicit_memo_puts_and_gets_of_other_picklers(put, get):
     """Other picklers (and hand-written pickles) memoise with PUT/BINPUT/LONG_BINPUT instead of
     MEMOIZE; a module name fetched back from the memo must still be seen."""
-    blob = _handmade(_unicode("t15pkg.sub"), put(0), _unicode("A"), put(1), b"\x93",
-                     get(0), _unicode("B"), b"\x93", b"\x86")
+    blob = _handmade(
+        _unicode("t15pkg.sub"), put(0), _unicode("A"), put(1), b"\x93", get(0), _unicode("B"), b"\x93", b"\x86"
+    )
     assert referenced_modules(blob) == {"t15pkg"}
     # the module comes from the memo, not from whatever string came last
-    blob = _handmade(_unicode("t15other"), put(0), _unicode("A"), put(1), b"\x93",
-                     _unicode("x_last"), b"0", get(0), _unicode("B"), b"\x93", b"\x86")
+    blob = _handmade(
+        _unicode("t15other"),
+        put(0),
+        _unicode("A"),
+        put(1),
+        b"\x93",
+        _unicode("x_last"),
+        b"0",
+        get(0),
+        _unicode("B"),
+        b"\x93",
+        b"\x86",
+    )
     assert referenced_modules(blob) == {"t15other"}
-    blob = _handmade(_unicode("t15pkg"), put(0), b"0", _unicode("t15other"), _unicode("C"), b"\x93",
-                     get(0), _unicode("D"), b"\x93", b"\x86")
+    blob = _handmade(
+        _unicode("t15pkg"),
+        put(0),
+        b"0",
+        _unicode("t15other"),
+        _unicode("C"),
+        b"\x93",
+        get(0),
+        _unicode("D"),
+        b"\x93",
+        b"\x86",
+    )
     assert referenced_modules(blob) == {"t15pkg", "t15other"}

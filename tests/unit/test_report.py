@@ -7,11 +7,10 @@ with `REPRO_UPDATE_GOLDEN=1 pytest tests/unit/test_report.py` and review the dif
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
-
-from dataclasses import replace
 
 from repro.model.findings import Finding, Kind
 from repro.model.lock import Lock, PlatformLock, StepLock
@@ -36,21 +35,47 @@ def sample_flow() -> dict:
 
 def sample_flow_typed():
     pl = PlatformLock("linux-64", "3.11.7", (pkg("six", "1.16.0"), pkg("requests", "2.32.3")))
-    lock = Lock("DemoFlow", "demo_flow.py", {
-        "start": StepLock("start", "pypi", "pypi", "3.11", (("six", "1.16.0"),), (), (), False, {"linux-64": pl}),
-        "b": StepLock("b", "pypi", "none", "3.11", (), (), (), True, {}),
-        "end": StepLock("end", "pypi", "pypi", "3.11", (), (), (), False, {"linux-64": pl})})
-    record = make_record("7", {"start": {"-": {"x": ("1" * 40, 5, "int")}}, "b": {"-": {}},
-                               "end": {"0": {}, "1": {}}}, env=pl.env_id, checks=[
-        PickleCheck("start", "-", "x", "e" * 64, ("b", "end"), PickleStatus.OK),
-        PickleCheck("start", "-", "model", "f" * 64, ("end",), PickleStatus.WARNING, "loads, but versions differ",
-                    "six 1.16.0 -> 1.17.0"),
-        PickleCheck("start", "-", "frame", "f" * 64, ("end",), PickleStatus.FAILS, "No module named 'six'", "")])
-    comparison = Comparison("DemoFlow/6", "DemoFlow/7", (
-        ArtifactResult("start", "-", "x", Verdict.IDENTICAL), ArtifactResult("start", "-", "y", Verdict.EQUIVALENT, "close"),
-        ArtifactResult("end", "0", "z", Verdict.DIFFERENT, "value: 1 != 2 <&>")))
-    drift = [Finding(Kind.SPEC_DRIFT, "~ six 1.16.0 -> 1.17.0", step="start"),
-             Finding(Kind.RUNTIME_DRIFT, "six changed on disk", step="end", env_id="abc")]
+    lock = Lock(
+        "DemoFlow",
+        "demo_flow.py",
+        {
+            "start": StepLock("start", "pypi", "pypi", "3.11", (("six", "1.16.0"),), (), (), False, {"linux-64": pl}),
+            "b": StepLock("b", "pypi", "none", "3.11", (), (), (), True, {}),
+            "end": StepLock("end", "pypi", "pypi", "3.11", (), (), (), False, {"linux-64": pl}),
+        },
+    )
+    record = make_record(
+        "7",
+        {"start": {"-": {"x": ("1" * 40, 5, "int")}}, "b": {"-": {}}, "end": {"0": {}, "1": {}}},
+        env=pl.env_id,
+        checks=[
+            PickleCheck("start", "-", "x", "e" * 64, ("b", "end"), PickleStatus.OK),
+            PickleCheck(
+                "start",
+                "-",
+                "model",
+                "f" * 64,
+                ("end",),
+                PickleStatus.WARNING,
+                "loads, but versions differ",
+                "six 1.16.0 -> 1.17.0",
+            ),
+            PickleCheck("start", "-", "frame", "f" * 64, ("end",), PickleStatus.FAILS, "No module named 'six'", ""),
+        ],
+    )
+    comparison = Comparison(
+        "DemoFlow/6",
+        "DemoFlow/7",
+        (
+            ArtifactResult("start", "-", "x", Verdict.IDENTICAL),
+            ArtifactResult("start", "-", "y", Verdict.EQUIVALENT, "close"),
+            ArtifactResult("end", "0", "z", Verdict.DIFFERENT, "value: 1 != 2 <&>"),
+        ),
+    )
+    drift = [
+        Finding(Kind.SPEC_DRIFT, "~ six 1.16.0 -> 1.17.0", step="start"),
+        Finding(Kind.RUNTIME_DRIFT, "six changed on disk", step="end", env_id="abc"),
+    ]
     outcomes = {"end": {"outcome": "failed", "message": "boom <in> end"}, "start": {"outcome": "passed"}}
     typed = {k: (StepOutcome(v["outcome"]), v.get("message", "")) for k, v in outcomes.items()}
     return build_flow("DemoFlow", "demo_flow.py", record, lock, typed, comparison, drift, "DemoFlow/latest")
@@ -58,12 +83,17 @@ def sample_flow_typed():
 
 def doc():
     """A whole document (typed), with a fixed time stamp."""
+
     def typed(name, file, **kw):
         outcomes = {k: (StepOutcome(v["outcome"]), v.get("message", "")) for k, v in kw.pop("outcomes", {}).items()}
         return build_flow(name, file, outcomes=outcomes, **kw)
 
-    same = typed("SameFlow", "same.py", record=make_record("3", flow="SameFlow"),
-                 comparison=Comparison("SameFlow/2", "SameFlow/3", (ArtifactResult("start", "-", "x", Verdict.IDENTICAL),)))
+    same = typed(
+        "SameFlow",
+        "same.py",
+        record=make_record("3", flow="SameFlow"),
+        comparison=Comparison("SameFlow/2", "SameFlow/3", (ArtifactResult("start", "-", "x", Verdict.IDENTICAL),)),
+    )
     not_run = typed("NotRunFlow", "not_run.py", outcomes={"start": {"outcome": "failed", "message": "no env"}})
     demo = sample_flow_typed()
     d = document([demo, same, not_run, typed("EmptyFlow", "empty.py")])
@@ -76,36 +106,97 @@ def test_flow_report_is_plain_data_with_every_step_and_check():
     assert len(pl_env) == 64
     assert f["flow"] == "DemoFlow" and f["file"] == "demo_flow.py" and f["run"] == "F/7" and f["status"] == "failed"
     assert f["steps"] == [
-        {"step": "start", "env_id": pl_env, "python": "3.11.7", "packages": 2, "tasks": 1, "fingerprints": ["fp-start--"],
-         "outcome": "passed", "message": "", "artifacts": {"identical": 1, "equivalent": 1, "different": 0},
-         "pickle": {"ok": 1, "warning": 1, "fails": 1}},  # the checks of what start writes
-        {"step": "b", "env_id": pl_env, "python": "user's", "packages": 0, "tasks": 1, "fingerprints": ["fp-b--"],
-         "outcome": "passed", "message": "", "artifacts": None, "pickle": {"ok": 0, "warning": 0, "fails": 0}},
-        {"step": "end", "env_id": pl_env, "python": "3.11.7", "packages": 2, "tasks": 2,
-         "fingerprints": ["fp-end-0", "fp-end-1"], "outcome": "failed", "message": "boom <in> end",
-         "artifacts": {"identical": 0, "equivalent": 0, "different": 1}, "pickle": {"ok": 0, "warning": 0, "fails": 0}},
+        {
+            "step": "start",
+            "env_id": pl_env,
+            "python": "3.11.7",
+            "packages": 2,
+            "tasks": 1,
+            "fingerprints": ["fp-start--"],
+            "outcome": "passed",
+            "message": "",
+            "artifacts": {"identical": 1, "equivalent": 1, "different": 0},
+            "pickle": {"ok": 1, "warning": 1, "fails": 1},
+        },  # the checks of what start writes
+        {
+            "step": "b",
+            "env_id": pl_env,
+            "python": "user's",
+            "packages": 0,
+            "tasks": 1,
+            "fingerprints": ["fp-b--"],
+            "outcome": "passed",
+            "message": "",
+            "artifacts": None,
+            "pickle": {"ok": 0, "warning": 0, "fails": 0},
+        },
+        {
+            "step": "end",
+            "env_id": pl_env,
+            "python": "3.11.7",
+            "packages": 2,
+            "tasks": 2,
+            "fingerprints": ["fp-end-0", "fp-end-1"],
+            "outcome": "failed",
+            "message": "boom <in> end",
+            "artifacts": {"identical": 0, "equivalent": 0, "different": 1},
+            "pickle": {"ok": 0, "warning": 0, "fails": 0},
+        },
     ]
-    assert f["pickle"][1] == {"step": "start", "task": "-", "artifact": "model", "reader_env": "f" * 64,
-                              "reader_steps": ["end"], "status": "warning", "detail": "loads, but versions differ",
-                              "static": "six 1.16.0 -> 1.17.0"}
+    assert f["pickle"][1] == {
+        "step": "start",
+        "task": "-",
+        "artifact": "model",
+        "reader_env": "f" * 64,
+        "reader_steps": ["end"],
+        "status": "warning",
+        "detail": "loads, but versions differ",
+        "static": "six 1.16.0 -> 1.17.0",
+    }
     assert len(f["pickle"]) == 3
     assert f["baseline"]["ref"] == "DemoFlow/latest" and f["baseline"]["same"] is False
-    assert f["baseline"]["results"][2] == {"step": "end", "task": "0", "name": "z", "verdict": "different",
-                                           "detail": "value: 1 != 2 <&>"}
-    assert f["drift"] == {"spec": ["start: ~ six 1.16.0 -> 1.17.0"], "resolution": [],
-                          "runtime": ["end (env abc): six changed on disk"], "against": []}
+    assert f["baseline"]["results"][2] == {
+        "step": "end",
+        "task": "0",
+        "name": "z",
+        "verdict": "different",
+        "detail": "value: 1 != 2 <&>",
+    }
+    assert f["drift"] == {
+        "spec": ["start: ~ six 1.16.0 -> 1.17.0"],
+        "resolution": [],
+        "runtime": ["end (env abc): six changed on disk"],
+        "against": [],
+    }
 
 
 def test_flow_report_without_a_record_follows_the_lock_or_the_outcomes():
     f = flow_report("F", "f.py")
-    assert f == {"flow": "F", "file": "f.py", "run": None, "status": "failed", "steps": [], "pickle": [],
-                 "baseline": None, "drift": None, "store": None}
+    assert f == {
+        "flow": "F",
+        "file": "f.py",
+        "run": None,
+        "status": "failed",
+        "steps": [],
+        "pickle": [],
+        "baseline": None,
+        "drift": None,
+        "store": None,
+    }
     pl = PlatformLock("linux-64", "3.10.13", (pkg("six", "1.0"),))
-    lock = Lock("F", "f.py", {"a": StepLock("a", "pypi", "pypi", "3.10", (), (), (), False, {"linux-64": pl}),
-                              "off": StepLock("off", "pypi", "none", "3.10", (), (), (), True, {})})
+    lock = Lock(
+        "F",
+        "f.py",
+        {
+            "a": StepLock("a", "pypi", "pypi", "3.10", (), (), (), False, {"linux-64": pl}),
+            "off": StepLock("off", "pypi", "none", "3.10", (), (), (), True, {}),
+        },
+    )
     f = flow_report("F", "f.py", lock=lock)
     assert [(s["step"], s["env_id"], s["python"], s["packages"], s["tasks"], s["outcome"]) for s in f["steps"]] == [
-        ("a", pl.env_id, "3.10.13", 1, 0, "not run"), ("off", "disabled", "user's", 0, 0, "not run")]
+        ("a", pl.env_id, "3.10.13", 1, 0, "not run"),
+        ("off", "disabled", "user's", 0, 0, "not run"),
+    ]
     f = flow_report("F", "f.py", outcomes={"x": {"outcome": "passed"}})
     assert [(s["step"], s["env_id"], s["python"], s["outcome"]) for s in f["steps"]] == [("x", "", "", "passed")]
     # a comparison with no result for a step gives that step no counts; the baseline ref defaults to the compared run
@@ -115,10 +206,16 @@ def test_flow_report_without_a_record_follows_the_lock_or_the_outcomes():
     assert [s["artifacts"] for s in f["steps"]] == [None, None]
 
 
-@pytest.mark.parametrize("status,outcomes,want", [
-    (RunStatus.SUCCESS, {}, "passed"), (RunStatus.FAILED, {}, "failed"), (RunStatus.SUCCESS, {"start": {"outcome": "failed"}}, "failed"),
-    (RunStatus.SUCCESS, {"start": {"outcome": "not run"}}, "failed"),  # a step that never ran is not a pass
-    (RunStatus.FAILED, {"start": {"outcome": "expected failure"}}, "expected failure")])
+@pytest.mark.parametrize(
+    "status,outcomes,want",
+    [
+        (RunStatus.SUCCESS, {}, "passed"),
+        (RunStatus.FAILED, {}, "failed"),
+        (RunStatus.SUCCESS, {"start": {"outcome": "failed"}}, "failed"),
+        (RunStatus.SUCCESS, {"start": {"outcome": "not run"}}, "failed"),  # a step that never ran is not a pass
+        (RunStatus.FAILED, {"start": {"outcome": "expected failure"}}, "expected failure"),
+    ],
+)
 def test_flow_status(status, outcomes, want):
     assert flow_report("F", "f.py", record=make_record(status=status), outcomes=outcomes)["status"] == want
 
@@ -132,15 +229,20 @@ def test_document_is_versioned_and_valid_against_the_schema():
     import jsonschema
 
     d = document([sample_flow_typed()]).to_dict()
-    assert d["schema"] == "repro.report" and d["schema_version"] == 1 and list(d) == [
-        "schema", "schema_version", "generated_at", "flows"]
+    assert (
+        d["schema"] == "repro.report"
+        and d["schema_version"] == 1
+        and list(d) == ["schema", "schema_version", "generated_at", "flows"]
+    )
     assert d["generated_at"].endswith("+00:00") and len(d["generated_at"]) == 25
     jsonschema.validate(d, json.loads(render.SCHEMA_FILE.read_text()))
     assert json.loads(render.to_json(d)) == d and render.to_json(d).endswith("}\n")
 
 
-@pytest.mark.parametrize("fmt,renderer", [("txt", render.terminal), ("md", render.to_markdown),
-                                          ("html", render.to_html), ("json", render.to_json)])
+@pytest.mark.parametrize(
+    "fmt,renderer",
+    [("txt", render.terminal), ("md", render.to_markdown), ("html", render.to_html), ("json", render.to_json)],
+)
 def test_renderings_match_the_golden_files(fmt, renderer):
     got = renderer(doc())
     path = GOLDEN / f"report.{fmt}"
@@ -161,6 +263,17 @@ def test_write_puts_the_three_formats_side_by_side(tmp_path):
 
 def test_step_rows_fill_gaps_of_documents_from_elsewhere():
     """A document read back from JSON (another repro version, a hand-made one) may lack counts."""
-    flow = {"steps": [{"step": "s", "env_id": "", "python": "", "packages": 0, "artifacts": {"identical": 2},
-                       "pickle": {"fails": 1}, "outcome": "passed"}]}
+    flow = {
+        "steps": [
+            {
+                "step": "s",
+                "env_id": "",
+                "python": "",
+                "packages": 0,
+                "artifacts": {"identical": 2},
+                "pickle": {"fails": 1},
+                "outcome": "passed",
+            }
+        ]
+    }
     assert render.step_rows(flow) == [["s", "-", "-", 0, "2/0/0", "0/0/1", "passed"]]

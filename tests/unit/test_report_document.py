@@ -18,14 +18,28 @@ def test_committed_schema_is_the_generated_one():
 
 
 def _doc():
-    comparison = Comparison("F/1", "F/2", (ArtifactResult("start", "-", "x", Verdict.IDENTICAL),
-                                           ArtifactResult("end", "-", "y", Verdict.DIFFERENT, "1 != 2")))
-    findings = [Finding(Kind.SPEC_DRIFT, "~ six 1.16.0 -> 1.17.0", step="start", subject="six", old="1.16.0",
-                        new="1.17.0"),
-                Finding(Kind.TASK_FAILED, "task 2 failed", step="end", task="-")]
-    flow = build_flow("F", "f.py", None, None, {"start": (StepOutcome.PASSED, ""),
-                                                "end": (StepOutcome.FAILED, "task 2 failed")},
-                      comparison, findings, "F/1")
+    comparison = Comparison(
+        "F/1",
+        "F/2",
+        (
+            ArtifactResult("start", "-", "x", Verdict.IDENTICAL),
+            ArtifactResult("end", "-", "y", Verdict.DIFFERENT, "1 != 2"),
+        ),
+    )
+    findings = [
+        Finding(Kind.SPEC_DRIFT, "~ six 1.16.0 -> 1.17.0", step="start", subject="six", old="1.16.0", new="1.17.0"),
+        Finding(Kind.TASK_FAILED, "task 2 failed", step="end", task="-"),
+    ]
+    flow = build_flow(
+        "F",
+        "f.py",
+        None,
+        None,
+        {"start": (StepOutcome.PASSED, ""), "end": (StepOutcome.FAILED, "task 2 failed")},
+        comparison,
+        findings,
+        "F/1",
+    )
     return document([flow])
 
 
@@ -36,7 +50,10 @@ def test_a_built_document_validates_against_the_generated_schema_and_renders():
     flow = data["flows"][0]
     assert flow["status"] == "failed" and [s["outcome"] for s in flow["steps"]] == ["passed", "failed"]
     assert flow["baseline"]["same"] is False and flow["steps"][1]["artifacts"] == {
-        "identical": 0, "equivalent": 0, "different": 1}
+        "identical": 0,
+        "equivalent": 0,
+        "different": 1,
+    }
     assert flow["drift"]["spec"] == ["start: ~ six 1.16.0 -> 1.17.0"] and flow["drift"]["runtime"] == []
     for text in (render.terminal(doc), render.to_markdown(doc), render.to_html(doc)):
         assert "F" in text and "failed" in text
@@ -65,8 +82,10 @@ def test_pickle_counts_per_step_count_only_checks_that_step_reads():
     class Rec:  # the few fields build_flow reads of a RunRecord
         ref, status, envs = "F/3", RunStatus.SUCCESS, {}
         steps = {}
-        pickle_checks = (PickleCheck("start", "-", "m", "e1", ("start", "end"), PickleStatus.FAILS, "boom"),
-                         PickleCheck("start", "-", "n", "e1", ("end",), PickleStatus.WARNING, "older"))
+        pickle_checks = (
+            PickleCheck("start", "-", "m", "e1", ("start", "end"), PickleStatus.FAILS, "boom"),
+            PickleCheck("start", "-", "n", "e1", ("end",), PickleStatus.WARNING, "older"),
+        )
 
     flow = build_flow("F", "f.py", Rec(), None, {})
     assert flow.status is FlowStatus.PASSED and flow.steps == [] and len(flow.pickle) == 2
@@ -75,14 +94,29 @@ def test_pickle_counts_per_step_count_only_checks_that_step_reads():
 def _doc_with_pickles():
     from repro.model.record import PickleCheck
 
-    checks = (PickleCheck("start", "-", "ok_one", "a" * 64, ("start", "end"), PickleStatus.OK, "", ""),
-              PickleCheck("start", "-", "_task_ok", "a" * 64, ("end",), PickleStatus.OK, "", ""),
-              PickleCheck("start", "-", "frame", "b" * 64, ("end",), PickleStatus.FAILS,
-                          "<script>alert(1)</script> No module named 'pandas'", ""))
+    checks = (
+        PickleCheck("start", "-", "ok_one", "a" * 64, ("start", "end"), PickleStatus.OK, "", ""),
+        PickleCheck("start", "-", "_task_ok", "a" * 64, ("end",), PickleStatus.OK, "", ""),
+        PickleCheck(
+            "start",
+            "-",
+            "frame",
+            "b" * 64,
+            ("end",),
+            PickleStatus.FAILS,
+            "<script>alert(1)</script> No module named 'pandas'",
+            "",
+        ),
+    )
     record = _record(checks)
-    flow = build_flow("F", "f.py", record, None, {"start": (StepOutcome.PASSED, ""),
-                                                  "end": (StepOutcome.EXPECTED_FAILURE, "boom <b>bold</b>")},
-                      store="file:///tmp/store")
+    flow = build_flow(
+        "F",
+        "f.py",
+        record,
+        None,
+        {"start": (StepOutcome.PASSED, ""), "end": (StepOutcome.EXPECTED_FAILURE, "boom <b>bold</b>")},
+        store="file:///tmp/store",
+    )
     return document([flow])
 
 

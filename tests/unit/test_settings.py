@@ -16,8 +16,17 @@ import pytest
 
 from metaflow_extensions.repro.plugins import protocol
 from repro.errors import BadInput
-from repro.settings import (BY_NAME, SETTINGS, Home, Settings, debug_requested, env_setting, environ_for,
-                            load_settings, markdown_table)
+from repro.settings import (
+    BY_NAME,
+    SETTINGS,
+    Home,
+    Settings,
+    debug_requested,
+    env_setting,
+    environ_for,
+    load_settings,
+    markdown_table,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = sorted((ROOT / "repro").rglob("*.py")) + sorted((ROOT / "metaflow_extensions").rglob("*.py"))
@@ -30,6 +39,7 @@ def project(tmp_path: Path, body: str = "") -> Path:
 
 
 # -- the table and the README -----------------------------------------------------------------------
+
 
 def _readme_rows() -> list[list[str]]:
     text = (ROOT / "README.md").read_text()
@@ -70,7 +80,8 @@ def test_table_is_well_formed():
 
 def test_every_repro_variable_in_the_code_is_a_setting_or_part_of_the_protocol():
     known = {s.env for s in SETTINGS if s.env} | {
-        v for k, v in vars(protocol).items() if k.endswith("_VAR") and isinstance(v, str)}
+        v for k, v in vars(protocol).items() if k.endswith("_VAR") and isinstance(v, str)
+    }
     seen = set()
     for path in SOURCES:
         seen |= set(re.findall(r"\bREPRO_[A-Z0-9_]*[A-Z0-9]\b", path.read_text()))
@@ -78,6 +89,7 @@ def test_every_repro_variable_in_the_code_is_a_setting_or_part_of_the_protocol()
 
 
 # -- reading and validating -------------------------------------------------------------------------
+
 
 def test_defaults(tmp_path):
     s = load_settings(tmp_path, environ={})
@@ -90,10 +102,20 @@ def test_defaults(tmp_path):
 
 
 def test_environment_over_file_over_default(tmp_path):
-    folder = project(tmp_path, 'store = "file:///from-file"\nconda-source = "pypi"\nplatforms = ["linux-64"]\n'
-                               'artifact-max-bytes = 10\nupdate = true\nreport = "out"\n')
-    s = load_settings(folder, environ={"REPRO_STORE": "s3://bucket/env", "REPRO_PLATFORMS": "linux-64, osx-arm64",
-                                       "REPRO_HOME": str(tmp_path / "h"), "REPRO_CONDA_SOURCE": ""})
+    folder = project(
+        tmp_path,
+        'store = "file:///from-file"\nconda-source = "pypi"\nplatforms = ["linux-64"]\n'
+        'artifact-max-bytes = 10\nupdate = true\nreport = "out"\n',
+    )
+    s = load_settings(
+        folder,
+        environ={
+            "REPRO_STORE": "s3://bucket/env",
+            "REPRO_PLATFORMS": "linux-64, osx-arm64",
+            "REPRO_HOME": str(tmp_path / "h"),
+            "REPRO_CONDA_SOURCE": "",
+        },
+    )
     assert s.store == "s3://bucket/env" and s.origins["store"] == "REPRO_STORE"
     assert s.platforms == ("linux-64", "osx-arm64")
     assert s.conda_source == "pypi" and "conda-source" in s.origins["conda_source"]  # empty variable: unset
@@ -107,15 +129,18 @@ def test_store_default_follows_home(tmp_path):
     assert s.store == (tmp_path / "home" / "store").resolve().as_uri()
 
 
-@pytest.mark.parametrize("var, value, words", [
-    ("REPRO_ARTIFACT_MAX_BYTES", "lots", "whole number of bytes"),
-    ("REPRO_ARTIFACT_MAX_BYTES", "-1", "whole number of bytes"),
-    ("REPRO_CONDA_SOURCE", "conda-forge", "one of pypi, channel"),
-    ("REPRO_FROZEN", "maybe", "one of 1, true"),
-    ("REPRO_OFFLINE", "2", "one of 1, true"),
-    ("REPRO_PYTHONHASHSEED", "abc", "'random' or an integer"),
-    ("REPRO_PYTHONHASHSEED", "4294967296", "'random' or an integer"),
-])
+@pytest.mark.parametrize(
+    "var, value, words",
+    [
+        ("REPRO_ARTIFACT_MAX_BYTES", "lots", "whole number of bytes"),
+        ("REPRO_ARTIFACT_MAX_BYTES", "-1", "whole number of bytes"),
+        ("REPRO_CONDA_SOURCE", "conda-forge", "one of pypi, channel"),
+        ("REPRO_FROZEN", "maybe", "one of 1, true"),
+        ("REPRO_OFFLINE", "2", "one of 1, true"),
+        ("REPRO_PYTHONHASHSEED", "abc", "'random' or an integer"),
+        ("REPRO_PYTHONHASHSEED", "4294967296", "'random' or an integer"),
+    ],
+)
 def test_a_bad_variable_is_blamed(tmp_path, var, value, words):
     folder = project(tmp_path, 'conda-source = "pypi"\nartifact-max-bytes = 5\n')
     with pytest.raises(BadInput) as err:
@@ -124,16 +149,19 @@ def test_a_bad_variable_is_blamed(tmp_path, var, value, words):
     assert text.startswith(f"{var}={value!r}") and words in text and "pyproject" not in text
 
 
-@pytest.mark.parametrize("line, key, words", [
-    ('artifact-max-bytes = "lots"', "artifact-max-bytes", "whole number of bytes"),
-    ("artifact-max-bytes = true", "artifact-max-bytes", "whole number of bytes"),
-    ('conda-source = "conda-forge"', "conda-source", "one of pypi, channel"),
-    ("platforms = [1, 2]", "platforms", "a string or a list of strings"),
-    ("find-links = 3", "find-links", "a string or a list of strings"),
-    ("update = 1", "update", "one of 1, true"),
-    ("store = 5", "store", "a string"),
-    ("home = []", "home", "a path"),
-])
+@pytest.mark.parametrize(
+    "line, key, words",
+    [
+        ('artifact-max-bytes = "lots"', "artifact-max-bytes", "whole number of bytes"),
+        ("artifact-max-bytes = true", "artifact-max-bytes", "whole number of bytes"),
+        ('conda-source = "conda-forge"', "conda-source", "one of pypi, channel"),
+        ("platforms = [1, 2]", "platforms", "a string or a list of strings"),
+        ("find-links = 3", "find-links", "a string or a list of strings"),
+        ("update = 1", "update", "one of 1, true"),
+        ("store = 5", "store", "a string"),
+        ("home = []", "home", "a path"),
+    ],
+)
 def test_a_bad_key_is_blamed_on_the_file(tmp_path, line, key, words):
     folder = project(tmp_path, line + "\n")
     with pytest.raises(BadInput) as err:
@@ -147,15 +175,29 @@ def test_the_variable_wins_over_a_bad_key_and_is_not_blamed(tmp_path):
     assert load_settings(folder, environ={"REPRO_ARTIFACT_MAX_BYTES": "7"}).artifact_max_bytes == 7
 
 
-@pytest.mark.parametrize("text, value", [("1", True), ("TRUE", True), ("yes", True), ("on", True),
-                                         ("0", False), ("false", False), ("No", False), ("off", False)])
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ("1", True),
+        ("TRUE", True),
+        ("yes", True),
+        ("on", True),
+        ("0", False),
+        ("false", False),
+        ("No", False),
+        ("off", False),
+    ],
+)
 def test_flags(text, value):
     assert env_setting("frozen", {"REPRO_FROZEN": text}) is value
 
 
 def test_typed_values_from_the_file(tmp_path):
-    folder = project(tmp_path, 'platforms = "linux-64 osx-arm64"\nfind-links = ["/a", "/b"]\n'
-                               'artifact-max-bytes = "2048"\ndrift = true\nhome = "~/x"\n')
+    folder = project(
+        tmp_path,
+        'platforms = "linux-64 osx-arm64"\nfind-links = ["/a", "/b"]\n'
+        'artifact-max-bytes = "2048"\ndrift = true\nhome = "~/x"\n',
+    )
     s = load_settings(folder, environ={})
     assert s.platforms == ("linux-64", "osx-arm64") and s.find_links == ("/a", "/b")
     assert (s.artifact_max_bytes, s.drift) == (2048, True)
@@ -169,11 +211,24 @@ def test_malformed_pyproject_is_bad_input(tmp_path):
 
 
 def test_environ_for_reads_back(tmp_path):
-    env = environ_for(frozen=True, offline=False, index_url="http://x/simple", home=Home(tmp_path),
-                      pythonhashseed="123", platforms=("linux-64", "osx-arm64"), conda_source="pypi")
-    assert env == {"REPRO_FROZEN": "1", "REPRO_OFFLINE": "0", "REPRO_INDEX_URL": "http://x/simple",
-                   "REPRO_HOME": str(tmp_path), "REPRO_PYTHONHASHSEED": "123",
-                   "REPRO_PLATFORMS": "linux-64 osx-arm64", "REPRO_CONDA_SOURCE": "pypi"}
+    env = environ_for(
+        frozen=True,
+        offline=False,
+        index_url="http://x/simple",
+        home=Home(tmp_path),
+        pythonhashseed="123",
+        platforms=("linux-64", "osx-arm64"),
+        conda_source="pypi",
+    )
+    assert env == {
+        "REPRO_FROZEN": "1",
+        "REPRO_OFFLINE": "0",
+        "REPRO_INDEX_URL": "http://x/simple",
+        "REPRO_HOME": str(tmp_path),
+        "REPRO_PYTHONHASHSEED": "123",
+        "REPRO_PLATFORMS": "linux-64 osx-arm64",
+        "REPRO_CONDA_SOURCE": "pypi",
+    }
     s = load_settings(tmp_path, environ=env)
     assert (s.frozen, s.offline, s.pythonhashseed, s.platforms) == (True, False, "123", ("linux-64", "osx-arm64"))
     with pytest.raises(BadInput, match="REPRO_PYTHONHASHSEED='0,1'"):
@@ -195,11 +250,17 @@ def test_hash_seed_setting_uses_the_protocol_name():
 
 # -- Home -------------------------------------------------------------------------------------------
 
+
 def test_home_paths(tmp_path):
     h = Home(tmp_path)
     sha = "ab" * 32
     assert (h.packages, h.envs, h.uv_cache, h.pycache, h.store) == (
-        tmp_path / "packages", tmp_path / "envs", tmp_path / "uv-cache", tmp_path / "pycache", tmp_path / "store")
+        tmp_path / "packages",
+        tmp_path / "envs",
+        tmp_path / "uv-cache",
+        tmp_path / "pycache",
+        tmp_path / "store",
+    )
     assert h.code_package(sha) == tmp_path / "code" / f"{sha}.tar.gz"
     assert h.code_folder(sha) == tmp_path / "code" / sha[:32]
     assert h.record("TrainFlow", "1742") == tmp_path / "records" / "TrainFlow" / "1742.json"
@@ -208,26 +269,41 @@ def test_home_paths(tmp_path):
     assert str(h) == str(tmp_path)
 
 
-@pytest.mark.parametrize("call", [lambda h: h.record("../x", "1"), lambda h: h.record("F", "a/b"),
-                                  lambda h: h.replays_of(".."), lambda h: h.code_package("../../etc"),
-                                  lambda h: h.pytest_session("")])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda h: h.record("../x", "1"),
+        lambda h: h.record("F", "a/b"),
+        lambda h: h.replays_of(".."),
+        lambda h: h.code_package("../../etc"),
+        lambda h: h.pytest_session(""),
+    ],
+)
 def test_home_refuses_names_that_leave_it(tmp_path, call):
     with pytest.raises(BadInput):
         call(Home(tmp_path))
 
 
 def test_nothing_builds_paths_under_home_by_hand():
-    offenders = [f"{p.relative_to(ROOT)}:{i}" for p in SOURCES for i, line in enumerate(p.read_text().splitlines(), 1)
-                 if re.search(r"\.home\s*/|home_dir\s*/", line)]
+    offenders = [
+        f"{p.relative_to(ROOT)}:{i}"
+        for p in SOURCES
+        for i, line in enumerate(p.read_text().splitlines(), 1)
+        if re.search(r"\.home\s*/|home_dir\s*/", line)
+    ]
     assert offenders == []
 
 
 # -- pytest options: command line, then [tool.pytest.ini_options], then settings --------------------
 
+
 def _config(rootpath, options=None, ini=None):
     options, ini = options or {}, ini or {}
-    return SimpleNamespace(rootpath=rootpath, getoption=lambda name: options.get(name),
-                           getini=lambda name: ini.get(name, False if name in ("repro_update", "repro_drift") else ""))
+    return SimpleNamespace(
+        rootpath=rootpath,
+        getoption=lambda name: options.get(name),
+        getini=lambda name: ini.get(name, False if name in ("repro_update", "repro_drift") else ""),
+    )
 
 
 def test_pytest_options_precedence(tmp_path, monkeypatch):
@@ -236,21 +312,34 @@ def test_pytest_options_precedence(tmp_path, monkeypatch):
     for s in SETTINGS:
         if s.env:
             monkeypatch.delenv(s.env, raising=False)
-    folder = project(tmp_path, 'store = "file:///file"\nbaseline = "latest"\nupdate = true\nreport = "r"\n'
-                               'platforms = ["linux-64"]\n')
+    folder = project(
+        tmp_path, 'store = "file:///file"\nbaseline = "latest"\nupdate = true\nreport = "r"\nplatforms = ["linux-64"]\n'
+    )
     o = Options.from_config(_config(folder))
     assert (o.store, o.baseline, o.update, o.drift, o.report_dir, o.platforms) == (
-        "file:///file", "latest", True, False, "r", ("linux-64",))
+        "file:///file",
+        "latest",
+        True,
+        False,
+        "r",
+        ("linux-64",),
+    )
     o = Options.from_config(_config(folder, ini={"repro_store": "file:///ini", "repro_platform": "osx-arm64"}))
     assert (o.store, o.platforms) == ("file:///ini", ("osx-arm64",))
-    o = Options.from_config(_config(folder, options={"repro_store": "file:///cli", "repro_platform": ["win-64"]},
-                                    ini={"repro_store": "file:///ini"}))
+    o = Options.from_config(
+        _config(
+            folder,
+            options={"repro_store": "file:///cli", "repro_platform": ["win-64"]},
+            ini={"repro_store": "file:///ini"},
+        )
+    )
     assert (o.store, o.platforms) == ("file:///cli", ("win-64",))
     o = Options.from_config(_config(project(tmp_path / "empty")))
     assert (o.store, o.baseline, o.update, o.report_dir, o.platforms) == (None, None, False, "reports", ())
 
 
 # -- the protocol ------------------------------------------------------------------------------------
+
 
 def test_protocol_is_self_contained():
     tree = ast.parse((ROOT / "metaflow_extensions/repro/plugins/protocol.py").read_text())
@@ -259,10 +348,22 @@ def test_protocol_is_self_contained():
     assert len(set(protocol.METADATA_KEYS)) == len(protocol.METADATA_KEYS)
 
 
-@pytest.mark.parametrize("literal", ['"repro-env-id"', '"repro-spec-id"', '"repro-fingerprint"',
-                                     '"repro-pythonhashseed"', '"repro-interpreter"', '"repro-code-sha"',
-                                     '"REPRO_ENV_ID"', '"REPRO_SPEC_ID"', '"REPRO_CODE_SHA"',
-                                     '"REPRO_PYTHONHASHSEED"', '.repro-env.json'])
+@pytest.mark.parametrize(
+    "literal",
+    [
+        '"repro-env-id"',
+        '"repro-spec-id"',
+        '"repro-fingerprint"',
+        '"repro-pythonhashseed"',
+        '"repro-interpreter"',
+        '"repro-code-sha"',
+        '"REPRO_ENV_ID"',
+        '"REPRO_SPEC_ID"',
+        '"REPRO_CODE_SHA"',
+        '"REPRO_PYTHONHASHSEED"',
+        ".repro-env.json",
+    ],
+)
 def test_protocol_names_are_spelled_only_in_the_protocol(literal):
     where = [str(p.relative_to(ROOT)) for p in SOURCES if p.name != "protocol.py" and literal in p.read_text()]
     assert where == []
@@ -281,12 +382,14 @@ def test_artifact_probe_speaks_the_protocol_as_a_script(tmp_path):
     good.write_bytes(pickle.dumps({"a": 1}))
     bad.write_bytes(b"not a pickle")
     request = protocol.load_request([], {"g": good, "b": bad})
-    proc = subprocess.run([sys.executable, "-I", str(PROBE)], input=json.dumps(request), capture_output=True,
-                          text=True, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-I", str(PROBE)], input=json.dumps(request), capture_output=True, text=True, check=True
+    )
     answer = json.loads(proc.stdout)
     assert answer["g"] == protocol.load_answer(protocol.STATUS_OK)
     assert answer["b"][protocol.STATUS] == protocol.STATUS_FAILS
     request = protocol.compare_request([], [], {}, {"x": (good, bad)})
-    proc = subprocess.run([sys.executable, "-I", str(PROBE)], input=json.dumps(request), capture_output=True,
-                          text=True, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-I", str(PROBE)], input=json.dumps(request), capture_output=True, text=True, check=True
+    )
     assert json.loads(proc.stdout)["x"][protocol.VERDICT] == protocol.VERDICT_DIFFERENT

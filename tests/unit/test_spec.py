@@ -13,8 +13,10 @@ def spec(base=(), own=(), source="pypi", s3=False, step="b"):
 
 
 def test_step_libraries_override_base_by_name_and_keep_the_rest():
-    s = spec([Declaration("conda", {"numpy": "1.26.4", "pandas": "2.2.3"}, python="3.11")],
-             [Declaration("conda", {"numpy": "2.1.3"})])
+    s = spec(
+        [Declaration("conda", {"numpy": "1.26.4", "pandas": "2.2.3"}, python="3.11")],
+        [Declaration("conda", {"numpy": "2.1.3"})],
+    )
     assert dict(s.libraries) == {"numpy": "2.1.3", "pandas": "2.2.3"}
     assert s.python == "3.11"
 
@@ -27,7 +29,10 @@ def test_step_without_decorator_gets_the_base_spec():
 
 
 def test_step_python_and_disabled_override_base():
-    s = spec([Declaration("conda", {}, python="3.11", disabled=True)], [Declaration("conda", {}, python="3.10", disabled=False)])
+    s = spec(
+        [Declaration("conda", {}, python="3.11", disabled=True)],
+        [Declaration("conda", {}, python="3.10", disabled=False)],
+    )
     assert (s.python, s.disabled) == ("3.10", False)
     c = spec([Declaration("conda", {"numpy": "1.26.4"})], [Declaration("conda", disabled=True)])
     assert c.disabled and c.source == "none" and c.implicit == ()
@@ -55,8 +60,23 @@ def test_spec_id_changes_with_the_declaration():
     assert a.spec_id != b.spec_id and a.spec_id == spec(own=[Declaration("pypi", {"six": "==1.16.0"})]).spec_id
 
 
-@pytest.mark.parametrize("version", [">=1.0", "1.*", "1.0.*", "~=1.0", "1.0,<2", "<2", "!=1.0", "==1.*", "1.0; python_version>'3'",
-                                     "== 1.0 , <2", ">1", "=1.0"])
+@pytest.mark.parametrize(
+    "version",
+    [
+        ">=1.0",
+        "1.*",
+        "1.0.*",
+        "~=1.0",
+        "1.0,<2",
+        "<2",
+        "!=1.0",
+        "==1.*",
+        "1.0; python_version>'3'",
+        "== 1.0 , <2",
+        ">1",
+        "=1.0",
+    ],
+)
 def test_range_and_wildcard_versions_are_refused_as_ranges(version):
     """Pins the range/wildcard check itself: each of these is refused *as a range or wildcard*,
     with its own wording (not merely as an invalid version, which a missing check would give)."""
@@ -68,10 +88,16 @@ def test_range_and_wildcard_versions_are_refused_as_ranges(version):
     assert "not a valid version" not in msg
 
 
-@pytest.mark.parametrize("version,words", [("", "is not pinned (empty version)"), ("  ", "is not pinned (empty version)"),
-                                           ("==", "is not pinned (empty version)"),
-                                           ("latest", "'latest', which is not a valid version"),
-                                           ("1.0-beta-x", "which is not a valid version")])
+@pytest.mark.parametrize(
+    "version,words",
+    [
+        ("", "is not pinned (empty version)"),
+        ("  ", "is not pinned (empty version)"),
+        ("==", "is not pinned (empty version)"),
+        ("latest", "'latest', which is not a valid version"),
+        ("1.0-beta-x", "which is not a valid version"),
+    ],
+)
 def test_unpinned_or_invalid_versions_are_refused_with_their_own_reason(version, words):
     with pytest.raises(SpecError) as err:
         spec(own=[Declaration("conda", {"pandas": version})])
@@ -80,8 +106,10 @@ def test_unpinned_or_invalid_versions_are_refused_with_their_own_reason(version,
     assert "write an exact version, e.g. {'pandas': '1.2.3'}" in msg
 
 
-@pytest.mark.parametrize("version,exact", [("1.0", "1.0"), ("==2.2.3", "2.2.3"), (" == 2.2.3 ", "2.2.3"),
-                                           ("1.0.post1", "1.0.post1"), ("2.0rc1", "2.0rc1")])
+@pytest.mark.parametrize(
+    "version,exact",
+    [("1.0", "1.0"), ("==2.2.3", "2.2.3"), (" == 2.2.3 ", "2.2.3"), ("1.0.post1", "1.0.post1"), ("2.0rc1", "2.0rc1")],
+)
 def test_exact_versions_are_accepted_and_normalised(version, exact):
     assert pin_of("Pandas_Lib", version, "here") == ("pandas-lib", exact)
 
@@ -92,21 +120,31 @@ def test_non_string_versions_are_refused(version):
         pin_of("pandas", version, "here")
 
 
-@pytest.mark.parametrize("python,match", [("3.6", "Metaflow 2.19 needs"), ("3.6.15", "Metaflow 2.19 needs"),
-                                          (3.10, "must be a string"), ("python3", "not a Python version"),
-                                          ("2.7", "not a Python version")])
+@pytest.mark.parametrize(
+    "python,match",
+    [
+        ("3.6", "Metaflow 2.19 needs"),
+        ("3.6.15", "Metaflow 2.19 needs"),
+        (3.10, "must be a string"),
+        ("python3", "not a Python version"),
+        ("2.7", "not a Python version"),
+    ],
+)
 def test_bad_python_values_are_refused(python, match):
     with pytest.raises(SpecError, match=match):
         spec(own=[Declaration("conda", {}, python=python)])
 
 
-@pytest.mark.parametrize("decl,match", [
-    (Declaration("conda", ["numpy==1.0"]), "must be a dict"),
-    (Declaration("conda", {"numpy": "1.0"}, disabled="yes"), "disabled='yes' must be True or False"),
-    (Declaration("conda", {"not a name!": "1.0"}), "not a valid package name"),
-    (Declaration("conda", {"pandas[parquet]": "2.2.3"}), "extras are not supported"),
-    (Declaration("conda", {"numpy": "1.0"}, channels=5), "channels=5"),
-])
+@pytest.mark.parametrize(
+    "decl,match",
+    [
+        (Declaration("conda", ["numpy==1.0"]), "must be a dict"),
+        (Declaration("conda", {"numpy": "1.0"}, disabled="yes"), "disabled='yes' must be True or False"),
+        (Declaration("conda", {"not a name!": "1.0"}), "not a valid package name"),
+        (Declaration("conda", {"pandas[parquet]": "2.2.3"}), "extras are not supported"),
+        (Declaration("conda", {"numpy": "1.0"}, channels=5), "channels=5"),
+    ],
+)
 def test_malformed_decorator_arguments_are_refused(decl, match):
     with pytest.raises(SpecError, match=match):
         spec(own=[decl])
@@ -127,24 +165,31 @@ def test_conda_and_pypi_on_the_same_step_are_refused():
 
 # -- more of merge's rules, each with its exact wording (pure) -----------------------------------
 
+
 def test_flow_level_decorators_of_both_kinds_or_twice_are_refused_at_flow_level():
     with pytest.raises(SpecError) as err:
         spec([Declaration("conda", {}), Declaration("pypi", {})])
-    assert str(err.value) == ("flow MyFlow (flow.py) (flow-level decorator): @conda_base and @pypi_base cannot "
-                              "both be used on the same flow; choose one")
+    assert str(err.value) == (
+        "flow MyFlow (flow.py) (flow-level decorator): @conda_base and @pypi_base cannot "
+        "both be used on the same flow; choose one"
+    )
     with pytest.raises(SpecError) as err:
         spec(own=[Declaration("pypi", {}), Declaration("pypi", {})])
     assert str(err.value) == "flow MyFlow (flow.py), step 'b': @pypi is applied more than once"
-    with pytest.raises(SpecError, match=r"^flow MyFlow \(flow.py\), step 'b': @conda and @pypi cannot both be used "
-                                        r"on the same step; choose one$"):
+    with pytest.raises(
+        SpecError,
+        match=r"^flow MyFlow \(flow.py\), step 'b': @conda and @pypi cannot both be used "
+        r"on the same step; choose one$",
+    ):
         spec(own=[Declaration("pypi", {}), Declaration("conda", {})])
 
 
 def test_a_library_declared_twice_must_agree():
     with pytest.raises(SpecError) as err:
         spec(own=[Declaration("pypi", {"Numpy": "1.0", "numpy": "2.0"})])
-    assert str(err.value) == ("flow MyFlow (flow.py), step 'b': library 'numpy' is declared twice with different "
-                              "versions (1.0 and 2.0)")
+    assert str(err.value) == (
+        "flow MyFlow (flow.py), step 'b': library 'numpy' is declared twice with different versions (1.0 and 2.0)"
+    )
     assert dict(spec(own=[Declaration("pypi", {"Numpy": "1.0", "numpy": "==1.0"})]).libraries) == {"numpy": "1.0"}
 
 
@@ -161,20 +206,27 @@ def test_errors_in_the_base_decorator_name_the_flow_level():
 
 
 def test_the_whole_spec_of_a_merged_step():
-    s = spec([Declaration("conda", {"numpy": "1.26.4", "six": "1.16.0"}, python=" 3.10 ", channels="conda-forge")],
-             [Declaration("conda", {"six": "1.17.0"}, disabled=False)], s3=True)
+    s = spec(
+        [Declaration("conda", {"numpy": "1.26.4", "six": "1.16.0"}, python=" 3.10 ", channels="conda-forge")],
+        [Declaration("conda", {"six": "1.17.0"}, disabled=False)],
+        s3=True,
+    )
     assert (s.flow, s.step, s.kind, s.source, s.python, s.disabled) == (FLOW, "b", "conda", "pypi", "3.10", False)
     assert s.libraries == (("numpy", "1.26.4"), ("six", "1.17.0"))
     assert s.implicit == (("boto3", "1.35.99"), ("requests", "2.32.3"))
     assert s.channels == ("conda-forge",) and s.where == "flow MyFlow (flow.py), step 'b'"
     assert list(s.requirements) == ["boto3", "numpy", "requests", "six"]
     # the step's own channels replace the base's; none keeps the base's
-    assert spec([Declaration("conda", {}, channels=["a"])], [Declaration("conda", {}, channels=("b", "c"))]).channels == ("b", "c")
+    assert spec(
+        [Declaration("conda", {}, channels=["a"])], [Declaration("conda", {}, channels=("b", "c"))]
+    ).channels == ("b", "c")
     assert spec([Declaration("conda", {}, channels=["a"])], [Declaration("conda", {})]).channels == ("a",)
 
 
 def test_a_disabled_step_keeps_its_declaration_but_adds_nothing():
-    s = spec([Declaration("pypi", {"six": "1.16.0"}, python="3.9", disabled=True)], [Declaration("pypi", {"idna": "3.10"})])
+    s = spec(
+        [Declaration("pypi", {"six": "1.16.0"}, python="3.9", disabled=True)], [Declaration("pypi", {"idna": "3.10"})]
+    )
     assert (s.kind, s.source, s.python, s.disabled, s.implicit) == ("pypi", "none", "3.9", True, ())
     assert s.libraries == (("idna", "3.10"), ("six", "1.16.0")) and s.where == "flow MyFlow (flow.py), step 'b'"
     assert spec([Declaration("pypi", {}, disabled=True)], [Declaration("pypi", {}, disabled=None)]).disabled
@@ -188,8 +240,15 @@ def test_no_decorator_at_all():
     assert s.python == "3.11.7" and s.where == "flow MyFlow (flow.py), step 'b'"
 
 
-@pytest.mark.parametrize("python,requests,boto3", [("3.7", "2.31.0", "1.33.13"), ("3.7.16", "2.31.0", "1.33.13"),
-                                                    ("3.8", "2.32.3", "1.35.99"), ("3.13.0", "2.32.3", "1.35.99")])
+@pytest.mark.parametrize(
+    "python,requests,boto3",
+    [
+        ("3.7", "2.31.0", "1.33.13"),
+        ("3.7.16", "2.31.0", "1.33.13"),
+        ("3.8", "2.32.3", "1.35.99"),
+        ("3.13.0", "2.32.3", "1.35.99"),
+    ],
+)
 def test_implicit_pins_per_python_line(python, requests, boto3):
     from repro.model.spec import implicit_needs
 
@@ -202,13 +261,21 @@ def test_supported_python_values(python):
     assert spec(own=[Declaration("pypi", {}, python=python)]).python == python.strip()
 
 
-@pytest.mark.parametrize("python,words", [
-    (True, "python=True is not a Python version such as '3.11' or '3.11.7'"),
-    (3, "python=3 must be a string such as '3.10' (a number loses digits: 3.10 == 3.1)"),
-    ("3.6", "python='3.6' is not supported: Metaflow 2.19 needs Python 3.7 or newer inside a step; "
-            "choose python='3.7' or later"),
-    ("3", "python='3' is not a Python version"), ("3.11.7.1", "is not a Python version"), ("4.0", "is not a Python version"),
-])
+@pytest.mark.parametrize(
+    "python,words",
+    [
+        (True, "python=True is not a Python version such as '3.11' or '3.11.7'"),
+        (3, "python=3 must be a string such as '3.10' (a number loses digits: 3.10 == 3.1)"),
+        (
+            "3.6",
+            "python='3.6' is not supported: Metaflow 2.19 needs Python 3.7 or newer inside a step; "
+            "choose python='3.7' or later",
+        ),
+        ("3", "python='3' is not a Python version"),
+        ("3.11.7.1", "is not a Python version"),
+        ("4.0", "is not a Python version"),
+    ],
+)
 def test_unsupported_python_values_with_their_wording(python, words):
     with pytest.raises(SpecError) as err:
         spec(own=[Declaration("pypi", {}, python=python)])
@@ -216,8 +283,9 @@ def test_unsupported_python_values_with_their_wording(python, words):
     assert str(err.value).startswith("flow MyFlow (flow.py), step 'b': python=")
 
 
-@pytest.mark.parametrize("value,words", [
-    ("yes", "disabled='yes' must be True or False"), (0, "disabled=0 must be True or False")])
+@pytest.mark.parametrize(
+    "value,words", [("yes", "disabled='yes' must be True or False"), (0, "disabled=0 must be True or False")]
+)
 def test_disabled_must_be_a_bool(value, words):
     with pytest.raises(SpecError) as err:
         spec(own=[Declaration("pypi", {}, disabled=value)])
@@ -228,23 +296,34 @@ def test_disabled_must_be_a_bool(value, words):
 def test_channels_must_be_names(value):
     with pytest.raises(SpecError) as err:
         spec(own=[Declaration("conda", {}, channels=value)])
-    assert str(err.value) == f"flow MyFlow (flow.py), step 'b': channels={value!r} must be a list of channel names or URLs"
+    assert (
+        str(err.value) == f"flow MyFlow (flow.py), step 'b': channels={value!r} must be a list of channel names or URLs"
+    )
 
 
 def test_libraries_must_be_a_dict_with_the_decorators_own_keyword():
     for kind, key in (("pypi", "packages"), ("conda", "libraries")):
         with pytest.raises(SpecError) as err:
             spec(own=[Declaration(kind, ["six==1.0"])])
-        assert str(err.value) == (f"flow MyFlow (flow.py), step 'b': @{kind}({key}=...) must be a dict of "
-                                  "{'name': 'exact version'}, got list ['six==1.0']")
+        assert str(err.value) == (
+            f"flow MyFlow (flow.py), step 'b': @{kind}({key}=...) must be a dict of "
+            "{'name': 'exact version'}, got list ['six==1.0']"
+        )
 
 
-@pytest.mark.parametrize("name,words", [
-    ("pandas[parquet]", "library 'pandas[parquet]': extras are not supported; declare the extra's packages "
-                        "explicitly with exact versions"),
-    ("not a name", "'not a name' is not a valid package name"), ("-x", "'-x' is not a valid package name"),
-    (5, "5 is not a valid package name"),
-])
+@pytest.mark.parametrize(
+    "name,words",
+    [
+        (
+            "pandas[parquet]",
+            "library 'pandas[parquet]': extras are not supported; declare the extra's packages "
+            "explicitly with exact versions",
+        ),
+        ("not a name", "'not a name' is not a valid package name"),
+        ("-x", "'-x' is not a valid package name"),
+        (5, "5 is not a valid package name"),
+    ],
+)
 def test_bad_names_with_their_wording(name, words):
     with pytest.raises(SpecError) as err:
         pin_of(name, "1.0", "here")
@@ -254,17 +333,23 @@ def test_bad_names_with_their_wording(name, words):
 def test_pin_messages_in_full():
     with pytest.raises(SpecError) as err:
         pin_of("six", 1.0, "here")
-    assert str(err.value) == ("here: library 'six' has version 1.0; versions must be strings pinned to one exact "
-                              "version: write an exact version, e.g. {'six': '1.2.3'}")
+    assert str(err.value) == (
+        "here: library 'six' has version 1.0; versions must be strings pinned to one exact "
+        "version: write an exact version, e.g. {'six': '1.2.3'}"
+    )
     with pytest.raises(SpecError) as err:
         pin_of("six", "", "here")
-    assert str(err.value) == ("here: library 'six' is not pinned (empty version); write an exact version, e.g. "
-                              "{'six': '1.2.3'}. repro refuses unpinned libraries because the result could not be "
-                              "reproduced.")
+    assert str(err.value) == (
+        "here: library 'six' is not pinned (empty version); write an exact version, e.g. "
+        "{'six': '1.2.3'}. repro refuses unpinned libraries because the result could not be "
+        "reproduced."
+    )
     with pytest.raises(SpecError) as err:
         pin_of("six", "abc", "here")
-    assert str(err.value) == ("here: library 'six' has version 'abc', which is not a valid version; write an exact "
-                              "version, e.g. {'six': '1.2.3'}")
+    assert str(err.value) == (
+        "here: library 'six' has version 'abc', which is not a valid version; write an exact "
+        "version, e.g. {'six': '1.2.3'}"
+    )
     assert pin_of(" Six ", "1.0", "here") == ("six", "1.0") and pin_of("a", "1", "here") == ("a", "1")
 
 
@@ -277,21 +362,33 @@ def test_ids_are_stable_across_releases():
 
     assert sha256_json({"b": [1, "x"], "a": None}) == hashlib.sha256(b'{"a":null,"b":[1,"x"]}').hexdigest()
     s = spec(own=[Declaration("pypi", {"six": "1.16.0"})])
-    payload = (b'{"channels":[],"disabled":false,"implicit":[["requests","2.32.3"]],"kind":"pypi",'
-               b'"libraries":[["six","1.16.0"]],"python":"3.11.7","source":"pypi"}')
+    payload = (
+        b'{"channels":[],"disabled":false,"implicit":[["requests","2.32.3"]],"kind":"pypi",'
+        b'"libraries":[["six","1.16.0"]],"python":"3.11.7","source":"pypi"}'
+    )
     assert s.spec_id == hashlib.sha256(payload).hexdigest()
 
 
 def test_disabled_spec_in_full_and_the_conda_source_message_in_full():
     s = spec([Declaration("conda", {"six": "1.16.0"}, channels=["conda-forge"], disabled=True)], step="c")
-    assert s == type(s)(flow=FLOW, step="c", kind="conda", source="none", python="3.11.7",
-                        libraries=(("six", "1.16.0"),), implicit=(), channels=("conda-forge",), disabled=True)
+    assert s == type(s)(
+        flow=FLOW,
+        step="c",
+        kind="conda",
+        source="none",
+        python="3.11.7",
+        libraries=(("six", "1.16.0"),),
+        implicit=(),
+        channels=("conda-forge",),
+        disabled=True,
+    )
     with pytest.raises(SpecError) as err:
         spec(own=[Declaration("conda", {"numpy": "1.26.4"})], source="conda")
     assert str(err.value) == (
         "flow MyFlow (flow.py), step 'b': @conda libraries need a conda channel, and conda channels are not supported "
-        "yet. To serve @conda(libraries=...) from PyPI, set conda-source = \"pypi\" under [tool.repro] in "
-        "pyproject.toml, or REPRO_CONDA_SOURCE=pypi in the environment.")
+        'yet. To serve @conda(libraries=...) from PyPI, set conda-source = "pypi" under [tool.repro] in '
+        "pyproject.toml, or REPRO_CONDA_SOURCE=pypi in the environment."
+    )
 
 
 @pytest.mark.parametrize("version", ["1.X", "X", "1.0x"])

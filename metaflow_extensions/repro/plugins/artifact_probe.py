@@ -20,7 +20,8 @@ if __package__:
     from . import protocol
 else:  # run as a script (``python -I artifact_probe.py``): the sibling module, by path
     _spec = importlib.util.spec_from_file_location(
-        "repro_probe_protocol", os.path.join(os.path.dirname(os.path.abspath(__file__)), "protocol.py"))
+        "repro_probe_protocol", os.path.join(os.path.dirname(os.path.abspath(__file__)), "protocol.py")
+    )
     protocol = importlib.util.module_from_spec(_spec)
     _spec.loader.exec_module(protocol)
 
@@ -29,8 +30,8 @@ def _first_sentence(text, limit=200):
     text = text.strip().splitlines()[0] if text.strip() else ""
     cut = text.find(". ")
     if 0 < cut < limit:
-        text = text[:cut + 1]
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+        text = text[: cut + 1]
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _load(path):
@@ -58,7 +59,7 @@ def do_load(items):
             _, notes = _load(item[protocol.PATH])
             status = protocol.STATUS_WARNING if notes else protocol.STATUS_OK
             out[item[protocol.ID]] = protocol.load_answer(status, "; ".join(notes))
-        except BaseException as exc:  # noqa: B902 - anything unpickling raises is the answer
+        except BaseException as exc:  # noqa: BLE001 - anything unpickling raises is the answer
             out[item[protocol.ID]] = protocol.load_answer(protocol.STATUS_FAILS, _error(exc))
     return out
 
@@ -77,16 +78,20 @@ def do_compare(items, comparator_paths, options):
         try:
             a, _ = _load(item[protocol.A])
             b, _ = _load(item[protocol.B])
-        except BaseException as exc:  # noqa: B902
-            out[item[protocol.ID]] = protocol.compare_answer(protocol.VERDICT_DIFFERENT,
-                                                             "cannot load to compare: " + _error(exc))
+        except BaseException as exc:  # noqa: BLE001
+            out[item[protocol.ID]] = protocol.compare_answer(
+                protocol.VERDICT_DIFFERENT, "cannot load to compare: " + _error(exc)
+            )
             continue
         verdict = None
         for path, module in comparators:
             try:
                 verdict = module.compare(a, b, options)
             except Exception:  # noqa: BLE001 - a broken comparator must not hide the others
-                verdict = (protocol.VERDICT_DIFFERENT, "comparator %s failed: %s" % (path, traceback.format_exc(limit=1).strip()))
+                verdict = (
+                    protocol.VERDICT_DIFFERENT,
+                    "comparator %s failed: %s" % (path, traceback.format_exc(limit=1).strip()),
+                )
             if verdict is not None:
                 break
         if verdict is None:
@@ -103,8 +108,9 @@ def main():
     if mode == protocol.MODE_LOAD:
         result = do_load(request[protocol.ITEMS])
     elif mode == protocol.MODE_COMPARE:
-        result = do_compare(request[protocol.ITEMS], request.get(protocol.COMPARATORS, []),
-                            request.get(protocol.OPTIONS, {}))
+        result = do_compare(
+            request[protocol.ITEMS], request.get(protocol.COMPARATORS, []), request.get(protocol.OPTIONS, {})
+        )
     else:
         sys.stderr.write("artifact probe: unknown mode %r (expected one of %s)\n" % (mode, ", ".join(protocol.MODES)))
         sys.exit(2)

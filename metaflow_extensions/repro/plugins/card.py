@@ -34,7 +34,7 @@ def read_lock_packages(lock_file, step, platform=None):
         if line.startswith("["):
             current = None
             if line.startswith(prefix) and line.endswith(".packages]]"):
-                plat = line[len(prefix):-len(".packages]]")]
+                plat = line[len(prefix) : -len(".packages]]")]
                 if plat not in platforms:
                     platforms.append(plat)
                 if platform is None or plat == platform:
@@ -91,36 +91,51 @@ class ReproCard(MetaflowCard):
             fp_class = "ok"
         else:
             fp_status, fp_class = "unknown: the task registered no repro fingerprint", "unknown"
-        parts = ["<style>%s</style>" % _CSS,
-                 "<h2>repro: %s</h2>" % html.escape(task.pathspec),
-                 "<table><tbody>",
-                 "<tr><th>env id</th><td><code>%s</code></td></tr>" % html.escape(env_id or "-"),
-                 "<tr><th>python</th><td>%s</td></tr>" % html.escape(python),
-                 "<tr><th>fingerprint</th><td class='%s'>%s</td></tr>" % (fp_class, html.escape(fp_status)),
-                 "<tr><th>code package</th><td><code>%s</code></td></tr>"
-                 % html.escape(meta.get(protocol.META_CODE_SHA, "") or "-"),
-                 "<tr><th>PYTHONHASHSEED</th><td>%s</td></tr>"
-                 % html.escape(meta.get(protocol.META_PYTHONHASHSEED, "") or "-"),
-                 "</tbody></table>"]
+        parts = [
+            "<style>%s</style>" % _CSS,
+            "<h2>repro: %s</h2>" % html.escape(task.pathspec),
+            "<table><tbody>",
+            "<tr><th>env id</th><td><code>%s</code></td></tr>" % html.escape(env_id or "-"),
+            "<tr><th>python</th><td>%s</td></tr>" % html.escape(python),
+            "<tr><th>fingerprint</th><td class='%s'>%s</td></tr>" % (fp_class, html.escape(fp_status)),
+            "<tr><th>code package</th><td><code>%s</code></td></tr>"
+            % html.escape(meta.get(protocol.META_CODE_SHA, "") or "-"),
+            "<tr><th>PYTHONHASHSEED</th><td>%s</td></tr>"
+            % html.escape(meta.get(protocol.META_PYTHONHASHSEED, "") or "-"),
+            "</tbody></table>",
+        ]
         if locked:
-            parts.append("<h3>Locked packages (%d, %s)</h3><table><thead><tr><th>package</th><th>version</th>"
-                         "<th>sha256</th></tr></thead><tbody>" % (len(locked), html.escape(os.path.basename(lock_file))))
-            parts += ["<tr><td>%s</td><td>%s</td><td><code>%s</code></td></tr>"
-                      % (html.escape(n), html.escape(v), html.escape(s[:16])) for n, v, s in sorted(locked)]
+            parts.append(
+                "<h3>Locked packages (%d, %s)</h3><table><thead><tr><th>package</th><th>version</th>"
+                "<th>sha256</th></tr></thead><tbody>" % (len(locked), html.escape(os.path.basename(lock_file)))
+            )
+            parts += [
+                "<tr><td>%s</td><td>%s</td><td><code>%s</code></td></tr>"
+                % (html.escape(n), html.escape(v), html.escape(s[:16]))
+                for n, v, s in sorted(locked)
+            ]
             parts.append("</tbody></table>")
         elif fingerprint.get("distributions"):
             dists = sorted(fingerprint["distributions"].items())
-            parts.append("<h3>Packages in the environment (%d)</h3><table><thead><tr><th>package</th>"
-                         "<th>version</th></tr></thead><tbody>" % len(dists))
+            parts.append(
+                "<h3>Packages in the environment (%d)</h3><table><thead><tr><th>package</th>"
+                "<th>version</th></tr></thead><tbody>" % len(dists)
+            )
             parts += ["<tr><td>%s</td><td>%s</td></tr>" % (html.escape(n), html.escape(str(v))) for n, v in dists]
             parts.append("</tbody></table>")
-        parts.append("<h3>Pickle checks in this step's environment</h3><table><thead><tr><th>artifact</th>"
-                     "<th>sha1</th><th>status</th><th>detail</th></tr></thead><tbody>")
+        parts.append(
+            "<h3>Pickle checks in this step's environment</h3><table><thead><tr><th>artifact</th>"
+            "<th>sha1</th><th>status</th><th>detail</th></tr></thead><tbody>"
+        )
         for name, sha, status, detail in self._pickle_checks(task):
-            parts.append("<tr><td>%s</td><td><code>%s</code></td><td class='%s'>%s</td><td>%s</td></tr>"
-                         % (html.escape(name), html.escape(sha[:12]), status, status, html.escape(detail)))
-        parts.append("</tbody></table><p>Every environment that reads these artifacts is checked by "
-                     "<code>repro run</code> / <code>pytest --repro</code> (<code>repro report</code>).</p>")
+            parts.append(
+                "<tr><td>%s</td><td><code>%s</code></td><td class='%s'>%s</td><td>%s</td></tr>"
+                % (html.escape(name), html.escape(sha[:12]), status, status, html.escape(detail))
+            )
+        parts.append(
+            "</tbody></table><p>Every environment that reads these artifacts is checked by "
+            "<code>repro run</code> / <code>pytest --repro</code> (<code>repro report</code>).</p>"
+        )
         return "<html><body>%s</body></html>" % "\n".join(parts)
 
     def _pickle_checks(self, task):
@@ -134,7 +149,7 @@ class ReproCard(MetaflowCard):
             if name.startswith("_") or name in ("name",):
                 continue  # Metaflow's own
             try:
-                a.data
+                a.data  # noqa: B018 - unpickling it is the check
                 rows.append((name, a.sha or "", "ok", ""))
             except Exception as exc:  # noqa: BLE001 - what failing to unpickle looks like
                 rows.append((name, a.sha or "", "fails", "%s: %s" % (type(exc).__name__, exc)))

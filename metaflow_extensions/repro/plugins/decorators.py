@@ -43,11 +43,14 @@ class _ReproStepDecorator(StepDecorator):
                 "@%s on step '%s' needs --environment=conda (or --environment=pypi): "
                 "`python %s --environment=conda run`" % (self.name, step, os.path.basename(flow.script_name))
             )
-        kinds = sorted(set(d.name for d in decos if d.name in ("conda", "pypi")
-                           and getattr(d, "statically_defined", True)))
+        kinds = sorted(
+            set(d.name for d in decos if d.name in ("conda", "pypi") and getattr(d, "statically_defined", True))
+        )
         if len(kinds) > 1:
-            raise ReproException("flow %s, step '%s': @conda and @pypi cannot both be used on the same "
-                                 "step; choose one" % (flow.name, step))
+            raise ReproException(
+                "flow %s, step '%s': @conda and @pypi cannot both be used on the same "
+                "step; choose one" % (flow.name, step)
+            )
         self.step = step
         self.environment = environment
 
@@ -72,8 +75,20 @@ class _ReproStepDecorator(StepDecorator):
         cli_args.env[protocol.SPEC_ID_VAR] = env[protocol.STEP_SPEC_ID]
         cli_args.entrypoint[0] = env[protocol.STEP_PYTHON]
 
-    def task_pre_step(self, step_name, task_datastore, meta, run_id, task_id, flow, graph,
-                      retry_count, max_retries, ubf_context, inputs):
+    def task_pre_step(
+        self,
+        step_name,
+        task_datastore,
+        meta,
+        run_id,
+        task_id,
+        flow,
+        graph,
+        retry_count,
+        max_retries,
+        ubf_context,
+        inputs,
+    ):
         import json
         import sys
 
@@ -92,9 +107,9 @@ class _ReproStepDecorator(StepDecorator):
             protocol.META_INTERPRETER: sys.executable,
             protocol.META_CODE_SHA: os.environ.get(protocol.CODE_SHA_VAR, ""),
         }
-        meta.register_metadata(run_id, step_name, task_id,
-                               [MetaDatum(field=k, value=v, type=k, tags=tags) for k, v in values.items()])
-
+        meta.register_metadata(
+            run_id, step_name, task_id, [MetaDatum(field=k, value=v, type=k, tags=tags) for k, v in values.items()]
+        )
 
 
 class CondaStepDecorator(_ReproStepDecorator):
@@ -118,8 +133,7 @@ class PyPIStepDecorator(_ReproStepDecorator):
 class _ReproFlowDecorator(FlowDecorator):
     def flow_init(self, flow, graph, environment, flow_datastore, metadata, logger, echo, options):
         if environment.TYPE not in SUPPORTED_ENVIRONMENTS:
-            raise InvalidEnvironmentException(
-                "@%s needs --environment=conda (or --environment=pypi)" % self.name)
+            raise InvalidEnvironmentException("@%s needs --environment=conda (or --environment=pypi)" % self.name)
 
 
 class CondaFlowDecorator(_ReproFlowDecorator):

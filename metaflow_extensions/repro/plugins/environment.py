@@ -36,8 +36,11 @@ class CondaEnvironment(MetaflowEnvironment):
         self.datastore_type = None
         self._envs = None
         self._paths = {}
-        self.hash_seed = (os.environ.get(protocol.HASH_SEED_VAR) or os.environ.get(protocol.PYTHONHASHSEED_VAR)
-                          or protocol.DEFAULT_HASH_SEED)
+        self.hash_seed = (
+            os.environ.get(protocol.HASH_SEED_VAR)
+            or os.environ.get(protocol.PYTHONHASHSEED_VAR)
+            or protocol.DEFAULT_HASH_SEED
+        )
 
     def decospecs(self):
         # Every step gets a @conda (empty unless the user wrote one), so every step is isolated.
@@ -55,8 +58,9 @@ class CondaEnvironment(MetaflowEnvironment):
         from repro.runs.bridge import prepare
 
         try:
-            self._envs, self._paths = prepare(self.flow.__class__, self.flow_file(), self.datastore_type == "s3",
-                                              log=lambda msg: echo(msg))
+            self._envs, self._paths = prepare(
+                self.flow.__class__, self.flow_file(), self.datastore_type == "s3", log=lambda msg: echo(msg)
+            )
         except (ReproError, OSError) as exc:  # REPRO_HOME read-only, a file...: a message, never a traceback
             error = from_os_error(exc) if isinstance(exc, OSError) else exc
             _report(error)

@@ -91,7 +91,7 @@ def _site_dirs():
 
 def distributions(site_dirs=None, trust_record=False):
     result = {}
-    for site in (site_dirs if site_dirs is not None else _site_dirs()):
+    for site in site_dirs if site_dirs is not None else _site_dirs():
         try:
             names = os.listdir(site)
         except OSError:
@@ -105,8 +105,15 @@ def distributions(site_dirs=None, trust_record=False):
             if key in result:
                 continue  # shadowed by an earlier sys.path entry, as the import system would
             record, files, size, missing = _record(site, dist_info, trust_record)
-            result[key] = {"name": key, "version": version, "record_sha256": record,
-                           "files": files, "bytes": size, "missing_files": missing, "location": site}
+            result[key] = {
+                "name": key,
+                "version": version,
+                "record_sha256": record,
+                "files": files,
+                "bytes": size,
+                "missing_files": missing,
+                "location": site,
+            }
     return [result[k] for k in sorted(result)]
 
 
@@ -139,8 +146,7 @@ def fingerprint(site_dirs=None, facts=None, trust_record=False):
     dists = distributions(site_dirs, trust_record)
     identity = dict(facts or interpreter_facts())
     identity["distributions"] = [
-        {k: d[k] for k in ("name", "version", "record_sha256", "files", "bytes", "missing_files")}
-        for d in dists
+        {k: d[k] for k in ("name", "version", "record_sha256", "files", "bytes", "missing_files")} for d in dists
     ]
     blob = json.dumps(identity, sort_keys=True, separators=(",", ":")).encode("utf-8")
     result = dict(identity)
@@ -161,8 +167,9 @@ def compare(expected, actual):
     lines = []
     for key in ("python", "implementation", "build", "compiler", "machine", "libc"):
         if expected.get(key) != actual.get(key):
-            lines.append("interpreter %s is %s, the environment was built with %s"
-                         % (key, actual.get(key), expected.get(key)))
+            lines.append(
+                "interpreter %s is %s, the environment was built with %s" % (key, actual.get(key), expected.get(key))
+            )
     before = dict((d["name"], d) for d in expected.get("distributions", []))
     now = dict((d["name"], d) for d in actual.get("distributions", []))
     for name in sorted(set(before) | set(now)):
@@ -178,7 +185,9 @@ def compare(expected, actual):
         else:
             for key in ("record_sha256", "files", "bytes"):
                 if b.get(key) != n.get(key):
-                    lines.append("%s %s changed on disk (%s: %s -> %s)" % (name, n["version"], key, b.get(key), n.get(key)))
+                    lines.append(
+                        "%s %s changed on disk (%s: %s -> %s)" % (name, n["version"], key, b.get(key), n.get(key))
+                    )
                     break
     return lines
 

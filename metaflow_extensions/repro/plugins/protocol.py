@@ -30,8 +30,15 @@ PYTHONDONTWRITEBYTECODE_VAR = "PYTHONDONTWRITEBYTECODE"
 DEFAULT_HASH_SEED = "0"
 
 #: every variable above, in the order a task's environment is described
-TASK_ENV_VARS = (ENV_ID_VAR, SPEC_ID_VAR, CODE_SHA_VAR, PYTHONHASHSEED_VAR, PYTHONNOUSERSITE_VAR,
-                 PYTHONPYCACHEPREFIX_VAR, PYTHONDONTWRITEBYTECODE_VAR)
+TASK_ENV_VARS = (
+    ENV_ID_VAR,
+    SPEC_ID_VAR,
+    CODE_SHA_VAR,
+    PYTHONHASHSEED_VAR,
+    PYTHONNOUSERSITE_VAR,
+    PYTHONPYCACHEPREFIX_VAR,
+    PYTHONDONTWRITEBYTECODE_VAR,
+)
 
 #: env id of a step that runs outside isolation (``disabled=True``), in the user's own interpreter
 DISABLED = "disabled"
@@ -46,8 +53,7 @@ META_FINGERPRINT = "repro-fingerprint"  # JSON: a summary of the environment's f
 META_PYTHONHASHSEED = "repro-pythonhashseed"
 META_INTERPRETER = "repro-interpreter"
 META_CODE_SHA = "repro-code-sha"
-METADATA_KEYS = (META_ENV_ID, META_SPEC_ID, META_FINGERPRINT, META_PYTHONHASHSEED, META_INTERPRETER,
-                 META_CODE_SHA)
+METADATA_KEYS = (META_ENV_ID, META_SPEC_ID, META_FINGERPRINT, META_PYTHONHASHSEED, META_INTERPRETER, META_CODE_SHA)
 
 # -- a built environment's marker: written last by the host's builder, read by tasks ------------
 
@@ -106,14 +112,22 @@ DETAIL = "detail"
 
 def load_request(sys_path, paths):
     """Ask the probe to unpickle each file; ``paths``: id -> file."""
-    return {MODE: MODE_LOAD, SYS_PATH: list(sys_path),
-            ITEMS: [{ID: key, PATH: str(path)} for key, path in paths.items()]}
+    return {
+        MODE: MODE_LOAD,
+        SYS_PATH: list(sys_path),
+        ITEMS: [{ID: key, PATH: str(path)} for key, path in paths.items()],
+    }
 
 
 def compare_request(sys_path, comparators, options, pairs):
     """Ask the probe to compare pairs of pickles; ``pairs``: id -> (file a, file b)."""
-    return {MODE: MODE_COMPARE, SYS_PATH: list(sys_path), COMPARATORS: list(comparators),
-            OPTIONS: dict(options), ITEMS: [{ID: key, A: str(a), B: str(b)} for key, (a, b) in pairs.items()]}
+    return {
+        MODE: MODE_COMPARE,
+        SYS_PATH: list(sys_path),
+        COMPARATORS: list(comparators),
+        OPTIONS: dict(options),
+        ITEMS: [{ID: key, A: str(a), B: str(b)} for key, (a, b) in pairs.items()],
+    }
 
 
 def load_answer(status, detail=""):
@@ -122,6 +136,7 @@ def load_answer(status, detail=""):
 
 def compare_answer(verdict, detail=""):
     return {VERDICT: verdict, DETAIL: detail}
+
 
 # -- errors -----------------------------------------------------------------------------------------
 

@@ -33,8 +33,12 @@ def check(step_name):
     if marker is None or marker.get(protocol.MARKER_ENV_ID) != env_id:
         raise EnvironmentMismatch(
             "step '%s' should run in repro env %s, but its interpreter %s belongs to %s"
-            % (step_name, env_id[:12], sys.executable,
-               "env %s" % marker.get(protocol.MARKER_ENV_ID, "?")[:12] if marker else "no repro environment")
+            % (
+                step_name,
+                env_id[:12],
+                sys.executable,
+                "env %s" % marker.get(protocol.MARKER_ENV_ID, "?")[:12] if marker else "no repro environment",
+            )
         )
     problems = probe.compare(marker[protocol.MARKER_FINGERPRINT], actual)
     if problems:
