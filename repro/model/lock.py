@@ -130,9 +130,9 @@ class PlatformLock:
         for given, where in ((d.get("env_id"), at / "env_id"), (env_id, at)):
             if given is not None and v.env_id(given, where) != pl.env_id:
                 raise v.Invalid(
-                    field,
+                    where,
                     given,
-                    f"{field.field} {given!r}: env_id does not match the packages listed "
+                    f"{where.field} {given!r}: env_id does not match the packages listed "
                     f"(they hash to {pl.env_id}; edited by hand, merged badly or corrupted)",
                 )
         return pl
