@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from repro.model.record import from_json
@@ -45,7 +47,7 @@ def test_two_files_defining_the_same_class_are_two_flows(tmp_path):
     for path in (a, b):
         r = cli("run", path, "--store", store_root.as_uri(), env=mf_env, cwd=proj)
         assert r.code == 0, r.text[-3000:]
-        refs.append(r.out.split("recorded ")[1].split()[0])
+        refs.append(re.search(r"^run (\S+):", r.out, re.M).group(1))  # the summary's first line
     records = {p.parent.name: from_json(p.read_text(), str(p)) for p in store_root.glob("runs/*/*/record.json")}
     identities = sorted(rec.identity for rec in records.values())
     assert identities == ["PlayListFlow:flows/jazz.py", "PlayListFlow:flows/rock.py"]

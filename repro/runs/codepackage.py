@@ -38,15 +38,16 @@ def save_blob(data: bytes, home: Home | str | Path) -> tuple[str, Path]:
 def extract(package, home: Home | str | Path) -> tuple[str, dict]:
     """Save and extract ``package`` (a MetaflowPackage) under REPRO_HOME ``home`` if not yet there;
     return (sha256, env vars)."""
-    from metaflow.packaging_sys import ContentType
-
-    digest, _ = save_blob(_blob_bytes(package), home)
+    digest, blob = save_blob(_blob_bytes(package), home)
     folder = _home(home).code_folder(digest)
     if not folder.is_dir():
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=folder.parent))
         try:
-            package.extract_into(str(tmp), ContentType.ALL_CONTENT)
+            # From the package's own bytes, as a remote worker gets them: Metaflow's extract_into links
+            # to the source files of the run that built the package, and a folder shared by content
+            # must not depend on where (or whether) that run's files still are.
+            _extract_tar(blob, tmp)
             os.chmod(tmp, 0o777 & DEFAULT_MODE | 0o111)  # mkdtemp's 0700 would hide it from other users
             os.rename(tmp, folder)  # atomic; if another run won the race, use its copy
         except OSError:
@@ -74,3 +75,13 @@ def import_paths(folder: Path) -> list[str]:
     folder = Path(folder)
     inner = folder / ".mf_code"
     return [str(inner), str(folder)] if inner.is_dir() else [str(folder)]
+
+
+def _extract_tar(blob: Path, dest: Path) -> None:
+    import tarfile
+
+    with tarfile.open(blob) as tar:
+        if hasattr(tarfile, "data_filter"):  # refuses absolute paths, links out of the folder, devices
+            tar.extractall(dest, filter="data")
+        else:  # Python < 3.10.12: the package was built here, by Metaflow, from the user's own files
+            tar.extractall(dest)

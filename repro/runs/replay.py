@@ -84,13 +84,18 @@ def replay(
 ) -> ReplayResult:
     """Replay a recorded run; ``extra_args`` (``repro replay REF -- ...``) add to or override the
     recorded run options and parameters (and are recorded in the replay's own record). The working
-    folder (code, datastore) is removed after the verdict unless ``keep``."""
+    folder (code, datastore) is removed after the verdict unless ``keep``, or the replay failed (its
+    logs live there)."""
     workdirs: list[Path] = []
+    result = None
     try:
-        return _replay(ref_text, store_uri, settings, on, log, workdirs, extra_args)
+        result = _replay(ref_text, store_uri, settings, on, log, workdirs, extra_args)
+        return result
     finally:
+        # A failed replay keeps its folder: the logs command it prints reads the datastore there.
+        failed = result is not None and result.verdict is ReplayVerdict.FAILED
         for workdir in workdirs:
-            if keep:
+            if keep or failed:
                 log(f"replay working folder kept: {workdir}")
             else:
                 shutil.rmtree(workdir, ignore_errors=True)
