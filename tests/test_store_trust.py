@@ -79,7 +79,10 @@ def test_env_id_that_walks_out_of_locks_is_refused(tmp_path):
 
 
 def test_replay_passes_only_parameters_the_flow_declares():
-    from repro.runs.replay import _parameter_args
+    from repro.runs.replay import recorded_args
+
+    def _parameter_args(record, declared):
+        return recorded_args(record, {}, Path("."), declared)
 
     run = fake_run(Path(os.environ["REPRO_HOME"]) / "params", parameters={"alpha": 2, "run-id-file": "/tmp/x"})
     with pytest.raises(BadInput, match="'run-id-file'.*not Parameters of flow FakeFlow"):
@@ -342,7 +345,7 @@ def test_replay_refuses_injected_options_and_leaves_no_workdir(tmp_path):
     kept = cli("replay", "ParamFlow/latest", "--store", store_root.as_uri(), "--keep", env=mf_env, cwd=tmp_path)
     assert kept.code == 0 and len(set(replays.glob("*")) - before) == 1
     # a record whose parameters name a Metaflow option: refused before anything runs
-    record_file = next(store_root.glob("runs/ParamFlow/*/record.json"))
+    record_file = next(store_root.glob("runs/ParamFlow*/*/record.json"))  # runs/<flow identity>/<run>/
     doc = json.loads(record_file.read_text())
     target = tmp_path / "injected-run-id"
     doc["parameters"]["run-id-file"] = str(target)
