@@ -124,7 +124,9 @@ class RunRecord:
     graph: dict[str, tuple[str, ...]] = field(default_factory=dict)  # step -> steps it goes to next
     step_order: tuple[str, ...] = ()  # graph order (JSON objects have none)
     replay_of: str = ""  # for a replay: the REF of the run it replayed
-    include_files: dict[str, IncludedFileRecord] = field(default_factory=dict)  # IncludeFile parameter -> IncludedFileRecord
+    include_files: dict[str, IncludedFileRecord] = field(
+        default_factory=dict
+    )  # IncludeFile parameter -> IncludedFileRecord
     configs: dict[str, ConfigRecord] = field(default_factory=dict)  # Config name -> ConfigRecord
     run_options: tuple[str, ...] = ()  # Metaflow `run` options that shape the run (not parameters, not --run-id-file)
     #: which flow this is: "Class:path/of/flow.py" (path from the project root) or "Class:@project/branch"

@@ -373,12 +373,11 @@ def blob_source(record: RunRecord, store: Store | None):
             return cache[sha1]
         data = fetch_artifact(store, sha1) if store is not None else None
         root = record.datastore.get("root")
-        if data is None and root:
-            if record.datastore.get("type") != "local" or Path(root).exists():
-                try:
-                    data = blobstore.load(record.flow, record.datastore["type"], root, [sha1]).get(sha1)
-                except Exception:
-                    data = None
+        if data is None and root and (record.datastore.get("type") != "local" or Path(root).exists()):
+            try:
+                data = blobstore.load(record.flow, record.datastore["type"], root, [sha1]).get(sha1)
+            except Exception:
+                data = None
         cache[sha1] = data
         return data
 
