@@ -106,7 +106,7 @@ def from_os_error(exc: OSError) -> ReproError:
     else (a full disk, an I/O error) is an infrastructure failure (3)."""
     where = (f"{exc.filename}" + (f" -> {exc.filename2}" if exc.filename2 else "")) if exc.filename else "a file"
     what = exc.strerror or f"{type(exc).__name__}: {exc}"
-    hint = _USER_ERRNOS.get(exc.errno)
+    hint = _USER_ERRNOS.get(exc.errno) if exc.errno is not None else None
     if hint:
         return BadInput(
             f"{where}: {what}; {hint}. (REPRO_HOME and the store must be writable folders; "

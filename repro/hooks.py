@@ -12,7 +12,7 @@ hookimpl = pluggy.HookimplMarker("repro")
 
 class ReproSpecs:
     @hookspec
-    def repro_artifact_comparators(self) -> list[str]:
+    def repro_artifact_comparators(self) -> list[str]:  # type: ignore[empty-body]  # a spec: pluggy reads its signature, never runs it
         """Paths of comparator modules, tried in order until one answers.
 
         A comparator module runs inside the step's own environment (Python 3.7+), is loaded by

@@ -43,9 +43,9 @@ def check_relative(rel: object, what: str) -> str:
 def inside(root: Path, rel: object, what: str) -> Path:
     """``root / rel``, resolved, refusing any ``rel`` that is not inside ``root`` (also through
     symlinks). ``root`` itself is trusted (it is ours)."""
-    check_relative(rel, what)
+    rel_text = check_relative(rel, what)  # ``rel`` itself, now known to be a str
     base = Path(root).resolve()
-    target = (base / rel).resolve()  # follows symlinks, so a link out of root is seen here
+    target = (base / rel_text).resolve()  # follows symlinks, so a link out of root is seen here
     if target != base and base not in target.parents:
         raise OutsideRoot(
             f"{what} {rel!r} leads to {target}, outside {base} (through a symbolic link); it was not used"

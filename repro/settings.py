@@ -258,8 +258,7 @@ class Setting:
 
     def read(self, environ, table: dict, pyproject: Path | None, before: dict) -> tuple[Any, str]:
         """(value, origin): the variable, else the key, else the default. Origin says which."""
-        text = environ.get(self.env) if self.env else None
-        if text:  # an empty variable counts as unset
+        if self.env and (text := environ.get(self.env)):  # an empty variable counts as unset
             try:
                 return self.type.from_text(text), self.env
             except ValueError:

@@ -289,6 +289,7 @@ def cmd_replay(args) -> int:
             if failure.output:
                 _log(failure.output[-4000:])
     if result.recorded or result.saved:
+        assert result.replayed is not None, "only a replay that ran is recorded"
         print(
             f"replay recorded as {result.replayed.ref} (replay of {result.original.ref}) in "
             f"{result.recorded or result.saved}"

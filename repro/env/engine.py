@@ -188,7 +188,7 @@ def lock_flow(
         per_platform = {}
         if not spec.disabled:
             for pname in names:
-                if keep and pname in prev.platforms:
+                if keep and prev is not None and pname in prev.platforms:  # keep implies prev
                     per_platform[pname] = prev.platforms[pname]
                     continue
                 python = exact_python(spec)
@@ -244,6 +244,7 @@ def current_lock(flow: Flow, offline: bool = False, log: Log = _stderr, frozen: 
     local = plats.local_platform_name()
     drift = spec_drift(flow, [local])
     if not drift:
+        assert flow.lock is not None, "spec_drift reports a missing lock as drift"
         return flow.lock
     if offline or frozen:
         detail = "\n".join(f"  {f.line()}" for f in drift)

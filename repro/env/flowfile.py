@@ -13,6 +13,7 @@ import sys
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from repro.errors import FlowLoadError, NoFlowFound
 from repro.model.spec import Declaration
@@ -30,7 +31,7 @@ class FlowDeclarations:
     per_step: dict  # step -> tuple[Declaration, ...]
     s3_datastore: bool = False
     parameters: tuple[str, ...] = ()  # names of the flow's Parameters
-    graph: dict = None  # step -> tuple of the steps it goes to next
+    graph: dict | None = None  # step -> tuple of the steps it goes to next
     #: parameter name -> ParameterInfo (kind "parameter" | "include" | "config", and what a replay needs)
     parameter_info: dict = field(default_factory=dict)
 
@@ -116,6 +117,8 @@ def import_flow_module(path: Path):
     if module_name in sys.modules:
         return sys.modules[module_name]
     spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:  # not for an existing .py file: checked above
+        raise ImportError(f"{path}: Python gives no module spec (or no loader) for this file")
     module = importlib.util.module_from_spec(spec)
     folder = str(path.resolve().parent)
     sys.path.insert(0, folder)
@@ -141,7 +144,8 @@ def import_flow_module(path: Path):
 def _flow_class(module, path: Path):
     from metaflow import FlowSpec
 
-    classes = [
+    # Any: a flow's steps are attributes of the user's subclass, which FlowSpec does not declare
+    classes: list[Any] = [
         obj
         for obj in vars(module).values()
         if isinstance(obj, type)
@@ -185,7 +189,7 @@ def _user_declared(deco) -> bool:
 
 def declarations_of(cls, path: Path) -> FlowDeclarations:
     """Read the decorators of a FlowSpec class (imported by us, or live inside Metaflow's runtime)."""
-    base = []
+    base: list[Declaration] = []
     for deco_name, decos in sorted(_flow_decorators(cls).items()):
         kind = FLOW_DECORATORS.get(deco_name)
         if kind:

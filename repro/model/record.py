@@ -50,7 +50,7 @@ class TaskRecord:
     env_id: str  # "disabled" for steps outside isolation
     fingerprint: str  # digest of the environment as seen from inside the task
     interpreter: str
-    artifacts: dict = field(default_factory=dict)  # name -> ArtifactRecord
+    artifacts: dict[str, ArtifactRecord] = field(default_factory=dict)  # name -> ArtifactRecord
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ class StepRecord:
     spec_id: str
     env_id: str
     disabled: bool
-    tasks: dict = field(default_factory=dict)  # foreach index path ("-", "3", "1.2") -> TaskRecord
+    tasks: dict[str, TaskRecord] = field(default_factory=dict)  # foreach index path ("-", "3", "1.2") -> TaskRecord
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ class PickleCheck:
     task: str
     artifact: str
     reader_env: str
-    reader_steps: tuple
+    reader_steps: tuple[str, ...]
     status: PickleStatus
     detail: str = ""
     static: str = ""  # modules the pickle references whose versions differ, from its opcodes
@@ -108,25 +108,27 @@ class RunRecord:
     flow_file: str
     code_sha256: str
     lock_sha256: str
-    parameters: dict
+    parameters: dict[str, Any]
     pythonhashseed: str
     metaflow_version: str
     repro_version: str
-    host: dict
-    datastore: dict
-    steps: dict  # step -> StepRecord, in graph order
+    host: dict[str, str]
+    datastore: dict[str, str | None]
+    steps: dict[str, StepRecord]  # step -> StepRecord, in graph order
     envs: dict[str, PlatformLock]  # env id -> the environment (what the store keeps as locks/<env id>.toml)
     created_at: str = ""
     duration_s: float = 0.0
     status: RunStatus = RunStatus.SUCCESS
-    pickle_checks: tuple = ()
-    settings: dict = field(default_factory=dict)  # settings that shape specs (conda_source), for replays
-    graph: dict = field(default_factory=dict)  # step -> steps it goes to next
-    step_order: tuple = ()  # graph order (JSON objects have none)
+    pickle_checks: tuple[PickleCheck, ...] = ()
+    settings: dict[str, Any] = field(default_factory=dict)  # settings that shape specs (conda_source), for replays
+    graph: dict[str, tuple[str, ...]] = field(default_factory=dict)  # step -> steps it goes to next
+    step_order: tuple[str, ...] = ()  # graph order (JSON objects have none)
     replay_of: str = ""  # for a replay: the REF of the run it replayed
-    include_files: dict = field(default_factory=dict)  # IncludeFile parameter -> IncludedFileRecord
-    configs: dict = field(default_factory=dict)  # Config name -> ConfigRecord
-    run_options: tuple = ()  # Metaflow `run` options that shape the run (not parameters, not --run-id-file)
+    include_files: dict[str, IncludedFileRecord] = field(
+        default_factory=dict
+    )  # IncludeFile parameter -> IncludedFileRecord
+    configs: dict[str, ConfigRecord] = field(default_factory=dict)  # Config name -> ConfigRecord
+    run_options: tuple[str, ...] = ()  # Metaflow `run` options that shape the run (not parameters, not --run-id-file)
     #: which flow this is: "Class:path/of/flow.py" (path from the project root) or "Class:@project/branch"
     identity: str = ""
 
@@ -134,15 +136,15 @@ class RunRecord:
     def ref(self) -> str:
         return f"{self.flow}/{self.run_id}"
 
-    def package_shas(self) -> dict:
+    def package_shas(self) -> dict[str, str]:
         """sha256 -> file name of every package file the record's environments need."""
-        out = {}
+        out: dict[str, str] = {}
         for env in self.envs.values():
             for p in env.packages:
                 out[p.sha256] = p.file
         return out
 
-    def artifact_shas(self, stored_only: bool = True) -> set:
+    def artifact_shas(self, stored_only: bool = True) -> set[str]:
         return {
             a.sha1
             for s in self.steps.values()
@@ -161,7 +163,7 @@ class RunRecord:
         return json.dumps(doc, indent=1, sort_keys=True) + "\n"
 
 
-def _env_dict(pl: PlatformLock) -> dict:
+def _env_dict(pl: PlatformLock) -> dict[str, Any]:
     d = pl.to_dict()
     del d["env_id"]  # the key it is filed under
     return d
@@ -218,9 +220,10 @@ def _task_key(value: Any, at: v.At) -> str:
 
 
 def _size(value: Any, at: v.At) -> int:
-    if v.of_type(value, int, at) < 0:
+    size: int = v.of_type(value, int, at)  # of_type returns ``value`` itself
+    if size < 0:
         at.fail(value, "a size in bytes (>= 0)")
-    return value
+    return size
 
 
 def _artifact(d: Any, at: v.At) -> ArtifactRecord:
@@ -299,17 +302,17 @@ def _config(d: Any, at: v.At) -> ConfigRecord:
 
 
 def _run_option(value: Any, at: v.At) -> str:
-    text = v.of_type(value, str, at)
+    text: str = v.of_type(value, str, at)
     if "\0" in text or len(text) > 10000:
         at.fail(value, "a command-line option")
     return text
 
 
-def _strings(value: Any, at: v.At) -> dict:
+def _strings(value: Any, at: v.At) -> dict[str, str]:
     return v.table_of(value, at, v.string, v.string)
 
 
-def _scalars(value: Any, at: v.At) -> dict:
+def _scalars(value: Any, at: v.At) -> dict[str, Any]:
     return v.table_of(value, at, v.string, lambda x, a: v.of_type(x, _SCALAR, a))
 
 
@@ -336,7 +339,7 @@ def from_json(text: str, where: str) -> RunRecord:
     return _decode(doc, v.At(where))
 
 
-def _decode(doc: dict, at: v.At) -> RunRecord:
+def _decode(doc: dict[str, Any], at: v.At) -> RunRecord:
     v.only(doc, _RECORD_KEYS, at)
     steps = v.table_of(v.need(doc, "steps", dict, at), at / "steps", v.identifier, _step)
     envs = {}

@@ -8,10 +8,10 @@ and reads fields through these helpers, so every refusal names the document, the
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar, cast
 
 from repro.errors import BadInput
 
@@ -80,19 +80,19 @@ def of_type(value: Any, typ: type | tuple[type, ...], at: At) -> Any:
     return value
 
 
-def need(table: dict, key: str, typ: type | tuple[type, ...], at: At) -> Any:
+def need(table: dict[str, Any], key: str, typ: type | tuple[type, ...], at: At) -> Any:
     """``table[key]``, which must exist and be a ``typ``."""
     if key not in table:
         raise Invalid(at / key, None, f"missing key '{(at / key).path}'")
     return of_type(table[key], typ, at / key)
 
 
-def opt(table: dict, key: str, typ: type | tuple[type, ...], default: Any, at: At) -> Any:
+def opt(table: dict[str, Any], key: str, typ: type | tuple[type, ...], default: Any, at: At) -> Any:
     """``table[key]`` if present (then it must be a ``typ``), else ``default``."""
     return of_type(table[key], typ, at / key) if key in table else default
 
 
-def only(table: dict, keys: set[str] | frozenset[str], at: At) -> dict:
+def only(table: dict[str, Any], keys: set[str] | frozenset[str], at: At) -> dict[str, Any]:
     """Refuse keys this reader does not know (a newer writer must bump the schema version)."""
     for key in table:
         if key not in keys:
@@ -110,13 +110,13 @@ def hex_digest(value: Any, n: int, at: At) -> str:
 def env_id(value: Any, at: At, *, allow_empty: bool = False) -> str:
     """An env id: 64 hex digits, or "disabled" for steps outside isolation."""
     if value == "disabled" or (allow_empty and value == ""):
-        return value
+        return cast(str, value)  # it compares equal to a str literal
     if not isinstance(value, str) or not _HEX[64].match(value):
         at.fail(value, 'an env id (64 hex digits or "disabled")')
     return value
 
 
-def matching(value: Any, pattern: re.Pattern, what: str, at: At) -> str:
+def matching(value: Any, pattern: re.Pattern[str], what: str, at: At) -> str:
     if not isinstance(value, str) or not pattern.match(value):
         at.fail(value, what)
     return value
@@ -172,10 +172,11 @@ def list_of(value: Any, at: At, item: Callable[[Any, At], T]) -> list[T]:
 
 
 def string(value: Any, at: At) -> str:
-    return of_type(value, str, at)
+    text: str = of_type(value, str, at)
+    return text
 
 
-def cap(items, limit: int = 20) -> str:
+def cap(items: Iterable[object], limit: int = 20) -> str:
     """The first ``limit`` items, then "and N more": messages stay short whatever the input."""
     items = list(items)
     text = ", ".join(map(str, items[:limit]))

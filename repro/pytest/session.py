@@ -282,6 +282,7 @@ class RunHandle:
         import pickle
 
         data = self._blob(step, name, task)
+        assert self.record is not None, "_blob refuses a run without a record"
         try:
             return pickle.loads(data)
         except ImportError as exc:
@@ -309,6 +310,7 @@ class RunHandle:
         from repro.runs.pipeline import code_dir, env_pythons
 
         data = self._blob(step, name, task)
+        assert self.record is not None, "_blob refuses a run without a record"
         settings = load_settings(Path(self.outcome.path))
         env_id = self.record.steps[step].env_id
         python = env_pythons(self.record, settings).get(env_id)

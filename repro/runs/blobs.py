@@ -15,7 +15,7 @@ def verify_sha1(data: bytes, sha1: str, what: str) -> bytes:
     return data
 
 
-def load(flow: str, ds_type: str, ds_root: str, shas) -> dict[str, bytes]:
+def load(flow: str, ds_type: str | None, ds_root: str | None, shas) -> dict[str, bytes]:
     """{sha1: pickled bytes} read from the datastore of a run; each verified."""
     from metaflow.datastore import FlowDataStore
     from metaflow.plugins import DATASTORES

@@ -23,11 +23,12 @@ def prepare(flow_cls, flow_file: str, s3_datastore: bool, log: Log) -> tuple[dic
     usable_home(settings)  # a file or read-only REPRO_HOME: one clear message, not uv's or a traceback
     flow = flow_from_class(flow_cls, path, settings, s3_datastore=s3_datastore)
     built = build_flow(flow, frozen=settings.frozen or settings.offline, offline=settings.offline, log=log)
-    out = {}
+    out: dict[str, dict[str, str] | None] = {}
     for step, env in built.items():
         if env is None:
             out[step] = None
             continue
+        assert flow.lock is not None, "build_flow built from the flow's lock"
         python = flow.lock.steps[step].platforms[env.platform].python
         out[step] = {
             protocol.STEP_PYTHON: str(env.python),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tempfile
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,7 +116,7 @@ def compare(
     blobs_a: Blobs,
     blobs_b: Blobs,
     pythons: dict[str, str],
-    sys_path: list[str] = (),
+    sys_path: Sequence[str] = (),
     options: dict | None = None,
 ) -> Comparison:
     """``pythons``: env id (or "disabled") -> interpreter that can load the step's artifacts."""
@@ -126,8 +126,8 @@ def compare(
     # an IncludeFile artifact is a descriptor naming the run's own datastore: compare the file's contents
     included = set(a.include_files) | set(b.include_files)
     for name in sorted(included):
-        x, y = a.include_files.get(name), b.include_files.get(name)
-        if x is not None and y is not None and x.sha256 == y.sha256:
+        fa, fb = a.include_files.get(name), b.include_files.get(name)
+        if fa is not None and fb is not None and fa.sha256 == fb.sha256:
             results.append(ArtifactResult("start", NO_FOREACH, name, Verdict.IDENTICAL))
         else:
             results.append(
@@ -138,9 +138,9 @@ def compare(
                     Verdict.DIFFERENT,
                     "IncludeFile contents: "
                     + (
-                        f"sha256 {x.sha256[:10]} -> {y.sha256[:10]}, {x.size} -> {y.size} bytes"
-                        if x and y
-                        else f"only in {a.ref if y is None else b.ref}"
+                        f"sha256 {fa.sha256[:10]} -> {fb.sha256[:10]}, {fa.size} -> {fb.size} bytes"
+                        if fa and fb
+                        else f"only in {a.ref if fb is None else b.ref}"
                     ),
                 )
             )

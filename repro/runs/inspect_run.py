@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import Any
 
 from metaflow_extensions.repro.plugins import protocol
 from repro.model.record import NO_FOREACH
@@ -24,7 +25,7 @@ def _plain(value):
         return str(value)
 
 
-def inspect(pathspec: str, kinds: dict, inputs_dir: str = "") -> dict:
+def inspect(pathspec: str, kinds: dict, inputs_dir: str = "") -> dict[str, Any]:
     from metaflow import Run, namespace
     from metaflow.datastore import FlowDataStore
     from metaflow.plugins import DATASTORES
@@ -35,7 +36,7 @@ def inspect(pathspec: str, kinds: dict, inputs_dir: str = "") -> dict:
     stores = {}
     versions = sorted(t.split(":", 1)[1] for t in run.system_tags if t.startswith("metaflow_version:"))
     tags = dict(t.split(":", 1) for t in run.system_tags if ":" in t)
-    out = {
+    out: dict[str, Any] = {  # JSON: values of several types
         "metaflow_version": versions[0] if versions else "",  # the Metaflow whose runtime ran it
         "project": tags.get("project", ""),
         "project_branch": tags.get("project_branch", ""),

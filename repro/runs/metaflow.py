@@ -205,12 +205,12 @@ def build_record(
     flow: Flow, lock: Lock, run_id: str, raw: dict, duration: float, args: tuple[str, ...] = ()
 ) -> RunRecord:
     """A RunRecord from a finished run's raw data and the options it ran with (no I/O here)."""
-    args = list(args)
-    top, _ = split_top_level(args)
+    argv = list(args)  # a new name: ``args`` is the caller's tuple
+    top, _ = split_top_level(argv)
     info = flow.decl.parameter_info or {}
     include_files = {}
     for name, d in sorted(raw.get("include_files", {}).items()):
-        given = _option_values(args, f"--{name}")
+        given = _option_values(argv, f"--{name}")
         original = given[-1][0] if given and given[-1] else getattr(info.get(name), "default_file", "")
         include_files[name] = IncludedFileRecord(
             sha256=d["sha256"],
@@ -237,7 +237,7 @@ def build_record(
         env_id = protocol.DISABLED if spec.disabled else sl.platforms[local].env_id
         if not spec.disabled:
             envs[env_id] = sl.platforms[local]
-        tasks = {}
+        tasks: dict[str, TaskRecord] = {}
         for t in raw["steps"].get(step, []):
             md = t["metadata"]
             fp = json.loads(md.get(protocol.META_FINGERPRINT) or "{}")
@@ -294,7 +294,7 @@ def build_record(
         step_order=tuple(flow.decl.steps),
         include_files=include_files,
         configs=configs,
-        run_options=run_options_of(args, flow.decl.parameters),
+        run_options=run_options_of(argv, flow.decl.parameters),
         identity=flow_identity(flow.name, flow.path, raw.get("project", ""), raw.get("project_branch", "")),
     )
 

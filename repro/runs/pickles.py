@@ -11,7 +11,9 @@ import pickletools
 import sys
 import tempfile
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from metaflow_extensions.repro.plugins import protocol
 from repro.env import probes as envprobe
@@ -66,6 +68,9 @@ def referenced_modules(blob: bytes) -> set[str]:
     modules: set[str] = set()
     pushed: list[str | None] = []
     memo: dict[int, str | None] = {}
+    # the argument's type depends on the opcode (str/bytes for string pushes, int for memo
+    # indices), which the stubs cannot express: they say ``Any | None``
+    arg: Any
     try:
         for op, arg, _ in pickletools.genops(blob):
             name = op.name
@@ -97,7 +102,7 @@ def module_distributions(site_packages: list[Path]) -> dict[str, tuple[str, str]
     """{top-level module: (distribution, version)} from the RECORD files of an environment."""
     from metaflow_extensions.repro.plugins.probe import _canonical, _metadata
 
-    out = {}
+    out: dict[str, tuple[str, str]] = {}
     for site in site_packages:
         for dist_info in sorted(Path(site).glob("*.dist-info")):
             name, version = _metadata(str(dist_info))
@@ -140,7 +145,7 @@ def _site_packages(python: str) -> list[Path]:
 
 
 def check(
-    record: RunRecord, graph: dict, blobs: dict[str, bytes], pythons: dict[str, str], sys_path: list[str] = ()
+    record: RunRecord, graph: dict, blobs: dict[str, bytes], pythons: dict[str, str], sys_path: Sequence[str] = ()
 ) -> tuple[PickleCheck, ...]:
     """Pickle checks for every user artifact of ``record``.
 

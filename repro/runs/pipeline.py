@@ -197,6 +197,7 @@ def _run(path: Path, options: RunOptions, outcome: Outcome, log: Log) -> None:
     store = open_store(options.store or settings.store) if (options.push or options.baseline is not None) else None
     baseline = options.baseline
     if isinstance(baseline, str):
+        assert store is not None, "opened above: a baseline is given"
         baseline = _load_baseline(store, flow, baseline)
     if baseline is not None:
         outcome.baseline = baseline.ref
@@ -228,6 +229,7 @@ def _run(path: Path, options: RunOptions, outcome: Outcome, log: Log) -> None:
         info=flow.decl.parameter_info,
         inputs_dir=settings.home.inputs / "sha256",
     )
+    assert flow.lock is not None, "the run built its environments from the flow's lock"
     record = runs.build_record(flow, flow.lock, run_id, raw, elapsed, args=options.metaflow_args)
     if options.identity:
         record = replace(record, identity=options.identity)
@@ -244,6 +246,7 @@ def _run(path: Path, options: RunOptions, outcome: Outcome, log: Log) -> None:
         outcome.record = record
         outcome.findings += pickles.findings(record.pickle_checks)
     if options.push:
+        assert store is not None, "opened above: options.push is set"
         outcome.saved = str(save_local(record, settings))
         try:
             push(record, store, settings, keep, log=log)
@@ -369,13 +372,12 @@ def blob_source(record: RunRecord, store: Store | None):
         if sha1 in cache:
             return cache[sha1]
         data = fetch_artifact(store, sha1) if store is not None else None
-        if data is None and record.datastore.get("root"):
-            root = record.datastore["root"]
-            if record.datastore.get("type") != "local" or Path(root).exists():
-                try:
-                    data = blobstore.load(record.flow, record.datastore["type"], root, [sha1]).get(sha1)
-                except Exception:
-                    data = None
+        root = record.datastore.get("root")
+        if data is None and root and (record.datastore.get("type") != "local" or Path(root).exists()):
+            try:
+                data = blobstore.load(record.flow, record.datastore["type"], root, [sha1]).get(sha1)
+            except Exception:
+                data = None
         cache[sha1] = data
         return data
 
@@ -416,6 +418,7 @@ def push_saved(path_or_ref: str, store_uri: str | None, settings: Settings, log:
     """Push a record kept in REPRO_HOME (after a push that failed); artifact copies come from the datastore."""
     ref = parse_ref(path_or_ref)
     if ref.path is None:
+        assert ref.flow is not None and ref.run_id is not None, "parse_ref gives a path, or a flow and a run id"
         ref = parse_ref(str(_local_record(settings, ref.flow, ref.run_id)))
     record = load_record(None, ref)
     store = open_store(store_uri or settings.store)

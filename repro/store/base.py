@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import tempfile
 from abc import ABC, abstractmethod
@@ -78,7 +79,7 @@ class Store(ABC):
         command never reports an empty, non-existent store as fine."""
         return None  # a store that creates itself on first write (a local folder) always exists
 
-    def abort_stale_uploads(self, older_than: float) -> list[str]:
+    def abort_stale_uploads(self, older_than: float) -> builtins.list[str]:
         """Remove what interrupted uploads left (unfinished multipart uploads, partial files) that is
         older than ``older_than`` seconds; return what was removed."""
         return []

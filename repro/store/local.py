@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import os
 import shutil
@@ -128,9 +129,9 @@ class LocalStore(Store):
                 "[tool.repro]); a store is created by the first `repro run` or `repro store push`"
             )
 
-    def abort_stale_uploads(self, older_than: float) -> list[str]:
+    def abort_stale_uploads(self, older_than: float) -> builtins.list[str]:
         """``.partial-*`` files of writers that were killed (a live writer's file is young)."""
-        removed = []
+        removed: builtins.list[str] = []
         now = time.time()
         if not self.root.is_dir():
             return removed

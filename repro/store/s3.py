@@ -7,11 +7,13 @@ S3-compatible server. Connection failures are infrastructure errors (exit code 3
 from __future__ import annotations
 
 import base64
+import builtins
 import os
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 from urllib.parse import urlparse
 
 from repro.errors import BadInput, InfraError
@@ -45,7 +47,7 @@ class S3Store(Store):
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
 
-    def _fail(self, what: str, exc: Exception):
+    def _fail(self, what: str, exc: Exception) -> NoReturn:
         from botocore.exceptions import ClientError
 
         if isinstance(exc, ClientError):
@@ -157,10 +159,10 @@ class S3Store(Store):
                 pass
         return super().sha256(key)
 
-    def abort_stale_uploads(self, older_than: float) -> list[str]:
+    def abort_stale_uploads(self, older_than: float) -> builtins.list[str]:
         """Abort multipart uploads started more than ``older_than`` seconds ago (a killed push's parts
         cost storage forever otherwise)."""
-        aborted = []
+        aborted: builtins.list[str] = []
         now = time.time()
         try:
             pages = self.client.get_paginator("list_multipart_uploads").paginate(

@@ -73,6 +73,8 @@ def load_record(store: Store | None, ref: Ref) -> RunRecord:
         return from_json(ref.path.read_text(), str(ref.path))
     if store is None:
         raise BadInput("a store is needed to resolve FlowName/run_id references")
+    if ref.flow is None or ref.run_id is None:  # parse_ref gives a path, or a flow and a run id
+        raise TypeError(f"{ref!r} names neither a record file nor a flow and a run id")
     run_id = ref.run_id
     folder = ref.flow if "@" in ref.flow else _flow_folder(store, ref.flow, run_id)
     if run_id == "latest":
@@ -162,7 +164,7 @@ def parse_env_lock(data: bytes, env_id: str, where: str) -> PlatformLock:
 
 
 def record_packages(record: RunRecord) -> list[Package]:
-    seen = {}
+    seen: dict[str, Package] = {}
     for env in record.envs.values():
         for p in env.packages:
             safe_file_name(p.file, f"run record {record.ref}")  # it becomes a path in caches and stores
@@ -192,7 +194,7 @@ class PushResult:
 class _Upload:
     kind: str
     key: str
-    source: object  # Path | bytes
+    source: Path | bytes
     sha256: str  # of the local bytes, computed before upload
     size: int
 
@@ -556,10 +558,14 @@ class Leases:
     delete cheaply. An unreadable lease protects nothing and expires like any other."""
 
     def __init__(self, store: Store):
-        self.store, self.seen, self.keys = store, {}, set()
+        self.store = store
+        self.seen: dict[str, set[str]] = {}  # lease key -> the keys it names
+        self.keys: set[str] = set()
 
     def refresh(self, expire: bool = False) -> set[str]:
-        now, keys, seen = time.time(), set(), {}
+        now = time.time()
+        keys: set[str] = set()
+        seen: dict[str, set[str]] = {}
         for info in self.store.list(LEASE_PREFIX):
             if now - info.modified >= LEASE_SECONDS:
                 if expire:

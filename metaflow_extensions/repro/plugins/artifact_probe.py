@@ -22,6 +22,8 @@ else:  # run as a script (``python -I artifact_probe.py``): the sibling module, 
     _spec = importlib.util.spec_from_file_location(
         "repro_probe_protocol", os.path.join(os.path.dirname(os.path.abspath(__file__)), "protocol.py")
     )
+    if _spec is None or _spec.loader is None:
+        raise ImportError("cannot load protocol.py from " + os.path.dirname(os.path.abspath(__file__)))
     protocol = importlib.util.module_from_spec(_spec)
     _spec.loader.exec_module(protocol)
 
