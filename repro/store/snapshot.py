@@ -330,23 +330,30 @@ def input_uploads(record: RunRecord, settings: Settings) -> list[_Upload]:
     return out
 
 
+def fetch_verified(store: Store, key: str, sha256: str, dest: Path) -> Path:
+    """``dest`` holds the object ``key`` whose sha256 is ``sha256``: kept if it already does, else
+    downloaded beside it, hashed, and renamed into place only if it matches (never a partial file)."""
+    if dest.is_file() and sha256_file(dest) == sha256:
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
+        target = Path(tmp) / "object"
+        store.get_file(key, target)
+        got = sha256_file(target)
+        if got != sha256:
+            raise StoreObjectCorrupt(
+                f"store object {store.uri}/{key} is corrupt: sha256 {got}, the record says {sha256}"
+            )
+        os.replace(target, dest)
+    return dest
+
+
 def pull_inputs(record: RunRecord, store: Store, settings: Settings) -> dict[str, Path]:
     """Fetch and verify every input the record names into REPRO_HOME; return {IncludeFile name: its file}."""
     out = {}
     for name, inc in sorted(record.include_files.items()):
         path = settings.home.input_blob(inc.sha256)
-        if not (path.is_file() and sha256_file(path) == inc.sha256):
-            key = layout.input_blob(inc.sha256)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
-                target = Path(tmp) / "input"
-                store.get_file(key, target)
-                got = sha256_file(target)
-                if got != inc.sha256:
-                    raise StoreObjectCorrupt(
-                        f"store object {store.uri}/{key} is corrupt: sha256 {got}, the record says {inc.sha256}"
-                    )
-                os.replace(target, path)
+        fetch_verified(store, layout.input_blob(inc.sha256), inc.sha256, path)
         out[name] = path
     return out
 
@@ -412,18 +419,7 @@ def pull(record: RunRecord, store: Store, settings: Settings, jobs: int = 16) ->
         key = layout.lock(env_id)
         locks[env_id] = parse_env_lock(store.get_bytes(key), env_id, f"{store.uri}/{key}")
     code_file = settings.home.code_package(record.code_sha256)
-    if not (code_file.is_file() and sha256_file(code_file) == record.code_sha256):
-        key = layout.code(record.code_sha256)
-        code_file.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=code_file.parent) as tmp:
-            target = Path(tmp) / "code.tar.gz"
-            store.get_file(key, target)
-            got = sha256_file(target)
-            if got != record.code_sha256:
-                raise StoreObjectCorrupt(
-                    f"store object {store.uri}/{key} is corrupt: sha256 {got}, the record says {record.code_sha256}"
-                )
-            os.replace(target, code_file)
+    fetch_verified(store, layout.code(record.code_sha256), record.code_sha256, code_file)
 
     def fetch(pkg: Package):
         if cache.has(pkg):
