@@ -6,7 +6,8 @@
     .venv/bin/python tools/mutation.py --keep     # reuse mutants/ from the last run (only re-tests changes)
 
 What is mutated ([tool.mutmut] in pyproject.toml): repro/model/spec.py, repro/model/lock.py,
-repro/runs/compare.py, repro/runs/drift.py, repro/report/render.py, repro/runs/pickles.py, with
+repro/runs/compare.py, repro/runs/drift.py, repro/report/render.py, repro/report/document.py,
+repro/runs/pickles.py, with
 tests/unit/ as the only tests. The score counts the pure functions of those modules (SCOPE
 below); their impure neighbours (subprocess probes, resolver calls) are mutated too but are the
 business of the slow tests, not of this score.
@@ -35,7 +36,8 @@ SCOPE = [
     r"repro\.model\.spec\.",
     r"repro\.model\.lock\.",
     r"repro\.runs\.compare\.(x_compare|x__describe_bytes|xǁComparisonǁ)",
-    r"repro\.runs\.drift\.(xǁDriftǁ|x_check_against)",
+    r"repro\.runs\.drift\.(x_check_against|x__changes)",
+    r"repro\.report\.document\.(x_build_flow|x_drift_report|x_plain|x__schema_of|x_json_schema)",
     r"repro\.report\.render\.",
     r"repro\.runs\.pickles\.(x_referenced_modules|x__static|x_downstream|x_is_internal)",
 ]
