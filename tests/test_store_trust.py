@@ -387,3 +387,34 @@ def test_verify_cache_rehashes_every_cached_file_and_removes_damaged_ones(tmp_pa
     assert r.code == 1 and "5 file(s) re-hashed, 1 damaged and removed" in r.out and bad.name in r.out, r.text
     assert not bad.exists() and all(cache.path(p).exists() for p in run.packages if p != run.packages[1])
     assert cli("store", "verify", "--cache", env={"REPRO_HOME": str(home)}).code == 0
+
+
+def test_replay_refuses_run_options_and_include_files_a_record_could_smuggle_in():
+    """Pins: only run options that shape a run (--max-num-splits, --with, --tag...) and declared
+    names reach Metaflow from a record; `--run-id-file` in run_options writes a file anywhere."""
+    from dataclasses import replace as _replace
+
+    from repro.runs.replay import recorded_args
+
+    run = fake_run(Path(os.environ["REPRO_HOME"]) / "smuggle", parameters={"alpha": 2})
+    ok = _replace(run.record, run_options=("--max-num-splits", "1000", "--tag", "x", "--with", "retry:times=1"))
+    assert recorded_args(ok, {}, Path("."), ("alpha",))[-6:] == list(ok.run_options)
+    bad = _replace(run.record, run_options=("--run-id-file", "/tmp/anywhere"))
+    with pytest.raises(BadInput, match="'--run-id-file'.*not options a replay passes on"):
+        recorded_args(bad, {}, Path("."), ("alpha",))
+    with pytest.raises(BadInput, match="'--run-id-file=/x'"):
+        recorded_args(_replace(run.record, run_options=("--run-id-file=/x",)), {}, Path("."), ("alpha",))
+
+
+def test_a_local_store_lists_every_flow_identity_folder_of_a_class(tmp_path):
+    """Pins: `runs/F` as a listing prefix also finds `runs/F@flows~a.py/...` when a folder `runs/F/`
+    (an older layout) exists, so `F/latest` is refused as ambiguous rather than read from the old one."""
+    store = LocalStore(str(tmp_path / "store"))
+    for key in ("runs/F/1/record.json", "runs/F@a.py/2/record.json", "runs/F@b.py/3/record.json", "runs/G/4/x"):
+        store.put_bytes(key, b"{}")
+    assert sorted(i.key for i in store.list("runs/F")) == [
+        "runs/F/1/record.json",
+        "runs/F@a.py/2/record.json",
+        "runs/F@b.py/3/record.json",
+    ]
+    assert sorted(i.key for i in store.list("runs/F/")) == ["runs/F/1/record.json"]

@@ -440,7 +440,9 @@ def _local_record(settings: Settings, flow: str, run_id: str) -> Path:
         found = []
         for f in folder.glob("*.json") if folder.is_dir() else []:
             try:
-                found.append((json.loads(f.read_text()).get("created_at", ""), f.stat().st_mtime, f))
+                doc = json.loads(f.read_text())
+                if not doc.get("replay_of"):  # a replay is never its flow's latest
+                    found.append((doc.get("created_at", ""), f.stat().st_mtime, f))
             except (OSError, ValueError):
                 continue
         if not found:

@@ -31,6 +31,11 @@ from repro.store import Store, open_store
 from repro.store.snapshot import load_record, parse_ref, pull, pull_inputs, push_replay_record, save_local
 
 UNROUTABLE_INDEX = "http://127.0.0.1:9/simple"  # proves a replay never needs a package index
+#: the Metaflow `run` options a recorded run may pass on to its replay: they shape the run's graph and
+#: results; anything else in a record (``--run-id-file`` writes a file anywhere) is refused
+REPLAYED_RUN_OPTIONS = frozenset(
+    {"--max-num-splits", "--max-workers", "--tag", "--with", "--namespace", "--max-log-size"}
+)
 
 
 class ReplayVerdict(Choice):
@@ -188,6 +193,17 @@ def _replay(
         )
     replayed = replace(outcome.record, replay_of=original.ref)
     saved, recorded = _record_replay(replayed, store, settings, log)
+    if outcome.error:  # it ran, but could not be judged (e.g. the comparison's probe failed)
+        return ReplayResult(
+            original,
+            replayed,
+            None,
+            workdir,
+            ReplayVerdict.FAILED,
+            ReplayFailure(error=_last_line(outcome.error), output=outcome.error),
+            saved,
+            recorded,
+        )
     failure = _failure(outcome, replayed, flow_file, workdir, env)
     if failure is not None:
         return ReplayResult(original, replayed, None, workdir, ReplayVerdict.FAILED, failure, saved, recorded)
@@ -258,8 +274,15 @@ def recorded_args(
     """Metaflow options that give the recorded run again: configs (top-level), parameters, the
     IncludeFile contents (as files), and the recorded run options. Parameters only by names the flow
     declares (``declared``), so a record can never smuggle in a Metaflow option (``--run-id-file``...)."""
+    smuggled = [t for t in record.run_options if t.startswith("--") and t.split("=", 1)[0] not in REPLAYED_RUN_OPTIONS]
+    if smuggled:
+        raise BadInput(
+            f"{record.ref}: the record's run options {', '.join(map(repr, smuggled))} are not options a replay "
+            f"passes on (only {', '.join(sorted(REPLAYED_RUN_OPTIONS))}); the record is corrupt or hostile, and "
+            "nothing was run"
+        )
     if declared is not None:
-        unknown = sorted(set(record.parameters) - set(declared))
+        unknown = sorted((set(record.parameters) | set(record.include_files)) - set(declared))
         if unknown:
             raise BadInput(
                 f"{record.ref}: the record's parameters {', '.join(map(repr, unknown))} are not Parameters "

@@ -95,7 +95,8 @@ class LocalStore(Store):
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         base = self._path(prefix)
-        folder = base if base.is_dir() else base.parent
+        # "runs/F/" is a folder; "runs/F" is a key prefix: it also matches runs/F@flows~a.py/...
+        folder = base if prefix.endswith("/") and base.is_dir() else base.parent
         if not folder.exists():
             return
         for dirpath, _, files in os.walk(folder):

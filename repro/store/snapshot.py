@@ -306,7 +306,7 @@ def push(
     else:
         store.put_bytes(key, body)  # the record lands last: from here on the run is visible
     _complete(store, uploads, record)  # a gc that raced the record sees the record from now on: repair once
-    if _is_newest(store, record):
+    if not record.replay_of and _is_newest(store, record):  # a replay is never its flow's baseline
         store.put_bytes(layout.latest(layout.flow_dir(record.flow, record.identity)), record.run_id.encode())
     if result.repaired:
         log(f"replaced {len(result.repaired)} corrupt object(s) in {store.uri}: {cap(result.repaired)}")
