@@ -99,6 +99,13 @@ class BaselineReport:
     ref: str
     same: bool
     results: list[ArtifactRow]
+    code_changed: bool = field(
+        default=False,
+        metadata={"description": "the baseline ran other code: its code package differs from this run's"},
+    )
+    code: str | None = field(
+        default=None, metadata={"description": "sha256 of the baseline's code package; null if unknown"}
+    )
 
 
 @dataclass(frozen=True)
@@ -240,6 +247,8 @@ def build_flow(
             ref=baseline or comparison.a,
             same=comparison.same,
             results=[ArtifactRow(r.step, r.task, r.name, r.verdict, r.detail) for r in comparison.results],
+            code_changed=comparison.code_changed,
+            code=comparison.code_a or None,
         ),
         drift=drift_report(findings) if findings is not None else None,
         store=store,

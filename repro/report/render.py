@@ -47,11 +47,24 @@ PICKLE_NOTE = "pickle ok/warn/fail: checks of the artifacts each step writes, in
 STEP_HEADERS = ["step", "env id", "python", "packages", "artifacts id/eq/diff", "pickle ok/warn/fail", "outcome"]
 
 
+def baseline_note(flow: dict) -> str:
+    """What the reports say when the baseline ran other code than this run ("" otherwise)."""
+    b = flow.get("baseline")
+    if not b or not b.get("code_changed"):
+        return ""
+    return (
+        f"the baseline {b['ref']} ran other code: its code package ({(b.get('code') or '?')[:12]}) differs "
+        "from this run's, so differences may come from the code"
+    )
+
+
 def terminal(doc: ReportDocument | dict) -> str:
     doc = _as_dict(doc)
     parts = []
     for f in doc["flows"]:
         parts.append(f"{f['flow']} ({f['file']}) run {f['run'] or '-'}: {f['status']}")
+        if baseline_note(f):
+            parts.append(f"note: {baseline_note(f)}")
         parts.append(tabulate(step_rows(f), headers=STEP_HEADERS, tablefmt="simple"))
     if doc["flows"]:
         parts.append(PICKLE_NOTE)
@@ -124,6 +137,7 @@ def view(doc: ReportDocument | dict) -> dict:
             {
                 **f,
                 "anchor": f"flow-{n}",
+                "baseline_note": baseline_note(f),
                 "status_class": _cls(f["status"]),
                 "steps": steps,
                 "steps_passed": sum(1 for st in f["steps"] if st["outcome"] == "passed"),

@@ -63,6 +63,22 @@ class Comparison:
     a: str
     b: str
     results: tuple[ArtifactResult, ...]
+    code_a: str = ""  # sha256 of the code package each run ran ("" when unknown)
+    code_b: str = ""
+
+    @property
+    def code_changed(self) -> bool:
+        """The two runs ran different code: their code packages differ."""
+        return bool(self.code_a and self.code_b and self.code_a != self.code_b)
+
+    def code_note(self) -> str:
+        """One line saying the code differs, or ""."""
+        if not self.code_changed:
+            return ""
+        return (
+            f"{self.a} ran other code than {self.b}: code package {self.code_a[:12]} vs {self.code_b[:12]} "
+            "(differences may come from the code, not the environment)"
+        )
 
     def count(self, verdict: Verdict | str) -> int:
         return sum(1 for r in self.results if r.verdict == verdict)
@@ -92,6 +108,8 @@ class Comparison:
         return {
             "a": self.a,
             "b": self.b,
+            "code_a": self.code_a,
+            "code_b": self.code_b,
             "results": [
                 {"step": r.step, "task": r.task, "name": r.name, "verdict": r.verdict.value, "detail": r.detail}
                 for r in self.results
@@ -107,6 +125,8 @@ class Comparison:
                 ArtifactResult(r["step"], r["task"], r["name"], Verdict(r["verdict"]), r["detail"])
                 for r in d["results"]
             ),
+            d.get("code_a", ""),
+            d.get("code_b", ""),
         )
 
 
@@ -177,7 +197,7 @@ def compare(
     results += _semantic(pending, blobs_a, blobs_b, pythons, list(sys_path), options, a.ref, b.ref)
     order = {s: i for i, s in enumerate([*a.steps, *(s for s in b.steps if s not in a.steps)])}
     results.sort(key=lambda r: (order.get(r.step, 1 << 30), r.task, r.name))
-    return Comparison(a=a.ref, b=b.ref, results=tuple(results))
+    return Comparison(a=a.ref, b=b.ref, results=tuple(results), code_a=a.code_sha256, code_b=b.code_sha256)
 
 
 def _describe_bytes(x, y) -> str:

@@ -71,6 +71,8 @@ def sample_flow_typed():
             ArtifactResult("start", "-", "y", Verdict.EQUIVALENT, "close"),
             ArtifactResult("end", "0", "z", Verdict.DIFFERENT, "value: 1 != 2 <&>"),
         ),
+        code_a="c0de" * 16,  # the baseline ran other code
+        code_b="beef" * 16,
     )
     drift = [
         Finding(Kind.SPEC_DRIFT, "~ six 1.16.0 -> 1.17.0", step="start"),
@@ -155,6 +157,7 @@ def test_flow_report_is_plain_data_with_every_step_and_check():
     }
     assert len(f["pickle"]) == 3
     assert f["baseline"]["ref"] == "DemoFlow/latest" and f["baseline"]["same"] is False
+    assert f["baseline"]["code_changed"] is True and f["baseline"]["code"] == "c0de" * 16
     assert f["baseline"]["results"][2] == {
         "step": "end",
         "task": "0",
@@ -202,7 +205,8 @@ def test_flow_report_without_a_record_follows_the_lock_or_the_outcomes():
     # a comparison with no result for a step gives that step no counts; the baseline ref defaults to the compared run
     comparison = Comparison("F/1", "F/2", ())
     f = flow_report("F", "f.py", record=make_record("2"), comparison=comparison)
-    assert f["baseline"] == {"ref": "F/1", "same": True, "results": []} and f["status"] == "passed"
+    assert f["baseline"] == {"ref": "F/1", "same": True, "results": [], "code_changed": False, "code": None}
+    assert f["status"] == "passed"
     assert [s["artifacts"] for s in f["steps"]] == [None, None]
 
 
@@ -277,3 +281,16 @@ def test_step_rows_fill_gaps_of_documents_from_elsewhere():
         ]
     }
     assert render.step_rows(flow) == [["s", "-", "-", 0, "2/0/0", "0/0/1", "passed"]]
+
+
+def test_a_baseline_that_ran_other_code_says_so_in_every_rendering():
+    d = doc()
+    note = "the baseline DemoFlow/latest ran other code: its code package (c0dec0dec0de) differs"
+    assert note in render.terminal(d) and note in render.to_markdown(d) and note in render.to_html(d)
+    # a baseline that ran the same code says nothing about code
+    same = Comparison("SameFlow/2", "SameFlow/3", (), code_a="a" * 64, code_b="a" * 64)
+    f = build_flow("SameFlow", "same.py", record=make_record("3", flow="SameFlow"), comparison=same)
+    assert f.baseline is not None and f.baseline.code_changed is False
+    one = document([f])
+    assert "other code" not in render.terminal(one) + render.to_markdown(one) + render.to_html(one)
+    assert Comparison.from_dict(Comparison("F/1", "F/2", (), "a" * 64, "b" * 64).to_dict()).code_changed
