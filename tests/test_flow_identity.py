@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -69,5 +72,23 @@ def test_two_files_defining_the_same_class_are_two_flows(tmp_path):
     assert "different flows" in diff.err and "flows/jazz.py" in diff.err and "--allow-other-flow" in diff.err
     allowed = cli("diff", refs[0], refs[1], "--store", store_root.as_uri(), "--allow-other-flow", env=mf_env)
     assert allowed.code == 1 and "genre: different" in allowed.out, allowed.text
+    assert "ran other code" in allowed.out  # the two files are two code packages: the diff says so
+    # pytest --repro: the same refusal (before the flow runs), and the same way to allow it
+    pytest_args = [
+        sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--repro", str(b),
+        "--repro-store", store_root.as_uri(), "--repro-baseline", "PlayListFlow@flows~jazz.py/latest",
+    ]  # fmt: skip
+    env = {**os.environ, **mf_env}
+    refused = subprocess.run(pytest_args, cwd=proj, env=env, capture_output=True, text=True, timeout=900)
+    assert refused.returncode == 1, refused.stdout[-3000:]
+    assert "different flows" in refused.stdout and "--repro-allow-other-flow" in refused.stdout
+    assert "ran other code" not in refused.stdout  # nothing was compared
+    compared = subprocess.run(
+        [*pytest_args, "--repro-allow-other-flow"], cwd=proj, env=env, capture_output=True, text=True, timeout=900
+    )
+    assert compared.returncode == 1 and "genre" in compared.stdout, compared.stdout[-3000:]
+    assert "ran other code" in compared.stdout  # the terminal summary
+    report = (proj / "reports" / "repro-report.md").read_text()
+    assert f"**Other code:** the baseline {refs[0]} ran other code" in report, report
     shown = cli("store", "show", refs[1], "--store", store_root.as_uri())
     assert "flow PlayListFlow:flows/rock.py" in shown.out

@@ -17,6 +17,7 @@ from typing import Any
 
 from repro.errors import FlowLoadError, NoFlowFound
 from repro.model.spec import Declaration
+from repro.model.validate import cap
 
 STEP_DECORATORS = {"conda": "conda", "pypi": "pypi"}
 FLOW_DECORATORS = {"conda_base": "conda", "pypi_base": "pypi"}
@@ -34,6 +35,16 @@ class FlowDeclarations:
     graph: dict | None = None  # step -> tuple of the steps it goes to next
     #: parameter name -> ParameterInfo (kind "parameter" | "include" | "config", and what a replay needs)
     parameter_info: dict = field(default_factory=dict)
+    project: ProjectInfo | None = None  # the flow's @project, if it has one
+
+
+@dataclass(frozen=True)
+class ProjectInfo:
+    """A flow's ``@project``: its runs belong to the project's branch, not to the flow file."""
+
+    name: str
+    branch: str = ""  # @project(branch=...), else the command line's --branch, else the user's branch
+    production: bool = False  # @project(production=True)
 
 
 @dataclass(frozen=True)
@@ -159,7 +170,7 @@ def _flow_class(module, path: Path):
     if not found:
         raise NoFlowFound(f"{path}: no Metaflow flow found (no class deriving from FlowSpec with a start step)")
     if len(found) > 1:
-        names = ", ".join(sorted(c.__name__ for c in found))
+        names = cap(sorted(c.__name__ for c in found))
         raise FlowLoadError(f"{path}: more than one flow in one file ({names}); keep one per file")
     return found[0]
 
@@ -187,6 +198,16 @@ def _user_declared(deco) -> bool:
     return bool(getattr(deco, "statically_defined", True))
 
 
+def _project_of(cls) -> ProjectInfo | None:
+    for deco in _flow_decorators(cls).get("project", []):
+        attrs = dict(deco.attributes)
+        if attrs.get("name"):
+            return ProjectInfo(
+                name=str(attrs["name"]), branch=str(attrs.get("branch") or ""), production=bool(attrs.get("production"))
+            )
+    return None
+
+
 def declarations_of(cls, path: Path) -> FlowDeclarations:
     """Read the decorators of a FlowSpec class (imported by us, or live inside Metaflow's runtime)."""
     base: list[Declaration] = []
@@ -211,6 +232,7 @@ def declarations_of(cls, path: Path) -> FlowDeclarations:
         params, info = (), {}
     graph = {node.name: tuple(node.out_funcs) for node in cls._graph}
     return FlowDeclarations(
+        project=_project_of(cls),
         path=Path(path).resolve(),
         name=cls.__name__,
         steps=steps,

@@ -10,6 +10,7 @@ import pytest
 from repro.env.flowfile import load_flow
 from repro.errors import NoFlowFound, ReproError
 from repro.model.record import PickleStatus
+from repro.model.validate import cap_lines
 from repro.pytest.session import lock_advice, lock_problems, session_of, step_problems, step_skip
 from repro.runs.compare import Verdict
 
@@ -81,7 +82,7 @@ class StepItem(_ReproItem):
         for note in notes:
             warnings.warn(ReproPickleWarning(f"{o.flow}.{self.step}: {note}"), stacklevel=2)
         if problems:
-            raise ReproFailure(f"{o.flow}.{self.step} failed:\n" + "\n".join(problems))
+            raise ReproFailure(f"{o.flow}.{self.step} failed:\n" + "\n".join(cap_lines(problems, indent="")))
 
 
 class LockItem(_ReproItem):
@@ -91,7 +92,7 @@ class LockItem(_ReproItem):
         if lines:
             raise ReproFailure(
                 f"{o.flow or self.path.name}: the lock does not hold:\n  "
-                + "\n  ".join(lines)
+                + "\n  ".join(cap_lines(lines, indent=""))
                 + "\n"
                 + lock_advice(o, self.path.name)
             )
@@ -116,9 +117,11 @@ class PickleItem(_ReproItem):
             raise ReproFailure(
                 f"{o.flow}: {len(fails)} artifact(s) cannot be unpickled where they are read:\n"
                 + "\n".join(
-                    f"  {c.step}/{c.task}.{c.artifact} in {', '.join(c.reader_steps)} "
-                    f"(env {c.reader_env[:12]}): {c.detail}" + (f" [{c.static}]" if c.static else "")
-                    for c in fails
+                    cap_lines(
+                        f"  {c.step}/{c.task}.{c.artifact} in {', '.join(c.reader_steps)} "
+                        f"(env {c.reader_env[:12]}): {c.detail}" + (f" [{c.static}]" if c.static else "")
+                        for c in fails
+                    )
                 )
             )
 
@@ -134,5 +137,6 @@ class BaselineItem(_ReproItem):
         if diffs:
             raise ReproFailure(
                 f"{o.flow}: {len(diffs)} artifact(s) differ from {o.baseline}:\n"
-                + "\n".join(f"  {r.step}/{r.task}.{r.name}: {r.detail}" for r in diffs)
+                + "\n".join(cap_lines(f"  {r.step}/{r.task}.{r.name}: {r.detail}" for r in diffs))
+                + (f"\nnote: {o.comparison.code_note()}" if o.comparison.code_changed else "")
             )

@@ -47,6 +47,13 @@ def pytest_addoption(parser):
         help="platforms every lock must cover (repeatable)",
     )
     group.addoption(
+        "--repro-allow-other-flow",
+        action="store_true",
+        default=False,
+        help="compare with a baseline recorded from another flow (same class name, another flow file or "
+        "@project branch); without it such a baseline is refused and the flow does not run",
+    )
+    group.addoption(
         "--repro-frozen",
         action="store_true",
         default=False,
@@ -62,6 +69,7 @@ def pytest_addoption(parser):
         parser.addini(name, help_, default="")
     parser.addini("repro_update", "record runs as the new baseline", type="bool", default=False)
     parser.addini("repro_drift", "fail on resolution drift", type="bool", default=False)
+    parser.addini("repro_allow_other_flow", "compare with a baseline of another flow file", type="bool", default=False)
 
 
 def pytest_configure(config):

@@ -34,6 +34,7 @@ class Options:
     drift: bool = False
     report_dir: str = "reports"
     platforms: tuple = ()
+    allow_other_flow: bool = False  # a baseline of another flow file (same class name) may be compared
     frozen: bool = False  # a stale lock is an error and the flow does not run (REPRO_FROZEN, --repro-frozen)
 
     @classmethod
@@ -60,6 +61,9 @@ class Options:
                 or settings.platforms
             ),
             frozen=bool(config.getoption("repro_frozen") or settings.frozen),
+            allow_other_flow=bool(
+                config.getoption("repro_allow_other_flow") or config.getini("repro_allow_other_flow")
+            ),
         )
 
 
@@ -179,6 +183,7 @@ class ReproSession:
             platforms=tuple(o.platforms),
             frozen=o.frozen,  # else a stale or missing lock is re-locked, and [lock] fails
             capture=True,
+            allow_other_flow=o.allow_other_flow,
         )
         try:
             return run_and_record(path, options, log=self.progress)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -199,6 +200,35 @@ def flow_identity(flow_name: str, path: Path, project: str = "", branch: str = "
         return f"{flow_name}:@{project}/{branch or 'default'}"
     path = Path(path).resolve()
     return f"{flow_name}:{path.relative_to(project_root(path)).as_posix()}"
+
+
+def project_branch(project, args: Sequence[str] = (), user: str = "") -> str:
+    """The branch a run of a ``@project`` flow will be tagged with, as Metaflow's ``@project`` names it:
+    ``prod[.B]`` with ``--production``, ``test.B`` with ``--branch B``, else ``user.<user name>``."""
+    argv = list(args)
+    given = project.branch
+    for i, a in enumerate(argv):
+        if a == "--branch" and i + 1 < len(argv):
+            given = argv[i + 1]
+        elif a.startswith("--branch="):
+            given = a.split("=", 1)[1]
+    production = project.production or "--production" in argv
+    if production:
+        return f"prod.{given}" if given else "prod"
+    return f"test.{given}" if given else f"user.{user}"
+
+
+def expected_identity(flow: Flow, args: Sequence[str] = (), env: Mapping[str, str] | None = None) -> str:
+    """The identity a run of ``flow`` with ``args`` will have, known before it runs: the @project
+    name and branch when the flow has a @project, else its class name and flow file."""
+    project = flow.decl.project
+    if project is None:
+        return flow_identity(flow.name, flow.path)
+    from metaflow.util import get_username
+
+    # as the Metaflow process will see it: METAFLOW_USER of its environment, else Metaflow's own lookup
+    user = (env or {}).get("METAFLOW_USER") or os.environ.get("METAFLOW_USER") or get_username() or ""
+    return flow_identity(flow.name, flow.path, project.name, project_branch(project, args, user))
 
 
 def build_record(
