@@ -91,6 +91,11 @@ class Home:
         return self.records / _plain(flow, "flow name") / f"{_plain(run_id, 'run id')}.json"
 
     @property
+    def pending(self) -> Path:
+        """Runs Metaflow finished that are not recorded yet (``repro recover`` records them)."""
+        return self.root / "pending"
+
+    @property
     def replays(self) -> Path:
         return self.root / "replays"
 

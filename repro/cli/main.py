@@ -16,6 +16,9 @@ from repro.fsutil import atomic_write
 from repro.model.record import PickleStatus, RunStatus
 from repro.settings import debug_requested
 
+#: how many items a message lists before "and N more" (a store or a declaration may hold thousands)
+LIST_LIMIT = 20
+
 FLOW_HELP = "a flow file, or a folder whose *.py flow files are all used"
 
 
@@ -58,8 +61,7 @@ def cmd_lock(args) -> int:
             if drift:
                 status = EXIT_DRIFT
                 print(f"{path}: the lock {flow.lock_file.name} does not match the flow {flow.name}:")
-                for finding in drift:
-                    print(f"  {finding.line()}")
+                print("\n".join(capped_lines([f"  {finding.line()}" for finding in drift])))
                 print(f"  run `{relock_command(str(path), drift)}` to update it")
             else:
                 print(f"{path}: lock is up to date ({len(flow.specs)} steps)")
@@ -67,9 +69,9 @@ def cmd_lock(args) -> int:
         result = lock_flow(flow, platforms=args.platform, remove=args.remove_platform, log=_log)
         if result.written:
             print(f"{path}: wrote {flow.lock_file.name}")
-            for step, lines in result.changes.items():
-                for line in lines:
-                    print(f"  {step}: {line}")
+            changed = [f"  {step}: {line}" for step, lines in result.changes.items() for line in lines]
+            if changed:
+                print("\n".join(capped_lines(changed)))
         else:
             print(f"{path}: {flow.lock_file.name} is up to date")
         if args.export_pylock:
@@ -213,7 +215,9 @@ def _pickle_table(record) -> str:
 
 def cmd_run(args) -> int:
     from repro.runs.pipeline import RunOptions, run_and_record
+    from repro.settings import load_settings
 
+    _pending_hint(load_settings(Path(args.flow).resolve().parent))
     options = RunOptions(store=args.store, push=True, metaflow_args=tuple(args.metaflow_args))
     outcome = run_and_record(Path(args.flow), options, log=_log)
     if outcome.error:
@@ -224,6 +228,62 @@ def cmd_run(args) -> int:
         return outcome.exit_code or EXIT_DRIFT
     print(run_summary(record, outcome.pushed, verbose=args.verbose, store=args.store))
     return EXIT_OK
+
+
+def capped_lines(lines: list[str], limit: int = LIST_LIMIT, indent: str = "  ") -> list[str]:
+    from repro.model.validate import cap_lines
+
+    return cap_lines(lines, limit, indent)
+
+
+def verify_report(broken: list, results: list, uri: str, limit: int = LIST_LIMIT) -> str:
+    """What `repro store verify` prints: unreadable records and records with problems first (each list
+    capped), records found intact after them (capped too), then one line of totals."""
+    if not broken and not results:
+        return f"store {uri}: no runs recorded"
+    lines = capped_lines([f"{key}: unreadable record: {why}" for key, why in broken], limit, "")
+    damaged = [(ref, problems) for ref, problems in results if problems]
+    for ref, problems in damaged[:limit]:
+        lines.append(f"{ref}: {len(problems)} problem(s)")
+        lines += capped_lines([f"  {p}" for p in problems], limit)
+    if len(damaged) > limit:
+        lines.append(f"and {len(damaged) - limit} more record(s) with problems")
+    lines += capped_lines([f"{ref}: ok" for ref, problems in results if not problems], limit, "")
+    lines.append(
+        f"store {uri}: {len(results) + len(broken)} record(s): {len(results) - len(damaged)} ok, "
+        f"{len(damaged)} with problems, {len(broken)} unreadable"
+    )
+    return "\n".join(lines)
+
+
+def cmd_recover(args) -> int:
+    from repro.runs.pipeline import recover
+    from repro.settings import load_settings
+
+    outcomes = recover(load_settings(Path.cwd()), args.store, log=_log)
+    if not outcomes:
+        print("no pending runs: every run Metaflow finished is recorded")
+        return EXIT_OK
+    code = EXIT_OK
+    for o in outcomes:
+        if o.error:
+            _log(f"repro: error: {o.error}")
+            code = max(code, o.error_code)
+        elif o.record is not None:
+            where = f", pushed to {o.pushed}" if o.pushed else ""
+            print(f"recovered {o.record.ref}: recorded in {o.saved}{where}")
+    return code
+
+
+def _pending_hint(settings) -> None:
+    from repro.runs import pending
+
+    waiting = pending.pending(settings.home)
+    if waiting:
+        _log(
+            f"repro: {len(waiting)} finished run(s) were never recorded (repro was stopped after Metaflow's "
+            f"Done!): `repro recover` records and pushes them"
+        )
 
 
 def run_summary(record, pushed: str, verbose: bool = False, store: str | None = None) -> str:
@@ -313,6 +373,8 @@ def cmd_diff(args) -> int:
     check_same_flow(a, b, args.allow_other_flow)
     comparison = compare_runs(a, b, store, settings)
     print(f"{a.ref} -> {b.ref}")
+    if comparison.code_changed:
+        print(f"code: {comparison.code_note()}")
     print(_comparison_table(comparison))
     return 0 if comparison.same else EXIT_DRIFT
 
@@ -395,19 +457,10 @@ def cmd_store(args) -> int:
         else:
             listing = scan_records(store)
             records, broken = listing.records, listing.broken
-        for key, why in broken:
-            bad += 1
-            print(f"{key}: unreadable record: {why}")
-        for r in records:
-            problems = verify(r, store)
-            bad += bool(problems)
-            print(f"{r.ref}: " + ("ok" if not problems else f"{len(problems)} problem(s)"))
-            for p in problems[:20]:
-                print(f"  {p}")
-            if len(problems) > 20:
-                print(f"  and {len(problems) - 20} more")
-        if not records and not broken:
-            print(f"store {store.uri}: no runs recorded")
+        bad += len(broken)
+        results = [(r.ref, verify(r, store)) for r in records]
+        bad += sum(1 for _, problems in results if problems)
+        print(verify_report(broken, results, store.uri))
         return EXIT_DRIFT if bad else EXIT_OK
     if args.store_command == "push":
         from repro.runs.pipeline import push_saved
@@ -419,8 +472,7 @@ def cmd_store(args) -> int:
         removed = gc(store, grace_seconds=args.grace_hours * 3600, dry_run=args.dry_run)
         verb = "would remove" if args.dry_run else "removed"
         print(f"{verb} {len(removed)} object(s) no record names")
-        for key in removed:
-            print(f"  {key}")
+        print("\n".join(capped_lines([f"  {key}" for key in removed])))
         return EXIT_OK
     return EXIT_OK
 
@@ -454,8 +506,7 @@ def cmd_drift(args) -> int:
         if found:
             status = EXIT_DRIFT
             print(f"{path}: drift found")
-            for finding in found:
-                print(f"  {finding.kind}: {finding.line()}")
+            print("\n".join(capped_lines([f"  {finding.kind}: {finding.line()}" for finding in found])))
         else:
             print(f"{path}: no drift")
     return status
@@ -541,6 +592,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="show every pickle check, not only the problems")
     p.set_defaults(func=cmd_run, metaflow_args=[])
     p.epilog = "Options for Metaflow's `run` go after --, e.g. `repro run flow.py -- --alpha 0.5`."
+    p = sub.add_parser(
+        "recover",
+        help="record and push the runs Metaflow finished but repro did not record (repro was stopped)",
+        description="A `repro run` killed after Metaflow's Done! leaves a pending run in REPRO_HOME/pending: "
+        "read each back from Metaflow's datastore, record it and push it, as `repro run` would have.",
+    )
+    p.add_argument("--store", help="store URI (default: the store the run was going to)")
+    p.set_defaults(func=cmd_recover)
 
     p = sub.add_parser("replay", help="rebuild a recorded run offline from the store, run it again, compare")
     p.add_argument("ref", help="FlowName/run_id, FlowName/latest, or a record.json file")

@@ -171,7 +171,8 @@ class Environments:
         if problems:
             shutil.rmtree(path, ignore_errors=True)
             raise InfraError(
-                f"{where}: the environment built for env {env_id[:12]} does not match its lock: " + "; ".join(problems)
+                f"{where}: the environment built for env {env_id[:12]} does not match its lock: "
+                + cap(problems, sep="; ")
             )
         marker = {
             protocol.MARKER_ENV_ID: env_id,
@@ -200,7 +201,7 @@ class Environments:
         for p in bad:
             self.cache.path(p).unlink(missing_ok=True)  # never used again; the next build fetches it anew
         if bad:
-            names = ", ".join(f"{self.cache.path(p)} ({p.name} {p.version}, sha256 {p.sha256})" for p in bad)
+            names = cap(f"{self.cache.path(p)} ({p.name} {p.version}, sha256 {p.sha256})" for p in bad)
             raise EvictedFiles(
                 f"{where}: cached package file(s) {names} do not match their sha256; they "
                 f"were removed from the cache and not used. Run the build again to fetch them "

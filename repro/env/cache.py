@@ -22,6 +22,7 @@ from urllib.parse import unquote, urlparse
 
 from repro.errors import InfraError, IntegrityError, LockFileError, OfflineMissing
 from repro.model.lock import Package
+from repro.model.validate import cap
 
 CHUNK = 1 << 20
 
@@ -117,7 +118,7 @@ class PackageCache:
                 self.check(p, where)
         todo = {p.sha256: p for p in self.missing(packages)}.values()
         if todo and offline:
-            names = ", ".join(f"{p.file}" for p in todo)
+            names = cap(p.file for p in todo)
             raise OfflineMissing(
                 f"{where}: offline, and these files are not in the package cache "
                 f"{self.root}: {names}. Run once without --offline to download them."

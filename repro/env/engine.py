@@ -20,6 +20,7 @@ from repro.model import platforms as plats
 from repro.model.findings import Finding, Kind
 from repro.model.lock import Lock, PlatformLock, StepLock, diff_packages, diff_spec, lock_path, read_lock, write_lock
 from repro.model.spec import EnvSpec, merge
+from repro.model.validate import cap, cap_lines
 from repro.settings import Settings, load_settings
 
 Log = Callable[[str], None]
@@ -196,7 +197,7 @@ def lock_flow(
                 if key not in resolutions:
                     log(
                         f"resolving {flow.name}.{step} for {pname} (Python {python}): "
-                        + ", ".join(f"{n}=={v}" for n, v in spec.requirements.items())
+                        + cap(f"{n}=={v}" for n, v in spec.requirements.items())
                     )
                     resolutions[key] = pypi.resolve(spec, pname, python, flow.settings)
                 per_platform[pname] = resolutions[key]
@@ -247,7 +248,7 @@ def current_lock(flow: Flow, offline: bool = False, log: Log = _stderr, frozen: 
         assert flow.lock is not None, "spec_drift reports a missing lock as drift"
         return flow.lock
     if offline or frozen:
-        detail = "\n".join(f"  {f.line()}" for f in drift)
+        detail = "\n".join(cap_lines(f"  {f.line()}" for f in drift))
         why = "--offline forbids resolving" if offline else "REPRO_FROZEN is set, so it is not re-resolved"
         raise BadInput(
             f"{flow.path}: the lock does not match the flow, and {why}:\n"
@@ -255,7 +256,7 @@ def current_lock(flow: Flow, offline: bool = False, log: Log = _stderr, frozen: 
         )
     result = lock_flow(flow, platforms=[local], log=log)
     for step, lines in result.changes.items():
-        log(f"lock updated for {flow.name}.{step}: " + "; ".join(lines))
+        log(f"lock updated for {flow.name}.{step}: " + cap(lines))
     return result.lock
 
 

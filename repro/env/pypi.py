@@ -18,6 +18,7 @@ from repro.errors import InfraError, ResolutionError
 from repro.model import platforms as plats
 from repro.model.lock import Package, PlatformLock
 from repro.model.spec import EnvSpec
+from repro.model.validate import cap
 from repro.settings import Settings
 
 #: uv's exit codes: 1 = the command failed (no solution: bad names, versions or pins), 2 = an error
@@ -101,7 +102,7 @@ def resolve(spec: EnvSpec, platform_name: str, python: str, settings: Settings) 
                 raise InfraError(
                     f"{spec.where}: cannot reach the package index while resolving for {platform_name}:\n{message}"
                 )
-            libs = ", ".join(f"{n}=={v}" for n, v in spec.requirements.items())
+            libs = cap(f"{n}=={v}" for n, v in spec.requirements.items())
             raise ResolutionError(
                 f"{spec.where}: cannot resolve [{libs}] for {platform_name} (Python {python}):\n"
                 f"{message}\nCheck the names and versions on your package index and pin versions "

@@ -176,11 +176,17 @@ def string(value: Any, at: At) -> str:
     return text
 
 
-def cap(items: Iterable[object], limit: int = 20) -> str:
+def cap(items: Iterable[object], limit: int = 20, sep: str = ", ") -> str:
     """The first ``limit`` items, then "and N more": messages stay short whatever the input."""
     items = list(items)
-    text = ", ".join(map(str, items[:limit]))
+    text = sep.join(map(str, items[:limit]))
     return text + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def cap_lines(lines: Iterable[str], limit: int = 20, indent: str = "  ") -> list[str]:
+    """The first ``limit`` lines, then one line "and N more": a listing stays short whatever the input."""
+    lines = list(lines)
+    return lines[:limit] + ([f"{indent}and {len(lines) - limit} more"] if len(lines) > limit else [])
 
 
 def short(value: Any, limit: int = 200) -> str:

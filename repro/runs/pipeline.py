@@ -21,14 +21,25 @@ from repro.errors import BadInput, ReproError
 from repro.model.findings import Finding, Kind, Severity
 from repro.model.platforms import local_platform_name
 from repro.model.record import RunRecord, RunStatus, from_json
+from repro.model.validate import cap
 from repro.runs import blobs as blobstore
-from repro.runs import drift, pickles
+from repro.runs import drift, pending, pickles
 from repro.runs import metaflow as runs
 from repro.runs.codepackage import import_paths
 from repro.runs.compare import Comparison, compare
 from repro.settings import Settings, environ_for, load_settings
 from repro.store import Store, layout, open_store
-from repro.store.snapshot import fetch_artifact, load_record, local_record_path, parse_ref, push, save_local
+from repro.store.base import StoreObjectMissing
+from repro.store.snapshot import (
+    fetch_artifact,
+    load_record,
+    local_record_path,
+    parse_ref,
+    push,
+    read_latest,
+    record_at,
+    save_local,
+)
 
 Log = Callable[[str], None]
 
@@ -174,7 +185,7 @@ def _lock_for_run(flow, frozen: bool, outcome: Outcome, log: Log) -> None:
         raise BadInput(
             f"{flow.path.name}: the lock does not match the flow ({flow.lock_file.name}) and is frozen "
             f"(REPRO_FROZEN), so the flow does not run: "
-            + "; ".join(f.line() for f in stale)
+            + cap((f.line() for f in stale), sep="; ")
             + f". Run `repro lock {flow.path.name}` (with network access) and commit the lock."
         )
     try:
@@ -193,14 +204,17 @@ def _run(path: Path, options: RunOptions, outcome: Outcome, log: Log) -> None:
     if options.drift:
         outcome.findings += drift.check(flow, resolution=options.resolution_drift, platforms=list(options.platforms))
     frozen = settings.frozen or (flow.lock is not None if options.frozen is None else options.frozen)
-    _lock_for_run(flow, frozen, outcome, log)
     store = open_store(options.store or settings.store) if (options.push or options.baseline is not None) else None
     baseline = options.baseline
+    identity = options.identity or runs.expected_identity(flow, options.metaflow_args, options.env)
     if isinstance(baseline, str):
         assert store is not None, "opened above: a baseline is given"
-        baseline = _load_baseline(store, flow, baseline)
+        baseline = load_baseline(store, flow.name, identity, baseline)
     if baseline is not None:
         outcome.baseline = baseline.ref
+        # refused before anything is locked or run: a baseline of another flow is never compared silently
+        check_same_identity(baseline, flow.name, identity, options.allow_other_flow)
+    _lock_for_run(flow, frozen, outcome, log)
     env = {**options.env, **(environ_for(frozen=True) if frozen else {})}
     log(f"{flow.name}: building environments and running the flow with Metaflow")
     code, run_id, elapsed, output = runs.run_flow(
@@ -221,6 +235,41 @@ def _run(path: Path, options: RunOptions, outcome: Outcome, log: Log) -> None:
         tail = f":\n{output[-4000:]}" if output else "; see its output above"
         raise _MetaflowFailed(f"{path.name}: the flow did not start (exit code {code}){tail}", code)
     flow = open_flow(path, settings)  # the run may have re-locked
+    marker = None
+    if options.push and code == 0:  # written first, so a repro killed from here on loses no finished run
+        marker = pending.save(
+            settings.home,
+            pending.PendingRun(
+                path=str(flow.path),
+                flow=flow.name,
+                run_id=run_id,
+                elapsed=round(elapsed, 3),
+                lock_sha256=runs.lock_sha256(flow.lock_file),
+                store=store.uri if store is not None else "",
+                metaflow_args=tuple(options.metaflow_args),
+                env=pending.locating_env(env),
+                identity=options.identity,
+            ),
+        )
+    _record(flow, run_id, elapsed, env, options, settings, store, baseline, outcome, log, marker)
+
+
+def _record(
+    flow,
+    run_id: str,
+    elapsed: float,
+    env: dict[str, str],
+    options: RunOptions,
+    settings: Settings,
+    store: Store | None,
+    baseline: RunRecord | None,
+    outcome: Outcome,
+    log: Log,
+    marker: Path | None = None,
+) -> None:
+    """Read the finished run back, record it (saved locally before any post-processing), check its
+    pickles, push it, compare it with the baseline. ``marker``: its pending-run file, removed once the
+    record is saved."""
     raw = runs.inspect(
         flow.name,
         run_id,
@@ -236,9 +285,13 @@ def _run(path: Path, options: RunOptions, outcome: Outcome, log: Log) -> None:
     outcome.record = record
     outcome.findings += task_findings(raw, flow.decl.steps, record.status is RunStatus.SUCCESS)
     if record.status is not RunStatus.SUCCESS:
+        if marker is not None:
+            marker.unlink(missing_ok=True)
         return
     if options.push:  # kept before any post-processing, so a finished run is never lost
         outcome.saved = str(save_local(record, settings))
+        if marker is not None:
+            marker.unlink(missing_ok=True)
     keep: dict[str, bytes] = {}
     if options.pickle_checks:
         log(f"{flow.name}: checking that every artifact unpickles where it is read")
@@ -264,19 +317,70 @@ def _run(path: Path, options: RunOptions, outcome: Outcome, log: Log) -> None:
         outcome.findings += outcome.comparison.findings()
 
 
-def _load_baseline(store: Store, flow, ref: str) -> RunRecord:
-    """``latest`` is this flow's latest run: same class, same flow file (its identity)."""
+# -- recording runs repro was stopped before recording ---------------------------------------------
+
+
+def recover(settings: Settings, store_uri: str | None = None, log: Log = _quiet) -> list[Outcome]:
+    """Record (and push) every run Metaflow finished but repro did not record, e.g. because repro was
+    killed right after Metaflow's ``Done!``: each is read back from Metaflow's datastore exactly as
+    ``repro run`` would have. A run whose flow file or lock changed since is refused (its record would
+    name the wrong lock); its pending file stays until the user deletes it."""
+    outcomes = []
+    for path in pending.pending(settings.home):
+        outcome = Outcome(path=str(path))
+        try:
+            run = pending.parse(path.read_text(), str(path))
+            outcome.path = run.path
+            flow_path = Path(run.path)
+            if not flow_path.is_file():
+                raise BadInput(f"{path}: run {run.flow}/{run.run_id}: its flow file {run.path} is gone; delete {path}")
+            flow = open_flow(flow_path, settings)
+            outcome.flow, outcome.steps = flow.name, list(flow.decl.steps)
+            if (
+                flow.name != run.flow
+                or not flow.lock_file.is_file()
+                or runs.lock_sha256(flow.lock_file) != run.lock_sha256
+            ):
+                raise BadInput(
+                    f"{path}: run {run.flow}/{run.run_id}: {flow.lock_file.name} changed since the run, so it "
+                    f"cannot be recorded with the lock it ran with; delete {path} and run the flow again"
+                )
+            store = open_store(store_uri or run.store or settings.store)
+            options = RunOptions(
+                store=store.uri, push=True, metaflow_args=run.metaflow_args, env=run.env, identity=run.identity
+            )
+            log(f"{run.flow}: recording run {run.run_id} (finished, not recorded: repro was stopped)")
+            _record(flow, run.run_id, run.elapsed, run.env, options, settings, store, None, outcome, log, path)
+        except ReproError as exc:
+            outcome.fail(exc)
+        outcomes.append(outcome)
+    return outcomes
+
+
+def load_baseline(store: Store, flow: str, identity: str, ref: str) -> RunRecord:
+    """``latest`` is the latest run of this flow's identity (class and flow file, or @project name and
+    branch), never of another file's class of the same name; a store of version 1 records (keyed by
+    class name alone, no identity) gives its class's ``latest``."""
     if ref != "latest":
         return load_record(store, parse_ref(ref))
-    own = f"{layout.identity_key(_identity_of(flow))}/latest"
+    folder = layout.identity_key(identity)
     try:
-        return load_record(store, parse_ref(own))
-    except BadInput:  # no run of this flow file: a version 1 store keyed by class name, or none
-        return load_record(store, parse_ref(f"{flow.name}/latest"))
-
-
-def _identity_of(flow) -> str:
-    return runs.flow_identity(flow.name, flow.path)
+        run_id = read_latest(store, folder)
+    except StoreObjectMissing:
+        folder = flow  # exactly runs/<Flow>/latest: records of version 1
+        try:
+            run_id = read_latest(store, folder)
+        except StoreObjectMissing:
+            raise BadInput(
+                f"store {store.uri} has no runs of flow {identity} (no {layout.latest(layout.identity_key(identity))}"
+                "); record one with --repro-update (pytest) or `repro run`"
+            ) from None
+    key = layout.record(folder, run_id)
+    try:
+        data = store.get_bytes(key)
+    except StoreObjectMissing:
+        raise BadInput(f"store {store.uri} has no run {flow}/{run_id} (no {key})") from None
+    return record_at(store, key, data, flow, run_id)
 
 
 class _MetaflowFailed(ReproError):
@@ -384,18 +488,28 @@ def blob_source(record: RunRecord, store: Store | None):
     return get
 
 
+ALLOW_OTHER_FLOW = "--allow-other-flow (pytest: --repro-allow-other-flow)"
+
+
 def check_same_flow(a: RunRecord, b: RunRecord, allow_other_flow: bool = False) -> None:
     """Runs of two different flows are never compared; runs of one class name in two flow files only
     when asked to."""
-    if a.flow != b.flow:
+    check_same_identity(a, b.flow, b.identity, allow_other_flow, b.ref)
+
+
+def check_same_identity(a: RunRecord, flow: str, identity: str, allow_other_flow: bool, ref: str = "") -> None:
+    """``a`` (a baseline) is a run of ``flow`` with ``identity`` (the run compared with it, ``ref``,
+    or the flow about to run): a different class is refused always, another identity unless allowed."""
+    ref = ref or f"this run of {identity or flow}"
+    if a.flow != flow:
         raise BadInput(
-            f"{a.ref} and {b.ref} are runs of different flows ({a.flow}, {b.flow}); diff compares two runs of one flow"
+            f"{a.ref} and {ref} are runs of different flows ({a.flow}, {flow}); diff compares two runs of one flow"
         )
-    if allow_other_flow or not a.identity or not b.identity or a.identity == b.identity:
+    if allow_other_flow or not a.identity or not identity or a.identity == identity:
         return
     raise BadInput(
-        f"{a.ref} and {b.ref} are runs of different flows: {a.identity} and {b.identity} (same class "
-        "name, another flow file). Compare them anyway with --allow-other-flow."
+        f"{a.ref} and {ref} are runs of different flows: {a.identity} and {identity} (same class "
+        f"name, another flow file or @project branch). Compare them anyway with {ALLOW_OTHER_FLOW}."
     )
 
 

@@ -1,0 +1,109 @@
+"""A run Metaflow finished is never lost: a `repro run` killed right after Metaflow's `Done!` (while it reads
+the run back, before the record is saved) leaves a pending run that `repro recover` records and pushes.
+A real Metaflow run, a real SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from repro.errors import BadInput
+from repro.model.record import from_json
+from repro.runs import pending
+from repro.settings import Home
+from tests.helpers import cli, write_flow
+
+FLOW = """
+    from metaflow import FlowSpec, step
+
+
+    class KilledFlow(FlowSpec):
+        @step
+        def start(self):
+            self.answer = 41 + 1
+            self.next(self.end)
+
+        @step
+        def end(self):
+            pass
+
+
+    if __name__ == "__main__":
+        KilledFlow()
+"""
+
+
+@pytest.mark.slow
+def test_a_run_killed_after_done_is_recovered_and_pushed(tmp_path, repro_home):
+    proj = tmp_path / "proj"
+    flow = write_flow(proj, FLOW, name="killed.py")
+    store = tmp_path / "store"
+    env = {
+        **os.environ,
+        "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(tmp_path / "mf"),
+        "METAFLOW_DEFAULT_DATASTORE": "local",
+        "METAFLOW_DEFAULT_METADATA": "local",
+    }
+    home = Home(repro_home)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "repro", "run", str(flow), "--store", store.as_uri()],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        cwd=proj,
+    )
+    assert proc.stdout is not None
+    output = []
+    for line in proc.stdout:
+        output.append(line)
+        if "Done!" in line:
+            break
+    deadline = time.monotonic() + 30
+    while not list((home.pending / "KilledFlow").glob("*.json")) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)  # Metaflow is done; repro is reading the run back
+    proc.wait(timeout=30)
+    marker = list((home.pending / "KilledFlow").glob("*.json"))
+    assert len(marker) == 1, "".join(output)[-3000:]
+    run_id = marker[0].stem
+    assert not home.record("KilledFlow", run_id).exists()  # killed before the record was saved
+    assert not list(store.glob("runs/*/*/record.json"))  # nothing pushed: without recovery the run is lost
+
+    recovered = cli("recover", env=env, cwd=tmp_path)
+    assert recovered.code == 0, recovered.text[-3000:]
+    assert f"recovered KilledFlow/{run_id}" in recovered.out and store.as_uri() in recovered.out
+    records = list(store.glob(f"runs/*/{run_id}/record.json"))
+    assert len(records) == 1
+    record = from_json(records[0].read_text(), str(records[0]))
+    assert record.identity == "KilledFlow:killed.py" and list(record.steps) == ["start", "end"]
+    assert "answer" in record.steps["start"].tasks["-"].artifacts and record.pickle_checks
+    assert not marker[0].exists() and home.record("KilledFlow", run_id).is_file()
+    verified = cli("store", "verify", "--store", store.as_uri())
+    assert verified.code == 0, verified.text
+    again = cli("recover", env=env)
+    assert again.code == 0 and "no pending runs" in again.out
+
+
+def test_a_pending_run_is_validated_and_keeps_no_credentials(tmp_path, monkeypatch):
+    monkeypatch.setenv("METAFLOW_SERVICE_AUTH_KEY", "secret")
+    monkeypatch.setenv("METAFLOW_DEFAULT_METADATA", "local")
+    env = pending.locating_env({"METAFLOW_DATASTORE_SYSROOT_LOCAL": "/x", "AWS_SECRET_ACCESS_KEY": "s"})
+    assert env["METAFLOW_DEFAULT_METADATA"] == "local" and env["METAFLOW_DATASTORE_SYSROOT_LOCAL"] == "/x"
+    assert "METAFLOW_SERVICE_AUTH_KEY" not in env and "AWS_SECRET_ACCESS_KEY" not in env
+    home = Home(tmp_path)
+    run = pending.PendingRun(path="/p/f.py", flow="F", run_id="12", elapsed=1.5, lock_sha256="a" * 64, env=env)
+    path = pending.save(home, run)
+    assert pending.pending(home) == [path] and pending.parse(path.read_text(), str(path)) == run
+    doc = json.loads(path.read_text())
+    for field, bad in (("run_id", "../../x"), ("flow", "F/../G"), ("lock_sha256", "zz")):
+        with pytest.raises(BadInput, match=field):
+            pending.parse(json.dumps({**doc, field: bad}), str(path))
+    with pytest.raises(BadInput, match="not a pending run"):
+        pending.parse("{", str(path))
