@@ -107,3 +107,16 @@ def test_a_pending_run_is_validated_and_keeps_no_credentials(tmp_path, monkeypat
             pending.parse(json.dumps({**doc, field: bad}), str(path))
     with pytest.raises(BadInput, match="not a pending run"):
         pending.parse("{", str(path))
+
+
+def test_repro_run_points_at_pending_runs_and_recover_refuses_a_run_whose_lock_changed(tmp_path):
+    home = Home(tmp_path / "home")
+    flow = write_flow(tmp_path / "proj", FLOW, name="killed.py")  # no lock: not the one the run used
+    run = pending.PendingRun(path=str(flow), flow="KilledFlow", run_id="7", elapsed=1.0, lock_sha256="a" * 64)
+    marker = pending.save(home, run)
+    env = {"REPRO_HOME": str(home.root)}
+    r = cli("run", tmp_path / "proj" / "missing.py", env=env)
+    assert "1 finished run(s) were never recorded" in r.err and "repro recover" in r.err, r.text
+    r = cli("recover", env=env)
+    assert r.code == 2 and "KilledFlow/7" in r.err and "changed since the run" in r.err, r.text
+    assert marker.exists()  # kept: the user decides

@@ -418,3 +418,52 @@ def test_a_local_store_lists_every_flow_identity_folder_of_a_class(tmp_path):
         "runs/F@b.py/3/record.json",
     ]
     assert sorted(i.key for i in store.list("runs/F/")) == ["runs/F/1/record.json"]
+
+
+DECLARING_FLOW = b"""
+import pathlib
+pathlib.Path(__file__).with_name("IMPORTED").write_text("the flow file ran")  # verify must never run it
+from metaflow import FlowSpec, IncludeFile, Parameter, step
+import metaflow
+
+
+class FakeFlow(FlowSpec):
+    alpha = Parameter("alpha", default=1)
+    data: object = metaflow.IncludeFile("data", default="data.csv")
+    not_a_parameter = dict(alpha=2)
+
+    @step
+    def start(self):
+        self.next(self.end)
+
+    @step
+    def end(self):
+        pass
+"""
+
+
+def test_verify_names_record_parameters_the_verified_flow_file_does_not_declare(tmp_path):
+    """Read with ast from the flow file in the (hash-verified) code package: never imported."""
+    home = Path(os.environ["REPRO_HOME"]) / "declared"
+    store = open_store((tmp_path / "store").as_uri())
+    cases = {
+        "1": ({"alpha": 2, "smuggled": "x", "not_a_parameter": 1}, DECLARING_FLOW),
+        "2": ({"alpha": 2}, DECLARING_FLOW),
+        "3": (
+            {"smuggled": "x"},
+            DECLARING_FLOW.replace(b"class FakeFlow(FlowSpec)", b"class FakeFlow(Mixin, FlowSpec)"),
+        ),
+    }
+    runs = {}
+    for run_id, (parameters, source) in cases.items():
+        run = fake_run(home, run_id=run_id, parameters=parameters, code={"flow.py": source})
+        push(run.record, store, run.settings)
+        runs[run_id] = run.record
+    problems = verify(runs["1"], store)
+    assert len(problems) == 1 and "'not_a_parameter', 'smuggled'" in problems[0], problems
+    assert "not Parameters that flow FakeFlow declares in flow.py (alpha, data)" in problems[0]
+    assert verify(runs["2"], store) == []
+    assert verify(runs["3"], store) == []  # a mixin may declare more: the file alone cannot tell
+    r = cli("store", "verify", "--store", store.uri)
+    assert r.code == 1 and "FakeFlow/1: 1 problem(s)" in r.out and "'smuggled'" in r.out, r.text
+    assert not list(tmp_path.rglob("IMPORTED")) and not list(home.rglob("IMPORTED"))

@@ -23,6 +23,7 @@ from repro.env.flowfile import load_flow
 from repro.errors import EXIT_DRIFT, EXIT_INFRA, EXIT_OK, BadInput, InfraError, ReproError
 from repro.model.findings import Choice, Kind
 from repro.model.record import RunRecord, RunStatus
+from repro.model.validate import cap
 from repro.paths import inside
 from repro.runs.compare import Comparison
 from repro.runs.pipeline import Log, Outcome, RunOptions, run_and_record
@@ -277,7 +278,7 @@ def recorded_args(
     smuggled = [t for t in record.run_options if t.startswith("--") and t.split("=", 1)[0] not in REPLAYED_RUN_OPTIONS]
     if smuggled:
         raise BadInput(
-            f"{record.ref}: the record's run options {', '.join(map(repr, smuggled))} are not options a replay "
+            f"{record.ref}: the record's run options {cap(map(repr, smuggled))} are not options a replay "
             f"passes on (only {', '.join(sorted(REPLAYED_RUN_OPTIONS))}); the record is corrupt or hostile, and "
             "nothing was run"
         )
@@ -285,8 +286,8 @@ def recorded_args(
         unknown = sorted((set(record.parameters) | set(record.include_files)) - set(declared))
         if unknown:
             raise BadInput(
-                f"{record.ref}: the record's parameters {', '.join(map(repr, unknown))} are not Parameters "
-                f"of flow {record.flow} (it declares: {', '.join(declared) or 'none'}); the record is "
+                f"{record.ref}: the record's parameters {cap(map(repr, unknown))} are not Parameters "
+                f"of flow {record.flow} (it declares: {cap(declared) or 'none'}); the record is "
                 "corrupt or hostile, and nothing was run"
             )
     args: list[str] = []

@@ -7,6 +7,7 @@ push that fails half-way leaves no record, and the next push uploads only what i
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import os
@@ -488,7 +489,9 @@ def verify(record: RunRecord, store: Store, jobs: int = 8) -> list[str]:
                 if h.hexdigest() != expected:
                     return f"{key}: corrupt ({kind} {h.hexdigest()}, record says {expected})"
                 if key == code_key:  # what replay would refuse: unsafe members, no flow_file in it
-                    return code_package_problem(target, record.flow_file, key)
+                    return code_package_problem(target, record.flow_file, key) or undeclared_parameters(
+                        target, record, key
+                    )
         except StoreObjectMissing:
             return f"{key}: missing"
         except ReproError as exc:  # corrupt (3) or refused, e.g. a symlink out of the store (2)
@@ -518,6 +521,66 @@ def code_package_problem(tar_path: Path, flow_file: str, key: str) -> str | None
     if flow_file not in names:
         return f"{key}: the record's flow_file {flow_file!r} is not in the code package"
     return None
+
+
+#: what declares a run parameter in a flow class body (``x = Parameter("x", ...)``)
+PARAMETER_CALLS = frozenset({"Parameter", "IncludeFile"})
+FLOW_FILE_MAX_BYTES = 16 << 20
+
+
+def declared_parameters(source: str, flow: str) -> set[str] | None:
+    """The Parameters (and IncludeFiles) class ``flow`` declares in its body, read with ``ast`` (the file
+    is never imported). None when the file alone cannot tell: no such class, a base other than
+    ``FlowSpec`` (a mixin may declare more), or a file that does not parse."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return None
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.ClassDef) and node.name == flow):
+            continue
+        bases = [
+            b.id if isinstance(b, ast.Name) else b.attr if isinstance(b, ast.Attribute) else "" for b in node.bases
+        ]
+        if bases != ["FlowSpec"]:
+            return None
+        names = set()
+        for stmt in node.body:
+            value = stmt.value if isinstance(stmt, ast.Assign | ast.AnnAssign) else None
+            targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target] if value is not None else []
+            if not isinstance(value, ast.Call):
+                continue
+            func = value.func
+            called = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+            if called in PARAMETER_CALLS:
+                names.update(t.id for t in targets if isinstance(t, ast.Name))
+        return names
+    return None
+
+
+def undeclared_parameters(tar_path: Path, record: RunRecord, key: str) -> str | None:
+    """Parameter names in the record that its flow (the verified flow file in the code package, read
+    with ``ast``) does not declare: what replay would refuse to pass on. None: fine, or unknowable."""
+    named = set(record.parameters) | set(record.include_files)
+    if not named:
+        return None
+    try:
+        with tarfile.open(tar_path) as tar:
+            member = next(
+                (m for m in tar.getmembers() if m.isfile() and m.name.removeprefix("./") == record.flow_file), None
+            )
+            fh = tar.extractfile(member) if member is not None and member.size <= FLOW_FILE_MAX_BYTES else None
+            source = fh.read().decode("utf-8", "replace") if fh is not None else None
+    except tarfile.TarError:
+        return None  # code_package_problem says so
+    declared = declared_parameters(source, record.flow) if source is not None else None
+    unknown = sorted(named - declared) if declared is not None else []
+    if not unknown:
+        return None
+    return (
+        f"{key}: the record's parameters {cap(map(repr, unknown))} are not Parameters that flow {record.flow} "
+        f"declares in {record.flow_file} ({cap(sorted(declared)) or 'none'}); replay would refuse them"
+    )
 
 
 @dataclass(frozen=True)
