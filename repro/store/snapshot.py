@@ -544,10 +544,15 @@ def declared_parameters(source: str, flow: str) -> set[str] | None:
         ]
         if bases != ["FlowSpec"]:
             return None
-        names = set()
+        names: set[str] = set()
         for stmt in node.body:
-            value = stmt.value if isinstance(stmt, ast.Assign | ast.AnnAssign) else None
-            targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target] if value is not None else []
+            value: ast.expr | None
+            if isinstance(stmt, ast.Assign):
+                value, targets = stmt.value, stmt.targets
+            elif isinstance(stmt, ast.AnnAssign):
+                value, targets = stmt.value, [stmt.target]
+            else:
+                continue
             if not isinstance(value, ast.Call):
                 continue
             func = value.func
@@ -574,7 +579,9 @@ def undeclared_parameters(tar_path: Path, record: RunRecord, key: str) -> str | 
     except tarfile.TarError:
         return None  # code_package_problem says so
     declared = declared_parameters(source, record.flow) if source is not None else None
-    unknown = sorted(named - declared) if declared is not None else []
+    if declared is None:
+        return None
+    unknown = sorted(named - declared)
     if not unknown:
         return None
     return (
