@@ -5,6 +5,7 @@ terminal or a CI log. Real command line; the lock resolves against a local index
 from __future__ import annotations
 
 from dataclasses import replace
+from itertools import pairwise
 
 from repro.cli.main import verify_report
 from repro.model.lock import PlatformLock
@@ -68,3 +69,39 @@ def test_verify_report_caps_every_list():
     assert "and 30 more record(s) with problems" in text  # 50 damaged records
     assert text.count(": ok") == 20 and text.endswith("150 record(s): 50 ok, 50 with problems, 50 unreadable")
     assert verify_report([], [], "file:///s") == "store file:///s: no runs recorded"
+
+
+def _chain_flow(n: int, base: str) -> str:
+    steps = [f"s{i}" for i in range(n)]
+    order = ["start", *steps, "end"]
+    body = "".join(
+        f"""
+            @step
+            def {name}(self):
+                self.next(self.{nxt})
+        """
+        for name, nxt in pairwise(order)
+    )
+    return f"""
+        from metaflow import FlowSpec, conda_base, step
+
+        @conda_base({base})
+        class ChainFlow(FlowSpec):
+            {body.strip()}
+
+            @step
+            def end(self):
+                pass
+        """
+
+
+def test_lock_check_and_drift_of_a_flow_with_many_changed_steps_list_20(tmp_path, local_index):
+    n = 30
+    path = write_flow(tmp_path / "proj", _chain_flow(n, "libraries={'six': '1.16.0'}"), name="chain.py")
+    assert cli("lock", path, env=local_index).code == 0
+    path.write_text(path.read_text().replace("libraries={'six': '1.16.0'}", "libraries={}"))
+    for args in (("lock", path, "--check"), ("drift", path)):
+        r = cli(*args, env=local_index)
+        assert r.code == 1, r.text[-2000:]
+        listed = [line for line in r.out.splitlines() if line.startswith("  ") and "more" not in line]
+        assert len(listed) <= 21 and f"and {n + 2 - 20} more" in r.out, r.out  # one finding per step
