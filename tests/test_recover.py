@@ -20,10 +20,11 @@ from repro.settings import Home
 from tests.helpers import cli, write_flow
 
 FLOW = """
-    from metaflow import FlowSpec, step
+    from metaflow import FlowSpec, conda, step
 
 
     class KilledFlow(FlowSpec):
+        @conda(libraries={"six": "1.16.0"})  # needs the flow's own settings (conda-source): recover reads them
         @step
         def start(self):
             self.answer = 41 + 1

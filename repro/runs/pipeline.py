@@ -334,7 +334,8 @@ def recover(settings: Settings, store_uri: str | None = None, log: Log = _quiet)
             flow_path = Path(run.path)
             if not flow_path.is_file():
                 raise BadInput(f"{path}: run {run.flow}/{run.run_id}: its flow file {run.path} is gone; delete {path}")
-            flow = open_flow(flow_path, settings)
+            mine = load_settings(flow_path)  # the flow's own settings (its pyproject.toml), as `repro run` read them
+            flow = open_flow(flow_path, mine)
             outcome.flow, outcome.steps = flow.name, list(flow.decl.steps)
             if (
                 flow.name != run.flow
@@ -345,12 +346,12 @@ def recover(settings: Settings, store_uri: str | None = None, log: Log = _quiet)
                     f"{path}: run {run.flow}/{run.run_id}: {flow.lock_file.name} changed since the run, so it "
                     f"cannot be recorded with the lock it ran with; delete {path} and run the flow again"
                 )
-            store = open_store(store_uri or run.store or settings.store)
+            store = open_store(store_uri or run.store or mine.store)
             options = RunOptions(
                 store=store.uri, push=True, metaflow_args=run.metaflow_args, env=run.env, identity=run.identity
             )
             log(f"{run.flow}: recording run {run.run_id} (finished, not recorded: repro was stopped)")
-            _record(flow, run.run_id, run.elapsed, run.env, options, settings, store, None, outcome, log, path)
+            _record(flow, run.run_id, run.elapsed, run.env, options, mine, store, None, outcome, log, path)
         except ReproError as exc:
             outcome.fail(exc)
         outcomes.append(outcome)
