@@ -127,3 +127,9 @@ def test_a_project_flows_latest_baseline_is_its_branchs_not_its_files(proj, tmp_
     _file(store, "PlayListFlow:@music/prod", "2")  # another branch of the project
     out = run_and_record(p, RunOptions(store=store.uri, baseline="latest", capture=True))
     assert out.error_code == 2 and "no runs of flow PlayListFlow:@music/user.ann" in out.error, out.error
+
+
+def test_project_options_go_before_run_like_configs():
+    """`repro run flow.py -- --branch x` reaches Metaflow as a top-level option (where @project reads it)."""
+    top, run = runs.split_top_level(["--alpha", "1", "--branch", "x", "--production", "--tag=t", "--branch=y"])
+    assert top == ["--branch", "x", "--production", "--branch=y"] and run == ["--alpha", "1", "--tag=t"]

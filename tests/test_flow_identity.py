@@ -92,3 +92,29 @@ def test_two_files_defining_the_same_class_are_two_flows(tmp_path):
     assert f"**Other code:** the baseline {refs[0]} ran other code" in report, report
     shown = cli("store", "show", refs[1], "--store", store_root.as_uri())
     assert "flow PlayListFlow:flows/rock.py" in shown.out
+
+
+def test_a_project_runs_identity_is_the_one_predicted_before_it_runs(tmp_path):
+    """What `--repro-baseline latest` looks up before the run (the @project branch as Metaflow names it)
+    is the identity the run is recorded under. `--branch` goes before `run`, where @project reads it."""
+    from repro.env.engine import open_flow
+    from repro.runs.metaflow import expected_identity
+    from repro.settings import load_settings
+
+    mf_env = {
+        "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(tmp_path / "mf"),
+        "METAFLOW_DEFAULT_DATASTORE": "local",
+        "METAFLOW_DEFAULT_METADATA": "local",
+        "METAFLOW_USER": "ann",
+    }
+    body = PLAYLIST.format(genre="pop").replace("import FlowSpec, step", "import FlowSpec, project, step")
+    body = body.replace("    class PlayListFlow", '    @project(name="music")\n    class PlayListFlow')
+    path = write_flow(tmp_path / "proj", body, name="p.py")
+    store_root = tmp_path / "store"
+    r = cli("run", path, "--store", store_root.as_uri(), "--", "--branch", "x", env=mf_env, cwd=path.parent)
+    assert r.code == 0, r.text[-3000:]
+    (record_file,) = store_root.glob("runs/*/*/record.json")
+    recorded = from_json(record_file.read_text(), str(record_file)).identity
+    predicted = expected_identity(open_flow(path, load_settings(path)), ("--branch", "x"), mf_env)
+    assert recorded == predicted == "PlayListFlow:@music/test.x"
+    assert (store_root / "runs" / "PlayListFlow@@music~test.x" / "latest").is_file()

@@ -32,7 +32,13 @@ from repro.model.record import (
 )
 
 #: Metaflow options that belong before `run` (top-level), with how many values each takes
-TOP_LEVEL_OPTIONS = {"--config": 2, "--config-value": 2, "--local-config-file": 1}
+TOP_LEVEL_OPTIONS = {
+    "--config": 2,
+    "--config-value": 2,
+    "--local-config-file": 1,
+    "--branch": 1,  # @project's: the run's branch (its identity)
+    "--production": 0,
+}
 #: `run` options that say nothing about the run's graph or results, so are not recorded
 UNRECORDED_OPTIONS = {"--run-id-file": 1}
 
