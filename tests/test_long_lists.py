@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import replace
 from itertools import pairwise
 
+import pytest
+
 from repro.cli.main import verify_report
 from repro.model.lock import PlatformLock
 from repro.store import layout, open_store
@@ -15,6 +17,7 @@ from tests.helpers import cli, make_record, pkg, write_flow
 MANY = 5000
 
 
+@pytest.mark.slow
 def test_a_5000_library_declaration_that_cannot_be_resolved_gives_a_short_error(tmp_path, local_index):
     libs = ", ".join(f"'nolib{i}': '1.0'" for i in range(MANY))
     path = write_flow(
@@ -95,6 +98,7 @@ def _chain_flow(n: int, base: str) -> str:
         """
 
 
+@pytest.mark.slow
 def test_lock_check_and_drift_of_a_flow_with_many_changed_steps_list_20(tmp_path, local_index):
     n = 30
     path = write_flow(tmp_path / "proj", _chain_flow(n, "libraries={'six': '1.16.0'}"), name="chain.py")
