@@ -43,7 +43,14 @@ def _log(msg: str) -> None:
 
 
 def cmd_lock(args) -> int:
-    from repro.env.engine import lock_flow, open_flow, relock_command, spec_drift, target_platforms
+    from repro.env.engine import (
+        lock_flow,
+        open_flow,
+        relock_command,
+        spec_drift,
+        target_platforms,
+        uninstalled_pythons,
+    )
     from repro.model.export import to_pylock
 
     if args.check and args.remove_platform:
@@ -51,8 +58,16 @@ def cmd_lock(args) -> int:
 
         raise BadInput("--check does not write the lock, so --remove-platform has nothing to do with it")
     status = EXIT_OK
+    configs = [
+        x
+        for opt in ("config", "config_value")
+        for pair in getattr(args, opt) or []
+        for x in (f"--{opt.replace('_', '-')}", *pair)
+    ]
     for path in _flow_files(args.flow):
-        flow = open_flow(path)
+        flow = open_flow(path, metaflow_args=configs)
+        for warning in uninstalled_pythons(flow):
+            print(f"repro: warning: {warning}", file=sys.stderr)
         if args.check:
             drift = spec_drift(flow, target_platforms(flow, args.platform))
             if drift:
@@ -507,6 +522,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not write: exit 1 and show what differs if the lock no longer matches the flow",
     )
+    for opt, value in (("--config", "FILE"), ("--config-value", "VALUE")):
+        p.add_argument(
+            opt,
+            nargs=2,
+            action="append",
+            metavar=("NAME", value),
+            help=f"as Metaflow's {opt}: lock the declarations this config value gives (repeatable)",
+        )
     p.add_argument(
         "--export-pylock",
         metavar="DIR",

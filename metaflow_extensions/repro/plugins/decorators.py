@@ -17,8 +17,21 @@ from . import protocol
 SUPPORTED_ENVIRONMENTS = ("conda", "pypi")
 
 
+#: Metaflow's console treats ``*`` as bold markup and drops it (``python='3.10.*'`` would read
+#: ``python='3.10.'``); it has no escape, so a literal asterisk is shown as this look-alike
+SHOWN_ASTERISK = "\u2217"
+
+
 class ReproException(MetaflowException):
     headline = "repro"
+
+    def __init__(self, msg="", lineno=None, source_file=None):
+        super(ReproException, self).__init__(escape_markup(msg) if msg else msg, lineno=lineno, source_file=source_file)
+
+
+def escape_markup(text):
+    """``text`` as Metaflow's console shows it literally (its echo reads ``*...*`` as bold)."""
+    return text.replace("*", SHOWN_ASTERISK)
 
 
 class _CodePackage(object):
