@@ -5,6 +5,7 @@ the environment object hands each step its interpreter. Imported inside tasks as
 the standard library and Metaflow at module level, and Python 3.7 syntax.
 """
 
+import json
 import os
 
 from metaflow.decorators import FlowDecorator, StepDecorator
@@ -74,6 +75,7 @@ class _ReproStepDecorator(StepDecorator):
         env = self.environment.step_env(self.step)
         cli_args.env[protocol.PYTHONHASHSEED_VAR] = self.environment.hash_seed
         cli_args.env[protocol.CODE_SHA_VAR] = _CodePackage.sha256
+        cli_args.env[protocol.STEP_PYTHONS_VAR] = json.dumps(self.environment.step_pythons(), sort_keys=True)
         if env is None:  # disabled: the user's own interpreter, outside isolation
             cli_args.env[protocol.ENV_ID_VAR] = protocol.DISABLED
             return
