@@ -356,6 +356,14 @@ def _apply_configs(cls, args: Sequence[str]) -> None:
             deco.external_init()
 
 
+def parameter_names(path: Path) -> tuple[str, ...]:
+    """The names of the flow's Parameters (IncludeFiles and Configs too), without resolving any config
+    value (a replay checks a record's parameters with these before it has the config files)."""
+    path = Path(path)
+    cls = _flow_class(import_flow_module(path, "parameters"), path)
+    return tuple(name for name, _ in cls._get_parameters())
+
+
 def load_flow(path: Path, metaflow_args: Sequence[str] = ()) -> FlowDeclarations:
     """The flow's declarations as Metaflow's runtime sees them when it starts ``run`` with these
     options (only ``--config`` / ``--config-value`` among them matter here)."""
