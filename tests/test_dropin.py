@@ -266,3 +266,48 @@ def test_python_specifier_errors_keep_their_asterisk_under_metaflow(flow_dir, re
     run = _metaflow(path, "--environment=pypi", "run")
     assert run.returncode != 0
     assert "python='3.6.\u2217' is not supported" in run.stderr, run.stderr[-2000:]
+
+
+PARSER_FLOW = """
+    from metaflow import FlowSpec, Config, config_expr, step, {deco}, {parser}
+
+    @{deco}(**config_expr("deps"))
+    class ParsedFlow(FlowSpec):
+        deps = Config("deps", default="{file}", parser={parser})
+
+        @step
+        def start(self):
+            self.next(self.end)
+
+        @step
+        def end(self):
+            pass
+"""
+
+PARSED_FILES = {
+    "requirements_txt_parser": ("requirements.txt", "python==3.10.*\\nsix==1.16.0\\n", "==3.10.*"),
+    "pyproject_toml_parser": (
+        "pyproject.toml",
+        '[project]\\nname = "x"\\nversion = "0.1"\\nrequires-python = ">=3.10,<3.12"\\n'
+        'dependencies = ["six==1.16.0"]\\n[tool.repro]\\nconda-source = "pypi"\\n',
+        "<3.12,>=3.10",
+    ),
+    "conda_environment_yml_parser": ("environment.yml", "dependencies:\\n  - python=3.10\\n  - six=1.16.0\\n", "3.10"),
+}
+
+
+@pytest.mark.parametrize("parser", sorted(PARSED_FILES))
+def test_every_metaflow_config_parser_form_gives_the_declaration_metaflow_sees(parser, flow_dir, monkeypatch):
+    from repro.env.engine import open_flow
+
+    name, text, python = PARSED_FILES[parser]
+    deco = "conda_base" if "conda" in parser else "pypi_base"
+    path = write_flow(flow_dir, PARSER_FLOW.format(deco=deco, parser=parser, file=name))
+    (flow_dir / name).write_text(text.replace("\\n", "\n"))
+    monkeypatch.chdir(flow_dir)  # Metaflow reads a relative config file from the current folder
+    monkeypatch.setenv("REPRO_CONDA_SOURCE", "pypi")
+    spec = open_flow(path).specs["start"]
+    assert (spec.python, dict(spec.libraries)) == (python, {"six": "1.16.0"})
+    if parser == "requirements_txt_parser":  # Metaflow's option, among run options, parsed by the parser
+        other = open_flow(path, metaflow_args=["--max-workers", "2", "--config-value", "deps", "six==1.17.0"])
+        assert dict(other.specs["start"].libraries) == {"six": "1.17.0"}
