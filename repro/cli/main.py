@@ -46,7 +46,14 @@ def _log(msg: str) -> None:
 
 
 def cmd_lock(args) -> int:
-    from repro.env.engine import lock_flow, open_flow, relock_command, spec_drift, target_platforms
+    from repro.env.engine import (
+        lock_flow,
+        open_flow,
+        relock_command,
+        spec_drift,
+        target_platforms,
+        uninstalled_pythons,
+    )
     from repro.model.export import to_pylock
 
     if args.check and args.remove_platform:
@@ -54,8 +61,16 @@ def cmd_lock(args) -> int:
 
         raise BadInput("--check does not write the lock, so --remove-platform has nothing to do with it")
     status = EXIT_OK
+    configs = [
+        x
+        for opt in ("config", "config_value")
+        for pair in getattr(args, opt) or []
+        for x in (f"--{opt.replace('_', '-')}", *pair)
+    ]
     for path in _flow_files(args.flow):
-        flow = open_flow(path)
+        flow = open_flow(path, metaflow_args=configs)
+        for warning in uninstalled_pythons(flow):
+            print(f"repro: warning: {warning}", file=sys.stderr)
         if args.check:
             drift = spec_drift(flow, target_platforms(flow, args.platform))
             if drift:
@@ -532,6 +547,23 @@ def cmd_report(args) -> int:
     return EXIT_OK
 
 
+def cmd_doctor(args) -> int:
+    from repro import doctor
+    from repro.settings import load_settings
+
+    settings = load_settings(Path.cwd())
+    if args.store:
+        settings = replace(settings, store=args.store)
+    found = doctor.checks(settings)
+    rows = [("ok" if c.ok else "PROBLEM", c.what, c.found, c.detail) for c in found]
+    print(tabulate(rows, headers=["state", "check", "found", "detail"]))
+    bad = [c for c in found if not c.ok]
+    if bad:
+        print(f"\n{len(bad)} problem(s): " + "; ".join(f"{c.what}: {c.detail}" for c in bad))
+        return EXIT_DRIFT
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="repro",
@@ -558,6 +590,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not write: exit 1 and show what differs if the lock no longer matches the flow",
     )
+    for opt, value in (("--config", "FILE"), ("--config-value", "VALUE")):
+        p.add_argument(
+            opt,
+            nargs=2,
+            action="append",
+            metavar=("NAME", value),
+            help=f"as Metaflow's {opt}: lock the declarations this config value gives (repeatable)",
+        )
     p.add_argument(
         "--export-pylock",
         metavar="DIR",
@@ -647,6 +687,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="write to this file instead of standard output")
     p.add_argument("--store")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser(
+        "doctor",
+        help="check this machine: interpreters, uv, store reachability, TLS trust, REPRO_HOME",
+        description="One table: installed interpreters, uv's version, whether the store answers (a local "
+        "folder, or S3 head_bucket with a short timeout), where TLS certificates are trusted from "
+        "(SSL_CERT_FILE, REQUESTS_CA_BUNDLE, pip's cert, the system), and REPRO_HOME's health (a "
+        "writable folder with free space). Exit 0 when everything is healthy, 1 when something is not.",
+    )
+    p.add_argument("--store", help="store URI to check (default: REPRO_STORE or file://$REPRO_HOME/store)")
+    p.set_defaults(func=cmd_doctor)
 
     st = sub.add_parser("store", help="list, show, verify and garbage-collect a store")
     ssub = st.add_subparsers(dest="store_command", required=True, metavar="ACTION")

@@ -7,7 +7,7 @@ diffs) and ``resolvers`` (resolution), and side effects in ``cache`` and ``mater
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -19,7 +19,7 @@ from repro.errors import BadInput, LockFileError
 from repro.model import platforms as plats
 from repro.model.findings import Finding, Kind
 from repro.model.lock import Lock, PlatformLock, StepLock, diff_packages, diff_spec, lock_path, read_lock, write_lock
-from repro.model.spec import EnvSpec, merge
+from repro.model.spec import EnvSpec, merge, python_is_exact
 from repro.model.validate import cap, cap_lines
 from repro.settings import Settings, load_settings
 
@@ -49,10 +49,11 @@ class Flow:
         return self.decl.name
 
 
-def open_flow(path: Path, settings: Settings | None = None) -> Flow:
-    """Import a flow file and read its declarations and lock."""
+def open_flow(path: Path, settings: Settings | None = None, metaflow_args: Sequence[str] = ()) -> Flow:
+    """Import a flow file and read its declarations (with the config values these Metaflow options
+    give, see ``flowfile.load_flow``) and lock."""
     path = Path(path)
-    return _flow(load_flow(path), path, settings or load_settings(path))
+    return _flow(load_flow(path, metaflow_args), path, settings or load_settings(path))
 
 
 def flow_from_class(cls, path: Path, settings: Settings, s3_datastore: bool | None = None) -> Flow:
@@ -117,10 +118,33 @@ def target_platforms(flow: Flow, requested: list[str] | None = None, removed: li
 
 
 def exact_python(spec: EnvSpec) -> str:
-    """The exact interpreter version for a spec: as given, or the newest installed X.Y.z."""
-    if spec.python.count(".") == 2:
-        return spec.python
+    """The exact interpreter version for a spec: as given, or the newest installed one that matches."""
+    if python_is_exact(spec.python):
+        return spec.python.lstrip("=")
     return pythons.find(spec.python, where=spec.where).version
+
+
+def uninstalled_pythons(flow: Flow) -> list[str]:
+    """One warning per exact ``python=`` no interpreter here has: a lock for it can be written (it may
+    be for another machine), but no environment can be built here."""
+    from repro.errors import PythonNotFound
+
+    out, seen = [], set()
+    for spec in flow.specs.values():
+        if spec.disabled or not python_is_exact(spec.python) or spec.python in seen:
+            continue
+        try:
+            pythons.find(spec.python.lstrip("="), where=spec.where)
+        except PythonNotFound:
+            seen.add(spec.python)
+            have = ", ".join(i.version for i in pythons.installed()) or "none"
+            out.append(
+                f"{spec.where}: Python {spec.python.lstrip('=')} is not installed here (installed: {have}). "
+                f"The lock is valid for a machine that has it, but `repro env build` and runs fail here "
+                f"until it is installed (e.g. `pyenv install {spec.python.lstrip('=')}`) or the declaration "
+                f"names an installed version (`repro doctor` lists them)."
+            )
+    return out
 
 
 def spec_drift(flow: Flow, platforms: list[str] | None = None) -> list[Finding]:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import os
 import sys
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -115,7 +117,9 @@ def _refuse_without_classes(path: Path) -> None:
         raise NoFlowFound(f"{path}: no Metaflow flow found (no class deriving from FlowSpec); the file was not run")
 
 
-def import_flow_module(path: Path):
+def import_flow_module(path: Path, variant: str = ""):
+    """Import the flow file once per (path, content, ``variant``): configs are applied to the class
+    itself, so each set of config values gets its own module."""
     path = Path(path)
     if not path.is_file():
         raise FlowLoadError(f"{path}: no such flow file")
@@ -123,7 +127,9 @@ def import_flow_module(path: Path):
         raise FlowLoadError(f"{path}: a flow file must be a .py file")
     _refuse_without_classes(path)
     # One module per (path, content): an edited flow file is imported afresh, an unchanged one once.
-    digest = hashlib.sha1(str(path.resolve()).encode() + b"\0" + path.read_bytes()).hexdigest()[:12]
+    digest = hashlib.sha1(
+        str(path.resolve()).encode() + b"\0" + path.read_bytes() + b"\0" + variant.encode()
+    ).hexdigest()[:12]
     module_name = f"_repro_flow_{path.stem}_{digest}"
     if module_name in sys.modules:
         return sys.modules[module_name]
@@ -209,7 +215,9 @@ def _project_of(cls) -> ProjectInfo | None:
 
 
 def declarations_of(cls, path: Path) -> FlowDeclarations:
-    """Read the decorators of a FlowSpec class (imported by us, or live inside Metaflow's runtime)."""
+    """Read the decorators of a FlowSpec class (imported by us, or live inside Metaflow's runtime),
+    as Metaflow's runtime has them: configs applied first (a no-op where Metaflow already did)."""
+    apply_configs(cls)
     base: list[Declaration] = []
     for deco_name, decos in sorted(_flow_decorators(cls).items()):
         kind = FLOW_DECORATORS.get(deco_name)
@@ -245,7 +253,146 @@ def declarations_of(cls, path: Path) -> FlowDeclarations:
     )
 
 
-def load_flow(path: Path) -> FlowDeclarations:
+#: Metaflow's own variables for config values (read by its ``--config`` / ``--config-value`` options)
+CONFIG_ENV_VARS = ("METAFLOW_FLOW_CONFIG", "METAFLOW_FLOW_CONFIG_VALUE")
+#: the options of Metaflow's top level that set config values (they go before ``run``), with how
+#: many values each takes
+CONFIG_OPTIONS = {"--config": 2, "--config-value": 2, "--local-config-file": 1}
+
+
+def config_args(args: Sequence[str]) -> list[str]:
+    """The options among ``args`` (Metaflow options, as a user gives them to ``run``) that set config
+    values: ``--config NAME FILE``, ``--config-value NAME VALUE``, ``--local-config-file FILE``."""
+    out, i = [], 0
+    args = list(args)
+    while i < len(args):
+        n = CONFIG_OPTIONS.get(args[i].split("=", 1)[0])
+        if n is None:
+            i += 1
+            continue
+        take = 1 + (n - 1 if "=" in args[i] else n)
+        out += args[i : i + take]
+        i += take
+    return out
+
+
+def has_configs(cls) -> bool:
+    return any(getattr(p, "IS_CONFIG_PARAMETER", False) for _, p in cls._get_parameters())
+
+
+def _config_values(cls, args: Sequence[str]):
+    """Config values exactly as Metaflow's command line resolves them: its own ``--config`` and
+    ``--config-value`` options (defaults, files, values, parsers, ``METAFLOW_FLOW_CONFIG*``)."""
+    from metaflow._vendor import click
+    from metaflow.parameters import flow_context
+    from metaflow.user_configs.config_options import ConfigInput, LocalFileInput, config_options_with_config_input
+
+    class _Obj:
+        flow = type("Flow", (), {"name": cls.__name__})  # what Metaflow's option callback reads
+
+    with flow_context(cls):
+        cmd = click.Command(
+            "configs",
+            params=[
+                click.Option(["--quiet"], is_flag=True, default=True, is_eager=True),
+                click.Option(["--datastore"], default="local", is_eager=True),
+                click.Option(
+                    ["--local-config-file"],
+                    type=LocalFileInput(exists=True, readable=True, dir_okay=False, resolve_path=True),
+                    is_eager=True,
+                ),
+            ],
+        )
+        cmd, found = config_options_with_config_input(cmd)
+        if not found:
+            return {}
+        obj = _Obj()
+        saved = ConfigInput.config_file, ConfigInput.loaded_configs  # Metaflow keeps these per process
+        ConfigInput.config_file, ConfigInput.loaded_configs = None, None
+        try:
+            ctx = cmd.make_context("configs", list(args), obj=obj)
+        except click.ClickException as exc:
+            raise FlowLoadError(
+                f"{cls.__name__}: bad config options {' '.join(args)}: {exc.format_message()}"
+            ) from None
+        finally:
+            ConfigInput.config_file, ConfigInput.loaded_configs = saved
+        error = getattr(obj, "delayed_config_exception", None)
+        if error is not None:
+            raise FlowLoadError(f"{cls.__name__}: {error.format_message()}")
+        return ctx.params.get("config") or ctx.params.get("config_value") or {}
+
+
+def apply_configs(cls, args: Sequence[str] = ()) -> None:
+    """Bring an imported FlowSpec class to the state Metaflow's runtime has it in when it starts a
+    run: config values resolved, flow and step mutators applied, every decorator's attributes
+    evaluated (``config_expr``, ``**config_expr(...)``). Metaflow's own functions, in its order."""
+    from metaflow.parameters import flow_context
+
+    if getattr(cls, "_configs_processed", False):
+        return  # already applied (inside Metaflow's runtime, or a module imported for these values)
+    try:
+        with flow_context(cls):  # as Metaflow's main(): configs resolve against the flow being run
+            _apply_configs(cls, args)
+    except FlowLoadError:
+        raise
+    except Exception as exc:  # a parser or mutator of the user's raised: say which flow, as Metaflow would
+        raise FlowLoadError(
+            f"{cls.__name__}: applying its configs failed: {type(exc).__name__}: {exc}\n"
+            f"`python <flow file> show` reproduces it."
+        ) from None
+
+
+def _apply_configs(cls, args: Sequence[str]) -> None:
+    from metaflow import decorators as mfdecos
+    from metaflow.flowspec import FlowStateItems
+    from metaflow.user_decorators.mutable_flow import MutableFlow
+    from metaflow.user_decorators.user_flow_decorator import FlowMutator
+    from metaflow.user_decorators.user_step_decorator import StepMutator
+
+    # cli.start: config values, flow mutators' init, pre-mutate (FlowSpec._process_config_decorators)
+    values = _config_values(cls, args)
+    for deco in cls._flow_state[FlowStateItems.FLOW_MUTATORS]:
+        deco.external_init()
+    cls._process_config_decorators(values)
+    # decorators._init_flow_decorators: flow decorators' attributes
+    for decos in cls._flow_state[FlowStateItems.FLOW_DECORATORS].values():
+        for deco in decos:
+            deco.external_init()
+    # decorators._init_step_decorators: mutate, then step decorators' attributes
+    for deco in cls._flow_state[FlowStateItems.FLOW_MUTATORS]:
+        if isinstance(deco, FlowMutator):
+            inserted_by: Any = [getattr(deco, "decorator_name", None)] + (deco.inserted_by or [])  # as Metaflow
+            deco.mutate(
+                MutableFlow(cls, pre_mutate=False, statically_defined=deco.statically_defined, inserted_by=inserted_by)
+            )
+    for step in cls._steps:
+        for deco in step.config_decorators:
+            if isinstance(deco, StepMutator) and not deco._mutate_called:
+                mfdecos._run_step_mutator(cls, step, deco, "Evaluating step level decorator %s for %s (mutate)")
+        if step.config_decorators:
+            setattr(cls, step.name, step)
+    cls._init_graph()
+    for step in cls._steps:
+        for deco in step.decorators:
+            deco.external_init()
+
+
+def parameter_names(path: Path) -> tuple[str, ...]:
+    """The names of the flow's Parameters (IncludeFiles and Configs too), without resolving any config
+    value (a replay checks a record's parameters with these before it has the config files)."""
     path = Path(path)
-    module = import_flow_module(path)
-    return declarations_of(_flow_class(module, path), path)
+    cls = _flow_class(import_flow_module(path, "parameters"), path)
+    return tuple(name for name, _ in cls._get_parameters())
+
+
+def load_flow(path: Path, metaflow_args: Sequence[str] = ()) -> FlowDeclarations:
+    """The flow's declarations as Metaflow's runtime sees them when it starts ``run`` with these
+    options (only ``--config`` / ``--config-value`` among them matter here)."""
+    path = Path(path)
+    configs = config_args(metaflow_args)
+    variant = "\0".join([*configs, *(f"{k}={os.environ.get(k, '')}" for k in CONFIG_ENV_VARS)])
+    module = import_flow_module(path, variant)
+    cls = _flow_class(module, path)
+    apply_configs(cls, configs)
+    return declarations_of(cls, path)

@@ -218,29 +218,31 @@ def _uv_list_paths() -> list[str]:
 
 
 def find(request: str, where: str = "") -> Interpreter:
-    """The interpreter for ``request``: '3.11.7' exactly, or the newest installed '3.11.x'."""
-    exact = request.count(".") == 2
-    # Fast path: probe only the candidates whose path hints at the right version.
-    hinted = [
-        p
-        for p in _candidates()
-        if (_guess(p) or "").startswith(request if exact else request + ".") or _guess(p) == request
-    ]
-    matches = [i for i in map(probe, hinted) if i and _match(i.version, request, exact)]
+    """The interpreter for ``request``: '3.11.7' exactly, the newest installed '3.11.x', or the newest
+    installed one a PEP 440 specifier admits ('==3.11.*', '>=3.10,<3.12')."""
+    from repro.model.spec import python_matches, python_specifier
+
+    matches: list[Interpreter] = []
+    if python_specifier(request) is None:
+        exact = request.count(".") == 2
+        # Fast path: probe only the candidates whose path hints at the right version.
+        hinted = [
+            p
+            for p in _candidates()
+            if (_guess(p) or "").startswith(request if exact else request + ".") or _guess(p) == request
+        ]
+        matches = [i for i in map(probe, hinted) if i and python_matches(i.version, request)]
     if not matches:
-        matches = [i for i in installed() if _match(i.version, request, exact)]
+        matches = [i for i in installed() if python_matches(i.version, request)]
     if not matches:
         have = ", ".join(i.version for i in installed()) or "none"
         prefix = f"{where}: " if where else ""
+        example = request if request[:1].isdigit() and "*" not in request else "3.X.Y"
         raise PythonNotFound(
             f"{prefix}Python {request} is not installed here (installed: {have}). "
-            f"Install it (e.g. `pyenv install {request}`) or declare one of the installed versions."
+            f"Install it (e.g. `pyenv install {example}`) or declare one of the installed versions."
         )
     return max(matches, key=lambda i: _version_key(i.version))
-
-
-def _match(version: str, request: str, exact: bool) -> bool:
-    return version == request if exact else version.startswith(request + ".")
 
 
 def current() -> Interpreter:

@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
@@ -44,7 +45,7 @@ class EnvSpec:
     step: str
     kind: str  # decorator family the libraries came from: "conda" | "pypi" | "none"
     source: str  # how they are resolved: "pypi" | "conda"
-    python: str  # "3.11" (any 3.11.x installed) or "3.11.7" (exactly)
+    python: str  # "3.11" (newest 3.11.x installed), "3.11.7" (exactly) or a PEP 440 specifier ("==3.11.*")
     libraries: tuple[tuple[str, str], ...] = ()  # stated by the user, merged, sorted
     implicit: tuple[tuple[str, str], ...] = ()  # added for Metaflow's own runtime needs
     channels: tuple[str, ...] = ()
@@ -137,6 +138,58 @@ def _libraries(decl: Declaration, where: str) -> dict[str, str]:
     return out
 
 
+#: minor versions a specifier is tried against (what "selects some Python 3.7+" means)
+_MINORS = range(MIN_PYTHON[1], 40)
+
+
+def python_specifier(request: str) -> SpecifierSet | None:
+    """The PEP 440 specifier a ``python=`` request stands for; None for '3.11' / '3.11.7' (matched by
+    prefix / exactly) or text that is no specifier. '3.10.*' is read as '==3.10.*'."""
+    text = request.strip()
+    if _PYTHON.match(text):
+        return None
+    if text[:1].isdigit():
+        if not text.endswith(".*"):
+            return None  # a bare version is '3.11' / '3.11.7' or nothing
+        text = "==" + text
+    try:
+        return SpecifierSet(text)
+    except InvalidSpecifier:
+        return None
+
+
+def python_matches(version: str, request: str) -> bool:
+    """Whether the exact interpreter ``version`` ('3.11.7') satisfies a ``python=`` request."""
+    spec = python_specifier(request)
+    if spec is not None:
+        return spec.contains(version, prereleases=False)
+    if request.count(".") == 2:
+        return version == request
+    return version.startswith(request + ".")
+
+
+def python_is_exact(request: str) -> bool:
+    """'3.11.7' (or '==3.11.7'): one exact version, which the machine has or has not."""
+    if _PYTHON.match(request) and request.count(".") == 2:
+        return True
+    spec = python_specifier(request)
+    if spec is None or len(spec) != 1:
+        return False
+    (one,) = tuple(spec)
+    return one.operator in ("==", "===") and "*" not in one.version and one.version.count(".") == 2
+
+
+def python_minor(request: str) -> tuple[int, int]:
+    """The oldest Python line a request admits (what Metaflow's implicit needs are pinned for)."""
+    spec = python_specifier(request)
+    if spec is None:
+        return tuple(int(x) for x in request.split(".")[:2])  # type: ignore[return-value]
+    for minor in _MINORS:
+        if any(spec.contains(f"3.{minor}.{patch}") for patch in range(0, 40)):
+            return (3, minor)
+    return MIN_PYTHON
+
+
 def _python(value: Any, where: str) -> str | None:
     if value is None:
         return None
@@ -144,9 +197,24 @@ def _python(value: Any, where: str) -> str | None:
         raise SpecError(
             f"{where}: python={short(value)} must be a string such as '3.10' (a number loses digits: 3.10 == 3.1)"
         )
-    if not isinstance(value, str) or not _PYTHON.match(value.strip()):
-        raise SpecError(f"{where}: python={short(value)} is not a Python version such as '3.11' or '3.11.7'")
+    hint = "is not a Python version such as '3.11', '3.11.7', '3.11.*' or '>=3.10,<3.12'"
+    if not isinstance(value, str):
+        raise SpecError(f"{where}: python={short(value)} {hint}")
     text = value.strip()
+    spec = python_specifier(text)
+    if spec is None and not _PYTHON.match(text):
+        raise SpecError(f"{where}: python={short(value)} {hint}")
+    if spec is not None:
+        text = ",".join(sorted(str(s) for s in spec))  # one spelling per meaning: '3.10.*' == '==3.10.*'
+        admits = [m for m in range(0, _MINORS.stop) if any(spec.contains(f"3.{m}.{p}") for p in range(0, 40))]
+        if not admits:
+            raise SpecError(f"{where}: python={short(value)} admits no Python 3 version; write e.g. '3.11.*'")
+        if all(m < MIN_PYTHON[1] for m in admits):
+            raise SpecError(
+                f"{where}: python={short(value)} is not supported: Metaflow 2.19 needs "
+                f"Python 3.7 or newer inside a step; choose python='3.7' or later"
+            )
+        return text
     major_minor = tuple(int(x) for x in text.split(".")[:2])
     if major_minor < MIN_PYTHON:
         raise SpecError(
@@ -178,7 +246,7 @@ def implicit_needs(python: str, s3_datastore: bool) -> dict[str, str]:
     The pins are part of repro's policy and therefore of the spec id: changing them makes locks
     stale, which is what a reproducibility tool should do.
     """
-    minor = tuple(int(x) for x in python.split(".")[:2])
+    minor = python_minor(python)
     needs = {"requests": "2.31.0" if minor < (3, 8) else "2.32.3"}
     if s3_datastore:
         needs["boto3"] = "1.33.13" if minor < (3, 8) else "1.35.99"

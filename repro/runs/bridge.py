@@ -7,6 +7,7 @@ from pathlib import Path
 from metaflow_extensions.repro.plugins import protocol
 from repro.env.engine import Log, build_flow, flow_from_class
 from repro.paths import usable_home
+from repro.runs.flowfolder import check_flow_folder
 from repro.settings import load_settings
 
 
@@ -21,6 +22,7 @@ def prepare(flow_cls, flow_file: str, s3_datastore: bool, log: Log) -> tuple[dic
     path = Path(flow_file)
     settings = load_settings(path)
     usable_home(settings)  # a file or read-only REPRO_HOME: one clear message, not uv's or a traceback
+    check_flow_folder(path, settings.home.root)  # Metaflow packages the flow's folder right after this
     flow = flow_from_class(flow_cls, path, settings, s3_datastore=s3_datastore)
     built = build_flow(flow, frozen=settings.frozen or settings.offline, offline=settings.offline, log=log)
     out: dict[str, dict[str, str] | None] = {}

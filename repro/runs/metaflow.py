@@ -16,6 +16,7 @@ from pathlib import Path
 from metaflow_extensions.repro.plugins import protocol
 from repro import __version__
 from repro.env.engine import Flow
+from repro.env.flowfile import CONFIG_OPTIONS
 from repro.errors import EXIT_BAD_INPUT, BadInput, InfraError, ReproError
 from repro.model import platforms as plats
 from repro.model.lock import Lock
@@ -33,9 +34,7 @@ from repro.model.record import (
 
 #: Metaflow options that belong before `run` (top-level), with how many values each takes
 TOP_LEVEL_OPTIONS = {
-    "--config": 2,
-    "--config-value": 2,
-    "--local-config-file": 1,
+    **CONFIG_OPTIONS,
     "--branch": 1,  # @project's: the run's branch (its identity)
     "--production": 0,
 }

@@ -27,6 +27,7 @@ from repro.runs import drift, pending, pickles
 from repro.runs import metaflow as runs
 from repro.runs.codepackage import import_paths
 from repro.runs.compare import Comparison, compare
+from repro.runs.flowfolder import check_flow_folder
 from repro.settings import Settings, environ_for, load_settings
 from repro.store import Store, layout, open_store
 from repro.store.base import StoreObjectMissing
@@ -151,7 +152,7 @@ def run_and_record(path: Path, options: RunOptions | None = None, log: Log = _qu
     path = Path(path)
     outcome = Outcome(path=str(path.resolve()))
     try:
-        decl = load_flow(path)
+        decl = load_flow(path, options.metaflow_args)
         outcome.flow, outcome.steps = decl.name, list(decl.steps)
         _run(path, options, outcome, log)
     except _LockFailed as exc:
@@ -197,8 +198,9 @@ def _lock_for_run(flow, frozen: bool, outcome: Outcome, log: Log) -> None:
 
 def _run(path: Path, options: RunOptions, outcome: Outcome, log: Log) -> None:
     settings = options.settings or load_settings(path)
+    check_flow_folder(path, settings.home.root)  # before anything is locked, built or packaged
     try:
-        flow = open_flow(path, settings)
+        flow = open_flow(path, settings, options.metaflow_args)
     except ReproError as exc:  # a declaration that cannot be merged or a lock that cannot be read
         raise _LockFailed(exc) from None
     if options.drift:
@@ -234,7 +236,7 @@ def _run(path: Path, options: RunOptions, outcome: Outcome, log: Log) -> None:
     if run_id is None:
         tail = f":\n{output[-4000:]}" if output else "; see its output above"
         raise _MetaflowFailed(f"{path.name}: the flow did not start (exit code {code}){tail}", code)
-    flow = open_flow(path, settings)  # the run may have re-locked
+    flow = open_flow(path, settings, options.metaflow_args)  # the run may have re-locked
     marker = None
     if options.push and code == 0:  # written first, so a repro killed from here on loses no finished run
         marker = pending.save(
@@ -335,7 +337,7 @@ def recover(settings: Settings, store_uri: str | None = None, log: Log = _quiet)
             if not flow_path.is_file():
                 raise BadInput(f"{path}: run {run.flow}/{run.run_id}: its flow file {run.path} is gone; delete {path}")
             mine = load_settings(flow_path)  # the flow's own settings (its pyproject.toml), as `repro run` read them
-            flow = open_flow(flow_path, mine)
+            flow = open_flow(flow_path, mine, run.metaflow_args)
             outcome.flow, outcome.steps = flow.name, list(flow.decl.steps)
             if (
                 flow.name != run.flow

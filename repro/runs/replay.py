@@ -19,7 +19,7 @@ from pathlib import Path
 from metaflow_extensions.repro.plugins import protocol
 from repro.env import pythons
 from repro.env.engine import environments
-from repro.env.flowfile import load_flow
+from repro.env.flowfile import parameter_names
 from repro.errors import EXIT_DRIFT, EXIT_INFRA, EXIT_OK, BadInput, InfraError, ReproError
 from repro.model.findings import Choice, Kind
 from repro.model.record import RunRecord, RunStatus
@@ -145,7 +145,7 @@ def _replay(
             f"{original.ref}: flow_file {original.flow_file!r} is not in its code package "
             f"(sha256 {original.code_sha256}); the record is corrupt"
         )
-    declared = load_flow(flow_file).parameters
+    declared = parameter_names(flow_file)
     mf_code = code / ".mf_code"  # the Metaflow (and extensions) that ran the original
     problem = _recorded_metaflow_problem(mf_code, original)
     if problem:

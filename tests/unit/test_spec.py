@@ -264,7 +264,7 @@ def test_supported_python_values(python):
 @pytest.mark.parametrize(
     "python,words",
     [
-        (True, "python=True is not a Python version such as '3.11' or '3.11.7'"),
+        (True, "python=True is not a Python version such as '3.11', '3.11.7', '3.11.*' or '>=3.10,<3.12'"),
         (3, "python=3 must be a string such as '3.10' (a number loses digits: 3.10 == 3.1)"),
         (
             "3.6",
@@ -395,3 +395,39 @@ def test_disabled_spec_in_full_and_the_conda_source_message_in_full():
 def test_letters_are_invalid_versions_not_ranges(version):
     with pytest.raises(SpecError, match="which is not a valid version"):
         pin_of("six", version, "here")
+
+
+@pytest.mark.parametrize(
+    "python,normal",
+    [
+        ("3.10.*", "==3.10.*"),
+        ("==3.10.*", "==3.10.*"),
+        (">=3.10,<3.11", "<3.11,>=3.10"),
+        ("<3.11, >=3.10", "<3.11,>=3.10"),
+    ],
+)
+def test_pep440_python_specifiers_are_accepted_in_one_spelling(python, normal):
+    s = spec(own=[Declaration("pypi", {}, python=python)])
+    assert s.python == normal
+    assert s.spec_id == spec(own=[Declaration("pypi", {}, python=normal)]).spec_id
+
+
+def test_python_specifiers_select_the_versions_they_admit():
+    from repro.model.spec import python_is_exact, python_matches, python_minor
+
+    assert python_matches("3.10.14", "==3.10.*") and not python_matches("3.11.7", "==3.10.*")
+    assert python_matches("3.10.0", "<3.11,>=3.10") and not python_matches("3.9.18", "<3.11,>=3.10")
+    assert python_matches("3.11.7", "3.11") and not python_matches("3.11.7", "3.11.3")
+    assert python_is_exact("3.11.3") and python_is_exact("==3.11.3")
+    assert not python_is_exact("==3.11.*") and not python_is_exact(">=3.11.3")
+    assert python_minor(">=3.7,<3.9") == (3, 7) and python_minor("==3.12.*") == (3, 12)
+    # the implicit pins follow the oldest line the specifier admits
+    assert spec([Declaration("pypi", {}, python=">=3.7,<3.9")]).requirements == {"requests": "2.31.0"}
+
+
+@pytest.mark.parametrize(
+    "python,match", [("<3.7", "Metaflow 2.19 needs"), ("==4.*", "admits no Python 3"), ("3.*.1", "not a Python")]
+)
+def test_specifiers_that_select_no_usable_python_are_refused(python, match):
+    with pytest.raises(SpecError, match=match):
+        spec(own=[Declaration("pypi", {}, python=python)])

@@ -5,6 +5,7 @@ the environment object hands each step its interpreter. Imported inside tasks as
 the standard library and Metaflow at module level, and Python 3.7 syntax.
 """
 
+import json
 import os
 
 from metaflow.decorators import FlowDecorator, StepDecorator
@@ -17,8 +18,21 @@ from . import protocol
 SUPPORTED_ENVIRONMENTS = ("conda", "pypi")
 
 
+#: Metaflow's console treats ``*`` as bold markup and drops it (``python='3.10.*'`` would read
+#: ``python='3.10.'``); it has no escape, so a literal asterisk is shown as this look-alike
+SHOWN_ASTERISK = "\u2217"
+
+
 class ReproException(MetaflowException):
     headline = "repro"
+
+    def __init__(self, msg="", lineno=None, source_file=None):
+        super(ReproException, self).__init__(escape_markup(msg) if msg else msg, lineno=lineno, source_file=source_file)
+
+
+def escape_markup(text):
+    """``text`` as Metaflow's console shows it literally (its echo reads ``*...*`` as bold)."""
+    return text.replace("*", SHOWN_ASTERISK)
 
 
 class _CodePackage(object):
@@ -61,6 +75,7 @@ class _ReproStepDecorator(StepDecorator):
         env = self.environment.step_env(self.step)
         cli_args.env[protocol.PYTHONHASHSEED_VAR] = self.environment.hash_seed
         cli_args.env[protocol.CODE_SHA_VAR] = _CodePackage.sha256
+        cli_args.env[protocol.STEP_PYTHONS_VAR] = json.dumps(self.environment.step_pythons(), sort_keys=True)
         if env is None:  # disabled: the user's own interpreter, outside isolation
             cli_args.env[protocol.ENV_ID_VAR] = protocol.DISABLED
             return

@@ -75,18 +75,35 @@ class CondaEnvironment(MetaflowEnvironment):
             raise ReproException("internal: environments were not prepared before step '%s'" % step_name)
         return self._envs.get(step_name)
 
+    def step_pythons(self):
+        """{step: interpreter, "" if disabled}: what tasks are told (``protocol.STEP_PYTHONS_VAR``)."""
+        return dict((s, env[protocol.STEP_PYTHON] if env else "") for s, env in (self._envs or {}).items())
+
+    def _pythons(self):
+        """Each step's interpreter, or None (disabled): from ``prepare`` in the runtime, from the
+        variable the runtime set inside a task (where ``init_environment`` never ran)."""
+        if self._envs is not None:
+            return dict((s, env[protocol.STEP_PYTHON] if env else None) for s, env in self._envs.items())
+        import json
+
+        try:
+            told = json.loads(os.environ.get(protocol.STEP_PYTHONS_VAR) or "{}")
+        except ValueError:
+            told = {}
+        return dict((s, p or None) for s, p in told.items()) if isinstance(told, dict) else {}
+
     def executable(self, step_name, default=None):
-        env = self._envs.get(step_name) if self._envs else None
-        if env is not None:
-            return env[protocol.STEP_PYTHON]
+        pythons = self._pythons()
+        if pythons.get(step_name):
+            return pythons[step_name]
         return super(CondaEnvironment, self).executable(step_name, default)
 
     def interpreter(self, step_name):
-        env = self.step_env(step_name)
-        return env[protocol.STEP_PYTHON] if env else None
+        return self._pythons().get(step_name)
 
     def is_disabled(self, step):
-        return self._envs is not None and self._envs.get(step.name) is None
+        pythons = self._pythons()
+        return bool(pythons) and pythons.get(step.name) is None
 
     def add_to_package(self):
         from metaflow.packaging_sys import ContentType

@@ -29,6 +29,11 @@ PYTHONDONTWRITEBYTECODE_VAR = "PYTHONDONTWRITEBYTECODE"
 #: the seed when neither ``HASH_SEED_VAR`` nor ``PYTHONHASHSEED_VAR`` is set
 DEFAULT_HASH_SEED = "0"
 
+#: JSON {step: interpreter path, or "" for a disabled step}: every step's interpreter, so that the
+#: environment answers ``executable(step)`` inside a task too (Metaflow's local @parallel and
+#: unbounded foreach start their workers from inside the control task with it)
+STEP_PYTHONS_VAR = "REPRO_STEP_PYTHONS"
+
 #: every variable above, in the order a task's environment is described
 TASK_ENV_VARS = (
     ENV_ID_VAR,
@@ -38,6 +43,7 @@ TASK_ENV_VARS = (
     PYTHONNOUSERSITE_VAR,
     PYTHONPYCACHEPREFIX_VAR,
     PYTHONDONTWRITEBYTECODE_VAR,
+    STEP_PYTHONS_VAR,
 )
 
 #: env id of a step that runs outside isolation (``disabled=True``), in the user's own interpreter

@@ -1,0 +1,58 @@
+"""`repro doctor` (issue 10, item 5): one table, exit 0 when healthy, 1 when something is not."""
+
+import shutil
+import subprocess
+import sys
+import time
+
+from tests.helpers import ROOT, cli, free_port, require
+
+
+def _row(out: str, check: str) -> str:
+    rows = [line for line in out.splitlines() if f" {check} " in line]
+    assert rows, out
+    return rows[0]
+
+
+def test_a_healthy_machine_exits_0_with_one_row_per_check(tmp_path, repro_home):
+    r = cli("doctor", "--store", (tmp_path / "store").as_uri(), env={"REPRO_HOME": str(tmp_path / "home")})
+    assert r.code == 0, r.text
+    for check in ("python", "uv", "store", "TLS trust", "REPRO_HOME"):
+        assert _row(r.out, check).startswith("ok"), (check, r.out)
+    assert "%d.%d.%d" % sys.version_info[:3] in r.out  # the interpreters it found, with exact versions
+
+
+def test_a_store_that_does_not_answer_is_a_problem_and_exit_1(tmp_path, repro_home, s3_server, s3_bucket):
+    home = {"REPRO_HOME": str(tmp_path / "home")}
+    assert cli("doctor", "--store", f"s3://{s3_bucket}/team", env=home).code == 0
+    missing = cli("doctor", "--store", "s3://no-such-bucket-here/team", env=home)
+    assert missing.code == 1 and _row(missing.out, "store").startswith("PROBLEM"), missing.text
+    assert "no-such-bucket-here" in missing.out
+    closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    started = time.monotonic()
+    down = cli("doctor", "--store", f"s3://{s3_bucket}/team", env={**home, "AWS_ENDPOINT_URL_S3": closed})
+    assert down.code == 1 and "unreachable" in _row(down.out, "store"), down.text
+    assert time.monotonic() - started < 60  # a short timeout, not boto3's minutes of retries
+    assert "1 problem(s): store" in down.out  # the other checks stay healthy
+
+
+def test_a_read_only_repro_home_is_a_problem_and_exit_1(tmp_path, repro_home):
+    ok = shutil.which("unshare") and subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode == 0
+    require(ok, "`unshare -m` (cannot create a mount namespace for a read-only REPRO_HOME)")
+    home = tmp_path / "home"
+    home.mkdir()
+    script = (
+        f"mount --bind {home} {home} && mount -o remount,bind,ro {home} && "
+        f"{sys.executable} -m repro doctor --store {(tmp_path / 'store').as_uri()}"
+    )
+    proc = subprocess.run(
+        ["unshare", "-m", "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**__import__("os").environ, "REPRO_HOME": str(home)},
+        timeout=300,
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    row = _row(proc.stdout, "REPRO_HOME")
+    assert row.startswith("PROBLEM") and "not writable" in row and "Read-only file system" in row
