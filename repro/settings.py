@@ -64,6 +64,11 @@ class Home:
         return self.root / "uv-cache"
 
     @property
+    def builds(self) -> Path:
+        """Wheels built here from sdists: ``<sdist sha256>-<python>.json`` names the cached wheel."""
+        return self.root / "builds"
+
+    @property
     def code(self) -> Path:
         """Metaflow code packages: ``<sha256>.tar.gz`` and their extracted folders ``<sha256[:32]>/``."""
         return self.root / "code"

@@ -55,8 +55,9 @@ def _progress(packages: list[Package]):
 
 
 class PackageCache:
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, uv_cache: Path | None = None):
         self.root = Path(root)
+        self.uv_cache = uv_cache  # for rebuilding a wheel built from an sdist (``fetch``)
 
     def path(self, pkg: Package) -> Path:
         return self.root / "sha256" / pkg.sha256[:2] / pkg.sha256 / pkg.file
@@ -172,6 +173,10 @@ class PackageCache:
     def fetch(self, pkg: Package, where: str = "") -> Path:
         if self.has(pkg):
             return self.path(pkg)
+        if pkg.built is not None:  # on no index: built from its sdist when the lock was made
+            from repro.env.sdist import rebuild
+
+            return rebuild(self, pkg, where)
         parsed = urlparse(pkg.url)
         if parsed.scheme == "file":
             return self.add_file(pkg, Path(unquote(parsed.path)), where)

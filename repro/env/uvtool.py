@@ -38,11 +38,15 @@ def uv_env(cache_dir: Path | None, offline: bool = False) -> dict[str, str]:
 
 
 def run_uv(
-    args: list[str], cache_dir: Path | None, offline: bool = False, cwd: Path | None = None, timeout: float = 1800
+    args: list[str],
+    cache_dir: Path | None,
+    offline: bool = False,
+    cwd: Path | None = None,
+    timeout: float = 1800,
+    extra: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess:
+    env = {**uv_env(cache_dir, offline), **(extra or {})}
     try:
-        return subprocess.run(
-            [uv_bin(), *args], capture_output=True, text=True, cwd=cwd, env=uv_env(cache_dir, offline), timeout=timeout
-        )
+        return subprocess.run([uv_bin(), *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout)
     except subprocess.TimeoutExpired as exc:
         raise InfraError(f"uv {' '.join(args[:2])} timed out after {timeout:.0f}s") from exc
