@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from repro.env import tls
 from repro.errors import InfraError, IntegrityError, LockFileError, OfflineMissing
 from repro.model.lock import Package
 
@@ -181,9 +182,12 @@ class PackageCache:
         if parsed.scheme == "file":
             return self.add_file(pkg, Path(unquote(parsed.path)), where)
 
+        trust = tls.trust() if parsed.scheme == "https" else None
+
         def download(out):
             try:
-                with urllib.request.urlopen(pkg.url, timeout=120) as resp:
+                context = trust.ssl_context() if trust else None
+                with urllib.request.urlopen(pkg.url, timeout=120, context=context) as resp:
                     shutil.copyfileobj(resp, out, CHUNK)
             except ValueError as exc:  # "unknown url type": the lock names no URL
                 raise LockFileError(
@@ -192,7 +196,8 @@ class PackageCache:
                     library=pkg.name,
                 ) from None
             except (urllib.error.URLError, OSError) as exc:
-                raise InfraError(f"{where}: cannot download {pkg.file} from {pkg.url}: {exc}") from None
+                how = f"\n{trust.describe()}" if trust else ""
+                raise InfraError(f"{where}: cannot download {pkg.file} from {pkg.url}: {exc}{how}") from None
 
         return self._admit(pkg, download, where)
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from repro._toml import tomllib
+from repro.env import tls
 from repro.env.uvtool import run_uv
 from repro.errors import InfraError, ResolutionError
 from repro.model import platforms as plats
@@ -120,7 +121,8 @@ def compile_packages(
             message = proc.stderr.strip()
             if proc.returncode != UV_FAILURE:
                 raise InfraError(
-                    f"{where}: cannot reach the package index while resolving for {platform_name}:\n{message}"
+                    f"{where}: cannot reach the package index while resolving for {platform_name}:\n{message}\n"
+                    f"{tls.trust().describe()}"
                 )
             libs = ", ".join(requirements.split())
             raise ResolutionError(

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from repro.env import tls
 from repro.errors import InfraError
 
 
@@ -25,7 +26,7 @@ def uv_bin() -> str:
 
 
 def uv_env(cache_dir: Path | None, offline: bool = False) -> dict[str, str]:
-    # The user's UV_* settings (private index, certificates) are honoured; pip's are not uv's.
+    # The user's UV_* settings (private index) are honoured; pip's are not uv's (but its cert is: tls).
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "VIRTUAL_ENV"))}
     env["UV_PYTHON_DOWNLOADS"] = "never"
     env["UV_NO_PROGRESS"] = "1"
@@ -34,6 +35,9 @@ def uv_env(cache_dir: Path | None, offline: bool = False) -> dict[str, str]:
         env["UV_CACHE_DIR"] = str(cache_dir)
     if offline:
         env["UV_OFFLINE"] = "1"
+    else:  # the index's certificates: SSL_CERT_FILE, REQUESTS_CA_BUNDLE, pip's cert, the system's store
+        env.pop("SSL_CERT_FILE", None)
+        env.update(tls.trust().uv_env())
     return env
 
 
