@@ -555,3 +555,21 @@ def test_a_bad_build_record_in_a_lock_is_refused_naming_the_field(tmp_path, edit
     assert edited != text
     with pytest.raises(LockFileError, match=match):
         parse_lock(edited, tmp_path / "flow.repro.lock")
+
+
+def test_a_built_wheel_is_exported_to_pylock_as_its_sdist():
+    import tomllib
+
+    from repro.model.export import to_pylock
+
+    lock, built = _built_lock()
+    doc = tomllib.loads(to_pylock(lock.steps["start"].platforms["linux-64"], "MyFlow", "start"))
+    entry = next(p for p in doc["packages"] if p["name"] == "docopt")
+    assert "wheels" not in entry  # the wheel repro built is on no index
+    assert entry["sdist"] == {
+        "name": "docopt-0.6.2.tar.gz",
+        "url": built.url,
+        "size": 123,
+        "hashes": {"sha256": "d" * 64},
+    }
+    assert all("wheels" in p for p in doc["packages"] if p["name"] != "docopt")
