@@ -183,3 +183,16 @@ def test_a_failing_build_exits_2_naming_the_package_and_the_build_logs_last_line
     assert "the compiler exploded on purpose" in r.err  # the build log's last lines
     assert "Traceback" not in r.err
     assert not flow.with_name("flow.repro.lock").exists()
+
+
+@pytest.mark.slow
+def test_a_lost_wheel_is_rebuilt_from_the_locked_sdist_and_kept_only_with_the_locked_sha256(docopt_run, tmp_path):
+    """A teammate with the committed lock and no store: the wheel is built again from the locked
+    sdist, build requirements and interpreter (SOURCE_DATE_EPOCH fixed, so this build repeats)."""
+    fresh = tmp_path / "home"
+    r = cli("env", "build", docopt_run["flow"], "--step", "start", env={**docopt_run["env"], "REPRO_HOME": str(fresh)})
+    assert r.code == 0, r.text
+    lock = read_lock(docopt_run["flow"].with_name("flow.repro.lock"))
+    assert lock is not None
+    wheel = next(p for p in lock.steps["start"].platforms["linux-64"].packages if p.name == "docopt")
+    assert sha256_file(next((fresh / "packages").rglob(wheel.file))) == wheel.sha256

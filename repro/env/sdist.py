@@ -185,8 +185,9 @@ def rebuild(cache: PackageCache, pkg: Package, where: str) -> Path:
             f"{where}: the wheel of {pkg.name} {pkg.version} ({pkg.file}, sha256 {pkg.sha256}) was built from "
             f"its sdist {built.sdist.file} when the lock was made and is not in the package cache; built again "
             f"here it has sha256 {again.sha256} (wheel builds are not always bit-reproducible). Get the locked "
-            "wheel from the store the run was pushed to (`repro replay` pulls it), or re-lock with "
-            "`repro lock` to use the wheel built here.",
+            "wheel from a store a run with this lock was pushed to (`repro replay REF` pulls it), or, to "
+            "lock the wheel built here instead, delete the lock file and run `repro lock` again (unpinned "
+            "transitive packages may move).",
             library=pkg.name,
             path=pkg.file,
         )
