@@ -64,6 +64,11 @@ class Home:
         return self.root / "uv-cache"
 
     @property
+    def builds(self) -> Path:
+        """Wheels built here from sdists: ``<sdist sha256>-<python>.json`` names the cached wheel."""
+        return self.root / "builds"
+
+    @property
     def code(self) -> Path:
         """Metaflow code packages: ``<sha256>.tar.gz`` and their extracted folders ``<sha256[:32]>/``."""
         return self.root / "code"
@@ -368,6 +373,30 @@ SETTINGS: tuple[Setting, ...] = (
         None,
         "endpoint of an S3-compatible server for `s3://` stores (boto3's own variable)",
     ),
+    Setting(
+        "ssl_cert_file",
+        "SSL_CERT_FILE",
+        None,
+        TEXT,
+        None,
+        "CA bundle (PEM) trusted for the package index (first choice; e.g. a TLS-intercepting proxy's CA)",
+    ),
+    Setting(
+        "requests_ca_bundle",
+        "REQUESTS_CA_BUNDLE",
+        None,
+        TEXT,
+        None,
+        "CA bundle trusted for the package index when `SSL_CERT_FILE` is not set",
+    ),
+    Setting(
+        "pip_cert",
+        "PIP_CERT",
+        None,
+        TEXT,
+        None,
+        "CA bundle trusted when neither is set (else pip's `cert` from its config files; else the system's store)",
+    ),
     Setting("debug", "REPRO_DEBUG", None, FLAG, False, "the command line shows a traceback on an internal error"),
     Setting(
         "baseline",
@@ -409,6 +438,9 @@ class Settings:
     offline: bool = False
     pythonhashseed: str | None = None
     s3_endpoint: str | None = None
+    ssl_cert_file: str | None = None
+    requests_ca_bundle: str | None = None
+    pip_cert: str | None = None
     debug: bool = False
     baseline: str | None = None
     update: bool = False

@@ -371,3 +371,130 @@ def make_record(run_id="1", tasks=None, env="e" * 64, flow="F", status="success"
         pickle_checks=tuple(checks),
         step_order=tuple(steps),
     )
+
+
+def make_tls_ca(folder: Path) -> dict:
+    """A throw-away certificate authority and a server certificate it signed for 127.0.0.1 /
+    localhost, as PEM files: {"ca", "cert", "key"} (what a TLS-intercepting proxy presents)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    folder.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "repro tests intercepting CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = {"ca": folder / "ca.pem", "cert": folder / "server.pem", "key": folder / "server.key"}
+    paths["ca"].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths["cert"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths["key"].write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return paths
+
+
+class TlsIndex:
+    """A package index over HTTPS on 127.0.0.1 (PEP 691 JSON simple API, with sha256 and size)
+    serving the wheels of ``folder``, with a certificate from ``make_tls_ca``: what uv and the
+    downloader see behind a TLS-intercepting proxy. ``url`` is its ``/simple/`` root."""
+
+    def __init__(self, folder: Path, tls: dict):
+        import hashlib
+        import http.server
+        import json
+        import re
+        import ssl
+        import threading
+
+        files = {p.name: p for p in Path(folder).iterdir() if p.suffix == ".whl"}
+        by_project: dict = {}
+        for name in files:
+            project = re.sub(r"[-_.]+", "-", name.split("-")[0]).lower()
+            by_project.setdefault(project, []).append(name)
+        self.requests: list[str] = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_HEAD(self):
+                self.do_GET(body_too=False)
+
+            def do_GET(self, body_too=True):
+                outer.requests.append(self.path)
+                parts = [p for p in self.path.split("/") if p]
+                if len(parts) == 2 and parts[0] == "simple" and parts[1] in by_project:
+                    body = json.dumps(
+                        {
+                            "meta": {"api-version": "1.1"},
+                            "name": parts[1],
+                            "files": [
+                                {
+                                    "filename": n,
+                                    "url": f"/files/{n}",
+                                    "hashes": {"sha256": hashlib.sha256(files[n].read_bytes()).hexdigest()},
+                                    "size": files[n].stat().st_size,
+                                }
+                                for n in sorted(by_project[parts[1]])
+                            ],
+                            "versions": sorted({n.split("-")[1] for n in by_project[parts[1]]}),
+                        }
+                    ).encode()
+                    kind = "application/vnd.pypi.simple.v1+json"
+                elif len(parts) == 2 and parts[0] == "files" and parts[1] in files:
+                    body, kind = files[parts[1]].read_bytes(), "application/octet-stream"
+                else:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if body_too:
+                    self.wfile.write(body)
+
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(str(tls["cert"]), str(tls["key"]))
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.url = f"https://127.0.0.1:{self.server.server_address[1]}/simple/"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()

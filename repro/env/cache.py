@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from repro.env import tls
 from repro.errors import InfraError, IntegrityError, LockFileError, OfflineMissing
 from repro.model.lock import Package
 from repro.model.validate import cap
@@ -56,8 +57,9 @@ def _progress(packages: list[Package]):
 
 
 class PackageCache:
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, uv_cache: Path | None = None):
         self.root = Path(root)
+        self.uv_cache = uv_cache  # for rebuilding a wheel built from an sdist (``fetch``)
 
     def path(self, pkg: Package) -> Path:
         return self.root / "sha256" / pkg.sha256[:2] / pkg.sha256 / pkg.file
@@ -173,13 +175,20 @@ class PackageCache:
     def fetch(self, pkg: Package, where: str = "") -> Path:
         if self.has(pkg):
             return self.path(pkg)
+        if pkg.built is not None:  # on no index: built from its sdist when the lock was made
+            from repro.env.sdist import rebuild
+
+            return rebuild(self, pkg, where)
         parsed = urlparse(pkg.url)
         if parsed.scheme == "file":
             return self.add_file(pkg, Path(unquote(parsed.path)), where)
 
+        trust = tls.trust() if parsed.scheme == "https" else None
+
         def download(out):
             try:
-                with urllib.request.urlopen(pkg.url, timeout=120) as resp:
+                context = trust.ssl_context() if trust else None
+                with urllib.request.urlopen(pkg.url, timeout=120, context=context) as resp:
                     shutil.copyfileobj(resp, out, CHUNK)
             except ValueError as exc:  # "unknown url type": the lock names no URL
                 raise LockFileError(
@@ -188,7 +197,8 @@ class PackageCache:
                     library=pkg.name,
                 ) from None
             except (urllib.error.URLError, OSError) as exc:
-                raise InfraError(f"{where}: cannot download {pkg.file} from {pkg.url}: {exc}") from None
+                how = f"\n{trust.describe()}" if trust else ""
+                raise InfraError(f"{where}: cannot download {pkg.file} from {pkg.url}: {exc}{how}") from None
 
         return self._admit(pkg, download, where)
 

@@ -223,7 +223,8 @@ def lock_flow(
                         f"resolving {flow.name}.{step} for {pname} (Python {python}): "
                         + cap(f"{n}=={v}" for n, v in spec.requirements.items())
                     )
-                    resolutions[key] = pypi.resolve(spec, pname, python, flow.settings)
+                    before = prev.platforms.get(pname) if prev is not None else None
+                    resolutions[key] = pypi.resolve(spec, pname, python, flow.settings, previous=before)
                 per_platform[pname] = resolutions[key]
         new = StepLock.from_spec(spec, per_platform)
         stated = {n for n, _ in spec.libraries}
@@ -260,7 +261,9 @@ def lock_flow(
 
 
 def environments(settings: Settings) -> Environments:
-    return Environments(settings.home.envs, PackageCache(settings.home.packages), settings.home.uv_cache)
+    return Environments(
+        settings.home.envs, PackageCache(settings.home.packages, settings.home.uv_cache), settings.home.uv_cache
+    )
 
 
 def current_lock(flow: Flow, offline: bool = False, log: Log = _stderr, frozen: bool = False) -> Lock:

@@ -1,18 +1,22 @@
 """Resolve against PyPI (or a configured index / find-links folder) with ``uv pip compile``.
 
 uv writes a PEP 751 ``pylock.toml`` for the target platform; we keep exactly one wheel per
-package (the one an installer would pick there) with its URL, sha256 and size. Wheels only:
-an sdist would need a build at install time, which could neither be offline nor reproducible.
+package (the one an installer would pick there) with its URL, sha256 and size. A package that
+publishes no usable wheel is built from its sdist once, at lock time, offline, with locked build
+requirements (``repro.env.sdist``); the lock records the sdist's and the built wheel's sha256, and
+that wheel (cached, snapshotted) is what every environment installs: nothing is built at install time.
 """
 
 from __future__ import annotations
 
 import hashlib
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from repro._toml import tomllib
+from repro.env import tls
 from repro.env.uvtool import run_uv
 from repro.errors import InfraError, ResolutionError
 from repro.model import platforms as plats
@@ -30,7 +34,9 @@ def requirements_in(spec: EnvSpec) -> str:
     return "".join(f"{name}=={version}\n" for name, version in spec.requirements.items())
 
 
-def compile_args(req: Path, out: Path, platform: plats.Platform, python: str, settings: Settings) -> list[str]:
+def compile_args(
+    req: Path, out: Path, platform: plats.Platform, python: str, settings: Settings, no_build: bool = False
+) -> list[str]:
     args = [
         "pip",
         "compile",
@@ -43,10 +49,11 @@ def compile_args(req: Path, out: Path, platform: plats.Platform, python: str, se
         python,
         "--python-platform",
         platform.uv,
-        "--no-build",
         "--quiet",
         "--no-header",
     ]
+    if no_build:  # build requirements: wheels only (a build backend built from source is refused)
+        args.append("--no-build")
     if settings.index_url:
         args += ["--index-url", settings.index_url]
     for link in settings.find_links:
@@ -71,42 +78,103 @@ def _file_package(name: str, version: str, wheel: dict, folder: Path) -> Package
     return Package(name=name, version=version, source="pypi", file=filename, url=url, sha256=sha, size=int(size))
 
 
-def parse_pylock(text: str, folder: Path, platform: plats.Platform, python: str, spec: EnvSpec) -> tuple[Package, ...]:
+@dataclass(frozen=True)
+class Compiled:
+    """A pylock read for one platform and Python: the wheel chosen per package, and the sdists of
+    the packages that publish no usable wheel (to be built)."""
+
+    wheels: tuple[Package, ...]
+    sdists: tuple[Package, ...]
+
+
+def parse_pylock(text: str, folder: Path, platform: plats.Platform, python: str, where: str) -> Compiled:
     doc = tomllib.loads(text)
-    packages = []
+    wheels, sdists = [], []
     for entry in doc.get("packages", []):
         name, version = entry["name"], entry["version"]
-        wheels = {(w.get("url") or w.get("path")).rsplit("/", 1)[-1]: w for w in entry.get("wheels", [])}
-        chosen = plats.best_wheel(list(wheels), platform, python)
-        if chosen is None:
+        files = {(w.get("url") or w.get("path")).rsplit("/", 1)[-1]: w for w in entry.get("wheels", [])}
+        chosen = plats.best_wheel(list(files), platform, python)
+        if chosen is not None:
+            wheels.append(_file_package(name, version, files[chosen], folder))
+        elif isinstance(entry.get("sdist"), dict):
+            sdists.append(_file_package(name, version, entry["sdist"], folder))
+        else:
             raise ResolutionError(
-                f"{spec.where}: {name} {version} has no wheel for {platform.name} / Python {python}; "
-                "repro installs wheels only (an sdist build is neither offline nor reproducible). "
-                "Pin a version that publishes wheels for this platform and Python."
+                f"{where}: {name} {version} has no wheel for {platform.name} / Python {python} and no sdist "
+                "to build one from. Pin a version that publishes wheels for this platform and Python.",
+                library=name,
             )
-        packages.append(_file_package(name, version, wheels[chosen], folder))
-    return tuple(sorted(packages))
+    return Compiled(tuple(sorted(wheels)), tuple(sorted(sdists)))
 
 
-def resolve(spec: EnvSpec, platform_name: str, python: str, settings: Settings) -> PlatformLock:
-    """Resolve ``spec`` for one platform and exact Python version."""
+def compile_packages(
+    requirements: str, platform_name: str, python: str, settings: Settings, where: str, no_build: bool = False
+) -> Compiled:
+    """``uv pip compile`` ``requirements`` for one platform and exact Python."""
     platform = plats.get(platform_name)
     with tempfile.TemporaryDirectory(prefix="repro-resolve-") as tmp:
         folder = Path(tmp)
         req, out = folder / "requirements.in", folder / "pylock.toml"
-        req.write_text(requirements_in(spec))
-        proc = run_uv(compile_args(req, out, platform, python, settings), settings.home.uv_cache, cwd=folder)
+        req.write_text(requirements)
+        args = compile_args(req, out, platform, python, settings, no_build=no_build)
+        proc = run_uv(args, settings.home.uv_cache, cwd=folder)
         if proc.returncode != 0:
             message = proc.stderr.strip()
             if proc.returncode != UV_FAILURE:
                 raise InfraError(
-                    f"{spec.where}: cannot reach the package index while resolving for {platform_name}:\n{message}"
+                    f"{where}: cannot reach the package index while resolving for {platform_name}:\n{message}\n"
+                    f"{tls.trust().describe()}"
                 )
-            libs = cap(f"{n}=={v}" for n, v in spec.requirements.items())
+            libs = cap(requirements.split())
             raise ResolutionError(
-                f"{spec.where}: cannot resolve [{libs}] for {platform_name} (Python {python}):\n"
+                f"{where}: cannot resolve [{libs}] for {platform_name} (Python {python}):\n"
                 f"{message}\nCheck the names and versions on your package index and pin versions "
                 "that exist and agree with each other."
             )
-        packages = parse_pylock(out.read_text(), folder, platform, python, spec)
-    return PlatformLock(platform=platform_name, python=python, packages=packages)
+        return parse_pylock(out.read_text(), folder, platform, python, where)
+
+
+def resolve(
+    spec: EnvSpec, platform_name: str, python: str, settings: Settings, previous: PlatformLock | None = None
+) -> PlatformLock:
+    """Resolve ``spec`` for one platform and exact Python version. A package that publishes only an
+    sdist gets the wheel ``previous`` (the lock being replaced) or this machine already built from
+    the very same sdist (same sha256, same Python), else is built now, once."""
+    compiled = compile_packages(requirements_in(spec), platform_name, python, settings, spec.where)
+    built = [_built(sdist, platform_name, python, settings, spec.where, previous) for sdist in compiled.sdists]
+    return PlatformLock(platform=platform_name, python=python, packages=(*compiled.wheels, *built))
+
+
+def _built(
+    sdist: Package, platform_name: str, python: str, settings: Settings, where: str, previous: PlatformLock | None
+) -> Package:
+    from repro.env import pythons
+    from repro.env import sdist as sdists
+    from repro.env.cache import PackageCache
+
+    before = (previous.by_name() if previous else {}).get(sdist.name)
+    if (
+        before is not None
+        and before.built is not None
+        and before.built.sdist == sdist
+        and before.built.python == python
+    ):
+        return before
+    builder = sdists.Builder(
+        PackageCache(settings.home.packages, settings.home.uv_cache), settings.home.builds, settings.home.uv_cache
+    )
+    known = builder.known(sdist, python)
+    if known is not None:
+        return known
+    interpreter = pythons.find(python, where=where)
+    local = plats.local_platform_name()
+    path = builder.cache.ensure([sdist], where=where)[sdist.sha256]
+    requires = compile_packages(
+        "".join(f"{r}\n" for r in sdists.build_requirements(path)),
+        local,
+        interpreter.version,
+        settings,
+        f"{where}: build requirements of {sdist.file}",
+        no_build=True,
+    ).wheels
+    return builder.build(sdist, requires, interpreter, plats.get(platform_name), where)

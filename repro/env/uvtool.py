@@ -8,6 +8,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from repro.env import tls
 from repro.errors import InfraError
 
 
@@ -25,7 +26,7 @@ def uv_bin() -> str:
 
 
 def uv_env(cache_dir: Path | None, offline: bool = False) -> dict[str, str]:
-    # The user's UV_* settings (private index, certificates) are honoured; pip's are not uv's.
+    # The user's UV_* settings (private index) are honoured; pip's are not uv's (but its cert is: tls).
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "VIRTUAL_ENV"))}
     env["UV_PYTHON_DOWNLOADS"] = "never"
     env["UV_NO_PROGRESS"] = "1"
@@ -34,15 +35,22 @@ def uv_env(cache_dir: Path | None, offline: bool = False) -> dict[str, str]:
         env["UV_CACHE_DIR"] = str(cache_dir)
     if offline:
         env["UV_OFFLINE"] = "1"
+    else:  # the index's certificates: SSL_CERT_FILE, REQUESTS_CA_BUNDLE, pip's cert, the system's store
+        env.pop("SSL_CERT_FILE", None)
+        env.update(tls.trust().uv_env())
     return env
 
 
 def run_uv(
-    args: list[str], cache_dir: Path | None, offline: bool = False, cwd: Path | None = None, timeout: float = 1800
+    args: list[str],
+    cache_dir: Path | None,
+    offline: bool = False,
+    cwd: Path | None = None,
+    timeout: float = 1800,
+    extra: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess:
+    env = {**uv_env(cache_dir, offline), **(extra or {})}
     try:
-        return subprocess.run(
-            [uv_bin(), *args], capture_output=True, text=True, cwd=cwd, env=uv_env(cache_dir, offline), timeout=timeout
-        )
+        return subprocess.run([uv_bin(), *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout)
     except subprocess.TimeoutExpired as exc:
         raise InfraError(f"uv {' '.join(args[:2])} timed out after {timeout:.0f}s") from exc

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tomli_w
 
-from repro.model.lock import PlatformLock
+from repro.model.lock import Package, PlatformLock
 
 _MARKERS = {
     "linux-64": "sys_platform == 'linux' and platform_machine == 'x86_64'",
@@ -15,6 +15,20 @@ _MARKERS = {
 }
 
 
+def _package(p: Package) -> dict[str, object]:
+    """A wheel built from an sdist is exported as that sdist (an installer builds it itself; the
+    wheel repro built is not on any index)."""
+    if p.built is not None:
+        s = p.built.sdist
+        return {
+            "name": p.name,
+            "version": p.version,
+            "sdist": {"name": s.file, "url": s.url, "size": s.size, "hashes": {"sha256": s.sha256}},
+        }
+    wheel = {"name": p.file, "url": p.url, "size": p.size, "hashes": {"sha256": p.sha256}}
+    return {"name": p.name, "version": p.version, "wheels": [wheel]}
+
+
 def to_pylock(pl: PlatformLock, flow: str, step: str) -> str:
     """A PEP 751 lock (one environment) for one step on one platform."""
     doc = {
@@ -22,14 +36,7 @@ def to_pylock(pl: PlatformLock, flow: str, step: str) -> str:
         "created-by": "repro",
         "requires-python": f"=={pl.python}",
         "environments": [_MARKERS[pl.platform]] if pl.platform in _MARKERS else [],
-        "packages": [
-            {
-                "name": p.name,
-                "version": p.version,
-                "wheels": [{"name": p.file, "url": p.url, "size": p.size, "hashes": {"sha256": p.sha256}}],
-            }
-            for p in sorted(pl.packages)
-        ],
+        "packages": [_package(p) for p in sorted(pl.packages)],
         "tool": {"repro": {"flow": flow, "step": step, "env-id": pl.env_id, "platform": pl.platform}},
     }
     return tomli_w.dumps(doc)

@@ -22,12 +22,48 @@ from repro.model.spec import EnvSpec, sha256_json
 LOCK_VERSION = 1
 
 
-_PACKAGE_KEYS = frozenset({"name", "version", "source", "file", "url", "sha256", "size"})
+_FILE_KEYS = frozenset({"name", "version", "source", "file", "url", "sha256", "size"})
+_PACKAGE_KEYS = _FILE_KEYS | {"built"}
+_BUILT_KEYS = frozenset({"python", "sdist", "requires"})
 _PLATFORM_KEYS = frozenset({"env_id", "platform", "python", "packages"})
 
 
 @dataclass(frozen=True, order=True)
+class Built:
+    """How a wheel was built from a package published only as source: the sdist it came from
+    (verified by its sha256), the interpreter that built it and the build requirements, each a
+    locked, hash-checked wheel. Wheel builds are not bit-reproducible, so the wheel itself (its
+    sha256 is the package's) is kept in the package cache and the store and never rebuilt."""
+
+    python: str  # the exact interpreter version that built it
+    sdist: Package
+    requires: tuple[Package, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "requires", tuple(sorted(self.requires)))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "python": self.python,
+            "sdist": self.sdist.as_dict(),
+            "requires": [p.as_dict() for p in self.requires],
+        }
+
+    @classmethod
+    def from_dict(cls, d: Any, at: v.At) -> Built:
+        v.only(v.of_type(d, dict, at), _BUILT_KEYS, at)
+        sdist = Package.from_dict(v.need(d, "sdist", dict, at), at / "sdist", built_ok=False)
+        requires = v.list_of(
+            v.need(d, "requires", list, at), at / "requires", lambda x, w: Package.from_dict(x, w, built_ok=False)
+        )
+        return cls(python=v.name(v.need(d, "python", str, at), at / "python"), sdist=sdist, requires=tuple(requires))
+
+
+@dataclass(frozen=True, order=True)
 class Package:
+    """One installed file. ``built``: set when the file is a wheel built from an sdist (the
+    sdist's URL is ``url``; ``sha256``/``size`` are the built wheel's)."""
+
     name: str
     version: str
     source: str  # "pypi" or a conda channel URL
@@ -35,9 +71,10 @@ class Package:
     url: str
     sha256: str
     size: int
+    built: Built | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        d: dict[str, Any] = {
             "name": self.name,
             "version": self.version,
             "source": self.source,
@@ -46,14 +83,19 @@ class Package:
             "sha256": self.sha256,
             "size": self.size,
         }
+        if self.built is not None:
+            d["built"] = self.built.as_dict()
+        return d
 
     @classmethod
-    def from_dict(cls, d: Any, at: v.At) -> Package:
-        """Strict: every key present and typed, sha256 64 hex, file a plain name, size >= 0."""
-        v.only(v.of_type(d, dict, at), _PACKAGE_KEYS, at)
+    def from_dict(cls, d: Any, at: v.At, built_ok: bool = True) -> Package:
+        """Strict: every key present and typed, sha256 64 hex, file a plain name, size >= 0.
+        ``built`` is optional (locks written before sdist builds have none)."""
+        v.only(v.of_type(d, dict, at), _PACKAGE_KEYS if built_ok else _FILE_KEYS, at)
         size = v.need(d, "size", int, at)
         if size < 0:
             (at / "size").fail(size, "a size in bytes (>= 0)")
+        built = Built.from_dict(d["built"], at / "built") if "built" in d else None
         return cls(
             name=v.need(d, "name", str, at),
             version=v.need(d, "version", str, at),
@@ -62,6 +104,7 @@ class Package:
             url=v.need(d, "url", str, at),
             sha256=v.hex_digest(v.need(d, "sha256", str, at), 64, at / "sha256"),
             size=size,
+            built=built,
         )
 
 

@@ -43,7 +43,7 @@ def check_resolution(flow: Flow) -> list[Finding]:
         for pname, old in sl.platforms.items():
             key = (spec.spec_id, pname, old.python)
             if key not in seen:
-                seen[key] = pypi.resolve(spec, pname, old.python, flow.settings)
+                seen[key] = pypi.resolve(spec, pname, old.python, flow.settings, previous=old)
             new = seen[key]
             if new.env_id != old.env_id:
                 out += _changes(

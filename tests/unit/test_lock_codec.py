@@ -1,5 +1,6 @@
 """The lock file model: determinism, self-validation on read, readable diffs (pure logic)."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -493,3 +494,82 @@ def test_a_locked_steps_spec_keeps_its_channels():
     start = golden_lock().steps["start"]
     assert start.as_spec("MyFlow").channels == ("conda-forge",)
     assert start.spec_id != sample_lock().steps["start"].spec_id
+
+
+def _built_lock():
+    from repro.model.lock import Built, Lock, StepLock
+
+    base = sample_lock()
+    sdist = pkg("docopt", "0.6.2", "d" * 64)
+    sdist = replace(sdist, file="docopt-0.6.2.tar.gz")
+    built = replace(
+        pkg("docopt", "0.6.2", "e" * 64), built=Built("3.11.7", sdist, (pkg("setuptools", "80.0.0", "f" * 64),))
+    )
+    step: StepLock = base.steps["start"]
+    pl = step.platforms["linux-64"]
+    pl = PlatformLock(pl.platform, pl.python, (*pl.packages, built))
+    return Lock(base.flow, base.file, {"start": replace(step, platforms={"linux-64": pl})}), built
+
+
+def test_a_wheel_built_from_an_sdist_keeps_both_digests_and_its_build_environment(tmp_path):
+    lock, built = _built_lock()
+    text = lock.to_toml()
+    back = parse_lock(text, tmp_path / "flow.repro.lock")
+    assert back == lock and back.to_toml() == text
+    got = back.steps["start"].platforms["linux-64"].by_name()["docopt"]
+    assert got.built is not None and got.built.sdist.sha256 == "d" * 64 and got.sha256 == "e" * 64
+    assert got.built.python == "3.11.7" and [p.name for p in got.built.requires] == ["setuptools"]
+    # the env id is the installed wheel's: a different wheel built from the same sdist is another env
+    other = PlatformLock("linux-64", "3.11.7", (replace(got, sha256="9" * 64),))
+    assert other.env_id != PlatformLock("linux-64", "3.11.7", (got,)).env_id
+    # a lock written before sdist builds (no `built` anywhere) still reads, to the same ids
+    assert "built" not in sample_lock().to_toml()
+    assert parse_lock(sample_lock().to_toml(), tmp_path / "old.repro.lock") == sample_lock()
+
+
+@pytest.mark.parametrize(
+    "edit,match",
+    [
+        (
+            lambda t: t.replace(
+                'python = "3.11.7"\n\n[steps.start.platforms.linux-64.packages.built.sdist]',
+                'python = "3.11.7"\nsecret = 1\n\n[steps.start.platforms.linux-64.packages.built.sdist]',
+            ),
+            "secret",
+        ),
+        (lambda t: t.replace("d" * 64, "d" * 10), "built.sdist.sha256"),
+        (lambda t: t.replace('file = "docopt-0.6.2.tar.gz"', 'file = "../docopt-0.6.2.tar.gz"'), "built.sdist.file"),
+        (
+            lambda t: t.replace(
+                'python = "3.11.7"\n\n[steps.start.platforms.linux-64.packages.built.sdist]',
+                "\n[steps.start.platforms.linux-64.packages.built.sdist]",
+            ),
+            "missing key '.*built.python'",
+        ),
+    ],
+)
+def test_a_bad_build_record_in_a_lock_is_refused_naming_the_field(tmp_path, edit, match):
+    lock, _ = _built_lock()
+    text = lock.to_toml()
+    edited = edit(text)
+    assert edited != text
+    with pytest.raises(LockFileError, match=match):
+        parse_lock(edited, tmp_path / "flow.repro.lock")
+
+
+def test_a_built_wheel_is_exported_to_pylock_as_its_sdist():
+    import tomllib
+
+    from repro.model.export import to_pylock
+
+    lock, built = _built_lock()
+    doc = tomllib.loads(to_pylock(lock.steps["start"].platforms["linux-64"], "MyFlow", "start"))
+    entry = next(p for p in doc["packages"] if p["name"] == "docopt")
+    assert "wheels" not in entry  # the wheel repro built is on no index
+    assert entry["sdist"] == {
+        "name": "docopt-0.6.2.tar.gz",
+        "url": built.url,
+        "size": 123,
+        "hashes": {"sha256": "d" * 64},
+    }
+    assert all("wheels" in p for p in doc["packages"] if p["name"] != "docopt")
