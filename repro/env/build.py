@@ -31,6 +31,8 @@ from repro.model.lock import PlatformLock
 from repro.model.validate import cap
 
 MARKER = protocol.ENV_MARKER  # tasks read it too (task_check.py)
+#: What ``probe.interpreter_facts()`` reports (the rest of a fingerprint is computed from the files).
+_FACT_KEYS = ("fingerprint_version", "python", "implementation", "build", "compiler", "system", "machine", "libc")
 
 
 class EvictedFiles(IntegrityError):
@@ -95,9 +97,9 @@ class Environments:
         facts = {
             k: v
             for k, v in built.fingerprint.items()
-            if k not in ("distributions", "digest", "locations", "executable", "prefix", "platform")
+            if k not in ("distributions", "digest", "locations", "executable", "prefix", "platform", "conda")
         }
-        now = fingerprint.of_env(built.path, facts)
+        now = fingerprint.of_env(built.path, facts, conda=lock.is_conda)
         problems = []
         if now.get("digest") != built.fingerprint.get("digest"):
             problems = fingerprint.differences(now, lock) + fingerprint.changed_on_disk(built.fingerprint, now)
@@ -109,7 +111,7 @@ class Environments:
     def build(
         self,
         lock: PlatformLock,
-        interpreter: Interpreter,
+        interpreter: Interpreter | None,
         offline: bool = False,
         where: str = "",
         repair: bool = False,
@@ -140,11 +142,14 @@ class Environments:
                 return self._build_locked(lock, interpreter, files, where, fresh=True)
 
     def _build_locked(
-        self, lock: PlatformLock, interpreter: Interpreter, files: dict, where: str, fresh: bool = False
+        self, lock: PlatformLock, interpreter: Interpreter | None, files: dict, where: str, fresh: bool = False
     ) -> BuiltEnv:
-        env_id, path = lock.env_id, self.path(lock.env_id)
+        path = self.path(lock.env_id)
         if path.exists():  # no marker: a build that died half-way
             shutil.rmtree(path)
+        if lock.is_conda:
+            return self._build_conda(lock, files, where)
+        assert interpreter is not None, "a PyPI env is made from an installed interpreter"
         proc = run_uv(
             ["venv", "--quiet", "--no-project", "--python", interpreter.path, str(path)], self.uv_cache, offline=True
         )
@@ -167,6 +172,29 @@ class Environments:
             shutil.rmtree(path, ignore_errors=True)
             self._raise_install_error(proc.stderr, lock, where)
         fp = fingerprint.of_env(path, interpreter.facts, fresh=True)
+        return self._finish(lock, path, interpreter.path, fp, where)
+
+    def _build_conda(self, lock: PlatformLock, files: dict, where: str) -> BuiltEnv:
+        """Link the conda packages with rattler; the env's interpreter is its own ``python`` package."""
+        from repro.env import conda
+
+        path = self.path(lock.env_id)
+        try:
+            conda.install(lock, path, files, self.root.parent / "conda-pkgs", where)
+        except BaseException:
+            shutil.rmtree(path, ignore_errors=True)
+            raise
+        python = env_python(path)
+        if not python.exists():
+            shutil.rmtree(path, ignore_errors=True)
+            raise InfraError(f"{where}: the conda env {lock.env_id[:12]} has no bin/python (its python package)")
+        facts = {k: v for k, v in fingerprint.take(python).items() if k in _FACT_KEYS}
+        fp = fingerprint.of_env(path, facts, fresh=True, conda=True)
+        return self._finish(lock, path, str(python), fp, where)
+
+    def _finish(self, lock: PlatformLock, path: Path, interpreter: str, fp: dict, where: str) -> BuiltEnv:
+        """Check the built env against its lock, then write the marker (last: the env exists from here on)."""
+        env_id = lock.env_id
         problems = fingerprint.differences(fp, lock)
         if problems:
             shutil.rmtree(path, ignore_errors=True)
@@ -177,7 +205,7 @@ class Environments:
             protocol.MARKER_ENV_ID: env_id,
             "platform": lock.platform,
             "python": lock.python,
-            "interpreter": interpreter.path,
+            "interpreter": interpreter,
             protocol.MARKER_FINGERPRINT: fp,
             "built_at": time.time(),
         }
@@ -189,7 +217,7 @@ class Environments:
             platform=lock.platform,
             path=path,
             python=env_python(path),
-            interpreter=interpreter.path,
+            interpreter=interpreter,
             fingerprint=fp,
         )
 

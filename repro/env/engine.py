@@ -74,6 +74,7 @@ def _flow(decl: FlowDeclarations, path: Path, settings: Settings) -> Flow:
             default_python=default_python,
             conda_source=settings.conda_source,
             s3_datastore=decl.s3_datastore,
+            default_channels=settings.channels,
         )
     lock = read_lock(lock_path(path))
     if lock is not None and lock.flow != decl.name:
@@ -116,8 +117,9 @@ def target_platforms(flow: Flow, requested: list[str] | None = None, removed: li
 
 
 def exact_python(spec: EnvSpec) -> str:
-    """The exact interpreter version for a spec: as given, or the newest installed X.Y.z."""
-    if spec.python.count(".") == 2:
+    """The exact interpreter version for a spec: as given, or the newest installed X.Y.z (a conda
+    spec's interpreter is the channel's python package: the solver picks it)."""
+    if spec.python.count(".") == 2 or spec.source == "conda":
         return spec.python
     return pythons.find(spec.python, where=spec.where).version
 
@@ -198,7 +200,7 @@ def lock_flow(
                         f"resolving {flow.name}.{step} for {pname} (Python {python}): "
                         + ", ".join(f"{n}=={v}" for n, v in spec.requirements.items())
                     )
-                    resolutions[key] = pypi.resolve(spec, pname, python, flow.settings)
+                    resolutions[key] = resolve(flow, spec, pname, python)
                 per_platform[pname] = resolutions[key]
         new = StepLock.from_spec(spec, per_platform)
         stated = {n for n, _ in spec.libraries}
@@ -232,6 +234,20 @@ def lock_flow(
     if written:
         flow.lock = lock
     return LockResult(lock=lock, written=written, changes=changes)
+
+
+def resolve(flow: Flow, spec: EnvSpec, platform: str, python: str) -> PlatformLock:
+    """One step's environment for one platform: conda channels with rattler, else PyPI with uv."""
+    if spec.source == "conda":
+        from repro.env import conda
+
+        return conda.resolve(spec, platform, flow.settings, conda.project_base(flow.settings, flow.path))
+    return pypi.resolve(spec, platform, python, flow.settings)
+
+
+def interpreter_for(pl: PlatformLock, where: str) -> pythons.Interpreter | None:
+    """The installed interpreter a PyPI env is made from; None for a conda env (it brings its own)."""
+    return None if pl.is_conda else pythons.find(pl.python, where=where)
 
 
 def environments(settings: Settings) -> Environments:
@@ -288,11 +304,9 @@ def build_flow(
             where = flow.specs[step].where
             env = envs.get(pl.env_id)
             if env is not None and envs.damage(env, pl, full=repair):  # a damaged env is never reused
-                env = envs.build(
-                    pl, pythons.find(pl.python, where=where), offline=offline, where=where, repair=repair, log=log
-                )
+                env = envs.build(pl, interpreter_for(pl, where), offline=offline, where=where, repair=repair, log=log)
             if env is None:
-                interp = pythons.find(pl.python, where=where)
+                interp = interpreter_for(pl, where)
                 log(
                     f"building env {pl.env_id[:12]} for {flow.name}.{step} "
                     f"(Python {pl.python}, {len(pl.packages)} packages)"

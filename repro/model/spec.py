@@ -193,6 +193,7 @@ def merge(
     default_python: str,
     conda_source: str | None,
     s3_datastore: bool = False,
+    default_channels: tuple[str, ...] = (),
 ) -> EnvSpec:
     """Merge flow-level and step-level declarations into the step's EnvSpec."""
     where = _where(flow, step)
@@ -239,15 +240,26 @@ def merge(
             where=where,
         )
     if "conda" in declared:
-        if conda_source == "pypi":
+        if conda_source == "pypi" or (conda_source == "conda" and "pypi" in declared):
+            # a step that mixes @pypi into @conda_base (or the reverse) is served from PyPI
             source = "pypi"
+        elif conda_source == "conda":
+            source = "conda"
+            channels = channels or tuple(default_channels)
+            if not channels:
+                raise SpecError(
+                    f"{where}: @conda needs at least one conda channel: give @conda(channels=[...]), or set "
+                    "channels under [tool.repro] in pyproject.toml or REPRO_CONDA_CHANNELS"
+                )
         else:
             raise SpecError(
-                f"{where}: @conda libraries need a conda channel, and conda channels are not "
-                "supported yet. To serve @conda(libraries=...) from PyPI, set "
-                'conda-source = "pypi" under [tool.repro] in pyproject.toml, or '
-                "REPRO_CONDA_SOURCE=pypi in the environment."
+                f'{where}: @conda libraries need a conda-source: set conda-source = "conda" (packages from '
+                'conda channels) or conda-source = "pypi" (the same names served from PyPI) under [tool.repro] '
+                "in pyproject.toml, or REPRO_CONDA_SOURCE=conda or REPRO_CONDA_SOURCE=pypi in the environment."
             )
+    elif not declared and conda_source == "conda" and default_channels:
+        # a step with no decorator gets the bare environment (Python + Metaflow's needs) from the channels
+        source, channels = "conda", tuple(default_channels)
     else:
         source = "pypi"
     return EnvSpec(

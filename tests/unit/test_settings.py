@@ -134,7 +134,7 @@ def test_store_default_follows_home(tmp_path):
     [
         ("REPRO_ARTIFACT_MAX_BYTES", "lots", "whole number of bytes"),
         ("REPRO_ARTIFACT_MAX_BYTES", "-1", "whole number of bytes"),
-        ("REPRO_CONDA_SOURCE", "conda-forge", "one of pypi, channel"),
+        ("REPRO_CONDA_SOURCE", "conda-forge", "one of conda, pypi"),
         ("REPRO_FROZEN", "maybe", "one of 1, true"),
         ("REPRO_OFFLINE", "2", "one of 1, true"),
         ("REPRO_PYTHONHASHSEED", "abc", "'random' or an integer"),
@@ -154,7 +154,7 @@ def test_a_bad_variable_is_blamed(tmp_path, var, value, words):
     [
         ('artifact-max-bytes = "lots"', "artifact-max-bytes", "whole number of bytes"),
         ("artifact-max-bytes = true", "artifact-max-bytes", "whole number of bytes"),
-        ('conda-source = "conda-forge"', "conda-source", "one of pypi, channel"),
+        ('conda-source = "conda-forge"', "conda-source", "one of conda, pypi"),
         ("platforms = [1, 2]", "platforms", "a string or a list of strings"),
         ("find-links = 3", "find-links", "a string or a list of strings"),
         ("update = 1", "update", "one of 1, true"),
