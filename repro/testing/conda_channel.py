@@ -379,14 +379,15 @@ def index(folder: Path) -> None:
         asyncio.run(result)
 
 
-def tamper_sha(folder: Path, name: str) -> None:
-    """Make the repodata name a wrong sha256 for every file of package ``name``."""
+def tamper_sha(folder: Path, which: str) -> None:
+    """Make the repodata name a wrong sha256 for package ``which`` (``NAME`` or ``NAME==VERSION``)."""
+    name, _, version = which.partition("==")
     for repodata in folder.glob("*/repodata.json"):
         doc = json.loads(repodata.read_text())
         changed = False
         for key in ("packages", "packages.conda"):
             for rec in doc.get(key, {}).values():
-                if rec["name"] == name:
+                if rec["name"] == name and version in ("", rec["version"]):
                     rec["sha256"] = hashlib.sha256(b"not the file " + rec["sha256"].encode()).hexdigest()
                     changed = True
         if changed:
@@ -428,13 +429,51 @@ def build_channel(
     return dest
 
 
+def cached_channel(
+    root: Path,
+    pythons: list[str],
+    wheels: list[str] = (),  # type: ignore[assignment]
+    dotdot: list[str] = (),  # type: ignore[assignment]
+    bad_sha: list[str] = (),  # type: ignore[assignment]
+) -> Path:
+    """The channel these arguments make, built once under ``root/<content key>`` (the key hashes
+    this module's source, the arguments and each interpreter's file) and reused after that; a
+    marker written last makes a build complete, a file lock serialises concurrent builders."""
+    from filelock import FileLock
+
+    interps = [find_python(v) for v in pythons]
+    key = hashlib.sha256(
+        json.dumps(
+            [
+                Path(__file__).read_text(),
+                pythons,
+                sorted(wheels),
+                sorted(dotdot),
+                sorted(bad_sha),
+                [[str(i), i.stat().st_mtime_ns, i.stat().st_size] for i in interps],
+            ]
+        ).encode()
+    ).hexdigest()[:20]
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    folder, marker = root / key, root / key / ".complete"
+    with FileLock(str(folder) + ".lock"):
+        if not marker.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            build_channel(folder, pythons, wheels, dotdot, bad_sha, wheel_cache=root / "wheels")
+            marker.write_text(key)
+    return folder
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m repro.testing.conda_channel", description=__doc__.split("\n\n")[0])
     ap.add_argument("dir", type=Path, help="the channel folder (created)")
     ap.add_argument("--python", action="append", default=[], help="an installed CPython version, e.g. 3.11.7")
     ap.add_argument("--wheel", action="append", default=[], help="a pinned requirement, e.g. six==1.16.0")
     ap.add_argument("--dotdot", action="append", default=[], help="add a package NAME with a '..' member")
-    ap.add_argument("--bad-sha", action="append", default=[], help="the repodata gives package NAME a wrong sha256")
+    ap.add_argument(
+        "--bad-sha", action="append", default=[], help="the repodata gives NAME (or NAME==VERSION) a wrong sha256"
+    )
     args = ap.parse_args(argv)
     if not args.python:
         ap.error("name at least one --python VERSION (the channel's interpreter)")
@@ -446,4 +485,4 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     sys.exit(main())
 
-__all__ = ["Entry", "Meta", "build_channel", "main", "python_package", "wheel_package"]
+__all__ = ["Entry", "Meta", "build_channel", "cached_channel", "main", "python_package", "wheel_package"]
