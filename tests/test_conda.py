@@ -264,3 +264,17 @@ def test_seed_snapshot_replays_offline_from_the_store_identical(seed_project, tm
     r = cli("replay", "LinearSklearnFlow/latest", "--store", store, env={**env, "REPRO_HOME": str(empty)}, cwd=tmp_path)
     assert r.code == 0 and "identical" in r.text, r.text[-4000:]
     assert any((empty / "envs").iterdir())  # rebuilt offline from the store's package files
+
+
+def test_conda_source_pypi_maps_conda_names_and_records_the_map(tmp_path):
+    body = SIX_FLOW.replace('{"six": "1.16.0", "markupsafe": "2.1.5"}', '{"msgpack-python": "1.1.0"}')
+    root = tmp_path / "p"
+    root.mkdir()
+    (root / "pyproject.toml").write_text('[tool.repro]\nconda-source = "pypi"\n')
+    (root / "flow.py").write_text(body)
+    r = cli("lock", root / "flow.py", cwd=root)
+    assert r.code == 0, r.text
+    (pl,) = read_lock(root / "flow.repro.lock").steps["start"].platforms.values()
+    assert dict(pl.name_map) == {"msgpack-python": "msgpack"}
+    assert pl.by_name()["msgpack"].version == "1.1.0" and "msgpack-python" not in pl.by_name()
+    assert 'msgpack-python = "msgpack"' in (root / "flow.repro.lock").read_text()

@@ -25,8 +25,32 @@ from repro.settings import Settings
 UV_FAILURE, UV_ERROR = 1, 2
 
 
+#: conda package names whose PyPI distribution has another name (conda-source = "pypi" serves
+#: @conda libraries from PyPI under these names; names not listed are the same on both sides, e.g.
+#: scikit-learn). Each substitution made is recorded in the lock's ``name_map``.
+CONDA_TO_PYPI = {
+    "pytorch": "torch",
+    "py-xgboost": "xgboost",
+    "py-lightgbm": "lightgbm",
+    "py-opencv": "opencv-python",
+    "tensorflow-base": "tensorflow",
+    "matplotlib-base": "matplotlib",
+    "msgpack-python": "msgpack",
+    "python-graphviz": "graphviz",
+    "pytables": "tables",
+}
+
+
+def name_map(spec: EnvSpec) -> dict[str, str]:
+    """The substitutions made for ``spec``: only @conda names (a @pypi name is a PyPI name)."""
+    if spec.kind == "pypi":
+        return {}
+    return {n: CONDA_TO_PYPI[n] for n in spec.requirements if n in CONDA_TO_PYPI and CONDA_TO_PYPI[n] != n}
+
+
 def requirements_in(spec: EnvSpec) -> str:
-    return "".join(f"{name}=={version}\n" for name, version in spec.requirements.items())
+    mapped = name_map(spec)
+    return "".join(f"{mapped.get(name, name)}=={version}\n" for name, version in spec.requirements.items())
 
 
 def compile_args(req: Path, out: Path, platform: plats.Platform, python: str, settings: Settings) -> list[str]:
@@ -108,4 +132,6 @@ def resolve(spec: EnvSpec, platform_name: str, python: str, settings: Settings) 
                 "that exist and agree with each other."
             )
         packages = parse_pylock(out.read_text(), folder, platform, python, spec)
-    return PlatformLock(platform=platform_name, python=python, packages=packages)
+    return PlatformLock(
+        platform=platform_name, python=python, packages=packages, name_map=tuple(name_map(spec).items())
+    )

@@ -110,3 +110,14 @@ def test_wheel_requirements_become_conda_depends():
     )
     assert wheel_depends(meta, "3.11.7") == ["numpy >=1.19.5", "scipy >=1.6,<2", "typing-extensions >=4"]
     assert json.dumps(wheel_depends(meta, "3.13.0")) == '["numpy >=1.19.5", "scipy >=1.6,<2"]'
+
+
+def test_conda_names_served_from_pypi_are_mapped_only_for_conda_declarations():
+    from repro.env.pypi import name_map, requirements_in
+
+    libs = (("py-xgboost", "2.1.1"), ("pytorch", "2.5.1"), ("scikit-learn", "1.5.2"))
+    conda = EnvSpec("F", "s", "conda", "pypi", "3.11.7", libraries=libs)
+    assert name_map(conda) == {"py-xgboost": "xgboost", "pytorch": "torch"}  # scikit-learn: same name
+    assert requirements_in(conda) == "xgboost==2.1.1\ntorch==2.5.1\nscikit-learn==1.5.2\n"
+    pypi = EnvSpec("F", "s", "pypi", "pypi", "3.11.7", libraries=libs)  # @pypi names are PyPI names
+    assert name_map(pypi) == {} and requirements_in(pypi).startswith("py-xgboost==2.1.1\n")
