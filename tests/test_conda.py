@@ -278,3 +278,97 @@ def test_conda_source_pypi_maps_conda_names_and_records_the_map(tmp_path):
     assert dict(pl.name_map) == {"msgpack-python": "msgpack"}
     assert pl.by_name()["msgpack"].version == "1.1.0" and "msgpack-python" not in pl.by_name()
     assert 'msgpack-python = "msgpack"' in (root / "flow.repro.lock").read_text()
+
+
+MIXED_FLOW = """
+from metaflow import FlowSpec, conda_base, pypi, step
+
+
+@conda_base(libraries={"six": "1.16.0"})
+class MixedFlow(FlowSpec):
+    @step
+    def start(self):
+        import six
+
+        self.six = six.__version__
+        self.next(self.mid)
+
+    @pypi(packages={"tomli": "2.0.1"})
+    @step
+    def mid(self):
+        import sys
+
+        import six
+        import tomli
+
+        self.both = [six.__version__, tomli.__version__ if hasattr(tomli, "__version__") else "2.0.1"]
+        self.python = sys.executable
+        self.next(self.end)
+
+    @step
+    def end(self):
+        try:
+            import tomli  # noqa: F401 - only `mid` has the pip package
+
+            self.tomli_in_end = True
+        except ImportError:
+            self.tomli_in_end = False
+
+
+if __name__ == "__main__":
+    MixedFlow()
+"""
+
+SIDE_BY_SIDE_FLOW = """
+from metaflow import FlowSpec, conda, pypi, step
+
+
+class SideBySideFlow(FlowSpec):
+    @conda(libraries={"six": "1.16.0"})
+    @step
+    def start(self):
+        import sys
+
+        self.conda_python = sys.executable
+        self.next(self.end)
+
+    @pypi(packages={"six": "1.17.0"})
+    @step
+    def end(self):
+        import six
+
+        self.six = six.__version__
+
+
+if __name__ == "__main__":
+    SideBySideFlow()
+"""
+
+
+def test_pip_packages_on_top_of_a_conda_env_and_pypi_steps_beside_conda_steps(tmp_path, conda_channel):
+    root = project(tmp_path / "p", conda_channel, {"mixed.py": MIXED_FLOW, "side.py": SIDE_BY_SIDE_FLOW})
+    for name in ("mixed.py", "side.py"):
+        r = cli("lock", root / name, cwd=root)
+        assert r.code == 0, r.text
+    lock = read_lock(root / "mixed.repro.lock")
+    mid = lock.steps["mid"]
+    assert (mid.source, dict(mid.pip), dict(mid.libraries)) == ("conda", {"tomli": "2.0.1"}, {"six": "1.16.0"})
+    (pl,) = mid.platforms.values()
+    by = pl.by_name()
+    assert by["six"].is_conda and by["python"].is_conda  # conda first ...
+    assert not by["tomli"].is_conda and by["tomli"].source == "pypi"  # ... then exactly the pip pin, no deps
+    assert [p.name for p in pl.packages if not p.is_conda] == ["tomli"]
+    run = run_flow(root / "mixed.py", root / "mf")
+    assert run.code == 0, run.text[-4000:]
+    art = {s: t[0]["artifacts"] for s, t in run.inspect("MixedFlow")["steps"].items()}
+    assert art["start"]["six"] == "1.16.0" and art["mid"]["both"] == ["1.16.0", "2.0.1"]
+    assert art["end"]["tomli_in_end"] is False
+    show = cli("env", "show", root / "mixed.py", cwd=root)
+    assert show.code == 0 and show.out.count("matches lock") == 3, show.text
+    # a @pypi step beside @conda steps is a PyPI env (a venv of the host's Python) in the same run
+    side = read_lock(root / "side.repro.lock")
+    assert side.steps["start"].source == "conda" and side.steps["end"].source == "pypi"
+    run = run_flow(root / "side.py", root / "mf")
+    assert run.code == 0, run.text[-4000:]
+    art = {s: t[0]["artifacts"] for s, t in run.inspect("SideBySideFlow")["steps"].items()}
+    assert art["end"]["six"] == "1.17.0"

@@ -148,7 +148,7 @@ class Environments:
         if path.exists():  # no marker: a build that died half-way
             shutil.rmtree(path)
         if lock.is_conda:
-            return self._build_conda(lock, files, where)
+            return self._build_conda(lock, files, where, fresh)
         assert interpreter is not None, "a PyPI env is made from an installed interpreter"
         proc = run_uv(
             ["venv", "--quiet", "--no-project", "--python", interpreter.path, str(path)], self.uv_cache, offline=True
@@ -158,8 +158,16 @@ class Environments:
             raise InfraError(
                 f"{where}: uv venv failed for Python {interpreter.version} ({interpreter.path}):\n{proc.stderr.strip()}"
             )
+        self._pip_install(lock, list(lock.packages), path, files, where, fresh)
+        fp = fingerprint.of_env(path, interpreter.facts, fresh=True)
+        return self._finish(lock, path, interpreter.path, fp, where)
+
+    def _pip_install(
+        self, lock: PlatformLock, packages: list, path: Path, files: dict, where: str, fresh: bool
+    ) -> None:
+        """uv: offline, no index, no dependencies, every file hash-checked (removes ``path`` on failure)."""
         with tempfile.NamedTemporaryFile("w", suffix=".txt", prefix="repro-req-", delete=False) as req:
-            for p in lock.packages:
+            for p in packages:
                 req.write(f"{p.name} @ {files[p.sha256].as_uri()} --hash=sha256:{p.sha256}\n")
         try:
             args = install_args(env_python(path), Path(req.name))
@@ -171,10 +179,8 @@ class Environments:
         if proc.returncode != 0:
             shutil.rmtree(path, ignore_errors=True)
             self._raise_install_error(proc.stderr, lock, where)
-        fp = fingerprint.of_env(path, interpreter.facts, fresh=True)
-        return self._finish(lock, path, interpreter.path, fp, where)
 
-    def _build_conda(self, lock: PlatformLock, files: dict, where: str) -> BuiltEnv:
+    def _build_conda(self, lock: PlatformLock, files: dict, where: str, fresh: bool = False) -> BuiltEnv:
         """Link the conda packages with rattler; the env's interpreter is its own ``python`` package."""
         from repro.env import conda
 
@@ -188,6 +194,9 @@ class Environments:
         if not python.exists():
             shutil.rmtree(path, ignore_errors=True)
             raise InfraError(f"{where}: the conda env {lock.env_id[:12]} has no bin/python (its python package)")
+        pip = [p for p in lock.packages if not p.is_conda]
+        if pip:  # the pixi model: PyPI packages on top of the conda env, after it, with no dependencies
+            self._pip_install(lock, pip, path, files, where, fresh)
         facts = {k: v for k, v in fingerprint.take(python).items() if k in _FACT_KEYS}
         fp = fingerprint.of_env(path, facts, fresh=True, conda=True)
         return self._finish(lock, path, str(python), fp, where)

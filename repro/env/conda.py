@@ -168,7 +168,28 @@ def resolve(spec: EnvSpec, platform_name: str, settings: Settings, base: Path) -
     python = next((p.version for p in packages if p.name == "python"), None)
     if python is None:
         raise ResolutionError(f"{spec.where}: the solution for {platform_name} has no python package")
+    if spec.pip:
+        packages += pip_packages(spec, platform_name, python, settings, {p.name for p in packages})
     return PlatformLock(platform=platform_name, python=python, packages=packages, virtual_packages=virtual)
+
+
+def pip_packages(
+    spec: EnvSpec, platform_name: str, python: str, settings: Settings, conda_names: set[str]
+) -> tuple[Package, ...]:
+    """The @pypi packages that go on top of the conda env: exactly those pinned (uv --no-deps,
+    for the interpreter the channel gave), none that a conda package already provides."""
+    from repro.env import pypi
+
+    clash = sorted(n for n, _ in spec.pip if n in conda_names)
+    if clash:
+        raise ResolutionError(
+            f"{spec.where}: {', '.join(clash)} would be installed twice, by conda and by pip (@pypi); "
+            "drop it from @pypi (conda provides it) or pin it in @conda"
+        )
+    pip_spec = EnvSpec(
+        flow=spec.flow, step=spec.step, kind="pypi", source="pypi", python=python, libraries=spec.pip, where=spec.where
+    )
+    return pypi.resolve(pip_spec, platform_name, python, settings, no_deps=True).packages
 
 
 # -- archives -----------------------------------------------------------------------------------

@@ -53,7 +53,9 @@ def requirements_in(spec: EnvSpec) -> str:
     return "".join(f"{mapped.get(name, name)}=={version}\n" for name, version in spec.requirements.items())
 
 
-def compile_args(req: Path, out: Path, platform: plats.Platform, python: str, settings: Settings) -> list[str]:
+def compile_args(
+    req: Path, out: Path, platform: plats.Platform, python: str, settings: Settings, no_deps: bool = False
+) -> list[str]:
     args = [
         "pip",
         "compile",
@@ -70,6 +72,8 @@ def compile_args(req: Path, out: Path, platform: plats.Platform, python: str, se
         "--quiet",
         "--no-header",
     ]
+    if no_deps:
+        args.append("--no-deps")
     if settings.index_url:
         args += ["--index-url", settings.index_url]
     for link in settings.find_links:
@@ -111,14 +115,15 @@ def parse_pylock(text: str, folder: Path, platform: plats.Platform, python: str,
     return tuple(sorted(packages))
 
 
-def resolve(spec: EnvSpec, platform_name: str, python: str, settings: Settings) -> PlatformLock:
-    """Resolve ``spec`` for one platform and exact Python version."""
+def resolve(spec: EnvSpec, platform_name: str, python: str, settings: Settings, no_deps: bool = False) -> PlatformLock:
+    """Resolve ``spec`` for one platform and exact Python version (``no_deps``: exactly the
+    requirements, none of their dependencies: pip packages on top of a conda env)."""
     platform = plats.get(platform_name)
     with tempfile.TemporaryDirectory(prefix="repro-resolve-") as tmp:
         folder = Path(tmp)
         req, out = folder / "requirements.in", folder / "pylock.toml"
         req.write_text(requirements_in(spec))
-        proc = run_uv(compile_args(req, out, platform, python, settings), settings.home.uv_cache, cwd=folder)
+        proc = run_uv(compile_args(req, out, platform, python, settings, no_deps), settings.home.uv_cache, cwd=folder)
         if proc.returncode != 0:
             message = proc.stderr.strip()
             if proc.returncode != UV_FAILURE:

@@ -200,6 +200,7 @@ class StepLock:
     channels: tuple[str, ...]
     disabled: bool
     platforms: dict[str, PlatformLock] = field(default_factory=dict)  # name -> PlatformLock
+    pip: tuple[tuple[str, str], ...] = ()  # PyPI packages on top of a conda env (EnvSpec.pip)
 
     @property
     def spec_id(self) -> str:
@@ -216,6 +217,7 @@ class StepLock:
             implicit=self.implicit,
             channels=self.channels,
             disabled=self.disabled,
+            pip=self.pip,
         )
 
     @classmethod
@@ -230,6 +232,7 @@ class StepLock:
             channels=spec.channels,
             disabled=spec.disabled,
             platforms=dict(sorted(platforms.items())),
+            pip=spec.pip,
         )
 
 
@@ -255,6 +258,8 @@ class Lock:
             }
             if s.channels:
                 entry["channels"] = list(s.channels)
+            if s.pip:
+                entry["pip"] = dict(s.pip)
             plats = {}
             for pname in sorted(s.platforms):
                 section = s.platforms[pname].to_dict()
@@ -341,6 +346,7 @@ def _decode_lock(doc: dict[str, Any], path: Path, regen: str) -> Lock:
             channels=tuple(v.list_of(v.opt(t, "channels", list, [], w), w / "channels", v.string)),
             disabled=v.need(t, "disabled", bool, w),
             platforms=platforms,
+            pip=_pairs(v.opt(t, "pip", dict, {}, w), w / "pip"),
         )
         if v.need(t, "spec_id", str, w) != sl.spec_id:
             raise LockFileError(
@@ -407,7 +413,8 @@ def diff_spec(locked: StepLock, spec: EnvSpec) -> list[Change]:
     if locked.channels != spec.channels:
         out.append(Change("channels", str(list(locked.channels)), str(list(spec.channels))))
     old = {**dict(locked.implicit), **dict(locked.libraries)}
-    return out + diff_requirements(old, spec.requirements)
+    out += diff_requirements(old, spec.requirements)
+    return out + [Change(f"pip {c.subject}", c.old, c.new) for c in diff_requirements(dict(locked.pip), dict(spec.pip))]
 
 
 def diff_packages(

@@ -50,6 +50,9 @@ class EnvSpec:
     channels: tuple[str, ...] = ()
     disabled: bool = False
     where: str = field(default="", compare=False)  # "flow.py, step 'start'" for messages
+    #: conda-source = "conda" only: PyPI packages (a @pypi declaration mixed with @conda) installed
+    #: with uv --no-deps on top of the conda env, after it
+    pip: tuple[tuple[str, str], ...] = ()
 
     @property
     def requirements(self) -> dict[str, str]:
@@ -69,6 +72,8 @@ class EnvSpec:
             "channels": list(self.channels),
             "disabled": self.disabled,
         }
+        if self.pip:  # only when present: every spec id without pip packages stays as it was
+            payload["pip"] = [list(x) for x in self.pip]
         return sha256_json(payload)
 
 
@@ -210,6 +215,15 @@ def merge(
     b = base[0] if base else None
     s = own[0] if own else None
     b_where = _where(flow, None)
+    pip: dict[str, str] = {}
+    if b and s and {b.kind, s.kind} == {"conda", "pypi"} and conda_source == "conda" and not s.disabled:
+        # the pixi model: the @conda side is the conda env, the @pypi side goes on top of it with uv
+        pypi_decl = b if b.kind == "pypi" else s
+        pip = _libraries(pypi_decl, b_where if pypi_decl is b else where)
+        if b.kind == "pypi":
+            b = Declaration("conda", None, b.python, b.disabled, None)
+        else:
+            s = Declaration("conda", None, s.python, s.disabled, None)
 
     libraries = _libraries(b, b_where) if b else {}
     python = _python(b.python, b_where) if b else None
@@ -239,6 +253,11 @@ def merge(
             disabled=True,
             where=where,
         )
+    if pip:
+        both = sorted(set(pip) & set(libraries))
+        if both:
+            raise SpecError(f"{where}: {', '.join(both)} declared both in @conda and in @pypi; declare each once")
+        declared = {"conda"}
     if "conda" in declared:
         if conda_source == "pypi" or (conda_source == "conda" and "pypi" in declared):
             # a step that mixes @pypi into @conda_base (or the reverse) is served from PyPI
@@ -273,4 +292,5 @@ def merge(
         channels=channels,
         disabled=False,
         where=where,
+        pip=tuple(sorted(pip.items())),
     )

@@ -403,20 +403,55 @@ def test_conda_source_conda_takes_the_decorators_channels_else_the_settings_chan
     bare = conda_spec([])
     assert (bare.source, bare.kind, bare.channels, bare.libraries) == ("conda", "none", ("conda-forge",), ())
     assert dict(bare.implicit) == {"requests": "2.32.3"}
-    # @pypi stays on PyPI, and so does a step that mixes @pypi with @conda_base
+    # @pypi stays on PyPI, and with conda-source = "pypi" a step mixing @pypi with @conda_base is all PyPI
     assert conda_spec([Declaration("pypi", {"six": "1.16.0"})]).source == "pypi"
-    mixed = merge(
+    on_pypi = merge(
         FLOW,
         "b",
         [Declaration("conda", {"six": "1.16.0"})],
         [Declaration("pypi", {"idna": "3.10"})],
         "3.11.7",
+        conda_source="pypi",
+    )
+    assert (on_pypi.source, on_pypi.pip, dict(on_pypi.libraries)) == ("pypi", (), {"six": "1.16.0", "idna": "3.10"})
+    with pytest.raises(SpecError, match="needs at least one conda channel"):
+        conda_spec([Declaration("conda", {"six": "1.16.0"})], default_channels=())
+
+
+def test_pypi_mixed_into_conda_goes_on_top_of_the_conda_env():
+    base, own = [Declaration("conda", {"six": "1.16.0"})], [Declaration("pypi", {"idna": "3.10"}, python="3.12")]
+    s = merge(FLOW, "b", base, own, "3.11.7", conda_source="conda", default_channels=("conda-forge",))
+    assert (s.source, s.kind, s.libraries, s.pip, s.python) == (
+        "conda",
+        "conda",
+        (("six", "1.16.0"),),
+        (("idna", "3.10"),),
+        "3.12",
+    )
+    assert s.channels == ("conda-forge",)
+    plain = merge(FLOW, "b", base, [], "3.11.7", conda_source="conda", default_channels=("conda-forge",))
+    assert plain.spec_id != s.spec_id and plain.pip == ()
+    # and the reverse: @pypi_base with a step's @conda
+    r = merge(
+        FLOW,
+        "b",
+        [Declaration("pypi", {"idna": "3.10"})],
+        [Declaration("conda", {"six": "1.16.0"})],
+        "3.11.7",
         conda_source="conda",
         default_channels=("conda-forge",),
     )
-    assert mixed.source == "pypi"
-    with pytest.raises(SpecError, match="needs at least one conda channel"):
-        conda_spec([Declaration("conda", {"six": "1.16.0"})], default_channels=())
+    assert (r.libraries, r.pip) == ((("six", "1.16.0"),), (("idna", "3.10"),))
+    with pytest.raises(SpecError, match="declared both in @conda and in @pypi"):
+        merge(
+            FLOW,
+            "b",
+            base,
+            [Declaration("pypi", {"six": "1.17.0"})],
+            "3.11.7",
+            conda_source="conda",
+            default_channels=("conda-forge",),
+        )
 
 
 @pytest.mark.parametrize("version", ["1.X", "X", "1.0x"])
