@@ -372,3 +372,36 @@ def test_pip_packages_on_top_of_a_conda_env_and_pypi_steps_beside_conda_steps(tm
     assert run.code == 0, run.text[-4000:]
     art = {s: t[0]["artifacts"] for s, t in run.inspect("SideBySideFlow")["steps"].items()}
     assert art["end"]["six"] == "1.17.0"
+
+
+def test_conda_lock_export_is_read_by_conda_lock_and_imports_back_to_the_same_env(six_project, tmp_path):
+    from conda_lock.conda_lock import render_lockfile_for_platform
+    from conda_lock.lockfile import parse_conda_lock_file
+
+    out = tmp_path / "exported"
+    r = cli("lock", six_project / "flow.py", "--export-conda-lock", out, cwd=six_project)
+    assert r.code == 0, r.text
+    files = sorted(out.glob("*.conda-lock.yml"))
+    assert [f.name for f in files] == ["flow-end.conda-lock.yml", "flow-start.conda-lock.yml"]
+    lock = read_lock(six_project / "flow.repro.lock")
+    (pl,) = lock.steps["start"].platforms.values()
+    parsed = parse_conda_lock_file(out / "flow-start.conda-lock.yml")  # conda-lock's own parser and validation
+    assert {d.name: d.version for d in parsed.package} == {p.name: p.version for p in pl.packages}
+    assert {d.hash.sha256 for d in parsed.package} == {p.sha256 for p in pl.packages}
+    # what `conda-lock install` hands to conda: an explicit list of URLs with their hashes
+    explicit = render_lockfile_for_platform(
+        lockfile=parsed, include_dev_dependencies=False, extras=None, kind="explicit", platform=pl.platform
+    )
+    assert "@EXPLICIT" in explicit and all(any(p.url in line for line in explicit) for p in pl.packages)
+    # import it as the step's lock in a fresh copy of the project: the same env id, nothing re-solved
+    fresh = tmp_path / "fresh"
+    shutil.copytree(six_project, fresh, ignore=shutil.ignore_patterns("*.repro.lock", "mf", ".metaflow"))
+    r = cli("lock", fresh / "flow.py", "--from", out / "flow-start.conda-lock.yml", "--step", "start", cwd=fresh)
+    assert r.code == 0, r.text
+    imported = read_lock(fresh / "flow.repro.lock").steps["start"].platforms[pl.platform]
+    assert imported.env_id == pl.env_id and imported.virtual_packages == pl.virtual_packages
+    # a file that does not hold what the step declares is refused, naming the library
+    other = SIX_FLOW.replace('"six": "1.16.0"', '"six": "1.17.0"')
+    (fresh / "flow.py").write_text(other)
+    r = cli("lock", fresh / "flow.py", "--from", out / "flow-start.conda-lock.yml", "--step", "start", cwd=fresh)
+    assert r.code == 2 and "six 1.16.0" in r.err and "six==1.17.0" in r.err, r.text

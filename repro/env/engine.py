@@ -315,3 +315,35 @@ def build_flow(
             by_env[pl.env_id] = env
         built[step] = by_env[pl.env_id]
     return built
+
+
+def import_conda_lock(flow: Flow, path: Path, step: str) -> Lock:
+    """Make ``step``'s locked env the one a conda-lock file describes (every platform in it), after
+    checking it holds what the step declares; other steps keep their lock (a later `repro lock`
+    resolves those that need it). Writes the lock."""
+    from repro.env import condalock
+
+    spec = flow.specs.get(step)
+    if spec is None:
+        raise BadInput(f"{flow.path}: no step named {step} in flow {flow.name} (steps: {', '.join(flow.specs)})")
+    if spec.source != "conda":
+        raise BadInput(f"{spec.where}: --from imports a conda env, but this step is resolved from {spec.source}")
+    platforms = condalock.read(path, environments(flow.settings).cache, spec.where)
+    for pname, pl in platforms.items():
+        have = {p.name: p.version for p in pl.packages}
+        for name, version in {**spec.requirements, **dict(spec.pip)}.items():
+            if have.get(name) != version:
+                raise BadInput(
+                    f"{spec.where}: {path} ({pname}) has {name} {have.get(name, '(absent)')}, the step declares "
+                    f"{name}=={version}; import a conda-lock file made for this declaration",
+                    library=name,
+                    path=str(path),
+                )
+        if spec.python.count(".") == 2 and pl.python != spec.python:
+            raise BadInput(f"{spec.where}: {path} ({pname}) has Python {pl.python}, the step declares {spec.python}")
+    steps = dict(flow.lock.steps) if flow.lock else {}
+    steps[step] = StepLock.from_spec(spec, platforms)
+    lock = Lock(flow=flow.name, file=flow.path.name, steps=dict(sorted(steps.items())))
+    write_lock(lock, flow.lock_file)
+    flow.lock = lock
+    return lock
