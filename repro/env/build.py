@@ -197,9 +197,29 @@ class Environments:
         pip = [p for p in lock.packages if not p.is_conda]
         if pip:  # the pixi model: PyPI packages on top of the conda env, after it, with no dependencies
             self._pip_install(lock, pip, path, files, where, fresh)
-        facts = {k: v for k, v in fingerprint.take(python).items() if k in _FACT_KEYS}
+        facts = self._conda_python_facts(lock, python)
         fp = fingerprint.of_env(path, facts, fresh=True, conda=True)
         return self._finish(lock, path, str(python), fp, where)
+
+    def _conda_python_facts(self, lock: PlatformLock, python: Path) -> dict:
+        """What the env's interpreter says about itself, asked once per conda python package (by its
+        sha256: the same package file is the same interpreter) and kept under ``envs/.conda-pythons``."""
+        pkg = next((p for p in lock.packages if p.is_conda and p.name == "python"), None)
+        cache = self.root / ".conda-pythons" / f"{pkg.sha256}.json" if pkg else None
+        if cache is not None:
+            try:
+                facts = json.loads(cache.read_text())
+                if facts.get("fingerprint_version") == probe.FINGERPRINT_VERSION:
+                    return facts
+            except (OSError, ValueError):
+                pass
+        facts = {k: v for k, v in fingerprint.take(python).items() if k in _FACT_KEYS}
+        if cache is not None:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_name(f"{cache.name}.{os.getpid()}")
+            tmp.write_text(json.dumps(facts, sort_keys=True))
+            os.replace(tmp, cache)
+        return facts
 
     def _finish(self, lock: PlatformLock, path: Path, interpreter: str, fp: dict, where: str) -> BuiltEnv:
         """Check the built env against its lock, then write the marker (last: the env exists from here on)."""

@@ -211,7 +211,10 @@ def _member_problem(name: str, linkname: str, is_link: bool, is_hardlink: bool) 
     return ""
 
 
-def _tar_problems(tar: tarfile.TarFile) -> list[str]:
+INDEX_JSON = "info/index.json"
+
+
+def _tar_scan(tar: tarfile.TarFile, found: dict[str, bytes]) -> list[str]:
     out = []
     for m in tar:
         problem = _member_problem(m.name, m.linkname, m.issym(), m.islnk())
@@ -219,19 +222,23 @@ def _tar_problems(tar: tarfile.TarFile) -> list[str]:
             out.append(problem)
         elif not (m.isfile() or m.isdir() or m.issym() or m.islnk()):
             out.append(f"member {m.name!r} is not a file, folder or link")
+        elif m.name == INDEX_JSON and m.isfile():
+            fh = tar.extractfile(m)
+            found[INDEX_JSON] = fh.read() if fh else b""
     return out
 
 
-def archive_problems(path: Path) -> list[str]:
-    """What makes a conda archive unsafe to extract (empty: every member stays in the prefix)."""
-    name = path.name
+def scan_archive(path: Path) -> tuple[list[str], bytes]:
+    """(what makes a conda archive unsafe to extract, its ``info/index.json``). Every member is read
+    by name only; a member outside the prefix, an absolute link or a link leaving it is a problem."""
+    name, found = path.name, dict[str, bytes]()
     if name.endswith(".tar.bz2"):
         with open(path, "rb") as fh, tarfile.open(fileobj=bz2.BZ2File(fh), mode="r|") as tar:
-            return _tar_problems(tar)
-    if name.endswith(".conda"):
+            problems = _tar_scan(tar, found)
+    elif name.endswith(".conda"):
         import zstandard
 
-        out = []
+        problems = []
         with zipfile.ZipFile(path) as zf:
             for inner in zf.namelist():
                 if not inner.endswith(".tar.zst"):
@@ -239,21 +246,31 @@ def archive_problems(path: Path) -> list[str]:
                 with zf.open(inner) as raw:
                     stream = zstandard.ZstdDecompressor().stream_reader(raw)
                     with tarfile.open(fileobj=io.BufferedReader(stream), mode="r|") as tar:
-                        out += _tar_problems(tar)
-        return out
-    return [f"{name} is neither a .conda nor a .tar.bz2 archive"]
+                        problems += _tar_scan(tar, found)
+    else:
+        return [f"{name} is neither a .conda nor a .tar.bz2 archive"], b""
+    if INDEX_JSON not in found:
+        problems.append(f"it has no {INDEX_JSON}")
+    return problems, found.get(INDEX_JSON, b"")
 
 
-def check_archive(pkg: Package, path: Path, where: str) -> None:
-    """Refuse an archive with members outside the prefix. The verdict is kept beside the verified
-    file (the cache re-checks its sha256 before every use), so each archive is read once."""
-    stamp = path.parent / SAFE_STAMP
-    if stamp.exists() and stamp.read_text() == pkg.sha256:
-        return
+def archive_problems(path: Path) -> list[str]:
+    """What makes a conda archive unsafe to extract (empty: every member stays in the prefix)."""
+    return scan_archive(path)[0]
+
+
+def check_archive(pkg: Package, path: Path, where: str) -> Path:
+    """Refuse an archive with members outside the prefix; return its ``info/index.json``, kept
+    beside the verified file with the verdict (the cache re-checks the file's sha256 before every
+    use), so each archive is read once."""
+    stamp, index = path.parent / SAFE_STAMP, path.parent / ".index.json"
+    if stamp.exists() and stamp.read_text() == pkg.sha256 and index.exists():
+        return index
     try:
-        problems = archive_problems(path)
+        problems, index_json = scan_archive(path)
+        json.loads(index_json or b"{}")
     except (OSError, tarfile.TarError, zipfile.BadZipFile, EOFError, ValueError) as exc:
-        problems = [f"it cannot be read as an archive ({exc})"]
+        problems, index_json = [f"it cannot be read as an archive ({exc})"], b""
     if problems:
         raise IntegrityError(
             f"{where}: conda package {pkg.file} ({pkg.name} {pkg.version}) is refused: "
@@ -262,7 +279,9 @@ def check_archive(pkg: Package, path: Path, where: str) -> None:
             library=pkg.name,
             path=pkg.file,
         )
+    index.write_bytes(index_json)
     stamp.write_text(pkg.sha256)
+    return index
 
 
 # -- install ------------------------------------------------------------------------------------
@@ -272,21 +291,19 @@ def install(lock: PlatformLock, prefix: Path, files: dict[str, Path], rattler_ca
     """Link every conda package of ``lock`` into ``prefix`` with rattler, from the verified files
     in our cache (``files``: sha256 -> path). No network: each record's URL is that local file."""
     r = _rattler()
-    conda = [p for p in lock.packages if p.is_conda]
-    for p in conda:
-        check_archive(p, files[p.sha256], where)
-
-    async def records():
-        out = []
-        for p in conda:
-            rec = await r.RepoDataRecord.from_package_archive(files[p.sha256])
-            if rec.sha256 is None or rec.sha256.hex() != p.sha256 or rec.name.normalized != p.name:
-                raise IntegrityError(f"{where}: {p.file} is not the package the lock names", library=p.name)
-            out.append(rec)
-        return out
+    recs = []
+    for p in (p for p in lock.packages if p.is_conda):
+        index = check_archive(p, files[p.sha256], where)  # the file's sha256 was checked by the cache
+        record = r.PackageRecord.from_index_json(index, size=p.size, sha256=p.sha256, md5=p.md5)
+        if (record.name.normalized, str(record.version), str(record.build)) != (p.name, p.version, p.build):
+            raise IntegrityError(
+                f"{where}: {p.file} is {record.name.normalized} {record.version} ({record.build}), "
+                f"the lock names {p.name} {p.version} ({p.build})",
+                library=p.name,
+            )
+        recs.append(r.RepoDataRecord(record, p.file, files[p.sha256].as_uri(), p.channel))
 
     async def run():
-        recs = await records()
         await r.install(
             recs, prefix, cache_dir=rattler_cache, show_progress=False, execute_link_scripts=False, platform=None
         )
