@@ -305,7 +305,7 @@ SETTINGS: tuple[Setting, ...] = (
         "REPRO_CONDA_SOURCE",
         "conda-source",
         _Choice(*CONDA_SOURCES),
-        None,
+        "conda",
         "where `@conda` libraries come from: conda packages from `channels` (solved and installed with "
         "py-rattler), or the same names served from PyPI (`pypi`, with a name map such as `pytorch` → `torch`)",
     ),
@@ -416,7 +416,7 @@ class Settings:
 
     home: Home
     store: str
-    conda_source: str | None = None
+    conda_source: str | None = "conda"
     channels: tuple[str, ...] = DEFAULT_CHANNELS
     virtual_packages: tuple[str, ...] = ()
     platforms: tuple[str, ...] = ()
@@ -521,6 +521,10 @@ def spec_settings(settings: Settings) -> dict[str, Any]:
 def spec_environ(recorded: dict[str, Any]) -> dict[str, str]:
     """Environment variables that give a child process the settings ``spec_settings`` recorded."""
     values = {k: recorded[k] for k in ("conda_source", "channels", "virtual_packages") if recorded.get(k)}
+    if "conda_source" in recorded and not recorded["conda_source"]:
+        # recorded before conda-source had a default: no @conda step could be locked then, so every
+        # step was a PyPI env, which is what "pypi" gives (the default now, "conda", would not)
+        values["conda_source"] = "pypi"
     if "channels" in values or "virtual_packages" in values:
         values = {k: (tuple(v.split()) if k != "conda_source" else v) for k, v in values.items()}
     return environ_for(**values)

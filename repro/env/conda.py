@@ -163,7 +163,12 @@ def resolve(spec: EnvSpec, platform_name: str, settings: Settings, base: Path) -
                 f"{', '.join(urls)} (virtual packages {', '.join(virtual) or 'none'}):\n{text}\n"
                 "Check the names and versions in the channels and pin versions that exist and agree."
             ) from None
-        raise InfraError(f"{spec.where}: cannot read the conda channels {', '.join(urls)} ({kind}): {text}") from None
+        raise InfraError(
+            f"{spec.where}: cannot read the conda channels {', '.join(urls)} ({kind}): {text}\n"
+            "Set channels a machine here can reach (a URL or a local folder: channels under [tool.repro], "
+            'REPRO_CONDA_CHANNELS), or, where no conda channel is reachable, conda-source = "pypi" under '
+            "[tool.repro] (REPRO_CONDA_SOURCE=pypi) to serve @conda libraries from PyPI."
+        ) from None
     packages = tuple(package_of(rec, spec.where) for rec in records)
     python = next((p.version for p in packages if p.name == "python"), None)
     if python is None:

@@ -62,12 +62,12 @@ def to_lockfile(steps: list[tuple[str, StepLock]], flow: str, flow_file: str):
         platforms=sorted(first.platforms),
         sources=[flow_file],
         custom_metadata={
-            "repro-flow": flow,
-            "repro-steps": ",".join(s for s, _ in steps),
-            "repro-spec-id": first.spec_id,
-            **{f"repro-env-id-{pname}": pl.env_id for pname, pl in first.platforms.items()},
+            "repro:flow": flow,
+            "repro:steps": ",".join(s for s, _ in steps),
+            "repro:spec-id": first.spec_id,
+            **{f"repro:env-id:{pname}": pl.env_id for pname, pl in first.platforms.items()},
             **{
-                f"repro-virtual-packages-{pname}": " ".join(pl.virtual_packages)
+                f"repro:virtual-packages:{pname}": " ".join(pl.virtual_packages)
                 for pname, pl in first.platforms.items()
             },
         },
@@ -135,7 +135,7 @@ def read(path: Path, cache: PackageCache, where: str) -> dict[str, PlatformLock]
             pname,
             python,
             tuple(packages),
-            virtual_packages=tuple(virtual.get(f"repro-virtual-packages-{pname}", "").split()),
+            virtual_packages=tuple(virtual.get(f"repro:virtual-packages:{pname}", "").split()),
         )
     return out
 
