@@ -114,7 +114,7 @@ def main() -> int:
     records = asyncio.run(_records(rattler, [files[x.sha256] for x in conda_pl.packages]))
     # ours, like rattler.install, links into a prefix given records it was handed (no solve); ours
     # also checks every cached file's stamp, reads each archive's member check, fingerprints, marks
-    rcache = settings.home.root / "conda-pkgs"
+    rcache = settings.home.conda_pkgs
 
     def ours():
         envs.remove(conda_pl.env_id)

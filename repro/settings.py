@@ -65,6 +65,16 @@ class Home:
         return self.root / "uv-cache"
 
     @property
+    def conda_pkgs(self) -> Path:
+        """rattler's cache of extracted conda packages (filled only from our verified package files)."""
+        return self.root / "conda-pkgs"
+
+    @property
+    def conda_repodata(self) -> Path:
+        """rattler's cache of channels' repodata (resolution only; installs never read it)."""
+        return self.root / "conda-repodata"
+
+    @property
     def code(self) -> Path:
         """Metaflow code packages: ``<sha256>.tar.gz`` and their extracted folders ``<sha256[:32]>/``."""
         return self.root / "code"

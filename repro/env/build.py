@@ -29,6 +29,7 @@ from repro.env.uvtool import run_uv
 from repro.errors import InfraError, IntegrityError
 from repro.model.lock import PlatformLock
 from repro.model.validate import cap
+from repro.settings import Home
 
 MARKER = protocol.ENV_MARKER  # tasks read it too (task_check.py)
 #: What ``probe.interpreter_facts()`` reports (the rest of a fingerprint is computed from the files).
@@ -55,10 +56,11 @@ def env_python(path: Path) -> Path:
 
 
 class Environments:
-    def __init__(self, root: Path, cache: PackageCache, uv_cache: Path):
+    def __init__(self, root: Path, cache: PackageCache, uv_cache: Path, conda_pkgs: Path | None = None):
         self.root = Path(root)
         self.cache = cache
         self.uv_cache = uv_cache
+        self.conda_pkgs = Path(conda_pkgs) if conda_pkgs else Home(self.root.parent).conda_pkgs
 
     def path(self, env_id: str) -> Path:
         return self.root / env_id[:16]
@@ -186,7 +188,7 @@ class Environments:
 
         path = self.path(lock.env_id)
         try:
-            conda.install(lock, path, files, self.root.parent / "conda-pkgs", where)
+            conda.install(lock, path, files, self.conda_pkgs, where)
         except BaseException:
             shutil.rmtree(path, ignore_errors=True)
             raise

@@ -143,7 +143,7 @@ def resolve(spec: EnvSpec, platform_name: str, settings: Settings, base: Path) -
     urls = [channel_url(c, base) for c in spec.channels or settings.channels]
     virtual = virtual_package_strings(platform_name, settings)
     specs = match_specs(spec)
-    gateway = r.Gateway(cache_dir=settings.home.root / "conda-repodata")
+    gateway = r.Gateway(cache_dir=settings.home.conda_repodata)
     try:
         records = _run(
             r.solve(

@@ -251,7 +251,8 @@ def interpreter_for(pl: PlatformLock, where: str) -> pythons.Interpreter | None:
 
 
 def environments(settings: Settings) -> Environments:
-    return Environments(settings.home.envs, PackageCache(settings.home.packages), settings.home.uv_cache)
+    home = settings.home
+    return Environments(home.envs, PackageCache(home.packages), home.uv_cache, home.conda_pkgs)
 
 
 def current_lock(flow: Flow, offline: bool = False, log: Log = _stderr, frozen: bool = False) -> Lock:

@@ -121,3 +121,23 @@ def test_conda_names_served_from_pypi_are_mapped_only_for_conda_declarations():
     assert requirements_in(conda) == "xgboost==2.1.1\ntorch==2.5.1\nscikit-learn==1.5.2\n"
     pypi = EnvSpec("F", "s", "pypi", "pypi", "3.11.7", libraries=libs)  # @pypi names are PyPI names
     assert name_map(pypi) == {} and requirements_in(pypi).startswith("py-xgboost==2.1.1\n")
+
+
+def test_rattlers_package_cache_never_serves_another_archive_of_the_same_name(tmp_path):
+    """Pins the assumption conda.install relies on: one rattler cache (REPRO_HOME/conda-pkgs) is shared
+    by every env, and an extracted package is reused only for the archive (sha256) it came from."""
+    import asyncio
+
+    import rattler
+
+    meta = Meta("samename", "1.0", "0", "noarch", noarch="generic")
+    a = write_package(tmp_path / "a", meta, [Entry("share/x.txt", b"AAA\n")])
+    b = write_package(tmp_path / "b", meta, [Entry("share/x.txt", b"BBB\n")])
+
+    async def install(archive, prefix):
+        record = await rattler.RepoDataRecord.from_package_archive(archive)
+        await rattler.install([record], prefix, cache_dir=tmp_path / "cache", show_progress=False)
+
+    asyncio.run(install(a, tmp_path / "pa"))
+    asyncio.run(install(b, tmp_path / "pb"))
+    assert (tmp_path / "pb" / "share" / "x.txt").read_text() == "BBB\n"
