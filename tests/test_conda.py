@@ -150,6 +150,7 @@ def test_runtime_drift_in_a_conda_env_is_seen(six_project, tmp_path):
     settings = load_settings(six_project)
     envs = Environments(settings.home.envs, PackageCache(settings.home.packages), settings.home.uv_cache)
     pl = next(iter(lock.steps["start"].platforms.values()))
+    assert cli("env", "build", six_project / "flow.py", "--step", "start", cwd=six_project).code == 0
     built = envs.get(pl.env_id)
     assert built is not None
     meta = next((built.path / "conda-meta").glob("six-*.json"))
