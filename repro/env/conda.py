@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import bz2
+import gc
 import io
 import json
 import os
 import posixpath
 import tarfile
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -136,6 +138,26 @@ def package_of(record: Any, where: str) -> Package:
     )
 
 
+def _solve(r, urls, specs, platform_name, virtual, cache_dir) -> tuple[list, tuple[str, str] | None]:
+    """(records, None) or ([], (error kind, message)). rattler's objects (its gateway and runtime
+    threads) must not outlive this call: an exception that kept them alive through its traceback
+    until interpreter exit makes CPython abort at finalisation, so only the words leave here."""
+    gateway = r.Gateway(cache_dir=cache_dir)
+    try:
+        coro = r.solve([r.Channel(u) for u in urls], specs, gateway=gateway, platforms=[platform_name, "noarch"],
+                       virtual_packages=virtual)  # fmt: skip
+        return _run(coro), None
+    except Exception as exc:  # rattler raises its own exception types per failure
+        failure = (type(exc).__name__, str(exc).strip())
+    finally:
+        del gateway
+    # A failed solve can leave rattler's runtime threads busy with the gateway; a process that exits
+    # right away (the command line, on the error) then aborted in CPython's finalisation (1 run in 6).
+    gc.collect()
+    time.sleep(0.05)
+    return [], failure
+
+
 def resolve(spec: EnvSpec, platform_name: str, settings: Settings, base: Path) -> PlatformLock:
     """Solve ``spec`` for one platform against its channels (or the settings' channels)."""
     r = _rattler()
@@ -143,32 +165,21 @@ def resolve(spec: EnvSpec, platform_name: str, settings: Settings, base: Path) -
     urls = [channel_url(c, base) for c in spec.channels or settings.channels]
     virtual = virtual_package_strings(platform_name, settings)
     specs = match_specs(spec)
-    gateway = r.Gateway(cache_dir=settings.home.conda_repodata)
-    try:
-        records = _run(
-            r.solve(
-                [r.Channel(u) for u in urls],
-                specs,
-                gateway=gateway,
-                platforms=[platform_name, "noarch"],
-                virtual_packages=_generic(virtual),
-            )
-        )
-    except Exception as exc:  # rattler raises its own exception types per failure
-        kind = type(exc).__name__
-        text = str(exc).strip()
+    records, failure = _solve(r, urls, specs, platform_name, _generic(virtual), settings.home.conda_repodata)
+    if failure is not None:
+        kind, text = failure
         if kind == "SolverError":
             raise ResolutionError(
                 f"{spec.where}: cannot resolve [{', '.join(specs)}] for {platform_name} from "
                 f"{', '.join(urls)} (virtual packages {', '.join(virtual) or 'none'}):\n{text}\n"
                 "Check the names and versions in the channels and pin versions that exist and agree."
-            ) from None
+            )
         raise InfraError(
             f"{spec.where}: cannot read the conda channels {', '.join(urls)} ({kind}): {text}\n"
             "Set channels a machine here can reach (a URL or a local folder: channels under [tool.repro], "
             'REPRO_CONDA_CHANNELS), or, where no conda channel is reachable, conda-source = "pypi" under '
             "[tool.repro] (REPRO_CONDA_SOURCE=pypi) to serve @conda libraries from PyPI."
-        ) from None
+        )
     packages = tuple(package_of(rec, spec.where) for rec in records)
     python = next((p.version for p in packages if p.name == "python"), None)
     if python is None:
@@ -313,12 +324,13 @@ def install(lock: PlatformLock, prefix: Path, files: dict[str, Path], rattler_ca
             recs, prefix, cache_dir=rattler_cache, show_progress=False, execute_link_scripts=False, platform=None
         )
 
+    failure = None
     try:
         _run(run())
-    except IntegrityError:
-        raise
-    except Exception as exc:
-        raise InfraError(f"{where}: installing conda env {lock.env_id[:12]} failed: {exc}") from None
+    except Exception as exc:  # only the words leave (see _solve: rattler objects must not outlive the call)
+        failure = f"{type(exc).__name__}: {exc}"
+    if failure is not None:
+        raise InfraError(f"{where}: installing conda env {lock.env_id[:12]} failed: {failure}")
 
 
 def installed(prefix: Path) -> dict[str, dict]:
