@@ -23,7 +23,8 @@ from metaflow_extensions.repro.plugins import protocol
 from repro._toml import tomllib
 from repro.errors import BadInput
 
-CONDA_SOURCES = ("pypi", "channel")
+CONDA_SOURCES = ("conda", "pypi")
+DEFAULT_CHANNELS = ("conda-forge",)
 DEFAULT_HOME = "~/.cache/repro"
 DEFAULT_ARTIFACT_MAX_BYTES = 16 << 20
 DEFAULT_REPORT_DIR = "reports"
@@ -67,6 +68,16 @@ class Home:
     def builds(self) -> Path:
         """Wheels built here from sdists: ``<sdist sha256>-<python>.json`` names the cached wheel."""
         return self.root / "builds"
+
+    @property
+    def conda_pkgs(self) -> Path:
+        """rattler's cache of extracted conda packages (filled only from our verified package files)."""
+        return self.root / "conda-pkgs"
+
+    @property
+    def conda_repodata(self) -> Path:
+        """rattler's cache of channels' repodata (resolution only; installs never read it)."""
+        return self.root / "conda-repodata"
 
     @property
     def code(self) -> Path:
@@ -314,8 +325,28 @@ SETTINGS: tuple[Setting, ...] = (
         "REPRO_CONDA_SOURCE",
         "conda-source",
         _Choice(*CONDA_SOURCES),
-        None,
-        "where `@conda` libraries come from: PyPI names, or a conda channel",
+        "conda",
+        "where `@conda` libraries come from: conda packages from `channels` (solved and installed with "
+        "py-rattler), or the same names served from PyPI (`pypi`, with a name map such as `pytorch` → `torch`)",
+    ),
+    Setting(
+        "channels",
+        "REPRO_CONDA_CHANNELS",
+        "channels",
+        WORDS,
+        DEFAULT_CHANNELS,
+        'conda channels for `conda-source = "conda"` (a decorator\'s `channels` wins): names (`conda-forge`), '
+        "URLs, or local folders (relative to the `pyproject.toml`)",
+        shown_default="`conda-forge`",
+    ),
+    Setting(
+        "virtual_packages",
+        "REPRO_VIRTUAL_PACKAGES",
+        "virtual-packages",
+        WORDS,
+        (),
+        "conda virtual packages the solver may assume, e.g. `__glibc=2.28 __cuda=12.4` (default: detected on "
+        "this machine for its own platform, none for others); recorded in the lock",
     ),
     Setting(
         "platforms",
@@ -429,7 +460,9 @@ class Settings:
 
     home: Home
     store: str
-    conda_source: str | None = None
+    conda_source: str | None = "conda"
+    channels: tuple[str, ...] = DEFAULT_CHANNELS
+    virtual_packages: tuple[str, ...] = ()
     platforms: tuple[str, ...] = ()
     index_url: str | None = None
     find_links: tuple[str, ...] = ()
@@ -520,6 +553,28 @@ def environ_for(**values: Any) -> dict[str, str]:
             raise BadInput(f"{setting.env}={text!r} is not valid: expected {setting.type.expects}") from None
         out[setting.env] = text
     return out
+
+
+def spec_settings(settings: Settings) -> dict[str, Any]:
+    """The settings that shape a flow's specs (and so its spec ids), as a run record keeps them:
+    a replay passes them back (``spec_environ``) so the recorded lock still matches."""
+    out: dict[str, Any] = {"conda_source": settings.conda_source}
+    if settings.conda_source == "conda":
+        out["channels"] = " ".join(settings.channels)
+        out["virtual_packages"] = " ".join(settings.virtual_packages)
+    return out
+
+
+def spec_environ(recorded: dict[str, Any]) -> dict[str, str]:
+    """Environment variables that give a child process the settings ``spec_settings`` recorded."""
+    values = {k: recorded[k] for k in ("conda_source", "channels", "virtual_packages") if recorded.get(k)}
+    if "conda_source" in recorded and not recorded["conda_source"]:
+        # recorded before conda-source had a default: no @conda step could be locked then, so every
+        # step was a PyPI env, which is what "pypi" gives (the default now, "conda", would not)
+        values["conda_source"] = "pypi"
+    if "channels" in values or "virtual_packages" in values:
+        values = {k: (tuple(v.split()) if k != "conda_source" else v) for k, v in values.items()}
+    return environ_for(**values)
 
 
 def debug_requested(environ: dict | None = None) -> bool:

@@ -171,3 +171,34 @@ def local_index(base_wheels, tmp_path) -> dict:
     shutil.copytree(base_wheels, links)
     empty.mkdir()
     return {"REPRO_FIND_LINKS": str(links), "REPRO_INDEX_URL": empty.as_uri()}
+
+
+#: The local conda channel the conda tests use (no public channel is reachable here): a python
+#: package made from the interpreter running the tests, the seed scenarios' libraries (scikit-learn, two numpys), two
+#: versions of six, a compiled extension (markupsafe), Metaflow's needs (requests), a package with
+#: a '..' member and one whose repodata sha256 does not match its bytes.
+CONDA_CHANNEL = dict(
+    pythons=[".".join(map(str, sys.version_info[:3]))],  # flows default to the Python running them
+    wheels=[
+        "six==1.16.0",
+        "six==1.17.0",
+        "requests==2.32.3",
+        "markupsafe==2.1.5",
+        "numpy==1.26.4",
+        "numpy==2.1.3",
+        "scikit-learn==1.5.2",
+    ],
+    dotdot=["evil-dotdot"],
+    bad_sha=["six==1.17.0"],
+)
+
+
+@pytest.fixture(scope="session")
+def conda_channel(repro_home) -> Path:
+    """The channel folder, built once per content key under the system's temporary folder (shared
+    by sessions and xdist workers; a test that changes a channel copies it first)."""
+    import tempfile
+
+    from repro.testing.conda_channel import cached_channel
+
+    return cached_channel(Path(tempfile.gettempdir()) / "repro-test-channels", **CONDA_CHANNEL)

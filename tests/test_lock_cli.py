@@ -170,10 +170,10 @@ def test_bad_declarations_exit_2_and_write_nothing(flow_dir, decl, match):
     assert not (flow_dir / "flow.repro.lock").exists()
 
 
-def test_conda_flow_without_conda_source_gets_told_how_to_set_it(flow_dir):
-    path = write_flow(flow_dir, SIX_FLOW % "1.17.0", conda_source=None)
-    r = cli("lock", path)
-    assert r.code == 2 and 'conda-source = "pypi"' in r.err
+def test_conda_flow_without_a_reachable_channel_gets_told_how_to_serve_it_from_pypi(flow_dir):
+    path = write_flow(flow_dir, SIX_FLOW % "1.17.0", conda_source=None)  # the default: conda
+    r = cli("lock", path, env={"REPRO_CONDA_CHANNELS": "http://127.0.0.1:9/conda-forge"})  # nothing listens
+    assert r.code == 3 and "127.0.0.1:9/conda-forge" in r.err and 'conda-source = "pypi"' in r.err, r.text
     r = cli("lock", path, env={"REPRO_CONDA_SOURCE": "pypi"})
     assert r.code == 0, r.text
 

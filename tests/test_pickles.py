@@ -124,7 +124,7 @@ def test_artifacts_whose_classes_live_in_metaflow_load_in_every_reader(tmp_path)
 
     folder = tmp_path / "proj"
     folder.mkdir()
-    (folder / "pyproject.toml").write_text("[tool.repro]\n")
+    (folder / "pyproject.toml").write_text('[tool.repro]\nconda-source = "pypi"\n')
     (folder / "table.csv").write_text("a,b\n1,2\n")
     (folder / "include_flow.py").write_text(INCLUDE_FLOW)
     store = tmp_path / "store"

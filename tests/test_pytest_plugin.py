@@ -169,7 +169,8 @@ def test_stale_lock_when_frozen_fails_the_lock_item_and_skips_the_steps(project,
 
 
 def test_a_declaration_that_cannot_be_locked_fails_the_lock_item(project):
-    (project.path / "pyproject.toml").write_text("[tool.repro]\n")  # no conda-source
+    # the default conda-source (conda), with a channel nobody serves: the lock cannot be made
+    (project.path / "pyproject.toml").write_text('[tool.repro]\nchannels = ["http://127.0.0.1:9/none"]\n')
     path = project.path / "conda_flow.py"
     path.write_text(
         FLOW.format(name="CondaFlow", six="1.16.0", b_body="pass")

@@ -60,6 +60,10 @@ def cmd_lock(args) -> int:
         from repro.errors import BadInput
 
         raise BadInput("--check does not write the lock, so --remove-platform has nothing to do with it")
+    if bool(args.from_conda_lock) != bool(args.step):
+        from repro.errors import BadInput
+
+        raise BadInput("--from FILE and --step STEP go together: the conda-lock file becomes that step's lock")
     status = EXIT_OK
     configs = [
         x
@@ -71,6 +75,11 @@ def cmd_lock(args) -> int:
         flow = open_flow(path, metaflow_args=configs)
         for warning in uninstalled_pythons(flow):
             print(f"repro: warning: {warning}", file=sys.stderr)
+        if args.from_conda_lock:
+            from repro.env.engine import import_conda_lock
+
+            import_conda_lock(flow, Path(args.from_conda_lock), args.step)
+            print(f"{path}: {args.step} locked from {args.from_conda_lock}")
         if args.check:
             drift = spec_drift(flow, target_platforms(flow, args.platform))
             if drift:
@@ -89,11 +98,18 @@ def cmd_lock(args) -> int:
                 print("\n".join(capped_lines(changed)))
         else:
             print(f"{path}: {flow.lock_file.name} is up to date")
+        if args.export_conda_lock:
+            from repro.env import condalock
+
+            for target in condalock.export(result.lock.steps, flow.name, path.name, Path(args.export_conda_lock)):
+                print(f"  exported {target}")
         if args.export_pylock:
             outdir = Path(args.export_pylock)
             outdir.mkdir(parents=True, exist_ok=True)
             for step, sl in result.lock.steps.items():
                 for pname, pl in sl.platforms.items():
+                    if pl.is_conda:
+                        continue  # a conda env: --export-conda-lock
                     target = outdir / f"pylock.{path.stem}-{step}-{pname}.toml".replace("_", "-")
                     atomic_write(target, to_pylock(pl, flow.name, step))
                     print(f"  exported {target}")
@@ -601,8 +617,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--export-pylock",
         metavar="DIR",
-        help="also write a PEP 751 pylock.<flow>-<step>-<platform>.toml per step into DIR",
+        help="also write a PEP 751 pylock.<flow>-<step>-<platform>.toml per step into DIR (PyPI envs)",
     )
+    p.add_argument(
+        "--export-conda-lock",
+        metavar="DIR",
+        help="also write a <flow>-<step>.conda-lock.yml per conda env into DIR (conda-lock's own format)",
+    )
+    p.add_argument(
+        "--from",
+        dest="from_conda_lock",
+        metavar="FILE",
+        help="take --step's locked env from this conda-lock.yml instead of resolving it",
+    )
+    p.add_argument("--step", metavar="STEP", help="the step --from locks")
     p.set_defaults(func=cmd_lock)
 
     env = sub.add_parser("env", help="inspect and build step environments")

@@ -29,8 +29,11 @@ from repro.env.uvtool import run_uv
 from repro.errors import InfraError, IntegrityError
 from repro.model.lock import PlatformLock
 from repro.model.validate import cap
+from repro.settings import Home
 
 MARKER = protocol.ENV_MARKER  # tasks read it too (task_check.py)
+#: What ``probe.interpreter_facts()`` reports (the rest of a fingerprint is computed from the files).
+_FACT_KEYS = ("fingerprint_version", "python", "implementation", "build", "compiler", "system", "machine", "libc")
 
 
 class EvictedFiles(IntegrityError):
@@ -53,10 +56,11 @@ def env_python(path: Path) -> Path:
 
 
 class Environments:
-    def __init__(self, root: Path, cache: PackageCache, uv_cache: Path):
+    def __init__(self, root: Path, cache: PackageCache, uv_cache: Path, conda_pkgs: Path | None = None):
         self.root = Path(root)
         self.cache = cache
         self.uv_cache = uv_cache
+        self.conda_pkgs = Path(conda_pkgs) if conda_pkgs else Home(self.root.parent).conda_pkgs
 
     def path(self, env_id: str) -> Path:
         return self.root / env_id[:16]
@@ -95,9 +99,9 @@ class Environments:
         facts = {
             k: v
             for k, v in built.fingerprint.items()
-            if k not in ("distributions", "digest", "locations", "executable", "prefix", "platform")
+            if k not in ("distributions", "digest", "locations", "executable", "prefix", "platform", "conda")
         }
-        now = fingerprint.of_env(built.path, facts)
+        now = fingerprint.of_env(built.path, facts, conda=lock.is_conda)
         problems = []
         if now.get("digest") != built.fingerprint.get("digest"):
             problems = fingerprint.differences(now, lock) + fingerprint.changed_on_disk(built.fingerprint, now)
@@ -109,7 +113,7 @@ class Environments:
     def build(
         self,
         lock: PlatformLock,
-        interpreter: Interpreter,
+        interpreter: Interpreter | None,
         offline: bool = False,
         where: str = "",
         repair: bool = False,
@@ -140,11 +144,14 @@ class Environments:
                 return self._build_locked(lock, interpreter, files, where, fresh=True)
 
     def _build_locked(
-        self, lock: PlatformLock, interpreter: Interpreter, files: dict, where: str, fresh: bool = False
+        self, lock: PlatformLock, interpreter: Interpreter | None, files: dict, where: str, fresh: bool = False
     ) -> BuiltEnv:
-        env_id, path = lock.env_id, self.path(lock.env_id)
+        path = self.path(lock.env_id)
         if path.exists():  # no marker: a build that died half-way
             shutil.rmtree(path)
+        if lock.is_conda:
+            return self._build_conda(lock, files, where, fresh)
+        assert interpreter is not None, "a PyPI env is made from an installed interpreter"
         proc = run_uv(
             ["venv", "--quiet", "--no-project", "--python", interpreter.path, str(path)], self.uv_cache, offline=True
         )
@@ -153,8 +160,16 @@ class Environments:
             raise InfraError(
                 f"{where}: uv venv failed for Python {interpreter.version} ({interpreter.path}):\n{proc.stderr.strip()}"
             )
+        self._pip_install(lock, list(lock.packages), path, files, where, fresh)
+        fp = fingerprint.of_env(path, interpreter.facts, fresh=True)
+        return self._finish(lock, path, interpreter.path, fp, where)
+
+    def _pip_install(
+        self, lock: PlatformLock, packages: list, path: Path, files: dict, where: str, fresh: bool
+    ) -> None:
+        """uv: offline, no index, no dependencies, every file hash-checked (removes ``path`` on failure)."""
         with tempfile.NamedTemporaryFile("w", suffix=".txt", prefix="repro-req-", delete=False) as req:
-            for p in lock.packages:
+            for p in packages:
                 req.write(f"{p.name} @ {files[p.sha256].as_uri()} --hash=sha256:{p.sha256}\n")
         try:
             args = install_args(env_python(path), Path(req.name))
@@ -166,7 +181,51 @@ class Environments:
         if proc.returncode != 0:
             shutil.rmtree(path, ignore_errors=True)
             self._raise_install_error(proc.stderr, lock, where)
-        fp = fingerprint.of_env(path, interpreter.facts, fresh=True)
+
+    def _build_conda(self, lock: PlatformLock, files: dict, where: str, fresh: bool = False) -> BuiltEnv:
+        """Link the conda packages with rattler; the env's interpreter is its own ``python`` package."""
+        from repro.env import conda
+
+        path = self.path(lock.env_id)
+        try:
+            conda.install(lock, path, files, self.conda_pkgs, where)
+        except BaseException:
+            shutil.rmtree(path, ignore_errors=True)
+            raise
+        python = env_python(path)
+        if not python.exists():
+            shutil.rmtree(path, ignore_errors=True)
+            raise InfraError(f"{where}: the conda env {lock.env_id[:12]} has no bin/python (its python package)")
+        pip = [p for p in lock.packages if not p.is_conda]
+        if pip:  # the pixi model: PyPI packages on top of the conda env, after it, with no dependencies
+            self._pip_install(lock, pip, path, files, where, fresh)
+        facts = self._conda_python_facts(lock, python)
+        fp = fingerprint.of_env(path, facts, fresh=True, conda=True)
+        return self._finish(lock, path, str(python), fp, where)
+
+    def _conda_python_facts(self, lock: PlatformLock, python: Path) -> dict:
+        """What the env's interpreter says about itself, asked once per conda python package (by its
+        sha256: the same package file is the same interpreter) and kept under ``envs/.conda-pythons``."""
+        pkg = next((p for p in lock.packages if p.is_conda and p.name == "python"), None)
+        cache = self.root / ".conda-pythons" / f"{pkg.sha256}.json" if pkg else None
+        if cache is not None:
+            try:
+                facts = json.loads(cache.read_text())
+                if facts.get("fingerprint_version") == probe.FINGERPRINT_VERSION:
+                    return facts
+            except (OSError, ValueError):
+                pass
+        facts = {k: v for k, v in fingerprint.take(python).items() if k in _FACT_KEYS}
+        if cache is not None:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_name(f"{cache.name}.{os.getpid()}")
+            tmp.write_text(json.dumps(facts, sort_keys=True))
+            os.replace(tmp, cache)
+        return facts
+
+    def _finish(self, lock: PlatformLock, path: Path, interpreter: str, fp: dict, where: str) -> BuiltEnv:
+        """Check the built env against its lock, then write the marker (last: the env exists from here on)."""
+        env_id = lock.env_id
         problems = fingerprint.differences(fp, lock)
         if problems:
             shutil.rmtree(path, ignore_errors=True)
@@ -178,7 +237,7 @@ class Environments:
             protocol.MARKER_ENV_ID: env_id,
             "platform": lock.platform,
             "python": lock.python,
-            "interpreter": interpreter.path,
+            "interpreter": interpreter,
             protocol.MARKER_FINGERPRINT: fp,
             "built_at": time.time(),
         }
@@ -190,7 +249,7 @@ class Environments:
             platform=lock.platform,
             path=path,
             python=env_python(path),
-            interpreter=interpreter.path,
+            interpreter=interpreter,
             fingerprint=fp,
         )
 

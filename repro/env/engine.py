@@ -76,6 +76,7 @@ def _flow(decl: FlowDeclarations, path: Path, settings: Settings) -> Flow:
             default_python=default_python,
             conda_source=settings.conda_source,
             s3_datastore=decl.s3_datastore,
+            default_channels=settings.channels,
         )
     lock = read_lock(lock_path(path))
     if lock is not None and lock.flow != decl.name:
@@ -118,7 +119,10 @@ def target_platforms(flow: Flow, requested: list[str] | None = None, removed: li
 
 
 def exact_python(spec: EnvSpec) -> str:
-    """The exact interpreter version for a spec: as given, or the newest installed one that matches."""
+    """The exact interpreter version for a spec: as given, or the newest installed one that matches
+    (a conda spec's interpreter is the channel's python package: the solver picks it)."""
+    if spec.source == "conda":
+        return spec.python
     if python_is_exact(spec.python):
         return spec.python.lstrip("=")
     return pythons.find(spec.python, where=spec.where).version
@@ -224,7 +228,7 @@ def lock_flow(
                         + cap(f"{n}=={v}" for n, v in spec.requirements.items())
                     )
                     before = prev.platforms.get(pname) if prev is not None else None
-                    resolutions[key] = pypi.resolve(spec, pname, python, flow.settings, previous=before)
+                    resolutions[key] = resolve(flow, spec, pname, python, previous=before)
                 per_platform[pname] = resolutions[key]
         new = StepLock.from_spec(spec, per_platform)
         stated = {n for n, _ in spec.libraries}
@@ -260,10 +264,26 @@ def lock_flow(
     return LockResult(lock=lock, written=written, changes=changes)
 
 
+def resolve(
+    flow: Flow, spec: EnvSpec, platform: str, python: str, previous: PlatformLock | None = None
+) -> PlatformLock:
+    """One step's environment for one platform: conda channels with rattler, else PyPI with uv
+    (``previous``: the lock being replaced, whose sdist-built wheels are kept)."""
+    if spec.source == "conda":
+        from repro.env import conda
+
+        return conda.resolve(spec, platform, flow.settings, conda.project_base(flow.settings, flow.path))
+    return pypi.resolve(spec, platform, python, flow.settings, previous=previous)
+
+
+def interpreter_for(pl: PlatformLock, where: str) -> pythons.Interpreter | None:
+    """The installed interpreter a PyPI env is made from; None for a conda env (it brings its own)."""
+    return None if pl.is_conda else pythons.find(pl.python, where=where)
+
+
 def environments(settings: Settings) -> Environments:
-    return Environments(
-        settings.home.envs, PackageCache(settings.home.packages, settings.home.uv_cache), settings.home.uv_cache
-    )
+    home = settings.home
+    return Environments(home.envs, PackageCache(home.packages, home.uv_cache), home.uv_cache, home.conda_pkgs)
 
 
 def current_lock(flow: Flow, offline: bool = False, log: Log = _stderr, frozen: bool = False) -> Lock:
@@ -316,11 +336,9 @@ def build_flow(
             where = flow.specs[step].where
             env = envs.get(pl.env_id)
             if env is not None and envs.damage(env, pl, full=repair):  # a damaged env is never reused
-                env = envs.build(
-                    pl, pythons.find(pl.python, where=where), offline=offline, where=where, repair=repair, log=log
-                )
+                env = envs.build(pl, interpreter_for(pl, where), offline=offline, where=where, repair=repair, log=log)
             if env is None:
-                interp = pythons.find(pl.python, where=where)
+                interp = interpreter_for(pl, where)
                 log(
                     f"building env {pl.env_id[:12]} for {flow.name}.{step} "
                     f"(Python {pl.python}, {len(pl.packages)} packages)"
@@ -329,3 +347,35 @@ def build_flow(
             by_env[pl.env_id] = env
         built[step] = by_env[pl.env_id]
     return built
+
+
+def import_conda_lock(flow: Flow, path: Path, step: str) -> Lock:
+    """Make ``step``'s locked env the one a conda-lock file describes (every platform in it), after
+    checking it holds what the step declares; other steps keep their lock (a later `repro lock`
+    resolves those that need it). Writes the lock."""
+    from repro.env import condalock
+
+    spec = flow.specs.get(step)
+    if spec is None:
+        raise BadInput(f"{flow.path}: no step named {step} in flow {flow.name} (steps: {', '.join(flow.specs)})")
+    if spec.source != "conda":
+        raise BadInput(f"{spec.where}: --from imports a conda env, but this step is resolved from {spec.source}")
+    platforms = condalock.read(path, environments(flow.settings).cache, spec.where)
+    for pname, pl in platforms.items():
+        have = {p.name: p.version for p in pl.packages}
+        for name, version in {**spec.requirements, **dict(spec.pip)}.items():
+            if have.get(name) != version:
+                raise BadInput(
+                    f"{spec.where}: {path} ({pname}) has {name} {have.get(name, '(absent)')}, the step declares "
+                    f"{name}=={version}; import a conda-lock file made for this declaration",
+                    library=name,
+                    path=str(path),
+                )
+        if spec.python.count(".") == 2 and pl.python != spec.python:
+            raise BadInput(f"{spec.where}: {path} ({pname}) has Python {pl.python}, the step declares {spec.python}")
+    steps = dict(flow.lock.steps) if flow.lock else {}
+    steps[step] = StepLock.from_spec(spec, platforms)
+    lock = Lock(flow=flow.name, file=flow.path.name, steps=dict(sorted(steps.items())))
+    write_lock(lock, flow.lock_file)
+    flow.lock = lock
+    return lock

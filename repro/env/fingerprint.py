@@ -22,7 +22,7 @@ def take(python: Path | str) -> dict:
     return json.loads(proc.stdout)
 
 
-def of_env(env: Path, facts: dict, fresh: bool = False) -> dict:
+def of_env(env: Path, facts: dict, fresh: bool = False, conda: bool = False) -> dict:
     """The same fingerprint as ``take``, computed from outside the environment (no interpreter
     start-up): its site-packages plus the facts its base interpreter reported about itself.
     ``fresh``: the env was just installed, so RECORD's sizes can stand in for stat calls."""
@@ -30,7 +30,10 @@ def of_env(env: Path, facts: dict, fresh: bool = False) -> dict:
         str(p) for p in Path(env).glob("Lib/site-packages")
     )
     return probe.fingerprint(
-        site_dirs=[os.path.normcase(os.path.realpath(s)) for s in sites], facts=facts, trust_record=fresh
+        site_dirs=[os.path.normcase(os.path.realpath(s)) for s in sites],
+        facts=facts,
+        trust_record=fresh,
+        conda_prefix=str(env) if conda else None,
     )
 
 
@@ -39,8 +42,23 @@ def differences(fp: dict, lock: PlatformLock) -> list[str]:
     lines = []
     if fp.get("python") != lock.python:
         lines.append(f"interpreter is Python {fp.get('python')}, lock says {lock.python}")
-    have = {d["name"]: d for d in fp.get("distributions", [])}
-    want = {p.name: p.version for p in lock.packages}
+    conda_have = {d["name"]: d for d in fp.get("conda", [])}
+    for p in lock.packages:
+        if not p.is_conda:
+            continue
+        got = conda_have.pop(p.name, None)
+        if got is None:
+            lines.append(f"conda package {p.name} {p.version} is missing")
+        elif (got["version"], got["build"]) != (p.version, p.build):
+            lines.append(
+                f"conda package {p.name} is {got['version']} ({got['build']}), lock says {p.version} ({p.build})"
+            )
+    lines += [
+        f"conda package {n} {d['version']} is installed but not in the lock" for n, d in sorted(conda_have.items())
+    ]
+    # distributions a conda package installed (INSTALLER "conda") are checked above, as conda packages
+    have = {d["name"]: d for d in fp.get("distributions", []) if d.get("installer") != "conda"}
+    want = {p.name: p.version for p in lock.packages if not p.is_conda}
     for name in sorted(set(have) | set(want)):
         if name not in have:
             lines.append(f"{name} {want[name]} is missing")

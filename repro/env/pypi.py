@@ -30,12 +30,42 @@ from repro.settings import Settings
 UV_FAILURE, UV_ERROR = 1, 2
 
 
+#: conda package names whose PyPI distribution has another name (conda-source = "pypi" serves
+#: @conda libraries from PyPI under these names; names not listed are the same on both sides, e.g.
+#: scikit-learn). Each substitution made is recorded in the lock's ``name_map``.
+CONDA_TO_PYPI = {
+    "pytorch": "torch",
+    "py-xgboost": "xgboost",
+    "py-lightgbm": "lightgbm",
+    "py-opencv": "opencv-python",
+    "tensorflow-base": "tensorflow",
+    "matplotlib-base": "matplotlib",
+    "msgpack-python": "msgpack",
+    "python-graphviz": "graphviz",
+    "pytables": "tables",
+}
+
+
+def name_map(spec: EnvSpec) -> dict[str, str]:
+    """The substitutions made for ``spec``: only @conda names (a @pypi name is a PyPI name)."""
+    if spec.kind == "pypi":
+        return {}
+    return {n: CONDA_TO_PYPI[n] for n in spec.requirements if n in CONDA_TO_PYPI and CONDA_TO_PYPI[n] != n}
+
+
 def requirements_in(spec: EnvSpec) -> str:
-    return "".join(f"{name}=={version}\n" for name, version in spec.requirements.items())
+    mapped = name_map(spec)
+    return "".join(f"{mapped.get(name, name)}=={version}\n" for name, version in spec.requirements.items())
 
 
 def compile_args(
-    req: Path, out: Path, platform: plats.Platform, python: str, settings: Settings, no_build: bool = False
+    req: Path,
+    out: Path,
+    platform: plats.Platform,
+    python: str,
+    settings: Settings,
+    no_build: bool = False,
+    no_deps: bool = False,
 ) -> list[str]:
     args = [
         "pip",
@@ -54,6 +84,8 @@ def compile_args(
     ]
     if no_build:  # build requirements: wheels only (a build backend built from source is refused)
         args.append("--no-build")
+    if no_deps:
+        args.append("--no-deps")
     if settings.index_url:
         args += ["--index-url", settings.index_url]
     for link in settings.find_links:
@@ -108,15 +140,22 @@ def parse_pylock(text: str, folder: Path, platform: plats.Platform, python: str,
 
 
 def compile_packages(
-    requirements: str, platform_name: str, python: str, settings: Settings, where: str, no_build: bool = False
+    requirements: str,
+    platform_name: str,
+    python: str,
+    settings: Settings,
+    where: str,
+    no_build: bool = False,
+    no_deps: bool = False,
 ) -> Compiled:
-    """``uv pip compile`` ``requirements`` for one platform and exact Python."""
+    """``uv pip compile`` ``requirements`` for one platform and exact Python (``no_deps``: exactly
+    the requirements, none of their dependencies)."""
     platform = plats.get(platform_name)
     with tempfile.TemporaryDirectory(prefix="repro-resolve-") as tmp:
         folder = Path(tmp)
         req, out = folder / "requirements.in", folder / "pylock.toml"
         req.write_text(requirements)
-        args = compile_args(req, out, platform, python, settings, no_build=no_build)
+        args = compile_args(req, out, platform, python, settings, no_build=no_build, no_deps=no_deps)
         proc = run_uv(args, settings.home.uv_cache, cwd=folder)
         if proc.returncode != 0:
             message = proc.stderr.strip()
@@ -135,14 +174,25 @@ def compile_packages(
 
 
 def resolve(
-    spec: EnvSpec, platform_name: str, python: str, settings: Settings, previous: PlatformLock | None = None
+    spec: EnvSpec,
+    platform_name: str,
+    python: str,
+    settings: Settings,
+    previous: PlatformLock | None = None,
+    no_deps: bool = False,
 ) -> PlatformLock:
-    """Resolve ``spec`` for one platform and exact Python version. A package that publishes only an
-    sdist gets the wheel ``previous`` (the lock being replaced) or this machine already built from
-    the very same sdist (same sha256, same Python), else is built now, once."""
-    compiled = compile_packages(requirements_in(spec), platform_name, python, settings, spec.where)
+    """Resolve ``spec`` for one platform and exact Python version (``no_deps``: exactly the
+    requirements, none of their dependencies: pip packages on top of a conda env). A package that
+    publishes only an sdist gets the wheel ``previous`` (the lock being replaced) or this machine
+    already built from the very same sdist (same sha256, same Python), else is built now, once."""
+    compiled = compile_packages(requirements_in(spec), platform_name, python, settings, spec.where, no_deps=no_deps)
     built = [_built(sdist, platform_name, python, settings, spec.where, previous) for sdist in compiled.sdists]
-    return PlatformLock(platform=platform_name, python=python, packages=(*compiled.wheels, *built))
+    return PlatformLock(
+        platform=platform_name,
+        python=python,
+        packages=(*compiled.wheels, *built),
+        name_map=tuple(name_map(spec).items()),
+    )
 
 
 def _built(

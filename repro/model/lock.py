@@ -25,7 +25,10 @@ LOCK_VERSION = 1
 _FILE_KEYS = frozenset({"name", "version", "source", "file", "url", "sha256", "size"})
 _PACKAGE_KEYS = _FILE_KEYS | {"built"}
 _BUILT_KEYS = frozenset({"python", "sdist", "requires"})
+#: Keys only conda packages have (and only written when set, so PyPI entries read and hash as before).
+_CONDA_KEYS = frozenset({"subdir", "build", "md5"})
 _PLATFORM_KEYS = frozenset({"env_id", "platform", "python", "packages"})
+_PLATFORM_OPTIONAL = frozenset({"virtual_packages", "name_map"})
 
 
 @dataclass(frozen=True, order=True)
@@ -66,12 +69,24 @@ class Package:
 
     name: str
     version: str
-    source: str  # "pypi" or a conda channel URL
+    source: str  # "pypi" or a conda channel URL (the package's channel)
     file: str
     url: str
     sha256: str
     size: int
+    subdir: str = ""  # conda only: the channel's subdir (linux-64, noarch, ...); "" for a PyPI file
+    build: str = ""  # conda only: the build string
+    md5: str = ""  # conda only: the md5 the channel's repodata gives
     built: Built | None = None
+
+    @property
+    def is_conda(self) -> bool:
+        return bool(self.subdir)
+
+    @property
+    def channel(self) -> str:
+        """The conda channel's URL ("" for a PyPI package)."""
+        return self.source if self.is_conda else ""
 
     def as_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -83,6 +98,8 @@ class Package:
             "sha256": self.sha256,
             "size": self.size,
         }
+        if self.is_conda:
+            d.update(subdir=self.subdir, build=self.build, md5=self.md5)
         if self.built is not None:
             d["built"] = self.built.as_dict()
         return d
@@ -90,12 +107,18 @@ class Package:
     @classmethod
     def from_dict(cls, d: Any, at: v.At, built_ok: bool = True) -> Package:
         """Strict: every key present and typed, sha256 64 hex, file a plain name, size >= 0.
-        ``built`` is optional (locks written before sdist builds have none)."""
-        v.only(v.of_type(d, dict, at), _PACKAGE_KEYS if built_ok else _FILE_KEYS, at)
+        ``built`` is optional (locks written before sdist builds have none); conda packages carry
+        ``subdir``, ``build`` and ``md5`` (all three)."""
+        v.only(v.of_type(d, dict, at), (_PACKAGE_KEYS if built_ok else _FILE_KEYS) | _CONDA_KEYS, at)
         size = v.need(d, "size", int, at)
         if size < 0:
             (at / "size").fail(size, "a size in bytes (>= 0)")
         built = Built.from_dict(d["built"], at / "built") if "built" in d else None
+        conda: dict[str, str] = {}
+        if any(k in d for k in _CONDA_KEYS):  # a conda package: all three, checked
+            conda["subdir"] = v.name(v.need(d, "subdir", str, at), at / "subdir")
+            conda["build"] = v.name(v.need(d, "build", str, at), at / "build")
+            conda["md5"] = v.hex_digest(v.need(d, "md5", str, at), 32, at / "md5")
         return cls(
             name=v.need(d, "name", str, at),
             version=v.need(d, "version", str, at),
@@ -105,6 +128,7 @@ class Package:
             sha256=v.hex_digest(v.need(d, "sha256", str, at), 64, at / "sha256"),
             size=size,
             built=built,
+            **conda,
         )
 
 
@@ -130,9 +154,20 @@ class PlatformLock:
     platform: str
     python: str  # the exact interpreter version, e.g. "3.11.7"
     packages: tuple[Package, ...]
+    #: conda: the virtual packages the solver assumed (``__glibc=2.36=0``), sorted; () for PyPI envs
+    virtual_packages: tuple[str, ...] = ()
+    #: conda-source = "pypi": each @conda name that was served under another PyPI name (pytorch -> torch)
+    name_map: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "packages", tuple(sorted(self.packages)))  # canonical order
+        object.__setattr__(self, "virtual_packages", tuple(sorted(self.virtual_packages)))
+        object.__setattr__(self, "name_map", tuple(sorted(self.name_map)))
+
+    @property
+    def is_conda(self) -> bool:
+        """Built by rattler (its interpreter is the env's own ``python`` package), not a venv."""
+        return any(p.is_conda for p in self.packages)
 
     @property
     def env_id(self) -> str:
@@ -143,12 +178,17 @@ class PlatformLock:
 
     def to_dict(self) -> dict[str, Any]:
         """``{"env_id", "platform", "python", "packages": [...]}``, packages in canonical order."""
-        return {
+        out: dict[str, Any] = {
             "env_id": self.env_id,
             "platform": self.platform,
             "python": self.python,
             "packages": [p.as_dict() for p in self.packages],
         }
+        if self.virtual_packages:
+            out["virtual_packages"] = list(self.virtual_packages)
+        if self.name_map:
+            out["name_map"] = dict(self.name_map)
+        return out
 
     @classmethod
     def from_dict(
@@ -158,7 +198,7 @@ class PlatformLock:
         dict under, when the dict leaves it out. An env id must be given (in the dict, here, or
         both) and must be the one the packages hash to. Raises ``validate.Invalid`` (a ``BadInput``) naming the field."""
         at = where if isinstance(where, v.At) else v.At(where)
-        v.only(v.of_type(d, dict, at), _PLATFORM_KEYS, at)
+        v.only(v.of_type(d, dict, at), _PLATFORM_KEYS | _PLATFORM_OPTIONAL, at)
         if "platform" in d or platform is None:
             name = v.name(v.need(d, "platform", str, at), at / "platform")
             if platform is not None and name != platform:
@@ -167,7 +207,18 @@ class PlatformLock:
             name = v.name(platform, at / "platform")
         python = v.name(v.need(d, "python", str, at), at / "python")
         packages = v.list_of(v.need(d, "packages", list, at), at / "packages", Package.from_dict)
-        pl = cls(platform=name, python=python, packages=tuple(packages))
+        virtual = v.list_of(v.opt(d, "virtual_packages", list, [], at), at / "virtual_packages", v.string)
+        name_map = v.opt(d, "name_map", dict, {}, at)
+        for conda_name, pypi_name in name_map.items():
+            v.name(conda_name, at / "name_map")
+            v.name(v.of_type(pypi_name, str, at / "name_map" / conda_name), at / "name_map" / conda_name)
+        pl = cls(
+            platform=name,
+            python=python,
+            packages=tuple(packages),
+            virtual_packages=tuple(virtual),
+            name_map=tuple(name_map.items()),
+        )
         if env_id is None:
             v.need(d, "env_id", str, at)  # an env id is always given: by the dict, or by its container
         for given, where in ((d.get("env_id"), at / "env_id"), (env_id, at)):
@@ -192,6 +243,7 @@ class StepLock:
     channels: tuple[str, ...]
     disabled: bool
     platforms: dict[str, PlatformLock] = field(default_factory=dict)  # name -> PlatformLock
+    pip: tuple[tuple[str, str], ...] = ()  # PyPI packages on top of a conda env (EnvSpec.pip)
 
     @property
     def spec_id(self) -> str:
@@ -208,6 +260,7 @@ class StepLock:
             implicit=self.implicit,
             channels=self.channels,
             disabled=self.disabled,
+            pip=self.pip,
         )
 
     @classmethod
@@ -222,6 +275,7 @@ class StepLock:
             channels=spec.channels,
             disabled=spec.disabled,
             platforms=dict(sorted(platforms.items())),
+            pip=spec.pip,
         )
 
 
@@ -247,6 +301,8 @@ class Lock:
             }
             if s.channels:
                 entry["channels"] = list(s.channels)
+            if s.pip:
+                entry["pip"] = dict(s.pip)
             plats = {}
             for pname in sorted(s.platforms):
                 section = s.platforms[pname].to_dict()
@@ -333,6 +389,7 @@ def _decode_lock(doc: dict[str, Any], path: Path, regen: str) -> Lock:
             channels=tuple(v.list_of(v.opt(t, "channels", list, [], w), w / "channels", v.string)),
             disabled=v.need(t, "disabled", bool, w),
             platforms=platforms,
+            pip=_pairs(v.opt(t, "pip", dict, {}, w), w / "pip"),
         )
         if v.need(t, "spec_id", str, w) != sl.spec_id:
             raise LockFileError(
@@ -399,7 +456,8 @@ def diff_spec(locked: StepLock, spec: EnvSpec) -> list[Change]:
     if locked.channels != spec.channels:
         out.append(Change("channels", str(list(locked.channels)), str(list(spec.channels))))
     old = {**dict(locked.implicit), **dict(locked.libraries)}
-    return out + diff_requirements(old, spec.requirements)
+    out += diff_requirements(old, spec.requirements)
+    return out + [Change(f"pip {c.subject}", c.old, c.new) for c in diff_requirements(dict(locked.pip), dict(spec.pip))]
 
 
 def diff_packages(

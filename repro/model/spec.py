@@ -51,6 +51,9 @@ class EnvSpec:
     channels: tuple[str, ...] = ()
     disabled: bool = False
     where: str = field(default="", compare=False)  # "flow.py, step 'start'" for messages
+    #: conda-source = "conda" only: PyPI packages (a @pypi declaration mixed with @conda) installed
+    #: with uv --no-deps on top of the conda env, after it
+    pip: tuple[tuple[str, str], ...] = ()
 
     @property
     def requirements(self) -> dict[str, str]:
@@ -70,6 +73,8 @@ class EnvSpec:
             "channels": list(self.channels),
             "disabled": self.disabled,
         }
+        if self.pip:  # only when present: every spec id without pip packages stays as it was
+            payload["pip"] = [list(x) for x in self.pip]
         return sha256_json(payload)
 
 
@@ -261,6 +266,7 @@ def merge(
     default_python: str,
     conda_source: str | None,
     s3_datastore: bool = False,
+    default_channels: tuple[str, ...] = (),
 ) -> EnvSpec:
     """Merge flow-level and step-level declarations into the step's EnvSpec."""
     where = _where(flow, step)
@@ -277,6 +283,15 @@ def merge(
     b = base[0] if base else None
     s = own[0] if own else None
     b_where = _where(flow, None)
+    pip: dict[str, str] = {}
+    if b and s and {b.kind, s.kind} == {"conda", "pypi"} and conda_source == "conda" and not s.disabled:
+        # the pixi model: the @conda side is the conda env, the @pypi side goes on top of it with uv
+        pypi_decl = b if b.kind == "pypi" else s
+        pip = _libraries(pypi_decl, b_where if pypi_decl is b else where)
+        if b.kind == "pypi":
+            b = Declaration("conda", None, b.python, b.disabled, None)
+        else:
+            s = Declaration("conda", None, s.python, s.disabled, None)
 
     libraries = _libraries(b, b_where) if b else {}
     python = _python(b.python, b_where) if b else None
@@ -306,16 +321,32 @@ def merge(
             disabled=True,
             where=where,
         )
+    if pip:
+        both = sorted(set(pip) & set(libraries))
+        if both:
+            raise SpecError(f"{where}: {', '.join(both)} declared both in @conda and in @pypi; declare each once")
+        declared = {"conda"}
     if "conda" in declared:
-        if conda_source == "pypi":
+        if conda_source == "pypi" or (conda_source == "conda" and "pypi" in declared):
+            # a step that mixes @pypi into @conda_base (or the reverse) is served from PyPI
             source = "pypi"
+        elif conda_source == "conda":
+            source = "conda"
+            channels = channels or tuple(default_channels)
+            if not channels:
+                raise SpecError(
+                    f"{where}: @conda needs at least one conda channel: give @conda(channels=[...]), or set "
+                    "channels under [tool.repro] in pyproject.toml or REPRO_CONDA_CHANNELS"
+                )
         else:
             raise SpecError(
-                f"{where}: @conda libraries need a conda channel, and conda channels are not "
-                "supported yet. To serve @conda(libraries=...) from PyPI, set "
-                'conda-source = "pypi" under [tool.repro] in pyproject.toml, or '
-                "REPRO_CONDA_SOURCE=pypi in the environment."
+                f'{where}: @conda libraries need a conda-source: set conda-source = "conda" (packages from '
+                'conda channels) or conda-source = "pypi" (the same names served from PyPI) under [tool.repro] '
+                "in pyproject.toml, or REPRO_CONDA_SOURCE=conda or REPRO_CONDA_SOURCE=pypi in the environment."
             )
+    elif not declared and conda_source == "conda" and default_channels:
+        # a step with no decorator gets the bare environment (Python + Metaflow's needs) from the channels
+        source, channels = "conda", tuple(default_channels)
     else:
         source = "pypi"
     return EnvSpec(
@@ -329,4 +360,5 @@ def merge(
         channels=channels,
         disabled=False,
         where=where,
+        pip=tuple(sorted(pip.items())),
     )

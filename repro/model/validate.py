@@ -18,7 +18,7 @@ from repro.errors import BadInput
 T = TypeVar("T")
 E = TypeVar("E", bound=Enum)
 
-_HEX = {n: re.compile(rf"^[0-9a-f]{{{n}}}$") for n in (40, 64)}
+_HEX = {n: re.compile(rf"^[0-9a-f]{{{n}}}$") for n in (32, 40, 64)}
 #: a Python identifier (ASCII): flow and step names
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 #: a name that may become one path component: run ids, task ids, artifact names, platforms
@@ -101,7 +101,7 @@ def only(table: dict[str, Any], keys: set[str] | frozenset[str], at: At) -> dict
 
 
 def hex_digest(value: Any, n: int, at: At) -> str:
-    """A lowercase hex digest of ``n`` digits (40: sha1, 64: sha256)."""
+    """A lowercase hex digest of ``n`` digits (32: md5, 40: sha1, 64: sha256)."""
     if not isinstance(value, str) or not _HEX[n].match(value):
         at.fail(value, f"{n} hex digits")
     return value

@@ -8,8 +8,8 @@
 
 from __future__ import annotations
 
-from repro.env import fingerprint, pypi
-from repro.env.engine import Flow, environments, spec_drift
+from repro.env import fingerprint
+from repro.env.engine import Flow, environments, resolve, spec_drift
 from repro.model import platforms as plats
 from repro.model.findings import Finding, Kind
 from repro.model.lock import Change, PlatformLock, diff_packages
@@ -43,7 +43,7 @@ def check_resolution(flow: Flow) -> list[Finding]:
         for pname, old in sl.platforms.items():
             key = (spec.spec_id, pname, old.python)
             if key not in seen:
-                seen[key] = pypi.resolve(spec, pname, old.python, flow.settings, previous=old)
+                seen[key] = resolve(flow, spec, pname, old.python, previous=old)
             new = seen[key]
             if new.env_id != old.env_id:
                 out += _changes(

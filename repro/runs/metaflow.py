@@ -31,6 +31,7 @@ from repro.model.record import (
     StepRecord,
     TaskRecord,
 )
+from repro.settings import spec_settings
 
 #: Metaflow options that belong before `run` (top-level), with how many values each takes
 TOP_LEVEL_OPTIONS = {
@@ -324,7 +325,7 @@ def build_record(
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         duration_s=round(duration, 3),
         status=RunStatus.SUCCESS if raw.get("successful") else RunStatus.FAILED,
-        settings={"conda_source": flow.settings.conda_source},
+        settings=spec_settings(flow.settings),
         graph={k: tuple(v) for k, v in (flow.decl.graph or {}).items()},
         step_order=tuple(flow.decl.steps),
         include_files=include_files,

@@ -17,8 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from metaflow_extensions.repro.plugins import protocol
-from repro.env import pythons
-from repro.env.engine import environments
+from repro.env.engine import environments, interpreter_for
 from repro.env.flowfile import parameter_names
 from repro.errors import EXIT_DRIFT, EXIT_INFRA, EXIT_OK, BadInput, InfraError, ReproError
 from repro.model.findings import Choice, Kind
@@ -27,7 +26,7 @@ from repro.model.validate import cap
 from repro.paths import inside
 from repro.runs.compare import Comparison
 from repro.runs.pipeline import Log, Outcome, RunOptions, run_and_record
-from repro.settings import Settings, environ_for, load_settings
+from repro.settings import Settings, environ_for, load_settings, spec_environ
 from repro.store import Store, open_store
 from repro.store.snapshot import load_record, parse_ref, pull, pull_inputs, push_replay_record, save_local
 
@@ -130,7 +129,7 @@ def _replay(
             log(f"rebuilding env {env_id[:12]} offline (Python {pl.python}, {len(pl.packages)} packages)")
             envs.build(
                 pl,
-                pythons.find(pl.python, where=f"{original.ref} env {env_id[:12]}"),
+                interpreter_for(pl, f"{original.ref} env {env_id[:12]}"),
                 offline=True,
                 where=f"replay of {original.ref}",
             )
@@ -168,8 +167,7 @@ def _replay(
         "METAFLOW_DEFAULT_METADATA": "local",
     }
     env["PYTHONPATH"] = os.pathsep.join([str(mf_code), *filter(None, [os.environ.get("PYTHONPATH")])])
-    if original.settings.get("conda_source"):
-        env.update(environ_for(conda_source=original.settings["conda_source"]))
+    env.update(spec_environ(original.settings))
     options = RunOptions(
         store=store.uri,
         baseline=original,

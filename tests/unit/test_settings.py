@@ -95,7 +95,7 @@ def test_defaults(tmp_path):
     s = load_settings(tmp_path, environ={})
     assert s.home.root == (Path.home() / ".cache" / "repro").resolve()
     assert s.store == s.home.store.as_uri()
-    assert (s.conda_source, s.platforms, s.index_url, s.find_links) == (None, (), None, ())
+    assert (s.conda_source, s.platforms, s.index_url, s.find_links) == ("conda", (), None, ())
     assert (s.artifact_max_bytes, s.frozen, s.offline, s.debug) == (16 << 20, False, False, False)
     assert (s.baseline, s.update, s.drift, s.report) == (None, False, False, "reports")
     assert set(s.origins.values()) == {"default"} and s.given("store") is None
@@ -134,7 +134,7 @@ def test_store_default_follows_home(tmp_path):
     [
         ("REPRO_ARTIFACT_MAX_BYTES", "lots", "whole number of bytes"),
         ("REPRO_ARTIFACT_MAX_BYTES", "-1", "whole number of bytes"),
-        ("REPRO_CONDA_SOURCE", "conda-forge", "one of pypi, channel"),
+        ("REPRO_CONDA_SOURCE", "conda-forge", "one of conda, pypi"),
         ("REPRO_FROZEN", "maybe", "one of 1, true"),
         ("REPRO_OFFLINE", "2", "one of 1, true"),
         ("REPRO_PYTHONHASHSEED", "abc", "'random' or an integer"),
@@ -154,7 +154,7 @@ def test_a_bad_variable_is_blamed(tmp_path, var, value, words):
     [
         ('artifact-max-bytes = "lots"', "artifact-max-bytes", "whole number of bytes"),
         ("artifact-max-bytes = true", "artifact-max-bytes", "whole number of bytes"),
-        ('conda-source = "conda-forge"', "conda-source", "one of pypi, channel"),
+        ('conda-source = "conda-forge"', "conda-source", "one of conda, pypi"),
         ("platforms = [1, 2]", "platforms", "a string or a list of strings"),
         ("find-links = 3", "find-links", "a string or a list of strings"),
         ("update = 1", "update", "one of 1, true"),
@@ -393,3 +393,15 @@ def test_artifact_probe_speaks_the_protocol_as_a_script(tmp_path):
         [sys.executable, "-I", str(PROBE)], input=json.dumps(request), capture_output=True, text=True, check=True
     )
     assert json.loads(proc.stdout)["x"][protocol.VERDICT] == protocol.VERDICT_DIFFERENT
+
+
+def test_a_replay_gets_the_spec_settings_its_record_kept(tmp_path):
+    from repro.settings import spec_environ, spec_settings
+
+    conda = load_settings(tmp_path, environ={"REPRO_CONDA_CHANNELS": "./channel conda-forge", "REPRO_HOME": "/tmp/h"})
+    kept = spec_settings(conda)
+    assert kept == {"conda_source": "conda", "channels": "./channel conda-forge", "virtual_packages": ""}
+    assert spec_environ(kept) == {"REPRO_CONDA_SOURCE": "conda", "REPRO_CONDA_CHANNELS": "./channel conda-forge"}
+    assert spec_environ({"conda_source": "pypi"}) == {"REPRO_CONDA_SOURCE": "pypi"}
+    assert spec_environ({"conda_source": None}) == {"REPRO_CONDA_SOURCE": "pypi"}  # records from before the default
+    assert spec_environ({}) == {}

@@ -383,12 +383,75 @@ def test_disabled_spec_in_full_and_the_conda_source_message_in_full():
         disabled=True,
     )
     with pytest.raises(SpecError) as err:
-        spec(own=[Declaration("conda", {"numpy": "1.26.4"})], source="conda")
+        spec(own=[Declaration("conda", {"numpy": "1.26.4"})], source=None)
     assert str(err.value) == (
-        "flow MyFlow (flow.py), step 'b': @conda libraries need a conda channel, and conda channels are not supported "
-        'yet. To serve @conda(libraries=...) from PyPI, set conda-source = "pypi" under [tool.repro] in '
-        "pyproject.toml, or REPRO_CONDA_SOURCE=pypi in the environment."
+        "flow MyFlow (flow.py), step 'b': @conda libraries need a conda-source: set conda-source = \"conda\" "
+        '(packages from conda channels) or conda-source = "pypi" (the same names served from PyPI) under '
+        "[tool.repro] in pyproject.toml, or REPRO_CONDA_SOURCE=conda or REPRO_CONDA_SOURCE=pypi in the environment."
     )
+
+
+def test_conda_source_conda_takes_the_decorators_channels_else_the_settings_channels():
+    def conda_spec(decl, default_channels=("conda-forge",), step="b"):
+        return merge(FLOW, step, [], list(decl), "3.11.7", conda_source="conda", default_channels=default_channels)
+
+    s = conda_spec([Declaration("conda", {"six": "1.16.0"})], default_channels=("./channel", "conda-forge"))
+    assert (s.source, s.channels) == ("conda", ("./channel", "conda-forge"))
+    s = conda_spec([Declaration("conda", {"six": "1.16.0"}, channels=["bioconda"])])
+    assert (s.source, s.channels) == ("conda", ("bioconda",))
+    # a step without a decorator gets the bare env (python + Metaflow's needs) from the channels too
+    bare = conda_spec([])
+    assert (bare.source, bare.kind, bare.channels, bare.libraries) == ("conda", "none", ("conda-forge",), ())
+    assert dict(bare.implicit) == {"requests": "2.32.3"}
+    # @pypi stays on PyPI, and with conda-source = "pypi" a step mixing @pypi with @conda_base is all PyPI
+    assert conda_spec([Declaration("pypi", {"six": "1.16.0"})]).source == "pypi"
+    on_pypi = merge(
+        FLOW,
+        "b",
+        [Declaration("conda", {"six": "1.16.0"})],
+        [Declaration("pypi", {"idna": "3.10"})],
+        "3.11.7",
+        conda_source="pypi",
+    )
+    assert (on_pypi.source, on_pypi.pip, dict(on_pypi.libraries)) == ("pypi", (), {"six": "1.16.0", "idna": "3.10"})
+    with pytest.raises(SpecError, match="needs at least one conda channel"):
+        conda_spec([Declaration("conda", {"six": "1.16.0"})], default_channels=())
+
+
+def test_pypi_mixed_into_conda_goes_on_top_of_the_conda_env():
+    base, own = [Declaration("conda", {"six": "1.16.0"})], [Declaration("pypi", {"idna": "3.10"}, python="3.12")]
+    s = merge(FLOW, "b", base, own, "3.11.7", conda_source="conda", default_channels=("conda-forge",))
+    assert (s.source, s.kind, s.libraries, s.pip, s.python) == (
+        "conda",
+        "conda",
+        (("six", "1.16.0"),),
+        (("idna", "3.10"),),
+        "3.12",
+    )
+    assert s.channels == ("conda-forge",)
+    plain = merge(FLOW, "b", base, [], "3.11.7", conda_source="conda", default_channels=("conda-forge",))
+    assert plain.spec_id != s.spec_id and plain.pip == ()
+    # and the reverse: @pypi_base with a step's @conda
+    r = merge(
+        FLOW,
+        "b",
+        [Declaration("pypi", {"idna": "3.10"})],
+        [Declaration("conda", {"six": "1.16.0"})],
+        "3.11.7",
+        conda_source="conda",
+        default_channels=("conda-forge",),
+    )
+    assert (r.libraries, r.pip) == ((("six", "1.16.0"),), (("idna", "3.10"),))
+    with pytest.raises(SpecError, match="declared both in @conda and in @pypi"):
+        merge(
+            FLOW,
+            "b",
+            base,
+            [Declaration("pypi", {"six": "1.17.0"})],
+            "3.11.7",
+            conda_source="conda",
+            default_channels=("conda-forge",),
+        )
 
 
 @pytest.mark.parametrize("version", ["1.X", "X", "1.0x"])

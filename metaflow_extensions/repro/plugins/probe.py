@@ -105,7 +105,13 @@ def distributions(site_dirs=None, trust_record=False):
             if key in result:
                 continue  # shadowed by an earlier sys.path entry, as the import system would
             record, files, size, missing = _record(site, dist_info, trust_record)
+            try:
+                with open(os.path.join(dist_info, "INSTALLER"), "rb") as fh:
+                    installer = fh.read().decode("utf-8", "replace").strip()
+            except OSError:
+                installer = ""
             result[key] = {
+                "installer": installer,
                 "name": key,
                 "version": version,
                 "record_sha256": record,
@@ -139,18 +145,47 @@ def interpreter_facts():
     }
 
 
-def fingerprint(site_dirs=None, facts=None, trust_record=False):
+def conda_packages(prefix):
+    """The conda packages linked into ``prefix`` (its ``conda-meta/*.json``), sorted by name."""
+    folder = os.path.join(prefix, "conda-meta")
+    out = []
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError:
+        return out
+    for entry in names:
+        if not entry.endswith(".json"):
+            continue
+        try:
+            with open(os.path.join(folder, entry), "rb") as fh:
+                doc = json.loads(fh.read().decode("utf-8"))
+        except (OSError, ValueError):
+            continue
+        out.append({"name": doc.get("name"), "version": doc.get("version"), "build": doc.get("build")})
+    return sorted(out, key=lambda d: str(d["name"]))
+
+
+def fingerprint(site_dirs=None, facts=None, trust_record=False, conda_prefix=None):
     """Fingerprint of the running interpreter's environment, or, from outside it, of the
     environment whose site-packages are ``site_dirs`` made from an interpreter with ``facts``
-    (as ``interpreter_facts()`` printed there). Both give the same digest for the same env."""
+    (as ``interpreter_facts()`` printed there). Both give the same digest for the same env.
+    A conda env (one with ``conda-meta/``: ``sys.prefix`` inside, ``conda_prefix`` from outside)
+    also lists its conda packages."""
     dists = distributions(site_dirs, trust_record)
     identity = dict(facts or interpreter_facts())
+    identity.pop("conda", None)
+    prefix = conda_prefix if conda_prefix is not None else (sys.prefix if facts is None else None)
+    conda = conda_packages(prefix) if prefix else []
+    if conda:
+        identity["conda"] = conda
     identity["distributions"] = [
         {k: d[k] for k in ("name", "version", "record_sha256", "files", "bytes", "missing_files")} for d in dists
     ]
     blob = json.dumps(identity, sort_keys=True, separators=(",", ":")).encode("utf-8")
     result = dict(identity)
     result["digest"] = hashlib.sha256(blob).hexdigest()
+    # who installed each distribution (uv, pip, conda): shown, not part of the digest
+    result["distributions"] = [dict(x, installer=d["installer"]) for x, d in zip(identity["distributions"], dists)]
     if facts is None:
         result["executable"] = sys.executable
         result["prefix"] = sys.prefix
@@ -169,6 +204,19 @@ def compare(expected, actual):
         if expected.get(key) != actual.get(key):
             lines.append(
                 "interpreter %s is %s, the environment was built with %s" % (key, actual.get(key), expected.get(key))
+            )
+    was = dict((d["name"], d) for d in expected.get("conda", []))
+    is_now = dict((d["name"], d) for d in actual.get("conda", []))
+    for name in sorted(set(was) | set(is_now)):
+        b, n = was.get(name), is_now.get(name)
+        if n is None:
+            lines.append("conda package %s %s is no longer installed" % (name, b["version"]))
+        elif b is None:
+            lines.append("conda package %s %s is installed but was not part of the environment" % (name, n["version"]))
+        elif (b["version"], b["build"]) != (n["version"], n["build"]):
+            lines.append(
+                "conda package %s is %s (%s), the environment was built with %s (%s)"
+                % (name, n["version"], n["build"], b["version"], b["build"])
             )
     before = dict((d["name"], d) for d in expected.get("distributions", []))
     now = dict((d["name"], d) for d in actual.get("distributions", []))

@@ -1,0 +1,143 @@
+"""Conda packages in the lock model, and the archive checks that run before rattler sees a file
+(pure logic and small archives written here; no channel, no solver)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from repro.env.conda import archive_problems, channel_url, match_specs
+from repro.errors import BadInput
+from repro.model import validate as v
+from repro.model.lock import Package, PlatformLock
+from repro.model.spec import EnvSpec
+from repro.testing.conda_channel import Entry, Meta, wheel_depends, write_package
+from tests.helpers import SHA, pkg
+
+MD5 = "0123456789abcdef0123456789abcdef"
+CONDA = Package(
+    "six",
+    "1.16.0",
+    "file:///ch",
+    "six-1.16.0-py_0.tar.bz2",
+    "file:///ch/noarch/six-1.16.0-py_0.tar.bz2",
+    SHA,
+    10,
+    subdir="noarch",
+    build="py_0",
+    md5=MD5,
+)
+
+
+def test_conda_fields_round_trip_and_pypi_entries_stay_as_they_were():
+    d = CONDA.as_dict()
+    assert (d["subdir"], d["build"], d["md5"]) == ("noarch", "py_0", MD5)
+    assert Package.from_dict(d, v.At("lock")) == CONDA and CONDA.is_conda and CONDA.channel == "file:///ch"
+    plain = pkg("six", "1.16.0")
+    assert set(plain.as_dict()) == {"name", "version", "source", "file", "url", "sha256", "size"}  # old locks
+    assert not plain.is_conda and plain.channel == ""
+    pl = PlatformLock(
+        "linux-64",
+        "3.11.7",
+        (CONDA,),
+        virtual_packages=("__glibc=2.36=0", "__unix=0=0"),
+        name_map=(("pytorch", "torch"),),
+    )
+    back = PlatformLock.from_dict(pl.to_dict(), "lock")
+    assert back == pl and back.is_conda and back.to_dict()["name_map"] == {"pytorch": "torch"}
+    # the extra fields do not change the env id of a PyPI env (committed locks keep their ids)
+    old = PlatformLock("linux-64", "3.11.7", (plain,))
+    assert set(old.to_dict()) == {"env_id", "platform", "python", "packages"}
+
+
+@pytest.mark.parametrize(
+    "edit, field",
+    [
+        (lambda d: d.update(md5="xyz"), "md5"),
+        (lambda d: d.pop("build"), "build"),
+        (lambda d: d.update(subdir="../x"), "subdir"),
+    ],
+)
+def test_a_bad_conda_field_is_named(edit, field):
+    d = CONDA.as_dict()
+    edit(d)
+    with pytest.raises(v.Invalid, match=field):
+        Package.from_dict(d, v.At("lock"))
+
+
+def _archive(tmp_path: Path, extra: list[Entry]) -> Path:
+    return write_package(tmp_path, Meta("x", "1", "0", "noarch", noarch="generic"), [Entry("share/x", b"x")], extra)
+
+
+@pytest.mark.parametrize(
+    "member, words",
+    [
+        (Entry("../escaped", b"!"), "'..' component"),
+        (Entry("/etc/evil", b"!"), "absolute path"),
+        (Entry("share/link", link="../../../etc/passwd"), "leaves the prefix"),
+        (Entry("share/abs-link", link="/etc/passwd"), "absolute path"),
+    ],
+)
+def test_archive_members_outside_the_prefix_are_found(tmp_path, member, words):
+    problems = archive_problems(_archive(tmp_path, [member]))
+    assert len(problems) == 1 and words in problems[0], problems
+
+
+def test_a_clean_archive_with_an_inner_link_passes(tmp_path):
+    assert archive_problems(_archive(tmp_path, [Entry("share/inner", link="x")])) == []
+
+
+def test_channel_urls_and_match_specs(tmp_path):
+    (tmp_path / "chan").mkdir()
+    assert channel_url("./chan", tmp_path) == (tmp_path / "chan").as_uri()
+    assert channel_url("conda-forge", tmp_path) == "https://conda.anaconda.org/conda-forge"
+    assert channel_url("https://example.org/ch/", tmp_path) == "https://example.org/ch"
+    with pytest.raises(BadInput, match="no such folder"):
+        channel_url("./missing", tmp_path)
+    spec = EnvSpec(
+        "F", "s", "conda", "conda", "3.11", libraries=(("six", "1.16.0"),), implicit=(("requests", "2.32.3"),)
+    )
+    assert match_specs(spec) == ["python 3.11.*", "requests ==2.32.3", "six ==1.16.0"]
+
+
+def test_wheel_requirements_become_conda_depends():
+    meta = (
+        "Name: x\nVersion: 1\nRequires-Dist: numpy (>=1.19.5)\nRequires-Dist: scipy~=1.6\n"
+        "Requires-Dist: pytest; extra == 'tests'\nRequires-Dist: tomli; python_version < '3.11'\n"
+        "Requires-Dist: Typing_Extensions>=4; python_version < '3.13'\n"
+    )
+    assert wheel_depends(meta, "3.11.7") == ["numpy >=1.19.5", "scipy >=1.6,<2", "typing-extensions >=4"]
+    assert json.dumps(wheel_depends(meta, "3.13.0")) == '["numpy >=1.19.5", "scipy >=1.6,<2"]'
+
+
+def test_conda_names_served_from_pypi_are_mapped_only_for_conda_declarations():
+    from repro.env.pypi import name_map, requirements_in
+
+    libs = (("py-xgboost", "2.1.1"), ("pytorch", "2.5.1"), ("scikit-learn", "1.5.2"))
+    conda = EnvSpec("F", "s", "conda", "pypi", "3.11.7", libraries=libs)
+    assert name_map(conda) == {"py-xgboost": "xgboost", "pytorch": "torch"}  # scikit-learn: same name
+    assert requirements_in(conda) == "xgboost==2.1.1\ntorch==2.5.1\nscikit-learn==1.5.2\n"
+    pypi = EnvSpec("F", "s", "pypi", "pypi", "3.11.7", libraries=libs)  # @pypi names are PyPI names
+    assert name_map(pypi) == {} and requirements_in(pypi).startswith("py-xgboost==2.1.1\n")
+
+
+def test_rattlers_package_cache_never_serves_another_archive_of_the_same_name(tmp_path):
+    """Pins the assumption conda.install relies on: one rattler cache (REPRO_HOME/conda-pkgs) is shared
+    by every env, and an extracted package is reused only for the archive (sha256) it came from."""
+    import asyncio
+
+    import rattler
+
+    meta = Meta("samename", "1.0", "0", "noarch", noarch="generic")
+    a = write_package(tmp_path / "a", meta, [Entry("share/x.txt", b"AAA\n")])
+    b = write_package(tmp_path / "b", meta, [Entry("share/x.txt", b"BBB\n")])
+
+    async def install(archive, prefix):
+        record = await rattler.RepoDataRecord.from_package_archive(archive)
+        await rattler.install([record], prefix, cache_dir=tmp_path / "cache", show_progress=False)
+
+    asyncio.run(install(a, tmp_path / "pa"))
+    asyncio.run(install(b, tmp_path / "pb"))
+    assert (tmp_path / "pb" / "share" / "x.txt").read_text() == "BBB\n"
