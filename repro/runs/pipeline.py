@@ -22,7 +22,7 @@ from repro.model.findings import Finding, Kind, Severity
 from repro.model.platforms import local_platform_name
 from repro.model.record import RunRecord, RunStatus, from_json
 from repro.runs import blobs as blobstore
-from repro.runs import drift, pickles
+from repro.runs import drift, lineage, pickles
 from repro.runs import metaflow as runs
 from repro.runs.codepackage import import_paths
 from repro.runs.compare import Comparison, compare
@@ -201,6 +201,10 @@ def _run(path: Path, options: RunOptions, outcome: Outcome, log: Log) -> None:
         baseline = _load_baseline(store, flow, baseline)
     if baseline is not None:
         outcome.baseline = baseline.ref
+    if options.resolution_drift:  # input drift: the runs of other flows the recorded run read, then and now
+        recorded = baseline if baseline is not None else latest_record(store or open_store(settings.store), flow)
+        if recorded is not None:
+            outcome.findings += drift.check_inputs(recorded, lineage.latest_runs(recorded))
     env = {**options.env, **(environ_for(frozen=True) if frozen else {})}
     log(f"{flow.name}: building environments and running the flow with Metaflow")
     code, run_id, elapsed, output = runs.run_flow(
@@ -228,6 +232,7 @@ def _run(path: Path, options: RunOptions, outcome: Outcome, log: Log) -> None:
         env=env,
         info=flow.decl.parameter_info,
         inputs_dir=settings.home.inputs / "sha256",
+        lineage_dir=settings.home.inputs / "sha1",
     )
     assert flow.lock is not None, "the run built its environments from the flow's lock"
     record = runs.build_record(flow, flow.lock, run_id, raw, elapsed, args=options.metaflow_args)
@@ -273,6 +278,14 @@ def _load_baseline(store: Store, flow, ref: str) -> RunRecord:
         return load_record(store, parse_ref(own))
     except BadInput:  # no run of this flow file: a version 1 store keyed by class name, or none
         return load_record(store, parse_ref(f"{flow.name}/latest"))
+
+
+def latest_record(store: Store, flow) -> RunRecord | None:
+    """This flow's latest recorded run in ``store`` (its identity's, see ``_load_baseline``); None: none."""
+    try:
+        return _load_baseline(store, flow, "latest")
+    except BadInput:
+        return None
 
 
 def _identity_of(flow) -> str:
