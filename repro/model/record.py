@@ -124,7 +124,9 @@ class UpstreamTask:
 
     attempt: int = 0
     ts_epoch: int = 0  # when Metaflow registered it (milliseconds): the client orders by it
-    artifacts: dict[str, InputArtifact] = field(default_factory=dict)  # name -> InputArtifact
+    artifacts: dict[str, InputArtifact] = field(default_factory=dict)  # name -> InputArtifact: read, snapshotted
+    #: the task's other artifacts, never read: listed so the client lists the task as it was (no bytes kept)
+    others: dict[str, InputArtifact] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -260,7 +262,7 @@ _RECORD_KEYS = frozenset(
 _INCLUDE_KEYS = frozenset({"sha256", "size", "name", "is_text", "encoding"})
 _CONFIG_KEYS = frozenset({"value", "source", "plain", "parser"})
 _UPSTREAM_KEYS = frozenset({"flow", "run_id", "read_by", "via", "ts_epoch", "user", "tags", "system_tags", "tasks"})
-_UPSTREAM_TASK_KEYS = frozenset({"attempt", "ts_epoch", "artifacts"})
+_UPSTREAM_TASK_KEYS = frozenset({"attempt", "ts_epoch", "artifacts", "others"})
 _INPUT_ARTIFACT_KEYS = frozenset({"sha1", "size", "encoding"})
 _ENCODING = re.compile(r"^[A-Za-z0-9_.\-]{1,40}$")
 _TAG = re.compile(r"^[^\x00-\x1f]{1,500}$")
@@ -388,6 +390,7 @@ def _upstream_task(d: Any, at: v.At) -> UpstreamTask:
         attempt=_count(v.opt(d, "attempt", int, 0, at), at / "attempt"),
         ts_epoch=_count(v.opt(d, "ts_epoch", int, 0, at), at / "ts_epoch"),
         artifacts=v.table_of(v.opt(d, "artifacts", dict, {}, at), at / "artifacts", v.name, _input_artifact),
+        others=v.table_of(v.opt(d, "others", dict, {}, at), at / "others", v.name, _input_artifact),
     )
 
 

@@ -25,9 +25,11 @@ local layout (its local metadata provider and local datastore read it; Metaflow 
     ROOT/<Flow>/data/<sha1[:2]>/<sha1>                         the pickle, gzipped (Metaflow's blob format v1)
     ROOT/<Flow>/data/<sha1[:2]>/<sha1>_meta                    {"cas_raw": false, "cas_version": 1}
 
-Only what the recorded steps read is seeded: a run, the tasks they read, the artifacts they read (the
-``_success`` that ``latest_successful_run`` checks among them), with the recorded run ids, task ids,
-tags and registration times, so ``Flow(...).latest_successful_run`` finds the recorded run again.
+Only what the recorded steps read is seeded: a run, the tasks they read, the bytes of the artifacts they
+read (the ``_success`` that ``latest_successful_run`` checks among them), with the recorded run ids, task
+ids, tags and registration times, so ``Flow(...).latest_successful_run`` finds the recorded run again.
+The tasks' other artifacts are listed (metadata only, no bytes): the client lists a task's artifacts as it
+did (``Task.data``, ``"x" in task``), and reading one of them fails, as nothing recorded it was read.
 """
 
 from __future__ import annotations
@@ -76,10 +78,18 @@ def collect(
                 ):
                     into[protocol.IN_VIA] = entry[protocol.IN_VIA]
                 for key, t in (entry.get(protocol.IN_TASKS) or {}).items():
-                    have = into[protocol.IN_TASKS].setdefault(key, {**t, protocol.IN_ARTIFACTS: {}})
+                    have = into[protocol.IN_TASKS].setdefault(
+                        key, {**t, protocol.IN_ARTIFACTS: {}, protocol.IN_OTHERS: {}}
+                    )
                     for name, art in (t.get(protocol.IN_ARTIFACTS) or {}).items():
                         sha1 = art.get(protocol.IN_SHA1) if isinstance(art, dict) else None
                         have[protocol.IN_ARTIFACTS][name] = {**art, protocol.IN_SIZE: sizes.get(str(sha1), 0)}
+                    have[protocol.IN_OTHERS].update(t.get(protocol.IN_OTHERS) or {})
+    for entry in merged.values():
+        for t in entry[protocol.IN_TASKS].values():  # read by one step and only listed by another: read
+            t[protocol.IN_OTHERS] = {
+                n: a for n, a in t[protocol.IN_OTHERS].items() if n not in t[protocol.IN_ARTIFACTS]
+            }
     return upstream_runs(merged, v.At(where, "inputs"))
 
 
@@ -169,8 +179,10 @@ def seed(record: RunRecord, blobs: dict[str, Path], sysroot: Path) -> list[str]:
                     },
                 )
             objects, info = {}, {}
-            for name, art in sorted(task.artifacts.items()):
-                _blob(flow_dir / "data", art.sha1, blobs[art.sha1])
+            listed = {**task.others, **task.artifacts}
+            for name, art in sorted(listed.items()):
+                if name in task.artifacts:  # read by the step: its bytes; the others are only listed
+                    _blob(flow_dir / "data", art.sha1, blobs[art.sha1])
                 objects[name] = art.sha1
                 info[name] = {"size": art.size, "type": "", "encoding": art.encoding}
                 _json(

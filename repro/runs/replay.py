@@ -131,6 +131,8 @@ def _replay(
     log(f"replaying {original.ref} from {store.uri}")
     # 1. everything the record names, verified, before anything runs
     locks = pull(original, store, settings)
+    inputs = pull_inputs(original, store, settings)
+    upstream = pull_input_artifacts(original, store, settings)  # verified (sha1) before anything reads them
     # 2. every environment, offline, from the stored package files only
     envs = environments(settings)
     for env_id, pl in locks.items():
@@ -142,8 +144,6 @@ def _replay(
                 offline=True,
                 where=f"replay of {original.ref}",
             )
-    inputs = pull_inputs(original, store, settings)
-    upstream = pull_input_artifacts(original, store, settings)  # verified (sha1) before anything reads them
     # 3. the recorded code, with the recorded parameters, inputs, configs, run options and hash seed
     workdir = _workdir(settings, original)
     workdirs.append(workdir)

@@ -302,7 +302,10 @@ UPSTREAM = UpstreamRun(
     system_tags=("user:dev", "metaflow_version:2.19.39"),
     tasks={
         "end/2": UpstreamTask(
-            0, 1795864036366, {"x": InputArtifact("b" * 40, 22), "_success": InputArtifact("8" * 40, 4)}
+            0,
+            1795864036366,
+            {"x": InputArtifact("b" * 40, 22), "_success": InputArtifact("8" * 40, 4)},
+            others={"_task_ok": InputArtifact("8" * 40, 0)},
         )
     },
 )
@@ -312,7 +315,7 @@ def test_input_lineage_round_trips_and_every_field_is_checked():
     record = make_record(inputs={UPSTREAM.ref: UPSTREAM})
     back = from_json(record.to_json(), "record.json")
     assert back == record and back.to_json() == record.to_json()
-    assert back.input_artifacts() == {"b" * 40: 22, "8" * 40: 4}
+    assert back.input_artifacts() == {"b" * 40: 22, "8" * 40: 4}  # what was read; "others" are only listed
     ref = UPSTREAM.ref
     for path, bad, words in (
         (("inputs", ref, "tasks", "end/2", "artifacts", "x", "sha1"), "zz", "40 hex digits"),
@@ -320,6 +323,7 @@ def test_input_lineage_round_trips_and_every_field_is_checked():
         (("inputs", ref, "tasks", "end/2", "artifacts", "../x"), {"sha1": "b" * 40, "size": 1}, "plain name"),
         (("inputs", ref, "tasks", "end/../../2"), {}, "plain name"),
         (("inputs", ref, "tasks", "end/2", "attempt"), -1, ">= 0"),
+        (("inputs", ref, "tasks", "end/2", "others", "_task_ok", "sha1"), "x", "40 hex digits"),
         (("inputs", ref, "run_id"), "1743", "the run it describes"),
         (("inputs", ref, "run_id"), "../1742", "plain name"),
         (("inputs", ref, "flow"), "Up/stream", "identifier"),

@@ -92,11 +92,21 @@ class Watch(object):
             entry[protocol.IN_TAGS] = sorted(obj.get("tags") or [])
             entry[protocol.IN_SYSTEM_TAGS] = sorted(obj.get("system_tags") or [])
             for task_key, task in entry[protocol.IN_TASKS].items():
+                others = {}
                 try:
-                    tobj = Task("%s/%s" % (key, task_key), _namespace_check=False)._object
+                    found = Task("%s/%s" % (key, task_key), attempt=task[protocol.IN_ATTEMPT], _namespace_check=False)
+                    tobj = found._object
+                    for art in found:  # every artifact the client lists for the task (none is read)
+                        if art.id not in task[protocol.IN_ARTIFACTS]:
+                            others[art.id] = {
+                                protocol.IN_SHA1: art._object["sha"],
+                                protocol.IN_SIZE: 0,
+                                protocol.IN_ENCODING: art._object.get("content_type") or "pickle-v4",
+                            }
                 except Exception:
                     tobj = {}
                 task[protocol.IN_TS_EPOCH] = int(tobj.get("ts_epoch") or 0)
+                task[protocol.IN_OTHERS] = others
             if key in self.ds:
                 entry[protocol.IN_DATASTORE] = self.ds[key]
         return json.dumps(self.runs, sort_keys=True)

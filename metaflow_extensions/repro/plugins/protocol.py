@@ -70,7 +70,8 @@ METADATA_KEYS = (
 #   {"Flow/run_id": {IN_FLOW: .., IN_RUN_ID: .., IN_VIA: VIA_*, IN_TS_EPOCH: ms, IN_USER: ..,
 #                    IN_TAGS: [..], IN_SYSTEM_TAGS: [..],
 #                    IN_TASKS: {"step/task_id": {IN_ATTEMPT: n, IN_TS_EPOCH: ms,
-#                                                IN_ARTIFACTS: {name: {IN_SHA1: .., IN_SIZE: 0, IN_ENCODING: ..}}}},
+#                                                IN_ARTIFACTS: {name: {IN_SHA1: .., IN_SIZE: 0, IN_ENCODING: ..}},
+#                                                IN_OTHERS: {name: {...the same...}}}},
 #                    IN_DATASTORE: {IN_DS_TYPE: "local" | "s3", IN_DS_ROOT: ..}}}
 #
 # The keys but IN_DATASTORE are those of repro's record (``UpstreamRun``); IN_DATASTORE tells the host
@@ -85,7 +86,8 @@ IN_TAGS = "tags"
 IN_SYSTEM_TAGS = "system_tags"
 IN_TASKS = "tasks"
 IN_ATTEMPT = "attempt"
-IN_ARTIFACTS = "artifacts"
+IN_ARTIFACTS = "artifacts"  # the task's artifacts the step read (their bytes are snapshotted)
+IN_OTHERS = "others"  # the task's other artifacts: listed as the client lists them, never read
 IN_SHA1 = "sha1"
 IN_SIZE = "size"
 IN_ENCODING = "encoding"
