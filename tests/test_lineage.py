@@ -17,7 +17,7 @@ import uuid
 import boto3
 import pytest
 
-from repro.model.record import InputVia
+from repro.model.record import InputVia, from_json
 from tests.helpers import cli, write_flow
 from tests.test_replay_inputs import replay_offline, s3_record
 
@@ -131,6 +131,8 @@ def test_the_record_names_the_run_read_and_the_store_holds_the_bytes_of_what_was
     for sha1, size in record.input_artifacts().items():
         body = s3.get_object(Bucket=lineage["bucket"], Key=f"team/inputs/sha1/{sha1[:2]}/{sha1}")["Body"].read()
         assert hashlib.sha1(body).hexdigest() == sha1 and len(body) == size
+    show = cli("store", "show", record.ref, "--store", lineage["store"])
+    assert f"input UpstreamFlow/{first} (latest_successful_run), read by start: " in show.out, show.text
     numbers = next(t.artifacts["numbers"] for k, t in run.tasks.items() if k.startswith("start/"))
     body = s3.get_object(Bucket=lineage["bucket"], Key=f"team/inputs/sha1/{numbers.sha1[:2]}/{numbers.sha1}")
     assert sum(pickle.loads(body["Body"].read())) == int(_artifact(lineage, "total"))  # the bytes the step read
@@ -155,12 +157,16 @@ def _artifact(lineage, name):
 
 def test_replay_offline_from_an_empty_home_reads_the_recorded_run_not_the_latest(lineage, tmp_path, s3_server):
     record = lineage["record"]
-    proc = replay_offline(record.ref, lineage["store"], tmp_path, lineage["mf_env"], s3_server)
+    someone_else = {**lineage["mf_env"], "METAFLOW_USER": "a-colleague"}  # the run read was in user:<them>
+    proc = replay_offline(record.ref, lineage["store"], tmp_path, someone_else, s3_server)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "result: identical" in proc.stdout, proc.stdout[-3000:]
     assert f"serving UpstreamFlow/{lineage['first']}" in proc.stdout + proc.stderr
     replayed_id = proc.stdout.split(" as DownstreamFlow/")[1].split()[0]
-    replayed = s3_record(s3_server, lineage["bucket"], "team", "DownstreamFlow", replayed_id)
+    # read here, not from the store: Metaflow's code package names the user who ran it (INFO), so a
+    # colleague's replay has another code package, which the store does not hold
+    saved = tmp_path / "empty-home" / "records" / "DownstreamFlow" / f"{replayed_id}.json"
+    replayed = from_json(saved.read_text(), str(saved))
     assert replayed.replay_of == record.ref
     assert list(replayed.inputs) == [f"UpstreamFlow/{lineage['first']}"]  # same run id, though /second is latest
     assert replayed.input_artifacts() == record.input_artifacts()
@@ -180,6 +186,22 @@ def test_a_new_upstream_run_is_input_drift_naming_the_step_and_both_run_ids(line
     line = f"input drift: start: reads UpstreamFlow/{lineage['first']} -> now /{lineage['second']}"
     assert line in r.out, r.out
     assert r.out.count("input drift") == 1  # one step read it
+
+
+def test_pytest_repro_drift_fails_lock_with_the_input_drift(lineage):
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--repro", "downstream.py", "--repro-drift"]
+        + ["--repro-store", lineage["store"], "-q"],
+        env={**os.environ, **lineage["mf_env"]},
+        cwd=lineage["proj"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 1, proc.stdout[-4000:] + proc.stderr[-2000:]
+    failed = [line for line in proc.stdout.splitlines() if line.startswith("FAILED")]
+    assert failed and all("[lock]" in line for line in failed), proc.stdout[-4000:]
+    assert f"input drift: start: reads UpstreamFlow/{lineage['first']} -> now /{lineage['second']}" in proc.stdout
 
 
 def test_a_tampered_input_artifact_is_refused_naming_it_before_anything_runs(lineage, tmp_path, s3_server):

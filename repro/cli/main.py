@@ -365,6 +365,9 @@ def cmd_store(args) -> int:
             )
         for name, cfg in r.configs.items():
             print(f"Config {name} ({cfg.source}): {cfg.value if len(cfg.value) <= 200 else cfg.value[:200] + '...'}")
+        for ref, up in r.inputs.items():
+            read = sorted(f"{key}/{n}" for key, t in up.tasks.items() for n in t.artifacts)
+            print(f"input {ref} ({up.via}), read by {', '.join(up.read_by)}: {', '.join(read) or 'no artifacts'}")
         rows = [
             [name, s.env_id[:12], len(s.tasks), sum(len(t.artifacts) for t in s.tasks.values())]
             for name, s in r.steps.items()

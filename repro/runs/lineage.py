@@ -141,9 +141,12 @@ def _write(path: Path, data: bytes) -> None:
 # -- a replay's own Metaflow root, seeded with the recorded inputs -----------------------------------
 
 
-def seed(record: RunRecord, blobs: dict[str, Path], sysroot: Path) -> list[str]:
+def seed(record: RunRecord, blobs: dict[str, Path], sysroot: Path, user: str = "") -> list[str]:
     """Write the runs and artifacts ``record.inputs`` names under ``sysroot/.metaflow`` (the layout in
-    this module's docstring); ``blobs``: sha1 -> a file of its verified pickled bytes. Returns the refs."""
+    this module's docstring); ``blobs``: sha1 -> a file of its verified pickled bytes. Returns the refs.
+
+    ``user``: who replays. The recorded steps saw these runs in their namespace (``user:<them>``); a
+    replay by someone else gets ``user:<user>`` added to each run's system tags, so its steps see them too."""
     root = Path(sysroot) / ".metaflow"
     location = f":root:{root}"
     for ref, run in sorted(record.inputs.items()):
@@ -154,7 +157,7 @@ def seed(record: RunRecord, blobs: dict[str, Path], sysroot: Path) -> list[str]:
             "flow_id": run.flow,
             "user_name": run.user,
             "tags": list(run.tags),
-            "system_tags": list(run.system_tags),
+            "system_tags": sorted({*run.system_tags, *([f"user:{user}"] if user else [])}),
         }
         _json(flow_dir / "_meta" / "_self.json", {"flow_id": run.flow, "ts_epoch": run.ts_epoch}, keep=True)
         _json(run_dir / "_meta" / "_self.json", {**base, "run_number": run.run_id, "ts_epoch": run.ts_epoch})

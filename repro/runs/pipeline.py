@@ -202,7 +202,11 @@ def _run(path: Path, options: RunOptions, outcome: Outcome, log: Log) -> None:
     if baseline is not None:
         outcome.baseline = baseline.ref
     if options.resolution_drift:  # input drift: the runs of other flows the recorded run read, then and now
-        recorded = baseline if baseline is not None else latest_record(store or open_store(settings.store), flow)
+        recorded = (
+            baseline
+            if baseline is not None
+            else latest_record(store or open_store(options.store or settings.store), flow)
+        )
         if recorded is not None:
             outcome.findings += drift.check_inputs(recorded, lineage.latest_runs(recorded))
     env = {**options.env, **(environ_for(frozen=True) if frozen else {})}

@@ -155,7 +155,8 @@ def _replay(
             f"(sha256 {original.code_sha256}); the record is corrupt"
         )
     if original.inputs:  # the runs of other flows the steps read: served from the replay's own datastore
-        log(f"serving {', '.join(lineage.seed(original, upstream, workdir))} to the replayed steps")
+        user = os.environ.get("METAFLOW_USER") or os.environ.get("USER") or os.environ.get("USERNAME") or ""
+        log(f"serving {', '.join(lineage.seed(original, upstream, workdir, user))} to the replayed steps")
     declared = load_flow(flow_file).parameters
     mf_code = code / ".mf_code"  # the Metaflow (and extensions) that ran the original
     problem = _recorded_metaflow_problem(mf_code, original)
