@@ -92,11 +92,16 @@ class Home:
 
     @property
     def inputs(self) -> Path:
-        """Inputs a run read (IncludeFile contents), content-addressed: ``sha256/<sha256>``."""
+        """Inputs a run read, content-addressed: IncludeFile contents ``sha256/<sha256>``, other flows'
+        artifacts ``sha1/<sha1>``."""
         return self.root / "inputs"
 
     def input_blob(self, sha256: str) -> Path:
         return self.inputs / "sha256" / _plain(sha256, "input")
+
+    def input_artifact(self, sha1: str) -> Path:
+        """An artifact of another flow's run that a step read (input lineage): its pickled bytes."""
+        return self.inputs / "sha1" / _plain(sha1, "input artifact")
 
     @property
     def records(self) -> Path:

@@ -324,7 +324,7 @@ def sample_lock(numpy="1.26.4"):
     return Lock("MyFlow", "flow.py", {"start": step, "c": off})
 
 
-def make_record(run_id="1", tasks=None, env="e" * 64, flow="F", status="success", checks=(), envs=None):
+def make_record(run_id="1", tasks=None, env="e" * 64, flow="F", status="success", checks=(), envs=None, inputs=None):
     """A RunRecord built by hand. ``tasks``: {step: {task key: {artifact: (sha1, size, type)}}}."""
     from repro.model.record import ArtifactRecord, RunRecord, StepRecord, TaskRecord
 
@@ -370,6 +370,7 @@ def make_record(run_id="1", tasks=None, env="e" * 64, flow="F", status="success"
         status=RunStatus(status),
         pickle_checks=tuple(checks),
         step_order=tuple(steps),
+        inputs=dict(inputs or {}),
     )
 
 

@@ -458,6 +458,9 @@ def cmd_store(args) -> int:
             )
         for name, cfg in r.configs.items():
             print(f"Config {name} ({cfg.source}): {cfg.value if len(cfg.value) <= 200 else cfg.value[:200] + '...'}")
+        for ref, up in r.inputs.items():
+            read = sorted(f"{key}/{n}" for key, t in up.tasks.items() for n in t.artifacts)
+            print(f"input {ref} ({up.via}), read by {', '.join(up.read_by)}: {', '.join(read) or 'no artifacts'}")
         rows = [
             [name, s.env_id[:12], len(s.tasks), sum(len(t.artifacts) for t in s.tasks.values())]
             for name, s in r.steps.items()
@@ -510,15 +513,16 @@ def cmd_store(args) -> int:
 
 def cmd_drift(args) -> int:
     from repro.env.engine import open_flow
+    from repro.errors import ReproError
     from repro.runs.drift import check
+    from repro.runs.pipeline import latest_record
+    from repro.settings import load_settings
+    from repro.store import open_store
+    from repro.store.snapshot import load_record, parse_ref
 
+    settings = load_settings(Path.cwd())
     record = None
     if args.against:
-        from repro.settings import load_settings
-        from repro.store import open_store
-        from repro.store.snapshot import load_record, parse_ref
-
-        settings = load_settings(Path.cwd())
         record = load_record(open_store(args.store or settings.store), parse_ref(args.against))
     status = EXIT_OK
     flows = [open_flow(path) for path in _flow_files(args.flow)]
@@ -529,11 +533,17 @@ def cmd_drift(args) -> int:
             f"--against {args.against}: that is a run of {record.flow}, which none of the flow files "
             f"defines ({', '.join(f.name for f in flows)})"
         )
+    store = None
+    if record is None:  # input drift is judged against the flow's latest recorded run, when there is one
+        try:
+            store = open_store(args.store or settings.store)
+        except ReproError:
+            store = None
     for flow in flows:
         path = flow.path
-        found = check(
-            flow, resolution=not args.no_resolve, against=record if record and record.flow == flow.name else None
-        )
+        against = record if record and record.flow == flow.name else None
+        recorded = against or (latest_record(store, flow) if store is not None else None)
+        found = check(flow, resolution=not args.no_resolve, against=against, inputs_of=recorded)
         if found:
             status = EXIT_DRIFT
             print(f"{path}: drift found")
@@ -702,7 +712,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_diff)
 
-    p = sub.add_parser("drift", help="spec, resolution and runtime drift (exit 1 on any)")
+    p = sub.add_parser("drift", help="spec, resolution, runtime and input drift (exit 1 on any)")
     p.add_argument("flow", nargs="+", help=FLOW_HELP)
     p.add_argument("--against", metavar="REF", help="also compare the lock with the environments of a recorded run")
     p.add_argument("--store")

@@ -32,6 +32,8 @@ class Kind(Choice):
     RUNTIME_DRIFT = "runtime drift"
     #: the lock names other environments than a recorded run used (`repro drift --against`)
     AGAINST_DRIFT = "against drift"
+    #: a run of another flow that a step read as "latest" is no longer the latest (input lineage)
+    INPUT_DRIFT = "input drift"
     #: a task of the step failed
     TASK_FAILED = "task failed"
     #: the step never ran (an earlier step failed)
@@ -51,7 +53,7 @@ class Severity(Choice):
 
 
 #: the drift kinds, in the order they are reported
-DRIFT_KINDS = (Kind.SPEC_DRIFT, Kind.RESOLUTION_DRIFT, Kind.RUNTIME_DRIFT, Kind.AGAINST_DRIFT)
+DRIFT_KINDS = (Kind.SPEC_DRIFT, Kind.RESOLUTION_DRIFT, Kind.RUNTIME_DRIFT, Kind.AGAINST_DRIFT, Kind.INPUT_DRIFT)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from repro.model.findings import Choice
 from repro.model.lock import PlatformLock
 
 SCHEMA = "repro.run-record"
-SCHEMA_VERSION = 2  # 2: replay_of, include_files, configs, run_options (version 1 records still read)
+SCHEMA_VERSION = 2  # 2: replay_of, include_files, configs, run_options, inputs (version 1 records still read)
 NO_FOREACH = "-"  # task key of a task outside any foreach
 
 
@@ -101,6 +101,53 @@ class ConfigRecord:
     parser: bool = False  # the Config had a parser: the value is its output, not its input
 
 
+class InputVia(Choice):
+    """How a step found another flow's run (``UpstreamRun.via``): only a run found as "latest" can drift."""
+
+    LATEST_SUCCESSFUL = "latest_successful_run"  # Flow(...).latest_successful_run
+    LATEST = "latest_run"  # Flow(...).latest_run
+    PATHSPEC = "pathspec"  # Run("F/1742"), Task(...), or a run listed some other way
+
+
+@dataclass(frozen=True)
+class InputArtifact:
+    """An artifact of another flow's task that a step read: its bytes are the store object ``inputs/sha1/..``."""
+
+    sha1: str  # Metaflow's content hash: sha1 of the pickled bytes
+    size: int
+    encoding: str = "pickle-v4"  # Metaflow's content type of the pickle
+
+
+@dataclass(frozen=True)
+class UpstreamTask:
+    """A task of another flow's run that a step read artifacts of."""
+
+    attempt: int = 0
+    ts_epoch: int = 0  # when Metaflow registered it (milliseconds): the client orders by it
+    artifacts: dict[str, InputArtifact] = field(default_factory=dict)  # name -> InputArtifact: read, snapshotted
+    #: the task's other artifacts, never read: listed so the client lists the task as it was (no bytes kept)
+    others: dict[str, InputArtifact] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class UpstreamRun:
+    """A run of another flow (or another run of this flow) that steps read through Metaflow's client."""
+
+    flow: str
+    run_id: str
+    read_by: tuple[str, ...]  # the steps that read it
+    via: InputVia = InputVia.PATHSPEC
+    ts_epoch: int = 0  # the run's registration time (milliseconds): ``latest_*`` picks the newest
+    user: str = ""
+    tags: tuple[str, ...] = ()
+    system_tags: tuple[str, ...] = ()
+    tasks: dict[str, UpstreamTask] = field(default_factory=dict)  # "step/task_id" -> UpstreamTask
+
+    @property
+    def ref(self) -> str:
+        return f"{self.flow}/{self.run_id}"
+
+
 @dataclass(frozen=True)
 class RunRecord:
     flow: str
@@ -131,10 +178,16 @@ class RunRecord:
     run_options: tuple[str, ...] = ()  # Metaflow `run` options that shape the run (not parameters, not --run-id-file)
     #: which flow this is: "Class:path/of/flow.py" (path from the project root) or "Class:@project/branch"
     identity: str = ""
+    #: input lineage: runs of other flows the steps read ("Flow/run_id" -> UpstreamRun)
+    inputs: dict[str, UpstreamRun] = field(default_factory=dict)
 
     @property
     def ref(self) -> str:
         return f"{self.flow}/{self.run_id}"
+
+    def input_artifacts(self) -> dict[str, int]:
+        """sha1 -> size of every artifact of another run that a step read (store objects ``inputs/sha1/..``)."""
+        return {a.sha1: a.size for r in self.inputs.values() for t in r.tasks.values() for a in t.artifacts.values()}
 
     def package_shas(self) -> dict[str, str]:
         """sha256 -> file name of every package file the record's environments need."""
@@ -160,6 +213,7 @@ class RunRecord:
         doc["pickle_checks"] = [{**asdict(c), "status": PickleStatus(c.status).value} for c in self.pickle_checks]
         doc["configs"] = {n: {**asdict(c), "source": ConfigSource(c.source).value} for n, c in self.configs.items()}
         doc["run_options"] = list(self.run_options)
+        doc["inputs"] = {ref: {**asdict(r), "via": InputVia(r.via).value} for ref, r in self.inputs.items()}
         return json.dumps(doc, indent=1, sort_keys=True) + "\n"
 
 
@@ -202,10 +256,16 @@ _RECORD_KEYS = frozenset(
         "configs",
         "run_options",
         "identity",
+        "inputs",
     }
-)  # the last five: version 2
+)  # the last six: version 2
 _INCLUDE_KEYS = frozenset({"sha256", "size", "name", "is_text", "encoding"})
 _CONFIG_KEYS = frozenset({"value", "source", "plain", "parser"})
+_UPSTREAM_KEYS = frozenset({"flow", "run_id", "read_by", "via", "ts_epoch", "user", "tags", "system_tags", "tasks"})
+_UPSTREAM_TASK_KEYS = frozenset({"attempt", "ts_epoch", "artifacts", "others"})
+_INPUT_ARTIFACT_KEYS = frozenset({"sha1", "size", "encoding"})
+_ENCODING = re.compile(r"^[A-Za-z0-9_.\-]{1,40}$")
+_TAG = re.compile(r"^[^\x00-\x1f]{1,500}$")
 _REF_TEXT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*/[A-Za-z0-9_.\-]+$")
 _STEP_KEYS = frozenset({"spec_id", "env_id", "disabled", "tasks"})
 _TASK_KEYS = frozenset({"task_id", "env_id", "fingerprint", "interpreter", "artifacts"})
@@ -299,6 +359,71 @@ def _config(d: Any, at: v.At) -> ConfigRecord:
         plain=v.opt(d, "plain", bool, False, at),
         parser=v.opt(d, "parser", bool, False, at),
     )
+
+
+def _count(value: Any, at: v.At) -> int:
+    n: int = v.of_type(value, int, at)
+    if n < 0:
+        at.fail(value, "an integer >= 0")
+    return n
+
+
+def _input_artifact(d: Any, at: v.At) -> InputArtifact:
+    v.only(v.of_type(d, dict, at), _INPUT_ARTIFACT_KEYS, at)
+    return InputArtifact(
+        sha1=v.hex_digest(v.need(d, "sha1", str, at), 40, at / "sha1"),
+        size=_size(v.need(d, "size", int, at), at / "size"),
+        encoding=v.matching(v.opt(d, "encoding", str, "pickle-v4", at), _ENCODING, "a content type", at / "encoding"),
+    )
+
+
+def _upstream_task_key(value: Any, at: v.At) -> str:
+    step, _, task = v.of_type(value, str, at).partition("/")
+    v.identifier(step, at)
+    v.name(task, at)
+    return str(value)
+
+
+def _upstream_task(d: Any, at: v.At) -> UpstreamTask:
+    v.only(v.of_type(d, dict, at), _UPSTREAM_TASK_KEYS, at)
+    return UpstreamTask(
+        attempt=_count(v.opt(d, "attempt", int, 0, at), at / "attempt"),
+        ts_epoch=_count(v.opt(d, "ts_epoch", int, 0, at), at / "ts_epoch"),
+        artifacts=v.table_of(v.opt(d, "artifacts", dict, {}, at), at / "artifacts", v.name, _input_artifact),
+        others=v.table_of(v.opt(d, "others", dict, {}, at), at / "others", v.name, _input_artifact),
+    )
+
+
+def _tag(value: Any, at: v.At) -> str:
+    return v.matching(value, _TAG, "a Metaflow tag", at)
+
+
+def _upstream(ref: str, d: Any, at: v.At) -> UpstreamRun:
+    v.only(v.of_type(d, dict, at), _UPSTREAM_KEYS, at)
+    run = UpstreamRun(
+        flow=v.identifier(v.need(d, "flow", str, at), at / "flow"),
+        run_id=v.name(v.need(d, "run_id", str, at), at / "run_id"),
+        read_by=tuple(v.list_of(v.need(d, "read_by", list, at), at / "read_by", v.identifier)),
+        via=v.choice(v.opt(d, "via", str, InputVia.PATHSPEC.value, at), InputVia, at / "via"),
+        ts_epoch=_count(v.opt(d, "ts_epoch", int, 0, at), at / "ts_epoch"),
+        user=_tag(v.opt(d, "user", str, "", at), at / "user") if d.get("user") else "",
+        tags=tuple(v.list_of(v.opt(d, "tags", list, [], at), at / "tags", _tag)),
+        system_tags=tuple(v.list_of(v.opt(d, "system_tags", list, [], at), at / "system_tags", _tag)),
+        tasks=v.table_of(v.opt(d, "tasks", dict, {}, at), at / "tasks", _upstream_task_key, _upstream_task),
+    )
+    if run.ref != ref:
+        at.fail(ref, f"the run it describes ({run.ref})")
+    return run
+
+
+def upstream_runs(value: Any, at: v.At) -> dict[str, UpstreamRun]:
+    """Decode an ``inputs`` table (a record's, or what a task reported): "Flow/run_id" -> UpstreamRun."""
+    table = v.of_type(value, dict, at)
+    out = {}
+    for ref, d in table.items():
+        v.matching(ref, _REF_TEXT, "a run reference (Flow/run_id)", at / str(ref))
+        out[ref] = _upstream(ref, d, at / ref)
+    return out
 
 
 def _run_option(value: Any, at: v.At) -> str:
@@ -398,6 +523,7 @@ def _decode(doc: dict[str, Any], at: v.At) -> RunRecord:
         configs=v.table_of(v.opt(doc, "configs", dict, {}, at), at / "configs", _parameter_name, _config),
         run_options=tuple(v.list_of(v.opt(doc, "run_options", list, [], at), at / "run_options", _run_option)),
         identity=_identity(v.opt(doc, "identity", str, "", at), at / "identity"),
+        inputs=upstream_runs(v.opt(doc, "inputs", dict, {}, at), at / "inputs"),
     )
 
 

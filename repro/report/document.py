@@ -114,9 +114,10 @@ class DriftReport:
     resolution: list[str]
     runtime: list[str]
     against: list[str]
+    input: list[str] = field(default_factory=list)
 
     def any(self) -> bool:
-        return bool(self.spec or self.resolution or self.runtime or self.against)
+        return bool(self.spec or self.resolution or self.runtime or self.against or self.input)
 
 
 @dataclass(frozen=True)
@@ -168,6 +169,7 @@ def drift_report(findings: list[Finding]) -> DriftReport:
         resolution=lines[Kind.RESOLUTION_DRIFT],
         runtime=lines[Kind.RUNTIME_DRIFT],
         against=lines[Kind.AGAINST_DRIFT],
+        input=lines[Kind.INPUT_DRIFT],
     )
 
 

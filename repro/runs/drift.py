@@ -1,9 +1,11 @@
-"""Four kinds of drift, each a ``Finding`` kind:
+"""Five kinds of drift, each a ``Finding`` kind:
 
 * spec drift: the flow's declarations changed but the lock did not;
 * resolution drift: resolving the same declarations now gives a different package set;
 * runtime drift: an environment on disk no longer matches its lock;
-* against drift: the lock now names other environments than a recorded run used (``--against REF``).
+* against drift: the lock now names other environments than a recorded run used (``--against REF``);
+* input drift: a run of another flow that a recorded run's step read as "latest" is no longer the
+  latest one (input lineage: ``RunRecord.inputs``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from repro.model import platforms as plats
 from repro.model.findings import Finding, Kind
 from repro.model.lock import Change, PlatformLock, diff_packages
 from repro.model.record import RunRecord
+from repro.runs import lineage
 
 
 def _changes(kind: Kind, step: str, changes: list[Change], platform: str = "", env_id: str = "") -> list[Finding]:
@@ -116,14 +119,43 @@ def check_against(flow: Flow, record: RunRecord) -> list[Finding]:
     return out
 
 
+def check_inputs(record: RunRecord, now: dict[str, str | None]) -> list[Finding]:
+    """Runs of other flows that ``record``'s steps found as "latest" and that are no longer the latest;
+    ``now``: recorded ref -> the run id the same lookup gives now (None: none). One finding per reading step."""
+    out: list[Finding] = []
+    for ref, run in sorted(record.inputs.items()):
+        if ref not in now or now[ref] == run.run_id:
+            continue
+        new = now[ref]
+        for step in run.read_by:
+            out.append(
+                Finding(
+                    Kind.INPUT_DRIFT,
+                    f"reads {ref} -> now " + (f"/{new}" if new else f"no {run.via} of {run.flow}"),
+                    step=step,
+                    subject=run.flow,
+                    old=run.run_id,
+                    new=new or "",
+                )
+            )
+    return out
+
+
 def check(
-    flow: Flow, resolution: bool = True, against: RunRecord | None = None, platforms: list[str] | None = None
+    flow: Flow,
+    resolution: bool = True,
+    against: RunRecord | None = None,
+    platforms: list[str] | None = None,
+    inputs_of: RunRecord | None = None,
 ) -> list[Finding]:
-    """Every drift of ``flow``, in the order spec, resolution, runtime, against."""
+    """Every drift of ``flow``, in the order spec, resolution, runtime, against, input (the runs of other
+    flows that ``inputs_of``, a recorded run of ``flow``, read)."""
     out = check_spec(flow, platforms)
     if resolution:
         out += check_resolution(flow)
     out += check_runtime(flow)
     if against is not None:
         out += check_against(flow, against)
+    if inputs_of is not None:
+        out += check_inputs(inputs_of, lineage.latest_runs(inputs_of))
     return out

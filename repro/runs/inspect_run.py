@@ -1,7 +1,9 @@
-"""``python -m repro.runs.inspect_run Flow/run_id KINDS_JSON INPUTS_DIR``: a finished run as JSON, via Metaflow's client.
+"""``python -m repro.runs.inspect_run Flow/run_id KINDS_JSON INPUTS_DIR [LINEAGE_DIR]``: a finished run as JSON,
+via Metaflow's client.
 
 KINDS_JSON maps each parameter name to its kind (parameter, include, config); the bytes of each
-``IncludeFile`` are written to ``INPUTS_DIR/<sha256>`` (content-addressed), exactly as the user's file was.
+``IncludeFile`` are written to ``INPUTS_DIR/<sha256>`` (content-addressed), exactly as the user's file was,
+and those of every artifact of another flow's run that a step read to ``LINEAGE_DIR/<sha1>``.
 
 Runs in its own process so that Metaflow's client picks up the datastore location of *that*
 run from the environment (replays use a datastore of their own).
@@ -25,7 +27,7 @@ def _plain(value):
         return str(value)
 
 
-def inspect(pathspec: str, kinds: dict, inputs_dir: str = "") -> dict[str, Any]:
+def inspect(pathspec: str, kinds: dict, inputs_dir: str = "", lineage_dir: str = "") -> dict[str, Any]:
     from metaflow import Run, namespace
     from metaflow.datastore import FlowDataStore
     from metaflow.plugins import DATASTORES
@@ -76,6 +78,13 @@ def inspect(pathspec: str, kinds: dict, inputs_dir: str = "") -> dict[str, Any]:
                 }
             )
         out["steps"][step.id] = tasks
+    if lineage_dir:
+        from pathlib import Path
+
+        from repro.runs.lineage import copy_artifacts
+
+        every = [t for tasks in out["steps"].values() for t in tasks]
+        out["input_sizes"] = copy_artifacts(every, Path(lineage_dir))
     start = run["start"].task
     out["include_files"], out["configs"] = {}, {}
     start_ds = None
@@ -159,4 +168,4 @@ def _foreach_path(task) -> str:
 
 
 if __name__ == "__main__":
-    print(json.dumps(inspect(sys.argv[1], json.loads(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else "")))
+    print(json.dumps(inspect(sys.argv[1], json.loads(sys.argv[2]), *sys.argv[3:5])))

@@ -31,6 +31,7 @@ from repro.model.record import (
     StepRecord,
     TaskRecord,
 )
+from repro.runs import lineage
 from repro.settings import spec_settings
 
 #: Metaflow options that belong before `run` (top-level), with how many values each takes
@@ -127,17 +128,28 @@ def inspect(
     env: dict | None = None,
     info: dict | None = None,
     inputs_dir: Path | None = None,
+    lineage_dir: Path | None = None,
 ) -> dict:
-    """The finished run as plain data; IncludeFile contents land in ``inputs_dir/<sha256>``."""
+    """The finished run as plain data; IncludeFile contents land in ``inputs_dir/<sha256>``, the artifacts
+    of other flows' runs that steps read in ``lineage_dir/<sha1>`` (``raw["input_sizes"]``: sha1 -> size)."""
     kinds = {name: getattr((info or {}).get(name), "kind", "parameter") for name in parameters}
     with tempfile.TemporaryDirectory(prefix="repro-inputs-") as tmp:
         target = str(inputs_dir) if inputs_dir is not None else tmp
-        return _inspect(flow_name, run_id, kinds, target, env)
+        lineage = str(lineage_dir) if lineage_dir is not None else os.path.join(tmp, "sha1")
+        return _inspect(flow_name, run_id, kinds, target, env, lineage)
 
 
-def _inspect(flow_name: str, run_id: str, kinds: dict, inputs_dir: str, env: dict | None) -> dict:
+def _inspect(flow_name: str, run_id: str, kinds: dict, inputs_dir: str, env: dict | None, lineage_dir: str) -> dict:
     proc = subprocess.run(
-        [sys.executable, "-m", "repro.runs.inspect_run", f"{flow_name}/{run_id}", json.dumps(kinds), inputs_dir],
+        [
+            sys.executable,
+            "-m",
+            "repro.runs.inspect_run",
+            f"{flow_name}/{run_id}",
+            json.dumps(kinds),
+            inputs_dir,
+            lineage_dir,
+        ],
         capture_output=True,
         text=True,
         env={**os.environ, **(env or {})},
@@ -332,6 +344,7 @@ def build_record(
         configs=configs,
         run_options=run_options_of(argv, flow.decl.parameters),
         identity=flow_identity(flow.name, flow.path, raw.get("project", ""), raw.get("project_branch", "")),
+        inputs=lineage.collect(raw["steps"], raw.get("input_sizes", {}), f"run {flow.name}/{run_id}"),
     )
 
 

@@ -23,7 +23,7 @@ from repro.model.platforms import local_platform_name
 from repro.model.record import RunRecord, RunStatus, from_json
 from repro.model.validate import cap
 from repro.runs import blobs as blobstore
-from repro.runs import drift, pending, pickles
+from repro.runs import drift, lineage, pending, pickles
 from repro.runs import metaflow as runs
 from repro.runs.codepackage import import_paths
 from repro.runs.compare import Comparison, compare
@@ -216,6 +216,14 @@ def _run(path: Path, options: RunOptions, outcome: Outcome, log: Log) -> None:
         outcome.baseline = baseline.ref
         # refused before anything is locked or run: a baseline of another flow is never compared silently
         check_same_identity(baseline, flow.name, identity, options.allow_other_flow)
+    if options.resolution_drift:  # input drift: the runs of other flows the recorded run read, then and now
+        recorded = (
+            baseline
+            if baseline is not None
+            else latest_record(store or open_store(options.store or settings.store), flow, identity)
+        )
+        if recorded is not None:
+            outcome.findings += drift.check_inputs(recorded, lineage.latest_runs(recorded))
     _lock_for_run(flow, frozen, outcome, log)
     env = {**options.env, **(environ_for(frozen=True) if frozen else {})}
     log(f"{flow.name}: building environments and running the flow with Metaflow")
@@ -279,6 +287,7 @@ def _record(
         env=env,
         info=flow.decl.parameter_info,
         inputs_dir=settings.home.inputs / "sha256",
+        lineage_dir=settings.home.inputs / "sha1",
     )
     assert flow.lock is not None, "the run built its environments from the flow's lock"
     record = runs.build_record(flow, flow.lock, run_id, raw, elapsed, args=options.metaflow_args)
@@ -384,6 +393,15 @@ def load_baseline(store: Store, flow: str, identity: str, ref: str) -> RunRecord
     except StoreObjectMissing:
         raise BadInput(f"store {store.uri} has no run {flow}/{run_id} (no {key})") from None
     return record_at(store, key, data, flow, run_id)
+
+
+def latest_record(store: Store, flow, identity: str | None = None) -> RunRecord | None:
+    """This flow's latest recorded run in ``store`` (its identity's, see ``load_baseline``; by default
+    the identity a run without options would have); None: none."""
+    try:
+        return load_baseline(store, flow.name, identity or runs.expected_identity(flow), "latest")
+    except BadInput:
+        return None
 
 
 class _MetaflowFailed(ReproError):

@@ -24,11 +24,20 @@ from repro.model.findings import Choice, Kind
 from repro.model.record import RunRecord, RunStatus
 from repro.model.validate import cap
 from repro.paths import inside
+from repro.runs import lineage
 from repro.runs.compare import Comparison
 from repro.runs.pipeline import Log, Outcome, RunOptions, run_and_record
 from repro.settings import Settings, environ_for, load_settings, spec_environ
 from repro.store import Store, open_store
-from repro.store.snapshot import load_record, parse_ref, pull, pull_inputs, push_replay_record, save_local
+from repro.store.snapshot import (
+    load_record,
+    parse_ref,
+    pull,
+    pull_input_artifacts,
+    pull_inputs,
+    push_replay_record,
+    save_local,
+)
 
 UNROUTABLE_INDEX = "http://127.0.0.1:9/simple"  # proves a replay never needs a package index
 #: the Metaflow `run` options a recorded run may pass on to its replay: they shape the run's graph and
@@ -122,6 +131,8 @@ def _replay(
     log(f"replaying {original.ref} from {store.uri}")
     # 1. everything the record names, verified, before anything runs
     locks = pull(original, store, settings)
+    inputs = pull_inputs(original, store, settings)
+    upstream = pull_input_artifacts(original, store, settings)  # verified (sha1) before anything reads them
     # 2. every environment, offline, from the stored package files only
     envs = environments(settings)
     for env_id, pl in locks.items():
@@ -133,7 +144,6 @@ def _replay(
                 offline=True,
                 where=f"replay of {original.ref}",
             )
-    inputs = pull_inputs(original, store, settings)
     # 3. the recorded code, with the recorded parameters, inputs, configs, run options and hash seed
     workdir = _workdir(settings, original)
     workdirs.append(workdir)
@@ -144,6 +154,9 @@ def _replay(
             f"{original.ref}: flow_file {original.flow_file!r} is not in its code package "
             f"(sha256 {original.code_sha256}); the record is corrupt"
         )
+    if original.inputs:  # the runs of other flows the steps read: served from the replay's own datastore
+        user = os.environ.get("METAFLOW_USER") or os.environ.get("USER") or os.environ.get("USERNAME") or ""
+        log(f"serving {', '.join(lineage.seed(original, upstream, workdir, user))} to the replayed steps")
     declared = parameter_names(flow_file)
     mf_code = code / ".mf_code"  # the Metaflow (and extensions) that ran the original
     problem = _recorded_metaflow_problem(mf_code, original)

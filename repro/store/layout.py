@@ -32,6 +32,11 @@ def input_blob(sha256: str) -> str:
     return f"inputs/sha256/{sha256[:2]}/{sha256}"
 
 
+def input_artifact(sha1: str) -> str:
+    """An artifact of another flow's run that a step read (input lineage), by Metaflow's sha1 of its pickle."""
+    return f"inputs/sha1/{sha1[:2]}/{sha1}"
+
+
 def _safe(part: str, what: str) -> str:
     if not _SAFE.match(part or ""):
         raise BadInput(f"{what} {part!r} may only contain letters, digits, '_', '-' and '.'")

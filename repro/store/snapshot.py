@@ -315,9 +315,28 @@ def push(
     return result
 
 
+def _sha1_file(path: Path) -> str:
+    h = hashlib.sha1()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def input_uploads(record: RunRecord, settings: Settings) -> list[_Upload]:
-    """Every input the record names (IncludeFile contents), each hashed now, as uploads."""
+    """Every input the record names (IncludeFile contents, other flows' artifacts its steps read), each
+    hashed now, as uploads."""
     out = []
+    for sha1 in sorted(record.input_artifacts()):
+        path = settings.home.input_artifact(sha1)
+        if not path.is_file():
+            raise BadInput(
+                f"{record.ref}: the artifact {sha1} a step read from another flow's run is not in {path.parent}; "
+                "push from the machine (and REPRO_HOME) that made the run"
+            )
+        if _sha1_file(path) != sha1:
+            raise IntegrityError(f"{path}: this input artifact does not match its sha1 {sha1}; it was not uploaded")
+        out.append(_Upload("inputs", layout.input_artifact(sha1), path, sha256_file(path), path.stat().st_size))
     for name, inc in sorted(record.include_files.items()):
         path = settings.home.input_blob(inc.sha256)
         if not path.is_file():
@@ -331,19 +350,21 @@ def input_uploads(record: RunRecord, settings: Settings) -> list[_Upload]:
     return out
 
 
-def fetch_verified(store: Store, key: str, sha256: str, dest: Path) -> Path:
-    """``dest`` holds the object ``key`` whose sha256 is ``sha256``: kept if it already does, else
-    downloaded beside it, hashed, and renamed into place only if it matches (never a partial file)."""
-    if dest.is_file() and sha256_file(dest) == sha256:
+def fetch_verified(store: Store, key: str, sha256: str, dest: Path, kind: str = "sha256") -> Path:
+    """``dest`` holds the object ``key`` whose sha256 (``kind="sha1"``: sha1) is ``sha256``: kept if it
+    already does, else downloaded beside it, hashed, and renamed into place only if it matches (never a
+    partial file)."""
+    digest = _sha1_file if kind == "sha1" else sha256_file
+    if dest.is_file() and digest(dest) == sha256:
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
         target = Path(tmp) / "object"
         store.get_file(key, target)
-        got = sha256_file(target)
+        got = digest(target)
         if got != sha256:
             raise StoreObjectCorrupt(
-                f"store object {store.uri}/{key} is corrupt: sha256 {got}, the record says {sha256}"
+                f"store object {store.uri}/{key} is corrupt: {kind} {got}, the record says {sha256}; it was not used"
             )
         os.replace(target, dest)
     return dest
@@ -356,6 +377,16 @@ def pull_inputs(record: RunRecord, store: Store, settings: Settings) -> dict[str
         path = settings.home.input_blob(inc.sha256)
         fetch_verified(store, layout.input_blob(inc.sha256), inc.sha256, path)
         out[name] = path
+    return out
+
+
+def pull_input_artifacts(record: RunRecord, store: Store, settings: Settings) -> dict[str, Path]:
+    """Fetch and verify (sha1) every artifact of another flow's run that the record's steps read, into
+    REPRO_HOME; return {sha1: its file}. Nothing is unpickled here, or before this check."""
+    out = {}
+    for sha1 in sorted(record.input_artifacts()):
+        path = settings.home.input_artifact(sha1)
+        out[sha1] = fetch_verified(store, layout.input_artifact(sha1), sha1, path, kind="sha1")
     return out
 
 
@@ -466,6 +497,8 @@ def named_objects(record: RunRecord) -> dict[str, tuple[str, str]]:
         out[layout.artifact(sha1)] = ("sha1", sha1)
     for inc in record.include_files.values():
         out[layout.input_blob(inc.sha256)] = ("sha256", inc.sha256)
+    for sha1 in record.input_artifacts():
+        out[layout.input_artifact(sha1)] = ("sha1", sha1)
     return out
 
 

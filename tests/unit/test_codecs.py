@@ -17,12 +17,16 @@ from repro.model.record import (
     ConfigRecord,
     ConfigSource,
     IncludedFileRecord,
+    InputArtifact,
+    InputVia,
     PickleCheck,
     PickleStatus,
     RunRecord,
     RunStatus,
     StepRecord,
     TaskRecord,
+    UpstreamRun,
+    UpstreamTask,
     from_json,
 )
 from repro.store.snapshot import StoreObjectCorrupt, env_lock_toml, parse_env_lock, record_packages
@@ -254,7 +258,7 @@ def test_records_written_by_earlier_v1_writers_still_read():
 def test_version_1_records_read_with_empty_version_2_fields():
     doc = json.loads(make_record().to_json())
     doc["schema_version"] = 1
-    for key in ("replay_of", "include_files", "configs", "run_options", "identity"):
+    for key in ("replay_of", "include_files", "configs", "run_options", "identity", "inputs"):
         del doc[key]
     record = from_json(json.dumps(doc), "record.json")
     assert record == make_record() and record.replay_of == "" and record.include_files == {} == record.configs
@@ -286,6 +290,63 @@ def test_version_2_fields_round_trip_and_are_checked():
         target[path[-1]] = bad
         with pytest.raises(BadInput, match=words):
             from_json(json.dumps(doc), "record.json")
+
+
+UPSTREAM = UpstreamRun(
+    "UpstreamFlow",
+    "1742",
+    ("start",),
+    InputVia.LATEST_SUCCESSFUL,
+    ts_epoch=1795864035652,
+    user="dev",
+    system_tags=("user:dev", "metaflow_version:2.19.39"),
+    tasks={
+        "end/2": UpstreamTask(
+            0,
+            1795864036366,
+            {"x": InputArtifact("b" * 40, 22), "_success": InputArtifact("8" * 40, 4)},
+            others={"_task_ok": InputArtifact("8" * 40, 0)},
+        )
+    },
+)
+
+
+def test_input_lineage_round_trips_and_every_field_is_checked():
+    record = make_record(inputs={UPSTREAM.ref: UPSTREAM})
+    back = from_json(record.to_json(), "record.json")
+    assert back == record and back.to_json() == record.to_json()
+    assert back.input_artifacts() == {"b" * 40: 22, "8" * 40: 4}  # what was read; "others" are only listed
+    ref = UPSTREAM.ref
+    for path, bad, words in (
+        (("inputs", ref, "tasks", "end/2", "artifacts", "x", "sha1"), "zz", "40 hex digits"),
+        (("inputs", ref, "tasks", "end/2", "artifacts", "x", "size"), -1, ">= 0"),
+        (("inputs", ref, "tasks", "end/2", "artifacts", "../x"), {"sha1": "b" * 40, "size": 1}, "plain name"),
+        (("inputs", ref, "tasks", "end/../../2"), {}, "plain name"),
+        (("inputs", ref, "tasks", "end/2", "attempt"), -1, ">= 0"),
+        (("inputs", ref, "tasks", "end/2", "others", "_task_ok", "sha1"), "x", "40 hex digits"),
+        (("inputs", ref, "run_id"), "1743", "the run it describes"),
+        (("inputs", ref, "run_id"), "../1742", "plain name"),
+        (("inputs", ref, "flow"), "Up/stream", "identifier"),
+        (("inputs", ref, "via"), "whatever", "one of"),
+        (("inputs", ref, "read_by"), ["no step"], "identifier"),
+        (("inputs", ref, "tags"), ["a\nb"], "a Metaflow tag"),
+        (("inputs", ref, "extra"), 1, "extra"),
+        (("inputs", "../x"), {}, "a run reference"),
+    ):
+        doc = json.loads(record.to_json())
+        target = doc
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = bad
+        with pytest.raises(BadInput, match=words) as err:
+            from_json(json.dumps(doc), "record.json")
+        assert "inputs." in str(err.value), str(err.value)
+
+
+def test_records_without_input_lineage_still_read():
+    doc = json.loads(make_record().to_json())
+    del doc["inputs"]
+    assert from_json(json.dumps(doc), "record.json").inputs == {}
 
 
 def test_a_failed_task_without_an_env_report_is_readable():
@@ -408,6 +469,7 @@ def run_records(draw):
         replay_of=draw(st.sampled_from(["", "OtherFlow/17"])),
         identity=draw(st.sampled_from(["", "F:flows/a.py", "F:@proj/user.me"])),
         run_options=tuple(draw(st.lists(st.text(max_size=8).filter(lambda t: "\0" not in t), max_size=3))),
+        inputs=draw(st.sampled_from([{}, {UPSTREAM.ref: UPSTREAM}])),
         include_files=draw(
             st.dictionaries(
                 identifiers,

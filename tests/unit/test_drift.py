@@ -5,8 +5,9 @@ from types import SimpleNamespace
 
 from repro.model.findings import Finding, Kind
 from repro.model.lock import Lock, PlatformLock, StepLock
+from repro.model.record import InputVia, UpstreamRun
 from repro.report.document import drift_report, plain
-from repro.runs.drift import check_against
+from repro.runs.drift import check_against, check_inputs
 from tests.helpers import make_record, pkg
 
 
@@ -16,12 +17,14 @@ def test_drift_findings_print_by_kind_and_fill_the_report_in_a_fixed_order():
         Finding(Kind.RESOLUTION_DRIFT, "+ idna 3.10 (transitive)", step="start", platform="linux-64"),
         Finding(Kind.RUNTIME_DRIFT, "six changed on disk", step="end", env_id="abc"),
         Finding(Kind.AGAINST_DRIFT, "no longer in the flow", step="a"),
+        Finding(Kind.INPUT_DRIFT, "reads U/1742 -> now /1790", step="start"),
     ]
     assert [f"{f.kind}: {f.line()}" for f in found] == [
         "spec drift: start: ~ six 1 -> 2",
         "resolution drift: start (linux-64): + idna 3.10 (transitive)",
         "runtime drift: end (env abc): six changed on disk",
         "against drift: a: no longer in the flow",
+        "input drift: start: reads U/1742 -> now /1790",
     ]
     report = drift_report(list(reversed(found)))
     assert report.any() and plain(report) == {
@@ -29,13 +32,16 @@ def test_drift_findings_print_by_kind_and_fill_the_report_in_a_fixed_order():
         "resolution": ["start (linux-64): + idna 3.10 (transitive)"],
         "runtime": ["end (env abc): six changed on disk"],
         "against": ["a: no longer in the flow"],
+        "input": ["start: reads U/1742 -> now /1790"],
     }
     assert not drift_report([]).any() and plain(drift_report([])) == {
         "spec": [],
         "resolution": [],
         "runtime": [],
         "against": [],
+        "input": [],
     }
+    assert drift_report([found[-1]]).any()
     assert not drift_report([Finding(Kind.TASK_FAILED, "x", step="a")]).any()
 
 
@@ -146,3 +152,21 @@ def test_against_uses_the_platform_the_run_used_and_reports_every_step_in_order(
             f"bare: env 999999999999 -> {empty.env_id[:12]}",  # no package lines: the env ids say it
         ]
     )
+
+
+def test_input_drift_names_each_reading_step_and_both_run_ids_only_for_runs_found_as_latest():
+    latest = UpstreamRun("UpstreamFlow", "1742", ("start", "train"), via=InputVia.LATEST_SUCCESSFUL)
+    pinned = UpstreamRun("Other", "7", ("start",), via=InputVia.PATHSPEC)
+    record = make_record(tasks={"start": {"-": {}}}, inputs={latest.ref: latest, pinned.ref: pinned})
+    found = check_inputs(record, {latest.ref: "1790"})
+    assert [f"{f.kind}: {f.line()}" for f in found] == [
+        "input drift: start: reads UpstreamFlow/1742 -> now /1790",
+        "input drift: train: reads UpstreamFlow/1742 -> now /1790",
+    ]
+    assert [(f.subject, f.old, f.new) for f in found] == [("UpstreamFlow", "1742", "1790")] * 2
+    assert check_inputs(record, {latest.ref: "1742"}) == []
+    gone = check_inputs(record, {latest.ref: None})
+    assert [f.line() for f in gone] == [
+        "start: reads UpstreamFlow/1742 -> now no latest_successful_run of UpstreamFlow",
+        "train: reads UpstreamFlow/1742 -> now no latest_successful_run of UpstreamFlow",
+    ]

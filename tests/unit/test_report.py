@@ -170,6 +170,7 @@ def test_flow_report_is_plain_data_with_every_step_and_check():
         "resolution": [],
         "runtime": ["end (env abc): six changed on disk"],
         "against": [],
+        "input": [],
     }
 
 

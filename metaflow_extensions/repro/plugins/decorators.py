@@ -125,6 +125,24 @@ class _ReproStepDecorator(StepDecorator):
         meta.register_metadata(
             run_id, step_name, task_id, [MetaDatum(field=k, value=v, type=k, tags=tags) for k, v in values.items()]
         )
+        from . import lineage
+
+        lineage.watch(flow.name, run_id)  # input lineage: which runs of other flows this step reads
+        self._task = (meta, run_id, task_id, tags)
+
+    def task_post_step(self, step_name, flow, graph, retry_count, max_user_code_retries):
+        from . import lineage
+
+        inputs = lineage.report()
+        task = getattr(self, "_task", None)
+        if inputs and task is not None:
+            meta, run_id, task_id, tags = task
+            meta.register_metadata(
+                run_id,
+                step_name,
+                task_id,
+                [MetaDatum(field=protocol.META_INPUTS, value=inputs, type=protocol.META_INPUTS, tags=tags)],
+            )
 
 
 class CondaStepDecorator(_ReproStepDecorator):

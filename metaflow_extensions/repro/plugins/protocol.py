@@ -59,7 +59,50 @@ META_FINGERPRINT = "repro-fingerprint"  # JSON: a summary of the environment's f
 META_PYTHONHASHSEED = "repro-pythonhashseed"
 META_INTERPRETER = "repro-interpreter"
 META_CODE_SHA = "repro-code-sha"
-METADATA_KEYS = (META_ENV_ID, META_SPEC_ID, META_FINGERPRINT, META_PYTHONHASHSEED, META_INTERPRETER, META_CODE_SHA)
+#: JSON: the runs of other flows the task read through Metaflow's client (input lineage), see below
+META_INPUTS = "repro-inputs"
+METADATA_KEYS = (
+    META_ENV_ID,
+    META_SPEC_ID,
+    META_FINGERPRINT,
+    META_PYTHONHASHSEED,
+    META_INTERPRETER,
+    META_CODE_SHA,
+    META_INPUTS,
+)
+
+# -- input lineage: what a task reports under META_INPUTS (lineage.py writes it) --------------------
+#
+#   {"Flow/run_id": {IN_FLOW: .., IN_RUN_ID: .., IN_VIA: VIA_*, IN_TS_EPOCH: ms, IN_USER: ..,
+#                    IN_TAGS: [..], IN_SYSTEM_TAGS: [..],
+#                    IN_TASKS: {"step/task_id": {IN_ATTEMPT: n, IN_TS_EPOCH: ms,
+#                                                IN_ARTIFACTS: {name: {IN_SHA1: .., IN_SIZE: 0, IN_ENCODING: ..}},
+#                                                IN_OTHERS: {name: {...the same...}}}},
+#                    IN_DATASTORE: {IN_DS_TYPE: "local" | "s3", IN_DS_ROOT: ..}}}
+#
+# The keys but IN_DATASTORE are those of repro's record (``UpstreamRun``); IN_DATASTORE tells the host
+# where to copy the artifacts' bytes from, and is not recorded. Sizes are filled in by the host.
+
+IN_FLOW = "flow"
+IN_RUN_ID = "run_id"
+IN_VIA = "via"
+IN_TS_EPOCH = "ts_epoch"
+IN_USER = "user"
+IN_TAGS = "tags"
+IN_SYSTEM_TAGS = "system_tags"
+IN_TASKS = "tasks"
+IN_ATTEMPT = "attempt"
+IN_ARTIFACTS = "artifacts"  # the task's artifacts the step read (their bytes are snapshotted)
+IN_OTHERS = "others"  # the task's other artifacts: listed as the client lists them, never read
+IN_SHA1 = "sha1"
+IN_SIZE = "size"
+IN_ENCODING = "encoding"
+IN_DATASTORE = "datastore"
+IN_DS_TYPE = "type"
+IN_DS_ROOT = "root"
+VIA_LATEST_SUCCESSFUL = "latest_successful_run"
+VIA_LATEST = "latest_run"
+VIA_PATHSPEC = "pathspec"
 
 # -- a built environment's marker: written last by the host's builder, read by tasks ------------
 
