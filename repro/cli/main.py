@@ -262,6 +262,15 @@ def _error(message: str, code: int) -> ReproError:
     return error
 
 
+def cmd_image_build(args) -> int:
+    from repro.containers import image
+    from repro.settings import load_settings
+
+    built = image.build(load_settings(Path.cwd()).home, log=_log)
+    print(f"{built.tag} {built.id} (Python {built.python}){'' if built.built else ' (already built)'}")
+    return 0
+
+
 def cmd_replay(args) -> int:
     from repro.runs.replay import replay
     from repro.settings import load_settings
@@ -545,7 +554,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("replay", help="rebuild a recorded run offline from the store, run it again, compare")
     p.add_argument("ref", help="FlowName/run_id, FlowName/latest, or a record.json file")
     p.add_argument("--store", help="store URI (default: REPRO_STORE or file://$REPRO_HOME/store)")
-    p.add_argument("--on", choices=["local", "batch"], default="local", help="where to run the replay")
+    p.add_argument("--on", choices=["local", "docker", "batch"], default="local", help="where to run the replay")
+    p.add_argument(
+        "--image",
+        help="--on docker: the container image (default: python:<lock's major.minor>-slim if the daemon has it, "
+        "else `repro image build`'s image)",
+    )
     p.add_argument(
         "--keep",
         action="store_true",
@@ -588,6 +602,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="write to this file instead of standard output")
     p.add_argument("--store")
     p.set_defaults(func=cmd_report)
+
+    im = sub.add_parser("image", help="container images for `repro replay --on docker`")
+    isub = im.add_subparsers(dest="image_command", required=True, metavar="ACTION")
+    p = isub.add_parser(
+        "build",
+        help="build the base image from Debian's package archive (debootstrap) where no registry is reachable",
+    )
+    p.set_defaults(func=cmd_image_build)
 
     st = sub.add_parser("store", help="list, show, verify and garbage-collect a store")
     ssub = st.add_subparsers(dest="store_command", required=True, metavar="ACTION")

@@ -14,10 +14,11 @@ from typing import Any
 from repro.errors import BadInput
 from repro.model import validate as v
 from repro.model.findings import Choice
+from repro.model.interpreter import Executor, InterpreterSnapshot
 from repro.model.lock import PlatformLock
 
 SCHEMA = "repro.run-record"
-SCHEMA_VERSION = 2  # 2: replay_of, include_files, configs, run_options (version 1 records still read)
+SCHEMA_VERSION = 3  # 2: replay_of, include_files, configs, run_options; 3: interpreters, executor (older still read)
 NO_FOREACH = "-"  # task key of a task outside any foreach
 
 
@@ -131,6 +132,9 @@ class RunRecord:
     run_options: tuple[str, ...] = ()  # Metaflow `run` options that shape the run (not parameters, not --run-id-file)
     #: which flow this is: "Class:path/of/flow.py" (path from the project root) or "Class:@project/branch"
     identity: str = ""
+    #: Python version -> the snapshot of the interpreter the run's environments were made from
+    interpreters: dict[str, InterpreterSnapshot] = field(default_factory=dict)
+    executor: Executor = field(default_factory=Executor)  # where the run ran
 
     @property
     def ref(self) -> str:
@@ -160,6 +164,8 @@ class RunRecord:
         doc["pickle_checks"] = [{**asdict(c), "status": PickleStatus(c.status).value} for c in self.pickle_checks]
         doc["configs"] = {n: {**asdict(c), "source": ConfigSource(c.source).value} for n, c in self.configs.items()}
         doc["run_options"] = list(self.run_options)
+        doc["interpreters"] = {k: x.to_dict() for k, x in self.interpreters.items()}
+        doc["executor"] = self.executor.to_dict()
         return json.dumps(doc, indent=1, sort_keys=True) + "\n"
 
 
@@ -202,8 +208,10 @@ _RECORD_KEYS = frozenset(
         "configs",
         "run_options",
         "identity",
+        "interpreters",
+        "executor",
     }
-)  # the last five: version 2
+)  # replay_of .. identity: version 2; interpreters, executor: version 3
 _INCLUDE_KEYS = frozenset({"sha256", "size", "name", "is_text", "encoding"})
 _CONFIG_KEYS = frozenset({"value", "source", "plain", "parser"})
 _REF_TEXT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*/[A-Za-z0-9_.\-]+$")
@@ -398,7 +406,19 @@ def _decode(doc: dict[str, Any], at: v.At) -> RunRecord:
         configs=v.table_of(v.opt(doc, "configs", dict, {}, at), at / "configs", _parameter_name, _config),
         run_options=tuple(v.list_of(v.opt(doc, "run_options", list, [], at), at / "run_options", _run_option)),
         identity=_identity(v.opt(doc, "identity", str, "", at), at / "identity"),
+        interpreters=_interpreters(v.opt(doc, "interpreters", dict, {}, at), at / "interpreters"),
+        executor=Executor.from_dict(doc["executor"], at / "executor") if "executor" in doc else Executor(),
     )
+
+
+def _interpreters(table: dict[str, Any], at: v.At) -> dict[str, InterpreterSnapshot]:
+    out = {}
+    for version, d in table.items():
+        snap = InterpreterSnapshot.from_dict(d, at / version)
+        if snap.python != version:
+            (at / version / "python").fail(snap.python, f"the version it is filed under ({version})")
+        out[version] = snap
+    return out
 
 
 def _identity(value: str, at: v.At) -> str:

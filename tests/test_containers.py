@@ -1,0 +1,48 @@
+"""Container infrastructure: our Docker daemon and `repro image build` (real daemon, real debootstrap)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests import containers
+from tests.helpers import cli
+
+pytestmark = pytest.mark.slow
+
+
+def test_daemon_has_no_networking_of_its_own(docker_daemon):
+    """Only the host network: no bridge network exists, so containers cannot reach anything but via the host."""
+    import docker
+
+    c = docker.DockerClient(base_url=docker_daemon)
+    drivers = {n.attrs["Driver"] for n in c.networks.list()}
+    assert "bridge" not in drivers, drivers
+    assert containers.DOCKERD_NETWORK_FLAGS == (
+        "--bridge=none",
+        "--iptables=false",
+        "--ip-masq=false",
+        "--host-gateway-ip=127.0.0.1",
+    )
+
+
+def test_image_build_is_cached_by_recipe_and_has_the_bootstrap_python(base_image, docker_daemon):
+    import docker
+
+    from repro.containers import image
+
+    assert base_image.tag == image.default_recipe().tag
+    started = time.monotonic()
+    r = cli("image", "build")
+    assert r.code == 0, r.text
+    assert "already built" in r.out and base_image.id in r.out
+    assert time.monotonic() - started < 30
+    c = docker.DockerClient(base_url=docker_daemon)
+    out = c.containers.run(
+        base_image.tag,
+        ["python", "-c", "import boto3, requests, ssl, sys; print('%d.%d' % sys.version_info[:2])"],
+        network_mode="host",
+        remove=True,
+    )
+    assert out.decode().strip() == base_image.python
