@@ -283,6 +283,7 @@ def cmd_replay(args) -> int:
         log=_log,
         extra_args=tuple(args.metaflow_args),
         keep=args.keep,
+        image=args.image,
     )
     if result.replayed is not None:
         print(f"replayed {result.original.ref} as {result.replayed.ref}")
@@ -365,6 +366,10 @@ def cmd_store(args) -> int:
             print(f"flow {r.identity}")
         if r.replay_of:
             print(f"replay of {r.replay_of}")
+        if r.executor.image:
+            print(f"ran on {r.executor.kind} (image {r.executor.image})")
+        for version, snap in sorted(r.interpreters.items()):
+            print(f"Python {version}: snapshot {snap.sha256[:12]} ({snap.size / 1e6:.1f} MB) of {snap.prefix}")
         if r.run_options:
             print("run options: " + " ".join(r.run_options))
         for name, inc in r.include_files.items():
