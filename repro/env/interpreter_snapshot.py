@@ -5,7 +5,8 @@ container, without that Python).
 
 What is packed: the interpreter's install prefix (``sys.base_prefix``): its binaries, shared
 library, headers and standard library, WITHOUT site-packages (an environment's packages come from
-its lock), the standard library's own test suite and static library, and scripts other packages
+its lock), the standard library's own test suites, its static library, the bytecode compiled for
+``python -O``/``-OO`` (compiled again on demand, if ever needed), and scripts other packages
 installed into ``bin/``. Interpreters are not relocatable (pyenv links ``libpython`` by absolute
 RUNPATH), so a snapshot is restored at its prefix, never elsewhere.
 
@@ -36,6 +37,9 @@ from repro.settings import Home
 
 #: files under bin/ that belong to the interpreter (the rest were installed there by packages)
 _OWN_BIN = re.compile(r"^(python|pydoc|2to3|idle)[0-9.]*(-[0-9.]+|-config)?$")
+#: what a snapshot leaves out: bumping it packs every interpreter again
+PACK_FORMAT = 2
+_TEST_FOLDERS = frozenset({"test", "tests", "idle_test", "turtledemo"})
 #: install prefixes that hold more than one interpreter: never packed whole
 SYSTEM_PREFIXES = frozenset({"/", "/usr", "/usr/local", "/opt", "/bin"})
 _LAYOUT = (
@@ -57,6 +61,10 @@ def _layout(interp: pythons.Interpreter) -> dict:
 def _excluded(rel: PurePosixPath, skip: set[PurePosixPath]) -> bool:
     if any(rel == s or s in rel.parents for s in skip):
         return True
+    if rel.name.endswith((".opt-1.pyc", ".opt-2.pyc")):  # bytecode for `python -O`: a third of the bytes
+        return True
+    if rel.name in _TEST_FOLDERS and "lib" in rel.parts[:1]:  # the standard library's own test suites
+        return True
     if len(rel.parts) == 2 and rel.parts[0] == "bin" and not _OWN_BIN.match(rel.name):
         return True
     return rel.suffix == ".a" and rel.parent.name.startswith("config-")
@@ -70,7 +78,7 @@ def pack(interp: pythons.Interpreter, home: Home, log=lambda m: None) -> tuple[I
     key = pythons._stat_key(real)
     index = _read_json(index_file)
     entry = index.get(real)
-    if isinstance(entry, dict) and entry.get("stat") == key:
+    if isinstance(entry, dict) and entry.get("stat") == key and entry.get("format") == PACK_FORMAT:
         try:
             snap = InterpreterSnapshot.from_dict(entry.get("snapshot"), _at(index_file))
             tarball = home.pythons / f"{snap.sha256}.tar.gz"
@@ -123,7 +131,7 @@ def pack(interp: pythons.Interpreter, home: Home, log=lambda m: None) -> tuple[I
         os.replace(partial, tarball)
     atomic_write(home.pythons / f"{sha}.json", snap.to_json())
     index = _read_json(index_file)
-    index[real] = {"stat": key, "snapshot": snap.to_dict()}
+    index[real] = {"stat": key, "format": PACK_FORMAT, "snapshot": snap.to_dict()}
     atomic_write(index_file, json.dumps(index, sort_keys=True, indent=0))
     return snap, tarball
 
