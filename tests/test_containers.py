@@ -46,3 +46,20 @@ def test_image_build_is_cached_by_recipe_and_has_the_bootstrap_python(base_image
         remove=True,
     )
     assert out.decode().strip() == base_image.python
+
+
+def test_the_default_replay_image_is_python_slim_when_the_daemon_has_it(base_image, docker_daemon, repro_home):
+    import docker
+
+    from repro.containers.replay import default_image
+    from repro.settings import load_settings
+
+    c = docker.DockerClient(base_url=docker_daemon)
+    settings = load_settings(repro_home)
+    assert default_image("3.11", settings, lambda m: None, c) == (base_image.tag, base_image.python)
+    c.images.get(base_image.tag).tag("python", "3.11-slim")  # as if pulled from a registry
+    try:
+        assert default_image("3.11", settings, lambda m: None, c) == ("python:3.11-slim", "3.11")
+        assert default_image("3.12", settings, lambda m: None, c)[0] == base_image.tag
+    finally:
+        c.images.remove("python:3.11-slim")
