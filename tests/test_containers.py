@@ -63,3 +63,22 @@ def test_the_default_replay_image_is_python_slim_when_the_daemon_has_it(base_ima
         assert default_image("3.12", settings, lambda m: None, c)[0] == base_image.tag
     finally:
         c.images.remove("python:3.11-slim")
+
+
+def test_the_container_gets_only_the_store_and_repro_settings(monkeypatch, repro_home):
+    from repro.containers.replay import CLOSED_PROXY, container_env
+    from repro.settings import load_settings
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:4566")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "key")
+    monkeypatch.setenv("REPRO_FROZEN", "1")
+    monkeypatch.setenv("GITHUB_TOKEN", "secret")
+    monkeypatch.setenv("UV_INDEX_URL", "https://pypi.org/simple")
+    env = container_env("s3://bucket/team", load_settings(repro_home))
+    assert env["AWS_ENDPOINT_URL_S3"] == "http://127.0.0.1:4566" and env["AWS_ACCESS_KEY_ID"] == "key"
+    assert env["REPRO_FROZEN"] == "1" and env["REPRO_STORE"] == "s3://bucket/team"
+    assert env["REPRO_HOME"] == "/tmp/repro-home"  # empty, the container's own
+    assert "GITHUB_TOKEN" not in env and "UV_INDEX_URL" not in env
+    assert env["HTTPS_PROXY"] == env["HTTP_PROXY"] == CLOSED_PROXY and env["NO_PROXY"] == "127.0.0.1,localhost"
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3")
+    assert container_env("s3://bucket/team", load_settings(repro_home))["NO_PROXY"].endswith(",.amazonaws.com")

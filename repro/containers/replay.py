@@ -28,6 +28,7 @@ from repro.store.snapshot import load_record, parse_ref, record_at
 #: the first line of the container's standard output that carries its result (the rest is logs)
 RESULT_MARK = "repro-container-result: "
 HOME_INSIDE = "/tmp/repro-home"  # an empty REPRO_HOME in the container
+CLOSED_PROXY = "http://127.0.0.1:9"  # the discard port: nothing listens, every proxied connection fails
 #: the store's credentials and endpoint (boto3's standard variables), passed into the container
 _STORE_ENV = (
     "AWS_ACCESS_KEY_ID",
@@ -83,6 +84,13 @@ def container_env(store_uri: str, settings: Settings) -> dict[str, str]:
     for s in SETTINGS:
         if s.env and s.env.startswith("REPRO_") and s.env in os.environ:
             env[s.env] = os.environ[s.env]
+    # Every HTTP client there (boto3, uv, requests) goes through a proxy that does not exist, except to
+    # loopback and the store's endpoint: with the host's network, the store stays the only way out.
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or ""
+    store_host = urlparse(endpoint).hostname or (".amazonaws.com" if store_uri.startswith("s3://") else "")
+    no_proxy = ",".join(dict.fromkeys(h for h in ("127.0.0.1", "localhost", store_host) if h))
+    env.update({k: CLOSED_PROXY for k in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")})
+    env.update({"NO_PROXY": no_proxy, "no_proxy": no_proxy})
     env.update(
         {
             "REPRO_HOME": HOME_INSIDE,
