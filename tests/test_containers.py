@@ -37,7 +37,7 @@ def test_image_build_is_cached_by_recipe_and_has_the_bootstrap_python(base_image
     r = cli("image", "build")
     assert r.code == 0, r.text
     assert "already built" in r.out and base_image.id in r.out
-    assert time.monotonic() - started < 30
+    assert time.monotonic() - started < 90  # an import alone takes 20-40 s; a debootstrap minutes
     c = docker.DockerClient(base_url=docker_daemon)
     out = c.containers.run(
         base_image.tag,
