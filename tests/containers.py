@@ -50,6 +50,8 @@ class Daemon:
             self.proc.kill()
             self.proc.wait(timeout=30)
         if self.folder is not None:
+            for ns in (self.folder / "exec" / "netns").glob("*"):  # the daemon's namespace mount, if it left one
+                subprocess.run(["umount", str(ns)], capture_output=True)
             shutil.rmtree(self.folder, ignore_errors=True)
 
 
