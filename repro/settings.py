@@ -147,6 +147,26 @@ class Home:
         """The default store's folder (``file://$REPRO_HOME/store``)."""
         return self.root / "store"
 
+    @property
+    def images(self) -> Path:
+        """Container base images: root file systems as ``<recipe key>.tar`` (``repro image build``),
+        so a new Docker data root needs only an import, not a new debootstrap."""
+        return self.root / "images"
+
+    def image_rootfs(self, key: str) -> Path:
+        return self.images / f"{_plain(key, 'image recipe key')}.tar"
+
+    @property
+    def container_runtime(self) -> Path:
+        """repro's own dependencies for the Python of a container image, mounted read-only into
+        container replays: ``<runtime key>/``."""
+        return self.root / "container-runtime"
+
+    @property
+    def pythons(self) -> Path:
+        """Interpreter snapshots packed from this machine: ``<sha256>.tar.gz`` + ``<sha256>.json``."""
+        return self.root / "pythons"
+
 
 # -- value types -----------------------------------------------------------------------------------
 

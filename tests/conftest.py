@@ -202,3 +202,33 @@ def conda_channel(repro_home) -> Path:
     from repro.testing.conda_channel import cached_channel
 
     return cached_channel(Path(tempfile.gettempdir()) / "repro-test-channels", **CONDA_CHANNEL)
+
+
+@pytest.fixture(scope="session")
+def docker_daemon():
+    """A Docker daemon (DOCKER_HOST): the one that answers there, or one started for this session
+    (tests/containers.py) and stopped at its end. Skips naming what is missing (fails under CI=true)."""
+    from tests import containers
+    from tests.helpers import require
+
+    try:
+        daemon = containers.start()
+    except RuntimeError as exc:
+        require(False, f"a Docker daemon ({exc})")
+    saved = os.environ.get("DOCKER_HOST")
+    os.environ["DOCKER_HOST"] = daemon.host
+    yield daemon.host
+    if saved is None:
+        os.environ.pop("DOCKER_HOST", None)
+    else:
+        os.environ["DOCKER_HOST"] = saved
+    daemon.stop()
+
+
+@pytest.fixture(scope="session")
+def base_image(docker_daemon, repro_home):
+    """`repro image build`'s image, once per session (a daemon that has the tag skips the build)."""
+    from repro.containers import image
+    from repro.settings import Home
+
+    return image.build(Home(repro_home), log=lambda m: None)

@@ -353,6 +353,15 @@ def _error(message: str, code: int) -> ReproError:
     return error
 
 
+def cmd_image_build(args) -> int:
+    from repro.containers import image
+    from repro.settings import load_settings
+
+    built = image.build(load_settings(Path.cwd()).home, log=_log)
+    print(f"{built.tag} {built.id} (Python {built.python}){'' if built.built else ' (already built)'}")
+    return 0
+
+
 def cmd_replay(args) -> int:
     from repro.runs.replay import replay
     from repro.settings import load_settings
@@ -365,6 +374,7 @@ def cmd_replay(args) -> int:
         log=_log,
         extra_args=tuple(args.metaflow_args),
         keep=args.keep,
+        image=args.image,
     )
     if result.replayed is not None:
         print(f"replayed {result.original.ref} as {result.replayed.ref}")
@@ -449,6 +459,10 @@ def cmd_store(args) -> int:
             print(f"flow {r.identity}")
         if r.replay_of:
             print(f"replay of {r.replay_of}")
+        if r.executor.image:
+            print(f"ran on {r.executor.kind} (image {r.executor.image})")
+        for version, snap in sorted(r.interpreters.items()):
+            print(f"Python {version}: snapshot {snap.sha256[:12]} ({snap.size / 1e6:.1f} MB) of {snap.prefix}")
         if r.run_options:
             print("run options: " + " ".join(r.run_options))
         for name, inc in r.include_files.items():
@@ -682,7 +696,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("replay", help="rebuild a recorded run offline from the store, run it again, compare")
     p.add_argument("ref", help="FlowName/run_id, FlowName/latest, or a record.json file")
     p.add_argument("--store", help="store URI (default: REPRO_STORE or file://$REPRO_HOME/store)")
-    p.add_argument("--on", choices=["local", "batch"], default="local", help="where to run the replay")
+    p.add_argument("--on", choices=["local", "docker", "batch"], default="local", help="where to run the replay")
+    p.add_argument(
+        "--image",
+        help="--on docker: the container image (default: python:<lock's major.minor>-slim if the daemon has it, "
+        "else `repro image build`'s image)",
+    )
     p.add_argument(
         "--keep",
         action="store_true",
@@ -736,6 +755,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--store", help="store URI to check (default: REPRO_STORE or file://$REPRO_HOME/store)")
     p.set_defaults(func=cmd_doctor)
+
+    im = sub.add_parser("image", help="container images for `repro replay --on docker`")
+    isub = im.add_subparsers(dest="image_command", required=True, metavar="ACTION")
+    p = isub.add_parser(
+        "build",
+        help="build the base image from Debian's package archive (debootstrap) where no registry is reachable",
+    )
+    p.set_defaults(func=cmd_image_build)
 
     st = sub.add_parser("store", help="list, show, verify and garbage-collect a store")
     ssub = st.add_subparsers(dest="store_command", required=True, metavar="ACTION")

@@ -14,10 +14,13 @@ from typing import Any
 from repro.errors import BadInput
 from repro.model import validate as v
 from repro.model.findings import Choice
+from repro.model.interpreter import Executor, InterpreterSnapshot
 from repro.model.lock import PlatformLock
 
 SCHEMA = "repro.run-record"
-SCHEMA_VERSION = 2  # 2: replay_of, include_files, configs, run_options, inputs (version 1 records still read)
+SCHEMA_VERSION = (
+    3  # 2: replay_of, include_files, configs, run_options; 3: inputs, interpreters, executor (older still read)
+)
 NO_FOREACH = "-"  # task key of a task outside any foreach
 
 
@@ -180,6 +183,9 @@ class RunRecord:
     identity: str = ""
     #: input lineage: runs of other flows the steps read ("Flow/run_id" -> UpstreamRun)
     inputs: dict[str, UpstreamRun] = field(default_factory=dict)
+    #: Python version -> the snapshot of the interpreter the run's environments were made from
+    interpreters: dict[str, InterpreterSnapshot] = field(default_factory=dict)
+    executor: Executor = field(default_factory=Executor)  # where the run ran
 
     @property
     def ref(self) -> str:
@@ -214,6 +220,8 @@ class RunRecord:
         doc["configs"] = {n: {**asdict(c), "source": ConfigSource(c.source).value} for n, c in self.configs.items()}
         doc["run_options"] = list(self.run_options)
         doc["inputs"] = {ref: {**asdict(r), "via": InputVia(r.via).value} for ref, r in self.inputs.items()}
+        doc["interpreters"] = {k: x.to_dict() for k, x in self.interpreters.items()}
+        doc["executor"] = self.executor.to_dict()
         return json.dumps(doc, indent=1, sort_keys=True) + "\n"
 
 
@@ -257,8 +265,10 @@ _RECORD_KEYS = frozenset(
         "run_options",
         "identity",
         "inputs",
+        "interpreters",
+        "executor",
     }
-)  # the last six: version 2
+)  # replay_of .. identity: version 2; inputs, interpreters, executor: version 3
 _INCLUDE_KEYS = frozenset({"sha256", "size", "name", "is_text", "encoding"})
 _CONFIG_KEYS = frozenset({"value", "source", "plain", "parser"})
 _UPSTREAM_KEYS = frozenset({"flow", "run_id", "read_by", "via", "ts_epoch", "user", "tags", "system_tags", "tasks"})
@@ -524,7 +534,19 @@ def _decode(doc: dict[str, Any], at: v.At) -> RunRecord:
         run_options=tuple(v.list_of(v.opt(doc, "run_options", list, [], at), at / "run_options", _run_option)),
         identity=_identity(v.opt(doc, "identity", str, "", at), at / "identity"),
         inputs=upstream_runs(v.opt(doc, "inputs", dict, {}, at), at / "inputs"),
+        interpreters=_interpreters(v.opt(doc, "interpreters", dict, {}, at), at / "interpreters"),
+        executor=Executor.from_dict(doc["executor"], at / "executor") if "executor" in doc else Executor(),
     )
+
+
+def _interpreters(table: dict[str, Any], at: v.At) -> dict[str, InterpreterSnapshot]:
+    out = {}
+    for version, d in table.items():
+        snap = InterpreterSnapshot.from_dict(d, at / version)
+        if snap.python != version:
+            (at / version / "python").fail(snap.python, f"the version it is filed under ({version})")
+        out[version] = snap
+    return out
 
 
 def _identity(value: str, at: v.At) -> str:

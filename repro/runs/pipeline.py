@@ -17,6 +17,7 @@ from pathlib import Path
 from metaflow_extensions.repro.plugins import protocol
 from repro.env.engine import current_lock, environments, open_flow, spec_drift
 from repro.env.flowfile import load_flow
+from repro.env.interpreter_snapshot import snapshot_interpreters
 from repro.errors import BadInput, ReproError
 from repro.model.findings import Finding, Kind, Severity
 from repro.model.platforms import local_platform_name
@@ -311,6 +312,8 @@ def _record(
         outcome.findings += pickles.findings(record.pickle_checks)
     if options.push:
         assert store is not None, "opened above: options.push is set"
+        record = replace(record, interpreters=snapshot_interpreters(record, settings, log=log))
+        outcome.record = record
         outcome.saved = str(save_local(record, settings))
         try:
             push(record, store, settings, keep, log=log)

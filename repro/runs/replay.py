@@ -17,10 +17,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from metaflow_extensions.repro.plugins import protocol
-from repro.env.engine import environments, interpreter_for
+from repro.env import pythons
+from repro.env.engine import environments
 from repro.env.flowfile import parameter_names
+from repro.env.interpreter_snapshot import restore
 from repro.errors import EXIT_DRIFT, EXIT_INFRA, EXIT_OK, BadInput, InfraError, ReproError
 from repro.model.findings import Choice, Kind
+from repro.model.interpreter import Executor
 from repro.model.record import RunRecord, RunStatus
 from repro.model.validate import cap
 from repro.paths import inside
@@ -28,8 +31,9 @@ from repro.runs import lineage
 from repro.runs.compare import Comparison
 from repro.runs.pipeline import Log, Outcome, RunOptions, run_and_record
 from repro.settings import Settings, environ_for, load_settings, spec_environ
-from repro.store import Store, open_store
+from repro.store import Store, layout, open_store
 from repro.store.snapshot import (
+    fetch_verified,
     load_record,
     parse_ref,
     pull,
@@ -95,15 +99,23 @@ def replay(
     log: Log = print,
     extra_args: tuple[str, ...] = (),
     keep: bool = False,
+    image: str | None = None,
+    executor: Executor | None = None,
 ) -> ReplayResult:
     """Replay a recorded run; ``extra_args`` (``repro replay REF -- ...``) add to or override the
     recorded run options and parameters (and are recorded in the replay's own record). The working
     folder (code, datastore) is removed after the verdict unless ``keep``, or the replay failed (its
     logs live there)."""
+    if on == "docker":
+        from repro.containers.replay import replay_in_docker
+
+        return replay_in_docker(ref_text, store_uri, settings, image=image, log=log, extra_args=extra_args)
+    if image:
+        raise BadInput("--image is for container replays: add --on docker")
     workdirs: list[Path] = []
     result = None
     try:
-        result = _replay(ref_text, store_uri, settings, on, log, workdirs, extra_args)
+        result = _replay(ref_text, store_uri, settings, on, log, workdirs, extra_args, executor or Executor())
         return result
     finally:
         # A failed replay keeps its folder: the logs command it prints reads the datastore there.
@@ -123,9 +135,10 @@ def _replay(
     log: Log,
     workdirs: list[Path],
     extra_args: tuple[str, ...],
+    executor: Executor,
 ) -> ReplayResult:
     if on != "local":
-        raise BadInput(f"--on {on}: only local replays are available in this version")
+        raise BadInput(f"--on {on}: only local and docker replays are available in this version")
     store: Store = open_store(store_uri or settings.store)
     original = load_record(store, parse_ref(ref_text))
     log(f"replaying {original.ref} from {store.uri}")
@@ -140,7 +153,11 @@ def _replay(
             log(f"rebuilding env {env_id[:12]} offline (Python {pl.python}, {len(pl.packages)} packages)")
             envs.build(
                 pl,
-                interpreter_for(pl, f"{original.ref} env {env_id[:12]}"),
+                None  # a conda env brings its own interpreter
+                if pl.is_conda
+                else recorded_interpreter(
+                    original, pl.python, store, settings, f"{original.ref} env {env_id[:12]}", log
+                ),
                 offline=True,
                 where=f"replay of {original.ref}",
             )
@@ -203,7 +220,7 @@ def _replay(
                 error=_last_line(outcome.error) or "the replay did not start", output=outcome.error or outcome.output
             ),
         )
-    replayed = replace(outcome.record, replay_of=original.ref)
+    replayed = replace(outcome.record, replay_of=original.ref, interpreters=original.interpreters, executor=executor)
     saved, recorded = _record_replay(replayed, store, settings, log)
     if outcome.error:  # it ran, but could not be judged (e.g. the comparison's probe failed)
         return ReplayResult(
@@ -247,6 +264,22 @@ def _replay(
         saved,
         recorded,
     )
+
+
+def recorded_interpreter(
+    original: RunRecord, version: str, store: Store, settings: Settings, where: str, log: Log
+) -> pythons.Interpreter:
+    """The interpreter an environment of ``original`` is rebuilt with: the recorded one, at its recorded
+    prefix, restored there from the store's snapshot if the prefix is missing; a record without a
+    snapshot (made before snapshots existed) uses an installed Python of that version."""
+    snap = original.interpreters.get(version)
+    if snap is None:
+        return pythons.find(version, where=where)
+    tarball = settings.home.pythons / f"{snap.sha256}.tar.gz"
+    if not Path(snap.prefix).exists():
+        log(f"restoring Python {version} at {snap.prefix} from the store's snapshot {snap.sha256[:12]}")
+        fetch_verified(store, layout.python_snapshot(snap.sha256), snap.sha256, tarball)
+    return restore(snap, tarball, where=f"{where}: interpreter snapshot {snap.sha256[:12]}")
 
 
 def _recorded_metaflow_problem(code: Path, original: RunRecord) -> str:

@@ -23,6 +23,16 @@ def code(sha256: str) -> str:
     return f"code/{sha256}.tar.gz"
 
 
+def python_snapshot(sha256: str) -> str:
+    """An interpreter snapshot (its install prefix, without site-packages), by the tarball's sha256."""
+    return f"pythons/{sha256}.tar.gz"
+
+
+def python_manifest(sha256: str) -> str:
+    """The snapshot's manifest (version, prefix, executable, fingerprint) beside it."""
+    return f"pythons/{sha256}.json"
+
+
 def artifact(sha1: str) -> str:
     return f"artifacts/sha1/{sha1[:2]}/{sha1}"
 

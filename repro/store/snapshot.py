@@ -240,7 +240,50 @@ def _local_objects(record: RunRecord, settings: Settings, artifact_blobs: dict[s
                 f"{record.ref}: the artifact blob read back for sha1 {sha1} does not match it; it was not uploaded"
             )
         out.append(_Upload("artifacts", layout.artifact(sha1), blob, hashlib.sha256(blob).hexdigest(), len(blob)))
-    return out + input_uploads(record, settings)
+    return out + input_uploads(record, settings) + interpreter_uploads(record, settings)
+
+
+def interpreter_uploads(record: RunRecord, settings: Settings) -> list[_Upload]:
+    """The interpreter snapshots the record names (packed here by ``snapshot_interpreters``) and their
+    manifests, each hashed now."""
+    out = []
+    for snap in sorted(record.interpreters.values(), key=lambda s: s.sha256):
+        path = settings.home.pythons / f"{snap.sha256}.tar.gz"
+        if not path.is_file():
+            raise BadInput(
+                f"{record.ref}: the interpreter snapshot of Python {snap.python} ({snap.sha256[:12]}) is not in "
+                f"{path.parent}; push from the machine (and REPRO_HOME) that made the run"
+            )
+        got = sha256_file(path)
+        if got != snap.sha256:
+            raise IntegrityError(
+                f"{path}: interpreter snapshot of Python {snap.python} does not match its sha256 (got {got}); "
+                "it is damaged and was not uploaded",
+                path=str(path),
+            )
+        out.append(_Upload("pythons", layout.python_snapshot(snap.sha256), path, got, snap.size))
+        manifest = snap.to_json().encode()
+        out.append(
+            _Upload(
+                "pythons",
+                layout.python_manifest(snap.sha256),
+                manifest,
+                hashlib.sha256(manifest).hexdigest(),
+                len(manifest),
+            )
+        )
+    return out
+
+
+def pull_interpreters(record: RunRecord, store: Store, settings: Settings) -> dict[str, Path]:
+    """Fetch and verify every interpreter snapshot the record names into REPRO_HOME/pythons; return
+    {Python version: its tarball}."""
+    out = {}
+    for version, snap in sorted(record.interpreters.items()):
+        path = settings.home.pythons / f"{snap.sha256}.tar.gz"
+        fetch_verified(store, layout.python_snapshot(snap.sha256), snap.sha256, path)
+        out[version] = path
+    return out
 
 
 def _upload(store: Store, u: _Upload) -> None:
@@ -499,6 +542,9 @@ def named_objects(record: RunRecord) -> dict[str, tuple[str, str]]:
         out[layout.input_blob(inc.sha256)] = ("sha256", inc.sha256)
     for sha1 in record.input_artifacts():
         out[layout.input_artifact(sha1)] = ("sha1", sha1)
+    for snap in record.interpreters.values():
+        out[layout.python_snapshot(snap.sha256)] = ("sha256", snap.sha256)
+        out[layout.python_manifest(snap.sha256)] = ("sha256", hashlib.sha256(snap.to_json().encode()).hexdigest())
     return out
 
 
@@ -703,7 +749,7 @@ def gc(
     leases = Leases(store)
     named |= leases.refresh(expire=not dry_run)
     removed = []
-    for prefix in ("packages/", "locks/", "code/", "artifacts/", "inputs/"):
+    for prefix in ("packages/", "locks/", "code/", "artifacts/", "inputs/", "pythons/"):
         for info in list(store.list(prefix)):
             if info.key in named or now - info.modified < grace_seconds:
                 continue

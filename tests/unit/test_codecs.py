@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from repro.errors import BadInput, LockFileError
+from repro.model.interpreter import Executor, ExecutorKind, InterpreterSnapshot, parse_snapshot
 from repro.model.lock import Lock, Package, PlatformLock, StepLock, parse_lock
 from repro.model.record import (
     SCHEMA_VERSION,
@@ -122,7 +123,7 @@ def test_the_lock_file_the_store_object_and_the_record_give_the_same_environment
 def test_record_envs_are_typed_and_keep_the_v1_json_shape():
     record = make_record()
     doc = json.loads(record.to_json())
-    assert doc["schema_version"] == SCHEMA_VERSION == 2
+    assert doc["schema_version"] == SCHEMA_VERSION == 3
     assert doc["envs"][ENV.env_id] == {k: v for k, v in ENV.to_dict().items() if k != "env_id"}
     assert doc["status"] == "success" and doc["pickle_checks"][0]["status"] == "warning"
     back = from_json(record.to_json(), "record.json")
@@ -527,3 +528,36 @@ def test_runs_are_filed_by_flow_identity():
     assert layout.latest(layout.flow_dir("F")) == "runs/F/latest"  # version 1 records: by class name
     with pytest.raises(BadInput):
         layout.record("../F", "1")
+
+
+@pytest.mark.parametrize(
+    "field, value, match",
+    [
+        ("prefix", "relative/path", "install prefix"),
+        ("prefix", "/root/../etc", "install prefix"),
+        ("sha256", "abc", "64 hex"),
+        ("executable", "../../bin/sh", "relative"),
+        ("python", "3.11", "3.X.Y"),
+    ],
+)
+def test_a_record_naming_a_bad_snapshot_is_refused_naming_the_field(field, value, match):
+    snap = InterpreterSnapshot("a" * 64, 10, "3.11.7", "/opt/py", "bin/python3.11", "b" * 64)
+    doc = json.loads(make_record().to_json())
+    doc["interpreters"] = {"3.11.7": {**snap.to_dict(), field: value}}
+    with pytest.raises(BadInput, match=match) as info:
+        from_json(json.dumps(doc), "rec.json")
+    assert f"interpreters.3.11.7.{field}" in str(info.value)
+    assert parse_snapshot(snap.to_json(), "m.json") == snap
+
+
+def test_interpreters_and_executor_round_trip():
+    snap = InterpreterSnapshot("a" * 64, 10, "3.11.7", "/opt/py", "bin/python3.11", "b" * 64)
+    record = make_record(interpreters={"3.11.7": snap}, executor=Executor(ExecutorKind.DOCKER, "sha256:" + "c" * 64))
+    assert from_json(record.to_json(), "r.json") == record
+    doc = json.loads(record.to_json())
+    doc["interpreters"] = {"3.12.1": snap.to_dict()}
+    with pytest.raises(BadInput, match="interpreters.3.12.1.python"):
+        from_json(json.dumps(doc), "r.json")
+    doc["interpreters"], doc["executor"] = {}, {"kind": "moon", "image": ""}
+    with pytest.raises(BadInput, match="executor.kind"):
+        from_json(json.dumps(doc), "r.json")

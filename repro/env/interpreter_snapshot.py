@@ -1,0 +1,290 @@
+"""Interpreter snapshots: the exact interpreter a lock names, packed once into a content-addressed
+tarball (``pythons/<sha256>.tar.gz`` in the store, with its manifest ``pythons/<sha256>.json``) and
+restored at its recorded install prefix where that is missing (a replay on a machine, or in a
+container, without that Python).
+
+What is packed: the interpreter's install prefix (``sys.base_prefix``): its binaries, shared
+library, headers and standard library, WITHOUT site-packages (an environment's packages come from
+its lock), the standard library's own test suites, its static library, the bytecode compiled for
+``python -O``/``-OO`` (compiled again on demand, if ever needed), and scripts other packages
+installed into ``bin/``. Interpreters are not relocatable (pyenv links ``libpython`` by absolute
+RUNPATH), so a snapshot is restored at its prefix, never elsewhere.
+
+A tarball is untrusted until proven: its sha256 is checked before anything is extracted, every
+member must be a file, folder or link that stays inside the prefix, and the restored interpreter's
+facts must have the recorded fingerprint before it is used.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path, PurePosixPath
+
+from repro.env import pythons
+from repro.env.cache import sha256_file
+from repro.errors import BadInput, InfraError, IntegrityError
+from repro.fsutil import atomic_write
+from repro.model.interpreter import InterpreterSnapshot, facts_fingerprint
+from repro.settings import Home
+
+#: files under bin/ that belong to the interpreter (the rest were installed there by packages)
+_OWN_BIN = re.compile(r"^(python|pydoc|2to3|idle)[0-9.]*(-[0-9.]+|-config)?$")
+#: what a snapshot leaves out: bumping it packs every interpreter again
+PACK_FORMAT = 2
+_TEST_FOLDERS = frozenset({"test", "tests", "idle_test", "turtledemo"})
+#: install prefixes that hold more than one interpreter: never packed whole
+SYSTEM_PREFIXES = frozenset({"/", "/usr", "/usr/local", "/opt", "/bin"})
+_LAYOUT = (
+    "import json, sys, sysconfig; "
+    "print(json.dumps({'base_prefix': sys.base_prefix, 'stdlib': sysconfig.get_path('stdlib', vars={'base': sys.base_prefix, 'installed_base': sys.base_prefix}), "
+    "'purelib': sysconfig.get_path('purelib', vars={'base': sys.base_prefix, 'platbase': sys.base_prefix}), "
+    "'platlib': sysconfig.get_path('platlib', vars={'base': sys.base_prefix, 'platbase': sys.base_prefix}), "
+    "'executable': sys.executable}))"
+)
+
+
+def _layout(interp: pythons.Interpreter) -> dict:
+    proc = subprocess.run([interp.path, "-I", "-c", _LAYOUT], capture_output=True, text=True, timeout=60)
+    if proc.returncode != 0:
+        raise InfraError(f"cannot ask {interp.path} where it is installed: {proc.stderr.strip()[-500:]}")
+    return json.loads(proc.stdout)
+
+
+def _excluded(rel: PurePosixPath, skip: set[PurePosixPath]) -> bool:
+    if any(rel == s or s in rel.parents for s in skip):
+        return True
+    if rel.name.endswith((".opt-1.pyc", ".opt-2.pyc")):  # bytecode for `python -O`: a third of the bytes
+        return True
+    if rel.name in _TEST_FOLDERS and "lib" in rel.parts[:1]:  # the standard library's own test suites
+        return True
+    if len(rel.parts) == 2 and rel.parts[0] == "bin" and not _OWN_BIN.match(rel.name):
+        return True
+    return rel.suffix == ".a" and rel.parent.name.startswith("config-")
+
+
+def pack(interp: pythons.Interpreter, home: Home, log=lambda m: None) -> tuple[InterpreterSnapshot, Path]:
+    """The snapshot of ``interp`` and its tarball under REPRO_HOME/pythons (packed once: the result is
+    remembered under the interpreter's path, mtime, size and inode)."""
+    index_file = home.pythons / "index.json"
+    real = os.path.realpath(interp.path)
+    key = pythons._stat_key(real)
+    index = _read_json(index_file)
+    entry = index.get(real)
+    if isinstance(entry, dict) and entry.get("stat") == key and entry.get("format") == PACK_FORMAT:
+        try:
+            snap = InterpreterSnapshot.from_dict(entry.get("snapshot"), _at(index_file))
+            tarball = home.pythons / f"{snap.sha256}.tar.gz"
+            if tarball.is_file() and tarball.stat().st_size == snap.size:
+                return snap, tarball
+        except BadInput:
+            pass  # a damaged index entry: pack again
+    facts = interp.facts or {}
+    if not facts.get("python"):
+        probed = pythons.probe(interp.path)
+        if probed is None:
+            raise InfraError(f"{interp.path} is not a usable CPython; cannot snapshot it")
+        facts = probed.facts
+    lay = _layout(interp)
+    prefix = Path(lay["base_prefix"])
+    if str(prefix) in SYSTEM_PREFIXES:
+        raise BadInput(
+            f"{interp.path} is the system's Python (installed in {prefix}, shared with everything else there); "
+            "only self-contained installs (pyenv, python.org builds, uv's Pythons) can be snapshot"
+        )
+    exe = Path(os.path.realpath(lay["executable"]))
+    try:
+        rel_exe = exe.relative_to(prefix)
+    except ValueError:
+        raise BadInput(
+            f"{interp.path}: its executable {exe} is not inside its install prefix {prefix}; "
+            "only self-contained installs (pyenv, python.org builds, uv's Pythons) can be snapshot"
+        ) from None
+    skip = {
+        PurePosixPath(os.path.relpath(lay[k], prefix))
+        for k in ("purelib", "platlib")
+        if lay.get(k) and Path(lay[k]).is_relative_to(prefix)
+    }
+    skip.add(PurePosixPath(os.path.relpath(lay["stdlib"], prefix)) / "test")
+    log(f"packing Python {interp.version} ({prefix}) into an interpreter snapshot")
+    home.pythons.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=home.pythons, prefix=".pack-") as tmp:
+        partial = Path(tmp) / "python.tar.gz"
+        _write_tar(prefix, partial, skip)
+        sha = sha256_file(partial)
+        snap = InterpreterSnapshot(
+            sha256=sha,
+            size=partial.stat().st_size,
+            python=interp.version,
+            prefix=str(prefix),
+            executable=str(PurePosixPath(rel_exe)),
+            fingerprint=facts_fingerprint(facts),
+        )
+        tarball = home.pythons / f"{sha}.tar.gz"
+        os.replace(partial, tarball)
+    atomic_write(home.pythons / f"{sha}.json", snap.to_json())
+    index = _read_json(index_file)
+    index[real] = {"stat": key, "format": PACK_FORMAT, "snapshot": snap.to_dict()}
+    atomic_write(index_file, json.dumps(index, sort_keys=True, indent=0))
+    return snap, tarball
+
+
+def _write_tar(prefix: Path, out: Path, skip: set[PurePosixPath]) -> None:
+    """A deterministic tarball of ``prefix`` (sorted members, no owners, gzip without a time stamp)."""
+    with (
+        open(out, "wb") as raw,
+        gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, compresslevel=3) as gz,
+        tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
+    ):
+        for folder, dirs, files in os.walk(prefix):
+            dirs.sort()
+            here = Path(folder)
+            rel_here = PurePosixPath(os.path.relpath(folder, prefix))
+            for name in sorted(dirs + files):
+                rel = rel_here / name if str(rel_here) != "." else PurePosixPath(name)
+                if _excluded(rel, skip):
+                    if name in dirs and any(rel == s for s in skip):  # keep the folder, empty
+                        info = tar.gettarinfo(str(here / name), arcname=str(rel))
+                        _plain(info)
+                        tar.addfile(info)
+                    continue
+                path = here / name
+                if path.is_symlink() and not _link_inside(path, prefix):
+                    continue  # a link out of the install is not part of it
+                info = tar.gettarinfo(str(path), arcname=str(rel))
+                _plain(info)
+                if info.isfile():
+                    with open(path, "rb") as fh:
+                        tar.addfile(info, fh)
+                elif info.isdir() or info.issym():
+                    tar.addfile(info)
+            dirs[:] = [
+                d
+                for d in dirs
+                if not _excluded((rel_here / d) if str(rel_here) != "." else PurePosixPath(d), skip)
+                and not (here / d).is_symlink()
+            ]
+
+
+def _plain(info: tarfile.TarInfo) -> None:
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+
+
+def _link_inside(link: Path, root: Path) -> bool:
+    target = os.readlink(link)
+    if os.path.isabs(target):
+        return False
+    return os.path.realpath(os.path.join(link.parent, target)).startswith(str(root) + os.sep)
+
+
+def check_members(tar: tarfile.TarFile, where: str) -> None:
+    """Refuse a tarball whose members are not plain files, folders or links that stay inside it."""
+    for m in tar.getmembers():
+        name = PurePosixPath(m.name)
+        if name.is_absolute() or ".." in name.parts:
+            raise IntegrityError(f"{where}: member {m.name!r} leaves the install prefix; nothing was extracted")
+        if m.issym():
+            target = PurePosixPath(os.path.normpath(str(name.parent / m.linkname)))
+            if PurePosixPath(m.linkname).is_absolute() or (target.parts and target.parts[0] == ".."):
+                raise IntegrityError(
+                    f"{where}: link {m.name!r} -> {m.linkname!r} leaves the install prefix; nothing was extracted"
+                )
+        elif not (m.isfile() or m.isdir()):
+            raise IntegrityError(f"{where}: member {m.name!r} is not a file, folder or link; nothing was extracted")
+
+
+def restore(snap: InterpreterSnapshot, tarball: Path, where: str = "") -> pythons.Interpreter:
+    """The interpreter of ``snap`` at its recorded prefix: the one there if it has the recorded
+    fingerprint, else (the prefix missing) extracted from ``tarball`` after its sha256 is checked."""
+    where = where or f"interpreter snapshot {snap.sha256[:12]} (Python {snap.python})"
+    prefix = Path(snap.prefix)
+    exe = prefix / snap.executable
+    if prefix.exists():
+        found = pythons.probe(str(exe)) if exe.is_file() else None
+        if found is not None and facts_fingerprint(found.facts) == snap.fingerprint:
+            return found
+        raise InfraError(
+            f"{where}: {prefix} exists but is not the recorded interpreter "
+            f"(fingerprint {snap.fingerprint[:12]}); it is left alone. Move it away to let repro restore "
+            "the snapshot there, or replay on a machine (or `--on docker`) without it"
+        )
+    got = sha256_file(tarball)
+    if got != snap.sha256:
+        raise IntegrityError(
+            f"{where}: {tarball} has sha256 {got}, the record says {snap.sha256}; nothing was extracted"
+        )
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=prefix.parent, prefix=f".{prefix.name}.restore-"))
+    try:
+        try:
+            with tarfile.open(tarball) as tar:
+                check_members(tar, where)
+                if hasattr(tarfile, "data_filter"):
+                    tar.extractall(tmp, filter="data")
+                else:
+                    tar.extractall(tmp)
+        except tarfile.TarError as exc:
+            raise IntegrityError(f"{where}: not a usable interpreter tarball ({exc})") from None
+        os.replace(tmp, prefix)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    pythons.probe.cache_clear()
+    found = pythons.probe(str(exe))
+    if found is None or facts_fingerprint(found.facts) != snap.fingerprint:
+        raise IntegrityError(
+            f"{where}: the interpreter restored at {prefix} does not have the recorded fingerprint "
+            f"{snap.fingerprint[:12]} (is this machine's libc or architecture different?)"
+        )
+    return found
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _at(path: Path):
+    from repro.model import validate as v
+
+    return v.At(str(path))
+
+
+def snapshot_interpreters(record, settings, log=lambda m: None) -> dict[str, InterpreterSnapshot]:
+    """Python version -> the snapshot of the interpreter each of the record's environments was made
+    from (packed here once; ``record`` is a RunRecord made on this machine)."""
+    from repro.env.engine import environments
+
+    envs = environments(settings)
+    out: dict[str, InterpreterSnapshot] = dict(record.interpreters)
+    for env_id, pl in sorted(record.envs.items()):
+        if pl.python in out or pl.is_conda:  # a conda env brings its own interpreter (a package in the env)
+            continue
+        built = envs.get(env_id)
+        interp = pythons.probe(built.interpreter) if built is not None else None
+        if interp is None or interp.version != pl.python:
+            interp = pythons.find(pl.python, where=f"{record.ref} env {env_id[:12]}")
+        try:
+            out[pl.python], _ = pack(interp, settings.home, log=log)
+        except BadInput as exc:  # a system Python: replays need that Python installed
+            log(f"repro: no interpreter snapshot for Python {pl.python}: {exc}")
+    launcher = record.host.get("python", "")  # the Python that ran Metaflow's runtime (a flow's default Python)
+    if launcher and launcher not in out:
+        interp = pythons.probe(sys.executable)
+        if interp is not None and interp.version == launcher:
+            try:
+                out[launcher], _ = pack(interp, settings.home, log=log)
+            except BadInput as exc:
+                log(f"repro: no interpreter snapshot for Python {launcher}: {exc}")
+    return out
