@@ -14,7 +14,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from repro.errors import ReproError
+from repro.errors import BadInput, ReproError
 from repro.settings import Settings
 
 #: REPRO_HOME with less free space than this is reported as unhealthy (one env can take hundreds of MB)
@@ -94,41 +94,17 @@ def _s3_store(uri: str) -> Check:
     return Check("store", True, uri, f"bucket {bucket} answers" + (f" at {endpoint}" if endpoint else ""))
 
 
-def _pip_cert() -> str | None:
-    """pip's ``cert`` setting: PIP_CERT, else ``cert =`` in pip's config files (global, user, site)."""
-    import configparser
-
-    if os.environ.get("PIP_CERT"):
-        return os.environ["PIP_CERT"]
-    files = [os.environ.get("PIP_CONFIG_FILE") or ""]
-    files += ["/etc/pip.conf", "/etc/xdg/pip/pip.conf", os.path.expanduser("~/.config/pip/pip.conf")]
-    files.append(os.path.expanduser("~/.pip/pip.conf"))
-    cert = None
-    for file in files:
-        if not file or not os.path.isfile(file):
-            continue
-        parser = configparser.ConfigParser()
-        try:
-            parser.read(file)
-        except configparser.Error:
-            continue
-        for section in ("global", "install"):
-            if parser.has_option(section, "cert"):
-                cert = parser.get(section, "cert")
-    return cert
-
-
 def tls_trust() -> Check:
-    """Where TLS certificates are trusted from, in the order that wins."""
-    for name, value in (
-        ("SSL_CERT_FILE", os.environ.get("SSL_CERT_FILE")),
-        ("REQUESTS_CA_BUNDLE", os.environ.get("REQUESTS_CA_BUNDLE")),
-        ("pip's cert setting", _pip_cert()),
-    ):
-        if value:
-            if not os.path.isfile(value):
-                return Check("TLS trust", False, f"{name}: {value}", "the file does not exist")
-            return Check("TLS trust", True, f"{name}: {value}")
+    """Where TLS certificates are trusted from: exactly what every connection to a package index uses
+    (``repro.env.tls.trust``: SSL_CERT_FILE, REQUESTS_CA_BUNDLE, pip's cert, else the system's store)."""
+    from repro.env import tls
+
+    try:
+        chosen = tls.trust()
+    except BadInput as exc:
+        return Check("TLS trust", False, "a named CA bundle", str(exc))
+    if chosen.cafile is not None:
+        return Check("TLS trust", True, f"{chosen.source}: {chosen.cafile}")
     paths = ssl.get_default_verify_paths()
     found = paths.cafile or paths.capath or paths.openssl_cafile
     if found and os.path.exists(found):

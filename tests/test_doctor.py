@@ -56,3 +56,31 @@ def test_a_read_only_repro_home_is_a_problem_and_exit_1(tmp_path, repro_home):
     assert proc.returncode == 1, proc.stdout + proc.stderr
     row = _row(proc.stdout, "REPRO_HOME")
     assert row.startswith("PROBLEM") and "not writable" in row and "Read-only file system" in row
+
+
+def test_tls_row_is_the_trust_index_connections_use_and_a_bad_config_is_a_row_not_a_crash(tmp_path, monkeypatch):
+    """doctor reads TLS trust through repro.env.tls (pip's file order, no interpolation), so it names
+    the bundle uv is given; a cert that is not a file is a problem row, never an exception."""
+    from repro import doctor
+    from repro.env import tls
+
+    a, b = tmp_path / "a.pem", tmp_path / "b 100%.pem"
+    a.write_text("x")
+    b.write_text("x")
+    for var in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "PIP_CERT", "XDG_CONFIG_HOME", "VIRTUAL_ENV"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CONFIG_DIRS", str(tmp_path / "none"))
+    (tmp_path / ".config" / "pip").mkdir(parents=True)
+    (tmp_path / ".config" / "pip" / "pip.conf").write_text(f"[global]\ncert = {b}\n")
+    env_file = tmp_path / "env.conf"
+    env_file.write_text(f"[global]\ncert = {a}\n")
+    monkeypatch.setenv("PIP_CONFIG_FILE", str(env_file))
+    row = doctor.tls_trust()
+    assert row.ok and str(a) in row.found and tls.trust().cafile == str(a)
+    monkeypatch.delenv("PIP_CONFIG_FILE")
+    row = doctor.tls_trust()  # the user's file, whose path has a '%' (no interpolation)
+    assert row.ok and str(b) in row.found
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "missing.pem"))
+    row = doctor.tls_trust()
+    assert not row.ok and "SSL_CERT_FILE" in row.detail

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -121,3 +122,33 @@ def test_repro_run_points_at_pending_runs_and_recover_refuses_a_run_whose_lock_c
     r = cli("recover", env=env)
     assert r.code == 2 and "KilledFlow/7" in r.err and "changed since the run" in r.err, r.text
     assert marker.exists()  # kept: the user decides
+
+
+def test_recover_resolves_configs_in_the_folder_and_with_the_variables_the_run_had(tmp_path, monkeypatch):
+    """A relative `--config NAME FILE` is read from the folder `repro run` ran in, and
+    METAFLOW_FLOW_CONFIG* as the run had them, whatever folder `repro recover` is started from."""
+    from repro.runs.pipeline import _as_when_run
+
+    there = tmp_path / "there"
+    there.mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("METAFLOW_FLOW_CONFIG_VALUE", raising=False)
+    run = pending.PendingRun(
+        path="/p/f.py",
+        flow="F",
+        run_id="12",
+        elapsed=1.0,
+        lock_sha256="a" * 64,
+        env={"METAFLOW_FLOW_CONFIG_VALUE": '{"cfg": {"a": 1}}', "METAFLOW_DEFAULT_METADATA": "local"},
+        cwd=str(there),
+    )
+    home = Home(tmp_path / "home")
+    path = pending.save(home, run)
+    assert pending.parse(path.read_text(), str(path)).cwd == str(there)
+    with _as_when_run(run):
+        assert Path.cwd() == there
+        assert os.environ["METAFLOW_FLOW_CONFIG_VALUE"] == '{"cfg": {"a": 1}}'
+    assert Path.cwd() == tmp_path and "METAFLOW_FLOW_CONFIG_VALUE" not in os.environ
+    old = json.loads(path.read_text())
+    del old["cwd"]  # pending files written before this field still read
+    assert pending.parse(json.dumps(old), str(path)).cwd == ""

@@ -556,7 +556,7 @@ def cmd_drift(args) -> int:
     for flow in flows:
         path = flow.path
         against = record if record and record.flow == flow.name else None
-        recorded = against or (latest_record(store, flow) if store is not None else None)
+        recorded = against or (latest_record(store, flow, log=_log) if store is not None else None)
         found = check(flow, resolution=not args.no_resolve, against=against, inputs_of=recorded)
         if found:
             status = EXIT_DRIFT

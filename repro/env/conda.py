@@ -26,7 +26,7 @@ from urllib.parse import urlparse
 from repro.errors import BadInput, InfraError, IntegrityError, ResolutionError
 from repro.model import platforms as plats
 from repro.model.lock import Package, PlatformLock
-from repro.model.spec import EnvSpec
+from repro.model.spec import EnvSpec, python_specifier
 from repro.settings import Settings
 
 DEFAULT_ALIAS = "https://conda.anaconda.org/"
@@ -108,10 +108,21 @@ def _generic(items: tuple[str, ...]) -> list:
     return out
 
 
+def python_match_spec(request: str) -> str:
+    """The interpreter's match spec for a ``python=`` request: '3.11.7' exactly, '3.11' a minor series,
+    a PEP 440 specifier ('==3.10.*', '>=3.10,<3.11') as the same constraints in conda's syntax."""
+    specifier = python_specifier(request)
+    if specifier is not None:
+        parts = sorted(f"{'==' if s.operator == '===' else s.operator}{s.version}" for s in specifier)
+        return "python " + ",".join(parts)
+    if request.count(".") == 2:
+        return f"python =={request}"
+    return f"python {request}.*"
+
+
 def match_specs(spec: EnvSpec) -> list[str]:
     """The solver's specs: every requirement pinned exactly, plus the interpreter."""
-    python = f"python =={spec.python}" if spec.python.count(".") == 2 else f"python {spec.python}.*"
-    return [python] + [f"{name} =={version}" for name, version in spec.requirements.items()]
+    return [python_match_spec(spec.python)] + [f"{name} =={version}" for name, version in spec.requirements.items()]
 
 
 # -- resolve ------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from repro.errors import BadInput, LockFileError
 from repro.model import platforms as plats
 from repro.model.findings import Finding, Kind
 from repro.model.lock import Lock, PlatformLock, StepLock, diff_packages, diff_spec, lock_path, read_lock, write_lock
-from repro.model.spec import EnvSpec, merge, python_is_exact
+from repro.model.spec import EnvSpec, merge, python_is_exact, python_matches
 from repro.model.validate import cap, cap_lines
 from repro.settings import Settings, load_settings
 
@@ -135,8 +135,8 @@ def uninstalled_pythons(flow: Flow) -> list[str]:
 
     out, seen = [], set()
     for spec in flow.specs.values():
-        if spec.disabled or not python_is_exact(spec.python) or spec.python in seen:
-            continue
+        if spec.disabled or spec.source == "conda" or not python_is_exact(spec.python) or spec.python in seen:
+            continue  # a conda env's interpreter is the channel's python package, not an installed one
         try:
             pythons.find(spec.python.lstrip("="), where=spec.where)
         except PythonNotFound:
@@ -371,7 +371,7 @@ def import_conda_lock(flow: Flow, path: Path, step: str) -> Lock:
                     library=name,
                     path=str(path),
                 )
-        if spec.python.count(".") == 2 and pl.python != spec.python:
+        if not python_matches(pl.python, spec.python):
             raise BadInput(f"{spec.where}: {path} ({pname}) has Python {pl.python}, the step declares {spec.python}")
     steps = dict(flow.lock.steps) if flow.lock else {}
     steps[step] = StepLock.from_spec(spec, platforms)

@@ -42,6 +42,7 @@ class PendingRun:
     metaflow_args: tuple[str, ...] = ()
     env: dict[str, str] = field(default_factory=dict)  # Metaflow's environment: where the run's data is
     identity: str = ""  # set for replays only (otherwise the run's own tags say it)
+    cwd: str = ""  # the folder `repro run` ran in: relative config files (--config NAME FILE) are read there
 
     def to_json(self) -> str:
         return json.dumps({"format": FORMAT, **asdict(self)}, indent=1, sort_keys=True)
@@ -97,6 +98,7 @@ def parse(text: str, where: str) -> PendingRun:
         metaflow_args=tuple(str(a) for a in args),
         env={str(k): str(x) for k, x in env.items()},
         identity=v.need(doc, "identity", str, at),
+        cwd=v.opt(doc, "cwd", str, "", at),
     )
 
 

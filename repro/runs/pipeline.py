@@ -8,9 +8,11 @@ workers can share it); every check's result in it is a typed ``Finding``.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -18,7 +20,7 @@ from metaflow_extensions.repro.plugins import protocol
 from repro.env.engine import current_lock, environments, open_flow, spec_drift
 from repro.env.flowfile import load_flow
 from repro.env.interpreter_snapshot import snapshot_interpreters
-from repro.errors import BadInput, ReproError
+from repro.errors import BadInput, InfraError, ReproError
 from repro.model.findings import Finding, Kind, Severity
 from repro.model.platforms import local_platform_name
 from repro.model.record import RunRecord, RunStatus, from_json
@@ -221,7 +223,7 @@ def _run(path: Path, options: RunOptions, outcome: Outcome, log: Log) -> None:
         recorded = (
             baseline
             if baseline is not None
-            else latest_record(store or open_store(options.store or settings.store), flow, identity)
+            else latest_record(store or open_store(options.store or settings.store), flow, identity, log)
         )
         if recorded is not None:
             outcome.findings += drift.check_inputs(recorded, lineage.latest_runs(recorded))
@@ -260,6 +262,7 @@ def _run(path: Path, options: RunOptions, outcome: Outcome, log: Log) -> None:
                 metaflow_args=tuple(options.metaflow_args),
                 env=pending.locating_env(env),
                 identity=options.identity,
+                cwd=os.getcwd(),
             ),
         )
     _record(flow, run_id, elapsed, env, options, settings, store, baseline, outcome, log, marker)
@@ -349,7 +352,8 @@ def recover(settings: Settings, store_uri: str | None = None, log: Log = _quiet)
             if not flow_path.is_file():
                 raise BadInput(f"{path}: run {run.flow}/{run.run_id}: its flow file {run.path} is gone; delete {path}")
             mine = load_settings(flow_path)  # the flow's own settings (its pyproject.toml), as `repro run` read them
-            flow = open_flow(flow_path, mine, run.metaflow_args)
+            with _as_when_run(run):  # configs resolve as they did: same folder, same METAFLOW_FLOW_CONFIG*
+                flow = open_flow(flow_path, mine, run.metaflow_args)
             outcome.flow, outcome.steps = flow.name, list(flow.decl.steps)
             if (
                 flow.name != run.flow
@@ -398,12 +402,36 @@ def load_baseline(store: Store, flow: str, identity: str, ref: str) -> RunRecord
     return record_at(store, key, data, flow, run_id)
 
 
-def latest_record(store: Store, flow, identity: str | None = None) -> RunRecord | None:
+@contextlib.contextmanager
+def _as_when_run(run: pending.PendingRun) -> Iterator[None]:
+    """The current folder and Metaflow config variables the pending ``run`` was started with."""
+    saved_cwd = os.getcwd()
+    names = [k for k in run.env if k.startswith("METAFLOW_FLOW_CONFIG")]
+    saved = {k: os.environ.get(k) for k in names}
+    try:
+        if run.cwd and Path(run.cwd).is_dir():
+            os.chdir(run.cwd)
+        os.environ.update({k: run.env[k] for k in names})
+        yield
+    finally:
+        os.chdir(saved_cwd)
+        for k, old in saved.items():
+            if old is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = old
+
+
+def latest_record(store: Store, flow, identity: str | None = None, log: Log = _quiet) -> RunRecord | None:
     """This flow's latest recorded run in ``store`` (its identity's, see ``load_baseline``; by default
-    the identity a run without options would have); None: none."""
+    the identity a run without options would have); None: none, or the store cannot be reached (said
+    through ``log``: input drift is then not checked, the other drift kinds still are)."""
     try:
         return load_baseline(store, flow.name, identity or runs.expected_identity(flow), "latest")
     except BadInput:
+        return None
+    except InfraError as exc:
+        log(f"{flow.name}: input drift not checked: store {store.uri} cannot be read ({exc})")
         return None
 
 

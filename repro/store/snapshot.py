@@ -275,17 +275,6 @@ def interpreter_uploads(record: RunRecord, settings: Settings) -> list[_Upload]:
     return out
 
 
-def pull_interpreters(record: RunRecord, store: Store, settings: Settings) -> dict[str, Path]:
-    """Fetch and verify every interpreter snapshot the record names into REPRO_HOME/pythons; return
-    {Python version: its tarball}."""
-    out = {}
-    for version, snap in sorted(record.interpreters.items()):
-        path = settings.home.pythons / f"{snap.sha256}.tar.gz"
-        fetch_verified(store, layout.python_snapshot(snap.sha256), snap.sha256, path)
-        out[version] = path
-    return out
-
-
 def _upload(store: Store, u: _Upload) -> None:
     if isinstance(u.source, Path):
         store.put_file(u.key, u.source, sha256=u.sha256)

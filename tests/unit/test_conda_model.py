@@ -141,3 +141,24 @@ def test_rattlers_package_cache_never_serves_another_archive_of_the_same_name(tm
     asyncio.run(install(a, tmp_path / "pa"))
     asyncio.run(install(b, tmp_path / "pb"))
     assert (tmp_path / "pb" / "share" / "x.txt").read_text() == "BBB\n"
+
+
+@pytest.mark.parametrize(
+    "request_, expected",
+    [
+        ("3.11.7", "python ==3.11.7"),
+        ("3.11", "python 3.11.*"),
+        ("==3.10.*", "python ==3.10.*"),
+        ("3.10.*", "python ==3.10.*"),
+        (">=3.10,<3.11", "python <3.11,>=3.10"),
+        ("===3.11.7", "python ==3.11.7"),
+    ],
+)
+def test_python_requests_become_match_specs_rattler_reads(request_, expected):
+    """PEP 440 specifiers (issue 10 item 3) reach the conda solver in conda's syntax, never '====3.10.*'."""
+    import rattler
+
+    from repro.env.conda import python_match_spec
+
+    assert python_match_spec(request_) == expected
+    rattler.MatchSpec(expected)  # the solver's own parser accepts it

@@ -170,3 +170,26 @@ def test_input_drift_names_each_reading_step_and_both_run_ids_only_for_runs_foun
         "start: reads UpstreamFlow/1742 -> now no latest_successful_run of UpstreamFlow",
         "train: reads UpstreamFlow/1742 -> now no latest_successful_run of UpstreamFlow",
     ]
+
+
+def test_an_unreachable_store_skips_input_drift_with_a_note_instead_of_failing_the_gate(tmp_path):
+    """`repro drift` / `--repro-drift` without --against read the flow's latest record for input
+    drift; a store that cannot be read says so and the other drift kinds still run (no exit 3)."""
+    from types import SimpleNamespace
+
+    from repro.errors import InfraError
+    from repro.runs.pipeline import latest_record
+
+    class Down:
+        uri = "s3://bucket/x"
+
+        def get_bytes(self, key):
+            raise InfraError("connection refused")
+
+        def __getattr__(self, name):
+            raise InfraError("connection refused")
+
+    said = []
+    flow = SimpleNamespace(name="F", path=tmp_path / "f.py", decl=SimpleNamespace(project=None))
+    assert latest_record(Down(), flow, identity="F@f.py", log=said.append) is None
+    assert said and "input drift not checked" in said[0] and "s3://bucket/x" in said[0]
