@@ -4,6 +4,7 @@ interpreter snapshot leaves out."""
 from __future__ import annotations
 
 from metaflow_extensions.repro.plugins import probe
+from repro.containers.batch import _skipped, runs_on_batch
 
 
 def _dist(site, record_lines):
@@ -29,3 +30,23 @@ def test_a_distributions_fingerprint_leaves_out_the_installers_cache_file(tmp_pa
     # a package's own file of that name is not the installer's
     own = probe._record(str(tmp_path / "d"), _dist(tmp_path / "d", [*base, "six/uv_cache.json,sha256=x,127"]), True)
     assert own[0] != one[0] and own[1] == one[1] + 1
+
+
+def test_which_run_options_send_every_step_to_batch():
+    assert runs_on_batch(["--with", "batch"])
+    assert runs_on_batch(["--tag", "x", "--with", "batch:cpu=2"])
+    assert runs_on_batch(["--with=batch"])
+    assert not runs_on_batch(["--with", "retry"])
+    assert not runs_on_batch(["--tag", "batch"])
+    assert not runs_on_batch([])
+
+
+def test_an_interpreter_snapshot_leaves_out_packages_tests_and_the_static_library():
+    assert _skipped("lib/python3.11/site-packages/numpy/__init__.py")
+    assert not _skipped("lib/python3.11/site-packages")  # the folder stays: an empty site
+    assert _skipped("lib/python3.11/test/test_os.py")
+    assert _skipped("lib/python3.11/config-3.11-x86_64-linux-gnu/libpython3.11.a")
+    assert not _skipped("lib/python3.11/config-3.11-x86_64-linux-gnu/Makefile")
+    assert not _skipped("lib/python3.11/os.py")
+    assert not _skipped("bin/python3.11")
+    assert not _skipped("lib/libpython3.11.so.1.0")
