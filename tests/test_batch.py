@@ -52,7 +52,7 @@ def where():
     return {
         "runtime": os.environ.get("METAFLOW_RUNTIME_ENVIRONMENT", ""),
         "container": os.path.exists("/.dockerenv"),
-        "python": sys.executable,
+        "in_repro_env": os.path.exists(os.path.join(sys.prefix, ".repro-env.json")),
     }
 
 
@@ -150,9 +150,10 @@ def test_every_step_runs_in_a_container_whose_env_matches_the_lock(batch_run):
             envs.add(env_id)
             # the env the container built is the one the lock names, at its recorded path
             assert record.envs[env_id].env_id == env_id
-            assert where["python"] == meta["repro-interpreter"]
-            # the fingerprint the task took in its container is the host build's (which matched the lock)
-            marker = json.loads((Path(where["python"]).parents[1] / ".repro-env.json").read_text())
+            assert where["in_repro_env"], (step, where)
+            # the fingerprint the task took in its container is the host build's (which matched the lock):
+            # the container built the env at the host's path, so the interpreter it reports is the host's env
+            marker = json.loads((Path(meta["repro-interpreter"]).parents[1] / ".repro-env.json").read_text())
             assert json.loads(meta["repro-fingerprint"])["digest"] == marker["fingerprint"]["digest"]
     assert len(envs) == 2
     assert data["steps"]["join"][0]["artifacts"]["total"] == 13
@@ -177,3 +178,36 @@ def test_a_package_file_tampered_in_the_store_stops_the_container_naming_it(batc
         s3.put_object(Bucket=batch_world.bucket, Key=full, Body=original)
     assert r.code != 0
     assert f"store object {key}" in r.text and "does not match its sha256" in r.text, r.text[-4000:]
+
+
+def test_replay_on_batch_from_an_empty_home_is_identical(batch_run, batch_world, tmp_path):
+    """`repro replay REF --on batch` with nothing on the host but the S3 store: every step a Batch job
+    again, the same artifacts, and the replay's record says it ran on Batch."""
+    from repro.model.interpreter import ExecutorKind
+    from repro.model.record import from_json
+
+    record = batch_run["record"]
+    env = {**batch_run["env"], "REPRO_HOME": str(tmp_path / "empty-home")}
+    r = cli("replay", record.ref, "--on", "batch", env=env, cwd=tmp_path)
+    assert r.code == 0, r.text[-6000:]
+    assert "result: identical" in r.out, r.out
+    s3 = batch_world.s3()
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=batch_world.bucket, Prefix="store/runs/")["Contents"]]
+    replays = []
+    for key in keys:
+        if key.endswith("/record.json"):
+            rec = from_json(s3.get_object(Bucket=batch_world.bucket, Key=key)["Body"].read(), key)
+            if rec.replay_of == record.ref:
+                replays.append(rec)
+    assert len(replays) == 1
+    assert replays[0].executor.kind is ExecutorKind.BATCH and replays[0].executor.image == batch_world.image
+    assert record.executor.kind is ExecutorKind.BATCH  # the original, too
+
+
+def test_with_batch_needs_an_s3_store(batch_world, tmp_path):
+    """A file:// store cannot feed a container: exit 2 naming the flow and what to set, before any job."""
+    path = write_flow(tmp_path / "proj", FLOW)
+    env = {**batch_world.env, "REPRO_STORE": (tmp_path / "store").as_uri()}
+    r = cli("run", path, "--", "--with", "batch", env=env, cwd=path.parent)
+    assert r.code == 2, r.text[-3000:]
+    assert "BatchForeachFlow" in r.text and "needs an S3 store" in r.text and "REPRO_STORE=s3://" in r.text

@@ -17,11 +17,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from metaflow_extensions.repro.plugins import protocol
+from repro.containers.batch import runs_on_batch
 from repro.env import pythons
 from repro.env.engine import environments
 from repro.env.flowfile import load_flow
 from repro.errors import EXIT_DRIFT, EXIT_INFRA, EXIT_OK, BadInput, InfraError, ReproError
 from repro.model.findings import Choice, Kind
+from repro.model.interpreter import Executor, ExecutorKind
 from repro.model.record import RunRecord, RunStatus
 from repro.paths import inside
 from repro.runs.compare import Comparison
@@ -115,9 +117,14 @@ def _replay(
     workdirs: list[Path],
     extra_args: tuple[str, ...],
 ) -> ReplayResult:
-    if on != "local":
-        raise BadInput(f"--on {on}: only local replays are available in this version")
+    if on not in ("local", "batch"):
+        raise BadInput(f"--on {on}: not available in this version (--on local, --on batch)")
     store: Store = open_store(store_uri or settings.store)
+    if on == "batch" and not store.uri.startswith("s3://"):
+        raise BadInput(
+            f"--on batch: the store is {store.uri}, but Batch jobs fetch every environment from the store, "
+            f"so it must be an S3 store: pass --store s3://bucket/prefix (or set REPRO_STORE)"
+        )
     original = load_record(store, parse_ref(ref_text))
     log(f"replaying {original.ref} from {store.uri}")
     # 1. everything the record names, verified, before anything runs
@@ -166,6 +173,15 @@ def _replay(
         "METAFLOW_DEFAULT_DATASTORE": "local",
         "METAFLOW_DEFAULT_METADATA": "local",
     }
+    if on == "batch":
+        # Every step a Batch job: the datastore is S3 (Metaflow's own settings, from this environment),
+        # and the runtime stages each env in this store before it submits a job (repro.containers.batch).
+        for name in ("METAFLOW_DATASTORE_SYSROOT_LOCAL", "METAFLOW_DEFAULT_DATASTORE"):
+            env.pop(name)
+        env["METAFLOW_DEFAULT_DATASTORE"] = "s3"
+        env.update(environ_for(store=store.uri))
+        if not runs_on_batch(args):
+            args += ["--with", "batch"]
     env["PYTHONPATH"] = os.pathsep.join([str(mf_code), *filter(None, [os.environ.get("PYTHONPATH")])])
     if original.settings.get("conda_source"):
         env.update(environ_for(conda_source=original.settings["conda_source"]))
@@ -192,6 +208,11 @@ def _replay(
             ),
         )
     replayed = replace(outcome.record, replay_of=original.ref)
+    if on == "batch":
+        replayed = replace(
+            replayed,
+            executor=Executor(ExecutorKind.BATCH, image=os.environ.get("METAFLOW_BATCH_CONTAINER_IMAGE", "")),
+        )
     saved, recorded = _record_replay(replayed, store, settings, log)
     if outcome.error:  # it ran, but could not be judged (e.g. the comparison's probe failed)
         return ReplayResult(
