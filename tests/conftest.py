@@ -232,3 +232,18 @@ def base_image(docker_daemon, repro_home):
     from repro.settings import Home
 
     return image.build(Home(repro_home), log=lambda m: None)
+
+
+@pytest.fixture(scope="session")
+def batch_world(docker_daemon, base_image):
+    """AWS Batch on moto (tests/batch_setup.py): its own moto server running jobs in our daemon on
+    the host network, a bucket, roles, a MANAGED compute environment, a queue and the job image.
+    ``.env``: the settings a Metaflow/repro process needs to use it. Stopped at the session's end."""
+    from tests import batch_setup
+
+    proc, endpoint = batch_setup.start_moto(docker_daemon)
+    try:
+        yield batch_setup.make_world(endpoint, docker_daemon, base_image.tag)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -11,13 +11,17 @@ from repro.runs.flowfolder import check_flow_folder
 from repro.settings import load_settings
 
 
-def prepare(flow_cls, flow_file: str, s3_datastore: bool, log: Log) -> tuple[dict, dict]:
+def prepare(
+    flow_cls, flow_file: str, s3_datastore: bool, log: Log, batch_steps: tuple[str, ...] = ()
+) -> tuple[dict, dict]:
     """Lock (or reuse the committed lock) and build every step's environment.
 
     Returns ({step: {protocol.STEP_PYTHON, STEP_ENV_ID, STEP_SPEC_ID, STEP_PYCACHE_PREFIX} or None
     if disabled}, {protocol.PATH_HOME: REPRO_HOME, where code packages are kept and extracted}).
     ``REPRO_FROZEN=1`` turns a stale lock into an error instead of a re-lock (for CI);
     ``REPRO_OFFLINE=1`` (replays) builds from the package cache only.
+    ``batch_steps`` (steps that run as AWS Batch jobs): their environments are staged in the run's
+    S3 store first (repro.containers.batch), and their dicts name the bootstrap manifest too.
     """
     path = Path(flow_file)
     settings = load_settings(path)
@@ -39,6 +43,19 @@ def prepare(flow_cls, flow_file: str, s3_datastore: bool, log: Log) -> tuple[dic
             # PYTHONPYCACHEPREFIX exists from 3.8 on; 3.7 keeps the user's bytecode setting
             protocol.STEP_PYCACHE_PREFIX: str(settings.home.pycache) if _minor(python) >= (3, 8) else "",
         }
+    if batch_steps:
+        from repro.containers.batch import stage
+
+        assert flow.lock is not None, "build_flow built from the flow's lock"
+        lock = flow.lock
+        envs = {s: e for s, e in built.items() if s in batch_steps}
+        locks = {e.env_id: lock.steps[s].platforms[e.platform] for s, e in envs.items() if e is not None}
+        staged = stage(flow.name, envs, locks, settings, log)
+        for step, env in envs.items():
+            entry = out[step]
+            if env is not None and entry is not None:
+                entry[protocol.STEP_BOOTSTRAP_STORE] = staged[env.env_id].store
+                entry[protocol.STEP_BOOTSTRAP_MANIFEST] = staged[env.env_id].manifest_sha256
     return out, {protocol.PATH_HOME: str(settings.home.root)}
 
 

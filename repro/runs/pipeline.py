@@ -17,11 +17,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from metaflow_extensions.repro.plugins import protocol
+from repro.containers.batch import runs_on_batch
 from repro.env.engine import current_lock, environments, open_flow, spec_drift
 from repro.env.flowfile import load_flow
 from repro.env.interpreter_snapshot import snapshot_interpreters
 from repro.errors import BadInput, InfraError, ReproError
 from repro.model.findings import Finding, Kind, Severity
+from repro.model.interpreter import Executor, ExecutorKind
 from repro.model.platforms import local_platform_name
 from repro.model.record import RunRecord, RunStatus, from_json
 from repro.model.validate import cap
@@ -297,6 +299,11 @@ def _record(
     record = runs.build_record(flow, flow.lock, run_id, raw, elapsed, args=options.metaflow_args)
     if options.identity:
         record = replace(record, identity=options.identity)
+    if runs_on_batch(options.metaflow_args):  # `run --with batch`: every step was an AWS Batch job
+        image = options.env.get("METAFLOW_BATCH_CONTAINER_IMAGE") or os.environ.get(
+            "METAFLOW_BATCH_CONTAINER_IMAGE", ""
+        )
+        record = replace(record, executor=Executor(ExecutorKind.BATCH, image=image))
     outcome.record = record
     outcome.findings += task_findings(raw, flow.decl.steps, record.status is RunStatus.SUCCESS)
     if record.status is not RunStatus.SUCCESS:

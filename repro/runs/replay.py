@@ -17,13 +17,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from metaflow_extensions.repro.plugins import protocol
+from repro.containers.batch import runs_on_batch
 from repro.env import pythons
 from repro.env.engine import environments
 from repro.env.flowfile import parameter_names
 from repro.env.interpreter_snapshot import restore
 from repro.errors import EXIT_DRIFT, EXIT_INFRA, EXIT_OK, BadInput, InfraError, ReproError
 from repro.model.findings import Choice, Kind
-from repro.model.interpreter import Executor
+from repro.model.interpreter import Executor, ExecutorKind
 from repro.model.record import RunRecord, RunStatus
 from repro.model.validate import cap
 from repro.paths import inside
@@ -137,9 +138,14 @@ def _replay(
     extra_args: tuple[str, ...],
     executor: Executor,
 ) -> ReplayResult:
-    if on != "local":
-        raise BadInput(f"--on {on}: only local and docker replays are available in this version")
+    if on not in ("local", "batch"):
+        raise BadInput(f"--on {on}: not available in this version (--on local, --on docker, --on batch)")
     store: Store = open_store(store_uri or settings.store)
+    if on == "batch" and not store.uri.startswith("s3://"):
+        raise BadInput(
+            f"--on batch: the store is {store.uri}, but Batch jobs fetch every environment from the store, "
+            f"so it must be an S3 store: pass --store s3://bucket/prefix (or set REPRO_STORE)"
+        )
     original = load_record(store, parse_ref(ref_text))
     log(f"replaying {original.ref} from {store.uri}")
     # 1. everything the record names, verified, before anything runs
@@ -196,6 +202,15 @@ def _replay(
         "METAFLOW_DEFAULT_DATASTORE": "local",
         "METAFLOW_DEFAULT_METADATA": "local",
     }
+    if on == "batch":
+        # Every step a Batch job: the datastore is S3 (Metaflow's own settings, from this environment),
+        # and the runtime stages each env in this store before it submits a job (repro.containers.batch).
+        for name in ("METAFLOW_DATASTORE_SYSROOT_LOCAL", "METAFLOW_DEFAULT_DATASTORE"):
+            env.pop(name)
+        env["METAFLOW_DEFAULT_DATASTORE"] = "s3"
+        env.update(environ_for(store=store.uri))
+        if not runs_on_batch(args):
+            args += ["--with", "batch"]
     env["PYTHONPATH"] = os.pathsep.join([str(mf_code), *filter(None, [os.environ.get("PYTHONPATH")])])
     env.update(spec_environ(original.settings))
     options = RunOptions(
@@ -220,6 +235,8 @@ def _replay(
                 error=_last_line(outcome.error) or "the replay did not start", output=outcome.error or outcome.output
             ),
         )
+    if on == "batch":
+        executor = Executor(ExecutorKind.BATCH, image=os.environ.get("METAFLOW_BATCH_CONTAINER_IMAGE", ""))
     replayed = replace(outcome.record, replay_of=original.ref, interpreters=original.interpreters, executor=executor)
     saved, recorded = _record_replay(replayed, store, settings, log)
     if outcome.error:  # it ran, but could not be judged (e.g. the comparison's probe failed)

@@ -79,6 +79,19 @@ class _ReproStepDecorator(StepDecorator):
         if env is None:  # disabled: the user's own interpreter, outside isolation
             cli_args.env[protocol.ENV_ID_VAR] = protocol.DISABLED
             return
+        if env.get(protocol.STEP_BOOTSTRAP_MANIFEST):
+            # An AWS Batch job: Metaflow's `batch step` runs here with the runtime's own interpreter
+            # (it needs boto3) and writes the job's bootstrap (environment.bootstrap_commands) from these.
+            import sys
+
+            cli_args.entrypoint[0] = sys.executable
+            cli_args.env[protocol.PYTHONNOUSERSITE_VAR] = "1"
+            cli_args.env[protocol.ENV_ID_VAR] = env[protocol.STEP_ENV_ID]
+            cli_args.env[protocol.SPEC_ID_VAR] = env[protocol.STEP_SPEC_ID]
+            cli_args.env[protocol.STEP_PYTHON_VAR] = env[protocol.STEP_PYTHON]
+            cli_args.env[protocol.BOOTSTRAP_STORE_VAR] = env[protocol.STEP_BOOTSTRAP_STORE]
+            cli_args.env[protocol.BOOTSTRAP_MANIFEST_VAR] = env[protocol.STEP_BOOTSTRAP_MANIFEST]
+            return
         cli_args.env.update(_CodePackage.env_vars or {})
         cli_args.env[protocol.PYTHONNOUSERSITE_VAR] = "1"
         if env.get(protocol.STEP_PYCACHE_PREFIX):

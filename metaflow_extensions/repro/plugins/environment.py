@@ -5,8 +5,10 @@ read the committed lock) and build every step's environment before the first tas
 Task processes import this module too, so nothing but the standard library and Metaflow here.
 """
 
+import base64
 import inspect
 import os
+import re
 
 from metaflow.metaflow_environment import MetaflowEnvironment
 
@@ -59,12 +61,45 @@ class CondaEnvironment(MetaflowEnvironment):
 
         try:
             self._envs, self._paths = prepare(
-                self.flow.__class__, self.flow_file(), self.datastore_type == "s3", log=lambda msg: echo(msg)
+                self.flow.__class__,
+                self.flow_file(),
+                self.datastore_type == "s3",
+                log=lambda msg: echo(msg),
+                batch_steps=self.batch_steps(),
             )
         except (ReproError, OSError) as exc:  # REPRO_HOME read-only, a file...: a message, never a traceback
             error = from_os_error(exc) if isinstance(exc, OSError) else exc
             _report(error)
             raise ReproException(str(error)) from None
+
+    def batch_steps(self):
+        """Steps that run as AWS Batch jobs (`run --with batch`, or a step's own @batch)."""
+        return tuple(step.name for step in self.flow if any(d.name == "batch" for d in step.decorators))
+
+    def bootstrap_commands(self, step_name, datastore_type):
+        """Shell commands a Batch job runs before its task (in Metaflow's `batch step` process on the
+        host, which never prepared environments: what it needs comes from the variables the runtime
+        set for it). They export the task's repro variables and make the step's environment from the
+        S3 store alone (batch_bootstrap.py, passed inline, run by the image's python3)."""
+        cmds = []
+        exports = []
+        for name in protocol.TASK_ENV_VARS:
+            value = os.environ.get(name)
+            if value is None or name == protocol.PYTHONPYCACHEPREFIX_VAR:  # a host path
+                continue
+            exports.append("%s=%s" % (name, _shell_word(name, value)))
+        if exports:
+            cmds.append("export " + " ".join(exports))
+        store = os.environ.get(protocol.BOOTSTRAP_STORE_VAR)
+        manifest = os.environ.get(protocol.BOOTSTRAP_MANIFEST_VAR)
+        if store and manifest:
+            with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "batch_bootstrap.py"), "rb") as fh:
+                script = base64.b64encode(fh.read()).decode("ascii")
+            cmds.append(
+                "echo %s | base64 -d > /tmp/repro_batch_bootstrap.py && python3 /tmp/repro_batch_bootstrap.py %s %s"
+                % (script, _shell_word("store", store), _shell_word("manifest", manifest))
+            )
+        return cmds
 
     def home(self):
         """REPRO_HOME, where the run's code package is kept and extracted."""
@@ -96,6 +131,8 @@ class CondaEnvironment(MetaflowEnvironment):
         pythons = self._pythons()
         if pythons.get(step_name):
             return pythons[step_name]
+        if self._envs is None and os.environ.get(protocol.STEP_PYTHON_VAR):  # `batch step`, on the host
+            return os.environ[protocol.STEP_PYTHON_VAR]
         return super(CondaEnvironment, self).executable(step_name, default)
 
     def interpreter(self, step_name):
@@ -113,6 +150,17 @@ class CondaEnvironment(MetaflowEnvironment):
         if os.path.exists(lock):
             return [(lock, os.path.basename(lock), ContentType.USER_CONTENT)]
         return []
+
+
+_WORD = re.compile(r"^[A-Za-z0-9_.:/@=+-]*$")
+
+
+def _shell_word(what, value):
+    """``value`` as it goes into a shell command unquoted (Metaflow wraps the whole command in
+    double quotes): plain characters only, or a clear error."""
+    if not _WORD.match(value):
+        raise ReproException("internal: %s %r cannot be passed to a Batch job" % (what, value))
+    return value
 
 
 class PyPIEnvironment(CondaEnvironment):

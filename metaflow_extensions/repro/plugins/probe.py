@@ -17,7 +17,11 @@ import re
 import sys
 
 _NORMALIZE = re.compile(r"[-_.]+")
-FINGERPRINT_VERSION = 2
+FINGERPRINT_VERSION = 3  # 3: installer cache metadata (``INSTALLER_CACHE_FILES``) left out
+#: files an installer writes about its own cache, not about the distribution: uv's ``uv_cache.json``
+#: holds the source file's change time (ctime), so two installs of one lock from the same verified
+#: files (on the host, in a Batch container) would differ. Left out of a distribution's fingerprint.
+INSTALLER_CACHE_FILES = ("uv_cache.json",)
 
 
 def _canonical(name):
@@ -47,7 +51,8 @@ def _metadata(dist_info):
 
 
 def _record(site, dist_info, trust_record=False):
-    """(sha256 of RECORD, files listed with a size, their total size on disk, files missing).
+    """(sha256 of RECORD's lines but installer cache files, files listed with a size, their total
+    size on disk, files missing).
 
     With ``trust_record`` the sizes RECORD declares are used instead of asking the disk: right
     after an install from hash-verified wheels they are the same (tested), and the builder saves
@@ -60,8 +65,13 @@ def _record(site, dist_info, trust_record=False):
     except OSError:
         return None, 0, 0, 0
     files = size = missing = 0
+    kept = []
     for line in blob.decode("utf-8", "replace").splitlines():
         parts = line.rsplit(",", 2)
+        folder, _, name = parts[0].partition("/")
+        if name in INSTALLER_CACHE_FILES and folder.endswith(".dist-info"):
+            continue  # <name>.dist-info/uv_cache.json
+        kept.append(line)
         if len(parts) < 3 or not parts[2].strip().isdigit():
             continue  # RECORD itself, and entries without a size (e.g. .pyc)
         files += 1
@@ -72,7 +82,7 @@ def _record(site, dist_info, trust_record=False):
             size += os.stat(os.path.join(site, parts[0])).st_size
         except OSError:
             missing += 1
-    return hashlib.sha256(blob).hexdigest(), files, size, missing
+    return hashlib.sha256("\n".join(kept).encode("utf-8")).hexdigest(), files, size, missing
 
 
 def _site_dirs():

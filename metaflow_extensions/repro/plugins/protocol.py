@@ -49,6 +49,15 @@ TASK_ENV_VARS = (
 #: env id of a step that runs outside isolation (``disabled=True``), in the user's own interpreter
 DISABLED = "disabled"
 
+# -- environment variables: runtime -> `batch step` (on the host) -> Batch job bootstrap -----------
+
+#: the env's interpreter (``executable()`` in the `batch step` process, which never prepared envs)
+STEP_PYTHON_VAR = "REPRO_STEP_PYTHON"
+#: s3://bucket/prefix of the store the job's bootstrap fetches from
+BOOTSTRAP_STORE_VAR = "REPRO_BOOTSTRAP_STORE"
+#: sha256 of the env's bootstrap manifest (``bootstrap/<sha256>.json`` in that store)
+BOOTSTRAP_MANIFEST_VAR = "REPRO_BOOTSTRAP_MANIFEST"
+
 # -- task metadata: task -> Metaflow's metadata service -> repro --------------------------------
 
 #: every key repro registers starts with this; repro reads back only these
@@ -123,6 +132,9 @@ STEP_PYTHON = "python"
 STEP_ENV_ID = "env_id"
 STEP_SPEC_ID = "spec_id"
 STEP_PYCACHE_PREFIX = "pycache_prefix"  # "" where the interpreter has no PYTHONPYCACHEPREFIX (3.7)
+#: steps that run as AWS Batch jobs only: the S3 store and the sha256 of the env's bootstrap manifest
+STEP_BOOTSTRAP_STORE = "bootstrap_store"
+STEP_BOOTSTRAP_MANIFEST = "bootstrap_manifest"
 #: and once per run: REPRO_HOME, under which code packages are kept and extracted
 PATH_HOME = "home"
 

@@ -1,0 +1,232 @@
+"""`run --with batch` (and step-level ``@batch``) with repro's environment: what the host stages.
+
+Before any Batch job is submitted, the runtime (``bridge.prepare``) pushes to the run's S3 store
+everything a fresh container needs to make each step's environment from the store alone, every
+object content-addressed:
+
+* ``pythons/<sha256>.tar.gz`` (+ ``.json``): the interpreter's install prefix without its
+  site-packages (and without its test suite and static library), restored at the same prefix;
+* ``tools/uv/<sha256>/uv``: the uv binary the host builds with;
+* ``packages/sha256/..``: the env's package files (the same keys a pushed run uses);
+* ``bootstrap/<sha256>.json``: the manifest naming all of the above by key and sha256, plus the
+  env's path and the marker the host wrote after its own build (env id + fingerprint).
+
+The job's bootstrap commands (``bootstrap_commands``) run ``batch_bootstrap.py`` with the image's
+``python3``: it verifies every object, builds the env offline and writes the marker; the task's own
+fingerprint check then proves the container's env equals the host's, which equals the lock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from metaflow_extensions.repro.plugins import protocol
+from repro.env.build import BuiltEnv
+from repro.env.uvtool import uv_bin
+from repro.errors import BadInput, InfraError
+from repro.model.interpreter import InterpreterSnapshot, facts_fingerprint
+from repro.model.lock import PlatformLock
+from repro.settings import Settings
+from repro.store import open_store
+from repro.store.base import Store
+
+BOOTSTRAP_PREFIX = "bootstrap/"
+MANIFEST_FORMAT = 1
+
+
+def runs_on_batch(args) -> bool:
+    """Whether Metaflow `run` options send every step to AWS Batch (``--with batch[:...]``)."""
+    args = list(args)
+    return any(
+        a == "--with" and i + 1 < len(args) and args[i + 1].split(":")[0] == "batch" for i, a in enumerate(args)
+    ) or any(a.split(":")[0] == "--with=batch" for a in args)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def python_key(sha256: str) -> str:
+    return f"pythons/{sha256}.tar.gz"
+
+
+def uv_key(sha256: str) -> str:
+    return f"tools/uv/{sha256}/uv"
+
+
+def manifest_key(sha256: str) -> str:
+    return f"{BOOTSTRAP_PREFIX}{sha256}.json"
+
+
+def batch_store(settings: Settings, flow: str) -> Store:
+    """The run's store, which must be S3: a Batch container can reach nothing else."""
+    if not settings.store.startswith("s3://"):
+        raise BadInput(
+            f"flow {flow}: `--with batch` needs an S3 store (the containers fetch every environment from it), "
+            f"but the store is {settings.store}: set REPRO_STORE=s3://bucket/prefix",
+            flow=flow,
+        )
+    return open_store(settings.store)
+
+
+def _prefix_of(python: str) -> Path:
+    out = subprocess.run(
+        [python, "-I", "-c", "import sys; print(sys.base_prefix)"], capture_output=True, text=True, timeout=60
+    )
+    if out.returncode != 0:
+        raise InfraError(f"cannot ask {python} for its install prefix: {out.stderr.strip()}")
+    return Path(out.stdout.strip())
+
+
+def _skipped(rel: str) -> bool:
+    """Parts of an install prefix a restored interpreter does not need: installed packages (an env
+    brings its own), the test suite and the static library."""
+    parts = rel.split("/")
+    if len(parts) >= 3 and parts[0] == "lib" and parts[1].startswith("python3"):
+        if parts[2] in ("site-packages", "test") and len(parts) > 3:
+            return True
+        if parts[2].startswith("config-") and parts[-1].endswith(".a"):
+            return True
+    return False
+
+
+def snapshot_interpreter(python: str, facts: dict, cache: Path) -> tuple[InterpreterSnapshot, Path]:
+    """The interpreter's snapshot, packed once per interpreter (cached under ``cache`` by the digest
+    of its facts and its prefix)."""
+    prefix = _prefix_of(python)
+    real = Path(os.path.realpath(python))
+    try:
+        executable = real.relative_to(prefix).as_posix()
+    except ValueError:
+        raise InfraError(f"{python} ({real}) is not inside its install prefix {prefix}") from None
+    fingerprint = facts_fingerprint(facts)
+    index = cache / f"by-facts-{hashlib.sha256((fingerprint + str(prefix)).encode()).hexdigest()[:32]}.json"
+    if index.is_file():
+        snap = InterpreterSnapshot.from_dict(json.loads(index.read_text()), _at(str(index)))
+        tarball = cache / f"{snap.sha256}.tar.gz"
+        if tarball.is_file() and tarball.stat().st_size == snap.size:
+            return snap, tarball
+    cache.mkdir(parents=True, exist_ok=True)
+    with (
+        tempfile.NamedTemporaryFile(dir=cache, prefix=".pack-", suffix=".tar.gz", delete=False) as tmp,
+        tarfile.open(fileobj=tmp, mode="w:gz", compresslevel=1) as tar,
+    ):
+        tar.add(prefix, arcname=".", filter=lambda ti: None if _skipped(ti.name[2:]) else ti)
+    partial = Path(tmp.name)
+    sha = sha256_file(partial)
+    tarball = cache / f"{sha}.tar.gz"
+    os.replace(partial, tarball)
+    snap = InterpreterSnapshot(
+        sha256=sha,
+        size=tarball.stat().st_size,
+        python=facts["python"],
+        prefix=str(prefix),
+        executable=executable,
+        fingerprint=fingerprint,
+    )
+    (cache / f"{sha}.json").write_text(snap.to_json())
+    index.write_text(snap.to_json())
+    return snap, tarball
+
+
+def _at(where: str):
+    from repro.model import validate as v
+
+    return v.At(where)
+
+
+@dataclass(frozen=True)
+class Staged:
+    store: str  # s3://bucket/prefix
+    manifest_sha256: str
+
+
+def _put_missing(store: Store, key: str, path: Path, sha256: str) -> None:
+    """Upload unless the key is there with the right size. A content-addressed key is never
+    rewritten (the Store contract); whoever uses the bytes verifies them (batch_bootstrap.py does,
+    naming the object), so staging costs one HEAD per object, not a download."""
+    info = store.stat(key)
+    if info is not None and info.size == path.stat().st_size:
+        return
+    store.put_file(key, path, sha256=sha256)
+
+
+def stage(
+    flow: str, built: dict[str, BuiltEnv | None], locks: dict[str, PlatformLock], settings: Settings, log
+) -> dict[str, Staged]:
+    """Push what each env's containers need; returns {env id: where its manifest is}."""
+    store = batch_store(settings, flow)
+    from repro.env.cache import PackageCache
+
+    cache = PackageCache(settings.home.packages)
+    uv = Path(uv_bin())
+    uv_sha = sha256_file(uv)
+    _put_missing(store, uv_key(uv_sha), uv, uv_sha)
+    out: dict[str, Staged] = {}
+    for env in {e.env_id: e for e in built.values() if e is not None}.values():
+        lock = locks[env.env_id]
+        marker = json.loads((env.path / protocol.ENV_MARKER).read_text())
+        snap, tarball = snapshot_interpreter(env.interpreter, _interpreter_facts(marker), settings.home.pythons)
+        _put_missing(store, python_key(snap.sha256), tarball, snap.sha256)
+        store.put_bytes(f"pythons/{snap.sha256}.json", snap.to_json().encode())
+        packages = []
+        for p in lock.packages:
+            from repro.store import layout
+
+            key = layout.package(p.sha256, p.file)
+            _put_missing(store, key, cache.path(p), p.sha256)
+            # at the path it has in the host's cache: uv records the file's URL in the env (direct_url.json,
+            # listed in RECORD), so the same path gives the same RECORD, and so the same fingerprint
+            path = cache.path(p)
+            packages.append(
+                {
+                    "name": p.name,
+                    "path": str(path),
+                    "url": path.as_uri(),
+                    "sha256": p.sha256,
+                    "key": key,
+                }
+            )
+        manifest = {
+            "format": MANIFEST_FORMAT,
+            "env_id": env.env_id,
+            "env_path": str(env.path),
+            "marker_name": protocol.ENV_MARKER,
+            "marker": {
+                protocol.MARKER_ENV_ID: env.env_id,
+                "platform": marker.get("platform"),
+                "python": marker.get("python"),
+                "interpreter": snap.interpreter_path,
+                protocol.MARKER_FINGERPRINT: marker[protocol.MARKER_FINGERPRINT],
+            },
+            "interpreter": {**snap.to_dict(), "key": python_key(snap.sha256)},
+            "uv": {"key": uv_key(uv_sha), "sha256": uv_sha},
+            "packages": packages,
+        }
+        data = json.dumps(manifest, sort_keys=True).encode()
+        sha = hashlib.sha256(data).hexdigest()
+        if not store.exists(manifest_key(sha)):
+            store.put_bytes(manifest_key(sha), data)
+        log(f"staged env {env.env_id[:12]} for Batch in {store.uri} ({len(packages)} packages)")
+        out[env.env_id] = Staged(store.uri, sha)
+    return out
+
+
+def _interpreter_facts(marker: dict) -> dict:
+    fp = marker[protocol.MARKER_FINGERPRINT]
+    return {
+        k: v
+        for k, v in fp.items()
+        if k not in ("distributions", "digest", "locations", "executable", "prefix", "platform")
+    }

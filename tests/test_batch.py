@@ -1,0 +1,213 @@
+"""`--with batch` for real: moto's Batch runs every task in a container of our Docker daemon, on the
+host network, reading and writing moto's S3 (tests/batch_setup.py). Each job is a container start:
+the runs here are few and shared between assertions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import cli, run_flow, write_flow
+
+pytestmark = pytest.mark.slow
+
+
+def test_plain_metaflow_run_with_batch(batch_world, tmp_path):
+    """The set-up itself: plain Metaflow (no repro environment) runs every step as a Batch job."""
+    path = write_flow(
+        tmp_path / "plain",
+        """
+        import os
+        from metaflow import FlowSpec, step
+        class PlainBatchFlow(FlowSpec):
+            @step
+            def start(self):
+                self.where = os.environ.get("AWS_BATCH_JOB_ID", "")
+                self.next(self.end)
+            @step
+            def end(self):
+                self.where_end = os.environ.get("AWS_BATCH_JOB_ID", "")
+        if __name__ == "__main__":
+            PlainBatchFlow()
+    """,
+        conda_source=None,
+    )
+    r = run_flow(path, tmp_path / "mf", environment="", env=batch_world.env, args=("--with", "batch"))
+    assert r.code == 0, r.text[-4000:]
+    data = r.inspect("PlainBatchFlow")
+    assert data["successful"]
+    start, end = data["steps"]["start"][0]["artifacts"], data["steps"]["end"][0]["artifacts"]
+    assert start["where"] and end["where_end"] and start["where"] != end["where_end"]  # a Batch job each
+
+
+FLOW = """
+import os
+import sys
+from metaflow import FlowSpec, conda, conda_base, step
+
+
+def where():
+    return {
+        "runtime": os.environ.get("METAFLOW_RUNTIME_ENVIRONMENT", ""),
+        "container": os.path.exists("/.dockerenv"),
+        "in_repro_env": os.path.exists(os.path.join(sys.prefix, ".repro-env.json")),
+    }
+
+
+@conda_base(libraries={"six": "1.16.0"})
+class BatchForeachFlow(FlowSpec):
+    @step
+    def start(self):
+        import six
+
+        self.items = [2, 3]
+        self.where = where()
+        self.lib = six.__version__
+        self.next(self.work, foreach="items")
+
+    @conda(libraries={"idna": "3.10"})
+    @step
+    def work(self):
+        import idna
+
+        self.square = self.input * self.input
+        self.where = where()
+        self.lib = idna.__version__
+        self.next(self.join)
+
+    @step
+    def join(self, inputs):
+        self.total = sum(i.square for i in inputs)
+        self.where = where()
+        self.next(self.end)
+
+    @step
+    def end(self):
+        self.where = where()
+
+
+if __name__ == "__main__":
+    BatchForeachFlow()
+"""
+
+
+def _inspect(env: dict, pathspec: str, cwd: Path) -> dict:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT
+
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "mf_inspect.py"), pathspec],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        cwd=cwd,  # the local metadata of the run is there
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+@pytest.fixture(scope="module")
+def batch_run(batch_world, tmp_path_factory):
+    """One `repro run flow.py -- --with batch` (5 jobs: start, 2 x work, join, end), shared."""
+    import json
+
+    from repro.model.record import from_json
+
+    folder = tmp_path_factory.mktemp("batch-run")
+    path = write_flow(folder / "proj", FLOW)
+    env = {**batch_world.env, "REPRO_STORE": batch_world.store()}
+    r = cli("run", path, "--", "--with", "batch", env=env, cwd=path.parent)
+    assert r.code == 0, r.text[-6000:]
+
+    (folder / "run.log").write_text(r.text)
+    s3 = batch_world.s3()
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=batch_world.bucket, Prefix="store/runs/")["Contents"]]
+    record_key = next(k for k in keys if k.endswith("/record.json"))
+    record = from_json(s3.get_object(Bucket=batch_world.bucket, Key=record_key)["Body"].read(), record_key)
+    data = _inspect(env, record.ref, path.parent)
+    return {"path": path, "env": env, "record": record, "data": data, "out": r.text, "s3": s3, "json": json}
+
+
+def test_every_step_runs_in_a_container_whose_env_matches_the_lock(batch_run):
+    record, data = batch_run["record"], batch_run["data"]
+    assert data["successful"]
+    assert set(data["steps"]) == {"start", "work", "join", "end"}
+    assert len(data["steps"]["work"]) == 2
+    envs = set()
+    for step, tasks in data["steps"].items():
+        for task in tasks:
+            where = task["artifacts"]["where"]
+            assert where["runtime"] == "aws-batch" and where["container"], (step, where)
+            meta = task["metadata"]
+            env_id = meta["repro-env-id"]
+            envs.add(env_id)
+            # the env the container built is the one the lock names, at its recorded path
+            assert record.envs[env_id].env_id == env_id
+            assert where["in_repro_env"], (step, where)
+            # the fingerprint the task took in its container is the host build's (which matched the lock):
+            # the container built the env at the host's path, so the interpreter it reports is the host's env
+            marker = json.loads((Path(meta["repro-interpreter"]).parents[1] / ".repro-env.json").read_text())
+            assert json.loads(meta["repro-fingerprint"])["digest"] == marker["fingerprint"]["digest"]
+    assert len(envs) == 2
+    assert data["steps"]["join"][0]["artifacts"]["total"] == 13
+    assert {t["artifacts"]["lib"] for t in data["steps"]["work"]} == {"3.10"}
+    assert record.status.value == "success"
+
+
+def test_a_package_file_tampered_in_the_store_stops_the_container_naming_it(batch_run, batch_world):
+    """The container verifies every object it fetches: same size, other bytes (which staging, a HEAD
+    per object, cannot see) -> the job fails before the task, naming the object; then restored."""
+    record, s3 = batch_run["record"], batch_world.s3()
+    start_env = record.envs[record.steps["start"].env_id]
+    pkg = next(p for p in start_env.packages if p.name == "six")
+    key = f"packages/sha256/{pkg.sha256[:2]}/{pkg.sha256}/{pkg.file}"
+    full = f"store/{key}"
+    original = s3.get_object(Bucket=batch_world.bucket, Key=full)["Body"].read()
+    tampered = original[:-1] + bytes([original[-1] ^ 0xFF])
+    s3.put_object(Bucket=batch_world.bucket, Key=full, Body=tampered)
+    try:
+        r = cli("run", batch_run["path"], "--", "--with", "batch", env=batch_run["env"], cwd=batch_run["path"].parent)
+    finally:
+        s3.put_object(Bucket=batch_world.bucket, Key=full, Body=original)
+    assert r.code != 0
+    assert f"store object {key}" in r.text and "does not match its sha256" in r.text, r.text[-4000:]
+
+
+def test_replay_on_batch_from_an_empty_home_is_identical(batch_run, batch_world, tmp_path):
+    """`repro replay REF --on batch` with nothing on the host but the S3 store: every step a Batch job
+    again, the same artifacts, and the replay's record says it ran on Batch."""
+    from repro.model.interpreter import ExecutorKind
+    from repro.model.record import from_json
+
+    record = batch_run["record"]
+    env = {**batch_run["env"], "REPRO_HOME": str(tmp_path / "empty-home")}
+    r = cli("replay", record.ref, "--on", "batch", env=env, cwd=tmp_path)
+    assert r.code == 0, r.text[-6000:]
+    assert "result: identical" in r.out, r.out
+    s3 = batch_world.s3()
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=batch_world.bucket, Prefix="store/runs/")["Contents"]]
+    replays = []
+    for key in keys:
+        if key.endswith("/record.json"):
+            rec = from_json(s3.get_object(Bucket=batch_world.bucket, Key=key)["Body"].read(), key)
+            if rec.replay_of == record.ref:
+                replays.append(rec)
+    assert len(replays) == 1
+    assert replays[0].executor.kind is ExecutorKind.BATCH and replays[0].executor.image == batch_world.image
+    assert record.executor.kind is ExecutorKind.BATCH  # the original, too
+
+
+def test_with_batch_needs_an_s3_store(batch_world, tmp_path):
+    """A file:// store cannot feed a container: exit 2 naming the flow and what to set, before any job."""
+    path = write_flow(tmp_path / "proj", FLOW)
+    env = {**batch_world.env, "REPRO_STORE": (tmp_path / "store").as_uri()}
+    r = cli("run", path, "--", "--with", "batch", env=env, cwd=path.parent)
+    assert r.code == 2, r.text[-3000:]
+    assert "BatchForeachFlow" in r.text and "needs an S3 store" in r.text and "REPRO_STORE=s3://" in r.text

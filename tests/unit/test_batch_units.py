@@ -1,0 +1,52 @@
+"""Pure parts of `--with batch`: what a fingerprint leaves out, which options mean Batch, what an
+interpreter snapshot leaves out."""
+
+from __future__ import annotations
+
+from metaflow_extensions.repro.plugins import probe
+from repro.containers.batch import _skipped, runs_on_batch
+
+
+def _dist(site, record_lines):
+    info = site / "six-1.16.0.dist-info"
+    info.mkdir(parents=True, exist_ok=True)
+    (info / "RECORD").write_text("\n".join(record_lines) + "\n")
+    return str(info)
+
+
+def test_a_distributions_fingerprint_leaves_out_the_installers_cache_file(tmp_path):
+    """uv's uv_cache.json holds the source file's ctime: two installs of one lock from the same
+    verified files must still fingerprint the same; any other line of RECORD still counts."""
+    base = ["six.py,sha256=abc,100", "six-1.16.0.dist-info/RECORD,,"]
+    one = probe._record(
+        str(tmp_path / "a"), _dist(tmp_path / "a", [*base, "six-1.16.0.dist-info/uv_cache.json,sha256=x,127"]), True
+    )
+    two = probe._record(
+        str(tmp_path / "b"), _dist(tmp_path / "b", [*base, "six-1.16.0.dist-info/uv_cache.json,sha256=y,125"]), True
+    )
+    assert one == two
+    other = probe._record(str(tmp_path / "c"), _dist(tmp_path / "c", ["six.py,sha256=abd,100", base[1]]), True)
+    assert other[0] != one[0]
+    # a package's own file of that name is not the installer's
+    own = probe._record(str(tmp_path / "d"), _dist(tmp_path / "d", [*base, "six/uv_cache.json,sha256=x,127"]), True)
+    assert own[0] != one[0] and own[1] == one[1] + 1
+
+
+def test_which_run_options_send_every_step_to_batch():
+    assert runs_on_batch(["--with", "batch"])
+    assert runs_on_batch(["--tag", "x", "--with", "batch:cpu=2"])
+    assert runs_on_batch(["--with=batch"])
+    assert not runs_on_batch(["--with", "retry"])
+    assert not runs_on_batch(["--tag", "batch"])
+    assert not runs_on_batch([])
+
+
+def test_an_interpreter_snapshot_leaves_out_packages_tests_and_the_static_library():
+    assert _skipped("lib/python3.11/site-packages/numpy/__init__.py")
+    assert not _skipped("lib/python3.11/site-packages")  # the folder stays: an empty site
+    assert _skipped("lib/python3.11/test/test_os.py")
+    assert _skipped("lib/python3.11/config-3.11-x86_64-linux-gnu/libpython3.11.a")
+    assert not _skipped("lib/python3.11/config-3.11-x86_64-linux-gnu/Makefile")
+    assert not _skipped("lib/python3.11/os.py")
+    assert not _skipped("bin/python3.11")
+    assert not _skipped("lib/libpython3.11.so.1.0")
