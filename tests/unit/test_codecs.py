@@ -365,9 +365,10 @@ names = st.from_regex(r"\A[A-Za-z0-9_][A-Za-z0-9_.-]{0,12}\Z", fullmatch=True).f
 identifiers = st.from_regex(r"\A[A-Za-z_][A-Za-z0-9_]{0,10}\Z", fullmatch=True)
 sha256s = st.text(HEX, min_size=64, max_size=64)
 sha1s = st.text(HEX, min_size=40, max_size=40)
+package_names = st.from_regex(r"\A[A-Za-z0-9_]([A-Za-z0-9._-]{0,10}[A-Za-z0-9])?\Z", fullmatch=True)
 packages = st.builds(
     Package,
-    name=names,
+    name=package_names,
     version=st.from_regex(r"\A[0-9]{1,3}(\.[0-9]{1,3}){0,3}\Z", fullmatch=True),
     source=st.sampled_from(["pypi", "https://conda.anaconda.org/conda-forge"]),
     file=st.from_regex(r"\A[A-Za-z0-9_+][A-Za-z0-9_+-]{0,20}\.(whl|tar\.gz|conda)\Z", fullmatch=True),
