@@ -202,3 +202,20 @@ def test_a_hard_link_entry_in_a_tarball_is_still_refused(pyenv_root, tmp_path):
     with pytest.raises(IntegrityError, match="not a file, folder or link"):
         snapshots.restore(_snap(tarball, pyenv_root / "versions" / "3.11.7"), tarball)
     assert not (pyenv_root / "versions" / "3.11.7").exists()
+
+
+def test_replay_of_a_record_placing_its_interpreter_in_etc_is_bad_input_before_anything_is_pulled(repro_home, tmp_path):
+    import dataclasses
+
+    from tests.helpers import cli
+    from tests.unit.test_codecs import make_record  # a record that decodes
+
+    snap = InterpreterSnapshot("a" * 64, 10, "3.11.7", "/etc/cron.d/3.11.7", "bin/python3.11", "b" * 64)
+    record_file = tmp_path / "record.json"
+    record_file.write_text(dataclasses.replace(make_record(), interpreters={"3.11.7": snap}).to_json())
+    (tmp_path / "store").mkdir()
+    r = cli("replay", record_file, "--store", (tmp_path / "store").as_uri(), timeout=120)
+    assert r.code == 2, r.text
+    assert "interpreters.3.11.7: prefix '/etc/cron.d/3.11.7' is not inside an interpreter folder" in r.text
+    assert not Path("/etc/cron.d/3.11.7").exists()
+    assert not (repro_home / "pythons").exists() and not (repro_home / "packages").exists()
