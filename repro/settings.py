@@ -590,8 +590,31 @@ def spec_settings(settings: Settings) -> dict[str, Any]:
     return out
 
 
+#: the settings ``spec_settings`` records: each is kept as text (words joined by spaces); conda_source
+#: may be null or "" in records made before it had a default
+RECORDED_SETTINGS = ("conda_source", "channels", "virtual_packages")
+
+
+def recorded_setting_problem(key: str, value: Any) -> str:
+    """Why ``value`` is not a recorded value of setting ``key`` ("" if it is, or ``key`` is not one of
+    ``RECORDED_SETTINGS``): its text must read as the SETTINGS table's type says."""
+    if key not in RECORDED_SETTINGS or (key == "conda_source" and value in (None, "")):
+        return ""
+    setting = next(s for s in SETTINGS if s.name == key)
+    if not isinstance(value, str):
+        return f"text ({setting.type.expects})"
+    try:
+        setting.type.from_text(value)
+    except ValueError:
+        return setting.type.expects
+    return ""
+
+
 def spec_environ(recorded: dict[str, Any]) -> dict[str, str]:
     """Environment variables that give a child process the settings ``spec_settings`` recorded."""
+    for key in RECORDED_SETTINGS:
+        if key in recorded and (problem := recorded_setting_problem(key, recorded[key])):
+            raise BadInput(f"the recorded setting {key} = {recorded[key]!r} is not {problem}; the record is corrupt")
     values = {k: recorded[k] for k in ("conda_source", "channels", "virtual_packages") if recorded.get(k)}
     if "conda_source" in recorded and not recorded["conda_source"]:
         # recorded before conda-source had a default: no @conda step could be locked then, so every

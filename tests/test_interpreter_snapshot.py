@@ -54,7 +54,7 @@ def _snap(tarball: Path, prefix: Path) -> InterpreterSnapshot:
         ([("lib/up", "->../../../etc/passwd")], "leaves the install prefix"),
     ],
 )
-def test_a_tarball_whose_members_leave_the_prefix_is_refused_before_extraction(tmp_path, members, why):
+def test_a_tarball_whose_members_leave_the_prefix_is_refused_before_extraction(pyenv_root, tmp_path, members, why):
     tarball = _tarball(tmp_path / "evil.tar.gz", members)
     prefix = tmp_path / "versions" / "3.11.7"
     with pytest.raises(IntegrityError, match=why):
@@ -63,7 +63,7 @@ def test_a_tarball_whose_members_leave_the_prefix_is_refused_before_extraction(t
     assert [p.name for p in (tmp_path / "versions").iterdir()] == []  # no partial folder left behind
 
 
-def test_a_tarball_that_is_not_the_recorded_bytes_is_refused_before_extraction(tmp_path):
+def test_a_tarball_that_is_not_the_recorded_bytes_is_refused_before_extraction(pyenv_root, tmp_path):
     tarball = _tarball(tmp_path / "py.tar.gz", [("bin/python3.11", b"#!")])
     snap = _snap(tarball, tmp_path / "versions" / "3.11.7")
     _tarball(tarball, [("bin/python3.11", b"#! tampered")])
@@ -72,7 +72,7 @@ def test_a_tarball_that_is_not_the_recorded_bytes_is_refused_before_extraction(t
     assert not (tmp_path / "versions").exists() or not any((tmp_path / "versions").iterdir())
 
 
-def test_an_existing_prefix_with_another_interpreter_is_left_alone(tmp_path):
+def test_an_existing_prefix_with_another_interpreter_is_left_alone(pyenv_root, tmp_path):
     prefix = tmp_path / "versions" / "3.11.7"
     (prefix / "bin").mkdir(parents=True)
     (prefix / "bin" / "keep-me").write_text("mine")
@@ -109,3 +109,113 @@ def test_a_system_python_is_never_packed_whole(tmp_path):
     with pytest.raises(BadInput, match="system's Python"):
         snapshots.pack(interp, Home(tmp_path / "home"))
     assert not (tmp_path / "home" / "pythons").exists() or not any((tmp_path / "home" / "pythons").glob("*.tar.gz"))
+
+
+@pytest.fixture
+def pyenv_root(tmp_path, monkeypatch) -> Path:
+    """A pyenv root of the test's own: prefixes under tmp_path/versions are where interpreters go."""
+    monkeypatch.setenv("PYENV_ROOT", str(tmp_path))
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    "prefix, executable, why",
+    [
+        ("/etc/cron.d/repro", "bin/python3.11", "not an install folder named for Python 3.11.7"),
+        ("{root}/x", "bin/python3.11", "not an install folder named for Python 3.11.7"),
+        ("{root}/3.11.7", "bin/python3.11", "not inside an interpreter folder"),
+        ("{root}/versions/sub/3.11.7", "bin/python3.11", "not inside an interpreter folder"),
+        ("{root}/versions/3.11.7", "bin/sh", "executable 'bin/sh'"),
+        ("{root}/versions/3.11.7", "bin/../../../../bin/sh", "executable"),
+    ],
+)
+def test_a_record_whose_interpreter_lives_elsewhere_is_refused_before_anything_is_created(
+    repro_home, pyenv_root, tmp_path, prefix, executable, why
+):
+    import dataclasses
+
+    from repro.runs.replay import recorded_interpreter
+    from repro.settings import load_settings
+    from repro.store import open_store
+    from tests.helpers import make_record
+
+    prefix = prefix.format(root=pyenv_root)
+    snap = InterpreterSnapshot("a" * 64, 10, "3.11.7", prefix, executable, "b" * 64)
+    record = dataclasses.replace(make_record(), interpreters={"3.11.7": snap})
+    store = open_store((tmp_path / "store").as_uri())
+    parent = Path(prefix).parent
+    before = (
+        {p.name for p in parent.iterdir() if p.name.startswith(f".{Path(prefix).name}.restore-")}
+        if parent.is_dir()
+        else None
+    )
+    with pytest.raises(BadInput, match=why) as info:
+        recorded_interpreter(record, "3.11.7", store, load_settings(tmp_path), "replay", print)
+    assert "interpreters.3.11.7" in str(info.value)
+    assert not Path(prefix).exists()  # nor its folder, nor a hidden restore folder beside it
+    assert (
+        {p.name for p in parent.iterdir() if p.name.startswith(f".{Path(prefix).name}.restore-")}
+        if parent.is_dir()
+        else None
+    ) == before
+    assert not (repro_home / "pythons").exists() or not any((repro_home / "pythons").iterdir())
+    with pytest.raises(BadInput, match=why):  # restore refuses it too, whoever calls it
+        snapshots.restore(snap, tmp_path / "never-read.tar.gz")
+
+
+def test_interpreters_under_pyenv_and_uv_roots_are_accepted(pyenv_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("UV_PYTHON_INSTALL_DIR", str(tmp_path / "uv"))
+    for prefix in (pyenv_root / "versions" / "3.11.7", tmp_path / "uv" / "cpython-3.11.7-linux-x86_64-gnu"):
+        snap = InterpreterSnapshot("a" * 64, 10, "3.11.7", str(prefix), "bin/python3.11", "b" * 64)
+        assert snapshots.location_problem(snap) == ""
+
+
+def test_hard_linked_files_are_packed_as_files_and_restored(pyenv_root, tmp_path):
+    source = tmp_path / "source"
+    (source / "lib").mkdir(parents=True)
+    (source / "lib" / "a.so").write_bytes(b"\x7fELF shared")
+    (source / "lib" / "b.so").hardlink_to(source / "lib" / "a.so")
+    tarball = tmp_path / "py.tar.gz"
+    snapshots._write_tar(source, tarball, set())
+    with tarfile.open(tarball) as tar:
+        assert {m.name: m.isfile() for m in tar.getmembers() if m.name.endswith(".so")} == {
+            "lib/a.so": True,
+            "lib/b.so": True,
+        }
+    prefix = pyenv_root / "versions" / "3.11.7"
+    with pytest.raises(IntegrityError, match="does not have the recorded fingerprint"):  # no interpreter in it
+        snapshots.restore(_snap(tarball, prefix), tarball)
+    for name in ("a.so", "b.so"):
+        path = prefix / "lib" / name
+        assert path.is_file() and not path.is_symlink() and path.read_bytes() == b"\x7fELF shared"
+
+
+def test_a_hard_link_entry_in_a_tarball_is_still_refused(pyenv_root, tmp_path):
+    tarball = tmp_path / "py.tar.gz"
+    with tarfile.open(tarball, "w:gz") as tar:
+        info = tarfile.TarInfo("lib/a.so")
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"x"))
+        link = tarfile.TarInfo("lib/b.so")
+        link.type, link.linkname = tarfile.LNKTYPE, "lib/a.so"
+        tar.addfile(link)
+    with pytest.raises(IntegrityError, match="not a file, folder or link"):
+        snapshots.restore(_snap(tarball, pyenv_root / "versions" / "3.11.7"), tarball)
+    assert not (pyenv_root / "versions" / "3.11.7").exists()
+
+
+def test_replay_of_a_record_placing_its_interpreter_in_etc_is_bad_input_before_anything_is_pulled(repro_home, tmp_path):
+    import dataclasses
+
+    from tests.helpers import cli
+    from tests.unit.test_codecs import make_record  # a record that decodes
+
+    snap = InterpreterSnapshot("a" * 64, 10, "3.11.7", "/etc/cron.d/3.11.7", "bin/python3.11", "b" * 64)
+    record_file = tmp_path / "record.json"
+    record_file.write_text(dataclasses.replace(make_record(), interpreters={"3.11.7": snap}).to_json())
+    (tmp_path / "store").mkdir()
+    r = cli("replay", record_file, "--store", (tmp_path / "store").as_uri(), timeout=120)
+    assert r.code == 2, r.text
+    assert "interpreters.3.11.7: prefix '/etc/cron.d/3.11.7' is not inside an interpreter folder" in r.text
+    assert not Path("/etc/cron.d/3.11.7").exists()
+    assert not (repro_home / "pythons").exists() and not (repro_home / "packages").exists()

@@ -101,6 +101,9 @@ def container_env(store_uri: str, settings: Settings) -> dict[str, str]:
             "UV_PYTHON_DOWNLOADS": "never",
         }
     )
+    # where interpreters may be restored (interpreter_snapshot.interpreter_roots): the host's folders,
+    # which the recorded prefixes are in
+    env.update({k: os.environ[k] for k in ("PYENV_ROOT", "UV_PYTHON_INSTALL_DIR") if os.environ.get(k)})
     return env
 
 

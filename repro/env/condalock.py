@@ -115,17 +115,19 @@ def read(path: Path, cache: PackageCache, where: str) -> dict[str, PlatformLock]
         packages = []
         for dep in (d for d in parsed.package if d.platform == pname):
             at = v.At(f"{path}: package {dep.name} ({pname})")
+            name = v.package_name(dep.name, v.At(f"{path}: a package of {pname}") / "name")
+            version = v.package_version(dep.version, at / "version")
             file = v.file_name(unquote(urlparse(dep.url).path).rsplit("/", 1)[-1], at / "url")
             sha = v.hex_digest(dep.hash.sha256 or "", 64, at / "hash.sha256")
             if dep.manager == "conda":
                 md5 = v.hex_digest(dep.hash.md5 or "", 32, at / "hash.md5")
                 subdir = v.name(unquote(urlparse(dep.url).path).rsplit("/", 2)[-2], at / "url")
                 pkg = Package(
-                    dep.name, dep.version, _channel_of(dep.url, subdir, file), file, dep.url, sha, 0,
+                    name, version, _channel_of(dep.url, subdir, file), file, dep.url, sha, 0,
                     subdir=subdir, build=v.name(dep.build or "", at / "build"), md5=md5,
                 )  # fmt: skip
             else:
-                pkg = Package(dep.name, dep.version, "pypi", file, dep.url, sha, 0)
+                pkg = Package(name, version, "pypi", file, dep.url, sha, 0)
             packages.append(_sized(pkg, cache, where))
         python = next((p.version for p in packages if p.name == "python" and p.is_conda), None)
         if python is None:

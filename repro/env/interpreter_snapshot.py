@@ -51,6 +51,50 @@ _LAYOUT = (
 )
 
 
+#: the interpreter inside an install prefix (pyenv, python.org builds and uv's Pythons all put it here)
+_EXECUTABLE = re.compile(r"^bin/python3(\.[0-9]+)?$")
+
+
+def interpreter_roots() -> tuple[str, ...]:
+    """The folders interpreters are installed in, one prefix per version (where ``pythons`` looks):
+    pyenv's versions folder and uv's Python install folder."""
+    pyenv = os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
+    uv = os.environ.get("UV_PYTHON_INSTALL_DIR") or os.path.join(
+        os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share"), "uv", "python"
+    )
+    return tuple(dict.fromkeys(os.path.normpath(os.path.abspath(r)) for r in (os.path.join(pyenv, "versions"), uv)))
+
+
+def location_problem(snap: InterpreterSnapshot) -> str:
+    """Why ``snap``'s prefix and executable are not a place repro may create and run an interpreter
+    ("" if they are): the prefix must be a folder named for its version (``3.11.7``,
+    ``cpython-3.11.7-linux-x86_64-gnu``) right inside one of ``interpreter_roots()``, or the install
+    whose ``bin`` is on PATH, and the executable ``bin/python3[.X]`` inside it. Checked before anything
+    is created, extracted or run there: a record is untrusted."""
+    prefix = PurePosixPath(snap.prefix)
+    if not _EXECUTABLE.match(snap.executable):
+        return f"executable {snap.executable!r} is not bin/python3 or bin/python3.X inside the install prefix"
+    if not prefix.is_absolute() or ".." in prefix.parts or snap.python not in prefix.name:
+        return f"prefix {snap.prefix!r} is not an install folder named for Python {snap.python}"
+    on_path = {os.path.normpath(f) for f in os.environ.get("PATH", "").split(os.pathsep) if f and os.path.isabs(f)}
+    if str(prefix.parent) in interpreter_roots() or str(prefix / "bin") in on_path:
+        return ""
+    return (
+        f"prefix {snap.prefix!r} is not inside an interpreter folder repro installs into "
+        f"({', '.join(interpreter_roots())}) nor an install on PATH"
+    )
+
+
+def check_location(snap: InterpreterSnapshot, field: str, where: str) -> None:
+    """Refuse (BadInput naming ``field``) a snapshot ``location_problem`` objects to."""
+    problem = location_problem(snap)
+    if problem:
+        raise BadInput(
+            f"{where}: {field}: {problem}; refusing to create or run anything there (the record is not "
+            "trustworthy, or was made with an interpreter installed elsewhere)"
+        )
+
+
 def _layout(interp: pythons.Interpreter) -> dict:
     proc = subprocess.run([interp.path, "-I", "-c", _LAYOUT], capture_output=True, text=True, timeout=60)
     if proc.returncode != 0:
@@ -107,6 +151,11 @@ def pack(interp: pythons.Interpreter, home: Home, log=lambda m: None) -> tuple[I
             f"{interp.path}: its executable {exe} is not inside its install prefix {prefix}; "
             "only self-contained installs (pyenv, python.org builds, uv's Pythons) can be snapshot"
         ) from None
+    check_location(
+        InterpreterSnapshot("0" * 64, 0, interp.version, str(prefix), str(PurePosixPath(rel_exe)), "0" * 64),
+        "install prefix",
+        f"{interp.path}: cannot snapshot it, a replay would refuse to restore it",
+    )
     skip = {
         PurePosixPath(os.path.relpath(lay[k], prefix))
         for k in ("purelib", "platlib")
@@ -160,6 +209,8 @@ def _write_tar(prefix: Path, out: Path, skip: set[PurePosixPath]) -> None:
                     continue  # a link out of the install is not part of it
                 info = tar.gettarinfo(str(path), arcname=str(rel))
                 _plain(info)
+                if info.islnk():  # a second name of a hard-linked file: packed as a file of its own
+                    info.type, info.linkname, info.size = tarfile.REGTYPE, "", path.stat().st_size
                 if info.isfile():
                     with open(path, "rb") as fh:
                         tar.addfile(info, fh)
@@ -205,6 +256,7 @@ def restore(snap: InterpreterSnapshot, tarball: Path, where: str = "") -> python
     """The interpreter of ``snap`` at its recorded prefix: the one there if it has the recorded
     fingerprint, else (the prefix missing) extracted from ``tarball`` after its sha256 is checked."""
     where = where or f"interpreter snapshot {snap.sha256[:12]} (Python {snap.python})"
+    check_location(snap, "snapshot", where)
     prefix = Path(snap.prefix)
     exe = prefix / snap.executable
     if prefix.exists():

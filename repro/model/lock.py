@@ -120,8 +120,8 @@ class Package:
             conda["build"] = v.name(v.need(d, "build", str, at), at / "build")
             conda["md5"] = v.hex_digest(v.need(d, "md5", str, at), 32, at / "md5")
         return cls(
-            name=v.need(d, "name", str, at),
-            version=v.need(d, "version", str, at),
+            name=v.package_name(v.need(d, "name", str, at), at / "name"),
+            version=v.package_version(v.need(d, "version", str, at), at / "version"),
             source=v.need(d, "source", str, at),
             file=v.file_name(v.need(d, "file", str, at), at / "file"),
             url=v.need(d, "url", str, at),

@@ -16,6 +16,7 @@ from repro.model import validate as v
 from repro.model.findings import Choice
 from repro.model.interpreter import Executor, InterpreterSnapshot
 from repro.model.lock import PlatformLock
+from repro.settings import recorded_setting_problem
 
 SCHEMA = "repro.run-record"
 SCHEMA_VERSION = (
@@ -451,6 +452,15 @@ def _scalars(value: Any, at: v.At) -> dict[str, Any]:
     return v.table_of(value, at, v.string, lambda x, a: v.of_type(x, _SCALAR, a))
 
 
+def _recorded_settings(value: Any, at: v.At) -> dict[str, Any]:
+    """Scalars; the settings a replay passes back (``RECORDED_SETTINGS``) of the type they are recorded as."""
+    table = _scalars(value, at)
+    for key, x in table.items():
+        if problem := recorded_setting_problem(key, x):
+            (at / key).fail(x, problem)
+    return table
+
+
 def from_json(text: str, where: str) -> RunRecord:
     """Decode and validate a record (untrusted input: see DESIGN.md, "Trust model").
 
@@ -517,7 +527,7 @@ def _decode(doc: dict[str, Any], at: v.At) -> RunRecord:
         duration_s=v.opt(doc, "duration_s", float, 0.0, at),
         status=v.choice(v.opt(doc, "status", str, RunStatus.SUCCESS.value, at), RunStatus, at / "status"),
         pickle_checks=tuple(v.list_of(v.opt(doc, "pickle_checks", list, [], at), at / "pickle_checks", _check)),
-        settings=_scalars(v.opt(doc, "settings", dict, {}, at), at / "settings"),
+        settings=_recorded_settings(v.opt(doc, "settings", dict, {}, at), at / "settings"),
         graph=graph,
         step_order=order,
         replay_of=(

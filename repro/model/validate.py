@@ -27,6 +27,12 @@ PLAIN_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")
 PARAMETER_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 #: a package file name: becomes a path component in caches and stores
 FILE_NAME = re.compile(r"^[A-Za-z0-9_+][A-Za-z0-9_.+\-]*$")
+#: a package name as a lock holds it: PyPI (PEP 508: letters, digits, ``._-``, alphanumeric first and
+#: last) or conda (the same, plus a leading ``_``: ``_libgcc_mutex``); it is written into uv's files
+PACKAGE_NAME = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9._-]{0,198}[A-Za-z0-9])?$")
+#: an exact version as a lock holds it: PEP 440 (``1!2.0.post1+local.3``) or conda (``1.1.1w``,
+#: ``4.5_1``); no spaces, specifiers, wildcards, markers or URLs (it is written after ``==``)
+PACKAGE_VERSION = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._+!-]{0,126}[A-Za-z0-9])?$")
 
 
 class Invalid(BadInput):
@@ -128,6 +134,14 @@ def identifier(value: Any, at: At) -> str:
 
 def name(value: Any, at: At) -> str:
     return matching(value, PLAIN_NAME, "a plain name ([A-Za-z0-9_.-], not starting with '.')", at)
+
+
+def package_name(value: Any, at: At) -> str:
+    return matching(value, PACKAGE_NAME, "a package name (letters, digits, '._-', alphanumeric first and last)", at)
+
+
+def package_version(value: Any, at: At) -> str:
+    return matching(value, PACKAGE_VERSION, "an exact package version (PEP 440 or conda, e.g. 2.1.3)", at)
 
 
 def file_name(value: Any, at: At) -> str:

@@ -21,7 +21,7 @@ from repro.containers.batch import runs_on_batch
 from repro.env import pythons
 from repro.env.engine import environments
 from repro.env.flowfile import parameter_names
-from repro.env.interpreter_snapshot import restore
+from repro.env.interpreter_snapshot import check_location, restore
 from repro.errors import EXIT_DRIFT, EXIT_INFRA, EXIT_OK, BadInput, InfraError, ReproError
 from repro.model.findings import Choice, Kind
 from repro.model.interpreter import Executor, ExecutorKind
@@ -148,6 +148,8 @@ def _replay(
         )
     original = load_record(store, parse_ref(ref_text))
     log(f"replaying {original.ref} from {store.uri}")
+    for version, snap in sorted(original.interpreters.items()):  # nothing is created or run anywhere else
+        check_location(snap, f"interpreters.{version}", f"{store.uri}: {original.ref}")
     # 1. everything the record names, verified, before anything runs
     locks = pull(original, store, settings)
     inputs = pull_inputs(original, store, settings)
@@ -292,6 +294,7 @@ def recorded_interpreter(
     snap = original.interpreters.get(version)
     if snap is None:
         return pythons.find(version, where=where)
+    check_location(snap, f"interpreters.{version}", original.ref)  # before anything is created or run there
     tarball = settings.home.pythons / f"{snap.sha256}.tar.gz"
     if not Path(snap.prefix).exists():
         log(f"restoring Python {version} at {snap.prefix} from the store's snapshot {snap.sha256[:12]}")

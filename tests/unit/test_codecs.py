@@ -365,9 +365,10 @@ names = st.from_regex(r"\A[A-Za-z0-9_][A-Za-z0-9_.-]{0,12}\Z", fullmatch=True).f
 identifiers = st.from_regex(r"\A[A-Za-z_][A-Za-z0-9_]{0,10}\Z", fullmatch=True)
 sha256s = st.text(HEX, min_size=64, max_size=64)
 sha1s = st.text(HEX, min_size=40, max_size=40)
+package_names = st.from_regex(r"\A[A-Za-z0-9_]([A-Za-z0-9._-]{0,10}[A-Za-z0-9])?\Z", fullmatch=True)
 packages = st.builds(
     Package,
-    name=names,
+    name=package_names,
     version=st.from_regex(r"\A[0-9]{1,3}(\.[0-9]{1,3}){0,3}\Z", fullmatch=True),
     source=st.sampled_from(["pypi", "https://conda.anaconda.org/conda-forge"]),
     file=st.from_regex(r"\A[A-Za-z0-9_+][A-Za-z0-9_+-]{0,20}\.(whl|tar\.gz|conda)\Z", fullmatch=True),
@@ -561,3 +562,33 @@ def test_interpreters_and_executor_round_trip():
     doc["interpreters"], doc["executor"] = {}, {"kind": "moon", "image": ""}
     with pytest.raises(BadInput, match="executor.kind"):
         from_json(json.dumps(doc), "r.json")
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [("channels", 5), ("virtual_packages", 2.5), ("conda_source", True), ("conda_source", "moon")],
+)
+def test_a_recorded_setting_of_the_wrong_type_is_refused_naming_the_field(key, value):
+    doc = json.loads(make_record(settings={"conda_source": "conda", "channels": "conda-forge"}).to_json())
+    doc["settings"][key] = value
+    with pytest.raises(BadInput, match=f"'settings.{key}'"):
+        from_json(json.dumps(doc), "record.json")
+
+
+def test_recorded_settings_of_every_era_decode():
+    for settings_ in (
+        {"conda_source": "pypi"},
+        {"conda_source": None},  # before conda-source had a default
+        {"conda_source": "", "other": 5},  # keys a replay does not pass back stay scalars
+        {"conda_source": "conda", "channels": "conda-forge ./local", "virtual_packages": ""},
+    ):
+        record = make_record(settings=settings_)
+        assert from_json(record.to_json(), "record.json").settings == settings_
+
+
+def test_spec_environ_refuses_a_recorded_setting_of_the_wrong_type():
+    from repro.settings import spec_environ
+
+    with pytest.raises(BadInput, match="channels = 5"):
+        spec_environ({"conda_source": "conda", "channels": 5})
+    assert spec_environ({"conda_source": "conda", "channels": "a b"})["REPRO_CONDA_CHANNELS"] == "a b"

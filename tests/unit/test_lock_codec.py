@@ -573,3 +573,93 @@ def test_a_built_wheel_is_exported_to_pylock_as_its_sdist():
         "hashes": {"sha256": "d" * 64},
     }
     assert all("wheels" in p for p in doc["packages"] if p["name"] != "docopt")
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("name", "six @ file:///x\n--find-links /tmp/evil\nsix"),
+        ("name", "six; python_version > '3'"),
+        ("name", "-e ."),
+        ("name", ".hidden"),
+        ("name", ""),
+        ("version", "1.0\n--index-url http://evil"),
+        ("version", "1.0 ; os_name == 'nt'"),
+        ("version", "1.0@file:///x"),
+        ("version", ">=1.0"),
+        ("version", "1.*"),
+        ("version", "1.0\x00"),
+    ],
+)
+def test_a_package_name_or_version_that_is_not_one_is_refused_naming_the_field(field, value):
+    from repro.model import validate as v
+    from repro.model.lock import Package
+
+    doc = {**pkg("six", "1.16.0").as_dict(), field: value}
+    with pytest.raises(v.Invalid, match="is not an exact package version" if field == "version" else "package name"):
+        Package.from_dict(doc, v.At("flow.repro.lock", "packages.0"))
+    try:
+        Package.from_dict(doc, v.At("flow.repro.lock", "packages.0"))
+    except v.Invalid as exc:
+        assert exc.path == f"packages.0.{field}"
+
+
+@pytest.mark.parametrize(
+    "name, version",
+    [
+        ("scikit-learn", "1.5.2"),
+        ("zope.interface", "6.0"),
+        ("typing_extensions", "4.12.2"),
+        ("_libgcc_mutex", "0.1"),  # conda
+        ("openssl", "1.1.1w"),  # conda
+        ("libgcc-ng", "13.2.0"),
+        ("tzdata", "2024a"),
+        ("pkg", "1!2.0.post1+local.3"),
+        ("pkg", "1.0rc1.dev2"),
+        ("pkg", "4.5_1"),  # conda
+    ],
+)
+def test_real_pypi_and_conda_names_and_versions_decode(name, version):
+    from repro.model import validate as v
+    from repro.model.lock import Package
+
+    doc = {**pkg("six", "1.16.0").as_dict(), "name": name, "version": version}
+    got = Package.from_dict(doc, v.At("flow.repro.lock", "packages.0"))
+    assert (got.name, got.version) == (name, version)
+
+
+_CONDA_LOCK = """\
+version: 1
+metadata:
+  content_hash: {linux-64: "0"}
+  channels: [{url: conda-forge, used_env_vars: []}]
+  platforms: [linux-64]
+  sources: [environment.yml]
+package:
+- name: %s
+  version: %s
+  manager: conda
+  platform: linux-64
+  dependencies: {}
+  url: https://conda.anaconda.org/conda-forge/noarch/six-1.16.0-pyh6c4a22f_0.tar.bz2
+  hash: {md5: %s, sha256: %s}
+  category: main
+  optional: false
+"""
+
+
+@pytest.mark.parametrize(
+    "name, version, match",
+    [
+        ('"six\\n--find-links /tmp/evil"', "1.16.0", "package name"),
+        ("six", '"1.16.0 --hash=x"', "exact package version"),
+    ],
+)
+def test_a_conda_lock_file_with_a_bad_name_or_version_is_refused_before_any_fetch(tmp_path, name, version, match):
+    from repro.env import condalock
+    from repro.model import validate as v
+
+    path = tmp_path / "conda-lock.yml"
+    path.write_text(_CONDA_LOCK % (name, version, "a" * 32, "b" * 64))
+    with pytest.raises(v.Invalid, match=match):
+        condalock.read(path, None, "import")  # type: ignore[arg-type]  # never reaches the cache
