@@ -50,3 +50,28 @@ def test_an_interpreter_snapshot_leaves_out_packages_tests_and_the_static_librar
     assert not _skipped("lib/python3.11/os.py")
     assert not _skipped("bin/python3.11")
     assert not _skipped("lib/libpython3.11.so.1.0")
+
+
+def test_task_variables_reach_a_batch_job_intact_through_metaflows_quoting(monkeypatch):
+    """bootstrap_commands export the task's repro variables into the job; REPRO_STEP_PYTHONS is JSON
+    (quotes, spaces), which Metaflow's `bash -c "..."` wrapping (shlex) must not break."""
+    import json
+    import shlex
+    import subprocess
+    from types import SimpleNamespace
+
+    import metaflow.plugins  # noqa: F401  (Metaflow loads the extension first, as in a run)
+
+    from metaflow_extensions.repro.plugins import protocol
+    from metaflow_extensions.repro.plugins.environment import CondaEnvironment
+
+    pythons = {"start": "/x/envs/a b/bin/python", "end": "/x/envs/c/bin/python", "q": 'it\'s "quoted" $HOME'}
+    for name in protocol.TASK_ENV_VARS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(protocol.STEP_PYTHONS_VAR, json.dumps(pythons, sort_keys=True))
+    monkeypatch.setenv(protocol.STEP_PYTHON_VAR, "/x/envs/c/bin/python")
+    cmds = CondaEnvironment.bootstrap_commands(SimpleNamespace(), "start", "s3")
+    script = " && ".join([*cmds, f"printenv {protocol.STEP_PYTHONS_VAR}"])
+    argv = shlex.split('bash -c "%s"' % script)  # as Metaflow's batch.py builds the job's command
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    assert json.loads(out) == pythons

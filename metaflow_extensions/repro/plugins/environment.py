@@ -87,7 +87,12 @@ class CondaEnvironment(MetaflowEnvironment):
             value = os.environ.get(name)
             if value is None or name == protocol.PYTHONPYCACHEPREFIX_VAR:  # a host path
                 continue
-            exports.append("%s=%s" % (name, _shell_word(name, value)))
+            if _WORD.match(value):
+                exports.append("%s=%s" % (name, value))
+            else:  # JSON, spaces, quotes (REPRO_STEP_PYTHONS): through base64, which needs no quoting
+                encoded = base64.b64encode(value.encode("utf-8")).decode("ascii")
+                cmds.append("%s=$(echo %s | base64 -d)" % (name, encoded))
+                exports.append(name)
         if exports:
             cmds.append("export " + " ".join(exports))
         store = os.environ.get(protocol.BOOTSTRAP_STORE_VAR)
