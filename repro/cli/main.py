@@ -805,6 +805,18 @@ def _usable_home() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    code = _main(argv)
+    if argv is None and "rattler" in sys.modules:
+        # py-rattler's runtime threads can still be winding down at interpreter exit, and CPython's
+        # finalisation then aborts the process (SIGABRT after a finished command, about 1 run in 6
+        # under load). The command is done: flush and leave without finalisation, keeping its code.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     passthrough = []

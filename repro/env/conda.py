@@ -153,7 +153,10 @@ def _solve(r, urls, specs, platform_name, virtual, cache_dir) -> tuple[list, tup
     """(records, None) or ([], (error kind, message)). rattler's objects (its gateway and runtime
     threads) must not outlive this call: an exception that kept them alive through its traceback
     until interpreter exit makes CPython abort at finalisation, so only the words leave here."""
-    gateway = r.Gateway(cache_dir=cache_dir)
+    # A local channel is read afresh every time: its repodata can change within the same second as a
+    # cached copy (a re-index), which a cache keyed on file times would not notice (stale drift checks).
+    local = {u: r.SourceConfig(cache_action="no-cache") for u in urls if u.startswith("file:")}
+    gateway = r.Gateway(cache_dir=cache_dir, per_channel_config=local)
     try:
         coro = r.solve([r.Channel(u) for u in urls], specs, gateway=gateway, platforms=[platform_name, "noarch"],
                        virtual_packages=virtual)  # fmt: skip
