@@ -59,3 +59,21 @@ def test_an_interpreter_changed_on_disk_is_probed_again(fresh, monkeypatch):
     assert pythons.find("3.99").version == "3.99.2"
     with pytest.raises(PythonNotFound):
         pythons.find("3.98")
+
+
+def test_facts_cached_by_another_probe_version_are_probed_again(fresh):
+    """interpreters.json outlives repro upgrades (REPRO_HOME persists): facts written by a probe of
+    another fingerprint version would make every env built from them look built by another repro."""
+    import json
+
+    pythons.probe(sys.executable)
+    cache = fresh / "home" / "interpreters.json"
+    data = json.loads(cache.read_text())
+    entry = data[sys.executable]
+    assert entry["probe"] == pythons.FINGERPRINT_VERSION
+    entry["probe"] = pythons.FINGERPRINT_VERSION - 1  # as an older repro wrote it
+    entry["info"]["fingerprint_version"] = pythons.FINGERPRINT_VERSION - 1
+    cache.write_text(json.dumps(data))
+    pythons.probe.cache_clear()
+    again = pythons.probe(sys.executable)
+    assert again is not None and again.facts["fingerprint_version"] == pythons.FINGERPRINT_VERSION

@@ -23,6 +23,7 @@ from metaflow_extensions.repro.plugins import probe as _probe_module
 from repro.errors import PythonNotFound
 
 _PROBE = Path(_probe_module.__file__)
+FINGERPRINT_VERSION = _probe_module.FINGERPRINT_VERSION  # cache entries from another probe are stale
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,9 @@ def probe(path: str) -> Interpreter | None:
         return None
     file = _cache_file()
     entry = _read_cache(file).get(path)
-    if isinstance(entry, dict) and entry.get("stat") == key:
+    # an entry is as good as the probe that wrote it: facts carry its fingerprint version, and envs built
+    # from stale facts would be refused as built by another repro (Environments.marker)
+    if isinstance(entry, dict) and entry.get("stat") == key and entry.get("probe") == FINGERPRINT_VERSION:
         info = entry.get("info")
         if info is None:
             return None
@@ -110,7 +113,11 @@ def probe(path: str) -> Interpreter | None:
         try:
             file.parent.mkdir(parents=True, exist_ok=True)
             data = _read_cache(file)  # read again: another process may have added entries
-            data[path] = {"stat": key, "info": json.loads(found.facts_json) if found else None}
+            data[path] = {
+                "stat": key,
+                "probe": FINGERPRINT_VERSION,
+                "info": json.loads(found.facts_json) if found else None,
+            }
             atomic_write(file, json.dumps(data, sort_keys=True, indent=0))
         except OSError:
             pass  # a read-only REPRO_HOME only costs time
