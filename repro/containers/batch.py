@@ -29,12 +29,13 @@ from pathlib import Path
 
 from metaflow_extensions.repro.plugins import protocol
 from repro.env.build import BuiltEnv
+from repro.env.cache import sha256_file
 from repro.env.uvtool import uv_bin
 from repro.errors import BadInput, InfraError
 from repro.model.interpreter import InterpreterSnapshot, facts_fingerprint
 from repro.model.lock import PlatformLock
 from repro.settings import Settings
-from repro.store import open_store
+from repro.store import layout, open_store
 from repro.store.base import Store
 
 BOOTSTRAP_PREFIX = "bootstrap/"
@@ -47,18 +48,6 @@ def runs_on_batch(args) -> bool:
     return any(
         a == "--with" and i + 1 < len(args) and args[i + 1].split(":")[0] == "batch" for i, a in enumerate(args)
     ) or any(a.split(":")[0] == "--with=batch" for a in args)
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def python_key(sha256: str) -> str:
-    return f"pythons/{sha256}.tar.gz"
 
 
 def uv_key(sha256: str) -> str:
@@ -178,12 +167,10 @@ def stage(
         lock = locks[env.env_id]
         marker = json.loads((env.path / protocol.ENV_MARKER).read_text())
         snap, tarball = snapshot_interpreter(env.interpreter, _interpreter_facts(marker), settings.home.pythons)
-        _put_missing(store, python_key(snap.sha256), tarball, snap.sha256)
-        store.put_bytes(f"pythons/{snap.sha256}.json", snap.to_json().encode())
+        _put_missing(store, layout.python_snapshot(snap.sha256), tarball, snap.sha256)
+        store.put_bytes(layout.python_manifest(snap.sha256), snap.to_json().encode())
         packages = []
         for p in lock.packages:
-            from repro.store import layout
-
             key = layout.package(p.sha256, p.file)
             _put_missing(store, key, cache.path(p), p.sha256)
             # at the path it has in the host's cache: uv records the file's URL in the env (direct_url.json,
@@ -210,7 +197,7 @@ def stage(
                 "interpreter": snap.interpreter_path,
                 protocol.MARKER_FINGERPRINT: marker[protocol.MARKER_FINGERPRINT],
             },
-            "interpreter": {**snap.to_dict(), "key": python_key(snap.sha256)},
+            "interpreter": {**snap.to_dict(), "key": layout.python_snapshot(snap.sha256)},
             "uv": {"key": uv_key(uv_sha), "sha256": uv_sha},
             "packages": packages,
         }
