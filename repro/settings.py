@@ -24,6 +24,8 @@ from repro._toml import tomllib
 from repro.errors import BadInput
 
 CONDA_SOURCES = ("conda", "pypi")
+#: where `pytest --repro --repro-on` also replays each run (`repro replay --on`)
+REPLAY_PLACES = ("local", "docker", "batch")
 DEFAULT_CHANNELS = ("conda-forge",)
 DEFAULT_HOME = "~/.cache/repro"
 DEFAULT_ARTIFACT_MAX_BYTES = 16 << 20
@@ -474,6 +476,16 @@ SETTINGS: tuple[Setting, ...] = (
         DEFAULT_REPORT_DIR,
         "`pytest --repro`: folder for the reports (relative to pytest's rootdir)",
     ),
+    Setting(
+        "on",
+        None,
+        "on",
+        _Choice(*REPLAY_PLACES),
+        "local",
+        "`pytest --repro`: also replay each run from the store in a fresh container (`docker`: the store must be "
+        "`file://` or S3) or on AWS Batch (`batch`: an S3 store and Metaflow's Batch settings); the flow's items "
+        "pass only if that replay is identical",
+    ),
 )
 
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
@@ -504,6 +516,7 @@ class Settings:
     update: bool = False
     drift: bool = False
     report: str = DEFAULT_REPORT_DIR
+    on: str = "local"
     config_file: Path | None = None  # the pyproject.toml read, if any
     origins: dict = field(default_factory=dict, compare=False, repr=False)  # name -> variable, file key, "default"
 

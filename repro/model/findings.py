@@ -42,6 +42,8 @@ class Kind(Choice):
     PICKLE = "pickle"
     #: an artifact compared with another run's (see ``Verdict``)
     ARTIFACT = "artifact"
+    #: an artifact of the run replayed elsewhere (``--repro-on docker|batch``) differs, or a step failed there
+    REPLAY = "replay"
     #: the flow could not be loaded, locked or run at all
     FLOW_ERROR = "flow error"
 

@@ -11,7 +11,7 @@ from repro.env.flowfile import load_flow
 from repro.errors import NoFlowFound, ReproError
 from repro.model.record import PickleStatus
 from repro.model.validate import cap_lines
-from repro.pytest.session import lock_advice, lock_problems, session_of, step_problems, step_skip
+from repro.pytest.session import lock_advice, lock_problems, replay_problems, session_of, step_problems, step_skip
 from repro.runs.compare import Verdict
 
 
@@ -46,6 +46,8 @@ class FlowNode(pytest.Collector):
         yield PickleItem.from_parent(self, name="[pickle]")
         if session_of(self.session.config).options.baseline:
             yield BaselineItem.from_parent(self, name="[baseline]")
+        if session_of(self.session.config).options.on != "local":
+            yield ReplayItem.from_parent(self, name="[replay]")
 
 
 class _ReproItem(pytest.Item):
@@ -140,3 +142,15 @@ class BaselineItem(_ReproItem):
                 + "\n".join(cap_lines(f"  {r.step}/{r.task}.{r.name}: {r.detail}" for r in diffs))
                 + (f"\nnote: {o.comparison.code_note()}" if o.comparison.code_changed else "")
             )
+
+
+class ReplayItem(_ReproItem):
+    """``--repro-on docker|batch``: the run, replayed there from the store alone, gives the same results."""
+
+    def runtest(self):
+        o = self.outcome()
+        if o.replay is not None and o.replay.executor is not None:
+            self.user_properties.append(("repro_replay_executor", str(o.replay.executor.kind)))
+        lines = replay_problems(o)
+        if lines:
+            raise ReproFailure(f"{o.flow}: " + "\n  ".join(cap_lines(lines, indent="")))

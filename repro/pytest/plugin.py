@@ -60,7 +60,15 @@ def pytest_addoption(parser):
         help="a stale lock fails [lock] and the flow does not run (also REPRO_FROZEN=1); "
         "without it a stale lock is re-locked and only [lock] fails",
     )
+    group.addoption(
+        "--repro-on",
+        default=None,
+        choices=["local", "docker", "batch"],
+        help="also replay each run from the store there (docker: a fresh container; batch: AWS Batch); "
+        "the flow's items pass only if the replay is identical (default: local, no replay)",
+    )
     for name, help_ in (
+        ("repro_on", "where each run is also replayed: local, docker or batch"),
         ("repro_store", "store URI"),
         ("repro_baseline", "baseline REF"),
         ("repro_report", "report folder"),
@@ -81,6 +89,13 @@ def pytest_configure(config):
 
         uid = getattr(config, "workerinput", {}).get("repro_uid")
         config.stash[SESSION] = ReproSession(config, uid=uid)
+        if uid is None:  # the controller (not an xdist worker) refuses an unreachable --repro-on at once
+            from repro.errors import ReproError
+
+            try:
+                config.stash[SESSION].check_where()
+            except ReproError as exc:
+                raise pytest.UsageError(str(exc)) from None
         config.pluginmanager.register(config.stash[SESSION], "repro-session")  # it hears each item's report
 
 

@@ -21,9 +21,11 @@ from repro.env.engine import open_flow, relock_command
 from repro.errors import ReproError
 from repro.model.findings import DRIFT_KINDS, Finding, Kind, Severity, select
 from repro.model.record import NO_FOREACH
-from repro.report.document import ReportDocument, StepOutcome, build_flow, document
+from repro.report.document import ReportDocument, StepOutcome, build_flow, document, replay_report
 from repro.runs.pipeline import LOCK_SUBJECT, Outcome, RunOptions, run_and_record
+from repro.runs.replay import check_where, replay_elsewhere, replay_findings
 from repro.settings import load_settings
+from repro.store import open_store
 
 
 @dataclass
@@ -36,6 +38,7 @@ class Options:
     platforms: tuple = ()
     allow_other_flow: bool = False  # a baseline of another flow file (same class name) may be compared
     frozen: bool = False  # a stale lock is an error and the flow does not run (REPRO_FROZEN, --repro-frozen)
+    on: str = "local"  # also replay each run from the store there: docker | batch (--repro-on)
 
     @classmethod
     def from_config(cls, config) -> Options:
@@ -64,11 +67,12 @@ class Options:
             allow_other_flow=bool(
                 config.getoption("repro_allow_other_flow") or config.getini("repro_allow_other_flow")
             ),
+            on=pick("repro_on", "repro_on", "on") or "local",
         )
 
 
 #: the findings that fail a step's own item ([lock] reports spec and resolution drift)
-STEP_KINDS = (Kind.TASK_FAILED, Kind.NOT_RUN, Kind.RUNTIME_DRIFT, Kind.PICKLE, Kind.ARTIFACT)
+STEP_KINDS = (Kind.TASK_FAILED, Kind.NOT_RUN, Kind.RUNTIME_DRIFT, Kind.PICKLE, Kind.ARTIFACT, Kind.REPLAY)
 
 
 def problem_text(f: Finding) -> str:
@@ -84,6 +88,33 @@ def step_problems(o: Outcome, step: str) -> tuple[list[str], list[str]]:
         [problem_text(f) for f in mine if f.severity is Severity.ERROR],
         [f.message for f in mine if f.severity is Severity.WARNING],
     )
+
+
+def replay_problems(o: Outcome) -> list[str]:
+    """What fails [replay] (``--repro-on docker|batch``): the run was not replayed there, the replay
+    failed, or its results differ (each difference, with where it ran)."""
+    check = o.replay
+    if check is None:
+        return [f"no run to replay: {o.error or 'the run failed'}"]
+    where = f"on {check.on}" + (
+        f" ({check.executor.kind}{', image ' + check.executor.image if check.executor.image else ''})"
+        if check.executor
+        else ""
+    )
+    if not check.verdict:
+        return [f"the replay {where} could not run: {check.error}"]
+    if check.passed:
+        return []
+    lines = [
+        f"the replay {where} of {o.record.ref if o.record else o.flow} is {check.verdict}"
+        + (f" (recorded as {check.run})" if check.run else "")
+    ]
+    if check.error:
+        lines.append(f"{check.failed_step + ': ' if check.failed_step else ''}{check.error}")
+    lines += [
+        f.message for f in select(o.findings, kind=Kind.REPLAY) if not check.failed_step or f.step != check.failed_step
+    ]
+    return lines
 
 
 def step_skip(o: Outcome) -> str | None:
@@ -172,11 +203,42 @@ class ReproSession:
                 found.setdefault(o.path, o)
         return sorted(found.values(), key=lambda o: o.path)
 
+    def store_uri(self) -> str:
+        return self.options.store or self.settings.store
+
+    def check_where(self) -> None:
+        """``--repro-on docker|batch``: refuse at once (ReproError naming what to set) when that place
+        cannot be reached, before any flow runs."""
+        if self.options.on != "local":
+            check_where(self.options.on, open_store(self.store_uri()).uri, self.settings, option="--repro-on")
+
     def _run(self, path: Path) -> Outcome:
+        try:
+            outcome = self._run_here(path)
+            if self.options.on != "local" and outcome.ok and outcome.record is not None:
+                self.progress(f"{outcome.flow}: replaying run {outcome.record.run_id} on {self.options.on}")
+                outcome.replay = replay_elsewhere(
+                    outcome.record, self.options.on, self.store_uri(), self.settings, log=self.progress
+                )
+                outcome.findings += replay_findings(outcome.replay)
+                self.progress(f"{outcome.flow}: replay on {self.options.on}: {outcome.replay.verdict or 'not run'}")
+            return outcome
+        except Exception as exc:
+            return Outcome(
+                path=str(path),
+                error=f"internal error while running the flow: {type(exc).__name__}: {exc}",
+                error_code=3,
+            )
+
+    def _run_here(self, path: Path) -> Outcome:
         o = self.options
+        elsewhere = (
+            o.on != "local"
+        )  # the run goes to the store to be replayed from it, as a new baseline only with update
         options = RunOptions(
             store=o.store,
-            push=o.update,
+            push=o.update or elsewhere,
+            move_latest=o.update,
             baseline=o.baseline,
             drift=True,
             resolution_drift=o.drift,
@@ -185,14 +247,7 @@ class ReproSession:
             capture=True,
             allow_other_flow=o.allow_other_flow,
         )
-        try:
-            return run_and_record(path, options, log=self.progress)
-        except Exception as exc:
-            return Outcome(
-                path=str(path),
-                error=f"internal error while running the flow: {type(exc).__name__}: {exc}",
-                error_code=3,
-            )
+        return run_and_record(path, options, log=self.progress)
 
     def progress(self, message: str) -> None:
         """One line of progress on pytest's terminal (not under -q, not from xdist workers)."""
@@ -233,6 +288,7 @@ class ReproSession:
                     o.findings,
                     o.baseline,
                     store=o.pushed or (self.options.store or self.settings.store if o.baseline else None),
+                    replay=replay_report(o.replay) if o.replay else None,
                 )
             )
         return document(flows)

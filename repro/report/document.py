@@ -24,6 +24,9 @@ from repro.model.findings import DRIFT_KINDS, Choice, Finding, Kind, select
 from repro.model.record import PickleStatus, RunStatus
 from repro.runs.compare import Comparison, Verdict
 
+if typing.TYPE_CHECKING:
+    from repro.runs.pipeline import ReplayCheck
+
 SCHEMA = "repro.report"
 SCHEMA_VERSION = 1
 
@@ -121,6 +124,24 @@ class DriftReport:
 
 
 @dataclass(frozen=True)
+class ReplayReport:
+    on: str = field(metadata={"description": "where the run was also replayed from the store: docker or batch"})
+    executor: str | None = field(
+        metadata={"description": "where the replay's record says it ran (local, docker, batch); null if it did not run"}
+    )
+    image: str = field(metadata={"description": "the container image the replay ran in (an image id or name), or ''"})
+    run: str | None = field(metadata={"description": "FlowName/run_id of the replay's record; null if none"})
+    verdict: str | None = field(
+        metadata={
+            "description": "identical, equivalent, different or 'replay failed'; null if the replay could not start"
+        }
+    )
+    passed: bool
+    differences: list[ArtifactRow] = field(metadata={"description": "the artifacts that differ in the replay"})
+    error: str = field(metadata={"description": "why the replay failed or could not start, or ''"})
+
+
+@dataclass(frozen=True)
 class FlowReport:
     flow: str = field(metadata={"description": "FlowSpec class name"})
     file: str
@@ -132,6 +153,10 @@ class FlowReport:
     drift: DriftReport | None
     store: str | None = field(
         metadata={"description": "the store the run was pushed to or the baseline read from; null if none was used"}
+    )
+    replay: ReplayReport | None = field(
+        default=None,
+        metadata={"description": "the run replayed elsewhere (pytest --repro-on docker|batch); null without one"},
     )
 
 
@@ -183,6 +208,7 @@ def build_flow(
     findings: list[Finding] | None = None,
     baseline: str | None = None,
     store: str | None = None,
+    replay: ReplayReport | None = None,
 ) -> FlowReport:
     """One flow's part of a report. ``outcomes``: step -> (outcome, message), decided by the caller."""
     outcomes = outcomes or {}
@@ -223,6 +249,7 @@ def build_flow(
         and not any(s.outcome is StepOutcome.EXPECTED_FAILURE for s in steps)
     )
     expected = any(s.outcome is StepOutcome.EXPECTED_FAILURE for s in steps)
+    failed = failed or (replay is not None and not replay.passed)
     status = FlowStatus.FAILED if failed else (FlowStatus.EXPECTED_FAILURE if expected else FlowStatus.PASSED)
     return FlowReport(
         flow=flow,
@@ -254,6 +281,24 @@ def build_flow(
         ),
         drift=drift_report(findings) if findings is not None else None,
         store=store,
+        replay=replay,
+    )
+
+
+def replay_report(check: ReplayCheck) -> ReplayReport:
+    """A run's replay elsewhere (``Outcome.replay``) as the report shows it."""
+    results = check.comparison.results if check.comparison else ()
+    return ReplayReport(
+        on=check.on,
+        executor=check.executor.kind.value if check.executor else None,
+        image=check.executor.image if check.executor else "",
+        run=check.run or None,
+        verdict=check.verdict or None,
+        passed=check.passed,
+        differences=[
+            ArtifactRow(r.step, r.task, r.name, r.verdict, r.detail) for r in results if r.verdict is Verdict.DIFFERENT
+        ],
+        error=check.error,
     )
 
 

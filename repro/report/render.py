@@ -58,6 +58,17 @@ def baseline_note(flow: dict) -> str:
     )
 
 
+def replay_where(flow: dict) -> str:
+    """Where the run was replayed and what its record says ("" without a replay)."""
+    r = flow.get("replay")
+    if not r:
+        return ""
+    ran = f"ran on {r['executor']}" if r.get("executor") else "did not run"
+    image = f" (image {r['image']})" if r.get("image") else ""
+    run = f", recorded as {r['run']}" if r.get("run") else ""
+    return f"replay on {r['on']}: {ran}{image}{run}"
+
+
 def terminal(doc: ReportDocument | dict) -> str:
     doc = _as_dict(doc)
     parts = []
@@ -66,6 +77,8 @@ def terminal(doc: ReportDocument | dict) -> str:
         if baseline_note(f):
             parts.append(f"note: {baseline_note(f)}")
         parts.append(tabulate(step_rows(f), headers=STEP_HEADERS, tablefmt="simple"))
+        if f.get("replay"):
+            parts.append(f"{replay_where(f)}: {f['replay']['verdict'] or 'not run'}")
     if doc["flows"]:
         parts.append(PICKLE_NOTE)
     return "\n".join(parts)
@@ -138,6 +151,7 @@ def view(doc: ReportDocument | dict) -> dict:
                 **f,
                 "anchor": f"flow-{n}",
                 "baseline_note": baseline_note(f),
+                "replay_where": replay_where(f)[:1].upper() + replay_where(f)[1:],
                 "status_class": _cls(f["status"]),
                 "steps": steps,
                 "steps_passed": sum(1 for st in f["steps"] if st["outcome"] == "passed"),

@@ -60,6 +60,7 @@ class RunOptions:
 
     store: str | None = None  # where records go and baselines come from (default: the settings' store)
     push: bool = False  # save the record locally and push the snapshot to the store
+    move_latest: bool = True  # a push moves the flow's `latest` to this run (False: pushed only to be replayed)
     baseline: RunRecord | str | None = None  # compare with this run: a record, a REF, or "latest"
     drift: bool = False  # check spec and runtime drift before running
     resolution_drift: bool = False  # ... and re-resolve every lock (network)
@@ -72,6 +73,52 @@ class RunOptions:
     settings: Settings | None = None  # default: read from the flow's folder
     allow_other_flow: bool = False  # compare with a baseline recorded from another flow file
     identity: str = ""  # the flow's identity when it is not where it was recorded (replays)
+
+
+@dataclass(frozen=True)
+class ReplayCheck:
+    """A run replayed elsewhere from the store (``pytest --repro --repro-on docker|batch``): where it
+    ran, the verdict, and why it could not be judged. Its artifact differences are the outcome's
+    ``Kind.REPLAY`` findings."""
+
+    on: str  # where it was asked to run: docker | batch
+    verdict: str = ""  # identical | equivalent | different | replay failed; "" when it could not start
+    executor: Executor | None = None  # where the replay's record says it ran
+    run: str = ""  # the replay's record (FlowName/run_id); "" when none was written
+    comparison: Comparison | None = None
+    error: str = ""  # why the replay failed or could not run
+    error_code: int = 0  # that error's exit code (2 bad input, 3 infrastructure or replay failed)
+    failed_step: str = ""  # the step whose task failed in the replay
+
+    @property
+    def passed(self) -> bool:
+        return self.verdict in ("identical", "equivalent")
+
+    def to_dict(self) -> dict:
+        return {
+            "on": self.on,
+            "verdict": self.verdict,
+            "executor": self.executor.to_dict() if self.executor else None,
+            "run": self.run,
+            "comparison": self.comparison.to_dict() if self.comparison else None,
+            "error": self.error,
+            "error_code": self.error_code,
+            "failed_step": self.failed_step,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ReplayCheck:  # our own session file, written by to_dict
+        ex = d.get("executor")
+        return cls(
+            on=d["on"],
+            verdict=d["verdict"],
+            executor=Executor(ExecutorKind(ex["kind"]), ex["image"]) if ex else None,
+            run=d["run"],
+            comparison=Comparison.from_dict(d["comparison"]) if d["comparison"] else None,
+            error=d["error"],
+            error_code=d["error_code"],
+            failed_step=d["failed_step"],
+        )
 
 
 @dataclass
@@ -93,6 +140,7 @@ class Outcome:
     pushed: str = ""  # the store it was pushed to
     relocked: bool = False  # the lock was stale (or missing) and was re-locked before the run
     held: bool = False  # the lock was stale and frozen, so the flow did not run
+    replay: ReplayCheck | None = None  # the run replayed elsewhere from the store (pytest --repro-on)
 
     @property
     def ok(self) -> bool:
@@ -123,6 +171,7 @@ class Outcome:
                 "pushed": self.pushed,
                 "relocked": self.relocked,
                 "held": self.held,
+                "replay": self.replay.to_dict() if self.replay else None,
             }
         )
 
@@ -145,6 +194,7 @@ class Outcome:
             pushed=d["pushed"],
             relocked=d.get("relocked", False),
             held=d.get("held", False),
+            replay=ReplayCheck.from_dict(d["replay"]) if d.get("replay") else None,
         )
 
 
@@ -326,7 +376,7 @@ def _record(
         outcome.record = record
         outcome.saved = str(save_local(record, settings))
         try:
-            push(record, store, settings, keep, log=log)
+            push(record, store, settings, keep, log=log, latest=options.move_latest)
         except ReproError as exc:
             raise type(exc)(
                 f"{exc}\nThe run is recorded in {outcome.saved}, but its push to {store.uri} did not "

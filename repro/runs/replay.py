@@ -23,15 +23,15 @@ from repro.env.engine import environments
 from repro.env.flowfile import parameter_names
 from repro.env.interpreter_snapshot import check_location, restore
 from repro.errors import EXIT_DRIFT, EXIT_INFRA, EXIT_OK, BadInput, InfraError, ReproError
-from repro.model.findings import Choice, Kind
+from repro.model.findings import Choice, Finding, Kind
 from repro.model.interpreter import Executor, ExecutorKind
 from repro.model.record import RunRecord, RunStatus
 from repro.model.validate import cap
 from repro.paths import inside
 from repro.runs import lineage
-from repro.runs.compare import Comparison
-from repro.runs.pipeline import Log, Outcome, RunOptions, run_and_record
-from repro.settings import Settings, environ_for, load_settings, spec_environ
+from repro.runs.compare import Comparison, Verdict
+from repro.runs.pipeline import Log, Outcome, ReplayCheck, RunOptions, run_and_record
+from repro.settings import REPLAY_PLACES, Settings, environ_for, load_settings, spec_environ
 from repro.store import Store, layout, open_store
 from repro.store.snapshot import (
     fetch_verified,
@@ -92,6 +92,91 @@ class ReplayResult:
         return self.verdict.exit_code
 
 
+def check_where(on: str, store_uri: str, settings: Settings, option: str = "--on") -> None:
+    """Refuse, before anything runs, a replay ``on`` a place this machine cannot reach, naming what to
+    set: docker needs a daemon (``DOCKER_HOST``) and a store the container reaches (``file://``, mounted, or
+    S3); batch needs an S3 store and Metaflow's Batch job queue and S3 datastore."""
+    if on not in REPLAY_PLACES:
+        raise BadInput(f"{option} {on}: not a place to replay ({', '.join(REPLAY_PLACES)})")
+    scheme = store_uri.split("://", 1)[0] if "://" in store_uri else "file"
+    if on == "docker":
+        if scheme not in ("file", "s3"):
+            raise BadInput(
+                f"{option} docker: the store is {store_uri}; the container reaches only a file:// store (mounted) or "
+                "an S3 store: set REPRO_STORE (or --store / --repro-store)"
+            )
+        from repro.containers.image import client
+
+        try:
+            client()
+        except InfraError as exc:
+            raise InfraError(f"{option} docker: {exc}") from None
+    elif on == "batch":
+        if scheme != "s3":
+            raise BadInput(
+                f"{option} batch: the store is {store_uri}, but Batch jobs fetch every environment from the store, "
+                f"so it must be an S3 store: pass --store s3://bucket/prefix (or set REPRO_STORE)"
+            )
+        from metaflow import metaflow_config
+
+        missing = [
+            name
+            for name, value in (
+                ("METAFLOW_BATCH_JOB_QUEUE", metaflow_config.BATCH_JOB_QUEUE),
+                ("METAFLOW_DATASTORE_SYSROOT_S3", metaflow_config.DATASTORE_SYSROOT_S3),
+            )
+            if not value
+        ]
+        if missing:
+            raise BadInput(
+                f"{option} batch: Metaflow has no {' and no '.join(missing)}: set {', '.join(missing)} (or the same "
+                "keys in Metaflow's config) to the AWS Batch job queue and the S3 datastore the jobs use"
+            )
+
+
+def replay_elsewhere(record: RunRecord, on: str, store_uri: str, settings: Settings, log: Log = print) -> ReplayCheck:
+    """Replay ``record`` (pushed to ``store_uri``) ``on`` docker or batch, through ``replay`` as
+    `repro replay REF --on` does, and say how it went as data: the verdict, where the replay's record
+    says it ran, the comparison. Never raises a ReproError: bad input and infrastructure failures
+    become its ``error`` (with their exit code)."""
+    ref = f"{layout.flow_dir(record.flow, record.identity)}/{record.run_id}"
+    try:
+        result = replay(ref, store_uri, settings, on=on, log=log)
+    except ReproError as exc:
+        return ReplayCheck(on=on, error=str(exc), error_code=exc.exit_code)
+    failure = result.failure
+    return ReplayCheck(
+        on=on,
+        verdict=result.verdict.value,
+        executor=result.replayed.executor if result.replayed else None,
+        run=result.replayed.ref if result.replayed else "",
+        comparison=result.comparison,
+        error="" if failure is None else (failure.error + (f" (its logs: {failure.logs})" if failure.logs else "")),
+        error_code=0 if failure is None else result.exit_code,
+        failed_step=failure.step if failure else "",
+    )
+
+
+def replay_findings(check: ReplayCheck) -> list[Finding]:
+    """The steps a replay elsewhere fails: each artifact that differs there, and the step that failed."""
+    where = f"replayed on {check.on}" + (f" ({check.run})" if check.run else "")
+    found = [
+        Finding(
+            Kind.REPLAY,
+            f"{where}: {r.task}.{r.name} differs: {r.detail}",
+            step=r.step,
+            task=r.task,
+            subject=r.name,
+            new=r.verdict.value,
+        )
+        for r in (check.comparison.results if check.comparison else ())
+        if r.verdict is Verdict.DIFFERENT
+    ]
+    if check.failed_step:
+        found.append(Finding(Kind.REPLAY, f"{where}: the step failed: {check.error}", step=check.failed_step))
+    return found
+
+
 def replay(
     ref_text: str,
     store_uri: str | None,
@@ -107,6 +192,8 @@ def replay(
     recorded run options and parameters (and are recorded in the replay's own record). The working
     folder (code, datastore) is removed after the verdict unless ``keep``, or the replay failed (its
     logs live there)."""
+    if on in ("docker", "batch"):
+        check_where(on, open_store(store_uri or settings.store).uri, settings)
     if on == "docker":
         from repro.containers.replay import replay_in_docker
 
@@ -141,11 +228,6 @@ def _replay(
     if on not in ("local", "batch"):
         raise BadInput(f"--on {on}: not available in this version (--on local, --on docker, --on batch)")
     store: Store = open_store(store_uri or settings.store)
-    if on == "batch" and not store.uri.startswith("s3://"):
-        raise BadInput(
-            f"--on batch: the store is {store.uri}, but Batch jobs fetch every environment from the store, "
-            f"so it must be an S3 store: pass --store s3://bucket/prefix (or set REPRO_STORE)"
-        )
     original = load_record(store, parse_ref(ref_text))
     log(f"replaying {original.ref} from {store.uri}")
     for version, snap in sorted(original.interpreters.items()):  # nothing is created or run anywhere else

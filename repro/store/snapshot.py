@@ -296,8 +296,10 @@ def push(
     artifact_blobs: dict[str, bytes] | None = None,
     jobs: int = 16,
     log=lambda m: None,
+    latest: bool = True,
 ) -> PushResult:
-    """Upload what the record names, then the record, then ``latest``.
+    """Upload what the record names, then the record, then ``latest`` (unless not ``latest``: a run
+    pushed only to be replayed elsewhere, ``pytest --repro --repro-on``, is no new baseline).
 
     Every local object is hashed before upload; an object already in the store is kept only if its
     size and sha256 match (else it is replaced); a lease names every key first, so a concurrent gc
@@ -339,7 +341,7 @@ def push(
     else:
         store.put_bytes(key, body)  # the record lands last: from here on the run is visible
     _complete(store, uploads, record)  # a gc that raced the record sees the record from now on: repair once
-    if not record.replay_of and _is_newest(store, record):  # a replay is never its flow's baseline
+    if latest and not record.replay_of and _is_newest(store, record):  # a replay is never its flow's baseline
         store.put_bytes(layout.latest(layout.flow_dir(record.flow, record.identity)), record.run_id.encode())
     if result.repaired:
         log(f"replaced {len(result.repaired)} corrupt object(s) in {store.uri}: {cap(result.repaired)}")

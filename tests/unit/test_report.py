@@ -13,11 +13,13 @@ from pathlib import Path
 import pytest
 
 from repro.model.findings import Finding, Kind
+from repro.model.interpreter import Executor, ExecutorKind
 from repro.model.lock import Lock, PlatformLock, StepLock
 from repro.model.record import PickleCheck, PickleStatus, RunStatus
 from repro.report import render
-from repro.report.document import StepOutcome, build_flow, document, plain
+from repro.report.document import StepOutcome, build_flow, document, plain, replay_report
 from repro.runs.compare import ArtifactResult, Comparison, Verdict
+from repro.runs.pipeline import ReplayCheck
 from tests.helpers import make_record, pkg
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -98,7 +100,29 @@ def doc():
     )
     not_run = typed("NotRunFlow", "not_run.py", outcomes={"start": {"outcome": "failed", "message": "no env"}})
     demo = sample_flow_typed()
-    d = document([demo, same, not_run, typed("EmptyFlow", "empty.py")])
+    boxed = typed(
+        "BoxedFlow",
+        "boxed.py",
+        record=make_record("4", flow="BoxedFlow"),
+        outcomes={"start": {"outcome": "failed", "message": "replayed on docker (BoxedFlow/5): -.x differs: 1 != 2"}},
+        replay=replay_report(
+            ReplayCheck(
+                on="docker",
+                verdict="different",
+                executor=Executor(ExecutorKind.DOCKER, "sha256:" + "d" * 64),
+                run="BoxedFlow/5",
+                comparison=Comparison(
+                    "BoxedFlow/4",
+                    "BoxedFlow/5",
+                    (
+                        ArtifactResult("start", "-", "x", Verdict.DIFFERENT, "value: 1 != 2"),
+                        ArtifactResult("end", "-", "y", Verdict.IDENTICAL),
+                    ),
+                ),
+            )
+        ),
+    )
+    d = document([demo, same, not_run, typed("EmptyFlow", "empty.py"), boxed])
     return replace(d, generated_at="2026-01-02T03:04:05+00:00")
 
 
@@ -186,6 +210,7 @@ def test_flow_report_without_a_record_follows_the_lock_or_the_outcomes():
         "baseline": None,
         "drift": None,
         "store": None,
+        "replay": None,
     }
     pl = PlatformLock("linux-64", "3.10.13", (pkg("six", "1.0"),))
     lock = Lock(
@@ -295,3 +320,28 @@ def test_a_baseline_that_ran_other_code_says_so_in_every_rendering():
     one = document([f])
     assert "other code" not in render.terminal(one) + render.to_markdown(one) + render.to_html(one)
     assert Comparison.from_dict(Comparison("F/1", "F/2", (), "a" * 64, "b" * 64).to_dict()).code_changed
+
+
+@pytest.mark.parametrize(
+    "check,status",
+    [
+        (ReplayCheck("docker", "identical", Executor(ExecutorKind.DOCKER, "sha256:" + "a" * 64), "F/4"), "passed"),
+        (ReplayCheck("batch", "equivalent", Executor(ExecutorKind.BATCH, "img:1"), "F/4"), "passed"),
+        (ReplayCheck("docker", "replay failed", Executor(ExecutorKind.DOCKER), "F/4", error="boom"), "failed"),
+        (ReplayCheck("docker", error="no Docker daemon answers", error_code=3), "failed"),
+    ],
+)
+def test_a_replay_elsewhere_decides_the_flow_and_says_where_it_ran(check, status):
+    """--repro-on: every step passed here, but the flow passes only if its replay there did."""
+    f = build_flow("F", "f.py", make_record("3", flow="F"), replay=replay_report(check))
+    assert f.status.value == status and all(s.outcome is StepOutcome.PASSED for s in f.steps)
+    assert f.replay is not None and f.replay.on == check.on and f.replay.error == check.error
+    assert f.replay.executor == (check.executor.kind.value if check.executor else None)
+    text = render.terminal(document([f]))
+    want = (
+        f"replay on {check.on}: ran on {check.executor.kind}"
+        if check.executor
+        else f"replay on {check.on}: did not run"
+    )
+    assert want in text and "R" + want[1:] in render.to_markdown(document([f]))
+    assert (f"recorded as {check.run}" in text) is bool(check.run)
