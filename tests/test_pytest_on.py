@@ -105,14 +105,14 @@ def pytest_repro(folder: Path, *args: str, env: dict | None = None, timeout: flo
     return Session(proc.returncode, proc.stdout + proc.stderr, folder)
 
 
-def project(folder: Path, lock: bool = True, **flows: str) -> Path:
-    """A user's project with these flow files, each locked (committed locks: [lock] passes)."""
+def project(folder: Path, lock: bool = True, env: dict | None = None, **flows: str) -> Path:
+    """A user's project with these flow files, each locked with ``env`` (committed locks: [lock] passes)."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "pyproject.toml").write_text('[tool.repro]\nconda-source = "pypi"\n')
     for name, body in flows.items():
         (folder / name).write_text(textwrap.dedent(body).lstrip())
         if lock:
-            r = cli("lock", folder / name, cwd=folder)
+            r = cli("lock", folder / name, cwd=folder, env=env)
             assert r.code == 0, r.text[-3000:]
     return folder
 
@@ -194,8 +194,8 @@ def test_a_place_that_cannot_be_reached_is_a_usage_error_naming_what_to_set(tmp_
 
 
 def test_an_identical_replay_on_batch_passes_and_the_report_names_batch(batch_world, tmp_path):
-    folder = project(tmp_path / "proj", **{"same_flow.py": SAME})
     env = {**batch_world.env, "REPRO_STORE": batch_world.store("pytest-on")}
+    folder = project(tmp_path / "proj", env=env, **{"same_flow.py": SAME})  # an S3 datastore: boto3 in the lock
     s = pytest_repro(folder, "same_flow.py", "--repro-on", "batch", env=env)
     (tmp_path / "pytest.log").write_text(s.out)
     assert s.code == 0, s.out[-6000:]
