@@ -20,9 +20,9 @@ from filelock import FileLock
 from repro.env.engine import open_flow, relock_command
 from repro.errors import ReproError
 from repro.model.findings import DRIFT_KINDS, Finding, Kind, Severity, select
-from repro.model.record import NO_FOREACH
+from repro.model.record import NO_FOREACH, RunRecord
 from repro.report.document import ReportDocument, StepOutcome, build_flow, document, replay_report
-from repro.runs.pipeline import LOCK_SUBJECT, Outcome, RunOptions, run_and_record
+from repro.runs.pipeline import LOCK_SUBJECT, Outcome, ReplayCheck, RunOptions, run_and_record
 from repro.runs.replay import check_where, replay_elsewhere, replay_findings
 from repro.settings import load_settings
 from repro.store import open_store
@@ -215,26 +215,31 @@ class ReproSession:
     def _run(self, path: Path) -> Outcome:
         try:
             outcome = self._run_here(path)
-            if self.options.on != "local" and outcome.ok and outcome.record is not None:
-                self.progress(f"{outcome.flow}: replaying run {outcome.record.run_id} on {self.options.on}")
-                outcome.replay = replay_elsewhere(
-                    outcome.record, self.options.on, self.store_uri(), self.settings, log=self.progress
-                )
-                outcome.findings += replay_findings(outcome.replay)
-                self.progress(f"{outcome.flow}: replay on {self.options.on}: {outcome.replay.verdict or 'not run'}")
-            return outcome
         except Exception as exc:
             return Outcome(
                 path=str(path),
                 error=f"internal error while running the flow: {type(exc).__name__}: {exc}",
                 error_code=3,
             )
+        if self.options.on != "local" and outcome.ok and outcome.record is not None:
+            self._replay_elsewhere(outcome, outcome.record)
+        return outcome
+
+    def _replay_elsewhere(self, outcome: Outcome, record: RunRecord) -> None:
+        """``--repro-on``: replay the run just pushed there; its differences fail the steps, [replay] the rest."""
+        on = self.options.on
+        self.progress(f"{outcome.flow}: replaying run {record.run_id} on {on}")
+        try:
+            check = replay_elsewhere(record, on, self.store_uri(), self.settings, log=self.progress)
+        except Exception as exc:  # not a ReproError (those are in the check): the run here stays recorded
+            check = ReplayCheck(on=on, error=f"internal error: {type(exc).__name__}: {exc}", error_code=3)
+        outcome.replay = check
+        outcome.findings += replay_findings(check)
+        self.progress(f"{outcome.flow}: replay on {on}: {check.verdict or 'not run'}")
 
     def _run_here(self, path: Path) -> Outcome:
         o = self.options
-        elsewhere = (
-            o.on != "local"
-        )  # the run goes to the store to be replayed from it, as a new baseline only with update
+        elsewhere = o.on != "local"  # pushed to be replayed from the store; a new baseline only with update
         options = RunOptions(
             store=o.store,
             push=o.update or elsewhere,
