@@ -1,6 +1,8 @@
 """Per-task overhead of repro's Batch bootstrap over a plain `--with batch` task (target < 1.5 s).
 
-    DOCKER_HOST=unix:///path/docker.sock python benchmarks/bench_batch.py [--rounds 1]
+    python benchmarks/bench_batch.py [--rounds 1]
+
+Uses the Docker daemon at DOCKER_HOST if one answers, else starts its own (tests/containers.py; needs root).
 
 Stands up the tests' AWS Batch on moto (tests/batch_setup.py: moto's server running each job as a
 container of the daemon at DOCKER_HOST, host network only; the base image from `repro image build`),
@@ -53,7 +55,7 @@ if __name__ == "__main__":
 """
 
 LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+) \[[^/]+/(\w+)/(\d+) \(pid \d+\)\] (.*)$")
-BOOT = re.compile(r"repro: env \w+ built from \S+ in ([\d.]+) s \(fetch and restore ([\d.]+) s, venv ([\d.]+) s")
+BOOT = re.compile(r"repro: env \w+ built from \S+ in [\d.]+ s \([^)]*\)")
 
 
 def task_seconds(log: str) -> list[float]:
@@ -91,9 +93,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=1)
     args = parser.parse_args()
-    docker_host = os.environ.get("DOCKER_HOST")
-    if not docker_host:
-        raise SystemExit("set DOCKER_HOST to a Docker daemon (see tests/containers.py)")
+    from tests import containers
+
+    daemon = containers.start()  # the daemon at DOCKER_HOST if one answers, else our own (needs root)
+    os.environ["DOCKER_HOST"] = docker_host = daemon.host
     from repro.containers import image
     from repro.settings import load_settings
     from tests import batch_setup
@@ -115,10 +118,14 @@ def main() -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+        daemon.stop()
     p, r = statistics.mean(plain), statistics.mean(repro)
     print(f"plain --with batch: {len(plain)} tasks, mean {p:.2f} s per task")
     print(f"repro --with batch: {len(repro)} tasks, mean {r:.2f} s per task")
-    print(f"per-task overhead of repro's bootstrap: {r - p:.2f} s (target < 1.5 s)")
+    print(
+        f"per-task overhead of repro's bootstrap: {r - p:.2f} s (target < 1.5 s); load average "
+        f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+    )
     for line in boots:
         print("  " + line)
 

@@ -161,6 +161,17 @@ def test_every_step_runs_in_a_container_whose_env_matches_the_lock(batch_run):
     assert record.status.value == "success"
 
 
+def test_the_jobs_restore_the_interpreter_snapshot_the_run_names(batch_run, batch_world):
+    """One packer: what Batch stages is the snapshot the pushed record names (interpreter_snapshot.pack)."""
+    s3, json = batch_run["s3"], batch_run["json"]
+    listed = s3.list_objects_v2(Bucket=batch_world.bucket, Prefix="store/bootstrap/")["Contents"]
+    staged = {
+        json.loads(s3.get_object(Bucket=batch_world.bucket, Key=o["Key"])["Body"].read())["interpreter"]["sha256"]
+        for o in listed
+    }
+    assert staged and staged <= {snap.sha256 for snap in batch_run["record"].interpreters.values()}
+
+
 def test_a_package_file_tampered_in_the_store_stops_the_container_naming_it(batch_run, batch_world):
     """The container verifies every object it fetches: same size, other bytes (which staging, a HEAD
     per object, cannot see) -> the job fails before the task, naming the object; then restored."""

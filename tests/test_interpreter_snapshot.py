@@ -226,3 +226,67 @@ def test_replay_of_a_record_placing_its_interpreter_in_etc_is_bad_input_before_a
     assert "interpreters.3.11.7: prefix '/etc/cron.d/3.11.7' is not inside an interpreter folder" in r.text
     assert not Path("/etc/cron.d/3.11.7").exists()
     assert not (home / "pythons").exists() and not (home / "packages").exists()
+
+
+def _tarball_with(path: Path, members: list[tarfile.TarInfo], bodies: dict[str, bytes]) -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        for info in members:
+            body = bodies.get(info.name)
+            if body is not None:
+                info.size = len(body)
+            tar.addfile(info, io.BytesIO(body) if body is not None else None)
+    return path
+
+
+def _link(name: str, target: str) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = tarfile.SYMTYPE, target
+    return info
+
+
+def test_a_chain_of_links_that_ends_outside_the_prefix_is_refused(pyenv_root, tmp_path):
+    # each link alone looks inside (x -> ., sub -> x, up -> sub/.. normalises to "."), but up resolves to
+    # the prefix's parent: only the walk of the extracted tree, before it is renamed into place, sees it
+    tarball = _tarball_with(tmp_path / "chain.tar.gz", [_link("x", "."), _link("sub", "x"), _link("up", "sub/..")], {})
+    prefix = pyenv_root / "versions" / "3.11.7"
+    with pytest.raises(IntegrityError, match="link 'up' -> 'sub/..' leaves the install prefix"):
+        snapshots.restore(_snap(tarball, prefix), tarball)
+    assert not prefix.exists() and list((pyenv_root / "versions").iterdir()) == []
+
+
+def test_restored_files_lose_setuid_and_group_write(pyenv_root, tmp_path):
+    info = tarfile.TarInfo("bin/python3.11")
+    info.mode = 0o6775
+    tarball = _tarball_with(tmp_path / "suid.tar.gz", [info], {"bin/python3.11": b"#!"})
+    prefix = pyenv_root / "versions" / "3.11.7"
+    with pytest.raises(IntegrityError, match="does not have the recorded fingerprint"):  # no interpreter in it
+        snapshots.restore(_snap(tarball, prefix), tarball)
+    assert (prefix / "bin" / "python3.11").stat().st_mode & 0o7777 == 0o755
+
+
+def test_a_streamed_tarball_that_is_not_the_recorded_bytes_leaves_nothing(pyenv_root, tmp_path):
+    # the Batch bootstrap extracts while it downloads: the digest is known only at the end
+    from metaflow_extensions.repro.plugins.batch_bootstrap import Refused, unpack_interpreter
+
+    good = _tarball(tmp_path / "good.tar.gz", [("bin/python3.11", b"#!")])
+    bad = _tarball(tmp_path / "bad.tar.gz", [("bin/python3.11", b"#! tampered"), ("lib/more", b"x" * 5000)])
+    prefix = pyenv_root / "versions" / "3.11.7"
+    data = bad.read_bytes()
+    chunks = [data[i : i + 100] for i in range(0, len(data), 100)]
+    with pytest.raises(Refused, match=f"pythons/x has sha256 .*, the record says {sha256_file(good)}"):
+        unpack_interpreter(chunks, sha256_file(good), str(prefix), "pythons/x")
+    assert not prefix.exists() and list((pyenv_root / "versions").iterdir()) == []
+    unpack_interpreter([good.read_bytes()], sha256_file(good), str(prefix), "pythons/x")
+    assert (prefix / "bin" / "python3.11").read_bytes() == b"#!"
+
+
+def test_bytes_that_are_not_a_gzip_tarball_are_refused_naming_the_object(pyenv_root, tmp_path):
+    from metaflow_extensions.repro.plugins.batch_bootstrap import Refused, unpack_interpreter
+
+    junk = b"not a tarball at all" * 100
+    prefix = pyenv_root / "versions" / "3.11.7"
+    import hashlib
+
+    with pytest.raises(Refused, match="pythons/x: not a usable interpreter tarball"):
+        unpack_interpreter([junk], hashlib.sha256(junk).hexdigest(), str(prefix), "pythons/x")
+    assert not prefix.exists() and list((pyenv_root / "versions").iterdir()) == []

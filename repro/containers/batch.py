@@ -4,8 +4,8 @@ Before any Batch job is submitted, the runtime (``bridge.prepare``) pushes to th
 everything a fresh container needs to make each step's environment from the store alone, every
 object content-addressed:
 
-* ``pythons/<sha256>.tar.gz`` (+ ``.json``): the interpreter's install prefix without its
-  site-packages (and without its test suite and static library), restored at the same prefix;
+* ``pythons/<sha256>.tar.gz`` (+ ``.json``): the interpreter snapshot (``interpreter_snapshot.pack``, the
+  same tarball a pushed run names), restored at the same prefix;
 * ``tools/uv/<sha256>/uv``: the uv binary the host builds with;
 * ``packages/sha256/..``: the env's package files (the same keys a pushed run uses);
 * ``bootstrap/<sha256>.json``: the manifest naming all of the above by key and sha256, plus the
@@ -20,19 +20,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import subprocess
-import tarfile
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from metaflow_extensions.repro.plugins import protocol
+from repro.env import interpreter_snapshot, pythons
 from repro.env.build import BuiltEnv
 from repro.env.cache import sha256_file
 from repro.env.uvtool import uv_bin
 from repro.errors import BadInput, InfraError
-from repro.model.interpreter import InterpreterSnapshot, facts_fingerprint
 from repro.model.lock import PlatformLock
 from repro.settings import Settings
 from repro.store import layout, open_store
@@ -69,72 +65,6 @@ def batch_store(settings: Settings, flow: str) -> Store:
     return open_store(settings.store)
 
 
-def _prefix_of(python: str) -> Path:
-    out = subprocess.run(
-        [python, "-I", "-c", "import sys; print(sys.base_prefix)"], capture_output=True, text=True, timeout=60
-    )
-    if out.returncode != 0:
-        raise InfraError(f"cannot ask {python} for its install prefix: {out.stderr.strip()}")
-    return Path(out.stdout.strip())
-
-
-def _skipped(rel: str) -> bool:
-    """Parts of an install prefix a restored interpreter does not need: installed packages (an env
-    brings its own), the test suite and the static library."""
-    parts = rel.split("/")
-    if len(parts) >= 3 and parts[0] == "lib" and parts[1].startswith("python3"):
-        if parts[2] in ("site-packages", "test") and len(parts) > 3:
-            return True
-        if parts[2].startswith("config-") and parts[-1].endswith(".a"):
-            return True
-    return False
-
-
-def snapshot_interpreter(python: str, facts: dict, cache: Path) -> tuple[InterpreterSnapshot, Path]:
-    """The interpreter's snapshot, packed once per interpreter (cached under ``cache`` by the digest
-    of its facts and its prefix)."""
-    prefix = _prefix_of(python)
-    real = Path(os.path.realpath(python))
-    try:
-        executable = real.relative_to(prefix).as_posix()
-    except ValueError:
-        raise InfraError(f"{python} ({real}) is not inside its install prefix {prefix}") from None
-    fingerprint = facts_fingerprint(facts)
-    index = cache / f"by-facts-{hashlib.sha256((fingerprint + str(prefix)).encode()).hexdigest()[:32]}.json"
-    if index.is_file():
-        snap = InterpreterSnapshot.from_dict(json.loads(index.read_text()), _at(str(index)))
-        tarball = cache / f"{snap.sha256}.tar.gz"
-        if tarball.is_file() and tarball.stat().st_size == snap.size:
-            return snap, tarball
-    cache.mkdir(parents=True, exist_ok=True)
-    with (
-        tempfile.NamedTemporaryFile(dir=cache, prefix=".pack-", suffix=".tar.gz", delete=False) as tmp,
-        tarfile.open(fileobj=tmp, mode="w:gz", compresslevel=1) as tar,
-    ):
-        tar.add(prefix, arcname=".", filter=lambda ti: None if _skipped(ti.name[2:]) else ti)
-    partial = Path(tmp.name)
-    sha = sha256_file(partial)
-    tarball = cache / f"{sha}.tar.gz"
-    os.replace(partial, tarball)
-    snap = InterpreterSnapshot(
-        sha256=sha,
-        size=tarball.stat().st_size,
-        python=facts["python"],
-        prefix=str(prefix),
-        executable=executable,
-        fingerprint=fingerprint,
-    )
-    (cache / f"{sha}.json").write_text(snap.to_json())
-    index.write_text(snap.to_json())
-    return snap, tarball
-
-
-def _at(where: str):
-    from repro.model import validate as v
-
-    return v.At(where)
-
-
 @dataclass(frozen=True)
 class Staged:
     store: str  # s3://bucket/prefix
@@ -166,7 +96,10 @@ def stage(
     for env in {e.env_id: e for e in built.values() if e is not None}.values():
         lock = locks[env.env_id]
         marker = json.loads((env.path / protocol.ENV_MARKER).read_text())
-        snap, tarball = snapshot_interpreter(env.interpreter, _interpreter_facts(marker), settings.home.pythons)
+        interp = pythons.probe(env.interpreter)
+        if interp is None:
+            raise InfraError(f"flow {flow}: env {env.env_id[:12]}: its interpreter {env.interpreter} no longer runs")
+        snap, tarball = interpreter_snapshot.pack(interp, settings.home, log=log)
         _put_missing(store, layout.python_snapshot(snap.sha256), tarball, snap.sha256)
         store.put_bytes(layout.python_manifest(snap.sha256), snap.to_json().encode())
         packages = []
@@ -208,12 +141,3 @@ def stage(
         log(f"staged env {env.env_id[:12]} for Batch in {store.uri} ({len(packages)} packages)")
         out[env.env_id] = Staged(store.uri, sha)
     return out
-
-
-def _interpreter_facts(marker: dict) -> dict:
-    fp = marker[protocol.MARKER_FINGERPRINT]
-    return {
-        k: v
-        for k, v in fp.items()
-        if k not in ("distributions", "digest", "locations", "executable", "prefix", "platform")
-    }

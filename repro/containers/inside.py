@@ -16,8 +16,9 @@ ON_RESTORED = "--on-restored-python"
 
 def _launcher(ref: str, store_uri: str, log) -> str:
     """The interpreter that ran the original's Metaflow runtime (and so decides a flow's default Python),
-    restored from the store's snapshot: the path to re-run this replay with ("" if no snapshot names it)."""
-    from repro.runs.replay import recorded_interpreter
+    restored from the store's snapshot: the path to re-run this replay with ("" if no snapshot names it).
+    The record's package files are pulled meanwhile (the replay then finds them verified in REPRO_HOME)."""
+    from repro.runs.replay import pull_and_restore
     from repro.settings import load_settings
     from repro.store import open_store
     from repro.store.snapshot import load_record, parse_ref
@@ -28,7 +29,8 @@ def _launcher(ref: str, store_uri: str, log) -> str:
     version = record.host.get("python", "")
     if version not in record.interpreters:
         return ""
-    return recorded_interpreter(record, version, store, settings, f"{record.ref} launcher", log).path
+    _, interpreters = pull_and_restore(record, store, settings, log, also=(version,))
+    return interpreters[version].path
 
 
 def main(argv: list[str]) -> int:

@@ -12,7 +12,9 @@ RUNPATH), so a snapshot is restored at its prefix, never elsewhere.
 
 A tarball is untrusted until proven: its sha256 is checked before anything is extracted, every
 member must be a file, folder or link that stays inside the prefix, and the restored interpreter's
-facts must have the recorded fingerprint before it is used.
+facts must have the recorded fingerprint before it is used. Restoring is ``unpack_interpreter``, the
+one extractor the Batch bootstrap uses too (task side, standard library: GNU tar extracts into a
+staging folder while every member is checked; renamed into place only when all checks passed).
 """
 
 from __future__ import annotations
@@ -21,13 +23,13 @@ import gzip
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tarfile
 import tempfile
 from pathlib import Path, PurePosixPath
 
+from metaflow_extensions.repro.plugins.batch_bootstrap import Refused, unpack_interpreter
 from repro.env import pythons
 from repro.env.cache import sha256_file
 from repro.errors import BadInput, InfraError, IntegrityError
@@ -236,22 +238,6 @@ def _link_inside(link: Path, root: Path) -> bool:
     return os.path.realpath(os.path.join(link.parent, target)).startswith(str(root) + os.sep)
 
 
-def check_members(tar: tarfile.TarFile, where: str) -> None:
-    """Refuse a tarball whose members are not plain files, folders or links that stay inside it."""
-    for m in tar.getmembers():
-        name = PurePosixPath(m.name)
-        if name.is_absolute() or ".." in name.parts:
-            raise IntegrityError(f"{where}: member {m.name!r} leaves the install prefix; nothing was extracted")
-        if m.issym():
-            target = PurePosixPath(os.path.normpath(str(name.parent / m.linkname)))
-            if PurePosixPath(m.linkname).is_absolute() or (target.parts and target.parts[0] == ".."):
-                raise IntegrityError(
-                    f"{where}: link {m.name!r} -> {m.linkname!r} leaves the install prefix; nothing was extracted"
-                )
-        elif not (m.isfile() or m.isdir()):
-            raise IntegrityError(f"{where}: member {m.name!r} is not a file, folder or link; nothing was extracted")
-
-
 def restore(snap: InterpreterSnapshot, tarball: Path, where: str = "") -> pythons.Interpreter:
     """The interpreter of ``snap`` at its recorded prefix: the one there if it has the recorded
     fingerprint, else (the prefix missing) extracted from ``tarball`` after its sha256 is checked."""
@@ -273,22 +259,11 @@ def restore(snap: InterpreterSnapshot, tarball: Path, where: str = "") -> python
         raise IntegrityError(
             f"{where}: {tarball} has sha256 {got}, the record says {snap.sha256}; nothing was extracted"
         )
-    prefix.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=prefix.parent, prefix=f".{prefix.name}.restore-"))
     try:
-        try:
-            with tarfile.open(tarball) as tar:
-                check_members(tar, where)
-                if hasattr(tarfile, "data_filter"):
-                    tar.extractall(tmp, filter="data")
-                else:
-                    tar.extractall(tmp)
-        except tarfile.TarError as exc:
-            raise IntegrityError(f"{where}: not a usable interpreter tarball ({exc})") from None
-        os.replace(tmp, prefix)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        with open(tarball, "rb") as fh:
+            unpack_interpreter(iter(lambda: fh.read(1 << 20), b""), snap.sha256, str(prefix), where)
+    except Refused as exc:
+        raise IntegrityError(str(exc)) from None
     pythons.probe.cache_clear()
     found = pythons.probe(str(exe))
     if found is None or facts_fingerprint(found.facts) != snap.fingerprint:

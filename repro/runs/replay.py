@@ -13,6 +13,7 @@ import sys
 import tarfile
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from repro.env.interpreter_snapshot import check_location, restore
 from repro.errors import EXIT_DRIFT, EXIT_INFRA, EXIT_OK, BadInput, InfraError, ReproError
 from repro.model.findings import Choice, Finding, Kind
 from repro.model.interpreter import Executor, ExecutorKind
+from repro.model.lock import PlatformLock
 from repro.model.record import RunRecord, RunStatus
 from repro.model.validate import cap
 from repro.paths import inside
@@ -232,12 +234,12 @@ def _replay(
     log(f"replaying {original.ref} from {store.uri}")
     for version, snap in sorted(original.interpreters.items()):  # nothing is created or run anywhere else
         check_location(snap, f"interpreters.{version}", f"{store.uri}: {original.ref}")
-    # 1. everything the record names, verified, before anything runs
-    locks = pull(original, store, settings)
+    # 1. everything the record names, verified, before anything runs (the interpreters meanwhile)
+    envs = environments(settings)
+    locks, interpreters = pull_and_restore(original, store, settings, log)
     inputs = pull_inputs(original, store, settings)
     upstream = pull_input_artifacts(original, store, settings)  # verified (sha1) before anything reads them
     # 2. every environment, offline, from the stored package files only
-    envs = environments(settings)
     for env_id, pl in locks.items():
         if envs.get(env_id) is None:
             log(f"rebuilding env {env_id[:12]} offline (Python {pl.python}, {len(pl.packages)} packages)")
@@ -245,9 +247,8 @@ def _replay(
                 pl,
                 None  # a conda env brings its own interpreter
                 if pl.is_conda
-                else recorded_interpreter(
-                    original, pl.python, store, settings, f"{original.ref} env {env_id[:12]}", log
-                ),
+                else interpreters.get(pl.python)
+                or recorded_interpreter(original, pl.python, store, settings, f"{original.ref} env {env_id[:12]}", log),
                 offline=True,
                 where=f"replay of {original.ref}",
             )
@@ -365,6 +366,32 @@ def _replay(
         saved,
         recorded,
     )
+
+
+def pull_and_restore(
+    original: RunRecord, store: Store, settings: Settings, log: Log, also: tuple[str, ...] = ()
+) -> tuple[dict[str, PlatformLock], dict[str, pythons.Interpreter]]:
+    """``pull`` (locks, code, package files, all verified) while the interpreters that the record's
+    environments not built here need (and the versions ``also`` names) are restored from their snapshots:
+    independent work (network and unzip against tar), so overlapped. Returns the locks and {Python
+    version: interpreter}."""
+    envs = environments(settings)
+    versions = sorted(
+        {pl.python for env_id, pl in original.envs.items() if not pl.is_conda and envs.get(env_id) is None}
+        | {v for v in also if v in original.interpreters}
+    )
+    for v in versions:  # before anything is pulled, created or run
+        if v in original.interpreters:
+            check_location(original.interpreters[v], f"interpreters.{v}", original.ref)
+    if not versions:
+        return pull(original, store, settings), {}
+    with ThreadPoolExecutor(max_workers=len(versions)) as pool:
+        restoring = {
+            v: pool.submit(recorded_interpreter, original, v, store, settings, f"{original.ref} Python {v}", log)
+            for v in versions
+        }
+        locks = pull(original, store, settings)
+        return locks, {v: f.result() for v, f in restoring.items()}
 
 
 def recorded_interpreter(

@@ -3,8 +3,11 @@ interpreter snapshot leaves out."""
 
 from __future__ import annotations
 
+from pathlib import PurePosixPath
+
 from metaflow_extensions.repro.plugins import probe
-from repro.containers.batch import _skipped, runs_on_batch
+from repro.containers.batch import runs_on_batch
+from repro.env.interpreter_snapshot import _excluded
 
 
 def _dist(site, record_lines):
@@ -42,14 +45,23 @@ def test_which_run_options_send_every_step_to_batch():
 
 
 def test_an_interpreter_snapshot_leaves_out_packages_tests_and_the_static_library():
-    assert _skipped("lib/python3.11/site-packages/numpy/__init__.py")
-    assert not _skipped("lib/python3.11/site-packages")  # the folder stays: an empty site
-    assert _skipped("lib/python3.11/test/test_os.py")
-    assert _skipped("lib/python3.11/config-3.11-x86_64-linux-gnu/libpython3.11.a")
-    assert not _skipped("lib/python3.11/config-3.11-x86_64-linux-gnu/Makefile")
-    assert not _skipped("lib/python3.11/os.py")
-    assert not _skipped("bin/python3.11")
-    assert not _skipped("lib/libpython3.11.so.1.0")
+    # Batch stages the one snapshot a pushed run names (interpreter_snapshot.pack): its exclusions
+    site = PurePosixPath("lib/python3.11/site-packages")
+    skip = {site, PurePosixPath("lib/python3.11/test")}
+
+    def left_out(rel: str) -> bool:
+        return _excluded(PurePosixPath(rel), skip)
+
+    assert left_out("lib/python3.11/site-packages/numpy/__init__.py")
+    assert left_out("lib/python3.11/test/test_os.py")
+    assert left_out("lib/python3.11/config-3.11-x86_64-linux-gnu/libpython3.11.a")
+    assert left_out("lib/python3.11/__pycache__/os.cpython-311.opt-1.pyc")
+    assert left_out("bin/pip3")  # installed there by a package
+    assert not left_out("lib/python3.11/config-3.11-x86_64-linux-gnu/Makefile")
+    assert not left_out("lib/python3.11/os.py")
+    assert not left_out("lib/python3.11/__pycache__/os.cpython-311.pyc")
+    assert not left_out("bin/python3.11")
+    assert not left_out("lib/libpython3.11.so.1.0")
 
 
 def test_task_variables_reach_a_batch_job_intact_through_metaflows_quoting(monkeypatch):

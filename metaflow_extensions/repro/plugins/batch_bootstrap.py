@@ -18,10 +18,16 @@ equals the lock. Standard library and boto3 only, Python 3.7 syntax.
 import hashlib
 import json
 import os
+import queue
+import shutil
+import stat
 import subprocess
 import sys
+import tarfile
 import tempfile
+import threading
 import time
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 EXIT_INTEGRITY = 3
@@ -30,6 +36,184 @@ WORK = "/tmp/repro-bootstrap"
 
 class Failed(Exception):
     pass
+
+
+class Refused(Failed):
+    """An interpreter tarball that is not the recorded bytes, or whose members would leave its prefix:
+    nothing of it was kept."""
+
+
+#: bits a restored file never keeps (as tarfile's "data" filter): setuid, setgid, sticky, group/other write
+_DROPPED_MODE = stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX | stat.S_IWGRP | stat.S_IWOTH
+_CHUNK = 1 << 20
+
+
+def member_problem(member):
+    """Why a tar member may not be part of an interpreter snapshot ("" if it may): it must be a file,
+    a folder or a symbolic link, named inside the prefix, a link pointing inside it."""
+    name = member.name
+    parts = name.split("/")
+    if name.startswith("/") or ".." in parts:
+        return "member %r leaves the install prefix" % name
+    if member.issym():
+        target = os.path.normpath(os.path.join(os.path.dirname(name), member.linkname))
+        if member.linkname.startswith("/") or target == ".." or target.startswith("../"):
+            return "link %r -> %r leaves the install prefix" % (name, member.linkname)
+    elif not (member.isfile() or member.isdir()):
+        return "member %r is not a file, folder or link" % name
+    return ""
+
+
+class _Tee(object):
+    """The decompressed tar stream, read by tarfile (to check every member) while the same bytes go to
+    GNU tar's standard input (to extract them, from a thread of their own, so that inflating here and
+    extracting there overlap); the compressed bytes are hashed on the way."""
+
+    def __init__(self, chunks, sink):
+        self.chunks = iter(chunks)
+        self.sink = sink
+        self.digest = hashlib.sha256()
+        self.inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)  # gzip
+        self.buffer = b""
+        self.pos = 0
+        self.eof = False
+        self.error = ""
+        self.pending = queue.Queue(maxsize=8)
+        self.writer = threading.Thread(target=self._write)
+        self.writer.daemon = True
+        self.writer.start()
+
+    def _write(self):
+        broken = False
+        while True:
+            data = self.pending.get()
+            if data is None:
+                break
+            if not broken:
+                try:
+                    self.sink.write(data)
+                except OSError:  # tar stopped (a broken pipe): its exit status says why
+                    broken = True
+        try:
+            self.sink.close()
+        except OSError:
+            pass
+
+    def close(self):
+        """No more bytes for tar (its standard input is closed once it has all the rest)."""
+        self.pending.put(None)
+        self.writer.join()
+
+    def _more(self):
+        chunk = next(self.chunks, None)
+        if chunk is None:
+            self.eof = True
+        else:
+            self.digest.update(chunk)
+        if self.error:  # not gzip: only hashed from here on (the digest names the bytes)
+            return b""
+        try:
+            data = self.inflate.flush() if chunk is None else self.inflate.decompress(chunk)
+        except zlib.error as exc:
+            self.error = "not gzip data (%s)" % exc
+            return b""
+        if data:
+            self.pending.put(data)
+        return data
+
+    def read(self, size=-1):
+        if size < 0:
+            size = 1 << 62
+        while not self.eof and len(self.buffer) - self.pos < size:
+            more = self._more()
+            if more:
+                self.buffer = self.buffer[self.pos :] + more
+                self.pos = 0
+        out = self.buffer[self.pos : self.pos + size]
+        self.pos += len(out)
+        return out
+
+    def drain(self):
+        """Hash (and pass on) whatever tarfile did not need to read (end-of-archive padding)."""
+        while not self.eof:
+            self._more()
+        self.buffer, self.pos = b"", 0
+
+
+def _escapes(staging):
+    """The first entry of the extracted tree that is not a plain file, folder or link resolving inside
+    it, or a hard link (a snapshot packs hard links as files) ("" if none); special mode bits dropped."""
+    root = os.path.realpath(staging)
+    for folder, dirs, files in os.walk(staging):
+        for name in dirs + files:
+            path = os.path.join(folder, name)
+            st = os.lstat(path)
+            if stat.S_ISLNK(st.st_mode):
+                real = os.path.realpath(path)
+                if real != root and not real.startswith(root + os.sep):
+                    return "link %r -> %r leaves the install prefix" % (
+                        os.path.relpath(path, staging),
+                        os.readlink(path),
+                    )
+            elif stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+                return "member %r is not a file, folder or link (a hard link)" % os.path.relpath(path, staging)
+            elif not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+                return "member %r is not a file, folder or link" % os.path.relpath(path, staging)
+            elif st.st_mode & _DROPPED_MODE:
+                os.chmod(path, stat.S_IMODE(st.st_mode) & ~_DROPPED_MODE)
+    return ""
+
+
+def unpack_interpreter(chunks, sha256, prefix, what):
+    """Extract the interpreter tarball (gzip'd tar) whose bytes ``chunks`` yields at ``prefix``, which must
+    not exist. One pass: the bytes are hashed and inflated here, every member is checked (``member_problem``)
+    while GNU tar (C: a standard library is thousands of small files) extracts the same stream into a
+    staging folder beside ``prefix``. The staging folder is renamed into place only if the sha256 is
+    ``sha256``, no member was refused, tar succeeded and no link in the extracted tree resolves outside
+    it; otherwise it is removed and ``Refused`` names ``what``. GNU tar itself never writes outside its
+    folder (it strips a leading "/", skips ".." members and defers links that point up)."""
+    parent = os.path.dirname(prefix)
+    if not os.path.isdir(parent):
+        os.makedirs(parent)
+    staging = tempfile.mkdtemp(prefix="." + os.path.basename(prefix) + ".restore-", dir=parent)
+    try:
+        os.chmod(staging, 0o755)
+        with tempfile.TemporaryFile() as errors:  # a file, not a pipe: tar never blocks on its warnings
+            tar = subprocess.Popen(
+                ["tar", "-x", "--no-same-owner", "-C", staging, "-f", "-"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=errors,
+            )
+            tee = _Tee(chunks, tar.stdin)
+            problem = ""
+            try:
+                try:
+                    with tarfile.open(fileobj=tee, mode="r|", bufsize=_CHUNK) as members:
+                        for member in members:
+                            problem = problem or member_problem(member)
+                except (tarfile.TarError, EOFError) as exc:
+                    problem = "not a usable interpreter tarball (%s)" % (tee.error or exc)
+                tee.drain()
+            finally:
+                tee.close()
+                code = tar.wait()
+                errors.seek(0)
+                err = errors.read().decode("utf-8", "replace")
+        got = tee.digest.hexdigest()
+        if got != sha256:
+            raise Refused("%s has sha256 %s, the record says %s; nothing was extracted" % (what, got, sha256))
+        if problem:
+            raise Refused("%s: %s; nothing was extracted" % (what, problem))
+        if code != 0:
+            raise Refused("%s: not a usable interpreter tarball (tar exit %d: %s)" % (what, code, err.strip()[-500:]))
+        problem = _escapes(staging)
+        if problem:
+            raise Refused("%s: %s; nothing was extracted" % (what, problem))
+        os.rename(staging, prefix)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 def _client():
@@ -70,20 +254,26 @@ def _fetch(s3, bucket, prefix, key, sha256, dest):
 
 
 def _restore_interpreter(s3, bucket, prefix, snap):
-    """Unpack the interpreter snapshot at its prefix, unless an interpreter is already there."""
+    """Unpack the interpreter snapshot at its prefix, unless an interpreter is already there: streamed
+    from the store (hashed, inflated and extracted while it downloads; kept only if its sha256 matches)."""
     exe = os.path.join(snap["prefix"], snap["executable"])
     if os.path.exists(exe):
         return exe
-    tarball = _fetch(s3, bucket, prefix, snap["key"], snap["sha256"], os.path.join(WORK, "python.tar.gz"))
-    parent = os.path.dirname(snap["prefix"])
-    if not os.path.isdir(parent):
-        os.makedirs(parent)
-    staging = tempfile.mkdtemp(prefix=".repro-python-", dir=parent)
-    os.chmod(staging, 0o755)
-    # tar (C) rather than tarfile: a stdlib is thousands of files. The tarball is the one the host packed
-    # (its sha256 verified above); GNU tar strips leading slashes and skips members with ".." (its defaults).
-    _run(["tar", "--no-same-owner", "-xzf", tarball, "-C", staging], dict(os.environ))
-    os.rename(staging, snap["prefix"])
+    key = snap["key"]
+    full = prefix + "/" + key if prefix else key
+    try:
+        body = s3.get_object(Bucket=bucket, Key=full)["Body"]
+    except Exception as exc:  # botocore's ClientError, connection errors
+        raise Failed("cannot fetch store object %s from s3://%s: %s" % (key, bucket, exc)) from None
+    what = "store object %s (s3://%s/%s)" % (key, bucket, full)
+    try:
+        unpack_interpreter(body.iter_chunks(_CHUNK), snap["sha256"], snap["prefix"], what)
+    except Failed:
+        raise
+    except Exception as exc:  # the connection broke while streaming: nothing was kept
+        raise Failed("cannot fetch store object %s from s3://%s: %s" % (key, bucket, exc)) from None
+    finally:
+        body.close()
     return exe
 
 
@@ -94,9 +284,11 @@ def main(argv):
     if not os.path.isdir(WORK):
         os.makedirs(WORK)
     s3 = _client()
+    connected = time.time()
     path = _fetch(
         s3, bucket, prefix, "bootstrap/%s.json" % manifest_sha, manifest_sha, os.path.join(WORK, "manifest.json")
     )
+    listed = time.time()
     with open(path) as fh:
         manifest = json.load(fh)
     env_path = manifest["env_path"]
@@ -118,6 +310,8 @@ def main(argv):
         python = interp.result()
     fetched = time.time()
     os.chmod(uv, 0o755)
+    # uv unpacks each wheel once into its (fresh) cache and hard-links the env's files from there (its
+    # default): half the time of copying (measured: benchmarks/bench_batch.py), the same bytes and RECORD
     env = dict(os.environ, UV_CACHE_DIR=os.path.join(WORK, "uv-cache"), UV_PYTHON_DOWNLOADS="never")
     env.pop("VIRTUAL_ENV", None)
     _run([uv, "venv", "--quiet", "--no-project", "--offline", "--python", python, env_path], env)
@@ -128,7 +322,7 @@ def main(argv):
     venv = time.time()
     _run(
         [uv, "pip", "install", "--quiet", "--offline", "--no-index", "--require-hashes", "--no-deps"]
-        + ["--link-mode", "copy", "--python", os.path.join(env_path, "bin", "python"), "-r", req],
+        + ["--python", os.path.join(env_path, "bin", "python"), "-r", req],
         env,
     )
     tmp = marker_path + ".tmp"
@@ -136,12 +330,15 @@ def main(argv):
         json.dump(manifest["marker"], fh, sort_keys=True)
     os.rename(tmp, marker_path)  # written last: the env exists only from here on
     sys.stderr.write(
-        "repro: env %s built from %s in %.2f s (fetch and restore %.2f s, venv %.2f s, install %.2f s)\n"
+        "repro: env %s built from %s in %.2f s (boto3 client %.2f s, manifest %.2f s, fetch and restore %.2f s, "
+        "venv %.2f s, install %.2f s)\n"
         % (
             manifest["marker"].get("env_id", "?")[:12],
             store,
             time.time() - started,
-            fetched - started,
+            connected - started,
+            listed - connected,
+            fetched - listed,
             venv - fetched,
             time.time() - venv,
         )
