@@ -456,10 +456,14 @@ def task_findings(raw: dict, steps, finished: bool) -> list[Finding]:
     for step, tasks in raw["steps"].items():
         for t in tasks:
             if not t["successful"]:
+                why = t["stderr"].strip() or (
+                    "it left no logs: it failed before its step ran (on AWS Batch: the job failed before the "
+                    "task started; Metaflow's output above says why)"
+                )
                 out.append(
                     Finding(
                         Kind.TASK_FAILED,
-                        f"task {t['task_id']} ({t['foreach']}) failed:\n{t['stderr'].strip()}",
+                        f"task {t['task_id']} ({t['foreach']}) failed:\n{why}",
                         step=step,
                         task=t["foreach"],
                     )
