@@ -128,7 +128,9 @@ def test_replay_on_local_of_a_batch_run_runs_locally_and_says_so(ok_run, world, 
     assert "result: identical" in r.out, r.text[-3000:]
     assert "not on AWS Batch: dropped the recorded --with batch" in r.err, r.err[-3000:]
     assert _jobs(batch_world) == jobs  # no job was submitted
-    (replayed,) = [rec for rec in _records(batch_world) if rec.replay_of == ok_run.ref]
+    (replayed,) = [
+        rec for rec in _records(batch_world) if rec.replay_of == ok_run.ref and rec.executor.kind is ExecutorKind.LOCAL
+    ]
     # the tasks ran here (local executor, no job), on the S3 datastore the original had (same envs)
     assert replayed.executor.kind is ExecutorKind.LOCAL and replayed.datastore["type"] == "s3"
     assert "batch" not in " ".join(replayed.run_options)
@@ -148,3 +150,20 @@ def test_a_same_size_corrupt_staged_object_is_replaced_and_the_run_passes(ok_run
     assert r.code == 0, r.text[-6000:]
     assert f"{key.split('/', 1)[1]} is corrupt" in r.text and "replaced" in r.text, r.text[-4000:]
     assert s3.get_object(Bucket=batch_world.bucket, Key=key)["Body"].read() == original
+
+
+def test_replay_on_docker_of_a_batch_run_runs_in_a_container_not_on_batch(ok_run, world, batch_world, tmp_path):
+    """`--on docker` of a `--with batch` run, from an empty REPRO_HOME: one fresh container, no Batch
+    job, the same S3 datastore kind as the original (same envs), identical."""
+    from repro.model.interpreter import ExecutorKind
+
+    jobs = _jobs(batch_world)
+    env = {**world["env"], "REPRO_HOME": str(tmp_path / "empty-home")}
+    r = cli("replay", ok_run.ref, "--on", "docker", env=env, cwd=tmp_path)
+    assert r.code == 0, r.text[-6000:]
+    assert "result: identical" in r.out and "dropped the recorded --with batch" in r.err, r.text[-3000:]
+    assert _jobs(batch_world) == jobs
+    (replayed,) = [
+        rec for rec in _records(batch_world) if rec.replay_of == ok_run.ref and rec.executor.kind is ExecutorKind.DOCKER
+    ]
+    assert replayed.datastore["type"] == "s3" and "batch" not in " ".join(replayed.run_options)

@@ -45,6 +45,10 @@ _STORE_ENV = (
 )
 
 
+#: Metaflow's S3 datastore settings, passed in when the original run had an S3 datastore (a `--with batch` run)
+_S3_DATASTORE_ENV = ("METAFLOW_DATASTORE_SYSROOT_S3", "METAFLOW_S3_ENDPOINT_URL", "METAFLOW_DATATOOLS_S3ROOT")
+
+
 def default_image(python_minor: str, settings: Settings, log, client) -> tuple[str, str]:
     """(image reference, its system Python major.minor): ``python:<minor>-slim`` if the daemon has it,
     else `repro image build`'s image (built or imported now if missing)."""
@@ -164,6 +168,8 @@ def _replay_in_container(
     if record_dir:
         volumes[record_dir] = {"bind": RECORD_INSIDE, "mode": "ro"}
     env = {**container_env(store.uri, settings), "PYTHONPATH": rt.pythonpath, "PATH": rt.path}
+    if original.datastore.get("type") == "s3":  # the replay has one too (runs/replay.py): Metaflow's settings for it
+        env.update({k: os.environ[k] for k in _S3_DATASTORE_ENV if os.environ.get(k)})
     command = [
         "python3",
         "-m",
