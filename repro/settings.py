@@ -169,6 +169,12 @@ class Home:
         """Interpreter snapshots packed from this machine: ``<sha256>.tar.gz`` + ``<sha256>.json``."""
         return self.root / "pythons"
 
+    @property
+    def staged(self) -> Path:
+        """Objects this host staged for Batch and verified in a store: one ``<digest>.json`` per store
+        and key, with the sha256, size and modification time the object had when verified."""
+        return self.root / "staged"
+
 
 # -- value types -----------------------------------------------------------------------------------
 

@@ -124,3 +124,25 @@ def test_an_image_the_daemon_does_not_have_is_bad_input(recorded, tmp_path):
         env={"REPRO_HOME": str(tmp_path)},
     )
     assert r.code == 2 and "--image nowhere/none:1" in r.err, r.text[-3000:]
+
+
+def test_a_record_file_replays_on_docker_from_the_store(recorded, tmp_path, s3_server):
+    """`repro replay path/to/record.json --on docker`: the file is validated on the host and mounted
+    read-only; everything else comes from the store, as for FlowName/run_id."""
+    store, record, bucket, _ = recorded
+    record_file = tmp_path / "saved" / "record.json"
+    record_file.parent.mkdir()
+    record_file.write_text(record.to_json())
+    r = cli("replay", record_file, "--store", store, "--on", "docker", env={"REPRO_HOME": str(tmp_path / "empty")})
+    assert r.code == 0, r.text[-6000:]
+    assert "result: identical" in r.out and "mounted read-only" in r.err, r.text[-3000:]
+    assert f"replayed {record.ref} as " in r.out
+
+
+def test_a_bad_record_file_is_refused_on_the_host_before_any_container(recorded, tmp_path):
+    store, record, _, _ = recorded
+    bad = tmp_path / "record.json"
+    bad.write_text(record.to_json().replace('"run_id": "', '"run_id": "../', 1))
+    r = cli("replay", bad, "--store", store, "--on", "docker", env={"REPRO_HOME": str(tmp_path / "h")})
+    assert r.code == 2, r.text[-3000:]
+    assert str(bad) in r.err and "run_id" in r.err and "fresh container" not in r.err, r.text[-3000:]

@@ -41,6 +41,9 @@ def test_exit_codes_of_failures_inside_metaflow_reach_the_cli(flow_dir, tmp_path
     failed = cli("run", path, env={**env, "EXIT_FLOW_FAIL": "1"}, cwd=flow_dir)
     assert failed.code == 1, failed.text[-3000:]
     assert "the step failed on purpose" in failed.text and "not pushed" in failed.err
+    # the failed task is named, with its error line and the command that shows its logs
+    assert "RuntimeError: the step failed on purpose" in failed.err.split("step start failed (ExitFlow/", 1)[1]
+    assert " logs " in failed.err.split("step start failed (ExitFlow/", 1)[1]
 
     path.write_text(path.read_text().replace("1.16.0", "1.17.0"))  # the declaration moves, the lock does not
     stale = cli("run", path, env={**env, "REPRO_FROZEN": "1"}, cwd=flow_dir)

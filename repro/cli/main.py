@@ -255,10 +255,28 @@ def cmd_run(args) -> int:
         raise _error(outcome.error, outcome.error_code)
     record = outcome.record
     if record is None or record.status is not RunStatus.SUCCESS:
+        for line in failed_tasks(outcome, Path(args.flow)):
+            _log(line)
         _log(f"repro: run {record.ref if record else ''} failed; it is not pushed to the store")
         return outcome.exit_code or EXIT_DRIFT
     print(run_summary(record, outcome.pushed, verbose=args.verbose, store=args.store))
     return EXIT_OK
+
+
+def failed_tasks(outcome, flow_file: Path) -> list[str]:
+    """Each failed task of a run (local or AWS Batch alike): its step, pathspec, error line, and the
+    command that shows its logs; capped."""
+    from repro.model.findings import Kind
+    from repro.runs.replay import error_line
+
+    record, lines = outcome.record, []
+    for f in [f for f in outcome.findings if f.kind is Kind.TASK_FAILED][:LIST_LIMIT]:
+        step = record.steps.get(f.step) if record else None
+        task = step.tasks.get(f.task) if step else None
+        pathspec = f"{record.run_id}/{f.step}/{task.task_id}" if record and task else f.step
+        lines.append(f"step {f.step} failed ({record.flow if record else ''}/{pathspec}): {error_line(f.message)}")
+        lines.append(f"  its logs: {sys.executable} {flow_file} logs {pathspec}")
+    return lines
 
 
 def capped_lines(lines: list[str], limit: int = LIST_LIMIT, indent: str = "  ") -> list[str]:
@@ -696,7 +714,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("replay", help="rebuild a recorded run offline from the store, run it again, compare")
     p.add_argument("ref", help="FlowName/run_id, FlowName/latest, or a record.json file")
     p.add_argument("--store", help="store URI (default: REPRO_STORE or file://$REPRO_HOME/store)")
-    p.add_argument("--on", choices=["local", "docker", "batch"], default="local", help="where to run the replay")
+    p.add_argument(
+        "--on",
+        choices=["local", "docker", "batch"],
+        default="local",
+        help="where to run the replay (a run recorded with --with batch replays locally unless --on batch)",
+    )
     p.add_argument(
         "--image",
         help="--on docker: the container image (default: python:<lock's major.minor>-slim if the daemon has it, "

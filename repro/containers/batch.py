@@ -29,10 +29,11 @@ from repro.env.build import BuiltEnv
 from repro.env.cache import sha256_file
 from repro.env.uvtool import uv_bin
 from repro.errors import BadInput, InfraError
+from repro.fsutil import atomic_write
 from repro.model.lock import PlatformLock
-from repro.settings import Settings
+from repro.settings import Home, Settings
 from repro.store import layout, open_store
-from repro.store.base import Store
+from repro.store.base import ObjectInfo, Store
 
 BOOTSTRAP_PREFIX = "bootstrap/"
 MANIFEST_FORMAT = 1
@@ -71,14 +72,61 @@ class Staged:
     manifest_sha256: str
 
 
-def _put_missing(store: Store, key: str, path: Path, sha256: str) -> None:
-    """Upload unless the key is there with the right size. A content-addressed key is never
-    rewritten (the Store contract); whoever uses the bytes verifies them (batch_bootstrap.py does,
-    naming the object), so staging costs one HEAD per object, not a download."""
+class StagingLedger:
+    """What this host knows of the objects it staged: ``REPRO_HOME/staged/<digest of store + key>.json``
+    holds the sha256 the object had when this host uploaded it or downloaded and verified it, with the
+    size and modification time the store gave for it then. An object whose entry still matches the
+    store's answer to one HEAD is not read again; any other (never seen here, or rewritten since) is
+    hashed once (``Store.sha256``, as ``repro push`` does), and replaced when its bytes are not the ones
+    its key names, as ``repro push`` replaces a corrupt content-addressed object."""
+
+    def __init__(self, home: Home, log=lambda m: None):
+        self.folder = home.staged
+        self.log = log
+        self.replaced: list[str] = []
+
+    def _entry(self, store: Store, key: str) -> Path:
+        digest = hashlib.sha256((store.uri + "\n" + key).encode()).hexdigest()
+        return self.folder / f"{digest}.json"
+
+    def knows(self, store: Store, key: str, sha256: str, info: ObjectInfo) -> bool:
+        try:
+            doc = json.loads(self._entry(store, key).read_text())
+        except (OSError, ValueError):
+            return False  # none, or unreadable: the object is verified again
+        return doc == self._doc(store, key, sha256, info)
+
+    def remember(self, store: Store, key: str, sha256: str, info: ObjectInfo) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        atomic_write(self._entry(store, key), json.dumps(self._doc(store, key, sha256, info), sort_keys=True))
+
+    @staticmethod
+    def _doc(store: Store, key: str, sha256: str, info: ObjectInfo) -> dict:
+        return {"store": store.uri, "key": key, "sha256": sha256, "size": info.size, "modified": info.modified}
+
+
+def _put_missing(store: Store, key: str, path: Path, sha256: str, ledger: StagingLedger) -> None:
+    """Make ``key`` hold the bytes of ``path`` (whose sha256 is ``sha256``): one HEAD when this host
+    already verified (or uploaded) the object as it is now (``ledger``); else the object is hashed once,
+    and uploaded when it is missing, or replaced when it is there with other bytes (a same-size corrupt
+    object would otherwise fail every job that fetches it, and no run could repair it)."""
     info = store.stat(key)
-    if info is not None and info.size == path.stat().st_size:
+    if info is not None and ledger.knows(store, key, sha256, info):
         return
+    if info is not None:
+        got = store.sha256(key) if info.size == path.stat().st_size else None
+        if got == sha256:
+            ledger.remember(store, key, sha256, info)
+            return
+        ledger.replaced.append(key)
+        ledger.log(
+            f"store object {store.uri}/{key} is corrupt (sha256 {got or 'of another size'}, its key names "
+            f"{sha256}): replaced with this host's verified copy"
+        )
     store.put_file(key, path, sha256=sha256)
+    again = store.stat(key)
+    if again is not None:
+        ledger.remember(store, key, sha256, again)
 
 
 def stage(
@@ -91,7 +139,8 @@ def stage(
     cache = PackageCache(settings.home.packages)
     uv = Path(uv_bin())
     uv_sha = sha256_file(uv)
-    _put_missing(store, uv_key(uv_sha), uv, uv_sha)
+    ledger = StagingLedger(settings.home, log)
+    _put_missing(store, uv_key(uv_sha), uv, uv_sha, ledger)
     out: dict[str, Staged] = {}
     for env in {e.env_id: e for e in built.values() if e is not None}.values():
         lock = locks[env.env_id]
@@ -100,12 +149,12 @@ def stage(
         if interp is None:
             raise InfraError(f"flow {flow}: env {env.env_id[:12]}: its interpreter {env.interpreter} no longer runs")
         snap, tarball = interpreter_snapshot.pack(interp, settings.home, log=log)
-        _put_missing(store, layout.python_snapshot(snap.sha256), tarball, snap.sha256)
+        _put_missing(store, layout.python_snapshot(snap.sha256), tarball, snap.sha256, ledger)
         store.put_bytes(layout.python_manifest(snap.sha256), snap.to_json().encode())
         packages = []
         for p in lock.packages:
             key = layout.package(p.sha256, p.file)
-            _put_missing(store, key, cache.path(p), p.sha256)
+            _put_missing(store, key, cache.path(p), p.sha256, ledger)
             # at the path it has in the host's cache: uv records the file's URL in the env (direct_url.json,
             # listed in RECORD), so the same path gives the same RECORD, and so the same fingerprint
             path = cache.path(p)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import time
 from pathlib import Path
 from urllib.parse import urlparse
@@ -21,13 +22,15 @@ from urllib.parse import urlparse
 from repro.containers import image as images
 from repro.containers import runtime
 from repro.errors import BadInput, InfraError, ReproError
+from repro.model.record import RunRecord
 from repro.settings import SETTINGS, Settings
-from repro.store import layout, open_store
+from repro.store import Store, layout, open_store
 from repro.store.snapshot import load_record, parse_ref, record_at
 
 #: the first line of the container's standard output that carries its result (the rest is logs)
 RESULT_MARK = "repro-container-result: "
 HOME_INSIDE = "/tmp/repro-home"  # an empty REPRO_HOME in the container
+RECORD_INSIDE = "/tmp/repro-record"  # a record file replayed (`replay path/to/record.json --on docker`), read-only
 CLOSED_PROXY = "http://127.0.0.1:9"  # the discard port: nothing listens, every proxied connection fails
 #: the store's credentials and endpoint (boto3's standard variables), passed into the container
 _STORE_ENV = (
@@ -40,6 +43,10 @@ _STORE_ENV = (
     "AWS_ENDPOINT_URL_S3",
     "AWS_CA_BUNDLE",
 )
+
+
+#: Metaflow's S3 datastore settings, passed in when the original run had an S3 datastore (a `--with batch` run)
+_S3_DATASTORE_ENV = ("METAFLOW_DATASTORE_SYSROOT_S3", "METAFLOW_S3_ENDPOINT_URL", "METAFLOW_DATATOOLS_S3ROOT")
 
 
 def default_image(python_minor: str, settings: Settings, log, client) -> tuple[str, str]:
@@ -115,15 +122,37 @@ def replay_in_docker(
     log=print,
     extra_args: tuple[str, ...] = (),
 ):
+    store = open_store(store_uri or settings.store)
+    ref = parse_ref(ref_text)
+    # a record file is untrusted input: decoded and validated here, and what the container reads is the
+    # validated record written again (read-only), never the file itself; the store is the same either way
+    original = load_record(None if ref.path is not None else store, ref)
+    folder = layout.flow_dir(original.flow, original.identity)
+    with tempfile.TemporaryDirectory(prefix="repro-record-") as record_dir:
+        if ref.path is not None:
+            (Path(record_dir) / "record.json").write_text(original.to_json())
+            inside_ref = f"{RECORD_INSIDE}/record.json"
+            log(f"{ref.path}: the record file is validated and mounted read-only at {inside_ref}")
+        else:
+            inside_ref = f"{folder}/{original.run_id}"
+        return _replay_in_container(
+            original, inside_ref, record_dir if ref.path is not None else "", store, settings, image, log, extra_args
+        )
+
+
+def _replay_in_container(
+    original: RunRecord,
+    inside_ref: str,
+    record_dir: str,
+    store: Store,
+    settings: Settings,
+    image: str | None,
+    log,
+    extra_args: tuple[str, ...],
+):
     from repro.runs.pipeline import check_same_flow, compare_runs
     from repro.runs.replay import ReplayFailure, ReplayResult, ReplayVerdict
 
-    store = open_store(store_uri or settings.store)
-    ref = parse_ref(ref_text)
-    if ref.path is not None:
-        raise BadInput(f"{ref_text}: --on docker replays runs from a store: give FlowName/run_id, not a record file")
-    original = load_record(store, ref)
-    folder = layout.flow_dir(original.flow, original.identity)
     client = images.client()
     minors = sorted({".".join(pl.python.split(".")[:2]) for pl in original.envs.values()})
     if image:
@@ -136,12 +165,16 @@ def replay_in_docker(
     parsed = urlparse(store.uri)
     if parsed.scheme == "file":  # a folder store: the container sees that folder, nothing else of the host
         volumes[parsed.path] = {"bind": parsed.path, "mode": "rw"}
+    if record_dir:
+        volumes[record_dir] = {"bind": RECORD_INSIDE, "mode": "ro"}
     env = {**container_env(store.uri, settings), "PYTHONPATH": rt.pythonpath, "PATH": rt.path}
+    if original.datastore.get("type") == "s3":  # the replay has one too (runs/replay.py): Metaflow's settings for it
+        env.update({k: os.environ[k] for k in _S3_DATASTORE_ENV if os.environ.get(k)})
     command = [
         "python3",
         "-m",
         "repro.containers.inside",
-        f"{folder}/{original.run_id}",
+        inside_ref,
         store.uri,
         image_id,
         *extra_args,

@@ -49,11 +49,17 @@ class Flow:
         return self.decl.name
 
 
-def open_flow(path: Path, settings: Settings | None = None, metaflow_args: Sequence[str] = ()) -> Flow:
+def open_flow(
+    path: Path, settings: Settings | None = None, metaflow_args: Sequence[str] = (), s3_datastore: bool | None = None
+) -> Flow:
     """Import a flow file and read its declarations (with the config values these Metaflow options
-    give, see ``flowfile.load_flow``) and lock."""
+    give, see ``flowfile.load_flow``) and lock. ``s3_datastore``: whether the run will have an S3
+    datastore (Metaflow's S3 needs join each env), when not Metaflow's setting in this process."""
     path = Path(path)
-    return _flow(load_flow(path, metaflow_args), path, settings or load_settings(path))
+    decl = load_flow(path, metaflow_args)
+    if s3_datastore is not None:
+        decl = replace(decl, s3_datastore=s3_datastore)
+    return _flow(decl, path, settings or load_settings(path))
 
 
 def flow_from_class(cls, path: Path, settings: Settings, s3_datastore: bool | None = None) -> Flow:

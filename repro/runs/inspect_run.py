@@ -88,7 +88,7 @@ def inspect(pathspec: str, kinds: dict, inputs_dir: str = "", lineage_dir: str =
     start = run["start"].task
     out["include_files"], out["configs"] = {}, {}
     start_ds = None
-    if start is not None:
+    if start is not None and start.finished:  # a task that never ran (its Batch job failed first) has no datastore
         md = start.metadata_dict
         key = (md.get("ds-type", "local"), md.get("ds-root"))
         start_ds = (

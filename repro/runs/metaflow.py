@@ -34,6 +34,8 @@ from repro.model.record import (
 from repro.runs import lineage
 from repro.settings import spec_settings
 
+#: the code package of a failed run none of whose tasks ran (so none reported one)
+NO_CODE = "0" * 64
 #: Metaflow options that belong before `run` (top-level), with how many values each takes
 TOP_LEVEL_OPTIONS = {
     **CONFIG_OPTIONS,
@@ -310,6 +312,10 @@ def build_record(
             tasks=dict(sorted(tasks.items(), key=lambda kv: _task_order(kv[0]))),
         )
     code_shas.discard("")
+    if not code_shas and not raw.get("successful"):
+        # no task got as far as its step (e.g. every Batch job failed before its task started): the
+        # failed run is still recorded for its report; it is never saved or pushed, so no code is named
+        code_shas.add(NO_CODE)
     if len(code_shas) != 1:
         raise InfraError(
             f"run {flow.name}/{run_id}: tasks report {len(code_shas)} code packages; "

@@ -251,11 +251,18 @@ def _lock_for_run(flow, frozen: bool, outcome: Outcome, log: Log) -> None:
     outcome.relocked = True
 
 
+def _s3_datastore(env: dict[str, str]) -> bool | None:
+    """Whether the Metaflow process gets an S3 datastore, when its environment says (a replay's does);
+    None: Metaflow's own setting in this process decides, as it will in the Metaflow process."""
+    kind = env.get("METAFLOW_DEFAULT_DATASTORE")
+    return None if kind is None else kind == "s3"
+
+
 def _run(path: Path, options: RunOptions, outcome: Outcome, log: Log) -> None:
     settings = options.settings or load_settings(path)
     check_flow_folder(path, settings.home.root)  # before anything is locked, built or packaged
     try:
-        flow = open_flow(path, settings, options.metaflow_args)
+        flow = open_flow(path, settings, options.metaflow_args, s3_datastore=_s3_datastore(options.env))
     except ReproError as exc:  # a declaration that cannot be merged or a lock that cannot be read
         raise _LockFailed(exc) from None
     if options.drift:
@@ -299,7 +306,9 @@ def _run(path: Path, options: RunOptions, outcome: Outcome, log: Log) -> None:
     if run_id is None:
         tail = f":\n{output[-4000:]}" if output else "; see its output above"
         raise _MetaflowFailed(f"{path.name}: the flow did not start (exit code {code}){tail}", code)
-    flow = open_flow(path, settings, options.metaflow_args)  # the run may have re-locked
+    flow = open_flow(  # the run may have re-locked
+        path, settings, options.metaflow_args, s3_datastore=_s3_datastore(options.env)
+    )
     marker = None
     if options.push and code == 0:  # written first, so a repro killed from here on loses no finished run
         marker = pending.save(
@@ -506,10 +515,14 @@ def task_findings(raw: dict, steps, finished: bool) -> list[Finding]:
     for step, tasks in raw["steps"].items():
         for t in tasks:
             if not t["successful"]:
+                why = t["stderr"].strip() or (
+                    "it left no logs: it failed before its step ran (on AWS Batch: the job failed before the "
+                    "task started; Metaflow's output above says why)"
+                )
                 out.append(
                     Finding(
                         Kind.TASK_FAILED,
-                        f"task {t['task_id']} ({t['foreach']}) failed:\n{t['stderr'].strip()}",
+                        f"task {t['task_id']} ({t['foreach']}) failed:\n{why}",
                         step=step,
                         task=t["foreach"],
                     )

@@ -13,6 +13,7 @@ import sys
 import tarfile
 import tempfile
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -52,6 +53,37 @@ UNROUTABLE_INDEX = "http://127.0.0.1:9/simple"  # proves a replay never needs a 
 REPLAYED_RUN_OPTIONS = frozenset(
     {"--max-num-splits", "--max-workers", "--tag", "--with", "--namespace", "--max-log-size"}
 )
+
+
+def _is_batch(value: str) -> bool:
+    return value.split(":", 1)[0] == "batch"
+
+
+def placed_run_options(run_options: Sequence[str], on: str) -> tuple[list[str], list[str]]:
+    """The recorded run options for a replay that runs ``on`` local, docker or batch, and the options
+    dropped: ``--on batch`` adds ``--with batch`` (a recorded ``--with batch:...`` stays, attributes
+    and all); anywhere else every ``--with batch[:...]`` goes, so the replay runs where it is asked to.
+    Pure: the caller says what was dropped."""
+    out: list[str] = []
+    dropped: list[str] = []
+    items = list(run_options)
+    i = 0
+    while i < len(items):
+        a = items[i]
+        if a == "--with" and i + 1 < len(items) and _is_batch(items[i + 1]):
+            pair = items[i : i + 2]
+            i += 2
+        elif a.startswith("--with=") and _is_batch(a.split("=", 1)[1]):
+            pair = [a]
+            i += 1
+        else:
+            out.append(a)
+            i += 1
+            continue
+        (out if on == "batch" else dropped).extend(pair)
+    if on == "batch" and not dropped and not runs_on_batch(out):
+        out += ["--with", "batch"]
+    return out, dropped
 
 
 class ReplayVerdict(Choice):
@@ -229,6 +261,10 @@ def _replay(
 ) -> ReplayResult:
     if on not in ("local", "batch"):
         raise BadInput(f"--on {on}: not available in this version (--on local, --on docker, --on batch)")
+    if on != "batch" and runs_on_batch(extra_args):  # before anything is fetched or built
+        raise BadInput(
+            f"--on {on} and `{' '.join(extra_args)}` after --: a replay runs where --on says; use --on batch"
+        )
     store: Store = open_store(store_uri or settings.store)
     original = load_record(store, parse_ref(ref_text))
     log(f"replaying {original.ref} from {store.uri}")
@@ -270,10 +306,15 @@ def _replay(
     problem = _recorded_metaflow_problem(mf_code, original)
     if problem:
         return ReplayResult(original, None, None, workdir, ReplayVerdict.FAILED, ReplayFailure(error=problem))
-    args = [
-        *recorded_args(original, _materialize(original, inputs, workdir / "inputs"), workdir, declared),
-        *extra_args,
-    ]
+    given = recorded_args(original, _materialize(original, inputs, workdir / "inputs"), workdir, declared)
+    kept = len(given) - len(original.run_options)  # configs, parameters, inputs: never about placement
+    placed, dropped = placed_run_options(given[kept:], on)
+    if dropped:
+        log(
+            f"replaying on {executor.kind.value if on == 'local' else on}, not on AWS Batch: "
+            f"dropped the recorded {' '.join(dropped)}"
+        )
+    args = [*given[:kept], *placed, *extra_args]
     env = {
         **environ_for(
             frozen=True,
@@ -287,15 +328,17 @@ def _replay(
         "METAFLOW_DEFAULT_DATASTORE": "local",
         "METAFLOW_DEFAULT_METADATA": "local",
     }
-    if on == "batch":
-        # Every step a Batch job: the datastore is S3 (Metaflow's own settings, from this environment),
-        # and the runtime stages each env in this store before it submits a job (repro.containers.batch).
+    if on == "batch" or original.datastore.get("type") == "s3":
+        # Every step a Batch job, or a run that had an S3 datastore (its steps' environments hold
+        # Metaflow's S3 needs, boto3: the same envs need the same datastore): the datastore is S3, from
+        # Metaflow's own settings in this environment.
+        if on != "batch":
+            log(f"{original.ref} had an S3 datastore, so the replay has one too (Metaflow's settings here)")
         for name in ("METAFLOW_DATASTORE_SYSROOT_LOCAL", "METAFLOW_DEFAULT_DATASTORE"):
             env.pop(name)
         env["METAFLOW_DEFAULT_DATASTORE"] = "s3"
+    if on == "batch":  # the runtime stages each env in this store before it submits a job (containers.batch)
         env.update(environ_for(store=store.uri))
-        if not runs_on_batch(args):
-            args += ["--with", "batch"]
     env["PYTHONPATH"] = os.pathsep.join([str(mf_code), *filter(None, [os.environ.get("PYTHONPATH")])])
     env.update(spec_environ(original.settings))
     options = RunOptions(
@@ -434,7 +477,7 @@ def _recorded_metaflow_problem(code: Path, original: RunRecord) -> str:
     if proc.returncode != 0:
         return (
             f"this Python ({sys.executable}, {sys.version.split()[0]}) cannot import the recorded Metaflow "
-            f"{original.metaflow_version}: {_error_line(proc.stderr) or proc.stderr.strip()[-500:]}"
+            f"{original.metaflow_version}: {error_line(proc.stderr) or proc.stderr.strip()[-500:]}"
         )
     got = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
     if original.metaflow_version and got != original.metaflow_version:
@@ -526,7 +569,7 @@ def _failure(outcome: Outcome, replayed: RunRecord, flow_file: Path, workdir: Pa
         ]
     )
     return ReplayFailure(
-        error=_error_line(first.message),
+        error=error_line(first.message),
         step=first.step,
         task=f"{replayed.flow}/{pathspec}",
         logs=logs,
@@ -537,7 +580,7 @@ def _failure(outcome: Outcome, replayed: RunRecord, flow_file: Path, workdir: Pa
 _EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Failure)\b")
 
 
-def _error_line(text: str) -> str:
+def error_line(text: str) -> str:
     """The exception line of a task's stderr (for people: the report's one-line error)."""
     lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
     found = [line for line in lines if _EXCEPTION_LINE.match(line)]

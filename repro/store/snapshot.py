@@ -71,7 +71,11 @@ def parse_ref(text: str) -> Ref:
 
 def load_record(store: Store | None, ref: Ref) -> RunRecord:
     if ref.path is not None:
-        return from_json(ref.path.read_text(), str(ref.path))
+        try:
+            text = ref.path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise BadInput(f"{ref.path}: not a readable run record ({type(exc).__name__}: {exc})") from None
+        return from_json(text, str(ref.path))
     if store is None:
         raise BadInput("a store is needed to resolve FlowName/run_id references")
     if ref.flow is None or ref.run_id is None:  # parse_ref gives a path, or a flow and a run id
@@ -719,6 +723,46 @@ class Leases:
         return keys
 
 
+#: every prefix of content-addressed objects; gc deletes nothing outside them (runs/ and leases/ have their own rules)
+GC_PREFIXES = ("packages/", "locks/", "code/", "artifacts/", "inputs/", "pythons/", "tools/uv/", "bootstrap/")
+BOOTSTRAP_MANIFEST = re.compile(r"^bootstrap/([0-9a-f]{64})\.json$")
+_STAGED_KEY = re.compile(
+    r"^(tools/uv/[0-9a-f]{64}/uv|pythons/[0-9a-f]{64}\.(tar\.gz|json)|packages/sha256/[0-9a-f]{2}/[0-9a-f]{64}/[^/]+)$"
+)
+
+
+def batch_objects(store: Store, envs: set[str]) -> set[str]:
+    """What Batch staging put in the store for the environments of kept records: each bootstrap manifest
+    (``bootstrap/<sha256>.json``, written by ``repro.containers.batch.stage``) whose env is one of ``envs``,
+    and the uv binary, interpreter snapshot and package files it names. A manifest is untrusted: one whose
+    bytes do not match its key, that is not a manifest, or names keys of other shapes protects nothing
+    (and, no record's env being its own, is collected like any orphan)."""
+    keep: set[str] = set()
+    for info in store.list("bootstrap/"):
+        m = BOOTSTRAP_MANIFEST.match(info.key)
+        if not m:
+            continue
+        try:
+            data = store.get_bytes(info.key)
+        except StoreObjectMissing:
+            continue
+        if hashlib.sha256(data).hexdigest() != m.group(1):
+            continue
+        try:
+            doc = json.loads(data)
+            if doc.get("env_id") not in envs:
+                continue
+            named = [doc["uv"]["key"], doc["interpreter"]["key"], *(p["key"] for p in doc["packages"])]
+            snapshot = doc["interpreter"]["sha256"]
+        except (ValueError, KeyError, TypeError, AttributeError):
+            continue
+        keep.add(info.key)
+        keep |= {k for k in named if isinstance(k, str) and _STAGED_KEY.match(k)}
+        if isinstance(snapshot, str) and re.fullmatch(r"[0-9a-f]{64}", snapshot):
+            keep.add(layout.python_manifest(snapshot))
+    return keep
+
+
 def gc(
     store: Store, grace_seconds: float = 3600, dry_run: bool = False, stale_upload_seconds: float | None = None
 ) -> list[str]:
@@ -736,11 +780,12 @@ def gc(
     named = set()
     for record in listing.records:
         named |= set(named_objects(record))
+    named |= batch_objects(store, {env_id for r in listing.records for env_id in r.envs})
     now = time.time()
     leases = Leases(store)
     named |= leases.refresh(expire=not dry_run)
     removed = []
-    for prefix in ("packages/", "locks/", "code/", "artifacts/", "inputs/", "pythons/"):
+    for prefix in GC_PREFIXES:
         for info in list(store.list(prefix)):
             if info.key in named or now - info.modified < grace_seconds:
                 continue

@@ -1,0 +1,41 @@
+"""Where a replay runs is where it is asked to run: the recorded run options are rewritten for
+``--on local|docker|batch`` (repro.runs.replay.placed_run_options, pure)."""
+
+from __future__ import annotations
+
+import pytest
+
+from repro.runs.replay import placed_run_options
+
+
+@pytest.mark.parametrize(
+    "recorded",
+    [
+        ["--with", "batch"],
+        ["--with", "batch:cpu=2,memory=4000"],
+        ["--with=batch"],
+        ["--with=batch:image=x"],
+    ],
+)
+@pytest.mark.parametrize("on", ["local", "docker"])
+def test_a_local_or_docker_replay_drops_every_batch_option_and_says_which(recorded, on):
+    args, dropped = placed_run_options(["--max-workers", "2", *recorded, "--with", "retry", "--tag", "t"], on)
+    assert args == ["--max-workers", "2", "--with", "retry", "--tag", "t"]
+    assert dropped == recorded
+
+
+def test_a_batch_replay_of_a_local_run_adds_batch():
+    args, dropped = placed_run_options(["--with", "retry"], "batch")
+    assert args == ["--with", "retry", "--with", "batch"] and dropped == []
+    assert placed_run_options([], "batch") == (["--with", "batch"], [])
+
+
+def test_a_batch_replay_of_a_batch_run_keeps_its_recorded_batch_attributes_once():
+    recorded = ["--with", "batch:cpu=2", "--tag", "t"]
+    assert placed_run_options(recorded, "batch") == (recorded, [])
+    assert placed_run_options(["--with=batch:cpu=2"], "batch") == (["--with=batch:cpu=2"], [])
+
+
+def test_other_decorators_and_look_alikes_stay():
+    recorded = ["--with", "batchy", "--with", "retry:times=2", "--tag", "batch", "--with"]
+    assert placed_run_options(recorded, "local") == (recorded, [])
