@@ -14,7 +14,7 @@ from repro import __version__
 from repro.errors import EXIT_DRIFT, EXIT_INFRA, EXIT_OK, ReproError, from_os_error
 from repro.fsutil import atomic_write
 from repro.model.record import PickleStatus, RunStatus
-from repro.settings import debug_requested
+from repro.settings import REPLAY_PLACES, debug_requested
 
 #: how many items a message lists before "and N more" (a store or a declaration may hold thousands)
 LIST_LIMIT = 20
@@ -716,7 +716,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", help="store URI (default: REPRO_STORE or file://$REPRO_HOME/store)")
     p.add_argument(
         "--on",
-        choices=["local", "docker", "batch"],
+        choices=list(REPLAY_PLACES),
         default="local",
         help="where to run the replay (a run recorded with --with batch replays locally unless --on batch)",
     )

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,12 +40,28 @@ BOOTSTRAP_PREFIX = "bootstrap/"
 MANIFEST_FORMAT = 1
 
 
-def runs_on_batch(args) -> bool:
+def batch_options(args: Sequence[str]) -> list[tuple[int, int]]:
+    """Where Metaflow `run` options send every step to AWS Batch: the ``(start, end)`` slices of ``args``
+    that are ``--with batch[:attributes]`` or ``--with=batch[:attributes]``, in order. Pure: the one
+    parser of `--with batch` (runs, replay placement)."""
+    items = list(args)
+    found, i = [], 0
+    while i < len(items):
+        a = items[i]
+        if a == "--with" and i + 1 < len(items):
+            if items[i + 1].split(":", 1)[0] == "batch":
+                found.append((i, i + 2))
+            i += 2  # the decorator spec is the option's value, never an option itself
+            continue
+        if a.startswith("--with=") and a.split("=", 1)[1].split(":", 1)[0] == "batch":
+            found.append((i, i + 1))
+        i += 1
+    return found
+
+
+def runs_on_batch(args: Sequence[str]) -> bool:
     """Whether Metaflow `run` options send every step to AWS Batch (``--with batch[:...]``)."""
-    args = list(args)
-    return any(
-        a == "--with" and i + 1 < len(args) and args[i + 1].split(":")[0] == "batch" for i, a in enumerate(args)
-    ) or any(a.split(":")[0] == "--with=batch" for a in args)
+    return bool(batch_options(args))
 
 
 def uv_key(sha256: str) -> str:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from repro.pytest.session import SESSION
+from repro.settings import REPLAY_PLACES
 
 
 def pytest_addoption(parser):
@@ -63,12 +64,12 @@ def pytest_addoption(parser):
     group.addoption(
         "--repro-on",
         default=None,
-        choices=["local", "docker", "batch"],
+        choices=list(REPLAY_PLACES),
         help="also replay each run from the store there (docker: a fresh container; batch: AWS Batch); "
         "the flow's items pass only if the replay is identical (default: local, no replay)",
     )
     for name, help_ in (
-        ("repro_on", "where each run is also replayed: local, docker or batch"),
+        ("repro_on", f"where each run is also replayed: {', '.join(REPLAY_PLACES)}"),
         ("repro_store", "store URI"),
         ("repro_baseline", "baseline REF"),
         ("repro_report", "report folder"),

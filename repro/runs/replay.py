@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from metaflow_extensions.repro.plugins import protocol
-from repro.containers.batch import runs_on_batch
+from repro.containers.batch import batch_options, runs_on_batch
 from repro.env import pythons
 from repro.env.engine import environments
 from repro.env.flowfile import parameter_names
@@ -55,35 +55,23 @@ REPLAYED_RUN_OPTIONS = frozenset(
 )
 
 
-def _is_batch(value: str) -> bool:
-    return value.split(":", 1)[0] == "batch"
-
-
-def placed_run_options(run_options: Sequence[str], on: str) -> tuple[list[str], list[str]]:
+def placed_run_options(
+    run_options: Sequence[str], on: str, extra_args: Sequence[str] = ()
+) -> tuple[list[str], list[str]]:
     """The recorded run options for a replay that runs ``on`` local, docker or batch, and the options
     dropped: ``--on batch`` adds ``--with batch`` (a recorded ``--with batch:...`` stays, attributes
     and all); anywhere else every ``--with batch[:...]`` goes, so the replay runs where it is asked to.
+    The user's own ``--with batch[:...]`` in ``extra_args`` (after ``--``, appended after these) wins:
+    Metaflow keeps the first decorator of a name, so the recorded one is dropped and none is added.
     Pure: the caller says what was dropped."""
-    out: list[str] = []
-    dropped: list[str] = []
     items = list(run_options)
-    i = 0
-    while i < len(items):
-        a = items[i]
-        if a == "--with" and i + 1 < len(items) and _is_batch(items[i + 1]):
-            pair = items[i : i + 2]
-            i += 2
-        elif a.startswith("--with=") and _is_batch(a.split("=", 1)[1]):
-            pair = [a]
-            i += 1
-        else:
-            out.append(a)
-            i += 1
-            continue
-        (out if on == "batch" else dropped).extend(pair)
-    if on == "batch" and not dropped and not runs_on_batch(out):
-        out += ["--with", "batch"]
-    return out, dropped
+    spans = batch_options(items)
+    inside_batch = {i for start, end in spans for i in range(start, end)}
+    out = [a for i, a in enumerate(items) if i not in inside_batch]
+    recorded = [a for i, a in enumerate(items) if i in inside_batch]
+    if on == "batch" and not runs_on_batch(extra_args):
+        return (items if recorded else [*items, "--with", "batch"]), []
+    return out, recorded
 
 
 class ReplayVerdict(Choice):
@@ -308,8 +296,10 @@ def _replay(
         return ReplayResult(original, None, None, workdir, ReplayVerdict.FAILED, ReplayFailure(error=problem))
     given = recorded_args(original, _materialize(original, inputs, workdir / "inputs"), workdir, declared)
     kept = len(given) - len(original.run_options)  # configs, parameters, inputs: never about placement
-    placed, dropped = placed_run_options(given[kept:], on)
-    if dropped:
+    placed, dropped = placed_run_options(given[kept:], on, extra_args)
+    if dropped and on == "batch":
+        log(f"replaying on AWS Batch with {' '.join(extra_args)}: dropped the recorded {' '.join(dropped)}")
+    elif dropped:
         log(
             f"replaying on {executor.kind.value if on == 'local' else on}, not on AWS Batch: "
             f"dropped the recorded {' '.join(dropped)}"

@@ -87,3 +87,12 @@ def test_task_variables_reach_a_batch_job_intact_through_metaflows_quoting(monke
     argv = shlex.split('bash -c "%s"' % script)  # as Metaflow's batch.py builds the job's command
     out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
     assert json.loads(out) == pythons
+
+
+def test_batch_options_names_each_batch_option_and_never_a_decorator_spec_as_an_option():
+    from repro.containers.batch import batch_options
+
+    args = ["--with", "batch:cpu=2", "--tag", "batch", "--with=batch", "--with", "retry", "--with=batchy"]
+    assert batch_options(args) == [(0, 2), (4, 5)]
+    assert batch_options(["--with", "--with", "batch"]) == []  # "--with" is the first option's value
+    assert batch_options(["--with"]) == []

@@ -39,3 +39,15 @@ def test_a_batch_replay_of_a_batch_run_keeps_its_recorded_batch_attributes_once(
 def test_other_decorators_and_look_alikes_stay():
     recorded = ["--with", "batchy", "--with", "retry:times=2", "--tag", "batch", "--with"]
     assert placed_run_options(recorded, "local") == (recorded, [])
+
+
+@pytest.mark.parametrize("recorded", [[], ["--with", "batch:cpu=2"], ["--with=batch"]])
+@pytest.mark.parametrize("mine", [["--with", "batch:memory=16000"], ["--with=batch:memory=16000"]])
+def test_the_users_own_batch_spec_after_dashes_wins_on_batch(recorded, mine):
+    # Metaflow keeps the FIRST decorator of a name and the extra args come after the placed ones: a
+    # recorded or added `--with batch` before them would silently ignore the user's attributes
+    args, dropped = placed_run_options(["--tag", "t", *recorded, "--with", "retry"], "batch", mine)
+    assert args == ["--tag", "t", "--with", "retry"]
+    assert dropped == recorded
+    assert placed_run_options(["--tag", "t", *recorded], "batch", ["--with", "retry"])[0].count("--tag") == 1
+    assert "batch" in " ".join(placed_run_options(recorded, "batch", ["--with", "retry"])[0])
