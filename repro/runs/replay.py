@@ -214,6 +214,12 @@ def replay(
     recorded run options and parameters (and are recorded in the replay's own record). The working
     folder (code, datastore) is removed after the verdict unless ``keep``, or the replay failed (its
     logs live there)."""
+    if on != "batch" and runs_on_batch(extra_args):  # before any place is checked, fetched or built
+        raise BadInput(
+            f"--on {on} and `{' '.join(extra_args)}` after --: a replay runs where --on says, and --on {on} "
+            "never sends a step to AWS Batch; use --on batch (with your `--with batch:...` after --), or drop "
+            "the batch option"
+        )
     if on in ("docker", "batch"):
         check_where(on, open_store(store_uri or settings.store).uri, settings)
     if on == "docker":
@@ -249,10 +255,6 @@ def _replay(
 ) -> ReplayResult:
     if on not in ("local", "batch"):
         raise BadInput(f"--on {on}: not available in this version (--on local, --on docker, --on batch)")
-    if on != "batch" and runs_on_batch(extra_args):  # before anything is fetched or built
-        raise BadInput(
-            f"--on {on} and `{' '.join(extra_args)}` after --: a replay runs where --on says; use --on batch"
-        )
     store: Store = open_store(store_uri or settings.store)
     original = load_record(store, parse_ref(ref_text))
     log(f"replaying {original.ref} from {store.uri}")

@@ -51,3 +51,19 @@ def test_the_users_own_batch_spec_after_dashes_wins_on_batch(recorded, mine):
     assert dropped == recorded
     assert placed_run_options(["--tag", "t", *recorded], "batch", ["--with", "retry"])[0].count("--tag") == 1
     assert "batch" in " ".join(placed_run_options(recorded, "batch", ["--with", "retry"])[0])
+
+
+@pytest.mark.parametrize("on", ["local", "docker"])
+def test_a_batch_option_after_dashes_is_refused_before_any_place_is_reached(on, tmp_path):
+    # no daemon, no image, no store object is touched: the store named here does not even exist
+    from repro.errors import BadInput
+    from repro.runs.replay import replay
+    from repro.settings import load_settings
+
+    settings = load_settings(tmp_path, environ={"REPRO_HOME": str(tmp_path / "home")})
+    missing = (tmp_path / "no-store").as_uri()
+    with pytest.raises(BadInput) as err:
+        replay("F/1", missing, settings, on=on, extra_args=("--with", "batch:memory=16000"))
+    assert f"--on {on} and `--with batch:memory=16000` after --" in str(err.value)
+    assert "use --on batch" in str(err.value) and err.value.exit_code == 2
+    assert not (tmp_path / "no-store").exists() and not (tmp_path / "home").exists()
