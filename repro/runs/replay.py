@@ -154,6 +154,28 @@ def check_where(on: str, store_uri: str, settings: Settings, option: str = "--on
                 f"{option} batch: Metaflow has no {' and no '.join(missing)}: set {', '.join(missing)} (or the same "
                 "keys in Metaflow's config) to the AWS Batch job queue and the S3 datastore the jobs use"
             )
+        if metaflow_config.DEFAULT_DATASTORE != "s3":
+            raise BadInput(
+                f"{option} batch: Metaflow's default datastore is {metaflow_config.DEFAULT_DATASTORE!r}, not s3: a run "
+                "recorded with it has no S3 client (boto3) in its locked environments, so it can never be replayed "
+                "on AWS Batch (whose steps need an S3 datastore); set METAFLOW_DEFAULT_DATASTORE=s3 and "
+                "METAFLOW_DATASTORE_SYSROOT_S3 (or the same keys in Metaflow's config)"
+            )
+
+
+def check_batch_replay(original: RunRecord) -> None:
+    """Refuse a replay on AWS Batch of a run recorded with a datastore other than S3: Batch steps need an
+    S3 datastore, so Metaflow's S3 client (boto3) joins every step's spec, and the frozen check of the
+    recorded locks (which have none) would fail only after everything was fetched, built and run."""
+    kind = original.datastore.get("type") or "unknown"
+    if kind != "s3":
+        raise BadInput(
+            f"{original.ref} was recorded with a {kind!r} Metaflow datastore, so its locked environments have no "
+            "S3 client (boto3), which every step on AWS Batch needs: it cannot be replayed with --on batch. Replay "
+            "it --on local or --on docker, or record the run with an S3 datastore (METAFLOW_DEFAULT_DATASTORE=s3, "
+            "METAFLOW_DATASTORE_SYSROOT_S3) to replay it on Batch",
+            flow=original.flow,
+        )
 
 
 def replay_elsewhere(record: RunRecord, on: str, store_uri: str, settings: Settings, log: Log = print) -> ReplayCheck:
@@ -257,6 +279,8 @@ def _replay(
         raise BadInput(f"--on {on}: not available in this version (--on local, --on docker, --on batch)")
     store: Store = open_store(store_uri or settings.store)
     original = load_record(store, parse_ref(ref_text))
+    if on == "batch":  # before anything else is fetched or built
+        check_batch_replay(original)
     log(f"replaying {original.ref} from {store.uri}")
     for version, snap in sorted(original.interpreters.items()):  # nothing is created or run anywhere else
         check_location(snap, f"interpreters.{version}", f"{store.uri}: {original.ref}")
