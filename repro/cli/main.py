@@ -267,15 +267,16 @@ def failed_tasks(outcome, flow_file: Path) -> list[str]:
     """Each failed task of a run (local or AWS Batch alike): its step, pathspec, error line, and the
     command that shows its logs; capped."""
     from repro.model.findings import Kind
-    from repro.runs.replay import error_line
+    from repro.runs.replay import error_line, logs_command, task_pathspec
 
     record, lines = outcome.record, []
     for f in [f for f in outcome.findings if f.kind is Kind.TASK_FAILED][:LIST_LIMIT]:
-        step = record.steps.get(f.step) if record else None
-        task = step.tasks.get(f.task) if step else None
-        pathspec = f"{record.run_id}/{f.step}/{task.task_id}" if record and task else f.step
-        lines.append(f"step {f.step} failed ({record.flow if record else ''}/{pathspec}): {error_line(f.message)}")
-        lines.append(f"  its logs: {sys.executable} {flow_file} logs {pathspec}")
+        if record is None:  # no run id: nothing to point Metaflow's `logs` at
+            lines.append(f"step {f.step} failed: {error_line(f.message)}")
+            continue
+        pathspec = task_pathspec(record, f)
+        lines.append(f"step {f.step} failed ({record.flow}/{pathspec}): {error_line(f.message)}")
+        lines.append(f"  its logs: {logs_command(flow_file, pathspec)}")
     return lines
 
 

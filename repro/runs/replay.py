@@ -571,25 +571,46 @@ def _failure(outcome: Outcome, replayed: RunRecord, flow_file: Path, workdir: Pa
     if not failed:
         return ReplayFailure(error=f"the run failed (exit code {outcome.exit_code})", output=outcome.output)
     first = failed[0]
-    task = replayed.steps.get(first.step)
-    task_id = task.tasks[first.task].task_id if task and first.task in task.tasks else ""
-    pathspec = f"{replayed.run_id}/{first.step}/{task_id}" if task_id else f"{replayed.run_id}/{first.step}"
-    keep = ("METAFLOW_DATASTORE_SYSROOT_LOCAL", "METAFLOW_DEFAULT_DATASTORE", "METAFLOW_DEFAULT_METADATA", "PYTHONPATH")
-    logs = " ".join(
-        [
-            *(f"{k}={shlex.quote(env[k])}" for k in keep if k in env),
-            shlex.quote(sys.executable),
-            shlex.quote(str(flow_file)),
-            "logs",
-            pathspec,
-        ]
-    )
+    pathspec = task_pathspec(replayed, first)
+    logs = logs_command(flow_file, pathspec, env)
     return ReplayFailure(
         error=error_line(first.message),
         step=first.step,
         task=f"{replayed.flow}/{pathspec}",
         logs=logs,
         output=first.message,
+    )
+
+
+#: the environment a replay's `logs` command needs to find its datastore, metadata and Metaflow again
+LOGS_ENVIRON = (
+    "METAFLOW_DATASTORE_SYSROOT_LOCAL",
+    "METAFLOW_DEFAULT_DATASTORE",
+    "METAFLOW_DEFAULT_METADATA",
+    "PYTHONPATH",
+)
+
+
+def task_pathspec(record: RunRecord, failed: Finding) -> str:
+    """The Metaflow pathspec run_id/step/task_id (without the flow) of a failed task, or run_id/step
+    when the record has no such task (it failed before its task got an id)."""
+    step = record.steps.get(failed.step)
+    task = step.tasks.get(failed.task) if step else None
+    return f"{record.run_id}/{failed.step}/{task.task_id}" if task else f"{record.run_id}/{failed.step}"
+
+
+def logs_command(flow_file: Path, pathspec: str, env: dict[str, str] | None = None) -> str:
+    """The shell command that shows a task's (or a step's) logs: Metaflow's `logs` of the flow file, with
+    the variables of ``env`` it needs to find that run (a replay's own datastore)."""
+    env = env or {}
+    return " ".join(
+        [
+            *(f"{k}={shlex.quote(env[k])}" for k in LOGS_ENVIRON if k in env),
+            shlex.quote(sys.executable),
+            shlex.quote(str(flow_file)),
+            "logs",
+            shlex.quote(pathspec),
+        ]
     )
 
 
