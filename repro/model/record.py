@@ -23,6 +23,9 @@ SCHEMA_VERSION = (
     3  # 2: replay_of, include_files, configs, run_options; 3: inputs, interpreters, executor (older still read)
 )
 NO_FOREACH = "-"  # task key of a task outside any foreach
+#: code_sha256 of a failed run no task of which got as far as its step (no code package was made): a
+#: record naming it names no code object in the store
+NO_CODE = "0" * 64
 
 
 class RunStatus(Choice):

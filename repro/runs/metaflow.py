@@ -21,6 +21,7 @@ from repro.errors import EXIT_BAD_INPUT, BadInput, InfraError, ReproError
 from repro.model import platforms as plats
 from repro.model.lock import Lock
 from repro.model.record import (
+    NO_CODE,
     NO_FOREACH,
     ArtifactRecord,
     ConfigRecord,
@@ -34,8 +35,6 @@ from repro.model.record import (
 from repro.runs import lineage
 from repro.settings import spec_settings
 
-#: the code package of a failed run none of whose tasks ran (so none reported one)
-NO_CODE = "0" * 64
 #: Metaflow options that belong before `run` (top-level), with how many values each takes
 TOP_LEVEL_OPTIONS = {
     **CONFIG_OPTIONS,
@@ -314,7 +313,8 @@ def build_record(
     code_shas.discard("")
     if not code_shas and not raw.get("successful"):
         # no task got as far as its step (e.g. every Batch job failed before its task started): the
-        # failed run is still recorded for its report; it is never saved or pushed, so no code is named
+        # failed run is still recorded for its report (a failed replay's record is saved and pushed too:
+        # named_objects names no code object for NO_CODE)
         code_shas.add(NO_CODE)
     if len(code_shas) != 1:
         raise InfraError(

@@ -28,7 +28,7 @@ from repro.errors import BadInput, InfraError, IntegrityError, ReproError
 from repro.fsutil import atomic_write
 from repro.model import validate as v
 from repro.model.lock import Package, PlatformLock, safe_file_name
-from repro.model.record import RunRecord, from_json
+from repro.model.record import NO_CODE, RunRecord, from_json
 from repro.model.validate import cap
 from repro.paths import check_relative
 from repro.settings import Settings
@@ -530,7 +530,8 @@ def named_objects(record: RunRecord) -> dict[str, tuple[str, str]]:
         out[layout.package(pkg.sha256, pkg.file)] = ("sha256", pkg.sha256)
     for env_id in record.envs:
         out[layout.lock(env_id)] = ("env", env_id)
-    out[layout.code(record.code_sha256)] = ("sha256", record.code_sha256)
+    if record.code_sha256 != NO_CODE:  # a failed (Batch) replay no task of which started has no code package
+        out[layout.code(record.code_sha256)] = ("sha256", record.code_sha256)
     for sha1 in record.artifact_shas(stored_only=True):
         out[layout.artifact(sha1)] = ("sha1", sha1)
     for inc in record.include_files.values():
