@@ -386,6 +386,19 @@ def parameter_names(path: Path) -> tuple[str, ...]:
     return tuple(name for name, _ in cls._get_parameters())
 
 
+def batch_steps(path: Path) -> tuple[str, ...]:
+    """The steps the flow's own code decorates ``@batch`` (in graph order): Metaflow sends them to AWS
+    Batch whatever the run options say. Static decorators only (no config value is resolved, no
+    mutator applied), as ``parameter_names`` reads the flow."""
+    path = Path(path)
+    cls = _flow_class(import_flow_module(path, "parameters"), path)
+    return tuple(
+        name
+        for name in cls._graph.sorted_nodes
+        if any(getattr(d, "name", None) == "batch" for d in getattr(getattr(cls, name), "decorators", []))
+    )
+
+
 def load_flow(path: Path, metaflow_args: Sequence[str] = ()) -> FlowDeclarations:
     """The flow's declarations as Metaflow's runtime sees them when it starts ``run`` with these
     options (only ``--config`` / ``--config-value`` among them matter here)."""

@@ -22,7 +22,7 @@ from metaflow_extensions.repro.plugins import protocol
 from repro.containers.batch import batch_options, runs_on_batch
 from repro.env import pythons
 from repro.env.engine import environments
-from repro.env.flowfile import parameter_names
+from repro.env.flowfile import batch_steps, parameter_names
 from repro.env.interpreter_snapshot import check_location, restore
 from repro.errors import EXIT_DRIFT, EXIT_INFRA, EXIT_OK, BadInput, InfraError, ReproError
 from repro.model.findings import Choice, Finding, Kind
@@ -178,6 +178,19 @@ def check_batch_replay(original: RunRecord) -> None:
         )
 
 
+def check_no_batch_steps(original: RunRecord, steps: Sequence[str], where: str) -> None:
+    """Refuse a replay ``where`` (local, docker) of a flow whose own code decorates ``steps`` with
+    ``@batch``: Metaflow would send them to AWS Batch anyway, and placement rewrites run options only."""
+    if steps:
+        raise BadInput(
+            f"{original.ref}: the flow's code decorates {cap(steps)} with @batch, so Metaflow would run "
+            f"{'it' if len(steps) == 1 else 'them'} on AWS Batch, not on {where} as --on says (placement rewrites "
+            "only the run options): replay it with --on batch",
+            flow=original.flow,
+            step=steps[0],
+        )
+
+
 def replay_elsewhere(record: RunRecord, on: str, store_uri: str, settings: Settings, log: Log = print) -> ReplayCheck:
     """Replay ``record`` (pushed to ``store_uri``) ``on`` docker or batch, through ``replay`` as
     `repro replay REF --on` does, and say how it went as data: the verdict, where the replay's record
@@ -289,6 +302,19 @@ def _replay(
     locks, interpreters = pull_and_restore(original, store, settings, log)
     inputs = pull_inputs(original, store, settings)
     upstream = pull_input_artifacts(original, store, settings)  # verified (sha1) before anything reads them
+    # the recorded code (pulled and verified above): a step its own code sends to AWS Batch would not run
+    # where --on says, so such a replay is refused before any environment is built
+    workdir = _workdir(settings, original)
+    workdirs.append(workdir)
+    code = _extract_code(settings.home.code_package(original.code_sha256), workdir / "code", original)
+    flow_file = inside(code, original.flow_file, f"{original.ref}: flow_file")  # never a file outside the package
+    if not flow_file.is_file():
+        raise BadInput(
+            f"{original.ref}: flow_file {original.flow_file!r} is not in its code package "
+            f"(sha256 {original.code_sha256}); the record is corrupt"
+        )
+    if on != "batch":
+        check_no_batch_steps(original, batch_steps(flow_file), executor.kind.value if on == "local" else on)
     # 2. every environment, offline, from the stored package files only
     for env_id, pl in locks.items():
         if envs.get(env_id) is None:
@@ -303,15 +329,6 @@ def _replay(
                 where=f"replay of {original.ref}",
             )
     # 3. the recorded code, with the recorded parameters, inputs, configs, run options and hash seed
-    workdir = _workdir(settings, original)
-    workdirs.append(workdir)
-    code = _extract_code(settings.home.code_package(original.code_sha256), workdir / "code", original)
-    flow_file = inside(code, original.flow_file, f"{original.ref}: flow_file")  # never a file outside the package
-    if not flow_file.is_file():
-        raise BadInput(
-            f"{original.ref}: flow_file {original.flow_file!r} is not in its code package "
-            f"(sha256 {original.code_sha256}); the record is corrupt"
-        )
     if original.inputs:  # the runs of other flows the steps read: served from the replay's own datastore
         user = os.environ.get("METAFLOW_USER") or os.environ.get("USER") or os.environ.get("USERNAME") or ""
         log(f"serving {', '.join(lineage.seed(original, upstream, workdir, user))} to the replayed steps")

@@ -67,3 +67,44 @@ def test_a_batch_option_after_dashes_is_refused_before_any_place_is_reached(on, 
     assert f"--on {on} and `--with batch:memory=16000` after --" in str(err.value)
     assert "use --on batch" in str(err.value) and err.value.exit_code == 2
     assert not (tmp_path / "no-store").exists() and not (tmp_path / "home").exists()
+
+
+BATCH_STEP_FLOW = """
+from metaflow import FlowSpec, batch, retry, step
+
+
+class BStepFlow(FlowSpec):
+    @step
+    def start(self):
+        self.next(self.train)
+
+    @retry
+    @batch(cpu=2)
+    @step
+    def train(self):
+        self.next(self.end)
+
+    @step
+    def end(self):
+        pass
+"""
+
+
+def test_a_step_the_flows_code_sends_to_batch_is_found_and_refuses_a_replay_elsewhere(tmp_path):
+    # placement rewrites run options only: a @batch step in the code would run on Batch under --on local
+    from repro.env.flowfile import batch_steps
+    from repro.errors import BadInput
+    from repro.runs.replay import check_no_batch_steps
+    from tests.helpers import make_record, write_flow
+
+    steps = batch_steps(write_flow(tmp_path / "b", BATCH_STEP_FLOW, name="bstep_flow.py"))
+    assert steps == ("train",)
+    plain = write_flow(tmp_path / "p", BATCH_STEP_FLOW.replace("@batch(cpu=2)", ""), name="plain_flow.py")
+    assert batch_steps(plain) == ()
+    record = make_record(run_id="3")
+    check_no_batch_steps(record, (), "local")  # nothing to refuse
+    with pytest.raises(BadInput) as err:
+        check_no_batch_steps(record, steps, "docker")
+    text = str(err.value)
+    assert "decorates train with @batch" in text and "not on docker as --on says" in text
+    assert "replay it with --on batch" in text and err.value.exit_code == 2
