@@ -1,7 +1,8 @@
 """Inside a Batch container, before the task: make the step's environment from the S3 store alone.
 
-Run as a script by the image's own ``python3`` (standard library + boto3, which the image has),
-passed inline by ``CondaEnvironment.bootstrap_commands``::
+Run as a script by the image's own ``python3`` (standard library + boto3, which the image has): the
+host stages it in the store (``tools/bootstrap/<sha256>/batch_bootstrap.py``) and the job's command
+carries only ``batch_fetch.py``, which fetches it, checks its sha256 and runs it::
 
     python3 batch_bootstrap.py s3://bucket/prefix <sha256 of the bootstrap manifest>
 
