@@ -128,6 +128,9 @@ def batch_run(batch_world, tmp_path_factory):
 
     (folder / "run.log").write_text(r.text)
     s3 = batch_world.s3()
+    leases = s3.list_objects_v2(Bucket=batch_world.bucket, Prefix="store/leases/").get("Contents", [])
+    owners = [json.loads(s3.get_object(Bucket=batch_world.bucket, Key=o["Key"])["Body"].read())["run"] for o in leases]
+    assert not [o for o in owners if o.startswith("batch staging")], owners  # released when the runtime exited
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=batch_world.bucket, Prefix="store/runs/")["Contents"]]
     record_key = next(k for k in keys if k.endswith("/record.json"))
     record = from_json(s3.get_object(Bucket=batch_world.bucket, Key=record_key)["Body"].read(), record_key)

@@ -1,5 +1,6 @@
 """`repro store gc` knows what container and Batch work put in a store: interpreter snapshots
-(`pythons/`, named by records), uv binaries (`tools/uv/`) and bootstrap manifests (`bootstrap/`, named
+(`pythons/`, named by records), uv binaries (`tools/uv/`), bootstrap scripts (`tools/bootstrap/`) and
+bootstrap manifests (`bootstrap/`, named
 by nothing but naming an env of a kept record). Kept records keep theirs; orphans past the grace
 period go; a manifest that is not what its key says protects nothing; nothing else is deleted."""
 
@@ -47,6 +48,8 @@ def _stage(root: Path, env_id: str, tag: str, packages: list[str]) -> dict[str, 
     the bootstrap manifest naming them (and the env's package keys)."""
     uv = f"uv binary {tag}".encode()
     uv_key = _put(root, f"tools/uv/{_sha(uv)}/uv", uv)
+    script = f"bootstrap script {tag}".encode()
+    script_key = _put(root, f"tools/bootstrap/{_sha(script)}/batch_bootstrap.py", script)
     tarball = f"batch interpreter {tag}".encode()
     py_key = _put(root, layout.python_snapshot(_sha(tarball)), tarball)
     py_manifest = _put(root, layout.python_manifest(_sha(tarball)), b'{"python": "3.11.7"}')
@@ -55,6 +58,7 @@ def _stage(root: Path, env_id: str, tag: str, packages: list[str]) -> dict[str, 
             "format": 1,
             "env_id": env_id,
             "uv": {"key": uv_key, "sha256": _sha(uv)},
+            "script": {"key": script_key, "sha256": _sha(script)},
             "interpreter": {"key": py_key, "sha256": _sha(tarball)},
             "packages": [{"key": k} for k in packages],
         },
@@ -62,6 +66,7 @@ def _stage(root: Path, env_id: str, tag: str, packages: list[str]) -> dict[str, 
     ).encode()
     return {
         "uv": uv_key,
+        "script": script_key,
         "python": py_key,
         "python_manifest": py_manifest,
         "manifest": _put(root, f"bootstrap/{_sha(manifest)}.json", manifest),
@@ -103,3 +108,99 @@ def test_gc_keeps_what_kept_records_use_on_batch_and_collects_batch_orphans(tmp_
     assert verify(record, store) == []  # the record's own objects, its interpreter snapshot included
     assert (root / layout.python_snapshot(record.interpreters["3.11.7"].sha256)).is_file()
     assert (root / layout.latest(layout.flow_dir(record.flow, record.identity))).is_file()
+
+
+def _staged_env(tmp_path: Path, s3_bucket: str):
+    """A real `stage` of one env (this machine's Python 3.11.7, fake_run's package files) into a moto S3
+    store, with the env's folder and marker as the host's build leaves them."""
+    import sys
+
+    from metaflow_extensions.repro.plugins import protocol
+    from repro.containers.batch import stage
+    from repro.env.build import BuiltEnv
+    from repro.settings import load_settings
+
+    home = tmp_path / "home"
+    run = fake_run(home)
+    settings = load_settings(home, environ={"REPRO_HOME": str(home), "REPRO_STORE": f"s3://{s3_bucket}/store"})
+    env_id, lock = next(iter(run.record.envs.items()))
+    folder = tmp_path / "env"
+    folder.mkdir()
+    marker = {"fingerprint": {"digest": "d" * 64}, "platform": lock.platform, "python": lock.python}
+    (folder / protocol.ENV_MARKER).write_text(json.dumps(marker))
+    built = BuiltEnv(env_id, lock.platform, folder, folder / "bin" / "python", sys._base_executable, {})
+    staged, lease = stage("FakeFlow", {"start": built}, {env_id: lock}, settings, log=lambda m: None)
+    return settings, staged[env_id], lease
+
+
+def test_gc_keeps_every_object_batch_staging_holds_a_lease_on_until_the_run_releases_it(s3_bucket, tmp_path):
+    """Objects staged long ago (by a run that failed and never got recorded) are orphans to gc: a run
+    that stages them again needs them until its last job fetched them. Grace 0 here: only the lease
+    stands between them and gc."""
+    from repro.store import open_store
+    from repro.store.snapshot import LEASE_PREFIX
+
+    settings, staged, lease = _staged_env(tmp_path, s3_bucket)
+    try:
+        store = open_store(settings.store)
+        objects = {o.key for o in store.list("") if not o.key.startswith(LEASE_PREFIX)}
+        kinds = {k.split("/")[0] if not k.startswith("tools/") else "/".join(k.split("/")[:2]) for k in objects}
+        assert kinds == {"bootstrap", "tools/uv", "tools/bootstrap", "pythons", "packages"}, sorted(objects)
+        assert set(lease.keys) == objects  # every staged key, the manifest and the script included
+
+        assert gc(store, grace_seconds=0) == []
+        assert {o.key for o in store.list("") if not o.key.startswith(LEASE_PREFIX)} == objects
+    finally:
+        lease.release()
+    assert not [o for o in store.list(LEASE_PREFIX)]  # released: deleted, not left to expire
+    assert set(gc(store, grace_seconds=0)) == objects  # no record names them: now they are orphans
+
+
+def test_a_held_lease_is_renewed_until_released(tmp_path):
+    import time
+
+    from repro.store.snapshot import LEASE_PREFIX, HeldLease
+
+    store = LocalStore(str(tmp_path / "store"))
+    lease = HeldLease(store, "batch staging of flow F", ["tools/uv/x/uv"], renew_seconds=0.05)
+    first = json.loads(store.get_bytes(lease.key))["time"]
+    time.sleep(0.3)
+    assert json.loads(store.get_bytes(lease.key))["time"] > first  # a Batch run may outlast one lease period
+    lease.release()
+    lease.release()  # idempotent (atexit may call it after the run did)
+    assert list(store.list(LEASE_PREFIX)) == []
+
+
+def test_a_jobs_command_fetches_the_staged_bootstrap_script_and_refuses_other_bytes(s3_bucket, tmp_path, monkeypatch):
+    """The job's command (as Metaflow wraps it) runs the inline fetcher, which runs the staged
+    batch_bootstrap.py only if its bytes are the ones its sha256 names."""
+    import shlex
+    import subprocess
+    from types import SimpleNamespace
+
+    import metaflow.plugins  # noqa: F401  (Metaflow loads the extension first, as in a run)
+
+    from metaflow_extensions.repro.plugins import protocol
+    from metaflow_extensions.repro.plugins.environment import CondaEnvironment, bootstrap_script_sha256
+    from repro.containers.batch import script_key
+    from repro.store import open_store
+
+    settings, staged, lease = _staged_env(tmp_path, s3_bucket)
+    lease.release()
+    for name in protocol.TASK_ENV_VARS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(protocol.BOOTSTRAP_STORE_VAR, staged.store)
+    monkeypatch.setenv(protocol.BOOTSTRAP_MANIFEST_VAR, "0" * 64)  # no such manifest: the bootstrap says so
+    command = " && ".join(CondaEnvironment.bootstrap_commands(SimpleNamespace(), "start", "s3"))
+
+    def job():
+        argv = shlex.split('bash -c "%s"' % command)  # as Metaflow's batch.py builds the job's command
+        return subprocess.run(argv, capture_output=True, text=True, timeout=120)
+
+    ran = job()  # the staged script ran: it is what looked for the manifest
+    assert ran.returncode == 3 and f"cannot fetch store object bootstrap/{'0' * 64}.json" in ran.stderr, ran.stderr
+    store = open_store(settings.store)
+    store.put_bytes(script_key(bootstrap_script_sha256()), b"import os; os.system('echo pwned')\n")
+    refused = job()
+    assert refused.returncode == 3 and "does not match its sha256" in refused.stderr, refused.stderr
+    assert "pwned" not in refused.stdout

@@ -60,7 +60,7 @@ def test_a_tarball_whose_members_leave_the_prefix_is_refused_before_extraction(p
     with pytest.raises(IntegrityError, match=why):
         snapshots.restore(_snap(tarball, prefix), tarball)
     assert not prefix.exists() and not (tmp_path / "escaped").exists()
-    assert [p.name for p in (tmp_path / "versions").iterdir()] == []  # no partial folder left behind
+    assert not (tmp_path / "versions").exists()  # no partial folder left behind, nor the folder made for it
 
 
 def test_a_tarball_that_is_not_the_recorded_bytes_is_refused_before_extraction(pyenv_root, tmp_path):
@@ -251,7 +251,7 @@ def test_a_chain_of_links_that_ends_outside_the_prefix_is_refused(pyenv_root, tm
     prefix = pyenv_root / "versions" / "3.11.7"
     with pytest.raises(IntegrityError, match="link 'up' -> 'sub/..' leaves the install prefix"):
         snapshots.restore(_snap(tarball, prefix), tarball)
-    assert not prefix.exists() and list((pyenv_root / "versions").iterdir()) == []
+    assert not (pyenv_root / "versions").exists()  # nor the folder made for it
 
 
 def test_restored_files_lose_setuid_and_group_write(pyenv_root, tmp_path):
@@ -275,7 +275,7 @@ def test_a_streamed_tarball_that_is_not_the_recorded_bytes_leaves_nothing(pyenv_
     chunks = [data[i : i + 100] for i in range(0, len(data), 100)]
     with pytest.raises(Refused, match=f"pythons/x has sha256 .*, the record says {sha256_file(good)}"):
         unpack_interpreter(chunks, sha256_file(good), str(prefix), "pythons/x")
-    assert not prefix.exists() and list((pyenv_root / "versions").iterdir()) == []
+    assert not (pyenv_root / "versions").exists()  # nor the folder made for it
     unpack_interpreter([good.read_bytes()], sha256_file(good), str(prefix), "pythons/x")
     assert (prefix / "bin" / "python3.11").read_bytes() == b"#!"
 
@@ -289,4 +289,178 @@ def test_bytes_that_are_not_a_gzip_tarball_are_refused_naming_the_object(pyenv_r
 
     with pytest.raises(Refused, match="pythons/x: not a usable interpreter tarball"):
         unpack_interpreter([junk], hashlib.sha256(junk).hexdigest(), str(prefix), "pythons/x")
-    assert not prefix.exists() and list((pyenv_root / "versions").iterdir()) == []
+    assert not (pyenv_root / "versions").exists()  # nor the folder made for it
+
+
+def test_a_gzip_bomb_is_refused_before_it_inflates_past_the_cap(pyenv_root, tmp_path):
+    # 64 MiB of zeros packs to ~64 KiB: a store object that would fill the job's disk before the sha check
+    from metaflow_extensions.repro.plugins.batch_bootstrap import Refused, _Tee, unpack_interpreter
+
+    bomb = tmp_path / "bomb.tar.gz"
+    with tarfile.open(bomb, "w:gz") as tar:
+        info = tarfile.TarInfo("bin/python3.11")
+        info.size = 64 << 20
+        tar.addfile(info, io.BytesIO(bytes(info.size)))
+    prefix = pyenv_root / "versions" / "3.11.7"
+    data = bomb.read_bytes()
+    assert len(data) < 1 << 20
+    with pytest.raises(
+        Refused, match=r"pythons/x: not a usable interpreter tarball \(it inflates to more than 8388608"
+    ):
+        unpack_interpreter([data], sha256_file(bomb), str(prefix), "pythons/x", max_inflated=8 << 20)
+    assert not (pyenv_root / "versions").exists()
+    # and no single step inflates more than a chunk, whatever the ratio (the cap alone would not bound memory)
+
+    class Sink:
+        def write(self, data):
+            pass
+
+        def close(self):
+            pass
+
+    tee = _Tee([data], Sink())
+    sizes = []
+    while not tee.eof:
+        sizes.append(len(tee._more()))
+    tee.close()
+    assert sum(sizes) >= 64 << 20
+    assert max(sizes) <= 1 << 20
+
+
+def _as_nobody(cmd: list[str]) -> list[str]:
+    """Run ``cmd`` as user nobody when we are root (root ignores folder modes, so a cleanup that only
+    works as root would pass here and fail in a job running as another user)."""
+    import os
+    import shutil
+
+    if os.geteuid() != 0:
+        return cmd
+    if shutil.which("setpriv") is None:
+        require(False, "setpriv (util-linux), to test as a non-root user")
+    return ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *cmd]
+
+
+def test_a_refused_tarball_with_read_only_folders_leaves_nothing_as_a_non_root_user(tmp_path):
+    import os
+    import shutil
+    import subprocess
+    import tempfile
+
+    from metaflow_extensions.repro.plugins import batch_bootstrap
+
+    world = Path(tempfile.mkdtemp(prefix="repro-nobody-"))  # tmp_path's parents are root's alone
+    try:
+        os.chmod(world, 0o777)
+        tarball = world / "ro.tar.gz"
+        with tarfile.open(tarball, "w:gz") as tar:
+            folder = tarfile.TarInfo("lib/python3.11")
+            folder.type, folder.mode = tarfile.DIRTYPE, 0o555
+            tar.addfile(folder)
+            body = tarfile.TarInfo("lib/python3.11/os.py")
+            body.size, body.mode = 2, 0o444
+            tar.addfile(body, io.BytesIO(b"#!"))
+        script = world / "batch_bootstrap.py"
+        shutil.copy(batch_bootstrap.__file__, script)
+        prefix = world / "pyenv" / "versions" / "3.11.7"  # pyenv/ and versions/ are made by this call
+        code = (
+            "import sys; sys.path.insert(0, sys.argv[1]); import batch_bootstrap as b\n"
+            "data = open(sys.argv[2], 'rb').read()\n"
+            "try:\n"
+            "    b.unpack_interpreter([data], '0' * 64, sys.argv[3], 'pythons/x')\n"
+            "except b.Refused as exc:\n"
+            "    print(exc)\n"
+        )
+        python = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
+        proc = subprocess.run(
+            _as_nobody([python, "-B", "-c", code, str(world), str(tarball), str(prefix)]),
+            capture_output=True,
+            text=True,
+        )
+        assert "nothing was extracted" in proc.stdout, proc.stdout + proc.stderr
+        # neither the staging folder (read-only inside) nor the pyenv/versions folders made for it stay
+        assert sorted(p.name for p in world.iterdir()) == ["batch_bootstrap.py", "ro.tar.gz"], list(world.rglob("*"))
+    finally:
+        shutil.rmtree(world, ignore_errors=True)
+
+
+def test_a_prefix_another_process_restored_meanwhile_is_kept_and_the_copy_removed(pyenv_root, tmp_path):
+    from metaflow_extensions.repro.plugins.batch_bootstrap import unpack_interpreter
+
+    tarball = _tarball(tmp_path / "py.tar.gz", [("bin/python3.11", b"#! mine")])
+    prefix = pyenv_root / "versions" / "3.11.7"
+    data = tarball.read_bytes()
+
+    def racing():  # the other restore finishes while this one streams
+        yield data[:100]
+        (prefix / "bin").mkdir(parents=True)
+        (prefix / "bin" / "python3.11").write_bytes(b"#! theirs")
+        yield data[100:]
+
+    assert unpack_interpreter(racing(), sha256_file(tarball), str(prefix), "pythons/x") is False
+    assert (prefix / "bin" / "python3.11").read_bytes() == b"#! theirs"
+    assert [p.name for p in (pyenv_root / "versions").iterdir()] == ["3.11.7"]  # no staging folder left
+
+
+class _FlakyS3:
+    """boto3's S3 client as the job's restore uses it (get_object, a streamed body), whose first
+    ``breaks`` streams fail midway the way botocore reports a connection reset while reading."""
+
+    def __init__(self, data: bytes, breaks: int):
+        self.data, self.breaks, self.calls = data, breaks, 0
+
+    def get_object(self, Bucket, Key):
+        import botocore.exceptions
+
+        self.calls += 1
+        data, broken = self.data, self.calls <= self.breaks
+
+        class Body:
+            def iter_chunks(self, size):
+                yield data[:100]
+                if broken:
+                    raise botocore.exceptions.ResponseStreamingError(error="connection reset by peer")
+                yield data[100:]
+
+            def close(self):
+                pass
+
+        return {"Body": Body()}
+
+
+def _job_snap(tarball: Path, prefix: Path) -> dict:
+    return {
+        "prefix": str(prefix),
+        "executable": "bin/python3.11",
+        "key": "pythons/x.tar.gz",
+        "sha256": sha256_file(tarball),
+    }
+
+
+def test_a_stream_that_breaks_midway_is_fetched_once_more_and_then_named(pyenv_root, tmp_path):
+    from metaflow_extensions.repro.plugins.batch_bootstrap import Failed, _restore_interpreter
+
+    tarball = _tarball(tmp_path / "py.tar.gz", [("bin/python3.11", b"#!"), ("lib/x", b"x" * 5000)])
+    prefix = pyenv_root / "versions" / "3.11.7"
+    s3 = _FlakyS3(tarball.read_bytes(), breaks=1)
+    assert _restore_interpreter(s3, "bucket", "p", _job_snap(tarball, prefix)) == str(prefix / "bin" / "python3.11")
+    assert s3.calls == 2 and (prefix / "lib" / "x").read_bytes() == b"x" * 5000
+    other = pyenv_root / "versions" / "3.11.8"
+    with pytest.raises(Failed, match="cannot fetch store object pythons/x.tar.gz from s3://bucket: .*connection reset"):
+        _restore_interpreter(_FlakyS3(tarball.read_bytes(), breaks=2), "bucket", "p", _job_snap(tarball, other))
+    assert not other.exists() and [p.name for p in (pyenv_root / "versions").iterdir()] == ["3.11.7"]
+
+
+def test_a_restore_that_fails_for_another_reason_says_what_it_is(pyenv_root, tmp_path, monkeypatch):
+    from metaflow_extensions.repro.plugins.batch_bootstrap import Failed, _restore_interpreter
+
+    tarball = _tarball(tmp_path / "py.tar.gz", [("bin/python3.11", b"#!")])
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing"))  # no tar
+    with pytest.raises(Failed) as failed:
+        _restore_interpreter(
+            _FlakyS3(tarball.read_bytes(), breaks=0),
+            "bucket",
+            "p",
+            _job_snap(tarball, pyenv_root / "versions" / "3.11.7"),
+        )
+    assert "cannot restore the interpreter at" in str(failed.value) and "'tar'" in str(failed.value)
+    assert "cannot fetch" not in str(failed.value)

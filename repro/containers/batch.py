@@ -7,9 +7,14 @@ object content-addressed:
 * ``pythons/<sha256>.tar.gz`` (+ ``.json``): the interpreter snapshot (``interpreter_snapshot.pack``, the
   same tarball a pushed run names), restored at the same prefix;
 * ``tools/uv/<sha256>/uv``: the uv binary the host builds with;
+* ``tools/bootstrap/<sha256>/batch_bootstrap.py``: the script a job runs first (its command carries only
+  ``batch_fetch.py``, which fetches and checks it: AWS Batch refuses commands over 8192 characters);
 * ``packages/sha256/..``: the env's package files (the same keys a pushed run uses);
 * ``bootstrap/<sha256>.json``: the manifest naming all of the above by key and sha256, plus the
   env's path and the marker the host wrote after its own build (env id + fingerprint).
+
+A lease (the kind ``repro push`` takes) names every one of these keys before any is checked or uploaded,
+and is held until the run's jobs are over, so ``repro store gc`` never deletes what a job still needs.
 
 The job's bootstrap commands (``bootstrap_commands``) run ``batch_bootstrap.py`` with the image's
 ``python3``: it verifies every object, builds the env offline and writes the marker; the task's own
@@ -35,9 +40,10 @@ from repro.model.lock import PlatformLock
 from repro.settings import Home, Settings
 from repro.store import layout, open_store
 from repro.store.base import ObjectInfo, Store
+from repro.store.snapshot import HeldLease
 
 BOOTSTRAP_PREFIX = "bootstrap/"
-MANIFEST_FORMAT = 1
+MANIFEST_FORMAT = 2  # 2: names batch_bootstrap.py (``script``)
 
 
 def batch_options(args: Sequence[str]) -> list[tuple[int, int]]:
@@ -146,19 +152,48 @@ def _put_missing(store: Store, key: str, path: Path, sha256: str, ledger: Stagin
         ledger.remember(store, key, sha256, again)
 
 
+def bootstrap_script() -> Path:
+    """batch_bootstrap.py as installed here: the bytes jobs fetch (``bootstrap_commands`` names its sha256)."""
+    from metaflow_extensions.repro.plugins import batch_bootstrap
+
+    return Path(batch_bootstrap.__file__)
+
+
+def script_key(sha256: str) -> str:
+    return protocol.BOOTSTRAP_SCRIPT_KEY % sha256
+
+
+@dataclass(frozen=True)
+class _Upload:
+    key: str
+    path: Path | None  # a file, or
+    data: bytes | None  # these bytes (the two small manifests)
+    sha256: str
+
+
 def stage(
     flow: str, built: dict[str, BuiltEnv | None], locks: dict[str, PlatformLock], settings: Settings, log
-) -> dict[str, Staged]:
-    """Push what each env's containers need; returns {env id: where its manifest is}."""
+) -> tuple[dict[str, Staged], HeldLease]:
+    """Push what each env's containers need; returns ({env id: where its manifest is}, the lease).
+
+    Every key is known before anything is checked or uploaded, and a lease (``HeldLease``, the kind a
+    push takes) names them all first: a concurrent ``repro store gc`` keeps them, even objects staged
+    long ago by a run that never got recorded, for as long as the lease is held. The caller releases it
+    when the run's jobs are over (``bridge.prepare``: when Metaflow's runtime process exits)."""
     store = batch_store(settings, flow)
     from repro.env.cache import PackageCache
 
     cache = PackageCache(settings.home.packages)
     uv = Path(uv_bin())
     uv_sha = sha256_file(uv)
-    ledger = StagingLedger(settings.home, log)
-    _put_missing(store, uv_key(uv_sha), uv, uv_sha, ledger)
-    out: dict[str, Staged] = {}
+    script = bootstrap_script()
+    script_sha = sha256_file(script)
+    uploads: dict[str, _Upload] = {
+        uv_key(uv_sha): _Upload(uv_key(uv_sha), uv, None, uv_sha),
+        script_key(script_sha): _Upload(script_key(script_sha), script, None, script_sha),
+    }
+    manifests: dict[str, tuple[str, bytes]] = {}  # env id -> (sha256, bytes)
+    counts: dict[str, int] = {}
     for env in {e.env_id: e for e in built.values() if e is not None}.values():
         lock = locks[env.env_id]
         marker = json.loads((env.path / protocol.ENV_MARKER).read_text())
@@ -166,12 +201,15 @@ def stage(
         if interp is None:
             raise InfraError(f"flow {flow}: env {env.env_id[:12]}: its interpreter {env.interpreter} no longer runs")
         snap, tarball = interpreter_snapshot.pack(interp, settings.home, log=log)
-        _put_missing(store, layout.python_snapshot(snap.sha256), tarball, snap.sha256, ledger)
-        store.put_bytes(layout.python_manifest(snap.sha256), snap.to_json().encode())
+        key = layout.python_snapshot(snap.sha256)
+        uploads[key] = _Upload(key, tarball, None, snap.sha256)
+        snap_json = snap.to_json().encode()
+        key = layout.python_manifest(snap.sha256)
+        uploads[key] = _Upload(key, None, snap_json, hashlib.sha256(snap_json).hexdigest())
         packages = []
         for p in lock.packages:
             key = layout.package(p.sha256, p.file)
-            _put_missing(store, key, cache.path(p), p.sha256, ledger)
+            uploads[key] = _Upload(key, cache.path(p), None, p.sha256)
             # at the path it has in the host's cache: uv records the file's URL in the env (direct_url.json,
             # listed in RECORD), so the same path gives the same RECORD, and so the same fingerprint
             path = cache.path(p)
@@ -198,12 +236,39 @@ def stage(
             },
             "interpreter": {**snap.to_dict(), "key": layout.python_snapshot(snap.sha256)},
             "uv": {"key": uv_key(uv_sha), "sha256": uv_sha},
+            "script": {"key": script_key(script_sha), "sha256": script_sha},
             "packages": packages,
         }
         data = json.dumps(manifest, sort_keys=True).encode()
-        sha = hashlib.sha256(data).hexdigest()
-        if not store.exists(manifest_key(sha)):
-            store.put_bytes(manifest_key(sha), data)
-        log(f"staged env {env.env_id[:12]} for Batch in {store.uri} ({len(packages)} packages)")
-        out[env.env_id] = Staged(store.uri, sha)
-    return out
+        manifests[env.env_id] = (hashlib.sha256(data).hexdigest(), data)
+        counts[env.env_id] = len(packages)
+    for sha, data in manifests.values():
+        uploads[manifest_key(sha)] = _Upload(manifest_key(sha), None, data, sha)
+    lease = HeldLease(store, f"batch staging of flow {flow}", list(uploads))
+    try:
+        ledger = StagingLedger(settings.home, log)
+        for u in uploads.values():
+            if u.path is not None:
+                _put_missing(store, u.key, u.path, u.sha256, ledger)
+            elif u.key.startswith(BOOTSTRAP_PREFIX):
+                if not store.exists(u.key):
+                    store.put_bytes(u.key, u.data or b"")
+            else:
+                store.put_bytes(u.key, u.data or b"")
+        # a gc that read the leases just before ours and was about to delete an object we found there:
+        # listed once more now that the lease is seen (as push does before its record lands)
+        for u in uploads.values():
+            if not store.exists(u.key):
+                log(f"store object {store.uri}/{u.key} went away while staging (a concurrent gc): uploaded again")
+                if u.path is not None:
+                    store.put_file(u.key, u.path, sha256=u.sha256)
+                else:
+                    store.put_bytes(u.key, u.data or b"")
+    except BaseException:
+        lease.release()
+        raise
+    out: dict[str, Staged] = {}
+    for env_id, (sha, _) in manifests.items():
+        log(f"staged env {env_id[:12]} for Batch in {store.uri} ({counts[env_id]} packages)")
+        out[env_id] = Staged(store.uri, sha)
+    return out, lease

@@ -261,6 +261,8 @@ def restore(snap: InterpreterSnapshot, tarball: Path, where: str = "") -> python
         )
     try:
         with open(tarball, "rb") as fh:
+            # False when another process (a replay, an xdist worker, pull_and_restore's threads) restored
+            # this prefix meanwhile: theirs is kept, and proven by the fingerprint check below like ours
             unpack_interpreter(iter(lambda: fh.read(1 << 20), b""), snap.sha256, str(prefix), where)
     except Refused as exc:
         raise IntegrityError(str(exc)) from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 from pathlib import Path
 
 from metaflow_extensions.repro.plugins import protocol
@@ -50,7 +51,10 @@ def prepare(
         lock = flow.lock
         envs = {s: e for s, e in built.items() if s in batch_steps}
         locks = {e.env_id: lock.steps[s].platforms[e.platform] for s, e in envs.items() if e is not None}
-        staged = stage(flow.name, envs, locks, settings, log)
+        staged, lease = stage(flow.name, envs, locks, settings, log)
+        # held while this process (Metaflow's runtime) runs the jobs, which fetch what it names; released
+        # when it exits, the run over (succeeded or failed); a runtime that is killed lets it expire
+        atexit.register(lease.release)
         for step, env in envs.items():
             entry = out[step]
             if env is not None and entry is not None:

@@ -14,6 +14,7 @@ import os
 import re
 import tarfile
 import tempfile
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -291,6 +292,48 @@ def _lease(store: Store, record: RunRecord, keys: list[str]) -> str:
     key = f"{LEASE_PREFIX}{uuid.uuid4().hex}.json"
     store.put_bytes(key, json.dumps({"run": record.ref, "keys": keys, "time": time.time()}).encode())
     return key
+
+
+class HeldLease:
+    """A lease held for as long as its holder works (``leases/<uuid>.json`` naming ``keys``, as a push's):
+    written at once, renewed every quarter of ``LEASE_SECONDS`` from a thread of its own (a Batch run
+    can outlast one lease), deleted by ``release``. A holder that dies without releasing stops renewing,
+    and its lease expires like any other."""
+
+    def __init__(self, store: Store, owner: str, keys: list[str], renew_seconds: float = LEASE_SECONDS / 4):
+        self.store, self.owner, self.keys = store, owner, sorted(set(keys))
+        self.key = f"{LEASE_PREFIX}{uuid.uuid4().hex}.json"
+        self._write()
+        self._stop = threading.Event()
+        self._renew_seconds = renew_seconds
+        self._thread = threading.Thread(target=self._renew, name=f"lease {self.key}", daemon=True)
+        self._thread.start()
+
+    def _write(self) -> None:
+        body = {"run": self.owner, "keys": self.keys, "time": time.time()}
+        self.store.put_bytes(self.key, json.dumps(body).encode())
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self._renew_seconds):
+            try:
+                self._write()
+            except Exception:
+                pass
+
+    @property
+    def held(self) -> bool:
+        return not self._stop.is_set()
+
+    def release(self) -> None:
+        """Stop renewing and delete the lease (idempotent; a store that cannot be reached lets it expire)."""
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self._thread.join()
+        try:
+            self.store.delete(self.key)
+        except Exception:
+            pass
 
 
 def push(
@@ -725,17 +768,27 @@ class Leases:
 
 
 #: every prefix of content-addressed objects; gc deletes nothing outside them (runs/ and leases/ have their own rules)
-GC_PREFIXES = ("packages/", "locks/", "code/", "artifacts/", "inputs/", "pythons/", "tools/uv/", "bootstrap/")
+GC_PREFIXES = (
+    "packages/",
+    "locks/",
+    "code/",
+    "artifacts/",
+    "inputs/",
+    "pythons/",
+    "tools/uv/",
+    "tools/bootstrap/",
+    "bootstrap/",
+)
 BOOTSTRAP_MANIFEST = re.compile(r"^bootstrap/([0-9a-f]{64})\.json$")
 _STAGED_KEY = re.compile(
-    r"^(tools/uv/[0-9a-f]{64}/uv|pythons/[0-9a-f]{64}\.(tar\.gz|json)|packages/sha256/[0-9a-f]{2}/[0-9a-f]{64}/[^/]+)$"
+    r"^(tools/uv/[0-9a-f]{64}/uv|tools/bootstrap/[0-9a-f]{64}/batch_bootstrap\.py|pythons/[0-9a-f]{64}\.(tar\.gz|json)|packages/sha256/[0-9a-f]{2}/[0-9a-f]{64}/[^/]+)$"
 )
 
 
 def batch_objects(store: Store, envs: set[str]) -> set[str]:
     """What Batch staging put in the store for the environments of kept records: each bootstrap manifest
     (``bootstrap/<sha256>.json``, written by ``repro.containers.batch.stage``) whose env is one of ``envs``,
-    and the uv binary, interpreter snapshot and package files it names. A manifest is untrusted: one whose
+    and the uv binary, bootstrap script, interpreter snapshot and package files it names. A manifest is untrusted: one whose
     bytes do not match its key, that is not a manifest, or names keys of other shapes protects nothing
     (and, no record's env being its own, is collected like any orphan)."""
     keep: set[str] = set()
@@ -754,6 +807,8 @@ def batch_objects(store: Store, envs: set[str]) -> set[str]:
             if doc.get("env_id") not in envs:
                 continue
             named = [doc["uv"]["key"], doc["interpreter"]["key"], *(p["key"] for p in doc["packages"])]
+            if "script" in doc:  # batch_bootstrap.py (manifests of format 2 on)
+                named.append(doc["script"]["key"])
             snapshot = doc["interpreter"]["sha256"]
         except (ValueError, KeyError, TypeError, AttributeError):
             continue

@@ -1,7 +1,8 @@
 """Inside a Batch container, before the task: make the step's environment from the S3 store alone.
 
-Run as a script by the image's own ``python3`` (standard library + boto3, which the image has),
-passed inline by ``CondaEnvironment.bootstrap_commands``::
+Run as a script by the image's own ``python3`` (standard library + boto3, which the image has): the
+host stages it in the store (``tools/bootstrap/<sha256>/batch_bootstrap.py``) and the job's command
+carries only ``batch_fetch.py``, which fetches it, checks its sha256 and runs it::
 
     python3 batch_bootstrap.py s3://bucket/prefix <sha256 of the bootstrap manifest>
 
@@ -20,6 +21,7 @@ import json
 import os
 import queue
 import shutil
+import socket
 import stat
 import subprocess
 import sys
@@ -46,6 +48,9 @@ class Refused(Failed):
 #: bits a restored file never keeps (as tarfile's "data" filter): setuid, setgid, sticky, group/other write
 _DROPPED_MODE = stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX | stat.S_IWGRP | stat.S_IWOTH
 _CHUNK = 1 << 20
+#: an interpreter tarball never inflates to more than this (a 3.11 prefix is ~200 MB): a gzip bomb in the
+#: store is refused after this many bytes, before it fills the memory or disk of the job
+MAX_INFLATED = 2 << 30
 
 
 def member_problem(member):
@@ -69,9 +74,11 @@ class _Tee(object):
     GNU tar's standard input (to extract them, from a thread of their own, so that inflating here and
     extracting there overlap); the compressed bytes are hashed on the way."""
 
-    def __init__(self, chunks, sink):
+    def __init__(self, chunks, sink, max_inflated=MAX_INFLATED):
         self.chunks = iter(chunks)
         self.sink = sink
+        self.max_inflated = max_inflated
+        self.inflated = 0
         self.digest = hashlib.sha256()
         self.inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)  # gzip
         self.buffer = b""
@@ -105,17 +112,26 @@ class _Tee(object):
         self.writer.join()
 
     def _more(self):
-        chunk = next(self.chunks, None)
+        """The next at most ``_CHUNK`` inflated bytes (the compressed input a bounded ``decompress``
+        left over first, then the next chunk): never more than that in memory, whatever the ratio."""
+        tail = b"" if self.error else self.inflate.unconsumed_tail
+        chunk = tail or next(self.chunks, None)
         if chunk is None:
             self.eof = True
-        else:
+        elif not tail:
             self.digest.update(chunk)
-        if self.error:  # not gzip: only hashed from here on (the digest names the bytes)
+        if self.error:  # not gzip, or too big: only hashed from here on (the digest names the bytes)
             return b""
         try:
-            data = self.inflate.flush() if chunk is None else self.inflate.decompress(chunk)
+            data = self.inflate.flush() if chunk is None else self.inflate.decompress(chunk, _CHUNK)
         except zlib.error as exc:
             self.error = "not gzip data (%s)" % exc
+            return b""
+        self.inflated += len(data)
+        if self.inflated > self.max_inflated:
+            self.error = "it inflates to more than %d bytes, more than any interpreter (a gzip bomb?)" % (
+                self.max_inflated
+            )
             return b""
         if data:
             self.pending.put(data)
@@ -164,19 +180,57 @@ def _escapes(staging):
     return ""
 
 
-def unpack_interpreter(chunks, sha256, prefix, what):
+def _force_writable(func, path, _exc):
+    """``shutil.rmtree``'s error handler: give the owner rwx on the entry and the folder holding it
+    (an extracted tree may have read-only folders, which only root can empty as they are) and try once
+    more; what still fails is left (best effort: the caller is already failing)."""
+    for p in (os.path.dirname(path), path):
+        try:
+            if not os.path.islink(p):
+                os.chmod(p, stat.S_IMODE(os.lstat(p).st_mode) | stat.S_IRWXU)
+        except OSError:
+            pass
+    try:
+        if func in (os.rmdir, os.unlink, os.remove):
+            func(path)
+        elif os.path.isdir(path) and not os.path.islink(path):  # could not be listed: now it can
+            remove_tree(path)
+    except OSError:
+        pass
+
+
+def remove_tree(path):
+    """Remove the folder ``path`` and all in it, read-only folders included (as a non-root user)."""
+    if sys.version_info >= (3, 12):
+        shutil.rmtree(path, onexc=_force_writable)
+    else:
+        shutil.rmtree(path, onerror=_force_writable)
+
+
+def unpack_interpreter(chunks, sha256, prefix, what, max_inflated=MAX_INFLATED):
     """Extract the interpreter tarball (gzip'd tar) whose bytes ``chunks`` yields at ``prefix``, which must
     not exist. One pass: the bytes are hashed and inflated here, every member is checked (``member_problem``)
     while GNU tar (C: a standard library is thousands of small files) extracts the same stream into a
     staging folder beside ``prefix``. The staging folder is renamed into place only if the sha256 is
     ``sha256``, no member was refused, tar succeeded and no link in the extracted tree resolves outside
-    it; otherwise it is removed and ``Refused`` names ``what``. GNU tar itself never writes outside its
-    folder (it strips a leading "/", skips ".." members and defers links that point up)."""
+    it; otherwise it is removed (with the folders this call created above it) and ``Refused`` names
+    ``what``. GNU tar itself never writes outside its folder (it strips a leading "/", skips ".." members
+    and defers links that point up); the stream never inflates past ``max_inflated`` bytes.
+
+    Returns True, or False when another process put a folder at ``prefix`` meanwhile (two restores of
+    the same snapshot at once): this one's copy is then removed, and the caller must prove what is
+    there (its fingerprint) before using it."""
     parent = os.path.dirname(prefix)
-    if not os.path.isdir(parent):
-        os.makedirs(parent)
-    staging = tempfile.mkdtemp(prefix="." + os.path.basename(prefix) + ".restore-", dir=parent)
+    created = _missing_parents(parent)
+    if created:
+        try:
+            os.makedirs(parent)
+        except OSError:
+            if not os.path.isdir(parent):  # another restore may have made it meanwhile
+                raise
+    staging = None
     try:
+        staging = tempfile.mkdtemp(prefix="." + os.path.basename(prefix) + ".restore-", dir=parent)
         os.chmod(staging, 0o755)
         with tempfile.TemporaryFile() as errors:  # a file, not a pipe: tar never blocks on its warnings
             tar = subprocess.Popen(
@@ -185,7 +239,7 @@ def unpack_interpreter(chunks, sha256, prefix, what):
                 stdout=subprocess.DEVNULL,
                 stderr=errors,
             )
-            tee = _Tee(chunks, tar.stdin)
+            tee = _Tee(chunks, tar.stdin, max_inflated)
             problem = ""
             try:
                 try:
@@ -210,10 +264,36 @@ def unpack_interpreter(chunks, sha256, prefix, what):
         problem = _escapes(staging)
         if problem:
             raise Refused("%s: %s; nothing was extracted" % (what, problem))
-        os.rename(staging, prefix)
+        try:
+            os.rename(staging, prefix)
+        except OSError:
+            if not os.path.isdir(prefix):
+                raise
+            remove_tree(staging)  # another process restored this prefix meanwhile: keep theirs
+            return False
+        return True
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging is not None:
+            remove_tree(staging)
+        for folder in created:  # deepest first: only those this call made, and only if still empty
+            try:
+                os.rmdir(folder)
+            except OSError:
+                break
         raise
+
+
+def _missing_parents(folder):
+    """The folders ``makedirs(folder)`` would create, deepest first."""
+    missing = []
+    folder = os.path.abspath(folder)
+    while not os.path.isdir(folder):
+        missing.append(folder)
+        up = os.path.dirname(folder)
+        if up == folder:
+            break
+        folder = up
+    return missing
 
 
 def _client():
@@ -230,13 +310,54 @@ def _split(uri):
     return bucket, prefix.strip("/")
 
 
+def network_errors():
+    """What a failing store (or the way to it) raises: botocore's errors (ClientError, connection and
+    read timeouts, a response stream that broke), urllib3's, the socket's. Nothing else is reported as
+    "cannot fetch": a missing tar, a full disk or a bug says what it is."""
+    errors = [ConnectionError, socket.timeout]
+    try:
+        import botocore.exceptions
+
+        errors += [botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError]
+    except ImportError:
+        pass
+    try:
+        import urllib3.exceptions
+
+        errors.append(urllib3.exceptions.HTTPError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+class _StreamBroken(Exception):
+    """The store's stream failed while it was being unpacked (``network_errors``): tried again once."""
+
+    def __init__(self, error):
+        Exception.__init__(self, str(error))
+        self.error = error
+
+
+def _guarded(chunks, errors):
+    """``chunks``, with a network error raised as ``_StreamBroken`` (told apart from extraction's own)."""
+    it = iter(chunks)
+    while True:
+        try:
+            chunk = next(it)
+        except StopIteration:
+            return
+        except errors as exc:
+            raise _StreamBroken(exc) from None
+        yield chunk
+
+
 def _fetch(s3, bucket, prefix, key, sha256, dest):
     """Download ``key`` to ``dest`` and verify its sha256 (a mismatch names the object)."""
     full = prefix + "/" + key if prefix else key
     tmp = dest + ".part"
     try:
-        s3.download_file(bucket, full, tmp)
-    except Exception as exc:  # botocore's ClientError, connection errors
+        s3.download_file(bucket, full, tmp)  # boto3 retries a broken transfer itself
+    except network_errors() as exc:
         raise Failed("cannot fetch store object %s from s3://%s: %s" % (key, bucket, exc)) from None
     h = hashlib.sha256()
     with open(tmp, "rb") as fh:
@@ -261,19 +382,28 @@ def _restore_interpreter(s3, bucket, prefix, snap):
         return exe
     key = snap["key"]
     full = prefix + "/" + key if prefix else key
-    try:
-        body = s3.get_object(Bucket=bucket, Key=full)["Body"]
-    except Exception as exc:  # botocore's ClientError, connection errors
-        raise Failed("cannot fetch store object %s from s3://%s: %s" % (key, bucket, exc)) from None
     what = "store object %s (s3://%s/%s)" % (key, bucket, full)
-    try:
-        unpack_interpreter(body.iter_chunks(_CHUNK), snap["sha256"], snap["prefix"], what)
-    except Failed:
-        raise
-    except Exception as exc:  # the connection broke while streaming: nothing was kept
-        raise Failed("cannot fetch store object %s from s3://%s: %s" % (key, bucket, exc)) from None
-    finally:
-        body.close()
+    errors = network_errors()
+    for attempt in (1, 2):  # a stream that broke midway is fetched once more (nothing of it was kept)
+        body = None
+        try:
+            body = s3.get_object(Bucket=bucket, Key=full)["Body"]
+            unpack_interpreter(_guarded(body.iter_chunks(_CHUNK), errors), snap["sha256"], snap["prefix"], what)
+            break
+        except errors + (_StreamBroken,) as exc:
+            if attempt == 2:
+                raise Failed("cannot fetch store object %s from s3://%s: %s" % (key, bucket, exc)) from None
+            sys.stderr.write("repro bootstrap: fetching %s failed (%s); trying once more\n" % (key, exc))
+        except OSError as exc:  # tar missing, a full disk, a prefix that cannot be made: what it is
+            raise Failed("%s: cannot restore the interpreter at %s: %s" % (what, snap["prefix"], exc)) from None
+        finally:
+            if body is not None:
+                body.close()
+    if not os.path.exists(exe):  # another job's restore put a folder there first, without this interpreter
+        raise Failed(
+            "%s: %s appeared while it was being restored, without %s; it was left alone"
+            % (what, snap["prefix"], snap["executable"])
+        )
     return exe
 
 

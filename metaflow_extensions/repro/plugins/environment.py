@@ -9,6 +9,7 @@ import base64
 import inspect
 import os
 import re
+import zlib
 
 from metaflow.metaflow_environment import MetaflowEnvironment
 
@@ -80,7 +81,8 @@ class CondaEnvironment(MetaflowEnvironment):
         """Shell commands a Batch job runs before its task (in Metaflow's `batch step` process on the
         host, which never prepared environments: what it needs comes from the variables the runtime
         set for it). They export the task's repro variables and make the step's environment from the
-        S3 store alone (batch_bootstrap.py, passed inline, run by the image's python3)."""
+        S3 store alone (batch_bootstrap.py, fetched from the store by batch_fetch.py, passed inline, both
+        run by the image's python3)."""
         cmds = []
         exports = []
         for name in protocol.TASK_ENV_VARS:
@@ -89,20 +91,28 @@ class CondaEnvironment(MetaflowEnvironment):
                 continue
             if _WORD.match(value):
                 exports.append("%s=%s" % (name, value))
-            else:  # JSON, spaces, quotes (REPRO_STEP_PYTHONS): through base64, which needs no quoting
-                encoded = base64.b64encode(value.encode("utf-8")).decode("ascii")
-                cmds.append("%s=$(echo %s | base64 -d)" % (name, encoded))
+            else:  # JSON, spaces, quotes (REPRO_STEP_PYTHONS): zlib'd (one path per step: it shrinks
+                # well) and through base64, which needs no quoting
+                encoded = base64.b64encode(zlib.compress(value.encode("utf-8"), 9)).decode("ascii")
+                cmds.append("%s=$(echo %s | base64 -d | python3 -c %s)" % (name, encoded, INFLATE_PROGRAM))
                 exports.append(name)
         if exports:
             cmds.append("export " + " ".join(exports))
         store = os.environ.get(protocol.BOOTSTRAP_STORE_VAR)
         manifest = os.environ.get(protocol.BOOTSTRAP_MANIFEST_VAR)
         if store and manifest:
-            with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "batch_bootstrap.py"), "rb") as fh:
-                script = base64.b64encode(fh.read()).decode("ascii")
+            # only batch_fetch.py (zlib'd, ~1.3 KB in base64) is inline: AWS Batch refuses commands over 8192
+            # characters, so batch_bootstrap.py is a store object the host staged, fetched and checked by sha256
             cmds.append(
-                "echo %s | base64 -d > /tmp/repro_batch_bootstrap.py && python3 /tmp/repro_batch_bootstrap.py %s %s"
-                % (script, _shell_word("store", store), _shell_word("manifest", manifest))
+                "echo %s | base64 -d | python3 -c %s %s %s %s %s"
+                % (
+                    inline_fetcher(),
+                    FETCH_PROGRAM,
+                    _shell_word("store", store),
+                    protocol.BOOTSTRAP_SCRIPT_KEY % bootstrap_script_sha256(),
+                    bootstrap_script_sha256(),
+                    _shell_word("manifest", manifest),
+                )
             )
         return cmds
 
@@ -155,6 +165,31 @@ class CondaEnvironment(MetaflowEnvironment):
         if os.path.exists(lock):
             return [(lock, os.path.basename(lock), ContentType.USER_CONTENT)]
         return []
+
+
+def _here(name):
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), name)
+
+
+#: what inflates a zlib'd variable in a job (its standard input to its standard output)
+INFLATE_PROGRAM = "'import sys, zlib; sys.stdout.buffer.write(zlib.decompress(sys.stdin.buffer.read()))'"
+#: what a job's python3 runs: batch_fetch.py, zlib'd on its standard input (single quotes: Metaflow wraps
+#: the whole command in double quotes)
+FETCH_PROGRAM = "'import sys, zlib; exec(zlib.decompress(sys.stdin.buffer.read()))'"
+
+
+def inline_fetcher():
+    """batch_fetch.py, zlib'd and in base64 (plain characters only)."""
+    with open(_here("batch_fetch.py"), "rb") as fh:
+        return base64.b64encode(zlib.compress(fh.read(), 9)).decode("ascii")
+
+
+def bootstrap_script_sha256():
+    """The sha256 of batch_bootstrap.py as installed here (the host stages these very bytes)."""
+    import hashlib
+
+    with open(_here("batch_bootstrap.py"), "rb") as fh:
+        return hashlib.sha256(fh.read()).hexdigest()
 
 
 _WORD = re.compile(r"^[A-Za-z0-9_.:/@=+-]*$")

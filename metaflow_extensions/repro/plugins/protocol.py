@@ -57,6 +57,8 @@ STEP_PYTHON_VAR = "REPRO_STEP_PYTHON"
 BOOTSTRAP_STORE_VAR = "REPRO_BOOTSTRAP_STORE"
 #: sha256 of the env's bootstrap manifest (``bootstrap/<sha256>.json`` in that store)
 BOOTSTRAP_MANIFEST_VAR = "REPRO_BOOTSTRAP_MANIFEST"
+#: store key of batch_bootstrap.py, by its sha256 (staged by the host, fetched by a job's batch_fetch.py)
+BOOTSTRAP_SCRIPT_KEY = "tools/bootstrap/%s/batch_bootstrap.py"
 
 # -- task metadata: task -> Metaflow's metadata service -> repro --------------------------------
 
