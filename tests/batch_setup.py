@@ -179,6 +179,9 @@ def make_world(endpoint: str, docker_host: str, base_tag: str) -> BatchWorld:
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": REGION,
         "AWS_ENDPOINT_URL": endpoint,
+        # boto3 prefers the S3-specific variable, which the session's s3_server fixture sets for the
+        # tests that ran before: without this, a later Batch test's store went to that other moto
+        "AWS_ENDPOINT_URL_S3": endpoint,
         "METAFLOW_DEFAULT_DATASTORE": "s3",
         "METAFLOW_DATASTORE_SYSROOT_S3": world.sysroot(),
         "METAFLOW_S3_ENDPOINT_URL": endpoint,
