@@ -11,7 +11,7 @@ import time
 import pytest
 
 from repro.store import open_store
-from repro.store.snapshot import _local_objects, _upload, gc, list_records, push, verify
+from repro.store.snapshot import _local_objects, gc, list_records, push, upload_one, verify
 from tests.store_fakes import fake_run
 
 SECONDS = float(os.environ.get("REPRO_GC_RACE_SECONDS", "60"))
@@ -47,7 +47,7 @@ def test_gc_loop_against_four_concurrent_pushes_loses_nothing(tmp_path, s3_serve
                 if abandon:  # a push killed half-way (its lease long expired): its objects stay, unnamed
                     objects = _local_objects(run.record, run.settings, {})
                     for u in objects[: len(objects) // 2]:
-                        _upload(store, u)
+                        upload_one(store, u)
                     with lock:
                         stats["abandoned"] += 1
                     continue

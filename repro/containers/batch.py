@@ -40,7 +40,7 @@ from repro.model.lock import PlatformLock
 from repro.settings import Home, Settings
 from repro.store import layout, open_store
 from repro.store.base import ObjectInfo, Store
-from repro.store.snapshot import HeldLease
+from repro.store.snapshot import HeldLease, Upload, complete_uploads, upload_one
 
 BOOTSTRAP_PREFIX = "bootstrap/"
 MANIFEST_FORMAT = 2  # 2: names batch_bootstrap.py (``script``)
@@ -163,14 +163,6 @@ def script_key(sha256: str) -> str:
     return protocol.BOOTSTRAP_SCRIPT_KEY % sha256
 
 
-@dataclass(frozen=True)
-class _Upload:
-    key: str
-    path: Path | None  # a file, or
-    data: bytes | None  # these bytes (the two small manifests)
-    sha256: str
-
-
 def stage(
     flow: str, built: dict[str, BuiltEnv | None], locks: dict[str, PlatformLock], settings: Settings, log
 ) -> tuple[dict[str, Staged], HeldLease]:
@@ -188,9 +180,9 @@ def stage(
     uv_sha = sha256_file(uv)
     script = bootstrap_script()
     script_sha = sha256_file(script)
-    uploads: dict[str, _Upload] = {
-        uv_key(uv_sha): _Upload(uv_key(uv_sha), uv, None, uv_sha),
-        script_key(script_sha): _Upload(script_key(script_sha), script, None, script_sha),
+    uploads: dict[str, Upload] = {
+        uv_key(uv_sha): Upload("uv", uv_key(uv_sha), uv, uv_sha, uv.stat().st_size),
+        script_key(script_sha): Upload("script", script_key(script_sha), script, script_sha, script.stat().st_size),
     }
     manifests: dict[str, tuple[str, bytes]] = {}  # env id -> (sha256, bytes)
     counts: dict[str, int] = {}
@@ -202,14 +194,14 @@ def stage(
             raise InfraError(f"flow {flow}: env {env.env_id[:12]}: its interpreter {env.interpreter} no longer runs")
         snap, tarball = interpreter_snapshot.pack(interp, settings.home, log=log)
         key = layout.python_snapshot(snap.sha256)
-        uploads[key] = _Upload(key, tarball, None, snap.sha256)
+        uploads[key] = Upload("pythons", key, tarball, snap.sha256, snap.size)
         snap_json = snap.to_json().encode()
         key = layout.python_manifest(snap.sha256)
-        uploads[key] = _Upload(key, None, snap_json, hashlib.sha256(snap_json).hexdigest())
+        uploads[key] = Upload("pythons", key, snap_json, hashlib.sha256(snap_json).hexdigest(), len(snap_json))
         packages = []
         for p in lock.packages:
             key = layout.package(p.sha256, p.file)
-            uploads[key] = _Upload(key, cache.path(p), None, p.sha256)
+            uploads[key] = Upload("packages", key, cache.path(p), p.sha256, p.size)
             # at the path it has in the host's cache: uv records the file's URL in the env (direct_url.json,
             # listed in RECORD), so the same path gives the same RECORD, and so the same fingerprint
             path = cache.path(p)
@@ -243,27 +235,18 @@ def stage(
         manifests[env.env_id] = (hashlib.sha256(data).hexdigest(), data)
         counts[env.env_id] = len(packages)
     for sha, data in manifests.values():
-        uploads[manifest_key(sha)] = _Upload(manifest_key(sha), None, data, sha)
+        uploads[manifest_key(sha)] = Upload("bootstrap", manifest_key(sha), data, sha, len(data))
     lease = HeldLease(store, f"batch staging of flow {flow}", list(uploads))
     try:
         ledger = StagingLedger(settings.home, log)
         for u in uploads.values():
-            if u.path is not None:
-                _put_missing(store, u.key, u.path, u.sha256, ledger)
-            elif u.key.startswith(BOOTSTRAP_PREFIX):
-                if not store.exists(u.key):
-                    store.put_bytes(u.key, u.data or b"")
-            else:
-                store.put_bytes(u.key, u.data or b"")
+            if isinstance(u.source, Path):
+                _put_missing(store, u.key, u.source, u.sha256, ledger)
+            elif not (u.key.startswith(BOOTSTRAP_PREFIX) and store.exists(u.key)):
+                upload_one(store, u)
         # a gc that read the leases just before ours and was about to delete an object we found there:
         # listed once more now that the lease is seen (as push does before its record lands)
-        for u in uploads.values():
-            if not store.exists(u.key):
-                log(f"store object {store.uri}/{u.key} went away while staging (a concurrent gc): uploaded again")
-                if u.path is not None:
-                    store.put_file(u.key, u.path, sha256=u.sha256)
-                else:
-                    store.put_bytes(u.key, u.data or b"")
+        complete_uploads(store, list(uploads.values()), f"Batch staging of flow {flow}")
     except BaseException:
         lease.release()
         raise

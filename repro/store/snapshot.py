@@ -197,7 +197,7 @@ class PushResult:
 
 
 @dataclass(frozen=True)
-class _Upload:
+class Upload:
     kind: str
     key: str
     source: Path | bytes
@@ -205,7 +205,7 @@ class _Upload:
     size: int
 
 
-def _local_objects(record: RunRecord, settings: Settings, artifact_blobs: dict[str, bytes]) -> list[_Upload]:
+def _local_objects(record: RunRecord, settings: Settings, artifact_blobs: dict[str, bytes]) -> list[Upload]:
     """Every object the record names, from this machine, each hashed now: a corrupt local file is
     never uploaded (exit 3, naming it)."""
     cache = PackageCache(settings.home.packages)
@@ -227,7 +227,7 @@ def _local_objects(record: RunRecord, settings: Settings, artifact_blobs: dict[s
                 "push from the machine (and REPRO_HOME) that made the run"
             )
         out.append(
-            _Upload(
+            Upload(
                 "packages",
                 layout.package(pkg.sha256, pkg.file),
                 cache.check(pkg, record.ref, full=True),
@@ -237,18 +237,18 @@ def _local_objects(record: RunRecord, settings: Settings, artifact_blobs: dict[s
         )
     for env_id, env in sorted(record.envs.items()):
         data = env_lock_toml(env)
-        out.append(_Upload("locks", layout.lock(env_id), data, hashlib.sha256(data).hexdigest(), len(data)))
-    out.append(_Upload("code", layout.code(record.code_sha256), code_file, got, code_file.stat().st_size))
+        out.append(Upload("locks", layout.lock(env_id), data, hashlib.sha256(data).hexdigest(), len(data)))
+    out.append(Upload("code", layout.code(record.code_sha256), code_file, got, code_file.stat().st_size))
     for sha1, blob in sorted(artifact_blobs.items()):
         if hashlib.sha1(blob).hexdigest() != sha1:
             raise IntegrityError(
                 f"{record.ref}: the artifact blob read back for sha1 {sha1} does not match it; it was not uploaded"
             )
-        out.append(_Upload("artifacts", layout.artifact(sha1), blob, hashlib.sha256(blob).hexdigest(), len(blob)))
+        out.append(Upload("artifacts", layout.artifact(sha1), blob, hashlib.sha256(blob).hexdigest(), len(blob)))
     return out + input_uploads(record, settings) + interpreter_uploads(record, settings)
 
 
-def interpreter_uploads(record: RunRecord, settings: Settings) -> list[_Upload]:
+def interpreter_uploads(record: RunRecord, settings: Settings) -> list[Upload]:
     """The interpreter snapshots the record names (packed here by ``snapshot_interpreters``) and their
     manifests, each hashed now."""
     out = []
@@ -266,10 +266,10 @@ def interpreter_uploads(record: RunRecord, settings: Settings) -> list[_Upload]:
                 "it is damaged and was not uploaded",
                 path=str(path),
             )
-        out.append(_Upload("pythons", layout.python_snapshot(snap.sha256), path, got, snap.size))
+        out.append(Upload("pythons", layout.python_snapshot(snap.sha256), path, got, snap.size))
         manifest = snap.to_json().encode()
         out.append(
-            _Upload(
+            Upload(
                 "pythons",
                 layout.python_manifest(snap.sha256),
                 manifest,
@@ -280,7 +280,7 @@ def interpreter_uploads(record: RunRecord, settings: Settings) -> list[_Upload]:
     return out
 
 
-def _upload(store: Store, u: _Upload) -> None:
+def upload_one(store: Store, u: Upload) -> None:
     if isinstance(u.source, Path):
         store.put_file(u.key, u.source, sha256=u.sha256)
     else:
@@ -290,8 +290,12 @@ def _upload(store: Store, u: _Upload) -> None:
 def _lease(store: Store, record: RunRecord, keys: list[str]) -> str:
     """Announce the keys this push is about to name (gc never deletes a leased key)."""
     key = f"{LEASE_PREFIX}{uuid.uuid4().hex}.json"
-    store.put_bytes(key, json.dumps({"run": record.ref, "keys": keys, "time": time.time()}).encode())
+    _write_lease(store, key, record.ref, keys)
     return key
+
+
+def _write_lease(store: Store, key: str, owner: str, keys: list[str]) -> None:
+    store.put_bytes(key, json.dumps({"run": owner, "keys": keys, "time": time.time()}).encode())
 
 
 class HeldLease:
@@ -310,8 +314,7 @@ class HeldLease:
         self._thread.start()
 
     def _write(self) -> None:
-        body = {"run": self.owner, "keys": self.keys, "time": time.time()}
-        self.store.put_bytes(self.key, json.dumps(body).encode())
+        _write_lease(self.store, self.key, self.owner, self.keys)
 
     def _renew(self) -> None:
         while not self._stop.wait(self._renew_seconds):
@@ -355,7 +358,7 @@ def push(
     lease = _lease(store, record, [u.key for u in uploads])
     result = PushResult(uploaded={}, skipped={})
 
-    def one(u: _Upload):
+    def one(u: Upload):
         info = store.stat(u.key)
         if info is not None:
             if info.size == u.size and store.sha256(u.key) == u.sha256:
@@ -365,7 +368,7 @@ def push(
                     store.touch(u.key)
                 return u, False
             result.repaired.append(u.key)  # there, but not these bytes: replace it
-        _upload(store, u)
+        upload_one(store, u)
         return u, True
 
     def all_of(items):
@@ -376,7 +379,7 @@ def push(
         bucket = result.uploaded if uploaded else result.skipped
         bucket[u.kind] = bucket.get(u.kind, 0) + 1
         result.uploaded_bytes += u.size if uploaded else 0
-    _complete(store, uploads, record)
+    complete_uploads(store, uploads, record.ref)
     store.put_bytes(
         lease, json.dumps({"run": record.ref, "keys": [u.key for u in uploads], "time": time.time()}).encode()
     )  # renewed: the record lands next
@@ -387,7 +390,7 @@ def push(
             raise BadInput(f"store {store.uri} already has a different record at {key}; records are immutable")
     else:
         store.put_bytes(key, body)  # the record lands last: from here on the run is visible
-    _complete(store, uploads, record)  # a gc that raced the record sees the record from now on: repair once
+    complete_uploads(store, uploads, record.ref)  # a gc that raced the record sees the record from now on: repair once
     if latest and not record.replay_of and _is_newest(store, record):  # a replay is never its flow's baseline
         store.put_bytes(layout.latest(layout.flow_dir(record.flow, record.identity)), record.run_id.encode())
     if result.repaired:
@@ -404,7 +407,7 @@ def _sha1_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def input_uploads(record: RunRecord, settings: Settings) -> list[_Upload]:
+def input_uploads(record: RunRecord, settings: Settings) -> list[Upload]:
     """Every input the record names (IncludeFile contents, other flows' artifacts its steps read), each
     hashed now, as uploads."""
     out = []
@@ -417,7 +420,7 @@ def input_uploads(record: RunRecord, settings: Settings) -> list[_Upload]:
             )
         if _sha1_file(path) != sha1:
             raise IntegrityError(f"{path}: this input artifact does not match its sha1 {sha1}; it was not uploaded")
-        out.append(_Upload("inputs", layout.input_artifact(sha1), path, sha256_file(path), path.stat().st_size))
+        out.append(Upload("inputs", layout.input_artifact(sha1), path, sha256_file(path), path.stat().st_size))
     for name, inc in sorted(record.include_files.items()):
         path = settings.home.input_blob(inc.sha256)
         if not path.is_file():
@@ -427,7 +430,7 @@ def input_uploads(record: RunRecord, settings: Settings) -> list[_Upload]:
             )
         if sha256_file(path) != inc.sha256:
             raise IntegrityError(f"{path}: contents of IncludeFile {name!r} do not match the record's sha256")
-        out.append(_Upload("inputs", layout.input_blob(inc.sha256), path, inc.sha256, path.stat().st_size))
+        out.append(Upload("inputs", layout.input_blob(inc.sha256), path, inc.sha256, path.stat().st_size))
     return out
 
 
@@ -483,16 +486,17 @@ def push_replay_record(record: RunRecord, store: Store) -> str:
     return key
 
 
-def _complete(store: Store, uploads: list[_Upload], record: RunRecord) -> None:
-    """List every object again; upload what is gone (a gc that raced this push); fail if still gone."""
+def complete_uploads(store: Store, uploads: list[Upload], what: str) -> None:
+    """List every object again; upload what is gone (a gc that raced this push or staging, ``what``);
+    fail if still gone."""
     for _ in range(2):
         gone = [u for u in uploads if store.stat(u.key) is None]
         if not gone:
             return
         for u in gone:
-            _upload(store, u)
+            upload_one(store, u)
     raise InfraError(
-        f"store {store.uri}: objects of {record.ref} keep disappearing during the push: "
+        f"store {store.uri}: objects of {what} keep disappearing during the push: "
         f"{cap([u.key for u in gone])}; is a gc with no grace period running?"
     )
 
