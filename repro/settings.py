@@ -30,6 +30,8 @@ DEFAULT_CHANNELS = ("conda-forge",)
 DEFAULT_HOME = "~/.cache/repro"
 DEFAULT_ARTIFACT_MAX_BYTES = 16 << 20
 DEFAULT_REPORT_DIR = "reports"
+#: on each Batch instance (a host volume): the ECS-optimized AMI's /var is the instance's own disk
+DEFAULT_BATCH_CACHE = "/var/cache/repro"
 
 
 # -- REPRO_HOME ------------------------------------------------------------------------------------
@@ -283,6 +285,20 @@ class _HashSeed(_Type):
         return super().from_toml(value)
 
 
+class _InstanceFolder(_Type):
+    """A folder on another machine (a Batch instance): an absolute path of plain characters (it goes into
+    a job's command unquoted), or ``off``."""
+
+    label = "absolute path \\| `off`"
+    expects = "an absolute path of letters, digits and ._/@+- only, or 'off'"
+
+    def from_text(self, text: str) -> str:
+        text = text.strip()
+        if text == "off" or (re.fullmatch(r"/[A-Za-z0-9_.@+-][A-Za-z0-9_.@+/-]*", text) and "/../" not in text + "/"):
+            return text
+        raise ValueError
+
+
 TEXT, PATH, FLAG, BYTES, WORDS, HASH_SEED = _Text(), _Path(), _Flag(), _Bytes(), _Words(), _HashSeed()
 
 
@@ -492,6 +508,16 @@ SETTINGS: tuple[Setting, ...] = (
         "`file://` or S3) or on AWS Batch (`batch`: an S3 store and Metaflow's Batch settings); the flow's items "
         "pass only if that replay is identical",
     ),
+    Setting(
+        "batch_cache",
+        "REPRO_BATCH_CACHE",
+        "batch-cache",
+        _InstanceFolder(),
+        DEFAULT_BATCH_CACHE,
+        "`--with batch`: a folder of each Batch instance (a host volume every job mounts) where jobs keep verified "
+        "interpreters and built envs for the instance's later jobs; `off` builds every job's env from the store "
+        "(Fargate queues never get one: they have no host volumes)",
+    ),
 )
 
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
@@ -523,6 +549,7 @@ class Settings:
     drift: bool = False
     report: str = DEFAULT_REPORT_DIR
     on: str = "local"
+    batch_cache: str = DEFAULT_BATCH_CACHE
     config_file: Path | None = None  # the pyproject.toml read, if any
     origins: dict = field(default_factory=dict, compare=False, repr=False)  # name -> variable, file key, "default"
 

@@ -14,7 +14,9 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from tests.helpers import _wait_for_port, free_port
 
@@ -31,6 +33,9 @@ class BatchWorld:
     queue: str
     image: str  # the job image's tag
     job_role_arn: str
+    #: the instance cache (``batch-cache``): every job is a container of this machine, this folder its
+    #: host volume; made empty for each world (the caller removes it)
+    cache: str = ""
     #: what a Metaflow process (and boto3, and repro) needs in its environment to use it all
     env: dict[str, str] = field(default_factory=dict)
 
@@ -63,7 +68,7 @@ def start_moto(docker_host: str) -> tuple[subprocess.Popen, str]:
         "MOTO_PORT": str(port),
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        [sys.executable, str(Path(__file__).with_name("moto_server.py")), "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=env,
@@ -173,7 +178,7 @@ def make_world(endpoint: str, docker_host: str, base_tag: str) -> BatchWorld:
     )
     closed = free_port()  # nothing listens there: the metadata-address poll is refused at once
     image = job_image(docker_host, base_tag, shims(endpoint, closed))
-    world = BatchWorld(endpoint, bucket, QUEUE, image, job_role)
+    world = BatchWorld(endpoint, bucket, QUEUE, image, job_role, tempfile.mkdtemp(prefix="repro-batch-cache-"))
     world.env = {
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
@@ -189,5 +194,6 @@ def make_world(endpoint: str, docker_host: str, base_tag: str) -> BatchWorld:
         "METAFLOW_ECS_S3_ACCESS_IAM_ROLE": job_role,
         "METAFLOW_BATCH_CONTAINER_IMAGE": image,
         "METAFLOW_DEFAULT_METADATA": "local",
+        "REPRO_BATCH_CACHE": world.cache,
     }
     return world

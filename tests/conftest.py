@@ -9,6 +9,7 @@ is missing, so CI can never pass by skipping."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -242,8 +243,12 @@ def batch_world(docker_daemon, base_image):
     from tests import batch_setup
 
     proc, endpoint = batch_setup.start_moto(docker_daemon)
+    world = None
     try:
-        yield batch_setup.make_world(endpoint, docker_daemon, base_image.tag)
+        world = batch_setup.make_world(endpoint, docker_daemon, base_image.tag)
+        yield world
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+        if world is not None:
+            shutil.rmtree(world.cache, ignore_errors=True)

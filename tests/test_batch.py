@@ -175,6 +175,42 @@ def test_the_jobs_restore_the_interpreter_snapshot_the_run_names(batch_run, batc
     assert staged and staged <= {snap.sha256 for snap in batch_run["record"].interpreters.values()}
 
 
+def test_jobs_of_one_instance_build_each_env_once_and_later_jobs_use_it(batch_run, batch_world):
+    """The instance cache (a host volume of every job): the interpreter and each env are made there once,
+    from the verified store objects; later jobs of the instance link to them (no store, no build). The
+    tasks' fingerprint check passed in every job (test above), cached or built."""
+    out = batch_run["out"]
+    built = out.count("built from s3://")
+    cached = out.count(f"from the instance cache {batch_world.cache} in")
+    # start builds the six env, the two foreach jobs (at once) the idna env; join and end use the cache
+    assert built + cached == 5 and 2 <= built <= 3 and cached >= 2, out[-6000:]
+    assert out.count(f"kept in the instance cache {batch_world.cache}") == built
+    cache = Path(batch_world.cache)
+    assert len([p for p in (cache / "envs").iterdir() if not p.name.startswith(".")]) == 2
+    assert len([p for p in (cache / "pythons").iterdir() if not p.name.startswith(".")]) == 1
+    assert not [p for p in (cache / "envs").iterdir() if p.name.startswith(".")]  # no staging left
+
+
+def test_a_cached_env_that_changed_is_named_and_not_used(batch_run, batch_world):
+    """A file of a cached env edited on the instance (its size and time kept): each job of that env warns
+    naming the file and builds a private env from the store; the cached one is left alone; the run passes.
+    (Only this module's runs use these envs: the cache key names the env's path, under its REPRO_HOME.)"""
+    import os
+
+    cache = Path(batch_world.cache)
+    six = next(cache.glob("envs/*/env/lib/python*/site-packages/six.py"))
+    before = six.stat()
+    text = six.read_bytes()
+    six.write_bytes(text.replace(b"Utilities for writing", b"utilities for writing"))
+    os.utime(six, ns=(before.st_atime_ns, before.st_mtime_ns))
+    r = cli("run", batch_run["path"], "--", "--with", "batch", env=batch_run["env"], cwd=batch_run["path"].parent)
+    assert r.code == 0, r.text[-6000:]
+    named = "site-packages/six.py changed; building a private copy"
+    assert r.text.count(named) == 3, r.text[-6000:]  # start, join, end: the six env's jobs
+    assert r.text.count(f"from the instance cache {cache} in") == 2  # the idna env's, untouched
+    assert b"utilities for writing" in six.read_bytes()  # left as it was
+
+
 def test_a_package_file_tampered_in_the_store_stops_the_container_naming_it(batch_run, batch_world, monkeypatch):
     """The container verifies every object it fetches: same size, other bytes -> the job fails before
     the task, naming the object; then restored. Staging hashes an object only when it is not as this
@@ -200,8 +236,9 @@ def test_a_package_file_tampered_in_the_store_stops_the_container_naming_it(batc
     info = store.stat(key)
     assert info is not None
     StagingLedger(Home(Path(os.environ["REPRO_HOME"]))).remember(store, key, pkg.sha256, info)
+    env = {**batch_run["env"], "REPRO_BATCH_CACHE": "off"}  # no instance cache: every job fetches its files
     try:
-        r = cli("run", batch_run["path"], "--", "--with", "batch", env=batch_run["env"], cwd=batch_run["path"].parent)
+        r = cli("run", batch_run["path"], "--", "--with", "batch", env=env, cwd=batch_run["path"].parent)
     finally:
         s3.put_object(Bucket=batch_world.bucket, Key=full, Body=original)
     assert r.code != 0

@@ -204,3 +204,48 @@ def test_a_jobs_command_fetches_the_staged_bootstrap_script_and_refuses_other_by
     refused = job()
     assert refused.returncode == 3 and "does not match its sha256" in refused.stderr, refused.stderr
     assert "pwned" not in refused.stdout
+
+
+def test_a_jobs_fetcher_runs_the_script_the_instance_cache_keeps_only_if_it_is_the_named_one(
+    s3_bucket, tmp_path, monkeypatch
+):
+    """With an instance cache, the fetcher keeps the script it verified there and later jobs run it without
+    the store; cached bytes that are not the named ones are never run: fetched again from the store."""
+    import shlex
+    import subprocess
+    from types import SimpleNamespace
+
+    import metaflow.plugins  # noqa: F401  (Metaflow loads the extension first, as in a run)
+
+    from metaflow_extensions.repro.plugins import protocol
+    from metaflow_extensions.repro.plugins.environment import CondaEnvironment, bootstrap_script_sha256
+    from repro.containers.batch import script_key
+    from repro.store import open_store
+
+    settings, staged, lease = _staged_env(tmp_path, s3_bucket)
+    lease.release()
+    for name in protocol.TASK_ENV_VARS:
+        monkeypatch.delenv(name, raising=False)
+    cache = tmp_path / "instance-cache"
+    monkeypatch.setenv(protocol.BOOTSTRAP_STORE_VAR, staged.store)
+    monkeypatch.setenv(protocol.BOOTSTRAP_MANIFEST_VAR, "0" * 64)  # no such manifest: the script says so
+    monkeypatch.setenv(protocol.BATCH_CACHE_VAR, str(cache))
+    command = " && ".join(CondaEnvironment.bootstrap_commands(SimpleNamespace(), "start", "s3"))
+    assert "export PYTHONDONTWRITEBYTECODE=1" in command  # tasks write nothing into the shared envs
+
+    def job():
+        return subprocess.run(shlex.split('bash -c "%s"' % command), capture_output=True, text=True, timeout=120)
+
+    ran_the_script = f"cannot fetch store object bootstrap/{'0' * 64}.json"
+    first = job()
+    assert first.returncode == 3 and ran_the_script in first.stderr, first.stderr
+    kept = cache / "scripts" / f"{bootstrap_script_sha256()}.py"
+    assert kept.read_bytes() == Path(protocol.__file__).with_name("batch_bootstrap.py").read_bytes()
+    store = open_store(settings.store)
+    store.delete(script_key(bootstrap_script_sha256()))  # the store no longer has it: the cache's is run
+    second = job()
+    assert second.returncode == 3 and ran_the_script in second.stderr, second.stderr
+    kept.write_text("import os; os.system('echo pwned')\n")  # other bytes in the cache: never run
+    third = job()
+    assert third.returncode == 3 and "cannot fetch store object tools/bootstrap/" in third.stderr, third.stderr
+    assert "pwned" not in third.stdout

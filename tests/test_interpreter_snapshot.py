@@ -5,6 +5,7 @@ fingerprint). The end-to-end restore (a container without that Python) is in tes
 from __future__ import annotations
 
 import io
+import os
 import sys
 import tarfile
 from pathlib import Path
@@ -427,6 +428,15 @@ class _FlakyS3:
         return {"Body": Body()}
 
 
+def _store(client) -> object:
+    """The job's store (batch_bootstrap._Store) of s3://bucket/p, talking to ``client``."""
+    from metaflow_extensions.repro.plugins.batch_bootstrap import _Store
+
+    store = _Store("s3://bucket/p")
+    store._client = client
+    return store
+
+
 def _job_snap(tarball: Path, prefix: Path) -> dict:
     return {
         "prefix": str(prefix),
@@ -442,11 +452,11 @@ def test_a_stream_that_breaks_midway_is_fetched_once_more_and_then_named(pyenv_r
     tarball = _tarball(tmp_path / "py.tar.gz", [("bin/python3.11", b"#!"), ("lib/x", b"x" * 5000)])
     prefix = pyenv_root / "versions" / "3.11.7"
     s3 = _FlakyS3(tarball.read_bytes(), breaks=1)
-    assert _restore_interpreter(s3, "bucket", "p", _job_snap(tarball, prefix)) == str(prefix / "bin" / "python3.11")
+    assert _restore_interpreter(_store(s3), _job_snap(tarball, prefix)) == str(prefix / "bin" / "python3.11")
     assert s3.calls == 2 and (prefix / "lib" / "x").read_bytes() == b"x" * 5000
     other = pyenv_root / "versions" / "3.11.8"
     with pytest.raises(Failed, match="cannot fetch store object pythons/x.tar.gz from s3://bucket: .*connection reset"):
-        _restore_interpreter(_FlakyS3(tarball.read_bytes(), breaks=2), "bucket", "p", _job_snap(tarball, other))
+        _restore_interpreter(_store(_FlakyS3(tarball.read_bytes(), breaks=2)), _job_snap(tarball, other))
     assert not other.exists() and [p.name for p in (pyenv_root / "versions").iterdir()] == ["3.11.7"]
 
 
@@ -457,10 +467,50 @@ def test_a_restore_that_fails_for_another_reason_says_what_it_is(pyenv_root, tmp
     monkeypatch.setenv("PATH", str(tmp_path / "nothing"))  # no tar
     with pytest.raises(Failed) as failed:
         _restore_interpreter(
-            _FlakyS3(tarball.read_bytes(), breaks=0),
-            "bucket",
-            "p",
-            _job_snap(tarball, pyenv_root / "versions" / "3.11.7"),
+            _store(_FlakyS3(tarball.read_bytes(), breaks=0)), _job_snap(tarball, pyenv_root / "versions" / "3.11.7")
         )
     assert "cannot restore the interpreter at" in str(failed.value) and "'tar'" in str(failed.value)
     assert "cannot fetch" not in str(failed.value)
+
+
+def test_the_instance_cache_restores_an_interpreter_once_and_links_later_jobs_to_it(pyenv_root, tmp_path):
+    """A Batch instance's jobs share the cache: the first restores the verified snapshot there (not at the
+    prefix), every later job (a fresh container: no prefix) links the prefix to it without the store."""
+    from metaflow_extensions.repro.plugins.batch_bootstrap import _restore_interpreter
+
+    tarball = _tarball(tmp_path / "py.tar.gz", [("bin/python3.11", b"#!"), ("lib/x", b"x" * 5000)])
+    prefix = pyenv_root / "versions" / "3.11.7"
+    cache = tmp_path / "instance-cache"
+    s3 = _FlakyS3(tarball.read_bytes(), breaks=0)
+    snap = _job_snap(tarball, prefix)
+    assert _restore_interpreter(_store(s3), snap, str(cache)) == str(prefix / "bin" / "python3.11")
+    cached = cache / "pythons" / snap["sha256"] / "prefix"
+    assert prefix.is_symlink() and prefix.resolve() == cached and (prefix / "lib" / "x").read_bytes() == b"x" * 5000
+    prefix.unlink()  # the next job's container
+    assert _restore_interpreter(_store(s3), snap, str(cache)) == str(prefix / "bin" / "python3.11")
+    assert s3.calls == 1 and prefix.resolve() == cached
+    assert [p.name for p in (cache / "pythons").iterdir()] == [snap["sha256"]]  # no staging left
+
+
+def test_a_cached_interpreter_that_changed_is_not_used_and_the_change_is_named(pyenv_root, tmp_path, capsys):
+    """Even with its modification time put back (its change time cannot be), an edited file of the cached
+    tree stops its use: the job warns naming it, restores a private copy from the store and leaves the
+    cached one (other jobs may run from it)."""
+    from metaflow_extensions.repro.plugins.batch_bootstrap import _restore_interpreter
+
+    tarball = _tarball(tmp_path / "py.tar.gz", [("bin/python3.11", b"#!"), ("lib/x", b"x" * 5000)])
+    prefix = pyenv_root / "versions" / "3.11.7"
+    cache = tmp_path / "instance-cache"
+    s3 = _FlakyS3(tarball.read_bytes(), breaks=0)
+    snap = _job_snap(tarball, prefix)
+    _restore_interpreter(_store(s3), snap, str(cache))
+    prefix.unlink()
+    edited = cache / "pythons" / snap["sha256"] / "prefix" / "lib" / "x"
+    before = edited.stat()
+    edited.write_bytes(b"y" * 5000)  # same size
+    os.utime(edited, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert _restore_interpreter(_store(s3), snap, str(cache)) == str(prefix / "bin" / "python3.11")
+    err = capsys.readouterr().err
+    assert "lib/x changed" in err and "restoring a private copy" in err, err
+    assert s3.calls == 2 and not prefix.is_symlink() and (prefix / "lib" / "x").read_bytes() == b"x" * 5000
+    assert edited.read_bytes() == b"y" * 5000

@@ -23,6 +23,7 @@ fingerprint check then proves the container's env equals the host's, which equal
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Sequence
@@ -68,6 +69,27 @@ def batch_options(args: Sequence[str]) -> list[tuple[int, int]]:
 def runs_on_batch(args: Sequence[str]) -> bool:
     """Whether Metaflow `run` options send every step to AWS Batch (``--with batch[:...]``)."""
     return bool(batch_options(args))
+
+
+@functools.cache
+def host_volumes_allowed(queue: str | None) -> bool:
+    """Whether the jobs of ``queue`` run on an instance of their own, whose folders they can mount (an EC2
+    compute environment), as Metaflow's Batch client tells the platform: by the type of the queue's first
+    compute environment. Not on Fargate (a job definition with a host volume is refused there), nor when
+    the queue cannot be read (Metaflow's submission then says why)."""
+    if not queue:
+        return False
+    from metaflow.plugins.aws.aws_client import get_aws_client
+
+    try:
+        client = get_aws_client("batch")
+        queues = client.describe_job_queues(jobQueues=[queue])["jobQueues"]
+        order = sorted(queues[0]["computeEnvironmentOrder"], key=lambda c: c.get("order", 0))
+        found = client.describe_compute_environments(computeEnvironments=[order[0]["computeEnvironment"]])
+        kind = found["computeEnvironments"][0]["computeResources"]["type"]
+    except Exception:
+        return False
+    return kind in ("EC2", "SPOT")
 
 
 def uv_key(sha256: str) -> str:

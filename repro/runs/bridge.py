@@ -60,6 +60,7 @@ def prepare(
             if env is not None and entry is not None:
                 entry[protocol.STEP_BOOTSTRAP_STORE] = staged[env.env_id].store
                 entry[protocol.STEP_BOOTSTRAP_MANIFEST] = staged[env.env_id].manifest_sha256
+                entry[protocol.STEP_BATCH_CACHE] = "" if settings.batch_cache == "off" else settings.batch_cache
     return out, {protocol.PATH_HOME: str(settings.home.root)}
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import PurePosixPath
 
+import pytest
+
 from metaflow_extensions.repro.plugins import probe
 from repro.containers.batch import runs_on_batch
 from repro.env.interpreter_snapshot import _excluded
@@ -157,3 +159,30 @@ def test_a_batch_jobs_bootstrap_command_stays_far_below_aws_batchs_limit(monkeyp
         sha,
         "a" * 64,
     )
+
+
+def test_the_instance_cache_is_mounted_beside_the_users_own_host_volumes():
+    from metaflow_extensions.repro.plugins.decorators import with_volume
+
+    assert with_volume(None, "/var/cache/repro") == ["/var/cache/repro"]
+    assert with_volume("/data", "/var/cache/repro") == ["/data", "/var/cache/repro"]
+    assert with_volume(["/data", "/x:/y"], "/c") == ["/data", "/x:/y", "/c"]
+    # something the user mounts at that path already is theirs: kept, nothing added
+    assert with_volume(["/mnt/fast:/var/cache/repro"], "/var/cache/repro") == ["/mnt/fast:/var/cache/repro"]
+    assert with_volume("/var/cache/repro", "/var/cache/repro") == ["/var/cache/repro"]
+
+
+@pytest.mark.parametrize("text", ["/var/cache/repro", "/mnt/nvme0/repro-cache", "off"])
+def test_batch_cache_is_a_plain_absolute_path_or_off(text):
+    from repro.settings import load_settings
+
+    assert load_settings(environ={"REPRO_BATCH_CACHE": text}).batch_cache == text
+
+
+@pytest.mark.parametrize("text", ["relative/path", "/var/cache/my repro", "/var/$(reboot)", "/var/../etc", "/"])
+def test_a_batch_cache_that_cannot_go_into_a_jobs_command_is_refused_naming_the_setting(text):
+    from repro.errors import BadInput
+    from repro.settings import load_settings
+
+    with pytest.raises(BadInput, match="REPRO_BATCH_CACHE=.* is not valid: expected an absolute path"):
+        load_settings(environ={"REPRO_BATCH_CACHE": text})

@@ -1,13 +1,10 @@
-"""Inside a Batch container: fetch ``batch_bootstrap.py`` from the store, verify it, run it.
+"""Inside a Batch job: fetch batch_bootstrap.py, verify its sha256, run it. All a job's command carries
+(zlib'd: AWS Batch refuses commands over 8192 characters)::
 
-This is all a job's command carries (``CondaEnvironment.bootstrap_commands``, zlib'd, base64): AWS
-Batch refuses container overrides over 8192 characters, so the bootstrap script itself (tens of KB) is
-a content-addressed store object the host stages (``repro.containers.batch``). Run on its standard
-input (``python3 -c 'exec(...)'``, so argv[0] is "-c")::
+    python3 -c ... s3://bucket/prefix <script key> <its sha256> <manifest sha256> [instance cache]
 
-    ... | python3 -c ... s3://bucket/prefix <key of the script> <its sha256> <sha256 of the manifest>
-
-Standard library and boto3 only, Python 3.7 syntax, imports nothing of repro's (it runs from /tmp).
+A script in the instance cache (``batch-cache``) with that sha256 is run without the store (or boto3);
+one fetched is kept there. Standard library and boto3 only, Python 3.7 syntax.
 """
 
 import hashlib
@@ -19,31 +16,62 @@ EXIT_INTEGRITY = 3
 DEST = "/tmp/repro_batch_bootstrap.py"
 
 
+def _cached(cache, sha256):
+    if not cache:
+        return None
+    try:
+        with open(os.path.join(cache, "scripts", sha256 + ".py"), "rb") as fh:
+            data = fh.read()
+    except (OSError, IOError):
+        return None
+    return data if hashlib.sha256(data).hexdigest() == sha256 else None
+
+
+def _keep(cache, sha256, data):
+    # best effort: a cache that cannot be written only means the next job fetches again
+    if not cache:
+        return
+    folder = os.path.join(cache, "scripts")
+    try:
+        if not os.path.isdir(folder):
+            os.makedirs(folder)
+        tmp = os.path.join(folder, ".%s.%d.tmp" % (sha256, os.getpid()))
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+        os.rename(tmp, os.path.join(folder, sha256 + ".py"))
+    except (OSError, IOError):
+        pass
+
+
 def main(argv):
     store, key, sha256 = argv[1], argv[2], argv[3]
+    cache = argv[5] if len(argv) > 5 else ""
     bucket, _, prefix = store[len("s3://") :].partition("/")
     full = prefix.strip("/") + "/" + key if prefix.strip("/") else key
-    import boto3
+    data = _cached(cache, sha256)
+    if data is None:
+        import boto3
 
-    endpoint = os.environ.get("METAFLOW_S3_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL") or None
-    for attempt in (1, 2, 3):
-        try:
-            data = boto3.client("s3", endpoint_url=endpoint).get_object(Bucket=bucket, Key=full)["Body"].read()
-            break
-        except Exception as exc:  # botocore's errors: nothing else runs in this block
-            if attempt == 3:
-                sys.stderr.write(
-                    "repro bootstrap: cannot fetch store object %s from s3://%s: %s\n" % (key, bucket, exc)
-                )
-                return EXIT_INTEGRITY
-            time.sleep(attempt)
-    got = hashlib.sha256(data).hexdigest()
-    if got != sha256:
-        sys.stderr.write(
-            "repro bootstrap: store object %s (s3://%s/%s) does not match its sha256: expected %s, got %s; "
-            "it was not run\n" % (key, bucket, full, sha256, got)
-        )
-        return EXIT_INTEGRITY
+        endpoint = os.environ.get("METAFLOW_S3_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL") or None
+        for attempt in (1, 2, 3):
+            try:
+                data = boto3.client("s3", endpoint_url=endpoint).get_object(Bucket=bucket, Key=full)["Body"].read()
+                break
+            except Exception as exc:  # botocore's errors: nothing else runs in this block
+                if attempt == 3:
+                    sys.stderr.write(
+                        "repro bootstrap: cannot fetch store object %s from s3://%s: %s\n" % (key, bucket, exc)
+                    )
+                    return EXIT_INTEGRITY
+                time.sleep(attempt)
+        got = hashlib.sha256(data).hexdigest()
+        if got != sha256:
+            sys.stderr.write(
+                "repro bootstrap: store object %s (s3://%s/%s) does not match its sha256: expected %s, got %s; "
+                "it was not run\n" % (key, bucket, full, sha256, got)
+            )
+            return EXIT_INTEGRITY
+        _keep(cache, sha256, data)
     with open(DEST + ".tmp", "wb") as fh:
         fh.write(data)
     os.rename(DEST + ".tmp", DEST)

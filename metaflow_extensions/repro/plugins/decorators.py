@@ -67,6 +67,7 @@ class _ReproStepDecorator(StepDecorator):
             )
         self.step = step
         self.environment = environment
+        self._decos = decos
 
     def runtime_init(self, flow, graph, package, run_id):
         _CodePackage.extract(package, self.environment.home())
@@ -91,6 +92,9 @@ class _ReproStepDecorator(StepDecorator):
             cli_args.env[protocol.STEP_PYTHON_VAR] = env[protocol.STEP_PYTHON]
             cli_args.env[protocol.BOOTSTRAP_STORE_VAR] = env[protocol.STEP_BOOTSTRAP_STORE]
             cli_args.env[protocol.BOOTSTRAP_MANIFEST_VAR] = env[protocol.STEP_BOOTSTRAP_MANIFEST]
+            cli_args.env[protocol.BATCH_CACHE_VAR] = self._mount_instance_cache(
+                cli_args, env.get(protocol.STEP_BATCH_CACHE) or ""
+            )
             return
         cli_args.env.update(_CodePackage.env_vars or {})
         cli_args.env[protocol.PYTHONNOUSERSITE_VAR] = "1"
@@ -102,6 +106,23 @@ class _ReproStepDecorator(StepDecorator):
         cli_args.env[protocol.ENV_ID_VAR] = env[protocol.STEP_ENV_ID]
         cli_args.env[protocol.SPEC_ID_VAR] = env[protocol.STEP_SPEC_ID]
         cli_args.entrypoint[0] = env[protocol.STEP_PYTHON]
+
+    def _mount_instance_cache(self, cli_args, folder):
+        """Have the step's Batch job mount ``folder`` of its instance at the same path (``host_volumes``, the
+        user's own kept), where its bootstrap keeps and finds verified interpreters and envs; the folder,
+        or "" when there is none (``batch-cache = off``, or a Fargate queue: no instance to keep it on)."""
+        batch = [d for d in getattr(self, "_decos", ()) if d.name == "batch"]
+        if not folder or not batch:
+            return ""
+        from repro.containers.batch import host_volumes_allowed
+
+        if not host_volumes_allowed(batch[0].attributes.get("queue")):
+            return ""
+        volumes = with_volume(batch[0].attributes.get("host_volumes"), folder)
+        batch[0].attributes["host_volumes"] = volumes
+        if "host_volumes" in cli_args.command_options:  # Batch's own runtime_step_cli ran first
+            cli_args.command_options["host_volumes"] = volumes
+        return folder
 
     def task_pre_step(
         self,
@@ -156,6 +177,15 @@ class _ReproStepDecorator(StepDecorator):
                 task_id,
                 [MetaDatum(field=protocol.META_INPUTS, value=inputs, type=protocol.META_INPUTS, tags=tags)],
             )
+
+
+def with_volume(volumes, folder):
+    """``@batch(host_volumes=...)`` (None, one "host[:container]" or a list of them) with ``folder`` of the
+    instance mounted at the same path, unless something is mounted there already (kept as it is)."""
+    volumes = [] if not volumes else [volumes] if isinstance(volumes, str) else list(volumes)
+    if any(v.split(":", 1)[-1] == folder for v in volumes):
+        return volumes
+    return volumes + [folder]
 
 
 class CondaStepDecorator(_ReproStepDecorator):

@@ -96,15 +96,20 @@ class CondaEnvironment(MetaflowEnvironment):
                 encoded = base64.b64encode(zlib.compress(value.encode("utf-8"), 9)).decode("ascii")
                 cmds.append("%s=$(echo %s | base64 -d | python3 -c %s)" % (name, encoded, INFLATE_PROGRAM))
                 exports.append(name)
-        if exports:
-            cmds.append("export " + " ".join(exports))
         store = os.environ.get(protocol.BOOTSTRAP_STORE_VAR)
         manifest = os.environ.get(protocol.BOOTSTRAP_MANIFEST_VAR)
+        cache = os.environ.get(protocol.BATCH_CACHE_VAR) or ""
+        if store and manifest and cache:
+            # the instance's cached interpreters and envs are shared by its jobs: their tasks write no
+            # bytecode there (a cached env is compiled once, when it is built)
+            exports.append("PYTHONDONTWRITEBYTECODE=1")
+        if exports:
+            cmds.append("export " + " ".join(exports))
         if store and manifest:
             # only batch_fetch.py (zlib'd, ~1.3 KB in base64) is inline: AWS Batch refuses commands over 8192
             # characters, so batch_bootstrap.py is a store object the host staged, fetched and checked by sha256
             cmds.append(
-                "echo %s | base64 -d | python3 -c %s %s %s %s %s"
+                "echo %s | base64 -d | python3 -c %s %s %s %s %s%s"
                 % (
                     inline_fetcher(),
                     FETCH_PROGRAM,
@@ -112,6 +117,7 @@ class CondaEnvironment(MetaflowEnvironment):
                     protocol.BOOTSTRAP_SCRIPT_KEY % bootstrap_script_sha256(),
                     bootstrap_script_sha256(),
                     _shell_word("manifest", manifest),
+                    " " + _shell_word("instance cache", cache) if cache else "",
                 )
             )
         return cmds

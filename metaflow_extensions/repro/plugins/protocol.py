@@ -57,6 +57,8 @@ STEP_PYTHON_VAR = "REPRO_STEP_PYTHON"
 BOOTSTRAP_STORE_VAR = "REPRO_BOOTSTRAP_STORE"
 #: sha256 of the env's bootstrap manifest (``bootstrap/<sha256>.json`` in that store)
 BOOTSTRAP_MANIFEST_VAR = "REPRO_BOOTSTRAP_MANIFEST"
+#: the instance cache folder a Batch job mounts and its bootstrap uses (``batch-cache``); unset: none
+BATCH_CACHE_VAR = "REPRO_BOOTSTRAP_CACHE"
 #: store key of batch_bootstrap.py, by its sha256 (staged by the host, fetched by a job's batch_fetch.py)
 BOOTSTRAP_SCRIPT_KEY = "tools/bootstrap/%s/batch_bootstrap.py"
 
@@ -137,6 +139,7 @@ STEP_PYCACHE_PREFIX = "pycache_prefix"  # "" where the interpreter has no PYTHON
 #: steps that run as AWS Batch jobs only: the S3 store and the sha256 of the env's bootstrap manifest
 STEP_BOOTSTRAP_STORE = "bootstrap_store"
 STEP_BOOTSTRAP_MANIFEST = "bootstrap_manifest"
+STEP_BATCH_CACHE = "batch_cache"  # the instance cache folder ("": none)
 #: and once per run: REPRO_HOME, under which code packages are kept and extracted
 PATH_HOME = "home"
 
