@@ -276,3 +276,37 @@ def test_with_batch_needs_an_s3_store(batch_world, tmp_path):
     r = cli("run", path, "--", "--with", "batch", env=env, cwd=path.parent)
     assert r.code == 2, r.text[-3000:]
     assert "BatchForeachFlow" in r.text and "needs an S3 store" in r.text and "REPRO_STORE=s3://" in r.text
+
+
+def test_a_fargate_queue_gets_no_instance_cache_an_ec2_queue_does(batch_world, monkeypatch):
+    """Fargate has no instance, and AWS refuses a job definition with a host volume there: the volume is
+    added only when the queue's first compute environment is EC2 or SPOT, as Metaflow tells the platform."""
+    import boto3
+
+    from repro.containers.batch import host_volumes_allowed
+
+    for name, value in batch_world.env.items():
+        monkeypatch.setenv(name, value)
+    batch = boto3.client("batch")
+    ec2 = batch.describe_compute_environments()["computeEnvironments"][0]["computeResources"]
+    ce = batch.create_compute_environment(
+        computeEnvironmentName="fargate-ce",
+        type="MANAGED",
+        state="ENABLED",
+        computeResources={
+            "type": "FARGATE",
+            "maxvCpus": 4,
+            "subnets": ec2["subnets"],
+            "securityGroupIds": ec2["securityGroupIds"],
+        },
+        serviceRole=batch.describe_compute_environments()["computeEnvironments"][0]["serviceRole"],
+    )["computeEnvironmentArn"]
+    batch.create_job_queue(
+        jobQueueName="fargate-queue",
+        state="ENABLED",
+        priority=1,
+        computeEnvironmentOrder=[{"order": 1, "computeEnvironment": ce}],
+    )
+    assert host_volumes_allowed(batch_world.queue) is True
+    assert host_volumes_allowed("fargate-queue") is False
+    assert host_volumes_allowed("no-such-queue") is False  # Metaflow's submission says why
