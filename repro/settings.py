@@ -290,11 +290,12 @@ class _InstanceFolder(_Type):
     a job's command unquoted), or ``off``."""
 
     label = "absolute path \\| `off`"
-    expects = "an absolute path of letters, digits and ._/@+- only, or 'off'"
+    # AWS names a Batch volume after its host path: letters, digits, - and _ (Metaflow turns / and . into _)
+    expects = "an absolute path of letters, digits and ._/- only, or 'off'"
 
     def from_text(self, text: str) -> str:
         text = text.strip()
-        if text == "off" or (re.fullmatch(r"/[A-Za-z0-9_.@+-][A-Za-z0-9_.@+/-]*", text) and "/../" not in text + "/"):
+        if text == "off" or (re.fullmatch(r"/[A-Za-z0-9_.-][A-Za-z0-9_./-]*", text) and "/../" not in text + "/"):
             return text
         raise ValueError
 

@@ -177,38 +177,50 @@ def test_the_jobs_restore_the_interpreter_snapshot_the_run_names(batch_run, batc
 
 def test_jobs_of_one_instance_build_each_env_once_and_later_jobs_use_it(batch_run, batch_world):
     """The instance cache (a host volume of every job): the interpreter and each env are made there once,
-    from the verified store objects; later jobs of the instance link to them (no store, no build). The
-    tasks' fingerprint check passed in every job (test above), cached or built."""
+    from the verified store objects; later jobs of the instance check them against the files the manifest
+    lists and link to them (no store, no build). The tasks' fingerprint check passed in every job (test
+    above), cached or built."""
     out = batch_run["out"]
     built = out.count("built from s3://")
     cached = out.count(f"from the instance cache {batch_world.cache} in")
     # start builds the six env, the two foreach jobs (at once) the idna env; join and end use the cache
     assert built + cached == 5 and 2 <= built <= 3 and cached >= 2, out[-6000:]
     assert out.count(f"kept in the instance cache {batch_world.cache}") == built
+    assert "warning" not in out, out[-6000:]  # what the jobs built is what the host listed
     cache = Path(batch_world.cache)
-    assert len([p for p in (cache / "envs").iterdir() if not p.name.startswith(".")]) == 2
-    assert len([p for p in (cache / "pythons").iterdir() if not p.name.startswith(".")]) == 1
-    assert not [p for p in (cache / "envs").iterdir() if p.name.startswith(".")]  # no staging left
+    envs = list((cache / "envs").iterdir())
+    assert len(envs) == 2 and all([p.name for p in e.iterdir()] == ["1"] for e in envs), envs  # nothing private left
+    pythons = list((cache / "pythons").iterdir())
+    assert len(pythons) == 1 and [p.name for p in pythons[0].iterdir()] == ["1"]
 
 
-def test_a_cached_env_that_changed_is_named_and_not_used(batch_run, batch_world):
-    """A file of a cached env edited on the instance (its size and time kept): each job of that env warns
-    naming the file and builds a private env from the store; the cached one is left alone; the run passes.
+def test_a_cached_env_that_changed_is_named_and_made_again(batch_run, batch_world):
+    """Any job of the instance can write to the cache: a file of a cached env edited there (its size and
+    time kept) is found by its sha256, the next job warns naming it and builds a new generation from the
+    store, which the later jobs use; the edited one is left alone, and no task ran the edited code.
     (Only this module's runs use these envs: the cache key names the env's path, under its REPRO_HOME.)"""
     import os
+    import re
 
     cache = Path(batch_world.cache)
-    six = next(cache.glob("envs/*/env/lib/python*/site-packages/six.py"))
+    start_env = batch_run["record"].steps["start"].env_id  # start's, join's and end's (the foreach's has six too)
+    (env,) = [
+        e for e in cache.glob("envs/*/1/env") if json.loads((e / ".repro-env.json").read_text())["env_id"] == start_env
+    ]
+    six = next(env.glob("lib/python*/site-packages/six.py"))
     before = six.stat()
     text = six.read_bytes()
-    six.write_bytes(text.replace(b"Utilities for writing", b"utilities for writing"))
+    assert b'__version__ = "1.16.0"' in text
+    six.write_bytes(text.replace(b'__version__ = "1.16.0"', b'__version__ = "1.16.9"'))
     os.utime(six, ns=(before.st_atime_ns, before.st_mtime_ns))
     r = cli("run", batch_run["path"], "--", "--with", "batch", env=batch_run["env"], cwd=batch_run["path"].parent)
     assert r.code == 0, r.text[-6000:]
-    named = "site-packages/six.py changed; building a private copy"
-    assert r.text.count(named) == 3, r.text[-6000:]  # start, join, end: the six env's jobs
-    assert r.text.count(f"from the instance cache {cache} in") == 2  # the idna env's, untouched
-    assert b"utilities for writing" in six.read_bytes()  # left as it was
+    assert r.text.count("site-packages/six.py changed; making it again") == 1, r.text[-6000:]  # start's job
+    assert r.text.count(f"from the instance cache {cache} in") == 4  # the new generation, and the idna env's
+    assert b"1.16.9" in six.read_bytes()  # left as it was
+    run_id = re.search(r"Workflow starting \(run-id (\d+)\)", r.text).group(1)
+    data = _inspect(batch_run["env"], f"BatchForeachFlow/{run_id}", batch_run["path"].parent)
+    assert data["steps"]["start"][0]["artifacts"]["lib"] == "1.16.0"
 
 
 def test_a_package_file_tampered_in_the_store_stops_the_container_naming_it(batch_run, batch_world, monkeypatch):

@@ -473,44 +473,98 @@ def test_a_restore_that_fails_for_another_reason_says_what_it_is(pyenv_root, tmp
     assert "cannot fetch" not in str(failed.value)
 
 
+def _cached_snap(tarball: Path, prefix: Path, tmp_path: Path) -> dict:
+    """The manifest's interpreter entry with the files the host lists for the snapshot."""
+    from repro.containers.batch import snapshot_files
+    from repro.settings import Home
+
+    snap = _job_snap(tarball, prefix)
+    home = Home(tmp_path / "host-home")
+    home.pythons.mkdir(parents=True)
+    return {**snap, "files": snapshot_files(tarball, snap["sha256"], home)}
+
+
 def test_the_instance_cache_restores_an_interpreter_once_and_links_later_jobs_to_it(pyenv_root, tmp_path):
     """A Batch instance's jobs share the cache: the first restores the verified snapshot there (not at the
-    prefix), every later job (a fresh container: no prefix) links the prefix to it without the store."""
+    prefix), every later job (a fresh container: no prefix) checks it and links the prefix to it, without
+    the store."""
     from metaflow_extensions.repro.plugins.batch_bootstrap import _restore_interpreter
 
     tarball = _tarball(tmp_path / "py.tar.gz", [("bin/python3.11", b"#!"), ("lib/x", b"x" * 5000)])
     prefix = pyenv_root / "versions" / "3.11.7"
     cache = tmp_path / "instance-cache"
     s3 = _FlakyS3(tarball.read_bytes(), breaks=0)
-    snap = _job_snap(tarball, prefix)
+    snap = _cached_snap(tarball, prefix, tmp_path)
+    assert set(snap["files"]) == {"bin/python3.11", "lib/x"}
     assert _restore_interpreter(_store(s3), snap, str(cache)) == str(prefix / "bin" / "python3.11")
-    cached = cache / "pythons" / snap["sha256"] / "prefix"
+    cached = cache / "pythons" / snap["sha256"] / "1" / "prefix"
     assert prefix.is_symlink() and prefix.resolve() == cached and (prefix / "lib" / "x").read_bytes() == b"x" * 5000
     prefix.unlink()  # the next job's container
     assert _restore_interpreter(_store(s3), snap, str(cache)) == str(prefix / "bin" / "python3.11")
     assert s3.calls == 1 and prefix.resolve() == cached
-    assert [p.name for p in (cache / "pythons").iterdir()] == [snap["sha256"]]  # no staging left
+    assert [p.name for p in (cache / "pythons" / snap["sha256"]).iterdir()] == ["1"]  # no private folder left
 
 
-def test_a_cached_interpreter_that_changed_is_not_used_and_the_change_is_named(pyenv_root, tmp_path, capsys):
-    """Even with its modification time put back (its change time cannot be), an edited file of the cached
-    tree stops its use: the job warns naming it, restores a private copy from the store and leaves the
-    cached one (other jobs may run from it)."""
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        ("edit", "lib/x changed"),  # same size, modification time put back
+        ("add", "lib/evil.pth was added"),
+        ("remove", "lib/x is missing"),
+        ("relink", "bin/python3 is not the link it was"),
+    ],
+)
+def test_a_cached_interpreter_that_is_not_the_snapshot_is_named_and_made_again(
+    pyenv_root, tmp_path, capsys, change, named
+):
+    """Any job of the instance can write to the cache, so a cached tree is used only if its files are the
+    snapshot's (sha256 by sha256, as the host listed them): else the job warns naming the first difference,
+    restores a new generation from the store and links to it; the old one is left (jobs may run from it)."""
     from metaflow_extensions.repro.plugins.batch_bootstrap import _restore_interpreter
 
-    tarball = _tarball(tmp_path / "py.tar.gz", [("bin/python3.11", b"#!"), ("lib/x", b"x" * 5000)])
+    tarball = _tarball(
+        tmp_path / "py.tar.gz",
+        [("bin/python3.11", b"#!"), ("lib/x", b"x" * 5000), ("bin/python3", "->python3.11")],
+    )
     prefix = pyenv_root / "versions" / "3.11.7"
     cache = tmp_path / "instance-cache"
     s3 = _FlakyS3(tarball.read_bytes(), breaks=0)
-    snap = _job_snap(tarball, prefix)
+    snap = _cached_snap(tarball, prefix, tmp_path)
     _restore_interpreter(_store(s3), snap, str(cache))
     prefix.unlink()
-    edited = cache / "pythons" / snap["sha256"] / "prefix" / "lib" / "x"
-    before = edited.stat()
-    edited.write_bytes(b"y" * 5000)  # same size
-    os.utime(edited, ns=(before.st_atime_ns, before.st_mtime_ns))
+    first = cache / "pythons" / snap["sha256"] / "1" / "prefix"
+    if change == "edit":
+        before = (first / "lib" / "x").stat()
+        (first / "lib" / "x").write_bytes(b"y" * 5000)
+        os.utime(first / "lib" / "x", ns=(before.st_atime_ns, before.st_mtime_ns))
+    elif change == "add":
+        (first / "lib" / "evil.pth").write_text("import os\n")
+    elif change == "remove":
+        (first / "lib" / "x").unlink()
+    else:
+        (first / "bin" / "python3").unlink()
+        (first / "bin" / "python3").symlink_to("/bin/sh")
     assert _restore_interpreter(_store(s3), snap, str(cache)) == str(prefix / "bin" / "python3.11")
     err = capsys.readouterr().err
-    assert "lib/x changed" in err and "restoring a private copy" in err, err
-    assert s3.calls == 2 and not prefix.is_symlink() and (prefix / "lib" / "x").read_bytes() == b"x" * 5000
-    assert edited.read_bytes() == b"y" * 5000
+    assert named in err and "making it again" in err, err
+    second = cache / "pythons" / snap["sha256"] / "2" / "prefix"
+    assert s3.calls == 2 and prefix.resolve() == second and (prefix / "lib" / "x").read_bytes() == b"x" * 5000
+    assert first.is_dir()  # left to the jobs that may run from it
+    prefix.unlink()
+    assert _restore_interpreter(_store(s3), snap, str(cache)) == str(prefix / "bin" / "python3.11")
+    assert s3.calls == 2 and prefix.resolve() == second  # the next job: the new generation, checked
+
+
+def test_a_cache_that_cannot_be_written_gives_a_private_copy(pyenv_root, tmp_path, capsys):
+    from metaflow_extensions.repro.plugins.batch_bootstrap import _restore_interpreter
+
+    tarball = _tarball(tmp_path / "py.tar.gz", [("bin/python3.11", b"#!")])
+    prefix = pyenv_root / "versions" / "3.11.7"
+    cache = tmp_path / "a-file"
+    cache.write_text("not a folder")
+    s3 = _FlakyS3(tarball.read_bytes(), breaks=0)
+    assert _restore_interpreter(_store(s3), _cached_snap(tarball, prefix, tmp_path), str(cache)) == str(
+        prefix / "bin" / "python3.11"
+    )
+    assert "cannot be used for the interpreter" in capsys.readouterr().err
+    assert prefix.is_dir() and not prefix.is_symlink()

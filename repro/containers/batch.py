@@ -26,11 +26,13 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
+import tarfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from metaflow_extensions.repro.plugins import protocol
+from metaflow_extensions.repro.plugins import probe, protocol
 from repro.env import interpreter_snapshot, pythons
 from repro.env.build import BuiltEnv
 from repro.env.cache import sha256_file
@@ -44,7 +46,7 @@ from repro.store.base import ObjectInfo, Store
 from repro.store.snapshot import HeldLease, Upload, complete_uploads, upload_one
 
 BOOTSTRAP_PREFIX = "bootstrap/"
-MANIFEST_FORMAT = 2  # 2: names batch_bootstrap.py (``script``)
+MANIFEST_FORMAT = 3  # 2: names batch_bootstrap.py (``script``); 3: lists the files of the interpreter and env
 
 
 def batch_options(args: Sequence[str]) -> list[tuple[int, int]]:
@@ -71,25 +73,108 @@ def runs_on_batch(args: Sequence[str]) -> bool:
     return bool(batch_options(args))
 
 
-@functools.cache
-def host_volumes_allowed(queue: str | None) -> bool:
+_PLATFORMS: dict[str, str] = {}
+
+
+def host_volumes_allowed(queue: str | None, log=None) -> bool:
     """Whether the jobs of ``queue`` run on an instance of their own, whose folders they can mount (an EC2
     compute environment), as Metaflow's Batch client tells the platform: by the type of the queue's first
-    compute environment. Not on Fargate (a job definition with a host volume is refused there), nor when
-    the queue cannot be read (Metaflow's submission then says why)."""
+    compute environment (asked once per queue and process). Not on Fargate (a job definition with a host
+    volume is refused there); not when the queue cannot be read (``log`` says so; Metaflow's submission
+    then says why), and asked again for the next step."""
     if not queue:
         return False
-    from metaflow.plugins.aws.aws_client import get_aws_client
+    if queue not in _PLATFORMS:
+        from metaflow.plugins.aws.aws_client import get_aws_client
 
+        try:
+            client = get_aws_client("batch")
+            queues = client.describe_job_queues(jobQueues=[queue])["jobQueues"]
+            order = sorted(queues[0]["computeEnvironmentOrder"], key=lambda c: c.get("order", 0))
+            found = client.describe_compute_environments(computeEnvironments=[order[0]["computeEnvironment"]])
+            _PLATFORMS[queue] = found["computeEnvironments"][0]["computeResources"]["type"]
+        except Exception as exc:  # botocore's errors, or an answer without these fields
+            if log is not None:
+                log(f"Batch queue {queue}: cannot tell its platform ({exc}); this step's job gets no instance cache")
+            return False
+    return _PLATFORMS[queue] in ("EC2", "SPOT")
+
+
+def snapshot_files(tarball: Path, sha256: str, home: Home) -> dict[str, list[str]]:
+    """What the interpreter snapshot restores, as a job's instance cache checks it (``check_tree``):
+    ``{member: [FILE, sha256] | [LINK, target]}`` (folders are free). Read from the tarball once and
+    kept beside it (``REPRO_HOME/pythons/<sha256>.files.json``)."""
+    from metaflow_extensions.repro.plugins.batch_bootstrap import FILE, LINK
+
+    kept = home.pythons / f"{sha256}.files.json"
+    files = _kept_files(kept, sha256)
+    if files is not None:
+        return files
+    files = {}
+    with tarfile.open(tarball, "r:gz") as tar:
+        for member in tar:
+            if member.issym():
+                files[member.name] = [LINK, member.linkname]
+            elif member.isfile():
+                data = tar.extractfile(member)
+                assert data is not None
+                digest = hashlib.sha256()
+                for block in iter(functools.partial(data.read, 1 << 20), b""):
+                    digest.update(block)
+                files[member.name] = [FILE, digest.hexdigest()]
+    atomic_write(kept, json.dumps({"key": sha256, "files": files}, sort_keys=True))
+    return files
+
+
+def _kept_files(kept: Path, key) -> dict[str, list[str]] | None:
+    """A file list kept under ``key`` (what it was listed from), or None (none, unreadable, another key)."""
     try:
-        client = get_aws_client("batch")
-        queues = client.describe_job_queues(jobQueues=[queue])["jobQueues"]
-        order = sorted(queues[0]["computeEnvironmentOrder"], key=lambda c: c.get("order", 0))
-        found = client.describe_compute_environments(computeEnvironments=[order[0]["computeEnvironment"]])
-        kind = found["computeEnvironments"][0]["computeResources"]["type"]
-    except Exception:
-        return False
-    return kind in ("EC2", "SPOT")
+        doc = json.loads(kept.read_text())
+    except (OSError, ValueError):
+        return None
+    if isinstance(doc, dict) and doc.get("key") == key and isinstance(doc.get("files"), dict):
+        return doc["files"]
+    return None
+
+
+def env_files(env: Path, home: Home) -> dict[str, list[str]]:
+    """What the env built here holds, as a job's instance cache checks its own build of it (the same uv,
+    files and path give the same bytes): ``{path: [FILE, sha256] | [LINK, target] | [RECORD, digest] |
+    [ANY, ""]}``. Bytecode folders are left out (a job's env has none), the marker too (the job checks it
+    against the manifest's); RECORD files by ``probe.record_digest`` and uv's cache file not at all (they
+    hold the time uv unpacked the wheel). Kept per env under ``REPRO_HOME/staged/`` while its marker is
+    the same file (an env rebuilt here is listed again)."""
+    from metaflow_extensions.repro.plugins.batch_bootstrap import ANY, FILE, INSTALLER_CACHE_FILES, LINK, RECORD
+
+    marker = (env / protocol.ENV_MARKER).stat()
+    key = [str(env), marker.st_mtime_ns, marker.st_size]
+    kept = home.staged / f"files-{hashlib.sha256(str(env).encode()).hexdigest()[:32]}.json"
+    listed = _kept_files(kept, key)
+    if listed is not None:
+        return listed
+    files: dict[str, list[str]] = {}
+
+    def walk(folder: str, rel: str) -> None:
+        for entry in os.scandir(folder):
+            name = rel + entry.name
+            if entry.is_symlink():
+                files[name] = [LINK, os.readlink(entry.path)]
+            elif entry.is_dir():
+                if entry.name != "__pycache__":
+                    walk(entry.path, name + "/")
+            elif not rel and entry.name == protocol.ENV_MARKER:
+                continue
+            elif rel.endswith(".dist-info/") and entry.name in INSTALLER_CACHE_FILES:
+                files[name] = [ANY, ""]
+            elif rel.endswith(".dist-info/") and entry.name == "RECORD":
+                files[name] = [RECORD, probe.record_digest(Path(entry.path).read_bytes())]
+            else:
+                files[name] = [FILE, sha256_file(Path(entry.path))]
+
+    walk(str(env), "")
+    home.staged.mkdir(parents=True, exist_ok=True)
+    atomic_write(kept, json.dumps({"key": key, "files": files}, sort_keys=True))
+    return files
 
 
 def uv_key(sha256: str) -> str:
@@ -248,7 +333,14 @@ def stage(
                 "interpreter": snap.interpreter_path,
                 protocol.MARKER_FINGERPRINT: marker[protocol.MARKER_FINGERPRINT],
             },
-            "interpreter": {**snap.to_dict(), "key": layout.python_snapshot(snap.sha256)},
+            # what the host's venv was made with (its bin/python links there: the job's build must too)
+            "venv_python": env.interpreter,
+            "interpreter": {
+                **snap.to_dict(),
+                "key": layout.python_snapshot(snap.sha256),
+                "files": snapshot_files(tarball, snap.sha256, settings.home),
+            },
+            "files": env_files(env.path, settings.home),
             "uv": {"key": uv_key(uv_sha), "sha256": uv_sha},
             "script": {"key": script_key(script_sha), "sha256": script_sha},
             "packages": packages,

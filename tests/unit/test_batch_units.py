@@ -3,6 +3,8 @@ interpreter snapshot leaves out."""
 
 from __future__ import annotations
 
+import hashlib
+import shutil
 from pathlib import PurePosixPath
 
 import pytest
@@ -167,9 +169,16 @@ def test_the_instance_cache_is_mounted_beside_the_users_own_host_volumes():
     assert with_volume(None, "/var/cache/repro") == ["/var/cache/repro"]
     assert with_volume("/data", "/var/cache/repro") == ["/data", "/var/cache/repro"]
     assert with_volume(["/data", "/x:/y"], "/c") == ["/data", "/x:/y", "/c"]
-    # something the user mounts at that path already is theirs: kept, nothing added
-    assert with_volume(["/mnt/fast:/var/cache/repro"], "/var/cache/repro") == ["/mnt/fast:/var/cache/repro"]
+    # mounted already as it would be: as it is
     assert with_volume("/var/cache/repro", "/var/cache/repro") == ["/var/cache/repro"]
+    assert with_volume(["/var/cache/repro:/var/cache/repro"], "/var/cache/repro") == [
+        "/var/cache/repro:/var/cache/repro"
+    ]
+    # the user's volumes use the folder otherwise: theirs, no cache (a second volume of that name is refused)
+    assert with_volume(["/mnt/fast:/var/cache/repro"], "/var/cache/repro") is None
+    assert with_volume(["/var/cache/repro:/data"], "/var/cache/repro") is None
+    assert with_volume(None, "/var/cache/repro", efs_volumes="fs-1234:/var/cache/repro") is None
+    assert with_volume(None, "/var/cache/repro", efs_volumes=["fs-1234"]) == ["/var/cache/repro"]
 
 
 @pytest.mark.parametrize("text", ["/var/cache/repro", "/mnt/nvme0/repro-cache", "off"])
@@ -179,10 +188,94 @@ def test_batch_cache_is_a_plain_absolute_path_or_off(text):
     assert load_settings(environ={"REPRO_BATCH_CACHE": text}).batch_cache == text
 
 
-@pytest.mark.parametrize("text", ["relative/path", "/var/cache/my repro", "/var/$(reboot)", "/var/../etc", "/"])
+@pytest.mark.parametrize(
+    "text", ["relative/path", "/var/cache/my repro", "/var/$(reboot)", "/var/../etc", "/", "/mnt/c++"]
+)
 def test_a_batch_cache_that_cannot_go_into_a_jobs_command_is_refused_naming_the_setting(text):
     from repro.errors import BadInput
     from repro.settings import load_settings
 
     with pytest.raises(BadInput, match="REPRO_BATCH_CACHE=.* is not valid: expected an absolute path"):
         load_settings(environ={"REPRO_BATCH_CACHE": text})
+
+
+def test_the_job_and_the_host_take_a_record_files_digest_the_same_way(tmp_path):
+    """batch_bootstrap.record_digest runs on its own in a job (it cannot import probe): its rule must stay
+    the fingerprint's (uv's cache file lines left out), or every cached env would be refused."""
+    from metaflow_extensions.repro.plugins import batch_bootstrap
+
+    site = tmp_path / "site"
+    info = site / "six-1.16.0.dist-info"
+    info.mkdir(parents=True)
+    (site / "six.py").write_text("x = 1\n")
+    blob = b"six.py,sha256=abc,6\nsix-1.16.0.dist-info/uv_cache.json,sha256=def,120\nsix-1.16.0.dist-info/RECORD,,\n"
+    (info / "RECORD").write_bytes(blob)
+    other = blob.replace(b"sha256=def,120", b"sha256=xyz,121")  # another install's cache file
+    digest = probe._record(str(site), str(info))[0]
+    assert batch_bootstrap.record_digest(blob) == probe.record_digest(blob) == digest
+    assert batch_bootstrap.record_digest(other) == digest
+    assert batch_bootstrap.record_digest(blob.replace(b"sha256=abc", b"sha256=abd")) != digest
+
+
+def test_the_host_lists_an_envs_files_as_a_jobs_build_of_it_will_hold_them(tmp_path):
+    from metaflow_extensions.repro.plugins import protocol
+    from metaflow_extensions.repro.plugins.batch_bootstrap import ANY, FILE, LINK, RECORD, check_tree
+    from repro.containers.batch import env_files
+    from repro.settings import Home
+
+    env = tmp_path / "env"
+    info = env / "lib" / "python3.11" / "site-packages" / "six-1.16.0.dist-info"
+    info.mkdir(parents=True)
+    (info.parent / "six.py").write_text("x = 1\n")
+    (info.parent / "__pycache__").mkdir()
+    (info.parent / "__pycache__" / "six.cpython-311.pyc").write_bytes(b"host bytecode")
+    (info / "RECORD").write_text("six.py,sha256=abc,6\n")
+    (info / "uv_cache.json").write_text('{"ctime": 1}')
+    (env / "bin").mkdir()
+    (env / "bin" / "python").symlink_to("/usr/bin/python3.11")
+    (env / protocol.ENV_MARKER).write_text("{}")
+    files = env_files(env, Home(tmp_path / "home"))
+    site = "lib/python3.11/site-packages/"
+    assert files == {
+        site + "six.py": [FILE, hashlib.sha256(b"x = 1\n").hexdigest()],
+        site + "six-1.16.0.dist-info/RECORD": [RECORD, probe.record_digest(b"six.py,sha256=abc,6\n")],
+        site + "six-1.16.0.dist-info/uv_cache.json": [ANY, ""],
+        "bin/python": [LINK, "/usr/bin/python3.11"],
+    }
+    # a job's build (no bytecode; its own marker and uv cache file) checks against it
+    job = tmp_path / "job-env"
+    shutil.copytree(env, job, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
+    (job / site / "six-1.16.0.dist-info" / "uv_cache.json").write_text('{"ctime": 2}')
+    expected = {**files, protocol.ENV_MARKER: [ANY, ""]}
+    assert check_tree(str(job), expected) == ""
+    (job / site / "__pycache__").mkdir()
+    (job / site / "__pycache__" / "six.cpython-311.pyc").write_bytes(b"planted")
+    assert check_tree(str(job), expected) == site + "__pycache__/six.cpython-311.pyc was added"
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_a_batch_steps_job_mounts_the_instance_cache_whichever_decorator_runs_first(batch_first, monkeypatch):
+    """Metaflow calls each decorator's runtime_step_cli in turn; @batch copies its attributes into the
+    command's options: the volume reaches `batch step` whether ours ran before or after it."""
+    from types import SimpleNamespace
+
+    import metaflow.plugins  # noqa: F401  (Metaflow loads the extension first, as in a run)
+
+    from metaflow_extensions.repro.plugins.decorators import CondaStepDecorator
+    from repro.containers import batch as batch_module
+
+    monkeypatch.setitem(batch_module._PLATFORMS, "ec2-queue", "EC2")
+    batch = SimpleNamespace(name="batch", attributes={"queue": "ec2-queue", "host_volumes": ["/data"]})
+    ours = CondaStepDecorator.__new__(CondaStepDecorator)
+    ours._decos = [batch, ours]
+    cli_args = SimpleNamespace(command_options={})
+    if batch_first:
+        cli_args.command_options.update(batch.attributes)  # as BatchDecorator.runtime_step_cli does
+    assert ours._mount_instance_cache(cli_args, "/var/cache/repro") == "/var/cache/repro"
+    if not batch_first:
+        cli_args.command_options.update(batch.attributes)
+    assert cli_args.command_options["host_volumes"] == ["/data", "/var/cache/repro"]
+    monkeypatch.setitem(batch_module._PLATFORMS, "fargate-queue", "FARGATE")
+    batch.attributes.update(queue="fargate-queue", host_volumes=None)
+    assert ours._mount_instance_cache(SimpleNamespace(command_options={}), "/var/cache/repro") == ""
+    assert batch.attributes["host_volumes"] is None

@@ -18,20 +18,21 @@ equals the lock. Standard library and boto3 only, Python 3.7 syntax.
 The instance cache (``batch_bootstrap.py s3://... <manifest sha256> <cache folder>``; the host's
 ``batch-cache`` setting, a folder of the Batch instance that every job mounts at the same path) keeps
 what one job made for the next jobs of the same instance: the manifest and this script (by sha256),
-each interpreter restored from a verified snapshot (``pythons/<sha256>/prefix``) and each env built
-offline from verified files (``envs/<key>/env``, ``key`` naming everything the env is made from). Each
-is made in a private folder, indexed (every entry's kind, mode, size, modification and change time:
-``tree_index``) and renamed into place whole; a later job links the recorded prefix and env path to it
-only if the tree is still exactly as indexed, else it warns naming the first entry that changed, makes a
-private copy as without a cache, and leaves the cached one alone (other jobs may be using it). The
-task's fingerprint check then proves the env equals the lock, as always. Tasks do not write bytecode
-(``PYTHONDONTWRITEBYTECODE``): a cached env is compiled once, when it is built.
+each interpreter restored from a verified snapshot (``pythons/<sha256>/<n>/prefix``) and each env built
+offline from verified files (``envs/<key>/<n>/env``, ``key`` naming everything the env is made from).
+Any job of the instance can write there, so nothing found there is trusted: a cached tree is used only
+if it holds exactly the files and links the manifest lists (``check_tree``: every file's sha256, as the
+host computed it from the snapshot it packed and the env it built; nothing missing, nothing added),
+else the job warns naming the first difference and makes a new generation ``<n+1>`` (the old one is
+left to the jobs that may still run from it). Each generation is made in a private folder, checked,
+and renamed into place whole. Tasks write no bytecode there (``PYTHONDONTWRITEBYTECODE``).
 """
 
 import hashlib
 import json
 import os
 import queue
+import re
 import shutil
 import socket
 import stat
@@ -63,8 +64,8 @@ _CHUNK = 1 << 20
 #: an interpreter tarball never inflates to more than this (a 3.11 prefix is ~200 MB): a gzip bomb in the
 #: store is refused after this many bytes, before it fills the memory or disk of the job
 MAX_INFLATED = 2 << 30
-#: the instance cache's layout: a folder another layout made is never used
-CACHE_FORMAT = 1
+#: the instance cache's layout (part of every env key)
+CACHE_FORMAT = 2
 
 
 def member_problem(member):
@@ -413,31 +414,26 @@ def _stream_restore(s3, snap, dest):
 
 def _restore_interpreter(s3, snap, cache=""):
     """The interpreter the manifest names, at its recorded prefix: there already (the image's), or linked
-    to the instance cache's verified copy (restored there first if the cache has none), or else restored
-    at the prefix itself."""
+    to the instance cache's verified copy (restored there first when it has none that checks), or else
+    restored at the prefix itself."""
     exe = os.path.join(snap["prefix"], snap["executable"])
     if os.path.exists(exe):
         return exe
-    if cache:
-        unit = os.path.join(cache, "pythons", snap["sha256"])
-        tree, problem = sealed(unit, "prefix")
-        if tree is None and not problem:
-            staging = _staging(os.path.dirname(unit), snap["sha256"])
-            try:
-                _stream_restore(s3, snap, os.path.join(staging, "prefix"))
-                seal(staging, "prefix")
-            except BaseException:
-                remove_tree(staging)
-                raise
-            place(staging, unit)
-            tree, problem = sealed(unit, "prefix")
-        if tree is not None:
+    if cache and _linkable(snap["prefix"]):
+        if not re.match(r"^[0-9a-f]{64}$", snap["sha256"]):
+            raise Failed("the manifest names the interpreter snapshot %r, not a sha256" % snap["sha256"])
+        try:
+            tree = cached_tree(
+                os.path.join(cache, "pythons", snap["sha256"]),
+                "prefix",
+                snap["files"],
+                lambda dest: _stream_restore(s3, snap, dest),
+                "the interpreter %s" % snap["sha256"][:12],
+            )
             link(snap["prefix"], tree)
             return exe
-        _warn(
-            "the instance cache's interpreter %s (%s) %s; restoring a private copy"
-            % (snap["sha256"][:12], unit, problem)
-        )
+        except _NotCached:
+            pass
     if not _stream_restore(s3, snap, snap["prefix"]) and not os.path.exists(exe):
         # another job's restore put a folder there first, without this interpreter
         raise Failed(
@@ -450,96 +446,156 @@ def _restore_interpreter(s3, snap, cache=""):
 # -- the instance cache ------------------------------------------------------------------------------
 
 
-def tree_index(root):
-    """Every entry under ``root`` (not ``root`` itself), sorted, as [path relative to root, kind, mode,
-    size, modification time, change time (ns), link target]: what a later job compares before it uses a
-    cached tree. The change time is one no program can set back: an edited, added, removed, replaced or
-    re-timed entry shows."""
-    out = []
+#: what the manifest lists for each entry of a tree (``{relative path: [kind, value]}``; folders are free):
+#: a file and its sha256, a link and its target, a RECORD file and its sha256 without the installer's cache
+#: lines (``record_digest``: uv's uv_cache.json differs from one install to the next), a file whose bytes
+#: are not compared (that cache file, the env marker: checked on its own)
+FILE, LINK, RECORD, ANY = "f", "l", "r", "a"
+#: what a RECORD file lists that is about the installer's cache (as probe.INSTALLER_CACHE_FILES)
+INSTALLER_CACHE_FILES = ("uv_cache.json",)
+
+
+def record_digest(blob):
+    """sha256 of a RECORD file's lines but those of installer cache files (probe._record's rule, repeated
+    here: this script runs on its own)."""
+    kept = []
+    for line in blob.decode("utf-8", "replace").splitlines():
+        folder, _, name = line.rsplit(",", 2)[0].partition("/")
+        if not (name in INSTALLER_CACHE_FILES and folder.endswith(".dist-info")):
+            kept.append(line)
+    return hashlib.sha256("\n".join(kept).encode("utf-8")).hexdigest()
+
+
+def _file_sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(_CHUNK), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_tree(root, expected):
+    """ "" when the tree at ``root`` holds exactly the files and links ``expected`` lists, with those bytes
+    and targets (files hashed on threads: sha256 releases the GIL); else the first difference, in words."""
+    found = {}
     start = len(root) + 1
     stack = [root]
     while stack:
-        folder = stack.pop()
-        for entry in os.scandir(folder):
-            st = entry.stat(follow_symlinks=False)
-            rel = entry.path[start:]
-            mode = st.st_mode
-            if stat.S_ISLNK(mode):
-                out.append([rel, "l", 0, 0, 0, st.st_ctime_ns, os.readlink(entry.path)])
-            elif stat.S_ISDIR(mode):
-                out.append([rel, "d", stat.S_IMODE(mode), 0, st.st_mtime_ns, st.st_ctime_ns, ""])
+        for entry in os.scandir(stack.pop()):
+            mode = entry.stat(follow_symlinks=False).st_mode
+            if stat.S_ISDIR(mode):
                 stack.append(entry.path)
             else:
-                kind = "f" if stat.S_ISREG(mode) else "?"
-                out.append([rel, kind, stat.S_IMODE(mode), st.st_size, st.st_mtime_ns, st.st_ctime_ns, ""])
-    out.sort()
-    return out
-
-
-def _first_difference(was, now):
-    before = dict((e[0], e) for e in was)
-    after = dict((e[0], e) for e in now)
-    for rel in sorted(set(before) | set(after)):
-        if rel not in after:
-            return "%s was removed" % rel
-        if rel not in before:
+                found[entry.path[start:]] = (entry.path, mode)
+    for rel in sorted(found):
+        if rel not in expected:
             return "%s was added" % rel
-        if before[rel] != after[rel]:
-            return "%s changed" % rel
-    return "changed"
+    for rel in sorted(expected):
+        if rel not in found:
+            return "%s is missing" % rel
+    problems = {}
+    to_hash = []
+    for rel, (path, mode) in found.items():
+        kind, value = expected[rel]
+        if kind == LINK:
+            if not stat.S_ISLNK(mode) or os.readlink(path) != value:
+                problems[rel] = "%s is not the link it was" % rel
+        elif not stat.S_ISREG(mode) or kind not in (FILE, RECORD, ANY):
+            problems[rel] = "%s is not the file it was" % rel
+        elif kind != ANY:
+            to_hash.append((rel, path, kind, value))
+
+    def digest(item):
+        rel, path, kind, value = item
+        if kind == RECORD:
+            with open(path, "rb") as fh:
+                got = record_digest(fh.read())
+        else:
+            got = _file_sha256(path)
+        return rel, got == value
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        for rel, same in pool.map(digest, to_hash):
+            if not same:
+                problems[rel] = "%s changed" % rel
+    return problems[sorted(problems)[0]] if problems else ""
 
 
-def seal(staging, name):
-    """Index the tree ``staging/name`` (``staging/index.json``): done, before it is renamed into place."""
-    doc = {"format": CACHE_FORMAT, "entries": tree_index(os.path.join(staging, name))}
-    with open(os.path.join(staging, "index.json"), "w") as fh:
-        json.dump(doc, fh, separators=(",", ":"))
+class _NotCached(Exception):
+    """The instance cache cannot give a verified tree (it cannot be written, or what was made there is not
+    what the manifest lists): the job makes a private copy."""
 
 
-def sealed(unit, name):
-    """``(unit/name, "")`` when the cached tree is whole and exactly as indexed; ``(None, "")`` when there
-    is none; ``(None, what changed)`` when it may not be used."""
-    if not os.path.isdir(unit):
-        return None, ""
+def cached_tree(root, name, expected, make, what):
+    """The tree ``root/<n>/name`` of the newest generation ``n`` when it is exactly ``expected``; else a
+    new generation made by ``make(folder)`` in a private folder, checked, and renamed into place (another
+    job's, if it placed the same generation first and it checks). Raises ``_NotCached`` (with a warning
+    already written) when there is none to use; ``make``'s own errors (``Failed``) go through."""
     try:
-        with open(os.path.join(unit, "index.json")) as fh:
-            doc = json.load(fh)
-        was = doc["entries"]
-        if doc.get("format") != CACHE_FORMAT or not isinstance(was, list):
-            return None, "was made by another version of repro's bootstrap"
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return None, "has no readable index"
-    tree = os.path.join(unit, name)
-    try:
-        now = tree_index(tree)
-    except OSError as exc:
-        return None, "cannot be read (%s)" % exc
-    if now != was:
-        return None, "changed since it was made: %s" % _first_difference(was, now)
-    return tree, ""
+        newest = max([int(n) for n in os.listdir(root) if n.isdigit()] or [0]) if os.path.isdir(root) else 0
+        if newest:
+            tree = os.path.join(root, str(newest), name)
+            problem = check_tree(tree, expected)
+            if not problem:
+                return tree
+            _warn("%s in the instance cache (%s): %s; making it again" % (what, tree, problem))
+        staging = _staging(root, ".make")
+        try:
+            make(os.path.join(staging, name))
+            problem = check_tree(os.path.join(staging, name), expected)
+            if problem:
+                raise _NotCached("%s made in the instance cache is not what the manifest lists: %s" % (what, problem))
+            dest = os.path.join(root, str(newest + 1))
+            try:
+                os.rename(staging, dest)
+                staging = None
+                return os.path.join(dest, name)
+            except OSError:
+                if not os.path.isdir(dest):
+                    raise
+            tree = os.path.join(dest, name)  # another job placed this generation first: used if it checks
+            problem = check_tree(tree, expected)
+            if problem:
+                raise _NotCached("%s placed in the instance cache by another job (%s): %s" % (what, tree, problem))
+            return tree
+        finally:
+            if staging is not None:
+                remove_tree(staging)
+    except _NotCached as exc:
+        _warn("%s; making a private copy" % exc)
+        raise
+    except OSError as exc:  # a cache folder that cannot be written or read: as if there were none
+        _warn("the instance cache %s cannot be used for %s (%s); making a private copy" % (root, what, exc))
+        raise _NotCached(str(exc)) from None
+
+
+#: a private folder of the instance cache older than this is left over by a job that was killed
+STALE_SECONDS = 7 * 24 * 3600
 
 
 def _staging(parent, name):
+    """A new private folder ``parent/.name.*``, after removing those a killed job left there long ago."""
     if not os.path.isdir(parent):
         try:
             os.makedirs(parent)
         except OSError:
             if not os.path.isdir(parent):
                 raise
+    now = time.time()
+    for old in os.listdir(parent):
+        path = os.path.join(parent, old)
+        try:
+            if old.startswith("." + name + ".") and now - os.lstat(path).st_mtime > STALE_SECONDS:
+                remove_tree(path)
+        except OSError:
+            pass
     return tempfile.mkdtemp(prefix=".%s." % name, dir=parent)
 
 
-def place(staging, unit):
-    """Rename the sealed ``staging`` to ``unit``; False (``staging`` removed) when another job placed its
-    own first."""
-    try:
-        os.rename(staging, unit)
-        return True
-    except OSError:
-        if not os.path.isdir(unit):
-            raise
-        remove_tree(staging)
-        return False
+def _linkable(path):
+    """Whether ``path`` may become a link to a cached tree: nothing is there, or a link (an image's own
+    folder there, e.g. /usr/local, is never replaced: the private copy then says what is in the way)."""
+    return os.path.islink(path) or not os.path.lexists(path)
 
 
 def link(path, target):
@@ -553,8 +609,9 @@ def link(path, target):
 
 
 def env_key(manifest):
-    """What names a cached env: everything it is made from (uv, the interpreter snapshot and its prefix,
-    each package file and the path it is installed from, the env's path and marker), not the bootstrap."""
+    """What names a cached env: everything it is made from and must hold (uv, the interpreter snapshot, its
+    prefix and the name the venv is made from, each package file and its URL, the env's path, marker and
+    the files the host listed), not the bootstrap script."""
     doc = {
         "format": CACHE_FORMAT,
         "env_id": manifest["env_id"],
@@ -563,6 +620,8 @@ def env_key(manifest):
         "uv": manifest["uv"]["sha256"],
         "packages": [[p["name"], p["url"], p["sha256"]] for p in manifest["packages"]],
         "marker": manifest["marker"],
+        "venv_python": manifest.get("venv_python"),
+        "files": manifest.get("files"),
     }
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode("utf-8")).hexdigest()
 
@@ -590,8 +649,8 @@ def _keep_blob(cache, folder, name, data):
         parent = os.path.join(cache, folder)
         if not os.path.isdir(parent):
             os.makedirs(parent)
-        tmp = os.path.join(parent, ".%s.%d.tmp" % (name, os.getpid()))
-        with open(tmp, "wb") as fh:
+        fd, tmp = tempfile.mkstemp(prefix="." + name + ".", dir=parent)  # unique across containers
+        with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         os.rename(tmp, os.path.join(parent, name))
     except (OSError, IOError):
@@ -647,85 +706,95 @@ def main(argv):
     marker_path = os.path.join(env_path, manifest["marker_name"])
     if os.path.exists(marker_path):
         return 0
-    unit = None
-    if cache:
-        unit = os.path.join(cache, "envs", env_key(manifest))
-        tree, problem = sealed(unit, "env")
-        if tree is not None:
+    fetched = {}
+
+    def fetch():
+        """uv and the package files (the interpreter alongside): once, for the first build that needs them."""
+        if fetched:
+            return fetched["python"]
+        jobs = [(manifest["uv"]["key"], manifest["uv"]["sha256"], os.path.join(WORK, "uv"))]
+        for p in manifest["packages"]:
+            # at the host's cache path: uv records the file's URL in the env (direct_url.json), so the
+            # same path gives the same RECORD files, and so the fingerprint the host took
+            if not os.path.isdir(os.path.dirname(p["path"])):
+                os.makedirs(os.path.dirname(p["path"]))
+            jobs.append((p["key"], p["sha256"], p["path"]))
+        s3.client()  # made once, before the threads share it
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            interp = pool.submit(_restore_interpreter, s3, manifest["interpreter"], cache)
+            for f in [pool.submit(_fetch, s3, k, sha, dest) for k, sha, dest in jobs]:
+                f.result()
+            fetched["python"] = interp.result()
+        os.chmod(os.path.join(WORK, "uv"), 0o755)
+        fetched["seconds"] = time.time() - listed
+        # the venv is made from the path the host's was (its bin/python links there): one of the restored
+        # interpreter's own names (e.g. bin/python3), else its executable
+        venv_python = manifest.get("venv_python") or ""
+        prefix = manifest["interpreter"]["prefix"]
+        if venv_python.startswith(prefix + "/") and ".." not in venv_python.split("/") and os.path.exists(venv_python):
+            fetched["python"] = venv_python
+        return fetched["python"]
+
+    def build(folder):
+        """The env at its own path (a link to ``folder`` when that is not the path itself: uv and the env's
+        scripts name the path), built offline from the verified files; the marker last."""
+        python = fetch()
+        uv_cache = os.path.join(WORK, "uv-cache")
+        if folder != env_path:
+            os.mkdir(folder)
+            link(env_path, folder)
+            uv_cache = os.path.join(os.path.dirname(folder), "uv-cache")  # one file system: uv hard-links
+        fetched["build"] = _build(os.path.join(WORK, "uv"), python, env_path, manifest, marker_path, uv_cache)
+        if folder != env_path:
+            remove_tree(uv_cache)
+
+    if cache and _linkable(env_path):
+        expected = dict(manifest["files"])
+        expected[manifest["marker_name"]] = [ANY, ""]  # checked below, against the manifest's own
+        try:
+            tree = cached_tree(
+                os.path.join(cache, "envs", env_key(manifest)), "env", expected, build, "the env %s" % env_id
+            )
+            with open(os.path.join(tree, manifest["marker_name"]), "rb") as fh:
+                if fh.read() != _marker_bytes(manifest):
+                    raise _NotCached("the env %s in the instance cache (%s) has another marker" % (env_id, tree))
             _restore_interpreter(s3, manifest["interpreter"], cache)
             link(env_path, tree)
-            sys.stderr.write(
-                "repro: env %s from the instance cache %s in %.2f s (manifest %.2f s, interpreter and env "
-                "checked and linked %.2f s)\n"
-                % (env_id, cache, time.time() - started, listed - started, time.time() - listed)
-            )
-            return 0
-        if problem:
-            _warn("the instance cache's env %s (%s) %s; building a private copy" % (env_id, unit, problem))
-            unit = None
-    uv = os.path.join(WORK, "uv")
-    jobs = [(manifest["uv"]["key"], manifest["uv"]["sha256"], uv)]
-    for p in manifest["packages"]:
-        # at the host's cache path: uv records the file's URL in the env (direct_url.json), so the
-        # same path gives the same RECORD files, and so the fingerprint the host took
-        if not os.path.isdir(os.path.dirname(p["path"])):
-            os.makedirs(os.path.dirname(p["path"]))
-        jobs.append((p["key"], p["sha256"], p["path"]))
-    s3.client()  # made once, before the threads share it
-    connected = time.time()
-    with ThreadPoolExecutor(max_workers=16) as pool:
-        interp = pool.submit(_restore_interpreter, s3, manifest["interpreter"], cache)
-        for f in [pool.submit(_fetch, s3, k, sha, dest) for k, sha, dest in jobs]:
-            f.result()
-        python = interp.result()
-    fetched = time.time()
-    os.chmod(uv, 0o755)
-    staging = None
-    uv_cache = os.path.join(WORK, "uv-cache")
-    compile_ = []
-    if unit is not None:
-        # built in a private folder of the cache, at the env's own path (a link to it: uv and the env's
-        # scripts name that path), indexed, then renamed into place whole
-        staging = _staging(os.path.dirname(unit), os.path.basename(unit))
-        os.mkdir(os.path.join(staging, "env"))
-        link(env_path, os.path.join(staging, "env"))
-        uv_cache = os.path.join(staging, "uv-cache")  # the same file system: uv hard-links from it
-        compile_ = ["--compile-bytecode"]  # once, here: tasks write no bytecode into a shared env
-    try:
-        built = _build(uv, python, env_path, manifest, marker_path, uv_cache, compile_)
-        if staging is not None:
-            remove_tree(uv_cache)  # the env's files are its only links now (their change time is final)
-            seal(staging, "env")
-            # False: another job of this instance placed the same env first (ours is removed): theirs is used
-            place(staging, unit)
-            staging = None
-            tree, problem = sealed(unit, "env")
-            if tree is None:
-                raise Failed("the instance cache's env %s (%s) %s right after it was made" % (env_id, unit, problem))
-            link(env_path, tree)
-    except BaseException:
-        if staging is not None:
-            remove_tree(staging)
-        raise
+            if not fetched:
+                sys.stderr.write(
+                    "repro: env %s from the instance cache %s in %.2f s (manifest %.2f s, interpreter and env "
+                    "checked and linked %.2f s)\n"
+                    % (env_id, cache, time.time() - started, listed - started, time.time() - listed)
+                )
+                return 0
+        except _NotCached:  # warned: a private env, as without a cache
+            if os.path.islink(env_path):  # to a cached tree that is not to be used, or a removed one
+                os.unlink(env_path)
+            build(env_path)
+    else:
+        build(env_path)
     sys.stderr.write(
-        "repro: env %s built from %s in %.2f s (boto3 client %.2f s, manifest %.2f s, fetch and restore %.2f s, "
-        "venv %.2f s, install %.2f s)%s\n"
+        "repro: env %s built from %s in %.2f s (manifest %.2f s, fetch and restore %.2f s, venv %.2f s, "
+        "install %.2f s)%s\n"
         % (
             env_id,
             store,
             time.time() - started,
-            connected - listed,
             listed - started,
-            fetched - connected,
-            built[0],
-            built[1],
-            ", kept in the instance cache %s" % cache if unit is not None else "",
+            fetched["seconds"],
+            fetched["build"][0],
+            fetched["build"][1],
+            ", kept in the instance cache %s" % cache if os.path.islink(env_path) else "",
         )
     )
     return 0
 
 
-def _build(uv, python, env_path, manifest, marker_path, uv_cache, extra):
+def _marker_bytes(manifest):
+    return json.dumps(manifest["marker"], sort_keys=True).encode("utf-8")
+
+
+def _build(uv, python, env_path, manifest, marker_path, uv_cache):
     """Make the env at ``env_path`` offline from the fetched files; the marker last. (venv s, install s)"""
     started = time.time()
     # uv unpacks each wheel once into its (fresh) cache and hard-links the env's files from there (its
@@ -740,13 +809,12 @@ def _build(uv, python, env_path, manifest, marker_path, uv_cache, extra):
     venv = time.time()
     _run(
         [uv, "pip", "install", "--quiet", "--offline", "--no-index", "--require-hashes", "--no-deps"]
-        + extra
         + ["--python", os.path.join(env_path, "bin", "python"), "-r", req],
         env,
     )
     tmp = marker_path + ".tmp"
-    with open(tmp, "w") as fh:
-        json.dump(manifest["marker"], fh, sort_keys=True)
+    with open(tmp, "wb") as fh:
+        fh.write(_marker_bytes(manifest))
     os.rename(tmp, marker_path)  # written last: the env exists only from here on
     return venv - started, time.time() - venv
 

@@ -10,6 +10,7 @@ one fetched is kept there. Standard library and boto3 only, Python 3.7 syntax.
 import hashlib
 import os
 import sys
+import tempfile
 import time
 
 EXIT_INTEGRITY = 3
@@ -35,8 +36,8 @@ def _keep(cache, sha256, data):
     try:
         if not os.path.isdir(folder):
             os.makedirs(folder)
-        tmp = os.path.join(folder, ".%s.%d.tmp" % (sha256, os.getpid()))
-        with open(tmp, "wb") as fh:
+        fd, tmp = tempfile.mkstemp(prefix="." + sha256 + ".", dir=folder)  # unique across containers
+        with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         os.rename(tmp, os.path.join(folder, sha256 + ".py"))
     except (OSError, IOError):

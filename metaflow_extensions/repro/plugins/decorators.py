@@ -116,10 +116,13 @@ class _ReproStepDecorator(StepDecorator):
             return ""
         from repro.containers.batch import host_volumes_allowed
 
-        if not host_volumes_allowed(batch[0].attributes.get("queue")):
+        if not host_volumes_allowed(batch[0].attributes.get("queue"), log=_stderr):
             return ""
-        volumes = with_volume(batch[0].attributes.get("host_volumes"), folder)
-        batch[0].attributes["host_volumes"] = volumes
+        attributes = batch[0].attributes
+        volumes = with_volume(attributes.get("host_volumes"), folder, attributes.get("efs_volumes"))
+        if volumes is None:  # the folder is taken by a volume of the user's: no cache, theirs untouched
+            return ""
+        attributes["host_volumes"] = volumes
         if "host_volumes" in cli_args.command_options:  # Batch's own runtime_step_cli ran first
             cli_args.command_options["host_volumes"] = volumes
         return folder
@@ -179,13 +182,28 @@ class _ReproStepDecorator(StepDecorator):
             )
 
 
-def with_volume(volumes, folder):
+def with_volume(volumes, folder, efs_volumes=None):
     """``@batch(host_volumes=...)`` (None, one "host[:container]" or a list of them) with ``folder`` of the
-    instance mounted at the same path, unless something is mounted there already (kept as it is)."""
+    instance mounted at the same path; as it is when that mount is there already; None when the user's
+    volumes use the folder otherwise (another path of the instance there, or it mounted elsewhere, or an
+    EFS volume there): Metaflow names a volume by its host path, so a second one would be refused."""
     volumes = [] if not volumes else [volumes] if isinstance(volumes, str) else list(volumes)
-    if any(v.split(":", 1)[-1] == folder for v in volumes):
-        return volumes
+    efs = [] if not efs_volumes else [efs_volumes] if isinstance(efs_volumes, str) else list(efs_volumes)
+    for v in volumes:
+        host, _, container = v.partition(":")
+        if (host, container or host) == (folder, folder):
+            return volumes
+        if folder in (host, container or host):
+            return None
+    if any(v.partition(":")[2] == folder for v in efs):
+        return None
     return volumes + [folder]
+
+
+def _stderr(message):
+    import sys
+
+    sys.stderr.write("repro: %s\n" % message)
 
 
 class CondaStepDecorator(_ReproStepDecorator):

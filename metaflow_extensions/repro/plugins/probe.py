@@ -50,6 +50,16 @@ def _metadata(dist_info):
     return name, version
 
 
+def record_digest(blob):
+    """sha256 of a RECORD file's lines but those of installer cache files (as ``_record`` takes it)."""
+    kept = []
+    for line in blob.decode("utf-8", "replace").splitlines():
+        folder, _, name = line.rsplit(",", 2)[0].partition("/")
+        if not (name in INSTALLER_CACHE_FILES and folder.endswith(".dist-info")):
+            kept.append(line)
+    return hashlib.sha256("\n".join(kept).encode("utf-8")).hexdigest()
+
+
 def _record(site, dist_info, trust_record=False):
     """(sha256 of RECORD's lines but installer cache files, files listed with a size, their total
     size on disk, files missing).
