@@ -495,7 +495,7 @@ def test_the_instance_cache_restores_an_interpreter_once_and_links_later_jobs_to
     cache = tmp_path / "instance-cache"
     s3 = _FlakyS3(tarball.read_bytes(), breaks=0)
     snap = _cached_snap(tarball, prefix, tmp_path)
-    assert set(snap["files"]) == {"bin/python3.11", "lib/x"}
+    assert set(snap["files"]) == {"bin", "bin/python3.11", "lib", "lib/x"}  # folders GNU tar makes, too
     assert _restore_interpreter(_store(s3), snap, str(cache)) == str(prefix / "bin" / "python3.11")
     cached = cache / "pythons" / snap["sha256"] / "1" / "prefix"
     assert prefix.is_symlink() and prefix.resolve() == cached and (prefix / "lib" / "x").read_bytes() == b"x" * 5000
@@ -568,3 +568,86 @@ def test_a_cache_that_cannot_be_written_gives_a_private_copy(pyenv_root, tmp_pat
     )
     assert "cannot be used for the interpreter" in capsys.readouterr().err
     assert prefix.is_dir() and not prefix.is_symlink()
+
+
+class _FilesS3:
+    """boto3's S3 client as a job uses it, serving ``objects`` ({key: path}) and counting fetches."""
+
+    def __init__(self, objects: dict[str, Path]):
+        self.objects, self.fetched = objects, []
+
+    def download_file(self, bucket, key, dest):
+        key = key.split("/", 1)[1]  # the store's prefix
+        self.fetched.append(key)
+        Path(dest).write_bytes(self.objects[key].read_bytes())
+
+
+def test_a_jobs_env_is_built_once_into_the_instance_cache_and_a_build_that_does_not_check_stays_private(
+    tmp_path, capsys, monkeypatch
+):
+    """batch_bootstrap.main with real uv and a real wheel (the interpreter is this machine's, so it is not
+    restored): the first job builds the env into the cache and links the env's path to it; the next job
+    links without fetching anything; a build that is not what the manifest lists is not kept: the job warns
+    and builds a private env at the env's path."""
+    import hashlib
+    import json
+    import shutil
+
+    from metaflow_extensions.repro.plugins import batch_bootstrap as bb
+    from repro.containers.batch import env_files
+    from repro.env.uvtool import uv_bin
+    from repro.settings import Home
+    from tests.helpers import make_wheel
+
+    python = "/root/.pyenv/versions/3.11.7/bin/python3.11"
+    if not Path(python).exists():
+        pytest.skip("needs pyenv's 3.11.7")
+    wheel = make_wheel(tmp_path / "wheels", "tinypkg", "1.0")
+    uv = Path(uv_bin())
+    env_path = tmp_path / "home" / "envs" / "e1"
+    objects = {"tools/uv": uv, "packages/tinypkg.whl": wheel}
+    package = {"name": "tinypkg", "path": str(wheel), "url": wheel.as_uri(), "sha256": sha256_file(wheel)}
+    manifest = {
+        "env_id": "e" * 64,
+        "env_path": str(env_path),
+        "marker_name": ".repro-env.json",
+        "marker": {"env_id": "e" * 64},
+        "venv_python": python,
+        "interpreter": {"prefix": "/root/.pyenv/versions/3.11.7", "executable": "bin/python3.11", "sha256": "0" * 64},
+        "uv": {"key": "tools/uv", "sha256": sha256_file(uv)},
+        "packages": [{**package, "key": "packages/tinypkg.whl"}],
+    }
+    cache = tmp_path / "instance-cache"
+    monkeypatch.setattr(bb, "WORK", str(tmp_path / "work"))
+    (tmp_path / "work").mkdir()
+    # what the host lists: the files of an env built the same way (the job's own private build, here)
+    bb._build(str(uv), python, str(env_path), manifest, str(env_path / ".repro-env.json"), str(tmp_path / "uvc"))
+    manifest["files"] = env_files(env_path, Home(tmp_path / "host-home"))
+    shutil.rmtree(env_path)
+
+    def job(manifest: dict) -> _FilesS3:
+        data = json.dumps(manifest).encode()
+        sha = hashlib.sha256(data).hexdigest()
+        (cache / "manifests").mkdir(parents=True, exist_ok=True)
+        (cache / "manifests" / f"{sha}.json").write_bytes(data)  # as a job before this one kept it
+        s3 = _FilesS3(objects)
+        store = bb._Store("s3://bucket/p")
+        store._client = s3
+        monkeypatch.setattr(bb, "_Store", lambda uri: store)
+        assert bb.main(["bootstrap", "s3://bucket/p", sha, str(cache)]) == 0
+        return s3
+
+    first = job(manifest)
+    assert env_path.is_symlink() and "kept in the instance cache" in capsys.readouterr().err
+    assert sorted(first.fetched) == ["packages/tinypkg.whl", "tools/uv"]
+    assert (env_path / "lib" / "python3.11" / "site-packages" / "tinypkg" / "__init__.py").exists()
+    env_path.unlink()  # the next job's container
+    second = job(manifest)
+    assert second.fetched == [] and "from the instance cache" in capsys.readouterr().err
+    env_path.unlink()
+    wrong = dict(manifest, files={k: v for k, v in manifest["files"].items() if not k.endswith("__init__.py")})
+    job(wrong)
+    err = capsys.readouterr().err
+    assert "is not what the manifest lists" in err and "tinypkg/__init__.py was added" in err, err
+    assert env_path.is_dir() and not env_path.is_symlink() and (env_path / ".repro-env.json").exists()
+    assert not list((cache / "envs").rglob(".make.*"))  # nothing private left in the cache

@@ -27,6 +27,7 @@ import functools
 import hashlib
 import json
 import os
+import subprocess
 import tarfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -102,9 +103,9 @@ def host_volumes_allowed(queue: str | None, log=None) -> bool:
 
 def snapshot_files(tarball: Path, sha256: str, home: Home) -> dict[str, list[str]]:
     """What the interpreter snapshot restores, as a job's instance cache checks it (``check_tree``):
-    ``{member: [FILE, sha256] | [LINK, target]}`` (folders are free). Read from the tarball once and
-    kept beside it (``REPRO_HOME/pythons/<sha256>.files.json``)."""
-    from metaflow_extensions.repro.plugins.batch_bootstrap import FILE, LINK
+    ``{member: [FILE, sha256] | [LINK, target] | [DIR, ""]}``, with every folder a member is in. Read from
+    the tarball once and kept beside it (``REPRO_HOME/pythons/<sha256>.files.json``)."""
+    from metaflow_extensions.repro.plugins.batch_bootstrap import DIR, FILE, LINK
 
     kept = home.pythons / f"{sha256}.files.json"
     files = _kept_files(kept, sha256)
@@ -122,6 +123,13 @@ def snapshot_files(tarball: Path, sha256: str, home: Home) -> dict[str, list[str
                 for block in iter(functools.partial(data.read, 1 << 20), b""):
                     digest.update(block)
                 files[member.name] = [FILE, digest.hexdigest()]
+            elif member.isdir():
+                files[member.name] = [DIR, ""]
+    for name in list(files):  # folders GNU tar makes for members without a member of their own
+        parent = name.rpartition("/")[0]
+        while parent and parent not in files:
+            files[parent] = [DIR, ""]
+            parent = parent.rpartition("/")[0]
     atomic_write(kept, json.dumps({"key": sha256, "files": files}, sort_keys=True))
     return files
 
@@ -140,11 +148,11 @@ def _kept_files(kept: Path, key) -> dict[str, list[str]] | None:
 def env_files(env: Path, home: Home) -> dict[str, list[str]]:
     """What the env built here holds, as a job's instance cache checks its own build of it (the same uv,
     files and path give the same bytes): ``{path: [FILE, sha256] | [LINK, target] | [RECORD, digest] |
-    [ANY, ""]}``. Bytecode folders are left out (a job's env has none), the marker too (the job checks it
+    [ANY, ""] | [DIR, ""]}``. Bytecode folders are left out (a job's env has none), the marker too (the job checks it
     against the manifest's); RECORD files by ``probe.record_digest`` and uv's cache file not at all (they
     hold the time uv unpacked the wheel). Kept per env under ``REPRO_HOME/staged/`` while its marker is
     the same file (an env rebuilt here is listed again)."""
-    from metaflow_extensions.repro.plugins.batch_bootstrap import ANY, FILE, INSTALLER_CACHE_FILES, LINK, RECORD
+    from metaflow_extensions.repro.plugins.batch_bootstrap import ANY, DIR, FILE, INSTALLER_CACHE_FILES, LINK, RECORD
 
     marker = (env / protocol.ENV_MARKER).stat()
     key = [str(env), marker.st_mtime_ns, marker.st_size]
@@ -161,6 +169,7 @@ def env_files(env: Path, home: Home) -> dict[str, list[str]]:
                 files[name] = [LINK, os.readlink(entry.path)]
             elif entry.is_dir():
                 if entry.name != "__pycache__":
+                    files[name] = [DIR, ""]
                     walk(entry.path, name + "/")
             elif not rel and entry.name == protocol.ENV_MARKER:
                 continue
@@ -174,6 +183,40 @@ def env_files(env: Path, home: Home) -> dict[str, list[str]]:
     walk(str(env), "")
     home.staged.mkdir(parents=True, exist_ok=True)
     atomic_write(kept, json.dumps({"key": key, "files": files}, sort_keys=True))
+    return files
+
+
+@functools.cache
+def _uv_version(uv: Path) -> str:
+    proc = subprocess.run([str(uv), "--version"], capture_output=True, text=True, timeout=60)
+    words = proc.stdout.split()
+    return words[1] if proc.returncode == 0 and len(words) > 1 else ""
+
+
+def _env_files_if_same_uv(env: Path, home: Home, uv: Path, prefix: str, flow: str, log) -> dict[str, list[str]] | None:
+    """``env_files``, or None when a job's build of the env could not be the same: built here with another
+    uv than the one jobs build with (its ``pyvenv.cfg`` says which), or holding a link that leads outside
+    it and the interpreter's ``prefix`` (a uv-managed Python's version folder, uv's ``symlink`` link mode).
+    Jobs then keep no copy of it in the instance cache (the interpreter still is): each builds its own."""
+    try:
+        cfg = (env / "pyvenv.cfg").read_text()
+    except OSError:
+        return None
+    built_with = next((line.split("=", 1)[1].strip() for line in cfg.splitlines() if line.startswith("uv =")), "")
+    if built_with != _uv_version(uv):
+        log(
+            f"flow {flow}: env {env.name} was built with uv {built_with or '?'}, Batch jobs build with uv "
+            f"{_uv_version(uv) or '?'}: no instance cache for it (remove {env} to have it rebuilt with this uv)"
+        )
+        return None
+    files = env_files(env, home)
+    inside = (str(env) + "/", prefix.rstrip("/") + "/")
+    outside = next(
+        (k for k, (kind, v) in files.items() if kind == "l" and v.startswith("/") and not v.startswith(inside)), None
+    )
+    if outside is not None:
+        log(f"flow {flow}: env {env.name}: {outside} leads outside it and its interpreter: no instance cache for it")
+        return None
     return files
 
 
@@ -340,7 +383,7 @@ def stage(
                 "key": layout.python_snapshot(snap.sha256),
                 "files": snapshot_files(tarball, snap.sha256, settings.home),
             },
-            "files": env_files(env.path, settings.home),
+            "files": _env_files_if_same_uv(env.path, settings.home, uv, snap.prefix, flow, log),
             "uv": {"key": uv_key(uv_sha), "sha256": uv_sha},
             "script": {"key": script_key(script_sha), "sha256": script_sha},
             "packages": packages,

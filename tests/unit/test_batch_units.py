@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 import pytest
 
@@ -219,7 +219,7 @@ def test_the_job_and_the_host_take_a_record_files_digest_the_same_way(tmp_path):
 
 def test_the_host_lists_an_envs_files_as_a_jobs_build_of_it_will_hold_them(tmp_path):
     from metaflow_extensions.repro.plugins import protocol
-    from metaflow_extensions.repro.plugins.batch_bootstrap import ANY, FILE, LINK, RECORD, check_tree
+    from metaflow_extensions.repro.plugins.batch_bootstrap import ANY, DIR, FILE, LINK, RECORD, check_tree
     from repro.containers.batch import env_files
     from repro.settings import Home
 
@@ -236,7 +236,9 @@ def test_the_host_lists_an_envs_files_as_a_jobs_build_of_it_will_hold_them(tmp_p
     (env / protocol.ENV_MARKER).write_text("{}")
     files = env_files(env, Home(tmp_path / "home"))
     site = "lib/python3.11/site-packages/"
+    folders = ["bin", "lib", "lib/python3.11", "lib/python3.11/site-packages", site + "six-1.16.0.dist-info"]
     assert files == {
+        **{f: [DIR, ""] for f in folders},  # the bytecode folder is not listed: a job's env has none
         site + "six.py": [FILE, hashlib.sha256(b"x = 1\n").hexdigest()],
         site + "six-1.16.0.dist-info/RECORD": [RECORD, probe.record_digest(b"six.py,sha256=abc,6\n")],
         site + "six-1.16.0.dist-info/uv_cache.json": [ANY, ""],
@@ -250,7 +252,7 @@ def test_the_host_lists_an_envs_files_as_a_jobs_build_of_it_will_hold_them(tmp_p
     assert check_tree(str(job), expected) == ""
     (job / site / "__pycache__").mkdir()
     (job / site / "__pycache__" / "six.cpython-311.pyc").write_bytes(b"planted")
-    assert check_tree(str(job), expected) == site + "__pycache__/six.cpython-311.pyc was added"
+    assert check_tree(str(job), expected) == site + "__pycache__ was added"
 
 
 @pytest.mark.parametrize("batch_first", [False, True])
@@ -279,3 +281,29 @@ def test_a_batch_steps_job_mounts_the_instance_cache_whichever_decorator_runs_fi
     batch.attributes.update(queue="fargate-queue", host_volumes=None)
     assert ours._mount_instance_cache(SimpleNamespace(command_options={}), "/var/cache/repro") == ""
     assert batch.attributes["host_volumes"] is None
+
+
+def test_an_env_a_job_could_not_build_the_same_is_not_cached_and_the_log_says_why(tmp_path):
+    """The host lists no files (so jobs keep no copy of the env, each builds its own) when its env was built
+    with another uv than the jobs', or links outside itself and the interpreter (uv's symlink link mode)."""
+    from metaflow_extensions.repro.plugins import protocol
+    from repro.containers.batch import _env_files_if_same_uv, _uv_version
+    from repro.env.uvtool import uv_bin
+    from repro.settings import Home
+
+    uv = Path(uv_bin())
+    env = tmp_path / "env"
+    (env / "bin").mkdir(parents=True)
+    (env / protocol.ENV_MARKER).write_text("{}")
+    (env / "bin" / "python").symlink_to("/opt/py/bin/python3")
+    logged: list[str] = []
+
+    def files(cfg_uv: str):
+        (env / "pyvenv.cfg").write_text(f"home = /opt/py/bin\nuv = {cfg_uv}\n")
+        return _env_files_if_same_uv(env, Home(tmp_path / "home"), uv, "/opt/py", "F", logged.append)
+
+    assert files(_uv_version(uv)) is not None and not logged
+    assert files("0.0.1") is None and "built with uv 0.0.1" in logged[-1]
+    (env / "bin" / "six.py").symlink_to("/root/.cache/uv/archive-v0/x/six.py")
+    (env / protocol.ENV_MARKER).write_text("{} ")  # the env was rebuilt (its file list is listed again)
+    assert files(_uv_version(uv)) is None and "bin/six.py leads outside it" in logged[-1]

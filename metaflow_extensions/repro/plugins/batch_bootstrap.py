@@ -446,11 +446,11 @@ def _restore_interpreter(s3, snap, cache=""):
 # -- the instance cache ------------------------------------------------------------------------------
 
 
-#: what the manifest lists for each entry of a tree (``{relative path: [kind, value]}``; folders are free):
+#: what the manifest lists for each entry of a tree (``{relative path: [kind, value]}``): a folder,
 #: a file and its sha256, a link and its target, a RECORD file and its sha256 without the installer's cache
 #: lines (``record_digest``: uv's uv_cache.json differs from one install to the next), a file whose bytes
 #: are not compared (that cache file, the env marker: checked on its own)
-FILE, LINK, RECORD, ANY = "f", "l", "r", "a"
+FILE, LINK, RECORD, ANY, DIR = "f", "l", "r", "a", "d"
 #: what a RECORD file lists that is about the installer's cache (as probe.INSTALLER_CACHE_FILES)
 INSTALLER_CACHE_FILES = ("uv_cache.json",)
 
@@ -475,18 +475,18 @@ def _file_sha256(path):
 
 
 def check_tree(root, expected):
-    """ "" when the tree at ``root`` holds exactly the files and links ``expected`` lists, with those bytes
-    and targets (files hashed on threads: sha256 releases the GIL); else the first difference, in words."""
+    """ "" when the tree at ``root`` holds exactly the folders, files and links ``expected`` lists, with those
+    bytes and targets, every file a plain one with one name and no setuid or setgid bit (files hashed on
+    threads: sha256 releases the GIL); else the first difference, in words."""
     found = {}
     start = len(root) + 1
     stack = [root]
     while stack:
         for entry in os.scandir(stack.pop()):
-            mode = entry.stat(follow_symlinks=False).st_mode
-            if stat.S_ISDIR(mode):
+            st = entry.stat(follow_symlinks=False)
+            found[entry.path[start:]] = (entry.path, st)
+            if stat.S_ISDIR(st.st_mode):
                 stack.append(entry.path)
-            else:
-                found[entry.path[start:]] = (entry.path, mode)
     for rel in sorted(found):
         if rel not in expected:
             return "%s was added" % rel
@@ -495,12 +495,21 @@ def check_tree(root, expected):
             return "%s is missing" % rel
     problems = {}
     to_hash = []
-    for rel, (path, mode) in found.items():
+    for rel, (path, st) in found.items():
         kind, value = expected[rel]
-        if kind == LINK:
+        mode = st.st_mode
+        if kind == DIR or stat.S_ISDIR(mode):
+            if kind != DIR or not stat.S_ISDIR(mode):
+                problems[rel] = "%s is not the %s it was" % (rel, "folder" if kind == DIR else "file or link")
+        elif kind == LINK:
             if not stat.S_ISLNK(mode) or os.readlink(path) != value:
                 problems[rel] = "%s is not the link it was" % rel
-        elif not stat.S_ISREG(mode) or kind not in (FILE, RECORD, ANY):
+        elif (
+            not stat.S_ISREG(mode)
+            or kind not in (FILE, RECORD, ANY)
+            or st.st_nlink > 1
+            or mode & (stat.S_ISUID | stat.S_ISGID)
+        ):
             problems[rel] = "%s is not the file it was" % rel
         elif kind != ANY:
             to_hash.append((rel, path, kind, value))
@@ -526,38 +535,50 @@ class _NotCached(Exception):
     what the manifest lists): the job makes a private copy."""
 
 
+def _generations(root):
+    """The generation numbers under ``root``, newest first (other names are not generations)."""
+    if not os.path.isdir(root):
+        return []
+    return sorted((int(n) for n in os.listdir(root) if re.match(r"^[0-9]{1,9}$", n)), reverse=True)
+
+
 def cached_tree(root, name, expected, make, what):
-    """The tree ``root/<n>/name`` of the newest generation ``n`` when it is exactly ``expected``; else a
-    new generation made by ``make(folder)`` in a private folder, checked, and renamed into place (another
-    job's, if it placed the same generation first and it checks). Raises ``_NotCached`` (with a warning
-    already written) when there is none to use; ``make``'s own errors (``Failed``) go through."""
+    """The tree ``root/<n>/name`` of the newest generation ``n`` when it is exactly ``expected`` (its real
+    path: what was checked is what the caller links to); else a new generation made by ``make(folder)`` in
+    a private folder, checked, and renamed into place as the next number free (or another job's newer one,
+    if it checks). Raises ``_NotCached`` (with a warning already written) when there is none to use: the
+    caller then makes a private copy, which says what is wrong if ``make`` failed for a reason of its own."""
     try:
-        newest = max([int(n) for n in os.listdir(root) if n.isdigit()] or [0]) if os.path.isdir(root) else 0
-        if newest:
-            tree = os.path.join(root, str(newest), name)
+        generations = _generations(root)
+        if generations:
+            tree = os.path.realpath(os.path.join(root, str(generations[0]), name))
             problem = check_tree(tree, expected)
             if not problem:
                 return tree
             _warn("%s in the instance cache (%s): %s; making it again" % (what, tree, problem))
         staging = _staging(root, ".make")
         try:
-            make(os.path.join(staging, name))
+            try:
+                make(os.path.join(staging, name))
+            except Failed as exc:
+                raise _NotCached("%s could not be made in the instance cache (%s)" % (what, exc)) from None
             problem = check_tree(os.path.join(staging, name), expected)
             if problem:
                 raise _NotCached("%s made in the instance cache is not what the manifest lists: %s" % (what, problem))
-            dest = os.path.join(root, str(newest + 1))
-            try:
-                os.rename(staging, dest)
-                staging = None
-                return os.path.join(dest, name)
-            except OSError:
-                if not os.path.isdir(dest):
-                    raise
-            tree = os.path.join(dest, name)  # another job placed this generation first: used if it checks
-            problem = check_tree(tree, expected)
-            if problem:
-                raise _NotCached("%s placed in the instance cache by another job (%s): %s" % (what, tree, problem))
-            return tree
+            for _ in range(3):
+                dest = os.path.join(root, str((generations or [0])[0] + 1))
+                try:
+                    os.rename(staging, dest)
+                    staging = None
+                    return os.path.realpath(os.path.join(dest, name))
+                except OSError:
+                    if not os.path.isdir(dest):
+                        raise
+                tree = os.path.realpath(os.path.join(dest, name))  # another job placed it first: used if it checks
+                if not check_tree(tree, expected):
+                    return tree
+                generations = _generations(root)
+            raise _NotCached("%s: other jobs keep placing generations that do not check in %s" % (what, root))
         finally:
             if staging is not None:
                 remove_tree(staging)
@@ -589,7 +610,9 @@ def _staging(parent, name):
                 remove_tree(path)
         except OSError:
             pass
-    return tempfile.mkdtemp(prefix=".%s." % name, dir=parent)
+    staging = tempfile.mkdtemp(prefix=".%s." % name, dir=parent)
+    os.chmod(staging, 0o755)  # jobs of other users read what is placed from it
+    return staging
 
 
 def _linkable(path):
@@ -748,7 +771,9 @@ def main(argv):
         if folder != env_path:
             remove_tree(uv_cache)
 
-    if cache and _linkable(env_path):
+    # a conda env is its interpreter's prefix (cached as such); an env the host built with another uv than
+    # the jobs' cannot be built the same (the host then lists no files): neither is cached as an env
+    if cache and _linkable(env_path) and manifest.get("files") and env_path != manifest["interpreter"]["prefix"]:
         expected = dict(manifest["files"])
         expected[manifest["marker_name"]] = [ANY, ""]  # checked below, against the manifest's own
         try:
@@ -799,8 +824,9 @@ def _build(uv, python, env_path, manifest, marker_path, uv_cache):
     started = time.time()
     # uv unpacks each wheel once into its (fresh) cache and hard-links the env's files from there (its
     # default): half the time of copying (measured: benchmarks/bench_batch.py), the same bytes and RECORD
-    env = dict(os.environ, UV_CACHE_DIR=uv_cache, UV_PYTHON_DOWNLOADS="never")
-    env.pop("VIRTUAL_ENV", None)
+    # none of the image's uv settings (UV_COMPILE_BYTECODE, UV_LINK_MODE...): the env is built as the host's was
+    env = dict((k, v) for k, v in os.environ.items() if not k.startswith("UV_") and k != "VIRTUAL_ENV")
+    env.update(UV_CACHE_DIR=uv_cache, UV_PYTHON_DOWNLOADS="never")
     _run([uv, "venv", "--quiet", "--no-project", "--offline", "--python", python, env_path], env)
     req = os.path.join(WORK, "requirements.txt")
     with open(req, "w") as fh:

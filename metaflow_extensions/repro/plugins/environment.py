@@ -100,8 +100,8 @@ class CondaEnvironment(MetaflowEnvironment):
         manifest = os.environ.get(protocol.BOOTSTRAP_MANIFEST_VAR)
         cache = os.environ.get(protocol.BATCH_CACHE_VAR) or ""
         if store and manifest and cache:
-            # the instance's cached interpreters and envs are shared by its jobs: their tasks write no
-            # bytecode there (a cached env is compiled once, when it is built)
+            # the instance's cached interpreters and envs are shared by its jobs, and checked file by file:
+            # their tasks write no bytecode there (a .pyc could not be checked)
             exports.append("PYTHONDONTWRITEBYTECODE=1")
         if exports:
             cmds.append("export " + " ".join(exports))
