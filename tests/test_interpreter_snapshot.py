@@ -651,3 +651,10 @@ def test_a_jobs_env_is_built_once_into_the_instance_cache_and_a_build_that_does_
     assert "is not what the manifest lists" in err and "tinypkg/__init__.py was added" in err, err
     assert env_path.is_dir() and not env_path.is_symlink() and (env_path / ".repro-env.json").exists()
     assert not list((cache / "envs").rglob(".make.*"))  # nothing private left in the cache
+    # the marker (what the task's fingerprint check reads) is not listed by the host: it must be the manifest's
+    shutil.rmtree(env_path)
+    (marker,) = cache.glob("envs/*/1/env/.repro-env.json")
+    marker.write_text(json.dumps({"env_id": "e" * 64, "fingerprint": "another"}))
+    job(manifest)
+    assert "has another marker; making a private copy" in capsys.readouterr().err
+    assert env_path.is_dir() and not env_path.is_symlink()

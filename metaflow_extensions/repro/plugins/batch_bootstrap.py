@@ -782,7 +782,11 @@ def main(argv):
             )
             with open(os.path.join(tree, manifest["marker_name"]), "rb") as fh:
                 if fh.read() != _marker_bytes(manifest):
-                    raise _NotCached("the env %s in the instance cache (%s) has another marker" % (env_id, tree))
+                    _warn(
+                        "the env %s in the instance cache (%s) has another marker; making a private copy"
+                        % (env_id, tree)
+                    )
+                    raise _NotCached(tree)
             _restore_interpreter(s3, manifest["interpreter"], cache)
             link(env_path, tree)
             if not fetched:
