@@ -59,7 +59,10 @@ if __name__ == "__main__":
 """
 
 LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+) \[[^/]+/(\w+)/(\d+) \(pid \d+\)\] (.*)$")
-BOOT = re.compile(r"repro: env \w+ (?:built from|from the instance cache) \S+ in [\d.]+ s \([^)]*\)[^\n]*")
+BOOT = re.compile(
+    r"repro: env \w+ (?:built from|from the instance cache) \S+ in [\d.]+ s \([^)]*\)[^\n]*"
+    r"|repro bootstrap: warning: [^\n]*"
+)
 
 
 def task_seconds(log: str) -> list[tuple[float, bool]]:

@@ -101,6 +101,11 @@ def host_volumes_allowed(queue: str | None, log=None) -> bool:
     return _PLATFORMS[queue] in ("EC2", "SPOT")
 
 
+#: how the file lists a job checks a cached tree against are made (part of the key they are kept under:
+#: a list kept by an older repro is made again). 2: folders are listed too
+FILES_FORMAT = 2
+
+
 def snapshot_files(tarball: Path, sha256: str, home: Home) -> dict[str, list[str]]:
     """What the interpreter snapshot restores, as a job's instance cache checks it (``check_tree``):
     ``{member: [FILE, sha256] | [LINK, target] | [DIR, ""]}``, with every folder a member is in. Read from
@@ -108,7 +113,7 @@ def snapshot_files(tarball: Path, sha256: str, home: Home) -> dict[str, list[str
     from metaflow_extensions.repro.plugins.batch_bootstrap import DIR, FILE, LINK
 
     kept = home.pythons / f"{sha256}.files.json"
-    files = _kept_files(kept, sha256)
+    files = _kept_files(kept, [FILES_FORMAT, sha256])
     if files is not None:
         return files
     files = {}
@@ -130,7 +135,7 @@ def snapshot_files(tarball: Path, sha256: str, home: Home) -> dict[str, list[str
         while parent and parent not in files:
             files[parent] = [DIR, ""]
             parent = parent.rpartition("/")[0]
-    atomic_write(kept, json.dumps({"key": sha256, "files": files}, sort_keys=True))
+    atomic_write(kept, json.dumps({"key": [FILES_FORMAT, sha256], "files": files}, sort_keys=True))
     return files
 
 
@@ -155,7 +160,7 @@ def env_files(env: Path, home: Home) -> dict[str, list[str]]:
     from metaflow_extensions.repro.plugins.batch_bootstrap import ANY, DIR, FILE, INSTALLER_CACHE_FILES, LINK, RECORD
 
     marker = (env / protocol.ENV_MARKER).stat()
-    key = [str(env), marker.st_mtime_ns, marker.st_size]
+    key = [FILES_FORMAT, str(env), marker.st_mtime_ns, marker.st_size]
     kept = home.staged / f"files-{hashlib.sha256(str(env).encode()).hexdigest()[:32]}.json"
     listed = _kept_files(kept, key)
     if listed is not None:

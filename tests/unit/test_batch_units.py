@@ -307,3 +307,27 @@ def test_an_env_a_job_could_not_build_the_same_is_not_cached_and_the_log_says_wh
     (env / "bin" / "six.py").symlink_to("/root/.cache/uv/archive-v0/x/six.py")
     (env / protocol.ENV_MARKER).write_text("{} ")  # the env was rebuilt (its file list is listed again)
     assert files(_uv_version(uv)) is None and "bin/six.py leads outside it" in logged[-1]
+
+
+def test_a_file_list_kept_by_an_older_repro_is_made_again(tmp_path):
+    """The lists are kept under their format: one kept before folders were listed would make every job's
+    check fail ("bin was added"), so it is never used (found by benchmarks/bench_batch.py on a warm home)."""
+    import json
+
+    from metaflow_extensions.repro.plugins import protocol
+    from repro.containers.batch import env_files
+    from repro.settings import Home
+
+    env = tmp_path / "env"
+    (env / "bin").mkdir(parents=True)
+    (env / "bin" / "tool").write_text("x")
+    (env / protocol.ENV_MARKER).write_text("{}")
+    home = Home(tmp_path / "home")
+    first = env_files(env, home)
+    (kept,) = home.staged.glob("files-*.json")
+    doc = json.loads(kept.read_text())
+    marker = (env / protocol.ENV_MARKER).stat()
+    old = {"key": [str(env), marker.st_mtime_ns, marker.st_size], "files": {"bin/tool": first["bin/tool"]}}
+    kept.write_text(json.dumps(old))  # as the first version of the instance cache kept it
+    assert env_files(env, home) == first and "bin" in first
+    assert json.loads(kept.read_text())["key"] == doc["key"]
