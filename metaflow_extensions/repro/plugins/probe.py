@@ -50,14 +50,23 @@ def _metadata(dist_info):
     return name, version
 
 
-def record_digest(blob):
-    """sha256 of a RECORD file's lines but those of installer cache files (as ``_record`` takes it)."""
+def _kept_lines(blob):
+    """A RECORD file's lines but those of installer cache files (<name>.dist-info/uv_cache.json)."""
     kept = []
     for line in blob.decode("utf-8", "replace").splitlines():
         folder, _, name = line.rsplit(",", 2)[0].partition("/")
         if not (name in INSTALLER_CACHE_FILES and folder.endswith(".dist-info")):
             kept.append(line)
-    return hashlib.sha256("\n".join(kept).encode("utf-8")).hexdigest()
+    return kept
+
+
+def _digest(lines):
+    return hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()
+
+
+def record_digest(blob):
+    """sha256 of a RECORD file's lines but those of installer cache files (as ``_record`` takes it)."""
+    return _digest(_kept_lines(blob))
 
 
 def _record(site, dist_info, trust_record=False):
@@ -75,13 +84,9 @@ def _record(site, dist_info, trust_record=False):
     except OSError:
         return None, 0, 0, 0
     files = size = missing = 0
-    kept = []
-    for line in blob.decode("utf-8", "replace").splitlines():
+    kept = _kept_lines(blob)
+    for line in kept:
         parts = line.rsplit(",", 2)
-        folder, _, name = parts[0].partition("/")
-        if name in INSTALLER_CACHE_FILES and folder.endswith(".dist-info"):
-            continue  # <name>.dist-info/uv_cache.json
-        kept.append(line)
         if len(parts) < 3 or not parts[2].strip().isdigit():
             continue  # RECORD itself, and entries without a size (e.g. .pyc)
         files += 1
@@ -92,7 +97,7 @@ def _record(site, dist_info, trust_record=False):
             size += os.stat(os.path.join(site, parts[0])).st_size
         except OSError:
             missing += 1
-    return hashlib.sha256("\n".join(kept).encode("utf-8")).hexdigest(), files, size, missing
+    return _digest(kept), files, size, missing
 
 
 def _site_dirs():
