@@ -69,7 +69,7 @@ t0 = time.perf_counter()
 from repro.settings import load_settings
 from repro.store import open_store
 from repro.store.snapshot import load_record, parse_ref
-from repro.runs.replay import pull_and_restore
+from repro.operations.replay import pull_and_restore
 from repro.env.engine import environments
 settings = load_settings(Path.cwd())
 store = open_store(sys.argv[2])
@@ -135,7 +135,7 @@ def main() -> None:
         )
         assert r.returncode == 0, r.stderr[-3000:]
         from repro.containers import image, runtime
-        from repro.containers.replay import container_env
+        from repro.executors.docker import container_env
         from repro.settings import load_settings
         from repro.store import layout, open_store
         from repro.store.snapshot import list_records

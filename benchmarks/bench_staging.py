@@ -1,4 +1,4 @@
-"""What Batch staging (repro.containers.batch._put_missing) costs per run, against moto's S3 server on
+"""What Batch staging (repro.executors.batch._put_missing) costs per run, against moto's S3 server on
 loopback, for one env's objects (a 29 MB interpreter-sized object + 11 package-sized ones):
 
     python benchmarks/bench_staging.py [--rounds 3]
@@ -58,8 +58,8 @@ def _bench(endpoint: str, rounds: int) -> None:
             break
         except Exception:  # the server is still starting
             time.sleep(0.1)
-    from repro.containers.batch import StagingLedger, _put_missing
     from repro.env.cache import sha256_file
+    from repro.executors.batch import StagingLedger, _put_missing
     from repro.settings import Home
     from repro.store import open_store
 

@@ -8,11 +8,11 @@ from dataclasses import replace
 
 import pytest
 
+from repro.adapter import metaflow as runs
 from repro.env.engine import open_flow
 from repro.errors import BadInput
 from repro.model.lock import PlatformLock
-from repro.runs import metaflow as runs
-from repro.runs.pipeline import RunOptions, check_same_identity, load_baseline, run_and_record
+from repro.operations.run import RunOptions, check_same_identity, load_baseline, run_and_record
 from repro.settings import load_settings
 from repro.store import layout, open_store
 from tests.helpers import make_record, pkg, write_flow

@@ -230,7 +230,7 @@ def test_a_package_file_tampered_in_the_store_stops_the_container_naming_it(batc
     ledger is made to say the tampered object is as verified: a corruption staging cannot see."""
     import os
 
-    from repro.containers.batch import StagingLedger
+    from repro.executors.batch import StagingLedger
     from repro.settings import Home
     from repro.store import open_store
 
@@ -295,7 +295,7 @@ def test_a_fargate_queue_gets_no_instance_cache_an_ec2_queue_does(batch_world, m
     added only when the queue's first compute environment is EC2 or SPOT, as Metaflow tells the platform."""
     import boto3
 
-    from repro.containers.batch import host_volumes_allowed
+    from repro.executors.batch import host_volumes_allowed
 
     for name, value in batch_world.env.items():
         monkeypatch.setenv(name, value)

@@ -51,7 +51,7 @@ def test_image_build_is_cached_by_recipe_and_has_the_bootstrap_python(base_image
 def test_the_default_replay_image_is_python_slim_when_the_daemon_has_it(base_image, docker_daemon, repro_home):
     import docker
 
-    from repro.containers.replay import default_image
+    from repro.executors.docker import default_image
     from repro.settings import load_settings
 
     c = docker.DockerClient(base_url=docker_daemon)
@@ -66,7 +66,7 @@ def test_the_default_replay_image_is_python_slim_when_the_daemon_has_it(base_ima
 
 
 def test_the_container_gets_only_the_store_and_repro_settings(monkeypatch, repro_home):
-    from repro.containers.replay import CLOSED_PROXY, container_env
+    from repro.executors.docker import CLOSED_PROXY, container_env
     from repro.settings import load_settings
 
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:4566")

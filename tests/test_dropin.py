@@ -9,8 +9,8 @@ import textwrap
 import pytest
 import tomllib
 
+from repro.adapter.flowfolder import MAX_PACKAGED_FILES, check_flow_folder
 from repro.errors import BadInput
-from repro.runs.flowfolder import MAX_PACKAGED_FILES, check_flow_folder
 from tests.helpers import cli, require_python, write_flow
 
 # -- item 7: REPRO_HOME (or a large folder) where Metaflow packages the flow's code -----------------

@@ -97,8 +97,8 @@ def test_two_files_defining_the_same_class_are_two_flows(tmp_path):
 def test_a_project_runs_identity_is_the_one_predicted_before_it_runs(tmp_path):
     """What `--repro-baseline latest` looks up before the run (the @project branch as Metaflow names it)
     is the identity the run is recorded under. `--branch` goes before `run`, where @project reads it."""
+    from repro.adapter.metaflow import expected_identity
     from repro.env.engine import open_flow
-    from repro.runs.metaflow import expected_identity
     from repro.settings import load_settings
 
     mf_env = {

@@ -116,8 +116,8 @@ def _staged_env(tmp_path: Path, s3_bucket: str):
     import sys
 
     from metaflow_extensions.repro.plugins import protocol
-    from repro.containers.batch import stage
     from repro.env.build import BuiltEnv
+    from repro.executors.batch import stage
     from repro.settings import load_settings
 
     home = tmp_path / "home"
@@ -182,7 +182,7 @@ def test_a_jobs_command_fetches_the_staged_bootstrap_script_and_refuses_other_by
 
     from metaflow_extensions.repro.plugins import protocol
     from metaflow_extensions.repro.plugins.environment import CondaEnvironment, bootstrap_script_sha256
-    from repro.containers.batch import script_key
+    from repro.executors.batch import script_key
     from repro.store import open_store
 
     settings, staged, lease = _staged_env(tmp_path, s3_bucket)
@@ -219,7 +219,7 @@ def test_a_jobs_fetcher_runs_the_script_the_instance_cache_keeps_only_if_it_is_t
 
     from metaflow_extensions.repro.plugins import protocol
     from metaflow_extensions.repro.plugins.environment import CondaEnvironment, bootstrap_script_sha256
-    from repro.containers.batch import script_key
+    from repro.executors.batch import script_key
     from repro.store import open_store
 
     settings, staged, lease = _staged_env(tmp_path, s3_bucket)

@@ -135,7 +135,7 @@ def test_a_record_whose_interpreter_lives_elsewhere_is_refused_before_anything_i
 ):
     import dataclasses
 
-    from repro.runs.replay import recorded_interpreter
+    from repro.operations.replay import recorded_interpreter
     from repro.settings import load_settings
     from repro.store import open_store
     from tests.helpers import make_record
@@ -475,7 +475,7 @@ def test_a_restore_that_fails_for_another_reason_says_what_it_is(pyenv_root, tmp
 
 def _cached_snap(tarball: Path, prefix: Path, tmp_path: Path) -> dict:
     """The manifest's interpreter entry with the files the host lists for the snapshot."""
-    from repro.containers.batch import snapshot_files
+    from repro.executors.batch import snapshot_files
     from repro.settings import Home
 
     snap = _job_snap(tarball, prefix)
@@ -594,8 +594,8 @@ def test_a_jobs_env_is_built_once_into_the_instance_cache_and_a_build_that_does_
     import shutil
 
     from metaflow_extensions.repro.plugins import batch_bootstrap as bb
-    from repro.containers.batch import env_files
     from repro.env.uvtool import uv_bin
+    from repro.executors.batch import env_files
     from repro.settings import Home
     from tests.helpers import make_wheel
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from repro.adapter import pending
 from repro.errors import BadInput
 from repro.model.record import from_json
-from repro.runs import pending
 from repro.settings import Home
 from tests.helpers import cli, write_flow
 
@@ -127,7 +127,7 @@ def test_repro_run_points_at_pending_runs_and_recover_refuses_a_run_whose_lock_c
 def test_recover_resolves_configs_in_the_folder_and_with_the_variables_the_run_had(tmp_path, monkeypatch):
     """A relative `--config NAME FILE` is read from the folder `repro run` ran in, and
     METAFLOW_FLOW_CONFIG* as the run had them, whatever folder `repro recover` is started from."""
-    from repro.runs.pipeline import _as_when_run
+    from repro.operations.run import _as_when_run
 
     there = tmp_path / "there"
     there.mkdir()

@@ -285,8 +285,8 @@ def test_the_replay_runtime_is_the_recorded_metaflow_not_the_hosts(tmp_path, mf_
 
     import metaflow
 
+    from repro.adapter.metaflow import _metaflow_version
     from repro.env.uvtool import uv_bin
-    from repro.runs.metaflow import _metaflow_version
 
     if not can_unshare():
         pytest.skip("cannot create a network namespace here")

@@ -8,7 +8,7 @@ import pytest
 from metaflow import metaflow_config
 
 from repro.errors import BadInput
-from repro.runs.replay import check_where, replay
+from repro.operations.replay import check_where, replay
 from repro.settings import load_settings
 from repro.store import layout, open_store
 from tests.unit.test_codecs import make_record  # a record the strict decoder accepts

@@ -5,11 +5,11 @@ import stat
 
 import pytest
 
+from repro.checks.compare import compare
+from repro.checks.pickles import is_internal
 from repro.errors import BadInput, LockFileError
 from repro.model.lock import Package, PlatformLock
 from repro.model.record import ArtifactRecord, RunRecord, StepRecord, TaskRecord
-from repro.runs.compare import compare
-from repro.runs.pickles import is_internal
 from repro.store import layout, open_store
 from repro.store.snapshot import _is_newest, parse_env_lock, record_packages
 

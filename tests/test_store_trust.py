@@ -79,7 +79,7 @@ def test_env_id_that_walks_out_of_locks_is_refused(tmp_path):
 
 
 def test_replay_passes_only_parameters_the_flow_declares():
-    from repro.runs.replay import recorded_args
+    from repro.operations.replay import recorded_args
 
     def _parameter_args(record, declared):
         return recorded_args(record, {}, Path("."), declared)
@@ -394,7 +394,7 @@ def test_replay_refuses_run_options_and_include_files_a_record_could_smuggle_in(
     names reach Metaflow from a record; `--run-id-file` in run_options writes a file anywhere."""
     from dataclasses import replace as _replace
 
-    from repro.runs.replay import recorded_args
+    from repro.operations.replay import recorded_args
 
     run = fake_run(Path(os.environ["REPRO_HOME"]) / "smuggle", parameters={"alpha": 2})
     ok = _replace(run.record, run_options=("--max-num-splits", "1000", "--tag", "x", "--with", "retry:times=1"))

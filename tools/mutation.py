@@ -6,8 +6,8 @@
     .venv/bin/python tools/mutation.py --keep     # reuse mutants/ from the last run (only re-tests changes)
 
 What is mutated ([tool.mutmut] in pyproject.toml): repro/model/spec.py, repro/model/lock.py,
-repro/runs/compare.py, repro/runs/drift.py, repro/report/render.py, repro/report/document.py,
-repro/runs/pickles.py, with
+repro/checks/compare.py, repro/checks/drift.py, repro/report/render.py, repro/report/document.py,
+repro/checks/pickles.py, with
 tests/unit/ as the only tests. The score counts the pure functions of those modules (SCOPE
 below); their impure neighbours (subprocess probes, resolver calls) are mutated too but are the
 business of the slow tests, not of this score.
@@ -35,11 +35,11 @@ TARGET = 0.85
 SCOPE = [
     r"repro\.model\.spec\.",
     r"repro\.model\.lock\.",
-    r"repro\.runs\.compare\.(x_compare|x__describe_bytes|xǁComparisonǁ)",
-    r"repro\.runs\.drift\.(x_check_against|x__changes)",
+    r"repro\.checks\.compare\.(x_compare|x__describe_bytes|xǁComparisonǁ)",
+    r"repro\.checks\.drift\.(x_check_against|x__changes)",
     r"repro\.report\.document\.(x_build_flow|x_drift_report|x_plain|x__schema_of|x_json_schema)",
     r"repro\.report\.render\.",
-    r"repro\.runs\.pickles\.(x_referenced_modules|x__static|x_downstream|x_is_internal)",
+    r"repro\.checks\.pickles\.(x_referenced_modules|x__static|x_downstream|x_is_internal)",
 ]
 
 # Survivors judged equivalent: mutant name -> why no test can tell it from the original.
@@ -59,23 +59,23 @@ EQUIVALENT: dict[str, str] = {
     "repro.report.render.x_terminal__mutmut_21": _TABULATE,
     "repro.report.render.x_terminal__mutmut_23": _TABULATE,
     "repro.report.render.x_terminal__mutmut_24": _TABULATE,
-    "repro.runs.compare.x_compare__mutmut_2": _DEFAULT_TOL,
-    "repro.runs.compare.x_compare__mutmut_3": _DEFAULT_TOL,
-    "repro.runs.compare.x_compare__mutmut_5": _DEFAULT_TOL,
-    "repro.runs.compare.x_compare__mutmut_6": _DEFAULT_TOL,
-    "repro.runs.compare.x_compare__mutmut_145": _ORDER,
-    "repro.runs.compare.x_compare__mutmut_147": _ORDER,
-    "repro.runs.compare.x_compare__mutmut_148": _ORDER,
-    "repro.runs.compare.x_compare__mutmut_149": _ORDER,
-    "repro.runs.compare.x_compare__mutmut_150": _ORDER,
-    "repro.runs.drift.x_check_against__mutmut_36": "diff_packages never reads the old PlatformLock's platform",
-    "repro.runs.pickles.x_referenced_modules__mutmut_9": "a GLOBAL argument is 'module name': split() == split(' ')",
-    "repro.runs.pickles.x_referenced_modules__mutmut_18": _DEAD_DECODE,
-    "repro.runs.pickles.x_referenced_modules__mutmut_19": _DEAD_DECODE,
-    "repro.runs.pickles.x_referenced_modules__mutmut_20": _DEAD_DECODE,
-    "repro.runs.pickles.x_referenced_modules__mutmut_21": _DEAD_DECODE,
-    "repro.runs.pickles.x_referenced_modules__mutmut_66": "'builtins' is in sys.stdlib_module_names already",
-    "repro.runs.pickles.x_referenced_modules__mutmut_67": "'builtins' is in sys.stdlib_module_names already",
+    "repro.checks.compare.x_compare__mutmut_2": _DEFAULT_TOL,
+    "repro.checks.compare.x_compare__mutmut_3": _DEFAULT_TOL,
+    "repro.checks.compare.x_compare__mutmut_5": _DEFAULT_TOL,
+    "repro.checks.compare.x_compare__mutmut_6": _DEFAULT_TOL,
+    "repro.checks.compare.x_compare__mutmut_145": _ORDER,
+    "repro.checks.compare.x_compare__mutmut_147": _ORDER,
+    "repro.checks.compare.x_compare__mutmut_148": _ORDER,
+    "repro.checks.compare.x_compare__mutmut_149": _ORDER,
+    "repro.checks.compare.x_compare__mutmut_150": _ORDER,
+    "repro.checks.drift.x_check_against__mutmut_36": "diff_packages never reads the old PlatformLock's platform",
+    "repro.checks.pickles.x_referenced_modules__mutmut_9": "a GLOBAL argument is 'module name': split() == split(' ')",
+    "repro.checks.pickles.x_referenced_modules__mutmut_18": _DEAD_DECODE,
+    "repro.checks.pickles.x_referenced_modules__mutmut_19": _DEAD_DECODE,
+    "repro.checks.pickles.x_referenced_modules__mutmut_20": _DEAD_DECODE,
+    "repro.checks.pickles.x_referenced_modules__mutmut_21": _DEAD_DECODE,
+    "repro.checks.pickles.x_referenced_modules__mutmut_66": "'builtins' is in sys.stdlib_module_names already",
+    "repro.checks.pickles.x_referenced_modules__mutmut_67": "'builtins' is in sys.stdlib_module_names already",
 }
 
 

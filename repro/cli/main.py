@@ -214,7 +214,7 @@ def cmd_env_build(args) -> int:
 
 
 def _comparison_table(comparison) -> str:
-    from repro.runs.compare import Verdict
+    from repro.checks.compare import Verdict
 
     rows = [[step, c["identical"], c["equivalent"], c["different"]] for step, c in comparison.by_step().items()]
     table = tabulate(rows, headers=["step", "identical", "equivalent", "different"], tablefmt="simple")
@@ -245,7 +245,7 @@ def _pickle_table(record) -> str:
 
 
 def cmd_run(args) -> int:
-    from repro.runs.pipeline import RunOptions, run_and_record
+    from repro.operations.run import RunOptions, run_and_record
     from repro.settings import load_settings
 
     _pending_hint(load_settings(Path(args.flow).resolve().parent))
@@ -267,7 +267,7 @@ def failed_tasks(outcome, flow_file: Path) -> list[str]:
     """Each failed task of a run (local or AWS Batch alike): its step, pathspec, error line, and the
     command that shows its logs; capped."""
     from repro.model.findings import Kind
-    from repro.runs.replay import error_line, logs_command, task_pathspec
+    from repro.operations.replay import error_line, logs_command, task_pathspec
 
     record, lines = outcome.record, []
     for f in [f for f in outcome.findings if f.kind is Kind.TASK_FAILED][:LIST_LIMIT]:
@@ -307,7 +307,7 @@ def verify_report(broken: list, results: list, uri: str, limit: int = LIST_LIMIT
 
 
 def cmd_recover(args) -> int:
-    from repro.runs.pipeline import recover
+    from repro.operations.run import recover
     from repro.settings import load_settings
 
     outcomes = recover(load_settings(Path.cwd()), args.store, log=_log)
@@ -326,7 +326,7 @@ def cmd_recover(args) -> int:
 
 
 def _pending_hint(settings) -> None:
-    from repro.runs import pending
+    from repro.adapter import pending
 
     waiting = pending.pending(settings.home)
     if waiting:
@@ -382,7 +382,7 @@ def cmd_image_build(args) -> int:
 
 
 def cmd_replay(args) -> int:
-    from repro.runs.replay import replay
+    from repro.operations.replay import replay
     from repro.settings import load_settings
 
     result = replay(
@@ -419,7 +419,7 @@ def cmd_replay(args) -> int:
 
 
 def cmd_diff(args) -> int:
-    from repro.runs.pipeline import compare_runs
+    from repro.operations.run import compare_runs
     from repro.settings import load_settings
     from repro.store import open_store
     from repro.store.snapshot import load_record, parse_ref
@@ -428,7 +428,7 @@ def cmd_diff(args) -> int:
     store = open_store(args.store or settings.store)
     a = load_record(store, parse_ref(args.ref_a))
     b = load_record(store, parse_ref(args.ref_b))
-    from repro.runs.pipeline import check_same_flow
+    from repro.operations.run import check_same_flow
 
     check_same_flow(a, b, args.allow_other_flow)
     comparison = compare_runs(a, b, store, settings)
@@ -530,7 +530,7 @@ def cmd_store(args) -> int:
         print(verify_report(broken, results, store.uri))
         return EXIT_DRIFT if bad else EXIT_OK
     if args.store_command == "push":
-        from repro.runs.pipeline import push_saved
+        from repro.operations.run import push_saved
 
         record = push_saved(args.ref, args.store, settings, log=_log)
         print(f"pushed {record.ref} to {store.uri}")
@@ -545,10 +545,10 @@ def cmd_store(args) -> int:
 
 
 def cmd_drift(args) -> int:
+    from repro.checks.drift import check
     from repro.env.engine import open_flow
     from repro.errors import ReproError
-    from repro.runs.drift import check
-    from repro.runs.pipeline import latest_record
+    from repro.operations.run import latest_record
     from repro.settings import load_settings
     from repro.store import open_store
     from repro.store.snapshot import load_record, parse_ref
@@ -607,7 +607,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_doctor(args) -> int:
-    from repro import doctor
+    from repro.operations import doctor
     from repro.settings import load_settings
 
     settings = load_settings(Path.cwd())

@@ -7,12 +7,12 @@ import warnings
 
 import pytest
 
+from repro.checks.compare import Verdict
 from repro.env.flowfile import load_flow
 from repro.errors import NoFlowFound, ReproError
 from repro.model.record import PickleStatus
 from repro.model.validate import cap_lines
 from repro.pytest.session import lock_advice, lock_problems, replay_problems, session_of, step_problems, step_skip
-from repro.runs.compare import Verdict
 
 
 class ReproFailure(Exception):

@@ -21,9 +21,9 @@ from repro.env.engine import open_flow, relock_command
 from repro.errors import ReproError
 from repro.model.findings import DRIFT_KINDS, Finding, Kind, Severity, select
 from repro.model.record import NO_FOREACH, RunRecord
+from repro.operations.replay import check_where, replay_elsewhere, replay_findings
+from repro.operations.run import LOCK_SUBJECT, Outcome, ReplayCheck, RunOptions, run_and_record
 from repro.report.document import ReportDocument, StepOutcome, build_flow, document, replay_report
-from repro.runs.pipeline import LOCK_SUBJECT, Outcome, ReplayCheck, RunOptions, run_and_record
-from repro.runs.replay import check_where, replay_elsewhere, replay_findings
 from repro.settings import load_settings
 from repro.store import open_store
 
@@ -327,7 +327,7 @@ class RunHandle:
         self.ok = outcome.ok
 
     def _blob(self, step: str, name: str, task: str) -> bytes:
-        from repro.runs.pipeline import blob_source
+        from repro.operations.run import blob_source
 
         if self.record is None:
             raise LookupError(f"{self.outcome.path}: no run: {self.outcome.error}")
@@ -372,8 +372,8 @@ class RunHandle:
         those, anything else as its ``repr``."""
         import subprocess
 
-        from repro.runs.codepackage import import_paths
-        from repro.runs.pipeline import code_dir, env_pythons
+        from repro.adapter.codepackage import import_paths
+        from repro.operations.run import code_dir, env_pythons
 
         data = self._blob(step, name, task)
         assert self.record is not None, "_blob refuses a run without a record"

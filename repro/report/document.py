@@ -19,13 +19,13 @@ from enum import Enum
 from typing import Any
 
 from metaflow_extensions.repro.plugins.protocol import DISABLED
+from repro.checks.compare import Comparison, Verdict
 from repro.model import platforms as plats
 from repro.model.findings import DRIFT_KINDS, Choice, Finding, Kind, select
 from repro.model.record import PickleStatus, RunStatus
-from repro.runs.compare import Comparison, Verdict
 
 if typing.TYPE_CHECKING:
-    from repro.runs.pipeline import ReplayCheck
+    from repro.operations.run import ReplayCheck
 
 SCHEMA = "repro.report"
 SCHEMA_VERSION = 1

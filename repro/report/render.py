@@ -120,7 +120,7 @@ def _why(p: dict) -> str:
 
 def view(doc: ReportDocument | dict) -> dict:
     """What the templates show, computed once: totals, the verdict, problems before everything else."""
-    from repro.runs.pickles import is_internal
+    from repro.checks.pickles import is_internal
 
     doc = _as_dict(doc)
     flows = []

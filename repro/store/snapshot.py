@@ -791,7 +791,7 @@ _STAGED_KEY = re.compile(
 
 def batch_objects(store: Store, envs: set[str]) -> set[str]:
     """What Batch staging put in the store for the environments of kept records: each bootstrap manifest
-    (``bootstrap/<sha256>.json``, written by ``repro.containers.batch.stage``) whose env is one of ``envs``,
+    (``bootstrap/<sha256>.json``, written by ``repro.executors.batch.stage``) whose env is one of ``envs``,
     and the uv binary, bootstrap script, interpreter snapshot and package files it names. A manifest is untrusted: one whose
     bytes do not match its key, that is not a manifest, or names keys of other shapes protects nothing
     (and, no record's env being its own, is collected like any orphan)."""

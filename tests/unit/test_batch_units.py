@@ -10,8 +10,8 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from metaflow_extensions.repro.plugins import probe
-from repro.containers.batch import runs_on_batch
 from repro.env.interpreter_snapshot import _excluded
+from repro.executors.batch import runs_on_batch
 
 
 def _dist(site, record_lines):
@@ -94,7 +94,7 @@ def test_task_variables_reach_a_batch_job_intact_through_metaflows_quoting(monke
 
 
 def test_batch_options_names_each_batch_option_and_never_a_decorator_spec_as_an_option():
-    from repro.containers.batch import batch_options
+    from repro.executors.batch import batch_options
 
     args = ["--with", "batch:cpu=2", "--tag", "batch", "--with=batch", "--with", "retry", "--with=batchy"]
     assert batch_options(args) == [(0, 2), (4, 5)]
@@ -142,7 +142,7 @@ def test_a_batch_jobs_bootstrap_command_stays_far_below_aws_batchs_limit(monkeyp
 
     from metaflow_extensions.repro.plugins import batch_bootstrap, batch_fetch
     from metaflow_extensions.repro.plugins.environment import CondaEnvironment
-    from repro.containers.batch import script_key
+    from repro.executors.batch import script_key
 
     _job_variables(monkeypatch, steps=30)
     cmds = CondaEnvironment.bootstrap_commands(SimpleNamespace(), "start", "s3")
@@ -220,7 +220,7 @@ def test_the_job_and_the_host_take_a_record_files_digest_the_same_way(tmp_path):
 def test_the_host_lists_an_envs_files_as_a_jobs_build_of_it_will_hold_them(tmp_path):
     from metaflow_extensions.repro.plugins import protocol
     from metaflow_extensions.repro.plugins.batch_bootstrap import ANY, DIR, FILE, LINK, RECORD, check_tree
-    from repro.containers.batch import env_files
+    from repro.executors.batch import env_files
     from repro.settings import Home
 
     env = tmp_path / "env"
@@ -264,7 +264,7 @@ def test_a_batch_steps_job_mounts_the_instance_cache_whichever_decorator_runs_fi
     import metaflow.plugins  # noqa: F401  (Metaflow loads the extension first, as in a run)
 
     from metaflow_extensions.repro.plugins.decorators import CondaStepDecorator
-    from repro.containers import batch as batch_module
+    from repro.executors import batch as batch_module
 
     monkeypatch.setitem(batch_module._PLATFORMS, "ec2-queue", "EC2")
     batch = SimpleNamespace(name="batch", attributes={"queue": "ec2-queue", "host_volumes": ["/data"]})
@@ -287,8 +287,8 @@ def test_an_env_a_job_could_not_build_the_same_is_not_cached_and_the_log_says_wh
     """The host lists no files (so jobs keep no copy of the env, each builds its own) when its env was built
     with another uv than the jobs', or links outside itself and the interpreter (uv's symlink link mode)."""
     from metaflow_extensions.repro.plugins import protocol
-    from repro.containers.batch import _env_files_if_same_uv, _uv_version
     from repro.env.uvtool import uv_bin
+    from repro.executors.batch import _env_files_if_same_uv, _uv_version
     from repro.settings import Home
 
     uv = Path(uv_bin())
@@ -315,7 +315,7 @@ def test_a_file_list_kept_by_an_older_repro_is_made_again(tmp_path):
     import json
 
     from metaflow_extensions.repro.plugins import protocol
-    from repro.containers.batch import env_files
+    from repro.executors.batch import env_files
     from repro.settings import Home
 
     env = tmp_path / "env"

@@ -4,7 +4,7 @@ described when no interpreter or blob is there to compare them semantically)."""
 
 import pytest
 
-from repro.runs.compare import ArtifactResult, Comparison, compare
+from repro.checks.compare import ArtifactResult, Comparison, compare
 from tests.helpers import make_record
 
 A1, A2, B1 = "a" * 40, "ab" + "c" * 38, "b" * 40

@@ -3,11 +3,11 @@
 
 from types import SimpleNamespace
 
+from repro.checks.drift import check_against, check_inputs
 from repro.model.findings import Finding, Kind
 from repro.model.lock import Lock, PlatformLock, StepLock
 from repro.model.record import InputVia, UpstreamRun
 from repro.report.document import drift_report, plain
-from repro.runs.drift import check_against, check_inputs
 from tests.helpers import make_record, pkg
 
 
@@ -178,7 +178,7 @@ def test_an_unreachable_store_skips_input_drift_with_a_note_instead_of_failing_t
     from types import SimpleNamespace
 
     from repro.errors import InfraError
-    from repro.runs.pipeline import latest_record
+    from repro.operations.run import latest_record
 
     class Down:
         uri = "s3://bucket/x"

@@ -1,5 +1,5 @@
 """The command printed for a failed task's logs names the run (issue 13): `repro run` and `repro
-replay` share one helper (repro.runs.replay.task_pathspec / logs_command)."""
+replay` share one helper (repro.operations.replay.task_pathspec / logs_command)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 from repro.cli.main import failed_tasks
 from repro.model.findings import Finding, Kind
-from repro.runs.pipeline import Outcome
-from repro.runs.replay import logs_command, task_pathspec
+from repro.operations.replay import logs_command, task_pathspec
+from repro.operations.run import Outcome
 from tests.helpers import make_record
 
 

@@ -8,7 +8,7 @@ import types
 
 import pytest
 
-from repro.runs.pickles import _static, downstream, is_internal, referenced_modules
+from repro.checks.pickles import _static, downstream, is_internal, referenced_modules
 
 
 @pytest.fixture(scope="module")

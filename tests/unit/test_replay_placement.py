@@ -1,11 +1,11 @@
 """Where a replay runs is where it is asked to run: the recorded run options are rewritten for
-``--on local|docker|batch`` (repro.runs.replay.placed_run_options, pure)."""
+``--on local|docker|batch`` (repro.operations.replay.placed_run_options, pure)."""
 
 from __future__ import annotations
 
 import pytest
 
-from repro.runs.replay import placed_run_options
+from repro.operations.replay import placed_run_options
 
 
 @pytest.mark.parametrize(
@@ -57,7 +57,7 @@ def test_the_users_own_batch_spec_after_dashes_wins_on_batch(recorded, mine):
 def test_a_batch_option_after_dashes_is_refused_before_any_place_is_reached(on, tmp_path):
     # no daemon, no image, no store object is touched: the store named here does not even exist
     from repro.errors import BadInput
-    from repro.runs.replay import replay
+    from repro.operations.replay import replay
     from repro.settings import load_settings
 
     settings = load_settings(tmp_path, environ={"REPRO_HOME": str(tmp_path / "home")})
@@ -94,7 +94,7 @@ def test_a_step_the_flows_code_sends_to_batch_is_found_and_refuses_a_replay_else
     # placement rewrites run options only: a @batch step in the code would run on Batch under --on local
     from repro.env.flowfile import batch_steps
     from repro.errors import BadInput
-    from repro.runs.replay import check_no_batch_steps
+    from repro.operations.replay import check_no_batch_steps
     from tests.helpers import make_record, write_flow
 
     steps = batch_steps(write_flow(tmp_path / "b", BATCH_STEP_FLOW, name="bstep_flow.py"))

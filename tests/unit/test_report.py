@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
+from repro.checks.compare import ArtifactResult, Comparison, Verdict
 from repro.model.findings import Finding, Kind
 from repro.model.interpreter import Executor, ExecutorKind
 from repro.model.lock import Lock, PlatformLock, StepLock
 from repro.model.record import PickleCheck, PickleStatus, RunStatus
+from repro.operations.run import ReplayCheck
 from repro.report import render
 from repro.report.document import StepOutcome, build_flow, document, plain, replay_report
-from repro.runs.compare import ArtifactResult, Comparison, Verdict
-from repro.runs.pipeline import ReplayCheck
 from tests.helpers import make_record, pkg
 
 GOLDEN = Path(__file__).parent / "golden"

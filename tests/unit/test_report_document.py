@@ -4,11 +4,11 @@ import json
 
 import jsonschema
 
+from repro.checks.compare import ArtifactResult, Comparison, Verdict
 from repro.model.findings import Finding, Kind
 from repro.model.record import PickleCheck, PickleStatus, RunStatus
 from repro.report import render
 from repro.report.document import FlowStatus, StepOutcome, build_flow, document, json_schema, schema_text
-from repro.runs.compare import ArtifactResult, Comparison, Verdict
 
 
 def test_committed_schema_is_the_generated_one():

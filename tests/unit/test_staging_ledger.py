@@ -1,4 +1,4 @@
-"""Batch staging (repro.containers.batch._put_missing) on a real folder store: an object this host
+"""Batch staging (repro.executors.batch._put_missing) on a real folder store: an object this host
 verified (or uploaded) costs one stat while it stays as verified; one rewritten since is hashed again,
 and a same-size corrupt one is replaced with the verified local copy (as `repro push` does)."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import os
 
-from repro.containers.batch import StagingLedger, _put_missing
+from repro.executors.batch import StagingLedger, _put_missing
 from repro.settings import Home
 from repro.store import LocalStore
 

@@ -57,8 +57,8 @@ class CondaEnvironment(MetaflowEnvironment):
 
     def init_environment(self, echo, only_steps=None):
         echo("Bootstrapping conda environment...(this could take a few minutes)")
+        from repro.adapter.bridge import prepare
         from repro.errors import ReproError, from_os_error
-        from repro.runs.bridge import prepare
 
         try:
             self._envs, self._paths = prepare(

@@ -1,4 +1,4 @@
-"""The replay inside the container: ``python3 -m repro.containers.inside REF STORE IMAGE_ID [RUN ARGS]``.
+"""The replay inside the container: ``python3 -m repro.executors.docker_entry REF STORE IMAGE_ID [RUN ARGS]``.
 
 An ordinary replay (restore the interpreter, rebuild offline, run, record in the store) that says it
 ran in a container of ``IMAGE_ID``. Logs go to standard error; the last line of standard output is
@@ -18,7 +18,7 @@ def _launcher(ref: str, store_uri: str, log) -> str:
     """The interpreter that ran the original's Metaflow runtime (and so decides a flow's default Python),
     restored from the store's snapshot: the path to re-run this replay with ("" if no snapshot names it).
     The record's package files are pulled meanwhile (the replay then finds them verified in REPRO_HOME)."""
-    from repro.runs.replay import pull_and_restore
+    from repro.operations.replay import pull_and_restore
     from repro.settings import load_settings
     from repro.store import open_store
     from repro.store.snapshot import load_record, parse_ref
@@ -34,10 +34,10 @@ def _launcher(ref: str, store_uri: str, log) -> str:
 
 
 def main(argv: list[str]) -> int:
-    from repro.containers.replay import RESULT_MARK
     from repro.errors import ReproError
+    from repro.executors.docker import RESULT_MARK
     from repro.model.interpreter import Executor, ExecutorKind
-    from repro.runs.replay import replay
+    from repro.operations.replay import replay
     from repro.settings import load_settings
 
     on_restored = argv[:1] == [ON_RESTORED]
@@ -50,7 +50,7 @@ def main(argv: list[str]) -> int:
         if not on_restored:
             python = _launcher(ref, store, log)
             if python:  # run the replay on the recorded launcher, as the original ran
-                os.execv(python, [python, "-m", "repro.containers.inside", ON_RESTORED, *argv])
+                os.execv(python, [python, "-m", "repro.executors.docker_entry", ON_RESTORED, *argv])
         result = replay(
             ref,
             store,

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from metaflow_extensions.repro.plugins import protocol
 from repro import __version__
+from repro.checks import lineage
 from repro.env.engine import Flow
 from repro.env.flowfile import CONFIG_OPTIONS
 from repro.errors import EXIT_BAD_INPUT, BadInput, InfraError, ReproError
@@ -32,7 +33,6 @@ from repro.model.record import (
     StepRecord,
     TaskRecord,
 )
-from repro.runs import lineage
 from repro.settings import spec_settings
 
 #: Metaflow options that belong before `run` (top-level), with how many values each takes
@@ -145,7 +145,7 @@ def _inspect(flow_name: str, run_id: str, kinds: dict, inputs_dir: str, env: dic
         [
             sys.executable,
             "-m",
-            "repro.runs.inspect_run",
+            "repro.adapter.inspect_run",
             f"{flow_name}/{run_id}",
             json.dumps(kinds),
             inputs_dir,

@@ -1,4 +1,4 @@
-"""``python -m repro.runs.inspect_run Flow/run_id KINDS_JSON INPUTS_DIR [LINEAGE_DIR]``: a finished run as JSON,
+"""``python -m repro.adapter.inspect_run Flow/run_id KINDS_JSON INPUTS_DIR [LINEAGE_DIR]``: a finished run as JSON,
 via Metaflow's client.
 
 KINDS_JSON maps each parameter name to its kind (parameter, include, config); the bytes of each
@@ -81,7 +81,7 @@ def inspect(pathspec: str, kinds: dict, inputs_dir: str = "", lineage_dir: str =
     if lineage_dir:
         from pathlib import Path
 
-        from repro.runs.lineage import copy_artifacts
+        from repro.checks.lineage import copy_artifacts
 
         every = [t for tasks in out["steps"].values() for t in tasks]
         out["input_sizes"] = copy_artifacts(every, Path(lineage_dir))

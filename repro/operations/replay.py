@@ -19,21 +19,21 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from metaflow_extensions.repro.plugins import protocol
-from repro.containers.batch import batch_options, runs_on_batch
+from repro.checks import lineage
+from repro.checks.compare import Comparison, Verdict
 from repro.env import pythons
 from repro.env.engine import environments
 from repro.env.flowfile import batch_steps, parameter_names
 from repro.env.interpreter_snapshot import check_location, restore
 from repro.errors import EXIT_DRIFT, EXIT_INFRA, EXIT_OK, BadInput, InfraError, ReproError
+from repro.executors.batch import batch_options, runs_on_batch
 from repro.model.findings import Choice, Finding, Kind
 from repro.model.interpreter import Executor, ExecutorKind
 from repro.model.lock import PlatformLock
 from repro.model.record import RunRecord, RunStatus
 from repro.model.validate import cap
+from repro.operations.run import Log, Outcome, ReplayCheck, RunOptions, run_and_record
 from repro.paths import inside
-from repro.runs import lineage
-from repro.runs.compare import Comparison, Verdict
-from repro.runs.pipeline import Log, Outcome, ReplayCheck, RunOptions, run_and_record
 from repro.settings import REPLAY_PLACES, Settings, environ_for, load_settings, spec_environ
 from repro.store import Store, layout, open_store
 from repro.store.snapshot import (
@@ -258,7 +258,7 @@ def replay(
     if on in ("docker", "batch"):
         check_where(on, open_store(store_uri or settings.store).uri, settings)
     if on == "docker":
-        from repro.containers.replay import replay_in_docker
+        from repro.executors.docker import replay_in_docker
 
         return replay_in_docker(ref_text, store_uri, settings, image=image, log=log, extra_args=extra_args)
     if image:

@@ -17,22 +17,23 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from metaflow_extensions.repro.plugins import protocol
-from repro.containers.batch import runs_on_batch
+from repro.adapter import blobs as blobstore
+from repro.adapter import metaflow as runs
+from repro.adapter import pending
+from repro.adapter.codepackage import import_paths
+from repro.adapter.flowfolder import check_flow_folder
+from repro.checks import drift, lineage, pickles
+from repro.checks.compare import Comparison, compare
 from repro.env.engine import current_lock, environments, open_flow, spec_drift
 from repro.env.flowfile import load_flow
 from repro.env.interpreter_snapshot import snapshot_interpreters
 from repro.errors import BadInput, InfraError, ReproError
+from repro.executors.batch import runs_on_batch
 from repro.model.findings import Finding, Kind, Severity
 from repro.model.interpreter import Executor, ExecutorKind
 from repro.model.platforms import local_platform_name
 from repro.model.record import RunRecord, RunStatus, from_json
 from repro.model.validate import cap
-from repro.runs import blobs as blobstore
-from repro.runs import drift, lineage, pending, pickles
-from repro.runs import metaflow as runs
-from repro.runs.codepackage import import_paths
-from repro.runs.compare import Comparison, compare
-from repro.runs.flowfolder import check_flow_folder
 from repro.settings import Settings, environ_for, load_settings
 from repro.store import Store, layout, open_store
 from repro.store.base import StoreObjectMissing

@@ -6,9 +6,9 @@ import atexit
 from pathlib import Path
 
 from metaflow_extensions.repro.plugins import protocol
+from repro.adapter.flowfolder import check_flow_folder
 from repro.env.engine import Log, build_flow, flow_from_class
 from repro.paths import usable_home
-from repro.runs.flowfolder import check_flow_folder
 from repro.settings import load_settings
 
 
@@ -22,7 +22,7 @@ def prepare(
     ``REPRO_FROZEN=1`` turns a stale lock into an error instead of a re-lock (for CI);
     ``REPRO_OFFLINE=1`` (replays) builds from the package cache only.
     ``batch_steps`` (steps that run as AWS Batch jobs): their environments are staged in the run's
-    S3 store first (repro.containers.batch), and their dicts name the bootstrap manifest too.
+    S3 store first (repro.executors.batch), and their dicts name the bootstrap manifest too.
     """
     path = Path(flow_file)
     settings = load_settings(path)
@@ -45,7 +45,7 @@ def prepare(
             protocol.STEP_PYCACHE_PREFIX: str(settings.home.pycache) if _minor(python) >= (3, 8) else "",
         }
     if batch_steps:
-        from repro.containers.batch import stage
+        from repro.executors.batch import stage
 
         assert flow.lock is not None, "build_flow built from the flow's lock"
         lock = flow.lock

@@ -15,12 +15,12 @@ from pathlib import Path
 
 from metaflow_extensions.repro.plugins import protocol
 from repro import hooks
+from repro.adapter.blobs import verify_sha1
+from repro.checks.pickles import is_internal
 from repro.env import probes as envprobe
 from repro.errors import IntegrityError
 from repro.model.findings import Choice, Finding, Kind, Severity
 from repro.model.record import NO_FOREACH, RunRecord
-from repro.runs.blobs import verify_sha1
-from repro.runs.pickles import is_internal
 
 
 class Verdict(Choice):

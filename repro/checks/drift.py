@@ -10,13 +10,13 @@
 
 from __future__ import annotations
 
+from repro.checks import lineage
 from repro.env import fingerprint
 from repro.env.engine import Flow, environments, resolve, spec_drift
 from repro.model import platforms as plats
 from repro.model.findings import Finding, Kind
 from repro.model.lock import Change, PlatformLock, diff_packages
 from repro.model.record import RunRecord
-from repro.runs import lineage
 
 
 def _changes(kind: Kind, step: str, changes: list[Change], platform: str = "", env_id: str = "") -> list[Finding]:

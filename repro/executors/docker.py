@@ -4,7 +4,7 @@ The container starts from a base image with an empty ``REPRO_HOME``, none of the
 host network only (``network_mode="host"``: it reaches the store endpoint on 127.0.0.1) and, in its
 environment, only the store's endpoint and credentials and repro's own settings. repro itself runs
 there from its source and dependencies, mounted read-only (``runtime``). Inside, the ordinary replay
-(``repro.containers.inside``) restores the recorded interpreter from the store's snapshot (never the
+(``repro.executors.docker_entry``) restores the recorded interpreter from the store's snapshot (never the
 image's Python), rebuilds every environment offline from the store's package files, runs the flow
 and writes the replay's record (``executor``: docker + the image id) to the store. The host then
 reads that record and compares it with the original, as for a local replay.
@@ -150,8 +150,8 @@ def _replay_in_container(
     log,
     extra_args: tuple[str, ...],
 ):
-    from repro.runs.pipeline import check_same_flow, compare_runs
-    from repro.runs.replay import ReplayFailure, ReplayResult, ReplayVerdict
+    from repro.operations.replay import ReplayFailure, ReplayResult, ReplayVerdict
+    from repro.operations.run import check_same_flow, compare_runs
 
     client = images.client()
     minors = sorted({".".join(pl.python.split(".")[:2]) for pl in original.envs.values()})
@@ -168,12 +168,12 @@ def _replay_in_container(
     if record_dir:
         volumes[record_dir] = {"bind": RECORD_INSIDE, "mode": "ro"}
     env = {**container_env(store.uri, settings), "PYTHONPATH": rt.pythonpath, "PATH": rt.path}
-    if original.datastore.get("type") == "s3":  # the replay has one too (runs/replay.py): Metaflow's settings for it
+    if original.datastore.get("type") == "s3":  # the replay has one too (operations/replay.py): Metaflow's settings for it
         env.update({k: os.environ[k] for k in _S3_DATASTORE_ENV if os.environ.get(k)})
     command = [
         "python3",
         "-m",
-        "repro.containers.inside",
+        "repro.executors.docker_entry",
         inside_ref,
         store.uri,
         image_id,
