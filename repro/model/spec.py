@@ -277,16 +277,6 @@ class Source(Choice):
     NONE = "none"
 
 
-@dataclass(frozen=True)
-class _Combined:
-    """One level's declaration read and validated, or the flow level overlaid by the step level."""
-
-    libraries: dict[str, str] = field(default_factory=dict)
-    python: str | None = None
-    disabled: bool | None = None
-    channels: tuple[str, ...] = ()
-
-
 def _one_per_level(flow: str, level: str | None, decls: list[Declaration]) -> Declaration | None:
     """The level's single declaration: one family and one decorator per flow (level None) or step."""
     kinds = sorted({d.kind for d in decls})
@@ -320,6 +310,16 @@ def _mix_pypi_into_conda(
     if b.kind == Family.PYPI:
         return _as_conda(b), s, _libraries(b, b_where)
     return b, _as_conda(s), _libraries(s, where)
+
+
+@dataclass(frozen=True)
+class _Combined:
+    """One level's declaration read and validated, or the flow level overlaid by the step level."""
+
+    libraries: dict[str, str] = field(default_factory=dict)
+    python: str | None = None
+    disabled: bool | None = None
+    channels: tuple[str, ...] = ()
 
 
 def _read(decl: Declaration | None, where: str) -> _Combined:
