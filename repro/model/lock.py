@@ -6,7 +6,7 @@ the file is recomputed on read, so a hand edit (or a merge accident) is caught, 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -250,33 +250,20 @@ class StepLock:
         return self.as_spec(flow="").spec_id
 
     def as_spec(self, flow: str) -> EnvSpec:
-        return EnvSpec(
-            flow=flow,
-            step=self.step,
-            kind=self.kind,
-            source=self.source,
-            python=self.python,
-            libraries=self.libraries,
-            implicit=self.implicit,
-            channels=self.channels,
-            disabled=self.disabled,
-            pip=self.pip,
-        )
+        return EnvSpec(flow=flow, **_declared(self))
 
     @classmethod
     def from_spec(cls, spec: EnvSpec, platforms: dict[str, PlatformLock]) -> StepLock:
-        return cls(
-            step=spec.step,
-            kind=spec.kind,
-            source=spec.source,
-            python=spec.python,
-            libraries=spec.libraries,
-            implicit=spec.implicit,
-            channels=spec.channels,
-            disabled=spec.disabled,
-            platforms=dict(sorted(platforms.items())),
-            pip=spec.pip,
-        )
+        return cls(platforms=dict(sorted(platforms.items())), **_declared(spec))
+
+
+#: the fields a step lock shares with its EnvSpec (the declaration, from step to pip): carried both ways
+#: by one list, so a field added to both is locked and read back without another edit
+_DECLARED = tuple(f.name for f in fields(StepLock) if f.name in {g.name for g in fields(EnvSpec)})
+
+
+def _declared(of: StepLock | EnvSpec) -> dict[str, Any]:
+    return {name: getattr(of, name) for name in _DECLARED}
 
 
 @dataclass(frozen=True)

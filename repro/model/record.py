@@ -300,11 +300,18 @@ def _size(value: Any, at: v.At) -> int:
     return size
 
 
+def _pickled(d: Any, keys: frozenset[str], at: v.At) -> tuple[str, int]:
+    """A task's artifact and another flow's artifact a step read name their bytes alike: Metaflow's sha1 of
+    the pickle and its size, checked here once (after the object's keys)."""
+    v.only(v.of_type(d, dict, at), keys, at)
+    return v.hex_digest(v.need(d, "sha1", str, at), 40, at / "sha1"), _size(v.need(d, "size", int, at), at / "size")
+
+
 def _artifact(d: Any, at: v.At) -> ArtifactRecord:
-    v.only(v.of_type(d, dict, at), _ARTIFACT_KEYS, at)
+    sha1, size = _pickled(d, _ARTIFACT_KEYS, at)
     return ArtifactRecord(
-        sha1=v.hex_digest(v.need(d, "sha1", str, at), 40, at / "sha1"),
-        size=_size(v.need(d, "size", int, at), at / "size"),
+        sha1=sha1,
+        size=size,
         type=v.need(d, "type", str, at),
         stored=v.opt(d, "stored", bool, False, at),
     )
@@ -383,10 +390,10 @@ def _count(value: Any, at: v.At) -> int:
 
 
 def _input_artifact(d: Any, at: v.At) -> InputArtifact:
-    v.only(v.of_type(d, dict, at), _INPUT_ARTIFACT_KEYS, at)
+    sha1, size = _pickled(d, _INPUT_ARTIFACT_KEYS, at)
     return InputArtifact(
-        sha1=v.hex_digest(v.need(d, "sha1", str, at), 40, at / "sha1"),
-        size=_size(v.need(d, "size", int, at), at / "size"),
+        sha1=sha1,
+        size=size,
         encoding=v.matching(v.opt(d, "encoding", str, "pickle-v4", at), _ENCODING, "a content type", at / "encoding"),
     )
 

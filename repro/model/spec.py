@@ -19,6 +19,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from repro.errors import SpecError
+from repro.model.findings import Choice
 from repro.model.validate import short
 
 MIN_PYTHON = (3, 7)
@@ -258,6 +259,131 @@ def implicit_needs(python: str, s3_datastore: bool) -> dict[str, str]:
     return needs
 
 
+class Family(Choice):
+    """The decorator family a step's libraries come from (``EnvSpec.kind``)."""
+
+    CONDA = "conda"
+    PYPI = "pypi"
+    #: neither the flow nor the step has a decorator
+    NONE = "none"
+
+
+class Source(Choice):
+    """Where a step's packages are resolved from (``EnvSpec.source``)."""
+
+    PYPI = "pypi"
+    CONDA = "conda"
+    #: a disabled step: it runs in the user's own interpreter, nothing is resolved
+    NONE = "none"
+
+
+def _one_per_level(flow: str, level: str | None, decls: list[Declaration]) -> Declaration | None:
+    """The level's single declaration: one family and one decorator per flow (level None) or step."""
+    kinds = sorted({d.kind for d in decls})
+    if len(kinds) > 1:
+        names = " and ".join(f"@{k}" + ("_base" if level is None else "") for k in kinds)
+        raise SpecError(
+            f"{_where(flow, level)}: {names} cannot both be used on the same "
+            f"{'flow' if level is None else 'step'}; choose one"
+        )
+    if len(decls) > 1:
+        raise SpecError(f"{_where(flow, level)}: @{decls[0].kind} is applied more than once")
+    return decls[0] if decls else None
+
+
+def _as_conda(decl: Declaration) -> Declaration:
+    """A @pypi declaration whose packages went on top of the conda env: only its python/disabled remain."""
+    return Declaration(Family.CONDA.value, None, decl.python, decl.disabled, None)
+
+
+def _mix_pypi_into_conda(
+    b: Declaration | None, s: Declaration | None, conda_source: str | None, b_where: str, where: str
+) -> tuple[Declaration | None, Declaration | None, dict[str, str]]:
+    """The pixi model: with conda-source "conda", a @pypi level mixed with a @conda level (either way
+    round) leaves the @conda side as the conda env and gives the @pypi side's packages to uv on top of it.
+
+    ``not s.disabled`` reads the raw value on purpose: it is checked before the step is validated."""
+    if not (b and s and {b.kind, s.kind} == {Family.CONDA, Family.PYPI}):
+        return b, s, {}
+    if conda_source != Source.CONDA or s.disabled:
+        return b, s, {}
+    if b.kind == Family.PYPI:
+        return _as_conda(b), s, _libraries(b, b_where)
+    return b, _as_conda(s), _libraries(s, where)
+
+
+@dataclass(frozen=True)
+class _Combined:
+    """One level's declaration read and validated, or the flow level overlaid by the step level."""
+
+    libraries: dict[str, str] = field(default_factory=dict)
+    python: str | None = None
+    disabled: bool | None = None
+    channels: tuple[str, ...] = ()
+
+
+def _read(decl: Declaration | None, where: str) -> _Combined:
+    """One level validated, field by field in a fixed order (the first error is the one reported)."""
+    if decl is None:
+        return _Combined()
+    return _Combined(
+        libraries=_libraries(decl, where),
+        python=_python(decl.python, where),
+        disabled=_disabled(decl.disabled, where),
+        channels=_channels(decl.channels, where),
+    )
+
+
+def _combine(base: _Combined, own: _Combined) -> _Combined:
+    """The step level over the flow level: libraries by name, python, disabled and channels when given."""
+    return _Combined(
+        libraries={**base.libraries, **own.libraries},
+        python=own.python or base.python,
+        disabled=base.disabled if own.disabled is None else own.disabled,
+        channels=own.channels or base.channels,
+    )
+
+
+def _refuse_overlap(pip: dict[str, str], libraries: dict[str, str], where: str) -> None:
+    both = sorted(set(pip) & set(libraries))
+    if both:
+        raise SpecError(f"{where}: {', '.join(both)} declared both in @conda and in @pypi; declare each once")
+
+
+def _conda_source(
+    declared: set[str], conda_source: str | None, channels: tuple[str, ...], default: tuple[str, ...], where: str
+) -> tuple[Source, tuple[str, ...]]:
+    """Where @conda libraries are served from, which the conda-source setting decides."""
+    if conda_source == Source.PYPI or (conda_source == Source.CONDA and Family.PYPI in declared):
+        # a step that mixes @pypi into @conda_base (or the reverse) is served from PyPI
+        return Source.PYPI, channels
+    if conda_source != Source.CONDA:
+        raise SpecError(
+            f'{where}: @conda libraries need a conda-source: set conda-source = "conda" (packages from '
+            'conda channels) or conda-source = "pypi" (the same names served from PyPI) under [tool.repro] '
+            "in pyproject.toml, or REPRO_CONDA_SOURCE=conda or REPRO_CONDA_SOURCE=pypi in the environment."
+        )
+    channels = channels or tuple(default)
+    if not channels:
+        raise SpecError(
+            f"{where}: @conda needs at least one conda channel: give @conda(channels=[...]), or set "
+            "channels under [tool.repro] in pyproject.toml or REPRO_CONDA_CHANNELS"
+        )
+    return Source.CONDA, channels
+
+
+def _choose_source(
+    declared: set[str], conda_source: str | None, channels: tuple[str, ...], default: tuple[str, ...], where: str
+) -> tuple[Source, tuple[str, ...]]:
+    """The source of an enabled step, with the channels it resolves from."""
+    if Family.CONDA in declared:
+        return _conda_source(declared, conda_source, channels, default, where)
+    if not declared and conda_source == Source.CONDA and default:
+        # a step with no decorator gets the bare environment (Python + Metaflow's needs) from the channels
+        return Source.CONDA, tuple(default)
+    return Source.PYPI, channels
+
+
 def merge(
     flow: str,
     step: str,
@@ -268,94 +394,39 @@ def merge(
     s3_datastore: bool = False,
     default_channels: tuple[str, ...] = (),
 ) -> EnvSpec:
-    """Merge flow-level and step-level declarations into the step's EnvSpec."""
-    where = _where(flow, step)
-    for decls, level in ((base, None), (own, step)):
-        kinds = sorted({d.kind for d in decls})
-        if len(kinds) > 1:
-            names = " and ".join(f"@{k}" + ("_base" if level is None else "") for k in kinds)
-            raise SpecError(
-                f"{_where(flow, level)}: {names} cannot both be used on the same "
-                f"{'flow' if level is None else 'step'}; choose one"
-            )
-        if len(decls) > 1:
-            raise SpecError(f"{_where(flow, level)}: @{decls[0].kind} is applied more than once")
-    b = base[0] if base else None
-    s = own[0] if own else None
-    b_where = _where(flow, None)
-    pip: dict[str, str] = {}
-    if b and s and {b.kind, s.kind} == {"conda", "pypi"} and conda_source == "conda" and not s.disabled:
-        # the pixi model: the @conda side is the conda env, the @pypi side goes on top of it with uv
-        pypi_decl = b if b.kind == "pypi" else s
-        pip = _libraries(pypi_decl, b_where if pypi_decl is b else where)
-        if b.kind == "pypi":
-            b = Declaration("conda", None, b.python, b.disabled, None)
-        else:
-            s = Declaration("conda", None, s.python, s.disabled, None)
-
-    libraries = _libraries(b, b_where) if b else {}
-    python = _python(b.python, b_where) if b else None
-    disabled = _disabled(b.disabled, b_where) if b else None
-    channels = _channels(b.channels, b_where) if b else ()
-    if s:
-        libraries.update(_libraries(s, where))  # step overrides base, by name
-        python = _python(s.python, where) or python
-        step_disabled = _disabled(s.disabled, where)
-        disabled = disabled if step_disabled is None else step_disabled
-        channels = _channels(s.channels, where) or channels
-
+    """Merge flow-level and step-level declarations into the step's EnvSpec: validate the levels,
+    combine them, choose the source."""
+    where, b_where = _where(flow, step), _where(flow, None)
+    b, s = _one_per_level(flow, None, base), _one_per_level(flow, step, own)
+    b, s, pip = _mix_pypi_into_conda(b, s, conda_source, b_where, where)
+    env = _combine(_read(b, b_where), _read(s, where))
     chosen = s or b
-    kind = chosen.kind if chosen else "none"
-    declared = {d.kind for d in (b, s) if d}
-    python = python or default_python
-    if disabled:
+    kind = chosen.kind if chosen else Family.NONE.value
+    python = env.python or default_python
+    libraries = tuple(sorted(env.libraries.items()))
+    if env.disabled:
         # Runs in the user's own interpreter: nothing to resolve, nothing implicit to add.
         return EnvSpec(
             flow=flow,
             step=step,
             kind=kind,
-            source="none",
+            source=Source.NONE.value,
             python=python,
-            libraries=tuple(sorted(libraries.items())),
-            channels=channels,
+            libraries=libraries,
+            channels=env.channels,
             disabled=True,
             where=where,
         )
-    if pip:
-        both = sorted(set(pip) & set(libraries))
-        if both:
-            raise SpecError(f"{where}: {', '.join(both)} declared both in @conda and in @pypi; declare each once")
-        declared = {"conda"}
-    if "conda" in declared:
-        if conda_source == "pypi" or (conda_source == "conda" and "pypi" in declared):
-            # a step that mixes @pypi into @conda_base (or the reverse) is served from PyPI
-            source = "pypi"
-        elif conda_source == "conda":
-            source = "conda"
-            channels = channels or tuple(default_channels)
-            if not channels:
-                raise SpecError(
-                    f"{where}: @conda needs at least one conda channel: give @conda(channels=[...]), or set "
-                    "channels under [tool.repro] in pyproject.toml or REPRO_CONDA_CHANNELS"
-                )
-        else:
-            raise SpecError(
-                f'{where}: @conda libraries need a conda-source: set conda-source = "conda" (packages from '
-                'conda channels) or conda-source = "pypi" (the same names served from PyPI) under [tool.repro] '
-                "in pyproject.toml, or REPRO_CONDA_SOURCE=conda or REPRO_CONDA_SOURCE=pypi in the environment."
-            )
-    elif not declared and conda_source == "conda" and default_channels:
-        # a step with no decorator gets the bare environment (Python + Metaflow's needs) from the channels
-        source, channels = "conda", tuple(default_channels)
-    else:
-        source = "pypi"
+    _refuse_overlap(pip, env.libraries, where)
+    declared = {d.kind for d in (b, s) if d}
+    source, channels = _choose_source(declared, conda_source, env.channels, default_channels, where)
     return EnvSpec(
         flow=flow,
         step=step,
         kind=kind,
-        source=source,
+        source=source.value,
         python=python,
-        libraries=tuple(sorted(libraries.items())),
+        libraries=libraries,
         implicit=tuple(sorted(implicit_needs(python, s3_datastore).items())),
         channels=channels,
         disabled=False,

@@ -22,7 +22,7 @@ from metaflow_extensions.repro.plugins.protocol import DISABLED
 from repro.checks.compare import Comparison, Verdict
 from repro.model import platforms as plats
 from repro.model.findings import DRIFT_KINDS, Choice, Finding, Kind, select
-from repro.model.record import PickleStatus, RunStatus
+from repro.model.record import PickleCheck, PickleStatus, RunStatus
 
 if typing.TYPE_CHECKING:
     from repro.operations.run import ReplayCheck
@@ -87,6 +87,18 @@ class PickleRow:
     detail: str
     static: str
 
+    @property
+    def problem(self) -> bool:
+        """Whether the reader cannot load the artifact, or loads it with other module versions."""
+        return self.status is not PickleStatus.OK
+
+    @property
+    def internal(self) -> bool:
+        """Metaflow's own artifacts: checked like any other, not shown to people."""
+        from repro.checks.pickles import is_internal
+
+        return is_internal(self.artifact)
+
 
 @dataclass(frozen=True)
 class ArtifactRow:
@@ -110,6 +122,10 @@ class BaselineReport:
         default=None, metadata={"description": "sha256 of the baseline's code package; null if unknown"}
     )
 
+    def changes(self) -> list[ArtifactRow]:
+        """The artifacts that are not identical to the baseline's (equivalent or different)."""
+        return [r for r in self.results if r.verdict is not Verdict.IDENTICAL]
+
 
 @dataclass(frozen=True)
 class DriftReport:
@@ -121,6 +137,10 @@ class DriftReport:
 
     def any(self) -> bool:
         return bool(self.spec or self.resolution or self.runtime or self.against or self.input)
+
+    def lines(self) -> list[tuple[str, str]]:
+        """Every drift line with its kind (the field it stands in), kind by kind."""
+        return [(f.name, line) for f in dataclasses.fields(self) for line in getattr(self, f.name)]
 
 
 @dataclass(frozen=True)
@@ -159,6 +179,32 @@ class FlowReport:
         metadata={"description": "the run replayed elsewhere (pytest --repro-on docker|batch); null without one"},
     )
 
+    # -- what the renderers show, decided here (none of it is part of the JSON document) ------------
+
+    @property
+    def passed(self) -> bool:
+        return self.status is FlowStatus.PASSED
+
+    def steps_passed(self) -> int:
+        return sum(1 for s in self.steps if s.outcome is StepOutcome.PASSED)
+
+    def _shown_pickle(self) -> list[PickleRow]:
+        """The checks people see: Metaflow's internal artifacts left out, the worst first."""
+        return sorted((p for p in self.pickle if not p.internal), key=lambda p: _SEVERITY[p.status])
+
+    def pickle_problems(self) -> list[PickleRow]:
+        return [p for p in self._shown_pickle() if p.problem]
+
+    def pickle_ok(self) -> list[PickleRow]:
+        return [p for p in self._shown_pickle() if not p.problem]
+
+    def pickle_hidden(self) -> int:
+        """How many checks of Metaflow's internal artifacts are not shown."""
+        return sum(1 for p in self.pickle if p.internal)
+
+    def drift_lines(self) -> list[tuple[str, str]]:
+        return self.drift.lines() if self.drift else []
+
 
 @dataclass(frozen=True)
 class ReportDocument:
@@ -172,6 +218,28 @@ class ReportDocument:
     def to_dict(self) -> dict[str, Any]:
         return plain(self)  # type: ignore[no-any-return]
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ReportDocument:
+        """A document read back from its JSON; a field it lacks takes its default (counts are zero)."""
+        return _decode(cls, data)  # type: ignore[no-any-return]
+
+    def status_counts(self) -> dict[FlowStatus, int]:
+        """How many flows ended in each status, every status listed (in the order of ``FlowStatus``)."""
+        return {status: sum(1 for f in self.flows if f.status is status) for status in FlowStatus}
+
+    def failed(self) -> int:
+        return self.status_counts()[FlowStatus.FAILED]
+
+    def pickle_problems(self) -> int:
+        return sum(len(f.pickle_problems()) for f in self.flows)
+
+    def stores(self) -> list[str]:
+        return sorted({f.store for f in self.flows if f.store})
+
+
+#: the order pickle checks are shown in: what fails first
+_SEVERITY = {PickleStatus.FAILS: 0, PickleStatus.WARNING: 1, PickleStatus.OK: 2}
+
 
 def plain(value: Any) -> Any:
     """A document (or any part of it) as JSON-ready data: dicts, lists, strings, numbers."""
@@ -181,6 +249,23 @@ def plain(value: Any) -> Any:
         return value.value
     if isinstance(value, list | tuple):
         return [plain(v) for v in value]
+    return value
+
+
+def _decode(tp: Any, value: Any) -> Any:
+    """``plain`` backwards: JSON-ready data as the typed value ``tp`` describes."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        (inner,) = [a for a in typing.get_args(tp) if a is not type(None)]
+        return None if value is None else _decode(inner, value)
+    if origin is list:
+        return [_decode(typing.get_args(tp)[0], v) for v in value]
+    if isinstance(tp, type) and issubclass(tp, Enum):
+        return tp(value)
+    if dataclasses.is_dataclass(tp):
+        hints = typing.get_type_hints(tp)
+        known = [f.name for f in dataclasses.fields(tp) if f.name in value]
+        return tp(**{name: _decode(hints[name], value[name]) for name in known})  # type: ignore[operator]
     return value
 
 
@@ -213,75 +298,118 @@ def build_flow(
     """One flow's part of a report. ``outcomes``: step -> (outcome, message), decided by the caller."""
     outcomes = outcomes or {}
     local = plats.local_platform_name()
-    order = list(record.steps) if record else (list(lock.steps) if lock else list(outcomes))
     by_step = comparison.by_step() if comparison else {}
-    steps = []
-    for step in order:
-        s = record.steps.get(step) if record else None
-        sl = lock.steps.get(step) if lock else None
-        pl = sl.platforms.get(local) if sl else None
-        env = record.envs.get(s.env_id) if (record and s) else None
-        if env is not None:  # what the run used, whatever the lock says now
-            python, packages = env.python, len(env.packages)
-        elif pl is not None:
-            python, packages = pl.python, len(pl.packages)
-        else:
-            python, packages = ("user's" if (s and s.disabled) or (sl and sl.disabled) else ""), 0
-        checks = [c for c in (record.pickle_checks if record else ()) if c.step == step]
-        default = StepOutcome.PASSED if s and s.tasks else StepOutcome.NOT_RUN
-        outcome, message = outcomes.get(step, (default, ""))
-        steps.append(
-            StepReport(
-                step=step,
-                env_id=s.env_id if s else (pl.env_id if pl else (DISABLED if sl and sl.disabled else "")),
-                python=python,
-                packages=packages,
-                tasks=len(s.tasks) if s else 0,
-                fingerprints=sorted({t.fingerprint for t in s.tasks.values()}) if s else [],
-                outcome=outcome,
-                message=message,
-                artifacts=ArtifactCounts(**by_step[step]) if step in by_step else None,
-                pickle=PickleCounts(**{k.value: sum(1 for c in checks if c.status is k) for k in PickleStatus}),
-            )
-        )
-    failed = any(s.outcome in (StepOutcome.FAILED, StepOutcome.NOT_RUN) for s in steps) or (
-        (record is None or record.status is not RunStatus.SUCCESS)
-        and not any(s.outcome is StepOutcome.EXPECTED_FAILURE for s in steps)
-    )
-    expected = any(s.outcome is StepOutcome.EXPECTED_FAILURE for s in steps)
-    failed = failed or (replay is not None and not replay.passed)
-    status = FlowStatus.FAILED if failed else (FlowStatus.EXPECTED_FAILURE if expected else FlowStatus.PASSED)
+    steps = [
+        _step_report(step, record, lock, local, outcomes.get(step), by_step.get(step))
+        for step in _step_order(record, lock, outcomes)
+    ]
     return FlowReport(
         flow=flow,
         file=file,
         run=record.ref if record else None,
-        status=status,
+        status=flow_status(steps, record is not None and record.status is RunStatus.SUCCESS, replay),
         steps=steps,
-        pickle=[
-            PickleRow(
-                step=c.step,
-                task=c.task,
-                artifact=c.artifact,
-                reader_env=c.reader_env,
-                reader_steps=list(c.reader_steps),
-                status=PickleStatus(c.status),
-                detail=c.detail,
-                static=c.static,
-            )
-            for c in (record.pickle_checks if record else ())
-        ],
-        baseline=None
-        if comparison is None
-        else BaselineReport(
-            ref=baseline or comparison.a,
-            same=comparison.same,
-            results=[ArtifactRow(r.step, r.task, r.name, r.verdict, r.detail) for r in comparison.results],
-            code_changed=comparison.code_changed,
-            code=comparison.code_a or None,
-        ),
+        pickle=[_pickle_row(c) for c in (record.pickle_checks if record else ())],
+        baseline=None if comparison is None else _baseline_report(comparison, baseline),
         drift=drift_report(findings) if findings is not None else None,
         store=store,
         replay=replay,
+    )
+
+
+def flow_status(steps: list[StepReport], run_succeeded: bool, replay: ReplayReport | None) -> FlowStatus:
+    """A flow passes when every step passed, its run succeeded and its replay elsewhere (if any) passed;
+    a failed run whose failures were all expected is an expected failure. A step that never ran is no pass."""
+    expected = any(s.outcome is StepOutcome.EXPECTED_FAILURE for s in steps)
+    failed = (
+        any(s.outcome in (StepOutcome.FAILED, StepOutcome.NOT_RUN) for s in steps)
+        or (not run_succeeded and not expected)
+        or (replay is not None and not replay.passed)
+    )
+    if failed:
+        return FlowStatus.FAILED
+    return FlowStatus.EXPECTED_FAILURE if expected else FlowStatus.PASSED
+
+
+def _step_order(record, lock, outcomes: dict[str, tuple[StepOutcome, str]]) -> list[str]:
+    """The run's steps; without a run, the lock's; without a lock, the steps the caller decided about."""
+    if record:
+        return list(record.steps)
+    return list(lock.steps) if lock else list(outcomes)
+
+
+def _interpreter(s, sl, pl, env) -> tuple[str, int]:
+    """The step's Python and package count: what the run used, whatever the lock says now; else the lock's."""
+    if env is not None:
+        return env.python, len(env.packages)
+    if pl is not None:
+        return pl.python, len(pl.packages)
+    return ("user's" if (s and s.disabled) or (sl and sl.disabled) else ""), 0
+
+
+def _env_id(s, sl, pl) -> str:
+    if s:
+        return s.env_id  # type: ignore[no-any-return]
+    if pl:
+        return pl.env_id  # type: ignore[no-any-return]
+    return DISABLED if sl and sl.disabled else ""
+
+
+def _step_sources(step: str, record, lock, local: str) -> tuple[Any, Any, Any, Any]:
+    """What a step's line is read from: its record, its lock, the lock for this platform, the env it used."""
+    s = record.steps.get(step) if record else None
+    sl = lock.steps.get(step) if lock else None
+    pl = sl.platforms.get(local) if sl else None
+    env = record.envs.get(s.env_id) if (record and s) else None
+    return s, sl, pl, env
+
+
+def _step_report(
+    step: str,
+    record,
+    lock,
+    local: str,
+    decided: tuple[StepOutcome, str] | None,
+    artifacts: dict[str, int] | None,
+) -> StepReport:
+    s, sl, pl, env = _step_sources(step, record, lock, local)
+    python, packages = _interpreter(s, sl, pl, env)
+    checks = [c for c in (record.pickle_checks if record else ()) if c.step == step]
+    outcome, message = decided or (StepOutcome.PASSED if s and s.tasks else StepOutcome.NOT_RUN, "")
+    return StepReport(
+        step=step,
+        env_id=_env_id(s, sl, pl),
+        python=python,
+        packages=packages,
+        tasks=len(s.tasks) if s else 0,
+        fingerprints=sorted({t.fingerprint for t in s.tasks.values()}) if s else [],
+        outcome=outcome,
+        message=message,
+        artifacts=ArtifactCounts(**artifacts) if artifacts is not None else None,
+        pickle=PickleCounts(**{k.value: sum(1 for c in checks if c.status is k) for k in PickleStatus}),
+    )
+
+
+def _pickle_row(c: PickleCheck) -> PickleRow:
+    return PickleRow(
+        step=c.step,
+        task=c.task,
+        artifact=c.artifact,
+        reader_env=c.reader_env,
+        reader_steps=list(c.reader_steps),
+        status=PickleStatus(c.status),
+        detail=c.detail,
+        static=c.static,
+    )
+
+
+def _baseline_report(comparison: Comparison, baseline: str | None) -> BaselineReport:
+    return BaselineReport(
+        ref=baseline or comparison.a,
+        same=comparison.same,
+        results=[ArtifactRow(r.step, r.task, r.name, r.verdict, r.detail) for r in comparison.results],
+        code_changed=comparison.code_changed,
+        code=comparison.code_a or None,
     )
 
 

@@ -12,13 +12,18 @@ from tabulate import tabulate
 
 from repro.fsutil import atomic_write
 from repro.model.record import PickleStatus
-from repro.report.document import ReportDocument
+from repro.report.document import FlowReport, PickleRow, ReportDocument, StepOutcome, StepReport, plain
 
 SCHEMA_FILE = Path(__file__).with_name("report.schema.json")
 
 
 def _as_dict(doc: ReportDocument | dict) -> dict:
     return doc.to_dict() if isinstance(doc, ReportDocument) else doc
+
+
+def _typed(doc: ReportDocument | dict) -> ReportDocument:
+    """The document, also when it was read back from JSON: what it shows is decided by its types."""
+    return doc if isinstance(doc, ReportDocument) else ReportDocument.from_dict(doc)
 
 
 # -- renderers -----------------------------------------------------------------------------------
@@ -70,7 +75,7 @@ def replay_where(flow: dict) -> str:
 
 
 def terminal(doc: ReportDocument | dict) -> str:
-    doc = _as_dict(doc)
+    doc = _as_dict(_typed(doc))
     parts = []
     for f in doc["flows"]:
         parts.append(f"{f['flow']} ({f['file']}) run {f['run'] or '-'}: {f['status']}")
@@ -118,85 +123,95 @@ def _why(p: dict) -> str:
     return "; ".join(x for x in (p["detail"], p["static"]) if x)
 
 
-def view(doc: ReportDocument | dict) -> dict:
-    """What the templates show, computed once: totals, the verdict, problems before everything else."""
-    from repro.checks.pickles import is_internal
+def _pickle_view(row: PickleRow) -> dict:
+    p = plain(row)
+    return {**p, "reader_env": p["reader_env"][:12], "read_by": ", ".join(p["reader_steps"]), "why": _why(p)}
 
-    doc = _as_dict(doc)
-    flows = []
-    order = {"fails": 0, "warning": 1, "ok": 2}
-    for n, f in enumerate(doc["flows"], 1):
-        checks = [p for p in f["pickle"] if not is_internal(p["artifact"])]
-        rows = [
-            {**p, "reader_env": p["reader_env"][:12], "read_by": ", ".join(p["reader_steps"]), "why": _why(p)}
-            for p in sorted(checks, key=lambda p: order.get(p["status"], 3))
-        ]
-        problems = [r for r in rows if r["status"] != "ok"]
-        ok = [r for r in rows if r["status"] == "ok"]
-        steps = [
-            {
-                **st,
-                "env_id": (st["env_id"] or "-")[:12],
-                "python": st["python"] or "-",
-                "artifacts": _counts(st["artifacts"], ("identical", "equivalent", "different")),
-                "pickle": _counts(st["pickle"], [k.value for k in PickleStatus]),
-                "outcome_class": _cls(st["outcome"]),
-            }
-            for st in f["steps"]
-        ]
-        drift = [(kind, line) for kind, lines in (f["drift"] or {}).items() for line in lines]
-        pickle_headers = ["step", "task", "artifact", "reader env", "read by", "status", "why"]
-        flows.append(
-            {
-                **f,
-                "anchor": f"flow-{n}",
-                "baseline_note": baseline_note(f),
-                "replay_where": replay_where(f)[:1].upper() + replay_where(f)[1:],
-                "status_class": _cls(f["status"]),
-                "steps": steps,
-                "steps_passed": sum(1 for st in f["steps"] if st["outcome"] == "passed"),
-                "pickle_rows": problems,
-                "pickle_ok": ok,
-                "pickle_problems": len(problems),
-                "pickle_hidden": len(f["pickle"]) - len(checks),
-                "drift": drift,
-                "open": f["status"] != "passed" or len(doc["flows"]) == 1,
-                "steps_table": tabulate(step_rows(f), headers=STEP_HEADERS, tablefmt="github"),
-                "pickle_table": tabulate(
-                    [
-                        [r["step"], r["task"], r["artifact"], r["reader_env"], r["read_by"], r["status"], r["why"]]
-                        for r in problems
-                    ],
-                    headers=pickle_headers,
-                    tablefmt="github",
-                ),
-                "pickle_ok_table": tabulate(
-                    [[r["step"], r["task"], r["artifact"], r["reader_env"], r["read_by"], "ok"] for r in ok],
-                    headers=pickle_headers[:-1],
-                    tablefmt="github",
-                ),
-            }
-        )
-    counts = {
-        status: sum(1 for f in flows if f["status"] == status) for status in ("passed", "failed", "expected failure")
-    }
-    failed = counts["failed"]
-    verdict = (
-        f"{failed} of {len(flows)} flow(s) failed"
-        if failed
-        else f"all {len(flows)} flow(s) ended as expected"
-        if flows
-        else "no flows"
-    )
+
+def _step_view(step: StepReport) -> dict:
+    st = plain(step)
     return {
-        "generated_at": doc["generated_at"],
-        "flows": flows,
-        "verdict": verdict,
-        "verdict_class": "failed" if failed else "passed",
-        "totals": [(label, n, _cls(label)) for label, n in counts.items() if n]
-        + [("pickle problem(s)", sum(f["pickle_problems"] for f in flows), "fails")]
-        * any(f["pickle_problems"] for f in flows),
-        "stores": sorted({f["store"] for f in flows if f.get("store")}),
+        **st,
+        "env_id": (st["env_id"] or "-")[:12],
+        "python": st["python"] or "-",
+        "artifacts": _counts(st["artifacts"], ("identical", "equivalent", "different")),
+        "pickle": _counts(st["pickle"], [k.value for k in PickleStatus]),
+        "outcome_class": _cls(st["outcome"]),
+        "open": step.outcome is StepOutcome.FAILED,
+    }
+
+
+PICKLE_HEADERS = ["step", "task", "artifact", "reader env", "read by", "status", "why"]
+
+
+def _pickle_tables(problems: list[dict], ok: list[dict]) -> dict:
+    """The Markdown tables of a flow's pickle checks: the problems, and those that load fine."""
+    return {
+        "pickle_table": tabulate(
+            [
+                [r["step"], r["task"], r["artifact"], r["reader_env"], r["read_by"], r["status"], r["why"]]
+                for r in problems
+            ],
+            headers=PICKLE_HEADERS,
+            tablefmt="github",
+        ),
+        "pickle_ok_table": tabulate(
+            [[r["step"], r["task"], r["artifact"], r["reader_env"], r["read_by"], "ok"] for r in ok],
+            headers=PICKLE_HEADERS[:-1],
+            tablefmt="github",
+        ),
+    }
+
+
+def _flow_view(n: int, flow: FlowReport, only: bool) -> dict:
+    """One flow as the templates show it; ``only``: the document's single flow, always shown open."""
+    f = plain(flow)
+    problems = [_pickle_view(p) for p in flow.pickle_problems()]
+    ok = [_pickle_view(p) for p in flow.pickle_ok()]
+    where = replay_where(f)
+    return {
+        **f,
+        "anchor": f"flow-{n}",
+        "baseline_note": baseline_note(f),
+        "baseline_changes": plain(flow.baseline.changes()) if flow.baseline else [],
+        "replay_where": where[:1].upper() + where[1:],
+        "status_class": _cls(f["status"]),
+        "steps": [_step_view(st) for st in flow.steps],
+        "steps_passed": flow.steps_passed(),
+        "pickle_rows": problems,
+        "pickle_ok": ok,
+        "pickle_problems": len(problems),
+        "pickle_hidden": flow.pickle_hidden(),
+        "drift": flow.drift_lines(),
+        "open": not flow.passed or only,
+        "steps_table": tabulate(step_rows(f), headers=STEP_HEADERS, tablefmt="github"),
+        **_pickle_tables(problems, ok),
+    }
+
+
+def _verdict(doc: ReportDocument) -> str:
+    if doc.failed():
+        return f"{doc.failed()} of {len(doc.flows)} flow(s) failed"
+    return f"all {len(doc.flows)} flow(s) ended as expected" if doc.flows else "no flows"
+
+
+def _totals(doc: ReportDocument) -> list[tuple[str, int, str]]:
+    """The summary's badges: flows per status (those with any), then pickle problems (if any)."""
+    totals = [(status.value, n, _cls(status.value)) for status, n in doc.status_counts().items() if n]
+    problems = doc.pickle_problems()
+    return totals + ([("pickle problem(s)", problems, "fails")] if problems else [])
+
+
+def view(doc: ReportDocument | dict) -> dict:
+    """What the templates show: the document's own decisions (statuses, the problems first), formatted."""
+    doc = _typed(doc)
+    return {
+        "generated_at": doc.generated_at,
+        "flows": [_flow_view(n, f, len(doc.flows) == 1) for n, f in enumerate(doc.flows, 1)],
+        "verdict": _verdict(doc),
+        "verdict_class": "failed" if doc.failed() else "passed",
+        "totals": _totals(doc),
+        "stores": doc.stores(),
     }
 
 

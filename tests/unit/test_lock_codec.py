@@ -663,3 +663,21 @@ def test_a_conda_lock_file_with_a_bad_name_or_version_is_refused_before_any_fetc
     path.write_text(_CONDA_LOCK % (name, version, "a" * 32, "b" * 64))
     with pytest.raises(v.Invalid, match=match):
         condalock.read(path, None, "import")  # type: ignore[arg-type]  # never reaches the cache
+
+
+def test_a_step_lock_carries_every_field_of_the_declaration_both_ways():
+    """from_spec and as_spec carry the same fields; a spec with none of them at its default survives the trip."""
+    spec = merge(
+        "MyFlow",
+        "b",
+        [Declaration("conda", {"six": "1.16.0"}, channels=["bioconda"])],
+        [Declaration("pypi", {"idna": "3.10"}, python="3.12")],
+        default_python="3.11.7",
+        conda_source="conda",
+        s3_datastore=True,
+    )
+    assert spec.pip and spec.implicit and spec.channels and spec.source == "conda"
+    lock = StepLock.from_spec(spec, {})
+    assert lock.as_spec("MyFlow") == spec and lock.pip == spec.pip and lock.spec_id == spec.spec_id
+    off = StepLock.from_spec(merge("F", "c", [], [Declaration("pypi", {}, disabled=True)], "3.11.7", None), {})
+    assert off.disabled and off.as_spec("F").disabled

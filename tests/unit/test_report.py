@@ -345,3 +345,15 @@ def test_a_replay_elsewhere_decides_the_flow_and_says_where_it_ran(check, status
     )
     assert want in text and "R" + want[1:] in render.to_markdown(document([f]))
     assert (f"recorded as {check.run}" in text) is bool(check.run)
+
+
+def test_a_document_read_back_from_its_json_renders_the_same():
+    """The renderers format what the typed document decides; a JSON report read back is typed again first."""
+    d = doc()
+    back = json.loads(render.to_json(d))
+    assert type(d).from_dict(back) == d
+    for renderer in (render.terminal, render.to_markdown, render.to_html, render.to_json):
+        assert renderer(back) == renderer(d)
+    # a document from elsewhere may lack a field that has a default
+    del back["flows"][0]["replay"], back["flows"][1]["baseline"]["code"]
+    assert type(d).from_dict(back) == d

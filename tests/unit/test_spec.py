@@ -494,3 +494,16 @@ def test_python_specifiers_select_the_versions_they_admit():
 def test_specifiers_that_select_no_usable_python_are_refused(python, match):
     with pytest.raises(SpecError, match=match):
         spec(own=[Declaration("pypi", {}, python=python)])
+
+
+def test_when_pypi_is_mixed_into_conda_the_pypi_side_is_read_first():
+    """With conda-source "conda", the @pypi level's packages are read before the rest is validated:
+    of two bad levels, the @pypi one is reported; a step that turns itself off is not mixed at all."""
+    base, own = [Declaration("conda", {"six": ">1"})], [Declaration("pypi", {"idna": ">2"})]
+    with pytest.raises(SpecError, match=r"^flow MyFlow \(flow.py\), step 'b': library 'idna'"):
+        merge(FLOW, "b", base, own, "3.11.7", conda_source="conda", default_channels=("conda-forge",))
+    with pytest.raises(SpecError, match=r"^flow MyFlow \(flow.py\) \(flow-level decorator\): library 'six'"):
+        merge(FLOW, "b", base, own, "3.11.7", conda_source="pypi")
+    off = [Declaration("pypi", {"idna": "3.10"}, disabled=True)]
+    s = merge(FLOW, "b", [Declaration("conda", {"six": "1.16.0"})], off, "3.11.7", conda_source="conda")
+    assert (s.kind, s.source, s.pip, s.libraries) == ("pypi", "none", (), (("idna", "3.10"), ("six", "1.16.0")))
