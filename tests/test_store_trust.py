@@ -388,7 +388,7 @@ def test_a_record_where_no_record_is_kept_is_broken_and_gc_deletes_nothing(tmp_p
     listing = scan_records(LocalStore(str(store_root)))
     assert [r.run_id for r in listing.records] == [run.record.run_id]
     assert [k for k, _ in listing.broken] == [f"runs/{folder}/record.json"]
-    assert "not where a record is kept" in listing.broken[0][1]
+    assert "not where records are kept" in listing.broken[0][1]
     with pytest.raises(BadInput, match="cannot be read"):
         gc(LocalStore(str(store_root)), grace_seconds=0)
     assert orphan.exists()

@@ -115,8 +115,6 @@ def prefix(kind: Kind) -> str:
 RUNS = prefix(Kind.RECORD)
 LEASES = prefix(Kind.LEASE)
 BOOTSTRAP_MANIFESTS = prefix(Kind.BOOTSTRAP_MANIFEST)
-#: what a record's key ends with
-RECORD_FILE = _TEMPLATES[Kind.RECORD].rsplit("/", 1)[1]
 _TOOLS = "tools/"  # one folder per tool: each is an area of its own
 
 
@@ -168,6 +166,13 @@ def parse_as(key: str, *kinds: Kind) -> Key | None:
     """``parse``, keeping only keys of ``kinds``."""
     parsed = parse(key)
     return parsed if parsed is not None and parsed.kind in kinds else None
+
+
+def misplaced_record(key: str) -> bool:
+    """A key under runs/ named like a record that is not where records are kept (a folder too deep, a
+    flow or run id no record has): whoever reads records must not skip it silently, it may name objects."""
+    name = "/" + _TEMPLATES[Kind.RECORD].rsplit("/", 1)[1]
+    return key.startswith(RUNS) and key.endswith(name) and parse_as(key, Kind.RECORD) is None
 
 
 # -- builders ------------------------------------------------------------------------------------

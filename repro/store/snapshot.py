@@ -723,11 +723,10 @@ def scan_records(store: Store) -> Listing:
     """Every record in the store; a malformed one is reported, never fatal for the others."""
     records, broken = [], []
     for info in store.list(layout.RUNS):
-        if not info.key.endswith("/" + layout.RECORD_FILE):
-            continue
         key = layout.parse_as(info.key, layout.Kind.RECORD)
-        if key is None:  # a record filed where none is written might name anything: never skipped silently
-            broken.append((info.key, f"{info.key}: not where a record is kept ({layout.record('Flow', 'run_id')})"))
+        if key is None:
+            if layout.misplaced_record(info.key):  # it might name anything: never skipped silently
+                broken.append((info.key, f"{info.key}: not where records are kept ({layout.record('Flow', 'run_id')})"))
             continue
         try:
             records.append(record_at(store, info.key, store.get_bytes(info.key), key.flow.split("@")[0], key.run_id))

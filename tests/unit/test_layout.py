@@ -168,3 +168,12 @@ def test_a_trailing_newline_is_no_part_of_a_name():
         layout.record("F", "1\n")
     with pytest.raises(BadInput):
         layout.latest("F\n")
+
+
+def test_a_key_named_like_a_record_elsewhere_is_misplaced():
+    assert not layout.misplaced_record(layout.record("F", "1"))
+    assert not layout.misplaced_record(layout.latest("F"))
+    assert not layout.misplaced_record(f"code/{SHA256}.tar.gz")
+    assert not layout.misplaced_record("elsewhere/F/1/record.json")
+    for key in ("runs/F/1/x/record.json", "runs/F@a b.py/1/record.json", "runs/F/.x/record.json", "runs/record.json"):
+        assert layout.misplaced_record(key), key
