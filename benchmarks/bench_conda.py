@@ -110,7 +110,7 @@ def main() -> int:
     rows.append(["solve + install, warm cache", statistics.median(c), statistics.median(p), "PyPI path (uv)", 1.5])
 
     # 2. install alone vs rattler.install on the same records
-    files = envs.cache.ensure(conda_pl.packages)
+    files = envs.fetcher.ensure(conda_pl.packages)
     records = asyncio.run(_records(rattler, [files[x.sha256] for x in conda_pl.packages]))
     # ours, like rattler.install, links into a prefix given records it was handed (no solve); ours
     # also checks every cached file's stamp, reads each archive's member check, fingerprints, marks

@@ -71,7 +71,7 @@ def main() -> None:
     envs = environments(flow.settings)
     pl = lock.steps["start"].platforms["linux-64"]
     interp = pythons.find(pl.python)
-    files = envs.cache.ensure(pl.packages)
+    files = envs.fetcher.ensure(pl.packages)
     req = work / "req.txt"
     req.write_text("".join(f"{p.name} @ {files[p.sha256].as_uri()} --hash=sha256:{p.sha256}\n" for p in pl.packages))
 

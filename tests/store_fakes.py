@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from repro.env.cache import PackageCache
+from repro.env.fetch import add_file
 from repro.model.lock import Package, PlatformLock
 from repro.model.record import RunRecord, StepRecord
 from repro.settings import Settings, load_settings
@@ -79,7 +80,7 @@ def fake_run(
         src = home / "src" / pkg.file
         src.parent.mkdir(parents=True, exist_ok=True)
         src.write_bytes(data)
-        cache.add_file(pkg, src)
+        add_file(cache, pkg, src)
         packages.append(pkg)
     pl = PlatformLock(platform="linux-64", python="3.11.7", packages=tuple(packages))
     tar = code_package(code if code is not None else {"flow.py": FLOW_SOURCE + seed.encode()})

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from repro.env.cache import PackageCache
+from repro.env.fetch import Fetcher
 from repro.errors import IntegrityError
 from repro.model.lock import Package
 from tests.helpers import cli, env_paths, installed_python, require_python, write_flow
@@ -170,7 +171,7 @@ def test_download_that_fails_verification_never_enters_the_cache(tmp_path):
     cache = PackageCache(tmp_path / "cache")
     bad = Package("pkg", "1.0", "pypi", src.name, src.as_uri(), "0" * 64, src.stat().st_size)
     with pytest.raises(IntegrityError, match="pkg-1.0-py3-none-any.whl.*does not match the lock"):
-        cache.fetch(bad, where="flow X, step 'start'")
+        Fetcher(cache).fetch(bad, where="flow X, step 'start'")
     assert not cache.has(bad)
     assert not list((tmp_path / "cache").rglob("*.whl")) and not list((tmp_path / "cache").rglob(".partial-*"))
 

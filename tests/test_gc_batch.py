@@ -138,7 +138,7 @@ def test_gc_keeps_every_object_batch_staging_holds_a_lease_on_until_the_run_rele
     that stages them again needs them until its last job fetched them. Grace 0 here: only the lease
     stands between them and gc."""
     from repro.store import open_store
-    from repro.store.snapshot import LEASE_PREFIX
+    from repro.store.layout import LEASES as LEASE_PREFIX
 
     settings, staged, lease = _staged_env(tmp_path, s3_bucket)
     try:
@@ -159,7 +159,8 @@ def test_gc_keeps_every_object_batch_staging_holds_a_lease_on_until_the_run_rele
 def test_a_held_lease_is_renewed_until_released(tmp_path):
     import time
 
-    from repro.store.snapshot import LEASE_PREFIX, HeldLease
+    from repro.store.layout import LEASES as LEASE_PREFIX
+    from repro.store.snapshot import HeldLease
 
     store = LocalStore(str(tmp_path / "store"))
     lease = HeldLease(store, "batch staging of flow F", ["tools/uv/x/uv"], renew_seconds=0.05)
@@ -182,8 +183,8 @@ def test_a_jobs_command_fetches_the_staged_bootstrap_script_and_refuses_other_by
 
     from metaflow_extensions.repro.plugins import protocol
     from metaflow_extensions.repro.plugins.environment import CondaEnvironment, bootstrap_script_sha256
-    from repro.executors.batch import script_key
     from repro.store import open_store
+    from repro.store.layout import bootstrap_script as script_key
 
     settings, staged, lease = _staged_env(tmp_path, s3_bucket)
     lease.release()
@@ -219,8 +220,8 @@ def test_a_jobs_fetcher_runs_the_script_the_instance_cache_keeps_only_if_it_is_t
 
     from metaflow_extensions.repro.plugins import protocol
     from metaflow_extensions.repro.plugins.environment import CondaEnvironment, bootstrap_script_sha256
-    from repro.executors.batch import script_key
     from repro.store import open_store
+    from repro.store.layout import bootstrap_script as script_key
 
     settings, staged, lease = _staged_env(tmp_path, s3_bucket)
     lease.release()

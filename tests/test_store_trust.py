@@ -371,6 +371,29 @@ def test_gc_deletes_nothing_while_a_record_cannot_be_read(tmp_path):
     assert orphan.exists()
 
 
+@pytest.mark.parametrize("folder", ["FakeFlow@a b.py/1", "FakeFlow/1/nested", ".hidden/1"])
+def test_a_record_where_no_record_is_kept_is_broken_and_gc_deletes_nothing(tmp_path, folder):
+    """A record.json the store's layout does not parse as a record key might still name objects: gc must
+    not skip it silently (it would delete what that record names) but refuse, as for an unreadable one."""
+    home = tmp_path / "home"
+    store_root = tmp_path / "store"
+    run = fake_run(home)
+    push(run.record, LocalStore(str(store_root)), run.settings)
+    orphan = store_root / "code" / ("e" * 64 + ".tar.gz")
+    orphan.write_bytes(b"unnamed")
+    age(orphan)
+    misplaced = store_root / "runs" / folder / "record.json"
+    misplaced.parent.mkdir(parents=True)
+    misplaced.write_text(run.record.to_json())
+    listing = scan_records(LocalStore(str(store_root)))
+    assert [r.run_id for r in listing.records] == [run.record.run_id]
+    assert [k for k, _ in listing.broken] == [f"runs/{folder}/record.json"]
+    assert "not where records are kept" in listing.broken[0][1]
+    with pytest.raises(BadInput, match="cannot be read"):
+        gc(LocalStore(str(store_root)), grace_seconds=0)
+    assert orphan.exists()
+
+
 def test_verify_cache_rehashes_every_cached_file_and_removes_damaged_ones(tmp_path):
     from repro.env.cache import PackageCache
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from metaflow_extensions.repro.plugins import probe, protocol
-from repro.env import fingerprint
+from repro.env import fingerprint, sdist
 from repro.env.cache import PackageCache
 from repro.env.pythons import Interpreter
 from repro.env.uvtool import run_uv
@@ -59,6 +59,7 @@ class Environments:
     def __init__(self, root: Path, cache: PackageCache, uv_cache: Path, conda_pkgs: Path | None = None):
         self.root = Path(root)
         self.cache = cache
+        self.fetcher = sdist.fetcher(cache, uv_cache)  # what the lock names, fetched into ``cache``
         self.uv_cache = uv_cache
         self.conda_pkgs = Path(conda_pkgs) if conda_pkgs else Home(self.root.parent).conda_pkgs
 
@@ -135,12 +136,12 @@ class Environments:
                 log(f"env {env_id[:12]} at {found.path} is damaged ({cap(problems)}): rebuilding it")
                 (found.path / MARKER).unlink(missing_ok=True)
             fresh = found is not None  # uv may have hard-linked the damaged files from its cache: bypass it
-            files = self.cache.ensure(lock.packages, offline=offline, where=where)
+            files = self.fetcher.ensure(lock.packages, offline=offline, where=where)
             try:
                 return self._build_locked(lock, interpreter, files, where, fresh=fresh)
             except EvictedFiles as exc:  # bit rot the stamps could not see: fetched anew, once
                 log(f"{exc}\nretrying once with the files fetched anew")
-                files = self.cache.ensure(lock.packages, offline=offline, where=where)
+                files = self.fetcher.ensure(lock.packages, offline=offline, where=where)
                 return self._build_locked(lock, interpreter, files, where, fresh=True)
 
     def _build_locked(

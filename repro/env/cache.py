@@ -3,27 +3,22 @@
 A file enters the cache only after its sha256 and size match the lock, through a temporary
 name and a rename, so a reader never sees a partial or unverified file. Layout matches the
 store's ``packages/`` prefix, so a cache can be pushed or pulled as is.
+
+The cache only admits and verifies: what brings a file (a download, a copy, a store, an sdist
+build) is its caller's (``repro.env.fetch``, ``repro.store.snapshot``), through ``admit``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
-import shutil
-import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from urllib.parse import unquote, urlparse
 
-from repro.env import tls
-from repro.errors import InfraError, IntegrityError, LockFileError, OfflineMissing
+from repro.errors import IntegrityError
 from repro.model.lock import Package
-from repro.model.validate import cap
 
 CHUNK = 1 << 20
 
@@ -36,30 +31,9 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-@contextlib.contextmanager
-def _progress(packages: list[Package]):
-    """A rich progress bar on a terminal (bytes, rate, time left); silent otherwise."""
-    if not sys.stderr.isatty():
-        yield lambda pkg: None
-        return
-    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
-
-    with Progress(
-        "downloading packages",
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-        transient=True,
-    ) as bar:
-        task = bar.add_task("download", total=sum(p.size for p in packages))
-        yield lambda pkg: bar.advance(task, pkg.size)
-
-
 class PackageCache:
-    def __init__(self, root: Path, uv_cache: Path | None = None):
+    def __init__(self, root: Path):
         self.root = Path(root)
-        self.uv_cache = uv_cache  # for rebuilding a wheel built from an sdist (``fetch``)
 
     def path(self, pkg: Package) -> Path:
         return self.root / "sha256" / pkg.sha256[:2] / pkg.sha256 / pkg.file
@@ -71,7 +45,7 @@ class PackageCache:
         except FileNotFoundError:
             return False
 
-    def missing(self, packages) -> list[Package]:
+    def missing(self, packages: Iterable[Package]) -> list[Package]:
         return [p for p in packages if not self.has(p)]
 
     @staticmethod
@@ -113,25 +87,7 @@ class PackageCache:
         tmp.write_text(self._stamp(self.path(pkg)))
         os.replace(tmp, stamp)
 
-    def ensure(self, packages, offline: bool = False, where: str = "", jobs: int = 8) -> dict[str, Path]:
-        """Make every package present and verified; return {sha256: path}."""
-        for p in packages:
-            if self.has(p):
-                self.check(p, where)
-        todo = {p.sha256: p for p in self.missing(packages)}.values()
-        if todo and offline:
-            names = cap(p.file for p in todo)
-            raise OfflineMissing(
-                f"{where}: offline, and these files are not in the package cache "
-                f"{self.root}: {names}. Run once without --offline to download them."
-            )
-        if todo:
-            with _progress(list(todo)) as advance, ThreadPoolExecutor(max_workers=jobs) as pool:
-                for pkg in pool.map(lambda p: (self.fetch(p, where), p)[1], todo):
-                    advance(pkg)
-        return {p.sha256: self.path(p) for p in packages}
-
-    def admit(self, pkg: Package, fill, where: str = "") -> Path:
+    def admit(self, pkg: Package, fill: Callable[[Path], object], where: str = "") -> Path:
         """Let ``fill(path)`` write the file (e.g. a download from a store) straight into the cache
         under a temporary name; it is hashed once and renamed into place only if it verifies."""
         final = self.path(pkg)
@@ -159,57 +115,6 @@ class PackageCache:
         os.replace(tmp, final)
         self._write_stamp(pkg)
         return final
-
-    def add_file(self, pkg: Package, source: Path, where: str = "") -> Path:
-        """Verify a local file against ``pkg`` and copy it in (used for file:// URLs and stores)."""
-
-        def copy(out):
-            try:
-                with open(source, "rb") as src:
-                    shutil.copyfileobj(src, out, CHUNK)
-            except OSError as exc:
-                raise InfraError(f"{where}: cannot read {pkg.file} from {source}: {exc}") from None
-
-        return self._admit(pkg, copy, where)
-
-    def fetch(self, pkg: Package, where: str = "") -> Path:
-        if self.has(pkg):
-            return self.path(pkg)
-        if pkg.built is not None:  # on no index: built from its sdist when the lock was made
-            from repro.env.sdist import rebuild
-
-            return rebuild(self, pkg, where)
-        parsed = urlparse(pkg.url)
-        if parsed.scheme == "file":
-            return self.add_file(pkg, Path(unquote(parsed.path)), where)
-
-        trust = tls.trust() if parsed.scheme == "https" else None
-
-        def download(out):
-            try:
-                context = trust.ssl_context() if trust else None
-                with urllib.request.urlopen(pkg.url, timeout=120, context=context) as resp:
-                    shutil.copyfileobj(resp, out, CHUNK)
-            except ValueError as exc:  # "unknown url type": the lock names no URL
-                raise LockFileError(
-                    f"{where}: package {pkg.name} {pkg.version} has URL {pkg.url!r}, which is not "
-                    f"a URL ({exc}); fix the lock or re-lock with `repro lock`",
-                    library=pkg.name,
-                ) from None
-            except (urllib.error.URLError, OSError) as exc:
-                how = f"\n{trust.describe()}" if trust else ""
-                raise InfraError(f"{where}: cannot download {pkg.file} from {pkg.url}: {exc}{how}") from None
-
-        return self._admit(pkg, download, where)
-
-    def _admit(self, pkg: Package, write, where: str) -> Path:
-        """``admit`` for writers that take an open binary file (downloads, copies)."""
-
-        def fill(path: Path):
-            with open(path, "wb") as out:
-                write(out)
-
-        return self.admit(pkg, fill, where)
 
     def verify(self, pkg: Package) -> bool:
         """Re-hash a cached file (slow path, used before installing files we did not just write)."""

@@ -13,6 +13,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from repro.env.cache import PackageCache
+from repro.env.fetch import Fetcher
 from repro.errors import BadInput, InfraError
 from repro.model import validate as v
 from repro.model.lock import Package, PlatformLock, StepLock
@@ -149,7 +150,7 @@ def _sized(pkg: Package, cache: PackageCache, where: str) -> Package:
     probe = replace(pkg, size=_size_hint(pkg))
     if probe.size < 0:
         raise BadInput(f"{where}: {pkg.url}: cannot learn the size of {pkg.file}")
-    cache.fetch(probe, where)
+    Fetcher(cache).fetch(probe, where)
     return probe
 
 

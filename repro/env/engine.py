@@ -289,7 +289,7 @@ def interpreter_for(pl: PlatformLock, where: str) -> pythons.Interpreter | None:
 
 def environments(settings: Settings) -> Environments:
     home = settings.home
-    return Environments(home.envs, PackageCache(home.packages, home.uv_cache), home.uv_cache, home.conda_pkgs)
+    return Environments(home.envs, PackageCache(home.packages), home.uv_cache, home.conda_pkgs)
 
 
 def current_lock(flow: Flow, offline: bool = False, log: Log = _stderr, frozen: bool = False) -> Lock:

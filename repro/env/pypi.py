@@ -201,6 +201,7 @@ def _built(
     from repro.env import pythons
     from repro.env import sdist as sdists
     from repro.env.cache import PackageCache
+    from repro.env.fetch import Fetcher
 
     before = (previous.by_name() if previous else {}).get(sdist.name)
     if (
@@ -211,14 +212,14 @@ def _built(
     ):
         return before
     builder = sdists.Builder(
-        PackageCache(settings.home.packages, settings.home.uv_cache), settings.home.builds, settings.home.uv_cache
+        Fetcher(PackageCache(settings.home.packages)), settings.home.builds, settings.home.uv_cache
     )
     known = builder.known(sdist, python)
     if known is not None:
         return known
     interpreter = pythons.find(python, where=where)
     local = plats.local_platform_name()
-    path = builder.cache.ensure([sdist], where=where)[sdist.sha256]
+    path = builder.fetcher.ensure([sdist], where=where)[sdist.sha256]
     requires = compile_packages(
         "".join(f"{r}\n" for r in sdists.build_requirements(path)),
         local,

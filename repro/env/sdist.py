@@ -19,6 +19,7 @@ import zipfile
 from pathlib import Path
 
 from repro._toml import tomllib
+from repro.env import fetch
 from repro.env.cache import PackageCache, sha256_file
 from repro.env.pythons import Interpreter
 from repro.env.uvtool import run_uv
@@ -73,10 +74,12 @@ def _top_level_member(archive: Path, name: str, limit: int = 1 << 20) -> bytes |
 
 
 class Builder:
-    """Builds sdists into wheels on this machine, at most once per (sdist, interpreter)."""
+    """Builds sdists into wheels on this machine, at most once per (sdist, interpreter): the sdist and its
+    build requirements come through ``fetcher``, the wheel goes into its cache."""
 
-    def __init__(self, cache: PackageCache, index: Path, uv_cache: Path):
-        self.cache, self.index, self.uv_cache = cache, Path(index), uv_cache
+    def __init__(self, fetcher: fetch.Fetcher, index: Path, uv_cache: Path):
+        self.fetcher, self.index, self.uv_cache = fetcher, Path(index), uv_cache
+        self.cache = fetcher.cache
 
     def _index_file(self, sdist: Package, python: str) -> Path:
         return self.index / f"{sdist.sha256}-{v.name(python, v.At('python'))}.json"
@@ -102,8 +105,8 @@ class Builder:
         """Build ``sdist`` with ``interpreter`` and exactly the locked ``requires``; return the
         wheel's ``Package`` (admitted into the cache). Exit 2 (``BadInput``) when the build fails,
         naming the package and the last lines of its log."""
-        source = self.cache.ensure([sdist], where=where)[sdist.sha256]
-        files = self.cache.ensure(requires, where=where)
+        source = self.fetcher.ensure([sdist], where=where)[sdist.sha256]
+        files = self.fetcher.ensure(requires, where=where)
         with tempfile.TemporaryDirectory(prefix="repro-sdist-") as tmp:
             folder = Path(tmp)
             links, out = folder / "links", folder / "out"
@@ -161,13 +164,24 @@ class Builder:
                 size=wheel.stat().st_size,
                 built=Built(python=interpreter.version, sdist=sdist, requires=requires),
             )
-            self.cache.add_file(pkg, wheel, where)
+            fetch.add_file(self.cache, pkg, wheel, where)
         self.index.mkdir(parents=True, exist_ok=True)
         atomic_write(self._index_file(sdist, interpreter.version), json.dumps(pkg.as_dict(), sort_keys=True))
         return pkg
 
 
-def rebuild(cache: PackageCache, pkg: Package, where: str) -> Path:
+def fetcher(cache: PackageCache, uv_cache: Path) -> fetch.Fetcher:
+    """A fetcher for ``cache`` that makes a wheel built from its sdist when the lock was made again
+    (``rebuild``), with ``uv_cache``: what fetches every package of a lock."""
+
+    def again(pkg: Package, where: str) -> Path:
+        return rebuild(found, pkg, where, uv_cache)
+
+    found = fetch.Fetcher(cache, again)
+    return found
+
+
+def rebuild(fetcher: fetch.Fetcher, pkg: Package, where: str, uv_cache: Path) -> Path:
     """Build ``pkg``'s wheel again from its locked sdist, build requirements and interpreter (a
     lock made on another machine, a cache that lost the file) and admit it only if it is the very
     wheel the lock names; builds need not be bit-reproducible, so otherwise say where to get it."""
@@ -177,7 +191,7 @@ def rebuild(cache: PackageCache, pkg: Package, where: str) -> Path:
     built = pkg.built
     interpreter = pythons.find(built.python, where=where)
     with tempfile.TemporaryDirectory(prefix="repro-rebuild-") as tmp:
-        again = Builder(cache, Path(tmp), cache.uv_cache or Path(tmp) / "uv-cache").build(
+        again = Builder(fetcher, Path(tmp), uv_cache).build(
             built.sdist, built.requires, interpreter, plats.get(plats.local_platform_name()), where
         )
     if again.sha256 != pkg.sha256:
@@ -191,4 +205,4 @@ def rebuild(cache: PackageCache, pkg: Package, where: str) -> Path:
             library=pkg.name,
             path=pkg.file,
         )
-    return cache.path(pkg)
+    return fetcher.cache.path(pkg)

@@ -46,7 +46,6 @@ from repro.store import layout, open_store
 from repro.store.base import ObjectInfo, Store
 from repro.store.snapshot import HeldLease, Upload, complete_uploads, upload_one
 
-BOOTSTRAP_PREFIX = "bootstrap/"
 MANIFEST_FORMAT = 3  # 2: names batch_bootstrap.py (``script``); 3: lists the files of the interpreter and env
 
 
@@ -225,14 +224,6 @@ def _env_files_if_same_uv(env: Path, home: Home, uv: Path, prefix: str, flow: st
     return files
 
 
-def uv_key(sha256: str) -> str:
-    return f"tools/uv/{sha256}/uv"
-
-
-def manifest_key(sha256: str) -> str:
-    return f"{BOOTSTRAP_PREFIX}{sha256}.json"
-
-
 def batch_store(settings: Settings, flow: str) -> Store:
     """The run's store, which must be S3: a Batch container can reach nothing else."""
     if not settings.store.startswith("s3://"):
@@ -314,10 +305,6 @@ def bootstrap_script() -> Path:
     return Path(batch_bootstrap.__file__)
 
 
-def script_key(sha256: str) -> str:
-    return protocol.BOOTSTRAP_SCRIPT_KEY % sha256
-
-
 def stage(
     flow: str, built: dict[str, BuiltEnv | None], locks: dict[str, PlatformLock], settings: Settings, log
 ) -> tuple[dict[str, Staged], HeldLease]:
@@ -336,8 +323,10 @@ def stage(
     script = bootstrap_script()
     script_sha = sha256_file(script)
     uploads: dict[str, Upload] = {
-        uv_key(uv_sha): Upload("uv", uv_key(uv_sha), uv, uv_sha, uv.stat().st_size),
-        script_key(script_sha): Upload("script", script_key(script_sha), script, script_sha, script.stat().st_size),
+        layout.uv(uv_sha): Upload("uv", layout.uv(uv_sha), uv, uv_sha, uv.stat().st_size),
+        layout.bootstrap_script(script_sha): Upload(
+            "script", layout.bootstrap_script(script_sha), script, script_sha, script.stat().st_size
+        ),
     }
     manifests: dict[str, tuple[str, bytes]] = {}  # env id -> (sha256, bytes)
     counts: dict[str, int] = {}
@@ -389,22 +378,24 @@ def stage(
                 "files": snapshot_files(tarball, snap.sha256, settings.home),
             },
             "files": _env_files_if_same_uv(env.path, settings.home, uv, snap.prefix, flow, log),
-            "uv": {"key": uv_key(uv_sha), "sha256": uv_sha},
-            "script": {"key": script_key(script_sha), "sha256": script_sha},
+            "uv": {"key": layout.uv(uv_sha), "sha256": uv_sha},
+            "script": {"key": layout.bootstrap_script(script_sha), "sha256": script_sha},
             "packages": packages,
         }
         data = json.dumps(manifest, sort_keys=True).encode()
         manifests[env.env_id] = (hashlib.sha256(data).hexdigest(), data)
         counts[env.env_id] = len(packages)
     for sha, data in manifests.values():
-        uploads[manifest_key(sha)] = Upload("bootstrap", manifest_key(sha), data, sha, len(data))
+        uploads[layout.bootstrap_manifest(sha)] = Upload(
+            "bootstrap", layout.bootstrap_manifest(sha), data, sha, len(data)
+        )
     lease = HeldLease(store, f"batch staging of flow {flow}", list(uploads))
     try:
         ledger = StagingLedger(settings.home, log)
         for u in uploads.values():
             if isinstance(u.source, Path):
                 _put_missing(store, u.key, u.source, u.sha256, ledger)
-            elif not (u.key.startswith(BOOTSTRAP_PREFIX) and store.exists(u.key)):
+            elif not (layout.parse_as(u.key, layout.Kind.BOOTSTRAP_MANIFEST) and store.exists(u.key)):
                 upload_one(store, u)
         # a gc that read the leases just before ours and was about to delete an object we found there:
         # listed once more now that the lease is seen (as push does before its record lands)

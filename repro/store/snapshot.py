@@ -41,7 +41,6 @@ class StoreObjectCorrupt(IntegrityError):
 
 
 TOUCH_AFTER_SECONDS = 600  # well inside gc's default grace period of one hour
-LEASE_PREFIX = "leases/"  # leases/<uuid>.json: the keys a push in flight is about to name
 LEASE_SECONDS = 3600.0  # a lease protects its keys this long (pushes renew theirs before the record)
 _REF = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*(?:@[A-Za-z0-9_.~@\-]+)?)/([A-Za-z0-9_.\-]+)$")
 
@@ -135,10 +134,10 @@ def _flow_folder(store: Store, flow: str, run_id: str) -> str:
     """The folder under runs/ that a class name means: the one flow identity of that class that has the
     run (or a latest run); two files defining the class are two flows, so `latest` must say which."""
     folders: dict[str, set] = {}
-    for info in store.list(f"runs/{flow}"):
-        parts = info.key.split("/")
-        if len(parts) >= 3 and (parts[1] == flow or parts[1].startswith(flow + "@")):
-            folders.setdefault(parts[1], set()).add(parts[2])
+    for info in store.list(layout.runs_of_class(flow)):
+        key = layout.parse_as(info.key, layout.Kind.RECORD, layout.Kind.LATEST)
+        if key is not None and (key.flow == flow or key.flow.startswith(flow + "@")):
+            folders.setdefault(key.flow, set()).add(key.run_id if key.kind is layout.Kind.RECORD else "latest")
     having = sorted(f for f, names in folders.items() if run_id in names)
     if len(having) > 1 and run_id == "latest":
         raise BadInput(
@@ -289,7 +288,7 @@ def upload_one(store: Store, u: Upload) -> None:
 
 def _lease(store: Store, record: RunRecord, keys: list[str]) -> str:
     """Announce the keys this push is about to name (gc never deletes a leased key)."""
-    key = f"{LEASE_PREFIX}{uuid.uuid4().hex}.json"
+    key = layout.lease(uuid.uuid4().hex)
     _write_lease(store, key, record.ref, keys)
     return key
 
@@ -306,7 +305,7 @@ class HeldLease:
 
     def __init__(self, store: Store, owner: str, keys: list[str], renew_seconds: float = LEASE_SECONDS / 4):
         self.store, self.owner, self.keys = store, owner, sorted(set(keys))
-        self.key = f"{LEASE_PREFIX}{uuid.uuid4().hex}.json"
+        self.key = layout.lease(uuid.uuid4().hex)
         self._write()
         self._stop = threading.Event()
         self._renew_seconds = renew_seconds
@@ -723,12 +722,14 @@ class Listing:
 def scan_records(store: Store) -> Listing:
     """Every record in the store; a malformed one is reported, never fatal for the others."""
     records, broken = [], []
-    for info in store.list("runs/"):
-        parts = info.key.split("/")
-        if len(parts) != 4 or parts[3] != "record.json":
+    for info in store.list(layout.RUNS):
+        key = layout.parse_as(info.key, layout.Kind.RECORD)
+        if key is None:
+            if layout.misplaced_record(info.key):  # it might name anything: never skipped silently
+                broken.append((info.key, f"{info.key}: not where records are kept ({layout.record('Flow', 'run_id')})"))
             continue
         try:
-            records.append(record_at(store, info.key, store.get_bytes(info.key), parts[1].split("@")[0], parts[2]))
+            records.append(record_at(store, info.key, store.get_bytes(info.key), key.flow.split("@")[0], key.run_id))
         except StoreObjectMissing:
             continue  # deleted since it was listed
         except BadInput as exc:
@@ -754,7 +755,7 @@ class Leases:
         now = time.time()
         keys: set[str] = set()
         seen: dict[str, set[str]] = {}
-        for info in self.store.list(LEASE_PREFIX):
+        for info in self.store.list(layout.LEASES):
             if now - info.modified >= LEASE_SECONDS:
                 if expire:
                     self.store.delete(info.key)
@@ -772,21 +773,7 @@ class Leases:
 
 
 #: every prefix of content-addressed objects; gc deletes nothing outside them (runs/ and leases/ have their own rules)
-GC_PREFIXES = (
-    "packages/",
-    "locks/",
-    "code/",
-    "artifacts/",
-    "inputs/",
-    "pythons/",
-    "tools/uv/",
-    "tools/bootstrap/",
-    "bootstrap/",
-)
-BOOTSTRAP_MANIFEST = re.compile(r"^bootstrap/([0-9a-f]{64})\.json$")
-_STAGED_KEY = re.compile(
-    r"^(tools/uv/[0-9a-f]{64}/uv|tools/bootstrap/[0-9a-f]{64}/batch_bootstrap\.py|pythons/[0-9a-f]{64}\.(tar\.gz|json)|packages/sha256/[0-9a-f]{2}/[0-9a-f]{64}/[^/]+)$"
-)
+GC_PREFIXES = layout.GC_AREAS
 
 
 def batch_objects(store: Store, envs: set[str]) -> set[str]:
@@ -796,15 +783,15 @@ def batch_objects(store: Store, envs: set[str]) -> set[str]:
     bytes do not match its key, that is not a manifest, or names keys of other shapes protects nothing
     (and, no record's env being its own, is collected like any orphan)."""
     keep: set[str] = set()
-    for info in store.list("bootstrap/"):
-        m = BOOTSTRAP_MANIFEST.match(info.key)
-        if not m:
+    for info in store.list(layout.BOOTSTRAP_MANIFESTS):
+        manifest = layout.parse_as(info.key, layout.Kind.BOOTSTRAP_MANIFEST)
+        if manifest is None:
             continue
         try:
             data = store.get_bytes(info.key)
         except StoreObjectMissing:
             continue
-        if hashlib.sha256(data).hexdigest() != m.group(1):
+        if hashlib.sha256(data).hexdigest() != manifest.digest:
             continue
         try:
             doc = json.loads(data)
@@ -817,8 +804,8 @@ def batch_objects(store: Store, envs: set[str]) -> set[str]:
         except (ValueError, KeyError, TypeError, AttributeError):
             continue
         keep.add(info.key)
-        keep |= {k for k in named if isinstance(k, str) and _STAGED_KEY.match(k)}
-        if isinstance(snapshot, str) and re.fullmatch(r"[0-9a-f]{64}", snapshot):
+        keep |= {k for k in named if layout.parse_as(k, *layout.STAGED_KINDS)}
+        if isinstance(snapshot, str) and layout.parse_as(layout.python_manifest(snapshot), layout.Kind.PYTHON_MANIFEST):
             keep.add(layout.python_manifest(snapshot))
     return keep
 

@@ -336,6 +336,7 @@ def fetch_wheels(requirements: list[str], python: str, folder: Path) -> list[Pat
         return []
     from repro.env import pypi
     from repro.env.cache import PackageCache
+    from repro.env.fetch import Fetcher
     from repro.settings import load_settings
 
     settings = load_settings(Path.cwd())
@@ -347,8 +348,8 @@ def fetch_wheels(requirements: list[str], python: str, folder: Path) -> list[Pat
             f"cannot make conda packages of {', '.join(p.name for p in compiled.sdists)}: published only as sdists"
         )
     packages = compiled.wheels
-    cache = PackageCache(folder)
-    return [cache.fetch(p, where="conda_channel") for p in packages]
+    fetcher = Fetcher(PackageCache(folder))
+    return [fetcher.fetch(p, where="conda_channel") for p in packages]
 
 
 # -- broken packages --------------------------------------------------------------------------

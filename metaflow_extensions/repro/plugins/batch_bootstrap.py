@@ -47,6 +47,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 EXIT_INTEGRITY = 3
 WORK = "/tmp/repro-bootstrap"
+#: the store key of a bootstrap manifest: ``protocol.BOOTSTRAP_MANIFEST_KEY``, copied because this script
+#: runs alone in the job (fetched by sha256, with nothing of repro beside it); a unit test holds the two equal
+MANIFEST_KEY = "bootstrap/%s.json"
 
 
 class Failed(Exception):
@@ -708,7 +711,7 @@ def _manifest(s3, sha256, cache):
     name = "%s.json" % sha256
     data = _cached_blob(cache, "manifests", name, sha256)
     if data is None:
-        path = _fetch(s3, "bootstrap/" + name, sha256, os.path.join(WORK, "manifest.json"))
+        path = _fetch(s3, MANIFEST_KEY % sha256, sha256, os.path.join(WORK, "manifest.json"))
         with open(path, "rb") as fh:
             data = fh.read()
         _keep_blob(cache, "manifests", name, data)

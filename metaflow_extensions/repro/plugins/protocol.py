@@ -55,12 +55,16 @@ DISABLED = "disabled"
 STEP_PYTHON_VAR = "REPRO_STEP_PYTHON"
 #: s3://bucket/prefix of the store the job's bootstrap fetches from
 BOOTSTRAP_STORE_VAR = "REPRO_BOOTSTRAP_STORE"
-#: sha256 of the env's bootstrap manifest (``bootstrap/<sha256>.json`` in that store)
+#: sha256 of the env's bootstrap manifest (``BOOTSTRAP_MANIFEST_KEY`` in that store)
 BOOTSTRAP_MANIFEST_VAR = "REPRO_BOOTSTRAP_MANIFEST"
 #: the instance cache folder a Batch job mounts and its bootstrap uses (``batch-cache``); unset: none
 BATCH_CACHE_VAR = "REPRO_BOOTSTRAP_CACHE"
-#: store key of batch_bootstrap.py, by its sha256 (staged by the host, fetched by a job's batch_fetch.py)
+#: store key of batch_bootstrap.py, by its sha256 (staged by the host, fetched by a job's batch_fetch.py);
+#: ``repro.store.layout`` builds and parses it from this spelling
 BOOTSTRAP_SCRIPT_KEY = "tools/bootstrap/%s/batch_bootstrap.py"
+#: store key of an env's bootstrap manifest, by its sha256 (written by the host, fetched by batch_bootstrap.py,
+#: which runs alone in the job and so keeps a copy of this spelling that a unit test holds equal to it)
+BOOTSTRAP_MANIFEST_KEY = "bootstrap/%s.json"
 
 # -- task metadata: task -> Metaflow's metadata service -> repro --------------------------------
 
