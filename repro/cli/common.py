@@ -38,6 +38,11 @@ def error(message: str, code: int) -> ReproError:
     return exc
 
 
+def add_flag(parser: argparse.ArgumentParser, *names: str, help: str | None = None) -> None:
+    """An option that is off unless given."""
+    parser.add_argument(*names, action="store_true", help=help)
+
+
 def add_store(parser: argparse.ArgumentParser, help: str | None = None) -> None:
     parser.add_argument("--store", help=help)
 

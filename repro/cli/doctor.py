@@ -4,9 +4,13 @@ REPRO_HOME). The work: ``repro.operations.doctor``."""
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from repro.cli.common import add_store
 from repro.errors import EXIT_DRIFT, EXIT_OK
+
+if TYPE_CHECKING:
+    from repro.settings import Settings
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -20,7 +24,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace, settings) -> int:
+def run(args: argparse.Namespace, settings: Settings) -> int:
     from dataclasses import replace
 
     from tabulate import tabulate

@@ -4,20 +4,24 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-from repro.cli.common import FLOW_HELP, add_store, capped_lines, log
+from repro.cli.common import FLOW_HELP, add_flag, add_store, capped_lines, log
 from repro.errors import EXIT_DRIFT, EXIT_OK
+
+if TYPE_CHECKING:
+    from repro.settings import Settings
 
 
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("flow", nargs="+", help=FLOW_HELP)
     p.add_argument("--against", metavar="REF", help="also compare the lock with the environments of a recorded run")
     add_store(p)
-    p.add_argument("--no-resolve", action="store_true", help="skip re-resolving (no network)")
+    add_flag(p, "--no-resolve", help="skip re-resolving (no network)")
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace, settings) -> int:
+def run(args: argparse.Namespace, settings: Settings) -> int:
     from repro.operations.drift import drift
 
     status = EXIT_OK

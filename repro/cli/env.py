@@ -4,9 +4,13 @@ and building them. The work: ``repro.operations.env``."""
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-from repro.cli.common import FLOW_HELP, log
+from repro.cli.common import FLOW_HELP, add_flag, log
 from repro.errors import EXIT_DRIFT, EXIT_OK
+
+if TYPE_CHECKING:
+    from repro.settings import Settings
 
 HEADERS = ["step", "spec id", "env id", "python", "packages", "source", "state", "fingerprint"]
 
@@ -16,25 +20,19 @@ def configure(env: argparse.ArgumentParser) -> None:
     p = esub.add_parser("show", help="table of steps, spec ids, env ids and their state")
     p.add_argument("flow", nargs="+", help=FLOW_HELP)
     p.add_argument("--step", action="append", help="only this step (repeatable)")
-    p.add_argument("--no-fingerprint", action="store_true", help="skip re-fingerprinting built environments")
+    add_flag(p, "--no-fingerprint", help="skip re-fingerprinting built environments")
     p.set_defaults(func=show)
     p = esub.add_parser("build", help="build (or reuse) every step's environment")
     p.add_argument("flow", nargs="+", help=FLOW_HELP)
-    p.add_argument(
-        "--repair",
-        action="store_true",
-        help="re-hash every file of each built environment against its RECORD; rebuild damaged ones",
+    add_flag(
+        p, "--repair", help="re-hash every file of each built environment against its RECORD; rebuild damaged ones"
     )
     p.add_argument("--step", action="append", help="only this step (repeatable)")
-    p.add_argument(
-        "--offline",
-        action="store_true",
-        help="never touch the network: use the lock as it is and the package cache only",
-    )
+    add_flag(p, "--offline", help="never touch the network: use the lock as it is and the package cache only")
     p.set_defaults(func=build)
 
 
-def show(args: argparse.Namespace, settings) -> int:
+def show(args: argparse.Namespace, settings: Settings) -> int:
     from tabulate import tabulate
 
     from repro.operations import env
@@ -72,7 +70,7 @@ def _fingerprint(s) -> str:
     return "DRIFT: " + "; ".join(s.problems) if s.problems else "matches lock"
 
 
-def build(args: argparse.Namespace, settings) -> int:
+def build(args: argparse.Namespace, settings: Settings) -> int:
     from repro.operations import env
     from repro.operations.flows import flow_files
 

@@ -4,9 +4,13 @@ archive where no registry is reachable."""
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from repro.cli.common import log
 from repro.errors import EXIT_OK
+
+if TYPE_CHECKING:
+    from repro.settings import Settings
 
 
 def configure(im: argparse.ArgumentParser) -> None:
@@ -18,7 +22,7 @@ def configure(im: argparse.ArgumentParser) -> None:
     p.set_defaults(func=build)
 
 
-def build(args: argparse.Namespace, settings) -> int:
+def build(args: argparse.Namespace, settings: Settings) -> int:
     from repro.containers import image
 
     built = image.build(settings.home, log=log)

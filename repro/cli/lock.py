@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from repro.cli.common import FLOW_HELP, capped_lines, log
+from repro.cli.common import FLOW_HELP, add_flag, capped_lines, log
 from repro.errors import EXIT_DRIFT, EXIT_OK
+
+if TYPE_CHECKING:
+    from repro.settings import Settings
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -22,11 +26,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--remove-platform", action="append", metavar="NAME", help="drop this platform from the lock (repeatable)"
     )
-    p.add_argument(
-        "--check",
-        action="store_true",
-        help="do not write: exit 1 and show what differs if the lock no longer matches the flow",
-    )
+    add_flag(p, "--check", help="do not write: exit 1 and show what differs if the lock no longer matches the flow")
     for opt, value in (("--config", "FILE"), ("--config-value", "VALUE")):
         p.add_argument(
             opt,
@@ -65,7 +65,7 @@ def _config_args(args: argparse.Namespace) -> list[str]:
     ]
 
 
-def run(args: argparse.Namespace, settings) -> int:
+def run(args: argparse.Namespace, settings: Settings) -> int:
     from repro.operations import lock
     from repro.operations.flows import flow_files
 

@@ -4,9 +4,13 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from repro.cli.common import add_store, log
 from repro.errors import EXIT_OK
+
+if TYPE_CHECKING:
+    from repro.settings import Settings
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -18,7 +22,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace, settings) -> int:
+def run(args: argparse.Namespace, settings: Settings) -> int:
     from repro.operations.recover import recover
 
     outcomes = recover(settings, args.store, log=log)

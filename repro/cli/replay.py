@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import argparse
 
-from repro.cli.common import STORE_HELP, add_ref, add_store, comparison_table, log
-from repro.settings import REPLAY_PLACES
+from repro.cli.common import STORE_HELP, add_flag, add_ref, add_store, comparison_table, log
+from repro.settings import REPLAY_PLACES, Settings
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -23,11 +23,7 @@ def configure(p: argparse.ArgumentParser) -> None:
         help="--on docker: the container image (default: python:<lock's major.minor>-slim if the daemon has it, "
         "else `repro image build`'s image)",
     )
-    p.add_argument(
-        "--keep",
-        action="store_true",
-        help="keep the replay's working folder (code, datastore) under REPRO_HOME/replays",
-    )
+    add_flag(p, "--keep", help="keep the replay's working folder (code, datastore) under REPRO_HOME/replays")
     p.set_defaults(func=run, metaflow_args=[])
     p.epilog = (
         "Exit codes: 0 identical (or equivalent), 1 different, 3 replay failed. Options after -- add to or "
@@ -35,7 +31,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     )
 
 
-def run(args: argparse.Namespace, settings) -> int:
+def run(args: argparse.Namespace, settings: Settings) -> int:
     from repro.operations.replay import replay
 
     result = replay(

@@ -6,20 +6,24 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from repro.cli.common import LIST_LIMIT, STORE_HELP, add_store, error, log, pickle_table
+from repro.cli.common import LIST_LIMIT, STORE_HELP, add_flag, add_store, error, log, pickle_table
 from repro.errors import EXIT_DRIFT, EXIT_OK
+
+if TYPE_CHECKING:
+    from repro.settings import Settings
 
 
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("flow", help="the flow file")
     add_store(p, STORE_HELP)
-    p.add_argument("-v", "--verbose", action="store_true", help="show every pickle check, not only the problems")
+    add_flag(p, "-v", "--verbose", help="show every pickle check, not only the problems")
     p.set_defaults(func=run, metaflow_args=[])
     p.epilog = "Options for Metaflow's `run` go after --, e.g. `repro run flow.py -- --alpha 0.5`."
 
 
-def run(args: argparse.Namespace, settings) -> int:
+def run(args: argparse.Namespace, settings: Settings) -> int:
     from repro.model.record import RunStatus
     from repro.operations.recover import pending_count
     from repro.operations.run import RunOptions, run_and_record

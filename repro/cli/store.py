@@ -5,9 +5,13 @@ gc, push)."""
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-from repro.cli.common import LIST_LIMIT, add_ref, add_store, capped_lines, log, pickle_table
+from repro.cli.common import LIST_LIMIT, add_flag, add_ref, add_store, capped_lines, log, pickle_table
 from repro.errors import EXIT_DRIFT, EXIT_OK
+
+if TYPE_CHECKING:
+    from repro.settings import Settings
 
 
 def configure(st: argparse.ArgumentParser) -> None:
@@ -22,9 +26,9 @@ def configure(st: argparse.ArgumentParser) -> None:
     p = ssub.add_parser("verify", help="re-hash every object a record names")
     add_store(p)
     add_ref(p, help="one run (default: every run in the store)", nargs="?")
-    p.add_argument(
+    add_flag(
+        p,
         "--cache",
-        action="store_true",
         help="also re-hash every file of the local package cache and remove damaged ones (alone: only the cache)",
     )
     p.set_defaults(func=verify)
@@ -36,7 +40,7 @@ def configure(st: argparse.ArgumentParser) -> None:
         default=1.0,
         help="keep unnamed objects younger than this (a push may be in flight)",
     )
-    p.add_argument("--dry-run", action="store_true")
+    add_flag(p, "--dry-run")
     p.set_defaults(func=gc)
     p = ssub.add_parser("push", help="push a run recorded here (completes a push that failed)")
     add_store(p)
@@ -44,7 +48,7 @@ def configure(st: argparse.ArgumentParser) -> None:
     p.set_defaults(func=push)
 
 
-def ls(args: argparse.Namespace, settings) -> int:
+def ls(args: argparse.Namespace, settings: Settings) -> int:
     from tabulate import tabulate
 
     from repro.operations.records import listing, open_named
@@ -70,7 +74,7 @@ def ls(args: argparse.Namespace, settings) -> int:
     return EXIT_OK
 
 
-def show(args: argparse.Namespace, settings) -> int:
+def show(args: argparse.Namespace, settings: Settings) -> int:
     from tabulate import tabulate
 
     from repro.operations.records import load, open_named
@@ -124,7 +128,7 @@ def _inputs(r) -> list[str]:
     return lines
 
 
-def verify(args: argparse.Namespace, settings) -> int:
+def verify(args: argparse.Namespace, settings: Settings) -> int:
     from repro.operations.records import open_named
     from repro.operations.verify import check_cache, check_store
 
@@ -174,7 +178,7 @@ def verify_report(broken: list, results: list, uri: str, limit: int = LIST_LIMIT
     return "\n".join(lines)
 
 
-def gc(args: argparse.Namespace, settings) -> int:
+def gc(args: argparse.Namespace, settings: Settings) -> int:
     from repro.operations.gc import gc
     from repro.operations.records import open_named
 
@@ -185,7 +189,7 @@ def gc(args: argparse.Namespace, settings) -> int:
     return EXIT_OK
 
 
-def push(args: argparse.Namespace, settings) -> int:
+def push(args: argparse.Namespace, settings: Settings) -> int:
     from repro.operations.push import push
 
     pushed = push(args.ref, args.store, settings, log=log)
