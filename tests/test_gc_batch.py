@@ -12,8 +12,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from repro.model.interpreter import InterpreterSnapshot
+from repro.operations.gc import gc
 from repro.store import LocalStore, layout
-from repro.store.snapshot import gc, push, verify
+from repro.store.snapshot import push, verify
 from tests.store_fakes import age, fake_run
 
 

@@ -9,7 +9,7 @@ from itertools import pairwise
 
 import pytest
 
-from repro.cli.main import verify_report
+from repro.cli.store import verify_report
 from repro.model.lock import PlatformLock
 from repro.store import layout, open_store
 from tests.helpers import cli, make_record, pkg, write_flow

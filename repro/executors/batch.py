@@ -43,7 +43,7 @@ from repro.fsutil import atomic_write
 from repro.model.lock import PlatformLock
 from repro.settings import Home, Settings
 from repro.store import layout, open_store
-from repro.store.base import ObjectInfo, Store
+from repro.store.base import ObjectInfo, Store, StoreObjectMissing
 from repro.store.snapshot import HeldLease, Upload, complete_uploads, upload_one
 
 MANIFEST_FORMAT = 3  # 2: names batch_bootstrap.py (``script``); 3: lists the files of the interpreter and env
@@ -408,3 +408,40 @@ def stage(
         log(f"staged env {env_id[:12]} for Batch in {store.uri} ({counts[env_id]} packages)")
         out[env_id] = Staged(store.uri, sha)
     return out, lease
+
+
+# -- what gc keeps for Batch ---------------------------------------------------------------------
+
+
+def batch_objects(store: Store, envs: set[str]) -> set[str]:
+    """What Batch staging put in the store for the environments of kept records: each bootstrap manifest
+    (``bootstrap/<sha256>.json``, written by ``repro.executors.batch.stage``) whose env is one of ``envs``,
+    and the uv binary, bootstrap script, interpreter snapshot and package files it names. A manifest is untrusted: one whose
+    bytes do not match its key, that is not a manifest, or names keys of other shapes protects nothing
+    (and, no record's env being its own, is collected like any orphan)."""
+    keep: set[str] = set()
+    for info in store.list(layout.BOOTSTRAP_MANIFESTS):
+        manifest = layout.parse_as(info.key, layout.Kind.BOOTSTRAP_MANIFEST)
+        if manifest is None:
+            continue
+        try:
+            data = store.get_bytes(info.key)
+        except StoreObjectMissing:
+            continue
+        if hashlib.sha256(data).hexdigest() != manifest.digest:
+            continue
+        try:
+            doc = json.loads(data)
+            if doc.get("env_id") not in envs:
+                continue
+            named = [doc["uv"]["key"], doc["interpreter"]["key"], *(p["key"] for p in doc["packages"])]
+            if "script" in doc:  # batch_bootstrap.py (manifests of format 2 on)
+                named.append(doc["script"]["key"])
+            snapshot = doc["interpreter"]["sha256"]
+        except (ValueError, KeyError, TypeError, AttributeError):
+            continue
+        keep.add(info.key)
+        keep |= {k for k in named if layout.parse_as(k, *layout.STAGED_KINDS)}
+        if isinstance(snapshot, str) and layout.parse_as(layout.python_manifest(snapshot), layout.Kind.PYTHON_MANIFEST):
+            keep.add(layout.python_manifest(snapshot))
+    return keep

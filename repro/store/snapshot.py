@@ -17,6 +17,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -776,47 +777,21 @@ class Leases:
 GC_PREFIXES = layout.GC_AREAS
 
 
-def batch_objects(store: Store, envs: set[str]) -> set[str]:
-    """What Batch staging put in the store for the environments of kept records: each bootstrap manifest
-    (``bootstrap/<sha256>.json``, written by ``repro.executors.batch.stage``) whose env is one of ``envs``,
-    and the uv binary, bootstrap script, interpreter snapshot and package files it names. A manifest is untrusted: one whose
-    bytes do not match its key, that is not a manifest, or names keys of other shapes protects nothing
-    (and, no record's env being its own, is collected like any orphan)."""
-    keep: set[str] = set()
-    for info in store.list(layout.BOOTSTRAP_MANIFESTS):
-        manifest = layout.parse_as(info.key, layout.Kind.BOOTSTRAP_MANIFEST)
-        if manifest is None:
-            continue
-        try:
-            data = store.get_bytes(info.key)
-        except StoreObjectMissing:
-            continue
-        if hashlib.sha256(data).hexdigest() != manifest.digest:
-            continue
-        try:
-            doc = json.loads(data)
-            if doc.get("env_id") not in envs:
-                continue
-            named = [doc["uv"]["key"], doc["interpreter"]["key"], *(p["key"] for p in doc["packages"])]
-            if "script" in doc:  # batch_bootstrap.py (manifests of format 2 on)
-                named.append(doc["script"]["key"])
-            snapshot = doc["interpreter"]["sha256"]
-        except (ValueError, KeyError, TypeError, AttributeError):
-            continue
-        keep.add(info.key)
-        keep |= {k for k in named if layout.parse_as(k, *layout.STAGED_KINDS)}
-        if isinstance(snapshot, str) and layout.parse_as(layout.python_manifest(snapshot), layout.Kind.PYTHON_MANIFEST):
-            keep.add(layout.python_manifest(snapshot))
-    return keep
-
-
 def gc(
-    store: Store, grace_seconds: float = 3600, dry_run: bool = False, stale_upload_seconds: float | None = None
+    store: Store,
+    grace_seconds: float = 3600,
+    dry_run: bool = False,
+    stale_upload_seconds: float | None = None,
+    live: Callable[[list[RunRecord]], Iterable[str]] | None = None,
 ) -> list[str]:
     """Delete objects no record names and no live lease names, older than the grace period. Each
     candidate is checked again right before its delete (leases re-read, age re-read), so an object
     a push in flight is about to name is never deleted. Also aborts uploads (S3 multipart, partial
-    files) older than the grace period."""
+    files) older than the grace period.
+
+    ``live``: what else the kept records need that they do not name themselves (objects an executor
+    staged for their environments, e.g. Batch's bootstrap manifests), given the records; the store
+    knows no executor, so the caller that does says (``repro.operations.gc``)."""
     listing = scan_records(store)
     if listing.broken:  # a record gc cannot read might name anything: deleting would be a guess
         raise BadInput(
@@ -827,7 +802,8 @@ def gc(
     named = set()
     for record in listing.records:
         named |= set(named_objects(record))
-    named |= batch_objects(store, {env_id for r in listing.records for env_id in r.envs})
+    if live is not None:
+        named |= set(live(listing.records))
     now = time.time()
     leases = Leases(store)
     named |= leases.refresh(expire=not dry_run)

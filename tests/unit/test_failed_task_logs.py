@@ -7,7 +7,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from repro.cli.main import failed_tasks
+from repro.cli.run import failed_tasks
 from repro.model.findings import Finding, Kind
 from repro.operations.replay import logs_command, task_pathspec
 from repro.operations.run import Outcome
