@@ -42,13 +42,16 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=10)
     parser.add_argument("--all-plugins", action="store_true", help="load every installed pytest plugin")
     args = parser.parse_args()
-    pairs = args.pairs
-    folder = Path(tempfile.mkdtemp(prefix="bench-plugin-"))
+    with tempfile.TemporaryDirectory(prefix="bench-plugin-") as tmp:
+        bench(Path(tmp), args.pairs, args.all_plugins)
+
+
+def bench(folder: Path, pairs: int, all_plugins: bool) -> None:
     (folder / "pytest.ini").write_text("[pytest]\n")  # the folder is its own rootdir: no config found above it
     (folder / "test_one.py").write_text(TEST)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
     base = [sys.executable, "-m", "pytest", "-q", "test_one.py"]
-    if args.all_plugins:
+    if all_plugins:
         plugged, unplugged = base, [*base, "-p", "no:repro"]
     else:
         env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
@@ -64,8 +67,9 @@ def main() -> None:
         with_.append(took[True])
         without.append(took[False])
         ratios.append(took[True] / took[False])
+    which = "all plugins" if all_plugins else "no other plugin"
     print(
-        f"pytest on one test ({'all plugins' if args.all_plugins else 'no other plugin'}), CPU: {statistics.median(with_):.3f} s with repro, "
+        f"pytest on one test ({which}), CPU: {statistics.median(with_):.3f} s with repro, "
         f"{statistics.median(without):.3f} s with -p no:repro; "
         f"ratio {statistics.median(ratios):.2f}x (pairwise median of {pairs}; target <= 1.05x)"
     )
