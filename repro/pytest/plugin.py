@@ -1,15 +1,38 @@
 """pytest plugin (entry point ``pytest11: repro``). Thin: options, collection and reporting hooks
 hand every decision to ``ReproSession``. Without ``--repro`` it collects nothing and does nothing
-but answer ``pytest_collect_file`` with ``None``."""
+but answer ``pytest_collect_file`` with ``None``.
+
+Installing repro loads this module into every pytest run of every project in the environment, so
+it imports nothing but pytest and the standard library at load: the session (and with it Metaflow,
+boto3, rattler, docker, the store...) is imported by the hooks that need it, once ``--repro`` (or the
+``repro_run`` fixture) asks for one. ``tests/unit/test_plugin_light.py`` keeps it so."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from repro.pytest.session import SESSION
-from repro.settings import REPLAY_PLACES
+if TYPE_CHECKING:
+    from repro.pytest.session import ReproSession
+
+#: the places ``--repro-on`` accepts: ``repro.settings.REPLAY_PLACES``, spelled again because importing
+#: settings (its TOML reader, the protocol, the errors) at load costs every pytest run about 3% of its
+#: CPU; tests/unit/test_plugin_light.py holds the two equal
+REPLAY_PLACES = ("local", "docker", "batch")
+
+#: the module that defines the session and its stash key; importing it is what this plugin avoids
+_SESSION_MODULE = "repro.pytest.session"
+
+
+def _session(config) -> ReproSession | None:
+    """The run's session, if one was made. Every session is made through the session module (by
+    ``pytest_configure`` under ``--repro``, or by the ``repro_run`` fixture), so while that module is
+    not imported there is none, and asking costs no import."""
+    module = sys.modules.get(_SESSION_MODULE)
+    return None if module is None else config.stash.get(module.SESSION, None)
 
 
 def pytest_addoption(parser):
@@ -86,7 +109,7 @@ def pytest_configure(config):
     # Metaflow imports PyYAML's C extension by its old name; users cannot act on that warning
     config.addinivalue_line("filterwarnings", "ignore:The _yaml extension module:DeprecationWarning")
     if config.getoption("repro"):
-        from repro.pytest.session import ReproSession
+        from repro.pytest.session import SESSION, ReproSession
 
         uid = getattr(config, "workerinput", {}).get("repro_uid")
         config.stash[SESSION] = ReproSession(config, uid=uid)
@@ -103,7 +126,7 @@ def pytest_configure(config):
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node):
     """pytest-xdist: every worker shares the controller's session folder, so a flow runs once."""
-    session = node.config.stash.get(SESSION, None)
+    session = _session(node.config)
     if session is not None:
         node.workerinput["repro_uid"] = session.uid
 
@@ -120,7 +143,7 @@ def _looks_like_flow(path: Path, config) -> bool:
 
 
 def pytest_collect_file(file_path: Path, parent):
-    if SESSION not in parent.config.stash or not _looks_like_flow(file_path, parent.config):
+    if _session(parent.config) is None or not _looks_like_flow(file_path, parent.config):
         return None
     from repro.pytest.items import FlowFile
 
@@ -129,7 +152,7 @@ def pytest_collect_file(file_path: Path, parent):
 
 def pytest_pycollect_makemodule(module_path: Path, parent):
     """Under --repro a flow file given on the command line is a flow, not a test module."""
-    if SESSION in parent.config.stash and _looks_like_flow(module_path, parent.config):
+    if _session(parent.config) is not None and _looks_like_flow(module_path, parent.config):
         return _Empty.from_parent(parent, path=module_path)
     return None
 
@@ -140,7 +163,7 @@ class _Empty(pytest.File):
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    session = config.stash.get(SESSION, None)
+    session = _session(config)
     if session is None or hasattr(config, "workerinput"):
         return
     from repro.report import render as report
@@ -155,7 +178,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
 
 
 def pytest_unconfigure(config):
-    session = config.stash.get(SESSION, None)
+    session = _session(config)
     if session is not None and not hasattr(config, "workerinput"):
         import shutil
 
