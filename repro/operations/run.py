@@ -30,6 +30,7 @@ from repro.env.interpreter_snapshot import snapshot_interpreters
 from repro.errors import BadInput, InfraError, ReproError
 from repro.executors.batch import runs_on_batch
 from repro.model.findings import Finding, Kind, Severity
+from repro.model.inspection import RunInspection
 from repro.model.interpreter import Executor, ExecutorKind
 from repro.model.lock import Lock, parse_lock, read_lock
 from repro.model.platforms import local_platform_name
@@ -429,7 +430,7 @@ def _record(
 
 def _read_back(
     flow: Flow, run_id: str, elapsed: float, env: dict[str, str], options: RunOptions, settings: Settings
-) -> tuple[RunRecord, dict]:
+) -> tuple[RunRecord, RunInspection]:
     """The finished run as Metaflow's client reads it, and its record."""
     found = runs.inspect(
         flow.name,
@@ -578,29 +579,29 @@ class _MetaflowFailed(ReproError):
         self.exit_code = code or 3  # no exit code, but no run either: something broke
 
 
-def task_findings(raw: dict, steps, finished: bool) -> list[Finding]:
+def task_findings(found: RunInspection, steps, finished: bool) -> list[Finding]:
     """A failed task, or a step that never ran because an earlier one failed."""
     out = []
-    for step, tasks in raw["steps"].items():
+    for step, tasks in found.steps.items():
         for t in tasks:
-            if not t["successful"]:
-                why = t["stderr"].strip() or (
+            if not t.successful:
+                why = t.stderr.strip() or (
                     "it left no logs: it failed before its step ran (on AWS Batch: the job failed before the "
                     "task started; Metaflow's output above says why)"
                 )
                 out.append(
                     Finding(
                         Kind.TASK_FAILED,
-                        f"task {t['task_id']} ({t['foreach']}) failed:\n{why}",
+                        f"task {t.task_id} ({t.foreach}) failed:\n{why}",
                         step=step,
-                        task=t["foreach"],
+                        task=t.foreach,
                     )
                 )
     if not finished:
         out += [
             Finding(Kind.NOT_RUN, "not run: an earlier step failed", step=step)
             for step in steps
-            if step not in raw["steps"]
+            if step not in found.steps
         ]
     return out
 
