@@ -248,8 +248,9 @@ def cmd_run(args) -> int:
     from repro.operations.run import RunOptions, run_and_record
     from repro.settings import load_settings
 
-    _pending_hint(load_settings(Path(args.flow).resolve().parent))
-    options = RunOptions(store=args.store, push=True, metaflow_args=tuple(args.metaflow_args))
+    settings = load_settings(Path(args.flow).resolve().parent)  # the flow's, read once: the run reuses them
+    _pending_hint(settings)
+    options = RunOptions(store=args.store, push=True, metaflow_args=tuple(args.metaflow_args), settings=settings)
     outcome = run_and_record(Path(args.flow), options, log=_log)
     if outcome.error:
         raise _error(outcome.error, outcome.error_code)
