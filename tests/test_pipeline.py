@@ -1,5 +1,7 @@
 """`repro run` through the one pipeline: exit codes of failures inside Metaflow reach the command line."""
 
+from pathlib import Path
+
 import pytest
 
 from tests.helpers import cli, write_flow
@@ -56,3 +58,69 @@ def test_exit_codes_of_failures_inside_metaflow_reach_the_cli(flow_dir, tmp_path
     path.write_text(path.read_text().split("if __name__")[0])  # nothing starts the flow
     unstarted = cli("run", path, env=env, cwd=flow_dir)
     assert unstarted.code == 2 and "ExitFlow()" in unstarted.err
+
+
+def test_one_run_reads_its_flow_and_settings_once_and_saves_its_record_once(flow_dir, tmp_path, monkeypatch):
+    """One pass: ``run_and_record`` imports the flow file once, reads the settings once and writes the
+    record once (plus the pending marker it removes), also when it checks drift and compares with a
+    baseline; the lock it ran with travels in the outcome."""
+    from repro import settings as settings_module
+    from repro.env import flowfile
+    from repro.model.lock import read_lock
+    from repro.operations.run import Outcome, RunOptions, run_and_record
+    from repro.store import snapshot
+    from tests.counting import count_calls
+
+    path = write_flow(flow_dir, FLOW % "1.16.0")
+    for name, value in {
+        "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(tmp_path / "mf"),
+        "METAFLOW_DEFAULT_DATASTORE": "local",
+        "METAFLOW_DEFAULT_METADATA": "local",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(flow_dir)
+    store = (tmp_path / "store").as_uri()
+    imports = count_calls(monkeypatch, flowfile, "import_flow_module")
+    settings = count_calls(monkeypatch, settings_module, "load_settings")
+    saves = count_calls(monkeypatch, snapshot, "save_local")
+
+    first = run_and_record(path, RunOptions(store=store, push=True))
+    assert first.ok, first.error or first.output[-3000:]
+    assert (imports["*"], settings["*"], saves["*"]) == (1, 1, 1)
+    assert first.lock is not None and first.lock == read_lock(path.with_name("flow.repro.lock"))  # written by the run
+    assert first.relocked and Outcome.from_json(first.to_json()).lock == first.lock
+
+    second = run_and_record(path, RunOptions(store=store, push=True, drift=True, baseline="latest"))
+    assert second.ok and second.comparison is not None, second.error or second.output[-3000:]
+    assert (imports["*"], settings["*"], saves["*"]) == (2, 2, 2)
+    assert not second.relocked and second.lock == first.lock
+
+
+def test_a_run_whose_checks_fail_is_still_saved_as_read_back(flow_dir, tmp_path, monkeypatch):
+    """The record is saved once, after its checks; when a check fails (here the pickle matrix, with an
+    infrastructure error) the finished run is saved as it was read back, and its pending marker goes."""
+    from repro.adapter import pending
+    from repro.errors import InfraError
+    from repro.model.record import from_json
+    from repro.operations import run as pipeline
+    from repro.settings import load_settings
+
+    path = write_flow(flow_dir, FLOW % "1.16.0")
+    for name, value in {
+        "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(tmp_path / "mf"),
+        "METAFLOW_DEFAULT_DATASTORE": "local",
+        "METAFLOW_DEFAULT_METADATA": "local",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(flow_dir)
+
+    def broken(*args, **kwargs):
+        raise InfraError("the pickle matrix could not start")
+
+    monkeypatch.setattr(pipeline, "finish_record", broken)
+    outcome = pipeline.run_and_record(path, pipeline.RunOptions(store=(tmp_path / "store").as_uri(), push=True))
+    assert outcome.error == "the pickle matrix could not start" and outcome.error_code == 3
+    assert outcome.saved and not outcome.pushed
+    saved = from_json(Path(outcome.saved).read_text(), outcome.saved)
+    assert saved.run_id == outcome.record.run_id and saved.pickle_checks == ()
+    assert list(pending.pending(load_settings(path).home)) == []

@@ -461,3 +461,27 @@ def test_lock_advice_for_a_missing_platform_is_a_command_that_fixes_it(project):
     fixed = cli("lock", "demo_flow.py", "--platform", "osx-arm64", cwd=project.path)
     assert fixed.code == 0, fixed.text
     run(project, "--repro", "demo_flow.py", "--repro-platform", "osx-arm64").assert_outcomes(passed=5)
+
+
+def test_a_session_reads_each_flow_and_the_settings_once(project, monkeypatch, tmp_path):
+    """One pass per flow: collecting a flow imports it, its run reuses what collection read, the report
+    reuses the lock the run left; the settings are read once for the session (every flow shares the
+    rootdir's pyproject.toml); each record is saved once."""
+    from repro import settings as settings_module
+    from repro.env import flowfile
+    from repro.store import snapshot
+    from tests.counting import count_calls
+
+    paths = [flow(project), flow(project, name="OtherFlow", file="other_flow.py")]
+    for path in paths:
+        assert cli("lock", path).code == 0
+    imports = count_calls(monkeypatch, flowfile, "import_flow_module")
+    settings = count_calls(monkeypatch, settings_module, "load_settings")
+    saves = count_calls(monkeypatch, snapshot, "save_local")
+    store = (tmp_path / "store").as_uri()
+    r = project.inline_run("-p", "no:cacheprovider", "--repro", "--repro-update", "--repro-store", store, *paths)
+    r.assertoutcome(passed=10)
+    assert [imports[str(p)] for p in paths] == [1, 1] and imports["*"] == 2
+    assert settings["*"] == 1 and saves["*"] == 2
+    doc = json.loads((project.path / "reports" / "repro-report.json").read_text())
+    assert [len(f["steps"]) for f in doc["flows"]] == [3, 3]

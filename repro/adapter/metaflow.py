@@ -19,7 +19,9 @@ from repro.checks import lineage
 from repro.env.engine import Flow
 from repro.env.flowfile import CONFIG_OPTIONS
 from repro.errors import EXIT_BAD_INPUT, BadInput, InfraError, ReproError
+from repro.model import inspection
 from repro.model import platforms as plats
+from repro.model.inspection import InspectedTask, RunInspection
 from repro.model.lock import Lock
 from repro.model.record import (
     NO_CODE,
@@ -33,6 +35,7 @@ from repro.model.record import (
     StepRecord,
     TaskRecord,
 )
+from repro.model.validate import Invalid
 from repro.settings import spec_settings
 
 #: Metaflow options that belong before `run` (top-level), with how many values each takes
@@ -130,9 +133,10 @@ def inspect(
     info: dict | None = None,
     inputs_dir: Path | None = None,
     lineage_dir: Path | None = None,
-) -> dict:
-    """The finished run as plain data; IncludeFile contents land in ``inputs_dir/<sha256>``, the artifacts
-    of other flows' runs that steps read in ``lineage_dir/<sha1>`` (``raw["input_sizes"]``: sha1 -> size)."""
+) -> RunInspection:
+    """The finished run, read back by Metaflow's client; IncludeFile contents land in
+    ``inputs_dir/<sha256>``, the artifacts of other flows' runs that steps read in ``lineage_dir/<sha1>``
+    (``input_sizes``: sha1 -> size)."""
     kinds = {name: getattr((info or {}).get(name), "kind", "parameter") for name in parameters}
     with tempfile.TemporaryDirectory(prefix="repro-inputs-") as tmp:
         target = str(inputs_dir) if inputs_dir is not None else tmp
@@ -140,7 +144,9 @@ def inspect(
         return _inspect(flow_name, run_id, kinds, target, env, lineage)
 
 
-def _inspect(flow_name: str, run_id: str, kinds: dict, inputs_dir: str, env: dict | None, lineage_dir: str) -> dict:
+def _inspect(
+    flow_name: str, run_id: str, kinds: dict, inputs_dir: str, env: dict | None, lineage_dir: str
+) -> RunInspection:
     proc = subprocess.run(
         [
             sys.executable,
@@ -158,7 +164,10 @@ def _inspect(flow_name: str, run_id: str, kinds: dict, inputs_dir: str, env: dic
     )
     if proc.returncode != 0:
         raise InfraError(f"cannot read run {flow_name}/{run_id} back from Metaflow:\n{proc.stderr.strip()[-3000:]}")
-    return json.loads(proc.stdout)
+    try:
+        return inspection.from_json(proc.stdout, f"run {flow_name}/{run_id} as read back from Metaflow")
+    except Invalid as exc:  # that process read the user's run: what it says is checked like a stored record
+        raise InfraError(f"cannot read run {flow_name}/{run_id} back from Metaflow: {exc}") from None
 
 
 def lock_sha256(path: Path) -> str:
@@ -251,88 +260,23 @@ def expected_identity(flow: Flow, args: Sequence[str] = (), env: Mapping[str, st
 
 
 def build_record(
-    flow: Flow, lock: Lock, run_id: str, raw: dict, duration: float, args: tuple[str, ...] = ()
+    flow: Flow, lock: Lock, run_id: str, found: RunInspection, duration: float, args: tuple[str, ...] = ()
 ) -> RunRecord:
-    """A RunRecord from a finished run's raw data and the options it ran with (no I/O here)."""
+    """A RunRecord from a finished run as read back and the options it ran with (no I/O here)."""
     argv = list(args)  # a new name: ``args`` is the caller's tuple
-    top, _ = split_top_level(argv)
-    info = flow.decl.parameter_info or {}
-    include_files = {}
-    for name, d in sorted(raw.get("include_files", {}).items()):
-        given = _option_values(argv, f"--{name}")
-        original = given[-1][0] if given and given[-1] else getattr(info.get(name), "default_file", "")
-        include_files[name] = IncludedFileRecord(
-            sha256=d["sha256"],
-            size=d["size"],
-            name=_safe_file_name(original, f"{name}.input"),
-            is_text=d["is_text"],
-            encoding=d["encoding"],
-        )
-    configs = {}
-    for name, value in sorted(raw.get("configs", {}).items()):
-        named = {v[0] for opt in ("--config", "--config-value") for v in _option_values(top, opt, 2) if v}
-        configs[name] = ConfigRecord(
-            value=value,
-            source=ConfigSource.COMMAND_LINE if name in named else ConfigSource.DEFAULT,
-            plain=getattr(info.get(name), "plain", False),
-            parser=getattr(info.get(name), "parser", False),
-        )
-    local = plats.local_platform_name()
-    steps, envs, code_shas, seeds = {}, {}, set(), set()
-    ds = {}
-    for step in flow.decl.steps:
-        spec = flow.specs[step]
-        sl = lock.steps[step]
-        env_id = protocol.DISABLED if spec.disabled else sl.platforms[local].env_id
-        if not spec.disabled:
-            envs[env_id] = sl.platforms[local]
-        tasks: dict[str, TaskRecord] = {}
-        for t in raw["steps"].get(step, []):
-            md = t["metadata"]
-            fp = json.loads(md.get(protocol.META_FINGERPRINT) or "{}")
-            code_shas.add(md.get(protocol.META_CODE_SHA, ""))
-            seeds.add(md.get(protocol.META_PYTHONHASHSEED, ""))
-            ds = {"type": t["ds_type"], "root": t["ds_root"]}
-            arts = {
-                n: ArtifactRecord(sha1=a["sha1"], size=a["size"], type=a["type"])
-                for n, a in sorted(t["artifacts"].items())
-            }
-            tasks[t["foreach"]] = TaskRecord(
-                task_id=t["task_id"],
-                env_id=md.get(protocol.META_ENV_ID, ""),
-                fingerprint=fp.get("digest", ""),
-                interpreter=md.get(protocol.META_INTERPRETER, ""),
-                artifacts=arts,
-            )
-        steps[step] = StepRecord(
-            spec_id=spec.spec_id,
-            env_id=env_id,
-            disabled=spec.disabled,
-            tasks=dict(sorted(tasks.items(), key=lambda kv: _task_order(kv[0]))),
-        )
-    code_shas.discard("")
-    if not code_shas and not raw.get("successful"):
-        # no task got as far as its step (e.g. every Batch job failed before its task started): the
-        # failed run is still recorded for its report (a failed replay's record is saved and pushed too:
-        # named_objects names no code object for NO_CODE)
-        code_shas.add(NO_CODE)
-    if len(code_shas) != 1:
-        raise InfraError(
-            f"run {flow.name}/{run_id}: tasks report {len(code_shas)} code packages; "
-            "was it run with repro's --environment=conda?"
-        )
+    steps, envs, ds, code_sha, seeds = _steps(flow, lock, run_id, found)
     return RunRecord(
         flow=flow.name,
         run_id=run_id,
         flow_file=flow.path.name,
-        code_sha256=code_shas.pop(),
+        code_sha256=code_sha,
         lock_sha256=lock_sha256(flow.lock_file),
-        parameters=raw.get("parameters", {}),
+        parameters=dict(found.parameters),
         pythonhashseed=",".join(sorted(seeds - {""})) or "",
-        metaflow_version=raw.get("metaflow_version") or _metaflow_version(),  # the runtime's, not ours
+        metaflow_version=found.metaflow_version or _metaflow_version(),  # the runtime's, not ours
         repro_version=__version__,
         host={
-            "platform": local,
+            "platform": plats.local_platform_name(),
             "python": ".".join(str(x) for x in sys.version_info[:3]),
             "system": _platform.platform(),
             "node": _platform.node(),
@@ -342,16 +286,102 @@ def build_record(
         envs=envs,
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         duration_s=round(duration, 3),
-        status=RunStatus.SUCCESS if raw.get("successful") else RunStatus.FAILED,
+        status=RunStatus.SUCCESS if found.successful else RunStatus.FAILED,
         settings=spec_settings(flow.settings),
         graph={k: tuple(v) for k, v in (flow.decl.graph or {}).items()},
         step_order=tuple(flow.decl.steps),
-        include_files=include_files,
-        configs=configs,
+        include_files=_include_files(flow, found, argv),
+        configs=_configs(flow, found, argv),
         run_options=run_options_of(argv, flow.decl.parameters),
-        identity=flow_identity(flow.name, flow.path, raw.get("project", ""), raw.get("project_branch", "")),
-        inputs=lineage.collect(raw["steps"], raw.get("input_sizes", {}), f"run {flow.name}/{run_id}"),
+        identity=flow_identity(flow.name, flow.path, found.project, found.project_branch),
+        inputs=lineage.collect(found.task_reports(), found.input_sizes, f"run {flow.name}/{run_id}"),
     )
+
+
+def _include_files(flow: Flow, found: RunInspection, argv: list[str]) -> dict[str, IncludedFileRecord]:
+    """Each IncludeFile's contents, named after the file the user gave (or the default one)."""
+    info = flow.decl.parameter_info or {}
+    out = {}
+    for name, f in sorted(found.include_files.items()):
+        given = _option_values(argv, f"--{name}")
+        original = given[-1][0] if given and given[-1] else getattr(info.get(name), "default_file", "")
+        out[name] = IncludedFileRecord(
+            sha256=f.sha256,
+            size=f.size,
+            name=_safe_file_name(original, f"{name}.input"),
+            is_text=f.is_text,
+            encoding=f.encoding,
+        )
+    return out
+
+
+def _configs(flow: Flow, found: RunInspection, argv: list[str]) -> dict[str, ConfigRecord]:
+    """Each Config's value, and whether the command line gave it."""
+    info = flow.decl.parameter_info or {}
+    top, _ = split_top_level(argv)
+    named = {v[0] for opt in ("--config", "--config-value") for v in _option_values(top, opt, 2) if v}
+    return {
+        name: ConfigRecord(
+            value=value,
+            source=ConfigSource.COMMAND_LINE if name in named else ConfigSource.DEFAULT,
+            plain=getattr(info.get(name), "plain", False),
+            parser=getattr(info.get(name), "parser", False),
+        )
+        for name, value in sorted(found.configs.items())
+    }
+
+
+def _steps(
+    flow: Flow, lock: Lock, run_id: str, found: RunInspection
+) -> tuple[dict[str, StepRecord], dict, dict[str, str | None], str, set[str]]:
+    """(steps, envs, datastore, code package sha256, hash seeds) of the run's tasks."""
+    local = plats.local_platform_name()
+    steps, envs, code_shas, seeds = {}, {}, set(), set()
+    ds: dict[str, str | None] = {}
+    for step in flow.decl.steps:
+        spec = flow.specs[step]
+        env_id = protocol.DISABLED if spec.disabled else lock.steps[step].platforms[local].env_id
+        if not spec.disabled:
+            envs[env_id] = lock.steps[step].platforms[local]
+        tasks: dict[str, TaskRecord] = {}
+        for t in found.steps.get(step, ()):
+            code_shas.add(t.metadata.get(protocol.META_CODE_SHA, ""))
+            seeds.add(t.metadata.get(protocol.META_PYTHONHASHSEED, ""))
+            ds = {"type": t.ds_type, "root": t.ds_root}
+            tasks[t.foreach] = _task_record(t)
+        steps[step] = StepRecord(
+            spec_id=spec.spec_id,
+            env_id=env_id,
+            disabled=spec.disabled,
+            tasks=dict(sorted(tasks.items(), key=lambda kv: _task_order(kv[0]))),
+        )
+    return steps, envs, ds, _code_sha(code_shas, found.successful, f"{flow.name}/{run_id}"), seeds
+
+
+def _task_record(t: InspectedTask) -> TaskRecord:
+    fp = json.loads(t.metadata.get(protocol.META_FINGERPRINT) or "{}")
+    return TaskRecord(
+        task_id=t.task_id,
+        env_id=t.metadata.get(protocol.META_ENV_ID, ""),
+        fingerprint=fp.get("digest", ""),
+        interpreter=t.metadata.get(protocol.META_INTERPRETER, ""),
+        artifacts={n: ArtifactRecord(sha1=a.sha1, size=a.size, type=a.type) for n, a in sorted(t.artifacts.items())},
+    )
+
+
+def _code_sha(code_shas: set[str], successful: bool, run: str) -> str:
+    """The one code package every task of the run reports."""
+    found = code_shas - {""}
+    if not found and not successful:
+        # no task got as far as its step (e.g. every Batch job failed before its task started): the
+        # failed run is still recorded for its report (a failed replay's record is saved and pushed too:
+        # named_objects names no code object for NO_CODE)
+        found = {NO_CODE}
+    if len(found) != 1:
+        raise InfraError(
+            f"run {run}: tasks report {len(found)} code packages; was it run with repro's --environment=conda?"
+        )
+    return found.pop()
 
 
 def _task_order(key: str):

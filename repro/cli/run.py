@@ -29,13 +29,14 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from repro.operations.run import RunOptions, run_and_record
     from repro.settings import load_settings
 
-    waiting = pending_count(load_settings(Path(args.flow).resolve().parent))
+    flow_settings = load_settings(Path(args.flow).resolve().parent)  # the flow's, read once: the run reuses them
+    waiting = pending_count(flow_settings)
     if waiting:
         log(
             f"repro: {waiting} finished run(s) were never recorded (repro was stopped after Metaflow's "
             f"Done!): `repro recover` records and pushes them"
         )
-    options = RunOptions(store=args.store, push=True, metaflow_args=tuple(args.metaflow_args))
+    options = RunOptions(store=args.store, push=True, metaflow_args=tuple(args.metaflow_args), settings=flow_settings)
     outcome = run_and_record(Path(args.flow), options, log=log)
     if outcome.error:
         raise error(outcome.error, outcome.error_code)

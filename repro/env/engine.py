@@ -50,13 +50,20 @@ class Flow:
 
 
 def open_flow(
-    path: Path, settings: Settings | None = None, metaflow_args: Sequence[str] = (), s3_datastore: bool | None = None
+    path: Path,
+    settings: Settings | None = None,
+    metaflow_args: Sequence[str] = (),
+    s3_datastore: bool | None = None,
+    decl: FlowDeclarations | None = None,
 ) -> Flow:
     """Import a flow file and read its declarations (with the config values these Metaflow options
     give, see ``flowfile.load_flow``) and lock. ``s3_datastore``: whether the run will have an S3
-    datastore (Metaflow's S3 needs join each env), when not Metaflow's setting in this process."""
+    datastore (Metaflow's S3 needs join each env), when not Metaflow's setting in this process.
+    ``decl``: the declarations a caller already read with these options (pytest reads them to collect
+    the flow), so that one run imports the flow file once."""
     path = Path(path)
-    decl = load_flow(path, metaflow_args)
+    if decl is None:
+        decl = load_flow(path, metaflow_args)
     if s3_datastore is not None:
         decl = replace(decl, s3_datastore=s3_datastore)
     return _flow(decl, path, settings or load_settings(path))

@@ -24,13 +24,15 @@ from repro.adapter.codepackage import import_paths
 from repro.adapter.flowfolder import check_flow_folder
 from repro.checks import drift, lineage, pickles
 from repro.checks.compare import Comparison, compare
-from repro.env.engine import current_lock, environments, open_flow, spec_drift
-from repro.env.flowfile import load_flow
+from repro.env.engine import Flow, current_lock, environments, open_flow, spec_drift
+from repro.env.flowfile import FlowDeclarations, load_flow
 from repro.env.interpreter_snapshot import snapshot_interpreters
 from repro.errors import BadInput, InfraError, ReproError
 from repro.executors.batch import runs_on_batch
 from repro.model.findings import Finding, Kind, Severity
+from repro.model.inspection import RunInspection
 from repro.model.interpreter import Executor, ExecutorKind
+from repro.model.lock import Lock, parse_lock, read_lock
 from repro.model.platforms import local_platform_name
 from repro.model.record import RunRecord, RunStatus, from_json
 from repro.model.validate import cap
@@ -142,6 +144,7 @@ class Outcome:
     relocked: bool = False  # the lock was stale (or missing) and was re-locked before the run
     held: bool = False  # the lock was stale and frozen, so the flow did not run
     replay: ReplayCheck | None = None  # the run replayed elsewhere from the store (pytest --repro-on)
+    lock: Lock | None = None  # the flow's lock as the run left it (re-locked, or as committed); None: unread
 
     @property
     def ok(self) -> bool:
@@ -173,6 +176,7 @@ class Outcome:
                 "relocked": self.relocked,
                 "held": self.held,
                 "replay": self.replay.to_dict() if self.replay else None,
+                "lock": self.lock.to_toml() if self.lock else None,
             }
         )
 
@@ -196,21 +200,26 @@ class Outcome:
             relocked=d.get("relocked", False),
             held=d.get("held", False),
             replay=ReplayCheck.from_dict(d["replay"]) if d.get("replay") else None,
+            lock=parse_lock(d["lock"], Path(d["path"])) if d.get("lock") else None,
         )
 
 
-def run_and_record(path: Path, options: RunOptions | None = None, log: Log = _quiet) -> Outcome:
+def run_and_record(
+    path: Path, options: RunOptions | None = None, log: Log = _quiet, declarations: FlowDeclarations | None = None
+) -> Outcome:
     """Run the flow at ``path`` once under repro's environments and check everything about it.
 
     Bad input and infrastructure failures end up in ``outcome.error`` (with their exit code), never
-    raised, so that callers can report them per flow (the CLI raises them again)."""
+    raised, so that callers can report them per flow (the CLI raises them again). ``declarations``:
+    the flow's, when the caller already read them with ``options.metaflow_args`` (pytest does, to
+    collect it): the flow file is then not imported again."""
     options = options or RunOptions()
     path = Path(path)
     outcome = Outcome(path=str(path.resolve()))
     try:
-        decl = load_flow(path, options.metaflow_args)
+        decl = declarations if declarations is not None else load_flow(path, options.metaflow_args)
         outcome.flow, outcome.steps = decl.name, list(decl.steps)
-        _run(path, options, outcome, log)
+        _run(path, decl, options, outcome, log)
     except _LockFailed as exc:
         outcome.fail(exc.error, subject=LOCK_SUBJECT)
     except ReproError as exc:
@@ -249,6 +258,7 @@ def _lock_for_run(flow, frozen: bool, outcome: Outcome, log: Log) -> None:
         current_lock(flow, offline=flow.settings.offline, log=log, frozen=frozen)
     except ReproError as exc:
         raise _LockFailed(exc) from None
+    outcome.lock = flow.lock
     outcome.relocked = True
 
 
@@ -259,13 +269,39 @@ def _s3_datastore(env: dict[str, str]) -> bool | None:
     return None if kind is None else kind == "s3"
 
 
-def _run(path: Path, options: RunOptions, outcome: Outcome, log: Log) -> None:
+@dataclass(frozen=True)
+class _Before:
+    """What is settled before Metaflow starts: the store (when records go there or a baseline comes
+    from it), the baseline, and whether the lock is frozen."""
+
+    store: Store | None
+    baseline: RunRecord | None
+    frozen: bool
+
+
+def _run(path: Path, decl: FlowDeclarations, options: RunOptions, outcome: Outcome, log: Log) -> None:
     settings = options.settings or load_settings(path)
     check_flow_folder(path, settings.home.root)  # before anything is locked, built or packaged
     try:
-        flow = open_flow(path, settings, options.metaflow_args, s3_datastore=_s3_datastore(options.env))
+        flow = open_flow(path, settings, options.metaflow_args, s3_datastore=_s3_datastore(options.env), decl=decl)
     except ReproError as exc:  # a declaration that cannot be merged or a lock that cannot be read
         raise _LockFailed(exc) from None
+    outcome.lock = flow.lock
+    before = _before_run(flow, options, settings, outcome, log)
+    _lock_for_run(flow, before.frozen, outcome, log)
+    env = {**options.env, **(environ_for(frozen=True) if before.frozen else {})}
+    run_id, elapsed = _start(flow, options, env, outcome, log)
+    flow.lock = read_lock(flow.lock_file)  # Metaflow's process re-locks a lock it finds stale
+    outcome.lock = flow.lock
+    marker = None
+    if options.push and outcome.exit_code == 0:  # written first, so a repro killed from here on loses no run
+        marker = _mark_pending(flow, run_id, elapsed, env, options, settings, before.store)
+    _record(flow, run_id, elapsed, env, options, settings, before.store, before.baseline, outcome, log, marker)
+
+
+def _before_run(flow: Flow, options: RunOptions, settings: Settings, outcome: Outcome, log: Log) -> _Before:
+    """Drift checks, the store and the baseline: everything that may refuse the run before it starts
+    (a baseline of another flow is refused here, before anything is locked or run)."""
     if options.drift:
         outcome.findings += drift.check(flow, resolution=options.resolution_drift, platforms=list(options.platforms))
     frozen = settings.frozen or (flow.lock is not None if options.frozen is None else options.frozen)
@@ -277,7 +313,6 @@ def _run(path: Path, options: RunOptions, outcome: Outcome, log: Log) -> None:
         baseline = load_baseline(store, flow.name, identity, baseline)
     if baseline is not None:
         outcome.baseline = baseline.ref
-        # refused before anything is locked or run: a baseline of another flow is never compared silently
         check_same_identity(baseline, flow.name, identity, options.allow_other_flow)
     if options.resolution_drift:  # input drift: the runs of other flows the recorded run read, then and now
         recorded = (
@@ -287,8 +322,11 @@ def _run(path: Path, options: RunOptions, outcome: Outcome, log: Log) -> None:
         )
         if recorded is not None:
             outcome.findings += drift.check_inputs(recorded, lineage.latest_runs(recorded))
-    _lock_for_run(flow, frozen, outcome, log)
-    env = {**options.env, **(environ_for(frozen=True) if frozen else {})}
+    return _Before(store=store, baseline=baseline, frozen=frozen)
+
+
+def _start(flow: Flow, options: RunOptions, env: dict[str, str], outcome: Outcome, log: Log) -> tuple[str, float]:
+    """Run the flow with Metaflow; (run id, seconds). A process that started no run is an error."""
     log(f"{flow.name}: building environments and running the flow with Metaflow")
     code, run_id, elapsed, output = runs.run_flow(
         flow.path, runs.environment_name(flow), list(options.metaflow_args), env=env, capture=options.capture
@@ -301,33 +339,40 @@ def _run(path: Path, options: RunOptions, outcome: Outcome, log: Log) -> None:
     )
     if run_id is None and code == 0:
         raise BadInput(
-            f"{path.name}: running it started no Metaflow run. Does the file end with "
+            f"{flow.path.name}: running it started no Metaflow run. Does the file end with "
             f'`if __name__ == "__main__":` and `{flow.name}()`?'
         )
     if run_id is None:
         tail = f":\n{output[-4000:]}" if output else "; see its output above"
-        raise _MetaflowFailed(f"{path.name}: the flow did not start (exit code {code}){tail}", code)
-    flow = open_flow(  # the run may have re-locked
-        path, settings, options.metaflow_args, s3_datastore=_s3_datastore(options.env)
+        raise _MetaflowFailed(f"{flow.path.name}: the flow did not start (exit code {code}){tail}", code)
+    return run_id, elapsed
+
+
+def _mark_pending(
+    flow: Flow,
+    run_id: str,
+    elapsed: float,
+    env: dict[str, str],
+    options: RunOptions,
+    settings: Settings,
+    store: Store | None,
+) -> Path:
+    """The pending-run file ``repro recover`` reads if repro is killed before the record is saved."""
+    return pending.save(
+        settings.home,
+        pending.PendingRun(
+            path=str(flow.path),
+            flow=flow.name,
+            run_id=run_id,
+            elapsed=round(elapsed, 3),
+            lock_sha256=runs.lock_sha256(flow.lock_file),
+            store=store.uri if store is not None else "",
+            metaflow_args=tuple(options.metaflow_args),
+            env=pending.locating_env(env),
+            identity=options.identity,
+            cwd=os.getcwd(),
+        ),
     )
-    marker = None
-    if options.push and code == 0:  # written first, so a repro killed from here on loses no finished run
-        marker = pending.save(
-            settings.home,
-            pending.PendingRun(
-                path=str(flow.path),
-                flow=flow.name,
-                run_id=run_id,
-                elapsed=round(elapsed, 3),
-                lock_sha256=runs.lock_sha256(flow.lock_file),
-                store=store.uri if store is not None else "",
-                metaflow_args=tuple(options.metaflow_args),
-                env=pending.locating_env(env),
-                identity=options.identity,
-                cwd=os.getcwd(),
-            ),
-        )
-    _record(flow, run_id, elapsed, env, options, settings, store, baseline, outcome, log, marker)
 
 
 def _record(
@@ -343,48 +388,30 @@ def _record(
     log: Log,
     marker: Path | None = None,
 ) -> None:
-    """Read the finished run back, record it (saved locally before any post-processing), check its
-    pickles, push it, compare it with the baseline. ``marker``: its pending-run file, removed once the
-    record is saved."""
-    raw = runs.inspect(
-        flow.name,
-        run_id,
-        flow.decl.parameters,
-        env=env,
-        info=flow.decl.parameter_info,
-        inputs_dir=settings.home.inputs / "sha256",
-        lineage_dir=settings.home.inputs / "sha1",
-    )
-    assert flow.lock is not None, "the run built its environments from the flow's lock"
-    record = runs.build_record(flow, flow.lock, run_id, raw, elapsed, args=options.metaflow_args)
-    if options.identity:
-        record = replace(record, identity=options.identity)
-    if runs_on_batch(options.metaflow_args):  # `run --with batch`: every step was an AWS Batch job
-        image = options.env.get("METAFLOW_BATCH_CONTAINER_IMAGE") or os.environ.get(
-            "METAFLOW_BATCH_CONTAINER_IMAGE", ""
-        )
-        record = replace(record, executor=Executor(ExecutorKind.BATCH, image=image))
+    """Read the finished run back, record it, check its pickles, push it, compare it with the baseline.
+    ``marker``: its pending-run file, removed once the record is saved. The record is saved once, after
+    its checks; if they fail (or repro is interrupted) it is saved as read back, so a finished run is
+    never lost."""
+    record, found = _read_back(flow, run_id, elapsed, env, options, settings)
     outcome.record = record
-    outcome.findings += task_findings(raw, flow.decl.steps, record.status is RunStatus.SUCCESS)
+    outcome.findings += task_findings(found, flow.decl.steps, record.status is RunStatus.SUCCESS)
     if record.status is not RunStatus.SUCCESS:
         if marker is not None:
             marker.unlink(missing_ok=True)
         return
-    if options.push:  # kept before any post-processing, so a finished run is never lost
+    try:
+        record, keep = _finish(record, flow, options, settings, outcome, log)
+    except BaseException:
+        if options.push:  # the run is kept, although its checks did not finish
+            outcome.saved = str(save_local(record, settings))
+            if marker is not None:
+                marker.unlink(missing_ok=True)
+        raise
+    if options.push:
+        assert store is not None, "opened before the run: options.push is set"
         outcome.saved = str(save_local(record, settings))
         if marker is not None:
             marker.unlink(missing_ok=True)
-    keep: dict[str, bytes] = {}
-    if options.pickle_checks:
-        log(f"{flow.name}: checking that every artifact unpickles where it is read")
-        record, keep = finish_record(record, flow, settings, code_dir(settings, record.code_sha256))
-        outcome.record = record
-        outcome.findings += pickles.findings(record.pickle_checks)
-    if options.push:
-        assert store is not None, "opened above: options.push is set"
-        record = replace(record, interpreters=snapshot_interpreters(record, settings, log=log))
-        outcome.record = record
-        outcome.saved = str(save_local(record, settings))
         try:
             push(record, store, settings, keep, log=log, latest=options.move_latest)
         except ReproError as exc:
@@ -399,6 +426,48 @@ def _record(
         log(f"{flow.name}: comparing with {baseline.ref}")
         outcome.comparison = compare_runs(baseline, record, store, settings)
         outcome.findings += outcome.comparison.findings()
+
+
+def _read_back(
+    flow: Flow, run_id: str, elapsed: float, env: dict[str, str], options: RunOptions, settings: Settings
+) -> tuple[RunRecord, RunInspection]:
+    """The finished run as Metaflow's client reads it, and its record."""
+    found = runs.inspect(
+        flow.name,
+        run_id,
+        flow.decl.parameters,
+        env=env,
+        info=flow.decl.parameter_info,
+        inputs_dir=settings.home.inputs / "sha256",
+        lineage_dir=settings.home.inputs / "sha1",
+    )
+    assert flow.lock is not None, "the run built its environments from the flow's lock"
+    record = runs.build_record(flow, flow.lock, run_id, found, elapsed, args=options.metaflow_args)
+    if options.identity:
+        record = replace(record, identity=options.identity)
+    if runs_on_batch(options.metaflow_args):  # `run --with batch`: every step was an AWS Batch job
+        image = options.env.get("METAFLOW_BATCH_CONTAINER_IMAGE") or os.environ.get(
+            "METAFLOW_BATCH_CONTAINER_IMAGE", ""
+        )
+        record = replace(record, executor=Executor(ExecutorKind.BATCH, image=image))
+    return record, found
+
+
+def _finish(
+    record: RunRecord, flow: Flow, options: RunOptions, settings: Settings, outcome: Outcome, log: Log
+) -> tuple[RunRecord, dict[str, bytes]]:
+    """The pickle matrix and (for a push) the interpreter snapshots; (the record, the artifact copies
+    the store keeps)."""
+    keep: dict[str, bytes] = {}
+    if options.pickle_checks:
+        log(f"{flow.name}: checking that every artifact unpickles where it is read")
+        record, keep = finish_record(record, flow, settings, code_dir(settings, record.code_sha256))
+        outcome.record = record
+        outcome.findings += pickles.findings(record.pickle_checks)
+    if options.push:
+        record = replace(record, interpreters=snapshot_interpreters(record, settings, log=log))
+        outcome.record = record
+    return record, keep
 
 
 # -- recording runs repro was stopped before recording ---------------------------------------------
@@ -421,7 +490,7 @@ def recover(settings: Settings, store_uri: str | None = None, log: Log = _quiet)
             mine = load_settings(flow_path)  # the flow's own settings (its pyproject.toml), as `repro run` read them
             with _as_when_run(run):  # configs resolve as they did: same folder, same METAFLOW_FLOW_CONFIG*
                 flow = open_flow(flow_path, mine, run.metaflow_args)
-            outcome.flow, outcome.steps = flow.name, list(flow.decl.steps)
+            outcome.flow, outcome.steps, outcome.lock = flow.name, list(flow.decl.steps), flow.lock
             if (
                 flow.name != run.flow
                 or not flow.lock_file.is_file()
@@ -510,29 +579,29 @@ class _MetaflowFailed(ReproError):
         self.exit_code = code or 3  # no exit code, but no run either: something broke
 
 
-def task_findings(raw: dict, steps, finished: bool) -> list[Finding]:
+def task_findings(found: RunInspection, steps, finished: bool) -> list[Finding]:
     """A failed task, or a step that never ran because an earlier one failed."""
     out = []
-    for step, tasks in raw["steps"].items():
+    for step, tasks in found.steps.items():
         for t in tasks:
-            if not t["successful"]:
-                why = t["stderr"].strip() or (
+            if not t.successful:
+                why = t.stderr.strip() or (
                     "it left no logs: it failed before its step ran (on AWS Batch: the job failed before the "
                     "task started; Metaflow's output above says why)"
                 )
                 out.append(
                     Finding(
                         Kind.TASK_FAILED,
-                        f"task {t['task_id']} ({t['foreach']}) failed:\n{why}",
+                        f"task {t.task_id} ({t.foreach}) failed:\n{why}",
                         step=step,
-                        task=t["foreach"],
+                        task=t.foreach,
                     )
                 )
     if not finished:
         out += [
             Finding(Kind.NOT_RUN, "not run: an earlier step failed", step=step)
             for step in steps
-            if step not in raw["steps"]
+            if step not in found.steps
         ]
     return out
 

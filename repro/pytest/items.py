@@ -8,7 +8,6 @@ import warnings
 import pytest
 
 from repro.checks.compare import Verdict
-from repro.env.flowfile import load_flow
 from repro.errors import NoFlowFound, ReproError
 from repro.model.record import PickleStatus
 from repro.model.validate import cap_lines
@@ -26,7 +25,7 @@ class ReproPickleWarning(UserWarning):
 class FlowFile(pytest.File):
     def collect(self):
         try:
-            decl = load_flow(self.path)
+            decl = session_of(self.config).declarations(self.path)
         except NoFlowFound:
             return  # mentions FlowSpec (a helper, a base class) but defines no flow: nothing to run
         except ReproError as exc:

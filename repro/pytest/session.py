@@ -17,14 +17,16 @@ from pathlib import Path
 import pytest
 from filelock import FileLock
 
-from repro.env.engine import open_flow, relock_command
+from repro.env.engine import relock_command
+from repro.env.flowfile import FlowDeclarations, load_flow
 from repro.errors import ReproError
 from repro.model.findings import DRIFT_KINDS, Finding, Kind, Severity, select
+from repro.model.lock import Lock, lock_path, read_lock
 from repro.model.record import NO_FOREACH, RunRecord
 from repro.operations.replay import check_where, replay_elsewhere, replay_findings
 from repro.operations.run import LOCK_SUBJECT, Outcome, ReplayCheck, RunOptions, run_and_record
 from repro.report.document import ReportDocument, StepOutcome, build_flow, document, replay_report
-from repro.settings import load_settings
+from repro.settings import Settings, find_pyproject, load_settings
 from repro.store import open_store
 
 
@@ -41,10 +43,10 @@ class Options:
     on: str = "local"  # also replay each run from the store there: docker | batch (--repro-on)
 
     @classmethod
-    def from_config(cls, config) -> Options:
+    def from_config(cls, config, settings: Settings | None = None) -> Options:
         """Command line first, then [tool.pytest.ini_options] (repro_*), then the settings
-        (REPRO_* variables over [tool.repro], see repro.settings)."""
-        settings = load_settings(Path(str(config.rootpath)))
+        (REPRO_* variables over [tool.repro], see repro.settings; by default those of the rootdir)."""
+        settings = settings or load_settings(Path(str(config.rootpath)))
 
         def pick(opt, ini, name):
             value = config.getoption(opt)
@@ -159,18 +161,39 @@ class ReproSession:
 
     def __init__(self, config, uid: str | None = None):
         self.config = config
-        self.options = Options.from_config(config)
         self.uid = uid or uuid.uuid4().hex
         self.rootdir = Path(str(config.rootpath))
         self.settings = load_settings(self.rootdir)
+        self.options = Options.from_config(config, self.settings)
         self.folder = self.settings.home.pytest_session(self.uid)
         self.outcomes: dict[str, Outcome] = {}
+        # read once per flow file and kept for its run: collecting a flow imports it, running it does not again
+        self._declarations: dict[str, FlowDeclarations] = {}
+        self._settings: dict[Path | None, Settings] = {self.settings.config_file: self.settings}
         self.expected_failures: set[str] = set()  # node ids of items that failed as a strict xfail expects
 
     def pytest_runtest_logreport(self, report) -> None:
         """pytest's report of one item (also from xdist workers): remember expected failures."""
         if report.when == "call" and getattr(report, "wasxfail", None) is not None and report.skipped:
             self.expected_failures.add(report.nodeid)
+
+    # -- reading, once ---------------------------------------------------------------------------
+
+    def declarations(self, path: Path) -> FlowDeclarations:
+        """The flow's declarations (what collection needs: its name and steps), read once: its run
+        reuses them instead of importing the flow file again."""
+        key = str(Path(path).resolve())
+        if key not in self._declarations:
+            self._declarations[key] = load_flow(Path(path))
+        return self._declarations[key]
+
+    def settings_for(self, path: Path) -> Settings:
+        """The settings of the flow at ``path`` (those of its pyproject.toml, as ``repro run`` reads
+        them): the session's own when it is the rootdir's file, else read once per file."""
+        pyproject = find_pyproject(Path(path))
+        if pyproject not in self._settings:
+            self._settings[pyproject] = load_settings(Path(path))
+        return self._settings[pyproject]
 
     # -- running, once ---------------------------------------------------------------------------
 
@@ -220,6 +243,7 @@ class ReproSession:
                 path=str(path),
                 error=f"internal error while running the flow: {type(exc).__name__}: {exc}",
                 error_code=3,
+                lock=_committed_lock(path),
             )
         if self.options.on != "local" and outcome.ok and outcome.record is not None:
             self._replay_elsewhere(outcome, outcome.record)
@@ -251,8 +275,10 @@ class ReproSession:
             frozen=o.frozen,  # else a stale or missing lock is re-locked, and [lock] fails
             capture=True,
             allow_other_flow=o.allow_other_flow,
+            settings=self.settings_for(path),
         )
-        return run_and_record(path, options, log=self.progress)
+        # the declarations collection read (none when the flow was not collected: the repro_run fixture)
+        return run_and_record(path, options, log=self.progress, declarations=self._declarations.get(str(path)))
 
     def progress(self, message: str) -> None:
         """One line of progress on pytest's terminal (not under -q, not from xdist workers)."""
@@ -274,11 +300,7 @@ class ReproSession:
     def document(self) -> ReportDocument:
         flows = []
         for o in self.all_outcomes():
-            lock = None
-            try:
-                lock = open_flow(Path(o.path)).lock
-            except ReproError:
-                pass
+            lock = o.lock
             steps = list(o.record.steps) if o.record else (o.steps or (list(lock.steps) if lock else []))
             file = os.path.relpath(o.path, self.rootdir)
             outcomes = {step: self.step_outcome(o, step, f"{file}::{o.flow}::{step}") for step in steps}
@@ -316,6 +338,14 @@ class ReproSession:
     def report_folder(self) -> Path:
         folder = Path(self.options.report_dir)
         return folder if folder.is_absolute() else self.rootdir / folder
+
+
+def _committed_lock(path: Path) -> Lock | None:
+    """The flow's lock file as committed, for the report of a flow whose run ended in an internal error."""
+    try:
+        return read_lock(lock_path(Path(path)))
+    except ReproError:
+        return None
 
 
 class RunHandle:

@@ -214,3 +214,39 @@ def compare_answer(verdict, detail=""):
 #: process (a stale lock, a bad declaration), so the repro process that started the run passes the same
 #: error and exit code on; named by the host in this variable
 ERROR_FILE_VAR = "REPRO_ERROR_FILE"
+
+
+# -- a finished run read back: `python -m repro.adapter.inspect_run` -> repro (repro.model.inspection) --
+
+#: the run (a JSON object on the inspecting process's stdout)
+RUN_METAFLOW_VERSION = "metaflow_version"  # the Metaflow whose runtime ran it
+RUN_PROJECT = "project"  # @project name, "" without one
+RUN_PROJECT_BRANCH = "project_branch"
+RUN_SUCCESSFUL = "successful"
+RUN_FINISHED = "finished"
+RUN_CREATED_AT = "created_at"
+RUN_FINISHED_AT = "finished_at"
+RUN_STEPS = "steps"  # step -> list of tasks (below)
+RUN_PARAMETERS = "parameters"  # name -> value as JSON (str() of a value JSON cannot hold)
+RUN_INCLUDE_FILES = "include_files"  # name -> included file (below)
+RUN_CONFIGS = "configs"  # name -> the Config's value as JSON text
+RUN_INPUT_SIZES = "input_sizes"  # sha1 -> size of each artifact of another flow's run copied (lineage)
+#: a task of a step
+TASK_ID = "task_id"
+TASK_SUCCESSFUL = "successful"
+TASK_FINISHED = "finished"
+TASK_METADATA = "metadata"  # only the keys starting with METADATA_PREFIX
+TASK_DS_TYPE = "ds_type"
+TASK_DS_ROOT = "ds_root"
+TASK_FOREACH = "foreach"  # the foreach index path ("-" outside any foreach, "1.0" nested)
+TASK_ARTIFACTS = "artifacts"  # name -> artifact (below)
+TASK_STDERR = "stderr"  # the tail of a failed task's log, "" for a successful one
+#: an artifact of a task
+ARTIFACT_SHA1 = "sha1"
+ARTIFACT_SIZE = "size"
+ARTIFACT_TYPE = "type"
+#: an IncludeFile's contents, written content-addressed to the inputs folder
+INCLUDED_SHA256 = "sha256"
+INCLUDED_SIZE = "size"
+INCLUDED_IS_TEXT = "is_text"
+INCLUDED_ENCODING = "encoding"
