@@ -1,4 +1,4 @@
-"""Object keys in a store (DESIGN.md "Store layout"). Pure."""
+"""Object keys in a store (the layout: docs/architecture.md, "Trust boundaries"). Pure."""
 
 from __future__ import annotations
 
