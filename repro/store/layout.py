@@ -1,4 +1,4 @@
-"""Object keys in a store (the layout: docs/architecture.md, "Trust boundaries"). Pure."""
+"""Object keys in a store (the table: docs/architecture.md, "Store layout"). Pure."""
 
 from __future__ import annotations
 
