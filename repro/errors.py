@@ -1,7 +1,7 @@
 """Error types. Each class carries the exit code the command line uses for it, and each error the
 structured facts it is about (flow, step, library, path), so callers never parse its message.
 
-Exit codes are a public contract (see DESIGN.md): 0 ok, 1 a difference or drift was found,
+Exit codes are a public contract (the README documents them): 0 ok, 1 a difference or drift was found,
 2 bad input or usage, 3 infrastructure failure (unreachable index or store, a tool that crashed,
 bytes that do not match their hash).
 """

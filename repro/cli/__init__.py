@@ -1,5 +1,6 @@
-"""The ``repro`` command line: one module per command (its arguments and what it prints) over
-``repro.operations`` (the work). ``main`` is the console entry point."""
+"""The ``repro`` command line, an edge: one module per command parses its arguments, calls an operation
+(``repro.operations``, the work) and prints; ``main`` maps errors to the exit codes of ``repro.errors``
+and is the console script's entry point."""
 
 from repro.cli.main import main
 

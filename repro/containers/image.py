@@ -26,6 +26,8 @@ from repro.settings import Home
 
 REPOSITORY = "repro-base"
 SUITE = "bookworm"
+# What packages installed for the image must be built for: bookworm's glibc (2.36) on x86_64.
+PYTHON_PLATFORM = "x86_64-manylinux_2_36"
 MIRROR = "http://deb.debian.org/debian"
 DEB_PACKAGES = ("python3", "ca-certificates")
 #: what bootstrap code in the image imports with the system Python (S3 access, Metaflow's needs)
@@ -158,26 +160,8 @@ def _make_rootfs(recipe: Recipe, rootfs: Path, meta: Path, log) -> None:
         )
         python = _system_python(root)
         site = root / "usr" / "local" / "lib" / f"python{python}" / "dist-packages"
-        from repro.env.uvtool import uv_bin
-
         log(f"pip install --target {site}: {', '.join(recipe.pip_packages)}")
-        _run(
-            [
-                uv_bin(),
-                "pip",
-                "install",
-                "--quiet",
-                "--no-config",
-                "--target",
-                str(site),
-                "--python-version",
-                python,
-                "--python-platform",
-                "x86_64-manylinux_2_36",
-                *recipe.pip_packages,
-            ],
-            "pip install --target",
-        )
+        _run([*uv_install_into(site, python), *recipe.pip_packages], "pip install --target")
         (root / "usr" / "bin" / "python").symlink_to("python3")
         shutil.rmtree(root / "var" / "cache" / "apt" / "archives", ignore_errors=True)
         (root / "var" / "cache" / "apt" / "archives" / "partial").mkdir(parents=True, exist_ok=True)
@@ -203,3 +187,23 @@ def _run(cmd: list[str], what: str) -> None:
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip()[-2000:]
         raise InfraError(f"{what} failed (exit {proc.returncode}):\n{tail}")
+
+
+def uv_install_into(target: Path, python: str) -> list[str]:
+    """`uv pip install` into the folder ``target`` for the image's Python ``python`` (major.minor) and
+    platform, with no uv configuration of the host's; the caller appends what to install."""
+    from repro.env.uvtool import uv_bin
+
+    return [
+        uv_bin(),
+        "pip",
+        "install",
+        "--quiet",
+        "--no-config",
+        "--target",
+        str(target),
+        "--python-version",
+        python,
+        "--python-platform",
+        PYTHON_PLATFORM,
+    ]

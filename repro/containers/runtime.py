@@ -18,6 +18,7 @@ from pathlib import Path
 from packaging.requirements import Requirement
 
 import repro
+from repro.containers.image import uv_install_into
 from repro.errors import InfraError
 from repro.settings import Home
 
@@ -81,7 +82,7 @@ def prepare(home: Home, python: str, log=print) -> Runtime:
     site = home.container_runtime / key
     if (site / ".complete").is_file():
         return Runtime(source, site)
-    from repro.env.uvtool import uv_bin, uv_env
+    from repro.env.uvtool import uv_env
 
     log(f"installing repro's dependencies for Python {python} into {site} (once)")
     home.container_runtime.mkdir(parents=True, exist_ok=True)
@@ -92,22 +93,7 @@ def prepare(home: Home, python: str, log=print) -> Runtime:
         import subprocess
 
         proc = subprocess.run(
-            [
-                uv_bin(),
-                "pip",
-                "install",
-                "--quiet",
-                "--no-config",
-                "--target",
-                str(target),
-                "--python-version",
-                python,
-                "--python-platform",
-                "x86_64-manylinux_2_36",
-                "--constraint",
-                str(cons),
-                *pins,
-            ],
+            [*uv_install_into(target, python), "--constraint", str(cons), *pins],
             capture_output=True,
             text=True,
             env=uv_env(home.uv_cache),

@@ -472,7 +472,7 @@ def _recorded_settings(value: Any, at: v.At) -> dict[str, Any]:
 
 
 def from_json(text: str, where: str) -> RunRecord:
-    """Decode and validate a record (untrusted input: see DESIGN.md, "Trust model").
+    """Decode and validate a record: untrusted input (a store, a file a user hands us), so every field is checked.
 
     Raises ``BadInput`` naming ``where``, the field path and the bad value."""
     try:
