@@ -55,8 +55,7 @@ def inside(root: Path, rel: object, what: str) -> Path:
 
 def usable_home(settings) -> Path:
     """REPRO_HOME must be a writable folder (created if missing): said up front, naming where it was
-    set, rather than as a failure deep inside uv or Metaflow. Also removes partial downloads that
-    were killed more than an hour ago."""
+    set, rather than as a failure deep inside uv or Metaflow."""
     home = settings.home.root
     origin = settings.origins.get("home", "default")
     where = f"REPRO_HOME {home} ({'the default' if origin == 'default' else 'from ' + origin})"
@@ -70,7 +69,4 @@ def usable_home(settings) -> Path:
         ) from None
     if not os.access(home, os.W_OK | os.X_OK):
         raise BadInput(f"{where} is not writable; point REPRO_HOME at a writable folder", path=str(home))
-    from repro.env.cache import PackageCache
-
-    PackageCache(settings.home.packages).clean_partials()
     return home

@@ -55,12 +55,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
 def _dispatch(args: argparse.Namespace) -> int:
     """Settings are read once, here (from the working folder), and handed to the command; every
     command but ``doctor`` (which reports on it) first needs a usable REPRO_HOME."""
-    from repro.paths import usable_home
+    from repro.env.cache import ready_home
     from repro.settings import load_settings
 
     settings = load_settings(Path.cwd())
     if args.command != "doctor":
-        usable_home(settings)
+        ready_home(settings)
     return args.func(args, settings)
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from repro.errors import IntegrityError
 from repro.model.lock import Package
+from repro.paths import usable_home
 
 CHUNK = 1 << 20
 
@@ -148,3 +149,11 @@ class PackageCache:
             except FileNotFoundError:
                 pass
         return n
+
+
+def ready_home(settings) -> Path:
+    """``REPRO_HOME`` checked usable (``paths.usable_home``: one clear message for a file or a read-only
+    folder) and rid of the partial downloads killed runs left in the package cache."""
+    home = usable_home(settings)
+    PackageCache(settings.home.packages).clean_partials()
+    return home

@@ -57,7 +57,7 @@ class CondaEnvironment(MetaflowEnvironment):
 
     def init_environment(self, echo, only_steps=None):
         echo("Bootstrapping conda environment...(this could take a few minutes)")
-        from repro.adapter.bridge import prepare
+        from repro.bridge import prepare
         from repro.errors import ReproError, from_os_error
 
         try:

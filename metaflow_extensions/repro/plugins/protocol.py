@@ -2,7 +2,7 @@
 
 Every name that crosses the boundary is spelled here once: the environment variables the host
 passes to tasks, the task metadata keys tasks register and repro reads back, the marker file of a
-built environment, what ``repro.adapter.bridge.prepare`` hands the runtime, and the request and
+built environment, what ``repro.bridge.prepare`` hands the runtime, and the request and
 response shapes of the artifact probe.
 
 Both sides read this module: task-side modules import it relatively (``from . import protocol``),
@@ -133,7 +133,7 @@ MARKER_FINGERPRINT = "fingerprint"  # the fingerprint taken right after the buil
 #: ``train.py`` -> ``train.repro.lock``
 LOCK_SUFFIX = ".repro.lock"
 
-# -- what repro.adapter.bridge.prepare returns to the runtime --------------------------------------
+# -- what repro.bridge.prepare returns to the runtime --------------------------------------
 
 #: per step: a dict with these keys, or None for a disabled step
 STEP_PYTHON = "python"

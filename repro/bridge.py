@@ -7,8 +7,8 @@ from pathlib import Path
 
 from metaflow_extensions.repro.plugins import protocol
 from repro.adapter.flowfolder import check_flow_folder
+from repro.env.cache import ready_home
 from repro.env.engine import Log, build_flow, flow_from_class
-from repro.paths import usable_home
 from repro.settings import load_settings
 
 
@@ -26,7 +26,7 @@ def prepare(
     """
     path = Path(flow_file)
     settings = load_settings(path)
-    usable_home(settings)  # a file or read-only REPRO_HOME: one clear message, not uv's or a traceback
+    ready_home(settings)  # a file or read-only REPRO_HOME: one clear message, not uv's or a traceback
     check_flow_folder(path, settings.home.root)  # Metaflow packages the flow's folder right after this
     flow = flow_from_class(flow_cls, path, settings, s3_datastore=s3_datastore)
     built = build_flow(flow, frozen=settings.frozen or settings.offline, offline=settings.offline, log=log)
