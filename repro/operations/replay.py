@@ -35,7 +35,7 @@ from repro.env.interpreter_snapshot import check_location, restore
 from repro.errors import EXIT_DRIFT, EXIT_INFRA, EXIT_OK, BadInput, InfraError, ReproError
 from repro.executors.base import Place, ReplayPlan, ReplayRequest
 from repro.model.findings import Choice, Finding, Kind
-from repro.model.interpreter import Executor
+from repro.model.interpreter import Executor, ExecutorKind
 from repro.model.lock import PlatformLock
 from repro.model.record import RunRecord, RunStatus
 from repro.model.replay import RunFailure, RunResult
@@ -145,7 +145,7 @@ def replay(
     ref_text: str,
     store_uri: str | None,
     settings: Settings,
-    on: str = "local",
+    on: str = ExecutorKind.LOCAL.value,
     log: Log = print,
     extra_args: tuple[str, ...] = (),
     keep: bool = False,
