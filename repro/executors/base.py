@@ -14,7 +14,7 @@ runs elsewhere (docker) starts that same stage there and reads its ``RunResult``
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -55,8 +55,8 @@ class ReplayPlan:
     locks: Mapping[str, PlatformLock]  # every recorded environment, its package files verified here
     interpreters: Mapping[str, Interpreter]  # Python version -> the interpreter its envs were rebuilt with
     args: tuple[str, ...]  # the Metaflow `run` arguments: configs, parameters, inputs, placed options
-    env: Mapping[str, str] = field(default_factory=dict)  # the Metaflow process's environment
-    settings: Settings | None = None  # the flow's settings under ``env``
+    env: Mapping[str, str]  # the Metaflow process's environment
+    settings: Settings  # the flow's settings under ``env``
 
 
 #: the operation's own stage: prepare the request here and run it (a place that runs here calls it)
