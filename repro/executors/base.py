@@ -45,6 +45,20 @@ class ReplayRequest:
 
 
 @dataclass(frozen=True)
+class ReplayArgs:
+    """The Metaflow `run` arguments of a replay, by where each comes from."""
+
+    recorded: tuple[str, ...]  # configs, parameters, IncludeFile contents: never about placement
+    placed: tuple[str, ...]  # the recorded run options, as the place runs them
+    dropped: tuple[str, ...]  # recorded run options the place dropped
+    extra: tuple[str, ...]  # the user's own, after ``--`` (last: they add to or override the others)
+
+    @property
+    def metaflow_args(self) -> tuple[str, ...]:
+        return (*self.recorded, *self.placed, *self.extra)
+
+
+@dataclass(frozen=True)
 class ReplayPlan:
     """Everything a replay runs with, pulled and verified once before anything runs (``prepare``)."""
 
@@ -54,7 +68,7 @@ class ReplayPlan:
     flow_file: Path
     locks: Mapping[str, PlatformLock]  # every recorded environment, its package files verified here
     interpreters: Mapping[str, Interpreter]  # Python version -> the interpreter its envs were rebuilt with
-    args: tuple[str, ...]  # the Metaflow `run` arguments: configs, parameters, inputs, placed options
+    args: ReplayArgs
     env: Mapping[str, str]  # the Metaflow process's environment
     settings: Settings  # the flow's settings under ``env``
 

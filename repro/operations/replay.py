@@ -33,7 +33,7 @@ from repro.env.engine import environments
 from repro.env.flowfile import flow_name, parameter_names
 from repro.env.interpreter_snapshot import check_location, restore
 from repro.errors import EXIT_DRIFT, EXIT_INFRA, EXIT_OK, BadInput, InfraError, ReproError
-from repro.executors.base import Place, ReplayPlan, ReplayRequest
+from repro.executors.base import Place, ReplayArgs, ReplayPlan, ReplayRequest
 from repro.model.findings import Choice, Finding, Kind
 from repro.model.interpreter import Executor, ExecutorKind
 from repro.model.lock import PlatformLock
@@ -261,7 +261,7 @@ def prepare(request: ReplayRequest, log: Log, workdirs: list[Path]) -> ReplayPla
         flow_file=flow_file,
         locks=locks,
         interpreters=interpreters,
-        args=tuple(args),
+        args=args,
         env=env,
         settings=load_settings(flow_file, environ={**os.environ, **env}),
     )
@@ -318,7 +318,7 @@ def _rebuild_envs(
     return used
 
 
-def _placed_args(request: ReplayRequest, given: list[str], log: Log) -> list[str]:
+def _placed_args(request: ReplayRequest, given: list[str], log: Log) -> ReplayArgs:
     """The recorded arguments as the place runs them (configs, parameters and inputs are never about
     placement), then the user's own after ``--``."""
     original, place, extra_args = request.original, request.place, request.extra_args
@@ -326,7 +326,7 @@ def _placed_args(request: ReplayRequest, given: list[str], log: Log) -> list[str
     placed, dropped = place.place(given[kept:], extra_args)
     if dropped:
         log(place.dropped_note(dropped, extra_args, request.executor.kind.value))
-    return [*given[:kept], *placed, *extra_args]
+    return ReplayArgs(tuple(given[:kept]), tuple(placed), tuple(dropped), tuple(extra_args))
 
 
 def _environment(request: ReplayRequest, workdir: Path, mf_code: Path, log: Log) -> dict[str, str]:
@@ -360,7 +360,7 @@ def execute(plan: ReplayPlan, log: Log) -> RunResult:
     options = RunOptions(
         store=store.uri,
         frozen=True,
-        metaflow_args=plan.args,
+        metaflow_args=plan.args.metaflow_args,
         env=dict(plan.env),
         identity=original.identity,
         pickle_checks=False,

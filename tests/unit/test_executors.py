@@ -229,3 +229,10 @@ def test_an_oversized_result_is_refused_before_it_is_parsed():
 def test_result_schema_is_named():
     assert a_result().to_dict()["schema"] == RESULT_SCHEMA
     assert replace(a_result(), failure=None).to_dict()["failure"] is None
+
+
+def test_a_replays_arguments_keep_where_each_comes_from_and_the_users_come_last():
+    from repro.executors.base import ReplayArgs
+
+    args = ReplayArgs(("--x", "1"), ("--tag", "t"), ("--with", "batch"), ("--tag", "mine"))
+    assert args.metaflow_args == ("--x", "1", "--tag", "t", "--tag", "mine")  # after --, last
