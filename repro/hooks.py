@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import pluggy
 
@@ -18,6 +19,14 @@ class ReproSpecs:
         A comparator module runs inside the step's own environment (Python 3.7+), is loaded by
         path, and defines ``compare(a, b, options)`` returning None (not mine) or
         ``("equivalent" | "different", description)``. Plugins are asked before the built-ins.
+        """
+
+    @hookspec
+    def repro_executors(self) -> list[Any]:  # type: ignore[empty-body]  # a spec: pluggy reads its signature, never runs it
+        """Places a replay can run (``repro.executors.base.Place`` objects), each named by its ``kind``
+        (a ``model.interpreter.ExecutorKind``). The first place of a kind wins, and plugins are asked
+        before the built-ins (local, docker, batch; registered by ``repro.executors``), so a plugin can
+        add a place or replace one. Typed ``Any`` here: this layer knows no executor.
         """
 
 

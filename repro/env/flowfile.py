@@ -386,6 +386,13 @@ def parameter_names(path: Path) -> tuple[str, ...]:
     return tuple(name for name, _ in cls._get_parameters())
 
 
+def flow_name(path: Path) -> str:
+    """The class name of the flow the file runs, read as ``parameter_names`` reads the flow (a replay
+    checks it is the recorded flow before anything runs)."""
+    path = Path(path)
+    return str(_flow_class(import_flow_module(path, "parameters"), path).__name__)
+
+
 def batch_steps(path: Path) -> tuple[str, ...]:
     """The steps the flow's own code decorates ``@batch`` (in graph order): Metaflow sends them to AWS
     Batch whatever the run options say. Static decorators only (no config value is resolved, no

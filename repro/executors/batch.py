@@ -29,7 +29,7 @@ import json
 import os
 import subprocess
 import tarfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,9 +39,13 @@ from repro.env.build import BuiltEnv
 from repro.env.cache import sha256_file
 from repro.env.uvtool import uv_bin
 from repro.errors import BadInput, InfraError
+from repro.executors.base import ReplayRequest, RunHere
 from repro.fsutil import atomic_write
+from repro.model.interpreter import Executor, ExecutorKind
 from repro.model.lock import PlatformLock
-from repro.settings import Home, Settings
+from repro.model.record import RunRecord
+from repro.model.replay import RunResult
+from repro.settings import Home, Settings, environ_for
 from repro.store import layout, open_store
 from repro.store.base import ObjectInfo, Store, StoreObjectMissing
 from repro.store.snapshot import HeldLease, Upload, complete_uploads, upload_one
@@ -71,6 +75,95 @@ def batch_options(args: Sequence[str]) -> list[tuple[int, int]]:
 def runs_on_batch(args: Sequence[str]) -> bool:
     """Whether Metaflow `run` options send every step to AWS Batch (``--with batch[:...]``)."""
     return bool(batch_options(args))
+
+
+class BatchPlace:
+    """``--on batch``: the Metaflow runtime runs here and sends every step to AWS Batch (``--with batch``),
+    whose jobs make each environment from the S3 store alone (``stage``)."""
+
+    kind = ExecutorKind.BATCH
+
+    def check_args(self, extra_args: Sequence[str], image: str | None, option: str = "--on") -> None:
+        if image:
+            raise BadInput("--image is for container replays: add --on docker")
+
+    def check(self, store_uri: str, settings: Settings, option: str = "--on") -> None:
+        """Batch needs an S3 store and Metaflow's Batch job queue and S3 datastore."""
+        scheme = store_uri.split("://", 1)[0] if "://" in store_uri else "file"
+        if scheme != "s3":
+            raise BadInput(
+                f"{option} batch: the store is {store_uri}, but Batch jobs fetch every environment from the store, "
+                f"so it must be an S3 store: pass --store s3://bucket/prefix (or set REPRO_STORE)"
+            )
+        from metaflow import metaflow_config
+
+        missing = [
+            name
+            for name, value in (
+                ("METAFLOW_BATCH_JOB_QUEUE", metaflow_config.BATCH_JOB_QUEUE),
+                ("METAFLOW_DATASTORE_SYSROOT_S3", metaflow_config.DATASTORE_SYSROOT_S3),
+            )
+            if not value
+        ]
+        if missing:
+            raise BadInput(
+                f"{option} batch: Metaflow has no {' and no '.join(missing)}: set {', '.join(missing)} (or the same "
+                "keys in Metaflow's config) to the AWS Batch job queue and the S3 datastore the jobs use"
+            )
+        if metaflow_config.DEFAULT_DATASTORE != "s3":
+            raise BadInput(
+                f"{option} batch: Metaflow's default datastore is {metaflow_config.DEFAULT_DATASTORE!r}, not s3: a run "
+                "recorded with it has no S3 client (boto3) in its locked environments, so it can never be replayed "
+                "on AWS Batch (whose steps need an S3 datastore); set METAFLOW_DEFAULT_DATASTORE=s3 and "
+                "METAFLOW_DATASTORE_SYSROOT_S3 (or the same keys in Metaflow's config)"
+            )
+
+    def check_record(self, original: RunRecord) -> None:
+        """Refuse a run recorded with a datastore other than S3: Batch steps need an S3 datastore, so
+        Metaflow's S3 client (boto3) joins every step's spec, and the frozen check of the recorded locks
+        (which have none) would fail only after everything was fetched, built and run."""
+        kind = original.datastore.get("type") or "unknown"
+        if kind != "s3":
+            raise BadInput(
+                f"{original.ref} was recorded with a {kind!r} Metaflow datastore, so its locked environments have "
+                "no S3 client (boto3), which every step on AWS Batch needs: it cannot be replayed with --on batch. "
+                "Replay it --on local or --on docker, or record the run with an S3 datastore "
+                "(METAFLOW_DEFAULT_DATASTORE=s3, METAFLOW_DATASTORE_SYSROOT_S3) to replay it on Batch",
+                flow=original.flow,
+            )
+
+    def check_code(self, original: RunRecord, flow_file: Path, where: str) -> None:
+        """A step the code sends to Batch runs on Batch, as asked."""
+
+    def place(self, run_options: Sequence[str], extra_args: Sequence[str] = ()) -> tuple[list[str], list[str]]:
+        """``--with batch`` is added (a recorded ``--with batch:...`` stays, attributes and all). The
+        user's own ``--with batch[:...]`` in ``extra_args`` (after ``--``, appended after these) wins:
+        Metaflow keeps the first decorator of a name, so the recorded one is dropped and none is added."""
+        items = list(run_options)
+        spans = batch_options(items)
+        inside_batch = {i for start, end in spans for i in range(start, end)}
+        recorded = [a for i, a in enumerate(items) if i in inside_batch]
+        if runs_on_batch(extra_args):
+            return [a for i, a in enumerate(items) if i not in inside_batch], recorded
+        return (items if recorded else [*items, "--with", "batch"]), []
+
+    def dropped_note(self, dropped: Sequence[str], extra_args: Sequence[str], where: str) -> str:
+        return f"replaying on AWS Batch with {' '.join(extra_args)}: dropped the recorded {' '.join(dropped)}"
+
+    def environment(self, original: RunRecord, store_uri: str, env: Mapping[str, str], log) -> dict[str, str]:
+        """Every step a Batch job: the datastore is S3 (Metaflow's own settings here), and the runtime
+        stages each env in the store before it submits a job (``stage``)."""
+        out = {
+            k: v for k, v in env.items() if k not in ("METAFLOW_DATASTORE_SYSROOT_LOCAL", "METAFLOW_DEFAULT_DATASTORE")
+        }
+        return {**out, "METAFLOW_DEFAULT_DATASTORE": "s3", **environ_for(store=store_uri)}
+
+    def executor(self) -> Executor:
+        return Executor(ExecutorKind.BATCH, image=os.environ.get("METAFLOW_BATCH_CONTAINER_IMAGE", ""))
+
+    def run(self, request: ReplayRequest, here: RunHere, log) -> RunResult:
+        """The runtime runs here; ``--with batch`` (``place``) sends the steps to Batch."""
+        return here(request)
 
 
 _PLATFORMS: dict[str, str] = {}

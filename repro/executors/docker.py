@@ -3,32 +3,41 @@
 The container starts from a base image with an empty ``REPRO_HOME``, none of the host's caches, the
 host network only (``network_mode="host"``: it reaches the store endpoint on 127.0.0.1) and, in its
 environment, only the store's endpoint and credentials and repro's own settings. repro itself runs
-there from its source and dependencies, mounted read-only (``runtime``). Inside, the ordinary replay
-(``repro.executors.docker_entry``) restores the recorded interpreter from the store's snapshot (never the
-image's Python), rebuilds every environment offline from the store's package files, runs the flow
-and writes the replay's record (``executor``: docker + the image id) to the store. The host then
-reads that record and compares it with the original, as for a local replay.
+there from its source and dependencies, mounted read-only (``runtime``). Inside, the replay's own
+prepare-and-run stage (``repro.cli.container``, started by module name: this layer never imports an
+operation) restores the recorded interpreter from the store's snapshot (never the image's Python),
+rebuilds every environment offline from the store's package files, runs the flow, writes the replay's
+record (``executor``: docker + the image id) to the store and its ``RunResult`` to a file in a folder
+mounted from the host. The host decodes and checks that result, reads the record back from the store,
+and the operation judges it, once, as for a local replay.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import time
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlparse
 
 from repro.containers import image as images
 from repro.containers import runtime
-from repro.errors import BadInput, InfraError, ReproError
+from repro.errors import EXIT_INFRA, BadInput, InfraError, ReproError
+from repro.executors.base import Log, ReplayRequest, RunHere
+from repro.executors.local import LocalPlace
+from repro.model.interpreter import Executor, ExecutorKind
 from repro.model.record import RunRecord
+from repro.model.replay import RunResult, parse_result
 from repro.settings import SETTINGS, Settings
-from repro.store import Store, layout, open_store
-from repro.store.snapshot import load_record, parse_ref, record_at
+from repro.store import layout
+from repro.store.snapshot import record_at
 
-#: the first line of the container's standard output that carries its result (the rest is logs)
-RESULT_MARK = "repro-container-result: "
+#: the module the container runs (an edge, like the CLI: it calls the replay operation)
+ENTRY = "repro.cli.container"
+OUTPUT_INSIDE = "/tmp/repro-out"  # a folder of the host's, mounted read-write: the container's result goes there
+RESULT_FILE = "result.json"
 HOME_INSIDE = "/tmp/repro-home"  # an empty REPRO_HOME in the container
 RECORD_INSIDE = "/tmp/repro-record"  # a record file replayed (`replay path/to/record.json --on docker`), read-only
 CLOSED_PROXY = "http://127.0.0.1:9"  # the discard port: nothing listens, every proxied connection fails
@@ -114,76 +123,81 @@ def container_env(store_uri: str, settings: Settings) -> dict[str, str]:
     return env
 
 
-def replay_in_docker(
-    ref_text: str,
-    store_uri: str | None,
-    settings: Settings,
-    image: str | None = None,
-    log=print,
-    extra_args: tuple[str, ...] = (),
-):
-    store = open_store(store_uri or settings.store)
-    ref = parse_ref(ref_text)
-    # a record file is untrusted input: decoded and validated here, and what the container reads is the
-    # validated record written again (read-only), never the file itself; the store is the same either way
-    original = load_record(None if ref.path is not None else store, ref)
-    folder = layout.flow_dir(original.flow, original.identity)
-    with tempfile.TemporaryDirectory(prefix="repro-record-") as record_dir:
-        if ref.path is not None:
-            (Path(record_dir) / "record.json").write_text(original.to_json())
-            inside_ref = f"{RECORD_INSIDE}/record.json"
-            log(f"{ref.path}: the record file is validated and mounted read-only at {inside_ref}")
-        else:
-            inside_ref = f"{folder}/{original.run_id}"
-        return _replay_in_container(
-            original, inside_ref, record_dir if ref.path is not None else "", store, settings, image, log, extra_args
-        )
+class DockerPlace(LocalPlace):
+    """``--on docker``: the replay runs in a fresh container, as a local replay there (its record says
+    docker and the image id), and hands its ``RunResult`` back in a file of a mounted folder."""
+
+    kind = ExecutorKind.DOCKER
+
+    def check_args(self, extra_args: Sequence[str], image: str | None, option: str = "--on") -> None:
+        super().check_args(extra_args, None, option)  # an image is what this place runs
+
+    def check(self, store_uri: str, settings: Settings, option: str = "--on") -> None:
+        """Docker needs a daemon (``DOCKER_HOST``) and a store the container reaches (``file://``,
+        mounted, or S3)."""
+        scheme = store_uri.split("://", 1)[0] if "://" in store_uri else "file"
+        if scheme not in ("file", "s3"):
+            raise BadInput(
+                f"{option} docker: the store is {store_uri}; the container reaches only a file:// store (mounted) or "
+                "an S3 store: set REPRO_STORE (or --store / --repro-store)"
+            )
+        try:
+            images.client()
+        except InfraError as exc:
+            raise InfraError(f"{option} docker: {exc}") from None
+
+    def executor(self) -> Executor:
+        return Executor(ExecutorKind.DOCKER)  # the image id: known once the container runs
+
+    def run(self, request: ReplayRequest, here: RunHere, log: Log) -> RunResult:
+        """A record file is untrusted input: decoded and validated on the host (the request), and what
+        the container reads is the validated record written again (read-only), never the file itself;
+        the store is the same either way."""
+        with tempfile.TemporaryDirectory(prefix="repro-container-") as tmp:
+            record_dir, out_dir = Path(tmp) / "record", Path(tmp) / "out"
+            record_dir.mkdir()
+            out_dir.mkdir()
+            out_dir.chmod(0o777)  # the container's user writes its result there (the folder above is private)
+            inside_ref = request.ref
+            if request.record_file is not None:
+                (record_dir / "record.json").write_text(request.original.to_json())
+                inside_ref = f"{RECORD_INSIDE}/record.json"
+                log(f"{request.record_file}: the record file is validated and mounted read-only at {inside_ref}")
+            volumes = {str(out_dir): {"bind": OUTPUT_INSIDE, "mode": "rw"}}
+            if request.record_file is not None:
+                volumes[str(record_dir)] = {"bind": RECORD_INSIDE, "mode": "ro"}
+            return _replay_in_container(request, inside_ref, volumes, out_dir / RESULT_FILE, log)
+
+
+def _container_image(request: ReplayRequest, client, log: Log) -> tuple[str, str]:
+    """(image reference, its python3's major.minor): the one asked for, or the default for the record."""
+    if request.image:
+        return request.image, _image_python(client, request.image)
+    minors = sorted({".".join(pl.python.split(".")[:2]) for pl in request.original.envs.values()})
+    return default_image(minors[0] if minors else "3.11", request.settings, log, client)
 
 
 def _replay_in_container(
-    original: RunRecord,
-    inside_ref: str,
-    record_dir: str,
-    store: Store,
-    settings: Settings,
-    image: str | None,
-    log,
-    extra_args: tuple[str, ...],
-):
-    from repro.operations.replay import ReplayFailure, ReplayResult, ReplayVerdict
-    from repro.operations.run import check_same_flow, compare_runs
-
+    request: ReplayRequest, inside_ref: str, volumes: dict[str, dict[str, str]], result_file: Path, log: Log
+) -> RunResult:
+    original, store, settings = request.original, request.store, request.settings
     client = images.client()
-    minors = sorted({".".join(pl.python.split(".")[:2]) for pl in original.envs.values()})
-    if image:
-        image_ref, python = image, _image_python(client, image)
-    else:
-        image_ref, python = default_image(minors[0] if minors else "3.11", settings, log, client)
+    image_ref, python = _container_image(request, client, log)
     image_id = client.images.get(image_ref).id
     rt = runtime.prepare(settings.home, python, log=log)
-    volumes = rt.volumes()
+    volumes = {**rt.volumes(), **volumes}
     parsed = urlparse(store.uri)
     if parsed.scheme == "file":  # a folder store: the container sees that folder, nothing else of the host
         volumes[parsed.path] = {"bind": parsed.path, "mode": "rw"}
-    if record_dir:
-        volumes[record_dir] = {"bind": RECORD_INSIDE, "mode": "ro"}
     env = {**container_env(store.uri, settings), "PYTHONPATH": rt.pythonpath, "PATH": rt.path}
-    if original.datastore.get("type") == "s3":  # the replay has one too (operations/replay.py): Metaflow's settings for it
+    if original.datastore.get("type") == "s3":  # the replay has one too (local.py): Metaflow's settings for it
         env.update({k: os.environ[k] for k in _S3_DATASTORE_ENV if os.environ.get(k)})
-    command = [
-        "python3",
-        "-m",
-        "repro.executors.docker_entry",
-        inside_ref,
-        store.uri,
-        image_id,
-        *extra_args,
-    ]
+    command = ["python3", "-m", ENTRY, f"{OUTPUT_INSIDE}/{RESULT_FILE}", inside_ref, store.uri, image_id]
     log(f"replaying {original.ref} in a fresh container of {image_ref} ({image_id[:19]})")
     started = time.monotonic()
     container = client.containers.run(
         image_ref,
-        command,
+        [*command, *request.extra_args],
         environment=env,
         volumes=volumes,
         network_mode="host",
@@ -192,60 +206,56 @@ def _replay_in_container(
         labels={"org.repro.replay-of": original.ref},
     )
     try:
-        for chunk in container.logs(stream=True, follow=True, stdout=False, stderr=True):
-            for line in chunk.decode(errors="replace").splitlines():
-                log(f"[container] {line}")
-        status = container.wait(timeout=3600)
-        stdout = container.logs(stdout=True, stderr=False).decode(errors="replace")
+        status, stdout = _follow(container, log)
     finally:
         try:
             container.remove(force=True)
         except Exception:  # already gone: nothing to clean up
             pass
     log(f"the container ended in {time.monotonic() - started:.1f} s (exit code {status.get('StatusCode')})")
-    result = _result(stdout)
-    if result is None:
-        raise InfraError(
-            f"the replay container of {original.ref} ended (exit code {status.get('StatusCode')}) without a result; "
-            f"its output ends with:\n{stdout[-2000:]}"
-        )
-    if not result.get("recorded"):
-        error = ReproError(str(result.get("error") or "the replay in the container failed"))
-        error.exit_code = int(result.get("exit_code") or 3)
+    result = _result(result_file, original, status, stdout)
+    return _with_record(result, request, Path(f"/docker/{container.id[:12]}"))  # the folder went with it
+
+
+def _follow(container, log: Log) -> tuple[dict, str]:
+    """Stream the container's standard error (its logs) until it ends: its status and standard output."""
+    for chunk in container.logs(stream=True, follow=True, stdout=False, stderr=True):
+        for line in chunk.decode(errors="replace").splitlines():
+            log(f"[container] {line}")
+    status = container.wait(timeout=3600)
+    return status, container.logs(stdout=True, stderr=False).decode(errors="replace")
+
+
+def _result(result_file: Path, original: RunRecord, status: dict, stdout: str) -> RunResult:
+    """The container's result file, decoded and checked as the untrusted document it is."""
+    ended = f"the replay container of {original.ref} ended (exit code {status.get('StatusCode')})"
+    try:
+        data = result_file.read_bytes()
+    except OSError:
+        raise InfraError(f"{ended} without a result; its output ends with:\n{stdout[-2000:]}") from None
+    try:
+        return parse_result(data, f"{ended}: its result")
+    except BadInput as exc:
+        raise InfraError(str(exc)) from None
+
+
+def _with_record(result: RunResult, request: ReplayRequest, workdir: Path) -> RunResult:
+    """The result with the replay's record, read back from the store where the container wrote it
+    (decoded by the record's own strict decoder), and the container's working folder. A replay that
+    could not run raises its error again, here."""
+    if result.error:
+        error = ReproError(result.error)
+        error.exit_code = result.error_code or EXIT_INFRA
         raise error
-    key = str(result["recorded"])
+    store, original = request.store, request.original
+    result = replace(result, workdir=str(workdir), saved="")  # its REPRO_HOME went with the container
+    if not result.recorded:
+        return result
+    key = result.recorded
     parts = key.split("/")
     if len(parts) != 4 or key != layout.record(parts[1], parts[2]):
         raise InfraError(f"the replay container reported a record key {key!r} that is not one")
     replayed = record_at(store, key, store.get_bytes(key), original.flow, parts[2])
     if replayed.replay_of != original.ref:
         raise InfraError(f"{store.uri}/{key} is not a replay of {original.ref}")
-    workdir = Path(f"/docker/{container.id[:12]}")  # removed with the container
-    if result.get("verdict") == ReplayVerdict.FAILED.value:
-        f = result.get("failure") or {}
-        failure = ReplayFailure(**{k: str(f.get(k, "")) for k in ("error", "step", "task", "logs", "output")})
-        return ReplayResult(
-            original, replayed, None, workdir, ReplayVerdict.FAILED, failure, recorded=f"{store.uri}/{key}"
-        )
-    check_same_flow(original, replayed)
-    comparison = compare_runs(original, replayed, store, settings)
-    return ReplayResult(
-        original,
-        replayed,
-        comparison,
-        workdir,
-        ReplayVerdict(comparison.verdict.value),
-        None,
-        recorded=f"{store.uri}/{key}",
-    )
-
-
-def _result(stdout: str) -> dict | None:
-    for line in reversed(stdout.splitlines()):
-        if line.startswith(RESULT_MARK):
-            try:
-                doc = json.loads(line[len(RESULT_MARK) :])
-            except ValueError:
-                return None
-            return doc if isinstance(doc, dict) else None
-    return None
+    return result.with_record(replayed)

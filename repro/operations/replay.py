@@ -1,5 +1,11 @@
 """`repro replay`: rebuild a recorded run from the store alone, run it again through the same
-pipeline as any run, and compare the results with the record."""
+pipeline as any run, and compare the results with the record.
+
+Three stages: ``load_request`` reads and checks the record once and asks the place (an executor,
+``repro.executors``) whether it can run it; the place runs it (``prepare`` pulls and verifies
+everything into a frozen ``ReplayPlan``, ``execute`` runs it, both wherever the flow runs: here, or
+in a container that calls ``run_here``) and hands back a verdict-less ``RunResult``; ``judge``
+compares it with the original, once, on the host."""
 
 from __future__ import annotations
 
@@ -13,28 +19,30 @@ import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from metaflow_extensions.repro.plugins import protocol
+from repro import executors
 from repro.checks import lineage
 from repro.checks.compare import Comparison, Verdict
 from repro.env import pythons
 from repro.env.engine import environments
-from repro.env.flowfile import batch_steps, parameter_names
+from repro.env.flowfile import flow_name, parameter_names
 from repro.env.interpreter_snapshot import check_location, restore
 from repro.errors import EXIT_DRIFT, EXIT_INFRA, EXIT_OK, BadInput, InfraError, ReproError
-from repro.executors.batch import batch_options, runs_on_batch
+from repro.executors.base import Place, ReplayArgs, ReplayPlan, ReplayRequest
 from repro.model.findings import Choice, Finding, Kind
 from repro.model.interpreter import Executor, ExecutorKind
 from repro.model.lock import PlatformLock
 from repro.model.record import RunRecord, RunStatus
+from repro.model.replay import RunFailure, RunResult
 from repro.model.validate import cap
-from repro.operations.run import Log, Outcome, ReplayCheck, RunOptions, run_and_record
+from repro.operations.run import Log, Outcome, ReplayCheck, RunOptions, check_same_flow, compare_runs, run_and_record
 from repro.paths import inside
-from repro.settings import REPLAY_PLACES, Settings, environ_for, load_settings, spec_environ
+from repro.settings import Settings, environ_for, load_settings, spec_environ
 from repro.store import Store, layout, open_store
 from repro.store.snapshot import (
     fetch_verified,
@@ -55,25 +63,6 @@ REPLAYED_RUN_OPTIONS = frozenset(
 )
 
 
-def placed_run_options(
-    run_options: Sequence[str], on: str, extra_args: Sequence[str] = ()
-) -> tuple[list[str], list[str]]:
-    """The recorded run options for a replay that runs ``on`` local, docker or batch, and the options
-    dropped: ``--on batch`` adds ``--with batch`` (a recorded ``--with batch:...`` stays, attributes
-    and all); anywhere else every ``--with batch[:...]`` goes, so the replay runs where it is asked to.
-    The user's own ``--with batch[:...]`` in ``extra_args`` (after ``--``, appended after these) wins:
-    Metaflow keeps the first decorator of a name, so the recorded one is dropped and none is added.
-    Pure: the caller says what was dropped."""
-    items = list(run_options)
-    spans = batch_options(items)
-    inside_batch = {i for start, end in spans for i in range(start, end)}
-    out = [a for i, a in enumerate(items) if i not in inside_batch]
-    recorded = [a for i, a in enumerate(items) if i in inside_batch]
-    if on == "batch" and not runs_on_batch(extra_args):
-        return (items if recorded else [*items, "--with", "batch"]), []
-    return out, recorded
-
-
 class ReplayVerdict(Choice):
     """A replay's result as a whole. A replay that could not run is not a difference in results."""
 
@@ -88,24 +77,13 @@ class ReplayVerdict(Choice):
 
 
 @dataclass(frozen=True)
-class ReplayFailure:
-    """Why a replay failed: the step (and task) that failed, its error, and how to see its logs."""
-
-    error: str  # the error's last line (or why the run did not start)
-    step: str = ""
-    task: str = ""  # pathspec Flow/run/step/task of the failed task
-    logs: str = ""  # a shell command that shows the task's logs
-    output: str = ""  # the error's full text (the task's stderr tail, or Metaflow's output)
-
-
-@dataclass(frozen=True)
 class ReplayResult:
     original: RunRecord
     replayed: RunRecord | None  # None: the run never started
     comparison: Comparison | None  # None: the replay failed
     workdir: Path
     verdict: ReplayVerdict
-    failure: ReplayFailure | None = None
+    failure: RunFailure | None = None
     saved: str = ""  # the replay's record in REPRO_HOME
     recorded: str = ""  # its key in the store ("" when it could not be written there)
 
@@ -116,79 +94,8 @@ class ReplayResult:
 
 def check_where(on: str, store_uri: str, settings: Settings, option: str = "--on") -> None:
     """Refuse, before anything runs, a replay ``on`` a place this machine cannot reach, naming what to
-    set: docker needs a daemon (``DOCKER_HOST``) and a store the container reaches (``file://``, mounted, or
-    S3); batch needs an S3 store and Metaflow's Batch job queue and S3 datastore."""
-    if on not in REPLAY_PLACES:
-        raise BadInput(f"{option} {on}: not a place to replay ({', '.join(REPLAY_PLACES)})")
-    scheme = store_uri.split("://", 1)[0] if "://" in store_uri else "file"
-    if on == "docker":
-        if scheme not in ("file", "s3"):
-            raise BadInput(
-                f"{option} docker: the store is {store_uri}; the container reaches only a file:// store (mounted) or "
-                "an S3 store: set REPRO_STORE (or --store / --repro-store)"
-            )
-        from repro.containers.image import client
-
-        try:
-            client()
-        except InfraError as exc:
-            raise InfraError(f"{option} docker: {exc}") from None
-    elif on == "batch":
-        if scheme != "s3":
-            raise BadInput(
-                f"{option} batch: the store is {store_uri}, but Batch jobs fetch every environment from the store, "
-                f"so it must be an S3 store: pass --store s3://bucket/prefix (or set REPRO_STORE)"
-            )
-        from metaflow import metaflow_config
-
-        missing = [
-            name
-            for name, value in (
-                ("METAFLOW_BATCH_JOB_QUEUE", metaflow_config.BATCH_JOB_QUEUE),
-                ("METAFLOW_DATASTORE_SYSROOT_S3", metaflow_config.DATASTORE_SYSROOT_S3),
-            )
-            if not value
-        ]
-        if missing:
-            raise BadInput(
-                f"{option} batch: Metaflow has no {' and no '.join(missing)}: set {', '.join(missing)} (or the same "
-                "keys in Metaflow's config) to the AWS Batch job queue and the S3 datastore the jobs use"
-            )
-        if metaflow_config.DEFAULT_DATASTORE != "s3":
-            raise BadInput(
-                f"{option} batch: Metaflow's default datastore is {metaflow_config.DEFAULT_DATASTORE!r}, not s3: a run "
-                "recorded with it has no S3 client (boto3) in its locked environments, so it can never be replayed "
-                "on AWS Batch (whose steps need an S3 datastore); set METAFLOW_DEFAULT_DATASTORE=s3 and "
-                "METAFLOW_DATASTORE_SYSROOT_S3 (or the same keys in Metaflow's config)"
-            )
-
-
-def check_batch_replay(original: RunRecord) -> None:
-    """Refuse a replay on AWS Batch of a run recorded with a datastore other than S3: Batch steps need an
-    S3 datastore, so Metaflow's S3 client (boto3) joins every step's spec, and the frozen check of the
-    recorded locks (which have none) would fail only after everything was fetched, built and run."""
-    kind = original.datastore.get("type") or "unknown"
-    if kind != "s3":
-        raise BadInput(
-            f"{original.ref} was recorded with a {kind!r} Metaflow datastore, so its locked environments have no "
-            "S3 client (boto3), which every step on AWS Batch needs: it cannot be replayed with --on batch. Replay "
-            "it --on local or --on docker, or record the run with an S3 datastore (METAFLOW_DEFAULT_DATASTORE=s3, "
-            "METAFLOW_DATASTORE_SYSROOT_S3) to replay it on Batch",
-            flow=original.flow,
-        )
-
-
-def check_no_batch_steps(original: RunRecord, steps: Sequence[str], where: str) -> None:
-    """Refuse a replay ``where`` (local, docker) of a flow whose own code decorates ``steps`` with
-    ``@batch``: Metaflow would send them to AWS Batch anyway, and placement rewrites run options only."""
-    if steps:
-        raise BadInput(
-            f"{original.ref}: the flow's code decorates {cap(steps)} with @batch, so Metaflow would run "
-            f"{'it' if len(steps) == 1 else 'them'} on AWS Batch, not on {where} as --on says (placement rewrites "
-            "only the run options): replay it with --on batch",
-            flow=original.flow,
-            step=steps[0],
-        )
+    set (each place says what it needs: ``Place.check``)."""
+    executors.for_place(on, option).check(store_uri, settings, option)
 
 
 def replay_elsewhere(record: RunRecord, on: str, store_uri: str, settings: Settings, log: Log = print) -> ReplayCheck:
@@ -238,7 +145,7 @@ def replay(
     ref_text: str,
     store_uri: str | None,
     settings: Settings,
-    on: str = "local",
+    on: str = ExecutorKind.LOCAL.value,
     log: Log = print,
     extra_args: tuple[str, ...] = (),
     keep: bool = False,
@@ -248,25 +155,17 @@ def replay(
     """Replay a recorded run; ``extra_args`` (``repro replay REF -- ...``) add to or override the
     recorded run options and parameters (and are recorded in the replay's own record). The working
     folder (code, datastore) is removed after the verdict unless ``keep``, or the replay failed (its
-    logs live there)."""
-    if on != "batch" and runs_on_batch(extra_args):  # before any place is checked, fetched or built
-        raise BadInput(
-            f"--on {on} and `{' '.join(extra_args)}` after --: a replay runs where --on says, and --on {on} "
-            "never sends a step to AWS Batch; use --on batch (with your `--with batch:...` after --), or drop "
-            "the batch option"
-        )
-    if on in ("docker", "batch"):
-        check_where(on, open_store(store_uri or settings.store).uri, settings)
-    if on == "docker":
-        from repro.executors.docker import replay_in_docker
-
-        return replay_in_docker(ref_text, store_uri, settings, image=image, log=log, extra_args=extra_args)
-    if image:
-        raise BadInput("--image is for container replays: add --on docker")
+    logs live there). ``executor``: what the replay's record says ran it (default: the place's)."""
+    place = executors.for_place(on)
+    place.check_args(extra_args, image)  # before any place is checked, fetched or built
+    store = open_store(store_uri or settings.store)
+    place.check(store.uri, settings)
+    request = load_request(ref_text, store, settings, place, executor or place.executor(), extra_args, image)
     workdirs: list[Path] = []
     result = None
     try:
-        result = _replay(ref_text, store_uri, settings, on, log, workdirs, extra_args, executor or Executor())
+        run = place.run(request, lambda r: run_here(r, log, workdirs), log)
+        result = judge(request, run, log)
         return result
     finally:
         # A failed replay keeps its folder: the logs command it prints reads the datastore there.
@@ -278,56 +177,70 @@ def replay(
                 shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _replay(
+def load_request(
     ref_text: str,
-    store_uri: str | None,
+    store: Store,
     settings: Settings,
-    on: str,
-    log: Log,
-    workdirs: list[Path],
-    extra_args: tuple[str, ...],
+    place: Place,
     executor: Executor,
-) -> ReplayResult:
-    if on not in ("local", "batch"):
-        raise BadInput(f"--on {on}: not available in this version (--on local, --on docker, --on batch)")
-    store: Store = open_store(store_uri or settings.store)
-    original = load_record(store, parse_ref(ref_text))
-    if on == "batch":  # before anything else is fetched or built
-        check_batch_replay(original)
+    extra_args: tuple[str, ...] = (),
+    image: str | None = None,
+) -> ReplayRequest:
+    """The record, read and checked once (a record file is untrusted input: decoded and validated), and
+    refused when ``place`` can never replay it, before anything else is fetched or built."""
+    ref = parse_ref(ref_text)
+    original = load_record(store, ref)
+    place.check_record(original)
+    return ReplayRequest(
+        original=original,
+        store=store,
+        settings=settings,
+        place=place,
+        executor=executor,
+        ref=f"{layout.flow_dir(original.flow, original.identity)}/{original.run_id}",
+        record_file=ref.path,
+        extra_args=tuple(extra_args),
+        image=image,
+    )
+
+
+class _NotRunnable(Exception):
+    """The replay cannot run here (``failure``): a failed replay, not an error."""
+
+    def __init__(self, failure: RunFailure, workdir: Path):
+        super().__init__(failure.error)
+        self.failure, self.workdir = failure, workdir
+
+
+def run_here(request: ReplayRequest, log: Log, workdirs: list[Path] | None = None) -> RunResult:
+    """Prepare the replay on this machine and run it: what a place that runs here calls (local, batch,
+    and a container's own replay). ``workdirs`` gets the working folder as soon as it exists."""
+    try:
+        plan = prepare(request, log, workdirs if workdirs is not None else [])
+    except _NotRunnable as exc:
+        return RunResult(request.executor, workdir=str(exc.workdir), failure=exc.failure)
+    return execute(plan, log)
+
+
+def prepare(request: ReplayRequest, log: Log, workdirs: list[Path]) -> ReplayPlan:
+    """Pull and verify everything the record names, rebuild every environment offline from the stored
+    package files, and lay out the recorded code, inputs, arguments and environment, before anything
+    runs: the frozen plan ``execute`` runs."""
+    original, store, settings = request.original, request.store, request.settings
     log(f"replaying {original.ref} from {store.uri}")
     for version, snap in sorted(original.interpreters.items()):  # nothing is created or run anywhere else
         check_location(snap, f"interpreters.{version}", f"{store.uri}: {original.ref}")
     # 1. everything the record names, verified, before anything runs (the interpreters meanwhile)
-    envs = environments(settings)
     locks, interpreters = pull_and_restore(original, store, settings, log)
     inputs = pull_inputs(original, store, settings)
     upstream = pull_input_artifacts(original, store, settings)  # verified (sha1) before anything reads them
-    # the recorded code (pulled and verified above): a step its own code sends to AWS Batch would not run
-    # where --on says, so such a replay is refused before any environment is built
     workdir = _workdir(settings, original)
     workdirs.append(workdir)
-    code = _extract_code(settings.home.code_package(original.code_sha256), workdir / "code", original)
-    flow_file = inside(code, original.flow_file, f"{original.ref}: flow_file")  # never a file outside the package
-    if not flow_file.is_file():
-        raise BadInput(
-            f"{original.ref}: flow_file {original.flow_file!r} is not in its code package "
-            f"(sha256 {original.code_sha256}); the record is corrupt"
-        )
-    if on != "batch":
-        check_no_batch_steps(original, batch_steps(flow_file), executor.kind.value if on == "local" else on)
+    code, flow_file = _recorded_code(settings, original, workdir)
+    # a step its own code sends elsewhere would not run where asked: refused before any env is built
+    request.place.check_code(original, flow_file, request.executor.kind.value)
     # 2. every environment, offline, from the stored package files only
-    for env_id, pl in locks.items():
-        if envs.get(env_id) is None:
-            log(f"rebuilding env {env_id[:12]} offline (Python {pl.python}, {len(pl.packages)} packages)")
-            envs.build(
-                pl,
-                None  # a conda env brings its own interpreter
-                if pl.is_conda
-                else interpreters.get(pl.python)
-                or recorded_interpreter(original, pl.python, store, settings, f"{original.ref} env {env_id[:12]}", log),
-                offline=True,
-                where=f"replay of {original.ref}",
-            )
+    interpreters = _rebuild_envs(original, locks, interpreters, store, settings, log)
     # 3. the recorded code, with the recorded parameters, inputs, configs, run options and hash seed
     if original.inputs:  # the runs of other flows the steps read: served from the replay's own datastore
         user = os.environ.get("METAFLOW_USER") or os.environ.get("USER") or os.environ.get("USERNAME") or ""
@@ -336,18 +249,90 @@ def _replay(
     mf_code = code / ".mf_code"  # the Metaflow (and extensions) that ran the original
     problem = _recorded_metaflow_problem(mf_code, original)
     if problem:
-        return ReplayResult(original, None, None, workdir, ReplayVerdict.FAILED, ReplayFailure(error=problem))
+        raise _NotRunnable(RunFailure(error=problem), workdir)
+    _check_recorded_flow(original, flow_file, workdir)
     given = recorded_args(original, _materialize(original, inputs, workdir / "inputs"), workdir, declared)
-    kept = len(given) - len(original.run_options)  # configs, parameters, inputs: never about placement
-    placed, dropped = placed_run_options(given[kept:], on, extra_args)
-    if dropped and on == "batch":
-        log(f"replaying on AWS Batch with {' '.join(extra_args)}: dropped the recorded {' '.join(dropped)}")
-    elif dropped:
-        log(
-            f"replaying on {executor.kind.value if on == 'local' else on}, not on AWS Batch: "
-            f"dropped the recorded {' '.join(dropped)}"
+    args = _placed_args(request, given, log)
+    env = _environment(request, workdir, mf_code, log)
+    return ReplayPlan(
+        request=request,
+        workdir=workdir,
+        code=code,
+        flow_file=flow_file,
+        locks=locks,
+        interpreters=interpreters,
+        args=args,
+        env=env,
+        settings=load_settings(flow_file, environ={**os.environ, **env}),
+    )
+
+
+def _recorded_code(settings: Settings, original: RunRecord, workdir: Path) -> tuple[Path, Path]:
+    """The recorded code package (pulled and verified), extracted safely, and its flow file: never a
+    file outside the package, and the recorded flow (a record naming another flow file is refused)."""
+    code = _extract_code(settings.home.code_package(original.code_sha256), workdir / "code", original)
+    flow_file = inside(code, original.flow_file, f"{original.ref}: flow_file")
+    if not flow_file.is_file():
+        raise BadInput(
+            f"{original.ref}: flow_file {original.flow_file!r} is not in its code package "
+            f"(sha256 {original.code_sha256}); the record is corrupt"
         )
-    args = [*given[:kept], *placed, *extra_args]
+    return code, flow_file
+
+
+def _check_recorded_flow(original: RunRecord, flow_file: Path, workdir: Path) -> None:
+    """The flow file runs the recorded flow: runs of two flows are never compared, and a replay of
+    another flow does not start (as a run never starts against a baseline of another flow)."""
+    name = flow_name(flow_file)
+    if name != original.flow:
+        error = (
+            f"{original.ref} and this run of {original.identity or name} are runs of different flows "
+            f"({original.flow}, {name}); diff compares two runs of one flow"
+        )
+        raise _NotRunnable(RunFailure(error=error, output=error), workdir)
+
+
+def _rebuild_envs(
+    original: RunRecord,
+    locks: dict[str, PlatformLock],
+    interpreters: dict[str, pythons.Interpreter],
+    store: Store,
+    settings: Settings,
+    log: Log,
+) -> dict[str, pythons.Interpreter]:
+    """Build every recorded environment not built here, offline, from the stored package files only;
+    returns {Python version: interpreter} of every interpreter used."""
+    envs = environments(settings)
+    used = dict(interpreters)
+    for env_id, pl in locks.items():
+        if envs.get(env_id) is not None:
+            continue
+        log(f"rebuilding env {env_id[:12]} offline (Python {pl.python}, {len(pl.packages)} packages)")
+        interp = None  # a conda env brings its own interpreter
+        if not pl.is_conda:
+            interp = used.get(pl.python) or recorded_interpreter(
+                original, pl.python, store, settings, f"{original.ref} env {env_id[:12]}", log
+            )
+            used[pl.python] = interp
+        envs.build(pl, interp, offline=True, where=f"replay of {original.ref}")
+    return used
+
+
+def _placed_args(request: ReplayRequest, given: list[str], log: Log) -> ReplayArgs:
+    """The recorded arguments as the place runs them (configs, parameters and inputs are never about
+    placement), then the user's own after ``--``."""
+    original, place, extra_args = request.original, request.place, request.extra_args
+    kept = len(given) - len(original.run_options)
+    placed, dropped = place.place(given[kept:], extra_args)
+    if dropped:
+        log(place.dropped_note(dropped, extra_args, request.executor.kind.value))
+    return ReplayArgs(tuple(given[:kept]), tuple(placed), tuple(dropped), tuple(extra_args))
+
+
+def _environment(request: ReplayRequest, workdir: Path, mf_code: Path, log: Log) -> dict[str, str]:
+    """The Metaflow process's environment: offline, frozen, the recorded hash seed, the replay's own
+    datastore (or what the place needs instead), the recorded Metaflow, the recorded settings."""
+    original, settings = request.original, request.settings
     env = {
         **environ_for(
             frozen=True,
@@ -361,104 +346,85 @@ def _replay(
         "METAFLOW_DEFAULT_DATASTORE": "local",
         "METAFLOW_DEFAULT_METADATA": "local",
     }
-    if on == "batch" or original.datastore.get("type") == "s3":
-        # Every step a Batch job, or a run that had an S3 datastore (its steps' environments hold
-        # Metaflow's S3 needs, boto3: the same envs need the same datastore): the datastore is S3, from
-        # Metaflow's own settings in this environment.
-        if on != "batch":
-            log(f"{original.ref} had an S3 datastore, so the replay has one too (Metaflow's settings here)")
-        for name in ("METAFLOW_DATASTORE_SYSROOT_LOCAL", "METAFLOW_DEFAULT_DATASTORE"):
-            env.pop(name)
-        env["METAFLOW_DEFAULT_DATASTORE"] = "s3"
-    if on == "batch":  # the runtime stages each env in this store before it submits a job (containers.batch)
-        env.update(environ_for(store=store.uri))
+    env = request.place.environment(original, request.store.uri, env, log)
     env["PYTHONPATH"] = os.pathsep.join([str(mf_code), *filter(None, [os.environ.get("PYTHONPATH")])])
     env.update(spec_environ(original.settings))
+    return env
+
+
+def execute(plan: ReplayPlan, log: Log) -> RunResult:
+    """Run the plan through the same pipeline as any run, and record the replay (here and in the store):
+    what ran and how it ended, verdict-less."""
+    request = plan.request
+    original, store = request.original, request.store
     options = RunOptions(
         store=store.uri,
-        baseline=original,
         frozen=True,
-        metaflow_args=tuple(args),
-        env=env,
+        metaflow_args=plan.args.metaflow_args,
+        env=dict(plan.env),
         identity=original.identity,
         pickle_checks=False,
-        settings=load_settings(flow_file, environ={**os.environ, **env}),
+        settings=plan.settings,
     )
-    outcome = run_and_record(flow_file, options, log=log)
+    outcome = run_and_record(plan.flow_file, options, log=log)
+    ran = RunResult(request.executor, workdir=str(plan.workdir), exit_code=outcome.exit_code)
     if outcome.record is None:  # the run never started: nothing ran, nothing to record
-        return ReplayResult(
-            original,
-            None,
-            None,
-            workdir,
-            ReplayVerdict.FAILED,
-            ReplayFailure(
-                error=_last_line(outcome.error) or "the replay did not start", output=outcome.error or outcome.output
-            ),
-        )
-    if on == "batch":
-        executor = Executor(ExecutorKind.BATCH, image=os.environ.get("METAFLOW_BATCH_CONTAINER_IMAGE", ""))
-    replayed = replace(outcome.record, replay_of=original.ref, interpreters=original.interpreters, executor=executor)
-    saved, recorded = _record_replay(replayed, store, settings, log)
-    if outcome.error:  # it ran, but could not be judged (e.g. the comparison's probe failed)
-        return ReplayResult(
-            original,
-            replayed,
-            None,
-            workdir,
-            ReplayVerdict.FAILED,
-            ReplayFailure(error=_last_line(outcome.error), output=outcome.error),
-            saved,
-            recorded,
-        )
-    failure = _failure(outcome, replayed, flow_file, workdir, env)
-    if failure is not None:
+        error = _last_line(outcome.error) or "the replay did not start"
+        return replace(ran, failure=RunFailure(error=error, output=outcome.error or outcome.output))
+    replayed = replace(
+        outcome.record, replay_of=original.ref, interpreters=original.interpreters, executor=request.executor
+    )
+    saved, recorded = _record_replay(replayed, store, request.settings, log)
+    ran = replace(ran, saved=saved, recorded=recorded, record=replayed)
+    if outcome.error:  # it ran, but what it ran could not be read back whole
+        return replace(ran, failure=RunFailure(error=_last_line(outcome.error), output=outcome.error))
+    return replace(ran, failure=_failure(outcome, replayed, plan.flow_file, plan.env))
+
+
+def judge(request: ReplayRequest, run: RunResult, log: Log) -> ReplayResult:
+    """The verdict, made once, here: a replay that failed (or ran another Metaflow) is FAILED, one that
+    ran is compared with the original."""
+    original, store = request.original, request.store
+    workdir, replayed = Path(run.workdir), run.record
+    saved, recorded = run.saved, f"{store.uri}/{run.recorded}" if run.recorded else ""
+
+    def failed(failure: RunFailure) -> ReplayResult:
         return ReplayResult(original, replayed, None, workdir, ReplayVerdict.FAILED, failure, saved, recorded)
+
+    if replayed is None or run.failure is not None:
+        return failed(run.failure or RunFailure(error="the replay did not start"))
     if replayed.metaflow_version != original.metaflow_version:
-        return ReplayResult(
-            original,
-            replayed,
-            None,
-            workdir,
-            ReplayVerdict.FAILED,
-            ReplayFailure(
+        return failed(
+            RunFailure(
                 error=f"the replay ran on Metaflow {replayed.metaflow_version}, not the recorded "
                 f"{original.metaflow_version}"
-            ),
-            saved,
-            recorded,
+            )
         )
     mismatched = [e for e in original.envs if e not in replayed.envs]
     if mismatched:
         raise InfraError(f"replay of {original.ref} did not use the recorded environments {mismatched}")
-    assert outcome.comparison is not None
+    try:
+        check_same_flow(original, replayed)
+        log(f"{original.flow}: comparing with {original.ref}")
+        comparison = compare_runs(original, replayed, store, request.settings)
+    except ReproError as exc:  # it ran, but could not be judged (e.g. the comparison's probe failed)
+        return failed(RunFailure(error=_last_line(str(exc)), output=str(exc)))
     return ReplayResult(
-        original,
-        replayed,
-        outcome.comparison,
-        workdir,
-        ReplayVerdict(outcome.comparison.verdict.value),
-        None,
-        saved,
-        recorded,
+        original, replayed, comparison, workdir, ReplayVerdict(comparison.verdict.value), None, saved, recorded
     )
 
 
 def pull_and_restore(
-    original: RunRecord, store: Store, settings: Settings, log: Log, also: tuple[str, ...] = ()
+    original: RunRecord, store: Store, settings: Settings, log: Log
 ) -> tuple[dict[str, PlatformLock], dict[str, pythons.Interpreter]]:
     """``pull`` (locks, code, package files, all verified) while the interpreters that the record's
-    environments not built here need (and the versions ``also`` names) are restored from their snapshots:
-    independent work (network and unzip against tar), so overlapped. Returns the locks and {Python
-    version: interpreter}."""
+    environments not built here need are restored from their snapshots: independent work (network and
+    unzip against tar), so overlapped. Returns the locks and {Python version: interpreter}. Each
+    interpreter's location is checked before anything is created there (``recorded_interpreter``)."""
     envs = environments(settings)
     versions = sorted(
         {pl.python for env_id, pl in original.envs.items() if not pl.is_conda and envs.get(env_id) is None}
-        | {v for v in also if v in original.interpreters}
     )
-    for v in versions:  # before anything is pulled, created or run
-        if v in original.interpreters:
-            check_location(original.interpreters[v], f"interpreters.{v}", original.ref)
     if not versions:
         return pull(original, store, settings), {}
     with ThreadPoolExecutor(max_workers=len(versions)) as pool:
@@ -468,6 +434,17 @@ def pull_and_restore(
         }
         locks = pull(original, store, settings)
         return locks, {v: f.result() for v, f in restoring.items()}
+
+
+def launcher_interpreter(request: ReplayRequest, log: Log) -> str:
+    """The interpreter that ran the original's Metaflow runtime (and so decides a flow's default Python),
+    restored from the store's snapshot: the path to run the replay on ("" if no snapshot names it)."""
+    original = request.original
+    version = original.host.get("python", "")
+    if version not in original.interpreters:
+        return ""
+    where = f"{original.ref} Python {version}"
+    return recorded_interpreter(original, version, request.store, request.settings, where, log).path
 
 
 def recorded_interpreter(
@@ -573,24 +550,25 @@ def _materialize(record: RunRecord, blobs: dict[str, Path], folder: Path) -> dic
 
 
 def _record_replay(replayed: RunRecord, store: Store, settings: Settings, log: Log) -> tuple[str, str]:
+    """Where the replay's record was saved here, and its key in the store ("": it could not be written)."""
     saved = str(save_local(replayed, settings))
     try:
-        return saved, f"{store.uri}/{push_replay_record(replayed, store)}"
+        return saved, push_replay_record(replayed, store)
     except ReproError as exc:
         log(f"repro: the replay's record is kept in {saved} but could not be written to {store.uri}: {exc}")
         return saved, ""
 
 
-def _failure(outcome: Outcome, replayed: RunRecord, flow_file: Path, workdir: Path, env: dict) -> ReplayFailure | None:
+def _failure(outcome: Outcome, replayed: RunRecord, flow_file: Path, env: Mapping[str, str]) -> RunFailure | None:
     failed = [f for f in outcome.findings if f.kind is Kind.TASK_FAILED]
     if not failed and replayed.status is RunStatus.SUCCESS:
         return None
     if not failed:
-        return ReplayFailure(error=f"the run failed (exit code {outcome.exit_code})", output=outcome.output)
+        return RunFailure(error=f"the run failed (exit code {outcome.exit_code})", output=outcome.output)
     first = failed[0]
     pathspec = task_pathspec(replayed, first)
     logs = logs_command(flow_file, pathspec, env)
-    return ReplayFailure(
+    return RunFailure(
         error=error_line(first.message),
         step=first.step,
         task=f"{replayed.flow}/{pathspec}",
@@ -616,7 +594,7 @@ def task_pathspec(record: RunRecord, failed: Finding) -> str:
     return f"{record.run_id}/{failed.step}/{task.task_id}" if task else f"{record.run_id}/{failed.step}"
 
 
-def logs_command(flow_file: Path, pathspec: str, env: dict[str, str] | None = None) -> str:
+def logs_command(flow_file: Path, pathspec: str, env: Mapping[str, str] | None = None) -> str:
     """The shell command that shows a task's (or a step's) logs: Metaflow's `logs` of the flow file, with
     the variables of ``env`` it needs to find that run (a replay's own datastore)."""
     env = env or {}

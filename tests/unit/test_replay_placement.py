@@ -1,11 +1,16 @@
 """Where a replay runs is where it is asked to run: the recorded run options are rewritten for
-``--on local|docker|batch`` (repro.operations.replay.placed_run_options, pure)."""
+``--on local|docker|batch`` by each place (``Place.place``, pure)."""
 
 from __future__ import annotations
 
 import pytest
 
-from repro.operations.replay import placed_run_options
+from repro import executors
+
+
+def placed_run_options(run_options, on, extra_args=()):
+    """The recorded run options as the place ``on`` runs them, and the ones it dropped."""
+    return executors.for_place(on).place(run_options, extra_args)
 
 
 @pytest.mark.parametrize(
@@ -94,7 +99,7 @@ def test_a_step_the_flows_code_sends_to_batch_is_found_and_refuses_a_replay_else
     # placement rewrites run options only: a @batch step in the code would run on Batch under --on local
     from repro.env.flowfile import batch_steps
     from repro.errors import BadInput
-    from repro.operations.replay import check_no_batch_steps
+    from repro.executors.local import check_no_batch_steps
     from tests.helpers import make_record, write_flow
 
     steps = batch_steps(write_flow(tmp_path / "b", BATCH_STEP_FLOW, name="bstep_flow.py"))

@@ -1,0 +1,89 @@
+"""The container's side of `repro replay --on docker` and the host's reading of what it hands back:
+the result is a file in a mounted folder (never a line on stdout), decoded and checked on the host;
+the replay's record is read back from the store, never taken from the container's word."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from repro.errors import BadInput, InfraError, ReproError
+from repro.executors import docker
+from repro.executors.base import ReplayRequest
+from repro.executors.local import LocalPlace
+from repro.model.interpreter import Executor, ExecutorKind
+from repro.model.replay import RunFailure, RunResult, parse_result
+from repro.settings import load_settings
+from repro.store import layout, open_store
+from tests.unit.test_codecs import make_record  # a record the strict decoder accepts
+
+IMAGE = "sha256:" + "a" * 64
+STATUS = {"StatusCode": 0}
+
+
+@pytest.fixture
+def request_(tmp_path):
+    store = open_store((tmp_path / "store").as_uri())
+    original = make_record()
+    ref = f"{layout.flow_dir(original.flow, original.identity)}/{original.run_id}"
+    settings = load_settings(tmp_path, environ={"REPRO_HOME": str(tmp_path / "home")})
+    return ReplayRequest(original, store, settings, LocalPlace(), Executor(ExecutorKind.DOCKER, IMAGE), ref)
+
+
+def test_a_container_that_wrote_no_result_is_an_infrastructure_error_showing_its_output(tmp_path, request_):
+    with pytest.raises(InfraError) as err:
+        docker._result(tmp_path / "none.json", request_.original, STATUS, "last words")
+    assert "ended (exit code 0) without a result" in str(err.value) and "last words" in str(err.value)
+
+
+def test_a_malformed_result_is_an_infrastructure_error_naming_the_field(tmp_path, request_):
+    doc = RunResult(Executor(ExecutorKind.DOCKER, IMAGE)).to_dict()
+    doc["verdict"] = "identical"  # the container does not judge
+    (tmp_path / "r.json").write_text(json.dumps(doc))
+    with pytest.raises(InfraError, match="unknown key 'verdict'"):
+        docker._result(tmp_path / "r.json", request_.original, STATUS, "")
+
+
+def test_an_error_in_the_container_is_raised_again_on_the_host_with_its_exit_code(request_):
+    with pytest.raises(ReproError) as err:
+        docker._with_record(RunResult(Executor(), error="no such run", error_code=2), request_, docker.Path("/d"))
+    assert str(err.value) == "no such run" and err.value.exit_code == 2
+
+
+def test_the_replays_record_is_read_back_from_the_store_and_must_be_a_replay_of_the_original(request_):
+    store, original = request_.store, request_.original
+    replayed = replace(make_record(), run_id="9", replay_of=original.ref)
+    key = layout.record(layout.flow_dir(replayed.flow, replayed.identity), "9")
+    store.put_bytes(key, replayed.to_json().encode())
+    ran = RunResult(Executor(ExecutorKind.DOCKER, IMAGE), recorded=key, saved="/tmp/repro-home/x", failure=None)
+    got = docker._with_record(ran, request_, docker.Path("/docker/abc"))
+    assert got.record == replayed and got.workdir == "/docker/abc" and got.saved == ""
+    other = replace(replayed, run_id="10", replay_of="")
+    key10 = layout.record(layout.flow_dir(other.flow, other.identity), "10")
+    store.put_bytes(key10, other.to_json().encode())
+    with pytest.raises(InfraError, match="is not a replay of"):
+        docker._with_record(replace(ran, recorded=key10), request_, docker.Path("/d"))
+    with pytest.raises(InfraError, match="not one"):
+        docker._with_record(replace(ran, recorded="pythons/x.json"), request_, docker.Path("/d"))
+
+
+def test_a_replay_that_did_not_start_comes_back_without_a_record(request_):
+    ran = RunResult(Executor(ExecutorKind.DOCKER, IMAGE), failure=RunFailure("no Metaflow in the package"))
+    got = docker._with_record(ran, request_, docker.Path("/docker/abc"))
+    assert got.record is None and got.failure == RunFailure("no Metaflow in the package")
+
+
+def test_the_container_entry_writes_its_error_to_the_result_file(tmp_path, monkeypatch):
+    from repro.cli import container
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("REPRO_HOME", str(tmp_path / "home"))
+    out = tmp_path / "out" / "result.json"
+    out.parent.mkdir()
+    code = container.main([str(out), "F/1", (tmp_path / "store").as_uri(), IMAGE])
+    result = parse_result(out.read_bytes(), "result")
+    assert code == result.error_code == BadInput.exit_code == 2
+    assert result.error.endswith("has no run F/1 (no runs/F/1/record.json)"), result.error
+    assert result.executor == Executor(ExecutorKind.DOCKER, IMAGE) and result.record is None
