@@ -30,22 +30,21 @@ class ReproSpecs:
         """
 
 
-class _Builtins:
-    @hookimpl(trylast=True)
-    def repro_artifact_comparators(self) -> list[str]:
-        from repro.comparators import BUILTIN
-
-        return list(BUILTIN)
-
-
 @functools.lru_cache(maxsize=1)
 def manager() -> pluggy.PluginManager:
+    """The plugin manager: the specs above and the plugins of the ``repro`` entry point group. The
+    built-in answers are registered by the layer that owns them (``with_builtins``), never here: this
+    module sits below every comparator and executor."""
     pm = pluggy.PluginManager("repro")
     pm.add_hookspecs(ReproSpecs)
-    pm.register(_Builtins(), name="repro-builtins")
     pm.load_setuptools_entrypoints("repro")
     return pm
 
 
-def comparators() -> list[str]:
-    return [path for paths in manager().hook.repro_artifact_comparators() for path in paths]
+def with_builtins(name: str, plugin: object) -> pluggy.PluginManager:
+    """The manager with ``plugin`` (built-in answers, marked ``trylast`` so plugins come first)
+    registered once under ``name``."""
+    pm = manager()
+    if not pm.has_plugin(name):
+        pm.register(plugin, name=name)
+    return pm

@@ -20,6 +20,7 @@ from repro.checks.pickles import is_internal
 from repro.env import probes as envprobe
 from repro.errors import IntegrityError
 from repro.model.findings import Choice, Finding, Kind, Severity
+from repro.model.interpreter import Executor, ExecutorKind
 from repro.model.record import NO_FOREACH, RunRecord
 
 
@@ -200,13 +201,28 @@ def compare(
     return Comparison(a=a.ref, b=b.ref, results=tuple(results), code_a=a.code_sha256, code_b=b.code_sha256)
 
 
+class _BuiltinComparators:
+    @hooks.hookimpl(trylast=True)
+    def repro_artifact_comparators(self) -> list[str]:
+        from repro.comparators import BUILTIN
+
+        return list(BUILTIN)
+
+
+def comparator_paths() -> list[str]:
+    """The comparator modules to try, in order: the plugins' (``repro_artifact_comparators``), then the
+    built-ins (pandas, numpy, numbers with tolerance, ``==``)."""
+    pm = hooks.with_builtins("repro-comparators", _BuiltinComparators())
+    return [path for paths in pm.hook.repro_artifact_comparators() for path in paths]
+
+
 def _describe_bytes(x, y) -> str:
     return f"sha1 {x.sha1[:10]} -> {y.sha1[:10]}, {x.type or '?'} {x.size} -> {y.size} bytes"
 
 
 def _semantic(pending, blobs_a, blobs_b, pythons, sys_path, options, ref_a, ref_b) -> list[ArtifactResult]:
     out = []
-    comparators = hooks.comparators()
+    comparators = comparator_paths()
     with tempfile.TemporaryDirectory(prefix="repro-compare-") as tmp:
         for env, items in pending.items():
             python = pythons.get(env)
@@ -244,3 +260,49 @@ def _semantic(pending, blobs_a, blobs_b, pythons, sys_path, options, ref_a, ref_
                 step, key, name = rid.split("\0")
                 out.append(ArtifactResult(step, key, name, Verdict(ans[protocol.VERDICT]), ans[protocol.DETAIL]))
     return out
+
+
+@dataclass(frozen=True)
+class ReplayCheck:
+    """A run replayed elsewhere from the store (``pytest --repro --repro-on docker|batch``): where it
+    ran, the verdict, and why it could not be judged. Its artifact differences are the outcome's
+    ``Kind.REPLAY`` findings."""
+
+    on: str  # where it was asked to run: docker | batch
+    verdict: str = ""  # identical | equivalent | different | replay failed; "" when it could not start
+    executor: Executor | None = None  # where the replay's record says it ran
+    run: str = ""  # the replay's record (FlowName/run_id); "" when none was written
+    comparison: Comparison | None = None
+    error: str = ""  # why the replay failed or could not run
+    error_code: int = 0  # that error's exit code (2 bad input, 3 infrastructure or replay failed)
+    failed_step: str = ""  # the step whose task failed in the replay
+
+    @property
+    def passed(self) -> bool:
+        return self.verdict in ("identical", "equivalent")
+
+    def to_dict(self) -> dict:
+        return {
+            "on": self.on,
+            "verdict": self.verdict,
+            "executor": self.executor.to_dict() if self.executor else None,
+            "run": self.run,
+            "comparison": self.comparison.to_dict() if self.comparison else None,
+            "error": self.error,
+            "error_code": self.error_code,
+            "failed_step": self.failed_step,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ReplayCheck:  # our own session file, written by to_dict
+        ex = d.get("executor")
+        return cls(
+            on=d["on"],
+            verdict=d["verdict"],
+            executor=Executor(ExecutorKind(ex["kind"]), ex["image"]) if ex else None,
+            run=d["run"],
+            comparison=Comparison.from_dict(d["comparison"]) if d["comparison"] else None,
+            error=d["error"],
+            error_code=d["error_code"],
+            failed_step=d["failed_step"],
+        )

@@ -34,9 +34,7 @@ class _Builtins:
 def places() -> dict[ExecutorKind, Place]:
     """Every place a replay can run, by kind (in ``ExecutorKind``'s order): the first answer of a kind
     wins, and plugins answer before the built-ins."""
-    pm = hooks.manager()
-    if not pm.has_plugin(_BUILTINS):
-        pm.register(_Builtins(), name=_BUILTINS)
+    pm = hooks.with_builtins(_BUILTINS, _Builtins())
     found: dict[ExecutorKind, Place] = {}
     for answer in pm.hook.repro_executors():
         for place in answer:

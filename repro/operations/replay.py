@@ -27,7 +27,7 @@ from pathlib import Path
 from metaflow_extensions.repro.plugins import protocol
 from repro import executors
 from repro.checks import lineage
-from repro.checks.compare import Comparison, Verdict
+from repro.checks.compare import Comparison, ReplayCheck, Verdict
 from repro.env import pythons
 from repro.env.engine import environments
 from repro.env.flowfile import flow_name, parameter_names
@@ -40,7 +40,7 @@ from repro.model.lock import PlatformLock
 from repro.model.record import RunRecord, RunStatus
 from repro.model.replay import RunFailure, RunResult
 from repro.model.validate import cap
-from repro.operations.run import Log, Outcome, ReplayCheck, RunOptions, check_same_flow, compare_runs, run_and_record
+from repro.operations.run import Log, Outcome, RunOptions, check_same_flow, compare_runs, run_and_record
 from repro.paths import inside
 from repro.settings import Settings, environ_for, load_settings, spec_environ
 from repro.store import Store, layout, open_store

@@ -23,7 +23,7 @@ from repro.adapter import pending
 from repro.adapter.codepackage import import_paths
 from repro.adapter.flowfolder import check_flow_folder
 from repro.checks import drift, lineage, pickles
-from repro.checks.compare import Comparison, compare
+from repro.checks.compare import Comparison, ReplayCheck, compare
 from repro.env.engine import Flow, current_lock, environments, open_flow, spec_drift
 from repro.env.flowfile import FlowDeclarations, load_flow
 from repro.env.interpreter_snapshot import snapshot_interpreters
@@ -76,52 +76,6 @@ class RunOptions:
     settings: Settings | None = None  # default: read from the flow's folder
     allow_other_flow: bool = False  # compare with a baseline recorded from another flow file
     identity: str = ""  # the flow's identity when it is not where it was recorded (replays)
-
-
-@dataclass(frozen=True)
-class ReplayCheck:
-    """A run replayed elsewhere from the store (``pytest --repro --repro-on docker|batch``): where it
-    ran, the verdict, and why it could not be judged. Its artifact differences are the outcome's
-    ``Kind.REPLAY`` findings."""
-
-    on: str  # where it was asked to run: docker | batch
-    verdict: str = ""  # identical | equivalent | different | replay failed; "" when it could not start
-    executor: Executor | None = None  # where the replay's record says it ran
-    run: str = ""  # the replay's record (FlowName/run_id); "" when none was written
-    comparison: Comparison | None = None
-    error: str = ""  # why the replay failed or could not run
-    error_code: int = 0  # that error's exit code (2 bad input, 3 infrastructure or replay failed)
-    failed_step: str = ""  # the step whose task failed in the replay
-
-    @property
-    def passed(self) -> bool:
-        return self.verdict in ("identical", "equivalent")
-
-    def to_dict(self) -> dict:
-        return {
-            "on": self.on,
-            "verdict": self.verdict,
-            "executor": self.executor.to_dict() if self.executor else None,
-            "run": self.run,
-            "comparison": self.comparison.to_dict() if self.comparison else None,
-            "error": self.error,
-            "error_code": self.error_code,
-            "failed_step": self.failed_step,
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict) -> ReplayCheck:  # our own session file, written by to_dict
-        ex = d.get("executor")
-        return cls(
-            on=d["on"],
-            verdict=d["verdict"],
-            executor=Executor(ExecutorKind(ex["kind"]), ex["image"]) if ex else None,
-            run=d["run"],
-            comparison=Comparison.from_dict(d["comparison"]) if d["comparison"] else None,
-            error=d["error"],
-            error_code=d["error_code"],
-            failed_step=d["failed_step"],
-        )
 
 
 @dataclass

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from filelock import FileLock
 
+from repro.checks.compare import ReplayCheck
 from repro.env.engine import relock_command
 from repro.env.flowfile import FlowDeclarations, load_flow
 from repro.errors import ReproError
@@ -24,7 +25,7 @@ from repro.model.findings import DRIFT_KINDS, Finding, Kind, Severity, select
 from repro.model.lock import Lock, lock_path, read_lock
 from repro.model.record import NO_FOREACH, RunRecord
 from repro.operations.replay import check_where, replay_elsewhere, replay_findings
-from repro.operations.run import LOCK_SUBJECT, Outcome, ReplayCheck, RunOptions, run_and_record
+from repro.operations.run import LOCK_SUBJECT, Outcome, RunOptions, run_and_record
 from repro.report.document import ReportDocument, StepOutcome, build_flow, document, replay_report
 from repro.settings import Settings, find_pyproject, load_settings
 from repro.store import open_store

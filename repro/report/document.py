@@ -25,7 +25,7 @@ from repro.model.findings import DRIFT_KINDS, Choice, Finding, Kind, select
 from repro.model.record import PickleCheck, PickleStatus, RunStatus
 
 if typing.TYPE_CHECKING:
-    from repro.operations.run import ReplayCheck
+    from repro.checks.compare import ReplayCheck
 
 SCHEMA = "repro.report"
 SCHEMA_VERSION = 1

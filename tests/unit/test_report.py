@@ -12,12 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from repro.checks.compare import ArtifactResult, Comparison, Verdict
+from repro.checks.compare import ArtifactResult, Comparison, ReplayCheck, Verdict
 from repro.model.findings import Finding, Kind
 from repro.model.interpreter import Executor, ExecutorKind
 from repro.model.lock import Lock, PlatformLock, StepLock
 from repro.model.record import PickleCheck, PickleStatus, RunStatus
-from repro.operations.run import ReplayCheck
 from repro.report import render
 from repro.report.document import StepOutcome, build_flow, document, plain, replay_report
 from tests.helpers import make_record, pkg
