@@ -247,10 +247,11 @@ def _run(path: Path, decl: FlowDeclarations, options: RunOptions, outcome: Outco
     run_id, elapsed = _start(flow, options, env, outcome, log)
     flow.lock = read_lock(flow.lock_file)  # Metaflow's process re-locks a lock it finds stale
     outcome.lock = flow.lock
+    done = _Finished(flow, run_id, elapsed, env, options, settings, before.store)
     marker = None
     if options.push and outcome.exit_code == 0:  # written first, so a repro killed from here on loses no run
-        marker = _mark_pending(flow, run_id, elapsed, env, options, settings, before.store)
-    _record(flow, run_id, elapsed, env, options, settings, before.store, before.baseline, outcome, log, marker)
+        marker = _mark_pending(done)
+    _record(done, before.baseline, outcome, log, marker)
 
 
 def _before_run(flow: Flow, options: RunOptions, settings: Settings, outcome: Outcome, log: Log) -> _Before:
@@ -302,51 +303,48 @@ def _start(flow: Flow, options: RunOptions, env: dict[str, str], outcome: Outcom
     return run_id, elapsed
 
 
-def _mark_pending(
-    flow: Flow,
-    run_id: str,
-    elapsed: float,
-    env: dict[str, str],
-    options: RunOptions,
-    settings: Settings,
-    store: Store | None,
-) -> Path:
+@dataclass(frozen=True)
+class _Finished:
+    """A Metaflow run that finished, and how it was run: what reading it back and recording it need
+    (right after the run, or later by ``recover`` from its pending-run file)."""
+
+    flow: Flow
+    run_id: str
+    elapsed: float
+    env: dict[str, str]
+    options: RunOptions
+    settings: Settings
+    store: Store | None  # where the record goes (None: not pushed)
+
+
+def _mark_pending(done: _Finished) -> Path:
     """The pending-run file ``repro recover`` reads if repro is killed before the record is saved."""
     return pending.save(
-        settings.home,
+        done.settings.home,
         pending.PendingRun(
-            path=str(flow.path),
-            flow=flow.name,
-            run_id=run_id,
-            elapsed=round(elapsed, 3),
-            lock_sha256=runs.lock_sha256(flow.lock_file),
-            store=store.uri if store is not None else "",
-            metaflow_args=tuple(options.metaflow_args),
-            env=pending.locating_env(env),
-            identity=options.identity,
+            path=str(done.flow.path),
+            flow=done.flow.name,
+            run_id=done.run_id,
+            elapsed=round(done.elapsed, 3),
+            lock_sha256=runs.lock_sha256(done.flow.lock_file),
+            store=done.store.uri if done.store is not None else "",
+            metaflow_args=tuple(done.options.metaflow_args),
+            env=pending.locating_env(done.env),
+            identity=done.options.identity,
             cwd=os.getcwd(),
         ),
     )
 
 
 def _record(
-    flow,
-    run_id: str,
-    elapsed: float,
-    env: dict[str, str],
-    options: RunOptions,
-    settings: Settings,
-    store: Store | None,
-    baseline: RunRecord | None,
-    outcome: Outcome,
-    log: Log,
-    marker: Path | None = None,
+    done: _Finished, baseline: RunRecord | None, outcome: Outcome, log: Log, marker: Path | None = None
 ) -> None:
     """Read the finished run back, record it, check its pickles, push it, compare it with the baseline.
     ``marker``: its pending-run file, removed once the record is saved. The record is saved once, after
     its checks; if they fail (or repro is interrupted) it is saved as read back, so a finished run is
     never lost."""
-    record, found = _read_back(flow, run_id, elapsed, env, options, settings)
+    flow, options, settings, store = done.flow, done.options, done.settings, done.store
+    record, found = _read_back(done)
     outcome.record = record
     outcome.findings += task_findings(found, flow.decl.steps, record.status is RunStatus.SUCCESS)
     if record.status is not RunStatus.SUCCESS:
@@ -382,10 +380,9 @@ def _record(
         outcome.findings += outcome.comparison.findings()
 
 
-def _read_back(
-    flow: Flow, run_id: str, elapsed: float, env: dict[str, str], options: RunOptions, settings: Settings
-) -> tuple[RunRecord, RunInspection]:
+def _read_back(done: _Finished) -> tuple[RunRecord, RunInspection]:
     """The finished run as Metaflow's client reads it, and its record."""
+    flow, run_id, env, options, settings = done.flow, done.run_id, done.env, done.options, done.settings
     found = runs.inspect(
         flow.name,
         run_id,
@@ -396,7 +393,7 @@ def _read_back(
         lineage_dir=settings.home.inputs / "sha1",
     )
     assert flow.lock is not None, "the run built its environments from the flow's lock"
-    record = runs.build_record(flow, flow.lock, run_id, found, elapsed, args=options.metaflow_args)
+    record = runs.build_record(flow, flow.lock, run_id, found, done.elapsed, args=options.metaflow_args)
     if options.identity:
         record = replace(record, identity=options.identity)
     if runs_on_batch(options.metaflow_args):  # `run --with batch`: every step was an AWS Batch job
@@ -459,7 +456,7 @@ def recover(settings: Settings, store_uri: str | None = None, log: Log = _quiet)
                 store=store.uri, push=True, metaflow_args=run.metaflow_args, env=run.env, identity=run.identity
             )
             log(f"{run.flow}: recording run {run.run_id} (finished, not recorded: repro was stopped)")
-            _record(flow, run.run_id, run.elapsed, run.env, options, mine, store, None, outcome, log, path)
+            _record(_Finished(flow, run.run_id, run.elapsed, run.env, options, mine, store), None, outcome, log, path)
         except ReproError as exc:
             outcome.fail(exc)
         outcomes.append(outcome)

@@ -22,6 +22,7 @@ from repro.env.engine import relock_command
 from repro.env.flowfile import FlowDeclarations, load_flow
 from repro.errors import ReproError
 from repro.model.findings import DRIFT_KINDS, Finding, Kind, Severity, select
+from repro.model.interpreter import ExecutorKind
 from repro.model.lock import Lock, lock_path, read_lock
 from repro.model.record import NO_FOREACH, RunRecord
 from repro.operations.replay import check_where, replay_elsewhere, replay_findings
@@ -41,7 +42,12 @@ class Options:
     platforms: tuple = ()
     allow_other_flow: bool = False  # a baseline of another flow file (same class name) may be compared
     frozen: bool = False  # a stale lock is an error and the flow does not run (REPRO_FROZEN, --repro-frozen)
-    on: str = "local"  # also replay each run from the store there: docker | batch (--repro-on)
+    on: str = ExecutorKind.LOCAL.value  # also replay each run from the store there: docker | batch (--repro-on)
+
+    @property
+    def elsewhere(self) -> bool:
+        """Each run is also replayed from the store at another place (``--repro-on``)."""
+        return self.on != ExecutorKind.LOCAL.value  # an unknown place is refused by check_where, naming it
 
     @classmethod
     def from_config(cls, config, settings: Settings | None = None) -> Options:
@@ -70,7 +76,7 @@ class Options:
             allow_other_flow=bool(
                 config.getoption("repro_allow_other_flow") or config.getini("repro_allow_other_flow")
             ),
-            on=pick("repro_on", "repro_on", "on") or "local",
+            on=pick("repro_on", "repro_on", "on") or ExecutorKind.LOCAL.value,
         )
 
 
@@ -233,7 +239,7 @@ class ReproSession:
     def check_where(self) -> None:
         """``--repro-on docker|batch``: refuse at once (ReproError naming what to set) when that place
         cannot be reached, before any flow runs."""
-        if self.options.on != "local":
+        if self.options.elsewhere:
             check_where(self.options.on, open_store(self.store_uri()).uri, self.settings, option="--repro-on")
 
     def _run(self, path: Path) -> Outcome:
@@ -246,7 +252,7 @@ class ReproSession:
                 error_code=3,
                 lock=_committed_lock(path),
             )
-        if self.options.on != "local" and outcome.ok and outcome.record is not None:
+        if self.options.elsewhere and outcome.ok and outcome.record is not None:
             self._replay_elsewhere(outcome, outcome.record)
         return outcome
 
@@ -264,7 +270,7 @@ class ReproSession:
 
     def _run_here(self, path: Path) -> Outcome:
         o = self.options
-        elsewhere = o.on != "local"  # pushed to be replayed from the store; a new baseline only with update
+        elsewhere = o.elsewhere  # pushed to be replayed from the store; a new baseline only with update
         options = RunOptions(
             store=o.store,
             push=o.update or elsewhere,
