@@ -21,7 +21,7 @@ from repro.env import probes as envprobe
 from repro.errors import IntegrityError
 from repro.model.findings import Choice, Finding, Kind, Severity
 from repro.model.interpreter import Executor, ExecutorKind
-from repro.model.record import NO_FOREACH, RunRecord
+from repro.model.record import NO_FOREACH, ArtifactRecord, RunRecord, TaskRecord
 
 
 class Verdict(Choice):
@@ -131,6 +131,10 @@ class Comparison:
         )
 
 
+#: the artifacts whose bytes differ, to compare by value: [((step, task, name), artifact in a, artifact in b)]
+Differing = list[tuple[tuple[str, str, str], ArtifactRecord, ArtifactRecord]]
+
+
 def compare(
     a: RunRecord,
     b: RunRecord,
@@ -142,63 +146,72 @@ def compare(
 ) -> Comparison:
     """``pythons``: env id (or "disabled") -> interpreter that can load the step's artifacts."""
     options = {"rel_tol": 1e-9, "abs_tol": 0.0, **(options or {})}
-    results: list[ArtifactResult] = []
-    pending: dict[str, list] = defaultdict(list)  # env -> [(result key, sha_a, sha_b)]
+    pending: dict[str, Differing] = defaultdict(list)  # env -> what to compare by value in it
     # an IncludeFile artifact is a descriptor naming the run's own datastore: compare the file's contents
     included = set(a.include_files) | set(b.include_files)
-    for name in sorted(included):
-        fa, fb = a.include_files.get(name), b.include_files.get(name)
-        if fa is not None and fb is not None and fa.sha256 == fb.sha256:
-            results.append(ArtifactResult("start", NO_FOREACH, name, Verdict.IDENTICAL))
-        else:
-            results.append(
-                ArtifactResult(
-                    "start",
-                    NO_FOREACH,
-                    name,
-                    Verdict.DIFFERENT,
-                    "IncludeFile contents: "
-                    + (
-                        f"sha256 {fa.sha256[:10]} -> {fb.sha256[:10]}, {fa.size} -> {fb.size} bytes"
-                        if fa and fb
-                        else f"only in {a.ref if fb is None else b.ref}"
-                    ),
-                )
-            )
-    for step in b.steps:
-        if step not in a.steps:
-            results.append(ArtifactResult(step, "*", "*", Verdict.DIFFERENT, f"step {step} did not run in {a.ref}"))
+    results = [_compare_included(name, a, b) for name in sorted(included)]
+    results += [
+        ArtifactResult(step, "*", "*", Verdict.DIFFERENT, f"step {step} did not run in {a.ref}")
+        for step in b.steps
+        if step not in a.steps
+    ]
     for step, sa in a.steps.items():
         sb = b.steps.get(step)
         if sb is None:
             results.append(ArtifactResult(step, "*", "*", Verdict.DIFFERENT, f"step {step} did not run in {b.ref}"))
             continue
+        differing: Differing = []
         for key in sorted(set(sa.tasks) | set(sb.tasks)):
-            ta, tb = sa.tasks.get(key), sb.tasks.get(key)
-            if ta is None or tb is None:
-                results.append(
-                    ArtifactResult(
-                        step, key, "*", Verdict.DIFFERENT, f"task {key} exists only in {a.ref if tb is None else b.ref}"
-                    )
-                )
-                continue
-            for name in sorted(set(ta.artifacts) | set(tb.artifacts)):
-                if is_internal(name) or name in included:
-                    continue
-                x, y = ta.artifacts.get(name), tb.artifacts.get(name)
-                if x is None or y is None:
-                    results.append(
-                        ArtifactResult(step, key, name, Verdict.DIFFERENT, f"only in {a.ref if y is None else b.ref}")
-                    )
-                elif x.sha1 == y.sha1:
-                    results.append(ArtifactResult(step, key, name, Verdict.IDENTICAL))
-                else:
-                    env = sb.env_id if sb.env_id in pythons else sa.env_id
-                    pending[env].append(((step, key, name), x, y))
+            results += _compare_task(step, key, sa.tasks.get(key), sb.tasks.get(key), a.ref, b.ref, included, differing)
+        if differing:
+            pending[sb.env_id if sb.env_id in pythons else sa.env_id] += differing
     results += _semantic(pending, blobs_a, blobs_b, pythons, list(sys_path), options, a.ref, b.ref)
     order = {s: i for i, s in enumerate([*a.steps, *(s for s in b.steps if s not in a.steps)])}
     results.sort(key=lambda r: (order.get(r.step, 1 << 30), r.task, r.name))
     return Comparison(a=a.ref, b=b.ref, results=tuple(results), code_a=a.code_sha256, code_b=b.code_sha256)
+
+
+def _compare_included(name: str, a: RunRecord, b: RunRecord) -> ArtifactResult:
+    """An IncludeFile parameter's contents: identical when both runs read a file with one sha256."""
+    fa, fb = a.include_files.get(name), b.include_files.get(name)
+    if fa is not None and fb is not None and fa.sha256 == fb.sha256:
+        return ArtifactResult("start", NO_FOREACH, name, Verdict.IDENTICAL)
+    if fa is not None and fb is not None:
+        detail = f"sha256 {fa.sha256[:10]} -> {fb.sha256[:10]}, {fa.size} -> {fb.size} bytes"
+    else:
+        detail = f"only in {a.ref if fb is None else b.ref}"
+    return ArtifactResult("start", NO_FOREACH, name, Verdict.DIFFERENT, "IncludeFile contents: " + detail)
+
+
+def _compare_task(
+    step: str,
+    key: str,
+    ta: TaskRecord | None,
+    tb: TaskRecord | None,
+    ref_a: str,
+    ref_b: str,
+    included: set[str],
+    differing: Differing,
+) -> list[ArtifactResult]:
+    """One task (by key) of both runs: what is decided by sha1 alone; artifacts whose bytes differ
+    are appended to ``differing``, for a comparison by value."""
+    if ta is None or tb is None:
+        only_in = ref_a if tb is None else ref_b
+        return [ArtifactResult(step, key, "*", Verdict.DIFFERENT, f"task {key} exists only in {only_in}")]
+    results = []
+    for name in sorted(set(ta.artifacts) | set(tb.artifacts)):
+        if is_internal(name) or name in included:
+            continue
+        x, y = ta.artifacts.get(name), tb.artifacts.get(name)
+        if x is None or y is None:
+            results.append(
+                ArtifactResult(step, key, name, Verdict.DIFFERENT, f"only in {ref_a if y is None else ref_b}")
+            )
+        elif x.sha1 == y.sha1:
+            results.append(ArtifactResult(step, key, name, Verdict.IDENTICAL))
+        else:
+            differing.append(((step, key, name), x, y))
+    return results
 
 
 class _BuiltinComparators:

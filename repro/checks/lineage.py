@@ -58,39 +58,50 @@ def collect(
     merged: dict[str, dict[str, Any]] = {}
     for step, tasks in tasks_by_step.items():
         for task in tasks:
-            text = task.get("metadata", {}).get(protocol.META_INPUTS)
-            if not text:
-                continue
-            try:
-                report = json.loads(text)
-            except ValueError:
-                raise InfraError(f"{where}: step {step} reported unreadable input lineage") from None
-            for ref, entry in v.of_type(report, dict, v.At(where, f"{step}.{protocol.META_INPUTS}")).items():
-                if not isinstance(entry, dict):
-                    continue  # refused below, with its field path
-                entry = {k: val for k, val in entry.items() if k != protocol.IN_DATASTORE}
-                into = merged.setdefault(ref, {**entry, "read_by": [], protocol.IN_TASKS: {}})
-                if step not in into["read_by"]:
-                    into["read_by"].append(step)
-                if entry.get(protocol.IN_VIA) == protocol.VIA_LATEST_SUCCESSFUL or (
-                    entry.get(protocol.IN_VIA) == protocol.VIA_LATEST
-                    and into.get(protocol.IN_VIA) == protocol.VIA_PATHSPEC
-                ):
-                    into[protocol.IN_VIA] = entry[protocol.IN_VIA]
-                for key, t in (entry.get(protocol.IN_TASKS) or {}).items():
-                    have = into[protocol.IN_TASKS].setdefault(
-                        key, {**t, protocol.IN_ARTIFACTS: {}, protocol.IN_OTHERS: {}}
-                    )
-                    for name, art in (t.get(protocol.IN_ARTIFACTS) or {}).items():
-                        sha1 = art.get(protocol.IN_SHA1) if isinstance(art, dict) else None
-                        have[protocol.IN_ARTIFACTS][name] = {**art, protocol.IN_SIZE: sizes.get(str(sha1), 0)}
-                    have[protocol.IN_OTHERS].update(t.get(protocol.IN_OTHERS) or {})
+            for ref, entry in _task_report(task, step, where).items():
+                if isinstance(entry, dict):  # anything else is left out here
+                    _merge_run(merged, ref, step, entry, sizes)
     for entry in merged.values():
         for t in entry[protocol.IN_TASKS].values():  # read by one step and only listed by another: read
             t[protocol.IN_OTHERS] = {
                 n: a for n, a in t[protocol.IN_OTHERS].items() if n not in t[protocol.IN_ARTIFACTS]
             }
     return upstream_runs(merged, v.At(where, "inputs"))
+
+
+def _task_report(task: dict[str, Any], step: str, where: str) -> dict[str, Any]:
+    """What one task reported reading: "Flow/run_id" -> entry (``{}`` when it read no other run)."""
+    text = task.get("metadata", {}).get(protocol.META_INPUTS)
+    if not text:
+        return {}
+    try:
+        report = json.loads(text)
+    except ValueError:
+        raise InfraError(f"{where}: step {step} reported unreadable input lineage") from None
+    return v.of_type(report, dict, v.At(where, f"{step}.{protocol.META_INPUTS}"))
+
+
+def _chosen_more_strongly(have: Any, new: Any) -> bool:
+    """Whether a step's way of choosing a run replaces the way recorded so far: ``latest_successful_run``
+    always does, ``latest_run`` replaces a pathspec (a replay finds the run the way its strongest
+    reader did)."""
+    return new == protocol.VIA_LATEST_SUCCESSFUL or (new == protocol.VIA_LATEST and have == protocol.VIA_PATHSPEC)
+
+
+def _merge_run(merged: dict[str, dict[str, Any]], ref: str, step: str, entry: dict, sizes: dict[str, int]) -> None:
+    """Add one step's report of one run to ``merged``; its first report gives the run's fields."""
+    entry = {k: val for k, val in entry.items() if k != protocol.IN_DATASTORE}
+    into = merged.setdefault(ref, {**entry, "read_by": [], protocol.IN_TASKS: {}})
+    if step not in into["read_by"]:
+        into["read_by"].append(step)
+    if _chosen_more_strongly(into.get(protocol.IN_VIA), entry.get(protocol.IN_VIA)):
+        into[protocol.IN_VIA] = entry[protocol.IN_VIA]
+    for key, t in (entry.get(protocol.IN_TASKS) or {}).items():
+        have = into[protocol.IN_TASKS].setdefault(key, {**t, protocol.IN_ARTIFACTS: {}, protocol.IN_OTHERS: {}})
+        for name, art in (t.get(protocol.IN_ARTIFACTS) or {}).items():
+            sha1 = art.get(protocol.IN_SHA1) if isinstance(art, dict) else None
+            have[protocol.IN_ARTIFACTS][name] = {**art, protocol.IN_SIZE: sizes.get(str(sha1), 0)}
+        have[protocol.IN_OTHERS].update(t.get(protocol.IN_OTHERS) or {})
 
 
 def copy_artifacts(tasks: list[dict[str, Any]], dest: Path) -> dict[str, int]:

@@ -11,7 +11,7 @@ import pickletools
 import sys
 import tempfile
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,42 +59,80 @@ def _python3_module(name: str) -> str:
     return IMPORT_MAPPING.get(name, name)
 
 
+class _Unpickler:
+    """As much of the unpickler's state as finding module names needs: what each push left on the
+    stack (the text of a string, else None), the memo, and the modules named so far."""
+
+    def __init__(self) -> None:
+        self.modules: set[str] = set()
+        self.pushed: list[str | None] = []
+        self.memo: dict[int, str | None] = {}
+
+    def _top(self) -> str | None:
+        return self.pushed[-1] if self.pushed else None
+
+    # the argument's type depends on the opcode (str/bytes for string pushes, int for memo
+    # indices, "module name" for GLOBAL), which the stubs cannot express: they say ``Any | None``
+    def global_(self, arg: Any) -> None:
+        self.modules.add(str(arg).split(" ")[0])
+        self.pushed.append(None)
+
+    def string(self, arg: Any) -> None:
+        self.pushed.append(arg if isinstance(arg, str) else arg.decode("latin-1"))
+
+    def memoize(self, arg: Any) -> None:
+        self.memo[len(self.memo)] = self._top()
+
+    def put(self, arg: Any) -> None:
+        self.memo[arg] = self._top()
+
+    def get(self, arg: Any) -> None:
+        self.pushed.append(self.memo.get(arg))
+
+    def stack_global(self, arg: Any) -> None:
+        """The module and the name are the two objects pushed last; both must be known strings."""
+        module = self.pushed[-2] if len(self.pushed) >= 2 else None
+        if isinstance(module, str) and isinstance(self.pushed[-1], str):
+            self.modules.add(module)
+        self.pushed.append(None)
+
+    def push_other(self, arg: Any) -> None:
+        self.pushed.append(None)
+
+    def push_nothing(self, arg: Any) -> None:
+        pass
+
+
+#: opcode name -> what it does to the simulated state (any other opcode pushes one unknown object)
+_OPCODES: dict[str, Callable[[_Unpickler, Any], None]] = {
+    **{name: _Unpickler.push_nothing for name in _NO_PUSH},
+    **{name: _Unpickler.string for name in _STRING_OPS},
+    "GLOBAL": _Unpickler.global_,
+    "STACK_GLOBAL": _Unpickler.stack_global,
+    "MEMOIZE": _Unpickler.memoize,
+    "PUT": _Unpickler.put,
+    "BINPUT": _Unpickler.put,
+    "LONG_BINPUT": _Unpickler.put,
+    "GET": _Unpickler.get,
+    "BINGET": _Unpickler.get,
+    "LONG_BINGET": _Unpickler.get,
+}
+
+
 def referenced_modules(blob: bytes) -> set[str]:
     """Top-level modules whose classes or functions a pickle refers to (GLOBAL / STACK_GLOBAL).
 
     A light simulation of the unpickler's stack: every opcode that pushes an object records it (the
     text of a string, else None), the memo stores what was on top when memoised, and STACK_GLOBAL
-    reads the two objects pushed last (module, name)."""
-    modules: set[str] = set()
-    pushed: list[str | None] = []
-    memo: dict[int, str | None] = {}
-    # the argument's type depends on the opcode (str/bytes for string pushes, int for memo
-    # indices), which the stubs cannot express: they say ``Any | None``
-    arg: Any
+    reads the two objects pushed last (module, name). A truncated or foreign blob gives what was
+    read before the opcodes stopped making sense."""
+    state = _Unpickler()
     try:
         for op, arg, _ in pickletools.genops(blob):
-            name = op.name
-            if name == "GLOBAL":
-                modules.add(str(arg).split(" ")[0])
-                pushed.append(None)
-            elif name in _STRING_OPS:
-                pushed.append(arg if isinstance(arg, str) else arg.decode("latin-1"))
-            elif name == "MEMOIZE":
-                memo[len(memo)] = pushed[-1] if pushed else None
-            elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
-                memo[arg] = pushed[-1] if pushed else None
-            elif name in ("GET", "BINGET", "LONG_BINGET"):
-                pushed.append(memo.get(arg))
-            elif name == "STACK_GLOBAL":
-                module = pushed[-2] if len(pushed) >= 2 else None
-                if isinstance(module, str) and isinstance(pushed[-1], str):
-                    modules.add(module)
-                pushed.append(None)
-            elif name not in _NO_PUSH:
-                pushed.append(None)
+            _OPCODES.get(op.name, _Unpickler.push_other)(state, arg)
     except Exception:
         pass
-    tops = {_python3_module(m).split(".")[0] for m in modules if m}
+    tops = {_python3_module(m).split(".")[0] for m in state.modules if m}
     return {m for m in tops if m and m not in sys.stdlib_module_names and m != "builtins"}
 
 

@@ -1,7 +1,11 @@
 """The environment engine: flow file → EnvSpecs → Lock → package cache → environments.
 
-This module orders the work; the decisions live in ``spec`` (merge), ``lockfile`` (identity,
-diffs) and ``resolvers`` (resolution), and side effects in ``cache`` and ``materialize``.
+This module orders the work. The decisions are pure and live in ``repro.model``: ``model.spec``
+merges a step's declarations into an ``EnvSpec``, ``model.lock`` gives a lock its identity and its
+diffs. The work with side effects lives beside this module in ``repro.env``: ``flowfile`` imports
+the flow and reads its decorators, ``pythons`` finds the interpreters, ``pypi`` (uv) and ``conda``
+(rattler) resolve, ``cache`` keeps the verified package files, ``build`` makes the environments and
+``condalock`` exports and imports conda-lock files.
 """
 
 from __future__ import annotations
@@ -222,52 +226,19 @@ def lock_flow(
     ``platforms`` are added to those already locked; ``remove`` drops platforms from the lock."""
     names = target_platforms(flow, platforms, remove)
     old = flow.lock.steps if flow.lock else {}
-    resolutions: dict[tuple, PlatformLock] = {}
+    resolutions: dict[tuple, PlatformLock] = {}  # (spec id, platform, python): steps with one spec share it
     steps, changes = {}, {}
     for step, spec in flow.specs.items():
         prev = old.get(step)
-        keep = prev is not None and prev.spec_id == spec.spec_id
         per_platform = {}
         if not spec.disabled:
-            for pname in names:
-                if keep and prev is not None and pname in prev.platforms:  # keep implies prev
-                    per_platform[pname] = prev.platforms[pname]
-                    continue
-                python = exact_python(spec)
-                key = (spec.spec_id, pname, python)
-                if key not in resolutions:
-                    log(
-                        f"resolving {flow.name}.{step} for {pname} (Python {python}): "
-                        + cap(f"{n}=={v}" for n, v in spec.requirements.items())
-                    )
-                    before = prev.platforms.get(pname) if prev is not None else None
-                    resolutions[key] = resolve(flow, spec, pname, python, previous=before)
-                per_platform[pname] = resolutions[key]
+            per_platform = {pname: _platform_lock(flow, step, spec, prev, pname, resolutions, log) for pname in names}
         new = StepLock.from_spec(spec, per_platform)
-        stated = {n for n, _ in spec.libraries}
-        if prev is None:
-            lines = ["+ new step" + ("" if per_platform else " (disabled)")]
-            lines += [
-                f"{pname}: {len(pl.packages)} packages ({len(stated)} stated), env {pl.env_id[:12]}"
-                for pname, pl in per_platform.items()
-            ]
-            changes[step] = lines
-            steps[step] = new
-            continue
-        lines = [str(c) for c in diff_spec(prev, spec)]
-        for pname in sorted(set(per_platform) | set(prev.platforms)):
-            a, b = prev.platforms.get(pname), per_platform.get(pname)
-            if a is not None and b is None and per_platform:
-                lines.append(f"{pname}: - platform removed from the lock")
-            elif a is None and b is not None and keep:
-                lines.append(f"{pname}: + platform added ({len(b.packages)} packages, env {b.env_id[:12]})")
-            elif a != b:
-                lines += [f"{pname}: {x}" for x in diff_packages(a, b, stated)] or [
-                    f"{pname}: re-resolved, same packages"
-                ]
         steps[step] = new
-        if prev != new:
-            changes[step] = lines
+        if prev is None:
+            changes[step] = _new_step_lines(spec, per_platform)
+        elif prev != new:
+            changes[step] = _changed_step_lines(prev, spec, per_platform)
     for step in sorted(set(old) - set(steps)):
         changes[step] = ["- step removed from the flow"]
     lock = Lock(flow=flow.name, file=flow.path.name, steps=dict(sorted(steps.items())))
@@ -275,6 +246,64 @@ def lock_flow(
     if written:
         flow.lock = lock
     return LockResult(lock=lock, written=written, changes=changes)
+
+
+def _platform_lock(
+    flow: Flow,
+    step: str,
+    spec: EnvSpec,
+    prev: StepLock | None,
+    pname: str,
+    resolutions: dict[tuple, PlatformLock],
+    log: Log,
+) -> PlatformLock:
+    """A step's environment on one platform: the locked one while the step's spec is unchanged,
+    else resolved (from the previous one, once per spec, platform and Python)."""
+    if prev is not None and prev.spec_id == spec.spec_id and pname in prev.platforms:
+        return prev.platforms[pname]
+    python = exact_python(spec)
+    key = (spec.spec_id, pname, python)
+    if key not in resolutions:
+        log(
+            f"resolving {flow.name}.{step} for {pname} (Python {python}): "
+            + cap(f"{n}=={v}" for n, v in spec.requirements.items())
+        )
+        before = prev.platforms.get(pname) if prev is not None else None
+        resolutions[key] = resolve(flow, spec, pname, python, previous=before)
+    return resolutions[key]
+
+
+def _new_step_lines(spec: EnvSpec, per_platform: dict[str, PlatformLock]) -> list[str]:
+    stated = {n for n, _ in spec.libraries}
+    lines = ["+ new step" + ("" if per_platform else " (disabled)")]
+    return lines + [
+        f"{pname}: {len(pl.packages)} packages ({len(stated)} stated), env {pl.env_id[:12]}"
+        for pname, pl in per_platform.items()
+    ]
+
+
+def _changed_step_lines(prev: StepLock, spec: EnvSpec, per_platform: dict[str, PlatformLock]) -> list[str]:
+    """What changed in a locked step: its declaration, then each platform in name order."""
+    lines = [str(c) for c in diff_spec(prev, spec)]
+    for pname in sorted(set(per_platform) | set(prev.platforms)):
+        lines += _platform_change_lines(pname, prev.platforms.get(pname), per_platform.get(pname), prev, spec)
+    return lines
+
+
+def _platform_change_lines(
+    pname: str, a: PlatformLock | None, b: PlatformLock | None, prev: StepLock, spec: EnvSpec
+) -> list[str]:
+    """One platform of a locked step, ``a`` before and ``b`` after. A platform dropped from a step
+    that still has platforms, or added to a step whose spec did not change, is one line; anything
+    else (a step disabled, or re-resolved) lists its packages."""
+    if a is not None and b is None and not spec.disabled:
+        return [f"{pname}: - platform removed from the lock"]
+    if a is None and b is not None and prev.spec_id == spec.spec_id:
+        return [f"{pname}: + platform added ({len(b.packages)} packages, env {b.env_id[:12]})"]
+    if a == b:
+        return []
+    stated = {n for n, _ in spec.libraries}
+    return [f"{pname}: {x}" for x in diff_packages(a, b, stated)] or [f"{pname}: re-resolved, same packages"]
 
 
 def resolve(

@@ -289,44 +289,60 @@ def wheel_package(wheel: Path, python: str) -> tuple[Meta, list[Entry]]:
             "-none-any.whl"
         )
         site = "site-packages" if pure else f"lib/python{minor}/site-packages"
-        entries = []
-        for n in names:
-            if n.endswith("/"):
-                continue
-            parts = n.split("/")
-            if parts[0].endswith(".data"):
-                if len(parts) > 2 and parts[1] in ("purelib", "platlib"):
-                    rel = "/".join(parts[2:])
-                else:
-                    continue  # scripts, headers, data: not needed by the tests' packages
-            else:
-                rel = n
-            if rel == f"{dist_info}/INSTALLER":
-                continue
-            mode = (zf.getinfo(n).external_attr >> 16) & 0o777 or 0o644
-            entries.append(Entry(f"{site}/{rel}", zf.read(n), mode))
+        entries = [
+            Entry(f"{site}/{rel}", zf.read(n), (zf.getinfo(n).external_attr >> 16) & 0o777 or 0o644)
+            for n in names
+            if (rel := _installed_path(n, dist_info)) is not None
+        ]
         entries.append(Entry(f"{site}/{dist_info}/INSTALLER", b"conda\n"))  # as conda-build writes it
         entry_points = []
         if f"{dist_info}/entry_points.txt" in names:
-            section = ""
-            for line in zf.read(f"{dist_info}/entry_points.txt").decode().splitlines():
-                line = line.strip()
-                if line.startswith("["):
-                    section = line.strip("[]")
-                elif section == "console_scripts" and "=" in line:
-                    k, val = (x.strip() for x in line.split("=", 1))
-                    entry_points.append(f"{k} = {val}")
+            entry_points = _console_scripts(zf.read(f"{dist_info}/entry_points.txt").decode())
+    return _wheel_meta(metadata, python, pure, entry_points), entries
+
+
+def _installed_path(member: str, dist_info: str) -> str | None:
+    """Where a wheel's member goes under site-packages, or None when the package leaves it out:
+    folders, ``.data`` other than purelib/platlib (scripts, headers, data: not needed by the tests'
+    packages), and the wheel's INSTALLER (the package says conda installed it)."""
+    if member.endswith("/"):
+        return None
+    parts = member.split("/")
+    if not parts[0].endswith(".data"):
+        rel = member
+    elif len(parts) > 2 and parts[1] in ("purelib", "platlib"):
+        rel = "/".join(parts[2:])
+    else:
+        return None
+    return None if rel == f"{dist_info}/INSTALLER" else rel
+
+
+def _console_scripts(entry_points_txt: str) -> list[str]:
+    """The ``[console_scripts]`` of a wheel's entry_points.txt, as conda's ``entry_points`` ("name = module:func")."""
+    found, section = [], ""
+    for line in entry_points_txt.splitlines():
+        line = line.strip()
+        if line.startswith("["):
+            section = line.strip("[]")
+        elif section == "console_scripts" and "=" in line:
+            k, val = (x.strip() for x in line.split("=", 1))
+            found.append(f"{k} = {val}")
+    return found
+
+
+def _wheel_meta(metadata: str, python: str, pure: bool, entry_points: list[str]) -> Meta:
+    """A pure wheel is a ``noarch: python`` package (any Python its Requires-Python allows); any other is
+    a linux-64 package for ``python``'s minor version only."""
+    minor = ".".join(python.split(".")[:2])
     msg = Parser().parsestr(metadata)
     depends = wheel_depends(metadata, python)
-    requires_python = (msg.get("Requires-Python") or "").strip()
     if pure:
+        requires_python = (msg.get("Requires-Python") or "").strip()
         depends.append(_conda_spec(Requirement(f"python{requires_python}")) if requires_python else "python")
-        meta = Meta(conda_name(msg["Name"]), msg["Version"], "pyh_repro_0", "noarch", depends, "python", entry_points)
-    else:
-        nodot = minor.replace(".", "")
-        depends.append(f"python >={minor},<{minor.split('.')[0]}.{int(minor.split('.')[1]) + 1}")
-        meta = Meta(conda_name(msg["Name"]), msg["Version"], f"py{nodot}_repro_0", "linux-64", depends)
-    return meta, entries
+        return Meta(conda_name(msg["Name"]), msg["Version"], "pyh_repro_0", "noarch", depends, "python", entry_points)
+    nodot = minor.replace(".", "")
+    depends.append(f"python >={minor},<{minor.split('.')[0]}.{int(minor.split('.')[1]) + 1}")
+    return Meta(conda_name(msg["Name"]), msg["Version"], f"py{nodot}_repro_0", "linux-64", depends)
 
 
 def fetch_wheels(requirements: list[str], python: str, folder: Path) -> list[Path]:

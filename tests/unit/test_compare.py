@@ -164,3 +164,27 @@ def test_a_tampered_blob_of_the_second_run_names_the_second_run():
         and r.detail.startswith("F/2 start/-.x")
         and "does not match its recorded sha1" in r.detail
     )
+
+
+def test_include_files_are_compared_by_their_contents_not_by_their_descriptor_artifacts():
+    """An IncludeFile artifact names the run's own datastore, so it always differs between runs:
+    the file's sha256 decides, and the artifact of that name is not compared again."""
+    from dataclasses import replace
+
+    from repro.model.record import IncludedFileRecord
+
+    def with_files(run_id, files):
+        arts = {name: (run_id * 40, 9, "str") for name in ("same", "edited", "only_a", "only_b")}
+        record = make_record(run_id, {"start": {"-": {**arts, "z": (A1, 1, "int")}}})
+        return replace(record, include_files={n: IncludedFileRecord(sha, size, n) for n, (sha, size) in files.items()})
+
+    a = with_files("1", {"same": ("s" * 64, 3), "edited": ("e" * 64, 3), "only_a": ("a" * 64, 1)})
+    b = with_files("2", {"same": ("s" * 64, 3), "edited": ("f" * 64, 4), "only_b": ("b" * 64, 1)})
+    c = cmp(a, b)
+    assert [(r.step, r.task, r.name, r.verdict, r.detail) for r in c.results] == [
+        ("start", "-", "edited", "different", f"IncludeFile contents: sha256 {'e' * 10} -> {'f' * 10}, 3 -> 4 bytes"),
+        ("start", "-", "only_a", "different", "IncludeFile contents: only in F/1"),
+        ("start", "-", "only_b", "different", "IncludeFile contents: only in F/2"),
+        ("start", "-", "same", "identical", ""),
+        ("start", "-", "z", "identical", ""),
+    ]

@@ -11,13 +11,16 @@ from pathlib import Path
 import pytest
 
 from metaflow_extensions.repro.plugins.batch_bootstrap import (
+    ANY,
     DIR,
     FILE,
     LINK,
+    RECORD,
     Failed,
     _NotCached,
     cached_tree,
     check_tree,
+    record_digest,
 )
 
 FILES = {"bin": b"", "bin/tool": b"#!/bin/sh\n", "lib": b"", "lib/x.py": b"x = 1\n"}
@@ -76,6 +79,60 @@ def test_what_a_job_may_have_done_to_a_cached_tree_is_named(tmp_path, change, na
         (tree / "lib").rmdir()
         (tree / "lib").symlink_to(tmp_path)
     assert check_tree(str(tree), _expected()).startswith(named)
+
+
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        ("edited", "lib/x.py changed"),
+        ("retargeted", "bin/python is not the link it was"),
+        ("folder-for-file", "lib/x.py is not the file or link it was"),
+        ("file-for-folder", "share is not the folder it was"),
+        ("folder-for-any", "lib/marker is not the file or link it was"),
+        ("removed", "lib/x.py is missing"),
+        ("two-problems", "bin/tool changed"),  # the first in path order, whatever was found first
+    ],
+)
+def test_bytes_targets_and_kinds_that_differ_are_named(tmp_path, change, named):
+    tree = tmp_path / "t"
+    _make(str(tree))
+    (tree / "lib" / "marker").write_bytes(b"any bytes\n")
+    (tree / "share").mkdir()
+    expected = {**_expected(), "lib/marker": [ANY, "not compared"], "share": [DIR, ""]}
+    assert check_tree(str(tree), expected) == ""
+    if change in ("edited", "two-problems"):
+        (tree / "lib" / "x.py").write_bytes(b"x = 2\n")
+    if change == "two-problems":
+        (tree / "bin" / "tool").write_bytes(b"#!/bin/bash\n")
+    elif change == "retargeted":
+        (tree / "bin" / "python").unlink()
+        (tree / "bin" / "python").symlink_to("../lib/x.py")
+    elif change == "folder-for-file":
+        (tree / "lib" / "x.py").unlink()
+        (tree / "lib" / "x.py").mkdir()
+    elif change == "file-for-folder":
+        (tree / "share").rmdir()
+        (tree / "share").write_bytes(b"")
+    elif change == "folder-for-any":
+        (tree / "lib" / "marker").unlink()
+        (tree / "lib" / "marker").mkdir()
+    elif change == "removed":
+        (tree / "lib" / "x.py").unlink()
+    assert check_tree(str(tree), expected) == named
+
+
+def test_a_record_file_is_compared_without_the_installers_cache_lines(tmp_path):
+    tree = tmp_path / "t"
+    _make(str(tree))
+    record = tree / "lib" / "RECORD"
+    lines = "six.py,sha256=abc,10\nsix-1.0.dist-info/uv_cache.json,sha256=%s,5\n"
+    record.write_text(lines % "one")
+    expected = {**_expected(), "lib/RECORD": [RECORD, record_digest(record.read_bytes())]}
+    assert check_tree(str(tree), expected) == ""
+    record.write_text(lines % "another install")
+    assert check_tree(str(tree), expected) == ""
+    record.write_text("six.py,sha256=def,10\n")
+    assert check_tree(str(tree), expected) == "lib/RECORD changed"
 
 
 def test_a_generation_that_does_not_check_is_made_again_as_the_next_number(tmp_path, capsys):

@@ -54,6 +54,32 @@ def test_a_module_name_reused_through_the_memo_is_still_seen(fake_modules):
     assert referenced_modules(blob) == {"t15pkg", "t15other"}
 
 
+def test_a_module_name_first_pickled_as_data_is_found_through_the_memo(fake_modules):
+    """The only STACK_GLOBAL gets its module from the memo (MEMOIZE numbers entries implicitly)."""
+    import pickletools
+
+    sub = fake_modules["t15pkg.sub"]
+    blob = pickle.dumps([sub.A.__module__, sub.A], protocol=4)
+    ops = [op.name for op, _, _ in pickletools.genops(blob)]
+    assert ops.index("BINGET") < ops.index("STACK_GLOBAL") and "BINPUT" not in ops
+    assert referenced_modules(blob) == {"t15pkg"}
+
+
+def test_a_frame_between_module_and_name_pushes_nothing(fake_modules):
+    """Protocol 4 starts a new FRAME every 64 KiB, also between a global's module and name."""
+    import pickletools
+
+    sub = fake_modules["t15pkg.sub"]
+    for size in range(65_400, 65_600):
+        blob = pickle.dumps(("x" * size, sub.A), protocol=4)
+        ops = [op.name for op, _, _ in pickletools.genops(blob)]
+        if "FRAME" in ops[ops.index("STACK_GLOBAL") - 3 :]:
+            break
+    else:
+        pytest.fail("no filler size puts a FRAME between the module and the name")
+    assert referenced_modules(blob) == {"t15pkg"}
+
+
 def test_long_memo_indices(fake_modules):
     sub, other = fake_modules["t15pkg.sub"], fake_modules["t15other"]
     filler = tuple(f"s{i}" for i in range(300))  # memo indices past 255: LONG_BINPUT / LONG_BINGET

@@ -477,10 +477,8 @@ def _file_sha256(path):
     return h.hexdigest()
 
 
-def check_tree(root, expected):
-    """ "" when the tree at ``root`` holds exactly the folders, files and links ``expected`` lists, with those
-    bytes and targets, every file a plain one with one name and no setuid or setgid bit (files hashed on
-    threads: sha256 releases the GIL); else the first difference, in words."""
+def _scan(root):
+    """Every entry under ``root`` (links not followed): its path relative to ``root`` -> (path, lstat)."""
     found = {}
     start = len(root) + 1
     stack = [root]
@@ -490,44 +488,63 @@ def check_tree(root, expected):
             found[entry.path[start:]] = (entry.path, st)
             if stat.S_ISDIR(st.st_mode):
                 stack.append(entry.path)
-    for rel in sorted(found):
-        if rel not in expected:
-            return "%s was added" % rel
-    for rel in sorted(expected):
-        if rel not in found:
-            return "%s is missing" % rel
+    return found
+
+
+def _listing_difference(found, expected):
+    """The first path added (in path order), else the first missing, else ""."""
+    added = sorted(rel for rel in found if rel not in expected)
+    if added:
+        return "%s was added" % added[0]
+    missing = sorted(rel for rel in expected if rel not in found)
+    return "%s is missing" % missing[0] if missing else ""
+
+
+def _entry_problem(rel, path, st, kind, value):
+    """What is wrong with one entry short of its bytes, else "": a folder for a folder, the same link,
+    a plain file with one name and no setuid or setgid bit (its bytes can change from outside the tree
+    otherwise, or it runs as someone else)."""
+    mode = st.st_mode
+    if kind == DIR or stat.S_ISDIR(mode):
+        if kind == DIR and stat.S_ISDIR(mode):
+            return ""
+        return "%s is not the %s it was" % (rel, "folder" if kind == DIR else "file or link")
+    if kind == LINK:
+        return "" if stat.S_ISLNK(mode) and os.readlink(path) == value else "%s is not the link it was" % rel
+    plain = stat.S_ISREG(mode) and st.st_nlink <= 1 and not mode & (stat.S_ISUID | stat.S_ISGID)
+    return "" if plain and kind in (FILE, RECORD, ANY) else "%s is not the file it was" % rel
+
+
+def _same_bytes(item):
+    """(rel, whether the file's digest is the one listed): a RECORD file's without the installer's cache lines."""
+    rel, path, kind, value = item
+    if kind == RECORD:
+        with open(path, "rb") as fh:
+            got = record_digest(fh.read())
+    else:
+        got = _file_sha256(path)
+    return rel, got == value
+
+
+def check_tree(root, expected):
+    """ "" when the tree at ``root`` holds exactly the folders, files and links ``expected`` lists, with those
+    bytes and targets, every file a plain one with one name and no setuid or setgid bit (files hashed on
+    threads: sha256 releases the GIL); else the first difference, in words."""
+    found = _scan(root)
+    listing = _listing_difference(found, expected)
+    if listing:
+        return listing
     problems = {}
     to_hash = []
     for rel, (path, st) in found.items():
         kind, value = expected[rel]
-        mode = st.st_mode
-        if kind == DIR or stat.S_ISDIR(mode):
-            if kind != DIR or not stat.S_ISDIR(mode):
-                problems[rel] = "%s is not the %s it was" % (rel, "folder" if kind == DIR else "file or link")
-        elif kind == LINK:
-            if not stat.S_ISLNK(mode) or os.readlink(path) != value:
-                problems[rel] = "%s is not the link it was" % rel
-        elif (
-            not stat.S_ISREG(mode)
-            or kind not in (FILE, RECORD, ANY)
-            or st.st_nlink > 1
-            or mode & (stat.S_ISUID | stat.S_ISGID)
-        ):
-            problems[rel] = "%s is not the file it was" % rel
-        elif kind != ANY:
+        problem = _entry_problem(rel, path, st, kind, value)
+        if problem:
+            problems[rel] = problem
+        elif kind in (FILE, RECORD):  # a folder, a link and ANY have nothing more to compare
             to_hash.append((rel, path, kind, value))
-
-    def digest(item):
-        rel, path, kind, value = item
-        if kind == RECORD:
-            with open(path, "rb") as fh:
-                got = record_digest(fh.read())
-        else:
-            got = _file_sha256(path)
-        return rel, got == value
-
     with ThreadPoolExecutor(max_workers=4) as pool:
-        for rel, same in pool.map(digest, to_hash):
+        for rel, same in pool.map(_same_bytes, to_hash):
             if not same:
                 problems[rel] = "%s changed" % rel
     return problems[sorted(problems)[0]] if problems else ""
