@@ -104,7 +104,7 @@ def _copy_lineage(steps: dict[str, tuple[InspectedTask, ...]], lineage_dir: str)
     """Copy the artifacts of other flows' runs the tasks read (their sha1 -> size)."""
     from pathlib import Path
 
-    from repro.checks.lineage import copy_artifacts
+    from repro.adapter.lineage import copy_artifacts
 
     return copy_artifacts([t.to_dict() for tasks in steps.values() for t in tasks], Path(lineage_dir))
 

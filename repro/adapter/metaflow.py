@@ -15,7 +15,7 @@ from pathlib import Path
 
 from metaflow_extensions.repro.plugins import protocol
 from repro import __version__
-from repro.checks import lineage
+from repro.adapter import lineage
 from repro.env.engine import Flow
 from repro.env.flowfile import CONFIG_OPTIONS
 from repro.errors import EXIT_BAD_INPUT, BadInput, InfraError, ReproError

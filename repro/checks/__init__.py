@@ -1,3 +1,4 @@
-"""Checks of a run against another or against today: ``compare`` (artifacts, verdicts), ``drift``
-(re-resolved locks), ``pickles`` (pickle compatibility across environments) and ``lineage`` (the runs of
-other flows a run read). Each turns records into typed results and ``Finding``s; none starts a run."""
+"""Checks of a run against another or against today: ``compare`` (artifacts, verdicts, and a replay
+elsewhere judged: ``ReplayCheck``), ``drift`` (re-resolved locks, input drift) and ``pickles`` (pickle
+compatibility across environments). Each turns records into typed results and ``Finding``s; none starts
+a run."""

@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from repro.checks import lineage
+from repro.adapter import lineage
 from repro.env import fingerprint
 from repro.env.engine import Flow, environments, resolve, spec_drift
 from repro.model import platforms as plats

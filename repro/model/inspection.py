@@ -123,7 +123,7 @@ class RunInspection:
     input_sizes: dict[str, int] = field(default_factory=dict)  # sha1 -> size (input lineage copies)
 
     def task_reports(self) -> dict[str, list[dict[str, Any]]]:
-        """Every step's tasks as plain data (what ``checks.lineage`` reads their reports from)."""
+        """Every step's tasks as plain data (what ``adapter.lineage`` reads their reports from)."""
         return {step: [t.to_dict() for t in tasks] for step, tasks in self.steps.items()}
 
     def to_dict(self) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from metaflow_extensions.repro.plugins import protocol
 from repro import executors
-from repro.checks import lineage
+from repro.adapter import lineage
 from repro.checks.compare import Comparison, ReplayCheck, Verdict
 from repro.env import pythons
 from repro.env.engine import environments

@@ -18,11 +18,11 @@ from pathlib import Path
 
 from metaflow_extensions.repro.plugins import protocol
 from repro.adapter import blobs as blobstore
+from repro.adapter import lineage, pending
 from repro.adapter import metaflow as runs
-from repro.adapter import pending
 from repro.adapter.codepackage import import_paths
 from repro.adapter.flowfolder import check_flow_folder
-from repro.checks import drift, lineage, pickles
+from repro.checks import drift, pickles
 from repro.checks.compare import Comparison, ReplayCheck, compare
 from repro.env.engine import Flow, current_lock, environments, open_flow, spec_drift
 from repro.env.flowfile import FlowDeclarations, load_flow

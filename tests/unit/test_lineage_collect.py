@@ -7,7 +7,7 @@ import json
 import pytest
 
 from metaflow_extensions.repro.plugins import protocol as p
-from repro.checks.lineage import collect
+from repro.adapter.lineage import collect
 from repro.errors import BadInput, InfraError
 from repro.model.record import InputArtifact, InputVia, UpstreamTask
 
