@@ -45,7 +45,7 @@ class FlowNode(pytest.Collector):
         yield PickleItem.from_parent(self, name="[pickle]")
         if session_of(self.session.config).options.baseline:
             yield BaselineItem.from_parent(self, name="[baseline]")
-        if session_of(self.session.config).options.on != "local":
+        if session_of(self.session.config).options.elsewhere:
             yield ReplayItem.from_parent(self, name="[replay]")
 
 
