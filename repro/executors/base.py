@@ -109,3 +109,7 @@ class Place(Protocol):
 
     def run(self, request: ReplayRequest, here: RunHere, log: Log) -> RunResult:
         """Run the replay: what ran, its record, how it ended (verdict-less)."""
+
+    def staged_objects(self, store: Store, envs: set[str]) -> set[str]:
+        """The store objects this place wrote for the environments ``envs`` (of records gc keeps) that no
+        record names, so that gc keeps them too (Batch: its bootstrap manifests and what they name)."""

@@ -161,6 +161,9 @@ class BatchPlace:
     def executor(self) -> Executor:
         return Executor(ExecutorKind.BATCH, image=os.environ.get("METAFLOW_BATCH_CONTAINER_IMAGE", ""))
 
+    def staged_objects(self, store: Store, envs: set[str]) -> set[str]:
+        return batch_objects(store, envs)
+
     def run(self, request: ReplayRequest, here: RunHere, log) -> RunResult:
         """The runtime runs here; ``--with batch`` (``place``) sends the steps to Batch."""
         return here(request)

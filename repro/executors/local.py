@@ -19,6 +19,7 @@ from repro.model.record import RunRecord
 from repro.model.replay import RunResult
 from repro.model.validate import cap
 from repro.settings import Settings
+from repro.store.base import Store
 
 #: the variables that make Metaflow's datastore the replay's own local folder
 _LOCAL_DATASTORE = ("METAFLOW_DATASTORE_SYSROOT_LOCAL", "METAFLOW_DEFAULT_DATASTORE")
@@ -88,3 +89,6 @@ class LocalPlace:
 
     def run(self, request: ReplayRequest, here: RunHere, log: Log) -> RunResult:
         return here(request)
+
+    def staged_objects(self, store: Store, envs: set[str]) -> set[str]:
+        return set()  # a replay here writes only what its record names

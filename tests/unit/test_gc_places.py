@@ -1,0 +1,55 @@
+"""gc asks every place what it staged for the kept records' environments (``Place.staged_objects``):
+the operation names no place, so a plugin's place keeps its own objects as Batch keeps its manifests."""
+
+from __future__ import annotations
+
+from repro import hooks
+from repro.executors.local import LocalPlace
+from repro.model.interpreter import ExecutorKind
+from repro.operations.gc import gc
+from repro.store import LocalStore
+from tests.store_fakes import age
+
+STAGED = "bootstrap/" + "0" * 64 + ".json"  # not a valid Batch manifest: Batch itself keeps nothing here
+OTHER = "tools/uv/" + "1" * 64 + "/uv"
+
+
+class StagingPlace(LocalPlace):
+    kind = ExecutorKind.DOCKER
+
+    def __init__(self):
+        self.asked: list[set[str]] = []
+
+    def staged_objects(self, store, envs):
+        self.asked.append(envs)
+        return {STAGED}
+
+
+def _store(tmp_path) -> LocalStore:
+    for key in (STAGED, OTHER):
+        path = tmp_path / "store" / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+        age(path)
+    return LocalStore(str(tmp_path / "store"))
+
+
+def test_what_a_place_staged_is_kept(tmp_path):
+    place = StagingPlace()
+
+    class Plugin:
+        @hooks.hookimpl
+        def repro_executors(self):
+            return [place]
+
+    plugin = Plugin()
+    hooks.manager().register(plugin, name="test-gc-place")
+    try:
+        assert gc(_store(tmp_path), grace_seconds=0, dry_run=True) == [OTHER]
+    finally:
+        hooks.manager().unregister(plugin)
+    assert place.asked == [set()]  # the store holds no record: no environment is kept
+
+
+def test_the_builtin_places_keep_nothing_that_is_not_theirs(tmp_path):
+    assert sorted(gc(_store(tmp_path), grace_seconds=0, dry_run=True)) == sorted([STAGED, OTHER])
