@@ -214,7 +214,7 @@ def test_replay_of_a_record_placing_its_interpreter_in_etc_is_bad_input_before_a
     import dataclasses
 
     from tests.helpers import cli
-    from tests.unit.test_codecs import make_record  # a record that decodes
+    from tests.unit.model.test_record import make_record  # a record that decodes
 
     snap = InterpreterSnapshot("a" * 64, 10, "3.11.7", "/etc/cron.d/3.11.7", "bin/python3.11", "b" * 64)
     record_file = tmp_path / "record.json"

@@ -11,7 +11,7 @@ from repro.errors import BadInput
 from repro.operations.replay import check_where, replay
 from repro.settings import load_settings
 from repro.store import layout, open_store
-from tests.unit.test_codecs import make_record  # a record the strict decoder accepts
+from tests.unit.model.test_record import make_record  # a record the strict decoder accepts
 
 
 @pytest.fixture

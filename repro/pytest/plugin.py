@@ -5,7 +5,7 @@ but answer ``pytest_collect_file`` with ``None``.
 Installing repro loads this module into every pytest run of every project in the environment, so
 it imports nothing but pytest and the standard library at load: the session (and with it Metaflow,
 boto3, rattler, docker, the store...) is imported by the hooks that need it, once ``--repro`` (or the
-``repro_run`` fixture) asks for one. ``tests/unit/test_plugin_light.py`` keeps it so."""
+``repro_run`` fixture) asks for one. ``tests/unit/pytest/test_plugin.py`` keeps it so."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 #: the places ``--repro-on`` accepts: ``repro.settings.REPLAY_PLACES``, spelled again because importing
 #: settings (its TOML reader, the protocol, the errors) at load costs every pytest run about 3% of its
-#: CPU; tests/unit/test_plugin_light.py holds the two equal
+#: CPU; tests/unit/pytest/test_plugin.py holds the two equal
 REPLAY_PLACES = ("local", "docker", "batch")
 
 #: the module that defines the session and its stash key; importing it is what this plugin avoids

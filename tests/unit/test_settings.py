@@ -405,3 +405,21 @@ def test_a_replay_gets_the_spec_settings_its_record_kept(tmp_path):
     assert spec_environ({"conda_source": "pypi"}) == {"REPRO_CONDA_SOURCE": "pypi"}
     assert spec_environ({"conda_source": None}) == {"REPRO_CONDA_SOURCE": "pypi"}  # records from before the default
     assert spec_environ({}) == {}
+
+
+@pytest.mark.parametrize("text", ["/var/cache/repro", "/mnt/nvme0/repro-cache", "off"])
+def test_batch_cache_is_a_plain_absolute_path_or_off(text):
+    from repro.settings import load_settings
+
+    assert load_settings(environ={"REPRO_BATCH_CACHE": text}).batch_cache == text
+
+
+@pytest.mark.parametrize(
+    "text", ["relative/path", "/var/cache/my repro", "/var/$(reboot)", "/var/../etc", "/", "/mnt/c++"]
+)
+def test_a_batch_cache_that_cannot_go_into_a_jobs_command_is_refused_naming_the_setting(text):
+    from repro.errors import BadInput
+    from repro.settings import load_settings
+
+    with pytest.raises(BadInput, match="REPRO_BATCH_CACHE=.* is not valid: expected an absolute path"):
+        load_settings(environ={"REPRO_BATCH_CACHE": text})

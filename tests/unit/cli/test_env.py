@@ -8,27 +8,10 @@ from dataclasses import replace
 import pytest
 
 from repro.cli.env import _row
-from repro.errors import BadInput
 from repro.model.lock import PlatformLock
 from repro.model.spec import EnvSpec
 from repro.operations.env import StepState
-from repro.operations.flows import flow_files
-from repro.operations.verify import StoreCheck
 from tests.helpers import pkg
-
-
-def test_a_folder_gives_its_flow_files_in_name_order_and_an_empty_one_is_bad_input(tmp_path):
-    (tmp_path / "b.py").write_text("from metaflow import FlowSpec\n")
-    (tmp_path / "a.py").write_text("from metaflow import FlowSpec\n")
-    (tmp_path / "test_a.py").write_text("from metaflow import FlowSpec\n")  # a test module is no flow
-    (tmp_path / "util.py").write_text("x = 1\n")
-    assert flow_files([str(tmp_path)]) == [tmp_path / "a.py", tmp_path / "b.py"]
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(BadInput, match="no flow files"):
-        flow_files([str(tmp_path / "empty")])
-    with pytest.raises(BadInput, match="no such flow file or folder"):
-        flow_files([str(tmp_path / "missing.py")])
-
 
 SPEC = EnvSpec("F", "s", kind="pypi", source="pypi", python="3.11", libraries=(("six", "1.16.0"),))
 LOCKED = PlatformLock("linux-64", "3.11.9", (pkg("six", "1.16.0"), pkg("requests", "2.32.3", "b" * 64)))
@@ -58,8 +41,3 @@ def test_env_show_rows(state, expected):
     row = _row(state)
     assert row[:2] == ["s", state.spec.spec_id[:12]]
     assert row[2:] == expected
-
-
-def test_store_verify_counts_unreadable_records_and_records_with_problems():
-    found = StoreCheck(broken=[("runs/F/1/record.json", "not JSON")], results=[("F/2", []), ("F/3", ["gone"])])
-    assert found.bad == 2

@@ -1,9 +1,9 @@
 """The report document and its renderings (pure): a flow's part built from a record, a lock, a
 comparison and drift; the document rendered as terminal text, Markdown, JSON and HTML.
 
-The renderings are compared with files under tests/unit/golden/ (a report is read by people and
+The renderings are compared with files under tests/unit/report/golden/ (a report is read by people and
 by tools: any change to it should be seen in review). After an intended change, regenerate them
-with `REPRO_UPDATE_GOLDEN=1 pytest tests/unit/test_report.py` and review the diff."""
+with `REPRO_UPDATE_GOLDEN=1 pytest tests/unit/report/test_render.py` and review the diff."""
 
 import json
 import os

@@ -9,15 +9,15 @@ from dataclasses import replace
 
 import pytest
 
-from repro.errors import BadInput, InfraError, ReproError
+from repro.errors import InfraError, ReproError
 from repro.executors import docker
 from repro.executors.base import ReplayRequest
 from repro.executors.local import LocalPlace
 from repro.model.interpreter import Executor, ExecutorKind
-from repro.model.replay import RunFailure, RunResult, parse_result
+from repro.model.replay import RunFailure, RunResult
 from repro.settings import load_settings
 from repro.store import layout, open_store
-from tests.unit.test_codecs import make_record  # a record the strict decoder accepts
+from tests.unit.model.test_record import make_record  # a record the strict decoder accepts
 
 IMAGE = "sha256:" + "a" * 64
 STATUS = {"StatusCode": 0}
@@ -73,17 +73,3 @@ def test_a_replay_that_did_not_start_comes_back_without_a_record(request_):
     ran = RunResult(Executor(ExecutorKind.DOCKER, IMAGE), failure=RunFailure("no Metaflow in the package"))
     got = docker._with_record(ran, request_, docker.Path("/docker/abc"))
     assert got.record is None and got.failure == RunFailure("no Metaflow in the package")
-
-
-def test_the_container_entry_writes_its_error_to_the_result_file(tmp_path, monkeypatch):
-    from repro.cli import container
-
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("REPRO_HOME", str(tmp_path / "home"))
-    out = tmp_path / "out" / "result.json"
-    out.parent.mkdir()
-    code = container.main([str(out), "F/1", (tmp_path / "store").as_uri(), IMAGE])
-    result = parse_result(out.read_bytes(), "result")
-    assert code == result.error_code == BadInput.exit_code == 2
-    assert result.error.endswith("has no run F/1 (no runs/F/1/record.json)"), result.error
-    assert result.executor == Executor(ExecutorKind.DOCKER, IMAGE) and result.record is None

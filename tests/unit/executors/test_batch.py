@@ -1,0 +1,166 @@
+"""Pure parts of `--with batch`: what a fingerprint leaves out, which options mean Batch, what an
+interpreter snapshot leaves out.
+
+Batch staging (repro.executors.batch._put_missing) on a real folder store: an object this host
+verified (or uploaded) costs one stat while it stays as verified; one rewritten since is hashed again,
+and a same-size corrupt one is replaced with the verified local copy (as `repro push` does)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+from metaflow_extensions.repro.plugins import probe
+from repro.executors.batch import StagingLedger, _put_missing, runs_on_batch
+from repro.settings import Home
+from repro.store import LocalStore
+
+
+def test_which_run_options_send_every_step_to_batch():
+    assert runs_on_batch(["--with", "batch"])
+    assert runs_on_batch(["--tag", "x", "--with", "batch:cpu=2"])
+    assert runs_on_batch(["--with=batch"])
+    assert not runs_on_batch(["--with", "retry"])
+    assert not runs_on_batch(["--tag", "batch"])
+    assert not runs_on_batch([])
+
+
+def test_batch_options_names_each_batch_option_and_never_a_decorator_spec_as_an_option():
+    from repro.executors.batch import batch_options
+
+    args = ["--with", "batch:cpu=2", "--tag", "batch", "--with=batch", "--with", "retry", "--with=batchy"]
+    assert batch_options(args) == [(0, 2), (4, 5)]
+    assert batch_options(["--with", "--with", "batch"]) == []  # "--with" is the first option's value
+    assert batch_options(["--with"]) == []
+
+
+def test_the_host_lists_an_envs_files_as_a_jobs_build_of_it_will_hold_them(tmp_path):
+    from metaflow_extensions.repro.plugins import protocol
+    from metaflow_extensions.repro.plugins.batch_bootstrap import ANY, DIR, FILE, LINK, RECORD, check_tree
+    from repro.executors.batch import env_files
+    from repro.settings import Home
+
+    env = tmp_path / "env"
+    info = env / "lib" / "python3.11" / "site-packages" / "six-1.16.0.dist-info"
+    info.mkdir(parents=True)
+    (info.parent / "six.py").write_text("x = 1\n")
+    (info.parent / "__pycache__").mkdir()
+    (info.parent / "__pycache__" / "six.cpython-311.pyc").write_bytes(b"host bytecode")
+    (info / "RECORD").write_text("six.py,sha256=abc,6\n")
+    (info / "uv_cache.json").write_text('{"ctime": 1}')
+    (env / "bin").mkdir()
+    (env / "bin" / "python").symlink_to("/usr/bin/python3.11")
+    (env / protocol.ENV_MARKER).write_text("{}")
+    files = env_files(env, Home(tmp_path / "home"))
+    site = "lib/python3.11/site-packages/"
+    folders = ["bin", "lib", "lib/python3.11", "lib/python3.11/site-packages", site + "six-1.16.0.dist-info"]
+    assert files == {
+        **{f: [DIR, ""] for f in folders},  # the bytecode folder is not listed: a job's env has none
+        site + "six.py": [FILE, hashlib.sha256(b"x = 1\n").hexdigest()],
+        site + "six-1.16.0.dist-info/RECORD": [RECORD, probe.record_digest(b"six.py,sha256=abc,6\n")],
+        site + "six-1.16.0.dist-info/uv_cache.json": [ANY, ""],
+        "bin/python": [LINK, "/usr/bin/python3.11"],
+    }
+    # a job's build (no bytecode; its own marker and uv cache file) checks against it
+    job = tmp_path / "job-env"
+    shutil.copytree(env, job, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
+    (job / site / "six-1.16.0.dist-info" / "uv_cache.json").write_text('{"ctime": 2}')
+    expected = {**files, protocol.ENV_MARKER: [ANY, ""]}
+    assert check_tree(str(job), expected) == ""
+    (job / site / "__pycache__").mkdir()
+    (job / site / "__pycache__" / "six.cpython-311.pyc").write_bytes(b"planted")
+    assert check_tree(str(job), expected) == site + "__pycache__ was added"
+
+
+def test_an_env_a_job_could_not_build_the_same_is_not_cached_and_the_log_says_why(tmp_path):
+    """The host lists no files (so jobs keep no copy of the env, each builds its own) when its env was built
+    with another uv than the jobs', or links outside itself and the interpreter (uv's symlink link mode)."""
+    from metaflow_extensions.repro.plugins import protocol
+    from repro.env.uvtool import uv_bin
+    from repro.executors.batch import _env_files_if_same_uv, _uv_version
+    from repro.settings import Home
+
+    uv = Path(uv_bin())
+    env = tmp_path / "env"
+    (env / "bin").mkdir(parents=True)
+    (env / protocol.ENV_MARKER).write_text("{}")
+    (env / "bin" / "python").symlink_to("/opt/py/bin/python3")
+    logged: list[str] = []
+
+    def files(cfg_uv: str):
+        (env / "pyvenv.cfg").write_text(f"home = /opt/py/bin\nuv = {cfg_uv}\n")
+        return _env_files_if_same_uv(env, Home(tmp_path / "home"), uv, "/opt/py", "F", logged.append)
+
+    assert files(_uv_version(uv)) is not None and not logged
+    assert files("0.0.1") is None and "built with uv 0.0.1" in logged[-1]
+    (env / "bin" / "six.py").symlink_to("/root/.cache/uv/archive-v0/x/six.py")
+    (env / protocol.ENV_MARKER).write_text("{} ")  # the env was rebuilt (its file list is listed again)
+    assert files(_uv_version(uv)) is None and "bin/six.py leads outside it" in logged[-1]
+
+
+def test_a_file_list_kept_by_an_older_repro_is_made_again(tmp_path):
+    """The lists are kept under their format: one kept before folders were listed would make every job's
+    check fail ("bin was added"), so it is never used (found by benchmarks/bench_batch.py on a warm home)."""
+    import json
+
+    from metaflow_extensions.repro.plugins import protocol
+    from repro.executors.batch import env_files
+    from repro.settings import Home
+
+    env = tmp_path / "env"
+    (env / "bin").mkdir(parents=True)
+    (env / "bin" / "tool").write_text("x")
+    (env / protocol.ENV_MARKER).write_text("{}")
+    home = Home(tmp_path / "home")
+    first = env_files(env, home)
+    (kept,) = home.staged.glob("files-*.json")
+    doc = json.loads(kept.read_text())
+    marker = (env / protocol.ENV_MARKER).stat()
+    old = {"key": [str(env), marker.st_mtime_ns, marker.st_size], "files": {"bin/tool": first["bin/tool"]}}
+    kept.write_text(json.dumps(old))  # as the first version of the instance cache kept it
+    assert env_files(env, home) == first and "bin" in first
+    assert json.loads(kept.read_text())["key"] == doc["key"]
+
+
+class CountingStore(LocalStore):
+    """A folder store that counts how often an object's bytes are hashed (read whole)."""
+
+    hashed = 0
+
+    def sha256(self, key):
+        self.hashed += 1
+        return super().sha256(key)
+
+
+def test_a_verified_object_is_hashed_once_and_a_same_size_corrupt_one_is_replaced(tmp_path):
+    data = b"a package file\n" * 100
+    sha = hashlib.sha256(data).hexdigest()
+    local = tmp_path / "six-1.16.0-py2.py3-none-any.whl"
+    local.write_bytes(data)
+    store = CountingStore(str(tmp_path / "store"))
+    key = f"packages/sha256/{sha[:2]}/{sha}/{local.name}"
+    logs: list[str] = []
+    ledger = StagingLedger(Home(tmp_path / "home"), logs.append)
+
+    _put_missing(store, key, local, sha, ledger)  # uploaded: known from now on
+    _put_missing(store, key, local, sha, ledger)
+    assert store.hashed == 0 and (tmp_path / "store" / key).read_bytes() == data
+
+    # another host (or a new REPRO_HOME) stages the same object: hashed once, then known
+    other = StagingLedger(Home(tmp_path / "other-home"))
+    _put_missing(store, key, local, sha, other)
+    _put_missing(store, key, local, sha, other)
+    assert store.hashed == 1 and not other.replaced
+
+    # same size, other bytes, written later: no longer what the ledger verified -> hashed and replaced
+    path = tmp_path / "store" / key
+    path.write_bytes(data[:-1] + b"X")
+    st = path.stat()
+    os.utime(path, (st.st_atime, st.st_mtime + 5))
+    _put_missing(store, key, local, sha, ledger)
+    assert path.read_bytes() == data
+    assert ledger.replaced == [key] and any(f"{key} is corrupt" in m and "replaced" in m for m in logs)
+    _put_missing(store, key, local, sha, ledger)
+    assert store.hashed == 2  # the replacement is known again
