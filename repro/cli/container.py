@@ -4,8 +4,8 @@ An edge, like the CLI: ``repro.executors.docker`` starts it by module name in a 
 it calls the replay operation's own prepare-and-run stage there (restore the interpreter, rebuild
 offline, run, record in the store), saying it ran in a container of ``IMAGE_ID``. Nothing is judged
 here: the host compares. Logs go to standard error; the ``RunResult`` (verdict-less) is written to
-the file ``RESULT``, in a folder the host mounts and reads it from, even when the replay could not run
-(its error then)."""
+the file ``RESULT`` in the container, which the host copies out once the container stopped, even when
+the replay could not run (its error then)."""
 
 from __future__ import annotations
 
@@ -46,6 +46,7 @@ def main(argv: list[str]) -> int:
         result = run_here(request, _log)
     except ReproError as exc:
         result = RunResult(executor, error=str(exc), error_code=exc.exit_code)
+    Path(result_file).parent.mkdir(parents=True, exist_ok=True)
     atomic_write(Path(result_file), result.to_json(), mode=0o644)
     return result.error_code
 

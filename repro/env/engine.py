@@ -95,13 +95,18 @@ def _flow(decl: FlowDeclarations, path: Path, settings: Settings) -> Flow:
             s3_datastore=decl.s3_datastore,
             default_channels=settings.channels,
         )
+    return Flow(path=path, decl=decl, specs=specs, settings=settings, lock=flow_lock(path, decl.name))
+
+
+def flow_lock(path: Path, flow_name: str) -> Lock | None:
+    """The lock file of the flow at ``path`` (None if there is none), refused when it is another flow's."""
     lock = read_lock(lock_path(path))
-    if lock is not None and lock.flow != decl.name:
+    if lock is not None and lock.flow != flow_name:
         raise LockFileError(
             f"{lock_path(path)}: this lock is for flow {lock.flow}, but {path.name} "
-            f"defines {decl.name}. Delete it and run `repro lock {path.name}`."
+            f"defines {flow_name}. Delete it and run `repro lock {path.name}`."
         )
-    return Flow(path=path, decl=decl, specs=specs, settings=settings, lock=lock)
+    return lock
 
 
 def locked_platforms(flow: Flow) -> list[str]:

@@ -14,7 +14,9 @@ and the operation judges it, once, as for a local replay.
 
 from __future__ import annotations
 
+import io
 import os
+import tarfile
 import tempfile
 import time
 from collections.abc import Sequence
@@ -29,14 +31,14 @@ from repro.executors.base import Log, ReplayRequest, RunHere
 from repro.executors.local import LocalPlace
 from repro.model.interpreter import Executor, ExecutorKind
 from repro.model.record import RunRecord
-from repro.model.replay import RunResult, parse_result
+from repro.model.replay import MAX_RESULT_BYTES, RunFailure, RunResult, parse_result
 from repro.settings import SETTINGS, Settings
 from repro.store import layout
 from repro.store.snapshot import record_at
 
 #: the module the container runs (an edge, like the CLI: it calls the replay operation)
 ENTRY = "repro.cli.container"
-OUTPUT_INSIDE = "/tmp/repro-out"  # a folder of the host's, mounted read-write: the container's result goes there
+OUTPUT_INSIDE = "/tmp/repro-out"  # the container writes its result there; the host copies it out (get_archive)
 RESULT_FILE = "result.json"
 HOME_INSIDE = "/tmp/repro-home"  # an empty REPRO_HOME in the container
 RECORD_INSIDE = "/tmp/repro-record"  # a record file replayed (`replay path/to/record.json --on docker`), read-only
@@ -154,19 +156,14 @@ class DockerPlace(LocalPlace):
         the container reads is the validated record written again (read-only), never the file itself;
         the store is the same either way."""
         with tempfile.TemporaryDirectory(prefix="repro-container-") as tmp:
-            record_dir, out_dir = Path(tmp) / "record", Path(tmp) / "out"
-            record_dir.mkdir()
-            out_dir.mkdir()
-            out_dir.chmod(0o777)  # the container's user writes its result there (the folder above is private)
             inside_ref = request.ref
+            volumes: dict[str, dict[str, str]] = {}
             if request.record_file is not None:
-                (record_dir / "record.json").write_text(request.original.to_json())
+                (Path(tmp) / "record.json").write_text(request.original.to_json())
                 inside_ref = f"{RECORD_INSIDE}/record.json"
                 log(f"{request.record_file}: the record file is validated and mounted read-only at {inside_ref}")
-            volumes = {str(out_dir): {"bind": OUTPUT_INSIDE, "mode": "rw"}}
-            if request.record_file is not None:
-                volumes[str(record_dir)] = {"bind": RECORD_INSIDE, "mode": "ro"}
-            return _replay_in_container(request, inside_ref, volumes, out_dir / RESULT_FILE, log)
+                volumes[tmp] = {"bind": RECORD_INSIDE, "mode": "ro"}
+            return _replay_in_container(request, inside_ref, volumes, log)
 
 
 def _container_image(request: ReplayRequest, client, log: Log) -> tuple[str, str]:
@@ -178,7 +175,7 @@ def _container_image(request: ReplayRequest, client, log: Log) -> tuple[str, str
 
 
 def _replay_in_container(
-    request: ReplayRequest, inside_ref: str, volumes: dict[str, dict[str, str]], result_file: Path, log: Log
+    request: ReplayRequest, inside_ref: str, volumes: dict[str, dict[str, str]], log: Log
 ) -> RunResult:
     original, store, settings = request.original, request.store, request.settings
     client = images.client()
@@ -207,13 +204,14 @@ def _replay_in_container(
     )
     try:
         status, stdout = _follow(container, log)
+        data = _result_bytes(container)  # copied out of the stopped container: no host folder is writable there
     finally:
         try:
             container.remove(force=True)
         except Exception:  # already gone: nothing to clean up
             pass
     log(f"the container ended in {time.monotonic() - started:.1f} s (exit code {status.get('StatusCode')})")
-    result = _result(result_file, original, status, stdout)
+    result = _result(data, original, status, stdout)
     return _with_record(result, request, Path(f"/docker/{container.id[:12]}"))  # the folder went with it
 
 
@@ -226,13 +224,50 @@ def _follow(container, log: Log) -> tuple[dict, str]:
     return status, container.logs(stdout=True, stderr=False).decode(errors="replace")
 
 
-def _result(result_file: Path, original: RunRecord, status: dict, stdout: str) -> RunResult:
-    """The container's result file, decoded and checked as the untrusted document it is."""
-    ended = f"the replay container of {original.ref} ended (exit code {status.get('StatusCode')})"
+def _result_bytes(container) -> bytes | None:
+    """The result file of a stopped container (None: it wrote none), read through the daemon's archive
+    of that one path, so nothing the container made is ever opened on the host (no link is followed, no
+    special file read)."""
+    import docker.errors
+
     try:
-        data = result_file.read_bytes()
-    except OSError:
-        raise InfraError(f"{ended} without a result; its output ends with:\n{stdout[-2000:]}") from None
+        stream, _ = container.get_archive(f"{OUTPUT_INSIDE}/{RESULT_FILE}")
+    except docker.errors.NotFound:
+        return None
+    limit = MAX_RESULT_BYTES + (64 << 10)  # the document and its tar headers; more is refused unread
+    buffer = bytearray()
+    for chunk in stream:
+        buffer += chunk
+        if len(buffer) > limit:
+            raise InfraError(f"the replay container's {RESULT_FILE} is larger than {MAX_RESULT_BYTES} bytes")
+    return result_member(bytes(buffer))
+
+
+def result_member(archive: bytes) -> bytes:
+    """The one regular file ``RESULT_FILE`` of a tar archive of it (what the daemon's archive of a path
+    holds), at most ``MAX_RESULT_BYTES``; anything else (a link, a folder, more members) is refused."""
+    try:
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            members = tar.getmembers()
+            if len(members) != 1 or members[0].name != RESULT_FILE or not members[0].isreg():
+                raise InfraError(
+                    f"the replay container's {RESULT_FILE} is not one regular file: "
+                    f"{', '.join(f'{m.name} ({m.type!r})' for m in members[:5]) or 'empty'}"
+                )
+            if members[0].size > MAX_RESULT_BYTES:
+                raise InfraError(f"the replay container's {RESULT_FILE} is larger than {MAX_RESULT_BYTES} bytes")
+            body = tar.extractfile(members[0])
+            assert body is not None, "a regular member has a body"
+            return body.read()
+    except tarfile.TarError as exc:
+        raise InfraError(f"the replay container's {RESULT_FILE} could not be read: {exc}") from None
+
+
+def _result(data: bytes | None, original: RunRecord, status: dict, stdout: str) -> RunResult:
+    """The container's result, decoded and checked as the untrusted document it is."""
+    ended = f"the replay container of {original.ref} ended (exit code {status.get('StatusCode')})"
+    if data is None:
+        raise InfraError(f"{ended} without a result; its output ends with:\n{stdout[-2000:]}")
     try:
         return parse_result(data, f"{ended}: its result")
     except BadInput as exc:
@@ -250,6 +285,14 @@ def _with_record(result: RunResult, request: ReplayRequest, workdir: Path) -> Ru
     store, original = request.store, request.original
     result = replace(result, workdir=str(workdir), saved="")  # its REPRO_HOME went with the container
     if not result.recorded:
+        if result.failure is None:  # it ran, but its record could not be written to the store
+            return replace(
+                result,
+                failure=RunFailure(
+                    error=f"the replay ran in the container, but its record could not be written to {store.uri} "
+                    "(its [container] log above says why)"
+                ),
+            )
         return result
     key = result.recorded
     parts = key.split("/")

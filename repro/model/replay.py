@@ -27,7 +27,7 @@ _RESULT_KEYS = frozenset(
 )
 _FAILURE_KEYS = frozenset({"error", "step", "task", "logs", "output"})
 #: a store key: plain relative path components (the host checks it is a record's key of the right run)
-_KEY = re.compile(r"^[A-Za-z0-9_@.+\-]+(/[A-Za-z0-9_@.+\-]+)*$")
+_KEY = re.compile(r"^[A-Za-z0-9_@.+~\-]+(/[A-Za-z0-9_@.+~\-]+)*$")
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from repro.adapter.codepackage import import_paths
 from repro.adapter.flowfolder import check_flow_folder
 from repro.checks import drift, pickles
 from repro.checks.compare import Comparison, ReplayCheck, compare
-from repro.env.engine import Flow, current_lock, environments, open_flow, spec_drift
+from repro.env.engine import Flow, current_lock, environments, flow_lock, open_flow, spec_drift
 from repro.env.flowfile import FlowDeclarations, load_flow
 from repro.env.interpreter_snapshot import snapshot_interpreters
 from repro.errors import BadInput, InfraError, ReproError
@@ -32,7 +32,7 @@ from repro.executors.batch import runs_on_batch
 from repro.model.findings import Finding, Kind, Severity
 from repro.model.inspection import RunInspection
 from repro.model.interpreter import Executor, ExecutorKind
-from repro.model.lock import Lock, parse_lock, read_lock
+from repro.model.lock import Lock, parse_lock
 from repro.model.platforms import local_platform_name
 from repro.model.record import RunRecord, RunStatus, from_json
 from repro.model.validate import cap
@@ -245,7 +245,7 @@ def _run(path: Path, decl: FlowDeclarations, options: RunOptions, outcome: Outco
     _lock_for_run(flow, before.frozen, outcome, log)
     env = {**options.env, **(environ_for(frozen=True) if before.frozen else {})}
     run_id, elapsed = _start(flow, options, env, outcome, log)
-    flow.lock = read_lock(flow.lock_file)  # Metaflow's process re-locks a lock it finds stale
+    flow.lock = flow_lock(flow.path, flow.name)  # Metaflow's process re-locks a lock it finds stale
     outcome.lock = flow.lock
     done = _Finished(flow, run_id, elapsed, env, options, settings, before.store)
     marker = None

@@ -270,6 +270,14 @@ class ReproSession:
 
     def _run_here(self, path: Path) -> Outcome:
         o = self.options
+        decl = self._declarations.get(str(path))  # what collection read (none for the repro_run fixture)
+        try:  # a flow the repro_run fixture runs reads its settings now (a test may have set REPRO_*)
+            settings = self.settings_for(path) if decl is not None else load_settings(Path(path))
+        except ReproError as exc:  # the flow's own [tool.repro] is bad input, for this flow only
+            outcome = Outcome(path=str(Path(path).resolve()))
+            if decl is not None:
+                outcome.flow, outcome.steps = decl.name, list(decl.steps)
+            return outcome.fail(exc)
         elsewhere = o.elsewhere  # pushed to be replayed from the store; a new baseline only with update
         options = RunOptions(
             store=o.store,
@@ -282,10 +290,9 @@ class ReproSession:
             frozen=o.frozen,  # else a stale or missing lock is re-locked, and [lock] fails
             capture=True,
             allow_other_flow=o.allow_other_flow,
-            settings=self.settings_for(path),
+            settings=settings,
         )
-        # the declarations collection read (none when the flow was not collected: the repro_run fixture)
-        return run_and_record(path, options, log=self.progress, declarations=self._declarations.get(str(path)))
+        return run_and_record(path, options, log=self.progress, declarations=decl)
 
     def progress(self, message: str) -> None:
         """One line of progress on pytest's terminal (not under -q, not from xdist workers)."""

@@ -79,3 +79,13 @@ def test_an_oversized_result_is_refused_before_it_is_parsed():
 def test_result_schema_is_named():
     assert a_result().to_dict()["schema"] == RESULT_SCHEMA
     assert replace(a_result(), failure=None).to_dict()["failure"] is None
+
+
+@pytest.mark.parametrize("identity", ["F:flows/a.py", "F:@proj/user.alice", "F:a.py"])
+def test_every_record_key_a_replay_can_write_is_accepted(identity):
+    """A flow in a subfolder or under @project has a `~` in its record key (store.layout.identity_key)."""
+    from repro.store import layout
+
+    key = layout.record(layout.flow_dir("F", identity), "17")
+    result = replace(a_result(), recorded=key)
+    assert parse_result(result.to_json().encode(), "result").recorded == key
