@@ -16,6 +16,7 @@ from repro.env.fetch import add_file
 from repro.model.lock import Package, PlatformLock
 from repro.model.record import RunRecord, StepRecord
 from repro.settings import Settings, load_settings
+from repro.store import LocalStore
 
 FLOW_SOURCE = b"from metaflow import FlowSpec\n"
 
@@ -111,3 +112,13 @@ def age(path: Path, seconds: float = 7200) -> None:
     """Make a file look ``seconds`` old (past gc's grace period)."""
     st = path.stat()
     os.utime(path, (st.st_atime - seconds, st.st_mtime - seconds))
+
+
+def aged_store(folder: Path, *keys: str) -> LocalStore:
+    """A folder store holding ``keys`` (one byte each), old enough for gc's grace period."""
+    for key in keys:
+        path = folder / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+        age(path)
+    return LocalStore(str(folder))

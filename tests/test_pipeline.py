@@ -72,13 +72,7 @@ def test_one_run_reads_its_flow_and_settings_once_and_saves_its_record_once(flow
     from tests.counting import count_calls
 
     path = write_flow(flow_dir, FLOW % "1.16.0")
-    for name, value in {
-        "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(tmp_path / "mf"),
-        "METAFLOW_DEFAULT_DATASTORE": "local",
-        "METAFLOW_DEFAULT_METADATA": "local",
-    }.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.chdir(flow_dir)
+    _local_metaflow(monkeypatch, tmp_path, flow_dir)
     store = (tmp_path / "store").as_uri()
     imports = count_calls(monkeypatch, flowfile, "import_flow_module")
     settings = count_calls(monkeypatch, settings_module, "load_settings")
@@ -106,13 +100,7 @@ def test_a_run_whose_checks_fail_is_still_saved_as_read_back(flow_dir, tmp_path,
     from repro.settings import load_settings
 
     path = write_flow(flow_dir, FLOW % "1.16.0")
-    for name, value in {
-        "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(tmp_path / "mf"),
-        "METAFLOW_DEFAULT_DATASTORE": "local",
-        "METAFLOW_DEFAULT_METADATA": "local",
-    }.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.chdir(flow_dir)
+    _local_metaflow(monkeypatch, tmp_path, flow_dir)
 
     def broken(*args, **kwargs):
         raise InfraError("the pickle matrix could not start")
@@ -124,3 +112,14 @@ def test_a_run_whose_checks_fail_is_still_saved_as_read_back(flow_dir, tmp_path,
     saved = from_json(Path(outcome.saved).read_text(), outcome.saved)
     assert saved.run_id == outcome.record.run_id and saved.pickle_checks == ()
     assert list(pending.pending(load_settings(path).home)) == []
+
+
+def _local_metaflow(monkeypatch, tmp_path, flow_dir) -> None:
+    """Metaflow's local datastore and metadata under ``tmp_path``, run from the flow's folder."""
+    for name, value in {
+        "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(tmp_path / "mf"),
+        "METAFLOW_DEFAULT_DATASTORE": "local",
+        "METAFLOW_DEFAULT_METADATA": "local",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(flow_dir)

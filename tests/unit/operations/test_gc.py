@@ -8,7 +8,7 @@ from repro.executors.local import LocalPlace
 from repro.model.interpreter import ExecutorKind
 from repro.operations.gc import gc
 from repro.store import LocalStore
-from tests.store_fakes import age
+from tests.store_fakes import aged_store
 
 STAGED = "bootstrap/" + "0" * 64 + ".json"  # not a valid Batch manifest: Batch itself keeps nothing here
 OTHER = "tools/uv/" + "1" * 64 + "/uv"
@@ -26,12 +26,7 @@ class StagingPlace(LocalPlace):
 
 
 def _store(tmp_path) -> LocalStore:
-    for key in (STAGED, OTHER):
-        path = tmp_path / "store" / key
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(b"x")
-        age(path)
-    return LocalStore(str(tmp_path / "store"))
+    return aged_store(tmp_path / "store", STAGED, OTHER)
 
 
 def test_what_a_place_staged_is_kept(tmp_path):

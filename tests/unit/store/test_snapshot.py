@@ -14,19 +14,14 @@ from repro.model.record import NO_CODE
 from repro.store import LocalStore, layout, open_store
 from repro.store.snapshot import gc, named_objects, push_replay_record
 from tests.helpers import make_record
-from tests.store_fakes import age
+from tests.store_fakes import aged_store
 
 ORPHAN = "bootstrap/" + "0" * 64 + ".json"
 OTHER = "tools/uv/" + "1" * 64 + "/uv"
 
 
 def _store(tmp_path) -> LocalStore:
-    for key in (ORPHAN, OTHER):
-        path = tmp_path / "store" / key
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(b"x")
-        age(path)
-    return LocalStore(str(tmp_path / "store"))
+    return aged_store(tmp_path / "store", ORPHAN, OTHER)
 
 
 def test_what_the_caller_says_is_live_is_kept_and_it_sees_the_records(tmp_path):
