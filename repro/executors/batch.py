@@ -48,7 +48,7 @@ from repro.model.replay import RunResult
 from repro.settings import Home, Settings, environ_for
 from repro.store import layout, open_store
 from repro.store.base import ObjectInfo, Store, StoreObjectMissing
-from repro.store.snapshot import HeldLease, Upload, complete_uploads, upload_one
+from repro.store.snapshot import HeldLease, Upload, complete_uploads, upload_one, wait_for_sweeps
 
 MANIFEST_FORMAT = 3  # 2: names batch_bootstrap.py (``script``); 3: lists the files of the interpreter and env
 
@@ -487,6 +487,7 @@ def stage(
         )
     lease = HeldLease(store, f"batch staging of flow {flow}", list(uploads))
     try:
+        wait_for_sweeps(store, set(uploads), f"Batch staging of flow {flow}")
         ledger = StagingLedger(settings.home, log)
         for u in uploads.values():
             if isinstance(u.source, Path):

@@ -40,6 +40,7 @@ class Kind(enum.Enum):
     BOOTSTRAP_SCRIPT = "bootstrap script"
     BOOTSTRAP_MANIFEST = "bootstrap manifest"
     LEASE = "lease"
+    SWEEP = "sweep"
 
 
 # Fields a template may hold: {digest} (the content hash, env id or lease id), {shard} (its first two
@@ -60,6 +61,7 @@ _TEMPLATES: dict[Kind, str] = {
     Kind.BOOTSTRAP_SCRIPT: protocol.BOOTSTRAP_SCRIPT_KEY % "{digest}",
     Kind.BOOTSTRAP_MANIFEST: protocol.BOOTSTRAP_MANIFEST_KEY % "{digest}",
     Kind.LEASE: "leases/{digest}.json",
+    Kind.SWEEP: "sweeps/{digest}.json",
 }
 
 _SHA256, _SHA1 = "[0-9a-f]{64}", "[0-9a-f]{40}"
@@ -69,6 +71,7 @@ _DIGESTS = {
     Kind.ARTIFACT: _SHA1,
     Kind.INPUT_ARTIFACT: _SHA1,
     Kind.LEASE: "[0-9a-f]{32}",
+    Kind.SWEEP: "[0-9a-f]{32}",
 }
 _FIELDS = {
     "shard": "[0-9a-f]{2}",
@@ -114,6 +117,7 @@ def prefix(kind: Kind) -> str:
 
 RUNS = prefix(Kind.RECORD)
 LEASES = prefix(Kind.LEASE)
+SWEEPS = prefix(Kind.SWEEP)
 BOOTSTRAP_MANIFESTS = prefix(Kind.BOOTSTRAP_MANIFEST)
 _TOOLS = "tools/"  # one folder per tool: each is an area of its own
 
@@ -232,6 +236,11 @@ def bootstrap_manifest(sha256: str) -> str:
 def lease(lease_id: str) -> str:
     """A lease (the keys a push or Batch staging in flight is about to name), by a random id."""
     return str(Key(Kind.LEASE, digest=lease_id))
+
+
+def sweep(sweep_id: str) -> str:
+    """A sweep (the keys a gc in flight is about to delete), by a random id."""
+    return str(Key(Kind.SWEEP, digest=sweep_id))
 
 
 def _run_id(part: str) -> str:

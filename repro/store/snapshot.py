@@ -43,6 +43,8 @@ class StoreObjectCorrupt(IntegrityError):
 
 TOUCH_AFTER_SECONDS = 600  # well inside gc's default grace period of one hour
 LEASE_SECONDS = 3600.0  # a lease protects its keys this long (pushes renew theirs before the record)
+SWEEP_SECONDS = 600.0  # a gc's sweep holds back pushes of its keys this long (renewed while the gc deletes)
+SWEEP_BATCH = 256  # keys a gc announces, re-checks and deletes at a time (a push waits one batch at most)
 _REF = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*(?:@[A-Za-z0-9_.~@\-]+)?)/([A-Za-z0-9_.\-]+)$")
 
 
@@ -304,9 +306,16 @@ class HeldLease:
     can outlast one lease), deleted by ``release``. A holder that dies without releasing stops renewing,
     and its lease expires like any other."""
 
-    def __init__(self, store: Store, owner: str, keys: list[str], renew_seconds: float = LEASE_SECONDS / 4):
+    def __init__(
+        self,
+        store: Store,
+        owner: str,
+        keys: list[str],
+        renew_seconds: float = LEASE_SECONDS / 4,
+        key: str | None = None,
+    ):
         self.store, self.owner, self.keys = store, owner, sorted(set(keys))
-        self.key = layout.lease(uuid.uuid4().hex)
+        self.key = key or layout.lease(uuid.uuid4().hex)
         self._write()
         self._stop = threading.Event()
         self._renew_seconds = renew_seconds
@@ -356,6 +365,7 @@ def push(
     leaves them alone; and the record lands only after every object it names was listed again."""
     uploads = _local_objects(record, settings, artifact_blobs or {})
     lease = _lease(store, record, [u.key for u in uploads])
+    wait_for_sweeps(store, {u.key for u in uploads}, record.ref)
     result = PushResult(uploaded={}, skipped={})
 
     def one(u: Upload):
@@ -807,23 +817,73 @@ def gc(
     now = time.time()
     leases = Leases(store)
     named |= leases.refresh(expire=not dry_run)
+    candidates = [
+        info.key
+        for prefix in GC_PREFIXES
+        for info in list(store.list(prefix))
+        if info.key not in named and now - info.modified >= grace_seconds
+    ]
+    if dry_run:
+        return candidates
     removed = []
-    for prefix in GC_PREFIXES:
-        for info in list(store.list(prefix)):
-            if info.key in named or now - info.modified < grace_seconds:
-                continue
-            if not dry_run:
-                if info.key in leases.refresh():  # a push started since the listing
-                    continue
-                again = store.stat(info.key)
-                if again is None or time.time() - again.modified < grace_seconds:  # touched by a push
-                    continue
-                store.delete(info.key)
-            removed.append(info.key)
-    if not dry_run:
-        stale = max(grace_seconds, 3600.0) if stale_upload_seconds is None else stale_upload_seconds
-        removed += [f"(unfinished upload) {k}" for k in store.abort_stale_uploads(stale)]
+    for start in range(0, len(candidates), SWEEP_BATCH):
+        removed += _sweep(store, candidates[start : start + SWEEP_BATCH], leases, grace_seconds)
+    for info in store.list(layout.SWEEPS):  # left by a gc that died: they hold nothing back any more
+        if time.time() - info.modified >= SWEEP_SECONDS:
+            store.delete(info.key)
+    stale = max(grace_seconds, 3600.0) if stale_upload_seconds is None else stale_upload_seconds
+    removed += [f"(unfinished upload) {k}" for k in store.abort_stale_uploads(stale)]
     return removed
+
+
+def _sweep(store: Store, keys: list[str], leases: Leases, grace_seconds: float) -> list[str]:
+    """Delete ``keys`` unless a push leased one since the listing or touched it. The sweep is announced
+    first (``sweeps/<id>.json``) and withdrawn only after the last delete returned: a push leases its
+    keys, then waits for any sweep naming them (``wait_for_sweeps``), so either this re-check sees its
+    lease or the push sees this sweep and checks its objects after the deletes, never in between (a
+    delete sent before the push looked, applied after, is what this closes)."""
+    sweep = HeldLease(store, "gc", keys, renew_seconds=SWEEP_SECONDS / 4, key=layout.sweep(uuid.uuid4().hex))
+    removed = []
+    try:
+        for key in keys:
+            if key in leases.refresh():  # a push started since the listing
+                continue
+            again = store.stat(key)
+            if again is None or time.time() - again.modified < grace_seconds:  # touched by a push
+                continue
+            store.delete(key)
+            removed.append(key)
+    finally:
+        sweep.release()
+    return removed
+
+
+def wait_for_sweeps(store: Store, keys: set[str], what: str, timeout: float = SWEEP_SECONDS) -> None:
+    """Called right after a lease names ``keys``: wait until no gc sweep in flight names any of them, so
+    that what this push (or Batch staging, ``what``) then finds in the store stays there. A sweep older
+    than ``SWEEP_SECONDS`` is a gc that died and holds nothing back; an unreadable one is gone."""
+    deadline = time.monotonic() + timeout
+    while _sweeping(store, keys):
+        if time.monotonic() > deadline:
+            raise InfraError(
+                f"store {store.uri}: a gc has been deleting objects of {what} for over {timeout:.0f} s; "
+                "try again when it is done"
+            )
+        time.sleep(0.2)
+
+
+def _sweeping(store: Store, keys: set[str]) -> bool:
+    now = time.time()
+    for info in store.list(layout.SWEEPS):
+        if now - info.modified >= SWEEP_SECONDS:
+            continue
+        try:
+            named = json.loads(store.get_bytes(info.key))["keys"]
+        except (StoreObjectMissing, ValueError, KeyError, TypeError):
+            continue
+        if isinstance(named, list) and not keys.isdisjoint(named):
+            return True
+    return False
 
 
 def verify_cache(settings: Settings) -> tuple[list[Path], int]:

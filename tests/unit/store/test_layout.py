@@ -57,6 +57,7 @@ BUILT = {
         Key(Kind.BOOTSTRAP_MANIFEST, digest=SHA256),
     ),
     Kind.LEASE: (layout.lease(LEASE), f"leases/{LEASE}.json", Key(Kind.LEASE, digest=LEASE)),
+    Kind.SWEEP: (layout.sweep(LEASE), f"sweeps/{LEASE}.json", Key(Kind.SWEEP, digest=LEASE)),
 }
 
 #: per kind, keys of nearly its shape that are not keys of the store
@@ -94,6 +95,7 @@ JUNK = {
         f"bootstrap/x/{SHA256}.json",
     ],
     Kind.LEASE: ["leases/x.json", f"leases/{LEASE}.txt", f"leases/{SHA256}.json"],
+    Kind.SWEEP: ["sweeps/x.json", f"sweeps/{LEASE}.txt", f"sweeps/{SHA256}.json"],
 }
 
 
