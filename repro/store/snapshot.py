@@ -785,6 +785,7 @@ class Leases:
 
 #: every prefix of content-addressed objects; gc deletes nothing outside them (runs/ and leases/ have their own rules)
 GC_PREFIXES = layout.GC_AREAS
+COLLECTED = layout.CONTENT_KINDS  # the kinds of keys gc may delete, named by content
 
 
 def gc(
@@ -821,7 +822,8 @@ def gc(
         info.key
         for prefix in GC_PREFIXES
         for info in list(store.list(prefix))
-        if info.key not in named and now - info.modified >= grace_seconds
+        # only objects of store shape: a file of the user's in a folder taken for a store is never one
+        if info.key not in named and now - info.modified >= grace_seconds and layout.parse_as(info.key, *COLLECTED)
     ]
     if dry_run:
         return candidates

@@ -56,3 +56,13 @@ def test_a_failed_replay_with_no_code_package_is_recorded_in_the_store(tmp_path)
     assert key == layout.record(layout.flow_dir(record.flow, record.identity), "9")
     assert store.get_bytes(key) == record.to_json().encode()
     assert layout.code("c" * 64) in named_objects(make_record())  # a real code package stays named
+
+
+def test_gc_deletes_only_keys_of_store_shape(tmp_path):
+    """A folder taken for a store (``--store file:///some/folder``) may hold the user's own files under
+    the same folder names: gc deletes only content-addressed keys, never ``packages/notes.txt``."""
+    junk = ["packages/notes.txt", "code/project/main.py", "inputs/data.csv", "pythons/readme.md"]
+    orphan = "locks/" + "a" * 64 + ".toml"
+    store = aged_store(tmp_path / "folder", *junk, orphan)
+    assert gc(store, grace_seconds=0) == [orphan]
+    assert all((tmp_path / "folder" / key).is_file() for key in junk)
