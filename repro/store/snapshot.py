@@ -796,9 +796,10 @@ def gc(
     live: Callable[[list[RunRecord]], Iterable[str]] | None = None,
 ) -> list[str]:
     """Delete objects no record names and no live lease names, older than the grace period. Each
-    candidate is checked again right before its delete (leases re-read, age re-read), so an object
-    a push in flight is about to name is never deleted. Also aborts uploads (S3 multipart, partial
-    files) older than the grace period.
+    candidate is checked again right before its delete (leases re-read, age re-read) while a sweep
+    announces it (``_sweep``), so an object a push in flight is about to name is never deleted. Only
+    keys of store shape are deleted. Also aborts uploads (S3 multipart, partial files) older than the
+    grace period.
 
     ``live``: what else the kept records need that they do not name themselves (objects an executor
     staged for their environments, e.g. Batch's bootstrap manifests), given the records; the store
@@ -879,11 +880,11 @@ def _sweeping(store: Store, keys: set[str]) -> bool:
     for info in store.list(layout.SWEEPS):
         if now - info.modified >= SWEEP_SECONDS:
             continue
-        try:
-            named = json.loads(store.get_bytes(info.key))["keys"]
+        try:  # a store object like any other: what is not a list of keys names nothing
+            named = {k for k in json.loads(store.get_bytes(info.key))["keys"] if isinstance(k, str)}
         except (StoreObjectMissing, ValueError, KeyError, TypeError):
             continue
-        if isinstance(named, list) and not keys.isdisjoint(named):
+        if not keys.isdisjoint(named):
             return True
     return False
 

@@ -8,6 +8,9 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
+from repro.errors import InfraError
 from repro.store import LocalStore, layout
 from repro.store.snapshot import _local_objects, gc, push, upload_one, verify
 from tests.store_fakes import age, fake_run
@@ -48,3 +51,15 @@ def test_a_push_that_finds_an_object_a_gc_is_deleting_waits_and_uploads_it_again
     assert not collector.is_alive() and not pushing.is_alive()
     assert verify(run.record, store) == []
     assert list(store.list(layout.SWEEPS)) == [], "gc withdrew its sweep"
+
+
+def test_a_sweep_that_is_not_a_list_of_keys_holds_nothing_back(tmp_path):
+    from repro.store.snapshot import wait_for_sweeps
+
+    store = LocalStore(str(tmp_path / "store"))
+    for i, body in enumerate([b"[", b'{"keys": [{"a": 1}, ["b"]]}', b'{"keys": 7}', b"{}"]):
+        store.put_bytes(layout.sweep(f"{i:032x}"), body)
+    wait_for_sweeps(store, {"packages/x"}, "a test", timeout=0)  # returns at once, raises nothing
+    store.put_bytes(layout.sweep("f" * 32), b'{"keys": ["packages/x"]}')
+    with pytest.raises(InfraError, match="a gc has been deleting objects of a test"):
+        wait_for_sweeps(store, {"packages/x"}, "a test", timeout=0)
