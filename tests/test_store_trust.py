@@ -356,14 +356,20 @@ def test_replay_refuses_injected_options_and_leaves_no_workdir(tmp_path):
     assert not target.exists()
 
 
-def test_gc_deletes_nothing_while_a_record_cannot_be_read(tmp_path):
-    home = tmp_path / "home"
+def _pushed_with_orphan(tmp_path):
+    """A folder store holding one pushed run and an old code package no record names: (its root, the
+    orphan, the run)."""
     store_root = tmp_path / "store"
-    run = fake_run(home)
+    run = fake_run(tmp_path / "home")
     push(run.record, LocalStore(str(store_root)), run.settings)
     orphan = store_root / "code" / ("e" * 64 + ".tar.gz")
     orphan.write_bytes(b"unnamed")
     age(orphan)
+    return store_root, orphan, run
+
+
+def test_gc_deletes_nothing_while_a_record_cannot_be_read(tmp_path):
+    store_root, orphan, run = _pushed_with_orphan(tmp_path)
     (store_root / "runs" / "FakeFlow" / "2").mkdir()
     (store_root / "runs" / "FakeFlow" / "2" / "record.json").write_text("{not json")
     r = cli("store", "gc", "--store", store_root.as_uri())
@@ -375,13 +381,7 @@ def test_gc_deletes_nothing_while_a_record_cannot_be_read(tmp_path):
 def test_a_record_where_no_record_is_kept_is_broken_and_gc_deletes_nothing(tmp_path, folder):
     """A record.json the store's layout does not parse as a record key might still name objects: gc must
     not skip it silently (it would delete what that record names) but refuse, as for an unreadable one."""
-    home = tmp_path / "home"
-    store_root = tmp_path / "store"
-    run = fake_run(home)
-    push(run.record, LocalStore(str(store_root)), run.settings)
-    orphan = store_root / "code" / ("e" * 64 + ".tar.gz")
-    orphan.write_bytes(b"unnamed")
-    age(orphan)
+    store_root, orphan, run = _pushed_with_orphan(tmp_path)
     misplaced = store_root / "runs" / folder / "record.json"
     misplaced.parent.mkdir(parents=True)
     misplaced.write_text(run.record.to_json())
