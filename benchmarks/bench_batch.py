@@ -108,8 +108,8 @@ def main() -> None:
 
     daemon = containers.start()  # the daemon at DOCKER_HOST if one answers, else our own (needs root)
     os.environ["DOCKER_HOST"] = docker_host = daemon.host
-    from repro.containers import image
-    from repro.settings import load_settings
+    from metaflow_repro.containers import image
+    from metaflow_repro.settings import load_settings
     from tests import batch_setup
 
     base = image.build(load_settings(Path.cwd()).home, log=lambda m: None)

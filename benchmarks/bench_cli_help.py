@@ -5,7 +5,7 @@
 Runs the installed console script (``repro`` beside this interpreter, or --repro) and ``python -c
 pass`` alternately, so both see the same load; reports the median wall and CPU time (user + system
 of the child) of each, and what repro adds. The parser lists every command without importing any
-command module or operation (``repro.cli.parser``), so the difference is the parser itself."""
+command module or operation (``metaflow_repro.cli.parser``), so the difference is the parser itself."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
     python benchmarks/bench_conda.py [--rounds 5]
 
-A local channel (``repro.testing.conda_channel``, built once and cached under the temp folder) holds
+A local channel (``metaflow_repro.testing.conda_channel``, built once and cached under the temp folder) holds
 the same 30 packages as PyPI serves for the declaration below, plus the channel's python.
 
 1. solve + install of that 30-package env from a warm cache (package files cached, env removed
@@ -65,11 +65,11 @@ def main() -> int:
 
     import rattler
 
-    from repro.env import conda, pypi
-    from repro.env.engine import environments
-    from repro.model.spec import EnvSpec
-    from repro.settings import load_settings
-    from repro.testing.conda_channel import cached_channel
+    from metaflow_repro.env import conda, pypi
+    from metaflow_repro.env.engine import environments
+    from metaflow_repro.model.spec import EnvSpec
+    from metaflow_repro.settings import load_settings
+    from metaflow_repro.testing.conda_channel import cached_channel
 
     python = ".".join(map(str, sys.version_info[:3]))
     channel = cached_channel(
@@ -81,7 +81,7 @@ def main() -> int:
     conda_spec = EnvSpec("Bench", "start", "conda", "conda", python, libraries=libs, channels=(str(channel),))
     pypi_spec = EnvSpec("Bench", "start", "pypi", "pypi", python, libraries=libs)
     envs = environments(settings)
-    from repro.env import pythons
+    from metaflow_repro.env import pythons
 
     interp = pythons.find(python)
 

@@ -66,11 +66,11 @@ def cpu():
 
 
 t0 = time.perf_counter()
-from repro.settings import load_settings
-from repro.store import open_store
-from repro.store.snapshot import load_record, parse_ref
-from repro.operations.replay import pull_and_restore
-from repro.env.engine import environments
+from metaflow_repro.settings import load_settings
+from metaflow_repro.store import open_store
+from metaflow_repro.store.snapshot import load_record, parse_ref
+from metaflow_repro.operations.replay import pull_and_restore
+from metaflow_repro.env.engine import environments
 settings = load_settings(Path.cwd())
 store = open_store(sys.argv[2])
 record = load_record(store, parse_ref(sys.argv[1]))
@@ -127,18 +127,18 @@ def main() -> None:
             "METAFLOW_DEFAULT_METADATA": "local",
         }
         r = subprocess.run(
-            [sys.executable, "-m", "repro", "run", str(flow), "--store", store],
+            [sys.executable, "-m", "metaflow_repro", "run", str(flow), "--store", store],
             cwd=work,
             env={**os.environ, **mf},
             capture_output=True,
             text=True,
         )
         assert r.returncode == 0, r.stderr[-3000:]
-        from repro.containers import image, runtime
-        from repro.executors.docker import container_env
-        from repro.settings import load_settings
-        from repro.store import layout, open_store
-        from repro.store.snapshot import list_records
+        from metaflow_repro.containers import image, runtime
+        from metaflow_repro.executors.docker import container_env
+        from metaflow_repro.settings import load_settings
+        from metaflow_repro.store import layout, open_store
+        from metaflow_repro.store.snapshot import list_records
 
         settings = load_settings(work)
         record = list_records(open_store(store))[0]

@@ -58,10 +58,10 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="repro-bench-"))
     os.environ["REPRO_HOME"] = str(work / "home")
     os.environ.setdefault("METAFLOW_USER", "bench")
-    from repro.env import fingerprint, pythons
-    from repro.env.build import env_python, install_args
-    from repro.env.engine import build_flow, environments, lock_flow, open_flow
-    from repro.env.uvtool import run_uv
+    from metaflow_repro.env import fingerprint, pythons
+    from metaflow_repro.env.build import env_python, install_args
+    from metaflow_repro.env.engine import build_flow, environments, lock_flow, open_flow
+    from metaflow_repro.env.uvtool import run_uv
 
     flow_file = work / "bench.py"
     flow_file.write_text(textwrap.dedent(FLOW))
@@ -75,7 +75,7 @@ def main() -> None:
     req = work / "req.txt"
     req.write_text("".join(f"{p.name} @ {files[p.sha256].as_uri()} --hash=sha256:{p.sha256}\n" for p in pl.packages))
 
-    import repro.env.build as materialize
+    import metaflow_repro.env.build as materialize
 
     uv_time = []
     real_run_uv = materialize.run_uv

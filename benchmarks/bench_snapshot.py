@@ -34,7 +34,7 @@ def free_port() -> int:
 
 def cli(*args, env) -> float:
     t = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "repro", *args], capture_output=True, text=True, env=env)
+    proc = subprocess.run([sys.executable, "-m", "metaflow_repro", *args], capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         sys.exit(f"repro {' '.join(args)} failed:\n{proc.stdout[-2000:]}{proc.stderr[-3000:]}")
     return time.perf_counter() - t
@@ -91,14 +91,14 @@ def main() -> None:
         )
         s3 = boto3.client("s3")
         s3.create_bucket(Bucket="bench")
-        from repro.settings import load_settings
-        from repro.store import open_store
-        from repro.store.snapshot import list_records, pull, push, record_packages
+        from metaflow_repro.settings import load_settings
+        from metaflow_repro.store import open_store
+        from metaflow_repro.store.snapshot import list_records, pull, push, record_packages
 
         settings_a = load_settings(flow, environ={**base, "REPRO_HOME": str(work / "home-a")})
         record = list_records(open_store(store))[0]
         packages = record_packages(record)
-        from repro.env.cache import PackageCache
+        from metaflow_repro.env.cache import PackageCache
 
         cache = PackageCache(settings_a.home.packages)
         files = [cache.path(p) for p in packages]

@@ -1,4 +1,4 @@
-"""What Batch staging (repro.executors.batch._put_missing) costs per run, against moto's S3 server on
+"""What Batch staging (metaflow_repro.executors.batch._put_missing) costs per run, against moto's S3 server on
 loopback, for one env's objects (a 29 MB interpreter-sized object + 11 package-sized ones):
 
     python benchmarks/bench_staging.py [--rounds 3]
@@ -58,10 +58,10 @@ def _bench(endpoint: str, rounds: int) -> None:
             break
         except Exception:  # the server is still starting
             time.sleep(0.1)
-    from repro.env.cache import sha256_file
-    from repro.executors.batch import StagingLedger, _put_missing
-    from repro.settings import Home
-    from repro.store import open_store
+    from metaflow_repro.env.cache import sha256_file
+    from metaflow_repro.executors.batch import StagingLedger, _put_missing
+    from metaflow_repro.settings import Home
+    from metaflow_repro.store import open_store
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-staging-"))
     files = []

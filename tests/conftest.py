@@ -55,7 +55,7 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session", autouse=True)
 def repro_home(tmp_path_factory) -> Path:
     home = tmp_path_factory.mktemp("repro-home")
-    from repro.settings import SETTINGS
+    from metaflow_repro.settings import SETTINGS
 
     # every REPRO_* setting of the developer's shell is kept out of the tests
     names = [x.env for x in SETTINGS if x.env and x.env.startswith("REPRO_")] + ["METAFLOW_USER"]
@@ -200,7 +200,7 @@ def conda_channel(repro_home) -> Path:
     by sessions and xdist workers; a test that changes a channel copies it first)."""
     import tempfile
 
-    from repro.testing.conda_channel import cached_channel
+    from metaflow_repro.testing.conda_channel import cached_channel
 
     return cached_channel(Path(tempfile.gettempdir()) / "repro-test-channels", **CONDA_CHANNEL)
 
@@ -229,8 +229,8 @@ def docker_daemon():
 @pytest.fixture(scope="session")
 def base_image(docker_daemon, repro_home):
     """`repro image build`'s image, once per session (a daemon that has the tag skips the build)."""
-    from repro.containers import image
-    from repro.settings import Home
+    from metaflow_repro.containers import image
+    from metaflow_repro.settings import Home
 
     return image.build(Home(repro_home), log=lambda m: None)
 

@@ -84,7 +84,7 @@ def cli(*args, cwd: Path | None = None, env: dict | None = None, timeout: float 
     """Run the real `repro` command line in a subprocess."""
     full_env = {**os.environ, **(env or {})}
     proc = subprocess.run(
-        [sys.executable, "-m", "repro", *map(str, args)],
+        [sys.executable, "-m", "metaflow_repro", *map(str, args)],
         capture_output=True,
         text=True,
         cwd=cwd,
@@ -300,7 +300,7 @@ SHA = "a" * 64
 
 
 def pkg(name, version, sha=SHA):
-    from repro.model.lock import Package
+    from metaflow_repro.model.lock import Package
 
     return Package(
         name,
@@ -314,7 +314,7 @@ def pkg(name, version, sha=SHA):
 
 
 def sample_lock(numpy="1.26.4"):
-    from repro.model.lock import Lock, PlatformLock, StepLock
+    from metaflow_repro.model.lock import Lock, PlatformLock, StepLock
 
     pl = PlatformLock("linux-64", "3.11.7", (pkg("requests", "2.32.3"), pkg("numpy", numpy, "b" * 64)))
     step = StepLock(
@@ -326,7 +326,7 @@ def sample_lock(numpy="1.26.4"):
 
 def make_record(run_id="1", tasks=None, env="e" * 64, flow="F", status="success", checks=(), envs=None, inputs=None):
     """A RunRecord built by hand. ``tasks``: {step: {task key: {artifact: (sha1, size, type)}}}."""
-    from repro.model.record import ArtifactRecord, RunRecord, StepRecord, TaskRecord
+    from metaflow_repro.model.record import ArtifactRecord, RunRecord, StepRecord, TaskRecord
 
     tasks = {"start": {"-": {"x": ("1" * 40, 1, "int")}}, "end": {"-": {}}} if tasks is None else tasks
     steps = {}
@@ -346,8 +346,8 @@ def make_record(run_id="1", tasks=None, env="e" * 64, flow="F", status="success"
                 for i, (key, arts) in enumerate(by_key.items())
             },
         )
-    from repro.model.lock import PlatformLock
-    from repro.model.record import RunStatus
+    from metaflow_repro.model.lock import PlatformLock
+    from metaflow_repro.model.record import RunStatus
 
     envs = {
         k: v if isinstance(v, PlatformLock) else PlatformLock.from_dict(v, "test record", env_id=k)

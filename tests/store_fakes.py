@@ -11,12 +11,12 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from repro.env.cache import PackageCache
-from repro.env.fetch import add_file
-from repro.model.lock import Package, PlatformLock
-from repro.model.record import RunRecord, StepRecord
-from repro.settings import Settings, load_settings
-from repro.store import LocalStore
+from metaflow_repro.env.cache import PackageCache
+from metaflow_repro.env.fetch import add_file
+from metaflow_repro.model.lock import Package, PlatformLock
+from metaflow_repro.model.record import RunRecord, StepRecord
+from metaflow_repro.settings import Settings, load_settings
+from metaflow_repro.store import LocalStore
 
 FLOW_SOURCE = b"from metaflow import FlowSpec\n"
 

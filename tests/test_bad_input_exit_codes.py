@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from repro.store import LocalStore
-from repro.store.snapshot import push
+from metaflow_repro.store import LocalStore
+from metaflow_repro.store.snapshot import push
 from tests.helpers import cli, write_flow
 from tests.store_fakes import fake_run
 

@@ -8,13 +8,13 @@ from dataclasses import replace
 
 import pytest
 
-from repro.adapter import metaflow as runs
-from repro.env.engine import open_flow
-from repro.errors import BadInput
-from repro.model.lock import PlatformLock
-from repro.operations.run import RunOptions, check_same_identity, load_baseline, run_and_record
-from repro.settings import load_settings
-from repro.store import layout, open_store
+from metaflow_repro.adapter import metaflow as runs
+from metaflow_repro.env.engine import open_flow
+from metaflow_repro.errors import BadInput
+from metaflow_repro.model.lock import PlatformLock
+from metaflow_repro.operations.run import RunOptions, check_same_identity, load_baseline, run_and_record
+from metaflow_repro.settings import load_settings
+from metaflow_repro.store import layout, open_store
 from tests.helpers import make_record, pkg, write_flow
 
 PROJECT_FLOW = """

@@ -118,7 +118,7 @@ def batch_run(batch_world, tmp_path_factory):
     """One `repro run flow.py -- --with batch` (5 jobs: start, 2 x work, join, end), shared."""
     import json
 
-    from repro.model.record import from_json
+    from metaflow_repro.model.record import from_json
 
     folder = tmp_path_factory.mktemp("batch-run")
     path = write_flow(folder / "proj", FLOW)
@@ -230,9 +230,9 @@ def test_a_package_file_tampered_in_the_store_stops_the_container_naming_it(batc
     ledger is made to say the tampered object is as verified: a corruption staging cannot see."""
     import os
 
-    from repro.executors.batch import StagingLedger
-    from repro.settings import Home
-    from repro.store import open_store
+    from metaflow_repro.executors.batch import StagingLedger
+    from metaflow_repro.settings import Home
+    from metaflow_repro.store import open_store
 
     record, s3 = batch_run["record"], batch_world.s3()
     start_env = record.envs[record.steps["start"].env_id]
@@ -260,8 +260,8 @@ def test_a_package_file_tampered_in_the_store_stops_the_container_naming_it(batc
 def test_replay_on_batch_from_an_empty_home_is_identical(batch_run, batch_world, tmp_path):
     """`repro replay REF --on batch` with nothing on the host but the S3 store: every step a Batch job
     again, the same artifacts, and the replay's record says it ran on Batch."""
-    from repro.model.interpreter import ExecutorKind
-    from repro.model.record import from_json
+    from metaflow_repro.model.interpreter import ExecutorKind
+    from metaflow_repro.model.record import from_json
 
     record = batch_run["record"]
     env = {**batch_run["env"], "REPRO_HOME": str(tmp_path / "empty-home")}
@@ -295,7 +295,7 @@ def test_a_fargate_queue_gets_no_instance_cache_an_ec2_queue_does(batch_world, m
     added only when the queue's first compute environment is EC2 or SPOT, as Metaflow tells the platform."""
     import boto3
 
-    from repro.executors.batch import host_volumes_allowed
+    from metaflow_repro.executors.batch import host_volumes_allowed
 
     for name, value in batch_world.env.items():
         monkeypatch.setenv(name, value)

@@ -80,7 +80,7 @@ def test_a_batch_job_that_fails_before_its_task_is_recorded_as_a_failed_run(worl
 
 
 def _records(batch_world, prefix: str = "fate-store/runs/"):
-    from repro.model.record import from_json
+    from metaflow_repro.model.record import from_json
 
     s3 = batch_world.s3()
     found = s3.list_objects_v2(Bucket=batch_world.bucket, Prefix=prefix).get("Contents", [])
@@ -119,7 +119,7 @@ def ok_run(world, batch_world):
 
 
 def test_replay_on_local_of_a_batch_run_runs_locally_and_says_so(ok_run, world, batch_world, tmp_path):
-    from repro.model.interpreter import ExecutorKind
+    from metaflow_repro.model.interpreter import ExecutorKind
 
     assert ok_run.executor.kind is ExecutorKind.BATCH and "--with" in ok_run.run_options
     jobs = _jobs(batch_world)
@@ -155,7 +155,7 @@ def test_a_same_size_corrupt_staged_object_is_replaced_and_the_run_passes(ok_run
 def test_replay_on_docker_of_a_batch_run_runs_in_a_container_not_on_batch(ok_run, world, batch_world, tmp_path):
     """`--on docker` of a `--with batch` run, from an empty REPRO_HOME: one fresh container, no Batch
     job, the same S3 datastore kind as the original (same envs), identical."""
-    from repro.model.interpreter import ExecutorKind
+    from metaflow_repro.model.interpreter import ExecutorKind
 
     jobs = _jobs(batch_world)
     env = {**world["env"], "REPRO_HOME": str(tmp_path / "empty-home")}

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from repro.env.cache import PackageCache
-from repro.env.fetch import Fetcher
-from repro.errors import IntegrityError
-from repro.model.lock import Package
+from metaflow_repro.env.cache import PackageCache
+from metaflow_repro.env.fetch import Fetcher
+from metaflow_repro.errors import IntegrityError
+from metaflow_repro.model.lock import Package
 from tests.helpers import cli, env_paths, installed_python, require_python, write_flow
 
 SMALL = """
@@ -79,7 +79,7 @@ def assert_isolated(env: Path) -> None:
             assert Path(entry).resolve().is_relative_to(env.resolve()), entry
     runner_site = {p for p in sys.path if p.endswith("site-packages")}
     assert runner_site and not runner_site & set(got["path"])
-    for module in ("repro", "jsonschema", "moto", "_pytest"):  # all installed where the tests run
+    for module in ("metaflow_repro", "jsonschema", "moto", "_pytest"):  # all installed where the tests run
         r = run(f"import {module}")
         assert f"No module named '{module}'" in r.stderr, (module, r.stderr)
 
@@ -125,7 +125,7 @@ def test_concurrent_builds_of_one_env_give_one_build_and_all_succeed(tmp_path):
     assert cli("lock", path).code == 0
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "repro", "env", "build", "--step", "start", str(path)],
+            [sys.executable, "-m", "metaflow_repro", "env", "build", "--step", "start", str(path)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -182,7 +182,7 @@ def test_offline_build_needs_no_network_at_all(tmp_path, repro_home):
     assert r.code == 0
     for env in set(env_paths(r.out).values()):
         shutil.rmtree(env)
-    cmd = [sys.executable, "-m", "repro", "env", "build", "--offline", str(path)]
+    cmd = [sys.executable, "-m", "metaflow_repro", "env", "build", "--offline", str(path)]
     env = {**os.environ, "REPRO_INDEX_URL": "http://127.0.0.1:9/simple", "https_proxy": "http://127.0.0.1:9"}
     if shutil.which("unshare") and subprocess.run(["unshare", "-n", "true"]).returncode == 0:
         cmd = ["unshare", "-n", *cmd]  # a network namespace with no network at all
@@ -225,7 +225,7 @@ def test_env_show_reports_state_and_runtime_drift(tmp_path):
 @pytest.mark.parametrize("minor", ["3.7", "3.13"])
 def test_probe_runs_on_old_and_new_pythons_with_stdlib_only(minor):
     exe = require_python(minor)
-    from repro.env import fingerprint
+    from metaflow_repro.env import fingerprint
 
     fp = fingerprint.take(exe)
     assert fp["python"].startswith(minor + ".") and len(fp["digest"]) == 64
@@ -234,7 +234,7 @@ def test_probe_runs_on_old_and_new_pythons_with_stdlib_only(minor):
 
 def test_fingerprint_lists_the_interpreters_distributions():
     """What a fingerprint holds (its speed is measured in benchmarks/bench_env.py, not asserted here)."""
-    from repro.env import fingerprint
+    from metaflow_repro.env import fingerprint
 
     fp = fingerprint.take(sys.executable)
     names = {d["name"] for d in fp["distributions"]}
@@ -245,8 +245,8 @@ def test_fingerprint_lists_the_interpreters_distributions():
 def test_fingerprint_from_outside_equals_fingerprint_from_inside(tmp_path):
     """Builds fingerprint from outside the env (no interpreter start-up); tasks do it from inside.
     Both must give the same digest, or every task would report drift."""
-    from repro.env import fingerprint, pythons
-    from repro.env.engine import environments, open_flow
+    from metaflow_repro.env import fingerprint, pythons
+    from metaflow_repro.env.engine import environments, open_flow
 
     path = small_flow(tmp_path, "DigestFlow")
     assert cli("env", "build", path).code == 0

@@ -1,4 +1,4 @@
-"""conda-source = "conda" for real: a local channel built by repro.testing.conda_channel (a python
+"""conda-source = "conda" for real: a local channel built by metaflow_repro.testing.conda_channel (a python
 package made from a real CPython, wheels turned into conda packages), solved and installed with
 py-rattler, the seed's examples run under `--environment=conda`, snapshot + offline replay,
 resolution drift, and the packages that must be refused (sha256 mismatch, a '..' member)."""
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from repro.model.lock import read_lock
-from repro.model.record import from_json
+from metaflow_repro.model.lock import read_lock
+from metaflow_repro.model.record import from_json
 from tests.helpers import SCENARIOS, FlowRun, cli, run_flow
 
 pytestmark = pytest.mark.slow
@@ -143,9 +143,9 @@ def test_flow_runs_in_rattler_built_envs_with_the_channels_python(six_project):
 
 def test_runtime_drift_in_a_conda_env_is_seen(six_project, tmp_path):
     lock = read_lock(six_project / "flow.repro.lock")
-    from repro.env.build import Environments
-    from repro.env.cache import PackageCache
-    from repro.settings import load_settings
+    from metaflow_repro.env.build import Environments
+    from metaflow_repro.env.cache import PackageCache
+    from metaflow_repro.settings import load_settings
 
     settings = load_settings(six_project)
     envs = Environments(settings.home.envs, PackageCache(settings.home.packages), settings.home.uv_cache)
@@ -185,7 +185,7 @@ def test_a_package_that_fails_verification_is_refused_and_nothing_is_installed(
     assert words in r.text and next(iter(libraries)) in r.text
     lock = read_lock(root / "flow.repro.lock")
     pl = next(iter(lock.steps["start"].platforms.values()))
-    from repro.settings import load_settings
+    from metaflow_repro.settings import load_settings
 
     assert not (load_settings(root).home.envs / pl.env_id[:16]).exists()  # no partial env left behind
 
@@ -201,7 +201,7 @@ def test_unsatisfiable_pins_are_bad_input_naming_the_step(tmp_path, conda_channe
 
 
 def test_repodata_moving_under_the_lock_is_resolution_drift(tmp_path, conda_channel):
-    from repro.testing.conda_channel import Entry, Meta, index, write_package
+    from metaflow_repro.testing.conda_channel import Entry, Meta, index, write_package
 
     channel = tmp_path / "channel"
     shutil.copytree(conda_channel, channel, ignore=shutil.ignore_patterns(".wheels", ".tmp"))

@@ -30,7 +30,7 @@ def test_daemon_has_no_networking_of_its_own(docker_daemon):
 def test_image_build_is_cached_by_recipe_and_has_the_bootstrap_python(base_image, docker_daemon):
     import docker
 
-    from repro.containers import image
+    from metaflow_repro.containers import image
 
     assert base_image.tag == image.default_recipe().tag
     started = time.monotonic()
@@ -51,8 +51,8 @@ def test_image_build_is_cached_by_recipe_and_has_the_bootstrap_python(base_image
 def test_the_default_replay_image_is_python_slim_when_the_daemon_has_it(base_image, docker_daemon, repro_home):
     import docker
 
-    from repro.executors.docker import default_image
-    from repro.settings import load_settings
+    from metaflow_repro.executors.docker import default_image
+    from metaflow_repro.settings import load_settings
 
     c = docker.DockerClient(base_url=docker_daemon)
     settings = load_settings(repro_home)
@@ -66,8 +66,8 @@ def test_the_default_replay_image_is_python_slim_when_the_daemon_has_it(base_ima
 
 
 def test_the_container_gets_only_the_store_and_repro_settings(monkeypatch, repro_home):
-    from repro.executors.docker import CLOSED_PROXY, container_env
-    from repro.settings import load_settings
+    from metaflow_repro.executors.docker import CLOSED_PROXY, container_env
+    from metaflow_repro.settings import load_settings
 
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:4566")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "key")

@@ -9,8 +9,8 @@ from __future__ import annotations
 import boto3
 import pytest
 
-from repro.model.interpreter import ExecutorKind
-from repro.model.record import from_json
+from metaflow_repro.model.interpreter import ExecutorKind
+from metaflow_repro.model.record import from_json
 from tests.helpers import cli, write_flow
 
 pytestmark = pytest.mark.slow

@@ -59,10 +59,10 @@ def test_a_read_only_repro_home_is_a_problem_and_exit_1(tmp_path, repro_home):
 
 
 def test_tls_row_is_the_trust_index_connections_use_and_a_bad_config_is_a_row_not_a_crash(tmp_path, monkeypatch):
-    """doctor reads TLS trust through repro.env.tls (pip's file order, no interpolation), so it names
+    """doctor reads TLS trust through metaflow_repro.env.tls (pip's file order, no interpolation), so it names
     the bundle uv is given; a cert that is not a file is a problem row, never an exception."""
-    from repro.env import tls
-    from repro.operations import doctor
+    from metaflow_repro.env import tls
+    from metaflow_repro.operations import doctor
 
     a, b = tmp_path / "a.pem", tmp_path / "b 100%.pem"
     a.write_text("x")

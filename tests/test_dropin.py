@@ -9,8 +9,8 @@ import textwrap
 import pytest
 import tomllib
 
-from repro.adapter.flowfolder import MAX_PACKAGED_FILES, check_flow_folder
-from repro.errors import BadInput
+from metaflow_repro.adapter.flowfolder import MAX_PACKAGED_FILES, check_flow_folder
+from metaflow_repro.errors import BadInput
 from tests.helpers import cli, require_python, write_flow
 
 # -- item 7: REPRO_HOME (or a large folder) where Metaflow packages the flow's code -----------------
@@ -298,7 +298,7 @@ PARSED_FILES = {
 
 @pytest.mark.parametrize("parser", sorted(PARSED_FILES))
 def test_every_metaflow_config_parser_form_gives_the_declaration_metaflow_sees(parser, flow_dir, monkeypatch):
-    from repro.env.engine import open_flow
+    from metaflow_repro.env.engine import open_flow
 
     name, text, python = PARSED_FILES[parser]
     deco = "conda_base" if "conda" in parser else "pypi_base"

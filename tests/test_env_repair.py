@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 
-from repro.env.cache import PackageCache
+from metaflow_repro.env.cache import PackageCache
 from tests.helpers import cli, write_flow
 from tests.test_build import env_paths, run_in
 
@@ -24,7 +24,7 @@ FLOW = """
 
 
 def six_file(home, lock_text: str, version: str):
-    from repro.model.lock import Package
+    from metaflow_repro.model.lock import Package
 
     name = f"six-{version}-py2.py3-none-any.whl"
     sha = lock_text.split(f'file = "{name}"')[1].split('sha256 = "')[1][:64]

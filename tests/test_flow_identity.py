@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from repro.model.record import from_json
+from metaflow_repro.model.record import from_json
 from tests.helpers import cli, write_flow
 
 pytestmark = pytest.mark.slow
@@ -97,9 +97,9 @@ def test_two_files_defining_the_same_class_are_two_flows(tmp_path):
 def test_a_project_runs_identity_is_the_one_predicted_before_it_runs(tmp_path):
     """What `--repro-baseline latest` looks up before the run (the @project branch as Metaflow names it)
     is the identity the run is recorded under. `--branch` goes before `run`, where @project reads it."""
-    from repro.adapter.metaflow import expected_identity
-    from repro.env.engine import open_flow
-    from repro.settings import load_settings
+    from metaflow_repro.adapter.metaflow import expected_identity
+    from metaflow_repro.env.engine import open_flow
+    from metaflow_repro.settings import load_settings
 
     mf_env = {
         "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(tmp_path / "mf"),

@@ -2,8 +2,8 @@
 
 import pytest
 
-from repro.env.engine import open_flow
-from repro.errors import FlowLoadError
+from metaflow_repro.env.engine import open_flow
+from metaflow_repro.errors import FlowLoadError
 from tests.helpers import SCENARIOS, write_flow
 
 

@@ -15,14 +15,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from repro.errors import BadInput, ReproError
-from repro.model.lock import PlatformLock
-from repro.model.record import from_json
-from repro.model.spec import Declaration, merge
-from repro.paths import inside
-from repro.settings import Home
-from repro.store import LocalStore, layout
-from repro.store.snapshot import parse_env_lock, pull, push, verify
+from metaflow_repro.errors import BadInput, ReproError
+from metaflow_repro.model.lock import PlatformLock
+from metaflow_repro.model.record import from_json
+from metaflow_repro.model.spec import Declaration, merge
+from metaflow_repro.paths import inside
+from metaflow_repro.settings import Home
+from metaflow_repro.store import LocalStore, layout
+from metaflow_repro.store.snapshot import parse_env_lock, pull, push, verify
 from tests.helpers import cli
 from tests.store_fakes import fake_run, settings_for
 
@@ -238,7 +238,7 @@ def test_store_verify_flags_every_mutation_pull_rejects_and_the_cli_stays_clean(
         # replay's pull, into an empty REPRO_HOME
         fresh = settings_for(tmp / "fresh-home")
         try:
-            from repro.store.snapshot import load_record, parse_ref
+            from metaflow_repro.store.snapshot import load_record, parse_ref
 
             record = load_record(store, parse_ref(f"{run.record.flow}/{run.record.run_id}"))
             pull(record, store, fresh)

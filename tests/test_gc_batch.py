@@ -11,10 +11,10 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from repro.model.interpreter import InterpreterSnapshot
-from repro.operations.gc import gc
-from repro.store import LocalStore, layout
-from repro.store.snapshot import push, verify
+from metaflow_repro.model.interpreter import InterpreterSnapshot
+from metaflow_repro.operations.gc import gc
+from metaflow_repro.store import LocalStore, layout
+from metaflow_repro.store.snapshot import push, verify
 from tests.store_fakes import age, fake_run
 
 
@@ -117,9 +117,9 @@ def _staged_env(tmp_path: Path, s3_bucket: str):
     import sys
 
     from metaflow_extensions.repro.plugins import protocol
-    from repro.env.build import BuiltEnv
-    from repro.executors.batch import stage
-    from repro.settings import load_settings
+    from metaflow_repro.env.build import BuiltEnv
+    from metaflow_repro.executors.batch import stage
+    from metaflow_repro.settings import load_settings
 
     home = tmp_path / "home"
     run = fake_run(home)
@@ -138,8 +138,8 @@ def test_gc_keeps_every_object_batch_staging_holds_a_lease_on_until_the_run_rele
     """Objects staged long ago (by a run that failed and never got recorded) are orphans to gc: a run
     that stages them again needs them until its last job fetched them. Grace 0 here: only the lease
     stands between them and gc."""
-    from repro.store import open_store
-    from repro.store.layout import LEASES as LEASE_PREFIX
+    from metaflow_repro.store import open_store
+    from metaflow_repro.store.layout import LEASES as LEASE_PREFIX
 
     settings, staged, lease = _staged_env(tmp_path, s3_bucket)
     try:
@@ -160,8 +160,8 @@ def test_gc_keeps_every_object_batch_staging_holds_a_lease_on_until_the_run_rele
 def test_a_held_lease_is_renewed_until_released(tmp_path):
     import time
 
-    from repro.store.layout import LEASES as LEASE_PREFIX
-    from repro.store.snapshot import HeldLease
+    from metaflow_repro.store.layout import LEASES as LEASE_PREFIX
+    from metaflow_repro.store.snapshot import HeldLease
 
     store = LocalStore(str(tmp_path / "store"))
     lease = HeldLease(store, "batch staging of flow F", ["tools/uv/x/uv"], renew_seconds=0.05)
@@ -184,8 +184,8 @@ def test_a_jobs_command_fetches_the_staged_bootstrap_script_and_refuses_other_by
 
     from metaflow_extensions.repro.plugins import protocol
     from metaflow_extensions.repro.plugins.environment import CondaEnvironment, bootstrap_script_sha256
-    from repro.store import open_store
-    from repro.store.layout import bootstrap_script as script_key
+    from metaflow_repro.store import open_store
+    from metaflow_repro.store.layout import bootstrap_script as script_key
 
     settings, staged, lease = _staged_env(tmp_path, s3_bucket)
     lease.release()
@@ -221,8 +221,8 @@ def test_a_jobs_fetcher_runs_the_script_the_instance_cache_keeps_only_if_it_is_t
 
     from metaflow_extensions.repro.plugins import protocol
     from metaflow_extensions.repro.plugins.environment import CondaEnvironment, bootstrap_script_sha256
-    from repro.store import open_store
-    from repro.store.layout import bootstrap_script as script_key
+    from metaflow_repro.store import open_store
+    from metaflow_repro.store.layout import bootstrap_script as script_key
 
     settings, staged, lease = _staged_env(tmp_path, s3_bucket)
     lease.release()

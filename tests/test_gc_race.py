@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from repro.operations.gc import gc
-from repro.store import open_store
-from repro.store.snapshot import _local_objects, list_records, push, upload_one, verify
+from metaflow_repro.operations.gc import gc
+from metaflow_repro.store import open_store
+from metaflow_repro.store.snapshot import _local_objects, list_records, push, upload_one, verify
 from tests.store_fakes import fake_run
 
 SECONDS = float(os.environ.get("REPRO_GC_RACE_SECONDS", "60"))

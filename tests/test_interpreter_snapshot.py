@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from repro.env import interpreter_snapshot as snapshots
-from repro.env import pythons
-from repro.env.cache import sha256_file
-from repro.errors import BadInput, InfraError, IntegrityError
-from repro.model.interpreter import InterpreterSnapshot
-from repro.settings import Home
+from metaflow_repro.env import interpreter_snapshot as snapshots
+from metaflow_repro.env import pythons
+from metaflow_repro.env.cache import sha256_file
+from metaflow_repro.errors import BadInput, InfraError, IntegrityError
+from metaflow_repro.model.interpreter import InterpreterSnapshot
+from metaflow_repro.settings import Home
 from tests.helpers import require
 
 
@@ -135,9 +135,9 @@ def test_a_record_whose_interpreter_lives_elsewhere_is_refused_before_anything_i
 ):
     import dataclasses
 
-    from repro.operations.replay import recorded_interpreter
-    from repro.settings import load_settings
-    from repro.store import open_store
+    from metaflow_repro.operations.replay import recorded_interpreter
+    from metaflow_repro.settings import load_settings
+    from metaflow_repro.store import open_store
     from tests.helpers import make_record
 
     prefix = prefix.format(root=pyenv_root)
@@ -475,8 +475,8 @@ def test_a_restore_that_fails_for_another_reason_says_what_it_is(pyenv_root, tmp
 
 def _cached_snap(tarball: Path, prefix: Path, tmp_path: Path) -> dict:
     """The manifest's interpreter entry with the files the host lists for the snapshot."""
-    from repro.executors.batch import snapshot_files
-    from repro.settings import Home
+    from metaflow_repro.executors.batch import snapshot_files
+    from metaflow_repro.settings import Home
 
     snap = _job_snap(tarball, prefix)
     home = Home(tmp_path / "host-home")
@@ -594,9 +594,9 @@ def test_a_jobs_env_is_built_once_into_the_instance_cache_and_a_build_that_does_
     import shutil
 
     from metaflow_extensions.repro.plugins import batch_bootstrap as bb
-    from repro.env.uvtool import uv_bin
-    from repro.executors.batch import env_files
-    from repro.settings import Home
+    from metaflow_repro.env.uvtool import uv_bin
+    from metaflow_repro.executors.batch import env_files
+    from metaflow_repro.settings import Home
     from tests.helpers import make_wheel
 
     python = "/root/.pyenv/versions/3.11.7/bin/python3.11"

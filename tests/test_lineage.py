@@ -17,7 +17,7 @@ import uuid
 import boto3
 import pytest
 
-from repro.model.record import InputVia, from_json
+from metaflow_repro.model.record import InputVia, from_json
 from tests.helpers import cli, write_flow
 from tests.test_replay_inputs import replay_offline, s3_record
 

@@ -95,7 +95,7 @@ def test_locking_for_other_platforms_from_this_box(flow_dir):
     # the export is a real PEP 751 lock: uv installs from it (dry run, for this platform)
     import subprocess
 
-    from repro.env.uvtool import uv_bin
+    from metaflow_repro.env.uvtool import uv_bin
 
     linux = flow_dir / "out" / "pylock.flow-start-linux-64.toml"
     proc = subprocess.run(

@@ -9,9 +9,9 @@ from itertools import pairwise
 
 import pytest
 
-from repro.cli.store import verify_report
-from repro.model.lock import PlatformLock
-from repro.store import layout, open_store
+from metaflow_repro.cli.store import verify_report
+from metaflow_repro.model.lock import PlatformLock
+from metaflow_repro.store import layout, open_store
 from tests.helpers import cli, make_record, pkg, write_flow
 
 MANY = 5000

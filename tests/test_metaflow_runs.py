@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import tomllib
 
-from repro.env.engine import open_flow
+from metaflow_repro.env.engine import open_flow
 from tests.helpers import SCENARIOS, require_locked_pythons, run_flow, same_file, write_flow
 
 EXPECTED = tomllib.loads((SCENARIOS / "expected.toml").read_text())

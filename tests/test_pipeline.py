@@ -64,11 +64,11 @@ def test_one_run_reads_its_flow_and_settings_once_and_saves_its_record_once(flow
     """One pass: ``run_and_record`` imports the flow file once, reads the settings once and writes the
     record once (plus the pending marker it removes), also when it checks drift and compares with a
     baseline; the lock it ran with travels in the outcome."""
-    from repro import settings as settings_module
-    from repro.env import flowfile
-    from repro.model.lock import read_lock
-    from repro.operations.run import Outcome, RunOptions, run_and_record
-    from repro.store import snapshot
+    from metaflow_repro import settings as settings_module
+    from metaflow_repro.env import flowfile
+    from metaflow_repro.model.lock import read_lock
+    from metaflow_repro.operations.run import Outcome, RunOptions, run_and_record
+    from metaflow_repro.store import snapshot
     from tests.counting import count_calls
 
     path = write_flow(flow_dir, FLOW % "1.16.0")
@@ -93,11 +93,11 @@ def test_one_run_reads_its_flow_and_settings_once_and_saves_its_record_once(flow
 def test_a_run_whose_checks_fail_is_still_saved_as_read_back(flow_dir, tmp_path, monkeypatch):
     """The record is saved once, after its checks; when a check fails (here the pickle matrix, with an
     infrastructure error) the finished run is saved as it was read back, and its pending marker goes."""
-    from repro.adapter import pending
-    from repro.errors import InfraError
-    from repro.model.record import from_json
-    from repro.operations import run as pipeline
-    from repro.settings import load_settings
+    from metaflow_repro.adapter import pending
+    from metaflow_repro.errors import InfraError
+    from metaflow_repro.model.record import from_json
+    from metaflow_repro.operations import run as pipeline
+    from metaflow_repro.settings import load_settings
 
     path = write_flow(flow_dir, FLOW % "1.16.0")
     _local_metaflow(monkeypatch, tmp_path, flow_dir)

@@ -1,4 +1,4 @@
-from repro.model import platforms as plats
+from metaflow_repro.model import platforms as plats
 
 FILES = [
     "charset_normalizer-3.5.3-py3-none-any.whl",
@@ -19,7 +19,7 @@ def test_installer_preference_picks_the_most_specific_compatible_wheel():
 def test_unknown_platform_names_the_known_ones():
     import pytest
 
-    from repro.errors import BadInput
+    from metaflow_repro.errors import BadInput
 
     with pytest.raises(BadInput, match="known platforms: linux-64"):
         plats.get("linux-32")

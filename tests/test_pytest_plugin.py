@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from repro.report.render import SCHEMA_FILE
+from metaflow_repro.report.render import SCHEMA_FILE
 from tests.helpers import cli, make_wheel, require_chromium
 
 pytestmark = pytest.mark.slow
@@ -467,9 +467,9 @@ def test_a_session_reads_each_flow_and_the_settings_once(project, monkeypatch, t
     """One pass per flow: collecting a flow imports it, its run reuses what collection read, the report
     reuses the lock the run left; the settings are read once for the session (every flow shares the
     rootdir's pyproject.toml); each record is saved once."""
-    from repro import settings as settings_module
-    from repro.env import flowfile
-    from repro.store import snapshot
+    from metaflow_repro import settings as settings_module
+    from metaflow_repro.env import flowfile
+    from metaflow_repro.store import snapshot
     from tests.counting import count_calls
 
     paths = [flow(project), flow(project, name="OtherFlow", file="other_flow.py")]

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from repro.env import pythons
-from repro.errors import PythonNotFound
+from metaflow_repro.env import pythons
+from metaflow_repro.errors import PythonNotFound
 
 FAKE = '#!/bin/sh\necho \'{"implementation": "cpython", "python": "%s"}\'\n'
 
@@ -25,7 +25,7 @@ def fresh(tmp_path, monkeypatch):
 
 def _find_missing_in_a_new_process(env) -> float:
     code = (
-        "import time; from repro.env import pythons\nt = time.perf_counter()\ntry:\n pythons.find('3.14')\n"
+        "import time; from metaflow_repro.env import pythons\nt = time.perf_counter()\ntry:\n pythons.find('3.14')\n"
         "except Exception as e:\n assert 'is not installed' in str(e), e\nprint(time.perf_counter() - t)"
     )
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from repro.adapter import pending
-from repro.errors import BadInput
-from repro.model.record import from_json
-from repro.settings import Home
+from metaflow_repro.adapter import pending
+from metaflow_repro.errors import BadInput
+from metaflow_repro.model.record import from_json
+from metaflow_repro.settings import Home
 from tests.helpers import cli, write_flow
 
 FLOW = """
@@ -127,7 +127,7 @@ def test_repro_run_points_at_pending_runs_and_recover_refuses_a_run_whose_lock_c
 def test_recover_resolves_configs_in_the_folder_and_with_the_variables_the_run_had(tmp_path, monkeypatch):
     """A relative `--config NAME FILE` is read from the folder `repro run` ran in, and
     METAFLOW_FLOW_CONFIG* as the run had them, whatever folder `repro recover` is started from."""
-    from repro.operations.run import _as_when_run
+    from metaflow_repro.operations.run import _as_when_run
 
     there = tmp_path / "there"
     there.mkdir()

@@ -14,7 +14,7 @@ import sys
 import boto3
 import pytest
 
-from repro.model.record import ConfigSource, from_json
+from metaflow_repro.model.record import ConfigSource, from_json
 from tests.helpers import cli, write_flow
 from tests.netns import can_unshare, offline
 
@@ -285,8 +285,8 @@ def test_the_replay_runtime_is_the_recorded_metaflow_not_the_hosts(tmp_path, mf_
 
     import metaflow
 
-    from repro.adapter.metaflow import _metaflow_version
-    from repro.env.uvtool import uv_bin
+    from metaflow_repro.adapter.metaflow import _metaflow_version
+    from metaflow_repro.env.uvtool import uv_bin
 
     if not can_unshare():
         pytest.skip("cannot create a network namespace here")

@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 from metaflow import metaflow_config
 
-from repro.errors import BadInput
-from repro.operations.replay import check_where, replay
-from repro.settings import load_settings
-from repro.store import layout, open_store
+from metaflow_repro.errors import BadInput
+from metaflow_repro.operations.replay import check_where, replay
+from metaflow_repro.settings import load_settings
+from metaflow_repro.store import layout, open_store
 from tests.unit.model.test_record import make_record  # a record the strict decoder accepts
 
 

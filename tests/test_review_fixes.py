@@ -5,13 +5,13 @@ import stat
 
 import pytest
 
-from repro.checks.compare import compare
-from repro.checks.pickles import is_internal
-from repro.errors import BadInput, LockFileError
-from repro.model.lock import Package, PlatformLock
-from repro.model.record import ArtifactRecord, RunRecord, StepRecord, TaskRecord
-from repro.store import layout, open_store
-from repro.store.snapshot import _is_newest, parse_env_lock, record_packages
+from metaflow_repro.checks.compare import compare
+from metaflow_repro.checks.pickles import is_internal
+from metaflow_repro.errors import BadInput, LockFileError
+from metaflow_repro.model.lock import Package, PlatformLock
+from metaflow_repro.model.record import ArtifactRecord, RunRecord, StepRecord, TaskRecord
+from metaflow_repro.store import layout, open_store
+from metaflow_repro.store.snapshot import _is_newest, parse_env_lock, record_packages
 
 
 def record(run_id="1", steps=("start", "end"), created="2026-01-01T00:00:00+00:00", files=("a-1.0-py3-none-any.whl",)):
@@ -106,7 +106,7 @@ def test_a_helper_module_that_mentions_flowspec_is_not_a_flow(pytester):
 
 
 def test_lock_file_keeps_its_permissions(tmp_path):
-    from repro.model.lock import write_lock
+    from metaflow_repro.model.lock import write_lock
     from tests.helpers import sample_lock
 
     path = tmp_path / "flow.repro.lock"

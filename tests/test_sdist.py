@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from repro.env.cache import sha256_file
-from repro.env.sdist import DEFAULT_REQUIRES, build_requirements
-from repro.model.lock import read_lock
+from metaflow_repro.env.cache import sha256_file
+from metaflow_repro.env.sdist import DEFAULT_REQUIRES, build_requirements
+from metaflow_repro.model.lock import read_lock
 from tests.helpers import cli, require_netns, write_flow
 
 DOCOPT_SDIST_SHA256 = "49b3a825280bd66b3aa83585ef59c4a8c82f2c8a522dbe754a8bc8d08c85c491"  # docopt-0.6.2.tar.gz on PyPI

@@ -11,7 +11,7 @@ import boto3
 import pytest
 import tomllib
 
-from repro.model.record import from_json
+from metaflow_repro.model.record import from_json
 from tests.helpers import SCENARIOS, FlakyProxy, cli, require_netns
 
 EXPECTED = tomllib.loads((SCENARIOS / "expected.toml").read_text())

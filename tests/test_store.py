@@ -2,9 +2,9 @@
 
 import pytest
 
-from repro.errors import BadInput, InfraError
-from repro.store import StoreObjectMissing, open_store
-from repro.store.snapshot import parse_ref
+from metaflow_repro.errors import BadInput, InfraError
+from metaflow_repro.store import StoreObjectMissing, open_store
+from metaflow_repro.store.snapshot import parse_ref
 
 
 @pytest.fixture(params=["file", "s3"])

@@ -12,10 +12,10 @@ from pathlib import Path
 import boto3
 import pytest
 
-from repro.errors import BadInput, IntegrityError
-from repro.model.record import from_json
-from repro.store import LocalStore, layout, open_store
-from repro.store.snapshot import gc, load_record, parse_ref, push, scan_records, verify
+from metaflow_repro.errors import BadInput, IntegrityError
+from metaflow_repro.model.record import from_json
+from metaflow_repro.store import LocalStore, layout, open_store
+from metaflow_repro.store.snapshot import gc, load_record, parse_ref, push, scan_records, verify
 from tests.helpers import cli
 from tests.store_fakes import age, fake_run
 
@@ -79,7 +79,7 @@ def test_env_id_that_walks_out_of_locks_is_refused(tmp_path):
 
 
 def test_replay_passes_only_parameters_the_flow_declares():
-    from repro.operations.replay import recorded_args
+    from metaflow_repro.operations.replay import recorded_args
 
     def _parameter_args(record, declared):
         return recorded_args(record, {}, Path("."), declared)
@@ -171,7 +171,7 @@ def test_push_refuses_a_corrupt_local_code_package(tmp_path):
 
 def test_push_refuses_a_cached_package_with_bit_rot_under_an_unchanged_stamp(tmp_path):
     run = fake_run(tmp_path / "home")
-    from repro.env.cache import PackageCache
+    from metaflow_repro.env.cache import PackageCache
 
     path = PackageCache(run.settings.home.packages).path(run.packages[0])
     st = path.stat()
@@ -395,7 +395,7 @@ def test_a_record_where_no_record_is_kept_is_broken_and_gc_deletes_nothing(tmp_p
 
 
 def test_verify_cache_rehashes_every_cached_file_and_removes_damaged_ones(tmp_path):
-    from repro.env.cache import PackageCache
+    from metaflow_repro.env.cache import PackageCache
 
     home = tmp_path / "home"
     run = fake_run(home)
@@ -417,7 +417,7 @@ def test_replay_refuses_run_options_and_include_files_a_record_could_smuggle_in(
     names reach Metaflow from a record; `--run-id-file` in run_options writes a file anywhere."""
     from dataclasses import replace as _replace
 
-    from repro.operations.replay import recorded_args
+    from metaflow_repro.operations.replay import recorded_args
 
     run = fake_run(Path(os.environ["REPRO_HOME"]) / "smuggle", parameters={"alpha": 2})
     ok = _replace(run.record, run_options=("--max-num-splits", "1000", "--tag", "x", "--with", "retry:times=1"))

@@ -6,7 +6,9 @@ import pytest
 
 from tests.helpers import ROOT, require_python
 
-TASK_SIDE = sorted((ROOT / "metaflow_extensions").rglob("*.py")) + sorted((ROOT / "repro" / "comparators").glob("*.py"))
+TASK_SIDE = sorted((ROOT / "metaflow_extensions").rglob("*.py")) + sorted(
+    (ROOT / "metaflow_repro" / "comparators").glob("*.py")
+)
 
 
 @pytest.mark.parametrize("minor", ["3.7", "3.8", "3.9", "3.10", "3.11", "3.12", "3.13"])

@@ -8,8 +8,8 @@ import os
 
 import pytest
 
-from repro.env import tls, uvtool
-from repro.errors import BadInput
+from metaflow_repro.env import tls, uvtool
+from metaflow_repro.errors import BadInput
 from tests.helpers import TlsIndex, cli, make_tls_ca, write_flow
 
 

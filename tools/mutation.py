@@ -5,9 +5,9 @@
     .venv/bin/python tools/mutation.py            # fresh run (~2-4 min on 2 cores), prints the score
     .venv/bin/python tools/mutation.py --keep     # reuse mutants/ from the last run (only re-tests changes)
 
-What is mutated ([tool.mutmut] in pyproject.toml): repro/model/spec.py, repro/model/lock.py,
-repro/checks/compare.py, repro/checks/drift.py, repro/report/render.py, repro/report/document.py,
-repro/checks/pickles.py, with
+What is mutated ([tool.mutmut] in pyproject.toml): metaflow_repro/model/spec.py, metaflow_repro/model/lock.py,
+metaflow_repro/checks/compare.py, metaflow_repro/checks/drift.py, metaflow_repro/report/render.py, metaflow_repro/report/document.py,
+metaflow_repro/checks/pickles.py, with
 tests/unit/ as the only tests. The score counts the pure functions of those modules (SCOPE
 below); their impure neighbours (subprocess probes, resolver calls) are mutated too but are the
 business of the slow tests, not of this score.
@@ -48,34 +48,34 @@ _TABULATE = "tabulate falls back to its 'simple' format for a missing, None or u
 _DEFAULT_TOL = "the comparators default to the same tolerance when the key is missing"
 _ORDER = "every result's step is in `order` (built from both runs' steps): the default is never used"
 EQUIVALENT: dict[str, str] = {
-    "repro.model.lock.x__need__mutmut_11": "typ is always a class, which has __name__: the default is never used",
-    "repro.model.lock.x__need__mutmut_14": "typ is always a class, which has __name__: the default is never used",
-    "repro.model.spec.x__python__mutmut_16": "(3, m, p) and (3, m) order the same against MIN_PYTHON (3, 7)",
-    "repro.model.spec.x_implicit_needs__mutmut_6": "(3, m, p) and (3, m) order the same against (3, 8)",
-    "repro.model.spec.x_merge__mutmut_41": "both declarations have the same kind here (mixed kinds raised above)",
-    "repro.model.spec.x_merge__mutmut_180": "disabled=False is EnvSpec's default",
-    "repro.report.render.x_flow_report__mutmut_107": "without a comparison by_step is {}, so .get gives None too",
-    "repro.report.render.x_terminal__mutmut_18": _TABULATE,
-    "repro.report.render.x_terminal__mutmut_21": _TABULATE,
-    "repro.report.render.x_terminal__mutmut_23": _TABULATE,
-    "repro.report.render.x_terminal__mutmut_24": _TABULATE,
-    "repro.checks.compare.x_compare__mutmut_2": _DEFAULT_TOL,
-    "repro.checks.compare.x_compare__mutmut_3": _DEFAULT_TOL,
-    "repro.checks.compare.x_compare__mutmut_5": _DEFAULT_TOL,
-    "repro.checks.compare.x_compare__mutmut_6": _DEFAULT_TOL,
-    "repro.checks.compare.x_compare__mutmut_145": _ORDER,
-    "repro.checks.compare.x_compare__mutmut_147": _ORDER,
-    "repro.checks.compare.x_compare__mutmut_148": _ORDER,
-    "repro.checks.compare.x_compare__mutmut_149": _ORDER,
-    "repro.checks.compare.x_compare__mutmut_150": _ORDER,
-    "repro.checks.drift.x_check_against__mutmut_36": "diff_packages never reads the old PlatformLock's platform",
-    "repro.checks.pickles.x_referenced_modules__mutmut_9": "a GLOBAL argument is 'module name': split() == split(' ')",
-    "repro.checks.pickles.x_referenced_modules__mutmut_18": _DEAD_DECODE,
-    "repro.checks.pickles.x_referenced_modules__mutmut_19": _DEAD_DECODE,
-    "repro.checks.pickles.x_referenced_modules__mutmut_20": _DEAD_DECODE,
-    "repro.checks.pickles.x_referenced_modules__mutmut_21": _DEAD_DECODE,
-    "repro.checks.pickles.x_referenced_modules__mutmut_66": "'builtins' is in sys.stdlib_module_names already",
-    "repro.checks.pickles.x_referenced_modules__mutmut_67": "'builtins' is in sys.stdlib_module_names already",
+    "metaflow_repro.model.lock.x__need__mutmut_11": "typ is always a class, which has __name__: the default is never used",
+    "metaflow_repro.model.lock.x__need__mutmut_14": "typ is always a class, which has __name__: the default is never used",
+    "metaflow_repro.model.spec.x__python__mutmut_16": "(3, m, p) and (3, m) order the same against MIN_PYTHON (3, 7)",
+    "metaflow_repro.model.spec.x_implicit_needs__mutmut_6": "(3, m, p) and (3, m) order the same against (3, 8)",
+    "metaflow_repro.model.spec.x_merge__mutmut_41": "both declarations have the same kind here (mixed kinds raised above)",
+    "metaflow_repro.model.spec.x_merge__mutmut_180": "disabled=False is EnvSpec's default",
+    "metaflow_repro.report.render.x_flow_report__mutmut_107": "without a comparison by_step is {}, so .get gives None too",
+    "metaflow_repro.report.render.x_terminal__mutmut_18": _TABULATE,
+    "metaflow_repro.report.render.x_terminal__mutmut_21": _TABULATE,
+    "metaflow_repro.report.render.x_terminal__mutmut_23": _TABULATE,
+    "metaflow_repro.report.render.x_terminal__mutmut_24": _TABULATE,
+    "metaflow_repro.checks.compare.x_compare__mutmut_2": _DEFAULT_TOL,
+    "metaflow_repro.checks.compare.x_compare__mutmut_3": _DEFAULT_TOL,
+    "metaflow_repro.checks.compare.x_compare__mutmut_5": _DEFAULT_TOL,
+    "metaflow_repro.checks.compare.x_compare__mutmut_6": _DEFAULT_TOL,
+    "metaflow_repro.checks.compare.x_compare__mutmut_145": _ORDER,
+    "metaflow_repro.checks.compare.x_compare__mutmut_147": _ORDER,
+    "metaflow_repro.checks.compare.x_compare__mutmut_148": _ORDER,
+    "metaflow_repro.checks.compare.x_compare__mutmut_149": _ORDER,
+    "metaflow_repro.checks.compare.x_compare__mutmut_150": _ORDER,
+    "metaflow_repro.checks.drift.x_check_against__mutmut_36": "diff_packages never reads the old PlatformLock's platform",
+    "metaflow_repro.checks.pickles.x_referenced_modules__mutmut_9": "a GLOBAL argument is 'module name': split() == split(' ')",
+    "metaflow_repro.checks.pickles.x_referenced_modules__mutmut_18": _DEAD_DECODE,
+    "metaflow_repro.checks.pickles.x_referenced_modules__mutmut_19": _DEAD_DECODE,
+    "metaflow_repro.checks.pickles.x_referenced_modules__mutmut_20": _DEAD_DECODE,
+    "metaflow_repro.checks.pickles.x_referenced_modules__mutmut_21": _DEAD_DECODE,
+    "metaflow_repro.checks.pickles.x_referenced_modules__mutmut_66": "'builtins' is in sys.stdlib_module_names already",
+    "metaflow_repro.checks.pickles.x_referenced_modules__mutmut_67": "'builtins' is in sys.stdlib_module_names already",
 }
 
 

@@ -1,4 +1,4 @@
-"""What Metaflow's runtime asks of repro through the extension before any task starts (repro.bridge.prepare):
+"""What Metaflow's runtime asks of repro through the extension before any task starts (metaflow_repro.bridge.prepare):
 the flow's environments, per step, under protocol's names. A flow whose steps use the user's own
 environment (``@conda_base(disabled=True)``) is locked and "built" without resolving or installing
 anything, so the real function runs here on a real flow class; the checks before it run for real too."""
@@ -10,10 +10,10 @@ import importlib.util
 import pytest
 
 from metaflow_extensions.repro.plugins import protocol
-from repro import bridge
-from repro.adapter.flowfolder import LargeFlowFolder
-from repro.errors import ReproError
-from repro.model.lock import lock_path, read_lock
+from metaflow_repro import bridge
+from metaflow_repro.adapter.flowfolder import LargeFlowFolder
+from metaflow_repro.errors import ReproError
+from metaflow_repro.model.lock import lock_path, read_lock
 
 USER_ENV_FLOW = """
 from metaflow import FlowSpec, conda_base, step

@@ -1,11 +1,11 @@
-"""The plugin manager (repro.hooks): built-in answers are registered by the layer that owns them, once,
+"""The plugin manager (metaflow_repro.hooks): built-in answers are registered by the layer that owns them, once,
 after every plugin, so a plugin's comparator is tried before the built-ins."""
 
 from __future__ import annotations
 
-from repro import hooks
-from repro.checks.compare import comparator_paths
-from repro.comparators import BUILTIN
+from metaflow_repro import hooks
+from metaflow_repro.checks.compare import comparator_paths
+from metaflow_repro.comparators import BUILTIN
 
 
 class _Plugin:

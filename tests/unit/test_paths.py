@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from repro.paths import OutsideRoot, check_relative, inside
+from metaflow_repro.paths import OutsideRoot, check_relative, inside
 
 
 @pytest.mark.parametrize(

@@ -15,8 +15,8 @@ from types import SimpleNamespace
 import pytest
 
 from metaflow_extensions.repro.plugins import protocol
-from repro.errors import BadInput
-from repro.settings import (
+from metaflow_repro.errors import BadInput
+from metaflow_repro.settings import (
     BY_NAME,
     SETTINGS,
     Home,
@@ -29,7 +29,7 @@ from repro.settings import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-SOURCES = sorted((ROOT / "repro").rglob("*.py")) + sorted((ROOT / "metaflow_extensions").rglob("*.py"))
+SOURCES = sorted((ROOT / "metaflow_repro").rglob("*.py")) + sorted((ROOT / "metaflow_extensions").rglob("*.py"))
 
 
 def project(tmp_path: Path, body: str = "") -> Path:
@@ -65,7 +65,9 @@ def test_readme_documents_every_setting_and_no_other():
 
 def test_readme_table_is_the_generated_one():
     text = (ROOT / "README.md").read_text()
-    assert markdown_table() in text, "README's settings table is stale: paste `python -m repro.settings` into it"
+    assert markdown_table() in text, (
+        "README's settings table is stale: paste `python -m metaflow_repro.settings` into it"
+    )
 
 
 def test_table_is_well_formed():
@@ -85,7 +87,7 @@ def test_every_repro_variable_in_the_code_is_a_setting_or_part_of_the_protocol()
     seen = set()
     for path in SOURCES:
         seen |= set(re.findall(r"\bREPRO_[A-Z0-9_]*[A-Z0-9]\b", path.read_text()))
-    assert seen - known == set(), "undocumented variables: add them to repro/settings.py or protocol.py"
+    assert seen - known == set(), "undocumented variables: add them to metaflow_repro/settings.py or protocol.py"
 
 
 # -- reading and validating -------------------------------------------------------------------------
@@ -307,7 +309,7 @@ def _config(rootpath, options=None, ini=None):
 
 
 def test_pytest_options_precedence(tmp_path, monkeypatch):
-    from repro.pytest.session import Options
+    from metaflow_repro.pytest.session import Options
 
     for s in SETTINGS:
         if s.env:
@@ -370,13 +372,13 @@ def test_protocol_names_are_spelled_only_in_the_protocol(literal):
 
 
 def test_builder_and_tasks_agree_on_the_marker():
-    from repro.env import build
+    from metaflow_repro.env import build
 
     assert build.MARKER == protocol.ENV_MARKER
 
 
 def test_artifact_probe_speaks_the_protocol_as_a_script(tmp_path):
-    from repro.env.probes import PROBE
+    from metaflow_repro.env.probes import PROBE
 
     good, bad = tmp_path / "good", tmp_path / "bad"
     good.write_bytes(pickle.dumps({"a": 1}))
@@ -396,7 +398,7 @@ def test_artifact_probe_speaks_the_protocol_as_a_script(tmp_path):
 
 
 def test_a_replay_gets_the_spec_settings_its_record_kept(tmp_path):
-    from repro.settings import spec_environ, spec_settings
+    from metaflow_repro.settings import spec_environ, spec_settings
 
     conda = load_settings(tmp_path, environ={"REPRO_CONDA_CHANNELS": "./channel conda-forge", "REPRO_HOME": "/tmp/h"})
     kept = spec_settings(conda)
@@ -409,7 +411,7 @@ def test_a_replay_gets_the_spec_settings_its_record_kept(tmp_path):
 
 @pytest.mark.parametrize("text", ["/var/cache/repro", "/mnt/nvme0/repro-cache", "off"])
 def test_batch_cache_is_a_plain_absolute_path_or_off(text):
-    from repro.settings import load_settings
+    from metaflow_repro.settings import load_settings
 
     assert load_settings(environ={"REPRO_BATCH_CACHE": text}).batch_cache == text
 
@@ -418,8 +420,8 @@ def test_batch_cache_is_a_plain_absolute_path_or_off(text):
     "text", ["relative/path", "/var/cache/my repro", "/var/$(reboot)", "/var/../etc", "/", "/mnt/c++"]
 )
 def test_a_batch_cache_that_cannot_go_into_a_jobs_command_is_refused_naming_the_setting(text):
-    from repro.errors import BadInput
-    from repro.settings import load_settings
+    from metaflow_repro.errors import BadInput
+    from metaflow_repro.settings import load_settings
 
     with pytest.raises(BadInput, match="REPRO_BATCH_CACHE=.* is not valid: expected an absolute path"):
         load_settings(environ={"REPRO_BATCH_CACHE": text})

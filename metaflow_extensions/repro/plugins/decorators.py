@@ -45,7 +45,7 @@ class _CodePackage(object):
     @classmethod
     def extract(cls, package, home):
         if cls.env_vars is None:
-            from repro.adapter.codepackage import extract
+            from metaflow_repro.adapter.codepackage import extract
 
             cls.sha256, cls.env_vars = extract(package, home)
 
@@ -114,7 +114,7 @@ class _ReproStepDecorator(StepDecorator):
         batch = [d for d in getattr(self, "_decos", ()) if d.name == "batch"]
         if not folder or not batch:
             return ""
-        from repro.executors.batch import host_volumes_allowed
+        from metaflow_repro.executors.batch import host_volumes_allowed
 
         if not host_volumes_allowed(batch[0].attributes.get("queue"), log=_stderr):
             return ""

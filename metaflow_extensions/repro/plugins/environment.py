@@ -57,8 +57,8 @@ class CondaEnvironment(MetaflowEnvironment):
 
     def init_environment(self, echo, only_steps=None):
         echo("Bootstrapping conda environment...(this could take a few minutes)")
-        from repro.bridge import prepare
-        from repro.errors import ReproError, from_os_error
+        from metaflow_repro.bridge import prepare
+        from metaflow_repro.errors import ReproError, from_os_error
 
         try:
             self._envs, self._paths = prepare(

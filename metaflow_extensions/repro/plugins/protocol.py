@@ -2,7 +2,7 @@
 
 Every name that crosses the boundary is spelled here once: the environment variables the host
 passes to tasks, the task metadata keys tasks register and repro reads back, the marker file of a
-built environment, what ``repro.bridge.prepare`` hands the runtime, and the request and
+built environment, what ``metaflow_repro.bridge.prepare`` hands the runtime, and the request and
 response shapes of the artifact probe.
 
 Both sides read this module: task-side modules import it relatively (``from . import protocol``),
@@ -60,7 +60,7 @@ BOOTSTRAP_MANIFEST_VAR = "REPRO_BOOTSTRAP_MANIFEST"
 #: the instance cache folder a Batch job mounts and its bootstrap uses (``batch-cache``); unset: none
 BATCH_CACHE_VAR = "REPRO_BOOTSTRAP_CACHE"
 #: store key of batch_bootstrap.py, by its sha256 (staged by the host, fetched by a job's batch_fetch.py);
-#: ``repro.store.layout`` builds and parses it from this spelling
+#: ``metaflow_repro.store.layout`` builds and parses it from this spelling
 BOOTSTRAP_SCRIPT_KEY = "tools/bootstrap/%s/batch_bootstrap.py"
 #: store key of an env's bootstrap manifest, by its sha256 (written by the host, fetched by batch_bootstrap.py,
 #: which runs alone in the job and so keeps a copy of this spelling that a unit test holds equal to it)
@@ -133,7 +133,7 @@ MARKER_FINGERPRINT = "fingerprint"  # the fingerprint taken right after the buil
 #: ``train.py`` -> ``train.repro.lock``
 LOCK_SUFFIX = ".repro.lock"
 
-# -- what repro.bridge.prepare returns to the runtime --------------------------------------
+# -- what metaflow_repro.bridge.prepare returns to the runtime --------------------------------------
 
 #: per step: a dict with these keys, or None for a disabled step
 STEP_PYTHON = "python"
@@ -216,7 +216,7 @@ def compare_answer(verdict, detail=""):
 ERROR_FILE_VAR = "REPRO_ERROR_FILE"
 
 
-# -- a finished run read back: `python -m repro.adapter.inspect_run` -> repro (repro.model.inspection) --
+# -- a finished run read back: `python -m metaflow_repro.adapter.inspect_run` -> repro (metaflow_repro.model.inspection) --
 
 #: the run (a JSON object on the inspecting process's stdout)
 RUN_METAFLOW_VERSION = "metaflow_version"  # the Metaflow whose runtime ran it

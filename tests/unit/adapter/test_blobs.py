@@ -1,4 +1,4 @@
-"""Artifact blobs read from a Metaflow datastore (repro.adapter.blobs): each is checked against its sha1
+"""Artifact blobs read from a Metaflow datastore (metaflow_repro.adapter.blobs): each is checked against its sha1
 before anyone unpickles it. Metaflow's own local datastore in a temporary folder holds them."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import hashlib
 
 import pytest
 
-from repro.adapter import blobs
-from repro.errors import InfraError, IntegrityError
+from metaflow_repro.adapter import blobs
+from metaflow_repro.errors import InfraError, IntegrityError
 
 
 def _datastore(root):

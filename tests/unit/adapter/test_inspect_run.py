@@ -1,4 +1,4 @@
-"""What ``repro.adapter.inspect_run`` makes of a run as Metaflow's client shows it, without a Metaflow run:
+"""What ``metaflow_repro.adapter.inspect_run`` makes of a run as Metaflow's client shows it, without a Metaflow run:
 the client's Run is a small stand-in with the attributes the module reads; the datastores are Metaflow's
 own (local, in a temporary folder), the included file is read through Metaflow's own data client, and what
 comes out goes through the RunInspection codec the host decodes it with."""
@@ -15,9 +15,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from repro.adapter import inspect_run
-from repro.model import inspection
-from repro.model.record import NO_FOREACH
+from metaflow_repro.adapter import inspect_run
+from metaflow_repro.model import inspection
+from metaflow_repro.model.record import NO_FOREACH
 
 
 class _Data(SimpleNamespace):
@@ -125,11 +125,11 @@ def test_an_included_file_is_kept_by_its_sha256_as_the_users_bytes(tmp_path):
 
 
 def test_the_command_line_takes_the_run_and_its_parameter_kinds_and_fails_without_a_run(tmp_path):
-    """The host runs it as ``python -m repro.adapter.inspect_run Flow/run KINDS_JSON INPUTS LINEAGE`` and
+    """The host runs it as ``python -m metaflow_repro.adapter.inspect_run Flow/run KINDS_JSON INPUTS LINEAGE`` and
     reads a failure from its exit code: a run Metaflow does not know is one, never an empty document."""
     env = {"METAFLOW_DATASTORE_SYSROOT_LOCAL": str(tmp_path), "METAFLOW_USER": "dev", "HOME": str(tmp_path)}
     proc = subprocess.run(
-        [sys.executable, "-m", "repro.adapter.inspect_run", "NoSuchFlow/1", "{}", str(tmp_path / "in")],
+        [sys.executable, "-m", "metaflow_repro.adapter.inspect_run", "NoSuchFlow/1", "{}", str(tmp_path / "in")],
         capture_output=True,
         text=True,
         env={**env, "PATH": "/usr/bin:/bin"},

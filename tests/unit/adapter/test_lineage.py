@@ -7,9 +7,9 @@ import json
 import pytest
 
 from metaflow_extensions.repro.plugins import protocol as p
-from repro.adapter.lineage import collect
-from repro.errors import BadInput, InfraError
-from repro.model.record import InputArtifact, InputVia, UpstreamTask
+from metaflow_repro.adapter.lineage import collect
+from metaflow_repro.errors import BadInput, InfraError
+from metaflow_repro.model.record import InputArtifact, InputVia, UpstreamTask
 
 SHA_A, SHA_B, SHA_C = "a" * 40, "b" * 40, "c" * 40
 

@@ -4,7 +4,7 @@ described when no interpreter or blob is there to compare them semantically)."""
 
 import pytest
 
-from repro.checks.compare import ArtifactResult, Comparison, compare
+from metaflow_repro.checks.compare import ArtifactResult, Comparison, compare
 from tests.helpers import make_record
 
 A1, A2, B1 = "a" * 40, "ab" + "c" * 38, "b" * 40
@@ -171,7 +171,7 @@ def test_include_files_are_compared_by_their_contents_not_by_their_descriptor_ar
     the file's sha256 decides, and the artifact of that name is not compared again."""
     from dataclasses import replace
 
-    from repro.model.record import IncludedFileRecord
+    from metaflow_repro.model.record import IncludedFileRecord
 
     def with_files(run_id, files):
         arts = {name: (run_id * 40, 9, "str") for name in ("same", "edited", "only_a", "only_b")}

@@ -3,11 +3,11 @@
 
 from types import SimpleNamespace
 
-from repro.checks.drift import check_against, check_inputs
-from repro.model.findings import Finding, Kind
-from repro.model.lock import Lock, PlatformLock, StepLock
-from repro.model.record import InputVia, UpstreamRun
-from repro.report.document import drift_report, plain
+from metaflow_repro.checks.drift import check_against, check_inputs
+from metaflow_repro.model.findings import Finding, Kind
+from metaflow_repro.model.lock import Lock, PlatformLock, StepLock
+from metaflow_repro.model.record import InputVia, UpstreamRun
+from metaflow_repro.report.document import drift_report, plain
 from tests.helpers import make_record, pkg
 
 
@@ -97,7 +97,7 @@ def test_against_ignores_platforms_the_lock_does_not_have_and_equal_disabled_ste
     bare = PlatformLock("linux-64", "3.11.7", ())
     record = make_record(tasks={"start": {"-": {}}}, env=bare.env_id, envs={bare.env_id: bare})
     assert lines(check_against(flow, record)) == []
-    from repro.model.record import StepRecord
+    from metaflow_repro.model.record import StepRecord
 
     disabled = make_record(tasks={"b": {"-": {}}})
     disabled.steps["b"] = StepRecord(spec_id="s", env_id="disabled", disabled=True, tasks={})
@@ -135,7 +135,7 @@ def test_against_uses_the_platform_the_run_used_and_reports_every_step_in_order(
         "bare": StepLock("bare", "pypi", "pypi", "3.11", (), (), (), False, {"linux-64": empty}),
     }
     flow = SimpleNamespace(lock=Lock("F", "f.py", {k: v for k, v in steps.items() if v is not None}))
-    from repro.model.record import StepRecord
+    from metaflow_repro.model.record import StepRecord
 
     record = make_record(
         tasks={"gone_first": {"-": {}}, "same": {"-": {}}, "mac": {"-": {}}, "bare": {"-": {}}},
@@ -177,8 +177,8 @@ def test_an_unreachable_store_skips_input_drift_with_a_note_instead_of_failing_t
     drift; a store that cannot be read says so and the other drift kinds still run (no exit 3)."""
     from types import SimpleNamespace
 
-    from repro.errors import InfraError
-    from repro.operations.run import latest_record
+    from metaflow_repro.errors import InfraError
+    from metaflow_repro.operations.run import latest_record
 
     class Down:
         uri = "s3://bucket/x"

@@ -8,7 +8,7 @@ import types
 
 import pytest
 
-from repro.checks.pickles import _static, downstream, is_internal, referenced_modules
+from metaflow_repro.checks.pickles import _static, downstream, is_internal, referenced_modules
 
 
 @pytest.fixture(scope="module")

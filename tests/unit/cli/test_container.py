@@ -1,4 +1,4 @@
-"""The entry point inside a replay container (repro.cli.container): its arguments, and the RunResult file
+"""The entry point inside a replay container (metaflow_repro.cli.container): its arguments, and the RunResult file
 it writes whatever happens. No replay runs here: a run the store lacks stops it, as any error would."""
 
 from __future__ import annotations
@@ -7,10 +7,10 @@ import os
 import subprocess
 import sys
 
-from repro.cli import container
-from repro.errors import BadInput, InfraError
-from repro.model.interpreter import Executor, ExecutorKind
-from repro.model.replay import parse_result
+from metaflow_repro.cli import container
+from metaflow_repro.errors import BadInput, InfraError
+from metaflow_repro.model.interpreter import Executor, ExecutorKind
+from metaflow_repro.model.replay import parse_result
 
 IMAGE = "sha256:" + "a" * 64
 
@@ -40,7 +40,7 @@ def test_the_arguments_name_the_result_file_the_run_the_store_the_image_and_the_
     replay's record says ran it), with the user's own run arguments after it, in order; the local place
     (the flow runs in this container). Asked again on the restored interpreter (--on-restored-python
     first), the same."""
-    from repro.operations import replay
+    from metaflow_repro.operations import replay
 
     asked = []
 

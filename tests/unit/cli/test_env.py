@@ -7,10 +7,10 @@ from dataclasses import replace
 
 import pytest
 
-from repro.cli.env import _row
-from repro.model.lock import PlatformLock
-from repro.model.spec import EnvSpec
-from repro.operations.env import StepState
+from metaflow_repro.cli.env import _row
+from metaflow_repro.model.lock import PlatformLock
+from metaflow_repro.model.spec import EnvSpec
+from metaflow_repro.operations.env import StepState
 from tests.helpers import pkg
 
 SPEC = EnvSpec("F", "s", kind="pypi", source="pypi", python="3.11", libraries=(("six", "1.16.0"),))

@@ -10,9 +10,9 @@ import sys
 
 import pytest
 
-from repro.cli.parser import COMMANDS, build_parser
+from metaflow_repro.cli.parser import COMMANDS, build_parser
 
-HEAVY = ("metaflow", "boto3", "botocore", "rattler", "docker", "tabulate", "repro.operations")
+HEAVY = ("metaflow", "boto3", "botocore", "rattler", "docker", "tabulate", "metaflow_repro.operations")
 
 
 def _modules_after(code: str) -> set[str]:
@@ -29,25 +29,25 @@ def _heavy(modules: set[str]) -> list[str]:
 
 def test_repro_help_imports_nothing_heavy_and_no_command_module():
     loaded = _modules_after(
-        "from repro.cli.main import main\ntry:\n    main(['--help'])\nexcept SystemExit as exc:\n    assert exc.code == 0"
+        "from metaflow_repro.cli.main import main\ntry:\n    main(['--help'])\nexcept SystemExit as exc:\n    assert exc.code == 0"
     )
-    assert "repro.cli.parser" in loaded  # the probe did build the parser
+    assert "metaflow_repro.cli.parser" in loaded  # the probe did build the parser
     assert _heavy(loaded) == []
-    assert not {f"repro.cli.{name}" for name in COMMANDS} & loaded
+    assert not {f"metaflow_repro.cli.{name}" for name in COMMANDS} & loaded
 
 
 def test_no_commands_parser_imports_anything_heavy():
     loaded = _modules_after(
-        "from repro.cli.parser import COMMANDS, build_parser\nfor name in COMMANDS:\n    build_parser([name])"
+        "from metaflow_repro.cli.parser import COMMANDS, build_parser\nfor name in COMMANDS:\n    build_parser([name])"
     )
-    assert {f"repro.cli.{name}" for name in COMMANDS} <= loaded  # each command's arguments were added
+    assert {f"metaflow_repro.cli.{name}" for name in COMMANDS} <= loaded  # each command's arguments were added
     assert _heavy(loaded) == []
 
 
 def test_only_the_command_named_gets_its_arguments():
     args = build_parser(["store", "gc"]).parse_args(["store", "gc", "--dry-run", "--store", "file:///s"])
     assert (args.command, args.store_command, args.dry_run, args.store) == ("store", "gc", True, "file:///s")
-    assert args.func.__module__ == "repro.cli.store"
+    assert args.func.__module__ == "metaflow_repro.cli.store"
     parser = build_parser(["--version"])  # a top-level option is not a command: no command is configured
     with pytest.raises(SystemExit):
         parser.parse_args(["lock", "flow.py"])  # lock's positional `flow` was never added

@@ -3,7 +3,7 @@ equal within the tolerances, and the first difference it names (with the path in
 
 import pytest
 
-from repro.comparators.numbers import compare
+from metaflow_repro.comparators.numbers import compare
 
 TOL = {"rel_tol": 1e-9, "abs_tol": 0.0}
 

@@ -1,4 +1,4 @@
-"""What runs repro inside a container (repro.containers.runtime): its source and dependencies mounted
+"""What runs repro inside a container (metaflow_repro.containers.runtime): its source and dependencies mounted
 read-only, the dependencies pinned to the versions repro runs with here and installed once per
 (image Python, pinned set). The installer is replaced by a small Python command (no network here): what
 is tested is what is asked of it and what is kept of what it did."""
@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-import repro
-from repro.containers import runtime
-from repro.containers.runtime import SITE, SRC, Runtime
-from repro.errors import InfraError
-from repro.settings import Home
+import metaflow_repro
+from metaflow_repro.containers import runtime
+from metaflow_repro.containers.runtime import SITE, SRC, Runtime
+from metaflow_repro.errors import InfraError
+from metaflow_repro.settings import Home
 
 
 def test_the_source_and_the_dependencies_are_mounted_read_only_where_the_container_looks():
@@ -63,7 +63,7 @@ def test_the_dependencies_are_installed_once_per_python_and_kept_complete(tmp_pa
     first = runtime.prepare(home, "3.11", logs.append)
     assert len(installs) == 1 and (first.site / ".complete").is_file()
     assert first.site.parent == home.container_runtime
-    assert first.source["repro"] == Path(repro.__file__).resolve().parent
+    assert first.source["metaflow_repro"] == Path(metaflow_repro.__file__).resolve().parent
     assert (first.source["metaflow_extensions"] / "repro" / "plugins" / "protocol.py").is_file()
     assert runtime.prepare(home, "3.11", logs.append) == first and len(installs) == 1  # kept: not again
     other = runtime.prepare(home, "3.12", logs.append)  # same pins as 3.11: the Python alone differs

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from repro.env.conda import archive_problems, channel_url, match_specs
-from repro.errors import BadInput
-from repro.model import validate as v
-from repro.model.lock import Package, PlatformLock
-from repro.model.spec import EnvSpec
-from repro.testing.conda_channel import Entry, Meta, wheel_depends, write_package
+from metaflow_repro.env.conda import archive_problems, channel_url, match_specs
+from metaflow_repro.errors import BadInput
+from metaflow_repro.model import validate as v
+from metaflow_repro.model.lock import Package, PlatformLock
+from metaflow_repro.model.spec import EnvSpec
+from metaflow_repro.testing.conda_channel import Entry, Meta, wheel_depends, write_package
 from tests.helpers import SHA, pkg
 
 MD5 = "0123456789abcdef0123456789abcdef"
@@ -113,7 +113,7 @@ def test_wheel_requirements_become_conda_depends():
 
 
 def test_conda_names_served_from_pypi_are_mapped_only_for_conda_declarations():
-    from repro.env.pypi import name_map, requirements_in
+    from metaflow_repro.env.pypi import name_map, requirements_in
 
     libs = (("py-xgboost", "2.1.1"), ("pytorch", "2.5.1"), ("scikit-learn", "1.5.2"))
     conda = EnvSpec("F", "s", "conda", "pypi", "3.11.7", libraries=libs)
@@ -158,7 +158,7 @@ def test_python_requests_become_match_specs_rattler_reads(request_, expected):
     """PEP 440 specifiers (issue 10 item 3) reach the conda solver in conda's syntax, never '====3.10.*'."""
     import rattler
 
-    from repro.env.conda import python_match_spec
+    from metaflow_repro.env.conda import python_match_spec
 
     assert python_match_spec(request_) == expected
     rattler.MatchSpec(expected)  # the solver's own parser accepts it

@@ -6,9 +6,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from repro.env import engine
-from repro.model.lock import PlatformLock
-from repro.model.spec import EnvSpec
+from metaflow_repro.env import engine
+from metaflow_repro.model.lock import PlatformLock
+from metaflow_repro.model.spec import EnvSpec
 from tests.helpers import pkg
 
 LINUX, MAC = "linux-64", "osx-arm64"

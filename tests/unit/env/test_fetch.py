@@ -1,4 +1,4 @@
-"""repro.env.fetch: transport into the package cache (URLs with retries, file:// copies, sdist rebuilds
+"""metaflow_repro.env.fetch: transport into the package cache (URLs with retries, file:// copies, sdist rebuilds
 through a hook), the cache alone deciding what enters."""
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from repro.env import fetch
-from repro.env.cache import PackageCache
-from repro.errors import InfraError, IntegrityError, LockFileError, OfflineMissing
-from repro.model.lock import Built, Package
+from metaflow_repro.env import fetch
+from metaflow_repro.env.cache import PackageCache
+from metaflow_repro.errors import InfraError, IntegrityError, LockFileError, OfflineMissing
+from metaflow_repro.model.lock import Built, Package
 
 BODY = b"the wheel's bytes\n" * 100
 

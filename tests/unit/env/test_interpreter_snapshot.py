@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import PurePosixPath
 
-from repro.env.interpreter_snapshot import _excluded
+from metaflow_repro.env.interpreter_snapshot import _excluded
 
 
 def test_an_interpreter_snapshot_leaves_out_packages_tests_and_the_static_library():

@@ -8,15 +8,15 @@ from dataclasses import replace
 
 import pytest
 
-from repro import executors, hooks
-from repro.errors import BadInput
-from repro.executors.base import Place
-from repro.executors.batch import BatchPlace
-from repro.executors.docker import DockerPlace
-from repro.executors.local import LocalPlace
-from repro.model.interpreter import Executor, ExecutorKind
-from repro.model.replay import RunFailure, RunResult
-from repro.settings import REPLAY_PLACES
+from metaflow_repro import executors, hooks
+from metaflow_repro.errors import BadInput
+from metaflow_repro.executors.base import Place
+from metaflow_repro.executors.batch import BatchPlace
+from metaflow_repro.executors.docker import DockerPlace
+from metaflow_repro.executors.local import LocalPlace
+from metaflow_repro.model.interpreter import Executor, ExecutorKind
+from metaflow_repro.model.replay import RunFailure, RunResult
+from metaflow_repro.settings import REPLAY_PLACES
 from tests.helpers import make_record
 
 
@@ -86,9 +86,9 @@ def test_a_kind_no_place_provides_is_refused(monkeypatch):
 
 
 def test_the_replay_operation_asks_the_place_and_judges_what_it_returns(plugin, tmp_path):
-    from repro.operations.replay import ReplayVerdict, replay
-    from repro.settings import load_settings
-    from repro.store import layout, open_store
+    from metaflow_repro.operations.replay import ReplayVerdict, replay
+    from metaflow_repro.settings import load_settings
+    from metaflow_repro.store import layout, open_store
     from tests.unit.model.test_record import make_record as a_valid_record  # one the strict decoder accepts
 
     fake = FakePlace(ExecutorKind.DOCKER)  # no daemon: the plugin's place replaces the built-in
@@ -163,7 +163,7 @@ def test_what_each_place_says_ran_the_replay(monkeypatch):
 
 
 def test_a_replays_arguments_keep_where_each_comes_from_and_the_users_come_last():
-    from repro.executors.base import ReplayArgs
+    from metaflow_repro.executors.base import ReplayArgs
 
     args = ReplayArgs(("--x", "1"), ("--tag", "t"), ("--with", "batch"), ("--tag", "mine"))
     assert args.metaflow_args == ("--x", "1", "--tag", "t", "--tag", "mine")  # after --, last

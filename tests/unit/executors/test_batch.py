@@ -1,7 +1,7 @@
 """Pure parts of `--with batch`: what a fingerprint leaves out, which options mean Batch, what an
 interpreter snapshot leaves out.
 
-Batch staging (repro.executors.batch._put_missing) on a real folder store: an object this host
+Batch staging (metaflow_repro.executors.batch._put_missing) on a real folder store: an object this host
 verified (or uploaded) costs one stat while it stays as verified; one rewritten since is hashed again,
 and a same-size corrupt one is replaced with the verified local copy (as `repro push` does)."""
 
@@ -13,9 +13,9 @@ import shutil
 from pathlib import Path
 
 from metaflow_extensions.repro.plugins import probe
-from repro.executors.batch import StagingLedger, _put_missing, runs_on_batch
-from repro.settings import Home
-from repro.store import LocalStore
+from metaflow_repro.executors.batch import StagingLedger, _put_missing, runs_on_batch
+from metaflow_repro.settings import Home
+from metaflow_repro.store import LocalStore
 
 
 def test_which_run_options_send_every_step_to_batch():
@@ -28,7 +28,7 @@ def test_which_run_options_send_every_step_to_batch():
 
 
 def test_batch_options_names_each_batch_option_and_never_a_decorator_spec_as_an_option():
-    from repro.executors.batch import batch_options
+    from metaflow_repro.executors.batch import batch_options
 
     args = ["--with", "batch:cpu=2", "--tag", "batch", "--with=batch", "--with", "retry", "--with=batchy"]
     assert batch_options(args) == [(0, 2), (4, 5)]
@@ -39,8 +39,8 @@ def test_batch_options_names_each_batch_option_and_never_a_decorator_spec_as_an_
 def test_the_host_lists_an_envs_files_as_a_jobs_build_of_it_will_hold_them(tmp_path):
     from metaflow_extensions.repro.plugins import protocol
     from metaflow_extensions.repro.plugins.batch_bootstrap import ANY, DIR, FILE, LINK, RECORD, check_tree
-    from repro.executors.batch import env_files
-    from repro.settings import Home
+    from metaflow_repro.executors.batch import env_files
+    from metaflow_repro.settings import Home
 
     env = tmp_path / "env"
     info = env / "lib" / "python3.11" / "site-packages" / "six-1.16.0.dist-info"
@@ -78,9 +78,9 @@ def test_an_env_a_job_could_not_build_the_same_is_not_cached_and_the_log_says_wh
     """The host lists no files (so jobs keep no copy of the env, each builds its own) when its env was built
     with another uv than the jobs', or links outside itself and the interpreter (uv's symlink link mode)."""
     from metaflow_extensions.repro.plugins import protocol
-    from repro.env.uvtool import uv_bin
-    from repro.executors.batch import _env_files_if_same_uv, _uv_version
-    from repro.settings import Home
+    from metaflow_repro.env.uvtool import uv_bin
+    from metaflow_repro.executors.batch import _env_files_if_same_uv, _uv_version
+    from metaflow_repro.settings import Home
 
     uv = Path(uv_bin())
     env = tmp_path / "env"
@@ -106,8 +106,8 @@ def test_a_file_list_kept_by_an_older_repro_is_made_again(tmp_path):
     import json
 
     from metaflow_extensions.repro.plugins import protocol
-    from repro.executors.batch import env_files
-    from repro.settings import Home
+    from metaflow_repro.executors.batch import env_files
+    from metaflow_repro.settings import Home
 
     env = tmp_path / "env"
     (env / "bin").mkdir(parents=True)

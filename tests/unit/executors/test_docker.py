@@ -11,14 +11,14 @@ from dataclasses import replace
 
 import pytest
 
-from repro.errors import InfraError, ReproError
-from repro.executors import docker
-from repro.executors.base import ReplayRequest
-from repro.executors.local import LocalPlace
-from repro.model.interpreter import Executor, ExecutorKind
-from repro.model.replay import RunFailure, RunResult
-from repro.settings import load_settings
-from repro.store import layout, open_store
+from metaflow_repro.errors import InfraError, ReproError
+from metaflow_repro.executors import docker
+from metaflow_repro.executors.base import ReplayRequest
+from metaflow_repro.executors.local import LocalPlace
+from metaflow_repro.model.interpreter import Executor, ExecutorKind
+from metaflow_repro.model.replay import RunFailure, RunResult
+from metaflow_repro.settings import load_settings
+from metaflow_repro.store import layout, open_store
 from tests.unit.model.test_record import make_record  # a record the strict decoder accepts
 
 IMAGE = "sha256:" + "a" * 64

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from repro import executors
+from metaflow_repro import executors
 
 
 def placed_run_options(run_options, on, extra_args=()):
@@ -61,9 +61,9 @@ def test_the_users_own_batch_spec_after_dashes_wins_on_batch(recorded, mine):
 @pytest.mark.parametrize("on", ["local", "docker"])
 def test_a_batch_option_after_dashes_is_refused_before_any_place_is_reached(on, tmp_path):
     # no daemon, no image, no store object is touched: the store named here does not even exist
-    from repro.errors import BadInput
-    from repro.operations.replay import replay
-    from repro.settings import load_settings
+    from metaflow_repro.errors import BadInput
+    from metaflow_repro.operations.replay import replay
+    from metaflow_repro.settings import load_settings
 
     settings = load_settings(tmp_path, environ={"REPRO_HOME": str(tmp_path / "home")})
     missing = (tmp_path / "no-store").as_uri()
@@ -97,9 +97,9 @@ class BStepFlow(FlowSpec):
 
 def test_a_step_the_flows_code_sends_to_batch_is_found_and_refuses_a_replay_elsewhere(tmp_path):
     # placement rewrites run options only: a @batch step in the code would run on Batch under --on local
-    from repro.env.flowfile import batch_steps
-    from repro.errors import BadInput
-    from repro.executors.local import check_no_batch_steps
+    from metaflow_repro.env.flowfile import batch_steps
+    from metaflow_repro.errors import BadInput
+    from metaflow_repro.executors.local import check_no_batch_steps
     from tests.helpers import make_record, write_flow
 
     steps = batch_steps(write_flow(tmp_path / "b", BATCH_STEP_FLOW, name="bstep_flow.py"))

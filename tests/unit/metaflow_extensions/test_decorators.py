@@ -33,7 +33,7 @@ def test_a_batch_steps_job_mounts_the_instance_cache_whichever_decorator_runs_fi
     import metaflow.plugins  # noqa: F401  (Metaflow loads the extension first, as in a run)
 
     from metaflow_extensions.repro.plugins.decorators import CondaStepDecorator
-    from repro.executors import batch as batch_module
+    from metaflow_repro.executors import batch as batch_module
 
     monkeypatch.setitem(batch_module._PLATFORMS, "ec2-queue", "EC2")
     batch = SimpleNamespace(name="batch", attributes={"queue": "ec2-queue", "host_volumes": ["/data"]})

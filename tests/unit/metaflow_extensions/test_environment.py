@@ -70,7 +70,7 @@ def test_a_batch_jobs_bootstrap_command_stays_far_below_aws_batchs_limit(monkeyp
 
     from metaflow_extensions.repro.plugins import batch_bootstrap, batch_fetch
     from metaflow_extensions.repro.plugins.environment import CondaEnvironment
-    from repro.store.layout import bootstrap_script as script_key
+    from metaflow_repro.store.layout import bootstrap_script as script_key
 
     _job_variables(monkeypatch, steps=30)
     cmds = CondaEnvironment.bootstrap_commands(SimpleNamespace(), "start", "s3")

@@ -2,8 +2,8 @@
 
 import pytest
 
-from repro.model.findings import DRIFT_KINDS, Finding, Kind, Severity, select
-from repro.model.lock import Change
+from metaflow_repro.model.findings import DRIFT_KINDS, Finding, Kind, Severity, select
+from metaflow_repro.model.lock import Change
 
 
 def test_str_enums_print_as_their_value():

@@ -1,4 +1,4 @@
-"""A finished run as read back (``repro.model.inspection``): its codec round-trips, and decoding refuses
+"""A finished run as read back (``metaflow_repro.model.inspection``): its codec round-trips, and decoding refuses
 what the inspecting process (which imported the user's code) must not be trusted with."""
 
 from __future__ import annotations
@@ -9,12 +9,12 @@ import subprocess
 import pytest
 
 from metaflow_extensions.repro.plugins import protocol
-from repro.adapter import metaflow as adapter
-from repro.errors import InfraError
-from repro.model.findings import Kind
-from repro.model.inspection import IncludedFile, InspectedArtifact, InspectedTask, RunInspection, from_json
-from repro.model.validate import Invalid
-from repro.operations.run import task_findings
+from metaflow_repro.adapter import metaflow as adapter
+from metaflow_repro.errors import InfraError
+from metaflow_repro.model.findings import Kind
+from metaflow_repro.model.inspection import IncludedFile, InspectedArtifact, InspectedTask, RunInspection, from_json
+from metaflow_repro.model.validate import Invalid
+from metaflow_repro.operations.run import task_findings
 
 SHA1 = "a" * 40
 SHA256 = "b" * 64

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from repro.errors import LockFileError
-from repro.model.lock import PlatformLock, diff_packages, parse_lock
+from metaflow_repro.errors import LockFileError
+from metaflow_repro.model.lock import PlatformLock, diff_packages, parse_lock
 from tests.helpers import SHA, pkg, sample_lock
 
 
@@ -61,8 +61,8 @@ def test_package_diff_says_old_new_and_stated_or_transitive():
 
 # -- the codec in full, its ids and its diffs (pure; files only through tmp_path) ---------------
 
-from repro.errors import LockFileError as _LockFileError  # noqa: E402
-from repro.model.lock import (  # noqa: E402
+from metaflow_repro.errors import LockFileError as _LockFileError  # noqa: E402
+from metaflow_repro.model.lock import (  # noqa: E402
     Lock,
     Package,
     StepLock,
@@ -74,7 +74,7 @@ from repro.model.lock import (  # noqa: E402
     safe_file_name,
     write_lock,
 )
-from repro.model.spec import Declaration, merge  # noqa: E402
+from metaflow_repro.model.spec import Declaration, merge  # noqa: E402
 
 GOLDEN_LOCK = """# repro lock for flow.py (flow MyFlow).
 # Written by `repro lock flow.py`; commit it, do not edit it by hand.
@@ -497,7 +497,7 @@ def test_a_locked_steps_spec_keeps_its_channels():
 
 
 def _built_lock():
-    from repro.model.lock import Built, Lock, StepLock
+    from metaflow_repro.model.lock import Built, Lock, StepLock
 
     base = sample_lock()
     sdist = pkg("docopt", "0.6.2", "d" * 64)
@@ -560,7 +560,7 @@ def test_a_bad_build_record_in_a_lock_is_refused_naming_the_field(tmp_path, edit
 def test_a_built_wheel_is_exported_to_pylock_as_its_sdist():
     import tomllib
 
-    from repro.model.export import to_pylock
+    from metaflow_repro.model.export import to_pylock
 
     lock, built = _built_lock()
     doc = tomllib.loads(to_pylock(lock.steps["start"].platforms["linux-64"], "MyFlow", "start"))
@@ -592,8 +592,8 @@ def test_a_built_wheel_is_exported_to_pylock_as_its_sdist():
     ],
 )
 def test_a_package_name_or_version_that_is_not_one_is_refused_naming_the_field(field, value):
-    from repro.model import validate as v
-    from repro.model.lock import Package
+    from metaflow_repro.model import validate as v
+    from metaflow_repro.model.lock import Package
 
     doc = {**pkg("six", "1.16.0").as_dict(), field: value}
     with pytest.raises(v.Invalid, match="is not an exact package version" if field == "version" else "package name"):
@@ -620,8 +620,8 @@ def test_a_package_name_or_version_that_is_not_one_is_refused_naming_the_field(f
     ],
 )
 def test_real_pypi_and_conda_names_and_versions_decode(name, version):
-    from repro.model import validate as v
-    from repro.model.lock import Package
+    from metaflow_repro.model import validate as v
+    from metaflow_repro.model.lock import Package
 
     doc = {**pkg("six", "1.16.0").as_dict(), "name": name, "version": version}
     got = Package.from_dict(doc, v.At("flow.repro.lock", "packages.0"))
@@ -656,8 +656,8 @@ package:
     ],
 )
 def test_a_conda_lock_file_with_a_bad_name_or_version_is_refused_before_any_fetch(tmp_path, name, version, match):
-    from repro.env import condalock
-    from repro.model import validate as v
+    from metaflow_repro.env import condalock
+    from metaflow_repro.model import validate as v
 
     path = tmp_path / "conda-lock.yml"
     path.write_text(_CONDA_LOCK % (name, version, "a" * 32, "b" * 64))

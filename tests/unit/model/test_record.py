@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from repro.errors import BadInput, LockFileError
-from repro.model.interpreter import Executor, ExecutorKind, InterpreterSnapshot, parse_snapshot
-from repro.model.lock import Lock, Package, PlatformLock, StepLock, parse_lock
-from repro.model.record import (
+from metaflow_repro.errors import BadInput, LockFileError
+from metaflow_repro.model.interpreter import Executor, ExecutorKind, InterpreterSnapshot, parse_snapshot
+from metaflow_repro.model.lock import Lock, Package, PlatformLock, StepLock, parse_lock
+from metaflow_repro.model.record import (
     SCHEMA_VERSION,
     ArtifactRecord,
     ConfigRecord,
@@ -30,7 +30,7 @@ from repro.model.record import (
     UpstreamTask,
     from_json,
 )
-from repro.store.snapshot import StoreObjectCorrupt, env_lock_toml, parse_env_lock, record_packages
+from metaflow_repro.store.snapshot import StoreObjectCorrupt, env_lock_toml, parse_env_lock, record_packages
 
 SHA_A, SHA_B = "a" * 64, "0123456789abcdef" * 4
 
@@ -521,7 +521,7 @@ def test_an_environment_must_name_its_env_id_somewhere():
 
 
 def test_runs_are_filed_by_flow_identity():
-    from repro.store import layout
+    from metaflow_repro.store import layout
 
     assert layout.identity_key("PlayListFlow:flows/a.py") == "PlayListFlow@flows~a.py"
     assert layout.identity_key("F:@proj/user.me") == "F@@proj~user.me"
@@ -587,7 +587,7 @@ def test_recorded_settings_of_every_era_decode():
 
 
 def test_spec_environ_refuses_a_recorded_setting_of_the_wrong_type():
-    from repro.settings import spec_environ
+    from metaflow_repro.settings import spec_environ
 
     with pytest.raises(BadInput, match="channels = 5"):
         spec_environ({"conda_source": "conda", "channels": 5})

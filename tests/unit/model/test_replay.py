@@ -1,4 +1,4 @@
-"""A replay's RunResult (repro.model.replay) crosses the container boundary as a document the host checks
+"""A replay's RunResult (metaflow_repro.model.replay) crosses the container boundary as a document the host checks
 like any other untrusted input: its codec round-trips and refuses what it must."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ from dataclasses import replace
 
 import pytest
 
-from repro.model.interpreter import Executor, ExecutorKind
-from repro.model.replay import RESULT_SCHEMA, RunFailure, RunResult, parse_result
-from repro.model.validate import Invalid
+from metaflow_repro.model.interpreter import Executor, ExecutorKind
+from metaflow_repro.model.replay import RESULT_SCHEMA, RunFailure, RunResult, parse_result
+from metaflow_repro.model.validate import Invalid
 from tests.helpers import make_record
 
 
@@ -84,7 +84,7 @@ def test_result_schema_is_named():
 @pytest.mark.parametrize("identity", ["F:flows/a.py", "F:@proj/user.alice", "F:a.py"])
 def test_every_record_key_a_replay_can_write_is_accepted(identity):
     """A flow in a subfolder or under @project has a `~` in its record key (store.layout.identity_key)."""
-    from repro.store import layout
+    from metaflow_repro.store import layout
 
     key = layout.record(layout.flow_dir("F", identity), "17")
     result = replace(a_result(), recorded=key)

@@ -2,8 +2,8 @@
 
 import pytest
 
-from repro.errors import SpecError
-from repro.model.spec import Declaration, merge, pin_of
+from metaflow_repro.errors import SpecError
+from metaflow_repro.model.spec import Declaration, merge, pin_of
 
 FLOW = "MyFlow (flow.py)"
 
@@ -250,7 +250,7 @@ def test_no_decorator_at_all():
     ],
 )
 def test_implicit_pins_per_python_line(python, requests, boto3):
-    from repro.model.spec import implicit_needs
+    from metaflow_repro.model.spec import implicit_needs
 
     assert implicit_needs(python, False) == {"requests": requests}
     assert implicit_needs(python, True) == {"requests": requests, "boto3": boto3}
@@ -358,7 +358,7 @@ def test_ids_are_stable_across_releases():
     lock stale, so it is pinned here (change it only on purpose, with a lock format note)."""
     import hashlib
 
-    from repro.model.spec import sha256_json
+    from metaflow_repro.model.spec import sha256_json
 
     assert sha256_json({"b": [1, "x"], "a": None}) == hashlib.sha256(b'{"a":null,"b":[1,"x"]}').hexdigest()
     s = spec(own=[Declaration("pypi", {"six": "1.16.0"})])
@@ -476,7 +476,7 @@ def test_pep440_python_specifiers_are_accepted_in_one_spelling(python, normal):
 
 
 def test_python_specifiers_select_the_versions_they_admit():
-    from repro.model.spec import python_is_exact, python_matches, python_minor
+    from metaflow_repro.model.spec import python_is_exact, python_matches, python_minor
 
     assert python_matches("3.10.14", "==3.10.*") and not python_matches("3.11.7", "==3.10.*")
     assert python_matches("3.10.0", "<3.11,>=3.10") and not python_matches("3.9.18", "<3.11,>=3.10")

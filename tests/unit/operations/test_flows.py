@@ -1,11 +1,11 @@
-"""Which flow files a folder gives (repro.operations.flows)."""
+"""Which flow files a folder gives (metaflow_repro.operations.flows)."""
 
 from __future__ import annotations
 
 import pytest
 
-from repro.errors import BadInput
-from repro.operations.flows import flow_files
+from metaflow_repro.errors import BadInput
+from metaflow_repro.operations.flows import flow_files
 
 
 def test_a_folder_gives_its_flow_files_in_name_order_and_an_empty_one_is_bad_input(tmp_path):

@@ -3,11 +3,11 @@ the operation names no place, so a plugin's place keeps its own objects as Batch
 
 from __future__ import annotations
 
-from repro import hooks
-from repro.executors.local import LocalPlace
-from repro.model.interpreter import ExecutorKind
-from repro.operations.gc import gc
-from repro.store import LocalStore
+from metaflow_repro import hooks
+from metaflow_repro.executors.local import LocalPlace
+from metaflow_repro.model.interpreter import ExecutorKind
+from metaflow_repro.operations.gc import gc
+from metaflow_repro.store import LocalStore
 from tests.store_fakes import aged_store
 
 STAGED = "bootstrap/" + "0" * 64 + ".json"  # not a valid Batch manifest: Batch itself keeps nothing here

@@ -1,5 +1,5 @@
 """The command printed for a failed task's logs names the run (issue 13): `repro run` and `repro
-replay` share one helper (repro.operations.replay.task_pathspec / logs_command)."""
+replay` share one helper (metaflow_repro.operations.replay.task_pathspec / logs_command)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import shlex
 import sys
 from pathlib import Path
 
-from repro.cli.run import failed_tasks
-from repro.model.findings import Finding, Kind
-from repro.operations.replay import logs_command, task_pathspec
-from repro.operations.run import Outcome
+from metaflow_repro.cli.run import failed_tasks
+from metaflow_repro.model.findings import Finding, Kind
+from metaflow_repro.operations.replay import logs_command, task_pathspec
+from metaflow_repro.operations.run import Outcome
 from tests.helpers import make_record
 
 

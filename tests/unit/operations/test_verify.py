@@ -1,8 +1,8 @@
-"""What `repro store verify` counts as bad (repro.operations.verify.StoreCheck)."""
+"""What `repro store verify` counts as bad (metaflow_repro.operations.verify.StoreCheck)."""
 
 from __future__ import annotations
 
-from repro.operations.verify import StoreCheck
+from metaflow_repro.operations.verify import StoreCheck
 
 
 def test_store_verify_counts_unreadable_records_and_records_with_problems():

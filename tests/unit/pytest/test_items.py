@@ -1,4 +1,4 @@
-"""The collection nodes of `pytest --repro` (repro.pytest.items): which items a flow file gives, and
+"""The collection nodes of `pytest --repro` (metaflow_repro.pytest.items): which items a flow file gives, and
 what each item says about a flow's outcome. No flow runs here: the session's outcome and declarations
 are filled in before collection (a session reads each flow's once and keeps it), so every item reads
 an outcome made by hand, in an in-process pytest run."""
@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from repro.checks.compare import Comparison
-from repro.model.findings import Finding, Kind
-from repro.operations.run import Outcome
+from metaflow_repro.checks.compare import Comparison
+from metaflow_repro.model.findings import Finding, Kind
+from metaflow_repro.operations.run import Outcome
 from tests.helpers import make_record
 
 FLOW = "from metaflow import FlowSpec  # the session below knows its declarations\n"
@@ -25,8 +25,8 @@ class _Given:
 
     @pytest.hookimpl(trylast=True)  # after repro's own pytest_configure made the session
     def pytest_configure(self, config):
-        from repro.env.flowfile import FlowDeclarations
-        from repro.pytest.session import session_of
+        from metaflow_repro.env.flowfile import FlowDeclarations
+        from metaflow_repro.pytest.session import session_of
 
         session = session_of(config)
         session._declarations[str(self.path)] = FlowDeclarations(self.path, "F", ("start", "end"), (), {})
@@ -117,7 +117,7 @@ def test_a_frozen_stale_lock_skips_the_steps_and_fails_lock_with_what_to_do(pyte
 
 
 def test_a_baseline_with_differences_names_each(pytester, monkeypatch):
-    from repro.checks.compare import ArtifactResult, Verdict
+    from metaflow_repro.checks.compare import ArtifactResult, Verdict
 
     differs = ArtifactResult("start", "-", "x", Verdict.DIFFERENT, "1 != 2")
     same = ArtifactResult("end", "-", "y", Verdict.IDENTICAL)

@@ -10,13 +10,13 @@ import os
 import subprocess
 import sys
 
-from repro.pytest import plugin
-from repro.settings import REPLAY_PLACES
+from metaflow_repro.pytest import plugin
+from metaflow_repro.settings import REPLAY_PLACES
 
 #: what a run without --repro must never import: top-level packages, and repro's session module
 #: (which brings them all)
 HEAVY = ("metaflow", "boto3", "botocore", "rattler", "docker", "jinja2", "rich", "tabulate")
-SESSION_MODULE = "repro.pytest.session"
+SESSION_MODULE = "metaflow_repro.pytest.session"
 
 REPORT_MODULES = """
 import json, os, sys
@@ -41,12 +41,12 @@ def clean_env() -> dict[str, str]:
 
 
 def test_importing_the_plugin_imports_nothing_heavy():
-    code = "import json, sys; import repro.pytest.plugin; print(json.dumps(sorted(sys.modules)))"
+    code = "import json, sys; import metaflow_repro.pytest.plugin; print(json.dumps(sorted(sys.modules)))"
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=clean_env(), check=True, timeout=120
     )
     modules = json.loads(done.stdout)
-    assert "repro.pytest.plugin" in modules
+    assert "metaflow_repro.pytest.plugin" in modules
     assert heavy_in(modules) == []
 
 
@@ -65,7 +65,7 @@ def test_a_run_without_repro_imports_nothing_heavy(tmp_path):
     )
     assert done.returncode == 0, done.stdout + done.stderr
     modules = json.loads(out.read_text())
-    assert "repro.pytest.plugin" in modules  # the entry point did load the plugin
+    assert "metaflow_repro.pytest.plugin" in modules  # the entry point did load the plugin
     assert heavy_in(modules) == []
 
 

@@ -1,4 +1,4 @@
-"""The pytest session (repro.pytest.session) runs each collected flow once, with the settings of the
+"""The pytest session (metaflow_repro.pytest.session) runs each collected flow once, with the settings of the
 flow's own pyproject.toml: a bad one is that flow's bad input (exit code 2), never an internal error."""
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ class _Declared:
 
     @pytest.hookimpl(trylast=True)
     def pytest_configure(self, config):
-        from repro.env.flowfile import FlowDeclarations
-        from repro.pytest.session import session_of
+        from metaflow_repro.env.flowfile import FlowDeclarations
+        from metaflow_repro.pytest.session import session_of
 
         session_of(config)._declarations[str(self.path)] = FlowDeclarations(self.path, "F", ("start", "end"), (), {})
 

@@ -4,16 +4,16 @@ import json
 
 import jsonschema
 
-from repro.checks.compare import ArtifactResult, Comparison, Verdict
-from repro.model.findings import Finding, Kind
-from repro.model.record import PickleCheck, PickleStatus, RunStatus
-from repro.report import render
-from repro.report.document import FlowStatus, StepOutcome, build_flow, document, json_schema, schema_text
+from metaflow_repro.checks.compare import ArtifactResult, Comparison, Verdict
+from metaflow_repro.model.findings import Finding, Kind
+from metaflow_repro.model.record import PickleCheck, PickleStatus, RunStatus
+from metaflow_repro.report import render
+from metaflow_repro.report.document import FlowStatus, StepOutcome, build_flow, document, json_schema, schema_text
 
 
 def test_committed_schema_is_the_generated_one():
     """Pins: report.schema.json cannot drift from the dataclasses (regenerate with
-    `python -m repro.report.document > repro/report/report.schema.json`)."""
+    `python -m metaflow_repro.report.document > metaflow_repro/report/report.schema.json`)."""
     assert render.SCHEMA_FILE.read_text() == schema_text()
 
 
@@ -92,7 +92,7 @@ def test_pickle_counts_per_step_count_only_checks_that_step_reads():
 
 
 def _doc_with_pickles():
-    from repro.model.record import PickleCheck
+    from metaflow_repro.model.record import PickleCheck
 
     checks = (
         PickleCheck("start", "-", "ok_one", "a" * 64, ("start", "end"), PickleStatus.OK, "", ""),
@@ -123,7 +123,7 @@ def _doc_with_pickles():
 def _record(checks):
     import dataclasses
 
-    from repro.model.record import RunRecord
+    from metaflow_repro.model.record import RunRecord
 
     fields = {f.name for f in dataclasses.fields(RunRecord)}
 

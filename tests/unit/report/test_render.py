@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from repro.checks.compare import ArtifactResult, Comparison, ReplayCheck, Verdict
-from repro.model.findings import Finding, Kind
-from repro.model.interpreter import Executor, ExecutorKind
-from repro.model.lock import Lock, PlatformLock, StepLock
-from repro.model.record import PickleCheck, PickleStatus, RunStatus
-from repro.report import render
-from repro.report.document import StepOutcome, build_flow, document, plain, replay_report
+from metaflow_repro.checks.compare import ArtifactResult, Comparison, ReplayCheck, Verdict
+from metaflow_repro.model.findings import Finding, Kind
+from metaflow_repro.model.interpreter import Executor, ExecutorKind
+from metaflow_repro.model.lock import Lock, PlatformLock, StepLock
+from metaflow_repro.model.record import PickleCheck, PickleStatus, RunStatus
+from metaflow_repro.report import render
+from metaflow_repro.report.document import StepOutcome, build_flow, document, plain, replay_report
 from tests.helpers import make_record, pkg
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -259,7 +259,7 @@ def test_document_is_versioned_and_valid_against_the_schema():
 
     d = document([sample_flow_typed()]).to_dict()
     assert (
-        d["schema"] == "repro.report"
+        d["schema"] == "metaflow_repro.report"
         and d["schema_version"] == 1
         and list(d) == ["schema", "schema_version", "generated_at", "flows"]
     )

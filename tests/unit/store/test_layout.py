@@ -1,13 +1,13 @@
-"""repro.store.layout: every key kind is built and parsed back by the same module, and junk is refused."""
+"""metaflow_repro.store.layout: every key kind is built and parsed back by the same module, and junk is refused."""
 
 from __future__ import annotations
 
 import pytest
 
 from metaflow_extensions.repro.plugins import batch_bootstrap, protocol
-from repro.errors import BadInput
-from repro.store import layout
-from repro.store.layout import Key, Kind
+from metaflow_repro.errors import BadInput
+from metaflow_repro.store import layout
+from metaflow_repro.store.layout import Key, Kind
 
 SHA256 = "ab" + "c" * 62
 SHA1 = "de" + "f" * 38

@@ -1,5 +1,5 @@
 """The store's gc knows records and leases only; what else is live (Batch staging's objects) comes
-from its caller (repro.operations.gc), so repro.store imports no executor (issue 21, item 1).
+from its caller (metaflow_repro.operations.gc), so metaflow_repro.store imports no executor (issue 21, item 1).
 
 A failed replay none of whose tasks started (e.g. every Batch job failed before its step) has no code
 package (code_sha256 NO_CODE); its record is still written to the store (issue 13)."""
@@ -10,9 +10,9 @@ import subprocess
 import sys
 from dataclasses import replace
 
-from repro.model.record import NO_CODE
-from repro.store import LocalStore, layout, open_store
-from repro.store.snapshot import gc, named_objects, push_replay_record
+from metaflow_repro.model.record import NO_CODE
+from metaflow_repro.store import LocalStore, layout, open_store
+from metaflow_repro.store.snapshot import gc, named_objects, push_replay_record
 from tests.helpers import make_record
 from tests.store_fakes import aged_store
 
@@ -41,7 +41,7 @@ def test_without_a_caller_nothing_beyond_records_and_leases_is_kept(tmp_path):
 
 
 def test_the_store_imports_no_executor():
-    probe = "import sys, repro.store.snapshot; print([m for m in sys.modules if m.startswith('repro.executors')])"
+    probe = "import sys, metaflow_repro.store.snapshot; print([m for m in sys.modules if m.startswith('metaflow_repro.executors')])"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from repro.errors import InfraError
-from repro.store import LocalStore, layout
-from repro.store.snapshot import _local_objects, gc, push, upload_one, verify
+from metaflow_repro.errors import InfraError
+from metaflow_repro.store import LocalStore, layout
+from metaflow_repro.store.snapshot import _local_objects, gc, push, upload_one, verify
 from tests.store_fakes import age, fake_run
 
 
@@ -54,7 +54,7 @@ def test_a_push_that_finds_an_object_a_gc_is_deleting_waits_and_uploads_it_again
 
 
 def test_a_sweep_that_is_not_a_list_of_keys_holds_nothing_back(tmp_path):
-    from repro.store.snapshot import wait_for_sweeps
+    from metaflow_repro.store.snapshot import wait_for_sweeps
 
     store = LocalStore(str(tmp_path / "store"))
     for i, body in enumerate([b"[", b'{"keys": [{"a": 1}, ["b"]]}', b'{"keys": 7}', b"{}"]):

@@ -1,11 +1,11 @@
-"""The test channel's wheel -> conda package step (``repro.testing.conda_channel.wheel_package``), on
+"""The test channel's wheel -> conda package step (``metaflow_repro.testing.conda_channel.wheel_package``), on
 wheels made here: where the files go, which are left out, the console scripts, and ``depends``."""
 
 import zipfile
 
 import pytest
 
-from repro.testing.conda_channel import Meta, wheel_package
+from metaflow_repro.testing.conda_channel import Meta, wheel_package
 
 DIST = "demo_pkg-1.2.dist-info"
 

@@ -1,0 +1,5 @@
+import sys
+
+from metaflow_repro.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,116 @@
+"""What a run ran on: interpreter snapshots (content-addressed in the store) and the executor. Pure.
+
+An ``InterpreterSnapshot`` names a tarball ``pythons/<sha256>.tar.gz`` (the interpreter's install
+prefix: binary, shared library and standard library, without site-packages) and says where it
+was installed (``prefix``), which file in it is the interpreter (``executable``) and the digest of
+its ``interpreter_facts`` (``fingerprint``), so a restored copy can be proven to be the same one.
+The store keeps the same document as ``pythons/<sha256>.json``; a record carries it too.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from metaflow_repro.model import validate as v
+from metaflow_repro.model.findings import Choice
+
+SNAPSHOT_SCHEMA = "repro.python-snapshot"
+_SNAPSHOT_KEYS = frozenset({"schema", "sha256", "size", "python", "prefix", "executable", "fingerprint"})
+_VERSION = re.compile(r"^3\.[0-9]+\.[0-9]+$")
+#: an install prefix: absolute, normalized, plain components (it becomes a folder on the machine)
+_PREFIX = re.compile(r"^(/[A-Za-z0-9_.+\-]+)+$")
+
+
+@dataclass(frozen=True)
+class InterpreterSnapshot:
+    sha256: str  # of the tarball
+    size: int
+    python: str  # exact version, "3.11.7"
+    prefix: str  # where it was installed, and is restored: "/root/.pyenv/versions/3.11.7"
+    executable: str  # relative to prefix: "bin/python3.11"
+    fingerprint: str  # sha256 of the interpreter's facts (probe.interpreter_facts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": SNAPSHOT_SCHEMA,
+            "sha256": self.sha256,
+            "size": self.size,
+            "python": self.python,
+            "prefix": self.prefix,
+            "executable": self.executable,
+            "fingerprint": self.fingerprint,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1, sort_keys=True) + "\n"
+
+    @property
+    def interpreter_path(self) -> str:
+        return posixpath.join(self.prefix, self.executable)
+
+    @classmethod
+    def from_dict(cls, d: Any, at: v.At) -> InterpreterSnapshot:
+        d = v.of_type(d, dict, at)
+        v.only(d, _SNAPSHOT_KEYS, at)
+        if d.get("schema", SNAPSHOT_SCHEMA) != SNAPSHOT_SCHEMA:
+            (at / "schema").fail(d.get("schema"), repr(SNAPSHOT_SCHEMA))
+        prefix = v.need(d, "prefix", str, at)
+        if not _PREFIX.match(prefix) or any(p in (".", "..") for p in prefix.split("/")[1:]):
+            (at / "prefix").fail(prefix, "an absolute, normalized install prefix")
+        size = v.need(d, "size", int, at)
+        if isinstance(size, bool) or size < 0:
+            (at / "size").fail(size, "a size in bytes")
+        return cls(
+            sha256=v.hex_digest(v.need(d, "sha256", str, at), 64, at / "sha256"),
+            size=size,
+            python=v.matching(v.need(d, "python", str, at), _VERSION, "a Python version (3.X.Y)", at / "python"),
+            prefix=prefix,
+            executable=v.relative_path(v.need(d, "executable", str, at), at / "executable"),
+            fingerprint=v.hex_digest(v.need(d, "fingerprint", str, at), 64, at / "fingerprint"),
+        )
+
+
+def parse_snapshot(text: str | bytes, where: str) -> InterpreterSnapshot:
+    try:
+        doc = json.loads(text)
+    except ValueError as exc:
+        raise v.Invalid(v.At(where), text[:40], f"{where}: not an interpreter snapshot manifest ({exc})") from None
+    return InterpreterSnapshot.from_dict(doc, v.At(where))
+
+
+def facts_fingerprint(facts: dict[str, Any]) -> str:
+    """The digest of an interpreter's facts (what makes two interpreters the same one)."""
+    import hashlib
+
+    keep = {k: facts[k] for k in sorted(facts) if k not in ("executable", "prefix", "digest")}
+    return hashlib.sha256(json.dumps(keep, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+class ExecutorKind(Choice):
+    """Where a run ran."""
+
+    LOCAL = "local"  # a process on the machine that recorded it
+    DOCKER = "docker"  # a fresh container (``repro replay --on docker``)
+    BATCH = "batch"  # AWS Batch
+
+
+@dataclass(frozen=True)
+class Executor:
+    kind: ExecutorKind = ExecutorKind.LOCAL
+    image: str = ""  # container image id (sha256:...), for docker and batch
+
+    def to_dict(self) -> dict[str, str]:
+        return {"kind": ExecutorKind(self.kind).value, "image": self.image}
+
+    @classmethod
+    def from_dict(cls, d: Any, at: v.At) -> Executor:
+        d = v.of_type(d, dict, at)
+        v.only(d, frozenset({"kind", "image"}), at)
+        image = v.opt(d, "image", str, "", at)
+        if image and not re.match(r"^[A-Za-z0-9_.:/@\-]{1,256}$", image):
+            (at / "image").fail(image, "an image id or name")
+        return cls(kind=v.choice(v.need(d, "kind", str, at), ExecutorKind, at / "kind"), image=image)

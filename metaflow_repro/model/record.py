@@ -1,0 +1,586 @@
+"""RunRecord: what a run was (environments, fingerprints, artifacts, pickle checks), as versioned JSON.
+
+Pure: building from Metaflow lives in ``collect``, storage in ``snapshot``. The JSON is the
+public, documented schema (``SCHEMA_VERSION``); readers refuse records from a newer schema.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from metaflow_repro.errors import BadInput
+from metaflow_repro.model import validate as v
+from metaflow_repro.model.findings import Choice
+from metaflow_repro.model.interpreter import Executor, InterpreterSnapshot
+from metaflow_repro.model.lock import PlatformLock
+from metaflow_repro.settings import recorded_setting_problem
+
+SCHEMA = "repro.run-record"
+SCHEMA_VERSION = (
+    3  # 2: replay_of, include_files, configs, run_options; 3: inputs, interpreters, executor (older still read)
+)
+NO_FOREACH = "-"  # task key of a task outside any foreach
+#: code_sha256 of a failed run no task of which got as far as its step (no code package was made): a
+#: record naming it names no code object in the store
+NO_CODE = "0" * 64
+
+
+class RunStatus(Choice):
+    """How the recorded run ended (``RunRecord.status``)."""
+
+    SUCCESS = "success"
+    FAILED = "failed"
+
+
+class PickleStatus(Choice):
+    """Whether an environment that reads an artifact can unpickle it (``PickleCheck.status``)."""
+
+    OK = "ok"
+    WARNING = "warning"  # loads, but module versions differ between writer and reader
+    FAILS = "fails"
+
+
+@dataclass(frozen=True)
+class ArtifactRecord:
+    sha1: str  # Metaflow's content hash: sha1 of the pickled bytes
+    size: int
+    type: str
+    stored: bool = False  # a copy of the blob is in the store (artifacts/sha1/..)
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    task_id: str
+    env_id: str  # "disabled" for steps outside isolation
+    fingerprint: str  # digest of the environment as seen from inside the task
+    interpreter: str
+    artifacts: dict[str, ArtifactRecord] = field(default_factory=dict)  # name -> ArtifactRecord
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    spec_id: str
+    env_id: str
+    disabled: bool
+    tasks: dict[str, TaskRecord] = field(default_factory=dict)  # foreach index path ("-", "3", "1.2") -> TaskRecord
+
+
+@dataclass(frozen=True)
+class PickleCheck:
+    step: str
+    task: str
+    artifact: str
+    reader_env: str
+    reader_steps: tuple[str, ...]
+    status: PickleStatus
+    detail: str = ""
+    static: str = ""  # modules the pickle references whose versions differ, from its opcodes
+
+
+@dataclass(frozen=True)
+class IncludedFileRecord:
+    """An ``IncludeFile`` parameter's file: its bytes are the store object ``inputs/sha256/..``."""
+
+    sha256: str
+    size: int
+    name: str  # the file's original name (no folders)
+    is_text: bool = True  # as Metaflow had them: the step sees text decoded with ``encoding``
+    encoding: str = "utf-8"
+
+
+class ConfigSource(Choice):
+    """Where a ``Config``'s value came from in the recorded run."""
+
+    DEFAULT = "default"  # the Config's default / default_value
+    COMMAND_LINE = "command line"  # --config / --config-value
+
+
+@dataclass(frozen=True)
+class ConfigRecord:
+    """A ``Config``'s resolved value, as JSON text (replayed with ``--config-value NAME JSON``)."""
+
+    value: str  # JSON of the parsed value (``plain`` configs: the plain value, JSON-encoded)
+    source: ConfigSource = ConfigSource.DEFAULT
+    plain: bool = False
+    parser: bool = False  # the Config had a parser: the value is its output, not its input
+
+
+class InputVia(Choice):
+    """How a step found another flow's run (``UpstreamRun.via``): only a run found as "latest" can drift."""
+
+    LATEST_SUCCESSFUL = "latest_successful_run"  # Flow(...).latest_successful_run
+    LATEST = "latest_run"  # Flow(...).latest_run
+    PATHSPEC = "pathspec"  # Run("F/1742"), Task(...), or a run listed some other way
+
+
+@dataclass(frozen=True)
+class InputArtifact:
+    """An artifact of another flow's task that a step read: its bytes are the store object ``inputs/sha1/..``."""
+
+    sha1: str  # Metaflow's content hash: sha1 of the pickled bytes
+    size: int
+    encoding: str = "pickle-v4"  # Metaflow's content type of the pickle
+
+
+@dataclass(frozen=True)
+class UpstreamTask:
+    """A task of another flow's run that a step read artifacts of."""
+
+    attempt: int = 0
+    ts_epoch: int = 0  # when Metaflow registered it (milliseconds): the client orders by it
+    artifacts: dict[str, InputArtifact] = field(default_factory=dict)  # name -> InputArtifact: read, snapshotted
+    #: the task's other artifacts, never read: listed so the client lists the task as it was (no bytes kept)
+    others: dict[str, InputArtifact] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class UpstreamRun:
+    """A run of another flow (or another run of this flow) that steps read through Metaflow's client."""
+
+    flow: str
+    run_id: str
+    read_by: tuple[str, ...]  # the steps that read it
+    via: InputVia = InputVia.PATHSPEC
+    ts_epoch: int = 0  # the run's registration time (milliseconds): ``latest_*`` picks the newest
+    user: str = ""
+    tags: tuple[str, ...] = ()
+    system_tags: tuple[str, ...] = ()
+    tasks: dict[str, UpstreamTask] = field(default_factory=dict)  # "step/task_id" -> UpstreamTask
+
+    @property
+    def ref(self) -> str:
+        return f"{self.flow}/{self.run_id}"
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    flow: str
+    run_id: str
+    flow_file: str
+    code_sha256: str
+    lock_sha256: str
+    parameters: dict[str, Any]
+    pythonhashseed: str
+    metaflow_version: str
+    repro_version: str
+    host: dict[str, str]
+    datastore: dict[str, str | None]
+    steps: dict[str, StepRecord]  # step -> StepRecord, in graph order
+    envs: dict[str, PlatformLock]  # env id -> the environment (what the store keeps as locks/<env id>.toml)
+    created_at: str = ""
+    duration_s: float = 0.0
+    status: RunStatus = RunStatus.SUCCESS
+    pickle_checks: tuple[PickleCheck, ...] = ()
+    settings: dict[str, Any] = field(default_factory=dict)  # settings that shape specs (conda_source), for replays
+    graph: dict[str, tuple[str, ...]] = field(default_factory=dict)  # step -> steps it goes to next
+    step_order: tuple[str, ...] = ()  # graph order (JSON objects have none)
+    replay_of: str = ""  # for a replay: the REF of the run it replayed
+    include_files: dict[str, IncludedFileRecord] = field(
+        default_factory=dict
+    )  # IncludeFile parameter -> IncludedFileRecord
+    configs: dict[str, ConfigRecord] = field(default_factory=dict)  # Config name -> ConfigRecord
+    run_options: tuple[str, ...] = ()  # Metaflow `run` options that shape the run (not parameters, not --run-id-file)
+    #: which flow this is: "Class:path/of/flow.py" (path from the project root) or "Class:@project/branch"
+    identity: str = ""
+    #: input lineage: runs of other flows the steps read ("Flow/run_id" -> UpstreamRun)
+    inputs: dict[str, UpstreamRun] = field(default_factory=dict)
+    #: Python version -> the snapshot of the interpreter the run's environments were made from
+    interpreters: dict[str, InterpreterSnapshot] = field(default_factory=dict)
+    executor: Executor = field(default_factory=Executor)  # where the run ran
+
+    @property
+    def ref(self) -> str:
+        return f"{self.flow}/{self.run_id}"
+
+    def input_artifacts(self) -> dict[str, int]:
+        """sha1 -> size of every artifact of another run that a step read (store objects ``inputs/sha1/..``)."""
+        return {a.sha1: a.size for r in self.inputs.values() for t in r.tasks.values() for a in t.artifacts.values()}
+
+    def package_shas(self) -> dict[str, str]:
+        """sha256 -> file name of every package file the record's environments need."""
+        out: dict[str, str] = {}
+        for env in self.envs.values():
+            for p in env.packages:
+                out[p.sha256] = p.file
+        return out
+
+    def artifact_shas(self, stored_only: bool = True) -> set[str]:
+        return {
+            a.sha1
+            for s in self.steps.values()
+            for t in s.tasks.values()
+            for a in t.artifacts.values()
+            if a.stored or not stored_only
+        }
+
+    def to_json(self) -> str:
+        doc = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, **asdict(self)}
+        doc["status"] = RunStatus(self.status).value
+        doc["envs"] = {env_id: _env_dict(pl) for env_id, pl in self.envs.items()}
+        doc["pickle_checks"] = [{**asdict(c), "status": PickleStatus(c.status).value} for c in self.pickle_checks]
+        doc["configs"] = {n: {**asdict(c), "source": ConfigSource(c.source).value} for n, c in self.configs.items()}
+        doc["run_options"] = list(self.run_options)
+        doc["inputs"] = {ref: {**asdict(r), "via": InputVia(r.via).value} for ref, r in self.inputs.items()}
+        doc["interpreters"] = {k: x.to_dict() for k, x in self.interpreters.items()}
+        doc["executor"] = self.executor.to_dict()
+        return json.dumps(doc, indent=1, sort_keys=True) + "\n"
+
+
+def _env_dict(pl: PlatformLock) -> dict[str, Any]:
+    d = pl.to_dict()
+    del d["env_id"]  # the key it is filed under
+    return d
+
+
+# -- the strict decoder ------------------------------------------------------------------------------
+# A record may come from a shared store: every field is checked (type, digest format, plain names,
+# relative paths, known statuses) before anything uses it. Errors name the field path and the value.
+
+_RECORD_KEYS = frozenset(
+    {
+        "schema",
+        "schema_version",
+        "flow",
+        "run_id",
+        "flow_file",
+        "code_sha256",
+        "lock_sha256",
+        "parameters",
+        "pythonhashseed",
+        "metaflow_version",
+        "repro_version",
+        "host",
+        "datastore",
+        "steps",
+        "envs",
+        "created_at",
+        "duration_s",
+        "status",
+        "pickle_checks",
+        "settings",
+        "graph",
+        "step_order",
+        "replay_of",
+        "include_files",
+        "configs",
+        "run_options",
+        "identity",
+        "inputs",
+        "interpreters",
+        "executor",
+    }
+)  # replay_of .. identity: version 2; inputs, interpreters, executor: version 3
+_INCLUDE_KEYS = frozenset({"sha256", "size", "name", "is_text", "encoding"})
+_CONFIG_KEYS = frozenset({"value", "source", "plain", "parser"})
+_UPSTREAM_KEYS = frozenset({"flow", "run_id", "read_by", "via", "ts_epoch", "user", "tags", "system_tags", "tasks"})
+_UPSTREAM_TASK_KEYS = frozenset({"attempt", "ts_epoch", "artifacts", "others"})
+_INPUT_ARTIFACT_KEYS = frozenset({"sha1", "size", "encoding"})
+_ENCODING = re.compile(r"^[A-Za-z0-9_.\-]{1,40}$")
+_TAG = re.compile(r"^[^\x00-\x1f]{1,500}$")
+_REF_TEXT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*/[A-Za-z0-9_.\-]+$")
+_STEP_KEYS = frozenset({"spec_id", "env_id", "disabled", "tasks"})
+_TASK_KEYS = frozenset({"task_id", "env_id", "fingerprint", "interpreter", "artifacts"})
+_ARTIFACT_KEYS = frozenset({"sha1", "size", "type", "stored"})
+_CHECK_KEYS = frozenset({"step", "task", "artifact", "reader_env", "reader_steps", "status", "detail", "static"})
+_TASK_KEY = re.compile(r"^(-|[0-9]+(\.[0-9]+)*)$")
+_SCALAR = (str, int, float, bool, type(None))
+
+
+def _task_key(value: Any, at: v.At) -> str:
+    return v.matching(value, _TASK_KEY, 'a foreach index path ("-", "3", "1.2")', at)
+
+
+def _size(value: Any, at: v.At) -> int:
+    size: int = v.of_type(value, int, at)  # of_type returns ``value`` itself
+    if size < 0:
+        at.fail(value, "a size in bytes (>= 0)")
+    return size
+
+
+def _pickled(d: Any, keys: frozenset[str], at: v.At) -> tuple[str, int]:
+    """A task's artifact and another flow's artifact a step read name their bytes alike: Metaflow's sha1 of
+    the pickle and its size, checked here once (after the object's keys)."""
+    v.only(v.of_type(d, dict, at), keys, at)
+    return v.hex_digest(v.need(d, "sha1", str, at), 40, at / "sha1"), _size(v.need(d, "size", int, at), at / "size")
+
+
+def _artifact(d: Any, at: v.At) -> ArtifactRecord:
+    sha1, size = _pickled(d, _ARTIFACT_KEYS, at)
+    return ArtifactRecord(
+        sha1=sha1,
+        size=size,
+        type=v.need(d, "type", str, at),
+        stored=v.opt(d, "stored", bool, False, at),
+    )
+
+
+def _task(d: Any, at: v.At) -> TaskRecord:
+    v.only(v.of_type(d, dict, at), _TASK_KEYS, at)
+    return TaskRecord(
+        task_id=v.name(v.need(d, "task_id", str, at), at / "task_id"),
+        # "" when the task never reported one (it failed before its environment check)
+        env_id=v.env_id(v.need(d, "env_id", str, at), at / "env_id", allow_empty=True),
+        fingerprint=v.need(d, "fingerprint", str, at),
+        interpreter=v.need(d, "interpreter", str, at),
+        artifacts=v.table_of(v.opt(d, "artifacts", dict, {}, at), at / "artifacts", v.name, _artifact),
+    )
+
+
+def _step(d: Any, at: v.At) -> StepRecord:
+    v.only(v.of_type(d, dict, at), _STEP_KEYS, at)
+    return StepRecord(
+        spec_id=v.hex_digest(v.need(d, "spec_id", str, at), 64, at / "spec_id"),
+        env_id=v.env_id(v.need(d, "env_id", str, at), at / "env_id"),
+        disabled=v.need(d, "disabled", bool, at),
+        tasks=v.table_of(v.opt(d, "tasks", dict, {}, at), at / "tasks", _task_key, _task),
+    )
+
+
+def _check(d: Any, at: v.At) -> PickleCheck:
+    v.only(v.of_type(d, dict, at), _CHECK_KEYS, at)
+    return PickleCheck(
+        step=v.identifier(v.need(d, "step", str, at), at / "step"),
+        task=_task_key(v.need(d, "task", str, at), at / "task"),
+        artifact=v.name(v.need(d, "artifact", str, at), at / "artifact"),
+        reader_env=v.env_id(v.need(d, "reader_env", str, at), at / "reader_env"),
+        reader_steps=tuple(v.list_of(v.need(d, "reader_steps", list, at), at / "reader_steps", v.identifier)),
+        status=v.choice(v.need(d, "status", str, at), PickleStatus, at / "status"),
+        detail=v.opt(d, "detail", str, "", at),
+        static=v.opt(d, "static", str, "", at),
+    )
+
+
+def _included(d: Any, at: v.At) -> IncludedFileRecord:
+    v.only(v.of_type(d, dict, at), _INCLUDE_KEYS, at)
+    encoding = v.opt(d, "encoding", str, "utf-8", at)
+    if not re.match(r"^[A-Za-z0-9_.\-]{1,40}$", encoding):
+        (at / "encoding").fail(encoding, "an encoding name")
+    return IncludedFileRecord(
+        sha256=v.hex_digest(v.need(d, "sha256", str, at), 64, at / "sha256"),
+        size=_size(v.need(d, "size", int, at), at / "size"),
+        name=v.file_name(v.need(d, "name", str, at), at / "name"),
+        is_text=v.opt(d, "is_text", bool, True, at),
+        encoding=encoding,
+    )
+
+
+def _config(d: Any, at: v.At) -> ConfigRecord:
+    v.only(v.of_type(d, dict, at), _CONFIG_KEYS, at)
+    value = v.need(d, "value", str, at)
+    try:
+        json.loads(value)
+    except ValueError:
+        (at / "value").fail(value, "JSON text")
+    return ConfigRecord(
+        value=value,
+        source=v.choice(v.opt(d, "source", str, "default", at), ConfigSource, at / "source"),
+        plain=v.opt(d, "plain", bool, False, at),
+        parser=v.opt(d, "parser", bool, False, at),
+    )
+
+
+def _count(value: Any, at: v.At) -> int:
+    n: int = v.of_type(value, int, at)
+    if n < 0:
+        at.fail(value, "an integer >= 0")
+    return n
+
+
+def _input_artifact(d: Any, at: v.At) -> InputArtifact:
+    sha1, size = _pickled(d, _INPUT_ARTIFACT_KEYS, at)
+    return InputArtifact(
+        sha1=sha1,
+        size=size,
+        encoding=v.matching(v.opt(d, "encoding", str, "pickle-v4", at), _ENCODING, "a content type", at / "encoding"),
+    )
+
+
+def _upstream_task_key(value: Any, at: v.At) -> str:
+    step, _, task = v.of_type(value, str, at).partition("/")
+    v.identifier(step, at)
+    v.name(task, at)
+    return str(value)
+
+
+def _upstream_task(d: Any, at: v.At) -> UpstreamTask:
+    v.only(v.of_type(d, dict, at), _UPSTREAM_TASK_KEYS, at)
+    return UpstreamTask(
+        attempt=_count(v.opt(d, "attempt", int, 0, at), at / "attempt"),
+        ts_epoch=_count(v.opt(d, "ts_epoch", int, 0, at), at / "ts_epoch"),
+        artifacts=v.table_of(v.opt(d, "artifacts", dict, {}, at), at / "artifacts", v.name, _input_artifact),
+        others=v.table_of(v.opt(d, "others", dict, {}, at), at / "others", v.name, _input_artifact),
+    )
+
+
+def _tag(value: Any, at: v.At) -> str:
+    return v.matching(value, _TAG, "a Metaflow tag", at)
+
+
+def _upstream(ref: str, d: Any, at: v.At) -> UpstreamRun:
+    v.only(v.of_type(d, dict, at), _UPSTREAM_KEYS, at)
+    run = UpstreamRun(
+        flow=v.identifier(v.need(d, "flow", str, at), at / "flow"),
+        run_id=v.name(v.need(d, "run_id", str, at), at / "run_id"),
+        read_by=tuple(v.list_of(v.need(d, "read_by", list, at), at / "read_by", v.identifier)),
+        via=v.choice(v.opt(d, "via", str, InputVia.PATHSPEC.value, at), InputVia, at / "via"),
+        ts_epoch=_count(v.opt(d, "ts_epoch", int, 0, at), at / "ts_epoch"),
+        user=_tag(v.opt(d, "user", str, "", at), at / "user") if d.get("user") else "",
+        tags=tuple(v.list_of(v.opt(d, "tags", list, [], at), at / "tags", _tag)),
+        system_tags=tuple(v.list_of(v.opt(d, "system_tags", list, [], at), at / "system_tags", _tag)),
+        tasks=v.table_of(v.opt(d, "tasks", dict, {}, at), at / "tasks", _upstream_task_key, _upstream_task),
+    )
+    if run.ref != ref:
+        at.fail(ref, f"the run it describes ({run.ref})")
+    return run
+
+
+def upstream_runs(value: Any, at: v.At) -> dict[str, UpstreamRun]:
+    """Decode an ``inputs`` table (a record's, or what a task reported): "Flow/run_id" -> UpstreamRun."""
+    table = v.of_type(value, dict, at)
+    out = {}
+    for ref, d in table.items():
+        v.matching(ref, _REF_TEXT, "a run reference (Flow/run_id)", at / str(ref))
+        out[ref] = _upstream(ref, d, at / ref)
+    return out
+
+
+def _run_option(value: Any, at: v.At) -> str:
+    text: str = v.of_type(value, str, at)
+    if "\0" in text or len(text) > 10000:
+        at.fail(value, "a command-line option")
+    return text
+
+
+def _strings(value: Any, at: v.At) -> dict[str, str]:
+    return v.table_of(value, at, v.string, v.string)
+
+
+def _scalars(value: Any, at: v.At) -> dict[str, Any]:
+    return v.table_of(value, at, v.string, lambda x, a: v.of_type(x, _SCALAR, a))
+
+
+def _recorded_settings(value: Any, at: v.At) -> dict[str, Any]:
+    """Scalars; the settings a replay passes back (``RECORDED_SETTINGS``) of the type they are recorded as."""
+    table = _scalars(value, at)
+    for key, x in table.items():
+        if problem := recorded_setting_problem(key, x):
+            (at / key).fail(x, problem)
+    return table
+
+
+def from_json(text: str, where: str) -> RunRecord:
+    """Decode and validate a record: untrusted input (a store, a file a user hands us), so every field is checked.
+
+    Raises ``BadInput`` naming ``where``, the field path and the bad value."""
+    try:
+        doc = json.loads(text)
+    except ValueError as exc:
+        raise BadInput(f"{where}: not a run record (invalid JSON: {exc})") from None
+    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
+        raise BadInput(
+            f"{where}: not a repro run record (schema is {doc.get('schema') if isinstance(doc, dict) else None!r})"
+        )
+    version = doc.get("schema_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise BadInput(f"{where}: unknown run record schema version {version!r}")
+    if version > SCHEMA_VERSION:
+        raise BadInput(
+            f"{where}: this run record uses schema version {version}, newer than this repro "
+            f"understands ({SCHEMA_VERSION}); upgrade repro to read it"
+        )
+    return _decode(doc, v.At(where))
+
+
+def _decode(doc: dict[str, Any], at: v.At) -> RunRecord:
+    v.only(doc, _RECORD_KEYS, at)
+    steps = v.table_of(v.need(doc, "steps", dict, at), at / "steps", v.identifier, _step)
+    envs = {}
+    for env_id, d in v.need(doc, "envs", dict, at).items():
+        if env_id == "disabled" or not isinstance(d, dict):  # disabled steps have no environment
+            (at / "envs" / env_id).fail(d, "an environment")
+        envs[env_id] = PlatformLock.from_dict(d, at / "envs" / env_id, env_id=v.env_id(env_id, at / "envs" / env_id))
+    for name, s in steps.items():
+        if s.env_id != "disabled" and s.env_id not in envs:
+            (at / "steps" / name / "env_id").fail(s.env_id, "an env id listed in 'envs'")
+    order = tuple(v.list_of(v.opt(doc, "step_order", list, [], at), at / "step_order", v.identifier)) or tuple(steps)
+    graph = v.table_of(
+        v.opt(doc, "graph", dict, {}, at), at / "graph", v.identifier, lambda x, a: tuple(v.list_of(x, a, v.identifier))
+    )
+    return RunRecord(
+        flow=v.identifier(v.need(doc, "flow", str, at), at / "flow"),
+        run_id=v.name(v.need(doc, "run_id", str, at), at / "run_id"),
+        flow_file=v.relative_path(v.need(doc, "flow_file", str, at), at / "flow_file"),
+        code_sha256=v.hex_digest(v.need(doc, "code_sha256", str, at), 64, at / "code_sha256"),
+        lock_sha256=v.hex_digest(v.need(doc, "lock_sha256", str, at), 64, at / "lock_sha256"),
+        parameters=v.table_of(
+            v.need(doc, "parameters", dict, at),
+            at / "parameters",
+            lambda k, a: v.matching(k, v.PARAMETER_NAME, "a parameter name", a),
+            lambda x, a: x,
+        ),
+        pythonhashseed=v.need(doc, "pythonhashseed", str, at),
+        metaflow_version=v.need(doc, "metaflow_version", str, at),
+        repro_version=v.need(doc, "repro_version", str, at),
+        host=_strings(v.need(doc, "host", dict, at), at / "host"),
+        datastore=v.table_of(
+            v.need(doc, "datastore", dict, at),
+            at / "datastore",
+            v.string,
+            lambda x, a: v.of_type(x, (str, type(None)), a),
+        ),
+        steps={name: steps[name] for name in order if name in steps},
+        envs=envs,
+        created_at=v.opt(doc, "created_at", str, "", at),
+        duration_s=v.opt(doc, "duration_s", float, 0.0, at),
+        status=v.choice(v.opt(doc, "status", str, RunStatus.SUCCESS.value, at), RunStatus, at / "status"),
+        pickle_checks=tuple(v.list_of(v.opt(doc, "pickle_checks", list, [], at), at / "pickle_checks", _check)),
+        settings=_recorded_settings(v.opt(doc, "settings", dict, {}, at), at / "settings"),
+        graph=graph,
+        step_order=order,
+        replay_of=(
+            v.matching(
+                v.opt(doc, "replay_of", str, "", at), _REF_TEXT, "a run reference (Flow/run_id)", at / "replay_of"
+            )
+            if doc.get("replay_of")
+            else ""
+        ),
+        include_files=v.table_of(
+            v.opt(doc, "include_files", dict, {}, at), at / "include_files", _parameter_name, _included
+        ),
+        configs=v.table_of(v.opt(doc, "configs", dict, {}, at), at / "configs", _parameter_name, _config),
+        run_options=tuple(v.list_of(v.opt(doc, "run_options", list, [], at), at / "run_options", _run_option)),
+        identity=_identity(v.opt(doc, "identity", str, "", at), at / "identity"),
+        inputs=upstream_runs(v.opt(doc, "inputs", dict, {}, at), at / "inputs"),
+        interpreters=_interpreters(v.opt(doc, "interpreters", dict, {}, at), at / "interpreters"),
+        executor=Executor.from_dict(doc["executor"], at / "executor") if "executor" in doc else Executor(),
+    )
+
+
+def _interpreters(table: dict[str, Any], at: v.At) -> dict[str, InterpreterSnapshot]:
+    out = {}
+    for version, d in table.items():
+        snap = InterpreterSnapshot.from_dict(d, at / version)
+        if snap.python != version:
+            (at / version / "python").fail(snap.python, f"the version it is filed under ({version})")
+        out[version] = snap
+    return out
+
+
+def _identity(value: str, at: v.At) -> str:
+    if not value:
+        return ""
+    cls, _, where = value.partition(":")
+    v.identifier(cls, at)
+    if where.startswith("@"):
+        if not re.match(r"^@[A-Za-z0-9_.\-]+/[A-Za-z0-9_.\-]+$", where):
+            at.fail(value, "a flow identity (Class:@project/branch)")
+    else:
+        v.relative_path(where, at)
+    return value
+
+
+def _parameter_name(k: Any, at: v.At) -> str:
+    return v.matching(k, v.PARAMETER_NAME, "a parameter name", at)

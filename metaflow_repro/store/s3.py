@@ -1,0 +1,197 @@
+"""A store in S3 (``s3://bucket/prefix``) through boto3.
+
+Credentials come from boto3's standard chain; ``AWS_ENDPOINT_URL_S3`` points it at an
+S3-compatible server. Connection failures are infrastructure errors (exit code 3).
+"""
+
+from __future__ import annotations
+
+import base64
+import builtins
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import NoReturn
+from urllib.parse import urlparse
+
+from metaflow_repro.errors import BadInput, InfraError
+from metaflow_repro.settings import env_setting
+from metaflow_repro.store.base import ObjectInfo, Store, StoreObjectMissing
+
+SINGLE_PUT_LIMIT = 5 * 1024**3  # S3's limit for one PUT
+
+
+class S3Store(Store):
+    def __init__(self, uri: str):
+        import boto3
+        from boto3.s3.transfer import TransferConfig
+        from botocore.config import Config
+
+        parsed = urlparse(uri)
+        if not parsed.netloc:
+            raise BadInput(f"store {uri!r}: an S3 store needs a bucket: s3://bucket/prefix")
+        self.bucket = parsed.netloc
+        self.prefix = parsed.path.strip("/")
+        self.uri = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
+        config = Config(
+            retries={"max_attempts": 3, "mode": "standard"},
+            connect_timeout=5,
+            read_timeout=120,
+            max_pool_connections=32,
+        )
+        self.client = boto3.session.Session().client("s3", config=config, endpoint_url=env_setting("s3_endpoint"))
+        self.transfer = TransferConfig()  # boto3's defaults: ranged, parallel transfers above 8 MB
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _fail(self, what: str, exc: Exception) -> NoReturn:
+        from botocore.exceptions import ClientError
+
+        if isinstance(exc, ClientError):
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code in ("404", "NoSuchKey", "NotFound"):
+                raise StoreObjectMissing(f"store {self.uri}: missing object {what}") from None
+            if code in ("NoSuchBucket",):
+                raise InfraError(f"store {self.uri}: bucket {self.bucket} does not exist") from None
+        raise InfraError(f"store {self.uri}: {what}: {type(exc).__name__}: {exc}") from None
+
+    def stat(self, key: str) -> ObjectInfo | None:
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except Exception as exc:
+            try:
+                self._fail(key, exc)  # always raises
+            except StoreObjectMissing:
+                return None
+        return ObjectInfo(key, head["ContentLength"], head["LastModified"].timestamp())
+
+    def touch(self, key: str) -> None:
+        try:  # copying an object onto itself (new metadata) gives it a new LastModified
+            self.client.copy_object(
+                Bucket=self.bucket,
+                Key=self._key(key),
+                MetadataDirective="REPLACE",
+                CopySource={"Bucket": self.bucket, "Key": self._key(key)},
+                Metadata={"repro-touched": str(int(time.time()))},
+            )
+        except Exception as exc:
+            self._fail(f"touch {key}", exc)
+
+    def put_file(self, key: str, path: Path, sha256: str | None = None) -> None:
+        """With ``sha256`` (and below S3's 5 GB single-upload limit) one PUT that carries it: S3 refuses
+        bytes that do not match, and keeps it as the object's whole-object checksum for later checks.
+        Otherwise a (multipart) transfer, whose checksum is a composite that ``sha256`` cannot use."""
+        try:
+            if sha256 and path.stat().st_size < SINGLE_PUT_LIMIT:
+                with open(path, "rb") as body:
+                    self.client.put_object(
+                        Bucket=self.bucket,
+                        Key=self._key(key),
+                        Body=body,
+                        ChecksumAlgorithm="SHA256",
+                        ChecksumSHA256=base64.b64encode(bytes.fromhex(sha256)).decode(),
+                    )
+            else:
+                self.client.upload_file(
+                    str(path),
+                    self.bucket,
+                    self._key(key),
+                    Config=self.transfer,
+                    ExtraArgs={"ChecksumAlgorithm": "SHA256"},
+                )
+        except Exception as exc:
+            self._fail(f"upload {key}", exc)
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, ChecksumAlgorithm="SHA256")
+        except Exception as exc:
+            self._fail(f"upload {key}", exc)
+
+    def get_file(self, key: str, dest: Path) -> None:
+        dest = Path(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".partial-", dir=dest.parent)
+        os.close(fd)
+        try:
+            self.client.download_file(self.bucket, self._key(key), tmp, Config=self.transfer)
+            os.replace(tmp, dest)
+        except Exception as exc:
+            self._fail(key, exc)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+
+    def get_bytes(self, key: str) -> bytes:
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+        except Exception as exc:
+            self._fail(key, exc)
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self._key(prefix))
+            for page in pages:
+                for obj in page.get("Contents", []):
+                    yield ObjectInfo(obj["Key"][strip:], obj["Size"], obj["LastModified"].timestamp())
+        except Exception as exc:
+            self._fail(f"list {prefix}", exc)
+
+    def sha256(self, key: str) -> str | None:
+        """S3's own ``ChecksumSHA256`` (checked by the server on upload) when the object has a
+        whole-object one; else (a multipart upload's composite checksum, none at all) download and hash."""
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=self._key(key), ChecksumMode="ENABLED")
+        except Exception as exc:
+            try:
+                self._fail(key, exc)
+            except StoreObjectMissing:
+                return None
+        checksum = head.get("ChecksumSHA256") or ""
+        multipart = "-" in head.get("ETag", "") or "-" in checksum or head.get("ChecksumType") == "COMPOSITE"
+        if checksum and not multipart:
+            try:
+                return base64.b64decode(checksum).hex()
+            except ValueError:
+                pass
+        return super().sha256(key)
+
+    def abort_stale_uploads(self, older_than: float) -> builtins.list[str]:
+        """Abort multipart uploads started more than ``older_than`` seconds ago (a killed push's parts
+        cost storage forever otherwise)."""
+        aborted: builtins.list[str] = []
+        now = time.time()
+        try:
+            pages = self.client.get_paginator("list_multipart_uploads").paginate(
+                Bucket=self.bucket, Prefix=self._key("")
+            )
+            for page in pages:
+                for up in page.get("Uploads", []):
+                    if now - up["Initiated"].timestamp() >= older_than:
+                        self.client.abort_multipart_upload(Bucket=self.bucket, Key=up["Key"], UploadId=up["UploadId"])
+                        aborted.append(up["Key"])
+        except Exception as exc:
+            self._fail("abort stale multipart uploads", exc)
+        return aborted
+
+    def require_existing(self) -> None:
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except Exception as exc:
+            from botocore.exceptions import ClientError
+
+            if isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") in ("404", "NoSuchBucket"):
+                raise BadInput(
+                    f"store {self.uri}: bucket {self.bucket!r} does not exist; check the store URI "
+                    "(--store, REPRO_STORE or `store` under [tool.repro])"
+                ) from None
+            self._fail("open the bucket", exc)
+
+    def delete(self, key: str) -> None:
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+        except Exception as exc:
+            self._fail(f"delete {key}", exc)

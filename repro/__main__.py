@@ -1,5 +1,0 @@
-import sys
-
-from repro.cli.main import main
-
-sys.exit(main())
