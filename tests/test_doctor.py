@@ -43,7 +43,7 @@ def test_a_read_only_repro_home_is_a_problem_and_exit_1(tmp_path, repro_home):
     home.mkdir()
     script = (
         f"mount --bind {home} {home} && mount -o remount,bind,ro {home} && "
-        f"{sys.executable} -m repro doctor --store {(tmp_path / 'store').as_uri()}"
+        f"{sys.executable} -m metaflow_repro doctor --store {(tmp_path / 'store').as_uri()}"
     )
     proc = subprocess.run(
         ["unshare", "-m", "sh", "-c", script],
