@@ -31,7 +31,7 @@ import tarfile
 import tempfile
 from pathlib import Path, PurePosixPath
 
-from metaflow_extensions.repro.plugins.batch_bootstrap import Refused, unpack_interpreter
+from metaflow_extensions.repro.plugins.batch_bootstrap import MAX_INFLATED, Refused, unpack_interpreter
 from metaflow_repro.env import pythons
 from metaflow_repro.env.cache import sha256_file
 from metaflow_repro.errors import BadInput, InfraError, IntegrityError
@@ -240,12 +240,14 @@ def _link_inside(link: Path, root: Path) -> bool:
     return os.path.realpath(os.path.join(link.parent, target)).startswith(str(root) + os.sep)
 
 
-def restore(snap: InterpreterSnapshot, tarball: Path, where: str = "") -> pythons.Interpreter:
+def restore(
+    snap: InterpreterSnapshot, tarball: Path, where: str = "", max_bytes: int = MAX_INFLATED
+) -> pythons.Interpreter:
     """The interpreter of ``snap`` at its recorded prefix: the one there if it has the recorded
     fingerprint, else (the prefix missing) extracted from ``tarball``: its sha256 is checked first, the
     whole gzip stream (its CRC and end) and every member while it is extracted into a staging folder,
     and the interpreter's fingerprint there (``_staged_problem``); only then is it renamed into place.
-    On any failure nothing of it is left."""
+    It never inflates past ``max_bytes`` (``archive-max-bytes``). On any failure nothing of it is left."""
     where = where or f"interpreter snapshot {snap.sha256[:12]} (Python {snap.python})"
     check_location(snap, "snapshot", where)
     prefix = Path(snap.prefix)
@@ -264,6 +266,7 @@ def restore(snap: InterpreterSnapshot, tarball: Path, where: str = "") -> python
                 snap.sha256,
                 str(prefix),
                 where,
+                max_inflated=max_bytes,
                 check=lambda staging: _staged_problem(snap, staging, staged),
             )
     except Refused as exc:
