@@ -32,7 +32,9 @@ def hostile_store(tmp_path_factory) -> str:
     store = open_store(root.as_uri())
 
     def put(record):
-        store.put_bytes(layout.record(layout.flow_dir(record.flow, record.identity), record.run_id), record.to_json().encode())
+        store.put_bytes(
+            layout.record(layout.flow_dir(record.flow, record.identity), record.run_id), record.to_json().encode()
+        )
 
     base = make_record()
     put(dataclasses.replace(base, run_id="1", metaflow_version="9" * 2_000_000))
@@ -45,7 +47,9 @@ def hostile_store(tmp_path_factory) -> str:
 def _check(r, where: str) -> None:
     for name, text in (("stdout", r.out), ("stderr", r.err)):
         raw = RAW.search(text)
-        assert raw is None, f"{where}: raw {raw.group()!r} in {name}: {text[max(0, raw.start() - 80) : raw.end() + 20]!r}"
+        assert raw is None, (
+            f"{where}: raw {raw.group()!r} in {name}: {text[max(0, raw.start() - 80) : raw.end() + 20]!r}"
+        )
         longest = max((len(line) for line in text.splitlines()), default=0)
         assert longest <= MAX_LINE, f"{where}: a line of {longest} characters in {name}"
 
@@ -62,7 +66,16 @@ def _check(r, where: str) -> None:
         ["show", "My\x1b[2JFlow/1"],
         ["verify"],
     ],
-    ids=["ls", "show-2mb-version", "show-escapes", "refused-record-escapes", "latest-10mb", "ref-10000", "ref-escape", "verify"],
+    ids=[
+        "ls",
+        "show-2mb-version",
+        "show-escapes",
+        "refused-record-escapes",
+        "latest-10mb",
+        "ref-10000",
+        "ref-escape",
+        "verify",
+    ],
 )
 def test_no_line_is_unbounded_or_holds_a_raw_control_character(hostile_store, tmp_path, args):
     r = cli("store", *args, "--store", hostile_store, env={"REPRO_HOME": str(tmp_path / "home")}, timeout=300)
