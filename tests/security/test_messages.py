@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from metaflow_repro.errors import LINE_CHARS, VALUE_CHARS, printable, printable_lines
+from metaflow_repro.errors import LINE_CHARS, VALUE_CHARS
 from metaflow_repro.store import layout, open_store
 from tests.helpers import cli
 from tests.unit.model.test_record import make_record
@@ -91,15 +91,6 @@ def test_what_was_cut_or_escaped_is_still_said(hostile_store, tmp_path):
     assert "2024\\x1b[2J\\x1b]0;owned\\x07\\u202eevil\\r\\x9b" in listing.out
     ref = cli("store", "show", "MyFlow/" + "a" * 10_000, "--store", hostile_store, env=env, timeout=300)
     assert ref.code == 2 and "characters)" in ref.err, ref.err[:3000]
-
-
-def test_the_helpers_escape_and_bound(tmp_path):
-    assert printable("a\x1b[2Jb\nc\td\u202e") == "a\\x1b[2Jb\\nc\td\\u202e"
-    assert printable("é 日本 ok") == "é 日本 ok"
-    assert printable("x" * 500, 10) == "x" * 10 + "...(500 characters)"
-    assert printable("\x1b" * 100, 10) == "\\x1b\\x1b\\x...(100 characters)"  # escapes count toward the bound
-    text = printable_lines("\n".join(f"line {i}\x1b" for i in range(500)), line_limit=50, max_lines=3)
-    assert text == "line 0\\x1b\nline 1\\x1b\nline 2\\x1b\n...and 497 more lines"
 
 
 def test_the_report_terminal_rendering_is_escaped_and_bounded():
