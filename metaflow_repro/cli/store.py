@@ -8,7 +8,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from metaflow_repro.cli.common import LIST_LIMIT, add_flag, add_ref, add_store, capped_lines, pickle_table
+from metaflow_repro.cli.common import LIST_LIMIT, add_flag, add_ref, add_store, capped_lines, log, pickle_table
 from metaflow_repro.errors import EXIT_DRIFT, EXIT_OK, VALUE_CHARS, printable, printable_lines
 
 if TYPE_CHECKING:
@@ -19,10 +19,6 @@ def _say(text: str) -> None:
     """Print (stdout) what a command shows: names and values from records and the store, which are
     untrusted, so every line is escaped and bounded (``printable_lines``), however long the listing."""
     print(printable_lines(text, max_lines=sys.maxsize))
-
-
-def log(text: str) -> None:
-    print(printable_lines(text, max_lines=sys.maxsize), file=sys.stderr, flush=True)
 
 
 def configure(st: argparse.ArgumentParser) -> None:
