@@ -153,3 +153,30 @@ def test_a_real_interpreter_is_proven_in_staging_and_placed(tmp_path, monkeypatc
     assert facts_fingerprint(restored.facts) == snap.fingerprint
     assert _left(pyenv_root / "versions") == [interp.version]  # no staging folder left
     assert os.access(restored.path, os.X_OK)
+
+
+def test_a_replay_pulling_a_hostile_snapshot_from_the_store_refuses_it_every_time(tmp_path, monkeypatch):
+    """The replay's own path (``recorded_interpreter``: pulled from a store, verified, restored): exit 3
+    each time, and never a tree at the prefix that a later replay would call "left alone" and pyenv use."""
+    import dataclasses
+
+    from metaflow_repro.operations.replay import recorded_interpreter
+    from metaflow_repro.settings import load_settings
+    from metaflow_repro.store import layout, open_store
+    from tests.unit.model.test_record import make_record
+
+    monkeypatch.setenv("PYENV_ROOT", str(tmp_path / "pyenv"))
+    monkeypatch.setenv("REPRO_HOME", str(tmp_path / "home"))
+    tarball = _script_tarball(tmp_path / "evil.tar.gz", f"#!/bin/sh\ntouch {tmp_path / 'ran'}\nexit 1\n")
+    prefix = tmp_path / "pyenv" / "versions" / "3.11.7"
+    snap = _snap(tarball, prefix)
+    store = open_store((tmp_path / "store").as_uri())
+    store.put_file(layout.python_snapshot(snap.sha256), tarball)
+    record = dataclasses.replace(make_record(), interpreters={"3.11.7": snap})
+    settings = load_settings(tmp_path)
+    for _ in range(2):
+        with pytest.raises(IntegrityError, match="gave no facts") as info:
+            recorded_interpreter(record, "3.11.7", store, settings, "MyFlow/1 Python 3.11.7", lambda m: None)
+        assert info.value.exit_code == EXIT_INFRA and "left alone" not in str(info.value)
+        assert not prefix.exists() and _left(tmp_path / "pyenv" / "versions") == []
+    assert (tmp_path / "ran").exists()  # it did run: in the staging folder only
