@@ -9,6 +9,7 @@ bytes that do not match their hash).
 from __future__ import annotations
 
 import errno
+import re
 
 EXIT_OK = 0
 EXIT_DRIFT = 1
@@ -114,3 +115,47 @@ def from_os_error(exc: OSError) -> ReproError:
             path=str(exc.filename or ""),
         )
     return InfraError(f"{where}: {what}", path=str(exc.filename or ""))
+
+
+# -- what a message may show ------------------------------------------------------------------------
+
+#: the most characters of one value (a field of a record, a REF, a pointer) a message or listing shows
+VALUE_CHARS = 200
+#: the most characters of one line the command line prints
+LINE_CHARS = 1000
+#: the most lines of one error message the command line prints
+MESSAGE_LINES = 200
+
+#: characters never printed as they are: the C0 controls but tab (a newline too: a value never starts a
+#: line of its own), DEL and the C1 controls, Unicode's invisible format characters (bidirectional
+#: overrides and isolates, zero-width characters, line and paragraph separators, tags) and lone
+#: surrogates (a file name read with surrogateescape)
+_UNSAFE = re.compile(
+    "[\x00-\x08\x0a-\x1f\x7f-\x9f\u00ad\u0600-\u0605\u061c\u06dd\u070f\u180e\u200b-\u200f"
+    "\u2028-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb\ud800-\udfff\U000e0001\U000e0020-\U000e007f]"
+)
+
+
+def _escaped(match: re.Match) -> str:
+    return match.group().encode("unicode_escape", "backslashreplace").decode("ascii")
+
+
+def printable(value: object, limit: int = VALUE_CHARS) -> str:
+    """``str(value)`` safe to print on a terminal and short: every control or invisible format
+    character escaped (``\\x1b``, ``\\u202e``; newlines too), and past ``limit`` characters cut, saying
+    how long it was (``...(2000000 characters)``). Pure; for values and single lines."""
+    text = str(value)
+    shown = _UNSAFE.sub(_escaped, text[:limit])
+    if len(text) <= limit and len(shown) <= limit:
+        return shown
+    return f"{shown[:limit]}...({len(text)} characters)"
+
+
+def printable_lines(text: str, line_limit: int = LINE_CHARS, max_lines: int = MESSAGE_LINES) -> str:
+    """A message (or a rendered listing) safe to print: its lines kept, each ``printable`` within
+    ``line_limit``, and at most ``max_lines`` of them, then how many more there were."""
+    lines = str(text).split("\n")
+    shown = [printable(line, line_limit) for line in lines[:max_lines]]
+    if len(lines) > max_lines:
+        shown.append(f"...and {len(lines) - max_lines} more lines")
+    return "\n".join(shown)

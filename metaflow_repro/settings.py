@@ -29,6 +29,8 @@ REPLAY_PLACES = ("local", "docker", "batch")
 DEFAULT_CHANNELS = ("conda-forge",)
 DEFAULT_HOME = "~/.cache/repro"
 DEFAULT_ARTIFACT_MAX_BYTES = 16 << 20
+#: the most an archive repro extracts may hold (as the Batch bootstrap's cap: a 3.11 prefix is ~200 MB)
+DEFAULT_ARCHIVE_MAX_BYTES = 2 << 30
 DEFAULT_REPORT_DIR = "reports"
 #: on each Batch instance (a host volume): the ECS-optimized AMI's /var is the instance's own disk
 DEFAULT_BATCH_CACHE = "/var/cache/repro"
@@ -519,6 +521,16 @@ SETTINGS: tuple[Setting, ...] = (
         "interpreters and built envs for the instance's later jobs; `off` builds every job's env from the store "
         "(Fargate queues never get one: they have no host volumes)",
     ),
+    Setting(
+        "archive_max_bytes",
+        "REPRO_ARCHIVE_MAX_BYTES",
+        "archive-max-bytes",
+        BYTES,
+        DEFAULT_ARCHIVE_MAX_BYTES,
+        "the most the files of one archive repro unpacks may hold together (a code package, an interpreter "
+        "snapshot, an IncludeFile input): a larger one is refused, named, before it fills the disk",
+        shown_default="`2147483648` (2 GiB)",
+    ),
 )
 
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
@@ -551,6 +563,7 @@ class Settings:
     report: str = DEFAULT_REPORT_DIR
     on: str = "local"
     batch_cache: str = DEFAULT_BATCH_CACHE
+    archive_max_bytes: int = DEFAULT_ARCHIVE_MAX_BYTES
     config_file: Path | None = None  # the pyproject.toml read, if any
     origins: dict = field(default_factory=dict, compare=False, repr=False)  # name -> variable, file key, "default"
 

@@ -153,11 +153,14 @@ def _as_json(value):
 
 def _included(obj, inputs_dir: str) -> IncludedFile:
     """The bytes of an IncludeFile, as the user's file had them (Metaflow keeps them gzipped)."""
-    import gzip
     import hashlib
     import os
 
     from metaflow.includefile import UploaderV1
+
+    from metaflow_repro.adapter.codepackage import gunzip
+    from metaflow_repro.errors import BadInput
+    from metaflow_repro.settings import env_setting
 
     descriptor = getattr(obj, "descriptor", None)
     if not isinstance(descriptor, dict) or "url" not in descriptor:
@@ -170,7 +173,10 @@ def _included(obj, inputs_dir: str) -> IncludedFile:
         with open(got.path, "rb") as fh:
             data = fh.read()
     if descriptor.get("type") == "uploader-v1" or descriptor.get("sub-type") == "uploaded":
-        data = gzip.decompress(data)
+        try:
+            data = gunzip(data, env_setting("archive_max_bytes"), f"IncludeFile contents at {url}")
+        except BadInput as exc:
+            raise SystemExit(str(exc)) from None
     sha = hashlib.sha256(data).hexdigest()
     os.makedirs(inputs_dir, exist_ok=True)
     target = os.path.join(inputs_dir, sha)

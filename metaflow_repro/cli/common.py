@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from metaflow_repro.errors import ReproError
+from metaflow_repro.errors import ReproError, printable_lines
 
 #: how many items a message lists before "and N more" (a store or a declaration may hold thousands)
 LIST_LIMIT = 20
@@ -22,7 +22,7 @@ REF_HELP = "FlowName/run_id, FlowName/latest, or a record.json file"
 
 
 def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    print(printable_lines(msg, max_lines=sys.maxsize), file=sys.stderr, flush=True)  # names from records
 
 
 def capped_lines(lines: list[str], limit: int = LIST_LIMIT, indent: str = "  ") -> list[str]:

@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from metaflow_repro.errors import EXIT_INFRA, ReproError, from_os_error
+from metaflow_repro.errors import EXIT_INFRA, ReproError, from_os_error, printable_lines
 
 #: the commands that take options for Metaflow's `run` after --
 PASSTHROUGH = ("run", "replay")
@@ -70,7 +70,7 @@ def _main(argv: list[str] | None) -> int:
     try:
         return _dispatch(args)
     except ReproError as exc:
-        print(f"repro: error: {exc}", file=sys.stderr)
+        _error(f"repro: error: {exc}")
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
@@ -78,15 +78,19 @@ def _main(argv: list[str] | None) -> int:
         if _debug():
             raise
         error = from_os_error(exc)
-        print(f"repro: error: {error}", file=sys.stderr)
+        _error(f"repro: error: {error}")
         return error.exit_code
     except Exception as exc:
         if _debug():
             raise
-        print(
-            f"repro: internal error: {type(exc).__name__}: {exc} (REPRO_DEBUG=1 shows the traceback)", file=sys.stderr
-        )
+        _error(f"repro: internal error: {type(exc).__name__}: {exc} (REPRO_DEBUG=1 shows the traceback)")
         return EXIT_INFRA
+
+
+def _error(message: str) -> None:
+    """Print an error for people: its values come from records, stores and files (untrusted), so no
+    line is longer than a bound nor holds a raw control character (``printable_lines``)."""
+    print(printable_lines(message), file=sys.stderr)
 
 
 def _debug() -> bool:

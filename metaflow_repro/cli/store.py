@@ -5,13 +5,20 @@ gc, push)."""
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import TYPE_CHECKING
 
 from metaflow_repro.cli.common import LIST_LIMIT, add_flag, add_ref, add_store, capped_lines, log, pickle_table
-from metaflow_repro.errors import EXIT_DRIFT, EXIT_OK
+from metaflow_repro.errors import EXIT_DRIFT, EXIT_OK, VALUE_CHARS, printable, printable_lines
 
 if TYPE_CHECKING:
     from metaflow_repro.settings import Settings
+
+
+def _say(text: str) -> None:
+    """Print (stdout) what a command shows: names and values from records and the store, which are
+    untrusted, so every line is escaped and bounded (``printable_lines``), however long the listing."""
+    print(printable_lines(text, max_lines=sys.maxsize))
 
 
 def configure(st: argparse.ArgumentParser) -> None:
@@ -56,17 +63,17 @@ def ls(args: argparse.Namespace, settings: Settings) -> int:
     found = listing(open_named(settings, args.store))
     rows = [
         [
-            r.flow,
-            r.run_id,
-            r.created_at,
-            r.status,
+            printable(r.flow),
+            printable(r.run_id),
+            printable(r.created_at),
+            printable(r.status),
             len(r.steps),
             len(r.envs),
             sum(len(t.artifacts) for s in r.steps.values() for t in s.tasks.values()),
         ]
         for r in found.records
     ]
-    print(tabulate(rows, headers=["flow", "run", "created", "status", "steps", "envs", "artifacts"]))
+    _say(tabulate(rows, headers=["flow", "run", "created", "status", "steps", "envs", "artifacts"]))
     for key, _ in found.broken[:LIST_LIMIT]:
         log(f"repro: {key}: unreadable record, left out (`repro store verify` says why)")
     if len(found.broken) > LIST_LIMIT:
@@ -80,51 +87,54 @@ def show(args: argparse.Namespace, settings: Settings) -> int:
     from metaflow_repro.operations.records import load, open_named
 
     r = load(open_named(settings, args.store), args.ref)
-    print(
-        f"{r.ref}  created {r.created_at}  status {r.status}  metaflow {r.metaflow_version}  "
-        f"PYTHONHASHSEED={r.pythonhashseed}"
+    p = printable
+    _say(
+        f"{p(r.ref)}  created {p(r.created_at)}  status {p(r.status)}  metaflow {p(r.metaflow_version)}  "
+        f"PYTHONHASHSEED={p(r.pythonhashseed)}"
     )
     for line in _provenance(r) + _inputs(r):
-        print(line)
+        _say(line)
     rows = [
-        [name, s.env_id[:12], len(s.tasks), sum(len(t.artifacts) for t in s.tasks.values())]
+        [p(name), s.env_id[:12], len(s.tasks), sum(len(t.artifacts) for t in s.tasks.values())]
         for name, s in r.steps.items()
     ]
-    print(tabulate(rows, headers=["step", "env id", "tasks", "artifacts"]))
-    print(pickle_table(r))
+    _say(tabulate(rows, headers=["step", "env id", "tasks", "artifacts"]))
+    _say(pickle_table(r))
     return EXIT_OK
 
 
 def _provenance(r) -> list[str]:
     """Where a run came from: its flow identity, the run it replays, where it ran, its interpreters
     and run options."""
+    p = printable
     lines = []
     if r.identity:
-        lines.append(f"flow {r.identity}")
+        lines.append(f"flow {p(r.identity)}")
     if r.replay_of:
-        lines.append(f"replay of {r.replay_of}")
+        lines.append(f"replay of {p(r.replay_of)}")
     if r.executor.image:
-        lines.append(f"ran on {r.executor.kind} (image {r.executor.image})")
+        lines.append(f"ran on {r.executor.kind} (image {p(r.executor.image)})")
     for version, snap in sorted(r.interpreters.items()):
-        lines.append(f"Python {version}: snapshot {snap.sha256[:12]} ({snap.size / 1e6:.1f} MB) of {snap.prefix}")
+        lines.append(f"Python {p(version)}: snapshot {snap.sha256[:12]} ({snap.size / 1e6:.1f} MB) of {p(snap.prefix)}")
     if r.run_options:
-        lines.append("run options: " + " ".join(r.run_options))
+        lines.append("run options: " + p(" ".join(r.run_options), 4 * VALUE_CHARS))
     return lines
 
 
 def _inputs(r) -> list[str]:
     """What a run read: its IncludeFiles, Config values and other flows' runs."""
+    p = printable
     lines = [
-        f"IncludeFile {name}: {inc.name}, {inc.size} bytes, sha256 {inc.sha256[:12]}{'' if inc.is_text else ', binary'}"
+        f"IncludeFile {p(name)}: {p(inc.name)}, {inc.size} bytes, sha256 {inc.sha256[:12]}"
+        + ("" if inc.is_text else ", binary")
         for name, inc in r.include_files.items()
     ]
-    lines += [
-        f"Config {name} ({cfg.source}): {cfg.value if len(cfg.value) <= 200 else cfg.value[:200] + '...'}"
-        for name, cfg in r.configs.items()
-    ]
+    lines += [f"Config {p(name)} ({p(cfg.source)}): {p(cfg.value)}" for name, cfg in r.configs.items()]
     for ref, up in r.inputs.items():
         read = sorted(f"{key}/{n}" for key, t in up.tasks.items() for n in t.artifacts)
-        lines.append(f"input {ref} ({up.via}), read by {', '.join(up.read_by)}: {', '.join(read) or 'no artifacts'}")
+        lines.append(
+            f"input {p(ref)} ({p(up.via)}), read by {p(', '.join(up.read_by))}: {p(', '.join(read) or 'no artifacts')}"
+        )
     return lines
 
 
@@ -142,20 +152,20 @@ def verify(args: argparse.Namespace, settings: Settings) -> int:
             return EXIT_DRIFT if bad else EXIT_OK
     found = check_store(store, args.ref)
     bad += found.bad
-    print(verify_report(found.broken, found.results, store.uri))
+    _say(verify_report(found.broken, found.results, store.uri))
     return EXIT_DRIFT if bad else EXIT_OK
 
 
 def _print_cache(cache, settings) -> None:
     evicted = cache.evicted
-    print(
+    _say(
         f"package cache {settings.home.packages}: {cache.checked} file(s) re-hashed, "
         + (f"{len(evicted)} damaged and removed (fetched again when next needed):" if evicted else "ok")
     )
     for path in evicted[:LIST_LIMIT]:
-        print(f"  {path}")
+        _say(f"  {path}")
     if len(evicted) > LIST_LIMIT:
-        print(f"  and {len(evicted) - LIST_LIMIT} more")
+        _say(f"  and {len(evicted) - LIST_LIMIT} more")
 
 
 def verify_report(broken: list, results: list, uri: str, limit: int = LIST_LIMIT) -> str:
@@ -163,14 +173,14 @@ def verify_report(broken: list, results: list, uri: str, limit: int = LIST_LIMIT
     capped), records found intact after them (capped too), then one line of totals."""
     if not broken and not results:
         return f"store {uri}: no runs recorded"
-    lines = capped_lines([f"{key}: unreadable record: {why}" for key, why in broken], limit, "")
+    lines = capped_lines([f"{printable(key)}: unreadable record: {why}" for key, why in broken], limit, "")
     damaged = [(ref, problems) for ref, problems in results if problems]
     for ref, problems in damaged[:limit]:
-        lines.append(f"{ref}: {len(problems)} problem(s)")
+        lines.append(f"{printable(ref)}: {len(problems)} problem(s)")
         lines += capped_lines([f"  {p}" for p in problems], limit)
     if len(damaged) > limit:
         lines.append(f"and {len(damaged) - limit} more record(s) with problems")
-    lines += capped_lines([f"{ref}: ok" for ref, problems in results if not problems], limit, "")
+    lines += capped_lines([f"{printable(ref)}: ok" for ref, problems in results if not problems], limit, "")
     lines.append(
         f"store {uri}: {len(results) + len(broken)} record(s): {len(results) - len(damaged)} ok, "
         f"{len(damaged)} with problems, {len(broken)} unreadable"
@@ -184,8 +194,8 @@ def gc(args: argparse.Namespace, settings: Settings) -> int:
 
     removed = gc(open_named(settings, args.store), grace_seconds=args.grace_hours * 3600, dry_run=args.dry_run)
     verb = "would remove" if args.dry_run else "removed"
-    print(f"{verb} {len(removed)} object(s) no record names")
-    print("\n".join(capped_lines([f"  {key}" for key in removed])))
+    _say(f"{verb} {len(removed)} object(s) no record names")
+    _say("\n".join(capped_lines([f"  {printable(key)}" for key in removed])))
     return EXIT_OK
 
 
@@ -193,5 +203,5 @@ def push(args: argparse.Namespace, settings: Settings) -> int:
     from metaflow_repro.operations.push import push
 
     pushed = push(args.ref, args.store, settings, log=log)
-    print(f"pushed {pushed.record.ref} to {pushed.store}")
+    _say(f"pushed {printable(pushed.record.ref)} to {pushed.store}")
     return EXIT_OK

@@ -14,7 +14,9 @@ A tarball is untrusted until proven: its sha256 is checked before anything is ex
 member must be a file, folder or link that stays inside the prefix, and the restored interpreter's
 facts must have the recorded fingerprint before it is used. Restoring is ``unpack_interpreter``, the
 one extractor the Batch bootstrap uses too (task side, standard library: GNU tar extracts into a
-staging folder while every member is checked; renamed into place only when all checks passed).
+staging folder while every member and the whole gzip stream are checked; renamed into place only when
+all checks passed). On the host the restored interpreter is run for its fingerprint in that staging
+folder, isolated and with a timeout, before the rename: one that fails leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import tarfile
 import tempfile
 from pathlib import Path, PurePosixPath
 
-from metaflow_extensions.repro.plugins.batch_bootstrap import Refused, unpack_interpreter
+from metaflow_extensions.repro.plugins.batch_bootstrap import MAX_INFLATED, Refused, unpack_interpreter
 from metaflow_repro.env import pythons
 from metaflow_repro.env.cache import sha256_file
 from metaflow_repro.errors import BadInput, InfraError, IntegrityError
@@ -238,42 +240,76 @@ def _link_inside(link: Path, root: Path) -> bool:
     return os.path.realpath(os.path.join(link.parent, target)).startswith(str(root) + os.sep)
 
 
-def restore(snap: InterpreterSnapshot, tarball: Path, where: str = "") -> pythons.Interpreter:
+def restore(
+    snap: InterpreterSnapshot, tarball: Path, where: str = "", max_bytes: int = MAX_INFLATED
+) -> pythons.Interpreter:
     """The interpreter of ``snap`` at its recorded prefix: the one there if it has the recorded
-    fingerprint, else (the prefix missing) extracted from ``tarball`` after its sha256 is checked."""
+    fingerprint, else (the prefix missing) extracted from ``tarball``: its sha256 is checked first, the
+    whole gzip stream (its CRC and end) and every member while it is extracted into a staging folder,
+    and the interpreter's fingerprint there (``_staged_problem``); only then is it renamed into place.
+    It never inflates past ``max_bytes`` (``archive-max-bytes``). On any failure nothing of it is left."""
     where = where or f"interpreter snapshot {snap.sha256[:12]} (Python {snap.python})"
     check_location(snap, "snapshot", where)
     prefix = Path(snap.prefix)
-    exe = prefix / snap.executable
     if prefix.exists():
-        found = pythons.probe(str(exe)) if exe.is_file() else None
-        if found is not None and facts_fingerprint(found.facts) == snap.fingerprint:
-            return found
-        raise InfraError(
-            f"{where}: {prefix} exists but is not the recorded interpreter "
-            f"(fingerprint {snap.fingerprint[:12]}); it is left alone. Move it away to let repro restore "
-            "the snapshot there, or replay on a machine (or `--on docker`) without it"
-        )
+        return _existing(snap, where)
     got = sha256_file(tarball)
     if got != snap.sha256:
         raise IntegrityError(
             f"{where}: {tarball} has sha256 {got}, the record says {snap.sha256}; nothing was extracted"
         )
+    staged: dict = {}
     try:
         with open(tarball, "rb") as fh:
-            # False when another process (a replay, an xdist worker, pull_and_restore's threads) restored
-            # this prefix meanwhile: theirs is kept, and proven by the fingerprint check below like ours
-            unpack_interpreter(iter(lambda: fh.read(1 << 20), b""), snap.sha256, str(prefix), where)
+            placed = unpack_interpreter(
+                iter(lambda: fh.read(1 << 20), b""),
+                snap.sha256,
+                str(prefix),
+                where,
+                max_inflated=max_bytes,
+                check=lambda staging: _staged_problem(snap, staging, staged),
+            )
     except Refused as exc:
         raise IntegrityError(str(exc)) from None
     pythons.probe.cache_clear()
-    found = pythons.probe(str(exe))
-    if found is None or facts_fingerprint(found.facts) != snap.fingerprint:
-        raise IntegrityError(
-            f"{where}: the interpreter restored at {prefix} does not have the recorded fingerprint "
-            f"{snap.fingerprint[:12]} (is this machine's libc or architecture different?)"
+    if not placed:
+        # another process (a replay, an xdist worker, pull_and_restore's threads) restored this prefix
+        # meanwhile: theirs is kept, and proven like any interpreter found there
+        return _existing(snap, where)
+    facts = staged["facts"]
+    return pythons.Interpreter(
+        path=str(prefix / snap.executable), version=facts["python"], facts_json=json.dumps(facts, sort_keys=True)
+    )
+
+
+def _existing(snap: InterpreterSnapshot, where: str) -> pythons.Interpreter:
+    """The interpreter already at ``snap``'s prefix, if it has the recorded fingerprint."""
+    prefix = Path(snap.prefix)
+    exe = prefix / snap.executable
+    found = pythons.probe(str(exe)) if exe.is_file() else None
+    if found is not None and facts_fingerprint(found.facts) == snap.fingerprint:
+        return found
+    raise InfraError(
+        f"{where}: {prefix} exists but is not the recorded interpreter "
+        f"(fingerprint {snap.fingerprint[:12]}); it is left alone. Move it away to let repro restore "
+        "the snapshot there, or replay on a machine (or `--on docker`) without it"
+    )
+
+
+def _staged_problem(snap: InterpreterSnapshot, staging: str, staged: dict) -> str:
+    """Why the interpreter extracted into ``staging`` is not the recorded one ("" if it is: its facts
+    are then put in ``staged``). It is run there only, isolated and bounded (``pythons.staged_facts``),
+    before anything is at the prefix pyenv and the replays look in."""
+    facts, why = pythons.staged_facts(staging, snap.executable)
+    if facts is None:
+        return f"its interpreter {snap.executable}, run in the staging folder, gave no facts ({why})"
+    if facts_fingerprint(facts) != snap.fingerprint:
+        return (
+            f"the interpreter in it does not have the recorded fingerprint {snap.fingerprint[:12]} "
+            "(is this machine's libc or architecture different?)"
         )
-    return found
+    staged["facts"] = facts
+    return ""
 
 
 def _read_json(path: Path) -> dict:

@@ -14,8 +14,10 @@ import glob
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,6 +137,57 @@ def _run_probe(path: str) -> Interpreter | None:
     if info["implementation"] != "cpython":
         return None
     return Interpreter(path=path, version=info["python"], facts_json=json.dumps(info, sort_keys=True))
+
+
+#: how long an interpreter restored into a staging folder may take to print its facts
+STAGED_TIMEOUT = 60.0
+#: the most a staged interpreter's answer may be (its facts are a few hundred bytes)
+_STAGED_MAX_OUTPUT = 1 << 16
+
+
+def _run_alone(cmd: list[str], cwd: str, env: dict, out, timeout: float) -> int:
+    """Run ``cmd`` in a process group of its own; whatever of the group is left when it exits or times
+    out is killed (an untrusted program leaves nothing running behind it)."""
+    proc = subprocess.Popen(
+        cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    try:
+        return proc.wait(timeout=timeout)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except OSError:
+            pass  # the group is gone already
+        proc.wait()
+
+
+def staged_facts(root: str, executable: str, timeout: float | None = None) -> tuple[dict | None, str]:
+    """(facts, "") of the interpreter ``root/executable`` that was just extracted into the staging folder
+    ``root`` and is not trusted yet, or (None, why not). It runs there only: isolated (``-I``), from
+    ``root``, with an environment of nothing but a plain PATH and ``root/lib`` for its shared library
+    (pyenv links ``libpython`` by the final prefix, which does not exist yet), killed after ``timeout``
+    seconds (``STAGED_TIMEOUT``). Nothing is cached: the answer is only as good as the check that reads it."""
+    timeout = STAGED_TIMEOUT if timeout is None else timeout
+    env = {"PATH": os.defpath, "LD_LIBRARY_PATH": os.path.join(root, "lib"), "LC_ALL": "C"}
+    cmd = [os.path.join(root, executable), "-I", "-S", str(_PROBE), "--interpreter"]
+    with tempfile.TemporaryFile() as answer:  # a file, not a pipe: what it prints is read up to a bound
+        try:
+            code = _run_alone(cmd, root, env, answer, timeout)
+        except subprocess.TimeoutExpired:
+            return None, f"it did not answer within {timeout:g} s"
+        except OSError as exc:
+            return None, f"it cannot be run ({exc.strerror or exc})"
+        answer.seek(0)
+        text = answer.read(_STAGED_MAX_OUTPUT)
+    if code != 0:
+        return None, f"it exited with code {code}"
+    try:
+        info = json.loads(text.decode("utf-8"))
+    except ValueError:
+        return None, "its answer is not the probe's"
+    if not isinstance(info, dict) or not isinstance(info.get("python"), str):
+        return None, "its answer is not the probe's"
+    return info, ""
 
 
 def _guess(path: str) -> str | None:

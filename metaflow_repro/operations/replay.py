@@ -16,7 +16,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from collections.abc import Mapping
@@ -27,6 +26,7 @@ from pathlib import Path
 from metaflow_extensions.repro.plugins import protocol
 from metaflow_repro import executors
 from metaflow_repro.adapter import lineage
+from metaflow_repro.adapter.codepackage import extract_tar
 from metaflow_repro.checks.compare import Comparison, ReplayCheck, Verdict
 from metaflow_repro.env import pythons
 from metaflow_repro.env.engine import environments
@@ -270,7 +270,9 @@ def prepare(request: ReplayRequest, log: Log, workdirs: list[Path]) -> ReplayPla
 def _recorded_code(settings: Settings, original: RunRecord, workdir: Path) -> tuple[Path, Path]:
     """The recorded code package (pulled and verified), extracted safely, and its flow file: never a
     file outside the package, and the recorded flow (a record naming another flow file is refused)."""
-    code = _extract_code(settings.home.code_package(original.code_sha256), workdir / "code", original)
+    code = _extract_code(
+        settings.home.code_package(original.code_sha256), workdir / "code", original, settings.archive_max_bytes
+    )
     flow_file = inside(code, original.flow_file, f"{original.ref}: flow_file")
     if not flow_file.is_file():
         raise BadInput(
@@ -461,7 +463,9 @@ def recorded_interpreter(
     if not Path(snap.prefix).exists():
         log(f"restoring Python {version} at {snap.prefix} from the store's snapshot {snap.sha256[:12]}")
         fetch_verified(store, layout.python_snapshot(snap.sha256), snap.sha256, tarball)
-    return restore(snap, tarball, where=f"{where}: interpreter snapshot {snap.sha256[:12]}")
+    return restore(
+        snap, tarball, where=f"{where}: interpreter snapshot {snap.sha256[:12]}", max_bytes=settings.archive_max_bytes
+    )
 
 
 def _recorded_metaflow_problem(code: Path, original: RunRecord) -> str:
@@ -630,21 +634,7 @@ def _workdir(settings: Settings, original: RunRecord) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"{original.run_id}-{time.strftime('%Y%m%dT%H%M%S')}-", dir=parent))
 
 
-def _extract_code(package: Path, code: Path, original: RunRecord) -> Path:
+def _extract_code(package: Path, code: Path, original: RunRecord, limit: int) -> Path:
     code.mkdir()
-    try:
-        with tarfile.open(package) as tar:
-            if hasattr(tarfile, "data_filter"):  # refuses absolute paths, links out of the folder, devices
-                tar.extractall(code, filter="data")
-            else:  # Python < 3.10.12 has no filters: check the members ourselves
-                for member in tar.getmembers():
-                    if not (member.isfile() or member.isdir()):
-                        raise BadInput(f"code package of {original.ref}: refusing unsafe member {member.name!r}")
-                    inside(code, member.name, f"code package of {original.ref}: member")
-                tar.extractall(code)
-    except tarfile.TarError as exc:  # FilterError (a member out of the folder, a link, a device) or not a tar
-        raise BadInput(
-            f"code package {package.name} of {original.ref} is unsafe or not a code package: "
-            f"{type(exc).__name__}: {exc}; nothing from it was used"
-        ) from None
+    extract_tar(package, code, limit, f"code package {package.name} of {original.ref}")
     return code

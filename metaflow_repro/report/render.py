@@ -6,10 +6,12 @@ from __future__ import annotations
 import functools
 import json
 import re
+import sys
 from pathlib import Path
 
 from tabulate import tabulate
 
+from metaflow_repro.errors import printable_lines
 from metaflow_repro.fsutil import atomic_write
 from metaflow_repro.model.record import PickleStatus
 from metaflow_repro.report.document import FlowReport, PickleRow, ReportDocument, StepOutcome, StepReport, plain
@@ -86,7 +88,7 @@ def terminal(doc: ReportDocument | dict) -> str:
             parts.append(f"{replay_where(f)}: {f['replay']['verdict'] or 'not run'}")
     if doc["flows"]:
         parts.append(PICKLE_NOTE)
-    return "\n".join(parts)
+    return printable_lines("\n".join(parts), max_lines=sys.maxsize)  # names from records: escaped, bounded
 
 
 def to_json(doc: ReportDocument | dict) -> str:

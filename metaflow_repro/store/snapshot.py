@@ -62,12 +62,13 @@ def parse_ref(text: str) -> Ref:
     if text.endswith(".json") or (os.sep in text and Path(text).exists()):
         path = Path(text)
         if not path.is_file():
-            raise BadInput(f"{text}: no such record file")
+            raise BadInput(f"{v.short(text)}: no such record file")
         return Ref(path=path)
     m = _REF.match(text or "")
     if not m:
         raise BadInput(
-            f"{text!r} is not a run reference: use FlowName/run_id, FlowName/latest, or the path of a record.json file"
+            f"{v.short(text)} is not a run reference: use FlowName/run_id, FlowName/latest, or the path of a "
+            "record.json file"
         )
     return Ref(flow=m.group(1), run_id=m.group(2))
 

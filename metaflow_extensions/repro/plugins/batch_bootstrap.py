@@ -173,6 +173,18 @@ class _Tee(object):
             self._more()
         self.buffer, self.pos = b"", 0
 
+    def problem(self):
+        """Why the whole stream is not one complete gzip member ("" if it is), once drained: zlib checks
+        the trailer's CRC and length only when it reaches them, so a stream cut before its trailer (or
+        with bytes after it) is refused here, whatever tarfile made of the tar inside."""
+        if self.error:
+            return self.error
+        if not self.inflate.eof:
+            return "the gzip stream is cut short (its end and CRC are missing)"
+        if self.inflate.unused_data:
+            return "bytes follow the end of the gzip stream"
+        return ""
+
 
 def _escapes(staging):
     """The first entry of the extracted tree that is not a plain file, folder or link resolving inside
@@ -225,14 +237,15 @@ def remove_tree(path):
         shutil.rmtree(path, onerror=_force_writable)
 
 
-def unpack_interpreter(chunks, sha256, prefix, what, max_inflated=MAX_INFLATED):
+def unpack_interpreter(chunks, sha256, prefix, what, max_inflated=MAX_INFLATED, check=None):
     """Extract the interpreter tarball (gzip'd tar) whose bytes ``chunks`` yields at ``prefix``, which must
     not exist. One pass: the bytes are hashed and inflated here, every member is checked (``member_problem``)
     while GNU tar (C: a standard library is thousands of small files) extracts the same stream into a
     staging folder beside ``prefix``. The staging folder is renamed into place only if the sha256 is
     ``sha256``, no member was refused, tar succeeded and no link in the extracted tree resolves outside
-    it; otherwise it is removed (with the folders this call created above it) and ``Refused`` names
-    ``what``. GNU tar itself never writes outside its folder (it strips a leading "/", skips ".." members
+    it, and ``check(staging)`` (if given: the host proves the interpreter's fingerprint there, before
+    anything is at ``prefix``) returns ""; otherwise it is removed (with the folders this call created
+    above it) and ``Refused`` names ``what``. GNU tar itself never writes outside its folder (it strips a leading "/", skips ".." members
     and defers links that point up); the stream never inflates past ``max_inflated`` bytes.
 
     Returns True, or False when another process put a folder at ``prefix`` meanwhile (two restores of
@@ -267,6 +280,8 @@ def unpack_interpreter(chunks, sha256, prefix, what, max_inflated=MAX_INFLATED):
                 except (tarfile.TarError, EOFError) as exc:
                     problem = "not a usable interpreter tarball (%s)" % (tee.error or exc)
                 tee.drain()
+                if not problem and tee.problem():
+                    problem = "not a usable interpreter tarball (%s)" % tee.problem()
             finally:
                 tee.close()
                 code = tar.wait()
@@ -279,7 +294,7 @@ def unpack_interpreter(chunks, sha256, prefix, what, max_inflated=MAX_INFLATED):
             raise Refused("%s: %s; nothing was extracted" % (what, problem))
         if code != 0:
             raise Refused("%s: not a usable interpreter tarball (tar exit %d: %s)" % (what, code, err.strip()[-500:]))
-        problem = _escapes(staging)
+        problem = _escapes(staging) or (check(staging) if check is not None else "")
         if problem:
             raise Refused("%s: %s; nothing was extracted" % (what, problem))
         try:
