@@ -113,7 +113,7 @@ def _start_values(
     run, kinds: dict, stores: _Stores, inputs_dir: str
 ) -> tuple[dict[str, Any], dict[str, IncludedFile], dict[str, str]]:
     """(parameters, included files, configs), read from the start task."""
-    start = run["start"].task
+    start = run[_start_step(run)].task
     parameters: dict[str, Any] = {}
     include_files: dict[str, IncludedFile] = {}
     configs: dict[str, str] = {}
@@ -140,7 +140,13 @@ def _start_datastore(run, start, stores: _Stores):
     key = (md.get("ds-type", "local"), md.get("ds-root"))
     if key not in stores.opened:
         return None
-    return stores.opened[key].get_task_datastore(run.id, "start", start.id, allow_not_done=True)
+    return stores.opened[key].get_task_datastore(run.id, start.path_components[2], start.id, allow_not_done=True)
+
+
+def _start_step(run) -> str:
+    """The run's start step, as Metaflow's client names it (``@step(start=True)``, else by name): the
+    ``start_step`` its runtime registered on the run's ``_parameters`` task."""
+    return str(run._graph_endpoints[0])
 
 
 def _as_json(value):
