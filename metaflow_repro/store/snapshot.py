@@ -142,10 +142,10 @@ def _flow_folder(store: Store, flow: str, run_id: str) -> str:
         if key is not None and (key.flow == flow or key.flow.startswith(flow + "@")):
             folders.setdefault(key.flow, set()).add(key.run_id if key.kind is layout.Kind.RECORD else "latest")
     having = sorted(f for f, names in folders.items() if run_id in names)
-    if len(having) > 1 and run_id == "latest":
+    if len(having) > 1:
         raise BadInput(
-            f"{flow}/latest is ambiguous in {store.uri}: {len(having)} flow files define {flow} "
-            f"({', '.join(having)}); name one, e.g. {having[0]}/latest"
+            f"{flow}/{run_id} is ambiguous in {store.uri}: {len(having)} flows (flow files or @project "
+            f"branches) define {flow} ({cap(having)}); name one, e.g. {having[0]}/{run_id}"
         )
     return having[0] if having else flow
 
