@@ -146,6 +146,9 @@ def test_custom_steps_and_a_bare_mutator_pass_pytest_repro_and_replay_identical_
     replay = _replay_offline("CustomStepsFlow/latest", store, tmp_path, mf_env)
     assert replay.returncode == 0, replay.stdout[-4000:] + replay.stderr[-3000:]
     assert "result: identical" in replay.stdout, replay.stdout[-4000:]
+    # the mutator's Parameter is no "undeclared parameter" to the store's check of the flow file either
+    verified = cli("store", "verify", "--store", store, env=mf_env, cwd=path.parent)
+    assert verified.code == 0 and "0 with problems" in verified.out, verified.text[-3000:]
 
 
 def test_a_replay_finds_an_upstream_runs_custom_end_step_again(tmp_path):

@@ -663,7 +663,8 @@ FLOW_FILE_MAX_BYTES = 16 << 20
 def declared_parameters(source: str, flow: str) -> set[str] | None:
     """The Parameters (and IncludeFiles) class ``flow`` declares in its body, read with ``ast`` (the file
     is never imported). None when the file alone cannot tell: no such class, a base other than
-    ``FlowSpec`` (a mixin may declare more), or a file that does not parse."""
+    ``FlowSpec`` (a mixin may declare more), a decorated class (a ``FlowMutator`` may add Parameters), or a
+    file that does not parse."""
     try:
         tree = ast.parse(source)
     except (SyntaxError, ValueError):
@@ -674,7 +675,7 @@ def declared_parameters(source: str, flow: str) -> set[str] | None:
         bases = [
             b.id if isinstance(b, ast.Name) else b.attr if isinstance(b, ast.Attribute) else "" for b in node.bases
         ]
-        if bases != ["FlowSpec"]:
+        if bases != ["FlowSpec"] or node.decorator_list:
             return None
         names: set[str] = set()
         for stmt in node.body:
