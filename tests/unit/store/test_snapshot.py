@@ -88,3 +88,14 @@ def test_a_ref_that_matches_several_flows_is_refused_naming_each(tmp_path):
             load_record(store, parse_ref(ref))
         assert all(folder in str(err.value) for folder in folders), err.value
     assert _flow_folder(store, "PlayListFlow", "8") == folders[0]  # one flow has it: no doubt
+
+
+def test_a_flow_class_under_a_mutator_has_parameters_its_file_does_not_show():
+    """`store verify` reads a flow's Parameters from its file: under Metaflow's own decorators it can, under
+    any other (a FlowMutator may `add_parameter`) it cannot tell, and says nothing (issue 26 item 3)."""
+    from metaflow_repro.store.snapshot import declared_parameters
+
+    body = 'class F(FlowSpec):\n    alpha = Parameter("alpha")\n'
+    assert declared_parameters('@project(name="p")\n@pypi_base(python="3.11")\n' + body, "F") == {"alpha"}
+    assert declared_parameters("@robust_flow\n" + body, "F") is None
+    assert declared_parameters("@mutators.robust_flow(times=2)\n" + body, "F") is None
