@@ -135,6 +135,19 @@ def test_tutorials_in_sibling_folders_without_a_project_root_are_three_flows(tmp
     for genre, name in zip(("jazz", "rock", "pop"), folders):
         path = write_flow(tutorials / name, PLAYLIST.format(genre=genre), name="playlist.py", conda_source=None)
         env = {"METAFLOW_DATASTORE_SYSROOT_LOCAL": str(path.parent), "REPRO_CONDA_SOURCE": "pypi"}
+        if name == folders[-1]:  # `latest` is this tutorial's own, which has none yet: not another's
+            proc = subprocess.run(
+                [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--repro", "playlist.py"]
+                + ["--repro-store", store, "--repro-baseline", "latest"],
+                cwd=path.parent,
+                env={**os.environ, **env},
+                capture_output=True,
+                text=True,
+                timeout=900,
+            )
+            assert proc.returncode != 0, proc.stdout[-3000:]
+            assert "no runs of flow PlayListFlow:03-playlist-redux/playlist.py" in proc.stdout, proc.stdout[-3000:]
+            assert "ran other code" not in proc.stdout and "genre" not in proc.stdout  # nothing was compared
         r = cli("run", "playlist.py", "--store", store, env=env, cwd=path.parent)
         assert r.code == 0, r.text[-3000:]
         assert (path.parent / ".metaflow").is_dir()
