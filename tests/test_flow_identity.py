@@ -118,3 +118,45 @@ def test_a_project_runs_identity_is_the_one_predicted_before_it_runs(tmp_path):
     predicted = expected_identity(open_flow(path, load_settings(path)), ("--branch", "x"), mf_env)
     assert recorded == predicted == "PlayListFlow:@music/test.x"
     assert (store_root / "runs" / "PlayListFlow@@music~test.x" / "latest").is_file()
+
+
+def test_tutorials_in_sibling_folders_without_a_project_root_are_three_flows(tmp_path):
+    """`metaflow tutorials pull` gives folders with neither pyproject.toml nor .git: three `playlist.py`
+    files defining PlayListFlow are three flows, each with its own `latest`, and a class name alone is
+    refused as ambiguous, naming the three (issue 26 item 5). Each runs from its own folder, where
+    Metaflow makes its `.metaflow` datastore (not a project root)."""
+    from metaflow_repro.adapter.metaflow import project_root
+
+    tutorials = tmp_path / "metaflow-tutorials"
+    if project_root(tutorials / "x.py") is not None:
+        pytest.skip(f"a project marker above {tmp_path}")
+    store = (tmp_path / "store").as_uri()
+    folders = ("01-playlist", "02-statistics", "03-playlist-redux")
+    for genre, name in zip(("jazz", "rock", "pop"), folders):
+        path = write_flow(tutorials / name, PLAYLIST.format(genre=genre), name="playlist.py", conda_source=None)
+        env = {"METAFLOW_DATASTORE_SYSROOT_LOCAL": str(path.parent), "REPRO_CONDA_SOURCE": "pypi"}
+        if name == folders[-1]:  # `latest` is this tutorial's own, which has none yet: not another's
+            proc = subprocess.run(
+                [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--repro", "playlist.py"]
+                + ["--repro-store", store, "--repro-baseline", "latest"],
+                cwd=path.parent,
+                env={**os.environ, **env},
+                capture_output=True,
+                text=True,
+                timeout=900,
+            )
+            assert proc.returncode != 0, proc.stdout[-3000:]
+            assert "no runs of flow PlayListFlow:03-playlist-redux/playlist.py" in proc.stdout, proc.stdout[-3000:]
+            assert "ran other code" not in proc.stdout and "genre" not in proc.stdout  # nothing was compared
+        r = cli("run", "playlist.py", "--store", store, env=env, cwd=path.parent)
+        assert r.code == 0, r.text[-3000:]
+        assert (path.parent / ".metaflow").is_dir()
+    keys = [f"PlayListFlow@{name}~playlist.py" for name in folders]
+    assert sorted(p.parent.name for p in (tmp_path / "store").glob("runs/*/latest")) == keys
+    records = [from_json(p.read_text(), str(p)) for p in sorted((tmp_path / "store").glob("runs/*/*/record.json"))]
+    assert sorted(r.identity for r in records) == [f"PlayListFlow:{name}/playlist.py" for name in folders]
+    ambiguous = cli("store", "show", "PlayListFlow/latest", "--store", store)
+    assert ambiguous.code == 2 and "ambiguous" in ambiguous.err, ambiguous.text
+    assert all(key in ambiguous.err for key in keys), ambiguous.err
+    shown = cli("store", "show", f"{keys[1]}/latest", "--store", store)
+    assert shown.code == 0 and "flow PlayListFlow:02-statistics/playlist.py" in shown.out, shown.text

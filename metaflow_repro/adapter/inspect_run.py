@@ -113,11 +113,12 @@ def _start_values(
     run, kinds: dict, stores: _Stores, inputs_dir: str
 ) -> tuple[dict[str, Any], dict[str, IncludedFile], dict[str, str]]:
     """(parameters, included files, configs), read from the start task."""
-    start = run["start"].task
+    step = _start_step(run)
+    start = run[step].task
     parameters: dict[str, Any] = {}
     include_files: dict[str, IncludedFile] = {}
     configs: dict[str, str] = {}
-    start_ds = _start_datastore(run, start, stores)
+    start_ds = _start_datastore(run, step, start, stores)
     for name, kind in kinds.items():
         if not start or name not in start:
             continue
@@ -131,7 +132,7 @@ def _start_values(
     return parameters, include_files, configs
 
 
-def _start_datastore(run, start, stores: _Stores):
+def _start_datastore(run, step: str, start, stores: _Stores):
     """The start task's datastore; None when it never ran (its Batch job failed first) or its datastore
     is none the run's tasks named."""
     if start is None or not start.finished:
@@ -140,7 +141,13 @@ def _start_datastore(run, start, stores: _Stores):
     key = (md.get("ds-type", "local"), md.get("ds-root"))
     if key not in stores.opened:
         return None
-    return stores.opened[key].get_task_datastore(run.id, "start", start.id, allow_not_done=True)
+    return stores.opened[key].get_task_datastore(run.id, step, start.id, allow_not_done=True)
+
+
+def _start_step(run) -> str:
+    """The run's start step, as Metaflow's client names it (``@step(start=True)``, else by name): the
+    ``start_step`` its runtime registered on the run's ``_parameters`` task."""
+    return str(run._graph_endpoints[0])
 
 
 def _as_json(value):

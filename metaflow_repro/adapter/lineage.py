@@ -219,7 +219,41 @@ def seed(record: RunRecord, blobs: dict[str, Path], sysroot: Path, user: str = "
                 {"datastore": "local", "version": "1.0", "attempt": task.attempt, "objects": objects, "info": info},
             )
             (task_dir / f"{task.attempt}.DONE.lock").touch()
+        _seed_end_step(run_dir, run, base, where)
     return sorted(record.inputs)
+
+
+#: the artifact Metaflow's client reads of a run's end task to tell whether the run succeeded
+SUCCESS_ARTIFACT = "_success"
+#: the step whose task's metadata names a run's start and end steps (Metaflow's runtime registers them)
+PARAMETERS_STEP = "_parameters"
+
+
+def end_step_read(run: UpstreamRun) -> str | None:
+    """The end step of an upstream run, as its reader's client found it: the one step whose task's
+    ``_success`` was read (``latest_successful_run``, ``run.successful``); None when no step's was, or
+    several steps' were."""
+    steps = {key.split("/", 1)[0] for key, task in run.tasks.items() if SUCCESS_ARTIFACT in task.artifacts}
+    return steps.pop() if len(steps) == 1 else None
+
+
+def _seed_end_step(run_dir: Path, run: UpstreamRun, base: dict, where: str) -> None:
+    """Name the run's end step where Metaflow's client looks for it (``Run._graph_endpoints``: the
+    ``end_step`` metadata of the run's ``_parameters`` task), so a run whose end step has another name
+    (``@step(end=True)``) is found successful again; without it the client takes the step named end."""
+    end = end_step_read(run)
+    if end is None:
+        return
+    inside(run_dir, end, f"{where}: end step")
+    task_dir = run_dir / PARAMETERS_STEP / "1"
+    names = {"run_number": run.run_id, "step_name": PARAMETERS_STEP}
+    _json(task_dir.parent / "_meta" / "_self.json", {**base, **names, "ts_epoch": run.ts_epoch}, keep=True)
+    _json(task_dir / "_meta" / "_self.json", {**base, **names, "task_id": "1", "ts_epoch": run.ts_epoch})
+    field = {**names, "task_id": "1", "flow_id": run.flow, "user_name": run.user, "tags": []}
+    _json(
+        task_dir / "_meta" / f"sysmeta_end_step_{run.ts_epoch}.json",
+        {**field, "field_name": "end_step", "value": end, "type": "graph_structure", "ts_epoch": run.ts_epoch},
+    )
 
 
 def _json(path: Path, doc: dict, keep: bool = False) -> None:

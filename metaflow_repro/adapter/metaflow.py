@@ -212,22 +212,34 @@ def run_options_of(args: list[str], parameters) -> tuple[str, ...]:
     return tuple(out)
 
 
-def project_root(path: Path) -> Path:
-    """The nearest folder above the flow file holding pyproject.toml or .git (else the flow's folder)."""
+#: files or folders that mark a project's root, in two ranks: the nearest folder above the flow file
+#: holding one of the first rank wins, then one of the second (the first rank was the only one once, so
+#: a flow under such a root keeps the identity its stored runs have)
+PROJECT_MARKERS = (("pyproject.toml", ".git"), ("setup.cfg", "setup.py", ".hg"))
+
+
+def project_root(path: Path) -> Path | None:
+    """The nearest folder above the flow file that holds a project marker (``PROJECT_MARKERS``); None
+    when there is none (a ``.metaflow`` datastore folder is not one)."""
     path = Path(path).resolve()
-    for folder in path.parents:
-        if (folder / "pyproject.toml").is_file() or (folder / ".git").exists():
-            return folder
-    return path.parent
+    for markers in PROJECT_MARKERS:
+        for folder in path.parents:
+            if any((folder / marker).exists() for marker in markers):
+                return folder
+    return None
 
 
 def flow_identity(flow_name: str, path: Path, project: str = "", branch: str = "") -> str:
     """A flow is its class name plus where it lives: the flow file's path from the project root, or
-    its @project name and branch. Three files defining `PlayListFlow` are three flows."""
+    its @project name and branch. Three files defining `PlayListFlow` are three flows. With no project
+    root above it, the flow file's folder names it too (``01-playlist/playlist.py``): tutorials pulled
+    into sibling folders are as many flows."""
     if project:
         return f"{flow_name}:@{project}/{branch or 'default'}"
     path = Path(path).resolve()
-    return f"{flow_name}:{path.relative_to(project_root(path)).as_posix()}"
+    root = project_root(path)
+    where = path.relative_to(root) if root is not None else Path(path.parent.name, path.name)
+    return f"{flow_name}:{where.as_posix()}"
 
 
 def project_branch(project, args: Sequence[str] = (), user: str = "") -> str:

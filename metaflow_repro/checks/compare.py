@@ -175,12 +175,19 @@ def _compare_included(name: str, a: RunRecord, b: RunRecord) -> ArtifactResult:
     """An IncludeFile parameter's contents: identical when both runs read a file with one sha256."""
     fa, fb = a.include_files.get(name), b.include_files.get(name)
     if fa is not None and fb is not None and fa.sha256 == fb.sha256:
-        return ArtifactResult("start", NO_FOREACH, name, Verdict.IDENTICAL)
+        return ArtifactResult(_start_step(a), NO_FOREACH, name, Verdict.IDENTICAL)
     if fa is not None and fb is not None:
         detail = f"sha256 {fa.sha256[:10]} -> {fb.sha256[:10]}, {fa.size} -> {fb.size} bytes"
     else:
         detail = f"only in {a.ref if fb is None else b.ref}"
-    return ArtifactResult("start", NO_FOREACH, name, Verdict.DIFFERENT, "IncludeFile contents: " + detail)
+    return ArtifactResult(_start_step(a), NO_FOREACH, name, Verdict.DIFFERENT, "IncludeFile contents: " + detail)
+
+
+def _start_step(record: RunRecord) -> str:
+    """The step that reads a run's parameters: the first of its graph order (records of version 1 have
+    no order: their first step)."""
+    order = record.step_order or tuple(record.steps)
+    return order[0] if order else ""
 
 
 def _compare_task(

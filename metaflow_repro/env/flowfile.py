@@ -158,23 +158,55 @@ def import_flow_module(path: Path, variant: str = ""):
     return module
 
 
-def _flow_class(module, path: Path):
+def _flow_classes(module) -> list[Any]:
+    """The FlowSpec subclasses the file defines, found as Metaflow finds them
+    (``metaflow.runner.click_api.extract_flow_class_from_file``): a name bound to a ``FlowMutator``
+    (``@MyMutator`` on the class) stands for the class it holds."""
     from metaflow import FlowSpec
+    from metaflow.user_decorators.user_flow_decorator import FlowMutator
 
-    # Any: a flow's steps are attributes of the user's subclass, which FlowSpec does not declare
-    classes: list[Any] = [
-        obj
-        for obj in vars(module).values()
-        if isinstance(obj, type)
-        and issubclass(obj, FlowSpec)
-        and obj is not FlowSpec
-        and obj.__module__ == module.__name__
-    ]
+    found: list[Any] = []
+    for obj in vars(module).values():
+        cls = obj._flow_cls if isinstance(obj, FlowMutator) else obj
+        if (
+            isinstance(cls, type)
+            and issubclass(cls, FlowSpec)
+            and cls is not FlowSpec
+            and cls.__module__ == module.__name__
+            and cls not in found
+        ):
+            found.append(cls)
+    return found
+
+
+def graph_ends(graph) -> tuple[str | None, str | None]:
+    """A flow graph's start and end steps, as the graph names them (``@step(start=True)`` /
+    ``@step(end=True)``, else the steps of those names; None: it has none). A Metaflow whose graph does
+    not name them (before 2.19's annotations) gives the graph's own shape: no step goes to the start,
+    the end goes nowhere."""
+    if hasattr(graph, "start_step"):
+        return graph.start_step, graph.end_step
+    into = {name for node in graph for name in node.out_funcs}
+    starts = [node.name for node in graph if node.name not in into]
+    ends = [node.name for node in graph if not node.out_funcs]
+    return (starts[0] if len(starts) == 1 else None), (ends[0] if len(ends) == 1 else None)
+
+
+def _flow_class(module, path: Path):
+    classes = _flow_classes(module)
+    if not classes:
+        raise NoFlowFound(f"{path}: no Metaflow flow found (no class deriving from FlowSpec)")
     # A flow has a start step; a base class that another flow here derives from is not a flow.
-    found = [c for c in classes if callable(getattr(c, "start", None)) and getattr(c.start, "is_step", False)]
+    found = [c for c in classes if graph_ends(c._graph)[0] is not None]
     found = [c for c in found if not any(o is not c and issubclass(o, c) for o in found)]
     if not found:
-        raise NoFlowFound(f"{path}: no Metaflow flow found (no class deriving from FlowSpec with a start step)")
+        names = cap(sorted(c.__name__ for c in classes))
+        raise FlowLoadError(
+            f"{path}: no Metaflow flow found: the classes deriving from FlowSpec here ({names}) have no start "
+            "step (a step marked @step(start=True), or one named start), so Metaflow cannot run them. Give the "
+            "flow its start step; a module of base classes or helpers can be named with a leading underscore "
+            "(_base.py), which repro never collects."
+        )
     if len(found) > 1:
         names = cap(sorted(c.__name__ for c in found))
         raise FlowLoadError(f"{path}: more than one flow in one file ({names}); keep one per file")
@@ -380,10 +412,27 @@ def _apply_configs(cls, args: Sequence[str]) -> None:
 
 def parameter_names(path: Path) -> tuple[str, ...]:
     """The names of the flow's Parameters (IncludeFiles and Configs too), without resolving any config
-    value (a replay checks a record's parameters with these before it has the config files)."""
+    value (a replay checks a record's parameters with these before it has the config files), and
+    those its flow mutators add (``mutable_flow.add_parameter``) with the configs' default values."""
     path = Path(path)
     cls = _flow_class(import_flow_module(path, "parameters"), path)
-    return tuple(name for name, _ in cls._get_parameters())
+    names = [name for name, _ in cls._get_parameters()]
+    return tuple(names + [name for name in _mutator_parameters(path, cls) if name not in names])
+
+
+def _mutator_parameters(path: Path, static) -> list[str]:
+    """The Parameters of the flow once its flow mutators ran, with its configs' defaults (a module of its
+    own: applying them changes the class); none when it has no flow mutator or they fail without values."""
+    from metaflow.flowspec import FlowStateItems
+
+    if not static._flow_state[FlowStateItems.FLOW_MUTATORS]:
+        return []
+    cls = _flow_class(import_flow_module(path, "parameters, mutated"), path)
+    try:
+        apply_configs(cls)
+    except FlowLoadError:
+        return []
+    return [name for name, _ in cls._get_parameters()]
 
 
 def flow_name(path: Path) -> str:

@@ -33,8 +33,10 @@ class FlowFile(pytest.File):
     def collect(self):
         try:
             decl = session_of(self.config).declarations(self.path)
-        except NoFlowFound:
-            return  # mentions FlowSpec (a helper, a base class) but defines no flow: nothing to run
+        except NoFlowFound as exc:
+            if self.session.isinitpath(self.path):  # named on the command line: say why nothing runs
+                raise self.CollectError(str(exc)) from None
+            return  # found in a folder, mentions FlowSpec but defines no subclass of it: not a flow file
         except ReproError as exc:
             raise self.CollectError(str(exc)) from None
         yield FlowNode.from_parent(self, name=decl.name, steps=decl.steps)

@@ -143,10 +143,10 @@ def _flow_folder(store: Store, flow: str, run_id: str) -> str:
         if key is not None and (key.flow == flow or key.flow.startswith(flow + "@")):
             folders.setdefault(key.flow, set()).add(key.run_id if key.kind is layout.Kind.RECORD else "latest")
     having = sorted(f for f, names in folders.items() if run_id in names)
-    if len(having) > 1 and run_id == "latest":
+    if len(having) > 1:
         raise BadInput(
-            f"{flow}/latest is ambiguous in {store.uri}: {len(having)} flow files define {flow} "
-            f"({', '.join(having)}); name one, e.g. {having[0]}/latest"
+            f"{flow}/{run_id} is ambiguous in {store.uri}: {len(having)} flows (flow files or @project "
+            f"branches) define {flow} ({cap(having)}); name one, e.g. {having[0]}/{run_id}"
         )
     return having[0] if having else flow
 
@@ -658,13 +658,19 @@ def code_package_problem(tar_path: Path, flow_file: str, key: str) -> str | None
 
 #: what declares a run parameter in a flow class body (``x = Parameter("x", ...)``)
 PARAMETER_CALLS = frozenset({"Parameter", "IncludeFile"})
+#: Metaflow's own flow decorators, which add no Parameter; any other decorator of a flow class may be a
+#: ``FlowMutator`` that does (``mutable_flow.add_parameter``)
+PLAIN_FLOW_DECORATORS = frozenset(
+    {"project", "pypi_base", "conda_base", "schedule", "trigger", "trigger_on_finish", "exit_hook"}
+)
 FLOW_FILE_MAX_BYTES = 16 << 20
 
 
 def declared_parameters(source: str, flow: str) -> set[str] | None:
     """The Parameters (and IncludeFiles) class ``flow`` declares in its body, read with ``ast`` (the file
     is never imported). None when the file alone cannot tell: no such class, a base other than
-    ``FlowSpec`` (a mixin may declare more), or a file that does not parse."""
+    ``FlowSpec`` (a mixin may declare more), a decorator other than Metaflow's own (a ``FlowMutator`` may
+    add Parameters), or a file that does not parse."""
     try:
         tree = ast.parse(source)
     except (SyntaxError, ValueError):
@@ -675,7 +681,7 @@ def declared_parameters(source: str, flow: str) -> set[str] | None:
         bases = [
             b.id if isinstance(b, ast.Name) else b.attr if isinstance(b, ast.Attribute) else "" for b in node.bases
         ]
-        if bases != ["FlowSpec"]:
+        if bases != ["FlowSpec"] or any(_name_of(d) not in PLAIN_FLOW_DECORATORS for d in node.decorator_list):
             return None
         names: set[str] = set()
         for stmt in node.body:
@@ -694,6 +700,13 @@ def declared_parameters(source: str, flow: str) -> set[str] | None:
                 names.update(t.id for t in targets if isinstance(t, ast.Name))
         return names
     return None
+
+
+def _name_of(expr: ast.expr) -> str:
+    """The name a decorator is called by: ``project`` for ``@project(...)``, ``robust_flow`` for
+    ``@mutators.robust_flow``."""
+    target = expr.func if isinstance(expr, ast.Call) else expr
+    return target.id if isinstance(target, ast.Name) else target.attr if isinstance(target, ast.Attribute) else ""
 
 
 def undeclared_parameters(tar_path: Path, record: RunRecord, key: str) -> str | None:

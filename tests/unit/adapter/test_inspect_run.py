@@ -56,6 +56,7 @@ class _Run(list):
     successful, finished = False, True
     created_at = datetime(2026, 1, 2, 3, 4, 5)
     finished_at = None
+    _graph_endpoints = ("begin", "finish")  # Metaflow's client: the steps the run's runtime named (@step(start=True))
 
     def __getitem__(self, key):
         if isinstance(key, str):
@@ -83,12 +84,12 @@ def test_a_run_whose_start_failed_is_read_with_its_values_and_crosses_the_codec(
         stderr="x" * 5000 + "Traceback: boom",
         values={"alpha": 0.5, "when": datetime(2026, 1, 1), "cfg": {"a": (1, 2)}},
     )
-    run = _Run([_Step("start", [start])])
+    run = _Run([_Step("begin", [start])])
     client["F/7"] = run
     got = inspect_run.inspect("F/7", {"alpha": "parameter", "when": "parameter", "cfg": "config", "gone": "parameter"})
     assert (got.metaflow_version, got.project, got.project_branch) == ("2.19.7", "demo", "user.dev")
     assert (got.successful, got.finished, got.created_at, got.finished_at) == (False, True, "2026-01-02T03:04:05", "")
-    (task,) = got.steps["start"]
+    (task,) = got.steps["begin"]
     assert task.task_id == "1" and not task.finished and task.artifacts == {}
     assert task.metadata == {"repro-env-id": "e" * 64}  # only repro's own metadata
     assert task.stderr.endswith("Traceback: boom") and len(task.stderr) == 4000  # the tail of its log

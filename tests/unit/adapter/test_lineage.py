@@ -107,3 +107,25 @@ def test_a_report_that_is_not_a_table_is_refused_with_its_field_path():
 def test_a_report_is_checked_like_a_stored_record():
     with pytest.raises(BadInput, match=r"run F/1.*inputs"):
         collect({"start": [task({"Up/7": run_read(run_id="8")})]}, {}, "run F/1")
+
+
+def test_an_upstream_runs_end_step_is_the_one_whose_success_was_read():
+    """Metaflow's client tells a run succeeded by its end task's `_success`: the step that read it names
+    the end step a replay's datastore gives the run (its `_parameters` metadata), whatever its name."""
+    from metaflow_repro.adapter.lineage import end_step_read
+    from metaflow_repro.model.record import UpstreamRun
+
+    def upstream(**tasks):
+        return UpstreamRun(
+            "TrainFlow",
+            "7",
+            ("fetch",),
+            tasks={
+                key: UpstreamTask(artifacts={n: InputArtifact(sha1="1" * 40, size=1) for n in names})
+                for key, names in tasks.items()
+            },
+        )
+
+    assert end_step_read(upstream(**{"load/1": ["numbers"], "publish/2": ["_success", "label"]})) == "publish"
+    assert end_step_read(upstream(**{"load/1": ["numbers"]})) is None  # read by pathspec: nothing tells
+    assert end_step_read(upstream(**{"a/1": ["_success"], "b/2": ["_success"]})) is None  # no guess

@@ -188,3 +188,22 @@ def test_include_files_are_compared_by_their_contents_not_by_their_descriptor_ar
         ("start", "-", "same", "identical", ""),
         ("start", "-", "z", "identical", ""),
     ]
+
+
+def test_include_files_are_results_of_the_flows_own_start_step():
+    """A flow whose start step is `@step(start=True) def begin`: its IncludeFile contents are compared as
+    results of `begin`, the first step of the record's graph order (issue 26 item 2)."""
+    from dataclasses import replace
+
+    from metaflow_repro.model.record import IncludedFileRecord
+
+    def run(run_id, sha):
+        record = make_record(run_id, {"begin": {"-": {}}, "finish": {"-": {}}})
+        return replace(record, include_files={"notes": IncludedFileRecord(sha * 64, 3, "notes.txt")})
+
+    assert [(r.step, r.name, r.verdict) for r in cmp(run("1", "a"), run("2", "a")).results] == [
+        ("begin", "notes", "identical")
+    ]
+    assert [(r.step, r.name, r.verdict) for r in cmp(run("1", "a"), run("2", "b")).results] == [
+        ("begin", "notes", "different")
+    ]

@@ -66,3 +66,36 @@ def test_gc_deletes_only_keys_of_store_shape(tmp_path):
     store = aged_store(tmp_path / "folder", *junk, orphan)
     assert gc(store, grace_seconds=0) == [orphan]
     assert all((tmp_path / "folder" / key).is_file() for key in junk)
+
+
+def test_a_ref_that_matches_several_flows_is_refused_naming_each(tmp_path):
+    """A class name alone is ambiguous when several flow files (or @project branches) define the class:
+    refused, naming them, for `latest` and for a run id that more than one of them has (issue 26 item 5)."""
+    import pytest
+
+    from metaflow_repro.errors import BadInput
+    from metaflow_repro.store.snapshot import _flow_folder, load_record, parse_ref
+
+    store = LocalStore((tmp_path / "store").as_uri())
+    record = make_record(run_id="7", flow="PlayListFlow")
+    folders = [layout.identity_key(f"PlayListFlow:{f}/playlist.py") for f in ("01-playlist", "02-statistics")]
+    for folder in folders:
+        store.put_bytes(layout.record(folder, "7"), record.to_json().encode())
+        store.put_bytes(layout.latest(folder), b"7")
+    store.put_bytes(layout.record(folders[0], "8"), replace(record, run_id="8").to_json().encode())
+    for ref in ("PlayListFlow/latest", "PlayListFlow/7"):
+        with pytest.raises(BadInput, match="ambiguous") as err:
+            load_record(store, parse_ref(ref))
+        assert all(folder in str(err.value) for folder in folders), err.value
+    assert _flow_folder(store, "PlayListFlow", "8") == folders[0]  # one flow has it: no doubt
+
+
+def test_a_flow_class_under_a_mutator_has_parameters_its_file_does_not_show():
+    """`store verify` reads a flow's Parameters from its file: under Metaflow's own decorators it can, under
+    any other (a FlowMutator may `add_parameter`) it cannot tell, and says nothing (issue 26 item 3)."""
+    from metaflow_repro.store.snapshot import declared_parameters
+
+    body = 'class F(FlowSpec):\n    alpha = Parameter("alpha")\n'
+    assert declared_parameters('@project(name="p")\n@pypi_base(python="3.11")\n' + body, "F") == {"alpha"}
+    assert declared_parameters("@robust_flow\n" + body, "F") is None
+    assert declared_parameters("@mutators.robust_flow(times=2)\n" + body, "F") is None
