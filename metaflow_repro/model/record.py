@@ -371,8 +371,8 @@ def _config(d: Any, at: v.At) -> ConfigRecord:
     v.only(v.of_type(d, dict, at), _CONFIG_KEYS, at)
     value = v.need(d, "value", str, at)
     try:
-        json.loads(value)
-    except ValueError:
+        v.load_json(value, at / "value")
+    except v.Invalid:
         (at / "value").fail(value, "JSON text")
     return ConfigRecord(
         value=value,
@@ -475,10 +475,7 @@ def from_json(text: str, where: str) -> RunRecord:
     """Decode and validate a record: untrusted input (a store, a file a user hands us), so every field is checked.
 
     Raises ``BadInput`` naming ``where``, the field path and the bad value."""
-    try:
-        doc = json.loads(text)
-    except ValueError as exc:
-        raise BadInput(f"{where}: not a run record (invalid JSON: {exc})") from None
+    doc = v.load_json(text, v.At(where), "a run record")
     if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
         raise BadInput(
             f"{where}: not a repro run record (schema is {doc.get('schema') if isinstance(doc, dict) else None!r})"

@@ -24,7 +24,6 @@ from pathlib import Path
 
 import tomli_w
 
-from metaflow_repro._toml import tomllib
 from metaflow_repro.env.cache import PackageCache, sha256_file
 from metaflow_repro.errors import BadInput, InfraError, IntegrityError, ReproError
 from metaflow_repro.fsutil import atomic_write
@@ -45,6 +44,8 @@ TOUCH_AFTER_SECONDS = 600  # well inside gc's default grace period of one hour
 LEASE_SECONDS = 3600.0  # a lease protects its keys this long (pushes renew theirs before the record)
 SWEEP_SECONDS = 600.0  # a gc's sweep holds back pushes of its keys this long (renewed while the gc deletes)
 SWEEP_BATCH = 256  # keys a gc announces, re-checks and deletes at a time (a push waits one batch at most)
+LOCK_MAX_BYTES = 64 << 20  # an environment's lock (locks/<env id>.toml): thousands of packages fit
+LEASE_MAX_BYTES = 64 << 20  # a lease or a sweep: the keys of one push (every package file of a run)
 _REF = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*(?:@[A-Za-z0-9_.~@\-]+)?)/([A-Za-z0-9_.\-]+)$")
 
 
@@ -160,9 +161,9 @@ def env_lock_toml(pl: PlatformLock) -> bytes:
 
 def parse_env_lock(data: bytes, env_id: str, where: str) -> PlatformLock:
     try:
-        doc = tomllib.loads(data.decode())
-    except ValueError as exc:  # TOMLDecodeError, UnicodeDecodeError
-        raise StoreObjectCorrupt(f"store object {where} is corrupt: not a valid environment lock ({exc})") from None
+        doc = v.load_toml(data, v.At(where), "a valid environment lock", max_bytes=LOCK_MAX_BYTES)
+    except v.Invalid as exc:
+        raise StoreObjectCorrupt(f"store object {where} is corrupt: {str(exc).removeprefix(where + ': ')}") from None
     try:
         if "env_id" not in doc:
             raise BadInput("missing key 'env_id'")
@@ -772,15 +773,21 @@ class Leases:
                     self.store.delete(info.key)
                 continue
             if info.key not in self.seen:
-                try:
-                    doc = json.loads(self.store.get_bytes(info.key))
-                    self.seen[info.key] = {k for k in doc["keys"] if isinstance(k, str)}
-                except (StoreObjectMissing, ValueError, KeyError, TypeError):
-                    self.seen[info.key] = set()
+                self.seen[info.key] = _named_keys(self.store, info.key)
             seen[info.key] = self.seen[info.key]
             keys |= seen[info.key]
         self.seen, self.keys = seen, keys
         return keys
+
+
+def _named_keys(store: Store, key: str) -> set[str]:
+    """The keys a lease or a sweep names. A store object like any other: one that is gone, too large,
+    too deep or not a list of keys names nothing."""
+    try:
+        doc = v.load_json(store.get_bytes(key), v.At(f"{store.uri}/{key}"), "a lease", max_bytes=LEASE_MAX_BYTES)
+        return {k for k in doc["keys"] if isinstance(k, str)}
+    except (StoreObjectMissing, v.Invalid, KeyError, TypeError):
+        return set()
 
 
 #: every prefix of content-addressed objects; gc deletes nothing outside them (runs/ and leases/ have their own rules)
@@ -880,11 +887,7 @@ def _sweeping(store: Store, keys: set[str]) -> bool:
     for info in store.list(layout.SWEEPS):
         if now - info.modified >= SWEEP_SECONDS:
             continue
-        try:  # a store object like any other: what is not a list of keys names nothing
-            named = {k for k in json.loads(store.get_bytes(info.key))["keys"] if isinstance(k, str)}
-        except (StoreObjectMissing, ValueError, KeyError, TypeError):
-            continue
-        if not keys.isdisjoint(named):
+        if not keys.isdisjoint(_named_keys(store, info.key)):
             return True
     return False
 
