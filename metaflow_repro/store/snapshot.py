@@ -131,7 +131,23 @@ def record_at(store: Store, key: str, data: bytes, flow: str, run_id: str) -> Ru
             f"{where}: the record says it is run {record.ref}, but it is filed as {flow}/{run_id}; "
             "the store is corrupt or someone filed a record under another run's name",
         )
+    _check_folder(record, key, where)
     return record
+
+
+def _check_folder(record: RunRecord, key: str, where: str) -> None:
+    """A record's folder under runs/ is its flow's identity (``layout.flow_dir``, as push files it): a
+    record served from another flow's folder would pose as a run of that flow."""
+    parsed = layout.parse_as(key, layout.Kind.RECORD)
+    folder = layout.flow_dir(record.flow, record.identity)
+    if parsed is not None and parsed.flow != folder:
+        raise v.Invalid(
+            v.At(where, "identity"),
+            record.identity,
+            f"{where}: the record is a run of flow {record.identity or record.flow} (filed under runs/{folder}/), "
+            f"but it is served from runs/{parsed.flow}/; the store is corrupt or someone filed a record under "
+            "another flow's name",
+        )
 
 
 def _flow_folder(store: Store, flow: str, run_id: str) -> str:
@@ -739,6 +755,11 @@ def scan_records(store: Store) -> Listing:
         if key is None:
             if layout.misplaced_record(info.key):  # it might name anything: never skipped silently
                 broken.append((info.key, f"{info.key}: not where records are kept ({layout.record('Flow', 'run_id')})"))
+            continue
+        if info.size > v.MAX_DOCUMENT_BYTES:  # never downloaded: it is no record repro wrote
+            broken.append(
+                (info.key, f"{info.key}: a record of {info.size} bytes is larger than {v.MAX_DOCUMENT_BYTES}")
+            )
             continue
         try:
             records.append(record_at(store, info.key, store.get_bytes(info.key), key.flow.split("@")[0], key.run_id))
