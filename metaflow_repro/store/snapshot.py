@@ -34,6 +34,7 @@ from metaflow_repro.model.validate import cap
 from metaflow_repro.paths import check_relative
 from metaflow_repro.settings import Settings
 from metaflow_repro.store import Store, StoreObjectMissing, layout
+from metaflow_repro.store.marker import mark, require_store
 
 
 class StoreObjectCorrupt(IntegrityError):
@@ -381,6 +382,7 @@ def push(
     size and sha256 match (else it is replaced); a lease names every key first, so a concurrent gc
     leaves them alone; and the record lands only after every object it names was listed again."""
     uploads = _local_objects(record, settings, artifact_blobs or {})
+    mark(store)  # the first push makes the store: from now on gc knows it for one
     lease = _lease(store, record, [u.key for u in uploads])
     wait_for_sweeps(store, {u.key for u in uploads}, record.ref)
     result = PushResult(uploaded={}, skipped={})
@@ -507,6 +509,7 @@ def push_replay_record(record: RunRecord, store: Store) -> str:
     missing = [key for key in named_objects(record) if store.stat(key) is None]
     if missing:
         raise InfraError(f"cannot record replay {record.ref} in {store.uri}: missing {', '.join(missing[:3])}")
+    mark(store)
     key = layout.record(layout.flow_dir(record.flow, record.identity), record.run_id)
     if not store.exists(key):
         store.put_bytes(key, record.to_json().encode())
@@ -831,7 +834,11 @@ def gc(
 
     ``live``: what else the kept records need that they do not name themselves (objects an executor
     staged for their environments, e.g. Batch's bootstrap manifests), given the records; the store
-    knows no executor, so the caller that does says (``metaflow_repro.operations.gc``)."""
+    knows no executor, so the caller that does says (``metaflow_repro.operations.gc``).
+
+    Only in a store: a URI that names nothing, or a folder or prefix that is neither marked nor laid out
+    as a store, is refused before anything is listed for deletion (``marker.require_store``)."""
+    require_store(store, dry_run)
     listing = scan_records(store)
     if listing.broken:  # a record gc cannot read might name anything: deleting would be a guess
         raise BadInput(
