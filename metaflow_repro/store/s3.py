@@ -23,30 +23,17 @@ from typing import NoReturn
 from urllib.parse import urlparse
 
 from metaflow_repro.errors import BadInput, InfraError
-from metaflow_repro.settings import env_setting
+from metaflow_repro.settings import BY_NAME, env_setting
 from metaflow_repro.store.base import ObjectInfo, Store, StoreObjectMissing
 
 SINGLE_PUT_LIMIT = 5 * 1024**3  # S3's limit for one PUT
 BACKOFF_SECONDS = 0.5  # before the second attempt; doubled before each next one
 BACKOFF_MAX_SECONDS = 8.0
 
-#: the variables that set ``Limits`` (boto3 has none for timeouts)
-CONNECT_TIMEOUT_VAR = "REPRO_S3_CONNECT_TIMEOUT"
-READ_TIMEOUT_VAR = "REPRO_S3_READ_TIMEOUT"
-ATTEMPTS_VAR = "REPRO_S3_ATTEMPTS"
-
-
-def _number(environ: Mapping[str, str], var: str, default: float, kind: type) -> float:
-    text = environ.get(var, "").strip()
-    if not text:
-        return default
-    try:
-        value = kind(text)
-    except ValueError:
-        value = 0
-    if not value > 0:
-        raise BadInput(f"{var}={text!r} in the environment is not valid: expected a {kind.__name__} above 0")
-    return value
+#: the variables that set ``Limits`` (settings ``s3_connect_timeout``, ``s3_read_timeout``, ``s3_attempts``)
+CONNECT_TIMEOUT_VAR = BY_NAME["s3_connect_timeout"].env
+READ_TIMEOUT_VAR = BY_NAME["s3_read_timeout"].env
+ATTEMPTS_VAR = BY_NAME["s3_attempts"].env
 
 
 @dataclass(frozen=True)
@@ -54,17 +41,17 @@ class Limits:
     """How long one request to S3 may take, and how often it is tried: seconds to connect, seconds of
     silence while reading an answer, and attempts in all (retries back off 0.5 s, 1 s, 2 s, ...)."""
 
-    connect_timeout: float = 10.0
-    read_timeout: float = 60.0
-    attempts: int = 3
+    connect_timeout: float
+    read_timeout: float
+    attempts: int
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Limits:
-        env = os.environ if environ is None else environ
+        env = dict(os.environ if environ is None else environ)
         return cls(
-            connect_timeout=_number(env, CONNECT_TIMEOUT_VAR, cls.connect_timeout, float),
-            read_timeout=_number(env, READ_TIMEOUT_VAR, cls.read_timeout, float),
-            attempts=int(_number(env, ATTEMPTS_VAR, cls.attempts, int)),
+            connect_timeout=env_setting("s3_connect_timeout", env),
+            read_timeout=env_setting("s3_read_timeout", env),
+            attempts=env_setting("s3_attempts", env),
         )
 
 
