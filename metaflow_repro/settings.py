@@ -287,6 +287,25 @@ class _HashSeed(_Type):
         return super().from_toml(value)
 
 
+class _Positive(_Type):
+    """A number above 0: seconds (``float``) or a count (``int``)."""
+
+    def __init__(self, kind: type, label: str):
+        self.kind, self.label = kind, label
+        self.expects = f"{'a number' if kind is float else 'a whole number'} above 0"
+
+    def from_text(self, text: str) -> Any:
+        number = self.kind(text.strip())
+        if not number > 0:
+            raise ValueError
+        return number
+
+    def from_toml(self, value: Any) -> Any:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return self.from_text(str(value))
+        return super().from_toml(value)
+
+
 class _InstanceFolder(_Type):
     """A folder on another machine (a Batch instance): an absolute path of plain characters (it goes into
     a job's command unquoted), or ``off``."""
@@ -457,6 +476,30 @@ SETTINGS: tuple[Setting, ...] = (
         "endpoint of an S3-compatible server for `s3://` stores (boto3's own variable)",
     ),
     Setting(
+        "s3_connect_timeout",
+        "REPRO_S3_CONNECT_TIMEOUT",
+        None,
+        _Positive(float, "seconds"),
+        10.0,
+        "`s3://` stores: seconds to wait for a connection, per attempt",
+    ),
+    Setting(
+        "s3_read_timeout",
+        "REPRO_S3_READ_TIMEOUT",
+        None,
+        _Positive(float, "seconds"),
+        60.0,
+        "`s3://` stores: seconds an answer may stay silent, per attempt",
+    ),
+    Setting(
+        "s3_attempts",
+        "REPRO_S3_ATTEMPTS",
+        None,
+        _Positive(int, "integer ≥ 1"),
+        3,
+        "`s3://` stores: attempts per request (retries back off 0.5 s, 1 s, 2 s, ... and each says so on stderr)",
+    ),
+    Setting(
         "ssl_cert_file",
         "SSL_CERT_FILE",
         None,
@@ -553,6 +596,9 @@ class Settings:
     offline: bool = False
     pythonhashseed: str | None = None
     s3_endpoint: str | None = None
+    s3_connect_timeout: float = 10.0
+    s3_read_timeout: float = 60.0
+    s3_attempts: int = 3
     ssl_cert_file: str | None = None
     requests_ca_bundle: str | None = None
     pip_cert: str | None = None

@@ -15,6 +15,7 @@ import pytest
 from metaflow_repro.errors import BadInput, IntegrityError
 from metaflow_repro.model.record import from_json
 from metaflow_repro.store import LocalStore, layout, open_store
+from metaflow_repro.store.marker import mark
 from metaflow_repro.store.snapshot import gc, load_record, parse_ref, push, scan_records, verify
 from tests.helpers import cli
 from tests.store_fakes import age, fake_run
@@ -275,6 +276,7 @@ def test_gc_aborts_stale_uploads_and_partial_files(tmp_path, s3_server, s3_bucke
     s3 = boto3.client("s3", endpoint_url=s3_server)
     up = s3.create_multipart_upload(Bucket=s3_bucket, Key="team/packages/sha256/aa/x/big.whl")
     store = open_store(f"s3://{s3_bucket}/team")
+    mark(store)
     removed = gc(store, grace_seconds=0, stale_upload_seconds=0)
     assert any("big.whl" in k for k in removed)
     assert not s3.list_multipart_uploads(Bucket=s3_bucket).get("Uploads")
@@ -284,6 +286,7 @@ def test_gc_aborts_stale_uploads_and_partial_files(tmp_path, s3_server, s3_bucke
     partial.parent.mkdir(parents=True)
     partial.write_bytes(b"half")
     age(partial)
+    mark(LocalStore(str(local)))
     gc(LocalStore(str(local)))
     assert not partial.exists()
 

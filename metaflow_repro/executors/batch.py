@@ -45,6 +45,7 @@ from metaflow_repro.model.interpreter import Executor, ExecutorKind
 from metaflow_repro.model.lock import PlatformLock
 from metaflow_repro.model.record import RunRecord
 from metaflow_repro.model.replay import RunResult
+from metaflow_repro.model.validate import At, Invalid, load_json
 from metaflow_repro.settings import Home, Settings, environ_for
 from metaflow_repro.store import layout, open_store
 from metaflow_repro.store.base import ObjectInfo, Store, StoreObjectMissing
@@ -528,14 +529,14 @@ def batch_objects(store: Store, envs: set[str]) -> set[str]:
         if hashlib.sha256(data).hexdigest() != manifest.digest:
             continue
         try:
-            doc = json.loads(data)
+            doc = load_json(data, At(info.key), "a bootstrap manifest")
             if doc.get("env_id") not in envs:
                 continue
             named = [doc["uv"]["key"], doc["interpreter"]["key"], *(p["key"] for p in doc["packages"])]
             if "script" in doc:  # batch_bootstrap.py (manifests of format 2 on)
                 named.append(doc["script"]["key"])
             snapshot = doc["interpreter"]["sha256"]
-        except (ValueError, KeyError, TypeError, AttributeError):
+        except (Invalid, KeyError, TypeError, AttributeError):
             continue
         keep.add(info.key)
         keep |= {k for k in named if layout.parse_as(k, *layout.STAGED_KINDS)}

@@ -149,11 +149,7 @@ class RunInspection:
 def from_json(text: str, where: str) -> RunInspection:
     """Decode and check a run read back (``where`` names it in errors: ``run Flow/12``)."""
     at = v.At(where)
-    try:
-        doc = json.loads(text)
-    except ValueError as exc:
-        raise v.Invalid(at, text, f"not JSON: {exc}") from None
-    return from_dict(doc, at)
+    return from_dict(v.load_json(text, at, "JSON"), at)
 
 
 def from_dict(doc: Any, at: v.At) -> RunInspection:

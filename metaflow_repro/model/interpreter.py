@@ -75,10 +75,7 @@ class InterpreterSnapshot:
 
 
 def parse_snapshot(text: str | bytes, where: str) -> InterpreterSnapshot:
-    try:
-        doc = json.loads(text)
-    except ValueError as exc:
-        raise v.Invalid(v.At(where), text[:40], f"{where}: not an interpreter snapshot manifest ({exc})") from None
+    doc = v.load_json(text, v.At(where), "an interpreter snapshot manifest", max_bytes=1 << 20)
     return InterpreterSnapshot.from_dict(doc, v.At(where))
 
 

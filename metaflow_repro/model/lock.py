@@ -13,7 +13,6 @@ from typing import Any
 import tomli_w
 
 from metaflow_extensions.repro.plugins.protocol import LOCK_SUFFIX
-from metaflow_repro._toml import tomllib
 from metaflow_repro.errors import LockFileError
 from metaflow_repro.fsutil import atomic_write
 from metaflow_repro.model import validate as v
@@ -337,9 +336,9 @@ def _pairs(table: dict[str, Any], at: v.At) -> tuple[tuple[str, str], ...]:
 def parse_lock(text: str, path: Path) -> Lock:
     regen = f"Regenerate it with `repro lock {Path(path).with_suffix('').with_suffix('.py').name}`."
     try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise LockFileError(f"{path}: not valid TOML ({exc}). {regen}") from None
+        doc = v.load_toml(text, v.At(str(path)), "valid TOML")
+    except v.Invalid as exc:
+        raise LockFileError(f"{exc}. {regen}") from None
     try:
         return _decode_lock(doc, path, regen)
     except v.Invalid as exc:

@@ -16,7 +16,7 @@ from metaflow_repro.model import validate as v
 from metaflow_repro.model.findings import Choice
 from metaflow_repro.model.interpreter import Executor, InterpreterSnapshot
 from metaflow_repro.model.lock import PlatformLock
-from metaflow_repro.settings import recorded_setting_problem
+from metaflow_repro.settings import HASH_SEED, recorded_setting_problem
 
 SCHEMA = "repro.run-record"
 SCHEMA_VERSION = (
@@ -26,6 +26,11 @@ NO_FOREACH = "-"  # task key of a task outside any foreach
 #: code_sha256 of a failed run no task of which got as far as its step (no code package was made): a
 #: record naming it names no code object in the store
 NO_CODE = "0" * 64
+#: the Metaflow `run` options a recorded run may pass on to its replay: they shape the run's graph and
+#: results; anything else in a record (``--run-id-file`` writes a file anywhere) is refused
+REPLAYED_RUN_OPTIONS = frozenset(
+    {"--max-num-splits", "--max-workers", "--tag", "--with", "--namespace", "--max-log-size"}
+)
 
 
 class RunStatus(Choice):
@@ -371,8 +376,8 @@ def _config(d: Any, at: v.At) -> ConfigRecord:
     v.only(v.of_type(d, dict, at), _CONFIG_KEYS, at)
     value = v.need(d, "value", str, at)
     try:
-        json.loads(value)
-    except ValueError:
+        v.load_json(value, at / "value")
+    except v.Invalid:
         (at / "value").fail(value, "JSON text")
     return ConfigRecord(
         value=value,
@@ -475,10 +480,7 @@ def from_json(text: str, where: str) -> RunRecord:
     """Decode and validate a record: untrusted input (a store, a file a user hands us), so every field is checked.
 
     Raises ``BadInput`` naming ``where``, the field path and the bad value."""
-    try:
-        doc = json.loads(text)
-    except ValueError as exc:
-        raise BadInput(f"{where}: not a run record (invalid JSON: {exc})") from None
+    doc = v.load_json(text, v.At(where), "a run record")
     if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
         raise BadInput(
             f"{where}: not a repro run record (schema is {doc.get('schema') if isinstance(doc, dict) else None!r})"
@@ -584,3 +586,58 @@ def _identity(value: str, at: v.At) -> str:
 
 def _parameter_name(k: Any, at: v.At) -> str:
     return v.matching(k, v.PARAMETER_NAME, "a parameter name", at)
+
+
+# -- what a replay refuses -----------------------------------------------------------------------------
+# A record can decode (every field well-formed) and still be one no replay can run: ``replay_problems``
+# is the one list of those reasons. ``repro replay`` refuses such a record before anything is fetched
+# (``check_replayable``), and ``repro store verify`` reports the same reasons, so the two always agree.
+
+
+def _smuggled_options(record: RunRecord) -> list[str]:
+    return [t for t in record.run_options if t.startswith("--") and t.split("=", 1)[0] not in REPLAYED_RUN_OPTIONS]
+
+
+def _argv_problems(record: RunRecord) -> list[str]:
+    """Values a replay puts on a command line as they are: no NUL may be in one (no process can take it)."""
+    problems = [
+        f"parameter {name!r} has a value with a NUL character, which no command line can carry"
+        for name, value in record.parameters.items()
+        if isinstance(value, str) and "\0" in value
+    ]
+    for name, cfg in record.configs.items():
+        plain = json.loads(cfg.value) if cfg.plain else None  # decoded (bounded) when the record was read
+        if isinstance(plain, str) and "\0" in plain:
+            problems.append(f"config {name!r} has a value with a NUL character, which no command line can carry")
+    return problems
+
+
+def replay_problems(record: RunRecord) -> list[str]:
+    """Why no replay can run this (decoded, well-formed) record; empty: nothing here stops one."""
+    problems = []
+    if smuggled := _smuggled_options(record):
+        problems.append(
+            f"the record's run options {v.cap(map(repr, smuggled))} are not options a replay passes on "
+            f"(only {', '.join(sorted(REPLAYED_RUN_OPTIONS))}); the record is corrupt or hostile"
+        )
+    if record.code_sha256 == NO_CODE:
+        problems.append(
+            "the record names no code package (code_sha256 is all zeros: the run failed before any step "
+            "started), so there is no code to replay"
+        )
+    if record.pythonhashseed:
+        try:
+            HASH_SEED.from_text(record.pythonhashseed)
+        except ValueError:
+            problems.append(
+                f"the record's pythonhashseed {v.short(record.pythonhashseed)} is not {HASH_SEED.expects}, "
+                "so a replay cannot set it"
+            )
+    return problems + _argv_problems(record)
+
+
+def check_replayable(record: RunRecord, where: str = "") -> None:
+    """Refuse (``BadInput``, exit 2) a record ``replay_problems`` finds fault with, naming every reason."""
+    problems = replay_problems(record)
+    if problems:
+        raise BadInput(f"{where or record.ref}: cannot be replayed: {'; '.join(problems)}; nothing was fetched or run")

@@ -119,8 +119,5 @@ def parse_result(data: bytes, where: str) -> RunResult:
     """Decode and check a result document (``where`` names it in every refusal)."""
     if len(data) > MAX_RESULT_BYTES:
         raise v.Invalid(v.At(where), f"{len(data)} bytes", f"{where}: a run result of {len(data)} bytes is too large")
-    try:
-        doc = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise v.Invalid(v.At(where), data[:40], f"{where}: not a run result ({exc})") from None
+    doc = v.load_json(data, v.At(where), "a run result", max_bytes=MAX_RESULT_BYTES)
     return RunResult.from_dict(doc, v.At(where))

@@ -7,12 +7,14 @@ and reads fields through these helpers, so every refusal names the document, the
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, NoReturn, TypeVar, cast
 
+from metaflow_repro._toml import tomllib
 from metaflow_repro.errors import BadInput
 
 T = TypeVar("T")
@@ -207,3 +209,87 @@ def short(value: Any, limit: int = 200) -> str:
     """``repr(value)``, cut to ``limit`` characters: a hostile or huge value never floods a message."""
     text = repr(value)
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit} more characters)"
+
+
+# -- bounded decoding --------------------------------------------------------------------------------
+# json and tomllib recurse once per nesting level: "[" * 100000 raises RecursionError (not ValueError),
+# and a document nested deep enough to decode still breaks any code that walks it. Every untrusted
+# document is decoded here, within a size and a depth limit, and anything else is ``Invalid``.
+
+#: no document repro writes nests deeper than ~10 levels (a record: steps.s.tasks.t.artifacts.a.sha1)
+MAX_DEPTH = 64
+#: the largest record (a run of very many tasks) repro reads; other documents pass their own limit
+MAX_DOCUMENT_BYTES = 256 << 20
+
+
+def too_deep(doc: Any, limit: int = MAX_DEPTH) -> bool:
+    """Whether ``doc`` (decoded JSON or TOML) nests lists/tables deeper than ``limit`` (no recursion)."""
+    stack = [(doc, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            children: Iterable[Any] = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def _bounded(data: str | bytes, at: At, what: str, max_bytes: int) -> str:
+    size = len(data)  # characters of a str: at most 4 bytes each, checked again as bytes would be needless
+    if size > max_bytes:
+        raise Invalid(at, f"{size} bytes", f"{what} of {size} bytes is larger than {max_bytes} bytes")
+    if isinstance(data, bytes):
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise Invalid(at, data[:40], f"not {what} (not UTF-8 text)") from None
+    return data
+
+
+def _checked_depth(doc: Any, at: At, what: str, max_depth: int) -> Any:
+    if too_deep(doc, max_depth):
+        raise Invalid(at, "...", f"not {what} (nested deeper than {max_depth} levels)")
+    return doc
+
+
+def load_json(
+    data: str | bytes,
+    at: At,
+    what: str = "a JSON document",
+    max_bytes: int = MAX_DOCUMENT_BYTES,
+    max_depth: int = MAX_DEPTH,
+) -> Any:
+    """Decode untrusted JSON: at most ``max_bytes``, nested at most ``max_depth`` levels, else ``Invalid``
+    naming ``at.where`` and ``what`` the document should have been (never a RecursionError)."""
+    text = _bounded(data, at, what, max_bytes)
+    try:
+        doc = json.loads(text)
+    except RecursionError:
+        raise Invalid(at, text[:40], f"not {what} (nested deeper than {max_depth} levels)") from None
+    except ValueError as exc:
+        raise Invalid(at, text[:40], f"not {what} (invalid JSON: {short(str(exc))})") from None
+    return _checked_depth(doc, at, what, max_depth)
+
+
+def load_toml(
+    data: str | bytes,
+    at: At,
+    what: str = "a TOML document",
+    max_bytes: int = MAX_DOCUMENT_BYTES,
+    max_depth: int = MAX_DEPTH,
+) -> dict[str, Any]:
+    """``load_json`` for TOML (tomllib recurses too)."""
+    text = _bounded(data, at, what, max_bytes)
+    try:
+        doc: dict[str, Any] = tomllib.loads(text)
+    except RecursionError:
+        raise Invalid(at, text[:40], f"not {what} (nested deeper than {max_depth} levels)") from None
+    except ValueError as exc:  # TOMLDecodeError
+        raise Invalid(at, text[:40], f"not {what} (invalid TOML: {short(str(exc))})") from None
+    _checked_depth(doc, at, what, max_depth)
+    return doc

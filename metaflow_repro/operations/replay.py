@@ -37,7 +37,7 @@ from metaflow_repro.executors.base import Place, ReplayArgs, ReplayPlan, ReplayR
 from metaflow_repro.model.findings import Choice, Finding, Kind
 from metaflow_repro.model.interpreter import Executor, ExecutorKind
 from metaflow_repro.model.lock import PlatformLock
-from metaflow_repro.model.record import RunRecord, RunStatus
+from metaflow_repro.model.record import RunRecord, RunStatus, check_replayable, replay_problems
 from metaflow_repro.model.replay import RunFailure, RunResult
 from metaflow_repro.model.validate import cap
 from metaflow_repro.operations.run import Log, Outcome, RunOptions, check_same_flow, compare_runs, run_and_record
@@ -56,11 +56,6 @@ from metaflow_repro.store.snapshot import (
 )
 
 UNROUTABLE_INDEX = "http://127.0.0.1:9/simple"  # proves a replay never needs a package index
-#: the Metaflow `run` options a recorded run may pass on to its replay: they shape the run's graph and
-#: results; anything else in a record (``--run-id-file`` writes a file anywhere) is refused
-REPLAYED_RUN_OPTIONS = frozenset(
-    {"--max-num-splits", "--max-workers", "--tag", "--with", "--namespace", "--max-log-size"}
-)
 
 
 class ReplayVerdict(Choice):
@@ -190,6 +185,7 @@ def load_request(
     refused when ``place`` can never replay it, before anything else is fetched or built."""
     ref = parse_ref(ref_text)
     original = load_record(store, ref)
+    check_replayable(original, str(ref.path or original.ref))  # what `repro store verify` reports, too
     place.check_record(original)
     return ReplayRequest(
         original=original,
@@ -505,13 +501,8 @@ def recorded_args(
     """Metaflow options that give the recorded run again: configs (top-level), parameters, the
     IncludeFile contents (as files), and the recorded run options. Parameters only by names the flow
     declares (``declared``), so a record can never smuggle in a Metaflow option (``--run-id-file``...)."""
-    smuggled = [t for t in record.run_options if t.startswith("--") and t.split("=", 1)[0] not in REPLAYED_RUN_OPTIONS]
-    if smuggled:
-        raise BadInput(
-            f"{record.ref}: the record's run options {cap(map(repr, smuggled))} are not options a replay "
-            f"passes on (only {', '.join(sorted(REPLAYED_RUN_OPTIONS))}); the record is corrupt or hostile, and "
-            "nothing was run"
-        )
+    if problems := replay_problems(record):  # load_request refused these already; a caller of its own too
+        raise BadInput(f"{record.ref}: {'; '.join(problems)}, and nothing was run")
     if declared is not None:
         unknown = sorted((set(record.parameters) | set(record.include_files)) - set(declared))
         if unknown:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from metaflow_repro.model.record import RunRecord, replay_problems
 from metaflow_repro.operations.records import listing, load
 from metaflow_repro.settings import Settings
 from metaflow_repro.store import Store
@@ -45,4 +46,10 @@ def check_store(store: Store, ref: str | None = None) -> StoreCheck:
     else:
         found = listing(store)
         records, broken = found.records, found.broken
-    return StoreCheck(broken, [(r.ref, verify(r, store)) for r in records])
+    return StoreCheck(broken, [(r.ref, record_problems(r, store)) for r in records])
+
+
+def record_problems(record: RunRecord, store: Store) -> list[str]:
+    """What replay would refuse in the record itself (``replay_problems``: the very check replay makes
+    before it fetches anything), then every object it names that is missing or damaged."""
+    return [f"cannot be replayed: {p}" for p in replay_problems(record)] + verify(record, store)

@@ -41,6 +41,7 @@ class Kind(enum.Enum):
     BOOTSTRAP_MANIFEST = "bootstrap manifest"
     LEASE = "lease"
     SWEEP = "sweep"
+    MARKER = "store marker"
 
 
 # Fields a template may hold: {digest} (the content hash, env id or lease id), {shard} (its first two
@@ -62,6 +63,7 @@ _TEMPLATES: dict[Kind, str] = {
     Kind.BOOTSTRAP_MANIFEST: protocol.BOOTSTRAP_MANIFEST_KEY % "{digest}",
     Kind.LEASE: "leases/{digest}.json",
     Kind.SWEEP: "sweeps/{digest}.json",
+    Kind.MARKER: "repro-store.json",  # says "this folder/prefix is a repro store": gc works only in one
 }
 
 _SHA256, _SHA1 = "[0-9a-f]{64}", "[0-9a-f]{40}"
@@ -118,6 +120,7 @@ def prefix(kind: Kind) -> str:
 RUNS = prefix(Kind.RECORD)
 LEASES = prefix(Kind.LEASE)
 SWEEPS = prefix(Kind.SWEEP)
+MARKER = prefix(Kind.MARKER)
 BOOTSTRAP_MANIFESTS = prefix(Kind.BOOTSTRAP_MANIFEST)
 _TOOLS = "tools/"  # one folder per tool: each is an area of its own
 

@@ -96,7 +96,7 @@ class LocalStore(Store):
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         base = self._path(prefix)
         # "runs/F/" is a folder; "runs/F" is a key prefix: it also matches runs/F@flows~a.py/...
-        folder = base if prefix.endswith("/") and base.is_dir() else base.parent
+        folder = base if (prefix.endswith("/") or not prefix) and base.is_dir() else base.parent
         if not folder.exists():
             return
         for dirpath, _, files in os.walk(folder):

@@ -2,6 +2,10 @@
 
 Credentials come from boto3's standard chain; ``AWS_ENDPOINT_URL_S3`` points it at an
 S3-compatible server. Connection failures are infrastructure errors (exit code 3).
+
+Timeouts and retries are sized for a command line (``Limits``): an endpoint that accepts connections
+and never answers costs ``attempts`` × the read timeout plus a short backoff, and each attempt that
+failed says on stderr that it is retried.
 """
 
 from __future__ import annotations
@@ -9,22 +13,83 @@ from __future__ import annotations
 import base64
 import builtins
 import os
+import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 from urllib.parse import urlparse
 
 from metaflow_repro.errors import BadInput, InfraError
-from metaflow_repro.settings import env_setting
+from metaflow_repro.settings import BY_NAME, env_setting
 from metaflow_repro.store.base import ObjectInfo, Store, StoreObjectMissing
 
 SINGLE_PUT_LIMIT = 5 * 1024**3  # S3's limit for one PUT
+BACKOFF_SECONDS = 0.5  # before the second attempt; doubled before each next one
+BACKOFF_MAX_SECONDS = 8.0
+
+#: the variables that set ``Limits`` (settings ``s3_connect_timeout``, ``s3_read_timeout``, ``s3_attempts``)
+CONNECT_TIMEOUT_VAR = BY_NAME["s3_connect_timeout"].env
+READ_TIMEOUT_VAR = BY_NAME["s3_read_timeout"].env
+ATTEMPTS_VAR = BY_NAME["s3_attempts"].env
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How long one request to S3 may take, and how often it is tried: seconds to connect, seconds of
+    silence while reading an answer, and attempts in all (retries back off 0.5 s, 1 s, 2 s, ...)."""
+
+    connect_timeout: float
+    read_timeout: float
+    attempts: int
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] | None = None) -> Limits:
+        env = dict(os.environ if environ is None else environ)
+        return cls(
+            connect_timeout=env_setting("s3_connect_timeout", env),
+            read_timeout=env_setting("s3_read_timeout", env),
+            attempts=env_setting("s3_attempts", env),
+        )
+
+
+def _warn(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+class Retries:
+    """The ``needs-retry`` handler of a client whose own retries are off: botocore's test of what is
+    worth retrying (its standard mode: timeouts, dropped connections, throttling, 5xx), with these
+    ``Limits``' attempts, repro's backoff, and one line per retry on stderr."""
+
+    def __init__(self, uri: str, limits: Limits, warn: Callable[[str], None] = _warn):
+        from botocore.retries.standard import RetryEventAdapter, StandardRetryConditions
+
+        self.uri, self.limits, self.warn = uri, limits, warn
+        self._adapter = RetryEventAdapter()
+        self._conditions = StandardRetryConditions(max_attempts=limits.attempts)
+
+    def __call__(self, **kwargs) -> float | None:
+        context = self._adapter.create_retry_context(**kwargs)
+        if not self._conditions.is_retryable(context):
+            return None  # an answer, an error no retry mends, or the last attempt
+        attempt = context.attempt_number
+        delay = min(BACKOFF_MAX_SECONDS, BACKOFF_SECONDS * 2 ** (attempt - 1))
+        exc = context.caught_exception
+        why = f"{type(exc).__name__}: {exc}" if exc is not None else f"HTTP {context.http_response.status_code}"
+        operation = getattr(context.operation_model, "name", "request")
+        self.warn(
+            f"repro: store {self.uri}: {operation} failed on attempt {attempt} of {self.limits.attempts} "
+            f"({why}; timeouts {self.limits.connect_timeout:g} s to connect, {self.limits.read_timeout:g} s "
+            f"to read); retrying in {delay:g} s"
+        )
+        return delay
 
 
 class S3Store(Store):
-    def __init__(self, uri: str):
+    def __init__(self, uri: str, limits: Limits | None = None):
         import boto3
         from boto3.s3.transfer import TransferConfig
         from botocore.config import Config
@@ -35,14 +100,17 @@ class S3Store(Store):
         self.bucket = parsed.netloc
         self.prefix = parsed.path.strip("/")
         self.uri = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
+        self.limits = limits or Limits.from_environ()
         config = Config(
-            retries={"max_attempts": 3, "mode": "standard"},
-            connect_timeout=5,
-            read_timeout=120,
+            retries={"total_max_attempts": 1, "mode": "standard"},  # botocore's own: off (``Retries`` decides)
+            connect_timeout=self.limits.connect_timeout,
+            read_timeout=self.limits.read_timeout,
             max_pool_connections=32,
         )
         self.client = boto3.session.Session().client("s3", config=config, endpoint_url=env_setting("s3_endpoint"))
-        self.transfer = TransferConfig()  # boto3's defaults: ranged, parallel transfers above 8 MB
+        self.client.meta.events.register("needs-retry.s3", Retries(self.uri, self.limits), unique_id="repro-retries")
+        # boto3's defaults (ranged, parallel transfers above 8 MB); a body that stalls is read again as often
+        self.transfer = TransferConfig(num_download_attempts=self.limits.attempts)
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
@@ -56,7 +124,18 @@ class S3Store(Store):
                 raise StoreObjectMissing(f"store {self.uri}: missing object {what}") from None
             if code in ("NoSuchBucket",):
                 raise InfraError(f"store {self.uri}: bucket {self.bucket} does not exist") from None
-        raise InfraError(f"store {self.uri}: {what}: {type(exc).__name__}: {exc}") from None
+        raise InfraError(f"store {self.uri}: {what}: {type(exc).__name__}: {exc}{self._tried(exc)}") from None
+
+    def _tried(self, exc: Exception) -> str:
+        """What was tried, for an endpoint that did not answer in time."""
+        from botocore.exceptions import ConnectionError, HTTPClientError
+
+        if not isinstance(exc, (ConnectionError, HTTPClientError)):
+            return ""
+        return (
+            f" (tried {self.limits.attempts} time(s), {self.limits.connect_timeout:g} s to connect and "
+            f"{self.limits.read_timeout:g} s to read each: {CONNECT_TIMEOUT_VAR}, {READ_TIMEOUT_VAR}, {ATTEMPTS_VAR})"
+        )
 
     def stat(self, key: str) -> ObjectInfo | None:
         try:

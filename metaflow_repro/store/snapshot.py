@@ -24,7 +24,6 @@ from pathlib import Path
 
 import tomli_w
 
-from metaflow_repro._toml import tomllib
 from metaflow_repro.env.cache import PackageCache, sha256_file
 from metaflow_repro.errors import BadInput, InfraError, IntegrityError, ReproError
 from metaflow_repro.fsutil import atomic_write
@@ -35,6 +34,7 @@ from metaflow_repro.model.validate import cap
 from metaflow_repro.paths import check_relative
 from metaflow_repro.settings import Settings
 from metaflow_repro.store import Store, StoreObjectMissing, layout
+from metaflow_repro.store.marker import mark, require_store
 
 
 class StoreObjectCorrupt(IntegrityError):
@@ -45,6 +45,8 @@ TOUCH_AFTER_SECONDS = 600  # well inside gc's default grace period of one hour
 LEASE_SECONDS = 3600.0  # a lease protects its keys this long (pushes renew theirs before the record)
 SWEEP_SECONDS = 600.0  # a gc's sweep holds back pushes of its keys this long (renewed while the gc deletes)
 SWEEP_BATCH = 256  # keys a gc announces, re-checks and deletes at a time (a push waits one batch at most)
+LOCK_MAX_BYTES = 64 << 20  # an environment's lock (locks/<env id>.toml): thousands of packages fit
+LEASE_MAX_BYTES = 64 << 20  # a lease or a sweep: the keys of one push (every package file of a run)
 _REF = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*(?:@[A-Za-z0-9_.~@\-]+)?)/([A-Za-z0-9_.\-]+)$")
 
 
@@ -131,7 +133,23 @@ def record_at(store: Store, key: str, data: bytes, flow: str, run_id: str) -> Ru
             f"{where}: the record says it is run {record.ref}, but it is filed as {flow}/{run_id}; "
             "the store is corrupt or someone filed a record under another run's name",
         )
+    _check_folder(record, key, where)
     return record
+
+
+def _check_folder(record: RunRecord, key: str, where: str) -> None:
+    """A record's folder under runs/ is its flow's identity (``layout.flow_dir``, as push files it): a
+    record served from another flow's folder would pose as a run of that flow."""
+    parsed = layout.parse_as(key, layout.Kind.RECORD)
+    folder = layout.flow_dir(record.flow, record.identity)
+    if parsed is not None and parsed.flow != folder:
+        raise v.Invalid(
+            v.At(where, "identity"),
+            record.identity,
+            f"{where}: the record is a run of flow {record.identity or record.flow} (filed under runs/{folder}/), "
+            f"but it is served from runs/{parsed.flow}/; the store is corrupt or someone filed a record under "
+            "another flow's name",
+        )
 
 
 def _flow_folder(store: Store, flow: str, run_id: str) -> str:
@@ -161,9 +179,9 @@ def env_lock_toml(pl: PlatformLock) -> bytes:
 
 def parse_env_lock(data: bytes, env_id: str, where: str) -> PlatformLock:
     try:
-        doc = tomllib.loads(data.decode())
-    except ValueError as exc:  # TOMLDecodeError, UnicodeDecodeError
-        raise StoreObjectCorrupt(f"store object {where} is corrupt: not a valid environment lock ({exc})") from None
+        doc = v.load_toml(data, v.At(where), "a valid environment lock", max_bytes=LOCK_MAX_BYTES)
+    except v.Invalid as exc:
+        raise StoreObjectCorrupt(f"store object {where} is corrupt: {str(exc).removeprefix(where + ': ')}") from None
     try:
         if "env_id" not in doc:
             raise BadInput("missing key 'env_id'")
@@ -365,6 +383,7 @@ def push(
     size and sha256 match (else it is replaced); a lease names every key first, so a concurrent gc
     leaves them alone; and the record lands only after every object it names was listed again."""
     uploads = _local_objects(record, settings, artifact_blobs or {})
+    mark(store)  # the first push makes the store: from now on gc knows it for one
     lease = _lease(store, record, [u.key for u in uploads])
     wait_for_sweeps(store, {u.key for u in uploads}, record.ref)
     result = PushResult(uploaded={}, skipped={})
@@ -491,6 +510,7 @@ def push_replay_record(record: RunRecord, store: Store) -> str:
     missing = [key for key in named_objects(record) if store.stat(key) is None]
     if missing:
         raise InfraError(f"cannot record replay {record.ref} in {store.uri}: missing {', '.join(missing[:3])}")
+    mark(store)
     key = layout.record(layout.flow_dir(record.flow, record.identity), record.run_id)
     if not store.exists(key):
         store.put_bytes(key, record.to_json().encode())
@@ -753,6 +773,11 @@ def scan_records(store: Store) -> Listing:
             if layout.misplaced_record(info.key):  # it might name anything: never skipped silently
                 broken.append((info.key, f"{info.key}: not where records are kept ({layout.record('Flow', 'run_id')})"))
             continue
+        if info.size > v.MAX_DOCUMENT_BYTES:  # never downloaded: it is no record repro wrote
+            broken.append(
+                (info.key, f"{info.key}: a record of {info.size} bytes is larger than {v.MAX_DOCUMENT_BYTES}")
+            )
+            continue
         try:
             records.append(record_at(store, info.key, store.get_bytes(info.key), key.flow.split("@")[0], key.run_id))
         except StoreObjectMissing:
@@ -786,15 +811,21 @@ class Leases:
                     self.store.delete(info.key)
                 continue
             if info.key not in self.seen:
-                try:
-                    doc = json.loads(self.store.get_bytes(info.key))
-                    self.seen[info.key] = {k for k in doc["keys"] if isinstance(k, str)}
-                except (StoreObjectMissing, ValueError, KeyError, TypeError):
-                    self.seen[info.key] = set()
+                self.seen[info.key] = _named_keys(self.store, info.key)
             seen[info.key] = self.seen[info.key]
             keys |= seen[info.key]
         self.seen, self.keys = seen, keys
         return keys
+
+
+def _named_keys(store: Store, key: str) -> set[str]:
+    """The keys a lease or a sweep names. A store object like any other: one that is gone, too large,
+    too deep or not a list of keys names nothing."""
+    try:
+        doc = v.load_json(store.get_bytes(key), v.At(f"{store.uri}/{key}"), "a lease", max_bytes=LEASE_MAX_BYTES)
+        return {k for k in doc["keys"] if isinstance(k, str)}
+    except (StoreObjectMissing, v.Invalid, KeyError, TypeError):
+        return set()
 
 
 #: every prefix of content-addressed objects; gc deletes nothing outside them (runs/ and leases/ have their own rules)
@@ -817,7 +848,11 @@ def gc(
 
     ``live``: what else the kept records need that they do not name themselves (objects an executor
     staged for their environments, e.g. Batch's bootstrap manifests), given the records; the store
-    knows no executor, so the caller that does says (``metaflow_repro.operations.gc``)."""
+    knows no executor, so the caller that does says (``metaflow_repro.operations.gc``).
+
+    Only in a store: a URI that names nothing, or a folder or prefix that is neither marked nor laid out
+    as a store, is refused before anything is listed for deletion (``marker.require_store``)."""
+    require_store(store, dry_run)
     listing = scan_records(store)
     if listing.broken:  # a record gc cannot read might name anything: deleting would be a guess
         raise BadInput(
@@ -894,11 +929,7 @@ def _sweeping(store: Store, keys: set[str]) -> bool:
     for info in store.list(layout.SWEEPS):
         if now - info.modified >= SWEEP_SECONDS:
             continue
-        try:  # a store object like any other: what is not a list of keys names nothing
-            named = {k for k in json.loads(store.get_bytes(info.key))["keys"] if isinstance(k, str)}
-        except (StoreObjectMissing, ValueError, KeyError, TypeError):
-            continue
-        if not keys.isdisjoint(named):
+        if not keys.isdisjoint(_named_keys(store, info.key)):
             return True
     return False
 
