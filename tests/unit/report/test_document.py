@@ -133,8 +133,9 @@ def _record(checks):
     class R:  # the attributes build_flow reads; a full RunRecord needs a real run
         flow, run_id, ref, status, envs, pickle_checks = "F", "1", "F/1", RunStatus.SUCCESS, {}, checks
         steps = {"start": S(), "end": S()}
+        graph: dict = {}
 
-    assert {"pickle_checks", "steps", "envs", "status"} <= fields
+    assert {"pickle_checks", "steps", "envs", "status", "graph"} <= fields
     return R()
 
 
