@@ -65,13 +65,12 @@ def caught_line(task):
     """ "caught ValueError: x is odd (in compute_failed)" when @catch handled an exception this task's step
     raised (Metaflow's ``_success`` is false, the run goes on); None otherwise (a later task that
     carries the exception on is not one)."""
-    try:
-        artifacts = dict((a.id, a) for a in task.artifacts)
-        if CATCH_ARTIFACT not in artifacts or ("_success" in artifacts and artifacts["_success"].data):
+    try:  # by name: the client lists no artifact of Metaflow's own ("_...") in ``task.artifacts``
+        if CATCH_ARTIFACT not in task or ("_success" in task and task["_success"].data):
             return None
-        caught = artifacts[CATCH_ARTIFACT]
+        caught = task[CATCH_ARTIFACT]
         wrapper = caught.data
-        var = sorted(n for n, a in artifacts.items() if n != CATCH_ARTIFACT and a.sha and a.sha == caught.sha)
+        var = sorted(a.id for a in task.artifacts if a.id != CATCH_ARTIFACT and a.sha and a.sha == caught.sha)
     except Exception:  # noqa: BLE001 - a card must render whatever the datastore holds
         return None
     kind = str(getattr(wrapper, "type", "") or "Exception")
