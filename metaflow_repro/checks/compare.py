@@ -163,8 +163,9 @@ def compare(
             results.append(ArtifactResult(step, "*", "*", Verdict.DIFFERENT, f"step {step} did not run in {b.ref}"))
             continue
         differing: Differing = []
-        if bool(sa.tasks) != bool(sb.tasks):
-            results.append(_ran_in_one(step, a, b))
+        took = _switch_took(step, a, b)
+        if took:
+            results.append(took)
             continue
         for key in sorted(set(sa.tasks) | set(sb.tasks)):
             results += _compare_task(step, key, sa.tasks.get(key), sb.tasks.get(key), pair, differing)
@@ -228,14 +229,17 @@ def _compare_caught(step: str, key: str, name: str, x: Caught | None, y: Caught 
     return ArtifactResult(step, key, name, Verdict.DIFFERENT, detail)
 
 
-def _ran_in_one(step: str, a: RunRecord, b: RunRecord) -> ArtifactResult:
-    """A step that ran in one run only (a switch took another branch, or the run failed before it)."""
+def _switch_took(step: str, a: RunRecord, b: RunRecord) -> ArtifactResult | None:
+    """A step that ran in one run only because a switch took another branch in the other; None otherwise
+    (a run that failed before it: its tasks are compared one by one)."""
+    if bool(a.steps[step].tasks) == bool(b.steps[step].tasks):
+        return None
     ran, other = (a, b) if a.steps[step].tasks else (b, a)
     took = switch_taken(other, step)
-    why = f": the switch in {took[0]} took {took[1]} there" if took else ""
-    return ArtifactResult(
-        step, "*", "*", Verdict.DIFFERENT, f"step {step} ran in {ran.ref} but not in {other.ref}{why}"
-    )
+    if took is None:
+        return None
+    detail = f"step {step} ran in {ran.ref} but not in {other.ref}: the switch in {took[0]} took {took[1]} there"
+    return ArtifactResult(step, "*", "*", Verdict.DIFFERENT, detail)
 
 
 def _compare_task(

@@ -255,3 +255,8 @@ def test_a_step_a_switch_took_in_one_run_only_is_different_and_says_which_branch
         ArtifactResult("b", "*", "*", "different", "step b ran in F/2 but not in F/1: the switch in route took a there")
         in c.results
     )
+    # a run that failed before the switch: not put down to it, its tasks are compared one by one
+    failed = replace(
+        make_record("3", {"start": {"-": {}}, "route": {}, "a": {}, "b": {}, "end": {}}, status="failed"), graph=graph
+    )
+    assert ArtifactResult("a", "-", "*", "different", "task - exists only in F/1") in cmp(took_a, failed).results
