@@ -118,10 +118,19 @@ def _caught(task, artifacts: dict[str, InspectedArtifact]) -> Caught | None:
         return None
     var = sorted(n for n, a in artifacts.items() if a.sha1 == found.sha1 and n != CATCH_ARTIFACT)
     return Caught(
-        type=str(getattr(wrapper, "type", "") or "builtins.Exception"),
+        type=_type_name(str(getattr(wrapper, "type", ""))),
         message=str(getattr(wrapper, "exception", ""))[:CAUGHT_MESSAGE_MAX],
         var=var[0] if var else "",
     )
+
+
+def _type_name(text: str) -> str:
+    """An exception's class as dotted Python names (what the record accepts), whatever the wrapper held."""
+    import re
+
+    parts = [re.sub(r"\W", "_", p, flags=re.ASCII) for p in text.split(".") if p][:30]
+    parts = [p if not p[0].isdigit() else "_" + p for p in parts]
+    return ".".join(parts) or "builtins.Exception"
 
 
 def _copy_lineage(steps: dict[str, tuple[InspectedTask, ...]], lineage_dir: str) -> dict[str, int]:
