@@ -102,7 +102,7 @@ class StepItem(_ReproItem):
 
     def _switch_or_catch(self, flow: str, record) -> None:
         """A step a switch did not take is skipped (not run); one whose exception @catch handled passes as
-        caught (a user property the plugin shows as CAUGHT, and a warning naming the exception)."""
+        caught (a user property the session shows as CAUGHT, and a warning naming the exception)."""
         took = outcomes.switch_taken(record, self.step)
         if took:
             pytest.skip(f"not run: {outcomes.not_taken_reason(*took)}")
