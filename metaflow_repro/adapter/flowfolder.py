@@ -3,7 +3,7 @@
 Metaflow's code package is every file under the flow file's folder whose name ends in one of the
 package suffixes (``.py,.R,.RDS`` by default), skipping hidden folders. A ``REPRO_HOME`` (thousands
 of ``.py`` files in its environments) or another large folder there makes every run walk, hash and
-upload it: the run seems to hang at "Bootstrapping conda environment". We walk the folder the way
+upload it: the run seems to hang before its first task. We walk the folder the way
 Metaflow does (its own ``walk`` and ``suffix_filter``), counting names only (no file is read), and
 stop with a message naming the folder and where to move it.
 """
@@ -70,8 +70,8 @@ def check_flow_folder(flow_file: Path, home: Path, suffixes: list[str] | None = 
         if home == flow_dir or not _hidden(rel):
             raise LargeFlowFolder(
                 f"{flow_file}: REPRO_HOME ({home}) is inside the flow's folder {flow_dir}, so Metaflow would "
-                f"package every environment in it with each run (the run seems to hang at 'Bootstrapping "
-                f"conda environment'). Move it out of {flow_dir} (e.g. `mv {home} ~/.cache/repro`) and set "
+                f"package every environment in it with each run (the run seems to hang after repro's "
+                f"'environment(s) reused' line). Move it out of {flow_dir} (e.g. `mv {home} ~/.cache/repro`) and set "
                 f"REPRO_HOME to the new place, or unset REPRO_HOME to use ~/.cache/repro."
             )
     try:

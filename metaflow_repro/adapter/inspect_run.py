@@ -17,7 +17,8 @@ from typing import Any
 
 from metaflow_extensions.repro.plugins import protocol
 from metaflow_repro.model.inspection import IncludedFile, InspectedArtifact, InspectedTask, RunInspection
-from metaflow_repro.model.record import NO_FOREACH
+from metaflow_repro.model.outcomes import CATCH_ARTIFACT
+from metaflow_repro.model.record import CAUGHT_MESSAGE_MAX, NO_FOREACH, Caught
 
 
 def _plain(value):
@@ -87,17 +88,49 @@ def _task(run, step, task, stores: _Stores) -> InspectedTask:
         for name, sha in tds._objects.items():
             info = tds._info.get(name, {})
             artifacts[name] = InspectedArtifact(sha1=sha, size=int(info.get("size", 0)), type=str(info.get("type", "")))
+    caught = _caught(task, artifacts)
+    # a task whose exception @catch handled is a successful one to Metaflow (``_task_ok``; the run goes
+    # on), though its ``_success`` is false: its outcome is "caught", not failed
+    successful = bool(task.successful) or caught is not None
     return InspectedTask(
         task_id=task.id,
-        successful=bool(task.successful),
+        successful=successful,
         finished=bool(task.finished),
         metadata={k: v for k, v in md.items() if k.startswith(protocol.METADATA_PREFIX)},
         ds_type=ds_type,
         ds_root=ds_root,
         foreach=_foreach_path(task),
         artifacts=artifacts,
-        stderr="" if task.successful else _tail(task),
+        stderr="" if successful else _tail(task),
+        caught=caught,
     )
+
+
+def _caught(task, artifacts: dict[str, InspectedArtifact]) -> Caught | None:
+    """The exception @catch handled in ``task`` (a finished task whose step raised), or None. Its
+    ``var`` is the artifact holding the very same pickle as Metaflow's own ``_catch_exception``."""
+    found = artifacts.get(CATCH_ARTIFACT)
+    if found is None or not task.finished or task.successful:
+        return None
+    try:
+        wrapper = task[CATCH_ARTIFACT].data  # a MetaflowExceptionWrapper: strings only
+    except Exception:
+        return None
+    var = sorted(n for n, a in artifacts.items() if a.sha1 == found.sha1 and n != CATCH_ARTIFACT)
+    return Caught(
+        type=_type_name(str(getattr(wrapper, "type", ""))),
+        message=str(getattr(wrapper, "exception", ""))[:CAUGHT_MESSAGE_MAX],
+        var=var[0] if var else "",
+    )
+
+
+def _type_name(text: str) -> str:
+    """An exception's class as dotted Python names (what the record accepts), whatever the wrapper held."""
+    import re
+
+    parts = [re.sub(r"\W", "_", p, flags=re.ASCII) for p in text.split(".") if p][:30]
+    parts = [p if not p[0].isdigit() else "_" + p for p in parts]
+    return ".".join(parts) or "builtins.Exception"
 
 
 def _copy_lineage(steps: dict[str, tuple[InspectedTask, ...]], lineage_dir: str) -> dict[str, int]:

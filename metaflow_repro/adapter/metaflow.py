@@ -378,6 +378,7 @@ def _task_record(t: InspectedTask) -> TaskRecord:
         fingerprint=fp.get("digest", ""),
         interpreter=t.metadata.get(protocol.META_INTERPRETER, ""),
         artifacts={n: ArtifactRecord(sha1=a.sha1, size=a.size, type=a.type) for n, a in sorted(t.artifacts.items())},
+        caught=t.caught,
     )
 
 

@@ -21,7 +21,8 @@ from metaflow_repro.env import probes as envprobe
 from metaflow_repro.errors import IntegrityError
 from metaflow_repro.model.findings import Choice, Finding, Kind, Severity
 from metaflow_repro.model.interpreter import Executor, ExecutorKind
-from metaflow_repro.model.record import NO_FOREACH, ArtifactRecord, RunRecord, TaskRecord
+from metaflow_repro.model.outcomes import CATCH_ARTIFACT, switch_taken
+from metaflow_repro.model.record import NO_FOREACH, ArtifactRecord, Caught, RunRecord, TaskRecord
 
 
 class Verdict(Choice):
@@ -149,6 +150,7 @@ def compare(
     pending: dict[str, Differing] = defaultdict(list)  # env -> what to compare by value in it
     # an IncludeFile artifact is a descriptor naming the run's own datastore: compare the file's contents
     included = set(a.include_files) | set(b.include_files)
+    pair = _Pair(a.ref, b.ref, included, caught_pickles(a), caught_pickles(b))
     results = [_compare_included(name, a, b) for name in sorted(included)]
     results += [
         ArtifactResult(step, "*", "*", Verdict.DIFFERENT, f"step {step} did not run in {a.ref}")
@@ -161,8 +163,12 @@ def compare(
             results.append(ArtifactResult(step, "*", "*", Verdict.DIFFERENT, f"step {step} did not run in {b.ref}"))
             continue
         differing: Differing = []
+        took = _switch_took(step, a, b)
+        if took:
+            results.append(took)
+            continue
         for key in sorted(set(sa.tasks) | set(sb.tasks)):
-            results += _compare_task(step, key, sa.tasks.get(key), sb.tasks.get(key), a.ref, b.ref, included, differing)
+            results += _compare_task(step, key, sa.tasks.get(key), sb.tasks.get(key), pair, differing)
         if differing:
             pending[sb.env_id if sb.env_id in pythons else sa.env_id] += differing
     results += _semantic(pending, blobs_a, blobs_b, pythons, list(sys_path), options, a.ref, b.ref)
@@ -190,29 +196,84 @@ def _start_step(record: RunRecord) -> str:
     return order[0] if order else ""
 
 
+@dataclass(frozen=True)
+class _Pair:
+    """What every task comparison of two runs needs: their refs, the IncludeFile parameters (compared by
+    contents instead), and each run's caught exceptions by the sha1 of their pickles."""
+
+    ref_a: str
+    ref_b: str
+    included: set[str]
+    caught_a: dict[str, Caught]
+    caught_b: dict[str, Caught]
+
+
+def caught_pickles(record: RunRecord) -> dict[str, Caught]:
+    """sha1 -> the exception @catch handled, for every pickle of one (Metaflow's ``_catch_exception`` and
+    the user's ``var``, in the task that caught it and in every later task that carries it on). Such a
+    pickle holds a traceback with the paths the run ran from, so it is compared by the exception's type."""
+    out = {}
+    for s in record.steps.values():
+        for t in s.tasks.values():
+            if t.caught is None:
+                continue
+            for name in {CATCH_ARTIFACT, t.caught.var} - {""}:
+                if name in t.artifacts:
+                    out[t.artifacts[name].sha1] = t.caught
+    return out
+
+
+def _compare_caught(step: str, key: str, name: str, x: Caught | None, y: Caught | None, pair: _Pair) -> ArtifactResult:
+    """A caught exception in either run: identical when both caught one of the same type."""
+    if x is not None and y is not None and x.type == y.type:
+        return ArtifactResult(step, key, name, Verdict.IDENTICAL)
+    if x is not None and y is not None:
+        detail = f"@catch caught {x.short_type} in {pair.ref_a}, {y.short_type} in {pair.ref_b} ({y.message})"
+    else:
+        caught, ref, other = (x, pair.ref_a, pair.ref_b) if x is not None else (y, pair.ref_b, pair.ref_a)
+        assert caught is not None, "only called when one run caught an exception"
+        detail = f"@catch caught {caught.short_type} ({caught.message}) in {ref}; in {other} the step raised none"
+    return ArtifactResult(step, key, name, Verdict.DIFFERENT, detail)
+
+
+def _switch_took(step: str, a: RunRecord, b: RunRecord) -> ArtifactResult | None:
+    """A step that ran in one run only because a switch took another branch in the other; None otherwise
+    (a run that failed before it: its tasks are compared one by one)."""
+    if bool(a.steps[step].tasks) == bool(b.steps[step].tasks):
+        return None
+    ran, other = (a, b) if a.steps[step].tasks else (b, a)
+    took = switch_taken(other, step)
+    if took is None:
+        return None
+    detail = f"step {step} ran in {ran.ref} but not in {other.ref}: the switch in {took[0]} took {took[1]} there"
+    return ArtifactResult(step, "*", "*", Verdict.DIFFERENT, detail)
+
+
 def _compare_task(
     step: str,
     key: str,
     ta: TaskRecord | None,
     tb: TaskRecord | None,
-    ref_a: str,
-    ref_b: str,
-    included: set[str],
+    pair: _Pair,
     differing: Differing,
 ) -> list[ArtifactResult]:
     """One task (by key) of both runs: what is decided by sha1 alone; artifacts whose bytes differ
     are appended to ``differing``, for a comparison by value."""
     if ta is None or tb is None:
-        only_in = ref_a if tb is None else ref_b
+        only_in = pair.ref_a if tb is None else pair.ref_b
         return [ArtifactResult(step, key, "*", Verdict.DIFFERENT, f"task {key} exists only in {only_in}")]
     results = []
     for name in sorted(set(ta.artifacts) | set(tb.artifacts)):
-        if is_internal(name) or name in included:
+        if is_internal(name) or name in pair.included:
             continue
         x, y = ta.artifacts.get(name), tb.artifacts.get(name)
-        if x is None or y is None:
+        cx = pair.caught_a.get(x.sha1) if x is not None else None
+        cy = pair.caught_b.get(y.sha1) if y is not None else None
+        if cx is not None or cy is not None:
+            results.append(_compare_caught(step, key, name, cx, cy, pair))
+        elif x is None or y is None:
             results.append(
-                ArtifactResult(step, key, name, Verdict.DIFFERENT, f"only in {ref_a if y is None else ref_b}")
+                ArtifactResult(step, key, name, Verdict.DIFFERENT, f"only in {pair.ref_a if y is None else pair.ref_b}")
             )
         elif x.sha1 == y.sha1:
             results.append(ArtifactResult(step, key, name, Verdict.IDENTICAL))

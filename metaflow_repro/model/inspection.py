@@ -16,6 +16,7 @@ from typing import Any
 
 from metaflow_extensions.repro.plugins import protocol as p
 from metaflow_repro.model import validate as v
+from metaflow_repro.model.record import Caught, caught_from_dict
 
 _RUN_KEYS = frozenset(
     {
@@ -44,6 +45,7 @@ _TASK_KEYS = frozenset(
         p.TASK_FOREACH,
         p.TASK_ARTIFACTS,
         p.TASK_STDERR,
+        p.TASK_CAUGHT,
     }
 )
 _ARTIFACT_KEYS = frozenset({p.ARTIFACT_SHA1, p.ARTIFACT_SIZE, p.ARTIFACT_TYPE})
@@ -69,6 +71,8 @@ class InspectedTask:
     ds_root: str | None = None
     artifacts: dict[str, InspectedArtifact] = field(default_factory=dict)
     stderr: str = ""  # the tail of a failed task's log
+    #: the exception @catch handled: the task is successful (Metaflow runs on) but its step's code raised
+    caught: Caught | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -84,6 +88,13 @@ class InspectedTask:
                 for n, a in self.artifacts.items()
             },
             p.TASK_STDERR: self.stderr,
+            p.TASK_CAUGHT: None
+            if self.caught is None
+            else {
+                p.CAUGHT_TYPE: self.caught.type,
+                p.CAUGHT_MESSAGE: self.caught.message,
+                p.CAUGHT_VAR: self.caught.var,
+            },
         }
 
 
@@ -192,6 +203,7 @@ def _task(d: Any, at: v.At) -> InspectedTask:
         ds_root=v.opt(d, p.TASK_DS_ROOT, (str, type(None)), None, at),
         artifacts=v.table_of(v.opt(d, p.TASK_ARTIFACTS, dict, {}, at), at / p.TASK_ARTIFACTS, v.name, _artifact),
         stderr=v.opt(d, p.TASK_STDERR, str, "", at),
+        caught=caught_from_dict(d[p.TASK_CAUGHT], at / p.TASK_CAUGHT) if d.get(p.TASK_CAUGHT) is not None else None,
     )
 
 

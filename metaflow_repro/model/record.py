@@ -19,9 +19,8 @@ from metaflow_repro.model.lock import PlatformLock
 from metaflow_repro.settings import HASH_SEED, recorded_setting_problem
 
 SCHEMA = "repro.run-record"
-SCHEMA_VERSION = (
-    3  # 2: replay_of, include_files, configs, run_options; 3: inputs, interpreters, executor (older still read)
-)
+SCHEMA_VERSION = 4  # 2: replay_of, include_files, configs, run_options; 3: inputs, interpreters, executor;
+# 4: a task's caught exception (older still read)
 NO_FOREACH = "-"  # task key of a task outside any foreach
 #: code_sha256 of a failed run no task of which got as far as its step (no code package was made): a
 #: record naming it names no code object in the store
@@ -57,12 +56,36 @@ class ArtifactRecord:
 
 
 @dataclass(frozen=True)
+class Caught:
+    """An exception ``@catch`` handled: the task succeeded (Metaflow runs on), its step's work did not."""
+
+    type: str  # "module.Class" ("builtins.ValueError"), as Metaflow names it
+    message: str
+    var: str = ""  # the artifact ``@catch(var=...)`` keeps it in; "" without one
+
+    @property
+    def short_type(self) -> str:
+        """The class name, with its module unless that is ``builtins``."""
+        return self.type[len("builtins.") :] if self.type.startswith("builtins.") else self.type
+
+    def describe(self) -> str:
+        """One line for people: ``caught ValueError: x is odd (in compute_failed)``."""
+        where = f" (in {self.var})" if self.var else ""
+        return f"caught {self.short_type}: {self.message}{where}"
+
+
+#: the longest caught message kept (a message can hold a whole payload)
+CAUGHT_MESSAGE_MAX = 2000
+
+
+@dataclass(frozen=True)
 class TaskRecord:
     task_id: str
     env_id: str  # "disabled" for steps outside isolation
     fingerprint: str  # digest of the environment as seen from inside the task
     interpreter: str
     artifacts: dict[str, ArtifactRecord] = field(default_factory=dict)  # name -> ArtifactRecord
+    caught: Caught | None = None  # the exception @catch handled in this task (schema 4)
 
 
 @dataclass(frozen=True)
@@ -231,6 +254,10 @@ class RunRecord:
         doc["inputs"] = {ref: {**asdict(r), "via": InputVia(r.via).value} for ref, r in self.inputs.items()}
         doc["interpreters"] = {k: x.to_dict() for k, x in self.interpreters.items()}
         doc["executor"] = self.executor.to_dict()
+        for step in doc["steps"].values():
+            for task in step["tasks"].values():
+                if task["caught"] is None:
+                    del task["caught"]  # only a task @catch handled names one
         return json.dumps(doc, indent=1, sort_keys=True) + "\n"
 
 
@@ -287,7 +314,10 @@ _ENCODING = re.compile(r"^[A-Za-z0-9_.\-]{1,40}$")
 _TAG = re.compile(r"^[^\x00-\x1f]{1,500}$")
 _REF_TEXT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*/[A-Za-z0-9_.\-]+$")
 _STEP_KEYS = frozenset({"spec_id", "env_id", "disabled", "tasks"})
-_TASK_KEYS = frozenset({"task_id", "env_id", "fingerprint", "interpreter", "artifacts"})
+_TASK_KEYS = frozenset({"task_id", "env_id", "fingerprint", "interpreter", "artifacts", "caught"})
+_CAUGHT_KEYS = frozenset({"type", "message", "var"})
+#: an exception's class as Metaflow names it: dotted Python names
+_EXCEPTION_TYPE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*){0,30}$")
 _ARTIFACT_KEYS = frozenset({"sha1", "size", "type", "stored"})
 _CHECK_KEYS = frozenset({"step", "task", "artifact", "reader_env", "reader_steps", "status", "detail", "static"})
 _TASK_KEY = re.compile(r"^(-|[0-9]+(\.[0-9]+)*)$")
@@ -331,6 +361,22 @@ def _task(d: Any, at: v.At) -> TaskRecord:
         fingerprint=v.need(d, "fingerprint", str, at),
         interpreter=v.need(d, "interpreter", str, at),
         artifacts=v.table_of(v.opt(d, "artifacts", dict, {}, at), at / "artifacts", v.name, _artifact),
+        caught=caught_from_dict(d["caught"], at / "caught") if d.get("caught") is not None else None,
+    )
+
+
+def caught_from_dict(d: Any, at: v.At) -> Caught:
+    """Decode a caught exception (a record's, or a run read back): its type a dotted name, its message
+    text of bounded length, its artifact a Python identifier."""
+    v.only(v.of_type(d, dict, at), _CAUGHT_KEYS, at)
+    message = v.need(d, "message", str, at)
+    if len(message) > CAUGHT_MESSAGE_MAX:
+        (at / "message").fail(message[:40] + "...", f"an exception message of at most {CAUGHT_MESSAGE_MAX} characters")
+    var = v.opt(d, "var", str, "", at)
+    return Caught(
+        type=v.matching(v.need(d, "type", str, at), _EXCEPTION_TYPE, "an exception class (module.Class)", at / "type"),
+        message=message,
+        var=v.identifier(var, at / "var") if var else "",
     )
 
 

@@ -9,9 +9,11 @@ import pytest
 
 from metaflow_repro.checks.compare import Verdict
 from metaflow_repro.errors import NoFlowFound, ReproError
+from metaflow_repro.model import outcomes
 from metaflow_repro.model.record import PickleStatus
 from metaflow_repro.model.validate import cap_lines
 from metaflow_repro.pytest.session import (
+    CAUGHT_PROPERTY,
     lock_advice,
     lock_problems,
     replay_problems,
@@ -27,6 +29,10 @@ class ReproFailure(Exception):
 
 class ReproPickleWarning(UserWarning):
     """An artifact loads in an environment that reads it, but with a warning or other versions."""
+
+
+class ReproCaughtWarning(UserWarning):
+    """A step raised and ``@catch`` handled it: the step passes as "caught", its work was not done."""
 
 
 class FlowFile(pytest.File):
@@ -93,6 +99,19 @@ class StepItem(_ReproItem):
             warnings.warn(ReproPickleWarning(f"{o.flow}.{self.step}: {note}"), stacklevel=2)
         if problems:
             raise ReproFailure(f"{o.flow}.{self.step} failed:\n" + "\n".join(cap_lines(problems, indent="")))
+        if record is not None:
+            self._switch_or_catch(o.flow, record)
+
+    def _switch_or_catch(self, flow: str, record) -> None:
+        """A step a switch did not take is skipped (not run); one whose exception @catch handled passes as
+        caught (a user property the session shows as CAUGHT, and a warning naming the exception)."""
+        took = outcomes.switch_taken(record, self.step)
+        if took:
+            pytest.skip(f"not run: {outcomes.not_taken_reason(*took)}")
+        caught = outcomes.caught_message(record, self.step)
+        if caught:
+            self.user_properties.append((CAUGHT_PROPERTY, caught))
+            warnings.warn(ReproCaughtWarning(f"{flow}.{self.step}: {caught}"), stacklevel=2)
 
 
 class LockItem(_ReproItem):

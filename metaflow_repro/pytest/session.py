@@ -27,7 +27,14 @@ from metaflow_repro.model.lock import Lock, lock_path, read_lock
 from metaflow_repro.model.record import NO_FOREACH, RunRecord
 from metaflow_repro.operations.replay import check_where, replay_elsewhere, replay_findings
 from metaflow_repro.operations.run import LOCK_SUBJECT, Outcome, RunOptions, run_and_record
-from metaflow_repro.report.document import ReportDocument, StepOutcome, build_flow, document, replay_report
+from metaflow_repro.report.document import (
+    ReportDocument,
+    StepOutcome,
+    build_flow,
+    document,
+    recorded_outcome,
+    replay_report,
+)
 from metaflow_repro.settings import Settings, find_pyproject, load_settings
 from metaflow_repro.store import open_store
 
@@ -79,6 +86,9 @@ class Options:
             on=pick("repro_on", "repro_on", "on") or ExecutorKind.LOCAL.value,
         )
 
+
+#: the user property of a step item whose exception @catch handled (shown as CAUGHT)
+CAUGHT_PROPERTY = "repro_caught"
 
 #: the findings that fail a step's own item ([lock] reports spec and resolution drift)
 STEP_KINDS = (Kind.TASK_FAILED, Kind.NOT_RUN, Kind.RUNTIME_DRIFT, Kind.PICKLE, Kind.ARTIFACT, Kind.REPLAY)
@@ -183,6 +193,12 @@ class ReproSession:
         """pytest's report of one item (also from xdist workers): remember expected failures."""
         if report.when == "call" and getattr(report, "wasxfail", None) is not None and report.skipped:
             self.expected_failures.add(report.nodeid)
+
+    def pytest_report_teststatus(self, report, config):
+        """A step item whose exception @catch handled shows as CAUGHT (counted apart from passed)."""
+        if report.when == "call" and report.passed and any(k == CAUGHT_PROPERTY for k, _ in report.user_properties):
+            return "caught", "c", ("CAUGHT", {"yellow": True})
+        return None
 
     # -- reading, once ---------------------------------------------------------------------------
 
@@ -340,8 +356,8 @@ class ReproSession:
         if skip:
             return StepOutcome.NOT_RUN, skip
         problems, _ = step_problems(o, step)
-        if not problems:
-            return StepOutcome.PASSED, ""
+        if not problems:  # passed, caught (@catch), or not run because a switch took another branch
+            return recorded_outcome(o.record, step) or (StepOutcome.PASSED, "")
         if nodeid in self.expected_failures:
             return StepOutcome.EXPECTED_FAILURE, "\n".join(problems)
         mine = select(o.findings, step=step, severity=Severity.ERROR)

@@ -13,6 +13,7 @@ import json
 import sys
 import types
 import typing
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
@@ -22,6 +23,7 @@ from metaflow_extensions.repro.plugins.protocol import DISABLED
 from metaflow_repro.checks.compare import Comparison, Verdict
 from metaflow_repro.model import platforms as plats
 from metaflow_repro.model.findings import DRIFT_KINDS, Choice, Finding, Kind, select
+from metaflow_repro.model.outcomes import caught_message, not_taken, not_taken_reason, switch_taken
 from metaflow_repro.model.record import PickleCheck, PickleStatus, RunStatus
 
 if typing.TYPE_CHECKING:
@@ -34,7 +36,10 @@ SCHEMA_VERSION = 1
 class StepOutcome(Choice):
     PASSED = "passed"
     FAILED = "failed"
+    #: never started: an earlier step failed, or a switch took another branch (the message says which)
     NOT_RUN = "not run"
+    #: the step raised and ``@catch`` handled it: the run went on (the message names the exception)
+    CAUGHT = "caught"
     #: failed, as the test run expects (a strict xfail, e.g. scenarios/expected.toml)
     EXPECTED_FAILURE = "expected failure"
 
@@ -307,7 +312,12 @@ def build_flow(
         flow=flow,
         file=file,
         run=record.ref if record else None,
-        status=flow_status(steps, record is not None and record.status is RunStatus.SUCCESS, replay),
+        status=flow_status(
+            steps,
+            record is not None and record.status is RunStatus.SUCCESS,
+            replay,
+            not_taken(record) if record else {},
+        ),
         steps=steps,
         pickle=[_pickle_row(c) for c in (record.pickle_checks if record else ())],
         baseline=None if comparison is None else _baseline_report(comparison, baseline),
@@ -317,12 +327,18 @@ def build_flow(
     )
 
 
-def flow_status(steps: list[StepReport], run_succeeded: bool, replay: ReplayReport | None) -> FlowStatus:
-    """A flow passes when every step passed, its run succeeded and its replay elsewhere (if any) passed;
-    a failed run whose failures were all expected is an expected failure. A step that never ran is no pass."""
+def flow_status(
+    steps: list[StepReport], run_succeeded: bool, replay: ReplayReport | None, not_taken: Collection[str] = ()
+) -> FlowStatus:
+    """A flow passes when every step passed (or caught its exception), its run succeeded and its replay
+    elsewhere (if any) passed; a failed run whose failures were all expected is an expected failure. A
+    step that never ran is no pass, unless it is one of ``not_taken``: a switch took another branch."""
     expected = any(s.outcome is StepOutcome.EXPECTED_FAILURE for s in steps)
     failed = (
-        any(s.outcome in (StepOutcome.FAILED, StepOutcome.NOT_RUN) for s in steps)
+        any(
+            s.outcome is StepOutcome.FAILED or (s.outcome is StepOutcome.NOT_RUN and s.step not in not_taken)
+            for s in steps
+        )
         or (not run_succeeded and not expected)
         or (replay is not None and not replay.passed)
     )
@@ -375,7 +391,7 @@ def _step_report(
     s, sl, pl, env = _step_sources(step, record, lock, local)
     python, packages = _interpreter(s, sl, pl, env)
     checks = [c for c in (record.pickle_checks if record else ()) if c.step == step]
-    outcome, message = decided or (StepOutcome.PASSED if s and s.tasks else StepOutcome.NOT_RUN, "")
+    outcome, message = decided or recorded_outcome(record, step) or (StepOutcome.NOT_RUN, "")
     return StepReport(
         step=step,
         env_id=_env_id(s, sl, pl),
@@ -388,6 +404,21 @@ def _step_report(
         artifacts=ArtifactCounts(**artifacts) if artifacts is not None else None,
         pickle=PickleCounts(**{k.value: sum(1 for c in checks if c.status is k) for k in PickleStatus}),
     )
+
+
+def recorded_outcome(record, step: str) -> tuple[StepOutcome, str] | None:
+    """A step's outcome as its record alone tells it: not run because a switch took another branch,
+    caught (an exception @catch handled), or passed; None when the record has no task of it otherwise."""
+    if record is None:
+        return None
+    took = switch_taken(record, step)
+    if took:
+        return StepOutcome.NOT_RUN, not_taken_reason(*took)
+    caught = caught_message(record, step)
+    if caught:
+        return StepOutcome.CAUGHT, caught
+    s = record.steps.get(step)
+    return (StepOutcome.PASSED, "") if s and s.tasks else None
 
 
 def _pickle_row(c: PickleCheck) -> PickleRow:

@@ -106,7 +106,7 @@ h1{font-size:1.5rem;margin:.2rem 0} h2{font-size:1.2rem;display:inline;margin:0}
 .meta,.note,.file{color:#59636e;font-size:.85rem} .meta{margin:.2rem 0 .6rem}
 table{border-collapse:collapse;margin:.5rem 0 .8rem} th,td{border:1px solid #d0d7de;padding:.25rem .55rem;text-align:left}
 th{background:#f6f8fa} .passed,.ok,.identical,.equivalent{background:#dafbe1} .failed,.fails,.different{background:#ffebe9}
-.warning{background:#fff8c5} .not-run{background:#eaeef2} .expected-failure{background:#ddf4ff}
+.warning,.caught{background:#fff8c5} .not-run{background:#eaeef2} .expected-failure{background:#ddf4ff}
 code,pre{font-family:ui-monospace,Menlo,monospace;font-size:.85rem}
 pre{background:#f6f8fa;padding:.6rem;white-space:pre-wrap;overflow-wrap:anywhere;margin:.3rem 0}
 .badge{padding:.1rem .5rem;border-radius:.8rem;font-size:.85rem;border:1px solid #d0d7de}

@@ -14,7 +14,7 @@ from . import protocol
 _CSS = (
     "body{font-family:system-ui,sans-serif;color:#1f2328;margin:1rem}"
     "table{border-collapse:collapse;margin:.4rem 0 1rem}th,td{border:1px solid #d0d7de;padding:.2rem .5rem;"
-    "text-align:left}th{background:#f6f8fa}.ok{background:#dafbe1}.fails{background:#ffebe9}"
+    "text-align:left}th{background:#f6f8fa}.ok{background:#dafbe1}.fails{background:#ffebe9}.caught{background:#fff8c5}"
     ".unknown{background:#eaeef2}code{font-family:ui-monospace,monospace;font-size:.85rem}"
 )
 
@@ -55,6 +55,34 @@ def _metadata(task):
         return dict(task.metadata_dict)
     except Exception:  # noqa: BLE001 - a card must render whatever the metadata service says
         return {}
+
+
+#: the artifact Metaflow's @catch keeps the exception it handled in
+CATCH_ARTIFACT = "_catch_exception"
+
+
+def caught_line(task):
+    """ "caught ValueError: x is odd (in compute_failed)" when @catch handled an exception this task's step
+    raised (Metaflow's ``_success`` is false, the run goes on); None otherwise (a later task that
+    carries the exception on is not one)."""
+    try:  # by name: the client lists no artifact of Metaflow's own ("_...") in ``task.artifacts``
+        if CATCH_ARTIFACT not in task or ("_success" in task and task["_success"].data):
+            return None
+        caught = task[CATCH_ARTIFACT]
+        wrapper = caught.data
+        var = sorted(a.id for a in task.artifacts if a.id != CATCH_ARTIFACT and a.sha and a.sha == caught.sha)
+    except Exception:  # noqa: BLE001 - a card must render whatever the datastore holds
+        return None
+    kind = str(getattr(wrapper, "type", "") or "Exception")
+    if kind.startswith("builtins."):
+        kind = kind[len("builtins.") :]
+    where = " (in %s)" % var[0] if var else ""
+    return "caught %s: %s%s" % (kind, getattr(wrapper, "exception", ""), where)
+
+
+def _caught_rows(task):
+    caught = caught_line(task)
+    return ["<tr><th>outcome</th><td class='caught'>%s</td></tr>" % html.escape(caught)] if caught else []
 
 
 def _platform():
@@ -102,8 +130,9 @@ class ReproCard(MetaflowCard):
             % html.escape(meta.get(protocol.META_CODE_SHA, "") or "-"),
             "<tr><th>PYTHONHASHSEED</th><td>%s</td></tr>"
             % html.escape(meta.get(protocol.META_PYTHONHASHSEED, "") or "-"),
-            "</tbody></table>",
         ]
+        parts += _caught_rows(task)
+        parts.append("</tbody></table>")
         if locked:
             parts.append(
                 "<h3>Locked packages (%d, %s)</h3><table><thead><tr><th>package</th><th>version</th>"

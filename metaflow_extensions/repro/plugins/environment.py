@@ -30,6 +30,35 @@ def _report(exc):
             pass
 
 
+#: how repro's engine starts the line of each environment it builds (``metaflow_repro.env.engine.build_flow``)
+BUILDING = "building env "
+
+
+class _Progress(object):
+    """Repro's messages while it prepares the environments, passed on to Metaflow's output, with a
+    count of the environments built (the others were reused)."""
+
+    def __init__(self, echo):
+        self.echo = echo
+        self.built = 0
+
+    def __call__(self, message):
+        if message.startswith(BUILDING):
+            self.built += 1
+        self.echo(message)
+
+
+def ready_line(envs, built, flow_file):
+    """The one line said once every step's environment is ready: how many were built and reused."""
+    ids = set(env[protocol.STEP_ENV_ID] for env in envs.values() if env)
+    steps = len(envs)
+    lock = os.path.splitext(flow_file)[0] + protocol.LOCK_SUFFIX
+    reused = max(len(ids) - built, 0)
+    if not built:
+        return "repro: %d step(s), %d environment(s) reused as %s locks them" % (steps, reused, lock)
+    return "repro: %d step(s), %d environment(s) built and %d reused as %s locks them" % (steps, built, reused, lock)
+
+
 class CondaEnvironment(MetaflowEnvironment):
     TYPE = "conda"
 
@@ -56,18 +85,22 @@ class CondaEnvironment(MetaflowEnvironment):
         return os.path.abspath(inspect.getfile(self.flow.__class__))
 
     def init_environment(self, echo, only_steps=None):
-        echo("Bootstrapping conda environment...(this could take a few minutes)")
+        # Metaflow's own conda environment says "Bootstrapping conda environment...(this could take a few
+        # minutes)" here; repro says what it does: resolving (a lock), building, and at the end how many
+        # environments it built and reused
         from metaflow_repro.bridge import prepare
         from metaflow_repro.errors import ReproError, from_os_error
 
+        progress = _Progress(echo)
         try:
             self._envs, self._paths = prepare(
                 self.flow.__class__,
                 self.flow_file(),
                 self.datastore_type == "s3",
-                log=lambda msg: echo(msg),
+                log=progress,
                 batch_steps=self.batch_steps(),
             )
+            echo(ready_line(self._envs, progress.built, os.path.basename(self.flow_file())))
         except (ReproError, OSError) as exc:  # REPRO_HOME read-only, a file...: a message, never a traceback
             error = from_os_error(exc) if isinstance(exc, OSError) else exc
             _report(error)

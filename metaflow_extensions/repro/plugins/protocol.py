@@ -241,6 +241,10 @@ TASK_DS_ROOT = "ds_root"
 TASK_FOREACH = "foreach"  # the foreach index path ("-" outside any foreach, "1.0" nested)
 TASK_ARTIFACTS = "artifacts"  # name -> artifact (below)
 TASK_STDERR = "stderr"  # the tail of a failed task's log, "" for a successful one
+TASK_CAUGHT = "caught"  # the exception @catch handled (below), or null
+CAUGHT_TYPE = "type"  # "module.Class", as Metaflow's MetaflowExceptionWrapper names it
+CAUGHT_MESSAGE = "message"
+CAUGHT_VAR = "var"  # the artifact @catch(var=...) stored it in, "" without one
 #: an artifact of a task
 ARTIFACT_SHA1 = "sha1"
 ARTIFACT_SIZE = "size"

@@ -139,3 +139,29 @@ def test_the_command_line_takes_the_run_and_its_parameter_kinds_and_fails_withou
     )
     assert proc.returncode != 0 and proc.stdout == ""
     assert "NoSuchFlow" in proc.stderr
+
+
+def test_a_task_whose_exception_catch_handled_is_successful_and_says_what_it_caught(tmp_path):
+    """Issue 26 item 1: Metaflow's ``_success`` is false for it, but the run goes on: the task is read as
+    successful (no failure finding follows) with the exception's type, message and the artifact @catch(var=...)
+    named (the one holding the very same pickle)."""
+    from metaflow.exception import MetaflowExceptionWrapper
+
+    try:
+        raise ValueError("x is odd")
+    except ValueError as exc:
+        wrapper = MetaflowExceptionWrapper(exc)
+    task = _Task("2", finished=True, successful=False, root=tmp_path, values={"_catch_exception": wrapper})
+    pickle_of = inspection.InspectedArtifact(sha1="a" * 40, size=9, type="E")
+    artifacts = {
+        "_catch_exception": pickle_of,
+        "compute_failed": pickle_of,
+        "x": inspection.InspectedArtifact("b" * 40, 1, "int"),
+    }
+    caught = inspect_run._caught(task, artifacts)
+    assert (caught.type, caught.message, caught.var) == ("builtins.ValueError", "x is odd", "compute_failed")
+    ok = _Task("3", finished=True, successful=True, root=tmp_path, values={"_catch_exception": wrapper})
+    assert inspect_run._caught(ok, artifacts) is None  # a later task that carries it on caught nothing
+    assert inspect_run._caught(task, {"x": artifacts["x"]}) is None  # a failed task @catch did not handle
+    assert inspect_run._type_name("weird mod.Bad-Name") == "weird_mod.Bad_Name"
+    assert inspect_run._type_name("") == "builtins.Exception"

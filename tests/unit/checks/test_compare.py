@@ -207,3 +207,75 @@ def test_include_files_are_results_of_the_flows_own_start_step():
     assert [(r.step, r.name, r.verdict) for r in cmp(run("1", "a"), run("2", "b")).results] == [
         ("begin", "notes", "different")
     ]
+
+
+def _catching(run_id, caught, sha=A1, later_sha=None):
+    """A run whose `compute` step's exception @catch handled (``caught``; None: it raised nothing), kept
+    in ``failed`` with the pickle ``sha`` (a traceback: other bytes in every run), carried on to `end`."""
+    from dataclasses import replace
+
+    tasks = {
+        "start": {"-": {"x": ("d" * 40, 1, "int")}},
+        "compute": {
+            "-": {"_catch_exception": (sha, 9, "E"), "failed": (sha, 9, "E")}
+            if caught
+            else {"failed": (A2, 4, "NoneType")}
+        },
+        "end": {"-": {"failed": (later_sha or sha, 9, "E")} if caught else {"failed": (A2, 4, "NoneType")}},
+    }
+    record = make_record(run_id, tasks)
+    compute = record.steps["compute"]
+    task = replace(compute.tasks["-"], caught=caught)
+    return replace(record, steps={**record.steps, "compute": replace(compute, tasks={"-": task})})
+
+
+def test_a_caught_exception_is_compared_by_its_type_not_its_traceback():
+    """Issue 26 item 1: the pickle @catch keeps holds a traceback with the run's paths, so its bytes differ
+    in every replay: the same type caught in the same task is identical; none, or another type, differs."""
+    from metaflow_repro.model.record import Caught
+
+    value_error = Caught("builtins.ValueError", "x is odd", "failed")
+    original = _catching("1", value_error, sha=A1)
+    same = cmp(original, _catching("2", Caught("builtins.ValueError", "x is odd", "failed"), sha=B1))
+    assert same.same and same.verdict == "identical", same.results
+    assert ArtifactResult("compute", "-", "failed", "identical") in same.results
+    assert ArtifactResult("end", "-", "failed", "identical") in same.results  # carried on, compared alike
+    none = cmp(original, _catching("3", None))
+    assert not none.same
+    detail = "@catch caught ValueError (x is odd) in F/1; in F/3 the step raised none"
+    assert ArtifactResult("compute", "-", "failed", "different", detail) in none.results
+    assert ArtifactResult("compute", "-", "_catch_exception", "different", detail) in none.results
+    other = cmp(original, _catching("4", Caught("builtins.KeyError", "'x'", "failed"), sha=B1))
+    assert (
+        ArtifactResult("compute", "-", "failed", "different", "@catch caught ValueError in F/1, KeyError in F/4 ('x')")
+        in other.results
+    )
+
+
+def test_a_step_a_switch_took_in_one_run_only_is_different_and_says_which_branch_the_other_took():
+    from dataclasses import replace
+
+    graph = {"start": ("route",), "route": ("a", "b"), "a": ("end",), "b": ("end",), "end": ()}
+    took_a = replace(
+        make_record("1", {"start": {"-": {}}, "route": {"-": {}}, "a": {"-": {}}, "b": {}, "end": {"-": {}}}),
+        graph=graph,
+    )
+    took_b = replace(
+        make_record("2", {"start": {"-": {}}, "route": {"-": {}}, "a": {}, "b": {"-": {}}, "end": {"-": {}}}),
+        graph=graph,
+    )
+    assert cmp(took_a, took_a).same
+    c = cmp(took_a, took_b)
+    assert (
+        ArtifactResult("a", "*", "*", "different", "step a ran in F/1 but not in F/2: the switch in route took b there")
+        in c.results
+    )
+    assert (
+        ArtifactResult("b", "*", "*", "different", "step b ran in F/2 but not in F/1: the switch in route took a there")
+        in c.results
+    )
+    # a run that failed before the switch: not put down to it, its tasks are compared one by one
+    failed = replace(
+        make_record("3", {"start": {"-": {}}, "route": {}, "a": {}, "b": {}, "end": {}}, status="failed"), graph=graph
+    )
+    assert ArtifactResult("a", "-", "*", "different", "task - exists only in F/1") in cmp(took_a, failed).results

@@ -89,3 +89,35 @@ def test_a_batch_jobs_bootstrap_command_stays_far_below_aws_batchs_limit(monkeyp
         sha,
         "a" * 64,
     )
+
+
+def test_preparing_environments_says_what_repro_did_not_metaflows_bootstrapping_line():
+    """Issue 26 item 8: the runtime prints how many environments repro built and reused (nothing alarming
+    when all are reused), never Metaflow's "Bootstrapping conda environment...(this could take a few minutes)"."""
+    import inspect
+
+    import metaflow.plugins  # noqa: F401  (Metaflow loads the extension first, as in a run)
+
+    from metaflow_extensions.repro.plugins import environment, protocol
+    from metaflow_repro.env import engine
+
+    envs = {
+        "start": {protocol.STEP_ENV_ID: "a" * 64},
+        "mid": {protocol.STEP_ENV_ID: "a" * 64},
+        "b": {protocol.STEP_ENV_ID: "b" * 64},
+        "off": None,
+    }
+    assert environment.ready_line(envs, 0, "flow.py") == (
+        "repro: 4 step(s), 2 environment(s) reused as flow.repro.lock locks them"
+    )
+    assert environment.ready_line(envs, 1, "flow.py") == (
+        "repro: 4 step(s), 1 environment(s) built and 1 reused as flow.repro.lock locks them"
+    )
+    said = []
+    progress = environment._Progress(said.append)
+    progress("resolving F.start for linux-64 (Python 3.11.7): six==1.16.0")
+    progress(f"{environment.BUILDING}{'a' * 12} for F.start (Python 3.11.7, 1 packages)")
+    assert progress.built == 1 and len(said) == 2  # every message passed on, the builds counted
+    # the engine's line for a build is the one counted
+    assert f'f"{environment.BUILDING}{{pl.env_id[:12]}}' in inspect.getsource(engine.build_flow)
+    assert 'echo("Bootstrapping' not in inspect.getsource(environment.CondaEnvironment.init_environment)

@@ -126,3 +126,20 @@ def test_task_findings_name_failed_tasks_and_steps_that_never_ran():
     assert failed[0].message == "task 3 (1.0) failed:\nValueError: boom"
     assert [f.step for f in found if f.kind is Kind.NOT_RUN] == ["end"]
     assert task_findings(_run(), ("start", "train", "end"), finished=True) == failed
+
+
+def test_a_caught_exception_read_back_round_trips_and_is_checked():
+    """Issue 26 item 1: the read-back process reports the exception @catch handled; the host decodes it
+    as untrusted input (a class name, a bounded message, an identifier for its artifact)."""
+    from metaflow_repro.model.record import Caught
+
+    caught = Caught("builtins.ValueError", "x is odd", "compute_failed")
+    task = InspectedTask(task_id="2", successful=True, finished=True, foreach="-", caught=caught)
+    found = RunInspection(successful=True, finished=True, steps={"compute": (task,)})
+    assert from_json(found.to_json(), "run F/1").steps["compute"][0].caught == caught
+    plain = InspectedTask(task_id="3", successful=True, finished=True, foreach="-")
+    assert plain.to_dict()[protocol.TASK_CAUGHT] is None
+    doc = json.loads(found.to_json())
+    doc[protocol.RUN_STEPS]["compute"][0][protocol.TASK_CAUGHT][protocol.CAUGHT_VAR] = "a b"
+    with pytest.raises(Invalid, match="identifier"):
+        from_json(json.dumps(doc), "run F/1")

@@ -123,7 +123,7 @@ def test_the_lock_file_the_store_object_and_the_record_give_the_same_environment
 def test_record_envs_are_typed_and_keep_the_v1_json_shape():
     record = make_record()
     doc = json.loads(record.to_json())
-    assert doc["schema_version"] == SCHEMA_VERSION == 3
+    assert doc["schema_version"] == SCHEMA_VERSION == 4
     assert doc["envs"][ENV.env_id] == {k: v for k, v in ENV.to_dict().items() if k != "env_id"}
     assert doc["status"] == "success" and doc["pickle_checks"][0]["status"] == "warning"
     back = from_json(record.to_json(), "record.json")
@@ -592,3 +592,48 @@ def test_spec_environ_refuses_a_recorded_setting_of_the_wrong_type():
     with pytest.raises(BadInput, match="channels = 5"):
         spec_environ({"conda_source": "conda", "channels": 5})
     assert spec_environ({"conda_source": "conda", "channels": "a b"})["REPRO_CONDA_CHANNELS"] == "a b"
+
+
+def test_a_caught_exception_round_trips_and_older_records_read_without_one():
+    """Issue 26 item 1: a task whose exception @catch handled keeps it (schema 4); a task without one
+    writes no key, and a record of schema 3 (no such key) still reads."""
+    from dataclasses import replace
+
+    from metaflow_repro.model.record import Caught
+
+    record = make_record()
+    task = record.steps["start"].tasks["-"]
+    caught = Caught("builtins.ValueError", "x is odd", "compute_failed")
+    steps = {**record.steps, "start": replace(record.steps["start"], tasks={"-": replace(task, caught=caught)})}
+    with_catch = replace(record, steps=steps)
+    doc = json.loads(with_catch.to_json())
+    assert doc["steps"]["start"]["tasks"]["-"]["caught"] == {
+        "type": "builtins.ValueError",
+        "message": "x is odd",
+        "var": "compute_failed",
+    }
+    assert "caught" not in doc["steps"]["end"]["tasks"]["-"]
+    assert from_json(with_catch.to_json(), "r").steps["start"].tasks["-"].caught == caught
+    old = json.loads(record.to_json())
+    old["schema_version"] = 3
+    assert "caught" not in old["steps"]["start"]["tasks"]["-"]
+    assert from_json(json.dumps(old), "r").steps["start"].tasks["-"].caught is None
+
+
+@pytest.mark.parametrize(
+    "caught,problem",
+    [
+        ({"type": "os; rm -rf /", "message": "m"}, "an exception class"),
+        ({"type": "ValueError", "message": "m", "var": "../x"}, "a Python identifier"),
+        ({"type": "ValueError", "message": "m" * 5000}, "at most 2000 characters"),
+        ({"type": "ValueError", "message": 3}, "message"),
+        ({"type": "ValueError", "message": "m", "traceback": "..."}, "unknown key"),
+        ("ValueError", "caught"),
+    ],
+)
+def test_a_caught_exception_from_a_store_is_checked(caught, problem):
+    doc = json.loads(make_record().to_json())
+    doc["steps"]["start"]["tasks"]["-"]["caught"] = caught
+    with pytest.raises(BadInput) as err:
+        from_json(json.dumps(doc), "store/record.json")
+    assert problem in str(err.value) and "store/record.json" in str(err.value)

@@ -133,8 +133,9 @@ def _record(checks):
     class R:  # the attributes build_flow reads; a full RunRecord needs a real run
         flow, run_id, ref, status, envs, pickle_checks = "F", "1", "F/1", RunStatus.SUCCESS, {}, checks
         steps = {"start": S(), "end": S()}
+        graph: dict = {}
 
-    assert {"pickle_checks", "steps", "envs", "status"} <= fields
+    assert {"pickle_checks", "steps", "envs", "status", "graph"} <= fields
     return R()
 
 
@@ -151,3 +152,27 @@ def test_html_is_autoescaped_and_shows_problems_first_without_internal_artifacts
     assert md.index("frame") < md.index("ok_one") and "_task_ok" not in md and "file:///tmp/store" in md
     view = render.view(doc)
     assert view["flows"][0]["pickle_problems"] == 1 and view["stores"] == ["file:///tmp/store"]
+
+
+def test_reports_show_a_caught_step_as_caught_and_a_step_the_switch_did_not_take_as_not_run():
+    """Issue 26 items 1 and 7, from the record alone (`repro report`): neither fails the flow, while a
+    step that did not run in a failed run still does."""
+    from dataclasses import replace
+
+    from metaflow_repro.model.record import Caught
+    from tests.helpers import make_record
+
+    graph = {"start": ("compute",), "compute": ("route",), "route": ("a", "b"), "a": ("end",), "b": ("end",)}
+    record = make_record(tasks={s: ({} if s == "b" else {"-": {}}) for s in [*graph, "end"]})
+    compute = record.steps["compute"]
+    task = replace(compute.tasks["-"], caught=Caught("builtins.ValueError", "x is odd", "compute_failed"))
+    record = replace(record, graph=graph, steps={**record.steps, "compute": replace(compute, tasks={"-": task})})
+    flow = build_flow("F", "f.py", record)
+    got = {s.step: (s.outcome, s.message) for s in flow.steps}
+    assert got["compute"] == (StepOutcome.CAUGHT, "caught ValueError: x is odd (in compute_failed)")
+    assert got["b"] == (StepOutcome.NOT_RUN, "the switch in route took a")
+    assert got["a"] == got["end"] == (StepOutcome.PASSED, "")
+    assert flow.status is FlowStatus.PASSED
+    # pytest's decisions (not run, with the reason) and a failed run: a step that did not run fails it
+    failed = build_flow("F", "f.py", replace(record, status=RunStatus.FAILED))
+    assert {s.step: s.outcome for s in failed.steps}["b"] is StepOutcome.NOT_RUN and failed.status is FlowStatus.FAILED
