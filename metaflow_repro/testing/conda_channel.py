@@ -14,14 +14,13 @@ makes, in ``DIR``:
 * optional broken packages for tests: ``--dotdot NAME`` (an archive member ``../NAME-escaped``),
   ``--bad-sha NAME`` (the repodata names a sha256 that is not the file's);
 
-and indexes the folder with ``rattler.index.index_fs``. Archives are ``.tar.bz2`` with fixed
+and indexes the folder with ``rattler.index.index_fs`` (in repro's rattler worker process). Archives are ``.tar.bz2`` with fixed
 timestamps, so the same inputs give the same bytes.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import bz2
 import hashlib
 import io
@@ -382,13 +381,12 @@ def dotdot_package(name: str) -> tuple[Meta, list[Entry], list[Entry]]:
 
 
 def index(folder: Path) -> None:
-    import rattler.index
+    """Write the channel's repodata, with rattler in its worker process (this process never loads it)."""
+    from metaflow_repro.env import rattler_worker
 
     for sub in ("noarch", "linux-64"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
-    result = rattler.index.index_fs(folder, write_zst=False, write_shards=False, force=True)
-    if asyncio.iscoroutine(result):
-        asyncio.run(result)
+    rattler_worker.ask("index", {"folder": str(Path(folder).resolve())}, where=f"conda channel {folder}")
 
 
 def tamper_sha(folder: Path, which: str) -> None:
