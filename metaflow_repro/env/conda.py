@@ -268,12 +268,16 @@ def archive_problems(path: Path, name: str = "") -> list[str]:
     return scan_archive(path, name)[0]
 
 
+def refused(pkg: Package, problems: list[str]) -> str:
+    """The words of a refusal: the package and its first findings."""
+    more = f" (and {len(problems) - SHOWN} more)" if len(problems) > SHOWN else ""
+    return f"conda package {pkg.file} ({pkg.name} {pkg.version}) is refused: " + "; ".join(problems[:SHOWN]) + more
+
+
 def refusal(pkg: Package, problems: list[str], where: str) -> IntegrityError:
     return IntegrityError(
-        f"{where}: conda package {pkg.file} ({pkg.name} {pkg.version}) is refused: "
-        + "; ".join(problems[:SHOWN])
-        + (f" (and {len(problems) - SHOWN} more)" if len(problems) > SHOWN else "")
-        + ". Nothing was installed from it; the channel (or the store) serves a malformed or malicious package.",
+        f"{where}: {refused(pkg, problems)}. Nothing was installed from it; the channel (or the store) serves a "
+        "malformed or malicious package.",
         library=pkg.name,
         path=pkg.file,
     )
@@ -307,6 +311,30 @@ def check_env(lock: PlatformLock, metas: list[PackageMeta], where: str) -> None:
             f"{where}: the conda env {lock.env_id[:12]} is refused: " + "; ".join(problems[:SHOWN])
             + ". Nothing was installed; the channel (or the store) serves malformed or malicious packages."
         )  # fmt: skip
+
+
+def stored_package_problem(path: Path, pkg: Package, key: str, metas: dict[str, PackageMeta]) -> str | None:
+    """``repro store verify``: why installing the stored conda package ``pkg`` (at ``path``) would be refused
+    (None: fine; its ``PackageMeta`` goes into ``metas`` for ``stored_env_problems``)."""
+    problems, meta, _ = scan_archive(path, pkg.file)
+    if meta is not None and not problems:
+        metas[pkg.sha256] = meta
+        return None
+    return f"{key}: {refused(pkg, problems)}"
+
+
+def stored_env_problems(envs: dict[str, PlatformLock], metas: dict[str, PackageMeta]) -> list[str]:
+    """``repro store verify``: the conda envs of a record whose packages, each fine alone, would together write
+    outside the prefix (``check_env``); packages already found bad are left out."""
+    out = []
+    for env_id, lock in sorted(envs.items()):
+        conda_packages = [p for p in lock.packages if p.is_conda]
+        if conda_packages and all(p.sha256 in metas for p in conda_packages):
+            try:
+                check_env(lock, [metas[p.sha256] for p in conda_packages], f"env {env_id[:12]}")
+            except IntegrityError as exc:
+                out.append(str(exc))
+    return out
 
 
 # -- install ------------------------------------------------------------------------------------

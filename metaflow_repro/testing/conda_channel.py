@@ -115,16 +115,23 @@ def _info_files(meta: Meta, entries: list[Entry]) -> list[Entry]:
 
 
 def write_package(
-    folder: Path, meta: Meta, entries: list[Entry], extra_members: tuple[Entry, ...] | list[Entry] = ()
+    folder: Path,
+    meta: Meta,
+    entries: list[Entry],
+    extra_members: tuple[Entry, ...] | list[Entry] = (),
+    info: dict[str, bytes] | None = None,
 ) -> Path:
     """Write ``meta.file_name`` into ``folder/<subdir>``: info/ first, then the files, fixed mtimes.
-    ``extra_members`` are written into the archive but not listed (for broken test packages)."""
+    ``extra_members`` are written into the archive but not listed, and ``info`` replaces (or adds) info
+    documents by name (both for broken test packages)."""
     entries = sorted(entries, key=lambda e: e.path)
+    made = {e.path: e for e in _info_files(meta, entries)}
+    made.update({name: Entry(name, data) for name, data in (info or {}).items()})
     out = folder / meta.subdir / meta.file_name
     out.parent.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for e in [*_info_files(meta, entries), *entries, *extra_members]:
+        for e in [*made.values(), *entries, *extra_members]:
             ti = tarfile.TarInfo(e.path)
             ti.mtime = TIMESTAMP_MS // 1000
             ti.uname = ti.gname = ""

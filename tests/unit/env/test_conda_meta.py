@@ -109,7 +109,9 @@ def test_a_clean_package_has_no_findings_and_its_meta_says_where_it_writes():
 def test_a_path_through_the_packages_own_link_out_of_the_prefix_is_found():
     members = [Member("share/up", SYMLINK, "../.."), Member("share/ok", SYMLINK, "../lib")]
     _, problems = read_meta("x.tar.bz2", members, {"info/paths.json": paths_json("share/ok/a", "share/up/x")})
-    assert problems == ["info/paths.json: 'share/up/x' leads outside the prefix (through '..' or a symbolic link, or a link loop)"]
+    assert problems == [
+        "info/paths.json: 'share/up/x' leads outside the prefix (through '..' or a symbolic link, or a link loop)"
+    ]
 
 
 @pytest.mark.parametrize(
@@ -142,7 +144,9 @@ def test_inner_links_pass():
 
 def test_a_package_writing_through_another_packages_link_is_found_only_for_the_env():
     base = PackageMeta("python.tar.bz2", (), (("lib/python3.11/site-packages/root", "../../.."),), False)
-    evil = PackageMeta("evil.tar.bz2", (("info/paths.json", "site-packages/root/x"),), (("site-packages/root/x", ".."),), True)
+    evil = PackageMeta(
+        "evil.tar.bz2", (("info/paths.json", "site-packages/root/x"),), (("site-packages/root/x", ".."),), True
+    )
     assert env_problems([base], "3.11.7") == [] and env_problems([evil], "3.11.7") == []  # each alone is fine
     found = env_problems([base, evil], "3.11.7")
     assert found and all(p.startswith("evil.tar.bz2: ") for p in found), found
