@@ -1,10 +1,13 @@
 """Conda packages with py-rattler: resolve a step's spec against channels, install a locked env.
 
-No conda or mamba binary: rattler solves (``rattler.solve``, virtual packages given explicitly and
-recorded in the lock) and links (``rattler.install``). Package files go through the same
-content-addressed cache as PyPI files (``PackageCache``), verified against the lock's sha256 there,
-because rattler does not check a ``file://`` URL's hash. Before rattler sees an archive we read
-every member name and refuse absolute paths, ``..`` components and links that leave the prefix.
+No conda or mamba binary: rattler solves (``solve``, virtual packages given explicitly and recorded in
+the lock) and links (``install``), each time in a short-lived worker process (``rattler_worker``), so no
+process of repro's loads rattler. Package files go through the same content-addressed cache as PyPI
+files (``PackageCache``), verified against the lock's sha256 there, because rattler does not check a
+``file://`` URL's hash. Before rattler sees an archive, repro reads every member and the info documents
+that name paths (paths.json, link.json's entry points, has_prefix, files) and refuses any path that is
+absolute, has a ``..`` or leads outside the prefix through a link, for each package and for the env's
+packages together (``conda_meta``); ``repro store verify`` runs the same checks.
 """
 
 from __future__ import annotations
