@@ -213,3 +213,31 @@ def test_resolve_agrees_with_the_kernel(tmp_path_factory, links, query):
     assert (found is None) == (real is None or not _inside(real, prefix)), (made, query, found, real)
     if found is not None:
         assert real == str(prefix.joinpath(*found)), (made, query, found, real)
+
+
+# -- any bytes in, findings out ---------------------------------------------------------------------
+
+SEGMENTS = st.sampled_from(["a", "b", ".", "..", "", "/", "\\", "C:", "x y", "\0"])
+RAW_PATHS = st.lists(SEGMENTS, max_size=5).map("/".join) | st.none() | st.integers()
+DOCS = st.sampled_from(["info/paths.json", "info/link.json", "info/has_prefix", "info/files", "info/no_link"])
+
+
+def _document(name: str, paths: list) -> bytes:
+    if name == "info/paths.json":
+        return json.dumps({"paths": [{"_path": p} for p in paths]}).encode()
+    if name == "info/link.json":
+        return json.dumps({"noarch": {"type": "python", "entry_points": [f"{p} = m:f" for p in paths]}}).encode()
+    return "".join(f"{p}\n" for p in paths).encode()
+
+
+@pytest.mark.fuzz
+@settings(max_examples=300, deadline=None)
+@given(name=DOCS, paths=st.lists(RAW_PATHS, max_size=4), garbage=st.binary(max_size=64), mangle=st.booleans())
+def test_any_info_document_gives_findings_and_what_passes_stays_inside(name, paths, garbage, mangle):
+    data = garbage if mangle else _document(name, paths)
+    meta, problems = read_meta("x.tar.bz2", [], {name: data})  # never raises
+    assert all(isinstance(p, str) and p for p in problems)
+    for _, path in meta.paths:  # every path it keeps is a plain relative path that stays in the prefix
+        assert path_problem(path) == "" and resolve(path, {}) not in (None, ())
+    if name == "info/paths.json" and not mangle and not problems:
+        assert len(meta.paths) == len(paths)  # none dropped without a finding
