@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from metaflow_repro.env.conda import archive_problems, channel_url, install, match_specs
-from metaflow_repro.errors import BadInput
+from metaflow_repro.env.conda import archive_problems, channel_url, check_archive, install, match_specs
+from metaflow_repro.errors import BadInput, IntegrityError
 from metaflow_repro.model import validate as v
 from metaflow_repro.model.lock import Package, PlatformLock
 from metaflow_repro.model.spec import EnvSpec
@@ -171,3 +171,21 @@ def test_rattler_reads_the_python_match_specs():
     code = "import os, sys, rattler\nfor s in sys.argv[1:]: rattler.MatchSpec(s)\nsys.stdout.flush(); os._exit(0)"
     proc = subprocess.run([sys.executable, "-c", code, *(e for _, e in PYTHON_SPECS)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_a_verdict_from_before_the_info_checks_is_not_trusted_and_a_new_one_is_reused(tmp_path):
+    """Package caches filled before paths.json was checked hold a stamp of the member-only check: the
+    archive is read again. The new verdict is kept with its meta, so the next install reads nothing."""
+    meta = Meta("old", "1.0", "0", "noarch", noarch="generic")
+    evil = {"info/paths.json": json.dumps({"paths": [{"_path": "../../x", "path_type": "hardlink"}]}).encode()}
+    archive = write_package(tmp_path / "ch", meta, [Entry("share/x", b"x")], info=evil)
+    pkg = _conda_package(archive)
+    (archive.parent / ".members-checked").write_text(pkg.sha256)  # the old stamp, beside the old index copy
+    (archive.parent / ".index.json").write_text("{}")
+    with pytest.raises(IntegrityError, match=r"info/paths.json: '../../x' has a '..' component"):
+        check_archive(pkg, archive, "step 's'")
+    good = write_package(tmp_path / "ok", meta, [Entry("share/x", b"x")])
+    good_pkg = _conda_package(good)
+    first = check_archive(good_pkg, good, "step 's'")
+    good.write_bytes(b"not read again: the cache checks the sha256 before every use, the verdict is kept")
+    assert check_archive(good_pkg, good, "step 's'") == first
