@@ -111,6 +111,8 @@ def test_store_verify_flags_a_record_naming_a_package_that_writes_outside(tmp_pa
     problems = verify(record, store)
     key = layout.package(conda_package(archive).sha256, archive.name)
     assert len(problems) == 1 and problems[0].startswith(key) and words in problems[0], problems
+    r = cli("store", "verify", "--store", store.uri, env={"REPRO_HOME": str(tmp_path / "home")})
+    assert r.code == 1 and key in r.out and words in r.out, r.text  # it called such a record ok
 
 
 def test_store_verify_flags_an_env_whose_packages_escape_only_together(tmp_path):
