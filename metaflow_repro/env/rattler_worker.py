@@ -30,6 +30,8 @@ MODULE = "metaflow_repro.env.rattler_worker"
 #: Seconds a request may take: a solve may first download a large channel's repodata, an install
 #: extract gigabytes (the package files are local and verified by then).
 TIMEOUTS = {"solve": 1800.0, "install": 3600.0, "index": 600.0}
+#: The error kind of a worker whose interpreter has no py-rattler.
+NO_RATTLER = "NoRattler"
 #: The tail of the worker's stderr a failure shows.
 STDERR_TAIL = 2000
 
@@ -84,6 +86,10 @@ def read_answer(op: str, returncode: int, stdout: str, stderr: str, where: str) 
         )
     if "error" in answer:
         kind, words = answer["error"]["kind"], answer["error"]["message"]
+        if kind == NO_RATTLER:  # a dependency; kept for a clear message
+            raise InfraError(
+                f"{where}: conda-source = 'conda' needs py-rattler ({words}): pip install 'py-rattler>=0.28,<0.29'"
+            )
         raise RattlerFailed(f"{where}: rattler ({op}) failed ({kind}): {words}", kind=kind, detail=words)
     return answer["result"]
 
@@ -193,8 +199,10 @@ def serve(text: str) -> dict:
     try:
         req = json.loads(text)
         do = OPS[req["op"]]
-        import rattler
-
+        try:
+            import rattler
+        except ImportError:
+            return {"error": {"kind": NO_RATTLER, "message": f"py-rattler is not installed for {sys.executable}"}}
         return {"result": do(rattler, req)}
     except Exception as exc:  # rattler raises its own exception types per failure; the words travel
         return {"error": {"kind": type(exc).__name__, "message": str(exc).strip() or repr(exc)}}

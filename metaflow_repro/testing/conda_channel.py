@@ -14,8 +14,8 @@ makes, in ``DIR``:
 * optional broken packages for tests: ``--dotdot NAME`` (an archive member ``../NAME-escaped``),
   ``--bad-sha NAME`` (the repodata names a sha256 that is not the file's);
 
-and indexes the folder with ``rattler.index.index_fs`` (in repro's rattler worker process). Archives are ``.tar.bz2`` with fixed
-timestamps, so the same inputs give the same bytes.
+and indexes the folder with ``rattler.index.index_fs`` (in repro's rattler worker process). Archives are
+``.tar.bz2`` with fixed timestamps, so the same inputs give the same bytes.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+from metaflow_repro.env import rattler_worker
 from metaflow_repro.env.rattler_worker import RattlerFailed, ask, read_answer
 from metaflow_repro.errors import InfraError
 from metaflow_repro.testing.conda_channel import Entry, Meta, index, write_package
@@ -46,6 +47,19 @@ def test_an_answer_is_its_result_and_rattlers_error_keeps_its_kind():
         read_answer("solve", 0, json.dumps({"error": {"kind": "SolverError", "message": "no six"}}), "", "w")
     assert (err.value.kind, err.value.detail, err.value.exit_code) == ("SolverError", "no six", 3)
     assert str(err.value) == "w: rattler (solve) failed (SolverError): no six"
+
+
+def test_a_worker_without_rattler_says_how_to_install_it():
+    code = "import sys; sys.modules['rattler'] = None\nfrom metaflow_repro.env.rattler_worker import serve\n"
+    code += 'print(serve(\'{"op": "index", "folder": "."}\')[\'error\'][\'kind\'])'  # import rattler fails there
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.strip() == rattler_worker.NO_RATTLER, proc.stderr
+    answer = json.dumps({"error": {"kind": rattler_worker.NO_RATTLER, "message": "py-rattler is not installed for /p"}})
+    with pytest.raises(
+        InfraError, match=r"w: conda-source = 'conda' needs py-rattler .*pip install 'py-rattler"
+    ) as err:
+        read_answer("solve", 0, answer, "", "w")
+    assert not isinstance(err.value, RattlerFailed)
 
 
 def test_a_real_worker_answers_errors_and_times_out():
