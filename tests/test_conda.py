@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import subprocess
 import sys
 import tarfile
 from pathlib import Path
@@ -406,3 +408,59 @@ def test_conda_lock_export_is_read_by_conda_lock_and_imports_back_to_the_same_en
     (fresh / "flow.py").write_text(other)
     r = cli("lock", fresh / "flow.py", "--from", out / "flow-start.conda-lock.yml", "--step", "start", cwd=fresh)
     assert r.code == 2 and "six 1.16.0" in r.err and "six==1.17.0" in r.err, r.text
+
+
+# -- py-rattler only in its worker process (issue 22 item 12) -------------------------------------
+
+TINY_FLOW = """
+from metaflow import FlowSpec, step
+
+
+class TinyCondaFlow(FlowSpec):
+    @step
+    def start(self):
+        self.next(self.end)
+
+    @step
+    def end(self):
+        pass
+
+
+if __name__ == "__main__":
+    TinyCondaFlow()
+"""
+
+#: Every Python process started with this lists each module it imports on its stderr ("... | rattler").
+IMPORTS_SHOWN = {"PYTHONPROFILEIMPORTTIME": "1"}
+RATTLER_IMPORTED = re.compile(r"^import time:.*\|\s+rattler(\.|$)", re.MULTILINE)
+ROUNDS = 20
+
+
+def test_the_channel_builder_exits_0_every_time_and_never_loads_rattler(tmp_path):
+    """The builder crashed at exit (SIGABRT/SIGSEGV after printing success) in 2 runs of 6, when it ran
+    rattler in its own process. About 10 s a round here (the python package is most of it)."""
+    python = ".".join(map(str, sys.version_info[:3]))
+    cmd = [sys.executable, "-m", "metaflow_repro.testing.conda_channel", str(tmp_path / "ch"), "--python", python]
+    for i in range(ROUNDS):
+        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **IMPORTS_SHOWN}, timeout=600)
+        assert proc.returncode == 0 and "channel in" in proc.stdout, (i, proc.returncode, proc.stderr[-3000:])
+        assert "| metaflow_repro.env.rattler_worker" in proc.stderr  # the listing is on (it asked the worker)
+        assert not RATTLER_IMPORTED.search(proc.stderr), i
+    assert json.loads((tmp_path / "ch" / "linux-64" / "repodata.json").read_text())["packages"]  # it was indexed
+
+
+def test_a_conda_repro_run_exits_0_every_time_and_neither_repro_nor_metaflow_loads_rattler(tmp_path, conda_channel):
+    """Each round solves (no lock) and installs (no env) with rattler, then runs the flow: 20 rounds, exit 0
+    every time, and no process but rattler's worker imports rattler: not the command line, not Metaflow's
+    runtime (which builds the envs), not a task. About 20 s a round here."""
+    root = project(tmp_path / "p", conda_channel, {"flow.py": TINY_FLOW})
+    home = tmp_path / "home"
+    env = {**mf_env(root), **IMPORTS_SHOWN, "REPRO_HOME": str(home)}
+    for i in range(ROUNDS):
+        (root / "flow.repro.lock").unlink(missing_ok=True)
+        shutil.rmtree(home / "envs", ignore_errors=True)
+        r = cli("run", root / "flow.py", env=env, cwd=root)
+        assert r.code == 0, (i, r.text[-4000:])
+        assert "| metaflow_repro.cli" in r.err and "| metaflow_repro.bridge" in r.err  # both processes listed
+        assert not RATTLER_IMPORTED.search(r.text), i
+        assert any((home / "envs").iterdir())  # rattler built it this round

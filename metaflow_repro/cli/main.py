@@ -16,15 +16,7 @@ PASSTHROUGH = ("run", "replay")
 
 
 def main(argv: list[str] | None = None) -> int:
-    code = _main(argv)
-    if argv is None and "rattler" in sys.modules:
-        # py-rattler's runtime threads can still be winding down at interpreter exit, and CPython's
-        # finalisation then aborts the process (SIGABRT after a finished command, about 1 run in 6
-        # under load). The command is done: flush and leave without finalisation, keeping its code.
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    return code
+    return _main(argv)  # py-rattler runs in its own worker process (env/rattler_worker): none here to outlive
 
 
 def parse(argv: list[str]) -> argparse.Namespace:

@@ -1,29 +1,44 @@
 """Conda packages with py-rattler: resolve a step's spec against channels, install a locked env.
 
-No conda or mamba binary: rattler solves (``rattler.solve``, virtual packages given explicitly and
-recorded in the lock) and links (``rattler.install``). Package files go through the same
-content-addressed cache as PyPI files (``PackageCache``), verified against the lock's sha256 there,
-because rattler does not check a ``file://`` URL's hash. Before rattler sees an archive we read
-every member name and refuse absolute paths, ``..`` components and links that leave the prefix.
+No conda or mamba binary: rattler solves (``solve``, virtual packages given explicitly and recorded in
+the lock) and links (``install``), each time in a short-lived worker process (``rattler_worker``), so no
+process of repro's loads rattler. Package files go through the same content-addressed cache as PyPI
+files (``PackageCache``), verified against the lock's sha256 there, because rattler does not check a
+``file://`` URL's hash. Before rattler sees an archive, repro reads every member and the info documents
+that name paths (paths.json, link.json's entry points, has_prefix, files) and refuses any path that is
+absolute, has a ``..`` or leads outside the prefix through a link, for each package and for the env's
+packages together (``conda_meta``); ``repro store verify`` runs the same checks.
 """
 
 from __future__ import annotations
 
-import asyncio
 import bz2
-import gc
 import io
 import json
 import os
-import posixpath
 import tarfile
-import time
 import zipfile
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlparse
 
+from metaflow_repro.env import rattler_worker
+from metaflow_repro.env.conda_meta import (
+    DIR,
+    FILE,
+    HARDLINK,
+    INDEX_JSON,
+    INFO_FILES,
+    OTHER,
+    SHOWN,
+    SYMLINK,
+    Member,
+    PackageMeta,
+    env_problems,
+    member_problems,
+    read_meta,
+)
 from metaflow_repro.errors import BadInput, InfraError, IntegrityError, ResolutionError
+from metaflow_repro.fsutil import atomic_write
 from metaflow_repro.model import platforms as plats
 from metaflow_repro.model.lock import Package, PlatformLock
 from metaflow_repro.model.spec import EnvSpec, python_specifier
@@ -39,19 +54,6 @@ _DEFAULT_VIRTUAL = {
     "osx": ("__unix=0=0", "__osx=11.0=0"),
     "win": ("__win=0=0",),
 }
-SAFE_STAMP = ".members-checked"
-
-
-def _rattler():
-    try:
-        import rattler
-    except ImportError:  # pragma: no cover - a dependency; kept for a clear message
-        raise InfraError("conda-source = 'conda' needs py-rattler: pip install 'py-rattler>=0.28,<0.29'") from None
-    return rattler
-
-
-def _run(coro):
-    return asyncio.run(coro)
 
 
 # -- channels and virtual packages --------------------------------------------------------------
@@ -76,8 +78,9 @@ def project_base(settings: Settings, flow_file: Path) -> Path:
     return settings.config_file.parent if settings.config_file else Path(flow_file).resolve().parent
 
 
-def virtual_package_strings(platform_name: str, settings: Settings) -> tuple[str, ...]:
-    """``name=version=build`` of each virtual package the solver may assume for ``platform_name``."""
+def virtual_package_strings(platform_name: str, settings: Settings) -> tuple[str, ...] | None:
+    """``name=version=build`` of each virtual package the solver may assume for ``platform_name`` (None:
+    this machine's own, which only rattler can detect)."""
     if settings.virtual_packages:
         out = []
         for item in settings.virtual_packages:
@@ -90,22 +93,8 @@ def virtual_package_strings(platform_name: str, settings: Settings) -> tuple[str
             out.append("=".join([parts[0], parts[1] if len(parts) > 1 else "0", parts[2] if len(parts) > 2 else "0"]))
         return tuple(sorted(out))
     if platform_name == plats.local_platform_name():
-        detected = []
-        for vp in _rattler().VirtualPackage.detect():
-            g = vp.into_generic()
-            if g.name.normalized not in _MACHINE_SPECIFIC:
-                detected.append(f"{g.name.normalized}={g.version}={g.build_string!s}")
-        return tuple(sorted(detected))
+        return None  # this machine's, detected by rattler in its worker (less _MACHINE_SPECIFIC)
     return _DEFAULT_VIRTUAL[platform_name.split("-")[0]]
-
-
-def _generic(items: tuple[str, ...]) -> list:
-    r = _rattler()
-    out = []
-    for item in items:
-        name, version, build = item.split("=")
-        out.append(r.GenericVirtualPackage(r.PackageName(name), r.Version(version), r.BuildString(build)))
-    return out
 
 
 def python_match_spec(request: str) -> str:
@@ -128,72 +117,57 @@ def match_specs(spec: EnvSpec) -> list[str]:
 # -- resolve ------------------------------------------------------------------------------------
 
 
-def package_of(record: Any, where: str) -> Package:
-    """A lock entry from a solved ``RepoDataRecord`` (sha256 and md5 as the channel's repodata gives them)."""
-    if record.sha256 is None or record.md5 is None:
+def package_of(record: dict, where: str) -> Package:
+    """A lock entry from a solved record (the worker's dict of a ``RepoDataRecord``; sha256 and md5 as the
+    channel's repodata gives them)."""
+    if record["sha256"] is None or record["md5"] is None:
         raise ResolutionError(
-            f"{where}: the channel gives no sha256/md5 for {record.file_name}; repro locks only files it can "
+            f"{where}: the channel gives no sha256/md5 for {record['file_name']}; repro locks only files it can "
             "verify. Re-index the channel (rattler-index, conda-index)."
         )
     return Package(
-        name=record.name.normalized,
-        version=str(record.version),
-        source=(record.channel or "").rstrip("/"),
-        file=record.file_name,
-        url=record.url,
-        sha256=record.sha256.hex(),
-        size=int(record.size or 0),
-        subdir=str(record.subdir),
-        build=str(record.build),
-        md5=record.md5.hex(),
+        name=record["name"],
+        version=record["version"],
+        source=record["channel"].rstrip("/"),
+        file=record["file_name"],
+        url=record["url"],
+        sha256=record["sha256"],
+        size=record["size"],
+        subdir=record["subdir"],
+        build=record["build"],
+        md5=record["md5"],
     )
 
 
-def _solve(r, urls, specs, platform_name, virtual, cache_dir) -> tuple[list, tuple[str, str] | None]:
-    """(records, None) or ([], (error kind, message)). rattler's objects (its gateway and runtime
-    threads) must not outlive this call: an exception that kept them alive through its traceback
-    until interpreter exit makes CPython abort at finalisation, so only the words leave here."""
-    # A local channel is read afresh every time: its repodata can change within the same second as a
-    # cached copy (a re-index), which a cache keyed on file times would not notice (stale drift checks).
-    local = {u: r.SourceConfig(cache_action="no-cache") for u in urls if u.startswith("file:")}
-    gateway = r.Gateway(cache_dir=cache_dir, per_channel_config=local)
+def _solve(spec: EnvSpec, urls: list[str], platform_name: str, virtual: tuple[str, ...] | None, settings: Settings):
+    """(the solved records, the virtual packages assumed), solved by rattler in its worker process."""
+    specs = match_specs(spec)
+    request = {"channels": urls, "specs": specs, "platform": platform_name, "virtual": virtual}
+    request.update(leave_out=list(_MACHINE_SPECIFIC), cache_dir=str(settings.home.conda_repodata))
     try:
-        coro = r.solve([r.Channel(u) for u in urls], specs, gateway=gateway, platforms=[platform_name, "noarch"],
-                       virtual_packages=virtual)  # fmt: skip
-        return _run(coro), None
-    except Exception as exc:  # rattler raises its own exception types per failure
-        failure = (type(exc).__name__, str(exc).strip())
-    finally:
-        del gateway
-    # A failed solve can leave rattler's runtime threads busy with the gateway; a process that exits
-    # right away (the command line, on the error) then aborted in CPython's finalisation (1 run in 6).
-    gc.collect()
-    time.sleep(0.05)
-    return [], failure
+        answer = rattler_worker.ask("solve", request, where=spec.where)
+    except rattler_worker.RattlerFailed as exc:
+        shown = ", ".join(virtual or ()) or "this machine's"
+        if exc.kind == "SolverError":
+            raise ResolutionError(
+                f"{spec.where}: cannot resolve [{', '.join(specs)}] for {platform_name} from "
+                f"{', '.join(urls)} (virtual packages {shown}):\n{exc.detail}\n"
+                "Check the names and versions in the channels and pin versions that exist and agree."
+            ) from None
+        raise InfraError(
+            f"{spec.where}: cannot read the conda channels {', '.join(urls)} ({exc.kind}): {exc.detail}\n"
+            "Set channels a machine here can reach (a URL or a local folder: channels under [tool.repro], "
+            'REPRO_CONDA_CHANNELS), or, where no conda channel is reachable, conda-source = "pypi" under '
+            "[tool.repro] (REPRO_CONDA_SOURCE=pypi) to serve @conda libraries from PyPI."
+        ) from None
+    return answer["records"], tuple(sorted(answer["virtual"]))
 
 
 def resolve(spec: EnvSpec, platform_name: str, settings: Settings, base: Path) -> PlatformLock:
     """Solve ``spec`` for one platform against its channels (or the settings' channels)."""
-    r = _rattler()
     plats.get(platform_name)
     urls = [channel_url(c, base) for c in spec.channels or settings.channels]
-    virtual = virtual_package_strings(platform_name, settings)
-    specs = match_specs(spec)
-    records, failure = _solve(r, urls, specs, platform_name, _generic(virtual), settings.home.conda_repodata)
-    if failure is not None:
-        kind, text = failure
-        if kind == "SolverError":
-            raise ResolutionError(
-                f"{spec.where}: cannot resolve [{', '.join(specs)}] for {platform_name} from "
-                f"{', '.join(urls)} (virtual packages {', '.join(virtual) or 'none'}):\n{text}\n"
-                "Check the names and versions in the channels and pin versions that exist and agree."
-            )
-        raise InfraError(
-            f"{spec.where}: cannot read the conda channels {', '.join(urls)} ({kind}): {text}\n"
-            "Set channels a machine here can reach (a URL or a local folder: channels under [tool.repro], "
-            'REPRO_CONDA_CHANNELS), or, where no conda channel is reachable, conda-source = "pypi" under '
-            "[tool.repro] (REPRO_CONDA_SOURCE=pypi) to serve @conda libraries from PyPI."
-        )
+    records, virtual = _solve(spec, urls, platform_name, virtual_package_strings(platform_name, settings), settings)
     packages = tuple(package_of(rec, spec.where) for rec in records)
     python = next((p.version for p in packages if p.name == "python"), None)
     if python is None:
@@ -224,127 +198,184 @@ def pip_packages(
 
 # -- archives -----------------------------------------------------------------------------------
 
-
-def _member_problem(name: str, linkname: str, is_link: bool, is_hardlink: bool) -> str:
-    if name.startswith("/") or posixpath.isabs(name):
-        return f"member {name!r} has an absolute path"
-    if ".." in name.split("/"):
-        return f"member {name!r} has a '..' component"
-    if is_link:
-        if linkname.startswith("/"):
-            return f"link {name!r} points at the absolute path {linkname!r}"
-        target = posixpath.normpath(posixpath.join(posixpath.dirname(name), linkname))
-        if target == ".." or target.startswith("../"):
-            return f"link {name!r} -> {linkname!r} leaves the prefix"
-    if is_hardlink and (linkname.startswith("/") or ".." in linkname.split("/")):
-        return f"hard link {name!r} -> {linkname!r} leaves the prefix"
-    return ""
+#: The verdict of one archive's checks, kept beside the verified file in the package cache with what the
+#: env-wide check needs (``conda_meta.PackageMeta``) and its index.json. Its name changes with the checks.
+CHECKED_STAMP = ".conda-checked-v2"
+META_FILE, INDEX_FILE = ".conda-meta.json", ".index.json"
 
 
-INDEX_JSON = "info/index.json"
+def _member(m: tarfile.TarInfo) -> Member:
+    if m.isfile():
+        return Member(m.name, FILE)
+    if m.isdir():
+        return Member(m.name, DIR)
+    if m.issym():
+        return Member(m.name, SYMLINK, m.linkname)
+    if m.islnk():
+        return Member(m.name, HARDLINK, m.linkname)
+    return Member(m.name, OTHER)
 
 
-def _tar_scan(tar: tarfile.TarFile, found: dict[str, bytes]) -> list[str]:
-    out = []
+def _tar_scan(tar: tarfile.TarFile, members: list[Member], info: dict[str, bytes]) -> None:
     for m in tar:
-        problem = _member_problem(m.name, m.linkname, m.issym(), m.islnk())
-        if problem:
-            out.append(problem)
-        elif not (m.isfile() or m.isdir() or m.issym() or m.islnk()):
-            out.append(f"member {m.name!r} is not a file, folder or link")
-        elif m.name == INDEX_JSON and m.isfile():
+        members.append(_member(m))
+        if m.isfile() and m.name in INFO_FILES and m.size <= MAX_INFO_BYTES:
             fh = tar.extractfile(m)
-            found[INDEX_JSON] = fh.read() if fh else b""
-    return out
+            info[m.name] = fh.read() if fh else b""
 
 
-def scan_archive(path: Path) -> tuple[list[str], bytes]:
-    """(what makes a conda archive unsafe to extract, its ``info/index.json``). Every member is read
-    by name only; a member outside the prefix, an absolute link or a link leaving it is a problem."""
-    name, found = path.name, dict[str, bytes]()
+#: An info document larger than this is not read (a python package's paths.json is about 1 MiB).
+MAX_INFO_BYTES = 64 << 20
+
+
+def read_archive(path: Path, name: str = "") -> tuple[list[Member], dict[str, bytes]]:
+    """Every member of a conda archive (by name and kind; nothing is extracted) and its info documents.
+    ``name`` is the package's file name when ``path`` is not (a store object), for its format."""
+    name, members, info = name or path.name, list[Member](), dict[str, bytes]()
     if name.endswith(".tar.bz2"):
         with open(path, "rb") as fh, tarfile.open(fileobj=bz2.BZ2File(fh), mode="r|") as tar:
-            problems = _tar_scan(tar, found)
+            _tar_scan(tar, members, info)
     elif name.endswith(".conda"):
         import zstandard
 
-        problems = []
         with zipfile.ZipFile(path) as zf:
-            for inner in zf.namelist():
-                if not inner.endswith(".tar.zst"):
-                    continue
+            for inner in (n for n in zf.namelist() if n.endswith(".tar.zst")):
                 with zf.open(inner) as raw:
                     stream = zstandard.ZstdDecompressor().stream_reader(raw)
                     with tarfile.open(fileobj=io.BufferedReader(stream), mode="r|") as tar:
-                        problems += _tar_scan(tar, found)
+                        _tar_scan(tar, members, info)
     else:
-        return [f"{name} is neither a .conda nor a .tar.bz2 archive"], b""
-    if INDEX_JSON not in found:
-        problems.append(f"it has no {INDEX_JSON}")
-    return problems, found.get(INDEX_JSON, b"")
+        raise ValueError(f"{name} is neither a .conda nor a .tar.bz2 archive")
+    return members, info
 
 
-def archive_problems(path: Path) -> list[str]:
-    """What makes a conda archive unsafe to extract (empty: every member stays in the prefix)."""
-    return scan_archive(path)[0]
-
-
-def check_archive(pkg: Package, path: Path, where: str) -> Path:
-    """Refuse an archive with members outside the prefix; return its ``info/index.json``, kept
-    beside the verified file with the verdict (the cache re-checks the file's sha256 before every
-    use), so each archive is read once."""
-    stamp, index = path.parent / SAFE_STAMP, path.parent / ".index.json"
-    if stamp.exists() and stamp.read_text() == pkg.sha256 and index.exists():
-        return index
+def scan_archive(path: Path, name: str = "") -> tuple[list[str], PackageMeta | None, bytes]:
+    """(what makes a conda archive unsafe to extract or to link, its ``PackageMeta``, its ``info/index.json``).
+    Members and the paths its info documents name must stay inside the prefix (``conda_meta``)."""
+    name = name or path.name
     try:
-        problems, index_json = scan_archive(path)
-        json.loads(index_json or b"{}")
+        members, info = read_archive(path, name)
+        json.loads(info.get(INDEX_JSON, b"{}"))
     except (OSError, tarfile.TarError, zipfile.BadZipFile, EOFError, ValueError) as exc:
-        problems, index_json = [f"it cannot be read as an archive ({exc})"], b""
+        return [f"it cannot be read as a conda archive ({exc})"], None, b""
+    problems = member_problems(members)
+    meta, meta_problems = read_meta(name, members, info)
+    problems += meta_problems
+    if INDEX_JSON not in info:
+        problems.append(f"it has no {INDEX_JSON}")
+    return problems, meta, info.get(INDEX_JSON, b"")
+
+
+def archive_problems(path: Path, name: str = "") -> list[str]:
+    """What makes a conda archive unsafe to extract or link (empty: every path stays in the prefix)."""
+    return scan_archive(path, name)[0]
+
+
+def refused(pkg: Package, problems: list[str]) -> str:
+    """The words of a refusal: the package and its first findings."""
+    more = f" (and {len(problems) - SHOWN} more)" if len(problems) > SHOWN else ""
+    return f"conda package {pkg.file} ({pkg.name} {pkg.version}) is refused: " + "; ".join(problems[:SHOWN]) + more
+
+
+def refusal(pkg: Package, problems: list[str], where: str) -> IntegrityError:
+    return IntegrityError(
+        f"{where}: {refused(pkg, problems)}. Nothing was installed from it; the channel (or the store) serves a "
+        "malformed or malicious package.",
+        library=pkg.name,
+        path=pkg.file,
+    )
+
+
+def check_archive(pkg: Package, path: Path, where: str) -> PackageMeta:
+    """Refuse an archive whose members or info documents lead outside the prefix; return its
+    ``PackageMeta``. The verdict, the meta and index.json are kept beside the verified file (the cache
+    re-checks the file's sha256 before every use), so each archive is read once."""
+    stamp, meta_file, index = (path.parent / n for n in (CHECKED_STAMP, META_FILE, INDEX_FILE))
+    if stamp.exists() and stamp.read_text() == pkg.sha256 and index.exists():
+        try:
+            return PackageMeta.from_dict(json.loads(meta_file.read_text()))
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # read it again
+    problems, meta, index_json = scan_archive(path, pkg.file)
+    if problems or meta is None:
+        raise refusal(pkg, problems, where)
+    atomic_write(index, index_json)
+    atomic_write(meta_file, json.dumps(meta.to_dict()).encode())
+    atomic_write(stamp, pkg.sha256.encode())
+    return meta
+
+
+def check_env(lock: PlatformLock, metas: list[PackageMeta], where: str) -> None:
+    """Refuse an env whose packages, linked together, would write outside the prefix (one package's
+    path through another's link)."""
+    problems = env_problems(metas, lock.python)
     if problems:
         raise IntegrityError(
-            f"{where}: conda package {pkg.file} ({pkg.name} {pkg.version}) is refused: "
-            + "; ".join(problems[:5])
-            + ". Nothing was installed from it; the channel serves a malformed or malicious package.",
-            library=pkg.name,
-            path=pkg.file,
-        )
-    index.write_bytes(index_json)
-    stamp.write_text(pkg.sha256)
-    return index
+            f"{where}: the conda env {lock.env_id[:12]} is refused: " + "; ".join(problems[:SHOWN])
+            + ". Nothing was installed; the channel (or the store) serves malformed or malicious packages."
+        )  # fmt: skip
+
+
+def stored_package_problem(path: Path, pkg: Package, key: str, metas: dict[str, PackageMeta]) -> str | None:
+    """``repro store verify``: why installing the stored conda package ``pkg`` (at ``path``) would be refused
+    (None: fine; its ``PackageMeta`` goes into ``metas`` for ``stored_env_problems``)."""
+    problems, meta, _ = scan_archive(path, pkg.file)
+    if meta is not None and not problems:
+        metas[pkg.sha256] = meta
+        return None
+    return f"{key}: {refused(pkg, problems)}"
+
+
+def stored_env_problems(envs: dict[str, PlatformLock], metas: dict[str, PackageMeta]) -> list[str]:
+    """``repro store verify``: the conda envs of a record whose packages, each fine alone, would together write
+    outside the prefix (``check_env``); packages already found bad are left out."""
+    out = []
+    for env_id, lock in sorted(envs.items()):
+        conda_packages = [p for p in lock.packages if p.is_conda]
+        if conda_packages and all(p.sha256 in metas for p in conda_packages):
+            try:
+                check_env(lock, [metas[p.sha256] for p in conda_packages], f"env {env_id[:12]}")
+            except IntegrityError as exc:
+                out.append(str(exc))
+    return out
 
 
 # -- install ------------------------------------------------------------------------------------
 
 
-def install(lock: PlatformLock, prefix: Path, files: dict[str, Path], rattler_cache: Path, where: str) -> None:
-    """Link every conda package of ``lock`` into ``prefix`` with rattler, from the verified files
-    in our cache (``files``: sha256 -> path). No network: each record's URL is that local file."""
-    r = _rattler()
-    recs = []
-    for p in (p for p in lock.packages if p.is_conda):
-        index = check_archive(p, files[p.sha256], where)  # the file's sha256 was checked by the cache
-        record = r.PackageRecord.from_index_json(index, size=p.size, sha256=p.sha256, md5=p.md5)
-        if (record.name.normalized, str(record.version), str(record.build)) != (p.name, p.version, p.build):
-            raise IntegrityError(
-                f"{where}: {p.file} is {record.name.normalized} {record.version} ({record.build}), "
-                f"the lock names {p.name} {p.version} ({p.build})",
-                library=p.name,
-            )
-        recs.append(r.RepoDataRecord(record, p.file, files[p.sha256].as_uri(), p.channel))
-
-    async def run():
-        await r.install(
-            recs, prefix, cache_dir=rattler_cache, show_progress=False, execute_link_scripts=False, platform=None
+def _index_matches(p: Package, index: Path, where: str) -> None:
+    """The archive's own index.json names the package, version and build the lock does."""
+    try:
+        doc = json.loads(index.read_bytes())
+        found = (str(doc["name"]).lower(), str(doc["version"]), str(doc["build"]))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise IntegrityError(f"{where}: {p.file} has no readable {INDEX_JSON} ({exc})", library=p.name) from None
+    if found != (p.name, p.version, p.build):
+        raise IntegrityError(
+            f"{where}: {p.file} is {found[0]} {found[1]} ({found[2]}), the lock names {p.name} {p.version} ({p.build})",
+            library=p.name,
         )
 
-    failure = None
+
+def install(lock: PlatformLock, prefix: Path, files: dict[str, Path], rattler_cache: Path, where: str) -> None:
+    """Link every conda package of ``lock`` into ``prefix`` with rattler (in its worker process), from the
+    verified files in our cache (``files``: sha256 -> path). Every archive, and the env as a whole, is
+    checked first (``check_archive``, ``check_env``). No network: each record's URL is that local file."""
+    metas, recs = [], []
+    for p in (p for p in lock.packages if p.is_conda):
+        path = files[p.sha256]  # its sha256 was checked by the cache
+        metas.append(check_archive(p, path, where))
+        _index_matches(p, path.parent / INDEX_FILE, where)
+        recs.append(
+            {"index": str(path.parent / INDEX_FILE), "size": p.size, "sha256": p.sha256, "md5": p.md5}
+            | {"file": p.file, "url": path.as_uri(), "channel": p.channel}
+        )
+    check_env(lock, metas, where)
+    request = {"records": recs, "prefix": str(prefix), "cache_dir": str(rattler_cache)}
     try:
-        _run(run())
-    except Exception as exc:  # only the words leave (see _solve: rattler objects must not outlive the call)
-        failure = f"{type(exc).__name__}: {exc}"
-    if failure is not None:
-        raise InfraError(f"{where}: installing conda env {lock.env_id[:12]} failed: {failure}")
+        rattler_worker.ask("install", request, where=where)
+    except rattler_worker.RattlerFailed as exc:
+        raise InfraError(f"{where}: installing conda env {lock.env_id[:12]} failed: {exc.kind}: {exc.detail}") from None
 
 
 def installed(prefix: Path) -> dict[str, dict]:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import tomli_w
 
+from metaflow_repro.env import conda
 from metaflow_repro.env.cache import PackageCache, sha256_file
 from metaflow_repro.errors import BadInput, InfraError, IntegrityError, ReproError
 from metaflow_repro.fsutil import atomic_write
@@ -625,6 +626,8 @@ def named_objects(record: RunRecord) -> dict[str, tuple[str, str]]:
 def verify(record: RunRecord, store: Store, jobs: int = 8) -> list[str]:
     """Re-hash every object the record names; return the problems (empty: all present and intact)."""
     code_key = layout.code(record.code_sha256)
+    conda_packages = {layout.package(p.sha256, p.file): p for p in record_packages(record) if p.is_conda}
+    conda_metas: dict[str, conda.PackageMeta] = {}  # what each conda package would write, for the env check
 
     def one(item):
         key, (kind, expected) = item
@@ -645,6 +648,8 @@ def verify(record: RunRecord, store: Store, jobs: int = 8) -> list[str]:
                     return code_package_problem(target, record.flow_file, key) or undeclared_parameters(
                         target, record, key
                     )
+                if key in conda_packages:  # what an install would refuse: paths leading out of the prefix
+                    return conda.stored_package_problem(target, conda_packages[key], key, conda_metas)
         except StoreObjectMissing:
             return f"{key}: missing"
         except ReproError as exc:  # corrupt (3) or refused, e.g. a symlink out of the store (2)
@@ -652,7 +657,8 @@ def verify(record: RunRecord, store: Store, jobs: int = 8) -> list[str]:
         return None
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        return [p for p in pool.map(one, sorted(named_objects(record).items())) if p]
+        problems = [p for p in pool.map(one, sorted(named_objects(record).items())) if p]
+    return problems + conda.stored_env_problems(record.envs, conda_metas)
 
 
 def code_package_problem(tar_path: Path, flow_file: str, key: str) -> str | None:

@@ -14,14 +14,13 @@ makes, in ``DIR``:
 * optional broken packages for tests: ``--dotdot NAME`` (an archive member ``../NAME-escaped``),
   ``--bad-sha NAME`` (the repodata names a sha256 that is not the file's);
 
-and indexes the folder with ``rattler.index.index_fs``. Archives are ``.tar.bz2`` with fixed
-timestamps, so the same inputs give the same bytes.
+and indexes the folder with ``rattler.index.index_fs`` (in repro's rattler worker process). Archives are
+``.tar.bz2`` with fixed timestamps, so the same inputs give the same bytes.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import bz2
 import hashlib
 import io
@@ -116,16 +115,23 @@ def _info_files(meta: Meta, entries: list[Entry]) -> list[Entry]:
 
 
 def write_package(
-    folder: Path, meta: Meta, entries: list[Entry], extra_members: tuple[Entry, ...] | list[Entry] = ()
+    folder: Path,
+    meta: Meta,
+    entries: list[Entry],
+    extra_members: tuple[Entry, ...] | list[Entry] = (),
+    info: dict[str, bytes] | None = None,
 ) -> Path:
     """Write ``meta.file_name`` into ``folder/<subdir>``: info/ first, then the files, fixed mtimes.
-    ``extra_members`` are written into the archive but not listed (for broken test packages)."""
+    ``extra_members`` are written into the archive but not listed, and ``info`` replaces (or adds) info
+    documents by name (both for broken test packages)."""
     entries = sorted(entries, key=lambda e: e.path)
+    made = {e.path: e for e in _info_files(meta, entries)}
+    made.update({name: Entry(name, data) for name, data in (info or {}).items()})
     out = folder / meta.subdir / meta.file_name
     out.parent.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for e in [*_info_files(meta, entries), *entries, *extra_members]:
+        for e in [*made.values(), *entries, *extra_members]:
             ti = tarfile.TarInfo(e.path)
             ti.mtime = TIMESTAMP_MS // 1000
             ti.uname = ti.gname = ""
@@ -382,13 +388,12 @@ def dotdot_package(name: str) -> tuple[Meta, list[Entry], list[Entry]]:
 
 
 def index(folder: Path) -> None:
-    import rattler.index
+    """Write the channel's repodata, with rattler in its worker process (this process never loads it)."""
+    from metaflow_repro.env import rattler_worker
 
     for sub in ("noarch", "linux-64"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
-    result = rattler.index.index_fs(folder, write_zst=False, write_shards=False, force=True)
-    if asyncio.iscoroutine(result):
-        asyncio.run(result)
+    rattler_worker.ask("index", {"folder": str(Path(folder).resolve())}, where=f"conda channel {folder}")
 
 
 def tamper_sha(folder: Path, which: str) -> None:

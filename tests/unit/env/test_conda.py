@@ -3,13 +3,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from metaflow_repro.env.conda import archive_problems, channel_url, match_specs
-from metaflow_repro.errors import BadInput
+from metaflow_repro.env.conda import archive_problems, channel_url, check_archive, install, match_specs
+from metaflow_repro.errors import BadInput, IntegrityError
 from metaflow_repro.model import validate as v
 from metaflow_repro.model.lock import Package, PlatformLock
 from metaflow_repro.model.spec import EnvSpec
@@ -123,42 +126,66 @@ def test_conda_names_served_from_pypi_are_mapped_only_for_conda_declarations():
     assert name_map(pypi) == {} and requirements_in(pypi).startswith("py-xgboost==2.1.1\n")
 
 
+def _conda_package(archive: Path) -> Package:
+    data = archive.read_bytes()
+    return Package(
+        "samename", "1.0", "file:///ch", archive.name, archive.as_uri(), hashlib.sha256(data).hexdigest(), len(data),
+        subdir="noarch", build="0", md5=hashlib.md5(data).hexdigest(),
+    )  # fmt: skip
+
+
 def test_rattlers_package_cache_never_serves_another_archive_of_the_same_name(tmp_path):
     """Pins the assumption conda.install relies on: one rattler cache (REPRO_HOME/conda-pkgs) is shared
     by every env, and an extracted package is reused only for the archive (sha256) it came from."""
-    import asyncio
-
-    import rattler
-
     meta = Meta("samename", "1.0", "0", "noarch", noarch="generic")
     a = write_package(tmp_path / "a", meta, [Entry("share/x.txt", b"AAA\n")])
     b = write_package(tmp_path / "b", meta, [Entry("share/x.txt", b"BBB\n")])
-
-    async def install(archive, prefix):
-        record = await rattler.RepoDataRecord.from_package_archive(archive)
-        await rattler.install([record], prefix, cache_dir=tmp_path / "cache", show_progress=False)
-
-    asyncio.run(install(a, tmp_path / "pa"))
-    asyncio.run(install(b, tmp_path / "pb"))
+    for archive, prefix in ((a, tmp_path / "pa"), (b, tmp_path / "pb")):
+        pkg = _conda_package(archive)
+        lock = PlatformLock("linux-64", "3.11.7", (pkg,))
+        install(lock, prefix, {pkg.sha256: archive}, tmp_path / "cache", "step 's'")
+    assert (tmp_path / "pa" / "share" / "x.txt").read_text() == "AAA\n"
     assert (tmp_path / "pb" / "share" / "x.txt").read_text() == "BBB\n"
 
 
-@pytest.mark.parametrize(
-    "request_, expected",
-    [
-        ("3.11.7", "python ==3.11.7"),
-        ("3.11", "python 3.11.*"),
-        ("==3.10.*", "python ==3.10.*"),
-        ("3.10.*", "python ==3.10.*"),
-        (">=3.10,<3.11", "python <3.11,>=3.10"),
-        ("===3.11.7", "python ==3.11.7"),
-    ],
-)
-def test_python_requests_become_match_specs_rattler_reads(request_, expected):
-    """PEP 440 specifiers (issue 10 item 3) reach the conda solver in conda's syntax, never '====3.10.*'."""
-    import rattler
+PYTHON_SPECS = [
+    ("3.11.7", "python ==3.11.7"),
+    ("3.11", "python 3.11.*"),
+    ("==3.10.*", "python ==3.10.*"),
+    ("3.10.*", "python ==3.10.*"),
+    (">=3.10,<3.11", "python <3.11,>=3.10"),
+    ("===3.11.7", "python ==3.11.7"),
+]
 
+
+@pytest.mark.parametrize("request_, expected", PYTHON_SPECS)
+def test_python_requests_become_match_specs(request_, expected):
+    """PEP 440 specifiers (issue 10 item 3) reach the conda solver in conda's syntax, never '====3.10.*'."""
     from metaflow_repro.env.conda import python_match_spec
 
     assert python_match_spec(request_) == expected
-    rattler.MatchSpec(expected)  # the solver's own parser accepts it
+
+
+def test_rattler_reads_the_python_match_specs():
+    """The solver's own parser accepts them (in a process of its own, as repro runs rattler)."""
+    code = "import os, sys, rattler\nfor s in sys.argv[1:]: rattler.MatchSpec(s)\nsys.stdout.flush(); os._exit(0)"
+    proc = subprocess.run([sys.executable, "-c", code, *(e for _, e in PYTHON_SPECS)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_a_verdict_from_before_the_info_checks_is_not_trusted_and_a_new_one_is_reused(tmp_path):
+    """Package caches filled before paths.json was checked hold a stamp of the member-only check: the
+    archive is read again. The new verdict is kept with its meta, so the next install reads nothing."""
+    meta = Meta("old", "1.0", "0", "noarch", noarch="generic")
+    evil = {"info/paths.json": json.dumps({"paths": [{"_path": "../../x", "path_type": "hardlink"}]}).encode()}
+    archive = write_package(tmp_path / "ch", meta, [Entry("share/x", b"x")], info=evil)
+    pkg = _conda_package(archive)
+    (archive.parent / ".members-checked").write_text(pkg.sha256)  # the old stamp, beside the old index copy
+    (archive.parent / ".index.json").write_text("{}")
+    with pytest.raises(IntegrityError, match=r"info/paths.json: '../../x' has a '..' component"):
+        check_archive(pkg, archive, "step 's'")
+    good = write_package(tmp_path / "ok", meta, [Entry("share/x", b"x")])
+    good_pkg = _conda_package(good)
+    first = check_archive(good_pkg, good, "step 's'")
+    good.write_bytes(b"not read again: the cache checks the sha256 before every use, the verdict is kept")
+    assert check_archive(good_pkg, good, "step 's'") == first
