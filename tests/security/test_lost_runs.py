@@ -66,7 +66,8 @@ class Run:
         self.output: list[str] = []
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> Run:
+    def start(self, session: bool = False) -> Run:
+        """``session``: in a process group of its own, which ``interrupt`` signals as a terminal's Ctrl-C would."""
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "metaflow_repro", "run", str(self.flow), "--store", self.store.as_uri()],
             stdout=subprocess.PIPE,
@@ -74,8 +75,15 @@ class Run:
             text=True,
             env=self.env,
             cwd=self.proj,
+            start_new_session=session,
         )
         return self
+
+    def interrupt(self) -> int:
+        """Ctrl-C: SIGINT to repro and every process of its group (its probes)."""
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGINT)
+        return self.finish()
 
     def until(self, pattern: str) -> re.Match:
         assert self.proc is not None and self.proc.stdout is not None
@@ -144,16 +152,16 @@ def _assert_complete(record_file: Path) -> None:
 
 def test_killed_while_metaflow_builds_or_runs_the_run_dies_with_repro_and_is_dropped(tmp_path, repro_home):
     home = Home(repro_home)
-    run = Run(tmp_path, sleep=4).start()
+    run = Run(tmp_path, sleep=8).start()
     run.until("building environments and running the flow")
     time.sleep(0.5)  # Metaflow is starting (and building environments)
     run.kill()
     _assert_metaflow_died(run)
-    run = Run(tmp_path, sleep=4).start()
+    run = Run(tmp_path, sleep=8).start()
     run.until("STEP-RUNNING")  # the start step is running
     run.kill()
-    _assert_metaflow_died(run)
-    time.sleep(5)  # the start step would be over and `end` would have run by now, were it alive
+    _assert_metaflow_died(run, within=6)  # before the step's sleep is over
+    time.sleep(6)  # the start step would be over and `end` would have run by now, were it alive
     assert not run.sentinel.exists(), "the run went on without repro"
     assert len(_pending(home)) == 2  # both markers were written before Metaflow started
 
@@ -181,12 +189,14 @@ def test_killed_right_after_metaflow_ended_the_run_is_recovered_whole(tmp_path, 
     assert not _pending(home)
 
 
-def test_killed_during_the_pickle_checks_no_degraded_record_is_saved_or_pushed(tmp_path, repro_home):
+def test_stopped_during_the_pickle_checks_no_degraded_record_is_saved_or_pushed(tmp_path, repro_home):
+    """Ctrl-C (SIGINT to repro and its probes) while the pickle checks run: no record without them is
+    saved (`repro store push` would push it as is), and `recover` makes the whole record."""
     home = Home(repro_home)
-    run = Run(tmp_path).start()
+    run = Run(tmp_path).start(session=True)
     run_id = run.until(r"run (\S+) ended in .* \(exit code 0\)").group(1)
     run.until("checking that every artifact unpickles")
-    run.kill()
+    assert run.interrupt() != 0, run.text
     assert not home.record("LostFlow", run_id).exists(), "a record without its checks was saved"
     pushed = cli("store", "push", f"LostFlow/{run_id}", "--store", run.store.as_uri(), env=run.env)
     assert pushed.code == 2 and not run.records(), pushed.text  # nothing to push as is
