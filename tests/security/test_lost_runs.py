@@ -7,11 +7,6 @@ says what is waiting."""
 
 from __future__ import annotations
 
-import os
-import re
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,101 +14,10 @@ import pytest
 
 from metaflow_repro.model.record import from_json
 from metaflow_repro.settings import Home
-from tests.helpers import cli, write_flow
+from tests.helpers import cli
+from tests.security.lostflow import Run
 
 pytestmark = pytest.mark.slow
-
-FLOW = """
-    import os, time
-    from metaflow import FlowSpec, pypi, step
-
-
-    class LostFlow(FlowSpec):
-        @pypi(packages={"six": "1.16.0"})
-        @step
-        def start(self):
-            self.answer = 41 + 1
-            print("STEP-RUNNING", flush=True)
-            time.sleep(float(os.environ.get("LOST_SLEEP", "0")))
-            self.next(self.end)
-
-        @step
-        def end(self):
-            open(os.environ["LOST_SENTINEL"], "w").write("the end step ran")
-
-
-    if __name__ == "__main__":
-        LostFlow()
-"""
-
-
-class Run:
-    """One `repro run` of LostFlow in a subprocess, read line by line."""
-
-    def __init__(self, tmp_path: Path, sleep: float = 0.0):
-        self.proj = tmp_path / "proj"
-        self.flow = write_flow(self.proj, FLOW, name="lost.py")
-        self.store = tmp_path / "store"
-        self.sentinel = tmp_path / "sentinel"
-        self.env = {
-            **os.environ,
-            "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(tmp_path / "mf"),
-            "METAFLOW_DEFAULT_DATASTORE": "local",
-            "METAFLOW_DEFAULT_METADATA": "local",
-            "LOST_SENTINEL": str(self.sentinel),
-            "LOST_SLEEP": str(sleep),
-        }
-        self.output: list[str] = []
-        self.proc: subprocess.Popen | None = None
-
-    def start(self, session: bool = False) -> Run:
-        """``session``: in a process group of its own, which ``interrupt`` signals as a terminal's Ctrl-C would."""
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "metaflow_repro", "run", str(self.flow), "--store", self.store.as_uri()],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=self.env,
-            cwd=self.proj,
-            start_new_session=session,
-        )
-        return self
-
-    def interrupt(self) -> int:
-        """Ctrl-C: SIGINT to repro and every process of its group (its probes)."""
-        assert self.proc is not None
-        os.killpg(self.proc.pid, signal.SIGINT)
-        return self.finish()
-
-    def until(self, pattern: str) -> re.Match:
-        assert self.proc is not None and self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.output.append(line)
-            found = re.search(pattern, line)
-            if found:
-                return found
-        raise AssertionError(f"no {pattern!r} in the output:\n" + self.text)
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=30)
-
-    def finish(self) -> int:
-        assert self.proc is not None
-        out, _ = self.proc.communicate(timeout=900)
-        self.output.append(out)
-        return self.proc.returncode
-
-    @property
-    def text(self) -> str:
-        return "".join(self.output)[-4000:]
-
-    def recover(self):
-        return cli("recover", env=self.env, cwd=self.proj)
-
-    def records(self) -> list[Path]:
-        return list(self.store.glob("runs/*/*/record.json"))
 
 
 def _processes_of(flow: Path) -> list[int]:
@@ -193,7 +97,7 @@ def test_stopped_during_the_pickle_checks_no_degraded_record_is_saved_or_pushed(
     """Ctrl-C (SIGINT to repro and its probes) while the pickle checks run: no record without them is
     saved (`repro store push` would push it as is), and `recover` makes the whole record."""
     home = Home(repro_home)
-    run = Run(tmp_path).start(session=True)
+    run = Run(tmp_path, unpickle_sleep=4).start(session=True)  # the pickle checks take 4 s
     run_id = run.until(r"run (\S+) ended in .* \(exit code 0\)").group(1)
     run.until("checking that every artifact unpickles")
     assert run.interrupt() != 0, run.text
