@@ -29,6 +29,7 @@ from metaflow_repro.env.flowfile import FlowDeclarations, load_flow
 from metaflow_repro.env.interpreter_snapshot import snapshot_interpreters
 from metaflow_repro.errors import BadInput, InfraError, ReproError
 from metaflow_repro.executors.batch import runs_on_batch
+from metaflow_repro.fsutil import space_note
 from metaflow_repro.model.findings import Finding, Kind, Severity
 from metaflow_repro.model.inspection import RunInspection
 from metaflow_repro.model.interpreter import Executor, ExecutorKind
@@ -313,9 +314,33 @@ def _start(
             f'`if __name__ == "__main__":` and `{flow.name}()`?'
         )
     if run_id is None:
+        check_space(flow.settings, f"{flow.path.name}: the flow did not start", output)
         tail = f":\n{output[-4000:]}" if output else "; see its output above"
         raise _MetaflowFailed(f"{flow.path.name}: the flow did not start (exit code {code}){tail}", code)
     return run_id, elapsed
+
+
+#: what a process that ran out of disk space says (``OSError: [Errno 28] No space left on device``)
+_NO_SPACE = ("No space left on device", "[Errno 28]", "Disk quota exceeded")
+#: REPRO_HOME with less free space than this is full: what failed there failed for want of space
+FULL_BELOW = 1 << 20
+
+
+def check_space(settings: Settings, what: str, output: str = "") -> None:
+    """Raise an InfraError naming the file system when ``what`` (a run or a process that failed) failed
+    for want of disk space: its ``output`` says so, or REPRO_HOME (where environments, code, temporary
+    files and the client cache live) is full. A full disk is never reported as a failed step."""
+    said = any(marker in output for marker in _NO_SPACE)
+    try:
+        st = os.statvfs(settings.home.root)
+        full = st.f_bavail * st.f_frsize < FULL_BELOW
+    except OSError:
+        full = False
+    if said or full:
+        raise InfraError(
+            f"{what}: no space left on device; {space_note(settings.home.root)} (REPRO_HOME: {settings.home.root}). "
+            "Free some space there and run again; `repro recover` then records a run that finished."
+        )
 
 
 @dataclass(frozen=True)
@@ -378,6 +403,7 @@ def _record(
     outcome.record = record
     outcome.findings += task_findings(found, flow.decl.steps, record.status is RunStatus.SUCCESS)
     if record.status is not RunStatus.SUCCESS:  # a failed run is not pushed
+        check_space(settings, f"run {record.ref} failed")
         if marker is not None:
             pending.remove(marker)
         return
@@ -420,15 +446,19 @@ def _push(
 def _read_back(done: _Finished) -> tuple[RunRecord, RunInspection]:
     """The finished run as Metaflow's client reads it, and its record."""
     flow, run_id, env, options, settings = done.flow, done.run_id, done.env, done.options, done.settings
-    found = runs.inspect(
-        flow.name,
-        run_id,
-        flow.decl.parameters,
-        env=env,
-        info=flow.decl.parameter_info,
-        inputs_dir=settings.home.inputs / "sha256",
-        lineage_dir=settings.home.inputs / "sha1",
-    )
+    try:
+        found = runs.inspect(
+            flow.name,
+            run_id,
+            flow.decl.parameters,
+            env=env,
+            info=flow.decl.parameter_info,
+            inputs_dir=settings.home.inputs / "sha256",
+            lineage_dir=settings.home.inputs / "sha1",
+        )
+    except InfraError as exc:
+        check_space(settings, f"run {flow.name}/{run_id} cannot be read back from Metaflow", str(exc))
+        raise
     assert flow.lock is not None, "the run built its environments from the flow's lock"
     record = runs.build_record(flow, flow.lock, run_id, found, done.elapsed, args=options.metaflow_args)
     if options.identity:
