@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from metaflow_repro.adapter.scratch import Owner, me
+from metaflow_repro.adapter.scratch import CHILD_VARS, Owner, me
 from metaflow_repro.fsutil import atomic_write
 from metaflow_repro.model import validate as v
 from metaflow_repro.settings import Home
@@ -75,6 +75,8 @@ def locating_env(extra: Mapping[str, str]) -> dict[str, str]:
     credentials) and every variable repro passed to the Metaflow process."""
     found = {k: v for k, v in os.environ.items() if _LOCATING.match(k) and not _SECRET.search(k)}
     out = {**found, **{k: v for k, v in extra.items() if not _SECRET.search(k)}}
+    for name in CHILD_VARS:  # this process's temporary folder, gone with it
+        out.pop(name, None)
     if "METAFLOW_DATASTORE_SYSROOT_LOCAL" not in out:  # Metaflow's local datastore: .metaflow above the cwd
         here = Path.cwd().resolve()
         for folder in (here, *here.parents):

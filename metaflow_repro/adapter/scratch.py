@@ -98,6 +98,21 @@ def enter(home: Home) -> Path:
     return mine
 
 
+def child_env(home: Home) -> dict[str, str]:
+    """The temporary folder and Metaflow client cache for the processes a run starts (Metaflow, its
+    tasks, the read-back), under ``REPRO_HOME/tmp/<me>``: what ``enter`` gives a ``repro`` command, for
+    callers that did not enter (``pytest --repro``, whose own temporary folders stay pytest's)."""
+    mine = home.tmp / str(me())
+    if not mine.is_dir():
+        clean(home)
+        mine.mkdir(parents=True, exist_ok=True)
+    return {"TMPDIR": str(mine), CLIENT_CACHE_VAR: str(mine / "metaflow_client")}
+
+
+#: what ``child_env`` sets: where this process keeps temporary files, never where a run is
+CHILD_VARS = ("TMPDIR", CLIENT_CACHE_VAR)
+
+
 def leave(mine: Path) -> None:
     """Remove this process's temporary folder (a command that ended normally)."""
     shutil.rmtree(mine, ignore_errors=True)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from metaflow_extensions.repro.plugins import protocol
 from metaflow_repro.adapter import blobs as blobstore
-from metaflow_repro.adapter import lineage, pending
+from metaflow_repro.adapter import lineage, pending, scratch
 from metaflow_repro.adapter import metaflow as runs
 from metaflow_repro.adapter.codepackage import import_paths
 from metaflow_repro.adapter.flowfolder import check_flow_folder
@@ -245,7 +245,8 @@ def _run(path: Path, decl: FlowDeclarations, options: RunOptions, outcome: Outco
     outcome.lock = flow.lock
     before = _before_run(flow, options, settings, outcome, log)
     _lock_for_run(flow, before.frozen, outcome, log)
-    env = {**options.env, **(environ_for(frozen=True) if before.frozen else {})}
+    # Metaflow's and the read-back's temporary files and client cache under REPRO_HOME/tmp (issue 22 item 13)
+    env = {**scratch.child_env(settings.home), **options.env, **(environ_for(frozen=True) if before.frozen else {})}
     # a pushed run is marked before Metaflow starts, so that a repro killed from here on loses no run
     marker = _mark_pending(flow, options, env, settings, before.store) if options.push else None
     try:

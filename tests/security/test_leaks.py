@@ -65,3 +65,23 @@ def test_only_the_folders_of_dead_owners_are_removed(tmp_path):
         (folder / "x").mkdir(parents=True)
     assert sorted(scratch.clean(home)) == sorted([dead, recycled])
     assert alive.is_dir() and other.is_dir() and not dead.exists() and not recycled.exists()
+
+
+@pytest.mark.slow
+def test_a_run_from_pytest_keeps_metaflow_temporary_files_and_client_cache_under_repro_home(
+    tmp_path, repro_home, monkeypatch
+):
+    """`pytest --repro` calls the pipeline in its own process, which `repro`'s command line never entered:
+    the processes a run starts get REPRO_HOME/tmp all the same."""
+    from metaflow_repro.operations.run import RunOptions, run_and_record
+
+    run = Run(tmp_path)
+    for name in ("METAFLOW_DATASTORE_SYSROOT_LOCAL", "METAFLOW_DEFAULT_DATASTORE", "METAFLOW_DEFAULT_METADATA"):
+        monkeypatch.setenv(name, run.env[name])
+    monkeypatch.setenv("LOST_SENTINEL", str(run.sentinel))
+    monkeypatch.chdir(run.proj)
+    outcome = run_and_record(run.flow, RunOptions(capture=True))
+    assert outcome.ok, outcome.error or outcome.output[-3000:]
+    assert not _client_caches_of(tmp_path), "Metaflow's client cache outside REPRO_HOME"
+    mine = Home(repro_home).tmp / str(scratch.me())
+    assert list((mine / "metaflow_client").iterdir()), "the read-back's client cache is not under REPRO_HOME/tmp"
