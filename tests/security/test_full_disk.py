@@ -98,3 +98,39 @@ def test_a_full_disk_is_exit_3_naming_it_and_poisons_no_later_run(tmp_path, smal
     again.env["REPRO_HOME"] = str(small_home)
     assert again.start().finish() == 0, again.text
     assert "marshal data" not in "".join(again.output)
+
+
+@pytest.fixture
+def full_fs(tmp_path):
+    """A 1 MB tmpfs, filled up."""
+    require(os.geteuid() == 0, "root (to mount a tmpfs)")
+    folder = tmp_path / "full"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)], capture_output=True)
+    require(mounted.returncode == 0, f"mount -t tmpfs ({mounted.stderr.decode().strip()})")
+    try:
+        _fill(folder)
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+@pytest.mark.timeout(60)
+def test_enospc_names_the_file_system_and_what_the_write_needed(full_fs):
+    from metaflow_repro.errors import EXIT_INFRA, InfraError, from_os_error
+    from metaflow_repro.fsutil import atomic_write
+    from metaflow_repro.operations.run import check_space
+    from metaflow_repro.settings import Home, Settings
+
+    target = full_fs / "record.json"
+    with pytest.raises(OSError) as caught:
+        atomic_write(target, "x" * 5000)
+    error = from_os_error(caught.value)
+    assert error.exit_code == EXIT_INFRA and str(target) in str(error) and "writing 5000 bytes" in str(error)
+    assert f"the file system at {full_fs} has 0.0 MB free of 1 MB" in str(error)
+    assert not list(full_fs.glob(".record.json.*")) and not target.exists()  # nothing half written
+
+    with pytest.raises(InfraError, match=f"run F/1 failed: no space left on device; the file system at {full_fs}"):
+        check_space(
+            Settings(home=Home(full_fs), store=""), "run F/1 failed"
+        )  # REPRO_HOME is full: a full disk, not a step
