@@ -178,7 +178,13 @@ def pending(home: Home) -> list[Path]:
     """Every pending run's file, oldest first."""
     if not home.pending.is_dir():
         return []
-    return sorted(home.pending.glob("*/*.json"), key=lambda p: (p.stat().st_mtime, str(p)))
+    found = []
+    for path in home.pending.glob("*/*.json"):
+        try:
+            found.append((path.stat().st_mtime, str(path), path))
+        except FileNotFoundError:  # removed meanwhile by the repro that wrote it
+            continue
+    return [path for _, _, path in sorted(found)]
 
 
 def markers_of(home: Home, flow: str, run_id: str) -> list[Path]:
@@ -201,6 +207,8 @@ def waiting(home: Home) -> dict[str, int]:
     for path in pending(home):
         try:
             run = parse(path.read_text(), str(path))
+        except FileNotFoundError:  # removed meanwhile: its run is done
+            continue
         except (OSError, v.Invalid):
             counts[FINISHED] += 1
             continue

@@ -302,7 +302,7 @@ def _start(
         run_id_file=pending.run_id_file(marker) if marker is not None else None,
     )
     if marker is not None and code == 0 and run_id:
-        _marker_finished(marker, run_id, elapsed)
+        _marker_finished(marker, run_id, elapsed, flow.lock_file)
     outcome.exit_code, outcome.output = code, output[-20000:]
     log(
         f"{flow.name}: "
@@ -381,9 +381,12 @@ def _mark_pending(
     )
 
 
-def _marker_finished(marker: Path, run_id: str, elapsed: float) -> None:
+def _marker_finished(marker: Path, run_id: str, elapsed: float, lock_file: Path) -> None:
+    """The run finished: its id and duration, and the lock as Metaflow's process left it (it re-locks a
+    stale lock it finds)."""
     run = pending.parse(marker.read_text(), str(marker))
-    pending.update(marker, replace(run, state=pending.FINISHED, run_id=run_id, elapsed=round(elapsed, 3)))
+    done = replace(run, state=pending.FINISHED, run_id=run_id, elapsed=round(elapsed, 3))
+    pending.update(marker, replace(done, lock_sha256=runs.lock_sha256(lock_file)) if lock_file.is_file() else done)
 
 
 def _marker_recorded(marker: Path | None) -> None:
