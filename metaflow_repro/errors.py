@@ -9,6 +9,7 @@ bytes that do not match their hash).
 from __future__ import annotations
 
 import errno
+import os
 import re
 
 EXIT_OK = 0
@@ -107,6 +108,13 @@ def from_os_error(exc: OSError) -> ReproError:
     else (a full disk, an I/O error) is an infrastructure failure (3)."""
     where = (f"{exc.filename}" + (f" -> {exc.filename2}" if exc.filename2 else "")) if exc.filename else "a file"
     what = exc.strerror or f"{type(exc).__name__}: {exc}"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # a full disk: which file system, how much it needed
+        from metaflow_repro.fsutil import space_note
+
+        note = space_note(exc.filename or os.getcwd())
+        return InfraError(
+            f"{where}: {what}; {note}. Free some space there and run again.", path=str(exc.filename or "")
+        )
     hint = _USER_ERRNOS.get(exc.errno) if exc.errno is not None else None
     if hint:
         return BadInput(

@@ -126,6 +126,11 @@ class Home:
     def replays(self) -> Path:
         return self.root / "replays"
 
+    @property
+    def tmp(self) -> Path:
+        """Temporary files, one folder per repro process (``adapter/scratch``), removed once it is gone."""
+        return self.root / "tmp"
+
     def replays_of(self, flow: str) -> Path:
         """Working folders of the replays of ``flow`` (code, datastore)."""
         return self.replays / _plain(flow, "flow name")

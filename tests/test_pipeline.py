@@ -1,7 +1,5 @@
 """`repro run` through the one pipeline: exit codes of failures inside Metaflow reach the command line."""
 
-from pathlib import Path
-
 import pytest
 
 from tests.helpers import cli, write_flow
@@ -90,28 +88,43 @@ def test_one_run_reads_its_flow_and_settings_once_and_saves_its_record_once(flow
     assert not second.relocked and second.lock == first.lock
 
 
-def test_a_run_whose_checks_fail_is_still_saved_as_read_back(flow_dir, tmp_path, monkeypatch):
-    """The record is saved once, after its checks; when a check fails (here the pickle matrix, with an
-    infrastructure error) the finished run is saved as it was read back, and its pending marker goes."""
+def test_a_run_whose_checks_fail_is_not_saved_half_and_recover_finishes_it(flow_dir, tmp_path, monkeypatch):
+    """The record is saved once, whole, after its checks; when a check fails (here the pickle matrix, with
+    an infrastructure error) no record is saved (a push would take it as is), the pending marker stays,
+    and `recover` makes the whole record and pushes it (issue 22 item 4)."""
+    from dataclasses import replace
+
     from metaflow_repro.adapter import pending
     from metaflow_repro.errors import InfraError
-    from metaflow_repro.model.record import from_json
     from metaflow_repro.operations import run as pipeline
     from metaflow_repro.settings import load_settings
 
     path = write_flow(flow_dir, FLOW % "1.16.0")
     _local_metaflow(monkeypatch, tmp_path, flow_dir)
+    real = pipeline.finish_record
 
     def broken(*args, **kwargs):
         raise InfraError("the pickle matrix could not start")
 
     monkeypatch.setattr(pipeline, "finish_record", broken)
-    outcome = pipeline.run_and_record(path, pipeline.RunOptions(store=(tmp_path / "store").as_uri(), push=True))
-    assert outcome.error == "the pickle matrix could not start" and outcome.error_code == 3
-    assert outcome.saved and not outcome.pushed
-    saved = from_json(Path(outcome.saved).read_text(), outcome.saved)
-    assert saved.run_id == outcome.record.run_id and saved.pickle_checks == ()
-    assert list(pending.pending(load_settings(path).home)) == []
+    store = (tmp_path / "store").as_uri()
+    outcome = pipeline.run_and_record(path, pipeline.RunOptions(store=store, push=True))
+    assert outcome.error.startswith("the pickle matrix could not start") and outcome.error_code == 3
+    assert "repro recover" in outcome.error and not outcome.saved and not outcome.pushed
+    assert (
+        outcome.record is not None and not load_settings(path).home.record("ExitFlow", outcome.record.run_id).exists()
+    )
+    home = load_settings(path).home
+    (marker,) = pending.pending(home)
+    left = pending.parse(marker.read_text(), str(marker))
+    assert left.state == pending.FINISHED and left.alive()  # this process's: a run in progress for recover
+    assert pipeline.recover(load_settings(path)) == []
+    pending.update(marker, replace(left, owner=""))  # as if this process were gone
+
+    monkeypatch.setattr(pipeline, "finish_record", real)
+    (recovered,) = pipeline.recover(load_settings(path))
+    assert recovered.pushed and recovered.record is not None and recovered.record.interpreters, recovered.error
+    assert recovered.record.run_id == outcome.record.run_id and list(pending.pending(home)) == []
 
 
 def _local_metaflow(monkeypatch, tmp_path, flow_dir) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from metaflow_extensions.repro.plugins import protocol
 from metaflow_repro import __version__
-from metaflow_repro.adapter import lineage
+from metaflow_repro.adapter import lineage, procgroup
 from metaflow_repro.env.engine import Flow
 from metaflow_repro.env.flowfile import CONFIG_OPTIONS
 from metaflow_repro.errors import EXIT_BAD_INPUT, BadInput, InfraError, ReproError
@@ -79,15 +79,18 @@ def run_flow(
     env: dict | None = None,
     capture: bool = False,
     cwd: Path | None = None,
+    run_id_file: Path | None = None,
 ) -> tuple[int, str | None, float, str]:
     """Run `python FLOW [TOP] --environment=E run ARGS`; return (exit code, run id, seconds, output).
 
-    Top-level options among ARGS (``--config``, ``--config-value``) go before `run`.
+    Top-level options among ARGS (``--config``, ``--config-value``) go before `run`. Metaflow writes
+    the run id to ``run_id_file`` (default: a temporary file) as soon as the run starts. Its processes
+    die with this one, however it dies (``procgroup``).
 
     A repro error inside Metaflow's process (a stale lock, a bad declaration) is raised here as the
     same kind of error, with its exit code: the extension writes it to the error file we name."""
     with tempfile.TemporaryDirectory(prefix="repro-run-") as tmp:
-        id_file = Path(tmp) / "run-id"
+        id_file = run_id_file or Path(tmp) / "run-id"
         error_file = Path(tmp) / "error.json"
         top, run_args = split_top_level(list(args))
         cmd = [
@@ -104,7 +107,7 @@ def run_flow(
         full_env = {**os.environ, **(env or {}), protocol.ERROR_FILE_VAR: str(error_file)}
         # Metaflow refuses to run without a user name; CI machines may have none.
         full_env.setdefault("METAFLOW_USER", full_env.get("USER") or full_env.get("USERNAME") or "repro")
-        proc = subprocess.run(cmd, env=full_env, cwd=cwd, text=True, capture_output=capture)
+        proc = procgroup.run(cmd, env=full_env, cwd=cwd, capture=capture)
         elapsed = time.perf_counter() - t
         run_id = id_file.read_text().strip() if id_file.exists() else None
         reported = _reported_error(error_file)

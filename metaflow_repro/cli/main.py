@@ -51,9 +51,16 @@ def _dispatch(args: argparse.Namespace) -> int:
     from metaflow_repro.settings import load_settings
 
     settings = load_settings(Path.cwd())
-    if args.command != "doctor":
-        ready_home(settings)
-    return args.func(args, settings)
+    if args.command == "doctor":
+        return args.func(args, settings)
+    ready_home(settings)
+    from metaflow_repro.adapter import scratch
+
+    mine = scratch.enter(settings.home)  # every temporary file under REPRO_HOME/tmp (issue 22 item 13)
+    try:
+        return args.func(args, settings)
+    finally:
+        scratch.leave(mine)
 
 
 def _main(argv: list[str] | None) -> int:

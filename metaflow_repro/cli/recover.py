@@ -15,8 +15,9 @@ if TYPE_CHECKING:
 
 def configure(p: argparse.ArgumentParser) -> None:
     p.description = (
-        "A `repro run` killed after Metaflow's Done! leaves a pending run in REPRO_HOME/pending: "
-        "read each back from Metaflow's datastore, record it and push it, as `repro run` would have."
+        "A `repro run` that was stopped (or whose push failed) leaves a pending run in REPRO_HOME/pending: "
+        "record each finished run (read back from Metaflow's datastore) and push it, as `repro run` would "
+        "have; push each run recorded here but not pushed; drop runs that never started or did not finish."
     )
     add_store(p, "store URI (default: the store the run was going to)")
     p.set_defaults(func=run)
@@ -27,13 +28,15 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     outcomes = recover(settings, args.store, log=log)
     if not outcomes:
-        print("no pending runs: every run Metaflow finished is recorded")
+        print("no pending runs: every run repro started here is recorded and pushed")
         return EXIT_OK
     code = EXIT_OK
     for o in outcomes:
         if o.error:
             log(f"repro: error: {o.error}")
             code = max(code, o.error_code)
+        elif o.note:
+            print(o.note)
         elif o.record is not None:
             where = f", pushed to {o.pushed}" if o.pushed else ""
             print(f"recovered {o.record.ref}: recorded in {o.saved}{where}")

@@ -25,17 +25,13 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from metaflow_repro.model.record import RunStatus
-    from metaflow_repro.operations.recover import pending_count
+    from metaflow_repro.operations.recover import reminder
     from metaflow_repro.operations.run import RunOptions, run_and_record
     from metaflow_repro.settings import load_settings
 
     flow_settings = load_settings(Path(args.flow).resolve().parent)  # the flow's, read once: the run reuses them
-    waiting = pending_count(flow_settings)
-    if waiting:
-        log(
-            f"repro: {waiting} finished run(s) were never recorded (repro was stopped after Metaflow's "
-            f"Done!): `repro recover` records and pushes them"
-        )
+    for line in reminder(flow_settings):
+        log(f"repro: {line}")
     options = RunOptions(store=args.store, push=True, metaflow_args=tuple(args.metaflow_args), settings=flow_settings)
     outcome = run_and_record(Path(args.flow), options, log=log)
     if outcome.error:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from metaflow_extensions.repro.plugins import protocol
 from metaflow_repro.adapter import blobs as blobstore
-from metaflow_repro.adapter import lineage, pending
+from metaflow_repro.adapter import lineage, pending, scratch
 from metaflow_repro.adapter import metaflow as runs
 from metaflow_repro.adapter.codepackage import import_paths
 from metaflow_repro.adapter.flowfolder import check_flow_folder
@@ -29,6 +29,7 @@ from metaflow_repro.env.flowfile import FlowDeclarations, load_flow
 from metaflow_repro.env.interpreter_snapshot import snapshot_interpreters
 from metaflow_repro.errors import BadInput, InfraError, ReproError
 from metaflow_repro.executors.batch import runs_on_batch
+from metaflow_repro.fsutil import space_note
 from metaflow_repro.model.findings import Finding, Kind, Severity
 from metaflow_repro.model.inspection import RunInspection
 from metaflow_repro.model.interpreter import Executor, ExecutorKind
@@ -99,6 +100,7 @@ class Outcome:
     held: bool = False  # the lock was stale and frozen, so the flow did not run
     replay: ReplayCheck | None = None  # the run replayed elsewhere from the store (pytest --repro-on)
     lock: Lock | None = None  # the flow's lock as the run left it (re-locked, or as committed); None: unread
+    note: str = ""  # `repro recover`: why a pending run was dropped (it never started, or did not finish)
 
     @property
     def ok(self) -> bool:
@@ -243,14 +245,19 @@ def _run(path: Path, decl: FlowDeclarations, options: RunOptions, outcome: Outco
     outcome.lock = flow.lock
     before = _before_run(flow, options, settings, outcome, log)
     _lock_for_run(flow, before.frozen, outcome, log)
-    env = {**options.env, **(environ_for(frozen=True) if before.frozen else {})}
-    run_id, elapsed = _start(flow, options, env, outcome, log)
+    # Metaflow's and the read-back's temporary files and client cache under REPRO_HOME/tmp (issue 22 item 13)
+    env = {**scratch.child_env(settings.home), **options.env, **(environ_for(frozen=True) if before.frozen else {})}
+    # a pushed run is marked before Metaflow starts, so that a repro killed from here on loses no run
+    marker = _mark_pending(flow, options, env, settings, before.store) if options.push else None
+    try:
+        run_id, elapsed = _start(flow, options, env, outcome, log, marker)
+    except BaseException:  # no run, or one stopped with repro: nothing to record
+        if marker is not None:
+            pending.remove(marker)
+        raise
     flow.lock = flow_lock(flow.path, flow.name)  # Metaflow's process re-locks a lock it finds stale
     outcome.lock = flow.lock
     done = _Finished(flow, run_id, elapsed, env, options, settings, before.store)
-    marker = None
-    if options.push and outcome.exit_code == 0:  # written first, so a repro killed from here on loses no run
-        marker = _mark_pending(done)
     _record(done, before.baseline, outcome, log, marker)
 
 
@@ -280,12 +287,22 @@ def _before_run(flow: Flow, options: RunOptions, settings: Settings, outcome: Ou
     return _Before(store=store, baseline=baseline, frozen=frozen)
 
 
-def _start(flow: Flow, options: RunOptions, env: dict[str, str], outcome: Outcome, log: Log) -> tuple[str, float]:
-    """Run the flow with Metaflow; (run id, seconds). A process that started no run is an error."""
+def _start(
+    flow: Flow, options: RunOptions, env: dict[str, str], outcome: Outcome, log: Log, marker: Path | None = None
+) -> tuple[str, float]:
+    """Run the flow with Metaflow; (run id, seconds). A process that started no run is an error.
+    ``marker``: the run's pending marker, marked finished the instant Metaflow exits with 0."""
     log(f"{flow.name}: building environments and running the flow with Metaflow")
     code, run_id, elapsed, output = runs.run_flow(
-        flow.path, runs.environment_name(flow), list(options.metaflow_args), env=env, capture=options.capture
+        flow.path,
+        runs.environment_name(flow),
+        list(options.metaflow_args),
+        env=env,
+        capture=options.capture,
+        run_id_file=pending.run_id_file(marker) if marker is not None else None,
     )
+    if marker is not None and code == 0 and run_id:
+        _marker_finished(marker, run_id, elapsed, flow.lock_file)
     outcome.exit_code, outcome.output = code, output[-20000:]
     log(
         f"{flow.name}: "
@@ -298,9 +315,33 @@ def _start(flow: Flow, options: RunOptions, env: dict[str, str], outcome: Outcom
             f'`if __name__ == "__main__":` and `{flow.name}()`?'
         )
     if run_id is None:
+        check_space(flow.settings, f"{flow.path.name}: the flow did not start", output)
         tail = f":\n{output[-4000:]}" if output else "; see its output above"
         raise _MetaflowFailed(f"{flow.path.name}: the flow did not start (exit code {code}){tail}", code)
     return run_id, elapsed
+
+
+#: what a process that ran out of disk space says (``OSError: [Errno 28] No space left on device``)
+_NO_SPACE = ("No space left on device", "[Errno 28]", "Disk quota exceeded")
+#: REPRO_HOME with less free space than this is full: what failed there failed for want of space
+FULL_BELOW = 1 << 20
+
+
+def check_space(settings: Settings, what: str, output: str = "") -> None:
+    """Raise an InfraError naming the file system when ``what`` (a run or a process that failed) failed
+    for want of disk space: its ``output`` says so, or REPRO_HOME (where environments, code, temporary
+    files and the client cache live) is full. A full disk is never reported as a failed step."""
+    said = any(marker in output for marker in _NO_SPACE)
+    try:
+        st = os.statvfs(settings.home.root)
+        full = st.f_bavail * st.f_frsize < FULL_BELOW
+    except OSError:
+        full = False
+    if said or full:
+        raise InfraError(
+            f"{what}: no space left on device; {space_note(settings.home.root)} (REPRO_HOME: {settings.home.root}). "
+            "Free some space there and run again; `repro recover` then records a run that finished."
+        )
 
 
 @dataclass(frozen=True)
@@ -317,62 +358,74 @@ class _Finished:
     store: Store | None  # where the record goes (None: not pushed)
 
 
-def _mark_pending(done: _Finished) -> Path:
-    """The pending-run file ``repro recover`` reads if repro is killed before the record is saved."""
-    return pending.save(
-        done.settings.home,
+def _mark_pending(
+    flow: Flow, options: RunOptions, env: dict[str, str], settings: Settings, store: Store | None
+) -> Path:
+    """The pending marker of a run about to start (``adapter/pending``): what ``repro recover`` needs to
+    record it if this repro is stopped before the run is recorded and pushed."""
+    return pending.start(
+        settings.home,
         pending.PendingRun(
-            path=str(done.flow.path),
-            flow=done.flow.name,
-            run_id=done.run_id,
-            elapsed=round(done.elapsed, 3),
-            lock_sha256=runs.lock_sha256(done.flow.lock_file),
-            store=done.store.uri if done.store is not None else "",
-            metaflow_args=tuple(done.options.metaflow_args),
-            env=pending.locating_env(done.env),
-            identity=done.options.identity,
+            path=str(flow.path),
+            flow=flow.name,
+            run_id="",
+            elapsed=0.0,
+            lock_sha256=runs.lock_sha256(flow.lock_file),
+            store=store.uri if store is not None else "",
+            metaflow_args=tuple(options.metaflow_args),
+            env=pending.locating_env(env),
+            identity=options.identity,
             cwd=os.getcwd(),
+            move_latest=options.move_latest,
         ),
     )
+
+
+def _marker_finished(marker: Path, run_id: str, elapsed: float, lock_file: Path) -> None:
+    """The run finished: its id and duration, and the lock as Metaflow's process left it (it re-locks a
+    stale lock it finds)."""
+    run = pending.parse(marker.read_text(), str(marker))
+    done = replace(run, state=pending.FINISHED, run_id=run_id, elapsed=round(elapsed, 3))
+    pending.update(marker, replace(done, lock_sha256=runs.lock_sha256(lock_file)) if lock_file.is_file() else done)
+
+
+def _marker_recorded(marker: Path | None) -> None:
+    if marker is not None:
+        run = pending.parse(marker.read_text(), str(marker))
+        pending.update(marker, replace(run, state=pending.RECORDED))
 
 
 def _record(
     done: _Finished, baseline: RunRecord | None, outcome: Outcome, log: Log, marker: Path | None = None
 ) -> None:
     """Read the finished run back, record it, check its pickles, push it, compare it with the baseline.
-    ``marker``: its pending-run file, removed once the record is saved. The record is saved once, after
-    its checks; if they fail (or repro is interrupted) it is saved as read back, so a finished run is
-    never lost."""
+    ``marker``: its pending marker. The record is saved only whole, after its checks (the marker then
+    says so), and the marker is removed once the push is done. If the checks fail or repro is stopped
+    before, no record is saved and the marker stays: ``repro recover`` makes the record again."""
     flow, options, settings, store = done.flow, done.options, done.settings, done.store
     record, found = _read_back(done)
     outcome.record = record
     outcome.findings += task_findings(found, flow.decl.steps, record.status is RunStatus.SUCCESS)
-    if record.status is not RunStatus.SUCCESS:
+    if record.status is not RunStatus.SUCCESS:  # a failed run is not pushed
+        check_space(settings, f"run {record.ref} failed")
         if marker is not None:
-            marker.unlink(missing_ok=True)
+            pending.remove(marker)
         return
     try:
         record, keep = _finish(record, flow, options, settings, outcome, log)
-    except BaseException:
-        if options.push:  # the run is kept, although its checks did not finish
-            outcome.saved = str(save_local(record, settings))
-            if marker is not None:
-                marker.unlink(missing_ok=True)
-        raise
+    except ReproError as exc:
+        if marker is None:
+            raise
+        raise type(exc)(
+            f"{exc}\nRun {record.ref} finished but is not recorded: `repro recover` records and pushes it"
+        ) from None
     if options.push:
         assert store is not None, "opened before the run: options.push is set"
         outcome.saved = str(save_local(record, settings))
+        _marker_recorded(marker)
+        _push(record, store, settings, keep, outcome, log, options.move_latest)
         if marker is not None:
-            marker.unlink(missing_ok=True)
-        try:
-            push(record, store, settings, keep, log=log, latest=options.move_latest)
-        except ReproError as exc:
-            raise type(exc)(
-                f"{exc}\nThe run is recorded in {outcome.saved}, but its push to {store.uri} did not "
-                f"finish and the store shows no record of it. Complete it with: "
-                f"repro store push {outcome.saved}"
-            ) from None
-        outcome.pushed = store.uri
+            pending.remove(marker)
     if baseline is not None:
         check_same_flow(baseline, record, options.allow_other_flow)
         log(f"{flow.name}: comparing with {baseline.ref}")
@@ -380,18 +433,36 @@ def _record(
         outcome.findings += outcome.comparison.findings()
 
 
+def _push(
+    record: RunRecord, store: Store, settings: Settings, keep: dict, outcome: Outcome, log: Log, latest: bool
+) -> None:
+    try:
+        push(record, store, settings, keep, log=log, latest=latest)
+    except ReproError as exc:
+        raise type(exc)(
+            f"{exc}\nThe run is recorded in {outcome.saved}, but its push to {store.uri} did not "
+            f"finish and the store shows no record of it. Complete it with: repro recover "
+            f"(or repro store push {outcome.saved})"
+        ) from None
+    outcome.pushed = store.uri
+
+
 def _read_back(done: _Finished) -> tuple[RunRecord, RunInspection]:
     """The finished run as Metaflow's client reads it, and its record."""
     flow, run_id, env, options, settings = done.flow, done.run_id, done.env, done.options, done.settings
-    found = runs.inspect(
-        flow.name,
-        run_id,
-        flow.decl.parameters,
-        env=env,
-        info=flow.decl.parameter_info,
-        inputs_dir=settings.home.inputs / "sha256",
-        lineage_dir=settings.home.inputs / "sha1",
-    )
+    try:
+        found = runs.inspect(
+            flow.name,
+            run_id,
+            flow.decl.parameters,
+            env=env,
+            info=flow.decl.parameter_info,
+            inputs_dir=settings.home.inputs / "sha256",
+            lineage_dir=settings.home.inputs / "sha1",
+        )
+    except InfraError as exc:
+        check_space(settings, f"run {flow.name}/{run_id} cannot be read back from Metaflow", str(exc))
+        raise
     assert flow.lock is not None, "the run built its environments from the flow's lock"
     record = runs.build_record(flow, flow.lock, run_id, found, done.elapsed, args=options.metaflow_args)
     if options.identity:
@@ -425,42 +496,80 @@ def _finish(
 
 
 def recover(settings: Settings, store_uri: str | None = None, log: Log = _quiet) -> list[Outcome]:
-    """Record (and push) every run Metaflow finished but repro did not record, e.g. because repro was
-    killed right after Metaflow's ``Done!``: each is read back from Metaflow's datastore exactly as
-    ``repro run`` would have. A run whose flow file or lock changed since is refused (its record would
-    name the wrong lock); its pending file stays until the user deletes it."""
+    """Finish every run ``repro run`` started whose repro is gone (killed, or its push failed), from its
+    pending marker (``adapter/pending``): a run that finished is read back from Metaflow's datastore and
+    recorded exactly as ``repro run`` would have, then pushed; a run recorded here but not pushed is
+    pushed. A run that never started or did not finish (its Metaflow processes died with repro) is
+    dropped, its ``note`` says so. A run whose flow file or lock changed since is refused (its record
+    would name the wrong lock); its marker stays until the user deletes it. Markers of a repro still
+    running are left alone."""
     outcomes = []
     for path in pending.pending(settings.home):
         outcome = Outcome(path=str(path))
         try:
             run = pending.parse(path.read_text(), str(path))
+            if run.alive():
+                continue  # a run in progress
             outcome.path = run.path
-            flow_path = Path(run.path)
-            if not flow_path.is_file():
-                raise BadInput(f"{path}: run {run.flow}/{run.run_id}: its flow file {run.path} is gone; delete {path}")
-            mine = load_settings(flow_path)  # the flow's own settings (its pyproject.toml), as `repro run` read them
-            with _as_when_run(run):  # configs resolve as they did: same folder, same METAFLOW_FLOW_CONFIG*
-                flow = open_flow(flow_path, mine, run.metaflow_args)
-            outcome.flow, outcome.steps, outcome.lock = flow.name, list(flow.decl.steps), flow.lock
-            if (
-                flow.name != run.flow
-                or not flow.lock_file.is_file()
-                or runs.lock_sha256(flow.lock_file) != run.lock_sha256
-            ):
-                raise BadInput(
-                    f"{path}: run {run.flow}/{run.run_id}: {flow.lock_file.name} changed since the run, so it "
-                    f"cannot be recorded with the lock it ran with; delete {path} and run the flow again"
-                )
-            store = open_store(store_uri or run.store or mine.store)
-            options = RunOptions(
-                store=store.uri, push=True, metaflow_args=run.metaflow_args, env=run.env, identity=run.identity
-            )
-            log(f"{run.flow}: recording run {run.run_id} (finished, not recorded: repro was stopped)")
-            _record(_Finished(flow, run.run_id, run.elapsed, run.env, options, mine, store), None, outcome, log, path)
+            _recover_one(path, run, settings, store_uri, outcome, log)
         except ReproError as exc:
             outcome.fail(exc)
         outcomes.append(outcome)
     return outcomes
+
+
+def _recover_one(
+    path: Path, run: pending.PendingRun, settings: Settings, store_uri: str | None, outcome: Outcome, log: Log
+) -> None:
+    if run.state == pending.RECORDED:
+        outcome.flow = run.flow
+        log(f"{run.flow}: pushing run {run.run_id} (recorded here, not pushed)")
+        saved = settings.home.record(run.flow, run.run_id)
+        outcome.record = push_saved(str(saved), store_uri or run.store or None, settings, log, latest=run.move_latest)
+        outcome.saved, outcome.pushed = str(saved), store_uri or run.store or settings.store
+        pending.remove(path)
+        return
+    if run.state == pending.STARTED:
+        run = replace(run, run_id=pending.started_run_id(path))
+        if not run.run_id:
+            pending.remove(path)
+            outcome.note = f"{run.flow}: a run of {run.path} that never started (repro was stopped first): dropped"
+            return
+    flow, mine = _flow_as_run(path, run, outcome)
+    store = open_store(store_uri or run.store or mine.store)
+    options = RunOptions(
+        store=store.uri,
+        push=True,
+        move_latest=run.move_latest,
+        metaflow_args=run.metaflow_args,
+        env=run.env,
+        identity=run.identity,
+    )
+    log(f"{run.flow}: recording run {run.run_id} (finished, not recorded: repro was stopped)")
+    _record(_Finished(flow, run.run_id, run.elapsed, run.env, options, mine, store), None, outcome, log, path)
+    if outcome.record is not None and outcome.record.status is not RunStatus.SUCCESS:
+        outcome.note = (
+            f"{run.flow}/{run.run_id} did not finish (repro was stopped while it ran, and its Metaflow "
+            "processes with it): not recorded, dropped"
+        )
+
+
+def _flow_as_run(path: Path, run: pending.PendingRun, outcome: Outcome) -> tuple[Flow, Settings]:
+    """The flow of a pending run, as it was when it ran: (flow, its settings); refused if its flow file
+    is gone or its lock changed."""
+    flow_path = Path(run.path)
+    if not flow_path.is_file():
+        raise BadInput(f"{path}: run {run.flow}/{run.run_id}: its flow file {run.path} is gone; delete {path}")
+    mine = load_settings(flow_path)  # the flow's own settings (its pyproject.toml), as `repro run` read them
+    with _as_when_run(run):  # configs resolve as they did: same folder, same METAFLOW_FLOW_CONFIG*
+        flow = open_flow(flow_path, mine, run.metaflow_args)
+    outcome.flow, outcome.steps, outcome.lock = flow.name, list(flow.decl.steps), flow.lock
+    if flow.name != run.flow or not flow.lock_file.is_file() or runs.lock_sha256(flow.lock_file) != run.lock_sha256:
+        raise BadInput(
+            f"{path}: run {run.flow}/{run.run_id}: {flow.lock_file.name} changed since the run, so it "
+            f"cannot be recorded with the lock it ran with; delete {path} and run the flow again"
+        )
+    return flow, mine
 
 
 def load_baseline(store: Store, flow: str, identity: str, ref: str) -> RunRecord:
@@ -671,8 +780,9 @@ def compare_runs(a: RunRecord, b: RunRecord, store: Store | None, settings: Sett
 # -- completing a push that failed ---------------------------------------------------------------
 
 
-def push_saved(path_or_ref: str, store_uri: str | None, settings: Settings, log: Log) -> RunRecord:
-    """Push a record kept in REPRO_HOME (after a push that failed); artifact copies come from the datastore."""
+def push_saved(path_or_ref: str, store_uri: str | None, settings: Settings, log: Log, latest: bool = True) -> RunRecord:
+    """Push a record kept in REPRO_HOME (after a push that failed); artifact copies come from the datastore.
+    The run's pending marker, if any, is removed once it is pushed."""
     ref = parse_ref(path_or_ref)
     if ref.path is None:
         assert ref.flow is not None and ref.run_id is not None, "parse_ref gives a path, or a flow and a run id"
@@ -686,7 +796,9 @@ def push_saved(path_or_ref: str, store_uri: str | None, settings: Settings, log:
         if record.artifact_shas()
         else {}
     )
-    push(record, store, settings, keep, log=log)
+    push(record, store, settings, keep, log=log, latest=latest)
+    for marker in pending.markers_of(settings.home, record.flow, record.run_id):
+        pending.remove(marker)
     return record
 
 

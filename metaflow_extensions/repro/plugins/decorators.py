@@ -98,11 +98,11 @@ class _ReproStepDecorator(StepDecorator):
             return
         cli_args.env.update(_CodePackage.env_vars or {})
         cli_args.env[protocol.PYTHONNOUSERSITE_VAR] = "1"
-        if env.get(protocol.STEP_PYCACHE_PREFIX):
-            # Bytecode goes to repro's own cache, never into the env or the user's folders, so
-            # tasks need not recompile Metaflow and their libraries on every start.
-            cli_args.env[protocol.PYTHONPYCACHEPREFIX_VAR] = env[protocol.STEP_PYCACHE_PREFIX]
-            cli_args.env[protocol.PYTHONDONTWRITEBYTECODE_VAR] = ""
+        # No bytecode is cached for tasks: CPython writes a .pyc with one unchecked write() before renaming
+        # it into place, so on a full disk a truncated .pyc lands in the cache and every later import of
+        # that module fails ("EOFError: marshal data too short"), long after space was freed. Tasks compile
+        # in memory (about 0.3 s for Metaflow's own modules), and never read REPRO_HOME/pycache.
+        cli_args.env[protocol.PYTHONDONTWRITEBYTECODE_VAR] = "1"
         cli_args.env[protocol.ENV_ID_VAR] = env[protocol.STEP_ENV_ID]
         cli_args.env[protocol.SPEC_ID_VAR] = env[protocol.STEP_SPEC_ID]
         cli_args.entrypoint[0] = env[protocol.STEP_PYTHON]
