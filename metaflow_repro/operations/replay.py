@@ -357,6 +357,9 @@ def execute(plan: ReplayPlan, log: Log) -> RunResult:
     what ran and how it ended, verdict-less."""
     request = plan.request
     original, store = request.original, request.store
+    # Metaflow runs in the replay's folder: its cards go under the nearest .metaflow above its current
+    # folder (made here, so never one of the user's), Metaflow's S3 client puts temporary files there too
+    (plan.workdir / ".metaflow").mkdir(exist_ok=True)
     options = RunOptions(
         store=store.uri,
         frozen=True,
@@ -365,6 +368,7 @@ def execute(plan: ReplayPlan, log: Log) -> RunResult:
         identity=original.identity,
         pickle_checks=False,
         settings=plan.settings,
+        cwd=plan.workdir,  # whatever Metaflow writes beside its current folder stays in the replay's own
     )
     outcome = run_and_record(plan.flow_file, options, log=log)
     ran = RunResult(request.executor, workdir=str(plan.workdir), exit_code=outcome.exit_code)

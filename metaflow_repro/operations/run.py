@@ -76,6 +76,7 @@ class RunOptions:
     settings: Settings | None = None  # default: read from the flow's folder
     allow_other_flow: bool = False  # compare with a baseline recorded from another flow file
     identity: str = ""  # the flow's identity when it is not where it was recorded (replays)
+    cwd: Path | None = None  # the Metaflow process's current folder (None: ours; a replay: its own folder)
 
 
 @dataclass
@@ -284,7 +285,12 @@ def _start(flow: Flow, options: RunOptions, env: dict[str, str], outcome: Outcom
     """Run the flow with Metaflow; (run id, seconds). A process that started no run is an error."""
     log(f"{flow.name}: building environments and running the flow with Metaflow")
     code, run_id, elapsed, output = runs.run_flow(
-        flow.path, runs.environment_name(flow), list(options.metaflow_args), env=env, capture=options.capture
+        flow.path,
+        runs.environment_name(flow),
+        list(options.metaflow_args),
+        env=env,
+        capture=options.capture,
+        cwd=options.cwd,
     )
     outcome.exit_code, outcome.output = code, output[-20000:]
     log(
