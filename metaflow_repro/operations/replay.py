@@ -247,6 +247,7 @@ def prepare(request: ReplayRequest, log: Log, workdirs: list[Path]) -> ReplayPla
         log(f"serving {', '.join(lineage.seed(original, upstream, workdir, user))} to the replayed steps")
     declared = parameter_names(flow_file)
     mf_code = code / ".mf_code"  # the Metaflow (and extensions) that ran the original
+    _drop_namespace_stub(mf_code)
     problem = _recorded_metaflow_problem(mf_code, original)
     if problem:
         raise _NotRunnable(RunFailure(error=problem), workdir)
@@ -466,6 +467,20 @@ def recorded_interpreter(
         log(f"restoring Python {version} at {snap.prefix} from the store's snapshot {snap.sha256[:12]}")
         fetch_verified(store, layout.python_snapshot(snap.sha256), snap.sha256, tarball)
     return restore(snap, tarball, where=f"{where}: interpreter snapshot {snap.sha256[:12]}")
+
+
+def _drop_namespace_stub(mf_code: Path) -> None:
+    """A code package holds ``metaflow_extensions/__init__.py``, a stub Metaflow writes there when it
+    packages (and writes again when the replay packages). Run from the folder (PYTHONPATH), Metaflow
+    before 2.19 takes it for a regular package and refuses to start ("not an implicit namespace
+    package"), so it goes; a file of any other content is left for Metaflow to judge."""
+    stub = mf_code / "metaflow_extensions" / "__init__.py"
+    try:
+        text = stub.read_text(encoding="utf-8") if stub.is_file() and not stub.is_symlink() else None
+    except (OSError, UnicodeDecodeError):
+        return
+    if text is not None and all(not line.strip() or line.lstrip().startswith("#") for line in text.splitlines()):
+        stub.unlink()
 
 
 def _recorded_metaflow_problem(code: Path, original: RunRecord) -> str:
