@@ -73,6 +73,7 @@ def test_replays_leave_the_current_folder_byte_for_byte_unchanged(flow_dir, tmp_
         "replay", "CwdFlow/latest", "--store", store, "--keep", cwd=empty, env={**env, "REPRO_HOME": str(cold_home)}
     )
     assert cold.code == 0, cold.text[-3000:]
+    assert "could not be written" not in cold.text and f"in {store}/runs/" in cold.text, cold.text[-3000:]
     assert listing(empty) == {}
     assert cards_in(cold_home / "replays"), "the replay rendered its cards, in its own folder"
 

@@ -56,6 +56,10 @@ from metaflow_repro.store.snapshot import (
 )
 
 UNROUTABLE_INDEX = "http://127.0.0.1:9/simple"  # proves a replay never needs a package index
+#: where the recorded Metaflow finds the code package's own list of its extensions (.mf_meta/INFO), as in a
+#: task: without it, it walks every metaflow_extensions on sys.path, and Metaflow before 2.19 refuses both the
+#: package's metaflow_extensions/__init__.py and an installed repro beside the recorded one ("Conflicts")
+EXTRACTED_ROOT = "METAFLOW_EXTRACTED_ROOT"
 #: the Metaflow `run` options a recorded run may pass on to its replay: they shape the run's graph and
 #: results; anything else in a record (``--run-id-file`` writes a file anywhere) is refused
 REPLAYED_RUN_OPTIONS = frozenset(
@@ -247,7 +251,6 @@ def prepare(request: ReplayRequest, log: Log, workdirs: list[Path]) -> ReplayPla
         log(f"serving {', '.join(lineage.seed(original, upstream, workdir, user))} to the replayed steps")
     declared = parameter_names(flow_file)
     mf_code = code / ".mf_code"  # the Metaflow (and extensions) that ran the original
-    _drop_namespace_stub(mf_code)
     problem = _recorded_metaflow_problem(mf_code, original)
     if problem:
         raise _NotRunnable(RunFailure(error=problem), workdir)
@@ -349,6 +352,7 @@ def _environment(request: ReplayRequest, workdir: Path, mf_code: Path, log: Log)
     }
     env = request.place.environment(original, request.store.uri, env, log)
     env["PYTHONPATH"] = os.pathsep.join([str(mf_code), *filter(None, [os.environ.get("PYTHONPATH")])])
+    env[EXTRACTED_ROOT] = str(mf_code.parent)
     env.update(spec_environ(original.settings))
     return env
 
@@ -469,20 +473,6 @@ def recorded_interpreter(
     return restore(snap, tarball, where=f"{where}: interpreter snapshot {snap.sha256[:12]}")
 
 
-def _drop_namespace_stub(mf_code: Path) -> None:
-    """A code package holds ``metaflow_extensions/__init__.py``, a stub Metaflow writes there when it
-    packages (and writes again when the replay packages). Run from the folder (PYTHONPATH), Metaflow
-    before 2.19 takes it for a regular package and refuses to start ("not an implicit namespace
-    package"), so it goes; a file of any other content is left for Metaflow to judge."""
-    stub = mf_code / "metaflow_extensions" / "__init__.py"
-    try:
-        text = stub.read_text(encoding="utf-8") if stub.is_file() and not stub.is_symlink() else None
-    except (OSError, UnicodeDecodeError):
-        return
-    if text is not None and all(not line.strip() or line.lstrip().startswith("#") for line in text.splitlines()):
-        stub.unlink()
-
-
 def _recorded_metaflow_problem(code: Path, original: RunRecord) -> str:
     """The replay's runtime runs on the Metaflow in the code package (PYTHONPATH=.mf_code); say why not
     if this Python cannot import it, or it is another version."""
@@ -500,7 +490,7 @@ def _recorded_metaflow_problem(code: Path, original: RunRecord) -> str:
         capture_output=True,
         text=True,
         cwd=code,
-        env={**os.environ, "METAFLOW_USER": os.environ.get("METAFLOW_USER", "repro")},
+        env={**os.environ, "METAFLOW_USER": os.environ.get("METAFLOW_USER", "repro"), EXTRACTED_ROOT: str(code.parent)},
         timeout=300,
     )
     if proc.returncode != 0:
@@ -602,6 +592,7 @@ LOGS_ENVIRON = (
     "METAFLOW_DEFAULT_DATASTORE",
     "METAFLOW_DEFAULT_METADATA",
     "PYTHONPATH",
+    EXTRACTED_ROOT,
 )
 
 
