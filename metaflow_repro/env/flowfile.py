@@ -345,11 +345,12 @@ def apply_configs(cls, args: Sequence[str] = ()) -> None:
 
 def _flow_mutators(cls) -> list:
     """The flow's mutators: ``_flow_state`` is keyed by ``FlowStateItems`` since Metaflow 2.19.x, by
-    ``_FlowState`` before (2.16 to 2.19.x)."""
+    ``_FlowState`` before (2.16 to 2.19.x), whose key was ``CONFIG_DECORATORS`` in 2.16.0."""
     import metaflow.flowspec as spec
 
     items: Any = getattr(spec, "FlowStateItems", None) or getattr(spec, "_FlowState")  # noqa: B009
-    return list(cls._flow_state.get(items.FLOW_MUTATORS, []))
+    key = getattr(items, "FLOW_MUTATORS", None) or items.CONFIG_DECORATORS
+    return list(cls._flow_state.get(key, []))
 
 
 def _mutate_step(cls, step, deco) -> None:
