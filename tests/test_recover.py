@@ -54,7 +54,7 @@ def test_a_run_killed_after_done_is_recovered_and_pushed(tmp_path, repro_home):
     }
     home = Home(repro_home)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "repro", "run", str(flow), "--store", store.as_uri()],
+        [sys.executable, "-m", "metaflow_repro", "run", str(flow), "--store", store.as_uri()],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

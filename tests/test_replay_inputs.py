@@ -50,7 +50,9 @@ def replay_offline(ref, store, tmp_path, mf_env, s3_server, *extra):
         pytest.skip("cannot create a network namespace here")
     port = int(s3_server.rsplit(":", 1)[1])
     env = {**os.environ, **mf_env, **NO_INDEX, "REPRO_HOME": str(tmp_path / "empty-home")}
-    proc = offline([sys.executable, "-m", "repro", "replay", ref, "--store", store, *extra], env, tmp_path, port)
+    proc = offline(
+        [sys.executable, "-m", "metaflow_repro", "replay", ref, "--store", store, *extra], env, tmp_path, port
+    )
     return proc
 
 
@@ -313,7 +315,9 @@ def test_the_replay_runtime_is_the_recorded_metaflow_not_the_hosts(tmp_path, mf_
     r = cli("run", path, "--store", store, env=mf_env, cwd=proj)
     assert r.code == 0, r.text[-4000:]
     env = {**os.environ, **mf_env, **NO_INDEX, "REPRO_HOME": str(tmp_path / "empty-home")}
-    proc = offline([later, "-m", "repro", "replay", "FailingReplayFlow/latest", "--store", store], env, tmp_path)
+    proc = offline(
+        [later, "-m", "metaflow_repro", "replay", "FailingReplayFlow/latest", "--store", store], env, tmp_path
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "result: identical" in proc.stdout
     replay_ref = proc.stdout.split("replay recorded as ")[1].split()[0]

@@ -136,7 +136,17 @@ def test_replay_with_no_network_from_an_empty_home_installs_the_snapshotted_whee
     fresh = tmp_path / "fresh-home"
     env = {**os.environ, **docopt_run["env"], "REPRO_HOME": str(fresh), "REPRO_INDEX_URL": "http://127.0.0.1:9/simple"}
     proc = subprocess.run(
-        ["unshare", "-n", sys.executable, "-m", "repro", "replay", "DocoptFlow/latest", "--store", docopt_run["store"]],
+        [
+            "unshare",
+            "-n",
+            sys.executable,
+            "-m",
+            "metaflow_repro",
+            "replay",
+            "DocoptFlow/latest",
+            "--store",
+            docopt_run["store"],
+        ],
         capture_output=True,
         text=True,
         env=env,

@@ -95,7 +95,7 @@ def test_replay_in_a_network_namespace_with_no_network(tmp_path, mf_env):
     run("linear", store, mf_env, tmp_path)
     env = {**os.environ, **mf_env, **NO_INDEX, "REPRO_HOME": str(tmp_path / "fresh-home")}
     proc = subprocess.run(
-        ["unshare", "-n", sys.executable, "-m", "repro", "replay", "LinearFlow/latest", "--store", store],
+        ["unshare", "-n", sys.executable, "-m", "metaflow_repro", "replay", "LinearFlow/latest", "--store", store],
         capture_output=True,
         text=True,
         env=env,
