@@ -17,8 +17,21 @@ def _row(out: str, check: str) -> str:
 def test_a_healthy_machine_exits_0_with_one_row_per_check(tmp_path, repro_home):
     r = cli("doctor", "--store", (tmp_path / "store").as_uri(), env={"REPRO_HOME": str(tmp_path / "home")})
     assert r.code == 0, r.text
-    for check in ("python", "uv", "store", "TLS trust", "REPRO_HOME"):
+    for check in (
+        "python",
+        "uv",
+        "store",
+        "TLS trust",
+        "REPRO_HOME",
+        "conda channel",
+        "metaflow",
+        "metaflow extension",
+    ):
         assert _row(r.out, check).startswith("ok"), (check, r.out)
+    import metaflow
+
+    assert metaflow.__version__ in _row(r.out, "metaflow")
+    assert str(ROOT / "metaflow_extensions" / "repro") in _row(r.out, "metaflow extension")
     assert "%d.%d.%d" % sys.version_info[:3] in r.out  # the interpreters it found, with exact versions
 
 
@@ -84,3 +97,59 @@ def test_tls_row_is_the_trust_index_connections_use_and_a_bad_config_is_a_row_no
     monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "missing.pem"))
     row = doctor.tls_trust()
     assert not row.ok and "SSL_CERT_FILE" in row.detail
+
+
+def test_conda_channels_are_rows_a_channel_that_does_not_answer_is_a_problem_with_what_to_do(tmp_path):
+    """conda-source = "conda" resolves every step from the channels: each is a row. A local channel
+    answers; a URL where nothing listens is a problem within seconds, naming both ways out."""
+    channel = tmp_path / "channel"
+    (channel / "noarch").mkdir(parents=True)
+    (channel / "noarch" / "repodata.json").write_text('{"packages": {}}')
+    closed = f"http://127.0.0.1:{free_port()}/forge"
+    env = {"REPRO_HOME": str(tmp_path / "home"), "REPRO_CONDA_SOURCE": "conda"}
+    started = time.monotonic()
+    r = cli(
+        "doctor", "--store", (tmp_path / "store").as_uri(), env={**env, "REPRO_CONDA_CHANNELS": f"{channel} {closed}"}
+    )
+    assert time.monotonic() - started < 60, "a short timeout"
+    assert r.code == 1, r.text
+    rows = [line for line in r.out.splitlines() if " conda channel " in line]
+    assert len(rows) == 2, r.out
+    assert rows[0].startswith("ok") and channel.as_uri() in rows[0]
+    assert rows[1].startswith("PROBLEM") and closed in rows[1]
+    assert "REPRO_CONDA_SOURCE=pypi" in rows[1] and "REPRO_CONDA_CHANNELS" in rows[1]
+    assert "1 problem(s): conda channel" in r.out
+    missing = cli(
+        "doctor", "--store", (tmp_path / "store").as_uri(), env={**env, "REPRO_CONDA_CHANNELS": str(tmp_path)}
+    )
+    assert missing.code == 1 and "not a conda channel" in _row(missing.out, "conda channel"), missing.text
+    pypi = cli("doctor", "--store", (tmp_path / "store").as_uri(), env={**env, "REPRO_CONDA_SOURCE": "pypi"})
+    assert _row(pypi.out, "conda channel").startswith("ok") and "not used" in pypi.out, pypi.text
+
+
+def test_a_docker_daemon_that_does_not_answer_is_not_ready_and_no_problem(tmp_path):
+    """Only `--on docker` needs a daemon: a row that says what to do, but doctor still exits 0."""
+    closed = f"tcp://127.0.0.1:{free_port()}"
+    env = {"REPRO_HOME": str(tmp_path / "home"), "DOCKER_HOST": closed}
+    started = time.monotonic()
+    r = cli("doctor", "--store", (tmp_path / "store").as_uri(), env=env)
+    assert time.monotonic() - started < 60
+    row = _row(r.out, "docker")
+    assert row.startswith("not ready") and closed in row and "--on docker" in row, r.out
+    assert r.code == 0, r.text
+
+
+def test_metaflow_release_and_which_extension_metaflow_loaded():
+    from metaflow_repro.operations import doctor
+
+    ours = ROOT / "metaflow_extensions" / "repro" / "plugins" / "environment.py"
+    assert doctor.metaflow_version_check("2.16.0").ok and doctor.metaflow_version_check("2.19.39").ok
+    for old_or_new in ("2.15.21", "2.20.0", "3.0.1", "unknown"):
+        row = doctor.metaflow_version_check(old_or_new)
+        assert not row.ok and "pip install 'metaflow>=2.16,<2.20'" in row.detail, old_or_new
+    assert doctor.extension_check({"conda": str(ours), "pypi": str(ours)}, ours).ok
+    other = "/elsewhere/metaflow_extensions/other/plugins/conda_env.py"
+    row = doctor.extension_check({"conda": other, "pypi": str(ours)}, ours)
+    assert not row.ok and other in row.found and "uninstall it" in row.detail
+    row = doctor.extension_check({"conda": str(ours)}, ours)  # no pypi environment at all
+    assert not row.ok and "--environment=pypi: none" in row.found

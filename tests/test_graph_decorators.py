@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from metaflow.graph import DAGNode
+from metaflow.version import metaflow_version
 
 from tests.helpers import write_flow
 
@@ -355,6 +357,10 @@ def _results(case: Case, environment: str, folder: Path) -> dict:
     ],
 )
 def test_local_and_repro_environments_give_the_same_results(case, suite):
+    if case.shape == "switch" and not hasattr(DAGNode, "_parse_switch_dict"):
+        pytest.skip(
+            f"Metaflow {metaflow_version} has no switch steps (self.next({{...}}, condition=...)): a 2.17 release added them"
+        )
     folder = suite / case.id
     with ThreadPoolExecutor(2) as pool:  # both at once: most of a run is waiting for task processes
         local_run, repro_run = (pool.submit(_results, case, env, folder) for env in ("local", "conda"))

@@ -375,24 +375,49 @@ def apply_configs(cls, args: Sequence[str] = ()) -> None:
         ) from None
 
 
-def _apply_configs(cls, args: Sequence[str]) -> None:
+def _flow_mutators(cls) -> list:
+    """The flow's mutators: ``_flow_state`` is keyed by ``FlowStateItems`` since Metaflow 2.19.x, by
+    ``_FlowState`` before (2.16 to 2.19.x), whose key was ``CONFIG_DECORATORS`` in 2.16.0."""
+    import metaflow.flowspec as spec
+
+    items: Any = getattr(spec, "FlowStateItems", None) or getattr(spec, "_FlowState")  # noqa: B009
+    key = getattr(items, "FLOW_MUTATORS", None) or items.CONFIG_DECORATORS
+    return list(cls._flow_state.get(key, []))
+
+
+def _mutate_step(cls, step, deco) -> None:
+    """A step mutator's ``mutate``, as Metaflow's ``decorators._init_step_decorators`` runs it (once)."""
     from metaflow import decorators as mfdecos
-    from metaflow.flowspec import FlowStateItems
+
+    run = getattr(mfdecos, "_run_step_mutator", None)
+    if run is not None:
+        if not deco._mutate_called:
+            run(cls, step, deco, "Evaluating step level decorator %s for %s (mutate)")
+        return
+    from metaflow.user_decorators.mutable_step import MutableStep  # older Metaflow: no guard, no helper
+
+    inserted_by: Any = [deco.decorator_name] + (deco.inserted_by or [])  # as Metaflow 2.16 does
+    deco.mutate(
+        MutableStep(cls, step, pre_mutate=False, statically_defined=deco.statically_defined, inserted_by=inserted_by)
+    )
+
+
+def _apply_configs(cls, args: Sequence[str]) -> None:
     from metaflow.user_decorators.mutable_flow import MutableFlow
     from metaflow.user_decorators.user_flow_decorator import FlowMutator
     from metaflow.user_decorators.user_step_decorator import StepMutator
 
     # cli.start: config values, flow mutators' init, pre-mutate (FlowSpec._process_config_decorators)
     values = _config_values(cls, args)
-    for deco in cls._flow_state[FlowStateItems.FLOW_MUTATORS]:
+    for deco in _flow_mutators(cls):
         deco.external_init()
     cls._process_config_decorators(values)
     # decorators._init_flow_decorators: flow decorators' attributes
-    for decos in cls._flow_state[FlowStateItems.FLOW_DECORATORS].values():
+    for decos in _flow_decorators(cls).values():
         for deco in decos:
             deco.external_init()
     # decorators._init_step_decorators: mutate, then step decorators' attributes
-    for deco in cls._flow_state[FlowStateItems.FLOW_MUTATORS]:
+    for deco in _flow_mutators(cls):
         if isinstance(deco, FlowMutator):
             inserted_by: Any = [getattr(deco, "decorator_name", None)] + (deco.inserted_by or [])  # as Metaflow
             deco.mutate(
@@ -400,8 +425,8 @@ def _apply_configs(cls, args: Sequence[str]) -> None:
             )
     for step in cls._steps:
         for deco in step.config_decorators:
-            if isinstance(deco, StepMutator) and not deco._mutate_called:
-                mfdecos._run_step_mutator(cls, step, deco, "Evaluating step level decorator %s for %s (mutate)")
+            if isinstance(deco, StepMutator):
+                _mutate_step(cls, step, deco)
         if step.config_decorators:
             setattr(cls, step.name, step)
     cls._init_graph()

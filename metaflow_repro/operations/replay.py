@@ -56,6 +56,10 @@ from metaflow_repro.store.snapshot import (
 )
 
 UNROUTABLE_INDEX = "http://127.0.0.1:9/simple"  # proves a replay never needs a package index
+#: where the recorded Metaflow finds the code package's own list of its extensions (.mf_meta/INFO), as in a
+#: task: without it, it walks every metaflow_extensions on sys.path, and Metaflow before 2.19 refuses both the
+#: package's metaflow_extensions/__init__.py and an installed repro beside the recorded one ("Conflicts")
+EXTRACTED_ROOT = "METAFLOW_EXTRACTED_ROOT"
 
 
 class ReplayVerdict(Choice):
@@ -346,6 +350,7 @@ def _environment(request: ReplayRequest, workdir: Path, mf_code: Path, log: Log)
     }
     env = request.place.environment(original, request.store.uri, env, log)
     env["PYTHONPATH"] = os.pathsep.join([str(mf_code), *filter(None, [os.environ.get("PYTHONPATH")])])
+    env[EXTRACTED_ROOT] = str(mf_code.parent)
     env.update(spec_environ(original.settings))
     return env
 
@@ -355,6 +360,9 @@ def execute(plan: ReplayPlan, log: Log) -> RunResult:
     what ran and how it ended, verdict-less."""
     request = plan.request
     original, store = request.original, request.store
+    # Metaflow runs in the replay's folder: its cards go under the nearest .metaflow above its current
+    # folder (made here, so never one of the user's), Metaflow's S3 client puts temporary files there too
+    (plan.workdir / ".metaflow").mkdir(exist_ok=True)
     options = RunOptions(
         store=store.uri,
         frozen=True,
@@ -363,6 +371,7 @@ def execute(plan: ReplayPlan, log: Log) -> RunResult:
         identity=original.identity,
         pickle_checks=False,
         settings=plan.settings,
+        cwd=plan.workdir,  # whatever Metaflow writes beside its current folder stays in the replay's own
     )
     outcome = run_and_record(plan.flow_file, options, log=log)
     ran = RunResult(request.executor, workdir=str(plan.workdir), exit_code=outcome.exit_code)
@@ -481,7 +490,7 @@ def _recorded_metaflow_problem(code: Path, original: RunRecord) -> str:
         capture_output=True,
         text=True,
         cwd=code,
-        env={**os.environ, "METAFLOW_USER": os.environ.get("METAFLOW_USER", "repro")},
+        env={**os.environ, "METAFLOW_USER": os.environ.get("METAFLOW_USER", "repro"), EXTRACTED_ROOT: str(code.parent)},
         timeout=300,
     )
     if proc.returncode != 0:
@@ -578,6 +587,7 @@ LOGS_ENVIRON = (
     "METAFLOW_DEFAULT_DATASTORE",
     "METAFLOW_DEFAULT_METADATA",
     "PYTHONPATH",
+    EXTRACTED_ROOT,
 )
 
 

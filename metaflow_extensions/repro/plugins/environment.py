@@ -197,13 +197,11 @@ class CondaEnvironment(MetaflowEnvironment):
         return bool(pythons) and pythons.get(step.name) is None
 
     def add_to_package(self):
-        from metaflow.packaging_sys import ContentType
+        from .compat import add_user_content
 
         flow_file = self.flow_file()
         lock = os.path.splitext(flow_file)[0] + protocol.LOCK_SUFFIX
-        if os.path.exists(lock):
-            return [(lock, os.path.basename(lock), ContentType.USER_CONTENT)]
-        return []
+        return add_user_content(self, [(lock, os.path.basename(lock))] if os.path.exists(lock) else [])
 
 
 def _here(name):
