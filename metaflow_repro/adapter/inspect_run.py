@@ -179,8 +179,14 @@ def _start_datastore(run, step: str, start, stores: _Stores):
 
 def _start_step(run) -> str:
     """The run's start step, as Metaflow's client names it (``@step(start=True)``, else by name): the
-    ``start_step`` its runtime registered on the run's ``_parameters`` task."""
-    return str(run._graph_endpoints[0])
+    ``start_step`` its runtime registered on the run's ``_parameters`` task. A Metaflow older than custom
+    endpoints (before 2.19) has no ``_graph_endpoints``: its start step is the one Metaflow names by default."""
+    endpoints = getattr(run, "_graph_endpoints", None)
+    return str(endpoints[0]) if endpoints else _DEFAULT_START
+
+
+#: the start step's name in a Metaflow that knows no ``@step(start=True)``
+_DEFAULT_START = "start"
 
 
 def _as_json(value):

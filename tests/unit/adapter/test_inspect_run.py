@@ -165,3 +165,15 @@ def test_a_task_whose_exception_catch_handled_is_successful_and_says_what_it_cau
     assert inspect_run._caught(task, {"x": artifacts["x"]}) is None  # a failed task @catch did not handle
     assert inspect_run._type_name("weird mod.Bad-Name") == "weird_mod.Bad_Name"
     assert inspect_run._type_name("") == "builtins.Exception"
+
+
+def test_the_start_step_is_the_runs_own_and_metaflow_s_default_where_the_client_cannot_say():
+    """Metaflow before custom endpoints (2.16 to early 2.19) has no ``Run._graph_endpoints``: its start
+    step is `start`; where the client knows the endpoints, the run's own start step is used."""
+    from metaflow_repro.adapter.inspect_run import _start_step
+
+    class _Old:
+        pass
+
+    assert _start_step(_Run([])) == "begin"
+    assert _start_step(_Old()) == "start"
