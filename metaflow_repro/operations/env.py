@@ -74,6 +74,8 @@ def step_states(flow: Flow, check_fingerprint: bool = True, steps: list[str] | N
 def build(
     path: Path, steps: list[str] | None, offline: bool, repair: bool, log: Log
 ) -> tuple[Flow, dict[str, BuiltEnv | None]]:
-    """Build (or reuse) each step's environment of one flow file; disabled steps map to None."""
+    """Build (or reuse) each step's environment of one flow file; disabled steps map to None. Offline
+    (``--offline`` or the flow's ``REPRO_OFFLINE``): from the lock as it is and the package cache only."""
     flow = open_flow(path)
+    offline = offline or flow.settings.offline
     return flow, build_flow(flow, steps=steps, offline=offline, log=log, repair=repair)

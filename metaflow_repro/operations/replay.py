@@ -42,7 +42,7 @@ from metaflow_repro.model.replay import RunFailure, RunResult
 from metaflow_repro.model.validate import cap
 from metaflow_repro.operations.run import Log, Outcome, RunOptions, check_same_flow, compare_runs, run_and_record
 from metaflow_repro.paths import inside
-from metaflow_repro.settings import Settings, environ_for, load_settings, spec_environ
+from metaflow_repro.settings import Settings, check_metaflow_args, environ_for, load_settings, spec_environ
 from metaflow_repro.store import Store, layout, open_store
 from metaflow_repro.store.snapshot import (
     fetch_verified,
@@ -535,7 +535,7 @@ def recorded_args(
         args += [f"--{name}", value if isinstance(value, str) else json.dumps(value)]
     for name, path in sorted(include_files.items()):
         args += [f"--{name}", str(path)]
-    return [*args, *record.run_options]
+    return check_metaflow_args([*args, *record.run_options], record.ref)  # a NUL byte: refused, nothing run
 
 
 def _materialize(record: RunRecord, blobs: dict[str, Path], folder: Path) -> dict[str, Path]:
