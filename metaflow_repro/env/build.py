@@ -123,24 +123,20 @@ class Environments:
         return problems
 
     def _content_problems(self, built: BuiltEnv) -> list[str]:
-        path = self.manifest_path(built.env_id)
-        listed = manifest.read(path, built.env_id)
-        if listed is None:
-            return [f"its file manifest {path} is missing or unreadable (an env built by an older repro)"]
-        found = manifest.check(built.path, listed, NOT_LISTED)
+        found = manifest.check(built.path, self.manifest_path(built.env_id), built.env_id, NOT_LISTED)
         if found.refreshed is not None:
-            self._refresh(built.env_id, listed, found.refreshed)
+            self._refresh(built.env_id, found.refreshed)
         return found.problems
 
-    def _refresh(self, env_id: str, listed: dict, refreshed: dict) -> None:
+    def _refresh(self, env_id: str, refreshed: dict) -> None:
         """Keep the new stamps of files that were re-hashed and matched (touched, or the env copied), so the
         next check takes the fast path again: only when no build holds the env's lock, and only over the
         manifest that was checked (a build since then wrote its own)."""
         path = self.manifest_path(env_id)
         try:
             with FileLock(self._lock_path(env_id), timeout=0):
-                now = manifest.read(path, env_id)
-                if now is not None and now.get("nonce") == listed.get("nonce"):
+                now = manifest.read(path, env_id, files=False)
+                if now is not None and now.get("nonce") == refreshed.get("nonce"):
                     manifest.write(path, refreshed)
         except (Timeout, OSError):
             pass  # refreshed next time

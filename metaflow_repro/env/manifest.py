@@ -3,10 +3,15 @@
 The manifest (``envs/<env>.files.json``, beside the env's folder, so the folder holds only what the
 installer made and its marker) lists every file and link under the env's folder (bytecode folders and
 repro's marker aside): a file with its sha256 and the stamp it had then (size, modification time,
-inode), a link with its target. ``check`` walks the folder again and stats every entry: a file whose
-stamp is the recorded one is taken as it was (the fast path, no read), any other is re-hashed, so an
-edit that keeps the size (another ``__version__``) is caught by its new modification time and content.
-A file added (a ``.pth``, a ``sitecustomize.py``), gone, changed or turned into a link is named.
+inode), a link with its target, and one digest over every entry's path and stamp. ``check`` walks the
+folder again and stats every entry: when the digest of those stamps is the recorded one, nothing else
+is read (the fast path: no file, not even the list); else each file whose stamp changed is re-hashed, so
+an edit that keeps the size (another ``__version__``) is caught by its new modification time and
+content. A file added (a ``.pth``, a ``sitecustomize.py``), gone, changed or turned into a link is named.
+
+At the build, a file an installed distribution's RECORD lists takes the sha256 RECORD gives (right
+after an install from hash-checked wheels they are the same, as the fingerprint takes RECORD's sizes;
+tests/security/test_env_reuse.py re-hashes a real env against them); every other file is hashed.
 
 The same idea as the Batch instance cache's ``check_tree`` (``batch_bootstrap``), on the host, where
 the stamps make reuse cheap. What it cannot see: bytes changed with the size, modification time and
@@ -15,6 +20,8 @@ inode put back (bit rot, or someone who meant it); ``repro env build --repair`` 
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import stat
@@ -27,6 +34,8 @@ from metaflow_repro.fsutil import atomic_write
 
 FORMAT = 1
 FILE, LINK = "f", "l"
+#: what builds write in a distribution's INSTALLER (``record_hashes`` trusts only their RECORD files)
+INSTALLER = "uv"
 #: folders never listed nor walked: bytecode an interpreter writes when it imports (not the installer's)
 SKIPPED_FOLDERS = ("__pycache__",)
 
@@ -42,6 +51,42 @@ class Check:
 
 def _stamp(st: os.stat_result) -> list[int]:
     return [st.st_size, st.st_mtime_ns, st.st_ino]
+
+
+def stamps_digest(found: dict[str, tuple[str, os.stat_result]]) -> str:
+    """One sha256 over every entry's relative path, type and mode, size, modification time and inode."""
+    h = hashlib.sha256()
+    for rel in sorted(found):
+        st = found[rel][1]
+        h.update(
+            f"{rel}\0{st.st_mode}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}\n".encode("utf-8", "surrogateescape")
+        )
+    return h.hexdigest()
+
+
+def record_hashes(root: Path) -> dict[str, str]:
+    """{path relative to ``root``: sha256 in hex} of every file the RECORD of a distribution uv installed under
+    ``root`` lists with a sha256 (scripts in ``bin/`` too: RECORD names them ``../../../bin/...``). Not those
+    a conda package brought: conda rewrites its build prefix in files after RECORD was written."""
+    known = {}
+    for record in Path(root).glob("lib/python3*/site-packages/*.dist-info/RECORD"):
+        try:
+            if (record.parent / "INSTALLER").read_text().strip() != INSTALLER:
+                continue
+        except OSError:
+            continue
+        site = os.path.relpath(record.parent.parent, root)
+        for line in record.read_text(errors="replace").splitlines():
+            parts = line.rsplit(",", 2)
+            if len(parts) < 3 or not parts[1].startswith("sha256="):
+                continue
+            rel = os.path.normpath(os.path.join(site, parts[0]))
+            digest = parts[1][len("sha256=") :]
+            try:
+                known[rel] = base64.urlsafe_b64decode(digest + "=" * (-len(digest) % 4)).hex()
+            except ValueError:
+                continue  # not base64: hashed like a file RECORD does not list
+    return known
 
 
 def scan(root: Path, skipped: tuple[str, ...] = ()) -> dict[str, tuple[str, os.stat_result]]:
@@ -63,30 +108,49 @@ def scan(root: Path, skipped: tuple[str, ...] = ()) -> dict[str, tuple[str, os.s
     return found
 
 
-def _entry(path: str, st: os.stat_result) -> list:
+def _entry(path: str, st: os.stat_result, known: str | None) -> list:
     if stat.S_ISLNK(st.st_mode):
         return [LINK, os.readlink(path)]
-    return [FILE, sha256_file(Path(path)), *_stamp(st)]
+    return [FILE, known or sha256_file(Path(path)), *_stamp(st)]
 
 
-def take(root: Path, env_id: str, skipped: tuple[str, ...] = ()) -> dict:
-    """The manifest of the env at ``root`` now (every file hashed once)."""
-    files = {rel: _entry(path, st) for rel, (path, st) in scan(root, skipped).items()}
-    return {"format": FORMAT, "env_id": env_id, "nonce": uuid.uuid4().hex, "files": files}
+def take(root: Path, env_id: str, skipped: tuple[str, ...] = (), fresh: bool = True) -> dict:
+    """The manifest of the env at ``root`` now. ``fresh`` (right after the install): files RECORD lists take
+    its sha256 (``record_hashes``); every other file is hashed."""
+    known = record_hashes(root) if fresh else {}
+    found = scan(root, skipped)
+    files = {rel: _entry(path, st, known.get(rel)) for rel, (path, st) in found.items()}
+    return {
+        "format": FORMAT,
+        "env_id": env_id,
+        "nonce": uuid.uuid4().hex,
+        "stamps": stamps_digest(found),
+        "files": files,
+    }
 
 
 def write(path: Path, manifest: dict) -> None:
-    atomic_write(path, json.dumps(manifest, sort_keys=True, separators=(",", ":")))
+    """Two lines: the header (all but the files: what the fast path reads), then the files."""
+    header = {k: v for k, v in manifest.items() if k != "files"}
+    text = (
+        json.dumps(header, sort_keys=True) + "\n" + json.dumps(manifest["files"], sort_keys=True, separators=(",", ":"))
+    )
+    atomic_write(path, text + "\n")
 
 
-def read(path: Path, env_id: str) -> dict | None:
-    """The manifest of env ``env_id`` at ``path``, or None (missing, unreadable, another env's, another format)."""
+def read(path: Path, env_id: str, files: bool = True) -> dict | None:
+    """The manifest of env ``env_id`` at ``path`` (only its header unless ``files``), or None: missing,
+    unreadable, another env's, another format."""
     try:
-        doc = json.loads(path.read_bytes())
+        with open(path, "rb") as fh:
+            doc = json.loads(fh.readline())
+            if not (isinstance(doc, dict) and doc.get("format") == FORMAT and doc.get("env_id") == env_id):
+                return None
+            if files:
+                doc["files"] = json.loads(fh.readline())
     except (OSError, ValueError):
         return None
-    ok = isinstance(doc, dict) and doc.get("format") == FORMAT and doc.get("env_id") == env_id
-    return doc if ok and isinstance(doc.get("files"), dict) else None
+    return doc if not files or isinstance(doc.get("files"), dict) else None
 
 
 def _entry_problem(rel: str, path: str, st: os.stat_result, was) -> tuple[str, list | None]:
@@ -107,10 +171,23 @@ def _entry_problem(rel: str, path: str, st: os.stat_result, was) -> tuple[str, l
     return "", [FILE, was[1], *_stamp(st)]
 
 
-def check(root: Path, manifest: dict, skipped: tuple[str, ...] = ()) -> Check:
-    """Whether the env at ``root`` holds what ``manifest`` lists (see the module's docstring)."""
-    listed = manifest["files"]
+def check(root: Path, path: Path, env_id: str, skipped: tuple[str, ...] = ()) -> Check:
+    """Whether the env ``env_id`` at ``root`` holds what the manifest at ``path`` lists (see the module's docstring)."""
     found = scan(root, skipped)
+    header = read(path, env_id, files=False)
+    if header is None:
+        return Check([f"its file manifest {path} is missing or unreadable (an env built by an older repro)"])
+    if header.get("stamps") == stamps_digest(found):
+        return Check()  # the fast path: every entry as it was when listed
+    manifest = read(path, env_id)
+    if manifest is None:
+        return Check([f"its file manifest {path} is unreadable"])
+    return compare(found, manifest)
+
+
+def compare(found: dict[str, tuple[str, os.stat_result]], manifest: dict) -> Check:
+    """``check``'s slow path: each entry ``scan`` found against the manifest's, file by file."""
+    listed = manifest["files"]
     problems = [f"{rel} was added" for rel in sorted(set(found) - set(listed))]
     problems += [f"{rel} is gone" for rel in sorted(set(listed) - set(found))]
     stamps = {}
@@ -120,6 +197,6 @@ def check(root: Path, manifest: dict, skipped: tuple[str, ...] = ()) -> Check:
             problems.append(problem)
         elif entry is not None:
             stamps[rel] = entry
-    if problems or not stamps:
+    if problems:
         return Check(problems)
-    return Check(refreshed={**manifest, "files": {**listed, **stamps}})
+    return Check(refreshed={**manifest, "stamps": stamps_digest(found), "files": {**listed, **stamps}})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 from pathlib import Path
 
@@ -21,38 +23,53 @@ def tree(root: Path) -> Path:
     return site
 
 
-def take(root: Path) -> dict:
-    return manifest.take(root, "e" * 64, (".marker",))
+ENV = "e" * 64
+
+
+def take(root: Path) -> Path:
+    """The env's manifest, written beside it; its path."""
+    path = root.parent / f"{root.name}.files.json"
+    manifest.write(path, manifest.take(root, ENV, (".marker",)))
+    return path
+
+
+def check(root: Path, path: Path) -> manifest.Check:
+    return manifest.check(root, path, ENV, (".marker",))
 
 
 def test_an_untouched_env_is_intact_without_reading_a_file(tmp_path, monkeypatch):
-    tree(tmp_path)
-    listed = take(tmp_path)
-    assert set(listed["files"]) == {"lib/python3.11/site-packages/six.py", "bin/python"} | {
+    root = tmp_path / "env"
+    tree(root)
+    path = take(root)
+    assert set(manifest.read(path, ENV)["files"]) == {"lib/python3.11/site-packages/six.py", "bin/python"} | {
         "lib/python3.11/site-packages/six-1.16.0.dist-info/RECORD"
     }
     monkeypatch.setattr(manifest, "sha256_file", lambda p: pytest.fail(f"{p} was read on the fast path"))
-    assert manifest.check(tmp_path, listed, (".marker",)) == manifest.Check()
+    monkeypatch.setattr(manifest, "compare", lambda *a: pytest.fail("the files were compared one by one"))
+    assert check(root, path) == manifest.Check()
 
 
 def test_a_same_size_edit_is_caught_by_its_content(tmp_path):
-    site = tree(tmp_path)
-    listed = take(tmp_path)
+    root = tmp_path / "env"
+    site = tree(root)
+    path = take(root)
     six = site / "six.py"
     six.write_text('__version__ = "1.16.9"\n')  # same size
-    problems = manifest.check(tmp_path, listed, (".marker",)).problems
+    problems = check(root, path).problems
     assert problems == ["lib/python3.11/site-packages/six.py changed (same size, other bytes)"]
 
 
 def test_a_touched_file_is_rehashed_once_and_its_new_stamp_kept(tmp_path):
-    site = tree(tmp_path)
-    listed = take(tmp_path)
+    root = tmp_path / "env"
+    site = tree(root)
+    path = take(root)
     st = (site / "six.py").stat()
     os.utime(site / "six.py", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
-    found = manifest.check(tmp_path, listed, (".marker",))
+    found = check(root, path)
     assert found.problems == [] and found.refreshed is not None
-    assert found.refreshed["nonce"] == listed["nonce"]
-    assert manifest.check(tmp_path, found.refreshed, (".marker",)) == manifest.Check()
+    assert found.refreshed["nonce"] == manifest.read(path, ENV)["nonce"]
+    manifest.write(path, found.refreshed)
+    assert check(root, path) == manifest.Check()
 
 
 @pytest.mark.parametrize(
@@ -72,29 +89,48 @@ def test_a_touched_file_is_rehashed_once_and_its_new_stamp_kept(tmp_path):
     ],
 )
 def test_each_damage_names_its_file(tmp_path, damage, words):
-    site = tree(tmp_path)
-    listed = take(tmp_path)
-    damage(tmp_path, site)
-    problems = manifest.check(tmp_path, listed, (".marker",)).problems
+    root = tmp_path / "env"
+    site = tree(root)
+    path = take(root)
+    damage(root, site)
+    problems = check(root, path).problems
     assert any(words in p for p in problems), problems
 
 
 def test_bytecode_and_the_skipped_names_are_not_listed(tmp_path):
-    site = tree(tmp_path)
-    listed = take(tmp_path)
+    root = tmp_path / "env"
+    site = tree(root)
+    path = take(root)
     (site / "__pycache__").mkdir()
     (site / "__pycache__" / "six.cpython-311.pyc").write_bytes(b"\0")
-    (tmp_path / ".marker").write_text('{"changed": 1}')
-    assert manifest.check(tmp_path, listed, (".marker",)).problems == []
+    (root / ".marker").write_text('{"changed": 1}')
+    assert check(root, path).problems == []
 
 
 def test_a_manifest_is_read_only_for_its_env_and_format(tmp_path):
-    tree(tmp_path / "env")
-    path = tmp_path / "env.files.json"
-    manifest.write(path, take(tmp_path / "env"))
-    assert manifest.read(path, "e" * 64) is not None
+    root = tmp_path / "env"
+    tree(root)
+    path = take(root)
+    assert manifest.read(path, ENV) is not None
     assert manifest.read(path, "f" * 64) is None
+    assert "is missing or unreadable" in check(root, tmp_path / "nothing.json").problems[0]
     path.write_text("{not json")
-    assert manifest.read(path, "e" * 64) is None
-    path.write_text('{"format": 1, "env_id": "' + "e" * 64 + '", "files": []}')
-    assert manifest.read(path, "e" * 64) is None
+    assert manifest.read(path, ENV) is None
+    path.write_text('{"format": 1, "env_id": "' + ENV + '"}\n[]\n')
+    assert manifest.read(path, ENV, files=False) is not None and manifest.read(path, ENV) is None
+
+
+def test_uv_installed_files_take_their_record_hash_and_others_are_hashed(tmp_path):
+    root = tmp_path / "env"
+    site = tree(root)
+    dist = site / "six-1.16.0.dist-info"
+    (dist / "INSTALLER").write_text("uv")
+    digest = hashlib.sha256((site / "six.py").read_bytes()).digest()
+    b64 = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+    (dist / "RECORD").write_text(f"six.py,sha256={b64},23\n../../../bin/six-tool,sha256={b64},23\n")
+    assert manifest.record_hashes(root) == {
+        "lib/python3.11/site-packages/six.py": digest.hex(),
+        "bin/six-tool": digest.hex(),
+    }
+    (dist / "INSTALLER").write_text("conda")  # conda rewrites its prefix in files after RECORD was written
+    assert manifest.record_hashes(root) == {}
