@@ -118,9 +118,23 @@ class Environments:
         file against the sha256 its RECORD gives (``repro env build --repair``: bit rot under a kept
         stamp)."""
         problems = self._content_problems(built)
+        if problems:  # what changed, by distribution too (a version, a file gone), before the files named
+            problems = list(dict.fromkeys(self._fingerprint_problems(built, lock) + problems))
         if full:
             problems += hash_problems(built.path)
         return problems
+
+    @staticmethod
+    def _fingerprint_problems(built: BuiltEnv, lock: PlatformLock) -> list[str]:
+        facts = {
+            k: v
+            for k, v in built.fingerprint.items()
+            if k not in ("distributions", "digest", "locations", "executable", "prefix", "platform", "conda")
+        }
+        now = fingerprint.of_env(built.path, facts, conda=lock.is_conda)
+        if now.get("digest") == built.fingerprint.get("digest"):
+            return []
+        return fingerprint.differences(now, lock) + fingerprint.changed_on_disk(built.fingerprint, now)
 
     def _content_problems(self, built: BuiltEnv) -> list[str]:
         found = manifest.check(built.path, self.manifest_path(built.env_id), built.env_id, NOT_LISTED)
