@@ -353,7 +353,7 @@ def current_lock(flow: Flow, offline: bool = False, log: Log = _stderr, frozen: 
     if offline or frozen:
         detail = "\n".join(cap_lines(f"  {f.line()}" for f in drift))
         why = (
-            "offline (--offline, REPRO_OFFLINE) forbids resolving"
+            "--offline forbids resolving (so does REPRO_OFFLINE)"
             if offline
             else "REPRO_FROZEN is set, so it is not re-resolved"
         )
