@@ -172,17 +172,22 @@ def _entry_problem(rel: str, path: str, st: os.stat_result, was) -> tuple[str, l
 
 
 def check(root: Path, path: Path, env_id: str, skipped: tuple[str, ...] = ()) -> Check:
-    """Whether the env ``env_id`` at ``root`` holds what the manifest at ``path`` lists (see the module's docstring)."""
-    found = scan(root, skipped)
+    """Whether the env ``env_id`` at ``root`` holds what the manifest at ``path`` lists (see the module's
+    docstring). A folder or file that vanishes while it is read (another process rebuilding the env) is a
+    problem too: the caller rebuilds under the env's lock, where it looks again."""
     header = read(path, env_id, files=False)
     if header is None:
         return Check([f"its file manifest {path} is missing or unreadable (an env built by an older repro)"])
-    if header.get("stamps") == stamps_digest(found):
-        return Check()  # the fast path: every entry as it was when listed
-    manifest = read(path, env_id)
-    if manifest is None:
-        return Check([f"its file manifest {path} is unreadable"])
-    return compare(found, manifest)
+    try:
+        found = scan(root, skipped)
+        if header.get("stamps") == stamps_digest(found):
+            return Check()  # the fast path: every entry as it was when listed
+        manifest = read(path, env_id)
+        if manifest is None:
+            return Check([f"its file manifest {path} is unreadable"])
+        return compare(found, manifest)
+    except OSError as exc:
+        return Check([f"{exc.filename or root} cannot be read ({exc.strerror or exc})"])
 
 
 def compare(found: dict[str, tuple[str, os.stat_result]], manifest: dict) -> Check:

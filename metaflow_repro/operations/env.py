@@ -68,8 +68,10 @@ def step_states(flow: Flow, check_fingerprint: bool = True, steps: list[str] | N
         built = envs.get(pl.env_id)
         problems = None
         if built and check_fingerprint:
-            if pl.env_id not in problems_of:
-                problems_of[pl.env_id] = fingerprint.runtime_problems(built, pl)
+            if pl.env_id not in problems_of:  # what the interpreter sees, and every file against the build's list
+                problems_of[pl.env_id] = list(
+                    dict.fromkeys(fingerprint.runtime_problems(built, pl) + envs.damage(built, pl))
+                )
             problems = problems_of[pl.env_id]
         out.append(StepState(step, spec, "built" if built else "not built", pl, problems))
     return out

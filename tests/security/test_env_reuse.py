@@ -56,7 +56,7 @@ def recorded(tmp_path) -> dict:
     assert r.code == 0, r.text[-3000:]
     lock = tomllib.loads(path.with_name("flow.repro.lock").read_text())
     env_id = lock["steps"]["start"]["platforms"][local_platform_name()]["env_id"]
-    return {"env": env, "store": store, "home": tmp_path / "home", "cwd": tmp_path, "env_id": env_id}
+    return {"env": env, "store": store, "home": tmp_path / "home", "cwd": tmp_path, "env_id": env_id, "flow": path}
 
 
 def replay(recorded: dict):
@@ -93,6 +93,8 @@ def test_a_same_size_edit_in_a_built_env_is_rebuilt_and_the_replay_is_identical(
     edited = text.replace('__version__ = "1.16.0"', '__version__ = "1.16.9"')
     assert edited != text and len(edited) == len(text)
     six.write_text(edited)
+    r = cli("env", "show", recorded["flow"], env=recorded["env"], cwd=recorded["cwd"])  # says so, and changes nothing
+    assert r.code == 1 and re.search(r"DRIFT: .*site-packages/six\.py changed \(same size", r.out), r.text
     r = replay(recorded)
     assert r.code == 0 and "result: identical" in r.text, r.text[-3000:]
     assert re.search(r"is damaged \(lib/python3\.\d+/site-packages/six\.py changed", r.text), r.text[-3000:]

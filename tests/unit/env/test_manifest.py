@@ -134,3 +134,11 @@ def test_uv_installed_files_take_their_record_hash_and_others_are_hashed(tmp_pat
     }
     (dist / "INSTALLER").write_text("conda")  # conda rewrites its prefix in files after RECORD was written
     assert manifest.record_hashes(root) == {}
+
+
+def test_an_env_folder_that_vanishes_is_a_problem_not_an_error(tmp_path):
+    root = tmp_path / "env"
+    tree(root)
+    path = take(root)
+    os.rename(root, tmp_path / "elsewhere")  # another process rebuilding it
+    assert "cannot be read" in check(root, path).problems[0]
