@@ -108,6 +108,25 @@ def scan(root: Path, skipped: tuple[str, ...] = ()) -> dict[str, tuple[str, os.s
     return found
 
 
+def conda_hashes(root: Path) -> dict[str, str]:
+    """{path relative to ``root``: sha256} of every file a conda package linked into ``root`` as it is in the
+    package (``conda-meta/*.json``, as rattler wrote it), or as rattler rewrote it (``sha256_in_prefix``, a
+    file its build prefix was replaced in); not the entry points rattler writes, nor links."""
+    known = {}
+    for meta in Path(root).glob("conda-meta/*.json"):
+        try:
+            paths = json.loads(meta.read_bytes()).get("paths_data", {}).get("paths", [])
+        except (OSError, ValueError, AttributeError):
+            continue
+        for item in paths if isinstance(paths, list) else []:
+            if not isinstance(item, dict) or item.get("path_type") != "hardlink":
+                continue
+            digest = item.get("sha256_in_prefix") if item.get("prefix_placeholder") else item.get("sha256")
+            if isinstance(item.get("_path"), str) and isinstance(digest, str) and len(digest) == 64:
+                known[os.path.normpath(item["_path"])] = digest
+    return known
+
+
 def _entry(path: str, st: os.stat_result, known: str | None) -> list:
     if stat.S_ISLNK(st.st_mode):
         return [LINK, os.readlink(path)]
@@ -115,9 +134,10 @@ def _entry(path: str, st: os.stat_result, known: str | None) -> list:
 
 
 def take(root: Path, env_id: str, skipped: tuple[str, ...] = (), fresh: bool = True) -> dict:
-    """The manifest of the env at ``root`` now. ``fresh`` (right after the install): files RECORD lists take
-    its sha256 (``record_hashes``); every other file is hashed."""
-    known = record_hashes(root) if fresh else {}
+    """The manifest of the env at ``root`` now. ``fresh`` (right after the install): files uv's RECORD or
+    a conda package's record lists take the sha256 given there (``record_hashes``, ``conda_hashes``);
+    every other file is hashed."""
+    known = {**conda_hashes(root), **record_hashes(root)} if fresh else {}
     found = scan(root, skipped)
     files = {rel: _entry(path, st, known.get(rel)) for rel, (path, st) in found.items()}
     return {

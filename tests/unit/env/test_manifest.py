@@ -142,3 +142,25 @@ def test_an_env_folder_that_vanishes_is_a_problem_not_an_error(tmp_path):
     path = take(root)
     os.rename(root, tmp_path / "elsewhere")  # another process rebuilding it
     assert "cannot be read" in check(root, path).problems[0]
+
+
+def test_conda_linked_files_take_their_records_hash_unless_rattler_rewrote_them(tmp_path):
+    import json
+
+    (tmp_path / "conda-meta").mkdir()
+    paths = [
+        {"_path": "lib/a.py", "path_type": "hardlink", "sha256": "a" * 64},
+        {
+            "_path": "bin/tool",
+            "path_type": "hardlink",
+            "sha256": "b" * 64,
+            "prefix_placeholder": "/opt/x",
+            "sha256_in_prefix": "c" * 64,
+        },
+        {"_path": "bin/python", "path_type": "softlink", "sha256_in_prefix": "d" * 64},
+        {"_path": "bin/entry", "path_type": "unix_python_entry_point", "sha256": "e" * 64},
+        {"_path": "lib/short", "path_type": "hardlink", "sha256": "f"},
+    ]
+    (tmp_path / "conda-meta" / "pkg-1-0.json").write_text(json.dumps({"paths_data": {"paths": paths}}))
+    (tmp_path / "conda-meta" / "broken.json").write_text("{")
+    assert manifest.conda_hashes(tmp_path) == {"lib/a.py": "a" * 64, "bin/tool": "c" * 64}
