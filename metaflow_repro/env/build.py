@@ -11,8 +11,6 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import os
 import shutil
@@ -114,14 +112,11 @@ class Environments:
         """What is wrong with a built environment (empty: intact), each problem naming its file. Cheap
         (no interpreter start-up): every entry of the folder is stat-ed against the manifest written at
         the build, and only a file whose size, modification time or inode changed is re-hashed, so a
-        file added, deleted or edited (even to the same size) is seen. ``full`` also re-hashes every
-        file against the sha256 its RECORD gives (``repro env build --repair``: bit rot under a kept
-        stamp)."""
-        problems = self._content_problems(built)
+        file added, deleted or edited (even to the same size) is seen. ``full`` re-hashes every file,
+        whatever its stamp (``repro env build --repair``: bit rot under a kept stamp)."""
+        problems = self._content_problems(built, full)
         if problems:  # what changed, by distribution too (a version, a file gone), before the files named
             problems = list(dict.fromkeys(self._fingerprint_problems(built, lock) + problems))
-        if full:
-            problems += hash_problems(built.path)
         return problems
 
     @staticmethod
@@ -136,8 +131,8 @@ class Environments:
             return []
         return fingerprint.differences(now, lock) + fingerprint.changed_on_disk(built.fingerprint, now)
 
-    def _content_problems(self, built: BuiltEnv) -> list[str]:
-        found = manifest.check(built.path, self.manifest_path(built.env_id), built.env_id, NOT_LISTED)
+    def _content_problems(self, built: BuiltEnv, full: bool = False) -> list[str]:
+        found = manifest.check(built.path, self.manifest_path(built.env_id), built.env_id, NOT_LISTED, full)
         if found.refreshed is not None:
             self._refresh(built.env_id, found.refreshed)
         return found.problems
@@ -352,24 +347,3 @@ def install_args(python: Path, requirements: Path) -> list[str]:
         "-r",
         str(requirements),
     ]
-
-
-def hash_problems(env: Path) -> list[str]:
-    """Files of an environment whose bytes differ from the sha256 their RECORD gives, or are gone."""
-    problems = []
-    for record in sorted(Path(env).glob("lib/python3*/site-packages/*.dist-info/RECORD")):
-        site = record.parent.parent
-        for line in record.read_text(errors="replace").splitlines():
-            parts = line.rsplit(",", 2)
-            if len(parts) < 3 or not parts[1].startswith("sha256="):
-                continue
-            want = parts[1][len("sha256=") :]
-            path = site / parts[0]
-            try:
-                got = base64.urlsafe_b64encode(hashlib.sha256(path.read_bytes()).digest()).rstrip(b"=").decode()
-            except OSError:
-                problems.append(f"{parts[0]} is gone")
-                continue
-            if got != want:
-                problems.append(f"{parts[0]} changed")
-    return problems

@@ -173,7 +173,7 @@ def read(path: Path, env_id: str, files: bool = True) -> dict | None:
     return doc if not files or isinstance(doc.get("files"), dict) else None
 
 
-def _entry_problem(rel: str, path: str, st: os.stat_result, was) -> tuple[str, list | None]:
+def _entry_problem(rel: str, path: str, st: os.stat_result, was, full: bool = False) -> tuple[str, list | None]:
     """(what is wrong with one entry, "" if nothing; its entry with the new stamp when it was re-hashed)."""
     if not isinstance(was, list) or not was or was[0] not in (FILE, LINK):
         return f"{rel} is listed wrongly in the manifest", None
@@ -182,42 +182,45 @@ def _entry_problem(rel: str, path: str, st: os.stat_result, was) -> tuple[str, l
         return ("" if same else f"{rel} changed (a link that was not, or another target)"), None
     if not stat.S_ISREG(st.st_mode):
         return f"{rel} is no longer a plain file", None
-    if was[2:] == _stamp(st):
-        return "", None  # the fast path: as it was when hashed
+    same_stamp = was[2:] == _stamp(st)
+    if same_stamp and not full:
+        return "", None  # as it was when hashed
     if st.st_size != was[2]:
         return f"{rel} changed (size {was[2]} -> {st.st_size})", None
     if sha256_file(Path(path)) != was[1]:
-        return f"{rel} changed (same size, other bytes)", None
-    return "", [FILE, was[1], *_stamp(st)]
+        return f"{rel} changed (same size, other bytes{', same stamp' if same_stamp else ''})", None
+    return "", None if same_stamp else [FILE, was[1], *_stamp(st)]
 
 
-def check(root: Path, path: Path, env_id: str, skipped: tuple[str, ...] = ()) -> Check:
+def check(root: Path, path: Path, env_id: str, skipped: tuple[str, ...] = (), full: bool = False) -> Check:
     """Whether the env ``env_id`` at ``root`` holds what the manifest at ``path`` lists (see the module's
-    docstring). A folder or file that vanishes while it is read (another process rebuilding the env) is a
-    problem too: the caller rebuilds under the env's lock, where it looks again."""
+    docstring); ``full``: every file re-hashed, whatever its stamp (bit rot keeps it). A folder or file that
+    vanishes while it is read (another process rebuilding the env) is a problem too: the caller rebuilds
+    under the env's lock, where it looks again."""
     header = read(path, env_id, files=False)
     if header is None:
         return Check([f"its file manifest {path} is missing or unreadable (an env built by an older repro)"])
     try:
         found = scan(root, skipped)
-        if header.get("stamps") == stamps_digest(found):
+        if not full and header.get("stamps") == stamps_digest(found):
             return Check()  # the fast path: every entry as it was when listed
         manifest = read(path, env_id)
         if manifest is None:
             return Check([f"its file manifest {path} is unreadable"])
-        return compare(found, manifest)
+        return compare(found, manifest, full)
     except OSError as exc:
         return Check([f"{exc.filename or root} cannot be read ({exc.strerror or exc})"])
 
 
-def compare(found: dict[str, tuple[str, os.stat_result]], manifest: dict) -> Check:
-    """``check``'s slow path: each entry ``scan`` found against the manifest's, file by file."""
+def compare(found: dict[str, tuple[str, os.stat_result]], manifest: dict, full: bool = False) -> Check:
+    """``check``'s slow path: each entry ``scan`` found against the manifest's, file by file (every file
+    re-hashed with ``full``)."""
     listed = manifest["files"]
     problems = [f"{rel} was added" for rel in sorted(set(found) - set(listed))]
     problems += [f"{rel} is gone" for rel in sorted(set(listed) - set(found))]
     stamps = {}
     for rel in sorted(set(found) & set(listed)):
-        problem, entry = _entry_problem(rel, *found[rel], listed[rel])
+        problem, entry = _entry_problem(rel, *found[rel], listed[rel], full)
         if problem:
             problems.append(problem)
         elif entry is not None:

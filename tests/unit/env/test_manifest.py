@@ -164,3 +164,17 @@ def test_conda_linked_files_take_their_records_hash_unless_rattler_rewrote_them(
     (tmp_path / "conda-meta" / "pkg-1-0.json").write_text(json.dumps({"paths_data": {"paths": paths}}))
     (tmp_path / "conda-meta" / "broken.json").write_text("{")
     assert manifest.conda_hashes(tmp_path) == {"lib/a.py": "a" * 64, "bin/tool": "c" * 64}
+
+
+def test_bit_rot_under_a_kept_stamp_is_seen_only_by_a_full_check(tmp_path):
+    root = tmp_path / "env"
+    site = tree(root)
+    path = take(root)
+    six = site / "six.py"
+    st = six.stat()
+    with open(six, "r+b") as fh:  # same inode and size; the modification time put back below
+        fh.write(b"#")
+    os.utime(six, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert check(root, path).problems == []
+    found = manifest.check(root, path, ENV, (".marker",), full=True)
+    assert found.problems == ["lib/python3.11/site-packages/six.py changed (same size, other bytes, same stamp)"]
