@@ -9,9 +9,10 @@ is read (the fast path: no file, not even the list); else each file whose stamp 
 an edit that keeps the size (another ``__version__``) is caught by its new modification time and
 content. A file added (a ``.pth``, a ``sitecustomize.py``), gone, changed or turned into a link is named.
 
-At the build, a file an installed distribution's RECORD lists takes the sha256 RECORD gives (right
-after an install from hash-checked wheels they are the same, as the fingerprint takes RECORD's sizes;
-tests/security/test_env_reuse.py re-hashes a real env against them); every other file is hashed.
+At the build, a file uv installed takes the sha256 its distribution's RECORD gives, and a file a conda
+package linked the one its ``conda-meta`` record gives (right after an install from hash-checked
+package files they are the same, as the fingerprint takes RECORD's sizes; tests/security/test_env_reuse.py
+re-hashes a real env against them); every other file is hashed. A 6392-file pandas env: 65 ms, not 0.3-1 s.
 
 The same idea as the Batch instance cache's ``check_tree`` (``batch_bootstrap``), on the host, where
 the stamps make reuse cheap. What it cannot see: bytes changed with the size, modification time and
