@@ -37,7 +37,7 @@ from metaflow_repro.model.lock import Lock, parse_lock
 from metaflow_repro.model.platforms import local_platform_name
 from metaflow_repro.model.record import RunRecord, RunStatus, from_json
 from metaflow_repro.model.validate import cap
-from metaflow_repro.settings import Settings, environ_for, load_settings
+from metaflow_repro.settings import Settings, check_metaflow_args, environ_for, load_settings
 from metaflow_repro.store import Store, layout, open_store
 from metaflow_repro.store.base import StoreObjectMissing
 from metaflow_repro.store.snapshot import (
@@ -174,6 +174,7 @@ def run_and_record(
     path = Path(path)
     outcome = Outcome(path=str(path.resolve()))
     try:
+        check_metaflow_args(list(options.metaflow_args))  # before anything runs: repro's own options, NUL bytes
         decl = declarations if declarations is not None else load_flow(path, options.metaflow_args)
         outcome.flow, outcome.steps = decl.name, list(decl.steps)
         _run(path, decl, options, outcome, log)
