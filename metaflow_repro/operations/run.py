@@ -248,7 +248,13 @@ def _run(path: Path, decl: FlowDeclarations, options: RunOptions, outcome: Outco
     before = _before_run(flow, options, settings, outcome, log)
     _lock_for_run(flow, before.frozen, outcome, log)
     # Metaflow's and the read-back's temporary files and client cache under REPRO_HOME/tmp (issue 22 item 13)
-    env = {**scratch.child_env(settings.home), **options.env, **(environ_for(frozen=True) if before.frozen else {})}
+    env = {
+        **scratch.child_env(settings.home),
+        # the archive bound as this flow's settings say: Metaflow's runtime and the read-back read the environment only
+        **environ_for(archive_max_bytes=settings.archive_max_bytes),
+        **options.env,
+        **(environ_for(frozen=True) if before.frozen else {}),
+    }
     # a pushed run is marked before Metaflow starts, so that a repro killed from here on loses no run
     marker = _mark_pending(flow, options, env, settings, before.store) if options.push else None
     try:
