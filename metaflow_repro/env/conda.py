@@ -263,13 +263,18 @@ def read_archive(path: Path, name: str = "") -> tuple[list[Member], dict[str, by
     return members, info
 
 
+#: How reading a malformed archive fails (zipfile: NotImplementedError for a compression it does not know,
+#: RuntimeError for an encrypted member): each a finding, never an exception out of install or verify.
+UNREADABLE = (OSError, tarfile.TarError, zipfile.BadZipFile, EOFError, ValueError, NotImplementedError, RuntimeError)
+
+
 def scan_archive(path: Path, name: str = "") -> tuple[list[str], PackageMeta | None, bytes]:
     """(what makes a conda archive unsafe to extract or to link, its ``PackageMeta``, its ``info/index.json``).
     Members and the paths its info documents name must stay inside the prefix (``conda_meta``)."""
     name = name or path.name
     try:
         members, info = read_archive(path, name)
-    except (OSError, tarfile.TarError, zipfile.BadZipFile, EOFError, ValueError) as exc:
+    except UNREADABLE as exc:
         return [f"it cannot be read as a conda archive ({exc})"], None, b""
     problems = member_problems(members)
     meta, meta_problems = read_meta(name, members, info)

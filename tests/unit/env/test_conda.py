@@ -148,6 +148,19 @@ def test_a_dot_conda_zip_holding_a_document_twice_or_broken_is_refused(tmp_path,
     assert (len(problems) == 1 and words in problems[0]) if words else problems == [], problems
 
 
+def test_a_dot_conda_zip_that_zipfile_cannot_open_is_refused_not_a_crash(tmp_path):
+    """An encrypted member: zipfile raises RuntimeError (which no check caught) where a reader wants a password."""
+    out = tmp_path / "x-1-0.conda"
+    with zipfile.ZipFile(out, "w") as zf:
+        zf.writestr("info-x.tar.zst", _zst(INFO_TAR))
+    data = bytearray(out.read_bytes())  # zipfile writes no encrypted member: set the flag in both its headers
+    for at in (data.index(b"PK\x03\x04") + 6, data.index(b"PK\x01\x02") + 8):
+        data[at] |= 0x1
+    out.write_bytes(bytes(data))
+    problems = archive_problems(out)
+    assert len(problems) == 1 and "cannot be read" in problems[0] and "encrypted" in problems[0], problems
+
+
 def test_channel_urls_and_match_specs(tmp_path):
     (tmp_path / "chan").mkdir()
     assert channel_url("./chan", tmp_path) == (tmp_path / "chan").as_uri()
