@@ -326,21 +326,14 @@ def _start(
 
 #: what a process that ran out of disk space says (``OSError: [Errno 28] No space left on device``)
 _NO_SPACE = ("No space left on device", "[Errno 28]", "Disk quota exceeded")
-#: REPRO_HOME with less free space than this is full: what failed there failed for want of space
-FULL_BELOW = 1 << 20
 
 
 def check_space(settings: Settings, what: str, output: str = "") -> None:
     """Raise an InfraError naming the file system when ``what`` (a run or a process that failed) failed
-    for want of disk space: its ``output`` says so, or REPRO_HOME (where environments, code, temporary
-    files and the client cache live) is full. A full disk is never reported as a failed step."""
-    said = any(marker in output for marker in _NO_SPACE)
-    try:
-        st = os.statvfs(settings.home.root)
-        full = st.f_bavail * st.f_frsize < FULL_BELOW
-    except OSError:
-        full = False
-    if said or full:
+    for want of disk space: only when its ``output`` (or its failed tasks' logs) says so (ENOSPC), never
+    from free space alone (root writes into a file system's reserved blocks: a step that fails on a
+    nearly full disk is a failed step). A full disk is never reported as a failed step."""
+    if any(marker in output for marker in _NO_SPACE):
         raise InfraError(
             f"{what}: no space left on device; {space_note(settings.home.root)} (REPRO_HOME: {settings.home.root}). "
             "Free some space there and run again; `repro recover` then records a run that finished."
@@ -410,7 +403,7 @@ def _record(
     outcome.record = record
     outcome.findings += task_findings(found, flow.decl.steps, record.status is RunStatus.SUCCESS)
     if record.status is not RunStatus.SUCCESS:  # a failed run is not pushed
-        check_space(settings, f"run {record.ref} failed")
+        check_space(settings, f"run {record.ref} failed", _failed_logs(found) + outcome.output)
         if marker is not None:
             pending.remove(marker)
         return
@@ -434,6 +427,11 @@ def _record(
         log(f"{flow.name}: comparing with {baseline.ref}")
         outcome.comparison = compare_runs(baseline, record, store, settings)
         outcome.findings += outcome.comparison.findings()
+
+
+def _failed_logs(found: RunInspection) -> str:
+    """What the failed tasks wrote to stderr (the evidence of a full disk, if any)."""
+    return "\n".join(t.stderr for tasks in found.steps.values() for t in tasks if not t.successful)
 
 
 def _push(
