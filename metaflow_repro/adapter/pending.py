@@ -64,10 +64,12 @@ class PendingRun:
     def to_json(self) -> str:
         return json.dumps({"format": FORMAT, **asdict(self)}, indent=1, sort_keys=True)
 
-    def alive(self) -> bool:
-        """Whether the repro that wrote it still runs (then the run is in progress, not lost)."""
+    def alive(self, written: float | None = None) -> bool:
+        """Whether the repro that wrote it still runs (then the run is in progress, not lost).
+        ``written``: the marker's mtime; a repro on another machine or in another container is taken
+        as running until its marker is older than ``scratch.FOREIGN_MAX_AGE``."""
         owner = Owner.parse(self.owner)
-        return owner is not None and owner.alive()
+        return owner is not None and owner.alive(written)
 
 
 def locating_env(extra: Mapping[str, str]) -> dict[str, str]:
@@ -187,6 +189,14 @@ def pending(home: Home) -> list[Path]:
     return [path for _, _, path in sorted(found)]
 
 
+def written(marker: Path) -> float | None:
+    """When ``marker`` was last written (None: it is gone)."""
+    try:
+        return marker.stat().st_mtime
+    except OSError:
+        return None
+
+
 def markers_of(home: Home, flow: str, run_id: str) -> list[Path]:
     """The markers of run ``flow/run_id`` (found by what they say, not by name)."""
     folder = home.pending / v.name(flow, v.At("pending run", "flow"))
@@ -212,6 +222,6 @@ def waiting(home: Home) -> dict[str, int]:
         except (OSError, v.Invalid):
             counts[FINISHED] += 1
             continue
-        if not run.alive():
+        if not run.alive(written(path)):
             counts[run.state] += 1
     return counts

@@ -509,8 +509,8 @@ def recover(settings: Settings, store_uri: str | None = None, log: Log = _quiet)
         outcome = Outcome(path=str(path))
         try:
             run = pending.parse(path.read_text(), str(path))
-            if run.alive():
-                continue  # a run in progress
+            if run.alive(pending.written(path)):
+                continue  # a run in progress (here, or of a repro on another machine or container)
             outcome.path = run.path
             _recover_one(path, run, settings, store_uri, outcome, log)
         except ReproError as exc:

@@ -45,7 +45,7 @@ def test_runs_leave_no_temporary_file_outside_repro_home(tmp_path, repro_home):
     killed.start()
     killed.until("STEP-RUNNING")
     assert killed.proc is not None
-    owner = home.tmp / str(scratch.Owner(killed.proc.pid, scratch._start_time(killed.proc.pid)))
+    owner = home.tmp / str(scratch.Owner(killed.proc.pid, scratch._start_time(killed.proc.pid), *scratch._where()))
     assert list(owner.glob("repro-run-*")), "Metaflow's run files are not under REPRO_HOME/tmp"
     killed.kill()
     assert owner.is_dir() and not list(system_tmp.iterdir())
