@@ -359,6 +359,7 @@ def _mark_pending(
 ) -> Path:
     """The pending marker of a run about to start (``adapter/pending``): what ``repro recover`` needs to
     record it if this repro is stopped before the run is recorded and pushed."""
+    ran_in = Path(options.cwd or os.getcwd()).resolve()  # where Metaflow runs: its .metaflow is found from there
     return pending.start(
         settings.home,
         pending.PendingRun(
@@ -369,9 +370,10 @@ def _mark_pending(
             lock_sha256=runs.lock_sha256(flow.lock_file),
             store=store.uri if store is not None else "",
             metaflow_args=tuple(options.metaflow_args),
-            env=pending.locating_env(env),
+            env=pending.locating_env(env, ran_in),
             identity=options.identity,
             cwd=os.getcwd(),
+            ran_in=str(ran_in),
             move_latest=options.move_latest,
         ),
     )
@@ -380,7 +382,7 @@ def _mark_pending(
 def _marker_finished(marker: Path, run_id: str, elapsed: float, lock_file: Path) -> None:
     """The run finished: its id and duration, and the lock as Metaflow's process left it (it re-locks a
     stale lock it finds)."""
-    run = pending.parse(marker.read_text(), str(marker))
+    run = pending.locate(pending.parse(marker.read_text(), str(marker)))  # the .metaflow Metaflow made
     done = replace(run, state=pending.FINISHED, run_id=run_id, elapsed=round(elapsed, 3))
     pending.update(marker, replace(done, lock_sha256=runs.lock_sha256(lock_file)) if lock_file.is_file() else done)
 
@@ -536,6 +538,7 @@ def _recover_one(
             pending.remove(path)
             outcome.note = f"{run.flow}: a run of {run.path} that never started (repro was stopped first): dropped"
             return
+    run = pending.locate(run)  # its datastore as Metaflow found it, whatever folder recover runs in
     flow, mine = _flow_as_run(path, run, outcome)
     store = open_store(store_uri or run.store or mine.store)
     options = RunOptions(

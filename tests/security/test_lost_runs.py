@@ -135,3 +135,28 @@ def test_a_push_killed_half_way_is_named_by_the_next_run_and_pushed_by_recover(t
     assert (record_file.parents[1] / "latest").read_text().strip() == run_id
     assert cli("store", "verify", "--store", run.store.as_uri()).code == 0
     assert "no pending runs" in run.recover().out
+
+
+def _no_datastore_above(folder: Path) -> None:
+    """Metaflow makes its local datastore in ``folder`` (none above it would be taken instead)."""
+    assert not [p for p in (folder, *folder.parents) if (p / ".metaflow").is_dir()], "a .metaflow above the test"
+
+
+def test_a_run_in_a_fresh_folder_is_recovered_from_another_folder(tmp_path, repro_home):
+    """No METAFLOW_DATASTORE_SYSROOT_LOCAL: the marker is written before Metaflow makes `.metaflow` in the
+    folder it runs in, and `repro recover`, started from elsewhere, still reads the run back from there."""
+    run = Run(tmp_path)
+    del run.env["METAFLOW_DATASTORE_SYSROOT_LOCAL"]
+    _no_datastore_above(run.proj)
+    run.start()
+    run_id = run.until(r"run (\S+) ended in .* \(exit code 0\)").group(1)
+    run.kill()
+    assert (run.proj / ".metaflow" / "LostFlow" / run_id).is_dir(), run.text  # Metaflow's datastore, there
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    r = cli("recover", env=run.env, cwd=elsewhere)
+    assert r.code == 0 and f"recovered LostFlow/{run_id}" in r.out, r.text
+    (record_file,) = run.records()
+    _assert_complete(record_file)
+    assert not _pending(Home(repro_home)) and not (elsewhere / ".metaflow").exists()
+

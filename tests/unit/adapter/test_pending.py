@@ -82,3 +82,22 @@ def test_a_marker_of_a_repro_on_another_machine_or_container_waits_until_it_is_a
     assert pending.waiting(home)[pending.FINISHED] == 1
     (found,) = recover(Settings(home=home, store=""))
     assert "/p/f.py" in found.error  # recover takes it (and says its flow file is gone)
+
+
+def test_a_marker_finds_metaflows_local_datastore_from_the_folder_metaflow_ran_in(tmp_path):
+    """Metaflow makes `.metaflow` in the folder it runs in (or takes the nearest above): found from there,
+    not from the folder `repro recover` is started in; a datastore the run's environment names is kept."""
+    ran_in = tmp_path / "proj" / "sub"
+    ran_in.mkdir(parents=True)
+    run = replace(RUN, ran_in=str(ran_in), cwd="/elsewhere")
+    assert pending.SYSROOT_LOCAL not in pending.locate(run).env  # before the run: no .metaflow yet
+    (tmp_path / "proj" / ".metaflow").mkdir()
+    assert pending.locate(run).env[pending.SYSROOT_LOCAL] == str(tmp_path / "proj")
+    (ran_in / ".metaflow").mkdir()
+    assert pending.locate(run).env[pending.SYSROOT_LOCAL] == str(ran_in)
+    named = replace(run, env={pending.SYSROOT_LOCAL: "/data"})
+    assert pending.locate(named).env == {pending.SYSROOT_LOCAL: "/data"}
+    older = replace(RUN, cwd=str(ran_in))  # a marker without ran_in: Metaflow ran where repro did
+    assert pending.locate(older).env[pending.SYSROOT_LOCAL] == str(ran_in)
+    path = pending.save(Home(tmp_path / "home"), replace(run, run_id="3"))
+    assert pending.parse(path.read_text(), str(path)).ran_in == str(ran_in)
