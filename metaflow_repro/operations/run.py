@@ -253,14 +253,26 @@ def _run(path: Path, decl: FlowDeclarations, options: RunOptions, outcome: Outco
     marker = _mark_pending(flow, options, env, settings, before.store) if options.push else None
     try:
         run_id, elapsed = _start(flow, options, env, outcome, log, marker)
-    except BaseException:  # no run, or one stopped with repro: nothing to record
+    except BaseException:  # no run: nothing to record (a run Metaflow started keeps its marker: recover)
         if marker is not None:
-            pending.remove(marker)
+            _drop_unstarted(marker)
         raise
     flow.lock = flow_lock(flow.path, flow.name)  # Metaflow's process re-locks a lock it finds stale
     outcome.lock = flow.lock
     done = _Finished(flow, run_id, elapsed, env, options, settings, before.store)
     _record(done, before.baseline, outcome, log, marker)
+
+
+def _drop_unstarted(marker: Path) -> None:
+    """Remove the marker of a run Metaflow never started. One whose run id Metaflow wrote stays, even if
+    ``_start`` failed after it (its update to finished hit a full disk, Ctrl-C just after Metaflow exited):
+    ``repro recover`` records the run if it finished and drops it if not."""
+    try:
+        started = pending.started_run_id(marker)
+    except ReproError:  # an unreadable run id: recover says what is wrong with it
+        return
+    if not started:
+        pending.remove(marker)
 
 
 def _before_run(flow: Flow, options: RunOptions, settings: Settings, outcome: Outcome, log: Log) -> _Before:
