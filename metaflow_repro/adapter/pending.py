@@ -13,7 +13,10 @@ It is removed once the run is pushed (or when the run failed: a failed run is no
 saved only whole (pickle checks, interpreter snapshots): a repro stopped before that saves none, and
 ``repro recover`` (``operations.run.recover``) makes it from the marker. A marker whose owner (the
 ``repro`` process that wrote it, ``scratch.Owner``) is alive belongs to a run in progress and is left
-alone.
+alone; so is one whose owner runs on another machine or in another container (a shared REPRO_HOME),
+until it is a week old (``scratch.FOREIGN_MAX_AGE``). A marker names the folder Metaflow ran in
+(``ran_in``): without ``METAFLOW_DATASTORE_SYSROOT_LOCAL``, the run's datastore is the nearest
+``.metaflow`` above it (``locate``), which Metaflow may only make once the marker is written.
 """
 
 from __future__ import annotations
