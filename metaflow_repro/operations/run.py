@@ -259,14 +259,26 @@ def _run(path: Path, decl: FlowDeclarations, options: RunOptions, outcome: Outco
     marker = _mark_pending(flow, options, env, settings, before.store) if options.push else None
     try:
         run_id, elapsed = _start(flow, options, env, outcome, log, marker)
-    except BaseException:  # no run, or one stopped with repro: nothing to record
+    except BaseException:  # no run: nothing to record (a run Metaflow started keeps its marker: recover)
         if marker is not None:
-            pending.remove(marker)
+            _drop_unstarted(marker)
         raise
     flow.lock = flow_lock(flow.path, flow.name)  # Metaflow's process re-locks a lock it finds stale
     outcome.lock = flow.lock
     done = _Finished(flow, run_id, elapsed, env, options, settings, before.store)
     _record(done, before.baseline, outcome, log, marker)
+
+
+def _drop_unstarted(marker: Path) -> None:
+    """Remove the marker of a run Metaflow never started. One whose run id Metaflow wrote stays, even if
+    ``_start`` failed after it (its update to finished hit a full disk, Ctrl-C just after Metaflow exited):
+    ``repro recover`` records the run if it finished and drops it if not."""
+    try:
+        started = pending.started_run_id(marker)
+    except ReproError:  # an unreadable run id: recover says what is wrong with it
+        return
+    if not started:
+        pending.remove(marker)
 
 
 def _before_run(flow: Flow, options: RunOptions, settings: Settings, outcome: Outcome, log: Log) -> _Before:
@@ -332,21 +344,14 @@ def _start(
 
 #: what a process that ran out of disk space says (``OSError: [Errno 28] No space left on device``)
 _NO_SPACE = ("No space left on device", "[Errno 28]", "Disk quota exceeded")
-#: REPRO_HOME with less free space than this is full: what failed there failed for want of space
-FULL_BELOW = 1 << 20
 
 
 def check_space(settings: Settings, what: str, output: str = "") -> None:
     """Raise an InfraError naming the file system when ``what`` (a run or a process that failed) failed
-    for want of disk space: its ``output`` says so, or REPRO_HOME (where environments, code, temporary
-    files and the client cache live) is full. A full disk is never reported as a failed step."""
-    said = any(marker in output for marker in _NO_SPACE)
-    try:
-        st = os.statvfs(settings.home.root)
-        full = st.f_bavail * st.f_frsize < FULL_BELOW
-    except OSError:
-        full = False
-    if said or full:
+    for want of disk space: only when its ``output`` (or its failed tasks' logs) says so (ENOSPC), never
+    from free space alone (root writes into a file system's reserved blocks: a step that fails on a
+    nearly full disk is a failed step). A full disk is never reported as a failed step."""
+    if any(marker in output for marker in _NO_SPACE):
         raise InfraError(
             f"{what}: no space left on device; {space_note(settings.home.root)} (REPRO_HOME: {settings.home.root}). "
             "Free some space there and run again; `repro recover` then records a run that finished."
@@ -372,6 +377,7 @@ def _mark_pending(
 ) -> Path:
     """The pending marker of a run about to start (``adapter/pending``): what ``repro recover`` needs to
     record it if this repro is stopped before the run is recorded and pushed."""
+    ran_in = Path(options.cwd or os.getcwd()).resolve()  # where Metaflow runs: its .metaflow is found from there
     return pending.start(
         settings.home,
         pending.PendingRun(
@@ -382,9 +388,10 @@ def _mark_pending(
             lock_sha256=runs.lock_sha256(flow.lock_file),
             store=store.uri if store is not None else "",
             metaflow_args=tuple(options.metaflow_args),
-            env=pending.locating_env(env),
+            env=pending.locating_env(env, ran_in),
             identity=options.identity,
             cwd=os.getcwd(),
+            ran_in=str(ran_in),
             move_latest=options.move_latest,
         ),
     )
@@ -393,7 +400,7 @@ def _mark_pending(
 def _marker_finished(marker: Path, run_id: str, elapsed: float, lock_file: Path) -> None:
     """The run finished: its id and duration, and the lock as Metaflow's process left it (it re-locks a
     stale lock it finds)."""
-    run = pending.parse(marker.read_text(), str(marker))
+    run = pending.locate(pending.parse(marker.read_text(), str(marker)))  # the .metaflow Metaflow made
     done = replace(run, state=pending.FINISHED, run_id=run_id, elapsed=round(elapsed, 3))
     pending.update(marker, replace(done, lock_sha256=runs.lock_sha256(lock_file)) if lock_file.is_file() else done)
 
@@ -416,7 +423,7 @@ def _record(
     outcome.record = record
     outcome.findings += task_findings(found, flow.decl.steps, record.status is RunStatus.SUCCESS)
     if record.status is not RunStatus.SUCCESS:  # a failed run is not pushed
-        check_space(settings, f"run {record.ref} failed")
+        check_space(settings, f"run {record.ref} failed", _failed_logs(found) + outcome.output)
         if marker is not None:
             pending.remove(marker)
         return
@@ -440,6 +447,11 @@ def _record(
         log(f"{flow.name}: comparing with {baseline.ref}")
         outcome.comparison = compare_runs(baseline, record, store, settings)
         outcome.findings += outcome.comparison.findings()
+
+
+def _failed_logs(found: RunInspection) -> str:
+    """What the failed tasks wrote to stderr (the evidence of a full disk, if any)."""
+    return "\n".join(t.stderr for tasks in found.steps.values() for t in tasks if not t.successful)
 
 
 def _push(
@@ -517,8 +529,8 @@ def recover(settings: Settings, store_uri: str | None = None, log: Log = _quiet)
         outcome = Outcome(path=str(path))
         try:
             run = pending.parse(path.read_text(), str(path))
-            if run.alive():
-                continue  # a run in progress
+            if run.alive(pending.written(path)):
+                continue  # a run in progress (here, or of a repro on another machine or container)
             outcome.path = run.path
             _recover_one(path, run, settings, store_uri, outcome, log)
         except ReproError as exc:
@@ -544,6 +556,7 @@ def _recover_one(
             pending.remove(path)
             outcome.note = f"{run.flow}: a run of {run.path} that never started (repro was stopped first): dropped"
             return
+    run = pending.locate(run)  # its datastore as Metaflow found it, whatever folder recover runs in
     flow, mine = _flow_as_run(path, run, outcome)
     store = open_store(store_uri or run.store or mine.store)
     options = RunOptions(
