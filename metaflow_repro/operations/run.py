@@ -476,7 +476,9 @@ def _read_back(done: _Finished) -> tuple[RunRecord, RunInspection]:
             flow.name,
             run_id,
             flow.decl.parameters,
-            env=env,
+            # the local metadata Metaflow wrote where it ran (a replay runs it in its own folder; on Batch the
+            # datastore is S3 but the metadata is still local): found from that folder, not from this one
+            env=pending.with_sysroot(env, options.cwd or os.getcwd()),
             info=flow.decl.parameter_info,
             inputs_dir=settings.home.inputs / "sha256",
             lineage_dir=settings.home.inputs / "sha1",
