@@ -118,7 +118,7 @@ def no_run(tmp_path):
 
 
 ROWS = {
-    "parameter value with a NUL byte": Row(nul_parameter, ("--alpha", "NUL byte", "BadInputFlow/")),
+    "parameter value with a NUL byte": Row(nul_parameter, ("parameter 'alpha'", "NUL character", "BadInputFlow/")),
     "pyproject.toml with binary bytes": Row(binary_pyproject, ("pyproject.toml", "not UTF-8 text")),
     "REPRO_PLATFORMS=nonsense": Row(
         setting("REPRO_PLATFORMS", lambda t: "nonsense"), ("REPRO_PLATFORMS='nonsense'", "unknown platform"), no_lock
