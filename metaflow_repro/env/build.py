@@ -22,7 +22,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from metaflow_extensions.repro.plugins import probe, protocol
+from metaflow_extensions.repro.plugins import bytecode, probe, protocol
 from metaflow_repro.env import fingerprint, manifest, sdist
 from metaflow_repro.env.cache import PackageCache
 from metaflow_repro.env.pythons import Interpreter
@@ -217,6 +217,7 @@ class Environments:
                 f"{where}: uv venv failed for Python {interpreter.version} ({interpreter.path}):\n{proc.stderr.strip()}"
             )
         self._pip_install(lock, list(lock.packages), path, files, where, fresh)
+        compile_site_packages(path)
         fp = fingerprint.of_env(path, interpreter.facts, fresh=True)
         return self._finish(lock, path, interpreter.path, fp, where)
 
@@ -255,6 +256,7 @@ class Environments:
         pip = [p for p in lock.packages if not p.is_conda]
         if pip:  # the pixi model: PyPI packages on top of the conda env, after it, with no dependencies
             self._pip_install(lock, pip, path, files, where, fresh)
+        compile_site_packages(path)
         facts = self._conda_python_facts(lock, python)
         fp = fingerprint.of_env(path, facts, fresh=True, conda=True)
         return self._finish(lock, path, str(python), fp, where)
@@ -330,6 +332,18 @@ class Environments:
     def remove(self, env_id: str) -> None:
         shutil.rmtree(self.path(env_id), ignore_errors=True)
         self.manifest_path(env_id).unlink(missing_ok=True)
+
+
+def compile_site_packages(path: Path) -> None:
+    """Compile the env's site-packages with its own interpreter (``plugins/bytecode.py``: each .pyc written
+    whole, or the build fails), before its manifest lists them: tasks never write bytecode
+    (PYTHONDONTWRITEBYTECODE=1) and read these. Removes ``path`` and raises OSError (ENOSPC...) on failure."""
+    sites = [str(p) for p in sorted(path.glob("lib/python3*/site-packages"))]
+    try:
+        bytecode.compile_with(str(env_python(path)), sites)
+    except OSError:
+        shutil.rmtree(path, ignore_errors=True)
+        raise
 
 
 def install_args(python: Path, requirements: Path) -> list[str]:

@@ -1,8 +1,8 @@
 """What a built environment held when it was built, file by file, and whether it still does.
 
 The manifest (``envs/<env>.files.json``, beside the env's folder, so the folder holds only what the
-installer made and its marker) lists every file and link under the env's folder (bytecode folders and
-repro's marker aside): a file with its sha256 and the stamp it had then (size, modification time,
+installer made and its marker) lists every file and link under the env's folder (repro's marker aside),
+the bytecode the build compiled included (tasks read it and never write any: a damaged .pyc is a damaged env): a file with its sha256 and the stamp it had then (size, modification time,
 inode), a link with its target, and one digest over every entry's path and stamp. ``check`` walks the
 folder again and stats every entry: when the digest of those stamps is the recorded one, nothing else
 is read (the fast path: no file, not even the list); else each file whose stamp changed is re-hashed, so
@@ -12,7 +12,7 @@ content. A file added (a ``.pth``, a ``sitecustomize.py``), gone, changed or tur
 At the build, a file uv installed takes the sha256 its distribution's RECORD gives, and a file a conda
 package linked the one its ``conda-meta`` record gives (right after an install from hash-checked
 package files they are the same, as the fingerprint takes RECORD's sizes; tests/security/test_env_reuse.py
-re-hashes a real env against them); every other file is hashed. A 6392-file pandas env: 65 ms, not 0.3-1 s.
+re-hashes a real env against them); every other file (the compiled bytecode: RECORD does not list it) is hashed. A 6392-file pandas env: 65 ms, not 0.3-1 s.
 
 The same idea as the Batch instance cache's ``check_tree`` (``batch_bootstrap``), on the host, where
 the stamps make reuse cheap. What it cannot see: bytes changed with the size, modification time and
@@ -37,8 +37,9 @@ FORMAT = 1
 FILE, LINK = "f", "l"
 #: what builds write in a distribution's INSTALLER (``record_hashes`` trusts only their RECORD files)
 INSTALLER = "uv"
-#: folders never listed nor walked: bytecode an interpreter writes when it imports (not the installer's)
-SKIPPED_FOLDERS = ("__pycache__",)
+#: folders never listed nor walked: none. ``__pycache__`` is listed: the build compiles it (``build.compile_site_packages``)
+#: and tasks run with PYTHONDONTWRITEBYTECODE=1, so a .pyc changed, added or gone is damage (the env is rebuilt)
+SKIPPED_FOLDERS: tuple[str, ...] = ()
 
 
 @dataclass
