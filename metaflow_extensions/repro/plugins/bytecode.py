@@ -51,11 +51,13 @@ def write_whole(target, data, opener=open):
         if os.stat(tmp).st_size != len(data):
             raise OSError(errno.ENOSPC, "written file has the wrong size: %s" % os.strerror(errno.ENOSPC), tmp)
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(exc, OSError) and not exc.filename:  # a failed write() names no file: say which
+            raise OSError(exc.errno, exc.strerror, target) from None
         raise
 
 
