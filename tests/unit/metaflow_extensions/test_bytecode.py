@@ -49,11 +49,10 @@ def test_a_compiled_tree_is_read_by_importlib_and_no_pyc_is_rewritten(tmp_path):
     assert sorted(p.name for p in (pkg / "__pycache__").iterdir()) == [f"__init__.{tag}.pyc"]
     assert bytecode.compile_tree(str(tmp_path)) == 0  # kept, not rewritten
     proc = subprocess.run(
-        [sys.executable, "-I", "-v", "-c", "import sys; sys.path.insert(0, '.'); import pkg; print(pkg.VALUE)"],
+        [sys.executable, "-I", "-B", "-v", "-c", "import sys; sys.path.insert(0, '.'); import pkg; print(pkg.VALUE)"],
         capture_output=True,
         text=True,
         cwd=tmp_path,
-        env={"PYTHONDONTWRITEBYTECODE": "1"},
     )
     assert proc.stdout.strip() == "42", proc.stderr[-2000:]
     assert f"matches {pkg / '__init__.py'}" in proc.stderr  # the .pyc was used, not the source compiled
@@ -66,3 +65,17 @@ def test_a_failed_compile_with_another_interpreter_is_its_oserror(tmp_path):
     with pytest.raises(OSError) as caught:
         bytecode.compile_with(sys.executable, [str(tmp_path)])
     assert caught.value.errno in (errno.EEXIST, errno.ENOTDIR) and "__pycache__" in str(caught.value)
+
+
+@pytest.mark.parametrize("minor", ["3.7", "3.13"])
+def test_another_interpreter_compiles_its_own_bytecode_that_it_reads(tmp_path, minor):
+    from tests.helpers import require_python
+
+    exe = require_python(minor)
+    (tmp_path / "mod.py").write_text("VALUE = 7\n")
+    bytecode.compile_with(str(exe), [str(tmp_path)])
+    [pyc] = (tmp_path / "__pycache__").iterdir()
+    assert pyc.name == f"mod.cpython-{minor.replace('.', '')}.pyc"
+    code = f"import sys; sys.path.insert(0, {str(tmp_path)!r}); import mod; print(mod.VALUE)"
+    proc = subprocess.run([str(exe), "-I", "-B", "-v", "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.stdout.strip() == "7" and f"matches {tmp_path / 'mod.py'}" in proc.stderr, proc.stderr[-2000:]
