@@ -23,6 +23,8 @@ import sys
 
 #: exit status of the script when a write failed
 EXIT_WRITE_FAILED = 3
+#: at most this many compile processes at once
+MAX_SHARDS = 8
 
 
 def pyc_data(source, path):
@@ -74,20 +76,25 @@ def compile_file(path):
         data = pyc_data(source, path)
     except (SyntaxError, ValueError):
         return False  # fails at import as it would have
-    if not os.path.isdir(folder):
+    try:
         os.mkdir(folder)
+    except FileExistsError:  # there already, or made meanwhile by another shard
+        pass
     write_whole(target, data)
     return True
 
 
-def compile_tree(root):
-    """Compile every ``.py`` file under ``root`` (links not followed); how many ``.pyc`` were written."""
-    count = 0
+def compile_tree(root, shard=0, shards=1):
+    """Compile every ``.py`` file under ``root`` (links not followed), or the ``shard``-th of ``shards``
+    interleaved parts of them; how many ``.pyc`` were written."""
+    count = index = 0
     for folder, dirs, files in os.walk(root):
-        dirs[:] = [d for d in dirs if d != "__pycache__"]
-        for name in files:
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        for name in sorted(files):
             if name.endswith(".py") and "." not in name[:-3]:  # importable module names only
-                count += compile_file(os.path.join(folder, name))
+                if index % shards == shard:
+                    count += compile_file(os.path.join(folder, name))
+                index += 1
     return count
 
 
@@ -96,22 +103,38 @@ def compile_with(python, roots):
     interpreter's bytecode is its own to write); raises the OSError it reported (ENOSPC names its file)."""
     if not roots:
         return
-    proc = subprocess.run([python, "-I", os.path.abspath(__file__)] + list(roots), capture_output=True, check=False)
-    if proc.returncode == 0:
-        return
-    said = proc.stderr.decode("utf-8", "replace").strip()
+    shards = max(1, min(os.cpu_count() or 1, MAX_SHARDS))  # one process per core: compiling is CPU-bound
+    procs = [
+        subprocess.Popen(
+            [python, "-I", os.path.abspath(__file__), "--shard", "%d/%d" % (i, shards)] + list(roots),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for i in range(shards)
+    ]
+    results = [(proc.communicate()[1], proc.returncode) for proc in procs]
+    for stderr, code in results:
+        if code != 0:
+            _raise_reported(python, stderr, code)
+
+
+def _raise_reported(python, stderr, code):
+    """The OSError a compile process reported (``errno<TAB>file<TAB>message``), or EIO with its output."""
+    said = stderr.decode("utf-8", "replace").strip()
     parts = said.rsplit("\n", 1)[-1].split("\t")
-    if proc.returncode == EXIT_WRITE_FAILED and len(parts) == 3 and parts[0].isdigit() and int(parts[0]):
+    if code == EXIT_WRITE_FAILED and len(parts) == 3 and parts[0].isdigit() and int(parts[0]):
         raise OSError(int(parts[0]), parts[2], parts[1] or None)
-    raise OSError(
-        errno.EIO, "compiling bytecode with %s failed (exit %d): %s" % (python, proc.returncode, said[-2000:])
-    )
+    raise OSError(errno.EIO, "compiling bytecode with %s failed (exit %d): %s" % (python, code, said[-2000:]))
 
 
-def main(roots):
+def main(args):
+    shard, shards = 0, 1
+    if args[:1] == ["--shard"]:
+        shard, shards = (int(n) for n in args[1].split("/"))
+        args = args[2:]
     try:
-        for root in roots:
-            compile_tree(root)
+        for root in args:
+            compile_tree(root, shard, shards)
     except OSError as exc:
         sys.stderr.write("%s\t%s\t%s\n" % (exc.errno or 0, exc.filename or "", exc.strerror or exc))
         return EXIT_WRITE_FAILED
