@@ -214,11 +214,18 @@ def check(root: Path, path: Path, env_id: str, skipped: tuple[str, ...] = (), fu
         return Check([f"{exc.filename or root} cannot be read ({exc.strerror or exc})"])
 
 
+def _python_wrote(rel: str) -> bool:
+    """A ``.pyc`` in a ``__pycache__`` the build did not list: CPython's own cache of a source repro did not
+    compile (a conda env's standard library, read by a probe), not a change to the env. Those the build
+    compiled are listed, and checked like any file."""
+    return rel.endswith(".pyc") and "__pycache__" in rel.split(os.sep)[:-1]
+
+
 def compare(found: dict[str, tuple[str, os.stat_result]], manifest: dict, full: bool = False) -> Check:
     """``check``'s slow path: each entry ``scan`` found against the manifest's, file by file (every file
     re-hashed with ``full``)."""
     listed = manifest["files"]
-    problems = [f"{rel} was added" for rel in sorted(set(found) - set(listed))]
+    problems = [f"{rel} was added" for rel in sorted(set(found) - set(listed)) if not _python_wrote(rel)]
     problems += [f"{rel} is gone" for rel in sorted(set(listed) - set(found))]
     stamps = {}
     for rel in sorted(set(found) & set(listed)):

@@ -103,11 +103,19 @@ def test_the_skipped_names_are_not_listed_but_bytecode_is(tmp_path):
     path = take(root)
     (root / ".marker").write_text('{"changed": 1}')
     assert check(root, path).problems == []
-    # tasks never write bytecode: a .pyc that was not there at the build is damage, as any other file
+    # a .pyc CPython wrote later for a source the build did not compile (a conda env's standard library,
+    # read by a probe) is its cache, not a change; one the build listed is checked as any other file
     (site / "__pycache__").mkdir()
     (site / "__pycache__" / "six.cpython-311.pyc").write_bytes(b"\0")
-    rel = os.path.relpath(site / "__pycache__" / "six.cpython-311.pyc", root)
+    assert check(root, path).problems == []
+    (site / "sixer.py").write_text("x = 1\n")  # a source added beside it is a change
+    rel = os.path.relpath(site / "sixer.py", root)
     assert check(root, path).problems == [f"{rel} was added"]
+    (site / "sixer.py").unlink()
+    listed = take(root)  # now the .pyc is listed: bytes changed in it are damage
+    (site / "__pycache__" / "six.cpython-311.pyc").write_bytes(b"\1")
+    pyc = os.path.relpath(site / "__pycache__" / "six.cpython-311.pyc", root)
+    assert any(p.startswith(pyc) for p in manifest.check(root, listed, ENV, (".marker",), full=True).problems)
 
 
 def test_a_manifest_is_read_only_for_its_env_and_format(tmp_path):
