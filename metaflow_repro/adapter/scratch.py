@@ -144,7 +144,12 @@ def enter(home: Home) -> Path:
     (and its children's, through ``TMPDIR``), with Metaflow's client cache inside it. Idempotent."""
     clean(home)
     mine = home.tmp / str(me())
-    mine.mkdir(parents=True, exist_ok=True)
+    for _ in range(3):  # another command's leave() may remove an empty tmp/ between its mkdir and ours
+        try:
+            mine.mkdir(parents=True, exist_ok=True)
+            break
+        except FileNotFoundError:
+            continue
     os.environ["TMPDIR"] = str(mine)
     os.environ.setdefault(CLIENT_CACHE_VAR, str(mine / "metaflow_client"))
     tempfile.tempdir = str(mine)
@@ -168,5 +173,10 @@ CHILD_VARS = ("TMPDIR", CLIENT_CACHE_VAR)
 
 
 def leave(mine: Path) -> None:
-    """Remove this process's temporary folder (a command that ended normally)."""
+    """Remove this process's temporary folder (a command that ended normally), and ``REPRO_HOME/tmp``
+    itself when no other process has a folder there: a command that wrote nothing leaves nothing."""
     shutil.rmtree(mine, ignore_errors=True)
+    try:
+        mine.parent.rmdir()  # only when empty; another process's folder keeps it
+    except OSError:
+        pass
