@@ -559,7 +559,7 @@ def _record_replay(replayed: RunRecord, store: Store, settings: Settings, log: L
     """Where the replay's record was saved here, and its key in the store ("": it could not be written)."""
     saved = str(save_local(replayed, settings))
     try:
-        return saved, push_replay_record(replayed, store)
+        return saved, push_replay_record(replayed, store, settings.home.code_package(replayed.code_sha256))
     except ReproError as exc:
         log(f"repro: the replay's record is kept in {saved} but could not be written to {store.uri}: {exc}")
         return saved, ""

@@ -505,10 +505,20 @@ def pull_input_artifacts(record: RunRecord, store: Store, settings: Settings) ->
     return out
 
 
-def push_replay_record(record: RunRecord, store: Store) -> str:
+def push_replay_record(record: RunRecord, store: Store, code_file: Path | None = None) -> str:
     """Write a replay's record (``replay_of`` set). Everything it names is the replayed run's, already in
-    the store; ``latest`` does not move: a replay is never the baseline of its flow."""
+    the store, but for its code package: Metaflow writes the git branch and commit of the folder a run
+    starts in into the package, and a replay starts in a folder of its own, so a run made in a git
+    checkout replays with a code package of its own. That one is uploaded from ``code_file`` (checked
+    against its sha256 first). ``latest`` does not move: a replay is never the baseline of its flow."""
     missing = [key for key in named_objects(record) if store.stat(key) is None]
+    code_key = layout.code(record.code_sha256)
+    if code_key in missing and code_file is not None and code_file.is_file():
+        got = sha256_file(code_file)
+        if got == record.code_sha256:
+            mark(store)
+            upload_one(store, Upload("code", code_key, code_file, got, code_file.stat().st_size))
+            missing.remove(code_key)
     if missing:
         raise InfraError(f"cannot record replay {record.ref} in {store.uri}: missing {', '.join(missing[:3])}")
     mark(store)

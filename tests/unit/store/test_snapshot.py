@@ -6,10 +6,14 @@ package (code_sha256 NO_CODE); its record is still written to the store (issue 1
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 from dataclasses import replace
 
+import pytest
+
+from metaflow_repro.errors import InfraError
 from metaflow_repro.model.record import NO_CODE
 from metaflow_repro.store import LocalStore, layout, open_store
 from metaflow_repro.store.marker import mark
@@ -57,6 +61,30 @@ def test_a_failed_replay_with_no_code_package_is_recorded_in_the_store(tmp_path)
     assert key == layout.record(layout.flow_dir(record.flow, record.identity), "9")
     assert store.get_bytes(key) == record.to_json().encode()
     assert layout.code("c" * 64) in named_objects(make_record())  # a real code package stays named
+
+
+def test_a_replay_with_a_code_package_of_its_own_uploads_it_once_it_matches(tmp_path):
+    """A run made in a git checkout replays with another code package (Metaflow writes the branch and
+    commit into it): the replay's record uploads that one from REPRO_HOME, never a file that does not
+    match its sha256."""
+    code = tmp_path / "code.tar.gz"
+    code.write_bytes(b"the replay's code package")
+    record = replace(
+        make_record(run_id="9"), code_sha256=hashlib.sha256(code.read_bytes()).hexdigest(), replay_of="F/1"
+    )
+    store = open_store((tmp_path / "store").as_uri())
+    for key in named_objects(record):
+        if key != layout.code(record.code_sha256):
+            store.put_bytes(key, b"x")
+    with pytest.raises(InfraError, match="missing code/"):
+        push_replay_record(record, store)  # no file to upload it from
+    damaged = tmp_path / "damaged.tar.gz"
+    damaged.write_bytes(b"something else")
+    with pytest.raises(InfraError, match="missing code/"):
+        push_replay_record(record, store, damaged)
+    assert store.stat(layout.code(record.code_sha256)) is None
+    push_replay_record(record, store, code)
+    assert store.get_bytes(layout.code(record.code_sha256)) == code.read_bytes()
 
 
 def test_gc_deletes_only_keys_of_store_shape(tmp_path):
