@@ -267,6 +267,8 @@ def read(path: Path, into: Path | None = None) -> Contents:
     """Check the bundle at ``path`` member by member (see the module's docstring); with ``into``, each
     verified member is written there (under a name of its own, never its key) for ``Contents.files``."""
     where = str(path)
+    if into is not None:
+        into.mkdir(parents=True, exist_ok=True)
     with open(path, "rb") as raw:
         if raw.read(4) != ZSTD_MAGIC:
             raise BadInput(f"{where}: not a repro bundle (not zstd-compressed); make one with `repro bundle REF`")
@@ -286,6 +288,11 @@ def read(path: Path, into: Path | None = None) -> Contents:
                 path=reading[-1],
             ) from None
         except tarfile.TarError as exc:
+            if len(reading) > 1:  # past the manifest: a member cut short or damaged
+                raise IntegrityError(
+                    f"{where}: member {reading[-1]} is cut short or corrupt ({exc}); the bundle was not used",
+                    path=reading[-1],
+                ) from None
             raise BadInput(
                 f"{where}: not a repro bundle (its tar stream is malformed near {reading[-1]}: {exc})"
             ) from None
