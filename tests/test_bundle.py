@@ -33,10 +33,15 @@ def runs(tmp_path_factory):
         "METAFLOW_DEFAULT_METADATA": "local",
         "REPRO_FROZEN": "1",
     }
+    proj = work / "proj"  # a project of its own: the code package holds the flow and its lock only
+    proj.mkdir()
+    for name in ("linear.py", "linear.repro.lock"):
+        shutil.copy(SCENARIOS / name, proj / name)
+    (proj / "pyproject.toml").write_text('[tool.repro]\nconda-source = "pypi"\n')
     out = {"work": work, "env": env}
     for name in ("first", "second"):
         store = (work / name).as_uri()
-        r = cli("run", SCENARIOS / "linear.py", "--store", store, env=env, cwd=work)
+        r = cli("run", proj / "linear.py", "--store", store, env=env, cwd=proj)
         assert r.code == 0, r.text[-4000:]
         bundle = work / f"{name}.repro"
         b = cli("bundle", "LinearFlow/latest", "--store", store, "-o", bundle, env=env, cwd=work)
@@ -110,3 +115,12 @@ def test_bundles_share_nothing_on_disk_and_dedupe_on_import(runs):
     assert len(list((store / "runs").glob("LinearFlow@*/*/record.json"))) == 2
     verified = cli("store", "verify", "--store", store.as_uri(), env=env, cwd=work)
     assert verified.code == 0, verified.text
+
+
+def test_a_bundle_replays_in_a_container(runs, request, tmp_path):
+    """`--on docker`: the container sees the private store (a folder under REPRO_HOME/tmp/<owner>, whose
+    name holds '@' and '+') and nothing else of the host."""
+    request.getfixturevalue("base_image")  # a Docker daemon and repro's base image (skips without one)
+    r = cli("replay", runs["second"], "--on", "docker", env={**runs["env"], "REPRO_HOME": str(tmp_path / "h")})
+    assert r.code == 0, r.text[-6000:]
+    assert "replaying from bundle" in r.out and "result: identical" in r.out
