@@ -4,13 +4,14 @@ container or on AWS Batch), compare. The work: ``metaflow_repro.operations.repla
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from metaflow_repro.cli.common import STORE_HELP, add_flag, add_ref, add_store, comparison_table, log
+from metaflow_repro.cli.common import REF_HELP, STORE_HELP, add_flag, add_ref, add_store, comparison_table, log
 from metaflow_repro.settings import REPLAY_PLACES, Settings
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    add_ref(p)
+    add_ref(p, help=f"{REF_HELP}, or a bundle file (repro bundle), replayed with no store")
     add_store(p, STORE_HELP)
     p.add_argument(
         "--on",
@@ -32,18 +33,23 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from metaflow_repro.operations.replay import replay
+    from metaflow_repro.store.bundle import is_bundle
 
-    result = replay(
-        args.ref,
-        args.store,
-        settings,
-        on=args.on,
-        log=log,
-        extra_args=tuple(args.metaflow_args),
-        keep=args.keep,
-        image=args.image,
-    )
+    if is_bundle(args.ref):
+        result = _replay_bundle(args, settings)
+    else:
+        from metaflow_repro.operations.replay import replay
+
+        result = replay(
+            args.ref,
+            args.store,
+            settings,
+            on=args.on,
+            log=log,
+            extra_args=tuple(args.metaflow_args),
+            keep=args.keep,
+            image=args.image,
+        )
     if result.replayed is not None:
         print(f"replayed {result.original.ref} as {result.replayed.ref}")
     if result.comparison is not None:
@@ -57,6 +63,25 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         )
     print(f"result: {result.verdict}")
     return result.exit_code
+
+
+def _replay_bundle(args: argparse.Namespace, settings: Settings):
+    """A bundle (``repro bundle``) replays with no store: from its own objects only."""
+    from metaflow_repro.errors import BadInput
+    from metaflow_repro.operations.bundle import replay_bundle
+
+    if args.store:
+        raise BadInput(f"{args.ref} is a bundle: it replays from its own objects, with no store; drop --store")
+    print(f"replaying from bundle {args.ref}")
+    return replay_bundle(
+        Path(args.ref),
+        settings,
+        on=args.on,
+        log=log,
+        extra_args=tuple(args.metaflow_args),
+        keep=args.keep,
+        image=args.image,
+    )
 
 
 def _print_failure(failure) -> None:

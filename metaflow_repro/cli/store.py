@@ -53,6 +53,10 @@ def configure(st: argparse.ArgumentParser) -> None:
     add_store(p)
     add_ref(p)
     p.set_defaults(func=push)
+    p = ssub.add_parser("import", help="load a bundle (repro bundle) into a store; objects already there are skipped")
+    add_store(p)
+    p.add_argument("file", help="the bundle file")
+    p.set_defaults(func=import_)
 
 
 def ls(args: argparse.Namespace, settings: Settings) -> int:
@@ -205,3 +209,9 @@ def push(args: argparse.Namespace, settings: Settings) -> int:
     pushed = push(args.ref, args.store, settings, log=log)
     _say(f"pushed {printable(pushed.record.ref)} to {pushed.store}")
     return EXIT_OK
+
+
+def import_(args: argparse.Namespace, settings: Settings) -> int:
+    from metaflow_repro.cli.bundle import import_
+
+    return import_(args, settings)

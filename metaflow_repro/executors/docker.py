@@ -22,7 +22,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 from metaflow_repro.containers import image as images
 from metaflow_repro.containers import runtime
@@ -185,7 +185,8 @@ def _replay_in_container(
     volumes = {**rt.volumes(), **volumes}
     parsed = urlparse(store.uri)
     if parsed.scheme == "file":  # a folder store: the container sees that folder, nothing else of the host
-        volumes[parsed.path] = {"bind": parsed.path, "mode": "rw"}
+        folder = unquote(parsed.path)  # the URI's path is quoted ('@' is %40): the folder's own name is mounted
+        volumes[folder] = {"bind": folder, "mode": "rw"}
     env = {**container_env(store.uri, settings), "PYTHONPATH": rt.pythonpath, "PATH": rt.path}
     if original.datastore.get("type") == "s3":  # the replay has one too (local.py): Metaflow's settings for it
         env.update({k: os.environ[k] for k in _S3_DATASTORE_ENV if os.environ.get(k)})

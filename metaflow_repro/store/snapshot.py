@@ -384,6 +384,14 @@ def push(
     size and sha256 match (else it is replaced); a lease names every key first, so a concurrent gc
     leaves them alone; and the record lands only after every object it names was listed again."""
     uploads = _local_objects(record, settings, artifact_blobs or {})
+    return push_objects(record, store, uploads, jobs, log, latest)
+
+
+def push_objects(
+    record: RunRecord, store: Store, uploads: list[Upload], jobs: int = 16, log=lambda m: None, latest: bool = True
+) -> PushResult:
+    """``push`` of objects already hashed (``uploads``: this machine's, or a bundle's members): those already
+    in the store with these bytes are skipped, the rest uploaded under a lease, the record last."""
     mark(store)  # the first push makes the store: from now on gc knows it for one
     lease = _lease(store, record, [u.key for u in uploads])
     wait_for_sweeps(store, {u.key for u in uploads}, record.ref)
