@@ -31,6 +31,8 @@ DEFAULT_HOME = "~/.cache/repro"
 DEFAULT_ARTIFACT_MAX_BYTES = 16 << 20
 #: the most an archive repro extracts may hold (as the Batch bootstrap's cap: a 3.11 prefix is ~200 MB)
 DEFAULT_ARCHIVE_MAX_BYTES = 2 << 30
+#: the most the data files a run's steps read from its flow's folder may hold together in its snapshot
+DEFAULT_INPUT_MAX_BYTES = 256 << 20
 DEFAULT_REPORT_DIR = "reports"
 #: on each Batch instance (a host volume): the ECS-optimized AMI's /var is the instance's own disk
 DEFAULT_BATCH_CACHE = "/var/cache/repro"
@@ -579,6 +581,17 @@ SETTINGS: tuple[Setting, ...] = (
         "snapshot, an IncludeFile input): a larger one is refused, named, before it fills the disk",
         shown_default="`2147483648` (2 GiB)",
     ),
+    Setting(
+        "input_max_bytes",
+        "REPRO_INPUT_MAX_BYTES",
+        "input-max-bytes",
+        BYTES,
+        DEFAULT_INPUT_MAX_BYTES,
+        "the most the data files a run's steps read from the flow's folder (and its code package lacks) may hold "
+        "together in its snapshot: they are given back to a replay; larger ones are recorded (path, size, sha256) "
+        "but not kept, and a replay names them up front",
+        shown_default="`268435456` (256 MiB)",
+    ),
 )
 
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
@@ -615,6 +628,7 @@ class Settings:
     on: str = "local"
     batch_cache: str = DEFAULT_BATCH_CACHE
     archive_max_bytes: int = DEFAULT_ARCHIVE_MAX_BYTES
+    input_max_bytes: int = DEFAULT_INPUT_MAX_BYTES
     config_file: Path | None = None  # the pyproject.toml read, if any
     origins: dict = field(default_factory=dict, compare=False, repr=False)  # name -> variable, file key, "default"
 

@@ -20,6 +20,7 @@ from metaflow_extensions.repro.plugins import protocol
 from metaflow_repro.adapter import blobs as blobstore
 from metaflow_repro.adapter import lineage, pending, scratch
 from metaflow_repro.adapter import metaflow as runs
+from metaflow_repro.adapter import reads as file_reads
 from metaflow_repro.adapter.codepackage import import_paths
 from metaflow_repro.adapter.flowfolder import check_flow_folder
 from metaflow_repro.checks import drift, pickles
@@ -469,6 +470,15 @@ def _read_back(done: _Finished) -> tuple[RunRecord, RunInspection]:
     record = runs.build_record(flow, flow.lock, run_id, found, done.elapsed, args=options.metaflow_args)
     if options.identity:
         record = replace(record, identity=options.identity)
+    data, outside = file_reads.collect(
+        found.task_reports(),
+        flow.path.parent,
+        settings.home.code_package(record.code_sha256),
+        settings.home,
+        settings.input_max_bytes,
+        f"run {flow.name}/{run_id}",
+    )
+    record = replace(record, data_files=data, reads=outside)
     if runs_on_batch(options.metaflow_args):  # `run --with batch`: every step was an AWS Batch job
         image = options.env.get("METAFLOW_BATCH_CONTAINER_IMAGE") or os.environ.get(
             "METAFLOW_BATCH_CONTAINER_IMAGE", ""

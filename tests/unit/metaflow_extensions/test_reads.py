@@ -1,0 +1,95 @@
+"""What a task notes of the files its step opens (reads.py): the hook's filter (reads only, the flow's folder
+apart, ignored prefixes, each path once), its bounded report, and a real audit hook in a real interpreter."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from metaflow_extensions.repro.plugins import protocol as p
+from metaflow_extensions.repro.plugins import reads
+
+READ, WRITE = os.O_RDONLY | os.O_CLOEXEC, os.O_WRONLY | os.O_CREAT
+
+
+def _files(tmp_path: Path) -> tuple[Path, Path, Path]:
+    flow, env, elsewhere = tmp_path / "proj", tmp_path / "env", tmp_path / "home"
+    for folder in (flow / "data", flow / ".metaflow", env / "lib", elsewhere):
+        folder.mkdir(parents=True)
+    for f in (
+        flow / "data" / "train.csv",
+        flow / "flow.py",
+        env / "lib" / "x.py",
+        elsewhere / "a.txt",
+        elsewhere / "out.txt",
+    ):
+        f.write_text("x")
+    return flow, env, elsewhere
+
+
+def test_the_filter_keeps_reads_of_the_flow_folder_and_elsewhere_but_not_ignored_folders(tmp_path, monkeypatch):
+    flow, env, elsewhere = _files(tmp_path)
+    watch = reads.Reads(str(flow), [str(env), str(flow / ".venv")])
+    monkeypatch.chdir(flow)
+    for path, flags in [
+        ("data/train.csv", READ),  # relative to the current folder
+        (str(flow / "data" / "train.csv"), READ),  # the same file again
+        (str(flow / "flow.py"), os.O_RDWR),
+        (str(env / "lib" / "x.py"), READ),  # the step's environment
+        (str(flow / ".metaflow" / "x"), READ),  # Metaflow's datastore
+        (str(elsewhere / "out.txt"), WRITE),  # written, not read
+        (str(elsewhere / "out.txt"), READ),  # and read back: the step's own file
+        (os.fsencode(str(elsewhere / "a.txt")), READ),  # bytes, read
+        (3, READ),  # a file descriptor: no path
+    ]:
+        watch.saw("open", (path, "r", flags))
+    watch.saw("os.listdir", (str(elsewhere),))
+    assert watch.flow == ["data/train.csv", "flow.py"]
+    assert watch.outside == [str(elsewhere / "a.txt")]
+    report = json.loads(watch.report(1))
+    assert report == {
+        p.READS_WATCHED: True,
+        p.READS_FLOW: ["data/train.csv"],
+        p.READS_FLOW_COUNT: 2,
+        p.READS_OUTSIDE: [str(elsewhere / "a.txt")],
+        p.READS_OUTSIDE_COUNT: 1,
+    }
+    watch.saw("open", (str(elsewhere / "later.txt"), "r", READ))  # after the report: not the step's
+    assert watch.outside == [str(elsewhere / "a.txt")]
+
+
+def test_a_task_that_read_nothing_reports_nothing_and_files_gone_are_left_out(tmp_path):
+    flow, _, elsewhere = _files(tmp_path)
+    watch = reads.Reads(str(flow), [])
+    watch.saw("open", (str(elsewhere / "gone.txt"), "r", READ))
+    assert watch.report(10) == ""
+
+
+def test_the_ignored_prefixes_name_the_interpreter_and_system_folders_but_never_the_flows_own():
+    found = reads.ignored_prefixes("/data/mf")
+    assert sys.prefix in found and "/data/mf" in found and "/proc/" in found and "/etc/" in found
+
+
+def test_a_real_audit_hook_notes_what_the_step_opens(tmp_path):
+    flow, _, elsewhere = _files(tmp_path)
+    script = textwrap.dedent(
+        f"""
+        import csv, json, pathlib, sys
+        sys.path.insert(0, {str(Path(reads.__file__).parents[3])!r})
+        from metaflow_extensions.repro.plugins import reads
+        reads.watch({str(flow)!r})
+        with open("data/train.csv") as fh:
+            list(csv.reader(fh))
+        pathlib.Path({str(elsewhere / "a.txt")!r}).read_text()
+        open({str(elsewhere / "out.txt")!r}, "w").close()
+        import json as again  # already imported: nothing opened
+        print(reads.report())
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", script], cwd=flow, capture_output=True, text=True, check=True).stdout
+    report = json.loads(out)
+    assert report[p.READS_FLOW] == ["data/train.csv"] and report[p.READS_OUTSIDE] == [str(elsewhere / "a.txt")]
