@@ -102,3 +102,42 @@ def test_a_data_file_of_the_flow_folder_replays_identical_offline(tmp_path, s3_s
     said = proc.stdout + proc.stderr
     assert "giving back 2 data files the steps read: data/labels.txt, data/train.csv" in said
     assert "train read 1 file outside the snapshot; a replay cannot give these back" in said
+
+
+OUTSIDE_FLOW = """
+    from metaflow import FlowSpec, step
+
+
+    class OutsideFileFlow(FlowSpec):
+        @step
+        def start(self):
+            self.threshold = open(OUTSIDE).read().strip()
+            self.next(self.end)
+
+        @step
+        def end(self):
+            pass
+
+
+    if __name__ == "__main__":
+        OutsideFileFlow()
+"""
+
+
+def test_a_replay_names_a_file_read_elsewhere_up_front_and_as_the_likely_cause(tmp_path, s3_server, s3_bucket, mf_env):
+    proj = tmp_path / "proj"
+    outside = tmp_path / "shared" / "threshold.txt"
+    outside.parent.mkdir()
+    outside.write_text("0.5\n")
+    path = write_flow(proj, OUTSIDE_FLOW.replace("OUTSIDE", repr(str(outside))))
+    store = f"s3://{s3_bucket}/outside"
+    r = cli("run", path, "--store", store, env=mf_env, cwd=proj)
+    assert r.code == 0, r.text[-4000:]
+    assert "start read 1 file outside the snapshot; a replay cannot give these back" in r.out
+    record = s3_record(s3_server, s3_bucket, "outside", "OutsideFileFlow")
+    assert record.reads["start"].files == (str(outside),) and record.data_files == {}
+    outside.write_text("0.9\n")  # what no snapshot holds changed under the same path
+    replay = cli("replay", record.ref, "--store", store, env={**mf_env, **NO_INDEX}, cwd=tmp_path)
+    assert replay.code == 1, replay.text[-4000:]
+    assert "start read 1 file outside the snapshot; a replay cannot give these back" in replay.text
+    assert f"read files its snapshot does not hold, the likely cause: {outside}" in replay.text

@@ -421,9 +421,16 @@ def judge(request: ReplayRequest, run: RunResult, log: Log) -> ReplayResult:
         comparison = compare_runs(original, replayed, store, request.settings)
     except ReproError as exc:  # it ran, but could not be judged (e.g. the comparison's probe failed)
         return failed(RunFailure(error=_last_line(str(exc)), output=str(exc)))
-    return ReplayResult(
-        original, replayed, comparison, workdir, ReplayVerdict(comparison.verdict.value), None, saved, recorded
-    )
+    verdict = ReplayVerdict(comparison.verdict.value)
+    if verdict is ReplayVerdict.DIFFERENT and (original.outside_reads() or original.data_files_not_kept()):
+        log(f"{original.ref} read files its snapshot does not hold, the likely cause: {_not_given_back(original)}")
+    return ReplayResult(original, replayed, comparison, workdir, verdict, None, saved, recorded)
+
+
+def _not_given_back(record: RunRecord) -> str:
+    """The files a replay of ``record`` could not give back, in a few words."""
+    files = [f for r in record.reads.values() for f in r.files] + record.data_files_not_kept()
+    return cap(files, limit=5)
 
 
 def pull_and_restore(

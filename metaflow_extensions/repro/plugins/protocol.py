@@ -105,6 +105,8 @@ READS_FLOW_COUNT = "flow_count"
 READS_OUTSIDE = "outside"
 READS_OUTSIDE_COUNT = "outside_count"
 READS_MAX_PATHS = 100
+#: "0" in a task's environment: no audit hook, nothing reported (what the overhead benchmark compares with)
+WATCH_READS_VAR = "REPRO_WATCH_READS"
 #: Metaflow's variable naming the folder its code package is extracted in (a task ignores reads there)
 EXTRACTED_ROOT_VAR = "METAFLOW_EXTRACTED_ROOT"
 

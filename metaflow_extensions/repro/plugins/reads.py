@@ -56,62 +56,114 @@ def _folder(path):
     return path if path.endswith(os.sep) else path + os.sep
 
 
-class Reads(object):
-    """What one task read; ``saw`` is the audit hook's body."""
+#: the hook keeps this many events at most before sorting them out (a step may open one file a million times)
+COMPACT_AT = 50000
+_CHDIR = "os.chdir"
 
-    def __init__(self, flow_dir, ignored):
+
+class Reads(object):
+    """What one task read. The audit hook (``hook()``) only appends each ``open`` (and ``os.chdir``, to
+    resolve relative paths later) to a list: the filter runs when the list is long (``COMPACT_AT``) and
+    at the report, a couple of string checks per path not seen yet."""
+
+    def __init__(self, flow_dir, ignored, cwd=None):
         self.flow_dir = _folder(flow_dir)
-        # ignored prefixes inside the flow's folder (a datastore, a code package extracted there) are
-        # checked first for paths there; every other ignored prefix for paths elsewhere
-        self.ignored = tuple(sorted(set(p for p in (_folder(x) for x in ignored) if p and p != self.flow_dir)))
+        prefixes = set(p for p in (_folder(x) for x in ignored) if p and p != self.flow_dir)
+        # ignored folders inside the flow's folder (a datastore, a code package extracted there) are checked
+        # for paths there, the others for paths elsewhere: one tuple each, so a read costs one of them
+        inner = tuple(sorted(p for p in prefixes if self.flow_dir and p.startswith(self.flow_dir)))
+        self.inner = inner + ((self.flow_dir + ".metaflow" + os.sep,) if self.flow_dir else ())
+        self.ignored = tuple(sorted(prefixes - set(inner)))
+        self.cwd = cwd or os.getcwd()
+        self.events = []  # the hook's: (path, mode, flags) of an open, (_CHDIR, path, None) of a chdir
         self.seen = set()
-        self.flow = []  # paths relative to the flow's folder, in the order first read
-        self.outside = []  # absolute paths
+        self.flow = {}  # paths relative to the flow's folder, in the order first read (a dict: ordered)
+        self.outside = {}  # absolute paths
         self.active = True
 
-    def saw(self, event, args):
-        if event != "open" or not self.active:
-            return
-        path = args[0]
-        if path.__class__ is not str or path in self.seen:
-            if path.__class__ is bytes:
-                self.saw(event, (os.fsdecode(path),) + tuple(args[1:]))
-            return
-        self.seen.add(path)
-        flags = args[2]
-        if flags.__class__ is int and flags & _ACCMODE not in _READING:
-            return
-        self._note(path if path.startswith(os.sep) else os.path.join(os.getcwd(), path))
+    def hook(self):
+        """The audit hook: as little as can be done per event."""
+        append, size, compact = self.events.append, self.events.__len__, self.compact
 
-    def _note(self, path):
-        path = os.path.normpath(path)
-        if path.startswith(self.ignored) or "/.metaflow/" in path or "/__pycache__/" in path:
+        def saw(event, args):
+            if event == "open":
+                append(args)
+                if size() > COMPACT_AT:
+                    compact()
+            elif event == _CHDIR:
+                append((_CHDIR, args[0], None))
+
+        return saw
+
+    def compact(self):
+        """Sort out the events noted so far (while ``active``), and forget them."""
+        n = len(self.events)  # another thread may append meanwhile: those stay for next time
+        events = self.events[:n]
+        del self.events[:n]
+        if not self.active:
             return
-        if self.flow_dir and path.startswith(self.flow_dir):
-            rel = path[len(self.flow_dir) :]
-            if rel not in self.flow:
-                self.flow.append(rel)
-        elif path not in self.outside:
-            self.outside.append(path)
+        seen, cwd, saw = self.seen, self.cwd + os.sep, self.saw
+        for path, mode, flags in events:
+            if path in seen:  # most often: a file opened again
+                continue
+            seen.add(path)
+            if path.__class__ is not str:
+                if path.__class__ is bytes:
+                    saw(os.fsdecode(path) if path[:1] == b"/" else cwd + os.fsdecode(path), flags)
+            elif path == _CHDIR and flags is None:
+                seen.discard(path)
+                if mode.__class__ is str:  # a chdir to a file descriptor is not followed
+                    self.cwd = os.path.normpath(os.path.join(self.cwd, mode))
+                    cwd = self.cwd + os.sep
+                    seen.clear()  # a relative path names another file now (absolute ones are checked again)
+            elif flags.__class__ is not int or flags & _ACCMODE in _READING:
+                saw(path if path[:1] == "/" else cwd + path, flags)
+
+    def saw(self, path, flags):
+        """An absolute ``path`` read: noted unless it is ignored."""
+        if "/." in path or "//" in path:  # "./x", "a/../b", "a//b" (a hidden ".x" costs a normpath too)
+            path = os.path.normpath(path)
+        if "/__pycache__/" in path:
+            return
+        flow_dir = self.flow_dir
+        if flow_dir and path.startswith(flow_dir):
+            if not path.startswith(self.inner):
+                self.flow[path[len(flow_dir) :]] = None
+        elif not path.startswith(self.ignored) and "/.metaflow/" not in path:
+            self.outside[path] = None
 
     def report(self, limit):
         """The reads, as protocol.META_READS's JSON ("" for none): files that still are files, the first
         ``limit`` of each."""
+        self.compact()
         self.active = False  # what the extension looks at now is not what the step read
-        flow = [p for p in self.flow if os.path.isfile(os.path.join(self.flow_dir, p))]
-        outside = [p for p in self.outside if os.path.isfile(p)]
+        flow, flow_count = _first_files(self.flow, limit, self.flow_dir)
+        outside, outside_count = _first_files(self.outside, limit)
         if not flow and not outside:
             return ""
         return json.dumps(
             {
                 protocol.READS_WATCHED: True,
-                protocol.READS_FLOW: flow[:limit],
-                protocol.READS_FLOW_COUNT: len(flow),
-                protocol.READS_OUTSIDE: outside[:limit],
-                protocol.READS_OUTSIDE_COUNT: len(outside),
+                protocol.READS_FLOW: flow,
+                protocol.READS_FLOW_COUNT: flow_count,
+                protocol.READS_OUTSIDE: outside,
+                protocol.READS_OUTSIDE_COUNT: outside_count,
             },
             sort_keys=True,
         )
+
+
+def _first_files(paths, limit, folder=""):
+    """(the first ``limit`` of ``paths`` that are files, how many there are): only those listed are looked
+    at (a folder opened is no file read); the rest count as they are."""
+    listed, looked = [], 0
+    for path in paths:
+        if len(listed) == limit:
+            break
+        looked += 1
+        if os.path.isfile(folder + path):
+            listed.append(path)
+    return listed, len(listed) + len(paths) - looked
 
 
 def ignored_prefixes(datastore_root=""):
@@ -133,18 +185,19 @@ _reads = None
 
 
 def watch(flow_dir, datastore_root=""):
-    """Start noting what this task reads (the hook is installed once per task process); None on 3.7."""
+    """Start noting what this task reads (the hook is installed once per task process); None on 3.7, and
+    when ``REPRO_WATCH_READS=0`` turns it off (the overhead benchmark's other side)."""
     global _reads
-    if _reads is not None or not hasattr(sys, "addaudithook"):
+    if _reads is not None or not hasattr(sys, "addaudithook") or os.environ.get(protocol.WATCH_READS_VAR) == "0":
         return _reads
     ignored = [p for p in ignored_prefixes(datastore_root) if not _folder(flow_dir).startswith(_folder(p))]
     _reads = Reads(flow_dir, ignored)
-    sys.addaudithook(_reads.saw)
+    sys.addaudithook(_reads.hook())
     return _reads
 
 
 def report():
     """protocol.META_READS's value for this task."""
     if _reads is None:
-        return unwatched() if not hasattr(sys, "addaudithook") else ""
+        return "" if hasattr(sys, "addaudithook") else unwatched()
     return _reads.report(protocol.READS_MAX_PATHS)

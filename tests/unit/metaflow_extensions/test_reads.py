@@ -31,10 +31,11 @@ def _files(tmp_path: Path) -> tuple[Path, Path, Path]:
     return flow, env, elsewhere
 
 
-def test_the_filter_keeps_reads_of_the_flow_folder_and_elsewhere_but_not_ignored_folders(tmp_path, monkeypatch):
+def test_the_filter_keeps_reads_of_the_flow_folder_and_elsewhere_but_not_ignored_folders(tmp_path):
     flow, env, elsewhere = _files(tmp_path)
-    watch = reads.Reads(str(flow), [str(env), str(flow / ".venv")])
-    monkeypatch.chdir(flow)
+    watch = reads.Reads(str(flow), [str(env), str(flow / ".venv")], cwd=str(tmp_path))
+    hook = watch.hook()
+    hook("os.chdir", ("proj",))  # relative paths are resolved from the current folder then
     for path, flags in [
         ("data/train.csv", READ),  # relative to the current folder
         (str(flow / "data" / "train.csv"), READ),  # the same file again
@@ -46,10 +47,11 @@ def test_the_filter_keeps_reads_of_the_flow_folder_and_elsewhere_but_not_ignored
         (os.fsencode(str(elsewhere / "a.txt")), READ),  # bytes, read
         (3, READ),  # a file descriptor: no path
     ]:
-        watch.saw("open", (path, "r", flags))
-    watch.saw("os.listdir", (str(elsewhere),))
-    assert watch.flow == ["data/train.csv", "flow.py"]
-    assert watch.outside == [str(elsewhere / "a.txt")]
+        hook("open", (path, "r", flags))
+    hook("os.listdir", (str(elsewhere),))
+    watch.compact()
+    assert list(watch.flow) == ["data/train.csv", "flow.py"]
+    assert list(watch.outside) == [str(elsewhere / "a.txt")]
     report = json.loads(watch.report(1))
     assert report == {
         p.READS_WATCHED: True,
@@ -58,15 +60,26 @@ def test_the_filter_keeps_reads_of_the_flow_folder_and_elsewhere_but_not_ignored
         p.READS_OUTSIDE: [str(elsewhere / "a.txt")],
         p.READS_OUTSIDE_COUNT: 1,
     }
-    watch.saw("open", (str(elsewhere / "later.txt"), "r", READ))  # after the report: not the step's
-    assert watch.outside == [str(elsewhere / "a.txt")]
+    hook("open", (str(elsewhere / "later.txt"), "r", READ))  # after the report: not the step's
+    watch.compact()
+    assert list(watch.outside) == [str(elsewhere / "a.txt")]
 
 
 def test_a_task_that_read_nothing_reports_nothing_and_files_gone_are_left_out(tmp_path):
     flow, _, elsewhere = _files(tmp_path)
     watch = reads.Reads(str(flow), [])
-    watch.saw("open", (str(elsewhere / "gone.txt"), "r", READ))
+    watch.hook()("open", (str(elsewhere / "gone.txt"), "r", READ))
     assert watch.report(10) == ""
+
+
+def test_the_hook_sorts_out_its_events_when_they_pile_up(tmp_path, monkeypatch):
+    flow, _, _ = _files(tmp_path)
+    monkeypatch.setattr(reads, "COMPACT_AT", 10)
+    watch = reads.Reads(str(flow), [])
+    hook = watch.hook()
+    for _ in range(25):
+        hook("open", (str(flow / "data" / "train.csv"), "r", READ))
+    assert len(watch.events) <= 10 and list(watch.flow) == ["data/train.csv"]
 
 
 def test_the_ignored_prefixes_name_the_interpreter_and_system_folders_but_never_the_flows_own():
