@@ -592,6 +592,24 @@ SETTINGS: tuple[Setting, ...] = (
         "but not kept, and a replay names them up front",
         shown_default="`268435456` (256 MiB)",
     ),
+    Setting(
+        "hermetic",
+        "REPRO_HERMETIC",
+        "hermetic",
+        FLAG,
+        False,
+        "`pytest --repro`, `repro run`: fail a step that read anything a replay cannot give back (files outside "
+        "the snapshot and the flow's folder, data files past input-max-bytes), naming them",
+    ),
+    Setting(
+        "hermetic_allow",
+        "REPRO_HERMETIC_ALLOW",
+        "hermetic-allow",
+        WORDS,
+        (),
+        "what strict mode (`hermetic`) accepts being read from outside the snapshot: path globs "
+        "(`/etc/myapp/*`, `data/big/*` relative to the flow's folder)",
+    ),
 )
 
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
@@ -629,6 +647,8 @@ class Settings:
     batch_cache: str = DEFAULT_BATCH_CACHE
     archive_max_bytes: int = DEFAULT_ARCHIVE_MAX_BYTES
     input_max_bytes: int = DEFAULT_INPUT_MAX_BYTES
+    hermetic: bool = False
+    hermetic_allow: tuple[str, ...] = ()
     config_file: Path | None = None  # the pyproject.toml read, if any
     origins: dict = field(default_factory=dict, compare=False, repr=False)  # name -> variable, file key, "default"
 

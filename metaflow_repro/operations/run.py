@@ -23,7 +23,7 @@ from metaflow_repro.adapter import metaflow as runs
 from metaflow_repro.adapter import reads as file_reads
 from metaflow_repro.adapter.codepackage import import_paths
 from metaflow_repro.adapter.flowfolder import check_flow_folder
-from metaflow_repro.checks import drift, pickles
+from metaflow_repro.checks import drift, hermetic, pickles
 from metaflow_repro.checks.compare import Comparison, ReplayCheck, compare
 from metaflow_repro.env.engine import Flow, current_lock, environments, flow_lock, open_flow, spec_drift
 from metaflow_repro.env.flowfile import FlowDeclarations, load_flow
@@ -79,6 +79,7 @@ class RunOptions:
     allow_other_flow: bool = False  # compare with a baseline recorded from another flow file
     identity: str = ""  # the flow's identity when it is not where it was recorded (replays)
     cwd: Path | None = None  # the Metaflow process's current folder (None: ours; a replay: its own folder)
+    hermetic: bool = False  # strict mode (also the ``hermetic`` setting): reads a replay cannot give back fail
 
 
 @dataclass
@@ -409,6 +410,8 @@ def _record(
     record, found = _read_back(done)
     outcome.record = record
     outcome.findings += task_findings(found, flow.decl.steps, record.status is RunStatus.SUCCESS)
+    if options.hermetic or settings.hermetic:
+        outcome.findings += hermetic.findings(record, settings.hermetic_allow)
     if record.status is not RunStatus.SUCCESS:  # a failed run is not pushed
         check_space(settings, f"run {record.ref} failed")
         if marker is not None:
