@@ -104,20 +104,22 @@ class Reads(object):
             return
         seen, cwd, saw = self.seen, self.cwd + os.sep, self.saw
         for path, mode, flags in events:
-            if path in seen:  # most often: a file opened again
+            try:  # nothing here may fail the step's own open(): an event it cannot read is left out
+                if path in seen:  # most often: a file opened again
+                    continue
+                seen.add(path)
+                if path.__class__ is not str:
+                    path = os.fsdecode(os.fspath(path))  # bytes, a path-like object (a descriptor raises)
+                if path == _CHDIR and flags is None:
+                    seen.discard(path)
+                    if mode.__class__ is str:  # a chdir to a file descriptor is not followed
+                        self.cwd = os.path.normpath(os.path.join(self.cwd, mode))
+                        cwd = self.cwd + os.sep
+                        seen.clear()  # a relative path names another file now
+                elif flags.__class__ is not int or flags & _ACCMODE in _READING:
+                    saw(path if path[:1] == "/" else cwd + path, flags)
+            except Exception:
                 continue
-            seen.add(path)
-            if path.__class__ is not str:
-                if path.__class__ is bytes:
-                    saw(os.fsdecode(path) if path[:1] == b"/" else cwd + os.fsdecode(path), flags)
-            elif path == _CHDIR and flags is None:
-                seen.discard(path)
-                if mode.__class__ is str:  # a chdir to a file descriptor is not followed
-                    self.cwd = os.path.normpath(os.path.join(self.cwd, mode))
-                    cwd = self.cwd + os.sep
-                    seen.clear()  # a relative path names another file now (absolute ones are checked again)
-            elif flags.__class__ is not int or flags & _ACCMODE in _READING:
-                saw(path if path[:1] == "/" else cwd + path, flags)
 
     def saw(self, path, flags):
         """An absolute ``path`` read: noted unless it is ignored."""

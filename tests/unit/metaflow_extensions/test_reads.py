@@ -46,6 +46,8 @@ def test_the_filter_keeps_reads_of_the_flow_folder_and_elsewhere_but_not_ignored
         (str(elsewhere / "out.txt"), READ),  # and read back: the step's own file
         (os.fsencode(str(elsewhere / "a.txt")), READ),  # bytes, read
         (3, READ),  # a file descriptor: no path
+        ([], READ),  # nothing a hook is given can fail the step's own open()
+        (os.fsencode(str(elsewhere / "out.txt")), WRITE),  # bytes, written (an existing file)
     ]:
         hook("open", (path, "r", flags))
     hook("os.listdir", (str(elsewhere),))
