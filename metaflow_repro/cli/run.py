@@ -86,7 +86,7 @@ def run_summary(record, pushed: str, verbose: bool = False, store: str | None = 
         lines.append(pickle_table(replace(record, pickle_checks=problems)))
     if any(c.status is PickleStatus.FAILS for c in record.pickle_checks):
         lines.append("some artifacts cannot be unpickled by a step that reads them (see 'fails' above)")
-    lines += [f"{line}; a replay cannot give these back" for line in record.outside_reads()]
+    lines += record.outside_reads()
     lines += [f"{p}: larger than input-max-bytes, recorded (sha256) but not kept" for p in record.data_files_not_kept()]
     if pushed:
         lines.append(f"pushed to {pushed}")

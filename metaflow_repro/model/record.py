@@ -204,12 +204,13 @@ class StepReads:
     unwatched: bool = False  # the step's interpreter has no audit hooks (Python 3.7): its reads are unknown
 
     def describe(self, step: str) -> str:
-        """``train read 2 files outside the snapshot``; "" when it read none."""
+        """``train read 2 files outside the snapshot; a replay cannot give these back``; "" when it read none."""
         if self.unwatched:
-            return f"{step}: its reads were not watched (Python 3.7 has no audit hooks)"
+            return f"{step}: its reads were not watched (Python 3.7 has no audit hooks), so what it read is unknown"
         if not self.files_count:
             return ""
-        return f"{step} read {self.files_count} file{'s' if self.files_count != 1 else ''} outside the snapshot"
+        plural = "s" if self.files_count != 1 else ""
+        return f"{step} read {self.files_count} file{plural} outside the snapshot; a replay cannot give these back"
 
 
 @dataclass(frozen=True)

@@ -430,7 +430,8 @@ def judge(request: ReplayRequest, run: RunResult, log: Log) -> ReplayResult:
 def _not_given_back(record: RunRecord) -> str:
     """The files a replay of ``record`` could not give back, in a few words."""
     files = [f for r in record.reads.values() for f in r.files] + record.data_files_not_kept()
-    return cap(files, limit=5)
+    unwatched = [step for step, r in record.reads.items() if r.unwatched]
+    return cap(files + [f"whatever {step} read (not watched)" for step in unwatched], limit=5)
 
 
 def pull_and_restore(
@@ -589,7 +590,7 @@ def _lay_out_data_files(record: RunRecord, blobs: dict[str, Path], folder: Path,
             "than input-max-bytes when recorded, so the snapshot has only its sha256"
         )
     for line in record.outside_reads():
-        log(f"{line}; a replay cannot give these back")
+        log(line)
 
 
 def _record_replay(replayed: RunRecord, store: Store, settings: Settings, log: Log) -> tuple[str, str]:

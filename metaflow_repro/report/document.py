@@ -176,7 +176,9 @@ class OutsideReads:
     def line(self) -> str:
         """``train read 2 files outside the snapshot; a replay cannot give these back``."""
         if self.unwatched:
-            return f"{self.step}: its reads were not watched (Python 3.7 has no audit hooks)"
+            return (
+                f"{self.step}: its reads were not watched (Python 3.7 has no audit hooks), so what it read is unknown"
+            )
         plural = "s" if self.count != 1 else ""
         return f"{self.step} read {self.count} file{plural} outside the snapshot; a replay cannot give these back"
 
