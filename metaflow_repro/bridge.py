@@ -17,7 +17,7 @@ def prepare(
 ) -> tuple[dict, dict]:
     """Lock (or reuse the committed lock) and build every step's environment.
 
-    Returns ({step: {protocol.STEP_PYTHON, STEP_ENV_ID, STEP_SPEC_ID, STEP_PYCACHE_PREFIX} or None
+    Returns ({step: {protocol.STEP_PYTHON, STEP_ENV_ID, STEP_SPEC_ID} or None
     if disabled}, {protocol.PATH_HOME: REPRO_HOME, where code packages are kept and extracted}).
     ``REPRO_FROZEN=1`` turns a stale lock into an error instead of a re-lock (for CI);
     ``REPRO_OFFLINE=1`` (replays) builds from the package cache only.
@@ -35,14 +35,10 @@ def prepare(
         if env is None:
             out[step] = None
             continue
-        assert flow.lock is not None, "build_flow built from the flow's lock"
-        python = flow.lock.steps[step].platforms[env.platform].python
         out[step] = {
             protocol.STEP_PYTHON: str(env.python),
             protocol.STEP_ENV_ID: env.env_id,
             protocol.STEP_SPEC_ID: flow.specs[step].spec_id,
-            # PYTHONPYCACHEPREFIX exists from 3.8 on; 3.7 keeps the user's bytecode setting
-            protocol.STEP_PYCACHE_PREFIX: str(settings.home.pycache) if _minor(python) >= (3, 8) else "",
         }
     if batch_steps:
         from metaflow_repro.executors.batch import stage
@@ -62,8 +58,3 @@ def prepare(
                 entry[protocol.STEP_BOOTSTRAP_MANIFEST] = staged[env.env_id].manifest_sha256
                 entry[protocol.STEP_BATCH_CACHE] = "" if settings.batch_cache == "off" else settings.batch_cache
     return out, {protocol.PATH_HOME: str(settings.home.root)}
-
-
-def _minor(version: str) -> tuple[int, int]:
-    major, minor = version.split(".")[:2]
-    return int(major), int(minor)

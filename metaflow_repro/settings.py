@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 from metaflow_extensions.repro.plugins import protocol
 from metaflow_repro._toml import tomllib
@@ -27,6 +28,9 @@ CONDA_SOURCES = ("conda", "pypi")
 #: where `pytest --repro --repro-on` also replays each run (`repro replay --on`)
 REPLAY_PLACES = ("local", "docker", "batch")
 DEFAULT_CHANNELS = ("conda-forge",)
+#: the platform names locks are made for (``metaflow_repro.model.platforms.PLATFORMS``, spelled here because
+#: settings sit below the model; tests/unit/test_settings.py keeps the two equal)
+PLATFORM_NAMES = ("linux-64", "linux-aarch64", "osx-64", "osx-arm64", "win-64")
 DEFAULT_HOME = "~/.cache/repro"
 DEFAULT_ARTIFACT_MAX_BYTES = 16 << 20
 #: the most an archive repro extracts may hold (as the Batch bootstrap's cap: a 3.11 prefix is ~200 MB)
@@ -205,6 +209,11 @@ class _Type:
             return self.from_text(value)
         raise ValueError
 
+    def anchored(self, value: Any, base: Path) -> Any:
+        """``value`` with the relative paths it holds made absolute against ``base`` (the folder of the
+        ``pyproject.toml`` for a key, the current folder for a variable)."""
+        return value
+
 
 class _Text(_Type):
     label = "text"
@@ -265,6 +274,68 @@ class _Words(_Type):
         if isinstance(value, list) and all(isinstance(v, str) for v in value):
             return tuple(value)
         return super().from_toml(value)
+
+
+class _Platforms(_Words):
+    expects = "platform names among " + ", ".join(PLATFORM_NAMES) + " (spaces or commas between them)"
+
+    def from_text(self, text: str) -> tuple[str, ...]:
+        return self._known(super().from_text(text))
+
+    def from_toml(self, value: Any) -> tuple[str, ...]:
+        return self._known(super().from_toml(value))
+
+    @staticmethod
+    def _known(names: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [n for n in names if n not in PLATFORM_NAMES]
+        if unknown:
+            raise ValueError(f"unknown platform {unknown[0]!r}")
+        return names
+
+
+_URL_SCHEMES = ("http", "https", "file")
+
+
+def _source(text: str) -> str:
+    """A package source as written (an index or a find-links entry): an http(s):// or file:// URL, or a
+    path; ValueError says what is wrong with anything else."""
+    if "://" not in text:
+        if not text.strip() or any(c in text for c in "\0\n\r"):
+            raise ValueError(f"{text!r} is neither a URL nor a path")
+        return text
+    parsed = urlparse(text)
+    if parsed.scheme not in _URL_SCHEMES or (parsed.scheme != "file" and not parsed.netloc) or " " in text:
+        raise ValueError(f"{text!r} is not an http://, https:// or file:// URL")
+    return text
+
+
+def _anchor(source: str, base: Path) -> str:
+    """A path made absolute against ``base`` (a URL as it is)."""
+    return source if "://" in source else str((base / Path(source).expanduser()).resolve())
+
+
+class _Source(_Type):
+    label = "text"  # README's table says so (settings' labels are kept in step with it)
+    expects = "an http://, https:// or file:// URL, or a folder"
+
+    def from_text(self, text: str) -> str:
+        return _source(text.strip())
+
+    def anchored(self, value: Any, base: Path) -> Any:
+        return _anchor(value, base)
+
+
+class _Sources(_Words):
+    expects = "http://, https:// or file:// URLs, or folders (spaces or commas between them)"
+
+    def from_text(self, text: str) -> tuple[str, ...]:
+        return tuple(_source(v) for v in super().from_text(text))
+
+    def from_toml(self, value: Any) -> tuple[str, ...]:
+        return tuple(_source(v) for v in super().from_toml(value))
+
+    def anchored(self, value: Any, base: Path) -> Any:
+        return tuple(_anchor(v, base) for v in value)
 
 
 class _Choice(_Type):
@@ -359,24 +430,31 @@ class Setting:
         """(value, origin): the variable, else the key, else the default. Origin says which."""
         if self.env and (text := environ.get(self.env)):  # an empty variable counts as unset
             try:
-                return self.type.from_text(text), self.env
-            except ValueError:
+                return self.type.anchored(self.type.from_text(text), Path.cwd()), self.env
+            except ValueError as exc:
                 raise BadInput(
-                    f"{self.env}={text!r} in the environment is not valid: expected {self.type.expects}"
+                    f"{self.env}={text!r} in the environment is not valid{_reason(exc)}: expected {self.type.expects}"
                 ) from None
         value = table.get(self.key) if self.key else None
         if value is not None and value != "":
             where = f"{pyproject}: [tool.repro] {self.key}"
             try:
-                return self.type.from_toml(value), where
-            except ValueError:
-                raise BadInput(f"{where} = {value!r} is not valid: expected {self.type.expects}") from None
+                return self.type.anchored(self.type.from_toml(value), Path(str(pyproject)).parent), where
+            except ValueError as exc:
+                raise BadInput(
+                    f"{where} = {value!r} is not valid{_reason(exc)}: expected {self.type.expects}"
+                ) from None
         default = self.default(before) if callable(self.default) else self.default
         return default, "default"
 
     def from_environment(self, environ=None) -> Any:
         """This setting's value from the environment alone (or the default)."""
         return self.read(os.environ if environ is None else environ, {}, None, {})[0]
+
+
+def _reason(exc: ValueError) -> str:
+    """What a type's ValueError says, as ``" (why)"`` ("" when it says nothing)."""
+    return f" ({exc})" if str(exc) else ""
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -430,7 +508,7 @@ SETTINGS: tuple[Setting, ...] = (
         "platforms",
         "REPRO_PLATFORMS",
         "platforms",
-        WORDS,
+        _Platforms(),
         (),
         "platforms locks are made for (default: this machine's, plus those already in the lock)",
     ),
@@ -438,12 +516,17 @@ SETTINGS: tuple[Setting, ...] = (
         "index_url",
         "REPRO_INDEX_URL",
         "index-url",
-        TEXT,
+        _Source(),
         None,
         "package index uv resolves and downloads from (default: uv's own, PyPI)",
     ),
     Setting(
-        "find_links", "REPRO_FIND_LINKS", "find-links", WORDS, (), "extra folders or URLs of package files uv may use"
+        "find_links",
+        "REPRO_FIND_LINKS",
+        "find-links",
+        _Sources(),
+        (),
+        "extra folders or URLs of package files uv may use",
     ),
     Setting(
         "artifact_max_bytes",
@@ -676,6 +759,8 @@ def _tool_repro(pyproject: Path) -> dict:
     try:
         with pyproject.open("rb") as fh:
             data = tomllib.load(fh)
+    except UnicodeDecodeError as exc:
+        raise BadInput(f"{pyproject}: cannot read [tool.repro]: the file is not UTF-8 text ({exc})") from None
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise BadInput(f"{pyproject}: cannot read [tool.repro]: {exc}") from exc
     table = data.get("tool", {}).get("repro", {})
@@ -695,6 +780,58 @@ def load_settings(start: Path | None = None, environ: dict | None = None) -> Set
         value, origins[setting.name] = setting.read(env, table, pyproject, values)
         values[setting.name] = Home(value) if setting.name == "home" else value
     return Settings(**values, config_file=pyproject, origins=origins)
+
+
+def _missing_local(source: str) -> str:
+    """The local path a package source names when nothing is there ("" for a remote URL or a path that exists)."""
+    if "://" in source:
+        parsed = urlparse(source)
+        if parsed.scheme != "file":
+            return ""
+        source = unquote(parsed.path)
+    return "" if Path(source).exists() else source
+
+
+def check_package_sources(settings: Settings) -> None:
+    """The package index and find-links that are local folders or files exist: else a ``BadInput`` that names
+    the setting (the variable, or the file and key), before uv is asked and would blame the index."""
+    for name in ("index_url", "find_links"):
+        value = getattr(settings, name)
+        for source in (value,) if isinstance(value, str) else value or ():
+            missing = _missing_local(source)
+            if missing:
+                origin = settings.origins.get(name, BY_NAME[name].env)
+                raise BadInput(
+                    f"{origin}: {missing} does not exist (no such folder or file); set it to a folder of package "
+                    "files or an http(s):// URL",
+                    path=missing,
+                )
+
+
+#: Metaflow `run` options repro passes itself: given after ``--``, the run would escape repro (its id
+#: written elsewhere, repro unable to find the run it started)
+OWN_RUN_OPTIONS = ("--run-id-file",)
+
+
+def check_metaflow_args(args: list[str], where: str = "") -> list[str]:
+    """``args``, once checked before Metaflow starts: an option repro gives itself (``OWN_RUN_OPTIONS``) and
+    a value with a NUL byte (no command line can carry one) are refused. ``where``: what gave them (a record)."""
+    at = f"{where}: " if where else ""
+    for i, arg in enumerate(args):
+        option = arg.split("=", 1)[0]
+        if option in OWN_RUN_OPTIONS:
+            raise BadInput(
+                f"{at}{option}: repro passes this Metaflow option itself (it finds the run it records through it); "
+                "drop it from the arguments after --. `repro store ls` lists the recorded runs."
+            )
+        if "\0" in arg:
+            previous = args[i - 1] if i else ""
+            name = option if arg.startswith("--") else previous if previous.startswith("--") else f"argument {i + 1}"
+            raise BadInput(
+                f"{at}Metaflow run option {name}: the value {arg!r} holds a NUL byte, which no command line can "
+                "carry; nothing was run"
+            )
+    return args
 
 
 def env_setting(name: str, environ: dict | None = None) -> Any:

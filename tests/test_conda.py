@@ -434,29 +434,51 @@ if __name__ == "__main__":
 IMPORTS_SHOWN = {"PYTHONPROFILEIMPORTTIME": "1"}
 RATTLER_IMPORTED = re.compile(r"^import time:.*\|\s+rattler(\.|$)", re.MULTILINE)
 ROUNDS = 20
+#: rounds run side by side (each in folders of its own): the suite's time on two cores, and exits under load
+AT_ONCE = 2
+
+
+def _rounds(one_round) -> None:
+    """``one_round(i)`` for every round, in ``AT_ONCE`` lanes side by side: lane k runs rounds k,
+    k + AT_ONCE, ... one after another (so ``i % AT_ONCE`` names folders no other round uses meanwhile);
+    the first failure is raised."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def lane(k: int) -> None:
+        for i in range(k, ROUNDS, AT_ONCE):
+            one_round(i)
+
+    with ThreadPoolExecutor(AT_ONCE) as pool:
+        list(pool.map(lane, range(AT_ONCE)))
 
 
 def test_the_channel_builder_exits_0_every_time_and_never_loads_rattler(tmp_path):
     """The builder crashed at exit (SIGABRT/SIGSEGV after printing success) in 2 runs of 6, when it ran
     rattler in its own process. About 10 s a round here (the python package is most of it)."""
     python = ".".join(map(str, sys.version_info[:3]))
-    cmd = [sys.executable, "-m", "metaflow_repro.testing.conda_channel", str(tmp_path / "ch"), "--python", python]
-    for i in range(ROUNDS):
+
+    def one_round(i: int) -> None:
+        channel = tmp_path / f"ch{i % AT_ONCE}"  # a round at a time in each: it rebuilds the channel there
+        cmd = [sys.executable, "-m", "metaflow_repro.testing.conda_channel", str(channel), "--python", python]
         proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **IMPORTS_SHOWN}, timeout=600)
         assert proc.returncode == 0 and "channel in" in proc.stdout, (i, proc.returncode, proc.stderr[-3000:])
         assert "| metaflow_repro.env.rattler_worker" in proc.stderr  # the listing is on (it asked the worker)
         assert not RATTLER_IMPORTED.search(proc.stderr), i
-    assert json.loads((tmp_path / "ch" / "linux-64" / "repodata.json").read_text())["packages"]  # it was indexed
+
+    _rounds(one_round)
+    assert json.loads((tmp_path / "ch0" / "linux-64" / "repodata.json").read_text())["packages"]  # it was indexed
 
 
 def test_a_conda_repro_run_exits_0_every_time_and_neither_repro_nor_metaflow_loads_rattler(tmp_path, conda_channel):
     """Each round solves (no lock) and installs (no env) with rattler, then runs the flow: 20 rounds, exit 0
     every time, and no process but rattler's worker imports rattler: not the command line, not Metaflow's
     runtime (which builds the envs), not a task. About 20 s a round here."""
-    root = project(tmp_path / "p", conda_channel, {"flow.py": TINY_FLOW})
-    home = tmp_path / "home"
-    env = {**mf_env(root), **IMPORTS_SHOWN, "REPRO_HOME": str(home)}
-    for i in range(ROUNDS):
+
+    def one_round(i: int) -> None:
+        slot = i % AT_ONCE  # a round at a time in each project and home
+        root = project(tmp_path / f"p{slot}", conda_channel, {"flow.py": TINY_FLOW})
+        home = tmp_path / f"home{slot}"
+        env = {**mf_env(root), **IMPORTS_SHOWN, "REPRO_HOME": str(home)}
         (root / "flow.repro.lock").unlink(missing_ok=True)
         shutil.rmtree(home / "envs", ignore_errors=True)
         r = cli("run", root / "flow.py", env=env, cwd=root)
@@ -464,3 +486,5 @@ def test_a_conda_repro_run_exits_0_every_time_and_neither_repro_nor_metaflow_loa
         assert "| metaflow_repro.cli" in r.err and "| metaflow_repro.bridge" in r.err  # both processes listed
         assert not RATTLER_IMPORTED.search(r.text), i
         assert any((home / "envs").iterdir())  # rattler built it this round
+
+    _rounds(one_round)

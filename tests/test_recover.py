@@ -93,7 +93,7 @@ def test_a_run_killed_after_done_is_recovered_and_pushed(tmp_path, repro_home):
 def test_a_pending_run_is_validated_and_keeps_no_credentials(tmp_path, monkeypatch):
     monkeypatch.setenv("METAFLOW_SERVICE_AUTH_KEY", "secret")
     monkeypatch.setenv("METAFLOW_DEFAULT_METADATA", "local")
-    env = pending.locating_env({"METAFLOW_DATASTORE_SYSROOT_LOCAL": "/x", "AWS_SECRET_ACCESS_KEY": "s"})
+    env = pending.locating_env({"METAFLOW_DATASTORE_SYSROOT_LOCAL": "/x", "AWS_SECRET_ACCESS_KEY": "s"}, tmp_path)
     assert env["METAFLOW_DEFAULT_METADATA"] == "local" and env["METAFLOW_DATASTORE_SYSROOT_LOCAL"] == "/x"
     assert "METAFLOW_SERVICE_AUTH_KEY" not in env and "AWS_SECRET_ACCESS_KEY" not in env
     home = Home(tmp_path)

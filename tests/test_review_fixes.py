@@ -98,8 +98,12 @@ def test_store_objects_and_locks_are_readable_by_others(tmp_path):
 
 
 def test_a_helper_module_that_mentions_flowspec_is_not_a_flow(pytester):
-    pytester.makepyfile(helpers="from metaflow import FlowSpec\n\nclass Base(FlowSpec):\n    pass\n")
+    """A private module (`_base.py`) holding a base flow class, a package's `__init__.py` and a module that
+    only imports FlowSpec are not flows. (A public module defining a FlowSpec subclass repro cannot read is
+    a collection error since issue 26 item 4: tests/test_flow_collection.py.)"""
+    pytester.makepyfile(_base="from metaflow import FlowSpec\n\nclass Base(FlowSpec):\n    pass\n")
     pytester.makepyfile(__init__="from metaflow import FlowSpec\n")
+    pytester.makepyfile(util="from metaflow import FlowSpec\n\nBASES = (FlowSpec,)\n")
     result = pytester.runpytest_subprocess("--repro", ".", "--collect-only", "-q", "-p", "no:cacheprovider")
     assert "error" not in result.stdout.str().lower()
     assert result.ret == 5  # nothing to collect, and nothing broke

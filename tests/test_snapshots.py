@@ -214,7 +214,7 @@ def test_store_failing_mid_push_leaves_no_record_and_the_next_push_completes(tmp
     assert "did not finish" in r.err and "repro store push" in r.err
     keys = s3_keys(s3_server, s3_bucket, "flaky/")
     assert not [k for k in keys if k.startswith("flaky/runs/")]  # no record visible
-    saved = r.err.split("repro store push ")[1].split()[0]
+    saved = r.err.split("repro store push ")[1].split()[0].rstrip(")")  # "(or repro store push PATH)"
     again = cli("store", "push", saved, "--store", store, env=mf_env)
     assert again.code == 0, again.text
     assert "already there" in again.err  # what landed before the failure is not uploaded again

@@ -1,7 +1,9 @@
 """Metaflow's code package, extracted once per content hash under ``REPRO_HOME/code``.
 
 Step interpreters import Metaflow and repro's extension from it. Reusing one folder per package
-(instead of a fresh temporary folder per run) lets compiled bytecode be reused across runs.
+(instead of a fresh temporary folder per run) lets compiled bytecode be reused across runs: it is
+compiled once, beside the sources, by each step interpreter before the folder is renamed into place
+(``plugins/bytecode.py``: every .pyc written whole, or no folder); tasks never write bytecode.
 
 ``extract_tar`` is the one way a code package is unpacked (here, and a replay's from the store):
 member by member from the stream, each refused before it is written if it would leave the folder, is
@@ -17,9 +19,10 @@ import shutil
 import tarfile
 import tempfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from metaflow_extensions.repro.plugins import bytecode
 from metaflow_repro.errors import BadInput
 from metaflow_repro.fsutil import DEFAULT_MODE, atomic_write
 from metaflow_repro.settings import Home, env_setting
@@ -44,9 +47,9 @@ def save_blob(data: bytes, home: Home | str | Path) -> tuple[str, Path]:
     return digest, target
 
 
-def extract(package, home: Home | str | Path) -> tuple[str, dict]:
-    """Save and extract ``package`` (a MetaflowPackage) under REPRO_HOME ``home`` if not yet there;
-    return (sha256, env vars)."""
+def extract(package, home: Home | str | Path, pythons: Iterable[str] = ()) -> tuple[str, dict]:
+    """Save and extract ``package`` (a MetaflowPackage) under REPRO_HOME ``home`` if not yet there, its
+    modules compiled by each interpreter of ``pythons`` (the steps'); return (sha256, env vars)."""
     digest, blob = save_blob(_blob_bytes(package), home)
     folder = _home(home).code_folder(digest)
     if not folder.is_dir():
@@ -57,6 +60,8 @@ def extract(package, home: Home | str | Path) -> tuple[str, dict]:
             # to the source files of the run that built the package, and a folder shared by content
             # must not depend on where (or whether) that run's files still are.
             _extract_tar(blob, tmp)
+            for python in dict.fromkeys(os.path.realpath(p) for p in pythons if p and os.path.isfile(p)):
+                bytecode.compile_with(python, [str(tmp)])  # a full disk: OSError, nothing renamed
             os.chmod(tmp, 0o777 & DEFAULT_MODE | 0o111)  # mkdtemp's 0700 would hide it from other users
             os.rename(tmp, folder)  # atomic; if another run won the race, use its copy
         except OSError:

@@ -13,7 +13,10 @@ It is removed once the run is pushed (or when the run failed: a failed run is no
 saved only whole (pickle checks, interpreter snapshots): a repro stopped before that saves none, and
 ``repro recover`` (``operations.run.recover``) makes it from the marker. A marker whose owner (the
 ``repro`` process that wrote it, ``scratch.Owner``) is alive belongs to a run in progress and is left
-alone.
+alone; so is one whose owner runs on another machine or in another container (a shared REPRO_HOME),
+until it is a week old (``scratch.FOREIGN_MAX_AGE``). A marker names the folder Metaflow ran in
+(``ran_in``): without ``METAFLOW_DATASTORE_SYSROOT_LOCAL``, the run's datastore is the nearest
+``.metaflow`` above it (``locate``), which Metaflow may only make once the marker is written.
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ class PendingRun:
     env: dict[str, str] = field(default_factory=dict)  # Metaflow's environment: where the run's data is
     identity: str = ""  # set for replays only (otherwise the run's own tags say it)
     cwd: str = ""  # the folder `repro run` ran in: relative config files (--config NAME FILE) are read there
+    ran_in: str = ""  # the folder Metaflow ran in (its local datastore: the nearest .metaflow above it)
     state: str = FINISHED  # STARTED, FINISHED or RECORDED (files written before states were all finished)
     owner: str = ""  # the repro process that wrote it (scratch.Owner); "": none known
     move_latest: bool = True  # the push moves the flow's `latest` (pytest --repro-on pushes without)
@@ -64,26 +68,47 @@ class PendingRun:
     def to_json(self) -> str:
         return json.dumps({"format": FORMAT, **asdict(self)}, indent=1, sort_keys=True)
 
-    def alive(self) -> bool:
-        """Whether the repro that wrote it still runs (then the run is in progress, not lost)."""
+    def alive(self, written: float | None = None) -> bool:
+        """Whether the repro that wrote it still runs (then the run is in progress, not lost).
+        ``written``: the marker's mtime; a repro on another machine or in another container is taken
+        as running until its marker is older than ``scratch.FOREIGN_MAX_AGE``."""
         owner = Owner.parse(self.owner)
-        return owner is not None and owner.alive()
+        return owner is not None and owner.alive(written)
 
 
-def locating_env(extra: Mapping[str, str]) -> dict[str, str]:
+#: where Metaflow's local datastore (and local metadata) is; unset: the nearest .metaflow above its folder
+SYSROOT_LOCAL = "METAFLOW_DATASTORE_SYSROOT_LOCAL"
+
+
+def locating_env(extra: Mapping[str, str], ran_in: Path) -> dict[str, str]:
     """The variables that locate a run in Metaflow's datastore: ``METAFLOW_*`` of this process (no
-    credentials) and every variable repro passed to the Metaflow process."""
+    credentials) and every variable repro passed to the Metaflow process, which runs in ``ran_in``."""
     found = {k: v for k, v in os.environ.items() if _LOCATING.match(k) and not _SECRET.search(k)}
     out = {**found, **{k: v for k, v in extra.items() if not _SECRET.search(k)}}
     for name in CHILD_VARS:  # this process's temporary folder, gone with it
         out.pop(name, None)
-    if "METAFLOW_DATASTORE_SYSROOT_LOCAL" not in out:  # Metaflow's local datastore: .metaflow above the cwd
-        here = Path.cwd().resolve()
-        for folder in (here, *here.parents):
-            if (folder / ".metaflow").is_dir():
-                out["METAFLOW_DATASTORE_SYSROOT_LOCAL"] = str(folder)
-                break
+    return with_sysroot(out, ran_in)
+
+
+def with_sysroot(env: Mapping[str, str], ran_in: Path | str) -> dict[str, str]:
+    """``env`` and, when it does not name Metaflow's local datastore, the one Metaflow found from the
+    folder it ran in (``ran_in``): the nearest ``.metaflow`` above it. Before the run there may be none
+    yet (Metaflow makes it): ``locate`` finds it again once the run is over."""
+    out = dict(env)
+    if SYSROOT_LOCAL in out or not ran_in:
+        return out
+    here = Path(ran_in).resolve()
+    for folder in (here, *here.parents):
+        if (folder / ".metaflow").is_dir():
+            out[SYSROOT_LOCAL] = str(folder)
+            break
     return out
+
+
+def locate(run: PendingRun) -> PendingRun:
+    """``run`` with the local datastore Metaflow used in its ``env`` (from the folder it ran in: an
+    older marker's is ``cwd``), so that it reads back from any folder."""
+    return replace(run, env=with_sysroot(run.env, run.ran_in or run.cwd))
 
 
 def path_of(home: Home, flow: str, token: str) -> Path:
@@ -155,6 +180,7 @@ def parse(text: str, where: str) -> PendingRun:
         env={str(k): str(x) for k, x in env.items()},
         identity=v.need(doc, "identity", str, at),
         cwd=v.opt(doc, "cwd", str, "", at),
+        ran_in=v.opt(doc, "ran_in", str, "", at),
         state=_state(v.opt(doc, "state", str, FINISHED, at), at / "state"),
         owner=v.opt(doc, "owner", str, "", at),
         move_latest=v.opt(doc, "move_latest", bool, True, at),
@@ -187,6 +213,14 @@ def pending(home: Home) -> list[Path]:
     return [path for _, _, path in sorted(found)]
 
 
+def written(marker: Path) -> float | None:
+    """When ``marker`` was last written (None: it is gone)."""
+    try:
+        return marker.stat().st_mtime
+    except OSError:
+        return None
+
+
 def markers_of(home: Home, flow: str, run_id: str) -> list[Path]:
     """The markers of run ``flow/run_id`` (found by what they say, not by name)."""
     folder = home.pending / v.name(flow, v.At("pending run", "flow"))
@@ -212,6 +246,6 @@ def waiting(home: Home) -> dict[str, int]:
         except (OSError, v.Invalid):
             counts[FINISHED] += 1
             continue
-        if not run.alive():
+        if not run.alive(written(path)):
             counts[run.state] += 1
     return counts

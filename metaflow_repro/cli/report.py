@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from metaflow_repro.cli.common import add_ref, add_store
-from metaflow_repro.errors import EXIT_OK
+from metaflow_repro.errors import EXIT_OK, from_os_error
 
 if TYPE_CHECKING:
     from metaflow_repro.settings import Settings
@@ -29,7 +29,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     text = report(settings, args.store, args.ref, args.format)
     if args.output:
-        atomic_write(Path(args.output), text)
+        try:
+            atomic_write(Path(args.output), text)
+        except OSError as exc:  # named as the user gave it, not as the temporary name beside it
+            kind = type(from_os_error(exc))  # bad input (2) for a path the user gave, else infrastructure (3)
+            raise kind(f"-o {args.output}: cannot write the report: {exc.strerror or exc}", path=args.output) from None
         print(f"wrote {args.output}")
     else:
         sys.stdout.write(text)

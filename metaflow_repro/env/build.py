@@ -4,36 +4,44 @@
 * concurrent: a file lock per env id, so several processes building it give one build;
 * crash-safe: a marker written last says the build completed; a folder without it is a
   leftover of a killed build and is removed and rebuilt;
+* checked before reuse: a manifest of every file written at the build (``metaflow_repro.env.manifest``)
+  is checked against the folder (stamps first, content where a stamp changed); a damaged env is rebuilt;
 * offline: ``uv pip install --offline --no-index --require-hashes`` from the package cache only.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
-from metaflow_extensions.repro.plugins import probe, protocol
-from metaflow_repro.env import fingerprint, sdist
+from metaflow_extensions.repro.plugins import bytecode, probe, protocol
+from metaflow_repro.env import fingerprint, manifest, sdist
 from metaflow_repro.env.cache import PackageCache
 from metaflow_repro.env.pythons import Interpreter
 from metaflow_repro.env.uvtool import run_uv
 from metaflow_repro.errors import InfraError, IntegrityError
-from metaflow_repro.model.lock import PlatformLock
+from metaflow_repro.model.lock import Package, PlatformLock
 from metaflow_repro.model.validate import cap
 from metaflow_repro.settings import Home
 
 MARKER = protocol.ENV_MARKER  # tasks read it too (task_check.py)
+#: what an env's folder holds that its manifest does not list: the marker (and its name while written)
+NOT_LISTED = (MARKER, MARKER + ".tmp")
 #: What ``probe.interpreter_facts()`` reports (the rest of a fingerprint is computed from the files).
 _FACT_KEYS = ("fingerprint_version", "python", "implementation", "build", "compiler", "system", "machine", "libc")
+
+
+#: a second source of package files for an offline build (a replay's store): puts ``pkg`` into the package
+#: cache, verified, when the cache lost it (``refetch(pkg, where)``)
+Refetch = Callable[[Package, str], object]
 
 
 class EvictedFiles(IntegrityError):
@@ -66,6 +74,13 @@ class Environments:
     def path(self, env_id: str) -> Path:
         return self.root / env_id[:16]
 
+    def manifest_path(self, env_id: str) -> Path:
+        """The env's file manifest, beside its folder (the folder holds what the installer made, and the marker)."""
+        return self.root / f"{env_id[:16]}.files.json"
+
+    def _lock_path(self, env_id: str) -> str:
+        return str(self.path(env_id)) + ".lock"
+
     def marker(self, env_id: str) -> dict | None:
         try:
             data = json.loads((self.path(env_id) / MARKER).read_text())
@@ -94,22 +109,46 @@ class Environments:
         )
 
     def damage(self, built: BuiltEnv, lock: PlatformLock, full: bool = False) -> list[str]:
-        """What is wrong with a built environment (empty: intact). Cheap (stats every file RECORD
-        lists, no interpreter start-up): a file deleted or resized since the build. ``full`` also
-        re-hashes every file against the sha256 its RECORD gives (``repro env build --repair``)."""
+        """What is wrong with a built environment (empty: intact), each problem naming its file. Cheap
+        (no interpreter start-up): every entry of the folder is stat-ed against the manifest written at
+        the build, and only a file whose size, modification time or inode changed is re-hashed, so a
+        file added, deleted or edited (even to the same size) is seen. ``full`` re-hashes every file,
+        whatever its stamp (``repro env build --repair``: bit rot under a kept stamp)."""
+        problems = self._content_problems(built, full)
+        if problems:  # what changed, by distribution too (a version, a file gone), before the files named
+            problems = list(dict.fromkeys(self._fingerprint_problems(built, lock) + problems))
+        return problems
+
+    @staticmethod
+    def _fingerprint_problems(built: BuiltEnv, lock: PlatformLock) -> list[str]:
         facts = {
             k: v
             for k, v in built.fingerprint.items()
             if k not in ("distributions", "digest", "locations", "executable", "prefix", "platform", "conda")
         }
         now = fingerprint.of_env(built.path, facts, conda=lock.is_conda)
-        problems = []
-        if now.get("digest") != built.fingerprint.get("digest"):
-            problems = fingerprint.differences(now, lock) + fingerprint.changed_on_disk(built.fingerprint, now)
-            problems = list(dict.fromkeys(problems)) or ["its files changed since it was built"]
-        if full:
-            problems += hash_problems(built.path)
-        return problems
+        if now.get("digest") == built.fingerprint.get("digest"):
+            return []
+        return fingerprint.differences(now, lock) + fingerprint.changed_on_disk(built.fingerprint, now)
+
+    def _content_problems(self, built: BuiltEnv, full: bool = False) -> list[str]:
+        found = manifest.check(built.path, self.manifest_path(built.env_id), built.env_id, NOT_LISTED, full)
+        if found.refreshed is not None:
+            self._refresh(built.env_id, found.refreshed)
+        return found.problems
+
+    def _refresh(self, env_id: str, refreshed: dict) -> None:
+        """Keep the new stamps of files that were re-hashed and matched (touched, or the env copied), so the
+        next check takes the fast path again: only when no build holds the env's lock, and only over the
+        manifest that was checked (a build since then wrote its own)."""
+        path = self.manifest_path(env_id)
+        try:
+            with FileLock(self._lock_path(env_id), timeout=0):
+                now = manifest.read(path, env_id, files=False)
+                if now is not None and now.get("nonce") == refreshed.get("nonce"):
+                    manifest.write(path, refreshed)
+        except (Timeout, OSError):
+            pass  # refreshed next time
 
     def build(
         self,
@@ -119,15 +158,17 @@ class Environments:
         where: str = "",
         repair: bool = False,
         log=lambda msg: None,
+        refetch: Refetch | None = None,
     ) -> BuiltEnv:
         """Build the env, or reuse it if it is intact (checked cheaply; fully with ``repair``): a
-        damaged env is rebuilt. An install that fails on damaged cached files retries once."""
+        damaged env is rebuilt. An install that fails on damaged cached files retries once, with those
+        files fetched anew: from ``refetch`` when offline (a replay's store), else from where the lock says."""
         env_id = lock.env_id
         found = self.get(env_id)
         if found and not self.damage(found, lock, full=repair):
             return found
         self.root.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(self.path(env_id)) + ".lock"):
+        with FileLock(self._lock_path(env_id)):
             found = self.get(env_id)  # another process may have built (or repaired) it while we waited
             if found:
                 problems = self.damage(found, lock, full=repair)
@@ -136,13 +177,27 @@ class Environments:
                 log(f"env {env_id[:12]} at {found.path} is damaged ({cap(problems)}): rebuilding it")
                 (found.path / MARKER).unlink(missing_ok=True)
             fresh = found is not None  # uv may have hard-linked the damaged files from its cache: bypass it
-            files = self.fetcher.ensure(lock.packages, offline=offline, where=where)
+            files = self._files(lock, offline, where, refetch)
             try:
                 return self._build_locked(lock, interpreter, files, where, fresh=fresh)
             except EvictedFiles as exc:  # bit rot the stamps could not see: fetched anew, once
                 log(f"{exc}\nretrying once with the files fetched anew")
-                files = self.fetcher.ensure(lock.packages, offline=offline, where=where)
+                files = self._files(lock, offline, where, refetch)
                 return self._build_locked(lock, interpreter, files, where, fresh=True)
+
+    def _files(self, lock: PlatformLock, offline: bool, where: str, refetch: Refetch | None) -> dict:
+        """Every package file of ``lock`` in the cache, verified: {sha256: path}. Offline with ``refetch``,
+        a file the cache lost or holds damaged is fetched again from there instead of being an error."""
+        if offline and refetch is not None:
+            for p in {p.sha256: p for p in lock.packages}.values():
+                if self.cache.has(p):
+                    try:
+                        self.cache.check(p, where)
+                        continue
+                    except IntegrityError:
+                        pass  # removed from the cache: fetched again below
+                refetch(p, where)
+        return self.fetcher.ensure(lock.packages, offline=offline, where=where)
 
     def _build_locked(
         self, lock: PlatformLock, interpreter: Interpreter | None, files: dict, where: str, fresh: bool = False
@@ -162,6 +217,7 @@ class Environments:
                 f"{where}: uv venv failed for Python {interpreter.version} ({interpreter.path}):\n{proc.stderr.strip()}"
             )
         self._pip_install(lock, list(lock.packages), path, files, where, fresh)
+        compile_site_packages(path)
         fp = fingerprint.of_env(path, interpreter.facts, fresh=True)
         return self._finish(lock, path, interpreter.path, fp, where)
 
@@ -200,6 +256,7 @@ class Environments:
         pip = [p for p in lock.packages if not p.is_conda]
         if pip:  # the pixi model: PyPI packages on top of the conda env, after it, with no dependencies
             self._pip_install(lock, pip, path, files, where, fresh)
+        compile_site_packages(path)
         facts = self._conda_python_facts(lock, python)
         fp = fingerprint.of_env(path, facts, fresh=True, conda=True)
         return self._finish(lock, path, str(python), fp, where)
@@ -242,6 +299,7 @@ class Environments:
             protocol.MARKER_FINGERPRINT: fp,
             "built_at": time.time(),
         }
+        manifest.write(self.manifest_path(env_id), manifest.take(path, env_id, NOT_LISTED))  # before the marker
         tmp = path / (MARKER + ".tmp")
         tmp.write_text(json.dumps(marker, sort_keys=True))
         os.replace(tmp, path / MARKER)  # written last: the env exists only from here on
@@ -273,6 +331,19 @@ class Environments:
 
     def remove(self, env_id: str) -> None:
         shutil.rmtree(self.path(env_id), ignore_errors=True)
+        self.manifest_path(env_id).unlink(missing_ok=True)
+
+
+def compile_site_packages(path: Path) -> None:
+    """Compile the env's site-packages with its own interpreter (``plugins/bytecode.py``: each .pyc written
+    whole, or the build fails), before its manifest lists them: tasks never write bytecode
+    (PYTHONDONTWRITEBYTECODE=1) and read these. Removes ``path`` and raises OSError (ENOSPC...) on failure."""
+    sites = [str(p) for p in sorted(path.glob("lib/python3*/site-packages"))]
+    try:
+        bytecode.compile_with(str(env_python(path)), sites)
+    except OSError:
+        shutil.rmtree(path, ignore_errors=True)
+        raise
 
 
 def install_args(python: Path, requirements: Path) -> list[str]:
@@ -290,24 +361,3 @@ def install_args(python: Path, requirements: Path) -> list[str]:
         "-r",
         str(requirements),
     ]
-
-
-def hash_problems(env: Path) -> list[str]:
-    """Files of an environment whose bytes differ from the sha256 their RECORD gives, or are gone."""
-    problems = []
-    for record in sorted(Path(env).glob("lib/python3*/site-packages/*.dist-info/RECORD")):
-        site = record.parent.parent
-        for line in record.read_text(errors="replace").splitlines():
-            parts = line.rsplit(",", 2)
-            if len(parts) < 3 or not parts[1].startswith("sha256="):
-                continue
-            want = parts[1][len("sha256=") :]
-            path = site / parts[0]
-            try:
-                got = base64.urlsafe_b64encode(hashlib.sha256(path.read_bytes()).digest()).rstrip(b"=").decode()
-            except OSError:
-                problems.append(f"{parts[0]} is gone")
-                continue
-            if got != want:
-                problems.append(f"{parts[0]} changed")
-    return problems

@@ -28,6 +28,7 @@ from metaflow_repro.env.conda_meta import (
     HARDLINK,
     INDEX_JSON,
     INFO_FILES,
+    MAX_INFO_BYTES,
     OTHER,
     SHOWN,
     SYMLINK,
@@ -35,6 +36,7 @@ from metaflow_repro.env.conda_meta import (
     PackageMeta,
     env_problems,
     member_problems,
+    normal,
     read_meta,
 )
 from metaflow_repro.errors import BadInput, InfraError, IntegrityError, ResolutionError
@@ -200,13 +202,13 @@ def pip_packages(
 
 #: The verdict of one archive's checks, kept beside the verified file in the package cache with what the
 #: env-wide check needs (``conda_meta.PackageMeta``) and its index.json. Its name changes with the checks.
-CHECKED_STAMP = ".conda-checked-v2"
+CHECKED_STAMP = ".conda-checked-v3"
 META_FILE, INDEX_FILE = ".conda-meta.json", ".index.json"
 
 
 def _member(m: tarfile.TarInfo) -> Member:
     if m.isfile():
-        return Member(m.name, FILE)
+        return Member(m.name, FILE, size=m.size)
     if m.isdir():
         return Member(m.name, DIR)
     if m.issym():
@@ -217,15 +219,34 @@ def _member(m: tarfile.TarInfo) -> Member:
 
 
 def _tar_scan(tar: tarfile.TarFile, members: list[Member], info: dict[str, bytes]) -> None:
+    """Every member, and the info documents by the path they are extracted to. One that is too large or not a
+    regular file is not read (``read_meta`` refuses it, and ``member_problems`` any path given twice)."""
     for m in tar:
         members.append(_member(m))
-        if m.isfile() and m.name in INFO_FILES and m.size <= MAX_INFO_BYTES:
+        if m.isfile() and normal(m.name) in INFO_FILES and m.size <= MAX_INFO_BYTES:
             fh = tar.extractfile(m)
-            info[m.name] = fh.read() if fh else b""
+            info[normal(m.name)] = fh.read() if fh else b""
 
 
-#: An info document larger than this is not read (a python package's paths.json is about 1 MiB).
-MAX_INFO_BYTES = 64 << 20
+def _conda_scan(path: Path, members: list[Member], info: dict[str, bytes]) -> None:
+    """``_tar_scan`` of each inner ``.tar.zst`` of a ``.conda`` zip (two of one name: ValueError, since zipfile
+    opens the last of a name and another reader may take the first)."""
+    import zstandard
+
+    with zipfile.ZipFile(path) as zf:
+        inners = [i for i in zf.infolist() if i.filename.endswith(".tar.zst")]
+        names = [i.filename for i in inners]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"the zip holds {', '.join(twice)} more than once")
+        for inner in inners:
+            with zf.open(inner) as raw:
+                stream = zstandard.ZstdDecompressor().stream_reader(raw)
+                try:
+                    with tarfile.open(fileobj=io.BufferedReader(stream), mode="r|") as tar:
+                        _tar_scan(tar, members, info)
+                except zstandard.ZstdError as exc:
+                    raise ValueError(f"{inner.filename} is not zstd ({exc})") from None
 
 
 def read_archive(path: Path, name: str = "") -> tuple[list[Member], dict[str, bytes]]:
@@ -236,17 +257,15 @@ def read_archive(path: Path, name: str = "") -> tuple[list[Member], dict[str, by
         with open(path, "rb") as fh, tarfile.open(fileobj=bz2.BZ2File(fh), mode="r|") as tar:
             _tar_scan(tar, members, info)
     elif name.endswith(".conda"):
-        import zstandard
-
-        with zipfile.ZipFile(path) as zf:
-            for inner in (n for n in zf.namelist() if n.endswith(".tar.zst")):
-                with zf.open(inner) as raw:
-                    stream = zstandard.ZstdDecompressor().stream_reader(raw)
-                    with tarfile.open(fileobj=io.BufferedReader(stream), mode="r|") as tar:
-                        _tar_scan(tar, members, info)
+        _conda_scan(path, members, info)
     else:
         raise ValueError(f"{name} is neither a .conda nor a .tar.bz2 archive")
     return members, info
+
+
+#: How reading a malformed archive fails (zipfile: NotImplementedError for a compression it does not know,
+#: RuntimeError for an encrypted member): each a finding, never an exception out of install or verify.
+UNREADABLE = (OSError, tarfile.TarError, zipfile.BadZipFile, EOFError, ValueError, NotImplementedError, RuntimeError)
 
 
 def scan_archive(path: Path, name: str = "") -> tuple[list[str], PackageMeta | None, bytes]:
@@ -255,8 +274,7 @@ def scan_archive(path: Path, name: str = "") -> tuple[list[str], PackageMeta | N
     name = name or path.name
     try:
         members, info = read_archive(path, name)
-        json.loads(info.get(INDEX_JSON, b"{}"))
-    except (OSError, tarfile.TarError, zipfile.BadZipFile, EOFError, ValueError) as exc:
+    except UNREADABLE as exc:
         return [f"it cannot be read as a conda archive ({exc})"], None, b""
     problems = member_problems(members)
     meta, meta_problems = read_meta(name, members, info)
@@ -371,7 +389,8 @@ def install(lock: PlatformLock, prefix: Path, files: dict[str, Path], rattler_ca
             | {"file": p.file, "url": path.as_uri(), "channel": p.channel}
         )
     check_env(lock, metas, where)
-    request = {"records": recs, "prefix": str(prefix), "cache_dir": str(rattler_cache)}
+    # absolute: the worker runs in a folder of its own
+    request = {"records": recs, "prefix": os.path.abspath(prefix), "cache_dir": os.path.abspath(rattler_cache)}
     try:
         rattler_worker.ask("install", request, where=where)
     except rattler_worker.RattlerFailed as exc:

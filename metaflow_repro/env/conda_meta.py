@@ -14,12 +14,14 @@ link to ``.`` followed by ``..`` is caught where a lexical check would pass it.
 
 from __future__ import annotations
 
-import json
 import posixpath
 import re
 import shlex
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+
+from metaflow_repro.model.validate import At, Invalid, load_json
 
 #: The info documents that name paths (and index.json, which says whether a package is ``noarch: python``).
 INDEX_JSON = "info/index.json"
@@ -28,6 +30,9 @@ LINK_JSON = "info/link.json"
 HAS_PREFIX = "info/has_prefix"
 PATH_LISTS = ("info/files", "info/no_link", "info/no_softlink")
 INFO_FILES = (INDEX_JSON, PATHS_JSON, LINK_JSON, HAS_PREFIX, *PATH_LISTS)
+#: An info document larger than this is not read, and refuses its package (a python package's paths.json is
+#: about 1 MiB): rattler would read what repro did not check.
+MAX_INFO_BYTES = 64 << 20
 #: More hops than this through symbolic links is a loop (Linux's own limit).
 MAX_HOPS = 40
 #: How many findings a refusal names.
@@ -38,11 +43,18 @@ FILE, DIR, SYMLINK, HARDLINK, OTHER = "file", "dir", "symlink", "hardlink", "oth
 
 @dataclass(frozen=True)
 class Member:
-    """One archive member: its name, its kind, and a link's target (a hard link's is from the archive's root)."""
+    """One archive member: its name, its kind, a link's target (a hard link's is from the archive's root) and
+    its size in bytes."""
 
     name: str
     kind: str
     target: str = ""
+    size: int = 0
+
+
+def normal(name: str) -> str:
+    """A member's name as the path it is extracted to (``./info//paths.json`` is ``info/paths.json``)."""
+    return "/".join(p for p in name.split("/") if p not in ("", "."))
 
 
 @dataclass(frozen=True)
@@ -115,7 +127,7 @@ def physical(links: Mapping[str, str]) -> tuple[dict[str, str], bool]:
     """``links`` keyed by where each one lands: a link made under another link's path lands where that one
     leads (``a -> .`` then ``a/x``: ``x``). The flag is False when one would land outside the root (it is
     left out) or the keys do not settle."""
-    cur = {"/".join(p for p in k.split("/") if p not in ("", ".")): t for k, t in links.items()}
+    cur = {normal(k): t for k, t in links.items()}
     settled = True
     for _ in range(len(cur) + 1):
         new = {}
@@ -154,10 +166,18 @@ UNSETTLED = "its symbolic links lead outside the prefix or through each other wi
 
 def member_problems(members: Iterable[Member]) -> list[str]:
     """What makes an archive unsafe to extract into a folder: a member outside it (by name, or through
-    the archive's own links), a link leaving it, a member that is not a file, folder or link."""
+    the archive's own links), a link leaving it, a member that is not a file, folder or link, a path
+    that two members share (extraction keeps one, the checks may have read the other)."""
     members = list(members)
     links, problems = _links_of(members)
-    return problems + [p for p in (_member_problem(m, links) for m in members) if p]
+    return problems + _duplicates(members) + [p for p in (_member_problem(m, links) for m in members) if p]
+
+
+def _duplicates(members: list[Member]) -> list[str]:
+    """A finding per path that more than one member is extracted to (the same folder twice is harmless)."""
+    counts = Counter(normal(m.name) for m in members if m.kind != DIR)
+    counts.update(normal(m.name) for m in members if m.kind == DIR and counts[normal(m.name)])
+    return [f"member {name!r} is in the archive {n} times" for name, n in sorted(counts.items()) if n > 1]
 
 
 def _member_problem(m: Member, links: Mapping[str, str]) -> str:
@@ -184,10 +204,11 @@ class _Bad(Exception):
 
 
 def _json(info: Mapping[str, bytes], name: str) -> object:
+    """The decoded document, within a size and a depth limit (never a RecursionError)."""
     try:
-        return json.loads(info[name])
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise _Bad(f"{name} is not JSON ({exc})") from None
+        return load_json(info[name], At(""), "JSON", max_bytes=MAX_INFO_BYTES)
+    except Invalid as exc:
+        raise _Bad(f"{name} is {exc}") from None
 
 
 def _paths_json(info: Mapping[str, bytes]) -> list[object]:
@@ -274,21 +295,45 @@ def _path_of(doc: str, raw: object) -> tuple[str, str]:
 def _noarch_python(info: Mapping[str, bytes]) -> bool:
     for name in (INDEX_JSON, LINK_JSON):
         try:
-            doc = json.loads(info.get(name, b"{}"))
-        except (ValueError, UnicodeDecodeError):
-            continue
+            doc = _json(info, name) if name in info else {}
+        except _Bad:
+            continue  # a finding of _index_problems or _named_paths
         noarch = doc.get("noarch") if isinstance(doc, dict) else None
         if noarch == "python" or (isinstance(noarch, dict) and noarch.get("type") == "python"):
             return True
     return False
 
 
+def _unread(members: Iterable[Member], info: Mapping[str, bytes]) -> list[str]:
+    """A finding per info document in the archive that was not read (too large, not a regular file): rattler
+    would read what repro did not check."""
+    out = []
+    for m in (m for m in members if normal(m.name) in INFO_FILES):
+        if m.kind != FILE:
+            out.append(f"{normal(m.name)} is a {m.kind}, not a regular file")
+        elif m.size > MAX_INFO_BYTES:
+            out.append(f"{normal(m.name)} is {m.size} bytes, more than the {MAX_INFO_BYTES} bytes repro reads")
+        elif normal(m.name) not in info:
+            out.append(f"{normal(m.name)} could not be read")
+    return out
+
+
+def _index_problems(info: Mapping[str, bytes]) -> list[str]:
+    try:
+        _json(info, INDEX_JSON) if INDEX_JSON in info else None
+    except _Bad as exc:
+        return [str(exc)]
+    return []
+
+
 def read_meta(file: str, members: Iterable[Member], info: Mapping[str, bytes]) -> tuple[PackageMeta, list[str]]:
-    """The package's ``PackageMeta`` and the findings of its info documents: malformed documents, and paths
-    that are absolute, have a ``..`` or (with the package's own links) lead outside the prefix."""
+    """The package's ``PackageMeta`` and the findings of its info documents: malformed, oversized or unread
+    documents, and paths that are absolute, have a ``..`` or (with the package's own links) lead outside the
+    prefix."""
     members = list(members)
     links, _ = _links_of(members)  # member_problems names links that do not settle
     named, problems = _named_paths(info)
+    problems += _unread(members, info) + _index_problems(info)
     paths = []
     for doc, raw in named:
         path, bad = _path_of(doc, raw)

@@ -352,7 +352,11 @@ def current_lock(flow: Flow, offline: bool = False, log: Log = _stderr, frozen: 
         return flow.lock
     if offline or frozen:
         detail = "\n".join(cap_lines(f"  {f.line()}" for f in drift))
-        why = "--offline forbids resolving" if offline else "REPRO_FROZEN is set, so it is not re-resolved"
+        why = (
+            "--offline forbids resolving (so does REPRO_OFFLINE)"
+            if offline
+            else "REPRO_FROZEN is set, so it is not re-resolved"
+        )
         raise BadInput(
             f"{flow.path}: the lock does not match the flow, and {why}:\n"
             f"{detail}\nRun `repro lock {flow.path.name}` (with network access) and commit the lock."

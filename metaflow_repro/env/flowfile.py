@@ -448,9 +448,7 @@ def parameter_names(path: Path) -> tuple[str, ...]:
 def _mutator_parameters(path: Path, static) -> list[str]:
     """The Parameters of the flow once its flow mutators ran, with its configs' defaults (a module of its
     own: applying them changes the class); none when it has no flow mutator or they fail without values."""
-    from metaflow.flowspec import FlowStateItems
-
-    if not static._flow_state[FlowStateItems.FLOW_MUTATORS]:
+    if not _flow_mutators(static):  # every supported release (its key's name changed over 2.16-2.19)
         return []
     cls = _flow_class(import_flow_module(path, "parameters, mutated"), path)
     try:

@@ -23,7 +23,7 @@ from metaflow_repro.model import platforms as plats
 from metaflow_repro.model.lock import Package, PlatformLock
 from metaflow_repro.model.spec import EnvSpec
 from metaflow_repro.model.validate import cap
-from metaflow_repro.settings import Settings
+from metaflow_repro.settings import Settings, check_package_sources
 
 #: uv's exit codes: 1 = the command failed (no solution: bad names, versions or pins), 2 = an error
 #: (the index could not be reached, I/O). The code decides, never the wording of uv's message.
@@ -86,6 +86,7 @@ def compile_args(
         args.append("--no-build")
     if no_deps:
         args.append("--no-deps")
+    check_package_sources(settings)  # a missing local folder names its setting, not the index
     if settings.index_url:
         args += ["--index-url", settings.index_url]
     for link in settings.find_links:

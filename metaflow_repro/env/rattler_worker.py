@@ -21,6 +21,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -47,21 +48,30 @@ class RattlerFailed(InfraError):
 # -- the caller's side ---------------------------------------------------------------------------
 
 
+def worker_env(environ: dict[str, str]) -> dict[str, str]:
+    """The worker's environment: the folder holding metaflow_repro (however this process found it) first on
+    PYTHONPATH, then the caller's absolute entries (a relative or empty one meant the caller's folder)."""
+    root = str(Path(__file__).resolve().parents[2])
+    given = [p for p in environ.get("PYTHONPATH", "").split(os.pathsep) if os.path.isabs(p)]
+    return {**environ, "PYTHONPATH": os.pathsep.join([root, *given])}
+
+
 def ask(op: str, request: dict, *, where: str, timeout: float | None = None) -> Any:
-    """Run one ``op`` in a fresh worker process and return its result (see the module's docstring)."""
+    """Run one ``op`` in a fresh worker process and return its result (see the module's docstring). The worker
+    starts in an empty folder of its own: ``python -m`` puts its current folder first on sys.path, and a
+    ``json.py`` or ``rattler.py`` in the caller's would be imported instead (``-P`` is Python 3.11+ only)."""
     timeout = TIMEOUTS.get(op, 600.0) if timeout is None else timeout
-    env = dict(os.environ)
-    root = str(Path(__file__).resolve().parents[2])  # the folder holding metaflow_repro, however it was found
-    env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
     try:
-        proc = subprocess.run(
-            [sys.executable, "-m", MODULE],
-            input=json.dumps({"op": op, **request}),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=env,
-        )
+        with tempfile.TemporaryDirectory(prefix="repro-rattler-") as neutral:
+            proc = subprocess.run(
+                [sys.executable, "-m", MODULE],
+                input=json.dumps({"op": op, **request}),
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                env=worker_env(dict(os.environ)),
+                cwd=neutral,
+            )
     except subprocess.TimeoutExpired:
         raise InfraError(
             f"{where}: rattler ({op}) did not finish within {timeout:.0f} s and was stopped; "

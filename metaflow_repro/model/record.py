@@ -752,10 +752,11 @@ def replay_problems(record: RunRecord) -> list[str]:
             f"the record's run options {v.cap(map(repr, smuggled))} are not options a replay passes on "
             f"(only {', '.join(sorted(REPLAYED_RUN_OPTIONS))}); the record is corrupt or hostile"
         )
-    if record.code_sha256 == NO_CODE:
+    if record.code_sha256 == NO_CODE and record.status is RunStatus.SUCCESS:
+        # a failed run (or failed replay) no task of which started is recorded without code on purpose
         problems.append(
-            "the record names no code package (code_sha256 is all zeros: the run failed before any step "
-            "started), so there is no code to replay"
+            "the record says the run succeeded but names no code package (code_sha256 is all zeros); "
+            "the record is corrupt or hostile"
         )
     if record.pythonhashseed:
         try:
@@ -771,5 +772,9 @@ def replay_problems(record: RunRecord) -> list[str]:
 def check_replayable(record: RunRecord, where: str = "") -> None:
     """Refuse (``BadInput``, exit 2) a record ``replay_problems`` finds fault with, naming every reason."""
     problems = replay_problems(record)
+    if record.code_sha256 == NO_CODE and record.status is not RunStatus.SUCCESS:
+        problems.append(
+            "the run failed before any step started (code_sha256 is all zeros), so there is no code to replay"
+        )
     if problems:
         raise BadInput(f"{where or record.ref}: cannot be replayed: {'; '.join(problems)}; nothing was fetched or run")

@@ -40,9 +40,10 @@ from metaflow_repro.model.lock import PlatformLock
 from metaflow_repro.model.record import RunRecord, RunStatus, check_replayable, replay_problems
 from metaflow_repro.model.replay import RunFailure, RunResult
 from metaflow_repro.model.validate import cap
+from metaflow_repro.operations.env import refetch_from
 from metaflow_repro.operations.run import Log, Outcome, RunOptions, check_same_flow, compare_runs, run_and_record
 from metaflow_repro.paths import inside
-from metaflow_repro.settings import Settings, environ_for, load_settings, spec_environ
+from metaflow_repro.settings import Settings, check_metaflow_args, environ_for, load_settings, spec_environ
 from metaflow_repro.store import Store, layout, open_store
 from metaflow_repro.store.snapshot import (
     fetch_verified,
@@ -310,7 +311,8 @@ def _rebuild_envs(
     envs = environments(settings)
     used = dict(interpreters)
     for env_id, pl in locks.items():
-        if envs.get(env_id) is not None:
+        built = envs.get(env_id)
+        if built is not None and not envs.damage(built, pl):  # a damaged one is rebuilt here, as a missing one
             continue
         log(f"rebuilding env {env_id[:12]} offline (Python {pl.python}, {len(pl.packages)} packages)")
         interp = None  # a conda env brings its own interpreter
@@ -319,7 +321,7 @@ def _rebuild_envs(
                 original, pl.python, store, settings, f"{original.ref} env {env_id[:12]}", log
             )
             used[pl.python] = interp
-        envs.build(pl, interp, offline=True, where=f"replay of {original.ref}")
+        envs.build(pl, interp, True, f"replay of {original.ref}", log=log, refetch=refetch_from(store, settings, log))
     return used
 
 
@@ -552,7 +554,7 @@ def recorded_args(
         args += [f"--{name}", value if isinstance(value, str) else json.dumps(value)]
     for name, path in sorted(include_files.items()):
         args += [f"--{name}", str(path)]
-    return [*args, *record.run_options]
+    return check_metaflow_args([*args, *record.run_options], record.ref)  # a NUL byte: refused, nothing run
 
 
 def _materialize(record: RunRecord, blobs: dict[str, Path], folder: Path) -> dict[str, Path]:

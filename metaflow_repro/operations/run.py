@@ -38,7 +38,7 @@ from metaflow_repro.model.lock import Lock, parse_lock
 from metaflow_repro.model.platforms import local_platform_name
 from metaflow_repro.model.record import RunRecord, RunStatus, from_json
 from metaflow_repro.model.validate import cap
-from metaflow_repro.settings import Settings, environ_for, load_settings
+from metaflow_repro.settings import Settings, check_metaflow_args, environ_for, load_settings
 from metaflow_repro.store import Store, layout, open_store
 from metaflow_repro.store.base import StoreObjectMissing
 from metaflow_repro.store.snapshot import (
@@ -176,6 +176,7 @@ def run_and_record(
     path = Path(path)
     outcome = Outcome(path=str(path.resolve()))
     try:
+        check_metaflow_args(list(options.metaflow_args))  # before anything runs: repro's own options, NUL bytes
         decl = declarations if declarations is not None else load_flow(path, options.metaflow_args)
         outcome.flow, outcome.steps = decl.name, list(decl.steps)
         _run(path, decl, options, outcome, log)
@@ -249,19 +250,37 @@ def _run(path: Path, decl: FlowDeclarations, options: RunOptions, outcome: Outco
     before = _before_run(flow, options, settings, outcome, log)
     _lock_for_run(flow, before.frozen, outcome, log)
     # Metaflow's and the read-back's temporary files and client cache under REPRO_HOME/tmp (issue 22 item 13)
-    env = {**scratch.child_env(settings.home), **options.env, **(environ_for(frozen=True) if before.frozen else {})}
+    env = {
+        **scratch.child_env(settings.home),
+        # the archive bound as this flow's settings say: Metaflow's runtime and the read-back read the environment only
+        **environ_for(archive_max_bytes=settings.archive_max_bytes),
+        **options.env,
+        **(environ_for(frozen=True) if before.frozen else {}),
+    }
     # a pushed run is marked before Metaflow starts, so that a repro killed from here on loses no run
     marker = _mark_pending(flow, options, env, settings, before.store) if options.push else None
     try:
         run_id, elapsed = _start(flow, options, env, outcome, log, marker)
-    except BaseException:  # no run, or one stopped with repro: nothing to record
+    except BaseException:  # no run: nothing to record (a run Metaflow started keeps its marker: recover)
         if marker is not None:
-            pending.remove(marker)
+            _drop_unstarted(marker)
         raise
     flow.lock = flow_lock(flow.path, flow.name)  # Metaflow's process re-locks a lock it finds stale
     outcome.lock = flow.lock
     done = _Finished(flow, run_id, elapsed, env, options, settings, before.store)
     _record(done, before.baseline, outcome, log, marker)
+
+
+def _drop_unstarted(marker: Path) -> None:
+    """Remove the marker of a run Metaflow never started. One whose run id Metaflow wrote stays, even if
+    ``_start`` failed after it (its update to finished hit a full disk, Ctrl-C just after Metaflow exited):
+    ``repro recover`` records the run if it finished and drops it if not."""
+    try:
+        started = pending.started_run_id(marker)
+    except ReproError:  # an unreadable run id: recover says what is wrong with it
+        return
+    if not started:
+        pending.remove(marker)
 
 
 def _before_run(flow: Flow, options: RunOptions, settings: Settings, outcome: Outcome, log: Log) -> _Before:
@@ -327,21 +346,14 @@ def _start(
 
 #: what a process that ran out of disk space says (``OSError: [Errno 28] No space left on device``)
 _NO_SPACE = ("No space left on device", "[Errno 28]", "Disk quota exceeded")
-#: REPRO_HOME with less free space than this is full: what failed there failed for want of space
-FULL_BELOW = 1 << 20
 
 
 def check_space(settings: Settings, what: str, output: str = "") -> None:
     """Raise an InfraError naming the file system when ``what`` (a run or a process that failed) failed
-    for want of disk space: its ``output`` says so, or REPRO_HOME (where environments, code, temporary
-    files and the client cache live) is full. A full disk is never reported as a failed step."""
-    said = any(marker in output for marker in _NO_SPACE)
-    try:
-        st = os.statvfs(settings.home.root)
-        full = st.f_bavail * st.f_frsize < FULL_BELOW
-    except OSError:
-        full = False
-    if said or full:
+    for want of disk space: only when its ``output`` (or its failed tasks' logs) says so (ENOSPC), never
+    from free space alone (root writes into a file system's reserved blocks: a step that fails on a
+    nearly full disk is a failed step). A full disk is never reported as a failed step."""
+    if any(marker in output for marker in _NO_SPACE):
         raise InfraError(
             f"{what}: no space left on device; {space_note(settings.home.root)} (REPRO_HOME: {settings.home.root}). "
             "Free some space there and run again; `repro recover` then records a run that finished."
@@ -367,6 +379,7 @@ def _mark_pending(
 ) -> Path:
     """The pending marker of a run about to start (``adapter/pending``): what ``repro recover`` needs to
     record it if this repro is stopped before the run is recorded and pushed."""
+    ran_in = Path(options.cwd or os.getcwd()).resolve()  # where Metaflow runs: its .metaflow is found from there
     return pending.start(
         settings.home,
         pending.PendingRun(
@@ -377,9 +390,10 @@ def _mark_pending(
             lock_sha256=runs.lock_sha256(flow.lock_file),
             store=store.uri if store is not None else "",
             metaflow_args=tuple(options.metaflow_args),
-            env=pending.locating_env(env),
+            env=pending.locating_env(env, ran_in),
             identity=options.identity,
             cwd=os.getcwd(),
+            ran_in=str(ran_in),
             move_latest=options.move_latest,
         ),
     )
@@ -388,7 +402,7 @@ def _mark_pending(
 def _marker_finished(marker: Path, run_id: str, elapsed: float, lock_file: Path) -> None:
     """The run finished: its id and duration, and the lock as Metaflow's process left it (it re-locks a
     stale lock it finds)."""
-    run = pending.parse(marker.read_text(), str(marker))
+    run = pending.locate(pending.parse(marker.read_text(), str(marker)))  # the .metaflow Metaflow made
     done = replace(run, state=pending.FINISHED, run_id=run_id, elapsed=round(elapsed, 3))
     pending.update(marker, replace(done, lock_sha256=runs.lock_sha256(lock_file)) if lock_file.is_file() else done)
 
@@ -413,7 +427,7 @@ def _record(
     if options.hermetic or settings.hermetic:
         outcome.findings += hermetic.findings(record, settings.hermetic_allow)
     if record.status is not RunStatus.SUCCESS:  # a failed run is not pushed
-        check_space(settings, f"run {record.ref} failed")
+        check_space(settings, f"run {record.ref} failed", _failed_logs(found) + outcome.output)
         if marker is not None:
             pending.remove(marker)
         return
@@ -439,6 +453,11 @@ def _record(
         outcome.findings += outcome.comparison.findings()
 
 
+def _failed_logs(found: RunInspection) -> str:
+    """What the failed tasks wrote to stderr (the evidence of a full disk, if any)."""
+    return "\n".join(t.stderr for tasks in found.steps.values() for t in tasks if not t.successful)
+
+
 def _push(
     record: RunRecord, store: Store, settings: Settings, keep: dict, outcome: Outcome, log: Log, latest: bool
 ) -> None:
@@ -461,7 +480,9 @@ def _read_back(done: _Finished) -> tuple[RunRecord, RunInspection]:
             flow.name,
             run_id,
             flow.decl.parameters,
-            env=env,
+            # the local metadata Metaflow wrote where it ran (a replay runs it in its own folder; on Batch the
+            # datastore is S3 but the metadata is still local): found from that folder, not from this one
+            env=pending.with_sysroot(env, options.cwd or os.getcwd()),
             info=flow.decl.parameter_info,
             inputs_dir=settings.home.inputs / "sha256",
             lineage_dir=settings.home.inputs / "sha1",
@@ -523,8 +544,8 @@ def recover(settings: Settings, store_uri: str | None = None, log: Log = _quiet)
         outcome = Outcome(path=str(path))
         try:
             run = pending.parse(path.read_text(), str(path))
-            if run.alive():
-                continue  # a run in progress
+            if run.alive(pending.written(path)):
+                continue  # a run in progress (here, or of a repro on another machine or container)
             outcome.path = run.path
             _recover_one(path, run, settings, store_uri, outcome, log)
         except ReproError as exc:
@@ -550,6 +571,7 @@ def _recover_one(
             pending.remove(path)
             outcome.note = f"{run.flow}: a run of {run.path} that never started (repro was stopped first): dropped"
             return
+    run = pending.locate(run)  # its datastore as Metaflow found it, whatever folder recover runs in
     flow, mine = _flow_as_run(path, run, outcome)
     store = open_store(store_uri or run.store or mine.store)
     options = RunOptions(

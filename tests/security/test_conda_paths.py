@@ -54,11 +54,39 @@ def paths_json(*items: tuple[str, bytes]) -> bytes:
     return json.dumps({"paths": paths, "paths_version": 1}).encode()
 
 
+#: json.loads raises RecursionError on it, out of scan_archive (and all of ``repro store verify``)
+DEEP = b"[" * 100000
+
+
+def padded(doc: bytes) -> bytes:
+    """``doc`` with trailing spaces past conda.MAX_INFO_BYTES: valid JSON, which repro did not read."""
+    return doc + b" " * (conda.MAX_INFO_BYTES + 1 - len(doc))
+
+
+def unchecked(folder: Path, how: str, victim: Path) -> tuple[Path, str]:
+    """A package whose paths.json repro could not check (too large, given twice, nested too deep), read by
+    rattler all the same; (archive, what the refusal names)."""
+    ok = Entry("share/evil/ok.txt", b"ok\n")
+    generic = Meta(f"evil-{how}", "1.0", "repro_0", "noarch", noarch="generic")
+    evil, clean = paths_json((escape_to(victim), b"pwned\n")), paths_json(("share/evil/ok.txt", b"ok\n"))
+    if how == "oversized":  # skipped unread: none of its paths were checked
+        return write_package(folder, generic, [ok], info={"info/paths.json": padded(evil)}), "more than the"
+    if how == "twice":  # the evil one first, the clean one (which repro kept) last
+        twice = [Entry("info/paths.json", clean)]
+        return write_package(folder, generic, [ok], twice, info={"info/paths.json": evil}), "2 times"
+    if how == "twice-large":  # the clean one first, the evil one too large to read
+        return write_package(folder, generic, [ok], [Entry("info/paths.json", padded(evil))]), "2 times"
+    doc = {"deep-paths": "info/paths.json", "deep-link": "info/link.json", "deep-index": "info/index.json"}[how]
+    return write_package(folder, generic, [ok], info={doc: DEEP}), f"{doc} is not JSON (nested deeper than"
+
+
 def hostile(folder: Path, how: str, victim: Path) -> tuple[Path, str]:
     """A package whose ``how`` leads outside the prefix, written into channel ``folder``; (archive, what the
     refusal names)."""
     escape, ok = escape_to(victim), Entry("share/evil/ok.txt", b"ok\n")
     generic = Meta(f"evil-{how}", "1.0", "repro_0", "noarch", noarch="generic")
+    if how in UNCHECKED:
+        return unchecked(folder, how, victim)
     if how == "paths":  # the issue's package: rattler deleted the file, then failed to link
         return write_package(folder, generic, [ok], info={"info/paths.json": paths_json(("share/evil/ok.txt", b"ok\n"), (escape, b"pwned\n"))}), "info/paths.json"  # fmt: skip
     if how == "entry":  # rattler writes bin/<command>
@@ -71,18 +99,19 @@ def hostile(folder: Path, how: str, victim: Path) -> tuple[Path, str]:
 
 
 def conda_package(archive: Path) -> Package:
+    """The lock's entry, from the file name (NAME-VERSION-BUILD.tar.bz2): its index.json may be hostile."""
     data = archive.read_bytes()
-    meta = json.loads(conda.read_archive(archive)[1]["info/index.json"])
+    name, version, build = archive.name.removesuffix(".tar.bz2").rsplit("-", 2)
     return Package(
-        meta["name"],
-        meta["version"],
+        name,
+        version,
         "file:///channel",
         archive.name,
         f"file:///channel/noarch/{archive.name}",
         hashlib.sha256(data).hexdigest(),
         len(data),
         subdir="noarch",
-        build=meta["build"],
+        build=build,
         md5=hashlib.md5(data).hexdigest(),
     )
 
@@ -99,7 +128,8 @@ def conda_record(home: Path, archives: list[Path]):
     return dataclasses.replace(run.record, envs={pl.env_id: pl}, steps=steps), run.settings, pl
 
 
-HOW = ["paths", "entry", "prefix", "link"]
+UNCHECKED = ["oversized", "twice", "twice-large", "deep-paths", "deep-link", "deep-index"]
+HOW = ["paths", "entry", "prefix", "link", *UNCHECKED]
 
 
 @pytest.mark.parametrize("how", HOW)

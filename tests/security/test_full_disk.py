@@ -1,6 +1,8 @@
 """Issue 22 item 5: a full disk does not poison later runs. REPRO_HOME on a small tmpfs (root only): a run
 on the full file system fails with exit 3 naming it and its free space (not as a failed step), and once
-space is freed the next run works, whatever truncated bytecode a full disk left in ``REPRO_HOME/pycache``."""
+space is freed the next run works, whatever truncated bytecode a full disk left: in ``REPRO_HOME/pycache``
+(no longer used) or beside an env's sources (its manifest sees it: the env is rebuilt). Tasks write no
+bytecode; what repro compiles ahead is written whole or fails the build (``plugins/bytecode.py``)."""
 
 from __future__ import annotations
 
@@ -53,14 +55,14 @@ def _fill(folder: Path) -> Path:
     return filler
 
 
-def _truncated_pyc(source: Path, prefix: Path) -> None:
-    """A .pyc for ``source`` in the bytecode cache ``prefix`` (PYTHONPYCACHEPREFIX) as a full disk leaves it:
-    a valid header, then the first bytes of the code only."""
+def _truncated_pyc(source: Path, prefix: Path | None) -> None:
+    """A .pyc for ``source`` in the bytecode cache ``prefix`` (PYTHONPYCACHEPREFIX; None: beside it) as a
+    full disk leaves it: a valid header, then the first bytes of the code only."""
     code = compile(source.read_bytes(), str(source), "exec")
     st = source.stat()
     data = bootstrap._code_to_timestamp_pyc(code, int(st.st_mtime), st.st_size)
     saved = sys.pycache_prefix
-    sys.pycache_prefix = str(prefix)
+    sys.pycache_prefix = str(prefix) if prefix else None
     try:
         target = Path(importlib.util.cache_from_source(str(source)))
     finally:
@@ -94,10 +96,14 @@ def test_a_full_disk_is_exit_3_naming_it_and_poisons_no_later_run(tmp_path, smal
     assert len(sources) > 20
     for source in sources:
         _truncated_pyc(source, small_home / "pycache")
+    # and beside the env's sources, where tasks read the bytecode its build compiled
+    for source in small_home.glob("envs/*/lib/python3*/site-packages/requests/*.py"):
+        _truncated_pyc(source, None)
     again = Run(tmp_path)
     again.env["REPRO_HOME"] = str(small_home)
     assert again.start().finish() == 0, again.text
     assert "marshal data" not in "".join(again.output)
+    assert "is damaged" in "".join(again.output) and "requests/__pycache__" in "".join(again.output)
 
 
 @pytest.fixture
@@ -130,7 +136,24 @@ def test_enospc_names_the_file_system_and_what_the_write_needed(full_fs):
     assert f"the file system at {full_fs} has 0.0 MB free of 1 MB" in str(error)
     assert not list(full_fs.glob(".record.json.*")) and not target.exists()  # nothing half written
 
+    settings = Settings(home=Home(full_fs), store="")
+    # REPRO_HOME is full, but a step that failed for its own reason is a failed step: root writes into
+    # reserved blocks, so free space alone is no evidence (issue 22 item 10)
+    check_space(settings, "run F/1 failed", "ZeroDivisionError: division by zero")
+    check_space(settings, "run F/1 failed")
+    said = "OSError: [Errno 28] No space left on device: '/x/y'"  # what the failed step said
     with pytest.raises(InfraError, match=f"run F/1 failed: no space left on device; the file system at {full_fs}"):
-        check_space(
-            Settings(home=Home(full_fs), store=""), "run F/1 failed"
-        )  # REPRO_HOME is full: a full disk, not a step
+        check_space(settings, "run F/1 failed", said)
+
+
+@pytest.mark.timeout(60)
+def test_bytecode_compiled_on_a_full_disk_fails_and_leaves_no_pyc(full_fs):
+    from metaflow_extensions.repro.plugins import bytecode
+
+    (full_fs / "filler").unlink()
+    (full_fs / "mod.py").write_text("X = %r\n" % ("x" * 3000))  # bigger than what is left once refilled
+    _fill(full_fs)
+    with pytest.raises(OSError) as caught:
+        bytecode.compile_with(sys.executable, [str(full_fs)])
+    assert caught.value.errno == errno.ENOSPC and "__pycache__" in str(caught.value.filename), caught.value
+    assert not [p for p in full_fs.rglob("*") if ".pyc" in p.name]  # no .pyc, whole or not, nor its temporary

@@ -5,15 +5,16 @@ killed, at the start of the next command. Real `repro run` subprocesses."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from metaflow_repro.adapter import scratch
+from metaflow_repro.adapter import pending, scratch
 from metaflow_repro.settings import Home
-from tests.helpers import cli
+from tests.helpers import cli, require
 from tests.security.lostflow import Run
 
 CLIENT_CACHE = Path("/tmp/metaflow_client")  # Metaflow's default (METAFLOW_CLIENT_CACHE_PATH)
@@ -45,7 +46,7 @@ def test_runs_leave_no_temporary_file_outside_repro_home(tmp_path, repro_home):
     killed.start()
     killed.until("STEP-RUNNING")
     assert killed.proc is not None
-    owner = home.tmp / str(scratch.Owner(killed.proc.pid, scratch._start_time(killed.proc.pid)))
+    owner = home.tmp / str(scratch.Owner(killed.proc.pid, scratch._start_time(killed.proc.pid), *scratch._where()))
     assert list(owner.glob("repro-run-*")), "Metaflow's run files are not under REPRO_HOME/tmp"
     killed.kill()
     assert owner.is_dir() and not list(system_tmp.iterdir())
@@ -85,3 +86,47 @@ def test_a_run_from_pytest_keeps_metaflow_temporary_files_and_client_cache_under
     assert not _client_caches_of(tmp_path), "Metaflow's client cache outside REPRO_HOME"
     mine = Home(repro_home).tmp / str(scratch.me())
     assert list((mine / "metaflow_client").iterdir()), "the read-back's client cache is not under REPRO_HOME/tmp"
+
+
+_IN_A_CONTAINER = """
+import sys, time
+from pathlib import Path
+from metaflow_repro.adapter import pending, scratch
+from metaflow_repro.settings import Home
+
+home = Home(Path(sys.argv[1]))
+folder = home.tmp / str(scratch.me())
+folder.mkdir(parents=True)
+run = pending.PendingRun(path="/p/f.py", flow="F", run_id="", elapsed=0.0, lock_sha256="a" * 64)
+pending.start(home, run)
+print(folder.name, flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.timeout(120)
+def test_a_live_repro_in_another_pid_namespace_is_not_taken_for_a_dead_one(tmp_path):
+    """REPRO_HOME bind-mounted into a container: a repro there (its own pid namespace: pid 1, 2...) is
+    running; this side's clean and recover leave its temporary folder and its marker alone."""
+    ok = shutil.which("unshare") and subprocess.run(["unshare", "-pf", "--mount-proc", "true"]).returncode == 0
+    require(ok, "`unshare --pid --fork --mount-proc` (cannot create a pid namespace here)")
+    from metaflow_repro.operations.run import recover
+    from metaflow_repro.settings import Settings
+
+    home = Home(tmp_path / "home")
+    inside = subprocess.Popen(
+        ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", _IN_A_CONTAINER, str(home.root)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert inside.stdout is not None
+        name = inside.stdout.readline().strip()
+        owner = scratch.Owner.parse(name)
+        assert owner is not None and owner.pid < 10 and not owner.here(), name  # its pids are not ours
+        assert scratch.clean(home) == [] and (home.tmp / name).is_dir()
+        assert pending.waiting(home) == {pending.STARTED: 0, pending.FINISHED: 0, pending.RECORDED: 0}
+        assert recover(Settings(home=home, store="")) == [] and len(pending.pending(home)) == 1
+    finally:
+        inside.kill()
+        inside.wait()

@@ -7,11 +7,14 @@ says what is waiting."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from metaflow_repro.adapter import pending
 from metaflow_repro.model.record import from_json
 from metaflow_repro.settings import Home
 from tests.helpers import cli
@@ -135,3 +138,70 @@ def test_a_push_killed_half_way_is_named_by_the_next_run_and_pushed_by_recover(t
     assert (record_file.parents[1] / "latest").read_text().strip() == run_id
     assert cli("store", "verify", "--store", run.store.as_uri()).code == 0
     assert "no pending runs" in run.recover().out
+
+
+def _no_datastore_above(folder: Path) -> None:
+    """Metaflow makes its local datastore in ``folder`` (none above it would be taken instead)."""
+    assert not [p for p in (folder, *folder.parents) if (p / ".metaflow").is_dir()], "a .metaflow above the test"
+
+
+def test_a_run_in_a_fresh_folder_is_recovered_from_another_folder(tmp_path, repro_home):
+    """No METAFLOW_DATASTORE_SYSROOT_LOCAL: the marker is written before Metaflow makes `.metaflow` in the
+    folder it runs in, and `repro recover`, started from elsewhere, still reads the run back from there."""
+    run = Run(tmp_path)
+    del run.env["METAFLOW_DATASTORE_SYSROOT_LOCAL"]
+    _no_datastore_above(run.proj)
+    run.start()
+    run_id = run.until(r"run (\S+) ended in .* \(exit code 0\)").group(1)
+    run.kill()
+    assert (run.proj / ".metaflow" / "LostFlow" / run_id).is_dir(), run.text  # Metaflow's datastore, there
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    r = cli("recover", env=run.env, cwd=elsewhere)
+    assert r.code == 0 and f"recovered LostFlow/{run_id}" in r.out, r.text
+    (record_file,) = run.records()
+    _assert_complete(record_file)
+    assert not _pending(Home(repro_home)) and not (elsewhere / ".metaflow").exists()
+
+
+_FAILING_FINISH = """
+import errno, sys
+from pathlib import Path
+from metaflow_repro.adapter import pending
+from metaflow_repro.operations.run import RunOptions, run_and_record
+
+update = pending.update
+def full(marker, run):  # the disk is full the instant Metaflow exited 0
+    if run.state == pending.FINISHED:
+        raise OSError(errno.ENOSPC, "No space left on device", str(marker))
+    update(marker, run)
+pending.update = full
+run_and_record(Path(sys.argv[1]), RunOptions(push=True, store=sys.argv[2]))
+"""
+
+
+def test_a_run_whose_marker_cannot_be_marked_finished_keeps_it_for_recover(tmp_path, repro_home):
+    """Metaflow wrote the run id and exited 0, then `repro run` failed (the update to finished hit a
+    full disk): the marker stays, and `repro recover` records the run. The marker, still `started`, names
+    no datastore (none was set, and Metaflow made it after the marker): recover, from elsewhere, finds it."""
+    home = Home(repro_home)
+    run = Run(tmp_path)
+    del run.env["METAFLOW_DATASTORE_SYSROOT_LOCAL"]
+    _no_datastore_above(run.proj)
+    failed = subprocess.run(
+        [sys.executable, "-c", _FAILING_FINISH, str(run.flow), run.store.as_uri()],
+        env=run.env,
+        cwd=run.proj,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert failed.returncode != 0 and "No space left on device" in failed.stderr, failed.stderr[-3000:]
+    (marker,) = _pending(home)
+    run_id = pending.started_run_id(marker)
+    assert run_id and not run.records()
+    r = cli("recover", env=run.env, cwd=tmp_path)
+    assert r.code == 0 and f"recovered LostFlow/{run_id}" in r.out, r.text
+    (record_file,) = run.records()
+    _assert_complete(record_file)
+    assert not _pending(home)

@@ -136,3 +136,39 @@ def test_a_code_package_member_that_leaves_its_folder_is_still_refused(tmp_path,
     with pytest.raises(BadInput, match=r"code package p.tar.gz is unsafe or not a code package: .*nothing from it"):
         extract_tar(package, dest, DEFAULT_ARCHIVE_MAX_BYTES, "code package p.tar.gz")
     assert list(dest.iterdir()) == [] and sorted(p.name for p in (tmp_path / "a").iterdir()) == ["code"]
+
+
+def test_the_bound_in_pyproject_reaches_metaflow_s_runtime_and_the_read_back(tmp_path):
+    """``[tool.repro] archive-max-bytes`` is the bound on the run side too: Metaflow's runtime (which
+    extracts the run's code package) and the read-back (IncludeFile contents) read the environment only,
+    so the flow's own setting must be handed to them. 4 KiB here: the run is refused naming the setting."""
+    from tests.helpers import cli, write_flow
+
+    flow = write_flow(
+        tmp_path / "proj",
+        """
+        from metaflow import FlowSpec, IncludeFile, step
+
+        class BoundFlow(FlowSpec):
+            notes = IncludeFile("notes", default="notes.txt")
+
+            @step
+            def start(self):
+                self.n = len(self.notes)
+                self.next(self.end)
+
+            @step
+            def end(self):
+                pass
+
+        if __name__ == "__main__":
+            BoundFlow()
+        """,
+    )
+    (flow.parent / "notes.txt").write_text("x" * (64 << 10))
+    with (flow.parent / "pyproject.toml").open("a") as f:
+        f.write("archive-max-bytes = 4096\n")
+    env = {"REPRO_HOME": str(tmp_path / "home"), "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(tmp_path / "ds")}
+    result = cli("run", flow, "--store", (tmp_path / "store").as_uri(), cwd=flow.parent, env=env)
+    assert result.code != 0, result.text
+    assert "archive-max-bytes" in result.text and "4096 bytes" in result.text, result.text[-3000:]

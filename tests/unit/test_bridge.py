@@ -73,10 +73,3 @@ def test_a_repro_home_that_is_a_file_is_refused_with_one_message(flow_file, tmp_
     with pytest.raises(ReproError, match="REPRO_HOME"):
         bridge.prepare(_flow_class(flow_file), str(flow_file), False, print)
     assert not lock_path(flow_file).exists()
-
-
-@pytest.mark.parametrize(("version", "minor"), [("3.7.17", (3, 7)), ("3.8", (3, 8)), ("3.10.14", (3, 10))])
-def test_a_pythons_minor_version_compares_as_numbers(version, minor):
-    """PYTHONPYCACHEPREFIX is set from 3.8 on: 3.10 is after 3.8 (a string compare would say before)."""
-    assert bridge._minor(version) == minor
-    assert (bridge._minor(version) >= (3, 8)) is (minor != (3, 7))

@@ -141,6 +141,10 @@ def test_store_default_follows_home(tmp_path):
         ("REPRO_OFFLINE", "2", "one of 1, true"),
         ("REPRO_PYTHONHASHSEED", "abc", "'random' or an integer"),
         ("REPRO_PYTHONHASHSEED", "4294967296", "'random' or an integer"),
+        ("REPRO_PLATFORMS", "nonsense", "unknown platform 'nonsense'"),
+        ("REPRO_PLATFORMS", "linux-64,osx", "unknown platform 'osx'"),
+        ("REPRO_INDEX_URL", "https://", "not an http://, https:// or file:// URL"),
+        ("REPRO_FIND_LINKS", "/a s3://b/c", "not an http://, https:// or file:// URL"),
     ],
 )
 def test_a_bad_variable_is_blamed(tmp_path, var, value, words):
@@ -157,8 +161,11 @@ def test_a_bad_variable_is_blamed(tmp_path, var, value, words):
         ('artifact-max-bytes = "lots"', "artifact-max-bytes", "whole number of bytes"),
         ("artifact-max-bytes = true", "artifact-max-bytes", "whole number of bytes"),
         ('conda-source = "conda-forge"', "conda-source", "one of conda, pypi"),
-        ("platforms = [1, 2]", "platforms", "a string or a list of strings"),
-        ("find-links = 3", "find-links", "a string or a list of strings"),
+        ("platforms = [1, 2]", "platforms", "platform names among linux-64"),
+        ('platforms = ["linux-64", "nonsense"]', "platforms", "(unknown platform 'nonsense')"),
+        ("find-links = 3", "find-links", "URLs, or folders"),
+        ('find-links = ["ftp://x/y"]', "find-links", "is not an http://, https:// or file:// URL"),
+        ('index-url = "not a url://"', "index-url", "is not an http://, https:// or file:// URL"),
         ("update = 1", "update", "one of 1, true"),
         ("store = 5", "store", "a string"),
         ("home = []", "home", "a path"),
@@ -425,3 +432,61 @@ def test_a_batch_cache_that_cannot_go_into_a_jobs_command_is_refused_naming_the_
 
     with pytest.raises(BadInput, match="REPRO_BATCH_CACHE=.* is not valid: expected an absolute path"):
         load_settings(environ={"REPRO_BATCH_CACHE": text})
+
+
+def test_platform_names_are_the_models():
+    from metaflow_repro.model.platforms import PLATFORMS
+    from metaflow_repro.settings import PLATFORM_NAMES
+
+    assert sorted(PLATFORM_NAMES) == sorted(PLATFORMS)
+
+
+def test_relative_package_sources_are_the_pyproject_folders_or_the_current_ones(tmp_path, monkeypatch):
+    folder = project(tmp_path / "proj", 'find-links = ["links", "https://x/y", "file:///w"]\nindex-url = "../index"\n')
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    s = load_settings(folder, environ={})
+    assert s.find_links == (str(folder / "links"), "https://x/y", "file:///w")
+    assert s.index_url == str(tmp_path / "index")
+    s = load_settings(folder, environ={"REPRO_FIND_LINKS": "here", "REPRO_INDEX_URL": "http://127.0.0.1:9/simple"})
+    assert s.find_links == (str(elsewhere / "here"),) and s.index_url == "http://127.0.0.1:9/simple"
+
+
+def test_a_missing_local_package_source_names_its_setting(tmp_path):
+    from metaflow_repro.settings import check_package_sources
+
+    folder = project(tmp_path, 'find-links = ["links"]\n')
+    (folder / "links").mkdir()
+    check_package_sources(load_settings(folder, environ={}))  # there: fine
+    (folder / "links").rmdir()
+    there = {"REPRO_FIND_LINKS": str(tmp_path)}  # the variable wins over the key
+    with pytest.raises(BadInput, match=r"pyproject.toml: \[tool.repro\] find-links: .*links does not exist"):
+        check_package_sources(load_settings(folder, environ={}))
+    with pytest.raises(BadInput, match="REPRO_INDEX_URL: /nowhere does not exist"):
+        check_package_sources(load_settings(folder, environ={"REPRO_INDEX_URL": "file:///nowhere", **there}))
+    check_package_sources(load_settings(folder, environ={"REPRO_INDEX_URL": "https://127.0.0.1:9/simple", **there}))
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--run-id-file", "x"], "--run-id-file: repro passes this Metaflow option itself"),
+        (["--alpha", "1", "--run-id-file=x"], "--run-id-file: repro passes"),
+        (["--alpha", "a\0b"], "option --alpha: the value 'a\\x00b' holds a NUL byte"),
+        (["--alpha=a\0b"], "option --alpha: the value"),
+    ],
+)
+def test_metaflow_args_repro_cannot_pass_on(args, words):
+    from metaflow_repro.settings import check_metaflow_args
+
+    with pytest.raises(BadInput) as err:
+        check_metaflow_args(args, "F/1")
+    assert str(err.value).startswith("F/1: ") and words in str(err.value)
+    assert check_metaflow_args(["--alpha", "a b", "--max-workers", "2"]) == ["--alpha", "a b", "--max-workers", "2"]
+
+
+def test_a_pyproject_that_is_not_text_is_bad_input(tmp_path):
+    (tmp_path / "pyproject.toml").write_bytes(b"[tool.repro]\nhome = '\xd0\x00\xff'\n")
+    with pytest.raises(BadInput, match="pyproject.toml: cannot read .tool.repro.: the file is not UTF-8 text"):
+        load_settings(tmp_path, environ={})

@@ -252,42 +252,12 @@ def unpack_interpreter(chunks, sha256, prefix, what, max_inflated=MAX_INFLATED, 
     the same snapshot at once): this one's copy is then removed, and the caller must prove what is
     there (its fingerprint) before using it."""
     parent = os.path.dirname(prefix)
-    created = _missing_parents(parent)
-    if created:
-        try:
-            os.makedirs(parent)
-        except OSError:
-            if not os.path.isdir(parent):  # another restore may have made it meanwhile
-                raise
+    created = _make_parents(parent)
     staging = None
     try:
         staging = tempfile.mkdtemp(prefix="." + os.path.basename(prefix) + ".restore-", dir=parent)
         os.chmod(staging, 0o755)
-        with tempfile.TemporaryFile() as errors:  # a file, not a pipe: tar never blocks on its warnings
-            tar = subprocess.Popen(
-                ["tar", "-x", "--no-same-owner", "-C", staging, "-f", "-"],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL,
-                stderr=errors,
-            )
-            tee = _Tee(chunks, tar.stdin, max_inflated)
-            problem = ""
-            try:
-                try:
-                    with tarfile.open(fileobj=tee, mode="r|", bufsize=_CHUNK) as members:
-                        for member in members:
-                            problem = problem or member_problem(member)
-                except (tarfile.TarError, EOFError) as exc:
-                    problem = "not a usable interpreter tarball (%s)" % (tee.error or exc)
-                tee.drain()
-                if not problem and tee.problem():
-                    problem = "not a usable interpreter tarball (%s)" % tee.problem()
-            finally:
-                tee.close()
-                code = tar.wait()
-                errors.seek(0)
-                err = errors.read().decode("utf-8", "replace")
-        got = tee.digest.hexdigest()
+        got, problem, code, err = _extract_stream(chunks, staging, max_inflated)
         if got != sha256:
             raise Refused("%s has sha256 %s, the record says %s; nothing was extracted" % (what, got, sha256))
         if problem:
@@ -297,14 +267,7 @@ def unpack_interpreter(chunks, sha256, prefix, what, max_inflated=MAX_INFLATED, 
         problem = _escapes(staging) or (check(staging) if check is not None else "")
         if problem:
             raise Refused("%s: %s; nothing was extracted" % (what, problem))
-        try:
-            os.rename(staging, prefix)
-        except OSError:
-            if not os.path.isdir(prefix):
-                raise
-            remove_tree(staging)  # another process restored this prefix meanwhile: keep theirs
-            return False
-        return True
+        return _place(staging, prefix)
     except BaseException:
         if staging is not None:
             remove_tree(staging)
@@ -314,6 +277,62 @@ def unpack_interpreter(chunks, sha256, prefix, what, max_inflated=MAX_INFLATED, 
             except OSError:
                 break
         raise
+
+
+def _make_parents(parent):
+    """Create ``parent`` if missing; the folders this call created, deepest first."""
+    created = _missing_parents(parent)
+    if created:
+        try:
+            os.makedirs(parent)
+        except OSError:
+            if not os.path.isdir(parent):  # another restore may have made it meanwhile
+                raise
+    return created
+
+
+def _extract_stream(chunks, staging, max_inflated):
+    """GNU tar extracts the gzip'd tar ``chunks`` yields into ``staging`` while the same bytes are hashed,
+    inflated (at most ``max_inflated``) and every member checked here. Returns (sha256 of the bytes, the
+    first problem or "", tar's exit code, tar's stderr)."""
+    with tempfile.TemporaryFile() as errors:  # a file, not a pipe: tar never blocks on its warnings
+        tar = subprocess.Popen(
+            ["tar", "-x", "--no-same-owner", "-C", staging, "-f", "-"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=errors,
+        )
+        tee = _Tee(chunks, tar.stdin, max_inflated)
+        problem = ""
+        try:
+            try:
+                with tarfile.open(fileobj=tee, mode="r|", bufsize=_CHUNK) as members:
+                    for member in members:
+                        problem = problem or member_problem(member)
+            except (tarfile.TarError, EOFError) as exc:
+                problem = "not a usable interpreter tarball (%s)" % (tee.error or exc)
+            tee.drain()
+            if not problem and tee.problem():
+                problem = "not a usable interpreter tarball (%s)" % tee.problem()
+        finally:
+            tee.close()
+            code = tar.wait()
+            errors.seek(0)
+            err = errors.read().decode("utf-8", "replace")
+    return tee.digest.hexdigest(), problem, code, err
+
+
+def _place(staging, prefix):
+    """Rename the proven ``staging`` folder to ``prefix``: True, or False when another process restored
+    this prefix meanwhile (this copy is removed; theirs is kept)."""
+    try:
+        os.rename(staging, prefix)
+    except OSError:
+        if not os.path.isdir(prefix):
+            raise
+        remove_tree(staging)
+        return False
+    return True
 
 
 def _missing_parents(folder):

@@ -7,6 +7,7 @@ the standard library and Metaflow at module level, and Python 3.7 syntax.
 
 import json
 import os
+import sys
 
 from metaflow.decorators import FlowDecorator, StepDecorator
 from metaflow.exception import MetaflowException
@@ -43,11 +44,11 @@ class _CodePackage(object):
     sha256 = ""
 
     @classmethod
-    def extract(cls, package, home):
+    def extract(cls, package, home, pythons=()):
         if cls.env_vars is None:
             from metaflow_repro.adapter.codepackage import extract
 
-            cls.sha256, cls.env_vars = extract(package, home)
+            cls.sha256, cls.env_vars = extract(package, home, pythons)
 
 
 class _ReproStepDecorator(StepDecorator):
@@ -70,7 +71,9 @@ class _ReproStepDecorator(StepDecorator):
         self._decos = decos
 
     def runtime_init(self, flow, graph, package, run_id):
-        _CodePackage.extract(package, self.environment.home())
+        # compiled by each step's interpreter (a disabled step's is this one), as tasks write no bytecode
+        pythons = [p or sys.executable for p in self.environment.step_pythons().values()]
+        _CodePackage.extract(package, self.environment.home(), pythons)
 
     def runtime_step_cli(self, cli_args, retry_count, max_user_code_retries, ubf_context):
         env = self.environment.step_env(self.step)
@@ -98,11 +101,13 @@ class _ReproStepDecorator(StepDecorator):
             return
         cli_args.env.update(_CodePackage.env_vars or {})
         cli_args.env[protocol.PYTHONNOUSERSITE_VAR] = "1"
-        # No bytecode is cached for tasks: CPython writes a .pyc with one unchecked write() before renaming
-        # it into place, so on a full disk a truncated .pyc lands in the cache and every later import of
-        # that module fails ("EOFError: marshal data too short"), long after space was freed. Tasks compile
-        # in memory (about 0.3 s for Metaflow's own modules), and never read REPRO_HOME/pycache.
+        # Tasks write no bytecode: CPython writes a .pyc with one unchecked write() before renaming it into
+        # place, so on a full disk a truncated .pyc would land and every later import of that module fail
+        # ("EOFError: marshal data too short"). They read what repro compiled ahead, beside the sources, each
+        # .pyc written whole (plugins/bytecode.py): the env's site-packages at its build, the code package at
+        # its extraction; any other module is compiled in memory.
         cli_args.env[protocol.PYTHONDONTWRITEBYTECODE_VAR] = "1"
+        cli_args.env[protocol.PYTHONPYCACHEPREFIX_VAR] = ""  # empty is unset: read beside the sources
         cli_args.env[protocol.ENV_ID_VAR] = env[protocol.STEP_ENV_ID]
         cli_args.env[protocol.SPEC_ID_VAR] = env[protocol.STEP_SPEC_ID]
         cli_args.entrypoint[0] = env[protocol.STEP_PYTHON]

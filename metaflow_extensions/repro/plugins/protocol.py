@@ -161,7 +161,6 @@ LOCK_SUFFIX = ".repro.lock"
 STEP_PYTHON = "python"
 STEP_ENV_ID = "env_id"
 STEP_SPEC_ID = "spec_id"
-STEP_PYCACHE_PREFIX = "pycache_prefix"  # "" where the interpreter has no PYTHONPYCACHEPREFIX (3.7)
 #: steps that run as AWS Batch jobs only: the S3 store and the sha256 of the env's bootstrap manifest
 STEP_BOOTSTRAP_STORE = "bootstrap_store"
 STEP_BOOTSTRAP_MANIFEST = "bootstrap_manifest"

@@ -56,3 +56,48 @@ def test_a_marker_is_validated(tmp_path):
             pending.parse(json.dumps({**doc, field: bad}), str(path))
     old = {k: v for k, v in doc.items() if k not in ("state", "owner", "move_latest")}  # written before states
     assert pending.parse(json.dumps(old), str(path)).state == pending.FINISHED
+
+
+def test_a_marker_of_a_repro_on_another_machine_or_container_waits_until_it_is_a_week_old(tmp_path):
+    """A REPRO_HOME shared over NFS or with a container: a pid of another host or pid namespace says
+    nothing here, so its marker is a run in progress, for `waiting` and for `recover` alike."""
+    import os
+    import time
+
+    from metaflow_repro.operations.run import recover
+    from metaflow_repro.settings import Settings
+
+    home = Home(tmp_path)
+    host, space = scratch._where()
+    gone = scratch.Owner.parse(_dead_owner())
+    assert gone is not None
+    elsewhere = str(scratch.Owner(gone.pid, gone.started, "other-host", space))
+    marker = pending.save(home, replace(RUN, run_id="1", state=pending.FINISHED, owner=elsewhere))
+    other_ns = str(scratch.Owner(gone.pid, gone.started, host, "ns1"))
+    pending.save(home, replace(RUN, run_id="2", state=pending.FINISHED, owner=other_ns))
+    assert pending.waiting(home) == {pending.STARTED: 0, pending.FINISHED: 0, pending.RECORDED: 0}
+    assert recover(Settings(home=home, store="")) == [] and marker.exists()
+    old = time.time() - 8 * 24 * 3600
+    os.utime(marker, (old, old))  # a week old: its repro is taken as gone
+    assert pending.waiting(home)[pending.FINISHED] == 1
+    (found,) = recover(Settings(home=home, store=""))
+    assert "/p/f.py" in found.error  # recover takes it (and says its flow file is gone)
+
+
+def test_a_marker_finds_metaflows_local_datastore_from_the_folder_metaflow_ran_in(tmp_path):
+    """Metaflow makes `.metaflow` in the folder it runs in (or takes the nearest above): found from there,
+    not from the folder `repro recover` is started in; a datastore the run's environment names is kept."""
+    ran_in = tmp_path / "proj" / "sub"
+    ran_in.mkdir(parents=True)
+    run = replace(RUN, ran_in=str(ran_in), cwd="/elsewhere")
+    assert pending.SYSROOT_LOCAL not in pending.locate(run).env  # before the run: no .metaflow yet
+    (tmp_path / "proj" / ".metaflow").mkdir()
+    assert pending.locate(run).env[pending.SYSROOT_LOCAL] == str(tmp_path / "proj")
+    (ran_in / ".metaflow").mkdir()
+    assert pending.locate(run).env[pending.SYSROOT_LOCAL] == str(ran_in)
+    named = replace(run, env={pending.SYSROOT_LOCAL: "/data"})
+    assert pending.locate(named).env == {pending.SYSROOT_LOCAL: "/data"}
+    older = replace(RUN, cwd=str(ran_in))  # a marker without ran_in: Metaflow ran where repro did
+    assert pending.locate(older).env[pending.SYSROOT_LOCAL] == str(ran_in)
+    path = pending.save(Home(tmp_path / "home"), replace(run, run_id="3"))
+    assert pending.parse(path.read_text(), str(path)).ran_in == str(ran_in)

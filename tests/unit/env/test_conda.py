@@ -4,9 +4,13 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import subprocess
 import sys
+import tarfile
+import warnings
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -90,6 +94,71 @@ def test_archive_members_outside_the_prefix_are_found(tmp_path, member, words):
 
 def test_a_clean_archive_with_an_inner_link_passes(tmp_path):
     assert archive_problems(_archive(tmp_path, [Entry("share/inner", link="x")])) == []
+
+
+def _tar(entries: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in entries.items():
+            ti = tarfile.TarInfo(name)
+            ti.size = len(data)
+            tar.addfile(ti, io.BytesIO(data))
+    return buf.getvalue()
+
+
+INDEX = json.dumps({"name": "x", "version": "1", "build": "0", "noarch": "generic", "subdir": "noarch"}).encode()
+INFO_TAR = {"info/index.json": INDEX, "info/paths.json": json.dumps({"paths": [{"_path": "share/x"}]}).encode()}
+
+
+def _dot_conda(tmp_path: Path, inners: list[tuple[str, bytes]]) -> Path:
+    """A ``.conda`` zip of ``inners`` (name, bytes; the same name may come twice)."""
+    out = tmp_path / "x-1-0.conda"
+    with warnings.catch_warnings(), zipfile.ZipFile(out, "w") as zf:
+        warnings.simplefilter("ignore")  # zipfile warns of a duplicate name, and writes it
+        zf.writestr("metadata.json", b'{"conda_pkg_format_version": 2}')
+        for name, data in inners:
+            zf.writestr(name, data)
+    return out
+
+
+def _zst(entries: dict[str, bytes]) -> bytes:
+    import zstandard
+
+    return zstandard.ZstdCompressor().compress(_tar(entries))
+
+
+EVIL_INFO = {**INFO_TAR, "info/paths.json": b'{"paths": [{"_path": "../../x"}]}'}
+PKG_TAR = {"share/x": b"x"}
+
+
+@pytest.mark.parametrize(
+    "inners, words",
+    [
+        ([("info-x.tar.zst", INFO_TAR), ("pkg-x.tar.zst", PKG_TAR)], ""),  # the clean package
+        # zipfile opens the last of a name (the clean one), another reader may take the first
+        ([("info-x.tar.zst", EVIL_INFO), ("info-x.tar.zst", INFO_TAR), ("pkg-x.tar.zst", PKG_TAR)], "more than once"),
+        # the package's files hold a second paths.json, extracted into the same folder
+        ([("info-x.tar.zst", INFO_TAR), ("pkg-x.tar.zst", {"info/paths.json": b'{"paths": []}'})], "2 times"),
+        ([("info-x.tar.zst", INFO_TAR), ("pkg-x.tar.zst", b"\x28\xb5\x2f\xfd garbage")], "is not zstd"),
+    ],
+)
+def test_a_dot_conda_zip_holding_a_document_twice_or_broken_is_refused(tmp_path, inners, words):
+    parts = [(name, data if isinstance(data, bytes) else _zst(data)) for name, data in inners]
+    problems = archive_problems(_dot_conda(tmp_path, parts))
+    assert (len(problems) == 1 and words in problems[0]) if words else problems == [], problems
+
+
+def test_a_dot_conda_zip_that_zipfile_cannot_open_is_refused_not_a_crash(tmp_path):
+    """An encrypted member: zipfile raises RuntimeError (which no check caught) where a reader wants a password."""
+    out = tmp_path / "x-1-0.conda"
+    with zipfile.ZipFile(out, "w") as zf:
+        zf.writestr("info-x.tar.zst", _zst(INFO_TAR))
+    data = bytearray(out.read_bytes())  # zipfile writes no encrypted member: set the flag in both its headers
+    for at in (data.index(b"PK\x03\x04") + 6, data.index(b"PK\x01\x02") + 8):
+        data[at] |= 0x1
+    out.write_bytes(bytes(data))
+    problems = archive_problems(out)
+    assert len(problems) == 1 and "cannot be read" in problems[0] and "encrypted" in problems[0], problems
 
 
 def test_channel_urls_and_match_specs(tmp_path):

@@ -14,13 +14,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from metaflow_repro.env.conda_meta import (
+    DIR,
     FILE,
     HARDLINK,
+    MAX_INFO_BYTES,
     SYMLINK,
     Member,
     PackageMeta,
     env_problems,
     member_problems,
+    normal,
     path_problem,
     physical,
     read_meta,
@@ -88,6 +91,46 @@ def test_a_path_inside_a_prefix(path, words):
 def test_a_path_an_info_document_names_outside_the_prefix_is_found(info, words):
     _, problems = read_meta("x-1-0.tar.bz2", [], info)
     assert len(problems) == 1 and words in problems[0], problems
+
+
+DEEP = b"[" * 100000  # json.loads raises RecursionError on it
+
+
+@pytest.mark.parametrize("name", ["info/paths.json", "info/link.json", "info/index.json"])
+def test_a_deeply_nested_info_document_is_a_finding_not_a_crash(name):
+    _, problems = read_meta("x-1-0.tar.bz2", [], {name: DEEP})
+    assert problems == [f"{name} is not JSON (nested deeper than 64 levels)"], problems
+
+
+@pytest.mark.parametrize(
+    "member, words",
+    [
+        (Member("info/paths.json", FILE, size=MAX_INFO_BYTES + 1), "more than the 67108864 bytes repro reads"),
+        (Member("./info//paths.json", FILE, size=MAX_INFO_BYTES + 1), "info/paths.json is 67108865 bytes"),
+        (Member("info/has_prefix", FILE, size=10), "info/has_prefix could not be read"),
+        (Member("info/paths.json", SYMLINK, "../share/list.json"), "info/paths.json is a symlink, not a regular"),
+        (Member("info/files", HARDLINK, "share/list"), "info/files is a hardlink, not a regular file"),
+    ],
+)
+def test_an_info_document_in_the_archive_that_was_not_read_is_a_finding(member, words):
+    """rattler reads every info document it finds: one repro could not read (too large, a link) refuses."""
+    _, problems = read_meta("x-1-0.tar.bz2", [member], {})
+    assert len(problems) == 1 and words in problems[0], problems
+
+
+@pytest.mark.parametrize(
+    "members, twice",
+    [
+        ([Member("info/paths.json", FILE), Member("info/paths.json", FILE)], "info/paths.json"),
+        ([Member("info/paths.json", FILE), Member("./info/paths.json", FILE)], "info/paths.json"),
+        ([Member("lib/x", FILE), Member("lib/x", SYMLINK, "y")], "lib/x"),
+        ([Member("lib", DIR), Member("lib", SYMLINK, ".")], "lib"),
+        ([Member("lib/", DIR), Member("lib", DIR)], ""),  # the same folder twice is harmless
+    ],
+)
+def test_two_members_extracted_to_one_path_are_a_finding(members, twice):
+    found = [p for p in member_problems(members) if "times" in p]
+    assert found == ([f"member {twice!r} is in the archive 2 times"] if twice else []), found
 
 
 def test_a_clean_package_has_no_findings_and_its_meta_says_where_it_writes():
@@ -230,14 +273,58 @@ def _document(name: str, paths: list) -> bytes:
     return "".join(f"{p}\n" for p in paths).encode()
 
 
+#: a valid document wrapped in up to 3000 levels of lists or tables, closed or not (json recurses per level)
+NESTING = st.tuples(st.sampled_from(["[", '{"paths":', '{"noarch":', '{"paths":[{"_path":']), st.integers(1, 3000))
+CLOSERS = {"[": "]", '{"paths":': "}", '{"noarch":': "}", '{"paths":[{"_path":': "}]}"}
+
+
+def _nested(data: bytes, nesting: tuple[str, int], closed: bool) -> bytes:
+    opener, depth = nesting
+    return (opener * depth).encode() + data + (CLOSERS[opener] * depth if closed else "").encode()
+
+
 @pytest.mark.fuzz
 @settings(max_examples=300, deadline=None)
-@given(name=DOCS, paths=st.lists(RAW_PATHS, max_size=4), garbage=st.binary(max_size=64), mangle=st.booleans())
-def test_any_info_document_gives_findings_and_what_passes_stays_inside(name, paths, garbage, mangle):
-    data = garbage if mangle else _document(name, paths)
+@given(
+    name=DOCS | st.just("info/index.json"),
+    paths=st.lists(RAW_PATHS, max_size=4),
+    garbage=st.binary(max_size=64),
+    how=st.sampled_from(["plain", "garbage", "nested"]),
+    nesting=NESTING,
+    closed=st.booleans(),
+)
+def test_any_info_document_gives_findings_and_what_passes_stays_inside(name, paths, garbage, how, nesting, closed):
+    data = garbage if how == "garbage" else _document(name, paths)
+    data = _nested(data, nesting, closed) if how == "nested" else data
+    mangle = how != "plain"
     meta, problems = read_meta("x.tar.bz2", [], {name: data})  # never raises
     assert all(isinstance(p, str) and p for p in problems)
     for _, path in meta.paths:  # every path it keeps is a plain relative path that stays in the prefix
         assert path_problem(path) == "" and resolve(path, {}) not in (None, ())
     if name == "info/paths.json" and not mangle and not problems:
         assert len(meta.paths) == len(paths)  # none dropped without a finding
+
+
+INFO_NAMES = st.sampled_from(["info/paths.json", "./info/paths.json", "info//has_prefix", "info/files", "info/x"])
+INFO_MEMBERS = st.builds(
+    Member,
+    INFO_NAMES,
+    st.sampled_from([FILE, FILE, DIR, SYMLINK, HARDLINK]),
+    st.just("share/y"),
+    st.sampled_from([0, 10, MAX_INFO_BYTES, MAX_INFO_BYTES + 1]),
+)
+
+
+@pytest.mark.fuzz
+@settings(max_examples=300, deadline=None)
+@given(members=st.lists(INFO_MEMBERS, max_size=4), read=st.sets(st.sampled_from(["info/paths.json", "info/files"])))
+def test_an_archive_whose_checks_pass_had_each_info_document_once_and_read(members, read):
+    """Oversized, unread, non-file and duplicated info documents: whatever passes, repro read what rattler will."""
+    info = {name: paths_json("lib/x") if name.endswith(".json") else b"lib/x\n" for name in read}
+    meta, problems = read_meta("x.tar.bz2", members, info)
+    problems += member_problems(members)
+    assert all(isinstance(p, str) and p for p in problems)
+    if not problems:
+        docs = [m for m in members if normal(m.name).startswith("info/") and normal(m.name) != "info/x"]
+        assert len({normal(m.name) for m in docs}) == len(docs)  # each once
+        assert all(m.kind == FILE and m.size <= MAX_INFO_BYTES and normal(m.name) in info for m in docs)

@@ -5,6 +5,7 @@ imports rattler."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -91,3 +92,25 @@ def test_a_worker_solves_a_local_channel_and_this_process_never_loads_rattler(tm
     probe = f"import json, sys\nfrom metaflow_repro.env.rattler_worker import ask\nask('solve', json.loads({req!r}), where='w')\nprint('rattler' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr
+
+
+HOSTILE = "open({marker!r}, 'a').write(__name__ + '\\n')\nraise SystemExit('the caller folder\\'s ' + __name__)\n"
+
+
+def test_a_worker_started_in_a_folder_with_a_hostile_json_py_still_answers(tmp_path, monkeypatch):
+    """``python -m`` puts the current folder first on sys.path: the worker must not import the caller's
+    json.py, asyncio.py or rattler.py (nor find them through a relative PYTHONPATH entry)."""
+    here, marker = tmp_path / "project", tmp_path / "imported"
+    here.mkdir()
+    for name in ("json", "asyncio", "rattler", "metaflow_repro"):
+        (here / f"{name}.py").write_text(HOSTILE.format(marker=str(marker)))
+    channel = tmp_path / "channel"
+    write_package(channel, Meta("tiny", "1.0", "0", "noarch", noarch="generic"), [Entry("share/tiny", b"x")])
+    monkeypatch.chdir(here)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([".", "", os.environ.get("PYTHONPATH", "")]))
+    with pytest.raises(RattlerFailed) as err:  # an answer, from the worker's own json
+        ask("no-such-op", {}, where="w")
+    assert err.value.kind == "KeyError"
+    index(channel)  # a real answer: rattler itself (and asyncio) imported in the worker
+    assert json.loads((channel / "noarch" / "repodata.json").read_text())["packages"], "no repodata written"
+    assert not marker.exists(), marker.read_text()

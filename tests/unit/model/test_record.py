@@ -689,3 +689,21 @@ def test_the_files_a_record_says_a_run_read_are_checked(key, value, problem):
     with pytest.raises(BadInput) as err:
         from_json(json.dumps(doc), "store/record.json")
     assert problem in str(err.value) and "store/record.json" in str(err.value)
+
+
+def test_a_failed_run_without_code_is_sound_but_not_replayable_and_a_successful_one_is_corrupt():
+    """A failed run (or replay) no task of which started is recorded with NO_CODE on purpose: `repro store
+    verify` finds nothing wrong with it, a replay refuses it for lack of code; a record that says it
+    succeeded without code is corrupt, for both."""
+    from dataclasses import replace
+
+    from metaflow_repro.model.record import NO_CODE, check_replayable, replay_problems
+
+    failed = replace(make_record(), code_sha256=NO_CODE, status=RunStatus.FAILED)
+    assert replay_problems(failed) == []
+    with pytest.raises(BadInput, match="failed before any step started"):
+        check_replayable(failed)
+    succeeded = replace(make_record(), code_sha256=NO_CODE)
+    assert any("corrupt" in p for p in replay_problems(succeeded))
+    with pytest.raises(BadInput, match="corrupt or hostile"):
+        check_replayable(succeeded)
