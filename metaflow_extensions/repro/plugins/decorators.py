@@ -181,8 +181,16 @@ class _ReproStepDecorator(StepDecorator):
         from . import reads
 
         storage = getattr(task_datastore, "_storage_impl", None)
-        root = getattr(storage, "datastore_root", "") if storage is not None and storage.TYPE == "local" else ""
-        reads.watch(os.path.dirname(os.path.abspath(sys.argv[0])), root or "")
+        kind = getattr(storage, "TYPE", "")
+        root = getattr(storage, "datastore_root", "") if kind == "local" else ""
+        from metaflow import metaflow_config as mf
+
+        # the datastore's, the metadata service's and the store's own traffic is no step's input
+        s3 = getattr(mf, "S3_ENDPOINT_URL", None) or os.environ.get("AWS_ENDPOINT_URL_S3") or ""
+        urls = [s3, os.environ.get("AWS_ENDPOINT_URL", ""), os.environ.get("AWS_ENDPOINT_URL_S3", "")]
+        urls += [getattr(mf, n, None) or "" for n in ("SERVICE_URL", "SERVICE_INTERNAL_URL")]
+        hosts = reads.endpoint_hosts([u for u in urls if u], aws_s3=kind == "s3" and not s3)
+        reads.watch(os.path.dirname(os.path.abspath(sys.argv[0])), root or "", hosts)
 
     def task_post_step(self, step_name, flow, graph, retry_count, max_user_code_retries):
         from . import lineage, reads

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -14,6 +15,7 @@ from metaflow_extensions.repro.plugins import protocol as p
 from metaflow_extensions.repro.plugins import reads
 
 READ, WRITE = os.O_RDONLY | os.O_CLOEXEC, os.O_WRONLY | os.O_CREAT
+NO_HOSTS = {p.READS_HOSTS: [], p.READS_HOSTS_COUNT: 0, p.READS_LOOPBACK: [], p.READS_LOOPBACK_COUNT: 0}
 
 
 def _files(tmp_path: Path) -> tuple[Path, Path, Path]:
@@ -61,6 +63,7 @@ def test_the_filter_keeps_reads_of_the_flow_folder_and_elsewhere_but_not_ignored
         p.READS_FLOW_COUNT: 2,
         p.READS_OUTSIDE: [str(elsewhere / "a.txt")],
         p.READS_OUTSIDE_COUNT: 1,
+        **NO_HOSTS,
     }
     hook("open", (str(elsewhere / "later.txt"), "r", READ))  # after the report: not the step's
     watch.compact()
@@ -108,3 +111,71 @@ def test_a_real_audit_hook_notes_what_the_step_opens(tmp_path):
     out = subprocess.run([sys.executable, "-c", script], cwd=flow, capture_output=True, text=True, check=True).stdout
     report = json.loads(out)
     assert report[p.READS_FLOW] == ["data/train.csv"] and report[p.READS_OUTSIDE] == [str(elsewhere / "a.txt")]
+
+
+class _Sock:
+    def __init__(self, family):
+        self.family = family
+
+
+def test_endpoints_name_the_host_looked_up_not_its_address_and_list_loopback_apart():
+    watch = reads.Reads("/nowhere", [], ignored_hosts=reads.endpoint_hosts(["http://127.0.0.1:9000"]))
+    hook = watch.hook()
+    hook("socket.getaddrinfo", ("huggingface.co", 443, 0, 1, 6))
+    hook("socket.connect", (_Sock(socket.AF_INET), ("18.1.2.3", 443)))  # huggingface.co's address
+    hook("socket.connect", (_Sock(socket.AF_INET), ("10.0.0.7", 5432)))  # no name looked up: the address
+    hook("socket.getaddrinfo", ("127.0.0.1", 8765, 0, 1, 6))
+    hook("socket.connect", (_Sock(socket.AF_INET), ("127.0.0.1", 8765)))  # the same endpoint
+    hook("socket.connect", (_Sock(socket.AF_INET6), ("::1", 8766, 0, 0)))
+    hook("socket.connect", (_Sock(socket.AF_INET), ("127.0.0.1", 9000)))  # the datastore's endpoint
+    hook("socket.connect", (_Sock(socket.AF_UNIX), "/run/x.sock"))  # no network endpoint
+    hook("socket.connect", (object(), ("1.1.1.1", 53)))  # a socket the hook cannot read: left out
+    hook("socket.getaddrinfo", (None, 80, 0, 1, 6))  # a server's own address
+    hook("socket.getaddrinfo", ("bad host\n", 80, 0, 1, 6))  # nothing a record could show
+    report = json.loads(watch.report(10))
+    assert report[p.READS_HOSTS] == ["huggingface.co:443", "10.0.0.7:5432"] and report[p.READS_HOSTS_COUNT] == 2
+    assert report[p.READS_LOOPBACK] == ["127.0.0.1:8765", "[::1]:8766"] and report[p.READS_LOOPBACK_COUNT] == 2
+    assert report[p.READS_FLOW] == [] and report[p.READS_OUTSIDE] == []
+    hook("socket.getaddrinfo", ("later.example", 443, 0, 1, 6))  # after the report: not the step's
+    assert watch.endpoints.listed()[0] == ["huggingface.co:443", "10.0.0.7:5432"]
+
+
+def test_the_services_left_out_are_the_datastore_metadata_and_store_endpoints_and_credentials():
+    hosts = reads.endpoint_hosts(["https://s3.example.com", "http://md.internal:8080/api", "", "::bad"])
+    assert {"s3.example.com:443", "md.internal:8080", "169.254.169.254"} <= set(hosts)
+    assert "*.s3.amazonaws.com" not in hosts and "*.s3.amazonaws.com" in reads.endpoint_hosts([], aws_s3=True)
+    found = reads.Endpoints(hosts + list(reads.AWS_S3_HOSTS))
+    for host, port in [
+        ("s3.example.com", 443),
+        ("md.internal", 8080),
+        ("169.254.169.254", 80),
+        ("bkt.s3.us-east-1.amazonaws.com", 443),
+        ("md.internal", 9999),  # another port of that host: the step's
+        ("huggingface.co", 443),
+    ]:
+        found.looked_up(host, port)
+    assert found.listed() == (["md.internal:9999", "huggingface.co:443"], [])
+
+
+def test_a_real_audit_hook_notes_a_download_from_a_local_http_server(tmp_path):
+    flow, _, _ = _files(tmp_path)
+    script = textwrap.dedent(
+        f"""
+        import http.server, sys, threading, urllib.request
+        sys.path.insert(0, {str(Path(reads.__file__).parents[3])!r})
+        from metaflow_extensions.repro.plugins import reads
+        server = http.server.HTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        ignored = http.server.HTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+        threading.Thread(target=ignored.serve_forever, daemon=True).start()
+        reads.watch({str(flow)!r}, ignored_hosts=reads.endpoint_hosts(["http://127.0.0.1:%d" % ignored.server_port]))
+        urllib.request.urlopen("http://127.0.0.1:%d/data/train.csv" % server.server_port).read()
+        urllib.request.urlopen("http://127.0.0.1:%d/data/train.csv" % ignored.server_port).read()
+        print(server.server_port)
+        print(reads.report())
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], cwd=flow, capture_output=True, text=True, check=True)
+    port, text = proc.stdout.splitlines()[-2:]
+    report = json.loads(text)
+    assert report[p.READS_LOOPBACK] == [f"127.0.0.1:{port}"] and report[p.READS_HOSTS] == []
