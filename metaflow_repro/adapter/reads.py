@@ -4,7 +4,7 @@ Each task reports what it opened for reading (``metaflow_extensions/repro/plugin
 metadata ``protocol.META_READS``). Here those reports become the record's ``data_files`` (files of the
 flow's folder the code package lacks: hashed, and copied content-addressed into ``REPRO_HOME/inputs``
 up to ``input-max-bytes`` per run, so a push stores them and a replay gives them back) and ``reads``
-(files elsewhere on the host, per step: listed, never kept).
+(files elsewhere on the host and the network endpoints the step contacted, per step: listed, never kept).
 
 A task's report is checked like a stored record: it came from the user's code's process.
 """
@@ -24,7 +24,7 @@ from typing import Any
 from metaflow_extensions.repro.plugins import protocol
 from metaflow_repro.errors import InfraError
 from metaflow_repro.model import validate as v
-from metaflow_repro.model.record import DataFile, StepReads, data_file_path
+from metaflow_repro.model.record import DataFile, StepReads, data_file_path, host_port
 from metaflow_repro.paths import OutsideRoot, inside
 from metaflow_repro.settings import Home
 
@@ -37,6 +37,10 @@ class _StepSeen:
     outside: list[str] = field(default_factory=list)
     unlisted: int = 0  # files past the tasks' lists (their counts less what they listed)
     unwatched: bool = False
+    hosts: list[str] = field(default_factory=list)  # network endpoints elsewhere
+    hosts_unlisted: int = 0
+    loopback: list[str] = field(default_factory=list)  # network endpoints on this machine
+    loopback_unlisted: int = 0
 
 
 def task_report(metadata: dict[str, str], where: v.At) -> dict[str, Any]:
@@ -51,7 +55,14 @@ def task_report(metadata: dict[str, str], where: v.At) -> dict[str, Any]:
     v.of_type(report, dict, where)
     for key in (protocol.READS_FLOW, protocol.READS_OUTSIDE):
         v.list_of(v.opt(report, key, list, [], where), where / key, v.string)
-    for key in (protocol.READS_FLOW_COUNT, protocol.READS_OUTSIDE_COUNT):
+    for key in (protocol.READS_HOSTS, protocol.READS_LOOPBACK):
+        v.list_of(v.opt(report, key, list, [], where), where / key, host_port)
+    for key in (
+        protocol.READS_FLOW_COUNT,
+        protocol.READS_OUTSIDE_COUNT,
+        protocol.READS_HOSTS_COUNT,
+        protocol.READS_LOOPBACK_COUNT,
+    ):
         v.opt(report, key, int, 0, where)
     v.opt(report, protocol.READS_WATCHED, bool, True, where)
     return report
@@ -76,15 +87,30 @@ def _add(seen: _StepSeen, report: dict[str, Any]) -> None:
         into.extend(p for p in report.get(key, []) if p not in into)
     outside = report.get(protocol.READS_OUTSIDE, [])
     seen.unlisted += max(0, report.get(protocol.READS_OUTSIDE_COUNT, 0) - len(outside))
+    hosts, loopback = report.get(protocol.READS_HOSTS, []), report.get(protocol.READS_LOOPBACK, [])
+    seen.hosts.extend(h for h in hosts if h not in seen.hosts)
+    seen.loopback.extend(h for h in loopback if h not in seen.loopback)
+    seen.hosts_unlisted += max(0, report.get(protocol.READS_HOSTS_COUNT, 0) - len(hosts))
+    seen.loopback_unlisted += max(0, report.get(protocol.READS_LOOPBACK_COUNT, 0) - len(loopback))
 
 
 def step_reads(seen: dict[str, _StepSeen]) -> dict[str, StepReads]:
-    """The record's ``reads``: per step, the files elsewhere on the host (steps that read none are absent)."""
+    """The record's ``reads``: per step, the files elsewhere on the host and the network endpoints it
+    contacted (steps that read and contacted none are absent)."""
     out = {}
+    n = protocol.READS_MAX_PATHS
     for step, s in seen.items():
-        if s.outside or s.unwatched or s.unlisted:
-            files = tuple(s.outside[: protocol.READS_MAX_PATHS])
-            out[step] = StepReads(files=files, files_count=len(s.outside) + s.unlisted, unwatched=s.unwatched)
+        contacted = s.hosts or s.loopback or s.hosts_unlisted or s.loopback_unlisted
+        if s.outside or s.unwatched or s.unlisted or contacted:
+            out[step] = StepReads(
+                files=tuple(s.outside[:n]),
+                files_count=len(s.outside) + s.unlisted,
+                unwatched=s.unwatched,
+                hosts=tuple(s.hosts[:n]),
+                hosts_count=len(s.hosts) + s.hosts_unlisted,
+                loopback=tuple(s.loopback[:n]),
+                loopback_count=len(s.loopback) + s.loopback_unlisted,
+            )
     return out
 
 

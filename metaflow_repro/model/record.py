@@ -20,7 +20,7 @@ from metaflow_repro.settings import HASH_SEED, recorded_setting_problem
 
 SCHEMA = "repro.run-record"
 SCHEMA_VERSION = 5  # 2: replay_of, include_files, configs, run_options; 3: inputs, interpreters, executor;
-# 4: a task's caught exception; 5: data_files, reads (older still read)
+# 4: a task's caught exception; 5: data_files, reads (and their hosts, loopback) (older still read)
 NO_FOREACH = "-"  # task key of a task outside any foreach
 #: code_sha256 of a failed run no task of which got as far as its step (no code package was made): a
 #: record naming it names no code object in the store
@@ -202,15 +202,34 @@ class StepReads:
     files: tuple[str, ...] = ()  # absolute paths, the first READS_MAX_PATHS
     files_count: int = 0  # how many in all (at least ``len(files)``)
     unwatched: bool = False  # the step's interpreter has no audit hooks (Python 3.7): its reads are unknown
+    #: network endpoints the step contacted ("host:port"), the first READS_MAX_PATHS, but the store's and
+    #: Metaflow's own; loopback ones (this machine) apart
+    hosts: tuple[str, ...] = ()
+    hosts_count: int = 0
+    loopback: tuple[str, ...] = ()
+    loopback_count: int = 0
+
+    def all_hosts(self) -> list[str]:
+        """The endpoints listed, elsewhere first, then this machine's."""
+        return list(self.hosts) + list(self.loopback)
 
     def describe(self, step: str) -> str:
-        """``train read 2 files outside the snapshot; a replay cannot give these back``; "" when it read none."""
+        """``train read 2 files outside the snapshot and contacted 127.0.0.1:8765; a replay cannot give these
+        back``; "" when it read and contacted nothing."""
         if self.unwatched:
             return f"{step}: its reads were not watched (Python 3.7 has no audit hooks), so what it read is unknown"
-        if not self.files_count:
-            return ""
-        plural = "s" if self.files_count != 1 else ""
-        return f"{step} read {self.files_count} file{plural} outside the snapshot; a replay cannot give these back"
+        return outside_line(step, self.files_count, self.all_hosts(), self.hosts_count + self.loopback_count)
+
+
+def outside_line(step: str, files: int, hosts: list[str], hosts_count: int) -> str:
+    """What a step read that no snapshot holds, in one line ("" for nothing)."""
+    said = []
+    if files:
+        said.append(f"read {files} file{'s' if files != 1 else ''} outside the snapshot")
+    if hosts_count:
+        more = hosts_count - len(hosts[:5])
+        said.append("contacted " + ", ".join(hosts[:5]) + (f" and {more} more" if more else ""))
+    return f"{step} {' and '.join(said)}; a replay cannot give these back" if said else ""
 
 
 @dataclass(frozen=True)
@@ -304,6 +323,10 @@ class RunRecord:
         for key in ("data_files", "reads"):
             if not doc[key]:
                 del doc[key]  # only a run whose steps read files names them
+        for reads in doc.get("reads", {}).values():
+            for key in ("hosts", "hosts_count", "loopback", "loopback_count"):
+                if not reads[key]:
+                    del reads[key]  # only a step that contacted hosts names them
         return json.dumps(doc, indent=1, sort_keys=True) + "\n"
 
 
@@ -365,9 +388,11 @@ _STEP_KEYS = frozenset({"spec_id", "env_id", "disabled", "tasks"})
 _TASK_KEYS = frozenset({"task_id", "env_id", "fingerprint", "interpreter", "artifacts", "caught"})
 _CAUGHT_KEYS = frozenset({"type", "message", "var"})
 _DATA_FILE_KEYS = frozenset({"sha256", "size", "read_by", "stored"})
-_READS_KEYS = frozenset({"files", "files_count", "unwatched"})
+_READS_KEYS = frozenset({"files", "files_count", "unwatched", "hosts", "hosts_count", "loopback", "loopback_count"})
+#: a network endpoint a step contacted: "host:port", "[v6]:port", or a host alone (looked up with no port)
+_HOST = re.compile(r"^(\[[0-9A-Fa-f:.%a-zA-Z]{2,100}\]|[A-Za-z0-9_.%-]{1,253})(:[0-9]{1,5})?\Z")
 #: an absolute path a step read, as recorded (shown to people, never opened)
-_ABSOLUTE_PATH = re.compile(r"^/[^\x00-\x1f]{0,4095}$")
+_ABSOLUTE_PATH = re.compile(r"^/[^\x00-\x1f]{0,4095}\Z")
 #: an exception's class as Metaflow names it: dotted Python names
 _EXCEPTION_TYPE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*){0,30}$")
 _ARTIFACT_KEYS = frozenset({"sha1", "size", "type", "stored"})
@@ -690,7 +715,30 @@ def _step_reads(d: Any, at: v.At) -> StepReads:
     count = _count(v.opt(d, "files_count", int, len(files), at), at / "files_count")
     if count < len(files):
         (at / "files_count").fail(count, f"at least the number of files listed ({len(files)})")
-    return StepReads(files=files, files_count=count, unwatched=v.opt(d, "unwatched", bool, False, at))
+    hosts, hosts_count = _hosts(d, "hosts", at)
+    loopback, loopback_count = _hosts(d, "loopback", at)
+    return StepReads(
+        files=files,
+        files_count=count,
+        unwatched=v.opt(d, "unwatched", bool, False, at),
+        hosts=hosts,
+        hosts_count=hosts_count,
+        loopback=loopback,
+        loopback_count=loopback_count,
+    )
+
+
+def host_port(value: Any, at: v.At) -> str:
+    """A network endpoint as a step's report and the record spell it (shown to people, never contacted)."""
+    return v.matching(value, _HOST, "a host:port", at)
+
+
+def _hosts(d: dict[str, Any], key: str, at: v.At) -> tuple[tuple[str, ...], int]:
+    listed = tuple(v.list_of(v.opt(d, key, list, [], at), at / key, host_port))
+    count = _count(v.opt(d, f"{key}_count", int, len(listed), at), at / f"{key}_count")
+    if count < len(listed):
+        (at / f"{key}_count").fail(count, f"at least the number of {key} listed ({len(listed)})")
+    return listed, count
 
 
 def _interpreters(table: dict[str, Any], at: v.At) -> dict[str, InterpreterSnapshot]:

@@ -80,10 +80,37 @@ def test_files_elsewhere_are_listed_per_step_with_what_the_tasks_did_not_list(tm
     assert reads == {"train": StepReads(("/a", "/b", "/c"), 6), "old": StepReads(unwatched=True)}
 
 
+def _hosts(hosts, hosts_count, loopback, loopback_count):
+    return {
+        "metadata": {
+            p.META_READS: json.dumps(
+                {
+                    p.READS_HOSTS: hosts,
+                    p.READS_HOSTS_COUNT: hosts_count,
+                    p.READS_LOOPBACK: loopback,
+                    p.READS_LOOPBACK_COUNT: loopback_count,
+                }
+            )
+        }
+    }
+
+
+def test_endpoints_are_merged_over_a_steps_tasks_loopback_apart_with_what_they_did_not_list(tmp_path, flow_dir):
+    tasks = {
+        "train": [_hosts(["a.example:443"], 3, ["127.0.0.1:8765"], 1), _hosts(["a.example:443", "b:80"], 2, [], 0)],
+        "quiet": [task(flow=["x.csv"])],
+    }
+    _, reads = collect(tasks, flow_dir, tmp_path / "none.tar.gz", Home(tmp_path / "h"), 0, "run F/1")
+    assert reads == {"train": StepReads((), 0, False, ("a.example:443", "b:80"), 4, ("127.0.0.1:8765",), 1)}
+
+
 @pytest.mark.parametrize(
     "report,error",
     [
         ("{not json", InfraError),
+        (json.dumps({p.READS_HOSTS: ["a b:80"]}), BadInput),
+        (json.dumps({p.READS_LOOPBACK: "127.0.0.1:80"}), BadInput),
+        (json.dumps({p.READS_HOSTS_COUNT: "many"}), BadInput),
         (json.dumps({p.READS_FLOW: "data/x"}), BadInput),
         (json.dumps({p.READS_OUTSIDE: [3]}), BadInput),
         (json.dumps({p.READS_OUTSIDE_COUNT: "many"}), BadInput),

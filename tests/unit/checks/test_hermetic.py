@@ -43,3 +43,25 @@ def test_a_data_file_too_large_to_keep_fails_each_step_that_read_it_unless_allow
     got = findings(_record(data_files=data))
     assert [f.step for f in got] == ["start", "train"] and "larger than input-max-bytes" in got[0].message
     assert findings(_record(data_files=data), ("data/*",)) == []
+
+
+def test_a_contacted_endpoint_fails_its_step_unless_a_host_a_host_port_or_a_glob_accepts_it():
+    """Issue 23 item 5 for hosts: hermetic-allow entries name a host (every port), a host:port, or globs."""
+    reads = StepReads(hosts=("huggingface.co:443", "db.internal:5432"), hosts_count=2, loopback=("127.0.0.1:8765",))
+    record = _record(reads={"train": replace(reads, loopback_count=1)})
+    (f,) = findings(record)
+    assert (f.kind, f.step, f.subject) == (Kind.NOT_HERMETIC, "train", "hosts")
+    assert "train contacted 3 network endpoint(s), which a replay cannot give back: " in f.message
+    assert "huggingface.co:443, db.internal:5432, 127.0.0.1:8765" in f.message
+    (f,) = findings(record, ("huggingface.co", "127.0.0.1:8765"))
+    assert "contacted 1 network endpoint(s)" in f.message and "db.internal:5432" in f.message
+    assert findings(record, ("*.co", "db.internal:5432", "127.0.0.1:*")) == []
+    assert len(findings(record, ("huggingface.co:80", "db.internal", "127.0.0.1:9"))) == 1  # other ports
+    v6 = _record(reads={"s": StepReads(loopback=("[::1]:8765",), loopback_count=1)})
+    assert findings(v6, ("::1",)) == [] and findings(v6, ("[::1]:8765",)) == [] and findings(v6, ("[::1]:1",))
+
+
+def test_endpoints_a_task_did_not_list_cannot_be_allowed():
+    record = _record(reads={"train": StepReads(hosts=("a.example:443",), hosts_count=3)})
+    (f,) = findings(record, ("*",))
+    assert "contacted 2 network endpoint(s)" in f.message and "and 2 more not listed" in f.message

@@ -665,9 +665,35 @@ def test_files_a_run_read_round_trip_and_older_records_read_without_them():
     assert decoded.data_files == {} and decoded.reads == {} and decoded.outside_reads() == []
 
 
+def test_the_endpoints_a_step_contacted_round_trip_loopback_apart_and_are_left_out_when_none():
+    """Issue 23: a step's network endpoints (schema 5, beside its files): written only when it contacted some."""
+    from dataclasses import replace
+
+    from metaflow_repro.model.record import StepReads
+
+    reads = {"train": StepReads(("/x",), 1, hosts=("huggingface.co:443",), hosts_count=3, loopback=("[::1]:80",))}
+    reads["train"] = replace(reads["train"], loopback_count=1)
+    doc = json.loads(replace(make_record(), reads=reads).to_json())
+    assert doc["reads"]["train"]["hosts"] == ["huggingface.co:443"] and doc["reads"]["train"]["loopback_count"] == 1
+    back = from_json(json.dumps(doc), "r")
+    assert back.reads == reads
+    assert back.outside_reads() == [
+        "train read 1 file outside the snapshot and contacted huggingface.co:443, [::1]:80 and 2 more; "
+        "a replay cannot give these back"
+    ]
+    files_only = json.loads(replace(make_record(), reads={"s": StepReads(("/x",), 1)}).to_json())
+    assert files_only["reads"]["s"] == {"files": ["/x"], "files_count": 1, "unwatched": False}
+    hosts_only = replace(make_record(), reads={"s": StepReads(loopback=("127.0.0.1:8765",), loopback_count=1)})
+    assert hosts_only.outside_reads() == ["s contacted 127.0.0.1:8765; a replay cannot give these back"]
+
+
 @pytest.mark.parametrize(
     "key,value,problem",
     [
+        ("reads", {"start": {"hosts": ["evil host:80"], "hosts_count": 1}}, "a host:port"),
+        ("reads", {"start": {"loopback": ["127.0.0.1:80\n"], "loopback_count": 1}}, "a host:port"),
+        ("reads", {"start": {"hosts": ["a:1", "b:2"], "hosts_count": 1}}, "at least the number of hosts listed"),
+        ("reads", {"start": {"hosts": [], "hosts_count": -1}}, "hosts_count"),
         ("data_files", {"../etc/passwd": {"sha256": "a" * 64, "size": 1, "read_by": ["start"]}}, "relative path"),
         ("data_files", {"/etc/passwd": {"sha256": "a" * 64, "size": 1, "read_by": ["start"]}}, "relative path"),
         ("data_files", {".mf_code/x.py": {"sha256": "a" * 64, "size": 1, "read_by": ["start"]}}, "data file"),
@@ -678,6 +704,7 @@ def test_files_a_run_read_round_trip_and_older_records_read_without_them():
         ("data_files", {"d.csv": {"sha256": "a" * 64, "size": 1, "read_by": ["a b"]}}, "read_by"),
         ("reads", {"start": {"files": ["relative/x"], "files_count": 1}}, "an absolute path"),
         ("reads", {"start": {"files": ["/a\nb"], "files_count": 1}}, "an absolute path"),
+        ("reads", {"start": {"files": ["/a\n"], "files_count": 1}}, "an absolute path"),
         ("reads", {"start": {"files": ["/a", "/b"], "files_count": 1}}, "at least the number of files listed"),
         ("reads", {"../x": {"files": []}}, "reads"),
         ("reads", {"start": {"files": [], "secret": 1}}, "unknown key"),
