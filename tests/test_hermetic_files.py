@@ -140,7 +140,7 @@ def test_a_replay_names_a_file_read_elsewhere_up_front_and_as_the_likely_cause(t
     replay = cli("replay", record.ref, "--store", store, env={**mf_env, **NO_INDEX}, cwd=tmp_path)
     assert replay.code == 1, replay.text[-4000:]
     assert "start read 1 file outside the snapshot; a replay cannot give these back" in replay.text
-    assert f"read files its snapshot does not hold, the likely cause: {outside}" in replay.text
+    assert f"read what its snapshot does not hold, the likely cause: {outside}" in replay.text
 
 
 STRICT_FLOW = """

@@ -425,13 +425,14 @@ def judge(request: ReplayRequest, run: RunResult, log: Log) -> ReplayResult:
         return failed(RunFailure(error=_last_line(str(exc)), output=str(exc)))
     verdict = ReplayVerdict(comparison.verdict.value)
     if verdict is ReplayVerdict.DIFFERENT and (original.outside_reads() or original.data_files_not_kept()):
-        log(f"{original.ref} read files its snapshot does not hold, the likely cause: {_not_given_back(original)}")
+        log(f"{original.ref} read what its snapshot does not hold, the likely cause: {_not_given_back(original)}")
     return ReplayResult(original, replayed, comparison, workdir, verdict, None, saved, recorded)
 
 
 def _not_given_back(record: RunRecord) -> str:
-    """The files a replay of ``record`` could not give back, in a few words."""
+    """The files and network endpoints a replay of ``record`` could not give back, in a few words."""
     files = [f for r in record.reads.values() for f in r.files] + record.data_files_not_kept()
+    files += [h for r in record.reads.values() for h in r.all_hosts() if h not in files]
     unwatched = [step for step, r in record.reads.items() if r.unwatched]
     return cap(files + [f"whatever {step} read (not watched)" for step in unwatched], limit=5)
 

@@ -24,7 +24,7 @@ from metaflow_repro.checks.compare import Comparison, Verdict
 from metaflow_repro.model import platforms as plats
 from metaflow_repro.model.findings import DRIFT_KINDS, Choice, Finding, Kind, select
 from metaflow_repro.model.outcomes import caught_message, not_taken, not_taken_reason, switch_taken
-from metaflow_repro.model.record import PickleCheck, PickleStatus, RunStatus
+from metaflow_repro.model.record import PickleCheck, PickleStatus, RunStatus, StepReads
 
 if typing.TYPE_CHECKING:
     from metaflow_repro.checks.compare import ReplayCheck
@@ -172,15 +172,29 @@ class OutsideReads:
     files: list[str] = field(metadata={"description": "absolute paths of the files, the first 100"})
     count: int = field(metadata={"description": "how many files in all"})
     unwatched: bool = field(metadata={"description": "the step's interpreter has no audit hooks (Python 3.7)"})
+    hosts: list[str] = field(
+        default_factory=list,
+        metadata={"description": "network endpoints it contacted elsewhere (host:port), the first 100"},
+    )
+    hosts_count: int = field(default=0, metadata={"description": "how many endpoints elsewhere in all"})
+    loopback: list[str] = field(
+        default_factory=list,
+        metadata={"description": "network endpoints it contacted on its own machine (host:port), the first 100"},
+    )
+    loopback_count: int = field(default=0, metadata={"description": "how many loopback endpoints in all"})
 
     def line(self) -> str:
-        """``train read 2 files outside the snapshot; a replay cannot give these back``."""
-        if self.unwatched:
-            return (
-                f"{self.step}: its reads were not watched (Python 3.7 has no audit hooks), so what it read is unknown"
-            )
-        plural = "s" if self.count != 1 else ""
-        return f"{self.step} read {self.count} file{plural} outside the snapshot; a replay cannot give these back"
+        """``train read 2 files outside the snapshot and contacted 127.0.0.1:8765; a replay cannot give
+        these back``."""
+        return StepReads(
+            tuple(self.files),
+            self.count,
+            self.unwatched,
+            tuple(self.hosts),
+            self.hosts_count,
+            tuple(self.loopback),
+            self.loopback_count,
+        ).describe(self.step)
 
 
 @dataclass(frozen=True)
@@ -379,7 +393,19 @@ def _outside(record) -> list[OutsideReads]:
     if not reads:
         return []
     order = [s for s in record.step_order if s in reads] + sorted(set(reads) - set(record.step_order))
-    return [OutsideReads(s, list(reads[s].files), reads[s].files_count, reads[s].unwatched) for s in order]
+    return [
+        OutsideReads(
+            s,
+            list(r.files),
+            r.files_count,
+            r.unwatched,
+            list(r.hosts),
+            r.hosts_count,
+            list(r.loopback),
+            r.loopback_count,
+        )
+        for s, r in ((s, reads[s]) for s in order)
+    ]
 
 
 def _data_files(record) -> list[DataFileRow]:

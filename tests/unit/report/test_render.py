@@ -96,7 +96,9 @@ def doc():
         "same.py",
         record=replace(
             make_record("3", flow="SameFlow"),
-            reads={"start": StepReads(("/home/u/extra.csv",), 2)},  # issue 23: read outside the snapshot
+            reads={  # issue 23: read outside the snapshot, contacted hosts (loopback apart)
+                "start": StepReads(("/home/u/extra.csv",), 2, False, ("huggingface.co:443",), 1, ("127.0.0.1:8765",), 1)
+            },
             data_files={"data/big.bin": DataFile("e" * 64, 300 << 20, ("start",), stored=False)},
         ),
         comparison=Comparison("SameFlow/2", "SameFlow/3", (ArtifactResult("start", "-", "x", Verdict.IDENTICAL),)),
