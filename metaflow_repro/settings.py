@@ -682,7 +682,8 @@ SETTINGS: tuple[Setting, ...] = (
         FLAG,
         False,
         "`pytest --repro`, `repro run`: fail a step that read anything a replay cannot give back (files outside "
-        "the snapshot and the flow's folder, data files past input-max-bytes), naming them",
+        "the snapshot and the flow's folder, data files past input-max-bytes, network endpoints it contacted), "
+        "naming them",
     ),
     Setting(
         "hermetic_allow",
@@ -691,7 +692,8 @@ SETTINGS: tuple[Setting, ...] = (
         WORDS,
         (),
         "what strict mode (`hermetic`) accepts being read from outside the snapshot: path globs "
-        "(`/etc/myapp/*`, `data/big/*` relative to the flow's folder)",
+        "(`/etc/myapp/*`, `data/big/*` relative to the flow's folder) and hosts (`huggingface.co` for any port, "
+        "`127.0.0.1:8765`, `*.internal`)",
     ),
 )
 

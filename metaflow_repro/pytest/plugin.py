@@ -95,8 +95,8 @@ def pytest_addoption(parser):
         "--repro-hermetic",
         action="store_true",
         default=False,
-        help="fail a step that read anything a replay cannot give back (files outside the snapshot), "
-        "naming it; [tool.repro] hermetic-allow lists what is accepted (also REPRO_HERMETIC=1)",
+        help="fail a step that read anything a replay cannot give back (files outside the snapshot, network "
+        "endpoints), naming it; [tool.repro] hermetic-allow lists what is accepted (also REPRO_HERMETIC=1)",
     )
     for name, help_ in (
         ("repro_on", f"where each run is also replayed: {', '.join(REPLAY_PLACES)}"),

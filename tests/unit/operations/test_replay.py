@@ -80,3 +80,22 @@ def test_a_record_cannot_lay_a_data_file_over_its_code_or_outside_the_folder(tmp
         with pytest.raises(BadInput):
             _lay_out_data_files(_with_data(make_record(), path), {path: blob}, code, print)
     assert (code / "flow.py").read_text() == "the recorded code" and not (outside / "x.csv").exists()
+
+
+def test_a_replay_names_the_endpoints_a_step_contacted_up_front_and_as_the_likely_cause(tmp_path):
+    """Issue 23 item 4: what no snapshot holds (files elsewhere, network endpoints) is said before the run,
+    and named as the likely cause of a `different` verdict."""
+    from dataclasses import replace
+
+    from metaflow_repro.model.record import StepReads
+    from metaflow_repro.operations.replay import _lay_out_data_files, _not_given_back
+
+    reads = StepReads(("/home/u/x.csv",), 1, hosts=("huggingface.co:443",), hosts_count=1)
+    record = replace(make_record(), reads={"start": replace(reads, loopback=("127.0.0.1:8765",), loopback_count=1)})
+    said: list[str] = []
+    _lay_out_data_files(record, {}, tmp_path, said.append)
+    assert said == [
+        "start read 1 file outside the snapshot and contacted huggingface.co:443, 127.0.0.1:8765; "
+        "a replay cannot give these back"
+    ]
+    assert _not_given_back(record) == "/home/u/x.csv, huggingface.co:443, 127.0.0.1:8765"
