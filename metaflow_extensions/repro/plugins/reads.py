@@ -168,8 +168,9 @@ class Reads(object):
         """The step changed its current folder: relative paths name other files from now on."""
         if target.__class__ is str:  # a chdir to a file descriptor is not followed
             self.cwd = os.path.normpath(os.path.join(self.cwd, target))
-            self.places = dict((k, w) for k, w in self.places.items() if k[:1] == "/")
-            self.written = set(p for p in self.written if p[:1] == "/")
+            for key in [k for k in self.places if k[:1] != "/"]:  # in place: compact() holds them
+                del self.places[key]
+            self.written.difference_update([p for p in self.written if p[:1] != "/"])
 
     def place(self, folder):
         """The names read in ``folder`` (as an event named it: relative, or with ".."): a dict of

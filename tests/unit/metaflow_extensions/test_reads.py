@@ -179,3 +179,21 @@ def test_a_real_audit_hook_notes_a_download_from_a_local_http_server(tmp_path):
     port, text = proc.stdout.splitlines()[-2:]
     report = json.loads(text)
     assert report[p.READS_LOOPBACK] == [f"127.0.0.1:{port}"] and report[p.READS_HOSTS] == []
+
+
+def test_a_relative_path_names_another_file_after_a_chdir_and_a_root_file_is_no_relative_one(tmp_path):
+    """The filter decides once per folder as an event named it: a chdir makes relative folders new ones."""
+    flow, _, elsewhere = _files(tmp_path)
+    (elsewhere / "data").mkdir()
+    (elsewhere / "data" / "train.csv").write_text("x")
+    watch = reads.Reads(str(flow), [], cwd=str(flow))
+    hook = watch.hook()
+    hook("open", ("data/train.csv", "r", READ))
+    watch.compact()  # "data" is decided: the flow's
+    hook("os.chdir", (str(elsewhere),))
+    hook("open", ("data/train.csv", "r", READ))  # the same words, another file
+    hook("open", ("a.txt", "r", READ))  # the current folder ("")
+    hook("open", ("/a.txt", "r", READ))  # the root folder ("/"): not the current one
+    watch.compact()
+    assert list(watch.flow) == ["data/train.csv"]
+    assert list(watch.outside) == [str(elsewhere / "data" / "train.csv"), str(elsewhere / "a.txt"), "/a.txt"]
