@@ -2,7 +2,8 @@
 as users write it, is recorded with that file (relative path, size, sha256), the file is pushed as an
 `inputs/` object, and a replay from an empty REPRO_HOME with no network gives it back; a file read
 elsewhere on the host is listed per step and named up front by the replay. Real Metaflow runs, S3
-over HTTP (moto), the replay in a network namespace with only the store reachable."""
+over HTTP (moto), the replay in a network namespace with only the store reachable. Strict mode for files
+and hosts: tests/test_hermetic_network.py (one pair of pytest runs serves both)."""
 
 from __future__ import annotations
 
@@ -141,49 +142,3 @@ def test_a_replay_names_a_file_read_elsewhere_up_front_and_as_the_likely_cause(t
     assert replay.code == 1, replay.text[-4000:]
     assert "start read 1 file outside the snapshot; a replay cannot give these back" in replay.text
     assert f"read what its snapshot does not hold, the likely cause: {outside}" in replay.text
-
-
-STRICT_FLOW = """
-from metaflow import FlowSpec, step
-
-
-class StrictFlow(FlowSpec):
-    @step
-    def start(self):
-        self.settings_text = open(OUTSIDE).read()
-        self.next(self.end)
-
-    @step
-    def end(self):
-        pass
-
-
-if __name__ == "__main__":
-    StrictFlow()
-"""
-
-
-def test_strict_mode_fails_the_step_that_read_outside_the_snapshot_unless_allowed(pytester, tmp_path):
-    """Issue 23 item 5 for files: `pytest --repro --repro-hermetic` fails the step naming the file; a
-    `hermetic-allow` glob in [tool.repro] accepts it."""
-    outside = tmp_path / "etc-myapp" / "settings.ini"
-    outside.parent.mkdir()
-    outside.write_text("[app]\nk = 1\n")
-    pyproject = '[tool.repro]\nconda-source = "pypi"\n'
-    pytester.makefile(".toml", pyproject=pyproject)
-    path = pytester.path / "strict_flow.py"
-    path.write_text(STRICT_FLOW.replace("OUTSIDE", repr(str(outside))))
-    os.environ["METAFLOW_DATASTORE_SYSROOT_LOCAL"] = str(pytester.path / "mf")
-    try:
-        assert cli("lock", path).code == 0
-        r = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--repro", "--repro-hermetic", path.name)
-        r.assert_outcomes(passed=3, failed=1)  # [lock], [pickle] and end pass; start read outside
-        text = r.stdout.str()
-        assert "StrictFlow.start failed" in text
-        assert f"start read 1 file(s) outside the snapshot, which a replay cannot give back: {outside}" in text
-        pytester.makefile(".toml", pyproject=pyproject + f'hermetic-allow = ["{outside.parent}/*"]\n')
-        pytester.runpytest_subprocess(
-            "-p", "no:cacheprovider", "--repro", "--repro-hermetic", path.name
-        ).assert_outcomes(passed=4)
-    finally:
-        os.environ.pop("METAFLOW_DATASTORE_SYSROOT_LOCAL", None)
