@@ -390,7 +390,7 @@ _CAUGHT_KEYS = frozenset({"type", "message", "var"})
 _DATA_FILE_KEYS = frozenset({"sha256", "size", "read_by", "stored"})
 _READS_KEYS = frozenset({"files", "files_count", "unwatched", "hosts", "hosts_count", "loopback", "loopback_count"})
 #: a network endpoint a step contacted: "host:port", "[v6]:port", or a host alone (looked up with no port)
-_HOST = re.compile(r"^(\[[0-9A-Fa-f:.%a-zA-Z]{2,100}\]|[A-Za-z0-9_.%-]{1,253})(:[0-9]{1,5})?\Z")
+_HOST = re.compile(r"^(\[[A-Za-z0-9_.%:-]{2,253}\]|[A-Za-z0-9_.%-]{1,253})(:[0-9]{1,5})?\Z")
 #: an absolute path a step read, as recorded (shown to people, never opened)
 _ABSOLUTE_PATH = re.compile(r"^/[^\x00-\x1f]{0,4095}\Z")
 #: an exception's class as Metaflow names it: dotted Python names

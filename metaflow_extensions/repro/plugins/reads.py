@@ -238,6 +238,8 @@ AWS_S3_HOSTS = (
     "sts.*.amazonaws.com",
 )
 _MAX_HOST = 253
+#: a lookup's port given as a service name, as a number (others: the host alone)
+_SERVICES = {"http": "80", "https": "443"}
 _HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_%:")
 
 
@@ -269,7 +271,8 @@ class Endpoints(object):
         self.addresses[(address[0], _port(address[1]))] = None
 
     def listed(self):
-        """(endpoints elsewhere, endpoints on this machine): "host:port", in the order first contacted."""
+        """(endpoints elsewhere, endpoints on this machine): "host:port", the names looked up first (in the
+        order first looked up), then the addresses connected to."""
         found = list(self.names)
         found += [a for a in self.addresses if a[1] not in self.name_ports and "" not in self.name_ports]
         hosts, loopback = {}, {}
@@ -324,9 +327,8 @@ def _endpoint(host, port):
             return ""
     if ":" in host:
         host = "[" + host + "]"
-    if not port:
-        return host
-    return host + ":" + port if port.isdigit() and len(port) <= 5 else ""
+    port = _SERVICES.get(port, port)
+    return host + ":" + port if port.isdigit() and len(port) <= 5 else host  # a service name: the host
 
 
 def endpoint_hosts(urls, aws_s3=False):

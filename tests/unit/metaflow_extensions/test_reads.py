@@ -13,6 +13,7 @@ from pathlib import Path
 
 from metaflow_extensions.repro.plugins import protocol as p
 from metaflow_extensions.repro.plugins import reads
+from metaflow_repro.model.record import host_port
 
 READ, WRITE = os.O_RDONLY | os.O_CLOEXEC, os.O_WRONLY | os.O_CREAT
 NO_HOSTS = {p.READS_HOSTS: [], p.READS_HOSTS_COUNT: 0, p.READS_LOOPBACK: [], p.READS_LOOPBACK_COUNT: 0}
@@ -132,12 +133,19 @@ def test_endpoints_name_the_host_looked_up_not_its_address_and_list_loopback_apa
     hook("socket.connect", (object(), ("1.1.1.1", 53)))  # a socket the hook cannot read: left out
     hook("socket.getaddrinfo", (None, 80, 0, 1, 6))  # a server's own address
     hook("socket.getaddrinfo", ("bad host\n", 80, 0, 1, 6))  # nothing a record could show
+    hook("socket.getaddrinfo", ("pypi.example", "https", 0, 1, 6))  # a service name
+    hook("socket.getaddrinfo", ("db.example", "postgres", 0, 1, 6))
+    hook("socket.connect", (_Sock(socket.AF_INET6), ("fe80::1%eth0-x_y", 9, 0, 0)))
     report = json.loads(watch.report(10))
-    assert report[p.READS_HOSTS] == ["huggingface.co:443", "10.0.0.7:5432"] and report[p.READS_HOSTS_COUNT] == 2
+    # names looked up, then addresses connected to with no name looked up for their port
+    hosts = ["huggingface.co:443", "pypi.example:443", "db.example", "10.0.0.7:5432", "[fe80::1%eth0-x_y]:9"]
+    assert report[p.READS_HOSTS] == hosts and report[p.READS_HOSTS_COUNT] == 5
+    for host in hosts + report[p.READS_LOOPBACK]:  # each as the record spells it
+        assert host_port(host, None) == host
     assert report[p.READS_LOOPBACK] == ["127.0.0.1:8765", "[::1]:8766"] and report[p.READS_LOOPBACK_COUNT] == 2
     assert report[p.READS_FLOW] == [] and report[p.READS_OUTSIDE] == []
     hook("socket.getaddrinfo", ("later.example", 443, 0, 1, 6))  # after the report: not the step's
-    assert watch.endpoints.listed()[0] == ["huggingface.co:443", "10.0.0.7:5432"]
+    assert watch.endpoints.listed()[0] == hosts
 
 
 def test_the_services_left_out_are_the_datastore_metadata_and_store_endpoints_and_credentials():
