@@ -52,7 +52,7 @@ if __name__ == "__main__":
 """.replace("FILES", str(FILES))
 
 BODY = """
-import json, sys, tempfile, time  # a Metaflow task has these imported before its step starts
+import fnmatch, ipaddress, json, socket, sys, tempfile, time, urllib.parse  # imported by Metaflow before a step
 sys.path.insert(0, ROOT)
 t = time.process_time()
 if sys.argv[1] == "1":
