@@ -35,6 +35,8 @@ DEFAULT_HOME = "~/.cache/repro"
 DEFAULT_ARTIFACT_MAX_BYTES = 16 << 20
 #: the most an archive repro extracts may hold (as the Batch bootstrap's cap: a 3.11 prefix is ~200 MB)
 DEFAULT_ARCHIVE_MAX_BYTES = 2 << 30
+#: the most the data files a run's steps read from its flow's folder may hold together in its snapshot
+DEFAULT_INPUT_MAX_BYTES = 256 << 20
 DEFAULT_REPORT_DIR = "reports"
 #: on each Batch instance (a host volume): the ECS-optimized AMI's /var is the instance's own disk
 DEFAULT_BATCH_CACHE = "/var/cache/repro"
@@ -662,6 +664,37 @@ SETTINGS: tuple[Setting, ...] = (
         "snapshot, an IncludeFile input): a larger one is refused, named, before it fills the disk",
         shown_default="`2147483648` (2 GiB)",
     ),
+    Setting(
+        "input_max_bytes",
+        "REPRO_INPUT_MAX_BYTES",
+        "input-max-bytes",
+        BYTES,
+        DEFAULT_INPUT_MAX_BYTES,
+        "the most the data files a run's steps read from the flow's folder (and its code package lacks) may hold "
+        "together in its snapshot: they are given back to a replay; larger ones are recorded (path, size, sha256) "
+        "but not kept, and a replay names them up front",
+        shown_default="`268435456` (256 MiB)",
+    ),
+    Setting(
+        "hermetic",
+        "REPRO_HERMETIC",
+        "hermetic",
+        FLAG,
+        False,
+        "`pytest --repro`, `repro run`: fail a step that read anything a replay cannot give back (files outside "
+        "the snapshot and the flow's folder, data files past input-max-bytes, network endpoints it contacted), "
+        "naming them",
+    ),
+    Setting(
+        "hermetic_allow",
+        "REPRO_HERMETIC_ALLOW",
+        "hermetic-allow",
+        WORDS,
+        (),
+        "what strict mode (`hermetic`) accepts being read from outside the snapshot: path globs "
+        "(`/etc/myapp/*`, `data/big/*` relative to the flow's folder) and hosts (`huggingface.co` for any port, "
+        "`127.0.0.1:8765`, `*.internal`)",
+    ),
 )
 
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
@@ -698,6 +731,9 @@ class Settings:
     on: str = "local"
     batch_cache: str = DEFAULT_BATCH_CACHE
     archive_max_bytes: int = DEFAULT_ARCHIVE_MAX_BYTES
+    input_max_bytes: int = DEFAULT_INPUT_MAX_BYTES
+    hermetic: bool = False
+    hermetic_allow: tuple[str, ...] = ()
     config_file: Path | None = None  # the pyproject.toml read, if any
     origins: dict = field(default_factory=dict, compare=False, repr=False)  # name -> variable, file key, "default"
 

@@ -18,8 +18,10 @@ FLOW = """
         @pypi(packages={"six": "1.16.0"})
         @step
         def start(self):
+            import os
             import six
             self.six_version = six.__version__
+            self.labels = open(os.path.join(os.path.dirname(__file__), "labels.txt")).read()  # a data file
             self.next(self.end)
 
         @step
@@ -42,6 +44,7 @@ print(json.dumps([card.get() for card in cards]))
 
 def test_the_repro_card_shows_env_python_packages_fingerprint_and_pickle_checks(flow_dir, tmp_path):
     path = write_flow(flow_dir, FLOW)
+    (flow_dir / "labels.txt").write_text("a b\n")
     assert cli("lock", path).code == 0
     lock = (flow_dir / "flow.repro.lock").read_text()
     run = run_flow(path, tmp_path / "mf", args=("--with", "card:type=repro"))
@@ -64,3 +67,4 @@ def test_the_repro_card_shows_env_python_packages_fingerprint_and_pickle_checks(
     for package in start["packages"]:
         assert f"<td>{package['name']}</td><td>{package['version']}</td>" in html
     assert "six_version" in html and "class='ok'>ok<" in html  # the task's artifact loads in its env
+    assert "Read outside the snapshot" in html and "<code>labels.txt</code>" in html  # issue 23: what it read

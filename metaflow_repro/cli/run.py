@@ -24,6 +24,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    from metaflow_repro.model.findings import Kind
     from metaflow_repro.model.record import RunStatus
     from metaflow_repro.operations.recover import reminder
     from metaflow_repro.operations.run import RunOptions, run_and_record
@@ -43,7 +44,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         log(f"repro: run {record.ref if record else ''} failed; it is not pushed to the store")
         return outcome.exit_code or EXIT_DRIFT
     print(run_summary(record, outcome.pushed, verbose=args.verbose, store=args.store))
-    return EXIT_OK
+    strict = [f for f in outcome.findings if f.kind is Kind.NOT_HERMETIC]
+    for f in strict:
+        log(f"repro: not hermetic: {f.message}")
+    return EXIT_DRIFT if strict else EXIT_OK
 
 
 def failed_tasks(outcome, flow_file: Path) -> list[str]:
@@ -82,6 +86,8 @@ def run_summary(record, pushed: str, verbose: bool = False, store: str | None = 
         lines.append(pickle_table(replace(record, pickle_checks=problems)))
     if any(c.status is PickleStatus.FAILS for c in record.pickle_checks):
         lines.append("some artifacts cannot be unpickled by a step that reads them (see 'fails' above)")
+    lines += record.outside_reads()
+    lines += [f"{p}: larger than input-max-bytes, recorded (sha256) but not kept" for p in record.data_files_not_kept()]
     if pushed:
         lines.append(f"pushed to {pushed}")
     lines.append(f"next: repro replay {record.ref}" + (f" --store {store}" if store else ""))

@@ -44,6 +44,8 @@ class Kind(Choice):
     ARTIFACT = "artifact"
     #: an artifact of the run replayed elsewhere (``--repro-on docker|batch``) differs, or a step failed there
     REPLAY = "replay"
+    #: a step read something a replay cannot give back (strict mode: ``hermetic``)
+    NOT_HERMETIC = "not hermetic"
     #: the flow could not be loaded, locked or run at all
     FLOW_ERROR = "flow error"
 

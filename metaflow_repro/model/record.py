@@ -19,8 +19,8 @@ from metaflow_repro.model.lock import PlatformLock
 from metaflow_repro.settings import HASH_SEED, recorded_setting_problem
 
 SCHEMA = "repro.run-record"
-SCHEMA_VERSION = 4  # 2: replay_of, include_files, configs, run_options; 3: inputs, interpreters, executor;
-# 4: a task's caught exception (older still read)
+SCHEMA_VERSION = 5  # 2: replay_of, include_files, configs, run_options; 3: inputs, interpreters, executor;
+# 4: a task's caught exception; 5: data_files, reads (and their hosts, loopback) (older still read)
 NO_FOREACH = "-"  # task key of a task outside any foreach
 #: code_sha256 of a failed run no task of which got as far as its step (no code package was made): a
 #: record naming it names no code object in the store
@@ -184,6 +184,55 @@ class UpstreamRun:
 
 
 @dataclass(frozen=True)
+class DataFile:
+    """A file of the flow's folder that steps opened for reading and the code package lacks (schema 5).
+    Its bytes are the store object ``inputs/sha256/..`` when ``stored``; a larger one (past
+    ``input-max-bytes``) is recorded only, and a replay cannot give it back."""
+
+    sha256: str
+    size: int
+    read_by: tuple[str, ...]  # the steps that read it
+    stored: bool = False
+
+
+@dataclass(frozen=True)
+class StepReads:
+    """What a step's tasks read that no snapshot holds (schema 5): files elsewhere on the host."""
+
+    files: tuple[str, ...] = ()  # absolute paths, the first READS_MAX_PATHS
+    files_count: int = 0  # how many in all (at least ``len(files)``)
+    unwatched: bool = False  # the step's interpreter has no audit hooks (Python 3.7): its reads are unknown
+    #: network endpoints the step contacted ("host:port"), the first READS_MAX_PATHS, but the store's and
+    #: Metaflow's own; loopback ones (this machine) apart
+    hosts: tuple[str, ...] = ()
+    hosts_count: int = 0
+    loopback: tuple[str, ...] = ()
+    loopback_count: int = 0
+
+    def all_hosts(self) -> list[str]:
+        """The endpoints listed, elsewhere first, then this machine's."""
+        return list(self.hosts) + list(self.loopback)
+
+    def describe(self, step: str) -> str:
+        """``train read 2 files outside the snapshot and contacted 127.0.0.1:8765; a replay cannot give these
+        back``; "" when it read and contacted nothing."""
+        if self.unwatched:
+            return f"{step}: its reads were not watched (Python 3.7 has no audit hooks), so what it read is unknown"
+        return outside_line(step, self.files_count, self.all_hosts(), self.hosts_count + self.loopback_count)
+
+
+def outside_line(step: str, files: int, hosts: list[str], hosts_count: int) -> str:
+    """What a step read that no snapshot holds, in one line ("" for nothing)."""
+    said = []
+    if files:
+        said.append(f"read {files} file{'s' if files != 1 else ''} outside the snapshot")
+    if hosts_count:
+        more = hosts_count - len(hosts[:5])
+        said.append("contacted " + ", ".join(hosts[:5]) + (f" and {more} more" if more else ""))
+    return f"{step} {' and '.join(said)}; a replay cannot give these back" if said else ""
+
+
+@dataclass(frozen=True)
 class RunRecord:
     flow: str
     run_id: str
@@ -218,10 +267,23 @@ class RunRecord:
     #: Python version -> the snapshot of the interpreter the run's environments were made from
     interpreters: dict[str, InterpreterSnapshot] = field(default_factory=dict)
     executor: Executor = field(default_factory=Executor)  # where the run ran
+    #: files of the flow's folder that steps read and the code package lacks (path relative to the flow's folder)
+    data_files: dict[str, DataFile] = field(default_factory=dict)
+    #: step -> what it read outside the snapshot and the flow's folder (steps that read nothing are absent)
+    reads: dict[str, StepReads] = field(default_factory=dict)
 
     @property
     def ref(self) -> str:
         return f"{self.flow}/{self.run_id}"
+
+    def outside_reads(self) -> list[str]:
+        """One line per step that read files a replay cannot give back (or whose reads are unknown)."""
+        order = [s for s in self.step_order if s in self.reads] + sorted(set(self.reads) - set(self.step_order))
+        return [line for step in order if (line := self.reads[step].describe(step))]
+
+    def data_files_not_kept(self) -> list[str]:
+        """The flow-folder files a step read whose bytes are not in the snapshot (too large)."""
+        return [path for path, f in self.data_files.items() if not f.stored]
 
     def input_artifacts(self) -> dict[str, int]:
         """sha1 -> size of every artifact of another run that a step read (store objects ``inputs/sha1/..``)."""
@@ -258,6 +320,13 @@ class RunRecord:
             for task in step["tasks"].values():
                 if task["caught"] is None:
                     del task["caught"]  # only a task @catch handled names one
+        for key in ("data_files", "reads"):
+            if not doc[key]:
+                del doc[key]  # only a run whose steps read files names them
+        for reads in doc.get("reads", {}).values():
+            for key in ("hosts", "hosts_count", "loopback", "loopback_count"):
+                if not reads[key]:
+                    del reads[key]  # only a step that contacted hosts names them
         return json.dumps(doc, indent=1, sort_keys=True) + "\n"
 
 
@@ -303,8 +372,10 @@ _RECORD_KEYS = frozenset(
         "inputs",
         "interpreters",
         "executor",
+        "data_files",
+        "reads",
     }
-)  # replay_of .. identity: version 2; inputs, interpreters, executor: version 3
+)  # replay_of .. identity: version 2; inputs, interpreters, executor: version 3; data_files, reads: version 5
 _INCLUDE_KEYS = frozenset({"sha256", "size", "name", "is_text", "encoding"})
 _CONFIG_KEYS = frozenset({"value", "source", "plain", "parser"})
 _UPSTREAM_KEYS = frozenset({"flow", "run_id", "read_by", "via", "ts_epoch", "user", "tags", "system_tags", "tasks"})
@@ -316,6 +387,12 @@ _REF_TEXT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*/[A-Za-z0-9_.\-]+$")
 _STEP_KEYS = frozenset({"spec_id", "env_id", "disabled", "tasks"})
 _TASK_KEYS = frozenset({"task_id", "env_id", "fingerprint", "interpreter", "artifacts", "caught"})
 _CAUGHT_KEYS = frozenset({"type", "message", "var"})
+_DATA_FILE_KEYS = frozenset({"sha256", "size", "read_by", "stored"})
+_READS_KEYS = frozenset({"files", "files_count", "unwatched", "hosts", "hosts_count", "loopback", "loopback_count"})
+#: a network endpoint a step contacted: "host:port", "[v6]:port", or a host alone (looked up with no port)
+_HOST = re.compile(r"^(\[[A-Za-z0-9_.%:-]{2,253}\]|[A-Za-z0-9_.%-]{1,253})(:[0-9]{1,5})?\Z")
+#: an absolute path a step read, as recorded (shown to people, never opened)
+_ABSOLUTE_PATH = re.compile(r"^/[^\x00-\x1f]{0,4095}\Z")
 #: an exception's class as Metaflow names it: dotted Python names
 _EXCEPTION_TYPE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*){0,30}$")
 _ARTIFACT_KEYS = frozenset({"sha1", "size", "type", "stored"})
@@ -604,7 +681,64 @@ def _decode(doc: dict[str, Any], at: v.At) -> RunRecord:
         inputs=upstream_runs(v.opt(doc, "inputs", dict, {}, at), at / "inputs"),
         interpreters=_interpreters(v.opt(doc, "interpreters", dict, {}, at), at / "interpreters"),
         executor=Executor.from_dict(doc["executor"], at / "executor") if "executor" in doc else Executor(),
+        data_files=v.table_of(v.opt(doc, "data_files", dict, {}, at), at / "data_files", data_file_path, _data_file),
+        reads=v.table_of(v.opt(doc, "reads", dict, {}, at), at / "reads", v.identifier, _step_reads),
     )
+
+
+def data_file_path(value: Any, at: v.At) -> str:
+    """A data file's path: relative, inside the flow's folder, none of Metaflow's or repro's own folders."""
+    path = v.relative_path(value, at)
+    parts = path.split("/")
+    if any(p in ("", ".") for p in parts) or parts[0] in (".mf_code", ".metaflow") or len(path) > 4096:
+        at.fail(value, "a plain relative path of a data file in the flow's folder")
+    return path
+
+
+def _data_file(d: Any, at: v.At) -> DataFile:
+    v.only(v.of_type(d, dict, at), _DATA_FILE_KEYS, at)
+    return DataFile(
+        sha256=v.hex_digest(v.need(d, "sha256", str, at), 64, at / "sha256"),
+        size=_size(v.need(d, "size", int, at), at / "size"),
+        read_by=tuple(v.list_of(v.need(d, "read_by", list, at), at / "read_by", v.identifier)),
+        stored=v.opt(d, "stored", bool, False, at),
+    )
+
+
+def _absolute_path(value: Any, at: v.At) -> str:
+    return v.matching(value, _ABSOLUTE_PATH, "an absolute path", at)
+
+
+def _step_reads(d: Any, at: v.At) -> StepReads:
+    v.only(v.of_type(d, dict, at), _READS_KEYS, at)
+    files = tuple(v.list_of(v.opt(d, "files", list, [], at), at / "files", _absolute_path))
+    count = _count(v.opt(d, "files_count", int, len(files), at), at / "files_count")
+    if count < len(files):
+        (at / "files_count").fail(count, f"at least the number of files listed ({len(files)})")
+    hosts, hosts_count = _hosts(d, "hosts", at)
+    loopback, loopback_count = _hosts(d, "loopback", at)
+    return StepReads(
+        files=files,
+        files_count=count,
+        unwatched=v.opt(d, "unwatched", bool, False, at),
+        hosts=hosts,
+        hosts_count=hosts_count,
+        loopback=loopback,
+        loopback_count=loopback_count,
+    )
+
+
+def host_port(value: Any, at: v.At) -> str:
+    """A network endpoint as a step's report and the record spell it (shown to people, never contacted)."""
+    return v.matching(value, _HOST, "a host:port", at)
+
+
+def _hosts(d: dict[str, Any], key: str, at: v.At) -> tuple[tuple[str, ...], int]:
+    listed = tuple(v.list_of(v.opt(d, key, list, [], at), at / key, host_port))
+    count = _count(v.opt(d, f"{key}_count", int, len(listed), at), at / f"{key}_count")
+    if count < len(listed):
+        (at / f"{key}_count").fail(count, f"at least the number of {key} listed ({len(listed)})")
+    return listed, count
 
 
 def _interpreters(table: dict[str, Any], at: v.At) -> dict[str, InterpreterSnapshot]:

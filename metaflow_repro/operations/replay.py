@@ -50,6 +50,7 @@ from metaflow_repro.store.snapshot import (
     load_record,
     parse_ref,
     pull,
+    pull_data_files,
     pull_input_artifacts,
     pull_inputs,
     push_replay_record,
@@ -234,6 +235,7 @@ def prepare(request: ReplayRequest, log: Log, workdirs: list[Path]) -> ReplayPla
     # 1. everything the record names, verified, before anything runs (the interpreters meanwhile)
     locks, interpreters = pull_and_restore(original, store, settings, log)
     inputs = pull_inputs(original, store, settings)
+    data_files = pull_data_files(original, store, settings)  # verified (sha256) before any is laid out
     upstream = pull_input_artifacts(original, store, settings)  # verified (sha1) before anything reads them
     workdir = _workdir(settings, original)
     workdirs.append(workdir)
@@ -252,6 +254,7 @@ def prepare(request: ReplayRequest, log: Log, workdirs: list[Path]) -> ReplayPla
     if problem:
         raise _NotRunnable(RunFailure(error=problem), workdir)
     _check_recorded_flow(original, flow_file, workdir)
+    _lay_out_data_files(original, data_files, flow_file.parent, log)
     given = recorded_args(original, _materialize(original, inputs, workdir / "inputs"), workdir, declared)
     args = _placed_args(request, given, log)
     env = _environment(request, workdir, mf_code, log)
@@ -373,7 +376,9 @@ def execute(plan: ReplayPlan, log: Log) -> RunResult:
         identity=original.identity,
         pickle_checks=False,
         settings=plan.settings,
-        cwd=plan.workdir,  # whatever Metaflow writes beside its current folder stays in the replay's own
+        # whatever Metaflow writes beside its current folder stays in the replay's own; a run that read data
+        # files of its flow's folder runs in it (``open("data/train.csv")`` reads what was given back)
+        cwd=plan.flow_file.parent if original.data_files else plan.workdir,
     )
     outcome = run_and_record(plan.flow_file, options, log=log)
     ran = RunResult(request.executor, workdir=str(plan.workdir), exit_code=outcome.exit_code)
@@ -418,9 +423,18 @@ def judge(request: ReplayRequest, run: RunResult, log: Log) -> ReplayResult:
         comparison = compare_runs(original, replayed, store, request.settings)
     except ReproError as exc:  # it ran, but could not be judged (e.g. the comparison's probe failed)
         return failed(RunFailure(error=_last_line(str(exc)), output=str(exc)))
-    return ReplayResult(
-        original, replayed, comparison, workdir, ReplayVerdict(comparison.verdict.value), None, saved, recorded
-    )
+    verdict = ReplayVerdict(comparison.verdict.value)
+    if verdict is ReplayVerdict.DIFFERENT and (original.outside_reads() or original.data_files_not_kept()):
+        log(f"{original.ref} read what its snapshot does not hold, the likely cause: {_not_given_back(original)}")
+    return ReplayResult(original, replayed, comparison, workdir, verdict, None, saved, recorded)
+
+
+def _not_given_back(record: RunRecord) -> str:
+    """The files and network endpoints a replay of ``record`` could not give back, in a few words."""
+    files = [f for r in record.reads.values() for f in r.files] + record.data_files_not_kept()
+    files += [h for r in record.reads.values() for h in r.all_hosts() if h not in files]
+    unwatched = [step for step, r in record.reads.items() if r.unwatched]
+    return cap(files + [f"whatever {step} read (not watched)" for step in unwatched], limit=5)
 
 
 def pull_and_restore(
@@ -553,6 +567,33 @@ def _materialize(record: RunRecord, blobs: dict[str, Path], folder: Path) -> dic
         shutil.copyfile(blob, target)
         out[name] = target
     return out
+
+
+def _lay_out_data_files(record: RunRecord, blobs: dict[str, Path], folder: Path, log: Log) -> None:
+    """Each data file the record keeps, at its recorded path in the flow's folder (the extracted code),
+    before the run starts; says up front what the replay cannot give back (files too large to have
+    been kept, files read elsewhere on the recorded host)."""
+    for rel, blob in sorted(blobs.items()):
+        target = inside(folder, rel, f"{record.ref}: data file")
+        if target.exists() or target.is_symlink():  # a file of the code package: never replaced
+            raise BadInput(
+                f"{record.ref}: the data file {rel!r} is a file of the recorded code package; the record is "
+                "corrupt or hostile, and nothing was run"
+            )
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        shutil.copyfile(blob, tmp)
+        os.replace(tmp, target)
+    if blobs:
+        log(f"giving back {len(blobs)} data file{'s' if len(blobs) != 1 else ''} the steps read: {cap(sorted(blobs))}")
+    for rel in record.data_files_not_kept():
+        f = record.data_files[rel]
+        log(
+            f"this replay cannot give back {rel} ({f.size} bytes, read by {', '.join(f.read_by)}): it was larger "
+            "than input-max-bytes when recorded, so the snapshot has only its sha256"
+        )
+    for line in record.outside_reads():
+        log(line)
 
 
 def _record_replay(replayed: RunRecord, store: Store, settings: Settings, log: Log) -> tuple[str, str]:

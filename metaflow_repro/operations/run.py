@@ -20,9 +20,10 @@ from metaflow_extensions.repro.plugins import protocol
 from metaflow_repro.adapter import blobs as blobstore
 from metaflow_repro.adapter import lineage, pending, scratch
 from metaflow_repro.adapter import metaflow as runs
+from metaflow_repro.adapter import reads as file_reads
 from metaflow_repro.adapter.codepackage import import_paths
 from metaflow_repro.adapter.flowfolder import check_flow_folder
-from metaflow_repro.checks import drift, pickles
+from metaflow_repro.checks import drift, hermetic, pickles
 from metaflow_repro.checks.compare import Comparison, ReplayCheck, compare
 from metaflow_repro.env.engine import Flow, current_lock, environments, flow_lock, open_flow, spec_drift
 from metaflow_repro.env.flowfile import FlowDeclarations, load_flow
@@ -78,6 +79,7 @@ class RunOptions:
     allow_other_flow: bool = False  # compare with a baseline recorded from another flow file
     identity: str = ""  # the flow's identity when it is not where it was recorded (replays)
     cwd: Path | None = None  # the Metaflow process's current folder (None: ours; a replay: its own folder)
+    hermetic: bool = False  # strict mode (also the ``hermetic`` setting): reads a replay cannot give back fail
 
 
 @dataclass
@@ -422,6 +424,8 @@ def _record(
     record, found = _read_back(done)
     outcome.record = record
     outcome.findings += task_findings(found, flow.decl.steps, record.status is RunStatus.SUCCESS)
+    if options.hermetic or settings.hermetic:
+        outcome.findings += hermetic.findings(record, settings.hermetic_allow)
     if record.status is not RunStatus.SUCCESS:  # a failed run is not pushed
         check_space(settings, f"run {record.ref} failed", _failed_logs(found) + outcome.output)
         if marker is not None:
@@ -490,6 +494,15 @@ def _read_back(done: _Finished) -> tuple[RunRecord, RunInspection]:
     record = runs.build_record(flow, flow.lock, run_id, found, done.elapsed, args=options.metaflow_args)
     if options.identity:
         record = replace(record, identity=options.identity)
+    data, outside = file_reads.collect(
+        found.task_reports(),
+        flow.path.parent,
+        settings.home.code_package(record.code_sha256),
+        settings.home,
+        settings.input_max_bytes,
+        f"run {flow.name}/{run_id}",
+    )
+    record = replace(record, data_files=data, reads=outside)
     if runs_on_batch(options.metaflow_args):  # `run --with batch`: every step was an AWS Batch job
         image = options.env.get("METAFLOW_BATCH_CONTAINER_IMAGE") or os.environ.get(
             "METAFLOW_BATCH_CONTAINER_IMAGE", ""

@@ -91,6 +91,13 @@ def pytest_addoption(parser):
         help="also replay each run from the store there (docker: a fresh container; batch: AWS Batch); "
         "the flow's items pass only if the replay is identical (default: local, no replay)",
     )
+    group.addoption(
+        "--repro-hermetic",
+        action="store_true",
+        default=False,
+        help="fail a step that read anything a replay cannot give back (files outside the snapshot, network "
+        "endpoints), naming it; [tool.repro] hermetic-allow lists what is accepted (also REPRO_HERMETIC=1)",
+    )
     for name, help_ in (
         ("repro_on", f"where each run is also replayed: {', '.join(REPLAY_PLACES)}"),
         ("repro_store", "store URI"),
@@ -101,6 +108,7 @@ def pytest_addoption(parser):
         parser.addini(name, help_, default="")
     parser.addini("repro_update", "record runs as the new baseline", type="bool", default=False)
     parser.addini("repro_drift", "fail on resolution drift", type="bool", default=False)
+    parser.addini("repro_hermetic", "fail a step that read what a replay cannot give back", type="bool", default=False)
     parser.addini("repro_allow_other_flow", "compare with a baseline of another flow file", type="bool", default=False)
 
 

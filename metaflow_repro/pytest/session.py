@@ -50,6 +50,7 @@ class Options:
     allow_other_flow: bool = False  # a baseline of another flow file (same class name) may be compared
     frozen: bool = False  # a stale lock is an error and the flow does not run (REPRO_FROZEN, --repro-frozen)
     on: str = ExecutorKind.LOCAL.value  # also replay each run from the store there: docker | batch (--repro-on)
+    hermetic: bool = False  # fail a step that read what a replay cannot give back (--repro-hermetic, REPRO_HERMETIC)
 
     @property
     def elsewhere(self) -> bool:
@@ -84,6 +85,7 @@ class Options:
                 config.getoption("repro_allow_other_flow") or config.getini("repro_allow_other_flow")
             ),
             on=pick("repro_on", "repro_on", "on") or ExecutorKind.LOCAL.value,
+            hermetic=bool(pick("repro_hermetic", "repro_hermetic", "hermetic")),
         )
 
 
@@ -91,7 +93,15 @@ class Options:
 CAUGHT_PROPERTY = "repro_caught"
 
 #: the findings that fail a step's own item ([lock] reports spec and resolution drift)
-STEP_KINDS = (Kind.TASK_FAILED, Kind.NOT_RUN, Kind.RUNTIME_DRIFT, Kind.PICKLE, Kind.ARTIFACT, Kind.REPLAY)
+STEP_KINDS = (
+    Kind.TASK_FAILED,
+    Kind.NOT_RUN,
+    Kind.RUNTIME_DRIFT,
+    Kind.PICKLE,
+    Kind.ARTIFACT,
+    Kind.REPLAY,
+    Kind.NOT_HERMETIC,
+)
 
 
 def problem_text(f: Finding) -> str:
@@ -307,6 +317,7 @@ class ReproSession:
             capture=True,
             allow_other_flow=o.allow_other_flow,
             settings=settings,
+            hermetic=o.hermetic,
         )
         return run_and_record(path, options, log=self.progress, declarations=decl)
 

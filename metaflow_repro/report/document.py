@@ -24,7 +24,7 @@ from metaflow_repro.checks.compare import Comparison, Verdict
 from metaflow_repro.model import platforms as plats
 from metaflow_repro.model.findings import DRIFT_KINDS, Choice, Finding, Kind, select
 from metaflow_repro.model.outcomes import caught_message, not_taken, not_taken_reason, switch_taken
-from metaflow_repro.model.record import PickleCheck, PickleStatus, RunStatus
+from metaflow_repro.model.record import PickleCheck, PickleStatus, RunStatus, StepReads
 
 if typing.TYPE_CHECKING:
     from metaflow_repro.checks.compare import ReplayCheck
@@ -167,6 +167,46 @@ class ReplayReport:
 
 
 @dataclass(frozen=True)
+class OutsideReads:
+    step: str
+    files: list[str] = field(metadata={"description": "absolute paths of the files, the first 100"})
+    count: int = field(metadata={"description": "how many files in all"})
+    unwatched: bool = field(metadata={"description": "the step's interpreter has no audit hooks (Python 3.7)"})
+    hosts: list[str] = field(
+        default_factory=list,
+        metadata={"description": "network endpoints it contacted elsewhere (host:port), the first 100"},
+    )
+    hosts_count: int = field(default=0, metadata={"description": "how many endpoints elsewhere in all"})
+    loopback: list[str] = field(
+        default_factory=list,
+        metadata={"description": "network endpoints it contacted on its own machine (host:port), the first 100"},
+    )
+    loopback_count: int = field(default=0, metadata={"description": "how many loopback endpoints in all"})
+
+    def line(self) -> str:
+        """``train read 2 files outside the snapshot and contacted 127.0.0.1:8765; a replay cannot give
+        these back``."""
+        return StepReads(
+            tuple(self.files),
+            self.count,
+            self.unwatched,
+            tuple(self.hosts),
+            self.hosts_count,
+            tuple(self.loopback),
+            self.loopback_count,
+        ).describe(self.step)
+
+
+@dataclass(frozen=True)
+class DataFileRow:
+    path: str = field(metadata={"description": "relative to the flow's folder"})
+    size: int
+    sha256: str
+    read_by: list[str]
+    stored: bool = field(metadata={"description": "its bytes are in the snapshot (else: past input-max-bytes)"})
+
+
+@dataclass(frozen=True)
 class FlowReport:
     flow: str = field(metadata={"description": "FlowSpec class name"})
     file: str
@@ -182,6 +222,14 @@ class FlowReport:
     replay: ReplayReport | None = field(
         default=None,
         metadata={"description": "the run replayed elsewhere (pytest --repro-on docker|batch); null without one"},
+    )
+    outside: list[OutsideReads] = field(
+        default_factory=list,
+        metadata={"description": "per step, the files it read outside the snapshot and the flow's folder"},
+    )
+    data_files: list[DataFileRow] = field(
+        default_factory=list,
+        metadata={"description": "files of the flow's folder the steps read that the code package lacks"},
     )
 
     # -- what the renderers show, decided here (none of it is part of the JSON document) ------------
@@ -209,6 +257,16 @@ class FlowReport:
 
     def drift_lines(self) -> list[tuple[str, str]]:
         return self.drift.lines() if self.drift else []
+
+    def outside_lines(self) -> list[str]:
+        """One line per step that read files a replay cannot give back, then each data file not kept."""
+        lines = [r.line() for r in self.outside]
+        return lines + [
+            f"{d.path} ({d.size} bytes, read by {', '.join(d.read_by)}) is larger than input-max-bytes: "
+            "recorded, not kept; a replay cannot give it back"
+            for d in self.data_files
+            if not d.stored
+        ]
 
 
 @dataclass(frozen=True)
@@ -324,7 +382,35 @@ def build_flow(
         drift=drift_report(findings) if findings is not None else None,
         store=store,
         replay=replay,
+        outside=_outside(record),
+        data_files=_data_files(record),
     )
+
+
+def _outside(record) -> list[OutsideReads]:
+    """What each step read outside the snapshot, in the record's step order."""
+    reads = getattr(record, "reads", None) or {}
+    if not reads:
+        return []
+    order = [s for s in record.step_order if s in reads] + sorted(set(reads) - set(record.step_order))
+    return [
+        OutsideReads(
+            s,
+            list(r.files),
+            r.files_count,
+            r.unwatched,
+            list(r.hosts),
+            r.hosts_count,
+            list(r.loopback),
+            r.loopback_count,
+        )
+        for s, r in ((s, reads[s]) for s in order)
+    ]
+
+
+def _data_files(record) -> list[DataFileRow]:
+    files = getattr(record, "data_files", None) or {}
+    return [DataFileRow(p, f.size, f.sha256, list(f.read_by), f.stored) for p, f in sorted(files.items())]
 
 
 def flow_status(

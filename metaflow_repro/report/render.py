@@ -77,15 +77,17 @@ def replay_where(flow: dict) -> str:
 
 
 def terminal(doc: ReportDocument | dict) -> str:
-    doc = _as_dict(_typed(doc))
+    typed = _typed(doc)
+    doc = _as_dict(typed)
     parts = []
-    for f in doc["flows"]:
+    for f, flow in zip(doc["flows"], typed.flows, strict=True):
         parts.append(f"{f['flow']} ({f['file']}) run {f['run'] or '-'}: {f['status']}")
         if baseline_note(f):
             parts.append(f"note: {baseline_note(f)}")
         parts.append(tabulate(step_rows(f), headers=STEP_HEADERS, tablefmt="simple"))
         if f.get("replay"):
             parts.append(f"{replay_where(f)}: {f['replay']['verdict'] or 'not run'}")
+        parts += [f"note: {line}" for line in flow.outside_lines()]
     if doc["flows"]:
         parts.append(PICKLE_NOTE)
     return printable_lines("\n".join(parts), max_lines=sys.maxsize)  # names from records: escaped, bounded
@@ -185,6 +187,7 @@ def _flow_view(n: int, flow: FlowReport, only: bool) -> dict:
         "pickle_problems": len(problems),
         "pickle_hidden": flow.pickle_hidden(),
         "drift": flow.drift_lines(),
+        "outside": flow.outside_lines(),
         "open": not flow.passed or only,
         "steps_table": tabulate(step_rows(f), headers=STEP_HEADERS, tablefmt="github"),
         **_pickle_tables(problems, ok),

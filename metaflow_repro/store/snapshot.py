@@ -470,6 +470,24 @@ def input_uploads(record: RunRecord, settings: Settings) -> list[Upload]:
         if sha256_file(path) != inc.sha256:
             raise IntegrityError(f"{path}: contents of IncludeFile {name!r} do not match the record's sha256")
         out.append(Upload("inputs", layout.input_blob(inc.sha256), path, inc.sha256, path.stat().st_size))
+    return out + _data_file_uploads(record, settings)
+
+
+def _data_file_uploads(record: RunRecord, settings: Settings) -> list[Upload]:
+    """The data files of the flow's folder the record keeps (``stored``), each hashed now."""
+    out = []
+    for rel, f in sorted(record.data_files.items()):
+        path = settings.home.input_blob(f.sha256)
+        if not f.stored:
+            continue
+        if not path.is_file():
+            raise BadInput(
+                f"{record.ref}: the data file {rel!r} a step read is not in {path.parent}; push from the "
+                "machine (and REPRO_HOME) that made the run"
+            )
+        if sha256_file(path) != f.sha256:
+            raise IntegrityError(f"{path}: the data file {rel!r} does not match the record's sha256")
+        out.append(Upload("inputs", layout.input_blob(f.sha256), path, f.sha256, path.stat().st_size))
     return out
 
 
@@ -500,6 +518,16 @@ def pull_inputs(record: RunRecord, store: Store, settings: Settings) -> dict[str
         path = settings.home.input_blob(inc.sha256)
         fetch_verified(store, layout.input_blob(inc.sha256), inc.sha256, path)
         out[name] = path
+    return out
+
+
+def pull_data_files(record: RunRecord, store: Store, settings: Settings) -> dict[str, Path]:
+    """Fetch and verify every data file the record keeps into REPRO_HOME; return {its path: its file}."""
+    out = {}
+    for rel, f in sorted(record.data_files.items()):
+        if f.stored:
+            path = settings.home.input_blob(f.sha256)
+            out[rel] = fetch_verified(store, layout.input_blob(f.sha256), f.sha256, path)
     return out
 
 
@@ -633,6 +661,9 @@ def named_objects(record: RunRecord) -> dict[str, tuple[str, str]]:
         out[layout.artifact(sha1)] = ("sha1", sha1)
     for inc in record.include_files.values():
         out[layout.input_blob(inc.sha256)] = ("sha256", inc.sha256)
+    for f in record.data_files.values():
+        if f.stored:
+            out[layout.input_blob(f.sha256)] = ("sha256", f.sha256)
     for sha1 in record.input_artifacts():
         out[layout.input_artifact(sha1)] = ("sha1", sha1)
     for snap in record.interpreters.values():

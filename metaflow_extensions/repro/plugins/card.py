@@ -85,6 +85,47 @@ def _caught_rows(task):
     return ["<tr><th>outcome</th><td class='caught'>%s</td></tr>" % html.escape(caught)] if caught else []
 
 
+def reads_section(meta):
+    """The HTML listing what the task read that no snapshot may hold (its ``protocol.META_READS``): files
+    outside the flow's folder, network endpoints (elsewhere, then loopback), files of the flow's folder
+    (kept as data files when the code package lacks them); [] when it reported none."""
+    try:
+        report = json.loads(meta.get(protocol.META_READS) or "{}")
+    except ValueError:
+        report = {}
+    if not isinstance(report, dict) or not report:
+        return []
+    if not report.get(protocol.READS_WATCHED, True):
+        return ["<h3>Reads</h3><p class='unknown'>not watched: this interpreter has no audit hooks (Python 3.7)</p>"]
+    rows = []
+    for key, count, what in (
+        (protocol.READS_OUTSIDE, protocol.READS_OUTSIDE_COUNT, "file outside the snapshot"),
+        (protocol.READS_HOSTS, protocol.READS_HOSTS_COUNT, "network endpoint"),
+        (protocol.READS_LOOPBACK, protocol.READS_LOOPBACK_COUNT, "network endpoint on this machine (loopback)"),
+        (protocol.READS_FLOW, protocol.READS_FLOW_COUNT, "file of the flow's folder (a data file)"),
+    ):
+        listed = [str(x) for x in report.get(key) or []] if isinstance(report.get(key) or [], list) else []
+        rows += [
+            "<tr><td class='%s'>%s</td><td><code>%s</code></td></tr>"
+            % ("ok" if key == protocol.READS_FLOW else "fails", html.escape(what), html.escape(x))
+            for x in listed
+        ]
+        more = report.get(count, 0) - len(listed) if isinstance(report.get(count), int) else 0
+        if more > 0:
+            rows.append("<tr><td>%s</td><td>and %d more</td></tr>" % (html.escape(what), more))
+    if not rows:
+        return []
+    return (
+        [
+            "<h3>Read outside the snapshot</h3><p>A replay cannot give back the files outside the snapshot and "
+            "the network endpoints (data files of the flow's folder are kept up to input-max-bytes).</p>"
+            "<table><thead><tr><th>what</th><th>where</th></tr></thead><tbody>"
+        ]
+        + rows
+        + ["</tbody></table>"]
+    )
+
+
 def _platform():
     machine = os.uname().machine if hasattr(os, "uname") else ""
     if sys.platform.startswith("linux"):
@@ -133,6 +174,7 @@ class ReproCard(MetaflowCard):
         ]
         parts += _caught_rows(task)
         parts.append("</tbody></table>")
+        parts += reads_section(meta)
         if locked:
             parts.append(
                 "<h3>Locked packages (%d, %s)</h3><table><thead><tr><th>package</th><th>version</th>"

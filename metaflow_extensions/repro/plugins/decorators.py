@@ -170,21 +170,39 @@ class _ReproStepDecorator(StepDecorator):
         from . import lineage
 
         lineage.watch(flow.name, run_id)  # input lineage: which runs of other flows this step reads
+        self._watch_reads(task_datastore)
         self._task = (meta, run_id, task_id, tags)
 
-    def task_post_step(self, step_name, flow, graph, retry_count, max_user_code_retries):
-        from . import lineage
+    @staticmethod
+    def _watch_reads(task_datastore):
+        """Note the files this task opens for reading (one audit hook per task process: reads.py)."""
+        import sys
 
-        inputs = lineage.report()
+        from . import reads
+
+        storage = getattr(task_datastore, "_storage_impl", None)
+        kind = getattr(storage, "TYPE", "")
+        root = getattr(storage, "datastore_root", "") if kind == "local" else ""
+        from metaflow import metaflow_config as mf
+
+        # the datastore's, the metadata service's and the store's own traffic is no step's input
+        s3 = getattr(mf, "S3_ENDPOINT_URL", None) or os.environ.get("AWS_ENDPOINT_URL_S3") or ""
+        urls = [s3, os.environ.get("AWS_ENDPOINT_URL", ""), os.environ.get("AWS_ENDPOINT_URL_S3", "")]
+        urls += [getattr(mf, n, None) or "" for n in ("SERVICE_URL", "SERVICE_INTERNAL_URL")]
+        hosts = reads.endpoint_hosts([u for u in urls if u], aws_s3=kind == "s3" and not s3)
+        reads.watch(os.path.dirname(os.path.abspath(sys.argv[0])), root or "", hosts)
+
+    def task_post_step(self, step_name, flow, graph, retry_count, max_user_code_retries):
+        from . import lineage, reads
+
         task = getattr(self, "_task", None)
-        if inputs and task is not None:
-            meta, run_id, task_id, tags = task
-            meta.register_metadata(
-                run_id,
-                step_name,
-                task_id,
-                [MetaDatum(field=protocol.META_INPUTS, value=inputs, type=protocol.META_INPUTS, tags=tags)],
-            )
+        if task is None:
+            return
+        meta, run_id, task_id, tags = task
+        values = [(protocol.META_INPUTS, lineage.report()), (protocol.META_READS, reads.report())]
+        data = [MetaDatum(field=k, value=v, type=k, tags=tags) for k, v in values if v]
+        if data:
+            meta.register_metadata(run_id, step_name, task_id, data)
 
 
 def with_volume(volumes, folder, efs_volumes=None):

@@ -78,6 +78,8 @@ META_INTERPRETER = "repro-interpreter"
 META_CODE_SHA = "repro-code-sha"
 #: JSON: the runs of other flows the task read through Metaflow's client (input lineage), see below
 META_INPUTS = "repro-inputs"
+#: JSON: the files the task opened for reading that no snapshot may hold (reads.py writes it), see below
+META_READS = "repro-reads"
 METADATA_KEYS = (
     META_ENV_ID,
     META_SPEC_ID,
@@ -86,7 +88,35 @@ METADATA_KEYS = (
     META_INTERPRETER,
     META_CODE_SHA,
     META_INPUTS,
+    META_READS,
 )
+
+# -- files read: what a task reports under META_READS (reads.py writes it) ----------------------------
+#
+#   {READS_WATCHED: true, READS_FLOW: ["data/train.csv", ..], READS_FLOW_COUNT: n,
+#    READS_OUTSIDE: ["/home/u/x.csv", ..], READS_OUTSIDE_COUNT: n,
+#    READS_HOSTS: ["huggingface.co:443", ..], READS_HOSTS_COUNT: n,
+#    READS_LOOPBACK: ["127.0.0.1:8765", ..], READS_LOOPBACK_COUNT: n}    or {READS_WATCHED: false} (3.7)
+#
+# READS_FLOW: paths relative to the flow's folder (the host keeps those its code package lacks),
+# READS_OUTSIDE: absolute paths elsewhere; READS_HOSTS / READS_LOOPBACK: the network endpoints the task
+# contacted ("host:port", "[v6]:port"; a name looked up with no port: "host") but the store's and Metaflow's
+# own, on other machines / on this one; each the first READS_MAX_PATHS, the counts of all.
+
+READS_WATCHED = "watched"
+READS_FLOW = "flow"
+READS_FLOW_COUNT = "flow_count"
+READS_OUTSIDE = "outside"
+READS_OUTSIDE_COUNT = "outside_count"
+READS_HOSTS = "hosts"
+READS_HOSTS_COUNT = "hosts_count"
+READS_LOOPBACK = "loopback"
+READS_LOOPBACK_COUNT = "loopback_count"
+READS_MAX_PATHS = 100
+#: "0" in a task's environment: no audit hook, nothing reported (what the overhead benchmark compares with)
+WATCH_READS_VAR = "REPRO_WATCH_READS"
+#: Metaflow's variable naming the folder its code package is extracted in (a task ignores reads there)
+EXTRACTED_ROOT_VAR = "METAFLOW_EXTRACTED_ROOT"
 
 # -- input lineage: what a task reports under META_INPUTS (lineage.py writes it) --------------------
 #

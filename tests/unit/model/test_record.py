@@ -123,7 +123,7 @@ def test_the_lock_file_the_store_object_and_the_record_give_the_same_environment
 def test_record_envs_are_typed_and_keep_the_v1_json_shape():
     record = make_record()
     doc = json.loads(record.to_json())
-    assert doc["schema_version"] == SCHEMA_VERSION == 4
+    assert doc["schema_version"] == SCHEMA_VERSION == 5
     assert doc["envs"][ENV.env_id] == {k: v for k, v in ENV.to_dict().items() if k != "env_id"}
     assert doc["status"] == "success" and doc["pickle_checks"][0]["status"] == "warning"
     back = from_json(record.to_json(), "record.json")
@@ -634,6 +634,85 @@ def test_a_caught_exception_round_trips_and_older_records_read_without_one():
 def test_a_caught_exception_from_a_store_is_checked(caught, problem):
     doc = json.loads(make_record().to_json())
     doc["steps"]["start"]["tasks"]["-"]["caught"] = caught
+    with pytest.raises(BadInput) as err:
+        from_json(json.dumps(doc), "store/record.json")
+    assert problem in str(err.value) and "store/record.json" in str(err.value)
+
+
+def test_files_a_run_read_round_trip_and_older_records_read_without_them():
+    """Issue 23: the data files of the flow's folder a run read and the files it read elsewhere (schema 5);
+    a run that read none writes neither key, and a record of schema 4 (no such keys) still reads."""
+    from dataclasses import replace
+
+    from metaflow_repro.model.record import DataFile, StepReads
+
+    record = make_record()
+    data = {"data/train.csv": DataFile("a" * 64, 12, ("start",), True), "big.bin": DataFile("b" * 64, 9, ("end",))}
+    reads = {"start": StepReads(("/home/u/x.csv", "/opt/y"), 3), "end": StepReads(unwatched=True)}
+    doc = json.loads(replace(record, data_files=data, reads=reads).to_json())
+    assert doc["data_files"]["data/train.csv"] == {"sha256": "a" * 64, "size": 12, "read_by": ["start"], "stored": True}
+    back = from_json(json.dumps(doc), "r")
+    assert back.data_files == data and back.reads == reads
+    assert back.data_files_not_kept() == ["big.bin"]
+    assert back.outside_reads() == [
+        "start read 3 files outside the snapshot; a replay cannot give these back",
+        "end: its reads were not watched (Python 3.7 has no audit hooks), so what it read is unknown",
+    ]
+    old = json.loads(record.to_json())
+    assert "data_files" not in old and "reads" not in old
+    old["schema_version"] = 4
+    decoded = from_json(json.dumps(old), "r")
+    assert decoded.data_files == {} and decoded.reads == {} and decoded.outside_reads() == []
+
+
+def test_the_endpoints_a_step_contacted_round_trip_loopback_apart_and_are_left_out_when_none():
+    """Issue 23: a step's network endpoints (schema 5, beside its files): written only when it contacted some."""
+    from dataclasses import replace
+
+    from metaflow_repro.model.record import StepReads
+
+    reads = {"train": StepReads(("/x",), 1, hosts=("huggingface.co:443",), hosts_count=3, loopback=("[::1]:80",))}
+    reads["train"] = replace(reads["train"], loopback_count=1)
+    doc = json.loads(replace(make_record(), reads=reads).to_json())
+    assert doc["reads"]["train"]["hosts"] == ["huggingface.co:443"] and doc["reads"]["train"]["loopback_count"] == 1
+    back = from_json(json.dumps(doc), "r")
+    assert back.reads == reads
+    assert back.outside_reads() == [
+        "train read 1 file outside the snapshot and contacted huggingface.co:443, [::1]:80 and 2 more; "
+        "a replay cannot give these back"
+    ]
+    files_only = json.loads(replace(make_record(), reads={"s": StepReads(("/x",), 1)}).to_json())
+    assert files_only["reads"]["s"] == {"files": ["/x"], "files_count": 1, "unwatched": False}
+    hosts_only = replace(make_record(), reads={"s": StepReads(loopback=("127.0.0.1:8765",), loopback_count=1)})
+    assert hosts_only.outside_reads() == ["s contacted 127.0.0.1:8765; a replay cannot give these back"]
+
+
+@pytest.mark.parametrize(
+    "key,value,problem",
+    [
+        ("reads", {"start": {"hosts": ["evil host:80"], "hosts_count": 1}}, "a host:port"),
+        ("reads", {"start": {"loopback": ["127.0.0.1:80\n"], "loopback_count": 1}}, "a host:port"),
+        ("reads", {"start": {"hosts": ["a:1", "b:2"], "hosts_count": 1}}, "at least the number of hosts listed"),
+        ("reads", {"start": {"hosts": [], "hosts_count": -1}}, "hosts_count"),
+        ("data_files", {"../etc/passwd": {"sha256": "a" * 64, "size": 1, "read_by": ["start"]}}, "relative path"),
+        ("data_files", {"/etc/passwd": {"sha256": "a" * 64, "size": 1, "read_by": ["start"]}}, "relative path"),
+        ("data_files", {".mf_code/x.py": {"sha256": "a" * 64, "size": 1, "read_by": ["start"]}}, "data file"),
+        ("data_files", {"a//b": {"sha256": "a" * 64, "size": 1, "read_by": ["start"]}}, "data file"),
+        ("data_files", {"a\\b": {"sha256": "a" * 64, "size": 1, "read_by": ["start"]}}, "relative path"),
+        ("data_files", {"d.csv": {"sha256": "zz", "size": 1, "read_by": ["start"]}}, "sha256"),
+        ("data_files", {"d.csv": {"sha256": "a" * 64, "size": -1, "read_by": ["start"]}}, "size"),
+        ("data_files", {"d.csv": {"sha256": "a" * 64, "size": 1, "read_by": ["a b"]}}, "read_by"),
+        ("reads", {"start": {"files": ["relative/x"], "files_count": 1}}, "an absolute path"),
+        ("reads", {"start": {"files": ["/a\nb"], "files_count": 1}}, "an absolute path"),
+        ("reads", {"start": {"files": ["/a\n"], "files_count": 1}}, "an absolute path"),
+        ("reads", {"start": {"files": ["/a", "/b"], "files_count": 1}}, "at least the number of files listed"),
+        ("reads", {"../x": {"files": []}}, "reads"),
+        ("reads", {"start": {"files": [], "secret": 1}}, "unknown key"),
+    ],
+)
+def test_the_files_a_record_says_a_run_read_are_checked(key, value, problem):
+    doc = json.loads(make_record().to_json())
+    doc[key] = value
     with pytest.raises(BadInput) as err:
         from_json(json.dumps(doc), "store/record.json")
     assert problem in str(err.value) and "store/record.json" in str(err.value)

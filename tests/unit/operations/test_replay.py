@@ -40,3 +40,62 @@ def test_the_logs_command_carries_the_replays_datastore_so_it_finds_that_run():
         "logs",
         "5/start/2",
     ]
+
+
+def _with_data(record, *paths: str):
+    from dataclasses import replace
+
+    from metaflow_repro.model.record import DataFile
+
+    return replace(record, data_files={p: DataFile("a" * 64, 1, ("start",), stored=True) for p in paths})
+
+
+def test_data_files_are_laid_out_at_their_paths_in_the_code_folder(tmp_path):
+    from metaflow_repro.operations.replay import _lay_out_data_files
+
+    code, blob = tmp_path / "code", tmp_path / "blob"
+    code.mkdir()
+    blob.write_text("a,1\n")
+    said: list[str] = []
+    _lay_out_data_files(_with_data(make_record(), "data/train.csv"), {"data/train.csv": blob}, code, said.append)
+    assert (code / "data" / "train.csv").read_text() == "a,1\n"
+    assert said == ["giving back 1 data file the steps read: data/train.csv"]
+
+
+def test_a_record_cannot_lay_a_data_file_over_its_code_or_outside_the_folder(tmp_path):
+    """A record is untrusted: a data file named like a file of the code package (the flow itself), or
+    reaching out of the code folder through a link, is refused before anything runs."""
+    import pytest
+
+    from metaflow_repro.errors import BadInput
+    from metaflow_repro.operations.replay import _lay_out_data_files
+
+    code, blob, outside = tmp_path / "code", tmp_path / "blob", tmp_path / "outside"
+    code.mkdir()
+    outside.mkdir()
+    (code / "flow.py").write_text("the recorded code")
+    (code / "link").symlink_to(outside)
+    blob.write_text("hostile")
+    for path in ("flow.py", "link/x.csv"):
+        with pytest.raises(BadInput):
+            _lay_out_data_files(_with_data(make_record(), path), {path: blob}, code, print)
+    assert (code / "flow.py").read_text() == "the recorded code" and not (outside / "x.csv").exists()
+
+
+def test_a_replay_names_the_endpoints_a_step_contacted_up_front_and_as_the_likely_cause(tmp_path):
+    """Issue 23 item 4: what no snapshot holds (files elsewhere, network endpoints) is said before the run,
+    and named as the likely cause of a `different` verdict."""
+    from dataclasses import replace
+
+    from metaflow_repro.model.record import StepReads
+    from metaflow_repro.operations.replay import _lay_out_data_files, _not_given_back
+
+    reads = StepReads(("/home/u/x.csv",), 1, hosts=("huggingface.co:443",), hosts_count=1)
+    record = replace(make_record(), reads={"start": replace(reads, loopback=("127.0.0.1:8765",), loopback_count=1)})
+    said: list[str] = []
+    _lay_out_data_files(record, {}, tmp_path, said.append)
+    assert said == [
+        "start read 1 file outside the snapshot and contacted huggingface.co:443, 127.0.0.1:8765; "
+        "a replay cannot give these back"
+    ]
+    assert _not_given_back(record) == "/home/u/x.csv, huggingface.co:443, 127.0.0.1:8765"

@@ -16,7 +16,7 @@ from metaflow_repro.checks.compare import ArtifactResult, Comparison, ReplayChec
 from metaflow_repro.model.findings import Finding, Kind
 from metaflow_repro.model.interpreter import Executor, ExecutorKind
 from metaflow_repro.model.lock import Lock, PlatformLock, StepLock
-from metaflow_repro.model.record import PickleCheck, PickleStatus, RunStatus
+from metaflow_repro.model.record import DataFile, PickleCheck, PickleStatus, RunStatus, StepReads
 from metaflow_repro.report import render
 from metaflow_repro.report.document import StepOutcome, build_flow, document, plain, replay_report
 from tests.helpers import make_record, pkg
@@ -94,7 +94,13 @@ def doc():
     same = typed(
         "SameFlow",
         "same.py",
-        record=make_record("3", flow="SameFlow"),
+        record=replace(
+            make_record("3", flow="SameFlow"),
+            reads={  # issue 23: read outside the snapshot, contacted hosts (loopback apart)
+                "start": StepReads(("/home/u/extra.csv",), 2, False, ("huggingface.co:443",), 1, ("127.0.0.1:8765",), 1)
+            },
+            data_files={"data/big.bin": DataFile("e" * 64, 300 << 20, ("start",), stored=False)},
+        ),
         comparison=Comparison("SameFlow/2", "SameFlow/3", (ArtifactResult("start", "-", "x", Verdict.IDENTICAL),)),
     )
     not_run = typed("NotRunFlow", "not_run.py", outcomes={"start": {"outcome": "failed", "message": "no env"}})
@@ -210,6 +216,8 @@ def test_flow_report_without_a_record_follows_the_lock_or_the_outcomes():
         "drift": None,
         "store": None,
         "replay": None,
+        "outside": [],
+        "data_files": [],
     }
     pl = PlatformLock("linux-64", "3.10.13", (pkg("six", "1.0"),))
     lock = Lock(
