@@ -109,14 +109,18 @@ class S3Reads(object):
         except Exception:
             return
 
-    def serve(self, s3, module, key, prefix=None):
+    def serve(self, s3, module, key):
         """An S3Object for ``key`` from the replay's inputs, or None (not served: read it from S3)."""
         try:
             url, byte_range = s3._url_and_range(key)
         except Exception:
             return None
+        return None if byte_range else self.serve_url(s3, module, url)
+
+    def serve_url(self, s3, module, url, prefix=None):
+        """An S3Object for ``url`` from the replay's inputs, or None."""
         found = self.served.get(url)
-        if byte_range or found is None:
+        if found is None:
             return None
         entry, blob = found
         path = _copy_verified(blob, entry[protocol.S3_SHA256], s3._tmpdir, url)
@@ -203,7 +207,7 @@ def _wrap(module, state):
             prefixes = []
         found = [state.served_under(p) for p in prefixes]
         if keys and found and all(found):
-            return [state.serve(self, module, u, prefix=p) for p, urls in zip(prefixes, found) for u in urls]
+            return [state.serve_url(self, module, u, prefix=p) for p, urls in zip(prefixes, found) for u in urls]
         got = get_recursive(self, keys, *args, **kwargs)
         for obj in got:
             state.note(self, obj)
