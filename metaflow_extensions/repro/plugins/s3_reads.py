@@ -84,8 +84,10 @@ def load_manifest(folder):
 class S3Reads(object):
     """What one task read with ``metaflow.S3``, and what a replay serves it."""
 
-    def __init__(self, served=None):
-        self.objects = {}  # url -> entry, in the order first read (a dict: ordered)
+    def __init__(self, served=None, limit=protocol.S3_MAX_OBJECTS):
+        self.objects = {}  # url -> entry, in the order first read (a dict: ordered): the first ``limit``
+        self.more = set()  # the URLs read past those: counted only (no hash, no HEAD)
+        self.limit = limit
         self.served = served or {}
 
     def note(self, s3, obj):
@@ -93,6 +95,9 @@ class S3Reads(object):
         try:
             url = obj.url
             if not obj.exists or not _whole(obj) or url in self.objects and self.objects[url][protocol.S3_SHA256]:
+                return
+            if url not in self.objects and len(self.objects) >= self.limit:
+                self.more.add(url)
                 return
             path = obj.path
             sha, md5, size = _hashes(path) if path else ("", "", obj.size or 0)
@@ -129,7 +134,9 @@ class S3Reads(object):
 
     def noted_served(self, url, entry):
         """Note an object served from the replay's inputs as the recorded run noted it."""
-        if url not in self.objects:
+        if url not in self.objects and len(self.objects) >= self.limit:
+            self.more.add(url)
+        elif url not in self.objects:
             self.objects[url] = {k: entry.get(k, "") for k in _REPORTED}
             self.objects[url][protocol.S3_URL] = url
 
@@ -143,7 +150,8 @@ class S3Reads(object):
         if not self.objects:
             return ""
         listed = list(self.objects.values())[:limit]
-        return json.dumps({protocol.S3_OBJECTS: listed, protocol.S3_COUNT: len(self.objects)}, sort_keys=True)
+        count = len(self.objects) + len(self.more)
+        return json.dumps({protocol.S3_OBJECTS: listed, protocol.S3_COUNT: count}, sort_keys=True)
 
 
 _REPORTED = (protocol.S3_URL, protocol.S3_VERSION, protocol.S3_ETAG, protocol.S3_SIZE, protocol.S3_SHA256)

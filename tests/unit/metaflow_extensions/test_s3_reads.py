@@ -28,11 +28,11 @@ def bucket(s3_server):
     return name
 
 
-def _wrapped(served=None):
+def _wrapped(served=None, limit=p.S3_MAX_OBJECTS):
     """(an S3 class whose reads are wrapped, the state noting them)."""
     from metaflow.plugins.datatools.s3 import s3 as module
 
-    state = s3_reads.S3Reads(served)
+    state = s3_reads.S3Reads(served, limit)
     sub = types.SimpleNamespace(S3=type("S3", (module.S3,), {}), S3Object=module.S3Object)
     s3_reads._wrap(sub, state)
     return sub.S3, state
@@ -72,11 +72,15 @@ def test_info_alone_notes_no_sha256_and_a_ranged_read_is_not_noted(bucket, tmp_p
     assert (only[p.S3_URL], only[p.S3_SHA256], only[p.S3_SIZE]) == (f"s3://{bucket}/data/labels.txt", "", 6)
 
 
-def test_the_report_lists_the_first_objects_and_counts_them_all():
-    state = s3_reads.S3Reads()
-    state.objects = {f"s3://b/{i}": {p.S3_URL: f"s3://b/{i}"} for i in range(5)}
-    report = json.loads(state.report(2))
-    assert [o[p.S3_URL] for o in report[p.S3_OBJECTS]] == ["s3://b/0", "s3://b/1"] and report[p.S3_COUNT] == 5
+def test_the_report_lists_the_first_objects_and_counts_them_all(bucket, tmp_path):
+    """Past the first ``limit`` objects, a read is counted only: no hash, no HEAD for each of thousands."""
+    S3, state = _wrapped(limit=1)
+    with S3(s3root=f"s3://{bucket}/data", tmproot=str(tmp_path)) as s3:
+        for key in ("train.csv", "labels.txt", "train.csv"):
+            s3.get(key)
+    report = _report(state)
+    assert [o[p.S3_URL] for o in report[p.S3_OBJECTS]] == [f"s3://{bucket}/data/train.csv"]
+    assert report[p.S3_COUNT] == 2 and list(state.objects) == [f"s3://{bucket}/data/train.csv"]  # not hashed
     assert s3_reads.S3Reads().report(2) == ""
 
 
