@@ -7,6 +7,9 @@ over HTTP from moto on 127.0.0.1) serves every assertion."""
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
+import sys
 
 import boto3
 import pytest
@@ -97,3 +100,20 @@ def test_a_replay_serves_the_recorded_bytes_of_an_object_overwritten_since(recor
     assert r.code == 0, r.text[-4000:]
     assert "result: identical" in r.out, r.text[-4000:]
     assert f"serving 2 S3 objects the steps read: s3://{recorded['bucket']}/data/labels.txt" in r.text
+
+
+def test_pytest_repro_drift_fails_lock_with_the_input_drift_of_the_object(recorded):
+    """Last: this runs the flow again, and its run is pushed to the store."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--repro", "flow.py", "--repro-drift"]
+        + ["--repro-store", recorded["store"], "-q"],
+        env={**os.environ, **recorded["mf_env"]},
+        cwd=recorded["proj"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 1, proc.stdout[-4000:] + proc.stderr[-2000:]
+    failed = [line for line in proc.stdout.splitlines() if line.startswith("FAILED")]
+    assert failed and all("[lock]" in line for line in failed), proc.stdout[-4000:]
+    assert f"input drift: start: s3://{recorded['bucket']}/data/train.csv changed (ETag " in proc.stdout
