@@ -173,7 +173,7 @@ class _ReproStepDecorator(StepDecorator):
         self._watch_reads(task_datastore)
         from . import s3_reads
 
-        s3_reads.install()  # metaflow.S3 reads: noted, and in a replay served from its inputs
+        s3_reads.install(task_datastore, flow.name, run_id)  # metaflow.S3 reads: noted; in a replay, served
         self._task = (meta, run_id, task_id, tags)
 
     @staticmethod

@@ -3,7 +3,10 @@ from the replay's verified inputs (issue 23, item 3).
 
 ``install()`` (from the step decorator's ``task_pre_step``, once per task process) wraps the methods of
 ``metaflow.plugins.datatools.s3.s3.S3`` that read: ``get``, ``get_many``, ``get_recursive`` (and so
-``get_all``, which calls it) and ``info``. Each object read whole is noted once per URL: its URL, the
+``get_all``, which calls it) and ``info``. Metaflow's own objects are no step input and are left out:
+its S3 datastore's (under the datastore root, but outside ``DATATOOLS_S3ROOT``) and what this run
+wrote with ``S3(run=self)`` (``DATATOOLS_S3ROOT/<flow>/<run id>/``). Each object read whole is noted
+once per URL: its URL, the
 sha256 and size of the local file its ``S3Object`` points at, and the ETag and version id of a HEAD
 through the S3 object's own client (an ETag that is a plain MD5 and not the bytes' is replaced by the
 bytes' MD5: the object changed between the read and the HEAD, and the ETag names what was read). An
@@ -84,10 +87,12 @@ def load_manifest(folder):
 class S3Reads(object):
     """What one task read with ``metaflow.S3``, and what a replay serves it."""
 
-    def __init__(self, served=None, limit=protocol.S3_MAX_OBJECTS):
+    def __init__(self, served=None, limit=protocol.S3_MAX_OBJECTS, metaflows=("", "", "")):
         self.objects = {}  # url -> entry, in the order first read (a dict: ordered): the first ``limit``
         self.more = set()  # the URLs read past those: counted only (no hash, no HEAD)
         self.limit = limit
+        # URL folders: Metaflow's S3 datastore, DATATOOLS_S3ROOT (user data, even under the datastore), this run's
+        self.datastore, self.data, self.own = metaflows
         self.served = served or {}
 
     def note(self, s3, obj):
@@ -95,6 +100,8 @@ class S3Reads(object):
         try:
             url = obj.url
             if not obj.exists or not _whole(obj) or url in self.objects and self.objects[url][protocol.S3_SHA256]:
+                return
+            if self.metaflows(url):
                 return
             if url not in self.objects and len(self.objects) >= self.limit:
                 self.more.add(url)
@@ -131,6 +138,12 @@ class S3Reads(object):
         path = _copy_verified(blob, entry[protocol.S3_SHA256], s3._tmpdir, url)
         self.noted_served(url, entry)
         return module.S3Object(prefix if prefix is not None else s3._s3root, url, path)
+
+    def metaflows(self, url):
+        """Whether ``url`` is one of Metaflow's own objects, no step input."""
+        if self.own and url.startswith(self.own):
+            return True
+        return bool(self.datastore) and url.startswith(self.datastore) and not (self.data and url.startswith(self.data))
 
     def noted_served(self, url, entry):
         """Note an object served from the replay's inputs as the recorded run noted it."""
@@ -254,7 +267,17 @@ def _in_order(served, got):
 _state = None
 
 
-def install():
+def _folder(url):
+    return url.rstrip("/") + "/" if url else ""
+
+
+def metaflow_folders(datastore_root, data_root, flow_name, run_id):
+    """(S3 datastore, DATATOOLS_S3ROOT, this run's ``S3(run=self)`` folder), each "" or ending with "/"."""
+    data = _folder(data_root)
+    return _folder(datastore_root), data, data + "%s/%s/" % (flow_name, run_id) if data and run_id else ""
+
+
+def install(task_datastore=None, flow_name="", run_id=""):
     """Wrap metaflow.S3's reads (once per task process); the state, or None when Metaflow has no S3 here."""
     global _state
     if _state is not None:
@@ -263,8 +286,12 @@ def install():
         import importlib
 
         module = importlib.import_module(_MODULE)
+        storage = getattr(task_datastore, "_storage_impl", None)
+        datastore_root = getattr(storage, "datastore_root", "") if getattr(storage, "TYPE", "") == "s3" else ""
+        data_root = getattr(importlib.import_module("metaflow.metaflow_config"), "DATATOOLS_S3ROOT", None) or ""
+        metaflows = metaflow_folders(datastore_root, data_root, flow_name, run_id)
         folder = os.environ.get(protocol.S3_INPUTS_VAR, "")
-        state = S3Reads(load_manifest(folder) if folder else {})
+        state = S3Reads(load_manifest(folder) if folder else {}, metaflows=metaflows)
         _wrap(module, state)
     except Exception:
         return None

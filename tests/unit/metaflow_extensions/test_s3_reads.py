@@ -28,11 +28,11 @@ def bucket(s3_server):
     return name
 
 
-def _wrapped(served=None, limit=p.S3_MAX_OBJECTS):
+def _wrapped(served=None, limit=p.S3_MAX_OBJECTS, metaflows=("", "", "")):
     """(an S3 class whose reads are wrapped, the state noting them)."""
     from metaflow.plugins.datatools.s3 import s3 as module
 
-    state = s3_reads.S3Reads(served, limit)
+    state = s3_reads.S3Reads(served, limit, metaflows)
     sub = types.SimpleNamespace(S3=type("S3", (module.S3,), {}), S3Object=module.S3Object)
     s3_reads._wrap(sub, state)
     return sub.S3, state
@@ -131,3 +131,23 @@ def test_a_manifest_entry_of_a_bad_shape_is_not_served(tmp_path):
     (folder / p.S3_MANIFEST).write_text(json.dumps(doc))
     assert list(s3_reads.load_manifest(str(folder))) == ["s3://b/ok"]
     assert s3_reads.load_manifest(str(tmp_path / "none")) == {}
+
+
+def test_metaflows_own_objects_are_no_step_input(bucket, s3_server, tmp_path):
+    """Its S3 datastore's objects (artifacts, the code package) and what this run wrote with S3(run=self)
+    are left out; user data under DATATOOLS_S3ROOT (inside the datastore root by default) is kept."""
+    s3 = boto3.client("s3", endpoint_url=s3_server)
+    keys = ["ds/F/data/ab/abcd", "ds/data/Other/3/x.csv", "ds/data/F/5/y.csv", "data/train.csv"]
+    for key in keys[:3]:
+        s3.put_object(Bucket=bucket, Key=key, Body=b"x")
+    folders = s3_reads.metaflow_folders(f"s3://{bucket}/ds", f"s3://{bucket}/ds/data/", "F", "5")
+    assert folders == (f"s3://{bucket}/ds/", f"s3://{bucket}/ds/data/", f"s3://{bucket}/ds/data/F/5/")
+    S3, state = _wrapped(metaflows=folders)
+    with S3(tmproot=str(tmp_path)) as client:
+        for key in keys:
+            client.get(f"s3://{bucket}/{key}")
+    assert [o[p.S3_URL] for o in _report(state)[p.S3_OBJECTS]] == [
+        f"s3://{bucket}/ds/data/Other/3/x.csv",  # another run's data: an input
+        f"s3://{bucket}/data/train.csv",
+    ]
+    assert s3_reads.metaflow_folders("", "", "F", "5") == ("", "", "")
