@@ -154,12 +154,14 @@ def compare_s3_inputs(record: RunRecord, now: dict[str, tuple[str, str] | None])
             if o.url not in now:
                 continue
             found = now[o.url]
-            change = "is gone" if found is None else o.changed(*found)
-            if not change:
-                continue
-            by_version = found is not None and bool(o.version and found[1] and found[1] != o.version)
-            message = change if found is None else f"changed ({change})"
-            old, new = (o.version, found[1]) if by_version and found else (o.etag, found[0] if found else "")
+            if found is None:
+                message, old, new = "is gone", o.etag, ""
+            else:
+                change = o.changed(*found)
+                if not change:
+                    continue
+                message = f"changed ({change})"
+                old, new = (o.version, found[1]) if change.startswith("version") else (o.etag, found[0])
             out.append(Finding(Kind.INPUT_DRIFT, f"{o.url} {message}", step=step, subject=o.url, old=old, new=new))
     return out
 
