@@ -5,12 +5,13 @@
 * runtime drift: an environment on disk no longer matches its lock;
 * against drift: the lock now names other environments than a recorded run used (``--against REF``);
 * input drift: a run of another flow that a recorded run's step read as "latest" is no longer the
-  latest one (input lineage: ``RunRecord.inputs``).
+  latest one (input lineage: ``RunRecord.inputs``), or an object a step read with ``metaflow.S3`` has
+  another ETag or version now (``RunRecord.s3_inputs``).
 """
 
 from __future__ import annotations
 
-from metaflow_repro.adapter import lineage
+from metaflow_repro.adapter import lineage, s3_inputs
 from metaflow_repro.env import fingerprint
 from metaflow_repro.env.engine import Flow, environments, resolve, spec_drift
 from metaflow_repro.model import platforms as plats
@@ -141,6 +142,35 @@ def check_inputs(record: RunRecord, now: dict[str, str | None]) -> list[Finding]
     return out
 
 
+def compare_s3_inputs(record: RunRecord, now: dict[str, tuple[str, str] | None]) -> list[Finding]:
+    """Objects ``record``'s steps read with ``metaflow.S3`` whose ETag or version id differs now; ``now``:
+    url -> (ETag, version id) as S3 has it (None: gone; a URL absent: not asked). One finding per reading step."""
+    out: list[Finding] = []
+    order = [s for s in record.step_order if s in record.s3_inputs] + sorted(
+        set(record.s3_inputs) - set(record.step_order)
+    )
+    for step in order:
+        for o in record.s3_inputs[step].objects:
+            if o.url not in now:
+                continue
+            found = now[o.url]
+            if found is None:
+                message, old, new = "is gone", o.etag, ""
+            else:
+                change = o.changed(*found)
+                if not change:
+                    continue
+                message = f"changed ({change})"
+                old, new = (o.version, found[1]) if change.startswith("version") else (o.etag, found[0])
+            out.append(Finding(Kind.INPUT_DRIFT, f"{o.url} {message}", step=step, subject=o.url, old=old, new=new))
+    return out
+
+
+def check_s3_inputs(record: RunRecord) -> list[Finding]:
+    """Input drift of the objects ``record``'s steps read with ``metaflow.S3`` (each URL asked once, now)."""
+    return compare_s3_inputs(record, s3_inputs.current(record)) if record.s3_inputs else []
+
+
 def check(
     flow: Flow,
     resolution: bool = True,
@@ -158,4 +188,5 @@ def check(
         out += check_against(flow, against)
     if inputs_of is not None:
         out += check_inputs(inputs_of, lineage.latest_runs(inputs_of))
+        out += check_s3_inputs(inputs_of)
     return out

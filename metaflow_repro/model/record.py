@@ -20,7 +20,7 @@ from metaflow_repro.settings import HASH_SEED, recorded_setting_problem
 
 SCHEMA = "repro.run-record"
 SCHEMA_VERSION = 5  # 2: replay_of, include_files, configs, run_options; 3: inputs, interpreters, executor;
-# 4: a task's caught exception; 5: data_files, reads (and their hosts, loopback) (older still read)
+# 4: a task's caught exception; 5: data_files, reads (and their hosts, loopback), s3_inputs (older still read)
 NO_FOREACH = "-"  # task key of a task outside any foreach
 #: code_sha256 of a failed run no task of which got as far as its step (no code package was made): a
 #: record naming it names no code object in the store
@@ -233,6 +233,39 @@ def outside_line(step: str, files: int, hosts: list[str], hosts_count: int) -> s
 
 
 @dataclass(frozen=True)
+class S3Input:
+    """An object a step read with ``metaflow.S3`` (schema 5). Its bytes are the store object
+    ``inputs/sha256/..`` when ``stored``; an ``info`` read no bytes (``sha256`` "")."""
+
+    url: str  # s3://bucket/key
+    etag: str  # as S3 said it when the step read it ("" if it could not be asked)
+    size: int
+    sha256: str = ""  # of the bytes the step read
+    version: str = ""  # the object's version id, on a versioned bucket
+    stored: bool = False
+
+    def changed(self, etag: str, version: str) -> str:
+        """How the object ``etag``/``version`` now differs from this one ("" when it does not)."""
+        if self.version and version and version != self.version:
+            return f"version {_short(self.version)} -> {_short(version)}"
+        if self.etag and etag != self.etag:
+            return f"ETag {_short(self.etag)} -> {_short(etag)}"
+        return ""
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= 8 else text[:6] + "…"
+
+
+@dataclass(frozen=True)
+class StepS3:
+    """The objects a step's tasks read with ``metaflow.S3`` (schema 5): the first listed, how many in all."""
+
+    objects: tuple[S3Input, ...] = ()
+    count: int = 0
+
+
+@dataclass(frozen=True)
 class RunRecord:
     flow: str
     run_id: str
@@ -271,6 +304,8 @@ class RunRecord:
     data_files: dict[str, DataFile] = field(default_factory=dict)
     #: step -> what it read outside the snapshot and the flow's folder (steps that read nothing are absent)
     reads: dict[str, StepReads] = field(default_factory=dict)
+    #: step -> the objects it read with ``metaflow.S3`` (steps that read none are absent)
+    s3_inputs: dict[str, StepS3] = field(default_factory=dict)
 
     @property
     def ref(self) -> str:
@@ -284,6 +319,20 @@ class RunRecord:
     def data_files_not_kept(self) -> list[str]:
         """The flow-folder files a step read whose bytes are not in the snapshot (too large)."""
         return [path for path, f in self.data_files.items() if not f.stored]
+
+    def s3_objects(self) -> dict[str, S3Input]:
+        """url -> the object as the first step (in the flow's order) that read its bytes read it."""
+        order = [s for s in self.step_order if s in self.s3_inputs] + sorted(set(self.s3_inputs) - set(self.step_order))
+        out: dict[str, S3Input] = {}
+        for step in order:
+            for o in self.s3_inputs[step].objects:
+                if o.url not in out or (o.sha256 and not out[o.url].sha256):
+                    out[o.url] = o
+        return out
+
+    def s3_not_kept(self) -> list[str]:
+        """The objects steps read whose bytes are not in the snapshot (past input-max-bytes, or unfetchable)."""
+        return [url for url, o in self.s3_objects().items() if o.sha256 and not o.stored]
 
     def input_artifacts(self) -> dict[str, int]:
         """sha1 -> size of every artifact of another run that a step read (store objects ``inputs/sha1/..``)."""
@@ -320,7 +369,7 @@ class RunRecord:
             for task in step["tasks"].values():
                 if task["caught"] is None:
                     del task["caught"]  # only a task @catch handled names one
-        for key in ("data_files", "reads"):
+        for key in ("data_files", "reads", "s3_inputs"):
             if not doc[key]:
                 del doc[key]  # only a run whose steps read files names them
         for reads in doc.get("reads", {}).values():
@@ -374,8 +423,9 @@ _RECORD_KEYS = frozenset(
         "executor",
         "data_files",
         "reads",
+        "s3_inputs",
     }
-)  # replay_of .. identity: version 2; inputs, interpreters, executor: version 3; data_files, reads: version 5
+)  # replay_of .. identity: version 2; inputs, interpreters, executor: version 3; data_files, reads, s3_inputs: version 5
 _INCLUDE_KEYS = frozenset({"sha256", "size", "name", "is_text", "encoding"})
 _CONFIG_KEYS = frozenset({"value", "source", "plain", "parser"})
 _UPSTREAM_KEYS = frozenset({"flow", "run_id", "read_by", "via", "ts_epoch", "user", "tags", "system_tags", "tasks"})
@@ -387,6 +437,12 @@ _REF_TEXT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*/[A-Za-z0-9_.\-]+$")
 _STEP_KEYS = frozenset({"spec_id", "env_id", "disabled", "tasks"})
 _TASK_KEYS = frozenset({"task_id", "env_id", "fingerprint", "interpreter", "artifacts", "caught"})
 _CAUGHT_KEYS = frozenset({"type", "message", "var"})
+_S3_STEP_KEYS = frozenset({"objects", "count"})
+_S3_INPUT_KEYS = frozenset({"url", "etag", "size", "sha256", "version", "stored"})
+#: an S3 object's URL: a bucket name as S3 allows it, then a key of printable characters
+S3_URL = re.compile(r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]/[^\x00-\x1f\x7f]{1,1024}\Z")
+#: an ETag or version id as S3 gives them: printable ASCII, no spaces
+_S3_TOKEN = re.compile(r"^[\x21-\x7e]{0,1024}\Z")
 _DATA_FILE_KEYS = frozenset({"sha256", "size", "read_by", "stored"})
 _READS_KEYS = frozenset({"files", "files_count", "unwatched", "hosts", "hosts_count", "loopback", "loopback_count"})
 #: a network endpoint a step contacted: "host:port", "[v6]:port", or a host alone (looked up with no port)
@@ -683,6 +739,7 @@ def _decode(doc: dict[str, Any], at: v.At) -> RunRecord:
         executor=Executor.from_dict(doc["executor"], at / "executor") if "executor" in doc else Executor(),
         data_files=v.table_of(v.opt(doc, "data_files", dict, {}, at), at / "data_files", data_file_path, _data_file),
         reads=v.table_of(v.opt(doc, "reads", dict, {}, at), at / "reads", v.identifier, _step_reads),
+        s3_inputs=v.table_of(v.opt(doc, "s3_inputs", dict, {}, at), at / "s3_inputs", v.identifier, step_s3),
     )
 
 
@@ -739,6 +796,36 @@ def _hosts(d: dict[str, Any], key: str, at: v.At) -> tuple[tuple[str, ...], int]
     if count < len(listed):
         (at / f"{key}_count").fail(count, f"at least the number of {key} listed ({len(listed)})")
     return listed, count
+
+
+def s3_input(d: Any, at: v.At) -> S3Input:
+    """One object a step read with ``metaflow.S3`` (a record's, or a task's report's)."""
+    v.only(v.of_type(d, dict, at), _S3_INPUT_KEYS, at)
+    sha = v.opt(d, "sha256", str, "", at)
+    found = S3Input(
+        url=v.matching(v.need(d, "url", str, at), S3_URL, "an s3://bucket/key URL", at / "url"),
+        etag=v.matching(v.opt(d, "etag", str, "", at), _S3_TOKEN, "an ETag (printable, no spaces)", at / "etag"),
+        size=_size(v.need(d, "size", int, at), at / "size"),
+        sha256=v.hex_digest(sha, 64, at / "sha256") if sha else "",
+        version=v.matching(v.opt(d, "version", str, "", at), _S3_TOKEN, "a version id (printable)", at / "version"),
+        stored=v.opt(d, "stored", bool, False, at),
+    )
+    if found.stored and not found.sha256:
+        (at / "stored").fail(True, "false for an object whose bytes were not read (no sha256)")
+    return found
+
+
+def step_s3(d: Any, at: v.At) -> StepS3:
+    """A step's ``metaflow.S3`` reads: each URL once, ``count`` at least the objects listed."""
+    v.only(v.of_type(d, dict, at), _S3_STEP_KEYS, at)
+    objects = tuple(v.list_of(v.opt(d, "objects", list, [], at), at / "objects", s3_input))
+    urls = [o.url for o in objects]
+    if len(set(urls)) != len(urls):
+        (at / "objects").fail(urls, "each URL once")
+    count = _count(v.opt(d, "count", int, len(objects), at), at / "count")
+    if count < len(objects):
+        (at / "count").fail(count, f"at least the number of objects listed ({len(objects)})")
+    return StepS3(objects=objects, count=count)
 
 
 def _interpreters(table: dict[str, Any], at: v.At) -> dict[str, InterpreterSnapshot]:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from metaflow_extensions.repro.plugins import protocol
 from metaflow_repro import executors
-from metaflow_repro.adapter import lineage
+from metaflow_repro.adapter import lineage, s3_inputs
 from metaflow_repro.adapter.codepackage import extract_tar
 from metaflow_repro.checks.compare import Comparison, ReplayCheck, Verdict
 from metaflow_repro.env import pythons
@@ -53,6 +53,7 @@ from metaflow_repro.store.snapshot import (
     pull_data_files,
     pull_input_artifacts,
     pull_inputs,
+    pull_s3_inputs,
     push_replay_record,
     save_local,
 )
@@ -237,6 +238,7 @@ def prepare(request: ReplayRequest, log: Log, workdirs: list[Path]) -> ReplayPla
     inputs = pull_inputs(original, store, settings)
     data_files = pull_data_files(original, store, settings)  # verified (sha256) before any is laid out
     upstream = pull_input_artifacts(original, store, settings)  # verified (sha1) before anything reads them
+    s3_blobs = pull_s3_inputs(original, store, settings)  # metaflow.S3 objects, verified (sha256)
     workdir = _workdir(settings, original)
     workdirs.append(workdir)
     code, flow_file = _recorded_code(settings, original, workdir)
@@ -258,6 +260,7 @@ def prepare(request: ReplayRequest, log: Log, workdirs: list[Path]) -> ReplayPla
     given = recorded_args(original, _materialize(original, inputs, workdir / "inputs"), workdir, declared)
     args = _placed_args(request, given, log)
     env = _environment(request, workdir, mf_code, log)
+    env.update(_s3_serving(original, s3_blobs, workdir / "s3-inputs", log))
     return ReplayPlan(
         request=request,
         workdir=workdir,
@@ -594,6 +597,21 @@ def _lay_out_data_files(record: RunRecord, blobs: dict[str, Path], folder: Path,
         )
     for line in record.outside_reads():
         log(line)
+
+
+def _s3_serving(record: RunRecord, blobs: dict[str, Path], folder: Path, log: Log) -> dict[str, str]:
+    """The tasks' variable naming the folder that serves the recorded ``metaflow.S3`` objects (verified),
+    and, up front, which objects the replay cannot give back (their tasks read them from S3 as it is now)."""
+    served = s3_inputs.serving_folder(record, blobs, folder)
+    if served is not None:
+        log(f"serving {len(blobs)} S3 object{'s' if len(blobs) != 1 else ''} the steps read: {cap(sorted(blobs))}")
+    for url in record.s3_not_kept():
+        o = record.s3_objects()[url]
+        log(
+            f"this replay cannot give back {url} ({o.size} bytes): its bytes are not in the snapshot (past "
+            "input-max-bytes, or changed before they were kept), so the steps read it from S3 as it is now"
+        )
+    return {protocol.S3_INPUTS_VAR: str(served)} if served is not None else {}
 
 
 def _record_replay(replayed: RunRecord, store: Store, settings: Settings, log: Log) -> tuple[str, str]:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from metaflow_extensions.repro.plugins import protocol
 from metaflow_repro.adapter import blobs as blobstore
-from metaflow_repro.adapter import lineage, pending, scratch
+from metaflow_repro.adapter import lineage, pending, s3_inputs, scratch
 from metaflow_repro.adapter import metaflow as runs
 from metaflow_repro.adapter import reads as file_reads
 from metaflow_repro.adapter.codepackage import import_paths
@@ -306,6 +306,7 @@ def _before_run(flow: Flow, options: RunOptions, settings: Settings, outcome: Ou
         )
         if recorded is not None:
             outcome.findings += drift.check_inputs(recorded, lineage.latest_runs(recorded))
+            outcome.findings += drift.check_s3_inputs(recorded)
     return _Before(store=store, baseline=baseline, frozen=frozen)
 
 
@@ -421,7 +422,7 @@ def _record(
     says so), and the marker is removed once the push is done. If the checks fail or repro is stopped
     before, no record is saved and the marker stays: ``repro recover`` makes the record again."""
     flow, options, settings, store = done.flow, done.options, done.settings, done.store
-    record, found = _read_back(done)
+    record, found = _read_back(done, log)
     outcome.record = record
     outcome.findings += task_findings(found, flow.decl.steps, record.status is RunStatus.SUCCESS)
     if options.hermetic or settings.hermetic:
@@ -472,7 +473,7 @@ def _push(
     outcome.pushed = store.uri
 
 
-def _read_back(done: _Finished) -> tuple[RunRecord, RunInspection]:
+def _read_back(done: _Finished, log: Log) -> tuple[RunRecord, RunInspection]:
     """The finished run as Metaflow's client reads it, and its record."""
     flow, run_id, env, options, settings = done.flow, done.run_id, done.env, done.options, done.settings
     try:
@@ -503,6 +504,9 @@ def _read_back(done: _Finished) -> tuple[RunRecord, RunInspection]:
         f"run {flow.name}/{run_id}",
     )
     record = replace(record, data_files=data, reads=outside)
+    left = settings.input_max_bytes - sum(f.size for f in data.values() if f.stored)  # one budget for both
+    s3 = s3_inputs.collect(found.task_reports(), settings.home, left, f"run {flow.name}/{run_id}", log)
+    record = replace(record, s3_inputs=s3)
     if runs_on_batch(options.metaflow_args):  # `run --with batch`: every step was an AWS Batch job
         image = options.env.get("METAFLOW_BATCH_CONTAINER_IMAGE") or os.environ.get(
             "METAFLOW_BATCH_CONTAINER_IMAGE", ""

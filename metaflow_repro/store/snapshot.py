@@ -470,7 +470,8 @@ def input_uploads(record: RunRecord, settings: Settings) -> list[Upload]:
         if sha256_file(path) != inc.sha256:
             raise IntegrityError(f"{path}: contents of IncludeFile {name!r} do not match the record's sha256")
         out.append(Upload("inputs", layout.input_blob(inc.sha256), path, inc.sha256, path.stat().st_size))
-    return out + _data_file_uploads(record, settings)
+    out += _data_file_uploads(record, settings)
+    return out + _s3_uploads(record, settings, {u.key for u in out})
 
 
 def _data_file_uploads(record: RunRecord, settings: Settings) -> list[Upload]:
@@ -518,6 +519,38 @@ def pull_inputs(record: RunRecord, store: Store, settings: Settings) -> dict[str
         path = settings.home.input_blob(inc.sha256)
         fetch_verified(store, layout.input_blob(inc.sha256), inc.sha256, path)
         out[name] = path
+    return out
+
+
+def _s3_uploads(record: RunRecord, settings: Settings, already: set[str]) -> list[Upload]:
+    """The bytes of the ``metaflow.S3`` objects the record keeps (``stored``), each hashed now (one upload
+    per content, none that ``already`` names)."""
+    out = []
+    for url, o in sorted(record.s3_objects().items()):
+        key = layout.input_blob(o.sha256)
+        if not o.stored or key in already:
+            continue
+        already.add(key)
+        path = settings.home.input_blob(o.sha256)
+        if not path.is_file():
+            raise BadInput(
+                f"{record.ref}: the bytes of {url} a step read are not in {path.parent}; push from the machine "
+                "(and REPRO_HOME) that made the run"
+            )
+        if sha256_file(path) != o.sha256:
+            raise IntegrityError(f"{path}: the bytes of {url} do not match the record's sha256")
+        out.append(Upload("inputs", key, path, o.sha256, path.stat().st_size))
+    return out
+
+
+def pull_s3_inputs(record: RunRecord, store: Store, settings: Settings) -> dict[str, Path]:
+    """Fetch and verify the bytes of every ``metaflow.S3`` object the record keeps into REPRO_HOME;
+    return {url: its file}."""
+    out = {}
+    for url, o in sorted(record.s3_objects().items()):
+        if o.stored:
+            path = settings.home.input_blob(o.sha256)
+            out[url] = fetch_verified(store, layout.input_blob(o.sha256), o.sha256, path)
     return out
 
 
@@ -664,6 +697,9 @@ def named_objects(record: RunRecord) -> dict[str, tuple[str, str]]:
     for f in record.data_files.values():
         if f.stored:
             out[layout.input_blob(f.sha256)] = ("sha256", f.sha256)
+    for o in record.s3_objects().values():
+        if o.stored:
+            out[layout.input_blob(o.sha256)] = ("sha256", o.sha256)
     for sha1 in record.input_artifacts():
         out[layout.input_artifact(sha1)] = ("sha1", sha1)
     for snap in record.interpreters.values():

@@ -171,6 +171,9 @@ class _ReproStepDecorator(StepDecorator):
 
         lineage.watch(flow.name, run_id)  # input lineage: which runs of other flows this step reads
         self._watch_reads(task_datastore)
+        from . import s3_reads
+
+        s3_reads.install(task_datastore, flow.name, run_id)  # metaflow.S3 reads: noted; in a replay, served
         self._task = (meta, run_id, task_id, tags)
 
     @staticmethod
@@ -193,13 +196,14 @@ class _ReproStepDecorator(StepDecorator):
         reads.watch(os.path.dirname(os.path.abspath(sys.argv[0])), root or "", hosts)
 
     def task_post_step(self, step_name, flow, graph, retry_count, max_user_code_retries):
-        from . import lineage, reads
+        from . import lineage, reads, s3_reads
 
         task = getattr(self, "_task", None)
         if task is None:
             return
         meta, run_id, task_id, tags = task
         values = [(protocol.META_INPUTS, lineage.report()), (protocol.META_READS, reads.report())]
+        values.append((protocol.META_S3_READS, s3_reads.report()))
         data = [MetaDatum(field=k, value=v, type=k, tags=tags) for k, v in values if v]
         if data:
             meta.register_metadata(run_id, step_name, task_id, data)

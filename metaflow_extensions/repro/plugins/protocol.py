@@ -80,6 +80,8 @@ META_CODE_SHA = "repro-code-sha"
 META_INPUTS = "repro-inputs"
 #: JSON: the files the task opened for reading that no snapshot may hold (reads.py writes it), see below
 META_READS = "repro-reads"
+#: JSON: the objects the task read with ``metaflow.S3`` (s3_reads.py writes it), see below
+META_S3_READS = "repro-s3-reads"
 METADATA_KEYS = (
     META_ENV_ID,
     META_SPEC_ID,
@@ -89,6 +91,7 @@ METADATA_KEYS = (
     META_CODE_SHA,
     META_INPUTS,
     META_READS,
+    META_S3_READS,
 )
 
 # -- files read: what a task reports under META_READS (reads.py writes it) ----------------------------
@@ -117,6 +120,28 @@ READS_MAX_PATHS = 100
 WATCH_READS_VAR = "REPRO_WATCH_READS"
 #: Metaflow's variable naming the folder its code package is extracted in (a task ignores reads there)
 EXTRACTED_ROOT_VAR = "METAFLOW_EXTRACTED_ROOT"
+
+# -- S3 objects read: what a task reports under META_S3_READS (s3_reads.py writes it) ---------------
+#
+#   {S3_OBJECTS: [{S3_URL: "s3://bucket/key", S3_VERSION: "" or id, S3_ETAG: "..", S3_SIZE: n,
+#                  S3_SHA256: hex of the bytes read, "" for an ``info`` (no bytes read)}, ..],
+#    S3_COUNT: n}                                      the first S3_MAX_OBJECTS, the count of all
+#
+# In a replay, S3_INPUTS_VAR names a folder the replay prepared (every file verified first): its
+# S3_MANIFEST is {url: {S3_SHA256, S3_SIZE, S3_ETAG, S3_VERSION, S3_FILE: a file name in the folder}},
+# and the task answers get/get_many/get_recursive/info of those URLs from it, with no network.
+
+S3_OBJECTS = "objects"
+S3_COUNT = "count"
+S3_URL = "url"
+S3_VERSION = "version"
+S3_ETAG = "etag"
+S3_SIZE = "size"
+S3_SHA256 = "sha256"
+S3_FILE = "file"
+S3_MAX_OBJECTS = 100
+S3_INPUTS_VAR = "REPRO_S3_INPUTS"
+S3_MANIFEST = "manifest.json"
 
 # -- input lineage: what a task reports under META_INPUTS (lineage.py writes it) --------------------
 #
