@@ -18,6 +18,7 @@ COMMANDS = {
     "env": "inspect and build step environments",
     "run": "run a flow under repro's environments, record it and push the snapshot",
     "recover": "record and push the runs Metaflow finished but repro did not record (repro was stopped)",
+    "check": "run a flow N times in the same environments and say which artifacts differ (determinism)",
     "replay": "rebuild a recorded run offline from the store, run it again, compare",
     "diff": "compare two recorded runs artifact by artifact",
     "drift": "spec, resolution, runtime and input drift (exit 1 on any)",

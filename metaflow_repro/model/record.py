@@ -20,7 +20,7 @@ from metaflow_repro.settings import HASH_SEED, recorded_setting_problem
 
 SCHEMA = "repro.run-record"
 SCHEMA_VERSION = 4  # 2: replay_of, include_files, configs, run_options; 3: inputs, interpreters, executor;
-# 4: a task's caught exception (older still read)
+# 4: a task's caught exception (older still read); optional, not written when empty: nondeterministic
 NO_FOREACH = "-"  # task key of a task outside any foreach
 #: code_sha256 of a failed run no task of which got as far as its step (no code package was made): a
 #: record naming it names no code object in the store
@@ -218,6 +218,8 @@ class RunRecord:
     #: Python version -> the snapshot of the interpreter the run's environments were made from
     interpreters: dict[str, InterpreterSnapshot] = field(default_factory=dict)
     executor: Executor = field(default_factory=Executor)  # where the run ran
+    #: step -> its artifacts seen to differ between repeats of this run (`repro check --repeat`); {}: not seen
+    nondeterministic: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def ref(self) -> str:
@@ -254,6 +256,10 @@ class RunRecord:
         doc["inputs"] = {ref: {**asdict(r), "via": InputVia(r.via).value} for ref, r in self.inputs.items()}
         doc["interpreters"] = {k: x.to_dict() for k, x in self.interpreters.items()}
         doc["executor"] = self.executor.to_dict()
+        if self.nondeterministic:
+            doc["nondeterministic"] = {step: list(names) for step, names in self.nondeterministic.items()}
+        else:
+            del doc["nondeterministic"]  # optional: older readers never see it
         for step in doc["steps"].values():
             for task in step["tasks"].values():
                 if task["caught"] is None:
@@ -303,6 +309,7 @@ _RECORD_KEYS = frozenset(
         "inputs",
         "interpreters",
         "executor",
+        "nondeterministic",
     }
 )  # replay_of .. identity: version 2; inputs, interpreters, executor: version 3
 _INCLUDE_KEYS = frozenset({"sha256", "size", "name", "is_text", "encoding"})
@@ -604,7 +611,17 @@ def _decode(doc: dict[str, Any], at: v.At) -> RunRecord:
         inputs=upstream_runs(v.opt(doc, "inputs", dict, {}, at), at / "inputs"),
         interpreters=_interpreters(v.opt(doc, "interpreters", dict, {}, at), at / "interpreters"),
         executor=Executor.from_dict(doc["executor"], at / "executor") if "executor" in doc else Executor(),
+        nondeterministic=_nondeterministic(v.opt(doc, "nondeterministic", dict, {}, at), at / "nondeterministic"),
     )
+
+
+def _nondeterministic(table: dict[str, Any], at: v.At) -> dict[str, tuple[str, ...]]:
+    """step -> artifact names (identifiers; "*" for a whole step or task that differed)."""
+    return v.table_of(table, at, v.identifier, lambda x, a: tuple(v.list_of(x, a, _artifact_name)))
+
+
+def _artifact_name(value: Any, at: v.At) -> str:
+    return "*" if value == "*" else v.identifier(value, at)
 
 
 def _interpreters(table: dict[str, Any], at: v.At) -> dict[str, InterpreterSnapshot]:
