@@ -18,6 +18,9 @@ from metaflow_repro.checks.compare import Comparison, Verdict
 from metaflow_repro.model.findings import Finding, Kind, Severity
 from metaflow_repro.model.record import NO_FOREACH, RunRecord
 
+#: how the message of a finding about an artifact that differs between repeats begins
+NONDETERMINISTIC = "nondeterministic: "
+
 #: what to do about an artifact that differs between runs of the same code in the same environments
 HINT = (
     "seed every random number generator the step uses (random.seed, numpy.random.default_rng(seed), "
@@ -163,7 +166,7 @@ def findings(check: RepeatCheck, patterns: Sequence[str] = ()) -> list[Finding]:
         if a.carried_from:  # the step that made it fails; this one only passed it on
             continue
         ok = accepted(check.flow, a.step, a.name, patterns)
-        message = f"nondeterministic: differs between {n} runs of the same code in the same environments: {a.line()}"
+        message = f"{NONDETERMINISTIC}differs between {n} runs of the same code in the same environments: {a.line()}"
         message += (
             f"; accepted by [tool.repro] nondeterministic ({check.flow}.{a.step}.{a.name})"
             if ok
