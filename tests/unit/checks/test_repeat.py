@@ -114,3 +114,15 @@ def test_accepted_patterns():
     assert accepted("F", "start", "x", ["F.*"])
     assert not accepted("F", "start", "x", ["F.start.y", "G.start.x", "start.x"])
     assert not accepted("F", "start", "x", [])
+
+
+def test_different_in_one_comparison_and_equivalent_in_another_is_different():
+    a, b, c = run("1", "a" * 40), run("2", "a" * 40, model="n" * 40), run("3", "a" * 40, model="o" * 40)
+    close = {("train", "model"): (Verdict.EQUIVALENT, "max rel 1e-12")}
+    far = {("train", "model"): (Verdict.DIFFERENT, "max rel 0.3")}
+    for order in ((close, far), (far, close)):
+        check = judge("DiceFlow", [a, b, c], [compared(a, b, order[0]), compared(a, c, order[1])])
+        assert [(x.label, x.verdict, x.detail, x.seen) for x in check.artifacts] == [
+            ("train.model", Verdict.DIFFERENT, "max rel 0.3", 1)
+        ]
+        assert check.nondeterministic() == {"train": ("model",)}
