@@ -13,10 +13,10 @@ that a later replay whose verdict is ``different`` there can say it is not new.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -93,13 +93,14 @@ def repeat_runs(
         outcomes[0] = run_and_record(path, first, log=_prefixed(log, 1, repeat), declarations=decl)
         start = 1
     lock = threading.Lock()
-    with ThreadPoolExecutor(max_workers=min(jobs or os.cpu_count() or 1, repeat - start)) as pool:
-        futures = {
-            i: pool.submit(run_and_record, path, first if i == 0 else others, _prefixed(log, i + 1, repeat, lock), decl)
-            for i in range(start, repeat)
-        }
-        for i, future in futures.items():
-            outcomes[i] = future.result()
+    calls = {
+        i: functools.partial(
+            run_and_record, path, first if i == 0 else others, _prefixed(log, i + 1, repeat, lock), decl
+        )
+        for i in range(start, repeat)
+    }
+    for i, outcome in in_parallel(calls, jobs or os.cpu_count() or 1).items():
+        outcomes[i] = outcome
     done = Repeated([o for o in outcomes if o is not None])
     ok = [o for o in done.outcomes if o.ok and o.record is not None]
     if len(ok) >= 2 and ok[0] is done.outcomes[0]:
@@ -107,6 +108,38 @@ def repeat_runs(
     if store is not None:
         _record_all(done, store.uri, settings, options.move_latest, log)
     return done
+
+
+def in_parallel(calls: Mapping[int, Callable[[], Outcome]], jobs: int) -> dict[int, Outcome]:
+    """Each call's result, at most ``jobs`` running at a time, each in a daemon thread: on Ctrl-C (or any
+    error here) repro exits without waiting for them, and its Metaflow runs die with it (each is in a
+    process group its watchdog stops when repro is gone: ``adapter/procgroup``). An exception a call
+    raised is raised here."""
+    slots = threading.BoundedSemaphore(jobs)
+    results: dict[int, Outcome] = {}
+    errors: list[BaseException] = []
+
+    def one(i: int, call: Callable[[], Outcome]) -> None:
+        try:
+            results[i] = call()
+        except BaseException as exc:  # handed to the caller's thread
+            errors.append(exc)
+        finally:
+            slots.release()
+
+    threads = []
+    for i, call in calls.items():
+        slots.acquire()
+        if errors:
+            break
+        thread = threading.Thread(target=one, args=(i, call), name=f"repeat-{i + 1}", daemon=True)
+        thread.start()
+        threads.append(thread)
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return results
 
 
 def _lock_stale(path: Path, settings: Settings, options: RunOptions, decl: FlowDeclarations) -> bool:
