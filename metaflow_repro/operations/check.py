@@ -84,30 +84,38 @@ def repeat_runs(
     options = replace(options, settings=settings)
     store = open_store(options.store or settings.store) if options.push else None  # a bad store: before any run
     decl = declarations if declarations is not None else load_flow(path, options.metaflow_args)
-    first = replace(options, push=False)
-    others = replace(first, baseline=None, drift=False, resolution_drift=False)
-    outcomes: list[Outcome | None] = [None] * repeat
-    start = 0
-    if _lock_stale(path, settings, options, decl):  # the first run re-locks and builds alone
-        log(f"{decl.name}: repeat 1 of {repeat} runs first (the lock is stale or missing: it re-locks)")
-        outcomes[0] = run_and_record(path, first, log=_prefixed(log, 1, repeat), declarations=decl)
-        start = 1
-    lock = threading.Lock()
-    calls = {
-        i: functools.partial(
-            run_and_record, path, first if i == 0 else others, _prefixed(log, i + 1, repeat, lock), decl
-        )
-        for i in range(start, repeat)
-    }
-    for i, outcome in in_parallel(calls, jobs or os.cpu_count() or 1).items():
-        outcomes[i] = outcome
-    done = Repeated([o for o in outcomes if o is not None])
+    done = Repeated(_run_all(path, options, decl, repeat, jobs or os.cpu_count() or 1, log))
     ok = [o for o in done.outcomes if o.ok and o.record is not None]
     if len(ok) >= 2 and ok[0] is done.outcomes[0]:
         done.check = _compare(decl.name, ok, settings, log)
     if store is not None:
         _record_all(done, store.uri, settings, options.move_latest, log)
     return done
+
+
+def _run_all(
+    path: Path, options: RunOptions, decl: FlowDeclarations, repeat: int, jobs: int, log: Log
+) -> list[Outcome]:
+    """The repeats' outcomes, in order: the first run has ``options`` (its baseline, drift checks), the
+    others only run; none is pushed here. When the lock is stale or missing the first runs alone (it
+    re-locks and builds), then the others together."""
+    assert options.settings is not None, "repeat_runs reads the settings once"
+    first = replace(options, push=False)
+    others = replace(first, baseline=None, drift=False, resolution_drift=False)
+    outcomes: dict[int, Outcome] = {}
+    if _lock_stale(path, options.settings, options, decl):
+        log(f"{decl.name}: repeat 1 of {repeat} runs first (the lock is stale or missing: it re-locks)")
+        outcomes[0] = run_and_record(path, first, log=_prefixed(log, 1, repeat), declarations=decl)
+    lock = threading.Lock()
+    calls = {
+        i: functools.partial(
+            run_and_record, path, first if i == 0 else others, _prefixed(log, i + 1, repeat, lock), decl
+        )
+        for i in range(repeat)
+        if i not in outcomes
+    }
+    outcomes.update(in_parallel(calls, jobs))
+    return [outcomes[i] for i in range(repeat)]
 
 
 def in_parallel(calls: Mapping[int, Callable[[], Outcome]], jobs: int) -> dict[int, Outcome]:
