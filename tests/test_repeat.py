@@ -1,6 +1,7 @@
 """Determinism checks (issue 25 item 1), for real: `repro check FLOW --repeat N` and `pytest --repro
---repro-repeat N` run a flow with an unseeded random artifact and deterministic ones, in the same
-locked environments, and name exactly the random ones; a recorded repeat keeps what differed, and a
+--repro-repeat N` run a flow with unseeded random artifacts (one only in its last digits, within the
+comparators' tolerance) and deterministic ones, in the same locked environments, and name exactly the
+random ones; a recorded repeat keeps what differed, and a
 replay of it says so."""
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class DiceFlow(FlowSpec):
     @step
     def shake(self):
         self.jitter = random.Random(self.seed or None).random()
+        self.tiny = 1.0 + random.Random(self.seed or None).random() * 1e-12  # within the default tolerance
         self.next(self.end)
 
     @step
@@ -72,14 +74,17 @@ def test_repro_check_names_each_random_artifact_per_step_and_exits_1(unseeded):
     steps = [line for line in out if re.match(r"^\w+: ", line) and not line.startswith("result")]
     assert steps == [
         "start: 4 identical, 1 different",  # the parameters, name and faces are the same in both runs
-        "shake: 4 identical, 2 different",  # jitter made here, roll carried on
-        "end: 5 identical, 2 different",  # total is the same
+        "shake: 4 identical, 2 different, 1 equivalent",  # jitter made here, roll carried on; tiny
+        "end: 5 identical, 2 different, 1 equivalent",  # total is the same
     ]
     different = [line.split()[1] for line in out if line.startswith("  different")]
     assert different == ["start.roll:", "shake.jitter:", "shake.roll:", "end.jitter:", "end.roll:"]
     assert re.search(r"different\s+start\.roll: value: \d+ != \d+ \(difference ", r.out)
+    equivalent = [line.split()[1] for line in out if line.startswith("  equivalent")]
+    assert equivalent == ["shake.tiny:", "end.tiny:"]  # other bytes, equal within the comparators' tolerance
+    assert re.search(r"equivalent\s+shake\.tiny: equal within rel_tol=1e-09", r.out)
     assert [line for line in out if "carried over from" in line] == [
-        line for line in out if re.search(r"(shake\.roll|end\.jitter|end\.roll):", line)
+        line for line in out if re.search(r"(shake\.roll|end\.jitter|end\.roll|end\.tiny):", line)
     ]
     assert "result: different (5 artifact(s) differ" in r.out
     assert "[1/2] DiceFlow: repeat" not in r.err and "repeat 1 of 2 runs first" in r.err  # no lock yet
@@ -102,7 +107,7 @@ def test_each_repeat_is_recorded_with_what_differed_and_a_replay_says_it_is_not_
 def test_a_seeded_run_is_deterministic_and_its_repeats_run_at_once(unseeded, project):
     r = cli("check", "dice_flow.py", "--repeat", "2", "-j", "2", "--", "--seed", "7", cwd=project)
     assert r.code == 0, r.text
-    assert "start: 5 identical\nshake: 6 identical\nend: 7 identical\nresult: deterministic" in r.out
+    assert "start: 5 identical\nshake: 7 identical\nend: 8 identical\nresult: deterministic" in r.out
     started = [r.err.index(f"[{n}/2] DiceFlow: building environments and running") for n in (1, 2)]
     assert max(started) < r.err.index("ended in"), r.err  # both runs started before either ended
 
