@@ -645,6 +645,15 @@ SETTINGS: tuple[Setting, ...] = (
         "pass only if that replay is identical",
     ),
     Setting(
+        "nondeterministic",
+        None,
+        "nondeterministic",
+        WORDS,
+        (),
+        "artifacts accepted as nondeterministic, `Flow.step.artifact` (shell patterns allowed): `pytest --repro "
+        "--repro-repeat N` warns instead of failing when they differ between repeats",
+    ),
+    Setting(
         "batch_cache",
         "REPRO_BATCH_CACHE",
         "batch-cache",
@@ -729,6 +738,7 @@ class Settings:
     drift: bool = False
     report: str = DEFAULT_REPORT_DIR
     on: str = "local"
+    nondeterministic: tuple[str, ...] = ()
     batch_cache: str = DEFAULT_BATCH_CACHE
     archive_max_bytes: int = DEFAULT_ARCHIVE_MAX_BYTES
     input_max_bytes: int = DEFAULT_INPUT_MAX_BYTES

@@ -12,7 +12,7 @@ from pathlib import Path
 from metaflow_repro.errors import EXIT_INFRA, ReproError, from_os_error, printable_lines
 
 #: the commands that take options for Metaflow's `run` after --
-PASSTHROUGH = ("run", "replay")
+PASSTHROUGH = ("run", "replay", "check")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,7 +39,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if passthrough:
         if args.command not in PASSTHROUGH:
-            parser.error("only `repro run` and `repro replay` take options after --")
+            parser.error("only `repro run`, `repro replay` and `repro check` take options after --")
         args.metaflow_args = passthrough
     return args
 

@@ -18,6 +18,7 @@ COMMANDS = {
     "env": "inspect and build step environments",
     "run": "run a flow under repro's environments, record it and push the snapshot",
     "recover": "record and push the runs Metaflow finished but repro did not record (repro was stopped)",
+    "check": "run a flow N times in the same environments and say which artifacts differ (determinism)",
     "replay": "rebuild a recorded run offline from the store, run it again, compare",
     "bundle": "write a run and all its replay needs into one file (repro bundle verify FILE checks one)",
     "diff": "compare two recorded runs artifact by artifact",

@@ -20,7 +20,8 @@ from metaflow_repro.settings import HASH_SEED, recorded_setting_problem
 
 SCHEMA = "repro.run-record"
 SCHEMA_VERSION = 5  # 2: replay_of, include_files, configs, run_options; 3: inputs, interpreters, executor;
-# 4: a task's caught exception; 5: data_files, reads (and their hosts, loopback), s3_inputs (older still read)
+# 4: a task's caught exception; 5: data_files, reads (and their hosts, loopback), s3_inputs, nondeterministic
+# (older still read)
 NO_FOREACH = "-"  # task key of a task outside any foreach
 #: code_sha256 of a failed run no task of which got as far as its step (no code package was made): a
 #: record naming it names no code object in the store
@@ -306,6 +307,8 @@ class RunRecord:
     reads: dict[str, StepReads] = field(default_factory=dict)
     #: step -> the objects it read with ``metaflow.S3`` (steps that read none are absent)
     s3_inputs: dict[str, StepS3] = field(default_factory=dict)
+    #: step -> its artifacts seen to differ between repeats of this run (`repro check --repeat`); {}: not seen
+    nondeterministic: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def ref(self) -> str:
@@ -365,6 +368,10 @@ class RunRecord:
         doc["inputs"] = {ref: {**asdict(r), "via": InputVia(r.via).value} for ref, r in self.inputs.items()}
         doc["interpreters"] = {k: x.to_dict() for k, x in self.interpreters.items()}
         doc["executor"] = self.executor.to_dict()
+        if self.nondeterministic:
+            doc["nondeterministic"] = {step: list(names) for step, names in self.nondeterministic.items()}
+        else:
+            del doc["nondeterministic"]  # optional: older readers never see it
         for step in doc["steps"].values():
             for task in step["tasks"].values():
                 if task["caught"] is None:
@@ -424,6 +431,7 @@ _RECORD_KEYS = frozenset(
         "data_files",
         "reads",
         "s3_inputs",
+        "nondeterministic",
     }
 )  # replay_of .. identity: version 2; inputs, interpreters, executor: version 3; data_files, reads, s3_inputs: version 5
 _INCLUDE_KEYS = frozenset({"sha256", "size", "name", "is_text", "encoding"})
@@ -740,6 +748,7 @@ def _decode(doc: dict[str, Any], at: v.At) -> RunRecord:
         data_files=v.table_of(v.opt(doc, "data_files", dict, {}, at), at / "data_files", data_file_path, _data_file),
         reads=v.table_of(v.opt(doc, "reads", dict, {}, at), at / "reads", v.identifier, _step_reads),
         s3_inputs=v.table_of(v.opt(doc, "s3_inputs", dict, {}, at), at / "s3_inputs", v.identifier, step_s3),
+        nondeterministic=_nondeterministic(v.opt(doc, "nondeterministic", dict, {}, at), at / "nondeterministic"),
     )
 
 
@@ -826,6 +835,15 @@ def step_s3(d: Any, at: v.At) -> StepS3:
     if count < len(objects):
         (at / "count").fail(count, f"at least the number of objects listed ({len(objects)})")
     return StepS3(objects=objects, count=count)
+
+
+def _nondeterministic(table: dict[str, Any], at: v.At) -> dict[str, tuple[str, ...]]:
+    """step -> artifact names (identifiers; "*" for a whole step or task that differed)."""
+    return v.table_of(table, at, v.identifier, lambda x, a: tuple(v.list_of(x, a, _artifact_name)))
+
+
+def _artifact_name(value: Any, at: v.At) -> str:
+    return "*" if value == "*" else v.identifier(value, at)
 
 
 def _interpreters(table: dict[str, Any], at: v.At) -> dict[str, InterpreterSnapshot]:

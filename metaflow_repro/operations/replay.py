@@ -423,7 +423,7 @@ def judge(request: ReplayRequest, run: RunResult, log: Log) -> ReplayResult:
     try:
         check_same_flow(original, replayed)
         log(f"{original.flow}: comparing with {original.ref}")
-        comparison = compare_runs(original, replayed, store, request.settings)
+        comparison = known_nondeterministic(original, compare_runs(original, replayed, store, request.settings))
     except ReproError as exc:  # it ran, but could not be judged (e.g. the comparison's probe failed)
         return failed(RunFailure(error=_last_line(str(exc)), output=str(exc)))
     verdict = ReplayVerdict(comparison.verdict.value)
@@ -438,6 +438,24 @@ def _not_given_back(record: RunRecord) -> str:
     files += [h for r in record.reads.values() for h in r.all_hosts() if h not in files]
     unwatched = [step for step, r in record.reads.items() if r.unwatched]
     return cap(files + [f"whatever {step} read (not watched)" for step in unwatched], limit=5)
+
+
+def known_nondeterministic(original: RunRecord, comparison: Comparison) -> Comparison:
+    """Each artifact that differs and was already seen to differ between repeats of the recorded run
+    (``repro check --repeat``: ``RunRecord.nondeterministic``) says so in its description."""
+    seen = original.nondeterministic
+    if not seen:
+        return comparison
+    results = tuple(
+        replace(
+            r,
+            detail=f"{r.detail}; {r.step}.{r.name} was already nondeterministic when recorded (repro check)",
+        )
+        if r.verdict is Verdict.DIFFERENT and (r.name in seen.get(r.step, ()) or "*" in seen.get(r.step, ()))
+        else r
+        for r in comparison.results
+    )
+    return replace(comparison, results=results)
 
 
 def pull_and_restore(

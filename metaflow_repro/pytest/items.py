@@ -8,6 +8,7 @@ import warnings
 import pytest
 
 from metaflow_repro.checks.compare import Verdict
+from metaflow_repro.checks.repeat import NONDETERMINISTIC
 from metaflow_repro.errors import NoFlowFound, ReproError
 from metaflow_repro.model import outcomes
 from metaflow_repro.model.record import PickleStatus
@@ -29,6 +30,10 @@ class ReproFailure(Exception):
 
 class ReproPickleWarning(UserWarning):
     """An artifact loads in an environment that reads it, but with a warning or other versions."""
+
+
+class ReproNondeterministicWarning(UserWarning):
+    """An artifact differs between repeats (``--repro-repeat``) and ``[tool.repro] nondeterministic`` accepts it."""
 
 
 class ReproCaughtWarning(UserWarning):
@@ -96,7 +101,8 @@ class StepItem(_ReproItem):
             self.user_properties += [("repro_env_id", ",".join(envs)), ("repro_fingerprint", ",".join(fps))]
         problems, notes = step_problems(o, self.step)
         for note in notes:
-            warnings.warn(ReproPickleWarning(f"{o.flow}.{self.step}: {note}"), stacklevel=2)
+            kind = ReproNondeterministicWarning if note.startswith(NONDETERMINISTIC) else ReproPickleWarning
+            warnings.warn(kind(f"{o.flow}.{self.step}: {note}"), stacklevel=2)
         if problems:
             raise ReproFailure(f"{o.flow}.{self.step} failed:\n" + "\n".join(cap_lines(problems, indent="")))
         if record is not None:

@@ -98,12 +98,21 @@ def pytest_addoption(parser):
         help="fail a step that read anything a replay cannot give back (files outside the snapshot, network "
         "endpoints), naming it; [tool.repro] hermetic-allow lists what is accepted (also REPRO_HERMETIC=1)",
     )
+    group.addoption(
+        "--repro-repeat",
+        type=int,
+        default=None,
+        metavar="N",
+        help="run each flow N times in the same environments, at once; a step whose artifact differs between "
+        'the runs fails (accept one with [tool.repro] nondeterministic = ["Flow.step.artifact"])',
+    )
     for name, help_ in (
         ("repro_on", f"where each run is also replayed: {', '.join(REPLAY_PLACES)}"),
         ("repro_store", "store URI"),
         ("repro_baseline", "baseline REF"),
         ("repro_report", "report folder"),
         ("repro_platform", "platforms, space-separated"),
+        ("repro_repeat", "runs of each flow, compared for determinism (default 1)"),
     ):
         parser.addini(name, help_, default="")
     parser.addini("repro_update", "record runs as the new baseline", type="bool", default=False)

@@ -25,6 +25,7 @@ from metaflow_repro.model.findings import DRIFT_KINDS, Finding, Kind, Severity, 
 from metaflow_repro.model.interpreter import ExecutorKind
 from metaflow_repro.model.lock import Lock, lock_path, read_lock
 from metaflow_repro.model.record import NO_FOREACH, RunRecord
+from metaflow_repro.operations.check import check_counts, run_repeated
 from metaflow_repro.operations.replay import check_where, replay_elsewhere, replay_findings
 from metaflow_repro.operations.run import LOCK_SUBJECT, Outcome, RunOptions, run_and_record
 from metaflow_repro.report.document import (
@@ -51,6 +52,7 @@ class Options:
     frozen: bool = False  # a stale lock is an error and the flow does not run (REPRO_FROZEN, --repro-frozen)
     on: str = ExecutorKind.LOCAL.value  # also replay each run from the store there: docker | batch (--repro-on)
     hermetic: bool = False  # fail a step that read what a replay cannot give back (--repro-hermetic, REPRO_HERMETIC)
+    repeat: int = 1  # runs of each flow, compared for determinism (--repro-repeat)
 
     @property
     def elsewhere(self) -> bool:
@@ -86,7 +88,18 @@ class Options:
             ),
             on=pick("repro_on", "repro_on", "on") or ExecutorKind.LOCAL.value,
             hermetic=bool(pick("repro_hermetic", "repro_hermetic", "hermetic")),
+            repeat=_repeat(config.getoption("repro_repeat"), config.getini("repro_repeat")),
         )
+
+
+def _repeat(option: int | None, ini: str) -> int:
+    """``--repro-repeat`` (else the ``repro_repeat`` ini key), checked by ``check_where``; 1: run once."""
+    if option is not None:
+        return option
+    try:
+        return int(ini or 1)
+    except ValueError:
+        raise pytest.UsageError(f"repro_repeat = {ini!r}: expected a whole number of runs") from None
 
 
 #: the user property of a step item whose exception @catch handled (shown as CAUGHT)
@@ -265,6 +278,8 @@ class ReproSession:
     def check_where(self) -> None:
         """``--repro-on docker|batch``: refuse at once (ReproError naming what to set) when that place
         cannot be reached, before any flow runs."""
+        if self.options.repeat != 1:
+            check_counts(self.options.repeat, None)
         if self.options.elsewhere:
             check_where(self.options.on, open_store(self.store_uri()).uri, self.settings, option="--repro-on")
 
@@ -319,6 +334,10 @@ class ReproSession:
             settings=settings,
             hermetic=o.hermetic,
         )
+        if o.repeat > 1:  # N runs at once, the first's outcome with what differed between them
+            return run_repeated(
+                path, options, o.repeat, settings.nondeterministic, log=self.progress, declarations=decl
+            )
         return run_and_record(path, options, log=self.progress, declarations=decl)
 
     def progress(self, message: str) -> None:
