@@ -19,6 +19,7 @@ COMMANDS = {
     "run": "run a flow under repro's environments, record it and push the snapshot",
     "recover": "record and push the runs Metaflow finished but repro did not record (repro was stopped)",
     "replay": "rebuild a recorded run offline from the store, run it again, compare",
+    "audit": "replay a store's recorded runs and say which no longer reproduce, and why (exit 1 on a regression)",
     "diff": "compare two recorded runs artifact by artifact",
     "drift": "spec, resolution, runtime and input drift (exit 1 on any)",
     "report": "render a recorded run as Markdown, JSON or HTML",
