@@ -234,7 +234,8 @@ def likely_causes(
             "(a replay runs the recorded release from the code package, but the host side is this one)"
         )
     if verdict is AuditVerdict.DIFFERENT and not causes:
-        steps = sorted({d.step for d in differences})
+        differing = {d.step for d in differences}
+        steps = [s for s in (record.step_order or tuple(record.steps)) if s in differing] or sorted(differing)
         causes.append(
             f"nothing recorded explains it: step(s) {', '.join(steps)} may read something the snapshot does not "
             "hold (a file, an environment variable, the clock, an unseeded random generator); "
