@@ -21,6 +21,7 @@ COMMANDS = {
     "check": "run a flow N times in the same environments and say which artifacts differ (determinism)",
     "replay": "rebuild a recorded run offline from the store, run it again, compare",
     "bundle": "write a run and all its replay needs into one file (repro bundle verify FILE checks one)",
+    "audit": "replay a store's recorded runs and say which no longer reproduce, and why (exit 1 on a regression)",
     "diff": "compare two recorded runs artifact by artifact",
     "drift": "spec, resolution, runtime and input drift (exit 1 on any)",
     "report": "render a recorded run as Markdown, JSON or HTML",

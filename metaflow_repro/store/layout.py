@@ -42,6 +42,7 @@ class Kind(enum.Enum):
     LEASE = "lease"
     SWEEP = "sweep"
     MARKER = "store marker"
+    AUDIT = "audit"
 
 
 # Fields a template may hold: {digest} (the content hash, env id or lease id), {shard} (its first two
@@ -64,6 +65,7 @@ _TEMPLATES: dict[Kind, str] = {
     Kind.LEASE: "leases/{digest}.json",
     Kind.SWEEP: "sweeps/{digest}.json",
     Kind.MARKER: "repro-store.json",  # says "this folder/prefix is a repro store": gc works only in one
+    Kind.AUDIT: "audits/{digest}.json",  # a `repro audit`'s results, by the sha256 of its bytes (gc keeps them)
 }
 
 _SHA256, _SHA1 = "[0-9a-f]{64}", "[0-9a-f]{40}"
@@ -121,6 +123,7 @@ RUNS = prefix(Kind.RECORD)
 LEASES = prefix(Kind.LEASE)
 SWEEPS = prefix(Kind.SWEEP)
 MARKER = prefix(Kind.MARKER)
+AUDITS = prefix(Kind.AUDIT)
 BOOTSTRAP_MANIFESTS = prefix(Kind.BOOTSTRAP_MANIFEST)
 _TOOLS = "tools/"  # one folder per tool: each is an area of its own
 
@@ -244,6 +247,11 @@ def lease(lease_id: str) -> str:
 def sweep(sweep_id: str) -> str:
     """A sweep (the keys a gc in flight is about to delete), by a random id."""
     return str(Key(Kind.SWEEP, digest=sweep_id))
+
+
+def audit(sha256: str) -> str:
+    """An audit document (``repro audit``), by the sha256 of its bytes."""
+    return str(Key(Kind.AUDIT, digest=sha256))
 
 
 def _run_id(part: str) -> str:

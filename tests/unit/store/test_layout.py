@@ -59,6 +59,7 @@ BUILT = {
     Kind.LEASE: (layout.lease(LEASE), f"leases/{LEASE}.json", Key(Kind.LEASE, digest=LEASE)),
     Kind.SWEEP: (layout.sweep(LEASE), f"sweeps/{LEASE}.json", Key(Kind.SWEEP, digest=LEASE)),
     Kind.MARKER: (layout.MARKER, "repro-store.json", Key(Kind.MARKER)),
+    Kind.AUDIT: (layout.audit(SHA256), f"audits/{SHA256}.json", Key(Kind.AUDIT, digest=SHA256)),
 }
 
 #: per kind, keys of nearly its shape that are not keys of the store
@@ -98,6 +99,7 @@ JUNK = {
     Kind.LEASE: ["leases/x.json", f"leases/{LEASE}.txt", f"leases/{SHA256}.json"],
     Kind.SWEEP: ["sweeps/x.json", f"sweeps/{LEASE}.txt", f"sweeps/{SHA256}.json"],
     Kind.MARKER: ["runs/repro-store.json", "repro-store.json/x", "repro-store.jsonx", "/repro-store.json"],
+    Kind.AUDIT: [f"audits/{SHA1}.json", f"audits/ab/{SHA256}.json", f"audits/{SHA256}.json.tmp", "audits/x.json"],
 }
 
 
