@@ -189,26 +189,30 @@ def select(records: Iterable[RunRecord], selection: Selection, now: datetime) ->
 
 
 def _outside_reads(record: RunRecord, steps: set[str]) -> list[str]:
-    """What the record says the differing steps read outside the snapshot (``reads``, schema 5; none in
-    older records)."""
+    """What the record says the differing steps read outside the snapshot and the hosts they contacted
+    (``reads``, schema 5; none in older records)."""
     found = []
-    for step, reads in sorted((getattr(record, "reads", None) or {}).items()):
+    for step, reads in sorted(record.reads.items()):
         if step not in steps:
             continue
-        files = tuple(getattr(reads, "files", ()) or ())
-        if getattr(reads, "unwatched", False):
+        if reads.unwatched:
             found.append(f"{step}: its reads were not watched at record time, so what it read is unknown")
-        elif files:
-            more = int(getattr(reads, "files_count", len(files)) or len(files)) - len(files)
-            listed = v.cap(files, 5) + (f" and {more} more" if more > 0 else "")
+            continue
+        if reads.files:
+            more = reads.files_count - len(reads.files)
+            listed = v.cap(reads.files, 5) + (f" and {more} more" if more > 0 else "")
             found.append(f"{step} read files outside the snapshot when recorded ({listed}); a replay reads them anew")
+        if hosts := reads.all_hosts():
+            more = reads.hosts_count + reads.loopback_count - len(hosts)
+            listed = v.cap(hosts, 5) + (f" and {more} more" if more > 0 else "")
+            found.append(f"{step} contacted {listed} when recorded; a replay contacts them anew")
     return found
 
 
 def _seen_nondeterministic(record: RunRecord, differences: Sequence[Difference]) -> list[str]:
     """The differing artifacts the record says were nondeterministic already (``nondeterministic``:
     step -> artifacts, written by ``repro check --repeat``; absent from older records)."""
-    known = getattr(record, "nondeterministic", None) or {}
+    known = record.nondeterministic
     hits = sorted({f"{d.step}.{d.artifact}" for d in differences if d.artifact in set(known.get(d.step, ()))})
     return [f"{hit} was already nondeterministic when recorded (repro check --repeat)" for hit in hits]
 

@@ -23,7 +23,7 @@ from metaflow_repro.model.audit import (
     select,
     to_json,
 )
-from metaflow_repro.model.record import RunRecord, RunStatus
+from metaflow_repro.model.record import RunRecord, RunStatus, StepReads
 from tests.helpers import make_record
 
 NOW = datetime(2026, 12, 7, 12, 0, tzinfo=timezone.utc)
@@ -90,24 +90,9 @@ def test_a_sample_is_k_runs_chosen_by_its_seed_and_the_same_again():
 DIFF = (Difference("start", "-", "stamp", "1 != 2"),)
 
 
-@dataclasses.dataclass(frozen=True)
-class LaterRecord(RunRecord):
-    """A record with the fields later schemas add (outside reads, nondeterminism seen at record time)."""
-
-    reads: dict = dataclasses.field(default_factory=dict)
-    nondeterministic: dict = dataclasses.field(default_factory=dict)
-
-
-@dataclasses.dataclass(frozen=True)
-class Reads:
-    files: tuple = ()
-    files_count: int = 0
-    unwatched: bool = False
-
-
-def later(**fields) -> LaterRecord:
-    base = make_record()
-    return LaterRecord(**{f.name: getattr(base, f.name) for f in dataclasses.fields(RunRecord)}, **fields)
+def later(**fields) -> RunRecord:
+    """A record with the fields schema 5 added (outside reads, nondeterminism seen at record time)."""
+    return dataclasses.replace(make_record(), **fields)
 
 
 def test_an_identical_replay_has_no_cause_and_an_unexplained_one_says_where_to_look():
@@ -119,17 +104,21 @@ def test_an_identical_replay_has_no_cause_and_an_unexplained_one_says_where_to_l
 
 def test_causes_name_recorded_nondeterminism_outside_reads_and_another_metaflow():
     record = later(
-        nondeterministic={"start": ["stamp"]},
+        nondeterministic={"start": ("stamp",)},
         reads={
-            "start": Reads(files=("/etc/hosts", "/data/a"), files_count=3),
-            "end": Reads(files=("/x",), files_count=1),
+            "start": StepReads(files=("/etc/hosts", "/data/a"), files_count=3),
+            "end": StepReads(files=("/x",), files_count=1),
         },
     )
     causes = likely_causes(record, AuditVerdict.DIFFERENT, DIFF, "2.19", "2.19")
     assert causes[0] == "start.stamp was already nondeterministic when recorded (repro check --repeat)"
     assert "start read files outside the snapshot when recorded (/etc/hosts, /data/a and 1 more)" in causes[1]
     assert len(causes) == 2  # end's reads are not where the difference is
-    unwatched = later(reads={"start": Reads(unwatched=True)})
+    contacted = later(reads={"start": StepReads(hosts=("hub.example:443",), hosts_count=1, loopback_count=2)})
+    assert likely_causes(contacted, AuditVerdict.DIFFERENT, DIFF, "", "") == (
+        "start contacted hub.example:443 and 2 more when recorded; a replay contacts them anew",
+    )
+    unwatched = later(reads={"start": StepReads(unwatched=True)})
     assert "not watched" in likely_causes(unwatched, AuditVerdict.DIFFERENT, DIFF, "", "")[0]
     failed = likely_causes(make_record(), AuditVerdict.FAILED, (), "2.18.0", "2.19")
     assert failed == ("the replay ran on Metaflow 2.18.0, the run on 2.19",)
