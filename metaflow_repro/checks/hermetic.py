@@ -1,7 +1,8 @@
 """Strict mode (issue 23, item 5): a step that read anything a replay cannot give back (files outside the
 snapshot, network endpoints it contacted) is a finding, naming what it read, unless the flow's
 ``hermetic-allow`` entries accept it: path globs for files; ``host``, ``host:port`` or globs of either for
-endpoints. Pure: it reads the record only (``RunRecord.reads``, ``RunRecord.data_files``)."""
+endpoints; objects read with ``metaflow.S3`` the snapshot could not keep. Pure: it reads the record only
+(``RunRecord.reads``, ``RunRecord.data_files``, ``RunRecord.s3_inputs``)."""
 
 from __future__ import annotations
 
@@ -90,6 +91,28 @@ def _not_kept(record: RunRecord, allow: tuple[str, ...]) -> list[Finding]:
     return out
 
 
+def _s3_not_kept(record: RunRecord, allow: tuple[str, ...]) -> list[Finding]:
+    """Objects read with ``metaflow.S3`` whose bytes the snapshot lacks (their traffic is no host contact:
+    a kept one is given back to a replay)."""
+    out = []
+    for url in record.s3_not_kept():
+        if allowed(url, allow):
+            continue
+        for step, reads in sorted(record.s3_inputs.items()):
+            if any(o.url == url for o in reads.objects):
+                out.append(
+                    Finding(
+                        Kind.NOT_HERMETIC,
+                        f"{step} read {url} with metaflow.S3, but the snapshot has only its sha256 (larger than "
+                        "input-max-bytes, or it changed before it could be kept): a replay reads it from S3 as it is "
+                        "then (raise input-max-bytes, or allow it with hermetic-allow)",
+                        step,
+                        subject=url,
+                    )
+                )
+    return out
+
+
 def findings(record: RunRecord, allow: tuple[str, ...] = ()) -> list[Finding]:
     """What fails each step in strict mode: reads a replay cannot give back that ``allow`` does not accept."""
-    return _outside(record, allow) + _not_kept(record, allow)
+    return _outside(record, allow) + _not_kept(record, allow) + _s3_not_kept(record, allow)

@@ -27,6 +27,8 @@ import os
 import socket
 import sys
 import tempfile
+import threading
+from contextlib import contextmanager
 from urllib.parse import urlsplit
 
 from . import protocol
@@ -123,7 +125,7 @@ class Reads(object):
 
     def net(self, event, args):
         """A network event, noted now (the socket it names must not be kept alive); never fails the step's call."""
-        if not self.active:
+        if not self.active or getattr(_QUIET, "on", False):
             return
         try:
             if event == _CONNECT:
@@ -138,7 +140,7 @@ class Reads(object):
         n = len(self.events)  # another thread may append meanwhile: those stay for next time
         events = self.events[:n]
         del self.events[:n]
-        if not self.active:
+        if not self.active or getattr(_QUIET, "on", False):
             return
         places, written, place = self.places, self.written, self.place
         for path, mode, flags in events:
@@ -380,6 +382,19 @@ def unwatched():
 
 
 _reads = None
+_QUIET = threading.local()
+
+
+@contextmanager
+def quiet():
+    """Network traffic this thread makes inside is not the step's contact with the outside: the
+    ``metaflow.S3`` reads ``s3_reads`` records (as S3 inputs a replay gives back) and its own HEADs."""
+    before = getattr(_QUIET, "on", False)
+    _QUIET.on = True
+    try:
+        yield
+    finally:
+        _QUIET.on = before
 
 
 def watch(flow_dir, datastore_root="", ignored_hosts=()):

@@ -28,6 +28,7 @@ import re
 import tempfile
 
 from . import protocol
+from .reads import quiet
 
 _MODULE = "metaflow.plugins.datatools.s3.s3"
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -175,7 +176,8 @@ def _head(s3, url):
     try:
         client = s3._s3_client.client
         bucket, key = _split(url)
-        resp = client.head_object(Bucket=bucket, Key=key)
+        with quiet():
+            resp = client.head_object(Bucket=bucket, Key=key)
         version = resp.get("VersionId") or ""
         return (resp.get("ETag") or "").strip('"'), "" if version == "null" else version
     except Exception:
@@ -207,7 +209,8 @@ def _wrap(module, state):
     def wrapped_get(self, key=None, *args, **kwargs):
         obj = state.serve(self, module, key)
         if obj is None:
-            obj = get(self, key, *args, **kwargs)
+            with quiet():  # recorded as an S3 input, not as a host the step contacted
+                obj = get(self, key, *args, **kwargs)
             state.note(self, obj)
         return obj
 
@@ -215,7 +218,8 @@ def _wrap(module, state):
         keys = list(keys)
         served = [state.serve(self, module, k) for k in keys]
         live = [k for k, s in zip(keys, served) if s is None]
-        got = get_many(self, live, *args, **kwargs) if live else []
+        with quiet():
+            got = get_many(self, live, *args, **kwargs) if live else []
         for obj in got:
             state.note(self, obj)
         return _in_order(served, got)
@@ -229,7 +233,8 @@ def _wrap(module, state):
         found = [state.served_under(p) for p in prefixes]
         if keys and found and all(found):
             return [state.serve_url(self, module, u, prefix=p) for p, urls in zip(prefixes, found) for u in urls]
-        got = get_recursive(self, keys, *args, **kwargs)
+        with quiet():
+            got = get_recursive(self, keys, *args, **kwargs)
         for obj in got:
             state.note(self, obj)
         return got
@@ -243,7 +248,8 @@ def _wrap(module, state):
             entry = state.served[url][0]
             state.noted_served(url, entry)
             return module.S3Object(self._s3root, url, None, size=entry[protocol.S3_SIZE])
-        obj = info(self, key, *args, **kwargs)
+        with quiet():
+            obj = info(self, key, *args, **kwargs)
         state.note(self, obj)
         return obj
 

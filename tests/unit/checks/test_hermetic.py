@@ -7,7 +7,7 @@ from dataclasses import replace
 
 from metaflow_repro.checks.hermetic import findings
 from metaflow_repro.model.findings import Kind
-from metaflow_repro.model.record import DataFile, StepReads
+from metaflow_repro.model.record import DataFile, S3Input, StepReads, StepS3
 from tests.helpers import make_record
 
 
@@ -65,3 +65,14 @@ def test_endpoints_a_task_did_not_list_cannot_be_allowed():
     record = _record(reads={"train": StepReads(hosts=("a.example:443",), hosts_count=3)})
     (f,) = findings(record, ("*",))
     assert "contacted 2 network endpoint(s)" in f.message and "and 2 more not listed" in f.message
+
+
+def test_an_s3_object_the_snapshot_could_not_keep_fails_its_step_and_a_kept_one_passes():
+    kept = S3Input("s3://bucket/small.csv", "e1", 10, "a" * 64, stored=True)
+    big = S3Input("s3://bucket/big.parquet", "e2", 10**9, "b" * 64, stored=False)
+    record = _record(s3_inputs={"train": StepS3((kept, big), 2)})
+    (f,) = findings(record)
+    assert (f.kind, f.step, f.subject) == (Kind.NOT_HERMETIC, "train", "s3://bucket/big.parquet")
+    assert "metaflow.S3" in f.message and "input-max-bytes" in f.message
+    assert findings(record, ("s3://bucket/*.parquet",)) == []
+    assert findings(_record(s3_inputs={"train": StepS3((kept,), 1)})) == []

@@ -205,3 +205,16 @@ def test_a_relative_path_names_another_file_after_a_chdir_and_a_root_file_is_no_
     watch.compact()
     assert list(watch.flow) == ["data/train.csv"]
     assert list(watch.outside) == [str(elsewhere / "data" / "train.csv"), str(elsewhere / "a.txt"), "/a.txt"]
+
+
+def test_traffic_inside_quiet_is_not_the_steps_contact_with_the_outside():
+    """metaflow.S3 reads are recorded as S3 inputs (given back to a replay) and repro's own HEADs are
+    repro's: neither is a host the step contacted; traffic after the block is again."""
+    from metaflow_extensions.repro.plugins import reads
+
+    watcher = reads.Reads("/nowhere", [])
+    with reads.quiet():
+        watcher.net("socket.getaddrinfo", ("bucket.s3.example.com", 443, 0, 0, 0, 0))
+    assert watcher.endpoints.listed() == ([], [])
+    watcher.net("socket.getaddrinfo", ("hub.example.com", 443, 0, 0, 0, 0))
+    assert watcher.endpoints.listed() == (["hub.example.com:443"], [])
