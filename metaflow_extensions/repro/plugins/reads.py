@@ -140,7 +140,7 @@ class Reads(object):
         n = len(self.events)  # another thread may append meanwhile: those stay for next time
         events = self.events[:n]
         del self.events[:n]
-        if not self.active or getattr(_QUIET, "on", False):
+        if not self.active:
             return
         places, written, place = self.places, self.written, self.place
         for path, mode, flags in events:
