@@ -104,7 +104,7 @@ def hybrid(step: str, old: PlatformLock, changes: Iterable[PackageChange]) -> Pl
     )
 
 
-Test = Callable[[Sequence[PackageChange]], Outcome]
+Test = Callable[[tuple[PackageChange, ...]], Outcome]
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ COMMANDS = {
     "recover": "record and push the runs Metaflow finished but repro did not record (repro was stopped)",
     "replay": "rebuild a recorded run offline from the store, run it again, compare",
     "diff": "compare two recorded runs artifact by artifact",
+    "bisect": "find the package changes that change a recorded run's artifacts (delta debugging)",
     "drift": "spec, resolution, runtime and input drift (exit 1 on any)",
     "report": "render a recorded run as Markdown, JSON or HTML",
     "doctor": "check this machine: interpreters, uv, store reachability, TLS trust, REPRO_HOME",

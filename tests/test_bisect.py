@@ -1,0 +1,77 @@
+"""`repro bisect` for real (issue 25 item 2): a local package index the test writes (`calc` 1.0 and 1.1,
+whose `round_half()` rounds 2.5 differently, and `aux-a`, `aux-b`, which change version too but
+change no result), a recorded run on the old versions and a lock of the new ones. Bisection must
+name `calc` alone. The search itself (one culprit among 40, a pair found whole, unresolvable
+subsets) is tested on the pure core: tests/unit/checks/test_bisect.py."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import cli, make_wheel, write_flow
+
+pytestmark = pytest.mark.slow
+
+FLOW = """
+    from metaflow import FlowSpec, step, pypi
+
+    class CalcFlow(FlowSpec):
+        @pypi(packages={{"calc": "{calc}", "aux-a": "{aux}", "aux-b": "{aux}"}})
+        @step
+        def start(self):
+            import aux_a, aux_b, calc
+            self.model = calc.round_half(2.5)
+            self.helpers = [aux_a.NAME, aux_b.NAME]
+            self.next(self.end)
+
+        @step
+        def end(self):
+            pass
+
+    if __name__ == "__main__":
+        CalcFlow()
+"""
+
+
+def test_bisect_names_the_one_package_that_changes_the_artifact(local_index, tmp_path):
+    links = Path(local_index["REPRO_FIND_LINKS"])
+    make_wheel(links, "calc", "1.0", body="import math\ndef round_half(x):\n    return math.floor(x + 0.5)\n")
+    make_wheel(links, "calc", "1.1", body="def round_half(x):\n    return round(x)\n")  # banker's rounding
+    for name in ("aux-a", "aux-b"):
+        for version in ("1.0", "2.0"):
+            make_wheel(links, name, version, body=f"NAME = {name!r}\n")
+    env = {**local_index, "METAFLOW_DEFAULT_DATASTORE": "local", "METAFLOW_DEFAULT_METADATA": "local"}
+    store = f"file://{tmp_path / 'store'}"
+
+    old = write_flow(tmp_path / "old", FLOW.format(calc="1.0", aux="1.0"))
+    ran = cli("run", old, "--store", store, cwd=old.parent, env=env)
+    assert ran.code == 0, ran.text[-3000:]
+    new = write_flow(tmp_path / "new", FLOW.format(calc="1.1", aux="2.0"))
+    locked = cli("lock", new, cwd=new.parent, env=env)
+    assert locked.code == 0, locked.text[-3000:]
+
+    r = cli(
+        "bisect", "CalcFlow/latest", "--lock", new.with_name("flow.repro.lock"), "--store", store, "--json", env=env
+    )
+    assert r.code == 1, r.text[-4000:]
+    found = json.loads(r.out)
+    assert found["targets"] == ["start.model", "end.model"], found  # `end` passes `model` on
+    assert [c["package"] for c in found["changes"]] == ["aux-a", "aux-b", "calc"]
+    assert found["culprits"] == [{"package": "calc", "old": "1.0", "new": "1.1", "steps": ["start"]}]
+    assert found["summary"].startswith("start.model differs because of calc 1.0 -> 1.1 (alone; ")
+    verdicts = [(t["changes"], t["verdict"]) for t in found["tried"]]
+    assert verdicts[0] == (["aux-a 1.0 -> 2.0", "aux-b 1.0 -> 2.0", "calc 1.0 -> 1.1"], "flips")
+    assert (["aux-a 1.0 -> 2.0", "aux-b 1.0 -> 2.0"], "same") in verdicts, verdicts
+    assert (["calc 1.0 -> 1.1"], "flips") in verdicts, verdicts
+    assert found["reruns"] == len(found["tried"]) == 3, found
+
+    # every answer is kept: the same bisection again runs nothing, and prints every hybrid as text
+    again = cli("bisect", "CalcFlow/latest", "--lock", new.with_name("flow.repro.lock"), "--store", store, env=env)
+    assert again.code == 1, again.text[-4000:]
+    lines = again.out.splitlines()
+    assert lines[-1].startswith("start.model differs because of calc 1.0 -> 1.1 (alone; 0 reruns, "), again.text
+    assert lines[0].startswith("[1] flips        aux-a 1.0 -> 2.0; aux-b 1.0 -> 2.0; calc 1.0 -> 1.1: start.model")
+    assert len(lines) == 4 and all("(known)" in line for line in lines[:3]), again.out
