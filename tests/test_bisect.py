@@ -19,17 +19,24 @@ FLOW = """
     from metaflow import FlowSpec, step, pypi
 
     class CalcFlow(FlowSpec):
-        @pypi(packages={{"calc": "{calc}", "aux-a": "{aux}", "aux-b": "{aux}"}})
         @step
         def start(self):
-            import aux_a, aux_b, calc
-            self.model = calc.round_half(2.5)
-            self.helpers = [aux_a.NAME, aux_b.NAME]
+            self.x = 2.5
+            self.next(self.train)
+
+        @pypi(packages={{"calc": "{calc}", "aux-a": "{aux}"}})
+        @step
+        def train(self):
+            import aux_a, calc
+            self.model = calc.round_half(self.x)
+            self.helper = aux_a.NAME
             self.next(self.end)
 
+        @pypi(packages={{"aux-b": "{aux}"}})
         @step
         def end(self):
-            pass
+            import aux_b
+            self.helper = aux_b.NAME
 
     if __name__ == "__main__":
         CalcFlow()
@@ -58,20 +65,23 @@ def test_bisect_names_the_one_package_that_changes_the_artifact(local_index, tmp
     )
     assert r.code == 1, r.text[-4000:]
     found = json.loads(r.out)
-    assert found["targets"] == ["start.model", "end.model"], found  # `end` passes `model` on
+    assert found["targets"] == ["train.model", "end.model"], found  # `end` passes `model` on
     assert [c["package"] for c in found["changes"]] == ["aux-a", "aux-b", "calc"]
-    assert found["culprits"] == [{"package": "calc", "old": "1.0", "new": "1.1", "steps": ["start"]}]
-    assert found["summary"].startswith("start.model differs because of calc 1.0 -> 1.1 (alone; ")
+    assert found["culprits"] == [{"package": "calc", "old": "1.0", "new": "1.1", "steps": ["train"]}]
+    assert found["summary"].startswith("train.model differs because of calc 1.0 -> 1.1 (alone; ")
     verdicts = [(t["changes"], t["verdict"]) for t in found["tried"]]
     assert verdicts[0] == (["aux-a 1.0 -> 2.0", "aux-b 1.0 -> 2.0", "calc 1.0 -> 1.1"], "flips")
     assert (["aux-a 1.0 -> 2.0", "aux-b 1.0 -> 2.0"], "same") in verdicts, verdicts
     assert (["calc 1.0 -> 1.1"], "flips") in verdicts, verdicts
     assert found["reruns"] == len(found["tried"]) == 3, found
+    # the first hybrid runs whole; the others resume it from `train` (Metaflow clones `start`)
+    steps = [t["steps"] for t in found["tried"]]
+    assert steps == [["start", "train", "end"], ["train", "end"], ["train", "end"]], r.err[-6000:]
 
     # every answer is kept: the same bisection again runs nothing, and prints every hybrid as text
     again = cli("bisect", "CalcFlow/latest", "--lock", new.with_name("flow.repro.lock"), "--store", store, env=env)
     assert again.code == 1, again.text[-4000:]
     lines = again.out.splitlines()
-    assert lines[-1].startswith("start.model differs because of calc 1.0 -> 1.1 (alone; 0 reruns, "), again.text
-    assert lines[0].startswith("[1] flips        aux-a 1.0 -> 2.0; aux-b 1.0 -> 2.0; calc 1.0 -> 1.1: start.model")
+    assert lines[-1].startswith("train.model differs because of calc 1.0 -> 1.1 (alone; 0 reruns, "), again.text
+    assert lines[0].startswith("[1] flips        aux-a 1.0 -> 2.0; aux-b 1.0 -> 2.0; calc 1.0 -> 1.1: train.model")
     assert len(lines) == 4 and all("(known)" in line for line in lines[:3]), again.out

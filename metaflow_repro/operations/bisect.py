@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from metaflow_repro import executors
+from metaflow_repro.adapter.metaflow import split_top_level
 from metaflow_repro.checks.bisect import Outcome, PackageChange, Search, candidates, ddmin, hybrid
 from metaflow_repro.checks.compare import Verdict
 from metaflow_repro.env.pypi import compile_packages
@@ -35,6 +36,7 @@ from metaflow_repro.model.spec import sha256_json
 from metaflow_repro.operations.records import load, open_named
 from metaflow_repro.operations.replay import _NotRunnable, load_request, prepare
 from metaflow_repro.operations.run import Log, RunOptions, check_same_flow, compare_runs, run_and_record
+from metaflow_repro.operations.run import Outcome as RunOutcome
 from metaflow_repro.settings import Settings, environ_for, load_settings
 from metaflow_repro.store import Store
 
@@ -50,6 +52,7 @@ class Tried:
     seconds: float = 0.0
     detail: str = ""
     known: bool = False  # answered by an earlier bisection of the same pair: nothing ran
+    steps: tuple[str, ...] = ()  # the steps it ran (a resume clones the ones before them)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -59,6 +62,7 @@ class Tried:
             "seconds": round(self.seconds, 1),
             "detail": self.detail,
             "known": self.known,
+            "steps": list(self.steps),
         }
 
 
@@ -230,6 +234,7 @@ class _Runner:
         self.cache = settings.home.root / "bisect"
         self.cache.mkdir(parents=True, exist_ok=True)
         self._plan: tuple[ReplayPlan, Lock, dict[str, str]] | None = None
+        self.session: list[tuple[str, dict[str, str]]] = []  # (run id, {step: env id}) of each run here
 
     def plan(self) -> tuple[ReplayPlan, Lock, dict[str, str]]:
         """The recorded code laid out (once, when a hybrid first has to run), its lock and the
@@ -277,11 +282,13 @@ class _Runner:
     def _judge(self, subset: tuple[PackageChange, ...], found: _Answer) -> Tried:
         seconds = 0.0 if found.cached else found.seconds
         if found.outcome == Outcome.UNRESOLVABLE.value:
-            return Tried(subset, Outcome.UNRESOLVABLE, found.run, seconds, found.detail, found.cached)
+            return Tried(subset, Outcome.UNRESOLVABLE, found.run, seconds, found.detail, found.cached, found.steps)
         hit = [d for d in found.differing if d in self.targets]
         outcome = Outcome.FLIPS if hit else Outcome.SAME
         detail = f"{', '.join(hit)} differs" if hit else "the target artifacts are as recorded"
-        return Tried(subset, outcome, found.run, seconds, detail + (" (known)" if found.cached else ""), found.cached)
+        detail += f"; ran {', '.join(found.steps)}" if found.steps else ""
+        detail += " (known)" if found.cached else ""
+        return Tried(subset, outcome, found.run, seconds, detail, found.cached, found.steps)
 
     def _unresolvable(self, envs: dict[str, PlatformLock]) -> str:
         """Why uv cannot make the hybrid environments ("" when it can): each is resolved with every
@@ -302,7 +309,9 @@ class _Runner:
         return ""
 
     def _run(self, envs: dict[str, PlatformLock]) -> _Answer:
-        """Run the flow on the hybrid environments and compare it with the recorded run."""
+        """Run the flow on the hybrid environments and compare it with the recorded run: resumed from
+        an earlier run of this bisection (Metaflow's `resume`, its tasks before the first step whose
+        environment differs cloned), else run whole; a resume Metaflow refuses is run whole."""
         plan, recorded, env = self.plan()
         local = plats.local_platform_name()
         steps = dict(recorded.steps)
@@ -310,30 +319,58 @@ class _Runner:
             steps[step] = replace(steps[step], platforms={**steps[step].platforms, local: pl})
         write_lock(replace(recorded, steps=steps), lock_path(plan.flow_file))
         started = time.perf_counter()
-        settings = load_settings(plan.flow_file, environ={**os.environ, **env})
-        options = RunOptions(
-            store=self.store.uri,
-            frozen=True,
-            metaflow_args=plan.args.metaflow_args,
-            env=dict(env),
-            identity=self.original.identity,
-            pickle_checks=False,
-            settings=settings,
-            cwd=plan.workdir,
-            capture=True,
-        )
-        outcome = run_and_record(plan.flow_file, options, log=lambda _msg: None)
+        origin = self._origin(envs)
+        outcome = self._start(plan, env, origin)
+        if origin and outcome.record is None:
+            why = (outcome.error or outcome.output).strip()[-2000:]
+            self.log(f"  resuming run {origin[0]} from {origin[1]} did not start, so the flow runs whole: {why}")
+            origin, outcome = (), self._start(plan, env, ())
         seconds = time.perf_counter() - started
         record = outcome.record
         ref = record.ref if record else ""
         if record is None or outcome.error or outcome.exit_code != 0:
             lines = (outcome.error or outcome.output or f"exit code {outcome.exit_code}").strip().splitlines()
             return _Answer(Outcome.UNRESOLVABLE.value, ref, seconds, f"the run failed: {lines[-1] if lines else ''}")
+        self.session.append((record.run_id, {s: e.env_id for s, e in envs.items()}))
+        order = self.order
+        rerun = order[order.index(origin[1]) :] if origin else order
         comparison = compare_runs(self.original, record, self.store, self.settings)
-        order = {step: i for i, step in enumerate(self.original.step_order or self.original.steps)}
         found = {(r.step, r.name) for r in comparison.results if r.verdict is Verdict.DIFFERENT}
-        differing = [f"{s}.{n}" for s, n in sorted(found, key=lambda sn: (order.get(sn[0], len(order)), sn))]
-        return _Answer("ran", ref, seconds, differing=tuple(differing))
+        differing = [f"{s}.{n}" for s, n in sorted(found, key=lambda sn: (order.index(sn[0]), sn))]
+        return _Answer("ran", ref, seconds, differing=tuple(differing), steps=tuple(rerun))
+
+    @property
+    def order(self) -> list[str]:
+        return list(self.original.step_order or self.original.steps)
+
+    def _origin(self, envs: dict[str, PlatformLock]) -> tuple[str, ...]:
+        """(run id, step) to resume from: the run of this bisection that shares the most leading steps'
+        environments with the hybrid, and the first step that differs; () when none shares the first."""
+        best: tuple[str, ...] = ()
+        best_at = 0
+        want = {s: e.env_id for s, e in envs.items()}
+        for run_id, ran in self.session:
+            at = next((i for i, s in enumerate(self.order) if ran.get(s) != want.get(s)), len(self.order))
+            if best_at < at < len(self.order):
+                best, best_at = (run_id, self.order[at]), at
+        return best
+
+    def _start(self, plan: ReplayPlan, env: dict[str, str], origin: tuple[str, ...]) -> RunOutcome:
+        top, _ = split_top_level(list(plan.args.recorded))
+        settings = load_settings(plan.flow_file, environ={**os.environ, **env})
+        options = RunOptions(
+            store=self.store.uri,
+            frozen=True,  # a resume takes the origin's parameters: only configs and run options are given
+            metaflow_args=(*top, *plan.args.placed) if origin else plan.args.metaflow_args,
+            env=dict(env),
+            identity=self.original.identity,
+            pickle_checks=False,
+            settings=settings,
+            cwd=plan.workdir,
+            capture=True,
+            resume=origin,
+        )
+        return run_and_record(plan.flow_file, options, log=lambda _msg: None)
 
 
 @dataclass(frozen=True)
@@ -346,6 +383,7 @@ class _Answer:
     seconds: float = 0.0
     detail: str = ""
     differing: tuple[str, ...] = ()
+    steps: tuple[str, ...] = ()  # the steps it ran (the others were cloned by Metaflow's resume)
     cached: bool = False
 
 
@@ -358,12 +396,14 @@ def _cached(path: Path) -> _Answer | None:
     if not isinstance(doc, dict) or doc.get("outcome") not in ("ran", Outcome.UNRESOLVABLE.value):
         return None
     texts = [doc.get(k) for k in ("run", "detail")]
-    differing = doc.get("differing")
+    differing, steps = doc.get("differing"), doc.get("steps")
+    if not isinstance(steps, list) or not all(isinstance(x, str) and x.isidentifier() for x in steps):
+        return None
     if not all(isinstance(t, str) for t in texts) or not isinstance(doc.get("seconds"), (int, float)):
         return None
     if not isinstance(differing, list) or not all(isinstance(d, str) and "." in d for d in differing):
         return None
-    return _Answer(doc["outcome"], doc["run"], float(doc["seconds"]), doc["detail"], tuple(differing))
+    return _Answer(doc["outcome"], doc["run"], float(doc["seconds"]), doc["detail"], tuple(differing), tuple(steps))
 
 
 def _names(subset: tuple[PackageChange, ...]) -> str:

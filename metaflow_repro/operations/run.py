@@ -78,6 +78,7 @@ class RunOptions:
     allow_other_flow: bool = False  # compare with a baseline recorded from another flow file
     identity: str = ""  # the flow's identity when it is not where it was recorded (replays)
     cwd: Path | None = None  # the Metaflow process's current folder (None: ours; a replay: its own folder)
+    resume: tuple[str, ...] = ()  # (origin run id, step): Metaflow's `resume` from that step (bisect), not `run`
 
 
 @dataclass
@@ -321,6 +322,7 @@ def _start(
         capture=options.capture,
         run_id_file=pending.run_id_file(marker) if marker is not None else None,
         cwd=options.cwd,
+        resume=options.resume,
     )
     if marker is not None and code == 0 and run_id:
         _marker_finished(marker, run_id, elapsed, flow.lock_file)
