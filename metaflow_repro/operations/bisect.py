@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable
@@ -299,8 +300,9 @@ class _Runner:
             pins = "".join(f"{p.name}=={p.version}\n" for p in pl.packages)
             try:
                 got = compile_packages(pins, pl.platform, pl.python, self.settings, f"step {step}")
-            except ReproError as exc:
-                return f"step {step}: {str(exc).splitlines()[0]}"
+            except ReproError as exc:  # its first line names the step; uv's own reason says why
+                because = re.search(r"Because .*", str(exc))
+                return str(exc).splitlines()[0].rstrip(":") + (f": {because.group(0)}" if because else "")
             want = {p.name: p.version for p in pl.packages}
             have = {p.name: p.version for p in got.wheels + got.sdists}
             extra = sorted(set(have) - set(want))
