@@ -7,7 +7,8 @@ subsets) is tested on the pure core: tests/unit/checks/test_bisect.py."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import re
+import shutil
 
 import pytest
 
@@ -43,26 +44,38 @@ FLOW = """
 """
 
 
-def test_bisect_names_the_one_package_that_changes_the_artifact(local_index, tmp_path):
-    links = Path(local_index["REPRO_FIND_LINKS"])
+@pytest.fixture(scope="module")
+def recorded(base_wheels, tmp_path_factory) -> dict:
+    """A local index holding calc, aux-a and aux-b in two versions each, a run on the old ones recorded in
+    a file store, and a lock of the new ones: one real run, shared by this module's tests."""
+    tmp = tmp_path_factory.mktemp("bisect")
+    links, empty = tmp / "links", tmp / "empty-index"
+    shutil.copytree(base_wheels, links)
+    empty.mkdir()
     make_wheel(links, "calc", "1.0", body="import math\ndef round_half(x):\n    return math.floor(x + 0.5)\n")
     make_wheel(links, "calc", "1.1", body="def round_half(x):\n    return round(x)\n")  # banker's rounding
     for name in ("aux-a", "aux-b"):
         for version in ("1.0", "2.0"):
             make_wheel(links, name, version, body=f"NAME = {name!r}\n")
-    env = {**local_index, "METAFLOW_DEFAULT_DATASTORE": "local", "METAFLOW_DEFAULT_METADATA": "local"}
-    store = f"file://{tmp_path / 'store'}"
-
-    old = write_flow(tmp_path / "old", FLOW.format(calc="1.0", aux="1.0"))
+    env = {
+        "REPRO_FIND_LINKS": str(links),
+        "REPRO_INDEX_URL": empty.as_uri(),
+        "METAFLOW_DEFAULT_DATASTORE": "local",
+        "METAFLOW_DEFAULT_METADATA": "local",
+    }
+    store = f"file://{tmp / 'store'}"
+    old = write_flow(tmp / "old", FLOW.format(calc="1.0", aux="1.0"))
     ran = cli("run", old, "--store", store, cwd=old.parent, env=env)
     assert ran.code == 0, ran.text[-3000:]
-    new = write_flow(tmp_path / "new", FLOW.format(calc="1.1", aux="2.0"))
+    new = write_flow(tmp / "new", FLOW.format(calc="1.1", aux="2.0"))
     locked = cli("lock", new, cwd=new.parent, env=env)
     assert locked.code == 0, locked.text[-3000:]
+    return {"env": env, "store": store, "new_lock": new.with_name("flow.repro.lock"), "old": old}
 
-    r = cli(
-        "bisect", "CalcFlow/latest", "--lock", new.with_name("flow.repro.lock"), "--store", store, "--json", env=env
-    )
+
+def test_bisect_names_the_one_package_that_changes_the_artifact(recorded):
+    env, store = recorded["env"], recorded["store"]
+    r = cli("bisect", "CalcFlow/latest", "--lock", recorded["new_lock"], "--store", store, "--json", env=env)
     assert r.code == 1, r.text[-4000:]
     found = json.loads(r.out)
     assert found["targets"] == ["train.model", "end.model"], found  # `end` passes `model` on
@@ -79,9 +92,23 @@ def test_bisect_names_the_one_package_that_changes_the_artifact(local_index, tmp
     assert steps == [["start", "train", "end"], ["train", "end"], ["train", "end"]], r.err[-6000:]
 
     # every answer is kept: the same bisection again runs nothing, and prints every hybrid as text
-    again = cli("bisect", "CalcFlow/latest", "--lock", new.with_name("flow.repro.lock"), "--store", store, env=env)
+    again = cli("bisect", "CalcFlow/latest", "--lock", recorded["new_lock"], "--store", store, env=env)
     assert again.code == 1, again.text[-4000:]
     lines = again.out.splitlines()
     assert lines[-1].startswith("train.model differs because of calc 1.0 -> 1.1 (alone; 0 reruns, "), again.text
     assert lines[0].startswith("[1] flips        aux-a 1.0 -> 2.0; aux-b 1.0 -> 2.0; calc 1.0 -> 1.1: train.model")
     assert len(lines) == 4 and all("(known)" in line for line in lines[:3]), again.out
+
+
+def test_replay_from_a_step_reuses_the_recorded_tasks_before_it(recorded):
+    """Item 4: `repro replay REF --from-step train` clones `start` from the recorded datastore (Metaflow's
+    resume) and re-runs `train` and `end`; the cloned task's artifacts are judged with the others."""
+    r = cli("replay", "CalcFlow/latest", "--from-step", "train", "--store", recorded["store"], env=recorded["env"])
+    assert r.code == 0, r.text[-4000:]
+    assert "replaying CalcFlow/" in r.err and "from train: the tasks of start are reused" in r.err, r.text[-4000:]
+    assert re.search(r"/start/1\] Cloning previously run task \d+/start/1", r.out), r.text[-4000:]
+    assert not re.search(r"/start/1 \(pid \d+\)\] Task is starting", r.out), r.text[-4000:]  # never run again
+    assert re.search(r"/train/\d+ \(pid \d+\)\] Task is starting", r.out), r.text[-4000:]
+    assert r.out.splitlines()[-1] == "result: identical", r.out
+    bad = cli("replay", "CalcFlow/latest", "--from-step", "fit", "--store", recorded["store"], env=recorded["env"])
+    assert bad.code == 2 and "has no step fit (its steps: start, train, end)" in bad.err, bad.text[-2000:]

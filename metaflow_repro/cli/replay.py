@@ -24,6 +24,12 @@ def configure(p: argparse.ArgumentParser) -> None:
         "else `repro image build`'s image)",
     )
     add_flag(p, "--keep", help="keep the replay's working folder (code, datastore) under REPRO_HOME/replays")
+    p.add_argument(
+        "--from-step",
+        metavar="STEP",
+        help="re-run STEP and the steps after it, reusing the recorded tasks before it (Metaflow's resume, from "
+        "the recorded local datastore; the run replays whole, saying why, when that is gone). Local replays only",
+    )
     p.set_defaults(func=run, metaflow_args=[])
     p.epilog = (
         "Exit codes: 0 identical (or equivalent), 1 different, 3 replay failed. Options after -- add to or "
@@ -34,16 +40,19 @@ def configure(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from metaflow_repro.operations.replay import replay
 
-    result = replay(
-        args.ref,
-        args.store,
-        settings,
-        on=args.on,
-        log=log,
-        extra_args=tuple(args.metaflow_args),
-        keep=args.keep,
-        image=args.image,
-    )
+    if args.from_step:
+        result = _from_step(args, settings)
+    else:
+        result = replay(
+            args.ref,
+            args.store,
+            settings,
+            on=args.on,
+            log=log,
+            extra_args=tuple(args.metaflow_args),
+            keep=args.keep,
+            image=args.image,
+        )
     if result.replayed is not None:
         print(f"replayed {result.original.ref} as {result.replayed.ref}")
     if result.comparison is not None:
@@ -57,6 +66,15 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         )
     print(f"result: {result.verdict}")
     return result.exit_code
+
+
+def _from_step(args: argparse.Namespace, settings: Settings):
+    from metaflow_repro.errors import BadInput
+    from metaflow_repro.operations.replay_from import replay_from_step
+
+    if args.on != "local" or args.metaflow_args or args.image:
+        raise BadInput("--from-step replays here (--on local), with the recorded options only (nothing after --)")
+    return replay_from_step(args.ref, args.store, settings, args.from_step, log=log, keep=args.keep)
 
 
 def _print_failure(failure) -> None:
