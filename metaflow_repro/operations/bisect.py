@@ -27,7 +27,7 @@ from metaflow_repro.adapter.metaflow import split_top_level
 from metaflow_repro.checks.bisect import Outcome, PackageChange, Search, candidates, ddmin, hybrid
 from metaflow_repro.checks.compare import Verdict
 from metaflow_repro.env.pypi import compile_packages
-from metaflow_repro.errors import BadInput, ReproError
+from metaflow_repro.errors import BadInput, ResolutionError
 from metaflow_repro.executors.base import ReplayPlan
 from metaflow_repro.fsutil import atomic_write
 from metaflow_repro.model import platforms as plats
@@ -300,7 +300,7 @@ class _Runner:
             pins = "".join(f"{p.name}=={p.version}\n" for p in pl.packages)
             try:
                 got = compile_packages(pins, pl.platform, pl.python, self.settings, f"step {step}")
-            except ReproError as exc:  # its first line names the step; uv's own reason says why
+            except ResolutionError as exc:  # its first line names the step; uv's own reason says why
                 because = re.search(r"Because .*", str(exc))
                 return str(exc).splitlines()[0].rstrip(":") + (f": {because.group(0)}" if because else "")
             want = {p.name: p.version for p in pl.packages}
