@@ -55,8 +55,9 @@ def recorded(base_wheels, tmp_path_factory) -> dict:
     make_wheel(links, "calc", "1.0", body="import math\ndef round_half(x):\n    return math.floor(x + 0.5)\n")
     make_wheel(links, "calc", "1.1", body="def round_half(x):\n    return round(x)\n")  # banker's rounding
     for name in ("aux-a", "aux-b"):
-        for version in ("1.0", "2.0"):
-            make_wheel(links, name, version, body=f"NAME = {name!r}\n")
+        for version in ("1.0", "2.0"):  # aux-a needs `helper`, at any version (for --upgrade)
+            make_wheel(links, name, version, body=f"NAME = {name!r}\n", requires=("helper",) if name == "aux-a" else ())
+    make_wheel(links, "helper", "1.0")
     env = {
         "REPRO_FIND_LINKS": str(links),
         "REPRO_INDEX_URL": empty.as_uri(),
@@ -70,7 +71,7 @@ def recorded(base_wheels, tmp_path_factory) -> dict:
     new = write_flow(tmp / "new", FLOW.format(calc="1.1", aux="2.0"))
     locked = cli("lock", new, cwd=new.parent, env=env)
     assert locked.code == 0, locked.text[-3000:]
-    return {"env": env, "store": store, "new_lock": new.with_name("flow.repro.lock"), "old": old}
+    return {"env": env, "store": store, "new_lock": new.with_name("flow.repro.lock"), "links": links}
 
 
 def test_bisect_names_the_one_package_that_changes_the_artifact(recorded):
@@ -112,3 +113,15 @@ def test_replay_from_a_step_reuses_the_recorded_tasks_before_it(recorded):
     assert r.out.splitlines()[-1] == "result: identical", r.out
     bad = cli("replay", "CalcFlow/latest", "--from-step", "fit", "--store", recorded["store"], env=recorded["env"])
     assert bad.code == 2 and "has no step fit (its steps: start, train, end)" in bad.err, bad.text[-2000:]
+
+
+def test_bisect_upgrade_resolves_the_recorded_declarations_again(recorded):
+    """--upgrade: the recorded code's declarations resolved today, where the index now has helper 2.0 (a
+    dependency aux-a leaves unpinned). The one change is run, and changes no artifact: exit 0, no culprit."""
+    make_wheel(recorded["links"], "helper", "2.0")
+    r = cli("bisect", "CalcFlow/latest", "--upgrade", "--store", recorded["store"], "--json", env=recorded["env"])
+    assert r.code == 0, r.text[-4000:]
+    found = json.loads(r.out)
+    assert [(c["package"], c["old"], c["new"]) for c in found["changes"]] == [("helper", "1.0", "2.0")], found
+    assert not found["reproduced"] and found["culprits"] == [] and found["reruns"] == 1, found
+    assert found["summary"].startswith("no artifact of CalcFlow/"), found

@@ -25,6 +25,11 @@ def configure(p: argparse.ArgumentParser) -> None:
     new = p.add_mutually_exclusive_group(required=True)
     new.add_argument("--lock", type=Path, metavar="NEW_LOCK", help="the new environments: a lock file of the flow")
     new.add_argument("--against", metavar="REF2", help=f"the new environments: those of another run ({REF_HELP})")
+    new.add_argument(
+        "--upgrade",
+        action="store_true",
+        help="the new environments: the recorded declarations resolved again today (package index needed)",
+    )
     add_store(p, STORE_HELP)
     add_flag(p, "--json", help="print the result as JSON")
     add_flag(p, "--keep", help="keep the bisection's working folder (code, datastore) under REPRO_HOME/replays")
@@ -34,7 +39,16 @@ def configure(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from metaflow_repro.operations.bisect import bisect
 
-    result = bisect(args.ref, args.store, settings, lock_file=args.lock, against=args.against, keep=args.keep, log=log)
+    result = bisect(
+        args.ref,
+        args.store,
+        settings,
+        lock_file=args.lock,
+        against=args.against,
+        upgrade=args.upgrade,
+        keep=args.keep,
+        log=log,
+    )
     if args.json:
         print(json.dumps(result.as_dict(), indent=2))
     else:

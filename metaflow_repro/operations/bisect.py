@@ -26,6 +26,7 @@ from metaflow_repro import executors
 from metaflow_repro.adapter.metaflow import split_top_level
 from metaflow_repro.checks.bisect import Outcome, PackageChange, Search, candidates, ddmin, hybrid
 from metaflow_repro.checks.compare import Verdict
+from metaflow_repro.env.engine import lock_flow, open_flow
 from metaflow_repro.env.pypi import compile_packages
 from metaflow_repro.errors import BadInput, ResolutionError
 from metaflow_repro.executors.base import ReplayPlan
@@ -157,27 +158,19 @@ def bisect(
     *,
     lock_file: Path | None = None,
     against: str | None = None,
+    upgrade: bool = False,
     keep: bool = False,
     log: Log = print,
 ) -> BisectResult:
     """Find the smallest set of package changes between ``ref``'s environments and those of
-    ``lock_file`` (or of the run ``against``) that changes one of the artifacts the whole set changes."""
-    if (lock_file is None) == (against is None):
-        raise BadInput("repro bisect: give one of --lock NEW_LOCK or --against REF2")
+    ``lock_file`` (or of the run ``against``, or the recorded declarations resolved again today:
+    ``upgrade``) that changes one of the artifacts the whole set changes."""
+    if [lock_file is not None, against is not None, upgrade].count(True) != 1:
+        raise BadInput("repro bisect: give one of --lock NEW_LOCK, --against REF2 or --upgrade")
     started = time.perf_counter()
     store = open_named(settings, store_uri)
     original = load(store, ref)
-    if lock_file is not None:
-        new = lock_envs(lock_file, original)
-    else:
-        other = load(store, str(against))
-        check_same_flow(original, other)
-        new = step_envs(other)
     old = step_envs(original)
-    changes = candidates(old, new)
-    if not changes:
-        raise BadInput(f"{original.ref}: the two sets of environments hold the same packages: nothing to bisect")
-    log(f"bisecting {len(changes)} package changes of {original.ref}: " + "; ".join(map(str, changes)))
     place = executors.for_place("local")
     request = load_request(ref, store, settings, place, place.executor())
     workdirs: list[Path] = []
@@ -190,6 +183,18 @@ def bisect(
 
     runner = _Runner(laid_out, original, store, settings, old, log)
     try:
+        if lock_file is not None:
+            new = lock_envs(lock_file, original)
+        elif against is not None:
+            other = load(store, against)
+            check_same_flow(original, other)
+            new = step_envs(other)
+        else:
+            new = runner.resolved_today()
+        changes = candidates(old, new)
+        if not changes:
+            raise BadInput(f"{original.ref}: the two sets of environments hold the same packages: nothing to bisect")
+        log(f"bisecting {len(changes)} package changes of {original.ref}: " + "; ".join(map(str, changes)))
         search = ddmin(changes, runner)
     finally:
         for workdir in workdirs:
@@ -255,6 +260,15 @@ class _Runner:
                 env.update(environ_for(find_links=tuple(self.settings.find_links)))
             self._plan = (plan, recorded, env)
         return self._plan
+
+    def resolved_today(self) -> dict[str, PlatformLock]:
+        """{step: environment} of the recorded code's declarations, every step resolved again now (the
+        recorded lock set aside), for this platform; nothing is written."""
+        plan, _, env = self.plan()
+        flow = open_flow(plan.flow_file, settings=load_settings(plan.flow_file, environ={**os.environ, **env}))
+        local = plats.local_platform_name()
+        fresh = lock_flow(replace(flow, lock=None), platforms=[local], log=self.log, write=False).lock
+        return {step: fresh.steps[step].platforms[local] for step in self.old}
 
     def __call__(self, subset: tuple[PackageChange, ...]) -> Outcome:
         first, self.first = self.first, False
