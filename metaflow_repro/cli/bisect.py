@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from metaflow_repro.cli.common import REF_HELP, STORE_HELP, add_flag, add_ref, add_store, log
-from metaflow_repro.errors import EXIT_DRIFT, EXIT_OK
+from metaflow_repro.errors import EXIT_DRIFT, EXIT_INFRA, EXIT_OK
 
 if TYPE_CHECKING:
     from metaflow_repro.settings import Settings
@@ -19,7 +19,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.description = (
         "Find the smallest set of package changes that changes a recorded run's artifacts: the recorded "
         "environments with subsets of the changes applied (delta debugging), each run and compared. Exit 1 "
-        "when culprits are found, 0 when the new environments change no artifact."
+        "when culprits are found, 0 when the new environments change no artifact, 3 when the flow fails on them."
     )
     add_ref(p)
     new = p.add_mutually_exclusive_group(required=True)
@@ -56,4 +56,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             names = "; ".join(map(str, tried.changes)) or "(no change)"
             print(f"[{i}] {tried.outcome.value:12} {names}: {tried.detail}" + (f" ({tried.run})" if tried.run else ""))
         print(result.summary())
+    if result.failed:
+        return EXIT_INFRA
     return EXIT_DRIFT if result.search.culprits else EXIT_OK

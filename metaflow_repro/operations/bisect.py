@@ -1,5 +1,6 @@
-"""`repro bisect REF --lock NEW_LOCK` (or `--against REF2`): which package changes between a recorded
-run's environments and a second set of locked environments flip an artifact.
+"""`repro bisect REF --lock NEW_LOCK` (or `--against REF2`, or `--upgrade`): which package changes between
+a recorded run's environments and a second set of locked environments (a lock file's, another run's, or
+the recorded declarations resolved again today) flip an artifact.
 
 The recorded run's code is laid out as a replay lays it out (``operations/replay.prepare``: pulled,
 verified, its environments rebuilt). Each subset of the package changes the search asks about
@@ -41,6 +42,8 @@ from metaflow_repro.operations.run import Log, RunOptions, check_same_flow, comp
 from metaflow_repro.operations.run import Outcome as RunOutcome
 from metaflow_repro.settings import Settings, environ_for, load_settings
 from metaflow_repro.store import Store
+
+RUN_FAILED = "the run failed"
 
 
 @dataclass(frozen=True)
@@ -93,7 +96,15 @@ class BisectResult:
     def reruns(self) -> int:
         return sum(1 for t in self.tried if t.run and not t.known)
 
+    @property
+    def failed(self) -> str:
+        """Why the run on every change failed ("" when it ran): then nothing can be bisected."""
+        first = self.tried[0] if self.tried else None
+        return first.detail if first is not None and first.outcome is Outcome.UNRESOLVABLE else ""
+
     def summary(self) -> str:
+        if self.failed:
+            return f"{self.original.ref} on the new environments: {self.failed}; nothing to bisect"
         if not self.search.reproduced:
             return (
                 f"no artifact of {self.original.ref} differs with every change applied "
@@ -284,7 +295,8 @@ class _Runner:
         if found is None:
             problem = "" if first else self._unresolvable(envs)
             found = _Answer(Outcome.UNRESOLVABLE.value, detail=problem) if problem else self._run(envs)
-            atomic_write(self.cache / f"{key}.json", json.dumps(asdict(found)))
+            if not found.detail.startswith(RUN_FAILED):  # a failed run may be the machine's fault: asked again
+                atomic_write(self.cache / f"{key}.json", json.dumps(asdict(found)))
         else:
             found = replace(found, cached=True)
         if first:
@@ -346,7 +358,7 @@ class _Runner:
         ref = record.ref if record else ""
         if record is None or outcome.error or outcome.exit_code != 0:
             lines = (outcome.error or outcome.output or f"exit code {outcome.exit_code}").strip().splitlines()
-            return _Answer(Outcome.UNRESOLVABLE.value, ref, seconds, f"the run failed: {lines[-1] if lines else ''}")
+            return _Answer(Outcome.UNRESOLVABLE.value, ref, seconds, f"{RUN_FAILED}: {lines[-1] if lines else ''}")
         self.session.append((record.run_id, {s: e.env_id for s, e in envs.items()}))
         order = self.order
         rerun = order[order.index(origin[1]) :] if origin else order

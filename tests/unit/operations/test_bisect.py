@@ -110,3 +110,13 @@ def test_the_summary_names_each_artifact_where_it_first_differs():
     }
     none = BisectResult(make_record(), "new.lock", Search(changes=(calc,), reproduced=False), (), tried[:1], 5)
     assert none.summary() == "no artifact of F/1 differs with every change applied (1 package changes, 1 reruns, 5 s)"
+
+
+def test_a_flow_that_fails_on_every_change_is_said_so_not_called_unchanged():
+    calc = PackageChange("calc", pkg("calc", "1.0"), pkg("calc", "1.1"), ("train",))
+    failed = Tried((calc,), Outcome.UNRESOLVABLE, "F/2", 3.0, "the run failed: ImportError: no module named calc")
+    result = BisectResult(make_record(), "new.lock", Search(changes=(calc,), reproduced=False), (), [failed], 3.0)
+    assert result.failed == "the run failed: ImportError: no module named calc"
+    assert result.summary() == (
+        "F/1 on the new environments: the run failed: ImportError: no module named calc; nothing to bisect"
+    )
