@@ -9,7 +9,7 @@ checked by uv (every package pinned to its version in the hybrid; a subset uv ca
 that would need a package the hybrid does not hold, is "unresolvable" and is not run), run through
 the same pipeline as any run, and its artifacts compared with the recorded run's by the comparators.
 The first subset run is the whole change set: the artifacts it changes are the targets, and a
-subset "flips" when it changes one of them. The search is ddmin (``checks/bisect.ddmin``)."""
+subset "flips" when it changes one of them. The search is delta debugging (``checks/bisect.bisect_changes``)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from typing import Any
 
 from metaflow_repro import executors
 from metaflow_repro.adapter.metaflow import split_top_level
-from metaflow_repro.checks.bisect import Outcome, PackageChange, Search, candidates, ddmin, hybrid
+from metaflow_repro.checks.bisect import Outcome, PackageChange, Search, bisect_changes, candidates, hybrid
 from metaflow_repro.checks.compare import Verdict
 from metaflow_repro.env.engine import lock_flow, open_flow
 from metaflow_repro.env.pypi import compile_packages
@@ -206,7 +206,7 @@ def bisect(
         if not changes:
             raise BadInput(f"{original.ref}: the two sets of environments hold the same packages: nothing to bisect")
         log(f"bisecting {len(changes)} package changes of {original.ref}: " + "; ".join(map(str, changes)))
-        search = ddmin(changes, runner)
+        search = bisect_changes(changes, runner)
     finally:
         for workdir in workdirs:
             if keep:
@@ -224,7 +224,7 @@ def bisect(
 
 
 class _Runner:
-    """The test ddmin asks: build the hybrid lock of a subset, check it resolves, run it, compare. Each
+    """The test the search asks: build the hybrid lock of a subset, check it resolves, run it, compare. Each
     answer is kept in REPRO_HOME/bisect by the recorded run and the hybrid's env ids, so a second
     bisection of the same pair runs nothing it ran before."""
 

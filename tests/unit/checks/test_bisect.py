@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from metaflow_repro.checks.bisect import Outcome, PackageChange, candidates, ddmin, hybrid
+from metaflow_repro.checks.bisect import Outcome, PackageChange, bisect_changes, candidates, ddmin, hybrid
 from metaflow_repro.errors import BadInput
 from metaflow_repro.model.lock import PlatformLock
 from tests.helpers import pkg
@@ -69,30 +69,44 @@ def test_a_hybrid_applies_only_the_changes_of_its_step():
     assert {p.name for p in hybrid("start", old["start"], only_added).packages} == {"calc", "gone", "fresh"}
 
 
-def test_one_culprit_among_40_takes_about_log2_40_tests():
+SEARCHES = pytest.mark.parametrize("search_for", [ddmin, bisect_changes])
+
+
+@SEARCHES
+def test_one_culprit_among_40_takes_about_log2_40_tests(search_for):
     items = changes(40)
-    search = ddmin(items, flips_when([{"p17"}]))
+    search = search_for(items, flips_when([{"p17"}]))
     assert [c.name for c in search.culprits] == ["p17"]
     assert search.tests <= 2 * math.ceil(math.log2(40)) + 1  # the whole set, then two halves per level
     assert search.trials[0].changes == tuple(items) and search.trials[0].outcome is Outcome.FLIPS
 
 
-def test_a_pair_that_flips_only_together_is_found_as_the_pair():
-    search = ddmin(changes(16), flips_when([{"p03", "p12"}]))
+@SEARCHES
+def test_a_pair_that_flips_only_together_is_found_as_the_pair(search_for):
+    search = search_for(changes(16), flips_when([{"p03", "p12"}]))
     assert sorted(c.name for c in search.culprits) == ["p03", "p12"]
 
 
-def test_unresolvable_subsets_are_skipped_and_reported():
-    search = ddmin(changes(8), flips_when([{"p05"}], needs=[("p06", "p02")]))
+@SEARCHES
+def test_unresolvable_subsets_are_skipped_and_reported(search_for):
+    search = search_for(changes(8), flips_when([{"p05"}], needs=[("p06", "p02")]))
     assert [c.name for c in search.culprits] == ["p05"]
     assert search.unresolvable
     assert all({"p06"} <= {c.name for c in s} and "p02" not in {c.name for c in s} for s in search.unresolvable)
 
 
-def test_nothing_to_find_when_the_whole_set_does_not_flip():
-    search = ddmin(changes(5), flips_when([]))
+@SEARCHES
+def test_nothing_to_find_when_the_whole_set_does_not_flip(search_for):
+    search = search_for(changes(5), flips_when([]))
     assert not search.reproduced and search.culprits == () and search.tests == 1
-    assert not ddmin([], flips_when([])).reproduced
+    assert not search_for([], flips_when([])).reproduced
+
+
+def test_a_pair_among_40_costs_bisect_changes_about_half_what_it_costs_ddmin():
+    pairs = [(f"p{a:02d}", f"p{b:02d}") for a in range(0, 40, 7) for b in range(a + 3, 40, 5)]
+    cost = {f.__name__: [f(changes(40), flips_when([set(p)])).tests for p in pairs] for f in (ddmin, bisect_changes)}
+    assert max(cost["bisect_changes"]) <= 4 * math.ceil(math.log2(40)) + 1
+    assert sum(cost["bisect_changes"]) * 1.5 < sum(cost["ddmin"]), cost
 
 
 @st.composite
@@ -104,15 +118,16 @@ def hidden(draw):
     return n, sets
 
 
+@SEARCHES
 @settings(max_examples=300, deadline=None)
 @given(hidden())
-def test_ddmin_finds_a_1_minimal_culprit_set(case):
+def test_the_search_finds_a_1_minimal_culprit_set(search_for, case):
     """Whatever the hidden culprits: the result flips, and leaving out any one of its changes does not
     (1-minimal); every subset is tested once; a single culprit is exactly itself."""
     n, sets = case
     test = flips_when(sets)
     calls = []
-    search = ddmin(changes(n), lambda s: calls.append(frozenset(s)) or test(s))
+    search = search_for(changes(n), lambda s: calls.append(frozenset(s)) or test(s))
     assert len(calls) == len(set(calls)) == search.tests
     culprits = list(search.culprits)
     assert test(culprits) is Outcome.FLIPS
@@ -124,14 +139,15 @@ def test_ddmin_finds_a_1_minimal_culprit_set(case):
         assert search.tests <= 2 * math.ceil(math.log2(n)) + 1
 
 
+@SEARCHES
 @settings(max_examples=100, deadline=None)
 @given(hidden(), st.data())
-def test_ddmin_never_names_an_unresolvable_change(case, data):
+def test_the_search_names_only_a_set_that_resolved_and_flipped(search_for, case, data):
     n, sets = case
     """A culprit set ddmin names is always one that resolved (and flipped)."""
     names = st.sampled_from([f"p{i:02d}" for i in range(n)])
     needs = data.draw(st.lists(st.tuples(names, names).filter(lambda p: p[0] != p[1]), max_size=3))
     test = flips_when(sets, needs=needs)
-    search = ddmin(changes(n), test)
+    search = search_for(changes(n), test)
     assert search.reproduced
     assert test(list(search.culprits)) is Outcome.FLIPS
