@@ -120,3 +120,13 @@ def test_a_flow_that_fails_on_every_change_is_said_so_not_called_unchanged():
     assert result.summary() == (
         "F/1 on the new environments: the run failed: ImportError: no module named calc; nothing to bisect"
     )
+
+
+@pytest.mark.parametrize("given", [{}, {"lock_file": "a.lock", "against": "F/2"}, {"against": "F/2", "upgrade": True}])
+def test_exactly_one_source_of_new_environments_is_taken(tmp_path, given):
+    from metaflow_repro.operations.bisect import bisect
+
+    settings = load_settings(tmp_path, environ={"REPRO_HOME": str(tmp_path)})
+    with pytest.raises(BadInput, match="give one of --lock NEW_LOCK, --against REF2 or --upgrade"):
+        bisect("F/1", f"file://{tmp_path / 'store'}", settings, **given)
+    assert not (tmp_path / "store").exists()
