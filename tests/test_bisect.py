@@ -71,7 +71,16 @@ def recorded(base_wheels, tmp_path_factory) -> dict:
     new = write_flow(tmp / "new", FLOW.format(calc="1.1", aux="2.0"))
     locked = cli("lock", new, cwd=new.parent, env=env)
     assert locked.code == 0, locked.text[-3000:]
-    return {"env": env, "store": store, "new_lock": new.with_name("flow.repro.lock"), "links": links}
+    (latest,) = (tmp / "store" / "runs").glob("*/latest")
+    old_ref = f"CalcFlow/{latest.read_text().strip()}"
+    return {
+        "env": env,
+        "store": store,
+        "new_lock": new.with_name("flow.repro.lock"),
+        "links": links,
+        "new": new,
+        "ref": old_ref,
+    }
 
 
 def test_bisect_names_the_one_package_that_changes_the_artifact(recorded):
@@ -104,14 +113,14 @@ def test_bisect_names_the_one_package_that_changes_the_artifact(recorded):
 def test_replay_from_a_step_reuses_the_recorded_tasks_before_it(recorded):
     """Item 4: `repro replay REF --from-step train` clones `start` from the recorded datastore (Metaflow's
     resume) and re-runs `train` and `end`; the cloned task's artifacts are judged with the others."""
-    r = cli("replay", "CalcFlow/latest", "--from-step", "train", "--store", recorded["store"], env=recorded["env"])
+    r = cli("replay", recorded["ref"], "--from-step", "train", "--store", recorded["store"], env=recorded["env"])
     assert r.code == 0, r.text[-4000:]
     assert "replaying CalcFlow/" in r.err and "from train: the tasks of start are reused" in r.err, r.text[-4000:]
     assert re.search(r"/start/1\] Cloning previously run task \d+/start/1", r.out), r.text[-4000:]
     assert not re.search(r"/start/1 \(pid \d+\)\] Task is starting", r.out), r.text[-4000:]  # never run again
     assert re.search(r"/train/\d+ \(pid \d+\)\] Task is starting", r.out), r.text[-4000:]
     assert r.out.splitlines()[-1] == "result: identical", r.out
-    bad = cli("replay", "CalcFlow/latest", "--from-step", "fit", "--store", recorded["store"], env=recorded["env"])
+    bad = cli("replay", recorded["ref"], "--from-step", "fit", "--store", recorded["store"], env=recorded["env"])
     assert bad.code == 2 and "has no step fit (its steps: start, train, end)" in bad.err, bad.text[-2000:]
 
 
@@ -119,9 +128,22 @@ def test_bisect_upgrade_resolves_the_recorded_declarations_again(recorded):
     """--upgrade: the recorded code's declarations resolved today, where the index now has helper 2.0 (a
     dependency aux-a leaves unpinned). The one change is run, and changes no artifact: exit 0, no culprit."""
     make_wheel(recorded["links"], "helper", "2.0")
-    r = cli("bisect", "CalcFlow/latest", "--upgrade", "--store", recorded["store"], "--json", env=recorded["env"])
+    r = cli("bisect", recorded["ref"], "--upgrade", "--store", recorded["store"], "--json", env=recorded["env"])
     assert r.code == 0, r.text[-4000:]
     found = json.loads(r.out)
     assert [(c["package"], c["old"], c["new"]) for c in found["changes"]] == [("helper", "1.0", "2.0")], found
     assert not found["reproduced"] and found["culprits"] == [] and found["reruns"] == 1, found
     assert found["summary"].startswith("no artifact of CalcFlow/"), found
+
+
+def test_bisect_against_another_run_takes_its_environments_and_the_kept_answers(recorded):
+    """--against REF2: the new environments are those a recorded run of the new lock ran in, the same
+    hybrids as --lock's, so every answer is one the first bisection kept: nothing runs again."""
+    env, store = recorded["env"], recorded["store"]
+    ran = cli("run", recorded["new"], "--store", store, cwd=recorded["new"].parent, env=env)
+    assert ran.code == 0, ran.text[-3000:]
+    r = cli("bisect", recorded["ref"], "--against", "CalcFlow/latest", "--store", store, "--json", env=env)
+    assert r.code == 1, r.text[-4000:]
+    found = json.loads(r.out)
+    assert found["culprits"] == [{"package": "calc", "old": "1.0", "new": "1.1", "steps": ["train"]}], found
+    assert found["reruns"] == 0 and all(t["known"] for t in found["tried"]), found
