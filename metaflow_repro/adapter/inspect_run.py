@@ -78,6 +78,11 @@ def inspect(pathspec: str, kinds: dict, inputs_dir: str = "", lineage_dir: str =
     )
 
 
+#: the run a resumed run's task was cloned from (Metaflow's "origin-run-id" of a task that has an "origin-task-id":
+#: every task has the first, only a clone the second), read back under repro's prefix
+CLONED_FROM = protocol.METADATA_PREFIX + "cloned-from"
+
+
 def _task(run, step, task, stores: _Stores) -> InspectedTask:
     md = task.metadata_dict
     ds_type, ds_root = md.get("ds-type", "local"), md.get("ds-root")
@@ -96,7 +101,11 @@ def _task(run, step, task, stores: _Stores) -> InspectedTask:
         task_id=task.id,
         successful=successful,
         finished=bool(task.finished),
-        metadata={k: v for k, v in md.items() if k.startswith(protocol.METADATA_PREFIX)},
+        metadata={
+            **{k: v for k, v in md.items() if k.startswith(protocol.METADATA_PREFIX)},
+            # a task Metaflow's `resume` cloned from an earlier run: it ran that run's code package
+            **({CLONED_FROM: str(md.get("origin-run-id"))} if md.get("origin-task-id") else {}),
+        },
         ds_type=ds_type,
         ds_root=ds_root,
         foreach=_foreach_path(task),

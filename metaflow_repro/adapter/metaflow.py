@@ -16,6 +16,7 @@ from pathlib import Path
 from metaflow_extensions.repro.plugins import protocol
 from metaflow_repro import __version__
 from metaflow_repro.adapter import lineage, procgroup
+from metaflow_repro.adapter.inspect_run import CLONED_FROM
 from metaflow_repro.env.engine import Flow
 from metaflow_repro.env.flowfile import CONFIG_OPTIONS
 from metaflow_repro.errors import EXIT_BAD_INPUT, BadInput, InfraError, ReproError
@@ -80,8 +81,11 @@ def run_flow(
     capture: bool = False,
     cwd: Path | None = None,
     run_id_file: Path | None = None,
+    resume: Sequence[str] = (),
 ) -> tuple[int, str | None, float, str]:
     """Run `python FLOW [TOP] --environment=E run ARGS`; return (exit code, run id, seconds, output).
+    ``resume`` (origin run id, step): `resume --origin-run-id ID STEP ARGS` instead, which clones the
+    origin run's tasks before STEP from the same datastore and runs STEP and every step after it.
 
     Top-level options among ARGS (``--config``, ``--config-value``) go before `run`. Metaflow writes
     the run id to ``run_id_file`` (default: a temporary file) as soon as the run starts. Its processes
@@ -98,7 +102,7 @@ def run_flow(
             str(flow_file),
             *top,
             f"--environment={environment}",
-            "run",
+            *(("resume", "--origin-run-id", resume[0], resume[1]) if resume else ("run",)),
             "--run-id-file",
             str(id_file),
             *run_args,
@@ -360,7 +364,8 @@ def _steps(
             envs[env_id] = lock.steps[step].platforms[local]
         tasks: dict[str, TaskRecord] = {}
         for t in found.steps.get(step, ()):
-            code_shas.add(t.metadata.get(protocol.META_CODE_SHA, ""))
+            if CLONED_FROM not in t.metadata:  # a task `resume` cloned ran the origin run's code package
+                code_shas.add(t.metadata.get(protocol.META_CODE_SHA, ""))
             seeds.add(t.metadata.get(protocol.META_PYTHONHASHSEED, ""))
             ds = {"type": t.ds_type, "root": t.ds_root}
             tasks[t.foreach] = _task_record(t)

@@ -23,6 +23,7 @@ COMMANDS = {
     "bundle": "write a run and all its replay needs into one file (repro bundle verify FILE checks one)",
     "audit": "replay a store's recorded runs and say which no longer reproduce, and why (exit 1 on a regression)",
     "diff": "compare two recorded runs artifact by artifact",
+    "bisect": "find the package changes that change a recorded run's artifacts (delta debugging)",
     "drift": "spec, resolution, runtime and input drift (exit 1 on any)",
     "report": "render a recorded run as Markdown, JSON or HTML",
     "doctor": "check this machine: interpreters, uv, store reachability, TLS trust, REPRO_HOME",

@@ -25,6 +25,12 @@ def configure(p: argparse.ArgumentParser) -> None:
         "else `repro image build`'s image)",
     )
     add_flag(p, "--keep", help="keep the replay's working folder (code, datastore) under REPRO_HOME/replays")
+    p.add_argument(
+        "--from-step",
+        metavar="STEP",
+        help="re-run STEP and the steps after it, reusing the recorded tasks before it (Metaflow's resume, from "
+        "the recorded local datastore; the run replays whole, saying why, when that is gone). Local replays only",
+    )
     p.set_defaults(func=run, metaflow_args=[])
     p.epilog = (
         "Exit codes: 0 identical (or equivalent), 1 different, 3 replay failed. Options after -- add to or "
@@ -37,6 +43,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     if is_bundle(args.ref):
         result = _replay_bundle(args, settings)
+    elif args.from_step:
+        result = _from_step(args, settings)
     else:
         from metaflow_repro.operations.replay import replay
 
@@ -72,6 +80,8 @@ def _replay_bundle(args: argparse.Namespace, settings: Settings):
 
     if args.store:
         raise BadInput(f"{args.ref} is a bundle: it replays from its own objects, with no store; drop --store")
+    if args.from_step:
+        raise BadInput(f"{args.ref} is a bundle: it replays whole (--from-step needs the run's own datastore)")
     print(f"replaying from bundle {args.ref}")
     return replay_bundle(
         Path(args.ref),
@@ -82,6 +92,15 @@ def _replay_bundle(args: argparse.Namespace, settings: Settings):
         keep=args.keep,
         image=args.image,
     )
+
+
+def _from_step(args: argparse.Namespace, settings: Settings):
+    from metaflow_repro.errors import BadInput
+    from metaflow_repro.operations.replay_from import replay_from_step
+
+    if args.on != "local" or args.metaflow_args or args.image:
+        raise BadInput("--from-step replays here (--on local), with the recorded options only (nothing after --)")
+    return replay_from_step(args.ref, args.store, settings, args.from_step, log=log, keep=args.keep)
 
 
 def _print_failure(failure) -> None:

@@ -363,9 +363,10 @@ def _environment(request: ReplayRequest, workdir: Path, mf_code: Path, log: Log)
     return env
 
 
-def execute(plan: ReplayPlan, log: Log) -> RunResult:
+def execute(plan: ReplayPlan, log: Log, resume: tuple[str, ...] = ()) -> RunResult:
     """Run the plan through the same pipeline as any run, and record the replay (here and in the store):
-    what ran and how it ended, verdict-less."""
+    what ran and how it ended, verdict-less. ``resume`` (origin run id, step): Metaflow's `resume` of a
+    run in the replay's datastore instead (``operations/replay_from``)."""
     request = plan.request
     original, store = request.original, request.store
     # Metaflow runs in the replay's folder: its cards go under the nearest .metaflow above its current
@@ -382,6 +383,7 @@ def execute(plan: ReplayPlan, log: Log) -> RunResult:
         # whatever Metaflow writes beside its current folder stays in the replay's own; a run that read data
         # files of its flow's folder runs in it (``open("data/train.csv")`` reads what was given back)
         cwd=plan.flow_file.parent if original.data_files else plan.workdir,
+        resume=resume,
     )
     outcome = run_and_record(plan.flow_file, options, log=log)
     ran = RunResult(request.executor, workdir=str(plan.workdir), exit_code=outcome.exit_code)

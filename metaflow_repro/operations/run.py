@@ -80,6 +80,7 @@ class RunOptions:
     identity: str = ""  # the flow's identity when it is not where it was recorded (replays)
     cwd: Path | None = None  # the Metaflow process's current folder (None: ours; a replay: its own folder)
     hermetic: bool = False  # strict mode (also the ``hermetic`` setting): reads a replay cannot give back fail
+    resume: tuple[str, ...] = ()  # (origin run id, step): Metaflow's `resume` from that step (bisect), not `run`
 
 
 @dataclass
@@ -324,6 +325,7 @@ def _start(
         capture=options.capture,
         run_id_file=pending.run_id_file(marker) if marker is not None else None,
         cwd=options.cwd,
+        resume=options.resume,
     )
     if marker is not None and code == 0 and run_id:
         _marker_finished(marker, run_id, elapsed, flow.lock_file)
