@@ -99,15 +99,31 @@ class ExecutorKind(Choice):
 class Executor:
     kind: ExecutorKind = ExecutorKind.LOCAL
     image: str = ""  # container image id (sha256:...), for docker and batch
+    #: the store object ``images/<sha256>.tar.zst`` of the image's root file system the run ran in ("": none)
+    image_sha256: str = ""
+    #: the image the user named (``--image``) instead of the one the replayed record ran in ("": none)
+    image_given: str = ""
 
     def to_dict(self) -> dict[str, str]:
-        return {"kind": ExecutorKind(self.kind).value, "image": self.image}
+        out = {"kind": ExecutorKind(self.kind).value, "image": self.image}
+        out.update({k: x for k, x in (("image_sha256", self.image_sha256), ("image_given", self.image_given)) if x})
+        return out
 
     @classmethod
     def from_dict(cls, d: Any, at: v.At) -> Executor:
         d = v.of_type(d, dict, at)
-        v.only(d, frozenset({"kind", "image"}), at)
-        image = v.opt(d, "image", str, "", at)
-        if image and not re.match(r"^[A-Za-z0-9_.:/@\-]{1,256}$", image):
-            (at / "image").fail(image, "an image id or name")
-        return cls(kind=v.choice(v.need(d, "kind", str, at), ExecutorKind, at / "kind"), image=image)
+        v.only(d, frozenset({"kind", "image", "image_sha256", "image_given"}), at)
+        image, given = v.opt(d, "image", str, "", at), v.opt(d, "image_given", str, "", at)
+        for key, value in (("image", image), ("image_given", given)):
+            if value and not _IMAGE.fullmatch(value):
+                (at / key).fail(value, "an image id or name")
+        sha = v.opt(d, "image_sha256", str, "", at)
+        return cls(
+            kind=v.choice(v.need(d, "kind", str, at), ExecutorKind, at / "kind"),
+            image=image,
+            image_sha256=v.hex_digest(sha, 64, at / "image_sha256") if sha else "",
+            image_given=given,
+        )
+
+
+_IMAGE = re.compile(r"^[A-Za-z0-9_.:/@\-]{1,256}$")

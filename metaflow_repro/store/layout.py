@@ -36,6 +36,8 @@ class Kind(enum.Enum):
     INPUT_ARTIFACT = "input artifact"
     PYTHON_SNAPSHOT = "python snapshot"
     PYTHON_MANIFEST = "python manifest"
+    IMAGE = "image"
+    IMAGE_MANIFEST = "image manifest"
     UV = "uv"
     BOOTSTRAP_SCRIPT = "bootstrap script"
     BOOTSTRAP_MANIFEST = "bootstrap manifest"
@@ -58,6 +60,8 @@ _TEMPLATES: dict[Kind, str] = {
     Kind.INPUT_ARTIFACT: "inputs/sha1/{shard}/{digest}",
     Kind.PYTHON_SNAPSHOT: "pythons/{digest}.tar.gz",
     Kind.PYTHON_MANIFEST: "pythons/{digest}.json",
+    Kind.IMAGE: "images/{digest}.tar.zst",
+    Kind.IMAGE_MANIFEST: "images/{digest}.json",
     Kind.UV: "tools/uv/{digest}/uv",
     Kind.BOOTSTRAP_SCRIPT: protocol.BOOTSTRAP_SCRIPT_KEY % "{digest}",
     Kind.BOOTSTRAP_MANIFEST: protocol.BOOTSTRAP_MANIFEST_KEY % "{digest}",
@@ -95,6 +99,8 @@ CONTENT_KINDS = (
     Kind.UV,
     Kind.BOOTSTRAP_SCRIPT,
     Kind.BOOTSTRAP_MANIFEST,
+    Kind.IMAGE,
+    Kind.IMAGE_MANIFEST,
 )
 #: what Batch staging puts in the store beside a bootstrap manifest, which names them
 STAGED_KINDS = frozenset({Kind.UV, Kind.BOOTSTRAP_SCRIPT, Kind.PYTHON_SNAPSHOT, Kind.PYTHON_MANIFEST, Kind.PACKAGE})
@@ -205,6 +211,16 @@ def python_snapshot(sha256: str) -> str:
 def python_manifest(sha256: str) -> str:
     """The snapshot's manifest (version, prefix, executable, fingerprint) beside it."""
     return str(Key(Kind.PYTHON_MANIFEST, digest=sha256))
+
+
+def image(sha256: str) -> str:
+    """A container image's root file system (a zstd'd tar, what ``docker import`` reads), by its sha256."""
+    return str(Key(Kind.IMAGE, digest=sha256))
+
+
+def image_manifest(sha256: str) -> str:
+    """The image's manifest (recipe key, Debian release, package versions, sizes) beside it."""
+    return str(Key(Kind.IMAGE_MANIFEST, digest=sha256))
 
 
 def artifact(sha1: str) -> str:
