@@ -68,7 +68,7 @@ def test_a_replay_of_a_container_run_imports_the_recorded_image_from_the_store(
     original = f"{run.flow}/{run.run_id}"
 
     # 1. a run in a container: its record names the image object, which is in the store with its manifest
-    r = cli("replay", original, "--store", store, "--on", "docker", env={"REPRO_HOME": str(tmp_path / "h1")})
+    r = cli("replay", original, "--store", store, "--on", "docker")
     assert r.code == 0 and "result: identical" in r.out, r.text[-6000:]
     in_container, first = _replayed(r.out, store_dir)
     sha = first.executor.image_sha256
@@ -83,7 +83,7 @@ def test_a_replay_of_a_container_run_imports_the_recorded_image_from_the_store(
     client = images.client()
     _drop_image(client, rootfs)
     shutil.rmtree(repro_home / "images", ignore_errors=True)
-    later = {"REPRO_HOME": str(tmp_path / "h2"), images.MIRROR_FOR_TESTS: "http://127.0.0.1:9/debian"}
+    later = {images.MIRROR_FOR_TESTS: "http://127.0.0.1:9/debian"}
     try:
         # one flipped byte in the image object: refused (exit 3) naming it, before any import
         good = obj.read_bytes()

@@ -87,7 +87,10 @@ def parse_manifest(data: bytes | str, where: str) -> ImageManifest:
         return n
 
     def word(key: str, pattern: re.Pattern[str], what: str) -> str:
-        return v.matching(v.need(doc, key, str, at), re.compile(f"^{pattern.pattern}$"), what, at / key)
+        value = v.need(doc, key, str, at)
+        if not pattern.fullmatch(value):  # fullmatch: "$" would let a newline end it
+            (at / key).fail(value, what)
+        return value
 
     def packages(key: str) -> tuple[str, ...]:
         items = v.list_of(v.opt(doc, key, list, [], at), at / key, v.string)
