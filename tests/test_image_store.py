@@ -10,9 +10,11 @@ import shutil
 import pytest
 
 from metaflow_repro.containers import image as images
+from metaflow_repro.containers import stored
 from metaflow_repro.model.interpreter import ExecutorKind
 from metaflow_repro.model.record import from_json
-from metaflow_repro.store import layout
+from metaflow_repro.settings import Home
+from metaflow_repro.store import LocalStore, layout
 from tests.helpers import cli, write_flow
 
 pytestmark = pytest.mark.slow
@@ -104,7 +106,9 @@ def test_a_replay_of_a_container_run_imports_the_recorded_image_from_the_store(
         _, second = _replayed(r.out, store_dir)
         assert second.executor.image_sha256 == sha and second.replay_of == in_container
         assert second.executor.image == client.images.get(f"repro-image:{sha[:24]}").id
-    finally:  # the session's base image again (the same bytes), for the tests after this one
+    finally:  # the session's base image again (the same bytes, from the store if need be), for the tests after this
+        if not any(layers == [f"sha256:{rootfs}"] for layers in _layers(client)):
+            stored.ensure(client, LocalStore(store), sha, Home(tmp_path / "restore"), log=lambda m: None)
         for img in client.images.list():
             if (img.attrs.get("RootFS", {}).get("Layers") or []) == [f"sha256:{rootfs}"]:
                 img.tag(*base_image.tag.split(":"))
