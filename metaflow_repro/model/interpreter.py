@@ -1,6 +1,6 @@
 """What a run ran on: interpreter snapshots (content-addressed in the store) and the executor. Pure.
 
-An ``InterpreterSnapshot`` names a tarball ``pythons/<sha256>.tar.gz`` (the interpreter's install
+An ``InterpreterSnapshot`` names a tarball ``pythons/<sha256>.tar.zst`` (``.tar.gz`` for older ones and Batch's; the interpreter's install
 prefix: binary, shared library and standard library, without site-packages) and says where it
 was installed (``prefix``), which file in it is the interpreter (``executable``) and the digest of
 its ``interpreter_facts`` (``fingerprint``), so a restored copy can be proven to be the same one.
@@ -19,7 +19,10 @@ from metaflow_repro.model import validate as v
 from metaflow_repro.model.findings import Choice
 
 SNAPSHOT_SCHEMA = "repro.python-snapshot"
-_SNAPSHOT_KEYS = frozenset({"schema", "sha256", "size", "python", "prefix", "executable", "fingerprint"})
+_SNAPSHOT_KEYS = frozenset({"schema", "sha256", "size", "python", "prefix", "executable", "fingerprint", "compression"})
+#: how a snapshot's tar is compressed: gzip (``pythons/<sha256>.tar.gz``, snapshots made before zstd ones,
+#: and Batch's: its job bootstrap has only the standard library) or zstd (``pythons/<sha256>.tar.zst``)
+GZIP, ZSTD = "gzip", "zstd"
 _VERSION = re.compile(r"^3\.[0-9]+\.[0-9]+$")
 #: an install prefix: absolute, normalized, plain components (it becomes a folder on the machine)
 _PREFIX = re.compile(r"^(/[A-Za-z0-9_.+\-]+)+$")
@@ -33,9 +36,10 @@ class InterpreterSnapshot:
     prefix: str  # where it was installed, and is restored: "/root/.pyenv/versions/3.11.7"
     executable: str  # relative to prefix: "bin/python3.11"
     fingerprint: str  # sha256 of the interpreter's facts (probe.interpreter_facts)
+    compression: str = GZIP  # GZIP or ZSTD (written only when ZSTD: older readers see what they always did)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "schema": SNAPSHOT_SCHEMA,
             "sha256": self.sha256,
             "size": self.size,
@@ -44,9 +48,17 @@ class InterpreterSnapshot:
             "executable": self.executable,
             "fingerprint": self.fingerprint,
         }
+        if self.compression != GZIP:
+            out["compression"] = self.compression
+        return out
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=1, sort_keys=True) + "\n"
+
+    @property
+    def file_name(self) -> str:
+        """The tarball's name, in the store's ``pythons/`` and REPRO_HOME's: ``<sha256>.tar.gz|.tar.zst``."""
+        return f"{self.sha256}.tar.{'zst' if self.compression == ZSTD else 'gz'}"
 
     @property
     def interpreter_path(self) -> str:
@@ -71,7 +83,14 @@ class InterpreterSnapshot:
             prefix=prefix,
             executable=v.relative_path(v.need(d, "executable", str, at), at / "executable"),
             fingerprint=v.hex_digest(v.need(d, "fingerprint", str, at), 64, at / "fingerprint"),
+            compression=_compression(v.opt(d, "compression", str, GZIP, at), at / "compression"),
         )
+
+
+def _compression(value: str, at: v.At) -> str:
+    if value not in (GZIP, ZSTD):
+        at.fail(value, f"{GZIP!r} or {ZSTD!r}")
+    return value
 
 
 def parse_snapshot(text: str | bytes, where: str) -> InterpreterSnapshot:

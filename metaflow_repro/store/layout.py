@@ -36,6 +36,7 @@ class Kind(enum.Enum):
     INPUT_ARTIFACT = "input artifact"
     PYTHON_SNAPSHOT = "python snapshot"
     PYTHON_MANIFEST = "python manifest"
+    PYTHON_SNAPSHOT_ZSTD = "python snapshot (zstd)"
     IMAGE = "image"
     IMAGE_MANIFEST = "image manifest"
     UV = "uv"
@@ -60,6 +61,7 @@ _TEMPLATES: dict[Kind, str] = {
     Kind.INPUT_ARTIFACT: "inputs/sha1/{shard}/{digest}",
     Kind.PYTHON_SNAPSHOT: "pythons/{digest}.tar.gz",
     Kind.PYTHON_MANIFEST: "pythons/{digest}.json",
+    Kind.PYTHON_SNAPSHOT_ZSTD: "pythons/{digest}.tar.zst",
     Kind.IMAGE: "images/{digest}.tar.zst",
     Kind.IMAGE_MANIFEST: "images/{digest}.json",
     Kind.UV: "tools/uv/{digest}/uv",
@@ -96,6 +98,7 @@ CONTENT_KINDS = (
     Kind.INPUT_ARTIFACT,
     Kind.PYTHON_SNAPSHOT,
     Kind.PYTHON_MANIFEST,
+    Kind.PYTHON_SNAPSHOT_ZSTD,
     Kind.UV,
     Kind.BOOTSTRAP_SCRIPT,
     Kind.BOOTSTRAP_MANIFEST,
@@ -203,9 +206,10 @@ def code(sha256: str) -> str:
     return str(Key(Kind.CODE, digest=sha256))
 
 
-def python_snapshot(sha256: str) -> str:
-    """An interpreter snapshot (its install prefix, without site-packages), by the tarball's sha256."""
-    return str(Key(Kind.PYTHON_SNAPSHOT, digest=sha256))
+def python_snapshot(sha256: str, zstd: bool = False) -> str:
+    """An interpreter snapshot (its install prefix, without site-packages), by the tarball's sha256:
+    a gzip'd tar, or (``zstd``) a zstd'd one."""
+    return str(Key(Kind.PYTHON_SNAPSHOT_ZSTD if zstd else Kind.PYTHON_SNAPSHOT, digest=sha256))
 
 
 def python_manifest(sha256: str) -> str:

@@ -29,6 +29,7 @@ from metaflow_repro.env.cache import PackageCache, sha256_file
 from metaflow_repro.errors import BadInput, InfraError, IntegrityError, ReproError
 from metaflow_repro.fsutil import atomic_write
 from metaflow_repro.model import validate as v
+from metaflow_repro.model.interpreter import ZSTD, InterpreterSnapshot
 from metaflow_repro.model.lock import Package, PlatformLock, safe_file_name
 from metaflow_repro.model.record import NO_CODE, RunRecord, from_json
 from metaflow_repro.model.validate import cap
@@ -272,12 +273,17 @@ def _local_objects(record: RunRecord, settings: Settings, artifact_blobs: dict[s
     )
 
 
+def python_snapshot_key(snap: InterpreterSnapshot) -> str:
+    """The store key of a snapshot's tarball: ``pythons/<sha256>.tar.zst``, or ``.tar.gz`` for a gzip'd one."""
+    return layout.python_snapshot(snap.sha256, zstd=snap.compression == ZSTD)
+
+
 def interpreter_uploads(record: RunRecord, settings: Settings) -> list[Upload]:
     """The interpreter snapshots the record names (packed here by ``snapshot_interpreters``) and their
     manifests, each hashed now."""
     out = []
     for snap in sorted(record.interpreters.values(), key=lambda s: s.sha256):
-        path = settings.home.pythons / f"{snap.sha256}.tar.gz"
+        path = settings.home.pythons / snap.file_name
         if not path.is_file():
             raise BadInput(
                 f"{record.ref}: the interpreter snapshot of Python {snap.python} ({snap.sha256[:12]}) is not in "
@@ -290,7 +296,7 @@ def interpreter_uploads(record: RunRecord, settings: Settings) -> list[Upload]:
                 "it is damaged and was not uploaded",
                 path=str(path),
             )
-        out.append(Upload("pythons", layout.python_snapshot(snap.sha256), path, got, snap.size))
+        out.append(Upload("pythons", python_snapshot_key(snap), path, got, snap.size))
         manifest = snap.to_json().encode()
         out.append(
             Upload(
@@ -646,7 +652,7 @@ def named_objects(record: RunRecord) -> dict[str, tuple[str, str]]:
     for sha1 in record.input_artifacts():
         out[layout.input_artifact(sha1)] = ("sha1", sha1)
     for snap in record.interpreters.values():
-        out[layout.python_snapshot(snap.sha256)] = ("sha256", snap.sha256)
+        out[python_snapshot_key(snap)] = ("sha256", snap.sha256)
         out[layout.python_manifest(snap.sha256)] = ("sha256", hashlib.sha256(snap.to_json().encode()).hexdigest())
     if record.executor.image_sha256:  # the image the run ran in, and its manifest (checked as a document)
         out[layout.image(record.executor.image_sha256)] = ("sha256", record.executor.image_sha256)

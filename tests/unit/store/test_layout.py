@@ -51,6 +51,11 @@ BUILT = {
         f"images/{SHA256}.json",
         Key(Kind.IMAGE_MANIFEST, digest=SHA256),
     ),
+    Kind.PYTHON_SNAPSHOT_ZSTD: (
+        layout.python_snapshot(SHA256, zstd=True),
+        f"pythons/{SHA256}.tar.zst",
+        Key(Kind.PYTHON_SNAPSHOT_ZSTD, digest=SHA256),
+    ),
     Kind.UV: (layout.uv(SHA256), f"tools/uv/{SHA256}/uv", Key(Kind.UV, digest=SHA256)),
     Kind.BOOTSTRAP_SCRIPT: (
         layout.bootstrap_script(SHA256),
@@ -96,6 +101,7 @@ JUNK = {
     Kind.PYTHON_MANIFEST: [f"pythons/{SHA256}.files.json", f"pythons/{SHA256}/1.json"],
     Kind.IMAGE: [f"images/{SHA256}.tar", f"images/{SHA1}.tar.zst", f"images/x/{SHA256}.tar.zst"],
     Kind.IMAGE_MANIFEST: [f"images/{SHA256}.tar.json", f"images/{SHA256.upper()}.json"],
+    Kind.PYTHON_SNAPSHOT_ZSTD: [f"pythons/{SHA256}.zst", f"pythons/{SHA1}.tar.zst", f"pythons/x/{SHA256}.tar.zst"],
     Kind.UV: [f"tools/uv/{SHA256}/uvx", "tools/uv/x/uv", f"tools/uv/{SHA256}"],
     Kind.BOOTSTRAP_SCRIPT: [f"tools/bootstrap/{SHA256}/other.py", f"tools/bootstrap/{SHA1}/batch_bootstrap.py"],
     Kind.BOOTSTRAP_MANIFEST: [
