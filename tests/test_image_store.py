@@ -11,7 +11,7 @@ import pytest
 
 from metaflow_repro.containers import image as images
 from metaflow_repro.containers import stored
-from metaflow_repro.model.interpreter import ExecutorKind
+from metaflow_repro.model.interpreter import Executor, ExecutorKind
 from metaflow_repro.model.record import from_json
 from metaflow_repro.settings import Home
 from metaflow_repro.store import LocalStore, layout
@@ -116,3 +116,23 @@ def test_a_replay_of_a_container_run_imports_the_recorded_image_from_the_store(
 
 def _layers(client) -> list[list[str]]:
     return [img.attrs.get("RootFS", {}).get("Layers") or [] for img in client.images.list()]
+
+
+def test_an_image_given_overrides_the_recorded_one_and_the_replays_record_says_so(tmp_path, docker_daemon, base_image):
+    """`--image` wins over the image the record ran in (which this store does not even hold): nothing is
+    fetched, and the executor the replay's record gets names the image given, and no store image."""
+    from metaflow_repro.executors import docker
+    from metaflow_repro.executors.base import ReplayRequest
+    from metaflow_repro.executors.local import LocalPlace
+    from metaflow_repro.settings import load_settings
+    from tests.unit.model.test_record import make_record
+
+    original = make_record(executor=Executor(ExecutorKind.DOCKER, "sha256:" + "a" * 64, image_sha256="f" * 64))
+    settings = load_settings(tmp_path, environ={"REPRO_HOME": str(tmp_path / "home")})
+    request = ReplayRequest(
+        original, LocalStore(str(tmp_path / "store")), settings, LocalPlace(), Executor(), "F/1", image=base_image.tag
+    )
+    ref, python, executor = docker._container_image(request, images.client(), log=lambda m: None)
+    assert (ref, python) == (base_image.tag, base_image.python)
+    assert executor == Executor(ExecutorKind.DOCKER, image_given=base_image.tag)
+    assert not (tmp_path / "home" / "images").exists()
