@@ -118,3 +118,14 @@ def test_push_takes_the_image_from_repro_home_or_refuses_naming_it(tmp_path):
     (settings.home.images / f"{SHA}.tar.zst").write_bytes(BODY + b"x")
     with pytest.raises(IntegrityError, match="damaged"):
         image_uploads(record, settings)
+
+
+def test_a_push_replaces_an_object_of_the_wrong_size_or_with_no_manifest(tmp_path):
+    store = _pushed(tmp_path)
+    obj, meta = tmp_path / "store" / layout.image(SHA), tmp_path / "store" / layout.image_manifest(SHA)
+    obj.write_bytes(BODY[:-1])  # cut short: another size
+    assert push_image(store, tmp_path / "obj.tar.zst", MANIFEST) is True and obj.read_bytes() == BODY
+    obj.write_bytes(BODY[:-1] + b"!")  # same size, other bytes, and no manifest: an unfinished push
+    meta.unlink()
+    assert push_image(store, tmp_path / "obj.tar.zst", MANIFEST) is True and obj.read_bytes() == BODY
+    assert meta.read_text() == MANIFEST.to_json()
