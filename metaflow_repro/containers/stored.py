@@ -30,7 +30,7 @@ from metaflow_repro.containers import image as images
 from metaflow_repro.errors import InfraError, IntegrityError
 from metaflow_repro.fsutil import atomic_write
 from metaflow_repro.settings import Home
-from metaflow_repro.store import Store
+from metaflow_repro.store import Store, layout
 from metaflow_repro.store import images as stored
 from metaflow_repro.store.images import ImageManifest
 
@@ -205,6 +205,25 @@ def _release(text: str) -> dict[str, str]:
     return {k: fields[f].strip() for k, f in (("suite", "Codename"), ("date", "Date")) if fields.get(f)}
 
 
+def _inflate(obj: Path, rootfs: Path, manifest: ImageManifest, where: str) -> None:
+    """The object's tar, never larger than its manifest says (a record may name a zstd bomb)."""
+    written = 0
+    with open(obj, "rb") as fin, open(rootfs, "wb") as fout:
+        reader = zstandard.ZstdDecompressor().stream_reader(fin, read_size=_CHUNK)
+        try:
+            for block in iter(lambda: reader.read(_CHUNK), b""):
+                written += len(block)
+                if written > manifest.rootfs_size:
+                    raise IntegrityError(
+                        f"{where}: it inflates to more than the {manifest.rootfs_size} bytes its manifest says; "
+                        "it was not imported",
+                        path=where,
+                    )
+                fout.write(block)
+        except zstandard.ZstdError as exc:
+            raise IntegrityError(f"{where}: not a usable zstd image ({exc}); it was not imported", path=where) from None
+
+
 def ensure(client, store: Store, sha256: str, home: Home, log=print) -> StoredImage:
     """The image of store object ``sha256`` in the daemon: found by its layer, or imported from the
     store's bytes (verified first)."""
@@ -219,8 +238,7 @@ def ensure(client, store: Store, sha256: str, home: Home, log=print) -> StoredIm
     with tempfile.TemporaryDirectory(dir=home.images, prefix=".import-") as tmp:
         stored.fetch_image(store, sha256, obj)  # hashed before it is kept: exit 3 naming the key
         rootfs = Path(tmp) / "rootfs.tar"
-        with open(obj, "rb") as fin, open(rootfs, "wb") as fout:
-            zstandard.ZstdDecompressor().copy_stream(fin, fout, read_size=_CHUNK, write_size=_CHUNK)
+        _inflate(obj, rootfs, manifest, f"{store.uri}/{layout.image(sha256)}")
         ref = f"{REPOSITORY}:{sha256[:24]}"
         client.api.import_image_from_file(
             str(rootfs),

@@ -50,6 +50,8 @@ _PYTHON = re.compile(r"3\.[0-9]{1,2}")
 #: a Debian package with its version (name=version), a pip pin (name==version)
 _PACKAGE = re.compile(r"[A-Za-z0-9_.+\-]{1,100}==?[A-Za-z0-9_.:+~\-]{1,100}")
 MAX_MANIFEST_BYTES = 1 << 20
+#: the largest root file system an image object may inflate to (repro's base image: 250 MB)
+MAX_ROOTFS_BYTES = 16 << 30
 
 
 @dataclass(frozen=True)
@@ -82,8 +84,8 @@ def parse_manifest(data: bytes | str, where: str) -> ImageManifest:
 
     def size(key: str) -> int:
         n = v.need(doc, key, int, at)
-        if isinstance(n, bool) or n < 0:
-            (at / key).fail(n, "a size in bytes")
+        if isinstance(n, bool) or not 0 <= n <= MAX_ROOTFS_BYTES:
+            (at / key).fail(n, f"a size in bytes, at most {MAX_ROOTFS_BYTES}")
         return n
 
     def word(key: str, pattern: re.Pattern[str], what: str) -> str:

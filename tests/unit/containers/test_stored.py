@@ -8,6 +8,7 @@ import hashlib
 import io
 import tarfile
 
+import pytest
 import zstandard
 
 from metaflow_repro.containers import stored
@@ -68,3 +69,17 @@ def test_the_object_decompresses_to_the_tar_and_both_hashes_are_right(tmp_path):
 def test_a_docker_save_stream_is_read_as_a_file():
     chunks = stored._Chunks(iter([b"ab", b"", b"cde", b"f"]))
     assert chunks.read(3) == b"abc" and chunks.read(-1) == b"def" and chunks.read(2) == b""
+
+
+def test_an_object_that_inflates_past_its_manifest_or_is_not_zstd_is_refused(tmp_path):
+    from metaflow_repro.errors import IntegrityError
+    from metaflow_repro.store.images import ImageManifest
+
+    obj = tmp_path / "obj"
+    obj.write_bytes(zstandard.ZstdCompressor().compress(b"\0" * (4 << 20)))
+    manifest = ImageManifest("a" * 64, 1, "b" * 64, 1 << 20, "0", "bookworm", "", "3.11")
+    with pytest.raises(IntegrityError, match="inflates to more than the 1048576 bytes"):
+        stored._inflate(obj, tmp_path / "rootfs.tar", manifest, "images/x.tar.zst")
+    obj.write_bytes(b"not zstd at all")
+    with pytest.raises(IntegrityError, match="not a usable zstd image"):
+        stored._inflate(obj, tmp_path / "rootfs.tar", manifest, "images/x.tar.zst")

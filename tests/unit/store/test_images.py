@@ -57,6 +57,7 @@ def test_a_manifest_round_trips_and_a_pushed_image_is_fetched(tmp_path):
     [
         ("sha256", "A" * 64, "sha256"),
         ("size", -1, "size"),
+        ("rootfs_size", 1 << 40, "rootfs_size"),
         ("python", "3.11\n", "python"),
         ("packages", ["bash=5.2\nevil"], "packages.0"),
         ("recipe", "../x", "recipe"),
