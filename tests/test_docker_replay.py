@@ -67,7 +67,8 @@ def test_the_run_pushes_the_interpreter_snapshot(recorded, s3_server):
     store, record, bucket, keys = recorded
     (version, snap), *more = record.interpreters.items()
     assert not more and version == next(iter(record.envs.values())).python
-    assert f"team/pythons/{snap.sha256}.tar.gz" in keys and f"team/pythons/{snap.sha256}.json" in keys
+    assert f"team/pythons/{snap.file_name}" in keys and f"team/pythons/{snap.sha256}.json" in keys
+    assert snap.compression == "zstd"  # extracted as it downloads, in the container
     assert record.executor.kind is ExecutorKind.LOCAL
 
 

@@ -8,9 +8,11 @@ import io
 import os
 import sys
 import tarfile
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import zstandard
 
 from metaflow_extensions.repro.plugins.batch_bootstrap import unpack_interpreter
 from metaflow_repro.env import interpreter_snapshot as snapshots
@@ -65,6 +67,56 @@ def test_a_tarball_whose_members_leave_the_prefix_is_refused_before_extraction(p
     assert not (tmp_path / "versions").exists()  # no partial folder left behind, nor the folder made for it
 
 
+def _zst(path: Path, members: list[tuple[str, bytes | str]]) -> Path:
+    """The same tar, zstd'd (what snapshots are now)."""
+    import gzip
+
+    raw = gzip.decompress(_tarball(path.with_suffix(".gz"), members).read_bytes())
+    path.write_bytes(zstandard.ZstdCompressor(write_checksum=True).compress(raw))
+    return path
+
+
+def _zsnap(tarball: Path, prefix: Path) -> InterpreterSnapshot:
+    return replace(_snap(tarball, prefix), compression="zstd")
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_a_zstd_snapshot_is_checked_as_it_streams_and_refused_leaving_nothing(pyenv_root, tmp_path, streamed):
+    """A zstd snapshot is extracted while it downloads: every member is checked on the way, and its
+    sha256 is checked before anything is renamed into place (or run): a flipped byte, bytes appended
+    after the frame, a member leaving the prefix, a bomb: refused, nothing left."""
+    prefix = tmp_path / "versions" / "3.11.7"
+    good = _zst(tmp_path / "py.tar.zst", [("bin/python3.11", b"#!" * 1000), ("lib/x.py", b"x = 1\n" * 500)])
+    snap = _zsnap(good, prefix)
+    data = good.read_bytes()
+
+    def source(body: bytes):
+        if streamed:  # as the store's chunks() yields them
+            return iter([body[i : i + 97] for i in range(0, len(body), 97)])
+        path = tmp_path / "local.tar.zst"
+        path.write_bytes(body)
+        return path
+
+    flipped = data[:-20] + bytes([data[-20] ^ 1]) + data[-19:]
+    other = zstandard.ZstdCompressor(level=1).compress(zstandard.ZstdDecompressor().decompress(data))  # same tar
+    for body, why in (
+        (flipped, "not a usable zstd"),
+        (data + b"\0", f"the record says {snap.sha256}|not a usable zstd"),
+        (other, f"the record says {snap.sha256}"),
+    ):
+        with pytest.raises(IntegrityError, match=why):
+            snapshots.restore(snap, source(body))
+        assert not prefix.exists() and not (tmp_path / "versions").exists()
+    evil = _zst(tmp_path / "evil.tar.zst", [("bin/python3.11", b"x"), ("../escaped", b"x")])
+    with pytest.raises(IntegrityError, match="leaves the install prefix"):
+        snapshots.restore(_zsnap(evil, prefix), source(evil.read_bytes()))
+    bomb = tmp_path / "bomb.tar.zst"
+    bomb.write_bytes(zstandard.ZstdCompressor().compress(b"\0" * (40 << 20)))
+    with pytest.raises(IntegrityError, match="inflates to more than"):
+        snapshots.restore(_zsnap(bomb, prefix), source(bomb.read_bytes()), max_bytes=8 << 20)
+    assert not (tmp_path / "versions").exists() and not (tmp_path / "escaped").exists()
+
+
 def test_a_tarball_that_is_not_the_recorded_bytes_is_refused_before_extraction(pyenv_root, tmp_path):
     tarball = _tarball(tmp_path / "py.tar.gz", [("bin/python3.11", b"#!")])
     snap = _snap(tarball, tmp_path / "versions" / "3.11.7")
@@ -91,7 +143,11 @@ def test_pack_keeps_the_interpreter_and_its_stdlib_without_site_packages(tmp_pat
     snap, tarball = snapshots.pack(interp, Home(tmp_path / "home"))
     assert snap.sha256 == sha256_file(tarball) and snap.python == interp.version
     assert Path(snap.prefix) == Path(sys.base_prefix) and (Path(snap.prefix) / snap.executable).is_file()
-    with tarfile.open(tarball) as tar:
+    assert snap.compression == "zstd" and tarball.name == f"{snap.sha256}.tar.zst"
+    with (
+        zstandard.ZstdDecompressor().stream_reader(tarball.open("rb")) as raw,
+        tarfile.open(fileobj=raw, mode="r|") as tar,
+    ):
         names = set(tar.getnames())
     stdlib = f"lib/python{sys.version_info[0]}.{sys.version_info[1]}"
     assert snap.executable in names and f"{stdlib}/os.py" in names and f"{stdlib}/json/__init__.py" in names
@@ -110,7 +166,7 @@ def test_a_system_python_is_never_packed_whole(tmp_path):
     require(interp, "a system python3 (/usr/bin/python3)")
     with pytest.raises(BadInput, match="system's Python"):
         snapshots.pack(interp, Home(tmp_path / "home"))
-    assert not (tmp_path / "home" / "pythons").exists() or not any((tmp_path / "home" / "pythons").glob("*.tar.gz"))
+    assert not (tmp_path / "home" / "pythons").exists() or not any((tmp_path / "home" / "pythons").glob("*.tar.*"))
 
 
 @pytest.fixture

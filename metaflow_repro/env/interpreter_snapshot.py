@@ -21,7 +21,9 @@ folder, isolated and with a timeout, before the rename: one that fails leaves no
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import hashlib
 import json
 import os
 import re
@@ -29,20 +31,26 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
+
+import zstandard
 
 from metaflow_extensions.repro.plugins.batch_bootstrap import MAX_INFLATED, Refused, unpack_interpreter
 from metaflow_repro.env import pythons
 from metaflow_repro.env.cache import sha256_file
 from metaflow_repro.errors import BadInput, InfraError, IntegrityError
 from metaflow_repro.fsutil import atomic_write
-from metaflow_repro.model.interpreter import InterpreterSnapshot, facts_fingerprint
+from metaflow_repro.model.interpreter import GZIP, ZSTD, InterpreterSnapshot, facts_fingerprint
 from metaflow_repro.settings import Home
 
 #: files under bin/ that belong to the interpreter (the rest were installed there by packages)
 _OWN_BIN = re.compile(r"^(python|pydoc|2to3|idle)[0-9.]*(-[0-9.]+|-config)?$")
 #: what a snapshot leaves out: bumping it packs every interpreter again
 PACK_FORMAT = 2
+#: zstd's level for a snapshot: 72 MB of install prefix to 25 MB in ~1.3 s, inflated in ~0.4 s (gzip: 1.2 s)
+ZSTD_LEVEL = 3
+_CHUNK = 1 << 20
 _TEST_FOLDERS = frozenset({"test", "tests", "idle_test", "turtledemo"})
 #: install prefixes that hold more than one interpreter: never packed whole
 SYSTEM_PREFIXES = frozenset({"/", "/usr", "/usr/local", "/opt", "/bin"})
@@ -118,19 +126,23 @@ def _excluded(rel: PurePosixPath, skip: set[PurePosixPath]) -> bool:
     return rel.suffix == ".a" and rel.parent.name.startswith("config-")
 
 
-def pack(interp: pythons.Interpreter, home: Home, log=lambda m: None) -> tuple[InterpreterSnapshot, Path]:
-    """The snapshot of ``interp`` and its tarball under REPRO_HOME/pythons (packed once: the result is
-    remembered under the interpreter's path, mtime, size and inode)."""
+def pack(
+    interp: pythons.Interpreter, home: Home, log=lambda m: None, compression: str = ZSTD
+) -> tuple[InterpreterSnapshot, Path]:
+    """The snapshot of ``interp`` and its tarball under REPRO_HOME/pythons (packed once per compression:
+    the result is remembered under the interpreter's path, mtime, size and inode). zstd unless a Batch
+    job restores it (``compression=GZIP``: its bootstrap has only the standard library)."""
     index_file = home.pythons / "index.json"
     real = os.path.realpath(interp.path)
     key = pythons._stat_key(real)
+    entry_key = real if compression == GZIP else f"{real}|{compression}"
     index = _read_json(index_file)
-    entry = index.get(real)
+    entry = index.get(entry_key)
     if isinstance(entry, dict) and entry.get("stat") == key and entry.get("format") == PACK_FORMAT:
         try:
             snap = InterpreterSnapshot.from_dict(entry.get("snapshot"), _at(index_file))
-            tarball = home.pythons / f"{snap.sha256}.tar.gz"
-            if tarball.is_file() and tarball.stat().st_size == snap.size:
+            tarball = home.pythons / snap.file_name
+            if snap.compression == compression and tarball.is_file() and tarball.stat().st_size == snap.size:
                 return snap, tarball
         except BadInput:
             pass  # a damaged index entry: pack again
@@ -169,8 +181,8 @@ def pack(interp: pythons.Interpreter, home: Home, log=lambda m: None) -> tuple[I
     log(f"packing Python {interp.version} ({prefix}) into an interpreter snapshot")
     home.pythons.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=home.pythons, prefix=".pack-") as tmp:
-        partial = Path(tmp) / "python.tar.gz"
-        _write_tar(prefix, partial, skip)
+        partial = Path(tmp) / "python.tar"
+        _write_tar(prefix, partial, skip, compression)
         sha = sha256_file(partial)
         snap = InterpreterSnapshot(
             sha256=sha,
@@ -179,21 +191,30 @@ def pack(interp: pythons.Interpreter, home: Home, log=lambda m: None) -> tuple[I
             prefix=str(prefix),
             executable=str(PurePosixPath(rel_exe)),
             fingerprint=facts_fingerprint(facts),
+            compression=compression,
         )
-        tarball = home.pythons / f"{sha}.tar.gz"
+        tarball = home.pythons / snap.file_name
         os.replace(partial, tarball)
     atomic_write(home.pythons / f"{sha}.json", snap.to_json())
     index = _read_json(index_file)
-    index[real] = {"stat": key, "format": PACK_FORMAT, "snapshot": snap.to_dict()}
+    index[entry_key] = {"stat": key, "format": PACK_FORMAT, "snapshot": snap.to_dict()}
     atomic_write(index_file, json.dumps(index, sort_keys=True, indent=0))
     return snap, tarball
 
 
-def _write_tar(prefix: Path, out: Path, skip: set[PurePosixPath]) -> None:
-    """A deterministic tarball of ``prefix`` (sorted members, no owners, gzip without a time stamp)."""
+def _compressed(raw, compression: str):
+    """Where the tar goes: gzip without a time stamp, or zstd (with its frame checksum, one thread: the
+    same bytes every time)."""
+    if compression == ZSTD:
+        return zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True).stream_writer(raw, closefd=False)
+    return gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, compresslevel=3)
+
+
+def _write_tar(prefix: Path, out: Path, skip: set[PurePosixPath], compression: str = GZIP) -> None:
+    """A deterministic tarball of ``prefix`` (sorted members, no owners), gzip'd or zstd'd."""
     with (
         open(out, "wb") as raw,
-        gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, compresslevel=3) as gz,
+        _compressed(raw, compression) as gz,
         tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
     ):
         for folder, dirs, files in os.walk(prefix):
@@ -241,34 +262,29 @@ def _link_inside(link: Path, root: Path) -> bool:
 
 
 def restore(
-    snap: InterpreterSnapshot, tarball: Path, where: str = "", max_bytes: int = MAX_INFLATED
+    snap: InterpreterSnapshot,
+    tarball: Path | Iterable[bytes],
+    where: str = "",
+    max_bytes: int = MAX_INFLATED,
 ) -> pythons.Interpreter:
     """The interpreter of ``snap`` at its recorded prefix: the one there if it has the recorded
-    fingerprint, else (the prefix missing) extracted from ``tarball``: its sha256 is checked first, the
-    whole gzip stream (its CRC and end) and every member while it is extracted into a staging folder,
-    and the interpreter's fingerprint there (``_staged_problem``); only then is it renamed into place.
-    It never inflates past ``max_bytes`` (``archive-max-bytes``). On any failure nothing of it is left."""
+    fingerprint, else (the prefix missing) extracted from ``tarball`` (a file, or a zstd snapshot's bytes
+    as they download: extracted while they arrive). A gzip'd file's sha256 is checked first; a zstd
+    stream's is computed on the way and checked before anything is renamed into place. Also checked:
+    the whole compressed stream (gzip's CRC and end, zstd's frame checksum), every member while it is
+    extracted into a staging folder, and the interpreter's fingerprint there (``_staged_problem``). It
+    never inflates past ``max_bytes`` (``archive-max-bytes``). On any failure nothing of it is left."""
     where = where or f"interpreter snapshot {snap.sha256[:12]} (Python {snap.python})"
     check_location(snap, "snapshot", where)
     prefix = Path(snap.prefix)
     if prefix.exists():
         return _existing(snap, where)
-    got = sha256_file(tarball)
-    if got != snap.sha256:
-        raise IntegrityError(
-            f"{where}: {tarball} has sha256 {got}, the record says {snap.sha256}; nothing was extracted"
-        )
     staged: dict = {}
     try:
-        with open(tarball, "rb") as fh:
-            placed = unpack_interpreter(
-                iter(lambda: fh.read(1 << 20), b""),
-                snap.sha256,
-                str(prefix),
-                where,
-                max_inflated=max_bytes,
-                check=lambda staging: _staged_problem(snap, staging, staged),
-            )
+        if snap.compression == ZSTD:
+            placed = _unpack_zstd(snap, tarball, where, max_bytes, staged)
+        else:
+            placed = _unpack_gzip(snap, Path(tarball), where, max_bytes, staged)  # type: ignore[arg-type]
     except Refused as exc:
         raise IntegrityError(str(exc)) from None
     pythons.probe.cache_clear()
@@ -280,6 +296,78 @@ def restore(
     return pythons.Interpreter(
         path=str(prefix / snap.executable), version=facts["python"], facts_json=json.dumps(facts, sort_keys=True)
     )
+
+
+def _unpack_gzip(snap: InterpreterSnapshot, tarball: Path, where: str, max_bytes: int, staged: dict) -> bool:
+    got = sha256_file(tarball)
+    if got != snap.sha256:
+        raise IntegrityError(
+            f"{where}: {tarball} has sha256 {got}, the record says {snap.sha256}; nothing was extracted"
+        )
+    with open(tarball, "rb") as fh:
+        return unpack_interpreter(
+            iter(lambda: fh.read(_CHUNK), b""),
+            snap.sha256,
+            snap.prefix,
+            where,
+            max_inflated=max_bytes,
+            check=lambda staging: _staged_problem(snap, staging, staged),
+        )
+
+
+class _Hashing:
+    """A file-like object over compressed chunks (zstd's reader pulls them), hashing them on the way."""
+
+    def __init__(self, chunks: Iterable[bytes]):
+        self.chunks, self.buffer, self.digest, self.size = iter(chunks), b"", hashlib.sha256(), 0
+
+    def read(self, n: int = -1) -> bytes:
+        if not self.buffer:
+            self.buffer = next(self.chunks, b"")
+            self.digest.update(self.buffer)
+            self.size += len(self.buffer)
+        n = len(self.buffer) if n < 0 else n
+        out, self.buffer = self.buffer[:n], self.buffer[n:]
+        return out
+
+    def rest(self) -> None:
+        """Hash whatever follows the zstd frame too: the digest names all the bytes."""
+        while self.read(_CHUNK):
+            pass
+
+
+def _unpack_zstd(
+    snap: InterpreterSnapshot, source: Path | Iterable[bytes], where: str, max_bytes: int, staged: dict
+) -> bool:
+    """Inflated here (zstandard, bounded reads), extracted by GNU tar as the bytes arrive; the sha256
+    of the compressed bytes is checked once they all went through, before the interpreter is run."""
+    with open(source, "rb") if isinstance(source, Path) else contextlib.nullcontext() as fh:
+        chunks = iter(lambda: fh.read(_CHUNK), b"") if fh is not None else source
+        hashing = _Hashing(chunks)  # type: ignore[arg-type]
+        reader = zstandard.ZstdDecompressor().stream_reader(
+            hashing,  # type: ignore[arg-type]
+            read_size=_CHUNK,
+            read_across_frames=False,
+        )
+
+        def check(staging: str) -> str:
+            hashing.rest()
+            if hashing.digest.hexdigest() != snap.sha256:
+                return f"its sha256 is {hashing.digest.hexdigest()}, the record says {snap.sha256}"
+            return _staged_problem(snap, staging, staged)
+
+        try:
+            return unpack_interpreter(
+                iter(lambda: reader.read(_CHUNK), b""),
+                None,
+                snap.prefix,
+                where,
+                max_inflated=max_bytes,
+                check=check,
+                raw=True,
+            )
+        except zstandard.ZstdError as exc:
+            raise IntegrityError(f"{where}: not a usable zstd snapshot ({exc}); nothing was extracted") from None
 
 
 def _existing(snap: InterpreterSnapshot, where: str) -> pythons.Interpreter:

@@ -41,7 +41,7 @@ from metaflow_repro.env.uvtool import uv_bin
 from metaflow_repro.errors import BadInput, InfraError
 from metaflow_repro.executors.base import ReplayRequest, RunHere
 from metaflow_repro.fsutil import atomic_write
-from metaflow_repro.model.interpreter import Executor, ExecutorKind
+from metaflow_repro.model.interpreter import GZIP, Executor, ExecutorKind
 from metaflow_repro.model.lock import PlatformLock
 from metaflow_repro.model.record import RunRecord
 from metaflow_repro.model.replay import RunResult
@@ -433,7 +433,8 @@ def stage(
         interp = pythons.probe(env.interpreter)
         if interp is None:
             raise InfraError(f"flow {flow}: env {env.env_id[:12]}: its interpreter {env.interpreter} no longer runs")
-        snap, tarball = interpreter_snapshot.pack(interp, settings.home, log=log)
+        # gzip: the job's bootstrap restores it with the standard library alone
+        snap, tarball = interpreter_snapshot.pack(interp, settings.home, log=log, compression=GZIP)
         key = layout.python_snapshot(snap.sha256)
         uploads[key] = Upload("pythons", key, tarball, snap.sha256, snap.size)
         snap_json = snap.to_json().encode()

@@ -15,6 +15,7 @@ and the operation judges it, once, as for a local replay.
 from __future__ import annotations
 
 import io
+import json
 import os
 import tarfile
 import tempfile
@@ -25,7 +26,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from metaflow_repro.containers import image as images
-from metaflow_repro.containers import runtime
+from metaflow_repro.containers import runtime, stored
 from metaflow_repro.errors import EXIT_INFRA, BadInput, InfraError, ReproError
 from metaflow_repro.executors.base import Log, ReplayRequest, RunHere
 from metaflow_repro.executors.local import LocalPlace
@@ -166,12 +167,25 @@ class DockerPlace(LocalPlace):
             return _replay_in_container(request, inside_ref, volumes, log)
 
 
-def _container_image(request: ReplayRequest, client, log: Log) -> tuple[str, str]:
-    """(image reference, its python3's major.minor): the one asked for, or the default for the record."""
+def _container_image(request: ReplayRequest, client, log: Log) -> tuple[str, str, Executor]:
+    """(image reference, its python3's major.minor, what the replay's record says of it): the image asked
+    for (``--image``, named as such), else the one the record ran in, imported from the store's bytes
+    if the daemon lacks it, else the default for the record (pushed to the store, when it is repro's
+    base image, so that the replay's record can name it)."""
     if request.image:
-        return request.image, _image_python(client, request.image)
+        return (
+            request.image,
+            _image_python(client, request.image),
+            Executor(ExecutorKind.DOCKER, image_given=request.image),
+        )
+    home, sha = request.settings.home, request.original.executor.image_sha256
+    if sha:
+        got = stored.ensure(client, request.store, sha, home, log=log)
+        return got.ref, got.python, Executor(ExecutorKind.DOCKER, image_sha256=sha)
     minors = sorted({".".join(pl.python.split(".")[:2]) for pl in request.original.envs.values()})
-    return default_image(minors[0] if minors else "3.11", request.settings, log, client)
+    ref, python = default_image(minors[0] if minors else "3.11", request.settings, log, client)
+    manifest = stored.publish(client, ref, request.store, home, log=log)
+    return ref, python, Executor(ExecutorKind.DOCKER, image_sha256=manifest.sha256 if manifest else "")
 
 
 def _replay_in_container(
@@ -179,8 +193,8 @@ def _replay_in_container(
 ) -> RunResult:
     original, store, settings = request.original, request.store, request.settings
     client = images.client()
-    image_ref, python = _container_image(request, client, log)
-    image_id = client.images.get(image_ref).id
+    image_ref, python, executor = _container_image(request, client, log)
+    executor = replace(executor, image=client.images.get(image_ref).id)
     rt = runtime.prepare(settings.home, python, log=log)
     volumes = {**rt.volumes(), **volumes}
     parsed = urlparse(store.uri)
@@ -190,8 +204,16 @@ def _replay_in_container(
     env = {**container_env(store.uri, settings), "PYTHONPATH": rt.pythonpath, "PATH": rt.path}
     if original.datastore.get("type") == "s3":  # the replay has one too (local.py): Metaflow's settings for it
         env.update({k: os.environ[k] for k in _S3_DATASTORE_ENV if os.environ.get(k)})
-    command = ["python3", "-m", ENTRY, f"{OUTPUT_INSIDE}/{RESULT_FILE}", inside_ref, store.uri, image_id]
-    log(f"replaying {original.ref} in a fresh container of {image_ref} ({image_id[:19]})")
+    command = [
+        "python3",
+        "-m",
+        ENTRY,
+        f"{OUTPUT_INSIDE}/{RESULT_FILE}",
+        inside_ref,
+        store.uri,
+        json.dumps(executor.to_dict(), sort_keys=True),
+    ]
+    log(f"replaying {original.ref} in a fresh container of {image_ref} ({executor.image[:19]})")
     started = time.monotonic()
     container = client.containers.run(
         image_ref,

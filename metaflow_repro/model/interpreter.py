@@ -1,6 +1,6 @@
 """What a run ran on: interpreter snapshots (content-addressed in the store) and the executor. Pure.
 
-An ``InterpreterSnapshot`` names a tarball ``pythons/<sha256>.tar.gz`` (the interpreter's install
+An ``InterpreterSnapshot`` names a tarball ``pythons/<sha256>.tar.zst`` (``.tar.gz`` for older ones and Batch's; the interpreter's install
 prefix: binary, shared library and standard library, without site-packages) and says where it
 was installed (``prefix``), which file in it is the interpreter (``executable``) and the digest of
 its ``interpreter_facts`` (``fingerprint``), so a restored copy can be proven to be the same one.
@@ -19,7 +19,10 @@ from metaflow_repro.model import validate as v
 from metaflow_repro.model.findings import Choice
 
 SNAPSHOT_SCHEMA = "repro.python-snapshot"
-_SNAPSHOT_KEYS = frozenset({"schema", "sha256", "size", "python", "prefix", "executable", "fingerprint"})
+_SNAPSHOT_KEYS = frozenset({"schema", "sha256", "size", "python", "prefix", "executable", "fingerprint", "compression"})
+#: how a snapshot's tar is compressed: gzip (``pythons/<sha256>.tar.gz``, snapshots made before zstd ones,
+#: and Batch's: its job bootstrap has only the standard library) or zstd (``pythons/<sha256>.tar.zst``)
+GZIP, ZSTD = "gzip", "zstd"
 _VERSION = re.compile(r"^3\.[0-9]+\.[0-9]+$")
 #: an install prefix: absolute, normalized, plain components (it becomes a folder on the machine)
 _PREFIX = re.compile(r"^(/[A-Za-z0-9_.+\-]+)+$")
@@ -33,9 +36,10 @@ class InterpreterSnapshot:
     prefix: str  # where it was installed, and is restored: "/root/.pyenv/versions/3.11.7"
     executable: str  # relative to prefix: "bin/python3.11"
     fingerprint: str  # sha256 of the interpreter's facts (probe.interpreter_facts)
+    compression: str = GZIP  # GZIP or ZSTD (written only when ZSTD: older readers see what they always did)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "schema": SNAPSHOT_SCHEMA,
             "sha256": self.sha256,
             "size": self.size,
@@ -44,9 +48,17 @@ class InterpreterSnapshot:
             "executable": self.executable,
             "fingerprint": self.fingerprint,
         }
+        if self.compression != GZIP:
+            out["compression"] = self.compression
+        return out
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=1, sort_keys=True) + "\n"
+
+    @property
+    def file_name(self) -> str:
+        """The tarball's name, in the store's ``pythons/`` and REPRO_HOME's: ``<sha256>.tar.gz|.tar.zst``."""
+        return f"{self.sha256}.tar.{'zst' if self.compression == ZSTD else 'gz'}"
 
     @property
     def interpreter_path(self) -> str:
@@ -71,7 +83,14 @@ class InterpreterSnapshot:
             prefix=prefix,
             executable=v.relative_path(v.need(d, "executable", str, at), at / "executable"),
             fingerprint=v.hex_digest(v.need(d, "fingerprint", str, at), 64, at / "fingerprint"),
+            compression=_compression(v.opt(d, "compression", str, GZIP, at), at / "compression"),
         )
+
+
+def _compression(value: str, at: v.At) -> str:
+    if value not in (GZIP, ZSTD):
+        at.fail(value, f"{GZIP!r} or {ZSTD!r}")
+    return value
 
 
 def parse_snapshot(text: str | bytes, where: str) -> InterpreterSnapshot:
@@ -99,15 +118,31 @@ class ExecutorKind(Choice):
 class Executor:
     kind: ExecutorKind = ExecutorKind.LOCAL
     image: str = ""  # container image id (sha256:...), for docker and batch
+    #: the store object ``images/<sha256>.tar.zst`` of the image's root file system the run ran in ("": none)
+    image_sha256: str = ""
+    #: the image the user named (``--image``) instead of the one the replayed record ran in ("": none)
+    image_given: str = ""
 
     def to_dict(self) -> dict[str, str]:
-        return {"kind": ExecutorKind(self.kind).value, "image": self.image}
+        out = {"kind": ExecutorKind(self.kind).value, "image": self.image}
+        out.update({k: x for k, x in (("image_sha256", self.image_sha256), ("image_given", self.image_given)) if x})
+        return out
 
     @classmethod
     def from_dict(cls, d: Any, at: v.At) -> Executor:
         d = v.of_type(d, dict, at)
-        v.only(d, frozenset({"kind", "image"}), at)
-        image = v.opt(d, "image", str, "", at)
-        if image and not re.match(r"^[A-Za-z0-9_.:/@\-]{1,256}$", image):
-            (at / "image").fail(image, "an image id or name")
-        return cls(kind=v.choice(v.need(d, "kind", str, at), ExecutorKind, at / "kind"), image=image)
+        v.only(d, frozenset({"kind", "image", "image_sha256", "image_given"}), at)
+        image, given = v.opt(d, "image", str, "", at), v.opt(d, "image_given", str, "", at)
+        for key, value in (("image", image), ("image_given", given)):
+            if value and not _IMAGE.fullmatch(value):
+                (at / key).fail(value, "an image id or name")
+        sha = v.opt(d, "image_sha256", str, "", at)
+        return cls(
+            kind=v.choice(v.need(d, "kind", str, at), ExecutorKind, at / "kind"),
+            image=image,
+            image_sha256=v.hex_digest(sha, 64, at / "image_sha256") if sha else "",
+            image_given=given,
+        )
+
+
+_IMAGE = re.compile(r"^[A-Za-z0-9_.:/@\-]{1,256}$")

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -35,7 +35,7 @@ from metaflow_repro.env.interpreter_snapshot import check_location, restore
 from metaflow_repro.errors import EXIT_DRIFT, EXIT_INFRA, EXIT_OK, BadInput, InfraError, ReproError
 from metaflow_repro.executors.base import Place, ReplayArgs, ReplayPlan, ReplayRequest
 from metaflow_repro.model.findings import Choice, Finding, Kind
-from metaflow_repro.model.interpreter import Executor, ExecutorKind
+from metaflow_repro.model.interpreter import ZSTD, Executor, ExecutorKind
 from metaflow_repro.model.lock import PlatformLock
 from metaflow_repro.model.record import RunRecord, RunStatus, check_replayable, replay_problems
 from metaflow_repro.model.replay import RunFailure, RunResult
@@ -55,6 +55,7 @@ from metaflow_repro.store.snapshot import (
     pull_inputs,
     pull_s3_inputs,
     push_replay_record,
+    python_snapshot_key,
     save_local,
 )
 
@@ -503,10 +504,13 @@ def recorded_interpreter(
     if snap is None:
         return pythons.find(version, where=where)
     check_location(snap, f"interpreters.{version}", original.ref)  # before anything is created or run there
-    tarball = settings.home.pythons / f"{snap.sha256}.tar.gz"
+    tarball: Path | Iterable[bytes] = settings.home.pythons / snap.file_name
     if not Path(snap.prefix).exists():
         log(f"restoring Python {version} at {snap.prefix} from the store's snapshot {snap.sha256[:12]}")
-        fetch_verified(store, layout.python_snapshot(snap.sha256), snap.sha256, tarball)
+        if snap.compression == ZSTD:  # extracted as it downloads, its sha256 checked before it is used
+            tarball = store.chunks(python_snapshot_key(snap))
+        else:
+            fetch_verified(store, python_snapshot_key(snap), snap.sha256, tarball)  # type: ignore[arg-type]
     return restore(
         snap, tarball, where=f"{where}: interpreter snapshot {snap.sha256[:12]}", max_bytes=settings.archive_max_bytes
     )

@@ -53,6 +53,16 @@ class Store(ABC):
     @abstractmethod
     def get_bytes(self, key: str) -> bytes: ...
 
+    def chunks(self, key: str, size: int = 1 << 20) -> Iterator[bytes]:
+        """The object's bytes as they download, ``size`` at a time, for a caller that checks them as
+        they come (nothing is written here). Raises StoreObjectMissing (when first iterated). The default
+        downloads to a temporary file first; backends that can stream do."""
+        with tempfile.TemporaryDirectory(prefix="repro-chunks-") as tmp:
+            target = Path(tmp) / "object"
+            self.get_file(key, target)
+            with open(target, "rb") as fh:
+                yield from iter(lambda: fh.read(size), b"")
+
     @abstractmethod
     def list(self, prefix: str) -> Iterator[ObjectInfo]: ...
 

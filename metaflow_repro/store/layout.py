@@ -36,6 +36,9 @@ class Kind(enum.Enum):
     INPUT_ARTIFACT = "input artifact"
     PYTHON_SNAPSHOT = "python snapshot"
     PYTHON_MANIFEST = "python manifest"
+    PYTHON_SNAPSHOT_ZSTD = "python snapshot (zstd)"
+    IMAGE = "image"
+    IMAGE_MANIFEST = "image manifest"
     UV = "uv"
     BOOTSTRAP_SCRIPT = "bootstrap script"
     BOOTSTRAP_MANIFEST = "bootstrap manifest"
@@ -59,6 +62,9 @@ _TEMPLATES: dict[Kind, str] = {
     Kind.INPUT_ARTIFACT: "inputs/sha1/{shard}/{digest}",
     Kind.PYTHON_SNAPSHOT: "pythons/{digest}.tar.gz",
     Kind.PYTHON_MANIFEST: "pythons/{digest}.json",
+    Kind.PYTHON_SNAPSHOT_ZSTD: "pythons/{digest}.tar.zst",
+    Kind.IMAGE: "images/{digest}.tar.zst",
+    Kind.IMAGE_MANIFEST: "images/{digest}.json",
     Kind.UV: "tools/uv/{digest}/uv",
     Kind.BOOTSTRAP_SCRIPT: protocol.BOOTSTRAP_SCRIPT_KEY % "{digest}",
     Kind.BOOTSTRAP_MANIFEST: protocol.BOOTSTRAP_MANIFEST_KEY % "{digest}",
@@ -94,9 +100,12 @@ CONTENT_KINDS = (
     Kind.INPUT_ARTIFACT,
     Kind.PYTHON_SNAPSHOT,
     Kind.PYTHON_MANIFEST,
+    Kind.PYTHON_SNAPSHOT_ZSTD,
     Kind.UV,
     Kind.BOOTSTRAP_SCRIPT,
     Kind.BOOTSTRAP_MANIFEST,
+    Kind.IMAGE,
+    Kind.IMAGE_MANIFEST,
 )
 #: what Batch staging puts in the store beside a bootstrap manifest, which names them
 STAGED_KINDS = frozenset({Kind.UV, Kind.BOOTSTRAP_SCRIPT, Kind.PYTHON_SNAPSHOT, Kind.PYTHON_MANIFEST, Kind.PACKAGE})
@@ -200,14 +209,25 @@ def code(sha256: str) -> str:
     return str(Key(Kind.CODE, digest=sha256))
 
 
-def python_snapshot(sha256: str) -> str:
-    """An interpreter snapshot (its install prefix, without site-packages), by the tarball's sha256."""
-    return str(Key(Kind.PYTHON_SNAPSHOT, digest=sha256))
+def python_snapshot(sha256: str, zstd: bool = False) -> str:
+    """An interpreter snapshot (its install prefix, without site-packages), by the tarball's sha256:
+    a gzip'd tar, or (``zstd``) a zstd'd one."""
+    return str(Key(Kind.PYTHON_SNAPSHOT_ZSTD if zstd else Kind.PYTHON_SNAPSHOT, digest=sha256))
 
 
 def python_manifest(sha256: str) -> str:
     """The snapshot's manifest (version, prefix, executable, fingerprint) beside it."""
     return str(Key(Kind.PYTHON_MANIFEST, digest=sha256))
+
+
+def image(sha256: str) -> str:
+    """A container image's root file system (a zstd'd tar, what ``docker import`` reads), by its sha256."""
+    return str(Key(Kind.IMAGE, digest=sha256))
+
+
+def image_manifest(sha256: str) -> str:
+    """The image's manifest (recipe key, Debian release, package versions, sizes) beside it."""
+    return str(Key(Kind.IMAGE_MANIFEST, digest=sha256))
 
 
 def artifact(sha1: str) -> str:

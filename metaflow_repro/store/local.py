@@ -87,6 +87,13 @@ class LocalStore(Store):
         finally:
             Path(tmp).unlink(missing_ok=True)
 
+    def chunks(self, key: str, size: int = 1 << 20) -> Iterator[bytes]:
+        path = self._path(key)
+        if not path.is_file():
+            raise StoreObjectMissing(f"store {self.uri}: missing object {key}")
+        with open(path, "rb") as fh:
+            yield from iter(lambda: fh.read(size), b"")
+
     def get_bytes(self, key: str) -> bytes:
         try:
             return self._path(key).read_bytes()

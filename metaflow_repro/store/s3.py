@@ -203,6 +203,13 @@ class S3Store(Store):
         finally:
             Path(tmp).unlink(missing_ok=True)
 
+    def chunks(self, key: str, size: int = 1 << 20) -> Iterator[bytes]:
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+            yield from body.iter_chunks(size)
+        except Exception as exc:
+            self._fail(key, exc)
+
     def get_bytes(self, key: str) -> bytes:
         try:
             return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()

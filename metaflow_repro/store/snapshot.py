@@ -29,12 +29,13 @@ from metaflow_repro.env.cache import PackageCache, sha256_file
 from metaflow_repro.errors import BadInput, InfraError, IntegrityError, ReproError
 from metaflow_repro.fsutil import atomic_write
 from metaflow_repro.model import validate as v
+from metaflow_repro.model.interpreter import ZSTD, InterpreterSnapshot
 from metaflow_repro.model.lock import Package, PlatformLock, safe_file_name
 from metaflow_repro.model.record import NO_CODE, RunRecord, from_json
 from metaflow_repro.model.validate import cap
 from metaflow_repro.paths import check_relative
 from metaflow_repro.settings import Settings
-from metaflow_repro.store import Store, StoreObjectMissing, layout
+from metaflow_repro.store import Store, StoreObjectMissing, images, layout
 from metaflow_repro.store.marker import mark, require_store
 
 
@@ -267,7 +268,14 @@ def _local_objects(record: RunRecord, settings: Settings, artifact_blobs: dict[s
                 f"{record.ref}: the artifact blob read back for sha1 {sha1} does not match it; it was not uploaded"
             )
         out.append(Upload("artifacts", layout.artifact(sha1), blob, hashlib.sha256(blob).hexdigest(), len(blob)))
-    return out + input_uploads(record, settings) + interpreter_uploads(record, settings)
+    return (
+        out + input_uploads(record, settings) + interpreter_uploads(record, settings) + image_uploads(record, settings)
+    )
+
+
+def python_snapshot_key(snap: InterpreterSnapshot) -> str:
+    """The store key of a snapshot's tarball: ``pythons/<sha256>.tar.zst``, or ``.tar.gz`` for a gzip'd one."""
+    return layout.python_snapshot(snap.sha256, zstd=snap.compression == ZSTD)
 
 
 def interpreter_uploads(record: RunRecord, settings: Settings) -> list[Upload]:
@@ -275,7 +283,7 @@ def interpreter_uploads(record: RunRecord, settings: Settings) -> list[Upload]:
     manifests, each hashed now."""
     out = []
     for snap in sorted(record.interpreters.values(), key=lambda s: s.sha256):
-        path = settings.home.pythons / f"{snap.sha256}.tar.gz"
+        path = settings.home.pythons / snap.file_name
         if not path.is_file():
             raise BadInput(
                 f"{record.ref}: the interpreter snapshot of Python {snap.python} ({snap.sha256[:12]}) is not in "
@@ -288,7 +296,7 @@ def interpreter_uploads(record: RunRecord, settings: Settings) -> list[Upload]:
                 "it is damaged and was not uploaded",
                 path=str(path),
             )
-        out.append(Upload("pythons", layout.python_snapshot(snap.sha256), path, got, snap.size))
+        out.append(Upload("pythons", python_snapshot_key(snap), path, got, snap.size))
         manifest = snap.to_json().encode()
         out.append(
             Upload(
@@ -300,6 +308,32 @@ def interpreter_uploads(record: RunRecord, settings: Settings) -> list[Upload]:
             )
         )
     return out
+
+
+def image_uploads(record: RunRecord, settings: Settings) -> list[Upload]:
+    """The image object a record ran in (``executor.image_sha256``) and its manifest, from
+    ``REPRO_HOME/images`` where `repro image build` keeps them, each hashed now."""
+    sha = record.executor.image_sha256
+    if not sha:
+        return []
+    path, meta = settings.home.images / f"{sha}.tar.zst", settings.home.images / f"{sha}.json"
+    if not (path.is_file() and meta.is_file()):
+        raise BadInput(
+            f"{record.ref}: the image it ran in ({sha[:12]}) is not in {path.parent}; push from the machine "
+            "(and REPRO_HOME) that ran it, or run `repro image build` there with this store"
+        )
+    manifest = images.parse_manifest(meta.read_bytes(), str(meta))
+    got = sha256_file(path)
+    if got != sha or manifest.sha256 != sha:
+        raise IntegrityError(
+            f"{path}: the image object does not match its sha256 {sha} (got {got}); it is damaged and was not uploaded",
+            path=str(path),
+        )
+    body = manifest.to_json().encode()
+    return [
+        Upload("images", layout.image(sha), path, sha, path.stat().st_size),
+        Upload("images", layout.image_manifest(sha), body, hashlib.sha256(body).hexdigest(), len(body)),
+    ]
 
 
 def upload_one(store: Store, u: Upload) -> None:
@@ -703,8 +737,11 @@ def named_objects(record: RunRecord) -> dict[str, tuple[str, str]]:
     for sha1 in record.input_artifacts():
         out[layout.input_artifact(sha1)] = ("sha1", sha1)
     for snap in record.interpreters.values():
-        out[layout.python_snapshot(snap.sha256)] = ("sha256", snap.sha256)
+        out[python_snapshot_key(snap)] = ("sha256", snap.sha256)
         out[layout.python_manifest(snap.sha256)] = ("sha256", hashlib.sha256(snap.to_json().encode()).hexdigest())
+    if record.executor.image_sha256:  # the image the run ran in, and its manifest (checked as a document)
+        out[layout.image(record.executor.image_sha256)] = ("sha256", record.executor.image_sha256)
+        out[layout.image_manifest(record.executor.image_sha256)] = ("image", record.executor.image_sha256)
     return out
 
 
@@ -720,6 +757,8 @@ def verify(record: RunRecord, store: Store, jobs: int = 8) -> list[str]:
             if kind == "env":
                 parse_env_lock(store.get_bytes(key), expected, f"{store.uri}/{key}")
                 return None
+            if kind == "image":
+                return images.object_problem(store, key, expected)
             with tempfile.TemporaryDirectory(prefix="repro-verify-") as tmp:
                 target = Path(tmp) / "object"
                 store.get_file(key, target)

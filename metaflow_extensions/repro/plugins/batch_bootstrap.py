@@ -87,18 +87,36 @@ def member_problem(member):
     return ""
 
 
+class _Raw(object):
+    """zlib's decompressor interface for bytes that are not compressed: at most ``max_length`` at a time."""
+
+    eof = True
+    unused_data = b""
+
+    def __init__(self):
+        self.unconsumed_tail = b""
+
+    def decompress(self, data, max_length):
+        self.unconsumed_tail = data[max_length:]
+        return data[:max_length]
+
+    def flush(self):
+        return b""
+
+
 class _Tee(object):
     """The decompressed tar stream, read by tarfile (to check every member) while the same bytes go to
     GNU tar's standard input (to extract them, from a thread of their own, so that inflating here and
     extracting there overlap); the compressed bytes are hashed on the way."""
 
-    def __init__(self, chunks, sink, max_inflated=MAX_INFLATED):
+    def __init__(self, chunks, sink, max_inflated=MAX_INFLATED, raw=False):
         self.chunks = iter(chunks)
         self.sink = sink
         self.max_inflated = max_inflated
         self.inflated = 0
         self.digest = hashlib.sha256()
-        self.inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)  # gzip
+        # gzip; or (raw) the chunks are the tar itself, inflated by the caller (a zstd snapshot, on the host)
+        self.inflate = _Raw() if raw else zlib.decompressobj(16 + zlib.MAX_WBITS)
         self.buffer = b""
         self.pos = 0
         self.eof = False
@@ -237,7 +255,7 @@ def remove_tree(path):
         shutil.rmtree(path, onerror=_force_writable)
 
 
-def unpack_interpreter(chunks, sha256, prefix, what, max_inflated=MAX_INFLATED, check=None):
+def unpack_interpreter(chunks, sha256, prefix, what, max_inflated=MAX_INFLATED, check=None, raw=False):
     """Extract the interpreter tarball (gzip'd tar) whose bytes ``chunks`` yields at ``prefix``, which must
     not exist. One pass: the bytes are hashed and inflated here, every member is checked (``member_problem``)
     while GNU tar (C: a standard library is thousands of small files) extracts the same stream into a
@@ -250,15 +268,18 @@ def unpack_interpreter(chunks, sha256, prefix, what, max_inflated=MAX_INFLATED, 
 
     Returns True, or False when another process put a folder at ``prefix`` meanwhile (two restores of
     the same snapshot at once): this one's copy is then removed, and the caller must prove what is
-    there (its fingerprint) before using it."""
+    there (its fingerprint) before using it.
+
+    ``raw``: ``chunks`` are the tar itself, inflated by the caller (repro on the host, from a zstd
+    snapshot), and ``sha256`` is None: the caller's ``check`` proves the compressed bytes' digest."""
     parent = os.path.dirname(prefix)
     created = _make_parents(parent)
     staging = None
     try:
         staging = tempfile.mkdtemp(prefix="." + os.path.basename(prefix) + ".restore-", dir=parent)
         os.chmod(staging, 0o755)
-        got, problem, code, err = _extract_stream(chunks, staging, max_inflated)
-        if got != sha256:
+        got, problem, code, err = _extract_stream(chunks, staging, max_inflated, raw)
+        if sha256 is not None and got != sha256:
             raise Refused("%s has sha256 %s, the record says %s; nothing was extracted" % (what, got, sha256))
         if problem:
             raise Refused("%s: %s; nothing was extracted" % (what, problem))
@@ -291,7 +312,7 @@ def _make_parents(parent):
     return created
 
 
-def _extract_stream(chunks, staging, max_inflated):
+def _extract_stream(chunks, staging, max_inflated, raw=False):
     """GNU tar extracts the gzip'd tar ``chunks`` yields into ``staging`` while the same bytes are hashed,
     inflated (at most ``max_inflated``) and every member checked here. Returns (sha256 of the bytes, the
     first problem or "", tar's exit code, tar's stderr)."""
@@ -302,7 +323,7 @@ def _extract_stream(chunks, staging, max_inflated):
             stdout=subprocess.DEVNULL,
             stderr=errors,
         )
-        tee = _Tee(chunks, tar.stdin, max_inflated)
+        tee = _Tee(chunks, tar.stdin, max_inflated, raw)
         problem = ""
         try:
             try:

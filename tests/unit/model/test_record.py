@@ -4,6 +4,7 @@ record; the strict run-record decoder; property-based round trips. Pure, fast.""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -734,3 +735,18 @@ def test_a_failed_run_without_code_is_sound_but_not_replayable_and_a_successful_
     assert any("corrupt" in p for p in replay_problems(succeeded))
     with pytest.raises(BadInput, match="corrupt or hostile"):
         check_replayable(succeeded)
+
+
+def test_the_image_a_run_ran_in_is_recorded_only_when_there_and_checked():
+    ran = Executor(ExecutorKind.DOCKER, "sha256:" + "c" * 64, image_sha256="d" * 64)
+    named = Executor(ExecutorKind.DOCKER, "sha256:" + "c" * 64, image_given="team/base:1")
+    for executor in (ran, named):
+        record = replace(make_record(), executor=executor)
+        assert from_json(record.to_json(), "r.json") == record
+    plain = json.loads(replace(make_record(), executor=Executor(ExecutorKind.DOCKER, "x")).to_json())
+    assert plain["executor"] == {"kind": "docker", "image": "x"}  # older readers see what they always did
+    for field, value in (("image_sha256", "D" * 64), ("image_sha256", "d" * 63), ("image_given", "a b")):
+        doc = json.loads(replace(make_record(), executor=ran).to_json())
+        doc["executor"][field] = value
+        with pytest.raises(BadInput, match=f"executor.{field}"):
+            from_json(json.dumps(doc), "r.json")

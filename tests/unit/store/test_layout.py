@@ -45,6 +45,17 @@ BUILT = {
         f"pythons/{SHA256}.json",
         Key(Kind.PYTHON_MANIFEST, digest=SHA256),
     ),
+    Kind.IMAGE: (layout.image(SHA256), f"images/{SHA256}.tar.zst", Key(Kind.IMAGE, digest=SHA256)),
+    Kind.IMAGE_MANIFEST: (
+        layout.image_manifest(SHA256),
+        f"images/{SHA256}.json",
+        Key(Kind.IMAGE_MANIFEST, digest=SHA256),
+    ),
+    Kind.PYTHON_SNAPSHOT_ZSTD: (
+        layout.python_snapshot(SHA256, zstd=True),
+        f"pythons/{SHA256}.tar.zst",
+        Key(Kind.PYTHON_SNAPSHOT_ZSTD, digest=SHA256),
+    ),
     Kind.UV: (layout.uv(SHA256), f"tools/uv/{SHA256}/uv", Key(Kind.UV, digest=SHA256)),
     Kind.BOOTSTRAP_SCRIPT: (
         layout.bootstrap_script(SHA256),
@@ -89,6 +100,9 @@ JUNK = {
     Kind.INPUT_ARTIFACT: [f"inputs/sha1/de/{SHA256}", f"inputs/sha1/de/{SHA1}x"],
     Kind.PYTHON_SNAPSHOT: [f"pythons/{SHA256}.tgz", f"pythons/{SHA1}.tar.gz"],
     Kind.PYTHON_MANIFEST: [f"pythons/{SHA256}.files.json", f"pythons/{SHA256}/1.json"],
+    Kind.IMAGE: [f"images/{SHA256}.tar", f"images/{SHA1}.tar.zst", f"images/x/{SHA256}.tar.zst"],
+    Kind.IMAGE_MANIFEST: [f"images/{SHA256}.tar.json", f"images/{SHA256.upper()}.json"],
+    Kind.PYTHON_SNAPSHOT_ZSTD: [f"pythons/{SHA256}.zst", f"pythons/{SHA1}.tar.zst", f"pythons/x/{SHA256}.tar.zst"],
     Kind.UV: [f"tools/uv/{SHA256}/uvx", "tools/uv/x/uv", f"tools/uv/{SHA256}"],
     Kind.BOOTSTRAP_SCRIPT: [f"tools/bootstrap/{SHA256}/other.py", f"tools/bootstrap/{SHA1}/batch_bootstrap.py"],
     Kind.BOOTSTRAP_MANIFEST: [
@@ -149,6 +163,7 @@ def test_gc_sweeps_the_folders_it_always_did_and_never_runs_or_leases():
         "tools/uv/",
         "tools/bootstrap/",
         "bootstrap/",
+        "images/",
     )
     for kind in Kind:
         built = BUILT[kind][0]
