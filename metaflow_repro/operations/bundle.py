@@ -76,18 +76,17 @@ def bundle(
 
 
 def image_keys(record: RunRecord, store: Store, log: Log) -> tuple[str, ...]:
-    """The image object the run names, if this store layout knows image objects and the store has it
-    (``images/`` objects come with issue 24 item 1); else none, said."""
-    build = getattr(layout, "image", None)
-    digest = getattr(record.executor, "image_sha256", "")
-    if record.executor.kind is ExecutorKind.LOCAL or build is None or not digest:
-        log(f"--with-image: run {record.ref} names no image object in the store; the bundle holds none")
+    """``--with-image``: a run made in a container names its image (``executor.image_sha256``), which is
+    part of its closure already (and so of every bundle of it); a run made here names none, said."""
+    digest = record.executor.image_sha256
+    if not digest:
+        log(f"--with-image: run {record.ref} ran in no container image; the bundle holds none")
         return ()
-    key = build(digest)
-    if not store.exists(key):
-        log(f"--with-image: {store.uri} has no {key} (run {record.ref}'s image); the bundle holds none")
-        return ()
-    return (key,)
+    keys = (layout.image(digest), layout.image_manifest(digest))
+    missing = [key for key in keys if not store.exists(key)]
+    if missing:
+        raise BadInput(f"store {store.uri} lacks {', '.join(missing)}, the image run {record.ref} ran in")
+    return keys
 
 
 def verify(path: Path) -> Contents:

@@ -30,7 +30,7 @@ from metaflow_repro.fsutil import DEFAULT_MODE
 from metaflow_repro.model import validate as v
 from metaflow_repro.model.record import RunRecord, from_json
 from metaflow_repro.paths import inside
-from metaflow_repro.store import Store, layout
+from metaflow_repro.store import Store, images, layout
 from metaflow_repro.store.local import LocalStore
 from metaflow_repro.store.snapshot import (
     LOCK_MAX_BYTES,
@@ -52,7 +52,7 @@ MEMBER_OVERHEAD = 8 << 10
 LEVEL = 3  # zstd: package files and snapshots are compressed already; a higher level costs time for little
 _CHUNK = 1 << 20
 #: kinds a bundle may hold beside the record: what a record names, and a container image (``--with-image``)
-BUNDLED_KINDS = frozenset(layout.CONTENT_KINDS) | {k for k in layout.Kind if k.name == "IMAGE"}
+BUNDLED_KINDS = frozenset(layout.CONTENT_KINDS) | {layout.Kind.IMAGE, layout.Kind.IMAGE_MANIFEST}
 
 
 @dataclass(frozen=True)
@@ -229,6 +229,17 @@ def _hash_file(path: Path) -> tuple[str, str, int]:
 
 def _check_expected(key: str, kind: str, expected: str, sha256: str, sha1: str, data: Path | bytes, where: str) -> None:
     """The bytes of ``key`` are what the record says (``named_objects``' kind and hash), else exit 3."""
+    if kind == "image":  # an image's manifest: a document naming the image object the record names
+        raw = data if isinstance(data, bytes) else Path(data).read_bytes()
+        if len(raw) > v.MAX_DOCUMENT_BYTES:
+            raise StoreObjectCorrupt(f"{where} is corrupt: an image manifest of {len(raw)} bytes", path=key)
+        try:
+            named = images.parse_manifest(raw, where).sha256
+        except v.Invalid as exc:
+            raise StoreObjectCorrupt(f"{where} is corrupt: {exc}", path=key) from exc
+        if named != expected:
+            raise StoreObjectCorrupt(f"{where} is corrupt: it describes image {named}, not {expected}", path=key)
+        return
     if kind == "env":
         raw = data if isinstance(data, bytes) else Path(data).read_bytes()
         if len(raw) > LOCK_MAX_BYTES:
@@ -358,7 +369,7 @@ def _copy(
     tar: tarfile.TarFile, member: tarfile.TarInfo, expected: Member, target: Path | None, where: str
 ) -> tuple[str, str, bytes | None]:
     """Hash a member while it streams (into ``target``, if given); records and locks are kept in memory too."""
-    keep = layout.parse_as(expected.key, layout.Kind.RECORD, layout.Kind.LOCK) is not None
+    keep = layout.parse_as(expected.key, layout.Kind.RECORD, layout.Kind.LOCK, layout.Kind.IMAGE_MANIFEST) is not None
     if keep and expected.size > max(v.MAX_DOCUMENT_BYTES, LOCK_MAX_BYTES):
         raise BadInput(f"{where}: member {expected.key} of {expected.size} bytes is too large for what it is")
     src = tar.extractfile(member)

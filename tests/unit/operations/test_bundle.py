@@ -17,21 +17,19 @@ def _run(kind=ExecutorKind.DOCKER, digest="a" * 64):
     return SimpleNamespace(ref="F/1", executor=SimpleNamespace(kind=kind, image_sha256=digest))
 
 
-def test_with_image_skips_a_run_that_names_no_image_object_and_says_so(tmp_path):
-    said = []
-    store = LocalStore(str(tmp_path))
-    assert ob.image_keys(_run(ExecutorKind.LOCAL), store, said.append) == ()
-    assert ob.image_keys(_run(digest=""), store, said.append) == ()
-    assert len(said) == 2 and all("the bundle holds none" in s for s in said)
+def test_with_image_says_a_run_made_here_ran_in_no_image(tmp_path):
+    store, said = LocalStore(str(tmp_path / "store")), []
+    assert ob.image_keys(_run(ExecutorKind.LOCAL, digest=""), store, said.append) == ()
+    assert "ran in no container image" in said[0]
 
 
-def test_with_image_takes_the_image_object_the_store_has(tmp_path, monkeypatch):
-    monkeypatch.setattr(layout, "image", lambda digest: f"images/{digest}.tar.zst", raising=False)
-    store, said = LocalStore(str(tmp_path)), []
-    assert ob.image_keys(_run(), store, said.append) == ()
-    assert "has no images/" in said[0]
-    store.put_bytes(f"images/{'a' * 64}.tar.zst", b"image")
-    assert ob.image_keys(_run(), store, said.append) == (f"images/{'a' * 64}.tar.zst",)
+def test_with_image_names_the_image_a_container_run_ran_in_and_refuses_a_store_without_it(tmp_path):
+    store, said = LocalStore(str(tmp_path / "store")), []
+    with pytest.raises(BadInput, match="lacks images/"):
+        ob.image_keys(_run(), store, said.append)
+    store.put_bytes(layout.image("a" * 64), b"image")
+    store.put_bytes(layout.image_manifest("a" * 64), b"{}")
+    assert ob.image_keys(_run(), store, said.append) == (layout.image("a" * 64), layout.image_manifest("a" * 64))
 
 
 def test_an_output_that_cannot_be_written_is_refused_before_the_store_is_read(tmp_path):

@@ -241,3 +241,29 @@ def test_import_writes_each_object_once(tmp_path):
     again = push_objects(record, store, uploads)
     assert sum(first.uploaded.values()) == len(uploads) and not again.uploaded
     assert store.get_bytes(layout.record("F", "1")) == record.to_json().encode()
+
+
+def test_a_run_made_in_a_container_bundles_its_image_and_a_manifest_of_another_image_is_refused(tmp_path):
+    """The image a run ran in (``executor.image_sha256``) is part of its closure: its object and its
+    manifest travel in the bundle, the manifest checked as a document naming that very image."""
+    from metaflow_repro.model.interpreter import Executor, ExecutorKind
+    from metaflow_repro.store.images import ImageManifest
+
+    record, store = _run(tmp_path)
+    image = b"a root file system, compressed"
+    sha = hashlib.sha256(image).hexdigest()
+    record = replace(record, executor=Executor(ExecutorKind.DOCKER, image_sha256=sha))
+
+    def manifest(of: str) -> bytes:
+        return (
+            ImageManifest(of, len(image), "c" * 64, 99, "0123456789ab", "bookworm", "2026-12-01", "3.11").to_json().encode()
+        )
+
+    store.put_bytes(layout.image(sha), image)
+    store.put_bytes(layout.image_manifest(sha), manifest(sha))
+    path = tmp_path / "run.repro"
+    b.write(path, b.closure(record, store, tmp_path))
+    assert {layout.image(sha), layout.image_manifest(sha)} <= {m.key for m in b.read(path).manifest.members}
+    store.put_bytes(layout.image_manifest(sha), manifest("d" * 64))
+    with pytest.raises(IntegrityError, match="describes image d+, not"):
+        b.closure(record, store, tmp_path / "again")
