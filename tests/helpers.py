@@ -246,8 +246,17 @@ class FlakyProxy:
                     pass
 
     def break_all(self):
+        """Shut every connection down, then close it: a bare close() from this thread leaves a pump
+        thread's recv() holding the socket open, so the client would only see the break at its read
+        timeout (60 s) instead of at once, as on a real dropped connection."""
+        import socket
+
         self.broken = True
         for s in self.conns:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
             try:
                 s.close()
             except OSError:

@@ -36,6 +36,34 @@ def run(flow, store, env, cwd):
     return r
 
 
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory):
+    """Runs recorded once for the module, each in a file store of its own (``recorded("linear")``); a test
+    that needs one copies that store (``store_with``) and then changes its copy as it likes."""
+    stores = {}
+
+    def get(flow):
+        if flow not in stores:
+            work = tmp_path_factory.mktemp(f"recorded-{flow}")
+            env = {
+                "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(work / "mf"),
+                "METAFLOW_DEFAULT_DATASTORE": "local",
+                "METAFLOW_DEFAULT_METADATA": "local",
+                "REPRO_FROZEN": "1",
+            }
+            run(flow, (work / "store").as_uri(), env, work)
+            stores[flow] = work / "store"
+        return stores[flow]
+
+    return get
+
+
+def store_with(recorded, flow, root):
+    """``root``: a copy of the module's store holding one recorded run of ``flow`` (as a ``run`` there)."""
+    shutil.copytree(recorded(flow), root)
+    return root
+
+
 def record_of(store_uri, ref, env=None):
     r = cli("store", "show", ref, "--store", store_uri, env=env)
     assert r.code == 0, r.text
@@ -89,10 +117,9 @@ def test_s3_snapshot_then_replay_from_empty_home_without_an_index(tmp_path, s3_s
     assert "rebuilding env" in replay.err and "resolving" not in replay.err
 
 
-def test_replay_in_a_network_namespace_with_no_network(tmp_path, mf_env):
+def test_replay_in_a_network_namespace_with_no_network(tmp_path, mf_env, recorded):
     require_netns()
-    store = (tmp_path / "store").as_uri()
-    run("linear", store, mf_env, tmp_path)
+    store = store_with(recorded, "linear", tmp_path / "store").as_uri()
     env = {**os.environ, **mf_env, **NO_INDEX, "REPRO_HOME": str(tmp_path / "fresh-home")}
     proc = subprocess.run(
         ["unshare", "-n", sys.executable, "-m", "metaflow_repro", "replay", "LinearFlow/latest", "--store", store],
@@ -128,9 +155,8 @@ def test_pickle_matrix_shows_the_warning_and_the_failing_case(tmp_path, mf_env):
     assert f"result: {want}" in replay.out
 
 
-def test_unseeded_replay_is_different_and_says_how(tmp_path, mf_env):
-    store = (tmp_path / "store").as_uri()
-    run("unseeded_random", store, mf_env, tmp_path)
+def test_unseeded_replay_is_different_and_says_how(tmp_path, mf_env, recorded):
+    store = store_with(recorded, "unseeded_random", tmp_path / "store").as_uri()
     r = cli("replay", "UnseededRandomFlow/latest", "--store", store, env=mf_env, cwd=tmp_path)
     want = EXPECTED["unseeded_random"]["replay"]
     assert want == "different" and r.code == 1, r.text[-3000:]
@@ -138,24 +164,22 @@ def test_unseeded_replay_is_different_and_says_how(tmp_path, mf_env):
     assert "label" not in r.out.split("result:")[0].split("different")[-1]  # identical artifacts are not listed
 
 
-def test_diff_between_runs(tmp_path, mf_env):
-    store = (tmp_path / "store").as_uri()
-    run("unseeded_random", store, mf_env, tmp_path)
+def test_diff_between_runs(tmp_path, mf_env, recorded):
+    store = store_with(recorded, "unseeded_random", tmp_path / "store").as_uri()
     first = json.loads(next((tmp_path / "store").glob("runs/UnseededRandomFlow@*/*/record.json")).read_text())["run_id"]
     run("unseeded_random", store, mf_env, tmp_path)
     r = cli("diff", f"UnseededRandomFlow/{first}", "UnseededRandomFlow/latest", "--store", store, env=mf_env)
     assert r.code == 1 and "value: different" in r.out
-    run("linear", store, mf_env, tmp_path)
-    lin = json.loads(next((tmp_path / "store").glob("runs/LinearFlow@*/*/record.json")).read_text())["run_id"]
-    run("linear", store, mf_env, tmp_path)
-    r = cli("diff", f"LinearFlow/{lin}", "LinearFlow/latest", "--store", store, env=mf_env)
+    linear = store_with(recorded, "linear", tmp_path / "linear-store")
+    lin = json.loads(next(linear.glob("runs/LinearFlow@*/*/record.json")).read_text())["run_id"]
+    run("linear", linear.as_uri(), mf_env, tmp_path)
+    r = cli("diff", f"LinearFlow/{lin}", "LinearFlow/latest", "--store", linear.as_uri(), env=mf_env)
     assert r.code == 0, r.text
     assert "different" not in r.out.split("\n", 1)[1].replace("different\n", "")
 
 
-def test_missing_or_corrupt_objects_are_named_and_nothing_runs(tmp_path, mf_env):
-    root = tmp_path / "store"
-    run("linear", root.as_uri(), mf_env, tmp_path)
+def test_missing_or_corrupt_objects_are_named_and_nothing_runs(tmp_path, mf_env, recorded):
+    root = store_with(recorded, "linear", tmp_path / "store")
     assert cli("store", "verify", "--store", root.as_uri()).code == 0
     pkgs = sorted(root.glob("packages/sha256/*/*/*.whl"))
     missing, corrupt = pkgs[0], pkgs[1]
@@ -251,9 +275,8 @@ def test_bad_refs_and_newer_records_exit_2(tmp_path, mf_env):
     assert r.code == 2 and "schema version 99, newer than this repro" in r.err
 
 
-def test_gc_removes_only_what_no_record_names(tmp_path, mf_env):
-    root = tmp_path / "store"
-    run("linear", root.as_uri(), mf_env, tmp_path)
+def test_gc_removes_only_what_no_record_names(tmp_path, mf_env, recorded):
+    root = store_with(recorded, "linear", tmp_path / "store")
     stray = root / "packages" / "sha256" / "ff" / ("f" * 64) / "stray-1.0-py3-none-any.whl"
     stray.parent.mkdir(parents=True)
     stray.write_bytes(b"orphan")
@@ -268,12 +291,11 @@ def test_gc_removes_only_what_no_record_names(tmp_path, mf_env):
     assert "LinearFlow" in ls.out
 
 
-def test_gc_long_after_a_push_keeps_every_object_a_record_names(tmp_path, mf_env):
+def test_gc_long_after_a_push_keeps_every_object_a_record_names(tmp_path, mf_env, recorded):
     """Pins gc's `not in named` rule: an object a record names is never deleted, however old.
     Every object here is aged far past the default grace period (as an hour after any push), so
     only that rule can keep the snapshot whole."""
-    root = tmp_path / "store"
-    run("linear", root.as_uri(), mf_env, tmp_path)
+    root = store_with(recorded, "linear", tmp_path / "store")
     orphan = root / "artifacts" / "sha1" / "00" / ("0" * 40)
     orphan.parent.mkdir(parents=True, exist_ok=True)
     orphan.write_bytes(b"named by no record")
