@@ -40,6 +40,7 @@ DEFAULT_INPUT_MAX_BYTES = 256 << 20
 DEFAULT_REPORT_DIR = "reports"
 #: on each Batch instance (a host volume): the ECS-optimized AMI's /var is the instance's own disk
 DEFAULT_BATCH_CACHE = "/var/cache/repro"
+DEFAULT_IMAGE_MIRROR = "http://deb.debian.org/debian"
 
 
 # -- REPRO_HOME ------------------------------------------------------------------------------------
@@ -704,6 +705,15 @@ SETTINGS: tuple[Setting, ...] = (
         "(`/etc/myapp/*`, `data/big/*` relative to the flow's folder) and hosts (`huggingface.co` for any port, "
         "`127.0.0.1:8765`, `*.internal`)",
     ),
+    Setting(
+        "image_mirror",
+        "REPRO_IMAGE_MIRROR",
+        None,
+        TEXT,
+        DEFAULT_IMAGE_MIRROR,
+        "`repro image build`: the Debian mirror the base image is bootstrapped from (part of its recipe key: "
+        "another mirror makes another image; a replay of a container run imports the recorded image instead)",
+    ),
 )
 
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
@@ -744,6 +754,7 @@ class Settings:
     input_max_bytes: int = DEFAULT_INPUT_MAX_BYTES
     hermetic: bool = False
     hermetic_allow: tuple[str, ...] = ()
+    image_mirror: str = DEFAULT_IMAGE_MIRROR
     config_file: Path | None = None  # the pyproject.toml read, if any
     origins: dict = field(default_factory=dict, compare=False, repr=False)  # name -> variable, file key, "default"
 

@@ -85,7 +85,7 @@ def test_a_replay_of_a_container_run_imports_the_recorded_image_from_the_store(
     client = images.client()
     _drop_image(client, rootfs)
     shutil.rmtree(repro_home / "images", ignore_errors=True)
-    later = {images.MIRROR_FOR_TESTS: "http://127.0.0.1:9/debian"}
+    later = {"REPRO_IMAGE_MIRROR": "http://127.0.0.1:9/debian"}
     try:
         # one flipped byte in the image object: refused (exit 3) naming it, before any import
         good = obj.read_bytes()

@@ -22,15 +22,12 @@ from importlib import metadata
 from pathlib import Path
 
 from metaflow_repro.errors import BadInput, InfraError
-from metaflow_repro.settings import Home
+from metaflow_repro.settings import Home, env_setting
 
 REPOSITORY = "repro-base"
 SUITE = "bookworm"
 # What packages installed for the image must be built for: bookworm's glibc (2.36) on x86_64.
 PYTHON_PLATFORM = "x86_64-manylinux_2_36"
-MIRROR = "http://deb.debian.org/debian"
-#: another Debian mirror, for tests only: a recipe whose rebuild would differ (tests/test_image_store.py)
-MIRROR_FOR_TESTS = "REPRO_TEST_IMAGE_MIRROR"
 DEB_PACKAGES = ("python3", "ca-certificates")
 #: what bootstrap code in the image imports with the system Python (S3 access, Metaflow's needs)
 PIP_PACKAGES = ("boto3", "requests")
@@ -75,7 +72,7 @@ def default_recipe() -> Recipe:
             pins.append(f"{name}=={metadata.version(name)}")
         except metadata.PackageNotFoundError:
             raise InfraError(f"{name} is not installed with repro; reinstall repro") from None
-    return Recipe(SUITE, os.environ.get(MIRROR_FOR_TESTS) or MIRROR, DEB_PACKAGES, tuple(pins))
+    return Recipe(SUITE, env_setting("image_mirror"), DEB_PACKAGES, tuple(pins))
 
 
 @dataclass(frozen=True)

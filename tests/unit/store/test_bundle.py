@@ -256,7 +256,9 @@ def test_a_run_made_in_a_container_bundles_its_image_and_a_manifest_of_another_i
 
     def manifest(of: str) -> bytes:
         return (
-            ImageManifest(of, len(image), "c" * 64, 99, "0123456789ab", "bookworm", "2026-12-01", "3.11").to_json().encode()
+            ImageManifest(of, len(image), "c" * 64, 99, "0123456789ab", "bookworm", "2026-12-01", "3.11")
+            .to_json()
+            .encode()
         )
 
     store.put_bytes(layout.image(sha), image)
