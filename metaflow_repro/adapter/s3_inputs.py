@@ -30,7 +30,7 @@ from typing import Any
 from metaflow_extensions.repro.plugins import protocol
 from metaflow_repro.errors import InfraError
 from metaflow_repro.model import validate as v
-from metaflow_repro.model.record import RunRecord, S3Input, StepS3, step_s3
+from metaflow_repro.model.record import RunRecord, S3Input, StepS3, s3_input, step_s3
 from metaflow_repro.settings import Home
 
 Log = Callable[[str], None]
@@ -45,7 +45,22 @@ def task_report(metadata: dict[str, str], at: v.At) -> StepS3:
         report = json.loads(text)
     except ValueError:
         raise InfraError(f"{at.where}: {at.path} is unreadable JSON") from None
-    return step_s3(report, at)
+    if not isinstance(report, dict) or not isinstance(report.get(protocol.S3_OBJECTS, []), list):
+        return step_s3(report, at)  # not the shape the task writes: refused, named
+    # an object the record could not hold (a URL S3 takes but the record's codec refuses) is counted, not
+    # listed: it must not keep a finished run from being recorded
+    objects: dict[str, S3Input] = {}
+    for i, entry in enumerate(report.get(protocol.S3_OBJECTS, [])):
+        try:
+            got = s3_input(entry, at / "objects" / str(i))
+        except v.Invalid:
+            continue
+        objects.setdefault(got.url, got)
+    count = report.get(protocol.S3_COUNT, 0)
+    count = count if isinstance(count, int) and not isinstance(count, bool) else 0
+    return StepS3(
+        objects=tuple(objects.values()), count=max(count, len(report.get(protocol.S3_OBJECTS, [])), len(objects))
+    )
 
 
 def merge(tasks_by_step: dict[str, list[dict[str, Any]]], where: str) -> dict[str, StepS3]:

@@ -447,8 +447,8 @@ _TASK_KEYS = frozenset({"task_id", "env_id", "fingerprint", "interpreter", "arti
 _CAUGHT_KEYS = frozenset({"type", "message", "var"})
 _S3_STEP_KEYS = frozenset({"objects", "count"})
 _S3_INPUT_KEYS = frozenset({"url", "etag", "size", "sha256", "version", "stored"})
-#: an S3 object's URL: a bucket name as S3 allows it, then a key of printable characters
-S3_URL = re.compile(r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]/[^\x00-\x1f\x7f]{1,1024}\Z")
+#: an S3 object's URL: a bucket name as S3 allows it (older buckets: capitals, '_'), then a key of printable characters
+S3_URL = re.compile(r"^s3://[A-Za-z0-9][A-Za-z0-9._\-]{1,253}[A-Za-z0-9]/[^\x00-\x1f\x7f]{1,1024}\Z")
 #: an ETag or version id as S3 gives them: printable ASCII, no spaces
 _S3_TOKEN = re.compile(r"^[\x21-\x7e]{0,1024}\Z")
 _DATA_FILE_KEYS = frozenset({"sha256", "size", "read_by", "stored"})

@@ -65,14 +65,28 @@ def test_reports_merge_per_step_each_url_once_the_read_bytes_over_an_info(tmp_pa
     "metadata,error,problem",
     [
         ("{not json", InfraError, "unreadable JSON"),
-        (json.dumps({p.S3_OBJECTS: [_entry("file:///etc/passwd", TRAIN)]}), BadInput, "s3://bucket/key"),
-        (json.dumps({p.S3_OBJECTS: [{**_entry("s3://bkt/x", TRAIN), p.S3_SIZE: -1}]}), BadInput, "size"),
+        (json.dumps({p.S3_OBJECTS: "everything"}), BadInput, "objects"),
+        (json.dumps([1]), BadInput, "run F/1"),
     ],
 )
 def test_a_task_report_is_checked_as_untrusted(metadata, error, problem):
     with pytest.raises(error) as err:
         s3_inputs.merge({"start": [{"metadata": {p.META_S3_READS: metadata}}]}, "run F/1")
     assert problem in str(err.value) and "run F/1" in str(err.value)
+
+
+def test_an_object_the_record_cannot_hold_is_counted_not_listed_and_the_run_still_records():
+    """A URL S3 takes but the record refuses (a key with a control character), or a hostile entry, must not
+    keep a finished run from being recorded: it is counted among what the step read, never listed."""
+    entries = [
+        _entry("file:///etc/passwd", TRAIN),
+        {**_entry("s3://bkt/x", TRAIN), p.S3_SIZE: -1},
+        _entry("s3://bkt/a\tb", TRAIN),
+        _entry("s3://Old_Bucket/k", TRAIN),  # an older bucket name: capitals and '_' were allowed
+    ]
+    steps = s3_inputs.merge({"start": [{"metadata": {p.META_S3_READS: json.dumps({p.S3_OBJECTS: entries})}}]}, "F/1")
+    assert [o.url for o in steps["start"].objects] == ["s3://Old_Bucket/k"]
+    assert steps["start"].count == 4
 
 
 def test_bytes_are_kept_within_the_budget_and_only_when_they_are_what_the_step_read(bucket, s3_server, tmp_path):

@@ -56,7 +56,7 @@ GOOD = {"url": "s3://bucket/k", "etag": "e", "size": 1, "sha256": "a" * 64}
     "value,problem",
     [
         ({"start": {"objects": [{**GOOD, "url": "http://bucket/k"}]}}, "an s3://bucket/key URL"),
-        ({"start": {"objects": [{**GOOD, "url": "s3://Bad_Bucket/k"}]}}, "an s3://bucket/key URL"),
+        ({"start": {"objects": [{**GOOD, "url": "s3://bad bucket/k"}]}}, "an s3://bucket/key URL"),
         ({"start": {"objects": [{**GOOD, "url": "s3://bucket/"}]}}, "an s3://bucket/key URL"),
         ({"start": {"objects": [{**GOOD, "url": "s3://bucket/a\nb"}]}}, "an s3://bucket/key URL"),
         ({"start": {"objects": [{**GOOD, "sha256": "zz"}]}}, "64 hex digits"),
