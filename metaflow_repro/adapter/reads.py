@@ -17,6 +17,7 @@ import os
 import shutil
 import tarfile
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from typing import Any
 from metaflow_extensions.repro.plugins import protocol
 from metaflow_repro.errors import InfraError
 from metaflow_repro.model import validate as v
-from metaflow_repro.model.record import DataFile, StepReads, data_file_path, host_port
+from metaflow_repro.model.record import DataFile, StepReads, absolute_path, data_file_path, host_port
 from metaflow_repro.paths import OutsideRoot, inside
 from metaflow_repro.settings import Home
 
@@ -56,7 +57,7 @@ def task_report(metadata: dict[str, str], where: v.At) -> dict[str, Any]:
     for key in (protocol.READS_FLOW, protocol.READS_OUTSIDE):
         v.list_of(v.opt(report, key, list, [], where), where / key, v.string)
     for key in (protocol.READS_HOSTS, protocol.READS_LOOPBACK):
-        v.list_of(v.opt(report, key, list, [], where), where / key, host_port)
+        v.list_of(v.opt(report, key, list, [], where), where / key, v.string)
     for key in (
         protocol.READS_FLOW_COUNT,
         protocol.READS_OUTSIDE_COUNT,
@@ -83,15 +84,26 @@ def _add(seen: _StepSeen, report: dict[str, Any]) -> None:
     if not report.get(protocol.READS_WATCHED, True):
         seen.unwatched = True
         return
-    for key, into in ((protocol.READS_FLOW, seen.flow), (protocol.READS_OUTSIDE, seen.outside)):
-        into.extend(p for p in report.get(key, []) if p not in into)
-    outside = report.get(protocol.READS_OUTSIDE, [])
+    seen.flow.extend(p for p in report.get(protocol.READS_FLOW, []) if p not in seen.flow)
+    # what the record could not hold (a path with a control character, a host no record spells) is
+    # counted, not listed: it must not keep a finished run from being recorded
+    outside = [p for p in report.get(protocol.READS_OUTSIDE, []) if _fits(p, absolute_path)]
+    seen.outside.extend(p for p in outside if p not in seen.outside)
     seen.unlisted += max(0, report.get(protocol.READS_OUTSIDE_COUNT, 0) - len(outside))
-    hosts, loopback = report.get(protocol.READS_HOSTS, []), report.get(protocol.READS_LOOPBACK, [])
+    hosts = [h for h in report.get(protocol.READS_HOSTS, []) if _fits(h, host_port)]
+    loopback = [h for h in report.get(protocol.READS_LOOPBACK, []) if _fits(h, host_port)]
     seen.hosts.extend(h for h in hosts if h not in seen.hosts)
     seen.loopback.extend(h for h in loopback if h not in seen.loopback)
     seen.hosts_unlisted += max(0, report.get(protocol.READS_HOSTS_COUNT, 0) - len(hosts))
     seen.loopback_unlisted += max(0, report.get(protocol.READS_LOOPBACK_COUNT, 0) - len(loopback))
+
+
+def _fits(value: str, check: Callable[[Any, v.At], str]) -> bool:
+    try:
+        check(value, v.At("a task's report", ""))
+    except v.Invalid:
+        return False
+    return True
 
 
 def step_reads(seen: dict[str, _StepSeen]) -> dict[str, StepReads]:

@@ -771,13 +771,14 @@ def _data_file(d: Any, at: v.At) -> DataFile:
     )
 
 
-def _absolute_path(value: Any, at: v.At) -> str:
+def absolute_path(value: Any, at: v.At) -> str:
+    """A file a step read outside the snapshot, as the record spells it (absolute, printable)."""
     return v.matching(value, _ABSOLUTE_PATH, "an absolute path", at)
 
 
 def _step_reads(d: Any, at: v.At) -> StepReads:
     v.only(v.of_type(d, dict, at), _READS_KEYS, at)
-    files = tuple(v.list_of(v.opt(d, "files", list, [], at), at / "files", _absolute_path))
+    files = tuple(v.list_of(v.opt(d, "files", list, [], at), at / "files", absolute_path))
     count = _count(v.opt(d, "files_count", int, len(files), at), at / "files_count")
     if count < len(files):
         (at / "files_count").fail(count, f"at least the number of files listed ({len(files)})")

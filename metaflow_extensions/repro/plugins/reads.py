@@ -190,6 +190,21 @@ class Reads(object):
             return self.folders[0].setdefault(path[len(flow_dir) :], {})
         return _SKIP if path.startswith(self.ignored) else self.folders[1].setdefault(path, {})
 
+    def changed_after_read(self):
+        """A file of the flow's folder the step read and then wrote is no input a snapshot can hold (its
+        bytes at the end are not what was read): it is listed with the reads elsewhere instead."""
+        flow_dir, places = self.flow_dir, self.places
+        for path in list(self.written):
+            folder, sep, name = path.rpartition("/")
+            names = places.get(folder or sep)
+            if not names or names is _SKIP or name not in names:
+                continue
+            for prefix, kept in self.folders[0].items():
+                if kept is names:
+                    del names[name]
+                    self.folders[1].setdefault(flow_dir + prefix, {})[name] = None
+                    break
+
     @property
     def flow(self):
         """The paths read in the flow's folder tree, relative to it (a dict: ordered, by folder)."""
@@ -205,6 +220,7 @@ class Reads(object):
         ``limit`` of each; the network endpoints contacted."""
         self.compact()
         self.active = False  # what the extension looks at now is not what the step read
+        self.changed_after_read()
         flow, flow_count = _first_files(self.folders[0], limit, self.flow_dir)
         outside, outside_count = _first_files(self.folders[1], limit)
         hosts, loopback = self.endpoints.listed()

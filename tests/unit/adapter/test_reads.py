@@ -108,7 +108,7 @@ def test_endpoints_are_merged_over_a_steps_tasks_loopback_apart_with_what_they_d
     "report,error",
     [
         ("{not json", InfraError),
-        (json.dumps({p.READS_HOSTS: ["a b:80"]}), BadInput),
+        (json.dumps({p.READS_HOSTS: [80]}), BadInput),
         (json.dumps({p.READS_LOOPBACK: "127.0.0.1:80"}), BadInput),
         (json.dumps({p.READS_HOSTS_COUNT: "many"}), BadInput),
         (json.dumps({p.READS_FLOW: "data/x"}), BadInput),
@@ -127,3 +127,24 @@ def test_a_reported_path_that_leaves_the_flow_folder_is_never_hashed(tmp_path, f
     tasks = {"start": [task(["../secret", "link", "/etc/passwd", ".mf_code/x"])]}
     data, _ = collect(tasks, flow_dir, tmp_path / "p", Home(tmp_path / "h"), 1 << 20, "r")
     assert data == {}
+
+
+def test_what_the_record_could_not_hold_is_counted_not_listed_and_the_record_reads_back(tmp_path, flow_dir):
+    """A path with a control character or a host no record spells must not keep a finished run from being
+    recorded, nor make its record unreadable: it is counted among the step's reads, never listed."""
+    from metaflow_repro.model import validate as v
+    from metaflow_repro.model.record import absolute_path, host_port
+
+    report = task(outside=["/home/u/a\tb.csv", "/home/u/ok.csv"])
+    report["metadata"][p.META_READS] = json.dumps(
+        {
+            **json.loads(report["metadata"][p.META_READS]),
+            p.READS_HOSTS: ["a b:80", "hub.example:443"],
+            p.READS_HOSTS_COUNT: 2,
+        }
+    )
+    _, reads = collect({"train": [report]}, flow_dir, tmp_path / "none.tar.gz", Home(tmp_path / "h"), 0, "run F/1")
+    assert reads["train"].files == ("/home/u/ok.csv",) and reads["train"].files_count == 2
+    assert reads["train"].hosts == ("hub.example:443",) and reads["train"].hosts_count == 2
+    at = v.At("the record", "reads")  # what a record reads back: every value listed passes its codec
+    assert [absolute_path(f, at) for f in reads["train"].files] and [host_port(h, at) for h in reads["train"].hosts]

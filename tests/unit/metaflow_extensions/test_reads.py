@@ -218,3 +218,18 @@ def test_traffic_inside_quiet_is_not_the_steps_contact_with_the_outside():
     assert watcher.endpoints.listed() == ([], [])
     watcher.net("socket.getaddrinfo", ("hub.example.com", 443, 0, 0, 0, 0))
     assert watcher.endpoints.listed() == (["hub.example.com:443"], [])
+
+
+def test_a_flow_folder_file_read_and_then_written_is_no_input_the_snapshot_can_hold(tmp_path):
+    """Its bytes at the end are not what the step read: it is listed among the reads elsewhere, never
+    recorded (and given back) as a data file; a file read and never written stays a data file."""
+    flow, _, _ = _files(tmp_path)
+    (flow / "data" / "seen.txt").write_text("1\n")
+    watch = reads.Reads(str(flow), [], cwd=str(flow))
+    hook = watch.hook()
+    hook("open", ("data/seen.txt", "r", READ))
+    hook("open", ("data/train.csv", "r", READ))
+    hook("open", ("data/seen.txt", "a", WRITE))
+    report = json.loads(watch.report(10))
+    assert report[p.READS_FLOW] == ["data/train.csv"]
+    assert report[p.READS_OUTSIDE] == [str(flow / "data" / "seen.txt")]
