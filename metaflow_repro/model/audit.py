@@ -291,12 +291,17 @@ def _text(value: Any, at: v.At) -> str:
     return text
 
 
+def _artifact(value: str, at: v.At) -> str:
+    """An artifact's name, or "*": a whole task or step that differed (one that ran in only one run)."""
+    return value if value == "*" else v.name(value, at)
+
+
 def _difference(d: Any, at: v.At) -> Difference:
     v.only(v.of_type(d, dict, at), _DIFFERENCE_KEYS, at)
     return Difference(
         step=v.identifier(v.need(d, "step", str, at), at / "step"),
         task=_text(v.need(d, "task", str, at), at / "task"),
-        artifact=v.name(v.need(d, "artifact", str, at), at / "artifact"),
+        artifact=_artifact(v.need(d, "artifact", str, at), at / "artifact"),
         detail=_text(v.opt(d, "detail", str, "", at), at / "detail"),
     )
 

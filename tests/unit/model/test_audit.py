@@ -163,7 +163,12 @@ def test_each_run_takes_its_verdict_from_the_newest_audit_that_replayed_it():
 def test_the_document_round_trips_and_counts_every_verdict():
     doc = audit(
         entry("F/1"),
-        dataclasses.replace(entry("G@g.py/2", AuditVerdict.DIFFERENT, "identical"), differences=DIFF, causes=("c",)),
+        dataclasses.replace(
+            entry("G@g.py/2", AuditVerdict.DIFFERENT, "identical"),
+            # "*": a task that ran in only one of the runs (a switch took the other branch), as compare says it
+            differences=(*DIFF, Difference("route", "-", "*", "ran only in the replay")),
+            causes=("c",),
+        ),
         finished="2026-12-07T01:00:00+00:00",
     )
     back = from_json(to_json(doc), "audits/x.json")
