@@ -147,7 +147,7 @@ def test_a_real_interpreter_is_proven_in_staging_and_placed(tmp_path, monkeypatc
     monkeypatch.setenv("PYENV_ROOT", str(tmp_path))
     pyenv_root = tmp_path
     prefix = pyenv_root / "versions" / interp.version
-    moved = InterpreterSnapshot(snap.sha256, snap.size, snap.python, str(prefix), snap.executable, snap.fingerprint)
+    moved = dataclasses.replace(snap, prefix=str(prefix))  # the same snapshot (zstd) restored elsewhere
     restored = snapshots.restore(moved, tarball)
     assert restored.path == str(prefix / snap.executable) and restored.version == interp.version
     assert facts_fingerprint(restored.facts) == snap.fingerprint
