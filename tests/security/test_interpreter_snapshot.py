@@ -6,6 +6,7 @@ of it stays. The gzip stream is read to its end: a cut trailer, a wrong CRC or b
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import sys
