@@ -276,10 +276,22 @@ class _Bounded(io.RawIOBase):
 
 def read(path: Path, into: Path | None = None) -> Contents:
     """Check the bundle at ``path`` member by member (see the module's docstring); with ``into``, each
-    verified member is written there (under a name of its own, never its key) for ``Contents.files``."""
+    verified member is written there (under a name of its own, never its key) for ``Contents.files``.
+    A bundle refused leaves nothing there."""
+    if into is None:
+        return _read(path, None)
+    into.mkdir(parents=True, exist_ok=True)
+    try:
+        return _read(path, into)
+    except BaseException:
+        for member in into.iterdir():
+            if member.name.isdigit():  # what _read_members wrote: never a key's name
+                member.unlink(missing_ok=True)
+        raise
+
+
+def _read(path: Path, into: Path | None) -> Contents:
     where = str(path)
-    if into is not None:
-        into.mkdir(parents=True, exist_ok=True)
     with open(path, "rb") as raw:
         if raw.read(4) != ZSTD_MAGIC:
             raise BadInput(f"{where}: not a repro bundle (not zstd-compressed); make one with `repro bundle REF`")

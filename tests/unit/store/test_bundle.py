@@ -168,6 +168,7 @@ def test_a_malformed_bundle_is_exit_2_and_nothing_is_written(tmp_path, change, w
     with pytest.raises(BadInput, match=words) as err:
         b.read(bad, out)
     assert err.value.exit_code == EXIT_BAD_INPUT
+    assert list(out.iterdir()) == []  # not even the members checked before the problem
 
 
 def _with_manifest(path: Path, edit) -> list:
