@@ -218,7 +218,10 @@ class StepReads:
         """``train read 2 files outside the snapshot and contacted 127.0.0.1:8765; a replay cannot give these
         back``; "" when it read and contacted nothing."""
         if self.unwatched:
-            return f"{step}: its reads were not watched (Python 3.7 has no audit hooks), so what it read is unknown"
+            return (
+                f"{step}: its reads were not watched (Python 3.7 has no audit hooks, or REPRO_WATCH_READS=0), "
+                "so what it read is unknown"
+            )
         return outside_line(step, self.files_count, self.all_hosts(), self.hosts_count + self.loopback_count)
 
 

@@ -393,7 +393,7 @@ def ignored_prefixes(datastore_root=""):
 
 
 def unwatched():
-    """The report of a task whose interpreter has no audit hooks (Python 3.7)."""
+    """The report of a task whose reads were not watched (Python 3.7 has no audit hooks; REPRO_WATCH_READS=0)."""
     return json.dumps({protocol.READS_WATCHED: False}, sort_keys=True)
 
 
@@ -428,6 +428,6 @@ def watch(flow_dir, datastore_root="", ignored_hosts=()):
 
 def report():
     """protocol.META_READS's value for this task."""
-    if _reads is None:
-        return "" if hasattr(sys, "addaudithook") else unwatched()
+    if _reads is None:  # no audit hooks (3.7), or REPRO_WATCH_READS=0: what it read is unknown, never "nothing"
+        return unwatched()
     return _reads.report(protocol.READS_MAX_PATHS)

@@ -233,3 +233,11 @@ def test_a_flow_folder_file_read_and_then_written_is_no_input_the_snapshot_can_h
     report = json.loads(watch.report(10))
     assert report[p.READS_FLOW] == ["data/train.csv"]
     assert report[p.READS_OUTSIDE] == [str(flow / "data" / "seen.txt")]
+
+
+def test_a_task_whose_reads_were_not_watched_says_so_never_that_it_read_nothing(monkeypatch):
+    """REPRO_WATCH_READS=0 (or Python 3.7) leaves what the step read unknown: strict mode must not pass it."""
+    monkeypatch.setattr(reads, "_reads", None)
+    monkeypatch.setenv(p.WATCH_READS_VAR, "0")
+    assert reads.watch("/nowhere") is None
+    assert json.loads(reads.report()) == {p.READS_WATCHED: False}
