@@ -192,6 +192,11 @@ def serving_folder(record: RunRecord, blobs: dict[str, Path], folder: Path) -> P
             protocol.S3_VERSION: o.version,
             protocol.S3_FILE: o.sha256,
         }
+    # a listing read (get_recursive) is answered from here only if nothing the steps read is missing
+    complete = not record.s3_not_kept() and all(s.count == len(s.objects) for s in record.s3_inputs.values())
+    (folder / protocol.S3_COMPLETE).unlink(missing_ok=True)
+    if complete:
+        (folder / protocol.S3_COMPLETE).write_text("")
     tmp = folder / f".{protocol.S3_MANIFEST}.tmp"
     tmp.write_text(json.dumps(manifest, sort_keys=True))
     os.replace(tmp, folder / protocol.S3_MANIFEST)

@@ -113,6 +113,21 @@ def _s3_not_kept(record: RunRecord, allow: tuple[str, ...]) -> list[Finding]:
     return out
 
 
+def _s3_unlisted(record: RunRecord) -> list[Finding]:
+    """Objects a step read past what its record lists (counted only): no replay can give those back."""
+    return [
+        Finding(
+            Kind.NOT_HERMETIC,
+            f"{step} read {s3.count - len(s3.objects)} more object(s) with metaflow.S3 than the record lists; a "
+            "replay reads them from S3 as it is then (none of them can be allowed: they are not named)",
+            step,
+            subject="metaflow.S3",
+        )
+        for step, s3 in sorted(record.s3_inputs.items())
+        if s3.count > len(s3.objects)
+    ]
+
+
 def findings(record: RunRecord, allow: tuple[str, ...] = ()) -> list[Finding]:
     """What fails each step in strict mode: reads a replay cannot give back that ``allow`` does not accept."""
-    return _outside(record, allow) + _not_kept(record, allow) + _s3_not_kept(record, allow)
+    return _outside(record, allow) + _not_kept(record, allow) + _s3_not_kept(record, allow) + _s3_unlisted(record)

@@ -142,6 +142,9 @@ S3_FILE = "file"
 S3_MAX_OBJECTS = 100
 S3_INPUTS_VAR = "REPRO_S3_INPUTS"
 S3_MANIFEST = "manifest.json"
+#: a file in that folder when the record lists every object the steps read and keeps them all: only then
+#: does a replay answer a listing read (``get_recursive``/``get_all``) from it
+S3_COMPLETE = "complete"
 
 # -- input lineage: what a task reports under META_INPUTS (lineage.py writes it) --------------------
 #

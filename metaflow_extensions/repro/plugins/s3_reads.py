@@ -88,13 +88,14 @@ def load_manifest(folder):
 class S3Reads(object):
     """What one task read with ``metaflow.S3``, and what a replay serves it."""
 
-    def __init__(self, served=None, limit=protocol.S3_MAX_OBJECTS, metaflows=("", "", "")):
+    def __init__(self, served=None, limit=protocol.S3_MAX_OBJECTS, metaflows=("", "", ""), listings=False):
         self.objects = {}  # url -> entry, in the order first read (a dict: ordered): the first ``limit``
         self.more = set()  # the URLs read past those: counted only (no hash, no HEAD)
         self.limit = limit
         # URL folders: Metaflow's S3 datastore, DATATOOLS_S3ROOT (user data, even under the datastore), this run's
         self.datastore, self.data, self.own = metaflows
         self.served = served or {}
+        self.listings = listings  # the served objects are all the steps read: listings may be answered
 
     def note(self, s3, obj):
         """Note an S3Object a read returned (its bytes, when it points at a file)."""
@@ -231,7 +232,7 @@ def _wrap(module, state):
         except Exception:
             prefixes = []
         found = [state.served_under(p) for p in prefixes]
-        if keys and found and all(found):
+        if state.listings and keys and found and all(found):
             return [state.serve_url(self, module, u, prefix=p) for p, urls in zip(prefixes, found) for u in urls]
         with quiet():
             got = get_recursive(self, keys, *args, **kwargs)
@@ -297,7 +298,8 @@ def install(task_datastore=None, flow_name="", run_id=""):
         data_root = getattr(importlib.import_module("metaflow.metaflow_config"), "DATATOOLS_S3ROOT", None) or ""
         metaflows = metaflow_folders(datastore_root, data_root, flow_name, run_id)
         folder = os.environ.get(protocol.S3_INPUTS_VAR, "")
-        state = S3Reads(load_manifest(folder) if folder else {}, metaflows=metaflows)
+        listings = bool(folder) and os.path.isfile(os.path.join(folder, protocol.S3_COMPLETE))
+        state = S3Reads(load_manifest(folder) if folder else {}, metaflows=metaflows, listings=listings)
         _wrap(module, state)
     except Exception:
         return None

@@ -115,6 +115,10 @@ def test_the_serving_folder_holds_each_verified_object_and_a_manifest_the_task_r
     folder = s3_inputs.serving_folder(record, {o.url: blob}, tmp_path / "serve")
     served = load_manifest(str(folder))
     assert list(served) == [o.url] and Path(served[o.url][1]).read_bytes() == TRAIN
+    assert (folder / p.S3_COMPLETE).is_file()  # everything the steps read is here: listings may be answered
+    partial = replace(record, s3_inputs={"start": StepS3((o,), 150)})  # 149 more read, counted only
+    assert s3_inputs.serving_folder(partial, {o.url: blob}, folder) == folder
+    assert not (folder / p.S3_COMPLETE).exists()
 
 
 def test_current_asks_s3_for_each_recorded_url_now(bucket, s3_server):

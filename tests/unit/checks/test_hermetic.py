@@ -76,3 +76,10 @@ def test_an_s3_object_the_snapshot_could_not_keep_fails_its_step_and_a_kept_one_
     assert "metaflow.S3" in f.message and "input-max-bytes" in f.message
     assert findings(record, ("s3://bucket/*.parquet",)) == []
     assert findings(_record(s3_inputs={"train": StepS3((kept,), 1)})) == []
+
+
+def test_s3_objects_read_past_what_the_record_lists_fail_strict_mode_and_cannot_be_allowed():
+    kept = S3Input("s3://bucket/part-0", "e1", 10, "a" * 64, stored=True)
+    record = _record(s3_inputs={"train": StepS3((kept,), 150)})
+    (f,) = findings(record, ("s3://bucket/*",))
+    assert (f.step, f.subject) == ("train", "metaflow.S3") and "149 more object(s)" in f.message

@@ -28,11 +28,11 @@ def bucket(s3_server):
     return name
 
 
-def _wrapped(served=None, limit=p.S3_MAX_OBJECTS, metaflows=("", "", "")):
+def _wrapped(served=None, limit=p.S3_MAX_OBJECTS, metaflows=("", "", ""), listings=True):
     """(an S3 class whose reads are wrapped, the state noting them)."""
     from metaflow.plugins.datatools.s3 import s3 as module
 
-    state = s3_reads.S3Reads(served, limit, metaflows)
+    state = s3_reads.S3Reads(served, limit, metaflows, listings=listings)
     sub = types.SimpleNamespace(S3=type("S3", (module.S3,), {}), S3Object=module.S3Object)
     s3_reads._wrap(sub, state)
     return sub.S3, state
@@ -108,6 +108,17 @@ def test_a_replay_answers_recorded_urls_from_its_inputs_and_others_from_s3(bucke
     assert (tmp_path / "inputs" / "blob").read_bytes() == recorded  # a copy was handed out, not the input
     urls = [o[p.S3_URL] for o in _report(state)[p.S3_OBJECTS]]
     assert urls == [url, f"s3://{bucket}/data/labels.txt"]  # the replay's record names what was served too
+
+
+def test_a_listing_is_answered_from_the_inputs_only_when_they_hold_all_the_steps_read(bucket, s3_server, tmp_path):
+    """When the record lists part of what the steps read (past the first 100, or not kept), a
+    get_recursive answered from the inputs would silently return fewer objects: it goes to S3."""
+    url = f"s3://{bucket}/data/train.csv"
+    S3, _ = _wrapped(_inputs(tmp_path / "inputs", url, b"the recorded bytes\n"), listings=False)
+    boto3.client("s3", endpoint_url=s3_server).put_object(Bucket=bucket, Key="data/train.csv", Body=b"now\n")
+    with S3(s3root=f"s3://{bucket}/data", tmproot=str(tmp_path)) as s3:
+        assert [o.blob for o in s3.get_recursive(["train.csv"])] == [b"now\n"]
+        assert s3.get("train.csv").blob == b"the recorded bytes\n"  # a read by URL is still served
 
 
 def test_a_replay_input_whose_bytes_do_not_match_fails_the_read(bucket, tmp_path):
