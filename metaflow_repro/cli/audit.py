@@ -35,7 +35,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.set_defaults(func=run)
     p.epilog = (
         "Exit codes: 0 no run that replayed identical in the previous audit has changed, 1 one has (a regression), "
-        "2 bad input (no run matches), 3 the store cannot be read. Each audit is kept in the store (audits/)."
+        "2 bad input (no run matches), 3 the store cannot be read or a replay could not be carried out (its error says "
+        "why; it is no regression, and the next audit compares with the verdict before it). Each audit is kept in "
+        "the store (audits/)."
     )
 
 

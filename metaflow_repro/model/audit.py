@@ -68,6 +68,9 @@ class AuditEntry:
     differences_count: int = 0  # how many differ in all (``differences`` keeps the first DIFFERENCES_MAX)
     causes: tuple[str, ...] = ()  # the likely causes, most likely first
     error: str = ""  # why the replay failed
+    #: the replay could not be carried out (no daemon, a store unreachable, a record refused): it says nothing
+    #: of the run, so it is never a regression and never the verdict a later audit compares with
+    inconclusive: bool = False
     previous: str = ""  # its verdict in the newest earlier audit that replayed it ("" none did)
     previous_audit: str = ""  # when that audit finished
     seconds: float = 0.0
@@ -75,7 +78,11 @@ class AuditEntry:
     @property
     def regressed(self) -> bool:
         """It replayed identical in the previous audit and does no longer."""
-        return self.previous == AuditVerdict.IDENTICAL.value and self.verdict is not AuditVerdict.IDENTICAL
+        return (
+            not self.inconclusive
+            and self.previous == AuditVerdict.IDENTICAL.value
+            and self.verdict is not AuditVerdict.IDENTICAL
+        )
 
 
 @dataclass(frozen=True)
@@ -249,11 +256,13 @@ def likely_causes(
 
 
 def previous_verdicts(audits: Iterable[Audit]) -> dict[str, tuple[str, str]]:
-    """run REF -> (its verdict, when that audit finished) in the newest audit that replayed it."""
+    """run REF -> (its verdict, when that audit finished) in the newest audit that replayed it conclusively
+    (a replay that could not be carried out says nothing of the run)."""
     found: dict[str, tuple[str, str]] = {}
     for audit in sorted(audits, key=lambda a: a.finished_at, reverse=True):
         for entry in audit.entries:
-            found.setdefault(entry.run, (entry.verdict.value, audit.finished_at))
+            if not entry.inconclusive:
+                found.setdefault(entry.run, (entry.verdict.value, audit.finished_at))
     return found
 
 
@@ -277,7 +286,7 @@ _AUDIT_KEYS = frozenset(
 )
 _ENTRY_KEYS = frozenset(
     {"run", "flow", "run_id", "recorded_at", "verdict", "replay", "differences", "differences_count", "causes"}
-    | {"error", "previous", "previous_audit", "seconds"}
+    | {"error", "inconclusive", "previous", "previous_audit", "seconds"}
 )
 _SELECTION_KEYS = frozenset({"flow", "since", "tag", "sample", "seed"})
 _DIFFERENCE_KEYS = frozenset({"step", "task", "artifact", "detail"})
@@ -329,6 +338,7 @@ def _entry(d: Any, at: v.At) -> AuditEntry:
         differences_count=_count(v.opt(d, "differences_count", int, 0, at), at / "differences_count"),
         causes=tuple(v.list_of(v.opt(d, "causes", list, [], at), at / "causes", _text)),
         error=_text(v.opt(d, "error", str, "", at), at / "error"),
+        inconclusive=v.opt(d, "inconclusive", bool, False, at),
         previous=_previous(v.opt(d, "previous", str, "", at), at / "previous"),
         previous_audit=_text(v.opt(d, "previous_audit", str, "", at), at / "previous_audit"),
         seconds=float(seconds),

@@ -64,8 +64,11 @@ class AuditRun:
 
     @property
     def exit_code(self) -> int:
-        """1 when a run that replayed identical in the previous audit no longer does, else 0."""
-        return 1 if self.audit.regressions else 0
+        """1 when a run that replayed identical in the previous audit no longer does; else 3 when a replay
+        could not be carried out (infrastructure, a record refused: see its error); else 0."""
+        if self.audit.regressions:
+            return 1
+        return 3 if any(e.inconclusive for e in self.audit.entries) else 0
 
 
 def _now() -> datetime:
@@ -159,7 +162,7 @@ def replay_one(
     try:
         result = replay(ref, store.uri, settings, on=options.on, log=lines.append, image=options.image)
     except ReproError as exc:
-        return replace(entry, error=_cut(str(exc)), seconds=round(time.monotonic() - began, 3))
+        return replace(entry, error=_cut(str(exc)), inconclusive=True, seconds=round(time.monotonic() - began, 3))
     return replace(_judged(entry, record, result, installed), seconds=round(time.monotonic() - began, 3))
 
 

@@ -145,6 +145,17 @@ def test_a_regression_is_a_run_that_was_identical_and_is_no_longer(previous, now
     assert entry(verdict=now, previous=previous).regressed is regressed
 
 
+def test_a_replay_that_could_not_be_carried_out_is_no_regression_and_no_later_audits_baseline():
+    """No Docker daemon, an unreachable store: the audit says so (exit 3), and a run that was identical
+    before is compared next time with that identical verdict, not with the failure."""
+    down = dataclasses.replace(entry("F/1", AuditVerdict.FAILED, "identical"), inconclusive=True, error="no daemon")
+    assert not down.regressed
+    earlier = audit(entry("F/1"), finished="2026-12-01T00:00:00+00:00")
+    failed = audit(down, finished="2026-12-02T00:00:00+00:00")
+    assert previous_verdicts([failed, earlier]) == {"F/1": ("identical", "2026-12-01T00:00:00+00:00")}
+    assert from_json(to_json(failed), "audits/x.json") == failed
+
+
 def audit(*entries: AuditEntry, finished="2026-12-07T01:00:00+00:00") -> Audit:
     return Audit("2026-12-07T00:00:00+00:00", finished, "file:///s", "local", "1", "2.19", Selection(), entries)
 
