@@ -459,7 +459,7 @@ def push_objects(
     key = layout.record(layout.flow_dir(record.flow, record.identity), record.run_id)
     body = record.to_json().encode()
     if store.exists(key):
-        if store.get_bytes(key) != body:
+        if not _same_record(store.get_bytes(key), body, record, key):
             raise BadInput(f"store {store.uri} already has a different record at {key}; records are immutable")
     else:
         store.put_bytes(key, body)  # the record lands last: from here on the run is visible
@@ -629,6 +629,17 @@ def push_replay_record(record: RunRecord, store: Store, code_file: Path | None =
     if not store.exists(key):
         store.put_bytes(key, record.to_json().encode())
     return key
+
+
+def _same_record(existing: bytes, body: bytes, record: RunRecord, key: str) -> bool:
+    """Whether the record at ``key`` is ``record``: the same bytes, or (written by an older repro, whose
+    schema spelled it otherwise) the same record once decoded."""
+    if existing == body:
+        return True
+    try:
+        return from_json(existing.decode("utf-8"), key) == record
+    except (BadInput, UnicodeDecodeError):
+        return False
 
 
 def complete_uploads(store: Store, uploads: list[Upload], what: str) -> None:

@@ -244,6 +244,27 @@ def test_import_writes_each_object_once(tmp_path):
     assert store.get_bytes(layout.record("F", "1")) == record.to_json().encode()
 
 
+def test_import_into_a_store_whose_record_an_older_repro_spelled_otherwise_succeeds(tmp_path):
+    """The store holds the run's record as an older schema wrote it (other bytes, the same record): a
+    bundle of that run imports (records are immutable, and this one is the same), another record does not."""
+    path, record = _bundle(tmp_path)
+    contents = b.read(path, tmp_path / "out")
+    store = LocalStore(str(tmp_path / "other"))
+    from metaflow_repro.store.snapshot import Upload
+
+    uploads = [
+        Upload(m.key.split("/")[0], m.key, contents.files[m.key], m.sha256, m.size)
+        for m in contents.manifest.members[:-1]
+    ]
+    older = {**json.loads(record.to_json()), "schema_version": 4}
+    store.put_bytes(layout.record("F", "1"), json.dumps(older).encode())
+    push_objects(record, store, uploads)
+    assert json.loads(store.get_bytes(layout.record("F", "1"))) == older  # left as it was
+    other = replace(record, parameters={"alpha": "2"})
+    with pytest.raises(BadInput, match="records are immutable"):
+        push_objects(other, store, uploads)
+
+
 def test_a_run_made_in_a_container_bundles_its_image_and_a_manifest_of_another_image_is_refused(tmp_path):
     """The image a run ran in (``executor.image_sha256``) is part of its closure: its object and its
     manifest travel in the bundle, the manifest checked as a document naming that very image."""
