@@ -262,6 +262,12 @@ def prepare(request: ReplayRequest, log: Log, workdirs: list[Path]) -> ReplayPla
     args = _placed_args(request, given, log)
     env = _environment(request, workdir, mf_code, log)
     env.update(_s3_serving(original, s3_blobs, workdir / "s3-inputs", log))
+    if request.executor.kind is ExecutorKind.BATCH and (data_files or s3_blobs):
+        log(
+            "on Batch, the steps do not get these back: the data files and metaflow.S3 objects above are laid "
+            "out on this machine only, so the Batch tasks read them as they are now (replay --on local or "
+            "--on docker to give them back)"
+        )
     return ReplayPlan(
         request=request,
         workdir=workdir,
