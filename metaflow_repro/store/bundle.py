@@ -17,6 +17,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import tarfile
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
@@ -53,6 +54,19 @@ LEVEL = 3  # zstd: package files and snapshots are compressed already; a higher 
 _CHUNK = 1 << 20
 #: kinds a bundle may hold beside the record: what a record names, and a container image (``--with-image``)
 BUNDLED_KINDS = frozenset(layout.CONTENT_KINDS) | {layout.Kind.IMAGE, layout.Kind.IMAGE_MANIFEST}
+
+
+#: kinds whose key names the sha256 of their bytes: a manifest saying otherwise is refused up front
+_NAMED_BY_SHA256 = frozenset(
+    {
+        layout.Kind.PACKAGE,
+        layout.Kind.CODE,
+        layout.Kind.INPUT_BLOB,
+        layout.Kind.PYTHON_SNAPSHOT,
+        layout.Kind.PYTHON_SNAPSHOT_ZSTD,
+        layout.Kind.IMAGE,
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -141,7 +155,14 @@ def _member(entry: object, at: v.At) -> Member:
     size = v.need(entry, "size", int, at)
     if not 0 <= size <= MEMBER_MAX_BYTES:
         (at / "size").fail(size, f"a size between 0 and {MEMBER_MAX_BYTES}")
-    return Member(key, v.hex_digest(entry.get("sha256"), 64, at / "sha256"), size)
+    sha256 = v.hex_digest(entry.get("sha256"), 64, at / "sha256")
+    if parsed.kind in _NAMED_BY_SHA256 and parsed.digest != sha256:  # before a byte of it is read
+        raise IntegrityError(
+            f"{at.where}: member {key} is corrupt: the manifest gives it sha256 {sha256}, its key names "
+            f"{parsed.digest}; the bundle was not used",
+            path=key,
+        )
+    return Member(key, sha256, size)
 
 
 # -- writing ---------------------------------------------------------------------------------------
@@ -282,12 +303,41 @@ def read(path: Path, into: Path | None = None) -> Contents:
         return _read(path, None)
     into.mkdir(parents=True, exist_ok=True)
     try:
+        _check_room(path, into)
         return _read(path, into)
     except BaseException:
         for member in into.iterdir():
             if member.name.isdigit():  # what _read_members wrote: never a key's name
                 member.unlink(missing_ok=True)
         raise
+
+
+def _check_room(path: Path, into: Path) -> None:
+    """The folder a bundle is read into has room for what its manifest says it holds (a bundle of a few
+    bytes may claim terabytes: refused before anything is written, as a full disk would be: exit 3)."""
+    with open(path, "rb") as raw:
+        if raw.read(4) != ZSTD_MAGIC:
+            return  # refused by the reading that follows
+        raw.seek(0)
+        stream = _Bounded(
+            zstandard.ZstdDecompressor().stream_reader(raw), MANIFEST_MAX_BYTES + MEMBER_OVERHEAD, str(path)
+        )
+        try:
+            with tarfile.open(fileobj=io.BufferedReader(stream, _CHUNK), mode="r|") as tar:
+                first = tar.next()
+                fh = tar.extractfile(first) if first is not None and first.name == MANIFEST else None
+                if fh is None or first is None or first.size > MANIFEST_MAX_BYTES:
+                    return  # not a bundle: the reading that follows says so
+                needed = parse_manifest(fh.read(), str(path)).size
+        except (zstandard.ZstdError, tarfile.TarError):
+            return  # the reading that follows names the damage
+    free = shutil.disk_usage(into).free
+    if needed > free:
+        raise IntegrityError(
+            f"{path}: the bundle says it holds {needed} bytes, and {into} has {free} bytes free; "
+            "make room (or set TMPDIR elsewhere) and try again",
+            path=str(into),
+        )
 
 
 def _read(path: Path, into: Path | None) -> Contents:

@@ -128,7 +128,8 @@ def test_a_member_the_manifest_and_the_record_disagree_on_is_exit_3(tmp_path):
             m.size = len(d)
     doc["members"] = [dict(e, size=4) if e["key"] == code_key else e for e in doc["members"]]
     members[0] = (members[0][0], json.dumps(doc).encode())
-    with pytest.raises(IntegrityError, match=f"{code_key}.*the record says") as err:
+    # a content-addressed key names its sha256: refused from the manifest, before a byte of it is read
+    with pytest.raises(IntegrityError, match=f"{code_key}.*its key names") as err:
         b.read(_craft(tmp_path / "bad.repro", members))
     assert err.value.exit_code == EXIT_INFRA
 
@@ -291,3 +292,17 @@ def test_a_run_made_in_a_container_bundles_its_image_and_a_manifest_of_another_i
     store.put_bytes(layout.image_manifest(sha), manifest("d" * 64))
     with pytest.raises(IntegrityError, match="describes image d+, not"):
         b.closure(record, store, tmp_path / "again")
+
+
+def test_a_bundle_claiming_more_than_the_disk_holds_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+    """A few bytes may claim terabytes: the folder it is read into must have room first (exit 3)."""
+    import shutil
+
+    path, _ = _bundle(tmp_path)
+    out = tmp_path / "out"
+    usage = shutil.disk_usage(tmp_path)
+    nearly_full = type(usage)(usage.total, usage.used, 100)
+    monkeypatch.setattr(b.shutil, "disk_usage", lambda p: nearly_full)
+    with pytest.raises(IntegrityError, match="bytes free") as err:
+        b.read(path, out)
+    assert err.value.exit_code == EXIT_INFRA and list(out.iterdir()) == []
