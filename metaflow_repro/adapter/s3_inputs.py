@@ -203,12 +203,13 @@ def serving_folder(record: RunRecord, blobs: dict[str, Path], folder: Path) -> P
     return folder
 
 
-def current(record: RunRecord) -> dict[str, tuple[str, str] | None]:
-    """url -> (ETag, version id) of each object the record's steps read, as S3 has it now; None: gone."""
+def current(record: RunRecord) -> dict[str, tuple[str, str] | str | None]:
+    """url -> (ETag, version id) of each object the record's steps read, as S3 has it now; None: gone; a
+    text: why S3 could not be asked (no access, unreachable), for that object alone."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     clients: dict[str, Any] = {}
-    out: dict[str, tuple[str, str] | None] = {}
+    out: dict[str, tuple[str, str] | str | None] = {}
     for url in sorted(record.s3_objects()):
         bucket, key = _split(url)
         try:
@@ -217,9 +218,11 @@ def current(record: RunRecord) -> dict[str, tuple[str, str] | None]:
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 out[url] = None
                 continue
-            raise InfraError(f"input drift: cannot ask S3 about {url}: {exc}") from None
+            out[url] = f"S3 refused the question: {exc}"
+            continue
         except BotoCoreError as exc:
-            raise InfraError(f"input drift: cannot reach S3 for {url}: {exc}") from None
+            out[url] = f"S3 could not be reached: {exc}"
+            continue
         version = resp.get("VersionId") or ""
         out[url] = ((resp.get("ETag") or "").strip('"'), "" if version == "null" else version)
     return out

@@ -142,9 +142,10 @@ def check_inputs(record: RunRecord, now: dict[str, str | None]) -> list[Finding]
     return out
 
 
-def compare_s3_inputs(record: RunRecord, now: dict[str, tuple[str, str] | None]) -> list[Finding]:
+def compare_s3_inputs(record: RunRecord, now: dict[str, tuple[str, str] | str | None]) -> list[Finding]:
     """Objects ``record``'s steps read with ``metaflow.S3`` whose ETag or version id differs now; ``now``:
-    url -> (ETag, version id) as S3 has it (None: gone; a URL absent: not asked). One finding per reading step."""
+    url -> (ETag, version id) as S3 has it (None: gone; a text: why it could not be asked, which the gate
+    cannot vouch for either; a URL absent: not asked). One finding per reading step."""
     out: list[Finding] = []
     order = [s for s in record.step_order if s in record.s3_inputs] + sorted(
         set(record.s3_inputs) - set(record.step_order)
@@ -156,6 +157,8 @@ def compare_s3_inputs(record: RunRecord, now: dict[str, tuple[str, str] | None])
             found = now[o.url]
             if found is None:
                 message, old, new = "is gone", o.etag, ""
+            elif isinstance(found, str):
+                message, old, new = f"could not be checked ({found})", o.etag, ""
             else:
                 change = o.changed(*found)
                 if not change:

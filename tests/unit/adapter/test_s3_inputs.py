@@ -136,3 +136,19 @@ def test_current_asks_s3_for_each_recorded_url_now(bucket, s3_server):
         f"s3://{bucket}/labels.txt": (hashlib.md5(b"new").hexdigest(), version),
         f"s3://{bucket}/gone.txt": None,
     }
+
+
+def test_current_says_why_an_object_could_not_be_asked_about_and_asks_the_others(bucket, s3_server, monkeypatch):
+    """No access, or no S3 at all: that object is 'not checked', never the end of the drift check."""
+    from botocore.config import Config
+
+    objects = (S3Input(f"s3://{bucket}/train.csv", "e", 1), S3Input("s3://elsewhere/x", "e", 1))
+    record = replace(make_record(), s3_inputs={"start": StepS3(objects, 2)})
+    here = boto3.client("s3", endpoint_url=s3_server)
+    nowhere = boto3.client(  # a closed port on this machine: the connection is refused at once
+        "s3", endpoint_url="http://127.0.0.1:9", config=Config(retries={"max_attempts": 1}, connect_timeout=2)
+    )
+    monkeypatch.setattr(s3_inputs, "_client", lambda name, clients: here if name == bucket else nowhere)
+    now = s3_inputs.current(record)
+    assert now[f"s3://{bucket}/train.csv"] == (hashlib.md5(TRAIN).hexdigest(), "")
+    assert str(now["s3://elsewhere/x"]).startswith("S3 could not be reached")

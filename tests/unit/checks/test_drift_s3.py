@@ -40,3 +40,13 @@ def test_a_new_version_and_a_gone_object_are_drift_and_an_unchanged_or_unasked_o
     assert (by_version.old, by_version.new) == ("v1", "v2")
     (gone,) = compare_s3_inputs(record, {TRAIN.url: None})
     assert gone.line() == "start: s3://bucket/train.parquet is gone" and gone.new == ""
+
+
+def test_an_object_s3_would_not_say_anything_of_fails_the_gate_naming_why_without_stopping_the_others():
+    record = _record(start=(TRAIN, LABELS))
+    found = compare_s3_inputs(
+        record, {TRAIN.url: "S3 refused the question: AccessDenied", LABELS.url: ("0f0f0f", "v1")}
+    )
+    assert [f.line() for f in found] == [
+        "start: s3://bucket/train.parquet could not be checked (S3 refused the question: AccessDenied)"
+    ]
