@@ -192,7 +192,9 @@ class _ReproStepDecorator(StepDecorator):
         s3 = getattr(mf, "S3_ENDPOINT_URL", None) or os.environ.get("AWS_ENDPOINT_URL_S3") or ""
         urls = [s3, os.environ.get("AWS_ENDPOINT_URL", ""), os.environ.get("AWS_ENDPOINT_URL_S3", "")]
         urls += [getattr(mf, n, None) or "" for n in ("SERVICE_URL", "SERVICE_INTERNAL_URL")]
-        hosts = reads.endpoint_hosts([u for u in urls if u], aws_s3=kind == "s3" and not s3)
+        s3_root = getattr(storage, "datastore_root", "") or "" if kind == "s3" else ""
+        bucket = s3_root[len("s3://") :].split("/", 1)[0] if s3_root.startswith("s3://") else ""
+        hosts = reads.endpoint_hosts([u for u in urls if u], aws_s3=kind == "s3" and not s3, bucket=bucket)
         reads.watch(os.path.dirname(os.path.abspath(sys.argv[0])), root or "", hosts)
 
     def task_post_step(self, step_name, flow, graph, retry_count, max_user_code_retries):

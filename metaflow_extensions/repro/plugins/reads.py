@@ -245,16 +245,17 @@ class Reads(object):
 #: what a step contacting them reads through no input of its own: instance and container credentials
 #: (169.254.169.254, 169.254.170.2: for the datastore's S3), left out with the datastore's endpoints
 CREDENTIAL_HOSTS = ("169.254.169.254", "169.254.170.2", "fd00:ec2::254")
-#: the hosts of AWS's S3 and STS, left out when the datastore is S3 with no endpoint of its own
+#: the hosts of AWS's S3 (path-style: any bucket, so they cannot be told apart) and STS, left out when the
+#: datastore is S3 with no endpoint of its own; its bucket's virtual hosts are added by name, never another's
 AWS_S3_HOSTS = (
     "s3.amazonaws.com",
-    "*.s3.amazonaws.com",
     "s3.*.amazonaws.com",
-    "*.s3.*.amazonaws.com",
     "s3-*.amazonaws.com",
     "sts.amazonaws.com",
     "sts.*.amazonaws.com",
 )
+#: a bucket's own virtual hosts ({} its name)
+AWS_BUCKET_HOSTS = ("{}.s3.amazonaws.com", "{}.s3.*.amazonaws.com", "{}.s3-*.amazonaws.com")
 _MAX_HOST = 253
 #: a lookup's port given as a service name, as a number (others: the host alone)
 _SERVICES = {"http": "80", "https": "443"}
@@ -349,10 +350,11 @@ def _endpoint(host, port):
     return host + ":" + port if port.isdigit() and len(port) <= 5 else host  # a service name: the host
 
 
-def endpoint_hosts(urls, aws_s3=False):
+def endpoint_hosts(urls, aws_s3=False, bucket=""):
     """What the hook leaves out ("host:port" or "host"): the hosts of ``urls`` (the datastore's S3
-    endpoint, Metaflow's metadata service, the store's), credential services; AWS's own S3 hosts with
-    ``aws_s3`` (the datastore is S3 with no endpoint of its own)."""
+    endpoint, Metaflow's metadata service, the store's), credential services; with ``aws_s3`` (the
+    datastore is S3 with no endpoint of its own) AWS's path-style S3 hosts and the virtual hosts of the
+    datastore's ``bucket`` alone: a step reading another bucket with boto3 or s3fs is listed."""
     out = list(CREDENTIAL_HOSTS)
     for url in urls:
         try:
@@ -365,6 +367,8 @@ def endpoint_hosts(urls, aws_s3=False):
             out.append(_endpoint(host, _port(port)) or host)
     if aws_s3:
         out += AWS_S3_HOSTS
+        if bucket and all(c.isalnum() or c in ".-_" for c in bucket):
+            out += [pattern.format(bucket) for pattern in AWS_BUCKET_HOSTS]
     return out
 
 

@@ -151,18 +151,22 @@ def test_endpoints_name_the_host_looked_up_not_its_address_and_list_loopback_apa
 def test_the_services_left_out_are_the_datastore_metadata_and_store_endpoints_and_credentials():
     hosts = reads.endpoint_hosts(["https://s3.example.com", "http://md.internal:8080/api", "", "::bad"])
     assert {"s3.example.com:443", "md.internal:8080", "169.254.169.254"} <= set(hosts)
-    assert "*.s3.amazonaws.com" not in hosts and "*.s3.amazonaws.com" in reads.endpoint_hosts([], aws_s3=True)
-    found = reads.Endpoints(hosts + list(reads.AWS_S3_HOSTS))
+    assert "s3.amazonaws.com" not in hosts and "s3.amazonaws.com" in reads.endpoint_hosts([], aws_s3=True)
+    found = reads.Endpoints(
+        reads.endpoint_hosts(["https://s3.example.com", "http://md.internal:8080/api"], True, "bkt")
+    )
     for host, port in [
         ("s3.example.com", 443),
         ("md.internal", 8080),
         ("169.254.169.254", 80),
-        ("bkt.s3.us-east-1.amazonaws.com", 443),
+        ("bkt.s3.us-east-1.amazonaws.com", 443),  # the datastore's bucket
+        ("s3.us-east-1.amazonaws.com", 443),  # path-style: any bucket, the datastore's among them
         ("md.internal", 9999),  # another port of that host: the step's
         ("huggingface.co", 443),
+        ("training-data.s3.amazonaws.com", 443),  # another bucket, read with boto3 or s3fs: the step's
     ]:
         found.looked_up(host, port)
-    assert found.listed() == (["md.internal:9999", "huggingface.co:443"], [])
+    assert found.listed() == (["md.internal:9999", "huggingface.co:443", "training-data.s3.amazonaws.com:443"], [])
 
 
 def test_a_real_audit_hook_notes_a_download_from_a_local_http_server(tmp_path):
