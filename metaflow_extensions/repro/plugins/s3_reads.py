@@ -110,8 +110,8 @@ class S3Reads(object):
                 return
             path = obj.path
             sha, md5, size = _hashes(path) if path else ("", "", obj.size or 0)
-            etag, version = _head(s3, url)
-            if sha and _MD5.match(etag) and etag != md5:
+            etag, version, plain = _head(s3, url)
+            if sha and plain and _MD5.match(etag) and etag != md5:
                 etag = md5  # the object changed after the read: name what was read
             self.objects[url] = {
                 protocol.S3_URL: url,
@@ -173,16 +173,19 @@ _REPORTED = (protocol.S3_URL, protocol.S3_VERSION, protocol.S3_ETAG, protocol.S3
 
 
 def _head(s3, url):
-    """(ETag, version id) of an object now, through the S3 object's own client; ("", "") if it cannot say."""
+    """(ETag, version id, whether that ETag is the MD5 of the bytes) of an object now, through the S3
+    object's own client; ("", "", False) if it cannot say. An object encrypted with KMS or a key of the
+    caller's (SSE-KMS, SSE-C) has an ETag of 32 hex digits that is no MD5 of its bytes."""
     try:
         client = s3._s3_client.client
         bucket, key = _split(url)
         with quiet():
             resp = client.head_object(Bucket=bucket, Key=key)
         version = resp.get("VersionId") or ""
-        return (resp.get("ETag") or "").strip('"'), "" if version == "null" else version
+        plain = resp.get("ServerSideEncryption") != "aws:kms" and not resp.get("SSECustomerAlgorithm")
+        return (resp.get("ETag") or "").strip('"'), "" if version == "null" else version, plain
     except Exception:
-        return "", ""
+        return "", "", False
 
 
 def _copy_verified(blob, sha256, folder, url):

@@ -176,3 +176,17 @@ def test_an_object_overwritten_between_the_read_and_the_head_is_named_by_the_byt
         state.note(s3, obj)
     (noted,) = _report(state)[p.S3_OBJECTS]
     assert noted[p.S3_ETAG] == hashlib.md5(TRAIN).hexdigest() != hashlib.md5(b"new").hexdigest()
+
+
+def test_an_etag_of_a_kms_encrypted_object_is_kept_as_s3_gives_it():
+    """SSE-KMS and SSE-C ETags are 32 hex digits but no MD5 of the bytes: taking them for a change after
+    the read would record the bytes' MD5, and every drift check would then report the object changed."""
+    import types as t
+
+    def s3_answering(**head):
+        client = t.SimpleNamespace(head_object=lambda **kw: {"ETag": '"' + "e" * 32 + '"', "VersionId": "null", **head})
+        return t.SimpleNamespace(_s3_client=t.SimpleNamespace(client=client))
+
+    assert s3_reads._head(s3_answering(ServerSideEncryption="aws:kms"), "s3://b/k") == ("e" * 32, "", False)
+    assert s3_reads._head(s3_answering(SSECustomerAlgorithm="AES256"), "s3://b/k")[2] is False
+    assert s3_reads._head(s3_answering(ServerSideEncryption="AES256"), "s3://b/k")[2] is True
