@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from metaflow_repro.cli.common import REF_HELP, STORE_HELP, add_flag, add_ref, add_store, log
-from metaflow_repro.errors import EXIT_DRIFT, EXIT_INFRA, EXIT_OK
+from metaflow_repro.errors import EXIT_DRIFT, EXIT_INFRA, EXIT_OK, from_os_error
 
 if TYPE_CHECKING:
+    from metaflow_repro.operations.bisect import BisectResult
     from metaflow_repro.settings import Settings
 
 
@@ -32,6 +33,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     )
     add_store(p, STORE_HELP)
     add_flag(p, "--json", help="print the result as JSON")
+    p.add_argument("--html", type=Path, metavar="PATH", help="also write the bisection as an HTML page to this file")
     add_flag(p, "--keep", help="keep the bisection's working folder (code, datastore) under REPRO_HOME/replays")
     p.set_defaults(func=run)
 
@@ -49,6 +51,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         keep=args.keep,
         log=log,
     )
+    if args.html:
+        _write_html(args.html, result)
+        log(f"wrote {args.html}")
     if args.json:
         print(json.dumps(result.as_dict(), indent=2))
     else:
@@ -59,3 +64,15 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if result.failed:
         return EXIT_INFRA
     return EXIT_DRIFT if result.search.culprits else EXIT_OK
+
+
+def _write_html(path: Path, result: BisectResult) -> None:
+    """The page, written to a temporary name beside ``path`` and renamed into place."""
+    from metaflow_repro.fsutil import atomic_write
+    from metaflow_repro.report.bisect import to_html
+
+    try:
+        atomic_write(path, to_html(result))
+    except OSError as exc:
+        kind = type(from_os_error(exc))
+        raise kind(f"--html {path}: cannot write the bisection report: {exc.strerror or exc}", path=str(path)) from None
