@@ -9,10 +9,11 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
 
 import pytest
 
-from tests.helpers import cli, make_wheel, write_flow
+from tests.helpers import cli, make_wheel, require_chromium, write_flow
 
 pytestmark = pytest.mark.slow
 
@@ -83,7 +84,7 @@ def recorded(base_wheels, tmp_path_factory) -> dict:
     }
 
 
-def test_bisect_names_the_one_package_that_changes_the_artifact(recorded):
+def test_bisect_names_the_one_package_that_changes_the_artifact(recorded, tmp_path):
     env, store = recorded["env"], recorded["store"]
     r = cli("bisect", "CalcFlow/latest", "--lock", recorded["new_lock"], "--store", store, "--json", env=env)
     assert r.code == 1, r.text[-4000:]
@@ -101,13 +102,52 @@ def test_bisect_names_the_one_package_that_changes_the_artifact(recorded):
     steps = [t["steps"] for t in found["tried"]]
     assert steps == [["start", "train", "end"], ["train", "end"], ["train", "end"]], r.err[-6000:]
 
-    # every answer is kept: the same bisection again runs nothing, and prints every hybrid as text
-    again = cli("bisect", "CalcFlow/latest", "--lock", recorded["new_lock"], "--store", store, env=env)
+    # every answer is kept: the same bisection again runs nothing, prints every hybrid as text, and
+    # writes the HTML page (--html)
+    page = tmp_path / "bisect.html"
+    again = cli("bisect", "CalcFlow/latest", "--lock", recorded["new_lock"], "--store", store, "--html", page, env=env)
     assert again.code == 1, again.text[-4000:]
     lines = again.out.splitlines()
     assert lines[-1].startswith("train.model differs because of calc 1.0 -> 1.1 (alone; 0 reruns, "), again.text
     assert lines[0].startswith("[1] flips        aux-a 1.0 -> 2.0; aux-b 1.0 -> 2.0; calc 1.0 -> 1.1: train.model")
     assert len(lines) == 4 and all("(known)" in line for line in lines[:3]), again.out
+    html = page.read_text()
+    assert "train.model differs because of calc 1.0 -&gt; 1.1 (alone; 0 reruns, " in html
+    assert '<tr class="culprit"><td><code>calc</code> <span class="badge different">culprit</span>' in html
+    assert re.findall(r'<td class="\w+">(\w+) \(known\)</td>', html) == ["flips", "same", "flips"], html
+    assert "<script" not in html and 'src="' not in html
+    assert [p.name for p in tmp_path.iterdir()] == ["bisect.html"]  # written to a temporary name, renamed
+    _screenshot(page, tmp_path)
+
+
+def _screenshot(page, tmp_path):
+    """The page in a real browser (headless Chromium, as the audit page): the red verdict line is drawn."""
+    browser = require_chromium()
+    shot = tmp_path / "shots" / "bisect.png"
+    subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'shots' / 'profile'}",
+            "--window-size=1400,900",
+            f"--screenshot={shot}",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        timeout=120,
+    )
+    from PIL import Image
+
+    image = Image.open(shot).convert("RGB")
+    pixels = [image.getpixel((x, y)) for y in range(60, 130) for x in range(0, 1400, 2)]
+    assert sum(1 for p in pixels if p == (207, 34, 46)) > 2000  # the verdict line, on the report's red
 
 
 def test_replay_from_a_step_reuses_the_recorded_tasks_before_it(recorded):
