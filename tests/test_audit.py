@@ -180,7 +180,8 @@ def test_the_html_audit_renders_in_a_browser_with_the_timeline(first_audit, tmp_
 def test_an_audit_on_batch_replays_the_run_as_batch_jobs(batch_world, tmp_path, monkeypatch):
     """`repro audit --on batch`: the run replays on the moto + Docker Batch world, each step a job."""
     path = write_flow(tmp_path / "proj", STABLE, name="stable_flow.py")
-    env = {**batch_world.env, "REPRO_STORE": batch_world.store("audit-store")}
+    # no instance cache: the Batch world's is shared with tests/test_batch.py, which counts the envs in it
+    env = {**batch_world.env, "REPRO_STORE": batch_world.store("audit-store"), "REPRO_BATCH_CACHE": "off"}
     r = cli("run", path, cwd=path.parent, env=env)
     assert r.code == 0, r.text[-4000:]
     r = cli("audit", "--on", "batch", "--json", cwd=tmp_path, env=env)
