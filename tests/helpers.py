@@ -60,6 +60,34 @@ def require_chromium() -> str:
     return require(browser, "chromium (headless browser for the HTML report; CI installs it)")
 
 
+def screenshot(page: Path, shot: Path, profile: Path):
+    """``page`` (a file) as headless Chromium draws it in a 1400x900 window, written to ``shot`` and
+    returned as an RGB image (PIL). Skipped (failed under CI) without Chromium."""
+    from PIL import Image
+
+    browser = require_chromium()
+    subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={profile}",
+            "--window-size=1400,900",
+            f"--screenshot={shot}",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        timeout=120,
+    )
+    return Image.open(shot).convert("RGB")
+
+
 def same_file(a, b) -> bool:
     """Interpreter paths compare as files, not strings: `.venv/bin/python` started relatively,
     through a symlink or as an absolute path is one interpreter."""

@@ -6,14 +6,13 @@ one run audited on the moto + Docker Batch world. The recorded runs and the firs
 from __future__ import annotations
 
 import json
-import subprocess
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import cli, require_chromium, write_flow
+from tests.helpers import cli, require_chromium, screenshot, write_flow
 
 STABLE = """
 from metaflow import FlowSpec, Parameter, step
@@ -141,33 +140,11 @@ def test_a_second_audit_after_a_regression_exits_1_naming_the_runs(first_audit, 
 
 
 def test_the_html_audit_renders_in_a_browser_with_the_timeline(first_audit, tmp_path):
-    browser = require_chromium()
+    require_chromium()  # before anything else: skipped (failed under CI) without it
     _, html = first_audit
     page = html.read_text()
     assert "<script" not in page and 'src="' not in page and "<svg" in page
-    shot = tmp_path / "audit.png"
-    subprocess.run(
-        [
-            browser,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            f"--user-data-dir={tmp_path / 'profile'}",
-            "--window-size=1400,900",
-            f"--screenshot={shot}",
-            html.as_uri(),
-        ],
-        capture_output=True,
-        timeout=120,
-    )
-    from PIL import Image
-
-    image = Image.open(shot).convert("RGB")
+    image = screenshot(html, tmp_path / "audit.png", tmp_path / "profile")
     assert image.size == (1400, 900)
     pixels = [image.getpixel((x, y)) for y in range(150, 450) for x in range(0, 1400, 2)]
     green = sum(1 for p in pixels if p == (26, 127, 55))  # identical dots

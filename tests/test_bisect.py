@@ -9,11 +9,10 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
 
 import pytest
 
-from tests.helpers import cli, make_wheel, require_chromium, write_flow
+from tests.helpers import cli, make_wheel, screenshot, write_flow
 
 pytestmark = pytest.mark.slow
 
@@ -122,30 +121,7 @@ def test_bisect_names_the_one_package_that_changes_the_artifact(recorded, tmp_pa
 
 def _screenshot(page, tmp_path):
     """The page in a real browser (headless Chromium, as the audit page): the red verdict line is drawn."""
-    browser = require_chromium()
-    shot = tmp_path / "shots" / "bisect.png"
-    subprocess.run(
-        [
-            browser,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            f"--user-data-dir={tmp_path / 'shots' / 'profile'}",
-            "--window-size=1400,900",
-            f"--screenshot={shot}",
-            page.as_uri(),
-        ],
-        capture_output=True,
-        timeout=120,
-    )
-    from PIL import Image
-
-    image = Image.open(shot).convert("RGB")
+    image = screenshot(page, tmp_path / "shots" / "bisect.png", tmp_path / "shots" / "profile")
     pixels = [image.getpixel((x, y)) for y in range(60, 130) for x in range(0, 1400, 2)]
     assert sum(1 for p in pixels if p == (207, 34, 46)) > 2000  # the verdict line, on the report's red
 
