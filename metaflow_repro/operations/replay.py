@@ -171,13 +171,18 @@ def replay(
         result = judge(request, run, log)
         return result
     finally:
-        # A failed replay keeps its folder: the logs command it prints reads the datastore there.
-        failed = result is not None and result.verdict is ReplayVerdict.FAILED
-        for workdir in workdirs:
-            if keep or failed:
-                log(f"replay working folder kept: {workdir}")
-            else:
-                shutil.rmtree(workdir, ignore_errors=True)
+        leave_workdirs(workdirs, result, keep, log)
+
+
+def leave_workdirs(workdirs: list[Path], result: ReplayResult | None, keep: bool, log: Log) -> None:
+    """Remove a replay's working folders, unless asked to keep them or the replay failed: a failed replay
+    keeps its folder, since the logs command it prints reads the datastore there."""
+    failed = result is not None and result.verdict is ReplayVerdict.FAILED
+    for workdir in workdirs:
+        if keep or failed:
+            log(f"replay working folder kept: {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def load_request(

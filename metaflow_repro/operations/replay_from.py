@@ -24,10 +24,10 @@ from metaflow_repro.model.record import RunRecord
 from metaflow_repro.model.replay import RunResult
 from metaflow_repro.operations.replay import (
     ReplayResult,
-    ReplayVerdict,
     _NotRunnable,
     execute,
     judge,
+    leave_workdirs,
     load_request,
     prepare,
 )
@@ -73,12 +73,7 @@ def replay_from_step(
         result = judge(request, run, log)
         return result
     finally:
-        failed = result is not None and result.verdict is ReplayVerdict.FAILED
-        for workdir in workdirs:
-            if keep or failed:
-                log(f"replay working folder kept: {workdir}")
-            else:
-                shutil.rmtree(workdir, ignore_errors=True)
+        leave_workdirs(workdirs, result, keep, log)
 
 
 def seed(original: RunRecord, workdir: Path) -> str:
