@@ -50,7 +50,7 @@ from metaflow_repro.operations.run import Log, RunOptions, check_same_flow, comp
 from metaflow_repro.operations.run import Outcome as RunOutcome
 from metaflow_repro.settings import Settings, environ_for, load_settings
 from metaflow_repro.store import Store, layout
-from metaflow_repro.store.snapshot import push_hybrid_record, save_local
+from metaflow_repro.store.snapshot import push_hybrid_record, record_at, save_local
 
 RUN_FAILED = "the run failed"
 _POINTER_BYTES = 4096  # a bisect/<key>.json names one run id
@@ -339,7 +339,8 @@ class _Runner:
             run_id = doc.get("run") if isinstance(doc, dict) and set(doc) == {"run"} else None
             if not isinstance(run_id, str) or not _RUN_ID.match(run_id):
                 raise BadInput(f"not a pointer to a run ({len(data)} bytes)")
-            record = load(self.store, f"{self.original.flow}/{run_id}")
+            at = layout.record(layout.flow_dir(self.original.flow, self.original.identity), run_id)
+            record = record_at(self.store, at, self.store.get_bytes(at), self.original.flow, run_id)
             problem = hybrid_problem(record, key, self.original.ref, {s: e.env_id for s, e in envs.items()})
             if problem:
                 raise BadInput(problem)
