@@ -130,7 +130,7 @@ def test_bisect_names_the_one_package_that_changes_the_artifact(recorded, tmp_pa
 def _hybrids_are_recorded(recorded, found):
     """Each hybrid that ran is a run record in the store: a replay of the bisected run (so `latest` stays
     on it) marked with its changes, the artifacts that differed and the steps it ran, and `bisect/<key>.json`
-    names it; `repro store show` shows it as such."""
+    names it; `repro store show` shows it as such, and `repro store verify` finds every object it names."""
     store = recorded["store_dir"]
     original = recorded["ref"].split("/")[1]
     records = [json.loads(p.read_text()) for p in store.glob("runs/*/*/record.json")]
@@ -151,6 +151,8 @@ def _hybrids_are_recorded(recorded, found):
     assert shown.code == 0, shown.text[-2000:]
     assert f"replay of {recorded['ref']}" in shown.out, shown.out
     assert "bisection hybrid: calc 1.0 -> 1.1; train.model, end.model differ(s)" in shown.out, shown.out
+    verified = cli("store", "verify", calc, "--store", recorded["store"], env=recorded["env"])
+    assert verified.code == 0, verified.text[-2000:]  # every object it names is there: it replays like any run
 
 
 def _screenshot(page, tmp_path):
