@@ -66,3 +66,14 @@ def test_only_a_replay_can_be_a_hybrid():
     with pytest.raises(BadInput, match="replays no run") as err:
         from_json(json.dumps(doc), "record.json")
     assert "'hybrid'" in str(err.value)
+
+
+def test_an_audit_never_chooses_a_hybrid_it_is_no_run_of_its_own():
+    """A hybrid replays the bisected run with other packages: `repro audit` neither replays it nor counts it."""
+    from datetime import datetime, timezone
+
+    from metaflow_repro.model.audit import Selection, select
+
+    original = make_record()
+    chosen, skipped = select([original, hybrid_record()], Selection(), datetime(2026, 12, 1, tzinfo=timezone.utc))
+    assert chosen == [original] and skipped == []
