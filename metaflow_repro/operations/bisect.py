@@ -9,7 +9,13 @@ checked by uv (every package pinned to its version in the hybrid; a subset uv ca
 that would need a package the hybrid does not hold, is "unresolvable" and is not run), run through
 the same pipeline as any run, and its artifacts compared with the recorded run's by the comparators.
 The first subset run is the whole change set: the artifacts it changes are the targets, and a
-subset "flips" when it changes one of them. The search is delta debugging (``checks/bisect.bisect_changes``)."""
+subset "flips" when it changes one of them. The search is delta debugging (``checks/bisect.bisect_changes``).
+
+Every hybrid that runs is recorded as a replay of the bisected run marked ``hybrid`` (its changes, the
+artifacts that differed, the steps it ran), pushed to the store with its environments, and named by
+``bisect/<answer key>.json``; its answer is also kept in ``REPRO_HOME/bisect``. A bisection asks there
+first, then the store (read as untrusted: ``checks/bisect.hybrid_problem``), and runs only what neither
+knows."""
 
 from __future__ import annotations
 
@@ -236,8 +242,9 @@ def bisect(
 
 class _Runner:
     """The test the search asks: build the hybrid lock of a subset, check it resolves, run it, compare. Each
-    answer is kept in REPRO_HOME/bisect by the recorded run and the hybrid's env ids, so a second
-    bisection of the same pair runs nothing it ran before."""
+    answer is kept in REPRO_HOME/bisect by the recorded run and the hybrid's env ids, and each run in the
+    store as a record, so a second bisection of the same pair, here or on a teammate's machine, runs
+    nothing that ran before."""
 
     def __init__(
         self,
