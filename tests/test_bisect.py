@@ -7,8 +7,10 @@ subsets) is tested on the pure core: tests/unit/checks/test_bisect.py."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -80,6 +82,7 @@ def recorded(base_wheels, tmp_path_factory) -> dict:
         "links": links,
         "new": new,
         "ref": old_ref,
+        "store_dir": tmp / "store",
     }
 
 
@@ -101,8 +104,11 @@ def test_bisect_names_the_one_package_that_changes_the_artifact(recorded, tmp_pa
     steps = [t["steps"] for t in found["tried"]]
     assert steps == [["start", "train", "end"], ["train", "end"], ["train", "end"]], r.err[-6000:]
 
-    # every answer is kept: the same bisection again runs nothing, prints every hybrid as text, and
-    # writes the HTML page (--html)
+    _hybrids_are_recorded(recorded, found)
+
+    # every answer is kept, as a recorded run in the store: the same bisection again, with nothing kept in
+    # REPRO_HOME/bisect, runs nothing, prints every hybrid as text, and writes the HTML page (--html)
+    shutil.rmtree(Path(os.environ["REPRO_HOME"]) / "bisect")
     page = tmp_path / "bisect.html"
     again = cli("bisect", "CalcFlow/latest", "--lock", recorded["new_lock"], "--store", store, "--html", page, env=env)
     assert again.code == 1, again.text[-4000:]
@@ -110,6 +116,8 @@ def test_bisect_names_the_one_package_that_changes_the_artifact(recorded, tmp_pa
     assert lines[-1].startswith("train.model differs because of calc 1.0 -> 1.1 (alone; 0 reruns, "), again.text
     assert lines[0].startswith("[1] flips        aux-a 1.0 -> 2.0; aux-b 1.0 -> 2.0; calc 1.0 -> 1.1: train.model")
     assert len(lines) == 4 and all("(known)" in line for line in lines[:3]), again.out
+    assert [line.rsplit(" (", 1)[1].rstrip(")") for line in lines[:3]] == [t["run"] for t in found["tried"]], again.out
+    assert len(list((Path(os.environ["REPRO_HOME"]) / "bisect").glob("*.json"))) == 3  # kept here again
     html = page.read_text()
     assert "train.model differs because of calc 1.0 -&gt; 1.1 (alone; 0 reruns, " in html
     assert '<tr class="culprit"><td><code>calc</code> <span class="badge different">culprit</span>' in html
@@ -117,6 +125,34 @@ def test_bisect_names_the_one_package_that_changes_the_artifact(recorded, tmp_pa
     assert "<script" not in html and 'src="' not in html
     assert [p.name for p in tmp_path.iterdir()] == ["bisect.html"]  # written to a temporary name, renamed
     _screenshot(page, tmp_path)
+
+
+def _hybrids_are_recorded(recorded, found):
+    """Each hybrid that ran is a run record in the store: a replay of the bisected run (so `latest` stays
+    on it) marked with its changes, the artifacts that differed and the steps it ran, and `bisect/<key>.json`
+    names it; `repro store show` shows it as such, and `repro store verify` finds every object it names."""
+    store = recorded["store_dir"]
+    original = recorded["ref"].split("/")[1]
+    records = [json.loads(p.read_text()) for p in store.glob("runs/*/*/record.json")]
+    hybrids = {f"CalcFlow/{r['run_id']}": r for r in records if "hybrid" in r}
+    assert sorted(hybrids) == sorted(t["run"] for t in found["tried"]), found
+    for t in found["tried"]:
+        mark = hybrids[t["run"]]["hybrid"]
+        assert hybrids[t["run"]]["replay_of"] == recorded["ref"]
+        assert (mark["changes"], mark["steps"]) == (t["changes"], t["steps"]), mark
+        assert mark["differing"] == (["train.model", "end.model"] if t["verdict"] == "flips" else []), mark
+    assert [r["run_id"] for r in records if "hybrid" not in r] == [original]  # the recorded run alone
+    (latest,) = store.glob("runs/*/latest")
+    assert latest.read_text().strip() == original  # a hybrid is never its flow's baseline
+    pointers = {json.loads(p.read_text())["run"] for p in store.glob("bisect/*.json")}
+    assert pointers == {r.split("/")[1] for r in hybrids}, pointers
+    calc = next(t["run"] for t in found["tried"] if t["changes"] == ["calc 1.0 -> 1.1"])
+    shown = cli("store", "show", calc, "--store", recorded["store"], env=recorded["env"])
+    assert shown.code == 0, shown.text[-2000:]
+    assert f"replay of {recorded['ref']}" in shown.out, shown.out
+    assert "bisection hybrid: calc 1.0 -> 1.1; train.model, end.model differ(s)" in shown.out, shown.out
+    verified = cli("store", "verify", calc, "--store", recorded["store"], env=recorded["env"])
+    assert verified.code == 0, verified.text[-2000:]  # every object it names is there: it replays like any run
 
 
 def _screenshot(page, tmp_path):

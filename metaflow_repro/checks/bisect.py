@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from metaflow_repro.errors import BadInput
 from metaflow_repro.model.findings import Choice
 from metaflow_repro.model.lock import Package, PlatformLock
+from metaflow_repro.model.record import RunRecord, RunStatus
 
 
 class Outcome(Choice):
@@ -239,3 +240,26 @@ def bisect_changes(changes: Sequence[PackageChange], test: Test) -> Search:
             found = rest
     search.culprits = tuple(sorted(found, key=tester.rank.__getitem__))
     return search
+
+
+def hybrid_problem(record: RunRecord, key: str, original: str, env_ids: Mapping[str, str]) -> str:
+    """Why a recorded run (read from a store: untrusted) does not answer the hybrid ``key`` of the run
+    ``original``, whose steps run in ``env_ids`` ({step: env id}); "" when it does: it is marked as that
+    hybrid of that run, it succeeded, each of those steps ran in the hybrid's environment, and the
+    artifacts and steps it names are its own."""
+    mark = record.hybrid
+    if mark is None:
+        return f"{record.ref} is no bisection hybrid"
+    if mark.key != key or record.replay_of != original:
+        return f"{record.ref} is a hybrid of another bisection ({record.replay_of or 'no run'}, key {mark.key[:12]})"
+    if record.status is not RunStatus.SUCCESS:
+        return f"{record.ref} did not succeed"
+    ran = {step: s.env_id for step, s in record.steps.items() if step in env_ids}
+    if ran != dict(env_ids):
+        wrong = sorted(step for step in env_ids if ran.get(step) != env_ids[step])
+        return f"{record.ref}: step(s) {', '.join(wrong)} did not run in the hybrid's environments"
+    foreign = [d for d in mark.differing if d.split(".", 1)[0] not in record.steps]
+    foreign += [s for s in mark.steps if s not in record.steps]
+    if foreign:
+        return f"{record.ref} names steps it does not have: {', '.join(foreign)}"
+    return ""

@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 def configure(p: argparse.ArgumentParser) -> None:
     p.description = (
         "Find the smallest set of package changes that changes a recorded run's artifacts: the recorded "
-        "environments with subsets of the changes applied (delta debugging), each run and compared. Exit 1 "
+        "environments with subsets of the changes applied (delta debugging), each run and compared, and "
+        "recorded in the store as a replay of REF (a bisection of the same pair anywhere reruns none). Exit 1 "
         "when culprits are found, 0 when the new environments change no artifact, 3 when the flow fails on them."
     )
     add_ref(p)

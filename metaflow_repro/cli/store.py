@@ -116,6 +116,9 @@ def _provenance(r) -> list[str]:
         lines.append(f"flow {p(r.identity)}")
     if r.replay_of:
         lines.append(f"replay of {p(r.replay_of)}")
+    if r.hybrid is not None:  # a `repro bisect` hybrid: the bisected run with these package changes
+        changed = ", ".join(r.hybrid.differing) or "no artifact"
+        lines.append(f"bisection hybrid: {p('; '.join(r.hybrid.changes), 4 * VALUE_CHARS)}; {p(changed)} differ(s)")
     if r.executor.image:
         lines.append(f"ran on {r.executor.kind} (image {p(r.executor.image)})")
     for version, snap in sorted(r.interpreters.items()):

@@ -21,7 +21,7 @@ from metaflow_repro.settings import HASH_SEED, recorded_setting_problem
 SCHEMA = "repro.run-record"
 SCHEMA_VERSION = 5  # 2: replay_of, include_files, configs, run_options; 3: inputs, interpreters, executor;
 # 4: a task's caught exception; 5: data_files, reads (and their hosts, loopback), s3_inputs, nondeterministic,
-# executor.image_sha256 and image_given (older still read)
+# executor.image_sha256 and image_given (older still read); hybrid (a `repro bisect` hybrid run)
 NO_FOREACH = "-"  # task key of a task outside any foreach
 #: code_sha256 of a failed run no task of which got as far as its step (no code package was made): a
 #: record naming it names no code object in the store
@@ -270,6 +270,19 @@ class StepS3:
 
 
 @dataclass(frozen=True)
+class Hybrid:
+    """A `repro bisect` hybrid run: the run ``replay_of`` names, on its environments with ``changes`` applied.
+    ``key``: the hybrid's answer key (sha256 of that run, its code and the hybrid's env ids); ``differing``:
+    the ``step.artifact`` names that differed from that run's; ``steps``: the steps it ran (a resume cloned
+    the others)."""
+
+    key: str
+    changes: tuple[str, ...] = ()
+    differing: tuple[str, ...] = ()
+    steps: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class RunRecord:
     flow: str
     run_id: str
@@ -312,6 +325,8 @@ class RunRecord:
     s3_inputs: dict[str, StepS3] = field(default_factory=dict)
     #: step -> its artifacts seen to differ between repeats of this run (`repro check --repeat`); {}: not seen
     nondeterministic: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: a `repro bisect` hybrid (``replay_of`` names the bisected run); None: not one
+    hybrid: Hybrid | None = None
 
     @property
     def ref(self) -> str:
@@ -375,6 +390,8 @@ class RunRecord:
             doc["nondeterministic"] = {step: list(names) for step, names in self.nondeterministic.items()}
         else:
             del doc["nondeterministic"]  # optional: older readers never see it
+        if self.hybrid is None:
+            del doc["hybrid"]  # only a bisection's hybrid run names one
         for step in doc["steps"].values():
             for task in step["tasks"].values():
                 if task["caught"] is None:
@@ -435,6 +452,7 @@ _RECORD_KEYS = frozenset(
         "reads",
         "s3_inputs",
         "nondeterministic",
+        "hybrid",
     }
 )  # replay_of .. identity: version 2; inputs, interpreters, executor: version 3; data_files, reads, s3_inputs: version 5
 _INCLUDE_KEYS = frozenset({"sha256", "size", "name", "is_text", "encoding"})
@@ -752,6 +770,7 @@ def _decode(doc: dict[str, Any], at: v.At) -> RunRecord:
         reads=v.table_of(v.opt(doc, "reads", dict, {}, at), at / "reads", v.identifier, _step_reads),
         s3_inputs=v.table_of(v.opt(doc, "s3_inputs", dict, {}, at), at / "s3_inputs", v.identifier, step_s3),
         nondeterministic=_nondeterministic(v.opt(doc, "nondeterministic", dict, {}, at), at / "nondeterministic"),
+        hybrid=_hybrid(doc, at),
     )
 
 
@@ -839,6 +858,40 @@ def step_s3(d: Any, at: v.At) -> StepS3:
     if count < len(objects):
         (at / "count").fail(count, f"at least the number of objects listed ({len(objects)})")
     return StepS3(objects=objects, count=count)
+
+
+_HYBRID_KEYS = frozenset({"key", "changes", "differing", "steps"})
+_STEP_ARTIFACT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$")
+_CHANGE_TEXT = re.compile(r"^[^\x00-\x1f\x7f]{1,1000}$")
+
+
+def _hybrid(doc: dict[str, Any], at: v.At) -> Hybrid | None:
+    """A bisection hybrid's mark: only on a replay (it names the bisected run); changes are printable lines."""
+    d = v.opt(doc, "hybrid", dict, None, at)
+    if d is None:
+        return None
+    at = at / "hybrid"
+    if not doc.get("replay_of"):
+        at.fail(d, "no hybrid mark on a record that replays no run (replay_of is empty)")
+    v.only(d, _HYBRID_KEYS, at)
+    return Hybrid(
+        key=v.hex_digest(v.need(d, "key", str, at), 64, at / "key"),
+        changes=tuple(
+            v.list_of(
+                v.opt(d, "changes", list, [], at),
+                at / "changes",
+                lambda x, a: v.matching(x, _CHANGE_TEXT, "a package change", a),
+            )
+        ),
+        differing=tuple(
+            v.list_of(
+                v.opt(d, "differing", list, [], at),
+                at / "differing",
+                lambda x, a: v.matching(x, _STEP_ARTIFACT, "step.artifact", a),
+            )
+        ),
+        steps=tuple(v.list_of(v.opt(d, "steps", list, [], at), at / "steps", v.identifier)),
+    )
 
 
 def _nondeterministic(table: dict[str, Any], at: v.At) -> dict[str, tuple[str, ...]]:

@@ -9,7 +9,13 @@ checked by uv (every package pinned to its version in the hybrid; a subset uv ca
 that would need a package the hybrid does not hold, is "unresolvable" and is not run), run through
 the same pipeline as any run, and its artifacts compared with the recorded run's by the comparators.
 The first subset run is the whole change set: the artifacts it changes are the targets, and a
-subset "flips" when it changes one of them. The search is delta debugging (``checks/bisect.bisect_changes``)."""
+subset "flips" when it changes one of them. The search is delta debugging (``checks/bisect.bisect_changes``).
+
+Every hybrid that runs is recorded as a replay of the bisected run marked ``hybrid`` (its changes, the
+artifacts that differed, the steps it ran), pushed to the store with its environments, and named by
+``bisect/<answer key>.json``; its answer is also kept in ``REPRO_HOME/bisect``. A bisection asks there
+first, then the store (read as untrusted: ``checks/bisect.hybrid_problem``), and runs only what neither
+knows."""
 
 from __future__ import annotations
 
@@ -25,25 +31,36 @@ from typing import Any
 
 from metaflow_repro import executors
 from metaflow_repro.adapter.metaflow import split_top_level
-from metaflow_repro.checks.bisect import Outcome, PackageChange, Search, bisect_changes, candidates, hybrid
+from metaflow_repro.checks.bisect import (
+    Outcome,
+    PackageChange,
+    Search,
+    bisect_changes,
+    candidates,
+    hybrid,
+    hybrid_problem,
+)
 from metaflow_repro.checks.compare import Verdict
 from metaflow_repro.env.engine import lock_flow, open_flow
 from metaflow_repro.env.pypi import compile_packages
-from metaflow_repro.errors import BadInput, ResolutionError
+from metaflow_repro.errors import BadInput, ReproError, ResolutionError
 from metaflow_repro.executors.base import ReplayPlan
 from metaflow_repro.fsutil import atomic_write
 from metaflow_repro.model import platforms as plats
 from metaflow_repro.model.lock import Lock, PlatformLock, lock_path, read_lock, write_lock
-from metaflow_repro.model.record import RunRecord
+from metaflow_repro.model.record import Hybrid, RunRecord
 from metaflow_repro.model.spec import sha256_json
 from metaflow_repro.operations.records import load, open_named
 from metaflow_repro.operations.replay import _NotRunnable, load_request, prepare
 from metaflow_repro.operations.run import Log, RunOptions, check_same_flow, compare_runs, run_and_record
 from metaflow_repro.operations.run import Outcome as RunOutcome
 from metaflow_repro.settings import Settings, environ_for, load_settings
-from metaflow_repro.store import Store
+from metaflow_repro.store import Store, layout
+from metaflow_repro.store.snapshot import push_hybrid_record, record_at, save_local
 
 RUN_FAILED = "the run failed"
+_POINTER_BYTES = 4096  # a bisect/<key>.json names one run id
+_RUN_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,199}$")
 
 
 @dataclass(frozen=True)
@@ -225,8 +242,9 @@ def bisect(
 
 class _Runner:
     """The test the search asks: build the hybrid lock of a subset, check it resolves, run it, compare. Each
-    answer is kept in REPRO_HOME/bisect by the recorded run and the hybrid's env ids, so a second
-    bisection of the same pair runs nothing it ran before."""
+    answer is kept in REPRO_HOME/bisect by the recorded run and the hybrid's env ids, and each run in the
+    store as a record, so a second bisection of the same pair, here or on a teammate's machine, runs
+    nothing that ran before."""
 
     def __init__(
         self,
@@ -291,20 +309,54 @@ class _Runner:
                 "envs": {s: e.env_id for s, e in envs.items()},
             }
         )
-        found = _cached(self.cache / f"{key}.json")
+        found = self._known(key, envs)
         if found is None:
             problem = "" if first else self._unresolvable(envs)
-            found = _Answer(Outcome.UNRESOLVABLE.value, detail=problem) if problem else self._run(envs)
+            unresolvable = _Answer(Outcome.UNRESOLVABLE.value, detail=problem)
+            found = unresolvable if problem else self._run(envs, key, subset)
             if not found.detail.startswith(RUN_FAILED):  # a failed run may be the machine's fault: asked again
                 atomic_write(self.cache / f"{key}.json", json.dumps(asdict(found)))
-        else:
-            found = replace(found, cached=True)
         if first:
             self.targets = found.differing
         tried = self._judge(subset, found)
         self.tried.append(tried)
         self.log(f"  [{len(self.tried)}] {_names(subset)}: {tried.outcome} ({tried.detail})")
         return tried.outcome
+
+    def _known(self, key: str, envs: dict[str, PlatformLock]) -> _Answer | None:
+        """The answer an earlier bisection kept: here (REPRO_HOME/bisect, the fast path), else in the
+        store (a hybrid's recorded run, whoever ran it), then kept here too; None: none."""
+        found = _cached(self.cache / f"{key}.json")
+        if found is None:
+            found = self._stored(key, envs)
+            if found is not None:
+                atomic_write(self.cache / f"{key}.json", json.dumps(asdict(found)))
+        return None if found is None else replace(found, cached=True)
+
+    def _stored(self, key: str, envs: dict[str, PlatformLock]) -> _Answer | None:
+        """The store's answer to the hybrid ``key``: the run its ``bisect/<key>.json`` names, read as untrusted
+        input (the record decoded strictly, then checked to be this hybrid of this run, run in these
+        environments). An answer that fails a check is said and not used: the hybrid runs again."""
+        pointer = layout.bisect_answer(key)
+        try:
+            if not self.store.exists(pointer):
+                return None
+            data = self.store.get_bytes(pointer)
+            doc = json.loads(data.decode("utf-8")) if len(data) <= _POINTER_BYTES else None
+            run_id = doc.get("run") if isinstance(doc, dict) and set(doc) == {"run"} else None
+            if not isinstance(run_id, str) or not _RUN_ID.match(run_id):
+                raise BadInput(f"not a pointer to a run ({len(data)} bytes)")
+            at = layout.record(layout.flow_dir(self.original.flow, self.original.identity), run_id)
+            record = record_at(self.store, at, self.store.get_bytes(at), self.original.flow, run_id)
+            problem = hybrid_problem(record, key, self.original.ref, {s: e.env_id for s, e in envs.items()})
+            if problem:
+                raise BadInput(problem)
+        except (ReproError, ValueError) as exc:
+            self.log(f"  repro: {self.store.uri}/{pointer} gives no usable answer ({exc}); the hybrid runs again")
+            return None
+        assert record.hybrid is not None, "hybrid_problem checked it"
+        mark = record.hybrid
+        return _Answer("ran", record.ref, record.duration_s, differing=mark.differing, steps=mark.steps)
 
     def _judge(self, subset: tuple[PackageChange, ...], found: _Answer) -> Tried:
         seconds = 0.0 if found.cached else found.seconds
@@ -336,7 +388,7 @@ class _Runner:
                 return f"step {step}: would also need {', '.join(f'{n} {have[n]}' for n in extra)}"
         return ""
 
-    def _run(self, envs: dict[str, PlatformLock]) -> _Answer:
+    def _run(self, envs: dict[str, PlatformLock], key: str, subset: tuple[PackageChange, ...]) -> _Answer:
         """Run the flow on the hybrid environments and compare it with the recorded run: resumed from
         an earlier run of this bisection (Metaflow's `resume`, its tasks before the first step whose
         environment differs cloned), else run whole; a resume Metaflow refuses is run whole."""
@@ -364,8 +416,24 @@ class _Runner:
         rerun = order[order.index(origin[1]) :] if origin else order
         comparison = compare_runs(self.original, record, self.store, self.settings)
         found = {(r.step, r.name) for r in comparison.results if r.verdict is Verdict.DIFFERENT}
-        differing = [f"{s}.{n}" for s, n in sorted(found, key=lambda sn: (order.index(sn[0]), sn))]
-        return _Answer("ran", ref, seconds, differing=tuple(differing), steps=tuple(rerun))
+        differing = tuple(f"{s}.{n}" for s, n in sorted(found, key=lambda sn: (order.index(sn[0]), sn)))
+        self._record(record, Hybrid(key, tuple(str(c)[:1000] for c in subset), differing, tuple(rerun)))
+        return _Answer("ran", ref, seconds, differing=differing, steps=tuple(rerun))
+
+    def _record(self, record: RunRecord, mark: Hybrid) -> None:
+        """Record a hybrid's run as a replay of the bisected run (so it is never its flow's ``latest``, and
+        ``repro audit`` judges it against that run, never replays it), marked with its answer: kept here,
+        then in the store with the pointer ``bisect/<key>.json`` to it (written last), so a bisection of
+        the same pair anywhere finds it. A store that cannot take it is said; the answer is still kept here."""
+        record = replace(record, replay_of=self.original.ref, interpreters=self.original.interpreters, hybrid=mark)
+        saved = save_local(record, self.settings)
+        try:
+            push_hybrid_record(record, self.store, self.settings)
+            self.store.put_bytes(layout.bisect_answer(mark.key), json.dumps({"run": record.run_id}).encode())
+        except ReproError as exc:
+            self.log(
+                f"  repro: hybrid {record.ref} is kept in {saved} but could not be recorded in {self.store.uri}: {exc}"
+            )
 
     @property
     def order(self) -> list[str]:

@@ -46,6 +46,7 @@ class Kind(enum.Enum):
     SWEEP = "sweep"
     MARKER = "store marker"
     AUDIT = "audit"
+    BISECT_ANSWER = "bisect answer"
 
 
 # Fields a template may hold: {digest} (the content hash, env id or lease id), {shard} (its first two
@@ -72,6 +73,7 @@ _TEMPLATES: dict[Kind, str] = {
     Kind.SWEEP: "sweeps/{digest}.json",
     Kind.MARKER: "repro-store.json",  # says "this folder/prefix is a repro store": gc works only in one
     Kind.AUDIT: "audits/{digest}.json",  # a `repro audit`'s results, by the sha256 of its bytes (gc keeps them)
+    Kind.BISECT_ANSWER: "bisect/{digest}.json",  # the run of a `repro bisect` hybrid, by its answer key (gc keeps them)
 }
 
 _SHA256, _SHA1 = "[0-9a-f]{64}", "[0-9a-f]{40}"
@@ -272,6 +274,11 @@ def sweep(sweep_id: str) -> str:
 def audit(sha256: str) -> str:
     """An audit document (``repro audit``), by the sha256 of its bytes."""
     return str(Key(Kind.AUDIT, digest=sha256))
+
+
+def bisect_answer(key: str) -> str:
+    """Which recorded run answers a `repro bisect` hybrid, by the hybrid's answer key (a sha256)."""
+    return str(Key(Kind.BISECT_ANSWER, digest=key))
 
 
 def _run_id(part: str) -> str:

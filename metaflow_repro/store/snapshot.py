@@ -631,6 +631,36 @@ def push_replay_record(record: RunRecord, store: Store, code_file: Path | None =
     return key
 
 
+def push_hybrid_record(record: RunRecord, store: Store, settings: Settings, log=lambda m: None) -> str:
+    """Write a `repro bisect` hybrid's record (``replay_of`` set, so ``latest`` never moves): what it names
+    that the store lacks is uploaded from here (its environments' locks and package files, its code
+    package), each hashed first, under a lease, the record last; everything else it names (the bisected
+    run's interpreters and inputs) must be in the store already. Returns the record's key."""
+    assert record.replay_of, "a hybrid replays the bisected run"
+    cache = PackageCache(settings.home.packages)
+    locks = {layout.lock(env_id): env for env_id, env in record.envs.items()}
+    packages = {layout.package(p.sha256, p.file): p for p in record_packages(record)}
+    code_key, code_file = layout.code(record.code_sha256), settings.home.code_package(record.code_sha256)
+    uploads, missing = [], []
+    for key in named_objects(record):
+        if key in locks:
+            data = env_lock_toml(locks[key])
+            uploads.append(Upload("locks", key, data, hashlib.sha256(data).hexdigest(), len(data)))
+        elif store.stat(key) is not None:
+            continue
+        elif key in packages and cache.has(packages[key]):
+            pkg = packages[key]
+            uploads.append(Upload("packages", key, cache.check(pkg, record.ref, full=True), pkg.sha256, pkg.size))
+        elif key == code_key and code_file.is_file() and sha256_file(code_file) == record.code_sha256:
+            uploads.append(Upload("code", key, code_file, record.code_sha256, code_file.stat().st_size))
+        else:
+            missing.append(key)
+    if missing:
+        raise InfraError(f"cannot record {record.ref} in {store.uri}: missing {', '.join(missing[:3])}")
+    push_objects(record, store, uploads, log=log, latest=False)
+    return layout.record(layout.flow_dir(record.flow, record.identity), record.run_id)
+
+
 def _same_record(existing: bytes, body: bytes, record: RunRecord, key: str) -> bool:
     """Whether the record at ``key`` is ``record``: the same bytes, or (written by an older repro, whose
     schema spelled it otherwise) the same record once decoded."""

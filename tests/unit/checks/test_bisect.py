@@ -2,15 +2,26 @@
 and ddmin against fake tests whose hidden culprits hypothesis picks."""
 
 import math
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from metaflow_repro.checks.bisect import Outcome, PackageChange, bisect_changes, candidates, ddmin, hybrid
+from metaflow_repro.checks.bisect import (
+    Outcome,
+    PackageChange,
+    bisect_changes,
+    candidates,
+    ddmin,
+    hybrid,
+    hybrid_problem,
+)
 from metaflow_repro.errors import BadInput
 from metaflow_repro.model.lock import PlatformLock
+from metaflow_repro.model.record import Hybrid, RunStatus
 from tests.helpers import pkg
+from tests.unit.model.test_record import make_record
 
 
 def env(*packages, python="3.11.7"):
@@ -151,3 +162,35 @@ def test_the_search_names_only_a_set_that_resolved_and_flipped(search_for, case,
     search = search_for(changes(n), test)
     assert search.reproduced
     assert test(list(search.culprits)) is Outcome.FLIPS
+
+
+KEY = "ab" * 32
+
+
+def stored_hybrid(**changes):
+    """A hybrid's record as a store gives it back: a replay of MyFlow/1 whose step `start` ran in ENV."""
+    fields = {"replay_of": "MyFlow/1", "hybrid": Hybrid(KEY, ("calc 1.0 -> 1.1",), ("start.x",), ("start",)), **changes}
+    return replace(make_record(), **fields)
+
+
+def test_a_stored_hybrid_answers_only_its_own_key_run_and_environments():
+    record = stored_hybrid()
+    ran = {"start": record.steps["start"].env_id}
+    assert hybrid_problem(record, KEY, "MyFlow/1", ran) == ""
+    assert "is no bisection hybrid" in hybrid_problem(replace(record, hybrid=None), KEY, "MyFlow/1", ran)
+    assert "another bisection" in hybrid_problem(record, "cd" * 32, "MyFlow/1", ran)  # another hybrid's run
+    assert "another bisection (MyFlow/1," in hybrid_problem(record, KEY, "MyFlow/2", ran)  # of another run
+    assert "did not succeed" in hybrid_problem(replace(record, status=RunStatus.FAILED), KEY, "MyFlow/1", ran)
+    other = {"start": "e" * 64}  # the record says its key, but `start` ran elsewhere
+    assert hybrid_problem(record, KEY, "MyFlow/1", other).endswith(
+        "step(s) start did not run in the hybrid's environments"
+    )
+    assert "step(s) train did not run" in hybrid_problem(record, KEY, "MyFlow/1", {**ran, "train": "f" * 64})
+
+
+def test_a_stored_hybrid_names_only_its_own_steps():
+    ran = {"start": make_record().steps["start"].env_id}
+    for mark in (Hybrid(KEY, differing=("train.x",)), Hybrid(KEY, steps=("start", "train"))):
+        assert hybrid_problem(stored_hybrid(hybrid=mark), KEY, "MyFlow/1", ran).endswith(
+            "names steps it does not have: train" + (".x" if mark.differing else "")
+        )

@@ -130,3 +130,56 @@ def test_exactly_one_source_of_new_environments_is_taken(tmp_path, given):
     with pytest.raises(BadInput, match="give one of --lock NEW_LOCK, --against REF2 or --upgrade"):
         bisect("F/1", f"file://{tmp_path / 'store'}", settings, **given)
     assert not (tmp_path / "store").exists()
+
+
+def test_an_answer_in_the_store_is_read_as_untrusted_input(tmp_path):
+    """A hybrid recorded by another machine is found through `bisect/<key>.json`: used only when the pointer
+    names a run id, the run's record decodes and is that hybrid of the bisected run in the hybrid's
+    environments; anything else is said and is no answer (the hybrid runs again)."""
+    from dataclasses import replace
+
+    from metaflow_repro.model.record import Hybrid
+    from metaflow_repro.store import layout, open_store
+    from tests.unit.model.test_record import ENV
+    from tests.unit.model.test_record import make_record as full_record
+
+    key = "ab" * 32
+    store = open_store(f"file://{tmp_path / 'store'}")
+    original = full_record()
+    hybrid = replace(
+        full_record(),
+        run_id="2",
+        replay_of=original.ref,
+        duration_s=4.5,
+        hybrid=Hybrid(key, ("calc 1.0 -> 1.1",), ("start.x",), ("start",)),
+    )
+    folder = layout.flow_dir(original.flow, original.identity)
+    store.put_bytes(layout.record(folder, "2"), hybrid.to_json().encode())
+    store.put_bytes(
+        layout.record(folder, "3"), replace(hybrid, run_id="3", hybrid=Hybrid("cd" * 32)).to_json().encode()
+    )
+    said: list[str] = []
+    settings = load_settings(tmp_path, environ={"REPRO_HOME": str(tmp_path / "home")})
+    runner = _Runner(lambda: pytest.fail("nothing runs"), original, store, settings, {"start": ENV}, said.append)
+    assert runner._stored(key, {"start": ENV}) is None and said == []  # no pointer: nothing known
+    pointer = layout.bisect_answer(key)
+    store.put_bytes(pointer, b'{"run": "2"}')
+    assert runner._stored(key, {"start": ENV}) == _Answer("ran", "MyFlow/2", 4.5, "", ("start.x",), ("start",))
+    other_env = {"start": env(pkg("calc", "1.1"))}
+    for bad in (
+        b"not json",
+        b"\xff",
+        b"[]",
+        b'{"run": "../2"}',
+        b'{"run": "2", "x": 1}',
+        b'{"run": "9"}',
+        b'{"run": "3"}',
+    ):
+        store.put_bytes(pointer, bad)
+        assert runner._stored(key, {"start": ENV}) is None, bad
+    store.put_bytes(pointer, b'{"run": "2"}')
+    assert runner._stored(key, other_env) is None
+    store.put_bytes(pointer, b'{"run": "2"}' + b" " * 5000)  # bounded: a pointer names one run id
+    assert runner._stored(key, {"start": ENV}) is None
+    assert len(said) == 9 and all(f"/{pointer} gives no usable answer (" in line for line in said), said
+    assert "is a hybrid of another bisection" in said[6] and "did not run in the hybrid's environments" in said[7]

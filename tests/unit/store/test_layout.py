@@ -71,6 +71,7 @@ BUILT = {
     Kind.SWEEP: (layout.sweep(LEASE), f"sweeps/{LEASE}.json", Key(Kind.SWEEP, digest=LEASE)),
     Kind.MARKER: (layout.MARKER, "repro-store.json", Key(Kind.MARKER)),
     Kind.AUDIT: (layout.audit(SHA256), f"audits/{SHA256}.json", Key(Kind.AUDIT, digest=SHA256)),
+    Kind.BISECT_ANSWER: (layout.bisect_answer(SHA256), f"bisect/{SHA256}.json", Key(Kind.BISECT_ANSWER, digest=SHA256)),
 }
 
 #: per kind, keys of nearly its shape that are not keys of the store
@@ -114,6 +115,7 @@ JUNK = {
     Kind.SWEEP: ["sweeps/x.json", f"sweeps/{LEASE}.txt", f"sweeps/{SHA256}.json"],
     Kind.MARKER: ["runs/repro-store.json", "repro-store.json/x", "repro-store.jsonx", "/repro-store.json"],
     Kind.AUDIT: [f"audits/{SHA1}.json", f"audits/ab/{SHA256}.json", f"audits/{SHA256}.json.tmp", "audits/x.json"],
+    Kind.BISECT_ANSWER: [f"bisect/{SHA1}.json", f"bisect/{SHA256}.toml", f"bisect/x/{SHA256}.json"],
 }
 
 
