@@ -167,3 +167,6 @@ def test_replay_on_docker_of_a_batch_run_runs_in_a_container_not_on_batch(ok_run
         rec for rec in _records(batch_world) if rec.replay_of == ok_run.ref and rec.executor.kind is ExecutorKind.DOCKER
     ]
     assert replayed.datastore["type"] == "s3" and "batch" not in " ".join(replayed.run_options)
+    # the Batch run named the image its jobs ran in (repro's): the container is that image, no default
+    assert ok_run.executor.image == batch_world.image and ok_run.executor.image_sha256
+    assert replayed.executor.image_sha256 == ok_run.executor.image_sha256, replayed.executor
