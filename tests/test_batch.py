@@ -281,6 +281,36 @@ def test_replay_on_batch_from_an_empty_home_is_identical(batch_run, batch_world,
     assert len(replays) == 1
     assert replays[0].executor.kind is ExecutorKind.BATCH and replays[0].executor.image == batch_world.image
     assert record.executor.kind is ExecutorKind.BATCH  # the original, too
+    # the jobs' image is repro's base image (one layer): the run named its root file system, pushed with it,
+    # and the replay checked that the job image is still those bytes and names the same object
+    sha = record.executor.image_sha256
+    assert sha and replays[0].executor.image_sha256 == sha and not replays[0].executor.image_given
+    manifest = json.loads(s3.get_object(Bucket=batch_world.bucket, Key=f"store/images/{sha}.json")["Body"].read())
+    assert manifest["sha256"] == sha and s3.head_object(Bucket=batch_world.bucket, Key=f"store/images/{sha}.tar.zst")
+
+
+def test_a_replay_on_batch_whose_image_is_now_other_bytes_is_refused_before_any_job(batch_run, batch_world, tmp_path):
+    """The run's record names an image object whose root file system is not what the job image's name now
+    holds in this host's daemon: the replay would not run in the recorded user space, so it is refused
+    (exit 2) naming both objects and what to do, before anything is fetched or any job submitted."""
+    from dataclasses import replace
+
+    from metaflow_repro.model.interpreter import Executor, ExecutorKind
+
+    record, s3 = batch_run["record"], batch_world.s3()
+    other = "b" * 64  # an image object of another root file system, in the store with its manifest
+    manifest = json.loads(
+        s3.get_object(Bucket=batch_world.bucket, Key=f"store/images/{record.executor.image_sha256}.json")["Body"].read()
+    )
+    manifest.update(sha256=other, rootfs_sha256="c" * 64)
+    s3.put_object(Bucket=batch_world.bucket, Key=f"store/images/{other}.json", Body=json.dumps(manifest).encode())
+    ran = Executor(ExecutorKind.BATCH, batch_world.image, image_sha256=other)
+    path = tmp_path / "record.json"
+    path.write_text(replace(record, executor=ran).to_json())
+    r = cli("replay", str(path), "--on", "batch", env=batch_run["env"], cwd=tmp_path)
+    assert r.code == 2, r.text[-4000:]
+    assert "another root file system" in r.err and other[:12] in r.err and record.executor.image_sha256[:12] in r.err
+    assert "Workflow starting" not in r.text and "replaying" not in r.err, r.text[-3000:]
 
 
 def test_with_batch_needs_an_s3_store(batch_world, tmp_path):

@@ -167,3 +167,19 @@ def test_replay_on_docker_of_a_batch_run_runs_in_a_container_not_on_batch(ok_run
         rec for rec in _records(batch_world) if rec.replay_of == ok_run.ref and rec.executor.kind is ExecutorKind.DOCKER
     ]
     assert replayed.datastore["type"] == "s3" and "batch" not in " ".join(replayed.run_options)
+    # the Batch run named the image its jobs ran in (repro's): the container is that image, no default
+    assert ok_run.executor.image == batch_world.image and ok_run.executor.image_sha256
+    assert replayed.executor.image_sha256 == ok_run.executor.image_sha256, replayed.executor
+
+
+def test_a_bundle_with_image_of_a_batch_run_carries_the_image_its_jobs_ran_in(ok_run, world, tmp_path):
+    """The Batch run's record names its job image's object, so `bundle --with-image` holds it, checked."""
+    from metaflow_repro.store import layout
+    from metaflow_repro.store.bundle import read
+
+    output = tmp_path / "run.repro"
+    r = cli("bundle", ok_run.ref, "--with-image", "-o", str(output), env=world["env"], cwd=tmp_path)
+    assert r.code == 0, r.text[-4000:]
+    sha = ok_run.executor.image_sha256
+    keys = {m.key for m in read(output).manifest.members}
+    assert {layout.image(sha), layout.image_manifest(sha)} <= keys, sorted(keys)

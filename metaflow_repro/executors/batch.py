@@ -28,9 +28,10 @@ import hashlib
 import json
 import os
 import subprocess
+import sys
 import tarfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from metaflow_extensions.repro.plugins import probe, protocol
@@ -41,7 +42,7 @@ from metaflow_repro.env.uvtool import uv_bin
 from metaflow_repro.errors import BadInput, InfraError
 from metaflow_repro.executors.base import ReplayRequest, RunHere
 from metaflow_repro.fsutil import atomic_write
-from metaflow_repro.model.interpreter import GZIP, Executor, ExecutorKind
+from metaflow_repro.model.interpreter import GZIP, IMAGE_DIGEST, Executor, ExecutorKind
 from metaflow_repro.model.lock import PlatformLock
 from metaflow_repro.model.record import RunRecord
 from metaflow_repro.model.replay import RunResult
@@ -49,6 +50,7 @@ from metaflow_repro.model.validate import At, Invalid, load_json
 from metaflow_repro.settings import Home, Settings, environ_for
 from metaflow_repro.store import layout, open_store
 from metaflow_repro.store.base import ObjectInfo, Store, StoreObjectMissing
+from metaflow_repro.store.images import read_manifest
 from metaflow_repro.store.snapshot import HeldLease, Upload, complete_uploads, upload_one, wait_for_sweeps
 
 MANIFEST_FORMAT = 3  # 2: names batch_bootstrap.py (``script``); 3: lists the files of the interpreter and env
@@ -157,6 +159,8 @@ class BatchPlace:
         out = {
             k: v for k, v in env.items() if k not in ("METAFLOW_DATASTORE_SYSROOT_LOCAL", "METAFLOW_DEFAULT_DATASTORE")
         }
+        if original.executor.kind is ExecutorKind.BATCH and original.executor.image:
+            out[IMAGE_VAR] = pinned(original.executor)  # the image it ran in (a `--with batch:image=` still wins)
         return {**out, "METAFLOW_DEFAULT_DATASTORE": "s3", **environ_for(store=store_uri)}
 
     def executor(self) -> Executor:
@@ -166,8 +170,9 @@ class BatchPlace:
         return batch_objects(store, envs)
 
     def run(self, request: ReplayRequest, here: RunHere, log) -> RunResult:
-        """The runtime runs here; ``--with batch`` (``place``) sends the steps to Batch."""
-        return here(request)
+        """The runtime runs here; ``--with batch`` (``place``) sends the steps to Batch, in the image the
+        original ran in, checked first (``replay_image``), which the replay's record names."""
+        return here(replace(request, executor=replay_image(request, log)))
 
 
 _PLATFORMS: dict[str, str] = {}
@@ -544,3 +549,182 @@ def batch_objects(store: Store, envs: set[str]) -> set[str]:
         if isinstance(snapshot, str) and layout.parse_as(layout.python_manifest(snapshot), layout.Kind.PYTHON_MANIFEST):
             keep.add(layout.python_manifest(snapshot))
     return keep
+
+
+# -- the image the jobs run in ---------------------------------------------------------------------
+#
+# The bytes of a job's image are where AWS Batch pulls them from (a registry), not on this host. What a
+# record can say of them: the image's store object (``image_sha256``) when this host's Docker daemon holds
+# that name as an image of repro's (one layer, repro's labels: `repro image build`), whose root file system
+# is then pushed like a container replay's; else the registry digest (``image_digest``) the name carries or
+# the daemon knows; else the name alone.
+
+IMAGE_VAR = "METAFLOW_BATCH_CONTAINER_IMAGE"
+REGISTRY_VAR = "METAFLOW_BATCH_CONTAINER_REGISTRY"
+
+
+def with_batch_image(args: Sequence[str]) -> str:
+    """The ``image=`` attribute of the first ``--with batch:...`` in ``args`` ("": none): Metaflow attaches
+    the first decorator of a name to each step, so that one's attributes are the jobs'. Pure."""
+    items = list(args)
+    for start, end in batch_options(items)[:1]:
+        spec = items[start + 1] if end - start == 2 else items[start].split("=", 1)[1]
+        for attribute in spec.partition(":")[2].split(","):
+            key, _, value = attribute.partition("=")
+            if key.strip() == "image" and value.strip():
+                return value.strip()
+    return ""
+
+
+def job_image(args: Sequence[str], configured: str, registry: str, python: str) -> str:
+    """The image Metaflow's ``@batch`` gives the steps of a run with ``args`` (its ``init``): the ``image=``
+    of its ``--with batch``, else ``configured`` (``METAFLOW_BATCH_CONTAINER_IMAGE``), else
+    ``python:<python>`` (the runtime's major.minor), with ``registry`` (``METAFLOW_BATCH_CONTAINER_REGISTRY``)
+    in front of an image that names none (Metaflow's own rule). A step's own ``@batch(image=...)`` is not
+    seen here."""
+    from metaflow.plugins.aws.aws_utils import get_docker_registry
+
+    image = with_batch_image(args) or configured or f"python:{python}"
+    if registry and not get_docker_registry(image):
+        image = f"{registry.rstrip('/')}/{image}"
+    return image
+
+
+def metaflow_setting(env: Mapping[str, str], name: str) -> str:
+    """A Metaflow setting as the runtime started with ``env`` reads it: from ``env``, else this process's
+    Metaflow configuration (its environment and config file)."""
+    if name in env:
+        return env[name]
+    from metaflow import metaflow_config
+
+    return str(getattr(metaflow_config, name.removeprefix("METAFLOW_"), "") or "")
+
+
+def repository(image: str) -> str:
+    """``image`` without its tag or digest (``registry:5000/team/img:1`` -> ``registry:5000/team/img``). Pure."""
+    head, _, last = image.split("@", 1)[0].rpartition("/")
+    return f"{head}/{last.split(':', 1)[0]}" if head else last.split(":", 1)[0]
+
+
+def digest_of(image: str, repo_digests: Sequence[str] = ()) -> str:
+    """The manifest digest ``image`` names (``...@sha256:<hex>``), else the one of ``repo_digests`` (Docker's
+    ``RepoDigests``, ``repo@sha256:<hex>`` for each registry the image came from) of its repository; ""
+    when neither tells. Pure."""
+    if "@" in image and IMAGE_DIGEST.fullmatch(image.rpartition("@")[2]):
+        return image.rpartition("@")[2]
+    repo = repository(image)
+    for item in repo_digests:
+        name, _, digest = item.rpartition("@")
+        if name == repo and IMAGE_DIGEST.fullmatch(digest):
+            return digest
+    return ""
+
+
+def pinned(executor: Executor) -> str:
+    """The image a replay on Batch runs to run what a Batch run's ``executor`` ran in: its name, or
+    ``<repository>@<digest>`` when its registry digest was recorded (a tag may have moved since). Pure."""
+    if executor.image_digest and executor.image:
+        return f"{repository(executor.image)}@{executor.image_digest}"
+    return executor.image
+
+
+def image_identity(name: str, home: Home, log, store: Store | None = None, recorded: str = "") -> Executor:
+    """What a record says of the image ``name`` Batch jobs ran in, asked of this host's Docker daemon:
+
+    * an image of repro's: ``image_sha256``, its store object, made once in ``REPRO_HOME/images`` (a run's
+      push uploads it from there). ``recorded``: the object of ``store`` a replayed record names, named as
+      it is (not packed again) when the daemon's image is its root file system;
+    * any other image: ``image_digest``, the registry digest the name carries or the daemon knows;
+    * no daemon here, or one without the image: the name (and a digest the name carries)."""
+    from metaflow_repro.containers import image as images
+    from metaflow_repro.containers import stored
+
+    bare = Executor(ExecutorKind.BATCH, image=name, image_digest=digest_of(name))
+    try:
+        client = images.client()
+        img = client.images.get(name)
+    except Exception as exc:  # no daemon (InfraError), no such image, or an API error: docker's own errors
+        log(f"AWS Batch image {name}: not in a Docker daemon here ({_first_line(exc)}); recorded by name")
+        return bare
+    layer = stored.layer_of(client, name)
+    if recorded and layer and store is not None and layer == read_manifest(store, recorded).rootfs_sha256:
+        return replace(bare, image_sha256=recorded)
+    if layer and img.labels.get(images.LABEL_PYTHON):
+        manifest = stored.publish(client, name, None, home, log=log)
+        if manifest is not None:
+            return replace(bare, image_sha256=manifest.sha256)
+    return replace(bare, image_digest=digest_of(name, img.attrs.get("RepoDigests") or ()))
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+
+
+def batch_executor(args: Sequence[str], env: Mapping[str, str], home: Home, log) -> Executor:
+    """What the record of a run whose every step was a Batch job (Metaflow ``args`` and ``env``) says ran
+    it: Batch, and the image its jobs ran in (``image_identity``; its object is pushed with the run)."""
+    name = job_image(args, metaflow_setting(env, IMAGE_VAR), metaflow_setting(env, REGISTRY_VAR), _python())
+    return image_identity(name, home, log)
+
+
+def _python() -> str:
+    """Metaflow's runtime runs on repro's own interpreter (adapter/metaflow): its major.minor."""
+    return f"{sys.version_info[0]}.{sys.version_info[1]}"
+
+
+def replay_image(request: ReplayRequest, log) -> Executor:
+    """What a replay on Batch runs in, checked against what the replayed run ran in, and what its record
+    says of it. The recorded image is run again (``environment``: pinned by its digest when one was
+    recorded) unless the user's own ``-- --with batch:image=...`` names another (``image_given``). A
+    recorded image object the daemon here now holds under that name as another root file system is
+    refused (exit 2); one it cannot see is said, and the jobs run the name as their registry serves it."""
+    original, given = request.original.executor, with_batch_image(request.extra_args)
+    recorded = pinned(original) if original.kind is ExecutorKind.BATCH and not given else ""
+    env = {**os.environ, IMAGE_VAR: recorded} if recorded else dict(os.environ)
+    args = request.extra_args if given else request.original.run_options
+    name = job_image(args, metaflow_setting(env, IMAGE_VAR), metaflow_setting(env, REGISTRY_VAR), _python())
+    sha = original.image_sha256 if recorded else ""
+    now = image_identity(name, request.settings.home, log, request.store, recorded=sha)
+    problem = "" if given else image_problem(request.original, now)
+    if problem and now.image_sha256:
+        raise BadInput(problem, flow=request.original.flow)
+    if problem:
+        log(f"repro: {problem}")
+    if now.image_sha256 and now.image_sha256 != sha:  # an image of its own (given): in the store before its record
+        _push_object(request.store, request.settings.home, now.image_sha256, log)
+    return replace(now, image_given=given)
+
+
+def _push_object(store: Store, home: Home, sha256: str, log) -> None:
+    """The image object ``image_identity`` made in ``REPRO_HOME/images``, pushed with its manifest."""
+    from metaflow_repro.store.images import parse_manifest, push_image
+
+    meta = home.images / f"{sha256}.json"
+    push_image(store, home.images / f"{sha256}.tar.zst", parse_manifest(meta.read_bytes(), str(meta)), log=log)
+
+
+def image_problem(original: RunRecord, now: Executor) -> str:
+    """Why the image a replay on Batch runs in (``now``) is not proven to be the one ``original`` ran in
+    ("": it is, or the original recorded nothing to prove). Pure."""
+    ran = original.executor
+    if ran.kind is not ExecutorKind.BATCH or not ran.image:
+        return ""
+    if ran.image_sha256 and now.image_sha256 != ran.image_sha256:
+        if now.image_sha256:
+            return (
+                f"{original.ref} ran on AWS Batch in {ran.image}, the image object {ran.image_sha256[:12]} of the "
+                f"store, but {now.image} in this host's Docker daemon is now another root file system (object "
+                f"{now.image_sha256[:12]}): the replay would not run in the recorded user space. Tag the recorded "
+                f"image as {ran.image} again (`repro replay {original.ref} --on docker` imports its bytes from the "
+                f"store), or replay in another image with -- --with batch:image=IMAGE"
+            )
+        return (
+            f"cannot check that {now.image} is still the image object {ran.image_sha256[:12]} {original.ref} ran "
+            "in: no Docker daemon here holds it; its jobs run it as their registry serves it now"
+        )
+    if not ran.image_sha256 and not ran.image_digest:
+        return (
+            f"{original.ref} recorded no digest of the AWS Batch image {ran.image}: its jobs run it as their "
+            "registry serves it now, which may not be what the run ran in"
+        )
+    return ""

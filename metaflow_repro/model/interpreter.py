@@ -122,27 +122,36 @@ class Executor:
     image_sha256: str = ""
     #: the image the user named (``--image``) instead of the one the replayed record ran in ("": none)
     image_given: str = ""
+    #: a registry image's manifest digest (``sha256:<hex>``), when ``image`` names one that is no store
+    #: object (a Batch job's foreign image): ``<repository>@<digest>`` runs exactly it again ("": unknown)
+    image_digest: str = ""
 
     def to_dict(self) -> dict[str, str]:
         out = {"kind": ExecutorKind(self.kind).value, "image": self.image}
-        out.update({k: x for k, x in (("image_sha256", self.image_sha256), ("image_given", self.image_given)) if x})
+        optional = (("image_sha256", self.image_sha256), ("image_given", self.image_given))
+        out.update({k: x for k, x in (*optional, ("image_digest", self.image_digest)) if x})
         return out
 
     @classmethod
     def from_dict(cls, d: Any, at: v.At) -> Executor:
         d = v.of_type(d, dict, at)
-        v.only(d, frozenset({"kind", "image", "image_sha256", "image_given"}), at)
+        v.only(d, frozenset({"kind", "image", "image_sha256", "image_given", "image_digest"}), at)
         image, given = v.opt(d, "image", str, "", at), v.opt(d, "image_given", str, "", at)
         for key, value in (("image", image), ("image_given", given)):
             if value and not _IMAGE.fullmatch(value):
                 (at / key).fail(value, "an image id or name")
-        sha = v.opt(d, "image_sha256", str, "", at)
+        sha, digest = v.opt(d, "image_sha256", str, "", at), v.opt(d, "image_digest", str, "", at)
+        if digest and not IMAGE_DIGEST.fullmatch(digest):
+            (at / "image_digest").fail(digest, "an image digest sha256:<64 hex digits>")
         return cls(
             kind=v.choice(v.need(d, "kind", str, at), ExecutorKind, at / "kind"),
             image=image,
             image_sha256=v.hex_digest(sha, 64, at / "image_sha256") if sha else "",
             image_given=given,
+            image_digest=digest,
         )
 
 
 _IMAGE = re.compile(r"^[A-Za-z0-9_.:/@\-]{1,256}$")
+#: a registry manifest digest, as ``<repository>@<digest>`` names an image
+IMAGE_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")

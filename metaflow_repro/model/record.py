@@ -21,7 +21,7 @@ from metaflow_repro.settings import HASH_SEED, recorded_setting_problem
 SCHEMA = "repro.run-record"
 SCHEMA_VERSION = 5  # 2: replay_of, include_files, configs, run_options; 3: inputs, interpreters, executor;
 # 4: a task's caught exception; 5: data_files, reads (and their hosts, loopback), s3_inputs, nondeterministic,
-# executor.image_sha256 and image_given (older still read); hybrid (a `repro bisect` hybrid run)
+# executor.image_sha256, image_given and image_digest (older still read); hybrid (a `repro bisect` hybrid run)
 NO_FOREACH = "-"  # task key of a task outside any foreach
 #: code_sha256 of a failed run no task of which got as far as its step (no code package was made): a
 #: record naming it names no code object in the store

@@ -79,6 +79,12 @@ def image_keys(record: RunRecord, store: Store, log: Log) -> tuple[str, ...]:
     """``--with-image``: a run made in a container names its image (``executor.image_sha256``), which is
     part of its closure already (and so of every bundle of it); a run made here names none, said."""
     digest = record.executor.image_sha256
+    if not digest and record.executor.image and record.executor.kind is ExecutorKind.BATCH:
+        log(
+            f"--with-image: run {record.ref} ran on AWS Batch in {record.executor.image}, a registry's image, not one "
+            "of repro's in the store: the bundle holds none (a replay of it on Batch pulls it from its registry)"
+        )
+        return ()
     if not digest:
         log(f"--with-image: run {record.ref} ran in no container image; the bundle holds none")
         return ()

@@ -396,6 +396,7 @@ def execute(plan: ReplayPlan, log: Log, resume: tuple[str, ...] = ()) -> RunResu
         # files of its flow's folder runs in it (``open("data/train.csv")`` reads what was given back)
         cwd=plan.flow_file.parent if original.data_files else plan.workdir,
         resume=resume,
+        executor=request.executor,
     )
     outcome = run_and_record(plan.flow_file, options, log=log)
     ran = RunResult(request.executor, workdir=str(plan.workdir), exit_code=outcome.exit_code)

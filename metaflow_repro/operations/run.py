@@ -29,11 +29,11 @@ from metaflow_repro.env.engine import Flow, current_lock, environments, flow_loc
 from metaflow_repro.env.flowfile import FlowDeclarations, load_flow
 from metaflow_repro.env.interpreter_snapshot import snapshot_interpreters
 from metaflow_repro.errors import BadInput, InfraError, ReproError
-from metaflow_repro.executors.batch import runs_on_batch
+from metaflow_repro.executors.batch import batch_executor, runs_on_batch
 from metaflow_repro.fsutil import space_note
 from metaflow_repro.model.findings import Finding, Kind, Severity
 from metaflow_repro.model.inspection import RunInspection
-from metaflow_repro.model.interpreter import Executor, ExecutorKind
+from metaflow_repro.model.interpreter import Executor
 from metaflow_repro.model.lock import Lock, parse_lock
 from metaflow_repro.model.platforms import local_platform_name
 from metaflow_repro.model.record import RunRecord, RunStatus, from_json
@@ -81,6 +81,7 @@ class RunOptions:
     cwd: Path | None = None  # the Metaflow process's current folder (None: ours; a replay: its own folder)
     hermetic: bool = False  # strict mode (also the ``hermetic`` setting): reads a replay cannot give back fail
     resume: tuple[str, ...] = ()  # (origin run id, step): Metaflow's `resume` from that step (bisect), not `run`
+    executor: Executor | None = None  # a replay's: what ran it, as its place found (None: found here)
 
 
 @dataclass
@@ -509,11 +510,9 @@ def _read_back(done: _Finished, log: Log) -> tuple[RunRecord, RunInspection]:
     left = settings.input_max_bytes - sum(f.size for f in data.values() if f.stored)  # one budget for both
     s3 = s3_inputs.collect(found.task_reports(), settings.home, left, f"run {flow.name}/{run_id}", log)
     record = replace(record, s3_inputs=s3)
-    if runs_on_batch(options.metaflow_args):  # `run --with batch`: every step was an AWS Batch job
-        image = options.env.get("METAFLOW_BATCH_CONTAINER_IMAGE") or os.environ.get(
-            "METAFLOW_BATCH_CONTAINER_IMAGE", ""
-        )
-        record = replace(record, executor=Executor(ExecutorKind.BATCH, image=image))
+    if runs_on_batch(options.metaflow_args):  # `run --with batch`: every step was an AWS Batch job, in this image
+        ran = options.executor or batch_executor(options.metaflow_args, options.env, settings.home, log)
+        record = replace(record, executor=ran)
     return record, found
 
 

@@ -164,3 +164,72 @@ def test_a_verified_object_is_hashed_once_and_a_same_size_corrupt_one_is_replace
     assert ledger.replaced == [key] and any(f"{key} is corrupt" in m and "replaced" in m for m in logs)
     _put_missing(store, key, local, sha, ledger)
     assert store.hashed == 2  # the replacement is known again
+
+
+# -- the image the jobs run in ---------------------------------------------------------------------
+
+DIGEST = "sha256:" + "e" * 64
+
+
+def test_the_image_of_a_runs_jobs_is_metaflows_choice_for_its_options():
+    """As Metaflow's @batch init: the `--with batch:image=` of the first `--with batch`, else the
+    configured image, else python:<runtime minor>; the configured registry goes before a bare name."""
+    from metaflow_repro.executors.batch import job_image, with_batch_image
+
+    assert with_batch_image(["--with", "batch:cpu=2,image=team/job:3", "--with", "batch:image=other:1"]) == "team/job:3"
+    assert with_batch_image(["--with=batch:image=a/b:1"]) == "a/b:1"
+    assert with_batch_image(["--with", "batch:cpu=2", "--tag", "image=x"]) == ""
+    assert with_batch_image(["--with", "retry:image=x"]) == ""
+    assert job_image(["--with", "batch:image=team/job:3"], "conf:1", "", "3.11") == "team/job:3"
+    assert job_image(["--with", "batch"], "conf:1", "", "3.11") == "conf:1"
+    assert job_image(["--with", "batch"], "", "", "3.12") == "python:3.12"
+    assert job_image(["--with", "batch"], "team/job:3", "reg.example.com:5000/", "3.11") == (
+        "reg.example.com:5000/team/job:3"
+    )
+    assert job_image(["--with", "batch"], "reg.io/team/job:3", "other.io", "3.11") == "reg.io/team/job:3"
+
+
+def test_a_registry_digest_is_taken_from_the_name_or_the_daemons_repo_digests_of_its_repository():
+    from metaflow_repro.executors.batch import digest_of, pinned, repository
+    from metaflow_repro.model.interpreter import Executor, ExecutorKind
+
+    assert repository("reg.io:5000/team/job:3") == "reg.io:5000/team/job"
+    assert repository(f"team/job@{DIGEST}") == "team/job" and repository("job") == "job"
+    assert digest_of(f"reg.io/team/job@{DIGEST}") == DIGEST
+    other = "sha256:" + "f" * 64
+    assert digest_of("reg.io/team/job:3", [f"elsewhere/job@{other}", f"reg.io/team/job@{DIGEST}"]) == DIGEST
+    assert digest_of("reg.io/team/job:3", [f"reg.io/team/jobs@{DIGEST}", "reg.io/team/job@md5:12"]) == ""
+    assert digest_of("team/job:3") == ""
+    ran = Executor(ExecutorKind.BATCH, "reg.io:5000/team/job:3", image_digest=DIGEST)
+    assert pinned(ran) == f"reg.io:5000/team/job@{DIGEST}"  # the bytes it ran, whatever the tag names now
+    assert pinned(Executor(ExecutorKind.BATCH, "team/job:3")) == "team/job:3"
+
+
+def test_a_replay_on_batch_runs_the_recorded_image_and_says_when_it_cannot_prove_it_is_the_same():
+    from dataclasses import replace
+
+    from metaflow_repro.executors.batch import BatchPlace, image_problem
+    from metaflow_repro.model.interpreter import Executor, ExecutorKind
+    from tests.helpers import make_record
+
+    sha, other = "a" * 64, "b" * 64
+    run = replace(make_record(), executor=Executor(ExecutorKind.BATCH, "repro-batch-job:1", image_sha256=sha))
+    same = Executor(ExecutorKind.BATCH, "repro-batch-job:1", image_sha256=sha)
+    assert image_problem(run, same) == ""
+    moved = image_problem(run, replace(same, image_sha256=other))
+    assert "another root file system" in moved and sha[:12] in moved and other[:12] in moved and "--on docker" in moved
+    unseen = image_problem(run, replace(same, image_sha256=""))
+    assert unseen.startswith("cannot check") and sha[:12] in unseen
+    foreign = replace(run, executor=Executor(ExecutorKind.BATCH, "team/job:3", image_digest=DIGEST))
+    assert image_problem(foreign, foreign.executor) == ""
+    named = replace(run, executor=Executor(ExecutorKind.BATCH, "team/job:3"))
+    assert "recorded no digest" in image_problem(named, named.executor)
+    assert image_problem(make_record(), same) == ""  # a local run: nothing recorded to prove
+    env = BatchPlace().environment(foreign, "s3://b/p", {"METAFLOW_BATCH_CONTAINER_IMAGE": "now:1"}, print)
+    assert env["METAFLOW_BATCH_CONTAINER_IMAGE"] == f"team/job@{DIGEST}"
+    assert (
+        BatchPlace().environment(make_record(), "s3://b/p", {"METAFLOW_BATCH_CONTAINER_IMAGE": "now:1"}, print)[
+            "METAFLOW_BATCH_CONTAINER_IMAGE"
+        ]
+        == "now:1"
+    )

@@ -740,12 +740,15 @@ def test_a_failed_run_without_code_is_sound_but_not_replayable_and_a_successful_
 def test_the_image_a_run_ran_in_is_recorded_only_when_there_and_checked():
     ran = Executor(ExecutorKind.DOCKER, "sha256:" + "c" * 64, image_sha256="d" * 64)
     named = Executor(ExecutorKind.DOCKER, "sha256:" + "c" * 64, image_given="team/base:1")
-    for executor in (ran, named):
+    foreign = Executor(ExecutorKind.BATCH, "team/job:1", image_digest="sha256:" + "e" * 64)  # a registry's
+    for executor in (ran, named, foreign):
         record = replace(make_record(), executor=executor)
         assert from_json(record.to_json(), "r.json") == record
     plain = json.loads(replace(make_record(), executor=Executor(ExecutorKind.DOCKER, "x")).to_json())
     assert plain["executor"] == {"kind": "docker", "image": "x"}  # older readers see what they always did
-    for field, value in (("image_sha256", "D" * 64), ("image_sha256", "d" * 63), ("image_given", "a b")):
+    bad = [("image_sha256", "D" * 64), ("image_sha256", "d" * 63), ("image_given", "a b")]
+    bad += [("image_digest", "e" * 64), ("image_digest", "sha256:" + "e" * 63), ("image_digest", "md5:" + "e" * 32)]
+    for field, value in bad:
         doc = json.loads(replace(make_record(), executor=ran).to_json())
         doc["executor"][field] = value
         with pytest.raises(BadInput, match=f"executor.{field}"):

@@ -13,14 +13,24 @@ from metaflow_repro.settings import load_settings
 from metaflow_repro.store import LocalStore, layout
 
 
-def _run(kind=ExecutorKind.DOCKER, digest="a" * 64):
-    return SimpleNamespace(ref="F/1", executor=SimpleNamespace(kind=kind, image_sha256=digest))
+def _run(kind=ExecutorKind.DOCKER, digest="a" * 64, image=""):
+    return SimpleNamespace(ref="F/1", executor=SimpleNamespace(kind=kind, image_sha256=digest, image=image))
 
 
 def test_with_image_says_a_run_made_here_ran_in_no_image(tmp_path):
     store, said = LocalStore(str(tmp_path / "store")), []
     assert ob.image_keys(_run(ExecutorKind.LOCAL, digest=""), store, said.append) == ()
     assert "ran in no container image" in said[0]
+
+
+def test_with_image_says_a_batch_run_in_a_registrys_image_carries_none_and_one_in_repros_image_does(tmp_path):
+    store, said = LocalStore(str(tmp_path / "store")), []
+    assert ob.image_keys(_run(ExecutorKind.BATCH, digest="", image="team/job:3"), store, said.append) == ()
+    assert "ran on AWS Batch in team/job:3, a registry's image" in said[0]
+    store.put_bytes(layout.image("a" * 64), b"image")
+    store.put_bytes(layout.image_manifest("a" * 64), b"{}")
+    keys = ob.image_keys(_run(ExecutorKind.BATCH, image="repro-batch-job:1"), store, said.append)
+    assert keys == (layout.image("a" * 64), layout.image_manifest("a" * 64))
 
 
 def test_with_image_names_the_image_a_container_run_ran_in_and_refuses_a_store_without_it(tmp_path):
