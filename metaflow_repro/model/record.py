@@ -19,9 +19,9 @@ from metaflow_repro.model.lock import PlatformLock
 from metaflow_repro.settings import HASH_SEED, recorded_setting_problem
 
 SCHEMA = "repro.run-record"
-SCHEMA_VERSION = 5  # 2: replay_of, include_files, configs, run_options; 3: inputs, interpreters, executor;
+SCHEMA_VERSION = 6  # 2: replay_of, include_files, configs, run_options; 3: inputs, interpreters, executor;
 # 4: a task's caught exception; 5: data_files, reads (and their hosts, loopback), s3_inputs, nondeterministic,
-# executor.image_sha256, image_given and image_digest (older still read); hybrid (a `repro bisect` hybrid run)
+# executor.image_sha256, image_given; 6: executor.image_digest, hybrid (a `repro bisect` hybrid run) (older still read)
 NO_FOREACH = "-"  # task key of a task outside any foreach
 #: code_sha256 of a failed run no task of which got as far as its step (no code package was made): a
 #: record naming it names no code object in the store
@@ -454,7 +454,7 @@ _RECORD_KEYS = frozenset(
         "nondeterministic",
         "hybrid",
     }
-)  # replay_of .. identity: version 2; inputs, interpreters, executor: version 3; data_files, reads, s3_inputs: version 5
+)  # replay_of .. identity: version 2; inputs, interpreters, executor: version 3; data_files .. nondeterministic: 5; hybrid: 6
 _INCLUDE_KEYS = frozenset({"sha256", "size", "name", "is_text", "encoding"})
 _CONFIG_KEYS = frozenset({"value", "source", "plain", "parser"})
 _UPSTREAM_KEYS = frozenset({"flow", "run_id", "read_by", "via", "ts_epoch", "user", "tags", "system_tags", "tasks"})

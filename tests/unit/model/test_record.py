@@ -124,7 +124,7 @@ def test_the_lock_file_the_store_object_and_the_record_give_the_same_environment
 def test_record_envs_are_typed_and_keep_the_v1_json_shape():
     record = make_record()
     doc = json.loads(record.to_json())
-    assert doc["schema_version"] == SCHEMA_VERSION == 5
+    assert doc["schema_version"] == SCHEMA_VERSION == 6
     assert doc["envs"][ENV.env_id] == {k: v for k, v in ENV.to_dict().items() if k != "env_id"}
     assert doc["status"] == "success" and doc["pickle_checks"][0]["status"] == "warning"
     back = from_json(record.to_json(), "record.json")
