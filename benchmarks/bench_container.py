@@ -11,8 +11,9 @@ source and dependencies mounted read-only) does what a replay does before it run
    as ``replay.pull_and_restore`` does) every package file of the env is fetched from S3 and verified;
 2. build the env offline with uv.
 
-Reported: each phase and their sum (measured inside the container), and the container's wall time
-(start to exit). Target (issue 13): under 2.5 s on a warm store, against 5.29 s.
+Reported: each phase and their sum (measured inside the container), the build's parts (uv venv, uv pip
+install, bytecode, fingerprint, manifest: wall and CPU, subprocesses included), and the container's wall
+time (start to exit). Target (issue 13): under 2.5 s on a warm store, against 5.29 s.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ if __name__ == "__main__":
 """
 
 INSIDE = """
-import json, resource, sys, time
+import functools, json, resource, sys, time
 from pathlib import Path
 
 
@@ -65,12 +66,37 @@ def cpu():
     )
 
 
+PARTS = {}
+
+
+def timed(owner, name, part):
+    # the build's parts, wall and CPU (its subprocesses' too), measured around the functions build.py calls
+    f = getattr(owner, name)
+
+    @functools.wraps(f)
+    def wrapper(*a, **k):
+        t, c = time.perf_counter(), cpu()
+        try:
+            return f(*a, **k)
+        finally:
+            key = part(a) if callable(part) else part
+            PARTS[key] = PARTS.get(key, 0) + time.perf_counter() - t
+            PARTS[key + " cpu"] = PARTS.get(key + " cpu", 0) + cpu() - c
+
+    setattr(owner, name, wrapper)
+
+
 t0 = time.perf_counter()
 from metaflow_repro.settings import load_settings
 from metaflow_repro.store import open_store
 from metaflow_repro.store.snapshot import load_record, parse_ref
 from metaflow_repro.operations.replay import pull_and_restore
 from metaflow_repro.env.engine import environments
+from metaflow_repro.env import build as B
+timed(B, "run_uv", lambda a: "  uv " + a[0][0] + (" install" if a[0][0] == "pip" else ""))
+timed(B, "compile_site_packages", "  bytecode")
+timed(B.fingerprint, "of_env", "  fingerprint")
+timed(B.manifest, "take", "  manifest")
 settings = load_settings(Path.cwd())
 store = open_store(sys.argv[2])
 record = load_record(store, parse_ref(sys.argv[1]))
@@ -83,7 +109,7 @@ t2 = time.perf_counter()
 environments(settings).build(locks[env_id], interpreters[pl.python], offline=True, where="bench")
 t3 = time.perf_counter()
 print("RESULT " + json.dumps({"import+record": t1 - t0, "interpreter+packages": t2 - t1, "build": t3 - t2,
-                              "packages_n": len(pl.packages), "bootstrap cpu": cpu() - c1}))
+                              "packages_n": len(pl.packages), "bootstrap cpu": cpu() - c1, **PARTS}))
 """
 
 
@@ -164,7 +190,16 @@ def main() -> None:
             d["bootstrap"] = d["interpreter+packages"] + d["build"]
             d["container wall"] = wall
             rows.append(d)
-        keys = ["interpreter+packages", "build", "bootstrap", "bootstrap cpu", "import+record", "container wall"]
+        parts = [k for k in rows[0] if k.startswith("  ")]
+        keys = [
+            "interpreter+packages",
+            "build",
+            *parts,
+            "bootstrap",
+            "bootstrap cpu",
+            "import+record",
+            "container wall",
+        ]
         table = [[k, f"{statistics.median(r[k] for r in rows):.2f}", f"{min(r[k] for r in rows):.2f}"] for k in keys]
         print(tabulate(table, headers=["phase (s)", "median", "best"]))
         boot = statistics.median(r["bootstrap"] for r in rows)

@@ -37,6 +37,10 @@ MARKER = protocol.ENV_MARKER  # tasks read it too (task_check.py)
 NOT_LISTED = (MARKER, MARKER + ".tmp")
 #: What ``probe.interpreter_facts()`` reports (the rest of a fingerprint is computed from the files).
 _FACT_KEYS = ("fingerprint_version", "python", "implementation", "build", "compiler", "system", "machine", "libc")
+#: folders of an env whose modules are not compiled at its build: packages' own test suites (numpy's and
+#: matplotlib's are 40% of that env's compile time), which steps do not import; one that is imported is compiled
+#: in memory, as any source without bytecode is
+NOT_COMPILED = ("tests",)
 
 
 #: a second source of package files for an offline build (a replay's store): puts ``pkg`` into the package
@@ -337,10 +341,11 @@ class Environments:
 def compile_site_packages(path: Path) -> None:
     """Compile the env's site-packages with its own interpreter (``plugins/bytecode.py``: each .pyc written
     whole, or the build fails), before its manifest lists them: tasks never write bytecode
-    (PYTHONDONTWRITEBYTECODE=1) and read these. Removes ``path`` and raises OSError (ENOSPC...) on failure."""
+    (PYTHONDONTWRITEBYTECODE=1) and read these (those of ``NOT_COMPILED`` folders aside). Removes ``path`` and
+    raises OSError (ENOSPC...) on failure."""
     sites = [str(p) for p in sorted(path.glob("lib/python3*/site-packages"))]
     try:
-        bytecode.compile_with(str(env_python(path)), sites)
+        bytecode.compile_with(str(env_python(path)), sites, skip=NOT_COMPILED)
     except OSError:
         shutil.rmtree(path, ignore_errors=True)
         raise

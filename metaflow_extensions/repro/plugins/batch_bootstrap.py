@@ -818,10 +818,18 @@ def main(argv):
                 os.makedirs(os.path.dirname(p["path"]))
             jobs.append((p["key"], p["sha256"], p["path"]))
         s3.client()  # made once, before the threads share it
+        begun = time.time()
+
+        def restore():
+            exe = _restore_interpreter(s3, manifest["interpreter"], cache)
+            fetched["interpreter"] = time.time() - begun
+            return exe
+
         with ThreadPoolExecutor(max_workers=16) as pool:
-            interp = pool.submit(_restore_interpreter, s3, manifest["interpreter"], cache)
+            interp = pool.submit(restore)
             for f in [pool.submit(_fetch, s3, k, sha, dest) for k, sha, dest in jobs]:
                 f.result()
+            fetched["files"] = time.time() - begun
             fetched["python"] = interp.result()
         os.chmod(os.path.join(WORK, "uv"), 0o755)
         fetched["seconds"] = time.time() - listed
@@ -877,17 +885,21 @@ def main(argv):
             build(env_path)
     else:
         build(env_path)
+    took = time.time() - started
     sys.stderr.write(
-        "repro: env %s built from %s in %.2f s (manifest %.2f s, fetch and restore %.2f s, venv %.2f s, "
-        "install %.2f s)%s\n"
+        "repro: env %s built from %s in %.2f s (manifest %.2f s, fetch and restore %.2f s: interpreter %.2f s, "
+        "uv and package files %.2f s; venv %.2f s, install %.2f s, checked and placed %.2f s)%s\n"
         % (
             env_id,
             store,
-            time.time() - started,
+            took,
             listed - started,
             fetched["seconds"],
+            fetched["interpreter"],
+            fetched["files"],
             fetched["build"][0],
             fetched["build"][1],
+            took - (listed - started) - fetched["seconds"] - sum(fetched["build"]),
             ", kept in the instance cache %s" % cache if os.path.islink(env_path) else "",
         )
     )

@@ -58,6 +58,15 @@ def test_a_compiled_tree_is_read_by_importlib_and_no_pyc_is_rewritten(tmp_path):
     assert f"matches {pkg / '__init__.py'}" in proc.stderr  # the .pyc was used, not the source compiled
 
 
+def test_folders_named_to_skip_are_not_compiled_in_any_shard(tmp_path):
+    for rel in ("a.py", "pkg/b.py", "pkg/tests/test_b.py", "pkg/tests/data/c.py", "tests/d.py"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("x = 1\n")
+    bytecode.compile_with(sys.executable, [str(tmp_path)], skip=("tests",))  # one process per core, each skipping
+    assert sorted(p.parent.parent.name for p in tmp_path.rglob("*.pyc")) == ["pkg", tmp_path.name]
+    assert bytecode.compile_tree(str(tmp_path)) == 3  # without skip: the rest
+
+
 def test_a_failed_compile_with_another_interpreter_is_its_oserror(tmp_path):
     bytecode.compile_with(sys.executable, [str(tmp_path)])  # nothing to do: fine
     (tmp_path / "mod.py").write_text("x = 1\n")
