@@ -50,6 +50,7 @@ from metaflow_repro.model import platforms as plats
 from metaflow_repro.model.lock import Lock, PlatformLock, lock_path, read_lock, write_lock
 from metaflow_repro.model.record import Hybrid, RunRecord
 from metaflow_repro.model.spec import sha256_json
+from metaflow_repro.model.validate import At, load_json
 from metaflow_repro.operations.records import load, open_named
 from metaflow_repro.operations.replay import _NotRunnable, load_request, prepare
 from metaflow_repro.operations.run import Log, RunOptions, check_same_flow, compare_runs, run_and_record
@@ -60,7 +61,6 @@ from metaflow_repro.store.snapshot import push_hybrid_record, record_at, save_lo
 
 RUN_FAILED = "the run failed"
 _POINTER_BYTES = 4096  # a bisect/<key>.json names one run id
-_RUN_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,199}$")
 
 
 @dataclass(frozen=True)
@@ -342,11 +342,11 @@ class _Runner:
             if not self.store.exists(pointer):
                 return None
             data = self.store.get_bytes(pointer)
-            doc = json.loads(data.decode("utf-8")) if len(data) <= _POINTER_BYTES else None
+            doc = load_json(data, At(pointer), "a bisect answer", max_bytes=_POINTER_BYTES)
             run_id = doc.get("run") if isinstance(doc, dict) and set(doc) == {"run"} else None
-            if not isinstance(run_id, str) or not _RUN_ID.match(run_id):
+            if not isinstance(run_id, str):
                 raise BadInput(f"not a pointer to a run ({len(data)} bytes)")
-            at = layout.record(layout.flow_dir(self.original.flow, self.original.identity), run_id)
+            at = layout.record(layout.flow_dir(self.original.flow, self.original.identity), run_id)  # checks the run id
             record = record_at(self.store, at, self.store.get_bytes(at), self.original.flow, run_id)
             problem = hybrid_problem(record, key, self.original.ref, {s: e.env_id for s, e in envs.items()})
             if problem:
@@ -486,8 +486,8 @@ class _Answer:
 def _cached(path: Path) -> _Answer | None:
     """A kept answer, checked (a file of REPRO_HOME, read as untrusted: anything else is no answer)."""
     try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError):
+        doc = load_json(path.read_bytes(), At(str(path)), "a kept bisect answer", max_bytes=1 << 20)
+    except (OSError, ReproError):
         return None
     if not isinstance(doc, dict) or doc.get("outcome") not in ("ran", Outcome.UNRESOLVABLE.value):
         return None

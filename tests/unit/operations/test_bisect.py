@@ -171,6 +171,8 @@ def test_an_answer_in_the_store_is_read_as_untrusted_input(tmp_path):
         b"\xff",
         b"[]",
         b'{"run": "../2"}',
+        b'{"run": "2\\n"}',
+        b"[" * 4000,  # deep, within the size bound: never a RecursionError
         b'{"run": "2", "x": 1}',
         b'{"run": "9"}',
         b'{"run": "3"}',
@@ -181,5 +183,5 @@ def test_an_answer_in_the_store_is_read_as_untrusted_input(tmp_path):
     assert runner._stored(key, other_env) is None
     store.put_bytes(pointer, b'{"run": "2"}' + b" " * 5000)  # bounded: a pointer names one run id
     assert runner._stored(key, {"start": ENV}) is None
-    assert len(said) == 9 and all(f"/{pointer} gives no usable answer (" in line for line in said), said
-    assert "is a hybrid of another bisection" in said[6] and "did not run in the hybrid's environments" in said[7]
+    assert len(said) == 11 and all(f"/{pointer} gives no usable answer (" in line for line in said), said
+    assert "is a hybrid of another bisection" in said[8] and "did not run in the hybrid's environments" in said[9]
