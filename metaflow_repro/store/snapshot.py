@@ -17,7 +17,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -422,13 +422,22 @@ def push(
 
 
 def push_objects(
-    record: RunRecord, store: Store, uploads: list[Upload], jobs: int = 16, log=lambda m: None, latest: bool = True
+    record: RunRecord,
+    store: Store,
+    uploads: list[Upload],
+    jobs: int = 16,
+    log=lambda m: None,
+    latest: bool = True,
+    held: Sequence[str] = (),
 ) -> PushResult:
     """``push`` of objects already hashed (``uploads``: this machine's, or a bundle's members): those already
-    in the store with these bytes are skipped, the rest uploaded under a lease, the record last."""
+    in the store with these bytes are skipped, the rest uploaded under a lease, the record last. ``held``:
+    keys the record names that only the store has (nothing here to upload them from): leased as well, and
+    required to be there once the lease is, so a gc that raced the push cannot leave the record naming none."""
     mark(store)  # the first push makes the store: from now on gc knows it for one
-    lease = _lease(store, record, [u.key for u in uploads])
-    wait_for_sweeps(store, {u.key for u in uploads}, record.ref)
+    leased = [u.key for u in uploads] + list(held)
+    lease = _lease(store, record, leased)
+    wait_for_sweeps(store, set(leased), record.ref)
     result = PushResult(uploaded={}, skipped={})
 
     def one(u: Upload):
@@ -453,8 +462,11 @@ def push_objects(
         bucket[u.kind] = bucket.get(u.kind, 0) + 1
         result.uploaded_bytes += u.size if uploaded else 0
     complete_uploads(store, uploads, record.ref)
+    gone = [key for key in held if store.stat(key) is None]
+    if gone:
+        raise InfraError(f"cannot record {record.ref} in {store.uri}: {cap(gone)} disappeared from it during the push")
     store.put_bytes(
-        lease, json.dumps({"run": record.ref, "keys": [u.key for u in uploads], "time": time.time()}).encode()
+        lease, json.dumps({"run": record.ref, "keys": leased, "time": time.time()}).encode()
     )  # renewed: the record lands next
     key = layout.record(layout.flow_dir(record.flow, record.identity), record.run_id)
     body = record.to_json().encode()
@@ -641,13 +653,13 @@ def push_hybrid_record(record: RunRecord, store: Store, settings: Settings, log=
     locks = {layout.lock(env_id): env for env_id, env in record.envs.items()}
     packages = {layout.package(p.sha256, p.file): p for p in record_packages(record)}
     code_key, code_file = layout.code(record.code_sha256), settings.home.code_package(record.code_sha256)
-    uploads, missing = [], []
+    uploads, missing, held = [], [], []
     for key in named_objects(record):
         if key in locks:
             data = env_lock_toml(locks[key])
             uploads.append(Upload("locks", key, data, hashlib.sha256(data).hexdigest(), len(data)))
         elif store.stat(key) is not None:
-            continue
+            held.append(key)  # leased with the uploads, and looked for again before the record lands
         elif key in packages and cache.has(packages[key]):
             pkg = packages[key]
             uploads.append(Upload("packages", key, cache.check(pkg, record.ref, full=True), pkg.sha256, pkg.size))
@@ -657,7 +669,7 @@ def push_hybrid_record(record: RunRecord, store: Store, settings: Settings, log=
             missing.append(key)
     if missing:
         raise InfraError(f"cannot record {record.ref} in {store.uri}: missing {', '.join(missing[:3])}")
-    push_objects(record, store, uploads, log=log, latest=False)
+    push_objects(record, store, uploads, log=log, latest=False, held=held)
     return layout.record(layout.flow_dir(record.flow, record.identity), record.run_id)
 
 

@@ -44,3 +44,31 @@ def test_a_hybrid_lands_with_the_objects_only_this_machine_has(tmp_path):
         store.get_bytes(layout.code(sha)) == code and store.get_bytes(layout.package(numpy.sha256, numpy.file)) == data
     )
     assert not store.exists(layout.latest(layout.flow_dir(record.flow, record.identity)))  # never a baseline
+
+
+def test_what_only_the_store_has_is_leased_and_looked_for_again_before_the_record(tmp_path):
+    """A hybrid names objects only the store has (the bisected run's): they are in the push's lease, and one
+    that a gc deleted before the lease landed is caught before the record, which would otherwise name it."""
+    import json
+
+    settings = load_settings(tmp_path, environ={"REPRO_HOME": str(tmp_path / "home")})
+    store = open_store(f"file://{tmp_path / 'store'}")
+    record = replace(make_record(), run_id="2", replay_of="MyFlow/1", hybrid=Hybrid("ab" * 32))
+    for k in named_objects(record):
+        store.put_bytes(k, b"the bisected run's")
+    artifact = layout.artifact("1" * 40)
+    leases: list[list[str]] = []
+    put = store.put_bytes
+
+    def racing_gc(key, data, *args, **kwargs):
+        if key.startswith("leases/"):
+            leases.append(json.loads(data)["keys"])
+            store.delete(artifact)  # gc swept it just before the lease landed
+        return put(key, data, *args, **kwargs)
+
+    store.put_bytes = racing_gc  # type: ignore[method-assign]
+    key = layout.record(layout.flow_dir(record.flow, record.identity), "2")
+    with pytest.raises(InfraError, match=f"{artifact} disappeared from it during the push"):
+        push_hybrid_record(record, store, settings)
+    assert not store.exists(key)
+    assert artifact in leases[0] and layout.package(ENV.packages[0].sha256, ENV.packages[0].file) in leases[0]
