@@ -376,8 +376,13 @@ class RunRecord:
             if a.stored or not stored_only
         }
 
+    def schema_version(self) -> int:
+        """The lowest schema that carries this record's fields, so a repro one release older still reads a
+        record that uses nothing newer (it refuses a newer schema, and so every record, were it always 6)."""
+        return SCHEMA_VERSION if self.hybrid is not None or self.executor.image_digest else 5
+
     def to_json(self) -> str:
-        doc = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, **asdict(self)}
+        doc = {"schema": SCHEMA, "schema_version": self.schema_version(), **asdict(self)}
         doc["status"] = RunStatus(self.status).value
         doc["envs"] = {env_id: _env_dict(pl) for env_id, pl in self.envs.items()}
         doc["pickle_checks"] = [{**asdict(c), "status": PickleStatus(c.status).value} for c in self.pickle_checks]

@@ -18,6 +18,7 @@ from metaflow_repro.model.record import (
     ArtifactRecord,
     ConfigRecord,
     ConfigSource,
+    Hybrid,
     IncludedFileRecord,
     InputArtifact,
     InputVia,
@@ -124,7 +125,13 @@ def test_the_lock_file_the_store_object_and_the_record_give_the_same_environment
 def test_record_envs_are_typed_and_keep_the_v1_json_shape():
     record = make_record()
     doc = json.loads(record.to_json())
-    assert doc["schema_version"] == SCHEMA_VERSION == 6
+    assert doc["schema_version"] == 5 and SCHEMA_VERSION == 6  # nothing of schema 6 in it: a schema-5 repro reads it
+    for newer in (
+        replace(record, replay_of="MyFlow/1", hybrid=Hybrid("ab" * 32)),
+        replace(record, executor=Executor(ExecutorKind.BATCH, image_digest="sha256:" + "e" * 64)),
+    ):
+        assert json.loads(newer.to_json())["schema_version"] == 6
+        assert from_json(newer.to_json(), "record.json") == newer
     assert doc["envs"][ENV.env_id] == {k: v for k, v in ENV.to_dict().items() if k != "env_id"}
     assert doc["status"] == "success" and doc["pickle_checks"][0]["status"] == "warning"
     back = from_json(record.to_json(), "record.json")
