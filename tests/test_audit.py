@@ -204,10 +204,10 @@ def test_an_audit_on_batch_reports_exactly_the_run_that_does_not_reproduce(batch
     # counts the envs in it; with one, the second job of a replay links the env instead of building it
     cache = tmp_path / "batch-cache"
     cache.mkdir()
-    env = {**batch_world.env, "REPRO_STORE": batch_world.store("audit-store"), "REPRO_BATCH_CACHE": str(cache)}
+    env = {**batch_world.env, "REPRO_STORE": batch_world.store("audit-batch"), "REPRO_BATCH_CACHE": str(cache)}
     with ThreadPoolExecutor(max_workers=3) as pool:
         runs = list(pool.map(lambda name: cli("run", project / name, cwd=project, env=env), names))
-    assert all(r.code == 0 for r in runs), [r.text[-3000:] for r in runs]
+    assert all(r.code == 0 for r in runs), [(r.code, r.text[-3000:]) for r in runs if r.code]
     r = cli("audit", "--on", "batch", "-j", "3", "--json", cwd=tmp_path, env=env)
     doc = only_the_clock_run(r, {"StableFlow": 1, "ListFlow": 1, "ClockFlow": 1})
     assert doc["on"] == "batch"
