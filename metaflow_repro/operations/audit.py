@@ -140,13 +140,26 @@ def _replay_all(
     installed: str,
     progress: Progress | None,
 ) -> list[AuditEntry]:
-    entries = []
-    with ThreadPoolExecutor(max_workers=min(options.jobs, len(chosen))) as pool:
-        running = [pool.submit(replay_one, r, store, settings, options, installed) for r in chosen]
+    """The first run replays alone, then the others ``options.jobs`` at a time: the first builds (or, on
+    Batch, stages in the store) the environments and tools the others share, which replays started together
+    would each upload at once (Batch staging finds an object missing and puts it: the uv binary and an
+    interpreter snapshot are tens of MB each; a local build waits on its file lock instead)."""
+    entries: list[AuditEntry] = []
+
+    def finished(entry: AuditEntry) -> None:
+        entries.append(entry)
+        if progress is not None:
+            progress(len(entries), len(chosen), entry)
+
+    first, rest = (chosen[:1], chosen[1:]) if options.jobs > 1 else ([], chosen)
+    for record in first:
+        finished(replay_one(record, store, settings, options, installed))
+    if not rest:
+        return entries
+    with ThreadPoolExecutor(max_workers=min(options.jobs, len(rest))) as pool:
+        running = [pool.submit(replay_one, r, store, settings, options, installed) for r in rest]
         for done in as_completed(running):
-            entries.append(done.result())
-            if progress is not None:
-                progress(len(entries), len(chosen), entries[-1])
+            finished(done.result())
     return entries
 
 

@@ -528,6 +528,12 @@ def recorded_interpreter(
     )
 
 
+#: (code package sha256, interpreter) -> the exit code, stdout and stderr of the probe below: it imports the
+#: whole of the package's Metaflow from source (0.5 s), so a process that replays many runs of one code
+#: package (an audit: twenty runs of three flows have three) runs it once per package
+_PROBED: dict[tuple[str, str], tuple[int, str, str]] = {}
+
+
 def _recorded_metaflow_problem(code: Path, original: RunRecord) -> str:
     """The replay's runtime runs on the Metaflow in the code package (PYTHONPATH=.mf_code); say why not
     if this Python cannot import it, or it is another version."""
@@ -536,24 +542,29 @@ def _recorded_metaflow_problem(code: Path, original: RunRecord) -> str:
             f"the code package of {original.ref} carries no Metaflow: its runtime cannot be the recorded "
             f"Metaflow {original.metaflow_version}"
         )
-    probe = (
-        "import sys; sys.path.insert(0, sys.argv[1]); from metaflow.metaflow_version import get_version; "
-        "print(get_version())"
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", probe, str(code)],
-        capture_output=True,
-        text=True,
-        cwd=code,
-        env={**os.environ, "METAFLOW_USER": os.environ.get("METAFLOW_USER", "repro"), EXTRACTED_ROOT: str(code.parent)},
-        timeout=300,
-    )
-    if proc.returncode != 0:
+    key = (original.code_sha256, sys.executable)
+    if key not in _PROBED:  # the package's bytes were checked against its sha256 before it was extracted
+        probe = (
+            "import sys; sys.path.insert(0, sys.argv[1]); from metaflow.metaflow_version import get_version; "
+            "print(get_version())"
+        )
+        environ = {**os.environ, "METAFLOW_USER": os.environ.get("METAFLOW_USER", "repro")}
+        proc = subprocess.run(
+            [sys.executable, "-c", probe, str(code)],
+            capture_output=True,
+            text=True,
+            cwd=code,
+            env={**environ, EXTRACTED_ROOT: str(code.parent)},
+            timeout=300,
+        )
+        _PROBED[key] = (proc.returncode, proc.stdout, proc.stderr)
+    returncode, stdout, stderr = _PROBED[key]
+    if returncode != 0:
         return (
             f"this Python ({sys.executable}, {sys.version.split()[0]}) cannot import the recorded Metaflow "
-            f"{original.metaflow_version}: {error_line(proc.stderr) or proc.stderr.strip()[-500:]}"
+            f"{original.metaflow_version}: {error_line(stderr) or stderr.strip()[-500:]}"
         )
-    got = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+    got = stdout.strip().splitlines()[-1] if stdout.strip() else ""
     if original.metaflow_version and got != original.metaflow_version:
         return f"the code package carries Metaflow {got}, but the record says {original.metaflow_version} ran"
     return ""

@@ -54,3 +54,37 @@ def test_an_audit_that_hashes_right_but_is_no_audit_is_corrupt(store):
     store.put_bytes(key, data)
     with pytest.raises(StoreObjectCorrupt, match="is corrupt: .*missing key 'started_at'"):
         read_audit(store, key)
+
+
+def test_the_first_run_replays_alone_then_the_others_n_at_a_time(monkeypatch):
+    """What the first replay builds or stages (on Batch: the uv binary, an interpreter snapshot, the envs'
+    packages, put in the store by whichever replay finds them missing) is there before the others start."""
+    import threading
+    import time
+
+    from metaflow_repro.model.audit import AuditEntry, AuditVerdict
+    from metaflow_repro.operations import audit as op
+
+    lock, running, seen = threading.Lock(), [], []
+
+    def replay_one(record, store, settings, options, installed):
+        with lock:
+            running.append(record)
+            seen.append((record, tuple(running)))
+        time.sleep(0.05)
+        with lock:
+            running.remove(record)
+        return AuditEntry(record, "F", record, "", AuditVerdict.IDENTICAL)
+
+    monkeypatch.setattr(op, "replay_one", replay_one)
+    progress: list[tuple[int, int]] = []
+    runs = [f"r{i}" for i in range(7)]
+    entries = op._replay_all(runs, None, None, op.AuditOptions(jobs=3), "", lambda d, t, e: progress.append((d, t)))
+    assert sorted(e.run for e in entries) == runs
+    assert seen[0] == ("r0", ("r0",))  # alone
+    assert max(len(at_once) for _, at_once in seen) == 3  # then three at a time
+    assert all("r0" not in at_once for _, at_once in seen[1:])
+    assert progress == [(i, 7) for i in range(1, 8)]
+    assert len(op._replay_all(runs[:1], None, None, op.AuditOptions(jobs=3), "", None)) == 1
+    serial = op._replay_all(runs, None, None, op.AuditOptions(jobs=1), "", None)
+    assert [e.run for e in serial] == runs

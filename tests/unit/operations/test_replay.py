@@ -99,3 +99,32 @@ def test_a_replay_names_the_endpoints_a_step_contacted_up_front_and_as_the_likel
         "a replay cannot give these back"
     ]
     assert _not_given_back(record) == "/home/u/x.csv, huggingface.co:443, 127.0.0.1:8765"
+
+
+def _metaflow_package(folder: Path, version: str) -> Path:
+    """A code package's .mf_code folder whose Metaflow says ``version`` (and counts its imports)."""
+    (folder / "metaflow").mkdir(parents=True)
+    (folder / "metaflow" / "__init__.py").write_text(
+        "import pathlib\nwith open(pathlib.Path(__file__).parents[2] / 'imports', 'a') as fh:\n    fh.write('x')\n"
+    )
+    (folder / "metaflow" / "metaflow_version.py").write_text(f"def get_version():\n    return {version!r}\n")
+    return folder
+
+
+def test_the_recorded_metaflow_is_probed_once_per_code_package_in_a_process(tmp_path, monkeypatch):
+    """An audit replays many runs of one code package: its Metaflow (imported from source, 0.5 s) is asked
+    its version once per package sha256, and a package of another sha256 is asked anew."""
+    from dataclasses import replace
+
+    from metaflow_repro.operations import replay as mod
+
+    monkeypatch.setattr(mod, "_PROBED", {})
+    record = replace(make_record(run_id="1"), code_sha256="a" * 64, metaflow_version="2.0")
+    for run in ("r1", "r2", "r3"):  # three replays of runs of one package, each extracted in its own folder
+        assert mod._recorded_metaflow_problem(_metaflow_package(tmp_path / run / ".mf_code", "2.0"), record) == ""
+    assert (tmp_path / "r1" / "imports").read_text() == "x"  # probed in the first replay's folder only
+    assert not (tmp_path / "r2" / "imports").exists() and not (tmp_path / "r3" / "imports").exists()
+    other = replace(record, code_sha256="b" * 64)
+    problem = mod._recorded_metaflow_problem(_metaflow_package(tmp_path / "r4" / ".mf_code", "2.1"), other)
+    assert problem == "the code package carries Metaflow 2.1, but the record says 2.0 ran"
+    assert (tmp_path / "r4" / "imports").read_text() == "x"
