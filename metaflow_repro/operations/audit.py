@@ -140,10 +140,10 @@ def _replay_all(
     installed: str,
     progress: Progress | None,
 ) -> list[AuditEntry]:
-    """The first run replays alone, then the others ``options.jobs`` at a time: the first builds (or, on
-    Batch, stages in the store) the environments and tools the others share, which replays started together
-    would each upload at once (Batch staging finds an object missing and puts it: the uv binary and an
-    interpreter snapshot are tens of MB each; a local build waits on its file lock instead)."""
+    """``options.jobs`` at a time. On Batch the first run replays alone: it stages in the store the tools and
+    environments the others share, which replays started together would each upload at once (Batch staging
+    finds an object missing and puts it: the uv binary and an interpreter snapshot are tens of MB each). Here
+    and in containers a build of the same env waits on its file lock instead, so nothing waits."""
     entries: list[AuditEntry] = []
 
     def finished(entry: AuditEntry) -> None:
@@ -151,7 +151,7 @@ def _replay_all(
         if progress is not None:
             progress(len(entries), len(chosen), entry)
 
-    first, rest = (chosen[:1], chosen[1:]) if options.jobs > 1 else ([], chosen)
+    first, rest = (chosen[:1], chosen[1:]) if options.jobs > 1 and options.on == "batch" else ([], chosen)
     for record in first:
         finished(replay_one(record, store, settings, options, installed))
     if not rest:

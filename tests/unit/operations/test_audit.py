@@ -56,9 +56,10 @@ def test_an_audit_that_hashes_right_but_is_no_audit_is_corrupt(store):
         read_audit(store, key)
 
 
-def test_the_first_run_replays_alone_then_the_others_n_at_a_time(monkeypatch):
-    """What the first replay builds or stages (on Batch: the uv binary, an interpreter snapshot, the envs'
-    packages, put in the store by whichever replay finds them missing) is there before the others start."""
+def test_on_batch_the_first_run_replays_alone_then_the_others_n_at_a_time(monkeypatch):
+    """What the first Batch replay stages (the uv binary, an interpreter snapshot, the envs' packages, put in
+    the store by whichever replay finds them missing) is there before the others start; elsewhere a build
+    waits on its file lock, so all start at once."""
     import threading
     import time
 
@@ -79,12 +80,16 @@ def test_the_first_run_replays_alone_then_the_others_n_at_a_time(monkeypatch):
     monkeypatch.setattr(op, "replay_one", replay_one)
     progress: list[tuple[int, int]] = []
     runs = [f"r{i}" for i in range(7)]
-    entries = op._replay_all(runs, None, None, op.AuditOptions(jobs=3), "", lambda d, t, e: progress.append((d, t)))
+    batch = op.AuditOptions(on="batch", jobs=3)
+    entries = op._replay_all(runs, None, None, batch, "", lambda d, t, e: progress.append((d, t)))
     assert sorted(e.run for e in entries) == runs
     assert seen[0] == ("r0", ("r0",))  # alone
     assert max(len(at_once) for _, at_once in seen) == 3  # then three at a time
     assert all("r0" not in at_once for _, at_once in seen[1:])
     assert progress == [(i, 7) for i in range(1, 8)]
-    assert len(op._replay_all(runs[:1], None, None, op.AuditOptions(jobs=3), "", None)) == 1
+    assert len(op._replay_all(runs[:1], None, None, batch, "", None)) == 1
+    seen.clear()
+    op._replay_all(runs, None, None, op.AuditOptions(jobs=3), "", None)  # local: three at once from the start
+    assert max(len(at_once) for _, at_once in seen[:3]) == 3
     serial = op._replay_all(runs, None, None, op.AuditOptions(jobs=1), "", None)
     assert [e.run for e in serial] == runs
