@@ -22,6 +22,7 @@ import io
 import json
 import os
 import re
+import stat
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +32,6 @@ import zstandard
 from metaflow_extensions.repro.plugins.bytecode import write_whole
 from metaflow_repro.errors import BadInput, IntegrityError
 from metaflow_repro.model.validate import cap
-from metaflow_repro.paths import OutsideRoot, inside
 from metaflow_repro.settings import Home
 
 ZSTD_LEVEL = 3
@@ -141,8 +141,8 @@ def pack_bytes(env: Path) -> bytes:
 
 @dataclass(frozen=True)
 class _Member:
-    target: Path
-    source: Path
+    target: str  # its path in the env (links resolved)
+    mtime: int  # its source's
     data: bytes
 
 
@@ -159,10 +159,10 @@ def restore(env: Path, obj: Path, sha256: str, python: str, where: str) -> int:
         )
     members = _checked(env, _inflate(blob, obj, where), python, f"{where}: bytecode object {sha256[:12]}")
     for m in members:
-        st = m.source.stat()
-        header = m.data[:8] + (int(st.st_mtime) & 0xFFFFFFFF).to_bytes(4, "little") + m.data[12:]
-        m.target.parent.mkdir(exist_ok=True)
-        write_whole(str(m.target), header)
+        folder_ = os.path.dirname(m.target)
+        if not os.path.isdir(folder_):
+            os.mkdir(folder_)
+        write_whole(m.target, m.data[:8] + (m.mtime & 0xFFFFFFFF).to_bytes(4, "little") + m.data[12:])
     return len(members)
 
 
@@ -177,18 +177,40 @@ def _inflate(blob: bytes, obj: Path, where: str) -> bytes:
     return raw
 
 
+class _Env:
+    """The built env a restore writes into: its folders resolved once each, each checked to stay inside it."""
+
+    def __init__(self, root: Path):
+        self.root = os.path.realpath(root)
+        self.folders: dict[str, str] = {}
+
+    def folder(self, rel: str) -> str:
+        """The env's folder ``rel`` (holding a ``__pycache__``), resolved; ValueError if links lead it out
+        of the env or its ``__pycache__`` is not a plain folder."""
+        found = self.folders.get(rel)
+        if found is None:
+            found = os.path.realpath(os.path.join(self.root, rel))
+            if not found.startswith(self.root + os.sep):
+                raise ValueError(f"leads to {found}, outside the env (through a symbolic link)")
+            cache = os.path.join(found, "__pycache__")
+            if os.path.lexists(cache) and (os.path.islink(cache) or not os.path.isdir(cache)):
+                raise ValueError(f"would be written into {cache}, which is not a plain folder")
+            self.folders[rel] = found
+        return found
+
+
 def _checked(env: Path, raw: bytes, python: str, where: str) -> list[_Member]:
     """Every member of the tar ``raw``, checked against the built env (see the module's docstring)."""
     major_minor = ".".join(python.split(".")[:2])
     tag = "cpython-" + major_minor.replace(".", "")
     site, tag = re.escape(major_minor), re.escape(tag)
     pattern = re.compile(rf"^lib/python{site}/site-packages/(?:[^/]+/)*__pycache__/([^/]+)\.{tag}(?:\.opt-[12])?\.pyc$")
-    out, problems = [], []
+    out, problems, built = [], [], _Env(env)
     try:
         with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tar:
             for info in tar:
                 try:
-                    out.append(_member(env, tar, info, pattern))
+                    out.append(_member(built, tar, info, pattern))
                 except ValueError as exc:
                     problems.append(f"{info.name!r} {exc}")
     except tarfile.TarError as exc:
@@ -198,7 +220,7 @@ def _checked(env: Path, raw: bytes, python: str, where: str) -> list[_Member]:
     return out
 
 
-def _member(env: Path, tar: tarfile.TarFile, info: tarfile.TarInfo, pattern: re.Pattern[str]) -> _Member:
+def _member(env: _Env, tar: tarfile.TarFile, info: tarfile.TarInfo, pattern: re.Pattern[str]) -> _Member:
     if not info.isreg():
         raise ValueError("is not a regular file")
     name = info.name
@@ -207,17 +229,18 @@ def _member(env: Path, tar: tarfile.TarFile, info: tarfile.TarInfo, pattern: re.
     match = pattern.match(name)
     if match is None:
         raise ValueError("is not a .pyc of this env's Python in a __pycache__ folder under its site-packages")
-    rel_source = name.rsplit("/", 2)[0] + "/" + match.group(1) + ".py"
+    rel_folder, _, file_name = name.rsplit("/", 2)
+    folder_ = env.folder(rel_folder)
     try:
-        source, target = inside(env, rel_source, "source"), inside(env, name, "bytecode")
-    except OutsideRoot as exc:  # a link in the env leading out of it
-        raise ValueError(str(exc)) from None
-    if not source.is_file():
-        raise ValueError(f"has no source {rel_source} in the built env")
+        st = os.lstat(os.path.join(folder_, match.group(1) + ".py"))
+    except OSError:
+        st = None
+    if st is None or not stat.S_ISREG(st.st_mode):
+        raise ValueError(f"has no source {rel_folder}/{match.group(1)}.py in the built env")
     fh = tar.extractfile(info)
     data = fh.read() if fh is not None else b""
     if len(data) < _HEADER or data[4:8] != bytes(4):
         raise ValueError("is not a timestamp-based .pyc")
-    if int.from_bytes(data[12:16], "little") != source.stat().st_size & 0xFFFFFFFF:
-        raise ValueError(f"was compiled from another {rel_source} (its size differs)")
-    return _Member(target, source, data)
+    if int.from_bytes(data[12:16], "little") != st.st_size & 0xFFFFFFFF:
+        raise ValueError(f"was compiled from another {rel_folder}/{match.group(1)}.py (its size differs)")
+    return _Member(os.path.join(folder_, "__pycache__", file_name), int(st.st_mtime), data)

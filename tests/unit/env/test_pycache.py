@@ -149,3 +149,22 @@ def test_an_object_that_is_not_its_sha256_is_corrupt_and_not_used(tmp_path):
     with pytest.raises(pycache.CorruptBytecode, match=sha) as err:
         pycache.restore(env, path, sha, PY, "flow F")
     assert err.value.exit_code == 3 and pycs(env) == []
+
+
+@pytest.mark.parametrize("link", ["pkg", "pkg/__pycache__", "pkg/mod.py"])
+def test_a_link_in_the_built_env_is_never_written_through(tmp_path, link):
+    """A folder leading out of the env, a ``__pycache__`` that is a link, a source that is one: refused."""
+    outside = make_env(tmp_path / "outside", 1_700_000_000, compiled=False) / SITE / link
+    env = make_env(tmp_path / "env", 1_700_000_000, compiled=False)
+    target = env / SITE / link
+    if target.is_dir():
+        shutil.rmtree(target)
+    else:
+        target.unlink(missing_ok=True)
+    if not outside.exists():
+        outside.mkdir()
+    target.symlink_to(outside)
+    path, sha = _object(tmp_path, {MOD: _pyc(MOD_SIZE)})
+    with pytest.raises(pycache.BadBytecode, match="symbolic link|not a plain folder|has no source"):
+        pycache.restore(env, path, sha, PY, "flow F")
+    assert list((tmp_path / "outside").rglob("*.pyc")) == []
