@@ -113,17 +113,16 @@ def pack(env: Path, env_id: str, home: Home) -> str:
 
 
 def pack_bytes(env: Path) -> bytes:
-    """The zstd'd deterministic tar of the env's ``__pycache__/*.pyc`` files (b"" if there are none)."""
+    """The zstd'd deterministic tar of the env's ``__pycache__/*.pyc`` files that a restore takes (b"" if
+    there are none): those of the env's Python, timestamp-based, beside their source (a ``.pyc`` a wheel
+    ships is the wheel's, installed again with it)."""
     members = []
     for site in _site_packages(env):
+        pattern = _pattern(site.parent.name[len("python") :])
         for folder_, dirs, files in os.walk(site):
             dirs.sort()
-            if os.path.basename(folder_) != "__pycache__":
-                continue
-            for name in sorted(files):
-                path = os.path.join(folder_, name)
-                if name.endswith(".pyc") and os.path.isfile(path) and not os.path.islink(path):
-                    members.append(path)
+            if os.path.basename(folder_) == "__pycache__":
+                members += [path for name in files if (path := _packable(env, folder_, name, pattern))]
     if not members:
         return b""
     raw = io.BytesIO()
@@ -131,12 +130,30 @@ def pack_bytes(env: Path) -> bytes:
         for path in sorted(members):
             with open(path, "rb") as fh:
                 data = bytearray(fh.read())
-            if len(data) >= _HEADER:
-                data[8:12] = bytes(4)  # the source's time: rewritten at restore
+            data[8:12] = bytes(4)  # the source's time: rewritten at restore
             info = tarfile.TarInfo(os.path.relpath(path, env).replace(os.sep, "/"))
             info.size, info.mode, info.mtime = len(data), 0o644, 0
             tar.addfile(info, io.BytesIO(bytes(data)))
     return zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(raw.getvalue())
+
+
+def _packable(env: Path, folder_: str, name: str, pattern: re.Pattern[str]) -> str:
+    """The path of the ``.pyc`` ``name`` in the ``__pycache__`` folder ``folder_`` if a restore takes it, else ""."""
+    path = os.path.join(folder_, name)
+    match = pattern.match(os.path.relpath(path, env).replace(os.sep, "/"))
+    source = os.path.join(os.path.dirname(folder_), match.group(1) + ".py") if match else ""
+    if not source or os.path.islink(path) or os.path.islink(source) or not os.path.isfile(source):
+        return ""
+    with open(path, "rb") as fh:
+        header = fh.read(_HEADER)
+    ok = len(header) == _HEADER and header[4:8] == bytes(4)
+    return path if ok and int.from_bytes(header[12:16], "little") == os.stat(source).st_size & 0xFFFFFFFF else ""
+
+
+def _pattern(major_minor: str) -> re.Pattern[str]:
+    """The path of a ``.pyc`` of Python ``major_minor`` ("3.11") in an env; its group 1: the module's name."""
+    site, tag = re.escape(major_minor), re.escape("cpython-" + major_minor.replace(".", ""))
+    return re.compile(rf"^lib/python{site}/site-packages/(?:[^/]+/)*__pycache__/([^/]+)\.{tag}(?:\.opt-[12])?\.pyc$")
 
 
 @dataclass(frozen=True)
@@ -201,10 +218,7 @@ class _Env:
 
 def _checked(env: Path, raw: bytes, python: str, where: str) -> list[_Member]:
     """Every member of the tar ``raw``, checked against the built env (see the module's docstring)."""
-    major_minor = ".".join(python.split(".")[:2])
-    tag = "cpython-" + major_minor.replace(".", "")
-    site, tag = re.escape(major_minor), re.escape(tag)
-    pattern = re.compile(rf"^lib/python{site}/site-packages/(?:[^/]+/)*__pycache__/([^/]+)\.{tag}(?:\.opt-[12])?\.pyc$")
+    pattern = _pattern(".".join(python.split(".")[:2]))
     out, problems, built = [], [], _Env(env)
     try:
         with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tar:

@@ -168,3 +168,17 @@ def test_a_link_in_the_built_env_is_never_written_through(tmp_path, link):
     with pytest.raises(pycache.BadBytecode, match="symbolic link|not a plain folder|has no source"):
         pycache.restore(env, path, sha, PY, "flow F")
     assert list((tmp_path / "outside").rglob("*.pyc")) == []
+
+
+def test_a_pack_leaves_out_what_a_restore_would_refuse_so_its_own_object_always_restores(tmp_path):
+    """A ``.pyc`` a wheel ships for another Python, one whose source is gone, one of another source: left
+    out (the wheel's own come back with the wheel), so the env's object restores into its rebuild."""
+    env = make_env(tmp_path / "env", 1_600_000_000)
+    cache = env / SITE / "pkg" / "__pycache__"
+    (cache / "mod.cpython-27.pyc").write_bytes(_pyc(MOD_SIZE))
+    (cache / f"gone.{TAG}.pyc").write_bytes(_pyc(1))
+    (cache / f"__init__.{TAG}.opt-1.pyc").write_bytes(_pyc(99))
+    home = Home(tmp_path / "home")
+    sha = pycache.pack(env, "e" * 64, home)
+    rebuilt = make_env(tmp_path / "rebuilt", 1_700_000_000, compiled=False)
+    assert pycache.restore(rebuilt, pycache.object_path(home, sha), sha, PY, "here") == 3
