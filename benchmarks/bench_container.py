@@ -9,7 +9,8 @@ source and dependencies mounted read-only) does what a replay does before it run
 
 1. fetch the interpreter snapshot from S3, verify its sha256, restore it at its prefix, while (overlapped,
    as ``replay.pull_and_restore`` does) every package file of the env is fetched from S3 and verified;
-2. build the env offline with uv.
+   and (overlapped too) the env's bytecode object its first build packed (``env/pycache``);
+2. build the env offline with uv, its ``.pyc`` files restored from that object instead of compiled.
 
 Reported: each phase and their sum (measured inside the container), the build's parts (uv venv, uv pip
 install, bytecode, fingerprint, manifest: wall and CPU, subprocesses included), and the container's wall
@@ -93,8 +94,11 @@ from metaflow_repro.store.snapshot import load_record, parse_ref
 from metaflow_repro.operations.replay import pull_and_restore
 from metaflow_repro.env.engine import environments
 from metaflow_repro.env import build as B
+from metaflow_repro.operations import replay as R
 timed(B, "run_uv", lambda a: "  uv " + a[0][0] + (" install" if a[0][0] == "pip" else ""))
-timed(B, "compile_site_packages", "  bytecode")
+timed(B, "compile_site_packages", "  bytecode compile")
+timed(B.pycache, "restore", "  bytecode restore")
+timed(R, "fetch_bytecode", "  bytecode fetch (overlapped)")
 timed(B.fingerprint, "of_env", "  fingerprint")
 timed(B.manifest, "take", "  manifest")
 settings = load_settings(Path.cwd())
@@ -103,7 +107,8 @@ record = load_record(store, parse_ref(sys.argv[1]))
 t1 = time.perf_counter()
 c1 = cpu()
 env_id, pl = next((e, p) for e, p in record.envs.items() if any(x.name == "matplotlib" for x in p.packages))
-only = type(record)(**{**record.__dict__, "envs": {env_id: pl}})
+bytecode = {e: s for e, s in record.bytecode.items() if e == env_id}
+only = type(record)(**{**record.__dict__, "envs": {env_id: pl}, "bytecode": bytecode})
 locks, interpreters = pull_and_restore(only, store, settings, lambda m: None)  # what a replay does first
 t2 = time.perf_counter()
 environments(settings).build(locks[env_id], interpreters[pl.python], offline=True, where="bench")

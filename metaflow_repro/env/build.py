@@ -23,7 +23,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from metaflow_extensions.repro.plugins import bytecode, probe, protocol
-from metaflow_repro.env import fingerprint, manifest, sdist
+from metaflow_repro.env import fingerprint, manifest, pycache, sdist
 from metaflow_repro.env.cache import PackageCache
 from metaflow_repro.env.pythons import Interpreter
 from metaflow_repro.env.uvtool import run_uv
@@ -221,9 +221,27 @@ class Environments:
                 f"{where}: uv venv failed for Python {interpreter.version} ({interpreter.path}):\n{proc.stderr.strip()}"
             )
         self._pip_install(lock, list(lock.packages), path, files, where, fresh)
-        compile_site_packages(path)
+        self._bytecode(lock, path, where)
         fp = fingerprint.of_env(path, interpreter.facts, fresh=True)
         return self._finish(lock, path, interpreter.path, fp, where)
+
+    def _bytecode(self, lock: PlatformLock, path: Path, where: str) -> None:
+        """The env's ``.pyc`` files: restored from its bytecode object when one is kept here (its first
+        build's, or a replay's, fetched from the store and verified), else compiled. Removes ``path`` if
+        either fails."""
+        home = Home(self.root.parent)
+        sha = pycache.known(home, lock.env_id)
+        if not sha:
+            compile_site_packages(path)
+            return
+        try:
+            pycache.restore(path, pycache.object_path(home, sha), sha, lock.python, f"{where}: env {lock.env_id[:12]}")
+        except pycache.CorruptBytecode:  # the copy kept here rotted: forgotten, and compiled as without one
+            pycache.forget(home, lock.env_id, sha)
+            compile_site_packages(path)
+        except BaseException:
+            shutil.rmtree(path, ignore_errors=True)
+            raise
 
     def _pip_install(
         self, lock: PlatformLock, packages: list, path: Path, files: dict, where: str, fresh: bool

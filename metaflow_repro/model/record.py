@@ -21,7 +21,8 @@ from metaflow_repro.settings import HASH_SEED, recorded_setting_problem
 SCHEMA = "repro.run-record"
 SCHEMA_VERSION = 6  # 2: replay_of, include_files, configs, run_options; 3: inputs, interpreters, executor;
 # 4: a task's caught exception; 5: data_files, reads (and their hosts, loopback), s3_inputs, nondeterministic,
-# executor.image_sha256, image_given; 6: executor.image_digest, hybrid (a `repro bisect` hybrid run) (older still read)
+# executor.image_sha256, image_given; 6: executor.image_digest, hybrid (a `repro bisect` hybrid run), bytecode
+# (older still read)
 NO_FOREACH = "-"  # task key of a task outside any foreach
 #: code_sha256 of a failed run no task of which got as far as its step (no code package was made): a
 #: record naming it names no code object in the store
@@ -327,6 +328,8 @@ class RunRecord:
     nondeterministic: dict[str, tuple[str, ...]] = field(default_factory=dict)
     #: a `repro bisect` hybrid (``replay_of`` names the bisected run); None: not one
     hybrid: Hybrid | None = None
+    #: env id -> sha256 of the bytecode object (``bytecode/<sha256>.tar.zst``) its first build compiled; {}: none
+    bytecode: dict[str, str] = field(default_factory=dict)
 
     @property
     def ref(self) -> str:
@@ -397,6 +400,8 @@ class RunRecord:
             del doc["nondeterministic"]  # optional: older readers never see it
         if self.hybrid is None:
             del doc["hybrid"]  # only a bisection's hybrid run names one
+        if not self.bytecode:
+            del doc["bytecode"]  # optional: older readers never see it
         for step in doc["steps"].values():
             for task in step["tasks"].values():
                 if task["caught"] is None:
@@ -458,8 +463,10 @@ _RECORD_KEYS = frozenset(
         "s3_inputs",
         "nondeterministic",
         "hybrid",
+        "bytecode",
     }
-)  # replay_of .. identity: version 2; inputs, interpreters, executor: version 3; data_files .. nondeterministic: 5; hybrid: 6
+)  # replay_of .. identity: version 2; inputs, interpreters, executor: version 3; data_files .. nondeterministic: 5;
+# hybrid, bytecode: 6
 _INCLUDE_KEYS = frozenset({"sha256", "size", "name", "is_text", "encoding"})
 _CONFIG_KEYS = frozenset({"value", "source", "plain", "parser"})
 _UPSTREAM_KEYS = frozenset({"flow", "run_id", "read_by", "via", "ts_epoch", "user", "tags", "system_tags", "tasks"})
@@ -776,6 +783,7 @@ def _decode(doc: dict[str, Any], at: v.At) -> RunRecord:
         s3_inputs=v.table_of(v.opt(doc, "s3_inputs", dict, {}, at), at / "s3_inputs", v.identifier, step_s3),
         nondeterministic=_nondeterministic(v.opt(doc, "nondeterministic", dict, {}, at), at / "nondeterministic"),
         hybrid=_hybrid(doc, at),
+        bytecode=_bytecode(v.opt(doc, "bytecode", dict, {}, at), envs, at / "bytecode"),
     )
 
 
@@ -906,6 +914,17 @@ def _nondeterministic(table: dict[str, Any], at: v.At) -> dict[str, tuple[str, .
 
 def _artifact_name(value: Any, at: v.At) -> str:
     return "*" if value == "*" else v.identifier(value, at)
+
+
+def _bytecode(table: dict[str, Any], envs: dict[str, PlatformLock], at: v.At) -> dict[str, str]:
+    """env id (one of the record's envs) -> sha256 of its bytecode object."""
+
+    def env_id(k: Any, a: v.At) -> str:
+        if k not in envs:
+            a.fail(k, "an env id listed in 'envs'")
+        return str(k)
+
+    return v.table_of(table, at, env_id, lambda x, a: v.hex_digest(x, 64, a))
 
 
 def _interpreters(table: dict[str, Any], at: v.At) -> dict[str, InterpreterSnapshot]:

@@ -28,7 +28,7 @@ from metaflow_repro import executors
 from metaflow_repro.adapter import lineage, s3_inputs
 from metaflow_repro.adapter.codepackage import extract_tar
 from metaflow_repro.checks.compare import Comparison, ReplayCheck, Verdict
-from metaflow_repro.env import pythons
+from metaflow_repro.env import pycache, pythons
 from metaflow_repro.env.engine import environments
 from metaflow_repro.env.flowfile import flow_name, parameter_names
 from metaflow_repro.env.interpreter_snapshot import check_location, restore
@@ -486,13 +486,28 @@ def pull_and_restore(
     )
     if not versions:
         return pull(original, store, settings), {}
-    with ThreadPoolExecutor(max_workers=len(versions)) as pool:
+    with ThreadPoolExecutor(max_workers=len(versions) + 1) as pool:
         restoring = {
             v: pool.submit(recorded_interpreter, original, v, store, settings, f"{original.ref} Python {v}", log)
             for v in versions
         }
+        bytecode = pool.submit(fetch_bytecode, original, store, settings, log)
         locks = pull(original, store, settings)
+        bytecode.result()
         return locks, {v: f.result() for v, f in restoring.items()}
+
+
+def fetch_bytecode(original: RunRecord, store: Store, settings: Settings, log: Log) -> None:
+    """The bytecode object of each env of ``original`` not built here, fetched and verified into
+    REPRO_HOME, so that its offline build restores the ``.pyc`` files instead of compiling them (a record
+    without one compiles as before)."""
+    envs = environments(settings)
+    for env_id, sha in sorted(original.bytecode.items()):
+        if envs.get(env_id) is not None or pycache.known(settings.home, env_id) == sha:
+            continue
+        log(f"fetching the bytecode of env {env_id[:12]} from the store ({sha[:12]})")
+        fetch_verified(store, layout.bytecode(sha), sha, pycache.object_path(settings.home, sha))
+        pycache.remember(settings.home, env_id, sha)
 
 
 def launcher_interpreter(request: ReplayRequest, log: Log) -> str:

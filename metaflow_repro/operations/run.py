@@ -25,6 +25,7 @@ from metaflow_repro.adapter.codepackage import import_paths
 from metaflow_repro.adapter.flowfolder import check_flow_folder
 from metaflow_repro.checks import drift, hermetic, pickles
 from metaflow_repro.checks.compare import Comparison, ReplayCheck, compare
+from metaflow_repro.env import pycache
 from metaflow_repro.env.engine import Flow, current_lock, environments, flow_lock, open_flow, spec_drift
 from metaflow_repro.env.flowfile import FlowDeclarations, load_flow
 from metaflow_repro.env.interpreter_snapshot import snapshot_interpreters
@@ -529,8 +530,22 @@ def _finish(
         outcome.findings += pickles.findings(record.pickle_checks)
     if options.push:
         record = replace(record, interpreters=snapshot_interpreters(record, settings, log=log))
+        record = replace(record, bytecode=env_bytecode(record, settings))
         outcome.record = record
     return record, keep
+
+
+def env_bytecode(record: RunRecord, settings: Settings) -> dict[str, str]:
+    """env id -> the bytecode object (``env/pycache``) of each PyPI env of the record built here, packed
+    once per env, so that a replay elsewhere restores the ``.pyc`` files instead of compiling them."""
+    envs = environments(settings)
+    out = dict(record.bytecode)
+    for env_id, pl in sorted(record.envs.items()):
+        built = envs.get(env_id) if env_id not in out and not pl.is_conda else None
+        sha = pycache.pack(built.path, env_id, settings.home) if built is not None else ""
+        if sha:
+            out[env_id] = sha
+    return out
 
 
 # -- recording runs repro was stopped before recording ---------------------------------------------

@@ -39,6 +39,7 @@ class Kind(enum.Enum):
     PYTHON_SNAPSHOT_ZSTD = "python snapshot (zstd)"
     IMAGE = "image"
     IMAGE_MANIFEST = "image manifest"
+    BYTECODE = "bytecode"
     UV = "uv"
     BOOTSTRAP_SCRIPT = "bootstrap script"
     BOOTSTRAP_MANIFEST = "bootstrap manifest"
@@ -66,6 +67,7 @@ _TEMPLATES: dict[Kind, str] = {
     Kind.PYTHON_SNAPSHOT_ZSTD: "pythons/{digest}.tar.zst",
     Kind.IMAGE: "images/{digest}.tar.zst",
     Kind.IMAGE_MANIFEST: "images/{digest}.json",
+    Kind.BYTECODE: "bytecode/{digest}.tar.zst",
     Kind.UV: "tools/uv/{digest}/uv",
     Kind.BOOTSTRAP_SCRIPT: protocol.BOOTSTRAP_SCRIPT_KEY % "{digest}",
     Kind.BOOTSTRAP_MANIFEST: protocol.BOOTSTRAP_MANIFEST_KEY % "{digest}",
@@ -108,6 +110,7 @@ CONTENT_KINDS = (
     Kind.BOOTSTRAP_MANIFEST,
     Kind.IMAGE,
     Kind.IMAGE_MANIFEST,
+    Kind.BYTECODE,
 )
 #: what Batch staging puts in the store beside a bootstrap manifest, which names them
 STAGED_KINDS = frozenset({Kind.UV, Kind.BOOTSTRAP_SCRIPT, Kind.PYTHON_SNAPSHOT, Kind.PYTHON_MANIFEST, Kind.PACKAGE})
@@ -230,6 +233,12 @@ def image(sha256: str) -> str:
 def image_manifest(sha256: str) -> str:
     """The image's manifest (recipe key, Debian release, package versions, sizes) beside it."""
     return str(Key(Kind.IMAGE_MANIFEST, digest=sha256))
+
+
+def bytecode(sha256: str) -> str:
+    """The ``.pyc`` files an env's first build compiled (a zstd'd tar of its site-packages' ``__pycache__``
+    folders), by its sha256: a replay restores them instead of compiling."""
+    return str(Key(Kind.BYTECODE, digest=sha256))
 
 
 def artifact(sha1: str) -> str:

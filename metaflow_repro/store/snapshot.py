@@ -24,7 +24,7 @@ from pathlib import Path
 
 import tomli_w
 
-from metaflow_repro.env import conda
+from metaflow_repro.env import conda, pycache
 from metaflow_repro.env.cache import PackageCache, sha256_file
 from metaflow_repro.errors import BadInput, InfraError, IntegrityError, ReproError
 from metaflow_repro.fsutil import atomic_write
@@ -269,7 +269,11 @@ def _local_objects(record: RunRecord, settings: Settings, artifact_blobs: dict[s
             )
         out.append(Upload("artifacts", layout.artifact(sha1), blob, hashlib.sha256(blob).hexdigest(), len(blob)))
     return (
-        out + input_uploads(record, settings) + interpreter_uploads(record, settings) + image_uploads(record, settings)
+        out
+        + input_uploads(record, settings)
+        + interpreter_uploads(record, settings)
+        + image_uploads(record, settings)
+        + bytecode_uploads(record, settings)
     )
 
 
@@ -334,6 +338,27 @@ def image_uploads(record: RunRecord, settings: Settings) -> list[Upload]:
         Upload("images", layout.image(sha), path, sha, path.stat().st_size),
         Upload("images", layout.image_manifest(sha), body, hashlib.sha256(body).hexdigest(), len(body)),
     ]
+
+
+def bytecode_uploads(record: RunRecord, settings: Settings) -> list[Upload]:
+    """The bytecode objects the record names (packed here by ``operations/run.env_bytecode``), each hashed now."""
+    out = []
+    for env_id, sha in sorted(record.bytecode.items()):
+        path = pycache.object_path(settings.home, sha)
+        if not path.is_file():
+            raise BadInput(
+                f"{record.ref}: the bytecode object of env {env_id[:12]} ({sha[:12]}) is not in {path.parent}; "
+                "push from the machine (and REPRO_HOME) that made the run"
+            )
+        got = sha256_file(path)
+        if got != sha:
+            raise IntegrityError(
+                f"{path}: the bytecode object of env {env_id[:12]} does not match its sha256 {sha} (got {got}); "
+                "it is damaged and was not uploaded",
+                path=str(path),
+            )
+        out.append(Upload("bytecode", layout.bytecode(sha), path, got, path.stat().st_size))
+    return list({u.key: u for u in out}.values())
 
 
 def upload_one(store: Store, u: Upload) -> None:
@@ -795,6 +820,8 @@ def named_objects(record: RunRecord) -> dict[str, tuple[str, str]]:
     if record.executor.image_sha256:  # the image the run ran in, and its manifest (checked as a document)
         out[layout.image(record.executor.image_sha256)] = ("sha256", record.executor.image_sha256)
         out[layout.image_manifest(record.executor.image_sha256)] = ("image", record.executor.image_sha256)
+    for sha in record.bytecode.values():  # each env's ahead-of-time bytecode (a replay restores it)
+        out[layout.bytecode(sha)] = ("sha256", sha)
     return out
 
 

@@ -4,6 +4,7 @@ record; the strict run-record decoder; property-based round trips. Pure, fast.""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 
 import pytest
@@ -759,4 +760,22 @@ def test_the_image_a_run_ran_in_is_recorded_only_when_there_and_checked():
         doc = json.loads(replace(make_record(), executor=ran).to_json())
         doc["executor"][field] = value
         with pytest.raises(BadInput, match=f"executor.{field}"):
+            from_json(json.dumps(doc), "r.json")
+
+
+def test_the_bytecode_of_an_env_is_recorded_only_when_there_and_checked():
+    record = replace(make_record(), bytecode={ENV.env_id: "e" * 64})
+    assert from_json(record.to_json(), "r.json") == record
+    assert "bytecode" not in json.loads(make_record().to_json())  # older readers see what they always did
+    assert from_json(make_record().to_json(), "r.json").bytecode == {}
+    for table, problem in [
+        ({"f" * 64: "e" * 64}, "an env id listed in 'envs'"),
+        ({ENV.env_id: "E" * 64}, "64 hex digits"),
+        ({ENV.env_id: "e" * 63}, "64 hex digits"),
+        ({ENV.env_id: 3}, "64 hex digits"),
+        ([ENV.env_id], "'bytecode' must be a table"),
+    ]:
+        doc = json.loads(record.to_json())
+        doc["bytecode"] = table
+        with pytest.raises(BadInput, match=re.escape(problem)):
             from_json(json.dumps(doc), "r.json")

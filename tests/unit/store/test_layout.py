@@ -56,6 +56,7 @@ BUILT = {
         f"pythons/{SHA256}.tar.zst",
         Key(Kind.PYTHON_SNAPSHOT_ZSTD, digest=SHA256),
     ),
+    Kind.BYTECODE: (layout.bytecode(SHA256), f"bytecode/{SHA256}.tar.zst", Key(Kind.BYTECODE, digest=SHA256)),
     Kind.UV: (layout.uv(SHA256), f"tools/uv/{SHA256}/uv", Key(Kind.UV, digest=SHA256)),
     Kind.BOOTSTRAP_SCRIPT: (
         layout.bootstrap_script(SHA256),
@@ -104,6 +105,7 @@ JUNK = {
     Kind.IMAGE: [f"images/{SHA256}.tar", f"images/{SHA1}.tar.zst", f"images/x/{SHA256}.tar.zst"],
     Kind.IMAGE_MANIFEST: [f"images/{SHA256}.tar.json", f"images/{SHA256.upper()}.json"],
     Kind.PYTHON_SNAPSHOT_ZSTD: [f"pythons/{SHA256}.zst", f"pythons/{SHA1}.tar.zst", f"pythons/x/{SHA256}.tar.zst"],
+    Kind.BYTECODE: [f"bytecode/{SHA256}.tar.gz", f"bytecode/{SHA1}.tar.zst", f"bytecode/x/{SHA256}.tar.zst"],
     Kind.UV: [f"tools/uv/{SHA256}/uvx", "tools/uv/x/uv", f"tools/uv/{SHA256}"],
     Kind.BOOTSTRAP_SCRIPT: [f"tools/bootstrap/{SHA256}/other.py", f"tools/bootstrap/{SHA1}/batch_bootstrap.py"],
     Kind.BOOTSTRAP_MANIFEST: [
@@ -166,6 +168,7 @@ def test_gc_sweeps_the_folders_it_always_did_and_never_runs_or_leases():
         "tools/bootstrap/",
         "bootstrap/",
         "images/",
+        "bytecode/",
     )
     for kind in Kind:
         built = BUILT[kind][0]

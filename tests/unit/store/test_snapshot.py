@@ -129,3 +129,33 @@ def test_a_flow_class_under_a_mutator_has_parameters_its_file_does_not_show():
     assert declared_parameters('@project(name="p")\n@pypi_base(python="3.11")\n' + body, "F") == {"alpha"}
     assert declared_parameters("@robust_flow\n" + body, "F") is None
     assert declared_parameters("@mutators.robust_flow(times=2)\n" + body, "F") is None
+
+
+def test_an_envs_bytecode_object_is_named_by_its_record_and_uploaded_only_as_its_sha256(tmp_path):
+    """``record.bytecode``: each env's ahead-of-time ``.pyc`` files, packed here at the record; a push
+    uploads the object from REPRO_HOME hashed again, and verify, gc and bundles know it (named_objects)."""
+    from metaflow_repro.env import pycache
+    from metaflow_repro.errors import BadInput, IntegrityError
+    from metaflow_repro.settings import Home, Settings
+    from metaflow_repro.store.snapshot import bytecode_uploads
+
+    settings = Settings(home=Home(tmp_path / "home"), store="")
+    blob = b"a bytecode object"
+    sha = hashlib.sha256(blob).hexdigest()
+    record = make_record()
+    env_id = "e" * 64
+    assert bytecode_uploads(record, settings) == [] and not any(
+        k.startswith("bytecode/") for k in named_objects(record)
+    )
+    record = replace(record, bytecode={env_id: sha})
+    assert named_objects(record)[layout.bytecode(sha)] == ("sha256", sha)
+    with pytest.raises(BadInput, match=f"bytecode object of env {env_id[:12]}.*push from the machine"):
+        bytecode_uploads(record, settings)
+    path = pycache.object_path(settings.home, sha)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"another object")
+    with pytest.raises(IntegrityError, match="damaged and was not uploaded"):
+        bytecode_uploads(record, settings)
+    path.write_bytes(blob)
+    [upload] = bytecode_uploads(record, settings)
+    assert (upload.key, upload.source, upload.sha256, upload.size) == (layout.bytecode(sha), path, sha, len(blob))
