@@ -382,7 +382,8 @@ class RunRecord:
     def schema_version(self) -> int:
         """The lowest schema that carries this record's fields, so a repro one release older still reads a
         record that uses nothing newer (it refuses a newer schema, and so every record, were it always 6)."""
-        return SCHEMA_VERSION if self.hybrid is not None or self.executor.image_digest else 5
+        newer = self.hybrid is not None or bool(self.executor.image_digest) or bool(self.bytecode)
+        return SCHEMA_VERSION if newer else 5
 
     def to_json(self) -> str:
         doc = {"schema": SCHEMA, "schema_version": self.schema_version(), **asdict(self)}

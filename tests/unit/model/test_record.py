@@ -766,6 +766,7 @@ def test_the_image_a_run_ran_in_is_recorded_only_when_there_and_checked():
 def test_the_bytecode_of_an_env_is_recorded_only_when_there_and_checked():
     record = replace(make_record(), bytecode={ENV.env_id: "e" * 64})
     assert from_json(record.to_json(), "r.json") == record
+    assert json.loads(record.to_json())["schema_version"] == 6  # a schema-5 repro says "upgrade", not "unknown key"
     assert "bytecode" not in json.loads(make_record().to_json())  # older readers see what they always did
     assert from_json(make_record().to_json(), "r.json").bytecode == {}
     for table, problem in [
