@@ -670,8 +670,9 @@ def image_identity(name: str, home: Home, log, store: Store | None = None, recor
 
     * the registry digest the name pins (``<repository>@sha256:...``): ``image_digest``. One the daemon here
       knows is never taken (it may have pulled the tag long ago; the jobs pulled it now);
-    * an image of repro's (one layer, its labels): ``image_sha256``, its store object, made once in
-      ``REPRO_HOME/images`` (a run's push uploads it from there);
+    * an image of repro's (one layer, its labels): ``image_sha256``, its store object, kept in
+      ``REPRO_HOME/images`` (a run's push uploads it from there): fetched from ``store`` when that has one of
+      the same root file system, else packed here once;
     * ``recorded``: the object of ``store`` a replayed record names, named as it is when the daemon's image
       is its root file system; any other image under that name is ``other`` (the replay refuses it);
     * no daemon here, or one without the image: the name, and the log says the digest is not known."""
@@ -691,7 +692,7 @@ def image_identity(name: str, home: Home, log, store: Store | None = None, recor
     if len(layers) == 1 and labelled:
         from metaflow_repro.containers import stored
 
-        manifest = stored.publish(images.client(), name, None, home, log=log)
+        manifest = stored.publish(images.client(), name, None, home, log=log, look_in=store)
         if manifest is not None:
             return Seen(replace(bare, image_sha256=manifest.sha256))
     log(f"AWS Batch image {name}: {_by_name(bare)}")
@@ -732,11 +733,14 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).splitlines() or [type(exc).__name__])[0][:200]
 
 
-def batch_executor(args: Sequence[str], env: Mapping[str, str], home: Home, log) -> Executor:
+def batch_executor(
+    args: Sequence[str], env: Mapping[str, str], home: Home, log, store: Store | None = None
+) -> Executor:
     """What the record of a run whose every step was a Batch job (Metaflow ``args`` and ``env``) says ran
-    it: Batch, and the image its jobs ran in (``image_identity``; its object is pushed with the run)."""
+    it: Batch, and the image its jobs ran in (``image_identity``; its object is pushed with the run to
+    ``store``, where one of the same root file system is looked for first)."""
     name = job_image(args, metaflow_setting(env, IMAGE_VAR), metaflow_setting(env, REGISTRY_VAR), _python())
-    return image_identity(name, home, log).executor
+    return image_identity(name, home, log, store).executor
 
 
 def _python() -> str:

@@ -288,6 +288,7 @@ def _image_object(store, home, rootfs=LAYER):
     body = b"zstd bytes"
     sha = hashlib.sha256(body).hexdigest()
     manifest = ImageManifest(sha, len(body), rootfs, 10, "0", "bookworm", "", "3.11")
+    store.put_bytes(layout.image(sha), body)
     store.put_bytes(layout.image_manifest(sha), manifest.to_json().encode())
     home.images.mkdir(parents=True, exist_ok=True)
     (home.images / f"{sha}.tar.zst").write_bytes(body)
@@ -347,7 +348,7 @@ def test_a_run_records_a_registry_digest_only_when_its_image_name_pins_one(tmp_p
 
 
 def test_a_run_in_an_image_of_repros_records_its_store_object(tmp_path, monkeypatch):
-    from metaflow_repro.executors.batch import image_identity
+    from metaflow_repro.executors.batch import batch_executor, image_identity
 
     home = Home(tmp_path / "home")
     sha = _image_object(LocalStore(str(tmp_path / "store")), home)
@@ -357,6 +358,12 @@ def test_a_run_in_an_image_of_repros_records_its_store_object(tmp_path, monkeypa
     )
     assert image_identity("repro-batch-job:1", home, print).executor.image_sha256 == sha  # found by its layer
     assert image_identity("plain:1", home, print).executor.image_sha256 == ""  # not an image of repro's
+    # a fresh REPRO_HOME (CI): the store's object of that root file system, fetched, not packed (this fake
+    # daemon cannot `docker save`)
+    fresh, store = Home(tmp_path / "fresh"), LocalStore(str(tmp_path / "store"))
+    env = {"METAFLOW_BATCH_CONTAINER_IMAGE": "repro-batch-job:1", "METAFLOW_BATCH_CONTAINER_REGISTRY": ""}
+    assert batch_executor(["--with", "batch"], env, fresh, print, store).image_sha256 == sha
+    assert (fresh.images / f"layer-{LAYER}").read_text().strip() == sha
 
 
 def test_a_replay_refuses_any_other_image_under_the_recorded_name(tmp_path, monkeypatch):
