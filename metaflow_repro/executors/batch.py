@@ -562,8 +562,12 @@ def batch_objects(store: Store, envs: set[str]) -> set[str]:
 # The bytes of a job's image are where AWS Batch pulls them from (a registry), not on this host. What a
 # record can say of them: the image's store object (``image_sha256``) when this host's Docker daemon holds
 # that name as an image of repro's (one layer, repro's labels: `repro image build`), whose root file system
-# is then pushed like a container replay's; else the registry digest (``image_digest``) the name carries or
-# the daemon knows; else the name alone.
+# is then pushed like a container replay's; else the registry digest (``image_digest``) the name itself
+# pins; else the name alone, and the run says the digest its jobs ran is not known. The daemon's own
+# RepoDigests are never taken: it may have pulled the tag long before Batch did. Caveat, on real AWS: the
+# object is what THIS daemon holds under the name; a repro image pushed to a registry under that name is
+# the same bytes only if nobody pushed another since (in the tests' world moto runs the jobs in this very
+# daemon). Name the image by digest to be sure.
 
 IMAGE_VAR = "METAFLOW_BATCH_CONTAINER_IMAGE"
 REGISTRY_VAR = "METAFLOW_BATCH_CONTAINER_REGISTRY"
