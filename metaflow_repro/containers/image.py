@@ -83,14 +83,15 @@ class BuiltImage:
     built: bool  # False: the daemon already had it
 
 
-def client():
-    """A Docker client from the environment (DOCKER_HOST); InfraError naming the socket if no daemon answers."""
+def client(timeout: int = 600):
+    """A Docker client from the environment (DOCKER_HOST); InfraError naming the socket if no daemon answers
+    within ``timeout`` seconds (per request)."""
     try:
         import docker
     except ImportError:
         raise InfraError("the `docker` Python package is not installed; reinstall repro") from None
     try:
-        c = docker.from_env(timeout=600)
+        c = docker.from_env(timeout=timeout)
         c.ping()
     except Exception as exc:  # docker.errors.DockerException, requests' ConnectionError
         where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"

@@ -27,11 +27,12 @@ from pathlib import Path
 import zstandard
 
 from metaflow_repro.containers import image as images
-from metaflow_repro.errors import InfraError, IntegrityError
+from metaflow_repro.errors import InfraError, IntegrityError, ReproError
 from metaflow_repro.fsutil import atomic_write
 from metaflow_repro.settings import Home
 from metaflow_repro.store import Store, layout
 from metaflow_repro.store import images as stored
+from metaflow_repro.store.base import StoreObjectMissing
 from metaflow_repro.store.images import ImageManifest
 
 REPOSITORY = "repro-image"
@@ -56,13 +57,18 @@ def layer_of(client, ref: str) -> str | None:
     return layers[0].split(":", 1)[1] if len(layers) == 1 and layers[0].startswith("sha256:") else None
 
 
-def publish(client, ref: str, store: Store | None, home: Home, log=print) -> ImageManifest | None:
+def publish(
+    client, ref: str, store: Store | None, home: Home, log=print, look_in: Store | None = None
+) -> ImageManifest | None:
     """The image ``ref`` as a store object, made once per layer here and pushed to ``store`` (if any)
-    unless it has it. None: an image of more than one layer (a registry image), which is not kept."""
+    unless it has it. None: an image of more than one layer (a registry image), which is not kept.
+    ``look_in``: a store whose object of that layer is fetched (verified) rather than packed again (a
+    fresh REPRO_HOME: `docker save` + zstd of 250 MB, then an upload the store never needed)."""
     layer = layer_of(client, ref)
     if layer is None:
         return None
-    manifest = _local(home, layer) or _make(client, ref, layer, home, log)
+    found = _local(home, layer) or (in_store(look_in, layer, home, log) if look_in is not None else None)
+    manifest = found or _make(client, ref, layer, home, log)
     if store is not None:
         stored.push_image(store, home.images / f"{manifest.sha256}.tar.zst", manifest, log=log)
     return manifest
@@ -80,6 +86,34 @@ def _local(home: Home, layer: str) -> ImageManifest | None:
     if manifest.rootfs_sha256 != layer or obj.stat().st_size != manifest.size:
         return None
     return manifest
+
+
+def in_store(store: Store, layer: str, home: Home, log) -> ImageManifest | None:
+    """The image object of ``store`` whose root file system is ``layer`` (found by its manifests, each
+    checked), fetched into ``REPRO_HOME/images`` (hashed before it is kept) and indexed by its layer; None
+    when the store has none whole. A corrupt object is said and passed over (the caller packs it again,
+    and a push replaces it)."""
+    for info in store.list(layout.prefix(layout.Kind.IMAGE_MANIFEST)):
+        key = layout.parse_as(info.key, layout.Kind.IMAGE_MANIFEST)
+        if key is None:
+            continue
+        try:
+            manifest = stored.read_manifest(store, key.digest)
+        except (ReproError, StoreObjectMissing):  # unreadable, invalid or corrupt: not this one
+            continue
+        found = store.stat(layout.image(manifest.sha256))
+        if manifest.rootfs_sha256 != layer or found is None or found.size != manifest.size:
+            continue
+        log(f"the root file system {layer[:12]} is the image object {manifest.sha256[:12]} of {store.uri}: fetching it")
+        try:
+            stored.fetch_image(store, manifest.sha256, home.images / f"{manifest.sha256}.tar.zst")
+        except (IntegrityError, StoreObjectMissing) as exc:  # corrupt, or gone since it was listed
+            log(f"{exc}; packing the image here instead")
+            return None
+        atomic_write(home.images / f"{manifest.sha256}.json", manifest.to_json(), mode=0o644)
+        atomic_write(home.images / f"layer-{layer}", manifest.sha256 + "\n", mode=0o644)
+        return manifest
+    return None
 
 
 def _make(client, ref: str, layer: str, home: Home, log) -> ImageManifest:

@@ -95,8 +95,11 @@ class Place(Protocol):
     def check_code(self, original: RunRecord, flow_file: Path, where: str) -> None:
         """Refuse a recorded flow (its code, extracted) that would not run ``where`` as asked."""
 
-    def place(self, run_options: Sequence[str], extra_args: Sequence[str] = ()) -> tuple[list[str], list[str]]:
-        """The recorded run options as this place runs them, and the ones dropped (pure)."""
+    def place(
+        self, run_options: Sequence[str], extra_args: Sequence[str] = (), original: Executor | None = None
+    ) -> tuple[list[str], list[str]]:
+        """The recorded run options as this place runs them, and the ones dropped (pure); ``original``:
+        what ran the replayed run (Batch pins the image its jobs ran in)."""
 
     def dropped_note(self, dropped: Sequence[str], extra_args: Sequence[str], where: str) -> str:
         """What to tell the user about the recorded options ``place`` dropped."""

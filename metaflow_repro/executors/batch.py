@@ -138,17 +138,23 @@ class BatchPlace:
     def check_code(self, original: RunRecord, flow_file: Path, where: str) -> None:
         """A step the code sends to Batch runs on Batch, as asked."""
 
-    def place(self, run_options: Sequence[str], extra_args: Sequence[str] = ()) -> tuple[list[str], list[str]]:
-        """``--with batch`` is added (a recorded ``--with batch:...`` stays, attributes and all). The
-        user's own ``--with batch[:...]`` in ``extra_args`` (after ``--``, appended after these) wins:
-        Metaflow keeps the first decorator of a name, so the recorded one is dropped and none is added."""
+    def place(
+        self, run_options: Sequence[str], extra_args: Sequence[str] = (), original: Executor | None = None
+    ) -> tuple[list[str], list[str]]:
+        """``--with batch`` is added (a recorded ``--with batch:...`` stays, attributes and all, its
+        ``image=`` pinned to the image the ``original`` Batch run's jobs ran in: ``pinned``). The user's own
+        ``--with batch[:...]`` in ``extra_args`` (after ``--``, appended after these) wins: Metaflow keeps
+        the first decorator of a name, so the recorded one is dropped and none is added."""
         items = list(run_options)
         spans = batch_options(items)
         inside_batch = {i for start, end in spans for i in range(start, end)}
         recorded = [a for i, a in enumerate(items) if i in inside_batch]
         if runs_on_batch(extra_args):
             return [a for i, a in enumerate(items) if i not in inside_batch], recorded
-        return (items if recorded else [*items, "--with", "batch"]), []
+        if not recorded:
+            return [*items, "--with", "batch"], []
+        ran = original if original is not None and original.kind is ExecutorKind.BATCH else None
+        return (with_image(items, pinned(ran)) if ran is not None and ran.image else items), []
 
     def dropped_note(self, dropped: Sequence[str], extra_args: Sequence[str], where: str) -> str:
         return f"replaying on AWS Batch with {' '.join(extra_args)}: dropped the recorded {' '.join(dropped)}"
@@ -556,8 +562,12 @@ def batch_objects(store: Store, envs: set[str]) -> set[str]:
 # The bytes of a job's image are where AWS Batch pulls them from (a registry), not on this host. What a
 # record can say of them: the image's store object (``image_sha256``) when this host's Docker daemon holds
 # that name as an image of repro's (one layer, repro's labels: `repro image build`), whose root file system
-# is then pushed like a container replay's; else the registry digest (``image_digest``) the name carries or
-# the daemon knows; else the name alone.
+# is then pushed like a container replay's; else the registry digest (``image_digest``) the name itself
+# pins; else the name alone, and the run says the digest its jobs ran is not known. The daemon's own
+# RepoDigests are never taken: it may have pulled the tag long before Batch did. Caveat, on real AWS: the
+# object is what THIS daemon holds under the name; a repro image pushed to a registry under that name is
+# the same bytes only if nobody pushed another since (in the tests' world moto runs the jobs in this very
+# daemon). Name the image by digest to be sure.
 
 IMAGE_VAR = "METAFLOW_BATCH_CONTAINER_IMAGE"
 REGISTRY_VAR = "METAFLOW_BATCH_CONTAINER_REGISTRY"
@@ -628,43 +638,113 @@ def pinned(executor: Executor) -> str:
     return executor.image
 
 
-def image_identity(name: str, home: Home, log, store: Store | None = None, recorded: str = "") -> Executor:
+def with_image(args: Sequence[str], image: str) -> list[str]:
+    """``args`` with the ``image=`` attribute of its first ``--with batch:...`` (the one Metaflow attaches:
+    ``with_batch_image``) set to ``image``; the same ``args`` when that option names no image. Pure."""
+    items = list(args)
+    for start, end in batch_options(items)[:1]:
+        at = start + 1 if end - start == 2 else start
+        prefix, spec = ("", items[at]) if end - start == 2 else ("--with=", items[at].split("=", 1)[1])
+        name, _, attributes = spec.partition(":")
+        parts = attributes.split(",")
+        keys = [part.partition("=")[0].strip() for part in parts]
+        if "image" in keys and with_batch_image(items):
+            parts[keys.index("image")] = f"image={image}"
+            items[at] = f"{prefix}{name}:{','.join(parts)}"
+    return items
+
+
+#: seconds a Docker daemon may take to answer whether it holds a Batch image (a dead TCP DOCKER_HOST
+#: must not hold a run's read-back for the client's default ten minutes)
+PROBE_TIMEOUT = 5
+
+
+@dataclass(frozen=True)
+class Seen:
+    """What ``image_identity`` found: what a record says of the image, and, for a replay of a recorded
+    image object, what the daemon here holds under its name instead ("": the same, or nothing seen)."""
+
+    executor: Executor
+    other: str = ""
+    unchecked: str = ""  # why the recorded object could not be compared ("": it was, or none was recorded)
+
+
+def image_identity(name: str, home: Home, log, store: Store | None = None, recorded: str = "") -> Seen:
     """What a record says of the image ``name`` Batch jobs ran in, asked of this host's Docker daemon:
 
-    * an image of repro's: ``image_sha256``, its store object, made once in ``REPRO_HOME/images`` (a run's
-      push uploads it from there). ``recorded``: the object of ``store`` a replayed record names, named as
-      it is (not packed again) when the daemon's image is its root file system;
-    * any other image: ``image_digest``, the registry digest the name carries or the daemon knows;
-    * no daemon here, or one without the image: the name (and a digest the name carries)."""
+    * the registry digest the name pins (``<repository>@sha256:...``): ``image_digest``. One the daemon here
+      knows is never taken (it may have pulled the tag long ago; the jobs pulled it now);
+    * an image of repro's (one layer, its labels): ``image_sha256``, its store object, kept in
+      ``REPRO_HOME/images`` (a run's push uploads it from there): fetched from ``store`` when that has one of
+      the same root file system, else packed here once;
+    * ``recorded``: the object of ``store`` a replayed record names, named as it is when the daemon's image
+      is its root file system; any other image under that name is ``other`` (the replay refuses it);
+    * no daemon here, or one without the image: the name, and the log says the digest is not known."""
     from metaflow_repro.containers import image as images
-    from metaflow_repro.containers import stored
 
     bare = Executor(ExecutorKind.BATCH, image=name, image_digest=digest_of(name))
     try:
-        client = images.client()
+        client = images.client(timeout=PROBE_TIMEOUT)
         img = client.images.get(name)
+        layers = _layers(img.attrs)
+        labelled = bool((img.labels or {}).get(images.LABEL_PYTHON))
     except Exception as exc:  # no daemon (InfraError), no such image, or an API error: docker's own errors
-        log(f"AWS Batch image {name}: not in a Docker daemon here ({_first_line(exc)}); recorded by name")
-        return bare
-    layer = stored.layer_of(client, name)
-    if recorded and layer and store is not None and layer == read_manifest(store, recorded).rootfs_sha256:
-        return replace(bare, image_sha256=recorded)
-    if layer and img.labels.get(images.LABEL_PYTHON):
-        manifest = stored.publish(client, name, None, home, log=log)
+        log(f"AWS Batch image {name}: not in a Docker daemon here ({_first_line(exc)}); {_by_name(bare)}")
+        return Seen(bare, unchecked="no Docker daemon here holds it")
+    if recorded:
+        return _against_recorded(bare, layers, store, recorded)
+    if len(layers) == 1 and labelled:
+        from metaflow_repro.containers import stored
+
+        manifest = stored.publish(images.client(), name, None, home, log=log, look_in=store)
         if manifest is not None:
-            return replace(bare, image_sha256=manifest.sha256)
-    return replace(bare, image_digest=digest_of(name, img.attrs.get("RepoDigests") or ()))
+            return Seen(replace(bare, image_sha256=manifest.sha256))
+    log(f"AWS Batch image {name}: {_by_name(bare)}")
+    return Seen(bare)
+
+
+def _by_name(ran: Executor) -> str:
+    if ran.image_digest:
+        return f"recorded with the digest its name pins ({ran.image_digest[:19]})"
+    return (
+        "recorded by name: the registry digest the jobs ran is not known (the tag may move); name the image "
+        f"as {repository(ran.image)}@sha256:<digest> to record exactly what they run"
+    )
+
+
+def _layers(attrs) -> list[str]:
+    """The hex digests of an image's layers (its ``RootFS`` diff_ids), as Docker's inspect lists them."""
+    layers = (attrs.get("RootFS") or {}).get("Layers") or []
+    return [x.split(":", 1)[1] for x in layers if isinstance(x, str) and x.startswith("sha256:")]
+
+
+def _against_recorded(bare: Executor, layers: list[str], store: Store | None, recorded: str) -> Seen:
+    """The daemon's image ``bare.image`` (``layers``) against the recorded image object ``recorded``."""
+    try:
+        if store is None:
+            raise StoreObjectMissing("no store")
+        want = read_manifest(store, recorded).rootfs_sha256
+    except Exception as exc:  # a store without the manifest (or a corrupt one): nothing to compare with
+        return Seen(bare, unchecked=f"its manifest cannot be read from the store ({_first_line(exc)})")
+    if layers == [want]:
+        return Seen(replace(bare, image_sha256=recorded))
+    if len(layers) == 1:
+        return Seen(bare, other=f"another root file system (layer {layers[0][:12]})")
+    return Seen(bare, other=f"an image of {len(layers)} layers, not the recorded root file system {want[:12]}")
 
 
 def _first_line(exc: BaseException) -> str:
     return (str(exc).splitlines() or [type(exc).__name__])[0][:200]
 
 
-def batch_executor(args: Sequence[str], env: Mapping[str, str], home: Home, log) -> Executor:
+def batch_executor(
+    args: Sequence[str], env: Mapping[str, str], home: Home, log, store: Store | None = None
+) -> Executor:
     """What the record of a run whose every step was a Batch job (Metaflow ``args`` and ``env``) says ran
-    it: Batch, and the image its jobs ran in (``image_identity``; its object is pushed with the run)."""
+    it: Batch, and the image its jobs ran in (``image_identity``; its object is pushed with the run to
+    ``store``, where one of the same root file system is looked for first)."""
     name = job_image(args, metaflow_setting(env, IMAGE_VAR), metaflow_setting(env, REGISTRY_VAR), _python())
-    return image_identity(name, home, log)
+    return image_identity(name, home, log, store).executor
 
 
 def _python() -> str:
@@ -674,19 +754,22 @@ def _python() -> str:
 
 def replay_image(request: ReplayRequest, log) -> Executor:
     """What a replay on Batch runs in, checked against what the replayed run ran in, and what its record
-    says of it. The recorded image is run again (``environment``: pinned by its digest when one was
-    recorded) unless the user's own ``-- --with batch:image=...`` names another (``image_given``). A
-    recorded image object the daemon here now holds under that name as another root file system is
-    refused (exit 2); one it cannot see is said, and the jobs run the name as their registry serves it."""
+    says of it. The image is the one of the arguments ``BatchPlace.place`` gives the replay (the recorded
+    image, pinned by its digest when one was recorded, in ``--with batch:image=`` or ``environment``)
+    unless the user's own ``-- --with batch:image=...`` names another (``image_given``). A recorded image
+    object the daemon here holds under that name as any other image is refused (exit 2); one it cannot
+    check is said, and the jobs run the name as their registry serves it."""
     original, given = request.original.executor, with_batch_image(request.extra_args)
-    recorded = pinned(original) if original.kind is ExecutorKind.BATCH and not given else ""
-    env = {**os.environ, IMAGE_VAR: recorded} if recorded else dict(os.environ)
-    args = request.extra_args if given else request.original.run_options
+    ran = original.kind is ExecutorKind.BATCH and bool(original.image)
+    env = {**os.environ, IMAGE_VAR: pinned(original)} if ran else dict(os.environ)
+    placed, _ = BatchPlace().place(request.original.run_options, request.extra_args, original)
+    args = [*placed, *request.extra_args]
     name = job_image(args, metaflow_setting(env, IMAGE_VAR), metaflow_setting(env, REGISTRY_VAR), _python())
-    sha = original.image_sha256 if recorded else ""
-    now = image_identity(name, request.settings.home, log, request.store, recorded=sha)
-    problem = "" if given else image_problem(request.original, now)
-    if problem and now.image_sha256:
+    sha = original.image_sha256 if ran and not given else ""
+    seen = image_identity(name, request.settings.home, log, request.store, recorded=sha)
+    now = seen.executor
+    problem = "" if given else image_problem(request.original, now, seen.other, seen.unchecked)
+    if problem and (now.image_sha256 or seen.other):
         raise BadInput(problem, flow=request.original.flow)
     if problem:
         log(f"repro: {problem}")
@@ -703,24 +786,28 @@ def _push_object(store: Store, home: Home, sha256: str, log) -> None:
     push_image(store, home.images / f"{sha256}.tar.zst", parse_manifest(meta.read_bytes(), str(meta)), log=log)
 
 
-def image_problem(original: RunRecord, now: Executor) -> str:
-    """Why the image a replay on Batch runs in (``now``) is not proven to be the one ``original`` ran in
-    ("": it is, or the original recorded nothing to prove). Pure."""
+def image_problem(
+    original: RunRecord, now: Executor, other: str = "", unchecked: str = "no Docker daemon here holds it"
+) -> str:
+    """Why the image a replay on Batch runs in (``now``; ``other``: what the daemon holds under its name
+    instead of the recorded object; ``unchecked``: why it could not be compared) is not proven to be the
+    one ``original`` ran in ("": it is, or the original recorded nothing to prove). Pure."""
     ran = original.executor
     if ran.kind is not ExecutorKind.BATCH or not ran.image:
         return ""
     if ran.image_sha256 and now.image_sha256 != ran.image_sha256:
-        if now.image_sha256:
+        if now.image_sha256 or other:
+            held = other or f"another root file system (object {now.image_sha256[:12]})"
             return (
                 f"{original.ref} ran on AWS Batch in {ran.image}, the image object {ran.image_sha256[:12]} of the "
-                f"store, but {now.image} in this host's Docker daemon is now another root file system (object "
-                f"{now.image_sha256[:12]}): the replay would not run in the recorded user space. Tag the recorded "
-                f"image as {ran.image} again (`repro replay {original.ref} --on docker` imports its bytes from the "
-                f"store), or replay in another image with -- --with batch:image=IMAGE"
+                f"store, but {now.image} in this host's Docker daemon is now {held}: the replay would not run "
+                f"in the recorded user space. Tag the recorded image as {ran.image} again (`repro replay "
+                f"{original.ref} --on docker` imports its bytes from the store), or replay in another image with "
+                "-- --with batch:image=IMAGE"
             )
         return (
             f"cannot check that {now.image} is still the image object {ran.image_sha256[:12]} {original.ref} ran "
-            "in: no Docker daemon here holds it; its jobs run it as their registry serves it now"
+            f"in: {unchecked}; its jobs run it as their registry serves it now"
         )
     if not ran.image_sha256 and not ran.image_digest:
         return (

@@ -63,7 +63,9 @@ class LocalPlace:
     def check_code(self, original: RunRecord, flow_file: Path, where: str) -> None:
         check_no_batch_steps(original, batch_steps(flow_file), where)
 
-    def place(self, run_options: Sequence[str], extra_args: Sequence[str] = ()) -> tuple[list[str], list[str]]:
+    def place(
+        self, run_options: Sequence[str], extra_args: Sequence[str] = (), original: Executor | None = None
+    ) -> tuple[list[str], list[str]]:
         """Every recorded ``--with batch[:...]`` goes, so the replay runs where it is asked to."""
         items = list(run_options)
         inside_batch = {i for start, end in batch_options(items) for i in range(start, end)}

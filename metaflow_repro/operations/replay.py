@@ -345,7 +345,7 @@ def _placed_args(request: ReplayRequest, given: list[str], log: Log) -> ReplayAr
     placement), then the user's own after ``--``."""
     original, place, extra_args = request.original, request.place, request.extra_args
     kept = len(given) - len(original.run_options)
-    placed, dropped = place.place(given[kept:], extra_args)
+    placed, dropped = place.place(given[kept:], extra_args, original.executor)
     if dropped:
         log(place.dropped_note(dropped, extra_args, request.executor.kind.value))
     return ReplayArgs(tuple(given[:kept]), tuple(placed), tuple(dropped), tuple(extra_args))

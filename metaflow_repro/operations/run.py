@@ -512,7 +512,7 @@ def _read_back(done: _Finished, log: Log) -> tuple[RunRecord, RunInspection]:
     s3 = s3_inputs.collect(found.task_reports(), settings.home, left, f"run {flow.name}/{run_id}", log)
     record = replace(record, s3_inputs=s3)
     if runs_on_batch(options.metaflow_args):  # `run --with batch`: every step was an AWS Batch job, in this image
-        ran = options.executor or batch_executor(options.metaflow_args, options.env, settings.home, log)
+        ran = options.executor or batch_executor(options.metaflow_args, options.env, settings.home, log, done.store)
         record = replace(record, executor=ran)
     return record, found
 

@@ -83,3 +83,43 @@ def test_an_object_that_inflates_past_its_manifest_or_is_not_zstd_is_refused(tmp
     obj.write_bytes(b"not zstd at all")
     with pytest.raises(IntegrityError, match="not a usable zstd image"):
         stored._inflate(obj, tmp_path / "rootfs.tar", manifest, "images/x.tar.zst")
+
+
+class _OneLayerDaemon:
+    """A Docker client holding ``ref`` as an image of one layer, which cannot `docker save` (no ``api``):
+    a publish that packs the image fails."""
+
+    def __init__(self, layer):
+        image = type("Image", (), {"attrs": {"RootFS": {"Layers": [f"sha256:{layer}"]}}, "labels": {}})()
+        self.images = type("Images", (), {"get": lambda _self, ref: image})()
+
+
+def test_a_fresh_home_takes_the_stores_object_of_the_same_layer_instead_of_packing_it(tmp_path):
+    """A fresh REPRO_HOME (CI) whose daemon holds repro's image: the store's object of that root file system
+    is fetched (verified) and named, never packed again (docker save + zstd: 7 s, and an 88 MB upload)."""
+    from metaflow_repro.settings import Home
+    from metaflow_repro.store import LocalStore, layout
+    from metaflow_repro.store.images import ImageManifest
+
+    layer, body = "1" * 64, b"the zstd object"
+    sha = hashlib.sha256(body).hexdigest()
+    store = LocalStore(str(tmp_path / "store"))
+    other = ImageManifest("2" * 64, 3, "9" * 64, 10, "0", "bookworm", "", "3.11")  # another layer's
+    store.put_bytes(layout.image_manifest(other.sha256), other.to_json().encode())
+    store.put_bytes(layout.image_manifest("3" * 64), b"not a manifest")
+    manifest = ImageManifest(sha, len(body), layer, 10, "0", "bookworm", "", "3.11")
+    store.put_bytes(layout.image(sha), body)
+    store.put_bytes(layout.image_manifest(sha), manifest.to_json().encode())
+    home, said = Home(tmp_path / "home"), []
+    assert (
+        stored.publish(_OneLayerDaemon(layer), "repro-batch-job:1", None, home, said.append, look_in=store) == manifest
+    )
+    assert (home.images / f"{sha}.tar.zst").read_bytes() == body and "fetching it" in said[-1]
+    assert stored.publish(_OneLayerDaemon(layer), "repro-batch-job:1", None, home, said.append) == manifest  # kept
+    with pytest.raises(AttributeError):  # no such object in the store: packed (this daemon cannot save)
+        stored.publish(_OneLayerDaemon("4" * 64), "x:1", None, home, said.append, look_in=store)
+    store.put_bytes(layout.image(sha), b"the zstd objecT")  # corrupt, same size: said, and packed here
+    home = Home(tmp_path / "home2")
+    with pytest.raises(AttributeError):
+        stored.publish(_OneLayerDaemon(layer), "repro-batch-job:1", None, home, said.append, look_in=store)
+    assert "corrupt" in said[-2] and "packing" in said[-1] and not (home.images / f"{sha}.tar.zst").exists()

@@ -12,6 +12,8 @@ import os
 import shutil
 from pathlib import Path
 
+import pytest
+
 from metaflow_extensions.repro.plugins import probe
 from metaflow_repro.executors.batch import StagingLedger, _put_missing, runs_on_batch
 from metaflow_repro.settings import Home
@@ -233,3 +235,200 @@ def test_a_replay_on_batch_runs_the_recorded_image_and_says_when_it_cannot_prove
         ]
         == "now:1"
     )
+
+
+# -- the image a Batch run's jobs ran in, with a fake Docker daemon (no real one: what AWS users have) -----------
+
+LAYER, OTHER_LAYER = "1" * 64, "2" * 64
+
+
+class _FakeImage:
+    def __init__(self, layers, labels=None, repo_digests=()):
+        self.attrs = {"RootFS": {"Layers": [f"sha256:{x}" for x in layers]}, "RepoDigests": list(repo_digests)}
+        self.labels = labels or {}
+
+
+class _FakeDaemon:
+    """What image_identity asks of docker.DockerClient: ``images.get(name)`` (docker.errors.ImageNotFound
+    for a name it lacks, or any API error ``fail`` names)."""
+
+    def __init__(self, held=None, fail=None):
+        self.held, self.fail, self.timeouts = held or {}, fail, []
+        self.images = self
+
+    def get(self, name):
+        import docker.errors
+
+        if self.fail is not None:
+            raise self.fail
+        if name not in self.held:
+            raise docker.errors.ImageNotFound(f"No such image: {name}")
+        return self.held[name]
+
+
+def _daemon(monkeypatch, daemon):
+    """``images.client`` answers with ``daemon`` (None: no daemon answers, as on a host without Docker)."""
+    from metaflow_repro.containers import image as images
+    from metaflow_repro.errors import InfraError
+
+    def client(timeout=600):
+        if daemon is None:
+            raise InfraError("no Docker daemon answers at unix:///var/run/docker.sock (ConnectionError)")
+        daemon.timeouts.append(timeout)
+        return daemon
+
+    monkeypatch.setattr(images, "client", client)
+
+
+def _image_object(store, home, rootfs=LAYER):
+    """An image object's manifest in ``store`` and REPRO_HOME (object file too), as a push leaves them."""
+    from metaflow_repro.store import layout
+    from metaflow_repro.store.images import ImageManifest
+
+    body = b"zstd bytes"
+    sha = hashlib.sha256(body).hexdigest()
+    manifest = ImageManifest(sha, len(body), rootfs, 10, "0", "bookworm", "", "3.11")
+    store.put_bytes(layout.image(sha), body)
+    store.put_bytes(layout.image_manifest(sha), manifest.to_json().encode())
+    home.images.mkdir(parents=True, exist_ok=True)
+    (home.images / f"{sha}.tar.zst").write_bytes(body)
+    (home.images / f"{sha}.json").write_text(manifest.to_json())
+    (home.images / f"layer-{rootfs}").write_text(sha + "\n")
+    return sha
+
+
+def _request(tmp_path, executor, run_options=(), extra_args=()):
+    from types import SimpleNamespace
+
+    from metaflow_repro.executors.base import ReplayRequest
+    from metaflow_repro.executors.batch import BatchPlace
+    from metaflow_repro.model.interpreter import Executor, ExecutorKind
+    from tests.helpers import make_record
+
+    store = LocalStore(str(tmp_path / "store"))
+    original = replace_record(make_record(), executor=executor, run_options=tuple(run_options))
+    return ReplayRequest(
+        original=original,
+        store=store,
+        settings=SimpleNamespace(home=Home(tmp_path / "home")),  # type: ignore[arg-type]
+        place=BatchPlace(),
+        executor=Executor(ExecutorKind.BATCH),
+        ref="F/1",
+        extra_args=tuple(extra_args),
+    )
+
+
+def replace_record(record, **changes):
+    from dataclasses import replace
+
+    return replace(record, **changes)
+
+
+def test_a_run_records_a_registry_digest_only_when_its_image_name_pins_one(tmp_path, monkeypatch):
+    """The daemon here may have pulled the tag long ago: its RepoDigests are never what the jobs ran."""
+    from metaflow_repro.executors.batch import batch_executor
+
+    stale = _FakeImage([LAYER, OTHER_LAYER], repo_digests=[f"reg.io/team/job@{DIGEST}"])
+    daemon = _FakeDaemon({"reg.io/team/job:3": stale, f"reg.io/team/job@{DIGEST}": stale})
+    _daemon(monkeypatch, daemon)
+    said: list[str] = []
+    home, env = Home(tmp_path), {"METAFLOW_BATCH_CONTAINER_REGISTRY": ""}
+    ran = batch_executor(["--with", "batch:image=reg.io/team/job:3"], env, home, said.append)
+    assert (ran.image, ran.image_digest, ran.image_sha256) == ("reg.io/team/job:3", "", "")
+    assert "digest the jobs ran is not known" in said[-1] and "reg.io/team/job@sha256:" in said[-1]
+    assert daemon.timeouts == [5]  # a short probe: a dead DOCKER_HOST never holds the run for ten minutes
+    ran = batch_executor(["--with", f"batch:image=reg.io/team/job@{DIGEST}"], env, home, said.append)
+    assert ran.image_digest == DIGEST
+    _daemon(monkeypatch, None)  # no daemon here: the name, and the digest it pins
+    ran = batch_executor(
+        ["--with", "batch:cpu=2"], {"METAFLOW_BATCH_CONTAINER_IMAGE": "team/job:3", **env}, home, said.append
+    )
+    assert (ran.image, ran.image_digest) == ("team/job:3", "") and "not known" in said[-1]
+    assert "not in a Docker daemon here" in said[-1]
+
+
+def test_a_run_in_an_image_of_repros_records_its_store_object(tmp_path, monkeypatch):
+    from metaflow_repro.executors.batch import batch_executor, image_identity
+
+    home = Home(tmp_path / "home")
+    sha = _image_object(LocalStore(str(tmp_path / "store")), home)
+    labels = {"org.repro.python": "3.11"}
+    _daemon(
+        monkeypatch, _FakeDaemon({"repro-batch-job:1": _FakeImage([LAYER], labels), "plain:1": _FakeImage([LAYER])})
+    )
+    assert image_identity("repro-batch-job:1", home, print).executor.image_sha256 == sha  # found by its layer
+    assert image_identity("plain:1", home, print).executor.image_sha256 == ""  # not an image of repro's
+    # a fresh REPRO_HOME (CI): the store's object of that root file system, fetched, not packed (this fake
+    # daemon cannot `docker save`)
+    fresh, store = Home(tmp_path / "fresh"), LocalStore(str(tmp_path / "store"))
+    env = {"METAFLOW_BATCH_CONTAINER_IMAGE": "repro-batch-job:1", "METAFLOW_BATCH_CONTAINER_REGISTRY": ""}
+    assert batch_executor(["--with", "batch"], env, fresh, print, store).image_sha256 == sha
+    assert (fresh.images / f"layer-{LAYER}").read_text().strip() == sha
+
+
+def test_a_replay_refuses_any_other_image_under_the_recorded_name(tmp_path, monkeypatch):
+    """Held under the recorded name: the recorded root file system, or refused (exit 2), whatever it is."""
+    from metaflow_repro.errors import BadInput
+    from metaflow_repro.executors.batch import replay_image
+    from metaflow_repro.model.interpreter import Executor, ExecutorKind
+
+    request = _request(tmp_path, Executor(ExecutorKind.BATCH, "repro-batch-job:1", image_sha256="0" * 64))
+    sha = _image_object(request.store, request.settings.home)
+    request = _request(tmp_path, Executor(ExecutorKind.BATCH, "repro-batch-job:1", image_sha256=sha))
+    labels = {"org.repro.python": "3.11"}
+    for held, why in (
+        (_FakeImage([LAYER, OTHER_LAYER], labels), "an image of 2 layers"),
+        (_FakeImage([OTHER_LAYER]), "another root file system"),  # unlabelled, one layer
+    ):
+        _daemon(monkeypatch, _FakeDaemon({"repro-batch-job:1": held}))
+        with pytest.raises(BadInput, match=why) as refused:
+            replay_image(request, print)
+        assert refused.value.exit_code == 2 and sha[:12] in str(refused.value)
+    _daemon(monkeypatch, _FakeDaemon({"repro-batch-job:1": _FakeImage([LAYER])}))  # the same bytes, any labels
+    assert replay_image(request, print).image_sha256 == sha
+
+
+def test_a_replay_that_cannot_check_the_recorded_image_says_why_and_runs(tmp_path, monkeypatch):
+    import docker.errors
+
+    from metaflow_repro.executors.batch import replay_image
+    from metaflow_repro.model.interpreter import Executor, ExecutorKind
+
+    sha = "3" * 64  # the store lacks its manifest
+    request = _request(tmp_path, Executor(ExecutorKind.BATCH, "repro-batch-job:1", image_sha256=sha))
+    said: list[str] = []
+    _daemon(monkeypatch, _FakeDaemon({"repro-batch-job:1": _FakeImage([LAYER])}))
+    assert replay_image(request, said.append).image_sha256 == ""
+    assert "cannot check" in said[-1] and "manifest cannot be read" in said[-1]
+    _daemon(monkeypatch, _FakeDaemon(fail=docker.errors.APIError("500 Server Error: inspect failed")))
+    assert replay_image(request, said.append).image_sha256 == ""
+    assert "cannot check" in said[-1] and "no Docker daemon here holds it" in said[-1]
+    _daemon(monkeypatch, None)
+    assert replay_image(request, said.append).image == "repro-batch-job:1" and "cannot check" in said[-1]
+
+
+def test_a_replay_pins_a_recorded_batch_image_option_and_names_the_image_its_jobs_run(tmp_path, monkeypatch):
+    """Metaflow's `--with batch:image=` beats METAFLOW_BATCH_CONTAINER_IMAGE: the recorded option is pinned
+    to the digest; `-- --with batch:cpu=4` drops it, and the pinned name comes from the environment."""
+    from metaflow_repro.executors.batch import BatchPlace, replay_image
+    from metaflow_repro.model.interpreter import Executor, ExecutorKind
+
+    ran = Executor(ExecutorKind.BATCH, "reg.io/team/job:3", image_digest=DIGEST)
+    recorded = ["--max-workers", "2", "--with", "batch:cpu=2,image=reg.io/team/job:3"]
+    placed, dropped = BatchPlace().place(recorded, (), ran)
+    assert placed == ["--max-workers", "2", "--with", f"batch:cpu=2,image=reg.io/team/job@{DIGEST}"] and not dropped
+    assert BatchPlace().place(["--with=batch:image=a:1"], (), ran) == (
+        [f"--with=batch:image=reg.io/team/job@{DIGEST}"],
+        [],
+    )
+    assert BatchPlace().place(recorded, ["--with", "batch:cpu=4"], ran)[1] == recorded[2:]
+    assert BatchPlace().place(recorded, (), None)[0] == recorded  # no Batch run recorded: as it was
+    _daemon(monkeypatch, None)
+    monkeypatch.delenv("METAFLOW_BATCH_CONTAINER_REGISTRY", raising=False)
+    for extra, image, given in (
+        ((), f"reg.io/team/job@{DIGEST}", ""),
+        (("--with", "batch:cpu=4"), f"reg.io/team/job@{DIGEST}", ""),
+        (("--with", "batch:image=mine:2"), "mine:2", "mine:2"),
+    ):
+        now = replay_image(_request(tmp_path, ran, recorded, extra), print)
+        assert (now.image, now.image_digest, now.image_given) == (image, DIGEST if not given else "", given)
