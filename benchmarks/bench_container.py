@@ -109,7 +109,7 @@ c1 = cpu()
 env_id, pl = next((e, p) for e, p in record.envs.items() if any(x.name == "matplotlib" for x in p.packages))
 bytecode = {e: s for e, s in record.bytecode.items() if e == env_id}
 only = type(record)(**{**record.__dict__, "envs": {env_id: pl}, "bytecode": bytecode})
-locks, interpreters = pull_and_restore(only, store, settings, lambda m: None)  # what a replay does first
+locks, interpreters = pull_and_restore(only, store, settings, lambda m: None, bytecode=True)  # a container replay
 t2 = time.perf_counter()
 environments(settings).build(locks[env_id], interpreters[pl.python], offline=True, where="bench")
 t3 = time.perf_counter()

@@ -81,6 +81,10 @@ def test_replay_on_docker_from_an_empty_home_is_identical(recorded, tmp_path, s3
     snap = next(iter(record.interpreters.values()))
     assert f"restoring Python {snap.python} at {snap.prefix}" in r.err
     assert "rebuilding env" in r.err
+    # the container's build restored each env's bytecode from the store's object instead of compiling
+    assert record.bytecode and set(record.bytecode) == set(record.envs)
+    for env_id, sha in record.bytecode.items():
+        assert f"fetching the bytecode of env {env_id[:12]} from the store ({sha[:12]})" in r.err
     replayed_key = r.out.split("replay recorded as ", 1)[1].split(" in ", 1)[1].strip().splitlines()[0]
     key = replayed_key.split(f"s3://{bucket}/", 1)[1]
     body = boto3.client("s3", endpoint_url=s3_server).get_object(Bucket=bucket, Key=key)["Body"].read().decode()

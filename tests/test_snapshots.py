@@ -1,7 +1,6 @@
 """Record, snapshot, replay and compare, for real: Metaflow runs, uv-built envs, a local store and
 S3 over HTTP (moto's server), replays from an empty REPRO_HOME with no package index."""
 
-import hashlib
 import json
 import os
 import shutil
@@ -12,7 +11,6 @@ import boto3
 import pytest
 import tomllib
 
-from metaflow_repro.env import pycache
 from metaflow_repro.model.record import from_json
 from tests.helpers import SCENARIOS, FlakyProxy, cli, require_netns
 
@@ -117,24 +115,14 @@ def test_s3_snapshot_then_replay_from_empty_home_without_an_index(tmp_path, s3_s
     assert replay.code == 0, replay.text[-4000:]
     assert f"result: {EXPECTED['linear_sklearn']['replay']}" in replay.out
     assert "rebuilding env" in replay.err and "resolving" not in replay.err
-    # each env's bytecode: packed at the record, in the store, restored by the replay's build (not compiled:
-    # the restored .pyc files are the packed ones byte for byte, their code naming the recorded env's paths)
+    # each env's bytecode: packed at the record and in the store (a container replay restores it:
+    # tests/test_docker_replay.py); a replay here builds into this machine's envs, which later runs reuse,
+    # so it compiles: a record's bytecode is code that no source vouches for
     assert set(record.bytecode) == set(record.envs)
     for env_id, sha in record.bytecode.items():
         assert f"team/bytecode/{sha}.tar.zst" in keys
-        assert f"fetching the bytecode of env {env_id[:12]}" in replay.err
-        restored = pycache.pack_bytes(home / "envs" / env_id[:16])
-        assert hashlib.sha256(restored).hexdigest() == sha
-    # a byte flipped in the stored object: refused (exit 3) naming it, before any env is built
-    key = f"team/bytecode/{next(iter(record.bytecode.values()))}.tar.zst"
-    s3 = boto3.client("s3", endpoint_url=s3_server)
-    blob = bytearray(s3.get_object(Bucket=s3_bucket, Key=key)["Body"].read())
-    blob[len(blob) // 2] ^= 1
-    s3.put_object(Bucket=s3_bucket, Key=key, Body=bytes(blob))
-    env = {**mf_env, **NO_INDEX, "REPRO_HOME": str(tmp_path / "other-home")}
-    corrupt = cli("replay", "LinearSklearnFlow/latest", "--store", store, cwd=tmp_path, env=env)
-    assert corrupt.code == 3 and key in corrupt.err and "corrupt" in corrupt.err, corrupt.text[-3000:]
-    assert not list((tmp_path / "other-home" / "envs").glob("*/bin/python"))
+    assert "fetching the bytecode" not in replay.err
+    assert not list((home / "bytecode").glob("*.tar.zst")), "a replay here takes no bytecode from a record"
 
 
 def test_replay_in_a_network_namespace_with_no_network(tmp_path, mf_env, recorded):

@@ -240,7 +240,8 @@ def prepare(request: ReplayRequest, log: Log, workdirs: list[Path]) -> ReplayPla
     for version, snap in sorted(original.interpreters.items()):  # nothing is created or run anywhere else
         check_location(snap, f"interpreters.{version}", f"{store.uri}: {original.ref}")
     # 1. everything the record names, verified, before anything runs (the interpreters meanwhile)
-    locks, interpreters = pull_and_restore(original, store, settings, log)
+    in_container = request.executor.kind is ExecutorKind.DOCKER  # prepare runs inside the container then
+    locks, interpreters = pull_and_restore(original, store, settings, log, bytecode=in_container)
     inputs = pull_inputs(original, store, settings)
     data_files = pull_data_files(original, store, settings)  # verified (sha256) before any is laid out
     upstream = pull_input_artifacts(original, store, settings)  # verified (sha1) before anything reads them
@@ -474,12 +475,16 @@ def known_nondeterministic(original: RunRecord, comparison: Comparison) -> Compa
 
 
 def pull_and_restore(
-    original: RunRecord, store: Store, settings: Settings, log: Log
+    original: RunRecord, store: Store, settings: Settings, log: Log, bytecode: bool = False
 ) -> tuple[dict[str, PlatformLock], dict[str, pythons.Interpreter]]:
     """``pull`` (locks, code, package files, all verified) while the interpreters that the record's
     environments not built here need are restored from their snapshots: independent work (network and
     unzip against tar), so overlapped. Returns the locks and {Python version: interpreter}. Each
-    interpreter's location is checked before anything is created there (``recorded_interpreter``)."""
+    interpreter's location is checked before anything is created there (``recorded_interpreter``).
+    ``bytecode``: the envs' bytecode objects too (``fetch_bytecode``), which their builds then restore
+    instead of compiling. A record's bytecode is code that no source vouches for, so only a replay in a
+    container asks for it: its REPRO_HOME is its own and thrown away, and the record's code package runs
+    there anyway. A replay here builds into this machine's envs, which later runs reuse: it compiles."""
     envs = environments(settings)
     versions = sorted(
         {pl.python for env_id, pl in original.envs.items() if not pl.is_conda and envs.get(env_id) is None}
@@ -491,9 +496,10 @@ def pull_and_restore(
             v: pool.submit(recorded_interpreter, original, v, store, settings, f"{original.ref} Python {v}", log)
             for v in versions
         }
-        bytecode = pool.submit(fetch_bytecode, original, store, settings, log)
+        fetching = pool.submit(fetch_bytecode, original, store, settings, log) if bytecode else None
         locks = pull(original, store, settings)
-        bytecode.result()
+        if fetching is not None:
+            fetching.result()
         return locks, {v: f.result() for v, f in restoring.items()}
 
 
@@ -558,7 +564,8 @@ def _recorded_metaflow_problem(code: Path, original: RunRecord) -> str:
             f"Metaflow {original.metaflow_version}"
         )
     key = (original.code_sha256, sys.executable)
-    if key not in _PROBED:  # the package's bytes were checked against its sha256 before it was extracted
+    found = _PROBED.get(key)  # the package's bytes were checked against its sha256 before it was extracted
+    if found is None:
         probe = (
             "import sys; sys.path.insert(0, sys.argv[1]); from metaflow.metaflow_version import get_version; "
             "print(get_version())"
@@ -572,8 +579,10 @@ def _recorded_metaflow_problem(code: Path, original: RunRecord) -> str:
             env={**environ, EXTRACTED_ROOT: str(code.parent)},
             timeout=300,
         )
-        _PROBED[key] = (proc.returncode, proc.stdout, proc.stderr)
-    returncode, stdout, stderr = _PROBED[key]
+        found = (proc.returncode, proc.stdout, proc.stderr)
+        if proc.returncode == 0:  # a failure (a probe killed under load) is asked again by the next replay
+            _PROBED[key] = found
+    returncode, stdout, stderr = found
     if returncode != 0:
         return (
             f"this Python ({sys.executable}, {sys.version.split()[0]}) cannot import the recorded Metaflow "

@@ -7,6 +7,8 @@ import shlex
 import sys
 from pathlib import Path
 
+import pytest
+
 from metaflow_repro.cli.run import failed_tasks
 from metaflow_repro.model.findings import Finding, Kind
 from metaflow_repro.operations.replay import logs_command, task_pathspec
@@ -128,3 +130,34 @@ def test_the_recorded_metaflow_is_probed_once_per_code_package_in_a_process(tmp_
     problem = mod._recorded_metaflow_problem(_metaflow_package(tmp_path / "r4" / ".mf_code", "2.1"), other)
     assert problem == "the code package carries Metaflow 2.1, but the record says 2.0 ran"
     assert (tmp_path / "r4" / "imports").read_text() == "x"
+
+
+def test_a_records_bytecode_object_is_fetched_verified_and_a_corrupt_one_is_refused(tmp_path):
+    """What a replay inside a container fetches for its builds to restore (a replay here never asks:
+    tests/test_snapshots.py): a copy that does not match the record's sha256 is refused (exit 3) naming
+    it, and nothing is kept or remembered."""
+    import hashlib
+    from dataclasses import replace
+
+    from metaflow_repro.env import pycache
+    from metaflow_repro.errors import IntegrityError
+    from metaflow_repro.operations import replay as op
+    from metaflow_repro.settings import load_settings
+    from metaflow_repro.store import layout, open_store
+    from tests.unit.model.test_record import ENV, make_record
+
+    settings = load_settings(tmp_path, environ={"REPRO_HOME": str(tmp_path / "home")})
+    store = open_store(f"file://{tmp_path / 'store'}")
+    blob = b"an env's bytecode object"
+    sha = hashlib.sha256(blob).hexdigest()
+    record = replace(make_record(), bytecode={ENV.env_id: sha})
+    store.put_bytes(layout.bytecode(sha), blob[:-1] + b"!")
+    said: list[str] = []
+    with pytest.raises(IntegrityError, match=rf"{layout.bytecode(sha)} is corrupt"):
+        op.fetch_bytecode(record, store, settings, said.append)
+    assert not pycache.known(settings.home, ENV.env_id) and not pycache.object_path(settings.home, sha).exists()
+    store.put_bytes(layout.bytecode(sha), blob)
+    op.fetch_bytecode(record, store, settings, said.append)
+    assert (
+        pycache.known(settings.home, ENV.env_id) == sha and pycache.object_path(settings.home, sha).read_bytes() == blob
+    )
