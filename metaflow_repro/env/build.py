@@ -226,9 +226,9 @@ class Environments:
         return self._finish(lock, path, interpreter.path, fp, where)
 
     def _bytecode(self, lock: PlatformLock, path: Path, where: str) -> None:
-        """The env's ``.pyc`` files: restored from its bytecode object when one is kept here (its first
-        build's, or a replay's, fetched from the store and verified), else compiled. Removes ``path`` if
-        either fails."""
+        """The env's ``.pyc`` files: restored from its bytecode object when a replay in a container fetched
+        one for it (from the store, verified: ``operations/replay.fetch_bytecode``), else compiled. Removes
+        ``path`` if either fails."""
         home = Home(self.root.parent)
         sha = pycache.known(home, lock.env_id)
         if not sha:

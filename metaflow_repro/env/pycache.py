@@ -1,5 +1,6 @@
-"""An env's ahead-of-time bytecode as one content-addressed object: packed once from the env's first build,
-restored by a later build of the same env (a replay elsewhere) instead of compiling. Disk only.
+"""An env's ahead-of-time bytecode as one content-addressed object: packed once from the env built here, at
+its first push; restored instead of compiled by a build of the same env in a container replay, which fetched
+it from the store (a home that packs never restores: it compiles its envs). Disk only.
 
 The object (store key ``bytecode/<sha256>.tar.zst``, kept here as ``REPRO_HOME/bytecode/<sha256>.tar.zst``)
 is a deterministic tar (members sorted, mtime 0, owner 0, regular files only) of every
@@ -50,7 +51,9 @@ class BadBytecode(BadInput):
 
 
 def folder(home: Home) -> Path:
-    """Where bytecode objects are kept, with one small file per env naming its object (``envs/<env id>.json``)."""
+    """Where bytecode objects are kept, with small files per env naming its object: ``packed/<env id>.json``
+    (what a push of an env built here packed) and ``envs/<env id>.json`` (what its next build restores: only
+    ever an object a replay in a container fetched for it)."""
     return home.root / "bytecode"
 
 
@@ -60,14 +63,18 @@ def object_path(home: Home, sha256: str) -> Path:
     return folder(home) / f"{sha256}.tar.zst"
 
 
-def _pointer(home: Home, env_id: str) -> Path:
-    return folder(home) / "envs" / f"{env_id}.json"
+#: the two kinds of pointer: an object a build restores, an object a push packed (never restored from)
+RESTORE, PACKED = "envs", "packed"
 
 
-def known(home: Home, env_id: str) -> str:
+def _pointer(home: Home, env_id: str, kind: str = RESTORE) -> Path:
+    return folder(home) / kind / f"{env_id}.json"
+
+
+def known(home: Home, env_id: str, kind: str = RESTORE) -> str:
     """The sha256 of the bytecode object kept here for ``env_id`` ("" if none, or its file is gone)."""
     try:
-        sha = json.loads(_pointer(home, env_id).read_text()).get("sha256", "")
+        sha = json.loads(_pointer(home, env_id, kind).read_text()).get("sha256", "")
     except (OSError, ValueError, AttributeError):
         return ""
     if not isinstance(sha, str) or not _HEX64.match(sha) or not object_path(home, sha).is_file():
@@ -75,9 +82,10 @@ def known(home: Home, env_id: str) -> str:
     return sha
 
 
-def remember(home: Home, env_id: str, sha256: str) -> None:
-    """Say that ``env_id``'s bytecode is the object ``sha256`` (kept here): its next build restores it."""
-    _write_whole(_pointer(home, env_id), json.dumps({"env_id": env_id, "sha256": sha256}).encode())
+def remember(home: Home, env_id: str, sha256: str, kind: str = RESTORE) -> None:
+    """Say that ``env_id``'s bytecode is the object ``sha256`` (kept here): with ``RESTORE``, its next build
+    restores it; with ``PACKED``, a later push names it without packing the env again."""
+    _write_whole(_pointer(home, env_id, kind), json.dumps({"env_id": env_id, "sha256": sha256}).encode())
 
 
 def forget(home: Home, env_id: str, sha256: str) -> None:
@@ -98,7 +106,7 @@ def _site_packages(env: Path) -> list[Path]:
 def pack(env: Path, env_id: str, home: Home) -> str:
     """The sha256 of the bytecode object of the built env at ``env`` (packed once per env: kept in
     ``folder(home)``); "" if it has no ``.pyc`` files."""
-    sha = known(home, env_id)
+    sha = known(home, env_id, PACKED)
     if sha:
         return sha
     data = pack_bytes(env)
@@ -108,7 +116,7 @@ def pack(env: Path, env_id: str, home: Home) -> str:
     target = object_path(home, sha)
     if not target.is_file():
         _write_whole(target, data)
-    remember(home, env_id, sha)
+    remember(home, env_id, sha, PACKED)  # not a pointer a build restores from: this home compiles its envs
     return sha
 
 
