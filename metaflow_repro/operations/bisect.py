@@ -57,6 +57,7 @@ from metaflow_repro.operations.run import Log, RunOptions, check_same_flow, comp
 from metaflow_repro.operations.run import Outcome as RunOutcome
 from metaflow_repro.settings import Settings, environ_for, load_settings
 from metaflow_repro.store import Store, layout
+from metaflow_repro.store.base import StoreObjectMissing
 from metaflow_repro.store.snapshot import push_hybrid_record, record_at, save_local
 
 RUN_FAILED = "the run failed"
@@ -339,9 +340,10 @@ class _Runner:
         environments). An answer that fails a check is said and not used: the hybrid runs again."""
         pointer = layout.bisect_answer(key)
         try:
-            if not self.store.exists(pointer):
+            try:
+                data = self.store.get_bytes(pointer)  # one request: most hybrids have no answer yet
+            except StoreObjectMissing:
                 return None
-            data = self.store.get_bytes(pointer)
             doc = load_json(data, At(pointer), "a bisect answer", max_bytes=_POINTER_BYTES)
             run_id = doc.get("run") if isinstance(doc, dict) and set(doc) == {"run"} else None
             if not isinstance(run_id, str):
